@@ -1,0 +1,38 @@
+"""Who made a change, through which credential, from where."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+ACTOR_TYPES = ("user", "scim_token", "scim_client", "api_key", "system")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The subject of an audit event and the context of the request that carried it.
+
+    `role` is the actor's org role when it acts as a user or through that user's API key;
+    services use it to authorize. It is not part of the audit record.
+    """
+
+    type: str
+    id: str
+    display: str
+    org_id: str | None = None
+    role: str | None = None
+    request_id: str | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.type not in ACTOR_TYPES:
+            raise ValueError(f"unknown actor type {self.type!r}")
+
+    def with_request(self, request_id: str | None, ip: str | None, user_agent: str | None) -> Actor:
+        """Return this actor carrying the request's context."""
+        return replace(self, request_id=request_id, ip=ip, user_agent=user_agent)
+
+
+def system_actor(display: str = "system", request_id: str | None = None) -> Actor:
+    """Return the actor for the service itself and its operators' CLI."""
+    return Actor(type="system", id="system", display=display, request_id=request_id)

@@ -1,0 +1,99 @@
+"""Audit tables. They have no foreign keys: deleting anything never deletes events."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, MetaData, String, Text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timestamp stored as naive UTC and returned timezone-aware, identically on every database."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use timezone-aware UTC")
+        return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        return None if value is None else value.replace(tzinfo=dt.timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dt.datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class AuditEvent(Base):
+    """One audited change or sign-in; `hash` covers its canonical form and `prev_hash`."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(36))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    occurred_at: Mapped[dt.datetime]
+    actor_type: Mapped[str] = mapped_column(String(20))
+    actor_id: Mapped[str] = mapped_column(String(64))
+    actor_display: Mapped[str] = mapped_column(String(320))
+    action: Mapped[str] = mapped_column(String(64))
+    target_type: Mapped[str] = mapped_column(String(32))
+    target_id: Mapped[str] = mapped_column(String(64))
+    target_display: Mapped[str] = mapped_column(String(320))
+    changes: Mapped[dict[str, Any]]
+    outcome: Mapped[str] = mapped_column(String(16))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (
+        Index("uq_audit_events_org_seq", "org_id", "seq", unique=True),
+        Index("ix_audit_events_org_time", "org_id", "occurred_at"),
+        Index("ix_audit_events_org_action", "org_id", "action"),
+        Index("ix_audit_events_org_target", "org_id", "target_id"),
+    )
+
+
+class AuditHead(Base):
+    """The newest link of an org's chain; its row lock serialises appends per org."""
+
+    __tablename__ = "audit_heads"
+
+    org_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    hash: Mapped[str] = mapped_column(String(64))
+    # Where the chain starts after a retention purge: the last purged event's seq and hash.
+    base_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    base_hash: Mapped[str] = mapped_column(String(64))
+    purged_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AuditPurgePermit(Base):
+    """Present only inside a retention purge's transaction: the one time events may be deleted.
+
+    Database triggers refuse every UPDATE of an event, and every DELETE unless a permit for the
+    event's org exists; other transactions never see an uncommitted permit.
+    """
+
+    __tablename__ = "audit_purge_permits"
+
+    org_id: Mapped[str] = mapped_column(String(36), primary_key=True)

@@ -1,0 +1,189 @@
+"""The admin API under /api/v1: a thin adapter from HTTP+JSON to the domain services.
+
+Authenticated with `Authorization: Bearer <api key>`. Errors are RFC 9457 problem JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from flask import Blueprint, Response, g, jsonify, request
+from sqlalchemy import select
+
+from audit import Actor
+from identity import keys, seats, teams, users
+from identity.errors import (Conflict, DomainError, InvalidValue, LastOwner, NotFound, PermissionDenied,
+                             SeatCapReached, Unauthenticated)
+from identity.models import Org, Team, User
+from identity.roles import authorize
+from identity.service import run
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+STATUS = {NotFound: 404, Conflict: 409, InvalidValue: 400, PermissionDenied: 403, LastOwner: 409,
+          SeatCapReached: 403, Unauthenticated: 401}
+
+
+@bp.errorhandler(DomainError)
+def _problem(error: DomainError) -> Response:
+    status = next((code for cls, code in STATUS.items() if isinstance(error, cls)), 400)
+    return problem(status, error.code, error.message, **{k: v for k, v in error.context.items() if k != "org_id"})
+
+
+def problem(status: int, code: str, detail: str, **extra: Any) -> Response:
+    """Return an RFC 9457 problem response."""
+    body = {"type": f"about:blank#{code}", "title": code.replace("_", " "), "status": status, "detail": detail,
+            "code": code, "request_id": g.get("request_id"), **extra}
+    response = jsonify(body)
+    response.status_code = status
+    response.content_type = "application/problem+json"
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="identity"'
+    return response
+
+
+def authenticated(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Require a valid API key; put its identity in `g.key` and its actor in `g.actor`."""
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from identity.app import database
+
+        header = request.headers.get("Authorization", "")
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise Unauthenticated("an API key is required: Authorization: Bearer <key>")
+        with database().transaction() as session:
+            g.key = keys.verify_api_key(session, secret.strip())
+        if view.__name__ != "whoami_key" and "admin" not in g.key.scopes:
+            raise PermissionDenied("this key has no 'admin' scope for the admin API")
+        g.actor = g.key.actor().with_request(g.request_id, request.remote_addr, request.user_agent.string)
+        return view(*args, **kwargs)
+    return wrapper
+
+
+def _body() -> dict[str, Any]:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise InvalidValue("the request body must be a JSON object")
+    return data
+
+
+def _org_id(org_ref: str) -> str:
+    """Resolve an org id or slug within the caller's own org; any other org is not found."""
+    if org_ref not in (g.key.org_id, g.key.org_slug):
+        raise NotFound(f"no org {org_ref!r}")
+    return g.key.org_id
+
+
+def _db() -> Any:
+    from identity.app import database
+
+    return database()
+
+
+@bp.get("/key")
+@authenticated
+def whoami_key() -> Response:
+    """Tell whom the presented key speaks for: the gateway's one call to verify a key."""
+    k = g.key
+    return jsonify({"key_id": k.key_id, "org": {"id": k.org_id, "slug": k.org_slug}, "team_id": k.team_id,
+                    "user": {"id": k.user_id, "userName": k.user_name}, "role": k.role, "team_role": k.team_role,
+                    "scopes": list(k.scopes)})
+
+
+@bp.get("/orgs/<org_ref>/seats")
+@authenticated
+def seat_preview(org_ref: str) -> Response:
+    org_id = _org_id(org_ref)
+    authorize(g.actor, "billing.read", org_id=org_id)
+    with _db().reading() as session:
+        return jsonify(seats.preview(session.get(Org, org_id)).as_dict())
+
+
+def _member(session: Any, user: User) -> dict[str, Any]:
+    return {"id": user.id, "userName": user.user_name, "email": user.email, "active": user.active,
+            "role": users.org_role(session, user.id), "teams": users.team_roles(session, user.id),
+            "source": user.source}
+
+
+@bp.get("/orgs/<org_ref>/members")
+@authenticated
+def list_members(org_ref: str) -> Response:
+    org_id = _org_id(org_ref)
+    authorize(g.actor, "directory.read", org_id=org_id)
+    limit = min(max(request.args.get("limit", 100, type=int), 1), 500)
+    after = request.args.get("after", "")
+    with _db().reading() as session:
+        found = list(session.scalars(select(User).where(User.org_id == org_id, User.deleted_at.is_(None),
+                                                         User.id > after).order_by(User.id).limit(limit)))
+        members = [_member(session, u) for u in found]
+    return jsonify({"members": members, "next": found[-1].id if len(found) == limit else None})
+
+
+@bp.post("/orgs/<org_ref>/members")
+@authenticated
+def add_member(org_ref: str) -> tuple[Response, int]:
+    org_id, data = _org_id(org_ref), _body()
+    email = str(data.get("email", ""))
+    user = run(_db(), g.actor, users.provision_user, org_id, user_name=email, email=email,
+               role=data.get("role"), team_id=data.get("team_id"), source="manual")
+    with _db().reading() as session:
+        return jsonify(_member(session, session.get(User, user.id))), 201
+
+
+@bp.patch("/orgs/<org_ref>/members/<user_id>")
+@authenticated
+def update_member(org_ref: str, user_id: str) -> Response:
+    org_id, data = _org_id(org_ref), _body()
+    if "role" in data:
+        run(_db(), g.actor, users.change_role, org_id, user_id, str(data["role"]))
+    if "active" in data:
+        if not isinstance(data["active"], bool):
+            raise InvalidValue("active must be true or false", field="active")
+        run(_db(), g.actor, users.reactivate_user if data["active"] else users.deactivate_user, org_id, user_id)
+    with _db().reading() as session:
+        return jsonify(_member(session, users.get_user(session, org_id, user_id)))
+
+
+@bp.delete("/orgs/<org_ref>/members/<user_id>")
+@authenticated
+def remove_member(org_ref: str, user_id: str) -> tuple[str, int]:
+    run(_db(), g.actor, users.delete_user, _org_id(org_ref), user_id)
+    return "", 204
+
+
+def _team(team: Team) -> dict[str, Any]:
+    return {"id": team.id, "name": team.name, "default": team.is_default, "created": team.created_at.isoformat()}
+
+
+@bp.get("/orgs/<org_ref>/teams")
+@authenticated
+def list_teams(org_ref: str) -> Response:
+    org_id = _org_id(org_ref)
+    authorize(g.actor, "directory.read", org_id=org_id)
+    with _db().reading() as session:
+        found = session.scalars(select(Team).where(Team.org_id == org_id).order_by(Team.created_at, Team.id))
+        return jsonify({"teams": [_team(t) for t in found]})
+
+
+@bp.post("/orgs/<org_ref>/teams")
+@authenticated
+def create_team(org_ref: str) -> tuple[Response, int]:
+    team = run(_db(), g.actor, teams.create_team, _org_id(org_ref), str(_body().get("name", "")))
+    return jsonify(_team(team)), 201
+
+
+@bp.patch("/orgs/<org_ref>/teams/<team_id>")
+@authenticated
+def rename_team(org_ref: str, team_id: str) -> Response:
+    team = run(_db(), g.actor, teams.rename_team, _org_id(org_ref), team_id, str(_body().get("name", "")))
+    return jsonify(_team(team))
+
+
+@bp.delete("/orgs/<org_ref>/teams/<team_id>")
+@authenticated
+def delete_team(org_ref: str, team_id: str) -> tuple[str, int]:
+    run(_db(), g.actor, teams.delete_team, _org_id(org_ref), team_id)
+    return "", 204

@@ -1,0 +1,77 @@
+"""The Flask app factory: config, database, request ids, JSON logs, blueprints, /healthz."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from flask import Flask, Response, current_app, g, jsonify, request
+from sqlalchemy import text
+from werkzeug.exceptions import HTTPException
+
+from identity import config, logs
+from identity.db import Database
+
+log = logging.getLogger("identity.http")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the app from the environment, or from `test_config` where it says otherwise."""
+    app = Flask(__name__)
+    app.config.update(MAX_CONTENT_LENGTH=config.MAX_BODY_BYTES, BASE_URL=config.base_url())
+    app.config.update(config.from_environment() if test_config is None else test_config)
+    logs.configure()
+    app.extensions["identity.db"] = app.config.get("DATABASE") or Database(app.config["DATABASE_URL"])
+    app.before_request(_start_request)
+    app.after_request(_finish_request)
+    app.register_error_handler(Exception, _unexpected_error)
+    app.add_url_rule("/healthz", "healthz", healthz)
+    from identity import api
+
+    app.register_blueprint(api.bp)
+    return app
+
+
+def database() -> Database:
+    """Return the current app's database."""
+    db: Database = current_app.extensions["identity.db"]
+    return db
+
+
+def _start_request() -> None:
+    incoming = request.headers.get("X-Request-Id", "")
+    g.request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    g.started = time.perf_counter()
+    logs.request_id.set(g.request_id)
+
+
+def _finish_request(response: Response) -> Response:
+    response.headers["X-Request-Id"] = g.get("request_id", "")
+    duration = round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2)
+    log.info("request", extra={"method": request.method, "path": request.path, "status": response.status_code,
+                               "duration_ms": duration})
+    return response
+
+
+def _unexpected_error(error: Exception) -> Response | HTTPException:
+    if isinstance(error, HTTPException):
+        return error
+    log.exception("unhandled error")
+    response = jsonify({"error": "internal_error", "message": "internal error", "request_id": g.get("request_id")})
+    response.status_code = 500
+    return response
+
+
+def healthz() -> tuple[Response, int]:
+    """Answer 200 when the database answers, 503 otherwise."""
+    try:
+        with database().reading() as session:
+            session.execute(text("SELECT 1"))
+    except Exception:  # any database failure is "unhealthy", and is logged
+        log.exception("health check failed")
+        return jsonify({"status": "unavailable", "database": "unreachable"}), 503
+    return jsonify({"status": "ok", "database": "ok"}), 200

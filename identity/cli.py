@@ -1,0 +1,154 @@
+"""The `identity` command (DESIGN.md section 8): serve, migrate, create orgs, check billing."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from audit.actor import system_actor
+from identity import config, keys, migrate, orgs, seats
+from identity.billing import check_org
+from identity.db import Database
+from identity.errors import DomainError
+from identity.service import run
+
+
+def _database() -> Database:
+    return Database(config.database_url())
+
+
+def _fail(error: DomainError) -> None:
+    click.echo(f"error: {error.message}", err=True)
+    sys.exit(1)
+
+
+@click.group()
+def main() -> None:
+    """Enterprise identity provisioning: SCIM, SAML SSO, seats and an audit log."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, type=int)
+def serve(host: str, port: int, workers: int) -> None:
+    """Migrate the database and serve the app with gunicorn."""
+    migrate.upgrade(config.database_url())
+    from identity.server import serve as run_server
+
+    config.secret_key()  # made once here, before workers start, so they all read the same key
+    click.echo(f"serving on http://{host}:{port} (database: {_safe_url(config.database_url())})", err=True)
+    run_server(host, port, workers)
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@main.group()
+def db() -> None:
+    """Database administration."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Migrate the database to the newest schema."""
+    migrate.upgrade(config.database_url())
+    click.echo("database is up to date", err=True)
+
+
+@main.group()
+def org() -> None:
+    """Organizations."""
+
+
+@org.command("create")
+@click.argument("name")
+@click.option("--owner-email", default=None, help="the first owner's email (default: owner@<slug>.invalid)")
+@click.option("--slug", default=None)
+@click.option("--included-seats", type=click.IntRange(min=0), default=3, show_default=True)
+@click.option("--seat-price-cents", type=click.IntRange(min=0), default=1000, show_default=True)
+@click.option("--max-seats", type=click.IntRange(min=1), default=None)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def org_create(name: str, owner_email: str | None, slug: str | None, included_seats: int, seat_price_cents: int,
+               max_seats: int | None, as_json: bool) -> None:
+    """Create an org with its first owner; print a SCIM token and the owner's admin API key once."""
+    migrate.upgrade(config.database_url())
+    database = _database()
+    actor = system_actor("cli")
+    try:
+        with database.transaction() as session:
+            new = orgs.create_org(session, actor, name, slug=slug,
+                                  owner_email=owner_email or f"owner@{slug or orgs.teams.slugify(name)}.invalid",
+                                  included_seats=included_seats, seat_price_cents=seat_price_cents,
+                                  max_seats=max_seats)
+            scim = keys.create_scim_token(session, actor, new.org.id, name="initial")
+            admin_key = keys.create_api_key(session, actor, new.org.id, user_id=new.owner.id,
+                                            team_id=new.default_team_id, name="owner admin key", scopes=["admin"])
+    except DomainError as error:
+        _fail(error)
+        return
+    result: dict[str, Any] = {
+        "org": {"id": new.org.id, "slug": new.org.slug, "name": new.org.name,
+                "included_seats": new.org.included_seats, "seat_price_cents": new.org.seat_price_cents,
+                "max_seats": new.org.max_seats, "default_team_id": new.default_team_id},
+        "owner": {"id": new.owner.id, "email": new.owner.email},
+        "scim_token": scim.secret,
+        "admin_api_key": admin_key.secret,
+        "scim_base_url": f"{config.base_url()}/scim/v2",
+    }
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(f"org {new.org.slug} ({new.org.id}) created; owner {new.owner.email}")
+        click.echo(f"SCIM base URL: {result['scim_base_url']}")
+        click.echo(f"SCIM token (shown once): {scim.secret}")
+        click.echo(f"admin API key (shown once): {admin_key.secret}")
+
+
+@main.group()
+def billing() -> None:
+    """Seats and charges."""
+
+
+@billing.command("check")
+@click.option("--org", "slug", required=True)
+def billing_check(slug: str) -> None:
+    """Recompute seats and charges from memberships and the ledger; exit 1 on any mismatch."""
+    with _database().reading() as session:
+        try:
+            found = orgs.get_org_by_slug(session, slug)
+        except DomainError as error:
+            _fail(error)
+            return
+        problems = check_org(session, found.id)
+    for line in problems:
+        click.echo(line)
+    if problems:
+        sys.exit(1)
+    click.echo(f"org {slug}: seats and charges agree", err=True)
+
+
+@billing.command("renew")
+@click.option("--org", "slug", default=None, help="one org (default: every org)")
+def billing_renew(slug: str | None) -> None:
+    """Close ended billing cycles and charge renewals; running it twice charges once."""
+    database = _database()
+    with database.reading() as session:
+        ids = [orgs.get_org_by_slug(session, slug).id] if slug else orgs.all_org_ids(session)
+    for org_id in ids:
+        charges = run(database, system_actor("billing renew"), seats.renew_org, org_id)
+        for charge in charges:
+            click.echo(f"{org_id}: renewed {charge.seats} seats for {charge.amount_cents} cents "
+                       f"({charge.cycle_start.isoformat()} to {charge.cycle_end.isoformat()})")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

@@ -1,0 +1,50 @@
+"""Domain errors: a stable code and context, no transport status. Adapters map codes to the wire."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    """Base of every error a domain service raises on purpose."""
+
+    code = "domain_error"
+
+    def __init__(self, message: str, **context: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.context = context
+
+
+class NotFound(DomainError):
+    code = "not_found"
+
+
+class Conflict(DomainError):
+    """A uniqueness rule: duplicate userName, team or group name."""
+
+    code = "conflict"
+
+
+class InvalidValue(DomainError):
+    code = "invalid_value"
+
+
+class PermissionDenied(DomainError):
+    code = "permission_denied"
+
+
+class LastOwner(DomainError):
+    """The change would leave the org without an active owner."""
+
+    code = "last_owner"
+
+
+class SeatCapReached(DomainError):
+    """The org's `max_seats` cap refuses a new member."""
+
+    code = "seat_cap_reached"
+
+
+class Unauthenticated(DomainError):
+    code = "unauthenticated"

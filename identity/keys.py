@@ -1,0 +1,212 @@
+"""Team API keys and SCIM bearer tokens (DESIGN.md sections 3.7 and 4): made, verified, revoked.
+
+Secrets are shown once by the caller that made them and kept only as hashes (identity.tokens).
+Audit events name a credential by id and prefix, never by its secret.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from audit import Actor, clock, record
+from audit.log import Target
+from identity import tokens
+from identity.errors import InvalidValue, NotFound, PermissionDenied, Unauthenticated
+from identity.models import ApiKey, Org, RoleGrant, ScimToken, Team, User
+from identity.roles import authorize, highest
+
+SCOPES = frozenset({"admin", "inference", "usage.read"})
+# Writing last-used time on every request would make every read a write; a minute is precise enough.
+LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class Issued:
+    """A credential just made: `secret` is shown once and never again."""
+
+    id: str
+    prefix: str
+    secret: str
+
+
+@dataclass(frozen=True)
+class KeyIdentity:
+    """Who a verified API key speaks for: what the gateway learns with one call."""
+
+    key_id: str
+    org_id: str
+    org_slug: str
+    team_id: str
+    user_id: str
+    user_name: str
+    role: str
+    team_role: str
+    scopes: tuple[str, ...]
+
+    def actor(self) -> Actor:
+        """Return the audit actor for requests made with this key."""
+        return Actor(type="api_key", id=self.key_id, display=self.user_name, org_id=self.org_id, role=self.role)
+
+
+def _key_target(key: ApiKey) -> Target:
+    return Target("api_key", key.id, key.prefix)
+
+
+def create_api_key(session: Session, actor: Actor, org_id: str, *, user_id: str, team_id: str,
+                   name: str, scopes: list[str]) -> Issued:
+    """Make a team API key for a member of that team."""
+    bad = set(scopes) - SCOPES
+    if bad:
+        raise InvalidValue(f"unknown scopes: {', '.join(sorted(bad))}", field="scopes")
+    own = actor.type in ("user", "api_key") and _actor_user_id(session, actor) == user_id
+    authorize(actor, "own_keys.manage" if own else "members.manage", org_id=org_id)
+    user = session.get(User, user_id)
+    team = session.get(Team, team_id)
+    if user is None or user.org_id != org_id or user.deleted_at is not None:
+        raise NotFound(f"no user {user_id!r} in this org", user_id=user_id)
+    if team is None or team.org_id != org_id:
+        raise NotFound(f"no team {team_id!r} in this org", team_id=team_id)
+    if not user.active:
+        raise PermissionDenied("a deactivated member cannot be given keys", user_id=user_id)
+    if session.scalar(select(RoleGrant.id).where(RoleGrant.user_id == user_id, RoleGrant.team_id == team_id).limit(1)) is None:
+        raise InvalidValue(f"{user.user_name} is not a member of team {team_id}", field="team_id")
+    new = tokens.generate("key")
+    key = ApiKey(id=str(uuid.uuid4()), org_id=org_id, team_id=team_id, user_id=user_id, name=name,
+                 prefix=new.prefix, secret_hash=new.hash, scopes=sorted(set(scopes)), status="active",
+                 created_at=clock.now())
+    session.add(key)
+    record(session, actor, "api_key.created", _key_target(key),
+           {"name": name, "team_id": team_id, "user_id": user_id, "scopes": key.scopes}, org_id=org_id)
+    return Issued(key.id, key.prefix, new.plaintext)
+
+
+def _actor_user_id(session: Session, actor: Actor) -> str | None:
+    if actor.type == "user":
+        return actor.id
+    key = session.get(ApiKey, actor.id)
+    return key.user_id if key else None
+
+
+def verify_api_key(session: Session, secret: str) -> KeyIdentity:
+    """Return whom a presented API key speaks for, or raise Unauthenticated. Constant-time compare."""
+    key = _find(session, ApiKey, secret)
+    if key is None or key.status != "active":
+        raise Unauthenticated("invalid or revoked API key")
+    user = session.get(User, key.user_id)
+    org = session.get(Org, key.org_id)
+    if user is None or org is None or not user.active or user.deleted_at is not None:
+        raise Unauthenticated("invalid or revoked API key")
+    roles = list(session.execute(select(RoleGrant.team_id, RoleGrant.role).where(RoleGrant.user_id == user.id)))
+    role = highest(r for t, r in roles if t is None) or org.default_role
+    team_role = highest(r for t, r in roles if t == key.team_id)
+    if team_role is None:
+        raise Unauthenticated("the key's member has left its team")
+    _note_use(key)
+    return KeyIdentity(key.id, org.id, org.slug, key.team_id, user.id, user.user_name, role, team_role,
+                       tuple(key.scopes))
+
+
+def _find(session: Session, model: type[ApiKey] | type[ScimToken], secret: str) -> ApiKey | ScimToken | None:
+    prefix = tokens.split_prefix(secret or "")
+    if prefix is None:
+        return None
+    row = session.scalars(select(model).where(model.prefix == prefix)).one_or_none()
+    if row is None or not tokens.matches(secret, row.secret_hash):
+        return None
+    return row
+
+
+def _note_use(row: ApiKey | ScimToken) -> None:
+    now = clock.now()
+    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
+        row.last_used_at = now
+
+
+def revoke_api_key(session: Session, actor: Actor, org_id: str, key_id: str) -> None:
+    """Revoke a key for good: its owner may revoke it, and so may owners and admins."""
+    key = session.get(ApiKey, key_id)
+    if key is None or key.org_id != org_id:
+        raise NotFound(f"no API key {key_id!r} in this org", key_id=key_id)
+    own = _actor_user_id(session, actor) == key.user_id
+    authorize(actor, "own_keys.manage" if own else "any_keys.revoke", org_id=org_id)
+    if key.status == "revoked":
+        return
+    record(session, actor, "api_key.revoked", _key_target(key),
+           {"status": {"before": key.status, "after": "revoked"}, "reason": "manual"}, org_id=org_id)
+    key.status, key.status_reason = "revoked", "manual"
+
+
+def _set_status(session: Session, user: User, where_status: str, where_reason: str | None,
+                status: str, reason: str | None, team_id: str | None = None) -> list[str]:
+    """Move the user's keys from one status to another in one statement; return their prefixes."""
+    conditions = [ApiKey.user_id == user.id, ApiKey.status == where_status]
+    if where_reason is not None:
+        conditions.append(ApiKey.status_reason == where_reason)
+    if team_id is not None:
+        conditions.append(ApiKey.team_id == team_id)
+    prefixes = list(session.scalars(select(ApiKey.prefix).where(*conditions)))
+    if prefixes:
+        session.execute(update(ApiKey).where(*conditions).values(status=status, status_reason=reason),
+                        execution_options={"synchronize_session": "fetch"})
+    return prefixes
+
+
+def block_user_keys(session: Session, user: User) -> list[str]:
+    """Block the user's active keys because of deactivation; reactivation lifts exactly these."""
+    return _set_status(session, user, "active", None, "blocked", "deactivation")
+
+
+def unblock_user_keys(session: Session, user: User) -> list[str]:
+    """Unblock the keys that deactivation blocked; keys revoked for any other reason stay revoked."""
+    return _set_status(session, user, "blocked", "deactivation", "active", None)
+
+
+def revoke_user_keys(session: Session, user: User, *, reason: str) -> list[str]:
+    """Revoke every key of the user that is not revoked yet."""
+    return (_set_status(session, user, "active", None, "revoked", reason)
+            + _set_status(session, user, "blocked", None, "revoked", reason))
+
+
+def revoke_team_keys(session: Session, user: User, team_id: str) -> list[str]:
+    """Revoke the user's keys for one team, because the user left it."""
+    return (_set_status(session, user, "active", None, "revoked", "left_team", team_id)
+            + _set_status(session, user, "blocked", None, "revoked", "left_team", team_id))
+
+
+def create_scim_token(session: Session, actor: Actor, org_id: str, *, name: str = "SCIM") -> Issued:
+    """Make a long-lived SCIM bearer token for the org."""
+    authorize(actor, "settings.manage", org_id=org_id)
+    new = tokens.generate("scim")
+    token = ScimToken(id=str(uuid.uuid4()), org_id=org_id, name=name, prefix=new.prefix, secret_hash=new.hash,
+                      created_at=clock.now())
+    session.add(token)
+    record(session, actor, "scim_token.created", Target("scim_token", token.id, token.prefix), {"name": name},
+           org_id=org_id)
+    return Issued(token.id, token.prefix, new.plaintext)
+
+
+def verify_scim_token(session: Session, secret: str) -> Actor:
+    """Return the actor a presented SCIM token acts as, or raise Unauthenticated."""
+    token = _find(session, ScimToken, secret)
+    if token is None or token.revoked_at is not None:
+        raise Unauthenticated("invalid or revoked SCIM token")
+    _note_use(token)
+    return Actor(type="scim_token", id=token.id, display=f"SCIM token {token.name} ({token.prefix})",
+                 org_id=token.org_id)
+
+
+def revoke_scim_token(session: Session, actor: Actor, org_id: str, token_id: str) -> None:
+    """Revoke a SCIM token; requests with it fail from the next one on."""
+    authorize(actor, "settings.manage", org_id=org_id)
+    token = session.get(ScimToken, token_id)
+    if token is None or token.org_id != org_id:
+        raise NotFound(f"no SCIM token {token_id!r} in this org", token_id=token_id)
+    if token.revoked_at is None:
+        token.revoked_at = clock.now()
+        record(session, actor, "scim_token.revoked", Target("scim_token", token.id, token.prefix), {},
+               org_id=org_id)

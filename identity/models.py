@@ -1,0 +1,260 @@
+"""The domain's tables: orgs, teams, users, role grants, credentials, invitations, the seat ledger.
+
+Audit tables live in `audit.models` and share this metadata's conventions but not its foreign
+keys: events outlive everything they describe.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, func, text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from audit.models import Base
+
+__all__ = [
+    "Base", "Org", "Team", "User", "RoleGrant", "ScimToken", "ApiKey", "Invitation", "SeatCharge",
+    "IdpGroup", "IdpGroupMember", "GroupMapping",
+]
+
+UUID = String(36)
+
+
+class Org(Base):
+    """A customer organization, with its seat plan and identity settings."""
+
+    __tablename__ = "orgs"
+
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime]
+    # Seats (DESIGN 3.4). `seats_used` is maintained under the org row lock by identity.seats,
+    # so that no hot path counts members; `identity billing check` recomputes it.
+    included_seats: Mapped[int] = mapped_column(Integer, default=3)
+    seat_price_cents: Mapped[int] = mapped_column(Integer, default=1000)
+    max_seats: Mapped[int | None] = mapped_column(Integer)
+    cycle_start: Mapped[dt.datetime]
+    cycle_end: Mapped[dt.datetime]
+    purchased_seats: Mapped[int] = mapped_column(Integer, default=0)
+    seats_used: Mapped[int] = mapped_column(Integer, default=0)
+    # Identity settings (DESIGN 3.2, 3.3).
+    default_role: Mapped[str] = mapped_column(String(16), default="member")
+    group_sync: Mapped[str] = mapped_column(String(16), default="mirror")
+    idp_may_grant_owner: Mapped[bool] = mapped_column(Boolean, default=False)
+    require_sso: Mapped[bool] = mapped_column(Boolean, default=False)
+    audit_retention_days: Mapped[int] = mapped_column(Integer, default=365)
+
+
+class Team(Base):
+    """A team; its id is a slug of its first name plus a random suffix and never changes."""
+
+    __tablename__ = "teams"
+
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime]
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    __table_args__ = (Index("uq_teams_org_name", "org_id", func.lower(text("name")), unique=True),)
+
+
+class User(Base):
+    """An identity within one org. Deleted users stay as tombstones for the audit history."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"))
+    user_name: Mapped[str] = mapped_column(String(320))
+    email: Mapped[str | None] = mapped_column(String(320))
+    external_id: Mapped[str | None] = mapped_column(String(255))
+    display_name: Mapped[str | None] = mapped_column(String(320))
+    given_name: Mapped[str | None] = mapped_column(String(200))
+    family_name: Mapped[str | None] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    has_seat: Mapped[bool] = mapped_column(Boolean, default=False)
+    source: Mapped[str] = mapped_column(String(16))
+    # Every other attribute the IdP sent, kept and returned as it came.
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[dt.datetime]
+    updated_at: Mapped[dt.datetime]
+    deleted_at: Mapped[dt.datetime | None]
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    grants: Mapped[list[RoleGrant]] = relationship(back_populates="user", lazy="raise_on_sql")
+
+    __table_args__ = (
+        # userName is unique per org, case-insensitively, among users that are not deleted.
+        Index(
+            "uq_users_org_user_name", "org_id", func.lower(text("user_name")), unique=True,
+            sqlite_where=text("deleted_at IS NULL"), postgresql_where=text("deleted_at IS NULL"),
+        ),
+        Index("ix_users_org_email", "org_id", func.lower(text("email"))),
+        Index("ix_users_org_external_id", "org_id", "external_id"),
+        Index("ix_users_org_created", "org_id", "created_at", "id"),
+    )
+
+
+class RoleGrant(Base):
+    """One source's grant of a role, org-wide (team_id is NULL) or in one team.
+
+    A user's role is the highest of its grants; removing a source removes exactly its grants.
+    `source_ref` names the group, invitation or request that gave it.
+    """
+
+    __tablename__ = "role_grants"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    team_id: Mapped[str | None] = mapped_column(ForeignKey("teams.id"))
+    role: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(16))
+    source_ref: Mapped[str] = mapped_column(String(80), default="")
+    created_at: Mapped[dt.datetime]
+
+    user: Mapped[User] = relationship(back_populates="grants")
+
+    __table_args__ = (
+        Index("ix_role_grants_user", "user_id", "team_id"),
+        Index("ix_role_grants_team", "team_id", "user_id"),
+        Index("ix_role_grants_org_role", "org_id", "role", "team_id"),
+    )
+
+
+class ScimToken(Base):
+    """A long-lived SCIM bearer token; only its SHA-256 is kept."""
+
+    __tablename__ = "scim_tokens"
+
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime]
+    last_used_at: Mapped[dt.datetime | None]
+    revoked_at: Mapped[dt.datetime | None]
+
+
+class ApiKey(Base):
+    """A team API key of a member; only its SHA-256 is kept, its prefix identifies it."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"))
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # active | blocked (by deactivation; undone by reactivation) | revoked (for good)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    status_reason: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime]
+    last_used_at: Mapped[dt.datetime | None]
+
+    __table_args__ = (Index("ix_api_keys_user", "user_id", "status"), Index("ix_api_keys_org", "org_id", "team_id"))
+
+
+class Invitation(Base):
+    """An invitation by email, accepted with a one-time link whose token is kept hashed."""
+
+    __tablename__ = "invitations"
+
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), index=True)
+    email: Mapped[str] = mapped_column(String(320))
+    role: Mapped[str] = mapped_column(String(16))
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id"))
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    invited_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime]
+
+
+class SeatCharge(Base):
+    """A row of the seat ledger: a prorated purchase or a renewal, in integer cents."""
+
+    __tablename__ = "seat_charges"
+
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"))
+    kind: Mapped[str] = mapped_column(String(16))  # seat_purchase | seat_renewal
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    seats: Mapped[int] = mapped_column(Integer)
+    unit_price_cents: Mapped[int] = mapped_column(Integer)
+    cycle_start: Mapped[dt.datetime]
+    cycle_end: Mapped[dt.datetime]
+    user_id: Mapped[str | None] = mapped_column(String(36))
+    actor_type: Mapped[str] = mapped_column(String(20))
+    actor_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime]
+
+    __table_args__ = (
+        Index("ix_seat_charges_org_cycle", "org_id", "cycle_start"),
+        # One renewal per org and cycle, whatever runs it and however often.
+        Index(
+            "uq_seat_charges_renewal", "org_id", "cycle_start", unique=True,
+            sqlite_where=text("kind = 'seat_renewal'"), postgresql_where=text("kind = 'seat_renewal'"),
+        ),
+    )
+
+
+class IdpGroup(Base):
+    """A group pushed by the IdP (SCIM Groups); mapped onto teams and roles by GroupMapping."""
+
+    __tablename__ = "idp_groups"
+
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"))
+    display_name: Mapped[str] = mapped_column(String(255))
+    external_id: Mapped[str | None] = mapped_column(String(255))
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[dt.datetime]
+    updated_at: Mapped[dt.datetime]
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    __table_args__ = (
+        Index("uq_idp_groups_org_name", "org_id", func.lower(text("display_name")), unique=True),
+        Index("ix_idp_groups_org_external_id", "org_id", "external_id"),
+    )
+
+
+class IdpGroupMember(Base):
+    """Membership of a user in an IdP group, one row each, so changes touch only their rows."""
+
+    __tablename__ = "idp_group_members"
+
+    group_id: Mapped[str] = mapped_column(ForeignKey("idp_groups.id"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+
+    __table_args__ = (Index("ix_idp_group_members_user", "user_id"),)
+
+
+class GroupMapping(Base):
+    """A rule: IdP group (by immutable id, else display name) -> team and team role, org role."""
+
+    __tablename__ = "group_mappings"
+
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"))
+    group_external_id: Mapped[str | None] = mapped_column(String(255))
+    group_display_name: Mapped[str | None] = mapped_column(String(255))
+    team_id: Mapped[str | None] = mapped_column(ForeignKey("teams.id"))
+    team_role: Mapped[str | None] = mapped_column(String(16))
+    org_role: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime]
+
+    __table_args__ = (
+        Index("ix_group_mappings_org_external", "org_id", "group_external_id"),
+        Index("ix_group_mappings_org_name", "org_id", func.lower(text("group_display_name"))),
+    )

@@ -1,0 +1,79 @@
+"""Organizations (DESIGN.md section 3.1): created with a `Default` team and a first owner."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from audit import Actor, clock, record
+from audit.log import Target, open_chain
+from identity import seats, teams, users
+from identity.errors import Conflict, InvalidValue, NotFound, PermissionDenied
+from identity.models import Org, User
+
+SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class NewOrg:
+    org: Org
+    owner: User
+    default_team_id: str
+
+
+def get_org_by_slug(session: Session, slug: str) -> Org:
+    """Return the org with this slug, or raise NotFound."""
+    org = session.scalars(select(Org).where(Org.slug == slug)).one_or_none()
+    if org is None:
+        raise NotFound(f"no org with slug {slug!r}", slug=slug)
+    return org
+
+
+def all_org_ids(session: Session) -> list[str]:
+    """Return every org's id."""
+    return list(session.scalars(select(Org.id).order_by(Org.created_at)))
+
+
+def create_org(
+    session: Session, actor: Actor, name: str, *, owner_email: str, slug: str | None = None,
+    included_seats: int = 3, seat_price_cents: int = 1000, max_seats: int | None = None,
+) -> NewOrg:
+    """Create an org with its `Default` team and its first owner, who takes the first seat."""
+    if actor.type != "system":
+        raise PermissionDenied("only the service's operators create orgs")
+    name = " ".join((name or "").split())
+    if not name or len(name) > 200:
+        raise InvalidValue("an org name must have 1 to 200 characters", field="name")
+    slug = slug or teams.slugify(name, max_length=64)
+    if not SLUG.match(slug):
+        raise InvalidValue(f"invalid slug {slug!r}: lowercase letters, digits and dashes", field="slug")
+    for field, value in (("included_seats", included_seats), ("seat_price_cents", seat_price_cents)):
+        if not isinstance(value, int) or value < 0:
+            raise InvalidValue(f"{field} must be a whole number of at least 0", field=field)
+    if max_seats is not None and (not isinstance(max_seats, int) or max_seats < 1):
+        raise InvalidValue("max_seats must be at least 1 (the owner takes a seat)", field="max_seats")
+    if "@" not in (owner_email or ""):
+        raise InvalidValue(f"invalid owner email {owner_email!r}", field="owner_email")
+    if session.scalars(select(Org.id).where(Org.slug == slug)).first() is not None:
+        raise Conflict(f"an org with slug {slug!r} already exists", field="slug")
+    now = clock.now()
+    start, end = seats.cycle_at(now, now)
+    org = Org(id=str(uuid.uuid4()), slug=slug, name=name, created_at=now, included_seats=included_seats,
+              seat_price_cents=seat_price_cents, max_seats=max_seats, cycle_start=start, cycle_end=end,
+              purchased_seats=0, seats_used=0, default_role="member", group_sync="mirror",
+              idp_may_grant_owner=False, require_sso=False, audit_retention_days=365)
+    session.add(org)
+    session.flush()
+    open_chain(session, org.id)
+    record(session, actor, "org.created", Target("org", org.id, slug), {
+        "name": name, "slug": slug, "included_seats": included_seats, "seat_price_cents": seat_price_cents,
+        "max_seats": max_seats,
+    }, org_id=org.id)
+    default = teams.create_team(session, actor, org.id, "Default", is_default=True)
+    owner = users.provision_user(session, actor, org.id, user_name=owner_email, email=owner_email,
+                                 role="owner", source="manual")
+    return NewOrg(org, owner, default.id)

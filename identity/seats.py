@@ -1,0 +1,179 @@
+"""Seats and their charges (DESIGN.md section 3.4): the one way a member takes or frees a seat.
+
+Every change here happens under a lock on the org row (`FOR NO KEY UPDATE` on PostgreSQL; on
+SQLite every write transaction already holds the database's write lock), so that parallel
+provisioning never overruns the cap and never buys two seats where one was needed. The lock is
+taken before anything else the transaction locks, and the audit chain head after it at commit.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from audit import Actor, clock, record
+from audit.log import Target
+from identity.errors import NotFound, SeatCapReached
+from identity.models import Org, SeatCharge, User
+
+
+def add_months(anchor: dt.datetime, months: int) -> dt.datetime:
+    """Return `anchor` moved by whole months; a day past the month's end falls on its last day."""
+    index = anchor.month - 1 + months
+    year, month = anchor.year + index // 12, index % 12 + 1
+    day = min(anchor.day, calendar.monthrange(year, month)[1])
+    return anchor.replace(year=year, month=month, day=day)
+
+
+def cycle_at(anchor: dt.datetime, moment: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """Return the monthly billing cycle [start, end) anchored at `anchor` that contains `moment`."""
+    months = (moment.year - anchor.year) * 12 + moment.month - anchor.month
+    while add_months(anchor, months) > moment:
+        months -= 1
+    while add_months(anchor, months + 1) <= moment:
+        months += 1
+    return add_months(anchor, months), add_months(anchor, months + 1)
+
+
+def prorated_cents(price_cents: int, start: dt.datetime, end: dt.datetime, moment: dt.datetime) -> int:
+    """Return price x (end - moment) / (end - start), in whole seconds, rounded half-up to the cent."""
+    total = int((end - start).total_seconds())
+    remaining = max(0, int((end - moment).total_seconds()))
+    return (2 * price_cents * remaining + total) // (2 * total)
+
+
+def lock_org(session: Session, org_id: str) -> Org:
+    """Return the org, locked for seat changes until the transaction ends."""
+    org = session.scalars(
+        select(Org).where(Org.id == org_id).with_for_update(key_share=True)
+    ).one_or_none()
+    if org is None:
+        raise NotFound(f"no org {org_id!r}", org_id=org_id)
+    return org
+
+
+def _charge(session: Session, actor: Actor, org: Org, kind: str, seats: int, amount: int,
+            cycle: tuple[dt.datetime, dt.datetime], purchased_after: int, user: User | None) -> SeatCharge:
+    """Write a ledger row and its audit event, and set the org's purchased seats."""
+    start, end = cycle
+    charge = SeatCharge(
+        id=str(uuid.uuid4()), org_id=org.id, kind=kind, amount_cents=amount, seats=seats,
+        unit_price_cents=org.seat_price_cents, cycle_start=start, cycle_end=end,
+        user_id=user.id if user else None, actor_type=actor.type, actor_id=actor.id, created_at=clock.now(),
+    )
+    session.add(charge)
+    action = "seat.purchased" if kind == "seat_purchase" else "seat.renewed"
+    record(session, actor, action, Target("org", org.id, org.slug), {
+        "charge_id": charge.id, "seats": seats, "amount_cents": amount, "unit_price_cents": org.seat_price_cents,
+        "cycle_start": start.isoformat(), "cycle_end": end.isoformat(), "user_id": charge.user_id,
+        "purchased_seats": {"before": org.purchased_seats, "after": purchased_after},
+    }, org_id=org.id)
+    org.purchased_seats = purchased_after
+    return charge
+
+
+def renew_if_due(session: Session, actor: Actor, org: Org) -> list[SeatCharge]:
+    """Close every cycle that has ended (a missed month included) and charge the next in full.
+
+    The org must be locked. Purchased seats become max(0, used - included) at each boundary.
+    Idempotent: a cycle that is already current is left alone.
+    """
+    charges = []
+    now = clock.now()
+    while org.cycle_end <= now:
+        start, end = org.cycle_end, add_months(org.created_at, months_between(org.created_at, org.cycle_end) + 1)
+        seats = max(0, org.seats_used - org.included_seats)
+        charges.append(_charge(session, actor, org, "seat_renewal", seats, seats * org.seat_price_cents,
+                               (start, end), seats, None))
+        org.cycle_start, org.cycle_end = start, end
+    return charges
+
+
+def renew_org(session: Session, actor: Actor, org_id: str) -> list[SeatCharge]:
+    """Lock the org and charge any renewal that is due (the `identity billing renew` service)."""
+    return renew_if_due(session, actor, lock_org(session, org_id))
+
+
+def months_between(anchor: dt.datetime, boundary: dt.datetime) -> int:
+    """Return how many whole months of the calendar lie from `anchor` to `boundary`."""
+    return (boundary.year - anchor.year) * 12 + boundary.month - anchor.month
+
+
+def take_seat(session: Session, actor: Actor, user: User) -> SeatCharge | None:
+    """Give `user` a seat, buying one (prorated) when capacity is full; return the charge if any.
+
+    Raises SeatCapReached, changing nothing, when the org's `max_seats` is reached.
+    """
+    org = lock_org(session, user.org_id)
+    renew_if_due(session, actor, org)
+    if user.has_seat:
+        return None
+    if org.max_seats is not None and org.seats_used + 1 > org.max_seats:
+        raise SeatCapReached(
+            f"seat limit reached: {org.seats_used} of {org.max_seats} seats are in use",
+            org_id=org.id, max_seats=org.max_seats, user_name=user.user_name,
+        )
+    charge = None
+    if org.seats_used + 1 > org.included_seats + org.purchased_seats:
+        now = clock.now()
+        amount = prorated_cents(org.seat_price_cents, org.cycle_start, org.cycle_end, now)
+        charge = _charge(session, actor, org, "seat_purchase", 1, amount, (org.cycle_start, org.cycle_end),
+                         org.purchased_seats + 1, user)
+    org.seats_used += 1
+    user.has_seat = True
+    record(session, actor, "seat.assigned", Target("user", user.id, user.user_name),
+           {"seats_used": {"before": org.seats_used - 1, "after": org.seats_used}}, org_id=org.id)
+    return charge
+
+
+def free_seat(session: Session, actor: Actor, user: User) -> None:
+    """Free `user`'s seat at once; a purchased seat stays paid to the cycle end and is reused."""
+    org = lock_org(session, user.org_id)
+    renew_if_due(session, actor, org)
+    if not user.has_seat:
+        return
+    org.seats_used -= 1
+    user.has_seat = False
+    record(session, actor, "seat.released", Target("user", user.id, user.user_name),
+           {"seats_used": {"before": org.seats_used + 1, "after": org.seats_used}}, org_id=org.id)
+
+
+@dataclass(frozen=True)
+class SeatPreview:
+    """What the invite dialog and the admin API show before a member is added."""
+
+    included: int
+    purchased: int
+    used: int
+    free: int
+    max_seats: int | None
+    next_seat_cents: int
+    seat_price_cents: int
+    cycle_start: dt.datetime
+    cycle_end: dt.datetime
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "included": self.included, "purchased": self.purchased, "used": self.used, "free": self.free,
+            "max_seats": self.max_seats, "next_seat_cents": self.next_seat_cents,
+            "seat_price_cents": self.seat_price_cents,
+            "cycle_start": self.cycle_start.isoformat(), "cycle_end": self.cycle_end.isoformat(),
+        }
+
+
+def preview(org: Org) -> SeatPreview:
+    """Return the seat position now, as it will be once any due renewal has run. Reads only."""
+    now = clock.now()
+    start, end, purchased = org.cycle_start, org.cycle_end, org.purchased_seats
+    if end <= now:
+        start, end = cycle_at(org.created_at, now)
+        purchased = max(0, org.seats_used - org.included_seats)
+    free = max(0, org.included_seats + purchased - org.seats_used)
+    cost = 0 if free else prorated_cents(org.seat_price_cents, start, end, now)
+    return SeatPreview(org.included_seats, purchased, org.seats_used, free, org.max_seats, cost,
+                       org.seat_price_cents, start, end)

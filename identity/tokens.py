@@ -1,0 +1,46 @@
+"""Secrets shown once: generated with a visible prefix, kept as SHA-256, compared in constant time.
+
+The secrets are 256-bit random values, so a fast hash is enough: there is nothing to brute-force.
+A secret reads `<kind>_<prefix>_<random>`; the prefix finds the row, the hash proves the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets as _random
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class NewSecret:
+    """A freshly made secret: `plaintext` is shown once and never stored."""
+
+    prefix: str
+    plaintext: str
+    hash: str
+
+
+def digest(plaintext: str) -> str:
+    """Return the hex SHA-256 under which a secret is stored."""
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def generate(kind: str) -> NewSecret:
+    """Make a new secret of `kind` (`scim`, `key`, `inv`, ...)."""
+    prefix = f"{kind}_{_random.token_hex(6)}"
+    plaintext = f"{prefix}_{_random.token_urlsafe(32)}"
+    return NewSecret(prefix=prefix, plaintext=plaintext, hash=digest(plaintext))
+
+
+def split_prefix(plaintext: str) -> str | None:
+    """Return the lookup prefix of a presented secret, or None when it is not of our form."""
+    parts = plaintext.split("_", 2)
+    if len(parts) != 3 or not all(parts):
+        return None
+    return f"{parts[0]}_{parts[1]}"
+
+
+def matches(plaintext: str, stored_hash: str) -> bool:
+    """Tell whether `plaintext` is the secret stored as `stored_hash`, in constant time."""
+    return hmac.compare_digest(digest(plaintext), stored_hash)

@@ -1,0 +1,202 @@
+"""Members and their lifecycle (DESIGN.md sections 3.2 and 3.5): provision, deactivate,
+reactivate, delete, change role. Seats go through identity.seats, keys through identity.keys.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from audit import Actor, clock, record
+from audit.log import Target
+from identity import keys, seats
+from identity.errors import Conflict, InvalidValue, LastOwner, NotFound
+from identity.models import IdpGroupMember, Org, RoleGrant, Team, User
+from identity.roles import SOURCES, authorize, highest, parse_role
+
+
+def target(user: User) -> Target:
+    """Return the audit target naming `user`."""
+    return Target("user", user.id, user.user_name)
+
+
+def get_user(session: Session, org_id: str, user_id: str) -> User:
+    """Return a user of the org that is not deleted, or raise NotFound."""
+    user = session.get(User, user_id)
+    if user is None or user.org_id != org_id or user.deleted_at is not None:
+        raise NotFound(f"no user {user_id!r} in this org", user_id=user_id)
+    return user
+
+
+def find_by_user_name(session: Session, org_id: str, user_name: str) -> User | None:
+    """Return the live user with this userName, compared case-insensitively."""
+    return session.scalars(select(User).where(
+        User.org_id == org_id, func.lower(User.user_name) == user_name.lower(), User.deleted_at.is_(None),
+    )).one_or_none()
+
+
+def org_role(session: Session, user_id: str) -> str | None:
+    """Return the user's org role: the highest of its org-wide grants."""
+    return highest(session.scalars(
+        select(RoleGrant.role).where(RoleGrant.user_id == user_id, RoleGrant.team_id.is_(None))
+    ))
+
+
+def team_roles(session: Session, user_id: str) -> dict[str, str]:
+    """Return {team id: the highest team role} for the user's teams."""
+    rows = session.execute(select(RoleGrant.team_id, RoleGrant.role).where(
+        RoleGrant.user_id == user_id, RoleGrant.team_id.is_not(None)))
+    roles: dict[str, list[str]] = {}
+    for team_id, role in rows:
+        roles.setdefault(team_id, []).append(role)
+    return {team_id: highest(found) or "member" for team_id, found in roles.items()}
+
+
+def _active_owners(session: Session, org_id: str, excluding: str | None = None) -> int:
+    conditions = [RoleGrant.org_id == org_id, RoleGrant.team_id.is_(None), RoleGrant.role == "owner",
+                  User.active.is_(True), User.deleted_at.is_(None)]
+    if excluding is not None:
+        conditions.append(RoleGrant.user_id != excluding)
+    stmt = select(func.count(func.distinct(RoleGrant.user_id))).join(User, User.id == RoleGrant.user_id)
+    return session.scalar(stmt.where(*conditions)) or 0
+
+
+def _ensure_other_owner(session: Session, user: User) -> None:
+    """Refuse a change that would take away the org's last active owner."""
+    if user.active and org_role(session, user.id) == "owner" and not _active_owners(session, user.org_id, user.id):
+        raise LastOwner("the org must keep at least one active owner", user_id=user.id, org_id=user.org_id)
+
+
+def _default_team(session: Session, org_id: str) -> Team:
+    return session.scalars(select(Team).where(Team.org_id == org_id, Team.is_default.is_(True))).one()
+
+
+def provision_user(
+    session: Session, actor: Actor, org_id: str, *, user_name: str, source: str,
+    email: str | None = None, external_id: str | None = None, display_name: str | None = None,
+    given_name: str | None = None, family_name: str | None = None, active: bool = True,
+    role: str | None = None, team_id: str | None = None, attributes: dict[str, Any] | None = None,
+) -> User:
+    """Create a member: the user, its org role and team, and (when active) its seat."""
+    org = session.get(Org, org_id)
+    if org is None:
+        raise NotFound(f"no org {org_id!r}", org_id=org_id)
+    role = parse_role(role or org.default_role)
+    authorize(actor, "owners.manage" if role == "owner" else "members.manage", org_id=org_id)
+    if source not in SOURCES:
+        raise InvalidValue(f"invalid source {source!r}", field="source")
+    user_name = (user_name or "").strip()
+    if not user_name:
+        raise InvalidValue("userName is required", field="userName")
+    if find_by_user_name(session, org_id, user_name) is not None:
+        raise Conflict(f"userName {user_name!r} is already taken in this org", field="userName")
+    team = _default_team(session, org_id) if team_id is None else _team_of(session, org_id, team_id)
+    now = clock.now()
+    user = User(
+        id=str(uuid.uuid4()), org_id=org_id, user_name=user_name, email=email, external_id=external_id,
+        display_name=display_name, given_name=given_name, family_name=family_name, active=active,
+        has_seat=False, source=source, attributes=attributes or {}, created_at=now, updated_at=now, version=1,
+    )
+    session.add(user)
+    session.add_all([
+        RoleGrant(org_id=org_id, user_id=user.id, team_id=None, role=role, source=source, created_at=now),
+        RoleGrant(org_id=org_id, user_id=user.id, team_id=team.id, role="member", source=source, created_at=now),
+    ])
+    session.flush()
+    record(session, actor, "user.created", target(user), {
+        "user_name": user_name, "email": email, "external_id": external_id, "active": active,
+        "role": role, "team_id": team.id, "source": source,
+    }, org_id=org_id)
+    if active:
+        seats.take_seat(session, actor, user)
+    return user
+
+
+def _team_of(session: Session, org_id: str, team_id: str) -> Team:
+    team = session.get(Team, team_id)
+    if team is None or team.org_id != org_id:
+        raise NotFound(f"no team {team_id!r} in this org", team_id=team_id)
+    return team
+
+
+def deactivate_user(session: Session, actor: Actor, org_id: str, user_id: str) -> User:
+    """Suspend a member: sign-in refused, keys blocked, seat freed; it stays readable."""
+    authorize(actor, "members.manage", org_id=org_id)
+    user = get_user(session, org_id, user_id)
+    if not user.active:
+        return user
+    _ensure_other_owner(session, user)
+    seats.lock_org(session, org_id)
+    user.active = False
+    _touch(user)
+    blocked = keys.block_user_keys(session, user)
+    seats.free_seat(session, actor, user)
+    record(session, actor, "user.deactivated", target(user),
+           {"active": {"before": True, "after": False}, "keys_blocked": blocked}, org_id=org_id)
+    return user
+
+
+def reactivate_user(session: Session, actor: Actor, org_id: str, user_id: str) -> User:
+    """Restore a deactivated member: a seat again (charged if needed), deactivation's key blocks lifted."""
+    authorize(actor, "members.manage", org_id=org_id)
+    user = get_user(session, org_id, user_id)
+    if user.active:
+        return user
+    seats.take_seat(session, actor, user)
+    user.active = True
+    _touch(user)
+    unblocked = keys.unblock_user_keys(session, user)
+    record(session, actor, "user.reactivated", target(user),
+           {"active": {"before": False, "after": True}, "keys_unblocked": unblocked}, org_id=org_id)
+    return user
+
+
+def delete_user(session: Session, actor: Actor, org_id: str, user_id: str) -> User:
+    """Remove a member for good: grants and group memberships gone, keys revoked, seat freed.
+
+    The user row stays as a tombstone, so that audit history and past usage keep their subject.
+    """
+    authorize(actor, "members.manage", org_id=org_id)
+    user = get_user(session, org_id, user_id)
+    _ensure_other_owner(session, user)
+    seats.lock_org(session, org_id)
+    before_role = org_role(session, user.id)
+    revoked = keys.revoke_user_keys(session, user, reason="member_deleted")
+    seats.free_seat(session, actor, user)
+    session.execute(delete(RoleGrant).where(RoleGrant.user_id == user.id))
+    session.execute(delete(IdpGroupMember).where(IdpGroupMember.user_id == user.id))
+    user.active = False
+    user.deleted_at = clock.now()
+    _touch(user)
+    record(session, actor, "user.deleted", target(user),
+           {"role": {"before": before_role, "after": None}, "keys_revoked": revoked}, org_id=org_id)
+    return user
+
+
+def change_role(session: Session, actor: Actor, org_id: str, user_id: str, role: str) -> str:
+    """Set the member's manually granted org role; return the resulting (highest) role."""
+    role = parse_role(role)
+    user = get_user(session, org_id, user_id)
+    before = org_role(session, user.id)
+    authorize(actor, "owners.manage" if "owner" in (role, before) else "members.manage", org_id=org_id)
+    session.execute(delete(RoleGrant).where(
+        RoleGrant.user_id == user.id, RoleGrant.team_id.is_(None), RoleGrant.source.in_(("manual", "invitation"))))
+    session.add(RoleGrant(org_id=org_id, user_id=user.id, team_id=None, role=role, source="manual",
+                          created_at=clock.now()))
+    session.flush()
+    after = org_role(session, user.id)
+    if before == "owner" and after != "owner" and not _active_owners(session, org_id):
+        raise LastOwner("the org must keep at least one active owner", user_id=user.id, org_id=user.org_id)
+    if after != before:
+        _touch(user)
+        record(session, actor, "member.role_changed", target(user),
+               {"role": {"before": before, "after": after}, "source": "manual"}, org_id=org_id)
+    return after or role
+
+
+def _touch(user: User) -> None:
+    user.updated_at = clock.now()
+    user.version += 1

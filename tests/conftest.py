@@ -1,0 +1,104 @@
+"""Fixtures: every test that takes `db` runs on SQLite and on a real PostgreSQL.
+
+Each test gets a database of its own, copied from one migrated at the start of the session
+(a file copy on SQLite, CREATE DATABASE ... TEMPLATE on PostgreSQL), so that tests commit for
+real, run in parallel threads for real, and still start clean.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from flask import Flask
+from flask.testing import FlaskClient
+
+from audit import Actor
+from audit.actor import system_actor
+from identity import create_app, orgs
+from identity.db import Database
+from identity.migrate import upgrade
+from identity.orgs import NewOrg
+from tests.pgcluster import PostgresCluster
+
+BACKENDS = ("sqlite", "postgresql")
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template() -> Iterator[Path]:
+    folder = Path(tempfile.mkdtemp(prefix="identity-sqlite-"))
+    path = folder / "template.db"
+    upgrade(f"sqlite:///{path}")
+    yield path
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    cluster = PostgresCluster()
+    cluster.start()
+    url = cluster.create_database("template_identity")
+    upgrade(url)
+    Database(url).dispose()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a fresh, migrated database of each backend."""
+    if request.node.get_closest_marker("postgres_only") and request.param != "postgresql":
+        pytest.skip("runs against PostgreSQL only (its row locks and triggers are what is tested)")
+    if request.param == "sqlite":
+        path = tmp_path / "identity.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
+    cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
+    return cluster.create_database(f"test_{next(_counter)}", template="template_identity")
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    database = Database(db_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def system() -> Actor:
+    return system_actor("tests")
+
+
+@pytest.fixture
+def acme(db: Database, system: Actor) -> NewOrg:
+    """An org `acme` with its owner, committed."""
+    with db.transaction() as session:
+        return orgs.create_org(session, system, "Acme", owner_email="owner@acme.test")
+
+
+@pytest.fixture
+def app(db: Database, tmp_path: Path) -> Flask:
+    return create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret",
+                       "BASE_URL": "http://localhost", "TESTING": True})
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def cli_env(db_url: str, tmp_path: Path) -> dict[str, str]:
+    """Environment for running the `identity` command against the test database."""
+    return {"DATABASE_URL": db_url, "IDENTITY_DATA_DIR": str(tmp_path / "var"), "SECRET_KEY": "test"}
+
+
+@pytest.fixture
+def runner(cli_env: dict[str, str]) -> CliRunner:
+    return CliRunner(env=cli_env)
