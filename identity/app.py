@@ -30,9 +30,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.after_request(_finish_request)
     app.register_error_handler(Exception, _unexpected_error)
     app.add_url_rule("/healthz", "healthz", healthz)
-    from identity import api
+    import saml
+    import scim
+    from identity import api, api_audit
 
-    app.register_blueprint(api.bp)
+    for blueprint in (api.bp, api_audit.bp, scim.bp, saml.bp):
+        app.register_blueprint(blueprint)
     return app
 
 

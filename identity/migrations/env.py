@@ -1,8 +1,10 @@
-"""Alembic environment: the metadata of identity.models (which includes audit.models)."""
+"""Alembic environment: one metadata shared by identity.models, audit.models and saml.models."""
 
 from alembic import context
 from sqlalchemy import pool
 
+import audit.models  # noqa: F401  (audit tables)
+import saml.models  # noqa: F401  (SAML tables)
 from identity.db import make_engine
 from identity.models import Base
 
