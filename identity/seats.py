@@ -49,8 +49,10 @@ def prorated_cents(price_cents: int, start: dt.datetime, end: dt.datetime, momen
 
 def lock_org(session: Session, org_id: str) -> Org:
     """Return the org, locked for seat changes until the transaction ends."""
+    # populate_existing: an Org loaded earlier in this transaction must be re-read under the lock,
+    # or its counters would be the stale ones read before another writer committed.
     org = session.scalars(
-        select(Org).where(Org.id == org_id).with_for_update(key_share=True)
+        select(Org).where(Org.id == org_id).with_for_update(key_share=True).execution_options(populate_existing=True)
     ).one_or_none()
     if org is None:
         raise NotFound(f"no org {org_id!r}", org_id=org_id)

@@ -128,8 +128,8 @@ def deactivate_user(session: Session, actor: Actor, org_id: str, user_id: str) -
     user = get_user(session, org_id, user_id)
     if not user.active:
         return user
+    seats.lock_org(session, org_id)  # first: it also serialises the last-owner check
     _ensure_other_owner(session, user)
-    seats.lock_org(session, org_id)
     user.active = False
     _touch(user)
     blocked = keys.block_user_keys(session, user)
@@ -161,8 +161,8 @@ def delete_user(session: Session, actor: Actor, org_id: str, user_id: str) -> Us
     """
     authorize(actor, "members.manage", org_id=org_id)
     user = get_user(session, org_id, user_id)
+    seats.lock_org(session, org_id)  # first: it also serialises the last-owner check
     _ensure_other_owner(session, user)
-    seats.lock_org(session, org_id)
     before_role = org_role(session, user.id)
     revoked = keys.revoke_user_keys(session, user, reason="member_deleted")
     seats.free_seat(session, actor, user)
@@ -180,6 +180,7 @@ def change_role(session: Session, actor: Actor, org_id: str, user_id: str, role:
     """Set the member's manually granted org role; return the resulting (highest) role."""
     role = parse_role(role)
     user = get_user(session, org_id, user_id)
+    seats.lock_org(session, org_id)  # serialises the last-owner check with other owner changes
     before = org_role(session, user.id)
     authorize(actor, "owners.manage" if "owner" in (role, before) else "members.manage", org_id=org_id)
     session.execute(delete(RoleGrant).where(

@@ -1,0 +1,78 @@
+"""The `identity` command's contracts (DESIGN.md section 8)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from flask.testing import FlaskClient
+
+from identity.cli import main
+from identity.db import Database
+from tests.factories import counts
+
+
+def _create(runner: CliRunner, *args: str) -> dict:
+    result = runner.invoke(main, ["org", "create", *args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_org_create_prints_the_contract_and_its_secrets_work(runner: CliRunner, client: FlaskClient) -> None:
+    out = _create(runner, "Acme Corp", "--owner-email", "root@acme.test", "--included-seats", "5",
+                  "--seat-price-cents", "1200", "--max-seats", "50")
+    assert out["org"]["slug"] == "acme-corp" and out["org"]["id"]
+    assert out["owner"]["email"] == "root@acme.test"
+    assert (out["org"]["included_seats"], out["org"]["seat_price_cents"], out["org"]["max_seats"]) == (5, 1200, 50)
+    # The admin API key works on the admin API...
+    me = client.get("/api/v1/key", headers={"Authorization": f"Bearer {out['admin_api_key']}"})
+    assert me.status_code == 200
+    assert me.json["org"]["slug"] == "acme-corp" and me.json["role"] == "owner" and me.json["scopes"] == ["admin"]
+    seats = client.get("/api/v1/orgs/acme-corp/seats", headers={"Authorization": f"Bearer {out['admin_api_key']}"})
+    assert seats.status_code == 200 and seats.json["used"] == 1 and seats.json["included"] == 5
+    # ...and the SCIM token authenticates to the org's SCIM service.
+    from identity import keys
+
+    with Database(runner.env["DATABASE_URL"]).reading() as session:
+        actor = keys.verify_scim_token(session, out["scim_token"])
+    assert actor.org_id == out["org"]["id"]
+
+
+def test_org_create_without_owner_email_uses_a_default_address(runner: CliRunner) -> None:
+    out = _create(runner, "Initech")
+    assert out["owner"]["email"] == "owner@initech.invalid"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["org", "create", "Acme", "--json"], "already exists"),
+    (["org", "create", "Bad", "--owner-email", "not-an-email", "--json"], "invalid owner email"),
+    (["org", "create", "Neg", "--included-seats", "-1", "--json"], "Invalid value"),
+    (["org", "create", "Zero", "--max-seats", "0", "--json"], "Invalid value"),
+    (["billing", "check", "--org", "nope"], "no org with slug"),
+])
+def test_bad_cli_input_is_a_clear_error_and_writes_nothing(runner: CliRunner, db: Database, args, message) -> None:
+    _create(runner, "Acme")
+    before = counts(db)
+    result = runner.invoke(main, args)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert counts(db) == before
+
+
+def test_secrets_are_not_in_audit_events(runner: CliRunner, db: Database) -> None:
+    from sqlalchemy import select
+
+    from audit.models import AuditEvent
+
+    out = _create(runner, "Acme")
+    with db.reading() as session:
+        dumped = json.dumps([[e.changes, e.target_display, e.actor_display] for e in session.scalars(select(AuditEvent))])
+    secret_parts = [out["scim_token"].rsplit("_", 1)[1], out["admin_api_key"].rsplit("_", 1)[1]]
+    assert not any(part in dumped for part in secret_parts)
+
+
+def test_billing_check_passes_on_a_consistent_org(runner: CliRunner) -> None:
+    _create(runner, "Acme")
+    result = runner.invoke(main, ["billing", "check", "--org", "acme"])
+    assert result.exit_code == 0, result.output

@@ -1,0 +1,108 @@
+"""The app over HTTP: health, request ids, the admin API's errors and tenant isolation."""
+
+from __future__ import annotations
+
+import pytest
+from flask.testing import FlaskClient
+
+from audit import Actor
+from identity import keys, orgs
+from identity.db import Database
+from identity.orgs import NewOrg
+from tests.factories import counts
+
+
+@pytest.fixture
+def keyed(db: Database, system: Actor, acme: NewOrg) -> dict[str, str]:
+    """Admin keys of two orgs: acme's owner and globex's owner."""
+    with db.transaction() as session:
+        globex = orgs.create_org(session, system, "Globex", owner_email="owner@globex.test")
+        acme_key = keys.create_api_key(session, system, acme.org.id, user_id=acme.owner.id,
+                                       team_id=acme.default_team_id, name="a", scopes=["admin"])
+        globex_key = keys.create_api_key(session, system, globex.org.id, user_id=globex.owner.id,
+                                         team_id=globex.default_team_id, name="g", scopes=["admin"])
+    return {"acme": f"Bearer {acme_key.secret}", "globex": f"Bearer {globex_key.secret}",
+            "globex_owner": globex.owner.id, "globex_team": globex.default_team_id}
+
+
+def test_healthz_checks_the_database(client: FlaskClient) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json == {"status": "ok", "database": "ok"}
+
+
+def test_request_id_is_echoed_or_made(client: FlaskClient) -> None:
+    assert client.get("/healthz", headers={"X-Request-Id": "abc-123"}).headers["X-Request-Id"] == "abc-123"
+    made = client.get("/healthz", headers={"X-Request-Id": "bad id <script>"}).headers["X-Request-Id"]
+    assert len(made) == 32 and made.isalnum()
+
+
+def test_missing_or_wrong_key_is_401_problem(client: FlaskClient, keyed) -> None:
+    for header in ({}, {"Authorization": "Bearer key_000000000000_nope"}, {"Authorization": "Basic abc"}):
+        response = client.get("/api/v1/orgs/acme/members", headers=header)
+        assert response.status_code == 401
+        assert response.content_type == "application/problem+json" and response.headers["WWW-Authenticate"]
+
+
+ENDPOINTS = [
+    ("GET", "/api/v1/orgs/{org}/seats", None),
+    ("GET", "/api/v1/orgs/{org}/members", None),
+    ("POST", "/api/v1/orgs/{org}/members", {"email": "spy@x.test"}),
+    ("PATCH", "/api/v1/orgs/{org}/members/{user}", {"role": "viewer"}),
+    ("DELETE", "/api/v1/orgs/{org}/members/{user}", None),
+    ("GET", "/api/v1/orgs/{org}/teams", None),
+    ("POST", "/api/v1/orgs/{org}/teams", {"name": "Spies"}),
+    ("PATCH", "/api/v1/orgs/{org}/teams/{team}", {"name": "Hacked"}),
+    ("DELETE", "/api/v1/orgs/{org}/teams/{team}", None),
+]
+
+
+@pytest.mark.parametrize("method,path,body", ENDPOINTS, ids=[f"{m} {p}" for m, p, _ in ENDPOINTS])
+def test_a_key_of_one_org_never_reaches_another(client: FlaskClient, db: Database, keyed, method, path, body) -> None:
+    before = counts(db)
+    for org_ref in ("globex",):
+        url = path.format(org=org_ref, user=keyed["globex_owner"], team=keyed["globex_team"])
+        response = client.open(url, method=method, json=body, headers={"Authorization": keyed["acme"]})
+        assert response.status_code == 404, response.json
+    # Globex's ids under acme's own org path are not found either.
+    url = path.format(org="acme", user=keyed["globex_owner"], team=keyed["globex_team"])
+    if "{user}" in path or "{team}" in path:
+        response = client.open(url, method=method, json=body, headers={"Authorization": keyed["acme"]})
+        assert response.status_code == 404, response.json
+    assert counts(db) == before
+
+
+def test_admin_api_member_lifecycle(client: FlaskClient, keyed) -> None:
+    auth = {"Authorization": keyed["acme"]}
+    created = client.post("/api/v1/orgs/acme/members", json={"email": "dev@acme.test", "role": "developer"}, headers=auth)
+    assert created.status_code == 201 and created.json["role"] == "member"
+    uid = created.json["id"]
+    changed = client.patch(f"/api/v1/orgs/acme/members/{uid}", json={"role": "admin", "active": False}, headers=auth)
+    assert changed.status_code == 200 and (changed.json["role"], changed.json["active"]) == ("admin", False)
+    assert client.delete(f"/api/v1/orgs/acme/members/{uid}", headers=auth).status_code == 204
+    assert client.patch(f"/api/v1/orgs/acme/members/{uid}", json={"role": "viewer"}, headers=auth).status_code == 404
+
+
+@pytest.mark.parametrize("body,status,code", [
+    (b"{not json", 400, "invalid_value"),
+    (b"[1, 2]", 400, "invalid_value"),
+    (b'{"email": "x@acme.test", "role": "emperor"}', 400, "invalid_value"),
+    (b'{"email": "owner@acme.test"}', 409, "conflict"),
+])
+def test_bad_input_is_a_precise_problem_and_writes_nothing(client: FlaskClient, db: Database, keyed,
+                                                           body, status, code) -> None:
+    before = counts(db)
+    response = client.post("/api/v1/orgs/acme/members", data=body, content_type="application/json",
+                           headers={"Authorization": keyed["acme"]})
+    assert (response.status_code, response.json["code"]) == (status, code)
+    assert counts(db) == before
+
+
+def test_last_owner_over_http_is_409(client: FlaskClient, keyed, acme: NewOrg) -> None:
+    response = client.delete(f"/api/v1/orgs/acme/members/{acme.owner.id}", headers={"Authorization": keyed["acme"]})
+    assert response.status_code == 409 and response.json["code"] == "last_owner"
+
+
+def test_oversized_body_is_413(client: FlaskClient, keyed) -> None:
+    response = client.post("/api/v1/orgs/acme/teams", data=b"{" + b" " * (2 * 1024 * 1024) + b"}",
+                           content_type="application/json", headers={"Authorization": keyed["acme"]})
+    assert response.status_code == 413
