@@ -13,10 +13,18 @@ from flask import Blueprint, Response, g, jsonify, request
 from sqlalchemy import select
 
 from audit import Actor
-from identity import keys, seats, teams, users
-from identity.errors import (Conflict, DomainError, InvalidValue, LastOwner, NotFound, PermissionDenied,
-                             SeatCapReached, Unauthenticated)
-from identity.models import Org, Team, User
+from identity import invitations, keys, orgs, seats, teams, users
+from identity.errors import (
+    Conflict,
+    DomainError,
+    InvalidValue,
+    LastOwner,
+    NotFound,
+    PermissionDenied,
+    SeatCapReached,
+    Unauthenticated,
+)
+from identity.models import Invitation, Org, Team, User
 from identity.roles import authorize
 from identity.service import run
 
@@ -29,13 +37,14 @@ STATUS = {NotFound: 404, Conflict: 409, InvalidValue: 400, PermissionDenied: 403
 @bp.errorhandler(DomainError)
 def _problem(error: DomainError) -> Response:
     status = next((code for cls, code in STATUS.items() if isinstance(error, cls)), 400)
-    return problem(status, error.code, error.message, **{k: v for k, v in error.context.items() if k != "org_id"})
+    return problem(status, error.code, error.message, {k: v for k, v in error.context.items() if k != "org_id"})
 
 
-def problem(status: int, code: str, detail: str, **extra: Any) -> Response:
-    """Return an RFC 9457 problem response."""
-    body = {"type": f"about:blank#{code}", "title": code.replace("_", " "), "status": status, "detail": detail,
-            "code": code, "request_id": g.get("request_id"), **extra}
+def problem(status: int, code: str, detail: str, extra: dict[str, Any] | None = None) -> Response:
+    """Return an RFC 9457 problem response; `extra` members never replace the standard ones."""
+    body: dict[str, Any] = {"type": f"about:blank#{code}", "title": code.replace("_", " "), "status": status,
+                            "detail": detail, "code": code, "request_id": g.get("request_id")}
+    body.update({key: value for key, value in (extra or {}).items() if key not in body})
     response = jsonify(body)
     response.status_code = status
     response.content_type = "application/problem+json"
@@ -186,4 +195,109 @@ def rename_team(org_ref: str, team_id: str) -> Response:
 @authenticated
 def delete_team(org_ref: str, team_id: str) -> tuple[str, int]:
     run(_db(), g.actor, teams.delete_team, _org_id(org_ref), team_id)
+    return "", 204
+
+
+def _settings(org: Org) -> dict[str, Any]:
+    return {name: getattr(org, name) for name in orgs.SETTINGS}
+
+
+@bp.get("/orgs/<org_ref>/settings")
+@authenticated
+def get_settings(org_ref: str) -> Response:
+    org_id = _org_id(org_ref)
+    authorize(g.actor, "directory.read", org_id=org_id)
+    with _db().reading() as session:
+        return jsonify(_settings(session.get(Org, org_id)))
+
+
+@bp.patch("/orgs/<org_ref>/settings")
+@authenticated
+def change_settings(org_ref: str) -> Response:
+    org = run(_db(), g.actor, orgs.update_settings, _org_id(org_ref), _body())
+    return jsonify(_settings(org))
+
+
+def _invitation(invitation: Invitation) -> dict[str, Any]:
+    return {"id": invitation.id, "email": invitation.email, "role": invitation.role, "team_id": invitation.team_id,
+            "status": invitation.status, "expires_at": invitation.expires_at.isoformat()}
+
+
+@bp.post("/orgs/<org_ref>/invitations")
+@authenticated
+def create_invitation(org_ref: str) -> tuple[Response, int]:
+    org_id, data = _org_id(org_ref), _body()
+    invitation, token = run(_db(), g.actor, invitations.invite, org_id, email=str(data.get("email", "")),
+                            role=str(data.get("role", "member")), team_id=data.get("team_id"))
+    with _db().reading() as session:
+        preview = seats.preview(session.get(Org, org_id)).as_dict()
+    return jsonify({**_invitation(invitation), "token": token, "seats": preview}), 201
+
+
+@bp.get("/orgs/<org_ref>/invitations")
+@authenticated
+def list_invitations(org_ref: str) -> Response:
+    org_id = _org_id(org_ref)
+    authorize(g.actor, "members.manage", org_id=org_id)
+    with _db().reading() as session:
+        found = session.scalars(select(Invitation).where(Invitation.org_id == org_id)
+                                .order_by(Invitation.created_at.desc()).limit(500))
+        return jsonify({"invitations": [_invitation(i) for i in found]})
+
+
+def _invitation_token() -> tuple[str, Actor]:
+    """Read the link token and its holder; record its expiry first, in a transaction of its own."""
+    token = str(_body().get("token", ""))
+    with _db().transaction() as session:
+        invitations.expire_if_due(session, token)
+        actor = invitations.invitee(session, token)
+    return token, actor.with_request(g.request_id, request.remote_addr, request.user_agent.string)
+
+
+@bp.post("/invitations/accept")
+def accept_invitation() -> tuple[Response, int]:
+    """Accept with the link's token (the token is the credential; no API key)."""
+    token, actor = _invitation_token()
+    user = run(_db(), actor, invitations.accept, token)
+    with _db().reading() as session:
+        return jsonify(_member(session, session.get(User, user.id))), 201
+
+
+@bp.post("/invitations/decline")
+def decline_invitation() -> tuple[str, int]:
+    token, actor = _invitation_token()
+    run(_db(), actor, invitations.decline, token)
+    return "", 204
+
+
+@bp.post("/orgs/<org_ref>/api-keys")
+@authenticated
+def create_api_key(org_ref: str) -> tuple[Response, int]:
+    org_id, data = _org_id(org_ref), _body()
+    scopes = data.get("scopes", ["inference"])
+    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+        raise InvalidValue("scopes must be a list of strings", field="scopes")
+    issued = run(_db(), g.actor, keys.create_api_key, org_id, user_id=str(data.get("user_id") or g.key.user_id),
+                 team_id=str(data.get("team_id") or g.key.team_id), name=str(data.get("name", "")), scopes=scopes)
+    return jsonify({"id": issued.id, "prefix": issued.prefix, "key": issued.secret}), 201
+
+
+@bp.delete("/orgs/<org_ref>/api-keys/<key_id>")
+@authenticated
+def revoke_api_key(org_ref: str, key_id: str) -> tuple[str, int]:
+    run(_db(), g.actor, keys.revoke_api_key, _org_id(org_ref), key_id)
+    return "", 204
+
+
+@bp.post("/orgs/<org_ref>/scim-tokens")
+@authenticated
+def create_scim_token(org_ref: str) -> tuple[Response, int]:
+    issued = run(_db(), g.actor, keys.create_scim_token, _org_id(org_ref), name=str(_body().get("name", "SCIM")))
+    return jsonify({"id": issued.id, "prefix": issued.prefix, "token": issued.secret}), 201
+
+
+@bp.delete("/orgs/<org_ref>/scim-tokens/<token_id>")
+@authenticated
+def revoke_scim_token(org_ref: str, token_id: str) -> tuple[str, int]:
+    run(_db(), g.actor, keys.revoke_scim_token, _org_id(org_ref), token_id)
     return "", 204

@@ -32,9 +32,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.add_url_rule("/healthz", "healthz", healthz)
     import saml
     import scim
-    from identity import api, api_audit
+    from identity import api, api_audit, openapi
 
-    for blueprint in (api.bp, api_audit.bp, scim.bp, saml.bp):
+    for blueprint in (api.bp, api_audit.bp, openapi.bp, scim.bp, saml.bp):
         app.register_blueprint(blueprint)
     return app
 

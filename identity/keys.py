@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -73,8 +74,10 @@ def create_api_key(session: Session, actor: Actor, org_id: str, *, user_id: str,
         raise NotFound(f"no team {team_id!r} in this org", team_id=team_id)
     if not user.active:
         raise PermissionDenied("a deactivated member cannot be given keys", user_id=user_id)
-    if session.scalar(select(RoleGrant.id).where(RoleGrant.user_id == user_id, RoleGrant.team_id == team_id).limit(1)) is None:
+    in_team = select(RoleGrant.id).where(RoleGrant.user_id == user_id, RoleGrant.team_id == team_id).limit(1)
+    if session.scalar(in_team) is None:
         raise InvalidValue(f"{user.user_name} is not a member of team {team_id}", field="team_id")
+    name = (name or "").strip()[:200] or "API key"
     new = tokens.generate("key")
     key = ApiKey(id=str(uuid.uuid4()), org_id=org_id, team_id=team_id, user_id=user_id, name=name,
                  prefix=new.prefix, secret_hash=new.hash, scopes=sorted(set(scopes)), status="active",
@@ -111,7 +114,10 @@ def verify_api_key(session: Session, secret: str) -> KeyIdentity:
                        tuple(key.scopes))
 
 
-def _find(session: Session, model: type[ApiKey] | type[ScimToken], secret: str) -> ApiKey | ScimToken | None:
+Credential = TypeVar("Credential", ApiKey, ScimToken)
+
+
+def _find(session: Session, model: type[Credential], secret: str) -> Credential | None:
     prefix = tokens.split_prefix(secret or "")
     if prefix is None:
         return None

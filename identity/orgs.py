@@ -14,6 +14,7 @@ from audit.log import Target, open_chain
 from identity import seats, teams, users
 from identity.errors import Conflict, InvalidValue, NotFound, PermissionDenied
 from identity.models import Org, User
+from identity.roles import authorize
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 
@@ -77,3 +78,40 @@ def create_org(
     owner = users.provision_user(session, actor, org.id, user_name=owner_email, email=owner_email,
                                  role="owner", source="manual")
     return NewOrg(org, owner, default.id)
+
+
+# setting -> (permission, validator). Billing settings are the owner's; identity settings an admin's.
+def _whole(value: object, low: int, high: int = 10**9) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+SETTINGS = {
+    "included_seats": ("billing.manage", lambda v: _whole(v, 0)),
+    "seat_price_cents": ("billing.manage", lambda v: _whole(v, 0)),
+    "max_seats": ("billing.manage", lambda v: v is None or _whole(v, 1)),
+    "default_role": ("settings.manage", lambda v: v in ("viewer", "member", "admin")),
+    "group_sync": ("settings.manage", lambda v: v in ("mirror", "mapped")),
+    "idp_may_grant_owner": ("billing.manage", lambda v: isinstance(v, bool)),
+    "require_sso": ("settings.manage", lambda v: isinstance(v, bool)),
+    "audit_retention_days": ("settings.manage", lambda v: _whole(v, 1, 3650)),
+}
+
+
+def update_settings(session: Session, actor: Actor, org_id: str, changes: dict[str, object]) -> Org:
+    """Change org settings; each needs its permission and a valid value, or nothing changes."""
+    unknown = set(changes) - set(SETTINGS)
+    if unknown:
+        raise InvalidValue(f"unknown settings: {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
+    for name, value in changes.items():
+        permission, valid = SETTINGS[name]
+        authorize(actor, permission, org_id=org_id)
+        if not valid(value):
+            raise InvalidValue(f"invalid value for {name}: {value!r}", field=name)
+    org = seats.lock_org(session, org_id)
+    diff = {name: {"before": getattr(org, name), "after": value}
+            for name, value in changes.items() if getattr(org, name) != value}
+    for name, change in diff.items():
+        setattr(org, name, change["after"])
+    if diff:
+        record(session, actor, "org.settings_changed", Target("org", org.id, org.slug), diff, org_id=org.id)
+    return org

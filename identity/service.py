@@ -21,7 +21,10 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 # Refusals that are audited: error class -> audit action.
-AUDITED_REFUSALS: dict[type[Exception], str] = {SeatCapReached: "seat.refused", LastOwner: "member.last_owner_protected"}
+AUDITED_REFUSALS: dict[type[Exception], str] = {
+    SeatCapReached: "seat.refused",
+    LastOwner: "member.last_owner_protected",
+}
 
 
 def run(db: Database, actor: Actor, service: Callable[Concatenate[Session, Actor, P], R],

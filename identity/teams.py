@@ -121,9 +121,10 @@ def remove_team_member(session: Session, actor: Actor, org_id: str, team_id: str
     authorize(actor, "members.manage", org_id=org_id)
     team = get_team(session, org_id, team_id)
     user = get_user(session, org_id, user_id)
-    removed = session.execute(delete(RoleGrant).where(RoleGrant.user_id == user.id, RoleGrant.team_id == team.id))
-    if not removed.rowcount:
+    grants = select(RoleGrant.id).where(RoleGrant.user_id == user.id, RoleGrant.team_id == team.id)
+    if session.scalar(grants.limit(1)) is None:
         raise NotFound(f"{user.user_name} is not a member of team {team.id}", team_id=team.id)
+    session.execute(delete(RoleGrant).where(RoleGrant.user_id == user.id, RoleGrant.team_id == team.id))
     revoked = keys.revoke_team_keys(session, user, team.id)
     record(session, actor, "team.member_removed", Target("user", user.id, user.user_name),
            {"team_id": team.id, "keys_revoked": revoked}, org_id=org_id)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from audit.log import Target
-from identity import keys, seats
+from identity import keys, seats, teams
 from identity.errors import Conflict, InvalidValue, LastOwner, NotFound
 from identity.models import IdpGroupMember, Org, RoleGrant, Team, User
 from identity.roles import SOURCES, authorize, highest, parse_role
@@ -51,7 +51,8 @@ def team_roles(session: Session, user_id: str) -> dict[str, str]:
         RoleGrant.user_id == user_id, RoleGrant.team_id.is_not(None)))
     roles: dict[str, list[str]] = {}
     for team_id, role in rows:
-        roles.setdefault(team_id, []).append(role)
+        if team_id is not None:
+            roles.setdefault(team_id, []).append(role)
     return {team_id: highest(found) or "member" for team_id, found in roles.items()}
 
 
@@ -70,7 +71,8 @@ def _ensure_other_owner(session: Session, user: User) -> None:
         raise LastOwner("the org must keep at least one active owner", user_id=user.id, org_id=user.org_id)
 
 
-def _default_team(session: Session, org_id: str) -> Team:
+def default_team(session: Session, org_id: str) -> Team:
+    """Return the org's `Default` team."""
     return session.scalars(select(Team).where(Team.org_id == org_id, Team.is_default.is_(True))).one()
 
 
@@ -93,7 +95,7 @@ def provision_user(
         raise InvalidValue("userName is required", field="userName")
     if find_by_user_name(session, org_id, user_name) is not None:
         raise Conflict(f"userName {user_name!r} is already taken in this org", field="userName")
-    team = _default_team(session, org_id) if team_id is None else _team_of(session, org_id, team_id)
+    team = default_team(session, org_id) if team_id is None else teams.get_team(session, org_id, team_id)
     now = clock.now()
     user = User(
         id=str(uuid.uuid4()), org_id=org_id, user_name=user_name, email=email, external_id=external_id,
@@ -113,13 +115,6 @@ def provision_user(
     if active:
         seats.take_seat(session, actor, user)
     return user
-
-
-def _team_of(session: Session, org_id: str, team_id: str) -> Team:
-    team = session.get(Team, team_id)
-    if team is None or team.org_id != org_id:
-        raise NotFound(f"no team {team_id!r} in this org", team_id=team_id)
-    return team
 
 
 def deactivate_user(session: Session, actor: Actor, org_id: str, user_id: str) -> User:

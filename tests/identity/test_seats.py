@@ -17,7 +17,7 @@ from identity.models import Org, SeatCharge, User
 from identity.service import run
 from tests.factories import actions, counts, provision
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def at(*parts: int) -> dt.datetime:

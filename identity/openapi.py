@@ -1,0 +1,140 @@
+"""`/openapi.json`: the admin API's description (OpenAPI 3.1). A test keeps it in step with the routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+
+bp = Blueprint("openapi", __name__)
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+ERRORS = {code: {"description": text, "content": {"application/problem+json": {"schema": _ref("Problem")}}}
+          for code, text in (("400", "invalid input"), ("401", "missing or invalid API key"),
+                             ("403", "not allowed, or the seat cap is reached"), ("404", "no such resource in your org"),
+                             ("409", "conflict: duplicate name, or the last owner"), ("413", "body too large"))}
+ORG = {"name": "org", "in": "path", "required": True, "schema": {"type": "string"}, "description": "org id or slug"}
+
+
+def _op(summary: str, ok: dict[str, Any], *, body: str | None = None, params: tuple[str, ...] = (),
+        status: str = "200", auth: bool = True) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "parameters": [ORG] * ("org" in params) + [
+            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params if p != "org"],
+        "responses": {status: ok, **ERRORS},
+    }
+    if body:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
+    if not auth:
+        operation["security"] = []
+    return operation
+
+
+NO_CONTENT = {"description": "done"}
+ORG_ONLY = ("org",)
+
+PATHS: dict[str, dict[str, Any]] = {
+    "/api/v1/key": {"get": _op("Whom the presented key speaks for (the gateway's verification call)", _json(_ref("KeyIdentity")))},
+    "/api/v1/orgs/{org}/seats": {"get": _op("Seat preview: included, purchased, used, free, next seat's cost", _json(_ref("Seats")), params=ORG_ONLY)},
+    "/api/v1/orgs/{org}/members": {
+        "get": _op("List members (keyset pages: ?limit=&after=)", _json({"type": "object"}), params=ORG_ONLY),
+        "post": _op("Add a member (takes a seat)", _json(_ref("Member")), body="NewMember", params=ORG_ONLY, status="201"),
+    },
+    "/api/v1/orgs/{org}/members/{user_id}": {
+        "patch": _op("Change a member's role or active state", _json(_ref("Member")), body="MemberChange", params=("org", "user_id")),
+        "delete": _op("Remove a member (keys revoked, seat freed)", NO_CONTENT, params=("org", "user_id"), status="204"),
+    },
+    "/api/v1/orgs/{org}/teams": {
+        "get": _op("List teams", _json({"type": "object"}), params=ORG_ONLY),
+        "post": _op("Create a team", _json(_ref("Team")), body="TeamName", params=ORG_ONLY, status="201"),
+    },
+    "/api/v1/orgs/{org}/teams/{team_id}": {
+        "patch": _op("Rename a team (its id stays)", _json(_ref("Team")), body="TeamName", params=("org", "team_id")),
+        "delete": _op("Delete a team", NO_CONTENT, params=("org", "team_id"), status="204"),
+    },
+    "/api/v1/orgs/{org}/settings": {
+        "get": _op("Org settings", _json(_ref("Settings")), params=ORG_ONLY),
+        "patch": _op("Change org settings", _json(_ref("Settings")), body="Settings", params=ORG_ONLY),
+    },
+    "/api/v1/orgs/{org}/invitations": {
+        "get": _op("List invitations", _json({"type": "object"}), params=ORG_ONLY),
+        "post": _op("Invite by email; the link token is shown once, with the seat preview",
+                    _json(_ref("Invitation")), body="NewInvitation", params=ORG_ONLY, status="201"),
+    },
+    "/api/v1/invitations/accept": {"post": _op("Accept an invitation with its link token", _json(_ref("Member")),
+                                               body="InvitationToken", status="201", auth=False)},
+    "/api/v1/invitations/decline": {"post": _op("Decline an invitation", NO_CONTENT, body="InvitationToken",
+                                                status="204", auth=False)},
+    "/api/v1/orgs/{org}/api-keys": {"post": _op("Create a team API key (shown once)", _json(_ref("NewSecret")),
+                                                body="NewApiKey", params=ORG_ONLY, status="201")},
+    "/api/v1/orgs/{org}/api-keys/{key_id}": {"delete": _op("Revoke an API key", NO_CONTENT, params=("org", "key_id"), status="204")},
+    "/api/v1/orgs/{org}/scim-tokens": {"post": _op("Create a SCIM bearer token (shown once)", _json(_ref("NewSecret")),
+                                                   body="Name", params=ORG_ONLY, status="201")},
+    "/api/v1/orgs/{org}/scim-tokens/{token_id}": {"delete": _op("Revoke a SCIM token", NO_CONTENT, params=("org", "token_id"), status="204")},
+}
+
+ROLE = {"type": "string", "enum": ["owner", "admin", "member", "viewer", "developer"]}
+SCHEMAS: dict[str, Any] = {
+    "Problem": {"type": "object", "required": ["status", "code", "detail"], "properties": {
+        "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+        "detail": {"type": "string"}, "code": {"type": "string"}, "request_id": {"type": ["string", "null"]}}},
+    "KeyIdentity": {"type": "object", "properties": {
+        "key_id": {"type": "string"}, "org": {"type": "object"}, "team_id": {"type": "string"}, "user": {"type": "object"},
+        "role": ROLE, "team_role": ROLE, "scopes": {"type": "array", "items": {"type": "string"}}}},
+    "Seats": {"type": "object", "properties": {k: {"type": ["integer", "null"]} for k in (
+        "included", "purchased", "used", "free", "max_seats", "next_seat_cents", "seat_price_cents")}
+        | {"cycle_start": {"type": "string"}, "cycle_end": {"type": "string"}}},
+    "Member": {"type": "object", "properties": {
+        "id": {"type": "string"}, "userName": {"type": "string"}, "email": {"type": ["string", "null"]},
+        "active": {"type": "boolean"}, "role": ROLE, "teams": {"type": "object"}, "source": {"type": "string"}}},
+    "NewMember": {"type": "object", "required": ["email"], "properties": {
+        "email": {"type": "string"}, "role": ROLE, "team_id": {"type": "string"}}},
+    "MemberChange": {"type": "object", "properties": {"role": ROLE, "active": {"type": "boolean"}}},
+    "Team": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"},
+                                              "default": {"type": "boolean"}, "created": {"type": "string"}}},
+    "TeamName": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
+    "Name": {"type": "object", "properties": {"name": {"type": "string"}}},
+    "Settings": {"type": "object", "properties": {
+        "included_seats": {"type": "integer", "minimum": 0}, "seat_price_cents": {"type": "integer", "minimum": 0},
+        "max_seats": {"type": ["integer", "null"], "minimum": 1},
+        "default_role": {"type": "string", "enum": ["viewer", "member", "admin"]},
+        "group_sync": {"type": "string", "enum": ["mirror", "mapped"]}, "idp_may_grant_owner": {"type": "boolean"},
+        "require_sso": {"type": "boolean"}, "audit_retention_days": {"type": "integer", "minimum": 1}}},
+    "NewInvitation": {"type": "object", "required": ["email"], "properties": {
+        "email": {"type": "string"}, "role": ROLE, "team_id": {"type": "string"}}},
+    "Invitation": {"type": "object", "properties": {
+        "id": {"type": "string"}, "email": {"type": "string"}, "role": ROLE, "team_id": {"type": "string"},
+        "status": {"type": "string"}, "expires_at": {"type": "string"}, "token": {"type": "string"},
+        "seats": _ref("Seats")}},
+    "InvitationToken": {"type": "object", "required": ["token"], "properties": {"token": {"type": "string"}}},
+    "NewApiKey": {"type": "object", "properties": {
+        "name": {"type": "string"}, "team_id": {"type": "string"}, "user_id": {"type": "string"},
+        "scopes": {"type": "array", "items": {"type": "string", "enum": ["admin", "inference", "usage.read"]}}}},
+    "NewSecret": {"type": "object", "properties": {
+        "id": {"type": "string"}, "prefix": {"type": "string"}, "key": {"type": "string"}, "token": {"type": "string"}}},
+}
+
+
+def document() -> dict[str, Any]:
+    """Return the OpenAPI document of the admin API."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Identity provisioning admin API", "version": "1"},
+        "security": [{"apiKey": []}],
+        "paths": PATHS,
+        "components": {"schemas": SCHEMAS, "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}}},
+    }
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return jsonify(document())

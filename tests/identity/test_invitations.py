@@ -1,0 +1,116 @@
+"""Invitations, settings and keys through the admin API (DESIGN.md 3.6, 3.7)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from audit import Actor, clock
+from identity import keys
+from identity.db import Database
+from identity.models import Invitation, Org
+from identity.orgs import NewOrg
+from tests.factories import actions, counts
+
+
+@pytest.fixture
+def owner_auth(db: Database, system: Actor, acme: NewOrg) -> dict[str, str]:
+    with db.transaction() as session:
+        key = keys.create_api_key(session, system, acme.org.id, user_id=acme.owner.id,
+                                  team_id=acme.default_team_id, name="owner", scopes=["admin"])
+    return {"Authorization": f"Bearer {key.secret}"}
+
+
+def _invite(client: FlaskClient, auth: dict[str, str], **body) -> dict:
+    response = client.post("/api/v1/orgs/acme/invitations", json={"email": "new@acme.test", **body}, headers=auth)
+    assert response.status_code == 201, response.json
+    return response.json
+
+
+def test_invite_shows_seats_and_accept_takes_one(client: FlaskClient, db: Database, acme: NewOrg, owner_auth) -> None:
+    invitation = _invite(client, owner_auth, role="admin")
+    assert invitation["seats"]["free"] == 2 and invitation["seats"]["next_seat_cents"] == 0
+    assert invitation["token"].startswith("inv_")
+    with db.reading() as session:  # only the hash is kept
+        stored = session.get(Invitation, invitation["id"])
+        assert invitation["token"] not in (stored.secret_hash, stored.prefix)
+    accepted = client.post("/api/v1/invitations/accept", json={"token": invitation["token"]})
+    assert accepted.status_code == 201 and accepted.json["role"] == "admin"
+    assert accepted.json["source"] == "invitation"
+    with db.reading() as session:
+        assert session.get(Org, acme.org.id).seats_used == 2
+    assert actions(db, acme.org.id)[-3:] == ["user.created", "seat.assigned", "invitation.accepted"]
+    again = client.post("/api/v1/invitations/accept", json={"token": invitation["token"]})
+    assert again.status_code == 400 and "accepted" in again.json["detail"]
+
+
+def test_declined_and_expired_invitations_cannot_be_accepted(client: FlaskClient, db: Database, owner_auth,
+                                                            acme: NewOrg) -> None:
+    declined = _invite(client, owner_auth, email="no@acme.test")
+    assert client.post("/api/v1/invitations/decline", json={"token": declined["token"]}).status_code == 204
+    assert client.post("/api/v1/invitations/accept", json={"token": declined["token"]}).status_code == 400
+    old = _invite(client, owner_auth, email="late@acme.test")
+    with clock.frozen_at(dt.datetime.now(dt.UTC) + dt.timedelta(days=7, seconds=1)):
+        before = counts(db)
+        late = client.post("/api/v1/invitations/accept", json={"token": old["token"]})
+    assert late.status_code == 400 and "expired" in late.json["detail"]
+    assert counts(db)["users"] == before["users"]
+    assert actions(db, acme.org.id)[-1] == "invitation.expired"
+
+
+def test_forged_invitation_token_is_401(client: FlaskClient, owner_auth) -> None:
+    real = _invite(client, owner_auth)
+    forged = real["token"][:-4] + "AAAA"
+    assert client.post("/api/v1/invitations/accept", json={"token": forged}).status_code == 401
+
+
+def test_invitation_refused_at_the_seat_cap_writes_no_member(client: FlaskClient, db: Database, owner_auth,
+                                                            acme: NewOrg) -> None:
+    assert client.patch("/api/v1/orgs/acme/settings", json={"max_seats": 1}, headers=owner_auth).status_code == 200
+    invitation = _invite(client, owner_auth)
+    refused = client.post("/api/v1/invitations/accept", json={"token": invitation["token"]})
+    assert refused.status_code == 403 and refused.json["code"] == "seat_cap_reached"
+    with db.reading() as session:
+        assert session.scalars(select(Invitation)).one().status == "pending"
+    assert actions(db, acme.org.id)[-1] == "seat.refused"
+
+
+def test_settings_need_the_right_role_and_valid_values(client: FlaskClient, db: Database, system: Actor,
+                                                      acme: NewOrg, owner_auth) -> None:
+    from identity import users
+
+    with db.transaction() as session:
+        admin = users.provision_user(session, system, acme.org.id, user_name="adm@acme.test", role="admin",
+                                     source="manual")
+        admin_key = keys.create_api_key(session, system, acme.org.id, user_id=admin.id,
+                                        team_id=acme.default_team_id, name="adm", scopes=["admin"])
+    admin_auth = {"Authorization": f"Bearer {admin_key.secret}"}
+    assert client.patch("/api/v1/orgs/acme/settings", json={"group_sync": "mapped"}, headers=admin_auth).status_code == 200
+    denied = client.patch("/api/v1/orgs/acme/settings", json={"max_seats": 9}, headers=admin_auth)
+    assert denied.status_code == 403
+    for bad in ({"max_seats": 0}, {"group_sync": "chaos"}, {"nope": 1}, {"included_seats": "3"}):
+        response = client.patch("/api/v1/orgs/acme/settings", json=bad, headers=owner_auth)
+        assert response.status_code == 400, bad
+    assert client.get("/api/v1/orgs/acme/settings", headers=owner_auth).json["group_sync"] == "mapped"
+    assert actions(db, acme.org.id).count("org.settings_changed") == 1
+
+
+def test_member_manages_own_keys_only(client: FlaskClient, db: Database, system: Actor, acme: NewOrg) -> None:
+    from identity import users
+
+    with db.transaction() as session:
+        dev = users.provision_user(session, system, acme.org.id, user_name="dev@acme.test", source="manual")
+        dev_key = keys.create_api_key(session, system, acme.org.id, user_id=dev.id, team_id=acme.default_team_id,
+                                      name="dev", scopes=["admin"])
+    auth = {"Authorization": f"Bearer {dev_key.secret}"}
+    made = client.post("/api/v1/orgs/acme/api-keys", json={"name": "laptop", "scopes": ["inference"]}, headers=auth)
+    assert made.status_code == 201 and made.json["key"].startswith(made.json["prefix"])
+    verified = client.get("/api/v1/key", headers={"Authorization": f"Bearer {made.json['key']}"})
+    assert verified.json["user"]["userName"] == "dev@acme.test" and verified.json["scopes"] == ["inference"]
+    other = client.post("/api/v1/orgs/acme/api-keys", json={"user_id": acme.owner.id}, headers=auth)
+    assert other.status_code == 403
+    assert client.delete(f"/api/v1/orgs/acme/api-keys/{made.json['id']}", headers=auth).status_code == 204
+    assert client.get("/api/v1/key", headers={"Authorization": f"Bearer {made.json['key']}"}).status_code == 401

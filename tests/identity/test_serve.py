@@ -1,0 +1,73 @@
+"""The two ways to run it, as an operator would: `identity serve`, and `identity db upgrade` + gunicorn."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "server exited"
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=2) as response:
+                return json.loads(response.read())
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError("server did not become healthy")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def test_identity_serve_migrates_and_serves_on_embedded_sqlite(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, "IDENTITY_DATA_DIR": str(tmp_path / "var"), "BASE_URL": f"http://127.0.0.1:{port}"}
+    env.pop("DATABASE_URL", None)
+    env.pop("SECRET_KEY", None)
+    proc = subprocess.Popen([str(BIN / "identity"), "serve", "--host", "127.0.0.1", "--port", str(port),
+                             "--workers", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert _wait_healthy(f"http://127.0.0.1:{port}", proc) == {"status": "ok", "database": "ok"}
+        created = subprocess.run([str(BIN / "identity"), "org", "create", "Served", "--json"], env=env,
+                                 capture_output=True, text=True, check=True)
+        key = json.loads(created.stdout)["admin_api_key"]
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/key", headers={"Authorization": f"Bearer {key}"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert json.loads(response.read())["org"]["slug"] == "served"
+    finally:
+        _stop(proc)
+    assert (tmp_path / "var" / "identity.db").exists() and (tmp_path / "var" / "secret_key").stat().st_mode & 0o077 == 0
+
+
+def test_db_upgrade_then_gunicorn_serves(db_url: str, tmp_path: Path) -> None:
+    env = {**os.environ, "DATABASE_URL": db_url, "SECRET_KEY": "s3cret", "IDENTITY_DATA_DIR": str(tmp_path)}
+    subprocess.run([str(BIN / "identity"), "db", "upgrade"], env=env, check=True, capture_output=True)
+    port = _free_port()
+    proc = subprocess.Popen([str(BIN / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}", "wsgi:app"], env=env,
+                            cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert _wait_healthy(f"http://127.0.0.1:{port}", proc)["database"] == "ok"
+    finally:
+        _stop(proc)
