@@ -18,7 +18,7 @@ from audit import Actor, clock, record
 from audit.log import Target
 from identity import tokens
 from identity.errors import InvalidValue, NotFound, PermissionDenied, Unauthenticated
-from identity.models import ApiKey, Org, RoleGrant, ScimToken, Team, User
+from identity.models import ApiKey, Org, RoleGrant, ScimClient, ScimToken, Team, User
 from identity.roles import authorize, highest
 
 SCOPES = frozenset({"admin", "inference", "usage.read"})
@@ -215,4 +215,44 @@ def revoke_scim_token(session: Session, actor: Actor, org_id: str, token_id: str
     if token.revoked_at is None:
         token.revoked_at = clock.now()
         record(session, actor, "scim_token.revoked", Target("scim_token", token.id, token.prefix), {},
+               org_id=org_id)
+
+
+def create_scim_client(session: Session, actor: Actor, org_id: str, *, name: str = "SCIM client") -> Issued:
+    """Make an OAuth 2.0 client-credentials client for SCIM; `Issued.prefix` is its client_id."""
+    authorize(actor, "settings.manage", org_id=org_id)
+    new = tokens.generate("scimcs")
+    client = ScimClient(id=str(uuid.uuid4()), org_id=org_id, client_id=new.prefix, secret_hash=new.hash,
+                        name=(name or "").strip()[:200] or "SCIM client", created_at=clock.now())
+    session.add(client)
+    record(session, actor, "scim_client.created", Target("scim_client", client.id, client.client_id),
+           {"name": client.name}, org_id=org_id)
+    return Issued(client.id, client.client_id, new.plaintext)
+
+
+def check_scim_client(session: Session, client_id: str, secret: str | None) -> ScimClient | None:
+    """Return the live client when `secret` is its secret (or when no secret is to be checked)."""
+    client = session.scalars(select(ScimClient).where(ScimClient.client_id == client_id)).one_or_none()
+    if client is None or client.revoked_at is not None:
+        return None
+    if secret is not None and not tokens.matches(secret, client.secret_hash):
+        return None
+    return client
+
+
+def scim_client_actor(client: ScimClient) -> Actor:
+    """Return the actor for SCIM requests made with one of this client's access tokens."""
+    return Actor(type="scim_client", id=client.id, display=f"SCIM client {client.name} ({client.client_id})",
+                 org_id=client.org_id)
+
+
+def revoke_scim_client(session: Session, actor: Actor, org_id: str, client_row_id: str) -> None:
+    """Revoke a client: its access tokens stop working at once (they are checked against it)."""
+    authorize(actor, "settings.manage", org_id=org_id)
+    client = session.get(ScimClient, client_row_id)
+    if client is None or client.org_id != org_id:
+        raise NotFound(f"no SCIM client {client_row_id!r} in this org")
+    if client.revoked_at is None:
+        client.revoked_at = clock.now()
+        record(session, actor, "scim_client.revoked", Target("scim_client", client.id, client.client_id), {},
                org_id=org_id)

@@ -9,13 +9,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, func, text
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, func, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from audit.models import Base
 
 __all__ = [
-    "Base", "Org", "Team", "User", "RoleGrant", "ScimToken", "ApiKey", "Invitation", "SeatCharge",
+    "Base", "Org", "Team", "User", "RoleGrant", "ScimToken", "ScimClient", "ApiKey", "Invitation", "SeatCharge",
     "IdpGroup", "IdpGroupMember", "GroupMapping",
 ]
 
@@ -141,6 +141,20 @@ class ScimToken(Base):
     revoked_at: Mapped[dt.datetime | None]
 
 
+class ScimClient(Base):
+    """An OAuth 2.0 client-credentials client for SCIM (Entra's gallery); only its secret's hash is kept."""
+
+    __tablename__ = "scim_clients"
+
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), index=True)
+    client_id: Mapped[str] = mapped_column(String(64), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime]
+    revoked_at: Mapped[dt.datetime | None]
+
+
 class ApiKey(Base):
     """A team API key of a member; only its SHA-256 is kept, its prefix identifies it."""
 
@@ -218,6 +232,8 @@ class IdpGroup(Base):
     org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"))
     display_name: Mapped[str] = mapped_column(String(255))
     external_id: Mapped[str | None] = mapped_column(String(255))
+    # The team this group became under `group_sync = mirror`; kept across renames of the group.
+    team_id: Mapped[str | None] = mapped_column(ForeignKey("teams.id", ondelete="SET NULL"))
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime]
@@ -226,6 +242,7 @@ class IdpGroup(Base):
     __table_args__ = (
         Index("uq_idp_groups_org_name", "org_id", func.lower(text("display_name")), unique=True),
         Index("ix_idp_groups_org_external_id", "org_id", "external_id"),
+        Index("ix_idp_groups_org_team", "org_id", "team_id"),
     )
 
 

@@ -196,3 +196,77 @@ def change_role(session: Session, actor: Actor, org_id: str, user_id: str, role:
 def _touch(user: User) -> None:
     user.updated_at = clock.now()
     user.version += 1
+
+
+PROFILE_FIELDS = ("user_name", "email", "external_id", "display_name", "given_name", "family_name", "attributes")
+
+
+def update_profile(session: Session, actor: Actor, org_id: str, user_id: str, changes: dict[str, Any]) -> User:
+    """Change a member's profile fields (not its role, state or seat); audit what changed."""
+    authorize(actor, "members.manage", org_id=org_id)
+    unknown = set(changes) - set(PROFILE_FIELDS)
+    if unknown:
+        raise InvalidValue(f"not profile fields: {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
+    user = get_user(session, org_id, user_id)
+    if "user_name" in changes:
+        name = (changes["user_name"] or "").strip()
+        if not name:
+            raise InvalidValue("userName is required", field="userName")
+        clash = find_by_user_name(session, org_id, name)
+        if clash is not None and clash.id != user.id:
+            raise Conflict(f"userName {name!r} is already taken in this org", field="userName")
+        changes = {**changes, "user_name": name}
+    diff = {field: {"before": getattr(user, field), "after": value}
+            for field, value in changes.items() if getattr(user, field) != value}
+    if not diff:
+        return user
+    for field, change in diff.items():
+        setattr(user, field, change["after"])
+    _touch(user)
+    if "attributes" in diff:  # the other attributes: name which keys changed, not their whole bodies
+        before, after = diff["attributes"]["before"] or {}, diff["attributes"]["after"] or {}
+        diff["attributes"] = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    record(session, actor, "user.updated", target(user), diff, org_id=org_id)
+    return user
+
+
+def would_remove_last_owner(session: Session, user: User) -> bool:
+    """Tell whether deactivating or deleting `user` would leave the org with no active owner."""
+    return user.active and org_role(session, user.id) == "owner" and not _active_owners(session, user.org_id, user.id)
+
+
+def protect_last_owner(session: Session, actor: Actor, user: User, change: str) -> None:
+    """Record that an IdP's change to the last active owner was skipped (it is not retried forever)."""
+    record(session, actor, "member.last_owner_protected", target(user),
+           {"skipped": change, "reason": "the org must keep at least one active owner"},
+           org_id=user.org_id, outcome="refused")
+
+
+def sync_user(session: Session, actor: Actor, org_id: str, user_id: str, fields: dict[str, Any]) -> User:
+    """Make a member match what the IdP sent (SCIM PUT/PATCH): profile, then active state.
+
+    Deactivating the org's last active owner is skipped and audited instead of failing the request.
+    """
+    user = get_user(session, org_id, user_id)
+    profile = {k: v for k, v in fields.items() if k in PROFILE_FIELDS}
+    update_profile(session, actor, org_id, user_id, profile)
+    active = fields.get("active", user.active)
+    if active and not user.active:
+        reactivate_user(session, actor, org_id, user_id)
+    elif not active and user.active:
+        seats.lock_org(session, org_id)
+        if would_remove_last_owner(session, user):
+            protect_last_owner(session, actor, user, "deactivate")
+        else:
+            deactivate_user(session, actor, org_id, user_id)
+    return user
+
+
+def remove_user(session: Session, actor: Actor, org_id: str, user_id: str) -> User:
+    """Delete a member at the IdP's request (SCIM DELETE); the last active owner is kept, audited."""
+    user = get_user(session, org_id, user_id)
+    seats.lock_org(session, org_id)
+    if would_remove_last_owner(session, user):
+        protect_last_owner(session, actor, user, "delete")
+        return user
+    return delete_user(session, actor, org_id, user_id)

@@ -1,5 +1,424 @@
-"""SCIM 2.0 endpoints under /scim/v2."""
+"""SCIM 2.0 endpoints under /scim/v2 (RFC 7644): a thin adapter from wire JSON to identity services.
 
-from flask import Blueprint
+Each handler reads the request, calls domain services in one transaction, and renders the result;
+errors of every kind leave as SCIM error JSON (section 3.12) with `status` as a string. The
+handlers are plain functions of (parameters, body) so that /Bulk runs exactly the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, g, request
+from werkzeug.exceptions import HTTPException
+
+from audit import Actor
+from identity import groups, users
+from identity.errors import (Conflict, DomainError, InvalidValue, LastOwner, NotFound, PermissionDenied,
+                             SeatCapReached, Unauthenticated)
+from identity.models import IdpGroup, User
+from identity.service import run
+from scim import discovery, errors, listing, resources
+from scim.auth import authenticate, init_oauth
+from scim.patch import apply_patch, parse_operations, plan_group_patch
+from scim.schema import GROUP
 
 bp = Blueprint("scim", __name__, url_prefix="/scim/v2")
+SCIM_JSON = "application/scim+json"
+Result = tuple[int, dict[str, Any] | None, dict[str, str]]
+
+DOMAIN_ERRORS: dict[type[DomainError], Callable[[str], errors.ScimError]] = {
+    NotFound: errors.NotFound, Conflict: errors.Uniqueness, InvalidValue: errors.InvalidValue,
+    SeatCapReached: errors.Forbidden, PermissionDenied: errors.Forbidden, LastOwner: errors.Uniqueness,
+    Unauthenticated: errors.Unauthorized,
+}
+
+
+def _db() -> Any:
+    from identity.app import database
+
+    return database()
+
+
+def _base() -> str:
+    return f"{current_app.config['BASE_URL']}/scim/v2"
+
+
+def _actor() -> Actor:
+    actor: Actor = g.scim_actor
+    return actor
+
+
+@bp.record_once
+def _install(state: Any) -> None:
+    app: Flask = state.app
+    init_oauth(app)
+    app.register_error_handler(HTTPException, _http_error)
+
+
+def _http_error(error: HTTPException) -> Response | HTTPException:
+    """Answer routing and protocol errors under /scim/v2 in SCIM's format; leave the rest alone."""
+    if not request.path.startswith(bp.url_prefix or "/scim/v2"):
+        return error
+    status = error.code or 500
+    scim_type = "invalidSyntax" if status == 400 else None
+    return _error_response(status, scim_type, error.description or error.name)
+
+
+def _error_response(status: int, scim_type: str | None, detail: str) -> Response:
+    body: dict[str, Any] = {"schemas": [errors.ERROR_SCHEMA], "status": str(status), "detail": detail}
+    if scim_type:
+        body["scimType"] = scim_type
+    response = Response(json.dumps(body), status=status, content_type=SCIM_JSON)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="scim"'
+    if status == 429:
+        response.headers["Retry-After"] = "1"
+    return response
+
+
+@bp.errorhandler(errors.ScimError)
+def _scim_error(error: errors.ScimError) -> Response:
+    return _error_response(error.status, error.scim_type, error.detail)
+
+
+@bp.errorhandler(DomainError)
+def _domain_error(error: DomainError) -> Response:
+    return _scim_error(_translate(error))
+
+
+def _translate(error: DomainError) -> errors.ScimError:
+    for cls, scim in DOMAIN_ERRORS.items():
+        if isinstance(error, cls):
+            return scim(error.message)
+    return errors.InvalidValue(error.message)
+
+
+class _RateLimit:
+    """Requests per second per org, counted in this process (see README: it is per worker)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.window: dict[str, tuple[int, int]] = {}
+
+    def allow(self, org_id: str, limit: int) -> bool:
+        second = int(time.monotonic())
+        with self.lock:
+            start, count = self.window.get(org_id, (second, 0))
+            count = count + 1 if start == second else 1
+            self.window[org_id] = (second, count)
+            return count <= limit
+
+
+RATE_LIMIT = _RateLimit()
+
+
+@bp.before_request
+def _authenticate() -> Response | None:
+    with _db().transaction() as session:
+        actor = authenticate(session, request.headers.get("Authorization", ""))
+    g.scim_actor = actor.with_request(g.get("request_id"), request.remote_addr, request.user_agent.string)
+    if not RATE_LIMIT.allow(actor.org_id or "", current_app.config.get("SCIM_RATE_LIMIT", 1000)):
+        raise errors.TooManyRequests("rate limit exceeded; retry after the Retry-After seconds")
+    return None
+
+
+@bp.after_request
+def _content_type(response: Response) -> Response:
+    if response.mimetype == "application/json":
+        response.content_type = SCIM_JSON
+    return response
+
+
+def _respond(result: Result) -> Response:
+    status, body, headers = result
+    response = Response("" if body is None else json.dumps(body), status=status,
+                        content_type=SCIM_JSON if body is not None else None)
+    response.headers.update(headers)
+    return response
+
+
+def _body() -> Any:
+    raw = request.get_data(cache=False)
+    try:
+        return json.loads(raw) if raw else None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise errors.InvalidSyntax(f"the body is not valid JSON: {error}") from None
+
+
+def _check_if_match(version: int) -> None:
+    """Honour If-Match (RFC 7644 section 3.14): a stale version is 412, changing nothing."""
+    wanted = request.headers.get("If-Match")
+    if not wanted:
+        return
+    tags = {tag.strip() for tag in wanted.split(",")}
+    if not tags & {"*", resources.etag(version), f'"{version}"'}:
+        raise errors.PreconditionFailed(f"the resource is at version {resources.etag(version)}")
+
+
+# ---- Users -------------------------------------------------------------------------------------
+
+def _user_result(status: int, user: User, groups_of_user: list[tuple[str, str]] | None) -> Result:
+    body = resources.user_to_wire(user, _base(), groups_of_user)
+    return status, body, {"ETag": resources.etag(user.version), "Location": body["meta"]["location"]}
+
+
+def list_users(params: dict[str, Any]) -> Result:
+    query = listing.read_query(params)
+    with _db().reading() as session:
+        total, found = listing.list_users(session, _actor().org_id or "", query)
+        wants_groups = _wants(query, "groups")
+        memberships = listing.groups_of(session, [u.id for u in found]) if wants_groups else {}
+        page = [resources.project(resources.user_to_wire(u, _base(), memberships.get(u.id)), query.attributes,
+                                  query.excluded) for u in found]
+    return 200, discovery.list_response(page, total, query.start), {}
+
+
+def _wants(query: listing.Query, attribute: str) -> bool:
+    if query.attributes:
+        return attribute.lower() in {a.lower() for a in query.attributes}
+    return attribute.lower() not in {a.lower() for a in query.excluded}
+
+
+def get_user(user_id: str) -> Result:
+    with _db().reading() as session:
+        user = users.get_user(session, _actor().org_id or "", user_id)
+        return _user_result(200, user, listing.groups_of(session, [user.id])[user.id])
+
+
+def create_user(body: Any) -> Result:
+    fields = resources.user_fields(body)
+    user = run(_db(), _actor(), users.provision_user, _actor().org_id or "", source="scim", **fields)
+    return _user_result(201, user, [])
+
+
+def replace_user(user_id: str, body: Any) -> Result:
+    fields = resources.user_fields(body)
+
+    def replace(session: Any, actor: Actor) -> User:
+        user = users.get_user(session, actor.org_id or "", user_id)
+        _check_if_match(user.version)
+        return users.sync_user(session, actor, actor.org_id or "", user_id, fields)
+
+    run(_db(), _actor(), replace)
+    return get_user(user_id)
+
+
+def patch_user(user_id: str, body: Any) -> Result:
+    operations = parse_operations(body)
+
+    def patch(session: Any, actor: Actor) -> User:
+        user = users.get_user(session, actor.org_id or "", user_id)
+        _check_if_match(user.version)
+        patched = apply_patch(resources.user_to_wire(user, _base()), operations)
+        return users.sync_user(session, actor, actor.org_id or "", user_id, resources.user_fields(patched))
+
+    run(_db(), _actor(), patch)
+    return get_user(user_id)
+
+
+def delete_user(user_id: str) -> Result:
+    def remove(session: Any, actor: Actor) -> User:
+        _check_if_match(users.get_user(session, actor.org_id or "", user_id).version)
+        return users.remove_user(session, actor, actor.org_id or "", user_id)
+
+    run(_db(), _actor(), remove)
+    return 204, None, {}
+
+
+# ---- Groups ------------------------------------------------------------------------------------
+
+def _group_result(status: int, group: IdpGroup, members: list[tuple[str, str | None]] | None) -> Result:
+    body = resources.group_to_wire(group, _base(), members)
+    return status, body, {"ETag": resources.etag(group.version), "Location": body["meta"]["location"]}
+
+
+def list_groups(params: dict[str, Any]) -> Result:
+    query = listing.read_query(params)
+    with _db().reading() as session:
+        total, found = listing.list_groups(session, _actor().org_id or "", query)
+        members = listing.members_of(session, [x.id for x in found]) if _wants(query, "members") else {}
+        page = [resources.project(resources.group_to_wire(x, _base(), members.get(x.id)), query.attributes,
+                                  query.excluded) for x in found]
+    return 200, discovery.list_response(page, total, query.start), {}
+
+
+def get_group(group_id: str, params: dict[str, Any] | None = None) -> Result:
+    query = listing.read_query(params or {})
+    with _db().reading() as session:
+        group = groups.get_group(session, _actor().org_id or "", group_id)
+        members = listing.members_of(session, [group.id])[group.id] if _wants(query, "members") else None
+        status, body, headers = _group_result(200, group, members)
+    return status, resources.project(body or {}, query.attributes, query.excluded), headers
+
+
+def create_group(body: Any) -> Result:
+    fields = resources.group_fields(body)
+    group = run(_db(), _actor(), groups.create_group, _actor().org_id or "", **fields)
+    _, body, headers = get_group(group.id)
+    return 201, body, headers
+
+
+def replace_group(group_id: str, body: Any) -> Result:
+    fields = resources.group_fields(body)
+
+    def replace(session: Any, actor: Actor) -> None:
+        org_id = actor.org_id or ""
+        _check_if_match(groups.get_group(session, org_id, group_id).version)
+        groups.update_group(session, actor, org_id, group_id, display_name=fields["display_name"],
+                            external_id=fields["external_id"], attributes=fields["attributes"])
+        groups.replace_members(session, actor, org_id, group_id, fields["member_ids"])
+
+    run(_db(), _actor(), replace)
+    return get_group(group_id)
+
+
+def patch_group(group_id: str, body: Any, params: dict[str, Any]) -> Result:
+    operations = parse_operations(body)
+
+    def patch(session: Any, actor: Actor) -> None:
+        org_id = actor.org_id or ""
+        group = groups.get_group(session, org_id, group_id)
+        _check_if_match(group.version)
+        plan = plan_group_patch(resources.group_to_wire(group, _base(), None), operations)
+        fields = resources.normalize(plan.resource, GROUP)
+        display_name = fields.get("displayName")
+        if not isinstance(display_name, str) or not display_name.strip():
+            raise errors.InvalidValue("displayName is required")
+        groups.update_group(session, actor, org_id, group_id, display_name=display_name,
+                            external_id=fields.get("externalId"),
+                            attributes={k: v for k, v in fields.items() if k not in resources.COMPUTED | {
+                                "members", "displayName", "externalId"}})
+        if plan.replace_all is not None:
+            groups.replace_members(session, actor, org_id, group_id, list(plan.replace_all))
+        groups.remove_members(session, actor, org_id, group_id, list(plan.removed))
+        groups.add_members(session, actor, org_id, group_id, list(plan.added))
+
+    run(_db(), _actor(), patch)
+    if not any(k.lower() in ("attributes", "excludedattributes") for k in params):
+        return 204, None, {}
+    return get_group(group_id, params)
+
+
+def delete_group(group_id: str) -> Result:
+    def remove(session: Any, actor: Actor) -> None:
+        _check_if_match(groups.get_group(session, actor.org_id or "", group_id).version)
+        groups.delete_group(session, actor, actor.org_id or "", group_id)
+
+    run(_db(), _actor(), remove)
+    return 204, None, {}
+
+
+# ---- Routes ------------------------------------------------------------------------------------
+
+@bp.get("/Users")
+def users_list() -> Response:
+    return _respond(list_users(request.args.to_dict()))
+
+
+@bp.post("/Users/.search")
+def users_search() -> Response:
+    return _respond(list_users(_search_body()))
+
+
+def _search_body() -> dict[str, Any]:
+    body = _body()
+    if not isinstance(body, dict):
+        raise errors.InvalidSyntax("a search body is a JSON object")
+    return body
+
+
+@bp.post("/Users")
+def users_create() -> Response:
+    return _respond(create_user(_body()))
+
+
+@bp.get("/Users/<user_id>")
+def users_get(user_id: str) -> Response:
+    return _respond(get_user(user_id))
+
+
+@bp.put("/Users/<user_id>")
+def users_replace(user_id: str) -> Response:
+    return _respond(replace_user(user_id, _body()))
+
+
+@bp.patch("/Users/<user_id>")
+def users_patch(user_id: str) -> Response:
+    return _respond(patch_user(user_id, _body()))
+
+
+@bp.delete("/Users/<user_id>")
+def users_delete(user_id: str) -> Response:
+    return _respond(delete_user(user_id))
+
+
+@bp.get("/Groups")
+def groups_list() -> Response:
+    return _respond(list_groups(request.args.to_dict()))
+
+
+@bp.post("/Groups/.search")
+def groups_search() -> Response:
+    return _respond(list_groups(_search_body()))
+
+
+@bp.post("/Groups")
+def groups_create() -> Response:
+    return _respond(create_group(_body()))
+
+
+@bp.get("/Groups/<group_id>")
+def groups_get(group_id: str) -> Response:
+    return _respond(get_group(group_id, request.args.to_dict()))
+
+
+@bp.put("/Groups/<group_id>")
+def groups_replace(group_id: str) -> Response:
+    return _respond(replace_group(group_id, _body()))
+
+
+@bp.patch("/Groups/<group_id>")
+def groups_patch(group_id: str) -> Response:
+    return _respond(patch_group(group_id, _body(), request.args.to_dict()))
+
+
+@bp.delete("/Groups/<group_id>")
+def groups_delete(group_id: str) -> Response:
+    return _respond(delete_group(group_id))
+
+
+@bp.get("/ServiceProviderConfig")
+def service_provider_config() -> Response:
+    return _respond((200, discovery.service_provider_config(_base()), {}))
+
+
+@bp.get("/ResourceTypes")
+def resource_types() -> Response:
+    found = discovery.resource_types(_base())
+    return _respond((200, discovery.list_response(found), {}))
+
+
+@bp.get("/ResourceTypes/<name>")
+def resource_type(name: str) -> Response:
+    found = next((r for r in discovery.resource_types(_base()) if r["id"] == name), None)
+    if found is None:
+        raise errors.NotFound(f"no resource type {name!r}")
+    return _respond((200, found, {}))
+
+
+@bp.get("/Schemas")
+def schemas() -> Response:
+    return _respond((200, discovery.list_response(discovery.schemas(_base())), {}))
+
+
+@bp.get("/Schemas/<path:urn>")
+def schema(urn: str) -> Response:
+    found = next((s for s in discovery.schemas(_base()) if s["id"] == urn), None)
+    if found is None:
+        raise errors.NotFound(f"no schema {urn!r}")
+    return _respond((200, found, {}))

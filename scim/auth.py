@@ -1,0 +1,119 @@
+"""Who a SCIM request speaks for: a bearer SCIM token, or an OAuth 2.0 access token.
+
+Access tokens come from `/oauth/token` (client credentials, RFC 6749 section 4.4, served with
+authlib) as HS256 JWTs that live 60 minutes to 6 hours. They carry the client, and every use is
+checked against the client's row, so revoking the client ends its tokens at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import time
+import uuid
+from typing import Any
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2.rfc6749 import ClientMixin, grants
+from flask import Flask, current_app
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import OctKey
+
+from audit import Actor
+from identity import keys
+from identity.errors import Unauthenticated
+from identity.models import ScimClient
+
+AUDIENCE = "scim"
+
+
+def token_lifetime() -> int:
+    """Seconds an access token lives: `SCIM_TOKEN_TTL_SECONDS`, held between 1 and 6 hours."""
+    return min(max(int(os.environ.get("SCIM_TOKEN_TTL_SECONDS", "3600")), 3600), 6 * 3600)
+
+
+def _key() -> OctKey:
+    # A key of its own, derived from SECRET_KEY, so that no other use of SECRET_KEY can mint tokens.
+    secret = hmac.new(current_app.config["SECRET_KEY"].encode(), b"scim-access-token", hashlib.sha256).digest()
+    return OctKey.import_key(secret)
+
+
+class _Client(ClientMixin):  # type: ignore[misc]
+    """authlib's view of a ScimClient row: confidential, client credentials only."""
+
+    def __init__(self, row: ScimClient, secret: str | None = None) -> None:
+        self.row = row
+
+    def get_client_id(self) -> str:
+        return self.row.client_id
+
+    def get_default_redirect_uri(self) -> None:
+        return None
+
+    def get_allowed_scope(self, scope: str | None) -> str:
+        return "scim"
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return False
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        from identity.app import database
+
+        with database().reading() as session:
+            return keys.check_scim_client(session, self.row.client_id, client_secret) is not None
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        return method in ("client_secret_basic", "client_secret_post")
+
+    def check_response_type(self, response_type: str) -> bool:
+        return False
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type == "client_credentials"
+
+
+def _query_client(client_id: str) -> _Client | None:
+    from identity.app import database
+
+    with database().reading() as session:
+        row = keys.check_scim_client(session, client_id, None)
+    return _Client(row) if row is not None else None
+
+
+def _generate_token(grant_type: str, client: _Client, user: Any = None, scope: str | None = None,
+                    expires_in: int | None = None, include_refresh_token: bool = True) -> dict[str, Any]:
+    now, lifetime = int(time.time()), token_lifetime()
+    claims = {"iss": current_app.config["BASE_URL"], "aud": AUDIENCE, "sub": client.row.client_id,
+              "org": client.row.org_id, "iat": now, "exp": now + lifetime, "jti": uuid.uuid4().hex}
+    token = jwt.encode({"alg": "HS256", "typ": "at+jwt"}, claims, _key())
+    return {"token_type": "Bearer", "access_token": token, "expires_in": lifetime, "scope": "scim"}
+
+
+def init_oauth(app: Flask) -> None:
+    """Serve the client-credentials token endpoint at /oauth/token on `app`."""
+    server = AuthorizationServer(app, query_client=_query_client, save_token=lambda token, request: None)
+    server.register_grant(grants.ClientCredentialsGrant)
+    server.register_token_generator("default", _generate_token)
+    app.add_url_rule("/oauth/token", "oauth_token", server.create_token_response, methods=["POST"])
+
+
+def authenticate(session: Any, header: str) -> Actor:
+    """Return the actor behind an `Authorization` header value, or raise Unauthenticated."""
+    scheme, _, credential = (header or "").partition(" ")
+    credential = credential.strip()
+    if scheme.lower() != "bearer" or not credential:
+        raise Unauthenticated("a bearer token is required")
+    if credential.startswith("scim_"):
+        return keys.verify_scim_token(session, credential)
+    try:
+        token = jwt.decode(credential, _key(), algorithms=["HS256"])
+        jwt.JWTClaimsRegistry(aud={"essential": True, "value": AUDIENCE},
+                              exp={"essential": True}).validate(token.claims)
+    except (JoseError, ValueError) as error:
+        raise Unauthenticated("invalid or expired access token") from error
+    client = keys.check_scim_client(session, str(token.claims.get("sub")), None)
+    if client is None or client.org_id != token.claims.get("org"):
+        raise Unauthenticated("the access token's client is revoked")
+    return keys.scim_client_actor(client)

@@ -1,0 +1,117 @@
+"""List queries: filter, sort and page (RFC 7644 section 3.4.2) without loading more than a page."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from identity.models import IdpGroup, IdpGroupMember, User
+from scim.discovery import DEFAULT_COUNT, MAX_RESULTS
+from scim.errors import InvalidFilter, InvalidValue
+from scim.filter import GROUPS, USERS, Registry, filter_groups, filter_users, sort_key
+
+
+@dataclass(frozen=True)
+class Query:
+    """A list request's parameters, from the query string or a POST /.search body."""
+
+    filter: str | None
+    start: int
+    count: int
+    sort_by: str | None
+    descending: bool
+    attributes: list[str]
+    excluded: list[str]
+
+
+def _integer(value: Any, name: str, default: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InvalidValue(f"{name} must be an integer, got {value!r}") from None
+
+
+def _names(value: Any) -> list[str]:
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else str(value).split(",")
+    return [str(item).strip() for item in items if str(item).strip()]
+
+
+def read_query(params: Mapping[str, Any]) -> Query:
+    """Read list parameters (names case-insensitive); startIndex < 1 is 1, count < 0 is 0."""
+    lower = {str(k).lower(): v for k, v in params.items()}
+    order = str(lower.get("sortorder") or "ascending").lower()
+    if order not in ("ascending", "descending"):
+        raise InvalidValue("sortOrder must be ascending or descending")
+    filter_text = lower.get("filter")
+    if filter_text is not None and not isinstance(filter_text, str):
+        raise InvalidFilter("filter must be a string")
+    return Query(
+        filter=filter_text or None,
+        start=max(1, _integer(lower.get("startindex"), "startIndex", 1)),
+        count=min(max(0, _integer(lower.get("count"), "count", DEFAULT_COUNT)), MAX_RESULTS),
+        sort_by=lower.get("sortby") or None,
+        descending=order == "descending",
+        attributes=_names(lower.get("attributes")),
+        excluded=_names(lower.get("excludedattributes")),
+    )
+
+
+def _page(session: Session, base: Select[Any], model: Any, registry: Registry, query: Query) -> tuple[int, list[Any]]:
+    total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
+    if query.count == 0:
+        return total, []
+    order: list[Any] = []
+    if query.sort_by:
+        key = sort_key(registry, query.sort_by)
+        order.append(key.desc() if query.descending else key.asc())
+    order += [model.created_at, model.id]  # a stable order for paging
+    rows = session.scalars(base.order_by(*order).offset(query.start - 1).limit(query.count))
+    return total, list(rows)
+
+
+def list_users(session: Session, org_id: str, query: Query) -> tuple[int, list[User]]:
+    """Return (totalResults, the page of users) for a list request; deleted users are gone."""
+    stmt = select(User).where(User.org_id == org_id, User.deleted_at.is_(None))
+    if query.filter:
+        stmt = stmt.where(filter_users(query.filter))
+    return _page(session, stmt, User, USERS, query)
+
+
+def list_groups(session: Session, org_id: str, query: Query) -> tuple[int, list[IdpGroup]]:
+    """Return (totalResults, the page of groups) for a list request."""
+    stmt = select(IdpGroup).where(IdpGroup.org_id == org_id)
+    if query.filter:
+        stmt = stmt.where(filter_groups(query.filter))
+    return _page(session, stmt, IdpGroup, GROUPS, query)
+
+
+def groups_of(session: Session, user_ids: list[str]) -> dict[str, list[tuple[str, str]]]:
+    """Return each user's groups as (id, displayName), for one page in one query."""
+    found: dict[str, list[tuple[str, str]]] = {uid: [] for uid in user_ids}
+    if user_ids:
+        rows = session.execute(select(IdpGroupMember.user_id, IdpGroup.id, IdpGroup.display_name)
+                               .join(IdpGroup, IdpGroup.id == IdpGroupMember.group_id)
+                               .where(IdpGroupMember.user_id.in_(user_ids)).order_by(IdpGroup.display_name))
+        for user_id, group_id, name in rows:
+            found[user_id].append((group_id, name))
+    return found
+
+
+def members_of(session: Session, group_ids: list[str]) -> dict[str, list[tuple[str, str | None]]]:
+    """Return each group's members as (user id, display), for a page of groups in one query."""
+    found: dict[str, list[tuple[str, str | None]]] = {gid: [] for gid in group_ids}
+    if group_ids:
+        rows = session.execute(select(IdpGroupMember.group_id, User.id, User.display_name, User.user_name)
+                               .join(User, User.id == IdpGroupMember.user_id)
+                               .where(IdpGroupMember.group_id.in_(group_ids)).order_by(User.id))
+        for group_id, user_id, display, user_name in rows:
+            found[group_id].append((user_id, display or user_name))
+    return found

@@ -1,0 +1,225 @@
+"""SCIM wire JSON <-> the domain's fields (RFC 7643 sections 4 and 8.7).
+
+A user's wire JSON, less what the service computes (id, meta, groups) and secrets (password), is
+kept in `User.attributes` as the IdP sent it, so that attributes we do not model come back as
+they went in. The attributes the domain decides on are copied into columns: userName,
+externalId, displayName, name.givenName, name.familyName, active, and the primary email.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from identity.models import IdpGroup, User
+from scim.errors import InvalidSyntax, InvalidValue
+from scim.schema import CORE_GROUP, CORE_USER, ENTERPRISE_USER, GROUP, USER, Attribute, ResourceSchema
+
+COMPUTED = frozenset({"id", "meta", "groups", "schemas", "password"})
+
+
+def _when(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def etag(version: int) -> str:
+    """Return the weak ETag of a resource version (RFC 7644 section 3.14)."""
+    return f'W/"{version}"'
+
+
+def meta(kind: str, location: str, created: dt.datetime, modified: dt.datetime, version: int) -> dict[str, str]:
+    return {"resourceType": kind, "created": _when(created), "lastModified": _when(modified),
+            "location": location, "version": etag(version)}
+
+
+def user_to_wire(user: User, base_url: str, groups: Iterable[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """Return the SCIM User resource of `user`; `groups` are (id, displayName) pairs when loaded."""
+    body: dict[str, Any] = {k: v for k, v in (user.attributes or {}).items() if k not in COMPUTED}
+    body["schemas"] = [CORE_USER] + ([ENTERPRISE_USER] if ENTERPRISE_USER in body else [])
+    body["id"] = user.id
+    body["userName"] = user.user_name
+    body["active"] = user.active
+    for key, value in (("externalId", user.external_id), ("displayName", user.display_name)):
+        if value is None:
+            body.pop(key, None)
+        else:
+            body[key] = value
+    name = dict(body.get("name") or {})
+    for key, value in (("givenName", user.given_name), ("familyName", user.family_name)):
+        if value is None:
+            name.pop(key, None)
+        else:
+            name[key] = value
+    if name:
+        body["name"] = name
+    else:
+        body.pop("name", None)
+    if user.email and not body.get("emails"):
+        body["emails"] = [{"value": user.email, "type": "work", "primary": True}]
+    if groups is not None:
+        body["groups"] = [{"value": gid, "display": display, "$ref": f"{base_url}/Groups/{gid}", "type": "direct"}
+                          for gid, display in groups]
+    body["meta"] = meta("User", f"{base_url}/Users/{user.id}", user.created_at, user.updated_at, user.version)
+    return body
+
+
+def group_to_wire(group: IdpGroup, base_url: str, members: Iterable[tuple[str, str | None]] | None) -> dict[str, Any]:
+    """Return the SCIM Group resource; `members` are (user id, display) pairs, None when not loaded."""
+    body: dict[str, Any] = {k: v for k, v in (group.attributes or {}).items() if k not in COMPUTED | {"members"}}
+    extra = [urn for urn in body if urn.lower().startswith("urn:") and urn != CORE_GROUP]
+    body["schemas"] = [CORE_GROUP, *extra]
+    body["id"] = group.id
+    body["displayName"] = group.display_name
+    if group.external_id is not None:
+        body["externalId"] = group.external_id
+    if members is not None:
+        body["members"] = [{"value": uid, "display": display, "type": "User", "$ref": f"{base_url}/Users/{uid}"}
+                           for uid, display in members]
+    body["meta"] = meta("Group", f"{base_url}/Groups/{group.id}", group.created_at, group.updated_at, group.version)
+    return body
+
+
+def normalize(body: Mapping[str, Any], schema: ResourceSchema) -> dict[str, Any]:
+    """Return `body` with known attribute names in their canonical case (RFC 7643 section 2.1).
+
+    Unknown attributes and schema URNs are kept as they came.
+    """
+    out: dict[str, Any] = {}
+    for key, value in body.items():
+        urn = schema.urn(key) if key.lower().startswith("urn:") else None
+        if urn is not None and urn != schema.core_urn and isinstance(value, Mapping):
+            out[urn] = _normalize_attrs(value, schema.schemas[urn])
+        elif urn is not None and urn == schema.core_urn and isinstance(value, Mapping):
+            out.update(_normalize_attrs(value, schema.schemas[urn]))  # attributes sent under the core URN
+        else:
+            definition = schema.attribute(None, key)
+            out[definition.name if definition else key] = _normalize_value(value, definition)
+    return out
+
+
+def _normalize_attrs(values: Mapping[str, Any], attrs: Mapping[str, Attribute]) -> dict[str, Any]:
+    return {(attrs[k.lower()].name if k.lower() in attrs else k): _normalize_value(v, attrs.get(k.lower()))
+            for k, v in values.items()}
+
+
+def _normalize_value(value: Any, definition: Attribute | None) -> Any:
+    if definition is None or not definition.sub_attributes:
+        return value
+    if isinstance(value, list):
+        return [_normalize_attrs(v, definition.sub_attributes) if isinstance(v, Mapping) else v for v in value]
+    if isinstance(value, Mapping):
+        return _normalize_attrs(value, definition.sub_attributes)
+    return value
+
+
+def as_bool(value: Any, field: str) -> bool:
+    """Read a SCIM boolean, accepting the "True"/"False" strings Entra ID sends."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise InvalidValue(f"{field} must be a boolean, got {value!r}")
+
+
+def _string(body: Mapping[str, Any], key: str, *, required: bool = False) -> str | None:
+    value = body.get(key)
+    if value is None or value == "":
+        if required:
+            raise InvalidValue(f"{key} is required")
+        return None
+    if not isinstance(value, str):
+        raise InvalidValue(f"{key} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _check_schemas(body: Mapping[str, Any], core: str) -> None:
+    schemas = body.get("schemas")
+    if schemas is None:
+        return
+    if not isinstance(schemas, list) or core.lower() not in {str(s).lower() for s in schemas}:
+        raise InvalidSyntax(f"schemas must include {core}")
+
+
+def _check_types(body: Mapping[str, Any], schema: ResourceSchema) -> None:
+    """Refuse wrong types on the attributes we know (strings, booleans, complex, multi-valued)."""
+    for key, value in body.items():
+        definition = schema.attribute(None, key)
+        if definition is None or value is None or key in ("id", "meta", "schemas"):
+            continue
+        if definition.multi_valued and not isinstance(value, list):
+            raise InvalidValue(f"{key} must be an array")
+        if definition.type == "complex" and not definition.multi_valued and not isinstance(value, Mapping):
+            raise InvalidValue(f"{key} must be an object")
+        if definition.type == "string" and not definition.multi_valued and not isinstance(value, str):
+            raise InvalidValue(f"{key} must be a string")
+
+
+def primary_email(emails: Any) -> str | None:
+    """Return the primary email's value, else the first work email, else the first email."""
+    if not isinstance(emails, list):
+        return None
+    values = [e for e in emails if isinstance(e, Mapping) and isinstance(e.get("value"), str)]
+    for pick in (lambda e: e.get("primary") in (True, "true", "True"), lambda e: e.get("type") == "work",
+                 lambda e: True):
+        found = next((e["value"] for e in values if pick(e)), None)
+        if found:
+            return found
+    return None
+
+
+def user_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Read a User resource (POST, PUT, or the result of a PATCH) into the domain's fields."""
+    if not isinstance(raw, Mapping):
+        raise InvalidSyntax("the body must be a JSON object")
+    _check_schemas(raw, CORE_USER)
+    body = normalize(raw, USER)
+    _check_types(body, USER)
+    name = body.get("name") or {}
+    for key in ("givenName", "familyName"):
+        if name.get(key) is not None and not isinstance(name.get(key), str):
+            raise InvalidValue(f"name.{key} must be a string")
+    return {
+        "user_name": _string(body, "userName", required=True),
+        "external_id": _string(body, "externalId"),
+        "display_name": _string(body, "displayName"),
+        "given_name": name.get("givenName") or None,
+        "family_name": name.get("familyName") or None,
+        "email": primary_email(body.get("emails")),
+        "active": as_bool(body["active"], "active") if body.get("active") is not None else True,
+        "attributes": {k: v for k, v in body.items() if k not in COMPUTED and k != "active"},
+    }
+
+
+def group_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Read a Group resource (POST, PUT) into the domain's fields and its member ids."""
+    if not isinstance(raw, Mapping):
+        raise InvalidSyntax("the body must be a JSON object")
+    _check_schemas(raw, CORE_GROUP)
+    body = normalize(raw, GROUP)
+    _check_types(body, GROUP)
+    members = body.get("members") or []
+    ids = []
+    for member in members:
+        value = member.get("value") if isinstance(member, Mapping) else None
+        if not isinstance(value, str) or not value:
+            raise InvalidValue("each member needs a string value (the user's id)")
+        ids.append(value)
+    return {
+        "display_name": _string(body, "displayName", required=True),
+        "external_id": _string(body, "externalId"),
+        "attributes": {k: v for k, v in body.items() if k not in COMPUTED | {"members", "displayName", "externalId"}},
+        "member_ids": ids,
+    }
+
+
+def project(resource: dict[str, Any], attributes: list[str], excluded: list[str]) -> dict[str, Any]:
+    """Apply `attributes` / `excludedAttributes` (RFC 7644 section 3.4.2.5); id and schemas always stay."""
+    always = {"id", "schemas"}
+    if attributes:
+        wanted = {a.split(".")[0].split(":")[-1].lower() for a in attributes}
+        return {k: v for k, v in resource.items() if k in always or k.lower() in wanted}
+    if excluded:
+        dropped = {a.split(".")[0].split(":")[-1].lower() for a in excluded}
+        return {k: v for k, v in resource.items() if k in always or k.lower() not in dropped}
+    return resource

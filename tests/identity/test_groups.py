@@ -1,0 +1,124 @@
+"""IdP groups become teams and roles (DESIGN.md 3.3); leaving a group takes back exactly its grants."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from audit import Actor
+from identity import groups, orgs, users
+from identity.db import Database
+from identity.models import GroupMapping, Org, Team
+from identity.orgs import NewOrg
+from tests.factories import actions, provision
+
+
+def _mapping(db: Database, org_id: str, **rule) -> None:
+    import uuid
+
+    from audit import clock
+
+    with db.transaction() as session:
+        session.add(GroupMapping(id=str(uuid.uuid4()), org_id=org_id, created_at=clock.now(), **rule))
+
+
+def test_mirror_mode_makes_a_team_per_group_and_rename_keeps_it(db: Database, acme: NewOrg, system: Actor) -> None:
+    alice = provision(db, system, acme.org.id, "alice@acme.test")
+    with db.transaction() as session:
+        group = groups.create_group(session, system, acme.org.id, display_name="Engineering",
+                                    external_id="entra-obj-1", member_ids=[alice.id])
+    with db.reading() as session:
+        team_id = session.get(type(group), group.id).team_id
+        assert session.get(Team, team_id).name == "Engineering"
+        assert users.team_roles(session, alice.id)[team_id] == "member"
+    with db.transaction() as session:
+        groups.update_group(session, system, acme.org.id, group.id, display_name="Platform Engineering")
+    with db.reading() as session:
+        assert session.get(type(group), group.id).team_id == team_id
+        assert session.get(Team, team_id).name == "Platform Engineering"
+    assert "group.members_added" in actions(db, acme.org.id)
+
+
+def test_rule_by_external_id_beats_display_name_and_grants_roles(db: Database, acme: NewOrg, system: Actor) -> None:
+    bob = provision(db, system, acme.org.id, "bob@acme.test")
+    with db.transaction() as session:
+        from identity import teams
+
+        admins_team = teams.create_team(session, system, acme.org.id, "Admins")
+    _mapping(db, acme.org.id, group_external_id="obj-admins", team_id=admins_team.id, team_role="admin", org_role="admin")
+    _mapping(db, acme.org.id, group_display_name="IT Admins", org_role="viewer")
+    with db.transaction() as session:
+        group = groups.create_group(session, system, acme.org.id, display_name="IT Admins", external_id="obj-admins",
+                                    member_ids=[bob.id])
+    with db.reading() as session:
+        assert users.org_role(session, bob.id) == "admin"
+        assert users.team_roles(session, bob.id)[admins_team.id] == "admin"
+    with db.transaction() as session:
+        groups.remove_members(session, system, acme.org.id, group.id, [bob.id])
+    with db.reading() as session:
+        assert users.org_role(session, bob.id) == "member"       # back to what provisioning gave
+        assert admins_team.id not in users.team_roles(session, bob.id)
+
+
+def test_owner_from_idp_only_when_the_org_allows_it(db: Database, acme: NewOrg, system: Actor) -> None:
+    carol = provision(db, system, acme.org.id, "carol@acme.test")
+    _mapping(db, acme.org.id, group_display_name="Founders", org_role="owner")
+    with db.transaction() as session:
+        group = groups.create_group(session, system, acme.org.id, display_name="Founders", member_ids=[carol.id])
+    with db.reading() as session:
+        assert users.org_role(session, carol.id) == "admin"
+    with db.transaction() as session:
+        session.get(Org, acme.org.id).idp_may_grant_owner = True
+        groups.remove_members(session, system, acme.org.id, group.id, [carol.id])
+        groups.add_members(session, system, acme.org.id, group.id, [carol.id])
+    with db.reading() as session:
+        assert users.org_role(session, carol.id) == "owner"
+
+
+def test_mapped_mode_ignores_groups_without_rules(db: Database, acme: NewOrg, system: Actor) -> None:
+    dave = provision(db, system, acme.org.id, "dave@acme.test")
+    with db.transaction() as session:
+        orgs.update_settings(session, system, acme.org.id, {"group_sync": "mapped"})
+        groups.create_group(session, system, acme.org.id, display_name="Random", member_ids=[dave.id])
+    with db.reading() as session:
+        assert [t.name for t in session.scalars(select(Team).where(Team.org_id == acme.org.id))] == ["Default"]
+
+
+def test_removing_absent_members_is_no_error_and_unknown_users_are_refused(db: Database, acme: NewOrg,
+                                                                         system: Actor) -> None:
+    from identity.errors import InvalidValue
+
+    erin = provision(db, system, acme.org.id, "erin@acme.test")
+    with db.transaction() as session:
+        group = groups.create_group(session, system, acme.org.id, display_name="Sales")
+        assert groups.remove_members(session, system, acme.org.id, group.id, [erin.id, "nobody"]) == []
+    with pytest.raises(InvalidValue), db.transaction() as session:
+        groups.add_members(session, system, acme.org.id, group.id, [erin.id, "not-a-user"])
+    with db.reading() as session:
+        assert groups.member_ids(session, group.id) == []
+
+
+def test_group_removal_never_takes_the_last_owner(db: Database, acme: NewOrg, system: Actor) -> None:
+    with db.transaction() as session:
+        session.get(Org, acme.org.id).idp_may_grant_owner = True
+    _mapping(db, acme.org.id, group_display_name="Owners", org_role="owner")
+    frank = provision(db, system, acme.org.id, "frank@acme.test")
+    with db.transaction() as session:
+        group = groups.create_group(session, system, acme.org.id, display_name="Owners", member_ids=[frank.id])
+        users.delete_user(session, system, acme.org.id, acme.owner.id)  # frank is now the only owner
+    with db.transaction() as session:
+        assert groups.remove_members(session, system, acme.org.id, group.id, [frank.id]) == []
+    with db.reading() as session:
+        assert users.org_role(session, frank.id) == "owner"
+    assert actions(db, acme.org.id)[-1] == "member.last_owner_protected"
+
+
+def test_saml_group_claims_set_the_users_groups(db: Database, acme: NewOrg, system: Actor) -> None:
+    gina = provision(db, system, acme.org.id, "gina@acme.test")
+    with db.transaction() as session:
+        groups.apply_user_groups(session, system, acme.org.id, gina.id, ["Design", "Research"])
+    with db.transaction() as session:
+        groups.apply_user_groups(session, system, acme.org.id, gina.id, ["design"])
+    with db.reading() as session:
+        names = {session.get(Team, t).name for t in users.team_roles(session, gina.id)}
+    assert names == {"Default", "Design"}
