@@ -113,6 +113,35 @@ def org_create(name: str, owner_email: str | None, slug: str | None, included_se
 
 
 @main.group()
+def scim() -> None:
+    """SCIM provisioning credentials."""
+
+
+@scim.group("client")
+def scim_client() -> None:
+    """OAuth 2.0 client-credentials clients (for Entra ID's gallery)."""
+
+
+@scim_client.command("create")
+@click.option("--org", "slug", required=True)
+@click.option("--name", default="SCIM client", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def scim_client_create(slug: str, name: str, as_json: bool) -> None:
+    """Create a client; print client_id, client_secret (shown once) and token_url."""
+    database = _database()
+    try:
+        with database.transaction() as session:
+            org_id = orgs.get_org_by_slug(session, slug).id
+            issued = keys.create_scim_client(session, system_actor("cli"), org_id, name=name)
+    except DomainError as error:
+        _fail(error)
+        return
+    result = {"client_id": issued.prefix, "client_secret": issued.secret, "token_url": f"{config.base_url()}/oauth/token",
+              "scim_base_url": f"{config.base_url()}/scim/v2"}
+    click.echo(json.dumps(result) if as_json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+
+
+@main.group()
 def billing() -> None:
     """Seats and charges."""
 

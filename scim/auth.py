@@ -91,10 +91,15 @@ def _generate_token(grant_type: str, client: _Client, user: Any = None, scope: s
     return {"token_type": "Bearer", "access_token": token, "expires_in": lifetime, "scope": "scim"}
 
 
+class _ClientCredentials(grants.ClientCredentialsGrant):  # type: ignore[misc]
+    # Entra ID posts the client's id and secret in the form body; other clients use Basic.
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+
+
 def init_oauth(app: Flask) -> None:
     """Serve the client-credentials token endpoint at /oauth/token on `app`."""
     server = AuthorizationServer(app, query_client=_query_client, save_token=lambda token, request: None)
-    server.register_grant(grants.ClientCredentialsGrant)
+    server.register_grant(_ClientCredentials)
     server.register_token_generator("default", _generate_token)
     app.add_url_rule("/oauth/token", "oauth_token", server.create_token_response, methods=["POST"])
 

@@ -111,17 +111,7 @@ class TooManyRequests(ScimError):
     status = 429
 
 
-class Unauthorized(ScimError):
-    """No valid bearer token (RFC 7644 section 2)."""
+class PayloadTooLarge(ScimError):
+    """A body or a bulk request over the limits ServiceProviderConfig advertises."""
 
-    status = 401
-
-
-class Forbidden(ScimError):
-    """The token may not do this, or the org's seat cap refuses a new member."""
-
-    status = 403
-
-
-class TooManyRequests(ScimError):
-    status = 429
+    status = 413

@@ -133,6 +133,19 @@ def _string(body: Mapping[str, Any], key: str, *, required: bool = False) -> str
     return value
 
 
+def _reject_nul(value: Any) -> None:
+    """Refuse NUL characters anywhere: PostgreSQL text cannot hold them, and filters would break."""
+    if isinstance(value, str) and "\x00" in value:
+        raise InvalidValue("strings must not contain NUL characters")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _reject_nul(key)
+            _reject_nul(item)
+    elif isinstance(value, list):
+        for item in value:
+            _reject_nul(item)
+
+
 def _check_schemas(body: Mapping[str, Any], core: str) -> None:
     schemas = body.get("schemas")
     if schemas is None:
@@ -173,6 +186,7 @@ def user_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(raw, Mapping):
         raise InvalidSyntax("the body must be a JSON object")
     _check_schemas(raw, CORE_USER)
+    _reject_nul(raw)
     body = normalize(raw, USER)
     _check_types(body, USER)
     name = body.get("name") or {}
@@ -196,6 +210,7 @@ def group_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(raw, Mapping):
         raise InvalidSyntax("the body must be a JSON object")
     _check_schemas(raw, CORE_GROUP)
+    _reject_nul(raw)
     body = normalize(raw, GROUP)
     _check_types(body, GROUP)
     members = body.get("members") or []

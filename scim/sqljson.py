@@ -105,7 +105,7 @@ def _repr_sqlite(element: json_repr, compiler: SQLCompiler, **kw: Any) -> str:
 @compiles(json_repr, "postgresql")
 def _repr_pg(element: json_repr, compiler: SQLCompiler, **kw: Any) -> str:
     doc, path = _args(element, compiler, **kw)
-    return f"CAST(CAST({doc} #> {path} AS JSONB) AS TEXT)"  # via jsonb: one spelling of `[]`, `{}`
+    return f"CAST({doc} #> {path} AS TEXT)"
 
 
 @compiles(json_number, "sqlite")
@@ -129,7 +129,11 @@ def _present_sqlite(element: json_present, compiler: SQLCompiler, **kw: Any) -> 
 @compiles(json_present, "postgresql")
 def _present_pg(element: json_present, compiler: SQLCompiler, **kw: Any) -> str:
     doc, path = _args(element, compiler, **kw)
-    return f"coalesce(CAST(CAST({doc} #> {path} AS JSONB) AS TEXT) NOT IN {_EMPTY}, false)"
+    value = f"({doc} #> {path})"  # no jsonb: a cast to it fails on `\u0000`, which json accepts
+    return (f"coalesce(CASE json_typeof({value}) WHEN 'string' THEN CAST({value} AS TEXT) <> '\"\"' "
+            f"WHEN 'array' THEN json_array_length({value}) > 0 "
+            f"WHEN 'object' THEN EXISTS (SELECT 1 FROM json_object_keys({value})) "
+            f"WHEN 'number' THEN true WHEN 'boolean' THEN true ELSE false END, false)")
 
 
 @compiles(json_elements, "sqlite")

@@ -25,8 +25,6 @@ from scim.errors import InvalidFilter
 MAX_FILTER_LENGTH = 4096
 MAX_DEPTH = 32
 
-COMPARE_OPS = frozenset({"eq", "ne", "co", "sw", "ew", "gt", "ge", "lt", "le"})
-
 
 class _Lexer(SCIMLexer):  # type: ignore[misc]
     """scim2-filter-parser's lexer with its token rules corrected; sly keeps the base order."""
@@ -41,6 +39,8 @@ class _Lexer(SCIMLexer):  # type: ignore[misc]
     @_(r'"(?:[^"\\]|\\.)*"')  # type: ignore[name-defined]  # noqa: F821
     def COMP_VALUE(self, t: Token) -> Token:  # noqa: N802
         t.value = json.loads(t.value)  # a JSON string (RFC 7159): escapes decoded, bad ones refused
+        if "\x00" in t.value:  # PostgreSQL text cannot hold NUL: refuse it here, not as a 500 there
+            raise InvalidFilter("a filter value cannot contain the NUL character")
         return t
 
     def error(self, t: Token) -> None:

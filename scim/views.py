@@ -422,3 +422,83 @@ def schema(urn: str) -> Response:
     if found is None:
         raise errors.NotFound(f"no schema {urn!r}")
     return _respond((200, found, {}))
+
+
+# ---- Bulk (RFC 7644 section 3.7) ---------------------------------------------------------------
+
+BULK_REQUEST = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
+BULK_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
+
+
+def _resolve_bulk_ids(value: Any, created: dict[str, str]) -> Any:
+    """Replace "bulkId:<id>" references with the ids of resources created earlier in the request."""
+    if isinstance(value, str) and value.startswith("bulkId:"):
+        ref = value[len("bulkId:"):]
+        if ref not in created:
+            raise errors.InvalidValue(f"unknown or not yet created bulkId {ref!r}")
+        return created[ref]
+    if isinstance(value, list):
+        return [_resolve_bulk_ids(item, created) for item in value]
+    if isinstance(value, dict):
+        return {key: _resolve_bulk_ids(item, created) for key, item in value.items()}
+    return value
+
+
+def _bulk_dispatch(method: str, path: str, data: Any) -> Result:
+    parts = [p for p in path.split("/") if p]
+    if not parts or parts[0] not in ("Users", "Groups") or len(parts) > 2:
+        raise errors.InvalidValue(f"unsupported bulk path {path!r}")
+    kind, resource_id = parts[0], (parts[1] if len(parts) == 2 else None)
+    handlers: dict[tuple[str, bool], Callable[[], Result]] = {
+        ("POST", False): lambda: (create_user if kind == "Users" else create_group)(data),
+        ("PUT", True): lambda: (replace_user if kind == "Users" else replace_group)(resource_id or "", data),
+        ("PATCH", True): lambda: patch_user(resource_id or "", data) if kind == "Users"
+        else patch_group(resource_id or "", data, {}),
+        ("DELETE", True): lambda: (delete_user if kind == "Users" else delete_group)(resource_id or ""),
+    }
+    handler = handlers.get((method, resource_id is not None))
+    if handler is None:
+        raise errors.InvalidValue(f"{method} {path} is not a bulk operation")
+    return handler()
+
+
+def bulk(body: Any) -> Result:
+    """Run each operation in its own transaction, in order, until failOnErrors errors are reached."""
+    if not isinstance(body, dict) or not isinstance(body.get("Operations"), list):
+        raise errors.InvalidSyntax("a bulk request has an \"Operations\" array")
+    operations = body["Operations"]
+    if len(operations) > discovery.MAX_BULK_OPERATIONS:
+        raise errors.PayloadTooLarge(f"at most {discovery.MAX_BULK_OPERATIONS} operations per bulk request")
+    fail_on = body.get("failOnErrors")
+    if fail_on is not None and (not isinstance(fail_on, int) or isinstance(fail_on, bool) or fail_on < 1):
+        raise errors.InvalidValue("failOnErrors must be a positive integer")
+    created: dict[str, str] = {}
+    results, failures = [], 0
+    for operation in operations:
+        if not isinstance(operation, dict):
+            raise errors.InvalidSyntax("each bulk operation is a JSON object")
+        method, path = str(operation.get("method", "")).upper(), str(operation.get("path", ""))
+        bulk_id = operation.get("bulkId")
+        outcome: dict[str, Any] = {"method": method, **({"bulkId": bulk_id} if bulk_id else {})}
+        try:
+            if method == "POST" and not bulk_id:
+                raise errors.InvalidValue("a POST in a bulk request needs a bulkId")
+            status, resource, headers = _bulk_dispatch(
+                method, _resolve_bulk_ids(path, created), _resolve_bulk_ids(operation.get("data"), created))
+            if bulk_id and resource is not None and method == "POST":
+                created[str(bulk_id)] = resource["id"]
+            outcome.update({"status": str(status), **({"location": headers["Location"]} if "Location" in headers
+                                                        else {}), **({"version": headers["ETag"]} if "ETag" in headers else {})})
+        except (errors.ScimError, DomainError) as error:
+            scim_error = error if isinstance(error, errors.ScimError) else _translate(error)
+            failures += 1
+            outcome.update({"status": str(scim_error.status), "response": scim_error.to_json()})
+        results.append(outcome)
+        if fail_on is not None and failures >= fail_on:
+            break
+    return 200, {"schemas": [BULK_RESPONSE], "Operations": results}, {}
+
+
+@bp.post("/Bulk")
+def bulk_route() -> Response:
+    return _respond(bulk(_body()))

@@ -15,7 +15,7 @@ from identity import orgs
 from identity.db import Database
 from identity.models import IdpGroup, IdpGroupMember
 from scim.schema import ENTERPRISE_USER
-from tests.conftest import BACKENDS, _counter
+from tests.conftest import BACKENDS
 from tests.factories import provision
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -69,7 +69,7 @@ def directory(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
         url = f"sqlite:///{path}"
     else:
         url = request.getfixturevalue("pg_cluster").create_database(
-            f"test_scim_{next(_counter)}", template="template_identity")
+            f"test_scim_{uuid.uuid4().hex[:12]}", template="template_identity")
     db = Database(url)
     system = system_actor("tests")
     with db.transaction() as session:

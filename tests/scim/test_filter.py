@@ -201,7 +201,7 @@ INVALID = [
     "active eq 1", "active co \"t\"", "meta.created co \"2020\"", "meta.created gt \"yesterday\"",
     "meta.version eq \"1\"", "userName eq true", "userName gt null", "name eq \"x\"",
     "emails[value eq \"a\"].type.x eq \"b\"", "userName eq \"\\q\"", "userName eq 007", "a eq 1 b eq 2",
-    "userName eq \"x\" \x00", "not", "not ()", "eq eq \"x\"", "members pr",
+    "userName eq \"x\" \x00", "userName eq \"a\\u0000b\"", "not", "not ()", "eq eq \"x\"", "members pr",
     "(" * 100 + "userName pr" + ")" * 100, "not " * 100 + "(userName pr)", "userName eq \"" + "x" * 5000 + "\"",
 ]
 

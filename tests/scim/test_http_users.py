@@ -79,6 +79,8 @@ def test_attribute_names_are_case_insensitive(scim: Scim) -> None:
     ({"schemas": [USER], "userName": "x@y.z", "active": "maybe"}, 400, "invalidValue"),
     ({"schemas": [USER], "userName": "x@y.z", "emails": "x@y.z"}, 400, "invalidValue"),
     ({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "userName": "x@y.z"}, 400, "invalidSyntax"),
+    ({"schemas": [USER], "userName": "nul\u0000@y.z"}, 400, "invalidValue"),
+    ({"schemas": [USER], "userName": "x@y.z", "title": {"deep": ["a\u0000"]}}, 400, "invalidValue"),
 ])
 def test_bad_user_bodies_are_precise_and_write_nothing(scim: Scim, db: Database, body, status, scim_type) -> None:
     before = counts(db)

@@ -211,6 +211,7 @@ ERROR_CASES: list[tuple[str, list[Any], type[ScimError]]] = [
     ("path-less value not an object", [{"op": "add", "value": "x"}], InvalidValue),
     ("filter that describes nothing", [{"op": "replace", "path": 'emails[value co "x"].type', "value": "w"}],
      NoTarget),
+    ("NUL in a string", [{"op": "replace", "path": "displayName", "value": "a\x00b"}], InvalidValue),
     ("bad key in a path-less value", [{"op": "add", "value": {"name..x": 1}}], InvalidPath),
 ]
 
