@@ -13,7 +13,7 @@ from flask import Blueprint, Response, g, jsonify, request
 from sqlalchemy import select
 
 from audit import Actor
-from identity import invitations, keys, orgs, seats, teams, users
+from identity import groups, invitations, keys, orgs, seats, teams, users
 from identity.errors import (
     Conflict,
     DomainError,
@@ -24,7 +24,7 @@ from identity.errors import (
     SeatCapReached,
     Unauthenticated,
 )
-from identity.models import Invitation, Org, Team, User
+from identity.models import GroupMapping, Invitation, Org, Team, User
 from identity.roles import authorize
 from identity.service import run
 
@@ -300,4 +300,38 @@ def create_scim_token(org_ref: str) -> tuple[Response, int]:
 @authenticated
 def revoke_scim_token(org_ref: str, token_id: str) -> tuple[str, int]:
     run(_db(), g.actor, keys.revoke_scim_token, _org_id(org_ref), token_id)
+    return "", 204
+
+
+def _mapping(rule: GroupMapping) -> dict[str, Any]:
+    return {"id": rule.id, "group_external_id": rule.group_external_id, "group_display_name": rule.group_display_name,
+            "team_id": rule.team_id, "team_role": rule.team_role, "org_role": rule.org_role}
+
+
+@bp.get("/orgs/<org_ref>/group-mappings")
+@authenticated
+def list_mappings(org_ref: str) -> Response:
+    org_id = _org_id(org_ref)
+    authorize(g.actor, "directory.read", org_id=org_id)
+    with _db().reading() as session:
+        found = session.scalars(select(GroupMapping).where(GroupMapping.org_id == org_id)
+                                .order_by(GroupMapping.created_at))
+        return jsonify({"group_mappings": [_mapping(m) for m in found]})
+
+
+@bp.post("/orgs/<org_ref>/group-mappings")
+@authenticated
+def create_mapping(org_ref: str) -> tuple[Response, int]:
+    data = _body()
+    fields = {k: data.get(k) for k in ("group_external_id", "group_display_name", "team_id", "team_role", "org_role")}
+    if not all(v is None or isinstance(v, str) for v in fields.values()):
+        raise InvalidValue("group mapping fields are strings")
+    rule = run(_db(), g.actor, groups.create_mapping, _org_id(org_ref), **fields)
+    return jsonify(_mapping(rule)), 201
+
+
+@bp.delete("/orgs/<org_ref>/group-mappings/<mapping_id>")
+@authenticated
+def delete_mapping(org_ref: str, mapping_id: str) -> tuple[str, int]:
+    run(_db(), g.actor, groups.delete_mapping, _org_id(org_ref), mapping_id)
     return "", 204

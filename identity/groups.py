@@ -277,3 +277,68 @@ def apply_user_groups(session: Session, actor: Actor, org_id: str, user_id: str,
         remove_members(session, actor, org_id, group_id, [user_id])
 
 
+
+
+def _reapply(session: Session, actor: Actor, group: IdpGroup) -> None:
+    """Re-derive what a group's members get after its rule changed: drop its grants, grant anew."""
+    session.execute(delete(RoleGrant).where(RoleGrant.source_ref == group.id))
+    members = member_ids(session, group.id)
+    session.execute(delete(IdpGroupMember).where(IdpGroupMember.group_id == group.id))
+    if members:
+        add_members(session, actor, group.org_id, group.id, members)
+
+
+def _groups_matching(session: Session, rule: GroupMapping) -> list[IdpGroup]:
+    by_external = IdpGroup.external_id == rule.group_external_id if rule.group_external_id else None
+    by_name = func.lower(IdpGroup.display_name) == (rule.group_display_name or "").lower() \
+        if rule.group_display_name else None
+    condition = or_(*[c for c in (by_external, by_name) if c is not None])
+    return list(session.scalars(select(IdpGroup).where(IdpGroup.org_id == rule.org_id, condition)))
+
+
+def create_mapping(session: Session, actor: Actor, org_id: str, *, group_external_id: str | None = None,
+                   group_display_name: str | None = None, team_id: str | None = None,
+                   team_role: str | None = None, org_role: str | None = None) -> GroupMapping:
+    """Add a rule (IdP group -> team and team role, org role) and apply it to the group's members now."""
+    from identity.roles import parse_role
+
+    authorize(actor, "teams.manage", org_id=org_id)
+    if not (group_external_id or group_display_name):
+        raise InvalidValue("a rule names the group by its immutable id or its display name", field="group")
+    if not (team_id or org_role):
+        raise InvalidValue("a rule grants a team, an org role, or both", field="team_id")
+    if team_id:
+        teams.get_team(session, org_id, team_id)
+    rule = GroupMapping(
+        id=str(uuid.uuid4()), org_id=org_id, group_external_id=group_external_id or None,
+        group_display_name=group_display_name or None, team_id=team_id or None,
+        team_role=parse_role(team_role, allowed=teams.TEAM_ROLES) if team_id else None,
+        org_role=parse_role(org_role, allowed=("viewer", "member", "admin", "owner")) if org_role else None,
+        created_at=clock.now())
+    if rule.team_id and rule.team_role is None:
+        rule.team_role = "member"
+    session.add(rule)
+    session.flush()
+    record(session, actor, "group_mapping.created", Target("group_mapping", rule.id,
+                                                           group_display_name or group_external_id or ""),
+           {"group_external_id": rule.group_external_id, "group_display_name": rule.group_display_name,
+            "team_id": rule.team_id, "team_role": rule.team_role, "org_role": rule.org_role}, org_id=org_id)
+    for group in _groups_matching(session, rule):
+        _reapply(session, actor, group)
+    return rule
+
+
+def delete_mapping(session: Session, actor: Actor, org_id: str, mapping_id: str) -> None:
+    """Remove a rule; the matching groups' members keep only what the remaining rules give."""
+    authorize(actor, "teams.manage", org_id=org_id)
+    rule = session.get(GroupMapping, mapping_id)
+    if rule is None or rule.org_id != org_id:
+        raise NotFound(f"no group mapping {mapping_id!r} in this org")
+    matching = _groups_matching(session, rule)
+    record(session, actor, "group_mapping.deleted", Target("group_mapping", rule.id,
+                                                           rule.group_display_name or rule.group_external_id or ""),
+           {"team_id": rule.team_id, "team_role": rule.team_role, "org_role": rule.org_role}, org_id=org_id)
+    session.delete(rule)
+    session.flush()
+    for group in matching:
+        _reapply(session, actor, group)

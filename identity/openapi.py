@@ -74,6 +74,13 @@ PATHS: dict[str, dict[str, Any]] = {
                                                body="InvitationToken", status="201", auth=False)},
     "/api/v1/invitations/decline": {"post": _op("Decline an invitation", NO_CONTENT, body="InvitationToken",
                                                 status="204", auth=False)},
+    "/api/v1/orgs/{org}/group-mappings": {
+        "get": _op("List group mapping rules", _json({"type": "object"}), params=ORG_ONLY),
+        "post": _op("Map an IdP group (by immutable id or name) to a team and role; applied at once",
+                    _json(_ref("GroupMapping")), body="GroupMapping", params=ORG_ONLY, status="201"),
+    },
+    "/api/v1/orgs/{org}/group-mappings/{mapping_id}": {
+        "delete": _op("Delete a group mapping rule", NO_CONTENT, params=("org", "mapping_id"), status="204")},
     "/api/v1/orgs/{org}/api-keys": {"post": _op("Create a team API key (shown once)", _json(_ref("NewSecret")),
                                                 body="NewApiKey", params=ORG_ONLY, status="201")},
     "/api/v1/orgs/{org}/api-keys/{key_id}": {"delete": _op("Revoke an API key", NO_CONTENT, params=("org", "key_id"), status="204")},
@@ -119,6 +126,10 @@ SCHEMAS: dict[str, Any] = {
     "NewApiKey": {"type": "object", "properties": {
         "name": {"type": "string"}, "team_id": {"type": "string"}, "user_id": {"type": "string"},
         "scopes": {"type": "array", "items": {"type": "string", "enum": ["admin", "inference", "usage.read"]}}}},
+    "GroupMapping": {"type": "object", "properties": {
+        "id": {"type": "string"}, "group_external_id": {"type": ["string", "null"]},
+        "group_display_name": {"type": ["string", "null"]}, "team_id": {"type": ["string", "null"]},
+        "team_role": {"type": ["string", "null"]}, "org_role": {"type": ["string", "null"]}}},
     "NewSecret": {"type": "object", "properties": {
         "id": {"type": "string"}, "prefix": {"type": "string"}, "key": {"type": "string"}, "token": {"type": "string"}}},
 }

@@ -122,3 +122,30 @@ def test_saml_group_claims_set_the_users_groups(db: Database, acme: NewOrg, syst
     with db.reading() as session:
         names = {session.get(Team, t).name for t in users.team_roles(session, gina.id)}
     assert names == {"Default", "Design"}
+
+
+def test_mapping_rules_via_api_apply_at_once_and_on_delete(client, db: Database, acme: NewOrg, system: Actor) -> None:
+    from identity import keys, teams
+
+    hana = provision(db, system, acme.org.id, "hana@acme.test")
+    with db.transaction() as session:
+        group = groups.create_group(session, system, acme.org.id, display_name="SREs", external_id="obj-sre",
+                                    member_ids=[hana.id])
+        oncall = teams.create_team(session, system, acme.org.id, "On-call")
+        key = keys.create_api_key(session, system, acme.org.id, user_id=acme.owner.id, team_id=acme.default_team_id,
+                                  name="k", scopes=["admin"])
+    auth = {"Authorization": f"Bearer {key.secret}"}
+    made = client.post("/api/v1/orgs/acme/group-mappings", headers=auth, json={
+        "group_external_id": "obj-sre", "team_id": oncall.id, "team_role": "admin", "org_role": "admin"})
+    assert made.status_code == 201, made.json
+    with db.reading() as session:
+        assert users.org_role(session, hana.id) == "admin"
+        assert users.team_roles(session, hana.id)[oncall.id] == "admin"
+        mirror = session.get(type(group), group.id).team_id
+    assert client.get("/api/v1/orgs/acme/group-mappings", headers=auth).json["group_mappings"][0]["team_id"] == oncall.id
+    assert client.delete(f"/api/v1/orgs/acme/group-mappings/{made.json['id']}", headers=auth).status_code == 204
+    with db.reading() as session:
+        assert users.org_role(session, hana.id) == "member"
+        assert set(users.team_roles(session, hana.id)) == {acme.default_team_id, mirror}
+    bad = client.post("/api/v1/orgs/acme/group-mappings", headers=auth, json={"group_display_name": "X"})
+    assert bad.status_code == 400
