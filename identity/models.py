@@ -123,6 +123,7 @@ class RoleGrant(Base):
         Index("ix_role_grants_user", "user_id", "team_id"),
         Index("ix_role_grants_team", "team_id", "user_id"),
         Index("ix_role_grants_org_role", "org_id", "role", "team_id"),
+        Index("ix_role_grants_source_ref", "source_ref", "user_id"),
     )
 
 

@@ -79,7 +79,8 @@ def delete_team(session: Session, actor: Actor, org_id: str, team_id: str) -> No
     team = get_team(session, org_id, team_id)
     if team.is_default:
         raise InvalidValue("the Default team cannot be deleted", field="team_id")
-    live_keys = list(session.scalars(select(ApiKey).where(ApiKey.team_id == team.id, ApiKey.status != "revoked")))
+    live_keys = list(session.scalars(select(ApiKey).where(
+        ApiKey.org_id == org_id, ApiKey.team_id == team.id, ApiKey.status != "revoked")))
     for key in live_keys:
         key.status, key.status_reason = "revoked", "team_deleted"
     revoked = [key.prefix for key in live_keys]
