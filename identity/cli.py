@@ -136,8 +136,8 @@ def scim_client_create(slug: str, name: str, as_json: bool) -> None:
     except DomainError as error:
         _fail(error)
         return
-    result = {"client_id": issued.prefix, "client_secret": issued.secret, "token_url": f"{config.base_url()}/oauth/token",
-              "scim_base_url": f"{config.base_url()}/scim/v2"}
+    result = {"client_id": issued.prefix, "client_secret": issued.secret,
+              "token_url": f"{config.base_url()}/oauth/token", "scim_base_url": f"{config.base_url()}/scim/v2"}
     click.echo(json.dumps(result) if as_json else "\n".join(f"{k}: {v}" for k, v in result.items()))
 
 

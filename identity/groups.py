@@ -111,8 +111,13 @@ def create_group(session: Session, actor: Actor, org_id: str, *, display_name: s
 
 
 def update_group(session: Session, actor: Actor, org_id: str, group_id: str, *, display_name: str | None = None,
-                 external_id: str | None = None, attributes: dict[str, Any] | None = None) -> IdpGroup:
-    """Rename a group or change its other attributes; a mirrored team keeps its id and follows the name."""
+                 external_id: str | None = None, attributes: dict[str, Any] | None = None,
+                 clear_external_id: bool = False) -> IdpGroup:
+    """Rename a group or change its other attributes; a mirrored team keeps its id and follows the name.
+
+    None leaves a field as it is; `clear_external_id` removes the externalId (a SCIM PUT without
+    it, or a PATCH `remove`): rules then match the group by its display name (DESIGN 3.3).
+    """
     authorize(actor, "teams.manage", org_id=org_id)
     group = get_group(session, org_id, group_id)
     diff: dict[str, Any] = {}
@@ -122,9 +127,9 @@ def update_group(session: Session, actor: Actor, org_id: str, group_id: str, *, 
         group.display_name = display_name
         if group.team_id is not None and not _name_taken_by_other_team(session, group):
             teams.rename_team(session, actor, org_id, group.team_id, display_name)
-    if external_id is not None and external_id != group.external_id:
-        diff["external_id"] = {"before": group.external_id, "after": external_id}
-        group.external_id = external_id
+    if (external_id is not None or clear_external_id) and (external_id or None) != group.external_id:
+        diff["external_id"] = {"before": group.external_id, "after": external_id or None}
+        group.external_id = external_id or None
     if attributes is not None and attributes != group.attributes:
         diff["attributes"] = sorted(k for k in set(group.attributes) | set(attributes)
                                     if group.attributes.get(k) != attributes.get(k))
@@ -312,11 +317,9 @@ def create_mapping(session: Session, actor: Actor, org_id: str, *, group_externa
     rule = GroupMapping(
         id=str(uuid.uuid4()), org_id=org_id, group_external_id=group_external_id or None,
         group_display_name=group_display_name or None, team_id=team_id or None,
-        team_role=parse_role(team_role, allowed=teams.TEAM_ROLES) if team_id else None,
+        team_role=parse_role(team_role or "member", allowed=teams.TEAM_ROLES) if team_id else None,
         org_role=parse_role(org_role, allowed=("viewer", "member", "admin", "owner")) if org_role else None,
         created_at=clock.now())
-    if rule.team_id and rule.team_role is None:
-        rule.team_role = "member"
     session.add(rule)
     session.flush()
     record(session, actor, "group_mapping.created", Target("group_mapping", rule.id,

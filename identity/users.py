@@ -223,10 +223,11 @@ def update_profile(session: Session, actor: Actor, org_id: str, user_id: str, ch
     for field, change in diff.items():
         setattr(user, field, change["after"])
     _touch(user)
+    logged: dict[str, Any] = dict(diff)
     if "attributes" in diff:  # the other attributes: name which keys changed, not their whole bodies
         before, after = diff["attributes"]["before"] or {}, diff["attributes"]["after"] or {}
-        diff["attributes"] = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-    record(session, actor, "user.updated", target(user), diff, org_id=org_id)
+        logged["attributes"] = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    record(session, actor, "user.updated", target(user), logged, org_id=org_id)
     return user
 
 

@@ -58,6 +58,10 @@ def _attribute(attr: Attribute) -> dict[str, Any]:
         "uniqueness": "server" if attr.name in ("id", "userName", "displayName") else "none",
         "description": attr.name,
     }
+    if attr.type == "reference":
+        out["referenceTypes"] = list(attr.reference_types) or ["external"]
+    if attr.canonical_values:
+        out["canonicalValues"] = list(attr.canonical_values)
     if attr.sub_attributes:
         out["subAttributes"] = [_attribute(sub) for sub in attr.sub_attributes.values()]
     return out

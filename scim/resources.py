@@ -20,7 +20,7 @@ COMPUTED = frozenset({"id", "meta", "groups", "schemas", "password"})
 
 
 def _when(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def etag(version: int) -> str:

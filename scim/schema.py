@@ -1,8 +1,9 @@
 """Attribute characteristics of the User, EnterpriseUser and Group schemas (RFC 7643 sections 4 and 8.7).
 
 Only what the filter and PATCH code decide on: type, multiValued, caseExact, mutability and
-sub-attributes. Lookups are case-insensitive (RFC 7643 section 2.1: attribute names are
-case-insensitive); every `Attribute` carries its canonical spelling for writing.
+sub-attributes, plus the referenceTypes and canonicalValues that /Schemas publishes. Lookups are
+case-insensitive (RFC 7643 section 2.1: attribute names are case-insensitive); every `Attribute`
+carries its canonical spelling for writing.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class Attribute:
     mutability: str = "readWrite"  # readOnly readWrite immutable writeOnly
     required: bool = False
     sub_attributes: dict[str, Attribute] = field(default_factory=dict)
+    reference_types: tuple[str, ...] = ()  # for type "reference": resource types, "external" or "uri"
+    canonical_values: tuple[str, ...] = ()
 
     def sub(self, name: str) -> Attribute | None:
         """Return the sub-attribute called `name` (any case), or None."""
@@ -39,10 +42,11 @@ def _multi(name: str, *subs: Attribute, **kwargs: object) -> Attribute:
     return _attr(name, "complex", *subs, multi_valued=True, **kwargs)
 
 
-def _plural(name: str, value_type: str = "string", **kwargs: object) -> Attribute:
+def _plural(name: str, value_type: str = "string", reference_types: tuple[str, ...] = (),
+            **kwargs: object) -> Attribute:
     """A standard multi-valued attribute: value, display, type, primary (RFC 7643 section 2.4)."""
-    return _multi(name, _attr("value", value_type), _attr("display"), _attr("type"), _attr("primary", "boolean"),
-                  **kwargs)
+    return _multi(name, _attr("value", value_type, reference_types=reference_types), _attr("display"), _attr("type"),
+                  _attr("primary", "boolean"), **kwargs)
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ _COMMON = (
     _attr("id", case_exact=True, mutability="readOnly"),
     _attr("externalId", case_exact=True),
     _attr("meta", "complex", _attr("resourceType", mutability="readOnly"), _attr("created", "dateTime"),
-          _attr("lastModified", "dateTime"), _attr("location", "reference"),
+          _attr("lastModified", "dateTime"), _attr("location", "reference", reference_types=("uri",)),
           _attr("version", case_exact=True), mutability="readOnly"),
 )
 
@@ -87,20 +91,20 @@ USER = ResourceSchema("User", CORE_USER, {
                                                         "honorificPrefix", "honorificSuffix"))),
         *(_attr(n) for n in ("displayName", "nickName", "title", "userType", "preferredLanguage", "locale",
                              "timezone")),
-        _attr("profileUrl", "reference"),
+        _attr("profileUrl", "reference", reference_types=("external",)),
         _attr("active", "boolean"),
         _attr("password", mutability="writeOnly"),
-        _plural("emails"), _plural("phoneNumbers"), _plural("ims"), _plural("photos", "reference"),
+        _plural("emails"), _plural("phoneNumbers"), _plural("ims"), _plural("photos", "reference", ("external",)),
         _plural("entitlements"), _plural("roles"), _plural("x509Certificates", "binary"),
         _multi("addresses", *(_attr(n) for n in ("formatted", "streetAddress", "locality", "region",
                                                    "postalCode", "country", "type")),
                _attr("primary", "boolean")),
-        _multi("groups", _attr("value"), _attr("$ref", "reference"), _attr("display"), _attr("type"),
-               mutability="readOnly"),
+        _multi("groups", _attr("value"), _attr("$ref", "reference", reference_types=("Group",)), _attr("display"),
+               _attr("type", canonical_values=("direct", "indirect")), mutability="readOnly"),
     ),
     ENTERPRISE_USER: _schema(
         *(_attr(n) for n in ("employeeNumber", "costCenter", "organization", "division", "department")),
-        _attr("manager", "complex", _attr("value"), _attr("$ref", "reference"),
+        _attr("manager", "complex", _attr("value"), _attr("$ref", "reference", reference_types=("User",)),
               _attr("displayName", mutability="readOnly")),
     ),
 })
@@ -109,7 +113,10 @@ GROUP = ResourceSchema("Group", CORE_GROUP, {
     CORE_GROUP: _schema(
         *_COMMON,
         _attr("displayName", required=True),
-        _multi("members", _attr("value", mutability="immutable"), _attr("$ref", "reference"),
-               _attr("type"), _attr("display")),
+        # Members are users of the org (groups do not nest here); `display` is the user's name, computed.
+        _multi("members", _attr("value", mutability="immutable"),
+               _attr("$ref", "reference", reference_types=("User",), mutability="immutable"),
+               _attr("type", canonical_values=("User",), mutability="immutable"),
+               _attr("display", mutability="readOnly")),
     ),
 })

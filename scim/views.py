@@ -18,14 +18,22 @@ from werkzeug.exceptions import HTTPException
 
 from audit import Actor
 from identity import groups, users
-from identity.errors import (Conflict, DomainError, InvalidValue, LastOwner, NotFound, PermissionDenied,
-                             SeatCapReached, Unauthenticated)
+from identity.errors import (
+    Conflict,
+    DomainError,
+    InvalidValue,
+    LastOwner,
+    NotFound,
+    PermissionDenied,
+    SeatCapReached,
+    Unauthenticated,
+)
 from identity.models import IdpGroup, User
 from identity.service import run
 from scim import discovery, errors, listing, resources
 from scim.auth import authenticate, init_oauth
-from scim.patch import apply_patch, parse_operations, plan_group_patch
-from scim.schema import GROUP
+from scim.patch import Operation, apply_patch, parse_operations, plan_group_patch
+from scim.schema import GROUP, USER
 
 bp = Blueprint("scim", __name__, url_prefix="/scim/v2")
 SCIM_JSON = "application/scim+json"
@@ -184,10 +192,13 @@ def _wants(query: listing.Query, attribute: str) -> bool:
     return attribute.lower() not in {a.lower() for a in query.excluded}
 
 
-def get_user(user_id: str) -> Result:
+def get_user(user_id: str, params: dict[str, Any] | None = None) -> Result:
+    query = listing.read_query(params or {})
     with _db().reading() as session:
         user = users.get_user(session, _actor().org_id or "", user_id)
-        return _user_result(200, user, listing.groups_of(session, [user.id])[user.id])
+        groups_of_user = listing.groups_of(session, [user.id])[user.id] if _wants(query, "groups") else None
+        status, body, headers = _user_result(200, user, groups_of_user)
+    return status, resources.project(body or {}, query.attributes, query.excluded), headers
 
 
 def create_user(body: Any) -> Result:
@@ -196,7 +207,7 @@ def create_user(body: Any) -> Result:
     return _user_result(201, user, [])
 
 
-def replace_user(user_id: str, body: Any) -> Result:
+def replace_user(user_id: str, body: Any, params: dict[str, Any] | None = None) -> Result:
     fields = resources.user_fields(body)
 
     def replace(session: Any, actor: Actor) -> User:
@@ -205,20 +216,52 @@ def replace_user(user_id: str, body: Any) -> Result:
         return users.sync_user(session, actor, actor.org_id or "", user_id, fields)
 
     run(_db(), _actor(), replace)
-    return get_user(user_id)
+    return get_user(user_id, params)
 
 
-def patch_user(user_id: str, body: Any) -> Result:
+def _whole_extension(op: Operation) -> str | None:
+    """The extension URN an operation's path names as a whole (`urn:...:enterprise:2.0:User`), or None."""
+    path = op.path
+    if path is None or path.uri is None or path.sub_attr is not None or path.value_filter is not None:
+        return None
+    urn = USER.urn(f"{path.uri}:{path.attr.name}")
+    return urn if urn in USER.extensions else None
+
+
+def _patch_user_doc(doc: dict[str, Any], operations: list[Operation]) -> dict[str, Any]:
+    """Apply a User PATCH, with paths naming a whole extension object (RFC 7644 section 3.5.2).
+
+    `add`/`replace` on the extension's URN set the sub-attributes given (the others stay, section
+    3.5.2.1 and 3.5.2.3); `remove` takes the whole extension away.
+    """
+    for op in operations:
+        urn = _whole_extension(op)
+        if urn is None:
+            doc = apply_patch(doc, [op])
+        elif op.op == "remove":
+            doc = {k: v for k, v in doc.items() if k.lower() != urn.lower()}
+            doc["schemas"] = [x for x in doc.get("schemas") or [] if str(x).lower() != urn.lower()]
+        elif isinstance(op.value, dict):
+            value = {k: v for k, v in op.value.items() if k.lower() != "schemas"}
+            doc = apply_patch(doc, [Operation(op.op, None, {urn: value}, True)])
+        elif op.value is None:
+            raise errors.InvalidValue(f"{op.op} on {urn} needs an object of its attributes as its value")
+        else:
+            raise errors.InvalidValue(f"{urn} is an extension object; got {op.value!r}")
+    return doc
+
+
+def patch_user(user_id: str, body: Any, params: dict[str, Any] | None = None) -> Result:
     operations = parse_operations(body)
 
     def patch(session: Any, actor: Actor) -> User:
         user = users.get_user(session, actor.org_id or "", user_id)
         _check_if_match(user.version)
-        patched = apply_patch(resources.user_to_wire(user, _base()), operations)
+        patched = _patch_user_doc(resources.user_to_wire(user, _base()), operations)
         return users.sync_user(session, actor, actor.org_id or "", user_id, resources.user_fields(patched))
 
     run(_db(), _actor(), patch)
-    return get_user(user_id)
+    return get_user(user_id, params)
 
 
 def delete_user(user_id: str) -> Result:
@@ -270,7 +313,8 @@ def replace_group(group_id: str, body: Any) -> Result:
         org_id = actor.org_id or ""
         _check_if_match(groups.get_group(session, org_id, group_id).version)
         groups.update_group(session, actor, org_id, group_id, display_name=fields["display_name"],
-                            external_id=fields["external_id"], attributes=fields["attributes"])
+                            external_id=fields["external_id"], attributes=fields["attributes"],
+                            clear_external_id=fields["external_id"] is None)
         groups.replace_members(session, actor, org_id, group_id, fields["member_ids"])
 
     run(_db(), _actor(), replace)
@@ -289,8 +333,11 @@ def patch_group(group_id: str, body: Any, params: dict[str, Any]) -> Result:
         display_name = fields.get("displayName")
         if not isinstance(display_name, str) or not display_name.strip():
             raise errors.InvalidValue("displayName is required")
+        external_id = fields.get("externalId")
+        if external_id is not None and not isinstance(external_id, str):
+            raise errors.InvalidValue("externalId must be a string")
         groups.update_group(session, actor, org_id, group_id, display_name=display_name,
-                            external_id=fields.get("externalId"),
+                            external_id=external_id, clear_external_id=external_id in (None, ""),
                             attributes={k: v for k, v in fields.items() if k not in resources.COMPUTED | {
                                 "members", "displayName", "externalId"}})
         if plan.replace_all is not None:
@@ -339,17 +386,17 @@ def users_create() -> Response:
 
 @bp.get("/Users/<user_id>")
 def users_get(user_id: str) -> Response:
-    return _respond(get_user(user_id))
+    return _respond(get_user(user_id, request.args.to_dict()))
 
 
 @bp.put("/Users/<user_id>")
 def users_replace(user_id: str) -> Response:
-    return _respond(replace_user(user_id, _body()))
+    return _respond(replace_user(user_id, _body(), request.args.to_dict()))
 
 
 @bp.patch("/Users/<user_id>")
 def users_patch(user_id: str) -> Response:
-    return _respond(patch_user(user_id, _body()))
+    return _respond(patch_user(user_id, _body(), request.args.to_dict()))
 
 
 @bp.delete("/Users/<user_id>")
@@ -390,6 +437,13 @@ def groups_patch(group_id: str) -> Response:
 @bp.delete("/Groups/<group_id>")
 def groups_delete(group_id: str) -> Response:
     return _respond(delete_group(group_id))
+
+
+@bp.post("/.search")
+def root_search() -> Response:
+    """Searching several resource types at once (RFC 7644 section 3.4.3) is not offered: 501."""
+    return _error_response(501, None, "search /Users/.search or /Groups/.search; searching several "
+                                      "resource types at once is not implemented")
 
 
 @bp.get("/ServiceProviderConfig")
@@ -487,8 +541,9 @@ def bulk(body: Any) -> Result:
                 method, _resolve_bulk_ids(path, created), _resolve_bulk_ids(operation.get("data"), created))
             if bulk_id and resource is not None and method == "POST":
                 created[str(bulk_id)] = resource["id"]
-            outcome.update({"status": str(status), **({"location": headers["Location"]} if "Location" in headers
-                                                        else {}), **({"version": headers["ETag"]} if "ETag" in headers else {})})
+            outcome["status"] = str(status)
+            outcome.update({name: headers[header] for name, header in (("location", "Location"), ("version", "ETag"))
+                            if header in headers})
         except (errors.ScimError, DomainError) as error:
             scim_error = error if isinstance(error, errors.ScimError) else _translate(error)
             failures += 1

@@ -91,4 +91,4 @@ def test_entra_group_sync_member_add_and_remove(entra: Scim) -> None:
     assert again.status_code == 204
     renamed = entra.patch(f"/Groups/{gid}", [{"op": "Replace", "path": "displayName", "value": "Group1 New"}])
     assert renamed.status_code == 204
-    assert entra.get(f'/Groups?filter=displayName eq "Group1 New"').json["totalResults"] == 1
+    assert entra.get('/Groups?filter=displayName eq "Group1 New"').json["totalResults"] == 1

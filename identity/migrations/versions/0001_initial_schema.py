@@ -7,10 +7,10 @@ Create Date: 2026-11-22 10:04:13.328471
 Expression indexes (case-insensitive uniqueness) and the audit log's append-only triggers are
 written by hand: autogenerate cannot compare them.
 """
-from alembic import op
 import sqlalchemy as sa
-import audit.models
+from alembic import op
 
+import audit.models
 
 revision = '0001'
 down_revision = None

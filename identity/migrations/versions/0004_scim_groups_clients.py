@@ -3,8 +3,9 @@
 Revision ID: 0004
 Revises: 0001
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
+
 import audit.models
 
 revision = "0004"
