@@ -182,3 +182,24 @@ def test_discovery_endpoints(scim: Scim) -> None:
     assert scim.get("/Schemas/urn:nope").status_code == 404
     assert scim.post("/ServiceProviderConfig", {}).status_code == 405
     assert scim.request("DELETE", "/Schemas").status_code == 405
+
+
+def test_sort_filter_by_time_and_attribute_selection(scim: Scim) -> None:
+    import datetime as dt
+
+    from audit import clock
+
+    with clock.frozen_at(dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)):
+        old = scim.create_user("zed@example.com", displayName="Zed")
+    with clock.frozen_at(dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc)):
+        scim.create_user("amy@example.com", displayName="amy")
+    names = [r["userName"] for r in scim.get("/Users?sortBy=userName&sortOrder=descending").json["Resources"]]
+    assert names == sorted(names, key=str.lower, reverse=True)
+    recent = scim.get('/Users?filter=meta.lastModified gt "2026-03-01T00:00:00Z" and userName ne "x"').json
+    assert "zed@example.com" not in [r["userName"] for r in recent["Resources"]]
+    assert "amy@example.com" in [r["userName"] for r in recent["Resources"]]
+    picked = scim.get(f'/Users?filter=id eq "{old["id"]}"&attributes=userName').json["Resources"][0]
+    assert set(picked) == {"id", "schemas", "userName"}
+    dropped = scim.get(f'/Users?filter=id eq "{old["id"]}"&excludedAttributes=emails,name').json["Resources"][0]
+    assert "emails" not in dropped and dropped["userName"] == "zed@example.com"
+    assert scim.get("/Users?sortBy=nosuch").json["scimType"] == "invalidFilter"
