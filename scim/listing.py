@@ -65,16 +65,23 @@ def read_query(params: Mapping[str, Any]) -> Query:
 
 
 def _page(session: Session, base: Select[Any], model: Any, registry: Registry, query: Query) -> tuple[int, list[Any]]:
-    total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
     if query.count == 0:
-        return total, []
+        return _count(session, base), []
     order: list[Any] = []
     if query.sort_by:
         key = sort_key(registry, query.sort_by)
         order.append(key.desc() if query.descending else key.asc())
     order += [model.created_at, model.id]  # a stable order for paging
-    rows = session.scalars(base.order_by(*order).offset(query.start - 1).limit(query.count))
-    return total, list(rows)
+    rows = list(session.scalars(base.order_by(*order).offset(query.start - 1).limit(query.count)))
+    if 0 < len(rows) < query.count or (not rows and query.start == 1):
+        # A page that is not full is the last one: it tells the total without a count query.
+        # This is the common case of `userName eq` lookups, which IdPs send before every change.
+        return query.start - 1 + len(rows), rows
+    return _count(session, base), rows
+
+
+def _count(session: Session, base: Select[Any]) -> int:
+    return session.scalar(select(func.count()).select_from(base.subquery())) or 0
 
 
 def list_users(session: Session, org_id: str, query: Query) -> tuple[int, list[User]]:

@@ -127,8 +127,18 @@ RATE_LIMIT = _RateLimit()
 
 @bp.before_request
 def _authenticate() -> Response | None:
-    with _db().transaction() as session:
-        actor = authenticate(session, request.headers.get("Authorization", ""))
+    header = request.headers.get("Authorization", "")
+    # Read-only first: on SQLite a write transaction takes the database's write lock, so every
+    # SCIM request, reads included, would queue behind every other. The credential's last-used
+    # time changes at most once a minute (identity.keys); only then is it checked again in a
+    # write transaction, which saves it.
+    with _db().reading() as session:
+        actor = authenticate(session, header)
+        last_used_due = bool(session.dirty)
+        session.expunge_all()  # a read-only transaction writes nothing
+    if last_used_due:
+        with _db().transaction() as session:
+            actor = authenticate(session, header)
     g.scim_actor = actor.with_request(g.get("request_id"), request.remote_addr, request.user_agent.string)
     if not RATE_LIMIT.allow(actor.org_id or "", current_app.config.get("SCIM_RATE_LIMIT", 1000)):
         raise errors.TooManyRequests("rate limit exceeded; retry after the Retry-After seconds")
