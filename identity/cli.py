@@ -178,6 +178,16 @@ def billing_renew(slug: str | None) -> None:
                        f"({charge.cycle_start.isoformat()} to {charge.cycle_end.isoformat()})")
 
 
+def _register_adapters() -> None:
+    from saml import cli as saml_cli
+
+    main.add_command(saml_cli.saml)        # identity saml configure|refresh|require-sso
+    main.add_command(saml_cli.login_link)  # identity login-link --org --email
+
+
+_register_adapters()
+
+
 if __name__ == "__main__":  # pragma: no cover
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     main()

@@ -1,5 +1,108 @@
-"""SAML tables (per-org SP/IdP settings, pending requests, replay cache). Filled in by the SAML work."""
+"""SAML tables: per-org SP/IdP settings, pending AuthnRequests, the assertion replay cache, sessions.
+
+Everything that must hold across processes and hosts (DESIGN.md section 7) lives here, in the
+database: a pending request is single-use, an assertion id is refused a second time until it
+expires, and a signed-in session is a row that sign-out deletes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
 
 from audit.models import Base
 
-__all__ = ["Base"]
+__all__ = ["Base", "SamlConnection", "SamlPendingRequest", "SamlSeenAssertion", "SsoSession", "SignInLink"]
+
+
+class SamlConnection(Base):
+    """One org's service provider (its own key and certificate) and the IdP it trusts."""
+
+    __tablename__ = "saml_connections"
+
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), primary_key=True)
+    idp_entity_id: Mapped[str] = mapped_column(String(1024))
+    idp_sso_url: Mapped[str] = mapped_column(String(2048))
+    idp_slo_url: Mapped[str | None] = mapped_column(String(2048))
+    # PEM (base64 body) of every certificate the IdP may sign with: rollover keeps two at once.
+    idp_signing_certs: Mapped[list[str]] = mapped_column(JSON, default=list)
+    idp_metadata_url: Mapped[str | None] = mapped_column(String(2048))
+    metadata_refreshed_at: Mapped[dt.datetime | None]
+    # Our side. The private key never leaves this row: not logged, not audited, not in metadata.
+    sp_cert_pem: Mapped[str] = mapped_column(Text)
+    sp_key_pem: Mapped[str] = mapped_column(Text)
+    jit: Mapped[bool] = mapped_column(Boolean, default=True)
+    allow_idp_initiated: Mapped[bool] = mapped_column(Boolean, default=False)
+    sign_authn_requests: Mapped[bool] = mapped_column(Boolean, default=False)
+    want_assertions_encrypted: Mapped[bool] = mapped_column(Boolean, default=False)
+    # {claim: [attribute names, first present wins]}; missing claims fall back to the defaults.
+    attribute_map: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[dt.datetime]
+    updated_at: Mapped[dt.datetime]
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class SamlPendingRequest(Base):
+    """An AuthnRequest we sent; the response's InResponseTo must name one, once, before it expires."""
+
+    __tablename__ = "saml_pending_requests"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(36))
+    relay_state: Mapped[str | None] = mapped_column(String(2048))
+    created_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime]
+
+    __table_args__ = (Index("ix_saml_pending_requests_expires", "expires_at"),)
+
+
+class SamlSeenAssertion(Base):
+    """An assertion id already used to sign in; kept until the assertion could no longer be valid."""
+
+    __tablename__ = "saml_seen_assertions"
+
+    org_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    assertion_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    expires_at: Mapped[dt.datetime]
+
+    __table_args__ = (Index("ix_saml_seen_assertions_expires", "expires_at"),)
+
+
+class SsoSession(Base):
+    """A signed-in browser session. The cookie carries the token; only its SHA-256 is kept here."""
+
+    __tablename__ = "sso_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 hex of the token
+    org_id: Mapped[str] = mapped_column(String(36))
+    user_id: Mapped[str] = mapped_column(String(36))
+    method: Mapped[str] = mapped_column(String(16))  # saml | break_glass
+    name_id: Mapped[str | None] = mapped_column(String(512))
+    name_id_format: Mapped[str | None] = mapped_column(String(256))
+    session_index: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[dt.datetime]
+    last_seen_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime]
+
+    __table_args__ = (
+        Index("ix_sso_sessions_user", "user_id"),
+        Index("ix_sso_sessions_org_name_id", "org_id", "name_id"),
+        Index("ix_sso_sessions_expires", "expires_at"),
+    )
+
+
+class SignInLink(Base):
+    """A one-time sign-in link (`identity login-link`); only the token's SHA-256 is kept."""
+
+    __tablename__ = "sign_in_links"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 hex of the token
+    org_id: Mapped[str] = mapped_column(String(36))
+    user_id: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime]
+
+    __table_args__ = (Index("ix_sign_in_links_expires", "expires_at"),)

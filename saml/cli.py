@@ -1,0 +1,167 @@
+"""`identity saml ...`: configure an org's SAML SSO from IdP metadata, refresh it, require SSO.
+
+Registered on the `identity` command by identity/cli.py: `main.add_command(saml_cli.saml)` and
+`main.add_command(saml_cli.login_link)` (DESIGN.md section 8: `identity login-link`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.request
+from pathlib import Path
+
+import click
+from sqlalchemy import select
+
+from audit.actor import system_actor
+from identity import config, migrate, orgs
+from identity.db import Database
+from identity.errors import DomainError, InvalidValue
+from identity.models import Org
+from saml import links, service
+from saml.connection import CLAIMS, SpUrls, parse_idp_metadata
+from saml.models import SamlConnection
+
+METADATA_FETCH_LIMIT = 1024 * 1024
+
+
+def _fail(error: DomainError) -> None:
+    click.echo(f"error: {error.message}", err=True)
+    sys.exit(1)
+
+
+def _attribute_map(pairs: tuple[str, ...]) -> dict[str, list[str]] | None:
+    """Parse `claim=Name` options (repeatable; several names for one claim are tried in order)."""
+    if not pairs:
+        return None
+    found: dict[str, list[str]] = {}
+    for pair in pairs:
+        claim, sep, name = pair.partition("=")
+        if not sep or claim.strip() not in CLAIMS or not name.strip():
+            raise click.BadParameter(f"{pair!r}: expected CLAIM=AttributeName with CLAIM one of {', '.join(CLAIMS)}")
+        found.setdefault(claim.strip(), []).append(name.strip())
+    return found
+
+
+def fetch_metadata(url: str) -> bytes:
+    """Download IdP metadata over HTTPS (the IdP's published URL), at most 1 MiB."""
+    if not url.startswith("https://"):
+        raise InvalidValue("an IdP metadata URL must use https", field="idp_metadata_url")
+    with urllib.request.urlopen(url, timeout=15) as answer:  # noqa: S310 (https only, checked above)
+        return bytes(answer.read(METADATA_FETCH_LIMIT + 1))[:METADATA_FETCH_LIMIT]
+
+
+def configure_org(database: Database, slug: str, metadata_xml: bytes, *, metadata_url: str | None = None,
+                  jit: bool | None = None, allow_idp_initiated: bool | None = None,
+                  sign_authn_requests: bool | None = None, want_assertions_encrypted: bool | None = None,
+                  attribute_map: dict[str, list[str]] | None = None) -> dict[str, object]:
+    """Configure `slug`'s SAML connection from IdP metadata; return what the IdP administrator needs."""
+    idp = parse_idp_metadata(metadata_xml)
+    actor = system_actor("cli saml configure")
+    with database.transaction() as session:
+        org = orgs.get_org_by_slug(session, slug)
+        connection = service.configure_connection(
+            session, actor, org.id, idp, jit=jit, allow_idp_initiated=allow_idp_initiated,
+            sign_authn_requests=sign_authn_requests, want_assertions_encrypted=want_assertions_encrypted,
+            attribute_map=attribute_map, metadata_url=metadata_url)
+    urls = SpUrls.of(config.base_url(), slug)
+    return {"org": slug, "idp_entity_id": idp.entity_id, "idp_signing_certs": len(idp.signing_certs),
+            "jit": connection.jit, "allow_idp_initiated": connection.allow_idp_initiated,
+            "sp_entity_id": urls.entity_id, "acs_url": urls.acs, "metadata_url": urls.entity_id,
+            "login_url": urls.login, "slo_url": urls.slo}
+
+
+@click.group()
+def saml() -> None:
+    """SAML 2.0 single sign-on."""
+
+
+@saml.command("configure")
+@click.option("--org", "slug", required=True)
+@click.option("--idp-metadata", "metadata_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--idp-metadata-url", "metadata_url", default=None, help="fetch now and on `identity saml refresh`")
+@click.option("--jit/--no-jit", default=None, help="create users at their first sign-in (default on)")
+@click.option("--allow-idp-initiated/--no-allow-idp-initiated", default=None, help="accept unsolicited responses")
+@click.option("--sign-requests/--no-sign-requests", "sign_requests", default=None)
+@click.option("--encrypted-assertions/--no-encrypted-assertions", "encrypted", default=None)
+@click.option("--attribute", "attributes", multiple=True, metavar="CLAIM=NAME",
+              help=f"attribute name for a claim ({', '.join(CLAIMS)}); repeatable")
+@click.option("--json", "as_json", is_flag=True)
+def configure(slug: str, metadata_file: Path | None, metadata_url: str | None, jit: bool | None,
+              allow_idp_initiated: bool | None, sign_requests: bool | None, encrypted: bool | None,
+              attributes: tuple[str, ...], as_json: bool) -> None:
+    """Configure an org's IdP from its metadata file or URL; print our SP's URLs for the IdP admin."""
+    if bool(metadata_file) == bool(metadata_url):
+        raise click.UsageError("give exactly one of --idp-metadata FILE and --idp-metadata-url URL")
+    migrate.upgrade(config.database_url())
+    try:
+        xml = metadata_file.read_bytes() if metadata_file else fetch_metadata(str(metadata_url))
+        result = configure_org(Database(config.database_url()), slug, xml, metadata_url=metadata_url, jit=jit,
+                               allow_idp_initiated=allow_idp_initiated, sign_authn_requests=sign_requests,
+                               want_assertions_encrypted=encrypted, attribute_map=_attribute_map(attributes))
+    except DomainError as error:
+        _fail(error)
+        return
+    except OSError as error:  # the metadata URL did not answer
+        click.echo(f"error: could not fetch the IdP metadata: {type(error).__name__}", err=True)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"org {slug}: SAML SSO configured with IdP {result['idp_entity_id']}")
+    for key in ("sp_entity_id", "acs_url", "metadata_url", "login_url", "slo_url"):
+        click.echo(f"{key}: {result[key]}")
+
+
+@saml.command("refresh")
+@click.option("--org", "slug", default=None, help="one org (default: every org with a metadata URL)")
+def refresh(slug: str | None) -> None:
+    """Fetch the IdP metadata again from each configured URL (run it from cron, e.g. hourly)."""
+    database = Database(config.database_url())
+    with database.reading() as session:
+        found = [orgs.get_org_by_slug(session, slug)] if slug else list(session.scalars(select(Org)))
+        rows = [(org.slug, connection.idp_metadata_url) for org in found
+                if (connection := session.get(SamlConnection, org.id)) and connection.idp_metadata_url]
+    failed = False
+    for org_slug, url in rows:
+        try:
+            configure_org(database, org_slug, fetch_metadata(url), metadata_url=url)
+            click.echo(f"org {org_slug}: IdP metadata refreshed")
+        except (DomainError, OSError) as error:
+            failed = True
+            click.echo(f"org {org_slug}: refresh failed: {getattr(error, 'message', type(error).__name__)}", err=True)
+    if failed:
+        sys.exit(1)
+
+
+@saml.command("require-sso")
+@click.option("--org", "slug", required=True)
+@click.option("--on/--off", "required", required=True)
+def require_sso(slug: str, required: bool) -> None:
+    """Let members sign in only through the IdP (owners keep an audited break-glass sign-in)."""
+    database = Database(config.database_url())
+    try:
+        with database.transaction() as session:
+            service.set_require_sso(session, system_actor("cli saml require-sso"),
+                                    orgs.get_org_by_slug(session, slug).id, required)
+    except DomainError as error:
+        _fail(error)
+        return
+    click.echo(f"org {slug}: require SSO {'on' if required else 'off'}")
+
+
+@click.command("login-link")
+@click.option("--org", "slug", required=True)
+@click.option("--email", required=True)
+def login_link(slug: str, email: str) -> None:
+    """Print a one-time sign-in link for the web console (15 minutes; owners only when SSO is required)."""
+    database = Database(config.database_url())
+    try:
+        with database.transaction() as session:
+            org_id = orgs.get_org_by_slug(session, slug).id
+            token = links.issue_sign_in_link(session, system_actor("cli login-link"), org_id, email)
+    except DomainError as error:
+        _fail(error)
+        return
+    click.echo(f"{config.base_url()}/login/link/{token}")

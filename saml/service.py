@@ -1,0 +1,307 @@
+"""SAML sign-in as services: (session, actor, plain args), never committing, each change audited.
+
+The adapter (saml.views) verifies the message with saml.protocol, then frames one transaction
+around `sign_in`. What must hold across processes lives in the database: a pending request is
+consumed once, an assertion id is remembered until it expires, a session is a row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from audit import Actor, clock, record
+from audit.log import Target
+from identity import users
+from identity.errors import InvalidValue, NotFound
+from identity.models import Org, User
+from identity.roles import authorize
+from saml import sessions
+from saml.connection import CLAIMS, IdpSettings, attribute_names, cert_fingerprint, generate_sp_credentials
+from saml.models import SamlConnection, SamlPendingRequest, SamlSeenAssertion
+from saml.protocol import Assertion, Refused
+
+PENDING_REQUEST_TTL = dt.timedelta(minutes=10)
+PURGE_PROBABILITY = 1 / 64
+TRANSIENT = "urn:oasis:names:tc:SAML:2.0:nameid-format:transient"
+PERSISTENT = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent"
+
+
+def org_target(org: Org) -> Target:
+    """Return the audit target naming `org`."""
+    return Target("org", org.id, org.slug)
+
+
+def get_connection(session: Session, org_id: str) -> SamlConnection:
+    """Return the org's SAML connection, or raise NotFound when SSO is not configured."""
+    connection = session.get(SamlConnection, org_id)
+    if connection is None:
+        raise NotFound("SAML SSO is not configured for this org", org_id=org_id)
+    return connection
+
+
+def find_connection(session: Session, slug: str) -> tuple[Org, SamlConnection] | None:
+    """Return the org with this slug and its SAML connection (one query), or None when either is missing."""
+    row = session.execute(select(Org, SamlConnection).join(SamlConnection, SamlConnection.org_id == Org.id)
+                          .where(Org.slug == slug)).one_or_none()
+    return None if row is None else (row[0], row[1])
+
+
+def configure_connection(
+    session: Session, actor: Actor, org_id: str, idp: IdpSettings, *, jit: bool | None = None,
+    allow_idp_initiated: bool | None = None, sign_authn_requests: bool | None = None,
+    want_assertions_encrypted: bool | None = None, attribute_map: dict[str, list[str]] | None = None,
+    metadata_url: str | None = None,
+) -> SamlConnection:
+    """Create or update the org's connection from IdP settings; our key pair is made on first use."""
+    authorize(actor, "settings.manage", org_id=org_id)
+    org = session.get(Org, org_id)
+    if org is None:
+        raise NotFound(f"no org {org_id!r}", org_id=org_id)
+    unknown = set(attribute_map or {}) - set(CLAIMS)
+    if unknown:
+        raise InvalidValue(f"unknown claims {sorted(unknown)}; expected {', '.join(CLAIMS)}", field="attribute_map")
+    now = clock.now()
+    connection = session.get(SamlConnection, org_id)
+    created = connection is None
+    if connection is None:
+        cert, key = generate_sp_credentials(f"identity SAML SP {org.slug}")
+        connection = SamlConnection(org_id=org_id, sp_cert_pem=cert, sp_key_pem=key, jit=True,
+                                    allow_idp_initiated=False, sign_authn_requests=False,
+                                    want_assertions_encrypted=False, attribute_map={}, created_at=now, version=0)
+        session.add(connection)
+    before = _settings_view(connection) if not created else {}
+    connection.idp_entity_id, connection.idp_sso_url = idp.entity_id, idp.sso_url
+    connection.idp_slo_url, connection.idp_signing_certs = idp.slo_url, list(idp.signing_certs)
+    for name, value in (("jit", jit), ("allow_idp_initiated", allow_idp_initiated),
+                        ("sign_authn_requests", sign_authn_requests),
+                        ("want_assertions_encrypted", want_assertions_encrypted),
+                        ("attribute_map", attribute_map), ("idp_metadata_url", metadata_url)):
+        if value is not None:
+            setattr(connection, name, value)
+    if metadata_url is not None:
+        connection.metadata_refreshed_at = now
+    connection.updated_at, connection.version = now, connection.version + 1
+    after = _settings_view(connection)
+    changes = {key: {"before": before.get(key), "after": value} for key, value in after.items()
+               if before.get(key) != value}
+    if created or changes:
+        record(session, actor, "sso.configured" if created else "sso.updated", org_target(org), changes,
+               org_id=org_id)
+    return connection
+
+
+def _settings_view(connection: SamlConnection) -> dict[str, Any]:
+    """The auditable settings: IdP certificates by SHA-256 fingerprint (a swap shows), never our key."""
+    return {
+        "idp_entity_id": connection.idp_entity_id, "idp_sso_url": connection.idp_sso_url,
+        "idp_slo_url": connection.idp_slo_url,
+        "idp_signing_cert_sha256": [cert_fingerprint(c) for c in connection.idp_signing_certs or []],
+        "jit": connection.jit, "allow_idp_initiated": connection.allow_idp_initiated,
+        "sign_authn_requests": connection.sign_authn_requests,
+        "want_assertions_encrypted": connection.want_assertions_encrypted,
+        "attribute_map": connection.attribute_map, "idp_metadata_url": connection.idp_metadata_url,
+    }
+
+
+def set_require_sso(session: Session, actor: Actor, org_id: str, required: bool) -> Org:
+    """Turn "members sign in only through the IdP" on or off (owners keep a break-glass sign-in)."""
+    authorize(actor, "settings.manage", org_id=org_id)
+    org = session.get(Org, org_id)
+    if org is None:
+        raise NotFound(f"no org {org_id!r}", org_id=org_id)
+    if required and session.get(SamlConnection, org_id) is None:
+        raise InvalidValue("configure SAML SSO before requiring it", field="require_sso")
+    if org.require_sso != required:
+        record(session, actor, "sso.require_sso_changed", org_target(org),
+               {"require_sso": {"before": org.require_sso, "after": required}}, org_id=org_id)
+        org.require_sso = required
+    return org
+
+
+def remember_request(session: Session, org_id: str, request_id: str, relay_state: str | None) -> None:
+    """Keep an AuthnRequest id we are about to send, so that its response can be matched once."""
+    now = clock.now()
+    if random.random() < PURGE_PROBABILITY:
+        session.execute(delete(SamlPendingRequest).where(SamlPendingRequest.expires_at <= now))
+    session.add(SamlPendingRequest(id=request_id, org_id=org_id, relay_state=relay_state, created_at=now,
+                                   expires_at=now + PENDING_REQUEST_TTL))
+
+
+def consume_request(session: Session, org_id: str, request_id: str) -> SamlPendingRequest:
+    """Use up a pending request: refuse an id we never issued, issued for another org, used or expired."""
+    found = session.scalars(select(SamlPendingRequest).where(
+        SamlPendingRequest.id == request_id, SamlPendingRequest.org_id == org_id).with_for_update()).one_or_none()
+    if found is None:
+        raise Refused("unknown_in_response_to")
+    session.delete(found)
+    session.flush()
+    if found.expires_at <= clock.now():
+        raise Refused("request_expired")
+    return found
+
+
+def burn_assertion(session: Session, org_id: str, assertion_id: str, expires_at: dt.datetime, *,
+                   savepoint: bool = False) -> None:
+    """Remember an assertion id until it expires; refuse it when it was seen before (any process).
+
+    The primary key (org, assertion id) decides between racing processes. With `savepoint`, a
+    refusal leaves the rest of the transaction usable.
+    """
+    if not assertion_id:
+        raise Refused("malformed")
+    if random.random() < PURGE_PROBABILITY:  # expired ids are swept now and then, not on every sign-in
+        session.execute(delete(SamlSeenAssertion).where(SamlSeenAssertion.expires_at <= clock.now()))
+    row = SamlSeenAssertion(org_id=org_id, assertion_id=assertion_id, expires_at=expires_at)
+    try:
+        if savepoint:
+            with session.begin_nested():
+                session.add(row)
+        else:
+            session.add(row)
+            session.flush()
+    except IntegrityError:
+        raise Refused("replayed") from None
+
+
+@dataclass(frozen=True)
+class Claims:
+    """Who the assertion says signed in, in our terms."""
+
+    user_name: str
+    email: str | None
+    given_name: str | None
+    family_name: str | None
+    display_name: str | None
+    groups: list[str] | None  # None: the assertion carries no groups attribute, so memberships stay
+
+
+def claims_of(connection: SamlConnection, assertion: Assertion) -> Claims:
+    """Map the assertion's NameID and attributes to claims, with the org's attribute names."""
+    def first(claim: str) -> str | None:
+        for name in attribute_names(connection, claim):
+            values = [v for v in assertion.attributes.get(name) or [] if isinstance(v, str) and v.strip()]
+            if values:
+                return values[0].strip()
+        return None
+
+    groups: list[str] | None = None
+    for name in attribute_names(connection, "groups"):
+        if name in assertion.attributes:
+            groups = (groups or []) + [v.strip() for v in assertion.attributes[name] or []
+                                       if isinstance(v, str) and v.strip()]
+    email = first("email")
+    opaque = assertion.name_id_format in (TRANSIENT, PERSISTENT)
+    user_name = email if opaque and email else assertion.name_id.strip()
+    if assertion.name_id_format == TRANSIENT and not email:
+        raise Refused("no_stable_identifier", 403)
+    if not user_name:
+        raise Refused("no_name_id")
+    if email is None and "@" in user_name:
+        email = user_name
+    return Claims(user_name, email, first("given_name"), first("family_name"), first("display_name"),
+                  None if groups is None else sorted(set(groups)))
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """A successful sign-in: the user, whether JIT made it, and the session token for the cookie."""
+
+    user: User
+    created: bool
+    token: str
+    relay_state: str | None
+
+
+def _find_user(session: Session, org_id: str, claims: Claims) -> User | None:
+    """Return the member the assertion names, by userName only.
+
+    Never by the email column: where an IdP lets people edit their own email attribute, matching
+    on it would let one member sign in as another. A removed member is not re-created by JIT.
+    """
+    user = users.find_by_user_name(session, org_id, claims.user_name)
+    if user is None:
+        removed = session.scalar(select(func.count()).select_from(User).where(
+            User.org_id == org_id, func.lower(User.user_name) == claims.user_name.lower(),
+            User.deleted_at.is_not(None)))
+        if removed:
+            raise Refused("user_removed", 403)
+    return user
+
+
+def sign_in(session: Session, actor: Actor, org_id: str, assertion: Assertion, *,
+            lifetime: sessions.Lifetime) -> SignIn:
+    """Sign in with a verified assertion: single-use checks, JIT provisioning, groups, session, audit.
+
+    Long because it is the one place where the order matters: the request and the assertion
+    are used up first, so that nothing else runs for a replay.
+    """
+    connection = get_connection(session, org_id)
+    burn_assertion(session, org_id, assertion.assertion_id, assertion.expires_at)
+    relay_state = None
+    if assertion.in_response_to:
+        relay_state = consume_request(session, org_id, assertion.in_response_to).relay_state
+    elif not connection.allow_idp_initiated:
+        raise Refused("idp_initiated_not_allowed", 403)
+    claims = claims_of(connection, assertion)
+    user = _find_user(session, org_id, claims)
+    created = user is None
+    if user is None:
+        if not connection.jit:
+            raise Refused("user_not_provisioned", 403)
+        user = users.provision_user(
+            session, replace(actor, display="SAML JIT provisioning"), org_id, user_name=claims.user_name,
+            source="saml", email=claims.email, given_name=claims.given_name, family_name=claims.family_name,
+            display_name=claims.display_name)
+    elif not user.active:
+        raise Refused("user_deactivated", 403, user_id=user.id)
+    user_actor = Actor("user", user.id, user.user_name, org_id=org_id, request_id=actor.request_id, ip=actor.ip,
+                       user_agent=actor.user_agent)
+    # Group changes are the IdP's doing (DESIGN 3.3), made with the SSO actor rather than the user's.
+    groups_applied = claims.groups is not None and _apply_groups(session, actor, org_id, user.id, claims.groups)
+    token = sessions.create_session(session, user, method="saml", lifetime=lifetime, name_id=assertion.name_id,
+                                    name_id_format=assertion.name_id_format, session_index=assertion.session_index)
+    record(session, user_actor, "sso.login_succeeded", users.target(user), {
+        "flow": "sp_initiated" if assertion.in_response_to else "idp_initiated", "jit_created": created,
+        "groups": claims.groups, "groups_applied": groups_applied, "idp_entity_id": assertion.issuer,
+    }, org_id=org_id)
+    return SignIn(user, created, token, relay_state)
+
+
+def _group_service() -> Any:
+    """Return identity.groups.apply_user_groups once it exists (another change builds it), else None."""
+    try:
+        from identity.groups import apply_user_groups  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return apply_user_groups
+
+
+def _apply_groups(session: Session, actor: Actor, org_id: str, user_id: str, groups: list[str]) -> bool:
+    """Apply the assertion's groups through the group mapping (DESIGN 3.3) when that service exists."""
+    apply_user_groups = _group_service()
+    if apply_user_groups is None:
+        return False
+    apply_user_groups(session, actor, org_id, user_id, groups)
+    return True
+
+
+def record_failure(session: Session, actor: Actor, org: Org, reason: str, *,
+                   assertion: Assertion | None = None, user_id: str | None = None) -> None:
+    """Audit a refused sign-in, and use up its assertion and request so that a retry is refused too."""
+    if assertion is not None and reason != "replayed":
+        try:
+            burn_assertion(session, org.id, assertion.assertion_id, assertion.expires_at, savepoint=True)
+        except Refused:
+            pass
+        if assertion.in_response_to:
+            session.execute(delete(SamlPendingRequest).where(SamlPendingRequest.id == assertion.in_response_to,
+                                                             SamlPendingRequest.org_id == org.id))
+    target = Target("user", user_id, user_id) if user_id else org_target(org)
+    record(session, actor, "sso.login_failed", target, {"reason": reason}, org_id=org.id, outcome="failure")

@@ -1,0 +1,145 @@
+"""Signed-in browser sessions, kept server-side so that sign-out and deactivation end them.
+
+The cookie carries a random token, signed with SECRET_KEY; the database keeps only the token's
+SHA-256, so neither a copied cookie after sign-out nor a leaked table signs anyone in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from itsdangerous import BadSignature, URLSafeSerializer
+from sqlalchemy import delete, event, inspect, select
+from sqlalchemy.orm import Session
+
+from audit import clock
+from identity.models import User
+from saml.models import SsoSession
+
+COOKIE = "identity_session"
+SALT = "identity.sso-session"
+# Writing last-seen time on every request would make every /me a write; a minute is precise enough.
+TOUCH_RESOLUTION = dt.timedelta(minutes=1)
+PURGE_ONE_IN = 64
+
+
+@dataclass(frozen=True)
+class Lifetime:
+    """How long a session lasts: without use (idle) and at most (absolute)."""
+
+    idle: dt.timedelta = dt.timedelta(hours=1)
+    absolute: dt.timedelta = dt.timedelta(hours=12)
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """A live session and its user."""
+
+    session: SsoSession
+    user: User
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def cookie_value(secret_key: str, token: str) -> str:
+    """Return the signed cookie value carrying `token`."""
+    return URLSafeSerializer(secret_key, salt=SALT).dumps(token)
+
+
+def token_of(secret_key: str, cookie: str | None) -> str | None:
+    """Return the token in a signed cookie value, or None when absent or tampered with."""
+    if not cookie:
+        return None
+    try:
+        token = URLSafeSerializer(secret_key, salt=SALT).loads(cookie)
+    except BadSignature:
+        return None
+    return token if isinstance(token, str) else None
+
+
+def create_session(session: Session, user: User, *, method: str, lifetime: Lifetime, name_id: str | None = None,
+                   name_id_format: str | None = None, session_index: str | None = None) -> str:
+    """Start a session for `user`; return its token (shown to the browser only, in the cookie)."""
+    token = secrets.token_urlsafe(32)
+    now = clock.now()
+    if secrets.randbelow(PURGE_ONE_IN) == 0:  # ended sessions are swept now and then, not on every sign-in
+        purge_expired(session)
+    session.add(SsoSession(id=_digest(token), org_id=user.org_id, user_id=user.id, method=method,
+                           name_id=name_id, name_id_format=name_id_format, session_index=session_index,
+                           created_at=now, last_seen_at=now, expires_at=now + lifetime.absolute))
+    return token
+
+
+def resolve_session(session: Session, token: str | None, lifetime: Lifetime) -> SignedIn | None:
+    """Return the live session of `token` and its user, touching it; None when it has ended.
+
+    Ended means: unknown or signed out, past its absolute or idle lifetime, or its user
+    deactivated or deleted since (DESIGN.md 3.5: deactivation ends sessions).
+    """
+    if not token:
+        return None
+    row = session.get(SsoSession, _digest(token))
+    now = clock.now()
+    if row is None or row.expires_at <= now or row.last_seen_at + lifetime.idle <= now:
+        return None
+    user = session.get(User, row.user_id)
+    if user is None or not user.active or user.deleted_at is not None or user.org_id != row.org_id:
+        return None
+    if now - row.last_seen_at >= TOUCH_RESOLUTION:
+        row.last_seen_at = now
+    return SignedIn(row, user)
+
+
+def end_session(session: Session, token: str | None) -> SsoSession | None:
+    """End the session of `token`; return what it was, or None when there was none."""
+    if not token:
+        return None
+    row = session.get(SsoSession, _digest(token))
+    if row is not None:
+        session.delete(row)
+    return row
+
+
+def end_idp_sessions(session: Session, org_id: str, name_id: str, session_indexes: list[str]) -> list[SsoSession]:
+    """End the sessions an IdP's LogoutRequest names (all of the subject's when no index is given)."""
+    stmt = select(SsoSession).where(SsoSession.org_id == org_id, SsoSession.name_id == name_id)
+    if session_indexes:
+        stmt = stmt.where(SsoSession.session_index.in_(session_indexes))
+    rows = list(session.scalars(stmt))
+    for row in rows:
+        session.delete(row)
+    return rows
+
+
+def purge_expired(session: Session) -> int:
+    """Delete sessions past their absolute lifetime."""
+    result = session.execute(delete(SsoSession).where(SsoSession.expires_at <= clock.now()))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def end_user_sessions(session: Session, user_id: str) -> None:
+    """End every session of a user."""
+    session.execute(delete(SsoSession).where(SsoSession.user_id == user_id))
+
+
+@event.listens_for(Session, "before_flush")
+def _end_sessions_of_deactivated_users(session: Session, _context: object, _instances: object) -> None:
+    """Deactivating or deleting a user ends its sessions, in the same transaction (DESIGN.md 3.5).
+
+    identity must not import this adapter, so the rule hooks the flush instead: a user whose
+    `active` turns false or whose `deleted_at` is set loses its session rows, and a later
+    reactivation does not bring an old cookie back to life.
+    """
+    for obj in list(session.dirty):
+        if not isinstance(obj, User):
+            continue
+        state = inspect(obj)
+        deactivated = state.attrs.active.history.deleted == [True] and obj.active is False
+        deleted = bool(state.attrs.deleted_at.history.added) and obj.deleted_at is not None
+        if deactivated or deleted:
+            end_user_sessions(session, obj.id)

@@ -1,0 +1,70 @@
+"""SAML fixtures: a test IdP with real keys, and the org `acme` configured to trust it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from identity.db import Database
+from identity.orgs import NewOrg
+from saml.cli import configure_org
+from saml.connection import SpUrls
+from tests.saml.idp import KeyPair, Options, TestIdP, post_form
+
+BASE_URL = "http://localhost"  # the `app` fixture's BASE_URL
+IDP_ENTITY_ID = "https://idp.example.test/metadata"
+
+
+@pytest.fixture(scope="session")
+def idp_keys() -> KeyPair:
+    return KeyPair.make("test idp")
+
+
+@pytest.fixture(scope="session")
+def other_keys() -> KeyPair:
+    return KeyPair.make("attacker")
+
+
+@pytest.fixture
+def idp(idp_keys: KeyPair) -> TestIdP:
+    return TestIdP(IDP_ENTITY_ID, idp_keys)
+
+
+@dataclass
+class Sso:
+    """The org `acme` with SSO configured, its SP URLs, the IdP, and shortcuts through the test client."""
+
+    db: Database
+    org: NewOrg
+    idp: TestIdP
+    client: FlaskClient
+    urls: SpUrls
+
+    def response(self, **options: Any) -> bytes:
+        return self.idp.response(self.urls.entity_id, self.urls.acs, Options(**options))
+
+    def start_login(self, next_path: str | None = None) -> str:
+        """GET /login and return the AuthnRequest id the IdP received."""
+        answer = self.client.get(f"/saml/{self.org.org.slug}/login", query_string={"next": next_path} if next_path else None)
+        assert answer.status_code == 302, answer.data
+        return TestIdP.authn_request_id(answer.headers["Location"])
+
+    def post(self, xml: bytes, relay_state: str | None = None, slug: str | None = None) -> Any:
+        return self.client.post(f"/saml/{slug or self.org.org.slug}/acs", data=post_form(xml, relay_state))
+
+    def sp_login(self, **options: Any) -> Any:
+        request_id = self.start_login()
+        return self.post(self.response(in_response_to=request_id, **options))
+
+
+def configure(db: Database, slug: str, idp: TestIdP, **kwargs: Any) -> None:
+    configure_org(db, slug, idp.metadata(), **kwargs)
+
+
+@pytest.fixture
+def sso(db: Database, acme: NewOrg, idp: TestIdP, client: FlaskClient) -> Sso:
+    configure(db, acme.org.slug, idp, jit=True, allow_idp_initiated=True)
+    return Sso(db, acme, idp, client, SpUrls.of(BASE_URL, acme.org.slug))

@@ -1,0 +1,246 @@
+"""Every forged, stale, misdirected or replayed response is refused: 4xx, no session, no user, audited.
+
+Each case starts from what the test IdP signs for real and gets exactly one thing wrong.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from lxml import etree
+from signxml import XMLVerifier
+from sqlalchemy import func, select
+
+from audit.models import AuditEvent
+from identity.db import Database
+from identity.models import User
+from tests.saml.conftest import BASE_URL, Sso, configure
+from tests.saml.idp import RESPONSE_SIGNED_XSW, XSW, KeyPair, Options, TestIdP, clone
+
+MIN = dt.timedelta(minutes=1)
+
+
+def _users(db: Database) -> int:
+    with db.reading() as session:
+        return session.scalar(select(func.count()).select_from(User)) or 0
+
+
+def _failures(db: Database, org_id: str) -> list[dict[str, Any]]:
+    with db.reading() as session:
+        return [e.changes for e in session.scalars(select(AuditEvent).where(
+            AuditEvent.org_id == org_id, AuditEvent.action == "sso.login_failed").order_by(AuditEvent.seq))]
+
+
+def assert_refused(sso: Sso, answer: Any, reason: str | None = None, users_before: int | None = None) -> None:
+    assert 400 <= answer.status_code < 500, (answer.status_code, answer.data[:500])
+    assert answer.mimetype == "text/html"
+    assert "identity_session" not in answer.headers.get("Set-Cookie", "")
+    assert sso.client.get("/me").status_code == 401
+    if users_before is not None:
+        assert _users(sso.db) == users_before
+    failures = _failures(sso.db, sso.org.org.id)
+    assert failures, "a refused sign-in is an audit event"
+    if reason is not None:
+        assert failures[-1] == {"reason": reason}
+
+
+def _comment_in_name_id(xml: bytes) -> bytes:
+    # The attacker owns "owner@acme.test.evil.example" at the IdP; a naive SP reads text up to the comment.
+    return xml.replace(b"owner@acme.test.evil.example", b"owner@acme.test<!---->.evil.example")
+
+
+def _changed_attribute(xml: bytes) -> bytes:
+    return xml.replace(b">Alice<", b">Mallory<")
+
+
+DTD = b'<?xml version="1.0"?>\n<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]>\n'
+
+# name -> (response options, post-signing change, expected audited reason)
+CASES: dict[str, tuple[dict[str, Any], Callable[[bytes], bytes] | None, str]] = {
+    "unsigned": ({"sign": "none"}, None, "unsigned"),
+    "expired": ({"not_before": -20 * MIN, "not_on_or_after": -10 * MIN, "scd_not_on_or_after": -10 * MIN},
+                None, "expired"),
+    "expired subject confirmation": ({"scd_not_on_or_after": -1 * MIN}, None, "wrong_subject_confirmation"),
+    "not yet valid": ({"not_before": 10 * MIN}, None, "not_yet_valid"),
+    "wrong audience": ({"audience": "https://other.example/sp"}, None, "wrong_audience"),
+    "no audience restriction": ({"audience": None}, None, "wrong_audience"),
+    "wrong recipient": ({"recipient": "https://evil.example/acs"}, None, "wrong_subject_confirmation"),
+    "recipient containing ours": ({"recipient": f"{BASE_URL}/saml/acme/acs/../acs"}, None, "wrong_recipient"),
+    "no recipient": ({"recipient": None}, None, "wrong_recipient"),
+    "no subject confirmation expiry": ({"scd_not_on_or_after": None}, None, "wrong_subject_confirmation"),
+    "wrong destination": ({"destination": "https://evil.example/acs"}, None, "wrong_destination"),
+    "destination starting with ours": ({"destination": f"{BASE_URL}/saml/acme/acs/evil"}, None, "wrong_destination"),
+    "no destination": ({"destination": None}, None, "wrong_destination"),
+    "wrong issuer": ({"issuer": "https://evil.example/idp"}, None, "wrong_issuer"),
+    "empty NameID": ({"name_id": ""}, None, "no_name_id"),
+    "lifetime longer than the replay cache keeps": ({"not_on_or_after": 48 * 60 * MIN,
+                                                      "scd_not_on_or_after": 48 * 60 * MIN}, None,
+                                                     "assertion_lifetime_too_long"),
+    "sha1 signature": ({"algorithm": "rsa-sha1", "digest": "sha1"}, None, "deprecated_algorithm"),
+    "unknown InResponseTo": ({"in_response_to": "_never_issued"}, None, "unknown_in_response_to"),
+    "mismatched InResponseTo in confirmation": ({"scd_in_response_to": "_other"}, None,
+                                                "wrong_subject_confirmation"),
+    "comment injected into NameID": ({"name_id": "owner@acme.test.evil.example"}, _comment_in_name_id,
+                                     "xml_comment_or_pi"),
+    "DTD and external entity": ({}, lambda xml: DTD + xml, "dtd_forbidden"),
+    "attribute changed after signing": ({"attributes": {"firstName": ["Alice"]}}, _changed_attribute,
+                                        "invalid_signature"),
+    "response changed after signing": ({"sign": "response", "attributes": {"firstName": ["Alice"]}},
+                                       _changed_attribute, "invalid_signature"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_forged_or_stale_response_is_refused(sso: Sso, case: str) -> None:
+    options, change, reason = CASES[case]
+    request_id = sso.start_login()
+    options = {"in_response_to": request_id, **options}
+    xml = sso.response(**options)
+    if change is not None:
+        changed = change(xml)
+        assert changed != xml
+        xml = changed
+    before = _users(sso.db)
+    assert_refused(sso, sso.post(xml), reason, before)
+
+
+def test_signed_by_another_key_is_refused(sso: Sso, other_keys: KeyPair) -> None:
+    request_id = sso.start_login()
+    before = _users(sso.db)
+    assert_refused(sso, sso.post(sso.response(in_response_to=request_id, signer=other_keys)),
+                   "invalid_signature", before)
+
+
+@pytest.mark.parametrize("shape", list(XSW))
+def test_signature_wrapping_is_refused(sso: Sso, shape: str) -> None:
+    # The attacker holds a genuine response for their own account and rewraps it to claim the owner's.
+    sign = "response" if shape in RESPONSE_SIGNED_XSW else "assertion"
+    genuine = sso.response(name_id="mallory@acme.test", sign=sign)
+    forged = XSW[shape](genuine, "owner@acme.test")
+    assert b"owner@acme.test" in forged
+    # The wrapped message still carries a cryptographically valid signature: a real attack, not noise.
+    XMLVerifier().verify(forged, x509_cert=sso.idp.keys.cert_pem.decode(), id_attribute="ID",
+                         expect_references=1, ignore_ambiguous_key_info=True)
+    before = _users(sso.db)
+    assert_refused(sso, sso.post(forged), None, before)
+    assert _failures(sso.db, sso.org.org.id)[-1]["reason"] in {"wrong_number_of_assertions", "signature_structure"}
+
+
+def test_replayed_assertion_is_refused(sso: Sso) -> None:
+    xml = sso.response(name_id="bob@acme.test")  # IdP-initiated: no request id to use up
+    assert sso.post(xml).status_code == 303
+    sso.client.get(f"/saml/{sso.org.org.slug}/logout")
+    before = _users(sso.db)
+    assert_refused(sso, sso.post(xml), "replayed", before)
+
+
+def test_replay_of_sp_initiated_response_is_refused(sso: Sso) -> None:
+    request_id = sso.start_login()
+    xml = sso.response(name_id="bob@acme.test", in_response_to=request_id)
+    assert sso.post(xml).status_code == 303
+    sso.client.get(f"/saml/{sso.org.org.slug}/logout")
+    assert_refused(sso, sso.post(xml), "replayed")
+
+
+def test_request_id_is_single_use(sso: Sso) -> None:
+    request_id = sso.start_login()
+    assert sso.post(sso.response(name_id="bob@acme.test", in_response_to=request_id)).status_code == 303
+    sso.client.get(f"/saml/{sso.org.org.slug}/logout")
+    # A second, freshly signed assertion answering the same request is refused.
+    assert_refused(sso, sso.post(sso.response(name_id="bob@acme.test", in_response_to=request_id)),
+                   "unknown_in_response_to")
+
+
+def test_unsolicited_response_refused_when_org_disallows_idp_initiated(sso: Sso, idp: TestIdP) -> None:
+    configure(sso.db, sso.org.org.slug, idp, allow_idp_initiated=False)
+    before = _users(sso.db)
+    assert_refused(sso, sso.post(sso.response()), "idp_initiated_not_allowed", before)
+
+
+def test_sp_initiated_response_stripped_of_in_response_to_is_refused(sso: Sso) -> None:
+    # The signed confirmation still names the request: dropping the response's InResponseTo does not help.
+    request_id = sso.start_login()
+    xml = sso.response(in_response_to=request_id, sign="assertion")
+    root = clone(xml)
+    del root.attrib["InResponseTo"]
+    assert_refused(sso, sso.post(etree.tostring(root)), "in_response_to_mismatch")
+
+
+def test_response_for_another_orgs_acs_is_refused(sso: Sso, idp: TestIdP, system: Any) -> None:
+    from identity import orgs
+
+    with sso.db.transaction() as session:
+        globex = orgs.create_org(session, system, "Globex", owner_email="owner@globex.test")
+    configure(sso.db, "globex", idp, allow_idp_initiated=True)
+    # Signed for globex's SP (audience, destination, recipient), posted to acme's ACS.
+    xml = idp.response(f"{BASE_URL}/saml/globex/metadata", f"{BASE_URL}/saml/globex/acs", Options())
+    before = _users(sso.db)
+    assert_refused(sso, sso.post(xml), None, before)
+    # And a response for acme posted to globex's ACS.
+    answer = sso.post(sso.response(), slug="globex")
+    assert answer.status_code in (400, 403)
+    assert _users(sso.db) == before
+    assert sso.client.get("/me").status_code == 401
+    assert globex.org.id
+
+
+def test_expired_idp_certificate_is_not_trusted(sso: Sso, idp_keys: KeyPair) -> None:
+    now = dt.datetime.now(dt.UTC)
+    expired = KeyPair.make("expired", not_before=now - dt.timedelta(days=400), not_after=now - dt.timedelta(days=1))
+    configure(sso.db, sso.org.org.slug, TestIdP(sso.idp.entity_id, idp_keys, extra_certs=[expired]))
+    request_id = sso.start_login()
+    assert_refused(sso, sso.post(sso.response(in_response_to=request_id, signer=expired)), "invalid_signature")
+
+
+def test_malformed_messages_are_400_not_500(sso: Sso) -> None:
+    for data in ({"SAMLResponse": "not base64!"}, {"SAMLResponse": "PG5vdD54bWw="}, {}):
+        answer = sso.client.post(f"/saml/{sso.org.org.slug}/acs", data=data)
+        assert answer.status_code == 400, answer.data
+
+
+def test_request_id_issued_for_another_org_is_refused(sso: Sso, idp: TestIdP, system: Any) -> None:
+    from identity import orgs
+
+    with sso.db.transaction() as session:
+        orgs.create_org(session, system, "Globex", owner_email="owner@globex.test")
+    configure(sso.db, "globex", idp)
+    globex_request = TestIdP.authn_request_id(sso.client.get("/saml/globex/login").headers["Location"])
+    assert_refused(sso, sso.post(sso.response(in_response_to=globex_request)), "unknown_in_response_to")
+
+
+def test_metadata_whose_only_certificate_expired_is_refused(sso: Sso) -> None:
+    from identity.errors import InvalidValue
+
+    now = dt.datetime.now(dt.UTC)
+    expired = KeyPair.make("expired", not_before=now - dt.timedelta(days=400), not_after=now - dt.timedelta(days=1))
+    with pytest.raises(InvalidValue, match="no IdP signing certificate is valid now"):
+        configure(sso.db, sso.org.org.slug, TestIdP(sso.idp.entity_id, expired))
+
+
+def test_mutated_responses_never_500_and_never_sign_in_anyone_else(sso: Sso) -> None:
+    # Random byte flips, cuts and duplications of a genuinely signed response. A change inside the
+    # unsigned KeyInfo may still verify (the configured certificate decides, not the embedded one),
+    # so a success is allowed, but only as the one user the IdP signed for.
+    rnd = random.Random(20261122)
+    genuine = sso.response(name_id="fuzz@acme.test", sign="both", attributes={"groups": ["a"], "email": ["f@x"]})
+    statuses = set()
+    for _ in range(150):
+        xml = bytearray(genuine)
+        start = rnd.randrange(len(xml))
+        end = min(len(xml), start + rnd.randint(1, 300))
+        kind = rnd.choice(["flip", "cut", "duplicate"])
+        if kind == "flip":
+            xml[start] = rnd.randrange(32, 127)
+        elif kind == "cut":
+            del xml[start:end]
+        else:
+            xml[end:end] = xml[start:end]
+        statuses.add(sso.post(bytes(xml)).status_code)
+    assert all(status < 500 for status in statuses), statuses
+    with sso.db.reading() as session:
+        names = set(session.scalars(select(User.user_name)))
+    assert names - {"owner@acme.test", "fuzz@acme.test"} == set()

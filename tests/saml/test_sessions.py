@@ -1,0 +1,145 @@
+"""The session after sign-in: cookie flags, server-side row, idle and absolute lifetime, sign-out."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from flask import Flask
+from sqlalchemy import func, select
+
+from audit import Actor, clock
+from identity import create_app, users
+from identity.db import Database
+from saml.models import SsoSession
+from tests.factories import actions
+from tests.saml.conftest import Sso, configure
+from tests.saml.idp import Options
+
+
+def _cookie_header(answer) -> str:
+    return next(v for v in answer.headers.getlist("Set-Cookie") if v.startswith("identity_session="))
+
+
+def _sessions(db: Database) -> int:
+    with db.reading() as session:
+        return session.scalar(select(func.count()).select_from(SsoSession)) or 0
+
+
+def test_cookie_is_signed_httponly_lax_and_not_secure_on_http(sso: Sso) -> None:
+    header = _cookie_header(sso.sp_login())
+    assert "HttpOnly" in header and "SameSite=Lax" in header and "Secure" not in header
+    assert "Max-Age=43200" in header  # the absolute lifetime, 12 hours
+
+
+def test_cookie_is_secure_when_base_url_is_https(db: Database, sso: Sso) -> None:
+    app: Flask = create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret",
+                             "BASE_URL": "https://id.example.test", "TESTING": True})
+    client = app.test_client()
+    answer = client.get("/saml/acme/login")
+    request_id = sso.idp.authn_request_id(answer.headers["Location"])
+    xml = sso.idp.response("https://id.example.test/saml/acme/metadata", "https://id.example.test/saml/acme/acs",
+                           Options(in_response_to=request_id))
+    from tests.saml.idp import post_form
+
+    signed_in = client.post("/saml/acme/acs", data=post_form(xml))
+    assert signed_in.status_code == 303, signed_in.data
+    assert "Secure" in _cookie_header(signed_in)
+
+
+def test_me_is_401_without_or_with_a_forged_cookie(sso: Sso) -> None:
+    assert sso.client.get("/me").status_code == 401
+    sso.client.set_cookie("identity_session", "forged.value")
+    assert sso.client.get("/me").status_code == 401
+
+
+def test_sign_out_ends_the_session_and_an_old_cookie_copy_is_refused(sso: Sso) -> None:
+    sso.sp_login(name_id="amy@acme.test")
+    old = sso.client.get_cookie("identity_session").value
+    assert sso.client.get("/me").status_code == 200
+    answer = sso.client.get("/saml/acme/logout")
+    assert answer.status_code == 302 and answer.headers["Location"].startswith(sso.idp.slo_url)
+    assert sso.client.get("/me").status_code == 401
+    sso.client.set_cookie("identity_session", old)  # replaying the cookie captured before sign-out
+    assert sso.client.get("/me").status_code == 401
+    assert _sessions(sso.db) == 0
+    assert actions(sso.db, sso.org.org.id)[-1] == "sso.logged_out"
+
+
+def test_sign_out_redirects_to_idp_single_logout(sso: Sso) -> None:
+    sso.sp_login(name_id="amy@acme.test")
+    location = sso.client.get("/saml/acme/logout").headers["Location"]
+    assert location.startswith(sso.idp.slo_url + "?SAMLRequest=")
+
+
+def test_idle_lifetime_ends_the_session(sso: Sso) -> None:
+    sso.sp_login()
+    later = clock.now() + dt.timedelta(minutes=61)
+    with clock.frozen_at(later):
+        assert sso.client.get("/me").status_code == 401
+
+
+def test_use_keeps_the_session_alive_until_its_absolute_lifetime(sso: Sso) -> None:
+    sso.sp_login()
+    start = clock.now()
+    for minutes in range(50, 12 * 60, 50):  # used every 50 minutes: never idle for an hour
+        with clock.frozen_at(start + dt.timedelta(minutes=minutes)):
+            assert sso.client.get("/me").status_code == 200, minutes
+    with clock.frozen_at(start + dt.timedelta(hours=12, minutes=1)):
+        assert sso.client.get("/me").status_code == 401
+
+
+def test_deactivation_ends_the_session_for_good(sso: Sso, system: Actor) -> None:
+    sso.sp_login(name_id="ben@acme.test")
+    me = sso.client.get("/me").json
+    with sso.db.transaction() as session:
+        users.deactivate_user(session, system, sso.org.org.id, me["id"])
+    assert sso.client.get("/me").status_code == 401
+    assert _sessions(sso.db) == 0
+    with sso.db.transaction() as session:  # reactivation does not revive the old cookie
+        users.reactivate_user(session, system, sso.org.org.id, me["id"])
+    assert sso.client.get("/me").status_code == 401
+
+
+def test_reconfiguring_keeps_our_key_pair(sso: Sso) -> None:
+    first = sso.client.get("/saml/acme/metadata").data
+    configure(sso.db, sso.org.org.slug, sso.idp, jit=False)
+    assert sso.client.get("/saml/acme/metadata").data == first
+
+
+def _signed_in_with_index(sso: Sso, name_id: str = "slo@acme.test") -> str:
+    index = "_session-index-1"
+    assert sso.sp_login(name_id=name_id, session_index=index).status_code == 303
+    assert sso.client.get("/me").status_code == 200
+    return index
+
+
+def test_idp_initiated_single_logout_ends_the_session(sso: Sso) -> None:
+    index = _signed_in_with_index(sso)
+    query = sso.idp.logout_request_query(sso.urls.slo, "slo@acme.test", index)
+    answer = sso.client.get(f"/saml/acme/slo?{query}")
+    assert answer.status_code == 302, answer.data
+    assert answer.headers["Location"].startswith(sso.idp.slo_url + "?SAMLResponse=")
+    assert sso.client.get("/me").status_code == 401
+    assert actions(sso.db, sso.org.org.id)[-1] == "sso.logged_out"
+
+
+def test_unsigned_or_forged_logout_request_is_refused(sso: Sso, other_keys) -> None:
+    index = _signed_in_with_index(sso)
+    for query in (sso.idp.logout_request_query(sso.urls.slo, "slo@acme.test", index, sign=False),
+                  sso.idp.logout_request_query(sso.urls.slo, "slo@acme.test", index, signer=other_keys)):
+        assert sso.client.get(f"/saml/acme/slo?{query}").status_code == 400
+    assert sso.client.get("/me").status_code == 200
+    assert sso.client.get("/saml/acme/slo").status_code == 400
+
+
+def test_sign_out_without_idp_logout_endpoint_shows_a_signed_out_page(sso: Sso) -> None:
+    sso.idp.slo_url = None
+    configure(sso.db, sso.org.org.slug, sso.idp)
+    sso.sp_login(name_id="amy@acme.test")
+    answer = sso.client.post("/saml/acme/logout")
+    assert answer.status_code == 200 and b"signed out" in answer.data
+    assert sso.client.get("/me").status_code == 401
+
+
+def test_idp_logout_response_lands_on_the_signed_out_page(sso: Sso) -> None:
+    assert sso.client.get("/saml/acme/slo?SAMLResponse=anything").status_code == 200
