@@ -40,9 +40,13 @@ def base_url() -> str:
 
 def from_environment() -> dict[str, object]:
     """Return the Flask config that the environment asks for."""
-    return {
+    settings: dict[str, object] = {
         "DATABASE_URL": database_url(),
         "SECRET_KEY": secret_key(),
         "BASE_URL": base_url(),
         "MAX_CONTENT_LENGTH": MAX_BODY_BYTES,
     }
+    for name in ("SESSION_IDLE_MINUTES", "SESSION_ABSOLUTE_HOURS", "SCIM_RATE_LIMIT"):
+        if os.environ.get(name):
+            settings[name] = int(os.environ[name])
+    return settings
