@@ -13,7 +13,7 @@ def now() -> dt.datetime:
     """Return the current UTC time (timezone-aware), or the time a test has set."""
     if _frozen:
         return _frozen[-1]
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 @contextmanager

@@ -114,8 +114,13 @@ def _chain_pending(session: Session) -> None:
     session.flush()  # the changes first, so that a failing change never reaches the chain
     for org_id in sorted({item["org_id"] for item in queued}):  # one lock order for all
         head = _lock_head(session, org_id)
+        latest = session.scalar(select(AuditEvent.occurred_at).where(AuditEvent.org_id == org_id,
+                                                                      AuditEvent.seq == head.seq))
         for item in (i for i in queued if i["org_id"] == org_id):
-            fields = {**item, "seq": head.seq + 1, "prev_hash": head.hash}
+            # Time never runs backwards along the chain (a writer that recorded earlier may commit
+            # later), so that every time range is one contiguous run of sequence numbers.
+            latest = item["occurred_at"] if latest is None else max(latest, item["occurred_at"])
+            fields = {**item, "occurred_at": latest, "seq": head.seq + 1, "prev_hash": head.hash}
             fields["hash"] = event_hash(fields)
             session.add(AuditEvent(**fields))
             head.seq, head.hash = fields["seq"], fields["hash"]

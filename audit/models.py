@@ -30,10 +30,10 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given; use timezone-aware UTC")
-        return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
 
     def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
-        return None if value is None else value.replace(tzinfo=dt.timezone.utc)
+        return None if value is None else value.replace(tzinfo=dt.UTC)
 
 
 class Base(DeclarativeBase):
@@ -97,3 +97,26 @@ class AuditPurgePermit(Base):
     __tablename__ = "audit_purge_permits"
 
     org_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+
+
+class AuditCheckpoint(Base):
+    """A signed statement that an org's chain had `hash` at `seq` at `signed_at`.
+
+    The signature (Ed25519, the service's key) covers `audit.checkpoints.payload()`; an auditor who
+    keeps a copy can later prove that history up to `seq` was not rewritten. `reason` says what made
+    it: `manual`, `scheduled`, `export` or `purge` (a purge's checkpoint vouches for the new base).
+    """
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    org_id: Mapped[str] = mapped_column(String(36))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+    signed_at: Mapped[dt.datetime]
+    key_id: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(String(16))
+
+    __table_args__ = (Index("ix_audit_checkpoints_org_seq", "org_id", "seq"),)

@@ -1,5 +1,260 @@
-"""Admin API for the audit log: reading, exporting, checkpoints (under /api/v1)."""
+"""Admin API for the audit log (under /api/v1): reading, exporting, checkpoints, the public key.
 
-from flask import Blueprint
+Reading and exporting are themselves audited (`audit.read`, `audit.exported`). A page of events
+ends with an opaque cursor that carries the position and the filters; without `until` the
+cursor never runs out, so that a SIEM can poll it to tail the log, as Okta's System Log allows.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlencode
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
+
+from audit import checkpoints, events, export, signing
+from audit.log import Target, record
+from identity import config
+from identity.api import _problem as api_problem
+from identity.api import authenticated
+from identity.errors import DomainError, InvalidValue, NotFound
+from identity.roles import authorize
 
 bp = Blueprint("api_audit", __name__, url_prefix="/api/v1")
+
+
+# Domain errors become problem JSON through the admin API's one table of statuses.
+bp.register_error_handler(DomainError, api_problem)
+
+MAX_LIMIT = 1000
+FILTERS = ("since", "until", "action", "actor", "actor_type", "target", "target_type", "outcome")
+
+
+def _db() -> Any:
+    from identity.app import database
+
+    return database()
+
+
+def signing_key() -> Ed25519PrivateKey:
+    """Return the service's checkpoint key: app config `AUDIT_SIGNING_KEY`, else the environment's or data folder's."""
+    key: Ed25519PrivateKey | None = current_app.extensions.get("audit.signing_key")
+    if key is None:
+        configured = current_app.config.get("AUDIT_SIGNING_KEY")
+        key = signing.parse_private_key(configured) if configured else signing.load_signing_key(config.data_dir())
+        current_app.extensions["audit.signing_key"] = key
+    return key
+
+
+def _org_id(org_ref: str) -> str:
+    """Resolve an org id or slug within the caller's own org, for a caller allowed to read the log."""
+    if org_ref not in (g.key.org_id, g.key.org_slug):
+        raise NotFound(f"no org {org_ref!r}")
+    authorize(g.actor, "audit.read", org_id=g.key.org_id)
+    return str(g.key.org_id)
+
+
+def _filters_from(args: Any) -> dict[str, Any]:
+    found = {name: args.get(name) for name in FILTERS if name != "action" and args.get(name)}
+    actions = [a.strip() for value in args.getlist("action") for a in value.split(",") if a.strip()]
+    if actions:
+        found["action"] = actions
+    return found
+
+
+def _selection(org_id: str, filters: dict[str, Any], after_seq: int = 0) -> events.Selection:
+    try:
+        since = events.parse_time(filters["since"]) if filters.get("since") else None
+        until = events.parse_time(filters["until"]) if filters.get("until") else None
+    except ValueError as error:
+        raise InvalidValue("since and until must be ISO 8601 times", field="since/until") from error
+    return events.Selection(org_id, since=since, until=until, actions=tuple(filters.get("action", ())),
+                            actor_id=filters.get("actor"), actor_type=filters.get("actor_type"),
+                            target_id=filters.get("target"), target_type=filters.get("target_type"),
+                            outcome=filters.get("outcome"), after_seq=after_seq)
+
+
+def encode_cursor(after_seq: int, filters: dict[str, Any]) -> str:
+    """Return the opaque cursor of a position in a filtered reading of the log."""
+    raw = json.dumps({"v": 1, "after": after_seq, "filters": filters}, separators=(",", ":"), sort_keys=True)
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, dict[str, Any]]:
+    """Return (position, filters) of a cursor, or raise InvalidValue."""
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        after, filters = int(data["after"]), dict(data["filters"])
+    except (ValueError, KeyError, TypeError, binascii.Error) as error:
+        raise InvalidValue("invalid cursor", field="cursor") from error
+    if after < 0 or not set(filters) <= set(FILTERS):
+        raise InvalidValue("invalid cursor", field="cursor")
+    return after, filters
+
+
+def _limit() -> int:
+    limit = request.args.get("limit", 100, type=int)
+    if limit is None or not 1 <= limit <= MAX_LIMIT:
+        raise InvalidValue(f"limit must be 1 to {MAX_LIMIT}", field="limit")
+    return limit
+
+
+@bp.get("/orgs/<org_ref>/audit-events")
+@authenticated
+def list_events(org_ref: str) -> Response:
+    """Return a page of events in chain order, and the cursor of the next page (null once a closed range ends)."""
+    org_id, limit = _org_id(org_ref), _limit()
+    cursor = request.args.get("cursor")
+    after, filters = decode_cursor(cursor) if cursor else (0, _filters_from(request.args))
+    selection = _selection(org_id, filters, after)
+    with _db().reading() as session:
+        page = events.read_page(session, selection, limit)
+    rows = page.rows
+    next_cursor = None if page.ended else encode_cursor(page.position, filters)
+    with _db().transaction() as session:
+        record(session, g.actor, "audit.read", Target("audit_log", org_id, "audit log"),
+               {"selection": selection.describe(), "after_seq": after, "returned": len(rows)}, org_id=org_id)
+    link = None
+    if next_cursor:
+        link = url_for(".list_events", org_ref=org_ref) + "?" + urlencode({"cursor": next_cursor, "limit": limit})
+    response = jsonify({"events": [events.document(row) for row in rows], "next_cursor": next_cursor, "next": link})
+    if link:
+        response.headers["Link"] = f'<{link}>; rel="next"'
+    return response
+
+
+@bp.get("/orgs/<org_ref>/audit-events/export")
+@authenticated
+def export_events(org_ref: str) -> Response:
+    """Stream the selected events as JSON Lines, CSV or OCSF JSON Lines; the export is audited first."""
+    org_id = _org_id(org_ref)
+    fmt = request.args.get("format", "jsonl")
+    if fmt not in export.FORMATS:
+        raise InvalidValue(f"format must be one of {', '.join(export.FORMATS)}", field="format")
+    selection = _selection(org_id, _filters_from(request.args))
+    db = _db()
+    with db.transaction() as session:
+        record(session, g.actor, "audit.exported", Target("audit_log", org_id, "audit log"),
+               {"format": fmt, "selection": selection.describe()}, org_id=org_id)
+
+    def stream() -> Iterator[str]:
+        with db.reading() as session:
+            yield from export.chunks(events.iter_export_rows(session, selection), fmt)
+
+    name = f"audit-{g.key.org_slug}.{export.EXTENSIONS[fmt]}"
+    return Response(stream(), mimetype=export.MEDIA_TYPES[fmt].split(";")[0],
+                    headers={"Content-Disposition": f'attachment; filename="{name}"',
+                             "X-Content-Type-Options": "nosniff"})
+
+
+@bp.get("/orgs/<org_ref>/audit-checkpoints")
+@authenticated
+def list_checkpoints(org_ref: str) -> Response:
+    """Return the org's signed checkpoints, oldest first, after checkpoint id `after`."""
+    org_id, limit = _org_id(org_ref), _limit()
+    after = request.args.get("after", 0, type=int) or 0
+    with _db().reading() as session:
+        found = checkpoints.listing(session, org_id, after, limit)
+    body = {"checkpoints": [{"id": c.id, **checkpoints.document(c)} for c in found],
+            "next_after": found[-1].id if len(found) == limit else None,
+            "public_key_id": signing.key_id(signing_key())}
+    return jsonify(body)
+
+
+@bp.post("/orgs/<org_ref>/audit-checkpoints")
+@authenticated
+def create_checkpoint(org_ref: str) -> tuple[Response, int]:
+    """Sign the org's current head now, and return the checkpoint to keep."""
+    org_id = _org_id(org_ref)
+    with _db().transaction() as session:
+        made = checkpoints.sign_head(session, signing_key(), org_id, "manual")
+        body = {"id": made.id, **checkpoints.document(made)}
+    return jsonify(body), 201
+
+
+@bp.get("/audit/public-key")
+def public_key() -> Response:
+    """Publish the public key that verifies every checkpoint (no credentials needed)."""
+    key = signing_key()
+    return jsonify({"algorithm": "Ed25519", "key_id": signing.key_id(key), "public_key_pem": signing.public_pem(key)})
+
+
+# The OpenAPI description of these routes, merged into /openapi.json by identity.openapi.
+def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema or {"type": "string"},
+            "description": description}
+
+
+_ORG = {"name": "org", "in": "path", "required": True, "schema": {"type": "string"}, "description": "org id or slug"}
+_FILTERS = [
+    _query("since", "ISO 8601 time, inclusive"), _query("until", "ISO 8601 time, exclusive"),
+    _query("action", "an action or a prefix (`user.`, `user.*`); repeat or comma-separate for several"),
+    _query("actor", "actor id"), _query("actor_type", "user, api_key, scim_token, scim_client, system"),
+    _query("target", "target id"), _query("target_type", "org, team, user, ..."),
+    _query("outcome", "success, failure, refused"),
+]
+_PROBLEM = {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+_ERRORS = {code: {"description": text, **_PROBLEM} for code, text in (
+    ("400", "invalid filter, cursor, limit or format"), ("401", "missing or invalid API key"),
+    ("403", "only owners and admins read the audit log"), ("404", "no such org in your org"))}
+
+
+def _ok(schema: dict[str, Any], status: str = "200", media: str = "application/json") -> dict[str, Any]:
+    return {status: {"description": "OK", "content": {media: {"schema": schema}}}, **_ERRORS}
+
+
+_EVENTS = {"$ref": "#/components/schemas/AuditEvent"}
+_CHECKPOINT = {"$ref": "#/components/schemas/AuditCheckpoint"}
+OPENAPI_PATHS: dict[str, dict[str, Any]] = {
+    "/api/v1/orgs/{org}/audit-events": {"get": {
+        "summary": "Read audit events in chain order; the cursor carries the filters and, without until, never ends",
+        "parameters": [_ORG, *_FILTERS, _query("cursor", "next_cursor of the previous page"),
+                       _query("limit", "1 to 1000 (default 100)", {"type": "integer", "minimum": 1, "maximum": 1000})],
+        "responses": _ok({"type": "object", "properties": {
+            "events": {"type": "array", "items": _EVENTS}, "next_cursor": {"type": ["string", "null"]},
+            "next": {"type": ["string", "null"]}}}),
+    }},
+    "/api/v1/orgs/{org}/audit-events/export": {"get": {
+        "summary": "Stream the selected events as JSON Lines, CSV or OCSF JSON Lines (docs/audit.md)",
+        "parameters": [_ORG, *_FILTERS, _query("format", "jsonl (default), csv or ocsf",
+                                               {"type": "string", "enum": ["jsonl", "csv", "ocsf"]})],
+        "responses": {"200": {"description": "the export, streamed", "content": {
+            "application/x-ndjson": {"schema": {"type": "string"}}, "text/csv": {"schema": {"type": "string"}}}},
+            **_ERRORS},
+    }},
+    "/api/v1/orgs/{org}/audit-checkpoints": {
+        "get": {"summary": "List the org's signed checkpoints, oldest first",
+                "parameters": [_ORG, _query("after", "checkpoint id to continue after", {"type": "integer"}),
+                               _query("limit", "1 to 1000", {"type": "integer", "minimum": 1, "maximum": 1000})],
+                "responses": _ok({"type": "object", "properties": {
+                    "checkpoints": {"type": "array", "items": _CHECKPOINT},
+                    "next_after": {"type": ["integer", "null"]}, "public_key_id": {"type": "string"}}})},
+        "post": {"summary": "Sign the org's current head now; keep the checkpoint to prove history later",
+                 "parameters": [_ORG], "responses": _ok(_CHECKPOINT, "201")},
+    },
+    "/api/v1/audit/public-key": {"get": {
+        "summary": "The Ed25519 public key that verifies every checkpoint", "security": [], "parameters": [],
+        "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {
+            "type": "object", "properties": {"algorithm": {"type": "string"}, "key_id": {"type": "string"},
+                                             "public_key_pem": {"type": "string"}}}}}}},
+    }},
+}
+_PARTY = {"type": "object", "properties": {"type": {"type": "string"}, "id": {"type": "string"},
+                                           "display": {"type": "string"}}}
+_NULLABLE = {"type": ["string", "null"]}
+OPENAPI_SCHEMAS: dict[str, Any] = {
+    "AuditEvent": {"type": "object", "properties": {
+        "id": {"type": "string"}, "seq": {"type": "integer"}, "time": {"type": "string"}, "org_id": {"type": "string"},
+        "actor": _PARTY, "action": {"type": "string"}, "target": _PARTY, "changes": {"type": "object"},
+        "outcome": {"type": "string", "enum": ["success", "failure", "refused"]}, "request_id": _NULLABLE,
+        "source_ip": _NULLABLE, "user_agent": _NULLABLE, "prev_hash": {"type": "string"}, "hash": {"type": "string"}}},
+    "AuditCheckpoint": {"type": "object", "properties": {
+        "id": {"type": "integer"}, "org_id": {"type": "string"}, "seq": {"type": "integer"}, "hash": {"type": "string"},
+        "time": {"type": "string"}, "key_id": {"type": "string"}, "signature": {"type": "string"},
+        "reason": {"type": "string", "enum": ["manual", "scheduled", "export", "purge"]}}},
+}

@@ -179,8 +179,10 @@ def billing_renew(slug: str | None) -> None:
 
 
 def _register_adapters() -> None:
+    from audit.cli import audit as audit_group
     from saml import cli as saml_cli
 
+    main.add_command(audit_group)          # identity audit export|verify|purge|checkpoint|public-key
     main.add_command(saml_cli.saml)        # identity saml configure|refresh|require-sso
     main.add_command(saml_cli.login_link)  # identity login-link --org --email
 

@@ -135,6 +135,16 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
+def _with_audit_api() -> None:
+    from identity.api_audit import OPENAPI_PATHS, OPENAPI_SCHEMAS
+
+    PATHS.update(OPENAPI_PATHS)
+    SCHEMAS.update(OPENAPI_SCHEMAS)
+
+
+_with_audit_api()
+
+
 def document() -> dict[str, Any]:
     """Return the OpenAPI document of the admin API."""
     return {

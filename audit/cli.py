@@ -1,0 +1,252 @@
+"""`identity audit ...`: export, verify, purge and checkpoint an org's audit log (DESIGN.md section 8).
+
+The one module of `audit` that knows `identity`: it resolves the database and org slugs.
+Exit status of `verify`: 0 intact, 1 broken (the first broken event is printed), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import sys
+from collections.abc import Iterator
+from typing import IO, Any
+
+import click
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy.exc import OperationalError
+
+from audit import checkpoints, events, export, retention, signing, verify
+from audit.actor import Actor, system_actor
+from audit.log import Target, record
+from identity import config, orgs
+from identity.db import Database
+from identity.errors import DomainError
+
+
+@contextlib.contextmanager
+def _database() -> Iterator[Database]:
+    database = Database(config.database_url())
+    try:
+        yield database
+    finally:
+        database.dispose()
+
+
+def _key() -> Ed25519PrivateKey:
+    return signing.load_signing_key(config.data_dir())
+
+
+def _actor(command: str) -> Actor:
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):  # no login name in some containers
+        who = "unknown"
+    return system_actor(f"identity audit {command} ({who})")
+
+
+def _org_id(db: Database, slug: str) -> str:
+    with db.reading() as session:
+        try:
+            return orgs.get_org_by_slug(session, slug).id
+        except DomainError as error:
+            raise click.ClickException(error.message) from error
+
+
+def _time(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        return events.parse_time(value)
+    except ValueError as error:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time") from error
+
+
+@click.group()
+def audit() -> None:
+    """The audit log: export, verify, purge, checkpoint."""
+
+
+@audit.command("export")
+@click.option("--org", "slug", required=True)
+@click.option("--format", "fmt", type=click.Choice(export.FORMATS), default="jsonl", show_default=True)
+@click.option("--since", callback=_time, help="from this time on (ISO 8601, inclusive)")
+@click.option("--until", callback=_time, help="up to this time (ISO 8601, exclusive)")
+@click.option("--action", "actions", multiple=True, help="an action, or a prefix such as 'user.*' (repeatable)")
+@click.option("--actor", "actor_id", default=None, help="an actor id")
+@click.option("--target", "target_id", default=None, help="a target id")
+@click.option("--outcome", default=None, help="success, failure or refused")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default="-",
+              help="file (default: stdout)")
+def export_command(slug: str, fmt: str, since: Any, until: Any, actions: tuple[str, ...], actor_id: str | None,
+                   target_id: str | None, outcome: str | None, output: str) -> None:
+    """Export the org's events, streamed; the export itself is an audit event."""
+    with _database() as db:
+        _export(db, fmt, output, events.Selection(_org_id(db, slug), since=since, until=until, actions=actions,
+                                                  actor_id=actor_id, target_id=target_id, outcome=outcome))
+
+
+def _export(db: Database, fmt: str, output: str, selection: events.Selection) -> None:
+    with db.transaction() as session:
+        record(session, _actor("export"), "audit.exported", Target("audit_log", selection.org_id, "audit log"),
+               {"format": fmt, "selection": selection.describe()}, org_id=selection.org_id)
+    with db.transaction() as session:
+        checkpoints.sign_head(session, _key(), selection.org_id, "export")
+    if not selection.contiguous:
+        click.echo("note: a filtered export is a selection of events, not a piece of the chain: "
+                   "each event keeps its hash, but the file will not verify as a chain", err=True)
+    with db.reading() as session, _open(output) as handle:
+        total = events.count(session, selection) if sys.stderr.isatty() else 0
+        rows = events.iter_export_rows(session, selection)
+        with _progress(total, fmt) as bar:
+            for chunk in export.chunks(_counted(rows, bar), fmt):
+                handle.write(chunk)
+
+
+@contextlib.contextmanager
+def _open(output: str) -> Iterator[IO[str]]:
+    if output == "-":
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    with open(output, "w", encoding="utf-8", newline="") as handle:
+        yield handle
+
+
+@contextlib.contextmanager
+def _progress(total: int, fmt: str) -> Iterator[Any]:
+    """A progress bar on a terminal's stderr; nothing when stderr is not a terminal."""
+    if not total:
+        yield None
+        return
+    with click.progressbar(length=total, label=f"exporting {fmt}", file=sys.stderr) as bar:
+        yield bar
+
+
+def _counted(rows: Iterator[Any], bar: Any) -> Iterator[Any]:
+    if bar is None:
+        yield from rows
+        return
+    for number, row in enumerate(rows, start=1):
+        yield row
+        if number % 1000 == 0:
+            bar.update(1000)
+
+
+def _public_key(path: str | None) -> Ed25519PublicKey:
+    if path:
+        with open(path, encoding="utf-8") as handle:
+            return signing.load_public_key(handle.read())
+    return _key().public_key()
+
+
+def _kept(paths: tuple[str, ...]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        found.extend(data if isinstance(data, list) else data.get("checkpoints", [data]))
+    return found
+
+
+@audit.command("verify")
+@click.option("--org", "slug", required=True)
+@click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option("--checkpoint", "kept", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="a checkpoint (or list of them) kept from /audit-checkpoints; repeatable")
+@click.option("--public-key", type=click.Path(exists=True, dir_okay=False),
+              help="the service's public key (PEM, from /api/v1/audit/public-key); default: this host's key")
+def verify_command(slug: str, file: str | None, kept: tuple[str, ...], public_key: str | None) -> None:
+    """Check the database, or an exported JSON Lines FILE; exit 1 naming the first broken event."""
+    public = _public_key(public_key)
+    if file is None:
+        report = _verify_database(slug, public, _kept(kept))
+    else:
+        report = _verify_export(slug, file, public, _kept(kept))
+    click.echo(f"org {slug}: {report.summary()}")
+    if not report.intact:
+        sys.exit(1)
+
+
+def _verify_database(slug: str, public: Ed25519PublicKey, kept: list[dict[str, Any]]) -> verify.Report:
+    with _database() as db:
+        org_id = _org_id(db, slug)
+        with db.reading() as session:
+            report = verify.verify_database(session, org_id, public, kept)
+        with db.transaction() as session:
+            record(session, _actor("verify"), "audit.verified", Target("audit_log", org_id, "audit log"),
+                   {"intact": report.intact, "checked": report.checked, "last_seq": report.last_seq,
+                    "broken_seq": report.broken.seq if report.broken else None}, org_id=org_id)
+    return report
+
+
+def _verify_export(slug: str, file: str, public: Ed25519PublicKey, kept: list[dict[str, Any]]) -> verify.Report:
+    """Check a file against the database's checkpoints and the kept ones; offline, against the kept ones only."""
+    try:
+        with _database() as db:
+            org_id = _org_id(db, slug)
+            with db.reading() as session:
+                stored = checkpoints.all_of(session, org_id)
+    except OperationalError:  # an auditor's machine: the file, the public key and the checkpoints they kept
+        click.echo("note: no database here: the file is checked on its own and against the given checkpoints",
+                   err=True)
+        org_id, stored = _file_org(file), []
+    signed, forged = verify.trusted_checkpoints([*stored, *kept], org_id, public)
+    if forged is not None:
+        return verify.Report(org_id, broken=forged)
+    with open(file, encoding="utf-8") as handle:
+        return verify.verify_file(handle, org_id, signed.values())
+
+
+def _file_org(file: str) -> str:
+    with open(file, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                try:
+                    return str(json.loads(line)["org_id"])
+                except (ValueError, KeyError, TypeError):
+                    break
+    raise click.ClickException(f"{file} holds no exported audit event")
+
+
+def _orgs(db: Database, slug: str | None) -> list[tuple[str, str, int]]:
+    """Return (id, slug, retention days) of one org, or of every org."""
+    with db.reading() as session:
+        try:
+            found = [orgs.get_org_by_slug(session, slug)] if slug else [
+                session.get_one(orgs.Org, org_id) for org_id in orgs.all_org_ids(session)]
+        except DomainError as error:
+            raise click.ClickException(error.message) from error
+        return [(org.id, org.slug, org.audit_retention_days) for org in found]
+
+
+@audit.command("purge")
+@click.option("--org", "slug", default=None, help="one org (default: every org)")
+def purge_command(slug: str | None) -> None:
+    """Delete events older than each org's retention period; a signed checkpoint keeps the rest verifiable."""
+    key = _key()
+    with _database() as db:
+        for org_id, org_slug, days in _orgs(db, slug):
+            with db.transaction() as session:
+                done = retention.purge_org(session, _actor("purge"), key, org_id, days)
+            click.echo(f"org {org_slug}: removed {done.removed} events older than "
+                       f"{events.format_time(done.cutoff)} ({days} days); the chain now starts after #{done.base_seq}")
+
+
+@audit.command("checkpoint")
+@click.option("--org", "slug", default=None, help="one org (default: every org)")
+def checkpoint_command(slug: str | None) -> None:
+    """Sign each org's current head (run it periodically, e.g. hourly from cron); print the checkpoints."""
+    key = _key()
+    with _database() as db:
+        for org_id, _slug, _days in _orgs(db, slug):
+            with db.transaction() as session:
+                made = checkpoints.sign_head(session, key, org_id, "scheduled" if slug is None else "manual")
+                click.echo(json.dumps(checkpoints.document(made)))
+
+
+@audit.command("public-key")
+def public_key_command() -> None:
+    """Print the public key that verifies this service's checkpoints (PEM)."""
+    click.echo(signing.public_pem(_key()), nl=False)

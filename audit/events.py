@@ -1,0 +1,224 @@
+"""Selecting an org's events and the public shape of one event (docs/audit.md).
+
+Events are read in chain order by keyset pagination on `seq`, a batch at a time, so that any
+selection, a million events included, is read with constant memory. Event time never runs
+backwards along an org's chain (audit.log), so a time bound is also a bound on `seq`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, String, Text, cast, func, or_, select, type_coerce
+from sqlalchemy.engine import Row
+from sqlalchemy.orm import Session
+
+from audit import clock
+from audit.models import AuditEvent
+
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+BATCH = 2000
+# The stored columns, in the order rows are read.
+COLUMNS = ("id", "seq", "occurred_at", "org_id", "actor_type", "actor_id", "actor_display", "action",
+           "target_type", "target_id", "target_display", "changes", "outcome", "request_id", "ip",
+           "user_agent", "prev_hash", "hash")
+_SELECT = select(*(AuditEvent.__table__.c[name] for name in COLUMNS))
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which events of one org: a time range [since, until) and optional filters.
+
+    `actions` holds exact actions (`user.created`) or prefixes (`user.` or `user.*`), any of which
+    may match. Only a selection without filters other than time is a contiguous piece of the chain.
+    """
+
+    org_id: str
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    actions: tuple[str, ...] = ()
+    actor_id: str | None = None
+    actor_type: str | None = None
+    target_id: str | None = None
+    target_type: str | None = None
+    outcome: str | None = None
+    after_seq: int = 0
+
+    @property
+    def contiguous(self) -> bool:
+        """Tell whether the selection is a run of consecutive events (only time bounds it)."""
+        return not (self.actions or self.actor_id or self.actor_type or self.target_id or self.target_type
+                    or self.outcome)
+
+    def describe(self) -> dict[str, Any]:
+        """Return the selection as plain data, for the audit event that records a read or export."""
+        found = {"since": format_time(self.since) if self.since else None,
+                 "until": format_time(self.until) if self.until else None,
+                 "actions": list(self.actions) or None, "actor_id": self.actor_id, "actor_type": self.actor_type,
+                 "target_id": self.target_id, "target_type": self.target_type, "outcome": self.outcome}
+        return {key: value for key, value in found.items() if value is not None}
+
+
+def format_time(moment: dt.datetime) -> str:
+    """Return `moment` as the log writes times: UTC with microseconds and a `Z`."""
+    return moment.astimezone(dt.UTC).strftime(TIME_FORMAT)
+
+
+def parse_time(text: str) -> dt.datetime:
+    """Return the aware UTC time of an ISO 8601 text (`Z` or an offset; a bare date is midnight UTC)."""
+    value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
+
+
+def _filters(selection: Selection) -> list[ColumnElement[bool]]:
+    e = AuditEvent
+    found: list[ColumnElement[bool]] = []
+    if selection.actions:
+        found.append(or_(*(e.action.startswith(a.rstrip("*"), autoescape=True) if a.endswith((".", "*"))
+                           else e.action == a for a in selection.actions)))
+    for column, value in ((e.actor_id, selection.actor_id), (e.actor_type, selection.actor_type),
+                          (e.target_id, selection.target_id), (e.target_type, selection.target_type),
+                          (e.outcome, selection.outcome)):
+        if value is not None:
+            found.append(column == value)
+    return found
+
+
+def seq_bounds(session: Session, selection: Selection) -> tuple[int, int]:
+    """Return (after, last): the selection's events, as they stand now, have after < seq <= last.
+
+    Time bounds become `seq` bounds once, through the time index. Without `until` (or with one
+    still in the future) `last` is the newest event now: events committed later get higher
+    numbers, since appends are serialised per org, so reading on from `last` misses nothing.
+    """
+    e = AuditEvent
+    org = e.org_id == selection.org_id
+    after = selection.after_seq
+    newest = session.scalar(select(func.max(e.seq)).where(org)) or 0
+    if selection.since is not None:
+        first = session.scalar(select(func.min(e.seq)).where(org, e.occurred_at >= selection.since))
+        after = max(after, (newest + 1 if first is None else first) - 1)
+    last = newest
+    if selection.until is not None and selection.until <= clock.now():
+        last = session.scalar(select(func.max(e.seq)).where(org, e.occurred_at < selection.until)) or 0
+    return after, last
+
+
+def _window(selection: Selection, after: int, upto: int, columns: Select[Any] = _SELECT) -> Select[Any]:
+    """Select the events with after < seq <= upto: a bounded range of the `(org_id, seq)` index.
+
+    Reading by bounded windows rather than `ORDER BY seq LIMIT n` keeps every query's cost to
+    one window even when the planner has no statistics (a freshly loaded table on PostgreSQL
+    otherwise sorts everything after the cursor, once per batch).
+    """
+    e = AuditEvent
+    stmt = columns.where(e.org_id == selection.org_id, e.seq > after, e.seq <= upto, *_filters(selection))
+    if selection.until is not None:
+        stmt = stmt.where(e.occurred_at < selection.until)
+    return stmt.order_by(e.seq)
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page of events, the seq the next page starts after, and whether a closed range is read to its end."""
+
+    rows: list[Row[Any]]
+    position: int
+    ended: bool
+
+
+def read_page(session: Session, selection: Selection, limit: int) -> Page:
+    """Return up to `limit` selected events after `selection.after_seq` (and after `since`)."""
+    after, last = seq_bounds(session, selection)
+    connection = session.connection()
+    rows: list[Row[Any]] = []
+    while after < last and len(rows) < limit:
+        upto = min(after + max(limit, BATCH), last)
+        found = connection.execute(_window(selection, after, upto)).fetchall()
+        if len(rows) + len(found) >= limit:
+            rows += found[:limit - len(rows)]
+            after = int(rows[-1].seq)
+        else:
+            rows += found
+            after = upto
+    closed = selection.until is not None and selection.until <= clock.now()
+    return Page(rows, after, closed and after >= last)
+
+
+def iter_rows(session: Session, selection: Selection, batch: int = BATCH) -> Iterator[Row[Any]]:
+    """Yield the selected events in chain order, one window of `batch` sequence numbers at a time."""
+    yield from _batches(session, selection, _SELECT, batch)
+
+
+def _batches(session: Session, selection: Selection, columns: Select[Any], batch: int) -> Iterator[Row[Any]]:
+    after, last = seq_bounds(session, selection)
+    connection = session.connection()
+    while after < last:
+        upto = min(after + batch, last)
+        yield from connection.execute(_window(selection, after, upto, columns)).fetchall()
+        after = upto
+
+
+def _export_select(dialect: str) -> Select[Any]:
+    """Return the columns of an export row: the time already formatted and `changes` as stored JSON text.
+
+    Exporting is the one hot loop: the database formats the time and hands over the JSON text it
+    keeps, so that no value is parsed only to be printed again.
+    """
+    c = AuditEvent.__table__.c
+    when: ColumnElement[Any]
+    if dialect == "postgresql":
+        when = func.to_char(c.occurred_at, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+    else:  # SQLAlchemy keeps SQLite times as 'YYYY-MM-DD HH:MM:SS.ffffff'
+        when = func.replace(type_coerce(c.occurred_at, String), " ", "T") + "Z"
+    columns: list[Any] = [c[name] for name in COLUMNS]
+    columns[COLUMNS.index("occurred_at")] = type_coerce(when, String).label("occurred_at")
+    columns[COLUMNS.index("changes")] = cast(c.changes, Text).label("changes")
+    return select(*columns)
+
+
+def iter_export_rows(session: Session, selection: Selection, batch: int = BATCH) -> Iterator[Row[Any]]:
+    """Yield the selected events as export rows (COLUMNS order; time and changes as text), in chain order."""
+    yield from _batches(session, selection, _export_select(session.get_bind().dialect.name), batch)
+
+
+def count(session: Session, selection: Selection) -> int:
+    """Return how many events the selection holds now."""
+    after, last = seq_bounds(session, selection)
+    stmt = _window(selection, after, last, select(func.count()).select_from(AuditEvent)).order_by(None)
+    return session.scalar(stmt) or 0
+
+
+def document(row: Row[Any] | AuditEvent) -> dict[str, Any]:
+    """Return the public shape of one event (docs/audit.md), as exported and served."""
+    return {
+        "id": row.id, "seq": row.seq, "time": row.occurred_at.strftime(TIME_FORMAT), "org_id": row.org_id,
+        "actor": {"type": row.actor_type, "id": row.actor_id, "display": row.actor_display},
+        "action": row.action,
+        "target": {"type": row.target_type, "id": row.target_id, "display": row.target_display},
+        "changes": row.changes, "outcome": row.outcome, "request_id": row.request_id,
+        "source_ip": row.ip, "user_agent": row.user_agent, "prev_hash": row.prev_hash, "hash": row.hash,
+    }
+
+
+def hashed_fields(doc: dict[str, Any]) -> dict[str, Any]:
+    """Return the stored fields of an event in its public shape: what `audit.log.canonical` covers."""
+    actor, target = doc["actor"], doc["target"]
+    return {
+        "id": doc["id"], "org_id": doc["org_id"], "occurred_at": doc["time"], "actor_type": actor["type"],
+        "actor_id": actor["id"], "actor_display": actor["display"], "action": doc["action"],
+        "target_type": target["type"], "target_id": target["id"], "target_display": target["display"],
+        "changes": doc["changes"], "outcome": doc["outcome"], "request_id": doc["request_id"],
+        "ip": doc["source_ip"], "user_agent": doc["user_agent"], "seq": doc["seq"],
+        "prev_hash": doc["prev_hash"], "hash": doc["hash"],
+    }
+
+
+def row_fields(row: Row[Any]) -> dict[str, Any]:
+    """Return the stored fields of an event row, as `audit.log.canonical` takes them."""
+    return dict(row._mapping)

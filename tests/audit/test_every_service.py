@@ -1,0 +1,344 @@
+"""Every domain service that changes state writes its audit event, and an injected failure of the
+event's write leaves neither the change nor the event (DESIGN.md section 6).
+
+SERVICES lists each service with how to call it and the action it must write; a guard finds
+every function in the domain packages that takes `(session, actor, ...)`, so that a new service
+without a row here fails this file until it is added.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import inspect
+import pkgutil
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+import identity
+from audit import Actor, clock
+from audit.models import AuditEvent, Base
+from identity import groups, invitations, keys, orgs, seats, teams, users
+from identity.db import Database
+from identity.models import IdpGroup, Org, User
+from identity.orgs import NewOrg
+from saml import service as saml_service
+from saml.connection import IdpSettings
+from saml.protocol import Assertion
+from saml.sessions import Lifetime
+from tests.factories import provision
+
+Call = Callable[[Session, Actor], Any]
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "audit.md"
+IDP = IdpSettings("https://idp.example.com/entity", "https://idp.example.com/sso", None, [])
+
+
+@dataclass
+class World:
+    db: Database
+    acme: NewOrg
+    system: Actor
+
+    @property
+    def org_id(self) -> str:
+        return self.acme.org.id
+
+    def member(self, name: str = "bob@acme.test", **kwargs: Any) -> User:
+        return provision(self.db, self.system, self.org_id, name, **kwargs)
+
+    def team(self, name: str = "Platform") -> str:
+        with self.db.transaction() as session:
+            return teams.create_team(session, self.system, self.org_id, name).id
+
+    def do(self, call: Call) -> Any:
+        with self.db.transaction() as session:
+            return call(session, self.system)
+
+
+def _user(w: World, call: Callable[[Session, Actor, str, str], Any], **kwargs: Any) -> Call:
+    user_id = w.member(**kwargs).id
+    return lambda s, a: call(s, a, w.org_id, user_id)
+
+
+def _team_member(w: World) -> Call:
+    team_id, user_id = w.team(), w.member().id
+    return lambda s, a: teams.add_team_member(s, a, w.org_id, team_id, user_id, "admin")
+
+
+def _team_member_removed(w: World) -> Call:
+    team_id, user_id = w.team(), w.member().id
+    w.do(lambda s, a: teams.add_team_member(s, a, w.org_id, team_id, user_id))
+    return lambda s, a: teams.remove_team_member(s, a, w.org_id, team_id, user_id)
+
+
+def _deactivated(w: World) -> Call:
+    user_id = w.member().id
+    w.do(lambda s, a: users.deactivate_user(s, a, w.org_id, user_id))
+    return lambda s, a: users.reactivate_user(s, a, w.org_id, user_id)
+
+
+def _api_key(w: World) -> str:
+    return w.do(lambda s, a: keys.create_api_key(s, a, w.org_id, user_id=w.acme.owner.id,
+                                                 team_id=w.acme.default_team_id, name="k", scopes=["inference"])).id
+
+
+def _scim_token(w: World) -> str:
+    return w.do(lambda s, a: keys.create_scim_token(s, a, w.org_id, name="Okta")).id
+
+
+def _seatless(w: World) -> User:
+    user = w.member()
+    w.do(lambda s, a: users.deactivate_user(s, a, w.org_id, user.id))
+    with w.db.reading() as session:
+        return session.get_one(User, user.id)
+
+
+def _renewal(w: World) -> Call:
+    def call(s: Session, a: Actor) -> Any:
+        with clock.frozen_at(w.acme.org.cycle_end + dt.timedelta(days=1)):
+            return seats.renew_org(s, a, w.org_id)
+    return call
+
+
+def _renew_if_due(w: World) -> Call:
+    def call(s: Session, a: Actor) -> Any:
+        with clock.frozen_at(w.acme.org.cycle_end + dt.timedelta(days=1)):
+            return seats.renew_if_due(s, a, s.get_one(Org, w.org_id))
+    return call
+
+
+def _invitation(w: World) -> str:
+    return str(w.do(lambda s, a: invitations.invite(s, a, w.org_id, email="carol@acme.test"))[1])
+
+
+def _sso(w: World) -> None:
+    w.do(lambda s, a: saml_service.configure_connection(s, a, w.org_id, IDP, allow_idp_initiated=True))
+
+
+def _sign_in(w: World) -> Call:
+    _sso(w)
+    expires = clock.now() + dt.timedelta(minutes=5)
+    assertion = Assertion("_a1", IDP.entity_id, "dave@acme.test", None, None, None, expires,
+                          {"email": ["dave@acme.test"]})
+    return lambda s, a: saml_service.sign_in(s, a, w.org_id, assertion, lifetime=Lifetime())
+
+
+def _set_require_sso(w: World) -> Call:
+    _sso(w)
+    return lambda s, a: saml_service.set_require_sso(s, a, w.org_id, True)
+
+
+def _group(w: World, *members: str) -> str:
+    return str(w.do(lambda s, a: groups.create_group(s, a, w.org_id, display_name="Engineering",
+                                                     external_id="00g1", member_ids=list(members))).id)
+
+
+def _group_call(w: World, call: Callable[..., Any], with_member: bool = False) -> Call:
+    user_id = w.member().id
+    group_id = _group(w, user_id) if with_member else _group(w)
+    return lambda s, a: call(s, a, w.org_id, group_id, [user_id])
+
+
+def _grants_of(w: World) -> Call:
+    group_id = _group(w)
+    with w.db.transaction() as session:  # as an org that mapped groups would leave it: no team yet
+        session.get_one(IdpGroup, group_id).team_id = None
+    return lambda s, a: groups.grants_of(s, a, s.get_one(IdpGroup, group_id))
+
+
+def _scim_client(w: World) -> str:
+    return w.do(lambda s, a: keys.create_scim_client(s, a, w.org_id)).id
+
+
+# service -> (prepare: World -> the call, the action it must write)
+SERVICES: dict[str, tuple[Callable[[World], Call], str]] = {
+    "identity.orgs.create_org": (lambda w: lambda s, a: orgs.create_org(s, a, "Globex", owner_email="o@globex.test"),
+                                 "org.created"),
+    "identity.orgs.update_settings": (lambda w: lambda s, a: orgs.update_settings(
+        s, a, w.org_id, {"default_role": "viewer"}), "org.settings_changed"),
+    "identity.teams.create_team": (lambda w: lambda s, a: teams.create_team(s, a, w.org_id, "Data"), "team.created"),
+    "identity.teams.rename_team": (lambda w: (lambda t: lambda s, a: teams.rename_team(s, a, w.org_id, t, "ML"))(
+        w.team()), "team.renamed"),
+    "identity.teams.delete_team": (lambda w: (lambda t: lambda s, a: teams.delete_team(s, a, w.org_id, t))(
+        w.team()), "team.deleted"),
+    "identity.teams.add_team_member": (_team_member, "team.member_added"),
+    "identity.teams.remove_team_member": (_team_member_removed, "team.member_removed"),
+    "identity.users.provision_user": (lambda w: lambda s, a: users.provision_user(
+        s, a, w.org_id, user_name="erin@acme.test", source="scim"), "user.created"),
+    "identity.users.deactivate_user": (lambda w: _user(w, users.deactivate_user), "user.deactivated"),
+    "identity.users.reactivate_user": (_deactivated, "user.reactivated"),
+    "identity.users.delete_user": (lambda w: _user(w, users.delete_user), "user.deleted"),
+    "identity.users.change_role": (lambda w: (lambda u: lambda s, a: users.change_role(s, a, w.org_id, u, "admin"))(
+        w.member().id), "member.role_changed"),
+    "identity.users.update_profile": (lambda w: (lambda u: lambda s, a: users.update_profile(
+        s, a, w.org_id, u, {"display_name": "Bob B."}))(w.member().id), "user.updated"),
+    "identity.seats.take_seat": (lambda w: (lambda u: lambda s, a: seats.take_seat(s, a, s.get_one(User, u.id)))(
+        _seatless(w)), "seat.assigned"),
+    "identity.seats.free_seat": (lambda w: (lambda u: lambda s, a: seats.free_seat(s, a, s.get_one(User, u.id)))(
+        w.member()), "seat.released"),
+    "identity.seats.renew_org": (_renewal, "seat.renewed"),
+    "identity.seats.renew_if_due": (_renew_if_due, "seat.renewed"),
+    "identity.keys.create_api_key": (lambda w: lambda s, a: keys.create_api_key(
+        s, a, w.org_id, user_id=w.acme.owner.id, team_id=w.acme.default_team_id, name="ci", scopes=["inference"]),
+        "api_key.created"),
+    "identity.keys.revoke_api_key": (lambda w: (lambda k: lambda s, a: keys.revoke_api_key(s, a, w.org_id, k))(
+        _api_key(w)), "api_key.revoked"),
+    "identity.keys.create_scim_token": (lambda w: lambda s, a: keys.create_scim_token(s, a, w.org_id),
+                                        "scim_token.created"),
+    "identity.keys.revoke_scim_token": (lambda w: (lambda t: lambda s, a: keys.revoke_scim_token(s, a, w.org_id, t))(
+        _scim_token(w)), "scim_token.revoked"),
+    "identity.invitations.invite": (lambda w: lambda s, a: invitations.invite(s, a, w.org_id, email="x@acme.test"),
+                                    "invitation.created"),
+    "identity.invitations.accept": (lambda w: (lambda t: lambda s, a: invitations.accept(s, a, t))(_invitation(w)),
+                                    "invitation.accepted"),
+    "identity.invitations.decline": (lambda w: (lambda t: lambda s, a: invitations.decline(s, a, t))(_invitation(w)),
+                                     "invitation.declined"),
+    "identity.users.sync_user": (lambda w: (lambda u: lambda s, a: users.sync_user(
+        s, a, w.org_id, u, {"display_name": "Bob B."}))(w.member().id), "user.updated"),
+    "identity.users.remove_user": (lambda w: _user(w, users.remove_user), "user.deleted"),
+    "identity.users.protect_last_owner": (lambda w: lambda s, a: users.protect_last_owner(
+        s, a, s.get_one(User, w.acme.owner.id), "deactivate"), "member.last_owner_protected"),
+    "identity.keys.create_scim_client": (lambda w: lambda s, a: keys.create_scim_client(s, a, w.org_id),
+                                         "scim_client.created"),
+    "identity.keys.revoke_scim_client": (lambda w: (lambda c: lambda s, a: keys.revoke_scim_client(
+        s, a, w.org_id, c))(_scim_client(w)), "scim_client.revoked"),
+    "identity.groups.create_group": (lambda w: lambda s, a: groups.create_group(
+        s, a, w.org_id, display_name="Sales", external_id="00g2"), "group.created"),
+    "identity.groups.update_group": (lambda w: (lambda g: lambda s, a: groups.update_group(
+        s, a, w.org_id, g, display_name="Platform Engineering"))(_group(w)), "group.updated"),
+    "identity.groups.delete_group": (lambda w: (lambda g: lambda s, a: groups.delete_group(s, a, w.org_id, g))(
+        _group(w)), "group.deleted"),
+    "identity.groups.add_members": (lambda w: _group_call(w, groups.add_members), "group.members_added"),
+    "identity.groups.remove_members": (lambda w: _group_call(w, groups.remove_members, with_member=True),
+                                       "group.members_removed"),
+    "identity.groups.replace_members": (lambda w: _group_call(w, groups.replace_members), "group.members_added"),
+    "identity.groups.apply_user_groups": (lambda w: (lambda u: lambda s, a: groups.apply_user_groups(
+        s, a, w.org_id, u, ["Engineering", "Sales"]))(w.member().id), "group.members_added"),
+    "identity.groups.grants_of": (_grants_of, "team.created"),
+    "identity.groups.create_mapping": (lambda w: lambda s, a: groups.create_mapping(
+        s, a, w.org_id, group_external_id="00g1", team_id=w.acme.default_team_id, team_role="member",
+        org_role="admin"),
+        "group_mapping.created"),
+    "identity.groups.delete_mapping": (lambda w: (lambda m: lambda s, a: groups.delete_mapping(s, a, w.org_id, m))(
+        w.do(lambda s, a: groups.create_mapping(s, a, w.org_id, group_display_name="Eng", org_role="admin")).id),
+        "group_mapping.deleted"),
+    "saml.service.configure_connection": (lambda w: lambda s, a: saml_service.configure_connection(
+        s, a, w.org_id, IDP), "sso.configured"),
+    "saml.service.set_require_sso": (_set_require_sso, "sso.require_sso_changed"),
+    "saml.service.sign_in": (_sign_in, "sso.login_succeeded"),
+    "saml.service.record_failure": (lambda w: lambda s, a: saml_service.record_failure(
+        s, a, s.get_one(Org, w.org_id), "bad_signature"), "sso.login_failed"),
+}
+
+
+def discovered_services() -> set[str]:
+    """Every public function of the domain packages whose first parameters are (session, actor)."""
+    modules = [importlib.import_module(f"identity.{m.name}") for m in pkgutil.iter_modules(identity.__path__)]
+    modules.append(saml_service)
+    found = set()
+    for module in modules:
+        for name, function in inspect.getmembers(module, inspect.isfunction):
+            params = list(inspect.signature(function).parameters)
+            if function.__module__ == module.__name__ and not name.startswith("_") and params[:2] == ["session", "actor"]:
+                found.add(f"{module.__name__}.{name}")
+    return found
+
+
+def test_every_service_that_takes_an_actor_is_in_the_table() -> None:
+    missing = discovered_services() - set(SERVICES)
+    assert not missing, f"services without an audit test row in SERVICES: {sorted(missing)}"
+
+
+def snapshot(db: Database) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, to compare before and after a change that must not happen."""
+    with db.reading() as session:
+        return {table.name: sorted(map(tuple, session.execute(select(table))), key=repr)
+                for table in Base.metadata.sorted_tables}
+
+
+def inject_event_failure(db: Database, on: bool) -> None:
+    """Make every INSERT into audit_events fail, as a full disk or a lost connection would."""
+    with db.engine.begin() as conn:
+        if db.dialect == "postgresql":
+            if on:
+                conn.exec_driver_sql("CREATE FUNCTION injected() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                                     "BEGIN RAISE EXCEPTION 'injected failure'; END $$")
+                conn.exec_driver_sql("CREATE TRIGGER injected BEFORE INSERT ON audit_events "
+                                     "FOR EACH ROW EXECUTE FUNCTION injected()")
+            else:
+                conn.exec_driver_sql("DROP TRIGGER injected ON audit_events")
+                conn.exec_driver_sql("DROP FUNCTION injected()")
+        elif on:
+            conn.exec_driver_sql("CREATE TRIGGER injected BEFORE INSERT ON audit_events "
+                                 "BEGIN SELECT RAISE(ABORT, 'injected failure'); END")
+        else:
+            conn.exec_driver_sql("DROP TRIGGER injected")
+
+
+def new_actions(db: Database, seen: set[str]) -> list[str]:
+    with db.reading() as session:
+        rows = session.execute(select(AuditEvent.id, AuditEvent.action).order_by(AuditEvent.org_id, AuditEvent.seq))
+        return [action for event_id, action in rows if event_id not in seen]
+
+
+def event_ids(db: Database) -> set[str]:
+    with db.reading() as session:
+        return set(session.scalars(select(AuditEvent.id)))
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_service_writes_its_event_and_a_failed_event_write_undoes_the_change(
+        name: str, db: Database, acme: NewOrg, system: Actor) -> None:
+    prepare, action = SERVICES[name]
+    call = prepare(World(db, acme, system))
+    before = snapshot(db)
+    inject_event_failure(db, True)
+    try:
+        with pytest.raises(Exception, match="injected failure"), db.transaction() as session:
+            call(session, system)
+    finally:
+        inject_event_failure(db, False)
+    assert snapshot(db) == before, "the change landed without its event"
+
+    seen = event_ids(db)
+    with db.transaction() as session:
+        call(session, system)
+    written = new_actions(db, seen)
+    assert action in written
+    assert snapshot(db) != before
+    assert set(written) <= documented_actions(), "an action missing from docs/audit.md section 2"
+
+
+def documented_actions() -> set[str]:
+    """The actions listed in docs/audit.md section 2."""
+    text = DOCS.read_text()
+    section = text[text.index("## 2. Actions"):text.index("## 3.")]
+    return set(re.findall(r"`([a-z_]+\.[a-z_]+)`", section))
+
+
+def test_a_failing_change_after_its_event_was_recorded_writes_no_event(db: Database, acme: NewOrg,
+                                                                         system: Actor) -> None:
+    """The other direction: the event is queued, then the change fails in the database at commit."""
+    user_id = provision(db, system, acme.org.id, "bob@acme.test").id
+    before = snapshot(db)
+    # The org row (its seat counter) cannot be written.
+    inject = ("CREATE TRIGGER no_org_update BEFORE UPDATE ON orgs BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+              if db.dialect == "sqlite" else None)
+    with db.engine.begin() as conn:
+        if inject:
+            conn.exec_driver_sql(inject)
+        else:
+            conn.exec_driver_sql("CREATE FUNCTION no_org_update() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                                 "BEGIN RAISE EXCEPTION 'injected failure'; END $$")
+            conn.exec_driver_sql("CREATE TRIGGER no_org_update BEFORE UPDATE ON orgs "
+                                 "FOR EACH ROW EXECUTE FUNCTION no_org_update()")
+    with pytest.raises(Exception, match="injected failure"), db.transaction() as session:
+        users.deactivate_user(session, system, acme.org.id, user_id)
+    assert snapshot(db) == before
