@@ -35,7 +35,8 @@ STATUS = {NotFound: 404, Conflict: 409, InvalidValue: 400, PermissionDenied: 403
 
 
 @bp.errorhandler(DomainError)
-def _problem(error: DomainError) -> Response:
+def domain_problem(error: DomainError) -> Response:
+    """Render a domain error as problem JSON with the status of its kind (shared by the API blueprints)."""
     status = next((code for cls, code in STATUS.items() if isinstance(error, cls)), 400)
     return problem(status, error.code, error.message, {k: v for k, v in error.context.items() if k != "org_id"})
 
