@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import event, insert, select
 from sqlalchemy.orm import Session
 
 from audit import clock
@@ -116,14 +116,17 @@ def _chain_pending(session: Session) -> None:
         head = _lock_head(session, org_id)
         latest = session.scalar(select(AuditEvent.occurred_at).where(AuditEvent.org_id == org_id,
                                                                       AuditEvent.seq == head.seq))
+        rows = []
         for item in (i for i in queued if i["org_id"] == org_id):
             # Time never runs backwards along the chain (a writer that recorded earlier may commit
             # later), so that every time range is one contiguous run of sequence numbers.
             latest = item["occurred_at"] if latest is None else max(latest, item["occurred_at"])
             fields = {**item, "occurred_at": latest, "seq": head.seq + 1, "prev_hash": head.hash}
             fields["hash"] = event_hash(fields)
-            session.add(AuditEvent(**fields))
+            rows.append(fields)
             head.seq, head.hash = fields["seq"], fields["hash"]
+        # One multi-row INSERT, not an ORM object per event: events are written, never read back here.
+        session.execute(insert(AuditEvent), rows)
 
 
 @event.listens_for(Session, "after_rollback")

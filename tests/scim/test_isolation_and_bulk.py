@@ -135,3 +135,4 @@ def test_adding_members_reads_only_those_members(db: Database, client: FlaskClie
     assert response.status_code == 204
     touching = [s for s in statements if "idp_group_members" in s and s.lstrip().upper().startswith("SELECT")]
     assert touching and all(" IN " in s.upper() for s in touching), touching
+    assert len(touching) <= 2, f"{len(touching)} queries of the members table for one PATCH of 5 members"
