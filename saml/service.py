@@ -20,6 +20,7 @@ from audit import Actor, clock, record
 from audit.log import Target
 from identity import users
 from identity.errors import InvalidValue, NotFound
+from identity.groups import apply_user_groups
 from identity.models import Org, User
 from identity.roles import authorize
 from saml import sessions
@@ -274,20 +275,8 @@ def sign_in(session: Session, actor: Actor, org_id: str, assertion: Assertion, *
     return SignIn(user, created, token, relay_state)
 
 
-def _group_service() -> Any:
-    """Return identity.groups.apply_user_groups once it exists (another change builds it), else None."""
-    try:
-        from identity.groups import apply_user_groups  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return apply_user_groups
-
-
 def _apply_groups(session: Session, actor: Actor, org_id: str, user_id: str, groups: list[str]) -> bool:
-    """Apply the assertion's groups through the group mapping (DESIGN 3.3) when that service exists."""
-    apply_user_groups = _group_service()
-    if apply_user_groups is None:
-        return False
+    """Apply the assertion's groups through the group mapping (DESIGN 3.3)."""
     apply_user_groups(session, actor, org_id, user_id, groups)
     return True
 
