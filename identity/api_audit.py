@@ -20,8 +20,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 from audit import checkpoints, events, export, signing
 from audit.log import Target, record
 from identity import config
-from identity.api import domain_problem
-from identity.api import authenticated
+from identity.api import authenticated, domain_problem
 from identity.errors import DomainError, InvalidValue, NotFound
 from identity.roles import authorize
 

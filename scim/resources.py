@@ -181,14 +181,20 @@ def primary_email(emails: Any) -> str | None:
     return None
 
 
-def user_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """Read a User resource (POST, PUT, or the result of a PATCH) into the domain's fields."""
+def _read(raw: Any, schema: ResourceSchema) -> dict[str, Any]:
+    """Check a resource body's shape, schemas, characters and types; return it normalised."""
     if not isinstance(raw, Mapping):
         raise InvalidSyntax("the body must be a JSON object")
-    _check_schemas(raw, CORE_USER)
+    _check_schemas(raw, schema.core_urn)
     _reject_nul(raw)
-    body = normalize(raw, USER)
-    _check_types(body, USER)
+    body = normalize(raw, schema)
+    _check_types(body, schema)
+    return body
+
+
+def user_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Read a User resource (POST, PUT, or the result of a PATCH) into the domain's fields."""
+    body = _read(raw, USER)
     name = body.get("name") or {}
     for key in ("givenName", "familyName"):
         if name.get(key) is not None and not isinstance(name.get(key), str):
@@ -207,12 +213,7 @@ def user_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 def group_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Read a Group resource (POST, PUT) into the domain's fields and its member ids."""
-    if not isinstance(raw, Mapping):
-        raise InvalidSyntax("the body must be a JSON object")
-    _check_schemas(raw, CORE_GROUP)
-    _reject_nul(raw)
-    body = normalize(raw, GROUP)
-    _check_types(body, GROUP)
+    body = _read(raw, GROUP)
     members = body.get("members") or []
     ids = []
     for member in members:

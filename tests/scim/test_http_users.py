@@ -189,9 +189,9 @@ def test_sort_filter_by_time_and_attribute_selection(scim: Scim) -> None:
 
     from audit import clock
 
-    with clock.frozen_at(dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)):
+    with clock.frozen_at(dt.datetime(2026, 1, 1, tzinfo=dt.UTC)):
         old = scim.create_user("zed@example.com", displayName="Zed")
-    with clock.frozen_at(dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc)):
+    with clock.frozen_at(dt.datetime(2026, 6, 1, tzinfo=dt.UTC)):
         scim.create_user("amy@example.com", displayName="amy")
     names = [r["userName"] for r in scim.get("/Users?sortBy=userName&sortOrder=descending").json["Resources"]]
     assert names == sorted(names, key=str.lower, reverse=True)
