@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from audit.log import Target
-from identity import teams
+from identity import seats, teams
 from identity.errors import Conflict, InvalidValue, NotFound
 from identity.models import GroupMapping, IdpGroup, IdpGroupMember, Org, RoleGrant, Team, User
 from identity.roles import authorize
@@ -98,6 +98,7 @@ def create_group(session: Session, actor: Actor, org_id: str, *, display_name: s
                  member_ids: Iterable[str] = ()) -> IdpGroup:
     """Create an IdP group (SCIM POST /Groups), with its first members."""
     authorize(actor, "teams.manage", org_id=org_id)
+    seats.lock_org(session, org_id)  # serialises the name check with parallel creates
     display_name = _ensure_free_name(session, org_id, display_name)
     now = clock.now()
     group = IdpGroup(id=str(uuid.uuid4()), org_id=org_id, display_name=display_name, external_id=external_id,

@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Concatenate, ParamSpec, TypeVar
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from audit import Actor, record
 from audit.log import Target
 from identity.db import Database
-from identity.errors import LastOwner, SeatCapReached
+from identity.errors import Conflict, LastOwner, SeatCapReached
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -33,6 +34,11 @@ def run(db: Database, actor: Actor, service: Callable[Concatenate[Session, Actor
     try:
         with db.transaction() as session:
             return service(session, actor, *args, **kwargs)
+    except IntegrityError as error:
+        # Services check uniqueness under the org lock; this is the net under that rule.
+        if "unique" in str(error.orig).lower():
+            raise Conflict("that name is already taken in this org (a parallel request made it first)") from error
+        raise
     except (SeatCapReached, LastOwner) as refusal:
         org_id = refusal.context.get("org_id") or actor.org_id
         if org_id:

@@ -14,7 +14,7 @@ from audit import Actor, clock, record
 from audit.log import Target
 from identity import keys, seats, teams
 from identity.errors import Conflict, InvalidValue, LastOwner, NotFound
-from identity.models import IdpGroupMember, Org, RoleGrant, Team, User
+from identity.models import IdpGroupMember, RoleGrant, Team, User
 from identity.roles import SOURCES, authorize, highest, parse_role
 
 
@@ -83,9 +83,9 @@ def provision_user(
     role: str | None = None, team_id: str | None = None, attributes: dict[str, Any] | None = None,
 ) -> User:
     """Create a member: the user, its org role and team, and (when active) its seat."""
-    org = session.get(Org, org_id)
-    if org is None:
-        raise NotFound(f"no org {org_id!r}", org_id=org_id)
+    # The org lock first: it serialises the seat count and also the userName check below, so that
+    # two parallel requests for one userName give one member and one Conflict, never a 500.
+    org = seats.lock_org(session, org_id)
     role = parse_role(role or org.default_role)
     authorize(actor, "owners.manage" if role == "owner" else "members.manage", org_id=org_id)
     if source not in SOURCES:

@@ -87,3 +87,29 @@ def test_parallel_demotions_keep_one_owner(db: Database, system: Actor) -> None:
         with db.transaction() as session:
             users.change_role(session, system, new.org.id, new.owner.id if not owners else
                               ({new.owner.id, second.id} - set(owners)).pop(), "owner")
+
+
+def test_parallel_requests_for_one_user_name_give_one_member_and_conflicts(db: Database, system: Actor) -> None:
+    from identity import groups
+
+    with db.transaction() as session:
+        new = orgs.create_org(session, system, "Racing", owner_email="owner@race.test")
+
+    def create_user(_: int) -> str:
+        try:
+            run(db, system, users.provision_user, new.org.id, user_name="Same@Race.test", source="scim")
+            return "ok"
+        except Conflict:
+            return "conflict"
+
+    def create_group(_: int) -> str:
+        try:
+            run(db, system, groups.create_group, new.org.id, display_name="Same Group")
+            return "ok"
+        except Conflict:
+            return "conflict"
+
+    for call in (create_user, create_group):
+        with ThreadPoolExecutor(8) as pool:
+            outcomes = list(pool.map(call, range(8)))
+        assert sorted(outcomes) == ["conflict"] * 7 + ["ok"], outcomes
