@@ -29,6 +29,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.before_request(_start_request)
     app.after_request(_finish_request)
     app.register_error_handler(Exception, _unexpected_error)
+    # Path prefix -> renderer of HTTP errors (404, 405, 413...) in that protocol's own format.
+    app.extensions["identity.error_formats"] = {"/api/": _problem_for_http_error}
+    app.register_error_handler(HTTPException, _http_error)
     app.add_url_rule("/healthz", "healthz", healthz)
     import saml
     import scim
@@ -58,6 +61,19 @@ def _finish_request(response: Response) -> Response:
     log.info("request", extra={"method": request.method, "path": request.path, "status": response.status_code,
                                "duration_ms": duration})
     return response
+
+
+def _http_error(error: HTTPException) -> Response | HTTPException:
+    formats = current_app.extensions["identity.error_formats"]
+    render = next((fn for prefix, fn in formats.items() if request.path.startswith(prefix)), None)
+    return error if render is None else render(error)
+
+
+def _problem_for_http_error(error: HTTPException) -> Response:
+    from identity.api import problem
+
+    status = error.code or 500
+    return problem(status, (error.name or "error").lower().replace(" ", "_"), error.description or error.name)
 
 
 def _unexpected_error(error: Exception) -> Response | HTTPException:

@@ -65,13 +65,11 @@ def _actor() -> Actor:
 def _install(state: Any) -> None:
     app: Flask = state.app
     init_oauth(app)
-    app.register_error_handler(HTTPException, _http_error)
+    app.extensions["identity.error_formats"][bp.url_prefix or "/scim/v2"] = _http_error
 
 
-def _http_error(error: HTTPException) -> Response | HTTPException:
-    """Answer routing and protocol errors under /scim/v2 in SCIM's format; leave the rest alone."""
-    if not request.path.startswith(bp.url_prefix or "/scim/v2"):
-        return error
+def _http_error(error: HTTPException) -> Response:
+    """Answer routing and protocol errors under /scim/v2 in SCIM's format."""
     status = error.code or 500
     scim_type = "invalidSyntax" if status == 400 else None
     return _error_response(status, scim_type, error.description or error.name)

@@ -117,3 +117,10 @@ def test_openapi_describes_every_admin_route(app, client: FlaskClient) -> None:
               for rule in app.url_map.iter_rules() if rule.rule.startswith("/api/v1/")
               for method in rule.methods - {"HEAD", "OPTIONS"}}
     assert routes == described
+
+
+def test_unknown_routes_and_methods_under_the_api_are_problem_json(client: FlaskClient, keyed) -> None:
+    missing = client.get("/api/v1/nope", headers={"Authorization": keyed["acme"]})
+    assert missing.status_code == 404 and missing.content_type == "application/problem+json"
+    wrong = client.put("/api/v1/key", headers={"Authorization": keyed["acme"]})
+    assert wrong.status_code == 405 and wrong.json["status"] == 405
