@@ -16,7 +16,7 @@ from audit.models import Base
 
 __all__ = [
     "Base", "Org", "Team", "User", "RoleGrant", "ScimToken", "ScimClient", "ApiKey", "Invitation", "SeatCharge",
-    "IdpGroup", "IdpGroupMember", "GroupMapping",
+    "IdpGroup", "IdpGroupMember", "GroupMapping", "SsoSession",
 ]
 
 UUID = String(36)
@@ -277,4 +277,27 @@ class GroupMapping(Base):
     __table_args__ = (
         Index("ix_group_mappings_org_external", "org_id", "group_external_id"),
         Index("ix_group_mappings_org_name", "org_id", func.lower(text("group_display_name"))),
+    )
+
+
+class SsoSession(Base):
+    """A signed-in browser session (SAML or break-glass). The cookie carries the token; only its SHA-256 is kept."""
+
+    __tablename__ = "sso_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 hex of the token
+    org_id: Mapped[str] = mapped_column(String(36))
+    user_id: Mapped[str] = mapped_column(String(36))
+    method: Mapped[str] = mapped_column(String(16))  # saml | break_glass
+    name_id: Mapped[str | None] = mapped_column(String(512))
+    name_id_format: Mapped[str | None] = mapped_column(String(256))
+    session_index: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[dt.datetime]
+    last_seen_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime]
+
+    __table_args__ = (
+        Index("ix_sso_sessions_user", "user_id"),
+        Index("ix_sso_sessions_org_name_id", "org_id", "name_id"),
+        Index("ix_sso_sessions_expires", "expires_at"),
     )

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from audit.log import Target
-from identity import keys, seats, teams
+from identity import keys, seats, sessions, teams
 from identity.errors import Conflict, InvalidValue, LastOwner, NotFound
 from identity.models import IdpGroupMember, RoleGrant, Team, User
 from identity.roles import SOURCES, authorize, highest, parse_role
@@ -128,6 +128,7 @@ def deactivate_user(session: Session, actor: Actor, org_id: str, user_id: str) -
     user.active = False
     _touch(user)
     blocked = keys.block_user_keys(session, user)
+    sessions.end_user_sessions(session, user.id)
     seats.free_seat(session, actor, user)
     record(session, actor, "user.deactivated", target(user),
            {"active": {"before": True, "after": False}, "keys_blocked": blocked}, org_id=org_id)
@@ -160,6 +161,7 @@ def delete_user(session: Session, actor: Actor, org_id: str, user_id: str) -> Us
     _ensure_other_owner(session, user)
     before_role = org_role(session, user.id)
     revoked = keys.revoke_user_keys(session, user, reason="member_deleted")
+    sessions.end_user_sessions(session, user.id)
     seats.free_seat(session, actor, user)
     session.execute(delete(RoleGrant).where(RoleGrant.user_id == user.id))
     session.execute(delete(IdpGroupMember).where(IdpGroupMember.user_id == user.id))

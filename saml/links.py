@@ -16,11 +16,10 @@ from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
-from identity import users
+from identity import sessions, users
 from identity.errors import DomainError, NotFound
 from identity.models import Org, User
 from identity.roles import authorize
-from saml import sessions
 from saml.models import SignInLink
 
 LINK_TTL = dt.timedelta(minutes=15)

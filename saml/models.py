@@ -15,7 +15,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from audit.models import Base
 
-__all__ = ["Base", "SamlConnection", "SamlPendingRequest", "SamlSeenAssertion", "SsoSession", "SignInLink"]
+__all__ = ["Base", "SamlConnection", "SamlPendingRequest", "SamlSeenAssertion", "SignInLink"]
 
 
 class SamlConnection(Base):
@@ -69,29 +69,6 @@ class SamlSeenAssertion(Base):
     expires_at: Mapped[dt.datetime]
 
     __table_args__ = (Index("ix_saml_seen_assertions_expires", "expires_at"),)
-
-
-class SsoSession(Base):
-    """A signed-in browser session. The cookie carries the token; only its SHA-256 is kept here."""
-
-    __tablename__ = "sso_sessions"
-
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 hex of the token
-    org_id: Mapped[str] = mapped_column(String(36))
-    user_id: Mapped[str] = mapped_column(String(36))
-    method: Mapped[str] = mapped_column(String(16))  # saml | break_glass
-    name_id: Mapped[str | None] = mapped_column(String(512))
-    name_id_format: Mapped[str | None] = mapped_column(String(256))
-    session_index: Mapped[str | None] = mapped_column(String(256))
-    created_at: Mapped[dt.datetime]
-    last_seen_at: Mapped[dt.datetime]
-    expires_at: Mapped[dt.datetime]
-
-    __table_args__ = (
-        Index("ix_sso_sessions_user", "user_id"),
-        Index("ix_sso_sessions_org_name_id", "org_id", "name_id"),
-        Index("ix_sso_sessions_expires", "expires_at"),
-    )
 
 
 class SignInLink(Base):

@@ -18,12 +18,11 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from audit.log import Target
-from identity import users
+from identity import sessions, users
 from identity.errors import InvalidValue, NotFound
 from identity.groups import apply_user_groups
 from identity.models import Org, User
 from identity.roles import authorize
-from saml import sessions
 from saml.connection import CLAIMS, IdpSettings, attribute_names, cert_fingerprint, generate_sp_credentials
 from saml.models import SamlConnection, SamlPendingRequest, SamlSeenAssertion
 from saml.protocol import Assertion, Refused

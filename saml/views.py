@@ -23,11 +23,11 @@ from werkzeug.wrappers import Response as HttpResponse
 
 from audit import Actor
 from audit.log import Target, record
-from identity import users
+from identity import sessions, users
 from identity.errors import DomainError, SeatCapReached
 from identity.models import Org
 from identity.service import run
-from saml import links, protocol, service, sessions
+from saml import links, protocol, service
 from saml.connection import SpUrls, settings_dict, toolkit_settings, valid_certs
 from saml.models import SamlConnection
 from saml.protocol import Expected, Refused

@@ -29,10 +29,10 @@ from identity import groups, invitations, keys, orgs, seats, teams, users
 from identity.db import Database
 from identity.models import IdpGroup, Org, User
 from identity.orgs import NewOrg
+from identity.sessions import Lifetime
 from saml import service as saml_service
 from saml.connection import IdpSettings
 from saml.protocol import Assertion
-from saml.sessions import Lifetime
 from tests.factories import provision
 
 Call = Callable[[Session, Actor], Any]

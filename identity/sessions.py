@@ -12,12 +12,11 @@ import secrets
 from dataclasses import dataclass
 
 from itsdangerous import BadSignature, URLSafeSerializer
-from sqlalchemy import delete, event, inspect, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from audit import clock
-from identity.models import User
-from saml.models import SsoSession
+from identity.models import SsoSession, User
 
 COOKIE = "identity_session"
 SALT = "identity.sso-session"
@@ -125,21 +124,3 @@ def purge_expired(session: Session) -> int:
 def end_user_sessions(session: Session, user_id: str) -> None:
     """End every session of a user."""
     session.execute(delete(SsoSession).where(SsoSession.user_id == user_id))
-
-
-@event.listens_for(Session, "before_flush")
-def _end_sessions_of_deactivated_users(session: Session, _context: object, _instances: object) -> None:
-    """Deactivating or deleting a user ends its sessions, in the same transaction (DESIGN.md 3.5).
-
-    identity must not import this adapter, so the rule hooks the flush instead: a user whose
-    `active` turns false or whose `deleted_at` is set loses its session rows, and a later
-    reactivation does not bring an old cookie back to life.
-    """
-    for obj in list(session.dirty):
-        if not isinstance(obj, User):
-            continue
-        state = inspect(obj)
-        deactivated = state.attrs.active.history.deleted == [True] and obj.active is False
-        deleted = bool(state.attrs.deleted_at.history.added) and obj.deleted_at is not None
-        if deactivated or deleted:
-            end_user_sessions(session, obj.id)
