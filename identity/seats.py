@@ -13,8 +13,8 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session, SessionTransaction
 
 from audit import Actor, clock, record
 from audit.log import Target
@@ -47,8 +47,18 @@ def prorated_cents(price_cents: int, start: dt.datetime, end: dt.datetime, momen
     return (2 * price_cents * remaining + total) // (2 * total)
 
 
+LOCKED = "identity.locked_orgs"
+
+
 def lock_org(session: Session, org_id: str) -> Org:
-    """Return the org, locked for seat changes until the transaction ends."""
+    """Return the org, locked for seat changes until the transaction ends.
+
+    The first call in a transaction takes the lock and re-reads the row; later calls return the
+    same object, whose counters only this transaction can change while it holds the lock.
+    """
+    locked: dict[str, Org] = session.info.setdefault(LOCKED, {})
+    if org_id in locked:
+        return locked[org_id]
     # populate_existing: an Org loaded earlier in this transaction must be re-read under the lock,
     # or its counters would be the stale ones read before another writer committed.
     org = session.scalars(
@@ -56,7 +66,14 @@ def lock_org(session: Session, org_id: str) -> Org:
     ).one_or_none()
     if org is None:
         raise NotFound(f"no org {org_id!r}", org_id=org_id)
+    locked[org_id] = org
     return org
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_locks(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # the outermost transaction: its locks are released
+        session.info.pop(LOCKED, None)
 
 
 def _charge(session: Session, actor: Actor, org: Org, kind: str, seats: int, amount: int,

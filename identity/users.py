@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
@@ -103,11 +103,12 @@ def provision_user(
         has_seat=False, source=source, attributes=attributes or {}, created_at=now, updated_at=now, version=1,
     )
     session.add(user)
-    session.add_all([
-        RoleGrant(org_id=org_id, user_id=user.id, team_id=None, role=role, source=source, created_at=now),
-        RoleGrant(org_id=org_id, user_id=user.id, team_id=team.id, role="member", source=source, created_at=now),
-    ])
     session.flush()
+    session.execute(insert(RoleGrant), [
+        {"org_id": org_id, "user_id": user.id, "team_id": None, "role": role, "source": source, "created_at": now},
+        {"org_id": org_id, "user_id": user.id, "team_id": team.id, "role": "member", "source": source,
+         "created_at": now},
+    ])
     record(session, actor, "user.created", target(user), {
         "user_name": user_name, "email": email, "external_id": external_id, "active": active,
         "role": role, "team_id": team.id, "source": source,
