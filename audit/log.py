@@ -114,8 +114,10 @@ def _chain_pending(session: Session) -> None:
     session.flush()  # the changes first, so that a failing change never reaches the chain
     for org_id in sorted({item["org_id"] for item in queued}):  # one lock order for all
         head = _lock_head(session, org_id)
-        latest = session.scalar(select(AuditEvent.occurred_at).where(AuditEvent.org_id == org_id,
-                                                                      AuditEvent.seq == head.seq))
+        latest = head.last_at
+        if latest is None and head.seq:  # a head written before last_at was kept
+            latest = session.scalar(select(AuditEvent.occurred_at).where(AuditEvent.org_id == org_id,
+                                                                          AuditEvent.seq == head.seq))
         rows = []
         for item in (i for i in queued if i["org_id"] == org_id):
             # Time never runs backwards along the chain (a writer that recorded earlier may commit
@@ -125,6 +127,7 @@ def _chain_pending(session: Session) -> None:
             fields["hash"] = event_hash(fields)
             rows.append(fields)
             head.seq, head.hash = fields["seq"], fields["hash"]
+        head.last_at = latest
         # One multi-row INSERT, not an ORM object per event: events are written, never read back here.
         session.execute(insert(AuditEvent), rows)
 

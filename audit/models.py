@@ -85,6 +85,8 @@ class AuditHead(Base):
     base_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     base_hash: Mapped[str] = mapped_column(String(64))
     purged_count: Mapped[int] = mapped_column(Integer, default=0)
+    # The newest event's time, so that appending needs no read of the events table.
+    last_at: Mapped[dt.datetime | None]
 
 
 class AuditPurgePermit(Base):
