@@ -246,6 +246,17 @@ def scim_client_actor(client: ScimClient) -> Actor:
                  org_id=client.org_id)
 
 
+def record_scim_client_token(session: Session, client_id: str, *, expires_in: int,
+                             request_id: str | None = None, ip: str | None = None) -> None:
+    """Audit that a client was issued an access token (never the token itself)."""
+    client = check_scim_client(session, client_id, None)
+    if client is None:
+        return
+    actor = scim_client_actor(client).with_request(request_id, ip, None)
+    record(session, actor, "scim_client.token_issued", Target("scim_client", client.id, client.client_id),
+           {"expires_in": expires_in}, org_id=client.org_id)
+
+
 def revoke_scim_client(session: Session, actor: Actor, org_id: str, client_row_id: str) -> None:
     """Revoke a client: its access tokens stop working at once (they are checked against it)."""
     authorize(actor, "settings.manage", org_id=org_id)

@@ -96,9 +96,21 @@ class _ClientCredentials(grants.ClientCredentialsGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 
 
+def _record_issued(token: dict[str, Any], request: Any) -> None:
+    """Audit each access token issued (the token itself is stateless and never stored or logged)."""
+    from flask import g
+    from flask import request as http_request
+
+    from identity.app import database
+
+    with database().transaction() as session:
+        keys.record_scim_client_token(session, request.client.row.client_id, expires_in=int(token["expires_in"]),
+                                      request_id=g.get("request_id"), ip=http_request.remote_addr)
+
+
 def init_oauth(app: Flask) -> None:
     """Serve the client-credentials token endpoint at /oauth/token on `app`."""
-    server = AuthorizationServer(app, query_client=_query_client, save_token=lambda token, request: None)
+    server = AuthorizationServer(app, query_client=_query_client, save_token=_record_issued)
     server.register_grant(_ClientCredentials)
     server.register_token_generator("default", _generate_token)
     app.add_url_rule("/oauth/token", "oauth_token", server.create_token_response, methods=["POST"])

@@ -28,6 +28,14 @@ def test_client_credentials_token_works_and_revocation_ends_it(client: FlaskClie
     assert token.json["token_type"].lower() == "bearer" and 3600 <= token.json["expires_in"] <= 6 * 3600
     bearer = Scim(client, token.json["access_token"], scim.org_id)
     assert bearer.get("/Users").status_code == 200
+    from tests.factories import actions
+
+    assert actions(db, scim.org_id)[-1] == "scim_client.token_issued"
+    with db.reading() as session:
+        from audit.models import AuditEvent
+
+        dumped = json.dumps([e.changes for e in session.query(AuditEvent).all()])
+    assert token.json["access_token"] not in dumped and made["client_secret"] not in dumped
     created = bearer.create_user("via-oauth@example.com")
     assert created["userName"] == "via-oauth@example.com"
     # Basic auth works too; a wrong secret does not.
