@@ -264,7 +264,9 @@ def sign_in(session: Session, actor: Actor, org_id: str, assertion: Assertion, *
     user_actor = Actor("user", user.id, user.user_name, org_id=org_id, request_id=actor.request_id, ip=actor.ip,
                        user_agent=actor.user_agent)
     # Group changes are the IdP's doing (DESIGN 3.3), made with the SSO actor rather than the user's.
-    groups_applied = claims.groups is not None and _apply_groups(session, actor, org_id, user.id, claims.groups)
+    groups_applied = claims.groups is not None
+    if claims.groups is not None:
+        apply_user_groups(session, actor, org_id, user.id, claims.groups)
     token = sessions.create_session(session, user, method="saml", lifetime=lifetime, name_id=assertion.name_id,
                                     name_id_format=assertion.name_id_format, session_index=assertion.session_index)
     record(session, user_actor, "sso.login_succeeded", users.target(user), {
@@ -272,12 +274,6 @@ def sign_in(session: Session, actor: Actor, org_id: str, assertion: Assertion, *
         "groups": claims.groups, "groups_applied": groups_applied, "idp_entity_id": assertion.issuer,
     }, org_id=org_id)
     return SignIn(user, created, token, relay_state)
-
-
-def _apply_groups(session: Session, actor: Actor, org_id: str, user_id: str, groups: list[str]) -> bool:
-    """Apply the assertion's groups through the group mapping (DESIGN 3.3)."""
-    apply_user_groups(session, actor, org_id, user_id, groups)
-    return True
 
 
 def record_failure(session: Session, actor: Actor, org: Org, reason: str, *,

@@ -43,7 +43,7 @@ def _key() -> OctKey:
 class _Client(ClientMixin):  # type: ignore[misc]
     """authlib's view of a ScimClient row: confidential, client credentials only."""
 
-    def __init__(self, row: ScimClient, secret: str | None = None) -> None:
+    def __init__(self, row: ScimClient) -> None:
         self.row = row
 
     def get_client_id(self) -> str:
