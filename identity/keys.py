@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
@@ -196,14 +196,46 @@ def create_scim_token(session: Session, actor: Actor, org_id: str, *, name: str 
     return Issued(token.id, token.prefix, new.plaintext)
 
 
-def verify_scim_token(session: Session, secret: str) -> Actor:
-    """Return the actor a presented SCIM token acts as, or raise Unauthenticated."""
-    token = _find(session, ScimToken, secret)
-    if token is None or token.revoked_at is not None:
+@dataclass(frozen=True)
+class Presented:
+    """A verified SCIM credential: who it acts as, and whether its last-used time needs saving."""
+
+    actor: Actor
+    use_due: bool = False
+
+
+_token = ScimToken.__table__.c
+_SCIM_TOKEN_BY_PREFIX = select(_token.id, _token.org_id, _token.name, _token.secret_hash, _token.revoked_at,
+                               _token.last_used_at).where(_token.prefix == bindparam("prefix"))
+
+
+def verify_scim_token(session: Session, secret: str) -> Presented:
+    """Return who a presented SCIM token acts as, or raise Unauthenticated. Reads only.
+
+    This runs before every SCIM request, so it is one indexed Core query on the token's prefix
+    and a constant-time comparison of hashes, with no ORM object made. When the token's
+    last-used time is due, the caller saves it with `note_scim_token_use` in a write transaction.
+    """
+    prefix = tokens.split_prefix(secret or "")
+    row = None if prefix is None else session.connection().execute(_SCIM_TOKEN_BY_PREFIX, {"prefix": prefix}).first()
+    if row is None or not tokens.matches(secret, row.secret_hash) or row.revoked_at is not None:
         raise Unauthenticated("invalid or revoked SCIM token")
-    _note_use(token)
-    return Actor(type="scim_token", id=token.id, display=f"SCIM token {token.name} ({token.prefix})",
-                 org_id=token.org_id)
+    actor = Actor(type="scim_token", id=row.id, display=f"SCIM token {row.name} ({prefix})", org_id=row.org_id)
+    due = row.last_used_at is None or clock.now() - row.last_used_at >= LAST_USED_RESOLUTION
+    return Presented(actor, due)
+
+
+def note_scim_token_use(session: Session, token_id: str) -> None:
+    """Save that a SCIM token was used now: one UPDATE, at most once per LAST_USED_RESOLUTION.
+
+    Bookkeeping for the admin ("is this token still in use?"), not a change of what anybody may
+    do, so it is not an audit event.
+    """
+    now = clock.now()
+    session.execute(update(ScimToken).where(
+        ScimToken.id == token_id,
+        (ScimToken.last_used_at.is_(None)) | (ScimToken.last_used_at <= now - LAST_USED_RESOLUTION),
+    ).values(last_used_at=now))
 
 
 def revoke_scim_token(session: Session, actor: Actor, org_id: str, token_id: str) -> None:

@@ -21,7 +21,6 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
 
-from audit import Actor
 from identity import keys
 from identity.errors import Unauthenticated
 from identity.models import ScimClient
@@ -116,8 +115,8 @@ def init_oauth(app: Flask) -> None:
     app.add_url_rule("/oauth/token", "oauth_token", server.create_token_response, methods=["POST"])
 
 
-def authenticate(session: Any, header: str) -> Actor:
-    """Return the actor behind an `Authorization` header value, or raise Unauthenticated."""
+def authenticate(session: Any, header: str) -> keys.Presented:
+    """Return the credential behind an `Authorization` header value, or raise Unauthenticated."""
     scheme, _, credential = (header or "").partition(" ")
     credential = credential.strip()
     if scheme.lower() != "bearer" or not credential:
@@ -133,4 +132,4 @@ def authenticate(session: Any, header: str) -> Actor:
     client = keys.check_scim_client(session, str(token.claims.get("sub")), None)
     if client is None or client.org_id != token.claims.get("org"):
         raise Unauthenticated("the access token's client is revoked")
-    return keys.scim_client_actor(client)
+    return keys.Presented(keys.scim_client_actor(client))

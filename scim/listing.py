@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Connection, Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from identity.models import IdpGroup, IdpGroupMember, User
@@ -72,7 +72,7 @@ def _page(session: Session, base: Select[Any], model: Any, registry: Registry, q
         key = sort_key(registry, query.sort_by)
         order.append(key.desc() if query.descending else key.asc())
     order += [model.created_at, model.id]  # a stable order for paging
-    rows = list(session.scalars(base.order_by(*order).offset(query.start - 1).limit(query.count)))
+    rows = list(_core(session).execute(base.order_by(*order).offset(query.start - 1).limit(query.count)))
     if 0 < len(rows) < query.count or (not rows and query.start == 1):
         # A page that is not full is the last one: it tells the total without a count query.
         # This is the common case of `userName eq` lookups, which IdPs send before every change.
@@ -80,34 +80,52 @@ def _page(session: Session, base: Select[Any], model: Any, registry: Registry, q
     return _count(session, base), rows
 
 
+def _core(session: Session) -> Connection:
+    """The session's connection, for pages read as plain rows.
+
+    A page is rendered straight to JSON and never changed, so it is read with Core: rows whose
+    attributes have the model's names (`row.user_name`), without the ORM's identity map and
+    per-object bookkeeping, which cost more than the indexed lookup itself on the hot
+    `userName eq` path.
+    """
+    return session.connection()
+
+
 def _count(session: Session, base: Select[Any]) -> int:
-    return session.scalar(select(func.count()).select_from(base.subquery())) or 0
+    return _core(session).scalar(select(func.count()).select_from(base.subquery())) or 0
 
 
-def list_users(session: Session, org_id: str, query: Query) -> tuple[int, list[User]]:
-    """Return (totalResults, the page of users) for a list request; deleted users are gone."""
-    stmt = select(User).where(User.org_id == org_id, User.deleted_at.is_(None))
+_users, _groups, _members = User.__table__, IdpGroup.__table__, IdpGroupMember.__table__
+# Built once: building a statement costs more than running an indexed lookup.
+_LIVE_USERS = select(_users).where(_users.c.org_id == bindparam("org_id"), _users.c.deleted_at.is_(None))
+_ORG_GROUPS = select(_groups).where(_groups.c.org_id == bindparam("org_id"))
+_GROUPS_OF = (select(_members.c.user_id, _groups.c.id, _groups.c.display_name)
+              .join_from(_members, _groups, _groups.c.id == _members.c.group_id)
+              .where(_members.c.user_id.in_(bindparam("user_ids", expanding=True)))
+              .order_by(_groups.c.display_name))
+
+
+def list_users(session: Session, org_id: str, query: Query) -> tuple[int, list[Any]]:
+    """Return (totalResults, the page of users as rows with User's attributes); deleted users are gone."""
+    stmt = _LIVE_USERS.params(org_id=org_id)
     if query.filter:
         stmt = stmt.where(filter_users(query.filter))
-    return _page(session, stmt, User, USERS, query)
+    return _page(session, stmt, _users.c, USERS, query)
 
 
-def list_groups(session: Session, org_id: str, query: Query) -> tuple[int, list[IdpGroup]]:
-    """Return (totalResults, the page of groups) for a list request."""
-    stmt = select(IdpGroup).where(IdpGroup.org_id == org_id)
+def list_groups(session: Session, org_id: str, query: Query) -> tuple[int, list[Any]]:
+    """Return (totalResults, the page of groups as rows with IdpGroup's attributes)."""
+    stmt = _ORG_GROUPS.params(org_id=org_id)
     if query.filter:
         stmt = stmt.where(filter_groups(query.filter))
-    return _page(session, stmt, IdpGroup, GROUPS, query)
+    return _page(session, stmt, _groups.c, GROUPS, query)
 
 
 def groups_of(session: Session, user_ids: list[str]) -> dict[str, list[tuple[str, str]]]:
     """Return each user's groups as (id, displayName), for one page in one query."""
     found: dict[str, list[tuple[str, str]]] = {uid: [] for uid in user_ids}
     if user_ids:
-        rows = session.execute(select(IdpGroupMember.user_id, IdpGroup.id, IdpGroup.display_name)
-                               .join(IdpGroup, IdpGroup.id == IdpGroupMember.group_id)
-                               .where(IdpGroupMember.user_id.in_(user_ids)).order_by(IdpGroup.display_name))
-        for user_id, group_id, name in rows:
+        for user_id, group_id, name in _core(session).execute(_GROUPS_OF, {"user_ids": user_ids}):
             found[user_id].append((group_id, name))
     return found
 

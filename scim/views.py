@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from audit import Actor
-from identity import groups, users
+from identity import groups, keys, users
 from identity.errors import (
     Conflict,
     DomainError,
@@ -126,21 +127,48 @@ RATE_LIMIT = _RateLimit()
 @bp.before_request
 def _authenticate() -> Response | None:
     header = request.headers.get("Authorization", "")
-    # Read-only first: on SQLite a write transaction takes the database's write lock, so every
-    # SCIM request, reads included, would queue behind every other. The credential's last-used
-    # time changes at most once a minute (identity.keys); only then is it checked again in a
-    # write transaction, which saves it.
-    with _db().reading() as session:
-        actor = authenticate(session, header)
-        last_used_due = bool(session.dirty)
-        session.expunge_all()  # a read-only transaction writes nothing
-    if last_used_due:
-        with _db().transaction() as session:
-            actor = authenticate(session, header)
+    # Read-only: on SQLite a write transaction takes the database's write lock, so every SCIM
+    # request, reads included, would queue behind every other. A GET keeps this read
+    # transaction for its handler (`_reading`): one transaction per lookup, not two. The
+    # credential's last-used time changes at most once a minute (identity.keys); only then is
+    # it saved, in a write transaction of its own.
+    stack = ExitStack()
+    session = stack.enter_context(_db().reading())
+    try:
+        presented = authenticate(session, header)
+    except BaseException:
+        stack.close()
+        raise
+    if request.method == "GET":
+        g.scim_read = (stack, session)
+    else:
+        stack.close()
+    if presented.use_due:
+        with _db().transaction() as writing:
+            keys.note_scim_token_use(writing, presented.actor.id)
+    actor = presented.actor
     g.scim_actor = actor.with_request(g.get("request_id"), request.remote_addr, request.user_agent.string)
     if not RATE_LIMIT.allow(actor.org_id or "", current_app.config.get("SCIM_RATE_LIMIT", 1000)):
         raise errors.TooManyRequests("rate limit exceeded; retry after the Retry-After seconds")
     return None
+
+
+@bp.teardown_request
+def _end_read(_error: BaseException | None) -> None:
+    shared = g.pop("scim_read", None)
+    if shared is not None:
+        shared[0].close()
+
+
+@contextmanager
+def _reading() -> Iterator[Any]:
+    """The request's read transaction when it has one (GET), else a new one."""
+    shared = g.get("scim_read")
+    if shared is not None:
+        yield shared[1]
+        return
+    with _db().reading() as session:
+        yield session
 
 
 @bp.after_request
@@ -185,7 +213,7 @@ def _user_result(status: int, user: User, groups_of_user: list[tuple[str, str]] 
 
 def list_users(params: dict[str, Any]) -> Result:
     query = listing.read_query(params)
-    with _db().reading() as session:
+    with _reading() as session:
         total, found = listing.list_users(session, _actor().org_id or "", query)
         wants_groups = _wants(query, "groups")
         memberships = listing.groups_of(session, [u.id for u in found]) if wants_groups else {}
@@ -202,7 +230,7 @@ def _wants(query: listing.Query, attribute: str) -> bool:
 
 def get_user(user_id: str, params: dict[str, Any] | None = None) -> Result:
     query = listing.read_query(params or {})
-    with _db().reading() as session:
+    with _reading() as session:
         user = users.get_user(session, _actor().org_id or "", user_id)
         groups_of_user = listing.groups_of(session, [user.id])[user.id] if _wants(query, "groups") else None
         status, body, headers = _user_result(200, user, groups_of_user)
@@ -290,7 +318,7 @@ def _group_result(status: int, group: IdpGroup, members: list[tuple[str, str | N
 
 def list_groups(params: dict[str, Any]) -> Result:
     query = listing.read_query(params)
-    with _db().reading() as session:
+    with _reading() as session:
         total, found = listing.list_groups(session, _actor().org_id or "", query)
         members = listing.members_of(session, [x.id for x in found]) if _wants(query, "members") else {}
         page = [resources.project(resources.group_to_wire(x, _base(), members.get(x.id)), query.attributes,
@@ -300,7 +328,7 @@ def list_groups(params: dict[str, Any]) -> Result:
 
 def get_group(group_id: str, params: dict[str, Any] | None = None) -> Result:
     query = listing.read_query(params or {})
-    with _db().reading() as session:
+    with _reading() as session:
         group = groups.get_group(session, _actor().org_id or "", group_id)
         members = listing.members_of(session, [group.id])[group.id] if _wants(query, "members") else None
         status, body, headers = _group_result(200, group, members)

@@ -35,7 +35,7 @@ def test_org_create_prints_the_contract_and_its_secrets_work(runner: CliRunner, 
     from identity import keys
 
     with Database(runner.env["DATABASE_URL"]).reading() as session:
-        actor = keys.verify_scim_token(session, out["scim_token"])
+        actor = keys.verify_scim_token(session, out["scim_token"]).actor
     assert actor.org_id == out["org"]["id"]
 
 

@@ -81,3 +81,29 @@ def test_rate_limit_answers_429_with_retry_after(app: Flask, client: FlaskClient
     limited = [r for r in statuses if r.status_code == 429]
     assert limited, [r.status_code for r in statuses]
     assert limited[0].headers["Retry-After"] == "1" and limited[0].json["status"] == "429"
+
+
+def test_token_last_used_time_is_saved_at_most_once_a_minute(client: FlaskClient, db: Database,
+                                                            system: Actor) -> None:
+    import datetime as dt
+
+    from audit.clock import frozen_at
+    from identity.models import ScimToken
+
+    def last_used() -> dt.datetime | None:
+        with db.reading() as session:
+            moment = session.query(ScimToken).filter_by(org_id=scim.org_id).one().last_used_at
+        return None if moment is None else moment.replace(tzinfo=dt.UTC)
+
+    scim = scim_for(db, client, system, "Used")
+    assert last_used() is None
+    start = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
+    with frozen_at(start):
+        assert scim.get("/Users").status_code == 200
+    assert last_used() == start
+    with frozen_at(start + dt.timedelta(seconds=59)):  # within the minute: a read, no write
+        assert scim.get("/Users").status_code == 200
+    assert last_used() == start
+    with frozen_at(start + dt.timedelta(seconds=61)):
+        assert scim.post("/Users", {"userName": "u@used.test"}).status_code == 201
+    assert last_used() == start + dt.timedelta(seconds=61)
