@@ -16,11 +16,13 @@ What it does, in order:
    bypasses the audit log: there are no `user.created`/`seat.assigned` events for seeded users.
    Two groups are made through `identity.groups` (so the mirror team exists), then filled in bulk
    with idp_group_members rows and the team grants `groups.add_members` would write: one of
-   100,000 members, one of 1,000. On PostgreSQL the tables are ANALYZEd after the bulk load, as
-   autovacuum would do; on SQLite nothing is (nobody runs ANALYZE on the embedded default).
+   100,000 members, one of 1,000. After the bulk load the planner's statistics are gathered as the
+   service would have them: ANALYZE on PostgreSQL (autovacuum's job), `Database.analyze()` on
+   SQLite (what `identity serve` runs at start; pooled connections run PRAGMA optimize after).
 3. Serves a trivial Flask route (benchmarks/ceiling_app.py) with gunicorn, 2 workers, and
    measures it with the client: the ceiling. Then serves wsgi:app the same way and measures:
-   `userName eq` filter throughput and latency; a page deep in the list; the group PATCH adding
+   `userName eq` filter throughput and latency; a page deep in the list; single lookups by the
+   other attributes IdPs match users on (externalId, a work email); the group PATCH adding
    1,000 new members to the 100,000-member and to the 1,000-member group; create-user
    throughput; and each worker's peak RSS (VmHWM).
 
@@ -300,7 +302,8 @@ def seed(url: str, org_id: str, team_id: str, args: argparse.Namespace) -> dict[
     from audit.actor import system_actor
     from identity import groups
     from identity.db import Database
-    from identity.models import IdpGroupMember, Org, RoleGrant, User
+    from identity.emails import rows_for
+    from identity.models import IdpGroupMember, Org, RoleGrant, User, UserEmail
 
     db = Database(url)
     n = args.users
@@ -327,6 +330,8 @@ def seed(url: str, org_id: str, team_id: str, args: argparse.Namespace) -> dict[
                 grants.append({"org_id": org_id, "user_id": ids[i], "team_id": team_id, "role": "member",
                                "source": "scim", "source_ref": "", "created_at": created})
             conn.execute(insert(User.__table__), users)
+            conn.execute(insert(UserEmail.__table__),
+                         [e for u in users for e in rows_for(org_id, u["id"], u["attributes"], u["email"])])
             conn.execute(insert(RoleGrant.__table__), grants)
         conn.execute(update(Org.__table__).where(Org.__table__.c.id == org_id)
                      .values(seats_used=Org.__table__.c.seats_used + n))
@@ -360,6 +365,7 @@ def seed(url: str, org_id: str, team_id: str, args: argparse.Namespace) -> dict[
         with db.engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
     else:
+        db.analyze()  # what `identity serve` does at start (and the pool's PRAGMA optimize after)
         raw = db.engine.raw_connection()  # outside any transaction: fold the WAL into the file
         try:
             raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -422,6 +428,24 @@ def bench(args: argparse.Namespace, folder: Path, url: str) -> dict[str, Any]:
             figures[label] = {"start_index": index, "count": 100, "p50_ms": statistics.median(times) * 1000,
                               "max_ms": max(times) * 1000, "reps": len(times)}
         print(f"deep page: {figures['page_deep']['p50_ms']:.0f} ms", flush=True)
+
+        # (d2) lookups on the other attributes an IdP may match users on, one at a time
+        rng = random.Random(7)
+        for label, template in (("lookup_username", 'userName eq "{name}"'),
+                                ("lookup_external_id", 'externalId eq "ext-{i}"'),
+                                ("lookup_email", 'emails[type eq "work"].value eq "{name}"')):
+            times = []
+            for _ in range(args.page_reps * 4):
+                i = rng.randrange(args.users)
+                text = template.format(name=_user_name(i).upper(), i=i)
+                elapsed, status, data = _one(conn, "GET", "/scim/v2/Users?filter=" + quote(text), token)
+                if status != 200 or b'"totalResults": 1' not in data:
+                    raise SystemExit(f"lookup {text} failed: {status} {data[:300]!r}")
+                times.append(elapsed)
+            figures[label] = {"filter": template, "p50_ms": statistics.median(times) * 1000,
+                              "max_ms": max(times) * 1000, "reps": len(times)}
+        print(f"lookups: email {figures['lookup_email']['p50_ms']:.1f} ms, "
+              f"externalId {figures['lookup_external_id']['p50_ms']:.1f} ms", flush=True)
 
         # (e) PATCH adding patch_size new members, alternating the big and the small group
         fresh = iter(seeded["ids"][args.big_group + args.small_group:])
@@ -498,6 +522,10 @@ def report(f: dict[str, Any]) -> str:
     for key, label in (("page_first", "GET /Users?startIndex=1&count=100"),
                        ("page_deep", f"GET /Users?startIndex={f['page_deep']['start_index']}&count=100")):
         r = f[key]
+        lines.append(f"{label:34} {'':>8} {r['p50_ms']:8.1f} {'':>8} {r['max_ms']:8.1f}  ({r['reps']} sequential)")
+    for key in ("lookup_username", "lookup_external_id", "lookup_email"):
+        r = f[key]
+        label = "lookup " + r["filter"].replace('"{name}"', "<email>").replace('"ext-{i}"', "<id>")
         lines.append(f"{label:34} {'':>8} {r['p50_ms']:8.1f} {'':>8} {r['max_ms']:8.1f}  ({r['reps']} sequential)")
     for key in ("patch_big", "patch_small"):
         r = f[key]

@@ -36,8 +36,9 @@ def main() -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=2, show_default=True, type=int)
 def serve(host: str, port: int, workers: int) -> None:
-    """Migrate the database and serve the app with gunicorn."""
+    """Migrate the database, refresh its planner statistics and serve the app with gunicorn."""
     migrate.upgrade(config.database_url())
+    _database().analyze()
     from identity.server import serve as run_server
 
     config.secret_key()  # made once here, before workers start, so they all read the same key
@@ -58,8 +59,9 @@ def db() -> None:
 
 @db.command("upgrade")
 def db_upgrade() -> None:
-    """Migrate the database to the newest schema."""
+    """Migrate the database to the newest schema and refresh its planner statistics."""
     migrate.upgrade(config.database_url())
+    _database().analyze()
     click.echo("database is up to date", err=True)
 
 

@@ -8,6 +8,7 @@ service serialises per org with a row lock (identity.seats).
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -19,9 +20,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
+log = logging.getLogger(__name__)
+
 READ_ONLY = "identity_read_only"
 # A pooled PostgreSQL connection idle for longer than this is pinged before it is handed out.
 IDLE_PING_SECONDS = 5.0
+# How often each pooled SQLite connection runs `PRAGMA optimize` (statistics for the planner).
+SQLITE_OPTIMIZE_SECONDS = 600.0
+# Rows ANALYZE samples per index on SQLite: enough for the planner, fast at any table size.
+SQLITE_ANALYSIS_LIMIT = 1000
 
 
 def normalize_url(url: str) -> str:
@@ -86,6 +93,24 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_conn: Any, record: Any) -> None:
+        # SQLite plans without statistics until ANALYZE has run, and then prefers walking the list
+        # order's index over an index that finds the one matching row (an `externalId eq` or email
+        # lookup read every user). SQLite's advice for long-lived connections is to run
+        # `PRAGMA optimize` now and then: it analyzes only the tables whose statistics are
+        # missing or stale and costs nothing otherwise.
+        now = time.monotonic()
+        last = record.info.setdefault("identity_optimized_at", now)
+        if now - last < SQLITE_OPTIMIZE_SECONDS:
+            return
+        record.info["identity_optimized_at"] = now
+        try:
+            dbapi_conn.execute(f"PRAGMA analysis_limit={SQLITE_ANALYSIS_LIMIT}")
+            dbapi_conn.execute("PRAGMA optimize")
+        except Exception:  # statistics are an optimisation; a busy database must not fail a request
+            log.warning("PRAGMA optimize failed", exc_info=True)
+
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         read_only = conn.get_execution_options().get(READ_ONLY, False)
@@ -116,6 +141,15 @@ class Database:
         """Run a read-only unit of work."""
         with self.read_sessions.begin() as session:
             yield session
+
+    def analyze(self) -> None:
+        """Gather the query planner's statistics now (SQLite; PostgreSQL's autovacuum does its own)."""
+        if self.dialect != "sqlite":
+            return
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql(f"PRAGMA analysis_limit={SQLITE_ANALYSIS_LIMIT}")
+            conn.exec_driver_sql("ANALYZE")
+            conn.commit()
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -16,7 +16,7 @@ from audit.models import Base
 
 __all__ = [
     "Base", "Org", "Team", "User", "RoleGrant", "ScimToken", "ScimClient", "ApiKey", "Invitation", "SeatCharge",
-    "IdpGroup", "IdpGroupMember", "GroupMapping", "SsoSession",
+    "IdpGroup", "IdpGroupMember", "GroupMapping", "SsoSession", "UserEmail",
 ]
 
 UUID = String(36)
@@ -98,6 +98,30 @@ class User(Base):
         # The SCIM list order, over live users only, so a deep page skips index entries alone.
         Index("ix_users_org_created", "org_id", "created_at", "id",
               sqlite_where=text("deleted_at IS NULL"), postgresql_where=text("deleted_at IS NULL")),
+    )
+
+
+class UserEmail(Base):
+    """One of a user's email addresses, as SCIM shows them, kept so that filters on them use an index.
+
+    Derived from `User.attributes` and `User.email` by identity.emails whenever either changes;
+    Okta and Entra ID can match users on `emails[type eq "work"].value`, which must not read
+    every user of a large org. `value` is lowercased: emails compare case-insensitively.
+    """
+
+    __tablename__ = "user_emails"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    value: Mapped[str] = mapped_column(String(320))
+    type: Mapped[str | None] = mapped_column(String(64))
+    primary: Mapped[bool] = mapped_column(Boolean, default=False)
+    display: Mapped[str | None] = mapped_column(String(320))
+
+    __table_args__ = (
+        Index("ix_user_emails_value", "value"),  # a filter's candidates; the users query keeps to the org
+        Index("ix_user_emails_user", "user_id"),
     )
 
 

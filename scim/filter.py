@@ -22,7 +22,7 @@ from sqlalchemy import Boolean, Select, SQLColumnExpression, String, and_, false
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
-from identity.models import IdpGroup, IdpGroupMember, User
+from identity.models import IdpGroup, IdpGroupMember, User, UserEmail
 from scim.errors import InvalidFilter
 from scim.schema import GROUP, USER, Attribute, ResourceSchema
 from scim.sqljson import json_elements, json_number, json_present, json_repr, json_text, text_position
@@ -72,6 +72,10 @@ class _Relation:
 
     link: Callable[[], Select[Any]]  # the correlated select of the rows, before the value filter
     subs: Callable[[], dict[str, SQLColumnExpression[Any]]]  # sub-attribute -> column of those rows
+    # When set, the owner's id, and `link` selects the owning ids uncorrelated: the filter is
+    # `owner id IN (matching rows)`, so the database can start from the rows' index rather than
+    # test every owner with a correlated EXISTS.
+    owner: Callable[[], SQLColumnExpression[Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,15 @@ def _members_of_group() -> _Relation:
     )
 
 
+def _emails_of_user() -> _Relation:
+    return _Relation(
+        link=lambda: select(UserEmail.user_id),
+        subs=lambda: {"value": UserEmail.value, "type": UserEmail.type, "primary": UserEmail.primary,
+                      "display": UserEmail.display},
+        owner=lambda: User.id,
+    )
+
+
 USERS = Registry(
     schema=USER, document=User.attributes,
     columns={
@@ -112,10 +125,11 @@ USERS = Registry(
         "active": User.active, "meta.created": User.created_at, "meta.lastmodified": User.updated_at,
         "meta.resourcetype": literal("User", String()),
     },
-    relations={"groups": _groups_of_user()},
-    # `email` is the primary email: it stands in for the emails array when a user has none.
+    # `emails` are rows of user_emails (identity.emails), kept lowercased, with an index on value.
+    relations={"groups": _groups_of_user(), "emails": _emails_of_user()},
+    # `email` is the primary email: it stands in for the emails array when sorting.
     stand_ins={"emails": {"value": User.email, "primary": literal(True, Boolean())}},
-    stored_lowercase=frozenset({"groups.value"}),
+    stored_lowercase=frozenset({"groups.value", "emails.value"}),
 )
 
 GROUPS = Registry(
@@ -156,7 +170,8 @@ def sort_key(registry: Registry, sort_by: str) -> SQLColumnExpression[Any]:
     attr, key = translator.resolve(path.attr)
     sub = None if path.sub_attr is None else _sub(attr, path.sub_attr)
     complex_alone = attr.type == "complex" and not attr.multi_valued and sub is None  # `name`, `meta`
-    if path.value_filter is not None or key in registry.relations or complex_alone:
+    related = key in registry.relations and key not in registry.stand_ins  # `emails` sorts by its column
+    if path.value_filter is not None or related or complex_alone:
         raise InvalidFilter(f"cannot sort by {sort_by!r}")
     if attr.multi_valued:
         sub = sub or _sub(attr, "value")
@@ -282,7 +297,8 @@ class _Translator:
                 raise InvalidFilter(f"{attr.name}.{sub.name} cannot be filtered on")
             return _Operand(sub, column=subs[sub.name.lower()], stored_lowercase=lowercase and sub.name == "value")
 
-        return stmt.where(true() if inner is None else self.node(inner, related)).exists()
+        matching = stmt.where(true() if inner is None else self.node(inner, related))
+        return matching.exists() if relation.owner is None else relation.owner().in_(matching)
 
     def array_exists(self, attr: Attribute, key: str, inner: Filter | None) -> ColumnElement[bool]:
         """EXISTS an element of the JSON array matching the value filter; each call its own EXISTS.

@@ -12,6 +12,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from identity.emails import emails_of
 from identity.models import IdpGroup, User
 from scim.errors import InvalidSyntax, InvalidValue
 from scim.schema import CORE_GROUP, CORE_USER, ENTERPRISE_USER, GROUP, USER, Attribute, ResourceSchema
@@ -55,8 +56,8 @@ def user_to_wire(user: User, base_url: str, groups: Iterable[tuple[str, str]] | 
         body["name"] = name
     else:
         body.pop("name", None)
-    if user.email and not body.get("emails"):
-        body["emails"] = [{"value": user.email, "type": "work", "primary": True}]
+    if not body.get("emails") and (shown := emails_of(None, user.email)):
+        body["emails"] = shown
     if groups is not None:
         body["groups"] = [{"value": gid, "display": display, "$ref": f"{base_url}/Groups/{gid}", "type": "direct"}
                           for gid, display in groups]

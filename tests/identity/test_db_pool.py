@@ -40,3 +40,61 @@ def test_a_connection_in_steady_use_is_not_pinged(db: Database, monkeypatch) -> 
     monkeypatch.setattr(identity.db, "IDLE_PING_SECONDS", 0.0)
     _backend_pid(db)
     assert len(pings) == 1
+
+
+def _seed_users(database: Database, org_id: str, count: int) -> None:
+    import datetime as dt
+    import uuid
+
+    from sqlalchemy import insert
+
+    from identity.emails import rows_for
+    from identity.models import User, UserEmail
+
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    users = [{"id": str(uuid.uuid4()), "org_id": org_id, "user_name": f"u{i}@plan.test", "email": f"u{i}@plan.test",
+              "external_id": f"ext-{i}", "active": True, "has_seat": False, "source": "scim", "attributes": {},
+              "created_at": now + dt.timedelta(seconds=i), "updated_at": now, "version": 1} for i in range(count)]
+    with database.engine.begin() as conn:
+        conn.execute(insert(User.__table__), users)
+        conn.execute(insert(UserEmail.__table__),
+                     [row for u in users for row in rows_for(org_id, u["id"], u["attributes"], u["email"])])
+
+
+def _plan(database: Database, org_id: str, scim_filter: str) -> str:
+    from scim import listing
+
+    query = listing.read_query({"filter": scim_filter})
+    stmt = listing._LIVE_USERS.params(org_id=org_id).where(listing.filter_users(scim_filter))
+    stmt = stmt.order_by(listing._users.c.created_at, listing._users.c.id).limit(query.count)
+    with database.engine.connect() as conn:
+        compiled = stmt.compile(conn, compile_kwargs={"literal_binds": True})
+        return " | ".join(str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
+
+
+def test_sqlite_lookups_by_external_id_and_email_use_their_index_once_analyzed(db: Database, acme) -> None:
+    """Without statistics SQLite walks every user in list order; `identity serve` analyzes at start."""
+    if db.dialect != "sqlite":
+        pytest.skip("PostgreSQL's autovacuum keeps its own statistics")
+    _seed_users(db, acme.org.id, 3000)
+    db.analyze()
+    assert "ix_users_org_external_id" in _plan(db, acme.org.id, 'externalId eq "ext-1500"')
+    assert "ix_user_emails_value" in _plan(db, acme.org.id, 'emails[type eq "work"].value eq "U1500@plan.test"')
+
+
+def test_pooled_sqlite_connections_refresh_statistics_now_and_then(db: Database, acme, monkeypatch) -> None:
+    if db.dialect != "sqlite":
+        pytest.skip("SQLite only")
+
+    def analyzed() -> bool:
+        with db.reading() as session:
+            return bool(session.scalar(text("SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_stat1'")))
+
+    _seed_users(db, acme.org.id, 500)
+    assert not analyzed()
+    monkeypatch.setattr(identity.db, "SQLITE_OPTIMIZE_SECONDS", 0.0)
+    with db.reading() as session:  # a query that would benefit, then the connection goes back to the pool
+        session.execute(text("SELECT id FROM users WHERE org_id = :o AND external_id = 'ext-1'"), {"o": acme.org.id})
+    with db.reading() as session:
+        session.execute(text("SELECT 1"))
+    assert analyzed()

@@ -48,3 +48,37 @@ def _is_expression(index) -> bool:
     return any(not hasattr(c, "name") or c.name is None for c in index.expressions) or \
         index.name in {i.name for t in Base.metadata.tables.values() for i in t.indexes
                        if any(not hasattr(e, "key") for e in i.expressions)}
+
+
+def test_user_emails_are_backfilled_from_existing_users(db_url: str) -> None:
+    """0009 fills user_emails from what each user shows: its emails array, else its email column."""
+    import datetime as dt
+    import json as jsonlib
+
+    from identity.migrate import upgrade
+
+    scratch = Database(db_url)
+    with scratch.engine.begin() as conn:  # back to the schema before 0009, with two users in it
+        conn.exec_driver_sql("DROP TABLE user_emails")
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0008'")
+        now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        conn.execute(text("INSERT INTO orgs (id, slug, name, created_at, included_seats, seat_price_cents, "
+                          "cycle_start, cycle_end, purchased_seats, seats_used, default_role, group_sync, "
+                          "idp_may_grant_owner, require_sso, audit_retention_days) VALUES ('o1', 'o', 'O', :t, 3, "
+                          "1000, :t, :t, 0, 0, 'member', 'mirror', false, false, 365)"), {"t": now})
+        for uid, email, attributes in (
+            ("u1", "first@x.test", {"emails": [{"value": "First@X.test", "type": "work", "primary": True},
+                                               {"value": "home@x.test", "type": "home"}]}),
+            ("u2", "Legacy@Old.org", {}),
+        ):
+            conn.execute(text("INSERT INTO users (id, org_id, user_name, email, active, has_seat, source, attributes, "
+                              "created_at, updated_at, version) VALUES (:id, 'o1', :id, :email, true, false, 'scim', "
+                              ":attributes, :t, :t, 1)"),
+                         {"id": uid, "email": email, "attributes": jsonlib.dumps(attributes), "t": now})
+    scratch.dispose()
+    upgrade(db_url)
+    with Database(db_url).engine.connect() as conn:
+        rows = conn.execute(text('SELECT user_id, value, type, "primary" FROM user_emails '
+                                 "ORDER BY user_id, value")).all()
+    assert [tuple(r) for r in rows] == [("u1", "first@x.test", "work", True), ("u1", "home@x.test", "home", False),
+                                        ("u2", "legacy@old.org", "work", True)]
