@@ -1,7 +1,9 @@
 """`identity audit ...`: export, verify, purge and checkpoint an org's audit log (DESIGN.md section 8).
 
-The one module of `audit` that knows `identity`: it resolves the database and org slugs.
-Exit status of `verify`: 0 intact, 1 broken (the first broken event is printed), 2 bad usage.
+With audit.reconcile, the part of `audit` that knows `identity`: it resolves the database and
+org slugs. Exit status of `verify`: 0 intact (and, for the database, reconciled with the data),
+1 broken (the first broken event is printed), 2 bad usage, 3 the chain is intact but the data
+holds state its events do not explain (the first findings and their count are printed).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from typing import IO, Any
 import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
-from audit import checkpoints, events, export, retention, signing, verify
+from audit import checkpoints, events, export, reconcile, retention, signing, verify
 from audit.actor import Actor, system_actor
 from audit.log import Target, record
 from identity import config, orgs
@@ -157,28 +160,70 @@ def _kept(paths: tuple[str, ...]) -> list[dict[str, Any]]:
               help="a checkpoint (or list of them) kept from /audit-checkpoints; repeatable")
 @click.option("--public-key", type=click.Path(exists=True, dir_okay=False),
               help="the service's public key (PEM, from /api/v1/audit/public-key); default: this host's key")
-def verify_command(slug: str, file: str | None, kept: tuple[str, ...], public_key: str | None) -> None:
-    """Check the database, or an exported JSON Lines FILE; exit 1 naming the first broken event."""
+@click.option("--reconcile/--no-reconcile", "reconciling", default=True, show_default=True,
+              help="without FILE, also check that the log explains every user, grant, seat and key")
+def verify_command(slug: str, file: str | None, kept: tuple[str, ...], public_key: str | None,
+                   reconciling: bool) -> None:
+    """Check the database, or an exported JSON Lines FILE; exit 1 naming the first broken event.
+
+    Without FILE, an intact chain is then reconciled with the data: exit 3 with the findings.
+    """
     public = _public_key(public_key)
+    findings: list[reconcile.Finding] = []
     if file is None:
-        report = _verify_database(slug, public, _kept(kept))
+        report, findings = _verify_database(slug, public, _kept(kept), reconciling)
     else:
         report = _verify_export(slug, file, public, _kept(kept))
     click.echo(f"org {slug}: {report.summary()}")
     if not report.intact:
         sys.exit(1)
+    if findings:
+        click.echo(f"org {slug}: NOT RECONCILED: {len(findings)} change(s) in the data that no event explains")
+        for finding in findings[:SHOWN_FINDINGS]:
+            click.echo(f"  {finding}")
+        if len(findings) > SHOWN_FINDINGS:
+            click.echo(f"  ... and {len(findings) - SHOWN_FINDINGS} more")
+        sys.exit(3)
+    if file is None and reconciling:
+        click.echo(f"org {slug}: reconciled: the events explain every user, grant, seat and key")
 
 
-def _verify_database(slug: str, public: Ed25519PublicKey, kept: list[dict[str, Any]]) -> verify.Report:
+SHOWN_FINDINGS = 20
+
+
+def _verify_database(slug: str, public: Ed25519PublicKey, kept: list[dict[str, Any]],
+                     reconciling: bool) -> tuple[verify.Report, list[reconcile.Finding]]:
+    """Check the stored chain; when it holds, reconcile it with the data; record both results."""
+    findings: list[reconcile.Finding] = []
     with _database() as db:
         org_id = _org_id(db, slug)
         with db.reading() as session:
             report = verify.verify_database(session, org_id, public, kept)
+        reconciled = reconciling and report.intact
+        if reconciled:
+            with _snapshot(db) as session:
+                findings = reconcile.reconcile(session, org_id)
         with db.transaction() as session:
             record(session, _actor("verify"), "audit.verified", Target("audit_log", org_id, "audit log"),
                    {"intact": report.intact, "checked": report.checked, "last_seq": report.last_seq,
-                    "broken_seq": report.broken.seq if report.broken else None}, org_id=org_id)
-    return report
+                    "broken_seq": report.broken.seq if report.broken else None,
+                    "reconciled": (not findings) if reconciled else None, "findings": len(findings),
+                    "first_findings": [str(f) for f in findings[:5]]}, org_id=org_id)
+    return report, findings
+
+
+@contextlib.contextmanager
+def _snapshot(db: Database) -> Iterator[Session]:
+    """A read transaction that sees the events and the data as of one moment.
+
+    PostgreSQL's default READ COMMITTED gives each statement its own snapshot, so a change
+    committed between reading the events and reading a table would show as a finding;
+    a SQLite read transaction already sees one snapshot throughout.
+    """
+    with db.reading() as session:
+        if db.dialect == "postgresql":
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        yield session
 
 
 def _verify_export(slug: str, file: str, public: Ed25519PublicKey, kept: list[dict[str, Any]]) -> verify.Report:

@@ -1,0 +1,358 @@
+"""Replaying an org's events into what the data should now hold (the first half of reconciliation).
+
+Each action that changes state has one handler here, written from what its service records
+(identity.users, seats, teams, groups, keys, invitations, orgs; saml.service). Events are read
+in chain order, a window at a time, and only per-entity state is kept: for every entity the
+fields the events set, which event set each (for the finding's message), and whether its
+creation is in the retained log. Refused and failed events changed nothing and are skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Row
+from sqlalchemy.orm import Session
+
+from audit.events import Selection, iter_rows
+from identity.roles import RANK
+
+# A role grant as the data keys it: (team id or None for org-wide, source, source_ref).
+GrantKey = tuple[str | None, str, str]
+# change_role records the member's resulting (highest) org role, not the manual grant it writes:
+# when another grant is as high, the manual grant is known only to be at most that role.
+AT_MOST = "<="
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One piece of current state that the log does not explain."""
+
+    # user | role_grant | group_member | team | group | api_key | scim_token | scim_client | invitation | org
+    # | seat_charge
+    kind: str
+    entity_id: str
+    problem: str
+    display: str = ""
+
+    def __str__(self) -> str:
+        named = f"{self.kind} {self.entity_id}" + (f" ({self.display})" if self.display else "")
+        return f"{named}: {self.problem}"
+
+
+@dataclass
+class Entity:
+    """What the events say about one entity: the fields they set, and the event that set each."""
+
+    created: int | None = None  # seq of its creation event, when retained
+    fields: dict[str, Any] = field(default_factory=dict)
+    why: dict[str, str] = field(default_factory=dict)
+    last: str = ""  # the newest event about it
+
+    def set(self, event: Row[Any], **values: Any) -> None:
+        """Record that `event` set these fields."""
+        self.last = f"{event.action} (#{event.seq})"
+        for name, value in values.items():
+            self.fields[name] = value
+            self.why[name] = self.last
+
+
+@dataclass
+class Expected:
+    """The state the replayed events lead to, per entity, and what the events alone contradict."""
+
+    org_id: str
+    org_defaults: dict[str, Any]  # the settings an org starts with that org.created does not record
+    org: Entity = field(default_factory=Entity)
+    users: dict[str, Entity] = field(default_factory=dict)
+    # Grants of the members whose user.created is retained: user id -> key -> role.
+    grants: dict[str, dict[GrantKey, str]] = field(default_factory=dict)
+    teams: dict[str, Entity] = field(default_factory=dict)
+    groups: dict[str, Entity] = field(default_factory=dict)
+    group_members: dict[str, set[str]] = field(default_factory=dict)  # groups whose creation is retained
+    api_keys: dict[str, Entity] = field(default_factory=dict)
+    key_ids: dict[str, str] = field(default_factory=dict)  # prefix -> id, from api_key.created
+    keys_by_prefix: dict[str, Entity] = field(default_factory=dict)  # keys made before the retained log
+    scim_tokens: dict[str, Entity] = field(default_factory=dict)
+    scim_clients: dict[str, Entity] = field(default_factory=dict)
+    invitations: dict[str, Entity] = field(default_factory=dict)
+    charges: dict[str, Entity] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+
+
+Handler = Callable[[Expected, Row[Any]], None]
+
+
+def replay(session: Session, org_id: str, after_seq: int, org_defaults: dict[str, Any]) -> Expected:
+    """Return the state the org's events after `after_seq` lead to, streaming them in chain order.
+
+    `org_defaults` are the settings an org starts with that org.created does not record.
+    """
+    expected = Expected(org_id, org_defaults)
+    for event in iter_rows(session, Selection(org_id, after_seq=after_seq)):
+        handler = HANDLERS.get(event.action)
+        if handler is not None and event.outcome == "success":
+            handler(expected, event)
+    return expected
+
+
+def _after(change: Any) -> Any:
+    return change["after"] if isinstance(change, dict) else change
+
+
+def _entity(entities: dict[str, Entity], event: Row[Any], created: bool = False) -> Entity:
+    entity = entities.setdefault(event.target_id, Entity())
+    if created:
+        entity.created = event.seq
+    return entity
+
+
+# Org: its seat counters, its settings and the ledger.
+
+def _org_created(x: Expected, e: Row[Any]) -> None:
+    c = e.changes
+    x.org.created = e.seq
+    x.org.set(e, **x.org_defaults)
+    x.org.set(e, seats_used=0, purchased_seats=0, included_seats=c["included_seats"],
+              seat_price_cents=c["seat_price_cents"], max_seats=c["max_seats"])
+
+
+def _settings_changed(x: Expected, e: Row[Any]) -> None:
+    x.org.set(e, **{name: _after(change) for name, change in e.changes.items() if isinstance(change, dict)})
+
+
+def _counter(x: Expected, e: Row[Any], name: str) -> None:
+    """Follow a counter the events carry as before/after; a jump between two events bypassed the log."""
+    change = e.changes.get(name)
+    if not isinstance(change, dict):
+        return
+    if name in x.org.fields and x.org.fields[name] != change["before"]:
+        x.findings.append(Finding("org", x.org_id, f"{name} went from {x.org.fields[name]} to {change['before']} "
+                                  f"between {x.org.why[name]} and {e.action} (#{e.seq}) with no event"))
+    x.org.set(e, **{name: change["after"]})
+
+
+def _charged(x: Expected, e: Row[Any]) -> None:
+    c = e.changes
+    kind = "seat_purchase" if e.action == "seat.purchased" else "seat_renewal"
+    charge = x.charges.setdefault(c["charge_id"], Entity(created=e.seq))
+    charge.set(e, kind=kind, seats=c["seats"], amount_cents=c["amount_cents"])
+    _counter(x, e, "purchased_seats")
+
+
+def _seat(x: Expected, e: Row[Any]) -> None:
+    _entity(x.users, e).set(e, has_seat=e.action == "seat.assigned")
+    _counter(x, e, "seats_used")
+
+
+# Members: lifecycle, profile, grants.
+
+def _user_created(x: Expected, e: Row[Any]) -> None:
+    c = e.changes
+    _entity(x.users, e, created=True).set(e, active=c["active"], deleted=False, has_seat=False,
+                                          user_name=c["user_name"], email=c["email"], external_id=c["external_id"])
+    x.grants[e.target_id] = {(None, c["source"], ""): c["role"], (c["team_id"], c["source"], ""): "member"}
+
+
+def _user_updated(x: Expected, e: Row[Any]) -> None:
+    _entity(x.users, e).set(e, **{name: change["after"] for name, change in e.changes.items()
+                                  if name in ("user_name", "email", "external_id") and isinstance(change, dict)})
+
+
+def _deactivated(x: Expected, e: Row[Any]) -> None:
+    _entity(x.users, e).set(e, active=False)
+    _key_status(x, e, e.changes.get("keys_blocked", []), "blocked", "deactivation")
+
+
+def _reactivated(x: Expected, e: Row[Any]) -> None:
+    _entity(x.users, e).set(e, active=True)
+    _key_status(x, e, e.changes.get("keys_unblocked", []), "active", None)
+
+
+def _user_deleted(x: Expected, e: Row[Any]) -> None:
+    _entity(x.users, e).set(e, active=False, deleted=True)
+    if e.target_id in x.grants:
+        x.grants[e.target_id] = {}
+    for members in x.group_members.values():
+        members.discard(e.target_id)
+    _key_status(x, e, e.changes.get("keys_revoked", []), "revoked", "member_deleted")
+
+
+def _drop(x: Expected, user_id: str, keep: Callable[[GrantKey], bool]) -> None:
+    grants = x.grants.get(user_id)
+    if grants is not None:
+        x.grants[user_id] = {key: role for key, role in grants.items() if keep(key)}
+
+
+def _role_changed(x: Expected, e: Row[Any]) -> None:
+    """change_role replaces the member's manual and invitation org grants by one manual grant."""
+    _drop(x, e.target_id, lambda key: key[0] is not None or key[1] not in ("manual", "invitation"))
+    grants = x.grants.get(e.target_id)
+    if grants is None:
+        return
+    after = _after(e.changes["role"])
+    others = [role for key, role in grants.items() if key[0] is None]
+    exact = all(rank(after) > rank(role) for role in others)
+    grants[(None, "manual", "")] = after if exact else AT_MOST + after
+
+
+def _team_grant(x: Expected, e: Row[Any]) -> None:
+    grants = x.grants.get(e.target_id)
+    if grants is not None:
+        grants[(e.changes["team_id"], "manual", "")] = _after(e.changes["team_role"])
+
+
+def _team_left(x: Expected, e: Row[Any]) -> None:
+    team_id = e.changes["team_id"]
+    _drop(x, e.target_id, lambda key: key[0] != team_id)
+    _key_status(x, e, e.changes.get("keys_revoked", []), "revoked", "left_team")
+
+
+# Teams and IdP groups.
+
+def _team_created(x: Expected, e: Row[Any]) -> None:
+    _entity(x.teams, e, created=True).set(e, exists=True, name=e.changes["name"])
+
+
+def _team_renamed(x: Expected, e: Row[Any]) -> None:
+    _entity(x.teams, e).set(e, name=_after(e.changes["name"]))
+
+
+def _team_deleted(x: Expected, e: Row[Any]) -> None:
+    _entity(x.teams, e).set(e, exists=False)
+    for user_id in list(x.grants):
+        _drop(x, user_id, lambda key: key[0] != e.target_id)
+    _key_status(x, e, e.changes.get("keys_revoked", []), "revoked", "team_deleted")
+
+
+def _group_created(x: Expected, e: Row[Any]) -> None:
+    c = e.changes
+    _entity(x.groups, e, created=True).set(e, exists=True, display_name=c["display_name"],
+                                           external_id=c["external_id"])
+    x.group_members[e.target_id] = set()
+
+
+def _group_updated(x: Expected, e: Row[Any]) -> None:
+    _entity(x.groups, e).set(e, **{name: change["after"] for name, change in e.changes.items()
+                                   if name in ("display_name", "external_id") and isinstance(change, dict)})
+
+
+def _group_deleted(x: Expected, e: Row[Any]) -> None:
+    """The group and its memberships go; grants of members it kept (a protected last owner) stay."""
+    _entity(x.groups, e).set(e, exists=False)
+    x.group_members.pop(e.target_id, None)
+
+
+def _members_added(x: Expected, e: Row[Any]) -> None:
+    """A group's grants for these members are exactly what this event names (a re-applied rule included)."""
+    c, group_id = e.changes, e.target_id
+    for user_id in c["members"]:
+        x.group_members.get(group_id, set()).add(user_id)
+        _drop(x, user_id, lambda key: key[2] != group_id)
+        grants = x.grants.get(user_id)
+        if grants is None:
+            continue
+        if c.get("team_id"):
+            grants[(c["team_id"], "scim", group_id)] = c["team_role"]
+        if c.get("org_role"):
+            grants[(None, "scim", group_id)] = c["org_role"]
+
+
+def _members_removed(x: Expected, e: Row[Any]) -> None:
+    for user_id in e.changes["members"]:
+        x.group_members.get(e.target_id, set()).discard(user_id)
+        _drop(x, user_id, lambda key: key[2] != e.target_id)
+
+
+# Credentials and invitations.
+
+def _key_created(x: Expected, e: Row[Any]) -> None:
+    c = e.changes
+    x.key_ids[e.target_display] = e.target_id
+    _entity(x.api_keys, e, created=True).set(e, status="active", status_reason=None, user_id=c["user_id"],
+                                             team_id=c["team_id"], scopes=sorted(c["scopes"]))
+
+
+def _key_revoked(x: Expected, e: Row[Any]) -> None:
+    _entity(x.api_keys, e).set(e, status="revoked", status_reason=e.changes.get("reason", "manual"))
+
+
+def _key_status(x: Expected, e: Row[Any], prefixes: Iterable[str], status: str, reason: str | None) -> None:
+    """Keys named by prefix in a member's or team's event; a key made before the retained log by prefix alone."""
+    for prefix in prefixes:
+        key_id = x.key_ids.get(prefix)
+        entity = x.api_keys[key_id] if key_id else x.keys_by_prefix.setdefault(prefix, Entity())
+        entity.set(e, status=status, status_reason=reason)
+
+
+def _token_created(x: Expected, e: Row[Any]) -> None:
+    _entity(x.scim_tokens, e, created=True).set(e, revoked=False, name=e.changes["name"], prefix=e.target_display)
+
+
+def _token_revoked(x: Expected, e: Row[Any]) -> None:
+    _entity(x.scim_tokens, e).set(e, revoked=True)
+
+
+def _client_created(x: Expected, e: Row[Any]) -> None:
+    _entity(x.scim_clients, e, created=True).set(e, revoked=False, name=e.changes["name"],
+                                                 client_id=e.target_display)
+
+
+def _client_revoked(x: Expected, e: Row[Any]) -> None:
+    _entity(x.scim_clients, e).set(e, revoked=True)
+
+
+def _invited(x: Expected, e: Row[Any]) -> None:
+    c = e.changes
+    _entity(x.invitations, e, created=True).set(e, status="pending", email=c["email"], role=c["role"],
+                                                team_id=c["team_id"])
+
+
+def _invitation_status(x: Expected, e: Row[Any]) -> None:
+    _entity(x.invitations, e).set(e, status=_after(e.changes["status"]))
+
+
+def rank(role: str) -> int:
+    """Return a role's rank, lowest first; an 'at most' bound ranks as its role."""
+    return RANK[role.removeprefix(AT_MOST)]
+
+
+# action -> its handler: what each recorded change did to the data.
+HANDLERS: dict[str, Handler] = {
+    "org.created": _org_created,
+    "org.settings_changed": _settings_changed,
+    "sso.require_sso_changed": _settings_changed,
+    "seat.assigned": _seat,
+    "seat.released": _seat,
+    "seat.purchased": _charged,
+    "seat.renewed": _charged,
+    "user.created": _user_created,
+    "user.updated": _user_updated,
+    "user.deactivated": _deactivated,
+    "user.reactivated": _reactivated,
+    "user.deleted": _user_deleted,
+    "member.role_changed": _role_changed,
+    "team.member_added": _team_grant,
+    "team.member_role_changed": _team_grant,
+    "team.member_removed": _team_left,
+    "team.created": _team_created,
+    "team.renamed": _team_renamed,
+    "team.deleted": _team_deleted,
+    "group.created": _group_created,
+    "group.updated": _group_updated,
+    "group.deleted": _group_deleted,
+    "group.members_added": _members_added,
+    "group.members_removed": _members_removed,
+    "api_key.created": _key_created,
+    "api_key.revoked": _key_revoked,
+    "scim_token.created": _token_created,
+    "scim_token.revoked": _token_revoked,
+    "scim_client.created": _client_created,
+    "scim_client.revoked": _client_revoked,
+    "invitation.created": _invited,
+    "invitation.accepted": _invitation_status,
+    "invitation.declined": _invitation_status,
+    "invitation.expired": _invitation_status,
+}

@@ -1,0 +1,289 @@
+"""Reconciling the log with the data (DESIGN.md section 6): an org changed only through the services
+reconciles clean; each change made with SQL on the domain tables, around the services and so around
+the log, is found; purged history is not held against old entities; `identity audit verify` reports it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from click.testing import Result
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from audit import Actor, clock
+from audit.models import AuditEvent
+from audit.reconcile import Finding, reconcile
+from identity import groups, invitations, keys, orgs, seats, teams, users
+from identity.db import Database
+from identity.models import ApiKey, IdpGroupMember, Org, RoleGrant, ScimToken, User
+from identity.orgs import NewOrg
+from identity.sessions import Lifetime
+from saml import service as saml_service
+from saml.connection import IdpSettings
+from saml.protocol import Assertion
+from tests.audit.conftest import as_attacker
+from tests.factories import provision
+
+IDP = IdpSettings("https://idp.example.com/entity", "https://idp.example.com/sso", None, [])
+
+
+def findings(db: Database, org_id: str) -> list[Finding]:
+    with db.reading() as session:
+        return reconcile(session, org_id)
+
+
+def sql(db: Database, *statements: Any) -> None:
+    """Change domain tables the way someone with database access would: no service, no event."""
+    with db.engine.begin() as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+@dataclass
+class World:
+    """Acme after a realistic life; `ids` names its people, teams, groups, keys and tokens."""
+
+    db: Database
+    org_id: str
+    ids: dict[str, str]
+
+
+def lived_in(db: Database, acme: NewOrg, system: Actor) -> World:
+    """Acme after an IdP pushed people and groups, admins changed roles, teams and keys, and a renewal.
+
+    Long because it is one org's story, told in order.
+    """
+    org_id, ids = acme.org.id, {"owner": acme.owner.id, "default": acme.default_team_id}
+
+    def do(actor: Actor, call: Callable[[Session, Actor], Any]) -> Any:
+        with db.transaction() as session:
+            return call(session, actor)
+
+    ids["token"] = do(system, lambda s, a: keys.create_scim_token(s, a, org_id, name="Okta")).id
+    scim = Actor("scim_token", ids["token"], "SCIM token Okta", org_id=org_id)
+    for name in ("alice", "bob", "carol", "dave", "erin"):  # five people: two seats bought beyond the three included
+        ids[name] = provision(db, scim, org_id, f"{name}@acme.test", external_id=f"00u{name}", source="scim").id
+    ids["platform"] = do(system, lambda s, a: teams.create_team(s, a, org_id, "Platform")).id
+    do(system, lambda s, a: groups.create_mapping(s, a, org_id, group_external_id="00gEng", team_id=ids["platform"],
+                                                  team_role="admin", org_role="admin"))
+    ids["eng"] = do(scim, lambda s, a: groups.create_group(s, a, org_id, display_name="Engineering",
+                                                           external_id="00gEng",
+                                                           member_ids=[ids["alice"], ids["bob"]])).id
+    ids["sales"] = do(scim, lambda s, a: groups.create_group(s, a, org_id, display_name="Sales", external_id="00gS",
+                                                             member_ids=[ids["carol"]])).id  # mirrored as a team
+    do(scim, lambda s, a: groups.replace_members(s, a, org_id, ids["sales"], [ids["carol"], ids["dave"]]))
+    do(scim, lambda s, a: groups.remove_members(s, a, org_id, ids["eng"], [ids["bob"]]))
+    do(scim, lambda s, a: groups.update_group(s, a, org_id, ids["eng"], display_name="Engineering EU"))
+    do(system, lambda s, a: saml_service.configure_connection(s, a, org_id, IDP, allow_idp_initiated=True))
+    assertion = Assertion("_a1", IDP.entity_id, "hank@acme.test", None, None, None,
+                          clock.now() + dt.timedelta(minutes=5),
+                          {"email": ["hank@acme.test"], "groups": ["00gEng", "Design"]})
+    ids["hank"] = do(Actor("system", "saml-sso", "SAML SSO", org_id=org_id), lambda s, a: saml_service.sign_in(
+        s, a, org_id, assertion, lifetime=Lifetime())).user.id  # JIT, a new mirrored group, a mapped one
+    do(system, lambda s, a: users.change_role(s, a, org_id, ids["dave"], "admin"))
+    do(system, lambda s, a: users.change_role(s, a, org_id, ids["alice"], "owner"))
+    do(system, lambda s, a: users.change_role(s, a, org_id, ids["alice"], "member"))  # the group still gives admin
+    do(system, lambda s, a: teams.add_team_member(s, a, org_id, ids["platform"], ids["erin"], "viewer"))
+    do(system, lambda s, a: teams.add_team_member(s, a, org_id, ids["platform"], ids["erin"], "admin"))
+
+    def key(user: str, team: str) -> str:
+        return str(do(system, lambda s, a: keys.create_api_key(s, a, org_id, user_id=ids[user], team_id=ids[team],
+                                                               name=f"{user} key", scopes=["inference"])).id)
+
+    ids["key_alice"], ids["key_bob"] = key("alice", "platform"), key("bob", "default")
+    ids["key_dave"], ids["key_erin"] = key("dave", "default"), key("erin", "platform")
+    do(system, lambda s, a: keys.revoke_api_key(s, a, org_id, ids["key_bob"]))
+    do(scim, lambda s, a: users.sync_user(s, a, org_id, ids["dave"], {"active": False}))  # blocks dave's key
+    do(scim, lambda s, a: users.sync_user(s, a, org_id, ids["dave"], {"active": True}))  # and unblocks it
+    do(scim, lambda s, a: users.sync_user(s, a, org_id, ids["carol"], {"email": "carol@acme.example"}))
+    do(scim, lambda s, a: users.sync_user(s, a, org_id, ids["bob"], {"active": False}))
+    do(scim, lambda s, a: users.remove_user(s, a, org_id, ids["erin"]))  # revokes erin's key
+    do(system, lambda s, a: teams.remove_team_member(s, a, org_id, ids["platform"], ids["alice"]))  # and alice's
+    temp = do(system, lambda s, a: teams.create_team(s, a, org_id, "Temp")).id
+    do(system, lambda s, a: teams.add_team_member(s, a, org_id, temp, ids["carol"]))
+    do(system, lambda s, a: teams.delete_team(s, a, org_id, temp))  # (a team holding keys cannot be deleted yet)
+    do(system, lambda s, a: teams.rename_team(s, a, org_id, ids["platform"], "Platform Core"))
+    _, link = do(system, lambda s, a: invitations.invite(s, a, org_id, email="frank@acme.test", role="viewer"))
+    with db.transaction() as session:
+        ids["frank"] = invitations.accept(session, invitations.invitee(session, link), link).id
+    _, declined = do(system, lambda s, a: invitations.invite(s, a, org_id, email="gina@acme.test"))
+    with db.transaction() as session:
+        invitations.decline(session, invitations.invitee(session, declined), declined)
+    ids["client"] = do(system, lambda s, a: keys.create_scim_client(s, a, org_id, name="Entra")).id
+    do(system, lambda s, a: keys.revoke_scim_client(s, a, org_id, ids["client"]))
+    ids["old_token"] = do(system, lambda s, a: keys.create_scim_token(s, a, org_id, name="old")).id
+    do(system, lambda s, a: keys.revoke_scim_token(s, a, org_id, ids["old_token"]))
+    mapping = do(system, lambda s, a: groups.create_mapping(s, a, org_id, group_display_name="Sales", org_role="viewer"))
+    do(system, lambda s, a: orgs.update_settings(s, a, org_id, {"group_sync": "mapped", "max_seats": 50}))
+    do(system, lambda s, a: groups.delete_mapping(s, a, org_id, mapping.id))  # Sales now grants nothing
+    do(scim, lambda s, a: groups.delete_group(s, a, org_id, ids["sales"]))
+    with clock.frozen_at(acme.org.cycle_end + dt.timedelta(days=1)):
+        do(system, lambda s, a: seats.renew_org(s, a, org_id))
+    return World(db, org_id, ids)
+
+
+@pytest.fixture
+def world(db: Database, acme: NewOrg, system: Actor) -> World:
+    return lived_in(db, acme, system)
+
+
+def test_an_org_changed_only_through_the_services_reconciles_clean(world: World) -> None:
+    with world.db.reading() as session:
+        acted = set(session.scalars(select(AuditEvent.action).where(AuditEvent.org_id == world.org_id)))
+    # The story touched every kind of state the reconciliation checks.
+    assert {"seat.purchased", "seat.renewed", "member.role_changed", "team.member_role_changed", "user.reactivated",
+            "user.deleted", "group.members_removed", "group_mapping.deleted", "api_key.revoked", "team.deleted",
+            "invitation.accepted", "scim_client.revoked", "sso.login_succeeded"} <= acted
+    assert findings(world.db, world.org_id) == []
+
+
+def _new_user(w: World) -> Any:
+    now = clock.now()
+    return insert(User).values(id=str(uuid.uuid4()), org_id=w.org_id, user_name="mallory@acme.test", active=True,
+                               has_seat=False, source="manual", attributes={}, created_at=now, updated_at=now,
+                               version=1)
+
+
+def _grant(w: World, user: str, team: str | None, role: str) -> Any:
+    return insert(RoleGrant).values(org_id=w.org_id, user_id=w.ids[user], team_id=team and w.ids[team], role=role,
+                                    source="manual", source_ref="", created_at=clock.now())
+
+
+def _org_id(w: World) -> str:
+    return w.org_id
+
+
+# name -> (the bypass, as SQL statements; what is found: kind, whose id, words of the finding)
+BYPASSES: dict[str, tuple[Callable[[World], list[Any]], str, Callable[[World], str], str]] = {
+    "user inserted": (lambda w: [_new_user(w)], "user", lambda w: "", "no user.created event"),
+    "active user deactivated": (lambda w: [update(User).where(User.id == w.ids["carol"]).values(active=False)],
+                                "user", lambda w: w.ids["carol"], "active is False, but the last event that set it, "
+                                "user.created"),
+    "deactivated user reactivated": (lambda w: [update(User).where(User.id == w.ids["bob"]).values(active=True)],
+                                     "user", lambda w: w.ids["bob"], "active is True, but the last event that set it, "
+                                     "user.deactivated"),
+    "deleted user restored": (lambda w: [update(User).where(User.id == w.ids["erin"]).values(deleted_at=None)],
+                              "user", lambda w: w.ids["erin"], "deleted is False"),
+    "org role granted": (lambda w: [_grant(w, "carol", None, "owner")], "role_grant", lambda w: "",
+                         "org-wide from manual as owner was given by no event"),
+    "team membership granted": (lambda w: [_grant(w, "frank", "platform", "admin")], "role_grant", lambda w: "",
+                                "in team"),
+    "role raised": (lambda w: [update(RoleGrant).where(RoleGrant.user_id == w.ids["dave"], RoleGrant.source == "manual",
+                                                       RoleGrant.team_id.is_(None)).values(role="owner")],
+                    "role_grant", lambda w: "", "is owner, but the events leave it admin"),
+    "group's grant removed": (lambda w: [delete(RoleGrant).where(
+        RoleGrant.user_id == w.ids["hank"], RoleGrant.source_ref == w.ids["eng"], RoleGrant.team_id.is_(None))],
+        "role_grant", lambda w: f"{w.ids['hank']}/org", "org-wide from scim (group"),
+    "invitation's grant removed": (lambda w: [delete(RoleGrant).where(
+        RoleGrant.user_id == w.ids["frank"], RoleGrant.team_id.is_(None))],
+        "role_grant", lambda w: f"{w.ids['frank']}/org", "org-wide from invitation as viewer, but the data has no"),
+    "seat flag dropped": (lambda w: [update(User).where(User.id == w.ids["dave"]).values(has_seat=False)],
+                          "user", lambda w: w.ids["dave"], "has_seat is False, but the last event that set it, "
+                          "seat.assigned"),
+    "seats_used raised": (lambda w: [update(Org).where(Org.id == w.org_id).values(seats_used=Org.seats_used + 1)],
+                          "org", _org_id, "seats_used is"),
+    "purchased seats raised": (lambda w: [update(Org).where(Org.id == w.org_id).values(
+        purchased_seats=Org.purchased_seats + 1)], "org", _org_id, "purchased_seats is"),
+    "seat cap lifted": (lambda w: [update(Org).where(Org.id == w.org_id).values(max_seats=None)],
+                        "org", _org_id, "max_seats is None, but the last event that set it, org.settings_changed"),
+    "api key inserted": (lambda w: [insert(ApiKey).values(
+        id=str(uuid.uuid4()), org_id=w.org_id, team_id=w.ids["default"], user_id=w.ids["owner"], name="backdoor",
+        prefix="key_backdoor", secret_hash="0" * 64, scopes=["admin"], status="active", created_at=clock.now())],
+        "api_key", lambda w: "", "no api_key.created event"),
+    "api key un-revoked": (lambda w: [update(ApiKey).where(ApiKey.id == w.ids["key_bob"]).values(
+        status="active", status_reason=None)], "api_key", lambda w: w.ids["key_bob"], "status is 'active', but the "
+        "last event that set it, api_key.revoked"),
+    "blocked key unblocked": (lambda w: [update(ApiKey).where(ApiKey.id == w.ids["key_erin"]).values(status="active")],
+                              "api_key", lambda w: w.ids["key_erin"], "user.deleted"),
+    "api key scopes widened": (lambda w: [update(ApiKey).where(ApiKey.id == w.ids["key_dave"]).values(
+        scopes=["admin", "inference"])], "api_key", lambda w: w.ids["key_dave"], "scopes is"),
+    "scim token un-revoked": (lambda w: [update(ScimToken).where(ScimToken.id == w.ids["old_token"]).values(
+        revoked_at=None)], "scim_token", lambda w: w.ids["old_token"], "revoked is False"),
+    "group member added": (lambda w: [insert(IdpGroupMember).values(group_id=w.ids["eng"], user_id=w.ids["carol"])],
+                           "group_member", lambda w: f"{w.ids['eng']}/{w.ids['carol']}", "no group.members_added"),
+}
+
+
+@pytest.mark.parametrize("name", list(BYPASSES))
+def test_a_change_that_bypassed_the_log_is_found(world: World, name: str) -> None:
+    statements, kind, whose, words = BYPASSES[name]
+    sql(world.db, *statements(world))
+    found = findings(world.db, world.org_id)
+    assert len({(f.kind, f.entity_id) for f in found}) == 1, [str(f) for f in found]  # one entity, field by field
+    assert found[0].kind == kind and any(words in f.problem for f in found), [str(f) for f in found]
+    assert whose(world) in ("", found[0].entity_id), str(found[0])
+
+
+def test_a_seat_count_changed_between_two_events_is_found_even_when_later_events_agree(
+        world: World, system: Actor) -> None:
+    sql(world.db, update(Org).where(Org.id == world.org_id).values(seats_used=Org.seats_used + 1))
+    provision(world.db, system, world.org_id, "ivan@acme.test")  # records the bumped count as its `before`
+    found = findings(world.db, world.org_id)
+    assert [f.kind for f in found] == ["org"] and "with no event" in found[0].problem, [str(f) for f in found]
+
+
+NOW = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def test_entities_older_than_the_retained_log_are_not_reported(cli: Callable[..., Result], db: Database,
+                                                               system: Actor) -> None:
+    with clock.frozen_at(NOW - dt.timedelta(days=400)):
+        with db.transaction() as session:
+            old = orgs.create_org(session, system, "Oldco", owner_email="owner@oldco.test")
+        org_id = old.org.id
+        veteran = provision(db, system, org_id, "vera@oldco.test", source="scim")
+        with db.transaction() as session:
+            keys.create_api_key(session, system, org_id, user_id=veteran.id, team_id=old.default_team_id, name="v",
+                                scopes=["inference"])
+            keys.create_scim_token(session, system, org_id)
+    with clock.frozen_at(NOW - dt.timedelta(days=10)):
+        newcomer = provision(db, system, org_id, "nina@oldco.test")
+        with db.transaction() as session:  # an old member's later change stays checked
+            users.deactivate_user(session, system, org_id, veteran.id)
+    with clock.frozen_at(NOW):
+        assert "removed" in cli("purge", "--org", "oldco").output
+    with db.reading() as session:
+        kept = set(session.scalars(select(AuditEvent.target_id).where(AuditEvent.org_id == org_id)))
+    assert veteran.id in kept and old.owner.id not in kept  # the owner's history is gone, vera's deactivation not
+    assert findings(db, org_id) == []
+
+    sql(db, update(User).where(User.id == veteran.id).values(active=True),
+        update(User).where(User.id == newcomer.id).values(active=False))
+    found = {(f.entity_id, f.problem.split(",")[0]) for f in findings(db, org_id)}
+    assert found == {(veteran.id, "active is True"), (newcomer.id, "active is False")}
+
+
+def test_verify_prints_the_findings_and_exits_non_zero(cli: Callable[..., Result], world: World) -> None:
+    clean = cli("verify", "--org", "acme")
+    assert clean.exit_code == 0 and "reconciled: the events explain" in clean.output, clean.output
+    sql(world.db, *[_new_user(world).values(id=str(uuid.uuid4()), user_name=f"m{n}@acme.test") for n in range(25)])
+    result = cli("verify", "--org", "acme")
+    assert result.exit_code == 3, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("org acme: intact:")  # the chain's line, as before
+    assert lines[1] == "org acme: NOT RECONCILED: 25 change(s) in the data that no event explains"
+    assert all(line.startswith("  user ") and "no user.created event" in line for line in lines[2:22]), lines
+    assert lines[22:] == ["  ... and 5 more"]
+    with world.db.reading() as session:
+        verified = session.scalars(select(AuditEvent).where(AuditEvent.org_id == world.org_id)
+                                   .order_by(AuditEvent.seq.desc()).limit(1)).one()
+    assert verified.action == "audit.verified"
+    assert verified.changes["reconciled"] is False and verified.changes["findings"] == 25
+    skipped = cli("verify", "--org", "acme", "--no-reconcile")
+    assert skipped.exit_code == 0 and "NOT RECONCILED" not in skipped.output
+
+
+def test_a_broken_chain_keeps_its_exit_status_and_is_not_reconciled(cli: Callable[..., Result], db: Database,
+                                                                    acme: NewOrg) -> None:
+    sql(db, update(User).where(User.id == acme.owner.id).values(active=False))
+    as_attacker(db, ("UPDATE audit_events SET actor_display = 'someone' WHERE org_id = :org AND seq = 2",
+                     {"org": acme.org.id}))
+    result = cli("verify", "--org", "acme")
+    assert result.exit_code == 1 and "BROKEN at event #2" in result.output
+    assert "RECONCILED" not in result.output and "reconciled" not in result.output
