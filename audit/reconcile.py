@@ -2,7 +2,7 @@
 
 The events are replayed into the state they lead to (audit.replay), then each domain table of the
 org is streamed and compared with it: every user, role grant, IdP group membership, team, group,
-API key, SCIM token and client, invitation, seat charge, and the org's seat counters and
+group mapping rule, API key, SCIM token and client, invitation, seat charge, and the org's seat counters and
 settings must be what the events made them. A row no event created, a field the events left
 otherwise, or something the events made that is gone, is a finding. With audit.cli, the one
 part of `audit` that knows the domain's tables; it only reads them.
@@ -27,6 +27,7 @@ from audit.models import AuditEvent, AuditHead
 from audit.replay import AT_MOST, Entity, Expected, Finding, GrantKey, rank, replay
 from identity.models import (
     ApiKey,
+    GroupMapping,
     IdpGroup,
     IdpGroupMember,
     Invitation,
@@ -57,8 +58,8 @@ def reconcile(session: Session, org_id: str) -> list[Finding]:
     since = _retained_since(session, org_id, base)
     expected = replay(session, org_id, base, _org_defaults())
     found = list(expected.findings)
-    for check in (_org, _users, _grants, _teams, _groups, _group_members, _api_keys, _scim_tokens, _scim_clients,
-                  _invitations, _charges):
+    for check in (_org, _users, _grants, _teams, _groups, _group_members, _mappings, _api_keys, _scim_tokens,
+                  _scim_clients, _invitations, _charges):
         found += check(session, expected, since)
     return found
 
@@ -192,6 +193,19 @@ def _groups(session: Session, x: Expected, since: dt.datetime | None) -> list[Fi
         found += _check("group", row.id, row.display_name, x.groups.pop(row.id, None), actual, row.created_at, since,
                         "group.created")
     return found + _missing("group", x.groups)
+
+
+def _mappings(session: Session, x: Expected, since: dt.datetime | None) -> list[Finding]:
+    m = GroupMapping
+    found = []
+    for row in _stream(session, select(m.id, m.group_external_id, m.group_display_name, m.team_id, m.team_role,
+                                       m.org_role, m.created_at).where(m.org_id == x.org_id)):
+        actual = {"exists": True, "group_external_id": row.group_external_id,
+                  "group_display_name": row.group_display_name, "team_id": row.team_id, "team_role": row.team_role,
+                  "org_role": row.org_role}
+        found += _check("group_mapping", row.id, row.group_display_name or row.group_external_id or "",
+                        x.mappings.pop(row.id, None), actual, row.created_at, since, "group_mapping.created")
+    return found + _missing("group_mapping", x.mappings)
 
 
 def _api_keys(session: Session, x: Expected, since: dt.datetime | None) -> list[Finding]:

@@ -30,8 +30,8 @@ AT_MOST = "<="
 class Finding:
     """One piece of current state that the log does not explain."""
 
-    # user | role_grant | group_member | team | group | api_key | scim_token | scim_client | invitation | org
-    # | seat_charge
+    # user | role_grant | group_member | team | group | group_mapping | api_key | scim_token | scim_client
+    # | invitation | org | seat_charge
     kind: str
     entity_id: str
     problem: str
@@ -72,6 +72,7 @@ class Expected:
     teams: dict[str, Entity] = field(default_factory=dict)
     groups: dict[str, Entity] = field(default_factory=dict)
     group_members: dict[str, set[str]] = field(default_factory=dict)  # groups whose creation is retained
+    mappings: dict[str, Entity] = field(default_factory=dict)
     api_keys: dict[str, Entity] = field(default_factory=dict)
     key_ids: dict[str, str] = field(default_factory=dict)  # prefix -> id, from api_key.created
     keys_by_prefix: dict[str, Entity] = field(default_factory=dict)  # keys made before the retained log
@@ -266,6 +267,14 @@ def _members_removed(x: Expected, e: Row[Any]) -> None:
         _drop(x, user_id, lambda key: key[2] != e.target_id)
 
 
+def _mapping_created(x: Expected, e: Row[Any]) -> None:
+    _entity(x.mappings, e, created=True).set(e, exists=True, **e.changes)
+
+
+def _mapping_deleted(x: Expected, e: Row[Any]) -> None:
+    _entity(x.mappings, e).set(e, exists=False)
+
+
 # Credentials and invitations.
 
 def _key_created(x: Expected, e: Row[Any]) -> None:
@@ -345,6 +354,8 @@ HANDLERS: dict[str, Handler] = {
     "group.deleted": _group_deleted,
     "group.members_added": _members_added,
     "group.members_removed": _members_removed,
+    "group_mapping.created": _mapping_created,
+    "group_mapping.deleted": _mapping_deleted,
     "api_key.created": _key_created,
     "api_key.revoked": _key_revoked,
     "scim_token.created": _token_created,

@@ -21,7 +21,7 @@ from audit.models import AuditEvent
 from audit.reconcile import Finding, reconcile
 from identity import groups, invitations, keys, orgs, seats, teams, users
 from identity.db import Database
-from identity.models import ApiKey, IdpGroupMember, Org, RoleGrant, ScimToken, User
+from identity.models import ApiKey, GroupMapping, IdpGroupMember, Org, RoleGrant, ScimToken, User
 from identity.orgs import NewOrg
 from identity.sessions import Lifetime
 from saml import service as saml_service
@@ -205,6 +205,9 @@ BYPASSES: dict[str, tuple[Callable[[World], list[Any]], str, Callable[[World], s
         scopes=["admin", "inference"])], "api_key", lambda w: w.ids["key_dave"], "scopes is"),
     "scim token un-revoked": (lambda w: [update(ScimToken).where(ScimToken.id == w.ids["old_token"]).values(
         revoked_at=None)], "scim_token", lambda w: w.ids["old_token"], "revoked is False"),
+    "mapping rule widened": (lambda w: [update(GroupMapping).where(GroupMapping.team_id == w.ids["platform"]).values(
+        org_role="owner")], "group_mapping", lambda w: "", "org_role is 'owner', but the last event that set it, "
+        "group_mapping.created"),
     "group member added": (lambda w: [insert(IdpGroupMember).values(group_id=w.ids["eng"], user_id=w.ids["carol"])],
                            "group_member", lambda w: f"{w.ids['eng']}/{w.ids['carol']}", "no group.members_added"),
 }
