@@ -27,6 +27,8 @@ from identity import config, orgs
 from identity.db import Database
 from identity.errors import DomainError
 
+SHOWN_FINDINGS = 20  # reconciliation findings printed by `verify`; the count says how many more
+
 
 @contextlib.contextmanager
 def _database() -> Iterator[Database]:
@@ -186,9 +188,6 @@ def verify_command(slug: str, file: str | None, kept: tuple[str, ...], public_ke
         sys.exit(3)
     if file is None and reconciling:
         click.echo(f"org {slug}: reconciled: the events explain every user, grant, seat and key")
-
-
-SHOWN_FINDINGS = 20
 
 
 def _verify_database(slug: str, public: Ed25519PublicKey, kept: list[dict[str, Any]],

@@ -256,10 +256,22 @@ def test_entities_older_than_the_retained_log_are_not_reported(cli: Callable[...
     assert veteran.id in kept and old.owner.id not in kept  # the owner's history is gone, vera's deactivation not
     assert findings(db, org_id) == []
 
+    intruder = str(uuid.uuid4())
     sql(db, update(User).where(User.id == veteran.id).values(active=True),
-        update(User).where(User.id == newcomer.id).values(active=False))
+        update(User).where(User.id == newcomer.id).values(active=False),
+        _new_user(World(db, org_id, {})).values(id=intruder))
     found = {(f.entity_id, f.problem.split(",")[0]) for f in findings(db, org_id)}
-    assert found == {(veteran.id, "active is True"), (newcomer.id, "active is False")}
+    assert found == {(veteran.id, "active is True"), (newcomer.id, "active is False"), (intruder, "exists")}
+
+
+@pytest.mark.postgres_only
+def test_the_events_and_the_data_are_read_in_one_snapshot(db: Database) -> None:
+    from sqlalchemy import text
+
+    from audit.cli import _snapshot
+
+    with _snapshot(db) as session:
+        assert session.scalar(text("SHOW transaction_isolation")) == "repeatable read"
 
 
 def test_verify_prints_the_findings_and_exits_non_zero(cli: Callable[..., Result], world: World) -> None:
