@@ -226,6 +226,9 @@ def _team_deleted(x: Expected, e: Row[Any]) -> None:
     for user_id in list(x.grants):
         _drop(x, user_id, lambda key: key[0] != e.target_id)
     _key_status(x, e, e.changes.get("keys_revoked", []), "revoked", "team_deleted")
+    for entity in (*x.api_keys.values(), *x.invitations.values()):  # their rows stay, the team unset
+        if entity.fields.get("team_id") == e.target_id:
+            entity.set(e, team_id=None)
 
 
 def _group_created(x: Expected, e: Row[Any]) -> None:

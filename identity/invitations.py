@@ -85,14 +85,15 @@ def expire_if_due(session: Session, token: str) -> bool:
     invitation = _by_token(session, token)
     if invitation.status != "pending" or invitation.expires_at > clock.now():
         return False
-    _expire(session, invitation)
+    expire(session, invitation)
     return True
 
 
-def _expire(session: Session, invitation: Invitation) -> None:
+def expire(session: Session, invitation: Invitation, actor: Actor | None = None, reason: str = "time") -> None:
+    """Mark a pending invitation expired (audited): its time is up, or (`reason`) its team was deleted."""
     invitation.status = "expired"
-    record(session, _invitee(invitation), "invitation.expired", _target(invitation),
-           {"status": {"before": "pending", "after": "expired"}}, org_id=invitation.org_id)
+    record(session, actor or _invitee(invitation), "invitation.expired", _target(invitation),
+           {"status": {"before": "pending", "after": "expired"}, "reason": reason}, org_id=invitation.org_id)
 
 
 def _invitee(invitation: Invitation) -> Actor:
@@ -129,7 +130,7 @@ def expire_due(session: Session, org_id: str) -> int:
     due = list(session.scalars(select(Invitation).where(
         Invitation.org_id == org_id, Invitation.status == "pending", Invitation.expires_at <= clock.now())))
     for invitation in due:
-        _expire(session, invitation)
+        expire(session, invitation)
     return len(due)
 
 

@@ -98,7 +98,7 @@ def _actor_user_id(session: Session, actor: Actor) -> str | None:
 def verify_api_key(session: Session, secret: str) -> KeyIdentity:
     """Return whom a presented API key speaks for, or raise Unauthenticated. Constant-time compare."""
     key = _find(session, ApiKey, secret)
-    if key is None or key.status != "active":
+    if key is None or key.status != "active" or key.team_id is None:
         raise Unauthenticated("invalid or revoked API key")
     user = session.get(User, key.user_id)
     org = session.get(Org, key.org_id)

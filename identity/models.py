@@ -189,7 +189,8 @@ class ApiKey(Base):
 
     id: Mapped[str] = mapped_column(UUID, primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"))
-    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id"))
+    # None once its team is deleted: the row stays as a record (revoked, or no longer pending).
+    team_id: Mapped[str | None] = mapped_column(ForeignKey("teams.id", ondelete="SET NULL"))
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
     name: Mapped[str] = mapped_column(String(200))
     prefix: Mapped[str] = mapped_column(String(32), unique=True)
@@ -213,7 +214,8 @@ class Invitation(Base):
     org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), index=True)
     email: Mapped[str] = mapped_column(String(320))
     role: Mapped[str] = mapped_column(String(16))
-    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id"))
+    # None once its team is deleted: the row stays as a record (revoked, or no longer pending).
+    team_id: Mapped[str | None] = mapped_column(ForeignKey("teams.id", ondelete="SET NULL"))
     prefix: Mapped[str] = mapped_column(String(32), unique=True)
     secret_hash: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default="pending")

@@ -8,12 +8,13 @@ import unicodedata
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from audit import Actor, clock, record
 from audit.log import Target
 from identity import keys
 from identity.errors import Conflict, InvalidValue, NotFound
-from identity.models import ApiKey, RoleGrant, Team
+from identity.models import ApiKey, GroupMapping, Invitation, RoleGrant, Team
 from identity.roles import authorize, parse_role
 
 TEAM_ROLES = ("viewer", "member", "admin")
@@ -74,11 +75,24 @@ def rename_team(session: Session, actor: Actor, org_id: str, team_id: str, name:
 
 
 def delete_team(session: Session, actor: Actor, org_id: str, team_id: str) -> None:
-    """Delete a team: its memberships end and its API keys are revoked. `Default` stays."""
+    """Delete a team: its memberships end, its API keys are revoked, the group mappings into it are
+    deleted and its pending invitations expire, each audited. `Default` stays.
+
+    Revoked keys and past invitations stay as records with their team unset (the foreign key
+    sets it NULL); the audit events say which team it was.
+    """
+    from identity import groups, invitations  # both import this module
+
     authorize(actor, "teams.manage", org_id=org_id)
     team = get_team(session, org_id, team_id)
     if team.is_default:
         raise InvalidValue("the Default team cannot be deleted", field="team_id")
+    for rule in session.scalars(select(GroupMapping).where(GroupMapping.org_id == org_id,
+                                                            GroupMapping.team_id == team.id)).all():
+        groups.delete_mapping(session, actor, org_id, rule.id)
+    for invitation in session.scalars(select(Invitation).where(
+            Invitation.org_id == org_id, Invitation.team_id == team.id, Invitation.status == "pending")).all():
+        invitations.expire(session, invitation, actor, reason="team_deleted")
     live_keys = list(session.scalars(select(ApiKey).where(
         ApiKey.org_id == org_id, ApiKey.team_id == team.id, ApiKey.status != "revoked")))
     for key in live_keys:
@@ -89,6 +103,11 @@ def delete_team(session: Session, actor: Actor, org_id: str, team_id: str) -> No
     record(session, actor, "team.deleted", Target("team", team.id, team.name),
            {"name": team.name, "members_removed": members, "keys_revoked": revoked}, org_id=org_id)
     session.delete(team)
+    session.flush()
+    # The database unset the team of the keys and invitations that named it; so must the session.
+    for row in session.identity_map.values():
+        if isinstance(row, (ApiKey, Invitation)) and row.team_id == team.id:
+            set_committed_value(row, "team_id", None)
 
 
 def add_team_member(session: Session, actor: Actor, org_id: str, team_id: str, user_id: str,

@@ -130,3 +130,40 @@ def test_bad_input_is_refused_and_writes_nothing(db: Database, acme: NewOrg, sys
         call(session, system, acme)
     assert raised.value.message
     assert counts(db) == before
+
+
+def test_a_team_with_keys_invitations_and_a_mapping_can_be_deleted(db: Database, acme: NewOrg, system: Actor) -> None:
+    """Its keys are revoked, the mapping into it deleted, its pending invitation expired: all audited,
+    the records kept with their team unset, and the log still explains the data."""
+    from audit.reconcile import reconcile
+    from identity import groups, invitations, keys
+    from identity.errors import Unauthenticated
+    from identity.models import ApiKey, GroupMapping, Invitation
+
+    member = provision(db, system, acme.org.id, "keyholder@acme.test")
+    with db.transaction() as session:
+        team = teams.create_team(session, system, acme.org.id, "Doomed")
+        teams.add_team_member(session, system, acme.org.id, team.id, member.id, "admin")
+        live = keys.create_api_key(session, system, acme.org.id, user_id=member.id, team_id=team.id,
+                                   name="live", scopes=["inference"])
+        old = keys.create_api_key(session, system, acme.org.id, user_id=member.id, team_id=team.id,
+                                  name="old", scopes=["inference"])
+        keys.revoke_api_key(session, system, acme.org.id, old.id)
+        invitation, link = invitations.invite(session, system, acme.org.id, email="later@acme.test", team_id=team.id)
+        groups.create_mapping(session, system, acme.org.id, group_external_id="00gDoomed", team_id=team.id,
+                              team_role="member")
+    with db.transaction() as session:
+        teams.delete_team(session, system, acme.org.id, team.id)
+    assert actions(db, acme.org.id)[-3:] == ["group_mapping.deleted", "invitation.expired", "team.deleted"]
+    with db.reading() as session:
+        assert session.get(Team, team.id) is None
+        assert {k.id: (k.status, k.team_id) for k in session.scalars(select(ApiKey).where(ApiKey.user_id == member.id))} \
+            == {live.id: ("revoked", None), old.id: ("revoked", None)}
+        assert (session.get(Invitation, invitation.id).status, session.get(Invitation, invitation.id).team_id) \
+            == ("expired", None)
+        assert session.scalars(select(GroupMapping).where(GroupMapping.org_id == acme.org.id)).all() == []
+        with pytest.raises(Unauthenticated):
+            keys.verify_api_key(session, live.secret)
+        assert reconcile(session, acme.org.id) == []
+    with pytest.raises(InvalidValue), db.transaction() as session:
+        invitations.accept(session, system, link)
