@@ -8,12 +8,13 @@ import uuid
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from audit.log import Target
 from identity import keys, seats, sessions, teams
-from identity.errors import Conflict, InvalidValue, LastOwner, NotFound
+from identity.errors import Conflict, InvalidValue, LastOwner, NotFound, SeatCapReached
 from identity.models import IdpGroupMember, RoleGrant, Team, User
 from identity.roles import SOURCES, authorize, highest, parse_role
 
@@ -82,10 +83,14 @@ def provision_user(
     given_name: str | None = None, family_name: str | None = None, active: bool = True,
     role: str | None = None, team_id: str | None = None, attributes: dict[str, Any] | None = None,
 ) -> User:
-    """Create a member: the user, its org role and team, and (when active) its seat."""
-    # The org lock first: it serialises the seat count and also the userName check below, so that
-    # two parallel requests for one userName give one member and one Conflict, never a 500.
-    org = seats.lock_org(session, org_id)
+    """Create a member: the user, its org role and team, and (when active) its seat.
+
+    Long because the order is the point. The seat is taken before the user row is written, so
+    that the row goes in once, seat flag set. The unique index decides whether the userName is
+    free (no SELECT on the way), but a taken userName must still read as a Conflict when the seat
+    cap refuses first, so the name is looked up on that rare branch only.
+    """
+    org = seats.lock_org(session, org_id)  # first: it serialises the seat count
     role = parse_role(role or org.default_role)
     authorize(actor, "owners.manage" if role == "owner" else "members.manage", org_id=org_id)
     if source not in SOURCES:
@@ -93,8 +98,6 @@ def provision_user(
     user_name = (user_name or "").strip()
     if not user_name:
         raise InvalidValue("userName is required", field="userName")
-    if find_by_user_name(session, org_id, user_name) is not None:
-        raise Conflict(f"userName {user_name!r} is already taken in this org", field="userName")
     team = default_team(session, org_id) if team_id is None else teams.get_team(session, org_id, team_id)
     now = clock.now()
     user = User(
@@ -102,20 +105,51 @@ def provision_user(
         display_name=display_name, given_name=given_name, family_name=family_name, active=active,
         has_seat=False, source=source, attributes=attributes or {}, created_at=now, updated_at=now, version=1,
     )
-    session.add(user)
-    session.flush()
-    session.execute(insert(RoleGrant), [
-        {"org_id": org_id, "user_id": user.id, "team_id": None, "role": role, "source": source, "created_at": now},
-        {"org_id": org_id, "user_id": user.id, "team_id": team.id, "role": "member", "source": source,
-         "created_at": now},
-    ])
     record(session, actor, "user.created", target(user), {
         "user_name": user_name, "email": email, "external_id": external_id, "active": active,
         "role": role, "team_id": team.id, "source": source,
     }, org_id=org_id)
     if active:
-        seats.take_seat(session, actor, user)
+        try:
+            seats.take_seat(session, actor, user)
+        except SeatCapReached:
+            _ensure_free_user_name(session, org_id, user_name)
+            raise
+    _insert_user(session, user)
+    # render_nulls: both grants in one INSERT (a NULL team_id would otherwise split the batch)
+    session.execute(insert(RoleGrant).execution_options(render_nulls=True), [
+        {"org_id": org_id, "user_id": user.id, "team_id": None, "role": role, "source": source,
+         "source_ref": "", "created_at": now},
+        {"org_id": org_id, "user_id": user.id, "team_id": team.id, "role": "member", "source": source,
+         "source_ref": "", "created_at": now},
+    ])
     return user
+
+
+USER_NAME_INDEX = "uq_users_org_user_name"
+
+
+def _taken(user_name: str) -> Conflict:
+    return Conflict(f"userName {user_name!r} is already taken in this org", field="userName")
+
+
+def _ensure_free_user_name(session: Session, org_id: str, user_name: str) -> None:
+    if find_by_user_name(session, org_id, user_name) is not None:
+        raise _taken(user_name)
+
+
+def _insert_user(session: Session, user: User) -> None:
+    """Write a new user row; a live user of the same userName (the unique index says so) is a Conflict.
+
+    Provisioning holds the org lock, so a clash is with a member committed earlier, never a race.
+    """
+    session.add(user)
+    try:
+        session.flush()
+    except IntegrityError as error:
+        if USER_NAME_INDEX in str(error.orig):
+            raise _taken(user.user_name) from error
+        raise
 
 
 def deactivate_user(session: Session, actor: Actor, org_id: str, user_id: str) -> User:
