@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, union_all
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -37,6 +37,21 @@ def find_by_user_name(session: Session, org_id: str, user_name: str) -> User | N
     return session.scalars(select(User).where(
         User.org_id == org_id, func.lower(User.user_name) == user_name.lower(), User.deleted_at.is_(None),
     )).one_or_none()
+
+
+def find_by_user_name_or_removed(session: Session, org_id: str, user_name: str) -> tuple[User | None, bool]:
+    """Return the live user with this userName, and whether a removed user had it; in one query.
+
+    Each half of the UNION probes its own partial index (live users, removed users), so a first
+    sign-in learns both with one round trip and no scan of the org.
+    """
+    same_name = (User.org_id == org_id, func.lower(User.user_name) == user_name.lower())
+    found = session.scalars(select(User).from_statement(union_all(
+        select(User).where(*same_name, User.deleted_at.is_(None)),
+        select(User).where(*same_name, User.deleted_at.is_not(None)),
+    ))).all()
+    live = next((user for user in found if user.deleted_at is None), None)
+    return live, any(user.deleted_at is not None for user in found)
 
 
 def org_role(session: Session, user_id: str) -> str | None:

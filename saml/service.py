@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -38,11 +38,23 @@ def org_target(org: Org) -> Target:
     return Target("org", org.id, org.slug)
 
 
-def get_connection(session: Session, org_id: str) -> SamlConnection:
-    """Return the org's SAML connection, or raise NotFound when SSO is not configured."""
+class ConnectionChanged(Exception):
+    """The org's connection is not the one the response was verified with: verify it again.
+
+    Raised before anything is written, so the caller may retry with the connection stored now.
+    """
+
+
+def verified_connection(session: Session, org_id: str, version: int) -> SamlConnection:
+    """Return the org's connection if it is still the version the response was verified with.
+
+    The adapter verifies signatures with a connection it read earlier (and may have cached);
+    every change goes through `configure_connection`, which moves the version, so a matching
+    version inside the sign-in transaction means the certificates checked are the current ones.
+    """
     connection = session.get(SamlConnection, org_id)
-    if connection is None:
-        raise NotFound("SAML SSO is not configured for this org", org_id=org_id)
+    if connection is None or connection.version != version:
+        raise ConnectionChanged(org_id)
     return connection
 
 
@@ -225,24 +237,21 @@ def _find_user(session: Session, org_id: str, claims: Claims) -> User | None:
     Never by the email column: where an IdP lets people edit their own email attribute, matching
     on it would let one member sign in as another. A removed member is not re-created by JIT.
     """
-    user = users.find_by_user_name(session, org_id, claims.user_name)
-    if user is None:
-        removed = session.scalar(select(func.count()).select_from(User).where(
-            User.org_id == org_id, func.lower(User.user_name) == claims.user_name.lower(),
-            User.deleted_at.is_not(None)))
-        if removed:
-            raise Refused("user_removed", 403)
+    user, removed = users.find_by_user_name_or_removed(session, org_id, claims.user_name)
+    if user is None and removed:
+        raise Refused("user_removed", 403)
     return user
 
 
 def sign_in(session: Session, actor: Actor, org_id: str, assertion: Assertion, *,
-            lifetime: sessions.Lifetime) -> SignIn:
-    """Sign in with a verified assertion: single-use checks, JIT provisioning, groups, session, audit.
+            connection_version: int, lifetime: sessions.Lifetime) -> SignIn:
+    """Sign in with an assertion verified against `connection_version` of the org's connection:
+    single-use checks, JIT provisioning, groups, session, audit.
 
-    Long because it is the one place where the order matters: the request and the assertion
-    are used up first, so that nothing else runs for a replay.
+    Long because it is the one place where the order matters: the connection is confirmed, then
+    the request and the assertion are used up, so that nothing else runs for a replay.
     """
-    connection = get_connection(session, org_id)
+    connection = verified_connection(session, org_id, connection_version)
     burn_assertion(session, org_id, assertion.assertion_id, assertion.expires_at)
     relay_state = None
     if assertion.in_response_to:
