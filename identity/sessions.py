@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 
 from itsdangerous import BadSignature, URLSafeSerializer
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from audit import clock
@@ -68,9 +68,11 @@ def create_session(session: Session, user: User, *, method: str, lifetime: Lifet
     now = clock.now()
     if secrets.randbelow(PURGE_ONE_IN) == 0:  # ended sessions are swept now and then, not on every sign-in
         purge_expired(session)
-    session.add(SsoSession(id=_digest(token), org_id=user.org_id, user_id=user.id, method=method,
-                           name_id=name_id, name_id_format=name_id_format, session_index=session_index,
-                           created_at=now, last_seen_at=now, expires_at=now + lifetime.absolute))
+    # A plain INSERT, not an ORM object: nothing in the transaction reads the row back.
+    session.execute(insert(SsoSession).values(
+        id=_digest(token), org_id=user.org_id, user_id=user.id, method=method, name_id=name_id,
+        name_id_format=name_id_format, session_index=session_index, created_at=now, last_seen_at=now,
+        expires_at=now + lifetime.absolute))
     return token
 
 

@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -45,17 +45,17 @@ class ConnectionChanged(Exception):
     """
 
 
-def verified_connection(session: Session, org_id: str, version: int) -> SamlConnection:
-    """Return the org's connection if it is still the version the response was verified with.
+def confirm_connection(session: Session, connection: SamlConnection) -> None:
+    """Confirm that `connection`, read earlier, is still the stored version, or raise ConnectionChanged.
 
-    The adapter verifies signatures with a connection it read earlier (and may have cached);
-    every change goes through `configure_connection`, which moves the version, so a matching
-    version inside the sign-in transaction means the certificates checked are the current ones.
+    The adapter verifies signatures with a connection it read before this transaction (and may
+    have cached). Every change goes through `configure_connection`, which moves the version, so
+    an unchanged version means the certificates checked and the settings read are the current
+    ones; only the version is read.
     """
-    connection = session.get(SamlConnection, org_id)
-    if connection is None or connection.version != version:
-        raise ConnectionChanged(org_id)
-    return connection
+    stored = session.scalar(select(SamlConnection.version).where(SamlConnection.org_id == connection.org_id))
+    if stored != connection.version:
+        raise ConnectionChanged(connection.org_id)
 
 
 def find_connection(session: Session, slug: str) -> tuple[Org, SamlConnection] | None:
@@ -146,17 +146,20 @@ def remember_request(session: Session, org_id: str, request_id: str, relay_state
                                    expires_at=now + PENDING_REQUEST_TTL))
 
 
-def consume_request(session: Session, org_id: str, request_id: str) -> SamlPendingRequest:
-    """Use up a pending request: refuse an id we never issued, issued for another org, used or expired."""
-    found = session.scalars(select(SamlPendingRequest).where(
-        SamlPendingRequest.id == request_id, SamlPendingRequest.org_id == org_id).with_for_update()).one_or_none()
+def consume_request(session: Session, org_id: str, request_id: str) -> str | None:
+    """Use up a pending request and return its RelayState: refuse an id we never issued, issued for
+    another org, used or expired.
+
+    One DELETE ... RETURNING: the row lock it takes makes a racing consumer wait and find nothing.
+    """
+    found = session.execute(delete(SamlPendingRequest).where(
+        SamlPendingRequest.id == request_id, SamlPendingRequest.org_id == org_id,
+    ).returning(SamlPendingRequest.relay_state, SamlPendingRequest.expires_at)).one_or_none()
     if found is None:
         raise Refused("unknown_in_response_to")
-    session.delete(found)
-    session.flush()
     if found.expires_at <= clock.now():
         raise Refused("request_expired")
-    return found
+    return found.relay_state
 
 
 def burn_assertion(session: Session, org_id: str, assertion_id: str, expires_at: dt.datetime, *,
@@ -170,14 +173,14 @@ def burn_assertion(session: Session, org_id: str, assertion_id: str, expires_at:
         raise Refused("malformed")
     if random.random() < PURGE_PROBABILITY:  # expired ids are swept now and then, not on every sign-in
         session.execute(delete(SamlSeenAssertion).where(SamlSeenAssertion.expires_at <= clock.now()))
-    row = SamlSeenAssertion(org_id=org_id, assertion_id=assertion_id, expires_at=expires_at)
+    # A plain INSERT, not an ORM object: nothing reads the row back, and a conflict is the answer.
+    row = insert(SamlSeenAssertion).values(org_id=org_id, assertion_id=assertion_id, expires_at=expires_at)
     try:
         if savepoint:
             with session.begin_nested():
-                session.add(row)
+                session.execute(row)
         else:
-            session.add(row)
-            session.flush()
+            session.execute(row)
     except IntegrityError:
         raise Refused("replayed") from None
 
@@ -244,18 +247,20 @@ def _find_user(session: Session, org_id: str, claims: Claims) -> User | None:
 
 
 def sign_in(session: Session, actor: Actor, org_id: str, assertion: Assertion, *,
-            connection_version: int, lifetime: sessions.Lifetime) -> SignIn:
-    """Sign in with an assertion verified against `connection_version` of the org's connection:
-    single-use checks, JIT provisioning, groups, session, audit.
+            connection: SamlConnection, lifetime: sessions.Lifetime) -> SignIn:
+    """Sign in with an assertion verified with `connection` (read earlier, maybe cached): single-use
+    checks, JIT provisioning, groups, session, audit.
 
     Long because it is the one place where the order matters: the connection is confirmed, then
     the request and the assertion are used up, so that nothing else runs for a replay.
     """
-    connection = verified_connection(session, org_id, connection_version)
+    if connection.org_id != org_id:
+        raise ValueError("the connection is another org's")
+    confirm_connection(session, connection)
     burn_assertion(session, org_id, assertion.assertion_id, assertion.expires_at)
     relay_state = None
     if assertion.in_response_to:
-        relay_state = consume_request(session, org_id, assertion.in_response_to).relay_state
+        relay_state = consume_request(session, org_id, assertion.in_response_to)
     elif not connection.allow_idp_initiated:
         raise Refused("idp_initiated_not_allowed", 403)
     claims = claims_of(connection, assertion)

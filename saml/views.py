@@ -175,7 +175,7 @@ def _consume(slug: str, loaded: tuple[Org, SamlConnection] | None, *, stored: bo
     assertion = None
     try:
         assertion = _verify(slug, org, connection, encoded, stored=stored)
-        signed_in = run(_db(), actor, service.sign_in, org.id, assertion, connection_version=connection.version,
+        signed_in = run(_db(), actor, service.sign_in, org.id, assertion, connection=connection,
                         lifetime=_lifetime())
     except service.ConnectionChanged:
         if not stored:

@@ -129,7 +129,7 @@ def _sign_in(w: World) -> Call:
     assertion = Assertion("_a1", IDP.entity_id, "dave@acme.test", None, None, None, expires,
                           {"email": ["dave@acme.test"]})
     return lambda s, a: saml_service.sign_in(s, a, w.org_id, assertion, lifetime=Lifetime(),
-                                             connection_version=s.get_one(SamlConnection, w.org_id).version)
+                                             connection=s.get_one(SamlConnection, w.org_id))
 
 
 def _set_require_sso(w: World) -> Call:

@@ -40,10 +40,10 @@ def test_settings_changed_since_caching_apply_at_once(sso: Sso) -> None:
 
 def test_a_connection_that_keeps_changing_refuses_instead_of_retrying_forever(
         sso: Sso, monkeypatch: pytest.MonkeyPatch) -> None:
-    def always_changed(_session: Any, org_id: str, _version: int) -> None:
-        raise service.ConnectionChanged(org_id)
+    def always_changed(_session: Any, connection: Any) -> None:
+        raise service.ConnectionChanged(connection.org_id)
 
-    monkeypatch.setattr(service, "verified_connection", always_changed)
+    monkeypatch.setattr(service, "confirm_connection", always_changed)
     answer = sso.post(sso.response(name_id="ann@acme.test"))
     assert answer.status_code == 409
     assert_refused(sso, answer, "connection_changed")
