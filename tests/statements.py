@@ -17,7 +17,12 @@ from identity.db import Database
 
 
 def _kind(statement: str) -> str:
-    """Name a statement by its verb and table: `SELECT users`, `INSERT audit_events`."""
+    """Name a statement by its verb and table: `SELECT users`, `INSERT audit_events`, and a
+    data-modifying WITH by both parts: `UPDATE audit_heads + INSERT audit_events`."""
+    with_dml = re.match(r"WITH\s+\w+\s+AS\s+\((.*)\)\s+((?:INSERT|UPDATE|DELETE|SELECT)\b.*)$", statement,
+                        re.IGNORECASE | re.DOTALL)
+    if with_dml:
+        return f"{_kind(with_dml.group(1).strip())} + {_kind(with_dml.group(2).strip())}"
     words = statement.split()
     verb = words[0].upper()
     if verb == "SELECT":
@@ -27,6 +32,14 @@ def _kind(statement: str) -> str:
     else:
         found = re.search(r"^\w+\s+(\w+)", statement)
     return f"{verb} {found.group(1) if found else '?'}"
+
+
+def audit_at_commit(db: Database) -> list[str]:
+    """The audit chain's statements at commit: the head locked, then the events and the head's move
+    (one statement on PostgreSQL)."""
+    if db.dialect == "postgresql":
+        return ["SELECT audit_heads", "UPDATE audit_heads + INSERT audit_events"]
+    return ["SELECT audit_heads", "UPDATE audit_heads", "INSERT audit_events"]
 
 
 @contextmanager
