@@ -5,9 +5,9 @@ reactivate, delete, change role. Seats go through identity.seats, keys through i
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, insert, select, union_all
+from sqlalchemy import Table, bindparam, delete, func, insert, select, union_all
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -39,17 +39,20 @@ def find_by_user_name(session: Session, org_id: str, user_name: str) -> User | N
     )).one_or_none()
 
 
+_SAME_NAME = (User.org_id == bindparam("org_id"), func.lower(User.user_name) == bindparam("user_name"))
+LIVE_OR_REMOVED = select(User).from_statement(union_all(
+    select(User).where(*_SAME_NAME, User.deleted_at.is_(None)),
+    select(User).where(*_SAME_NAME, User.deleted_at.is_not(None)),
+))
+
+
 def find_by_user_name_or_removed(session: Session, org_id: str, user_name: str) -> tuple[User | None, bool]:
     """Return the live user with this userName, and whether a removed user had it; in one query.
 
     Each half of the UNION probes its own partial index (live users, removed users), so a first
     sign-in learns both with one round trip and no scan of the org.
     """
-    same_name = (User.org_id == org_id, func.lower(User.user_name) == user_name.lower())
-    found = session.scalars(select(User).from_statement(union_all(
-        select(User).where(*same_name, User.deleted_at.is_(None)),
-        select(User).where(*same_name, User.deleted_at.is_not(None)),
-    ))).all()
+    found = session.scalars(LIVE_OR_REMOVED, {"org_id": org_id, "user_name": user_name.lower()}).all()
     live = next((user for user in found if user.deleted_at is None), None)
     return live, any(user.deleted_at is not None for user in found)
 
@@ -92,6 +95,14 @@ def default_team(session: Session, org_id: str) -> Team:
     return session.scalars(select(Team).where(Team.org_id == org_id, Team.is_default.is_(True))).one()
 
 
+DEFAULT_TEAM_ID = select(Team.id).where(Team.org_id == bindparam("org_id"), Team.is_default.is_(True))
+
+
+def default_team_id(session: Session, org_id: str) -> str:
+    """Return the id of the org's `Default` team (its id alone: provisioning needs no more)."""
+    return session.execute(DEFAULT_TEAM_ID, {"org_id": org_id}).scalar_one()
+
+
 def provision_user(
     session: Session, actor: Actor, org_id: str, *, user_name: str, source: str,
     email: str | None = None, external_id: str | None = None, display_name: str | None = None,
@@ -113,7 +124,7 @@ def provision_user(
     user_name = (user_name or "").strip()
     if not user_name:
         raise InvalidValue("userName is required", field="userName")
-    team = default_team(session, org_id) if team_id is None else teams.get_team(session, org_id, team_id)
+    team_id = default_team_id(session, org_id) if team_id is None else teams.get_team(session, org_id, team_id).id
     now = clock.now()
     user = User(
         id=str(uuid.uuid4()), org_id=org_id, user_name=user_name, email=email, external_id=external_id,
@@ -122,7 +133,7 @@ def provision_user(
     )
     record(session, actor, "user.created", target(user), {
         "user_name": user_name, "email": email, "external_id": external_id, "active": active,
-        "role": role, "team_id": team.id, "source": source,
+        "role": role, "team_id": team_id, "source": source,
     }, org_id=org_id)
     if active:
         try:
@@ -131,16 +142,17 @@ def provision_user(
             _ensure_free_user_name(session, org_id, user_name)
             raise
     _insert_user(session, user)
-    # render_nulls: both grants in one INSERT (a NULL team_id would otherwise split the batch)
-    session.execute(insert(RoleGrant).execution_options(render_nulls=True), [
+    session.execute(INSERT_GRANTS, [
         {"org_id": org_id, "user_id": user.id, "team_id": None, "role": role, "source": source,
          "source_ref": "", "created_at": now},
-        {"org_id": org_id, "user_id": user.id, "team_id": team.id, "role": "member", "source": source,
+        {"org_id": org_id, "user_id": user.id, "team_id": team_id, "role": "member", "source": source,
          "source_ref": "", "created_at": now},
     ])
     return user
 
 
+# Both of a new member's grants in one plain INSERT (not the ORM's bulk path: nothing reads them back).
+INSERT_GRANTS = insert(cast(Table, RoleGrant.__table__))
 USER_NAME_INDEX = "uq_users_org_user_name"
 
 

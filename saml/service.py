@@ -10,9 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import random
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Table, bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -45,6 +45,9 @@ class ConnectionChanged(Exception):
     """
 
 
+CONNECTION_VERSION = select(SamlConnection.version).where(SamlConnection.org_id == bindparam("org_id"))
+
+
 def confirm_connection(session: Session, connection: SamlConnection) -> None:
     """Confirm that `connection`, read earlier, is still the stored version, or raise ConnectionChanged.
 
@@ -53,7 +56,7 @@ def confirm_connection(session: Session, connection: SamlConnection) -> None:
     an unchanged version means the certificates checked and the settings read are the current
     ones; only the version is read.
     """
-    stored = session.scalar(select(SamlConnection.version).where(SamlConnection.org_id == connection.org_id))
+    stored = session.scalar(CONNECTION_VERSION, {"org_id": connection.org_id})
     if stored != connection.version:
         raise ConnectionChanged(connection.org_id)
 
@@ -162,6 +165,10 @@ def consume_request(session: Session, org_id: str, request_id: str) -> str | Non
     return found.relay_state
 
 
+# A plain INSERT built once, not an ORM object: nothing reads the row back, a conflict is the answer.
+INSERT_SEEN_ASSERTION = insert(cast(Table, SamlSeenAssertion.__table__))
+
+
 def burn_assertion(session: Session, org_id: str, assertion_id: str, expires_at: dt.datetime, *,
                    savepoint: bool = False) -> None:
     """Remember an assertion id until it expires; refuse it when it was seen before (any process).
@@ -173,14 +180,13 @@ def burn_assertion(session: Session, org_id: str, assertion_id: str, expires_at:
         raise Refused("malformed")
     if random.random() < PURGE_PROBABILITY:  # expired ids are swept now and then, not on every sign-in
         session.execute(delete(SamlSeenAssertion).where(SamlSeenAssertion.expires_at <= clock.now()))
-    # A plain INSERT, not an ORM object: nothing reads the row back, and a conflict is the answer.
-    row = insert(SamlSeenAssertion).values(org_id=org_id, assertion_id=assertion_id, expires_at=expires_at)
+    row = {"org_id": org_id, "assertion_id": assertion_id, "expires_at": expires_at}
     try:
         if savepoint:
             with session.begin_nested():
-                session.execute(row)
+                session.execute(INSERT_SEEN_ASSERTION, row)
         else:
-            session.execute(row)
+            session.execute(INSERT_SEEN_ASSERTION, row)
     except IntegrityError:
         raise Refused("replayed") from None
 
