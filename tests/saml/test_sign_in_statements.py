@@ -50,3 +50,14 @@ def test_first_sign_in_with_jit_provisioning_statements(sso: Sso, system: Actor)
     with statements(sso.db) as sent:
         assert sso.post(sso.response(name_id="new@acme.test")).status_code == 303
     assert sent == JIT + audit_at_commit(sso.db)
+
+
+def test_returning_member_whose_groups_did_not_change_statements(sso: Sso, system: Actor) -> None:
+    groups = {"groups": ["Engineering", "Operations", "Everyone"]}
+    assert sso.post(sso.response(name_id="ann@acme.test", attributes=groups)).status_code == 303  # JIT, groups made
+    sso.client.get(f"/saml/{sso.org.org.slug}/logout")
+    with statements(sso.db) as sent:
+        assert sso.post(sso.response(name_id="ann@acme.test", attributes=groups)).status_code == 303
+    # The group mapping still runs on every sign-in: the named groups in one query, the member's groups.
+    assert sent == RETURNING[:3] + ["SELECT idp_groups", "SELECT idp_group_members"] + RETURNING[3:] + \
+        audit_at_commit(sso.db)
