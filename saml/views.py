@@ -217,7 +217,8 @@ CACHED_CONNECTIONS_MAX = 1024
 def _cached_connection(slug: str, *, reload: bool = False) -> tuple[Org, SamlConnection] | None:
     """Return the org and connection of `slug` as this app last read them (read now when unknown).
 
-    Only ACS uses this, and only to verify signatures: `service.sign_in` checks the version.
+    Only ACS uses this: it verifies the signature with it, and `service.sign_in` confirms the
+    stored version is the same before any of it (certificates or settings) counts.
     """
     cache: dict[str, tuple[Org, SamlConnection]] = current_app.extensions.setdefault(CACHED_CONNECTIONS, {})
     found = None if reload else cache.get(slug)
