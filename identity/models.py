@@ -93,6 +93,11 @@ class User(Base):
             "uq_users_org_user_name", "org_id", func.lower(text("user_name")), unique=True,
             sqlite_where=text("deleted_at IS NULL"), postgresql_where=text("deleted_at IS NULL"),
         ),
+        # The same key over removed users: "was this userName removed?" (SAML JIT) is a probe, not a scan.
+        Index(
+            "ix_users_org_removed_user_name", "org_id", func.lower(text("user_name")),
+            sqlite_where=text("deleted_at IS NOT NULL"), postgresql_where=text("deleted_at IS NOT NULL"),
+        ),
         Index("ix_users_org_email", "org_id", func.lower(text("email"))),
         Index("ix_users_org_external_id", "org_id", "external_id"),
         # The SCIM list order, over live users only, so a deep page skips index entries alone.

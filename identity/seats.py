@@ -13,7 +13,7 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import event, select
+from sqlalchemy import bindparam, event, select
 from sqlalchemy.orm import Session, SessionTransaction
 
 from audit import Actor, clock, record
@@ -48,6 +48,10 @@ def prorated_cents(price_cents: int, start: dt.datetime, end: dt.datetime, momen
 
 
 LOCKED = "identity.locked_orgs"
+# populate_existing: an Org loaded earlier in this transaction must be re-read under the lock,
+# or its counters would be the stale ones read before another writer committed.
+LOCK_ORG = (select(Org).where(Org.id == bindparam("org_id")).with_for_update(key_share=True)
+            .execution_options(populate_existing=True))
 
 
 def lock_org(session: Session, org_id: str) -> Org:
@@ -59,11 +63,7 @@ def lock_org(session: Session, org_id: str) -> Org:
     locked: dict[str, Org] = session.info.setdefault(LOCKED, {})
     if org_id in locked:
         return locked[org_id]
-    # populate_existing: an Org loaded earlier in this transaction must be re-read under the lock,
-    # or its counters would be the stale ones read before another writer committed.
-    org = session.scalars(
-        select(Org).where(Org.id == org_id).with_for_update(key_share=True).execution_options(populate_existing=True)
-    ).one_or_none()
+    org = session.scalars(LOCK_ORG, {"org_id": org_id}).one_or_none()
     if org is None:
         raise NotFound(f"no org {org_id!r}", org_id=org_id)
     locked[org_id] = org

@@ -10,9 +10,10 @@ import datetime as dt
 import hashlib
 import secrets
 from dataclasses import dataclass
+from typing import cast
 
 from itsdangerous import BadSignature, URLSafeSerializer
-from sqlalchemy import delete, select
+from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.orm import Session
 
 from audit import clock
@@ -61,6 +62,10 @@ def token_of(secret_key: str, cookie: str | None) -> str | None:
     return token if isinstance(token, str) else None
 
 
+# A plain INSERT built once, not an ORM object: nothing in the sign-in reads the row back.
+INSERT_SESSION = insert(cast(Table, SsoSession.__table__))
+
+
 def create_session(session: Session, user: User, *, method: str, lifetime: Lifetime, name_id: str | None = None,
                    name_id_format: str | None = None, session_index: str | None = None) -> str:
     """Start a session for `user`; return its token (shown to the browser only, in the cookie)."""
@@ -68,9 +73,10 @@ def create_session(session: Session, user: User, *, method: str, lifetime: Lifet
     now = clock.now()
     if secrets.randbelow(PURGE_ONE_IN) == 0:  # ended sessions are swept now and then, not on every sign-in
         purge_expired(session)
-    session.add(SsoSession(id=_digest(token), org_id=user.org_id, user_id=user.id, method=method,
-                           name_id=name_id, name_id_format=name_id_format, session_index=session_index,
-                           created_at=now, last_seen_at=now, expires_at=now + lifetime.absolute))
+    session.execute(INSERT_SESSION, {
+        "id": _digest(token), "org_id": user.org_id, "user_id": user.id, "method": method, "name_id": name_id,
+        "name_id_format": name_id_format, "session_index": session_index, "created_at": now, "last_seen_at": now,
+        "expires_at": now + lifetime.absolute})
     return token
 
 

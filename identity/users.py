@@ -5,15 +5,16 @@ reactivate, delete, change role. Seats go through identity.seats, keys through i
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Table, bindparam, delete, func, insert, select, union_all
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from audit.log import Target
 from identity import keys, seats, sessions, teams
-from identity.errors import Conflict, InvalidValue, LastOwner, NotFound
+from identity.errors import Conflict, InvalidValue, LastOwner, NotFound, SeatCapReached
 from identity.models import IdpGroupMember, RoleGrant, Team, User
 from identity.roles import SOURCES, authorize, highest, parse_role
 
@@ -36,6 +37,24 @@ def find_by_user_name(session: Session, org_id: str, user_name: str) -> User | N
     return session.scalars(select(User).where(
         User.org_id == org_id, func.lower(User.user_name) == user_name.lower(), User.deleted_at.is_(None),
     )).one_or_none()
+
+
+_SAME_NAME = (User.org_id == bindparam("org_id"), func.lower(User.user_name) == bindparam("user_name"))
+LIVE_OR_REMOVED = select(User).from_statement(union_all(
+    select(User).where(*_SAME_NAME, User.deleted_at.is_(None)),
+    select(User).where(*_SAME_NAME, User.deleted_at.is_not(None)),
+))
+
+
+def find_by_user_name_or_removed(session: Session, org_id: str, user_name: str) -> tuple[User | None, bool]:
+    """Return the live user with this userName, and whether a removed user had it; in one query.
+
+    Each half of the UNION probes its own partial index (live users, removed users), so a first
+    sign-in learns both with one round trip and no scan of the org.
+    """
+    found = session.scalars(LIVE_OR_REMOVED, {"org_id": org_id, "user_name": user_name.lower()}).all()
+    live = next((user for user in found if user.deleted_at is None), None)
+    return live, any(user.deleted_at is not None for user in found)
 
 
 def org_role(session: Session, user_id: str) -> str | None:
@@ -76,16 +95,28 @@ def default_team(session: Session, org_id: str) -> Team:
     return session.scalars(select(Team).where(Team.org_id == org_id, Team.is_default.is_(True))).one()
 
 
+DEFAULT_TEAM_ID = select(Team.id).where(Team.org_id == bindparam("org_id"), Team.is_default.is_(True))
+
+
+def default_team_id(session: Session, org_id: str) -> str:
+    """Return the id of the org's `Default` team (its id alone: provisioning needs no more)."""
+    return session.execute(DEFAULT_TEAM_ID, {"org_id": org_id}).scalar_one()
+
+
 def provision_user(
     session: Session, actor: Actor, org_id: str, *, user_name: str, source: str,
     email: str | None = None, external_id: str | None = None, display_name: str | None = None,
     given_name: str | None = None, family_name: str | None = None, active: bool = True,
     role: str | None = None, team_id: str | None = None, attributes: dict[str, Any] | None = None,
 ) -> User:
-    """Create a member: the user, its org role and team, and (when active) its seat."""
-    # The org lock first: it serialises the seat count and also the userName check below, so that
-    # two parallel requests for one userName give one member and one Conflict, never a 500.
-    org = seats.lock_org(session, org_id)
+    """Create a member: the user, its org role and team, and (when active) its seat.
+
+    Long because the order is the point. The seat is taken before the user row is written, so
+    that the row goes in once, seat flag set. The unique index decides whether the userName is
+    free (no SELECT on the way), but a taken userName must still read as a Conflict when the seat
+    cap refuses first, so the name is looked up on that rare branch only.
+    """
+    org = seats.lock_org(session, org_id)  # first: it serialises the seat count
     role = parse_role(role or org.default_role)
     authorize(actor, "owners.manage" if role == "owner" else "members.manage", org_id=org_id)
     if source not in SOURCES:
@@ -93,29 +124,59 @@ def provision_user(
     user_name = (user_name or "").strip()
     if not user_name:
         raise InvalidValue("userName is required", field="userName")
-    if find_by_user_name(session, org_id, user_name) is not None:
-        raise Conflict(f"userName {user_name!r} is already taken in this org", field="userName")
-    team = default_team(session, org_id) if team_id is None else teams.get_team(session, org_id, team_id)
+    team_id = default_team_id(session, org_id) if team_id is None else teams.get_team(session, org_id, team_id).id
     now = clock.now()
     user = User(
         id=str(uuid.uuid4()), org_id=org_id, user_name=user_name, email=email, external_id=external_id,
         display_name=display_name, given_name=given_name, family_name=family_name, active=active,
         has_seat=False, source=source, attributes=attributes or {}, created_at=now, updated_at=now, version=1,
     )
-    session.add(user)
-    session.flush()
-    session.execute(insert(RoleGrant), [
-        {"org_id": org_id, "user_id": user.id, "team_id": None, "role": role, "source": source, "created_at": now},
-        {"org_id": org_id, "user_id": user.id, "team_id": team.id, "role": "member", "source": source,
-         "created_at": now},
-    ])
     record(session, actor, "user.created", target(user), {
         "user_name": user_name, "email": email, "external_id": external_id, "active": active,
-        "role": role, "team_id": team.id, "source": source,
+        "role": role, "team_id": team_id, "source": source,
     }, org_id=org_id)
     if active:
-        seats.take_seat(session, actor, user)
+        try:
+            seats.take_seat(session, actor, user)
+        except SeatCapReached:
+            _ensure_free_user_name(session, org_id, user_name)
+            raise
+    _insert_user(session, user)
+    session.execute(INSERT_GRANTS, [
+        {"org_id": org_id, "user_id": user.id, "team_id": None, "role": role, "source": source,
+         "source_ref": "", "created_at": now},
+        {"org_id": org_id, "user_id": user.id, "team_id": team_id, "role": "member", "source": source,
+         "source_ref": "", "created_at": now},
+    ])
     return user
+
+
+# Both of a new member's grants in one plain INSERT (not the ORM's bulk path: nothing reads them back).
+INSERT_GRANTS = insert(cast(Table, RoleGrant.__table__))
+USER_NAME_INDEX = "uq_users_org_user_name"
+
+
+def _taken(user_name: str) -> Conflict:
+    return Conflict(f"userName {user_name!r} is already taken in this org", field="userName")
+
+
+def _ensure_free_user_name(session: Session, org_id: str, user_name: str) -> None:
+    if find_by_user_name(session, org_id, user_name) is not None:
+        raise _taken(user_name)
+
+
+def _insert_user(session: Session, user: User) -> None:
+    """Write a new user row; a live user of the same userName (the unique index says so) is a Conflict.
+
+    Provisioning holds the org lock, so a clash is with a member committed earlier, never a race.
+    """
+    session.add(user)
+    try:
+        session.flush()
+    except IntegrityError as error:
+        if USER_NAME_INDEX in str(error.orig):
+            raise _taken(user.user_name) from error
+        raise
 
 
 def deactivate_user(session: Session, actor: Actor, org_id: str, user_id: str) -> User:

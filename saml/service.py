@@ -10,9 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import random
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Table, bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -38,12 +38,27 @@ def org_target(org: Org) -> Target:
     return Target("org", org.id, org.slug)
 
 
-def get_connection(session: Session, org_id: str) -> SamlConnection:
-    """Return the org's SAML connection, or raise NotFound when SSO is not configured."""
-    connection = session.get(SamlConnection, org_id)
-    if connection is None:
-        raise NotFound("SAML SSO is not configured for this org", org_id=org_id)
-    return connection
+class ConnectionChanged(Exception):
+    """The org's connection is not the one the response was verified with: verify it again.
+
+    Raised before anything is written, so the caller may retry with the connection stored now.
+    """
+
+
+CONNECTION_VERSION = select(SamlConnection.version).where(SamlConnection.org_id == bindparam("org_id"))
+
+
+def confirm_connection(session: Session, connection: SamlConnection) -> None:
+    """Confirm that `connection`, read earlier, is still the stored version, or raise ConnectionChanged.
+
+    The adapter verifies signatures with a connection it read before this transaction (and may
+    have cached). Every change goes through `configure_connection`, which moves the version, so
+    an unchanged version means the certificates checked and the settings read are the current
+    ones; only the version is read.
+    """
+    stored = session.scalar(CONNECTION_VERSION, {"org_id": connection.org_id})
+    if stored != connection.version:
+        raise ConnectionChanged(connection.org_id)
 
 
 def find_connection(session: Session, slug: str) -> tuple[Org, SamlConnection] | None:
@@ -134,17 +149,24 @@ def remember_request(session: Session, org_id: str, request_id: str, relay_state
                                    expires_at=now + PENDING_REQUEST_TTL))
 
 
-def consume_request(session: Session, org_id: str, request_id: str) -> SamlPendingRequest:
-    """Use up a pending request: refuse an id we never issued, issued for another org, used or expired."""
-    found = session.scalars(select(SamlPendingRequest).where(
-        SamlPendingRequest.id == request_id, SamlPendingRequest.org_id == org_id).with_for_update()).one_or_none()
+def consume_request(session: Session, org_id: str, request_id: str) -> str | None:
+    """Use up a pending request and return its RelayState: refuse an id we never issued, issued for
+    another org, used or expired.
+
+    One DELETE ... RETURNING: the row lock it takes makes a racing consumer wait and find nothing.
+    """
+    found = session.execute(delete(SamlPendingRequest).where(
+        SamlPendingRequest.id == request_id, SamlPendingRequest.org_id == org_id,
+    ).returning(SamlPendingRequest.relay_state, SamlPendingRequest.expires_at)).one_or_none()
     if found is None:
         raise Refused("unknown_in_response_to")
-    session.delete(found)
-    session.flush()
     if found.expires_at <= clock.now():
         raise Refused("request_expired")
-    return found
+    return found.relay_state
+
+
+# A plain INSERT built once, not an ORM object: nothing reads the row back, a conflict is the answer.
+INSERT_SEEN_ASSERTION = insert(cast(Table, SamlSeenAssertion.__table__))
 
 
 def burn_assertion(session: Session, org_id: str, assertion_id: str, expires_at: dt.datetime, *,
@@ -158,14 +180,13 @@ def burn_assertion(session: Session, org_id: str, assertion_id: str, expires_at:
         raise Refused("malformed")
     if random.random() < PURGE_PROBABILITY:  # expired ids are swept now and then, not on every sign-in
         session.execute(delete(SamlSeenAssertion).where(SamlSeenAssertion.expires_at <= clock.now()))
-    row = SamlSeenAssertion(org_id=org_id, assertion_id=assertion_id, expires_at=expires_at)
+    row = {"org_id": org_id, "assertion_id": assertion_id, "expires_at": expires_at}
     try:
         if savepoint:
             with session.begin_nested():
-                session.add(row)
+                session.execute(INSERT_SEEN_ASSERTION, row)
         else:
-            session.add(row)
-            session.flush()
+            session.execute(INSERT_SEEN_ASSERTION, row)
     except IntegrityError:
         raise Refused("replayed") from None
 
@@ -225,28 +246,27 @@ def _find_user(session: Session, org_id: str, claims: Claims) -> User | None:
     Never by the email column: where an IdP lets people edit their own email attribute, matching
     on it would let one member sign in as another. A removed member is not re-created by JIT.
     """
-    user = users.find_by_user_name(session, org_id, claims.user_name)
-    if user is None:
-        removed = session.scalar(select(func.count()).select_from(User).where(
-            User.org_id == org_id, func.lower(User.user_name) == claims.user_name.lower(),
-            User.deleted_at.is_not(None)))
-        if removed:
-            raise Refused("user_removed", 403)
+    user, removed = users.find_by_user_name_or_removed(session, org_id, claims.user_name)
+    if user is None and removed:
+        raise Refused("user_removed", 403)
     return user
 
 
 def sign_in(session: Session, actor: Actor, org_id: str, assertion: Assertion, *,
-            lifetime: sessions.Lifetime) -> SignIn:
-    """Sign in with a verified assertion: single-use checks, JIT provisioning, groups, session, audit.
+            connection: SamlConnection, lifetime: sessions.Lifetime) -> SignIn:
+    """Sign in with an assertion verified with `connection` (read earlier, maybe cached): single-use
+    checks, JIT provisioning, groups, session, audit.
 
-    Long because it is the one place where the order matters: the request and the assertion
-    are used up first, so that nothing else runs for a replay.
+    Long because it is the one place where the order matters: the connection is confirmed, then
+    the request and the assertion are used up, so that nothing else runs for a replay.
     """
-    connection = get_connection(session, org_id)
+    if connection.org_id != org_id:
+        raise ValueError("the connection is another org's")
+    confirm_connection(session, connection)
     burn_assertion(session, org_id, assertion.assertion_id, assertion.expires_at)
     relay_state = None
     if assertion.in_response_to:
-        relay_state = consume_request(session, org_id, assertion.in_response_to).relay_state
+        relay_state = consume_request(session, org_id, assertion.in_response_to)
     elif not connection.allow_idp_initiated:
         raise Refused("idp_initiated_not_allowed", 403)
     claims = claims_of(connection, assertion)

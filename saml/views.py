@@ -45,6 +45,7 @@ MESSAGES = {
     "sso_required": "This organization requires single sign-on: sign in through your identity provider.",
     "link_invalid": "This sign-in link is unknown, expired or already used. Ask for a new one.",
     "concurrent_sign_in": "Another sign-in for this account was in progress. Please sign in again.",
+    "connection_changed": "Single sign-on was being reconfigured. Please sign in again.",
 }
 
 
@@ -152,20 +153,34 @@ def login(slug: str) -> HttpResponse:
 
 @bp.post("/saml/<slug>/acs")
 def acs(slug: str) -> HttpResponse:
-    """Consume a SAMLResponse (HTTP-POST): verify, use up, sign in, set the session cookie."""
-    loaded = _load(slug)
+    """Consume a SAMLResponse (HTTP-POST): verify, use up, sign in, set the session cookie.
+
+    The org and its connection come from this process's cache, not from a transaction of their
+    own per sign-in. A cached connection is never trusted on its own: the sign-in transaction
+    checks that it is still the stored version, and a refusal by it is re-read (an IdP may have
+    rolled its certificate); when it changed, the response is verified again with the stored one.
+    """
+    try:
+        return _consume(slug, _cached_connection(slug), stored=False)
+    except service.ConnectionChanged:
+        return _consume(slug, _cached_connection(slug, reload=True), stored=True)
+
+
+def _consume(slug: str, loaded: tuple[Org, SamlConnection] | None, *, stored: bool) -> HttpResponse:
+    """Verify with `loaded` and sign in; `stored`: it was just read, so a change means a refusal."""
     if loaded is None:
         return _not_configured()
     org, connection = loaded
     actor, encoded = _actor(org), request.form.get("SAMLResponse", "")
     assertion = None
     try:
-        if not valid_certs(connection.idp_signing_certs):
-            raise Refused("idp_certificate_not_valid", 403)
-        in_response_to = protocol.response_in_response_to(encoded)
-        expected = Expected(_urls(org).acs, _urls(org).entity_id, in_response_to)
-        assertion = protocol.verify_response(_settings(connection, org), _saml_request(), encoded, expected)
-        signed_in = run(_db(), actor, service.sign_in, org.id, assertion, lifetime=_lifetime())
+        assertion = _verify(slug, org, connection, encoded, stored=stored)
+        signed_in = run(_db(), actor, service.sign_in, org.id, assertion, connection=connection,
+                        lifetime=_lifetime())
+    except service.ConnectionChanged:
+        if not stored:
+            raise
+        return _refuse(org, actor, Refused("connection_changed", 409), assertion)
     except (Refused, DomainError) as error:
         return _refuse(org, actor, error, assertion)
     except IntegrityError:  # two first sign-ins of one new user raced; the other one won
@@ -174,6 +189,48 @@ def acs(slug: str) -> HttpResponse:
     response = redirect(landing, 303)
     _set_session_cookie(response, signed_in.token)
     return response
+
+
+def _verify(slug: str, org: Org, connection: SamlConnection, encoded: str, *, stored: bool) -> protocol.Assertion:
+    """Verify the response with `connection`; a refusal by a cached connection that has changed is a retry."""
+    try:
+        if not valid_certs(connection.idp_signing_certs):
+            raise Refused("idp_certificate_not_valid", 403)
+        in_response_to = protocol.response_in_response_to(encoded)
+        expected = Expected(_urls(org).acs, _urls(org).entity_id, in_response_to)
+        return protocol.verify_response(_settings(connection, org), _saml_request(), encoded, expected)
+    except Refused:
+        if not stored and _changed_since(slug, connection):
+            raise service.ConnectionChanged(org.id) from None
+        raise
+
+
+def _changed_since(slug: str, connection: SamlConnection) -> bool:
+    current = _cached_connection(slug, reload=True)
+    return current is None or current[1].version != connection.version
+
+
+CACHED_CONNECTIONS = "saml.cached_connections"
+CACHED_CONNECTIONS_MAX = 1024
+
+
+def _cached_connection(slug: str, *, reload: bool = False) -> tuple[Org, SamlConnection] | None:
+    """Return the org and connection of `slug` as this app last read them (read now when unknown).
+
+    Only ACS uses this: it verifies the signature with it, and `service.sign_in` confirms the
+    stored version is the same before any of it (certificates or settings) counts.
+    """
+    cache: dict[str, tuple[Org, SamlConnection]] = current_app.extensions.setdefault(CACHED_CONNECTIONS, {})
+    found = None if reload else cache.get(slug)
+    if found is None:
+        found = _load(slug)
+        if len(cache) >= CACHED_CONNECTIONS_MAX:
+            cache.clear()
+        if found is None:
+            cache.pop(slug, None)
+        else:
+            cache[slug] = found
+    return found
 
 
 def _refuse(org: Org, actor: Actor, error: Refused | DomainError, assertion: protocol.Assertion | None) -> HttpResponse:

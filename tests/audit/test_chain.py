@@ -14,10 +14,11 @@ from click.testing import Result
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 
-from audit import Actor, clock
+from audit import Actor, clock, record
 from audit.checkpoints import is_authentic, sign_head
 from audit.events import Selection, document, iter_export_rows, iter_rows
 from audit.export import jsonl_line
+from audit.log import Target
 from audit.models import AuditCheckpoint, AuditEvent, AuditHead
 from audit.verify import verify_database
 from identity import teams, users
@@ -165,3 +166,21 @@ def test_deleting_a_user_keeps_its_events_and_audit_tables_have_no_foreign_keys(
     from audit.models import Base
     audit_tables = [t for name, t in Base.metadata.tables.items() if name.startswith("audit_")]
     assert len(audit_tables) == 4 and not any(t.foreign_keys for t in audit_tables)  # nothing cascades into them
+
+
+@pytest.mark.parametrize("events", [1, 3, 300])
+def test_a_transaction_of_any_size_extends_the_chain_intact(db: Database, acme: NewOrg, system: Actor,
+                                                            key: Ed25519PrivateKey, events: int) -> None:
+    # PostgreSQL writes up to 256 events with the head's move in one statement, more in two.
+    for _ in range(2):
+        with db.transaction() as session:
+            for number in range(events):
+                record(session, system, "test.event", Target("org", acme.org.id, "acme"), {"n": number},
+                       org_id=acme.org.id)
+    with db.reading() as session:
+        seqs = list(session.scalars(select(AuditEvent.seq).where(AuditEvent.org_id == acme.org.id)
+                                    .order_by(AuditEvent.seq)))
+        head = session.get_one(AuditHead, acme.org.id)
+        report = verify_database(session, acme.org.id, key.public_key())
+    assert seqs == list(range(1, len(seqs) + 1)) and head.seq == len(seqs)
+    assert report.intact and report.checked == len(seqs), report.summary()

@@ -32,6 +32,7 @@ from identity.orgs import NewOrg
 from identity.sessions import Lifetime
 from saml import service as saml_service
 from saml.connection import IdpSettings
+from saml.models import SamlConnection
 from saml.protocol import Assertion
 from tests.factories import provision
 
@@ -127,7 +128,8 @@ def _sign_in(w: World) -> Call:
     expires = clock.now() + dt.timedelta(minutes=5)
     assertion = Assertion("_a1", IDP.entity_id, "dave@acme.test", None, None, None, expires,
                           {"email": ["dave@acme.test"]})
-    return lambda s, a: saml_service.sign_in(s, a, w.org_id, assertion, lifetime=Lifetime())
+    return lambda s, a: saml_service.sign_in(s, a, w.org_id, assertion, lifetime=Lifetime(),
+                                             connection=s.get_one(SamlConnection, w.org_id))
 
 
 def _set_require_sso(w: World) -> Call:

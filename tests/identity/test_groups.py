@@ -8,7 +8,7 @@ from sqlalchemy import select
 from audit import Actor
 from identity import groups, orgs, users
 from identity.db import Database
-from identity.models import GroupMapping, Org, Team
+from identity.models import GroupMapping, IdpGroup, Org, Team
 from identity.orgs import NewOrg
 from tests.factories import actions, provision
 
@@ -122,6 +122,19 @@ def test_saml_group_claims_set_the_users_groups(db: Database, acme: NewOrg, syst
     with db.reading() as session:
         names = {session.get(Team, t).name for t in users.team_roles(session, gina.id)}
     assert names == {"Default", "Design"}
+
+
+def test_saml_group_claim_names_a_group_by_its_immutable_id_before_another_groups_name(
+        db: Database, acme: NewOrg, system: Actor) -> None:
+    gina = provision(db, system, acme.org.id, "gina@acme.test")
+    with db.transaction() as session:
+        engineering = groups.create_group(session, system, acme.org.id, display_name="Engineering", external_id="00gA")
+        groups.create_group(session, system, acme.org.id, display_name="00ga")  # a name equal to that id
+    with db.transaction() as session:
+        groups.apply_user_groups(session, system, acme.org.id, gina.id, ["00gA"])
+    with db.reading() as session:
+        assert groups.member_ids(session, engineering.id) == [gina.id]
+        assert len(list(session.scalars(select(IdpGroup.id).where(IdpGroup.org_id == acme.org.id)))) == 2
 
 
 def test_mapping_rules_via_api_apply_at_once_and_on_delete(client, db: Database, acme: NewOrg, system: Actor) -> None:

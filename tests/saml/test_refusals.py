@@ -15,9 +15,13 @@ from lxml import etree
 from signxml import XMLVerifier
 from sqlalchemy import func, select
 
+from audit import clock
 from audit.models import AuditEvent
+from identity import users
 from identity.db import Database
 from identity.models import User
+from saml.models import SamlPendingRequest
+from tests.factories import provision
 from tests.saml.conftest import BASE_URL, Sso, configure
 from tests.saml.idp import RESPONSE_SIGNED_XSW, XSW, KeyPair, Options, TestIdP, clone
 
@@ -244,3 +248,31 @@ def test_mutated_responses_never_500_and_never_sign_in_anyone_else(sso: Sso) -> 
     with sso.db.reading() as session:
         names = set(session.scalars(select(User.user_name)))
     assert names - {"owner@acme.test", "fuzz@acme.test"} == set()
+
+
+def test_removed_member_is_not_recreated_by_jit(sso: Sso, system: Any) -> None:
+    ann = provision(sso.db, system, sso.org.org.id, "ann@acme.test")
+    with sso.db.transaction() as session:
+        users.delete_user(session, system, sso.org.org.id, ann.id)
+    before = _users(sso.db)
+    answer = sso.post(sso.response(name_id="ANN@acme.test"))
+    assert answer.status_code == 403
+    assert_refused(sso, answer, "user_removed", before)
+
+
+def test_member_provisioned_again_after_removal_signs_in(sso: Sso, system: Any) -> None:
+    first = provision(sso.db, system, sso.org.org.id, "ann@acme.test")
+    with sso.db.transaction() as session:
+        users.delete_user(session, system, sso.org.org.id, first.id)
+    again = provision(sso.db, system, sso.org.org.id, "ann@acme.test")  # the live member wins over the tombstone
+    assert sso.post(sso.response(name_id="ann@acme.test")).status_code == 303
+    assert sso.client.get("/me").json["id"] == again.id
+
+
+def test_expired_request_id_is_refused_and_used_up(sso: Sso) -> None:
+    request_id = sso.start_login()
+    with sso.db.transaction() as session:
+        session.get_one(SamlPendingRequest, request_id).expires_at = clock.now() - MIN
+    assert_refused(sso, sso.post(sso.response(name_id="bob@acme.test", in_response_to=request_id)), "request_expired")
+    with sso.db.reading() as session:
+        assert session.get(SamlPendingRequest, request_id) is None

@@ -1,0 +1,50 @@
+"""Provisioning a member: the statements it sends, and the userName rule it keeps with fewer of them."""
+
+from __future__ import annotations
+
+import pytest
+
+from audit import Actor
+from identity import orgs, users
+from identity.db import Database
+from identity.errors import Conflict
+from identity.orgs import NewOrg
+from identity.service import run
+from tests.factories import actions, provision
+from tests.statements import audit_at_commit, statements
+
+# The org lock, its Default team, the seat (the org's counters, a purchase: acme has 3 seats and
+# these are the 2nd to 4th members), the user row with its seat flag already set, both grants in
+# one INSERT, then the audit chain at commit.
+PROVISION = ["SELECT orgs", "SELECT teams", "UPDATE orgs", "INSERT seat_charges", "INSERT users",
+             "INSERT role_grants"]
+
+
+def test_provisioning_a_member_statements(db: Database, acme: NewOrg, system: Actor) -> None:
+    provision(db, system, acme.org.id, "two@acme.test")
+    provision(db, system, acme.org.id, "three@acme.test")
+    with statements(db) as sent:
+        user = provision(db, system, acme.org.id, "four@acme.test", source="scim")
+    assert sent == PROVISION + audit_at_commit(db)
+    assert user.has_seat
+    assert actions(db, acme.org.id)[-3:] == ["user.created", "seat.purchased", "seat.assigned"]
+
+
+def test_taken_user_name_is_a_conflict_that_changes_nothing(db: Database, acme: NewOrg, system: Actor) -> None:
+    provision(db, system, acme.org.id, "alice@acme.test")
+    before = actions(db, acme.org.id)
+    with pytest.raises(Conflict) as taken:
+        run(db, system, users.provision_user, acme.org.id, user_name="ALICE@acme.test", source="scim")
+    assert taken.value.context == {"field": "userName"}
+    assert actions(db, acme.org.id) == before
+
+
+def test_taken_user_name_is_a_conflict_even_when_the_seat_cap_is_reached(db: Database, system: Actor) -> None:
+    # An IdP re-sending a create for a member it already made must learn "exists" (409), which
+    # it links, and not "no seat" (the seat cap is checked before the row is written).
+    with db.transaction() as session:
+        full = orgs.create_org(session, system, "Full", owner_email="owner@full.test", max_seats=1)
+    provision(db, system, full.org.id, "staged@full.test", active=False)  # takes no seat
+    with pytest.raises(Conflict):
+        run(db, system, users.provision_user, full.org.id, user_name="Staged@full.test", source="scim")
+    assert "seat.refused" not in actions(db, full.org.id)

@@ -1,0 +1,58 @@
+"""Count the SQL statements a piece of work sends: on PostgreSQL each one is a round trip.
+
+The tests that use this pin the statement lists of the hot paths (a SAML sign-in, a SCIM create),
+so that a change adding a query to them fails here instead of showing up later in a benchmark.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event
+
+from identity.db import Database
+
+
+def _kind(statement: str) -> str:
+    """Name a statement by its verb and table: `SELECT users`, `INSERT audit_events`, and a
+    data-modifying WITH by both parts: `UPDATE audit_heads + INSERT audit_events`."""
+    with_dml = re.match(r"WITH\s+\w+\s+AS\s+\((.*)\)\s+((?:INSERT|UPDATE|DELETE|SELECT)\b.*)$", statement,
+                        re.IGNORECASE | re.DOTALL)
+    if with_dml:
+        return f"{_kind(with_dml.group(1).strip())} + {_kind(with_dml.group(2).strip())}"
+    words = statement.split()
+    verb = words[0].upper()
+    if verb == "SELECT":
+        found = re.search(r"\bFROM\s+(\w+)", statement, re.IGNORECASE)
+    elif verb in ("INSERT", "DELETE"):
+        found = re.search(r"\b(?:INTO|FROM)\s+(\w+)", statement, re.IGNORECASE)
+    else:
+        found = re.search(r"^\w+\s+(\w+)", statement)
+    return f"{verb} {found.group(1) if found else '?'}"
+
+
+def audit_at_commit(db: Database) -> list[str]:
+    """The audit chain's statements at commit: the head locked, then the events and the head's move
+    (one statement on PostgreSQL)."""
+    if db.dialect == "postgresql":
+        return ["SELECT audit_heads", "UPDATE audit_heads + INSERT audit_events"]
+    return ["SELECT audit_heads", "UPDATE audit_heads", "INSERT audit_events"]
+
+
+@contextmanager
+def statements(db: Database) -> Iterator[list[str]]:
+    """Collect `VERB table` for every statement sent while the block runs (transaction control left out)."""
+    sent: list[str] = []
+
+    def collect(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")):
+            sent.append(_kind(statement.strip()))
+
+    event.listen(db.engine, "before_cursor_execute", collect)
+    try:
+        yield sent
+    finally:
+        event.remove(db.engine, "before_cursor_execute", collect)
