@@ -26,6 +26,7 @@ from identity.orgs import NewOrg
 from identity.sessions import Lifetime
 from saml import service as saml_service
 from saml.connection import IdpSettings
+from saml.models import SamlConnection
 from saml.protocol import Assertion
 from tests.audit.conftest import as_attacker
 from tests.factories import provision
@@ -85,7 +86,7 @@ def lived_in(db: Database, acme: NewOrg, system: Actor) -> World:
                           clock.now() + dt.timedelta(minutes=5),
                           {"email": ["hank@acme.test"], "groups": ["00gEng", "Design"]})
     ids["hank"] = do(Actor("system", "saml-sso", "SAML SSO", org_id=org_id), lambda s, a: saml_service.sign_in(
-        s, a, org_id, assertion, lifetime=Lifetime())).user.id  # JIT, a new mirrored group, a mapped one
+        s, a, org_id, assertion, connection=s.get(SamlConnection, org_id), lifetime=Lifetime())).user.id  # JIT, a new mirrored group, a mapped one
     do(system, lambda s, a: users.change_role(s, a, org_id, ids["dave"], "admin"))
     do(system, lambda s, a: users.change_role(s, a, org_id, ids["alice"], "owner"))
     do(system, lambda s, a: users.change_role(s, a, org_id, ids["alice"], "member"))  # the group still gives admin

@@ -51,16 +51,16 @@ def _is_expression(index) -> bool:
 
 
 def test_user_emails_are_backfilled_from_existing_users(db_url: str) -> None:
-    """0009 fills user_emails from what each user shows: its emails array, else its email column."""
+    """0010 fills user_emails from what each user shows: its emails array, else its email column."""
     import datetime as dt
     import json as jsonlib
 
     from identity.migrate import upgrade
 
     scratch = Database(db_url)
-    with scratch.engine.begin() as conn:  # back to the schema before 0009, with two users in it
+    with scratch.engine.begin() as conn:  # back to the schema before 0010, with two users in it
         conn.exec_driver_sql("DROP TABLE user_emails")
-        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0008'")
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0009'")
         now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
         conn.execute(text("INSERT INTO orgs (id, slug, name, created_at, included_seats, seat_price_cents, "
                           "cycle_start, cycle_end, purchased_seats, seats_used, default_role, group_sync, "

@@ -14,10 +14,10 @@ from tests.factories import actions, provision
 from tests.statements import audit_at_commit, statements
 
 # The org lock, its Default team, the seat (the org's counters, a purchase: acme has 3 seats and
-# these are the 2nd to 4th members), the user row with its seat flag already set, both grants in
-# one INSERT, then the audit chain at commit.
+# these are the 2nd to 4th members), the user row with its seat flag already set, its email's row
+# (identity.emails), both grants in one INSERT, then the audit chain at commit.
 PROVISION = ["SELECT orgs", "SELECT teams", "UPDATE orgs", "INSERT seat_charges", "INSERT users",
-             "INSERT role_grants"]
+             "INSERT user_emails", "INSERT role_grants"]
 
 
 def test_provisioning_a_member_statements(db: Database, acme: NewOrg, system: Actor) -> None:

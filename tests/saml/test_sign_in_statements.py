@@ -19,9 +19,11 @@ from tests.statements import audit_at_commit, statements
 # member, the session row, then the audit chain at commit.
 RETURNING = ["SELECT saml_connections", "INSERT saml_seen_assertions", "SELECT users", "INSERT sso_sessions"]
 # The same, with provisioning in between: no such member, none removed (one lookup), the org lock,
-# the Default team, the seat (a purchase: acme's 3 included seats are taken), the user, its grants.
+# the Default team, the seat (a purchase: acme's 3 included seats are taken), the user, its email's
+# row (identity.emails), its grants.
 JIT = ["SELECT saml_connections", "INSERT saml_seen_assertions", "SELECT users", "SELECT orgs", "SELECT teams",
-       "UPDATE orgs", "INSERT seat_charges", "INSERT users", "INSERT role_grants", "INSERT sso_sessions"]
+       "UPDATE orgs", "INSERT seat_charges", "INSERT users", "INSERT user_emails", "INSERT role_grants",
+       "INSERT sso_sessions"]
 
 
 @pytest.fixture(autouse=True)

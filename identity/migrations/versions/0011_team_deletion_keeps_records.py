@@ -4,16 +4,16 @@ Deleting a team whose keys or invitations referenced it failed on the foreign ke
 stay (a revoked key and a past invitation are history an admin may look up) and lose only the
 link to the team that is gone; the audit log keeps which team it was.
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 """
 import warnings
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
