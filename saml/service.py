@@ -112,6 +112,34 @@ def configure_connection(
     return connection
 
 
+# A refused signature makes the service fetch the IdP's metadata again, at most this often per org:
+# an IdP that rolled its certificate is followed within minutes without anybody running
+# `identity saml refresh`, and a flood of forged responses cannot turn into a flood of fetches.
+REFRESH_ON_REFUSAL_AFTER = dt.timedelta(minutes=5)
+REFRESH_REASONS = frozenset({"invalid_signature", "idp_certificate_not_valid"})
+
+
+def refresh_due(connection: SamlConnection, reason: str) -> bool:
+    """Tell whether a sign-in refused for `reason` should fetch the connection's metadata URL again."""
+    last = connection.metadata_refreshed_at
+    return (bool(connection.idp_metadata_url) and reason in REFRESH_REASONS
+            and (last is None or clock.now() - last >= REFRESH_ON_REFUSAL_AFTER))
+
+
+def refresh_connection(session: Session, actor: Actor, org_id: str, idp: IdpSettings, *, url: str,
+                       reason: str) -> bool:
+    """Apply IdP metadata fetched again from `url` after a refusal; tell whether it was applied.
+
+    Checked again against the stored connection: another process may have refreshed it meanwhile.
+    A change of certificates is audited (`sso.updated`, with their fingerprints) as any other.
+    """
+    stored = session.get(SamlConnection, org_id)
+    if stored is None or stored.idp_metadata_url != url or not refresh_due(stored, reason):
+        return False
+    configure_connection(session, actor, org_id, idp, metadata_url=url)
+    return True
+
+
 def _settings_view(connection: SamlConnection) -> dict[str, Any]:
     """The auditable settings: IdP certificates by SHA-256 fingerprint (a swap shows), never our key."""
     return {

@@ -8,6 +8,7 @@ Recipient are compared with the address the IdP was configured with.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import replace
 from html import escape
 from typing import Any
@@ -22,17 +23,19 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response as HttpResponse
 
 from audit import Actor
+from audit.actor import system_actor
 from audit.log import Target, record
 from identity import sessions, users
 from identity.errors import DomainError, SeatCapReached
 from identity.models import Org
 from identity.service import run
 from saml import links, protocol, service
-from saml.connection import SpUrls, settings_dict, toolkit_settings, valid_certs
+from saml.connection import SpUrls, fetch_metadata, parse_idp_metadata, settings_dict, toolkit_settings, valid_certs
 from saml.models import SamlConnection
 from saml.protocol import Expected, Refused
 
 bp = Blueprint("saml", __name__)
+log = logging.getLogger("identity.saml")
 
 DEFAULT_LANDING = "/me"
 MESSAGES = {
@@ -199,10 +202,32 @@ def _verify(slug: str, org: Org, connection: SamlConnection, encoded: str, *, st
         in_response_to = protocol.response_in_response_to(encoded)
         expected = Expected(_urls(org).acs, _urls(org).entity_id, in_response_to)
         return protocol.verify_response(_settings(connection, org), _saml_request(), encoded, expected)
-    except Refused:
-        if not stored and _changed_since(slug, connection):
+    except Refused as refused:
+        if not stored and (_changed_since(slug, connection) or _refreshed(org, connection, refused.reason)):
             raise service.ConnectionChanged(org.id) from None
         raise
+
+
+def _refreshed(org: Org, connection: SamlConnection, reason: str) -> bool:
+    """Fetch the IdP's metadata again after a refused signature (service.refresh_due); tell whether
+    the connection was updated, so that the response is verified once more with what it says.
+
+    This is what makes an IdP's certificate rollover need no admin: the first response signed with
+    the new key brings the new certificate in. A failed fetch changes nothing and is logged; the
+    refusal stands.
+    """
+    url = connection.idp_metadata_url
+    if not url or not service.refresh_due(connection, reason):
+        return False
+    try:
+        idp = parse_idp_metadata(fetch_metadata(url))
+        with _db().transaction() as session:
+            return service.refresh_connection(session, system_actor("saml metadata refresh"), org.id, idp,
+                                              url=url, reason=reason)
+    except (DomainError, OSError, ValueError) as error:
+        log.warning("IdP metadata refresh after a refused signature failed: %s",
+                    getattr(error, "message", type(error).__name__), extra={"org": org.slug})
+        return False
 
 
 def _changed_since(slug: str, connection: SamlConnection) -> bool:

@@ -14,7 +14,7 @@ import inspect
 import pkgutil
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +132,22 @@ def _sign_in(w: World) -> Call:
                                              connection=s.get_one(SamlConnection, w.org_id))
 
 
+def _metadata_refresh(w: World) -> Call:
+    """A connection from a metadata URL, last fetched an hour ago; the IdP now publishes another key."""
+    w.do(lambda s, a: saml_service.configure_connection(s, a, w.org_id, IDP, metadata_url="https://idp.test/md"))
+    w.do(lambda s, a: setattr(s.get_one(SamlConnection, w.org_id), "metadata_refreshed_at",
+                              dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)))
+    rolled = replace(IDP, signing_certs=[*IDP.signing_certs, _other_cert()])
+    return lambda s, a: saml_service.refresh_connection(s, a, w.org_id, rolled, url="https://idp.test/md",
+                                                        reason="invalid_signature")
+
+
+def _other_cert() -> str:
+    from tests.saml.idp import KeyPair
+
+    return KeyPair.make("rolled over").cert_b64
+
+
 def _set_require_sso(w: World) -> Call:
     _sso(w)
     return lambda s, a: saml_service.set_require_sso(s, a, w.org_id, True)
@@ -234,6 +250,7 @@ SERVICES: dict[str, tuple[Callable[[World], Call], str]] = {
     "saml.service.configure_connection": (lambda w: lambda s, a: saml_service.configure_connection(
         s, a, w.org_id, IDP), "sso.configured"),
     "saml.service.set_require_sso": (_set_require_sso, "sso.require_sso_changed"),
+    "saml.service.refresh_connection": (_metadata_refresh, "sso.updated"),
     "saml.service.sign_in": (_sign_in, "sso.login_succeeded"),
     "saml.service.record_failure": (lambda w: lambda s, a: saml_service.record_failure(
         s, a, s.get_one(Org, w.org_id), "bad_signature"), "sso.login_failed"),
