@@ -193,6 +193,10 @@ def _role_changed(x: Expected, e: Row[Any]) -> None:
     grants = x.grants.get(e.target_id)
     if grants is None:
         return
+    if "manual_role" in e.changes:  # the grant written, recorded as such
+        grants[(None, "manual", "")] = _after(e.changes["manual_role"])
+        return
+    # Older events name only the resulting role: the manual grant is at most that.
     after = _after(e.changes["role"])
     others = [role for key, role in grants.items() if key[0] is None]
     exact = all(rank(after) > rank(role) for role in others)

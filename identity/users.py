@@ -236,24 +236,31 @@ def delete_user(session: Session, actor: Actor, org_id: str, user_id: str) -> Us
 
 
 def change_role(session: Session, actor: Actor, org_id: str, user_id: str, role: str) -> str:
-    """Set the member's manually granted org role; return the resulting (highest) role."""
+    """Set the member's manually granted org role; return the resulting (highest) role.
+
+    The event names both the effective role and the manual grant written: when a group gives a
+    higher role, the effective role stays while the manual grant changes, and that is a change too.
+    """
     role = parse_role(role)
     user = get_user(session, org_id, user_id)
     seats.lock_org(session, org_id)  # serialises the last-owner check with other owner changes
     before = org_role(session, user.id)
     authorize(actor, "owners.manage" if "owner" in (role, before) else "members.manage", org_id=org_id)
-    session.execute(delete(RoleGrant).where(
-        RoleGrant.user_id == user.id, RoleGrant.team_id.is_(None), RoleGrant.source.in_(("manual", "invitation"))))
+    manual = (RoleGrant.user_id == user.id, RoleGrant.team_id.is_(None), RoleGrant.source.in_(("manual", "invitation")))
+    manual_before = highest(session.scalars(select(RoleGrant.role).where(*manual)))
+    session.execute(delete(RoleGrant).where(*manual))
     session.add(RoleGrant(org_id=org_id, user_id=user.id, team_id=None, role=role, source="manual",
                           created_at=clock.now()))
     session.flush()
     after = org_role(session, user.id)
     if before == "owner" and after != "owner" and not _active_owners(session, org_id):
         raise LastOwner("the org must keep at least one active owner", user_id=user.id, org_id=user.org_id)
-    if after != before:
-        _touch(user)
+    if after != before or manual_before != role:
+        if after != before:
+            _touch(user)
         record(session, actor, "member.role_changed", target(user),
-               {"role": {"before": before, "after": after}, "source": "manual"}, org_id=org_id)
+               {"role": {"before": before, "after": after}, "manual_role": {"before": manual_before, "after": role},
+                "source": "manual"}, org_id=org_id)
     return after or role
 
 

@@ -167,3 +167,33 @@ def test_a_team_with_keys_invitations_and_a_mapping_can_be_deleted(db: Database,
         assert reconcile(session, acme.org.id) == []
     with pytest.raises(InvalidValue), db.transaction() as session:
         invitations.accept(session, system, link)
+
+
+def test_a_manual_role_under_a_higher_group_role_is_still_audited(db: Database, acme: NewOrg, system: Actor) -> None:
+    """The group keeps the member an admin, so the effective role does not move; the manual grant does."""
+    from sqlalchemy import update
+
+    from audit.models import AuditEvent
+    from audit.reconcile import reconcile
+    from identity import groups
+    from identity.models import RoleGrant
+
+    member = provision(db, system, acme.org.id, "grouped@acme.test")
+    with db.transaction() as session:
+        groups.create_mapping(session, system, acme.org.id, group_external_id="00gAdmins", org_role="admin")
+        groups.create_group(session, system, acme.org.id, display_name="Admins", external_id="00gAdmins",
+                            member_ids=[member.id])
+    with db.transaction() as session:
+        assert users.change_role(session, system, acme.org.id, member.id, "viewer") == "admin"
+    with db.reading() as session:
+        event = session.scalars(select(AuditEvent).where(AuditEvent.org_id == acme.org.id)
+                                .order_by(AuditEvent.seq.desc())).first()
+        assert event.action == "member.role_changed"
+        assert event.changes["role"] == {"before": "admin", "after": "admin"}
+        assert event.changes["manual_role"] == {"before": "member", "after": "viewer"}
+        assert reconcile(session, acme.org.id) == []
+    with db.transaction() as session:  # the same change, made behind the log's back, is found
+        session.execute(update(RoleGrant).where(RoleGrant.user_id == member.id, RoleGrant.source == "manual",
+                                                RoleGrant.team_id.is_(None)).values(role="member"))
+    with db.reading() as session:
+        assert len(reconcile(session, acme.org.id)) == 1
