@@ -117,10 +117,12 @@ def _org(session: Session, x: Expected, since: dt.datetime | None) -> list[Findi
 def _users(session: Session, x: Expected, since: dt.datetime | None) -> list[Finding]:
     u = User
     found = []
-    for row in _stream(session, select(u.id, u.user_name, u.email, u.external_id, u.active, u.has_seat, u.deleted_at,
-                                       u.created_at).where(u.org_id == x.org_id)):
+    for row in _stream(session, select(u.id, u.user_name, u.email, u.external_id, u.display_name, u.given_name,
+                                       u.family_name, u.active, u.has_seat, u.deleted_at, u.created_at)
+                       .where(u.org_id == x.org_id)):
         actual = {"active": row.active, "deleted": row.deleted_at is not None, "has_seat": row.has_seat,
-                  "user_name": row.user_name, "email": row.email, "external_id": row.external_id}
+                  "user_name": row.user_name, "email": row.email, "external_id": row.external_id,
+                  "display_name": row.display_name, "given_name": row.given_name, "family_name": row.family_name}
         found += _check("user", row.id, row.user_name, x.users.pop(row.id, None), actual, row.created_at, since,
                         "user.created")
     return found + _missing("user", x.users)

@@ -150,16 +150,22 @@ def _seat(x: Expected, e: Row[Any]) -> None:
 
 # Members: lifecycle, profile, grants.
 
+NAMES = ("display_name", "given_name", "family_name")
+
+
 def _user_created(x: Expected, e: Row[Any]) -> None:
     c = e.changes
+    names = {name: c[name] for name in NAMES if name in c}  # recorded since 2026-11-22
     _entity(x.users, e, created=True).set(e, active=c["active"], deleted=False, has_seat=False,
-                                          user_name=c["user_name"], email=c["email"], external_id=c["external_id"])
+                                          user_name=c["user_name"], email=c["email"], external_id=c["external_id"],
+                                          **names)
     x.grants[e.target_id] = {(None, c["source"], ""): c["role"], (c["team_id"], c["source"], ""): "member"}
 
 
 def _user_updated(x: Expected, e: Row[Any]) -> None:
     _entity(x.users, e).set(e, **{name: change["after"] for name, change in e.changes.items()
-                                  if name in ("user_name", "email", "external_id") and isinstance(change, dict)})
+                                  if name in ("user_name", "email", "external_id", *NAMES)
+                                  and isinstance(change, dict)})
 
 
 def _deactivated(x: Expected, e: Row[Any]) -> None:

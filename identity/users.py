@@ -132,7 +132,8 @@ def provision_user(
         has_seat=False, source=source, attributes=attributes or {}, created_at=now, updated_at=now, version=1,
     )
     record(session, actor, "user.created", target(user), {
-        "user_name": user_name, "email": email, "external_id": external_id, "active": active,
+        "user_name": user_name, "email": email, "external_id": external_id, "display_name": display_name,
+        "given_name": given_name, "family_name": family_name, "active": active,
         "role": role, "team_id": team_id, "source": source,
     }, org_id=org_id)
     if active:

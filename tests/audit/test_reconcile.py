@@ -171,6 +171,9 @@ BYPASSES: dict[str, tuple[Callable[[World], list[Any]], str, Callable[[World], s
                                      "user.deactivated"),
     "deleted user restored": (lambda w: [update(User).where(User.id == w.ids["erin"]).values(deleted_at=None)],
                               "user", lambda w: w.ids["erin"], "deleted is False"),
+    "display name changed": (lambda w: [update(User).where(User.id == w.ids["carol"]).values(display_name="Mallory")],
+                             "user", lambda w: w.ids["carol"], "display_name is 'Mallory', but the last event that "
+                             "set it, user.created"),
     "org role granted": (lambda w: [_grant(w, "carol", None, "owner")], "role_grant", lambda w: "",
                          "org-wide from manual as owner was given by no event"),
     "team membership granted": (lambda w: [_grant(w, "frank", "platform", "admin")], "role_grant", lambda w: "",
