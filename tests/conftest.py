@@ -53,8 +53,10 @@ def pg_cluster() -> Iterator[PostgresCluster]:
 @pytest.fixture(params=BACKENDS)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The URL of a fresh, migrated database of each backend."""
-    if request.node.get_closest_marker("postgres_only") and request.param != "postgresql":
-        pytest.skip("runs against PostgreSQL only (its row locks and triggers are what is tested)")
+    for marker, backend in (("postgres_only", "postgresql"), ("sqlite_only", "sqlite")):
+        only = request.node.get_closest_marker(marker)
+        if only is not None and request.param != backend:
+            pytest.skip(f"runs against {backend} only: {only.args[0]}")  # the marker must say why
     if request.param == "sqlite":
         path = tmp_path / "identity.db"
         shutil.copyfile(request.getfixturevalue("sqlite_template"), path)

@@ -31,7 +31,7 @@ from tests.factories import provision
 WRITERS, EACH = 16, 12
 
 
-@pytest.mark.postgres_only
+@pytest.mark.postgres_only("its row locks are what is tested; SQLite runs one writer at a time")
 def test_parallel_writers_never_fork_the_chain(db: Database, acme: NewOrg, system: Actor,
                                                key: Ed25519PrivateKey) -> None:
     def write(worker: int) -> None:

@@ -268,7 +268,7 @@ def test_entities_older_than_the_retained_log_are_not_reported(cli: Callable[...
     assert found == {(veteran.id, "active is True"), (newcomer.id, "active is False"), (intruder, "exists")}
 
 
-@pytest.mark.postgres_only
+@pytest.mark.postgres_only("REPEATABLE READ is PostgreSQL's; a SQLite reader sees one snapshot anyway")
 def test_the_events_and_the_data_are_read_in_one_snapshot(db: Database) -> None:
     from sqlalchemy import text
 

@@ -14,7 +14,7 @@ def _backend_pid(database: Database) -> int:
         return int(session.scalar(text("SELECT pg_backend_pid()")))
 
 
-@pytest.mark.postgres_only
+@pytest.mark.postgres_only("the idle ping is set up for PostgreSQL's pool; SQLite has no server to lose")
 def test_a_connection_killed_while_idle_is_replaced_before_use(db: Database, monkeypatch) -> None:
     first = _backend_pid(db)  # the pool now holds this connection
     other = Database(db.url)
@@ -28,7 +28,7 @@ def test_a_connection_killed_while_idle_is_replaced_before_use(db: Database, mon
     assert second != first
 
 
-@pytest.mark.postgres_only
+@pytest.mark.postgres_only("the idle ping is set up for PostgreSQL's pool; SQLite has no server to lose")
 def test_a_connection_in_steady_use_is_not_pinged(db: Database, monkeypatch) -> None:
     _backend_pid(db)
     pings: list[object] = []
@@ -72,19 +72,17 @@ def _plan(database: Database, org_id: str, scim_filter: str) -> str:
         return " | ".join(str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
 
 
+@pytest.mark.sqlite_only("PostgreSQL's autovacuum keeps its own statistics; Database.analyze is for SQLite")
 def test_sqlite_lookups_by_external_id_and_email_use_their_index_once_analyzed(db: Database, acme) -> None:
     """Without statistics SQLite walks every user in list order; `identity serve` analyzes at start."""
-    if db.dialect != "sqlite":
-        pytest.skip("PostgreSQL's autovacuum keeps its own statistics")
     _seed_users(db, acme.org.id, 3000)
     db.analyze()
     assert "ix_users_org_external_id" in _plan(db, acme.org.id, 'externalId eq "ext-1500"')
     assert "ix_user_emails_value" in _plan(db, acme.org.id, 'emails[type eq "work"].value eq "U1500@plan.test"')
 
 
+@pytest.mark.sqlite_only("PRAGMA optimize on checkin is SQLite's; PostgreSQL's autovacuum does this itself")
 def test_pooled_sqlite_connections_refresh_statistics_now_and_then(db: Database, acme, monkeypatch) -> None:
-    if db.dialect != "sqlite":
-        pytest.skip("SQLite only")
 
     def analyzed() -> bool:
         with db.reading() as session:
