@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
-from typing import TypeVar
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
@@ -97,7 +96,7 @@ def _actor_user_id(session: Session, actor: Actor) -> str | None:
 
 def verify_api_key(session: Session, secret: str) -> KeyIdentity:
     """Return whom a presented API key speaks for, or raise Unauthenticated. Constant-time compare."""
-    key = _find(session, ApiKey, secret)
+    key = _find_key(session, secret)
     if key is None or key.status != "active" or key.team_id is None:
         raise Unauthenticated("invalid or revoked API key")
     user = session.get(User, key.user_id)
@@ -114,23 +113,24 @@ def verify_api_key(session: Session, secret: str) -> KeyIdentity:
                        tuple(key.scopes))
 
 
-Credential = TypeVar("Credential", ApiKey, ScimToken)
-
-
-def _find(session: Session, model: type[Credential], secret: str) -> Credential | None:
+def _find_key(session: Session, secret: str) -> ApiKey | None:
     prefix = tokens.split_prefix(secret or "")
     if prefix is None:
         return None
-    row = session.scalars(select(model).where(model.prefix == prefix)).one_or_none()
+    row = session.scalars(select(ApiKey).where(ApiKey.prefix == prefix)).one_or_none()
     if row is None or not tokens.matches(secret, row.secret_hash):
         return None
     return row
 
 
-def _note_use(row: ApiKey | ScimToken) -> None:
-    now = clock.now()
-    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
-        row.last_used_at = now
+def _use_due(last_used_at: dt.datetime | None) -> bool:
+    """Whether a credential's last-used time is old enough to be saved again."""
+    return last_used_at is None or clock.now() - last_used_at >= LAST_USED_RESOLUTION
+
+
+def _note_use(row: ApiKey) -> None:
+    if _use_due(row.last_used_at):
+        row.last_used_at = clock.now()
 
 
 def revoke_api_key(session: Session, actor: Actor, org_id: str, key_id: str) -> None:
@@ -221,8 +221,7 @@ def verify_scim_token(session: Session, secret: str) -> Presented:
     if row is None or not tokens.matches(secret, row.secret_hash) or row.revoked_at is not None:
         raise Unauthenticated("invalid or revoked SCIM token")
     actor = Actor(type="scim_token", id=row.id, display=f"SCIM token {row.name} ({prefix})", org_id=row.org_id)
-    due = row.last_used_at is None or clock.now() - row.last_used_at >= LAST_USED_RESOLUTION
-    return Presented(actor, due)
+    return Presented(actor, _use_due(row.last_used_at))
 
 
 def note_scim_token_use(session: Session, token_id: str) -> None:
