@@ -81,12 +81,15 @@ def metadata_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     server.close()
 
 
+def _configure_from(runner: CliRunner, server: MetadataServer, *flags: str) -> None:
+    result = runner.invoke(saml_cli, ["configure", "--org", "acme", "--idp-metadata-url", server.url, *flags])
+    assert result.exit_code == 0, result.output
+
+
 def test_configure_from_url_and_refresh_picks_up_a_new_signing_certificate(
         runner: CliRunner, acme: NewOrg, idp: TestIdP, client, db, metadata_server: MetadataServer) -> None:
     metadata_server.body = idp.metadata()
-    result = runner.invoke(saml_cli, ["configure", "--org", "acme", "--idp-metadata-url", metadata_server.url,
-                                      "--allow-idp-initiated"])
-    assert result.exit_code == 0, result.output
+    _configure_from(runner, metadata_server, "--allow-idp-initiated")
     sso = Sso(db, acme, idp, client, SpUrls.of(BASE_URL, "acme"))
     rolled = KeyPair.make("rolled over")
     assert sso.post(sso.response(name_id="ann@acme.test", signer=rolled)).status_code == 400
@@ -117,9 +120,7 @@ def test_a_rolled_over_certificate_is_fetched_by_the_first_response_signed_with_
     from audit.models import AuditEvent
 
     metadata_server.body = idp.metadata()
-    result = runner.invoke(saml_cli, ["configure", "--org", "acme", "--idp-metadata-url", metadata_server.url,
-                                      "--allow-idp-initiated"])
-    assert result.exit_code == 0, result.output
+    _configure_from(runner, metadata_server, "--allow-idp-initiated")
     _last_refreshed(db, acme.org.id, dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
     rolled = KeyPair.make("rolled over")
     metadata_server.body = TestIdP(IDP_ENTITY_ID, rolled).metadata()  # the old certificate is retired
@@ -140,8 +141,7 @@ def test_a_rolled_over_certificate_is_fetched_by_the_first_response_signed_with_
 def test_forged_responses_cannot_make_the_service_fetch_metadata_more_than_every_few_minutes(
         runner: CliRunner, acme: NewOrg, idp: TestIdP, client, db, metadata_server: MetadataServer) -> None:
     metadata_server.body = idp.metadata()
-    result = runner.invoke(saml_cli, ["configure", "--org", "acme", "--idp-metadata-url", metadata_server.url])
-    assert result.exit_code == 0, result.output
+    _configure_from(runner, metadata_server)
     fetched = metadata_server.requests
     sso = Sso(db, acme, idp, client, SpUrls.of(BASE_URL, "acme"))
     forger = KeyPair.make("forger")
