@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN = $(VENV)/bin
 
-.PHONY: install run test bench lint
+.PHONY: install run test bench lint chromium
 install: $(VENV)/.installed
 
 # lxml and xmlsec must bundle the same libxml2: wheels only, so a mismatch fails here, loudly.
@@ -17,8 +17,14 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 run: install
 	$(BIN)/identity serve
 
-test: install
+test: install chromium
 	$(BIN)/python -m pytest
+
+# The browser tests drive Debian's Chromium (Playwright never downloads a browser of its own).
+chromium:
+	@command -v chromium >/dev/null || { \
+	  echo "installing Debian's chromium for the browser tests (needs root and apt)"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
 
 lint: install
 	$(BIN)/pip install --quiet ruff mypy

@@ -9,7 +9,6 @@ failure, a new skip, or an exclusion that starts passing fails this test.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +18,11 @@ import pytest
 from httpx2 import Client
 from scim2_client.engines.httpx2 import SyncSCIMClient
 from scim2_tester import CheckResult, Status, check_server
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from audit import Actor
 from identity import create_app
 from identity.db import Database
+from tests.live import serving
 from tests.scim.client import scim_for
 
 # (resource type, check, attribute) -> why the failure is a deliberate choice, not a bug.
@@ -46,11 +45,6 @@ FAILED = {Status.ERROR, Status.CRITICAL, Status.DEVIATION}
 PASSED = {Status.SUCCESS, Status.COMPLIANT, Status.ACCEPTABLE}
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass  # about 800 requests per run; the app's own request log is enough
-
-
 @dataclass
 class LiveService:
     base_url: str
@@ -62,18 +56,10 @@ def live_service(db: Database, system: Actor, tmp_path: Path) -> Iterator[LiveSe
     """The real app in a real HTTP server on 127.0.0.1, stopped when the test ends."""
     app = create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret",
                       "BASE_URL": "http://127.0.0.1", "TESTING": True})
-    server: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_QuietHandler)
-    origin = f"http://127.0.0.1:{server.server_port}"
-    app.config["BASE_URL"] = origin  # meta.location and $ref point back at this server
-    thread = threading.Thread(target=server.serve_forever, name="scim-conformance-server", daemon=True)
-    thread.start()
-    try:
+    with serving(app, "scim-conformance-server") as origin:
+        app.config["BASE_URL"] = origin  # meta.location and $ref point back at this server
         scim = scim_for(db, app.test_client(), system, "ConformanceCo")
         yield LiveService(f"{origin}/scim/v2", scim.token)
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
 
 
 def _key(result: CheckResult) -> tuple[str | None, str | None, str | None]:

@@ -1,0 +1,174 @@
+"""A real browser (Debian's Chromium, driven by Playwright) against the service and a test IdP.
+
+The service runs in a real HTTP server on http://127.0.0.1:PORT; the test IdP (tests/saml/idp.py,
+which signs with signxml, not python3-saml) in another, reached by the browser as
+http://idp.test:PORT: a different site, so the IdP's POST to our ACS is cross-site, as it is in
+production. Chromium comes from the operating system (`make test` installs it); Playwright's own
+browser download is never used. A missing Chromium fails the run rather than skipping: these
+tests are the proof that the pages work in a browser.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from html import escape
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from flask import Flask, Response, request
+from lxml import etree
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+
+from identity import create_app
+from identity.db import Database
+from identity.orgs import NewOrg
+from saml.cli import configure_org
+from saml.connection import SpUrls
+from tests.live import serving
+from tests.saml.idp import KeyPair, Options, TestIdP, b64
+
+IDP_HOST = "idp.test"  # mapped to 127.0.0.1 inside Chromium only
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # the tests may run as root
+    "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+    # no connections of its own: the machine's network is closed, and they only add noise
+    "--disable-background-networking", "--disable-component-update",
+    f"--host-resolver-rules=MAP {IDP_HOST} 127.0.0.1",
+]
+
+
+def chromium_path() -> str:
+    """Return the system Chromium (or $CHROMIUM); fail, saying how to install it, when there is none."""
+    found = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        pytest.fail("Chromium is not installed: `make test` installs Debian's `chromium` package "
+                    "(or set CHROMIUM to a Chromium executable)", pytrace=False)
+    return found
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    launched = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
+    yield launched
+    launched.close()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    """A fresh browser profile per test: no cookies carried from one test to the next."""
+    made = browser.new_context()
+    made.set_default_timeout(15_000)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def page(context: BrowserContext) -> Page:
+    return context.new_page()
+
+
+@dataclass
+class IdpPerson:
+    """Who signs in at the test IdP next, and how the IdP answers."""
+
+    name_id: str = "alice@acme.test"
+    attributes: dict[str, list[str]] = field(default_factory=dict)
+    signer: KeyPair | None = None  # None: the IdP's own key; another key forges the response
+
+
+class BrowserIdP:
+    """The test IdP as a web site: HTTP-Redirect SSO in, an auto-submitting HTTP-POST form out."""
+
+    def __init__(self, idp: TestIdP, sp: SpUrls) -> None:
+        self.idp, self.sp = idp, sp
+        self.person = IdpPerson()
+        self.requests: list[str] = []  # AuthnRequest ids received
+        self.logouts = 0
+        self.app = Flask("test-idp")
+        self.app.add_url_rule("/sso", "sso", self._sso)
+        self.app.add_url_rule("/start", "start", self._start)
+        self.app.add_url_rule("/slo", "slo", self._slo)
+
+    def _sso(self) -> Response:
+        """SP-initiated: answer the AuthnRequest, after checking it asks for our SP's ACS."""
+        xml = zlib.decompress(base64.b64decode(request.args["SAMLRequest"]), -15)
+        authn = etree.fromstring(xml)
+        assert authn.get("AssertionConsumerServiceURL") == self.sp.acs, xml
+        self.requests.append(str(authn.get("ID")))
+        return self._post_to_sp(str(authn.get("ID")), request.args.get("RelayState"))
+
+    def _start(self) -> Response:
+        """IdP-initiated: the user picks the app in the IdP's portal."""
+        return self._post_to_sp(None, request.args.get("RelayState"))
+
+    def _slo(self) -> Response:
+        self.logouts += 1
+        return Response("<!doctype html><title>Signed out at the IdP</title><p>Signed out at the IdP.</p>",
+                        mimetype="text/html")
+
+    def _post_to_sp(self, in_response_to: str | None, relay_state: str | None) -> Response:
+        person = self.person
+        xml = self.idp.response(self.sp.entity_id, self.sp.acs, Options(
+            name_id=person.name_id, attributes=person.attributes, in_response_to=in_response_to,
+            signer=person.signer))
+        relay = "" if relay_state is None else \
+            f"<input type='hidden' name='RelayState' value='{escape(relay_state, quote=True)}'>"
+        return Response(
+            "<!doctype html><html><head><title>Signing you in</title></head>"
+            "<body onload='document.forms[0].submit()'>"
+            f"<form method='post' action='{escape(self.sp.acs, quote=True)}'>"
+            f"<input type='hidden' name='SAMLResponse' value='{escape(b64(xml), quote=True)}'>{relay}"
+            "<noscript><button type='submit'>Continue</button></noscript></form></body></html>",
+            mimetype="text/html")
+
+
+@dataclass
+class Site:
+    """The service and the IdP, both served over real HTTP, and the org `acme` trusting the IdP."""
+
+    db: Database
+    org: NewOrg
+    origin: str  # the service, http://127.0.0.1:PORT
+    idp_origin: str  # the IdP as the browser reaches it, http://idp.test:PORT
+    idp: BrowserIdP
+
+    def url(self, path: str) -> str:
+        return f"{self.origin}{path}"
+
+    def me(self, page: Page) -> tuple[int, Any]:
+        """GET /me with the page's cookies (from the browser, not from a test client)."""
+        answer = page.request.get(self.url("/me"))
+        return answer.status, answer.json()
+
+
+@pytest.fixture(scope="session")
+def idp_keys() -> KeyPair:
+    return KeyPair.make("browser test idp")
+
+
+@pytest.fixture
+def site(db: Database, acme: NewOrg, idp_keys: KeyPair) -> Iterator[Site]:
+    app = create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret",
+                      "BASE_URL": "http://127.0.0.1", "TESTING": True})
+    with serving(app, "service") as origin:
+        app.config["BASE_URL"] = origin
+        sp = SpUrls.of(origin, acme.org.slug)
+        test_idp = TestIdP("https://idp.example.test/metadata", idp_keys)
+        browser_idp = BrowserIdP(test_idp, sp)
+        with serving(browser_idp.app, "test-idp") as idp_local:
+            idp_origin = f"http://{IDP_HOST}:{urlsplit(idp_local).port}"
+            test_idp.sso_url, test_idp.slo_url = f"{idp_origin}/sso", f"{idp_origin}/slo"
+            configure_org(db, acme.org.slug, test_idp.metadata(), jit=True, allow_idp_initiated=True)
+            yield Site(db, acme, origin, idp_origin, browser_idp)
