@@ -83,6 +83,11 @@ def _lifetime() -> sessions.Lifetime:
                              absolute=dt.timedelta(hours=int(cfg.get("SESSION_ABSOLUTE_HOURS", 12))))
 
 
+def _max_issue_age() -> dt.timedelta:
+    return dt.timedelta(seconds=int(current_app.config.get("SAML_MAX_ISSUE_AGE_SECONDS",
+                                                           protocol.MAX_ISSUE_AGE.total_seconds())))
+
+
 def _page(status: int, title: str, message: str) -> HttpResponse:
     """Return a plain HTML page for a refused or failed step; never a stack trace or message content."""
     body = (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title></head><body>"
@@ -200,7 +205,7 @@ def _verify(slug: str, org: Org, connection: SamlConnection, encoded: str, *, st
         if not valid_certs(connection.idp_signing_certs):
             raise Refused("idp_certificate_not_valid", 403)
         in_response_to = protocol.response_in_response_to(encoded)
-        expected = Expected(_urls(org).acs, _urls(org).entity_id, in_response_to)
+        expected = Expected(_urls(org).acs, _urls(org).entity_id, in_response_to, _max_issue_age())
         return protocol.verify_response(_settings(connection, org), _saml_request(), encoded, expected)
     except Refused as refused:
         if not stored and (_changed_since(slug, connection) or _refreshed(org, connection, refused.reason)):
