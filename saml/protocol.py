@@ -17,7 +17,8 @@ this module adds those (SAML profiles 2.0 section 4.1.4):
   set hours long).
 
 InResponseTo against our own pending requests and the replay cache are the caller's part,
-because they need the database (saml.service).
+because they need the database (saml.service); so is the browser that delivers the response,
+which must be the one that started the sign-in (saml.binding).
 """
 
 from __future__ import annotations
