@@ -46,7 +46,7 @@ def from_environment() -> dict[str, object]:
         "BASE_URL": base_url(),
         "MAX_CONTENT_LENGTH": MAX_BODY_BYTES,
     }
-    for name in ("SESSION_IDLE_MINUTES", "SESSION_ABSOLUTE_HOURS", "SCIM_RATE_LIMIT"):
+    for name in ("SESSION_IDLE_MINUTES", "SESSION_ABSOLUTE_HOURS", "SCIM_RATE_LIMIT", "SAML_MAX_ISSUE_AGE_SECONDS"):
         if os.environ.get(name):
             settings[name] = int(os.environ[name])
     return settings

@@ -10,10 +10,15 @@ this module adds those (SAML profiles 2.0 section 4.1.4):
 - at least one AudienceRestriction, each naming us (the toolkit accepts none);
 - every bearer SubjectConfirmationData names exactly our ACS URL as Recipient, carries
   NotOnOrAfter, and carries the response's InResponseTo (the toolkit accepts any one that fits);
-- an assertion lifetime short enough for the replay cache to cover it.
+- an assertion lifetime short enough for the replay cache to cover it;
+- the IssueInstant of the Response and of the Assertion neither later than now (beyond the
+  clock skew) nor older than `Expected.max_issue_age` plus the skew (SAML core 2.0 sections
+  2.3.3 and 3.2.2 define them; the toolkit checks only the Conditions window, which an IdP may
+  set hours long).
 
 InResponseTo against our own pending requests and the replay cache are the caller's part,
-because they need the database (saml.service).
+because they need the database (saml.service); so is the browser that delivers the response,
+which must be the one that started the sign-in (saml.binding).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from audit import clock
 
 CLOCK_SKEW = dt.timedelta(seconds=C.ALLOWED_CLOCK_DRIFT)  # python3-saml's own bound: 300 s
 MAX_ASSERTION_LIFETIME = dt.timedelta(hours=24)
+MAX_ISSUE_AGE = dt.timedelta(minutes=5)  # an IdP posts its response at once; a browser delivers it in seconds
 NS = {"samlp": C.NS_SAMLP, "saml": C.NS_SAML}
 
 # python3-saml's error codes -> the reason we audit and show. Never the message: it quotes content.
@@ -91,6 +97,7 @@ class Expected:
     acs_url: str
     entity_id: str
     in_response_to: str | None  # the pending request it answers; None for IdP-initiated
+    max_issue_age: dt.timedelta = MAX_ISSUE_AGE  # how old an IssueInstant may be, clock skew not included
 
 
 @dataclass(frozen=True)
@@ -183,6 +190,8 @@ def _facts(response: OneLogin_Saml2_Response, expected: Expected) -> Assertion:
     """Apply the checks python3-saml leaves out to a response it accepted; return what sign-in needs."""
     document = response.get_xml_document()
     assertion = _one_assertion(document)
+    _check_issued(document, "response", expected.max_issue_age)
+    _check_issued(assertion, "assertion", expected.max_issue_age)
     if document.get("Destination") != expected.acs_url:
         raise Refused("wrong_destination")
     if document.get("InResponseTo") != expected.in_response_to:
@@ -206,6 +215,15 @@ def _one_assertion(document: etree._Element) -> etree._Element:
     if len(found) != 1 or len(document.findall(".//saml:Assertion", NS)) != 1:
         raise Refused("wrong_number_of_assertions")
     return found[0]
+
+
+def _check_issued(element: etree._Element, name: str, max_age: dt.timedelta) -> None:
+    """Refuse `element` (the Response or the Assertion) issued in the future or longer ago than `max_age`."""
+    issued, now = _time(element.get("IssueInstant")), clock.now()
+    if issued > now + CLOCK_SKEW:
+        raise Refused(f"{name}_issued_in_future")
+    if issued < now - max_age - CLOCK_SKEW:
+        raise Refused(f"{name}_too_old")
 
 
 def _check_audiences(assertion: etree._Element, entity_id: str) -> None:

@@ -337,3 +337,14 @@ def record_failure(session: Session, actor: Actor, org: Org, reason: str, *,
                                                              SamlPendingRequest.org_id == org.id))
     target = Target("user", user_id, user_id) if user_id else org_target(org)
     record(session, actor, "sso.login_failed", target, {"reason": reason}, org_id=org.id, outcome="failure")
+
+
+def use_up(session: Session, org_id: str, assertion: Assertion) -> None:
+    """Use up a verified SP-initiated assertion and its request without signing in, refusing as
+    `sign_in` would first: a replayed assertion, an unknown or expired request.
+
+    For a response refused before `sign_in` (saml.binding), so that its reason does not hide these.
+    """
+    burn_assertion(session, org_id, assertion.assertion_id, assertion.expires_at)
+    if assertion.in_response_to:
+        consume_request(session, org_id, assertion.in_response_to)

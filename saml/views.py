@@ -22,14 +22,14 @@ from onelogin.saml2.settings import OneLogin_Saml2_Settings
 from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response as HttpResponse
 
-from audit import Actor
+from audit import Actor, clock
 from audit.actor import system_actor
 from audit.log import Target, record
 from identity import sessions, users
 from identity.errors import DomainError, SeatCapReached
 from identity.models import Org
 from identity.service import run
-from saml import links, protocol, service
+from saml import binding, links, protocol, service
 from saml.connection import SpUrls, fetch_metadata, parse_idp_metadata, settings_dict, toolkit_settings, valid_certs
 from saml.models import SamlConnection
 from saml.protocol import Expected, Refused
@@ -38,6 +38,8 @@ bp = Blueprint("saml", __name__)
 log = logging.getLogger("identity.saml")
 
 DEFAULT_LANDING = "/me"
+NOT_THIS_BROWSER = ("This sign-in was not started in this browser, or was started too long ago. "
+                    "Please sign in again from this browser.")
 MESSAGES = {
     "seat_cap_reached": "Your organization has no free seat for a new member. Ask an owner to raise the seat limit.",
     "user_deactivated": "Your account is deactivated in this organization.",
@@ -49,6 +51,8 @@ MESSAGES = {
     "link_invalid": "This sign-in link is unknown, expired or already used. Ask for a new one.",
     "concurrent_sign_in": "Another sign-in for this account was in progress. Please sign in again.",
     "connection_changed": "Single sign-on was being reconfigured. Please sign in again.",
+    binding.MISSING: NOT_THIS_BROWSER,
+    binding.MISMATCH: NOT_THIS_BROWSER,
 }
 
 
@@ -81,6 +85,11 @@ def _lifetime() -> sessions.Lifetime:
     cfg = current_app.config
     return sessions.Lifetime(idle=dt.timedelta(minutes=int(cfg.get("SESSION_IDLE_MINUTES", 60))),
                              absolute=dt.timedelta(hours=int(cfg.get("SESSION_ABSOLUTE_HOURS", 12))))
+
+
+def _max_issue_age() -> dt.timedelta:
+    return dt.timedelta(seconds=int(current_app.config.get("SAML_MAX_ISSUE_AGE_SECONDS",
+                                                           protocol.MAX_ISSUE_AGE.total_seconds())))
 
 
 def _page(status: int, title: str, message: str) -> HttpResponse:
@@ -148,10 +157,24 @@ def login(slug: str) -> HttpResponse:
     org, connection = loaded
     landing = safe_landing(request.args.get("next"), _base_url())
     auth = OneLogin_Saml2_Auth(_saml_request(), _settings(connection, org))
-    url = auth.login(return_to=landing)
+    url, request_id = auth.login(return_to=landing), auth.get_last_request_id()
     with _db().transaction() as session:
-        service.remember_request(session, org.id, auth.get_last_request_id(), landing)
-    return redirect(url, 302)
+        service.remember_request(session, org.id, request_id, landing)
+    response = redirect(url, 302)
+    _bind_browser(response, org, request_id)
+    return response
+
+
+def _bind_browser(response: HttpResponse, org: Org, request_id: str) -> None:
+    """Add the binding of `request_id` to this browser's cookie (saml.binding)."""
+    value = binding.with_request(current_app.config["SECRET_KEY"], org.id, request_id,
+                                 request.cookies.get(binding.COOKIE), clock.now(), service.PENDING_REQUEST_TTL)
+    attributes = binding.cookie_attributes(_base_url(), org.slug, service.PENDING_REQUEST_TTL)
+    response.set_cookie(binding.COOKIE, value, **attributes)
+    if not attributes["secure"] and not current_app.extensions.get("saml.http_binding_warned"):
+        current_app.extensions["saml.http_binding_warned"] = True
+        log.warning("BASE_URL is plain http: the SAML sign-in binding cookie cannot be SameSite=None, and "
+                    "Chrome sends it on the IdP's POST only within 2 minutes of /login; use https in production")
 
 
 @bp.post("/saml/<slug>/acs")
@@ -178,6 +201,7 @@ def _consume(slug: str, loaded: tuple[Org, SamlConnection] | None, *, stored: bo
     assertion = None
     try:
         assertion = _verify(slug, org, connection, encoded, stored=stored)
+        _require_binding(org, assertion)
         signed_in = run(_db(), actor, service.sign_in, org.id, assertion, connection=connection,
                         lifetime=_lifetime())
     except service.ConnectionChanged:
@@ -191,7 +215,39 @@ def _consume(slug: str, loaded: tuple[Org, SamlConnection] | None, *, stored: bo
     landing = signed_in.relay_state or safe_landing(request.form.get("RelayState"), _base_url())
     response = redirect(landing, 303)
     _set_session_cookie(response, signed_in.token)
+    _release_binding(response, org, assertion)
     return response
+
+
+def _require_binding(org: Org, assertion: protocol.Assertion) -> None:
+    """Refuse a response to our AuthnRequest delivered to a browser that did not start it (saml.binding).
+
+    The refusals sign-in gives first (a replayed assertion, an unknown or expired request) keep
+    their precedence: `service.use_up` checks them, and uses both up as a refusal would.
+    """
+    if not assertion.in_response_to:
+        return  # IdP-initiated: nothing was started here, the org's setting decides
+    reason = binding.refusal(current_app.config["SECRET_KEY"], org.id, assertion.in_response_to,
+                             request.cookies.get(binding.COOKIE))
+    if reason is None:
+        return
+    with _db().transaction() as session:
+        service.use_up(session, org.id, assertion)
+    raise Refused(reason, 403)
+
+
+def _release_binding(response: HttpResponse, org: Org, assertion: protocol.Assertion | None) -> None:
+    """Take the answered request's binding out of the browser's cookie; it is used up either way."""
+    cookie = request.cookies.get(binding.COOKIE)
+    if assertion is None or not assertion.in_response_to or cookie is None:
+        return
+    value = binding.without_request(current_app.config["SECRET_KEY"], org.id, assertion.in_response_to, cookie)
+    attributes = binding.cookie_attributes(_base_url(), org.slug, service.PENDING_REQUEST_TTL)
+    if value:
+        response.set_cookie(binding.COOKIE, value, **attributes)
+    else:
+        del attributes["max_age"]
+        response.delete_cookie(binding.COOKIE, **attributes)
 
 
 def _verify(slug: str, org: Org, connection: SamlConnection, encoded: str, *, stored: bool) -> protocol.Assertion:
@@ -200,7 +256,7 @@ def _verify(slug: str, org: Org, connection: SamlConnection, encoded: str, *, st
         if not valid_certs(connection.idp_signing_certs):
             raise Refused("idp_certificate_not_valid", 403)
         in_response_to = protocol.response_in_response_to(encoded)
-        expected = Expected(_urls(org).acs, _urls(org).entity_id, in_response_to)
+        expected = Expected(_urls(org).acs, _urls(org).entity_id, in_response_to, _max_issue_age())
         return protocol.verify_response(_settings(connection, org), _saml_request(), encoded, expected)
     except Refused as refused:
         if not stored and (_changed_since(slug, connection) or _refreshed(org, connection, refused.reason)):
@@ -267,7 +323,9 @@ def _refuse(org: Org, actor: Actor, error: Refused | DomainError, assertion: pro
     with _db().transaction() as session:
         service.record_failure(session, actor, session.get(Org, org.id), reason, assertion=assertion, user_id=user_id)
     message = MESSAGES.get(reason, f"The sign-in response was refused ({reason}).")
-    return _page(status, "Sign-in failed", message)
+    response = _page(status, "Sign-in failed", message)
+    _release_binding(response, org, assertion)
+    return response
 
 
 def _set_session_cookie(response: HttpResponse, token: str) -> None:

@@ -10,6 +10,7 @@ from flask.testing import FlaskClient
 
 from identity.db import Database
 from identity.orgs import NewOrg
+from saml import binding
 from saml.cli import configure_org
 from saml.connection import SpUrls
 from tests.saml.idp import KeyPair, Options, TestIdP, post_form
@@ -54,6 +55,13 @@ class Sso:
 
     def post(self, xml: bytes, relay_state: str | None = None, slug: str | None = None) -> Any:
         return self.client.post(f"/saml/{slug or self.org.org.slug}/acs", data=post_form(xml, relay_state))
+
+    def share_browser(self, other: FlaskClient) -> None:
+        """Give `other` this browser's sign-in binding cookie, as if it were the same browser."""
+        path = f"/saml/{self.org.org.slug}/"
+        cookie = self.client.get_cookie(binding.COOKIE, path=path)
+        assert cookie is not None, "start a login first"
+        other.set_cookie(binding.COOKIE, cookie.value, path=path)
 
     def sp_login(self, **options: Any) -> Any:
         request_id = self.start_login()

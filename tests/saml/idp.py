@@ -103,6 +103,8 @@ class Options:
     not_before: dt.timedelta = dt.timedelta(minutes=-1)  # relative to now
     not_on_or_after: dt.timedelta = dt.timedelta(minutes=5)
     scd_not_on_or_after: dt.timedelta | None = dt.timedelta(minutes=5)
+    response_issued: dt.timedelta = dt.timedelta(0)  # the Response's IssueInstant, relative to now
+    assertion_issued: dt.timedelta = dt.timedelta(0)  # the Assertion's IssueInstant, relative to now
     sign: str = "assertion"  # assertion | response | both | none
     signer: KeyPair | None = None  # None: the IdP's own key
     algorithm: str = "rsa-sha256"
@@ -160,7 +162,7 @@ class TestIdP:
         return etree.tostring(response)
 
     def _response_root(self, o: Options, acs_url: str, now: dt.datetime) -> etree._Element:
-        attrs = {"ID": f"_r{uuid.uuid4().hex}", "Version": "2.0", "IssueInstant": saml_time(now)}
+        attrs = {"ID": f"_r{uuid.uuid4().hex}", "Version": "2.0", "IssueInstant": saml_time(now + o.response_issued)}
         if o.destination is not None:
             attrs["Destination"] = acs_url if o.destination == "acs" else o.destination
         if o.in_response_to is not None:
@@ -173,7 +175,7 @@ class TestIdP:
 
     def _assertion(self, o: Options, sp_entity_id: str, acs_url: str, now: dt.datetime) -> etree._Element:
         a = etree.Element(_q(SAML, "Assertion"), nsmap={"saml": SAML, "xs": XS, "xsi": XSI},
-                          ID=o.assertion_id, Version="2.0", IssueInstant=saml_time(now))
+                          ID=o.assertion_id, Version="2.0", IssueInstant=saml_time(now + o.assertion_issued))
         etree.SubElement(a, _q(SAML, "Issuer")).text = o.issuer or self.entity_id
         subject = etree.SubElement(a, _q(SAML, "Subject"))
         name_id = etree.SubElement(subject, _q(SAML, "NameID"))

@@ -84,6 +84,10 @@ CASES: dict[str, tuple[dict[str, Any], Callable[[bytes], bytes] | None, str]] = 
     "lifetime longer than the replay cache keeps": ({"not_on_or_after": 48 * 60 * MIN,
                                                       "scd_not_on_or_after": 48 * 60 * MIN}, None,
                                                      "assertion_lifetime_too_long"),
+    "response issued in the future": ({"response_issued": 6 * MIN}, None, "response_issued_in_future"),
+    "assertion issued in the future": ({"assertion_issued": 6 * MIN}, None, "assertion_issued_in_future"),
+    "response issued too long ago": ({"response_issued": -11 * MIN}, None, "response_too_old"),
+    "assertion issued too long ago": ({"assertion_issued": -11 * MIN}, None, "assertion_too_old"),
     "sha1 signature": ({"algorithm": "rsa-sha1", "digest": "sha1"}, None, "deprecated_algorithm"),
     "unknown InResponseTo": ({"in_response_to": "_never_issued"}, None, "unknown_in_response_to"),
     "mismatched InResponseTo in confirmation": ({"scd_in_response_to": "_other"}, None,
@@ -110,6 +114,22 @@ def test_forged_or_stale_response_is_refused(sso: Sso, case: str) -> None:
         xml = changed
     before = _users(sso.db)
     assert_refused(sso, sso.post(xml), reason, before)
+
+
+@pytest.mark.parametrize("issued", [4 * MIN, -9 * MIN], ids=["ahead within the skew", "old within age and skew"])
+def test_issue_instants_within_the_clock_skew_are_accepted(sso: Sso, issued: dt.timedelta) -> None:
+    # Defaults: 5 minutes of age plus python3-saml's 5 minutes of clock skew, either way.
+    request_id = sso.start_login()
+    answer = sso.post(sso.response(in_response_to=request_id, response_issued=issued, assertion_issued=issued))
+    assert answer.status_code == 303, answer.data
+
+
+def test_maximum_issue_age_is_configured_per_deployment(sso: Sso) -> None:
+    sso.client.application.config["SAML_MAX_ISSUE_AGE_SECONDS"] = 60
+    request_id = sso.start_login()
+    before = _users(sso.db)
+    assert_refused(sso, sso.post(sso.response(in_response_to=request_id, assertion_issued=-7 * MIN)),
+                   "assertion_too_old", before)
 
 
 def test_signed_by_another_key_is_refused(sso: Sso, other_keys: KeyPair) -> None:
