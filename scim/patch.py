@@ -384,7 +384,7 @@ class _Patcher:
         current = container.get(key)
         if value is not None and isinstance(current, list):
             # Entra: `remove` with a value lists the values to take out.
-            gone = _coerce_multi(target.attr, value) if target.attr else value
+            gone = _coerce_multi(target.attr, value)  # one value or a list of them, schema known or not
             kept = [item for item in current if not any(_same_value(item, g, target.attr) for g in gone)]
             if kept:
                 container[key] = kept

@@ -8,14 +8,16 @@ sets is then sent (SameSite), redirects land where they should, and the pages re
 from __future__ import annotations
 
 import json
+from html import escape
+from urllib.parse import parse_qs
 
-from playwright.sync_api import BrowserContext, Page
+from playwright.sync_api import Browser, BrowserContext, Page
 from sqlalchemy import func, select
 
 from audit import Actor
 from identity.models import User
 from identity.sessions import COOKIE
-from saml import links
+from saml import binding, links
 from tests.browser.conftest import Site
 from tests.saml.idp import KeyPair
 
@@ -42,6 +44,36 @@ def test_sp_initiated_sign_in_lands_on_the_asked_page_signed_in(site: Site, page
     (cookie,) = [c for c in context.cookies() if c["name"] == COOKIE]
     assert cookie["httpOnly"] and cookie["sameSite"] == "Lax" and not cookie["secure"]  # http BASE_URL
     assert cookie["domain"] == "127.0.0.1" and cookie["path"] == "/"
+    assert binding.COOKIE not in {c["name"] for c in context.cookies()}  # used up, then cleared
+
+
+def test_a_response_from_another_browser_is_refused_login_csrf(site: Site, browser: Browser, page: Page) -> None:
+    """The attacker starts a sign-in in their browser and makes the victim's browser post the response.
+
+    The response is genuine (signed by the IdP, answering a request we issued); only the browser
+    is wrong. (The sign-ins that complete in the other tests show that Chromium sends the binding
+    cookie on the IdP's cross-site POST, also over plain http where it has no SameSite attribute.)
+    """
+    site.idp.person.name_id = "mallory@acme.test"
+    acs = site.url(f"/saml/{site.org.org.slug}/acs")
+    attacker = browser.new_context()
+    attacker_page = attacker.new_page()
+    attacker_page.route(acs, lambda route: route.abort())  # the attacker keeps the response for later
+    with attacker_page.expect_request(acs) as posted:
+        attacker_page.goto(site.url(f"/saml/{site.org.org.slug}/login"))
+    assert any(c["name"] == binding.COOKIE for c in attacker.cookies())
+    form = parse_qs(posted.value.post_data or "")
+    attacker.close()
+    fields = "".join(f"<input type='hidden' name='{escape(name, quote=True)}' value='{escape(value[0], quote=True)}'>"
+                     for name, value in form.items())
+    with page.expect_response(acs) as refused:
+        page.set_content(f"<form method='post' action='{acs}'>{fields}</form>"
+                         "<script>document.forms[0].submit()</script>")
+    assert refused.value.status == 403
+    page.wait_for_url(acs)
+    assert page.title() == "Sign-in failed"
+    assert site.me(page)[0] == 401
+    assert _users_named(site, "mallory@acme.test") == 0
 
 
 def test_idp_initiated_sign_in_from_the_idp_portal(site: Site, page: Page) -> None:

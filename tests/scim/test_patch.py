@@ -366,3 +366,16 @@ def test_random_operations_only_ever_raise_scim_errors() -> None:
                 run(resource, ops)
             except ScimError:
                 pass
+
+
+@pytest.mark.parametrize("run", [apply_patch, plan_group_patch])
+def test_remove_with_one_value_from_a_list_the_schema_does_not_know(run: Any) -> None:
+    """An attribute we keep but do not model (a list) loses exactly the value named, one or several.
+
+    Found by tests/scim/test_fuzz.py: a single value here was iterated as if it were a list (a 500).
+    """
+    resource = user() if run is apply_patch else group()
+    ops = [{"op": "add", "path": "x-tags", "value": ["a", 2.5, "b"]}, {"op": "remove", "path": "x-tags", "value": 2.5},
+           {"op": "remove", "path": "x-tags", "value": ["b"]}]
+    result = run(resource, ops)
+    assert (result if run is apply_patch else result.resource)["x-tags"] == ["a"]
