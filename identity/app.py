@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from identity import config, logs
 from identity.db import Database
+from identity.jsontext import StrictJSONProvider
 
 log = logging.getLogger("identity.http")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -22,6 +23,7 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app from the environment, or from `test_config` where it says otherwise."""
     app = Flask(__name__)
+    app.json = StrictJSONProvider(app)
     app.config.update(MAX_CONTENT_LENGTH=config.MAX_BODY_BYTES, BASE_URL=config.base_url())
     app.config.update(config.from_environment() if test_config is None else test_config)
     logs.configure()

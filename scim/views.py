@@ -18,7 +18,7 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from audit import Actor
-from identity import groups, keys, users
+from identity import groups, jsontext, keys, users
 from identity.errors import (
     Conflict,
     DomainError,
@@ -189,7 +189,7 @@ def _respond(result: Result) -> Response:
 def _body() -> Any:
     raw = request.get_data(cache=False)
     try:
-        return json.loads(raw) if raw else None
+        return jsontext.loads(raw) if raw else None
     except (ValueError, UnicodeDecodeError) as error:
         raise errors.InvalidSyntax(f"the body is not valid JSON: {error}") from None
 

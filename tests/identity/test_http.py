@@ -124,3 +124,14 @@ def test_unknown_routes_and_methods_under_the_api_are_problem_json(client: Flask
     assert missing.status_code == 404 and missing.content_type == "application/problem+json"
     wrong = client.put("/api/v1/key", headers={"Authorization": keyed["acme"]})
     assert wrong.status_code == 405 and wrong.json["status"] == 405
+
+
+@pytest.mark.parametrize("body", [b'{"email": "nan@acme.test", "x": NaN}', b'{"name": "T", "n": Infinity}',
+                                  b'{"email": "big@acme.test", "n": 1e999}'])
+def test_nan_and_infinity_are_not_json_to_the_admin_api(client: FlaskClient, db: Database, keyed, body) -> None:
+    """RFC 8259 has no NaN or Infinity; Python's reader does, and no database JSON type stores them."""
+    before = counts(db)
+    response = client.post("/api/v1/orgs/acme/members", data=body, content_type="application/json",
+                           headers={"Authorization": keyed["acme"]})
+    assert response.status_code == 400 and response.content_type == "application/problem+json", response.json
+    assert counts(db) == before

@@ -81,6 +81,10 @@ def test_attribute_names_are_case_insensitive(scim: Scim) -> None:
     ({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "userName": "x@y.z"}, 400, "invalidSyntax"),
     ({"schemas": [USER], "userName": "nul\u0000@y.z"}, 400, "invalidValue"),
     ({"schemas": [USER], "userName": "x@y.z", "title": {"deep": ["a\u0000"]}}, 400, "invalidValue"),
+    # Python's JSON reader takes these; RFC 8259 does not, and PostgreSQL's JSON type refused them (a 500)
+    (b'{"schemas": ["%s"], "userName": "x@y.z", "x-score": NaN}' % USER.encode(), 400, "invalidSyntax"),
+    (b'{"schemas": ["%s"], "userName": "x@y.z", "x-score": -Infinity}' % USER.encode(), 400, "invalidSyntax"),
+    (b'{"schemas": ["%s"], "userName": "x@y.z", "x-score": 1e999}' % USER.encode(), 400, "invalidSyntax"),
 ])
 def test_bad_user_bodies_are_precise_and_write_nothing(scim: Scim, db: Database, body, status, scim_type) -> None:
     before = counts(db)

@@ -136,3 +136,20 @@ def test_adding_members_reads_only_those_members(db: Database, client: FlaskClie
     touching = [s for s in statements if "idp_group_members" in s and s.lstrip().upper().startswith("SELECT")]
     assert touching and all(" IN " in s.upper() for s in touching), touching
     assert len(touching) <= 2, f"{len(touching)} queries of the members table for one PATCH of 5 members"
+
+
+def test_nan_and_infinity_are_refused_in_patch_and_bulk_and_write_nothing(db: Database, client: FlaskClient,
+                                                                           system: Actor) -> None:
+    """Found by tests/scim/test_fuzz.py: `{"active": Infinity}` in a group PATCH reached PostgreSQL (a 500)."""
+    scim = scim_for(db, client, system, "NanCo")
+    group = scim.create_group("Eng")["id"]
+    before = counts(db)
+    patch = b'{"schemas": ["%s"], "Operations": [{"op": "add", "value": {"x-rank": Infinity}}]}' % PATCH.encode()
+    bulk = (b'{"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": [{"method": "POST", '
+            b'"path": "/Users", "bulkId": "a", "data": {"schemas": ["%s"], "userName": "n@x.test", "x": NaN}}]}'
+            % USER.encode())
+    for method, path, body in (("PATCH", f"/Groups/{group}", patch), ("POST", "/Bulk", bulk)):
+        response = scim.request(method, path, body)
+        assert (response.status_code, response.json["scimType"]) == (400, "invalidSyntax"), response.json
+        assert "not a JSON value" in response.json["detail"]
+    assert counts(db) == before
