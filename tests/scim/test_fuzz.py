@@ -226,29 +226,26 @@ def test_any_patch_is_applied_whole_or_refused_whole(scim: Scim, db: Database, i
         assert after == before, "a refused PATCH changed the resource"
 
 
+def _create_and_replace(scim: Scim, db: Database, resources: str, target_id: str, body: Any) -> None:
+    """POST the body (deleting what it made), then PUT it over the target; a refusal changes nothing."""
+    response = _write(scim, db, "POST", f"/{resources}", body)
+    if response.status_code == 201:
+        _check(scim.delete(f"/{resources}/{response.get_json()['id']}"))
+    target = scim.get(f"/{resources}/{target_id}").get_json()
+    replaced = _write(scim, db, "PUT", f"/{resources}/{target_id}", body)
+    if replaced.status_code >= 400:
+        assert scim.get(f"/{resources}/{target_id}").get_json() == target
+
+
 @FUZZ
 @given(body=USER_BODIES)
 def test_any_user_body_creates_a_user_or_is_refused_whole(scim: Scim, db: Database, ids: dict[str, str],
                                                           body: dict[str, Any]) -> None:
-    body = _aimed(body, ids)
-    response = _write(scim, db, "POST", "/Users", body)
-    if response.status_code == 201:
-        _check(scim.delete(f"/Users/{response.get_json()['id']}"))
-    target = scim.get(f"/Users/{ids['user']}").get_json()
-    replaced = _write(scim, db, "PUT", f"/Users/{ids['user']}", body)
-    if replaced.status_code >= 400:
-        assert scim.get(f"/Users/{ids['user']}").get_json() == target
+    _create_and_replace(scim, db, "Users", ids["user"], _aimed(body, ids))
 
 
 @FUZZ
 @given(body=GROUP_BODIES)
 def test_any_group_body_creates_a_group_or_is_refused_whole(scim: Scim, db: Database, ids: dict[str, str],
                                                             body: dict[str, Any]) -> None:
-    body = _aimed(body, ids)
-    response = _write(scim, db, "POST", "/Groups", body)
-    if response.status_code == 201:
-        _check(scim.delete(f"/Groups/{response.get_json()['id']}"))
-    target = scim.get(f"/Groups/{ids['group']}").get_json()
-    replaced = _write(scim, db, "PUT", f"/Groups/{ids['group']}", body)
-    if replaced.status_code >= 400:
-        assert scim.get(f"/Groups/{ids['group']}").get_json() == target
+    _create_and_replace(scim, db, "Groups", ids["group"], _aimed(body, ids))
