@@ -1,90 +1,28 @@
-"""SAML 2.0 SP endpoints under /saml/<org>/, and /me: the Flask seam around saml.protocol and saml.service.
-
-`_saml_request` is the one function that turns the Flask request into python3-saml's request
-dict; it builds the URL from BASE_URL, never from the Host header, so that Destination and
-Recipient are compared with the address the IdP was configured with.
+"""SAML 2.0 sign-in under /saml/<org>/: SP metadata, SP-initiated login, and the ACS, around
+saml.protocol (verification) and saml.service (the sign-in transaction).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import logging
-from dataclasses import replace
-from html import escape
-from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, current_app, g, jsonify, redirect, request
+from flask import Response, current_app, g, redirect, request
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
-from onelogin.saml2.logout_request import OneLogin_Saml2_Logout_Request
 from onelogin.saml2.metadata import OneLogin_Saml2_Metadata
-from onelogin.saml2.settings import OneLogin_Saml2_Settings
 from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response as HttpResponse
 
 from audit import Actor, clock
 from audit.actor import system_actor
-from audit.log import Target, record
-from identity import sessions, users
 from identity.errors import DomainError, SeatCapReached
 from identity.models import Org
 from identity.service import run
-from saml import binding, links, protocol, service
-from saml.connection import SpUrls, fetch_metadata, parse_idp_metadata, settings_dict, toolkit_settings, valid_certs
+from saml import binding, protocol, service, web
+from saml.connection import fetch_metadata, parse_idp_metadata, settings_dict, valid_certs
 from saml.models import SamlConnection
 from saml.protocol import Expected, Refused
-
-bp = Blueprint("saml", __name__)
-log = logging.getLogger("identity.saml")
-
-DEFAULT_LANDING = "/me"
-NOT_THIS_BROWSER = ("This sign-in was not started in this browser, or was started too long ago. "
-                    "Please sign in again from this browser.")
-MESSAGES = {
-    "seat_cap_reached": "Your organization has no free seat for a new member. Ask an owner to raise the seat limit.",
-    "user_deactivated": "Your account is deactivated in this organization.",
-    "user_removed": "Your account was removed from this organization.",
-    "user_not_provisioned": "Your account has not been provisioned in this organization yet.",
-    "idp_initiated_not_allowed": "Sign in from this service's login page instead of the identity provider's.",
-    "replayed": "This sign-in response was already used. Please sign in again.",
-    "sso_required": "This organization requires single sign-on: sign in through your identity provider.",
-    "link_invalid": "This sign-in link is unknown, expired or already used. Ask for a new one.",
-    "concurrent_sign_in": "Another sign-in for this account was in progress. Please sign in again.",
-    "connection_changed": "Single sign-on was being reconfigured. Please sign in again.",
-    binding.MISSING: NOT_THIS_BROWSER,
-    binding.MISMATCH: NOT_THIS_BROWSER,
-}
-
-
-def _db() -> Any:
-    from identity.app import database
-
-    return database()
-
-
-def _base_url() -> str:
-    return str(current_app.config["BASE_URL"]).rstrip("/")
-
-
-def _saml_request() -> dict[str, Any]:
-    """Return python3-saml's request dict for the current request, its URL taken from BASE_URL."""
-    base = urlsplit(_base_url())
-    return {
-        "https": "on" if base.scheme == "https" else "off",
-        "http_host": base.netloc,
-        "script_name": base.path.rstrip("/") + request.path,
-        "get_data": request.args.to_dict(),
-        "post_data": request.form.to_dict(),
-        "query_string": request.query_string.decode("latin-1"),
-        # Verify redirect-binding signatures over the query exactly as sent (Entra encodes lowercase).
-        "validate_signature_from_qs": True,
-    }
-
-
-def _lifetime() -> sessions.Lifetime:
-    cfg = current_app.config
-    return sessions.Lifetime(idle=dt.timedelta(minutes=int(cfg.get("SESSION_IDLE_MINUTES", 60))),
-                             absolute=dt.timedelta(hours=int(cfg.get("SESSION_ABSOLUTE_HOURS", 12))))
+from saml.web import DEFAULT_LANDING, MESSAGES, bp, log
 
 
 def _max_issue_age() -> dt.timedelta:
@@ -92,34 +30,9 @@ def _max_issue_age() -> dt.timedelta:
                                                            protocol.MAX_ISSUE_AGE.total_seconds())))
 
 
-def _page(status: int, title: str, message: str) -> HttpResponse:
-    """Return a plain HTML page for a refused or failed step; never a stack trace or message content."""
-    body = (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title></head><body>"
-            f"<h1>{escape(title)}</h1><p>{escape(message)}</p>"
-            f"<p><small>Request id: {escape(str(g.get('request_id', '')))}</small></p></body></html>")
-    return Response(body, status=status, mimetype="text/html", headers={"Cache-Control": "no-store"})
-
-
-def _load(slug: str) -> tuple[Org, SamlConnection] | None:
-    with _db().reading() as session:
-        return service.find_connection(session, slug)
-
-
-def _not_configured() -> HttpResponse:
-    return _page(404, "Single sign-on is not available", "No SAML single sign-on is configured here.")
-
-
 def _actor(org: Org) -> Actor:
     return Actor("system", "saml-sso", "SAML SSO", org_id=org.id, request_id=g.get("request_id"),
                  ip=request.remote_addr, user_agent=request.user_agent.string)
-
-
-def _urls(org: Org) -> SpUrls:
-    return SpUrls.of(_base_url(), org.slug)
-
-
-def _settings(connection: SamlConnection, org: Org, **overrides: Any) -> OneLogin_Saml2_Settings:
-    return toolkit_settings(connection, _urls(org), **overrides)
 
 
 def safe_landing(value: str | None, base_url: str) -> str:
@@ -138,11 +51,11 @@ def safe_landing(value: str | None, base_url: str) -> str:
 @bp.get("/saml/<slug>/metadata")
 def metadata(slug: str) -> HttpResponse:
     """Serve the SP metadata: entity id, ACS (HTTP-POST), SLO (HTTP-Redirect), signing and encryption keys."""
-    loaded = _load(slug)
+    loaded = web.load(slug)
     if loaded is None:
-        return _not_configured()
+        return web.not_configured()
     org, connection = loaded
-    sp = settings_dict(connection, _urls(org))["sp"]
+    sp = settings_dict(connection, web.urls(org))["sp"]
     xml = OneLogin_Saml2_Metadata.builder(sp, connection.sign_authn_requests, True)
     xml = OneLogin_Saml2_Metadata.add_x509_key_descriptors(xml, connection.sp_cert_pem, True)
     return Response(xml, mimetype="application/samlmetadata+xml")
@@ -151,14 +64,14 @@ def metadata(slug: str) -> HttpResponse:
 @bp.get("/saml/<slug>/login")
 def login(slug: str) -> HttpResponse:
     """Start an SP-initiated sign-in: remember the AuthnRequest id, redirect to the IdP (HTTP-Redirect)."""
-    loaded = _load(slug)
+    loaded = web.load(slug)
     if loaded is None:
-        return _not_configured()
+        return web.not_configured()
     org, connection = loaded
-    landing = safe_landing(request.args.get("next"), _base_url())
-    auth = OneLogin_Saml2_Auth(_saml_request(), _settings(connection, org))
+    landing = safe_landing(request.args.get("next"), web.base_url())
+    auth = OneLogin_Saml2_Auth(web.saml_request(), web.settings(connection, org))
     url, request_id = auth.login(return_to=landing), auth.get_last_request_id()
-    with _db().transaction() as session:
+    with web.db().transaction() as session:
         service.remember_request(session, org.id, request_id, landing)
     response = redirect(url, 302)
     _bind_browser(response, org, request_id)
@@ -169,7 +82,7 @@ def _bind_browser(response: HttpResponse, org: Org, request_id: str) -> None:
     """Add the binding of `request_id` to this browser's cookie (saml.binding)."""
     value = binding.with_request(current_app.config["SECRET_KEY"], org.id, request_id,
                                  request.cookies.get(binding.COOKIE), clock.now(), service.PENDING_REQUEST_TTL)
-    attributes = binding.cookie_attributes(_base_url(), org.slug, service.PENDING_REQUEST_TTL)
+    attributes = binding.cookie_attributes(web.base_url(), org.slug, service.PENDING_REQUEST_TTL)
     response.set_cookie(binding.COOKIE, value, **attributes)
     if not attributes["secure"] and not current_app.extensions.get("saml.http_binding_warned"):
         current_app.extensions["saml.http_binding_warned"] = True
@@ -195,15 +108,15 @@ def acs(slug: str) -> HttpResponse:
 def _consume(slug: str, loaded: tuple[Org, SamlConnection] | None, *, stored: bool) -> HttpResponse:
     """Verify with `loaded` and sign in; `stored`: it was just read, so a change means a refusal."""
     if loaded is None:
-        return _not_configured()
+        return web.not_configured()
     org, connection = loaded
     actor, encoded = _actor(org), request.form.get("SAMLResponse", "")
     assertion = None
     try:
         assertion = _verify(slug, org, connection, encoded, stored=stored)
         _require_binding(org, assertion)
-        signed_in = run(_db(), actor, service.sign_in, org.id, assertion, connection=connection,
-                        lifetime=_lifetime())
+        signed_in = run(web.db(), actor, service.sign_in, org.id, assertion, connection=connection,
+                        lifetime=web.lifetime())
     except service.ConnectionChanged:
         if not stored:
             raise
@@ -212,9 +125,9 @@ def _consume(slug: str, loaded: tuple[Org, SamlConnection] | None, *, stored: bo
         return _refuse(org, actor, error, assertion)
     except IntegrityError:  # two first sign-ins of one new user raced; the other one won
         return _refuse(org, actor, Refused("concurrent_sign_in", 409), assertion)
-    landing = signed_in.relay_state or safe_landing(request.form.get("RelayState"), _base_url())
+    landing = signed_in.relay_state or safe_landing(request.form.get("RelayState"), web.base_url())
     response = redirect(landing, 303)
-    _set_session_cookie(response, signed_in.token)
+    web.set_session_cookie(response, signed_in.token)
     _release_binding(response, org, assertion)
     return response
 
@@ -231,7 +144,7 @@ def _require_binding(org: Org, assertion: protocol.Assertion) -> None:
                              request.cookies.get(binding.COOKIE))
     if reason is None:
         return
-    with _db().transaction() as session:
+    with web.db().transaction() as session:
         service.use_up(session, org.id, assertion)
     raise Refused(reason, 403)
 
@@ -242,7 +155,7 @@ def _release_binding(response: HttpResponse, org: Org, assertion: protocol.Asser
     if assertion is None or not assertion.in_response_to or cookie is None:
         return
     value = binding.without_request(current_app.config["SECRET_KEY"], org.id, assertion.in_response_to, cookie)
-    attributes = binding.cookie_attributes(_base_url(), org.slug, service.PENDING_REQUEST_TTL)
+    attributes = binding.cookie_attributes(web.base_url(), org.slug, service.PENDING_REQUEST_TTL)
     if value:
         response.set_cookie(binding.COOKIE, value, **attributes)
     else:
@@ -256,8 +169,8 @@ def _verify(slug: str, org: Org, connection: SamlConnection, encoded: str, *, st
         if not valid_certs(connection.idp_signing_certs):
             raise Refused("idp_certificate_not_valid", 403)
         in_response_to = protocol.response_in_response_to(encoded)
-        expected = Expected(_urls(org).acs, _urls(org).entity_id, in_response_to, _max_issue_age())
-        return protocol.verify_response(_settings(connection, org), _saml_request(), encoded, expected)
+        expected = Expected(web.urls(org).acs, web.urls(org).entity_id, in_response_to, _max_issue_age())
+        return protocol.verify_response(web.settings(connection, org), web.saml_request(), encoded, expected)
     except Refused as refused:
         if not stored and (_changed_since(slug, connection) or _refreshed(org, connection, refused.reason)):
             raise service.ConnectionChanged(org.id) from None
@@ -277,7 +190,7 @@ def _refreshed(org: Org, connection: SamlConnection, reason: str) -> bool:
         return False
     try:
         idp = parse_idp_metadata(fetch_metadata(url))
-        with _db().transaction() as session:
+        with web.db().transaction() as session:
             return service.refresh_connection(session, system_actor("saml metadata refresh"), org.id, idp,
                                               url=url, reason=reason)
     except (DomainError, OSError, ValueError) as error:
@@ -304,7 +217,7 @@ def _cached_connection(slug: str, *, reload: bool = False) -> tuple[Org, SamlCon
     cache: dict[str, tuple[Org, SamlConnection]] = current_app.extensions.setdefault(CACHED_CONNECTIONS, {})
     found = None if reload else cache.get(slug)
     if found is None:
-        found = _load(slug)
+        found = web.load(slug)
         if len(cache) >= CACHED_CONNECTIONS_MAX:
             cache.clear()
         if found is None:
@@ -320,138 +233,9 @@ def _refuse(org: Org, actor: Actor, error: Refused | DomainError, assertion: pro
         reason, status, user_id = error.reason, error.status, error.user_id
     else:
         reason, status, user_id = error.code, 403 if isinstance(error, SeatCapReached) else 400, None
-    with _db().transaction() as session:
+    with web.db().transaction() as session:
         service.record_failure(session, actor, session.get(Org, org.id), reason, assertion=assertion, user_id=user_id)
     message = MESSAGES.get(reason, f"The sign-in response was refused ({reason}).")
-    response = _page(status, "Sign-in failed", message)
+    response = web.page(status, "Sign-in failed", message)
     _release_binding(response, org, assertion)
-    return response
-
-
-def _set_session_cookie(response: HttpResponse, token: str) -> None:
-    response.headers["Cache-Control"] = "no-store"
-    response.set_cookie(sessions.COOKIE, sessions.cookie_value(current_app.config["SECRET_KEY"], token),
-                        max_age=int(_lifetime().absolute.total_seconds()), path="/", httponly=True,
-                        samesite="Lax", secure=_base_url().startswith("https://"))
-
-
-def _session_token() -> str | None:
-    return sessions.token_of(current_app.config["SECRET_KEY"], request.cookies.get(sessions.COOKIE))
-
-
-@bp.get("/me")
-def me() -> HttpResponse | tuple[HttpResponse, int]:
-    """Tell who is signed in: id, userName, email, org and roles; 401 when nobody is."""
-    with _db().transaction() as session:
-        found = sessions.resolve_session(session, _session_token(), _lifetime())
-        if found is None:
-            return jsonify({"error": "unauthenticated", "message": "nobody is signed in"}), 401
-        org = session.get(Org, found.user.org_id)
-        role = users.org_role(session, found.user.id)
-        teams = users.team_roles(session, found.user.id)
-        body = {"id": found.user.id, "userName": found.user.user_name, "email": found.user.email,
-                "org": {"id": org.id, "slug": org.slug, "name": org.name},
-                "roles": [role] if role else [], "teams": [{"id": t, "role": r} for t, r in sorted(teams.items())],
-                "signInMethod": found.session.method}
-    response = jsonify(body)
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
-@bp.route("/saml/<slug>/logout", methods=["GET", "POST"])
-def logout(slug: str) -> HttpResponse:
-    """Sign out here, then at the IdP over HTTP-Redirect when it has a logout endpoint."""
-    loaded = _load(slug)
-    with _db().transaction() as session:
-        ended = sessions.end_session(session, _session_token())
-        if ended is not None:
-            _record_logout(session, ended.org_id, ended.user_id, "sp")
-    if loaded is None or ended is None or not loaded[1].idp_slo_url or not ended.name_id:
-        return _signed_out()
-    org, connection = loaded
-    auth = OneLogin_Saml2_Auth(_saml_request(), _settings(connection, org))
-    response = redirect(auth.logout(name_id=ended.name_id, session_index=ended.session_index,
-                                    name_id_format=ended.name_id_format, return_to=None), 302)
-    _clear_session_cookie(response)
-    return response
-
-
-def _signed_out() -> HttpResponse:
-    response = _page(200, "Signed out", "You are signed out.")
-    _clear_session_cookie(response)
-    return response
-
-
-def _clear_session_cookie(response: HttpResponse) -> None:
-    response.delete_cookie(sessions.COOKIE, path="/", httponly=True, samesite="Lax",
-                           secure=_base_url().startswith("https://"))
-
-
-@bp.get("/saml/<slug>/slo")
-def slo(slug: str) -> HttpResponse:
-    """Single logout over HTTP-Redirect: the IdP's signed LogoutRequest, or its LogoutResponse to ours."""
-    loaded = _load(slug)
-    if loaded is None:
-        return _not_configured()
-    if "SAMLResponse" in request.args:  # the IdP's answer to our LogoutRequest: we had already signed out
-        return _signed_out()
-    org, connection = loaded
-    auth = OneLogin_Saml2_Auth(_saml_request(), _settings(connection, org, wantMessagesSigned=True))
-    try:
-        target = auth.process_slo(keep_local_session=True)
-    except Exception:  # python3-saml raises bare errors for a missing or unreadable message
-        return _page(400, "Sign-out failed", "The logout message was not readable.")
-    if auth.get_errors() or not target:
-        return _page(400, "Sign-out failed", "The logout message was refused.")
-    _end_idp_sessions(org, auth)
-    response = redirect(target, 302)
-    _clear_session_cookie(response)
-    return response
-
-
-def _end_idp_sessions(org: Org, auth: OneLogin_Saml2_Auth) -> None:
-    xml = auth.get_last_request_xml()
-    name_id = OneLogin_Saml2_Logout_Request.get_nameid(xml)
-    indexes = OneLogin_Saml2_Logout_Request.get_session_indexes(xml)
-    with _db().transaction() as session:
-        for ended in sessions.end_idp_sessions(session, org.id, name_id, indexes):
-            _record_logout(session, org.id, ended.user_id, "idp")
-
-
-def _record_logout(session: Any, org_id: str, user_id: str, initiated_by: str) -> None:
-    actor = Actor("user", user_id, user_id, org_id=org_id, request_id=g.get("request_id"),
-                  ip=request.remote_addr, user_agent=request.user_agent.string)
-    record(session, actor, "sso.logged_out", Target("user", user_id, user_id),
-           {"initiated_by": initiated_by}, org_id=org_id)
-
-
-@bp.get("/login/link/<token>")
-def link_page(token: str) -> HttpResponse:
-    """Show a button that uses the link: a GET changes nothing, so mail scanners cannot use it up."""
-    with _db().reading() as session:
-        live = links.link_owner(session, token) is not None
-    if not live:
-        return _page(400, "Sign-in failed", MESSAGES["link_invalid"])
-    body = ("<!doctype html><html><head><meta charset='utf-8'><title>Sign in</title></head><body>"
-            "<form method='post'><button type='submit'>Sign in</button></form></body></html>")
-    return Response(body, mimetype="text/html")
-
-
-@bp.post("/login/link/<token>")
-def link_sign_in(token: str) -> HttpResponse:
-    """Use a one-time sign-in link (members only when the org does not require SSO; owners always)."""
-    actor = Actor("system", "login-link", "sign-in link", request_id=g.get("request_id"),
-                  ip=request.remote_addr, user_agent=request.user_agent.string)
-    try:
-        signed_in = run(_db(), actor, links.sign_in_with_link, token, lifetime=_lifetime())
-    except DomainError as error:
-        org_id, user_id = error.context.get("org_id"), error.context.get("user_id")
-        if org_id:
-            with _db().transaction() as session:
-                service.record_failure(session, replace(actor, org_id=org_id), session.get_one(Org, org_id),
-                                       error.code, user_id=user_id)
-        return _page(403 if isinstance(error, links.SsoRequired) else 400, "Sign-in failed",
-                     MESSAGES.get(error.code, "Sign-in failed."))
-    response = redirect(DEFAULT_LANDING, 303)
-    _set_session_cookie(response, signed_in.token)
     return response
