@@ -6,16 +6,17 @@ the primary email column as a primary work address. The SCIM renderer shows exac
 `emails[type eq "work"].value eq "..."` finds its user through an index at any org size.
 
 The rows are kept at flush time from whatever changed `User.attributes` or `User.email`, so that
-no service has to remember them: they are an index, not domain state, and are not audited
+no service has to remember them (a user written with a plain INSERT, which no flush sees, gets
+them through `insert_rows`, from the same rule): they are an index, not domain state, and are not audited
 (the change to the user that they follow is).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, event, inspect
+from sqlalchemy import Table, delete, event, insert, inspect
 from sqlalchemy.orm import Session
 
 from identity.models import User, UserEmail
@@ -42,6 +43,16 @@ def rows_for(org_id: str, user_id: str, attributes: Mapping[str, Any] | None,
                      "primary": item.get("primary") is True or str(item.get("primary")).lower() == "true",
                      "display": display[:320] if isinstance(display, str) else None})
     return rows
+
+
+INSERT_ROWS = insert(cast(Table, UserEmail.__table__))
+
+
+def insert_rows(session: Session, user: User) -> None:
+    """Write the `user_emails` rows of a user whose row was written with a plain INSERT, not the ORM."""
+    rows = rows_for(user.org_id, user.id, user.attributes, user.email)
+    if rows:
+        session.execute(INSERT_ROWS, rows)
 
 
 def _changed(user: User) -> bool:

@@ -9,11 +9,11 @@ from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, delete, func, insert, select, union_all
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from audit import Actor, clock, record
 from audit.log import Target
-from identity import keys, seats, sessions, teams
+from identity import emails, keys, seats, sessions, teams
 from identity.errors import Conflict, InvalidValue, LastOwner, NotFound, SeatCapReached
 from identity.models import IdpGroupMember, RoleGrant, Team, User
 from identity.roles import SOURCES, authorize, highest, parse_role
@@ -129,7 +129,8 @@ def provision_user(
     user = User(
         id=str(uuid.uuid4()), org_id=org_id, user_name=user_name, email=email, external_id=external_id,
         display_name=display_name, given_name=given_name, family_name=family_name, active=active,
-        has_seat=False, source=source, attributes=attributes or {}, created_at=now, updated_at=now, version=1,
+        has_seat=False, source=source, attributes=attributes or {}, created_at=now, updated_at=now,
+        deleted_at=None, version=1,
     )
     record(session, actor, "user.created", target(user), {
         "user_name": user_name, "email": email, "external_id": external_id, "display_name": display_name,
@@ -152,7 +153,10 @@ def provision_user(
     return user
 
 
-# Both of a new member's grants in one plain INSERT (not the ORM's bulk path: nothing reads them back).
+# Plain INSERTs built once (not the ORM's unit of work: nothing reads these rows back). Both of a
+# new member's grants go in one statement.
+USERS = cast(Table, User.__table__)
+INSERT_USER = insert(USERS)
 INSERT_GRANTS = insert(cast(Table, RoleGrant.__table__))
 USER_NAME_INDEX = "uq_users_org_user_name"
 
@@ -167,17 +171,22 @@ def _ensure_free_user_name(session: Session, org_id: str, user_name: str) -> Non
 
 
 def _insert_user(session: Session, user: User) -> None:
-    """Write a new user row; a live user of the same userName (the unique index says so) is a Conflict.
+    """Write a new user row and its emails' rows; a live user of the same userName (the unique index
+    says so) is a Conflict.
 
     Provisioning holds the org lock, so a clash is with a member committed earlier, never a race.
+    The row goes in as a plain INSERT, and `user` joins the session as the persistent object of
+    that row (no flush, nothing pending), so later queries of this transaction find it.
     """
-    session.add(user)
     try:
-        session.flush()
+        session.execute(INSERT_USER, {column.key: getattr(user, column.key) for column in USERS.columns})
     except IntegrityError as error:
         if USER_NAME_INDEX in str(error.orig):
             raise _taken(user.user_name) from error
         raise
+    emails.insert_rows(session, user)  # the flush listener keeps them for ORM writes only
+    make_transient_to_detached(user)
+    session.add(user)
 
 
 def deactivate_user(session: Session, actor: Actor, org_id: str, user_id: str) -> User:

@@ -16,7 +16,7 @@ from tests.statements import audit_at_commit, statements
 # The org lock, its Default team, the seat (the org's counters, a purchase: acme has 3 seats and
 # these are the 2nd to 4th members), the user row with its seat flag already set, its email's row
 # (identity.emails), both grants in one INSERT, then the audit chain at commit.
-PROVISION = ["SELECT orgs", "SELECT teams", "UPDATE orgs", "INSERT seat_charges", "INSERT users",
+PROVISION = ["SELECT orgs", "SELECT teams", "INSERT seat_charges", "UPDATE orgs", "INSERT users",
              "INSERT user_emails", "INSERT role_grants"]
 
 

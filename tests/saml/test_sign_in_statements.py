@@ -22,7 +22,7 @@ RETURNING = ["SELECT saml_connections", "INSERT saml_seen_assertions", "SELECT u
 # the Default team, the seat (a purchase: acme's 3 included seats are taken), the user, its email's
 # row (identity.emails), its grants.
 JIT = ["SELECT saml_connections", "INSERT saml_seen_assertions", "SELECT users", "SELECT orgs", "SELECT teams",
-       "UPDATE orgs", "INSERT seat_charges", "INSERT users", "INSERT user_emails", "INSERT role_grants",
+       "INSERT seat_charges", "UPDATE orgs", "INSERT users", "INSERT user_emails", "INSERT role_grants",
        "INSERT sso_sessions"]
 
 
