@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select
 
 from audit import Actor
 from identity import orgs, users
 from identity.db import Database
 from identity.errors import Conflict
+from identity.models import User, UserEmail
 from identity.orgs import NewOrg
 from identity.service import run
 from tests.factories import actions, provision
@@ -48,3 +50,24 @@ def test_taken_user_name_is_a_conflict_even_when_the_seat_cap_is_reached(db: Dat
     with pytest.raises(Conflict):
         run(db, system, users.provision_user, full.org.id, user_name="Staged@full.test", source="scim")
     assert "seat.refused" not in actions(db, full.org.id)
+
+
+def test_provisioned_user_is_the_session_object_of_its_row(db: Database, acme: NewOrg, system: Actor) -> None:
+    # The row goes in as a plain INSERT: the returned User must still be what this transaction's
+    # later reads find, with nothing left for a flush to write again.
+    with db.transaction() as session:
+        user = users.provision_user(session, system, acme.org.id, user_name="ann@acme.test", email="ann@acme.test",
+                                    source="scim")
+        with statements(db) as sent:
+            assert session.get(User, user.id) is user
+            assert users.get_user(session, acme.org.id, user.id) is user
+            assert users.find_by_user_name(session, acme.org.id, "ANN@acme.test") is user
+            assert not session.dirty and not session.new
+        assert sent == ["SELECT users"]  # the lookup by name; by id, the identity map answers
+        assert (user.has_seat, user.deleted_at, user.version) == (True, None, 1)
+    with db.reading() as session:
+        stored = session.get_one(User, user.id)
+        assert (stored.user_name, stored.email, stored.has_seat, stored.source) == ("ann@acme.test", "ann@acme.test",
+                                                                                    True, "scim")
+        assert [row.value for row in session.scalars(select(UserEmail).where(UserEmail.user_id == user.id))] == [
+            "ann@acme.test"]
