@@ -11,10 +11,11 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, event, insert, select, update
+from sqlalchemy import Select, Table, bindparam, event, insert, select, update
 from sqlalchemy.orm import Session, SessionTransaction, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -62,14 +63,29 @@ def lock_org(session: Session, org_id: str) -> Org:
     The first call in a transaction takes the lock and re-reads the row; later calls return the
     same object, whose counters only this transaction can change while it holds the lock.
     """
-    locked: dict[str, Org] = session.info.setdefault(LOCKED, {})
+    locked: dict[str, Org] = session.info.get(LOCKED, {})
     if org_id in locked:
         return locked[org_id]
-    org = session.scalars(LOCK_ORG, {"org_id": org_id}).one_or_none()
-    if org is None:
-        raise NotFound(f"no org {org_id!r}", org_id=org_id)
-    locked[org_id] = org
+    org: Org = _lock(session, org_id, LOCK_ORG)[0]
     return org
+
+
+def lock_org_reading(session: Session, org_id: str, statement: Select[Any]) -> tuple[Org, Any]:
+    """Lock the org as `lock_org` does, and read one more value in the same round trip.
+
+    `statement` is LOCK_ORG with one column added (built once by the caller). It runs even when
+    this transaction holds the lock already: the row it re-reads only this transaction can change.
+    """
+    row = _lock(session, org_id, statement)
+    return row[0], row[1]
+
+
+def _lock(session: Session, org_id: str, statement: Select[Any]) -> Sequence[Any]:
+    row = session.execute(statement, {"org_id": org_id}).one_or_none()
+    if row is None:
+        raise NotFound(f"no org {org_id!r}", org_id=org_id)
+    session.info.setdefault(LOCKED, {})[org_id] = row[0]
+    return row
 
 
 @event.listens_for(Session, "after_transaction_end")

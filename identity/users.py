@@ -103,6 +103,10 @@ def default_team_id(session: Session, org_id: str) -> str:
     return session.execute(DEFAULT_TEAM_ID, {"org_id": org_id}).scalar_one()
 
 
+# The org lock and the id of its Default team in one round trip (the subquery locks nothing).
+LOCK_ORG_AND_DEFAULT_TEAM = seats.LOCK_ORG.add_columns(DEFAULT_TEAM_ID.scalar_subquery())
+
+
 def provision_user(
     session: Session, actor: Actor, org_id: str, *, user_name: str, source: str,
     email: str | None = None, external_id: str | None = None, display_name: str | None = None,
@@ -114,9 +118,13 @@ def provision_user(
     Long because the order is the point. The seat is taken before the user row is written, so
     that the row goes in once, seat flag set. The unique index decides whether the userName is
     free (no SELECT on the way), but a taken userName must still read as a Conflict when the seat
-    cap refuses first, so the name is looked up on that rare branch only.
+    cap refuses first, so the name is looked up on that rare branch only. The org lock reads the
+    Default team's id too, in the same round trip.
     """
-    org = seats.lock_org(session, org_id)  # first: it serialises the seat count
+    if team_id is None:  # the lock first: it serialises the seat count
+        org, default_team = seats.lock_org_reading(session, org_id, LOCK_ORG_AND_DEFAULT_TEAM)
+    else:
+        org, default_team = seats.lock_org(session, org_id), None
     role = parse_role(role or org.default_role)
     authorize(actor, "owners.manage" if role == "owner" else "members.manage", org_id=org_id)
     if source not in SOURCES:
@@ -124,7 +132,10 @@ def provision_user(
     user_name = (user_name or "").strip()
     if not user_name:
         raise InvalidValue("userName is required", field="userName")
-    team_id = default_team_id(session, org_id) if team_id is None else teams.get_team(session, org_id, team_id).id
+    if team_id is not None:
+        team_id = teams.get_team(session, org_id, team_id).id
+    else:  # an org without its Default team is broken data: default_team_id says so
+        team_id = default_team or default_team_id(session, org_id)
     now = clock.now()
     user = User(
         id=str(uuid.uuid4()), org_id=org_id, user_name=user_name, email=email, external_id=external_id,

@@ -26,12 +26,23 @@ def _kind(statement: str) -> str:
     words = statement.split()
     verb = words[0].upper()
     if verb == "SELECT":
-        found = re.search(r"\bFROM\s+(\w+)", statement, re.IGNORECASE)
+        found = _outer_from(statement)
     elif verb in ("INSERT", "DELETE"):
         found = re.search(r"\b(?:INTO|FROM)\s+(\w+)", statement, re.IGNORECASE)
     else:
         found = re.search(r"^\w+\s+(\w+)", statement)
     return f"{verb} {found.group(1) if found else '?'}"
+
+
+def _outer_from(statement: str) -> re.Match[str] | None:
+    """The table a SELECT reads from: its own FROM, not one of a subquery in its column list
+    (`SELECT orgs.*, (SELECT teams.id FROM teams ...) FROM orgs` reads orgs); from a derived table
+    (`FROM (SELECT ... FROM users UNION ALL ...)`), the first table inside it."""
+    for found in re.finditer(r"\bFROM\s+(\w+)", statement, re.IGNORECASE):
+        prefix = statement[:found.start()]
+        if prefix.count("(") == prefix.count(")"):
+            return found
+    return re.search(r"\bFROM\s+(\w+)", statement, re.IGNORECASE)
 
 
 def audit_at_commit(db: Database) -> list[str]:

@@ -18,10 +18,10 @@ from tests.statements import audit_at_commit, statements
 # The connection's version (is it the one the signature was checked with?), the replay cache, the
 # member, the session row, then the audit chain at commit.
 RETURNING = ["SELECT saml_connections", "INSERT saml_seen_assertions", "SELECT users", "INSERT sso_sessions"]
-# The same, with provisioning in between: no such member, none removed (one lookup), the org lock,
-# the Default team, the seat (a purchase: acme's 3 included seats are taken), the user, its email's
-# row (identity.emails), its grants.
-JIT = ["SELECT saml_connections", "INSERT saml_seen_assertions", "SELECT users", "SELECT orgs", "SELECT teams",
+# The same, with provisioning in between: no such member, none removed (one lookup), the org lock
+# with the Default team's id, the seat (a purchase: acme's 3 included seats are taken; the ledger
+# row, then the org's counters), the user, its email's row (identity.emails), its grants.
+JIT = ["SELECT saml_connections", "INSERT saml_seen_assertions", "SELECT users", "SELECT orgs",
        "INSERT seat_charges", "UPDATE orgs", "INSERT users", "INSERT user_emails", "INSERT role_grants",
        "INSERT sso_sessions"]
 
