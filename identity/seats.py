@@ -106,7 +106,11 @@ SEAT_FIELDS = ("seats_used", "purchased_seats", "cycle_start", "cycle_end")
 
 
 def _set_seats(org: Org, **values: Any) -> None:
-    """Change the org's seat position in memory only, with no ORM history: `_save_seats` writes it."""
+    """Change the org's seat position in memory only, with no ORM history: `_save_seats` writes it.
+
+    A rollback of the transaction expires the Org as any other; a rollback to a savepoint would
+    not (the ORM expires only what it flushed there), and no seat change runs inside one.
+    """
     for field, value in values.items():
         set_committed_value(org, field, value)
 
