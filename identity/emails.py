@@ -6,8 +6,8 @@ the primary email column as a primary work address. The SCIM renderer shows exac
 `emails[type eq "work"].value eq "..."` finds its user through an index at any org size.
 
 The rows are kept at flush time from whatever changed `User.attributes` or `User.email`, so that
-no service has to remember them (a user written with a plain INSERT, which no flush sees, gets
-them through `insert_rows`, from the same rule): they are an index, not domain state, and are not audited
+no service has to remember them (provisioning, which writes a new user with a plain INSERT that
+no flush sees, writes its rows from `rows_for` too): they are an index, not domain state, and are not audited
 (the change to the user that they follow is).
 """
 
@@ -45,14 +45,9 @@ def rows_for(org_id: str, user_id: str, attributes: Mapping[str, Any] | None,
     return rows
 
 
-INSERT_ROWS = insert(cast(Table, UserEmail.__table__))
-
-
-def insert_rows(session: Session, user: User) -> None:
-    """Write the `user_emails` rows of a user whose row was written with a plain INSERT, not the ORM."""
-    rows = rows_for(user.org_id, user.id, user.attributes, user.email)
-    if rows:
-        session.execute(INSERT_ROWS, rows)
+EMAILS = cast(Table, UserEmail.__table__)
+# For rows from `rows_for` of a user written with a plain INSERT, which no flush sees.
+INSERT_ROWS = insert(EMAILS)
 
 
 def _changed(user: User) -> bool:

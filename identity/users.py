@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, func, insert, select, union_all
+from sqlalchemy import BindParameter, Table, bindparam, delete, func, insert, select, union_all
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, make_transient_to_detached
 
@@ -154,8 +154,7 @@ def provision_user(
         except SeatCapReached:
             _ensure_free_user_name(session, org_id, user_name)
             raise
-    _insert_user(session, user)
-    session.execute(INSERT_GRANTS, [
+    _insert_member(session, user, [
         {"org_id": org_id, "user_id": user.id, "team_id": None, "role": role, "source": source,
          "source_ref": "", "created_at": now},
         {"org_id": org_id, "user_id": user.id, "team_id": team_id, "role": "member", "source": source,
@@ -167,9 +166,25 @@ def provision_user(
 # Plain INSERTs built once (not the ORM's unit of work: nothing reads these rows back). Both of a
 # new member's grants go in one statement.
 USERS = cast(Table, User.__table__)
+GRANTS = cast(Table, RoleGrant.__table__)
 INSERT_USER = insert(USERS)
-INSERT_GRANTS = insert(cast(Table, RoleGrant.__table__))
+INSERT_GRANTS = insert(GRANTS)
 USER_NAME_INDEX = "uq_users_org_user_name"
+
+
+def _bound(table: Table, prefix: str) -> dict[str, BindParameter[Any]]:
+    """The table's columns but a generated id, each bound under a name of its own (`prefix` + column)."""
+    return {column.key: bindparam(prefix + column.key, type_=column.type) for column in table.columns
+            if not (column.primary_key and column.autoincrement is True)}
+
+
+# On PostgreSQL a new member's rows go in as one statement (a round trip, not three): the grants,
+# with the user row and its email's row in data-modifying WITHs; the foreign keys are checked at
+# the end of the statement, when the user row is there. Keyed by the number of email rows.
+_MEMBER = insert(GRANTS).values([_bound(GRANTS, "grant0_"), _bound(GRANTS, "grant1_")]).add_cte(
+    insert(USERS).values(_bound(USERS, "user_")).cte("new_user"))
+INSERT_MEMBER = {0: _MEMBER, 1: _MEMBER.add_cte(insert(emails.EMAILS).values(_bound(emails.EMAILS, "email_"))
+                                                .cte("new_email"))}
 
 
 def _taken(user_name: str) -> Conflict:
@@ -181,21 +196,32 @@ def _ensure_free_user_name(session: Session, org_id: str, user_name: str) -> Non
         raise _taken(user_name)
 
 
-def _insert_user(session: Session, user: User) -> None:
-    """Write a new user row and its emails' rows; a live user of the same userName (the unique index
-    says so) is a Conflict.
+def _insert_member(session: Session, user: User, grants: list[dict[str, Any]]) -> None:
+    """Write a new member's rows: the user, its emails' rows (identity.emails' rule: the flush
+    listener sees ORM writes only), its two grants; a live user of the same userName (the unique
+    index says so) is a Conflict.
 
     Provisioning holds the org lock, so a clash is with a member committed earlier, never a race.
-    The row goes in as a plain INSERT, and `user` joins the session as the persistent object of
-    that row (no flush, nothing pending), so later queries of this transaction find it.
+    `user` then joins the session as the persistent object of its row (no flush, nothing pending),
+    so later queries of this transaction find it.
     """
+    row = {column.key: getattr(user, column.key) for column in USERS.columns}
+    email_rows = emails.rows_for(user.org_id, user.id, user.attributes, user.email)
     try:
-        session.execute(INSERT_USER, {column.key: getattr(user, column.key) for column in USERS.columns})
+        if len(email_rows) in INSERT_MEMBER and session.get_bind().dialect.name == "postgresql":
+            named = [("user_", row), *(("email_", email) for email in email_rows), ("grant0_", grants[0]),
+                     ("grant1_", grants[1])]
+            session.execute(INSERT_MEMBER[len(email_rows)],
+                            {prefix + key: value for prefix, values in named for key, value in values.items()})
+        else:
+            session.execute(INSERT_USER, row)
+            if email_rows:
+                session.execute(emails.INSERT_ROWS, email_rows)
+            session.execute(INSERT_GRANTS, grants)
     except IntegrityError as error:
         if USER_NAME_INDEX in str(error.orig):
             raise _taken(user.user_name) from error
         raise
-    emails.insert_rows(session, user)  # the flush listener keeps them for ORM writes only
     make_transient_to_detached(user)
     session.add(user)
 
