@@ -180,9 +180,11 @@ def _bound(table: Table, prefix: str) -> dict[str, BindParameter[Any]]:
 
 # On PostgreSQL a new member's rows go in as one statement (a round trip, not three): the grants,
 # with the user row and its email's row in data-modifying WITHs; the foreign keys are checked at
-# the end of the statement, when the user row is there. Keyed by the number of email rows.
-_MEMBER = insert(GRANTS).values([_bound(GRANTS, "grant0_"), _bound(GRANTS, "grant1_")]).add_cte(
-    insert(USERS).values(_bound(USERS, "user_")).cte("new_user"))
+# the end of the statement, when the user row is there. Keyed by the number of email rows. The
+# grants come from a UNION, not a multi-row VALUES: SQLAlchemy compiles that anew for each call.
+_GRANT_0, _GRANT_1 = _bound(GRANTS, "grant0_"), _bound(GRANTS, "grant1_")
+_MEMBER = insert(GRANTS).from_select(list(_GRANT_0), union_all(select(*_GRANT_0.values()), select(
+    *_GRANT_1.values()))).add_cte(insert(USERS).values(_bound(USERS, "user_")).cte("new_user"))
 INSERT_MEMBER = {0: _MEMBER, 1: _MEMBER.add_cte(insert(emails.EMAILS).values(_bound(emails.EMAILS, "email_"))
                                                 .cte("new_email"))}
 

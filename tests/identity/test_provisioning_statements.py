@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from sqlalchemy import select
 
 from audit import Actor
-from identity import orgs, users
+from identity import emails, orgs, seats, users
 from identity.db import Database
 from identity.errors import Conflict
 from identity.models import User, UserEmail
@@ -72,3 +74,13 @@ def test_provisioned_user_is_the_session_object_of_its_row(db: Database, acme: N
                                                                                     True, "scim")
         assert [row.value for row in session.scalars(select(UserEmail).where(UserEmail.user_id == user.id))] == [
             "ann@acme.test"]
+
+
+@pytest.mark.parametrize("statement", [
+    users.INSERT_MEMBER[0], users.INSERT_MEMBER[1], users.INSERT_USER, users.INSERT_GRANTS,
+    emails.INSERT_ROWS, users.LOCK_ORG_AND_DEFAULT_TEAM, seats.SAVE_SEATS, seats.INSERT_CHARGE,
+], ids=["member", "member with email", "user", "grants", "emails", "lock", "seats", "charge"])
+def test_provisioning_statements_are_compiled_once(statement: Any) -> None:
+    # A statement SQLAlchemy cannot cache (a multi-row VALUES, say) is compiled again on every
+    # call, which costs more than the round trip it saves: each must have a cache key.
+    assert statement._generate_cache_key() is not None
