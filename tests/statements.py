@@ -33,10 +33,13 @@ def _kind(statement: str) -> str:
     return f"{verb} {found.group(1) if found else '?'}"
 
 
+CTE_NAME = re.compile(r"\s*,?\s*\w+\s+AS\s+\(", re.IGNORECASE)
+
+
 def _with_parts(statement: str) -> list[str]:
     """Split `WITH a AS (...), b AS (...) main` into the statements of a and b, then main."""
     parts, at = [], len("WITH")
-    while named := re.compile(r"\s*,?\s*\w+\s+AS\s+\(", re.IGNORECASE).match(statement, at):
+    while named := CTE_NAME.match(statement, at):
         start = at = named.end()
         depth = 1
         while depth:
