@@ -6,16 +6,17 @@ the primary email column as a primary work address. The SCIM renderer shows exac
 `emails[type eq "work"].value eq "..."` finds its user through an index at any org size.
 
 The rows are kept at flush time from whatever changed `User.attributes` or `User.email`, so that
-no service has to remember them: they are an index, not domain state, and are not audited
+no service has to remember them (provisioning, which writes a new user with a plain INSERT that
+no flush sees, writes its rows from `rows_for` too): they are an index, not domain state, and are not audited
 (the change to the user that they follow is).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, event, inspect
+from sqlalchemy import Table, delete, event, insert, inspect
 from sqlalchemy.orm import Session
 
 from identity.models import User, UserEmail
@@ -42,6 +43,11 @@ def rows_for(org_id: str, user_id: str, attributes: Mapping[str, Any] | None,
                      "primary": item.get("primary") is True or str(item.get("primary")).lower() == "true",
                      "display": display[:320] if isinstance(display, str) else None})
     return rows
+
+
+EMAILS = cast(Table, UserEmail.__table__)
+# For rows from `rows_for` of a user written with a plain INSERT, which no flush sees.
+INSERT_ROWS = insert(EMAILS)
 
 
 def _changed(user: User) -> bool:

@@ -11,10 +11,13 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import bindparam, event, select
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy import Select, Table, bindparam, event, insert, select, update
+from sqlalchemy.orm import Session, SessionTransaction, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 from audit import Actor, clock, record
 from audit.log import Target
@@ -60,14 +63,29 @@ def lock_org(session: Session, org_id: str) -> Org:
     The first call in a transaction takes the lock and re-reads the row; later calls return the
     same object, whose counters only this transaction can change while it holds the lock.
     """
-    locked: dict[str, Org] = session.info.setdefault(LOCKED, {})
+    locked: dict[str, Org] = session.info.get(LOCKED, {})
     if org_id in locked:
         return locked[org_id]
-    org = session.scalars(LOCK_ORG, {"org_id": org_id}).one_or_none()
-    if org is None:
-        raise NotFound(f"no org {org_id!r}", org_id=org_id)
-    locked[org_id] = org
+    org: Org = _lock(session, org_id, LOCK_ORG)[0]
     return org
+
+
+def lock_org_reading(session: Session, org_id: str, statement: Select[Any]) -> tuple[Org, Any]:
+    """Lock the org as `lock_org` does, and read one more value in the same round trip.
+
+    `statement` is LOCK_ORG with one column added (built once by the caller). It runs even when
+    this transaction holds the lock already: the row it re-reads only this transaction can change.
+    """
+    row = _lock(session, org_id, statement)
+    return row[0], row[1]
+
+
+def _lock(session: Session, org_id: str, statement: Select[Any]) -> Sequence[Any]:
+    row = session.execute(statement, {"org_id": org_id}).one_or_none()
+    if row is None:
+        raise NotFound(f"no org {org_id!r}", org_id=org_id)
+    session.info.setdefault(LOCKED, {})[org_id] = row[0]
+    return row
 
 
 @event.listens_for(Session, "after_transaction_end")
@@ -76,23 +94,52 @@ def _forget_locks(session: Session, transaction: SessionTransaction) -> None:
         session.info.pop(LOCKED, None)
 
 
+ORGS = cast(Table, Org.__table__)
+# Built once, bound per call: the org's seat position and the ledger are written as plain
+# statements. Nothing reads them back, so the ORM's unit of work (a flush, its bookkeeping) would
+# be pure cost on the provisioning path; the Org object is kept equal to its row by `_save_seats`.
+SAVE_SEATS = update(ORGS).where(ORGS.c.id == bindparam("org_id")).values(
+    seats_used=bindparam("new_seats_used"), purchased_seats=bindparam("new_purchased_seats"),
+    cycle_start=bindparam("new_cycle_start"), cycle_end=bindparam("new_cycle_end"))
+INSERT_CHARGE = insert(cast(Table, SeatCharge.__table__))
+SEAT_FIELDS = ("seats_used", "purchased_seats", "cycle_start", "cycle_end")
+
+
+def _set_seats(org: Org, **values: Any) -> None:
+    """Change the org's seat position in memory only, with no ORM history: `_save_seats` writes it.
+
+    A rollback of the transaction expires the Org as any other; a rollback to a savepoint would
+    not (the ORM expires only what it flushed there), and no seat change runs inside one.
+    """
+    for field, value in values.items():
+        set_committed_value(org, field, value)
+
+
+def _save_seats(session: Session, org: Org) -> None:
+    """Write the org's seat position (the locked row holds no other writer's change to it)."""
+    session.execute(SAVE_SEATS, {"org_id": org.id, **{f"new_{field}": getattr(org, field) for field in SEAT_FIELDS}})
+
+
 def _charge(session: Session, actor: Actor, org: Org, kind: str, seats: int, amount: int,
             cycle: tuple[dt.datetime, dt.datetime], purchased_after: int, user: User | None) -> SeatCharge:
-    """Write a ledger row and its audit event, and set the org's purchased seats."""
+    """Write a ledger row and its audit event, and set the org's purchased seats (saved by the caller)."""
     start, end = cycle
-    charge = SeatCharge(
-        id=str(uuid.uuid4()), org_id=org.id, kind=kind, amount_cents=amount, seats=seats,
-        unit_price_cents=org.seat_price_cents, cycle_start=start, cycle_end=end,
-        user_id=user.id if user else None, actor_type=actor.type, actor_id=actor.id, created_at=clock.now(),
-    )
-    session.add(charge)
+    values = {
+        "id": str(uuid.uuid4()), "org_id": org.id, "kind": kind, "amount_cents": amount, "seats": seats,
+        "unit_price_cents": org.seat_price_cents, "cycle_start": start, "cycle_end": end,
+        "user_id": user.id if user else None, "actor_type": actor.type, "actor_id": actor.id,
+        "created_at": clock.now(),
+    }
+    session.execute(INSERT_CHARGE, values)
     action = "seat.purchased" if kind == "seat_purchase" else "seat.renewed"
     record(session, actor, action, Target("org", org.id, org.slug), {
-        "charge_id": charge.id, "seats": seats, "amount_cents": amount, "unit_price_cents": org.seat_price_cents,
-        "cycle_start": start.isoformat(), "cycle_end": end.isoformat(), "user_id": charge.user_id,
+        "charge_id": values["id"], "seats": seats, "amount_cents": amount, "unit_price_cents": org.seat_price_cents,
+        "cycle_start": start.isoformat(), "cycle_end": end.isoformat(), "user_id": values["user_id"],
         "purchased_seats": {"before": org.purchased_seats, "after": purchased_after},
     }, org_id=org.id)
-    org.purchased_seats = purchased_after
+    _set_seats(org, purchased_seats=purchased_after)
+    charge = SeatCharge(**values)
+    make_transient_to_detached(charge)  # the row as written: readable, never inserted again
     return charge
 
 
@@ -109,7 +156,9 @@ def renew_if_due(session: Session, actor: Actor, org: Org) -> list[SeatCharge]:
         seats = max(0, org.seats_used - org.included_seats)
         charges.append(_charge(session, actor, org, "seat_renewal", seats, seats * org.seat_price_cents,
                                (start, end), seats, None))
-        org.cycle_start, org.cycle_end = start, end
+        _set_seats(org, cycle_start=start, cycle_end=end)
+    if charges:
+        _save_seats(session, org)
     return charges
 
 
@@ -143,7 +192,8 @@ def take_seat(session: Session, actor: Actor, user: User) -> SeatCharge | None:
         amount = prorated_cents(org.seat_price_cents, org.cycle_start, org.cycle_end, now)
         charge = _charge(session, actor, org, "seat_purchase", 1, amount, (org.cycle_start, org.cycle_end),
                          org.purchased_seats + 1, user)
-    org.seats_used += 1
+    _set_seats(org, seats_used=org.seats_used + 1)
+    _save_seats(session, org)
     user.has_seat = True
     record(session, actor, "seat.assigned", Target("user", user.id, user.user_name),
            {"seats_used": {"before": org.seats_used - 1, "after": org.seats_used}}, org_id=org.id)
@@ -156,7 +206,8 @@ def free_seat(session: Session, actor: Actor, user: User) -> None:
     renew_if_due(session, actor, org)
     if not user.has_seat:
         return
-    org.seats_used -= 1
+    _set_seats(org, seats_used=org.seats_used - 1)
+    _save_seats(session, org)
     user.has_seat = False
     record(session, actor, "seat.released", Target("user", user.id, user.user_name),
            {"seats_used": {"before": org.seats_used + 1, "after": org.seats_used}}, org_id=org.id)

@@ -7,13 +7,13 @@ from __future__ import annotations
 import uuid
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, func, insert, select, union_all
+from sqlalchemy import BindParameter, Table, bindparam, delete, func, insert, select, union_all
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from audit import Actor, clock, record
 from audit.log import Target
-from identity import keys, seats, sessions, teams
+from identity import emails, keys, seats, sessions, teams
 from identity.errors import Conflict, InvalidValue, LastOwner, NotFound, SeatCapReached
 from identity.models import IdpGroupMember, RoleGrant, Team, User
 from identity.roles import SOURCES, authorize, highest, parse_role
@@ -103,6 +103,10 @@ def default_team_id(session: Session, org_id: str) -> str:
     return session.execute(DEFAULT_TEAM_ID, {"org_id": org_id}).scalar_one()
 
 
+# The org lock and the id of its Default team in one round trip (the subquery locks nothing).
+LOCK_ORG_AND_DEFAULT_TEAM = seats.LOCK_ORG.add_columns(DEFAULT_TEAM_ID.scalar_subquery())
+
+
 def provision_user(
     session: Session, actor: Actor, org_id: str, *, user_name: str, source: str,
     email: str | None = None, external_id: str | None = None, display_name: str | None = None,
@@ -114,9 +118,13 @@ def provision_user(
     Long because the order is the point. The seat is taken before the user row is written, so
     that the row goes in once, seat flag set. The unique index decides whether the userName is
     free (no SELECT on the way), but a taken userName must still read as a Conflict when the seat
-    cap refuses first, so the name is looked up on that rare branch only.
+    cap refuses first, so the name is looked up on that rare branch only. The org lock reads the
+    Default team's id too, in the same round trip.
     """
-    org = seats.lock_org(session, org_id)  # first: it serialises the seat count
+    if team_id is None:  # the lock first: it serialises the seat count
+        org, default_team = seats.lock_org_reading(session, org_id, LOCK_ORG_AND_DEFAULT_TEAM)
+    else:
+        org, default_team = seats.lock_org(session, org_id), None
     role = parse_role(role or org.default_role)
     authorize(actor, "owners.manage" if role == "owner" else "members.manage", org_id=org_id)
     if source not in SOURCES:
@@ -124,12 +132,16 @@ def provision_user(
     user_name = (user_name or "").strip()
     if not user_name:
         raise InvalidValue("userName is required", field="userName")
-    team_id = default_team_id(session, org_id) if team_id is None else teams.get_team(session, org_id, team_id).id
+    if team_id is not None:
+        team_id = teams.get_team(session, org_id, team_id).id
+    else:  # an org without its Default team is broken data: default_team_id says so
+        team_id = default_team or default_team_id(session, org_id)
     now = clock.now()
     user = User(
         id=str(uuid.uuid4()), org_id=org_id, user_name=user_name, email=email, external_id=external_id,
         display_name=display_name, given_name=given_name, family_name=family_name, active=active,
-        has_seat=False, source=source, attributes=attributes or {}, created_at=now, updated_at=now, version=1,
+        has_seat=False, source=source, attributes=attributes or {}, created_at=now, updated_at=now,
+        deleted_at=None, version=1,
     )
     record(session, actor, "user.created", target(user), {
         "user_name": user_name, "email": email, "external_id": external_id, "display_name": display_name,
@@ -142,8 +154,7 @@ def provision_user(
         except SeatCapReached:
             _ensure_free_user_name(session, org_id, user_name)
             raise
-    _insert_user(session, user)
-    session.execute(INSERT_GRANTS, [
+    _insert_member(session, user, [
         {"org_id": org_id, "user_id": user.id, "team_id": None, "role": role, "source": source,
          "source_ref": "", "created_at": now},
         {"org_id": org_id, "user_id": user.id, "team_id": team_id, "role": "member", "source": source,
@@ -152,9 +163,30 @@ def provision_user(
     return user
 
 
-# Both of a new member's grants in one plain INSERT (not the ORM's bulk path: nothing reads them back).
-INSERT_GRANTS = insert(cast(Table, RoleGrant.__table__))
+# Plain INSERTs built once (not the ORM's unit of work: nothing reads these rows back). Both of a
+# new member's grants go in one statement.
+USERS = cast(Table, User.__table__)
+GRANTS = cast(Table, RoleGrant.__table__)
+INSERT_USER = insert(USERS)
+INSERT_GRANTS = insert(GRANTS)
 USER_NAME_INDEX = "uq_users_org_user_name"
+
+
+def _bound(table: Table, prefix: str) -> dict[str, BindParameter[Any]]:
+    """The table's columns but a generated id, each bound under a name of its own (`prefix` + column)."""
+    return {column.key: bindparam(prefix + column.key, type_=column.type) for column in table.columns
+            if not (column.primary_key and column.autoincrement is True)}
+
+
+# On PostgreSQL a new member's rows go in as one statement (a round trip, not three): the grants,
+# with the user row and its email's row in data-modifying WITHs; the foreign keys are checked at
+# the end of the statement, when the user row is there. Keyed by the number of email rows. The
+# grants come from a UNION, not a multi-row VALUES: SQLAlchemy compiles that anew for each call.
+_GRANT_0, _GRANT_1 = _bound(GRANTS, "grant0_"), _bound(GRANTS, "grant1_")
+_MEMBER = insert(GRANTS).from_select(list(_GRANT_0), union_all(select(*_GRANT_0.values()), select(
+    *_GRANT_1.values()))).add_cte(insert(USERS).values(_bound(USERS, "user_")).cte("new_user"))
+INSERT_MEMBER = {0: _MEMBER, 1: _MEMBER.add_cte(insert(emails.EMAILS).values(_bound(emails.EMAILS, "email_"))
+                                                .cte("new_email"))}
 
 
 def _taken(user_name: str) -> Conflict:
@@ -166,18 +198,34 @@ def _ensure_free_user_name(session: Session, org_id: str, user_name: str) -> Non
         raise _taken(user_name)
 
 
-def _insert_user(session: Session, user: User) -> None:
-    """Write a new user row; a live user of the same userName (the unique index says so) is a Conflict.
+def _insert_member(session: Session, user: User, grants: list[dict[str, Any]]) -> None:
+    """Write a new member's rows: the user, its emails' rows (identity.emails' rule: the flush
+    listener sees ORM writes only), its two grants; a live user of the same userName (the unique
+    index says so) is a Conflict.
 
     Provisioning holds the org lock, so a clash is with a member committed earlier, never a race.
+    `user` then joins the session as the persistent object of its row (no flush, nothing pending),
+    so later queries of this transaction find it.
     """
-    session.add(user)
+    row = {column.key: getattr(user, column.key) for column in USERS.columns}
+    email_rows = emails.rows_for(user.org_id, user.id, user.attributes, user.email)
     try:
-        session.flush()
+        if len(email_rows) in INSERT_MEMBER and session.get_bind().dialect.name == "postgresql":
+            named = [("user_", row), *(("email_", email) for email in email_rows), ("grant0_", grants[0]),
+                     ("grant1_", grants[1])]
+            session.execute(INSERT_MEMBER[len(email_rows)],
+                            {prefix + key: value for prefix, values in named for key, value in values.items()})
+        else:
+            session.execute(INSERT_USER, row)
+            if email_rows:
+                session.execute(emails.INSERT_ROWS, email_rows)
+            session.execute(INSERT_GRANTS, grants)
     except IntegrityError as error:
         if USER_NAME_INDEX in str(error.orig):
             raise _taken(user.user_name) from error
         raise
+    make_transient_to_detached(user)
+    session.add(user)
 
 
 def deactivate_user(session: Session, actor: Actor, org_id: str, user_id: str) -> User:

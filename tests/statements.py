@@ -18,20 +18,46 @@ from identity.db import Database
 
 def _kind(statement: str) -> str:
     """Name a statement by its verb and table: `SELECT users`, `INSERT audit_events`, and a
-    data-modifying WITH by both parts: `UPDATE audit_heads + INSERT audit_events`."""
-    with_dml = re.match(r"WITH\s+\w+\s+AS\s+\((.*)\)\s+((?:INSERT|UPDATE|DELETE|SELECT)\b.*)$", statement,
-                        re.IGNORECASE | re.DOTALL)
-    if with_dml:
-        return f"{_kind(with_dml.group(1).strip())} + {_kind(with_dml.group(2).strip())}"
+    data-modifying WITH by all its parts: `UPDATE audit_heads + INSERT audit_events`."""
+    if re.match(r"WITH\s", statement, re.IGNORECASE):
+        *ctes, main = _with_parts(statement)
+        return " + ".join([*(_kind(cte) for cte in ctes), _kind(main)])
     words = statement.split()
     verb = words[0].upper()
     if verb == "SELECT":
-        found = re.search(r"\bFROM\s+(\w+)", statement, re.IGNORECASE)
+        found = _outer_from(statement)
     elif verb in ("INSERT", "DELETE"):
         found = re.search(r"\b(?:INTO|FROM)\s+(\w+)", statement, re.IGNORECASE)
     else:
         found = re.search(r"^\w+\s+(\w+)", statement)
     return f"{verb} {found.group(1) if found else '?'}"
+
+
+CTE_NAME = re.compile(r"\s*,?\s*\w+\s+AS\s+\(", re.IGNORECASE)
+
+
+def _with_parts(statement: str) -> list[str]:
+    """Split `WITH a AS (...), b AS (...) main` into the statements of a and b, then main."""
+    parts, at = [], len("WITH")
+    while named := CTE_NAME.match(statement, at):
+        start = at = named.end()
+        depth = 1
+        while depth:
+            depth += {"(": 1, ")": -1}.get(statement[at], 0)
+            at += 1
+        parts.append(statement[start:at - 1].strip())
+    return [*parts, statement[at:].strip()]
+
+
+def _outer_from(statement: str) -> re.Match[str] | None:
+    """The table a SELECT reads from: its own FROM, not one of a subquery in its column list
+    (`SELECT orgs.*, (SELECT teams.id FROM teams ...) FROM orgs` reads orgs); from a derived table
+    (`FROM (SELECT ... FROM users UNION ALL ...)`), the first table inside it."""
+    for found in re.finditer(r"\bFROM\s+(\w+)", statement, re.IGNORECASE):
+        prefix = statement[:found.start()]
+        if prefix.count("(") == prefix.count(")"):
+            return found
+    return re.search(r"\bFROM\s+(\w+)", statement, re.IGNORECASE)
 
 
 def audit_at_commit(db: Database) -> list[str]:
@@ -40,6 +66,14 @@ def audit_at_commit(db: Database) -> list[str]:
     if db.dialect == "postgresql":
         return ["SELECT audit_heads", "UPDATE audit_heads + INSERT audit_events"]
     return ["SELECT audit_heads", "UPDATE audit_heads", "INSERT audit_events"]
+
+
+def new_member_rows(db: Database) -> list[str]:
+    """A new member's rows (user, its one email's row, both grants): one statement on PostgreSQL, with
+    the first two in data-modifying WITHs (identity.users.INSERT_MEMBER); three on SQLite."""
+    if db.dialect == "postgresql":
+        return ["INSERT users + INSERT user_emails + INSERT role_grants"]
+    return ["INSERT users", "INSERT user_emails", "INSERT role_grants"]
 
 
 @contextmanager

@@ -214,3 +214,22 @@ def test_billing_check_finds_counter_and_ledger_mismatches(db: Database, system:
         problems = check_org(session, new.org.id)
     assert any("seats_used is 5 but 2" in p for p in problems)
     assert any("is 499 cents, expected 500" in p for p in problems)
+
+
+def test_seat_changes_in_one_transaction_keep_the_locked_org_equal_to_its_row(db: Database, system: Actor) -> None:
+    # The counters are written with plain statements and the locked Org kept in step in memory;
+    # a second lock in the same transaction re-reads the row, and both must agree throughout.
+    new = _org(db, system, at(2026, 4, 1), included_seats=2)
+    with clock.frozen_at(at(2026, 4, 16)), db.transaction() as session:
+        a = users.provision_user(session, system, new.org.id, user_name="a@seated.test", source="scim")
+        users.provision_user(session, system, new.org.id, user_name="b@seated.test", source="scim")  # buys one
+        users.delete_user(session, system, new.org.id, a.id)
+        users.provision_user(session, system, new.org.id, user_name="c@seated.test", source="scim")  # reuses it
+        org = seats.lock_org(session, new.org.id)
+        assert (org.seats_used, org.purchased_seats) == (3, 1)
+        stored = session.execute(select(Org.__table__.c.seats_used, Org.__table__.c.purchased_seats)
+                                 .where(Org.__table__.c.id == new.org.id)).one()
+        assert tuple(stored) == (3, 1)
+    assert _ledger(db, new.org.id) == [("seat_purchase", 1, 500)]
+    with clock.frozen_at(at(2026, 4, 16)), db.reading() as session:
+        assert check_org(session, new.org.id) == []

@@ -13,17 +13,18 @@ from identity import sessions
 from saml import service
 from tests.factories import provision
 from tests.saml.conftest import Sso
-from tests.statements import audit_at_commit, statements
+from tests.statements import audit_at_commit, new_member_rows, statements
 
 # The connection's version (is it the one the signature was checked with?), the replay cache, the
 # member, the session row, then the audit chain at commit.
 RETURNING = ["SELECT saml_connections", "INSERT saml_seen_assertions", "SELECT users", "INSERT sso_sessions"]
-# The same, with provisioning in between: no such member, none removed (one lookup), the org lock,
-# the Default team, the seat (a purchase: acme's 3 included seats are taken), the user, its email's
-# row (identity.emails), its grants.
-JIT = ["SELECT saml_connections", "INSERT saml_seen_assertions", "SELECT users", "SELECT orgs", "SELECT teams",
-       "UPDATE orgs", "INSERT seat_charges", "INSERT users", "INSERT user_emails", "INSERT role_grants",
-       "INSERT sso_sessions"]
+# The same, with provisioning in between: no such member, none removed (one lookup), the org lock
+# with the Default team's id, the seat (a purchase: acme's 3 included seats are taken; the ledger
+# row, then the org's counters), then the member's rows (tests.statements.new_member_rows): the
+# user, its email's row (identity.emails), its grants.
+JIT_BEFORE = ["SELECT saml_connections", "INSERT saml_seen_assertions", "SELECT users", "SELECT orgs",
+              "INSERT seat_charges", "UPDATE orgs"]
+JIT_AFTER = ["INSERT sso_sessions"]
 
 
 @pytest.fixture(autouse=True)
@@ -51,7 +52,7 @@ def test_first_sign_in_with_jit_provisioning_statements(sso: Sso, system: Actor)
     assert sso.post(sso.response(name_id="warm@acme.test")).status_code == 303
     with statements(sso.db) as sent:
         assert sso.post(sso.response(name_id="new@acme.test")).status_code == 303
-    assert sent == JIT + audit_at_commit(sso.db)
+    assert sent == JIT_BEFORE + new_member_rows(sso.db) + JIT_AFTER + audit_at_commit(sso.db)
 
 
 def test_returning_member_whose_groups_did_not_change_statements(sso: Sso, system: Actor) -> None:
