@@ -54,6 +54,24 @@ def problem(status: int, code: str, detail: str, extra: dict[str, Any] | None = 
     return response
 
 
+def refuse_nul() -> None:
+    """Refuse NUL in a path or query string as bad input: PostgreSQL text cannot hold it (a 500 there)."""
+    if any(_has_nul(value) for value in (request.view_args or {}).values()) or _has_nul(
+            [*request.args.keys(), *(v for values in request.args.listvalues() for v in values)]):
+        raise InvalidValue("the path and query must not contain NUL characters")
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    return isinstance(value, list) and any(_has_nul(v) for v in value)
+
+
+bp.before_request(refuse_nul)
+
+
 def authenticated(view: Callable[..., Any]) -> Callable[..., Any]:
     """Require a valid API key; put its identity in `g.key` and its actor in `g.actor`."""
     @wraps(view)
@@ -77,6 +95,8 @@ def _body() -> dict[str, Any]:
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         raise InvalidValue("the request body must be a JSON object")
+    if _has_nul(data):
+        raise InvalidValue("strings must not contain NUL characters")  # PostgreSQL text cannot hold them
     return data
 
 

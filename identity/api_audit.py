@@ -20,7 +20,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 from audit import checkpoints, events, export, signing
 from audit.log import Target, record
 from identity import config
-from identity.api import authenticated, domain_problem
+from identity.api import authenticated, domain_problem, refuse_nul
 from identity.errors import DomainError, InvalidValue, NotFound
 from identity.roles import authorize
 
@@ -29,6 +29,7 @@ bp = Blueprint("api_audit", __name__, url_prefix="/api/v1")
 
 # Domain errors become problem JSON through the admin API's one table of statuses.
 bp.register_error_handler(DomainError, domain_problem)
+bp.before_request(refuse_nul)
 
 MAX_LIMIT = 1000
 FILTERS = ("since", "until", "action", "actor", "actor_type", "target", "target_type", "outcome")

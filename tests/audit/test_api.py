@@ -176,3 +176,13 @@ def test_only_owners_and_admins_read_the_log(client: FlaskClient, db: Database, 
         assert response.status_code == 403, path
     assert client.get(f"/api/v1/orgs/{acme.org.slug}/audit-events").status_code == 401
     assert client.get("/api/v1/orgs/other-org/audit-events", headers=auth(secret)).status_code == 404
+
+
+@pytest.mark.parametrize("path", ["audit-events", "audit-events/export"])
+def test_a_nul_in_a_filter_is_a_problem_before_anything_is_audited(client: FlaskClient, admin_key: str, db: Database,
+                                                                   acme: NewOrg, path: str) -> None:
+    before = actions(db, acme.org.id)
+    response = client.get(f"/api/v1/orgs/{acme.org.slug}/{path}", query_string={"actor": "a\x00b"},
+                          headers=auth(admin_key))
+    assert response.status_code == 400 and response.get_json()["code"] == "invalid_value"
+    assert actions(db, acme.org.id) == before  # PostgreSQL cannot hold NUL: once a 500 mid-stream

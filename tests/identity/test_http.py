@@ -124,3 +124,17 @@ def test_unknown_routes_and_methods_under_the_api_are_problem_json(client: Flask
     assert missing.status_code == 404 and missing.content_type == "application/problem+json"
     wrong = client.put("/api/v1/key", headers={"Authorization": keyed["acme"]})
     assert wrong.status_code == 405 and wrong.json["status"] == 405
+
+
+@pytest.mark.parametrize("method,path,body", [
+    ("POST", "/api/v1/orgs/acme/teams", {"name": "Nul\x00Team"}),
+    ("POST", "/api/v1/orgs/acme/members", {"email": "nul@acme.test", "team_id": "x\x00"}),
+    ("DELETE", "/api/v1/orgs/acme/members/user%00id", None),
+    ("GET", "/api/v1/orgs/acme/members?after=%00", None),
+])
+def test_nul_characters_are_400_not_a_postgresql_500(client: FlaskClient, db: Database, keyed, method, path,
+                                                     body) -> None:
+    before = counts(db)
+    response = client.open(path, method=method, json=body, headers={"Authorization": keyed["acme"]})
+    assert (response.status_code, response.json["code"]) == (400, "invalid_value"), response.json
+    assert counts(db) == before
