@@ -91,13 +91,38 @@ def authenticated(view: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _body() -> dict[str, Any]:
+def _body(*fields: str) -> dict[str, Any]:
+    """Return the JSON object of the request; any member other than `fields` is refused, not ignored."""
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         raise InvalidValue("the request body must be a JSON object")
     if _has_nul(data):
         raise InvalidValue("strings must not contain NUL characters")  # PostgreSQL text cannot hold them
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise InvalidValue(f"unknown fields: {', '.join(map(repr, unknown))}", field=unknown[0])
     return data
+
+
+def _text(data: dict[str, Any], name: str, default: str = "") -> str:
+    """Return the string member `name` (else `default`); any other JSON type is refused, not coerced."""
+    value = data.get(name, default)
+    if not isinstance(value, str):
+        raise InvalidValue(f"{name} must be a string", field=name)
+    return value
+
+
+def _optional_text(data: dict[str, Any], name: str) -> str | None:
+    """Return the string member `name`, or None when it is absent or null."""
+    return None if data.get(name) is None else _text(data, name)
+
+
+def _role(data: dict[str, Any]) -> str | None:
+    """Return the `role` member: absent or null means the default; an empty or non-string role is refused."""
+    role = _optional_text(data, "role")
+    if role == "":
+        raise InvalidValue("role must be one of owner, admin, member, viewer", field="role")
+    return role
 
 
 def _org_id(org_ref: str) -> str:
@@ -155,10 +180,10 @@ def list_members(org_ref: str) -> Response:
 @bp.post("/orgs/<org_ref>/members")
 @authenticated
 def add_member(org_ref: str) -> tuple[Response, int]:
-    org_id, data = _org_id(org_ref), _body()
-    email = str(data.get("email", ""))
+    org_id, data = _org_id(org_ref), _body("email", "role", "team_id")
+    email = _text(data, "email", "")
     user = run(_db(), g.actor, users.provision_user, org_id, user_name=email, email=email,
-               role=data.get("role"), team_id=data.get("team_id"), source="manual")
+               role=_role(data), team_id=_optional_text(data, "team_id"), source="manual")
     with _db().reading() as session:
         return jsonify(_member(session, session.get(User, user.id))), 201
 
@@ -166,9 +191,9 @@ def add_member(org_ref: str) -> tuple[Response, int]:
 @bp.patch("/orgs/<org_ref>/members/<user_id>")
 @authenticated
 def update_member(org_ref: str, user_id: str) -> Response:
-    org_id, data = _org_id(org_ref), _body()
+    org_id, data = _org_id(org_ref), _body("role", "active")
     if "role" in data:
-        run(_db(), g.actor, users.change_role, org_id, user_id, str(data["role"]))
+        run(_db(), g.actor, users.change_role, org_id, user_id, _text(data, "role"))
     if "active" in data:
         if not isinstance(data["active"], bool):
             raise InvalidValue("active must be true or false", field="active")
@@ -201,14 +226,16 @@ def list_teams(org_ref: str) -> Response:
 @bp.post("/orgs/<org_ref>/teams")
 @authenticated
 def create_team(org_ref: str) -> tuple[Response, int]:
-    team = run(_db(), g.actor, teams.create_team, _org_id(org_ref), str(_body().get("name", "")))
+    org_id = _org_id(org_ref)
+    team = run(_db(), g.actor, teams.create_team, org_id, _text(_body("name"), "name", ""))
     return jsonify(_team(team)), 201
 
 
 @bp.patch("/orgs/<org_ref>/teams/<team_id>")
 @authenticated
 def rename_team(org_ref: str, team_id: str) -> Response:
-    team = run(_db(), g.actor, teams.rename_team, _org_id(org_ref), team_id, str(_body().get("name", "")))
+    org_id = _org_id(org_ref)
+    team = run(_db(), g.actor, teams.rename_team, org_id, team_id, _text(_body("name"), "name", ""))
     return jsonify(_team(team))
 
 
@@ -235,7 +262,8 @@ def get_settings(org_ref: str) -> Response:
 @bp.patch("/orgs/<org_ref>/settings")
 @authenticated
 def change_settings(org_ref: str) -> Response:
-    org = run(_db(), g.actor, orgs.update_settings, _org_id(org_ref), _body())
+    org_id = _org_id(org_ref)
+    org = run(_db(), g.actor, orgs.update_settings, org_id, _body(*orgs.SETTINGS))
     return jsonify(_settings(org))
 
 
@@ -247,9 +275,9 @@ def _invitation(invitation: Invitation) -> dict[str, Any]:
 @bp.post("/orgs/<org_ref>/invitations")
 @authenticated
 def create_invitation(org_ref: str) -> tuple[Response, int]:
-    org_id, data = _org_id(org_ref), _body()
-    invitation, token = run(_db(), g.actor, invitations.invite, org_id, email=str(data.get("email", "")),
-                            role=str(data.get("role", "member")), team_id=data.get("team_id"))
+    org_id, data = _org_id(org_ref), _body("email", "role", "team_id")
+    invitation, token = run(_db(), g.actor, invitations.invite, org_id, email=_text(data, "email", ""),
+                            role=_role(data) or "member", team_id=_optional_text(data, "team_id"))
     with _db().reading() as session:
         preview = seats.preview(session.get(Org, org_id)).as_dict()
     return jsonify({**_invitation(invitation), "token": token, "seats": preview}), 201
@@ -268,7 +296,7 @@ def list_invitations(org_ref: str) -> Response:
 
 def _invitation_token() -> tuple[str, Actor]:
     """Read the link token and its holder; record its expiry first, in a transaction of its own."""
-    token = str(_body().get("token", ""))
+    token = _text(_body("token"), "token", "")
     with _db().transaction() as session:
         invitations.expire_if_due(session, token)
         actor = invitations.invitee(session, token)
@@ -294,12 +322,12 @@ def decline_invitation() -> tuple[str, int]:
 @bp.post("/orgs/<org_ref>/api-keys")
 @authenticated
 def create_api_key(org_ref: str) -> tuple[Response, int]:
-    org_id, data = _org_id(org_ref), _body()
+    org_id, data = _org_id(org_ref), _body("name", "team_id", "user_id", "scopes")
     scopes = data.get("scopes", ["inference"])
     if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
         raise InvalidValue("scopes must be a list of strings", field="scopes")
-    issued = run(_db(), g.actor, keys.create_api_key, org_id, user_id=str(data.get("user_id") or g.key.user_id),
-                 team_id=str(data.get("team_id") or g.key.team_id), name=str(data.get("name", "")), scopes=scopes)
+    issued = run(_db(), g.actor, keys.create_api_key, org_id, user_id=_optional_text(data, "user_id") or g.key.user_id,
+                 team_id=_optional_text(data, "team_id") or g.key.team_id, name=_text(data, "name"), scopes=scopes)
     return jsonify({"id": issued.id, "prefix": issued.prefix, "key": issued.secret}), 201
 
 
@@ -313,7 +341,8 @@ def revoke_api_key(org_ref: str, key_id: str) -> tuple[str, int]:
 @bp.post("/orgs/<org_ref>/scim-tokens")
 @authenticated
 def create_scim_token(org_ref: str) -> tuple[Response, int]:
-    issued = run(_db(), g.actor, keys.create_scim_token, _org_id(org_ref), name=str(_body().get("name", "SCIM")))
+    org_id = _org_id(org_ref)
+    issued = run(_db(), g.actor, keys.create_scim_token, org_id, name=_text(_body("name"), "name", "SCIM"))
     return jsonify({"id": issued.id, "prefix": issued.prefix, "token": issued.secret}), 201
 
 
@@ -327,6 +356,9 @@ def revoke_scim_token(org_ref: str, token_id: str) -> tuple[str, int]:
 def _mapping(rule: GroupMapping) -> dict[str, Any]:
     return {"id": rule.id, "group_external_id": rule.group_external_id, "group_display_name": rule.group_display_name,
             "team_id": rule.team_id, "team_role": rule.team_role, "org_role": rule.org_role}
+
+
+MAPPING_FIELDS = ("group_external_id", "group_display_name", "team_id", "team_role", "org_role")
 
 
 @bp.get("/orgs/<org_ref>/group-mappings")
@@ -343,11 +375,11 @@ def list_mappings(org_ref: str) -> Response:
 @bp.post("/orgs/<org_ref>/group-mappings")
 @authenticated
 def create_mapping(org_ref: str) -> tuple[Response, int]:
-    data = _body()
-    fields = {k: data.get(k) for k in ("group_external_id", "group_display_name", "team_id", "team_role", "org_role")}
+    org_id, data = _org_id(org_ref), _body(*MAPPING_FIELDS)
+    fields = {k: data.get(k) for k in MAPPING_FIELDS}
     if not all(v is None or isinstance(v, str) for v in fields.values()):
         raise InvalidValue("group mapping fields are strings")
-    rule = run(_db(), g.actor, groups.create_mapping, _org_id(org_ref), **fields)
+    rule = run(_db(), g.actor, groups.create_mapping, org_id, **fields)
     return jsonify(_mapping(rule)), 201
 
 

@@ -77,7 +77,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/orgs/{org}/group-mappings": {
         "get": _op("List group mapping rules", _json({"type": "object"}), params=ORG_ONLY),
         "post": _op("Map an IdP group (by immutable id or name) to a team and role; applied at once",
-                    _json(_ref("GroupMapping")), body="GroupMapping", params=ORG_ONLY, status="201"),
+                    _json(_ref("GroupMapping")), body="NewGroupMapping", params=ORG_ONLY, status="201"),
     },
     "/api/v1/orgs/{org}/group-mappings/{mapping_id}": {
         "delete": _op("Delete a group mapping rule", NO_CONTENT, params=("org", "mapping_id"), status="204")},
@@ -130,6 +130,8 @@ SCHEMAS: dict[str, Any] = {
         "id": {"type": "string"}, "group_external_id": {"type": ["string", "null"]},
         "group_display_name": {"type": ["string", "null"]}, "team_id": {"type": ["string", "null"]},
         "team_role": {"type": ["string", "null"]}, "org_role": {"type": ["string", "null"]}}},
+    "NewGroupMapping": {"type": "object", "properties": {name: {"type": ["string", "null"]} for name in (
+        "group_external_id", "group_display_name", "team_id", "team_role", "org_role")}},
     "NewSecret": {"type": "object", "properties": {
         "id": {"type": "string"}, "prefix": {"type": "string"}, "key": {"type": "string"}, "token": {"type": "string"}}},
 }
@@ -143,6 +145,10 @@ def _with_audit_api() -> None:
 
 
 _with_audit_api()
+# Request bodies: a member the API does not know is refused (400), not ignored.
+for _name in ("NewMember", "MemberChange", "TeamName", "Name", "Settings", "NewInvitation", "InvitationToken",
+              "NewApiKey", "NewGroupMapping"):
+    SCHEMAS[_name]["additionalProperties"] = False
 
 
 def document() -> dict[str, Any]:

@@ -138,3 +138,22 @@ def test_nul_characters_are_400_not_a_postgresql_500(client: FlaskClient, db: Da
     response = client.open(path, method=method, json=body, headers={"Authorization": keyed["acme"]})
     assert (response.status_code, response.json["code"]) == (400, "invalid_value"), response.json
     assert counts(db) == before
+
+
+@pytest.mark.parametrize("method,path,body,field", [
+    ("POST", "/api/v1/orgs/acme/teams", {"name": None}, "name"),
+    ("POST", "/api/v1/orgs/acme/teams", {"name": 42}, "name"),
+    ("POST", "/api/v1/orgs/acme/members", {"email": {"value": "x@acme.test"}}, "email"),
+    ("POST", "/api/v1/orgs/acme/members", {"email": "x@acme.test", "role": ""}, "role"),
+    ("POST", "/api/v1/orgs/acme/members", {"email": "x@acme.test", "nickname": "X"}, "nickname"),
+    ("POST", "/api/v1/orgs/acme/invitations", {"email": ["x@acme.test"]}, "email"),
+    ("POST", "/api/v1/orgs/acme/scim-tokens", {"name": -4.5}, "name"),
+    ("POST", "/api/v1/orgs/acme/api-keys", {"name": "k", "expires": "never"}, "expires"),
+    ("POST", "/api/v1/orgs/acme/group-mappings", {"group_external_id": "g1", "team": "Default"}, "team"),
+])
+def test_wrong_types_and_unknown_fields_are_refused_not_coerced(client: FlaskClient, db: Database, keyed, method,
+                                                                path, body, field) -> None:
+    before = counts(db)
+    response = client.open(path, method=method, json=body, headers={"Authorization": keyed["acme"]})
+    assert (response.status_code, response.json["code"], response.json["field"]) == (400, "invalid_value", field)
+    assert counts(db) == before  # no team called "None", no user called "{'value': ...}"
