@@ -192,14 +192,21 @@ def add_member(org_ref: str) -> tuple[Response, int]:
 @authenticated
 def update_member(org_ref: str, user_id: str) -> Response:
     org_id, data = _org_id(org_ref), _body("role", "active")
-    if "role" in data:
-        run(_db(), g.actor, users.change_role, org_id, user_id, _text(data, "role"))
-    if "active" in data:
-        if not isinstance(data["active"], bool):
-            raise InvalidValue("active must be true or false", field="active")
-        run(_db(), g.actor, users.reactivate_user if data["active"] else users.deactivate_user, org_id, user_id)
+    role = _text(data, "role") if "role" in data else None
+    if "active" in data and not isinstance(data["active"], bool):
+        raise InvalidValue("active must be true or false", field="active")
+    run(_db(), g.actor, _change_member, org_id, user_id, role, data.get("active"))
     with _db().reading() as session:
         return jsonify(_member(session, users.get_user(session, org_id, user_id)))
+
+
+def _change_member(session: Any, actor: Actor, org_id: str, user_id: str, role: str | None,
+                   active: bool | None) -> None:
+    """Apply a role and an active state in one transaction, so that a refused half undoes the other."""
+    if role is not None:
+        users.change_role(session, actor, org_id, user_id, role)
+    if active is not None:
+        (users.reactivate_user if active else users.deactivate_user)(session, actor, org_id, user_id)
 
 
 @bp.delete("/orgs/<org_ref>/members/<user_id>")

@@ -157,3 +157,19 @@ def test_wrong_types_and_unknown_fields_are_refused_not_coerced(client: FlaskCli
     response = client.open(path, method=method, json=body, headers={"Authorization": keyed["acme"]})
     assert (response.status_code, response.json["code"], response.json["field"]) == (400, "invalid_value", field)
     assert counts(db) == before  # no team called "None", no user called "{'value': ...}"
+
+
+@pytest.mark.parametrize("body,status", [
+    ({"role": "admin", "active": "no"}, 400),  # the role was changed before `active` was found wrong
+    ({"role": "admin", "active": True}, 403),  # the role was committed, then reactivation hit the seat cap
+])
+def test_a_member_change_refused_in_part_changes_nothing(client: FlaskClient, db: Database, keyed, body,
+                                                         status) -> None:
+    auth = {"Authorization": keyed["acme"]}
+    bob = client.post("/api/v1/orgs/acme/members", json={"email": "bob@acme.test"}, headers=auth).json
+    assert client.patch(f"/api/v1/orgs/acme/members/{bob['id']}", json={"active": False}, headers=auth).status_code == 200
+    assert client.patch("/api/v1/orgs/acme/settings", json={"max_seats": 1}, headers=auth).status_code == 200
+    before = client.get("/api/v1/orgs/acme/members", headers=auth).json
+    response = client.patch(f"/api/v1/orgs/acme/members/{bob['id']}", json=body, headers=auth)
+    assert response.status_code == status, response.json
+    assert client.get("/api/v1/orgs/acme/members", headers=auth).json == before
