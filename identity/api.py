@@ -5,6 +5,7 @@ Authenticated with `Authorization: Bearer <api key>`. Errors are RFC 9457 proble
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -125,6 +126,23 @@ def _role(data: dict[str, Any]) -> str | None:
     return role
 
 
+def known_args(*names: str) -> None:
+    """Refuse a query parameter the operation does not take: a misspelt filter must not widen a read."""
+    unknown = sorted(set(request.args) - set(names))
+    if unknown:
+        raise InvalidValue(f"unknown query parameters: {', '.join(map(repr, unknown))}", field=unknown[0])
+
+
+def int_arg(name: str, default: int) -> int:
+    """Return the integer query parameter `name` (else `default`); text or a repeated value is refused."""
+    values = request.args.getlist(name)
+    if not values:
+        return default
+    if len(values) > 1 or not re.fullmatch(r"-?[0-9]{1,18}", values[0]):
+        raise InvalidValue(f"{name} must be one integer", field=name)
+    return int(values[0])
+
+
 def _org_id(org_ref: str) -> str:
     """Resolve an org id or slug within the caller's own org; any other org is not found."""
     if org_ref not in (g.key.org_id, g.key.org_slug):
@@ -168,7 +186,8 @@ def _member(session: Any, user: User) -> dict[str, Any]:
 def list_members(org_ref: str) -> Response:
     org_id = _org_id(org_ref)
     authorize(g.actor, "directory.read", org_id=org_id)
-    limit = min(max(request.args.get("limit", 100, type=int), 1), 500)
+    known_args("limit", "after")
+    limit = min(max(int_arg("limit", 100), 1), 500)
     after = request.args.get("after", "")
     with _db().reading() as session:
         found = list(session.scalars(select(User).where(User.org_id == org_id, User.deleted_at.is_(None),

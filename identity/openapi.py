@@ -25,11 +25,14 @@ ORG = {"name": "org", "in": "path", "required": True, "schema": {"type": "string
 
 
 def _op(summary: str, ok: dict[str, Any], *, body: str | None = None, params: tuple[str, ...] = (),
-        status: str = "200", auth: bool = True) -> dict[str, Any]:
+        status: str = "200", auth: bool = True,
+        query: tuple[tuple[str, dict[str, Any], str], ...] | list[Any] = ()) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "summary": summary,
         "parameters": [ORG] * ("org" in params) + [
-            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params if p != "org"],
+            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params if p != "org"] + [
+            {"name": q, "in": "query", "required": False, "schema": schema, "description": text}
+            for q, schema, text in query],
         "responses": {status: ok, **ERRORS},
     }
     if body:
@@ -46,7 +49,9 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/key": {"get": _op("Whom the presented key speaks for (the gateway's verification call)", _json(_ref("KeyIdentity")))},
     "/api/v1/orgs/{org}/seats": {"get": _op("Seat preview: included, purchased, used, free, next seat's cost", _json(_ref("Seats")), params=ORG_ONLY)},
     "/api/v1/orgs/{org}/members": {
-        "get": _op("List members (keyset pages: ?limit=&after=)", _json({"type": "object"}), params=ORG_ONLY),
+        "get": _op("List members (keyset pages: ?limit=&after=)", _json({"type": "object"}), params=ORG_ONLY,
+                   query=[("limit", {"type": "integer"}, "page size, 1 to 500 (default 100; others are clamped)"),
+                          ("after", {"type": "string"}, "`next` of the previous page")]),
         "post": _op("Add a member (takes a seat)", _json(_ref("Member")), body="NewMember", params=ORG_ONLY, status="201"),
     },
     "/api/v1/orgs/{org}/members/{user_id}": {

@@ -173,3 +173,9 @@ def test_a_member_change_refused_in_part_changes_nothing(client: FlaskClient, db
     response = client.patch(f"/api/v1/orgs/acme/members/{bob['id']}", json=body, headers=auth)
     assert response.status_code == status, response.json
     assert client.get("/api/v1/orgs/acme/members", headers=auth).json == before
+
+
+@pytest.mark.parametrize("query,field", [("limit=ten", "limit"), ("limit=1&limit=2", "limit"), ("afer=x", "afer")])
+def test_member_list_parameters_are_checked_not_guessed(client: FlaskClient, keyed, query, field) -> None:
+    response = client.get(f"/api/v1/orgs/acme/members?{query}", headers={"Authorization": keyed["acme"]})
+    assert (response.status_code, response.json["field"]) == (400, field)
