@@ -95,6 +95,10 @@ PATHS: dict[str, dict[str, Any]] = {
 }
 
 ROLE = {"type": "string", "enum": ["owner", "admin", "member", "viewer", "developer"]}
+OPTIONAL_ROLE = {"type": ["string", "null"], "enum": [*ROLE["enum"], None],
+                 "description": "null or absent: the org's default role"}
+DEFAULT_TEAM = {"type": ["string", "null"], "description": "null or absent: the default team (for a key or an "
+                "invitation, the calling key's team)"}
 SCHEMAS: dict[str, Any] = {
     "Problem": {"type": "object", "required": ["status", "code", "detail"], "properties": {
         "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
@@ -109,7 +113,7 @@ SCHEMAS: dict[str, Any] = {
         "id": {"type": "string"}, "userName": {"type": "string"}, "email": {"type": ["string", "null"]},
         "active": {"type": "boolean"}, "role": ROLE, "teams": {"type": "object"}, "source": {"type": "string"}}},
     "NewMember": {"type": "object", "required": ["email"], "properties": {
-        "email": {"type": "string"}, "role": ROLE, "team_id": {"type": "string"}}},
+        "email": {"type": "string"}, "role": OPTIONAL_ROLE, "team_id": DEFAULT_TEAM}},
     "MemberChange": {"type": "object", "properties": {"role": ROLE, "active": {"type": "boolean"}}},
     "Team": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"},
                                               "default": {"type": "boolean"}, "created": {"type": "string"}}},
@@ -122,14 +126,15 @@ SCHEMAS: dict[str, Any] = {
         "group_sync": {"type": "string", "enum": ["mirror", "mapped"]}, "idp_may_grant_owner": {"type": "boolean"},
         "require_sso": {"type": "boolean"}, "audit_retention_days": {"type": "integer", "minimum": 1}}},
     "NewInvitation": {"type": "object", "required": ["email"], "properties": {
-        "email": {"type": "string"}, "role": ROLE, "team_id": {"type": "string"}}},
+        "email": {"type": "string"}, "role": OPTIONAL_ROLE, "team_id": DEFAULT_TEAM}},
     "Invitation": {"type": "object", "properties": {
         "id": {"type": "string"}, "email": {"type": "string"}, "role": ROLE, "team_id": {"type": "string"},
         "status": {"type": "string"}, "expires_at": {"type": "string"}, "token": {"type": "string"},
         "seats": _ref("Seats")}},
     "InvitationToken": {"type": "object", "required": ["token"], "properties": {"token": {"type": "string"}}},
     "NewApiKey": {"type": "object", "properties": {
-        "name": {"type": "string"}, "team_id": {"type": "string"}, "user_id": {"type": "string"},
+        "name": {"type": "string"}, "team_id": DEFAULT_TEAM,
+        "user_id": {"type": ["string", "null"], "description": "null or absent: the key's own member"},
         "scopes": {"type": "array", "items": {"type": "string", "enum": ["admin", "inference", "usage.read"]}}}},
     "GroupMapping": {"type": "object", "properties": {
         "id": {"type": "string"}, "group_external_id": {"type": ["string", "null"]},

@@ -179,3 +179,14 @@ def test_a_member_change_refused_in_part_changes_nothing(client: FlaskClient, db
 def test_member_list_parameters_are_checked_not_guessed(client: FlaskClient, keyed, query, field) -> None:
     response = client.get(f"/api/v1/orgs/acme/members?{query}", headers={"Authorization": keyed["acme"]})
     assert (response.status_code, response.json["field"]) == (400, field)
+
+
+def test_the_document_allows_the_nulls_the_api_takes_as_defaults(client: FlaskClient, keyed) -> None:
+    schemas = client.get("/openapi.json").json["components"]["schemas"]
+    body = {"email": "nully@acme.test", "role": None, "team_id": None}
+    created = client.post("/api/v1/orgs/acme/members", json=body, headers={"Authorization": keyed["acme"]})
+    assert created.status_code == 201 and created.json["role"] == "member"
+    for name in ("NewMember", "NewInvitation"):
+        assert all(None in schemas[name]["properties"][field].get("enum", [None]) and
+                   "null" in schemas[name]["properties"][field]["type"] for field in ("role", "team_id")), name
+    assert "null" in schemas["NewApiKey"]["properties"]["user_id"]["type"]
