@@ -5,6 +5,7 @@ Authenticated with `Authorization: Bearer <api key>`. Errors are RFC 9457 proble
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -54,6 +55,24 @@ def problem(status: int, code: str, detail: str, extra: dict[str, Any] | None = 
     return response
 
 
+def refuse_nul() -> None:
+    """Refuse NUL in a path or query string as bad input: PostgreSQL text cannot hold it (a 500 there)."""
+    if any(_has_nul(value) for value in (request.view_args or {}).values()) or _has_nul(
+            [*request.args.keys(), *(v for values in request.args.listvalues() for v in values)]):
+        raise InvalidValue("the path and query must not contain NUL characters")
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    return isinstance(value, list) and any(_has_nul(v) for v in value)
+
+
+bp.before_request(refuse_nul)
+
+
 def authenticated(view: Callable[..., Any]) -> Callable[..., Any]:
     """Require a valid API key; put its identity in `g.key` and its actor in `g.actor`."""
     @wraps(view)
@@ -73,11 +92,55 @@ def authenticated(view: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _body() -> dict[str, Any]:
+def _body(*fields: str) -> dict[str, Any]:
+    """Return the JSON object of the request; any member other than `fields` is refused, not ignored."""
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         raise InvalidValue("the request body must be a JSON object")
+    if _has_nul(data):
+        raise InvalidValue("strings must not contain NUL characters")  # PostgreSQL text cannot hold them
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise InvalidValue(f"unknown fields: {', '.join(map(repr, unknown))}", field=unknown[0])
     return data
+
+
+def _text(data: dict[str, Any], name: str, default: str = "") -> str:
+    """Return the string member `name` (else `default`); any other JSON type is refused, not coerced."""
+    value = data.get(name, default)
+    if not isinstance(value, str):
+        raise InvalidValue(f"{name} must be a string", field=name)
+    return value
+
+
+def _optional_text(data: dict[str, Any], name: str) -> str | None:
+    """Return the string member `name`, or None when it is absent or null."""
+    return None if data.get(name) is None else _text(data, name)
+
+
+def _role(data: dict[str, Any]) -> str | None:
+    """Return the `role` member: absent or null means the default; an empty or non-string role is refused."""
+    role = _optional_text(data, "role")
+    if role == "":
+        raise InvalidValue("role must be one of owner, admin, member, viewer", field="role")
+    return role
+
+
+def known_args(*names: str) -> None:
+    """Refuse a query parameter the operation does not take: a misspelt filter must not widen a read."""
+    unknown = sorted(set(request.args) - set(names))
+    if unknown:
+        raise InvalidValue(f"unknown query parameters: {', '.join(map(repr, unknown))}", field=unknown[0])
+
+
+def int_arg(name: str, default: int) -> int:
+    """Return the integer query parameter `name` (else `default`); text or a repeated value is refused."""
+    values = request.args.getlist(name)
+    if not values:
+        return default
+    if len(values) > 1 or not re.fullmatch(r"-?[0-9]{1,18}", values[0]):
+        raise InvalidValue(f"{name} must be one integer", field=name)
+    return int(values[0])
 
 
 def _org_id(org_ref: str) -> str:
@@ -123,7 +186,8 @@ def _member(session: Any, user: User) -> dict[str, Any]:
 def list_members(org_ref: str) -> Response:
     org_id = _org_id(org_ref)
     authorize(g.actor, "directory.read", org_id=org_id)
-    limit = min(max(request.args.get("limit", 100, type=int), 1), 500)
+    known_args("limit", "after")
+    limit = min(max(int_arg("limit", 100), 1), 500)
     after = request.args.get("after", "")
     with _db().reading() as session:
         found = list(session.scalars(select(User).where(User.org_id == org_id, User.deleted_at.is_(None),
@@ -135,10 +199,10 @@ def list_members(org_ref: str) -> Response:
 @bp.post("/orgs/<org_ref>/members")
 @authenticated
 def add_member(org_ref: str) -> tuple[Response, int]:
-    org_id, data = _org_id(org_ref), _body()
-    email = str(data.get("email", ""))
+    org_id, data = _org_id(org_ref), _body("email", "role", "team_id")
+    email = _text(data, "email", "")
     user = run(_db(), g.actor, users.provision_user, org_id, user_name=email, email=email,
-               role=data.get("role"), team_id=data.get("team_id"), source="manual")
+               role=_role(data), team_id=_optional_text(data, "team_id"), source="manual")
     with _db().reading() as session:
         return jsonify(_member(session, session.get(User, user.id))), 201
 
@@ -146,15 +210,22 @@ def add_member(org_ref: str) -> tuple[Response, int]:
 @bp.patch("/orgs/<org_ref>/members/<user_id>")
 @authenticated
 def update_member(org_ref: str, user_id: str) -> Response:
-    org_id, data = _org_id(org_ref), _body()
-    if "role" in data:
-        run(_db(), g.actor, users.change_role, org_id, user_id, str(data["role"]))
-    if "active" in data:
-        if not isinstance(data["active"], bool):
-            raise InvalidValue("active must be true or false", field="active")
-        run(_db(), g.actor, users.reactivate_user if data["active"] else users.deactivate_user, org_id, user_id)
+    org_id, data = _org_id(org_ref), _body("role", "active")
+    role = _text(data, "role") if "role" in data else None
+    if "active" in data and not isinstance(data["active"], bool):
+        raise InvalidValue("active must be true or false", field="active")
+    run(_db(), g.actor, _change_member, org_id, user_id, role, data.get("active"))
     with _db().reading() as session:
         return jsonify(_member(session, users.get_user(session, org_id, user_id)))
+
+
+def _change_member(session: Any, actor: Actor, org_id: str, user_id: str, role: str | None,
+                   active: bool | None) -> None:
+    """Apply a role and an active state in one transaction, so that a refused half undoes the other."""
+    if role is not None:
+        users.change_role(session, actor, org_id, user_id, role)
+    if active is not None:
+        (users.reactivate_user if active else users.deactivate_user)(session, actor, org_id, user_id)
 
 
 @bp.delete("/orgs/<org_ref>/members/<user_id>")
@@ -181,14 +252,16 @@ def list_teams(org_ref: str) -> Response:
 @bp.post("/orgs/<org_ref>/teams")
 @authenticated
 def create_team(org_ref: str) -> tuple[Response, int]:
-    team = run(_db(), g.actor, teams.create_team, _org_id(org_ref), str(_body().get("name", "")))
+    org_id = _org_id(org_ref)
+    team = run(_db(), g.actor, teams.create_team, org_id, _text(_body("name"), "name", ""))
     return jsonify(_team(team)), 201
 
 
 @bp.patch("/orgs/<org_ref>/teams/<team_id>")
 @authenticated
 def rename_team(org_ref: str, team_id: str) -> Response:
-    team = run(_db(), g.actor, teams.rename_team, _org_id(org_ref), team_id, str(_body().get("name", "")))
+    org_id = _org_id(org_ref)
+    team = run(_db(), g.actor, teams.rename_team, org_id, team_id, _text(_body("name"), "name", ""))
     return jsonify(_team(team))
 
 
@@ -215,7 +288,8 @@ def get_settings(org_ref: str) -> Response:
 @bp.patch("/orgs/<org_ref>/settings")
 @authenticated
 def change_settings(org_ref: str) -> Response:
-    org = run(_db(), g.actor, orgs.update_settings, _org_id(org_ref), _body())
+    org_id = _org_id(org_ref)
+    org = run(_db(), g.actor, orgs.update_settings, org_id, _body(*orgs.SETTINGS))
     return jsonify(_settings(org))
 
 
@@ -227,9 +301,9 @@ def _invitation(invitation: Invitation) -> dict[str, Any]:
 @bp.post("/orgs/<org_ref>/invitations")
 @authenticated
 def create_invitation(org_ref: str) -> tuple[Response, int]:
-    org_id, data = _org_id(org_ref), _body()
-    invitation, token = run(_db(), g.actor, invitations.invite, org_id, email=str(data.get("email", "")),
-                            role=str(data.get("role", "member")), team_id=data.get("team_id"))
+    org_id, data = _org_id(org_ref), _body("email", "role", "team_id")
+    invitation, token = run(_db(), g.actor, invitations.invite, org_id, email=_text(data, "email", ""),
+                            role=_role(data) or "member", team_id=_optional_text(data, "team_id"))
     with _db().reading() as session:
         preview = seats.preview(session.get(Org, org_id)).as_dict()
     return jsonify({**_invitation(invitation), "token": token, "seats": preview}), 201
@@ -248,7 +322,7 @@ def list_invitations(org_ref: str) -> Response:
 
 def _invitation_token() -> tuple[str, Actor]:
     """Read the link token and its holder; record its expiry first, in a transaction of its own."""
-    token = str(_body().get("token", ""))
+    token = _text(_body("token"), "token", "")
     with _db().transaction() as session:
         invitations.expire_if_due(session, token)
         actor = invitations.invitee(session, token)
@@ -274,12 +348,12 @@ def decline_invitation() -> tuple[str, int]:
 @bp.post("/orgs/<org_ref>/api-keys")
 @authenticated
 def create_api_key(org_ref: str) -> tuple[Response, int]:
-    org_id, data = _org_id(org_ref), _body()
+    org_id, data = _org_id(org_ref), _body("name", "team_id", "user_id", "scopes")
     scopes = data.get("scopes", ["inference"])
     if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
         raise InvalidValue("scopes must be a list of strings", field="scopes")
-    issued = run(_db(), g.actor, keys.create_api_key, org_id, user_id=str(data.get("user_id") or g.key.user_id),
-                 team_id=str(data.get("team_id") or g.key.team_id), name=str(data.get("name", "")), scopes=scopes)
+    issued = run(_db(), g.actor, keys.create_api_key, org_id, user_id=_optional_text(data, "user_id") or g.key.user_id,
+                 team_id=_optional_text(data, "team_id") or g.key.team_id, name=_text(data, "name"), scopes=scopes)
     return jsonify({"id": issued.id, "prefix": issued.prefix, "key": issued.secret}), 201
 
 
@@ -293,7 +367,8 @@ def revoke_api_key(org_ref: str, key_id: str) -> tuple[str, int]:
 @bp.post("/orgs/<org_ref>/scim-tokens")
 @authenticated
 def create_scim_token(org_ref: str) -> tuple[Response, int]:
-    issued = run(_db(), g.actor, keys.create_scim_token, _org_id(org_ref), name=str(_body().get("name", "SCIM")))
+    org_id = _org_id(org_ref)
+    issued = run(_db(), g.actor, keys.create_scim_token, org_id, name=_text(_body("name"), "name", "SCIM"))
     return jsonify({"id": issued.id, "prefix": issued.prefix, "token": issued.secret}), 201
 
 
@@ -307,6 +382,9 @@ def revoke_scim_token(org_ref: str, token_id: str) -> tuple[str, int]:
 def _mapping(rule: GroupMapping) -> dict[str, Any]:
     return {"id": rule.id, "group_external_id": rule.group_external_id, "group_display_name": rule.group_display_name,
             "team_id": rule.team_id, "team_role": rule.team_role, "org_role": rule.org_role}
+
+
+MAPPING_FIELDS = ("group_external_id", "group_display_name", "team_id", "team_role", "org_role")
 
 
 @bp.get("/orgs/<org_ref>/group-mappings")
@@ -323,11 +401,11 @@ def list_mappings(org_ref: str) -> Response:
 @bp.post("/orgs/<org_ref>/group-mappings")
 @authenticated
 def create_mapping(org_ref: str) -> tuple[Response, int]:
-    data = _body()
-    fields = {k: data.get(k) for k in ("group_external_id", "group_display_name", "team_id", "team_role", "org_role")}
+    org_id, data = _org_id(org_ref), _body(*MAPPING_FIELDS)
+    fields = {k: data.get(k) for k in MAPPING_FIELDS}
     if not all(v is None or isinstance(v, str) for v in fields.values()):
         raise InvalidValue("group mapping fields are strings")
-    rule = run(_db(), g.actor, groups.create_mapping, _org_id(org_ref), **fields)
+    rule = run(_db(), g.actor, groups.create_mapping, org_id, **fields)
     return jsonify(_mapping(rule)), 201
 
 

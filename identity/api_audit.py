@@ -20,7 +20,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 from audit import checkpoints, events, export, signing
 from audit.log import Target, record
 from identity import config
-from identity.api import authenticated, domain_problem
+from identity.api import authenticated, domain_problem, int_arg, known_args, refuse_nul
 from identity.errors import DomainError, InvalidValue, NotFound
 from identity.roles import authorize
 
@@ -29,6 +29,7 @@ bp = Blueprint("api_audit", __name__, url_prefix="/api/v1")
 
 # Domain errors become problem JSON through the admin API's one table of statuses.
 bp.register_error_handler(DomainError, domain_problem)
+bp.before_request(refuse_nul)
 
 MAX_LIMIT = 1000
 FILTERS = ("since", "until", "action", "actor", "actor_type", "target", "target_type", "outcome")
@@ -97,8 +98,8 @@ def decode_cursor(cursor: str) -> tuple[int, dict[str, Any]]:
 
 
 def _limit() -> int:
-    limit = request.args.get("limit", 100, type=int)
-    if limit is None or not 1 <= limit <= MAX_LIMIT:
+    limit = int_arg("limit", 100)
+    if not 1 <= limit <= MAX_LIMIT:
         raise InvalidValue(f"limit must be 1 to {MAX_LIMIT}", field="limit")
     return limit
 
@@ -107,6 +108,7 @@ def _limit() -> int:
 @authenticated
 def list_events(org_ref: str) -> Response:
     """Return a page of events in chain order, and the cursor of the next page (null once a closed range ends)."""
+    known_args(*FILTERS, "cursor", "limit")
     org_id, limit = _org_id(org_ref), _limit()
     cursor = request.args.get("cursor")
     after, filters = decode_cursor(cursor) if cursor else (0, _filters_from(request.args))
@@ -131,6 +133,7 @@ def list_events(org_ref: str) -> Response:
 @authenticated
 def export_events(org_ref: str) -> Response:
     """Stream the selected events as JSON Lines, CSV or OCSF JSON Lines; the export is audited first."""
+    known_args(*FILTERS, "format")
     org_id = _org_id(org_ref)
     fmt = request.args.get("format", "jsonl")
     if fmt not in export.FORMATS:
@@ -155,8 +158,9 @@ def export_events(org_ref: str) -> Response:
 @authenticated
 def list_checkpoints(org_ref: str) -> Response:
     """Return the org's signed checkpoints, oldest first, after checkpoint id `after`."""
+    known_args("after", "limit")
     org_id, limit = _org_id(org_ref), _limit()
-    after = request.args.get("after", 0, type=int) or 0
+    after = int_arg("after", 0)
     with _db().reading() as session:
         found = checkpoints.listing(session, org_id, after, limit)
     body = {"checkpoints": [{"id": c.id, **checkpoints.document(c)} for c in found],

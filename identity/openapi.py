@@ -25,11 +25,14 @@ ORG = {"name": "org", "in": "path", "required": True, "schema": {"type": "string
 
 
 def _op(summary: str, ok: dict[str, Any], *, body: str | None = None, params: tuple[str, ...] = (),
-        status: str = "200", auth: bool = True) -> dict[str, Any]:
+        status: str = "200", auth: bool = True,
+        query: tuple[tuple[str, dict[str, Any], str], ...] | list[Any] = ()) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "summary": summary,
         "parameters": [ORG] * ("org" in params) + [
-            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params if p != "org"],
+            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params if p != "org"] + [
+            {"name": q, "in": "query", "required": False, "schema": schema, "description": text}
+            for q, schema, text in query],
         "responses": {status: ok, **ERRORS},
     }
     if body:
@@ -46,7 +49,9 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/key": {"get": _op("Whom the presented key speaks for (the gateway's verification call)", _json(_ref("KeyIdentity")))},
     "/api/v1/orgs/{org}/seats": {"get": _op("Seat preview: included, purchased, used, free, next seat's cost", _json(_ref("Seats")), params=ORG_ONLY)},
     "/api/v1/orgs/{org}/members": {
-        "get": _op("List members (keyset pages: ?limit=&after=)", _json({"type": "object"}), params=ORG_ONLY),
+        "get": _op("List members (keyset pages: ?limit=&after=)", _json({"type": "object"}), params=ORG_ONLY,
+                   query=[("limit", {"type": "integer"}, "page size, 1 to 500 (default 100; others are clamped)"),
+                          ("after", {"type": "string"}, "`next` of the previous page")]),
         "post": _op("Add a member (takes a seat)", _json(_ref("Member")), body="NewMember", params=ORG_ONLY, status="201"),
     },
     "/api/v1/orgs/{org}/members/{user_id}": {
@@ -77,7 +82,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/orgs/{org}/group-mappings": {
         "get": _op("List group mapping rules", _json({"type": "object"}), params=ORG_ONLY),
         "post": _op("Map an IdP group (by immutable id or name) to a team and role; applied at once",
-                    _json(_ref("GroupMapping")), body="GroupMapping", params=ORG_ONLY, status="201"),
+                    _json(_ref("GroupMapping")), body="NewGroupMapping", params=ORG_ONLY, status="201"),
     },
     "/api/v1/orgs/{org}/group-mappings/{mapping_id}": {
         "delete": _op("Delete a group mapping rule", NO_CONTENT, params=("org", "mapping_id"), status="204")},
@@ -90,6 +95,10 @@ PATHS: dict[str, dict[str, Any]] = {
 }
 
 ROLE = {"type": "string", "enum": ["owner", "admin", "member", "viewer", "developer"]}
+OPTIONAL_ROLE = {"type": ["string", "null"], "enum": [*ROLE["enum"], None],
+                 "description": "null or absent: the org's default role"}
+DEFAULT_TEAM = {"type": ["string", "null"], "description": "null or absent: the default team (for a key or an "
+                "invitation, the calling key's team)"}
 SCHEMAS: dict[str, Any] = {
     "Problem": {"type": "object", "required": ["status", "code", "detail"], "properties": {
         "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
@@ -104,7 +113,7 @@ SCHEMAS: dict[str, Any] = {
         "id": {"type": "string"}, "userName": {"type": "string"}, "email": {"type": ["string", "null"]},
         "active": {"type": "boolean"}, "role": ROLE, "teams": {"type": "object"}, "source": {"type": "string"}}},
     "NewMember": {"type": "object", "required": ["email"], "properties": {
-        "email": {"type": "string"}, "role": ROLE, "team_id": {"type": "string"}}},
+        "email": {"type": "string"}, "role": OPTIONAL_ROLE, "team_id": DEFAULT_TEAM}},
     "MemberChange": {"type": "object", "properties": {"role": ROLE, "active": {"type": "boolean"}}},
     "Team": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"},
                                               "default": {"type": "boolean"}, "created": {"type": "string"}}},
@@ -117,19 +126,22 @@ SCHEMAS: dict[str, Any] = {
         "group_sync": {"type": "string", "enum": ["mirror", "mapped"]}, "idp_may_grant_owner": {"type": "boolean"},
         "require_sso": {"type": "boolean"}, "audit_retention_days": {"type": "integer", "minimum": 1}}},
     "NewInvitation": {"type": "object", "required": ["email"], "properties": {
-        "email": {"type": "string"}, "role": ROLE, "team_id": {"type": "string"}}},
+        "email": {"type": "string"}, "role": OPTIONAL_ROLE, "team_id": DEFAULT_TEAM}},
     "Invitation": {"type": "object", "properties": {
         "id": {"type": "string"}, "email": {"type": "string"}, "role": ROLE, "team_id": {"type": "string"},
         "status": {"type": "string"}, "expires_at": {"type": "string"}, "token": {"type": "string"},
         "seats": _ref("Seats")}},
     "InvitationToken": {"type": "object", "required": ["token"], "properties": {"token": {"type": "string"}}},
     "NewApiKey": {"type": "object", "properties": {
-        "name": {"type": "string"}, "team_id": {"type": "string"}, "user_id": {"type": "string"},
+        "name": {"type": "string"}, "team_id": DEFAULT_TEAM,
+        "user_id": {"type": ["string", "null"], "description": "null or absent: the key's own member"},
         "scopes": {"type": "array", "items": {"type": "string", "enum": ["admin", "inference", "usage.read"]}}}},
     "GroupMapping": {"type": "object", "properties": {
         "id": {"type": "string"}, "group_external_id": {"type": ["string", "null"]},
         "group_display_name": {"type": ["string", "null"]}, "team_id": {"type": ["string", "null"]},
         "team_role": {"type": ["string", "null"]}, "org_role": {"type": ["string", "null"]}}},
+    "NewGroupMapping": {"type": "object", "properties": {name: {"type": ["string", "null"]} for name in (
+        "group_external_id", "group_display_name", "team_id", "team_role", "org_role")}},
     "NewSecret": {"type": "object", "properties": {
         "id": {"type": "string"}, "prefix": {"type": "string"}, "key": {"type": "string"}, "token": {"type": "string"}}},
 }
@@ -143,6 +155,10 @@ def _with_audit_api() -> None:
 
 
 _with_audit_api()
+# Request bodies: a member the API does not know is refused (400), not ignored.
+for _name in ("NewMember", "MemberChange", "TeamName", "Name", "Settings", "NewInvitation", "InvitationToken",
+              "NewApiKey", "NewGroupMapping"):
+    SCHEMAS[_name]["additionalProperties"] = False
 
 
 def document() -> dict[str, Any]:

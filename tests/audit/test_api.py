@@ -157,6 +157,9 @@ def test_checkpoints_are_signed_published_and_listed(client: FlaskClient, admin_
     ({"cursor": "not-a-cursor"}, "invalid_value"),
     ({"limit": 0}, "invalid_value"),
     ({"limit": 5000}, "invalid_value"),
+    ({"limit": "ten"}, "invalid_value"),  # was read as the default, 100
+    ({"limit": ["5", "6"]}, "invalid_value"),
+    ({"actr": "someone"}, "invalid_value"),  # a misspelt filter once returned the whole log
 ])
 def test_bad_parameters_are_problems(client: FlaskClient, admin_key: str, acme: NewOrg, params: dict[str, Any],
                                      code: str) -> None:
@@ -176,3 +179,26 @@ def test_only_owners_and_admins_read_the_log(client: FlaskClient, db: Database, 
         assert response.status_code == 403, path
     assert client.get(f"/api/v1/orgs/{acme.org.slug}/audit-events").status_code == 401
     assert client.get("/api/v1/orgs/other-org/audit-events", headers=auth(secret)).status_code == 404
+
+
+@pytest.mark.parametrize("path", ["audit-events", "audit-events/export"])
+def test_a_nul_in_a_filter_is_a_problem_before_anything_is_audited(client: FlaskClient, admin_key: str, db: Database,
+                                                                   acme: NewOrg, path: str) -> None:
+    before = actions(db, acme.org.id)
+    response = client.get(f"/api/v1/orgs/{acme.org.slug}/{path}", query_string={"actor": "a\x00b"},
+                          headers=auth(admin_key))
+    assert response.status_code == 400 and response.get_json()["code"] == "invalid_value"
+    assert actions(db, acme.org.id) == before  # PostgreSQL cannot hold NUL: once a 500 mid-stream
+
+
+@pytest.mark.parametrize("path,params", [
+    ("audit-checkpoints", {"after": "latest"}),
+    ("audit-checkpoints", {"since": "2026-01-01"}),
+    ("audit-events/export", {"format": "csv", "action_type": "user.created"}),
+])
+def test_checkpoints_and_export_refuse_parameters_they_do_not_take(client: FlaskClient, admin_key: str, db: Database,
+                                                                  acme: NewOrg, path: str, params: dict[str, Any]) -> None:
+    before = actions(db, acme.org.id)
+    response = client.get(f"/api/v1/orgs/{acme.org.slug}/{path}", query_string=params, headers=auth(admin_key))
+    assert response.status_code == 400 and response.get_json()["field"] == next(iter(set(params) - {"format"}))
+    assert actions(db, acme.org.id) == before

@@ -135,3 +135,69 @@ def test_nan_and_infinity_are_not_json_to_the_admin_api(client: FlaskClient, db:
                            headers={"Authorization": keyed["acme"]})
     assert response.status_code == 400 and response.content_type == "application/problem+json", response.json
     assert counts(db) == before
+
+
+@pytest.mark.parametrize("method,path,body", [
+    ("POST", "/api/v1/orgs/acme/teams", {"name": "Nul\x00Team"}),
+    ("POST", "/api/v1/orgs/acme/members", {"email": "nul@acme.test", "team_id": "x\x00"}),
+    ("DELETE", "/api/v1/orgs/acme/members/user%00id", None),
+    ("GET", "/api/v1/orgs/acme/members?after=%00", None),
+])
+def test_nul_characters_are_400_not_a_postgresql_500(client: FlaskClient, db: Database, keyed, method, path,
+                                                     body) -> None:
+    before = counts(db)
+    response = client.open(path, method=method, json=body, headers={"Authorization": keyed["acme"]})
+    assert (response.status_code, response.json["code"]) == (400, "invalid_value"), response.json
+    assert counts(db) == before
+
+
+@pytest.mark.parametrize("method,path,body,field", [
+    ("POST", "/api/v1/orgs/acme/teams", {"name": None}, "name"),
+    ("POST", "/api/v1/orgs/acme/teams", {"name": 42}, "name"),
+    ("POST", "/api/v1/orgs/acme/members", {"email": {"value": "x@acme.test"}}, "email"),
+    ("POST", "/api/v1/orgs/acme/members", {"email": "x@acme.test", "role": ""}, "role"),
+    ("POST", "/api/v1/orgs/acme/members", {"email": "x@acme.test", "nickname": "X"}, "nickname"),
+    ("POST", "/api/v1/orgs/acme/invitations", {"email": ["x@acme.test"]}, "email"),
+    ("POST", "/api/v1/orgs/acme/scim-tokens", {"name": -4.5}, "name"),
+    ("POST", "/api/v1/orgs/acme/api-keys", {"name": "k", "expires": "never"}, "expires"),
+    ("POST", "/api/v1/orgs/acme/group-mappings", {"group_external_id": "g1", "team": "Default"}, "team"),
+])
+def test_wrong_types_and_unknown_fields_are_refused_not_coerced(client: FlaskClient, db: Database, keyed, method,
+                                                                path, body, field) -> None:
+    before = counts(db)
+    response = client.open(path, method=method, json=body, headers={"Authorization": keyed["acme"]})
+    assert (response.status_code, response.json["code"], response.json["field"]) == (400, "invalid_value", field)
+    assert counts(db) == before  # no team called "None", no user called "{'value': ...}"
+
+
+@pytest.mark.parametrize("body,status", [
+    ({"role": "admin", "active": "no"}, 400),  # the role was changed before `active` was found wrong
+    ({"role": "admin", "active": True}, 403),  # the role was committed, then reactivation hit the seat cap
+])
+def test_a_member_change_refused_in_part_changes_nothing(client: FlaskClient, db: Database, keyed, body,
+                                                         status) -> None:
+    auth = {"Authorization": keyed["acme"]}
+    bob = client.post("/api/v1/orgs/acme/members", json={"email": "bob@acme.test"}, headers=auth).json
+    assert client.patch(f"/api/v1/orgs/acme/members/{bob['id']}", json={"active": False}, headers=auth).status_code == 200
+    assert client.patch("/api/v1/orgs/acme/settings", json={"max_seats": 1}, headers=auth).status_code == 200
+    before = client.get("/api/v1/orgs/acme/members", headers=auth).json
+    response = client.patch(f"/api/v1/orgs/acme/members/{bob['id']}", json=body, headers=auth)
+    assert response.status_code == status, response.json
+    assert client.get("/api/v1/orgs/acme/members", headers=auth).json == before
+
+
+@pytest.mark.parametrize("query,field", [("limit=ten", "limit"), ("limit=1&limit=2", "limit"), ("afer=x", "afer")])
+def test_member_list_parameters_are_checked_not_guessed(client: FlaskClient, keyed, query, field) -> None:
+    response = client.get(f"/api/v1/orgs/acme/members?{query}", headers={"Authorization": keyed["acme"]})
+    assert (response.status_code, response.json["field"]) == (400, field)
+
+
+def test_the_document_allows_the_nulls_the_api_takes_as_defaults(client: FlaskClient, keyed) -> None:
+    schemas = client.get("/openapi.json").json["components"]["schemas"]
+    body = {"email": "nully@acme.test", "role": None, "team_id": None}
+    created = client.post("/api/v1/orgs/acme/members", json=body, headers={"Authorization": keyed["acme"]})
+    assert created.status_code == 201 and created.json["role"] == "member"
+    for name in ("NewMember", "NewInvitation"):
+        assert all(None in schemas[name]["properties"][field].get("enum", [None]) and
+                   "null" in schemas[name]["properties"][field]["type"] for field in ("role", "team_id")), name
+    assert "null" in schemas["NewApiKey"]["properties"]["user_id"]["type"]
