@@ -92,7 +92,7 @@ def authenticated(view: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _body(*fields: str) -> dict[str, Any]:
+def json_body(*fields: str) -> dict[str, Any]:
     """Return the JSON object of the request; any member other than `fields` is refused, not ignored."""
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
@@ -199,7 +199,7 @@ def list_members(org_ref: str) -> Response:
 @bp.post("/orgs/<org_ref>/members")
 @authenticated
 def add_member(org_ref: str) -> tuple[Response, int]:
-    org_id, data = _org_id(org_ref), _body("email", "role", "team_id")
+    org_id, data = _org_id(org_ref), json_body("email", "role", "team_id")
     email = _text(data, "email", "")
     user = run(_db(), g.actor, users.provision_user, org_id, user_name=email, email=email,
                role=_role(data), team_id=_optional_text(data, "team_id"), source="manual")
@@ -210,7 +210,7 @@ def add_member(org_ref: str) -> tuple[Response, int]:
 @bp.patch("/orgs/<org_ref>/members/<user_id>")
 @authenticated
 def update_member(org_ref: str, user_id: str) -> Response:
-    org_id, data = _org_id(org_ref), _body("role", "active")
+    org_id, data = _org_id(org_ref), json_body("role", "active")
     role = _text(data, "role") if "role" in data else None
     if "active" in data and not isinstance(data["active"], bool):
         raise InvalidValue("active must be true or false", field="active")
@@ -253,7 +253,7 @@ def list_teams(org_ref: str) -> Response:
 @authenticated
 def create_team(org_ref: str) -> tuple[Response, int]:
     org_id = _org_id(org_ref)
-    team = run(_db(), g.actor, teams.create_team, org_id, _text(_body("name"), "name", ""))
+    team = run(_db(), g.actor, teams.create_team, org_id, _text(json_body("name"), "name", ""))
     return jsonify(_team(team)), 201
 
 
@@ -261,7 +261,7 @@ def create_team(org_ref: str) -> tuple[Response, int]:
 @authenticated
 def rename_team(org_ref: str, team_id: str) -> Response:
     org_id = _org_id(org_ref)
-    team = run(_db(), g.actor, teams.rename_team, org_id, team_id, _text(_body("name"), "name", ""))
+    team = run(_db(), g.actor, teams.rename_team, org_id, team_id, _text(json_body("name"), "name", ""))
     return jsonify(_team(team))
 
 
@@ -289,7 +289,7 @@ def get_settings(org_ref: str) -> Response:
 @authenticated
 def change_settings(org_ref: str) -> Response:
     org_id = _org_id(org_ref)
-    org = run(_db(), g.actor, orgs.update_settings, org_id, _body(*orgs.SETTINGS))
+    org = run(_db(), g.actor, orgs.update_settings, org_id, json_body(*orgs.SETTINGS))
     return jsonify(_settings(org))
 
 
@@ -301,7 +301,7 @@ def _invitation(invitation: Invitation) -> dict[str, Any]:
 @bp.post("/orgs/<org_ref>/invitations")
 @authenticated
 def create_invitation(org_ref: str) -> tuple[Response, int]:
-    org_id, data = _org_id(org_ref), _body("email", "role", "team_id")
+    org_id, data = _org_id(org_ref), json_body("email", "role", "team_id")
     invitation, token = run(_db(), g.actor, invitations.invite, org_id, email=_text(data, "email", ""),
                             role=_role(data) or "member", team_id=_optional_text(data, "team_id"))
     with _db().reading() as session:
@@ -322,7 +322,7 @@ def list_invitations(org_ref: str) -> Response:
 
 def _invitation_token() -> tuple[str, Actor]:
     """Read the link token and its holder; record its expiry first, in a transaction of its own."""
-    token = _text(_body("token"), "token", "")
+    token = _text(json_body("token"), "token", "")
     with _db().transaction() as session:
         invitations.expire_if_due(session, token)
         actor = invitations.invitee(session, token)
@@ -348,7 +348,7 @@ def decline_invitation() -> tuple[str, int]:
 @bp.post("/orgs/<org_ref>/api-keys")
 @authenticated
 def create_api_key(org_ref: str) -> tuple[Response, int]:
-    org_id, data = _org_id(org_ref), _body("name", "team_id", "user_id", "scopes")
+    org_id, data = _org_id(org_ref), json_body("name", "team_id", "user_id", "scopes")
     scopes = data.get("scopes", ["inference"])
     if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
         raise InvalidValue("scopes must be a list of strings", field="scopes")
@@ -368,7 +368,7 @@ def revoke_api_key(org_ref: str, key_id: str) -> tuple[str, int]:
 @authenticated
 def create_scim_token(org_ref: str) -> tuple[Response, int]:
     org_id = _org_id(org_ref)
-    issued = run(_db(), g.actor, keys.create_scim_token, org_id, name=_text(_body("name"), "name", "SCIM"))
+    issued = run(_db(), g.actor, keys.create_scim_token, org_id, name=_text(json_body("name"), "name", "SCIM"))
     return jsonify({"id": issued.id, "prefix": issued.prefix, "token": issued.secret}), 201
 
 
@@ -401,7 +401,7 @@ def list_mappings(org_ref: str) -> Response:
 @bp.post("/orgs/<org_ref>/group-mappings")
 @authenticated
 def create_mapping(org_ref: str) -> tuple[Response, int]:
-    org_id, data = _org_id(org_ref), _body(*MAPPING_FIELDS)
+    org_id, data = _org_id(org_ref), json_body(*MAPPING_FIELDS)
     fields = {k: data.get(k) for k in MAPPING_FIELDS}
     if not all(v is None or isinstance(v, str) for v in fields.values()):
         raise InvalidValue("group mapping fields are strings")

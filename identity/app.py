@@ -38,8 +38,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     import saml
     import scim
     from identity import api, api_audit, openapi
+    from saml import admin_api
 
-    for blueprint in (api.bp, api_audit.bp, openapi.bp, scim.bp, saml.bp):
+    for blueprint in (api.bp, api_audit.bp, admin_api.bp, openapi.bp, scim.bp, saml.bp):
         app.register_blueprint(blueprint)
     return app
 

@@ -155,6 +155,16 @@ def _with_audit_api() -> None:
 
 
 _with_audit_api()
+
+
+def _with_sso_api() -> None:
+    from saml.admin_api import OPENAPI_SCHEMAS, openapi_paths
+
+    PATHS.update(openapi_paths(_op, _json, _ref))
+    SCHEMAS.update(OPENAPI_SCHEMAS)
+
+
+_with_sso_api()
 # Request bodies: a member the API does not know is refused (400), not ignored.
 for _name in ("NewMember", "MemberChange", "TeamName", "Name", "Settings", "NewInvitation", "InvitationToken",
               "NewApiKey", "NewGroupMapping"):

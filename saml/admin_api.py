@@ -1,0 +1,143 @@
+"""Admin API for the org's SAML single sign-on (under /api/v1): what the IdP admin needs from us,
+and the IdP's settings from its metadata, as `identity saml configure` sets them.
+
+`PUT /orgs/{org}/sso` goes through `saml.service.configure_connection`, the one place a
+connection changes (audited `sso.configured` or `sso.updated` with the API key as actor). "Require
+SSO" is an org setting (`PATCH /orgs/{org}/settings`, `require_sso`) and is shown here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, g, jsonify
+
+from identity.api import authenticated, domain_problem, json_body, known_args, refuse_nul
+from identity.errors import DomainError, InvalidValue, NotFound
+from identity.models import Org
+from identity.roles import authorize
+from identity.service import run
+from saml import service, web
+from saml.connection import CLAIMS, SpUrls, cert_fingerprint, parse_idp_metadata
+from saml.models import SamlConnection
+
+bp = Blueprint("api_sso", __name__, url_prefix="/api/v1")
+bp.register_error_handler(DomainError, domain_problem)
+bp.before_request(refuse_nul)
+
+OPTIONS = ("jit", "allow_idp_initiated", "sign_authn_requests", "want_assertions_encrypted")
+FIELDS = ("idp_metadata_xml", *OPTIONS, "attribute_map")
+
+
+def _db() -> Any:
+    from identity.app import database
+
+    return database()
+
+
+def _org_id(org_ref: str) -> str:
+    """Resolve an org id or slug within the caller's own org; any other org is not found."""
+    if org_ref not in (g.key.org_id, g.key.org_slug):
+        raise NotFound(f"no org {org_ref!r}")
+    return str(g.key.org_id)
+
+
+def _view(org: Org, connection: SamlConnection | None) -> dict[str, Any]:
+    urls = SpUrls.of(web.base_url(), org.slug)  # the app's BASE_URL, as the SAML pages use
+    sp = {"entity_id": urls.entity_id, "metadata_url": urls.entity_id, "acs_url": urls.acs, "login_url": urls.login,
+          "slo_url": urls.slo}
+    idp = None if connection is None else {
+        "entity_id": connection.idp_entity_id, "sso_url": connection.idp_sso_url, "slo_url": connection.idp_slo_url,
+        "signing_cert_sha256": [cert_fingerprint(c) for c in connection.idp_signing_certs or []],
+        "metadata_url": connection.idp_metadata_url,
+        **{name: getattr(connection, name) for name in OPTIONS}, "attribute_map": connection.attribute_map}
+    return {"configured": connection is not None, "require_sso": org.require_sso, "sp": sp, "idp": idp}
+
+
+@bp.get("/orgs/<org_ref>/sso")
+@authenticated
+def get_sso(org_ref: str) -> Response:
+    """The SP's URLs for the IdP admin, and the IdP settings in force (null until configured)."""
+    known_args()
+    org_id = _org_id(org_ref)
+    authorize(g.actor, "directory.read", org_id=org_id)
+    with _db().reading() as session:
+        return jsonify(_view(session.get_one(Org, org_id), session.get(SamlConnection, org_id)))
+
+
+def _flag(data: dict[str, Any], name: str) -> bool | None:
+    value = data.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise InvalidValue(f"{name} must be true or false", field=name)
+    return value
+
+
+def _attribute_map(data: dict[str, Any]) -> dict[str, list[str]] | None:
+    """`{claim: attribute name or names}`, claims as `identity saml configure --attribute` takes them."""
+    value = data.get("attribute_map")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidValue("attribute_map must be an object of claim: attribute names", field="attribute_map")
+    found: dict[str, list[str]] = {}
+    for claim, names in value.items():
+        names = [names] if isinstance(names, str) else names
+        if claim not in CLAIMS or not isinstance(names, list) or not names or \
+                not all(isinstance(n, str) and n.strip() for n in names):
+            raise InvalidValue(f"attribute_map: {claim!r} must be one of {', '.join(CLAIMS)} with attribute names",
+                               field="attribute_map")
+        found[claim] = [n.strip() for n in names]
+    return found
+
+
+@bp.put("/orgs/<org_ref>/sso")
+@authenticated
+def configure_sso(org_ref: str) -> Response:
+    """Configure the IdP from its metadata XML (and options); the same as `identity saml configure`."""
+    known_args()
+    org_id, data = _org_id(org_ref), json_body(*FIELDS)
+    xml = data.get("idp_metadata_xml")
+    if not isinstance(xml, str) or not xml.strip():
+        raise InvalidValue("idp_metadata_xml must be the IdP's SAML metadata document", field="idp_metadata_xml")
+    jit, idp_initiated, sign, encrypted = (_flag(data, name) for name in OPTIONS)
+    attribute_map = _attribute_map(data)
+    idp = parse_idp_metadata(xml.encode())
+
+    def configure(session: Any, actor: Any) -> dict[str, Any]:
+        connection = service.configure_connection(
+            session, actor, org_id, idp, jit=jit, allow_idp_initiated=idp_initiated, sign_authn_requests=sign,
+            want_assertions_encrypted=encrypted, attribute_map=attribute_map)
+        return _view(session.get_one(Org, org_id), connection)
+
+    return jsonify(run(_db(), g.actor, configure))
+
+
+_NULLABLE_TEXT = {"type": ["string", "null"]}
+OPENAPI_SCHEMAS: dict[str, Any] = {
+    "Sso": {"type": "object", "required": ["configured", "require_sso", "sp", "idp"], "properties": {
+        "configured": {"type": "boolean"}, "require_sso": {"type": "boolean"},
+        "sp": {"type": "object", "properties": {name: {"type": "string"} for name in (
+            "entity_id", "metadata_url", "acs_url", "login_url", "slo_url")}},
+        "idp": {"type": ["object", "null"], "properties": {
+            "entity_id": {"type": "string"}, "sso_url": {"type": "string"}, "slo_url": _NULLABLE_TEXT,
+            "signing_cert_sha256": {"type": "array", "items": {"type": "string"}}, "metadata_url": _NULLABLE_TEXT,
+            **{name: {"type": "boolean"} for name in OPTIONS}, "attribute_map": {"type": "object"}}}}},
+    "SsoConfig": {"type": "object", "required": ["idp_metadata_xml"], "additionalProperties": False, "properties": {
+        "idp_metadata_xml": {"type": "string", "description": "the IdP's SAML 2.0 metadata document"},
+        **{name: {"type": ["boolean", "null"], "description": "absent or null: unchanged (new: the default)"}
+           for name in OPTIONS},
+        "attribute_map": {"type": ["object", "null"], "description": f"claim ({', '.join(CLAIMS)}) to the "
+                          "attribute name or names the IdP sends it as; absent or null: unchanged",
+                          "additionalProperties": {"anyOf": [{"type": "string"},
+                                                             {"type": "array", "items": {"type": "string"}}]}}}},
+}
+
+
+def openapi_paths(op: Any, json_response: Any, ref: Any) -> dict[str, Any]:
+    """This blueprint's operations, built with the admin API document's own helpers."""
+    return {"/api/v1/orgs/{org}/sso": {
+        "get": op("Single sign-on: our SP's URLs for the IdP admin, and the IdP settings in force",
+                  json_response(ref("Sso")), params=("org",)),
+        "put": op("Configure single sign-on from the IdP's metadata (audited sso.configured or sso.updated)",
+                  json_response(ref("Sso")), body="SsoConfig", params=("org",)),
+    }}
