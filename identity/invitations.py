@@ -31,8 +31,8 @@ def invite(session: Session, actor: Actor, org_id: str, *, email: str, role: str
     """
     role = parse_role(role)
     authorize(actor, "owners.manage" if role == "owner" else "members.manage", org_id=org_id)
-    email = (email or "").strip()
-    if "@" not in email or len(email) > 320:
+    email = users.checked_email((email or "").strip()) or ""
+    if "@" not in email:
         raise InvalidValue(f"invalid email {email!r}", field="email")
     if users.find_by_user_name(session, org_id, email) is not None:
         raise Conflict(f"{email} is already a member", field="email")

@@ -107,6 +107,18 @@ def default_team_id(session: Session, org_id: str) -> str:
 LOCK_ORG_AND_DEFAULT_TEAM = seats.LOCK_ORG.add_columns(DEFAULT_TEAM_ID.scalar_subquery())
 
 
+def checked_email(email: Any) -> str | None:
+    """Return a member's email as given, or raise InvalidValue: a string of at most 320 characters
+    (RFC 5321's 64 + @ + 255) with no control characters (an address never has them, and they
+    would travel on into mail headers and audit exports). None: no email."""
+    if email is None:
+        return None
+    if not isinstance(email, str) or len(email) > 320 or any(ord(c) < 0x20 or ord(c) == 0x7F for c in email):
+        raise InvalidValue("email must be an address without control characters, at most 320 characters",
+                           field="email")
+    return email
+
+
 def provision_user(
     session: Session, actor: Actor, org_id: str, *, user_name: str, source: str,
     email: str | None = None, external_id: str | None = None, display_name: str | None = None,
@@ -132,6 +144,7 @@ def provision_user(
     user_name = (user_name or "").strip()
     if not user_name:
         raise InvalidValue("userName is required", field="userName")
+    email = checked_email(email)
     if team_id is not None:
         team_id = teams.get_team(session, org_id, team_id).id
     else:  # an org without its Default team is broken data: default_team_id says so
@@ -336,6 +349,8 @@ def update_profile(session: Session, actor: Actor, org_id: str, user_id: str, ch
         if clash is not None and clash.id != user.id:
             raise Conflict(f"userName {name!r} is already taken in this org", field="userName")
         changes = {**changes, "user_name": name}
+    if "email" in changes:
+        changes = {**changes, "email": checked_email(changes["email"])}
     diff = {field: {"before": getattr(user, field), "after": value}
             for field, value in changes.items() if getattr(user, field) != value}
     if not diff:

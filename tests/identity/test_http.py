@@ -201,3 +201,17 @@ def test_the_document_allows_the_nulls_the_api_takes_as_defaults(client: FlaskCl
         assert all(None in schemas[name]["properties"][field].get("enum", [None]) and
                    "null" in schemas[name]["properties"][field]["type"] for field in ("role", "team_id")), name
     assert "null" in schemas["NewApiKey"]["properties"]["user_id"]["type"]
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/api/v1/orgs/acme/members", {"email": "a\x01b@acme.test"}),
+    ("/api/v1/orgs/acme/members", {"email": "x" * 321 + "@acme.test"}),
+    ("/api/v1/orgs/acme/invitations", {"email": "bell\x07@acme.test"}),
+])
+def test_an_email_with_control_characters_or_too_long_is_refused(client: FlaskClient, db: Database, keyed, path,
+                                                                  body) -> None:
+    """One rule (users.checked_email) for every way a member's email comes in: API, invitation, SCIM, SAML."""
+    before = counts(db)
+    response = client.post(path, json=body, headers={"Authorization": keyed["acme"]})
+    assert (response.status_code, response.json["code"]) == (400, "invalid_value"), response.json
+    assert counts(db) == before

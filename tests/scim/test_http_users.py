@@ -85,6 +85,8 @@ def test_attribute_names_are_case_insensitive(scim: Scim) -> None:
     (b'{"schemas": ["%s"], "userName": "x@y.z", "x-score": NaN}' % USER.encode(), 400, "invalidSyntax"),
     (b'{"schemas": ["%s"], "userName": "x@y.z", "x-score": -Infinity}' % USER.encode(), 400, "invalidSyntax"),
     (b'{"schemas": ["%s"], "userName": "x@y.z", "x-score": 1e999}' % USER.encode(), 400, "invalidSyntax"),
+    ({"schemas": [USER], "userName": "x@y.z", "emails": [{"value": "x\u0001@y.z", "primary": True}]}, 400,
+     "invalidValue"),
 ])
 def test_bad_user_bodies_are_precise_and_write_nothing(scim: Scim, db: Database, body, status, scim_type) -> None:
     before = counts(db)
