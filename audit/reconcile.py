@@ -15,7 +15,7 @@ still checked, except the role grants of a member created before that time.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sqlalchemy import Executable, select
@@ -179,35 +179,43 @@ def _group_members(session: Session, x: Expected, since: dt.datetime | None) -> 
     return found
 
 
-def _teams(session: Session, x: Expected, since: dt.datetime | None) -> list[Finding]:
+def _compare(session: Session, since: dt.datetime | None, kind: str, stmt: Executable,
+             expected: dict[str, Entity], display: Callable[[Any], str], actual: Callable[[Any], dict[str, Any]],
+             creation: str) -> list[Finding]:
+    """Compare each row of `stmt` with what the events say of it (`expected`, by id, used up as it
+    goes), then name what the log still has that the data does not."""
     found = []
-    for row in _stream(session, select(Team.id, Team.name, Team.created_at).where(Team.org_id == x.org_id)):
-        found += _check("team", row.id, row.name, x.teams.pop(row.id, None), {"exists": True, "name": row.name},
-                        row.created_at, since, "team.created")
-    return found + _missing("team", x.teams)
+    for row in _stream(session, stmt):
+        found += _check(kind, row.id, display(row), expected.pop(row.id, None), actual(row), row.created_at, since,
+                        creation)
+    return found + _missing(kind, expected)
+
+
+def _teams(session: Session, x: Expected, since: dt.datetime | None) -> list[Finding]:
+    return _compare(session, since, "team", select(Team.id, Team.name, Team.created_at).where(Team.org_id == x.org_id),
+                    x.teams, lambda row: row.name, lambda row: {"exists": True, "name": row.name}, "team.created")
 
 
 def _groups(session: Session, x: Expected, since: dt.datetime | None) -> list[Finding]:
     i = IdpGroup
-    found = []
-    for row in _stream(session, select(i.id, i.display_name, i.external_id, i.created_at).where(i.org_id == x.org_id)):
-        actual = {"exists": True, "display_name": row.display_name, "external_id": row.external_id}
-        found += _check("group", row.id, row.display_name, x.groups.pop(row.id, None), actual, row.created_at, since,
-                        "group.created")
-    return found + _missing("group", x.groups)
+    return _compare(
+        session, since, "group", select(i.id, i.display_name, i.external_id, i.created_at).where(i.org_id == x.org_id),
+        x.groups, lambda row: row.display_name,
+        lambda row: {"exists": True, "display_name": row.display_name, "external_id": row.external_id},
+        "group.created")
 
 
 def _mappings(session: Session, x: Expected, since: dt.datetime | None) -> list[Finding]:
     m = GroupMapping
-    found = []
-    for row in _stream(session, select(m.id, m.group_external_id, m.group_display_name, m.team_id, m.team_role,
-                                       m.org_role, m.created_at).where(m.org_id == x.org_id)):
-        actual = {"exists": True, "group_external_id": row.group_external_id,
-                  "group_display_name": row.group_display_name, "team_id": row.team_id, "team_role": row.team_role,
-                  "org_role": row.org_role}
-        found += _check("group_mapping", row.id, row.group_display_name or row.group_external_id or "",
-                        x.mappings.pop(row.id, None), actual, row.created_at, since, "group_mapping.created")
-    return found + _missing("group_mapping", x.mappings)
+    return _compare(
+        session, since, "group_mapping",
+        select(m.id, m.group_external_id, m.group_display_name, m.team_id, m.team_role, m.org_role, m.created_at)
+        .where(m.org_id == x.org_id),
+        x.mappings, lambda row: row.group_display_name or row.group_external_id or "",
+        lambda row: {"exists": True, "group_external_id": row.group_external_id,
+                     "group_display_name": row.group_display_name, "team_id": row.team_id,
+                     "team_role": row.team_role, "org_role": row.org_role},
+        "group_mapping.created")
 
 
 def _api_keys(session: Session, x: Expected, since: dt.datetime | None) -> list[Finding]:
@@ -224,42 +232,35 @@ def _api_keys(session: Session, x: Expected, since: dt.datetime | None) -> list[
 
 def _scim_tokens(session: Session, x: Expected, since: dt.datetime | None) -> list[Finding]:
     t = ScimToken
-    found = []
-    for row in _stream(session, select(t.id, t.name, t.prefix, t.revoked_at, t.created_at).where(t.org_id == x.org_id)):
-        actual = {"revoked": row.revoked_at is not None, "name": row.name, "prefix": row.prefix}
-        found += _check("scim_token", row.id, row.prefix, x.scim_tokens.pop(row.id, None), actual, row.created_at,
-                        since, "scim_token.created")
-    return found + _missing("scim_token", x.scim_tokens)
+    return _compare(
+        session, since, "scim_token", select(t.id, t.name, t.prefix, t.revoked_at, t.created_at)
+        .where(t.org_id == x.org_id), x.scim_tokens, lambda row: row.prefix,
+        lambda row: {"revoked": row.revoked_at is not None, "name": row.name, "prefix": row.prefix},
+        "scim_token.created")
 
 
 def _scim_clients(session: Session, x: Expected, since: dt.datetime | None) -> list[Finding]:
     c = ScimClient
-    found = []
-    for row in _stream(session, select(c.id, c.name, c.client_id, c.revoked_at, c.created_at)
-                       .where(c.org_id == x.org_id)):
-        actual = {"revoked": row.revoked_at is not None, "name": row.name, "client_id": row.client_id}
-        found += _check("scim_client", row.id, row.client_id, x.scim_clients.pop(row.id, None), actual,
-                        row.created_at, since, "scim_client.created")
-    return found + _missing("scim_client", x.scim_clients)
+    return _compare(
+        session, since, "scim_client", select(c.id, c.name, c.client_id, c.revoked_at, c.created_at)
+        .where(c.org_id == x.org_id), x.scim_clients, lambda row: row.client_id,
+        lambda row: {"revoked": row.revoked_at is not None, "name": row.name, "client_id": row.client_id},
+        "scim_client.created")
 
 
 def _invitations(session: Session, x: Expected, since: dt.datetime | None) -> list[Finding]:
     i = Invitation
-    found = []
-    for row in _stream(session, select(i.id, i.email, i.role, i.team_id, i.status, i.created_at)
-                       .where(i.org_id == x.org_id)):
-        actual = {"status": row.status, "email": row.email, "role": row.role, "team_id": row.team_id}
-        found += _check("invitation", row.id, row.email, x.invitations.pop(row.id, None), actual, row.created_at,
-                        since, "invitation.created")
-    return found + _missing("invitation", x.invitations)
+    return _compare(
+        session, since, "invitation", select(i.id, i.email, i.role, i.team_id, i.status, i.created_at)
+        .where(i.org_id == x.org_id), x.invitations, lambda row: row.email,
+        lambda row: {"status": row.status, "email": row.email, "role": row.role, "team_id": row.team_id},
+        "invitation.created")
 
 
 def _charges(session: Session, x: Expected, since: dt.datetime | None) -> list[Finding]:
     c = SeatCharge
-    found = []
-    for row in _stream(session, select(c.id, c.kind, c.seats, c.amount_cents, c.created_at)
-                       .where(c.org_id == x.org_id)):
-        actual = {"kind": row.kind, "seats": row.seats, "amount_cents": row.amount_cents}
-        found += _check("seat_charge", row.id, row.kind, x.charges.pop(row.id, None), actual, row.created_at, since,
-                        "seat.purchased or seat.renewed")
-    return found + _missing("seat_charge", x.charges)
+    return _compare(
+        session, since, "seat_charge", select(c.id, c.kind, c.seats, c.amount_cents, c.created_at)
+        .where(c.org_id == x.org_id), x.charges, lambda row: row.kind,
+        lambda row: {"kind": row.kind, "seats": row.seats, "amount_cents": row.amount_cents},
+        "seat.purchased or seat.renewed")
