@@ -143,7 +143,7 @@ def int_arg(name: str, default: int) -> int:
     return int(values[0])
 
 
-def _org_id(org_ref: str) -> str:
+def caller_org_id(org_ref: str) -> str:
     """Resolve an org id or slug within the caller's own org; any other org is not found."""
     if org_ref not in (g.key.org_id, g.key.org_slug):
         raise NotFound(f"no org {org_ref!r}")
@@ -169,7 +169,7 @@ def whoami_key() -> Response:
 @bp.get("/orgs/<org_ref>/seats")
 @authenticated
 def seat_preview(org_ref: str) -> Response:
-    org_id = _org_id(org_ref)
+    org_id = caller_org_id(org_ref)
     authorize(g.actor, "billing.read", org_id=org_id)
     with _db().reading() as session:
         return jsonify(seats.preview(session.get(Org, org_id)).as_dict())
@@ -184,7 +184,7 @@ def _member(session: Any, user: User) -> dict[str, Any]:
 @bp.get("/orgs/<org_ref>/members")
 @authenticated
 def list_members(org_ref: str) -> Response:
-    org_id = _org_id(org_ref)
+    org_id = caller_org_id(org_ref)
     authorize(g.actor, "directory.read", org_id=org_id)
     known_args("limit", "after")
     limit = min(max(int_arg("limit", 100), 1), 500)
@@ -199,7 +199,7 @@ def list_members(org_ref: str) -> Response:
 @bp.post("/orgs/<org_ref>/members")
 @authenticated
 def add_member(org_ref: str) -> tuple[Response, int]:
-    org_id, data = _org_id(org_ref), json_body("email", "role", "team_id")
+    org_id, data = caller_org_id(org_ref), json_body("email", "role", "team_id")
     email = _text(data, "email", "")
     user = run(_db(), g.actor, users.provision_user, org_id, user_name=email, email=email,
                role=_role(data), team_id=_optional_text(data, "team_id"), source="manual")
@@ -210,7 +210,7 @@ def add_member(org_ref: str) -> tuple[Response, int]:
 @bp.patch("/orgs/<org_ref>/members/<user_id>")
 @authenticated
 def update_member(org_ref: str, user_id: str) -> Response:
-    org_id, data = _org_id(org_ref), json_body("role", "active")
+    org_id, data = caller_org_id(org_ref), json_body("role", "active")
     role = _text(data, "role") if "role" in data else None
     if "active" in data and not isinstance(data["active"], bool):
         raise InvalidValue("active must be true or false", field="active")
@@ -231,7 +231,7 @@ def _change_member(session: Any, actor: Actor, org_id: str, user_id: str, role: 
 @bp.delete("/orgs/<org_ref>/members/<user_id>")
 @authenticated
 def remove_member(org_ref: str, user_id: str) -> tuple[str, int]:
-    run(_db(), g.actor, users.delete_user, _org_id(org_ref), user_id)
+    run(_db(), g.actor, users.delete_user, caller_org_id(org_ref), user_id)
     return "", 204
 
 
@@ -242,7 +242,7 @@ def _team(team: Team) -> dict[str, Any]:
 @bp.get("/orgs/<org_ref>/teams")
 @authenticated
 def list_teams(org_ref: str) -> Response:
-    org_id = _org_id(org_ref)
+    org_id = caller_org_id(org_ref)
     authorize(g.actor, "directory.read", org_id=org_id)
     with _db().reading() as session:
         found = session.scalars(select(Team).where(Team.org_id == org_id).order_by(Team.created_at, Team.id))
@@ -252,7 +252,7 @@ def list_teams(org_ref: str) -> Response:
 @bp.post("/orgs/<org_ref>/teams")
 @authenticated
 def create_team(org_ref: str) -> tuple[Response, int]:
-    org_id = _org_id(org_ref)
+    org_id = caller_org_id(org_ref)
     team = run(_db(), g.actor, teams.create_team, org_id, _text(json_body("name"), "name", ""))
     return jsonify(_team(team)), 201
 
@@ -260,7 +260,7 @@ def create_team(org_ref: str) -> tuple[Response, int]:
 @bp.patch("/orgs/<org_ref>/teams/<team_id>")
 @authenticated
 def rename_team(org_ref: str, team_id: str) -> Response:
-    org_id = _org_id(org_ref)
+    org_id = caller_org_id(org_ref)
     team = run(_db(), g.actor, teams.rename_team, org_id, team_id, _text(json_body("name"), "name", ""))
     return jsonify(_team(team))
 
@@ -268,7 +268,7 @@ def rename_team(org_ref: str, team_id: str) -> Response:
 @bp.delete("/orgs/<org_ref>/teams/<team_id>")
 @authenticated
 def delete_team(org_ref: str, team_id: str) -> tuple[str, int]:
-    run(_db(), g.actor, teams.delete_team, _org_id(org_ref), team_id)
+    run(_db(), g.actor, teams.delete_team, caller_org_id(org_ref), team_id)
     return "", 204
 
 
@@ -279,7 +279,7 @@ def _settings(org: Org) -> dict[str, Any]:
 @bp.get("/orgs/<org_ref>/settings")
 @authenticated
 def get_settings(org_ref: str) -> Response:
-    org_id = _org_id(org_ref)
+    org_id = caller_org_id(org_ref)
     authorize(g.actor, "directory.read", org_id=org_id)
     with _db().reading() as session:
         return jsonify(_settings(session.get(Org, org_id)))
@@ -288,7 +288,7 @@ def get_settings(org_ref: str) -> Response:
 @bp.patch("/orgs/<org_ref>/settings")
 @authenticated
 def change_settings(org_ref: str) -> Response:
-    org_id = _org_id(org_ref)
+    org_id = caller_org_id(org_ref)
     org = run(_db(), g.actor, orgs.update_settings, org_id, json_body(*orgs.SETTINGS))
     return jsonify(_settings(org))
 
@@ -301,7 +301,7 @@ def _invitation(invitation: Invitation) -> dict[str, Any]:
 @bp.post("/orgs/<org_ref>/invitations")
 @authenticated
 def create_invitation(org_ref: str) -> tuple[Response, int]:
-    org_id, data = _org_id(org_ref), json_body("email", "role", "team_id")
+    org_id, data = caller_org_id(org_ref), json_body("email", "role", "team_id")
     invitation, token = run(_db(), g.actor, invitations.invite, org_id, email=_text(data, "email", ""),
                             role=_role(data) or "member", team_id=_optional_text(data, "team_id"))
     with _db().reading() as session:
@@ -312,7 +312,7 @@ def create_invitation(org_ref: str) -> tuple[Response, int]:
 @bp.get("/orgs/<org_ref>/invitations")
 @authenticated
 def list_invitations(org_ref: str) -> Response:
-    org_id = _org_id(org_ref)
+    org_id = caller_org_id(org_ref)
     authorize(g.actor, "members.manage", org_id=org_id)
     with _db().reading() as session:
         found = session.scalars(select(Invitation).where(Invitation.org_id == org_id)
@@ -348,7 +348,7 @@ def decline_invitation() -> tuple[str, int]:
 @bp.post("/orgs/<org_ref>/api-keys")
 @authenticated
 def create_api_key(org_ref: str) -> tuple[Response, int]:
-    org_id, data = _org_id(org_ref), json_body("name", "team_id", "user_id", "scopes")
+    org_id, data = caller_org_id(org_ref), json_body("name", "team_id", "user_id", "scopes")
     scopes = data.get("scopes", ["inference"])
     if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
         raise InvalidValue("scopes must be a list of strings", field="scopes")
@@ -360,14 +360,14 @@ def create_api_key(org_ref: str) -> tuple[Response, int]:
 @bp.delete("/orgs/<org_ref>/api-keys/<key_id>")
 @authenticated
 def revoke_api_key(org_ref: str, key_id: str) -> tuple[str, int]:
-    run(_db(), g.actor, keys.revoke_api_key, _org_id(org_ref), key_id)
+    run(_db(), g.actor, keys.revoke_api_key, caller_org_id(org_ref), key_id)
     return "", 204
 
 
 @bp.post("/orgs/<org_ref>/scim-tokens")
 @authenticated
 def create_scim_token(org_ref: str) -> tuple[Response, int]:
-    org_id = _org_id(org_ref)
+    org_id = caller_org_id(org_ref)
     issued = run(_db(), g.actor, keys.create_scim_token, org_id, name=_text(json_body("name"), "name", "SCIM"))
     return jsonify({"id": issued.id, "prefix": issued.prefix, "token": issued.secret}), 201
 
@@ -375,7 +375,7 @@ def create_scim_token(org_ref: str) -> tuple[Response, int]:
 @bp.delete("/orgs/<org_ref>/scim-tokens/<token_id>")
 @authenticated
 def revoke_scim_token(org_ref: str, token_id: str) -> tuple[str, int]:
-    run(_db(), g.actor, keys.revoke_scim_token, _org_id(org_ref), token_id)
+    run(_db(), g.actor, keys.revoke_scim_token, caller_org_id(org_ref), token_id)
     return "", 204
 
 
@@ -390,7 +390,7 @@ MAPPING_FIELDS = ("group_external_id", "group_display_name", "team_id", "team_ro
 @bp.get("/orgs/<org_ref>/group-mappings")
 @authenticated
 def list_mappings(org_ref: str) -> Response:
-    org_id = _org_id(org_ref)
+    org_id = caller_org_id(org_ref)
     authorize(g.actor, "directory.read", org_id=org_id)
     with _db().reading() as session:
         found = session.scalars(select(GroupMapping).where(GroupMapping.org_id == org_id)
@@ -401,7 +401,7 @@ def list_mappings(org_ref: str) -> Response:
 @bp.post("/orgs/<org_ref>/group-mappings")
 @authenticated
 def create_mapping(org_ref: str) -> tuple[Response, int]:
-    org_id, data = _org_id(org_ref), json_body(*MAPPING_FIELDS)
+    org_id, data = caller_org_id(org_ref), json_body(*MAPPING_FIELDS)
     fields = {k: data.get(k) for k in MAPPING_FIELDS}
     if not all(v is None or isinstance(v, str) for v in fields.values()):
         raise InvalidValue("group mapping fields are strings")
@@ -412,5 +412,5 @@ def create_mapping(org_ref: str) -> tuple[Response, int]:
 @bp.delete("/orgs/<org_ref>/group-mappings/<mapping_id>")
 @authenticated
 def delete_mapping(org_ref: str, mapping_id: str) -> tuple[str, int]:
-    run(_db(), g.actor, groups.delete_mapping, _org_id(org_ref), mapping_id)
+    run(_db(), g.actor, groups.delete_mapping, caller_org_id(org_ref), mapping_id)
     return "", 204

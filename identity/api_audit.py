@@ -20,8 +20,8 @@ from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 from audit import checkpoints, events, export, signing
 from audit.log import Target, record
 from identity import config
-from identity.api import authenticated, domain_problem, int_arg, known_args, refuse_nul
-from identity.errors import DomainError, InvalidValue, NotFound
+from identity.api import authenticated, caller_org_id, domain_problem, int_arg, known_args, refuse_nul
+from identity.errors import DomainError, InvalidValue
 from identity.roles import authorize
 
 bp = Blueprint("api_audit", __name__, url_prefix="/api/v1")
@@ -53,10 +53,9 @@ def signing_key() -> Ed25519PrivateKey:
 
 def _org_id(org_ref: str) -> str:
     """Resolve an org id or slug within the caller's own org, for a caller allowed to read the log."""
-    if org_ref not in (g.key.org_id, g.key.org_slug):
-        raise NotFound(f"no org {org_ref!r}")
-    authorize(g.actor, "audit.read", org_id=g.key.org_id)
-    return str(g.key.org_id)
+    org_id = caller_org_id(org_ref)
+    authorize(g.actor, "audit.read", org_id=org_id)
+    return org_id
 
 
 def _filters_from(args: Any) -> dict[str, Any]:

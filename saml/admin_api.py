@@ -12,8 +12,8 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify
 
-from identity.api import authenticated, domain_problem, json_body, known_args, refuse_nul
-from identity.errors import DomainError, InvalidValue, NotFound
+from identity.api import authenticated, caller_org_id, domain_problem, json_body, known_args, refuse_nul
+from identity.errors import DomainError, InvalidValue
 from identity.models import Org
 from identity.roles import authorize
 from identity.service import run
@@ -35,13 +35,6 @@ def _db() -> Any:
     return database()
 
 
-def _org_id(org_ref: str) -> str:
-    """Resolve an org id or slug within the caller's own org; any other org is not found."""
-    if org_ref not in (g.key.org_id, g.key.org_slug):
-        raise NotFound(f"no org {org_ref!r}")
-    return str(g.key.org_id)
-
-
 def _view(org: Org, connection: SamlConnection | None) -> dict[str, Any]:
     urls = SpUrls.of(web.base_url(), org.slug)  # the app's BASE_URL, as the SAML pages use
     sp = {"entity_id": urls.entity_id, "metadata_url": urls.entity_id, "acs_url": urls.acs, "login_url": urls.login,
@@ -59,7 +52,7 @@ def _view(org: Org, connection: SamlConnection | None) -> dict[str, Any]:
 def get_sso(org_ref: str) -> Response:
     """The SP's URLs for the IdP admin, and the IdP settings in force (null until configured)."""
     known_args()
-    org_id = _org_id(org_ref)
+    org_id = caller_org_id(org_ref)
     authorize(g.actor, "directory.read", org_id=org_id)
     with _db().reading() as session:
         return jsonify(_view(session.get_one(Org, org_id), session.get(SamlConnection, org_id)))
@@ -95,7 +88,7 @@ def _attribute_map(data: dict[str, Any]) -> dict[str, list[str]] | None:
 def configure_sso(org_ref: str) -> Response:
     """Configure the IdP from its metadata XML (and options); the same as `identity saml configure`."""
     known_args()
-    org_id, data = _org_id(org_ref), json_body(*FIELDS)
+    org_id, data = caller_org_id(org_ref), json_body(*FIELDS)
     xml = data.get("idp_metadata_xml")
     if not isinstance(xml, str) or not xml.strip():
         raise InvalidValue("idp_metadata_xml must be the IdP's SAML metadata document", field="idp_metadata_xml")
