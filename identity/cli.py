@@ -35,7 +35,9 @@ def main() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=2, show_default=True, type=int)
-def serve(host: str, port: int, workers: int) -> None:
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="threads per worker (gthread; idle keep-alive connections need none)")
+def serve(host: str, port: int, workers: int, threads: int) -> None:
     """Migrate the database, refresh its planner statistics and serve the app with gunicorn."""
     migrate.upgrade(config.database_url())
     _database().analyze()
@@ -43,7 +45,7 @@ def serve(host: str, port: int, workers: int) -> None:
 
     config.secret_key()  # made once here, before workers start, so they all read the same key
     click.echo(f"serving on http://{host}:{port} (database: {_safe_url(config.database_url())})", err=True)
-    run_server(host, port, workers)
+    run_server(host, port, workers, threads)
 
 
 def _safe_url(url: str) -> str:

@@ -22,6 +22,25 @@ class _Server(BaseApplication):  # type: ignore[misc]
         return create_app()
 
 
-def serve(host: str, port: int, workers: int) -> None:
-    """Serve the app on host:port with `workers` gunicorn worker processes."""
-    _Server({"bind": f"{host}:{port}", "workers": workers, "accesslog": None, "timeout": 60}).run()
+# Seconds an idle client connection stays open: longer than the 60 s idle timeout of common load
+# balancers in front of the service, so that they never send a request on a connection the
+# worker has just closed (which they answer with a 502).
+KEEPALIVE_SECONDS = 75
+
+
+def options(host: str, port: int, workers: int, threads: int) -> dict[str, Any]:
+    """gunicorn's settings for `identity serve`.
+
+    gthread workers keep client connections alive between requests, as the SCIM clients of an IdP
+    and a load balancer's pool use them (sync workers close each one, so every request pays a
+    new connection). An idle connection waits in the worker's poller, not in a thread; a thread
+    is busy only while a request is read, run and answered. One thread per worker is the default:
+    the work is CPU under the GIL, and more threads made creates slower in benchmarks/bench_scim.py.
+    """
+    return {"bind": f"{host}:{port}", "workers": workers, "worker_class": "gthread", "threads": threads,
+            "keepalive": KEEPALIVE_SECONDS, "accesslog": None, "timeout": 60}
+
+
+def serve(host: str, port: int, workers: int, threads: int = 1) -> None:
+    """Serve the app on host:port with `workers` gunicorn worker processes of `threads` threads."""
+    _Server(options(host, port, workers, threads)).run()

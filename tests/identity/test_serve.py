@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
@@ -41,6 +42,22 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def _assert_keeps_connections_alive(port: int) -> None:
+    """Requests on one client connection are served on it, as an IdP's SCIM client sends them."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        sockets = []
+        for _ in range(3):
+            conn.request("GET", "/healthz")
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 200 and not response.will_close
+            sockets.append(conn.sock)
+        assert sockets[0] is not None and sockets[0] is sockets[1] is sockets[2]
+    finally:
+        conn.close()
+
+
 def test_identity_serve_migrates_and_serves_on_embedded_sqlite(tmp_path: Path) -> None:
     port = _free_port()
     env = {**os.environ, "IDENTITY_DATA_DIR": str(tmp_path / "var"), "BASE_URL": f"http://127.0.0.1:{port}"}
@@ -56,6 +73,7 @@ def test_identity_serve_migrates_and_serves_on_embedded_sqlite(tmp_path: Path) -
         request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/key", headers={"Authorization": f"Bearer {key}"})
         with urllib.request.urlopen(request, timeout=5) as response:
             assert json.loads(response.read())["org"]["slug"] == "served"
+        _assert_keeps_connections_alive(port)
     finally:
         _stop(proc)
     assert (tmp_path / "var" / "identity.db").exists() and (tmp_path / "var" / "secret_key").stat().st_mode & 0o077 == 0
