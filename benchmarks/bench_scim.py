@@ -21,7 +21,9 @@ What it does, in order:
    SQLite (what `identity serve` runs at start; pooled connections run PRAGMA optimize after).
 3. Serves a trivial Flask route (benchmarks/ceiling_app.py) with gunicorn, 2 workers, and
    measures it with the client: the ceiling. Then serves wsgi:app the same way and measures:
-   `userName eq` filter throughput and latency; a page deep in the list; single lookups by the
+   `userName eq` filter throughput and latency; the same lookup on the floor route
+   (benchmarks/floor_app.py: the service's app with the lookup as hand-written SQL on the DBAPI
+   connection, what the stack allows at best); a page deep in the list; single lookups by the
    other attributes IdPs match users on (externalId, a work email); the group PATCH adding
    1,000 new members to the 100,000-member and to the 1,000-member group; create-user
    throughput; and each worker's peak RSS (VmHWM).
@@ -188,9 +190,10 @@ class Server:
 def _request_for(kind: str, job: dict[str, Any], rng: random.Random, i: int) -> tuple[str, str, bytes | None]:
     if kind == "ceiling":
         return "GET", "/", None
-    if kind == "filter":
+    if kind in ("filter", "floor"):
         name = _user_name(rng.randrange(job["users"]))
-        return "GET", "/scim/v2/Users?filter=" + quote(f'userName eq "{name}"'), None
+        route = "/scim/v2/Users" if kind == "filter" else "/floor/Users"
+        return "GET", route + "?filter=" + quote(f'userName eq "{name}"'), None
     if kind == "create":
         name = f"new-{job['run']}-{job['index']}-{i}@bench.test"
         body = {"schemas": [SCIM_USER], "userName": name, "externalId": name,
@@ -237,10 +240,10 @@ def _client(job: dict[str, Any]) -> dict[str, Any]:
         if started >= job["start"]:
             latencies.append(elapsed)
             statuses[response.status] += 1
-            expected = {"ceiling": 200, "filter": 200, "create": 201}[kind]
+            expected = 201 if kind == "create" else 200
             if response.status != expected and len(bad) < 3:
                 bad.append(f"{response.status} {data[:200]!r}")
-            elif kind == "filter" and b'"totalResults": 1' not in data and len(bad) < 3:
+            elif kind in ("filter", "floor") and b'"totalResults": 1' not in data and len(bad) < 3:
                 bad.append(f"filter did not find exactly one user: {data[:200]!r}")
     conn.close()
     return {"latencies": latencies, "statuses": dict(statuses), "bad": bad, "reconnects": reconnects, "made": i}
@@ -408,12 +411,15 @@ def bench(args: argparse.Namespace, folder: Path, url: str) -> dict[str, Any]:
     # Both servers stay up (an idle one costs nothing); the ceiling is measured right before each
     # throughput run it is compared with, so that both see the same load on a shared machine.
     with Server("ceiling_app:app", env, args, folder / "gunicorn-ceiling.log", pythonpath="benchmarks",
-                ready_path="/") as ceiling, Server("wsgi:app", env, args, folder / "gunicorn-scim.log") as server:
+                ready_path="/") as ceiling, Server("wsgi:app", env, args, folder / "gunicorn-scim.log") as server, \
+                Server("floor_app:app", env, args, folder / "gunicorn-floor.log", pythonpath="benchmarks") as floor:
         # (a) the ceiling, then (b) the userName eq filter
         figures["ceiling"] = load("ceiling", ceiling, args)
         print(f"ceiling: {figures['ceiling']['per_second']:.0f}/s", flush=True)
         figures["filter"] = load("filter", server, args, token=token, users=args.users)
         print(f"filter: {figures['filter']['per_second']:.0f}/s", flush=True)
+        figures["floor"] = load("floor", floor, args, token=token, users=args.users)
+        print(f"floor: {figures['floor']['per_second']:.0f}/s", flush=True)
 
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=300)
         # (d) a page deep in the list, and the first page for comparison
@@ -514,6 +520,7 @@ def report(f: dict[str, Any]) -> str:
              "",
              f"{'measure':34} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'CPU ms':>7}  statuses"]
     for key, label in (("ceiling", "ceiling: GET / (trivial Flask)"), ("filter", "GET /Users?filter=userName eq"),
+                       ("floor", "floor: same lookup, hand-written SQL"),
                        ("ceiling_2", "ceiling again, before creates"), ("create", "POST /Users")):
         r = f[key]
         lines.append(f"{label:34} {r['per_second']:8.0f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {'':>8} "
@@ -538,6 +545,11 @@ def report(f: dict[str, Any]) -> str:
     lines += ["", f"{'target':30} {'measured':32} {'wanted':10} verdict"]
     for name, measured, wanted, ok in verdicts(f):
         lines.append(f"{name:30} {measured:32} {wanted:10} {'met' if ok else 'MISSED'}")
+    floor = f["floor"]
+    lines.append("")
+    lines.append(f"for comparison, the floor (benchmarks/floor_app.py: the same lookup as hand-written SQL on the "
+                 f"DBAPI connection): {floor['per_second'] / f['ceiling']['per_second']:.0%} of ceiling "
+                 f"(CPU: {f['ceiling']['server_cpu_ms_per_request'] / floor['server_cpu_ms_per_request']:.0%})")
     return "\n".join(lines)
 
 
