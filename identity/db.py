@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -195,8 +196,14 @@ class WalCheckpointer:
             thread.join(timeout=30)
 
     def _run(self, stopping: threading.Event) -> None:
-        with _SQLITE_CALLS:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        try:
+            with _SQLITE_CALLS:  # mode=rw: a database file that went away is not made anew, empty
+                conn = sqlite3.connect(f"{Path(self.path).as_uri()}?mode=rw", uri=True, timeout=30,
+                                       isolation_level=None, check_same_thread=False)
+        except sqlite3.Error:
+            log.warning("the WAL checkpointer cannot open the database; commits checkpoint by themselves",
+                        exc_info=True)
+            return
         try:
             while not stopping.wait(SQLITE_CHECKPOINT_SECONDS):
                 self.checkpoint(conn)

@@ -140,6 +140,18 @@ def test_a_fork_waits_for_a_checkpoint_in_progress(db: Database) -> None:
         conn.close()
 
 
+def test_a_database_file_that_went_away_is_not_made_anew(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'gone.db'}")
+    try:
+        assert database.checkpointer is not None
+        database.start_background_work()
+        database.checkpointer.ensure_running()  # the file was never made: the thread gives up
+        assert _wait_for(lambda: not database.checkpointer.running)
+        assert not (tmp_path / "gone.db").exists()
+    finally:
+        database.dispose()
+
+
 def test_in_memory_databases_have_no_checkpointer() -> None:
     database = Database("sqlite://")
     try:
