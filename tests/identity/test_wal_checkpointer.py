@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,17 @@ import identity.db
 from identity import create_app
 from identity.db import SQLITE_AUTOCHECKPOINT_PAGES, SQLITE_CHECKPOINT_BYTES, Database
 
-pytestmark = pytest.mark.sqlite_only("the WAL and its checkpoints are SQLite's; PostgreSQL checkpoints by itself")
+
+@pytest.fixture
+def db(sqlite_template: Path, tmp_path: Path) -> Iterator[Database]:
+    """A fresh, migrated SQLite database: the WAL and its checkpoints are SQLite's (PostgreSQL
+    checkpoints by itself), so these tests run on SQLite only."""
+    path = tmp_path / "identity.db"
+    shutil.copyfile(sqlite_template, path)
+    database = Database(f"sqlite:///{path}")
+    yield database
+    database.dispose()
+
 
 # Comfortably past the checkpointer's threshold, far below the connections' own automatic one.
 PAYLOAD_BYTES = 2 * SQLITE_CHECKPOINT_BYTES
