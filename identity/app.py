@@ -28,7 +28,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update(config.from_environment() if test_config is None else test_config)
     logs.configure()
     app.extensions["identity.db"] = app.config.get("DATABASE") or Database(app.config["DATABASE_URL"])
-    # In the process that serves (a gunicorn worker loads the app after its fork, unless --preload).
+    # On SQLite: every process serving this app checkpoints the WAL in the background, from its
+    # first write on (identity.db.WalCheckpointer).
     app.extensions["identity.db"].start_background_work()
     app.before_request(_start_request)
     app.after_request(_finish_request)
