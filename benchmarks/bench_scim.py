@@ -28,6 +28,9 @@ What it does, in order:
    1,000 new members to the 100,000-member and to the 1,000-member group; create-user
    throughput; and each worker's peak RSS (VmHWM).
 
+Before the runs it samples /proc/stat for 2 s and reports how much CPU other processes used; the
+report warns when it was over 10%, since such figures cannot be compared with others.
+
 gunicorn runs 2 gthread workers with 1 thread each by default: gthread keeps client connections
 alive (sync workers close each one), and a single thread per worker measured better than 4 (the
 work is all CPU under the GIL; 4 threads made creates half as fast on SQLite and PostgreSQL).
@@ -89,6 +92,23 @@ def _pct(values: list[float], q: float) -> float:
 
 def _user_name(i: int) -> str:
     return f"user{i}@bench.test"
+
+
+def machine_busy(seconds: float = 2.0) -> float:
+    """The share of all CPUs that other processes kept busy over `seconds` (from /proc/stat).
+
+    Run while this benchmark is idle: whatever it finds is load that would compete with the
+    measurement, such as a test suite left running.
+    """
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields[:8]), idle
+
+    total_0, idle_0 = sample()
+    time.sleep(seconds)
+    total_1, idle_1 = sample()
+    return 1 - (idle_1 - idle_0) / max(1, total_1 - total_0)
 
 
 # ---- gunicorn ----------------------------------------------------------------------------------
@@ -408,6 +428,8 @@ def bench(args: argparse.Namespace, folder: Path, url: str) -> dict[str, Any]:
     print(f"seeded in {seeded['total_seconds']:.1f} s (users {seeded['users_seconds']:.1f} s); "
           f"identity billing check: {figures['billing_check_after_seed']}", flush=True)
 
+    figures["busy_before"] = machine_busy()
+    print(f"CPU kept busy by other processes before the runs: {figures['busy_before']:.0%}", flush=True)
     # Both servers stay up (an idle one costs nothing); the ceiling is measured right before each
     # throughput run it is compared with, so that both see the same load on a shared machine.
     with Server("ceiling_app:app", env, args, folder / "gunicorn-ceiling.log", pythonpath="benchmarks",
@@ -542,6 +564,9 @@ def report(f: dict[str, Any]) -> str:
                  f"ceiling {f['ceiling_peak_rss_mb']}")
     lines.append("CPU ms = gunicorn workers' CPU per request (database server's CPU not included)")
     lines.append(f"load average at the end: {f.get('loadavg', '?')} ({os.cpu_count()} CPUs; the machine is shared)")
+    busy = f.get("busy_before", 0.0)
+    lines.append(f"CPU busy with other processes just before the runs: {busy:.0%}"
+                 + ("  <- WARNING: something else is running; these figures are not comparable" if busy > 0.1 else ""))
     lines += ["", f"{'target':30} {'measured':32} {'wanted':10} verdict"]
     for name, measured, wanted, ok in verdicts(f):
         lines.append(f"{name:30} {measured:32} {wanted:10} {'met' if ok else 'MISSED'}")
