@@ -1,5 +1,6 @@
 """Admin API for the org's SAML single sign-on (under /api/v1): what the IdP admin needs from us,
-and the IdP's settings from its metadata, as `identity saml configure` sets them.
+and the IdP's settings from its metadata document or URL (fetched under saml.metadata_fetch's
+rules), as `identity saml configure` sets them.
 
 `PUT /orgs/{org}/sso` goes through `saml.service.configure_connection`, the one place a
 connection changes (audited `sso.configured` or `sso.updated` with the API key as actor). "Require
@@ -19,6 +20,7 @@ from identity.roles import authorize
 from identity.service import run
 from saml import service, web
 from saml.connection import CLAIMS, SpUrls, cert_fingerprint, parse_idp_metadata
+from saml.metadata_fetch import fetch_metadata
 from saml.models import SamlConnection
 
 bp = Blueprint("api_sso", __name__, url_prefix="/api/v1")
@@ -26,7 +28,8 @@ bp.register_error_handler(DomainError, domain_problem)
 bp.before_request(refuse_nul)
 
 OPTIONS = ("jit", "allow_idp_initiated", "sign_authn_requests", "want_assertions_encrypted")
-FIELDS = ("idp_metadata_xml", *OPTIONS, "attribute_map")
+FIELDS = ("idp_metadata_xml", "idp_metadata_url", *OPTIONS, "attribute_map")
+URL_MAX_LENGTH = 2048  # SamlConnection.idp_metadata_url
 
 
 def _db() -> Any:
@@ -83,23 +86,43 @@ def _attribute_map(data: dict[str, Any]) -> dict[str, list[str]] | None:
     return found
 
 
-@bp.put("/orgs/<org_ref>/sso")
-@authenticated
-def configure_sso(org_ref: str) -> Response:
-    """Configure the IdP from its metadata XML (and options); the same as `identity saml configure`."""
-    known_args()
-    org_id, data = caller_org_id(org_ref), json_body(*FIELDS)
+def _metadata_url(data: dict[str, Any]) -> str | None:
+    """The metadata URL when the body gives one, after checking that it gives exactly one source."""
+    xml, url = data.get("idp_metadata_xml"), data.get("idp_metadata_url")
+    if (xml is None) == (url is None):
+        raise InvalidValue("give exactly one of idp_metadata_xml and idp_metadata_url", field="idp_metadata_xml")
+    if url is None:
+        return None
+    if not isinstance(url, str) or not url.strip() or len(url) > URL_MAX_LENGTH:
+        raise InvalidValue(f"idp_metadata_url must be the https URL of the IdP's SAML metadata, at most "
+                           f"{URL_MAX_LENGTH} characters", field="idp_metadata_url")
+    return url.strip()
+
+
+def _metadata_xml(data: dict[str, Any]) -> str:
     xml = data.get("idp_metadata_xml")
     if not isinstance(xml, str) or not xml.strip():
         raise InvalidValue("idp_metadata_xml must be the IdP's SAML metadata document", field="idp_metadata_xml")
+    return xml
+
+
+@bp.put("/orgs/<org_ref>/sso")
+@authenticated
+def configure_sso(org_ref: str) -> Response:
+    """Configure the IdP from its metadata, given as XML or as its URL (fetched now, and again by
+    `identity saml refresh` and when a signature is refused); the same as `identity saml configure`."""
+    known_args()
+    org_id, data = caller_org_id(org_ref), json_body(*FIELDS)
     jit, idp_initiated, sign, encrypted = (_flag(data, name) for name in OPTIONS)
     attribute_map = _attribute_map(data)
-    idp = parse_idp_metadata(xml.encode())
+    url = _metadata_url(data)
+    authorize(g.actor, "settings.manage", org_id=org_id)  # before the service fetches anything on its say
+    idp = parse_idp_metadata(fetch_metadata(url) if url is not None else _metadata_xml(data).encode())
 
     def configure(session: Any, actor: Any) -> dict[str, Any]:
         connection = service.configure_connection(
             session, actor, org_id, idp, jit=jit, allow_idp_initiated=idp_initiated, sign_authn_requests=sign,
-            want_assertions_encrypted=encrypted, attribute_map=attribute_map)
+            want_assertions_encrypted=encrypted, attribute_map=attribute_map, metadata_url=url)
         return _view(session.get_one(Org, org_id), connection)
 
     return jsonify(run(_db(), g.actor, configure))
@@ -115,8 +138,13 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
             "entity_id": {"type": "string"}, "sso_url": {"type": "string"}, "slo_url": _NULLABLE_TEXT,
             "signing_cert_sha256": {"type": "array", "items": {"type": "string"}}, "metadata_url": _NULLABLE_TEXT,
             **{name: {"type": "boolean"} for name in OPTIONS}, "attribute_map": {"type": "object"}}}}},
-    "SsoConfig": {"type": "object", "required": ["idp_metadata_xml"], "additionalProperties": False, "properties": {
+    "SsoConfig": {"type": "object", "additionalProperties": False, "oneOf": [
+        {"required": ["idp_metadata_xml"]}, {"required": ["idp_metadata_url"]}], "properties": {
         "idp_metadata_xml": {"type": "string", "description": "the IdP's SAML 2.0 metadata document"},
+        "idp_metadata_url": {"type": "string", "maxLength": URL_MAX_LENGTH, "description": (
+            "instead of the document: its https URL (Entra ID's App Federation Metadata Url, Okta's Metadata "
+            "URL), fetched now and kept, so that a new signing certificate is picked up without an admin; it "
+            "must resolve to public addresses only, unless the operator allows private ones")},
         **{name: {"type": ["boolean", "null"], "description": "absent or null: unchanged (new: the default)"}
            for name in OPTIONS},
         "attribute_map": {"type": ["object", "null"], "description": f"claim ({', '.join(CLAIMS)}) to the "

@@ -19,7 +19,8 @@ from identity.db import Database
 from identity.errors import DomainError
 from identity.models import Org
 from saml import links, service
-from saml.connection import CLAIMS, SpUrls, fetch_metadata, parse_idp_metadata
+from saml.connection import CLAIMS, SpUrls, parse_idp_metadata
+from saml.metadata_fetch import fetch_metadata
 from saml.models import SamlConnection
 
 

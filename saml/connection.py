@@ -9,7 +9,6 @@ import base64
 import datetime as dt
 import hashlib
 import threading
-import urllib.request
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -219,16 +218,4 @@ def settings_dict(connection: SamlConnection, urls: SpUrls) -> dict[str, Any]:
             "allowRepeatAttributeName": True,
         },
     }
-
-
-METADATA_FETCH_LIMIT = 1024 * 1024
-METADATA_FETCH_TIMEOUT = 10  # seconds; a sign-in may be waiting on it (saml.views)
-
-
-def fetch_metadata(url: str) -> bytes:
-    """Download IdP metadata over HTTPS (the IdP's published URL), at most 1 MiB."""
-    if not url.startswith("https://"):
-        raise InvalidValue("an IdP metadata URL must use https", field="idp_metadata_url")
-    with urllib.request.urlopen(url, timeout=METADATA_FETCH_TIMEOUT) as answer:  # noqa: S310 (https only)
-        return bytes(answer.read(METADATA_FETCH_LIMIT + 1))[:METADATA_FETCH_LIMIT]
 

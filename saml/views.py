@@ -19,7 +19,8 @@ from identity.errors import DomainError, SeatCapReached
 from identity.models import Org
 from identity.service import run
 from saml import binding, protocol, service, web
-from saml.connection import fetch_metadata, parse_idp_metadata, settings_dict, valid_certs
+from saml.connection import parse_idp_metadata, settings_dict, valid_certs
+from saml.metadata_fetch import fetch_metadata
 from saml.models import SamlConnection
 from saml.protocol import Expected, Refused
 from saml.web import DEFAULT_LANDING, MESSAGES, bp, log

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ from saml import binding
 from saml.cli import configure_org
 from saml.connection import SpUrls
 from tests.saml.idp import KeyPair, Options, TestIdP, post_form
+from tests.saml.metadata_server import MetadataServer
 
 BASE_URL = "http://localhost"  # the `app` fixture's BASE_URL
 IDP_ENTITY_ID = "https://idp.example.test/metadata"
@@ -76,3 +79,13 @@ def configure(db: Database, slug: str, idp: TestIdP, **kwargs: Any) -> None:
 def sso(db: Database, acme: NewOrg, idp: TestIdP, client: FlaskClient) -> Sso:
     configure(db, acme.org.slug, idp, jit=True, allow_idp_initiated=True)
     return Sso(db, acme, idp, client, SpUrls.of(BASE_URL, acme.org.slug))
+
+
+@pytest.fixture
+def metadata_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MetadataServer]:
+    """An IdP's metadata URL over real HTTPS on 127.0.0.1, trusted, and allowed as a private address."""
+    server = MetadataServer(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(server.cert_file))  # trust this server's own certificate
+    monkeypatch.setenv("SAML_METADATA_ALLOW_PRIVATE", "1")  # the test IdP is on 127.0.0.1
+    yield server
+    server.close()

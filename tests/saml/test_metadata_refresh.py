@@ -3,82 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
-import ssl
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from identity.orgs import NewOrg
 from saml.cli import saml as saml_cli
 from saml.connection import SpUrls
 from tests.saml.conftest import BASE_URL, IDP_ENTITY_ID, Sso
 from tests.saml.idp import KeyPair, TestIdP
-
-
-class MetadataServer:
-    """An HTTPS server on 127.0.0.1 serving whatever metadata it is given, with its own trusted cert."""
-
-    def __init__(self, folder: Path) -> None:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-        now = dt.datetime.now(dt.UTC)
-        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-                .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
-                .not_valid_after(now + dt.timedelta(days=1))
-                .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                               critical=False)
-                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                .sign(key, hashes.SHA256()))
-        self.cert_file, key_file = folder / "server.pem", folder / "server.key"
-        self.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
-        self.body = b""
-        self.requests = 0
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                server.requests += 1
-                self.send_response(200)
-                self.send_header("Content-Type", "application/samlmetadata+xml")
-                self.end_headers()
-                self.wfile.write(server.body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.cert_file, key_file)
-        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.httpd.server_address[1]}/metadata"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def metadata_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MetadataServer]:
-    server = MetadataServer(tmp_path)
-    monkeypatch.setenv("SSL_CERT_FILE", str(server.cert_file))  # trust this server's own certificate
-    yield server
-    server.close()
+from tests.saml.metadata_server import MetadataServer
 
 
 def _configure_from(runner: CliRunner, server: MetadataServer, *flags: str) -> None:
