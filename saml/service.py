@@ -74,7 +74,11 @@ def configure_connection(
     want_assertions_encrypted: bool | None = None, attribute_map: dict[str, list[str]] | None = None,
     metadata_url: str | None = None,
 ) -> SamlConnection:
-    """Create or update the org's connection from IdP settings; our key pair is made on first use."""
+    """Create or update the org's connection from IdP settings; our key pair is made on first use.
+
+    `metadata_url` is where the settings came from, None for a document: a document replaces a
+    stored URL, so that the next refresh cannot bring back what the admin replaced.
+    """
     authorize(actor, "settings.manage", org_id=org_id)
     org = session.get(Org, org_id)
     if org is None:
@@ -97,9 +101,10 @@ def configure_connection(
     for name, value in (("jit", jit), ("allow_idp_initiated", allow_idp_initiated),
                         ("sign_authn_requests", sign_authn_requests),
                         ("want_assertions_encrypted", want_assertions_encrypted),
-                        ("attribute_map", attribute_map), ("idp_metadata_url", metadata_url)):
+                        ("attribute_map", attribute_map)):
         if value is not None:
             setattr(connection, name, value)
+    connection.idp_metadata_url = metadata_url
     if metadata_url is not None:
         connection.metadata_refreshed_at = now
     connection.updated_at, connection.version = now, connection.version + 1

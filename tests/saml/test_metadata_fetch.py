@@ -161,3 +161,16 @@ def test_the_service_fetches_nothing_for_a_caller_who_may_not_configure_sso(
     assert answer.status_code == 403, answer.json
     assert metadata_server.requests == 0
     assert _sso_state(db, acme.org.id) == (None, 0)
+
+
+def test_a_document_given_later_replaces_the_url_so_a_refresh_cannot_undo_it(
+        client: FlaskClient, db: Database, acme: NewOrg, keys_of: dict[str, str], idp: TestIdP,
+        metadata_server: MetadataServer) -> None:
+    metadata_server.body = idp.metadata()
+    assert _put(client, keys_of["owner"], {"idp_metadata_url": metadata_server.url}).status_code == 200
+    answer = _put(client, keys_of["owner"], {"idp_metadata_xml": idp.metadata().decode()})
+    assert answer.status_code == 200, answer.json
+    assert answer.json["idp"]["metadata_url"] is None
+    with db.reading() as session:
+        updated = session.scalars(select(AuditEvent).where(AuditEvent.action == "sso.updated")).one()
+    assert updated.changes == {"idp_metadata_url": {"before": metadata_server.url, "after": None}}
