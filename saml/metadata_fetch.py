@@ -125,7 +125,7 @@ def _get(parts: SplitResult, address: str, deadline: float) -> tuple[int, str | 
         if response.status in REDIRECTS:
             return response.status, response.getheader("Location"), b""
         body = bytearray()
-        while chunk := response.read(64 * 1024):
+        while chunk := response.read1(64 * 1024):  # what has arrived: a trickle cannot outlast the deadline
             body += chunk
             if len(body) > LIMIT_BYTES:
                 raise InvalidValue(f"the IdP metadata is larger than {LIMIT_BYTES // 1024} KiB", field=FIELD)

@@ -6,6 +6,7 @@ import datetime as dt
 import ipaddress
 import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -36,6 +37,7 @@ class MetadataServer:
         self.body = b""
         # path -> (status, headers, body) for anything but a plain 200 with `body`
         self.routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
+        self.trickle: set[str] = set()  # paths whose body is sent a byte every 0.2 s
         self.requests = 0
         server = self
 
@@ -49,7 +51,16 @@ class MetadataServer:
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                if self.path not in server.trickle:
+                    self.wfile.write(body)
+                    return
+                for byte in body:
+                    try:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                    except OSError:  # the client gave up
+                        return
+                    time.sleep(0.2)
 
             def log_message(self, *args: object) -> None:
                 pass

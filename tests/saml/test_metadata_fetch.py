@@ -3,12 +3,14 @@ admin API's `idp_metadata_url`, over real HTTPS from a local server."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+import saml.metadata_fetch
 from audit import Actor
 from audit.models import AuditEvent
 from identity import keys
@@ -93,6 +95,17 @@ def test_errors_oversized_answers_and_untrusted_certificates_are_refused(
     monkeypatch.delenv("SSL_CERT_FILE")  # the server's certificate is no longer trusted
     with pytest.raises(InvalidValue, match="could not be fetched: SSLCertVerificationError"):
         fetch_metadata(metadata_server.url)
+
+
+def test_a_server_that_trickles_cannot_hold_the_fetch_past_its_deadline(
+        metadata_server: MetadataServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(saml.metadata_fetch, "DEADLINE_SECONDS", 1)
+    metadata_server.routes["/slow"] = (200, {}, b"<" * 100)  # 20 s at a byte every 0.2 s
+    metadata_server.trickle.add("/slow")
+    started = time.monotonic()
+    with pytest.raises(InvalidValue, match="took longer than 1 s"):
+        fetch_metadata(metadata_server.url_for("/slow"))
+    assert time.monotonic() - started < 3
 
 
 # ---- the admin API -----------------------------------------------------------------------------
