@@ -13,7 +13,8 @@ So a fetch:
   addresses are refused even then;
 - connects to the address it checked, not to a second DNS answer;
 - follows at most 3 redirects, each checked the same way;
-- reads at most 1 MiB, within 15 seconds in all.
+- reads at most 1 MiB, within 15 seconds in all (a timer ends the connection at the deadline,
+  whatever it is waiting for; connecting and the TLS handshake have 10 seconds of their own).
 
 Every refusal is an InvalidValue on `idp_metadata_url` that says which rule refused it.
 """
@@ -25,6 +26,7 @@ import ipaddress
 import os
 import socket
 import ssl
+import threading
 import time
 from urllib.parse import SplitResult, urljoin, urlsplit
 
@@ -115,25 +117,43 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         sock = socket.create_connection((self.address, self.port), self.timeout)
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
 
+    def expire(self) -> None:
+        """End whatever the connection is waiting for (from another thread, at the deadline)."""
+        if self.sock is not None:
+            try:
+                socket.socket.shutdown(self.sock, socket.SHUT_RDWR)  # the TCP socket under TLS
+            except OSError:
+                pass
+
 
 def _get(parts: SplitResult, address: str, deadline: float) -> tuple[int, str | None, bytes]:
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     conn = _PinnedHTTPSConnection(str(parts.hostname), parts.port or 443, address, TIMEOUT_SECONDS)
+    # Each receive has its own timeout; this bounds them all once connected (the connection and its
+    # TLS handshake have TIMEOUT_SECONDS of their own).
+    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), conn.expire)
+    watchdog.daemon = True
+    watchdog.start()
     try:
         conn.request("GET", path, headers={"Accept": "application/samlmetadata+xml, application/xml, text/xml"})
         response = conn.getresponse()
-        if response.status in REDIRECTS:
-            return response.status, response.getheader("Location"), b""
         body = bytearray()
-        while chunk := response.read1(64 * 1024):  # what has arrived: a trickle cannot outlast the deadline
-            body += chunk
+        while response.status not in REDIRECTS and (chunk := response.read1(64 * 1024)):
+            body += chunk  # what has arrived: a trickle cannot outlast the deadline
             if len(body) > LIMIT_BYTES:
                 raise InvalidValue(f"the IdP metadata is larger than {LIMIT_BYTES // 1024} KiB", field=FIELD)
-            if time.monotonic() > deadline:
-                raise InvalidValue(f"the IdP metadata took longer than {DEADLINE_SECONDS} s to fetch", field=FIELD)
-        return response.status, None, bytes(body)
+            _check(deadline)
+        _check(deadline)  # the watchdog's end of the connection can read as an early end of the answer
+        return response.status, response.getheader("Location"), bytes(body)
     except (OSError, http.client.HTTPException) as error:  # ssl.SSLError and timeouts are OSErrors
+        _check(deadline)
         raise InvalidValue(f"the IdP metadata URL could not be fetched: {type(error).__name__}: {error}",
                            field=FIELD) from None
     finally:
+        watchdog.cancel()
         conn.close()
+
+
+def _check(deadline: float) -> None:
+    if time.monotonic() > deadline:
+        raise InvalidValue(f"the IdP metadata took longer than {DEADLINE_SECONDS} s to fetch", field=FIELD)

@@ -38,12 +38,18 @@ class MetadataServer:
         # path -> (status, headers, body) for anything but a plain 200 with `body`
         self.routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
         self.trickle: set[str] = set()  # paths whose body is sent a byte every 0.2 s
+        self.stall_headers: set[str] = set()  # paths whose headers stop halfway for 3 s
         self.requests = 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 server.requests += 1
+                if self.path in server.stall_headers:
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\n")
+                    self.wfile.flush()
+                    time.sleep(3)
+                    return
                 status, headers, body = server.routes.get(
                     self.path, (200, {"Content-Type": "application/samlmetadata+xml"}, server.body))
                 self.send_response(status)

@@ -108,6 +108,16 @@ def test_a_server_that_trickles_cannot_hold_the_fetch_past_its_deadline(
     assert time.monotonic() - started < 3
 
 
+def test_a_server_that_stalls_in_its_headers_cannot_hold_the_fetch_past_its_deadline(
+        metadata_server: MetadataServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(saml.metadata_fetch, "DEADLINE_SECONDS", 1)  # the socket timeout stays 10 s
+    metadata_server.stall_headers.add("/stall")
+    started = time.monotonic()
+    with pytest.raises(InvalidValue, match="took longer than 1 s"):
+        fetch_metadata(metadata_server.url_for("/stall"))
+    assert time.monotonic() - started < 2.5
+
+
 # ---- the admin API -----------------------------------------------------------------------------
 
 @pytest.fixture
