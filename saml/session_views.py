@@ -66,12 +66,9 @@ def _signed_out() -> HttpResponse:
 @bp.get("/saml/<slug>/slo")
 def slo(slug: str) -> HttpResponse:
     """Single logout over HTTP-Redirect: the IdP's signed LogoutRequest, or its LogoutResponse to ours."""
-    loaded = web.load(slug)
-    if loaded is None:
-        return web.not_configured()
+    org, connection = web.connection_of(slug)
     if "SAMLResponse" in request.args:  # the IdP's answer to our LogoutRequest: we had already signed out
         return _signed_out()
-    org, connection = loaded
     auth = OneLogin_Saml2_Auth(web.saml_request(), web.settings(connection, org, wantMessagesSigned=True))
     try:
         target = auth.process_slo(keep_local_session=True)

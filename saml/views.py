@@ -52,10 +52,7 @@ def safe_landing(value: str | None, base_url: str) -> str:
 @bp.get("/saml/<slug>/metadata")
 def metadata(slug: str) -> HttpResponse:
     """Serve the SP metadata: entity id, ACS (HTTP-POST), SLO (HTTP-Redirect), signing and encryption keys."""
-    loaded = web.load(slug)
-    if loaded is None:
-        return web.not_configured()
-    org, connection = loaded
+    org, connection = web.connection_of(slug)
     sp = settings_dict(connection, web.urls(org))["sp"]
     xml = OneLogin_Saml2_Metadata.builder(sp, connection.sign_authn_requests, True)
     xml = OneLogin_Saml2_Metadata.add_x509_key_descriptors(xml, connection.sp_cert_pem, True)
@@ -65,10 +62,7 @@ def metadata(slug: str) -> HttpResponse:
 @bp.get("/saml/<slug>/login")
 def login(slug: str) -> HttpResponse:
     """Start an SP-initiated sign-in: remember the AuthnRequest id, redirect to the IdP (HTTP-Redirect)."""
-    loaded = web.load(slug)
-    if loaded is None:
-        return web.not_configured()
-    org, connection = loaded
+    org, connection = web.connection_of(slug)
     landing = safe_landing(request.args.get("next"), web.base_url())
     auth = OneLogin_Saml2_Auth(web.saml_request(), web.settings(connection, org))
     url, request_id = auth.login(return_to=landing), auth.get_last_request_id()

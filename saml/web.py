@@ -14,7 +14,7 @@ from html import escape
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, abort, current_app, g, request
 from onelogin.saml2.settings import OneLogin_Saml2_Settings
 from werkzeug.wrappers import Response as HttpResponse
 
@@ -92,6 +92,14 @@ def load(slug: str) -> tuple[Org, SamlConnection] | None:
 
 def not_configured() -> HttpResponse:
     return page(404, "Single sign-on is not available", "No SAML single sign-on is configured here.")
+
+
+def connection_of(slug: str) -> tuple[Org, SamlConnection]:
+    """The org and its connection, or end the request with the not-configured page."""
+    loaded = load(slug)
+    if loaded is None:
+        abort(not_configured())
+    return loaded
 
 
 def urls(org: Org) -> SpUrls:

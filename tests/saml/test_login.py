@@ -212,8 +212,10 @@ def test_signed_authn_request_when_the_org_asks(sso: Sso) -> None:
 
 
 def test_unknown_org_is_404_page(sso: Sso) -> None:
-    for path in ("/saml/nope/metadata", "/saml/nope/login"):
-        assert sso.client.get(path).status_code == 404
+    for path in ("/saml/nope/metadata", "/saml/nope/login", "/saml/nope/slo"):
+        answer = sso.client.get(path)
+        assert answer.status_code == 404
+        assert b"No SAML single sign-on is configured here." in answer.data
     assert sso.client.post("/saml/nope/acs", data={"SAMLResponse": "x"}).status_code == 404
 
 
