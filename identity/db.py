@@ -144,12 +144,14 @@ class WalCheckpointer:
 
     With SQLite's default, the connection whose commit takes the WAL past 1,000 pages copies
     them into the database file before its commit returns. A commit that writes many pages at
-    once (a SCIM PATCH adding 1,000 members to a 100,000-member group touches about 2,000
-    index pages) then pays for the checkpoint itself, on the IdP's clock. Here a daemon thread
-    runs PASSIVE checkpoints whenever the WAL has grown past SQLITE_CHECKPOINT_BYTES: they never
-    wait for, or block, readers and writers, and sqlite3 releases the GIL while one runs, so the
-    copy proceeds beside the requests. Connections keep an automatic checkpoint at
-    SQLITE_AUTOCHECKPOINT_PAGES as the bound should this thread stop or fall behind.
+    once (a SCIM PATCH adding 1,000 members to a group writes 3,000 to 5,500 WAL pages) then
+    pays for the checkpoint itself, on the IdP's clock. Here a daemon thread runs PASSIVE
+    checkpoints whenever the WAL has grown past SQLITE_CHECKPOINT_BYTES: they never wait for, or
+    block, readers and writers, and sqlite3 releases the GIL while one runs, so the copy proceeds
+    beside the requests. (The first commit after a complete checkpoint still syncs the WAL's
+    header, which can wait on the disk: see the README's Performance section.) Connections keep
+    an automatic checkpoint at SQLITE_AUTOCHECKPOINT_PAGES as the bound should this thread stop
+    or fall behind.
 
     `enable` only marks it wanted; the thread starts with the first write transaction of each
     process, so a gunicorn master that loaded the app (`--preload`) runs none and each worker
