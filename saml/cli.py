@@ -93,8 +93,8 @@ def configure(slug: str, metadata_file: Path | None, metadata_url: str | None, j
     except DomainError as error:
         _fail(error)
         return
-    except OSError as error:  # the metadata URL did not answer
-        click.echo(f"error: could not fetch the IdP metadata: {type(error).__name__}", err=True)
+    except OSError as error:  # the file could not be read (a URL's failures are DomainErrors)
+        click.echo(f"error: could not read the IdP metadata file: {type(error).__name__}", err=True)
         sys.exit(1)
     if as_json:
         click.echo(json.dumps(result))
@@ -118,7 +118,7 @@ def refresh(slug: str | None) -> None:
         try:
             configure_org(database, org_slug, fetch_metadata(url), metadata_url=url)
             click.echo(f"org {org_slug}: IdP metadata refreshed")
-        except (DomainError, OSError) as error:
+        except DomainError as error:  # saml.metadata_fetch reports every failure as one
             failed = True
             click.echo(f"org {org_slug}: refresh failed: {getattr(error, 'message', type(error).__name__)}", err=True)
     if failed:
