@@ -116,7 +116,7 @@ def configure_sso(org_ref: str) -> Response:
     jit, idp_initiated, sign, encrypted = (_flag(data, name) for name in OPTIONS)
     attribute_map = _attribute_map(data)
     url = _metadata_url(data)
-    authorize(g.actor, "settings.manage", org_id=org_id)  # before the service fetches anything on its say
+    service.authorize_configuration(g.actor, org_id)  # before anything is fetched on the caller's say
     idp = parse_idp_metadata(fetch_metadata(url) if url is not None else _metadata_xml(data).encode())
 
     def configure(session: Any, actor: Any) -> dict[str, Any]:

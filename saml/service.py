@@ -68,6 +68,12 @@ def find_connection(session: Session, slug: str) -> tuple[Org, SamlConnection] |
     return None if row is None else (row[0], row[1])
 
 
+def authorize_configuration(actor: Actor, org_id: str) -> None:
+    """Raise PermissionDenied unless `actor` may configure the org's SSO (checked before a metadata
+    URL is fetched on the actor's say, and again by configure_connection)."""
+    authorize(actor, "settings.manage", org_id=org_id)
+
+
 def configure_connection(
     session: Session, actor: Actor, org_id: str, idp: IdpSettings, *, jit: bool | None = None,
     allow_idp_initiated: bool | None = None, sign_authn_requests: bool | None = None,
@@ -79,7 +85,7 @@ def configure_connection(
     `metadata_url` is where the settings came from, None for a document: a document replaces a
     stored URL, so that the next refresh cannot bring back what the admin replaced.
     """
-    authorize(actor, "settings.manage", org_id=org_id)
+    authorize_configuration(actor, org_id)
     org = session.get(Org, org_id)
     if org is None:
         raise NotFound(f"no org {org_id!r}", org_id=org_id)
