@@ -227,7 +227,12 @@ def remove_members(session: Session, actor: Actor, org_id: str, group_id: str, u
     for chunk in _chunks(gone):
         session.execute(delete(IdpGroupMember).where(IdpGroupMember.group_id == group.id,
                                                      IdpGroupMember.user_id.in_(chunk)))
-        session.execute(delete(RoleGrant).where(RoleGrant.source_ref == group.id, RoleGrant.user_id.in_(chunk)))
+        # Found by user alone, then checked here: with `source_ref` in the WHERE, SQLite without
+        # statistics walks the group's index, every grant of a 100,000-member group, per chunk.
+        grants = [gid for gid, ref in session.execute(select(RoleGrant.id, RoleGrant.source_ref).where(
+            RoleGrant.user_id.in_(chunk))) if ref == group.id]
+        if grants:
+            session.execute(delete(RoleGrant).where(RoleGrant.id.in_(grants)))
     if gone:
         record(session, actor, "group.members_removed", _target(group), {"members": gone}, org_id=org_id)
     for user_id in sorted(protected):
@@ -241,8 +246,10 @@ def _last_owners_among(session: Session, group: IdpGroup, leaving: set[str]) -> 
     """Return the leaving users whose owner role comes only from this group, if none would remain."""
     if not leaving:
         return set()
-    owner_through_group = set(session.scalars(select(RoleGrant.user_id).where(
-        RoleGrant.source_ref == group.id, RoleGrant.team_id.is_(None), RoleGrant.role == "owner")))
+    # The org's owner grants (a handful, by ix_role_grants_org_role), then this group's among them:
+    # by `source_ref` the database would read every grant the group gave.
+    owner_through_group = {uid for uid, ref in session.execute(select(RoleGrant.user_id, RoleGrant.source_ref).where(
+        RoleGrant.org_id == group.org_id, RoleGrant.role == "owner", RoleGrant.team_id.is_(None))) if ref == group.id}
     losing = owner_through_group & leaving
     if not losing:
         return set()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, func, text
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, PrimaryKeyConstraint, String, func, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from audit.models import Base
@@ -152,9 +152,12 @@ class RoleGrant(Base):
 
     __table_args__ = (
         Index("ix_role_grants_user", "user_id", "team_id"),
-        Index("ix_role_grants_team", "team_id", "user_id"),
+        # By team and by group alone, for the same reason as IdpGroupMember's key: a (team, user)
+        # key would put a big team's new grants all over its range. One user's grants are found
+        # by ix_role_grants_user.
+        Index("ix_role_grants_team", "team_id"),
         Index("ix_role_grants_org_role", "org_id", "role", "team_id"),
-        Index("ix_role_grants_source_ref", "source_ref", "user_id"),
+        Index("ix_role_grants_source_ref", "source_ref"),
     )
 
 
@@ -281,14 +284,21 @@ class IdpGroup(Base):
 
 
 class IdpGroupMember(Base):
-    """Membership of a user in an IdP group, one row each, so changes touch only their rows."""
+    """Membership of a user in an IdP group, one row each, so changes touch only their rows.
+
+    Keyed by (user, group), not (group, user): under the latter, 1,000 members added to a group
+    of 100,000 land on some 800 different leaf pages of the group's range, against a dozen in a
+    group of 1,000. A user's place in the (user, group) key does not depend on the group's size,
+    and the index by group alone orders a group's rows by when they were added (the row id on
+    SQLite, the heap position on PostgreSQL), so new members go at the end of the group's range.
+    """
 
     __tablename__ = "idp_group_members"
 
-    group_id: Mapped[str] = mapped_column(ForeignKey("idp_groups.id"), primary_key=True)
-    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    group_id: Mapped[str] = mapped_column(ForeignKey("idp_groups.id"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
 
-    __table_args__ = (Index("ix_idp_group_members_user", "user_id"),)
+    __table_args__ = (PrimaryKeyConstraint("user_id", "group_id"), Index("ix_idp_group_members_group", "group_id"))
 
 
 class GroupMapping(Base):

@@ -134,9 +134,12 @@ def members_of(session: Session, group_ids: list[str]) -> dict[str, list[tuple[s
     """Return each group's members as (user id, display), for a page of groups in one query."""
     found: dict[str, list[tuple[str, str | None]]] = {gid: [] for gid in group_ids}
     if group_ids:
+        # Sorted here: an ORDER BY on the user id may lead a planner to walk every user in id order.
         rows = session.execute(select(IdpGroupMember.group_id, User.id, User.display_name, User.user_name)
                                .join(User, User.id == IdpGroupMember.user_id)
-                               .where(IdpGroupMember.group_id.in_(group_ids)).order_by(User.id))
+                               .where(IdpGroupMember.group_id.in_(group_ids)))
         for group_id, user_id, display, user_name in rows:
             found[group_id].append((user_id, display or user_name))
+        for members in found.values():
+            members.sort()
     return found

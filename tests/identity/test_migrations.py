@@ -55,17 +55,13 @@ def test_user_emails_are_backfilled_from_existing_users(db_url: str) -> None:
     import datetime as dt
     import json as jsonlib
 
-    from identity.migrate import upgrade
+    from identity.migrate import downgrade, upgrade
 
+    downgrade(db_url, "0009")  # back to the schema before 0010, with two users in it
     scratch = Database(db_url)
-    with scratch.engine.begin() as conn:  # back to the schema before 0010, with two users in it
-        conn.exec_driver_sql("DROP TABLE user_emails")
-        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0009'")
+    with scratch.engine.begin() as conn:
         now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-        conn.execute(text("INSERT INTO orgs (id, slug, name, created_at, included_seats, seat_price_cents, "
-                          "cycle_start, cycle_end, purchased_seats, seats_used, default_role, group_sync, "
-                          "idp_may_grant_owner, require_sso, audit_retention_days) VALUES ('o1', 'o', 'O', :t, 3, "
-                          "1000, :t, :t, 0, 0, 'member', 'mirror', false, false, 365)"), {"t": now})
+        _insert_org(conn, now)
         for uid, email, attributes in (
             ("u1", "first@x.test", {"emails": [{"value": "First@X.test", "type": "work", "primary": True},
                                                {"value": "home@x.test", "type": "home"}]}),
@@ -82,3 +78,46 @@ def test_user_emails_are_backfilled_from_existing_users(db_url: str) -> None:
                                  "ORDER BY user_id, value")).all()
     assert [tuple(r) for r in rows] == [("u1", "first@x.test", "work", True), ("u1", "home@x.test", "home", False),
                                         ("u2", "legacy@old.org", "work", True)]
+
+
+def _insert_org(conn, now) -> None:
+    conn.execute(text("INSERT INTO orgs (id, slug, name, created_at, included_seats, seat_price_cents, "
+                      "cycle_start, cycle_end, purchased_seats, seats_used, default_role, group_sync, "
+                      "idp_may_grant_owner, require_sso, audit_retention_days) VALUES ('o1', 'o', 'O', :t, 3, "
+                      "1000, :t, :t, 0, 0, 'member', 'mirror', false, false, 365)"), {"t": now})
+
+
+def test_memberships_survive_the_change_of_their_key(db_url: str) -> None:
+    """0012 keys memberships by (user, group) and indexes them by group; the rows stay as they were."""
+    import datetime as dt
+
+    from sqlalchemy import inspect
+
+    from identity.migrate import downgrade, upgrade
+
+    downgrade(db_url, "0011")
+    scratch = Database(db_url)
+    assert inspect(scratch.engine).get_pk_constraint("idp_group_members")["constrained_columns"] == \
+        ["group_id", "user_id"]
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    with scratch.engine.begin() as conn:
+        _insert_org(conn, now)
+        for uid in ("u1", "u2"):
+            conn.execute(text("INSERT INTO users (id, org_id, user_name, email, active, has_seat, source, attributes, "
+                              "created_at, updated_at, version) VALUES (:id, 'o1', :id, :id, true, false, 'scim', "
+                              "'{}', :t, :t, 1)"), {"id": uid, "t": now})
+        for gid in ("g1", "g2"):
+            conn.execute(text("INSERT INTO idp_groups (id, org_id, display_name, attributes, created_at, updated_at, "
+                              "version) VALUES (:id, 'o1', :id, '{}', :t, :t, 1)"), {"id": gid, "t": now})
+        conn.execute(text("INSERT INTO idp_group_members (group_id, user_id) VALUES "
+                          "('g1', 'u1'), ('g1', 'u2'), ('g2', 'u2')"))
+    scratch.dispose()
+    upgrade(db_url)
+    migrated = Database(db_url)
+    assert inspect(migrated.engine).get_pk_constraint("idp_group_members")["constrained_columns"] == \
+        ["user_id", "group_id"]
+    with migrated.engine.connect() as conn:
+        rows = conn.execute(text("SELECT group_id, user_id FROM idp_group_members ORDER BY group_id, user_id")).all()
+    assert [tuple(r) for r in rows] == [("g1", "u1"), ("g1", "u2"), ("g2", "u2")]
+    assert {"ix_idp_group_members_group", "ix_role_grants_team", "ix_role_grants_source_ref"} <= _index_names(migrated)
+    assert "ix_idp_group_members_user" not in _index_names(migrated)

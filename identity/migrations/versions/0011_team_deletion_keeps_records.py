@@ -32,7 +32,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     for table in TABLES:
-        with op.batch_alter_table(table) as batch:
+        with warnings.catch_warnings(), op.batch_alter_table(table) as batch:
+            warnings.simplefilter("ignore", sa.exc.SAWarning)
             batch.drop_constraint(f"fk_{table}_team_id_teams", type_="foreignkey")
             batch.create_foreign_key(f"fk_{table}_team_id_teams", "teams", ["team_id"], ["id"])
             batch.alter_column("team_id", existing_type=sa.String(80), nullable=False)
