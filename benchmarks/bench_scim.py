@@ -26,8 +26,9 @@ What it does, in order:
    connection, what the stack allows at best); a page deep in the list; single lookups by the
    other attributes IdPs match users on (externalId, a work email); the group PATCH adding
    1,000 new members to the 100,000-member and to the 1,000-member group (11 times each,
-   alternating, every add taken out again by an untimed PATCH so that each finds its group at its
-   size; the median is reported, since a SQLite commit's WAL sync makes single times bimodal); create-user
+   alternating, every add taken out again by a PATCH `remove` of the same members so that each
+   finds its group at its size; the medians of both are reported, the add's against the target,
+   since a SQLite commit's WAL sync makes single times bimodal); create-user
    throughput; and each worker's peak RSS (VmHWM).
 
 Before the runs it samples /proc/stat for 2 s and reports how much CPU other processes used; the
@@ -478,9 +479,10 @@ def bench(args: argparse.Namespace, folder: Path, url: str) -> dict[str, Any]:
               f"externalId {figures['lookup_external_id']['p50_ms']:.1f} ms", flush=True)
 
         # (e) PATCH adding patch_size new members, alternating the big and the small group; each
-        # is taken out again by an untimed PATCH, so that every add finds its group at its size.
+        # is taken out again by a PATCH remove (timed too, not a target), so each add finds its group at its size.
         fresh = iter(seeded["ids"][args.big_group + args.small_group:])
         times: dict[str, list[float]] = {"big": [], "small": []}
+        removals: dict[str, list[float]] = {"big": [], "small": []}
         for rep in range(args.patch_reps):
             for label in ("small", "big") if rep % 2 else ("big", "small"):
                 group = seeded["groups"][label]
@@ -490,8 +492,7 @@ def bench(args: argparse.Namespace, folder: Path, url: str) -> dict[str, Any]:
                     elapsed, status, data = _one(conn, "PATCH", f"/scim/v2/Groups/{group['id']}", token, body)
                     if status != 204:
                         raise SystemExit(f"group PATCH {op} failed: {status} {data[:300]!r}")
-                    if op == "add":
-                        times[label].append(elapsed)
+                    (times if op == "add" else removals)[label].append(elapsed)
         conn.close()
         for label in ("big", "small"):
             size = seeded["groups"][label]["size"]
@@ -499,6 +500,9 @@ def bench(args: argparse.Namespace, folder: Path, url: str) -> dict[str, Any]:
                                          "p50_ms": statistics.median(times[label]) * 1000,
                                          "max_ms": max(times[label]) * 1000,
                                          "all_ms": [round(t * 1000, 1) for t in times[label]]}
+            figures[f"unpatch_{label}"] = {"members_before": size + args.patch_size, "removed": args.patch_size,
+                                           "p50_ms": statistics.median(removals[label]) * 1000,
+                                           "max_ms": max(removals[label]) * 1000}
         print(f"patch: {figures['patch_big']['p50_ms']:.0f} ms at {args.big_group}, "
               f"{figures['patch_small']['p50_ms']:.0f} ms at {args.small_group}", flush=True)
 
@@ -565,6 +569,10 @@ def report(f: dict[str, Any]) -> str:
         r = f[key]
         label = f"PATCH Group +{r['added']:,} into {r['members_before']:,}"
         lines.append(f"{label:34} {'':>8} {r['p50_ms']:8.1f} {'':>8} {r['max_ms']:8.1f}  each: {r['all_ms']}")
+    for key in ("unpatch_big", "unpatch_small"):
+        r = f[key]
+        label = f"PATCH Group -{r['removed']:,} from {r['members_before']:,}"
+        lines.append(f"{label:34} {'':>8} {r['p50_ms']:8.1f} {'':>8} {r['max_ms']:8.1f}  (undoing each add)")
     lines.append(f"{'peak RSS (VmHWM) per worker, MB':34} SCIM {f['scim_peak_rss_mb']}, "
                  f"ceiling {f['ceiling_peak_rss_mb']}")
     lines.append("CPU ms = gunicorn workers' CPU per request (database server's CPU not included)")
