@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,6 +128,20 @@ def groups_of(session: Session, user_ids: list[str]) -> dict[str, list[tuple[str
         for user_id, group_id, name in _core(session).execute(_GROUPS_OF, {"user_ids": user_ids}):
             found[user_id].append((group_id, name))
     return found
+
+
+def iter_members(session: Session, group_id: str, batch: int = 1000) -> Iterator[list[tuple[str, str]]]:
+    """Yield a group's members as (user id, display) in lists of `batch`, read as they are sent.
+
+    In the order of the group's index (when they joined), not sorted: sorting would need them
+    all at once, and an ORDER BY on the user id may lead a planner to walk every membership.
+    """
+    rows = _core(session).execute(
+        select(IdpGroupMember.user_id, User.display_name, User.user_name)
+        .join(User, User.id == IdpGroupMember.user_id).where(IdpGroupMember.group_id == group_id),
+        execution_options={"yield_per": batch})
+    for chunk in rows.partitions():
+        yield [(user_id, display or user_name) for user_id, display, user_name in chunk]
 
 
 def members_of(session: Session, group_ids: list[str]) -> dict[str, list[tuple[str, str | None]]]:

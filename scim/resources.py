@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from identity.emails import emails_of
@@ -65,7 +66,21 @@ def user_to_wire(user: User, base_url: str, groups: Iterable[tuple[str, str]] | 
     return body
 
 
-def group_to_wire(group: IdpGroup, base_url: str, members: Iterable[tuple[str, str | None]] | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class MembersToStream:
+    """Where a group's members go in its resource, written out while the response is sent
+    (`scim.views`), so that a group of 100,000 is never held in memory whole."""
+
+    group_id: str
+
+
+def member_to_wire(user_id: str, display: str | None, base_url: str) -> dict[str, Any]:
+    """Return one entry of a group's `members`."""
+    return {"value": user_id, "display": display, "type": "User", "$ref": f"{base_url}/Users/{user_id}"}
+
+
+def group_to_wire(group: IdpGroup, base_url: str,
+                  members: Iterable[tuple[str, str | None]] | MembersToStream | None) -> dict[str, Any]:
     """Return the SCIM Group resource; `members` are (user id, display) pairs, None when not loaded."""
     body: dict[str, Any] = {k: v for k, v in (group.attributes or {}).items() if k not in COMPUTED | {"members"}}
     extra = [urn for urn in body if urn.lower().startswith("urn:") and urn != CORE_GROUP]
@@ -74,9 +89,10 @@ def group_to_wire(group: IdpGroup, base_url: str, members: Iterable[tuple[str, s
     body["displayName"] = group.display_name
     if group.external_id is not None:
         body["externalId"] = group.external_id
-    if members is not None:
-        body["members"] = [{"value": uid, "display": display, "type": "User", "$ref": f"{base_url}/Users/{uid}"}
-                           for uid, display in members]
+    if isinstance(members, MembersToStream):
+        body["members"] = members
+    elif members is not None:
+        body["members"] = [member_to_wire(uid, display, base_url) for uid, display in members]
     body["meta"] = meta("Group", f"{base_url}/Groups/{group.id}", group.created_at, group.updated_at, group.version)
     return body
 

@@ -8,6 +8,7 @@ handlers are plain functions of (parameters, body) so that /Bulk runs exactly th
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -180,10 +181,58 @@ def _content_type(response: Response) -> Response:
 
 def _respond(result: Result) -> Response:
     status, body, headers = result
-    response = Response("" if body is None else json.dumps(body), status=status,
-                        content_type=SCIM_JSON if body is not None else None)
+    streams: list[resources.MembersToStream] = []
+    nonce = secrets.token_hex(8)  # so that no attribute a client stored can pass for a place-holder
+
+    def place_holder(value: Any) -> str:
+        if not isinstance(value, resources.MembersToStream):
+            raise TypeError(f"{type(value).__name__} is not JSON")
+        streams.append(value)
+        return f"\x00{nonce}:{len(streams) - 1}\x00"
+
+    text = "" if body is None else json.dumps(body, default=place_holder)
+    if streams:
+        pieces = []
+        for index in range(len(streams)):
+            before, _, text = text.partition(json.dumps(f"\x00{nonce}:{index}\x00"))
+            pieces.append(before)
+        pieces.append(text)
+        # The stream takes over the request's read transaction: the members are read in the snapshot
+        # the group was read in, and the transaction ends when the server closes the response
+        # (after the last byte, or when the client went away), not at the request's teardown,
+        # which runs before the first byte is sent.
+        stack, session = g.pop("scim_read")
+        response = Response(_streamed(pieces, streams, session, _base()), status=status, content_type=SCIM_JSON)
+        response.call_on_close(stack.close)
+    else:
+        response = Response(text, status=status, content_type=SCIM_JSON if body is not None else None)
     response.headers.update(headers)
     return response
+
+
+def _streamed(pieces: list[str], streams: list[resources.MembersToStream], session: Any,
+              base: str) -> Iterator[bytes]:
+    """The body around each group's members, and the members read and written 1,000 at a time,
+    in the request's read transaction: memory stays flat whatever the size of the group."""
+    for piece, members in zip(pieces, [*streams, None], strict=True):
+        yield piece.encode()
+        if members is None:
+            continue
+        separator = ""
+        yield b"["
+        for chunk in listing.iter_members(session, members.group_id):
+            yield (separator + ", ".join(json.dumps(resources.member_to_wire(uid, display, base))
+                                         for uid, display in chunk)).encode()
+            separator = ", "
+        yield b"]"
+
+
+def _members_for(session: Any, group_ids: list[str]) -> dict[str, Any]:
+    """Each group's members: to be streamed when the response is sent in the request's own read
+    transaction (a GET), else read now (a write's answer, /Bulk, a POST /.search)."""
+    if g.get("scim_read") is not None:
+        return {gid: resources.MembersToStream(gid) for gid in group_ids}
+    return listing.members_of(session, group_ids)
 
 
 def _body() -> Any:
@@ -311,7 +360,8 @@ def delete_user(user_id: str) -> Result:
 
 # ---- Groups ------------------------------------------------------------------------------------
 
-def _group_result(status: int, group: IdpGroup, members: list[tuple[str, str | None]] | None) -> Result:
+def _group_result(status: int, group: IdpGroup,
+                  members: list[tuple[str, str | None]] | resources.MembersToStream | None) -> Result:
     body = resources.group_to_wire(group, _base(), members)
     return status, body, {"ETag": resources.etag(group.version), "Location": body["meta"]["location"]}
 
@@ -320,7 +370,7 @@ def list_groups(params: dict[str, Any]) -> Result:
     query = listing.read_query(params)
     with _reading() as session:
         total, found = listing.list_groups(session, _actor().org_id or "", query)
-        members = listing.members_of(session, [x.id for x in found]) if _wants(query, "members") else {}
+        members = _members_for(session, [x.id for x in found]) if _wants(query, "members") else {}
         page = [resources.project(resources.group_to_wire(x, _base(), members.get(x.id)), query.attributes,
                                   query.excluded) for x in found]
     return 200, discovery.list_response(page, total, query.start), {}
@@ -330,7 +380,7 @@ def get_group(group_id: str, params: dict[str, Any] | None = None) -> Result:
     query = listing.read_query(params or {})
     with _reading() as session:
         group = groups.get_group(session, _actor().org_id or "", group_id)
-        members = listing.members_of(session, [group.id])[group.id] if _wants(query, "members") else None
+        members = _members_for(session, [group.id])[group.id] if _wants(query, "members") else None
         status, body, headers = _group_result(200, group, members)
     return status, resources.project(body or {}, query.attributes, query.excluded), headers
 

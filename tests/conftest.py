@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -84,10 +85,24 @@ def acme(db: Database, system: Actor) -> NewOrg:
         return orgs.create_org(session, system, "Acme", owner_email="owner@acme.test")
 
 
+class ReadingClient(FlaskClient):
+    """A test client that reads each answer whole and closes it, as an HTTP client does.
+
+    Werkzeug's client leaves an answer open until it is garbage-collected; a streamed answer
+    (a SCIM group's members) holds its read transaction until it is closed. `buffered=False`
+    still gives the open answer, to read it piece by piece.
+    """
+
+    def open(self, *args: Any, buffered: bool = True, **kwargs: Any) -> Any:
+        return super().open(*args, buffered=buffered, **kwargs)
+
+
 @pytest.fixture
 def app(db: Database, tmp_path: Path) -> Flask:
-    return create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret",
-                       "BASE_URL": "http://localhost", "TESTING": True})
+    app = create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret",
+                      "BASE_URL": "http://localhost", "TESTING": True})
+    app.test_client_class = ReadingClient
+    return app
 
 
 @pytest.fixture

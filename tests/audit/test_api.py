@@ -95,11 +95,13 @@ def test_reading_and_exporting_are_audited(client: FlaskClient, admin_key: str, 
 
 
 def test_jsonl_export_streams_and_verifies(client: FlaskClient, admin_key: str, busy: NewOrg) -> None:
-    response = client.get(f"/api/v1/orgs/{busy.org.slug}/audit-events/export", headers=auth(admin_key))
-    assert response.status_code == 200 and response.is_streamed
+    response = client.get(f"/api/v1/orgs/{busy.org.slug}/audit-events/export", headers=auth(admin_key),
+                          buffered=False)
+    assert response.status_code == 200 and response.is_streamed and "Content-Length" not in response.headers
     assert response.mimetype == "application/x-ndjson"
     assert 'filename="audit-acme.jsonl"' in response.headers["Content-Disposition"]
-    report = verify_file(io.StringIO(response.get_data(as_text=True)), busy.org.id)
+    with response:
+        report = verify_file(io.StringIO(response.get_data(as_text=True)), busy.org.id)
     assert report.intact and report.checked == 18, report.summary()  # 16, the key's creation, the export
 
 
