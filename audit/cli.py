@@ -213,15 +213,10 @@ def _verify_database(slug: str, public: Ed25519PublicKey, kept: list[dict[str, A
 
 @contextlib.contextmanager
 def _snapshot(db: Database) -> Iterator[Session]:
-    """A read transaction that sees the events and the data as of one moment.
-
-    PostgreSQL's default READ COMMITTED gives each statement its own snapshot, so a change
-    committed between reading the events and reading a table would show as a finding;
-    a SQLite read transaction already sees one snapshot throughout.
-    """
+    """A read transaction that sees the events and the data as of one moment (every read
+    transaction does, on both databases: identity.db), so that a change committed between
+    reading the events and reading a table does not show as a finding."""
     with db.reading() as session:
-        if db.dialect == "postgresql":
-            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         yield session
 
 

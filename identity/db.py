@@ -237,7 +237,13 @@ class Database:
         self.url = normalize_url(url)
         self.engine = make_engine(self.url, **engine_kwargs)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self.read_sessions = sessionmaker(self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
+        read: dict[str, Any] = {READ_ONLY: True}
+        if self.dialect == "postgresql":
+            # One snapshot per read transaction, as on SQLite: a group's row and its members (which
+            # are streamed after it), or an export's events and checkpoints, are read as of one
+            # moment. READ COMMITTED gave each statement its own.
+            read.update(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        self.read_sessions = sessionmaker(self.engine.execution_options(**read), expire_on_commit=False)
         path = make_url(self.url).database if self.dialect == "sqlite" else None
         self.checkpointer = WalCheckpointer(os.path.abspath(path)) if path and path != ":memory:" else None
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
 import identity.db
 from identity.db import Database
@@ -96,3 +96,18 @@ def test_pooled_sqlite_connections_refresh_statistics_now_and_then(db: Database,
     with db.reading() as session:
         session.execute(text("SELECT 1"))
     assert analyzed()
+
+
+def test_a_read_transaction_sees_one_snapshot(db: Database, acme, system) -> None:
+    """Reads in one transaction agree with each other on both databases: a group's row and its
+    streamed members, an export and its checkpoints (PostgreSQL reads in REPEATABLE READ)."""
+    from identity.models import User
+    from tests.factories import provision
+
+    count = select(func.count()).select_from(User)
+    with db.reading() as session:
+        before = session.scalar(count)
+        provision(db, system, acme.org.id, "later@acme.test")  # committed by another transaction
+        assert session.scalar(count) == before
+    with db.reading() as session:
+        assert session.scalar(count) == before + 1
