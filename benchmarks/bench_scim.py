@@ -28,7 +28,8 @@ What it does, in order:
    1,000 new members to the 100,000-member and to the 1,000-member group (11 times each,
    alternating, every add taken out again by a PATCH `remove` of the same members so that each
    finds its group at its size; the medians of both are reported, the add's against the target,
-   since a SQLite commit's WAL sync makes single times bimodal); create-user
+   since a SQLite commit's WAL sync makes single times bimodal); the 100,000-member group read
+   whole (members streamed), twice per worker, before the peak memory is read; create-user
    throughput; and each worker's peak RSS (VmHWM).
 
 Before the runs it samples /proc/stat for 2 s and reports how much CPU other processes used; the
@@ -506,6 +507,17 @@ def bench(args: argparse.Namespace, folder: Path, url: str) -> dict[str, Any]:
         print(f"patch: {figures['patch_big']['p50_ms']:.0f} ms at {args.big_group}, "
               f"{figures['patch_small']['p50_ms']:.0f} ms at {args.small_group}", flush=True)
 
+        # (e2) the big group read whole, members and all, by each worker: it counts in their peak memory
+        times = []
+        for _ in range(2 * args.workers):
+            elapsed, status, data = _one(conn, "GET", f"/scim/v2/Groups/{seeded['groups']['big']['id']}", token)
+            if status != 200 or data.count(b'"value"') != args.big_group:
+                raise SystemExit(f"GET of the big group failed: {status} {data[:300]!r}")
+            conn.close()  # a new connection, so that the next read may land on the other worker
+            times.append(elapsed)
+        figures["group_read"] = {"members": args.big_group, "bytes": len(data), "reps": len(times),
+                                 "p50_ms": statistics.median(times) * 1000, "max_ms": max(times) * 1000}
+
         # (c) create-user throughput (each create takes a seat; audit events user.created, seat.assigned)
         figures["ceiling_2"] = load("ceiling", ceiling, args)
         print(f"ceiling again: {figures['ceiling_2']['per_second']:.0f}/s", flush=True)
@@ -561,6 +573,9 @@ def report(f: dict[str, Any]) -> str:
                        ("page_deep", f"GET /Users?startIndex={f['page_deep']['start_index']}&count=100")):
         r = f[key]
         lines.append(f"{label:34} {'':>8} {r['p50_ms']:8.1f} {'':>8} {r['max_ms']:8.1f}  ({r['reps']} sequential)")
+    r = f["group_read"]
+    lines.append(f"{'GET /Groups/<' + format(r['members'], ',') + ' members>':34} {'':>8} {r['p50_ms']:8.1f} {'':>8} "
+                 f"{r['max_ms']:8.1f}  ({r['reps']} sequential, {r['bytes'] / 2**20:.1f} MiB each)")
     for key in ("lookup_username", "lookup_external_id", "lookup_email"):
         r = f[key]
         label = "lookup " + r["filter"].replace('"{name}"', "<email>").replace('"ext-{i}"', "<id>")
