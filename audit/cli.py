@@ -18,7 +18,6 @@ from typing import IO, Any
 import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
 
 from audit import checkpoints, events, export, reconcile, retention, signing, verify
 from audit.actor import Actor, system_actor
@@ -200,7 +199,9 @@ def _verify_database(slug: str, public: Ed25519PublicKey, kept: list[dict[str, A
             report = verify.verify_database(session, org_id, public, kept)
         reconciled = reconciling and report.intact
         if reconciled:
-            with _snapshot(db) as session:
+            # One snapshot (every read transaction is, on both databases: identity.db), so that a
+            # change committed between reading the events and reading a table is not a finding.
+            with db.reading() as session:
                 findings = reconcile.reconcile(session, org_id)
         with db.transaction() as session:
             record(session, _actor("verify"), "audit.verified", Target("audit_log", org_id, "audit log"),
@@ -209,15 +210,6 @@ def _verify_database(slug: str, public: Ed25519PublicKey, kept: list[dict[str, A
                     "reconciled": (not findings) if reconciled else None, "findings": len(findings),
                     "first_findings": [str(f) for f in findings[:5]]}, org_id=org_id)
     return report, findings
-
-
-@contextlib.contextmanager
-def _snapshot(db: Database) -> Iterator[Session]:
-    """A read transaction that sees the events and the data as of one moment (every read
-    transaction does, on both databases: identity.db), so that a change committed between
-    reading the events and reading a table does not show as a finding."""
-    with db.reading() as session:
-        yield session
 
 
 def _verify_export(slug: str, file: str, public: Ed25519PublicKey, kept: list[dict[str, Any]]) -> verify.Report:

@@ -130,32 +130,36 @@ def groups_of(session: Session, user_ids: list[str]) -> dict[str, list[tuple[str
     return found
 
 
+# A membership with what a group's `members` shows of the user. Read with Core, row by row:
+# through the ORM, a 100,000-member group's rows were all buffered at once (30 MB more at the
+# peak, measured with tracemalloc).
+_MEMBER_ROWS = select(_members.c.group_id, _users.c.id, _users.c.display_name, _users.c.user_name).join_from(
+    _members, _users, _users.c.id == _members.c.user_id)
+
+
+def _member(row: Any) -> tuple[str, str]:
+    """(user id, display): the display name, else the userName."""
+    return row.id, row.display_name or row.user_name
+
+
 def iter_members(session: Session, group_id: str, batch: int = 1000) -> Iterator[list[tuple[str, str]]]:
     """Yield a group's members as (user id, display) in lists of `batch`, read as they are sent.
 
     In the order of the group's index (when they joined), not sorted: sorting would need them
     all at once, and an ORDER BY on the user id may lead a planner to walk every membership.
     """
-    rows = _core(session).execute(
-        select(IdpGroupMember.user_id, User.display_name, User.user_name)
-        .join(User, User.id == IdpGroupMember.user_id).where(IdpGroupMember.group_id == group_id),
-        execution_options={"yield_per": batch})
+    rows = _core(session).execute(_MEMBER_ROWS.where(_members.c.group_id == group_id),
+                                  execution_options={"yield_per": batch})
     for chunk in rows.partitions():
-        yield [(user_id, display or user_name) for user_id, display, user_name in chunk]
+        yield [_member(row) for row in chunk]
 
 
 def members_of(session: Session, group_ids: list[str]) -> dict[str, list[tuple[str, str | None]]]:
     """Return each group's members as (user id, display), for a page of groups in one query."""
     found: dict[str, list[tuple[str, str | None]]] = {gid: [] for gid in group_ids}
     if group_ids:
-        # Sorted here: an ORDER BY on the user id may lead a planner to walk every user in id order.
-        # Read with Core, row by row: through the ORM, a 100,000-member group's rows were all
-        # buffered at once (30 MB more at the peak, measured with tracemalloc).
-        rows = _core(session).execute(select(IdpGroupMember.group_id, User.id, User.display_name, User.user_name)
-                                      .join(User, User.id == IdpGroupMember.user_id)
-                                      .where(IdpGroupMember.group_id.in_(group_ids)))
-        for group_id, user_id, display, user_name in rows:
-            found[group_id].append((user_id, display or user_name))
-        for members in found.values():
+        for row in _core(session).execute(_MEMBER_ROWS.where(_members.c.group_id.in_(group_ids))):
+            found[row.group_id].append(_member(row))
+        for members in found.values():  # sorted here, for the reason iter_members gives
             members.sort()
     return found
