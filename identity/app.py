@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 from flask import Flask, Response, current_app, g, jsonify, request
+from flask.sessions import SessionInterface
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 
@@ -24,6 +25,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app from the environment, or from `test_config` where it says otherwise."""
     app = Flask(__name__)
     app.json = StrictJSONProvider(app)
+    app.session_interface = _NoFlaskSession()
     app.config.update(MAX_CONTENT_LENGTH=config.MAX_BODY_BYTES, BASE_URL=config.base_url())
     app.config.update(config.from_environment() if test_config is None else test_config)
     logs.configure()
@@ -46,6 +48,22 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     for blueprint in (api.bp, api_audit.bp, admin_api.bp, openapi.bp, scim.bp, saml.bp):
         app.register_blueprint(blueprint)
     return app
+
+
+class _NoFlaskSession(SessionInterface):
+    """Flask's signed-cookie session, switched off: nothing here uses `flask.session`.
+
+    Browser sessions are this service's own (identity.sessions: a random token in a cookie, the
+    database keeping its hash), and the SAML request binding has its own cookie (saml.binding).
+    Flask would otherwise build a signing serializer and look for its cookie on every request,
+    SCIM included; `flask.session` is now Flask's NullSession, which refuses writes.
+    """
+
+    def open_session(self, app: Flask, request: Any) -> None:
+        return None
+
+    def save_session(self, app: Flask, session: Any, response: Response) -> None:
+        return None
 
 
 def database() -> Database:

@@ -58,6 +58,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if make_url(url).get_backend_name() != "sqlite":
         engine = create_engine(url, **kwargs)
         _ping_when_idle(engine)
+        _read_snapshots(engine)
         return engine
     database = make_url(url).database
     if database and database != ":memory:":
@@ -92,6 +93,29 @@ def _ping_when_idle(engine: Engine) -> None:
             raise DisconnectionError(f"pooled connection failed its ping: {error}") from error
         if not alive:
             raise DisconnectionError("pooled connection failed its ping")
+
+
+def _read_snapshots(engine: Engine) -> None:
+    """On PostgreSQL, run each read transaction (READ_ONLY) as REPEATABLE READ READ ONLY.
+
+    One snapshot per read transaction, as on SQLite: a group's row and its members (which are
+    streamed after it), or an export's events and checkpoints, are read as of one moment. READ
+    COMMITTED gave each statement its own. psycopg puts both into the BEGIN it sends, so this
+    costs no round trip. They are set here, on the connection, only when they differ from what
+    it has, rather than as SQLAlchemy execution options: those are set on every checkout and
+    reset on every checkin, six psycopg calls that measured 0.14 ms of CPU per SCIM lookup.
+    """
+    from psycopg import IsolationLevel
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        read_only = bool(conn.get_execution_options().get(READ_ONLY, False))
+        dbapi_conn = conn.connection.driver_connection
+        level = IsolationLevel.REPEATABLE_READ if read_only else None  # None: the server's default
+        if dbapi_conn.read_only != read_only:
+            dbapi_conn.read_only = read_only
+        if dbapi_conn.isolation_level != level:
+            dbapi_conn.isolation_level = level
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -237,13 +261,8 @@ class Database:
         self.url = normalize_url(url)
         self.engine = make_engine(self.url, **engine_kwargs)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        read: dict[str, Any] = {READ_ONLY: True}
-        if self.dialect == "postgresql":
-            # One snapshot per read transaction, as on SQLite: a group's row and its members (which
-            # are streamed after it), or an export's events and checkpoints, are read as of one
-            # moment. READ COMMITTED gave each statement its own.
-            read.update(isolation_level="REPEATABLE READ", postgresql_readonly=True)
-        self.read_sessions = sessionmaker(self.engine.execution_options(**read), expire_on_commit=False)
+        # READ_ONLY: BEGIN DEFERRED on SQLite; REPEATABLE READ READ ONLY on PostgreSQL (_read_snapshots).
+        self.read_sessions = sessionmaker(self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
         path = make_url(self.url).database if self.dialect == "sqlite" else None
         self.checkpointer = WalCheckpointer(os.path.abspath(path)) if path and path != ":memory:" else None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from sqlalchemy import func, select, text
 
@@ -111,3 +113,25 @@ def test_a_read_transaction_sees_one_snapshot(db: Database, acme, system) -> Non
         assert session.scalar(count) == before
     with db.reading() as session:
         assert session.scalar(count) == before + 1
+
+
+@pytest.mark.postgres_only("transaction characteristics set on the connection are psycopg's")
+def test_reads_are_snapshots_and_writes_after_them_are_not(db: Database) -> None:
+    """A read transaction is REPEATABLE READ READ ONLY; the same pooled connection's next write
+    transaction, through the service or through the engine, is the server's default again."""
+    def characteristics(session_or_conn: Any) -> tuple[str, str]:
+        return (session_or_conn.scalar(text("SHOW transaction_isolation")),
+                session_or_conn.scalar(text("SHOW transaction_read_only")))
+
+    for _ in range(2):  # alternate on one pooled connection
+        with db.reading() as session:
+            assert characteristics(session) == ("repeatable read", "on")
+            with pytest.raises(Exception, match="read-only transaction"):
+                session.execute(text("CREATE TEMP TABLE nope (x int)"))
+        with db.transaction() as session:
+            assert characteristics(session) == ("read committed", "off")
+        with db.reading() as session:
+            assert characteristics(session) == ("repeatable read", "on")
+        with db.engine.begin() as conn:
+            assert characteristics(conn) == ("read committed", "off")
+    assert db.engine.pool.checkedout() == 0

@@ -36,6 +36,21 @@ def test_request_id_is_echoed_or_made(client: FlaskClient) -> None:
     assert len(made) == 32 and made.isalnum()
 
 
+def test_flask_cookie_session_is_off(client: FlaskClient) -> None:
+    """Nothing uses `flask.session` (browser sessions are identity.sessions'): it is not opened,
+    never sets a cookie, and refuses a write instead of silently signing one."""
+    import flask
+    from flask.sessions import NullSession
+
+    app = client.application
+    with app.test_request_context("/", headers={"Cookie": "session=eyJ4IjoxfQ.forged.sig"}):
+        app.preprocess_request()
+        assert isinstance(flask.session, NullSession) and dict(flask.session) == {}
+        with pytest.raises(RuntimeError):
+            flask.session["user"] = "someone"
+    assert "Set-Cookie" not in client.get("/healthz").headers
+
+
 def test_missing_or_wrong_key_is_401_problem(client: FlaskClient, keyed) -> None:
     for header in ({}, {"Authorization": "Bearer key_000000000000_nope"}, {"Authorization": "Basic abc"}):
         response = client.get("/api/v1/orgs/acme/members", headers=header)
