@@ -23,14 +23,16 @@ What it does, in order:
    measures it with the client: the ceiling. Then serves wsgi:app the same way and measures:
    `userName eq` filter throughput and latency; the same lookup on the floor route
    (benchmarks/floor_app.py: the service's app with the lookup as hand-written SQL on the DBAPI
-   connection, what the stack allows at best); a page deep in the list; single lookups by the
-   other attributes IdPs match users on (externalId, a work email); the group PATCH adding
-   1,000 new members to the 100,000-member and to the 1,000-member group (11 times each,
-   alternating, every add taken out again by a PATCH `remove` of the same members so that each
-   finds its group at its size; the medians of both are reported, the add's against the target,
-   since a SQLite commit's WAL sync makes single times bimodal); the 100,000-member group read
-   whole (members streamed), twice per worker, before the peak memory is read; create-user
-   throughput; and each worker's peak RSS (VmHWM).
+   connection) and on the bare floor (benchmarks/bare_app.py: that SQL alone in a plain Flask
+   app, with none of the service's request ids, logs, error handlers or limits); a page deep in
+   the list; single lookups by the other attributes IdPs match users on (externalId, a work
+   email); the group PATCH adding 1,000 new members to the 100,000-member and to the 1,000-member
+   group (11 times each, alternating, every add taken out again by a PATCH `remove` of the same
+   members so that each finds its group at its size; the medians of both are reported, the add's
+   against the target, since a SQLite commit's WAL sync makes single times bimodal); the
+   100,000-member group read whole (members streamed), twice per worker, before the peak memory
+   is read; create-user throughput, and the same create as hand-written SQL on the bare floor;
+   and each worker's peak RSS (VmHWM).
 
 Before the runs it samples /proc/stat for 2 s and reports how much CPU other processes used; the
 report warns when it was over 10%, since such figures cannot be compared with others.
@@ -77,6 +79,10 @@ VENV_BIN = Path(sys.executable).parent
 SCIM_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 MB = 1024 * 1024
+# What each measured kind of request calls: the service, the floor (its app, the database work as
+# hand-written SQL) and the bare floor (a plain Flask app with only that SQL).
+LOOKUPS = {"filter": "/scim/v2/Users", "floor": "/floor/Users", "bare": "/bare/Users"}
+CREATES = {"create": "/scim/v2/Users", "bare_create": "/bare/Users"}
 
 
 # ---- small helpers ---------------------------------------------------------------------------
@@ -214,16 +220,15 @@ class Server:
 def _request_for(kind: str, job: dict[str, Any], rng: random.Random, i: int) -> tuple[str, str, bytes | None]:
     if kind == "ceiling":
         return "GET", "/", None
-    if kind in ("filter", "floor"):
+    if kind in LOOKUPS:
         name = _user_name(rng.randrange(job["users"]))
-        route = "/scim/v2/Users" if kind == "filter" else "/floor/Users"
-        return "GET", route + "?filter=" + quote(f'userName eq "{name}"'), None
-    if kind == "create":
+        return "GET", LOOKUPS[kind] + "?filter=" + quote(f'userName eq "{name}"'), None
+    if kind in CREATES:
         name = f"new-{job['run']}-{job['index']}-{i}@bench.test"
         body = {"schemas": [SCIM_USER], "userName": name, "externalId": name,
                 "name": {"givenName": "New", "familyName": f"User {i}"}, "displayName": f"New User {i}",
                 "emails": [{"value": name, "type": "work", "primary": True}], "active": True}
-        return "POST", "/scim/v2/Users", json.dumps(body).encode()
+        return "POST", CREATES[kind], json.dumps(body).encode()
     raise ValueError(kind)
 
 
@@ -264,10 +269,10 @@ def _client(job: dict[str, Any]) -> dict[str, Any]:
         if started >= job["start"]:
             latencies.append(elapsed)
             statuses[response.status] += 1
-            expected = 201 if kind == "create" else 200
+            expected = 201 if kind in CREATES else 200
             if response.status != expected and len(bad) < 3:
                 bad.append(f"{response.status} {data[:200]!r}")
-            elif kind in ("filter", "floor") and b'"totalResults": 1' not in data and len(bad) < 3:
+            elif kind in LOOKUPS and b'"totalResults": 1' not in data and len(bad) < 3:
                 bad.append(f"filter did not find exactly one user: {data[:200]!r}")
     conn.close()
     return {"latencies": latencies, "statuses": dict(statuses), "bad": bad, "reconnects": reconnects, "made": i}
@@ -438,7 +443,9 @@ def bench(args: argparse.Namespace, folder: Path, url: str) -> dict[str, Any]:
     # throughput run it is compared with, so that both see the same load on a shared machine.
     with Server("ceiling_app:app", env, args, folder / "gunicorn-ceiling.log", pythonpath="benchmarks",
                 ready_path="/") as ceiling, Server("wsgi:app", env, args, folder / "gunicorn-scim.log") as server, \
-                Server("floor_app:app", env, args, folder / "gunicorn-floor.log", pythonpath="benchmarks") as floor:
+                Server("floor_app:app", env, args, folder / "gunicorn-floor.log", pythonpath="benchmarks") as floor, \
+                Server("bare_app:app", env, args, folder / "gunicorn-bare.log", pythonpath="benchmarks",
+                       ready_path="/") as bare:
         # (a) the ceiling, then (b) the userName eq filter
         figures["ceiling"] = load("ceiling", ceiling, args)
         print(f"ceiling: {figures['ceiling']['per_second']:.0f}/s", flush=True)
@@ -446,6 +453,8 @@ def bench(args: argparse.Namespace, folder: Path, url: str) -> dict[str, Any]:
         print(f"filter: {figures['filter']['per_second']:.0f}/s", flush=True)
         figures["floor"] = load("floor", floor, args, token=token, users=args.users)
         print(f"floor: {figures['floor']['per_second']:.0f}/s", flush=True)
+        figures["bare"] = load("bare", bare, args, token=token, users=args.users)
+        print(f"bare floor: {figures['bare']['per_second']:.0f}/s", flush=True)
 
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=300)
         # (d) a page deep in the list, and the first page for comparison
@@ -523,6 +532,8 @@ def bench(args: argparse.Namespace, folder: Path, url: str) -> dict[str, Any]:
         print(f"ceiling again: {figures['ceiling_2']['per_second']:.0f}/s", flush=True)
         figures["create"] = load("create", server, args, token=token)
         print(f"create: {figures['create']['per_second']:.0f}/s", flush=True)
+        figures["bare_create"] = load("bare_create", bare, args, token=token)
+        print(f"bare create: {figures['bare_create']['per_second']:.0f}/s", flush=True)
 
         # (f) each worker's peak memory
         figures["scim_peak_rss_mb"] = sorted(round(v, 1) for v in server.peak_rss_mb().values())
@@ -564,7 +575,9 @@ def report(f: dict[str, Any]) -> str:
              f"{'measure':34} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'CPU ms':>7}  statuses"]
     for key, label in (("ceiling", "ceiling: GET / (trivial Flask)"), ("filter", "GET /Users?filter=userName eq"),
                        ("floor", "floor: same lookup, hand-written SQL"),
-                       ("ceiling_2", "ceiling again, before creates"), ("create", "POST /Users")):
+                       ("bare", "bare floor: that SQL, plain Flask"),
+                       ("ceiling_2", "ceiling again, before creates"), ("create", "POST /Users"),
+                       ("bare_create", "bare floor: the create's SQL")):
         r = f[key]
         lines.append(f"{label:34} {r['per_second']:8.0f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {'':>8} "
                      f"{r['server_cpu_ms_per_request']:7.2f}  "
@@ -598,11 +611,14 @@ def report(f: dict[str, Any]) -> str:
     lines += ["", f"{'target':30} {'measured':32} {'wanted':10} verdict"]
     for name, measured, wanted, ok in verdicts(f):
         lines.append(f"{name:30} {measured:32} {wanted:10} {'met' if ok else 'MISSED'}")
-    floor = f["floor"]
     lines.append("")
-    lines.append(f"for comparison, the floor (benchmarks/floor_app.py: the same lookup as hand-written SQL on the "
-                 f"DBAPI connection): {floor['per_second'] / f['ceiling']['per_second']:.0%} of ceiling "
-                 f"(CPU: {f['ceiling']['server_cpu_ms_per_request'] / floor['server_cpu_ms_per_request']:.0%})")
+    lines.append("for comparison, what the same database work reaches as hand-written SQL on the DBAPI connection:")
+    for key, base, label in (("floor", "ceiling", "lookup in the service's app (benchmarks/floor_app.py)"),
+                             ("bare", "ceiling", "lookup in a plain Flask app (benchmarks/bare_app.py)"),
+                             ("bare_create", "ceiling_2", "create in a plain Flask app (benchmarks/bare_app.py)")):
+        share = f[key]["per_second"] / f[base]["per_second"]
+        cpu_share = f[base]["server_cpu_ms_per_request"] / f[key]["server_cpu_ms_per_request"]
+        lines.append(f"  {label:55} {share:4.0%} of ceiling (CPU: {cpu_share:.0%})")
     return "\n".join(lines)
 
 

@@ -1,0 +1,80 @@
+"""The bare floor for benchmarks/bench_scim.py: the lookup and the create with everything taken away
+but Flask and the database work, served exactly like the service.
+
+    gunicorn --pythonpath benchmarks bare_app:app
+
+A plain `Flask(__name__)`, like benchmarks/ceiling_app.py: none of the service's request ids,
+request logs, error handlers, session cookie or rate limit. Each worker thread keeps one DBAPI
+connection for good (no pool checkout), opened through `identity.db.Database` so that it has the
+service's connection settings (on SQLite: WAL, `synchronous=NORMAL`, the background checkpointer).
+The database work is benchmarks/raw_sql.py's hand-written SQL:
+
+- `GET /bare/Users?filter=userName eq "..."`: the token's row by prefix and its hash compared in
+  constant time, the live user by `lower(user_name)`, the user's groups; one read transaction;
+  rendered by `scim.resources.user_to_wire`.
+- `POST /bare/Users`: the same token check, then one write transaction with the statements
+  `users.provision_user` runs for a new active user (the org's seat count, the user, its work
+  email, its two role grants, two hash-chained audit events and the chain's head), rendered the
+  same way, 201.
+
+It answers one question: what share of the ceiling any implementation of these two routes can
+reach on Flask and gunicorn with this database, before it does any of the things a service must
+(validate the SCIM body, parse the filter grammar, rate-limit, log). It is no way to serve SCIM.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from flask import Flask, Response, request
+from raw_sql import Raw, answer, lookup_response, refused
+
+from identity.db import Database
+from scim import resources
+
+app = Flask(__name__)
+_db = Database(os.environ["DATABASE_URL"])
+_db.start_background_work()
+_local = threading.local()
+_BASE = os.environ.get("BASE_URL", "http://127.0.0.1") + "/scim/v2"
+
+
+def _raw() -> Raw:
+    raw: Raw | None = getattr(_local, "raw", None)
+    if raw is None:
+        raw = _local.raw = Raw(_db.engine.raw_connection().driver_connection, _db.dialect)
+    return raw
+
+
+@app.get("/")
+def ready() -> str:
+    return "ok"
+
+
+@app.get("/bare/Users")
+def lookup() -> Response:
+    return lookup_response(_raw(), request.args.get("filter", ""), request.headers.get("Authorization", ""), _BASE)
+
+
+@app.post("/bare/Users")
+def create() -> Response:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("userName"), str):
+        return refused(400, "a JSON object with a userName")
+    raw = _raw()
+    raw.begin()
+    token = raw.token(request.headers.get("Authorization", ""))
+    if token is None:
+        raw.rollback()
+        return refused(401, "invalid or revoked SCIM token")
+    raw.commit()
+    raw.begin(write=True)
+    try:
+        row = raw.create(token, body, request.headers.get("X-Request-Id", ""), request.remote_addr or "",
+                         request.user_agent.string)
+    except BaseException:
+        raw.rollback()
+        raise
+    raw.commit()
+    return answer(201, resources.user_to_wire(row, _BASE, []))

@@ -1,0 +1,187 @@
+"""What benchmarks/floor_app.py and benchmarks/bare_app.py share: the lookup and the create as
+hand-written SQL on a DBAPI cursor, with no SQLAlchemy statement, Session or result machinery.
+
+Neither is a way to serve SCIM. They measure how fast the database work the SCIM routes must do
+can go at all in this stack, so that bench_scim.py can set the SCIM routes between them and the
+ceiling.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import re
+import uuid
+from typing import Any
+
+from flask import Response
+
+from audit.log import event_hash
+from identity import tokens
+from scim import discovery, resources
+
+FILTER = re.compile(r'^\s*userName\s+eq\s+"((?:[^"\\]|\\.)*)"\s*$', re.IGNORECASE)
+_TOKEN = "SELECT id, org_id, secret_hash, revoked_at, name, prefix FROM scim_tokens WHERE prefix = ?"
+_USERS = ("SELECT id, user_name, email, external_id, display_name, given_name, family_name, active, attributes,"
+          " created_at, updated_at, version FROM users"
+          " WHERE org_id = ? AND deleted_at IS NULL AND lower(user_name) = lower(?) LIMIT 100")
+_GROUPS = ("SELECT g.id, g.display_name FROM idp_group_members m JOIN idp_groups g ON g.id = m.group_id"
+           " WHERE m.user_id = ? ORDER BY g.display_name")
+# The create: what `users.provision_user` writes for a new active SCIM user (seen with the engine's
+# echo), as the same statements.
+_ORG = ("SELECT seats_used, (SELECT id FROM teams WHERE org_id = ? AND is_default = ?) FROM orgs WHERE id = ?")
+_SEATS = "UPDATE orgs SET seats_used = ? WHERE id = ?"
+_USER = ("INSERT INTO users (id, org_id, user_name, email, external_id, display_name, given_name, family_name,"
+         " active, has_seat, source, attributes, created_at, updated_at, deleted_at, version)"
+         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 1)")
+_EMAIL = 'INSERT INTO user_emails (org_id, user_id, value, type, "primary", display) VALUES (?, ?, ?, ?, ?, NULL)'
+_GRANT = ("INSERT INTO role_grants (org_id, user_id, team_id, role, source, source_ref, created_at)"
+          " VALUES (?, ?, ?, 'member', 'scim', '', ?)")
+_HEAD = "SELECT seq, hash FROM audit_heads WHERE org_id = ?"
+_NEW_HEAD = "UPDATE audit_heads SET seq = ?, hash = ?, last_at = ? WHERE org_id = ?"
+_EVENT = ("INSERT INTO audit_events (id, org_id, seq, occurred_at, actor_type, actor_id, actor_display, action,"
+          " target_type, target_id, target_display, changes, outcome, request_id, ip, user_agent, prev_hash, hash)"
+          " VALUES (?, ?, ?, ?, 'scim_token', ?, ?, ?, 'user', ?, ?, ?, 'success', ?, ?, ?, ?, ?)")
+
+
+def answer(status: int, body: dict[str, Any]) -> Response:
+    return Response(json.dumps(body), status=status, content_type="application/scim+json")
+
+
+def refused(status: int, detail: str) -> Response:
+    return answer(status, {"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": str(status),
+                           "detail": detail})
+
+
+def lookup_response(raw: Raw, filter_text: str, authorization: str, base: str) -> Response:
+    """The whole `userName eq` lookup: token, user and groups in one read transaction, as a ListResponse."""
+    found = FILTER.match(filter_text)
+    if found is None:
+        return refused(400, "userName eq only")
+    raw.begin()
+    try:
+        token = raw.token(authorization)
+        rows, groups = raw.lookup(token[1], found.group(1)) if token else ([], [])
+    finally:
+        raw.commit()
+    if token is None:
+        return refused(401, "invalid or revoked SCIM token")
+    page = [resources.user_to_wire(row, base, groups) for row in rows]
+    return answer(200, discovery.list_response(page, len(page), 1))
+
+
+class Row:
+    """A users row with the attribute names `scim.resources.user_to_wire` reads."""
+
+    def __init__(self, values: tuple[Any, ...]) -> None:
+        (self.id, self.user_name, self.email, self.external_id, self.display_name, self.given_name,
+         self.family_name, active, attributes, created, updated, self.version) = values
+        self.active = bool(active)
+        self.attributes = attributes if isinstance(attributes, dict) else json.loads(attributes or "{}")
+        self.created_at, self.updated_at = when(created), when(updated)
+
+
+def when(value: Any) -> dt.datetime:
+    return value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
+
+
+class Raw:
+    """Hand-written SQL on one DBAPI connection (autocommit off on PostgreSQL; on SQLite the
+    service's connections run in autocommit and take BEGIN from us)."""
+
+    def __init__(self, connection: Any, dialect: str) -> None:
+        self.connection, self.sqlite = connection, dialect == "sqlite"
+        self.cursor = connection.cursor()
+
+    def sql(self, statement: str) -> str:
+        return statement if self.sqlite else statement.replace("?", "%s")
+
+    def begin(self, write: bool = False) -> None:
+        if self.sqlite:
+            self.cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    def commit(self) -> None:
+        if self.sqlite:
+            self.cursor.execute("COMMIT")
+        else:
+            self.connection.commit()
+
+    def rollback(self) -> None:
+        if self.sqlite:
+            self.cursor.execute("ROLLBACK")
+        else:
+            self.connection.rollback()
+
+    def one(self, statement: str, params: tuple[Any, ...]) -> Any:
+        self.cursor.execute(self.sql(statement), params)
+        return self.cursor.fetchone()
+
+    def token(self, authorization: str) -> tuple[Any, ...] | None:
+        """The live token row (id, org_id, hash, revoked, name, prefix) the header presents, or None."""
+        secret = authorization.partition(" ")[2].strip()
+        prefix = tokens.split_prefix(secret)
+        if prefix is None:
+            return None
+        row = self.one(_TOKEN, (prefix,))
+        if row is None or row[3] is not None or not hmac.compare_digest(
+                hashlib.sha256(secret.encode()).hexdigest(), row[2]):
+            return None
+        return tuple(row)
+
+    def lookup(self, org_id: str, user_name: str) -> tuple[list[Row], list[tuple[str, str]]]:
+        self.cursor.execute(self.sql(_USERS), (org_id, user_name))
+        rows = [Row(values) for values in self.cursor.fetchall()]
+        groups: list[tuple[str, str]] = []
+        if rows:
+            self.cursor.execute(self.sql(_GROUPS), (rows[0].id,))
+            groups = [(gid, name) for gid, name in self.cursor.fetchall()]
+        return rows, groups
+
+    def create(self, token: tuple[Any, ...], body: dict[str, Any], request_id: str, ip: str, agent: str) -> Row:
+        """Insert an active user with its seat, grants, work email and two chained audit events."""
+        token_id, org_id, _, _, token_name, prefix = token
+        now = dt.datetime.now(dt.UTC)
+        stored = now.replace(tzinfo=None) if not self.sqlite else str(now.replace(tzinfo=None))
+        name = body.get("name") or {}
+        email = next((e.get("value") for e in body.get("emails") or [] if isinstance(e, dict)), None)
+        user_id = str(uuid.uuid4())
+        values = (user_id, body["userName"], email, body.get("externalId"), body.get("displayName"),
+                  name.get("givenName"), name.get("familyName"))
+        attributes = {k: v for k, v in body.items() if k not in ("schemas", "id", "meta", "active")}
+        seats_used, team_id = self.one(_ORG + ("" if self.sqlite else " FOR UPDATE OF orgs"), (org_id, True, org_id))
+        self.cursor.execute(self.sql(_SEATS), (seats_used + 1, org_id))
+        self.cursor.execute(self.sql(_USER), (values[0], org_id, *values[1:], True, True, "scim",
+                                               self._json(attributes), stored, stored))
+        if email:
+            self.cursor.execute(self.sql(_EMAIL), (org_id, user_id, email, "work", True))
+        self.cursor.executemany(self.sql(_GRANT), [(org_id, user_id, None, stored), (org_id, user_id, team_id, stored)])
+        seq, previous = self.one(_HEAD, (org_id,))
+        actor = f"SCIM token {token_name} ({prefix})"
+        events = []
+        for action, changes in (("user.created", {"user_name": values[1], "email": email, "external_id": values[3],
+                                                  "display_name": values[4], "given_name": values[5],
+                                                  "family_name": values[6], "active": True, "role": "member",
+                                                  "team_id": team_id, "source": "scim"}),
+                                ("seat.assigned", {"seats_used": {"before": seats_used, "after": seats_used + 1}})):
+            seq += 1  # the head holds the last event's number
+            fields = {"id": str(uuid.uuid4()), "org_id": org_id, "seq": seq, "occurred_at": now,
+                      "actor_type": "scim_token", "actor_id": token_id, "actor_display": actor, "action": action,
+                      "target_type": "user", "target_id": user_id, "target_display": values[1], "changes": changes,
+                      "outcome": "success", "request_id": request_id, "ip": ip, "user_agent": agent,
+                      "prev_hash": previous}
+            previous = event_hash(fields)
+            events.append((fields["id"], org_id, seq, stored, token_id, actor, action, user_id, values[1],
+                           self._json(changes), request_id, ip, agent, fields["prev_hash"], previous))
+        self.cursor.execute(self.sql(_NEW_HEAD), (seq, previous, stored, org_id))
+        self.cursor.executemany(self.sql(_EVENT), events)
+        return Row((user_id, values[1], email, values[3], values[4], values[5], values[6], True, attributes,
+                    now, now, 1))
+
+    def _json(self, value: dict[str, Any]) -> Any:
+        if self.sqlite:
+            return json.dumps(value)
+        from psycopg.types.json import Json
+
+        return Json(value)
