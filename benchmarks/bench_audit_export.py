@@ -55,7 +55,7 @@ def fill(url: str, count: int) -> str:
         seq, prev = head.seq, head.hash
     start = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
     batch: list[dict[str, object]] = []
-    with db.engine.begin() as conn:
+    with db.begin() as conn:
         for n in range(count):
             action, target_type = ACTIONS[n % len(ACTIONS)]
             seq += 1

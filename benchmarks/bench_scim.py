@@ -343,7 +343,7 @@ def seed(url: str, org_id: str, team_id: str, args: argparse.Namespace) -> dict[
     base = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
     started = time.perf_counter()
     batch = 5000
-    with db.engine.begin() as conn:
+    with db.begin() as conn:
         for first in range(0, n, batch):
             users, grants = [], []
             for i in range(first, min(n, first + batch)):
@@ -379,7 +379,7 @@ def seed(url: str, org_id: str, team_id: str, args: argparse.Namespace) -> dict[
             grants_of = groups.grants_of(session, actor, group)  # in `mirror` mode: creates the team
             made[label] = {"id": group.id, "size": size, "grants": grants_of}
         now = dt.datetime.now(dt.UTC)
-        with db.engine.begin() as conn:
+        with db.begin() as conn:
             for first in range(0, len(members), batch):
                 chunk = members[first:first + batch]
                 conn.execute(insert(IdpGroupMember.__table__), [{"group_id": group.id, "user_id": u} for u in chunk])

@@ -65,7 +65,7 @@ def admin_key(db: Database, acme: NewOrg, system: Actor) -> str:
 
 def as_attacker(db: Database, *statements: tuple[str | Executable, Any]) -> None:
     """Run SQL the way someone with direct database access would: around the append-only triggers."""
-    with db.engine.begin() as conn:
+    with db.begin() as conn:
         if db.dialect == "postgresql":
             conn.exec_driver_sql("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only")
         else:

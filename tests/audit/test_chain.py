@@ -123,7 +123,7 @@ def test_an_auditor_kept_checkpoint_proves_history_was_not_rewritten(
                                                               "o": busy.org.id, "s": row["seq"]}))
     statements.append(("UPDATE audit_heads SET hash = :h WHERE org_id = :o", {"h": prev, "o": busy.org.id}))
     as_attacker(db, *statements)
-    with db.engine.begin() as conn:
+    with db.begin() as conn:
         if db.dialect == "postgresql":
             conn.exec_driver_sql("ALTER TABLE audit_checkpoints DISABLE TRIGGER audit_checkpoints_append_only")
         else:

@@ -284,7 +284,7 @@ def snapshot(db: Database) -> dict[str, list[tuple[Any, ...]]]:
 
 def inject_event_failure(db: Database, on: bool) -> None:
     """Make every INSERT into audit_events fail, as a full disk or a lost connection would."""
-    with db.engine.begin() as conn:
+    with db.begin() as conn:
         if db.dialect == "postgresql":
             if on:
                 conn.exec_driver_sql("CREATE FUNCTION injected() RETURNS trigger LANGUAGE plpgsql AS $$ "
@@ -350,7 +350,7 @@ def test_a_failing_change_after_its_event_was_recorded_writes_no_event(db: Datab
     # The org row (its seat counter) cannot be written.
     inject = ("CREATE TRIGGER no_org_update BEFORE UPDATE ON orgs BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
               if db.dialect == "sqlite" else None)
-    with db.engine.begin() as conn:
+    with db.begin() as conn:
         if inject:
             conn.exec_driver_sql(inject)
         else:

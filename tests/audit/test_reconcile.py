@@ -41,7 +41,7 @@ def findings(db: Database, org_id: str) -> list[Finding]:
 
 def sql(db: Database, *statements: Any) -> None:
     """Change domain tables the way someone with database access would: no service, no event."""
-    with db.engine.begin() as conn:
+    with db.begin() as conn:
         for statement in statements:
             conn.execute(statement)
 

@@ -215,7 +215,7 @@ def test_append_only_triggers_refuse_update_and_delete(db: Database, busy: NewOr
                       "DELETE FROM audit_events WHERE org_id = :o",
                       "UPDATE audit_checkpoints SET hash = 'x' WHERE org_id = :o",
                       "DELETE FROM audit_checkpoints WHERE org_id = :o"):
-        with pytest.raises(Exception, match="append-only"), db.engine.begin() as conn:
+        with pytest.raises(Exception, match="append-only"), db.begin() as conn:
             conn.execute(text("INSERT INTO audit_checkpoints (org_id, seq, hash, signed_at, key_id, signature, reason) "
                               "VALUES (:o, 0, 'h', '2026-01-01 00:00:00.000000', 'k', 's', 'manual')"), {"o": busy.org.id})
             conn.execute(text(statement), {"o": busy.org.id})

@@ -57,7 +57,7 @@ def _seed_users(database: Database, org_id: str, count: int) -> None:
     users = [{"id": str(uuid.uuid4()), "org_id": org_id, "user_name": f"u{i}@plan.test", "email": f"u{i}@plan.test",
               "external_id": f"ext-{i}", "active": True, "has_seat": False, "source": "scim", "attributes": {},
               "created_at": now + dt.timedelta(seconds=i), "updated_at": now, "version": 1} for i in range(count)]
-    with database.engine.begin() as conn:
+    with database.begin() as conn:
         conn.execute(insert(User.__table__), users)
         conn.execute(insert(UserEmail.__table__),
                      [row for u in users for row in rows_for(org_id, u["id"], u["attributes"], u["email"])])
@@ -132,6 +132,48 @@ def test_reads_are_snapshots_and_writes_after_them_are_not(db: Database) -> None
             assert characteristics(session) == ("read committed", "off")
         with db.reading() as session:
             assert characteristics(session) == ("repeatable read", "on")
-        with db.engine.begin() as conn:
+        with db.begin() as conn:
             assert characteristics(conn) == ("read committed", "off")
     assert db.engine.pool.checkedout() == 0
+
+
+@pytest.mark.sqlite_only("BEGIN IMMEDIATE and the driver's autocommit are SQLite's")
+def test_sqlite_writers_take_the_write_lock_at_begin_and_readers_do_not(db: Database) -> None:
+    """The service's write transactions begin IMMEDIATE (two writers never both read and then
+    fail to upgrade), its reads begin DEFERRED, and `Database.begin` is one transaction too."""
+    import sqlite3
+
+    from identity.models import Org
+
+    other = sqlite3.connect(db.checkpointer.path if db.checkpointer else "", timeout=0, isolation_level=None)
+
+    def other_can_write() -> bool:
+        try:
+            other.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            assert "locked" in str(error)
+            return False
+        other.execute("ROLLBACK")
+        return True
+
+    try:
+        with db.transaction() as session:
+            session.execute(select(func.count()).select_from(Org))  # a read: the lock is already held
+            assert not other_can_write()
+        with db.transaction() as session, session.begin_nested():  # a SAVEPOINT first: still one BEGIN
+            session.execute(select(func.count()).select_from(Org))
+            assert not other_can_write()
+        with db.reading() as session:
+            session.execute(select(func.count()).select_from(Org))
+            assert session.connection().connection.driver_connection.in_transaction
+            assert other_can_write()
+        with db.begin() as conn:
+            conn.execute(text("CREATE TABLE scratch_rows (x INTEGER)"))
+            assert not other_can_write()
+        with pytest.raises(ZeroDivisionError), db.begin() as conn:
+            conn.execute(text("INSERT INTO scratch_rows VALUES (1)"))
+            raise ZeroDivisionError  # the insert above is rolled back with the block
+        with db.reading() as session:
+            assert session.scalar(text("SELECT count(*) FROM scratch_rows")) == 0
+    finally:
+        other.close()

@@ -28,7 +28,7 @@ PAGE = 4096 + 24  # a WAL frame: the page and its header
 def _seed_users(db: Database, org_id: str, count: int) -> list[str]:
     now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     ids = [str(uuid.uuid4()) for _ in range(count)]
-    with db.engine.begin() as conn:
+    with db.begin() as conn:
         conn.execute(insert(User.__table__), [
             {"id": uid, "org_id": org_id, "user_name": f"u{i}@pages.test", "email": f"u{i}@pages.test",
              "active": True, "has_seat": False, "source": "scim", "attributes": {}, "created_at": now,

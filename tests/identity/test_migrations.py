@@ -59,7 +59,7 @@ def test_user_emails_are_backfilled_from_existing_users(db_url: str) -> None:
 
     downgrade(db_url, "0009")  # back to the schema before 0010, with two users in it
     scratch = Database(db_url)
-    with scratch.engine.begin() as conn:
+    with scratch.begin() as conn:
         now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
         _insert_org(conn, now)
         for uid, email, attributes in (
@@ -100,7 +100,7 @@ def test_memberships_survive_the_change_of_their_key(db_url: str) -> None:
     assert inspect(scratch.engine).get_pk_constraint("idp_group_members")["constrained_columns"] == \
         ["group_id", "user_id"]
     now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    with scratch.engine.begin() as conn:
+    with scratch.begin() as conn:
         _insert_org(conn, now)
         for uid in ("u1", "u2"):
             conn.execute(text("INSERT INTO users (id, org_id, user_name, email, active, has_seat, source, attributes, "

@@ -37,7 +37,7 @@ def _users(db: Database, org_id: str, count: int) -> dict[str, str]:
     rows = [{"id": str(uuid.uuid4()), "org_id": org_id, "user_name": f"u{i}@big.test", "email": f"u{i}@big.test",
              "display_name": f"User {i}" if i % 2 else None, "active": True, "has_seat": False, "source": "scim",
              "attributes": {}, "created_at": now, "updated_at": now, "version": 1} for i in range(count)]
-    with db.engine.begin() as conn:
+    with db.begin() as conn:
         conn.execute(insert(User.__table__), rows)
     return {row["id"]: row["display_name"] or row["user_name"] for row in rows}
 
