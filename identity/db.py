@@ -112,10 +112,10 @@ def _read_snapshots(engine: Engine, read_sessions: sessionmaker[Session]) -> Non
     COMMITTED gave each statement its own. psycopg puts both into the BEGIN it sends, so this
     costs no round trip. A read session sets them on its connection when it begins (psycopg has
     not sent BEGIN yet), and the pool puts them back to the server's defaults when the
-    connection comes back, so that whoever takes it next writes as usual. Two cheaper ways
-    measured worse: SQLAlchemy's execution options set and reset them through its dialect on
-    every checkout and checkin (0.14 ms of CPU per SCIM lookup), and an engine "begin" listener
-    turns on SQLAlchemy's event dispatch for every statement of every connection.
+    connection comes back, so that whoever takes it next writes as usual. Two other ways cost
+    more: SQLAlchemy's execution options set and reset them through its dialect on every
+    checkout and checkin (0.14 ms of CPU per SCIM lookup), and an engine "begin" listener turns
+    on SQLAlchemy's event dispatch for every statement of every connection.
     """
     from psycopg import IsolationLevel
 
