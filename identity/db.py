@@ -25,7 +25,6 @@ from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 log = logging.getLogger(__name__)
 
-READ_ONLY = "identity_read_only"
 # A pooled PostgreSQL connection idle for longer than this is pinged before it is handed out.
 IDLE_PING_SECONDS = 5.0
 # How often each pooled SQLite connection runs `PRAGMA optimize` (statistics for the planner).
@@ -56,8 +55,8 @@ def make_engine(url: str, *, begin_on_connections: bool = True, **kwargs: Any) -
     """Create the engine for `url`, with the SQLite settings this service relies on.
 
     On SQLite, every transaction of the engine's connections starts with an explicit BEGIN
-    IMMEDIATE (BEGIN for READ_ONLY ones), unless `begin_on_connections` is False: `Database`
-    begins its sessions' transactions itself, because a listener on the engine's connections
+    IMMEDIATE, unless `begin_on_connections` is False: `Database` begins its sessions'
+    transactions itself (BEGIN for its readers), because a listener on the engine's connections
     turns on SQLAlchemy's event dispatch for every statement (see `_begin_sessions`).
     """
     url = normalize_url(url)
@@ -73,7 +72,7 @@ def make_engine(url: str, *, begin_on_connections: bool = True, **kwargs: Any) -
     if begin_on_connections:
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql(_SQLITE_BEGIN[bool(conn.get_execution_options().get(READ_ONLY, False))])
+            conn.exec_driver_sql(_SQLITE_WRITE)
     return engine
 
 
@@ -136,8 +135,9 @@ def _read_snapshots(engine: Engine, read_sessions: sessionmaker[Session]) -> Non
 
 # SQLite's transactions, begun by us (the driver runs in autocommit): a writer takes the write
 # lock at once, so that two writers never both read and then fail to upgrade; a reader takes a
-# snapshot at its first read. Keyed by "read only".
-_SQLITE_BEGIN = {False: "BEGIN IMMEDIATE", True: "BEGIN"}
+# snapshot at its first read.
+_SQLITE_WRITE = "BEGIN IMMEDIATE"
+_SQLITE_READ = "BEGIN"
 
 
 def _begin_sessions(sessions: sessionmaker[Session], statement: str) -> None:
@@ -292,13 +292,14 @@ class Database:
         self.url = normalize_url(url)
         self.engine = make_engine(self.url, begin_on_connections=False, **engine_kwargs)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        # READ_ONLY: BEGIN DEFERRED on SQLite; REPEATABLE READ READ ONLY on PostgreSQL (_read_snapshots).
-        self.read_sessions = sessionmaker(self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
+        # What makes a read session one is its begin: BEGIN (deferred) on SQLite, REPEATABLE READ
+        # READ ONLY on PostgreSQL (_read_snapshots).
+        self.read_sessions = sessionmaker(self.engine, expire_on_commit=False)
         if self.dialect == "postgresql":
             _read_snapshots(self.engine, self.read_sessions)
         else:
-            _begin_sessions(self.sessions, _SQLITE_BEGIN[False])
-            _begin_sessions(self.read_sessions, _SQLITE_BEGIN[True])
+            _begin_sessions(self.sessions, _SQLITE_WRITE)
+            _begin_sessions(self.read_sessions, _SQLITE_READ)
         path = make_url(self.url).database if self.dialect == "sqlite" else None
         self.checkpointer = WalCheckpointer(os.path.abspath(path)) if path and path != ":memory:" else None
 
@@ -329,7 +330,7 @@ class Database:
             self.checkpointer.ensure_running()
         with self.engine.begin() as conn:
             if self.dialect == "sqlite":
-                conn.exec_driver_sql(_SQLITE_BEGIN[False])
+                conn.exec_driver_sql(_SQLITE_WRITE)
             yield conn
 
     @contextmanager
