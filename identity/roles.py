@@ -19,6 +19,11 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "members.manage": frozenset({"owner", "admin"}),
     "teams.manage": frozenset({"owner", "admin"}),
     "settings.manage": frozenset({"owner", "admin"}),
+    # IdP trust (DESIGN 3.2): whoever controls the IdP controls every identity. SSO settings,
+    # SCIM tokens and OAuth clients, mappings that grant owner, audit retention.
+    "trust.manage": frozenset({"owner"}),
+    "trust.read": frozenset({"owner", "admin"}),
+    "trust.revoke": frozenset({"owner", "admin"}),
     "billing.read": frozenset({"owner", "admin"}),
     "usage.read": frozenset(ROLES),
     "own_keys.manage": frozenset({"owner", "admin", "member"}),

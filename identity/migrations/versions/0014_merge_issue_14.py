@@ -1,0 +1,18 @@
+"""Join the three schema changes of the trust work (audit, SAML identities, SP keys) into one line.
+
+Revision ID: 0014
+Revises: 0013a, 0013b, 0013c
+"""
+
+revision = "0014"
+down_revision = ("0013a", "0013b", "0013c")
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
