@@ -1,11 +1,11 @@
-"""Join the three schema changes of the trust work (audit, SAML identities, SP keys) into one line.
+"""Join the three schema changes of the trust work (audit, SAML identities, SP keys, request ids) into one line.
 
 Revision ID: 0014
-Revises: 0013a, 0013b, 0013c
+Revises: 0013a, 0013b, 0013c, 0013d
 """
 
 revision = "0014"
-down_revision = ("0013a", "0013b", "0013c")
+down_revision = ("0013a", "0013b", "0013c", "0013d")
 branch_labels = None
 depends_on = None
 
