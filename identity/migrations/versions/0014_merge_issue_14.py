@@ -1,4 +1,4 @@
-"""Join the three schema changes of the trust work (audit, SAML identities, SP keys, request ids) into one line.
+"""Join the four schema changes of the trust work (audit, SAML identities, SP keys, request ids) into one line.
 
 Revision ID: 0014
 Revises: 0013a, 0013b, 0013c, 0013d
