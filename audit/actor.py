@@ -23,14 +23,18 @@ class Actor:
     request_id: str | None = None
     ip: str | None = None
     user_agent: str | None = None
+    # The request id the client sent (X-Request-Id), kept beside the server's own `request_id`.
+    client_request_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.type not in ACTOR_TYPES:
             raise ValueError(f"unknown actor type {self.type!r}")
 
-    def with_request(self, request_id: str | None, ip: str | None, user_agent: str | None) -> Actor:
+    def with_request(self, request_id: str | None, ip: str | None, user_agent: str | None, *,
+                     client_request_id: str | None = None) -> Actor:
         """Return this actor carrying the request's context."""
-        return replace(self, request_id=request_id, ip=ip, user_agent=user_agent)
+        return replace(self, request_id=request_id, ip=ip, user_agent=user_agent,
+                       client_request_id=client_request_id)
 
 
 def system_actor(display: str = "system", request_id: str | None = None) -> Actor:

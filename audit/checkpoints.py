@@ -1,8 +1,15 @@
 """Signed checkpoints of an org's chain, as CloudTrail's digest files and CT's signed tree heads.
 
-A checkpoint states {org, sequence, head hash, time}, signed with the service's Ed25519 key. An
-auditor who kept one can later show that the events up to its sequence still hash to its head:
-rewriting history would need the service's private key to re-sign every checkpoint handed out.
+A checkpoint states {org, sequence, head hash, time, reason}, signed with the service's Ed25519
+key. An auditor who kept one can later show that the events up to its sequence still hash to its
+head: rewriting history would need the service's private key to re-sign every checkpoint handed
+out. The service signs only a head it has just verified, and records each checkpoint it makes as
+an `audit.checkpoint_created` event.
+
+The reason is signed since 2026-12-05: a `purge` checkpoint vouches for a moved start of the
+chain, so a copy of another checkpoint relabelled `purge` must not verify. Checkpoints signed
+before then (legacy: their statement holds no reason) still prove their seq and hash, but their
+reason proves nothing.
 """
 
 from __future__ import annotations
@@ -12,19 +19,35 @@ from collections.abc import Iterable
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from audit import clock, signing
+from audit.actor import Actor, system_actor
 from audit.events import format_time, parse_time
-from audit.models import AuditCheckpoint, AuditHead
+from audit.log import Target, record
+from audit.models import AuditCheckpoint, AuditEvent, AuditHead
 
 REASONS = ("manual", "scheduled", "export", "purge")
 
 
-def payload(org_id: str, seq: int, head_hash: str, time: str, key_id: str) -> bytes:
-    """Return the bytes a checkpoint's signature covers: canonical JSON of its statement."""
-    statement = {"org_id": org_id, "seq": seq, "hash": head_hash, "time": time, "key_id": key_id}
+class UnverifiedHead(Exception):
+    """The chain does not verify up to its head: the service signs no checkpoint of it."""
+
+    def __init__(self, org_id: str, broken: str) -> None:
+        super().__init__(f"org {org_id}: the chain does not verify, so its head is not signed: BROKEN at {broken}")
+        self.org_id = org_id
+        self.broken = broken
+
+
+def payload(org_id: str, seq: int, head_hash: str, time: str, key_id: str, reason: str | None = None) -> bytes:
+    """Return the bytes a checkpoint's signature covers: canonical JSON of its statement.
+
+    `reason=None` gives the statement of checkpoints signed before the reason was signed.
+    """
+    statement: dict[str, Any] = {"org_id": org_id, "seq": seq, "hash": head_hash, "time": time, "key_id": key_id}
+    if reason is not None:
+        statement["reason"] = reason
     return json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -42,7 +65,7 @@ def sign_at(session: Session, key: Ed25519PrivateKey, org_id: str, seq: int, hea
         raise ValueError(f"unknown checkpoint reason {reason!r}")
     now = clock.now()
     kid = signing.key_id(key)
-    signature = signing.sign(key, payload(org_id, seq, head_hash, format_time(now), kid))
+    signature = signing.sign(key, payload(org_id, seq, head_hash, format_time(now), kid, reason))
     checkpoint = AuditCheckpoint(org_id=org_id, seq=seq, hash=head_hash, signed_at=now, key_id=kid,
                                  signature=signature, reason=reason)
     session.add(checkpoint)
@@ -50,12 +73,44 @@ def sign_at(session: Session, key: Ed25519PrivateKey, org_id: str, seq: int, hea
     return checkpoint
 
 
-def sign_head(session: Session, key: Ed25519PrivateKey, org_id: str, reason: str = "manual") -> AuditCheckpoint:
-    """Sign the org's current head (its newest committed event)."""
+def sign_head(session: Session, key: Ed25519PrivateKey, org_id: str, reason: str = "manual", *,
+              actor: Actor | None = None) -> AuditCheckpoint:
+    """Verify the org's chain up to its current head, sign that head, and record the checkpoint.
+
+    Raise UnverifiedHead, signing nothing, when the chain does not verify: a checkpoint over a
+    tampered chain would vouch for the tampering. The check reads the head, then the events up
+    to it, in this transaction, without locking the head: writers go on appending meanwhile,
+    and the head read is a committed state. `actor` defaults to the service itself.
+    """
+    from audit import verify  # verify reads checkpoints: imported here, not at the top
+
     head = session.get(AuditHead, org_id)
     if head is None:
         raise LookupError(f"org {org_id!r} has no audit chain")
-    return sign_at(session, key, org_id, head.seq, head.hash, reason)
+    seq, head_hash = head.seq, head.hash
+    report = verify.verify_head(session, org_id, key.public_key())
+    if report.broken is not None:
+        raise UnverifiedHead(org_id, str(report.broken))
+    made = sign_at(session, key, org_id, seq, head_hash, reason)
+    record(session, actor or system_actor("checkpoint"), "audit.checkpoint_created",
+           Target("audit_log", org_id, "audit log"),
+           {"checkpoint_id": made.id, "seq": seq, "hash": head_hash, "reason": reason, "key_id": made.key_id,
+            "verified_events": report.checked}, org_id=org_id)
+    return made
+
+
+def idle_since_signed(session: Session, org_id: str) -> bool:
+    """Tell whether the org's only event since its newest checkpoint is that checkpoint's own record.
+
+    The periodic job skips such an org: signing it again would only sign the previous signing,
+    and add one more event an hour to every idle org's chain.
+    """
+    head = session.get(AuditHead, org_id)
+    newest = session.scalar(select(func.max(AuditCheckpoint.seq)).where(AuditCheckpoint.org_id == org_id))
+    if head is None or newest is None or head.seq != newest + 1:
+        return False
+    last = session.scalar(select(AuditEvent.action).where(AuditEvent.org_id == org_id, AuditEvent.seq == head.seq))
+    return last == "audit.checkpoint_created"
 
 
 def listing(session: Session, org_id: str, after_id: int = 0, limit: int = 100) -> list[AuditCheckpoint]:
@@ -71,12 +126,28 @@ def all_of(session: Session, org_id: str) -> list[dict[str, Any]]:
     return [document(c) for c in session.scalars(stmt)]
 
 
+def signed_reason(checkpoint: dict[str, Any], public: Ed25519PublicKey) -> str | None:
+    """Return the checkpoint's reason when `public`'s signature covers it; None when it does not.
+
+    None also for a legacy checkpoint, signed before reasons were: its seq and hash are proven,
+    its reason is not.
+    """
+    reason = checkpoint.get("reason")
+    if not isinstance(reason, str) or reason not in REASONS:
+        return None
+    return reason if _signature_holds(checkpoint, public, reason) else None
+
+
 def is_authentic(checkpoint: dict[str, Any], public: Ed25519PublicKey) -> bool:
-    """Tell whether a published checkpoint carries a valid signature of `public`."""
+    """Tell whether a published checkpoint carries a valid signature of `public` (its reason signed, or legacy)."""
+    return signed_reason(checkpoint, public) is not None or _signature_holds(checkpoint, public, None)
+
+
+def _signature_holds(checkpoint: dict[str, Any], public: Ed25519PublicKey, reason: str | None) -> bool:
     try:
         time = format_time(parse_time(str(checkpoint["time"])))
         message = payload(str(checkpoint["org_id"]), int(checkpoint["seq"]), str(checkpoint["hash"]), time,
-                          str(checkpoint["key_id"]))
+                          str(checkpoint["key_id"]), reason)
     except (KeyError, TypeError, ValueError):
         return False
     return checkpoint["key_id"] == signing.key_id(public) and signing.is_valid(public, message,

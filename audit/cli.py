@@ -95,8 +95,11 @@ def _export(db: Database, fmt: str, output: str, selection: events.Selection) ->
     with db.transaction() as session:
         record(session, _actor("export"), "audit.exported", Target("audit_log", selection.org_id, "audit log"),
                {"format": fmt, "selection": selection.describe()}, org_id=selection.org_id)
-    with db.transaction() as session:
-        checkpoints.sign_head(session, _key(), selection.org_id, "export")
+    try:
+        with db.transaction() as session:
+            checkpoints.sign_head(session, _key(), selection.org_id, "export", actor=_actor("export"))
+    except checkpoints.UnverifiedHead as error:  # export anyway: the file is the evidence; say it is unsigned
+        click.echo(f"warning: {error}; the export goes on without a checkpoint", err=True)
     if not selection.contiguous:
         click.echo("note: a filtered export is a selection of events, not a piece of the chain: "
                    "each event keeps its hash, but the file will not verify as a chain", err=True)
@@ -255,26 +258,52 @@ def _orgs(db: Database, slug: str | None) -> list[tuple[str, str, int]]:
 @audit.command("purge")
 @click.option("--org", "slug", default=None, help="one org (default: every org)")
 def purge_command(slug: str | None) -> None:
-    """Delete events older than each org's retention period; a signed checkpoint keeps the rest verifiable."""
-    key = _key()
+    """Delete events older than each org's retention period (never than AUDIT_RETENTION_FLOOR_DAYS).
+
+    A signed checkpoint keeps the rest verifiable. An org whose chain does not verify is not
+    purged: it is named on stderr, and the exit status is 1.
+    """
+    key, floor, refused = _key(), config.audit_retention_floor_days(), 0
     with _database() as db:
         for org_id, org_slug, days in _orgs(db, slug):
-            with db.transaction() as session:
-                done = retention.purge_org(session, _actor("purge"), key, org_id, days)
+            try:
+                with db.transaction() as session:
+                    done = retention.purge_org(session, _actor("purge"), key, org_id, days, floor_days=floor)
+            except checkpoints.UnverifiedHead as error:  # the other orgs are still purged
+                click.echo(f"org {org_slug}: nothing purged: {error}", err=True)
+                refused += 1
+                continue
             click.echo(f"org {org_slug}: removed {done.removed} events older than "
-                       f"{events.format_time(done.cutoff)} ({days} days); the chain now starts after #{done.base_seq}")
+                       f"{events.format_time(done.cutoff)} ({max(days, floor)} days); "
+                       f"the chain now starts after #{done.base_seq}")
+    if refused:
+        sys.exit(1)
 
 
 @audit.command("checkpoint")
 @click.option("--org", "slug", default=None, help="one org (default: every org)")
 def checkpoint_command(slug: str | None) -> None:
-    """Sign each org's current head (run it periodically, e.g. hourly from cron); print the checkpoints."""
-    key = _key()
+    """Verify and sign each org's current head (e.g. hourly from cron); print the checkpoints.
+
+    Without --org, an org with nothing new since its last checkpoint (but that checkpoint's own
+    audit.checkpoint_created) is skipped. An org whose chain does not verify gets no checkpoint:
+    it is named on stderr, and the exit status is 1.
+    """
+    key, refused = _key(), 0
     with _database() as db:
-        for org_id, _slug, _days in _orgs(db, slug):
-            with db.transaction() as session:
-                made = checkpoints.sign_head(session, key, org_id, "scheduled" if slug is None else "manual")
-                click.echo(json.dumps(checkpoints.document(made)))
+        for org_id, org_slug, _days in _orgs(db, slug):
+            try:
+                with db.transaction() as session:
+                    if slug is None and checkpoints.idle_since_signed(session, org_id):
+                        continue  # nothing new since the last checkpoint but its own record
+                    made = checkpoints.sign_head(session, key, org_id, "scheduled" if slug is None else "manual",
+                                                 actor=_actor("checkpoint"))
+                    click.echo(json.dumps(checkpoints.document(made)))
+            except checkpoints.UnverifiedHead as error:  # the other orgs are still signed
+                click.echo(f"org {org_slug}: no checkpoint: {error}", err=True)
+                refused += 1
+    if refused:
+        sys.exit(1)
 
 
 @audit.command("public-key")

@@ -69,6 +69,7 @@ def record(
         "request_id": actor.request_id,
         "ip": actor.ip,
         "user_agent": actor.user_agent,
+        "client_request_id": actor.client_request_id,
     }
     session.info.setdefault(PENDING, []).append(item)
 
@@ -78,9 +79,16 @@ def pending_events(session: Session) -> list[dict[str, Any]]:
     return list(session.info.get(PENDING, []))
 
 
+# Stored with an event but outside what its hash covers. `client_request_id` is what the client
+# claimed (X-Request-Id), kept for correlation only; it came after events were first chained, and
+# leaving it out keeps every earlier hash valid and exports unchanged. The server's `request_id`
+# is covered.
+UNHASHED = frozenset({"hash", "client_request_id"})
+
+
 def canonical(fields: dict[str, Any]) -> bytes:
-    """Return the canonical JSON that an event's hash covers (everything but the hash)."""
-    data = {key: value for key, value in fields.items() if key != "hash"}
+    """Return the canonical JSON that an event's hash covers (everything but UNHASHED)."""
+    data = {key: value for key, value in fields.items() if key not in UNHASHED}
     when = data["occurred_at"]
     data["occurred_at"] = when if isinstance(when, str) else when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()

@@ -62,6 +62,8 @@ class AuditEvent(Base):
     request_id: Mapped[str | None] = mapped_column(String(64))
     ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(Text)
+    # The client's own X-Request-Id, beside the server's `request_id`; not covered by `hash`.
+    client_request_id: Mapped[str | None] = mapped_column(String(64))
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
 
@@ -90,10 +92,12 @@ class AuditHead(Base):
 
 
 class AuditPurgePermit(Base):
-    """Present only inside a retention purge's transaction: the one time events may be deleted.
+    """SQLite only: present inside a retention purge's transaction, the one time events may be deleted.
 
-    Database triggers refuse every UPDATE of an event, and every DELETE unless a permit for the
-    event's org exists; other transactions never see an uncommitted permit.
+    SQLite's trigger refuses every UPDATE of an event, and every DELETE unless a permit for the
+    event's org exists and the event is at or before the org's chain base. PostgreSQL's trigger
+    no longer reads it (any role that writes the tables could insert one): there the purge sets a
+    transaction-local setting instead (migration 0013a, audit.retention).
     """
 
     __tablename__ = "audit_purge_permits"

@@ -194,8 +194,12 @@ def _drop(x: Expected, user_id: str, keep: Callable[[GrantKey], bool]) -> None:
 
 
 def _role_changed(x: Expected, e: Row[Any]) -> None:
-    """change_role replaces the member's manual and invitation org grants by one manual grant."""
-    _drop(x, e.target_id, lambda key: key[0] is not None or key[1] not in ("manual", "invitation"))
+    """change_role replaces the member's org grants by one manual grant: every grant no group gave
+    (events that say so), or, in older events, the manual and invitation grants."""
+    if e.changes.get("replaced") == "every_grant_but_groups":
+        _drop(x, e.target_id, lambda key: key[0] is not None or key[2] != "")
+    else:
+        _drop(x, e.target_id, lambda key: key[0] is not None or key[1] not in ("manual", "invitation"))
     grants = x.grants.get(e.target_id)
     if grants is None:
         return

@@ -45,7 +45,7 @@ def load_signing_key(data_dir: Path) -> Ed25519PrivateKey:
         return parse_private_key(configured)
     path = data_dir / KEY_FILE
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the key's folder: the service's alone
         pem = Ed25519PrivateKey.generate().private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
         try:

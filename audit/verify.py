@@ -10,6 +10,7 @@ the evidence; that there is a break, and where the chain first stops holding, is
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -49,6 +50,9 @@ class Report:
     head_hash: str | None = None
     checkpoints_matched: list[int] = field(default_factory=list)
     broken: Break | None = None
+    base_seq: int = 0  # the chain starts after this event: 0, or where the last purge moved it
+    purged_checkpoints: list[int] = field(default_factory=list)  # signed, inside the purged events
+    purge_event: int | None = None  # the retained audit.purged event that vouches for base_seq
 
     @property
     def intact(self) -> bool:
@@ -61,8 +65,14 @@ class Report:
         if not self.checked:
             return f"intact: no events to check (head hash {self.head_hash})"
         matched = f", {len(self.checkpoints_matched)} signed checkpoint(s) matched" if self.checkpoints_matched else ""
+        purged = ""
+        if self.purge_event is not None:
+            purged = (f"; events up to #{self.base_seq} were purged, vouched for by a signed purge checkpoint "
+                      f"and event #{self.purge_event}")
+            if self.purged_checkpoints:
+                purged += f" ({len(self.purged_checkpoints)} signed checkpoint(s) fall inside the purged events)"
         return (f"intact: {self.checked} events #{self.first_seq}..#{self.last_seq}, "
-                f"head hash {self.head_hash}{matched}")
+                f"head hash {self.head_hash}{matched}{purged}")
 
 
 @dataclass(frozen=True)
@@ -186,29 +196,101 @@ def verify_database(session: Session, org_id: str, public: Ed25519PublicKey,
                     kept: Iterable[dict[str, Any]] = ()) -> Report:
     """Check the org's stored chain from its base (genesis, or the last purge) to its head.
 
-    Every stored checkpoint, and any `kept` by an auditor, must be authentic and must match.
+    Every stored checkpoint, and any `kept` by an auditor, must be authentic and must match; a
+    moved base must be vouched for (`_check_base`).
     """
-    report = Report(org_id)
     head = session.get(AuditHead, org_id)
     if head is None:
-        report.broken = Break(0, None, "truncated", "the org has no audit chain")
-        return report
-    signed, forged = trusted_checkpoints([*cps.all_of(session, org_id), *kept], org_id, public)
+        return Report(org_id, broken=Break(0, None, "truncated", "the org has no audit chain"))
+    return _verify_stored(session, head, public, list(kept), upto=None)
+
+
+def verify_head(session: Session, org_id: str, public: Ed25519PublicKey) -> Report:
+    """Check the org's chain up to the head as it stands now, before the service signs that head.
+
+    Events that other transactions commit meanwhile get higher numbers; they are not read, so
+    writers need not wait for the check.
+    """
+    head = session.get(AuditHead, org_id)
+    if head is None:
+        return Report(org_id, broken=Break(0, None, "truncated", "the org has no audit chain"))
+    return _verify_stored(session, head, public, [], upto=head.seq)
+
+
+def _verify_stored(session: Session, head: AuditHead, public: Ed25519PublicKey, kept: list[dict[str, Any]],
+                   upto: int | None) -> Report:
+    report = Report(head.org_id, base_seq=head.base_seq)
+    everything = [*cps.all_of(session, head.org_id), *kept]
+    signed, forged = trusted_checkpoints(everything, head.org_id, public)
     if forged is not None:
         report.broken = forged
         return report
-    if head.base_seq and signed.get(head.base_seq, {}).get("hash") != head.base_hash:
-        report.broken = Break(head.base_seq + 1, None, "unanchored",
-                              f"the chain starts after #{head.base_seq}, but no signed purge checkpoint "
-                              "vouches for that start: events were removed outside a retention purge")
+    base = Anchor(head.base_seq, head.base_hash)
+    unvouched = _check_base(base, everything, signed, kept, public)
+    if unvouched is not None:
+        report.broken = unvouched
         return report
-    signed = {seq: c for seq, c in signed.items() if seq > head.base_seq}  # purged history: nothing to compare
-    report.head_hash = head.base_hash
-    rows = (row_fields(row) for row in iter_rows(session, Selection(org_id, after_seq=head.base_seq)))
-    walk(rows, report, anchor=Anchor(head.base_seq, head.base_hash), signed=signed)
+    report.purged_checkpoints = sorted(seq for seq in signed if seq < base.seq)
+    witness = _PurgeWitness(base)
+    rows: Iterable[dict[str, Any]] = (row_fields(row) for row in
+                                      iter_rows(session, Selection(head.org_id, after_seq=base.seq)))
+    if upto is not None:
+        rows = itertools.takewhile(lambda event: int(event["seq"]) <= upto, rows)
+    report.head_hash = base.hash
+    walk(witness.watch(rows), report, anchor=base, signed={seq: c for seq, c in signed.items() if seq > base.seq})
     if report.broken is None:
         _check_end(report, head, signed)
+    if report.broken is None and base.seq and witness.found is None:
+        report.broken = _unvouched(base, signed, kept, "no retained audit.purged event records moving it there")
+    report.purge_event = witness.found
     return report
+
+
+def _check_base(base: Anchor, checkpoints: list[dict[str, Any]], signed: dict[int, dict[str, Any]],
+                kept: list[dict[str, Any]], public: Ed25519PublicKey) -> Break | None:
+    """Return why a chain that starts after genesis is not vouched for, or None.
+
+    Only a purge moves the start, and a purge signs a checkpoint of reason `purge` at the new
+    base, its reason covered by the signature: a copy of an hourly checkpoint relabelled `purge`
+    does not verify. (The retained `audit.purged` event, the other half, is found by the walk.)
+    """
+    if not base.seq:
+        return None
+    for checkpoint in checkpoints:
+        if (int(checkpoint.get("seq", -1)) == base.seq and checkpoint.get("hash") == base.hash
+                and cps.signed_reason(checkpoint, public) == "purge"):
+            return None
+    return _unvouched(base, signed, kept, "no checkpoint signed for a purge vouches for that start")
+
+
+def _unvouched(base: Anchor, signed: dict[int, dict[str, Any]], kept: list[dict[str, Any]], why: str) -> Break:
+    detail = f"the chain starts after #{base.seq}, but {why}: events were removed outside a retention purge"
+    inside = sorted(seq for seq in signed if seq <= base.seq)
+    yours = [seq for seq in inside if seq in {int(c.get("seq", -1)) for c in kept}]
+    if inside:  # an auditor's checkpoint is never dropped in silence: the first one kept is named
+        seq, whose = (yours[0], "you kept") if yours else (inside[0], "stored")
+        detail += (f"; the signed checkpoint {whose} for #{seq} (signed {signed[seq]['time']}) "
+                   "falls inside the removed events and can no longer be checked")
+    return Break(base.seq + 1, None, "unanchored", detail)
+
+
+class _PurgeWitness:
+    """Watches the retained events go by for the `audit.purged` event that moved the start to `base`."""
+
+    def __init__(self, base: Anchor) -> None:
+        self.base = base
+        self.found: int | None = None
+
+    def watch(self, events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for event in events:
+            if self.found is None and event["action"] == "audit.purged" and self._moved_to_base(event["changes"]):
+                self.found = int(event["seq"])
+            yield event
+
+    def _moved_to_base(self, changes: Any) -> bool:
+        if not isinstance(changes, dict) or not isinstance(changes.get("base_seq"), dict):
+            return False
+        return bool(changes["base_seq"].get("after") == self.base.seq and changes.get("base_hash") == self.base.hash)
 
 
 def _check_end(report: Report, head: AuditHead, signed: dict[int, dict[str, Any]]) -> None:

@@ -10,7 +10,7 @@ service's connection settings (on SQLite: WAL, `synchronous=NORMAL`, the backgro
 The database work is benchmarks/raw_sql.py's hand-written SQL:
 
 - `GET /bare/Users?filter=userName eq "..."`: the token's row by prefix and its hash compared in
-  constant time, the live user by `lower(user_name)`, the user's groups; one read transaction;
+  constant time, the live user by its userName key (NFC, casefold), the user's groups; one read transaction;
   rendered by `scim.resources.user_to_wire`.
 - `POST /bare/Users`: the same token check, then one write transaction with the statements
   `users.provision_user` runs for a new active user (the org's seat count, the user, its work

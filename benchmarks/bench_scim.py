@@ -336,6 +336,7 @@ def seed(url: str, org_id: str, team_id: str, args: argparse.Namespace) -> dict[
     from identity.db import Database
     from identity.emails import rows_for
     from identity.models import IdpGroupMember, Org, RoleGrant, User, UserEmail
+    from identity.names import name_key
 
     db = Database(url)
     n = args.users
@@ -352,7 +353,8 @@ def seed(url: str, org_id: str, team_id: str, args: argparse.Namespace) -> dict[
                 attributes = {"userName": name, "externalId": f"ext-{i}", "displayName": f"Bench User {i}",
                               "name": {"givenName": "Bench", "familyName": f"User {i}"},
                               "emails": [{"value": name, "type": "work", "primary": True}]}
-                users.append({"id": ids[i], "org_id": org_id, "user_name": name, "email": name,
+                users.append({"id": ids[i], "org_id": org_id, "user_name": name, "user_name_key": name_key(name),
+                              "email": name,
                               "external_id": f"ext-{i}", "display_name": f"Bench User {i}", "given_name": "Bench",
                               "family_name": f"User {i}", "active": True, "has_seat": True, "source": "scim",
                               "attributes": attributes, "created_at": created, "updated_at": created,

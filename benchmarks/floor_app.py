@@ -8,7 +8,7 @@ does what the SCIM lookup does with as little as Python allows and nothing else:
 
 - the bearer token's row found by its prefix and its hash compared in constant time, as
   `identity.keys.verify_scim_token` does;
-- the live user found by `lower(user_name)` in the org, and the user's groups;
+- the live user found by its userName key (NFC, casefold) in the org, and the user's groups;
 - both in one read transaction, as hand-written SQL (benchmarks/raw_sql.py) on a DBAPI
   connection from the service's pool: no SQLAlchemy statement, Session or result machinery, no
   filter parser (a regular expression takes the one value), no rate limit;

@@ -20,22 +20,23 @@ from flask import Response
 
 from audit.log import event_hash
 from identity import tokens
+from identity.names import name_key
 from scim import discovery, resources
 
 FILTER = re.compile(r'^\s*userName\s+eq\s+"((?:[^"\\]|\\.)*)"\s*$', re.IGNORECASE)
 _TOKEN = "SELECT id, org_id, secret_hash, revoked_at, name, prefix FROM scim_tokens WHERE prefix = ?"
 _USERS = ("SELECT id, user_name, email, external_id, display_name, given_name, family_name, active, attributes,"
           " created_at, updated_at, version FROM users"
-          " WHERE org_id = ? AND deleted_at IS NULL AND lower(user_name) = lower(?) LIMIT 100")
+          " WHERE org_id = ? AND deleted_at IS NULL AND user_name_key = ? LIMIT 100")
 _GROUPS = ("SELECT g.id, g.display_name FROM idp_group_members m JOIN idp_groups g ON g.id = m.group_id"
            " WHERE m.user_id = ? ORDER BY g.display_name")
 # The create: what `users.provision_user` writes for a new active SCIM user (seen with the engine's
 # echo), as the same statements.
 _ORG = ("SELECT seats_used, (SELECT id FROM teams WHERE org_id = ? AND is_default = ?) FROM orgs WHERE id = ?")
 _SEATS = "UPDATE orgs SET seats_used = ? WHERE id = ?"
-_USER = ("INSERT INTO users (id, org_id, user_name, email, external_id, display_name, given_name, family_name,"
-         " active, has_seat, source, attributes, created_at, updated_at, deleted_at, version)"
-         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 1)")
+_USER = ("INSERT INTO users (id, org_id, user_name, user_name_key, email, external_id, display_name, given_name,"
+         " family_name, active, has_seat, source, attributes, created_at, updated_at, deleted_at, version)"
+         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 1)")
 _EMAIL = 'INSERT INTO user_emails (org_id, user_id, value, type, "primary", display) VALUES (?, ?, ?, ?, ?, NULL)'
 _GRANT = ("INSERT INTO role_grants (org_id, user_id, team_id, role, source, source_ref, created_at)"
           " VALUES (?, ?, ?, 'member', 'scim', '', ?)")
@@ -131,7 +132,7 @@ class Raw:
         return tuple(row)
 
     def lookup(self, org_id: str, user_name: str) -> tuple[list[Row], list[tuple[str, str]]]:
-        self.cursor.execute(self.sql(_USERS), (org_id, user_name))
+        self.cursor.execute(self.sql(_USERS), (org_id, name_key(user_name)))
         rows = [Row(values) for values in self.cursor.fetchall()]
         groups: list[tuple[str, str]] = []
         if rows:
@@ -152,10 +153,10 @@ class Raw:
         attributes = {k: v for k, v in body.items() if k not in ("schemas", "id", "meta", "active")}
         seats_used, team_id = self.one(_ORG + ("" if self.sqlite else " FOR UPDATE OF orgs"), (org_id, True, org_id))
         self.cursor.execute(self.sql(_SEATS), (seats_used + 1, org_id))
-        self.cursor.execute(self.sql(_USER), (values[0], org_id, *values[1:], True, True, "scim",
-                                               self._json(attributes), stored, stored))
+        self.cursor.execute(self.sql(_USER), (values[0], org_id, values[1], name_key(values[1]), *values[2:], True,
+                                               True, "scim", self._json(attributes), stored, stored))
         if email:
-            self.cursor.execute(self.sql(_EMAIL), (org_id, user_id, email, "work", True))
+            self.cursor.execute(self.sql(_EMAIL), (org_id, user_id, name_key(email), "work", True))
         self.cursor.executemany(self.sql(_GRANT), [(org_id, user_id, None, stored), (org_id, user_id, team_id, stored)])
         seq, previous = self.one(_HEAD, (org_id,))
         actor = f"SCIM token {token_name} ({prefix})"

@@ -14,7 +14,7 @@ from flask import Blueprint, Response, g, jsonify, request
 from sqlalchemy import select
 
 from audit import Actor
-from identity import groups, invitations, keys, orgs, seats, teams, users
+from identity import groups, invitations, jsontext, keys, orgs, seats, teams, users
 from identity.errors import (
     Conflict,
     DomainError,
@@ -31,6 +31,8 @@ from identity.service import run
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
+# What every row id is (str(uuid4())): a cursor that is not one is refused, not read as a place.
+ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 STATUS = {NotFound: 404, Conflict: 409, InvalidValue: 400, PermissionDenied: 403, LastOwner: 409,
           SeatCapReached: 403, Unauthenticated: 401}
 
@@ -87,14 +89,20 @@ def authenticated(view: Callable[..., Any]) -> Callable[..., Any]:
             g.key = keys.verify_api_key(session, secret.strip())
         if view.__name__ != "whoami_key" and "admin" not in g.key.scopes:
             raise PermissionDenied("this key has no 'admin' scope for the admin API")
-        g.actor = g.key.actor().with_request(g.request_id, request.remote_addr, request.user_agent.string)
+        g.actor = g.key.actor().with_request(g.request_id, request.remote_addr, request.user_agent.string,
+                                             client_request_id=g.get("client_request_id"))
         return view(*args, **kwargs)
     return wrapper
 
 
 def json_body(*fields: str) -> dict[str, Any]:
     """Return the JSON object of the request; any member other than `fields` is refused, not ignored."""
-    data = request.get_json(silent=True)
+    data = None
+    if request.is_json:
+        try:
+            data = jsontext.loads(request.get_data())
+        except ValueError as error:  # not JSON, NaN, or nested deeper than jsontext.MAX_DEPTH
+            raise InvalidValue(f"the request body is not valid JSON: {error}") from None
     if not isinstance(data, dict):
         raise InvalidValue("the request body must be a JSON object")
     if _has_nul(data):
@@ -143,6 +151,16 @@ def int_arg(name: str, default: int) -> int:
     return int(values[0])
 
 
+def _after_id() -> str:
+    """Return the `after` cursor of a keyset page: a row id (`next` of the previous page), or ""."""
+    values = request.args.getlist("after")
+    if not values:
+        return ""
+    if len(values) > 1 or not (values[0] == "" or ID.fullmatch(values[0])):
+        raise InvalidValue("after must be the `next` of the previous page", field="after")
+    return values[0]
+
+
 def caller_org_id(org_ref: str) -> str:
     """Resolve an org id or slug within the caller's own org; any other org is not found."""
     if org_ref not in (g.key.org_id, g.key.org_slug):
@@ -188,7 +206,7 @@ def list_members(org_ref: str) -> Response:
     authorize(g.actor, "directory.read", org_id=org_id)
     known_args("limit", "after")
     limit = min(max(int_arg("limit", 100), 1), 500)
-    after = request.args.get("after", "")
+    after = _after_id()
     with _db().reading() as session:
         found = list(session.scalars(select(User).where(User.org_id == org_id, User.deleted_at.is_(None),
                                                          User.id > after).order_by(User.id).limit(limit)))
@@ -326,7 +344,8 @@ def _invitation_token() -> tuple[str, Actor]:
     with _db().transaction() as session:
         invitations.expire_if_due(session, token)
         actor = invitations.invitee(session, token)
-    return token, actor.with_request(g.request_id, request.remote_addr, request.user_agent.string)
+    return token, actor.with_request(g.request_id, request.remote_addr, request.user_agent.string,
+                                     client_request_id=g.get("client_request_id"))
 
 
 @bp.post("/invitations/accept")
@@ -376,6 +395,42 @@ def create_scim_token(org_ref: str) -> tuple[Response, int]:
 @authenticated
 def revoke_scim_token(org_ref: str, token_id: str) -> tuple[str, int]:
     run(_db(), g.actor, keys.revoke_scim_token, caller_org_id(org_ref), token_id)
+    return "", 204
+
+
+def _when(moment: Any) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+@bp.get("/orgs/<org_ref>/scim-tokens")
+@authenticated
+def list_scim_tokens(org_ref: str) -> Response:
+    """List the org's SCIM bearer tokens: names, prefixes and times, never a secret."""
+    org_id = caller_org_id(org_ref)
+    with _db().reading() as session:
+        found = keys.list_scim_tokens(session, g.actor, org_id)
+    return jsonify({"scim_tokens": [{"id": t.id, "name": t.name, "prefix": t.prefix, "created": _when(t.created_at),
+                                     "last_used": _when(t.last_used_at), "revoked": _when(t.revoked_at)}
+                                    for t in found]})
+
+
+@bp.get("/orgs/<org_ref>/scim-clients")
+@authenticated
+def list_scim_clients(org_ref: str) -> Response:
+    """List the org's OAuth clients for SCIM: ids, names and times, never a secret."""
+    org_id = caller_org_id(org_ref)
+    with _db().reading() as session:
+        found = keys.list_scim_clients(session, g.actor, org_id)
+    return jsonify({"scim_clients": [{"id": c.id, "client_id": c.client_id, "name": c.name,
+                                      "created": _when(c.created_at), "revoked": _when(c.revoked_at)}
+                                     for c in found]})
+
+
+@bp.delete("/orgs/<org_ref>/scim-clients/<client_id>")
+@authenticated
+def revoke_scim_client(org_ref: str, client_id: str) -> tuple[str, int]:
+    """Revoke an OAuth client (by id or client_id): its access tokens are refused from the next request."""
+    run(_db(), g.actor, keys.revoke_scim_client, caller_org_id(org_ref), client_id)
     return "", 204
 
 

@@ -19,8 +19,8 @@ from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 
 from audit import checkpoints, events, export, signing
 from audit.log import Target, record
-from identity import config
-from identity.api import authenticated, caller_org_id, domain_problem, int_arg, known_args, refuse_nul
+from identity import config, jsontext
+from identity.api import authenticated, caller_org_id, domain_problem, int_arg, known_args, problem, refuse_nul
 from identity.errors import DomainError, InvalidValue
 from identity.roles import authorize
 
@@ -84,16 +84,36 @@ def encode_cursor(after_seq: int, filters: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
+# A cursor's position is an event's seq: a BIGINT on PostgreSQL.
+MAX_SEQ = 2**63 - 1
+
+
 def decode_cursor(cursor: str) -> tuple[int, dict[str, Any]]:
-    """Return (position, filters) of a cursor, or raise InvalidValue."""
+    """Return (position, filters) of a cursor, or raise InvalidValue.
+
+    A cursor comes back from the client, so it is checked as any input is: the shape that
+    `encode_cursor` writes (a seq, string filters, a list of action strings), nothing else.
+    """
     try:
-        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        after, filters = int(data["after"]), dict(data["filters"])
-    except (ValueError, KeyError, TypeError, binascii.Error) as error:
+        data = jsontext.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error) as error:
         raise InvalidValue("invalid cursor", field="cursor") from error
-    if after < 0 or not set(filters) <= set(FILTERS):
+    after = data.get("after") if isinstance(data, dict) else None
+    filters = data.get("filters") if isinstance(data, dict) else None
+    if type(after) is not int or not 0 <= after <= MAX_SEQ:
+        raise InvalidValue("invalid cursor", field="cursor")
+    if not isinstance(filters, dict) or not _valid_filters(filters):
         raise InvalidValue("invalid cursor", field="cursor")
     return after, filters
+
+
+def _valid_filters(filters: dict[str, Any]) -> bool:
+    if not set(filters) <= set(FILTERS):
+        return False
+    actions = filters.get("action", [])
+    texts = [*(actions if isinstance(actions, list) else [None]),
+             *(value for name, value in filters.items() if name != "action")]
+    return all(isinstance(text, str) and "\x00" not in text for text in texts)
 
 
 def _limit() -> int:
@@ -173,9 +193,12 @@ def list_checkpoints(org_ref: str) -> Response:
 def create_checkpoint(org_ref: str) -> tuple[Response, int]:
     """Sign the org's current head now, and return the checkpoint to keep."""
     org_id = _org_id(org_ref)
-    with _db().transaction() as session:
-        made = checkpoints.sign_head(session, signing_key(), org_id, "manual")
-        body = {"id": made.id, **checkpoints.document(made)}
+    try:
+        with _db().transaction() as session:
+            made = checkpoints.sign_head(session, signing_key(), org_id, "manual", actor=g.actor)
+            body = {"id": made.id, **checkpoints.document(made)}
+    except checkpoints.UnverifiedHead as refused:  # nothing to sign: the chain itself is the finding
+        return problem(409, "chain_broken", str(refused)), 409
     return jsonify(body), 201
 
 

@@ -19,6 +19,8 @@ from identity.jsontext import StrictJSONProvider
 
 log = logging.getLogger("identity.http")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# The response header that echoes a client's own X-Request-Id (X-Request-Id is the server's).
+CLIENT_REQUEST_ID = "X-Client-Request-Id"
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -73,17 +75,32 @@ def database() -> Database:
 
 
 def _start_request() -> None:
+    # The request id is always the server's own, so that no client can make two audit events
+    # share one or pin an event on somebody else's request. A client's `X-Request-Id` (when it is
+    # a plain token) is kept beside it: in the audit event, the log line and a response header.
     incoming = request.headers.get("X-Request-Id", "")
-    g.request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    g.request_id = uuid.uuid4().hex
+    g.client_request_id = incoming if REQUEST_ID.fullmatch(incoming) else None
     g.started = time.perf_counter()
     logs.request_id.set(g.request_id)
 
 
+def route() -> str:
+    """Return what the log says of the request's path: its URL rule (`/login/link/<token>`), never
+    the path itself, which can carry a secret (a sign-in link's token); `-` when no rule matched."""
+    rule = request.url_rule
+    return rule.rule if rule is not None else "-"
+
+
 def _finish_request(response: Response) -> Response:
     response.headers["X-Request-Id"] = g.get("request_id", "")
+    client_id = g.get("client_request_id")
+    if client_id:
+        response.headers[CLIENT_REQUEST_ID] = client_id
     duration = round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2)
-    log.info("request", extra={"method": request.method, "path": request.path, "status": response.status_code,
-                               "duration_ms": duration})
+    log.info("request", extra={"method": request.method, "route": route(), "status": response.status_code,
+                               "duration_ms": duration, "request_id": g.get("request_id"),
+                               "client_request_id": client_id})
     return response
 
 

@@ -145,6 +145,43 @@ def scim_client_create(slug: str, name: str, as_json: bool) -> None:
     click.echo(json.dumps(result) if as_json else "\n".join(f"{k}: {v}" for k, v in result.items()))
 
 
+@scim_client.command("list")
+@click.option("--org", "slug", required=True)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def scim_client_list(slug: str, as_json: bool) -> None:
+    """List the org's clients, revoked ones included (never a secret)."""
+    try:
+        with _database().reading() as session:
+            org_id = orgs.get_org_by_slug(session, slug).id
+            found = [{"id": c.id, "client_id": c.client_id, "name": c.name, "created": c.created_at.isoformat(),
+                      "revoked": c.revoked_at.isoformat() if c.revoked_at else None}
+                     for c in keys.list_scim_clients(session, system_actor("cli"), org_id)]
+    except DomainError as error:
+        _fail(error)
+        return
+    if as_json:
+        click.echo(json.dumps({"scim_clients": found}))
+        return
+    for c in found:
+        state = f"revoked {c['revoked']}" if c["revoked"] else "active"
+        click.echo(f"{c['client_id']}  {c['name']}  created {c['created']}  {state}")
+
+
+@scim_client.command("revoke")
+@click.option("--org", "slug", required=True)
+@click.argument("client_id")
+def scim_client_revoke(slug: str, client_id: str) -> None:
+    """Revoke a client (by its client_id or id): its access tokens are refused from the next request on."""
+    try:
+        with _database().transaction() as session:
+            org_id = orgs.get_org_by_slug(session, slug).id
+            keys.revoke_scim_client(session, system_actor("cli"), org_id, client_id)
+    except DomainError as error:
+        _fail(error)
+        return
+    click.echo(f"SCIM client {client_id} revoked", err=True)
+
+
 @main.group()
 def billing() -> None:
     """Seats and charges."""

@@ -15,6 +15,31 @@ def data_dir() -> Path:
     return Path(os.environ.get("IDENTITY_DATA_DIR", DEFAULT_DATA_DIR)).resolve()
 
 
+def make_private_dir(path: Path) -> None:
+    """Create the folder `path` and any missing parents readable by this service's user alone (0700).
+
+    A folder that exists already is left as it is: it may be shared (`/tmp`), and it is the files'
+    own modes (0600) that keep them private.
+    """
+    missing = [folder for folder in (path, *path.parents) if not folder.exists()]
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:  # another process made it first
+            pass
+
+
+def create_private_file(path: Path) -> bool:
+    """Create the empty file `path` readable and writable by this service's user alone (0600),
+    unless it exists; tell whether it was created."""
+    make_private_dir(path.parent)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        return False
+    return True
+
+
 def database_url() -> str:
     """Return `DATABASE_URL`, or the embedded SQLite file in the data folder."""
     return os.environ.get("DATABASE_URL") or f"sqlite:///{data_dir() / 'identity.db'}"
@@ -26,11 +51,28 @@ def secret_key() -> str:
         return os.environ["SECRET_KEY"]
     path = data_dir() / "secret_key"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(path.parent)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_urlsafe(48))
     return path.read_text().strip()
+
+
+DEFAULT_AUDIT_RETENTION_FLOOR_DAYS = 90
+
+
+def audit_retention_floor_days() -> int:
+    """Return `AUDIT_RETENTION_FLOOR_DAYS` (default 90): no org keeps its audit events for less.
+
+    The operator's floor under the owner-set `audit_retention_days`; the purge never deletes
+    events younger than it either. A value that is not a whole number from 1 to 3650 is an error.
+    """
+    raw = os.environ.get("AUDIT_RETENTION_FLOOR_DAYS", "").strip()
+    if not raw:
+        return DEFAULT_AUDIT_RETENTION_FLOOR_DAYS
+    if not raw.isdigit() or not 1 <= int(raw) <= 3650:
+        raise ValueError(f"AUDIT_RETENTION_FLOOR_DAYS must be a whole number of days from 1 to 3650, not {raw!r}")
+    return int(raw)
 
 
 def base_url() -> str:
@@ -46,7 +88,8 @@ def from_environment() -> dict[str, object]:
         "BASE_URL": base_url(),
         "MAX_CONTENT_LENGTH": MAX_BODY_BYTES,
     }
-    for name in ("SESSION_IDLE_MINUTES", "SESSION_ABSOLUTE_HOURS", "SCIM_RATE_LIMIT", "SAML_MAX_ISSUE_AGE_SECONDS"):
+    for name in ("SESSION_IDLE_MINUTES", "SESSION_ABSOLUTE_HOURS", "SCIM_RATE_LIMIT", "SAML_MAX_ISSUE_AGE_SECONDS",
+                 "SAML_PENDING_REQUESTS_PER_ADDRESS"):
         if os.environ.get(name):
             settings[name] = int(os.environ[name])
     return settings

@@ -23,6 +23,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
+from identity import config
+
 log = logging.getLogger(__name__)
 
 # A pooled PostgreSQL connection idle for longer than this is pinged before it is handed out.
@@ -65,8 +67,11 @@ def make_engine(url: str, *, begin_on_connections: bool = True, **kwargs: Any) -
         _ping_when_idle(engine)
         return engine
     database = make_url(url).database
-    if database and database != ":memory:":
-        os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
+    if database and database != ":memory:" and not database.startswith("file:"):
+        # Made here, 0600 in a 0700 folder, before SQLite would make it with the umask's mode
+        # (0644): the database holds every identity and credential hash. SQLite gives the -wal
+        # and -shm files the database file's mode.
+        config.create_private_file(Path(os.path.abspath(database)))
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
     _configure_sqlite(engine)
     if begin_on_connections:

@@ -2,8 +2,9 @@
 
 The rule is one: the emails a user shows are the array the IdP sent, or else, when it sent none,
 the primary email column as a primary work address. The SCIM renderer shows exactly this, and
-`user_emails` holds exactly this, lowercased, so that a filter such as Entra ID's
-`emails[type eq "work"].value eq "..."` finds its user through an index at any org size.
+`user_emails` holds exactly this, each address as its key (identity.names.name_key), so that a
+filter such as Entra ID's `emails[type eq "work"].value eq "..."` finds its user through an index
+at any org size, compared as a userName is.
 
 The rows are kept at flush time from whatever changed `User.attributes` or `User.email`, so that
 no service has to remember them (provisioning, which writes a new user with a plain INSERT that
@@ -20,6 +21,7 @@ from sqlalchemy import Table, delete, event, insert, inspect
 from sqlalchemy.orm import Session
 
 from identity.models import User, UserEmail
+from identity.names import name_key
 
 
 def emails_of(attributes: Mapping[str, Any] | None, email: str | None) -> list[Any]:
@@ -38,7 +40,7 @@ def rows_for(org_id: str, user_id: str, attributes: Mapping[str, Any] | None,
         if not isinstance(item, Mapping) or not isinstance(item.get("value"), str) or not item["value"]:
             continue
         kind, display = item.get("type"), item.get("display")
-        rows.append({"org_id": org_id, "user_id": user_id, "value": item["value"].lower()[:320],
+        rows.append({"org_id": org_id, "user_id": user_id, "value": name_key(item["value"])[:320],
                      "type": kind[:64] if isinstance(kind, str) else None,
                      "primary": item.get("primary") is True or str(item.get("primary")).lower() == "true",
                      "display": display[:320] if isinstance(display, str) else None})

@@ -327,6 +327,14 @@ def _groups_matching(session: Session, rule: GroupMapping) -> list[IdpGroup]:
     return list(session.scalars(select(IdpGroup).where(IdpGroup.org_id == rule.org_id, condition)))
 
 
+def _authorize_owner_grant(actor: Actor, org_id: str, org_role: str | None) -> None:
+    """A rule that grants (or granted) owner makes owners of whoever the IdP puts in the group:
+    IdP trust and owners' business both (DESIGN 3.2)."""
+    if org_role is not None and org_role.strip().lower() == "owner":
+        authorize(actor, "trust.manage", org_id=org_id)
+        authorize(actor, "owners.manage", org_id=org_id)
+
+
 def create_mapping(session: Session, actor: Actor, org_id: str, *, group_external_id: str | None = None,
                    group_display_name: str | None = None, team_id: str | None = None,
                    team_role: str | None = None, org_role: str | None = None) -> GroupMapping:
@@ -334,6 +342,7 @@ def create_mapping(session: Session, actor: Actor, org_id: str, *, group_externa
     from identity.roles import parse_role
 
     authorize(actor, "teams.manage", org_id=org_id)
+    _authorize_owner_grant(actor, org_id, org_role)
     if not (group_external_id or group_display_name):
         raise InvalidValue("a rule names the group by its immutable id or its display name", field="group")
     if not (team_id or org_role):
@@ -363,6 +372,7 @@ def delete_mapping(session: Session, actor: Actor, org_id: str, mapping_id: str)
     rule = session.get(GroupMapping, mapping_id)
     if rule is None or rule.org_id != org_id:
         raise NotFound(f"no group mapping {mapping_id!r} in this org")
+    _authorize_owner_grant(actor, org_id, rule.org_role)
     matching = _groups_matching(session, rule)
     record(session, actor, "group_mapping.deleted", Target("group_mapping", rule.id,
                                                            rule.group_display_name or rule.group_external_id or ""),

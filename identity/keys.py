@@ -17,8 +17,9 @@ from audit import Actor, clock, record
 from audit.log import Target
 from identity import tokens
 from identity.errors import InvalidValue, NotFound, PermissionDenied, Unauthenticated
+from identity.grants import org_role
 from identity.models import ApiKey, Org, RoleGrant, ScimClient, ScimToken, Team, User
-from identity.roles import authorize, highest
+from identity.roles import allowed_scopes, authorize, highest
 
 SCOPES = frozenset({"admin", "inference", "usage.read"})
 # Writing last-used time on every request would make every read a write; a minute is precise enough.
@@ -59,16 +60,27 @@ def _key_target(key: ApiKey) -> Target:
 
 def create_api_key(session: Session, actor: Actor, org_id: str, *, user_id: str, team_id: str,
                    name: str, scopes: list[str]) -> Issued:
-    """Make a team API key for a member of that team."""
+    """Make a team API key for a member of that team.
+
+    A key for someone else is made only by one who outranks them (DESIGN 3.2), and no key carries
+    a scope above its holder's role: otherwise an admin could mint an owner's key and act as owner.
+    """
     bad = set(scopes) - SCOPES
     if bad:
         raise InvalidValue(f"unknown scopes: {', '.join(sorted(bad))}", field="scopes")
     own = actor.type in ("user", "api_key") and _actor_user_id(session, actor) == user_id
-    authorize(actor, "own_keys.manage" if own else "members.manage", org_id=org_id)
+    action = "own_keys.manage" if own else "member.create_key"
+    authorize(actor, action, org_id=org_id)
     user = session.get(User, user_id)
     team = session.get(Team, team_id)
     if user is None or user.org_id != org_id or user.deleted_at is not None:
         raise NotFound(f"no user {user_id!r} in this org", user_id=user_id)
+    holder_role = org_role(session, user.id)
+    authorize(actor, action, org_id=org_id, target_role=holder_role)
+    above = set(scopes) - allowed_scopes(holder_role)
+    if above:
+        raise PermissionDenied(f"a {holder_role}'s key may not have the scopes {', '.join(sorted(above))}",
+                               action="api_key.scopes", scopes=sorted(above))
     if team is None or team.org_id != org_id:
         raise NotFound(f"no team {team_id!r} in this org", team_id=team_id)
     if not user.active:
@@ -109,8 +121,9 @@ def verify_api_key(session: Session, secret: str) -> KeyIdentity:
     if team_role is None:
         raise Unauthenticated("the key's member has left its team")
     _note_use(key)
-    return KeyIdentity(key.id, org.id, org.slug, key.team_id, user.id, user.user_name, role, team_role,
-                       tuple(key.scopes))
+    # A holder demoted since the key was made keeps only the scopes their role now allows.
+    scopes = tuple(scope for scope in key.scopes if scope in allowed_scopes(role))
+    return KeyIdentity(key.id, org.id, org.slug, key.team_id, user.id, user.user_name, role, team_role, scopes)
 
 
 def _find_key(session: Session, secret: str) -> ApiKey | None:
@@ -138,8 +151,10 @@ def revoke_api_key(session: Session, actor: Actor, org_id: str, key_id: str) -> 
     key = session.get(ApiKey, key_id)
     if key is None or key.org_id != org_id:
         raise NotFound(f"no API key {key_id!r} in this org", key_id=key_id)
-    own = _actor_user_id(session, actor) == key.user_id
-    authorize(actor, "own_keys.manage" if own else "any_keys.revoke", org_id=org_id)
+    if _actor_user_id(session, actor) == key.user_id:
+        authorize(actor, "own_keys.manage", org_id=org_id)
+    else:
+        authorize(actor, "member.revoke_keys", org_id=org_id, target_role=org_role(session, key.user_id))
     if key.status == "revoked":
         return
     record(session, actor, "api_key.revoked", _key_target(key),
@@ -185,8 +200,8 @@ def revoke_team_keys(session: Session, user: User, team_id: str) -> list[str]:
 
 
 def create_scim_token(session: Session, actor: Actor, org_id: str, *, name: str = "SCIM") -> Issued:
-    """Make a long-lived SCIM bearer token for the org."""
-    authorize(actor, "settings.manage", org_id=org_id)
+    """Make a long-lived SCIM bearer token for the org: whoever holds it controls every identity."""
+    authorize(actor, "trust.manage", org_id=org_id)
     new = tokens.generate("scim")
     token = ScimToken(id=str(uuid.uuid4()), org_id=org_id, name=name, prefix=new.prefix, secret_hash=new.hash,
                       created_at=clock.now())
@@ -239,7 +254,7 @@ def note_scim_token_use(session: Session, token_id: str) -> None:
 
 def revoke_scim_token(session: Session, actor: Actor, org_id: str, token_id: str) -> None:
     """Revoke a SCIM token; requests with it fail from the next one on."""
-    authorize(actor, "settings.manage", org_id=org_id)
+    authorize(actor, "trust.revoke", org_id=org_id)
     token = session.get(ScimToken, token_id)
     if token is None or token.org_id != org_id:
         raise NotFound(f"no SCIM token {token_id!r} in this org", token_id=token_id)
@@ -251,7 +266,7 @@ def revoke_scim_token(session: Session, actor: Actor, org_id: str, token_id: str
 
 def create_scim_client(session: Session, actor: Actor, org_id: str, *, name: str = "SCIM client") -> Issued:
     """Make an OAuth 2.0 client-credentials client for SCIM; `Issued.prefix` is its client_id."""
-    authorize(actor, "settings.manage", org_id=org_id)
+    authorize(actor, "trust.manage", org_id=org_id)
     new = tokens.generate("scimcs")
     client = ScimClient(id=str(uuid.uuid4()), org_id=org_id, client_id=new.prefix, secret_hash=new.hash,
                         name=(name or "").strip()[:200] or "SCIM client", created_at=clock.now())
@@ -278,23 +293,45 @@ def scim_client_actor(client: ScimClient) -> Actor:
 
 
 def record_scim_client_token(session: Session, client_id: str, *, expires_in: int,
-                             request_id: str | None = None, ip: str | None = None) -> None:
+                             request_id: str | None = None, ip: str | None = None,
+                             client_request_id: str | None = None) -> None:
     """Audit that a client was issued an access token (never the token itself)."""
     client = check_scim_client(session, client_id, None)
     if client is None:
         return
-    actor = scim_client_actor(client).with_request(request_id, ip, None)
+    actor = scim_client_actor(client).with_request(request_id, ip, None, client_request_id=client_request_id)
     record(session, actor, "scim_client.token_issued", Target("scim_client", client.id, client.client_id),
            {"expires_in": expires_in}, org_id=client.org_id)
 
 
 def revoke_scim_client(session: Session, actor: Actor, org_id: str, client_row_id: str) -> None:
     """Revoke a client: its access tokens stop working at once (they are checked against it)."""
-    authorize(actor, "settings.manage", org_id=org_id)
-    client = session.get(ScimClient, client_row_id)
-    if client is None or client.org_id != org_id:
-        raise NotFound(f"no SCIM client {client_row_id!r} in this org")
+    authorize(actor, "trust.revoke", org_id=org_id)
+    client = _scim_client(session, org_id, client_row_id)
     if client.revoked_at is None:
         client.revoked_at = clock.now()
         record(session, actor, "scim_client.revoked", Target("scim_client", client.id, client.client_id), {},
                org_id=org_id)
+
+
+def _scim_client(session: Session, org_id: str, ref: str) -> ScimClient:
+    """Return the org's client by its id or its OAuth client_id (what `scim client create` printed)."""
+    found = session.scalars(select(ScimClient).where(
+        ScimClient.org_id == org_id, (ScimClient.id == ref) | (ScimClient.client_id == ref))).first()
+    if found is None:
+        raise NotFound(f"no SCIM client {ref!r} in this org")
+    return found
+
+
+def list_scim_clients(session: Session, actor: Actor, org_id: str) -> list[ScimClient]:
+    """Return the org's OAuth clients for SCIM, revoked ones included, oldest first (no secrets kept)."""
+    authorize(actor, "trust.read", org_id=org_id)
+    return list(session.scalars(select(ScimClient).where(ScimClient.org_id == org_id)
+                                .order_by(ScimClient.created_at, ScimClient.id)))
+
+
+def list_scim_tokens(session: Session, actor: Actor, org_id: str) -> list[ScimToken]:
+    """Return the org's SCIM bearer tokens, revoked ones included, oldest first (no secrets kept)."""
+    authorize(actor, "trust.read", org_id=org_id)
+    return list(session.scalars(select(ScimToken).where(ScimToken.org_id == org_id)
+                                .order_by(ScimToken.created_at, ScimToken.id)))

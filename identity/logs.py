@@ -19,9 +19,11 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
-            "request_id": request_id.get(),
+            # Stamped on the record when it says so (a handler may format it later, elsewhere).
+            "request_id": getattr(record, "request_id", None) or request_id.get(),
         }
-        for key in ("method", "path", "status", "duration_ms", "org"):
+        # `route` is the URL rule, never the raw path (identity.app.route): paths can carry secrets.
+        for key in ("method", "route", "status", "duration_ms", "client_request_id", "org"):
             if hasattr(record, key):
                 line[key] = getattr(record, key)
         if record.exc_info:

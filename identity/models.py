@@ -10,9 +10,10 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, PrimaryKeyConstraint, String, func, text
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from audit.models import Base
+from identity.names import name_key
 
 __all__ = [
     "Base", "Org", "Team", "User", "RoleGrant", "ScimToken", "ScimClient", "ApiKey", "Invitation", "SeatCharge",
@@ -70,6 +71,9 @@ class User(Base):
     id: Mapped[str] = mapped_column(UUID, primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"))
     user_name: Mapped[str] = mapped_column(String(320))
+    # identity.names.name_key(user_name), kept by `_keep_user_name_key`: what userName compares by.
+    # Longer than user_name: case folding can lengthen a name (ß folds to ss).
+    user_name_key: Mapped[str] = mapped_column(String(1024))
     email: Mapped[str | None] = mapped_column(String(320))
     external_id: Mapped[str | None] = mapped_column(String(255))
     display_name: Mapped[str | None] = mapped_column(String(320))
@@ -87,15 +91,22 @@ class User(Base):
 
     grants: Mapped[list[RoleGrant]] = relationship(back_populates="user", lazy="raise_on_sql")
 
+    @validates("user_name")
+    def _keep_user_name_key(self, _name: str, value: str) -> str:
+        """Keep the key with the name on every assignment, so that no writer can forget it."""
+        self.user_name_key = name_key(value)
+        return value
+
     __table_args__ = (
-        # userName is unique per org, case-insensitively, among users that are not deleted.
+        # userName is unique per org among users that are not deleted, compared by its key (NFC,
+        # case-folded; identity.names), the same on every database.
         Index(
-            "uq_users_org_user_name", "org_id", func.lower(text("user_name")), unique=True,
+            "uq_users_org_user_name", "org_id", "user_name_key", unique=True,
             sqlite_where=text("deleted_at IS NULL"), postgresql_where=text("deleted_at IS NULL"),
         ),
         # The same key over removed users: "was this userName removed?" (SAML JIT) is a probe, not a scan.
         Index(
-            "ix_users_org_removed_user_name", "org_id", func.lower(text("user_name")),
+            "ix_users_org_removed_user_name", "org_id", "user_name_key",
             sqlite_where=text("deleted_at IS NOT NULL"), postgresql_where=text("deleted_at IS NOT NULL"),
         ),
         Index("ix_users_org_email", "org_id", func.lower(text("email"))),
@@ -111,7 +122,8 @@ class UserEmail(Base):
 
     Derived from `User.attributes` and `User.email` by identity.emails whenever either changes;
     Okta and Entra ID can match users on `emails[type eq "work"].value`, which must not read
-    every user of a large org. `value` is lowercased: emails compare case-insensitively.
+    every user of a large org. `value` is the address's key (identity.names.name_key): emails compare
+    as userNames do, case-folded and normalized.
     """
 
     __tablename__ = "user_emails"

@@ -89,9 +89,18 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/orgs/{org}/api-keys": {"post": _op("Create a team API key (shown once)", _json(_ref("NewSecret")),
                                                 body="NewApiKey", params=ORG_ONLY, status="201")},
     "/api/v1/orgs/{org}/api-keys/{key_id}": {"delete": _op("Revoke an API key", NO_CONTENT, params=("org", "key_id"), status="204")},
-    "/api/v1/orgs/{org}/scim-tokens": {"post": _op("Create a SCIM bearer token (shown once)", _json(_ref("NewSecret")),
-                                                   body="Name", params=ORG_ONLY, status="201")},
+    "/api/v1/orgs/{org}/scim-tokens": {
+        "get": _op("List SCIM bearer tokens (never their secrets; owners and admins)",
+                   _json(_ref("ScimTokenList")), params=ORG_ONLY),
+        "post": _op("Create a SCIM bearer token (shown once)", _json(_ref("NewSecret")),
+                    body="Name", params=ORG_ONLY, status="201")},
     "/api/v1/orgs/{org}/scim-tokens/{token_id}": {"delete": _op("Revoke a SCIM token", NO_CONTENT, params=("org", "token_id"), status="204")},
+    "/api/v1/orgs/{org}/scim-clients": {
+        "get": _op("List OAuth clients for SCIM (never their secrets; owners and admins)",
+                   _json(_ref("ScimClientList")), params=ORG_ONLY)},
+    "/api/v1/orgs/{org}/scim-clients/{client_id}": {
+        "delete": _op("Revoke an OAuth client for SCIM (by id or client_id); its access tokens stop at once",
+                      NO_CONTENT, params=("org", "client_id"), status="204")},
 }
 
 ROLE = {"type": "string", "enum": ["owner", "admin", "member", "viewer", "developer"]}
@@ -144,6 +153,15 @@ SCHEMAS: dict[str, Any] = {
         "group_external_id", "group_display_name", "team_id", "team_role", "org_role")}},
     "NewSecret": {"type": "object", "properties": {
         "id": {"type": "string"}, "prefix": {"type": "string"}, "key": {"type": "string"}, "token": {"type": "string"}}},
+    "ScimTokenList": {"type": "object", "required": ["scim_tokens"], "properties": {"scim_tokens": {
+        "type": "array", "items": {"type": "object", "additionalProperties": False, "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"}, "prefix": {"type": "string"},
+            "created": {"type": "string"}, "last_used": {"type": ["string", "null"]},
+            "revoked": {"type": ["string", "null"]}}}}}},
+    "ScimClientList": {"type": "object", "required": ["scim_clients"], "properties": {"scim_clients": {
+        "type": "array", "items": {"type": "object", "additionalProperties": False, "properties": {
+            "id": {"type": "string"}, "client_id": {"type": "string"}, "name": {"type": "string"},
+            "created": {"type": "string"}, "revoked": {"type": ["string", "null"]}}}}}},
 }
 
 

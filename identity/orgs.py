@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from audit.log import Target, open_chain
-from identity import seats, teams, users
+from identity import config, seats, teams, users
 from identity.errors import Conflict, InvalidValue, NotFound, PermissionDenied
 from identity.models import Org, User
 from identity.roles import authorize
@@ -91,10 +91,21 @@ SETTINGS = {
     "max_seats": ("billing.manage", lambda v: v is None or _whole(v, 1)),
     "default_role": ("settings.manage", lambda v: v in ("viewer", "member", "admin")),
     "group_sync": ("settings.manage", lambda v: v in ("mirror", "mapped")),
-    "idp_may_grant_owner": ("billing.manage", lambda v: isinstance(v, bool)),
-    "require_sso": ("settings.manage", lambda v: isinstance(v, bool)),
-    "audit_retention_days": ("settings.manage", lambda v: _whole(v, 1, 3650)),
+    "idp_may_grant_owner": ("trust.manage", lambda v: isinstance(v, bool)),
+    "require_sso": ("trust.manage", lambda v: isinstance(v, bool)),
+    # Owner only, and never below the operator's floor: a short retention erases history (DESIGN.md 6).
+    "audit_retention_days": ("trust.manage", lambda v: _retention(v)),
 }
+
+
+def _retention(value: object) -> bool:
+    """Tell whether `value` is a retention in days; refuse one below AUDIT_RETENTION_FLOOR_DAYS by name."""
+    floor = config.audit_retention_floor_days()
+    if _whole(value, 1, 3650) and isinstance(value, int) and value < floor:
+        raise InvalidValue(f"audit_retention_days must be at least {floor} days, the floor this service's "
+                           f"operator set (AUDIT_RETENTION_FLOOR_DAYS); {value} is below it",
+                           field="audit_retention_days")
+    return _whole(value, floor, 3650)
 
 
 def update_settings(session: Session, actor: Actor, org_id: str, changes: dict[str, object]) -> Org:

@@ -53,15 +53,70 @@ def highest(roles: Iterable[str]) -> str | None:
     return max(roles, key=RANK.__getitem__, default=None)
 
 
-def authorize(actor: Actor, action: str, *, org_id: str) -> None:
-    """Raise PermissionDenied unless `actor` may do `action` in org `org_id`."""
-    if action not in PERMISSIONS:
-        raise KeyError(action)
+# Actions on a member, each with the permission it needs on anyone (DESIGN 3.2, "Who may act on
+# whom"). Acting on an owner needs `owners.manage` besides; acting for a member (a key or a
+# sign-in link in their name) needs to outrank them.
+ON_MEMBER: dict[str, str] = {
+    "member.deactivate": "members.manage",
+    "member.reactivate": "members.manage",
+    "member.delete": "members.manage",
+    "member.change_role": "members.manage",
+    "member.update_profile": "members.manage",
+    "member.remove_from_team": "members.manage",
+    "member.revoke_keys": "any_keys.revoke",
+    "member.create_key": "members.manage",
+    "member.sign_in_link": "members.manage",
+}
+FOR_MEMBER = frozenset({"member.create_key", "member.sign_in_link"})
+# A key's scopes are capped by its holder's role: `admin` (the admin API) only for roles that hold
+# some `*.manage` permission, so never for a viewer; what the key may do there is still its role's.
+MANAGING_ROLES = frozenset().union(*(roles for name, roles in PERMISSIONS.items() if name.endswith(".manage")))
+SCOPE_ROLES = {"admin": MANAGING_ROLES, "inference": frozenset(ROLES), "usage.read": PERMISSIONS["usage.read"]}
+
+
+def outranks(actor_role: str | None, target_role: str | None) -> bool:
+    """Tell whether a person of `actor_role` may act for one of `target_role`: owners for anyone,
+    everyone else only for those strictly below them."""
+    if actor_role is None:
+        return False
+    if actor_role == "owner":
+        return True
+    return RANK[actor_role] > RANK.get(target_role or "viewer", 0)
+
+
+def holds(actor: Actor, permission: str) -> bool:
+    """Tell whether `actor` holds `permission` by its type or role (its org is not checked here)."""
     if actor.type in SERVICE_ACTOR_ACTIONS:
-        allowed = action in SERVICE_ACTOR_ACTIONS[actor.type]
-    else:
-        allowed = actor.role in PERMISSIONS[action]
+        return permission in SERVICE_ACTOR_ACTIONS[actor.type]
+    return actor.role in PERMISSIONS[permission]
+
+
+def refusal(actor: Actor, action: str, *, org_id: str, target_role: str | None = None) -> str | None:
+    """Return why `actor` may not do `action` in org `org_id` (to a member of `target_role`), or None.
+
+    The one function that decides "may this actor do this to that target" (DESIGN 3.2): every
+    service asks it, through `authorize`, and the permission-matrix tests read it the same way.
+    """
+    if action not in PERMISSIONS and action not in ON_MEMBER:
+        raise KeyError(action)
     if actor.type != "system" and actor.org_id != org_id:
-        allowed = False
-    if not allowed:
-        raise PermissionDenied(f"{actor.type} {actor.display!r} may not {action}", action=action)
+        return "credentials of another org"
+    if not holds(actor, ON_MEMBER.get(action, action)):
+        return f"needs {ON_MEMBER.get(action, action)}"
+    if action in ON_MEMBER and target_role == "owner" and not holds(actor, "owners.manage"):
+        return "only an owner may act on an owner"
+    if action in FOR_MEMBER and actor.type in ("user", "api_key") and not outranks(actor.role, target_role):
+        return f"a {actor.role} may act only for members below their own role"
+    return None
+
+
+def authorize(actor: Actor, action: str, *, org_id: str, target_role: str | None = None) -> None:
+    """Raise PermissionDenied unless `actor` may do `action` in org `org_id` (to a `target_role` member)."""
+    reason = refusal(actor, action, org_id=org_id, target_role=target_role)
+    if reason is not None:
+        raise PermissionDenied(f"{actor.type} {actor.display!r} may not {action}: {reason}", action=action)
+
+
+def allowed_scopes(role: str | None) -> frozenset[str]:
+    """Return the key scopes a holder of `role` may have."""
+    return frozenset(scope for scope, roles in SCOPE_ROLES.items() if role in roles)

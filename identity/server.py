@@ -36,6 +36,10 @@ def options(host: str, port: int, workers: int, threads: int) -> dict[str, Any]:
     new connection). An idle connection waits in the worker's poller, not in a thread; a thread
     is busy only while a request is read, run and answered. One thread per worker is the default:
     the work is CPU under the GIL, and more threads made creates slower in benchmarks/bench_scim.py.
+
+    No access log: gunicorn's writes the raw request line, and a path can carry a secret (a
+    sign-in link's token). The app logs every request itself, naming the route's rule instead
+    (identity.app.route).
     """
     return {"bind": f"{host}:{port}", "workers": workers, "worker_class": "gthread", "threads": threads,
             "keepalive": KEEPALIVE_SECONDS, "accesslog": None, "timeout": 60}

@@ -14,6 +14,7 @@ from audit import Actor, clock, record
 from audit.log import Target
 from identity import keys
 from identity.errors import Conflict, InvalidValue, NotFound
+from identity.grants import org_role
 from identity.models import ApiKey, GroupMapping, Invitation, RoleGrant, Team
 from identity.roles import authorize, parse_role
 
@@ -138,9 +139,11 @@ def remove_team_member(session: Session, actor: Actor, org_id: str, team_id: str
     """Take a member out of a team (every source's grant); its keys for that team are revoked."""
     from identity.users import get_user
 
-    authorize(actor, "members.manage", org_id=org_id)
+    authorize(actor, "member.remove_from_team", org_id=org_id)
     team = get_team(session, org_id, team_id)
     user = get_user(session, org_id, user_id)
+    # Leaving a team revokes the member's keys for it: on an owner that is an owner's business.
+    authorize(actor, "member.remove_from_team", org_id=org_id, target_role=org_role(session, user.id))
     grants = select(RoleGrant.id).where(RoleGrant.user_id == user.id, RoleGrant.team_id == team.id)
     if session.scalar(grants.limit(1)) is None:
         raise NotFound(f"{user.user_name} is not a member of team {team.id}", team_id=team.id)

@@ -15,8 +15,11 @@ from audit import Actor, clock, record
 from audit.log import Target
 from identity import emails, keys, seats, sessions, teams
 from identity.errors import Conflict, InvalidValue, LastOwner, NotFound, SeatCapReached
-from identity.models import IdpGroupMember, RoleGrant, Team, User
-from identity.roles import SOURCES, authorize, highest, parse_role
+from identity.grants import org_role as org_role  # re-exported: callers ask users for a member's roles
+from identity.grants import team_roles as team_roles
+from identity.models import IdpGroup, IdpGroupMember, RoleGrant, Team, User
+from identity.names import checked_text, name_key
+from identity.roles import RANK, SOURCES, authorize, highest, parse_role
 
 
 def target(user: User) -> Target:
@@ -33,13 +36,13 @@ def get_user(session: Session, org_id: str, user_id: str) -> User:
 
 
 def find_by_user_name(session: Session, org_id: str, user_name: str) -> User | None:
-    """Return the live user with this userName, compared case-insensitively."""
+    """Return the live user with this userName, compared by its key (identity.names.name_key)."""
     return session.scalars(select(User).where(
-        User.org_id == org_id, func.lower(User.user_name) == user_name.lower(), User.deleted_at.is_(None),
+        User.org_id == org_id, User.user_name_key == name_key(user_name), User.deleted_at.is_(None),
     )).one_or_none()
 
 
-_SAME_NAME = (User.org_id == bindparam("org_id"), func.lower(User.user_name) == bindparam("user_name"))
+_SAME_NAME = (User.org_id == bindparam("org_id"), User.user_name_key == bindparam("user_name_key"))
 LIVE_OR_REMOVED = select(User).from_statement(union_all(
     select(User).where(*_SAME_NAME, User.deleted_at.is_(None)),
     select(User).where(*_SAME_NAME, User.deleted_at.is_not(None)),
@@ -52,27 +55,9 @@ def find_by_user_name_or_removed(session: Session, org_id: str, user_name: str) 
     Each half of the UNION probes its own partial index (live users, removed users), so a first
     sign-in learns both with one round trip and no scan of the org.
     """
-    found = session.scalars(LIVE_OR_REMOVED, {"org_id": org_id, "user_name": user_name.lower()}).all()
+    found = session.scalars(LIVE_OR_REMOVED, {"org_id": org_id, "user_name_key": name_key(user_name)}).all()
     live = next((user for user in found if user.deleted_at is None), None)
     return live, any(user.deleted_at is not None for user in found)
-
-
-def org_role(session: Session, user_id: str) -> str | None:
-    """Return the user's org role: the highest of its org-wide grants."""
-    return highest(session.scalars(
-        select(RoleGrant.role).where(RoleGrant.user_id == user_id, RoleGrant.team_id.is_(None))
-    ))
-
-
-def team_roles(session: Session, user_id: str) -> dict[str, str]:
-    """Return {team id: the highest team role} for the user's teams."""
-    rows = session.execute(select(RoleGrant.team_id, RoleGrant.role).where(
-        RoleGrant.user_id == user_id, RoleGrant.team_id.is_not(None)))
-    roles: dict[str, list[str]] = {}
-    for team_id, role in rows:
-        if team_id is not None:
-            roles.setdefault(team_id, []).append(role)
-    return {team_id: highest(found) or "member" for team_id, found in roles.items()}
 
 
 def _active_owners(session: Session, org_id: str, excluding: str | None = None) -> int:
@@ -107,16 +92,36 @@ def default_team_id(session: Session, org_id: str) -> str:
 LOCK_ORG_AND_DEFAULT_TEAM = seats.LOCK_ORG.add_columns(DEFAULT_TEAM_ID.scalar_subquery())
 
 
-def checked_email(email: Any) -> str | None:
+def checked_email(email: Any, field: str = "email") -> str | None:
     """Return a member's email as given, or raise InvalidValue: a string of at most 320 characters
-    (RFC 5321's 64 + @ + 255) with no control characters (an address never has them, and they
-    would travel on into mail headers and audit exports). None: no email."""
+    (RFC 5321's 64 + @ + 255) with no control, format or bidirectional characters (an address
+    never has them; they would make a look-alike of another address and travel on into mail
+    headers and audit exports; identity.names). None: no email."""
     if email is None:
         return None
-    if not isinstance(email, str) or len(email) > 320 or any(ord(c) < 0x20 or ord(c) == 0x7F for c in email):
-        raise InvalidValue("email must be an address without control characters, at most 320 characters",
-                           field="email")
-    return email
+    if not isinstance(email, str) or len(email) > 320:
+        raise InvalidValue("email must be an address of at most 320 characters", field=field)
+    return checked_text(email, field)
+
+
+def checked_emails(attributes: dict[str, Any] | None) -> None:
+    """Refuse an `emails` array (RFC 7643 section 4.1.2) holding an address that `checked_email` refuses."""
+    for item in (attributes or {}).get("emails") or []:
+        if isinstance(item, dict) and isinstance(item.get("value"), str):
+            checked_email(item["value"], "emails")
+
+
+def checked_user_name(user_name: Any) -> str:
+    """Return a userName stripped, or raise InvalidValue: required, at most 320 characters, and
+    without control, format or bidirectional characters (identity.names)."""
+    if user_name is not None and not isinstance(user_name, str):
+        raise InvalidValue("userName must be a string", field="userName")
+    name = (user_name or "").strip()
+    if not name:
+        raise InvalidValue("userName is required", field="userName")
+    if len(name) > 320:
+        raise InvalidValue("userName must be at most 320 characters", field="userName")
+    return checked_text(name, "userName")
 
 
 def provision_user(
@@ -141,10 +146,9 @@ def provision_user(
     authorize(actor, "owners.manage" if role == "owner" else "members.manage", org_id=org_id)
     if source not in SOURCES:
         raise InvalidValue(f"invalid source {source!r}", field="source")
-    user_name = (user_name or "").strip()
-    if not user_name:
-        raise InvalidValue("userName is required", field="userName")
+    user_name = checked_user_name(user_name)
     email = checked_email(email)
+    checked_emails(attributes)
     if team_id is not None:
         team_id = teams.get_team(session, org_id, team_id).id
     else:  # an org without its Default team is broken data: default_team_id says so
@@ -183,6 +187,8 @@ GRANTS = cast(Table, RoleGrant.__table__)
 INSERT_USER = insert(USERS)
 INSERT_GRANTS = insert(GRANTS)
 USER_NAME_INDEX = "uq_users_org_user_name"
+# How each database names a clash on that index: PostgreSQL by the index, SQLite by its columns.
+USER_NAME_CLASH = (USER_NAME_INDEX, "users.org_id, users.user_name_key")
 
 
 def _bound(table: Table, prefix: str) -> dict[str, BindParameter[Any]]:
@@ -234,17 +240,27 @@ def _insert_member(session: Session, user: User, grants: list[dict[str, Any]]) -
                 session.execute(emails.INSERT_ROWS, email_rows)
             session.execute(INSERT_GRANTS, grants)
     except IntegrityError as error:
-        if USER_NAME_INDEX in str(error.orig):
+        if any(name in str(error.orig) for name in USER_NAME_CLASH):
             raise _taken(user.user_name) from error
         raise
     make_transient_to_detached(user)
     session.add(user)
 
 
+def _target_of(session: Session, actor: Actor, action: str, org_id: str, user_id: str) -> User:
+    """Return the member `action` is aimed at, once the actor may do it to one of that member's role.
+
+    The actor's own right is asked first, so that a refused actor learns nothing of the target.
+    """
+    authorize(actor, action, org_id=org_id)
+    user = get_user(session, org_id, user_id)
+    authorize(actor, action, org_id=org_id, target_role=org_role(session, user.id))
+    return user
+
+
 def deactivate_user(session: Session, actor: Actor, org_id: str, user_id: str) -> User:
     """Suspend a member: sign-in refused, keys blocked, seat freed; it stays readable."""
-    authorize(actor, "members.manage", org_id=org_id)
-    user = get_user(session, org_id, user_id)
+    user = _target_of(session, actor, "member.deactivate", org_id, user_id)
     if not user.active:
         return user
     seats.lock_org(session, org_id)  # first: it also serialises the last-owner check
@@ -261,8 +277,7 @@ def deactivate_user(session: Session, actor: Actor, org_id: str, user_id: str) -
 
 def reactivate_user(session: Session, actor: Actor, org_id: str, user_id: str) -> User:
     """Restore a deactivated member: a seat again (charged if needed), deactivation's key blocks lifted."""
-    authorize(actor, "members.manage", org_id=org_id)
-    user = get_user(session, org_id, user_id)
+    user = _target_of(session, actor, "member.reactivate", org_id, user_id)
     if user.active:
         return user
     seats.take_seat(session, actor, user)
@@ -279,8 +294,7 @@ def delete_user(session: Session, actor: Actor, org_id: str, user_id: str) -> Us
 
     The user row stays as a tombstone, so that audit history and past usage keep their subject.
     """
-    authorize(actor, "members.manage", org_id=org_id)
-    user = get_user(session, org_id, user_id)
+    user = _target_of(session, actor, "member.delete", org_id, user_id)
     seats.lock_org(session, org_id)  # first: it also serialises the last-owner check
     _ensure_other_owner(session, user)
     before_role = org_role(session, user.id)
@@ -298,32 +312,49 @@ def delete_user(session: Session, actor: Actor, org_id: str, user_id: str) -> Us
 
 
 def change_role(session: Session, actor: Actor, org_id: str, user_id: str, role: str) -> str:
-    """Set the member's manually granted org role; return the resulting (highest) role.
+    """Give the member exactly `role` as its org role; return it.
 
-    The event names both the effective role and the manual grant written: when a group gives a
-    higher role, the effective role stays while the manual grant changes, and that is a change too.
+    Every org-wide grant that no IdP group gave (manual, invitation, and the org's default role
+    given at provisioning by SCIM or SAML) is replaced by one manual grant of `role`. When a group
+    still grants more, the change is refused naming the group: a demotion that leaves the old
+    role in force would be a lie told with a 200.
     """
     role = parse_role(role)
+    authorize(actor, "member.change_role", org_id=org_id, target_role="owner" if role == "owner" else None)
     user = get_user(session, org_id, user_id)
     seats.lock_org(session, org_id)  # serialises the last-owner check with other owner changes
     before = org_role(session, user.id)
-    authorize(actor, "owners.manage" if "owner" in (role, before) else "members.manage", org_id=org_id)
-    manual = (RoleGrant.user_id == user.id, RoleGrant.team_id.is_(None), RoleGrant.source.in_(("manual", "invitation")))
-    manual_before = highest(session.scalars(select(RoleGrant.role).where(*manual)))
-    session.execute(delete(RoleGrant).where(*manual))
+    authorize(actor, "member.change_role", org_id=org_id, target_role="owner" if role == "owner" else before)
+    _ensure_no_group_grants_more(session, user, role)
+    own = (RoleGrant.user_id == user.id, RoleGrant.team_id.is_(None), RoleGrant.source_ref == "")
+    manual_before = highest(session.scalars(select(RoleGrant.role).where(*own)))
+    session.execute(delete(RoleGrant).where(*own))
     session.add(RoleGrant(org_id=org_id, user_id=user.id, team_id=None, role=role, source="manual",
                           created_at=clock.now()))
     session.flush()
-    after = org_role(session, user.id)
-    if before == "owner" and after != "owner" and not _active_owners(session, org_id):
+    if before == "owner" and role != "owner" and not _active_owners(session, org_id):
         raise LastOwner("the org must keep at least one active owner", user_id=user.id, org_id=user.org_id)
-    if after != before or manual_before != role:
-        if after != before:
+    if role != before or manual_before != role:
+        if role != before:
             _touch(user)
         record(session, actor, "member.role_changed", target(user),
-               {"role": {"before": before, "after": after}, "manual_role": {"before": manual_before, "after": role},
-                "source": "manual"}, org_id=org_id)
-    return after or role
+               {"role": {"before": before, "after": role}, "manual_role": {"before": manual_before, "after": role},
+                "source": "manual", "replaced": "every_grant_but_groups"}, org_id=org_id)
+    return role
+
+
+def _ensure_no_group_grants_more(session: Session, user: User, role: str) -> None:
+    """Refuse a role below what one of the member's IdP groups grants, naming the group."""
+    by_groups = session.execute(select(RoleGrant.role, RoleGrant.source_ref).where(
+        RoleGrant.user_id == user.id, RoleGrant.team_id.is_(None), RoleGrant.source_ref != ""))
+    above = [(granted, ref) for granted, ref in by_groups if RANK[granted] > RANK[role]]
+    if above:
+        granted, ref = max(above, key=lambda row: RANK[row[0]])
+        group = session.get(IdpGroup, ref)
+        name = group.display_name if group is not None else ref
+        raise Conflict(f"the IdP group {name!r} grants {user.user_name} the role {granted}; change the group's "
+                       f"members or its mapping in the identity provider first", field="role", group=name,
+                       group_id=ref, granted_role=granted)
 
 
 def _touch(user: User) -> None:
@@ -335,22 +366,24 @@ PROFILE_FIELDS = ("user_name", "email", "external_id", "display_name", "given_na
 
 
 def update_profile(session: Session, actor: Actor, org_id: str, user_id: str, changes: dict[str, Any]) -> User:
-    """Change a member's profile fields (not its role, state or seat); audit what changed."""
-    authorize(actor, "members.manage", org_id=org_id)
+    """Change a member's profile fields (not its role, state or seat); audit what changed.
+
+    An owner's email and userName decide where their sign-in links go: only owners change them.
+    """
     unknown = set(changes) - set(PROFILE_FIELDS)
     if unknown:
         raise InvalidValue(f"not profile fields: {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
-    user = get_user(session, org_id, user_id)
+    user = _target_of(session, actor, "member.update_profile", org_id, user_id)
     if "user_name" in changes:
-        name = (changes["user_name"] or "").strip()
-        if not name:
-            raise InvalidValue("userName is required", field="userName")
+        name = checked_user_name(changes["user_name"])
         clash = find_by_user_name(session, org_id, name)
         if clash is not None and clash.id != user.id:
             raise Conflict(f"userName {name!r} is already taken in this org", field="userName")
         changes = {**changes, "user_name": name}
     if "email" in changes:
         changes = {**changes, "email": checked_email(changes["email"])}
+    if "attributes" in changes:
+        checked_emails(changes["attributes"])
     diff = {field: {"before": getattr(user, field), "after": value}
             for field, value in changes.items() if getattr(user, field) != value}
     if not diff:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify
+from flask import Blueprint, Response, current_app, g, jsonify
 
 from identity.api import authenticated, caller_org_id, domain_problem, json_body, known_args, refuse_nul
 from identity.errors import DomainError, InvalidValue
 from identity.models import Org
 from identity.roles import authorize
 from identity.service import run
-from saml import service, web
+from saml import service, sp_keys, web
 from saml.connection import CLAIMS, SpUrls, cert_fingerprint, parse_idp_metadata
 from saml.metadata_fetch import fetch_metadata
 from saml.models import SamlConnection
@@ -56,7 +56,7 @@ def get_sso(org_ref: str) -> Response:
     """The SP's URLs for the IdP admin, and the IdP settings in force (null until configured)."""
     known_args()
     org_id = caller_org_id(org_ref)
-    authorize(g.actor, "directory.read", org_id=org_id)
+    authorize(g.actor, "trust.read", org_id=org_id)
     with _db().reading() as session:
         return jsonify(_view(session.get_one(Org, org_id), session.get(SamlConnection, org_id)))
 
@@ -123,6 +123,7 @@ def configure_sso(org_ref: str) -> Response:
         connection = service.configure_connection(
             session, actor, org_id, idp, jit=jit, allow_idp_initiated=idp_initiated, sign_authn_requests=sign,
             want_assertions_encrypted=encrypted, attribute_map=attribute_map, metadata_url=url)
+        sp_keys.seal_new_key(connection, current_app.config["SECRET_KEY"])  # never stored in plaintext
         return _view(session.get_one(Org, org_id), connection)
 
     return jsonify(run(_db(), g.actor, configure))

@@ -7,6 +7,7 @@ Registered on the `identity` command by identity/cli.py: `main.add_command(saml_
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from identity import config, migrate, orgs
 from identity.db import Database
 from identity.errors import DomainError
 from identity.models import Org
-from saml import links, service
+from saml import links, service, sp_keys
 from saml.connection import CLAIMS, SpUrls, parse_idp_metadata
 from saml.metadata_fetch import fetch_metadata
 from saml.models import SamlConnection
@@ -45,8 +46,13 @@ def _attribute_map(pairs: tuple[str, ...]) -> dict[str, list[str]] | None:
 def configure_org(database: Database, slug: str, metadata_xml: bytes, *, metadata_url: str | None = None,
                   jit: bool | None = None, allow_idp_initiated: bool | None = None,
                   sign_authn_requests: bool | None = None, want_assertions_encrypted: bool | None = None,
-                  attribute_map: dict[str, list[str]] | None = None) -> dict[str, object]:
-    """Configure `slug`'s SAML connection from IdP metadata; return what the IdP administrator needs."""
+                  attribute_map: dict[str, list[str]] | None = None,
+                  secret_key: str | None = None) -> dict[str, object]:
+    """Configure `slug`'s SAML connection from IdP metadata; return what the IdP administrator needs.
+
+    With `secret_key`, a new SP key is sealed under it at once (saml.sp_keys); without it, the
+    service seals it at its first use.
+    """
     idp = parse_idp_metadata(metadata_xml)
     actor = system_actor("cli saml configure")
     with database.transaction() as session:
@@ -55,6 +61,8 @@ def configure_org(database: Database, slug: str, metadata_xml: bytes, *, metadat
             session, actor, org.id, idp, jit=jit, allow_idp_initiated=allow_idp_initiated,
             sign_authn_requests=sign_authn_requests, want_assertions_encrypted=want_assertions_encrypted,
             attribute_map=attribute_map, metadata_url=metadata_url)
+        if secret_key is not None:
+            sp_keys.seal_new_key(connection, secret_key)
     urls = SpUrls.of(config.base_url(), slug)
     return {"org": slug, "idp_entity_id": idp.entity_id, "idp_signing_certs": len(idp.signing_certs),
             "jit": connection.jit, "allow_idp_initiated": connection.allow_idp_initiated,
@@ -89,7 +97,8 @@ def configure(slug: str, metadata_file: Path | None, metadata_url: str | None, j
         xml = metadata_file.read_bytes() if metadata_file else fetch_metadata(str(metadata_url))
         result = configure_org(Database(config.database_url()), slug, xml, metadata_url=metadata_url, jit=jit,
                                allow_idp_initiated=allow_idp_initiated, sign_authn_requests=sign_requests,
-                               want_assertions_encrypted=encrypted, attribute_map=_attribute_map(attributes))
+                               want_assertions_encrypted=encrypted, attribute_map=_attribute_map(attributes),
+                               secret_key=config.secret_key())
     except DomainError as error:
         _fail(error)
         return
@@ -116,7 +125,7 @@ def refresh(slug: str | None) -> None:
     failed = False
     for org_slug, url in rows:
         try:
-            configure_org(database, org_slug, fetch_metadata(url), metadata_url=url)
+            configure_org(database, org_slug, fetch_metadata(url), metadata_url=url, secret_key=config.secret_key())
             click.echo(f"org {org_slug}: IdP metadata refreshed")
         except DomainError as error:  # saml.metadata_fetch reports every failure as one
             failed = True
@@ -139,6 +148,27 @@ def require_sso(slug: str, required: bool) -> None:
         _fail(error)
         return
     click.echo(f"org {slug}: require SSO {'on' if required else 'off'}")
+
+
+@saml.command("reseal-keys")
+@click.option("--old-secret-env", "old_env", default="SECRET_KEY_PREVIOUS", show_default=True,
+              help="environment variable holding the previous SECRET_KEY(s), separated by spaces")
+def reseal_keys(old_env: str) -> None:
+    """Seal every org's SP private key under the current SECRET_KEY (after rotating it, or to seal
+    keys stored in plaintext before migration 0013c); keys already sealed under it are left alone."""
+    secrets = (config.secret_key(), *sp_keys.previous_secrets(os.environ.get(old_env)))
+    database = Database(config.database_url())
+    count = 0
+    try:
+        with database.transaction() as session:
+            for connection in session.scalars(select(SamlConnection).with_for_update()):
+                sealed = sp_keys.reseal(secrets, connection.org_id, connection.sp_key_pem)
+                if sealed is not None:
+                    connection.sp_key_pem, count = sealed, count + 1
+    except sp_keys.KeyUnavailable as error:
+        click.echo(f"error: {error}; nothing was changed", err=True)
+        sys.exit(1)
+    click.echo(f"{count} SP private key(s) sealed under the current SECRET_KEY")
 
 
 @click.command("login-link")

@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from onelogin.saml2.settings import OneLogin_Saml2_Settings
 
 from audit import clock
 from identity.errors import InvalidValue
+from saml import sp_keys
 from saml.models import SamlConnection
 
 # Attribute names tried in order for each claim (Okta's defaults, Entra ID's claim URIs, LDAP OIDs).
@@ -152,16 +154,21 @@ _TOOLKIT_SETTINGS_MAX = 256
 _TOOLKIT_LOCK = threading.Lock()
 
 
-def toolkit_settings(connection: SamlConnection, urls: SpUrls, **overrides: Any) -> OneLogin_Saml2_Settings:
-    """Return python3-saml's settings object for the connection (built once per version; 0.8 ms saved)."""
+def toolkit_settings(connection: SamlConnection, urls: SpUrls, secrets: Sequence[str],
+                     **overrides: Any) -> OneLogin_Saml2_Settings:
+    """Return python3-saml's settings object for the connection (built once per version; 0.8 ms saved).
+
+    Our private key is unsealed (saml.sp_keys) with `secrets`, SECRET_KEY then SECRET_KEY_PREVIOUS,
+    only when the settings are built; the stored form and the secrets are part of the cache key.
+    """
     key = (connection.org_id, connection.version, tuple(valid_certs(connection.idp_signing_certs)), urls,
-           tuple(sorted(overrides.items())))
+           tuple(sorted(overrides.items())), connection.sp_key_pem, tuple(secrets))
     with _TOOLKIT_LOCK:
         found = _TOOLKIT_SETTINGS.get(key)
         if found is not None:
             _TOOLKIT_SETTINGS.move_to_end(key)
             return found
-    settings = settings_dict(connection, urls)
+    settings = settings_dict(connection, urls, sp_keys.unseal(secrets, connection.org_id, connection.sp_key_pem))
     settings["security"].update(overrides)
     built = OneLogin_Saml2_Settings(settings, sp_validation_only=False)
     with _TOOLKIT_LOCK:
@@ -171,8 +178,10 @@ def toolkit_settings(connection: SamlConnection, urls: SpUrls, **overrides: Any)
     return built
 
 
-def settings_dict(connection: SamlConnection, urls: SpUrls) -> dict[str, Any]:
+def settings_dict(connection: SamlConnection, urls: SpUrls, private_key: str | None = None) -> dict[str, Any]:
     """Return python3-saml settings for one org, strict, with the checks it leaves off turned on.
+
+    `private_key` is our key's PEM, unsealed (saml.sp_keys); None leaves it out (the SP metadata).
 
     Only certificates valid now are trusted (python3-saml ignores validity periods). SHA-1 is
     refused (rejectDeprecatedAlgorithm). Signing is required for the assertion or the response
@@ -196,7 +205,7 @@ def settings_dict(connection: SamlConnection, urls: SpUrls) -> dict[str, Any]:
             "singleLogoutService": {"url": urls.slo, "binding": C.BINDING_HTTP_REDIRECT},
             "NameIDFormat": C.NAMEID_UNSPECIFIED,
             "x509cert": connection.sp_cert_pem,
-            "privateKey": connection.sp_key_pem,
+            **({"privateKey": private_key} if private_key is not None else {}),
         },
         "idp": idp,
         "security": {

@@ -19,6 +19,7 @@ from audit import Actor, clock, record
 from identity import sessions, users
 from identity.errors import DomainError, NotFound
 from identity.models import Org, User
+from identity.names import name_key
 from identity.roles import authorize
 from saml.models import SignInLink
 
@@ -53,16 +54,18 @@ def ensure_may_sign_in_without_sso(session: Session, org: Org, user: User) -> bo
 
 def issue_sign_in_link(session: Session, actor: Actor, org_id: str, email: str) -> str:
     """Make a one-time sign-in link token for the org's live member with this email or userName."""
-    authorize(actor, "members.manage", org_id=org_id)
+    authorize(actor, "member.sign_in_link", org_id=org_id)
     org = session.get(Org, org_id)
     if org is None:
         raise NotFound(f"no org {org_id!r}", org_id=org_id)
     user = session.scalars(select(User).where(
         User.org_id == org_id, User.deleted_at.is_(None), User.active.is_(True),
-        or_(func.lower(User.email) == email.strip().lower(), func.lower(User.user_name) == email.strip().lower()),
+        or_(func.lower(User.email) == email.strip().lower(), User.user_name_key == name_key(email.strip())),
     ).limit(1)).first()
     if user is None:
         raise NotFound(f"no active member {email!r} in this org", email=email)
+    # A link signs in as its member: only one who outranks them may make it (DESIGN 3.2).
+    authorize(actor, "member.sign_in_link", org_id=org_id, target_role=users.org_role(session, user.id))
     break_glass = ensure_may_sign_in_without_sso(session, org, user)
     token = secrets.token_urlsafe(32)
     now = clock.now()

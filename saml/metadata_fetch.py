@@ -16,19 +16,26 @@ So a fetch:
 - reads at most 1 MiB, within 15 seconds in all (a timer ends the connection at the deadline,
   whatever it is waiting for; connecting and the TLS handshake have 10 seconds of their own).
 
-Every refusal is an InvalidValue on `idp_metadata_url` that says which rule refused it.
+Every refusal is an InvalidValue on `idp_metadata_url`. One made before connecting says which rule
+refused the URL; every failure from connecting on reads the same (FAILED), with the detail in the
+log, so that the service cannot be used as a scanner of which internal hosts and ports answer.
+An IPv6 address that carries an IPv4 address (IPv4-mapped or -compatible, NAT64, 6to4, Teredo)
+is judged as that IPv4 address as well.
 """
 
 from __future__ import annotations
 
 import http.client
 import ipaddress
+import logging
 import os
 import socket
 import ssl
 import threading
 import time
 from urllib.parse import SplitResult, urljoin, urlsplit
+
+from lxml import etree
 
 from identity.errors import InvalidValue
 
@@ -38,6 +45,8 @@ TIMEOUT_SECONDS = 10  # each connect and read; a sign-in may be waiting on the f
 DEADLINE_SECONDS = 15  # the whole fetch, redirects included: a trickling server cannot hold it
 MAX_REDIRECTS = 3
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+FAILED = "could not fetch the metadata from that URL"
+log = logging.getLogger("identity.saml")
 
 
 def private_addresses_allowed() -> bool:
@@ -46,18 +55,63 @@ def private_addresses_allowed() -> bool:
 
 
 def fetch_metadata(url: str) -> bytes:
-    """Download the IdP metadata at `url` under the rules above; raise InvalidValue on any refusal."""
+    """Download the IdP metadata at `url` under the rules above; raise InvalidValue on any refusal.
+
+    What refuses the URL before any connection (its form, its host's addresses) is said; anything
+    learnt from connecting (refused, timed out, TLS, an HTTP status, a redirect, an answer that is
+    not SAML metadata) reads as one message, FAILED, so that the URL cannot be used to find out
+    which hosts and ports answer inside a network. The detail is logged here.
+    """
     deadline = time.monotonic() + DEADLINE_SECONDS
-    for _ in range(MAX_REDIRECTS + 1):
-        parts = _checked_url(url)
-        status, location, body = _get(parts, _checked_address(parts), deadline)
+    first = _checked_url(url)
+    address = _checked_address(first)
+    try:
+        return _follow(first, address, url, deadline)
+    except _Unfetched as failure:
+        log.warning("IdP metadata fetch failed: %s", failure.detail, extra={"host": first.hostname})
+        raise InvalidValue(FAILED, field=FIELD) from None
+
+
+class _Unfetched(Exception):
+    """A fetch that failed after connecting began; `detail` is for the log only."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def _follow(parts: SplitResult, address: str, url: str, deadline: float) -> bytes:
+    for hop in range(MAX_REDIRECTS + 1):
+        if hop:
+            try:
+                parts = _checked_url(url)
+                address = _checked_address(parts)
+            except InvalidValue as refused:
+                raise _Unfetched(f"redirected to {url!r}: {refused.message}") from None
+        status, location, body = _get(parts, address, deadline)
         if status in REDIRECTS and location:
             url = urljoin(url, location)
             continue
         if status != 200:
-            raise InvalidValue(f"the IdP metadata URL answered HTTP {status}", field=FIELD)
+            raise _Unfetched(f"answered HTTP {status}")
+        _check_metadata(body)
         return body
-    raise InvalidValue(f"the IdP metadata URL redirects more than {MAX_REDIRECTS} times", field=FIELD)
+    raise _Unfetched(f"redirects more than {MAX_REDIRECTS} times")
+
+
+_XML = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+METADATA_ROOTS = frozenset({"{urn:oasis:names:tc:SAML:2.0:metadata}EntityDescriptor",
+                            "{urn:oasis:names:tc:SAML:2.0:metadata}EntitiesDescriptor"})
+
+
+def _check_metadata(body: bytes) -> None:
+    """Refuse an answer that is not a SAML metadata document (what is in it is parse_idp_metadata's)."""
+    try:
+        root = etree.fromstring(body, _XML)
+    except (etree.XMLSyntaxError, ValueError):
+        raise _Unfetched("the answer is not XML") from None
+    if root.tag not in METADATA_ROOTS:
+        raise _Unfetched(f"the answer is XML but not SAML metadata: {str(root.tag)[:100]}")
 
 
 def _checked_url(url: str) -> SplitResult:
@@ -89,18 +143,55 @@ def _checked_address(parts: SplitResult) -> str:
     for address in addresses:
         refused = refusal(address, allow_private=allow_private)
         if refused:
-            raise InvalidValue(f"the IdP metadata URL's host {host!r} is at {address}, {refused}", field=FIELD)
+            log.info("IdP metadata URL refused: %r is at %s", host, address)
+            raise InvalidValue(f"the IdP metadata URL's host {host!r} is at {refused}", field=FIELD)
     return str(addresses[0])
 
 
+NEVER_ALLOWED = "a link-local, multicast or unspecified address, which is never allowed"
+NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052, the well-known prefix
+NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215, local-use translation prefixes
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated (RFC 4291 section 2.5.5.1)
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """Return every IPv4 address a packet to `address` may reach through a translator or tunnel:
+    IPv4-mapped, IPv4-compatible, NAT64 (RFC 6052: in a local-use /48, each of the positions the
+    prefix lengths 48 to 96 put it at), 6to4 (RFC 3056), and both ends of Teredo (RFC 4380)."""
+    found: list[ipaddress.IPv4Address] = []
+    raw = address.packed
+    if address.ipv4_mapped is not None:
+        found.append(address.ipv4_mapped)
+    if address in NAT64 or (address in IPV4_COMPATIBLE and int(address) > 1):
+        found.append(ipaddress.IPv4Address(raw[12:]))
+    if address in NAT64_LOCAL:  # the prefix length is the network's own choice: judge every position
+        # RFC 6052 section 2.2: bits 64 to 71 (the "u" octet) are skipped; 0.0.0.0 is no translation
+        candidates = [ipaddress.IPv4Address((raw[length // 8:8] + raw[9:])[:4]) for length in (48, 56, 64)]
+        found.extend(c for c in [*candidates, ipaddress.IPv4Address(raw[12:])] if int(c))
+    if address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address.teredo is not None:
+        found.extend(address.teredo)
+    return found
+
+
 def refusal(address: ipaddress.IPv4Address | ipaddress.IPv6Address, *, allow_private: bool) -> str | None:
-    """Say why a fetch may not connect to `address`, or None when it may (IPv4-mapped IPv6 is judged
-    as its IPv4). Link-local addresses, where clouds serve instance metadata and credentials, are
-    never allowed: no IdP lives there."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    """Say why a fetch may not connect to `address`, or None when it may. An IPv6 address that
+    carries an IPv4 address (embedded_ipv4) is judged as that IPv4 address too. Link-local
+    addresses, where clouds serve instance metadata and credentials, are never allowed: no IdP
+    lives there."""
+    if isinstance(address, ipaddress.IPv6Address):
+        refusals = [r for inner in embedded_ipv4(address) if (r := _judge(inner, allow_private=allow_private))]
+        if refusals:  # the strictest reason, so that the operator's switch is not offered in vain
+            return f"{NEVER_ALLOWED if NEVER_ALLOWED in refusals else refusals[0]}, inside an IPv6 address"
+        if address.ipv4_mapped is not None:
+            return None
+    return _judge(address, allow_private=allow_private)
+
+
+def _judge(address: ipaddress.IPv4Address | ipaddress.IPv6Address, *, allow_private: bool) -> str | None:
     if address.is_link_local or address.is_multicast or address.is_unspecified:
-        return "a link-local, multicast or unspecified address, which is never allowed"
+        return NEVER_ALLOWED
     if not allow_private and not address.is_global:
         return "not a public address (an operator can allow private ones: SAML_METADATA_ALLOW_PRIVATE=1)"
     return None
@@ -141,14 +232,13 @@ def _get(parts: SplitResult, address: str, deadline: float) -> tuple[int, str | 
         while response.status not in REDIRECTS and (chunk := response.read1(64 * 1024)):
             body += chunk  # what has arrived: a trickle cannot outlast the deadline
             if len(body) > LIMIT_BYTES:
-                raise InvalidValue(f"the IdP metadata is larger than {LIMIT_BYTES // 1024} KiB", field=FIELD)
+                raise _Unfetched(f"the answer is larger than {LIMIT_BYTES // 1024} KiB")
             _check(deadline)
         _check(deadline)  # the watchdog's end of the connection can read as an early end of the answer
         return response.status, response.getheader("Location"), bytes(body)
     except (OSError, http.client.HTTPException) as error:  # ssl.SSLError and timeouts are OSErrors
         _check(deadline)
-        raise InvalidValue(f"the IdP metadata URL could not be fetched: {type(error).__name__}: {error}",
-                           field=FIELD) from None
+        raise _Unfetched(f"{type(error).__name__}: {error}") from None
     finally:
         watchdog.cancel()
         conn.close()
@@ -156,4 +246,4 @@ def _get(parts: SplitResult, address: str, deadline: float) -> tuple[int, str | 
 
 def _check(deadline: float) -> None:
     if time.monotonic() > deadline:
-        raise InvalidValue(f"the IdP metadata took longer than {DEADLINE_SECONDS} s to fetch", field=FIELD)
+        raise _Unfetched(f"took longer than {DEADLINE_SECONDS} s")

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from audit.models import Base
 
-__all__ = ["Base", "SamlConnection", "SamlPendingRequest", "SamlSeenAssertion", "SignInLink"]
+__all__ = ["Base", "SamlConnection", "SamlIdentity", "SamlPendingRequest", "SamlSeenAssertion", "SignInLink"]
 
 
 class SamlConnection(Base):
@@ -45,6 +45,28 @@ class SamlConnection(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
 
 
+class SamlIdentity(Base):
+    """An account's persistent identity at an IdP: (IdP entity id, NameID), linked at the first sign-in.
+
+    A persistent NameID (SAML core 2.0 section 8.3.7) is the IdP's own opaque, permanent name for
+    a person; the email attribute beside it is often editable by that person. Once linked, the
+    NameID alone chooses the account, and the account takes no other NameID from that IdP: the
+    two unique keys say so, also to two sign-ins racing. `name_id_key` is the NameID's
+    identity.names key; `name_id` is kept as sent, for an admin to read.
+    """
+
+    __tablename__ = "saml_identities"
+
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), primary_key=True)
+    idp_entity_id: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    name_id_key: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    name_id: Mapped[str] = mapped_column(String(1024))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[dt.datetime]
+
+    __table_args__ = (Index("uq_saml_identities_user", "user_id", "idp_entity_id", unique=True),)
+
+
 class SamlPendingRequest(Base):
     """An AuthnRequest we sent; the response's InResponseTo must name one, once, before it expires."""
 
@@ -55,8 +77,11 @@ class SamlPendingRequest(Base):
     relay_state: Mapped[str | None] = mapped_column(String(2048))
     created_at: Mapped[dt.datetime]
     expires_at: Mapped[dt.datetime]
+    # Who asked (an IPv4 address, an IPv6 /64): anonymous /login calls are capped per address.
+    client_address: Mapped[str | None] = mapped_column(String(64))
 
-    __table_args__ = (Index("ix_saml_pending_requests_expires", "expires_at"),)
+    __table_args__ = (Index("ix_saml_pending_requests_expires", "expires_at"),
+                      Index("ix_saml_pending_requests_client", "client_address", "expires_at"))
 
 
 class SamlSeenAssertion(Base):

@@ -12,19 +12,20 @@ import random
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, insert, select
+from sqlalchemy import String, Table, and_, bindparam, column, delete, insert, literal, null, select, union_all, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from audit.log import Target
 from identity import sessions, users
-from identity.errors import InvalidValue, NotFound
+from identity.errors import DomainError, InvalidValue, NotFound
 from identity.groups import apply_user_groups
 from identity.models import Org, User
+from identity.names import checked_text, name_key
 from identity.roles import authorize
 from saml.connection import CLAIMS, IdpSettings, attribute_names, cert_fingerprint, generate_sp_credentials
-from saml.models import SamlConnection, SamlPendingRequest, SamlSeenAssertion
+from saml.models import SamlConnection, SamlIdentity, SamlPendingRequest, SamlSeenAssertion
 from saml.protocol import Assertion, Refused
 
 PENDING_REQUEST_TTL = dt.timedelta(minutes=10)
@@ -70,8 +71,9 @@ def find_connection(session: Session, slug: str) -> tuple[Org, SamlConnection] |
 
 def authorize_configuration(actor: Actor, org_id: str) -> None:
     """Raise PermissionDenied unless `actor` may configure the org's SSO (checked before a metadata
-    URL is fetched on the actor's say, and again by configure_connection)."""
-    authorize(actor, "settings.manage", org_id=org_id)
+    URL is fetched on the actor's say, and again by configure_connection). Owners only: whoever
+    controls the IdP controls every identity (DESIGN 3.2)."""
+    authorize(actor, "trust.manage", org_id=org_id)
 
 
 def configure_connection(
@@ -166,7 +168,7 @@ def _settings_view(connection: SamlConnection) -> dict[str, Any]:
 
 def set_require_sso(session: Session, actor: Actor, org_id: str, required: bool) -> Org:
     """Turn "members sign in only through the IdP" on or off (owners keep a break-glass sign-in)."""
-    authorize(actor, "settings.manage", org_id=org_id)
+    authorize(actor, "trust.manage", org_id=org_id)
     org = session.get(Org, org_id)
     if org is None:
         raise NotFound(f"no org {org_id!r}", org_id=org_id)
@@ -179,13 +181,29 @@ def set_require_sso(session: Session, actor: Actor, org_id: str, required: bool)
     return org
 
 
-def remember_request(session: Session, org_id: str, request_id: str, relay_state: str | None) -> None:
-    """Keep an AuthnRequest id we are about to send, so that its response can be matched once."""
+class TooManyPendingRequests(DomainError):
+    """This client address has as many unanswered sign-ins pending as it may (anonymous writes are capped)."""
+
+    code = "too_many_pending_sign_ins"
+
+
+def remember_request(session: Session, org_id: str, request_id: str, relay_state: str | None, *,
+                     client_address: str | None = None, limit: int | None = None) -> None:
+    """Keep an AuthnRequest id we are about to send, so that its response can be matched once.
+
+    Anybody may start a sign-in, so at most `limit` unexpired requests are kept per client
+    address; one more is refused (TooManyPendingRequests) until the oldest expire.
+    """
     now = clock.now()
     if random.random() < PURGE_PROBABILITY:
         session.execute(delete(SamlPendingRequest).where(SamlPendingRequest.expires_at <= now))
+    if client_address is not None and limit is not None:
+        live = session.scalars(select(SamlPendingRequest.id).where(
+            SamlPendingRequest.client_address == client_address, SamlPendingRequest.expires_at > now).limit(limit))
+        if len(live.all()) >= limit:
+            raise TooManyPendingRequests("too many sign-ins are pending from this address", limit=limit)
     session.add(SamlPendingRequest(id=request_id, org_id=org_id, relay_state=relay_state, created_at=now,
-                                   expires_at=now + PENDING_REQUEST_TTL))
+                                   expires_at=now + PENDING_REQUEST_TTL, client_address=client_address))
 
 
 def consume_request(session: Session, org_id: str, request_id: str) -> str | None:
@@ -257,6 +275,9 @@ def claims_of(connection: SamlConnection, assertion: Assertion) -> Claims:
             groups = (groups or []) + [v.strip() for v in assertion.attributes[name] or []
                                        if isinstance(v, str) and v.strip()]
     email = first("email")
+    checked_text(assertion.name_id, "NameID")
+    if email is not None:
+        checked_text(email, "email")
     opaque = assertion.name_id_format in (TRANSIENT, PERSISTENT)
     user_name = email if opaque and email else assertion.name_id.strip()
     if assertion.name_id_format == TRANSIENT and not email:
@@ -280,7 +301,7 @@ class SignIn:
 
 
 def _find_user(session: Session, org_id: str, claims: Claims) -> User | None:
-    """Return the member the assertion names, by userName only.
+    """Return the member the assertion names, by the key of its userName only.
 
     Never by the email column: where an IdP lets people edit their own email attribute, matching
     on it would let one member sign in as another. A removed member is not re-created by JIT.
@@ -289,6 +310,110 @@ def _find_user(session: Session, org_id: str, claims: Claims) -> User | None:
     if user is None and removed:
         raise Refused("user_removed", 403)
     return user
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A persistent NameID as the IdP sent it, and the key it is linked and compared by."""
+
+    idp_entity_id: str
+    name_id: str
+    key: str
+
+
+@dataclass(frozen=True)
+class Found:
+    """Who a persistent NameID signs in: `user` (None: nobody yet), and how its link must change."""
+
+    user: User | None
+    link: str | None = None  # "new": link it; "moved": its link named a removed member, point it here
+
+
+def persistent_identity(connection: SamlConnection, assertion: Assertion) -> Identity | None:
+    """Return the assertion's persistent identity at the connection's IdP, or None for other formats.
+
+    The entity id is the connection's: the toolkit checked the assertion's Issuer against it.
+    """
+    if assertion.name_id_format != PERSISTENT:
+        return None
+    return Identity(connection.idp_entity_id, assertion.name_id, name_key(assertion.name_id))
+
+
+# One round trip for every answer a persistent sign-in may need: the member its NameID is linked
+# to (if any), the live member whose userName the claims name with the NameID that member is
+# linked to at this IdP (if any), and whether a removed member had that userName. Each branch
+# probes a unique or partial index.
+_AT_IDP = (SamlIdentity.org_id == bindparam("org_id"), SamlIdentity.idp_entity_id == bindparam("idp_entity_id"))
+_NAMED = (User.org_id == bindparam("org_id"), User.user_name_key == bindparam("user_name_key"))
+LINKED_OR_NAMED = select(User, column("how", String), column("linked_key", String)).from_statement(union_all(
+    select(User, literal("linked").label("how"), SamlIdentity.name_id_key.label("linked_key"))
+    .join(SamlIdentity, SamlIdentity.user_id == User.id)
+    .where(*_AT_IDP, SamlIdentity.name_id_key == bindparam("name_id_key")),
+    select(User, literal("live").label("how"), SamlIdentity.name_id_key.label("linked_key"))
+    .outerjoin(SamlIdentity, and_(SamlIdentity.user_id == User.id, *_AT_IDP))
+    .where(*_NAMED, User.deleted_at.is_(None)),
+    select(User, literal("removed").label("how"), null().label("linked_key"))
+    .where(*_NAMED, User.deleted_at.is_not(None)),
+))
+
+
+def find_by_identity(session: Session, org_id: str, identity: Identity, claims: Claims) -> Found:
+    """Return who a persistent NameID signs in (SAML core 2.0 section 8.3.7; DESIGN.md section 5).
+
+    A linked NameID chooses its member, whatever email the assertion carries. An unlinked one
+    is linked, once, to the live member whose userName the claims name (the email attribute
+    when there is one), unless that member is linked to another NameID of this IdP: then it is
+    refused, as the move of an IdP user who edited their own email to someone else's. A NameID
+    linked to a removed member moves only to a live member of that same userName (the IdP
+    provisioned the person again), never to whichever account its email now names.
+    """
+    rows = session.execute(LINKED_OR_NAMED, {
+        "org_id": org_id, "idp_entity_id": identity.idp_entity_id, "name_id_key": identity.key,
+        "user_name_key": name_key(claims.user_name)}).all()
+    linked = next((user for user, how, _key in rows if how == "linked"), None)
+    if linked is not None and linked.deleted_at is None:
+        return Found(linked)
+    named = next(((user, key) for user, how, key in rows if how == "live"), None)
+    if named is not None and named[1] is not None:
+        raise Refused("name_id_mismatch", 403, user_id=named[0].id)
+    if linked is not None:  # removed
+        if named is None or named[0].user_name_key != linked.user_name_key:
+            raise Refused("user_removed", 403, user_id=linked.id)
+        return Found(named[0], "moved")
+    if named is not None:
+        return Found(named[0], "new")
+    if any(how == "removed" for _user, how, _key in rows):
+        raise Refused("user_removed", 403)
+    return Found(None, "new")
+
+
+# Plain statements built once: a first sign-in links with one of them, nothing reads the row back.
+INSERT_IDENTITY = insert(cast(Table, SamlIdentity.__table__))
+MOVE_IDENTITY = update(cast(Table, SamlIdentity.__table__)).where(
+    SamlIdentity.org_id == bindparam("at_org_id"), SamlIdentity.idp_entity_id == bindparam("at_idp_entity_id"),
+    SamlIdentity.name_id_key == bindparam("at_name_id_key"),
+).values(user_id=bindparam("to_user_id"), name_id=bindparam("to_name_id"), created_at=bindparam("now"))
+
+
+def _link_identity(session: Session, actor: Actor, user: User, identity: Identity, how: str) -> None:
+    """Link `identity` to `user` (`how`: "new", or "moved" from a removed member); audit it.
+
+    The unique keys refuse a second NameID for the member, or a second member for the NameID,
+    to a sign-in racing this one: it fails on IntegrityError, which the adapter answers as a
+    concurrent sign-in.
+    """
+    now = clock.now()
+    if how == "moved":
+        session.execute(MOVE_IDENTITY, {"at_org_id": user.org_id, "at_idp_entity_id": identity.idp_entity_id,
+                                        "at_name_id_key": identity.key, "to_user_id": user.id,
+                                        "to_name_id": identity.name_id, "now": now})
+    else:
+        session.execute(INSERT_IDENTITY, {"org_id": user.org_id, "idp_entity_id": identity.idp_entity_id,
+                                          "name_id_key": identity.key, "name_id": identity.name_id,
+                                          "user_id": user.id, "created_at": now})
+    record(session, actor, "sso.identity_linked", users.target(user), {
+        "idp_entity_id": identity.idp_entity_id, "name_id": identity.name_id, "moved_from_removed_user": how == "moved",
+    }, org_id=user.org_id)
 
 
 def sign_in(session: Session, actor: Actor, org_id: str, assertion: Assertion, *,
@@ -309,7 +434,10 @@ def sign_in(session: Session, actor: Actor, org_id: str, assertion: Assertion, *
     elif not connection.allow_idp_initiated:
         raise Refused("idp_initiated_not_allowed", 403)
     claims = claims_of(connection, assertion)
-    user = _find_user(session, org_id, claims)
+    identity = persistent_identity(connection, assertion)
+    found = Found(_find_user(session, org_id, claims)) if identity is None else \
+        find_by_identity(session, org_id, identity, claims)
+    user = found.user
     created = user is None
     if user is None:
         if not connection.jit:
@@ -320,6 +448,8 @@ def sign_in(session: Session, actor: Actor, org_id: str, assertion: Assertion, *
             display_name=claims.display_name)
     elif not user.active:
         raise Refused("user_deactivated", 403, user_id=user.id)
+    if identity is not None and found.link is not None:
+        _link_identity(session, actor, user, identity, found.link)
     user_actor = Actor("user", user.id, user.user_name, org_id=org_id, request_id=actor.request_id, ip=actor.ip,
                        user_agent=actor.user_agent)
     # Group changes are the IdP's doing (DESIGN 3.3), made with the SSO actor rather than the user's.
@@ -336,8 +466,12 @@ def sign_in(session: Session, actor: Actor, org_id: str, assertion: Assertion, *
 
 
 def record_failure(session: Session, actor: Actor, org: Org, reason: str, *,
-                   assertion: Assertion | None = None, user_id: str | None = None) -> None:
-    """Audit a refused sign-in, and use up its assertion and request so that a retry is refused too."""
+                   assertion: Assertion | None = None, user_id: str | None = None,
+                   extra: dict[str, Any] | None = None) -> None:
+    """Audit a refused sign-in, and use up its assertion and request so that a retry is refused too.
+
+    `extra`: more facts for the event (saml.refusals: how many like it were left out before it).
+    """
     if assertion is not None and reason != "replayed":
         try:
             burn_assertion(session, org.id, assertion.assertion_id, assertion.expires_at, savepoint=True)
@@ -347,7 +481,8 @@ def record_failure(session: Session, actor: Actor, org: Org, reason: str, *,
             session.execute(delete(SamlPendingRequest).where(SamlPendingRequest.id == assertion.in_response_to,
                                                              SamlPendingRequest.org_id == org.id))
     target = Target("user", user_id, user_id) if user_id else org_target(org)
-    record(session, actor, "sso.login_failed", target, {"reason": reason}, org_id=org.id, outcome="failure")
+    record(session, actor, "sso.login_failed", target, {"reason": reason, **(extra or {})}, org_id=org.id,
+           outcome="failure")
 
 
 def use_up(session: Session, org_id: str, assertion: Assertion) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from typing import Any
 
-from flask import Response, g, jsonify, redirect, request
+from flask import current_app, g, jsonify, redirect, request
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
 from onelogin.saml2.logout_request import OneLogin_Saml2_Logout_Request
 from werkzeug.wrappers import Response as HttpResponse
@@ -16,17 +17,20 @@ from identity import sessions, users
 from identity.errors import DomainError
 from identity.models import Org
 from identity.service import run
-from saml import links, service, web
+from saml import csrf, links, service, web
 from saml.web import DEFAULT_LANDING, MESSAGES, bp
 
 
 @bp.get("/me")
 def me() -> HttpResponse | tuple[HttpResponse, int]:
     """Tell who is signed in: id, userName, email, org and roles; 401 when nobody is."""
+    token = web.session_token()
+    if token is None:  # no session cookie: answered without the database (anonymous requests write nothing)
+        return _unauthenticated()
     with web.db().transaction() as session:
-        found = sessions.resolve_session(session, web.session_token(), web.lifetime())
+        found = sessions.resolve_session(session, token, web.lifetime())
         if found is None:
-            return jsonify({"error": "unauthenticated", "message": "nobody is signed in"}), 401
+            return _unauthenticated()
         org = session.get(Org, found.user.org_id)
         role = users.org_role(session, found.user.id)
         teams = users.team_roles(session, found.user.id)
@@ -39,12 +43,39 @@ def me() -> HttpResponse | tuple[HttpResponse, int]:
     return response
 
 
-@bp.route("/saml/<slug>/logout", methods=["GET", "POST"])
+def _unauthenticated() -> tuple[HttpResponse, int]:
+    return jsonify({"error": "unauthenticated", "message": "nobody is signed in"}), 401
+
+
+LOGOUT = "logout"  # the sign-out form's purpose (saml.csrf)
+
+
+@bp.get("/saml/<slug>/logout")
+def logout_page(slug: str) -> HttpResponse:
+    """Show a Sign out button; a GET signs nobody out (a link or an image on another site could)."""
+    token = web.session_token()
+    if token is None:
+        return _signed_out()
+    loaded = web.load(slug)
+    idp_slo = [loaded[1].idp_slo_url] if loaded is not None and loaded[1].idp_slo_url else []
+    return web.form_page("Sign out", "Sign out of this service?", "Sign out",
+                         csrf.token(current_app.config["SECRET_KEY"], LOGOUT, token), form_targets=tuple(idp_slo))
+
+
+@bp.post("/saml/<slug>/logout")
 def logout(slug: str) -> HttpResponse:
-    """Sign out here, then at the IdP over HTTP-Redirect when it has a logout endpoint."""
+    """Sign out here, then at the IdP over HTTP-Redirect when it has a logout endpoint.
+
+    Only from our own sign-out form (saml.csrf: same origin, a token bound to this session).
+    """
+    token = web.session_token()
+    if token is None:  # nobody to sign out: nothing is read or written
+        return _signed_out()
+    if not web.from_our_page(LOGOUT, token):
+        return web.page(403, "Sign-out refused", MESSAGES["csrf"])
     loaded = web.load(slug)
     with web.db().transaction() as session:
-        ended = sessions.end_session(session, web.session_token())
+        ended = sessions.end_session(session, token)
         if ended is not None:
             _record_logout(session, ended.org_id, ended.user_id, "sp")
     if loaded is None or ended is None or not loaded[1].idp_slo_url or not ended.name_id:
@@ -65,30 +96,41 @@ def _signed_out() -> HttpResponse:
 
 @bp.get("/saml/<slug>/slo")
 def slo(slug: str) -> HttpResponse:
-    """Single logout over HTTP-Redirect: the IdP's signed LogoutRequest, or its LogoutResponse to ours."""
+    """Single logout over HTTP-Redirect: the IdP's signed LogoutRequest, or its LogoutResponse to ours.
+
+    Nothing changes, not even this browser's cookie, until the message's signature verifies.
+    """
     org, connection = web.connection_of(slug)
-    if "SAMLResponse" in request.args:  # the IdP's answer to our LogoutRequest: we had already signed out
-        return _signed_out()
     auth = OneLogin_Saml2_Auth(web.saml_request(), web.settings(connection, org, wantMessagesSigned=True))
     try:
         target = auth.process_slo(keep_local_session=True)
     except Exception:  # python3-saml raises bare errors for a missing or unreadable message
         return web.page(400, "Sign-out failed", "The logout message was not readable.")
-    if auth.get_errors() or not target:
+    if auth.get_errors():
         return web.page(400, "Sign-out failed", "The logout message was refused.")
-    _end_idp_sessions(org, auth)
+    if "SAMLResponse" in request.args:  # the IdP's verified answer to our LogoutRequest: signed out already
+        return _signed_out()
+    if not target:
+        return web.page(400, "Sign-out failed", "The logout message was refused.")
+    ended_here = _end_idp_sessions(org, auth)
     response = redirect(target, 302)
-    web.clear_session_cookie(response)
+    if ended_here:  # the cookie goes only when its session was one the IdP named
+        web.clear_session_cookie(response)
     return response
 
 
-def _end_idp_sessions(org: Org, auth: OneLogin_Saml2_Auth) -> None:
+def _end_idp_sessions(org: Org, auth: OneLogin_Saml2_Auth) -> bool:
+    """End the sessions a verified LogoutRequest names; tell whether this browser's was one of them."""
     xml = auth.get_last_request_xml()
     name_id = OneLogin_Saml2_Logout_Request.get_nameid(xml)
     indexes = OneLogin_Saml2_Logout_Request.get_session_indexes(xml)
+    token = web.session_token()
+    mine = hashlib.sha256(token.encode()).hexdigest() if token else None
     with web.db().transaction() as session:
-        for ended in sessions.end_idp_sessions(session, org.id, name_id, indexes):
-            _record_logout(session, org.id, ended.user_id, "idp")
+        ended = sessions.end_idp_sessions(session, org.id, name_id, indexes)
+        for row in ended:
+            _record_logout(session, org.id, row.user_id, "idp")
+    return any(row.id == mine for row in ended)
 
 
 def _record_logout(session: Any, org_id: str, user_id: str, initiated_by: str) -> None:
@@ -98,21 +140,36 @@ def _record_logout(session: Any, org_id: str, user_id: str, initiated_by: str) -
            {"initiated_by": initiated_by}, org_id=org_id)
 
 
+LINK = "login-link"  # the sign-in link form's purpose (saml.csrf)
+
+
 @bp.get("/login/link/<token>")
 def link_page(token: str) -> HttpResponse:
-    """Show a button that uses the link: a GET changes nothing, so mail scanners cannot use it up."""
+    """Show a button that uses the link: a GET changes nothing, so mail scanners cannot use it up.
+
+    The button's form carries a token bound to a cookie this page sets (saml.csrf), so that
+    another site cannot post the attacker's own link from the victim's browser (a login CSRF).
+    """
     with web.db().reading() as session:
         live = links.link_owner(session, token) is not None
     if not live:
         return web.page(400, "Sign-in failed", MESSAGES["link_invalid"])
-    body = ("<!doctype html><html><head><meta charset='utf-8'><title>Sign in</title></head><body>"
-            "<form method='post'><button type='submit'>Sign in</button></form></body></html>")
-    return Response(body, mimetype="text/html")
+    form_cookie = request.cookies.get(csrf.COOKIE) or csrf.new_form_cookie()
+    response = web.form_page("Sign in", "Sign in to this service with your one-time link.", "Sign in",
+                             csrf.token(current_app.config["SECRET_KEY"], LINK, form_cookie))
+    response.set_cookie(csrf.COOKIE, form_cookie, max_age=int(links.LINK_TTL.total_seconds()), path="/login/link/",
+                        httponly=True, samesite="Strict", secure=web.base_url().startswith("https://"))
+    return response
 
 
 @bp.post("/login/link/<token>")
 def link_sign_in(token: str) -> HttpResponse:
-    """Use a one-time sign-in link (members only when the org does not require SSO; owners always)."""
+    """Use a one-time sign-in link (members only when the org does not require SSO; owners always).
+
+    Only from the link's own page (saml.csrf); a refused post leaves the link unused.
+    """
+    if not web.from_our_page(LINK, request.cookies.get(csrf.COOKIE)):
+        return web.page(403, "Sign-in refused", MESSAGES["csrf"])
     actor = Actor("system", "login-link", "sign-in link", request_id=g.get("request_id"),
                   ip=request.remote_addr, user_agent=request.user_agent.string)
     try:

@@ -5,6 +5,7 @@ saml.protocol (verification) and saml.service (the sign-in transaction).
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 from urllib.parse import urlsplit
 
 from flask import Response, current_app, g, redirect, request
@@ -23,6 +24,7 @@ from saml.connection import parse_idp_metadata, settings_dict, valid_certs
 from saml.metadata_fetch import fetch_metadata
 from saml.models import SamlConnection
 from saml.protocol import Expected, Refused
+from saml.refusals import UNPARSEABLE
 from saml.web import DEFAULT_LANDING, MESSAGES, bp, log
 
 
@@ -66,11 +68,36 @@ def login(slug: str) -> HttpResponse:
     landing = safe_landing(request.args.get("next"), web.base_url())
     auth = OneLogin_Saml2_Auth(web.saml_request(), web.settings(connection, org))
     url, request_id = auth.login(return_to=landing), auth.get_last_request_id()
-    with web.db().transaction() as session:
-        service.remember_request(session, org.id, request_id, landing)
+    try:
+        with web.db().transaction() as session:
+            service.remember_request(session, org.id, request_id, landing, client_address=client_address(),
+                                     limit=int(current_app.config.get("SAML_PENDING_REQUESTS_PER_ADDRESS",
+                                                                      PENDING_REQUESTS_PER_ADDRESS)))
+    except service.TooManyPendingRequests:
+        refused = web.page(429, "Too many sign-ins", MESSAGES["too_many_pending_sign_ins"])
+        refused.headers["Retry-After"] = str(int(service.PENDING_REQUEST_TTL.total_seconds()))
+        return refused
     response = redirect(url, 302)
     _bind_browser(response, org, request_id)
     return response
+
+
+# Unanswered sign-ins kept per client address for PENDING_REQUEST_TTL (10 minutes): generous for
+# an office behind one NAT address, small enough that one address cannot fill the table.
+PENDING_REQUESTS_PER_ADDRESS = 100
+
+
+def client_address() -> str:
+    """The client's address as the pending-request cap counts it: an IPv4 address, or the /64 of an
+    IPv6 one (one host commonly holds a whole /64)."""
+    raw = request.remote_addr or ""
+    try:
+        address = ipaddress.ip_address(raw.split("%")[0])
+    except ValueError:
+        return raw[:64]
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is None:
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(getattr(address, "ipv4_mapped", None) or address)
 
 
 def _bind_browser(response: HttpResponse, org: Org, request_id: str) -> None:
@@ -223,14 +250,34 @@ def _cached_connection(slug: str, *, reload: bool = False) -> tuple[Org, SamlCon
 
 
 def _refuse(org: Org, actor: Actor, error: Refused | DomainError, assertion: protocol.Assertion | None) -> HttpResponse:
-    """Audit a refused sign-in (its reason only) and answer with a page, 4xx."""
+    """Audit a refused sign-in (its reason only), within the bounds of saml.refusals, and answer
+    with a page, 4xx."""
     if isinstance(error, Refused):
         reason, status, user_id = error.reason, error.status, error.user_id
     else:
         reason, status, user_id = error.code, 403 if isinstance(error, SeatCapReached) else 400, None
-    with web.db().transaction() as session:
-        service.record_failure(session, actor, session.get(Org, org.id), reason, assertion=assertion, user_id=user_id)
+    _audit_refusal(org, actor, reason, assertion, user_id)
     message = MESSAGES.get(reason, f"The sign-in response was refused ({reason}).")
     response = web.page(status, "Sign-in failed", message)
     _release_binding(response, org, assertion)
     return response
+
+
+def _audit_refusal(org: Org, actor: Actor, reason: str, assertion: protocol.Assertion | None,
+                   user_id: str | None) -> None:
+    """Write the refusal to the audit log, unless an anonymous poster could repeat it without bound
+    (saml.refusals: not a SAML Response at all, or more of the same unsigned refusal this minute)."""
+    counter, now = web.refusal_counter(), clock.now()
+    changes: dict[str, object] = {}
+    if reason in UNPARSEABLE:
+        counter.unparseable(org.slug, reason, now)
+        return
+    if assertion is None or reason == "replayed":  # nothing the IdP signed once and for all vouches for it
+        left_out = counter.admit(org.id, reason, now)
+        if left_out is None:
+            return
+        if left_out:
+            changes["left_out_since_last"] = left_out
+    with web.db().transaction() as session:
+        service.record_failure(session, actor, session.get(Org, org.id), reason, assertion=assertion,
+                               user_id=user_id, extra=changes or None)

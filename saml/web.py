@@ -10,21 +10,25 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from html import escape
 from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, abort, current_app, g, request
 from onelogin.saml2.settings import OneLogin_Saml2_Settings
+from sqlalchemy import update
 from werkzeug.wrappers import Response as HttpResponse
 
 from identity import sessions
 from identity.models import Org
-from saml import binding, service
+from saml import binding, csrf, headers, service, sp_keys
 from saml.connection import SpUrls, toolkit_settings
 from saml.models import SamlConnection
+from saml.refusals import RefusalCounter
 
 bp = Blueprint("saml", __name__)
+bp.after_app_request(headers.secure)  # every response of the app, not only this blueprint's
 log = logging.getLogger("identity.saml")
 
 DEFAULT_LANDING = "/me"
@@ -41,6 +45,13 @@ MESSAGES = {
     "link_invalid": "This sign-in link is unknown, expired or already used. Ask for a new one.",
     "concurrent_sign_in": "Another sign-in for this account was in progress. Please sign in again.",
     "connection_changed": "Single sign-on was being reconfigured. Please sign in again.",
+    "name_id_mismatch": "The account for this email is already linked to another identity at your identity "
+                        "provider. Ask an administrator of this organization for help.",
+    "invalid_value": "Your identity provider sent a name or email address with characters that are not allowed.",
+    "too_many_pending_sign_ins": "Too many sign-ins were started from your network in the last minutes. "
+                                 "Please wait a few minutes and try again.",
+    "csrf": "This form did not come from this service's own page, or the page is too old. "
+            "Open the page again and use its button.",
     binding.MISSING: NOT_THIS_BROWSER,
     binding.MISMATCH: NOT_THIS_BROWSER,
 }
@@ -85,6 +96,31 @@ def page(status: int, title: str, message: str) -> HttpResponse:
     return Response(body, status=status, mimetype="text/html", headers={"Cache-Control": "no-store"})
 
 
+def form_page(title: str, message: str, button: str, csrf_token: str, *,
+              form_targets: tuple[str, ...] = ()) -> HttpResponse:
+    """Return a page whose one button POSTs to this same URL with `csrf_token` (saml.csrf).
+
+    `form_targets`: URLs the POST's answer may redirect to (saml.headers: form-action).
+    """
+    body = (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title></head><body>"
+            f"<h1>{escape(title)}</h1><p>{escape(message)}</p><form method='post'>"
+            f"<input type='hidden' name='{csrf.FIELD}' value='{escape(csrf_token, quote=True)}'>"
+            f"<button type='submit'>{escape(button)}</button></form></body></html>")
+    return Response(body, mimetype="text/html", headers={
+        "Cache-Control": "no-store", headers.CSP: headers.content_security_policy(form_targets)})
+
+
+def from_our_page(purpose: str, bound_to: str | None) -> bool:
+    """Tell whether the current POST comes from our own form for `purpose` (saml.csrf)."""
+    return csrf.same_origin(base_url(), request.headers) and csrf.valid(
+        current_app.config["SECRET_KEY"], purpose, bound_to, request.form.get(csrf.FIELD))
+
+
+def refusal_counter() -> RefusalCounter:
+    counter: RefusalCounter = current_app.extensions.setdefault("saml.refusals", RefusalCounter())
+    return counter
+
+
 def load(slug: str) -> tuple[Org, SamlConnection] | None:
     with db().reading() as session:
         return service.find_connection(session, slug)
@@ -106,8 +142,35 @@ def urls(org: Org) -> SpUrls:
     return SpUrls.of(base_url(), org.slug)
 
 
+def key_secrets() -> tuple[str, ...]:
+    """SECRET_KEY, then the previous ones that may still open a sealed SP key (saml.sp_keys)."""
+    cfg = current_app.config
+    previous = cfg.get("SECRET_KEY_PREVIOUS") or os.environ.get("SECRET_KEY_PREVIOUS")
+    return (str(cfg["SECRET_KEY"]), *sp_keys.previous_secrets(previous))
+
+
 def settings(connection: SamlConnection, org: Org, **overrides: Any) -> OneLogin_Saml2_Settings:
-    return toolkit_settings(connection, urls(org), **overrides)
+    secrets = key_secrets()
+    if not sp_keys.sealed_under(secrets[0], connection.sp_key_pem):
+        seal_stored_key(connection, secrets)
+    return toolkit_settings(connection, urls(org), secrets, **overrides)
+
+
+def seal_stored_key(connection: SamlConnection, secrets: tuple[str, ...]) -> None:
+    """Seal a plaintext SP key (from before migration 0013c) or one sealed under a previous
+    SECRET_KEY, at its first use; once per org, as the row then says it is done.
+
+    Compared and swapped: a process that did it already leaves nothing to do for the others.
+    """
+    sealed = sp_keys.reseal(secrets, connection.org_id, connection.sp_key_pem)
+    if sealed is None:
+        return
+    with db().transaction() as session:
+        session.execute(update(SamlConnection).where(SamlConnection.org_id == connection.org_id,
+                                                     SamlConnection.sp_key_pem == connection.sp_key_pem)
+                        .values(sp_key_pem=sealed))
+    connection.sp_key_pem = sealed
+    log.info("sealed the SP private key under the current SECRET_KEY", extra={"org_id": connection.org_id})
 
 
 def set_session_cookie(response: HttpResponse, token: str) -> None:

@@ -104,7 +104,8 @@ def _record_issued(token: dict[str, Any], request: Any) -> None:
 
     with database().transaction() as session:
         keys.record_scim_client_token(session, request.client.row.client_id, expires_in=int(token["expires_in"]),
-                                      request_id=g.get("request_id"), ip=http_request.remote_addr)
+                                      request_id=g.get("request_id"), ip=http_request.remote_addr,
+                                      client_request_id=g.get("client_request_id"))
 
 
 def init_oauth(app: Flask) -> None:

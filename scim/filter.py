@@ -4,10 +4,14 @@ Parsing is scim.syntax (scim2-filter-parser's lexer, corrected, and a recursive-
 the library's SQL transpiler is not used at all (FINDINGS.md lists its bugs).
 
 Translation goes through an attribute registry per resource type (`USERS`, `GROUPS`), keyed
-case-insensitively: known columns are compared as columns (so the `lower(user_name)`,
-`external_id` and `lower(email)` indexes apply), everything else through JSON paths into the
-`attributes` column that work the same on SQLite and PostgreSQL (scim.sqljson). Anything this
-module does not understand raises `InvalidFilter`, never a silent match-all.
+case-insensitively: known columns are compared as columns (so the userName key and
+`external_id` indexes apply), everything else through JSON paths into the `attributes` column
+that work the same on SQLite and PostgreSQL (scim.sqljson). Anything this module does not
+understand raises `InvalidFilter`, never a silent match-all.
+
+userName and email values are stored as their key (identity.names.name_key: NFC, case-folded,
+computed in Python): a filter compares the key of its value with the stored key, never the
+database's own `lower()`, so that `userName eq "STRASSE"` finds `straße` on every database.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from identity.models import IdpGroup, IdpGroupMember, User, UserEmail
+from identity.names import name_key
 from scim.errors import InvalidFilter
 from scim.schema import GROUP, USER, Attribute, ResourceSchema
 from scim.sqljson import json_elements, json_number, json_present, json_repr, json_text, text_position
@@ -55,7 +60,9 @@ class _Operand:
     column: SQLColumnExpression[Any] | None = None
     doc: SQLColumnExpression[Any] | None = None
     keys: tuple[str | int, ...] = ()
-    stored_lowercase: bool = False  # ids we generate in lowercase: lower() the value, not the column
+    # Stored as its key (identity.names.name_key; ids we generate are lowercase, their own key):
+    # compare the key of the value with the column as it is.
+    keyed: bool = False
 
     def text(self) -> SQLColumnExpression[Any]:
         return self.column if self.column is not None else json_text(self.json, *self.keys)
@@ -87,7 +94,7 @@ class Registry:
     columns: dict[str, SQLColumnExpression[Any]]
     relations: dict[str, _Relation] = field(default_factory=dict)
     stand_ins: dict[str, dict[str, SQLColumnExpression[Any]]] = field(default_factory=dict)
-    stored_lowercase: frozenset[str] = frozenset()
+    stored_as_key: frozenset[str] = frozenset()
 
 
 def _groups_of_user() -> _Relation:
@@ -120,16 +127,16 @@ def _emails_of_user() -> _Relation:
 USERS = Registry(
     schema=USER, document=User.attributes,
     columns={
-        "id": User.id, "externalid": User.external_id, "username": User.user_name,
+        "id": User.id, "externalid": User.external_id, "username": User.user_name_key,
         "displayname": User.display_name, "name.givenname": User.given_name, "name.familyname": User.family_name,
         "active": User.active, "meta.created": User.created_at, "meta.lastmodified": User.updated_at,
         "meta.resourcetype": literal("User", String()),
     },
-    # `emails` are rows of user_emails (identity.emails), kept lowercased, with an index on value.
+    # `emails` are rows of user_emails (identity.emails), kept as keys, with an index on value.
     relations={"groups": _groups_of_user(), "emails": _emails_of_user()},
     # `email` is the primary email: it stands in for the emails array when sorting.
     stand_ins={"emails": {"value": User.email, "primary": literal(True, Boolean())}},
-    stored_lowercase=frozenset({"groups.value", "emails.value"}),
+    stored_as_key=frozenset({"username", "groups.value", "emails.value"}),
 )
 
 GROUPS = Registry(
@@ -140,7 +147,7 @@ GROUPS = Registry(
         "meta.resourcetype": literal("Group", String()),
     },
     relations={"members": _members_of_group()},
-    stored_lowercase=frozenset({"members.value"}),
+    stored_as_key=frozenset({"members.value"}),
 )
 
 
@@ -184,7 +191,7 @@ def sort_key(registry: Registry, sort_by: str) -> SQLColumnExpression[Any]:
     if expr is None:
         by_type = {"integer": json_number, "decimal": json_number, "boolean": json_repr}
         expr = by_type.get(operand.attr.type, json_text)(operand.json, *operand.keys)
-    if operand.attr.type in ("string", "reference") and not operand.attr.case_exact:
+    if operand.attr.type in ("string", "reference") and not operand.attr.case_exact and not operand.keyed:
         expr = func.lower(expr)
     return expr
 
@@ -242,7 +249,7 @@ class _Translator:
         target = attr if sub is None else sub
         full = key if sub is None else f"{key}.{sub.name.lower()}"
         if full in self.registry.columns:
-            return _Operand(target, column=self.registry.columns[full])
+            return _Operand(target, column=self.registry.columns[full], keyed=full in self.registry.stored_as_key)
         if key == "meta":
             raise InvalidFilter(f"meta.{target.name} cannot be filtered on")
         keys = self.json_keys(attr, key) + ((sub.name,) if sub else ())
@@ -289,13 +296,13 @@ class _Translator:
                        inner: Filter | None) -> ColumnElement[bool]:
         """EXISTS a row of the relation's table (a group member) matching the value filter."""
         subs, stmt = relation.subs(), relation.link()
-        lowercase = f"{key}.value" in self.registry.stored_lowercase
+        keyed = f"{key}.value" in self.registry.stored_as_key
 
         def related(name: str) -> _Operand:
             sub = _sub(attr, name)
             if sub.name.lower() not in subs:
                 raise InvalidFilter(f"{attr.name}.{sub.name} cannot be filtered on")
-            return _Operand(sub, column=subs[sub.name.lower()], stored_lowercase=lowercase and sub.name == "value")
+            return _Operand(sub, column=subs[sub.name.lower()], keyed=keyed and sub.name == "value")
 
         matching = stmt.where(true() if inner is None else self.node(inner, related))
         return matching.exists() if relation.owner is None else relation.owner().in_(matching)
@@ -394,9 +401,10 @@ def _compare_string(operand: _Operand, op: str, value: Any) -> ColumnElement[boo
     value = str(value)
     expr = operand.text()
     if not operand.attr.case_exact:
-        value = value.lower()
-        if not operand.stored_lowercase:
-            expr = func.lower(expr)
+        if operand.keyed:
+            value = name_key(value)
+        else:
+            value, expr = value.lower(), func.lower(expr)
     if op == "eq":
         return expr == value
     if op == "co":  # no LIKE: `%`, `_` and `\` in values stay literal on every database

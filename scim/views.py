@@ -148,7 +148,8 @@ def _authenticate() -> Response | None:
         with _db().transaction() as writing:
             keys.note_scim_token_use(writing, presented.actor.id)
     actor = presented.actor
-    g.scim_actor = actor.with_request(g.get("request_id"), request.remote_addr, request.user_agent.string)
+    g.scim_actor = actor.with_request(g.get("request_id"), request.remote_addr, request.user_agent.string,
+                                      client_request_id=g.get("client_request_id"))
     if not RATE_LIMIT.allow(actor.org_id or "", current_app.config.get("SCIM_RATE_LIMIT", 1000)):
         raise errors.TooManyRequests("rate limit exceeded; retry after the Retry-After seconds")
     return None

@@ -113,7 +113,8 @@ def client(app: Flask) -> FlaskClient:
 @pytest.fixture
 def cli_env(db_url: str, tmp_path: Path) -> dict[str, str]:
     """Environment for running the `identity` command against the test database."""
-    return {"DATABASE_URL": db_url, "IDENTITY_DATA_DIR": str(tmp_path / "var"), "SECRET_KEY": "test"}
+    return {"DATABASE_URL": db_url, "IDENTITY_DATA_DIR": str(tmp_path / "var"),
+            "SECRET_KEY": "test-secret"}  # the `app` fixture's: the CLI and the service share SECRET_KEY
 
 
 @pytest.fixture

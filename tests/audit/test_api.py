@@ -11,13 +11,16 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
 from audit import Actor, record
 from audit.log import Target
+from audit.models import AuditEvent
 from audit.verify import verify_file
 from identity import keys, teams, users
 from identity.db import Database
 from identity.orgs import NewOrg
+from tests.audit.conftest import as_attacker
 from tests.factories import actions, provision
 
 
@@ -204,3 +207,18 @@ def test_checkpoints_and_export_refuse_parameters_they_do_not_take(client: Flask
     response = client.get(f"/api/v1/orgs/{acme.org.slug}/{path}", query_string=params, headers=auth(admin_key))
     assert response.status_code == 400 and response.get_json()["field"] == next(iter(set(params) - {"format"}))
     assert actions(db, acme.org.id) == before
+
+
+def test_a_checkpoint_names_its_caller_and_is_refused_over_a_broken_chain(client: FlaskClient, db: Database,
+                                                                          admin_key: str, busy: NewOrg) -> None:
+    made = client.post(f"/api/v1/orgs/{busy.org.slug}/audit-checkpoints", headers=auth(admin_key))
+    assert made.status_code == 201
+    with db.reading() as session:
+        event = session.scalars(select(AuditEvent).where(AuditEvent.org_id == busy.org.id,
+                                                         AuditEvent.action == "audit.checkpoint_created")).one()
+    assert event.actor_type == "api_key"  # the caller, not the system
+    as_attacker(db, ("UPDATE audit_events SET target_display = 'someone else' WHERE org_id = :org AND seq = 2",
+                     {"org": busy.org.id}))
+    refused = client.post(f"/api/v1/orgs/{busy.org.slug}/audit-checkpoints", headers=auth(admin_key))
+    assert refused.status_code == 409 and refused.get_json()["code"] == "chain_broken"
+    assert refused.content_type == "application/problem+json"

@@ -54,7 +54,8 @@ def _seed_users(database: Database, org_id: str, count: int) -> None:
     from identity.models import User, UserEmail
 
     now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    users = [{"id": str(uuid.uuid4()), "org_id": org_id, "user_name": f"u{i}@plan.test", "email": f"u{i}@plan.test",
+    users = [{"id": str(uuid.uuid4()), "org_id": org_id, "user_name": f"u{i}@plan.test",
+              "user_name_key": f"u{i}@plan.test", "email": f"u{i}@plan.test",
               "external_id": f"ext-{i}", "active": True, "has_seat": False, "source": "scim", "attributes": {},
               "created_at": now + dt.timedelta(seconds=i), "updated_at": now, "version": 1} for i in range(count)]
     with database.begin() as conn:

@@ -30,7 +30,8 @@ def _seed_users(db: Database, org_id: str, count: int) -> list[str]:
     ids = [str(uuid.uuid4()) for _ in range(count)]
     with db.begin() as conn:
         conn.execute(insert(User.__table__), [
-            {"id": uid, "org_id": org_id, "user_name": f"u{i}@pages.test", "email": f"u{i}@pages.test",
+            {"id": uid, "org_id": org_id, "user_name": f"u{i}@pages.test", "user_name_key": f"u{i}@pages.test",
+             "email": f"u{i}@pages.test",
              "active": True, "has_seat": False, "source": "scim", "attributes": {}, "created_at": now,
              "updated_at": now, "version": 1} for i, uid in enumerate(ids)])
     return ids

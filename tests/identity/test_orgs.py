@@ -169,8 +169,9 @@ def test_a_team_with_keys_invitations_and_a_mapping_can_be_deleted(db: Database,
         invitations.accept(session, system, link)
 
 
-def test_a_manual_role_under_a_higher_group_role_is_still_audited(db: Database, acme: NewOrg, system: Actor) -> None:
-    """The group keeps the member an admin, so the effective role does not move; the manual grant does."""
+def test_a_manual_role_over_a_group_role_is_audited_and_reconciled(db: Database, acme: NewOrg, system: Actor) -> None:
+    """The group makes the member an admin; a manual owner grant goes over it, and is what the event names.
+    (A manual role *under* the group's is refused: tests/identity/test_trust.py.)"""
     from sqlalchemy import update
 
     from audit.models import AuditEvent
@@ -184,13 +185,13 @@ def test_a_manual_role_under_a_higher_group_role_is_still_audited(db: Database, 
         groups.create_group(session, system, acme.org.id, display_name="Admins", external_id="00gAdmins",
                             member_ids=[member.id])
     with db.transaction() as session:
-        assert users.change_role(session, system, acme.org.id, member.id, "viewer") == "admin"
+        assert users.change_role(session, system, acme.org.id, member.id, "owner") == "owner"
     with db.reading() as session:
         event = session.scalars(select(AuditEvent).where(AuditEvent.org_id == acme.org.id)
                                 .order_by(AuditEvent.seq.desc())).first()
         assert event.action == "member.role_changed"
-        assert event.changes["role"] == {"before": "admin", "after": "admin"}
-        assert event.changes["manual_role"] == {"before": "member", "after": "viewer"}
+        assert event.changes["role"] == {"before": "admin", "after": "owner"}
+        assert event.changes["manual_role"] == {"before": "member", "after": "owner"}
         assert reconcile(session, acme.org.id) == []
     with db.transaction() as session:  # the same change, made behind the log's back, is found
         session.execute(update(RoleGrant).where(RoleGrant.user_id == member.id, RoleGrant.source == "manual",

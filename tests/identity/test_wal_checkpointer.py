@@ -154,6 +154,7 @@ def test_a_fork_waits_for_a_checkpoint_in_progress(db: Database) -> None:
 
 def test_a_database_file_that_went_away_is_not_made_anew(tmp_path: Path) -> None:
     database = Database(f"sqlite:///{tmp_path / 'gone.db'}")
+    (tmp_path / "gone.db").unlink()  # made private by Database (identity.db.make_engine), then gone
     try:
         assert database.checkpointer is not None
         database.start_background_work()

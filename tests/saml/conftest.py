@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,9 +67,32 @@ class Sso:
         assert cookie is not None, "start a login first"
         other.set_cookie(binding.COOKIE, cookie.value, path=path)
 
+    def sign_out(self) -> Any:
+        """Sign out as a person does: open the sign-out page, press its button (saml.csrf)."""
+        return sign_out(self.client, self.org.org.slug)
+
     def sp_login(self, **options: Any) -> Any:
         request_id = self.start_login()
         return self.post(self.response(in_response_to=request_id, **options))
+
+
+def form_token(page: Any) -> str | None:
+    """The CSRF token in a form page of ours (saml.web.form_page), or None when it has none."""
+    found = re.search(r"name='csrf_token' value='([^']+)'", page.get_data(as_text=True))
+    return found.group(1) if found else None
+
+
+def sign_out(client: FlaskClient, slug: str) -> Any:
+    """GET the sign-out page and POST its form; without a session, the page that says so."""
+    page = client.get(f"/saml/{slug}/logout")
+    token = form_token(page)
+    return page if token is None else client.post(f"/saml/{slug}/logout", data={"csrf_token": token})
+
+
+def link_form(client: FlaskClient, token: str) -> dict[str, str]:
+    """Open a sign-in link's page and return its form's fields, as its button posts them (saml.csrf)."""
+    page = client.get(f"/login/link/{token}")
+    return {"csrf_token": form_token(page) or ""}
 
 
 def configure(db: Database, slug: str, idp: TestIdP, **kwargs: Any) -> None:

@@ -22,13 +22,16 @@ from tests.saml.idp import KeyPair, TestIdP
 
 @pytest.fixture
 def keys_of(db: Database, system: Actor, acme: NewOrg) -> dict[str, str]:
-    """Headers for acme's owner, a plain member of acme, and globex's owner."""
+    """Headers for acme's owner, an admin and a plain member of acme, and globex's owner."""
     member = provision(db, system, acme.org.id, "mo@acme.test")
+    admin = provision(db, system, acme.org.id, "ad@acme.test", role="admin")
     with db.transaction() as session:
         globex = orgs.create_org(session, system, "Globex", owner_email="owner@globex.test")
         made = {
             "owner": keys.create_api_key(session, system, acme.org.id, user_id=acme.owner.id,
                                          team_id=acme.default_team_id, name="o", scopes=["admin"]),
+            "admin": keys.create_api_key(session, system, acme.org.id, user_id=admin.id,
+                                         team_id=acme.default_team_id, name="a", scopes=["admin"]),
             "member": keys.create_api_key(session, system, acme.org.id, user_id=member.id,
                                           team_id=acme.default_team_id, name="m", scopes=["admin"]),
             "globex": keys.create_api_key(session, system, globex.org.id, user_id=globex.owner.id,
@@ -102,12 +105,15 @@ def test_bad_configuration_is_a_400_problem_and_changes_nothing(client: FlaskCli
     assert _connection(db, acme.org.id) is None and _sso_events(db) == []
 
 
-def test_a_member_may_read_but_not_configure(client: FlaskClient, db: Database, acme: NewOrg,
-                                             keys_of: dict[str, str], idp_keys: KeyPair) -> None:
+def test_an_admin_may_read_but_not_configure_and_a_member_neither(client: FlaskClient, db: Database, acme: NewOrg,
+                                                                 keys_of: dict[str, str], idp_keys: KeyPair) -> None:
+    """Whoever controls the IdP controls every identity: SSO is the owner's (DESIGN 3.2)."""
     metadata = TestIdP("https://idp.example.test/metadata", idp_keys).metadata().decode()
-    assert client.get("/api/v1/orgs/acme/sso", headers={"Authorization": keys_of["member"]}).status_code == 200
-    refused = _put(client, keys_of["member"], {"idp_metadata_xml": metadata})
-    assert refused.status_code == 403 and _connection(db, acme.org.id) is None
+    assert client.get("/api/v1/orgs/acme/sso", headers={"Authorization": keys_of["admin"]}).status_code == 200
+    assert client.get("/api/v1/orgs/acme/sso", headers={"Authorization": keys_of["member"]}).status_code == 403
+    for who in ("admin", "member"):
+        refused = _put(client, keys_of[who], {"idp_metadata_xml": metadata})
+        assert refused.status_code == 403 and _connection(db, acme.org.id) is None
 
 
 def test_another_orgs_key_never_reads_or_configures_sso(client: FlaskClient, db: Database, acme: NewOrg,

@@ -110,7 +110,7 @@ def test_two_logins_started_in_one_browser_both_complete(sso: Sso) -> None:
     answer = sso.post(sso.response(name_id="amy@acme.test", in_response_to=second))
     assert answer.status_code == 303 and answer.headers["Location"] == "/second"
     assert sso.client.get_cookie(binding.COOKIE, path=PATH) is not None  # the first tab's binding stays
-    sso.client.get("/saml/acme/logout")
+    sso.sign_out()
     answer = sso.post(sso.response(name_id="amy@acme.test", in_response_to=first))
     assert answer.status_code == 303 and answer.headers["Location"] == "/first"
     assert sso.client.get("/me").json["userName"] == "amy@acme.test"
@@ -135,12 +135,12 @@ def test_refusal_for_another_reason_also_clears_the_used_binding(sso: Sso) -> No
 
 def test_idp_initiated_login_needs_no_binding_and_leaves_pending_ones_alone(sso: Sso) -> None:
     assert sso.post(sso.response(name_id="dave@acme.test")).status_code == 303  # a fresh browser
-    sso.client.get("/saml/acme/logout")
+    sso.sign_out()
     request_id = sso.start_login()
     answer = sso.post(sso.response(name_id="dave@acme.test"))  # IdP-initiated while an SP login is pending
     assert answer.status_code == 303
     assert not any(v.startswith(binding.COOKIE) for v in answer.headers.getlist("Set-Cookie"))
-    sso.client.get("/saml/acme/logout")
+    sso.sign_out()
     assert sso.post(sso.response(name_id="dave@acme.test", in_response_to=request_id)).status_code == 303
 
 

@@ -19,7 +19,7 @@ from tests.saml.test_refusals import assert_refused
 
 def test_a_retired_certificate_is_refused_although_the_cache_still_trusts_it(sso: Sso, other_keys: KeyPair) -> None:
     assert sso.post(sso.response(name_id="ann@acme.test")).status_code == 303  # caches the connection
-    sso.client.get(f"/saml/{sso.org.org.slug}/logout")
+    sso.sign_out()
     configure(sso.db, sso.org.org.slug, TestIdP(sso.idp.entity_id, other_keys))  # the old key is retired
     assert_refused(sso, sso.post(sso.response(name_id="ann@acme.test")), "invalid_signature")
 
@@ -33,7 +33,7 @@ def test_a_newly_rolled_certificate_is_accepted_although_the_cache_does_not_know
 
 def test_settings_changed_since_caching_apply_at_once(sso: Sso) -> None:
     assert sso.post(sso.response(name_id="ann@acme.test")).status_code == 303
-    sso.client.get(f"/saml/{sso.org.org.slug}/logout")
+    sso.sign_out()
     configure(sso.db, sso.org.org.slug, sso.idp, allow_idp_initiated=False, jit=False)
     assert_refused(sso, sso.post(sso.response(name_id="ann@acme.test")), "idp_initiated_not_allowed")
 

@@ -232,12 +232,12 @@ def test_groups_in_the_assertion_go_through_the_group_mapping_on_every_sign_in(s
     gus = _user(sso, "gus@acme.test")
     assert {"Engineering", "Everyone"} <= _team_names(sso, gus.id)  # `mirror`: each group becomes a team
     assert _events(sso, "sso.login_succeeded")[-1].changes["groups_applied"] is True
-    sso.client.get("/saml/acme/logout")
+    sso.sign_out()
     sso.sp_login(name_id="gus@acme.test", attributes={"groups": ["Everyone"]})
     names = _team_names(sso, gus.id)
     assert "Everyone" in names and "Engineering" not in names
     # An assertion without any groups attribute leaves memberships as they are.
-    sso.client.get("/saml/acme/logout")
+    sso.sign_out()
     sso.sp_login(name_id="gus@acme.test")
     assert _team_names(sso, gus.id) == names
     assert _events(sso, "sso.login_succeeded")[-1].changes["groups_applied"] is False

@@ -157,7 +157,7 @@ def test_signature_wrapping_is_refused(sso: Sso, shape: str) -> None:
 def test_replayed_assertion_is_refused(sso: Sso) -> None:
     xml = sso.response(name_id="bob@acme.test")  # IdP-initiated: no request id to use up
     assert sso.post(xml).status_code == 303
-    sso.client.get(f"/saml/{sso.org.org.slug}/logout")
+    sso.sign_out()
     before = _users(sso.db)
     assert_refused(sso, sso.post(xml), "replayed", before)
 
@@ -166,14 +166,14 @@ def test_replay_of_sp_initiated_response_is_refused(sso: Sso) -> None:
     request_id = sso.start_login()
     xml = sso.response(name_id="bob@acme.test", in_response_to=request_id)
     assert sso.post(xml).status_code == 303
-    sso.client.get(f"/saml/{sso.org.org.slug}/logout")
+    sso.sign_out()
     assert_refused(sso, sso.post(xml), "replayed")
 
 
 def test_request_id_is_single_use(sso: Sso) -> None:
     request_id = sso.start_login()
     assert sso.post(sso.response(name_id="bob@acme.test", in_response_to=request_id)).status_code == 303
-    sso.client.get(f"/saml/{sso.org.org.slug}/logout")
+    sso.sign_out()
     # A second, freshly signed assertion answering the same request is refused.
     assert_refused(sso, sso.post(sso.response(name_id="bob@acme.test", in_response_to=request_id)),
                    "unknown_in_response_to")

@@ -14,7 +14,7 @@ from saml import service
 from saml.cli import login_link
 from saml.cli import saml as saml_cli
 from tests.factories import actions, provision
-from tests.saml.conftest import Sso
+from tests.saml.conftest import Sso, link_form
 
 
 def _link(runner: CliRunner, email: str) -> str:
@@ -34,19 +34,21 @@ def test_member_signs_in_with_a_one_time_link_when_sso_is_optional(sso: Sso, run
     page = sso.client.get(f"/login/link/{token}")
     assert page.status_code == 200 and b"<form method='post'>" in page.data
     assert sso.client.get("/me").status_code == 401  # a GET uses nothing up
-    assert sso.client.post(f"/login/link/{token}").status_code == 303
+    form = link_form(sso.client, token)
+    assert sso.client.post(f"/login/link/{token}", data=form).status_code == 303
     me = sso.client.get("/me").json
     assert (me["userName"], me["signInMethod"]) == ("mia@acme.test", "login_link")
-    sso.client.get("/saml/acme/logout")
-    assert sso.client.post(f"/login/link/{token}").status_code == 400  # single use
+    sso.sign_out()
+    assert sso.client.post(f"/login/link/{token}", data=form).status_code == 400  # single use
     assert sso.client.get("/me").status_code == 401
 
 
 def test_members_cannot_get_or_use_a_link_when_sso_is_required(sso: Sso, runner: CliRunner, system: Actor) -> None:
     provision(sso.db, system, sso.org.org.id, "ned@acme.test")
     token = _link(runner, "ned@acme.test")  # issued before the org required SSO
+    form = link_form(sso.client, token)
     _require_sso(sso)
-    answer = sso.client.post(f"/login/link/{token}")
+    answer = sso.client.post(f"/login/link/{token}", data=form)
     assert answer.status_code == 403 and b"requires single sign-on" in answer.data
     assert sso.client.get("/me").status_code == 401
     assert actions(sso.db, sso.org.org.id)[-1] == "sso.login_failed"
@@ -59,16 +61,17 @@ def test_members_cannot_get_or_use_a_link_when_sso_is_required(sso: Sso, runner:
 def test_owner_keeps_an_audited_break_glass_sign_in(sso: Sso, runner: CliRunner) -> None:
     _require_sso(sso)
     token = _link(runner, "owner@acme.test")
-    assert sso.client.post(f"/login/link/{token}").status_code == 303
+    assert sso.client.post(f"/login/link/{token}", data=link_form(sso.client, token)).status_code == 303
     assert sso.client.get("/me").json["signInMethod"] == "break_glass"
     assert actions(sso.db, sso.org.org.id)[-2:] == ["sso.login_succeeded", "sso.break_glass_used"]
 
 
 def test_expired_link_is_refused(sso: Sso, runner: CliRunner) -> None:
     token = _link(runner, "owner@acme.test")
+    form = link_form(sso.client, token)
     with clock.frozen_at(clock.now() + dt.timedelta(minutes=16)):
         assert sso.client.get(f"/login/link/{token}").status_code == 400
-        assert sso.client.post(f"/login/link/{token}").status_code == 400
+        assert sso.client.post(f"/login/link/{token}", data=form).status_code == 400
     assert sso.client.get("/me").status_code == 401
 
 

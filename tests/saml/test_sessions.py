@@ -56,7 +56,7 @@ def test_sign_out_ends_the_session_and_an_old_cookie_copy_is_refused(sso: Sso) -
     sso.sp_login(name_id="amy@acme.test")
     old = sso.client.get_cookie("identity_session").value
     assert sso.client.get("/me").status_code == 200
-    answer = sso.client.get("/saml/acme/logout")
+    answer = sso.sign_out()
     assert answer.status_code == 302 and answer.headers["Location"].startswith(sso.idp.slo_url)
     assert sso.client.get("/me").status_code == 401
     sso.client.set_cookie("identity_session", old)  # replaying the cookie captured before sign-out
@@ -67,7 +67,7 @@ def test_sign_out_ends_the_session_and_an_old_cookie_copy_is_refused(sso: Sso) -
 
 def test_sign_out_redirects_to_idp_single_logout(sso: Sso) -> None:
     sso.sp_login(name_id="amy@acme.test")
-    location = sso.client.get("/saml/acme/logout").headers["Location"]
+    location = sso.sign_out().headers["Location"]
     assert location.startswith(sso.idp.slo_url + "?SAMLRequest=")
 
 
@@ -141,10 +141,14 @@ def test_sign_out_without_idp_logout_endpoint_shows_a_signed_out_page(sso: Sso) 
     sso.idp.slo_url = None
     configure(sso.db, sso.org.org.slug, sso.idp)
     sso.sp_login(name_id="amy@acme.test")
-    answer = sso.client.post("/saml/acme/logout")
+    answer = sso.sign_out()
     assert answer.status_code == 200 and b"signed out" in answer.data
     assert sso.client.get("/me").status_code == 401
 
 
-def test_idp_logout_response_lands_on_the_signed_out_page(sso: Sso) -> None:
-    assert sso.client.get("/saml/acme/slo?SAMLResponse=anything").status_code == 200
+def test_an_unverifiable_logout_response_signs_nobody_out(sso: Sso) -> None:
+    sso.sp_login(name_id="amy@acme.test")
+    answer = sso.client.get("/saml/acme/slo?SAMLResponse=anything")
+    assert answer.status_code == 400
+    assert "identity_session" not in answer.headers.get("Set-Cookie", "")
+    assert sso.client.get("/me").status_code == 200

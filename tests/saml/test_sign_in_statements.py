@@ -58,7 +58,7 @@ def test_first_sign_in_with_jit_provisioning_statements(sso: Sso, system: Actor)
 def test_returning_member_whose_groups_did_not_change_statements(sso: Sso, system: Actor) -> None:
     groups = {"groups": ["Engineering", "Operations", "Everyone"]}
     assert sso.post(sso.response(name_id="ann@acme.test", attributes=groups)).status_code == 303  # JIT, groups made
-    sso.client.get(f"/saml/{sso.org.org.slug}/logout")
+    sso.sign_out()
     with statements(sso.db) as sent:
         assert sso.post(sso.response(name_id="ann@acme.test", attributes=groups)).status_code == 303
     # The group mapping still runs on every sign-in: the named groups in one query, the member's groups.

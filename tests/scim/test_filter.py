@@ -230,7 +230,7 @@ def test_group_sort_key_is_case_insensitive_display_name() -> None:
 
 
 @pytest.mark.parametrize(("text", "fragment"), [
-    ('userName eq "BJensen"', "lower(users.user_name) = "),  # the uq_users_org_user_name index applies
+    ('userName eq "BJensen"', "users.user_name_key = "),  # the uq_users_org_user_name index applies
     ('externalId eq "x"', "users.external_id = "),
     ('emails.value eq "A@b"', "users.id IN (SELECT user_emails.user_id \nFROM user_emails \nWHERE user_emails.value = "),
     ('title co "%"', "instr("),

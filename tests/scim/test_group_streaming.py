@@ -34,7 +34,8 @@ def scim(db: Database, client: FlaskClient, system: Actor) -> Scim:
 def _users(db: Database, org_id: str, count: int) -> dict[str, str]:
     """Insert `count` users in bulk; return {id: display}."""
     now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    rows = [{"id": str(uuid.uuid4()), "org_id": org_id, "user_name": f"u{i}@big.test", "email": f"u{i}@big.test",
+    rows = [{"id": str(uuid.uuid4()), "org_id": org_id, "user_name": f"u{i}@big.test",
+             "user_name_key": f"u{i}@big.test", "email": f"u{i}@big.test",
              "display_name": f"User {i}" if i % 2 else None, "active": True, "has_seat": False, "source": "scim",
              "attributes": {}, "created_at": now, "updated_at": now, "version": 1} for i in range(count)]
     with db.begin() as conn:

@@ -1,0 +1,30 @@
+"""What a member's role grants add up to (DESIGN.md section 3.2): the highest grant wins.
+
+One place for "what is this user's org role", asked by users, keys and the adapters alike.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from identity.models import RoleGrant
+from identity.roles import highest
+
+
+def org_role(session: Session, user_id: str) -> str | None:
+    """Return the user's org role: the highest of its org-wide grants."""
+    return highest(session.scalars(
+        select(RoleGrant.role).where(RoleGrant.user_id == user_id, RoleGrant.team_id.is_(None))
+    ))
+
+
+def team_roles(session: Session, user_id: str) -> dict[str, str]:
+    """Return {team id: the highest team role} for the user's teams."""
+    rows = session.execute(select(RoleGrant.team_id, RoleGrant.role).where(
+        RoleGrant.user_id == user_id, RoleGrant.team_id.is_not(None)))
+    roles: dict[str, list[str]] = {}
+    for team_id, role in rows:
+        if team_id is not None:
+            roles.setdefault(team_id, []).append(role)
+    return {team_id: highest(found) or "member" for team_id, found in roles.items()}

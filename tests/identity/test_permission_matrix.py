@@ -1,0 +1,204 @@
+"""Who may do what to whom (DESIGN.md 3.2), cell by cell, in the domain services.
+
+The expected table is written out here from DESIGN.md's table, not read from identity.roles, so
+that a change to the rule shows up as a failing cell. Every cell runs in a transaction that is
+rolled back afterwards, so one org serves the whole matrix: an allowed cell must do its change
+and audit it with the caller as actor; a refused cell must raise PermissionDenied. An owner of
+another org is refused every cell.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from audit import Actor
+from audit.log import pending_events
+from identity import groups, invitations, keys, orgs, teams, users
+from identity.db import Database
+from identity.errors import PermissionDenied
+from identity.models import ApiKey, User
+from saml import links
+
+ROLES = ("owner", "admin", "member", "viewer")
+ALL = frozenset(ROLES)
+BELOW_OWNER = frozenset({"admin", "member", "viewer"})
+BELOW_ADMIN = frozenset({"member", "viewer"})
+
+# action on a member -> {actor role: target roles it may act on}. DESIGN.md 3.2, "Who may act on whom".
+ON_MEMBER: dict[str, dict[str, frozenset[str]]] = {
+    "deactivate": {"owner": ALL, "admin": BELOW_OWNER},
+    "reactivate": {"owner": ALL, "admin": BELOW_OWNER},
+    "delete": {"owner": ALL, "admin": BELOW_OWNER},
+    "update_profile": {"owner": ALL, "admin": BELOW_OWNER},
+    "demote_to_viewer": {"owner": ALL, "admin": BELOW_OWNER},
+    "promote_to_owner": {"owner": ALL},
+    "remove_from_team": {"owner": ALL, "admin": BELOW_OWNER},
+    "revoke_their_key": {"owner": ALL, "admin": BELOW_OWNER},
+    "create_key_for": {"owner": ALL, "admin": BELOW_ADMIN},
+    "sign_in_link_for": {"owner": ALL, "admin": BELOW_ADMIN},
+}
+
+# action on the org -> actor roles that may do it.
+ON_ORG: dict[str, frozenset[str]] = {
+    "create_scim_token": frozenset({"owner"}),
+    "create_scim_client": frozenset({"owner"}),
+    "revoke_scim_token": frozenset({"owner", "admin"}),
+    "revoke_scim_client": frozenset({"owner", "admin"}),
+    "let_idp_grant_owner": frozenset({"owner"}),
+    "require_sso_setting": frozenset({"owner"}),
+    "map_group_to_owner": frozenset({"owner"}),
+    "map_group_to_admin": frozenset({"owner", "admin"}),
+    "change_billing": frozenset({"owner"}),
+    "change_default_role": frozenset({"owner", "admin"}),
+    "invite_owner": frozenset({"owner"}),
+    "invite_member": frozenset({"owner", "admin"}),
+    "add_owner": frozenset({"owner"}),
+    "add_member": frozenset({"owner", "admin"}),
+    "create_team": frozenset({"owner", "admin"}),
+    "create_own_key": frozenset({"owner", "admin", "member"}),
+}
+
+
+@dataclass
+class World:
+    """One org with a person of each role to act, one of each role to be acted on, and a rival org."""
+
+    org_id: str
+    team_id: str
+    actors: dict[str, Actor]
+    targets: dict[str, User]
+    rival: Actor
+    scim_token_id: str
+    scim_client_id: str
+
+
+def _person(session: Session, system: Actor, org_id: str, name: str, role: str) -> User:
+    return users.provision_user(session, system, org_id, user_name=name, email=name, role=role, source="manual")
+
+
+def _actor(user: User, role: str) -> Actor:
+    return Actor(type="user", id=user.id, display=user.user_name, org_id=user.org_id, role=role)
+
+
+@pytest.fixture
+def world(db: Database, system: Actor) -> World:
+    with db.transaction() as session:
+        acme = orgs.create_org(session, system, "Acme", owner_email="first-owner@acme.test")
+        rival = orgs.create_org(session, system, "Globex", owner_email="owner@globex.test")
+        actors = {role: _actor(_person(session, system, acme.org.id, f"actor-{role}@acme.test", role), role)
+                  for role in ROLES}
+        targets = {role: _person(session, system, acme.org.id, f"target-{role}@acme.test", role) for role in ROLES}
+        token = keys.create_scim_token(session, system, acme.org.id)
+        client = keys.create_scim_client(session, system, acme.org.id)
+        for user in targets.values():  # a key each, for the cells that revoke one
+            keys.create_api_key(session, system, acme.org.id, user_id=user.id, team_id=acme.default_team_id,
+                                name="theirs", scopes=["inference"])
+        return World(acme.org.id, acme.default_team_id, actors, targets,
+                     Actor(type="user", id=rival.owner.id, display="rival", org_id=rival.org.id, role="owner"),
+                     token.id, client.id)
+
+
+def _their_key(session: Session, user: User) -> str:
+    return session.scalars(select(ApiKey.id).where(ApiKey.user_id == user.id)).one()
+
+
+MemberAction = Callable[[Session, Actor, World, User, Actor], Any]
+
+MEMBER_ACTIONS: dict[str, MemberAction] = {
+    "deactivate": lambda s, a, w, t, sys: users.deactivate_user(s, a, w.org_id, t.id),
+    "reactivate": lambda s, a, w, t, sys: (users.deactivate_user(s, sys, w.org_id, t.id),
+                                           users.reactivate_user(s, a, w.org_id, t.id)),
+    "delete": lambda s, a, w, t, sys: users.delete_user(s, a, w.org_id, t.id),
+    "update_profile": lambda s, a, w, t, sys: users.update_profile(s, a, w.org_id, t.id,
+                                                                   {"email": "attacker@evil.test"}),
+    "demote_to_viewer": lambda s, a, w, t, sys: users.change_role(s, a, w.org_id, t.id, "viewer"),
+    "promote_to_owner": lambda s, a, w, t, sys: users.change_role(s, a, w.org_id, t.id, "owner"),
+    "remove_from_team": lambda s, a, w, t, sys: teams.remove_team_member(s, a, w.org_id, w.team_id, t.id),
+    "revoke_their_key": lambda s, a, w, t, sys: keys.revoke_api_key(s, a, w.org_id, _their_key(s, t)),
+    "create_key_for": lambda s, a, w, t, sys: keys.create_api_key(s, a, w.org_id, user_id=t.id, team_id=w.team_id,
+                                                                  name="for them", scopes=["inference"]),
+    "sign_in_link_for": lambda s, a, w, t, sys: links.issue_sign_in_link(s, a, w.org_id, t.user_name),
+}
+
+OrgAction = Callable[[Session, Actor, World], Any]
+
+ORG_ACTIONS: dict[str, OrgAction] = {
+    "create_scim_token": lambda s, a, w: keys.create_scim_token(s, a, w.org_id),
+    "create_scim_client": lambda s, a, w: keys.create_scim_client(s, a, w.org_id),
+    "revoke_scim_token": lambda s, a, w: keys.revoke_scim_token(s, a, w.org_id, w.scim_token_id),
+    "revoke_scim_client": lambda s, a, w: keys.revoke_scim_client(s, a, w.org_id, w.scim_client_id),
+    "let_idp_grant_owner": lambda s, a, w: orgs.update_settings(s, a, w.org_id, {"idp_may_grant_owner": True}),
+    "require_sso_setting": lambda s, a, w: orgs.update_settings(s, a, w.org_id, {"require_sso": True}),
+    "map_group_to_owner": lambda s, a, w: groups.create_mapping(s, a, w.org_id, group_display_name="Owners",
+                                                                org_role="owner"),
+    "map_group_to_admin": lambda s, a, w: groups.create_mapping(s, a, w.org_id, group_display_name="Admins",
+                                                                org_role="admin"),
+    "change_billing": lambda s, a, w: orgs.update_settings(s, a, w.org_id, {"included_seats": 50}),
+    "change_default_role": lambda s, a, w: orgs.update_settings(s, a, w.org_id, {"default_role": "viewer"}),
+    "invite_owner": lambda s, a, w: invitations.invite(s, a, w.org_id, email="new@acme.test", role="owner"),
+    "invite_member": lambda s, a, w: invitations.invite(s, a, w.org_id, email="new@acme.test", role="member"),
+    "add_owner": lambda s, a, w: users.provision_user(s, a, w.org_id, user_name="new@acme.test", role="owner",
+                                                      source="manual"),
+    "add_member": lambda s, a, w: users.provision_user(s, a, w.org_id, user_name="new@acme.test", role="member",
+                                                       source="manual"),
+    "create_team": lambda s, a, w: teams.create_team(s, a, w.org_id, "Research"),
+    "create_own_key": lambda s, a, w: keys.create_api_key(s, a, w.org_id, user_id=a.id, team_id=w.team_id,
+                                                          name="mine", scopes=["inference"]),
+}
+
+
+class Undo(Exception):
+    """Raised inside a cell's transaction to roll it back once the cell has been judged."""
+
+
+def _attempt(db: Database, org_id: str, actor: Actor, call: Callable[[Session], Any], *, noop: bool = False) -> str:
+    """Run one cell and roll it back: 'allowed' (its events' actor checked) or 'refused'."""
+    try:
+        with db.transaction() as session:
+            call(session)
+            actors = {event["actor_id"] for event in pending_events(session)
+                      if event["org_id"] == org_id and event["actor_type"] != "system"}
+            assert actors == (set() if noop else {actor.id}), "a change is audited with the caller as its actor"
+            raise Undo
+    except Undo:
+        return "allowed"
+    except PermissionDenied:
+        return "refused"
+
+
+# Cells that change nothing when allowed, so write no event.
+NOOPS = {("demote_to_viewer", "viewer"), ("promote_to_owner", "owner")}
+
+
+def test_the_tables_cover_every_action() -> None:
+    assert set(MEMBER_ACTIONS) == set(ON_MEMBER) and set(ORG_ACTIONS) == set(ON_ORG)
+
+
+@pytest.mark.parametrize("action", sorted(ON_MEMBER))
+def test_actions_on_members(db: Database, world: World, system: Actor, action: str) -> None:
+    got, want = {}, {}
+    for actor_role, actor in world.actors.items():
+        for target_role, target in world.targets.items():
+            want[actor_role, target_role] = ("allowed" if target_role in ON_MEMBER[action].get(actor_role, ())
+                                             else "refused")
+            got[actor_role, target_role] = _attempt(
+                db, world.org_id, actor, lambda s, a=actor, t=target: MEMBER_ACTIONS[action](s, a, world, t, system),
+                noop=(action, target_role) in NOOPS)
+    for target_role, target in world.targets.items():
+        want["rival", target_role] = "refused"
+        got["rival", target_role] = _attempt(
+            db, world.org_id, world.rival, lambda s, t=target: MEMBER_ACTIONS[action](s, world.rival, world, t, system))
+    assert got == want
+
+
+@pytest.mark.parametrize("action", sorted(ON_ORG))
+def test_actions_on_the_org(db: Database, world: World, action: str) -> None:
+    got = {role: _attempt(db, world.org_id, actor, lambda s, a=actor: ORG_ACTIONS[action](s, a, world))
+           for role, actor in {**world.actors, "rival": world.rival}.items()}
+    assert got == {role: "allowed" if role in ON_ORG[action] else "refused" for role in (*ROLES, "rival")}

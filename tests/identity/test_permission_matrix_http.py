@@ -1,0 +1,161 @@
+"""The permission matrix over HTTP: the admin API with each role's API key, and another org's key.
+
+The same expected tables as the domain's matrix (tests/identity/test_permission_matrix.py).
+Each cell acts on a target made for it, so an allowed cell's change cannot spoil the next; a
+refused cell must answer 403 or 404 as problem JSON and leave every table as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from audit import Actor
+from identity import keys, orgs, users
+from identity.db import Database
+from tests.factories import counts
+from tests.identity.test_permission_matrix import ON_MEMBER, ON_ORG, ROLES
+
+ALLOWED = {200, 201, 204}
+
+
+@dataclass
+class Org:
+    slug: str
+    org_id: str
+    team_id: str
+    keys: dict[str, str]  # role -> Authorization header
+    rival: str  # another org owner's Authorization header
+    rival_slug: str
+
+
+def _member_with_key(session: Any, system: Actor, org_id: str, team_id: str, name: str, role: str,
+                     scopes: list[str]) -> tuple[str, str, str]:
+    user = users.provision_user(session, system, org_id, user_name=name, email=name, role=role, source="manual")
+    key = keys.create_api_key(session, system, org_id, user_id=user.id, team_id=team_id, name=name, scopes=scopes)
+    return user.id, key.id, f"Bearer {key.secret}"
+
+
+def _scopes(role: str) -> list[str]:
+    return ["inference"] if role == "viewer" else ["admin", "inference"]  # a viewer may not hold `admin`
+
+
+@pytest.fixture
+def org(db: Database, system: Actor) -> Org:
+    with db.transaction() as session:
+        acme = orgs.create_org(session, system, "Acme", owner_email="first-owner@acme.test")
+        globex = orgs.create_org(session, system, "Globex", owner_email="owner@globex.test")
+        headers = {role: _member_with_key(session, system, acme.org.id, acme.default_team_id,
+                                          f"actor-{role}@acme.test", role, _scopes(role))[2] for role in ROLES}
+        rival = _member_with_key(session, system, globex.org.id, globex.default_team_id, "rival@globex.test",
+                                 "owner", ["admin"])[2]
+    return Org(acme.org.slug, acme.org.id, acme.default_team_id, headers, rival, globex.org.slug)
+
+
+@dataclass
+class Target:
+    user_id: str
+    key_id: str
+
+
+Request = tuple[str, str, dict[str, Any] | None]
+MEMBER_REQUESTS: dict[str, Callable[[Org, Target], Request]] = {
+    "deactivate": lambda o, t: ("PATCH", f"/members/{t.user_id}", {"active": False}),
+    "reactivate": lambda o, t: ("PATCH", f"/members/{t.user_id}", {"active": True}),
+    "delete": lambda o, t: ("DELETE", f"/members/{t.user_id}", None),
+    "demote_to_viewer": lambda o, t: ("PATCH", f"/members/{t.user_id}", {"role": "viewer"}),
+    "promote_to_owner": lambda o, t: ("PATCH", f"/members/{t.user_id}", {"role": "owner"}),
+    "revoke_their_key": lambda o, t: ("DELETE", f"/api-keys/{t.key_id}", None),
+    "create_key_for": lambda o, t: ("POST", "/api-keys", {"user_id": t.user_id, "team_id": o.team_id,
+                                                          "scopes": ["inference"]}),
+}
+def _scim_token(db: Database, system: Actor, org: Org) -> str:
+    with db.transaction() as session:
+        return keys.create_scim_token(session, system, org.org_id).id
+
+
+# action -> the request of one actor (named by `who`, so that each allowed cell makes a new thing).
+OrgRequest = Callable[[Database, Actor, Org, str], Request]
+ORG_REQUESTS: dict[str, OrgRequest] = {
+    "create_scim_token": lambda d, s, o, who: ("POST", "/scim-tokens", {"name": f"okta {who}"}),
+    "revoke_scim_token": lambda d, s, o, who: ("DELETE", f"/scim-tokens/{_scim_token(d, s, o)}", None),
+    "let_idp_grant_owner": lambda d, s, o, who: ("PATCH", "/settings", {"idp_may_grant_owner": True}),
+    "require_sso_setting": lambda d, s, o, who: ("PATCH", "/settings", {"require_sso": True}),
+    "map_group_to_owner": lambda d, s, o, who: ("POST", "/group-mappings",
+                                                {"group_display_name": f"Owners {who}", "org_role": "owner"}),
+    "map_group_to_admin": lambda d, s, o, who: ("POST", "/group-mappings",
+                                                {"group_display_name": f"Admins {who}", "org_role": "admin"}),
+    "change_billing": lambda d, s, o, who: ("PATCH", "/settings", {"included_seats": 50}),
+    "change_default_role": lambda d, s, o, who: ("PATCH", "/settings", {"default_role": "viewer"}),
+    "invite_owner": lambda d, s, o, who: ("POST", "/invitations", {"email": f"owner-{who}@acme.test", "role": "owner"}),
+    "invite_member": lambda d, s, o, who: ("POST", "/invitations", {"email": f"member-{who}@acme.test"}),
+    "add_owner": lambda d, s, o, who: ("POST", "/members", {"email": f"owner-{who}@acme.test", "role": "owner"}),
+    "add_member": lambda d, s, o, who: ("POST", "/members", {"email": f"member-{who}@acme.test", "role": "member"}),
+    "create_team": lambda d, s, o, who: ("POST", "/teams", {"name": f"Research {who}"}),
+    "create_own_key": lambda d, s, o, who: ("POST", "/api-keys", {"name": "mine", "scopes": ["inference"]}),
+}
+# What a viewer's key (no `admin` scope) or a rival's key is told: never a 2xx.
+REFUSED = {403, 404}
+
+
+def _call(client: FlaskClient, org: Org, header: str, request: Request, slug: str | None = None) -> int:
+    method, path, body = request
+    response = client.open(f"/api/v1/orgs/{slug or org.slug}{path}", method=method, json=body,
+                           headers={"Authorization": header})
+    if response.status_code not in ALLOWED:
+        assert response.content_type == "application/problem+json", response.data
+    return response.status_code
+
+
+def _fresh_target(db: Database, system: Actor, org: Org, role: str, n: int, deactivated: bool) -> Target:
+    with db.transaction() as session:
+        user_id, key_id, _ = _member_with_key(session, system, org.org_id, org.team_id, f"t{n}-{role}@acme.test",
+                                              role, ["inference"])
+        if deactivated:
+            users.deactivate_user(session, system, org.org_id, user_id)
+    return Target(user_id, key_id)
+
+
+@pytest.mark.parametrize("action", sorted(MEMBER_REQUESTS))
+def test_member_actions_over_http(client: FlaskClient, db: Database, system: Actor, org: Org, action: str) -> None:
+    got, want = {}, {}
+    n = 0
+    for actor_role in (*ROLES, "rival"):
+        for target_role in ROLES:
+            n += 1
+            target = _fresh_target(db, system, org, target_role, n, deactivated=action == "reactivate")
+            header = org.rival if actor_role == "rival" else org.keys[actor_role]
+            before = counts(db)
+            status = _call(client, org, header, MEMBER_REQUESTS[action](org, target))
+            allowed = target_role in ON_MEMBER[action].get(actor_role, ())
+            want[actor_role, target_role] = "allowed" if allowed else "refused"
+            got[actor_role, target_role] = ("allowed" if status in ALLOWED else
+                                            "refused" if status in REFUSED and counts(db) == before else status)
+    assert got == want
+
+
+@pytest.mark.parametrize("action", sorted(ORG_REQUESTS))
+def test_org_actions_over_http(client: FlaskClient, db: Database, system: Actor, org: Org, action: str) -> None:
+    got = {}
+    for role in (*ROLES, "rival"):
+        request = ORG_REQUESTS[action](db, system, org, role)
+        before = counts(db)
+        status = _call(client, org, org.rival if role == "rival" else org.keys[role], request)
+        got[role] = "allowed" if status in ALLOWED else "refused" if status in REFUSED and counts(db) == before \
+            else status
+    assert got == {role: "allowed" if role in ON_ORG[action] else "refused" for role in (*ROLES, "rival")}
+
+
+def test_a_rival_key_never_reaches_a_member_through_its_own_org(client: FlaskClient, db: Database, system: Actor,
+                                                               org: Org) -> None:
+    """Another org's owner naming acme's member under their own org's path finds nothing."""
+    target = _fresh_target(db, system, org, "member", 0, deactivated=False)
+    before = counts(db)
+    for request in (MEMBER_REQUESTS["deactivate"](org, target), MEMBER_REQUESTS["delete"](org, target),
+                    MEMBER_REQUESTS["revoke_their_key"](org, target)):
+        assert _call(client, org, org.rival, request, slug=org.rival_slug) == 404
+    assert counts(db) == before
