@@ -25,6 +25,7 @@ from audit.log import Target, record
 from identity import config, orgs
 from identity.db import Database
 from identity.errors import DomainError
+from identity.models import Org
 
 SHOWN_FINDINGS = 20  # reconciliation findings printed by `verify`; the count says how many more
 
@@ -249,7 +250,7 @@ def _orgs(db: Database, slug: str | None) -> list[tuple[str, str, int]]:
     with db.reading() as session:
         try:
             found = [orgs.get_org_by_slug(session, slug)] if slug else [
-                session.get_one(orgs.Org, org_id) for org_id in orgs.all_org_ids(session)]
+                session.get_one(Org, org_id) for org_id in orgs.all_org_ids(session)]
         except DomainError as error:
             raise click.ClickException(error.message) from error
         return [(org.id, org.slug, org.audit_retention_days) for org in found]

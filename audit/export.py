@@ -29,7 +29,7 @@ CSV_COLUMNS = ("id", "seq", "time", "org_id", "actor_type", "actor_id", "actor_d
 # A spreadsheet runs a cell starting with one of these as a formula (OWASP "CSV injection").
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 
-_quote = json.encoder.encode_basestring  # type: ignore[attr-defined]  # the C encoder; non-ASCII kept
+_quote = json.encoder.encode_basestring  # the C encoder; non-ASCII kept
 # One exported event per line, in its public shape (audit.events.document), written by template:
 # `changes` is the JSON text the database keeps and every other string is quoted by the C encoder.
 LINE = ('{"id":%s,"seq":%d,"time":%s,"org_id":%s,"actor":{"type":%s,"id":%s,"display":%s},"action":%s,'

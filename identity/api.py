@@ -165,7 +165,8 @@ def caller_org_id(org_ref: str) -> str:
     """Resolve an org id or slug within the caller's own org; any other org is not found."""
     if org_ref not in (g.key.org_id, g.key.org_slug):
         raise NotFound(f"no org {org_ref!r}")
-    return g.key.org_id
+    org_id: str = g.key.org_id
+    return org_id
 
 
 def _db() -> Any:

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from audit.actor import system_actor
-from identity import config, keys, migrate, orgs, seats
+from identity import config, keys, migrate, orgs, seats, teams
 from identity.billing import check_org
 from identity.db import Database
 from identity.errors import DomainError
@@ -89,7 +89,7 @@ def org_create(name: str, owner_email: str | None, slug: str | None, included_se
     try:
         with database.transaction() as session:
             new = orgs.create_org(session, actor, name, slug=slug,
-                                  owner_email=owner_email or f"owner@{slug or orgs.teams.slugify(name)}.invalid",
+                                  owner_email=owner_email or f"owner@{slug or teams.slugify(name)}.invalid",
                                   included_seats=included_seats, seat_price_cents=seat_price_cents,
                                   max_seats=max_seats)
             scim = keys.create_scim_token(session, actor, new.org.id, name="initial")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -85,7 +86,7 @@ def _whole(value: object, low: int, high: int = 10**9) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
-SETTINGS = {
+SETTINGS: dict[str, tuple[str, Callable[[object], bool]]] = {
     "included_seats": ("billing.manage", lambda v: _whole(v, 0)),
     "seat_price_cents": ("billing.manage", lambda v: _whole(v, 0)),
     "max_seats": ("billing.manage", lambda v: v is None or _whole(v, 1)),

@@ -167,7 +167,8 @@ def response_in_response_to(encoded: str) -> str | None:
     root = inspect_message(decode_message(encoded))
     if root.tag != f"{{{C.NS_SAMLP}}}Response":
         raise Refused("not_a_response")
-    return root.get("InResponseTo")
+    in_response_to: str | None = root.get("InResponseTo")  # lxml is untyped: an attribute is str or None
+    return in_response_to
 
 
 def verify_response(settings: OneLogin_Saml2_Settings, request_data: dict[str, Any], encoded: str,
