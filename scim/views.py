@@ -34,8 +34,10 @@ from identity.models import IdpGroup, User
 from identity.service import run
 from scim import discovery, errors, listing, resources
 from scim.auth import authenticate, init_oauth
-from scim.patch import Operation, apply_patch, parse_operations, plan_group_patch
-from scim.schema import GROUP, USER
+from scim.patch import parse_operations
+from scim.patch_members import plan_group_patch
+from scim.patch_resource import patch_user as _patch_user_doc
+from scim.schema import GROUP
 
 bp = Blueprint("scim", __name__, url_prefix="/scim/v2")
 SCIM_JSON = "application/scim+json"
@@ -303,38 +305,6 @@ def replace_user(user_id: str, body: Any, params: dict[str, Any] | None = None) 
 
     run(_db(), _actor(), replace)
     return get_user(user_id, params)
-
-
-def _whole_extension(op: Operation) -> str | None:
-    """The extension URN an operation's path names as a whole (`urn:...:enterprise:2.0:User`), or None."""
-    path = op.path
-    if path is None or path.uri is None or path.sub_attr is not None or path.value_filter is not None:
-        return None
-    urn = USER.urn(f"{path.uri}:{path.attr.name}")
-    return urn if urn in USER.extensions else None
-
-
-def _patch_user_doc(doc: dict[str, Any], operations: list[Operation]) -> dict[str, Any]:
-    """Apply a User PATCH, with paths naming a whole extension object (RFC 7644 section 3.5.2).
-
-    `add`/`replace` on the extension's URN set the sub-attributes given (the others stay, section
-    3.5.2.1 and 3.5.2.3); `remove` takes the whole extension away.
-    """
-    for op in operations:
-        urn = _whole_extension(op)
-        if urn is None:
-            doc = apply_patch(doc, [op])
-        elif op.op == "remove":
-            doc = {k: v for k, v in doc.items() if k.lower() != urn.lower()}
-            doc["schemas"] = [x for x in doc.get("schemas") or [] if str(x).lower() != urn.lower()]
-        elif isinstance(op.value, dict):
-            value = {k: v for k, v in op.value.items() if k.lower() != "schemas"}
-            doc = apply_patch(doc, [Operation(op.op, None, {urn: value}, True)])
-        elif op.value is None:
-            raise errors.InvalidValue(f"{op.op} on {urn} needs an object of its attributes as its value")
-        else:
-            raise errors.InvalidValue(f"{urn} is an extension object; got {op.value!r}")
-    return doc
 
 
 def patch_user(user_id: str, body: Any, params: dict[str, Any] | None = None) -> Result:
