@@ -381,3 +381,38 @@ def delete_mapping(session: Session, actor: Actor, org_id: str, mapping_id: str)
     session.flush()
     for group in matching:
         _reapply(session, actor, group)
+
+
+@dataclass(frozen=True)
+class GroupChange:
+    """What one change of a group sets (a SCIM PUT or PATCH): None leaves a field as it is.
+
+    `members` replaces the members exactly; `removed` and `added` are deltas applied after it,
+    in that order (DESIGN 3.3: a delta touches only the rows it names).
+    """
+
+    display_name: str | None = None
+    external_id: str | None = None
+    clear_external_id: bool = False
+    attributes: dict[str, Any] | None = None
+    members: tuple[str, ...] | None = None
+    removed: tuple[str, ...] = ()
+    added: tuple[str, ...] = ()
+
+
+def change_group(session: Session, actor: Actor, org_id: str, group_id: str, change: GroupChange) -> IdpGroup:
+    """Apply a group's new attributes, then its members, in one unit of work.
+
+    The attributes go first so that the members added are granted what the group, renamed or
+    re-identified, maps to now.
+    """
+    group = update_group(session, actor, org_id, group_id, display_name=change.display_name,
+                         external_id=change.external_id, attributes=change.attributes,
+                         clear_external_id=change.clear_external_id)
+    if change.members is not None:
+        replace_members(session, actor, org_id, group_id, list(change.members))
+    if change.removed:
+        remove_members(session, actor, org_id, group_id, list(change.removed))
+    if change.added:
+        add_members(session, actor, org_id, group_id, list(change.added))
+    return group

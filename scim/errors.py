@@ -1,7 +1,8 @@
 """SCIM protocol errors (RFC 7644 section 3.12): one class per error type, status and scimType on the class.
 
 The adapter renders any `ScimError` with `to_json()`; domain errors (identity.errors) are mapped onto
-these in one table there. `status` is rendered as a string because Okta's test suite compares it so.
+these in one table (scim.web.DOMAIN_ERRORS). `status` is rendered as a string because Okta's test suite
+compares it so.
 """
 
 from __future__ import annotations

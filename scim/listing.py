@@ -28,6 +28,12 @@ class Query:
     attributes: list[str]
     excluded: list[str]
 
+    def wants(self, attribute: str) -> bool:
+        """Tell whether the response shows `attribute` (RFC 7644 section 3.4.2.5)."""
+        if self.attributes:
+            return attribute.lower() in {a.lower() for a in self.attributes}
+        return attribute.lower() not in {a.lower() for a in self.excluded}
+
 
 # An integer as RFC 7644 section 3.4.2.4 means it: ASCII digits (Python's int() also takes "１",
 # " 1 ", "1_0", 1.5 and true), no more than fit the database's BIGINT OFFSET.

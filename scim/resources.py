@@ -69,7 +69,7 @@ def user_to_wire(user: User, base_url: str, groups: Iterable[tuple[str, str]] | 
 @dataclass(frozen=True)
 class MembersToStream:
     """Where a group's members go in its resource, written out while the response is sent
-    (`scim.views`), so that a group of 100,000 is never held in memory whole."""
+    (`scim.streaming`), so that a group of 100,000 is never held in memory whole."""
 
     group_id: str
 
@@ -192,7 +192,7 @@ def primary_email(emails: Any) -> str | None:
     values = [e for e in emails if isinstance(e, Mapping) and isinstance(e.get("value"), str)]
     for pick in (lambda e: e.get("primary") in (True, "true", "True"), lambda e: e.get("type") == "work",
                  lambda e: True):
-        found = next((e["value"] for e in values if pick(e)), None)
+        found: str | None = next((e["value"] for e in values if pick(e)), None)
         if found:
             return found
     return None

@@ -36,7 +36,7 @@ class _Lexer(SCIMLexer):  # type: ignore[misc]
     NULL = r"null(?![A-Za-z0-9_$-])"
     NUMBER = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?(?![A-Za-z0-9_$])"
 
-    @_(r'"(?:[^"\\]|\\.)*"')  # type: ignore[name-defined]  # noqa: F821
+    @_(r'"(?:[^"\\]|\\.)*"')  # type: ignore[name-defined, untyped-decorator]  # noqa: F821
     def COMP_VALUE(self, t: Token) -> Token:  # noqa: N802
         t.value = json.loads(t.value)  # a JSON string (RFC 7159): escapes decoded, bad ones refused
         if "\x00" in t.value:  # PostgreSQL text cannot hold NUL: refuse it here, not as a 500 there

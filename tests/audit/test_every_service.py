@@ -164,6 +164,13 @@ def _group_call(w: World, call: Callable[..., Any], with_member: bool = False) -
     return lambda s, a: call(s, a, w.org_id, group_id, [user_id])
 
 
+def _group_change(w: World) -> Call:
+    """A rename with a member added: both land, or neither."""
+    user_id, group_id = w.member().id, _group(w)
+    change = groups.GroupChange(display_name="Platform Engineering", added=(user_id,))
+    return lambda s, a: groups.change_group(s, a, w.org_id, group_id, change)
+
+
 def _grants_of(w: World) -> Call:
     group_id = _group(w)
     with w.db.transaction() as session:  # as an org that mapped groups would leave it: no team yet
@@ -237,6 +244,7 @@ SERVICES: dict[str, tuple[Callable[[World], Call], str]] = {
     "identity.groups.remove_members": (lambda w: _group_call(w, groups.remove_members, with_member=True),
                                        "group.members_removed"),
     "identity.groups.replace_members": (lambda w: _group_call(w, groups.replace_members), "group.members_added"),
+    "identity.groups.change_group": (_group_change, "group.members_added"),
     "identity.groups.apply_user_groups": (lambda w: (lambda u: lambda s, a: groups.apply_user_groups(
         s, a, w.org_id, u, ["Engineering", "Sales"]))(w.member().id), "group.members_added"),
     "identity.groups.grants_of": (_grants_of, "team.created"),

@@ -162,3 +162,30 @@ def test_mapping_rules_via_api_apply_at_once_and_on_delete(client, db: Database,
         assert set(users.team_roles(session, hana.id)) == {acme.default_team_id, mirror}
     bad = client.post("/api/v1/orgs/acme/group-mappings", headers=auth, json={"group_display_name": "X"})
     assert bad.status_code == 400
+
+
+def test_change_group_renames_first_then_replaces_removes_and_adds_members(db: Database, acme: NewOrg,
+                                                                           system: Actor) -> None:
+    ann, ben, cy = (provision(db, system, acme.org.id, f"{n}@acme.test") for n in ("ann", "ben", "cy"))
+    _mapping(db, acme.org.id, group_display_name="Admins", org_role="admin")
+    with db.transaction() as session:
+        orgs.update_settings(session, system, acme.org.id, {"group_sync": "mapped"})
+        group = groups.create_group(session, system, acme.org.id, display_name="Staff", member_ids=[ann.id])
+    before = len(actions(db, acme.org.id))
+    change = groups.GroupChange(display_name="Admins", external_id="obj-1", attributes={"x-note": "n"},
+                                members=(ann.id, ben.id), removed=(ann.id,), added=(cy.id,))
+    with db.transaction() as session:
+        groups.change_group(session, system, acme.org.id, group.id, change)
+    with db.reading() as session:
+        assert sorted(groups.member_ids(session, group.id)) == sorted([ben.id, cy.id])
+        # Renamed before the members were added: they get what the group's new name maps to.
+        assert users.org_role(session, ben.id) == users.org_role(session, cy.id) == "admin"
+        assert users.org_role(session, ann.id) == "member"
+        assert session.get(IdpGroup, group.id).external_id == "obj-1"
+    assert actions(db, acme.org.id)[before:] == ["group.updated", "group.members_added", "group.members_removed",
+                                                 "group.members_added"]
+    with db.transaction() as session:
+        groups.change_group(session, system, acme.org.id, group.id, groups.GroupChange(clear_external_id=True))
+    with db.reading() as session:
+        assert session.get(IdpGroup, group.id).external_id is None
+        assert session.get(IdpGroup, group.id).display_name == "Admins"

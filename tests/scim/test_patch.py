@@ -10,7 +10,9 @@ import pytest
 
 from scim.errors import InvalidFilter, InvalidPath, InvalidSyntax, InvalidValue, Mutability, NoTarget, ScimError
 from scim.filter import AttrPath, Compare, Logical, PatchPath, parse_path
-from scim.patch import GroupPatchPlan, apply_patch, parse_operations, plan_group_patch
+from scim.patch import parse_operations
+from scim.patch_members import GroupPatchPlan, plan_group_patch
+from scim.patch_resource import apply_patch
 from scim.schema import GROUP
 
 ENT = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"

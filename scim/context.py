@@ -1,0 +1,110 @@
+"""What every SCIM handler reads from the request it runs in: the database, the actor, the
+request's read transaction, the body and its `If-Match`; and `Result`, what a handler returns.
+
+Handlers are plain functions of (parameters, body) returning a `Result`, so that /Bulk runs
+exactly the code each route runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+from flask import current_app, g, request
+from sqlalchemy.orm import Session
+
+from audit import Actor
+from identity import jsontext
+from identity.db import Database
+from scim import errors, resources
+
+Result = tuple[int, dict[str, Any] | None, dict[str, str]]
+
+
+def database() -> Database:
+    """Return the app's database (set by the app factory, read here so that no import goes back up)."""
+    db: Database = current_app.extensions["identity.db"]
+    return db
+
+
+def base_url() -> str:
+    """Return the SCIM base URL, from BASE_URL, never from the Host header."""
+    return f"{current_app.config['BASE_URL']}/scim/v2"
+
+
+def act_as(who: Actor) -> None:
+    """Make `who` the request's actor (the blueprint's authentication hook does)."""
+    g.scim_actor = who
+
+
+def actor() -> Actor:
+    """Return who the request speaks for (set by the blueprint's authentication hook)."""
+    found: Actor = g.scim_actor
+    return found
+
+
+def org_id() -> str:
+    """Return the id of the org the request's credential belongs to."""
+    return actor().org_id or ""
+
+
+def share_read(stack: ExitStack, session: Session) -> None:
+    """Keep the authentication's read transaction for the handler of a GET (`reading`)."""
+    g.scim_read = (stack, session)
+
+
+def has_shared_read() -> bool:
+    """Tell whether the request holds a read transaction the response may still use (a GET)."""
+    return g.get("scim_read") is not None
+
+
+def take_shared_read() -> tuple[ExitStack, Session]:
+    """Hand the request's read transaction over to the response, which ends it when sent."""
+    shared: tuple[ExitStack, Session] = g.pop("scim_read")
+    return shared
+
+
+def end_shared_read() -> None:
+    """End the request's read transaction, unless the response took it over."""
+    shared = g.pop("scim_read", None)
+    if shared is not None:
+        shared[0].close()
+
+
+@contextmanager
+def reading() -> Iterator[Session]:
+    """The request's read transaction when it has one (GET), else a new one."""
+    shared = g.get("scim_read")
+    if shared is not None:
+        yield shared[1]
+        return
+    with database().reading() as session:
+        yield session
+
+
+def body() -> Any:
+    """Return the request's JSON body (None when empty), or raise InvalidSyntax."""
+    raw = request.get_data(cache=False)
+    try:
+        return jsontext.loads(raw) if raw else None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise errors.InvalidSyntax(f"the body is not valid JSON: {error}") from None
+
+
+def search_body() -> dict[str, Any]:
+    """Return the body of a POST /.search (RFC 7644 section 3.4.3), which is a JSON object."""
+    found = body()
+    if not isinstance(found, dict):
+        raise errors.InvalidSyntax("a search body is a JSON object")
+    return found
+
+
+def check_if_match(version: int) -> None:
+    """Honour If-Match (RFC 7644 section 3.14): a stale version is 412, changing nothing."""
+    wanted = request.headers.get("If-Match")
+    if not wanted:
+        return
+    tags = {tag.strip() for tag in wanted.split(",")}
+    if not tags & {"*", resources.etag(version), f'"{version}"'}:
+        raise errors.PreconditionFailed(f"the resource is at version {resources.etag(version)}")

@@ -1,0 +1,156 @@
+"""SCIM Groups (RFC 7644 sections 3.3-3.6): list, search, create, read, replace, patch, delete.
+
+PUT and PATCH become one `identity.groups.GroupChange` (new attributes, then members replaced,
+removed or added) and one call of `change_group`. A group's members are streamed when it is read
+(scim.streaming); a PATCH never reads them (scim.patch_members).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, request
+from sqlalchemy.orm import Session
+
+from audit import Actor
+from identity import groups
+from identity.groups import GroupChange
+from identity.models import IdpGroup
+from identity.service import run
+from scim import context, discovery, errors, listing, resources
+from scim.context import Result
+from scim.patch import parse_operations
+from scim.patch_members import GroupPatchPlan, plan_group_patch
+from scim.schema import GROUP
+from scim.streaming import members_for, respond
+from scim.web import bp
+
+# Attributes of a group's wire JSON that are not kept in its `attributes`.
+_NOT_ATTRIBUTES = resources.COMPUTED | {"members", "displayName", "externalId"}
+
+
+def _group_result(status: int, group: IdpGroup,
+                  members: list[tuple[str, str | None]] | resources.MembersToStream | None) -> Result:
+    body = resources.group_to_wire(group, context.base_url(), members)
+    return status, body, {"ETag": resources.etag(group.version), "Location": body["meta"]["location"]}
+
+
+def list_groups(params: dict[str, Any]) -> Result:
+    """List or search the org's groups (RFC 7644 section 3.4.2), a page at a time."""
+    query = listing.read_query(params)
+    with context.reading() as session:
+        total, found = listing.list_groups(session, context.org_id(), query)
+        members = members_for(session, [x.id for x in found]) if query.wants("members") else {}
+        page = [resources.project(resources.group_to_wire(x, context.base_url(), members.get(x.id)),
+                                  query.attributes, query.excluded) for x in found]
+    return 200, discovery.list_response(page, total, query.start), {}
+
+
+def get_group(group_id: str, params: dict[str, Any] | None = None) -> Result:
+    """Read one group, with its members unless the client left them out."""
+    query = listing.read_query(params or {})
+    with context.reading() as session:
+        group = groups.get_group(session, context.org_id(), group_id)
+        members = members_for(session, [group.id])[group.id] if query.wants("members") else None
+        status, body, headers = _group_result(200, group, members)
+    return status, resources.project(body or {}, query.attributes, query.excluded), headers
+
+
+def create_group(body: Any) -> Result:
+    """Create a group with its first members (RFC 7644 section 3.3)."""
+    fields = resources.group_fields(body)
+    actor = context.actor()
+    group = run(context.database(), actor, groups.create_group, actor.org_id or "", **fields)
+    _, created, headers = get_group(group.id)
+    return 201, created, headers
+
+
+def replace_group(group_id: str, body: Any) -> Result:
+    """Make a group, members included, what the IdP sent (RFC 7644 section 3.5.1)."""
+    fields = resources.group_fields(body)
+    change = GroupChange(display_name=fields["display_name"], external_id=fields["external_id"],
+                         clear_external_id=fields["external_id"] is None, attributes=fields["attributes"],
+                         members=tuple(fields["member_ids"]))
+
+    def replace(session: Session, actor: Actor) -> None:
+        context.check_if_match(groups.get_group(session, actor.org_id or "", group_id).version)
+        groups.change_group(session, actor, actor.org_id or "", group_id, change)
+
+    run(context.database(), context.actor(), replace)
+    return get_group(group_id)
+
+
+def patch_group(group_id: str, body: Any, params: dict[str, Any]) -> Result:
+    """Patch a group (RFC 7644 section 3.5.2); 204 unless the client asked for attributes back."""
+    operations = parse_operations(body)
+
+    def patch(session: Session, actor: Actor) -> None:
+        group = groups.get_group(session, actor.org_id or "", group_id)
+        context.check_if_match(group.version)
+        plan = plan_group_patch(resources.group_to_wire(group, context.base_url(), None), operations)
+        groups.change_group(session, actor, actor.org_id or "", group_id, _change_of(plan))
+
+    run(context.database(), context.actor(), patch)
+    if not any(k.lower() in ("attributes", "excludedattributes") for k in params):
+        return 204, None, {}
+    return get_group(group_id, params)
+
+
+def _change_of(plan: GroupPatchPlan) -> GroupChange:
+    """The domain's change for a planned PATCH: the patched group's attributes, then its member deltas."""
+    fields = resources.normalize(plan.resource, GROUP)
+    display_name = fields.get("displayName")
+    if not isinstance(display_name, str) or not display_name.strip():
+        raise errors.InvalidValue("displayName is required")
+    external_id = fields.get("externalId")
+    if external_id is not None and not isinstance(external_id, str):
+        raise errors.InvalidValue("externalId must be a string")
+    return GroupChange(display_name=display_name, external_id=external_id,
+                       clear_external_id=external_id in (None, ""),
+                       attributes={k: v for k, v in fields.items() if k not in _NOT_ATTRIBUTES},
+                       members=plan.replace_all, removed=plan.removed, added=plan.added)
+
+
+def delete_group(group_id: str) -> Result:
+    """Delete a group: its members lose what it granted (RFC 7644 section 3.6)."""
+    def remove(session: Session, actor: Actor) -> None:
+        context.check_if_match(groups.get_group(session, actor.org_id or "", group_id).version)
+        groups.delete_group(session, actor, actor.org_id or "", group_id)
+
+    run(context.database(), context.actor(), remove)
+    return 204, None, {}
+
+
+@bp.get("/Groups")
+def groups_list() -> Response:
+    return respond(list_groups(request.args.to_dict()))
+
+
+@bp.post("/Groups/.search")
+def groups_search() -> Response:
+    return respond(list_groups(context.search_body()))
+
+
+@bp.post("/Groups")
+def groups_create() -> Response:
+    return respond(create_group(context.body()))
+
+
+@bp.get("/Groups/<group_id>")
+def groups_get(group_id: str) -> Response:
+    return respond(get_group(group_id, request.args.to_dict()))
+
+
+@bp.put("/Groups/<group_id>")
+def groups_replace(group_id: str) -> Response:
+    return respond(replace_group(group_id, context.body()))
+
+
+@bp.patch("/Groups/<group_id>")
+def groups_patch(group_id: str) -> Response:
+    return respond(patch_group(group_id, context.body(), request.args.to_dict()))
+
+
+@bp.delete("/Groups/<group_id>")
+def groups_delete(group_id: str) -> Response:
+    return respond(delete_group(group_id))

@@ -1,0 +1,130 @@
+"""SCIM Users (RFC 7644 sections 3.3-3.6): list, search, create, read, replace, patch, delete.
+
+Each handler reads the request into the domain's fields, calls one identity.users service in
+one transaction, and renders the user; PUT and PATCH answer with the user as read afterwards.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, request
+from sqlalchemy.orm import Session
+
+from audit import Actor
+from identity import users
+from identity.models import User
+from identity.service import run
+from scim import context, discovery, listing, resources
+from scim.context import Result
+from scim.patch import parse_operations
+from scim.patch_resource import patch_user as patch_user_doc
+from scim.streaming import respond
+from scim.web import bp
+
+
+def _user_result(status: int, user: User, groups_of_user: list[tuple[str, str]] | None) -> Result:
+    body = resources.user_to_wire(user, context.base_url(), groups_of_user)
+    return status, body, {"ETag": resources.etag(user.version), "Location": body["meta"]["location"]}
+
+
+def list_users(params: dict[str, Any]) -> Result:
+    """List or search the org's users (RFC 7644 section 3.4.2), a page at a time."""
+    query = listing.read_query(params)
+    with context.reading() as session:
+        total, found = listing.list_users(session, context.org_id(), query)
+        memberships = listing.groups_of(session, [u.id for u in found]) if query.wants("groups") else {}
+        page = [resources.project(resources.user_to_wire(u, context.base_url(), memberships.get(u.id)),
+                                  query.attributes, query.excluded) for u in found]
+    return 200, discovery.list_response(page, total, query.start), {}
+
+
+def get_user(user_id: str, params: dict[str, Any] | None = None) -> Result:
+    """Read one user, with its groups unless the client left them out."""
+    query = listing.read_query(params or {})
+    with context.reading() as session:
+        user = users.get_user(session, context.org_id(), user_id)
+        groups_of_user = listing.groups_of(session, [user.id])[user.id] if query.wants("groups") else None
+        status, body, headers = _user_result(200, user, groups_of_user)
+    return status, resources.project(body or {}, query.attributes, query.excluded), headers
+
+
+def create_user(body: Any) -> Result:
+    """Provision a user from the IdP (RFC 7644 section 3.3)."""
+    fields = resources.user_fields(body)
+    actor = context.actor()
+    user = run(context.database(), actor, users.provision_user, actor.org_id or "", source="scim", **fields)
+    return _user_result(201, user, [])
+
+
+def replace_user(user_id: str, body: Any, params: dict[str, Any] | None = None) -> Result:
+    """Make a user what the IdP sent (RFC 7644 section 3.5.1)."""
+    fields = resources.user_fields(body)
+
+    # Named `replace`, `patch` and `remove`: a refused change's audit event names its service so.
+    def replace(session: Session, actor: Actor) -> User:
+        user = users.get_user(session, actor.org_id or "", user_id)
+        context.check_if_match(user.version)
+        return users.sync_user(session, actor, actor.org_id or "", user_id, fields)
+
+    run(context.database(), context.actor(), replace)
+    return get_user(user_id, params)
+
+
+def patch_user(user_id: str, body: Any, params: dict[str, Any] | None = None) -> Result:
+    """Patch a user (RFC 7644 section 3.5.2): the whole user patched, then synced as a PUT would."""
+    operations = parse_operations(body)
+
+    def patch(session: Session, actor: Actor) -> User:
+        user = users.get_user(session, actor.org_id or "", user_id)
+        context.check_if_match(user.version)
+        patched = patch_user_doc(resources.user_to_wire(user, context.base_url()), operations)
+        return users.sync_user(session, actor, actor.org_id or "", user_id, resources.user_fields(patched))
+
+    run(context.database(), context.actor(), patch)
+    return get_user(user_id, params)
+
+
+def delete_user(user_id: str) -> Result:
+    """Delete a user at the IdP's request (RFC 7644 section 3.6)."""
+    def remove(session: Session, actor: Actor) -> User:
+        context.check_if_match(users.get_user(session, actor.org_id or "", user_id).version)
+        return users.remove_user(session, actor, actor.org_id or "", user_id)
+
+    run(context.database(), context.actor(), remove)
+    return 204, None, {}
+
+
+@bp.get("/Users")
+def users_list() -> Response:
+    return respond(list_users(request.args.to_dict()))
+
+
+@bp.post("/Users/.search")
+def users_search() -> Response:
+    return respond(list_users(context.search_body()))
+
+
+@bp.post("/Users")
+def users_create() -> Response:
+    return respond(create_user(context.body()))
+
+
+@bp.get("/Users/<user_id>")
+def users_get(user_id: str) -> Response:
+    return respond(get_user(user_id, request.args.to_dict()))
+
+
+@bp.put("/Users/<user_id>")
+def users_replace(user_id: str) -> Response:
+    return respond(replace_user(user_id, context.body(), request.args.to_dict()))
+
+
+@bp.patch("/Users/<user_id>")
+def users_patch(user_id: str) -> Response:
+    return respond(patch_user(user_id, context.body(), request.args.to_dict()))
+
+
+@bp.delete("/Users/<user_id>")
+def users_delete(user_id: str) -> Response:
+    return respond(delete_user(user_id))

@@ -1,0 +1,148 @@
+"""The SCIM blueprint under /scim/v2 (RFC 7644): its error table and the hooks every request runs.
+
+Before each request: the bearer credential (scim.auth) and the per-org rate limit; after it: the
+`application/scim+json` media type. Errors of every kind leave as SCIM error JSON (section 3.12)
+with `status` as a string; domain errors are mapped onto SCIM errors in one table here. The
+routes live by resource: scim.user_views, scim.group_views, scim.bulk, scim.discovery_views.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, g, request
+from werkzeug.exceptions import HTTPException
+
+from identity import keys
+from identity.errors import (
+    Conflict,
+    DomainError,
+    InvalidValue,
+    LastOwner,
+    NotFound,
+    PermissionDenied,
+    SeatCapReached,
+    Unauthenticated,
+)
+from scim import context, errors
+from scim.auth import authenticate, init_oauth
+from scim.streaming import SCIM_JSON
+
+bp = Blueprint("scim", __name__, url_prefix="/scim/v2")
+
+DOMAIN_ERRORS: dict[type[DomainError], Callable[[str], errors.ScimError]] = {
+    NotFound: errors.NotFound, Conflict: errors.Uniqueness, InvalidValue: errors.InvalidValue,
+    SeatCapReached: errors.Forbidden, PermissionDenied: errors.Forbidden, LastOwner: errors.Uniqueness,
+    Unauthenticated: errors.Unauthorized,
+}
+
+
+def translate(error: DomainError) -> errors.ScimError:
+    """Return the SCIM error a domain error is answered with (DOMAIN_ERRORS)."""
+    for cls, scim in DOMAIN_ERRORS.items():
+        if isinstance(error, cls):
+            return scim(error.message)
+    return errors.InvalidValue(error.message)
+
+
+@bp.record_once
+def _install(state: Any) -> None:
+    app: Flask = state.app
+    init_oauth(app)
+    app.extensions["identity.error_formats"][bp.url_prefix or "/scim/v2"] = _http_error
+
+
+def _http_error(error: HTTPException) -> Response:
+    """Answer routing and protocol errors under /scim/v2 in SCIM's format."""
+    status = error.code or 500
+    scim_type = "invalidSyntax" if status == 400 else None
+    return error_response(status, scim_type, error.description or error.name)
+
+
+def error_response(status: int, scim_type: str | None, detail: str) -> Response:
+    """Return a SCIM error response (RFC 7644 section 3.12), with its 401 and 429 headers."""
+    body: dict[str, Any] = {"schemas": [errors.ERROR_SCHEMA], "status": str(status), "detail": detail}
+    if scim_type:
+        body["scimType"] = scim_type
+    response = Response(json.dumps(body), status=status, content_type=SCIM_JSON)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="scim"'
+    if status == 429:
+        response.headers["Retry-After"] = "1"
+    return response
+
+
+@bp.errorhandler(errors.ScimError)
+def _scim_error(error: errors.ScimError) -> Response:
+    return error_response(error.status, error.scim_type, error.detail)
+
+
+@bp.errorhandler(DomainError)
+def _domain_error(error: DomainError) -> Response:
+    return _scim_error(translate(error))
+
+
+class _RateLimit:
+    """Requests per second per org, counted in this process (see README: it is per worker)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.window: dict[str, tuple[int, int]] = {}
+
+    def allow(self, org_id: str, limit: int) -> bool:
+        second = int(time.monotonic())
+        with self.lock:
+            start, count = self.window.get(org_id, (second, 0))
+            count = count + 1 if start == second else 1
+            self.window[org_id] = (second, count)
+            return count <= limit
+
+
+RATE_LIMIT = _RateLimit()
+
+
+@bp.before_request
+def _authenticate() -> Response | None:
+    header = request.headers.get("Authorization", "")
+    # Read-only: on SQLite a write transaction takes the database's write lock, so every SCIM
+    # request, reads included, would queue behind every other. A GET keeps this read
+    # transaction for its handler (`context.reading`): one transaction per lookup, not two. The
+    # credential's last-used time changes at most once a minute (identity.keys); only then is
+    # it saved, in a write transaction of its own.
+    stack = ExitStack()
+    session = stack.enter_context(context.database().reading())
+    try:
+        presented = authenticate(session, header)
+    except BaseException:
+        stack.close()
+        raise
+    if request.method == "GET":
+        context.share_read(stack, session)
+    else:
+        stack.close()
+    if presented.use_due:
+        with context.database().transaction() as writing:
+            keys.note_scim_token_use(writing, presented.actor.id)
+    actor = presented.actor
+    context.act_as(actor.with_request(g.get("request_id"), request.remote_addr, request.user_agent.string,
+                                      client_request_id=g.get("client_request_id")))
+    if not RATE_LIMIT.allow(actor.org_id or "", current_app.config.get("SCIM_RATE_LIMIT", 1000)):
+        raise errors.TooManyRequests("rate limit exceeded; retry after the Retry-After seconds")
+    return None
+
+
+@bp.teardown_request
+def _end_read(_error: BaseException | None) -> None:
+    context.end_shared_read()
+
+
+@bp.after_request
+def _content_type(response: Response) -> Response:
+    if response.mimetype == "application/json":
+        response.content_type = SCIM_JSON
+    return response
