@@ -24,10 +24,10 @@ from sqlalchemy.orm import Session
 
 import identity
 from audit import Actor, clock
-from audit.models import AuditEvent, Base
+from audit.models import AuditEvent
 from identity import groups, invitations, keys, orgs, seats, teams, users
 from identity.db import Database
-from identity.models import IdpGroup, Org, User
+from identity.models import METADATAS, IdpGroup, Org, User
 from identity.orgs import NewOrg
 from identity.sessions import Lifetime
 from saml import service as saml_service
@@ -295,7 +295,7 @@ def snapshot(db: Database) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table, to compare before and after a change that must not happen."""
     with db.reading() as session:
         return {table.name: sorted(map(tuple, session.execute(select(table))), key=repr)
-                for table in Base.metadata.sorted_tables}
+                for metadata in METADATAS for table in metadata.sorted_tables}
 
 
 def inject_event_failure(db: Database, on: bool) -> None:
