@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, clock
 from audit.models import AuditEvent
-from audit.reconcile import Finding, reconcile
+from identity.reconcile import Finding, reconcile
 from identity import groups, invitations, keys, orgs, seats, teams, users
 from identity.db import Database
 from identity.models import ApiKey, GroupMapping, IdpGroupMember, Org, RoleGrant, ScimToken, User

@@ -135,7 +135,7 @@ def test_bad_input_is_refused_and_writes_nothing(db: Database, acme: NewOrg, sys
 def test_a_team_with_keys_invitations_and_a_mapping_can_be_deleted(db: Database, acme: NewOrg, system: Actor) -> None:
     """Its keys are revoked, the mapping into it deleted, its pending invitation expired: all audited,
     the records kept with their team unset, and the log still explains the data."""
-    from audit.reconcile import reconcile
+    from identity.reconcile import reconcile
     from identity import groups, invitations, keys
     from identity.errors import Unauthenticated
     from identity.models import ApiKey, GroupMapping, Invitation
@@ -175,7 +175,7 @@ def test_a_manual_role_over_a_group_role_is_audited_and_reconciled(db: Database,
     from sqlalchemy import update
 
     from audit.models import AuditEvent
-    from audit.reconcile import reconcile
+    from identity.reconcile import reconcile
     from identity import groups
     from identity.models import RoleGrant
 
