@@ -25,7 +25,6 @@ from sqlalchemy.orm import Session
 
 from audit.events import BATCH
 from audit.models import AuditEvent, AuditHead
-from identity.replay import AT_MOST, Entity, Expected, Finding, GrantKey, rank, replay
 from identity.models import (
     ApiKey,
     GroupMapping,
@@ -40,6 +39,7 @@ from identity.models import (
     Team,
     User,
 )
+from identity.replay import AT_MOST, Entity, Expected, Finding, GrantKey, rank, replay
 
 __all__ = ["Finding", "reconcile"]
 
