@@ -19,10 +19,10 @@ import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy.exc import OperationalError
 
-from audit import checkpoints, events, export, reconcile, retention, signing, verify
+from audit import checkpoints, events, export, retention, signing, verify
 from audit.actor import Actor, system_actor
 from audit.log import Target, record
-from identity import config, orgs
+from identity import config, orgs, reconcile
 from identity.db import Database
 from identity.errors import DomainError
 from identity.models import Org

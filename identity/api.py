@@ -14,7 +14,7 @@ from flask import Blueprint, Response, g, jsonify, request
 from sqlalchemy import select
 
 from audit import Actor
-from identity import groups, invitations, jsontext, keys, orgs, seats, teams, users
+from identity import groups, invitations, jsontext, keys, orgs, seats, team_deletion, teams, users
 from identity.errors import (
     Conflict,
     DomainError,
@@ -287,7 +287,7 @@ def rename_team(org_ref: str, team_id: str) -> Response:
 @bp.delete("/orgs/<org_ref>/teams/<team_id>")
 @authenticated
 def delete_team(org_ref: str, team_id: str) -> tuple[str, int]:
-    run(_db(), g.actor, teams.delete_team, caller_org_id(org_ref), team_id)
+    run(_db(), g.actor, team_deletion.delete_team, caller_org_id(org_ref), team_id)
     return "", 204
 
 

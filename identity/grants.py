@@ -1,6 +1,7 @@
 """What a member's role grants add up to (DESIGN.md section 3.2): the highest grant wins.
 
-One place for "what is this user's org role", asked by users, keys and the adapters alike.
+One place for "what is this user's org role", asked by users, keys, owners and the adapters
+alike; nothing else ranks a member's grants.
 """
 
 from __future__ import annotations
@@ -17,6 +18,21 @@ def org_role(session: Session, user_id: str) -> str | None:
     return highest(session.scalars(
         select(RoleGrant.role).where(RoleGrant.user_id == user_id, RoleGrant.team_id.is_(None))
     ))
+
+
+def ungrouped_org_role(session: Session, user_id: str) -> str | None:
+    """Return the highest org role the user holds from grants no IdP group gave (manual, invitation,
+    provisioning's default): what a manual role change replaces."""
+    return highest(session.scalars(select(RoleGrant.role).where(
+        RoleGrant.user_id == user_id, RoleGrant.team_id.is_(None), RoleGrant.source_ref == "")))
+
+
+def roles_for_key(session: Session, user_id: str, team_id: str, default_role: str) -> tuple[str, str | None]:
+    """Return the user's org role (the org's `default_role` when no grant gives one) and its role in
+    one team, in one query: what a verified API key acts with."""
+    rows = list(session.execute(select(RoleGrant.team_id, RoleGrant.role).where(RoleGrant.user_id == user_id)))
+    org = highest(role for team, role in rows if team is None) or default_role
+    return org, highest(role for team, role in rows if team == team_id)
 
 
 def team_roles(session: Session, user_id: str) -> dict[str, str]:

@@ -18,10 +18,11 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from audit.log import Target
-from identity import seats, teams
+from identity import owners, seats, teams
 from identity.errors import Conflict, InvalidValue, NotFound
+from identity.lookups import get_team
 from identity.models import GroupMapping, IdpGroup, IdpGroupMember, Org, RoleGrant, Team, User
-from identity.roles import authorize
+from identity.roles import authorize, parse_role
 
 CHUNK = 500  # ids per IN (...) list: well under every database's parameter limit
 
@@ -182,8 +183,13 @@ def _members_among(session: Session, group_id: str, user_ids: list[str]) -> set[
     return found
 
 
-def add_members(session: Session, actor: Actor, org_id: str, group_id: str, user_ids: list[str]) -> list[str]:
-    """Add users to a group and give them its grants; return those who were not members yet."""
+def add_members(session: Session, actor: Actor, org_id: str, group_id: str, user_ids: list[str], *,
+                source: str = "scim") -> list[str]:
+    """Add users to a group and give them its grants; return those who were not members yet.
+
+    `source` is the channel the membership came through, which each grant remembers (DESIGN 3.2):
+    `scim` for SCIM Groups, `saml` for an assertion's group claims (apply_user_groups).
+    """
     authorize(actor, "teams.manage", org_id=org_id)
     group = get_group(session, org_id, group_id)
     wanted = list(dict.fromkeys(user_ids))
@@ -201,15 +207,15 @@ def add_members(session: Session, actor: Actor, org_id: str, group_id: str, user
     rows = []
     if grants.team_id:
         rows += [{"org_id": org_id, "user_id": uid, "team_id": grants.team_id, "role": grants.team_role,
-                  "source": "scim", "source_ref": group.id, "created_at": now} for uid in new]
+                  "source": source, "source_ref": group.id, "created_at": now} for uid in new]
     if grants.org_role:
         rows += [{"org_id": org_id, "user_id": uid, "team_id": None, "role": grants.org_role,
-                  "source": "scim", "source_ref": group.id, "created_at": now} for uid in new]
+                  "source": source, "source_ref": group.id, "created_at": now} for uid in new]
     if rows:
         session.execute(insert(RoleGrant), rows)
     record(session, actor, "group.members_added", _target(group),
-           {"members": new, "team_id": grants.team_id, "team_role": grants.team_role, "org_role": grants.org_role},
-           org_id=org_id)
+           {"members": new, "team_id": grants.team_id, "team_role": grants.team_role, "org_role": grants.org_role,
+            "source": source}, org_id=org_id)
     return new
 
 
@@ -222,7 +228,7 @@ def remove_members(session: Session, actor: Actor, org_id: str, group_id: str, u
     authorize(actor, "teams.manage", org_id=org_id)
     group = get_group(session, org_id, group_id)
     present = _members_among(session, group.id, list(dict.fromkeys(user_ids)))
-    protected = _last_owners_among(session, group, present)
+    protected = owners.last_owners_leaving_group(session, org_id, group.id, present)
     gone = sorted(present - protected)
     for chunk in _chunks(gone):
         session.execute(delete(IdpGroupMember).where(IdpGroupMember.group_id == group.id,
@@ -236,29 +242,8 @@ def remove_members(session: Session, actor: Actor, org_id: str, group_id: str, u
     if gone:
         record(session, actor, "group.members_removed", _target(group), {"members": gone}, org_id=org_id)
     for user_id in sorted(protected):
-        record(session, actor, "member.last_owner_protected", Target("user", user_id, user_id),
-               {"group_id": group.id, "reason": "removal would leave the org without an active owner"},
-               org_id=org_id, outcome="refused")
+        owners.protect_group_owner(session, actor, org_id, user_id, group.id)
     return gone
-
-
-def _last_owners_among(session: Session, group: IdpGroup, leaving: set[str]) -> set[str]:
-    """Return the leaving users whose owner role comes only from this group, if none would remain."""
-    if not leaving:
-        return set()
-    # The org's owner grants (a handful, by ix_role_grants_org_role), then this group's among them:
-    # by `source_ref` the database would read every grant the group gave.
-    owner_through_group = {uid for uid, ref in session.execute(select(RoleGrant.user_id, RoleGrant.source_ref).where(
-        RoleGrant.org_id == group.org_id, RoleGrant.role == "owner", RoleGrant.team_id.is_(None))) if ref == group.id}
-    losing = owner_through_group & leaving
-    if not losing:
-        return set()
-    remaining = session.scalar(
-        select(func.count(func.distinct(RoleGrant.user_id))).join(User, User.id == RoleGrant.user_id).where(
-            RoleGrant.org_id == group.org_id, RoleGrant.team_id.is_(None), RoleGrant.role == "owner",
-            User.active.is_(True), User.deleted_at.is_(None),
-            or_(RoleGrant.source_ref != group.id, RoleGrant.user_id.not_in(losing))))
-    return set() if remaining else {sorted(losing)[0]}
 
 
 def member_ids(session: Session, group_id: str) -> list[str]:
@@ -291,7 +276,7 @@ def apply_user_groups(session: Session, actor: Actor, org_id: str, user_id: str,
         wanted.add(group.id)
     current = set(session.scalars(select(IdpGroupMember.group_id).where(IdpGroupMember.user_id == user_id)))
     for group_id in sorted(wanted - current):
-        add_members(session, actor, org_id, group_id, [user_id])
+        add_members(session, actor, org_id, group_id, [user_id], source="saml")
     for group_id in sorted(current - wanted):
         remove_members(session, actor, org_id, group_id, [user_id])
 
@@ -311,12 +296,20 @@ def _groups_named(session: Session, org_id: str, refs: list[str]) -> dict[str, I
 
 
 def _reapply(session: Session, actor: Actor, group: IdpGroup) -> None:
-    """Re-derive what a group's members get after its rule changed: drop its grants, grant anew."""
+    """Re-derive what a group's members get after its rule changed: drop its grants, grant anew.
+
+    Each member's new grants keep the source of its old ones; a member the old rule gave nothing
+    is taken as SCIM's (a membership does not record its channel).
+    """
+    sources = {user_id: source for user_id, source in session.execute(
+        select(RoleGrant.user_id, RoleGrant.source).where(RoleGrant.source_ref == group.id))}
     session.execute(delete(RoleGrant).where(RoleGrant.source_ref == group.id))
-    members = member_ids(session, group.id)
+    by_source: dict[str, list[str]] = {}
+    for user_id in member_ids(session, group.id):
+        by_source.setdefault(sources.get(user_id, "scim"), []).append(user_id)
     session.execute(delete(IdpGroupMember).where(IdpGroupMember.group_id == group.id))
-    if members:
-        add_members(session, actor, group.org_id, group.id, members)
+    for source, members in sorted(by_source.items()):
+        add_members(session, actor, group.org_id, group.id, members, source=source)
 
 
 def _groups_matching(session: Session, rule: GroupMapping) -> list[IdpGroup]:
@@ -339,8 +332,6 @@ def create_mapping(session: Session, actor: Actor, org_id: str, *, group_externa
                    group_display_name: str | None = None, team_id: str | None = None,
                    team_role: str | None = None, org_role: str | None = None) -> GroupMapping:
     """Add a rule (IdP group -> team and team role, org role) and apply it to the group's members now."""
-    from identity.roles import parse_role
-
     authorize(actor, "teams.manage", org_id=org_id)
     _authorize_owner_grant(actor, org_id, org_role)
     if not (group_external_id or group_display_name):
@@ -348,7 +339,7 @@ def create_mapping(session: Session, actor: Actor, org_id: str, *, group_externa
     if not (team_id or org_role):
         raise InvalidValue("a rule grants a team, an org role, or both", field="team_id")
     if team_id:
-        teams.get_team(session, org_id, team_id)
+        get_team(session, org_id, team_id)
     rule = GroupMapping(
         id=str(uuid.uuid4()), org_id=org_id, group_external_id=group_external_id or None,
         group_display_name=group_display_name or None, team_id=team_id or None,

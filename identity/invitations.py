@@ -12,9 +12,9 @@ from audit import Actor, clock, record
 from audit.log import Target
 from identity import tokens, users
 from identity.errors import Conflict, InvalidValue, NotFound, Unauthenticated
+from identity.lookups import default_team, find_by_user_name, get_team
 from identity.models import ApiKey, Invitation, User
 from identity.roles import authorize, parse_role
-from identity.teams import get_team
 
 LIFETIME = dt.timedelta(days=7)
 
@@ -34,9 +34,9 @@ def invite(session: Session, actor: Actor, org_id: str, *, email: str, role: str
     email = users.checked_email((email or "").strip()) or ""
     if "@" not in email:
         raise InvalidValue(f"invalid email {email!r}", field="email")
-    if users.find_by_user_name(session, org_id, email) is not None:
+    if find_by_user_name(session, org_id, email) is not None:
         raise Conflict(f"{email} is already a member", field="email")
-    team_id = team_id or _inviter_team(session, actor) or users.default_team(session, org_id).id
+    team_id = team_id or _inviter_team(session, actor) or default_team(session, org_id).id
     get_team(session, org_id, team_id)
     new = tokens.generate("inv")
     now = clock.now()

@@ -10,16 +10,16 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import ColumnElement, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from audit.log import Target
 from identity import tokens
 from identity.errors import InvalidValue, NotFound, PermissionDenied, Unauthenticated
-from identity.grants import org_role
+from identity.grants import org_role, roles_for_key
 from identity.models import ApiKey, Org, RoleGrant, ScimClient, ScimToken, Team, User
-from identity.roles import allowed_scopes, authorize, highest
+from identity.roles import allowed_scopes, authorize
 
 SCOPES = frozenset({"admin", "inference", "usage.read"})
 # Writing last-used time on every request would make every read a write; a minute is precise enough.
@@ -115,9 +115,7 @@ def verify_api_key(session: Session, secret: str) -> KeyIdentity:
     org = session.get(Org, key.org_id)
     if user is None or org is None or not user.active or user.deleted_at is not None:
         raise Unauthenticated("invalid or revoked API key")
-    roles = list(session.execute(select(RoleGrant.team_id, RoleGrant.role).where(RoleGrant.user_id == user.id)))
-    role = highest(r for t, r in roles if t is None) or org.default_role
-    team_role = highest(r for t, r in roles if t == key.team_id)
+    role, team_role = roles_for_key(session, user.id, key.team_id, org.default_role)
     if team_role is None:
         raise Unauthenticated("the key's member has left its team")
     _note_use(key)
@@ -170,6 +168,11 @@ def _set_status(session: Session, user: User, where_status: str, where_reason: s
         conditions.append(ApiKey.status_reason == where_reason)
     if team_id is not None:
         conditions.append(ApiKey.team_id == team_id)
+    return _move(session, conditions, status, reason)
+
+
+def _move(session: Session, conditions: list[ColumnElement[bool]], status: str, reason: str | None) -> list[str]:
+    """Give the keys that meet `conditions` a status and its reason; return their prefixes."""
     prefixes = list(session.scalars(select(ApiKey.prefix).where(*conditions)))
     if prefixes:
         session.execute(update(ApiKey).where(*conditions).values(status=status, status_reason=reason),
@@ -197,6 +200,12 @@ def revoke_team_keys(session: Session, user: User, team_id: str) -> list[str]:
     """Revoke the user's keys for one team, because the user left it."""
     return (_set_status(session, user, "active", None, "revoked", "left_team", team_id)
             + _set_status(session, user, "blocked", None, "revoked", "left_team", team_id))
+
+
+def revoke_keys_of_team(session: Session, org_id: str, team_id: str) -> list[str]:
+    """Revoke every key of a team that is being deleted, whoever holds it."""
+    return _move(session, [ApiKey.org_id == org_id, ApiKey.team_id == team_id, ApiKey.status != "revoked"],
+                 "revoked", "team_deleted")
 
 
 def create_scim_token(session: Session, actor: Actor, org_id: str, *, name: str = "SCIM") -> Issued:

@@ -1,7 +1,9 @@
 """The domain's tables: orgs, teams, users, role grants, credentials, invitations, the seat ledger.
 
-Audit tables live in `audit.models` and share this metadata's conventions but not its foreign
-keys: events outlive everything they describe.
+The domain's declarative `Base` and its metadata are its own (saml.models uses them too). Audit
+tables live on `audit.models.Base`, with the same naming conventions and column types but no
+foreign keys into these tables: events outlive everything they describe. `METADATAS` names both,
+for Alembic and for whatever compares the models with the database.
 """
 
 from __future__ import annotations
@@ -9,18 +11,42 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, PrimaryKeyConstraint, String, func, text
-from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    func,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
-from audit.models import Base
+from audit import models as audit_models
+from audit.models import NAMING, UTCDateTime
 from identity.names import name_key
 
 __all__ = [
-    "Base", "Org", "Team", "User", "RoleGrant", "ScimToken", "ScimClient", "ApiKey", "Invitation", "SeatCharge",
-    "IdpGroup", "IdpGroupMember", "GroupMapping", "SsoSession", "UserEmail",
+    "Base", "METADATAS", "Org", "Team", "User", "RoleGrant", "ScimToken", "ScimClient", "ApiKey", "Invitation",
+    "SeatCharge", "IdpGroup", "IdpGroupMember", "GroupMapping", "SsoSession", "UserEmail",
 ]
 
 UUID = String(36)
+
+
+class Base(DeclarativeBase):
+    """The domain's declarative base: its own metadata, audit's naming conventions and column types."""
+
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dt.datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+# Every table the migrations build: the domain's (with saml.models') and the audit log's.
+METADATAS = (Base.metadata, audit_models.Base.metadata)
 
 
 class Org(Base):

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import column, select, table
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
@@ -111,6 +111,31 @@ def _retention(value: object) -> bool:
 
 def update_settings(session: Session, actor: Actor, org_id: str, changes: dict[str, object]) -> Org:
     """Change org settings; each needs its permission and a valid value, or nothing changes."""
+    return _change_settings(session, actor, org_id, changes, "org.settings_changed")
+
+
+def set_require_sso(session: Session, actor: Actor, org_id: str, required: bool) -> Org:
+    """Turn "members sign in only through the IdP" on or off (owners keep a break-glass sign-in).
+
+    The same rule as the `require_sso` setting (identity.orgs.update_settings), audited under its
+    own action: `identity saml require-sso` calls it.
+    """
+    return _change_settings(session, actor, org_id, {"require_sso": required}, "sso.require_sso_changed")
+
+
+# The SAML adapter's table, read by name: the domain asks only whether an org has a connection.
+SAML_CONNECTIONS = table("saml_connections", column("org_id"))
+
+
+def _ensure_sso_may_be_required(session: Session, org_id: str, required: object) -> None:
+    """Refuse to require SSO of an org with no SAML connection: nobody but owners could sign in."""
+    configured = select(SAML_CONNECTIONS.c.org_id).where(SAML_CONNECTIONS.c.org_id == org_id)
+    if required is True and session.execute(configured).first() is None:
+        raise InvalidValue("configure SAML SSO before requiring it", field="require_sso")
+
+
+def _change_settings(session: Session, actor: Actor, org_id: str, changes: dict[str, object], action: str) -> Org:
+    """Check every change (permission, value), then apply them under the org lock and audit them as `action`."""
     unknown = set(changes) - set(SETTINGS)
     if unknown:
         raise InvalidValue(f"unknown settings: {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
@@ -120,10 +145,12 @@ def update_settings(session: Session, actor: Actor, org_id: str, changes: dict[s
         if not valid(value):
             raise InvalidValue(f"invalid value for {name}: {value!r}", field=name)
     org = seats.lock_org(session, org_id)
+    if "require_sso" in changes:
+        _ensure_sso_may_be_required(session, org_id, changes["require_sso"])
     diff = {name: {"before": getattr(org, name), "after": value}
             for name, value in changes.items() if getattr(org, name) != value}
     for name, change in diff.items():
         setattr(org, name, change["after"])
     if diff:
-        record(session, actor, "org.settings_changed", Target("org", org.id, org.slug), diff, org_id=org.id)
+        record(session, actor, action, Target("org", org.id, org.slug), diff, org_id=org.id)
     return org

@@ -1,4 +1,8 @@
-"""Teams (DESIGN.md section 3.1): created, renamed, deleted, joined and left. Ids never change."""
+"""Teams (DESIGN.md section 3.1): created, renamed, joined and left. Ids never change.
+
+Deleting a team reaches into group mappings and invitations, which build on this module: it
+lives above them, in identity.team_deletion.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,14 @@ import unicodedata
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from audit import Actor, clock, record
 from audit.log import Target
 from identity import keys
 from identity.errors import Conflict, InvalidValue, NotFound
 from identity.grants import org_role
-from identity.models import ApiKey, GroupMapping, Invitation, RoleGrant, Team
+from identity.lookups import get_team, get_user
+from identity.models import RoleGrant, Team
 from identity.roles import authorize, parse_role
 
 TEAM_ROLES = ("viewer", "member", "admin")
@@ -39,14 +43,6 @@ def _ensure_free_name(session: Session, org_id: str, name: str, keep: str | None
     clash = session.scalars(select(Team).where(Team.org_id == org_id, func.lower(Team.name) == name.lower())).first()
     if clash is not None and clash.id != keep:
         raise Conflict(f"a team named {name!r} already exists", field="name")
-
-
-def get_team(session: Session, org_id: str, team_id: str) -> Team:
-    """Return the org's team, or raise NotFound."""
-    team = session.get(Team, team_id)
-    if team is None or team.org_id != org_id:
-        raise NotFound(f"no team {team_id!r} in this org", team_id=team_id)
-    return team
 
 
 def create_team(session: Session, actor: Actor, org_id: str, name: str, *, is_default: bool = False) -> Team:
@@ -75,47 +71,9 @@ def rename_team(session: Session, actor: Actor, org_id: str, team_id: str, name:
     return team
 
 
-def delete_team(session: Session, actor: Actor, org_id: str, team_id: str) -> None:
-    """Delete a team: its memberships end, its API keys are revoked, the group mappings into it are
-    deleted and its pending invitations expire, each audited. `Default` stays.
-
-    Revoked keys and past invitations stay as records with their team unset (the foreign key
-    sets it NULL); the audit events say which team it was.
-    """
-    from identity import groups, invitations  # both import this module
-
-    authorize(actor, "teams.manage", org_id=org_id)
-    team = get_team(session, org_id, team_id)
-    if team.is_default:
-        raise InvalidValue("the Default team cannot be deleted", field="team_id")
-    for rule in session.scalars(select(GroupMapping).where(GroupMapping.org_id == org_id,
-                                                            GroupMapping.team_id == team.id)).all():
-        groups.delete_mapping(session, actor, org_id, rule.id)
-    for invitation in session.scalars(select(Invitation).where(
-            Invitation.org_id == org_id, Invitation.team_id == team.id, Invitation.status == "pending")).all():
-        invitations.expire(session, invitation, actor, reason="team_deleted")
-    live_keys = list(session.scalars(select(ApiKey).where(
-        ApiKey.org_id == org_id, ApiKey.team_id == team.id, ApiKey.status != "revoked")))
-    for key in live_keys:
-        key.status, key.status_reason = "revoked", "team_deleted"
-    revoked = [key.prefix for key in live_keys]
-    members = session.scalar(select(func.count(func.distinct(RoleGrant.user_id))).where(RoleGrant.team_id == team.id))
-    session.execute(delete(RoleGrant).where(RoleGrant.team_id == team.id))
-    record(session, actor, "team.deleted", Target("team", team.id, team.name),
-           {"name": team.name, "members_removed": members, "keys_revoked": revoked}, org_id=org_id)
-    session.delete(team)
-    session.flush()
-    # The database unset the team of the keys and invitations that named it; so must the session.
-    for row in session.identity_map.values():
-        if isinstance(row, (ApiKey, Invitation)) and row.team_id == team.id:
-            set_committed_value(row, "team_id", None)
-
-
 def add_team_member(session: Session, actor: Actor, org_id: str, team_id: str, user_id: str,
                     role: str = "member") -> None:
     """Add a member to a team with a team role (manual grant), or change that grant's role."""
-    from identity.users import get_user  # users imports keys, which imports nothing of teams
-
     authorize(actor, "members.manage", org_id=org_id)
     role = parse_role(role, allowed=TEAM_ROLES)
     team = get_team(session, org_id, team_id)
@@ -137,8 +95,6 @@ def add_team_member(session: Session, actor: Actor, org_id: str, team_id: str, u
 
 def remove_team_member(session: Session, actor: Actor, org_id: str, team_id: str, user_id: str) -> None:
     """Take a member out of a team (every source's grant); its keys for that team are revoked."""
-    from identity.users import get_user
-
     authorize(actor, "member.remove_from_team", org_id=org_id)
     team = get_team(session, org_id, team_id)
     user = get_user(session, org_id, user_id)

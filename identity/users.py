@@ -7,86 +7,27 @@ from __future__ import annotations
 import uuid
 from typing import Any, cast
 
-from sqlalchemy import BindParameter, Table, bindparam, delete, func, insert, select, union_all
+from sqlalchemy import BindParameter, Table, bindparam, delete, insert, select, union_all
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from audit import Actor, clock, record
-from audit.log import Target
-from identity import emails, keys, seats, sessions, teams
-from identity.errors import Conflict, InvalidValue, LastOwner, NotFound, SeatCapReached
-from identity.grants import org_role as org_role  # re-exported: callers ask users for a member's roles
+from identity import emails, keys, owners, seats, sessions
+from identity.errors import Conflict, InvalidValue, SeatCapReached
+from identity.grants import org_role as org_role
 from identity.grants import team_roles as team_roles
-from identity.models import IdpGroup, IdpGroupMember, RoleGrant, Team, User
-from identity.names import checked_text, name_key
-from identity.roles import RANK, SOURCES, authorize, highest, parse_role
+from identity.grants import ungrouped_org_role
+from identity.lookups import DEFAULT_TEAM_ID, default_team_id, get_team, user_target
+from identity.lookups import default_team as default_team
+from identity.lookups import find_by_user_name as find_by_user_name
+from identity.lookups import find_by_user_name_or_removed as find_by_user_name_or_removed
+from identity.lookups import get_user as get_user
+from identity.models import IdpGroup, IdpGroupMember, RoleGrant, User
+from identity.names import checked_text
+from identity.roles import RANK, SOURCES, authorize, parse_role
 
-
-def target(user: User) -> Target:
-    """Return the audit target naming `user`."""
-    return Target("user", user.id, user.user_name)
-
-
-def get_user(session: Session, org_id: str, user_id: str) -> User:
-    """Return a user of the org that is not deleted, or raise NotFound."""
-    user = session.get(User, user_id)
-    if user is None or user.org_id != org_id or user.deleted_at is not None:
-        raise NotFound(f"no user {user_id!r} in this org", user_id=user_id)
-    return user
-
-
-def find_by_user_name(session: Session, org_id: str, user_name: str) -> User | None:
-    """Return the live user with this userName, compared by its key (identity.names.name_key)."""
-    return session.scalars(select(User).where(
-        User.org_id == org_id, User.user_name_key == name_key(user_name), User.deleted_at.is_(None),
-    )).one_or_none()
-
-
-_SAME_NAME = (User.org_id == bindparam("org_id"), User.user_name_key == bindparam("user_name_key"))
-LIVE_OR_REMOVED = select(User).from_statement(union_all(
-    select(User).where(*_SAME_NAME, User.deleted_at.is_(None)),
-    select(User).where(*_SAME_NAME, User.deleted_at.is_not(None)),
-))
-
-
-def find_by_user_name_or_removed(session: Session, org_id: str, user_name: str) -> tuple[User | None, bool]:
-    """Return the live user with this userName, and whether a removed user had it; in one query.
-
-    Each half of the UNION probes its own partial index (live users, removed users), so a first
-    sign-in learns both with one round trip and no scan of the org.
-    """
-    found = session.scalars(LIVE_OR_REMOVED, {"org_id": org_id, "user_name_key": name_key(user_name)}).all()
-    live = next((user for user in found if user.deleted_at is None), None)
-    return live, any(user.deleted_at is not None for user in found)
-
-
-def _active_owners(session: Session, org_id: str, excluding: str | None = None) -> int:
-    conditions = [RoleGrant.org_id == org_id, RoleGrant.team_id.is_(None), RoleGrant.role == "owner",
-                  User.active.is_(True), User.deleted_at.is_(None)]
-    if excluding is not None:
-        conditions.append(RoleGrant.user_id != excluding)
-    stmt = select(func.count(func.distinct(RoleGrant.user_id))).join(User, User.id == RoleGrant.user_id)
-    return session.scalar(stmt.where(*conditions)) or 0
-
-
-def _ensure_other_owner(session: Session, user: User) -> None:
-    """Refuse a change that would take away the org's last active owner."""
-    if user.active and org_role(session, user.id) == "owner" and not _active_owners(session, user.org_id, user.id):
-        raise LastOwner("the org must keep at least one active owner", user_id=user.id, org_id=user.org_id)
-
-
-def default_team(session: Session, org_id: str) -> Team:
-    """Return the org's `Default` team."""
-    return session.scalars(select(Team).where(Team.org_id == org_id, Team.is_default.is_(True))).one()
-
-
-DEFAULT_TEAM_ID = select(Team.id).where(Team.org_id == bindparam("org_id"), Team.is_default.is_(True))
-
-
-def default_team_id(session: Session, org_id: str) -> str:
-    """Return the id of the org's `Default` team (its id alone: provisioning needs no more)."""
-    return session.execute(DEFAULT_TEAM_ID, {"org_id": org_id}).scalar_one()
-
+# The names imported `as` themselves above are re-exported: the adapters ask `users` for a member
+# and its roles (identity.lookups and identity.grants hold them).
 
 # The org lock and the id of its Default team in one round trip (the subquery locks nothing).
 LOCK_ORG_AND_DEFAULT_TEAM = seats.LOCK_ORG.add_columns(DEFAULT_TEAM_ID.scalar_subquery())
@@ -150,7 +91,7 @@ def provision_user(
     email = checked_email(email)
     checked_emails(attributes)
     if team_id is not None:
-        team_id = teams.get_team(session, org_id, team_id).id
+        team_id = get_team(session, org_id, team_id).id
     else:  # an org without its Default team is broken data: default_team_id says so
         team_id = default_team or default_team_id(session, org_id)
     now = clock.now()
@@ -160,7 +101,7 @@ def provision_user(
         has_seat=False, source=source, attributes=attributes or {}, created_at=now, updated_at=now,
         deleted_at=None, version=1,
     )
-    record(session, actor, "user.created", target(user), {
+    record(session, actor, "user.created", user_target(user), {
         "user_name": user_name, "email": email, "external_id": external_id, "display_name": display_name,
         "given_name": given_name, "family_name": family_name, "active": active,
         "role": role, "team_id": team_id, "source": source,
@@ -264,13 +205,13 @@ def deactivate_user(session: Session, actor: Actor, org_id: str, user_id: str) -
     if not user.active:
         return user
     seats.lock_org(session, org_id)  # first: it also serialises the last-owner check
-    _ensure_other_owner(session, user)
+    owners.ensure_not_last_owner(session, user)
     user.active = False
     _touch(user)
     blocked = keys.block_user_keys(session, user)
     sessions.end_user_sessions(session, user.id)
     seats.free_seat(session, actor, user)
-    record(session, actor, "user.deactivated", target(user),
+    record(session, actor, "user.deactivated", user_target(user),
            {"active": {"before": True, "after": False}, "keys_blocked": blocked}, org_id=org_id)
     return user
 
@@ -284,7 +225,7 @@ def reactivate_user(session: Session, actor: Actor, org_id: str, user_id: str) -
     user.active = True
     _touch(user)
     unblocked = keys.unblock_user_keys(session, user)
-    record(session, actor, "user.reactivated", target(user),
+    record(session, actor, "user.reactivated", user_target(user),
            {"active": {"before": False, "after": True}, "keys_unblocked": unblocked}, org_id=org_id)
     return user
 
@@ -296,7 +237,7 @@ def delete_user(session: Session, actor: Actor, org_id: str, user_id: str) -> Us
     """
     user = _target_of(session, actor, "member.delete", org_id, user_id)
     seats.lock_org(session, org_id)  # first: it also serialises the last-owner check
-    _ensure_other_owner(session, user)
+    owners.ensure_not_last_owner(session, user)
     before_role = org_role(session, user.id)
     revoked = keys.revoke_user_keys(session, user, reason="member_deleted")
     sessions.end_user_sessions(session, user.id)
@@ -306,7 +247,7 @@ def delete_user(session: Session, actor: Actor, org_id: str, user_id: str) -> Us
     user.active = False
     user.deleted_at = clock.now()
     _touch(user)
-    record(session, actor, "user.deleted", target(user),
+    record(session, actor, "user.deleted", user_target(user),
            {"role": {"before": before_role, "after": None}, "keys_revoked": revoked}, org_id=org_id)
     return user
 
@@ -326,18 +267,18 @@ def change_role(session: Session, actor: Actor, org_id: str, user_id: str, role:
     before = org_role(session, user.id)
     authorize(actor, "member.change_role", org_id=org_id, target_role="owner" if role == "owner" else before)
     _ensure_no_group_grants_more(session, user, role)
-    own = (RoleGrant.user_id == user.id, RoleGrant.team_id.is_(None), RoleGrant.source_ref == "")
-    manual_before = highest(session.scalars(select(RoleGrant.role).where(*own)))
-    session.execute(delete(RoleGrant).where(*own))
+    if role != "owner":  # no group grants more (checked above): the member is no owner after this
+        owners.ensure_not_last_owner(session, user)
+    manual_before = ungrouped_org_role(session, user.id)
+    session.execute(delete(RoleGrant).where(RoleGrant.user_id == user.id, RoleGrant.team_id.is_(None),
+                                            RoleGrant.source_ref == ""))
     session.add(RoleGrant(org_id=org_id, user_id=user.id, team_id=None, role=role, source="manual",
                           created_at=clock.now()))
     session.flush()
-    if before == "owner" and role != "owner" and not _active_owners(session, org_id):
-        raise LastOwner("the org must keep at least one active owner", user_id=user.id, org_id=user.org_id)
     if role != before or manual_before != role:
         if role != before:
             _touch(user)
-        record(session, actor, "member.role_changed", target(user),
+        record(session, actor, "member.role_changed", user_target(user),
                {"role": {"before": before, "after": role}, "manual_role": {"before": manual_before, "after": role},
                 "source": "manual", "replaced": "every_grant_but_groups"}, org_id=org_id)
     return role
@@ -395,20 +336,8 @@ def update_profile(session: Session, actor: Actor, org_id: str, user_id: str, ch
     if "attributes" in diff:  # the other attributes: name which keys changed, not their whole bodies
         before, after = diff["attributes"]["before"] or {}, diff["attributes"]["after"] or {}
         logged["attributes"] = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-    record(session, actor, "user.updated", target(user), logged, org_id=org_id)
+    record(session, actor, "user.updated", user_target(user), logged, org_id=org_id)
     return user
-
-
-def would_remove_last_owner(session: Session, user: User) -> bool:
-    """Tell whether deactivating or deleting `user` would leave the org with no active owner."""
-    return user.active and org_role(session, user.id) == "owner" and not _active_owners(session, user.org_id, user.id)
-
-
-def protect_last_owner(session: Session, actor: Actor, user: User, change: str) -> None:
-    """Record that an IdP's change to the last active owner was skipped (it is not retried forever)."""
-    record(session, actor, "member.last_owner_protected", target(user),
-           {"skipped": change, "reason": "the org must keep at least one active owner"},
-           org_id=user.org_id, outcome="refused")
 
 
 def sync_user(session: Session, actor: Actor, org_id: str, user_id: str, fields: dict[str, Any]) -> User:
@@ -424,8 +353,8 @@ def sync_user(session: Session, actor: Actor, org_id: str, user_id: str, fields:
         reactivate_user(session, actor, org_id, user_id)
     elif not active and user.active:
         seats.lock_org(session, org_id)
-        if would_remove_last_owner(session, user):
-            protect_last_owner(session, actor, user, "deactivate")
+        if owners.would_remove_last_owner(session, user):
+            owners.protect_last_owner(session, actor, user, "deactivate")
         else:
             deactivate_user(session, actor, org_id, user_id)
     return user
@@ -435,7 +364,7 @@ def remove_user(session: Session, actor: Actor, org_id: str, user_id: str) -> Us
     """Delete a member at the IdP's request (SCIM DELETE); the last active owner is kept, audited."""
     user = get_user(session, org_id, user_id)
     seats.lock_org(session, org_id)
-    if would_remove_last_owner(session, user):
-        protect_last_owner(session, actor, user, "delete")
+    if owners.would_remove_last_owner(session, user):
+        owners.protect_last_owner(session, actor, user, "delete")
         return user
     return delete_user(session, actor, org_id, user_id)

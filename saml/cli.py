@@ -142,8 +142,8 @@ def require_sso(slug: str, required: bool) -> None:
     database = Database(config.database_url())
     try:
         with database.transaction() as session:
-            service.set_require_sso(session, system_actor("cli saml require-sso"),
-                                    orgs.get_org_by_slug(session, slug).id, required)
+            orgs.set_require_sso(session, system_actor("cli saml require-sso"),
+                                 orgs.get_org_by_slug(session, slug).id, required)
     except DomainError as error:
         _fail(error)
         return

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from audit import Actor, clock, record
 from identity import sessions, users
 from identity.errors import DomainError, NotFound
+from identity.lookups import user_target
 from identity.models import Org, User
 from identity.names import name_key
 from identity.roles import authorize
@@ -72,7 +73,7 @@ def issue_sign_in_link(session: Session, actor: Actor, org_id: str, email: str) 
     session.execute(delete(SignInLink).where(SignInLink.expires_at <= now))  # rare: issued by hand
     session.add(SignInLink(id=_digest(token), org_id=org_id, user_id=user.id, created_at=now,
                            expires_at=now + LINK_TTL))
-    record(session, actor, "sso.login_link_issued", users.target(user),
+    record(session, actor, "sso.login_link_issued", user_target(user),
            {"expires_in_seconds": int(LINK_TTL.total_seconds()), "break_glass": break_glass}, org_id=org_id)
     return token
 
@@ -108,9 +109,9 @@ def sign_in_with_link(session: Session, actor: Actor, token: str, *, lifetime: s
                                         lifetime=lifetime)
     user_actor = Actor("user", user.id, user.user_name, org_id=user.org_id, request_id=actor.request_id,
                        ip=actor.ip, user_agent=actor.user_agent)
-    record(session, user_actor, "sso.login_succeeded", users.target(user),
+    record(session, user_actor, "sso.login_succeeded", user_target(user),
            {"flow": "login_link", "break_glass": break_glass}, org_id=user.org_id)
     if break_glass:  # its own action, so that an alert on it needs no filter on event contents
-        record(session, user_actor, "sso.break_glass_used", users.target(user), {"flow": "login_link"},
+        record(session, user_actor, "sso.break_glass_used", user_target(user), {"flow": "login_link"},
                org_id=user.org_id)
     return LinkSignIn(user, token_out, break_glass)

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from audit.models import Base
+from identity.models import Base
 
 __all__ = ["Base", "SamlConnection", "SamlIdentity", "SamlPendingRequest", "SamlSeenAssertion", "SignInLink"]
 

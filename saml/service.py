@@ -21,6 +21,7 @@ from audit.log import Target
 from identity import sessions, users
 from identity.errors import DomainError, InvalidValue, NotFound
 from identity.groups import apply_user_groups
+from identity.lookups import user_target
 from identity.models import Org, User
 from identity.names import checked_text, name_key
 from identity.roles import authorize
@@ -166,21 +167,6 @@ def _settings_view(connection: SamlConnection) -> dict[str, Any]:
     }
 
 
-def set_require_sso(session: Session, actor: Actor, org_id: str, required: bool) -> Org:
-    """Turn "members sign in only through the IdP" on or off (owners keep a break-glass sign-in)."""
-    authorize(actor, "trust.manage", org_id=org_id)
-    org = session.get(Org, org_id)
-    if org is None:
-        raise NotFound(f"no org {org_id!r}", org_id=org_id)
-    if required and session.get(SamlConnection, org_id) is None:
-        raise InvalidValue("configure SAML SSO before requiring it", field="require_sso")
-    if org.require_sso != required:
-        record(session, actor, "sso.require_sso_changed", org_target(org),
-               {"require_sso": {"before": org.require_sso, "after": required}}, org_id=org_id)
-        org.require_sso = required
-    return org
-
-
 class TooManyPendingRequests(DomainError):
     """This client address has as many unanswered sign-ins pending as it may (anonymous writes are capped)."""
 
@@ -217,9 +203,10 @@ def consume_request(session: Session, org_id: str, request_id: str) -> str | Non
     ).returning(SamlPendingRequest.relay_state, SamlPendingRequest.expires_at)).one_or_none()
     if found is None:
         raise Refused("unknown_in_response_to")
-    if found.expires_at <= clock.now():
+    relay_state: str | None
+    relay_state, expires_at = found
+    if expires_at <= clock.now():
         raise Refused("request_expired")
-    relay_state: str | None = found.relay_state
     return relay_state
 
 
@@ -412,7 +399,7 @@ def _link_identity(session: Session, actor: Actor, user: User, identity: Identit
         session.execute(INSERT_IDENTITY, {"org_id": user.org_id, "idp_entity_id": identity.idp_entity_id,
                                           "name_id_key": identity.key, "name_id": identity.name_id,
                                           "user_id": user.id, "created_at": now})
-    record(session, actor, "sso.identity_linked", users.target(user), {
+    record(session, actor, "sso.identity_linked", user_target(user), {
         "idp_entity_id": identity.idp_entity_id, "name_id": identity.name_id, "moved_from_removed_user": how == "moved",
     }, org_id=user.org_id)
 
@@ -459,7 +446,7 @@ def sign_in(session: Session, actor: Actor, org_id: str, assertion: Assertion, *
         apply_user_groups(session, actor, org_id, user.id, claims.groups)
     token = sessions.create_session(session, user, method="saml", lifetime=lifetime, name_id=assertion.name_id,
                                     name_id_format=assertion.name_id_format, session_index=assertion.session_index)
-    record(session, user_actor, "sso.login_succeeded", users.target(user), {
+    record(session, user_actor, "sso.login_succeeded", user_target(user), {
         "flow": "sp_initiated" if assertion.in_response_to else "idp_initiated", "jit_created": created,
         "groups": claims.groups, "groups_applied": groups_applied, "idp_entity_id": assertion.issuer,
     }, org_id=org_id)

@@ -1,15 +1,14 @@
-"""Alembic environment: one metadata shared by identity.models, audit.models and saml.models."""
+"""Alembic environment: the domain's metadata (identity.models, with saml.models) and the audit log's."""
 
 from alembic import context
 from sqlalchemy import pool
 
-import audit.models  # noqa: F401  (audit tables)
-import saml.models  # noqa: F401  (SAML tables)
+import saml.models  # noqa: F401  (SAML tables, on the domain's metadata)
 from identity.db import make_engine
-from identity.models import Base
+from identity.models import METADATAS
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = list(METADATAS)
 
 
 def run_migrations_offline() -> None:

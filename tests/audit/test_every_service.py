@@ -24,10 +24,10 @@ from sqlalchemy.orm import Session
 
 import identity
 from audit import Actor, clock
-from audit.models import AuditEvent, Base
-from identity import groups, invitations, keys, orgs, seats, teams, users
+from audit.models import AuditEvent
+from identity import groups, invitations, keys, orgs, owners, seats, team_deletion, teams, users
 from identity.db import Database
-from identity.models import IdpGroup, Org, User
+from identity.models import METADATAS, IdpGroup, Org, User
 from identity.orgs import NewOrg
 from identity.sessions import Lifetime
 from saml import service as saml_service
@@ -150,7 +150,7 @@ def _other_cert() -> str:
 
 def _set_require_sso(w: World) -> Call:
     _sso(w)
-    return lambda s, a: saml_service.set_require_sso(s, a, w.org_id, True)
+    return lambda s, a: orgs.set_require_sso(s, a, w.org_id, True)
 
 
 def _group(w: World, *members: str) -> str:
@@ -191,8 +191,8 @@ SERVICES: dict[str, tuple[Callable[[World], Call], str]] = {
     "identity.teams.create_team": (lambda w: lambda s, a: teams.create_team(s, a, w.org_id, "Data"), "team.created"),
     "identity.teams.rename_team": (lambda w: (lambda t: lambda s, a: teams.rename_team(s, a, w.org_id, t, "ML"))(
         w.team()), "team.renamed"),
-    "identity.teams.delete_team": (lambda w: (lambda t: lambda s, a: teams.delete_team(s, a, w.org_id, t))(
-        w.team()), "team.deleted"),
+    "identity.team_deletion.delete_team": (lambda w: (lambda t: lambda s, a: team_deletion.delete_team(
+        s, a, w.org_id, t))(w.team()), "team.deleted"),
     "identity.teams.add_team_member": (_team_member, "team.member_added"),
     "identity.teams.remove_team_member": (_team_member_removed, "team.member_removed"),
     "identity.users.provision_user": (lambda w: lambda s, a: users.provision_user(
@@ -228,8 +228,10 @@ SERVICES: dict[str, tuple[Callable[[World], Call], str]] = {
     "identity.users.sync_user": (lambda w: (lambda u: lambda s, a: users.sync_user(
         s, a, w.org_id, u, {"display_name": "Bob B."}))(w.member().id), "user.updated"),
     "identity.users.remove_user": (lambda w: _user(w, users.remove_user), "user.deleted"),
-    "identity.users.protect_last_owner": (lambda w: lambda s, a: users.protect_last_owner(
+    "identity.owners.protect_last_owner": (lambda w: lambda s, a: owners.protect_last_owner(
         s, a, s.get_one(User, w.acme.owner.id), "deactivate"), "member.last_owner_protected"),
+    "identity.owners.protect_group_owner": (lambda w: (lambda g: lambda s, a: owners.protect_group_owner(
+        s, a, w.org_id, w.acme.owner.id, g))(_group(w)), "member.last_owner_protected"),
     "identity.keys.create_scim_client": (lambda w: lambda s, a: keys.create_scim_client(s, a, w.org_id),
                                          "scim_client.created"),
     "identity.keys.revoke_scim_client": (lambda w: (lambda c: lambda s, a: keys.revoke_scim_client(
@@ -257,7 +259,7 @@ SERVICES: dict[str, tuple[Callable[[World], Call], str]] = {
         "group_mapping.deleted"),
     "saml.service.configure_connection": (lambda w: lambda s, a: saml_service.configure_connection(
         s, a, w.org_id, IDP), "sso.configured"),
-    "saml.service.set_require_sso": (_set_require_sso, "sso.require_sso_changed"),
+    "identity.orgs.set_require_sso": (_set_require_sso, "sso.require_sso_changed"),
     "saml.service.refresh_connection": (_metadata_refresh, "sso.updated"),
     "saml.service.sign_in": (_sign_in, "sso.login_succeeded"),
     "saml.service.record_failure": (lambda w: lambda s, a: saml_service.record_failure(
@@ -303,7 +305,7 @@ def snapshot(db: Database) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table, to compare before and after a change that must not happen."""
     with db.reading() as session:
         return {table.name: sorted(map(tuple, session.execute(select(table))), key=repr)
-                for table in Base.metadata.sorted_tables}
+                for metadata in METADATAS for table in metadata.sorted_tables}
 
 
 def inject_event_failure(db: Database, on: bool) -> None:

@@ -18,11 +18,11 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, clock
 from audit.models import AuditEvent
-from audit.reconcile import Finding, reconcile
-from identity import groups, invitations, keys, orgs, seats, teams, users
+from identity import groups, invitations, keys, orgs, seats, team_deletion, teams, users
 from identity.db import Database
 from identity.models import ApiKey, GroupMapping, IdpGroupMember, Org, RoleGrant, ScimToken, User
 from identity.orgs import NewOrg
+from identity.reconcile import Finding, reconcile
 from identity.sessions import Lifetime
 from saml import service as saml_service
 from saml.connection import IdpSettings
@@ -108,7 +108,7 @@ def lived_in(db: Database, acme: NewOrg, system: Actor) -> World:
     do(system, lambda s, a: teams.remove_team_member(s, a, org_id, ids["platform"], ids["alice"]))  # and alice's
     temp = do(system, lambda s, a: teams.create_team(s, a, org_id, "Temp")).id
     do(system, lambda s, a: teams.add_team_member(s, a, org_id, temp, ids["carol"]))
-    do(system, lambda s, a: teams.delete_team(s, a, org_id, temp))  # (a team holding keys cannot be deleted yet)
+    do(system, lambda s, a: team_deletion.delete_team(s, a, org_id, temp))  # (a team holding keys cannot be deleted yet)
     do(system, lambda s, a: teams.rename_team(s, a, org_id, ids["platform"], "Platform Core"))
     _, link = do(system, lambda s, a: invitations.invite(s, a, org_id, email="frank@acme.test", role="viewer"))
     with db.transaction() as session:
@@ -181,9 +181,9 @@ BYPASSES: dict[str, tuple[Callable[[World], list[Any]], str, Callable[[World], s
     "role raised": (lambda w: [update(RoleGrant).where(RoleGrant.user_id == w.ids["dave"], RoleGrant.source == "manual",
                                                        RoleGrant.team_id.is_(None)).values(role="owner")],
                     "role_grant", lambda w: "", "is owner, but the events leave it admin"),
-    "group's grant removed": (lambda w: [delete(RoleGrant).where(
+    "group's grant removed": (lambda w: [delete(RoleGrant).where(  # hank joined Engineering by a SAML claim
         RoleGrant.user_id == w.ids["hank"], RoleGrant.source_ref == w.ids["eng"], RoleGrant.team_id.is_(None))],
-        "role_grant", lambda w: f"{w.ids['hank']}/org", "org-wide from scim (group"),
+        "role_grant", lambda w: f"{w.ids['hank']}/org", "org-wide from saml (group"),
     "invitation's grant removed": (lambda w: [delete(RoleGrant).where(
         RoleGrant.user_id == w.ids["frank"], RoleGrant.team_id.is_(None))],
         "role_grant", lambda w: f"{w.ids['frank']}/org", "org-wide from invitation as viewer, but the data has no"),

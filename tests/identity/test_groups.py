@@ -6,9 +6,10 @@ import pytest
 from sqlalchemy import select
 
 from audit import Actor
+from audit.models import AuditEvent
 from identity import groups, orgs, users
 from identity.db import Database
-from identity.models import GroupMapping, IdpGroup, Org, Team
+from identity.models import GroupMapping, IdpGroup, Org, RoleGrant, Team
 from identity.orgs import NewOrg
 from tests.factories import actions, provision
 
@@ -122,6 +123,27 @@ def test_saml_group_claims_set_the_users_groups(db: Database, acme: NewOrg, syst
     with db.reading() as session:
         names = {session.get(Team, t).name for t in users.team_roles(session, gina.id)}
     assert names == {"Default", "Design"}
+
+
+def test_each_group_grant_remembers_whether_scim_or_a_saml_claim_gave_it(db: Database, acme: NewOrg,
+                                                                           system: Actor) -> None:
+    """DESIGN 3.2: a grant's source is its channel. One group, one member pushed by SCIM, one named by
+    a SAML claim; a new rule re-grants each from its own source; the events say which."""
+    scim_user = provision(db, system, acme.org.id, "sam@acme.test")
+    saml_user = provision(db, system, acme.org.id, "sara@acme.test")
+    with db.transaction() as session:
+        group = groups.create_group(session, system, acme.org.id, display_name="Ops", external_id="00gOps",
+                                    member_ids=[scim_user.id])
+        groups.apply_user_groups(session, system, acme.org.id, saml_user.id, ["00gOps"])
+    with db.transaction() as session:
+        groups.create_mapping(session, system, acme.org.id, group_external_id="00gOps", org_role="admin")
+    with db.reading() as session:
+        sources = {(g.user_id, g.team_id is None): g.source for g in session.scalars(
+            select(RoleGrant).where(RoleGrant.source_ref == group.id))}
+        added = [e.changes["source"] for e in session.scalars(select(AuditEvent).where(
+            AuditEvent.action == "group.members_added", AuditEvent.target_id == group.id).order_by(AuditEvent.seq))]
+    assert sources == {(scim_user.id, True): "scim", (saml_user.id, True): "saml"}
+    assert added == ["scim", "saml", "saml", "scim"]  # added twice each: again when the rule re-granted
 
 
 def test_saml_group_claim_names_a_group_by_its_immutable_id_before_another_groups_name(

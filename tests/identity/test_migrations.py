@@ -8,10 +8,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
-import audit.models  # noqa: F401
 import saml.models  # noqa: F401
 from identity.db import Database
-from identity.models import Base
+from identity.models import METADATAS
+
+
+def _tables() -> list:
+    """Every table the migrations build: the domain's metadata (with SAML's) and the audit log's."""
+    return [table for metadata in METADATAS for table in metadata.tables.values()]
 
 
 def _index_names(db: Database) -> set[str]:
@@ -22,7 +26,7 @@ def _index_names(db: Database) -> set[str]:
 
 
 def test_every_model_index_exists_after_migrating(db: Database) -> None:
-    expected = {index.name for table in Base.metadata.tables.values() for index in table.indexes}
+    expected = {index.name for table in _tables() for index in table.indexes}
     assert expected - _index_names(db) == set()
 
 
@@ -30,7 +34,7 @@ def test_no_drift_between_models_and_migrations(db: Database) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # expression indexes cannot be reflected; checked above
         with db.engine.connect() as connection:
-            diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+            diff = compare_metadata(MigrationContext.configure(connection), list(METADATAS))
     diff = [d for d in diff if not (d[0] in ("add_index", "remove_index") and _is_expression(d[1]))]
     # SQLite reflects a foreign key added by ALTER TABLE without its name: compare what it links.
     added = {_fk_shape(d[1]) for d in diff if d[0] == "add_fk"}
@@ -46,7 +50,7 @@ def _fk_shape(fk) -> tuple:
 
 def _is_expression(index) -> bool:
     return any(not hasattr(c, "name") or c.name is None for c in index.expressions) or \
-        index.name in {i.name for t in Base.metadata.tables.values() for i in t.indexes
+        index.name in {i.name for t in _tables() for i in t.indexes
                        if any(not hasattr(e, "key") for e in i.expressions)}
 
 
@@ -121,3 +125,10 @@ def test_memberships_survive_the_change_of_their_key(db_url: str) -> None:
     assert [tuple(r) for r in rows] == [("g1", "u1"), ("g1", "u2"), ("g2", "u2")]
     assert {"ix_idp_group_members_group", "ix_role_grants_team", "ix_role_grants_source_ref"} <= _index_names(migrated)
     assert "ix_idp_group_members_user" not in _index_names(migrated)
+
+
+def test_the_audit_log_keeps_its_tables_on_its_own_metadata() -> None:
+    """audit.models has its own Base: the domain's tables are not on it, nor audit's on the domain's."""
+    domain, audit_log = METADATAS
+    assert set(audit_log.tables) == {"audit_events", "audit_heads", "audit_purge_permits", "audit_checkpoints"}
+    assert not set(domain.tables) & set(audit_log.tables) and {"orgs", "users", "saml_connections"} <= set(domain.tables)

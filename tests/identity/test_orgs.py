@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from audit import Actor
-from identity import orgs, teams, users
+from identity import orgs, team_deletion, teams, users
 from identity.db import Database
 from identity.errors import Conflict, InvalidValue, LastOwner, NotFound, PermissionDenied
 from identity.models import Org, Team
@@ -116,7 +116,7 @@ BAD_INPUT = [
     ("duplicate team", lambda s, a, o: teams.create_team(s, a, o.org.id, "default"), Conflict),
     ("empty team name", lambda s, a, o: teams.create_team(s, a, o.org.id, " "), InvalidValue),
     ("unknown team", lambda s, a, o: teams.rename_team(s, a, o.org.id, "nope-1234", "X"), NotFound),
-    ("delete Default", lambda s, a, o: teams.delete_team(s, a, o.org.id, o.default_team_id), InvalidValue),
+    ("delete Default", lambda s, a, o: team_deletion.delete_team(s, a, o.org.id, o.default_team_id), InvalidValue),
     ("duplicate org", lambda s, a, o: orgs.create_org(s, a, "Acme", owner_email="x@acme.test"), Conflict),
     ("bad owner email", lambda s, a, o: orgs.create_org(s, a, "Initech", owner_email="nobody"), InvalidValue),
     ("unknown user", lambda s, a, o: users.change_role(s, a, o.org.id, "no-such-user", "admin"), NotFound),
@@ -135,10 +135,10 @@ def test_bad_input_is_refused_and_writes_nothing(db: Database, acme: NewOrg, sys
 def test_a_team_with_keys_invitations_and_a_mapping_can_be_deleted(db: Database, acme: NewOrg, system: Actor) -> None:
     """Its keys are revoked, the mapping into it deleted, its pending invitation expired: all audited,
     the records kept with their team unset, and the log still explains the data."""
-    from audit.reconcile import reconcile
     from identity import groups, invitations, keys
     from identity.errors import Unauthenticated
     from identity.models import ApiKey, GroupMapping, Invitation
+    from identity.reconcile import reconcile
 
     member = provision(db, system, acme.org.id, "keyholder@acme.test")
     with db.transaction() as session:
@@ -153,7 +153,7 @@ def test_a_team_with_keys_invitations_and_a_mapping_can_be_deleted(db: Database,
         groups.create_mapping(session, system, acme.org.id, group_external_id="00gDoomed", team_id=team.id,
                               team_role="member")
     with db.transaction() as session:
-        teams.delete_team(session, system, acme.org.id, team.id)
+        team_deletion.delete_team(session, system, acme.org.id, team.id)
     assert actions(db, acme.org.id)[-3:] == ["group_mapping.deleted", "invitation.expired", "team.deleted"]
     with db.reading() as session:
         assert session.get(Team, team.id) is None
@@ -175,9 +175,9 @@ def test_a_manual_role_over_a_group_role_is_audited_and_reconciled(db: Database,
     from sqlalchemy import update
 
     from audit.models import AuditEvent
-    from audit.reconcile import reconcile
     from identity import groups
     from identity.models import RoleGrant
+    from identity.reconcile import reconcile
 
     member = provision(db, system, acme.org.id, "grouped@acme.test")
     with db.transaction() as session:

@@ -24,6 +24,8 @@ from identity.db import Database
 from identity.errors import PermissionDenied
 from identity.models import ApiKey, User
 from saml import links
+from saml import service as saml_service
+from saml.connection import IdpSettings
 
 ROLES = ("owner", "admin", "member", "viewer")
 ALL = frozenset(ROLES)
@@ -104,6 +106,15 @@ def world(db: Database, system: Actor) -> World:
                      token.id, client.id)
 
 
+IDP = IdpSettings("https://idp.example.com/entity", "https://idp.example.com/sso", None, [])
+
+
+def _with_sso(session: Session, world: World) -> None:
+    """Configure the org's SAML SSO (as the system, whose events the cell does not judge): SSO may be
+    required only once it is configured (identity.orgs)."""
+    saml_service.configure_connection(session, Actor("system", "system", "tests"), world.org_id, IDP)
+
+
 def _their_key(session: Session, user: User) -> str:
     return session.scalars(select(ApiKey.id).where(ApiKey.user_id == user.id)).one()
 
@@ -134,7 +145,8 @@ ORG_ACTIONS: dict[str, OrgAction] = {
     "revoke_scim_token": lambda s, a, w: keys.revoke_scim_token(s, a, w.org_id, w.scim_token_id),
     "revoke_scim_client": lambda s, a, w: keys.revoke_scim_client(s, a, w.org_id, w.scim_client_id),
     "let_idp_grant_owner": lambda s, a, w: orgs.update_settings(s, a, w.org_id, {"idp_may_grant_owner": True}),
-    "require_sso_setting": lambda s, a, w: orgs.update_settings(s, a, w.org_id, {"require_sso": True}),
+    "require_sso_setting": lambda s, a, w: (_with_sso(s, w), orgs.update_settings(s, a, w.org_id,
+                                                                                  {"require_sso": True})),
     "map_group_to_owner": lambda s, a, w: groups.create_mapping(s, a, w.org_id, group_display_name="Owners",
                                                                 org_role="owner"),
     "map_group_to_admin": lambda s, a, w: groups.create_mapping(s, a, w.org_id, group_display_name="Admins",

@@ -17,8 +17,10 @@ from flask.testing import FlaskClient
 from audit import Actor
 from identity import keys, orgs, users
 from identity.db import Database
+from saml import service as saml_service
+from saml.models import SamlConnection
 from tests.factories import counts
-from tests.identity.test_permission_matrix import ON_MEMBER, ON_ORG, ROLES
+from tests.identity.test_permission_matrix import IDP, ON_MEMBER, ON_ORG, ROLES
 
 ALLOWED = {200, 201, 204}
 
@@ -78,13 +80,20 @@ def _scim_token(db: Database, system: Actor, org: Org) -> str:
         return keys.create_scim_token(session, system, org.org_id).id
 
 
+def _with_sso(db: Database, system: Actor, org: Org) -> None:
+    """Configure the org's SAML SSO once: SSO may be required only once it is configured (identity.orgs)."""
+    with db.transaction() as session:
+        if session.get(SamlConnection, org.org_id) is None:
+            saml_service.configure_connection(session, system, org.org_id, IDP)
+
+
 # action -> the request of one actor (named by `who`, so that each allowed cell makes a new thing).
 OrgRequest = Callable[[Database, Actor, Org, str], Request]
 ORG_REQUESTS: dict[str, OrgRequest] = {
     "create_scim_token": lambda d, s, o, who: ("POST", "/scim-tokens", {"name": f"okta {who}"}),
     "revoke_scim_token": lambda d, s, o, who: ("DELETE", f"/scim-tokens/{_scim_token(d, s, o)}", None),
     "let_idp_grant_owner": lambda d, s, o, who: ("PATCH", "/settings", {"idp_may_grant_owner": True}),
-    "require_sso_setting": lambda d, s, o, who: ("PATCH", "/settings", {"require_sso": True}),
+    "require_sso_setting": lambda d, s, o, who: (_with_sso(d, s, o), ("PATCH", "/settings", {"require_sso": True}))[1],
     "map_group_to_owner": lambda d, s, o, who: ("POST", "/group-mappings",
                                                 {"group_display_name": f"Owners {who}", "org_role": "owner"}),
     "map_group_to_admin": lambda d, s, o, who: ("POST", "/group-mappings",

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from audit import Actor
 from audit.log import pending_events
 from audit.models import AuditEvent
-from identity import keys, teams, users
+from identity import keys, team_deletion, teams, users
 from identity.db import Database
 from identity.models import Team
 from identity.orgs import NewOrg
@@ -76,7 +76,7 @@ def _setup(db: Database, system: Actor, acme: NewOrg) -> dict[str, str]:
 SERVICES = [
     ("create_team", lambda s, a, o, ids: teams.create_team(s, a, o, "New"), "team.created"),
     ("rename_team", lambda s, a, o, ids: teams.rename_team(s, a, o, ids["team"], "Renamed"), "team.renamed"),
-    ("delete_team", lambda s, a, o, ids: teams.delete_team(s, a, o, ids["team"]), "team.deleted"),
+    ("delete_team", lambda s, a, o, ids: team_deletion.delete_team(s, a, o, ids["team"]), "team.deleted"),
     ("add_team_member", lambda s, a, o, ids: teams.add_team_member(s, a, o, ids["team"], ids["bob"]), "team.member_added"),
     ("provision_user", lambda s, a, o, ids: users.provision_user(s, a, o, user_name="n@acme.test", source="scim"), "user.created"),
     ("deactivate_user", lambda s, a, o, ids: users.deactivate_user(s, a, o, ids["bob"]), "user.deactivated"),

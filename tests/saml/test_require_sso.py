@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from audit import Actor, clock
+from identity import orgs
 from identity.errors import InvalidValue
 from identity.orgs import NewOrg
-from saml import service
 from saml.cli import login_link
 from saml.cli import saml as saml_cli
 from tests.factories import actions, provision
@@ -25,7 +25,7 @@ def _link(runner: CliRunner, email: str) -> str:
 
 def _require_sso(sso: Sso, on: bool = True) -> None:
     with sso.db.transaction() as session:
-        service.set_require_sso(session, Actor("system", "system", "tests"), sso.org.org.id, on)
+        orgs.set_require_sso(session, Actor("system", "system", "tests"), sso.org.org.id, on)
 
 
 def test_member_signs_in_with_a_one_time_link_when_sso_is_optional(sso: Sso, runner: CliRunner, system: Actor) -> None:
@@ -77,7 +77,22 @@ def test_expired_link_is_refused(sso: Sso, runner: CliRunner) -> None:
 
 def test_require_sso_needs_sso_configured_first(db, acme: NewOrg, system: Actor) -> None:
     with pytest.raises(InvalidValue), db.transaction() as session:
-        service.set_require_sso(session, system, acme.org.id, True)
+        orgs.set_require_sso(session, system, acme.org.id, True)
+
+
+def test_the_require_sso_setting_follows_the_same_rule(db, acme: NewOrg, system: Actor) -> None:
+    """PATCH /settings and `identity saml require-sso` decide alike (identity.orgs): no SSO, no requiring it."""
+    with pytest.raises(InvalidValue, match="configure SAML SSO before requiring it"), db.transaction() as session:
+        orgs.update_settings(session, system, acme.org.id, {"require_sso": True, "default_role": "viewer"})
+    with db.transaction() as session:
+        org = orgs.update_settings(session, system, acme.org.id, {"require_sso": False, "default_role": "viewer"})
+        assert (org.require_sso, org.default_role) == (False, "viewer")
+
+
+def test_the_require_sso_setting_needs_a_connection_and_is_audited(sso: Sso) -> None:
+    with sso.db.transaction() as session:
+        orgs.update_settings(session, Actor("system", "system", "tests"), sso.org.org.id, {"require_sso": True})
+    assert actions(sso.db, sso.org.org.id)[-1] == "org.settings_changed"
 
 
 def test_cli_require_sso(sso: Sso, runner: CliRunner) -> None:

@@ -1,11 +1,12 @@
 """Reconciling an org's audit log with its data (DESIGN.md section 6): finding changes that bypassed the log.
 
-The events are replayed into the state they lead to (audit.replay), then each domain table of the
+The events are replayed into the state they lead to (identity.replay), then each domain table of the
 org is streamed and compared with it: every user, role grant, IdP group membership, team, group,
 group mapping rule, API key, SCIM token and client, invitation, seat charge, and the org's seat counters and
 settings must be what the events made them. A row no event created, a field the events left
-otherwise, or something the events made that is gone, is a finding. With audit.cli, the one
-part of `audit` that knows the domain's tables; it only reads them.
+otherwise, or something the events made that is gone, is a finding. It lives with the domain,
+not in `audit`, because it needs both: the audit package imports nothing of the domain. It only
+reads.
 
 Retention: events older than the chain's base are gone, so an entity created before the oldest
 retained event is not reported for lacking its creation event; what later events say of it is
@@ -24,7 +25,6 @@ from sqlalchemy.orm import Session
 
 from audit.events import BATCH
 from audit.models import AuditEvent, AuditHead
-from audit.replay import AT_MOST, Entity, Expected, Finding, GrantKey, rank, replay
 from identity.models import (
     ApiKey,
     GroupMapping,
@@ -39,6 +39,7 @@ from identity.models import (
     Team,
     User,
 )
+from identity.replay import AT_MOST, Entity, Expected, Finding, GrantKey, rank, replay
 
 __all__ = ["Finding", "reconcile"]
 

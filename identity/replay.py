@@ -1,7 +1,7 @@
 """Replaying an org's events into what the data should now hold (the first half of reconciliation).
 
 Each action that changes state has one handler here, written from what its service records
-(identity.users, seats, teams, groups, keys, invitations, orgs; saml.service). Events are read
+(identity.users, owners, seats, teams, team_deletion, groups, keys, invitations, orgs). Events are read
 in chain order, a window at a time, and only per-entity state is kept: for every entity the
 fields the events set, which event set each (for the finding's message), and whether its
 creation is in the retained log. Refused and failed events changed nothing and are skipped.
@@ -264,8 +264,12 @@ def _group_deleted(x: Expected, e: Row[Any]) -> None:
 
 
 def _members_added(x: Expected, e: Row[Any]) -> None:
-    """A group's grants for these members are exactly what this event names (a re-applied rule included)."""
+    """A group's grants for these members are exactly what this event names (a re-applied rule included).
+
+    Events name the grants' source since 2026-12; before, every group grant was labelled `scim`.
+    """
     c, group_id = e.changes, e.target_id
+    source = c.get("source", "scim")
     for user_id in c["members"]:
         x.group_members.get(group_id, set()).add(user_id)
         _drop(x, user_id, lambda key: key[2] != group_id)
@@ -273,9 +277,9 @@ def _members_added(x: Expected, e: Row[Any]) -> None:
         if grants is None:
             continue
         if c.get("team_id"):
-            grants[(c["team_id"], "scim", group_id)] = c["team_role"]
+            grants[(c["team_id"], source, group_id)] = c["team_role"]
         if c.get("org_role"):
-            grants[(None, "scim", group_id)] = c["org_role"]
+            grants[(None, source, group_id)] = c["org_role"]
 
 
 def _members_removed(x: Expected, e: Row[Any]) -> None:

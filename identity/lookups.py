@@ -1,0 +1,74 @@
+"""Finding an org's members and teams by id or name: the reads every service starts from.
+
+Below every service module (it imports none of them), so that teams, keys, invitations, owners
+and users can all ask "which member is this?" without importing each other.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import bindparam, select, union_all
+from sqlalchemy.orm import Session
+
+from audit.log import Target
+from identity.errors import NotFound
+from identity.models import Team, User
+from identity.names import name_key
+
+
+def user_target(user: User) -> Target:
+    """Return the audit target naming `user`."""
+    return Target("user", user.id, user.user_name)
+
+
+def get_user(session: Session, org_id: str, user_id: str) -> User:
+    """Return a user of the org that is not deleted, or raise NotFound."""
+    user = session.get(User, user_id)
+    if user is None or user.org_id != org_id or user.deleted_at is not None:
+        raise NotFound(f"no user {user_id!r} in this org", user_id=user_id)
+    return user
+
+
+def find_by_user_name(session: Session, org_id: str, user_name: str) -> User | None:
+    """Return the live user with this userName, compared by its key (identity.names.name_key)."""
+    return session.scalars(select(User).where(
+        User.org_id == org_id, User.user_name_key == name_key(user_name), User.deleted_at.is_(None),
+    )).one_or_none()
+
+
+_SAME_NAME = (User.org_id == bindparam("org_id"), User.user_name_key == bindparam("user_name_key"))
+LIVE_OR_REMOVED = select(User).from_statement(union_all(
+    select(User).where(*_SAME_NAME, User.deleted_at.is_(None)),
+    select(User).where(*_SAME_NAME, User.deleted_at.is_not(None)),
+))
+
+
+def find_by_user_name_or_removed(session: Session, org_id: str, user_name: str) -> tuple[User | None, bool]:
+    """Return the live user with this userName, and whether a removed user had it; in one query.
+
+    Each half of the UNION probes its own partial index (live users, removed users), so a first
+    sign-in learns both with one round trip and no scan of the org.
+    """
+    found = session.scalars(LIVE_OR_REMOVED, {"org_id": org_id, "user_name_key": name_key(user_name)}).all()
+    live = next((user for user in found if user.deleted_at is None), None)
+    return live, any(user.deleted_at is not None for user in found)
+
+
+def get_team(session: Session, org_id: str, team_id: str) -> Team:
+    """Return the org's team, or raise NotFound."""
+    team = session.get(Team, team_id)
+    if team is None or team.org_id != org_id:
+        raise NotFound(f"no team {team_id!r} in this org", team_id=team_id)
+    return team
+
+
+def default_team(session: Session, org_id: str) -> Team:
+    """Return the org's `Default` team."""
+    return session.scalars(select(Team).where(Team.org_id == org_id, Team.is_default.is_(True))).one()
+
+
+DEFAULT_TEAM_ID = select(Team.id).where(Team.org_id == bindparam("org_id"), Team.is_default.is_(True))
+
+
+def default_team_id(session: Session, org_id: str) -> str:
+    """Return the id of the org's `Default` team (its id alone: provisioning needs no more)."""
+    return session.execute(DEFAULT_TEAM_ID, {"org_id": org_id}).scalar_one()

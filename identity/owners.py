@@ -1,0 +1,79 @@
+"""The last-owner guard (DESIGN.md section 3.2): an org always keeps at least one active owner.
+
+Removing, demoting, deactivating or deprovisioning the last active owner is refused (a person's
+request: LastOwner) or skipped and audited (an IdP's change, which must not be retried forever).
+Callers hold the org lock (identity.seats.lock_org) so that two such changes cannot race past it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from audit import Actor, record
+from audit.log import Target
+from identity.errors import LastOwner
+from identity.grants import org_role
+from identity.lookups import user_target
+from identity.models import RoleGrant, User
+
+REASON = "the org must keep at least one active owner"
+
+
+def active_owners(session: Session, org_id: str, *, without: Collection[str] = (),
+                  without_group: str | None = None) -> int:
+    """Count the org's active owners once some owner grants are gone.
+
+    `without`: users whose owner grants are taken away, all of them, or with `without_group`
+    only those that group gave.
+    """
+    taken = RoleGrant.user_id.in_(without) if without_group is None else \
+        (RoleGrant.user_id.in_(without) & (RoleGrant.source_ref == without_group))
+    stmt = select(func.count(func.distinct(RoleGrant.user_id))).join(User, User.id == RoleGrant.user_id).where(
+        RoleGrant.org_id == org_id, RoleGrant.team_id.is_(None), RoleGrant.role == "owner",
+        User.active.is_(True), User.deleted_at.is_(None))
+    if without:
+        stmt = stmt.where(~taken)
+    return session.scalar(stmt) or 0
+
+
+def would_remove_last_owner(session: Session, user: User) -> bool:
+    """Tell whether deactivating, deleting or demoting `user` would leave the org with no active owner."""
+    return user.active and org_role(session, user.id) == "owner" and not active_owners(
+        session, user.org_id, without=[user.id])
+
+
+def ensure_not_last_owner(session: Session, user: User) -> None:
+    """Raise LastOwner when taking `user`'s owner role or active state would leave no active owner."""
+    if would_remove_last_owner(session, user):
+        raise LastOwner(REASON, user_id=user.id, org_id=user.org_id)
+
+
+def last_owners_leaving_group(session: Session, org_id: str, group_id: str, leaving: set[str]) -> set[str]:
+    """Return the users among `leaving` to keep in the group: one whose owner role comes from the
+    group, when their leaving together would leave the org without an active owner."""
+    if not leaving:
+        return set()
+    # The org's owner grants (a handful, by ix_role_grants_org_role), then this group's among them:
+    # by `source_ref` the database would read every grant the group gave.
+    owner_through_group = {uid for uid, ref in session.execute(select(RoleGrant.user_id, RoleGrant.source_ref).where(
+        RoleGrant.org_id == org_id, RoleGrant.role == "owner", RoleGrant.team_id.is_(None))) if ref == group_id}
+    losing = owner_through_group & leaving
+    if not losing or active_owners(session, org_id, without=losing, without_group=group_id):
+        return set()
+    return {sorted(losing)[0]}
+
+
+def protect_last_owner(session: Session, actor: Actor, user: User, change: str) -> None:
+    """Record that an IdP's change to the last active owner was skipped (it is not retried forever)."""
+    record(session, actor, "member.last_owner_protected", user_target(user),
+           {"skipped": change, "reason": REASON}, org_id=user.org_id, outcome="refused")
+
+
+def protect_group_owner(session: Session, actor: Actor, org_id: str, user_id: str, group_id: str) -> None:
+    """Record that an IdP's removal of the last active owner from a group was skipped."""
+    record(session, actor, "member.last_owner_protected", Target("user", user_id, user_id),
+           {"group_id": group_id, "reason": "removal would leave the org without an active owner"},
+           org_id=org_id, outcome="refused")

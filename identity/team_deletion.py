@@ -1,0 +1,50 @@
+"""Deleting a team (DESIGN.md section 3.1), which reaches into every module that names teams.
+
+Its own module because it sits above them all: the group mappings into the team are deleted
+(identity.groups, which itself creates and renames teams), pending invitations to it expire
+(identity.invitations), its keys are revoked (identity.keys), its memberships end.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+
+from audit import Actor, record
+from audit.log import Target
+from identity import groups, invitations, keys
+from identity.errors import InvalidValue
+from identity.lookups import get_team
+from identity.models import ApiKey, GroupMapping, Invitation, RoleGrant
+from identity.roles import authorize
+
+
+def delete_team(session: Session, actor: Actor, org_id: str, team_id: str) -> None:
+    """Delete a team: its memberships end, its API keys are revoked, the group mappings into it are
+    deleted and its pending invitations expire, each audited. `Default` stays.
+
+    Revoked keys and past invitations stay as records with their team unset (the foreign key
+    sets it NULL); the audit events say which team it was.
+    """
+    authorize(actor, "teams.manage", org_id=org_id)
+    team = get_team(session, org_id, team_id)
+    if team.is_default:
+        raise InvalidValue("the Default team cannot be deleted", field="team_id")
+    for rule in session.scalars(select(GroupMapping).where(GroupMapping.org_id == org_id,
+                                                            GroupMapping.team_id == team.id)).all():
+        groups.delete_mapping(session, actor, org_id, rule.id)
+    for invitation in session.scalars(select(Invitation).where(
+            Invitation.org_id == org_id, Invitation.team_id == team.id, Invitation.status == "pending")).all():
+        invitations.expire(session, invitation, actor, reason="team_deleted")
+    revoked = keys.revoke_keys_of_team(session, org_id, team.id)
+    members = session.scalar(select(func.count(func.distinct(RoleGrant.user_id))).where(RoleGrant.team_id == team.id))
+    session.execute(delete(RoleGrant).where(RoleGrant.team_id == team.id))
+    record(session, actor, "team.deleted", Target("team", team.id, team.name),
+           {"name": team.name, "members_removed": members, "keys_revoked": revoked}, org_id=org_id)
+    session.delete(team)
+    session.flush()
+    # The database unset the team of the keys and invitations that named it; so must the session.
+    for row in session.identity_map.values():
+        if isinstance(row, (ApiKey, Invitation)) and row.team_id == team.id:
+            set_committed_value(row, "team_id", None)
