@@ -24,6 +24,7 @@ from joserfc.jwk import OctKey
 from identity import keys
 from identity.errors import Unauthenticated
 from identity.models import ScimClient
+from identity.web.context import database
 
 AUDIENCE = "scim"
 
@@ -58,8 +59,6 @@ class _Client(ClientMixin):  # type: ignore[misc]
         return False
 
     def check_client_secret(self, client_secret: str) -> bool:
-        from identity.app import database
-
         with database().reading() as session:
             return keys.check_scim_client(session, self.row.client_id, client_secret) is not None
 
@@ -74,8 +73,6 @@ class _Client(ClientMixin):  # type: ignore[misc]
 
 
 def _query_client(client_id: str) -> _Client | None:
-    from identity.app import database
-
     with database().reading() as session:
         row = keys.check_scim_client(session, client_id, None)
     return _Client(row) if row is not None else None
@@ -99,8 +96,6 @@ def _record_issued(token: dict[str, Any], request: Any) -> None:
     """Audit each access token issued (the token itself is stateless and never stored or logged)."""
     from flask import g
     from flask import request as http_request
-
-    from identity.app import database
 
     with database().transaction() as session:
         keys.record_scim_client_token(session, request.client.row.client_id, expires_in=int(token["expires_in"]),

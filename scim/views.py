@@ -32,6 +32,7 @@ from identity.errors import (
 )
 from identity.models import IdpGroup, User
 from identity.service import run
+from identity.web.context import database
 from scim import discovery, errors, listing, resources
 from scim.auth import authenticate, init_oauth
 from scim.patch import Operation, apply_patch, parse_operations, plan_group_patch
@@ -49,8 +50,6 @@ DOMAIN_ERRORS: dict[type[DomainError], Callable[[str], errors.ScimError]] = {
 
 
 def _db() -> Any:
-    from identity.app import database
-
     return database()
 
 
