@@ -225,7 +225,8 @@ def consume_request(session: Session, org_id: str, request_id: str) -> str | Non
         raise Refused("unknown_in_response_to")
     if found.expires_at <= clock.now():
         raise Refused("request_expired")
-    return found.relay_state
+    relay_state: str | None = found.relay_state
+    return relay_state
 
 
 # A plain INSERT built once, not an ORM object: nothing reads the row back, a conflict is the answer.

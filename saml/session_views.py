@@ -10,7 +10,7 @@ from onelogin.saml2.logout_request import OneLogin_Saml2_Logout_Request
 from werkzeug.wrappers import Response as HttpResponse
 
 from audit import Actor
-from identity import sessions, signout, users
+from identity import signed_in, signout
 from identity.errors import DomainError
 from identity.models import Org
 from identity.service import run
@@ -25,16 +25,13 @@ def me() -> HttpResponse | tuple[HttpResponse, int]:
     if token is None:  # no session cookie: answered without the database (anonymous requests write nothing)
         return _unauthenticated()
     with web.db().transaction() as session:
-        found = sessions.resolve_session(session, token, web.lifetime())
-        if found is None:
-            return _unauthenticated()
-        org = session.get(Org, found.user.org_id)
-        role = users.org_role(session, found.user.id)
-        teams = users.team_roles(session, found.user.id)
-        body = {"id": found.user.id, "userName": found.user.user_name, "email": found.user.email,
-                "org": {"id": org.id, "slug": org.slug, "name": org.name},
-                "roles": [role] if role else [], "teams": [{"id": t, "role": r} for t, r in sorted(teams.items())],
-                "signInMethod": found.session.method}
+        found = signed_in.profile(session, token, web.lifetime())
+    if found is None:
+        return _unauthenticated()
+    body = {"id": found.user_id, "userName": found.user_name, "email": found.email,
+            "org": {"id": found.org_id, "slug": found.org_slug, "name": found.org_name},
+            "roles": [found.role] if found.role else [],
+            "teams": [{"id": t, "role": r} for t, r in sorted(found.teams.items())], "signInMethod": found.method}
     response = jsonify(body)
     response.headers["Cache-Control"] = "no-store"
     return response

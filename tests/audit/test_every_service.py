@@ -26,7 +26,20 @@ from sqlalchemy.orm import Session
 import identity
 from audit import Actor, clock, events
 from audit.models import AuditEvent, Base
-from identity import audit_access, directory, groups, invitations, keys, members, orgs, seats, teams, users
+from identity import (
+    audit_access,
+    directory,
+    groups,
+    invitations,
+    keys,
+    members,
+    orgs,
+    seats,
+    sessions,
+    signout,
+    teams,
+    users,
+)
 from identity.db import Database
 from identity.models import IdpGroup, Org, User
 from identity.orgs import NewOrg
@@ -272,6 +285,21 @@ SERVICES: dict[str, tuple[Callable[[World], Call], str]] = {
     "identity.audit_access.sign_checkpoint": (lambda w: (lambda k: lambda s, a: audit_access.sign_checkpoint(
         s, a, k, w.org_id))(Ed25519PrivateKey.generate()), "audit.checkpoint_created"),
 }
+
+
+def _signed_in(w: World) -> str:
+    """A live SAML session of the owner (NameID `owner-1`); return its token."""
+    with w.db.transaction() as session:
+        return sessions.create_session(session, session.get_one(User, w.acme.owner.id), method="saml",
+                                       lifetime=Lifetime(), name_id="owner-1")
+
+
+SERVICES.update({
+    "identity.signout.sign_out": (lambda w: (lambda t: lambda s, a: signout.sign_out(s, a, t))(_signed_in(w)),
+                                  "sso.logged_out"),
+    "identity.signout.end_idp_sessions": (lambda w: (lambda t: lambda s, a: signout.end_idp_sessions(
+        s, a, w.org_id, "owner-1", [], t))(_signed_in(w)), "sso.logged_out"),
+})
 
 
 def discovered_services() -> set[str]:
