@@ -14,21 +14,22 @@ reason proves nothing.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
-from typing import Any
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from audit import clock, signing
+from audit import clock, signing, verify
 from audit.actor import Actor, system_actor
-from audit.events import format_time, parse_time
+from audit.checkpoint_docs import REASONS as REASONS
+from audit.checkpoint_docs import all_of as all_of
+from audit.checkpoint_docs import authentic as authentic
+from audit.checkpoint_docs import document as document
+from audit.checkpoint_docs import is_authentic as is_authentic
+from audit.checkpoint_docs import payload as payload
+from audit.checkpoint_docs import signed_reason as signed_reason
+from audit.events import format_time
 from audit.log import Target, record
 from audit.models import AuditCheckpoint, AuditEvent, AuditHead
-
-REASONS = ("manual", "scheduled", "export", "purge")
 
 
 class UnverifiedHead(Exception):
@@ -38,24 +39,6 @@ class UnverifiedHead(Exception):
         super().__init__(f"org {org_id}: the chain does not verify, so its head is not signed: BROKEN at {broken}")
         self.org_id = org_id
         self.broken = broken
-
-
-def payload(org_id: str, seq: int, head_hash: str, time: str, key_id: str, reason: str | None = None) -> bytes:
-    """Return the bytes a checkpoint's signature covers: canonical JSON of its statement.
-
-    `reason=None` gives the statement of checkpoints signed before the reason was signed.
-    """
-    statement: dict[str, Any] = {"org_id": org_id, "seq": seq, "hash": head_hash, "time": time, "key_id": key_id}
-    if reason is not None:
-        statement["reason"] = reason
-    return json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
-
-
-def document(checkpoint: AuditCheckpoint) -> dict[str, Any]:
-    """Return a checkpoint as published (docs/audit.md): what an auditor keeps."""
-    return {"org_id": checkpoint.org_id, "seq": checkpoint.seq, "hash": checkpoint.hash,
-            "time": format_time(checkpoint.signed_at), "key_id": checkpoint.key_id,
-            "signature": checkpoint.signature, "reason": checkpoint.reason}
 
 
 def sign_at(session: Session, key: Ed25519PrivateKey, org_id: str, seq: int, head_hash: str,
@@ -82,7 +65,6 @@ def sign_head(session: Session, key: Ed25519PrivateKey, org_id: str, reason: str
     to it, in this transaction, without locking the head: writers go on appending meanwhile,
     and the head read is a committed state. `actor` defaults to the service itself.
     """
-    from audit import verify  # verify reads checkpoints: imported here, not at the top
 
     head = session.get(AuditHead, org_id)
     if head is None:
@@ -118,47 +100,3 @@ def listing(session: Session, org_id: str, after_id: int = 0, limit: int = 100) 
     stmt = (select(AuditCheckpoint).where(AuditCheckpoint.org_id == org_id, AuditCheckpoint.id > after_id)
             .order_by(AuditCheckpoint.id).limit(limit))
     return list(session.scalars(stmt))
-
-
-def all_of(session: Session, org_id: str) -> list[dict[str, Any]]:
-    """Return every checkpoint of the org as published documents (a few per day: small)."""
-    stmt = select(AuditCheckpoint).where(AuditCheckpoint.org_id == org_id).order_by(AuditCheckpoint.seq)
-    return [document(c) for c in session.scalars(stmt)]
-
-
-def signed_reason(checkpoint: dict[str, Any], public: Ed25519PublicKey) -> str | None:
-    """Return the checkpoint's reason when `public`'s signature covers it; None when it does not.
-
-    None also for a legacy checkpoint, signed before reasons were: its seq and hash are proven,
-    its reason is not.
-    """
-    reason = checkpoint.get("reason")
-    if not isinstance(reason, str) or reason not in REASONS:
-        return None
-    return reason if _signature_holds(checkpoint, public, reason) else None
-
-
-def is_authentic(checkpoint: dict[str, Any], public: Ed25519PublicKey) -> bool:
-    """Tell whether a published checkpoint carries a valid signature of `public` (its reason signed, or legacy)."""
-    return signed_reason(checkpoint, public) is not None or _signature_holds(checkpoint, public, None)
-
-
-def _signature_holds(checkpoint: dict[str, Any], public: Ed25519PublicKey, reason: str | None) -> bool:
-    try:
-        time = format_time(parse_time(str(checkpoint["time"])))
-        message = payload(str(checkpoint["org_id"]), int(checkpoint["seq"]), str(checkpoint["hash"]), time,
-                          str(checkpoint["key_id"]), reason)
-    except (KeyError, TypeError, ValueError):
-        return False
-    return checkpoint["key_id"] == signing.key_id(public) and signing.is_valid(public, message,
-                                                                                str(checkpoint["signature"]))
-
-
-def authentic(checkpoints: Iterable[dict[str, Any]],
-              public: Ed25519PublicKey) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Split checkpoints into (authentic, forged or signed by another key)."""
-    good: list[dict[str, Any]] = []
-    bad: list[dict[str, Any]] = []
-    for checkpoint in checkpoints:
-        (good if is_authentic(checkpoint, public) else bad).append(checkpoint)
-    return good, bad

@@ -19,7 +19,7 @@ from typing import IO, Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.orm import Session
 
-from audit import checkpoints as cps
+from audit import checkpoint_docs as cps
 from audit.events import Selection, hashed_fields, iter_rows, row_fields
 from audit.log import GENESIS_HASH, event_hash
 from audit.models import AuditHead

@@ -2,7 +2,7 @@
 
 For each size, a fresh database is migrated and filled with one org's chain of N realistic,
 correctly chained events (bulk-inserted: filling is not what is measured). Then a separate
-process runs the real CLI command (`audit.cli.audit export ...`, the code `identity audit export`
+process runs the real CLI command (`identity.web.audit_cli.audit export ...`, the code `identity audit export`
 runs) and reports wall time, events per second and its own peak RSS (ru_maxrss), so that the
 sizes can be compared side by side: memory must stay flat as N grows. Targets: >= 50,000
 events/s as JSON Lines, peak RSS < 150 MB.
@@ -95,7 +95,7 @@ def peak_rss_mb() -> float:
 def child(url: str, slug: str, fmt: str, out: str, data_dir: str) -> None:
     """Run the real export command in this process; print one JSON line of figures."""
     os.environ.update(DATABASE_URL=url, IDENTITY_DATA_DIR=data_dir)
-    from audit.cli import audit
+    from identity.web.audit_cli import audit
 
     baseline = peak_rss_mb()
     started, cpu_started = time.perf_counter(), time.process_time()

@@ -25,9 +25,10 @@ from urllib.parse import urlencode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from audit.actor import system_actor  # noqa: E402
-from identity import create_app, orgs  # noqa: E402
+from identity import orgs
 from identity.db import Database  # noqa: E402
 from identity.migrate import upgrade  # noqa: E402
+from identity.web.app import create_app  # noqa: E402
 from saml.cli import configure_org  # noqa: E402
 from saml.connection import SpUrls  # noqa: E402
 from tests.factories import provision  # noqa: E402

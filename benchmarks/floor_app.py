@@ -25,8 +25,8 @@ from __future__ import annotations
 from flask import Response, current_app, request
 from raw_sql import Raw, lookup_response
 
-from identity import create_app
-from identity.app import database
+from identity.web.app import create_app
+from identity.web.context import database
 
 app = create_app()
 

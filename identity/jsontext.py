@@ -13,8 +13,6 @@ import json
 import math
 from typing import Any
 
-from flask.json.provider import DefaultJSONProvider
-
 # Arrays and objects inside one another, the outermost counting as 1. A SCIM Bulk request that
 # patches a group's members nests 6 deep; everything stored is built from bodies within this
 # bound (a PATCH value sits deeper in its body than in the resource), so a resource read back
@@ -67,9 +65,3 @@ def loads(text: str | bytes) -> Any:
         raise TooDeep()
     return value
 
-
-class StrictJSONProvider(DefaultJSONProvider):
-    """Flask's JSON provider with `loads` above: `request.get_json()` refuses what it refuses."""
-
-    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
-        return loads(s)

@@ -1,7 +1,8 @@
 """Signed-in browser sessions, kept server-side so that sign-out and deactivation end them.
 
-The cookie carries a random token, signed with SECRET_KEY; the database keeps only the token's
-SHA-256, so neither a copied cookie after sign-out nor a leaked table signs anyone in.
+The browser holds a random token (in a signed cookie: identity.web.cookies); the database keeps
+only the token's SHA-256, so neither a copied cookie after sign-out nor a leaked table signs
+anyone in.
 """
 
 from __future__ import annotations
@@ -12,15 +13,12 @@ import secrets
 from dataclasses import dataclass
 from typing import cast
 
-from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.orm import Session
 
 from audit import clock
 from identity.models import SsoSession, User
 
-COOKIE = "identity_session"
-SALT = "identity.sso-session"
 # Writing last-seen time on every request would make every /me a write; a minute is precise enough.
 TOUCH_RESOLUTION = dt.timedelta(minutes=1)
 PURGE_ONE_IN = 64
@@ -46,20 +44,9 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def cookie_value(secret_key: str, token: str) -> str:
-    """Return the signed cookie value carrying `token`."""
-    return URLSafeSerializer(secret_key, salt=SALT).dumps(token)
-
-
-def token_of(secret_key: str, cookie: str | None) -> str | None:
-    """Return the token in a signed cookie value, or None when absent or tampered with."""
-    if not cookie:
-        return None
-    try:
-        token = URLSafeSerializer(secret_key, salt=SALT).loads(cookie)
-    except BadSignature:
-        return None
-    return token if isinstance(token, str) else None
+def is_session_of(row: SsoSession, token: str | None) -> bool:
+    """Tell whether `row` is the session whose token is `token`."""
+    return token is not None and row.id == _digest(token)
 
 
 # A plain INSERT built once, not an ORM object: nothing in the sign-in reads the row back.

@@ -1,6 +1,6 @@
 """`identity saml ...`: configure an org's SAML SSO from IdP metadata, refresh it, require SSO.
 
-Registered on the `identity` command by identity/cli.py: `main.add_command(saml_cli.saml)` and
+Registered on the `identity` command by identity/web/cli.py: `main.add_command(saml_cli.saml)` and
 `main.add_command(saml_cli.login_link)` (DESIGN.md section 8: `identity login-link`).
 """
 

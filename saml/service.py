@@ -70,6 +70,12 @@ def find_connection(session: Session, slug: str) -> tuple[Org, SamlConnection] |
     return None if row is None else (row[0], row[1])
 
 
+def read_connection(session: Session, actor: Actor, org_id: str) -> tuple[Org, SamlConnection | None]:
+    """Return the org and its SAML connection (None until configured), for an actor who may read IdP trust."""
+    authorize(actor, "trust.read", org_id=org_id)
+    return session.get_one(Org, org_id), session.get(SamlConnection, org_id)
+
+
 def authorize_configuration(actor: Actor, org_id: str) -> None:
     """Raise PermissionDenied unless `actor` may configure the org's SSO (checked before a metadata
     URL is fetched on the actor's say, and again by configure_connection). Owners only: whoever

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import replace
-from typing import Any
 
 from flask import current_app, g, jsonify, redirect, request
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
@@ -12,8 +10,7 @@ from onelogin.saml2.logout_request import OneLogin_Saml2_Logout_Request
 from werkzeug.wrappers import Response as HttpResponse
 
 from audit import Actor
-from audit.log import Target, record
-from identity import sessions, users
+from identity import signed_in, signout
 from identity.errors import DomainError
 from identity.models import Org
 from identity.service import run
@@ -28,16 +25,13 @@ def me() -> HttpResponse | tuple[HttpResponse, int]:
     if token is None:  # no session cookie: answered without the database (anonymous requests write nothing)
         return _unauthenticated()
     with web.db().transaction() as session:
-        found = sessions.resolve_session(session, token, web.lifetime())
-        if found is None:
-            return _unauthenticated()
-        org = session.get(Org, found.user.org_id)
-        role = users.org_role(session, found.user.id)
-        teams = users.team_roles(session, found.user.id)
-        body = {"id": found.user.id, "userName": found.user.user_name, "email": found.user.email,
-                "org": {"id": org.id, "slug": org.slug, "name": org.name},
-                "roles": [role] if role else [], "teams": [{"id": t, "role": r} for t, r in sorted(teams.items())],
-                "signInMethod": found.session.method}
+        found = signed_in.profile(session, token, web.lifetime())
+    if found is None:
+        return _unauthenticated()
+    body = {"id": found.user_id, "userName": found.user_name, "email": found.email,
+            "org": {"id": found.org_id, "slug": found.org_slug, "name": found.org_name},
+            "roles": [found.role] if found.role else [],
+            "teams": [{"id": t, "role": r} for t, r in sorted(found.teams.items())], "signInMethod": found.method}
     response = jsonify(body)
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -75,9 +69,7 @@ def logout(slug: str) -> HttpResponse:
         return web.page(403, "Sign-out refused", MESSAGES["csrf"])
     loaded = web.load(slug)
     with web.db().transaction() as session:
-        ended = sessions.end_session(session, token)
-        if ended is not None:
-            _record_logout(session, ended.org_id, ended.user_id, "sp")
+        ended = signout.sign_out(session, _request_actor(), token)
     if loaded is None or ended is None or not loaded[1].idp_slo_url or not ended.name_id:
         return _signed_out()
     org, connection = loaded
@@ -124,20 +116,14 @@ def _end_idp_sessions(org: Org, auth: OneLogin_Saml2_Auth) -> bool:
     xml = auth.get_last_request_xml()
     name_id = OneLogin_Saml2_Logout_Request.get_nameid(xml)
     indexes = OneLogin_Saml2_Logout_Request.get_session_indexes(xml)
-    token = web.session_token()
-    mine = hashlib.sha256(token.encode()).hexdigest() if token else None
     with web.db().transaction() as session:
-        ended = sessions.end_idp_sessions(session, org.id, name_id, indexes)
-        for row in ended:
-            _record_logout(session, org.id, row.user_id, "idp")
-    return any(row.id == mine for row in ended)
+        return signout.end_idp_sessions(session, _request_actor(), org.id, name_id, indexes, web.session_token())
 
 
-def _record_logout(session: Any, org_id: str, user_id: str, initiated_by: str) -> None:
-    actor = Actor("user", user_id, user_id, org_id=org_id, request_id=g.get("request_id"),
-                  ip=request.remote_addr, user_agent=request.user_agent.string)
-    record(session, actor, "sso.logged_out", Target("user", user_id, user_id),
-           {"initiated_by": initiated_by}, org_id=org_id)
+def _request_actor() -> Actor:
+    """The request's context as an actor; signout names the user whose session ends."""
+    return Actor("system", "sign-out", "sign-out", request_id=g.get("request_id"), ip=request.remote_addr,
+                 user_agent=request.user_agent.string)
 
 
 LINK = "login-link"  # the sign-in link form's purpose (saml.csrf)

@@ -22,6 +22,8 @@ from werkzeug.wrappers import Response as HttpResponse
 
 from identity import sessions
 from identity.models import Org
+from identity.web import cookies
+from identity.web.context import database
 from saml import binding, csrf, headers, service, sp_keys
 from saml.connection import SpUrls, toolkit_settings
 from saml.models import SamlConnection
@@ -58,8 +60,6 @@ MESSAGES = {
 
 
 def db() -> Any:
-    from identity.app import database
-
     return database()
 
 
@@ -175,15 +175,15 @@ def seal_stored_key(connection: SamlConnection, secrets: tuple[str, ...]) -> Non
 
 def set_session_cookie(response: HttpResponse, token: str) -> None:
     response.headers["Cache-Control"] = "no-store"
-    response.set_cookie(sessions.COOKIE, sessions.cookie_value(current_app.config["SECRET_KEY"], token),
+    response.set_cookie(cookies.COOKIE, cookies.cookie_value(current_app.config["SECRET_KEY"], token),
                         max_age=int(lifetime().absolute.total_seconds()), path="/", httponly=True,
                         samesite="Lax", secure=base_url().startswith("https://"))
 
 
 def session_token() -> str | None:
-    return sessions.token_of(current_app.config["SECRET_KEY"], request.cookies.get(sessions.COOKIE))
+    return cookies.token_of(current_app.config["SECRET_KEY"], request.cookies.get(cookies.COOKIE))
 
 
 def clear_session_cookie(response: HttpResponse) -> None:
-    response.delete_cookie(sessions.COOKIE, path="/", httponly=True, samesite="Lax",
+    response.delete_cookie(cookies.COOKIE, path="/", httponly=True, samesite="Lax",
                            secure=base_url().startswith("https://"))

@@ -16,16 +16,12 @@ from sqlalchemy.orm import Session
 
 from audit import Actor
 from identity import jsontext
-from identity.db import Database
+from identity.web.context import database as database  # the one accessor of the app's database
 from scim import errors, resources
 
 Result = tuple[int, dict[str, Any] | None, dict[str, str]]
 
 
-def database() -> Database:
-    """Return the app's database (set by the app factory, read here so that no import goes back up)."""
-    db: Database = current_app.extensions["identity.db"]
-    return db
 
 
 def base_url() -> str:

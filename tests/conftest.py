@@ -21,10 +21,11 @@ from flask.testing import FlaskClient
 
 from audit import Actor
 from audit.actor import system_actor
-from identity import create_app, orgs
+from identity import orgs
 from identity.db import Database
 from identity.migrate import upgrade
 from identity.orgs import NewOrg
+from identity.web.app import create_app
 from tests.pgcluster import PostgresCluster
 
 BACKENDS = ("sqlite", "postgresql")

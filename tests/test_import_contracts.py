@@ -50,10 +50,6 @@ def test_a_domain_module_importing_flask_breaks_the_domain_contract(tmp_path: Pa
     assert "identity.seats -> flask" in after.stdout, after.stdout + after.stderr
 
 
-# LEAD: this half passes only once the target layout is merged (identity.web exists, audit and the
-# domain import no web code, no cycles). Until then lint-imports lists today's violations here;
-# once it passes, strict xfail turns the XPASS into a failure: delete this marker then.
-@pytest.mark.xfail(strict=True, reason="the issue 15 layout (identity.web, audit freed of the domain) is not merged yet")
 def test_the_unmodified_packages_keep_every_contract(tmp_path: Path) -> None:
     result = lint_imports(copy_of_repo(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr

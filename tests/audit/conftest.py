@@ -14,10 +14,10 @@ from sqlalchemy import Executable, text
 
 from audit import signing
 from audit.actor import Actor
-from audit.cli import audit
 from identity import keys, teams
 from identity.db import Database
 from identity.orgs import NewOrg
+from identity.web.audit_cli import audit
 
 
 @pytest.fixture(autouse=True)

@@ -63,9 +63,9 @@ def test_an_auditor_without_the_database_verifies_a_file_against_a_kept_checkpoi
         cli: Callable[..., Result], busy: NewOrg, exported: Path, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from audit.cli import audit
     from audit.events import hashed_fields
     from audit.log import event_hash
+    from identity.web.audit_cli import audit
     from tests.audit.conftest import read_lines, write_lines
 
     kept = tmp_path / "kept.json"

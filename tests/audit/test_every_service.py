@@ -19,13 +19,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import identity
-from audit import Actor, clock
+from audit import Actor, clock, events
 from audit.models import AuditEvent
-from identity import groups, invitations, keys, orgs, owners, seats, team_deletion, teams, users
+from identity import (
+    audit_access,
+    directory,
+    groups,
+    invitations,
+    keys,
+    members,
+    orgs,
+    owners,
+    seats,
+    sessions,
+    signout,
+    team_deletion,
+    teams,
+    users,
+)
 from identity.db import Database
 from identity.models import METADATAS, IdpGroup, Org, User
 from identity.orgs import NewOrg
@@ -264,7 +280,38 @@ SERVICES: dict[str, tuple[Callable[[World], Call], str]] = {
     "saml.service.sign_in": (_sign_in, "sso.login_succeeded"),
     "saml.service.record_failure": (lambda w: lambda s, a: saml_service.record_failure(
         s, a, s.get_one(Org, w.org_id), "bad_signature"), "sso.login_failed"),
+    "identity.members.add_member": (lambda w: lambda s, a: members.add_member(
+        s, a, w.org_id, email="erin@acme.test", role=None, team_id=None), "user.created"),
+    "identity.members.change_member": (lambda w: (lambda u: lambda s, a: members.change_member(
+        s, a, w.org_id, u, role="admin", active=False))(w.member().id), "member.role_changed"),
+    "identity.members.invite_member": (lambda w: lambda s, a: members.invite_member(
+        s, a, w.org_id, email="x@acme.test", role="member", team_id=None), "invitation.created"),
+    "identity.members.accept_invitation": (lambda w: (lambda t: lambda s, a: members.accept_invitation(s, a, t))(
+        _invitation(w)), "invitation.accepted"),
+    "identity.audit_access.read_events": (lambda w: lambda s, a: audit_access.read_events(
+        s, a, events.Selection(w.org_id), 10), "audit.read"),
+    "identity.audit_access.record_export": (lambda w: lambda s, a: audit_access.record_export(
+        s, a, events.Selection(w.org_id), "jsonl"), "audit.exported"),
+    "identity.audit_access.record_verification": (lambda w: lambda s, a: audit_access.record_verification(
+        s, a, w.org_id, {"intact": True}), "audit.verified"),
+    "identity.audit_access.sign_checkpoint": (lambda w: (lambda k: lambda s, a: audit_access.sign_checkpoint(
+        s, a, k, w.org_id))(Ed25519PrivateKey.generate()), "audit.checkpoint_created"),
 }
+
+
+def _signed_in(w: World) -> str:
+    """A live SAML session of the owner (NameID `owner-1`); return its token."""
+    with w.db.transaction() as session:
+        return sessions.create_session(session, session.get_one(User, w.acme.owner.id), method="saml",
+                                       lifetime=Lifetime(), name_id="owner-1")
+
+
+SERVICES.update({
+    "identity.signout.sign_out": (lambda w: (lambda t: lambda s, a: signout.sign_out(s, a, t))(_signed_in(w)),
+                                  "sso.logged_out"),
+    "identity.signout.end_idp_sessions": (lambda w: (lambda t: lambda s, a: signout.end_idp_sessions(
+        s, a, w.org_id, "owner-1", [], t))(_signed_in(w)), "sso.logged_out"),
+})
 
 
 def discovered_services() -> set[str]:
@@ -284,6 +331,16 @@ def discovered_services() -> set[str]:
 READS: dict[str, Callable[[World], Call]] = {
     "identity.keys.list_scim_clients": lambda w: lambda s, a: keys.list_scim_clients(s, a, w.org_id),
     "identity.keys.list_scim_tokens": lambda w: lambda s, a: keys.list_scim_tokens(s, a, w.org_id),
+    "identity.directory.list_members": lambda w: lambda s, a: directory.list_members(s, a, w.org_id, limit=10),
+    "identity.directory.get_member": lambda w: lambda s, a: directory.get_member(s, a, w.org_id, w.acme.owner.id),
+    "identity.directory.list_teams": lambda w: lambda s, a: directory.list_teams(s, a, w.org_id),
+    "identity.directory.org_settings": lambda w: lambda s, a: directory.org_settings(s, a, w.org_id),
+    "identity.directory.list_invitations": lambda w: lambda s, a: directory.list_invitations(s, a, w.org_id),
+    "identity.directory.list_group_mappings": lambda w: lambda s, a: directory.list_group_mappings(s, a, w.org_id),
+    "identity.directory.seat_preview": lambda w: lambda s, a: directory.seat_preview(s, a, w.org_id),
+    "identity.audit_access.list_checkpoints": lambda w: lambda s, a: audit_access.list_checkpoints(
+        s, a, w.org_id, after=0, limit=10),
+    "saml.service.read_connection": lambda w: lambda s, a: saml_service.read_connection(s, a, w.org_id),
 }
 
 

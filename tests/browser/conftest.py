@@ -25,9 +25,9 @@ from flask import Flask, Response, request
 from lxml import etree
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
-from identity import create_app
 from identity.db import Database
 from identity.orgs import NewOrg
+from identity.web.app import create_app
 from saml.cli import configure_org
 from saml.connection import SpUrls
 from tests.live import serving

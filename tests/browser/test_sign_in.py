@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from audit import Actor
 from identity.models import User
-from identity.sessions import COOKIE
+from identity.web.cookies import COOKIE
 from saml import binding, links
 from tests.browser.conftest import Site
 from tests.saml.idp import KeyPair

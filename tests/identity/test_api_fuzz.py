@@ -2,7 +2,7 @@
 a problem, every answer as documented, a request the document forbids is refused, a refused write
 changes nothing, and no key of one org reaches another org.
 
-Schemathesis reads the document /openapi.json serves (`identity.openapi.document`) and builds
+Schemathesis reads the document /openapi.json serves (`identity.web.openapi.document`) and builds
 bodies, path parameters and query strings from it: valid ones and ones that break the schema
 (wrong types, missing and unknown fields and parameters). Path ids are sometimes generated junk
 and sometimes the ids of real resources, so that the writes get past "not found". Operations are
@@ -42,8 +42,8 @@ from audit.models import AuditEvent
 from identity import groups, keys, orgs, teams
 from identity.db import Database
 from identity.models import ApiKey, GroupMapping, Invitation, Org, RoleGrant, ScimToken, Team, User
-from identity.openapi import document
 from identity.orgs import NewOrg
+from identity.web.openapi import document
 from tests.factories import provision
 
 EXAMPLES = int(os.environ.get("API_FUZZ_EXAMPLES", "25"))

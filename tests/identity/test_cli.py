@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 from flask.testing import FlaskClient
 
-from identity.cli import main
 from identity.db import Database
+from identity.web.cli import main
 from tests.factories import counts
 
 

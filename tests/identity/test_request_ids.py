@@ -16,8 +16,8 @@ from audit.models import AuditEvent
 from audit.verify import verify_database
 from identity import keys
 from identity.db import Database
-from identity.logs import JsonFormatter
 from identity.orgs import NewOrg
+from identity.web.logs import JsonFormatter
 from tests.scim.client import scim_for
 
 

@@ -11,11 +11,11 @@ from audit import Actor
 from audit.models import AuditEvent
 from identity import orgs, users
 from identity.billing import check_org
-from identity.cli import main
 from identity.db import Database
 from identity.errors import Conflict, SeatCapReached
 from identity.models import Org, SeatCharge, User
 from identity.service import run
+from identity.web.cli import main
 
 THREADS, REQUESTS, CAP = 32, 200, 151  # the owner holds one seat: 150 of the 200 can get in
 

@@ -21,8 +21,8 @@ from sqlalchemy import text
 
 from audit import Actor
 from identity.db import Database
-from identity.logs import JsonFormatter
 from identity.orgs import NewOrg
+from identity.web.logs import JsonFormatter
 from saml import links
 from tests.identity.test_serve import BIN, _free_port, _stop, _wait_healthy
 

@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import text
 
 import identity.db
-from identity import create_app
 from identity.db import SQLITE_AUTOCHECKPOINT_PAGES, SQLITE_CHECKPOINT_BYTES, Database
+from identity.web.app import create_app
 
 
 @pytest.fixture

@@ -16,8 +16,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from audit.models import AuditEvent
-from identity import create_app, users
+from identity import users
 from identity.db import Database
+from identity.web.app import create_app
 from saml import binding
 from tests.saml.conftest import Sso
 from tests.saml.idp import Options, TestIdP, post_form

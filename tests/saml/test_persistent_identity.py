@@ -15,6 +15,7 @@ from audit import Actor
 from audit.models import AuditEvent
 from identity import sessions, users
 from identity.models import User
+from identity.web import cookies
 from saml import service
 from saml.models import SamlIdentity
 from tests.factories import provision
@@ -81,7 +82,7 @@ def test_another_name_id_for_a_linked_account_is_refused_and_audited(sso: Sso, s
     """The attack on a first sign-in: a new IdP user P3 claims A's email, A being linked as P1."""
     ann = provision(sso.db, system, sso.org.org.id, "ann@acme.test")
     assert _sign_in(sso, "P1-ann", "ann@acme.test").status_code == 303
-    sso.client.delete_cookie(sessions.COOKIE)
+    sso.client.delete_cookie(cookies.COOKIE)
     before = _users(sso)
 
     answer = _sign_in(sso, "P3-mallory", "ANN@acme.test")
@@ -134,7 +135,7 @@ def test_a_removed_member_s_name_id_does_not_follow_an_edited_email(sso: Sso, sy
     assert _sign_in(sso, "P1-ann", "ann@acme.test").status_code == 303
     with sso.db.transaction() as session:
         users.delete_user(session, system, sso.org.org.id, ann.id)
-    sso.client.delete_cookie(sessions.COOKIE)
+    sso.client.delete_cookie(cookies.COOKIE)
     assert _sign_in(sso, "P1-ann", "carl@acme.test").status_code == 403
     assert _me(sso) != carl.id
     assert _events(sso, "sso.login_failed")[-1].changes == {"reason": "user_removed"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from identity import create_app
 from identity.db import Database
+from identity.web.app import create_app
 from tests.saml.conftest import Sso
 from tests.saml.idp import post_form
 

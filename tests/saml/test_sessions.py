@@ -8,9 +8,10 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from audit import Actor, clock
-from identity import create_app, users
+from identity import users
 from identity.db import Database
 from identity.models import SsoSession
+from identity.web.app import create_app
 from tests.factories import actions
 from tests.saml.conftest import Sso, configure
 from tests.saml.idp import Options

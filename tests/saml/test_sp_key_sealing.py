@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 from cryptography import x509
 
-from identity import create_app
 from identity.db import Database
 from identity.migrate import upgrade
+from identity.web.app import create_app
 from saml import sp_keys
 from saml.cli import configure_org
 from saml.cli import saml as saml_cli

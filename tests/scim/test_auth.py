@@ -10,8 +10,8 @@ from flask.testing import FlaskClient
 
 from audit import Actor
 from identity import keys
-from identity.cli import main
 from identity.db import Database
+from identity.web.cli import main
 from tests.scim.client import Scim, scim_for
 
 

@@ -20,8 +20,8 @@ from scim2_client.engines.httpx2 import SyncSCIMClient
 from scim2_tester import CheckResult, Status, check_server
 
 from audit import Actor
-from identity import create_app
 from identity.db import Database
+from identity.web.app import create_app
 from tests.live import serving
 from tests.scim.client import scim_for
 

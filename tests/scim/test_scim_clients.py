@@ -13,9 +13,9 @@ from flask.testing import FlaskClient
 
 from audit import Actor
 from identity import keys, orgs
-from identity.cli import main
 from identity.db import Database
 from identity.errors import PermissionDenied
+from identity.web.cli import main
 from tests.factories import actions
 from tests.scim.client import Scim, scim_for
 

@@ -1,7 +1,8 @@
 """`identity audit ...`: export, verify, purge and checkpoint an org's audit log (DESIGN.md section 8).
 
-With audit.reconcile, the part of `audit` that knows `identity`: it resolves the database and
-org slugs. Exit status of `verify`: 0 intact (and, for the database, reconciled with the data),
+Part of the shell's CLI (identity.web.cli), so that `audit` itself knows nothing of the domain:
+this resolves the database and org slugs, and records exports and verifications through
+identity.audit_access. Exit status of `verify`: 0 intact (and, for the database, reconciled with the data),
 1 broken (the first broken event is printed), 2 bad usage, 3 the chain is intact but the data
 holds state its events do not explain (the first findings and their count are printed).
 """
@@ -21,8 +22,7 @@ from sqlalchemy.exc import OperationalError
 
 from audit import checkpoints, events, export, retention, signing, verify
 from audit.actor import Actor, system_actor
-from audit.log import Target, record
-from identity import config, orgs, reconcile
+from identity import audit_access, config, orgs, reconcile
 from identity.db import Database
 from identity.errors import DomainError
 from identity.models import Org
@@ -94,8 +94,7 @@ def export_command(slug: str, fmt: str, since: Any, until: Any, actions: tuple[s
 
 def _export(db: Database, fmt: str, output: str, selection: events.Selection) -> None:
     with db.transaction() as session:
-        record(session, _actor("export"), "audit.exported", Target("audit_log", selection.org_id, "audit log"),
-               {"format": fmt, "selection": selection.describe()}, org_id=selection.org_id)
+        audit_access.record_export(session, _actor("export"), selection, fmt)
     try:
         with db.transaction() as session:
             checkpoints.sign_head(session, _key(), selection.org_id, "export", actor=_actor("export"))
@@ -208,11 +207,11 @@ def _verify_database(slug: str, public: Ed25519PublicKey, kept: list[dict[str, A
             with db.reading() as session:
                 findings = reconcile.reconcile(session, org_id)
         with db.transaction() as session:
-            record(session, _actor("verify"), "audit.verified", Target("audit_log", org_id, "audit log"),
-                   {"intact": report.intact, "checked": report.checked, "last_seq": report.last_seq,
-                    "broken_seq": report.broken.seq if report.broken else None,
-                    "reconciled": (not findings) if reconciled else None, "findings": len(findings),
-                    "first_findings": [str(f) for f in findings[:5]]}, org_id=org_id)
+            audit_access.record_verification(session, _actor("verify"), org_id, {
+                "intact": report.intact, "checked": report.checked, "last_seq": report.last_seq,
+                "broken_seq": report.broken.seq if report.broken else None,
+                "reconciled": (not findings) if reconciled else None, "findings": len(findings),
+                "first_findings": [str(f) for f in findings[:5]]})
     return report, findings
 
 

@@ -6,6 +6,8 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
+from identity.web.api import audit_log, sso
+
 bp = Blueprint("openapi", __name__)
 
 
@@ -165,24 +167,11 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
-def _with_audit_api() -> None:
-    from identity.api_audit import OPENAPI_PATHS, OPENAPI_SCHEMAS
-
-    PATHS.update(OPENAPI_PATHS)
-    SCHEMAS.update(OPENAPI_SCHEMAS)
-
-
-_with_audit_api()
-
-
-def _with_sso_api() -> None:
-    from saml.admin_api import OPENAPI_SCHEMAS, openapi_paths
-
-    PATHS.update(openapi_paths(_op, _json, _ref))
-    SCHEMAS.update(OPENAPI_SCHEMAS)
-
-
-_with_sso_api()
+# The audit log's and SSO's routes describe themselves beside their views.
+PATHS.update(audit_log.OPENAPI_PATHS)
+SCHEMAS.update(audit_log.OPENAPI_SCHEMAS)
+PATHS.update(sso.openapi_paths(_op, _json, _ref))
+SCHEMAS.update(sso.OPENAPI_SCHEMAS)
 # Request bodies: a member the API does not know is refused (400), not ignored.
 for _name in ("NewMember", "MemberChange", "TeamName", "Name", "Settings", "NewInvitation", "InvitationToken",
               "NewApiKey", "NewGroupMapping"):

@@ -22,7 +22,7 @@ class JsonFormatter(logging.Formatter):
             # Stamped on the record when it says so (a handler may format it later, elsewhere).
             "request_id": getattr(record, "request_id", None) or request_id.get(),
         }
-        # `route` is the URL rule, never the raw path (identity.app.route): paths can carry secrets.
+        # `route` is the URL rule, never the raw path (identity.web.app.route): paths can carry secrets.
         for key in ("method", "route", "status", "duration_ms", "client_request_id", "org"):
             if hasattr(record, key):
                 line[key] = getattr(record, key)

@@ -13,9 +13,15 @@ from flask.sessions import SessionInterface
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 
-from identity import config, logs
+import saml
+import scim
+from identity import config
 from identity.db import Database
-from identity.jsontext import StrictJSONProvider
+from identity.web import logs, openapi
+from identity.web.api import audit_log, keys, members, settings, sso, teams
+from identity.web.api.common import problem
+from identity.web.context import EXTENSION, database
+from identity.web.jsonprovider import StrictJSONProvider
 
 log = logging.getLogger("identity.http")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -31,10 +37,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update(MAX_CONTENT_LENGTH=config.MAX_BODY_BYTES, BASE_URL=config.base_url())
     app.config.update(config.from_environment() if test_config is None else test_config)
     logs.configure()
-    app.extensions["identity.db"] = app.config.get("DATABASE") or Database(app.config["DATABASE_URL"])
+    app.extensions[EXTENSION] = app.config.get("DATABASE") or Database(app.config["DATABASE_URL"])
     # On SQLite: every process serving this app checkpoints the WAL in the background, from its
     # first write on (identity.db.WalCheckpointer).
-    app.extensions["identity.db"].start_background_work()
+    app.extensions[EXTENSION].start_background_work()
     app.before_request(_start_request)
     app.after_request(_finish_request)
     app.register_error_handler(Exception, _unexpected_error)
@@ -42,12 +48,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["identity.error_formats"] = {"/api/": _problem_for_http_error}
     app.register_error_handler(HTTPException, _http_error)
     app.add_url_rule("/healthz", "healthz", healthz)
-    import saml
-    import scim
-    from identity import api, api_audit, openapi
-    from saml import admin_api
-
-    for blueprint in (api.bp, api_audit.bp, admin_api.bp, openapi.bp, scim.bp, saml.bp):
+    for blueprint in (keys.bp, members.bp, teams.bp, settings.bp, audit_log.bp, sso.bp, openapi.bp, scim.bp, saml.bp):
         app.register_blueprint(blueprint)
     return app
 
@@ -56,7 +57,7 @@ class _NoFlaskSession(SessionInterface):
     """Flask's signed-cookie session, switched off: nothing here uses `flask.session`.
 
     Browser sessions are this service's own (identity.sessions: a random token in a cookie, the
-    database keeping its hash), and the SAML request binding has its own cookie (saml.binding).
+    database keeping its hash; identity.web.cookies), and the SAML request binding has its own cookie (saml.binding).
     Flask would otherwise build a signing serializer and look for its cookie on every request,
     SCIM included; `flask.session` is now Flask's NullSession, which refuses writes.
     """
@@ -66,12 +67,6 @@ class _NoFlaskSession(SessionInterface):
 
     def save_session(self, app: Flask, session: Any, response: Response) -> None:
         return None
-
-
-def database() -> Database:
-    """Return the current app's database."""
-    db: Database = current_app.extensions["identity.db"]
-    return db
 
 
 def _start_request() -> None:
@@ -111,8 +106,6 @@ def _http_error(error: HTTPException) -> Response | HTTPException:
 
 
 def _problem_for_http_error(error: HTTPException) -> Response:
-    from identity.api import problem
-
     status = error.code or 500
     return problem(status, (error.name or "error").lower().replace(" ", "_"), error.description or error.name)
 

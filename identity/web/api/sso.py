@@ -13,29 +13,21 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify
 
-from identity.api import authenticated, caller_org_id, domain_problem, json_body, known_args, refuse_nul
-from identity.errors import DomainError, InvalidValue
+from identity.errors import InvalidValue
 from identity.models import Org
-from identity.roles import authorize
 from identity.service import run
+from identity.web.api.common import ADMIN, adopt, authenticated, caller_org_id, json_body, known_args
+from identity.web.context import database
 from saml import service, sp_keys, web
 from saml.connection import CLAIMS, SpUrls, cert_fingerprint, parse_idp_metadata
 from saml.metadata_fetch import fetch_metadata
 from saml.models import SamlConnection
 
-bp = Blueprint("api_sso", __name__, url_prefix="/api/v1")
-bp.register_error_handler(DomainError, domain_problem)
-bp.before_request(refuse_nul)
+bp = adopt(Blueprint("api_sso", __name__, url_prefix="/api/v1"))
 
 OPTIONS = ("jit", "allow_idp_initiated", "sign_authn_requests", "want_assertions_encrypted")
 FIELDS = ("idp_metadata_xml", "idp_metadata_url", *OPTIONS, "attribute_map")
 URL_MAX_LENGTH = 2048  # SamlConnection.idp_metadata_url
-
-
-def _db() -> Any:
-    from identity.app import database
-
-    return database()
 
 
 def _view(org: Org, connection: SamlConnection | None) -> dict[str, Any]:
@@ -51,14 +43,13 @@ def _view(org: Org, connection: SamlConnection | None) -> dict[str, Any]:
 
 
 @bp.get("/orgs/<org_ref>/sso")
-@authenticated
+@authenticated(scope=ADMIN)
 def get_sso(org_ref: str) -> Response:
     """The SP's URLs for the IdP admin, and the IdP settings in force (null until configured)."""
     known_args()
     org_id = caller_org_id(org_ref)
-    authorize(g.actor, "trust.read", org_id=org_id)
-    with _db().reading() as session:
-        return jsonify(_view(session.get_one(Org, org_id), session.get(SamlConnection, org_id)))
+    with database().reading() as session:
+        return jsonify(_view(*service.read_connection(session, g.actor, org_id)))
 
 
 def _flag(data: dict[str, Any], name: str) -> bool | None:
@@ -107,7 +98,7 @@ def _metadata_xml(data: dict[str, Any]) -> str:
 
 
 @bp.put("/orgs/<org_ref>/sso")
-@authenticated
+@authenticated(scope=ADMIN)
 def configure_sso(org_ref: str) -> Response:
     """Configure the IdP from its metadata, given as XML or as its URL (fetched now, and again by
     `identity saml refresh` and when a signature is refused); the same as `identity saml configure`."""
@@ -126,7 +117,7 @@ def configure_sso(org_ref: str) -> Response:
         sp_keys.seal_new_key(connection, current_app.config["SECRET_KEY"])  # never stored in plaintext
         return _view(session.get_one(Org, org_id), connection)
 
-    return jsonify(run(_db(), g.actor, configure))
+    return jsonify(run(database(), g.actor, configure))
 
 
 _NULLABLE_TEXT = {"type": ["string", "null"]}

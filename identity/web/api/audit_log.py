@@ -18,27 +18,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 
 from audit import checkpoints, events, export, signing
-from audit.log import Target, record
-from identity import config, jsontext
-from identity.api import authenticated, caller_org_id, domain_problem, int_arg, known_args, problem, refuse_nul
-from identity.errors import DomainError, InvalidValue
-from identity.roles import authorize
-
-bp = Blueprint("api_audit", __name__, url_prefix="/api/v1")
-
+from identity import audit_access, config, jsontext
+from identity.errors import InvalidValue
+from identity.service import run
+from identity.web.api.common import ADMIN, adopt, authenticated, caller_org_id, int_arg, known_args, problem
+from identity.web.context import database
 
 # Domain errors become problem JSON through the admin API's one table of statuses.
-bp.register_error_handler(DomainError, domain_problem)
-bp.before_request(refuse_nul)
+bp = adopt(Blueprint("api_audit", __name__, url_prefix="/api/v1"))
 
 MAX_LIMIT = 1000
 FILTERS = ("since", "until", "action", "actor", "actor_type", "target", "target_type", "outcome")
-
-
-def _db() -> Any:
-    from identity.app import database
-
-    return database()
 
 
 def signing_key() -> Ed25519PrivateKey:
@@ -49,13 +39,6 @@ def signing_key() -> Ed25519PrivateKey:
         key = signing.parse_private_key(configured) if configured else signing.load_signing_key(config.data_dir())
         current_app.extensions["audit.signing_key"] = key
     return key
-
-
-def _org_id(org_ref: str) -> str:
-    """Resolve an org id or slug within the caller's own org, for a caller allowed to read the log."""
-    org_id = caller_org_id(org_ref)
-    authorize(g.actor, "audit.read", org_id=org_id)
-    return org_id
 
 
 def _filters_from(args: Any) -> dict[str, Any]:
@@ -124,21 +107,16 @@ def _limit() -> int:
 
 
 @bp.get("/orgs/<org_ref>/audit-events")
-@authenticated
+@authenticated(scope=ADMIN)
 def list_events(org_ref: str) -> Response:
     """Return a page of events in chain order, and the cursor of the next page (null once a closed range ends)."""
     known_args(*FILTERS, "cursor", "limit")
-    org_id, limit = _org_id(org_ref), _limit()
+    org_id, limit = caller_org_id(org_ref), _limit()
     cursor = request.args.get("cursor")
     after, filters = decode_cursor(cursor) if cursor else (0, _filters_from(request.args))
-    selection = _selection(org_id, filters, after)
-    with _db().reading() as session:
-        page = events.read_page(session, selection, limit)
+    page = run(database(), g.actor, audit_access.read_events, _selection(org_id, filters, after), limit)
     rows = page.rows
     next_cursor = None if page.ended else encode_cursor(page.position, filters)
-    with _db().transaction() as session:
-        record(session, g.actor, "audit.read", Target("audit_log", org_id, "audit log"),
-               {"selection": selection.describe(), "after_seq": after, "returned": len(rows)}, org_id=org_id)
     link = None
     if next_cursor:
         link = url_for(".list_events", org_ref=org_ref) + "?" + urlencode({"cursor": next_cursor, "limit": limit})
@@ -149,19 +127,17 @@ def list_events(org_ref: str) -> Response:
 
 
 @bp.get("/orgs/<org_ref>/audit-events/export")
-@authenticated
+@authenticated(scope=ADMIN)
 def export_events(org_ref: str) -> Response:
     """Stream the selected events as JSON Lines, CSV or OCSF JSON Lines; the export is audited first."""
     known_args(*FILTERS, "format")
-    org_id = _org_id(org_ref)
+    org_id = caller_org_id(org_ref)
     fmt = request.args.get("format", "jsonl")
     if fmt not in export.FORMATS:
         raise InvalidValue(f"format must be one of {', '.join(export.FORMATS)}", field="format")
     selection = _selection(org_id, _filters_from(request.args))
-    db = _db()
-    with db.transaction() as session:
-        record(session, g.actor, "audit.exported", Target("audit_log", org_id, "audit log"),
-               {"format": fmt, "selection": selection.describe()}, org_id=org_id)
+    db = database()
+    run(db, g.actor, audit_access.record_export, selection, fmt)
 
     def stream() -> Iterator[str]:
         with db.reading() as session:
@@ -174,14 +150,14 @@ def export_events(org_ref: str) -> Response:
 
 
 @bp.get("/orgs/<org_ref>/audit-checkpoints")
-@authenticated
+@authenticated(scope=ADMIN)
 def list_checkpoints(org_ref: str) -> Response:
     """Return the org's signed checkpoints, oldest first, after checkpoint id `after`."""
     known_args("after", "limit")
-    org_id, limit = _org_id(org_ref), _limit()
+    org_id, limit = caller_org_id(org_ref), _limit()
     after = int_arg("after", 0)
-    with _db().reading() as session:
-        found = checkpoints.listing(session, org_id, after, limit)
+    with database().reading() as session:
+        found = audit_access.list_checkpoints(session, g.actor, org_id, after=after, limit=limit)
     body = {"checkpoints": [{"id": c.id, **checkpoints.document(c)} for c in found],
             "next_after": found[-1].id if len(found) == limit else None,
             "public_key_id": signing.key_id(signing_key())}
@@ -189,14 +165,13 @@ def list_checkpoints(org_ref: str) -> Response:
 
 
 @bp.post("/orgs/<org_ref>/audit-checkpoints")
-@authenticated
+@authenticated(scope=ADMIN)
 def create_checkpoint(org_ref: str) -> tuple[Response, int]:
     """Sign the org's current head now, and return the checkpoint to keep."""
-    org_id = _org_id(org_ref)
+    org_id = caller_org_id(org_ref)
     try:
-        with _db().transaction() as session:
-            made = checkpoints.sign_head(session, signing_key(), org_id, "manual", actor=g.actor)
-            body = {"id": made.id, **checkpoints.document(made)}
+        made = run(database(), g.actor, audit_access.sign_checkpoint, signing_key(), org_id)
+        body = {"id": made.id, **checkpoints.document(made)}
     except checkpoints.UnverifiedHead as refused:  # nothing to sign: the chain itself is the finding
         return problem(409, "chain_broken", str(refused)), 409
     return jsonify(body), 201
@@ -209,7 +184,7 @@ def public_key() -> Response:
     return jsonify({"algorithm": "Ed25519", "key_id": signing.key_id(key), "public_key_pem": signing.public_pem(key)})
 
 
-# The OpenAPI description of these routes, merged into /openapi.json by identity.openapi.
+# The OpenAPI description of these routes, merged into /openapi.json by identity.web.openapi.
 def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema or {"type": "string"},
             "description": description}

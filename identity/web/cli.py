@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 import click
+from sqlalchemy.engine import make_url
 
 from audit.actor import system_actor
 from identity import config, keys, migrate, orgs, seats, teams
@@ -15,6 +16,9 @@ from identity.billing import check_org
 from identity.db import Database
 from identity.errors import DomainError
 from identity.service import run
+from identity.web.audit_cli import audit as audit_group
+from identity.web.server import serve as run_server
+from saml import cli as saml_cli
 
 
 def _database() -> Database:
@@ -41,16 +45,12 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
     """Migrate the database, refresh its planner statistics and serve the app with gunicorn."""
     migrate.upgrade(config.database_url())
     _database().analyze()
-    from identity.server import serve as run_server
-
     config.secret_key()  # made once here, before workers start, so they all read the same key
     click.echo(f"serving on http://{host}:{port} (database: {_safe_url(config.database_url())})", err=True)
     run_server(host, port, workers, threads)
 
 
 def _safe_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
     return make_url(url).render_as_string(hide_password=True)
 
 
@@ -219,16 +219,9 @@ def billing_renew(slug: str | None) -> None:
                        f"({charge.cycle_start.isoformat()} to {charge.cycle_end.isoformat()})")
 
 
-def _register_adapters() -> None:
-    from audit.cli import audit as audit_group
-    from saml import cli as saml_cli
-
-    main.add_command(audit_group)          # identity audit export|verify|purge|checkpoint|public-key
-    main.add_command(saml_cli.saml)        # identity saml configure|refresh|require-sso
-    main.add_command(saml_cli.login_link)  # identity login-link --org --email
-
-
-_register_adapters()
+main.add_command(audit_group)          # identity audit export|verify|purge|checkpoint|public-key
+main.add_command(saml_cli.saml)        # identity saml configure|refresh|require-sso
+main.add_command(saml_cli.login_link)  # identity login-link --org --email
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,6 +6,8 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from identity.web.app import create_app
+
 
 class _Server(BaseApplication):  # type: ignore[misc]
     def __init__(self, options: dict[str, Any]) -> None:
@@ -17,8 +19,6 @@ class _Server(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        from identity.app import create_app
-
         return create_app()
 
 
@@ -39,7 +39,7 @@ def options(host: str, port: int, workers: int, threads: int) -> dict[str, Any]:
 
     No access log: gunicorn's writes the raw request line, and a path can carry a secret (a
     sign-in link's token). The app logs every request itself, naming the route's rule instead
-    (identity.app.route).
+    (identity.web.app.route).
     """
     return {"bind": f"{host}:{port}", "workers": workers, "worker_class": "gthread", "threads": threads,
             "keepalive": KEEPALIVE_SECONDS, "accesslog": None, "timeout": 60}

@@ -1,0 +1,56 @@
+"""Who may read, export and sign an org's audit log, and the event each of those leaves.
+
+Reading the log is itself audited (`audit.read`, `audit.exported`, `audit.verified`): each
+function here authorizes its actor and records what it did, in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy.orm import Session
+
+from audit import Actor, checkpoints, events, record
+from audit.log import Target
+from audit.models import AuditCheckpoint
+from identity.roles import authorize
+
+
+def _log(org_id: str) -> Target:
+    return Target("audit_log", org_id, "audit log")
+
+
+def read_events(session: Session, actor: Actor, selection: events.Selection, limit: int) -> events.Page:
+    """Return a page of the selected events (after `selection.after_seq`), recording the reading."""
+    authorize(actor, "audit.read", org_id=selection.org_id)
+    page = events.read_page(session, selection, limit)
+    record(session, actor, "audit.read", _log(selection.org_id),
+           {"selection": selection.describe(), "after_seq": selection.after_seq, "returned": len(page.rows)},
+           org_id=selection.org_id)
+    return page
+
+
+def record_export(session: Session, actor: Actor, selection: events.Selection, fmt: str) -> None:
+    """Authorize and record an export of the selected events, before they are streamed."""
+    authorize(actor, "audit.read", org_id=selection.org_id)
+    record(session, actor, "audit.exported", _log(selection.org_id),
+           {"format": fmt, "selection": selection.describe()}, org_id=selection.org_id)
+
+
+def record_verification(session: Session, actor: Actor, org_id: str, result: dict[str, Any]) -> None:
+    """Record the result of verifying (and reconciling) the org's chain."""
+    authorize(actor, "audit.read", org_id=org_id)
+    record(session, actor, "audit.verified", _log(org_id), result, org_id=org_id)
+
+
+def list_checkpoints(session: Session, actor: Actor, org_id: str, *, after: int, limit: int) -> list[AuditCheckpoint]:
+    """Return the org's signed checkpoints, oldest first, after checkpoint id `after`."""
+    authorize(actor, "audit.read", org_id=org_id)
+    return checkpoints.listing(session, org_id, after, limit)
+
+
+def sign_checkpoint(session: Session, actor: Actor, key: Ed25519PrivateKey, org_id: str) -> AuditCheckpoint:
+    """Verify and sign the org's current head now (checkpoints.UnverifiedHead when the chain is broken)."""
+    authorize(actor, "audit.read", org_id=org_id)
+    return checkpoints.sign_head(session, key, org_id, "manual", actor=actor)

@@ -1,0 +1,67 @@
+"""Use cases on one member that the admin API offers as one request: add, change, invite, join.
+
+Each is one unit of work built from the services that hold the rules (users, invitations), and
+returns the member as the directory shows it, read in the same transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from audit import Actor
+from identity import invitations, seats, users
+from identity.directory import InvitationEntry, Member
+from identity.models import Org
+from identity.seats import SeatPreview
+
+
+@dataclass(frozen=True)
+class Invited:
+    """A new invitation, its link's token (shown once) and the seats as they stand."""
+
+    invitation: InvitationEntry
+    token: str
+    seats: SeatPreview
+
+
+def add_member(session: Session, actor: Actor, org_id: str, *, email: str, role: str | None,
+               team_id: str | None) -> Member:
+    """Add a member by hand (source `manual`), taking a seat."""
+    user = users.provision_user(session, actor, org_id, user_name=email, email=email, role=role, team_id=team_id,
+                                source="manual")
+    return Member.of(session, user)
+
+
+def change_member(session: Session, actor: Actor, org_id: str, user_id: str, *, role: str | None,
+                  active: bool | None) -> Member:
+    """Apply a role and an active state in one transaction, so that a refused half undoes the other."""
+    if role is not None:
+        users.change_role(session, actor, org_id, user_id, role)
+    if active is not None:
+        (users.reactivate_user if active else users.deactivate_user)(session, actor, org_id, user_id)
+    return Member.of(session, users.get_user(session, org_id, user_id))
+
+
+def invite_member(session: Session, actor: Actor, org_id: str, *, email: str, role: str,
+                  team_id: str | None) -> Invited:
+    """Invite `email`; return the invitation, its token and the seat position (the cost of accepting)."""
+    invitation, token = invitations.invite(session, actor, org_id, email=email, role=role, team_id=team_id)
+    # The inviter may manage members, and so may see what one more would cost (no billing.read asked).
+    return Invited(InvitationEntry.of(invitation), token, seats.preview(session.get_one(Org, org_id)))
+
+
+def invitation_holder(session: Session, token: str) -> Actor:
+    """Return the actor of whoever holds the link `token`, recording its expiry first when it is due.
+
+    Call it in a transaction of its own, before accepting or declining: the expiry must be kept
+    even though the acceptance that follows is then refused.
+    """
+    invitations.expire_if_due(session, token)
+    return invitations.invitee(session, token)
+
+
+def accept_invitation(session: Session, actor: Actor, token: str) -> Member:
+    """Accept the invitation of `token`: its invitee becomes a member with its role and team."""
+    return Member.of(session, invitations.accept(session, actor, token))

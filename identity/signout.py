@@ -1,0 +1,39 @@
+"""Signing out: ending sign-in sessions, here or at the IdP's word, each end recorded.
+
+The caller passes `actor`, carrying the request's context (id, address, user agent); each event's
+actor is the user whose session ended, seen through that request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from sqlalchemy.orm import Session
+
+from audit import Actor, record
+from audit.log import Target
+from identity import sessions
+from identity.models import SsoSession
+
+
+def sign_out(session: Session, actor: Actor, token: str | None) -> SsoSession | None:
+    """End the session of `token` (signed out here, `initiated_by` sp); return it, or None when there was none."""
+    ended = sessions.end_session(session, token)
+    if ended is not None:
+        _record_logout(session, actor, ended, "sp")
+    return ended
+
+
+def end_idp_sessions(session: Session, actor: Actor, org_id: str, name_id: str, session_indexes: list[str],
+                     token: str | None) -> bool:
+    """End the sessions an IdP's verified LogoutRequest names; tell whether `token`'s was one of them."""
+    ended = sessions.end_idp_sessions(session, org_id, name_id, session_indexes)
+    for row in ended:
+        _record_logout(session, actor, row, "idp")
+    return any(sessions.is_session_of(row, token) for row in ended)
+
+
+def _record_logout(session: Session, request: Actor, ended: SsoSession, initiated_by: str) -> None:
+    user = replace(request, type="user", id=ended.user_id, display=ended.user_id, org_id=ended.org_id, role=None)
+    record(session, user, "sso.logged_out", Target("user", ended.user_id, ended.user_id),
+           {"initiated_by": initiated_by}, org_id=ended.org_id)

@@ -1,0 +1,183 @@
+"""What the admin API's blueprints share: the API key check, problem JSON, and reading input.
+
+Authenticated with `Authorization: Bearer <api key>`. Errors are RFC 9457 problem JSON. Each
+blueprint registers `domain_problem` and `refuse_nul` with `adopt`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+
+from flask import Blueprint, Response, g, jsonify, request
+
+from audit import Actor
+from identity import jsontext, keys
+from identity.errors import (
+    Conflict,
+    DomainError,
+    InvalidValue,
+    LastOwner,
+    NotFound,
+    PermissionDenied,
+    SeatCapReached,
+    Unauthenticated,
+)
+from identity.web.context import database
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# What every row id is (str(uuid4())): a cursor that is not one is refused, not read as a place.
+ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+STATUS = {NotFound: 404, Conflict: 409, InvalidValue: 400, PermissionDenied: 403, LastOwner: 409,
+          SeatCapReached: 403, Unauthenticated: 401}
+ADMIN = "admin"  # the key scope the admin API asks for
+
+
+def domain_problem(error: DomainError) -> Response:
+    """Render a domain error as problem JSON with the status of its kind (shared by the API blueprints)."""
+    status = next((code for cls, code in STATUS.items() if isinstance(error, cls)), 400)
+    return problem(status, error.code, error.message, {k: v for k, v in error.context.items() if k != "org_id"})
+
+
+def problem(status: int, code: str, detail: str, extra: dict[str, Any] | None = None) -> Response:
+    """Return an RFC 9457 problem response; `extra` members never replace the standard ones."""
+    body: dict[str, Any] = {"type": f"about:blank#{code}", "title": code.replace("_", " "), "status": status,
+                            "detail": detail, "code": code, "request_id": g.get("request_id")}
+    body.update({key: value for key, value in (extra or {}).items() if key not in body})
+    response = jsonify(body)
+    response.status_code = status
+    response.content_type = "application/problem+json"
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="identity"'
+    return response
+
+
+def refuse_nul() -> None:
+    """Refuse NUL in a path or query string as bad input: PostgreSQL text cannot hold it (a 500 there)."""
+    if any(has_nul(value) for value in (request.view_args or {}).values()) or has_nul(
+            [*request.args.keys(), *(v for values in request.args.listvalues() for v in values)]):
+        raise InvalidValue("the path and query must not contain NUL characters")
+
+
+def has_nul(value: Any) -> bool:
+    """Tell whether a string anywhere in `value` (JSON data) holds NUL."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    return isinstance(value, list) and any(has_nul(v) for v in value)
+
+
+def adopt(bp: Blueprint) -> Blueprint:
+    """Give an admin API blueprint the API's problem JSON for domain errors and its NUL check."""
+    bp.register_error_handler(DomainError, domain_problem)
+    bp.before_request(refuse_nul)
+    return bp
+
+
+def request_actor(actor: Actor) -> Actor:
+    """Return `actor` carrying this request's context (ids, address, user agent)."""
+    return actor.with_request(g.request_id, request.remote_addr, request.user_agent.string,
+                              client_request_id=g.get("client_request_id"))
+
+
+def authenticated(*, scope: str | None) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Require a valid API key holding `scope` (None: any key); put its identity in `g.key`, its actor in `g.actor`."""
+    def decorate(view: Callable[P, R]) -> Callable[P, R]:
+        @wraps(view)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            header = request.headers.get("Authorization", "")
+            kind, _, secret = header.partition(" ")
+            if kind.lower() != "bearer" or not secret.strip():
+                raise Unauthenticated("an API key is required: Authorization: Bearer <key>")
+            with database().transaction() as session:
+                g.key = keys.verify_api_key(session, secret.strip())
+            if scope is not None and scope not in g.key.scopes:
+                raise PermissionDenied(f"this key has no {scope!r} scope for the admin API")
+            g.actor = request_actor(g.key.actor())
+            return view(*args, **kwargs)
+        return wrapper
+    return decorate
+
+
+def json_body(*fields: str) -> dict[str, Any]:
+    """Return the JSON object of the request; any member other than `fields` is refused, not ignored."""
+    data = None
+    if request.is_json:
+        try:
+            data = jsontext.loads(request.get_data())
+        except ValueError as error:  # not JSON, NaN, or nested deeper than jsontext.MAX_DEPTH
+            raise InvalidValue(f"the request body is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise InvalidValue("the request body must be a JSON object")
+    if has_nul(data):
+        raise InvalidValue("strings must not contain NUL characters")  # PostgreSQL text cannot hold them
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise InvalidValue(f"unknown fields: {', '.join(map(repr, unknown))}", field=unknown[0])
+    return data
+
+
+def text(data: dict[str, Any], name: str, default: str = "") -> str:
+    """Return the string member `name` (else `default`); any other JSON type is refused, not coerced."""
+    value = data.get(name, default)
+    if not isinstance(value, str):
+        raise InvalidValue(f"{name} must be a string", field=name)
+    return value
+
+
+def optional_text(data: dict[str, Any], name: str) -> str | None:
+    """Return the string member `name`, or None when it is absent or null."""
+    return None if data.get(name) is None else text(data, name)
+
+
+def role(data: dict[str, Any]) -> str | None:
+    """Return the `role` member: absent or null means the default; an empty or non-string role is refused."""
+    found = optional_text(data, "role")
+    if found == "":
+        raise InvalidValue("role must be one of owner, admin, member, viewer", field="role")
+    return found
+
+
+def known_args(*names: str) -> None:
+    """Refuse a query parameter the operation does not take: a misspelt filter must not widen a read."""
+    unknown = sorted(set(request.args) - set(names))
+    if unknown:
+        raise InvalidValue(f"unknown query parameters: {', '.join(map(repr, unknown))}", field=unknown[0])
+
+
+def int_arg(name: str, default: int) -> int:
+    """Return the integer query parameter `name` (else `default`); text or a repeated value is refused."""
+    values = request.args.getlist(name)
+    if not values:
+        return default
+    if len(values) > 1 or not re.fullmatch(r"-?[0-9]{1,18}", values[0]):
+        raise InvalidValue(f"{name} must be one integer", field=name)
+    return int(values[0])
+
+
+def after_id() -> str:
+    """Return the `after` cursor of a keyset page: a row id (`next` of the previous page), or ""."""
+    values = request.args.getlist("after")
+    if not values:
+        return ""
+    if len(values) > 1 or not (values[0] == "" or ID.fullmatch(values[0])):
+        raise InvalidValue("after must be the `next` of the previous page", field="after")
+    return values[0]
+
+
+def caller_org_id(org_ref: str) -> str:
+    """Resolve an org id or slug within the caller's own org; any other org is not found."""
+    if org_ref not in (g.key.org_id, g.key.org_slug):
+        raise NotFound(f"no org {org_ref!r}")
+    org_id: str = g.key.org_id
+    return org_id
+
+
+def when(moment: Any) -> str | None:
+    """Render an optional time as ISO 8601."""
+    return None if moment is None else moment.isoformat()
