@@ -14,6 +14,7 @@ from werkzeug.wrappers import Response as HttpResponse
 from audit import Actor
 from audit.log import Target, record
 from identity import sessions, users
+from identity.actions import Action
 from identity.errors import DomainError
 from identity.models import Org
 from identity.service import run
@@ -136,7 +137,7 @@ def _end_idp_sessions(org: Org, auth: OneLogin_Saml2_Auth) -> bool:
 def _record_logout(session: Any, org_id: str, user_id: str, initiated_by: str) -> None:
     actor = Actor("user", user_id, user_id, org_id=org_id, request_id=g.get("request_id"),
                   ip=request.remote_addr, user_agent=request.user_agent.string)
-    record(session, actor, "sso.logged_out", Target("user", user_id, user_id),
+    record(session, actor, Action.SSO_LOGGED_OUT, Target("user", user_id, user_id),
            {"initiated_by": initiated_by}, org_id=org_id)
 
 
