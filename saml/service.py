@@ -19,12 +19,14 @@ from sqlalchemy.orm import Session
 from audit import Actor, clock, record
 from audit.log import Target
 from identity import sessions, users
+from identity.actions import Action
 from identity.errors import DomainError, InvalidValue, NotFound
 from identity.groups import apply_user_groups
 from identity.lookups import user_target
 from identity.models import Org, User
 from identity.names import checked_text, name_key
 from identity.roles import authorize
+from identity.vocabulary import GrantSource, SessionMethod
 from saml.connection import CLAIMS, IdpSettings, attribute_names, cert_fingerprint, generate_sp_credentials
 from saml.models import SamlConnection, SamlIdentity, SamlPendingRequest, SamlSeenAssertion
 from saml.protocol import Assertion, Refused
@@ -127,7 +129,7 @@ def configure_connection(
     changes = {key: {"before": before.get(key), "after": value} for key, value in after.items()
                if before.get(key) != value}
     if created or changes:
-        record(session, actor, "sso.configured" if created else "sso.updated", org_target(org), changes,
+        record(session, actor, Action.SSO_CONFIGURED if created else Action.SSO_UPDATED, org_target(org), changes,
                org_id=org_id)
     return connection
 
@@ -405,7 +407,7 @@ def _link_identity(session: Session, actor: Actor, user: User, identity: Identit
         session.execute(INSERT_IDENTITY, {"org_id": user.org_id, "idp_entity_id": identity.idp_entity_id,
                                           "name_id_key": identity.key, "name_id": identity.name_id,
                                           "user_id": user.id, "created_at": now})
-    record(session, actor, "sso.identity_linked", user_target(user), {
+    record(session, actor, Action.SSO_IDENTITY_LINKED, user_target(user), {
         "idp_entity_id": identity.idp_entity_id, "name_id": identity.name_id, "moved_from_removed_user": how == "moved",
     }, org_id=user.org_id)
 
@@ -438,7 +440,7 @@ def sign_in(session: Session, actor: Actor, org_id: str, assertion: Assertion, *
             raise Refused("user_not_provisioned", 403)
         user = users.provision_user(
             session, replace(actor, display="SAML JIT provisioning"), org_id, user_name=claims.user_name,
-            source="saml", email=claims.email, given_name=claims.given_name, family_name=claims.family_name,
+            source=GrantSource.SAML, email=claims.email, given_name=claims.given_name, family_name=claims.family_name,
             display_name=claims.display_name)
     elif not user.active:
         raise Refused("user_deactivated", 403, user_id=user.id)
@@ -450,9 +452,10 @@ def sign_in(session: Session, actor: Actor, org_id: str, assertion: Assertion, *
     groups_applied = claims.groups is not None
     if claims.groups is not None:
         apply_user_groups(session, actor, org_id, user.id, claims.groups)
-    token = sessions.create_session(session, user, method="saml", lifetime=lifetime, name_id=assertion.name_id,
-                                    name_id_format=assertion.name_id_format, session_index=assertion.session_index)
-    record(session, user_actor, "sso.login_succeeded", user_target(user), {
+    token = sessions.create_session(session, user, method=SessionMethod.SAML, lifetime=lifetime,
+                                    name_id=assertion.name_id, name_id_format=assertion.name_id_format,
+                                    session_index=assertion.session_index)
+    record(session, user_actor, Action.SSO_LOGIN_SUCCEEDED, user_target(user), {
         "flow": "sp_initiated" if assertion.in_response_to else "idp_initiated", "jit_created": created,
         "groups": claims.groups, "groups_applied": groups_applied, "idp_entity_id": assertion.issuer,
     }, org_id=org_id)
@@ -475,7 +478,7 @@ def record_failure(session: Session, actor: Actor, org: Org, reason: str, *,
             session.execute(delete(SamlPendingRequest).where(SamlPendingRequest.id == assertion.in_response_to,
                                                              SamlPendingRequest.org_id == org.id))
     target = Target("user", user_id, user_id) if user_id else org_target(org)
-    record(session, actor, "sso.login_failed", target, {"reason": reason, **(extra or {})}, org_id=org.id,
+    record(session, actor, Action.SSO_LOGIN_FAILED, target, {"reason": reason, **(extra or {})}, org_id=org.id,
            outcome="failure")
 
 

@@ -11,8 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("identity", "audit", "scim", "saml")
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
