@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from audit import clock, signing, verify
+from audit.actions import AuditAction
 from audit.actor import Actor, system_actor
 from audit.checkpoint_docs import REASONS as REASONS
 from audit.checkpoint_docs import all_of as all_of
@@ -74,7 +75,7 @@ def sign_head(session: Session, key: Ed25519PrivateKey, org_id: str, reason: str
     if report.broken is not None:
         raise UnverifiedHead(org_id, str(report.broken))
     made = sign_at(session, key, org_id, seq, head_hash, reason)
-    record(session, actor or system_actor("checkpoint"), "audit.checkpoint_created",
+    record(session, actor or system_actor("checkpoint"), AuditAction.AUDIT_CHECKPOINT_CREATED,
            Target("audit_log", org_id, "audit log"),
            {"checkpoint_id": made.id, "seq": seq, "hash": head_hash, "reason": reason, "key_id": made.key_id,
             "verified_events": report.checked}, org_id=org_id)
@@ -92,7 +93,7 @@ def idle_since_signed(session: Session, org_id: str) -> bool:
     if head is None or newest is None or head.seq != newest + 1:
         return False
     last = session.scalar(select(AuditEvent.action).where(AuditEvent.org_id == org_id, AuditEvent.seq == head.seq))
-    return last == "audit.checkpoint_created"
+    return last == AuditAction.AUDIT_CHECKPOINT_CREATED
 
 
 def listing(session: Session, org_id: str, after_id: int = 0, limit: int = 100) -> list[AuditCheckpoint]:

@@ -60,7 +60,7 @@ def record(
         "actor_type": actor.type,
         "actor_id": actor.id,
         "actor_display": actor.display,
-        "action": action,
+        "action": str(action),  # an Action member is its value; the queue holds plain data
         "target_type": target.type,
         "target_id": target.id,
         "target_display": target.display,

@@ -30,6 +30,7 @@ from sqlalchemy import CursorResult, delete, func, select, text
 from sqlalchemy.orm import Session
 
 from audit import checkpoints, clock, verify
+from audit.actions import AuditAction
 from audit.actor import Actor
 from audit.events import format_time
 from audit.log import Target, record
@@ -83,7 +84,7 @@ def purge_org(session: Session, actor: Actor, key: Ed25519PrivateKey, org_id: st
     removed = _delete_through_base(session, org_id, upto)
     head.purged_count += removed
     made = checkpoints.sign_at(session, key, org_id, upto, base_hash, "purge")
-    record(session, actor, "audit.purged", Target("audit_log", org_id, "audit log"), {
+    record(session, actor, AuditAction.AUDIT_PURGED, Target("audit_log", org_id, "audit log"), {
         "retention_days": days, "floor_days": floor_days, "cutoff": format_time(cutoff), "events_removed": removed,
         "base_seq": {"before": before, "after": upto}, "base_hash": base_hash, "checkpoint_id": made.id,
     }, org_id=org_id)

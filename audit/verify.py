@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.orm import Session
 
 from audit import checkpoint_docs as cps
+from audit.actions import AuditAction
 from audit.events import Selection, hashed_fields, iter_rows, row_fields
 from audit.log import GENESIS_HASH, event_hash
 from audit.models import AuditHead
@@ -283,7 +284,8 @@ class _PurgeWitness:
 
     def watch(self, events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for event in events:
-            if self.found is None and event["action"] == "audit.purged" and self._moved_to_base(event["changes"]):
+            if (self.found is None and event["action"] == AuditAction.AUDIT_PURGED
+                    and self._moved_to_base(event["changes"])):
                 self.found = int(event["seq"])
             yield event
 

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.orm import Session
 
 from audit import Actor, checkpoints, events, record
+from audit.actions import AuditAction
 from audit.log import Target
 from audit.models import AuditCheckpoint
 from identity.roles import authorize
@@ -25,7 +26,7 @@ def read_events(session: Session, actor: Actor, selection: events.Selection, lim
     """Return a page of the selected events (after `selection.after_seq`), recording the reading."""
     authorize(actor, "audit.read", org_id=selection.org_id)
     page = events.read_page(session, selection, limit)
-    record(session, actor, "audit.read", _log(selection.org_id),
+    record(session, actor, AuditAction.AUDIT_READ, _log(selection.org_id),
            {"selection": selection.describe(), "after_seq": selection.after_seq, "returned": len(page.rows)},
            org_id=selection.org_id)
     return page
@@ -34,14 +35,14 @@ def read_events(session: Session, actor: Actor, selection: events.Selection, lim
 def record_export(session: Session, actor: Actor, selection: events.Selection, fmt: str) -> None:
     """Authorize and record an export of the selected events, before they are streamed."""
     authorize(actor, "audit.read", org_id=selection.org_id)
-    record(session, actor, "audit.exported", _log(selection.org_id),
+    record(session, actor, AuditAction.AUDIT_EXPORTED, _log(selection.org_id),
            {"format": fmt, "selection": selection.describe()}, org_id=selection.org_id)
 
 
 def record_verification(session: Session, actor: Actor, org_id: str, result: dict[str, Any]) -> None:
     """Record the result of verifying (and reconciling) the org's chain."""
     authorize(actor, "audit.read", org_id=org_id)
-    record(session, actor, "audit.verified", _log(org_id), result, org_id=org_id)
+    record(session, actor, AuditAction.AUDIT_VERIFIED, _log(org_id), result, org_id=org_id)
 
 
 def list_checkpoints(session: Session, actor: Actor, org_id: str, *, after: int, limit: int) -> list[AuditCheckpoint]:

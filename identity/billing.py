@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 
 from identity.models import Org, SeatCharge, User
 from identity.seats import months_between, prorated_cents
+from identity.vocabulary import ChargeKind
 
 
 def check_org(session: Session, org_id: str) -> list[str]:
@@ -36,7 +37,7 @@ def _check_ledger(session: Session, org: Org) -> list[str]:
     charges = list(session.scalars(select(SeatCharge).where(SeatCharge.org_id == org.id)
                                    .order_by(SeatCharge.created_at, SeatCharge.id)))
     for charge in charges:
-        if charge.kind == "seat_purchase":
+        if charge.kind == ChargeKind.SEAT_PURCHASE:
             expected = prorated_cents(charge.unit_price_cents, charge.cycle_start, charge.cycle_end, charge.created_at)
         else:
             expected = charge.seats * charge.unit_price_cents
@@ -46,7 +47,7 @@ def _check_ledger(session: Session, org: Org) -> list[str]:
     purchased = sum(c.seats for c in current)
     if purchased != org.purchased_seats:
         problems.append(f"purchased_seats is {org.purchased_seats} but the ledger holds {purchased} for this cycle")
-    renewals = {c.cycle_start for c in charges if c.kind == "seat_renewal"}
+    renewals = {c.cycle_start for c in charges if c.kind == ChargeKind.SEAT_RENEWAL}
     expected_renewals = months_between(org.created_at, org.cycle_start)
     if len(renewals) != expected_renewals:
         problems.append(f"{len(renewals)} renewals in the ledger, expected {expected_renewals} since the org began")

@@ -8,6 +8,7 @@ service that has just changed that row and returns it as the reads do.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -30,7 +31,7 @@ class Member:
     email: str | None
     active: bool
     role: str | None
-    teams: dict[str, str]
+    teams: Mapping[str, str]
     source: str
 
     @classmethod

@@ -11,23 +11,24 @@ from sqlalchemy.orm import Session
 
 from identity.models import RoleGrant
 from identity.roles import highest
+from identity.vocabulary import Role
 
 
-def org_role(session: Session, user_id: str) -> str | None:
+def org_role(session: Session, user_id: str) -> Role | None:
     """Return the user's org role: the highest of its org-wide grants."""
     return highest(session.scalars(
         select(RoleGrant.role).where(RoleGrant.user_id == user_id, RoleGrant.team_id.is_(None))
     ))
 
 
-def ungrouped_org_role(session: Session, user_id: str) -> str | None:
+def ungrouped_org_role(session: Session, user_id: str) -> Role | None:
     """Return the highest org role the user holds from grants no IdP group gave (manual, invitation,
     provisioning's default): what a manual role change replaces."""
     return highest(session.scalars(select(RoleGrant.role).where(
         RoleGrant.user_id == user_id, RoleGrant.team_id.is_(None), RoleGrant.source_ref == "")))
 
 
-def roles_for_key(session: Session, user_id: str, team_id: str, default_role: str) -> tuple[str, str | None]:
+def roles_for_key(session: Session, user_id: str, team_id: str, default_role: Role) -> tuple[Role, Role | None]:
     """Return the user's org role (the org's `default_role` when no grant gives one) and its role in
     one team, in one query: what a verified API key acts with."""
     rows = list(session.execute(select(RoleGrant.team_id, RoleGrant.role).where(RoleGrant.user_id == user_id)))
@@ -35,12 +36,12 @@ def roles_for_key(session: Session, user_id: str, team_id: str, default_role: st
     return org, highest(role for team, role in rows if team == team_id)
 
 
-def team_roles(session: Session, user_id: str) -> dict[str, str]:
+def team_roles(session: Session, user_id: str) -> dict[str, Role]:
     """Return {team id: the highest team role} for the user's teams."""
     rows = session.execute(select(RoleGrant.team_id, RoleGrant.role).where(
         RoleGrant.user_id == user_id, RoleGrant.team_id.is_not(None)))
-    roles: dict[str, list[str]] = {}
+    roles: dict[str, list[Role]] = {}
     for team_id, role in rows:
         if team_id is not None:
             roles.setdefault(team_id, []).append(role)
-    return {team_id: highest(found) or "member" for team_id, found in roles.items()}
+    return {team_id: highest(found) or Role.MEMBER for team_id, found in roles.items()}

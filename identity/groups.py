@@ -19,10 +19,12 @@ from sqlalchemy.orm import Session
 from audit import Actor, clock, record
 from audit.log import Target
 from identity import owners, seats, teams
+from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound
 from identity.lookups import get_team
 from identity.models import GroupMapping, IdpGroup, IdpGroupMember, Org, RoleGrant, Team, User
-from identity.roles import authorize, parse_role
+from identity.roles import ROLES, authorize, parse_role
+from identity.vocabulary import GrantSource, Role
 
 CHUNK = 500  # ids per IN (...) list: well under every database's parameter limit
 
@@ -32,8 +34,8 @@ class Grants:
     """What membership of one group gives."""
 
     team_id: str | None
-    team_role: str | None
-    org_role: str | None
+    team_role: Role | None
+    org_role: Role | None
 
 
 def _chunks(ids: list[str]) -> Iterator[list[str]]:
@@ -82,16 +84,16 @@ def grants_of(session: Session, actor: Actor, group: IdpGroup) -> Grants:
     rule = _rule(session, group)
     if rule is not None:
         org_role = rule.org_role
-        if org_role == "owner" and not org.idp_may_grant_owner:
-            org_role = "admin"  # the IdP may grant owner only where the org turned that on
-        return Grants(rule.team_id, rule.team_role or ("member" if rule.team_id else None), org_role)
+        if org_role == Role.OWNER and not org.idp_may_grant_owner:
+            org_role = Role.ADMIN  # the IdP may grant owner only where the org turned that on
+        return Grants(rule.team_id, rule.team_role or (Role.MEMBER if rule.team_id else None), org_role)
     if org.group_sync != "mirror":
         return Grants(None, None, None)
     if group.team_id is None:
         existing = session.scalars(select(Team).where(
             Team.org_id == org.id, func.lower(Team.name) == group.display_name.lower())).first()
         group.team_id = (existing or teams.create_team(session, actor, org.id, group.display_name)).id
-    return Grants(group.team_id, "member", None)
+    return Grants(group.team_id, Role.MEMBER, None)
 
 
 def create_group(session: Session, actor: Actor, org_id: str, *, display_name: str,
@@ -106,7 +108,7 @@ def create_group(session: Session, actor: Actor, org_id: str, *, display_name: s
                      attributes=attributes or {}, created_at=now, updated_at=now, version=1)
     session.add(group)
     session.flush()
-    record(session, actor, "group.created", _target(group),
+    record(session, actor, Action.GROUP_CREATED, _target(group),
            {"display_name": display_name, "external_id": external_id}, org_id=org_id)
     add_members(session, actor, org_id, group.id, list(member_ids))
     return group
@@ -138,7 +140,7 @@ def update_group(session: Session, actor: Actor, org_id: str, group_id: str, *, 
         group.attributes = attributes
     if diff:
         _touch(group)
-        record(session, actor, "group.updated", _target(group), diff, org_id=org_id)
+        record(session, actor, Action.GROUP_UPDATED, _target(group), diff, org_id=org_id)
     return group
 
 
@@ -155,7 +157,7 @@ def delete_group(session: Session, actor: Actor, org_id: str, group_id: str) -> 
     members = list(session.scalars(select(IdpGroupMember.user_id).where(IdpGroupMember.group_id == group.id)))
     removed = remove_members(session, actor, org_id, group.id, members)
     session.execute(delete(IdpGroupMember).where(IdpGroupMember.group_id == group.id))
-    record(session, actor, "group.deleted", _target(group),
+    record(session, actor, Action.GROUP_DELETED, _target(group),
            {"display_name": group.display_name, "members_removed": len(removed)}, org_id=org_id)
     session.delete(group)
 
@@ -184,7 +186,7 @@ def _members_among(session: Session, group_id: str, user_ids: list[str]) -> set[
 
 
 def add_members(session: Session, actor: Actor, org_id: str, group_id: str, user_ids: list[str], *,
-                source: str = "scim") -> list[str]:
+                source: GrantSource = GrantSource.SCIM) -> list[str]:
     """Add users to a group and give them its grants; return those who were not members yet.
 
     `source` is the channel the membership came through, which each grant remembers (DESIGN 3.2):
@@ -213,7 +215,7 @@ def add_members(session: Session, actor: Actor, org_id: str, group_id: str, user
                   "source": source, "source_ref": group.id, "created_at": now} for uid in new]
     if rows:
         session.execute(insert(RoleGrant), rows)
-    record(session, actor, "group.members_added", _target(group),
+    record(session, actor, Action.GROUP_MEMBERS_ADDED, _target(group),
            {"members": new, "team_id": grants.team_id, "team_role": grants.team_role, "org_role": grants.org_role,
             "source": source}, org_id=org_id)
     return new
@@ -240,7 +242,7 @@ def remove_members(session: Session, actor: Actor, org_id: str, group_id: str, u
         if grants:
             session.execute(delete(RoleGrant).where(RoleGrant.id.in_(grants)))
     if gone:
-        record(session, actor, "group.members_removed", _target(group), {"members": gone}, org_id=org_id)
+        record(session, actor, Action.GROUP_MEMBERS_REMOVED, _target(group), {"members": gone}, org_id=org_id)
     for user_id in sorted(protected):
         owners.protect_group_owner(session, actor, org_id, user_id, group.id)
     return gone
@@ -276,7 +278,7 @@ def apply_user_groups(session: Session, actor: Actor, org_id: str, user_id: str,
         wanted.add(group.id)
     current = set(session.scalars(select(IdpGroupMember.group_id).where(IdpGroupMember.user_id == user_id)))
     for group_id in sorted(wanted - current):
-        add_members(session, actor, org_id, group_id, [user_id], source="saml")
+        add_members(session, actor, org_id, group_id, [user_id], source=GrantSource.SAML)
     for group_id in sorted(current - wanted):
         remove_members(session, actor, org_id, group_id, [user_id])
 
@@ -304,9 +306,9 @@ def _reapply(session: Session, actor: Actor, group: IdpGroup) -> None:
     sources = {user_id: source for user_id, source in session.execute(
         select(RoleGrant.user_id, RoleGrant.source).where(RoleGrant.source_ref == group.id))}
     session.execute(delete(RoleGrant).where(RoleGrant.source_ref == group.id))
-    by_source: dict[str, list[str]] = {}
+    by_source: dict[GrantSource, list[str]] = {}
     for user_id in member_ids(session, group.id):
-        by_source.setdefault(sources.get(user_id, "scim"), []).append(user_id)
+        by_source.setdefault(sources.get(user_id, GrantSource.SCIM), []).append(user_id)
     session.execute(delete(IdpGroupMember).where(IdpGroupMember.group_id == group.id))
     for source, members in sorted(by_source.items()):
         add_members(session, actor, group.org_id, group.id, members, source=source)
@@ -323,7 +325,7 @@ def _groups_matching(session: Session, rule: GroupMapping) -> list[IdpGroup]:
 def _authorize_owner_grant(actor: Actor, org_id: str, org_role: str | None) -> None:
     """A rule that grants (or granted) owner makes owners of whoever the IdP puts in the group:
     IdP trust and owners' business both (DESIGN 3.2)."""
-    if org_role is not None and org_role.strip().lower() == "owner":
+    if org_role is not None and org_role.strip().lower() == Role.OWNER:
         authorize(actor, "trust.manage", org_id=org_id)
         authorize(actor, "owners.manage", org_id=org_id)
 
@@ -343,12 +345,12 @@ def create_mapping(session: Session, actor: Actor, org_id: str, *, group_externa
     rule = GroupMapping(
         id=str(uuid.uuid4()), org_id=org_id, group_external_id=group_external_id or None,
         group_display_name=group_display_name or None, team_id=team_id or None,
-        team_role=parse_role(team_role or "member", allowed=teams.TEAM_ROLES) if team_id else None,
-        org_role=parse_role(org_role, allowed=("viewer", "member", "admin", "owner")) if org_role else None,
+        team_role=parse_role(team_role or Role.MEMBER, allowed=teams.TEAM_ROLES) if team_id else None,
+        org_role=parse_role(org_role, allowed=ROLES) if org_role else None,
         created_at=clock.now())
     session.add(rule)
     session.flush()
-    record(session, actor, "group_mapping.created", Target("group_mapping", rule.id,
+    record(session, actor, Action.GROUP_MAPPING_CREATED, Target("group_mapping", rule.id,
                                                            group_display_name or group_external_id or ""),
            {"group_external_id": rule.group_external_id, "group_display_name": rule.group_display_name,
             "team_id": rule.team_id, "team_role": rule.team_role, "org_role": rule.org_role}, org_id=org_id)
@@ -365,7 +367,7 @@ def delete_mapping(session: Session, actor: Actor, org_id: str, mapping_id: str)
         raise NotFound(f"no group mapping {mapping_id!r} in this org")
     _authorize_owner_grant(actor, org_id, rule.org_role)
     matching = _groups_matching(session, rule)
-    record(session, actor, "group_mapping.deleted", Target("group_mapping", rule.id,
+    record(session, actor, Action.GROUP_MAPPING_DELETED, Target("group_mapping", rule.id,
                                                            rule.group_display_name or rule.group_external_id or ""),
            {"team_id": rule.team_id, "team_role": rule.team_role, "org_role": rule.org_role}, org_id=org_id)
     session.delete(rule)

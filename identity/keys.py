@@ -16,10 +16,12 @@ from sqlalchemy.orm import Session
 from audit import Actor, clock, record
 from audit.log import Target
 from identity import tokens
+from identity.actions import Action
 from identity.errors import InvalidValue, NotFound, PermissionDenied, Unauthenticated
 from identity.grants import org_role, roles_for_key
 from identity.models import ApiKey, Org, RoleGrant, ScimClient, ScimToken, Team, User
 from identity.roles import allowed_scopes, authorize
+from identity.vocabulary import KeyStatus, KeyStatusReason
 
 SCOPES = frozenset({"admin", "inference", "usage.read"})
 # Writing last-used time on every request would make every read a write; a minute is precise enough.
@@ -91,10 +93,10 @@ def create_api_key(session: Session, actor: Actor, org_id: str, *, user_id: str,
     name = (name or "").strip()[:200] or "API key"
     new = tokens.generate("key")
     key = ApiKey(id=str(uuid.uuid4()), org_id=org_id, team_id=team_id, user_id=user_id, name=name,
-                 prefix=new.prefix, secret_hash=new.hash, scopes=sorted(set(scopes)), status="active",
+                 prefix=new.prefix, secret_hash=new.hash, scopes=sorted(set(scopes)), status=KeyStatus.ACTIVE,
                  created_at=clock.now())
     session.add(key)
-    record(session, actor, "api_key.created", _key_target(key),
+    record(session, actor, Action.API_KEY_CREATED, _key_target(key),
            {"name": name, "team_id": team_id, "user_id": user_id, "scopes": key.scopes}, org_id=org_id)
     return Issued(key.id, key.prefix, new.plaintext)
 
@@ -109,7 +111,7 @@ def _actor_user_id(session: Session, actor: Actor) -> str | None:
 def verify_api_key(session: Session, secret: str) -> KeyIdentity:
     """Return whom a presented API key speaks for, or raise Unauthenticated. Constant-time compare."""
     key = _find_key(session, secret)
-    if key is None or key.status != "active" or key.team_id is None:
+    if key is None or key.status != KeyStatus.ACTIVE or key.team_id is None:
         raise Unauthenticated("invalid or revoked API key")
     user = session.get(User, key.user_id)
     org = session.get(Org, key.org_id)
@@ -153,15 +155,16 @@ def revoke_api_key(session: Session, actor: Actor, org_id: str, key_id: str) -> 
         authorize(actor, "own_keys.manage", org_id=org_id)
     else:
         authorize(actor, "member.revoke_keys", org_id=org_id, target_role=org_role(session, key.user_id))
-    if key.status == "revoked":
+    if key.status == KeyStatus.REVOKED:
         return
-    record(session, actor, "api_key.revoked", _key_target(key),
-           {"status": {"before": key.status, "after": "revoked"}, "reason": "manual"}, org_id=org_id)
-    key.status, key.status_reason = "revoked", "manual"
+    record(session, actor, Action.API_KEY_REVOKED, _key_target(key),
+           {"status": {"before": key.status, "after": KeyStatus.REVOKED}, "reason": KeyStatusReason.MANUAL},
+           org_id=org_id)
+    key.status, key.status_reason = KeyStatus.REVOKED, KeyStatusReason.MANUAL
 
 
-def _set_status(session: Session, user: User, where_status: str, where_reason: str | None,
-                status: str, reason: str | None, team_id: str | None = None) -> list[str]:
+def _set_status(session: Session, user: User, where_status: KeyStatus, where_reason: KeyStatusReason | None,
+                status: KeyStatus, reason: KeyStatusReason | None, team_id: str | None = None) -> list[str]:
     """Move the user's keys from one status to another in one statement; return their prefixes."""
     conditions = [ApiKey.user_id == user.id, ApiKey.status == where_status]
     if where_reason is not None:
@@ -171,7 +174,8 @@ def _set_status(session: Session, user: User, where_status: str, where_reason: s
     return _move(session, conditions, status, reason)
 
 
-def _move(session: Session, conditions: list[ColumnElement[bool]], status: str, reason: str | None) -> list[str]:
+def _move(session: Session, conditions: list[ColumnElement[bool]], status: KeyStatus,
+          reason: KeyStatusReason | None) -> list[str]:
     """Give the keys that meet `conditions` a status and its reason; return their prefixes."""
     prefixes = list(session.scalars(select(ApiKey.prefix).where(*conditions)))
     if prefixes:
@@ -182,30 +186,31 @@ def _move(session: Session, conditions: list[ColumnElement[bool]], status: str, 
 
 def block_user_keys(session: Session, user: User) -> list[str]:
     """Block the user's active keys because of deactivation; reactivation lifts exactly these."""
-    return _set_status(session, user, "active", None, "blocked", "deactivation")
+    return _set_status(session, user, KeyStatus.ACTIVE, None, KeyStatus.BLOCKED, KeyStatusReason.DEACTIVATION)
 
 
 def unblock_user_keys(session: Session, user: User) -> list[str]:
     """Unblock the keys that deactivation blocked; keys revoked for any other reason stay revoked."""
-    return _set_status(session, user, "blocked", "deactivation", "active", None)
+    return _set_status(session, user, KeyStatus.BLOCKED, KeyStatusReason.DEACTIVATION, KeyStatus.ACTIVE, None)
 
 
-def revoke_user_keys(session: Session, user: User, *, reason: str) -> list[str]:
+def revoke_user_keys(session: Session, user: User, *, reason: KeyStatusReason) -> list[str]:
     """Revoke every key of the user that is not revoked yet."""
-    return (_set_status(session, user, "active", None, "revoked", reason)
-            + _set_status(session, user, "blocked", None, "revoked", reason))
+    return (_set_status(session, user, KeyStatus.ACTIVE, None, KeyStatus.REVOKED, reason)
+            + _set_status(session, user, KeyStatus.BLOCKED, None, KeyStatus.REVOKED, reason))
 
 
 def revoke_team_keys(session: Session, user: User, team_id: str) -> list[str]:
     """Revoke the user's keys for one team, because the user left it."""
-    return (_set_status(session, user, "active", None, "revoked", "left_team", team_id)
-            + _set_status(session, user, "blocked", None, "revoked", "left_team", team_id))
+    left = KeyStatusReason.LEFT_TEAM
+    return (_set_status(session, user, KeyStatus.ACTIVE, None, KeyStatus.REVOKED, left, team_id)
+            + _set_status(session, user, KeyStatus.BLOCKED, None, KeyStatus.REVOKED, left, team_id))
 
 
 def revoke_keys_of_team(session: Session, org_id: str, team_id: str) -> list[str]:
     """Revoke every key of a team that is being deleted, whoever holds it."""
-    return _move(session, [ApiKey.org_id == org_id, ApiKey.team_id == team_id, ApiKey.status != "revoked"],
-                 "revoked", "team_deleted")
+    return _move(session, [ApiKey.org_id == org_id, ApiKey.team_id == team_id, ApiKey.status != KeyStatus.REVOKED],
+                 KeyStatus.REVOKED, KeyStatusReason.TEAM_DELETED)
 
 
 def create_scim_token(session: Session, actor: Actor, org_id: str, *, name: str = "SCIM") -> Issued:
@@ -215,7 +220,7 @@ def create_scim_token(session: Session, actor: Actor, org_id: str, *, name: str 
     token = ScimToken(id=str(uuid.uuid4()), org_id=org_id, name=name, prefix=new.prefix, secret_hash=new.hash,
                       created_at=clock.now())
     session.add(token)
-    record(session, actor, "scim_token.created", Target("scim_token", token.id, token.prefix), {"name": name},
+    record(session, actor, Action.SCIM_TOKEN_CREATED, Target("scim_token", token.id, token.prefix), {"name": name},
            org_id=org_id)
     return Issued(token.id, token.prefix, new.plaintext)
 
@@ -269,7 +274,7 @@ def revoke_scim_token(session: Session, actor: Actor, org_id: str, token_id: str
         raise NotFound(f"no SCIM token {token_id!r} in this org", token_id=token_id)
     if token.revoked_at is None:
         token.revoked_at = clock.now()
-        record(session, actor, "scim_token.revoked", Target("scim_token", token.id, token.prefix), {},
+        record(session, actor, Action.SCIM_TOKEN_REVOKED, Target("scim_token", token.id, token.prefix), {},
                org_id=org_id)
 
 
@@ -280,7 +285,7 @@ def create_scim_client(session: Session, actor: Actor, org_id: str, *, name: str
     client = ScimClient(id=str(uuid.uuid4()), org_id=org_id, client_id=new.prefix, secret_hash=new.hash,
                         name=(name or "").strip()[:200] or "SCIM client", created_at=clock.now())
     session.add(client)
-    record(session, actor, "scim_client.created", Target("scim_client", client.id, client.client_id),
+    record(session, actor, Action.SCIM_CLIENT_CREATED, Target("scim_client", client.id, client.client_id),
            {"name": client.name}, org_id=org_id)
     return Issued(client.id, client.client_id, new.plaintext)
 
@@ -309,7 +314,7 @@ def record_scim_client_token(session: Session, client_id: str, *, expires_in: in
     if client is None:
         return
     actor = scim_client_actor(client).with_request(request_id, ip, None, client_request_id=client_request_id)
-    record(session, actor, "scim_client.token_issued", Target("scim_client", client.id, client.client_id),
+    record(session, actor, Action.SCIM_CLIENT_TOKEN_ISSUED, Target("scim_client", client.id, client.client_id),
            {"expires_in": expires_in}, org_id=client.org_id)
 
 
@@ -319,7 +324,7 @@ def revoke_scim_client(session: Session, actor: Actor, org_id: str, client_row_i
     client = _scim_client(session, org_id, client_row_id)
     if client.revoked_at is None:
         client.revoked_at = clock.now()
-        record(session, actor, "scim_client.revoked", Target("scim_client", client.id, client.client_id), {},
+        record(session, actor, Action.SCIM_CLIENT_REVOKED, Target("scim_client", client.id, client.client_id), {},
                org_id=org_id)
 
 

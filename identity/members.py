@@ -15,6 +15,7 @@ from identity import invitations, seats, users
 from identity.directory import InvitationEntry, Member
 from identity.models import Org
 from identity.seats import SeatPreview
+from identity.vocabulary import GrantSource
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ def add_member(session: Session, actor: Actor, org_id: str, *, email: str, role:
                team_id: str | None) -> Member:
     """Add a member by hand (source `manual`), taking a seat."""
     user = users.provision_user(session, actor, org_id, user_name=email, email=email, role=role, team_id=team_id,
-                                source="manual")
+                                source=GrantSource.MANUAL)
     return Member.of(session, user)
 
 

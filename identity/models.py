@@ -29,6 +29,16 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship,
 from audit import models as audit_models
 from audit.models import NAMING, UTCDateTime
 from identity.names import name_key
+from identity.vocabulary import (
+    ChargeKind,
+    EnumValue,
+    GrantSource,
+    InvitationStatus,
+    KeyStatus,
+    KeyStatusReason,
+    Role,
+    SessionMethod,
+)
 
 __all__ = [
     "Base", "METADATAS", "Org", "Team", "User", "RoleGrant", "ScimToken", "ScimClient", "ApiKey", "Invitation",
@@ -68,7 +78,7 @@ class Org(Base):
     purchased_seats: Mapped[int] = mapped_column(Integer, default=0)
     seats_used: Mapped[int] = mapped_column(Integer, default=0)
     # Identity settings (DESIGN 3.2, 3.3).
-    default_role: Mapped[str] = mapped_column(String(16), default="member")
+    default_role: Mapped[Role] = mapped_column(EnumValue(Role, 16), default=Role.MEMBER)
     group_sync: Mapped[str] = mapped_column(String(16), default="mirror")
     idp_may_grant_owner: Mapped[bool] = mapped_column(Boolean, default=False)
     require_sso: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -107,7 +117,7 @@ class User(Base):
     family_name: Mapped[str | None] = mapped_column(String(200))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     has_seat: Mapped[bool] = mapped_column(Boolean, default=False)
-    source: Mapped[str] = mapped_column(String(16))
+    source: Mapped[GrantSource] = mapped_column(EnumValue(GrantSource, 16))
     # Every other attribute the IdP sent, kept and returned as it came.
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[dt.datetime]
@@ -181,8 +191,8 @@ class RoleGrant(Base):
     org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"))
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
     team_id: Mapped[str | None] = mapped_column(ForeignKey("teams.id"))
-    role: Mapped[str] = mapped_column(String(16))
-    source: Mapped[str] = mapped_column(String(16))
+    role: Mapped[Role] = mapped_column(EnumValue(Role, 16))
+    source: Mapped[GrantSource] = mapped_column(EnumValue(GrantSource, 16))
     source_ref: Mapped[str] = mapped_column(String(80), default="")
     created_at: Mapped[dt.datetime]
 
@@ -242,9 +252,8 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(32), unique=True)
     secret_hash: Mapped[str] = mapped_column(String(64))
     scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
-    # active | blocked (by deactivation; undone by reactivation) | revoked (for good)
-    status: Mapped[str] = mapped_column(String(16), default="active")
-    status_reason: Mapped[str | None] = mapped_column(String(32))
+    status: Mapped[KeyStatus] = mapped_column(EnumValue(KeyStatus, 16), default=KeyStatus.ACTIVE)
+    status_reason: Mapped[KeyStatusReason | None] = mapped_column(EnumValue(KeyStatusReason, 32))
     created_at: Mapped[dt.datetime]
     last_used_at: Mapped[dt.datetime | None]
 
@@ -259,12 +268,12 @@ class Invitation(Base):
     id: Mapped[str] = mapped_column(UUID, primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), index=True)
     email: Mapped[str] = mapped_column(String(320))
-    role: Mapped[str] = mapped_column(String(16))
+    role: Mapped[Role] = mapped_column(EnumValue(Role, 16))
     # None once its team is deleted: the row stays as a record (revoked, or no longer pending).
     team_id: Mapped[str | None] = mapped_column(ForeignKey("teams.id", ondelete="SET NULL"))
     prefix: Mapped[str] = mapped_column(String(32), unique=True)
     secret_hash: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[InvitationStatus] = mapped_column(EnumValue(InvitationStatus, 16), default=InvitationStatus.PENDING)
     invited_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime]
     expires_at: Mapped[dt.datetime]
@@ -277,7 +286,7 @@ class SeatCharge(Base):
 
     id: Mapped[str] = mapped_column(UUID, primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"))
-    kind: Mapped[str] = mapped_column(String(16))  # seat_purchase | seat_renewal
+    kind: Mapped[ChargeKind] = mapped_column(EnumValue(ChargeKind, 16))
     amount_cents: Mapped[int] = mapped_column(BigInteger)
     seats: Mapped[int] = mapped_column(Integer)
     unit_price_cents: Mapped[int] = mapped_column(Integer)
@@ -349,8 +358,8 @@ class GroupMapping(Base):
     group_external_id: Mapped[str | None] = mapped_column(String(255))
     group_display_name: Mapped[str | None] = mapped_column(String(255))
     team_id: Mapped[str | None] = mapped_column(ForeignKey("teams.id"))
-    team_role: Mapped[str | None] = mapped_column(String(16))
-    org_role: Mapped[str | None] = mapped_column(String(16))
+    team_role: Mapped[Role | None] = mapped_column(EnumValue(Role, 16))
+    org_role: Mapped[Role | None] = mapped_column(EnumValue(Role, 16))
     created_at: Mapped[dt.datetime]
 
     __table_args__ = (
@@ -367,7 +376,7 @@ class SsoSession(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 hex of the token
     org_id: Mapped[str] = mapped_column(String(36))
     user_id: Mapped[str] = mapped_column(String(36))
-    method: Mapped[str] = mapped_column(String(16))  # saml | break_glass
+    method: Mapped[SessionMethod] = mapped_column(EnumValue(SessionMethod, 16))
     name_id: Mapped[str | None] = mapped_column(String(512))
     name_id_format: Mapped[str | None] = mapped_column(String(256))
     session_index: Mapped[str | None] = mapped_column(String(256))

@@ -13,9 +13,11 @@ from sqlalchemy.orm import Session
 from audit import Actor, clock, record
 from audit.log import Target, open_chain
 from identity import config, seats, teams, users
+from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound, PermissionDenied
 from identity.models import Org, User
 from identity.roles import authorize
+from identity.vocabulary import GrantSource, Role
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 
@@ -66,18 +68,18 @@ def create_org(
     start, end = seats.cycle_at(now, now)
     org = Org(id=str(uuid.uuid4()), slug=slug, name=name, created_at=now, included_seats=included_seats,
               seat_price_cents=seat_price_cents, max_seats=max_seats, cycle_start=start, cycle_end=end,
-              purchased_seats=0, seats_used=0, default_role="member", group_sync="mirror",
+              purchased_seats=0, seats_used=0, default_role=Role.MEMBER, group_sync="mirror",
               idp_may_grant_owner=False, require_sso=False, audit_retention_days=365)
     session.add(org)
     session.flush()
     open_chain(session, org.id)
-    record(session, actor, "org.created", Target("org", org.id, slug), {
+    record(session, actor, Action.ORG_CREATED, Target("org", org.id, slug), {
         "name": name, "slug": slug, "included_seats": included_seats, "seat_price_cents": seat_price_cents,
         "max_seats": max_seats,
     }, org_id=org.id)
     default = teams.create_team(session, actor, org.id, "Default", is_default=True)
     owner = users.provision_user(session, actor, org.id, user_name=owner_email, email=owner_email,
-                                 role="owner", source="manual")
+                                 role=Role.OWNER, source=GrantSource.MANUAL)
     return NewOrg(org, owner, default.id)
 
 
@@ -90,7 +92,7 @@ SETTINGS: dict[str, tuple[str, Callable[[object], bool]]] = {
     "included_seats": ("billing.manage", lambda v: _whole(v, 0)),
     "seat_price_cents": ("billing.manage", lambda v: _whole(v, 0)),
     "max_seats": ("billing.manage", lambda v: v is None or _whole(v, 1)),
-    "default_role": ("settings.manage", lambda v: v in ("viewer", "member", "admin")),
+    "default_role": ("settings.manage", lambda v: v in (Role.VIEWER, Role.MEMBER, Role.ADMIN)),
     "group_sync": ("settings.manage", lambda v: v in ("mirror", "mapped")),
     "idp_may_grant_owner": ("trust.manage", lambda v: isinstance(v, bool)),
     "require_sso": ("trust.manage", lambda v: isinstance(v, bool)),
@@ -111,7 +113,7 @@ def _retention(value: object) -> bool:
 
 def update_settings(session: Session, actor: Actor, org_id: str, changes: dict[str, object]) -> Org:
     """Change org settings; each needs its permission and a valid value, or nothing changes."""
-    return _change_settings(session, actor, org_id, changes, "org.settings_changed")
+    return _change_settings(session, actor, org_id, changes, Action.ORG_SETTINGS_CHANGED)
 
 
 def set_require_sso(session: Session, actor: Actor, org_id: str, required: bool) -> Org:
@@ -120,7 +122,7 @@ def set_require_sso(session: Session, actor: Actor, org_id: str, required: bool)
     The same rule as the `require_sso` setting (identity.orgs.update_settings), audited under its
     own action: `identity saml require-sso` calls it.
     """
-    return _change_settings(session, actor, org_id, {"require_sso": required}, "sso.require_sso_changed")
+    return _change_settings(session, actor, org_id, {"require_sso": required}, Action.SSO_REQUIRE_SSO_CHANGED)
 
 
 # The SAML adapter's table, read by name: the domain asks only whether an org has a connection.

@@ -14,10 +14,12 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, record
 from audit.log import Target
+from identity.actions import Action
 from identity.errors import LastOwner
 from identity.grants import org_role
 from identity.lookups import user_target
 from identity.models import RoleGrant, User
+from identity.vocabulary import Role
 
 REASON = "the org must keep at least one active owner"
 
@@ -32,7 +34,7 @@ def active_owners(session: Session, org_id: str, *, without: Collection[str] = (
     taken = RoleGrant.user_id.in_(without) if without_group is None else \
         (RoleGrant.user_id.in_(without) & (RoleGrant.source_ref == without_group))
     stmt = select(func.count(func.distinct(RoleGrant.user_id))).join(User, User.id == RoleGrant.user_id).where(
-        RoleGrant.org_id == org_id, RoleGrant.team_id.is_(None), RoleGrant.role == "owner",
+        RoleGrant.org_id == org_id, RoleGrant.team_id.is_(None), RoleGrant.role == Role.OWNER,
         User.active.is_(True), User.deleted_at.is_(None))
     if without:
         stmt = stmt.where(~taken)
@@ -41,7 +43,7 @@ def active_owners(session: Session, org_id: str, *, without: Collection[str] = (
 
 def would_remove_last_owner(session: Session, user: User) -> bool:
     """Tell whether deactivating, deleting or demoting `user` would leave the org with no active owner."""
-    return user.active and org_role(session, user.id) == "owner" and not active_owners(
+    return user.active and org_role(session, user.id) == Role.OWNER and not active_owners(
         session, user.org_id, without=[user.id])
 
 
@@ -59,7 +61,7 @@ def last_owners_leaving_group(session: Session, org_id: str, group_id: str, leav
     # The org's owner grants (a handful, by ix_role_grants_org_role), then this group's among them:
     # by `source_ref` the database would read every grant the group gave.
     owner_through_group = {uid for uid, ref in session.execute(select(RoleGrant.user_id, RoleGrant.source_ref).where(
-        RoleGrant.org_id == org_id, RoleGrant.role == "owner", RoleGrant.team_id.is_(None))) if ref == group_id}
+        RoleGrant.org_id == org_id, RoleGrant.role == Role.OWNER, RoleGrant.team_id.is_(None))) if ref == group_id}
     losing = owner_through_group & leaving
     if not losing or active_owners(session, org_id, without=losing, without_group=group_id):
         return set()
@@ -68,12 +70,12 @@ def last_owners_leaving_group(session: Session, org_id: str, group_id: str, leav
 
 def protect_last_owner(session: Session, actor: Actor, user: User, change: str) -> None:
     """Record that an IdP's change to the last active owner was skipped (it is not retried forever)."""
-    record(session, actor, "member.last_owner_protected", user_target(user),
+    record(session, actor, Action.MEMBER_LAST_OWNER_PROTECTED, user_target(user),
            {"skipped": change, "reason": REASON}, org_id=user.org_id, outcome="refused")
 
 
 def protect_group_owner(session: Session, actor: Actor, org_id: str, user_id: str, group_id: str) -> None:
     """Record that an IdP's removal of the last active owner from a group was skipped."""
-    record(session, actor, "member.last_owner_protected", Target("user", user_id, user_id),
+    record(session, actor, Action.MEMBER_LAST_OWNER_PROTECTED, Target("user", user_id, user_id),
            {"group_id": group_id, "reason": "removal would leave the org without an active owner"},
            org_id=org_id, outcome="refused")

@@ -16,6 +16,7 @@ still checked, except the role grants of a member created before that time.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from audit.events import BATCH
 from audit.models import AuditEvent, AuditHead
+from identity.actions import Action
 from identity.models import (
     ApiKey,
     GroupMapping,
@@ -98,7 +100,12 @@ def _check(kind: str, entity_id: str, display: str, state: Entity | None, actual
 def _differs(name: str, expected: Any, actual: Any, why: str) -> str:
     if name == "exists":
         return f"exists, but {why} removed it"
-    return f"{name} is {actual!r}, but the last event that set it, {why}, left it {expected!r}"
+    return f"{name} is {_plain(actual)!r}, but the last event that set it, {why}, left it {_plain(expected)!r}"
+
+
+def _plain(value: Any) -> Any:
+    """A word as the events and the reports spell it: an enum member (read from a column) as its value."""
+    return value.value if isinstance(value, enum.Enum) else value
 
 
 def _missing(kind: str, entities: dict[str, Entity]) -> list[Finding]:
@@ -112,7 +119,7 @@ def _org(session: Session, x: Expected, since: dt.datetime | None) -> list[Findi
     if org is None:
         return [Finding("org", x.org_id, "the log has it, but the data does not")]
     actual = {name: getattr(org, name) for name in ORG_FIELDS}
-    return _check("org", org.id, org.slug, x.org, actual, org.created_at, since, "org.created")
+    return _check("org", org.id, org.slug, x.org, actual, org.created_at, since, Action.ORG_CREATED)
 
 
 def _users(session: Session, x: Expected, since: dt.datetime | None) -> list[Finding]:
@@ -125,7 +132,7 @@ def _users(session: Session, x: Expected, since: dt.datetime | None) -> list[Fin
                   "user_name": row.user_name, "email": row.email, "external_id": row.external_id,
                   "display_name": row.display_name, "given_name": row.given_name, "family_name": row.family_name}
         found += _check("user", row.id, row.user_name, x.users.pop(row.id, None), actual, row.created_at, since,
-                        "user.created")
+                        Action.USER_CREATED)
     return found + _missing("user", x.users)
 
 
@@ -194,7 +201,7 @@ def _compare(session: Session, since: dt.datetime | None, kind: str, stmt: Execu
 
 def _teams(session: Session, x: Expected, since: dt.datetime | None) -> list[Finding]:
     return _compare(session, since, "team", select(Team.id, Team.name, Team.created_at).where(Team.org_id == x.org_id),
-                    x.teams, lambda row: row.name, lambda row: {"exists": True, "name": row.name}, "team.created")
+                    x.teams, lambda row: row.name, lambda row: {"exists": True, "name": row.name}, Action.TEAM_CREATED)
 
 
 def _groups(session: Session, x: Expected, since: dt.datetime | None) -> list[Finding]:
@@ -203,7 +210,7 @@ def _groups(session: Session, x: Expected, since: dt.datetime | None) -> list[Fi
         session, since, "group", select(i.id, i.display_name, i.external_id, i.created_at).where(i.org_id == x.org_id),
         x.groups, lambda row: row.display_name,
         lambda row: {"exists": True, "display_name": row.display_name, "external_id": row.external_id},
-        "group.created")
+        Action.GROUP_CREATED)
 
 
 def _mappings(session: Session, x: Expected, since: dt.datetime | None) -> list[Finding]:
@@ -216,7 +223,7 @@ def _mappings(session: Session, x: Expected, since: dt.datetime | None) -> list[
         lambda row: {"exists": True, "group_external_id": row.group_external_id,
                      "group_display_name": row.group_display_name, "team_id": row.team_id,
                      "team_role": row.team_role, "org_role": row.org_role},
-        "group_mapping.created")
+        Action.GROUP_MAPPING_CREATED)
 
 
 def _api_keys(session: Session, x: Expected, since: dt.datetime | None) -> list[Finding]:
@@ -227,7 +234,7 @@ def _api_keys(session: Session, x: Expected, since: dt.datetime | None) -> list[
         state = x.api_keys.pop(row.id, None) or x.keys_by_prefix.pop(row.prefix, None)
         actual = {"status": row.status, "status_reason": row.status_reason, "user_id": row.user_id,
                   "team_id": row.team_id, "scopes": sorted(row.scopes or [])}
-        found += _check("api_key", row.id, row.prefix, state, actual, row.created_at, since, "api_key.created")
+        found += _check("api_key", row.id, row.prefix, state, actual, row.created_at, since, Action.API_KEY_CREATED)
     return found + _missing("api_key", x.api_keys) + _missing("api_key", x.keys_by_prefix)
 
 
@@ -237,7 +244,7 @@ def _scim_tokens(session: Session, x: Expected, since: dt.datetime | None) -> li
         session, since, "scim_token", select(t.id, t.name, t.prefix, t.revoked_at, t.created_at)
         .where(t.org_id == x.org_id), x.scim_tokens, lambda row: row.prefix,
         lambda row: {"revoked": row.revoked_at is not None, "name": row.name, "prefix": row.prefix},
-        "scim_token.created")
+        Action.SCIM_TOKEN_CREATED)
 
 
 def _scim_clients(session: Session, x: Expected, since: dt.datetime | None) -> list[Finding]:
@@ -246,7 +253,7 @@ def _scim_clients(session: Session, x: Expected, since: dt.datetime | None) -> l
         session, since, "scim_client", select(c.id, c.name, c.client_id, c.revoked_at, c.created_at)
         .where(c.org_id == x.org_id), x.scim_clients, lambda row: row.client_id,
         lambda row: {"revoked": row.revoked_at is not None, "name": row.name, "client_id": row.client_id},
-        "scim_client.created")
+        Action.SCIM_CLIENT_CREATED)
 
 
 def _invitations(session: Session, x: Expected, since: dt.datetime | None) -> list[Finding]:
@@ -255,7 +262,7 @@ def _invitations(session: Session, x: Expected, since: dt.datetime | None) -> li
         session, since, "invitation", select(i.id, i.email, i.role, i.team_id, i.status, i.created_at)
         .where(i.org_id == x.org_id), x.invitations, lambda row: row.email,
         lambda row: {"status": row.status, "email": row.email, "role": row.role, "team_id": row.team_id},
-        "invitation.created")
+        Action.INVITATION_CREATED)
 
 
 def _charges(session: Session, x: Expected, since: dt.datetime | None) -> list[Finding]:

@@ -17,7 +17,9 @@ from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from audit.events import Selection, iter_rows
+from identity.actions import Action
 from identity.roles import RANK
+from identity.vocabulary import ChargeKind, GrantSource, InvitationStatus, KeyStatus, KeyStatusReason, Role
 
 # A role grant as the data keys it: (team id or None for org-wide, source, source_ref).
 GrantKey = tuple[str | None, str, str]
@@ -137,14 +139,14 @@ def _counter(x: Expected, e: Row[Any], name: str) -> None:
 
 def _charged(x: Expected, e: Row[Any]) -> None:
     c = e.changes
-    kind = "seat_purchase" if e.action == "seat.purchased" else "seat_renewal"
+    kind = ChargeKind.SEAT_PURCHASE if e.action == Action.SEAT_PURCHASED else ChargeKind.SEAT_RENEWAL
     charge = x.charges.setdefault(c["charge_id"], Entity(created=e.seq))
     charge.set(e, kind=kind, seats=c["seats"], amount_cents=c["amount_cents"])
     _counter(x, e, "purchased_seats")
 
 
 def _seat(x: Expected, e: Row[Any]) -> None:
-    _entity(x.users, e).set(e, has_seat=e.action == "seat.assigned")
+    _entity(x.users, e).set(e, has_seat=e.action == Action.SEAT_ASSIGNED)
     _counter(x, e, "seats_used")
 
 
@@ -159,7 +161,7 @@ def _user_created(x: Expected, e: Row[Any]) -> None:
     _entity(x.users, e, created=True).set(e, active=c["active"], deleted=False, has_seat=False,
                                           user_name=c["user_name"], email=c["email"], external_id=c["external_id"],
                                           **names)
-    x.grants[e.target_id] = {(None, c["source"], ""): c["role"], (c["team_id"], c["source"], ""): "member"}
+    x.grants[e.target_id] = {(None, c["source"], ""): c["role"], (c["team_id"], c["source"], ""): Role.MEMBER}
 
 
 def _user_updated(x: Expected, e: Row[Any]) -> None:
@@ -170,12 +172,12 @@ def _user_updated(x: Expected, e: Row[Any]) -> None:
 
 def _deactivated(x: Expected, e: Row[Any]) -> None:
     _entity(x.users, e).set(e, active=False)
-    _key_status(x, e, e.changes.get("keys_blocked", []), "blocked", "deactivation")
+    _key_status(x, e, e.changes.get("keys_blocked", []), KeyStatus.BLOCKED, KeyStatusReason.DEACTIVATION)
 
 
 def _reactivated(x: Expected, e: Row[Any]) -> None:
     _entity(x.users, e).set(e, active=True)
-    _key_status(x, e, e.changes.get("keys_unblocked", []), "active", None)
+    _key_status(x, e, e.changes.get("keys_unblocked", []), KeyStatus.ACTIVE, None)
 
 
 def _user_deleted(x: Expected, e: Row[Any]) -> None:
@@ -184,7 +186,7 @@ def _user_deleted(x: Expected, e: Row[Any]) -> None:
         x.grants[e.target_id] = {}
     for members in x.group_members.values():
         members.discard(e.target_id)
-    _key_status(x, e, e.changes.get("keys_revoked", []), "revoked", "member_deleted")
+    _key_status(x, e, e.changes.get("keys_revoked", []), KeyStatus.REVOKED, KeyStatusReason.MEMBER_DELETED)
 
 
 def _drop(x: Expected, user_id: str, keep: Callable[[GrantKey], bool]) -> None:
@@ -199,30 +201,31 @@ def _role_changed(x: Expected, e: Row[Any]) -> None:
     if e.changes.get("replaced") == "every_grant_but_groups":
         _drop(x, e.target_id, lambda key: key[0] is not None or key[2] != "")
     else:
-        _drop(x, e.target_id, lambda key: key[0] is not None or key[1] not in ("manual", "invitation"))
+        ungrouped = (GrantSource.MANUAL, GrantSource.INVITATION)
+        _drop(x, e.target_id, lambda key: key[0] is not None or key[1] not in ungrouped)
     grants = x.grants.get(e.target_id)
     if grants is None:
         return
     if "manual_role" in e.changes:  # the grant written, recorded as such
-        grants[(None, "manual", "")] = _after(e.changes["manual_role"])
+        grants[(None, GrantSource.MANUAL, "")] = _after(e.changes["manual_role"])
         return
     # Older events name only the resulting role: the manual grant is at most that.
     after = _after(e.changes["role"])
     others = [role for key, role in grants.items() if key[0] is None]
     exact = all(rank(after) > rank(role) for role in others)
-    grants[(None, "manual", "")] = after if exact else AT_MOST + after
+    grants[(None, GrantSource.MANUAL, "")] = after if exact else AT_MOST + after
 
 
 def _team_grant(x: Expected, e: Row[Any]) -> None:
     grants = x.grants.get(e.target_id)
     if grants is not None:
-        grants[(e.changes["team_id"], "manual", "")] = _after(e.changes["team_role"])
+        grants[(e.changes["team_id"], GrantSource.MANUAL, "")] = _after(e.changes["team_role"])
 
 
 def _team_left(x: Expected, e: Row[Any]) -> None:
     team_id = e.changes["team_id"]
     _drop(x, e.target_id, lambda key: key[0] != team_id)
-    _key_status(x, e, e.changes.get("keys_revoked", []), "revoked", "left_team")
+    _key_status(x, e, e.changes.get("keys_revoked", []), KeyStatus.REVOKED, KeyStatusReason.LEFT_TEAM)
 
 
 # Teams and IdP groups.
@@ -239,7 +242,7 @@ def _team_deleted(x: Expected, e: Row[Any]) -> None:
     _entity(x.teams, e).set(e, exists=False)
     for user_id in list(x.grants):
         _drop(x, user_id, lambda key: key[0] != e.target_id)
-    _key_status(x, e, e.changes.get("keys_revoked", []), "revoked", "team_deleted")
+    _key_status(x, e, e.changes.get("keys_revoked", []), KeyStatus.REVOKED, KeyStatusReason.TEAM_DELETED)
     for entity in (*x.api_keys.values(), *x.invitations.values()):  # their rows stay, the team unset
         if entity.fields.get("team_id") == e.target_id:
             entity.set(e, team_id=None)
@@ -269,7 +272,7 @@ def _members_added(x: Expected, e: Row[Any]) -> None:
     Events name the grants' source since 2026-12; before, every group grant was labelled `scim`.
     """
     c, group_id = e.changes, e.target_id
-    source = c.get("source", "scim")
+    source = c.get("source", GrantSource.SCIM)
     for user_id in c["members"]:
         x.group_members.get(group_id, set()).add(user_id)
         _drop(x, user_id, lambda key: key[2] != group_id)
@@ -301,12 +304,13 @@ def _mapping_deleted(x: Expected, e: Row[Any]) -> None:
 def _key_created(x: Expected, e: Row[Any]) -> None:
     c = e.changes
     x.key_ids[e.target_display] = e.target_id
-    _entity(x.api_keys, e, created=True).set(e, status="active", status_reason=None, user_id=c["user_id"],
+    _entity(x.api_keys, e, created=True).set(e, status=KeyStatus.ACTIVE, status_reason=None, user_id=c["user_id"],
                                              team_id=c["team_id"], scopes=sorted(c["scopes"]))
 
 
 def _key_revoked(x: Expected, e: Row[Any]) -> None:
-    _entity(x.api_keys, e).set(e, status="revoked", status_reason=e.changes.get("reason", "manual"))
+    _entity(x.api_keys, e).set(e, status=KeyStatus.REVOKED,
+                                      status_reason=e.changes.get("reason", KeyStatusReason.MANUAL))
 
 
 def _key_status(x: Expected, e: Row[Any], prefixes: Iterable[str], status: str, reason: str | None) -> None:
@@ -336,7 +340,7 @@ def _client_revoked(x: Expected, e: Row[Any]) -> None:
 
 def _invited(x: Expected, e: Row[Any]) -> None:
     c = e.changes
-    _entity(x.invitations, e, created=True).set(e, status="pending", email=c["email"], role=c["role"],
+    _entity(x.invitations, e, created=True).set(e, status=InvitationStatus.PENDING, email=c["email"], role=c["role"],
                                                 team_id=c["team_id"])
 
 
@@ -351,40 +355,40 @@ def rank(role: str) -> int:
 
 # action -> its handler: what each recorded change did to the data.
 HANDLERS: dict[str, Handler] = {
-    "org.created": _org_created,
-    "org.settings_changed": _settings_changed,
-    "sso.require_sso_changed": _settings_changed,
-    "seat.assigned": _seat,
-    "seat.released": _seat,
-    "seat.purchased": _charged,
-    "seat.renewed": _charged,
-    "user.created": _user_created,
-    "user.updated": _user_updated,
-    "user.deactivated": _deactivated,
-    "user.reactivated": _reactivated,
-    "user.deleted": _user_deleted,
-    "member.role_changed": _role_changed,
-    "team.member_added": _team_grant,
-    "team.member_role_changed": _team_grant,
-    "team.member_removed": _team_left,
-    "team.created": _team_created,
-    "team.renamed": _team_renamed,
-    "team.deleted": _team_deleted,
-    "group.created": _group_created,
-    "group.updated": _group_updated,
-    "group.deleted": _group_deleted,
-    "group.members_added": _members_added,
-    "group.members_removed": _members_removed,
-    "group_mapping.created": _mapping_created,
-    "group_mapping.deleted": _mapping_deleted,
-    "api_key.created": _key_created,
-    "api_key.revoked": _key_revoked,
-    "scim_token.created": _token_created,
-    "scim_token.revoked": _token_revoked,
-    "scim_client.created": _client_created,
-    "scim_client.revoked": _client_revoked,
-    "invitation.created": _invited,
-    "invitation.accepted": _invitation_status,
-    "invitation.declined": _invitation_status,
-    "invitation.expired": _invitation_status,
+    Action.ORG_CREATED: _org_created,
+    Action.ORG_SETTINGS_CHANGED: _settings_changed,
+    Action.SSO_REQUIRE_SSO_CHANGED: _settings_changed,
+    Action.SEAT_ASSIGNED: _seat,
+    Action.SEAT_RELEASED: _seat,
+    Action.SEAT_PURCHASED: _charged,
+    Action.SEAT_RENEWED: _charged,
+    Action.USER_CREATED: _user_created,
+    Action.USER_UPDATED: _user_updated,
+    Action.USER_DEACTIVATED: _deactivated,
+    Action.USER_REACTIVATED: _reactivated,
+    Action.USER_DELETED: _user_deleted,
+    Action.MEMBER_ROLE_CHANGED: _role_changed,
+    Action.TEAM_MEMBER_ADDED: _team_grant,
+    Action.TEAM_MEMBER_ROLE_CHANGED: _team_grant,
+    Action.TEAM_MEMBER_REMOVED: _team_left,
+    Action.TEAM_CREATED: _team_created,
+    Action.TEAM_RENAMED: _team_renamed,
+    Action.TEAM_DELETED: _team_deleted,
+    Action.GROUP_CREATED: _group_created,
+    Action.GROUP_UPDATED: _group_updated,
+    Action.GROUP_DELETED: _group_deleted,
+    Action.GROUP_MEMBERS_ADDED: _members_added,
+    Action.GROUP_MEMBERS_REMOVED: _members_removed,
+    Action.GROUP_MAPPING_CREATED: _mapping_created,
+    Action.GROUP_MAPPING_DELETED: _mapping_deleted,
+    Action.API_KEY_CREATED: _key_created,
+    Action.API_KEY_REVOKED: _key_revoked,
+    Action.SCIM_TOKEN_CREATED: _token_created,
+    Action.SCIM_TOKEN_REVOKED: _token_revoked,
+    Action.SCIM_CLIENT_CREATED: _client_created,
+    Action.SCIM_CLIENT_REVOKED: _client_revoked,
+    Action.INVITATION_CREATED: _invited,
+    Action.INVITATION_ACCEPTED: _invitation_status,
+    Action.INVITATION_DECLINED: _invitation_status,
+    Action.INVITATION_EXPIRED: _invitation_status,
 }

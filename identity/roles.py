@@ -6,29 +6,30 @@ from collections.abc import Iterable
 
 from audit import Actor
 from identity.errors import InvalidValue, PermissionDenied
+from identity.vocabulary import GrantSource, Role
 
-ROLES = ("viewer", "member", "admin", "owner")  # lowest first
-ALIASES = {"developer": "member"}
-RANK = {role: rank for rank, role in enumerate(ROLES)}
-SOURCES = ("manual", "scim", "saml", "invitation")
+ROLES = tuple(Role)  # lowest first
+ALIASES = {"developer": Role.MEMBER}
+RANK: dict[str, int] = {role: rank for rank, role in enumerate(ROLES)}  # by the word: an Actor's role is a str
+SOURCES = tuple(GrantSource)
 
 # action -> roles allowed. The table of DESIGN.md 3.2, row by row.
 PERMISSIONS: dict[str, frozenset[str]] = {
-    "billing.manage": frozenset({"owner"}),
-    "owners.manage": frozenset({"owner"}),
-    "members.manage": frozenset({"owner", "admin"}),
-    "teams.manage": frozenset({"owner", "admin"}),
-    "settings.manage": frozenset({"owner", "admin"}),
+    "billing.manage": frozenset({Role.OWNER}),
+    "owners.manage": frozenset({Role.OWNER}),
+    "members.manage": frozenset({Role.OWNER, Role.ADMIN}),
+    "teams.manage": frozenset({Role.OWNER, Role.ADMIN}),
+    "settings.manage": frozenset({Role.OWNER, Role.ADMIN}),
     # IdP trust (DESIGN 3.2): whoever controls the IdP controls every identity. SSO settings,
     # SCIM tokens and OAuth clients, mappings that grant owner, audit retention.
-    "trust.manage": frozenset({"owner"}),
-    "trust.read": frozenset({"owner", "admin"}),
-    "trust.revoke": frozenset({"owner", "admin"}),
-    "billing.read": frozenset({"owner", "admin"}),
+    "trust.manage": frozenset({Role.OWNER}),
+    "trust.read": frozenset({Role.OWNER, Role.ADMIN}),
+    "trust.revoke": frozenset({Role.OWNER, Role.ADMIN}),
+    "billing.read": frozenset({Role.OWNER, Role.ADMIN}),
     "usage.read": frozenset(ROLES),
-    "own_keys.manage": frozenset({"owner", "admin", "member"}),
-    "any_keys.revoke": frozenset({"owner", "admin"}),
-    "audit.read": frozenset({"owner", "admin"}),
+    "own_keys.manage": frozenset({Role.OWNER, Role.ADMIN, Role.MEMBER}),
+    "any_keys.revoke": frozenset({Role.OWNER, Role.ADMIN}),
+    "audit.read": frozenset({Role.OWNER, Role.ADMIN}),
     "directory.read": frozenset(ROLES),
 }
 # Credentials that are not a person act within what provisioning needs.
@@ -39,16 +40,17 @@ SERVICE_ACTOR_ACTIONS = {
 }
 
 
-def parse_role(value: str, *, allowed: Iterable[str] = ROLES) -> str:
+def parse_role(value: str, *, allowed: Iterable[str] = ROLES) -> Role:
     """Return the canonical role for `value` (`developer` is `member`), or raise InvalidValue."""
-    role = ALIASES.get(str(value).strip().lower(), str(value).strip().lower())
+    word = str(value).strip().lower()
+    role = ALIASES.get(word, word)
     allowed = tuple(allowed)
     if role not in allowed:
         raise InvalidValue(f"invalid role {value!r}; expected one of {', '.join(allowed)}", field="role")
-    return role
+    return Role(role)
 
 
-def highest(roles: Iterable[str]) -> str | None:
+def highest(roles: Iterable[Role]) -> Role | None:
     """Return the highest of `roles`, or None when there are none."""
     return max(roles, key=RANK.__getitem__, default=None)
 
@@ -79,9 +81,9 @@ def outranks(actor_role: str | None, target_role: str | None) -> bool:
     everyone else only for those strictly below them."""
     if actor_role is None:
         return False
-    if actor_role == "owner":
+    if actor_role == Role.OWNER:
         return True
-    return RANK[actor_role] > RANK.get(target_role or "viewer", 0)
+    return RANK[actor_role] > RANK.get(target_role or Role.VIEWER, 0)
 
 
 def holds(actor: Actor, permission: str) -> bool:
@@ -103,7 +105,7 @@ def refusal(actor: Actor, action: str, *, org_id: str, target_role: str | None =
         return "credentials of another org"
     if not holds(actor, ON_MEMBER.get(action, action)):
         return f"needs {ON_MEMBER.get(action, action)}"
-    if action in ON_MEMBER and target_role == "owner" and not holds(actor, "owners.manage"):
+    if action in ON_MEMBER and target_role == Role.OWNER and not holds(actor, "owners.manage"):
         return "only an owner may act on an owner"
     if action in FOR_MEMBER and actor.type in ("user", "api_key") and not outranks(actor.role, target_role):
         return f"a {actor.role} may act only for members below their own role"

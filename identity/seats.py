@@ -21,8 +21,10 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from audit import Actor, clock, record
 from audit.log import Target
+from identity.actions import Action
 from identity.errors import NotFound, SeatCapReached
 from identity.models import Org, SeatCharge, User
+from identity.vocabulary import ChargeKind
 
 
 def add_months(anchor: dt.datetime, months: int) -> dt.datetime:
@@ -120,7 +122,7 @@ def _save_seats(session: Session, org: Org) -> None:
     session.execute(SAVE_SEATS, {"org_id": org.id, **{f"new_{field}": getattr(org, field) for field in SEAT_FIELDS}})
 
 
-def _charge(session: Session, actor: Actor, org: Org, kind: str, seats: int, amount: int,
+def _charge(session: Session, actor: Actor, org: Org, kind: ChargeKind, seats: int, amount: int,
             cycle: tuple[dt.datetime, dt.datetime], purchased_after: int, user: User | None) -> SeatCharge:
     """Write a ledger row and its audit event, and set the org's purchased seats (saved by the caller)."""
     start, end = cycle
@@ -131,7 +133,7 @@ def _charge(session: Session, actor: Actor, org: Org, kind: str, seats: int, amo
         "created_at": clock.now(),
     }
     session.execute(INSERT_CHARGE, values)
-    action = "seat.purchased" if kind == "seat_purchase" else "seat.renewed"
+    action = Action.SEAT_PURCHASED if kind == ChargeKind.SEAT_PURCHASE else Action.SEAT_RENEWED
     record(session, actor, action, Target("org", org.id, org.slug), {
         "charge_id": values["id"], "seats": seats, "amount_cents": amount, "unit_price_cents": org.seat_price_cents,
         "cycle_start": start.isoformat(), "cycle_end": end.isoformat(), "user_id": values["user_id"],
@@ -154,7 +156,7 @@ def renew_if_due(session: Session, actor: Actor, org: Org) -> list[SeatCharge]:
     while org.cycle_end <= now:
         start, end = org.cycle_end, add_months(org.created_at, months_between(org.created_at, org.cycle_end) + 1)
         seats = max(0, org.seats_used - org.included_seats)
-        charges.append(_charge(session, actor, org, "seat_renewal", seats, seats * org.seat_price_cents,
+        charges.append(_charge(session, actor, org, ChargeKind.SEAT_RENEWAL, seats, seats * org.seat_price_cents,
                                (start, end), seats, None))
         _set_seats(org, cycle_start=start, cycle_end=end)
     if charges:
@@ -190,12 +192,12 @@ def take_seat(session: Session, actor: Actor, user: User) -> SeatCharge | None:
     if org.seats_used + 1 > org.included_seats + org.purchased_seats:
         now = clock.now()
         amount = prorated_cents(org.seat_price_cents, org.cycle_start, org.cycle_end, now)
-        charge = _charge(session, actor, org, "seat_purchase", 1, amount, (org.cycle_start, org.cycle_end),
+        charge = _charge(session, actor, org, ChargeKind.SEAT_PURCHASE, 1, amount, (org.cycle_start, org.cycle_end),
                          org.purchased_seats + 1, user)
     _set_seats(org, seats_used=org.seats_used + 1)
     _save_seats(session, org)
     user.has_seat = True
-    record(session, actor, "seat.assigned", Target("user", user.id, user.user_name),
+    record(session, actor, Action.SEAT_ASSIGNED, Target("user", user.id, user.user_name),
            {"seats_used": {"before": org.seats_used - 1, "after": org.seats_used}}, org_id=org.id)
     return charge
 
@@ -209,7 +211,7 @@ def free_seat(session: Session, actor: Actor, user: User) -> None:
     _set_seats(org, seats_used=org.seats_used - 1)
     _save_seats(session, org)
     user.has_seat = False
-    record(session, actor, "seat.released", Target("user", user.id, user.user_name),
+    record(session, actor, Action.SEAT_RELEASED, Target("user", user.id, user.user_name),
            {"seats_used": {"before": org.seats_used + 1, "after": org.seats_used}}, org_id=org.id)
 
 

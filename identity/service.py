@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, record
 from audit.log import Target
+from identity.actions import Action
 from identity.db import Database
 from identity.errors import Conflict, LastOwner, SeatCapReached
 
@@ -23,8 +24,8 @@ R = TypeVar("R")
 
 # Refusals that are audited: error class -> audit action.
 AUDITED_REFUSALS: dict[type[Exception], str] = {
-    SeatCapReached: "seat.refused",
-    LastOwner: "member.last_owner_protected",
+    SeatCapReached: Action.SEAT_REFUSED,
+    LastOwner: Action.MEMBER_LAST_OWNER_PROTECTED,
 }
 
 

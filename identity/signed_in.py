@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -21,7 +22,7 @@ class Profile:
     org_slug: str
     org_name: str
     role: str | None
-    teams: dict[str, str]
+    teams: Mapping[str, str]
     method: str
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from audit import Actor, record
 from audit.log import Target
 from identity import sessions
+from identity.actions import Action
 from identity.models import SsoSession
 
 
@@ -35,5 +36,5 @@ def end_idp_sessions(session: Session, actor: Actor, org_id: str, name_id: str, 
 
 def _record_logout(session: Session, request: Actor, ended: SsoSession, initiated_by: str) -> None:
     user = replace(request, type="user", id=ended.user_id, display=ended.user_id, org_id=ended.org_id, role=None)
-    record(session, user, "sso.logged_out", Target("user", ended.user_id, ended.user_id),
+    record(session, user, Action.SSO_LOGGED_OUT, Target("user", ended.user_id, ended.user_id),
            {"initiated_by": initiated_by}, org_id=ended.org_id)

@@ -14,10 +14,12 @@ from sqlalchemy.orm.attributes import set_committed_value
 from audit import Actor, record
 from audit.log import Target
 from identity import groups, invitations, keys
+from identity.actions import Action
 from identity.errors import InvalidValue
 from identity.lookups import get_team
 from identity.models import ApiKey, GroupMapping, Invitation, RoleGrant
 from identity.roles import authorize
+from identity.vocabulary import InvitationStatus
 
 
 def delete_team(session: Session, actor: Actor, org_id: str, team_id: str) -> None:
@@ -34,13 +36,14 @@ def delete_team(session: Session, actor: Actor, org_id: str, team_id: str) -> No
     for rule in session.scalars(select(GroupMapping).where(GroupMapping.org_id == org_id,
                                                             GroupMapping.team_id == team.id)).all():
         groups.delete_mapping(session, actor, org_id, rule.id)
-    for invitation in session.scalars(select(Invitation).where(
-            Invitation.org_id == org_id, Invitation.team_id == team.id, Invitation.status == "pending")).all():
+    pending = select(Invitation).where(
+        Invitation.org_id == org_id, Invitation.team_id == team.id, Invitation.status == InvitationStatus.PENDING)
+    for invitation in session.scalars(pending).all():
         invitations.expire(session, invitation, actor, reason="team_deleted")
     revoked = keys.revoke_keys_of_team(session, org_id, team.id)
     members = session.scalar(select(func.count(func.distinct(RoleGrant.user_id))).where(RoleGrant.team_id == team.id))
     session.execute(delete(RoleGrant).where(RoleGrant.team_id == team.id))
-    record(session, actor, "team.deleted", Target("team", team.id, team.name),
+    record(session, actor, Action.TEAM_DELETED, Target("team", team.id, team.name),
            {"name": team.name, "members_removed": members, "keys_revoked": revoked}, org_id=org_id)
     session.delete(team)
     session.flush()

@@ -16,13 +16,15 @@ from sqlalchemy.orm import Session
 from audit import Actor, clock, record
 from audit.log import Target
 from identity import keys
+from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound
 from identity.grants import org_role
 from identity.lookups import get_team, get_user
 from identity.models import RoleGrant, Team
 from identity.roles import authorize, parse_role
+from identity.vocabulary import GrantSource, Role
 
-TEAM_ROLES = ("viewer", "member", "admin")
+TEAM_ROLES = (Role.VIEWER, Role.MEMBER, Role.ADMIN)
 
 
 def slugify(name: str, *, max_length: int = 40) -> str:
@@ -54,7 +56,7 @@ def create_team(session: Session, actor: Actor, org_id: str, name: str, *, is_de
                 is_default=is_default)
     session.add(team)
     session.flush()
-    record(session, actor, "team.created", Target("team", team.id, name), {"name": name}, org_id=org_id)
+    record(session, actor, Action.TEAM_CREATED, Target("team", team.id, name), {"name": name}, org_id=org_id)
     return team
 
 
@@ -65,30 +67,31 @@ def rename_team(session: Session, actor: Actor, org_id: str, team_id: str, name:
     name = _clean_name(name)
     _ensure_free_name(session, org_id, name, keep=team.id)
     if name != team.name:
-        record(session, actor, "team.renamed", Target("team", team.id, name),
+        record(session, actor, Action.TEAM_RENAMED, Target("team", team.id, name),
                {"name": {"before": team.name, "after": name}}, org_id=org_id)
         team.name = name
     return team
 
 
 def add_team_member(session: Session, actor: Actor, org_id: str, team_id: str, user_id: str,
-                    role: str = "member") -> None:
+                    role: str = Role.MEMBER) -> None:
     """Add a member to a team with a team role (manual grant), or change that grant's role."""
     authorize(actor, "members.manage", org_id=org_id)
     role = parse_role(role, allowed=TEAM_ROLES)
     team = get_team(session, org_id, team_id)
     user = get_user(session, org_id, user_id)
     grant = session.scalars(select(RoleGrant).where(
-        RoleGrant.user_id == user.id, RoleGrant.team_id == team.id, RoleGrant.source == "manual")).one_or_none()
+        RoleGrant.user_id == user.id, RoleGrant.team_id == team.id, RoleGrant.source == GrantSource.MANUAL,
+    )).one_or_none()
     before = grant.role if grant else None
     if grant is None:
-        session.add(RoleGrant(org_id=org_id, user_id=user.id, team_id=team.id, role=role, source="manual",
+        session.add(RoleGrant(org_id=org_id, user_id=user.id, team_id=team.id, role=role, source=GrantSource.MANUAL,
                               created_at=clock.now()))
     elif grant.role == role:
         return
     else:
         grant.role = role
-    record(session, actor, "team.member_added" if before is None else "team.member_role_changed",
+    record(session, actor, Action.TEAM_MEMBER_ADDED if before is None else Action.TEAM_MEMBER_ROLE_CHANGED,
            Target("user", user.id, user.user_name),
            {"team_id": team.id, "team_role": {"before": before, "after": role}}, org_id=org_id)
 
@@ -105,5 +108,5 @@ def remove_team_member(session: Session, actor: Actor, org_id: str, team_id: str
         raise NotFound(f"{user.user_name} is not a member of team {team.id}", team_id=team.id)
     session.execute(delete(RoleGrant).where(RoleGrant.user_id == user.id, RoleGrant.team_id == team.id))
     revoked = keys.revoke_team_keys(session, user, team.id)
-    record(session, actor, "team.member_removed", Target("user", user.id, user.user_name),
+    record(session, actor, Action.TEAM_MEMBER_REMOVED, Target("user", user.id, user.user_name),
            {"team_id": team.id, "keys_revoked": revoked}, org_id=org_id)

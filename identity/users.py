@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, make_transient_to_detached
 
 from audit import Actor, clock, record
 from identity import emails, keys, owners, seats, sessions
+from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, SeatCapReached
 from identity.grants import org_role as org_role
 from identity.grants import team_roles as team_roles
@@ -25,6 +26,7 @@ from identity.lookups import get_user as get_user
 from identity.models import IdpGroup, IdpGroupMember, RoleGrant, User
 from identity.names import checked_text
 from identity.roles import RANK, SOURCES, authorize, parse_role
+from identity.vocabulary import GrantSource, KeyStatusReason, Role
 
 # The names imported `as` themselves above are re-exported: the adapters ask `users` for a member
 # and its roles (identity.lookups and identity.grants hold them).
@@ -66,7 +68,7 @@ def checked_user_name(user_name: Any) -> str:
 
 
 def provision_user(
-    session: Session, actor: Actor, org_id: str, *, user_name: str, source: str,
+    session: Session, actor: Actor, org_id: str, *, user_name: str, source: GrantSource | str,
     email: str | None = None, external_id: str | None = None, display_name: str | None = None,
     given_name: str | None = None, family_name: str | None = None, active: bool = True,
     role: str | None = None, team_id: str | None = None, attributes: dict[str, Any] | None = None,
@@ -84,9 +86,10 @@ def provision_user(
     else:
         org, default_team = seats.lock_org(session, org_id), None
     role = parse_role(role or org.default_role)
-    authorize(actor, "owners.manage" if role == "owner" else "members.manage", org_id=org_id)
+    authorize(actor, "owners.manage" if role == Role.OWNER else "members.manage", org_id=org_id)
     if source not in SOURCES:
         raise InvalidValue(f"invalid source {source!r}", field="source")
+    source = GrantSource(source)
     user_name = checked_user_name(user_name)
     email = checked_email(email)
     checked_emails(attributes)
@@ -101,7 +104,7 @@ def provision_user(
         has_seat=False, source=source, attributes=attributes or {}, created_at=now, updated_at=now,
         deleted_at=None, version=1,
     )
-    record(session, actor, "user.created", user_target(user), {
+    record(session, actor, Action.USER_CREATED, user_target(user), {
         "user_name": user_name, "email": email, "external_id": external_id, "display_name": display_name,
         "given_name": given_name, "family_name": family_name, "active": active,
         "role": role, "team_id": team_id, "source": source,
@@ -115,7 +118,7 @@ def provision_user(
     _insert_member(session, user, [
         {"org_id": org_id, "user_id": user.id, "team_id": None, "role": role, "source": source,
          "source_ref": "", "created_at": now},
-        {"org_id": org_id, "user_id": user.id, "team_id": team_id, "role": "member", "source": source,
+        {"org_id": org_id, "user_id": user.id, "team_id": team_id, "role": Role.MEMBER, "source": source,
          "source_ref": "", "created_at": now},
     ])
     return user
@@ -211,7 +214,7 @@ def deactivate_user(session: Session, actor: Actor, org_id: str, user_id: str) -
     blocked = keys.block_user_keys(session, user)
     sessions.end_user_sessions(session, user.id)
     seats.free_seat(session, actor, user)
-    record(session, actor, "user.deactivated", user_target(user),
+    record(session, actor, Action.USER_DEACTIVATED, user_target(user),
            {"active": {"before": True, "after": False}, "keys_blocked": blocked}, org_id=org_id)
     return user
 
@@ -225,7 +228,7 @@ def reactivate_user(session: Session, actor: Actor, org_id: str, user_id: str) -
     user.active = True
     _touch(user)
     unblocked = keys.unblock_user_keys(session, user)
-    record(session, actor, "user.reactivated", user_target(user),
+    record(session, actor, Action.USER_REACTIVATED, user_target(user),
            {"active": {"before": False, "after": True}, "keys_unblocked": unblocked}, org_id=org_id)
     return user
 
@@ -239,7 +242,7 @@ def delete_user(session: Session, actor: Actor, org_id: str, user_id: str) -> Us
     seats.lock_org(session, org_id)  # first: it also serialises the last-owner check
     owners.ensure_not_last_owner(session, user)
     before_role = org_role(session, user.id)
-    revoked = keys.revoke_user_keys(session, user, reason="member_deleted")
+    revoked = keys.revoke_user_keys(session, user, reason=KeyStatusReason.MEMBER_DELETED)
     sessions.end_user_sessions(session, user.id)
     seats.free_seat(session, actor, user)
     session.execute(delete(RoleGrant).where(RoleGrant.user_id == user.id))
@@ -247,12 +250,12 @@ def delete_user(session: Session, actor: Actor, org_id: str, user_id: str) -> Us
     user.active = False
     user.deleted_at = clock.now()
     _touch(user)
-    record(session, actor, "user.deleted", user_target(user),
+    record(session, actor, Action.USER_DELETED, user_target(user),
            {"role": {"before": before_role, "after": None}, "keys_revoked": revoked}, org_id=org_id)
     return user
 
 
-def change_role(session: Session, actor: Actor, org_id: str, user_id: str, role: str) -> str:
+def change_role(session: Session, actor: Actor, org_id: str, user_id: str, role: str) -> Role:
     """Give the member exactly `role` as its org role; return it.
 
     Every org-wide grant that no IdP group gave (manual, invitation, and the org's default role
@@ -261,30 +264,30 @@ def change_role(session: Session, actor: Actor, org_id: str, user_id: str, role:
     role in force would be a lie told with a 200.
     """
     role = parse_role(role)
-    authorize(actor, "member.change_role", org_id=org_id, target_role="owner" if role == "owner" else None)
+    authorize(actor, "member.change_role", org_id=org_id, target_role=Role.OWNER if role == Role.OWNER else None)
     user = get_user(session, org_id, user_id)
     seats.lock_org(session, org_id)  # serialises the last-owner check with other owner changes
     before = org_role(session, user.id)
-    authorize(actor, "member.change_role", org_id=org_id, target_role="owner" if role == "owner" else before)
+    authorize(actor, "member.change_role", org_id=org_id, target_role=Role.OWNER if role == Role.OWNER else before)
     _ensure_no_group_grants_more(session, user, role)
-    if role != "owner":  # no group grants more (checked above): the member is no owner after this
+    if role != Role.OWNER:  # no group grants more (checked above): the member is no owner after this
         owners.ensure_not_last_owner(session, user)
     manual_before = ungrouped_org_role(session, user.id)
     session.execute(delete(RoleGrant).where(RoleGrant.user_id == user.id, RoleGrant.team_id.is_(None),
                                             RoleGrant.source_ref == ""))
-    session.add(RoleGrant(org_id=org_id, user_id=user.id, team_id=None, role=role, source="manual",
+    session.add(RoleGrant(org_id=org_id, user_id=user.id, team_id=None, role=role, source=GrantSource.MANUAL,
                           created_at=clock.now()))
     session.flush()
     if role != before or manual_before != role:
         if role != before:
             _touch(user)
-        record(session, actor, "member.role_changed", user_target(user),
+        record(session, actor, Action.MEMBER_ROLE_CHANGED, user_target(user),
                {"role": {"before": before, "after": role}, "manual_role": {"before": manual_before, "after": role},
-                "source": "manual", "replaced": "every_grant_but_groups"}, org_id=org_id)
+                "source": GrantSource.MANUAL, "replaced": "every_grant_but_groups"}, org_id=org_id)
     return role
 
 
-def _ensure_no_group_grants_more(session: Session, user: User, role: str) -> None:
+def _ensure_no_group_grants_more(session: Session, user: User, role: Role) -> None:
     """Refuse a role below what one of the member's IdP groups grants, naming the group."""
     by_groups = session.execute(select(RoleGrant.role, RoleGrant.source_ref).where(
         RoleGrant.user_id == user.id, RoleGrant.team_id.is_(None), RoleGrant.source_ref != ""))
@@ -336,7 +339,7 @@ def update_profile(session: Session, actor: Actor, org_id: str, user_id: str, ch
     if "attributes" in diff:  # the other attributes: name which keys changed, not their whole bodies
         before, after = diff["attributes"]["before"] or {}, diff["attributes"]["after"] or {}
         logged["attributes"] = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-    record(session, actor, "user.updated", user_target(user), logged, org_id=org_id)
+    record(session, actor, Action.USER_UPDATED, user_target(user), logged, org_id=org_id)
     return user
 
 

@@ -17,11 +17,13 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from identity import sessions, users
+from identity.actions import Action
 from identity.errors import DomainError, NotFound
 from identity.lookups import user_target
 from identity.models import Org, User
 from identity.names import name_key
 from identity.roles import authorize
+from identity.vocabulary import Role, SessionMethod
 from saml.models import SignInLink
 
 LINK_TTL = dt.timedelta(minutes=15)
@@ -47,7 +49,7 @@ def ensure_may_sign_in_without_sso(session: Session, org: Org, user: User) -> bo
     """Refuse a non-IdP sign-in for a non-owner when the org requires SSO; return True for break-glass."""
     if not org.require_sso:
         return False
-    if users.org_role(session, user.id) != "owner":
+    if users.org_role(session, user.id) != Role.OWNER:
         raise SsoRequired("this organization requires single sign-on through its identity provider",
                           org_id=org.id, user_id=user.id)
     return True
@@ -73,7 +75,7 @@ def issue_sign_in_link(session: Session, actor: Actor, org_id: str, email: str) 
     session.execute(delete(SignInLink).where(SignInLink.expires_at <= now))  # rare: issued by hand
     session.add(SignInLink(id=_digest(token), org_id=org_id, user_id=user.id, created_at=now,
                            expires_at=now + LINK_TTL))
-    record(session, actor, "sso.login_link_issued", user_target(user),
+    record(session, actor, Action.SSO_LOGIN_LINK_ISSUED, user_target(user),
            {"expires_in_seconds": int(LINK_TTL.total_seconds()), "break_glass": break_glass}, org_id=org_id)
     return token
 
@@ -105,13 +107,13 @@ def sign_in_with_link(session: Session, actor: Actor, token: str, *, lifetime: s
         raise LinkInvalid("this sign-in link has expired or its account cannot sign in",
                           org_id=link.org_id, user_id=link.user_id)
     break_glass = ensure_may_sign_in_without_sso(session, session.get_one(Org, link.org_id), user)
-    token_out = sessions.create_session(session, user, method="break_glass" if break_glass else "login_link",
-                                        lifetime=lifetime)
+    method = SessionMethod.BREAK_GLASS if break_glass else SessionMethod.LOGIN_LINK
+    token_out = sessions.create_session(session, user, method=method, lifetime=lifetime)
     user_actor = Actor("user", user.id, user.user_name, org_id=user.org_id, request_id=actor.request_id,
                        ip=actor.ip, user_agent=actor.user_agent)
-    record(session, user_actor, "sso.login_succeeded", user_target(user),
+    record(session, user_actor, Action.SSO_LOGIN_SUCCEEDED, user_target(user),
            {"flow": "login_link", "break_glass": break_glass}, org_id=user.org_id)
     if break_glass:  # its own action, so that an alert on it needs no filter on event contents
-        record(session, user_actor, "sso.break_glass_used", user_target(user), {"flow": "login_link"},
+        record(session, user_actor, Action.SSO_BREAK_GLASS_USED, user_target(user), {"flow": "login_link"},
                org_id=user.org_id)
     return LinkSignIn(user, token_out, break_glass)

@@ -8,29 +8,28 @@ consumed once, an assertion id is remembered until it expires, a session is a ro
 from __future__ import annotations
 
 import datetime as dt
-import random
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from sqlalchemy import String, Table, and_, bindparam, column, delete, insert, literal, null, select, union_all, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from audit.log import Target
 from identity import sessions, users
-from identity.errors import DomainError, InvalidValue, NotFound
+from identity.actions import Action
+from identity.errors import InvalidValue, NotFound
 from identity.groups import apply_user_groups
 from identity.lookups import user_target
 from identity.models import Org, User
 from identity.names import checked_text, name_key
 from identity.roles import authorize
+from identity.vocabulary import GrantSource, SessionMethod
+from saml import once
 from saml.connection import CLAIMS, IdpSettings, attribute_names, cert_fingerprint, generate_sp_credentials
-from saml.models import SamlConnection, SamlIdentity, SamlPendingRequest, SamlSeenAssertion
+from saml.models import SamlConnection, SamlIdentity, SamlPendingRequest
 from saml.protocol import Assertion, Refused
 
-PENDING_REQUEST_TTL = dt.timedelta(minutes=10)
-PURGE_PROBABILITY = 1 / 64
 TRANSIENT = "urn:oasis:names:tc:SAML:2.0:nameid-format:transient"
 PERSISTENT = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent"
 
@@ -127,7 +126,7 @@ def configure_connection(
     changes = {key: {"before": before.get(key), "after": value} for key, value in after.items()
                if before.get(key) != value}
     if created or changes:
-        record(session, actor, "sso.configured" if created else "sso.updated", org_target(org), changes,
+        record(session, actor, Action.SSO_CONFIGURED if created else Action.SSO_UPDATED, org_target(org), changes,
                org_id=org_id)
     return connection
 
@@ -171,75 +170,6 @@ def _settings_view(connection: SamlConnection) -> dict[str, Any]:
         "want_assertions_encrypted": connection.want_assertions_encrypted,
         "attribute_map": connection.attribute_map, "idp_metadata_url": connection.idp_metadata_url,
     }
-
-
-class TooManyPendingRequests(DomainError):
-    """This client address has as many unanswered sign-ins pending as it may (anonymous writes are capped)."""
-
-    code = "too_many_pending_sign_ins"
-
-
-def remember_request(session: Session, org_id: str, request_id: str, relay_state: str | None, *,
-                     client_address: str | None = None, limit: int | None = None) -> None:
-    """Keep an AuthnRequest id we are about to send, so that its response can be matched once.
-
-    Anybody may start a sign-in, so at most `limit` unexpired requests are kept per client
-    address; one more is refused (TooManyPendingRequests) until the oldest expire.
-    """
-    now = clock.now()
-    if random.random() < PURGE_PROBABILITY:
-        session.execute(delete(SamlPendingRequest).where(SamlPendingRequest.expires_at <= now))
-    if client_address is not None and limit is not None:
-        live = session.scalars(select(SamlPendingRequest.id).where(
-            SamlPendingRequest.client_address == client_address, SamlPendingRequest.expires_at > now).limit(limit))
-        if len(live.all()) >= limit:
-            raise TooManyPendingRequests("too many sign-ins are pending from this address", limit=limit)
-    session.add(SamlPendingRequest(id=request_id, org_id=org_id, relay_state=relay_state, created_at=now,
-                                   expires_at=now + PENDING_REQUEST_TTL, client_address=client_address))
-
-
-def consume_request(session: Session, org_id: str, request_id: str) -> str | None:
-    """Use up a pending request and return its RelayState: refuse an id we never issued, issued for
-    another org, used or expired.
-
-    One DELETE ... RETURNING: the row lock it takes makes a racing consumer wait and find nothing.
-    """
-    found = session.execute(delete(SamlPendingRequest).where(
-        SamlPendingRequest.id == request_id, SamlPendingRequest.org_id == org_id,
-    ).returning(SamlPendingRequest.relay_state, SamlPendingRequest.expires_at)).one_or_none()
-    if found is None:
-        raise Refused("unknown_in_response_to")
-    relay_state: str | None
-    relay_state, expires_at = found
-    if expires_at <= clock.now():
-        raise Refused("request_expired")
-    return relay_state
-
-
-# A plain INSERT built once, not an ORM object: nothing reads the row back, a conflict is the answer.
-INSERT_SEEN_ASSERTION = insert(cast(Table, SamlSeenAssertion.__table__))
-
-
-def burn_assertion(session: Session, org_id: str, assertion_id: str, expires_at: dt.datetime, *,
-                   savepoint: bool = False) -> None:
-    """Remember an assertion id until it expires; refuse it when it was seen before (any process).
-
-    The primary key (org, assertion id) decides between racing processes. With `savepoint`, a
-    refusal leaves the rest of the transaction usable.
-    """
-    if not assertion_id:
-        raise Refused("malformed")
-    if random.random() < PURGE_PROBABILITY:  # expired ids are swept now and then, not on every sign-in
-        session.execute(delete(SamlSeenAssertion).where(SamlSeenAssertion.expires_at <= clock.now()))
-    row = {"org_id": org_id, "assertion_id": assertion_id, "expires_at": expires_at}
-    try:
-        if savepoint:
-            with session.begin_nested():
-                session.execute(INSERT_SEEN_ASSERTION, row)
-        else:
-            session.execute(INSERT_SEEN_ASSERTION, row)
-    except IntegrityError:
-        raise Refused("replayed") from None
 
 
 @dataclass(frozen=True)
@@ -405,7 +335,7 @@ def _link_identity(session: Session, actor: Actor, user: User, identity: Identit
         session.execute(INSERT_IDENTITY, {"org_id": user.org_id, "idp_entity_id": identity.idp_entity_id,
                                           "name_id_key": identity.key, "name_id": identity.name_id,
                                           "user_id": user.id, "created_at": now})
-    record(session, actor, "sso.identity_linked", user_target(user), {
+    record(session, actor, Action.SSO_IDENTITY_LINKED, user_target(user), {
         "idp_entity_id": identity.idp_entity_id, "name_id": identity.name_id, "moved_from_removed_user": how == "moved",
     }, org_id=user.org_id)
 
@@ -421,10 +351,10 @@ def sign_in(session: Session, actor: Actor, org_id: str, assertion: Assertion, *
     if connection.org_id != org_id:
         raise ValueError("the connection is another org's")
     confirm_connection(session, connection)
-    burn_assertion(session, org_id, assertion.assertion_id, assertion.expires_at)
+    once.burn_assertion(session, org_id, assertion.assertion_id, assertion.expires_at)
     relay_state = None
     if assertion.in_response_to:
-        relay_state = consume_request(session, org_id, assertion.in_response_to)
+        relay_state = once.consume_request(session, org_id, assertion.in_response_to)
     elif not connection.allow_idp_initiated:
         raise Refused("idp_initiated_not_allowed", 403)
     claims = claims_of(connection, assertion)
@@ -438,7 +368,7 @@ def sign_in(session: Session, actor: Actor, org_id: str, assertion: Assertion, *
             raise Refused("user_not_provisioned", 403)
         user = users.provision_user(
             session, replace(actor, display="SAML JIT provisioning"), org_id, user_name=claims.user_name,
-            source="saml", email=claims.email, given_name=claims.given_name, family_name=claims.family_name,
+            source=GrantSource.SAML, email=claims.email, given_name=claims.given_name, family_name=claims.family_name,
             display_name=claims.display_name)
     elif not user.active:
         raise Refused("user_deactivated", 403, user_id=user.id)
@@ -450,9 +380,10 @@ def sign_in(session: Session, actor: Actor, org_id: str, assertion: Assertion, *
     groups_applied = claims.groups is not None
     if claims.groups is not None:
         apply_user_groups(session, actor, org_id, user.id, claims.groups)
-    token = sessions.create_session(session, user, method="saml", lifetime=lifetime, name_id=assertion.name_id,
-                                    name_id_format=assertion.name_id_format, session_index=assertion.session_index)
-    record(session, user_actor, "sso.login_succeeded", user_target(user), {
+    token = sessions.create_session(session, user, method=SessionMethod.SAML, lifetime=lifetime,
+                                    name_id=assertion.name_id, name_id_format=assertion.name_id_format,
+                                    session_index=assertion.session_index)
+    record(session, user_actor, Action.SSO_LOGIN_SUCCEEDED, user_target(user), {
         "flow": "sp_initiated" if assertion.in_response_to else "idp_initiated", "jit_created": created,
         "groups": claims.groups, "groups_applied": groups_applied, "idp_entity_id": assertion.issuer,
     }, org_id=org_id)
@@ -468,23 +399,12 @@ def record_failure(session: Session, actor: Actor, org: Org, reason: str, *,
     """
     if assertion is not None and reason != "replayed":
         try:
-            burn_assertion(session, org.id, assertion.assertion_id, assertion.expires_at, savepoint=True)
+            once.burn_assertion(session, org.id, assertion.assertion_id, assertion.expires_at, savepoint=True)
         except Refused:
             pass
         if assertion.in_response_to:
             session.execute(delete(SamlPendingRequest).where(SamlPendingRequest.id == assertion.in_response_to,
                                                              SamlPendingRequest.org_id == org.id))
     target = Target("user", user_id, user_id) if user_id else org_target(org)
-    record(session, actor, "sso.login_failed", target, {"reason": reason, **(extra or {})}, org_id=org.id,
+    record(session, actor, Action.SSO_LOGIN_FAILED, target, {"reason": reason, **(extra or {})}, org_id=org.id,
            outcome="failure")
-
-
-def use_up(session: Session, org_id: str, assertion: Assertion) -> None:
-    """Use up a verified SP-initiated assertion and its request without signing in, refusing as
-    `sign_in` would first: a replayed assertion, an unknown or expired request.
-
-    For a response refused before `sign_in` (saml.binding), so that its reason does not hide these.
-    """
-    burn_assertion(session, org_id, assertion.assertion_id, assertion.expires_at)
-    if assertion.in_response_to:
-        consume_request(session, org_id, assertion.in_response_to)

@@ -19,7 +19,7 @@ from audit.actor import system_actor
 from identity.errors import DomainError, SeatCapReached
 from identity.models import Org
 from identity.service import run
-from saml import binding, protocol, service, web
+from saml import binding, once, protocol, service, web
 from saml.connection import parse_idp_metadata, settings_dict, valid_certs
 from saml.metadata_fetch import fetch_metadata
 from saml.models import SamlConnection
@@ -70,12 +70,12 @@ def login(slug: str) -> HttpResponse:
     url, request_id = auth.login(return_to=landing), auth.get_last_request_id()
     try:
         with web.db().transaction() as session:
-            service.remember_request(session, org.id, request_id, landing, client_address=client_address(),
+            once.remember_request(session, org.id, request_id, landing, client_address=client_address(),
                                      limit=int(current_app.config.get("SAML_PENDING_REQUESTS_PER_ADDRESS",
                                                                       PENDING_REQUESTS_PER_ADDRESS)))
-    except service.TooManyPendingRequests:
+    except once.TooManyPendingRequests:
         refused = web.page(429, "Too many sign-ins", MESSAGES["too_many_pending_sign_ins"])
-        refused.headers["Retry-After"] = str(int(service.PENDING_REQUEST_TTL.total_seconds()))
+        refused.headers["Retry-After"] = str(int(once.PENDING_REQUEST_TTL.total_seconds()))
         return refused
     response = redirect(url, 302)
     _bind_browser(response, org, request_id)
@@ -103,8 +103,8 @@ def client_address() -> str:
 def _bind_browser(response: HttpResponse, org: Org, request_id: str) -> None:
     """Add the binding of `request_id` to this browser's cookie (saml.binding)."""
     value = binding.with_request(current_app.config["SECRET_KEY"], org.id, request_id,
-                                 request.cookies.get(binding.COOKIE), clock.now(), service.PENDING_REQUEST_TTL)
-    attributes = binding.cookie_attributes(web.base_url(), org.slug, service.PENDING_REQUEST_TTL)
+                                 request.cookies.get(binding.COOKIE), clock.now(), once.PENDING_REQUEST_TTL)
+    attributes = binding.cookie_attributes(web.base_url(), org.slug, once.PENDING_REQUEST_TTL)
     response.set_cookie(binding.COOKIE, value, **attributes)
     if not attributes["secure"] and not current_app.extensions.get("saml.http_binding_warned"):
         current_app.extensions["saml.http_binding_warned"] = True
@@ -158,7 +158,7 @@ def _require_binding(org: Org, assertion: protocol.Assertion) -> None:
     """Refuse a response to our AuthnRequest delivered to a browser that did not start it (saml.binding).
 
     The refusals sign-in gives first (a replayed assertion, an unknown or expired request) keep
-    their precedence: `service.use_up` checks them, and uses both up as a refusal would.
+    their precedence: `once.use_up` checks them, and uses both up as a refusal would.
     """
     if not assertion.in_response_to:
         return  # IdP-initiated: nothing was started here, the org's setting decides
@@ -167,7 +167,7 @@ def _require_binding(org: Org, assertion: protocol.Assertion) -> None:
     if reason is None:
         return
     with web.db().transaction() as session:
-        service.use_up(session, org.id, assertion)
+        once.use_up(session, org.id, assertion)
     raise Refused(reason, 403)
 
 
@@ -177,7 +177,7 @@ def _release_binding(response: HttpResponse, org: Org, assertion: protocol.Asser
     if assertion is None or not assertion.in_response_to or cookie is None:
         return
     value = binding.without_request(current_app.config["SECRET_KEY"], org.id, assertion.in_response_to, cookie)
-    attributes = binding.cookie_attributes(web.base_url(), org.slug, service.PENDING_REQUEST_TTL)
+    attributes = binding.cookie_attributes(web.base_url(), org.slug, once.PENDING_REQUEST_TTL)
     if value:
         response.set_cookie(binding.COOKIE, value, **attributes)
     else:

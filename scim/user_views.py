@@ -15,6 +15,7 @@ from audit import Actor
 from identity import users
 from identity.models import User
 from identity.service import run
+from identity.vocabulary import GrantSource
 from scim import context, discovery, listing, resources
 from scim.context import Result
 from scim.patch import parse_operations
@@ -53,7 +54,8 @@ def create_user(body: Any) -> Result:
     """Provision a user from the IdP (RFC 7644 section 3.3)."""
     fields = resources.user_fields(body)
     actor = context.actor()
-    user = run(context.database(), actor, users.provision_user, actor.org_id or "", source="scim", **fields)
+    user = run(context.database(), actor, users.provision_user, actor.org_id or "",
+               source=GrantSource.SCIM, **fields)
     return _user_result(201, user, [])
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from audit import clock
 from audit.models import AuditEvent
-from saml import service
+from saml import once
 from saml.models import SamlPendingRequest
 from saml.refusals import WINDOW
 from tests.saml.conftest import Sso, configure
@@ -92,7 +92,7 @@ def _pending(sso: Sso) -> int:
 
 def test_pending_sign_ins_are_capped_per_client_address(sso: Sso, monkeypatch: pytest.MonkeyPatch) -> None:
     """The attacker's move: GET /saml/acme/login in a loop, each a row in saml_pending_requests."""
-    monkeypatch.setattr(service, "PURGE_PROBABILITY", 0.0)
+    monkeypatch.setattr(once, "PURGE_PROBABILITY", 0.0)
     sso.client.application.config["SAML_PENDING_REQUESTS_PER_ADDRESS"] = 3
     for _ in range(3):
         sso.start_login()
@@ -108,7 +108,7 @@ def test_pending_sign_ins_are_capped_per_client_address(sso: Sso, monkeypatch: p
         assert session.scalars(select(SamlPendingRequest.client_address).where(
             SamlPendingRequest.client_address != "127.0.0.1")).all() == ["2001:db8:1:2::/64"] * 2
     # ...and the first one may start again once its requests expire.
-    with clock.frozen_at(clock.now() + service.PENDING_REQUEST_TTL + dt.timedelta(seconds=1)):
+    with clock.frozen_at(clock.now() + once.PENDING_REQUEST_TTL + dt.timedelta(seconds=1)):
         assert sso.client.get("/saml/acme/login").status_code == 302
 
 

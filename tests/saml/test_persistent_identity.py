@@ -16,7 +16,7 @@ from audit.models import AuditEvent
 from identity import sessions, users
 from identity.models import User
 from identity.web import cookies
-from saml import service
+from saml import once
 from saml.models import SamlIdentity
 from tests.factories import provision
 from tests.saml.conftest import IDP_ENTITY_ID, Sso
@@ -177,7 +177,7 @@ def test_name_ids_with_format_or_bidi_characters_are_refused(sso: Sso, system: A
 def test_a_linked_sign_in_sends_no_more_statements_than_an_email_one(sso: Sso, system: Actor,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """The link, the named member and the removed-name probe come back in the one `SELECT users`."""
-    monkeypatch.setattr(service, "PURGE_PROBABILITY", 0.0)
+    monkeypatch.setattr(once, "PURGE_PROBABILITY", 0.0)
     monkeypatch.setattr(sessions, "PURGE_ONE_IN", 2**62)
     ann = provision(sso.db, system, sso.org.org.id, "ann@acme.test")
     assert sso.post(sso.response(name_id="P1-ann", name_id_format=PERSISTENT,
@@ -190,7 +190,7 @@ def test_a_linked_sign_in_sends_no_more_statements_than_an_email_one(sso: Sso, s
 
 
 def test_only_the_first_sign_in_writes_the_link(sso: Sso, system: Actor, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(service, "PURGE_PROBABILITY", 0.0)
+    monkeypatch.setattr(once, "PURGE_PROBABILITY", 0.0)
     monkeypatch.setattr(sessions, "PURGE_ONE_IN", 2**62)
     for name in ("two@acme.test", "three@acme.test"):
         provision(sso.db, system, sso.org.org.id, name)

@@ -10,7 +10,7 @@ import pytest
 
 from audit import Actor
 from identity import sessions
-from saml import service
+from saml import once
 from tests.factories import provision
 from tests.saml.conftest import Sso
 from tests.statements import audit_at_commit, new_member_rows, statements
@@ -30,7 +30,7 @@ JIT_AFTER = ["INSERT sso_sessions"]
 @pytest.fixture(autouse=True)
 def _no_sweeps(monkeypatch: pytest.MonkeyPatch) -> None:
     """Expired replay-cache ids and sessions are swept by chance, 1 sign-in in 64: not in these counts."""
-    monkeypatch.setattr(service, "PURGE_PROBABILITY", 0.0)
+    monkeypatch.setattr(once, "PURGE_PROBABILITY", 0.0)
     monkeypatch.setattr(sessions, "PURGE_ONE_IN", 2**62)
 
 

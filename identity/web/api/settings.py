@@ -11,6 +11,7 @@ from identity import directory, groups, invitations, members, orgs
 from identity.directory import InvitationEntry, MappingEntry
 from identity.errors import InvalidValue
 from identity.service import run
+from identity.vocabulary import Role
 from identity.web.api.common import (
     ADMIN,
     adopt,
@@ -64,7 +65,7 @@ def invitation_json(invitation: InvitationEntry) -> dict[str, Any]:
 def create_invitation(org_ref: str) -> tuple[Response, int]:
     org_id, data = caller_org_id(org_ref), json_body("email", "role", "team_id")
     invited = run(database(), g.actor, members.invite_member, org_id, email=text(data, "email", ""),
-                  role=role(data) or "member", team_id=optional_text(data, "team_id"))
+                  role=role(data) or Role.MEMBER, team_id=optional_text(data, "team_id"))
     return jsonify({**invitation_json(invited.invitation), "token": invited.token,
                     "seats": invited.seats.as_dict()}), 201
 
