@@ -60,9 +60,7 @@ def configure_org(database: Database, slug: str, metadata_xml: bytes, *, metadat
         connection = service.configure_connection(
             session, actor, org.id, idp, jit=jit, allow_idp_initiated=allow_idp_initiated,
             sign_authn_requests=sign_authn_requests, want_assertions_encrypted=want_assertions_encrypted,
-            attribute_map=attribute_map, metadata_url=metadata_url)
-        if secret_key is not None:
-            sp_keys.seal_new_key(connection, secret_key)
+            attribute_map=attribute_map, metadata_url=metadata_url, secret_key=secret_key)
     urls = SpUrls.of(config.base_url(), slug)
     return {"org": slug, "idp_entity_id": idp.entity_id, "idp_signing_certs": len(idp.signing_certs),
             "jit": connection.jit, "allow_idp_initiated": connection.allow_idp_initiated,

@@ -25,7 +25,7 @@ from identity.models import Org, User
 from identity.names import checked_text, name_key
 from identity.roles import authorize
 from identity.vocabulary import GrantSource, SessionMethod
-from saml import once
+from saml import once, sp_keys
 from saml.connection import CLAIMS, IdpSettings, attribute_names, cert_fingerprint, generate_sp_credentials
 from saml.models import SamlConnection, SamlIdentity, SamlPendingRequest
 from saml.protocol import Assertion, Refused
@@ -86,12 +86,14 @@ def configure_connection(
     session: Session, actor: Actor, org_id: str, idp: IdpSettings, *, jit: bool | None = None,
     allow_idp_initiated: bool | None = None, sign_authn_requests: bool | None = None,
     want_assertions_encrypted: bool | None = None, attribute_map: dict[str, list[str]] | None = None,
-    metadata_url: str | None = None,
+    metadata_url: str | None = None, secret_key: str | None = None,
 ) -> SamlConnection:
     """Create or update the org's connection from IdP settings; our key pair is made on first use.
 
     `metadata_url` is where the settings came from, None for a document: a document replaces a
-    stored URL, so that the next refresh cannot bring back what the admin replaced.
+    stored URL, so that the next refresh cannot bring back what the admin replaced. With
+    `secret_key` (the service's SECRET_KEY), a key pair made now is sealed at once, in this
+    transaction, so that it is never stored in plaintext (saml.sp_keys).
     """
     authorize_configuration(actor, org_id)
     org = session.get(Org, org_id)
@@ -128,6 +130,8 @@ def configure_connection(
     if created or changes:
         record(session, actor, Action.SSO_CONFIGURED if created else Action.SSO_UPDATED, org_target(org), changes,
                org_id=org_id)
+    if secret_key is not None:
+        sp_keys.seal_new_key(connection, secret_key)
     return connection
 
 

@@ -18,7 +18,7 @@ from identity.models import Org
 from identity.service import run
 from identity.web.api.common import ADMIN, adopt, authenticated, caller_org_id, json_body, known_args
 from identity.web.context import database
-from saml import service, sp_keys, web
+from saml import service, web
 from saml.connection import CLAIMS, SpUrls, cert_fingerprint, parse_idp_metadata
 from saml.metadata_fetch import fetch_metadata
 from saml.models import SamlConnection
@@ -110,14 +110,11 @@ def configure_sso(org_ref: str) -> Response:
     service.authorize_configuration(g.actor, org_id)  # before anything is fetched on the caller's say
     idp = parse_idp_metadata(fetch_metadata(url) if url is not None else _metadata_xml(data).encode())
 
-    def configure(session: Any, actor: Any) -> dict[str, Any]:
-        connection = service.configure_connection(
-            session, actor, org_id, idp, jit=jit, allow_idp_initiated=idp_initiated, sign_authn_requests=sign,
-            want_assertions_encrypted=encrypted, attribute_map=attribute_map, metadata_url=url)
-        sp_keys.seal_new_key(connection, current_app.config["SECRET_KEY"])  # never stored in plaintext
-        return _view(session.get_one(Org, org_id), connection)
-
-    return jsonify(run(database(), g.actor, configure))
+    run(database(), g.actor, service.configure_connection, org_id, idp, jit=jit, allow_idp_initiated=idp_initiated,
+        sign_authn_requests=sign, want_assertions_encrypted=encrypted, attribute_map=attribute_map,
+        metadata_url=url, secret_key=current_app.config["SECRET_KEY"])
+    with database().reading() as session:
+        return jsonify(_view(*service.read_connection(session, g.actor, org_id)))
 
 
 _NULLABLE_TEXT = {"type": ["string", "null"]}
