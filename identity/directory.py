@@ -310,5 +310,6 @@ def _cycle_totals(session: Session, org_id: str) -> dict[str, Any]:
     count, seats_charged, amount = session.execute(select(func.count(), func.coalesce(func.sum(c.seats), 0),
                                                           func.coalesce(func.sum(c.amount_cents), 0)).where(
         c.org_id == org_id, c.cycle_start == position.cycle_start)).one()
-    return {"cycle_start": position.cycle_start, "cycle_end": position.cycle_end, "charges": count,
-            "seats_charged": seats_charged, "amount_cents": amount, "seats": position.as_dict()}
+    # int(): PostgreSQL sums a BIGINT as NUMERIC (a Decimal here); cents are whole.
+    return {"cycle_start": position.cycle_start, "cycle_end": position.cycle_end, "charges": int(count),
+            "seats_charged": int(seats_charged), "amount_cents": int(amount), "seats": position.as_dict()}
