@@ -44,7 +44,7 @@ def transfer_ownership(session: Session, actor: Actor, org_id: str, user_id: str
     role change refused (a group that grants the caller `owner` still) refuses the whole transfer.
     """
     authorize(actor, "org.transfer_ownership", org_id=org_id)
-    live_org(session, org_id)
+    org = live_org(session, org_id)
     previous = acting_user_id(session, actor) or from_user_id
     if previous is None:
         raise InvalidValue("name the owner who hands over (from_user_id)", field="from_user_id")
@@ -57,7 +57,7 @@ def transfer_ownership(session: Session, actor: Actor, org_id: str, user_id: str
     seats.lock_org(session, org_id)
     users.change_role(session, actor, org_id, new_owner.id, Role.OWNER)
     users.change_role(session, actor, org_id, previous, Role.ADMIN)
-    record(session, actor, Action.ORG_OWNERSHIP_TRANSFERRED, Target("org", org_id, new_owner.user_name),
+    record(session, actor, Action.ORG_OWNERSHIP_TRANSFERRED, Target("org", org_id, org.slug),
            {"from_user_id": previous, "to_user_id": new_owner.id}, org_id=org_id)
     return new_owner
 
