@@ -41,7 +41,7 @@ def time_id_after() -> tuple[dt.datetime, str] | None:
         text = base64.urlsafe_b64decode(values[0] + "=" * (-len(values[0]) % 4)).decode()
         moment, _, row_id = text.partition("|")
         created = dt.datetime.fromisoformat(moment)
-        if created.tzinfo is None or not row_id or len(row_id) > 80:
+        if created.tzinfo is None or not row_id or len(row_id) > 80 or "\x00" in row_id:
             raise ValueError("not a cursor")
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidValue("after must be the `next` of the previous page", field="after") from None
