@@ -173,6 +173,8 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
 }
 _PAGE = [("limit", {"type": "integer"}, "page size, 1 to 500 (default 100; others are clamped)"),
          ("after", {"type": "string"}, "`next` of the previous page")]
+_UUID = "^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})?$"
+_MEMBER_PAGE = [_PAGE[0], ("after", {"type": "string", "pattern": _UUID}, "`next` of the previous page (a user id)")]
 
 
 def openapi_paths(op: Any, json_response: Any, ref: Any) -> dict[str, Any]:
@@ -186,7 +188,7 @@ def openapi_paths(op: Any, json_response: Any, ref: Any) -> dict[str, Any]:
                        body="TeamName", params=("org",), status="201")},
         "/api/v1/orgs/{org}/teams/{team_id}": {
             "get": op("A team: your role in it, its member count, and a page of its members with their grants",
-                      json_response(ref("TeamDetail")), params=team, query=_PAGE),
+                      json_response(ref("TeamDetail")), params=team, query=_MEMBER_PAGE),
             "patch": op("Rename a team (its id stays)", json_response(ref("Team")), body="TeamName", params=team),
             "delete": op("Delete a team: `confirm` must be its name (its keys revoked, its mappings deleted)",
                          {"description": "done"}, body="Confirmation", params=team, status="204")},
