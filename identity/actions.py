@@ -17,6 +17,8 @@ class Action(enum.StrEnum):
 
     ORG_CREATED = "org.created"
     ORG_SETTINGS_CHANGED = "org.settings_changed"
+    ORG_OWNERSHIP_TRANSFERRED = "org.ownership_transferred"
+    ORG_DELETED = "org.deleted"
     TEAM_CREATED = "team.created"
     TEAM_DELETED = "team.deleted"
     TEAM_MEMBER_ADDED = "team.member_added"
@@ -53,6 +55,7 @@ class Action(enum.StrEnum):
     GROUP_UPDATED = "group.updated"
     GROUP_MAPPING_CREATED = "group_mapping.created"
     GROUP_MAPPING_DELETED = "group_mapping.deleted"
+    GROUP_MAPPING_UPDATED = "group_mapping.updated"
     SSO_BREAK_GLASS_USED = "sso.break_glass_used"
     SSO_CONFIGURED = "sso.configured"
     SSO_IDENTITY_LINKED = "sso.identity_linked"

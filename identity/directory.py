@@ -10,14 +10,17 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from audit import Actor
 from identity import orgs, seats, users
-from identity.models import GroupMapping, Invitation, Org, Team, User
-from identity.roles import authorize
+from identity.errors import NotFound
+from identity.lookups import acting_user_id, get_team
+from identity.models import GroupMapping, Invitation, Org, RoleGrant, SeatCharge, Team, User
+from identity.roles import RANK, ROLES, SOURCES, authorize, highest
 
 MAX_INVITATIONS = 500  # the newest; older ones have long expired
 
@@ -112,6 +115,112 @@ def list_teams(session: Session, actor: Actor, org_id: str) -> list[TeamEntry]:
     return [TeamEntry.of(team) for team in found]
 
 
+@dataclass(frozen=True)
+class TeamSummary:
+    """A team as the team list shows it: the caller's role in it and how many members it has."""
+
+    team: TeamEntry
+    your_role: str | None
+    member_count: int
+
+
+@dataclass(frozen=True)
+class TeamPage:
+    """A page of teams, oldest first; `next` is the (created, id) of the last one when more follow."""
+
+    teams: list[TeamSummary]
+    next: tuple[dt.datetime, str] | None
+
+
+def _member_count() -> Any:
+    return (select(func.count(func.distinct(RoleGrant.user_id))).where(RoleGrant.team_id == Team.id)
+            .correlate(Team).scalar_subquery())
+
+
+def _rank_of_role() -> Any:
+    return case({role: rank for rank, role in enumerate(ROLES)}, value=RoleGrant.role)
+
+
+def _your_rank(user_id: str | None) -> Any:
+    return (select(func.max(_rank_of_role())).where(RoleGrant.team_id == Team.id, RoleGrant.user_id == user_id)
+            .correlate(Team).scalar_subquery())
+
+
+def team_page(session: Session, actor: Actor, org_id: str, *, limit: int,
+              after: tuple[dt.datetime, str] | None = None) -> TeamPage:
+    """Return up to `limit` teams after the cursor `after`, oldest first, each with the caller's role
+    and its member count: one query, however many teams the page holds."""
+    authorize(actor, "directory.read", org_id=org_id)
+    you = acting_user_id(session, actor)
+    stmt = select(Team, _member_count(), _your_rank(you)).where(Team.org_id == org_id)
+    if after is not None:
+        stmt = stmt.where(or_(Team.created_at > after[0], and_(Team.created_at == after[0], Team.id > after[1])))
+    rows = list(session.execute(stmt.order_by(Team.created_at, Team.id).limit(limit)))
+    found = [TeamSummary(TeamEntry.of(team), None if rank is None else ROLES[rank], count or 0)
+             for team, count, rank in rows]
+    last = found[-1].team if found and len(found) == limit else None
+    return TeamPage(found, (last.created, last.id) if last else None)
+
+
+@dataclass(frozen=True)
+class TeamGrant:
+    """One source's grant of a team role: `group_id` names the IdP group that gave it, if one did."""
+
+    role: str
+    source: str
+    group_id: str | None
+
+
+@dataclass(frozen=True)
+class TeamMember:
+    """A member of a team: its highest team role, the source of that grant, and every grant."""
+
+    user_id: str
+    user_name: str
+    email: str | None
+    active: bool
+    team_role: str
+    source: str
+    grants: tuple[TeamGrant, ...]
+
+
+@dataclass(frozen=True)
+class TeamDetail:
+    """A team with a page of its members (by user id; `next` is the cursor of the following page)."""
+
+    summary: TeamSummary
+    members: list[TeamMember]
+    next: str | None
+
+
+def get_team_detail(session: Session, actor: Actor, org_id: str, team_id: str, *, limit: int,
+                    after: str = "") -> TeamDetail:
+    """Return a team, the caller's role in it, its member count and a page of its members."""
+    authorize(actor, "directory.read", org_id=org_id)
+    team = get_team(session, org_id, team_id)
+    count = session.scalar(select(func.count(func.distinct(RoleGrant.user_id))).where(RoleGrant.team_id == team.id))
+    you = acting_user_id(session, actor)
+    yours = highest(session.scalars(select(RoleGrant.role).where(RoleGrant.team_id == team.id,
+                                                                 RoleGrant.user_id == you))) if you else None
+    ids = list(session.scalars(select(RoleGrant.user_id).where(RoleGrant.team_id == team.id, RoleGrant.user_id > after)
+                               .group_by(RoleGrant.user_id).order_by(RoleGrant.user_id).limit(limit)))
+    grants: dict[str, list[TeamGrant]] = {}
+    for user_id, role, source, ref in session.execute(select(
+            RoleGrant.user_id, RoleGrant.role, RoleGrant.source, RoleGrant.source_ref).where(
+            RoleGrant.team_id == team.id, RoleGrant.user_id.in_(ids))):
+        grants.setdefault(user_id, []).append(TeamGrant(role, source, ref or None))
+    people = {user.id: user for user in session.scalars(select(User).where(User.id.in_(ids)))}
+    members = [_team_member(people[user_id], grants[user_id]) for user_id in ids]
+    summary = TeamSummary(TeamEntry.of(team), yours, count or 0)
+    return TeamDetail(summary, members, ids[-1] if len(ids) == limit else None)
+
+
+def _team_member(user: User, grants: list[TeamGrant]) -> TeamMember:
+    ordered = sorted(grants, key=lambda g: (-RANK[g.role], SOURCES.index(g.source), g.group_id or ""))
+    return TeamMember(user.id, user.user_name, user.email, user.active, ordered[0].role, ordered[0].source,
+                      tuple(ordered))
+
+
 def org_settings(session: Session, actor: Actor, org_id: str) -> dict[str, object]:
     """Return the org's settings (orgs.SETTINGS), by name."""
     authorize(actor, "directory.read", org_id=org_id)
@@ -139,3 +248,68 @@ def seat_preview(session: Session, actor: Actor, org_id: str) -> seats.SeatPrevi
     """Return the org's seat position now (what the next member would cost)."""
     authorize(actor, "billing.read", org_id=org_id)
     return seats.preview(session.get_one(Org, org_id))
+
+
+def get_team_member(session: Session, actor: Actor, org_id: str, team_id: str, user_id: str) -> TeamMember:
+    """Return one member of a team with its grants there (NotFound when the user is not in it)."""
+    authorize(actor, "directory.read", org_id=org_id)
+    team, user = get_team(session, org_id, team_id), users.get_user(session, org_id, user_id)
+    grants = [TeamGrant(role, source, ref or None) for role, source, ref in session.execute(select(
+        RoleGrant.role, RoleGrant.source, RoleGrant.source_ref).where(RoleGrant.team_id == team.id,
+                                                                      RoleGrant.user_id == user.id))]
+    if not grants:
+        raise NotFound(f"{user.user_name} is not a member of team {team.id}", team_id=team.id, user_id=user.id)
+    return _team_member(user, grants)
+
+
+@dataclass(frozen=True)
+class ChargeEntry:
+    """A row of the seat ledger as the billing page shows it: what was charged, for what, by whom."""
+
+    id: str
+    kind: str
+    amount_cents: int
+    seats: int
+    unit_price_cents: int
+    user_id: str | None
+    actor_type: str
+    actor_id: str
+    cycle_start: dt.datetime
+    cycle_end: dt.datetime
+    created: dt.datetime
+
+
+@dataclass(frozen=True)
+class ChargePage:
+    """A page of charges, newest first; `next` is the (created, id) of the last one when more follow."""
+
+    charges: list[ChargeEntry]
+    next: tuple[dt.datetime, str] | None
+    cycle: dict[str, Any]
+
+
+def seat_charges(session: Session, actor: Actor, org_id: str, *, limit: int,
+                 after: tuple[dt.datetime, str] | None = None) -> ChargePage:
+    """Return a page of the seat ledger (newest first) and the current cycle's totals."""
+    authorize(actor, "billing.read", org_id=org_id)
+    c = SeatCharge
+    stmt = select(c).where(c.org_id == org_id)
+    if after is not None:
+        stmt = stmt.where(or_(c.created_at < after[0], and_(c.created_at == after[0], c.id < after[1])))
+    found = [ChargeEntry(r.id, r.kind, r.amount_cents, r.seats, r.unit_price_cents, r.user_id, r.actor_type,
+                         r.actor_id, r.cycle_start, r.cycle_end, r.created_at)
+             for r in session.scalars(stmt.order_by(c.created_at.desc(), c.id.desc()).limit(limit))]
+    last = found[-1] if found and len(found) == limit else None
+    return ChargePage(found, (last.created, last.id) if last else None, _cycle_totals(session, org_id))
+
+
+def _cycle_totals(session: Session, org_id: str) -> dict[str, Any]:
+    """The current cycle (as the seat preview reckons it) and what the ledger charged in it."""
+    position = seats.preview(session.get_one(Org, org_id))
+    c = SeatCharge
+    count, seats_charged, amount = session.execute(select(func.count(), func.coalesce(func.sum(c.seats), 0),
+                                                          func.coalesce(func.sum(c.amount_cents), 0)).where(
+        c.org_id == org_id, c.cycle_start == position.cycle_start)).one()
+    # int(): PostgreSQL sums a BIGINT as NUMERIC (a Decimal here); cents are whole.
+    return {"cycle_start": position.cycle_start, "cycle_end": position.cycle_end, "charges": int(count),
+            "seats_charged": int(seats_charged), "amount_cents": int(amount), "seats": position.as_dict()}

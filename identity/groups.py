@@ -376,6 +376,49 @@ def delete_mapping(session: Session, actor: Actor, org_id: str, mapping_id: str)
         _reapply(session, actor, group)
 
 
+MAPPING_FIELDS = ("group_external_id", "group_display_name", "team_id", "team_role", "org_role")
+
+
+def update_mapping(session: Session, actor: Actor, org_id: str, mapping_id: str,
+                   changes: dict[str, str | None]) -> GroupMapping:
+    """Edit a rule in place (its id stays) and re-apply it to the members of the groups it matched
+    before and matches now; the same checks as create_mapping, on the old rule and the new."""
+    authorize(actor, "teams.manage", org_id=org_id)
+    unknown = sorted(set(changes) - set(MAPPING_FIELDS))
+    if unknown:
+        raise InvalidValue(f"not mapping fields: {', '.join(unknown)}", field=unknown[0])
+    rule = session.get(GroupMapping, mapping_id)
+    if rule is None or rule.org_id != org_id:
+        raise NotFound(f"no group mapping {mapping_id!r} in this org", mapping_id=mapping_id)
+    _authorize_owner_grant(actor, org_id, rule.org_role)
+    _authorize_owner_grant(actor, org_id, changes.get("org_role"))
+    wanted = {name: changes.get(name, getattr(rule, name)) or None for name in MAPPING_FIELDS}
+    if not (wanted["group_external_id"] or wanted["group_display_name"]):
+        raise InvalidValue("a rule names the group by its immutable id or its display name", field="group")
+    if not (wanted["team_id"] or wanted["org_role"]):
+        raise InvalidValue("a rule grants a team, an org role, or both", field="team_id")
+    if wanted["team_id"]:
+        get_team(session, org_id, wanted["team_id"])
+        wanted["team_role"] = parse_role(wanted["team_role"] or Role.MEMBER, allowed=teams.TEAM_ROLES)
+    else:
+        wanted["team_role"] = None
+    wanted["org_role"] = parse_role(wanted["org_role"], allowed=ROLES) if wanted["org_role"] else None
+    diff = {name: {"before": getattr(rule, name), "after": value} for name, value in wanted.items()
+            if getattr(rule, name) != value}
+    if not diff:
+        return rule
+    matched = {group.id: group for group in _groups_matching(session, rule)}
+    for name, change in diff.items():
+        setattr(rule, name, change["after"])
+    session.flush()
+    record(session, actor, Action.GROUP_MAPPING_UPDATED, Target(
+        "group_mapping", rule.id, rule.group_display_name or rule.group_external_id or ""), diff, org_id=org_id)
+    matched |= {group.id: group for group in _groups_matching(session, rule)}
+    for group_id in sorted(matched):
+        _reapply(session, actor, matched[group_id])
+    return rule
+
+
 @dataclass(frozen=True)
 class GroupChange:
     """What one change of a group sets (a SCIM PUT or PATCH): None leaves a field as it is.

@@ -9,9 +9,10 @@ from __future__ import annotations
 from sqlalchemy import bindparam, select, union_all
 from sqlalchemy.orm import Session
 
+from audit import Actor
 from audit.log import Target
 from identity.errors import NotFound
-from identity.models import Team, User
+from identity.models import ApiKey, Team, User
 from identity.names import name_key
 
 
@@ -72,3 +73,12 @@ DEFAULT_TEAM_ID = select(Team.id).where(Team.org_id == bindparam("org_id"), Team
 def default_team_id(session: Session, org_id: str) -> str:
     """Return the id of the org's `Default` team (its id alone: provisioning needs no more)."""
     return session.execute(DEFAULT_TEAM_ID, {"org_id": org_id}).scalar_one()
+
+
+def acting_user_id(session: Session, actor: Actor) -> str | None:
+    """Return the member a person's actor speaks for (a signed-in user, or an API key's holder); None otherwise."""
+    if actor.type == "user":
+        return actor.id
+    if actor.type == "api_key":
+        return session.scalar(select(ApiKey.user_id).where(ApiKey.id == actor.id))
+    return None

@@ -83,6 +83,8 @@ class Org(Base):
     idp_may_grant_owner: Mapped[bool] = mapped_column(Boolean, default=False)
     require_sso: Mapped[bool] = mapped_column(Boolean, default=False)
     audit_retention_days: Mapped[int] = mapped_column(Integer, default=365)
+    # Set when the org is deleted (identity.org_lifecycle): the row stays for its audit log and slug.
+    deleted_at: Mapped[dt.datetime | None]
 
 
 class Team(Base):

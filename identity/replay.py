@@ -299,6 +299,16 @@ def _mapping_deleted(x: Expected, e: Row[Any]) -> None:
     _entity(x.mappings, e).set(e, exists=False)
 
 
+def _mapping_updated(x: Expected, e: Row[Any]) -> None:
+    _entity(x.mappings, e).set(e, **{name: _after(change) for name, change in e.changes.items()
+                                     if isinstance(change, dict)})
+
+
+def _org_deleted(x: Expected, e: Row[Any]) -> None:
+    """The members, tokens and invitations have events of their own; the keys no member held are named here."""
+    _key_status(x, e, e.changes.get("keys_revoked", []), KeyStatus.REVOKED, KeyStatusReason.ORG_DELETED)
+
+
 # Credentials and invitations.
 
 def _key_created(x: Expected, e: Row[Any]) -> None:
@@ -381,6 +391,8 @@ HANDLERS: dict[str, Handler] = {
     Action.GROUP_MEMBERS_REMOVED: _members_removed,
     Action.GROUP_MAPPING_CREATED: _mapping_created,
     Action.GROUP_MAPPING_DELETED: _mapping_deleted,
+    Action.GROUP_MAPPING_UPDATED: _mapping_updated,
+    Action.ORG_DELETED: _org_deleted,
     Action.API_KEY_CREATED: _key_created,
     Action.API_KEY_REVOKED: _key_revoked,
     Action.SCIM_TOKEN_CREATED: _token_created,

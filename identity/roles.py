@@ -16,6 +16,8 @@ SOURCES = tuple(GrantSource)
 # action -> roles allowed. The table of DESIGN.md 3.2, row by row.
 PERMISSIONS: dict[str, frozenset[str]] = {
     "billing.manage": frozenset({Role.OWNER}),
+    "org.delete": frozenset({Role.OWNER}),
+    "org.transfer_ownership": frozenset({Role.OWNER}),
     "owners.manage": frozenset({Role.OWNER}),
     "members.manage": frozenset({Role.OWNER, Role.ADMIN}),
     "teams.manage": frozenset({Role.OWNER, Role.ADMIN}),
@@ -65,6 +67,8 @@ ON_MEMBER: dict[str, str] = {
     "member.change_role": "members.manage",
     "member.update_profile": "members.manage",
     "member.remove_from_team": "members.manage",
+    "member.add_to_team": "teams.manage",
+    "member.change_team_role": "teams.manage",
     "member.revoke_keys": "any_keys.revoke",
     "member.create_key": "members.manage",
     "member.sign_in_link": "members.manage",

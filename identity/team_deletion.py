@@ -22,15 +22,20 @@ from identity.roles import authorize
 from identity.vocabulary import InvitationStatus
 
 
-def delete_team(session: Session, actor: Actor, org_id: str, team_id: str) -> None:
+def delete_team(session: Session, actor: Actor, org_id: str, team_id: str, *, confirm: str | None = None) -> None:
     """Delete a team: its memberships end, its API keys are revoked, the group mappings into it are
     deleted and its pending invitations expire, each audited. `Default` stays.
 
+    `confirm` must be the team's name, exactly, when given: the admin API and the console always
+    give what the person typed ("Delete 'Platform'? This cannot be undone."); None is for callers
+    that confirmed otherwise (the operator's tools, tests).
     Revoked keys and past invitations stay as records with their team unset (the foreign key
     sets it NULL); the audit events say which team it was.
     """
     authorize(actor, "teams.manage", org_id=org_id)
     team = get_team(session, org_id, team_id)
+    if confirm is not None and confirm != team.name:
+        raise InvalidValue(f"confirm must be the team's name, {team.name!r}, to delete it", field="confirm")
     if team.is_default:
         raise InvalidValue("the Default team cannot be deleted", field="team_id")
     for rule in session.scalars(select(GroupMapping).where(GroupMapping.org_id == org_id,

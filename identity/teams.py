@@ -19,10 +19,10 @@ from identity import keys
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound
 from identity.grants import org_role
-from identity.lookups import get_team, get_user
-from identity.models import RoleGrant, Team
-from identity.roles import authorize, parse_role
-from identity.vocabulary import GrantSource, Role
+from identity.lookups import acting_user_id, get_team, get_user
+from identity.models import ApiKey, IdpGroup, RoleGrant, Team, User
+from identity.roles import RANK, authorize, parse_role
+from identity.vocabulary import GrantSource, KeyStatus, Role
 
 TEAM_ROLES = (Role.VIEWER, Role.MEMBER, Role.ADMIN)
 
@@ -48,7 +48,11 @@ def _ensure_free_name(session: Session, org_id: str, name: str, keep: str | None
 
 
 def create_team(session: Session, actor: Actor, org_id: str, name: str, *, is_default: bool = False) -> Team:
-    """Create a team whose id is the slug of its name and a short random suffix."""
+    """Create a team whose id is the slug of its name and a short random suffix.
+
+    A person who creates a team (signed in, or through their API key) becomes its admin, by a
+    manual team grant; a team made by the IdP (a mirrored group) or an operator has no creator member.
+    """
     authorize(actor, "teams.manage", org_id=org_id)
     name = _clean_name(name)
     _ensure_free_name(session, org_id, name)
@@ -57,6 +61,9 @@ def create_team(session: Session, actor: Actor, org_id: str, name: str, *, is_de
     session.add(team)
     session.flush()
     record(session, actor, Action.TEAM_CREATED, Target("team", team.id, name), {"name": name}, org_id=org_id)
+    creator = acting_user_id(session, actor)
+    if creator is not None:
+        _set_manual_grant(session, actor, org_id, team, get_user(session, org_id, creator), Role.ADMIN)
     return team
 
 
@@ -73,13 +80,48 @@ def rename_team(session: Session, actor: Actor, org_id: str, team_id: str, name:
     return team
 
 
+def _member_of(session: Session, actor: Actor, action: str, org_id: str, team_id: str,
+               user_id: str) -> tuple[Team, User]:
+    """Return the team and the member `action` aims at, once the actor may do it to one of that member's role."""
+    authorize(actor, action, org_id=org_id)
+    team = get_team(session, org_id, team_id)
+    user = get_user(session, org_id, user_id)
+    authorize(actor, action, org_id=org_id, target_role=org_role(session, user.id))
+    return team, user
+
+
 def add_team_member(session: Session, actor: Actor, org_id: str, team_id: str, user_id: str,
                     role: str = Role.MEMBER) -> None:
     """Add a member to a team with a team role (manual grant), or change that grant's role."""
-    authorize(actor, "members.manage", org_id=org_id)
     role = parse_role(role, allowed=TEAM_ROLES)
-    team = get_team(session, org_id, team_id)
-    user = get_user(session, org_id, user_id)
+    team, user = _member_of(session, actor, "member.add_to_team", org_id, team_id, user_id)
+    _set_manual_grant(session, actor, org_id, team, user, role)
+
+
+def change_team_role(session: Session, actor: Actor, org_id: str, team_id: str, user_id: str, role: str) -> Role:
+    """Set a team member's manual team role; return the role it holds in the team now.
+
+    NotFound when the user is not in the team (add them first). As with org roles, a role below
+    what one of the member's IdP groups grants in this team is refused, naming the group.
+    """
+    role = parse_role(role, allowed=TEAM_ROLES)
+    team, user = _member_of(session, actor, "member.change_team_role", org_id, team_id, user_id)
+    grants = list(session.execute(select(RoleGrant.role, RoleGrant.source_ref).where(
+        RoleGrant.user_id == user.id, RoleGrant.team_id == team.id)))
+    if not grants:
+        raise NotFound(f"{user.user_name} is not a member of team {team.id}", team_id=team.id, user_id=user.id)
+    above = [(granted, ref) for granted, ref in grants if ref and RANK[granted] > RANK[role]]
+    if above:
+        granted, ref = max(above, key=lambda row: RANK[row[0]])
+        group = session.get(IdpGroup, ref)
+        raise Conflict(f"the IdP group {group.display_name if group else ref!r} grants {user.user_name} the team "
+                       f"role {granted}; change the group in the identity provider first", field="role",
+                       group_id=ref, granted_role=granted)
+    _set_manual_grant(session, actor, org_id, team, user, role)
+    return role
+
+
+def _set_manual_grant(session: Session, actor: Actor, org_id: str, team: Team, user: User, role: Role) -> None:
     grant = session.scalars(select(RoleGrant).where(
         RoleGrant.user_id == user.id, RoleGrant.team_id == team.id, RoleGrant.source == GrantSource.MANUAL,
     )).one_or_none()
@@ -87,6 +129,7 @@ def add_team_member(session: Session, actor: Actor, org_id: str, team_id: str, u
     if grant is None:
         session.add(RoleGrant(org_id=org_id, user_id=user.id, team_id=team.id, role=role, source=GrantSource.MANUAL,
                               created_at=clock.now()))
+        session.flush()
     elif grant.role == role:
         return
     else:
@@ -96,13 +139,24 @@ def add_team_member(session: Session, actor: Actor, org_id: str, team_id: str, u
            {"team_id": team.id, "team_role": {"before": before, "after": role}}, org_id=org_id)
 
 
+def removal_preview(session: Session, actor: Actor, org_id: str, team_id: str, user_id: str) -> list[str]:
+    """Return the prefixes of the keys that removing the member from the team would revoke. Reads only.
+
+    Asked with the removal's own permission, so that the preview tells nobody more than the removal would.
+    """
+    team, user = _member_of(session, actor, "member.remove_from_team", org_id, team_id, user_id)
+    if session.scalar(select(RoleGrant.id).where(RoleGrant.user_id == user.id, RoleGrant.team_id == team.id)
+                      .limit(1)) is None:
+        raise NotFound(f"{user.user_name} is not a member of team {team.id}", team_id=team.id, user_id=user.id)
+    return list(session.scalars(select(ApiKey.prefix).where(
+        ApiKey.user_id == user.id, ApiKey.team_id == team.id, ApiKey.status != KeyStatus.REVOKED)
+        .order_by(ApiKey.prefix)))
+
+
 def remove_team_member(session: Session, actor: Actor, org_id: str, team_id: str, user_id: str) -> None:
     """Take a member out of a team (every source's grant); its keys for that team are revoked."""
-    authorize(actor, "member.remove_from_team", org_id=org_id)
-    team = get_team(session, org_id, team_id)
-    user = get_user(session, org_id, user_id)
     # Leaving a team revokes the member's keys for it: on an owner that is an owner's business.
-    authorize(actor, "member.remove_from_team", org_id=org_id, target_role=org_role(session, user.id))
+    team, user = _member_of(session, actor, "member.remove_from_team", org_id, team_id, user_id)
     grants = select(RoleGrant.id).where(RoleGrant.user_id == user.id, RoleGrant.team_id == team.id)
     if session.scalar(grants.limit(1)) is None:
         raise NotFound(f"{user.user_name} is not a member of team {team.id}", team_id=team.id)

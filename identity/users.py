@@ -241,6 +241,14 @@ def delete_user(session: Session, actor: Actor, org_id: str, user_id: str) -> Us
     user = _target_of(session, actor, "member.delete", org_id, user_id)
     seats.lock_org(session, org_id)  # first: it also serialises the last-owner check
     owners.ensure_not_last_owner(session, user)
+    return deprovision(session, actor, user)
+
+
+def deprovision(session: Session, actor: Actor, user: User) -> User:
+    """Remove `user` for good (as delete_user does), for a caller that has authorized the actor,
+    locked the org and decided about the last owner: delete_user, and the deletion of a whole org.
+    """
+    org_id = user.org_id
     before_role = org_role(session, user.id)
     revoked = keys.revoke_user_keys(session, user, reason=KeyStatusReason.MEMBER_DELETED)
     sessions.end_user_sessions(session, user.id)

@@ -55,6 +55,7 @@ class KeyStatusReason(enum.StrEnum):
     MEMBER_DELETED = "member_deleted"
     LEFT_TEAM = "left_team"
     TEAM_DELETED = "team_deleted"
+    ORG_DELETED = "org_deleted"
 
 
 class InvitationStatus(enum.StrEnum):

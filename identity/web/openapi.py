@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from identity.web.api import audit_log, sso
+from identity.web.api import audit_log, org, sso, teams
 
 bp = Blueprint("openapi", __name__)
 
@@ -59,14 +59,6 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/orgs/{org}/members/{user_id}": {
         "patch": _op("Change a member's role or active state", _json(_ref("Member")), body="MemberChange", params=("org", "user_id")),
         "delete": _op("Remove a member (keys revoked, seat freed)", NO_CONTENT, params=("org", "user_id"), status="204"),
-    },
-    "/api/v1/orgs/{org}/teams": {
-        "get": _op("List teams", _json({"type": "object"}), params=ORG_ONLY),
-        "post": _op("Create a team", _json(_ref("Team")), body="TeamName", params=ORG_ONLY, status="201"),
-    },
-    "/api/v1/orgs/{org}/teams/{team_id}": {
-        "patch": _op("Rename a team (its id stays)", _json(_ref("Team")), body="TeamName", params=("org", "team_id")),
-        "delete": _op("Delete a team", NO_CONTENT, params=("org", "team_id"), status="204"),
     },
     "/api/v1/orgs/{org}/settings": {
         "get": _op("Org settings", _json(_ref("Settings")), params=ORG_ONLY),
@@ -172,6 +164,11 @@ PATHS.update(audit_log.OPENAPI_PATHS)
 SCHEMAS.update(audit_log.OPENAPI_SCHEMAS)
 PATHS.update(sso.openapi_paths(_op, _json, _ref))
 SCHEMAS.update(sso.OPENAPI_SCHEMAS)
+PATHS.update(teams.openapi_paths(_op, _json, _ref))
+SCHEMAS.update(teams.OPENAPI_SCHEMAS)
+for _path, _ops in org.openapi_paths(_op, _json, _ref).items():  # beside the group-mappings path's DELETE
+    PATHS.setdefault(_path, {}).update(_ops)
+SCHEMAS.update(org.OPENAPI_SCHEMAS)
 # Request bodies: a member the API does not know is refused (400), not ignored.
 for _name in ("NewMember", "MemberChange", "TeamName", "Name", "Settings", "NewInvitation", "InvitationToken",
               "NewApiKey", "NewGroupMapping"):

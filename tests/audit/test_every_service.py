@@ -32,7 +32,9 @@ from identity import (
     groups,
     invitations,
     keys,
+    lookups,
     members,
+    org_lifecycle,
     orgs,
     owners,
     seats,
@@ -306,6 +308,35 @@ def _signed_in(w: World) -> str:
                                        lifetime=Lifetime(), name_id="owner-1")
 
 
+def _in_team(w: World) -> tuple[str, str]:
+    team_id, user_id = w.team(), w.member().id
+    w.do(lambda s, a: teams.add_team_member(s, a, w.org_id, team_id, user_id))
+    return team_id, user_id
+
+
+def _deletable(w: World) -> Call:
+    """An org with a member holding a key, a SCIM token and client, a pending invitation and SSO."""
+    user_id = w.member().id
+    w.do(lambda s, a: keys.create_api_key(s, a, w.org_id, user_id=user_id, team_id=w.acme.default_team_id,
+                                          name="k", scopes=["inference"]))
+    _scim_token(w), _scim_client(w), _invitation(w), _sso(w)
+    return lambda s, a: org_lifecycle.delete_org(s, a, w.org_id, confirm="acme")
+
+
+# Issue 16: team membership, the org's life, mappings edited in place.
+SERVICES.update({
+    "identity.teams.change_team_role": (lambda w: (lambda t: lambda s, a: teams.change_team_role(
+        s, a, w.org_id, *t, "admin"))(_in_team(w)), "team.member_role_changed"),
+    "identity.users.deprovision": (lambda w: (lambda u: lambda s, a: users.deprovision(s, a, s.get_one(User, u)))(
+        w.member().id), "user.deleted"),
+    "identity.groups.update_mapping": (lambda w: (lambda m: lambda s, a: groups.update_mapping(
+        s, a, w.org_id, m, {"org_role": "viewer"}))(w.do(lambda s, a: groups.create_mapping(
+            s, a, w.org_id, group_display_name="Eng", org_role="admin")).id), "group_mapping.updated"),
+    "identity.org_lifecycle.transfer_ownership": (lambda w: (lambda u: lambda s, a: org_lifecycle.transfer_ownership(
+        s, a, w.org_id, u, from_user_id=w.acme.owner.id))(w.member().id), "org.ownership_transferred"),
+    "identity.org_lifecycle.delete_org": (_deletable, "org.deleted"),
+})
+
 SERVICES.update({
     "identity.signout.sign_out": (lambda w: (lambda t: lambda s, a: signout.sign_out(s, a, t))(_signed_in(w)),
                                   "sso.logged_out"),
@@ -342,6 +373,18 @@ READS: dict[str, Callable[[World], Call]] = {
         s, a, w.org_id, after=0, limit=10),
     "saml.service.read_connection": lambda w: lambda s, a: saml_service.read_connection(s, a, w.org_id),
 }
+# Issue 16's reads: a team and its members, the removal preview, the seat ledger.
+READS.update({
+    "identity.teams.removal_preview": lambda w: (lambda t: lambda s, a: teams.removal_preview(s, a, w.org_id, *t))(
+        _in_team(w)),
+    "identity.directory.team_page": lambda w: lambda s, a: directory.team_page(s, a, w.org_id, limit=10),
+    "identity.directory.get_team_detail": lambda w: lambda s, a: directory.get_team_detail(
+        s, a, w.org_id, w.acme.default_team_id, limit=10),
+    "identity.directory.get_team_member": lambda w: lambda s, a: directory.get_team_member(
+        s, a, w.org_id, w.acme.default_team_id, w.acme.owner.id),
+    "identity.directory.seat_charges": lambda w: lambda s, a: directory.seat_charges(s, a, w.org_id, limit=10),
+    "identity.lookups.acting_user_id": lambda w: lambda s, a: lookups.acting_user_id(s, a),
+})
 
 
 def test_every_service_that_takes_an_actor_is_in_the_table() -> None:

@@ -6,7 +6,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from audit import Actor
-from identity import keys, orgs
+from identity import groups, keys, orgs
 from identity.db import Database
 from identity.orgs import NewOrg
 from tests.factories import counts
@@ -21,8 +21,9 @@ def keyed(db: Database, system: Actor, acme: NewOrg) -> dict[str, str]:
                                        team_id=acme.default_team_id, name="a", scopes=["admin"])
         globex_key = keys.create_api_key(session, system, globex.org.id, user_id=globex.owner.id,
                                          team_id=globex.default_team_id, name="g", scopes=["admin"])
+        mapping = groups.create_mapping(session, system, globex.org.id, group_display_name="Eng", org_role="viewer")
     return {"acme": f"Bearer {acme_key.secret}", "globex": f"Bearer {globex_key.secret}",
-            "globex_owner": globex.owner.id, "globex_team": globex.default_team_id}
+            "globex_owner": globex.owner.id, "globex_team": globex.default_team_id, "globex_mapping": mapping.id}
 
 
 def test_healthz_checks_the_database(client: FlaskClient) -> None:
@@ -68,20 +69,32 @@ ENDPOINTS = [
     ("GET", "/api/v1/orgs/{org}/teams", None),
     ("POST", "/api/v1/orgs/{org}/teams", {"name": "Spies"}),
     ("PATCH", "/api/v1/orgs/{org}/teams/{team}", {"name": "Hacked"}),
-    ("DELETE", "/api/v1/orgs/{org}/teams/{team}", None),
+    ("DELETE", "/api/v1/orgs/{org}/teams/{team}", {"confirm": "Default"}),
+    # Issue 16: a team and its members, the org's life, billing reads, mappings edited in place.
+    ("GET", "/api/v1/orgs/{org}/teams/{team}", None),
+    ("POST", "/api/v1/orgs/{org}/teams/{team}/members", {"user_id": "{user}", "role": "admin"}),
+    ("PATCH", "/api/v1/orgs/{org}/teams/{team}/members/{user}", {"role": "viewer"}),
+    ("GET", "/api/v1/orgs/{org}/teams/{team}/members/{user}/removal", None),
+    ("DELETE", "/api/v1/orgs/{org}/teams/{team}/members/{user}", None),
+    ("POST", "/api/v1/orgs/{org}/transfer-ownership", {"user_id": "{user}"}),
+    ("DELETE", "/api/v1/orgs/{org}", {"confirm": "globex"}),
+    ("GET", "/api/v1/orgs/{org}/seat-charges", None),
+    ("PATCH", "/api/v1/orgs/{org}/group-mappings/{mapping}", {"org_role": "owner"}),
 ]
 
 
 @pytest.mark.parametrize("method,path,body", ENDPOINTS, ids=[f"{m} {p}" for m, p, _ in ENDPOINTS])
 def test_a_key_of_one_org_never_reaches_another(client: FlaskClient, db: Database, keyed, method, path, body) -> None:
     before = counts(db)
+    ids = {"user": keyed["globex_owner"], "team": keyed["globex_team"], "mapping": keyed["globex_mapping"]}
+    body = None if body is None else {k: v.format(**ids) for k, v in body.items()}
     for org_ref in ("globex",):
-        url = path.format(org=org_ref, user=keyed["globex_owner"], team=keyed["globex_team"])
+        url = path.format(org=org_ref, **ids)
         response = client.open(url, method=method, json=body, headers={"Authorization": keyed["acme"]})
         assert response.status_code == 404, response.json
     # Globex's ids under acme's own org path are not found either.
-    url = path.format(org="acme", user=keyed["globex_owner"], team=keyed["globex_team"])
-    if "{user}" in path or "{team}" in path:
+    url = path.format(org="acme", **ids)
+    if any(name in path for name in ("{user}", "{team}", "{mapping}")):
         response = client.open(url, method=method, json=body, headers={"Authorization": keyed["acme"]})
         assert response.status_code == 404, response.json
     assert counts(db) == before

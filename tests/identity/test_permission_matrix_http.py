@@ -15,7 +15,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from audit import Actor
-from identity import keys, orgs, users
+from identity import groups, keys, orgs, users
 from identity.db import Database
 from saml import service as saml_service
 from saml.models import SamlConnection
@@ -74,6 +74,10 @@ MEMBER_REQUESTS: dict[str, Callable[[Org, Target], Request]] = {
     "revoke_their_key": lambda o, t: ("DELETE", f"/api-keys/{t.key_id}", None),
     "create_key_for": lambda o, t: ("POST", "/api-keys", {"user_id": t.user_id, "team_id": o.team_id,
                                                           "scopes": ["inference"]}),
+    "remove_from_team": lambda o, t: ("DELETE", f"/teams/{o.team_id}/members/{t.user_id}", None),
+    "add_to_team": lambda o, t: ("POST", f"/teams/{o.team_id}/members", {"user_id": t.user_id, "role": "admin"}),
+    "change_team_role": lambda o, t: ("PATCH", f"/teams/{o.team_id}/members/{t.user_id}", {"role": "viewer"}),
+    "preview_team_removal": lambda o, t: ("GET", f"/teams/{o.team_id}/members/{t.user_id}/removal", None),
 }
 def _scim_token(db: Database, system: Actor, org: Org) -> str:
     with db.transaction() as session:
@@ -107,6 +111,28 @@ ORG_REQUESTS: dict[str, OrgRequest] = {
     "create_team": lambda d, s, o, who: ("POST", "/teams", {"name": f"Research {who}"}),
     "create_own_key": lambda d, s, o, who: ("POST", "/api-keys", {"name": "mine", "scopes": ["inference"]}),
 }
+def _member(db: Database, system: Actor, org: Org, who: str) -> str:
+    with db.transaction() as session:
+        return users.provision_user(session, system, org.org_id, user_name=f"heir-{who}@acme.test",
+                                    source="manual").id
+
+
+def _mapping(db: Database, system: Actor, org: Org) -> str:
+    with db.transaction() as session:
+        return groups.create_mapping(session, system, org.org_id, group_display_name="Editable",
+                                     org_role="viewer").id
+
+
+# Issue 16. `delete_org` is not a cell here: the owner's allowed cell would revoke every key the
+# cells after it use (tests/identity/test_org_lifecycle.py refuses it to an admin over HTTP).
+ORG_REQUESTS.update({
+    "transfer_ownership": lambda d, s, o, who: ("POST", "/transfer-ownership", {"user_id": _member(d, s, o, who)}),
+    "read_seat_charges": lambda d, s, o, who: ("GET", "/seat-charges", None),
+    "edit_mapping_to_admin": lambda d, s, o, who: ("PATCH", f"/group-mappings/{_mapping(d, s, o)}",
+                                                   {"org_role": "admin"}),
+    "edit_mapping_to_owner": lambda d, s, o, who: ("PATCH", f"/group-mappings/{_mapping(d, s, o)}",
+                                                   {"org_role": "owner"}),
+})
 # What a viewer's key (no `admin` scope) or a rival's key is told: never a 2xx.
 REFUSED = {403, 404}
 
