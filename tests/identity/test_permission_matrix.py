@@ -42,6 +42,7 @@ ON_MEMBER: dict[str, dict[str, frozenset[str]]] = {
     "promote_to_owner": {"owner": ALL},
     "remove_from_team": {"owner": ALL, "admin": BELOW_OWNER},
     "revoke_their_key": {"owner": ALL, "admin": BELOW_OWNER},
+    "rotate_their_key": {"owner": ALL, "admin": BELOW_OWNER},
     "create_key_for": {"owner": ALL, "admin": BELOW_ADMIN},
     "sign_in_link_for": {"owner": ALL, "admin": BELOW_ADMIN},
 }
@@ -64,6 +65,10 @@ ON_ORG: dict[str, frozenset[str]] = {
     "add_member": frozenset({"owner", "admin"}),
     "create_team": frozenset({"owner", "admin"}),
     "create_own_key": frozenset({"owner", "admin", "member"}),
+    "rotate_own_key": frozenset({"owner", "admin", "member"}),
+    "create_service_key": frozenset({"owner", "admin"}),
+    "rotate_service_key": frozenset({"owner", "admin"}),
+    "revoke_service_key": frozenset({"owner", "admin"}),
 }
 
 
@@ -132,6 +137,8 @@ MEMBER_ACTIONS: dict[str, MemberAction] = {
     "promote_to_owner": lambda s, a, w, t, sys: users.change_role(s, a, w.org_id, t.id, "owner"),
     "remove_from_team": lambda s, a, w, t, sys: teams.remove_team_member(s, a, w.org_id, w.team_id, t.id),
     "revoke_their_key": lambda s, a, w, t, sys: keys.revoke_api_key(s, a, w.org_id, _their_key(s, t)),
+    "rotate_their_key": lambda s, a, w, t, sys: keys.rotate_api_key(s, a, w.org_id, _their_key(s, t),
+                                                                    grace_seconds=60),
     "create_key_for": lambda s, a, w, t, sys: keys.create_api_key(s, a, w.org_id, user_id=t.id, team_id=w.team_id,
                                                                   name="for them", scopes=["inference"]),
     "sign_in_link_for": lambda s, a, w, t, sys: links.issue_sign_in_link(s, a, w.org_id, t.user_name),
@@ -162,7 +169,24 @@ ORG_ACTIONS: dict[str, OrgAction] = {
     "create_team": lambda s, a, w: teams.create_team(s, a, w.org_id, "Research"),
     "create_own_key": lambda s, a, w: keys.create_api_key(s, a, w.org_id, user_id=a.id, team_id=w.team_id,
                                                           name="mine", scopes=["inference"]),
+    "rotate_own_key": lambda s, a, w: keys.rotate_api_key(s, a, w.org_id, _own_key(s, a, w)),
+    "create_service_key": lambda s, a, w: keys.create_service_key(s, a, w.org_id, team_id=w.team_id, name="ci",
+                                                                  scopes=["inference"]),
+    "rotate_service_key": lambda s, a, w: keys.rotate_api_key(s, a, w.org_id, _service_key(s, w)),
+    "revoke_service_key": lambda s, a, w: keys.revoke_api_key(s, a, w.org_id, _service_key(s, w)),
 }
+
+
+def _own_key(session: Session, actor: Actor, world: World) -> str:
+    """A key of the actor's own (made by the system; a rival is given an acme member's key to try)."""
+    holder = actor.id if actor.org_id == world.org_id else next(iter(world.targets.values())).id
+    return keys.create_api_key(session, Actor("system", "system", "tests"), world.org_id, user_id=holder,
+                               team_id=world.team_id, name="own", scopes=["inference"]).id
+
+
+def _service_key(session: Session, world: World) -> str:
+    return keys.create_service_key(session, Actor("system", "system", "tests"), world.org_id, team_id=world.team_id,
+                                   name="svc", scopes=["inference"]).id
 
 
 class Undo(Exception):
