@@ -24,8 +24,9 @@ from identity.roles import allowed_scopes, authorize, refusal
 from identity.vocabulary import KeyStatus, KeyStatusReason, Role
 
 SCOPES = frozenset({"admin", "inference", "usage.read"})
-# A team service key acts for its team at the `member` role: never the admin API.
+# A team service key acts for its team at the `member` role, and never on the admin API.
 SERVICE_KEY_ROLE = Role.MEMBER
+SERVICE_KEY_SCOPES = frozenset({"inference", "usage.read"})
 # Rotation: the old secret keeps working this long unless the caller says otherwise (README, "Keys").
 DEFAULT_GRACE = dt.timedelta(hours=24)
 MAX_GRACE = dt.timedelta(days=7)
@@ -382,7 +383,7 @@ def create_service_key(session: Session, actor: Actor, org_id: str, *, team_id: 
     bad = set(scopes) - SCOPES
     if bad:
         raise InvalidValue(f"unknown scopes: {', '.join(sorted(bad))}", field="scopes")
-    above = set(scopes) - allowed_scopes(SERVICE_KEY_ROLE)
+    above = set(scopes) - SERVICE_KEY_SCOPES
     if above:
         raise PermissionDenied(f"a team service key may not have the scopes {', '.join(sorted(above))}",
                                action="api_key.scopes", scopes=sorted(above))
