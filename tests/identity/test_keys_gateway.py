@@ -156,6 +156,12 @@ def test_the_check_is_one_select_and_writes_nothing(client: FlaskClient, db: Dat
         assert _check(client, setup, setup.member_key)["valid"] is True
     assert sent == ["SELECT gateway_credentials"]
     assert snapshot_rows(db) == before  # not even last-used time
+    if db.dialect == "sqlite":  # the connection goes back to the pool as the service's writes need it
+        raw = db.engine.raw_connection()
+        try:
+            assert raw.driver_connection.isolation_level is None  # type: ignore[union-attr]
+        finally:
+            raw.close()
 
 
 def test_the_check_does_not_wait_behind_a_provisioning_write(client: FlaskClient, db: Database,

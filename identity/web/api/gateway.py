@@ -9,9 +9,12 @@ API key: a wrong or missing one is 401. The answer is always 200 for a well-form
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy import Connection
 
 from identity import gateway
 from identity.errors import Unauthenticated
@@ -29,14 +32,27 @@ def verify_key() -> Response:
     if kind.lower() != "bearer" or not credential.strip():
         raise Unauthenticated("a gateway credential is required: Authorization: Bearer gw_...")
     secret = text(json_body("key"), "key")
-    # Autocommit: the one SELECT is its own snapshot read (PostgreSQL: no BEGIN/COMMIT round trips).
-    with database().engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+    with _autocommit() as conn:
         found = gateway.check_key(conn, credential.strip(), secret)
     body: dict[str, Any] = {"valid": True, **found.identity} if found.identity else {
         "valid": False, "reason": str(found.reason)}
     response = jsonify(body)
     response.headers["Cache-Control"] = f"private, max-age={max_age()}"
     return response
+
+
+@contextmanager
+def _autocommit() -> Iterator[Connection]:
+    """A connection on which the one SELECT is its own snapshot read, with no BEGIN or COMMIT.
+
+    On PostgreSQL that is psycopg's autocommit (the pool puts it back on return). SQLite's
+    connections already run outside a transaction until the service sends BEGIN itself
+    (identity.db); asking SQLAlchemy for AUTOCOMMIT there would, on return, switch the driver's
+    own implicit transactions back on.
+    """
+    db = database()
+    with db.engine.connect() as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT") if db.dialect == "postgresql" else conn
 
 
 def max_age() -> int:
