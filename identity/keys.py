@@ -410,14 +410,14 @@ def rotate_api_key(session: Session, actor: Actor, org_id: str, key_id: str, *,
     A key already rotated is refused: rotate its successor. The new key is audited as
     `api_key.created` (with `rotated_from`) and the old one as `api_key.rotated`.
     """
-    grace = DEFAULT_GRACE if grace_seconds is None else dt.timedelta(seconds=grace_seconds)
-    if not dt.timedelta(0) <= grace <= MAX_GRACE:
-        raise InvalidValue(f"grace_seconds must be between 0 and {int(MAX_GRACE.total_seconds())}",
-                           field="grace_seconds")
     old = session.get(ApiKey, key_id)
     if old is None or old.org_id != org_id:
         raise NotFound(f"no API key {key_id!r} in this org", key_id=key_id)
     _authorize_on_key(session, actor, org_id, old)
+    grace = DEFAULT_GRACE if grace_seconds is None else dt.timedelta(seconds=min(max(grace_seconds, -1), 10**9))
+    if not dt.timedelta(0) <= grace <= MAX_GRACE:
+        raise InvalidValue(f"grace_seconds must be between 0 and {int(MAX_GRACE.total_seconds())}",
+                           field="grace_seconds")
     if old.status != KeyStatus.ACTIVE or old.team_id is None:
         raise Conflict(f"only an active key can be rotated; this one is {old.status}", key_id=key_id)
     if old.rotated_to is not None:

@@ -105,6 +105,8 @@ def rotate_api_key(org_ref: str, key_id: str) -> tuple[Response, int]:
     """Make a key's successor (shown once); the old secret works for `grace_seconds` more, then `expired`."""
     org_id, data = caller_org_id(org_ref), json_body("grace_seconds")
     grace = data.get("grace_seconds")
+    if isinstance(grace, float) and grace.is_integer():
+        grace = int(grace)  # 60.0 is the JSON integer 60
     if grace is not None and (not isinstance(grace, int) or isinstance(grace, bool)):
         raise InvalidValue("grace_seconds must be a whole number of seconds", field="grace_seconds")
     issued = run(database(), g.actor, keys.rotate_api_key, org_id, key_id, grace_seconds=grace)
