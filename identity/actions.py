@@ -43,6 +43,7 @@ class Action(enum.StrEnum):
     INVITATION_EXPIRED = "invitation.expired"
     API_KEY_CREATED = "api_key.created"
     API_KEY_REVOKED = "api_key.revoked"
+    API_KEY_ROTATED = "api_key.rotated"
     SCIM_TOKEN_CREATED = "scim_token.created"
     SCIM_TOKEN_REVOKED = "scim_token.revoked"
     SCIM_CLIENT_CREATED = "scim_client.created"

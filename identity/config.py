@@ -89,7 +89,7 @@ def from_environment() -> dict[str, object]:
         "MAX_CONTENT_LENGTH": MAX_BODY_BYTES,
     }
     for name in ("SESSION_IDLE_MINUTES", "SESSION_ABSOLUTE_HOURS", "SCIM_RATE_LIMIT", "SAML_MAX_ISSUE_AGE_SECONDS",
-                 "SAML_PENDING_REQUESTS_PER_ADDRESS"):
+                 "SAML_PENDING_REQUESTS_PER_ADDRESS", "KEY_CHECK_MAX_AGE_SECONDS"):
         if os.environ.get(name):
             settings[name] = int(os.environ[name])
     return settings

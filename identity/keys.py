@@ -17,13 +17,19 @@ from audit import Actor, clock, record
 from audit.log import Target
 from identity import tokens
 from identity.actions import Action
-from identity.errors import InvalidValue, NotFound, PermissionDenied, Unauthenticated
+from identity.errors import Conflict, InvalidValue, NotFound, PermissionDenied, Unauthenticated
 from identity.grants import org_role, roles_for_key
 from identity.models import ApiKey, Org, RoleGrant, ScimClient, ScimToken, Team, User
-from identity.roles import allowed_scopes, authorize
-from identity.vocabulary import KeyStatus, KeyStatusReason
+from identity.roles import allowed_scopes, authorize, refusal
+from identity.vocabulary import KeyStatus, KeyStatusReason, Role
 
 SCOPES = frozenset({"admin", "inference", "usage.read"})
+# A team service key acts for its team at the `member` role, and never on the admin API.
+SERVICE_KEY_ROLE = Role.MEMBER
+SERVICE_KEY_SCOPES = frozenset({"inference", "usage.read"})
+# Rotation: the old secret keeps working this long unless the caller says otherwise (README, "Keys").
+DEFAULT_GRACE = dt.timedelta(hours=24)
+MAX_GRACE = dt.timedelta(days=7)
 # Writing last-used time on every request would make every read a write; a minute is precise enough.
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
 
@@ -94,11 +100,16 @@ def create_api_key(session: Session, actor: Actor, org_id: str, *, user_id: str,
     new = tokens.generate("key")
     key = ApiKey(id=str(uuid.uuid4()), org_id=org_id, team_id=team_id, user_id=user_id, name=name,
                  prefix=new.prefix, secret_hash=new.hash, scopes=sorted(set(scopes)), status=KeyStatus.ACTIVE,
-                 created_at=clock.now())
+                 created_at=clock.now(), **creator(actor))
     session.add(key)
     record(session, actor, Action.API_KEY_CREATED, _key_target(key),
            {"name": name, "team_id": team_id, "user_id": user_id, "scopes": key.scopes}, org_id=org_id)
     return Issued(key.id, key.prefix, new.plaintext)
+
+
+def creator(actor: Actor) -> dict[str, str | None]:
+    """Return the `created_by*` columns that name who made a credential."""
+    return {"created_by_type": actor.type, "created_by_id": actor.id, "created_by": (actor.display or "")[:200]}
 
 
 def _actor_user_id(session: Session, actor: Actor) -> str | None:
@@ -111,8 +122,10 @@ def _actor_user_id(session: Session, actor: Actor) -> str | None:
 def verify_api_key(session: Session, secret: str) -> KeyIdentity:
     """Return whom a presented API key speaks for, or raise Unauthenticated. Constant-time compare."""
     key = _find_key(session, secret)
-    if key is None or key.status != KeyStatus.ACTIVE or key.team_id is None:
+    if key is None or key.status != KeyStatus.ACTIVE or key.team_id is None or key.user_id is None:
         raise Unauthenticated("invalid or revoked API key")
+    if key.expires_at is not None and key.expires_at <= clock.now():
+        raise Unauthenticated("this API key was rotated and its grace period has ended")
     user = session.get(User, key.user_id)
     org = session.get(Org, key.org_id)
     if user is None or org is None or not user.active or user.deleted_at is not None:
@@ -151,16 +164,24 @@ def revoke_api_key(session: Session, actor: Actor, org_id: str, key_id: str) -> 
     key = session.get(ApiKey, key_id)
     if key is None or key.org_id != org_id:
         raise NotFound(f"no API key {key_id!r} in this org", key_id=key_id)
-    if _actor_user_id(session, actor) == key.user_id:
-        authorize(actor, "own_keys.manage", org_id=org_id)
-    else:
-        authorize(actor, "member.revoke_keys", org_id=org_id, target_role=org_role(session, key.user_id))
+    _authorize_on_key(session, actor, org_id, key)
     if key.status == KeyStatus.REVOKED:
         return
     record(session, actor, Action.API_KEY_REVOKED, _key_target(key),
            {"status": {"before": key.status, "after": KeyStatus.REVOKED}, "reason": KeyStatusReason.MANUAL},
            org_id=org_id)
     key.status, key.status_reason = KeyStatus.REVOKED, KeyStatusReason.MANUAL
+
+
+def _authorize_on_key(session: Session, actor: Actor, org_id: str, key: ApiKey) -> None:
+    """Let the key's holder act on it, and those who may revoke it: admins and owners (who outrank
+    the holder, for an owner's key), or those who manage service keys for a team's key."""
+    if key.user_id is None:
+        authorize(actor, "service_keys.manage", org_id=org_id)
+    elif _actor_user_id(session, actor) == key.user_id:
+        authorize(actor, "own_keys.manage", org_id=org_id)
+    else:
+        authorize(actor, "member.revoke_keys", org_id=org_id, target_role=org_role(session, key.user_id))
 
 
 def _set_status(session: Session, user: User, where_status: KeyStatus, where_reason: KeyStatusReason | None,
@@ -218,7 +239,7 @@ def create_scim_token(session: Session, actor: Actor, org_id: str, *, name: str 
     authorize(actor, "trust.manage", org_id=org_id)
     new = tokens.generate("scim")
     token = ScimToken(id=str(uuid.uuid4()), org_id=org_id, name=name, prefix=new.prefix, secret_hash=new.hash,
-                      created_at=clock.now())
+                      created_at=clock.now(), **creator(actor))
     session.add(token)
     record(session, actor, Action.SCIM_TOKEN_CREATED, Target("scim_token", token.id, token.prefix), {"name": name},
            org_id=org_id)
@@ -283,7 +304,7 @@ def create_scim_client(session: Session, actor: Actor, org_id: str, *, name: str
     authorize(actor, "trust.manage", org_id=org_id)
     new = tokens.generate("scimcs")
     client = ScimClient(id=str(uuid.uuid4()), org_id=org_id, client_id=new.prefix, secret_hash=new.hash,
-                        name=(name or "").strip()[:200] or "SCIM client", created_at=clock.now())
+                        name=(name or "").strip()[:200] or "SCIM client", created_at=clock.now(), **creator(actor))
     session.add(client)
     record(session, actor, Action.SCIM_CLIENT_CREATED, Target("scim_client", client.id, client.client_id),
            {"name": client.name}, org_id=org_id)
@@ -314,6 +335,7 @@ def record_scim_client_token(session: Session, client_id: str, *, expires_in: in
     if client is None:
         return
     actor = scim_client_actor(client).with_request(request_id, ip, None, client_request_id=client_request_id)
+    client.last_used_at = clock.now()
     record(session, actor, Action.SCIM_CLIENT_TOKEN_ISSUED, Target("scim_client", client.id, client.client_id),
            {"expires_in": expires_in}, org_id=client.org_id)
 
@@ -349,3 +371,113 @@ def list_scim_tokens(session: Session, actor: Actor, org_id: str) -> list[ScimTo
     authorize(actor, "trust.read", org_id=org_id)
     return list(session.scalars(select(ScimToken).where(ScimToken.org_id == org_id)
                                 .order_by(ScimToken.created_at, ScimToken.id)))
+
+
+def create_service_key(session: Session, actor: Actor, org_id: str, *, team_id: str, name: str,
+                       scopes: list[str]) -> Issued:
+    """Make a team service key: it belongs to the team, not to a person, so nobody's leaving stops it.
+
+    It acts at the `member` role (never the admin API); deleting the team revokes it.
+    """
+    authorize(actor, "service_keys.manage", org_id=org_id)
+    bad = set(scopes) - SCOPES
+    if bad:
+        raise InvalidValue(f"unknown scopes: {', '.join(sorted(bad))}", field="scopes")
+    above = set(scopes) - SERVICE_KEY_SCOPES
+    if above:
+        raise PermissionDenied(f"a team service key may not have the scopes {', '.join(sorted(above))}",
+                               action="api_key.scopes", scopes=sorted(above))
+    team = session.get(Team, team_id)
+    if team is None or team.org_id != org_id:
+        raise NotFound(f"no team {team_id!r} in this org", team_id=team_id)
+    name = (name or "").strip()[:200] or "service key"
+    new = tokens.generate("key")
+    key = ApiKey(id=str(uuid.uuid4()), org_id=org_id, team_id=team_id, user_id=None, name=name, prefix=new.prefix,
+                 secret_hash=new.hash, scopes=sorted(set(scopes)), status=KeyStatus.ACTIVE, created_at=clock.now(),
+                 **creator(actor))
+    session.add(key)
+    record(session, actor, Action.API_KEY_CREATED, _key_target(key),
+           {"name": name, "team_id": team_id, "user_id": None, "kind": "service", "scopes": key.scopes},
+           org_id=org_id)
+    return Issued(key.id, key.prefix, new.plaintext)
+
+
+def rotate_api_key(session: Session, actor: Actor, org_id: str, key_id: str, *,
+                   grace_seconds: int | None = None) -> Issued:
+    """Make the key's successor (same holder, team, name, scopes); the old secret keeps working for
+    `grace_seconds` (DEFAULT_GRACE, at most MAX_GRACE), then answers `expired`.
+
+    A key already rotated is refused: rotate its successor. The new key is audited as
+    `api_key.created` (with `rotated_from`) and the old one as `api_key.rotated`.
+    """
+    old = session.get(ApiKey, key_id)
+    if old is None or old.org_id != org_id:
+        raise NotFound(f"no API key {key_id!r} in this org", key_id=key_id)
+    _authorize_on_key(session, actor, org_id, old)
+    grace = DEFAULT_GRACE if grace_seconds is None else dt.timedelta(seconds=min(max(grace_seconds, -1), 10**9))
+    if not dt.timedelta(0) <= grace <= MAX_GRACE:
+        raise InvalidValue(f"grace_seconds must be between 0 and {int(MAX_GRACE.total_seconds())}",
+                           field="grace_seconds")
+    if old.status != KeyStatus.ACTIVE or old.team_id is None:
+        raise Conflict(f"only an active key can be rotated; this one is {old.status}", key_id=key_id)
+    if old.rotated_to is not None:
+        raise Conflict("this key was rotated already: rotate its successor", key_id=key_id, rotated_to=old.rotated_to)
+    new = tokens.generate("key")
+    now = clock.now()
+    key = ApiKey(id=str(uuid.uuid4()), org_id=org_id, team_id=old.team_id, user_id=old.user_id, name=old.name,
+                 prefix=new.prefix, secret_hash=new.hash, scopes=list(old.scopes), status=KeyStatus.ACTIVE,
+                 created_at=now, **creator(actor))
+    session.add(key)
+    old.expires_at, old.rotated_to = now + grace, key.id
+    record(session, actor, Action.API_KEY_CREATED, _key_target(key),
+           {"name": key.name, "team_id": key.team_id, "user_id": key.user_id, "scopes": key.scopes,
+            "rotated_from": old.id}, org_id=org_id)
+    record(session, actor, Action.API_KEY_ROTATED, _key_target(old),
+           {"expires_at": old.expires_at.isoformat(), "rotated_to": key.id,
+            "grace_seconds": int(grace.total_seconds())}, org_id=org_id)
+    return Issued(key.id, key.prefix, new.plaintext)
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    """One key as the list shows it: never its secret."""
+
+    key: ApiKey
+    team_name: str | None
+    holder: str | None  # the holder's userName; None for a team service key
+
+    @property
+    def state(self) -> str:
+        """`active`, `rotating` (old secret in its grace period), `expired`, `blocked` or `revoked`."""
+        if self.key.status != KeyStatus.ACTIVE:
+            return str(self.key.status)
+        if self.key.expires_at is None:
+            return "active"
+        return "expired" if self.key.expires_at <= clock.now() else "rotating"
+
+
+@dataclass(frozen=True)
+class KeyPage:
+    entries: list[KeyEntry]
+    next: str | None
+
+
+def list_api_keys(session: Session, actor: Actor, org_id: str, *, limit: int, after: str = "",
+                  kind: str | None = None) -> KeyPage:
+    """Return a keyset page of the org's keys by id: all of them for owners and admins, a member's own
+    otherwise (team service keys only to those who may see every key). `kind`: `personal` or `service`."""
+    authorize(actor, "own_keys.read", org_id=org_id)
+    conditions: list[ColumnElement[bool]] = [ApiKey.org_id == org_id, ApiKey.id > after]
+    if refusal(actor, "keys.read", org_id=org_id) is not None:
+        conditions.append(ApiKey.user_id == (_actor_user_id(session, actor) or ""))
+    if kind == "service":
+        conditions.append(ApiKey.user_id.is_(None))
+    elif kind == "personal":
+        conditions.append(ApiKey.user_id.is_not(None))
+    elif kind is not None:
+        raise InvalidValue("kind must be personal or service", field="kind")
+    rows = list(session.execute(
+        select(ApiKey, Team.name, User.user_name).outerjoin(Team, Team.id == ApiKey.team_id)
+        .outerjoin(User, User.id == ApiKey.user_id).where(*conditions).order_by(ApiKey.id).limit(limit)))
+    entries = [KeyEntry(key, team_name, holder) for key, team_name, holder in rows]
+    return KeyPage(entries, entries[-1].key.id if len(entries) == limit else None)

@@ -224,6 +224,9 @@ class ScimToken(Base):
     created_at: Mapped[dt.datetime]
     last_used_at: Mapped[dt.datetime | None]
     revoked_at: Mapped[dt.datetime | None]
+    created_by_type: Mapped[str | None] = mapped_column(String(32))
+    created_by_id: Mapped[str | None] = mapped_column(String(80))
+    created_by: Mapped[str | None] = mapped_column(String(200))  # the creator's display name then
 
 
 class ScimClient(Base):
@@ -238,10 +241,15 @@ class ScimClient(Base):
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[dt.datetime]
     revoked_at: Mapped[dt.datetime | None]
+    last_used_at: Mapped[dt.datetime | None]  # when it was last issued an access token
+    created_by_type: Mapped[str | None] = mapped_column(String(32))
+    created_by_id: Mapped[str | None] = mapped_column(String(80))
+    created_by: Mapped[str | None] = mapped_column(String(200))  # the creator's display name then
 
 
 class ApiKey(Base):
-    """A team API key of a member; only its SHA-256 is kept, its prefix identifies it."""
+    """A team API key of a member, or a team service key (no member); only its SHA-256 is kept, its
+    prefix identifies it."""
 
     __tablename__ = "api_keys"
 
@@ -249,7 +257,8 @@ class ApiKey(Base):
     org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"))
     # None once its team is deleted: the row stays as a record (revoked, or no longer pending).
     team_id: Mapped[str | None] = mapped_column(ForeignKey("teams.id", ondelete="SET NULL"))
-    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    # None for a team service key: it belongs to its team, and no person's leaving touches it.
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
     name: Mapped[str] = mapped_column(String(200))
     prefix: Mapped[str] = mapped_column(String(32), unique=True)
     secret_hash: Mapped[str] = mapped_column(String(64))
@@ -258,8 +267,27 @@ class ApiKey(Base):
     status_reason: Mapped[KeyStatusReason | None] = mapped_column(EnumValue(KeyStatusReason, 32))
     created_at: Mapped[dt.datetime]
     last_used_at: Mapped[dt.datetime | None]
+    # Set on a rotated key: it keeps working until then, and answers `expired` after.
+    expires_at: Mapped[dt.datetime | None]
+    rotated_to: Mapped[str | None] = mapped_column(String(36))
+    created_by_type: Mapped[str | None] = mapped_column(String(32))
+    created_by_id: Mapped[str | None] = mapped_column(String(80))
+    created_by: Mapped[str | None] = mapped_column(String(200))  # the creator's display name then
 
     __table_args__ = (Index("ix_api_keys_user", "user_id", "status"), Index("ix_api_keys_org", "org_id", "team_id"))
+
+
+class GatewayCredential(Base):
+    """The operator's service credential with which a gateway verifies API keys of every org."""
+
+    __tablename__ = "gateway_credentials"
+
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime]
+    revoked_at: Mapped[dt.datetime | None]
 
 
 class Invitation(Base):

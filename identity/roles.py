@@ -31,6 +31,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "usage.read": frozenset(ROLES),
     "own_keys.manage": frozenset({Role.OWNER, Role.ADMIN, Role.MEMBER}),
     "any_keys.revoke": frozenset({Role.OWNER, Role.ADMIN}),
+    "own_keys.read": frozenset(ROLES),
+    "keys.read": frozenset({Role.OWNER, Role.ADMIN}),
+    "service_keys.manage": frozenset({Role.OWNER, Role.ADMIN}),
     "audit.read": frozenset({Role.OWNER, Role.ADMIN}),
     "directory.read": frozenset(ROLES),
 }

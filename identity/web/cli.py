@@ -11,7 +11,7 @@ import click
 from sqlalchemy.engine import make_url
 
 from audit.actor import system_actor
-from identity import config, keys, migrate, orgs, seats, teams
+from identity import config, gateway, keys, migrate, orgs, seats, teams
 from identity.billing import check_org
 from identity.db import Database
 from identity.errors import DomainError
@@ -217,6 +217,58 @@ def billing_renew(slug: str | None) -> None:
         for charge in charges:
             click.echo(f"{org_id}: renewed {charge.seats} seats for {charge.amount_cents} cents "
                        f"({charge.cycle_start.isoformat()} to {charge.cycle_end.isoformat()})")
+
+
+@main.group("gateway")
+def gateway_group() -> None:
+    """The LLM gateway's service credentials (the operator's, for every org)."""
+
+
+@gateway_group.group("credential")
+def gateway_credential() -> None:
+    """Credentials with which a gateway calls POST /api/v1/keys/verify."""
+
+
+@gateway_credential.command("create")
+@click.option("--name", default="gateway", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def gateway_credential_create(name: str, as_json: bool) -> None:
+    """Create a gateway credential; print its id and secret (shown once, stored hashed)."""
+    migrate.upgrade(config.database_url())
+    with _database().transaction() as session:
+        issued = gateway.create_credential(session, name=name)
+    result = {"id": issued.id, "prefix": issued.prefix, "credential": issued.secret,
+              "verify_url": f"{config.base_url()}/api/v1/keys/verify"}
+    click.echo(json.dumps(result) if as_json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+    click.echo(f"gateway credential {issued.prefix} created (id {issued.id})", err=True)
+
+
+@gateway_credential.command("list")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def gateway_credential_list(as_json: bool) -> None:
+    """List gateway credentials, revoked ones included (never a secret)."""
+    with _database().reading() as session:
+        found = [{"id": c.id, "prefix": c.prefix, "name": c.name, "created": c.created_at.isoformat(),
+                  "revoked": c.revoked_at.isoformat() if c.revoked_at else None}
+                 for c in gateway.list_credentials(session)]
+    if as_json:
+        click.echo(json.dumps({"gateway_credentials": found}))
+        return
+    for c in found:
+        click.echo(f"{c['id']}  {c['prefix']}  {c['name']}  created {c['created']}  "
+                   f"{'revoked ' + str(c['revoked']) if c['revoked'] else 'active'}")
+
+
+@gateway_credential.command("revoke")
+@click.argument("credential_id")
+def gateway_credential_revoke(credential_id: str) -> None:
+    """Revoke a gateway credential (by id or prefix): its next check is refused (401)."""
+    with _database().transaction() as session:
+        revoked = gateway.revoke_credential(session, credential_id)
+    if not revoked:
+        click.echo(f"error: no live gateway credential {credential_id!r}", err=True)
+        sys.exit(1)
+    click.echo(f"gateway credential {credential_id} revoked", err=True)
 
 
 main.add_command(audit_group)          # identity audit export|verify|purge|checkpoint|public-key

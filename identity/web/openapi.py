@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from identity.web.api import audit_log, org, sso, teams
+from identity.web.api import audit_log, gateway, keys, org, sso, teams
 
 bp = Blueprint("openapi", __name__)
 
@@ -151,11 +151,12 @@ SCHEMAS: dict[str, Any] = {
         "type": "array", "items": {"type": "object", "additionalProperties": False, "properties": {
             "id": {"type": "string"}, "name": {"type": "string"}, "prefix": {"type": "string"},
             "created": {"type": "string"}, "last_used": {"type": ["string", "null"]},
-            "revoked": {"type": ["string", "null"]}}}}}},
+            "revoked": {"type": ["string", "null"]}, "created_by": {"type": ["object", "null"]}}}}}},
     "ScimClientList": {"type": "object", "required": ["scim_clients"], "properties": {"scim_clients": {
         "type": "array", "items": {"type": "object", "additionalProperties": False, "properties": {
             "id": {"type": "string"}, "client_id": {"type": "string"}, "name": {"type": "string"},
-            "created": {"type": "string"}, "revoked": {"type": ["string", "null"]}}}}}},
+            "created": {"type": "string"}, "revoked": {"type": ["string", "null"]},
+            "created_by": {"type": ["object", "null"]}, "last_used": {"type": ["string", "null"]}}}}}},
 }
 
 
@@ -169,6 +170,8 @@ SCHEMAS.update(teams.OPENAPI_SCHEMAS)
 for _path, _ops in org.openapi_paths(_op, _json, _ref).items():  # beside the group-mappings path's DELETE
     PATHS.setdefault(_path, {}).update(_ops)
 SCHEMAS.update(org.OPENAPI_SCHEMAS)
+PATHS.update(keys.openapi_paths(_op, _json, _ref) | gateway.openapi_paths(_op, _json, _ref))
+SCHEMAS.update(keys.OPENAPI_SCHEMAS)
 # Request bodies: a member the API does not know is refused (400), not ignored.
 for _name in ("NewMember", "MemberChange", "TeamName", "Name", "Settings", "NewInvitation", "InvitationToken",
               "NewApiKey", "NewGroupMapping"):

@@ -233,6 +233,10 @@ SERVICES: dict[str, tuple[Callable[[World], Call], str]] = {
         "api_key.created"),
     "identity.keys.revoke_api_key": (lambda w: (lambda k: lambda s, a: keys.revoke_api_key(s, a, w.org_id, k))(
         _api_key(w)), "api_key.revoked"),
+    "identity.keys.create_service_key": (lambda w: lambda s, a: keys.create_service_key(
+        s, a, w.org_id, team_id=w.acme.default_team_id, name="ci", scopes=["inference"]), "api_key.created"),
+    "identity.keys.rotate_api_key": (lambda w: (lambda k: lambda s, a: keys.rotate_api_key(s, a, w.org_id, k))(
+        _api_key(w)), "api_key.rotated"),
     "identity.keys.create_scim_token": (lambda w: lambda s, a: keys.create_scim_token(s, a, w.org_id),
                                         "scim_token.created"),
     "identity.keys.revoke_scim_token": (lambda w: (lambda t: lambda s, a: keys.revoke_scim_token(s, a, w.org_id, t))(
@@ -362,6 +366,7 @@ def discovered_services() -> set[str]:
 READS: dict[str, Callable[[World], Call]] = {
     "identity.keys.list_scim_clients": lambda w: lambda s, a: keys.list_scim_clients(s, a, w.org_id),
     "identity.keys.list_scim_tokens": lambda w: lambda s, a: keys.list_scim_tokens(s, a, w.org_id),
+    "identity.keys.list_api_keys": lambda w: lambda s, a: keys.list_api_keys(s, a, w.org_id, limit=10),
     "identity.directory.list_members": lambda w: lambda s, a: directory.list_members(s, a, w.org_id, limit=10),
     "identity.directory.get_member": lambda w: lambda s, a: directory.get_member(s, a, w.org_id, w.acme.owner.id),
     "identity.directory.list_teams": lambda w: lambda s, a: directory.list_teams(s, a, w.org_id),

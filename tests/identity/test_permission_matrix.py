@@ -42,6 +42,7 @@ ON_MEMBER: dict[str, dict[str, frozenset[str]]] = {
     "promote_to_owner": {"owner": ALL},
     "remove_from_team": {"owner": ALL, "admin": BELOW_OWNER},
     "revoke_their_key": {"owner": ALL, "admin": BELOW_OWNER},
+    "rotate_their_key": {"owner": ALL, "admin": BELOW_OWNER},
     "create_key_for": {"owner": ALL, "admin": BELOW_ADMIN},
     "sign_in_link_for": {"owner": ALL, "admin": BELOW_ADMIN},
     "add_to_team": {"owner": ALL, "admin": BELOW_OWNER},
@@ -72,6 +73,10 @@ ON_ORG: dict[str, frozenset[str]] = {
     "read_seat_charges": frozenset({"owner", "admin"}),
     "edit_mapping_to_admin": frozenset({"owner", "admin"}),
     "edit_mapping_to_owner": frozenset({"owner"}),
+    "rotate_own_key": frozenset({"owner", "admin", "member"}),
+    "create_service_key": frozenset({"owner", "admin"}),
+    "rotate_service_key": frozenset({"owner", "admin"}),
+    "revoke_service_key": frozenset({"owner", "admin"}),
 }
 
 
@@ -140,6 +145,8 @@ MEMBER_ACTIONS: dict[str, MemberAction] = {
     "promote_to_owner": lambda s, a, w, t, sys: users.change_role(s, a, w.org_id, t.id, "owner"),
     "remove_from_team": lambda s, a, w, t, sys: teams.remove_team_member(s, a, w.org_id, w.team_id, t.id),
     "revoke_their_key": lambda s, a, w, t, sys: keys.revoke_api_key(s, a, w.org_id, _their_key(s, t)),
+    "rotate_their_key": lambda s, a, w, t, sys: keys.rotate_api_key(s, a, w.org_id, _their_key(s, t),
+                                                                    grace_seconds=60),
     "create_key_for": lambda s, a, w, t, sys: keys.create_api_key(s, a, w.org_id, user_id=t.id, team_id=w.team_id,
                                                                   name="for them", scopes=["inference"]),
     "sign_in_link_for": lambda s, a, w, t, sys: links.issue_sign_in_link(s, a, w.org_id, t.user_name),
@@ -178,6 +185,11 @@ ORG_ACTIONS: dict[str, OrgAction] = {
     "read_seat_charges": lambda s, a, w: directory.seat_charges(s, a, w.org_id, limit=10),
     "edit_mapping_to_admin": lambda s, a, w: groups.update_mapping(s, a, w.org_id, _mapping(s, w), {"org_role": "admin"}),
     "edit_mapping_to_owner": lambda s, a, w: groups.update_mapping(s, a, w.org_id, _mapping(s, w), {"org_role": "owner"}),
+    "rotate_own_key": lambda s, a, w: keys.rotate_api_key(s, a, w.org_id, _own_key(s, a, w)),
+    "create_service_key": lambda s, a, w: keys.create_service_key(s, a, w.org_id, team_id=w.team_id, name="ci",
+                                                                  scopes=["inference"]),
+    "rotate_service_key": lambda s, a, w: keys.rotate_api_key(s, a, w.org_id, _service_key(s, w)),
+    "revoke_service_key": lambda s, a, w: keys.revoke_api_key(s, a, w.org_id, _service_key(s, w)),
 }
 
 
@@ -185,6 +197,18 @@ def _mapping(session: Session, world: World) -> str:
     """A rule made by the system (whose events the cell does not judge), for the cell to edit."""
     return groups.create_mapping(session, Actor("system", "system", "tests"), world.org_id,
                                  group_display_name="Editable", org_role="viewer").id
+
+
+def _own_key(session: Session, actor: Actor, world: World) -> str:
+    """A key of the actor's own (made by the system; a rival is given an acme member's key to try)."""
+    holder = actor.id if actor.org_id == world.org_id else next(iter(world.targets.values())).id
+    return keys.create_api_key(session, Actor("system", "system", "tests"), world.org_id, user_id=holder,
+                               team_id=world.team_id, name="own", scopes=["inference"]).id
+
+
+def _service_key(session: Session, world: World) -> str:
+    return keys.create_service_key(session, Actor("system", "system", "tests"), world.org_id, team_id=world.team_id,
+                                   name="svc", scopes=["inference"]).id
 
 
 class Undo(Exception):

@@ -72,6 +72,7 @@ MEMBER_REQUESTS: dict[str, Callable[[Org, Target], Request]] = {
     "demote_to_viewer": lambda o, t: ("PATCH", f"/members/{t.user_id}", {"role": "viewer"}),
     "promote_to_owner": lambda o, t: ("PATCH", f"/members/{t.user_id}", {"role": "owner"}),
     "revoke_their_key": lambda o, t: ("DELETE", f"/api-keys/{t.key_id}", None),
+    "rotate_their_key": lambda o, t: ("POST", f"/api-keys/{t.key_id}/rotate", {"grace_seconds": 60}),
     "create_key_for": lambda o, t: ("POST", "/api-keys", {"user_id": t.user_id, "team_id": o.team_id,
                                                           "scopes": ["inference"]}),
     "remove_from_team": lambda o, t: ("DELETE", f"/teams/{o.team_id}/members/{t.user_id}", None),
@@ -82,6 +83,12 @@ MEMBER_REQUESTS: dict[str, Callable[[Org, Target], Request]] = {
 def _scim_token(db: Database, system: Actor, org: Org) -> str:
     with db.transaction() as session:
         return keys.create_scim_token(session, system, org.org_id).id
+
+
+def _service_key(db: Database, system: Actor, org: Org) -> str:
+    with db.transaction() as session:
+        return keys.create_service_key(session, system, org.org_id, team_id=org.team_id, name="svc",
+                                       scopes=["inference"]).id
 
 
 def _with_sso(db: Database, system: Actor, org: Org) -> None:
@@ -110,6 +117,9 @@ ORG_REQUESTS: dict[str, OrgRequest] = {
     "add_member": lambda d, s, o, who: ("POST", "/members", {"email": f"member-{who}@acme.test", "role": "member"}),
     "create_team": lambda d, s, o, who: ("POST", "/teams", {"name": f"Research {who}"}),
     "create_own_key": lambda d, s, o, who: ("POST", "/api-keys", {"name": "mine", "scopes": ["inference"]}),
+    "create_service_key": lambda d, s, o, who: ("POST", "/service-keys", {"name": f"ci {who}", "team_id": o.team_id}),
+    "rotate_service_key": lambda d, s, o, who: ("POST", f"/api-keys/{_service_key(d, s, o)}/rotate", {}),
+    "revoke_service_key": lambda d, s, o, who: ("DELETE", f"/api-keys/{_service_key(d, s, o)}", None),
 }
 def _member(db: Database, system: Actor, org: Org, who: str) -> str:
     with db.transaction() as session:

@@ -1,0 +1,141 @@
+"""The gateway's key check (DESIGN.md 3.7): who an API key speaks for, in one read of one statement.
+
+The gateway authenticates with the operator's service credential (`gw_...`, made by
+`identity gateway credential create`), valid for every org. The check writes nothing (not even
+last-used time), takes no lock and sends one SELECT: the credential's row by its prefix, joined
+with the key's row by its prefix, its org, its holder and the holder's role grants (one row per
+grant). Both lookups use unique indexes. On PostgreSQL the statement runs on an autocommit
+connection (a plain snapshot read: no BEGIN, no row lock, never queued behind a writer); on
+SQLite it runs outside any transaction under WAL, where readers never wait for the writer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, select
+from sqlalchemy.orm import Session
+
+from audit import clock
+from identity import tokens
+from identity.errors import Unauthenticated
+from identity.keys import SERVICE_KEY_ROLE, Issued
+from identity.models import ApiKey, GatewayCredential, Org, RoleGrant, User
+from identity.roles import allowed_scopes, highest
+from identity.vocabulary import KeyStatus, Role
+
+
+class Refusal(StrEnum):
+    """Why a presented key is not valid: the `reason` of a refused check (stable, documented)."""
+
+    UNKNOWN = "unknown"  # not of our form, no such key, or the secret does not match
+    REVOKED = "revoked"  # revoked for good (by hand, member removed or left the team, team deleted)
+    BLOCKED = "blocked"  # its member is deactivated; reactivation lifts it
+    EXPIRED = "expired"  # rotated, and the grace period has ended
+
+
+@dataclass(frozen=True)
+class KeyCheck:
+    """The answer of one check: `identity` when valid, else `reason`."""
+
+    reason: Refusal | None = None
+    identity: dict[str, Any] | None = None
+
+
+_gw = GatewayCredential.__table__.c
+_key = ApiKey.__table__.c
+_org = Org.__table__.c
+_user = User.__table__.c
+_grant = RoleGrant.__table__.c
+# One statement: no gateway row, no answer (401); one row per grant of the holder otherwise.
+_CHECK = (
+    select(_gw.secret_hash.label("gw_hash"), _key.id, _key.secret_hash, _key.status, _key.expires_at,
+           _key.team_id, _key.user_id, _key.scopes, _org.id.label("org_id"), _org.slug, _org.default_role,
+           _user.user_name, _user.active, _user.deleted_at, _grant.team_id.label("grant_team"),
+           _grant.role.label("grant_role"))
+    .select_from(GatewayCredential.__table__)
+    .outerjoin(ApiKey.__table__, _key.prefix == bindparam("key_prefix"))
+    .outerjoin(Org.__table__, _org.id == _key.org_id)
+    .outerjoin(User.__table__, _user.id == _key.user_id)
+    .outerjoin(RoleGrant.__table__, and_(_grant.user_id == _key.user_id,
+                                         (_grant.team_id.is_(None)) | (_grant.team_id == _key.team_id)))
+    .where(_gw.prefix == bindparam("gw_prefix"), _gw.revoked_at.is_(None))
+)
+
+
+def check_key(conn: Connection, credential: str, secret: str) -> KeyCheck:
+    """Verify the gateway's `credential` (Unauthenticated if wrong) and tell whom `secret` speaks for."""
+    gw_prefix = tokens.split_prefix(credential or "")
+    key_prefix = tokens.split_prefix(secret or "") or ""
+    rows = [] if gw_prefix is None or not gw_prefix.startswith("gw_") else list(
+        conn.execute(_CHECK, {"gw_prefix": gw_prefix, "key_prefix": key_prefix}))
+    if not rows or not tokens.matches(credential, rows[0].gw_hash):
+        raise Unauthenticated("a gateway credential is required: Authorization: Bearer gw_...")
+    return _answer(rows, secret)
+
+
+def _answer(rows: list[Any], secret: str) -> KeyCheck:
+    first = rows[0]
+    if first.id is None or not tokens.matches(secret, first.secret_hash):
+        return KeyCheck(Refusal.UNKNOWN)
+    if first.status == KeyStatus.REVOKED or first.team_id is None:
+        return KeyCheck(Refusal.REVOKED)
+    if first.status == KeyStatus.BLOCKED:
+        return KeyCheck(Refusal.BLOCKED)
+    if first.expires_at is not None and _utc(first.expires_at) <= clock.now():
+        return KeyCheck(Refusal.EXPIRED)
+    if first.user_id is None:
+        return KeyCheck(identity=_identity(first, None, SERVICE_KEY_ROLE, SERVICE_KEY_ROLE))
+    if not first.active or first.deleted_at is not None:
+        return KeyCheck(Refusal.BLOCKED if first.deleted_at is None else Refusal.REVOKED)
+    grants = [(row.grant_team, Role(row.grant_role)) for row in rows if row.grant_role is not None]
+    role = highest(r for team, r in grants if team is None) or Role(first.default_role)
+    team_role = highest(r for team, r in grants if team is not None)
+    if team_role is None:
+        return KeyCheck(Refusal.REVOKED)  # the member has left the key's team
+    return KeyCheck(identity=_identity(first, {"id": first.user_id, "userName": first.user_name}, role, team_role))
+
+
+def _identity(row: Any, member: dict[str, str] | None, role: Role, team_role: Role) -> dict[str, Any]:
+    # A holder demoted since the key was made keeps only the scopes their role now allows.
+    scopes = [scope for scope in row.scopes if scope in allowed_scopes(role)]
+    return {"key_id": row.id, "kind": "personal" if member else "service",
+            "org": {"id": row.org_id, "slug": row.slug}, "team_id": row.team_id, "member": member,
+            "role": str(role), "team_role": str(team_role), "scopes": scopes}
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    """Core rows bypass UTCDateTime's result processing on some drivers: make the time aware."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def create_credential(session: Session, *, name: str = "gateway") -> Issued:
+    """Make a gateway service credential (the operator's, for every org); its secret is shown once.
+
+    An operator act from the command line, not an org's: it has no org whose audit log could hold
+    it, so the CLI reports it and the row keeps its creation time.
+    """
+    new = tokens.generate("gw")
+    row = GatewayCredential(id=str(uuid.uuid4()), name=(name or "").strip()[:200] or "gateway", prefix=new.prefix,
+                            secret_hash=new.hash, created_at=clock.now())
+    session.add(row)
+    return Issued(row.id, row.prefix, new.plaintext)
+
+
+def revoke_credential(session: Session, credential_id: str) -> bool:
+    """Revoke a gateway credential by id or prefix; tell whether one was live."""
+    row = session.scalars(select(GatewayCredential).where(
+        (GatewayCredential.id == credential_id) | (GatewayCredential.prefix == credential_id))).first()
+    if row is None or row.revoked_at is not None:
+        return False
+    row.revoked_at = clock.now()
+    return True
+
+
+def list_credentials(session: Session) -> list[GatewayCredential]:
+    """Return every gateway credential, oldest first (never a secret)."""
+    return list(session.scalars(select(GatewayCredential).order_by(GatewayCredential.created_at)))
