@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from audit import Actor
-from identity import orgs, seats, users
+from identity import invitations, orgs, seats, users
 from identity.models import GroupMapping, Invitation, Org, Team, User
 from identity.roles import authorize
 
@@ -67,13 +67,14 @@ class InvitationEntry:
     email: str
     role: str
     team_id: str | None
-    status: str
+    status: str  # as of now: a pending invitation past its time reads `expired`, swept or not
     expires_at: dt.datetime
+    created: dt.datetime | None = None
 
     @classmethod
     def of(cls, invitation: Invitation) -> InvitationEntry:
-        return cls(invitation.id, invitation.email, invitation.role, invitation.team_id, invitation.status,
-                   invitation.expires_at)
+        return cls(invitation.id, invitation.email, invitation.role, invitation.team_id,
+                   invitations.status_now(invitation), invitation.expires_at, invitation.created_at)
 
 
 @dataclass(frozen=True)
@@ -138,4 +139,4 @@ def list_group_mappings(session: Session, actor: Actor, org_id: str) -> list[Map
 def seat_preview(session: Session, actor: Actor, org_id: str) -> seats.SeatPreview:
     """Return the org's seat position now (what the next member would cost)."""
     authorize(actor, "billing.read", org_id=org_id)
-    return seats.preview(session.get_one(Org, org_id))
+    return seats.preview(session.get_one(Org, org_id), pending_invitations=invitations.pending_count(session, org_id))
