@@ -16,9 +16,10 @@ from __future__ import annotations
 import logging
 import smtplib
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from audit import Actor, clock
@@ -77,6 +78,13 @@ class SmtpTransport:
 def transport(url: str | None, sender: str, ca_file: str | None = None) -> Transport | None:
     """Return the transport of SMTP_URL, or None when mail is kept in the outbox only."""
     return SmtpTransport.from_url(url, sender, ca_file) if url else None
+
+
+def configured(settings: Mapping[str, Any], base_url: str) -> Transport | None:
+    """Return the transport that settings (Flask config or the environment) name, or None."""
+    host = urlsplit(base_url).hostname or "localhost"
+    return transport(settings.get("SMTP_URL") or None, settings.get("MAIL_FROM") or f"no-reply@{host}",
+                     settings.get("SMTP_CA_FILE") or None)
 
 
 def message_of(mail: OutboxMail) -> EmailMessage:

@@ -50,9 +50,7 @@ def base_url() -> str:
 
 def transport() -> mail.Transport | None:
     """The SMTP transport of the app's SMTP_URL, or None (the outbox keeps the mail)."""
-    cfg = current_app.config
-    sender = cfg.get("MAIL_FROM") or f"no-reply@{base_url().split('://', 1)[-1].split('/', 1)[0].split(':')[0]}"
-    return mail.transport(cfg.get("SMTP_URL"), sender, cfg.get("SMTP_CA_FILE"))
+    return mail.configured(current_app.config, base_url())
 
 
 def deliver(actor: Actor, ids: list[str] | None = None) -> mail.Report:
