@@ -7,6 +7,7 @@ refused cell must answer 403 or 404 as problem JSON and leave every table as it 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from audit import Actor
-from identity import keys, orgs, users
+from identity import invitations, keys, orgs, users
 from identity.db import Database
 from saml import service as saml_service
 from saml.models import SamlConnection
@@ -107,6 +108,20 @@ ORG_REQUESTS: dict[str, OrgRequest] = {
     "create_team": lambda d, s, o, who: ("POST", "/teams", {"name": f"Research {who}"}),
     "create_own_key": lambda d, s, o, who: ("POST", "/api-keys", {"name": "mine", "scopes": ["inference"]}),
 }
+def _invitation(d: Database, s: Actor, o: Org, role: str = "member") -> str:
+    with d.transaction() as session:
+        return invitations.invite(session, s, o.org_id, email=f"invited-{uuid.uuid4().hex[:8]}@acme.test",
+                                  role=role)[0].id
+
+
+ORG_REQUESTS.update({
+    "revoke_invitation": lambda d, s, o, who: ("DELETE", f"/invitations/{_invitation(d, s, o)}", None),
+    "resend_invitation": lambda d, s, o, who: ("POST", f"/invitations/{_invitation(d, s, o)}/resend", None),
+    "revoke_owner_invitation": lambda d, s, o, who: ("DELETE", f"/invitations/{_invitation(d, s, o, 'owner')}", None),
+    "resend_owner_invitation": lambda d, s, o, who: ("POST", f"/invitations/{_invitation(d, s, o, 'owner')}/resend",
+                                                     None),
+    "list_outbox": lambda d, s, o, who: ("GET", "/outbox", None),
+})
 # What a viewer's key (no `admin` scope) or a rival's key is told: never a 2xx.
 REFUSED = {403, 404}
 
