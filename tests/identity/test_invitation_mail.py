@@ -210,3 +210,25 @@ def test_outbox_and_revoke_need_an_admin(db: Database, acme: NewOrg, system: Act
     assert client.delete(f"/api/v1/orgs/acme/invitations/{sent['id']}", headers=member).status_code == 403
     assert client.post(f"/api/v1/orgs/acme/invitations/{sent['id']}/resend", headers=member).status_code == 403
     assert client.get("/api/v1/orgs/acme/outbox?status=nope", headers=auth).status_code == 400
+
+
+def test_no_token_in_a_log_line(db: Database, acme: NewOrg, auth: dict[str, str],
+                                caplog: pytest.LogCaptureFixture) -> None:
+    """Mail that fails, links followed: the log names routes and mail ids, never a link's token."""
+    import logging
+
+    from identity.web.logs import JsonFormatter
+
+    logger = logging.getLogger("identity")
+    logger.addHandler(caplog.handler)
+    try:
+        client = make_client(db, f"smtp://127.0.0.1:{free_port()}")
+        sent = invite(client, auth)
+        again = client.post(f"/api/v1/orgs/acme/invitations/{sent['id']}/resend", headers=auth).json
+        follow(client, again["link"], "accept")
+    finally:
+        logger.removeHandler(caplog.handler)
+    text = "\n".join(JsonFormatter().format(record) for record in caplog.records)
+    assert "mail delivery failed" in text and "/invite/<token>" in text
+    for token in (sent["token"], again["token"]):
+        assert token not in text
