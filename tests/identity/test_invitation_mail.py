@@ -232,3 +232,21 @@ def test_no_token_in_a_log_line(db: Database, acme: NewOrg, auth: dict[str, str]
     assert "mail delivery failed" in text and "/invite/<token>" in text
     for token in (sent["token"], again["token"]):
         assert token not in text
+
+
+@pytest.mark.parametrize("scheme", ["smtp+starttls", "smtps"])
+def test_mail_over_tls_with_a_login(db: Database, acme: NewOrg, auth: dict[str, str], tmp_path: Any,
+                                    scheme: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from identity import mail
+    from tests.smtp import self_signed
+
+    monkeypatch.setattr(mail, "TIMEOUT_SECONDS", 1.0)  # aiosmtpd leaves a refused login hanging
+    cert, key = self_signed(tmp_path)
+    with smtp_server(tls=(cert, key), implicit_tls=scheme == "smtps", login=("mailer", "p@ss word")) as (inbox, port):
+        base = {"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret", "BASE_URL": BASE_URL,
+                "TESTING": True, "SMTP_CA_FILE": str(cert)}
+        wrong = create_app({**base, "SMTP_URL": f"{scheme}://mailer:wrong@127.0.0.1:{port}"}).test_client()
+        assert invite(wrong, auth, "a@acme.test")["mail"]["status"] == "failed"  # refused login: kept
+        good = create_app({**base, "SMTP_URL": f"{scheme}://mailer:p%40ss%20word@127.0.0.1:{port}"}).test_client()
+        assert invite(good, auth, "b@acme.test")["mail"]["status"] == "sent"
+        assert sorted(m["To"] for m in inbox.wait(2)) == ["a@acme.test", "b@acme.test"]  # the failed one retried
