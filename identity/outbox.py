@@ -72,6 +72,11 @@ def undelivered_for(session: Session, ref_id: str) -> str | None:
                            .order_by(OutboxMail.created_at.desc()).limit(1)).first()
 
 
+def status_of(session: Session, mail_id: str) -> str | None:
+    """Return a mail's status (pending, failed, sent, ...), or None when there is no such mail."""
+    return session.scalar(select(OutboxMail.status).where(OutboxMail.id == mail_id))
+
+
 def claim(session: Session, mail_id: str) -> OutboxMail | None:
     """Claim an undelivered mail for one sender (compare and swap); None when another has it or it is done."""
     now = clock.now()

@@ -69,8 +69,9 @@ def _sent(invited: Invited) -> dict[str, Any]:
     """An invitation just made or resent: its token and link (shown once), the seats, the mail's fate."""
     with database().reading() as session:
         mail_id = outbox.undelivered_for(session, invited.invitation.id)
-    report = deliver(g.actor, [mail_id] if mail_id else None)
-    state = "pending" if transport() is None else "sent" if report.sent and mail_id else "failed"
+    deliver(g.actor, [mail_id] if mail_id else None)
+    with database().reading() as session:
+        state = outbox.status_of(session, mail_id) if mail_id else None
     return {**invitation_json(invited.invitation), "token": invited.token, "link": invited.link,
             "seats": invited.seats.as_dict(), "mail": {"id": mail_id, "status": state}}
 
@@ -216,7 +217,7 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         "link": {"type": "string", "description": "BASE_URL/invite/<token>: shown once"},
         "seats": {"$ref": "#/components/schemas/Seats"},
         "mail": {"type": "object", "properties": {"id": {"type": ["string", "null"]}, "status": {
-            "type": "string", "enum": ["pending", "sent", "failed"]}}}}},
+            "type": ["string", "null"], "enum": [*outbox.STATUSES, None]}}}}},
     "Outbox": {"type": "object", "required": ["mails", "next"], "properties": {
         "next": {"type": ["string", "null"]}, "mails": {"type": "array", "items": {"type": "object", "properties": {
             "id": {"type": "string"}, "kind": {"type": "string"}, "to": {"type": "string"},
