@@ -229,8 +229,12 @@ def invitations_group() -> None:
 def invitations_expire(slug: str | None) -> None:
     """Mark every pending invitation past its time as expired, each audited (run it from cron)."""
     database = _database()
-    with database.reading() as session:
-        ids = [orgs.get_org_by_slug(session, slug).id] if slug else orgs.all_org_ids(session)
+    try:
+        with database.reading() as session:
+            ids = [orgs.get_org_by_slug(session, slug).id] if slug else orgs.all_org_ids(session)
+    except DomainError as error:
+        _fail(error)
+        return
     total = 0
     for org_id in ids:
         with database.transaction() as session:
@@ -260,8 +264,12 @@ def mail_retry(slug: str | None, limit: int) -> None:
     database = _database()
     org_id = None
     if slug:
-        with database.reading() as session:
-            org_id = orgs.get_org_by_slug(session, slug).id
+        try:
+            with database.reading() as session:
+                org_id = orgs.get_org_by_slug(session, slug).id
+        except DomainError as error:
+            _fail(error)
+            return
     report = mail.deliver(database, sender, system_actor("cli mail retry"), org_id=org_id, limit=limit)
     click.echo(f"{report.sent} sent, {report.failed} failed, {report.expired} expired", err=True)
     if report.failed:

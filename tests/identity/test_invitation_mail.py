@@ -252,3 +252,10 @@ def test_mail_over_tls_with_a_login(db: Database, acme: NewOrg, auth: dict[str, 
         good = create_app({**base, "SMTP_URL": f"{scheme}://mailer:p%40ss%20word@127.0.0.1:{port}"}).test_client()
         assert invite(good, auth, "b@acme.test")["mail"]["status"] == "sent"
         assert sorted(m["To"] for m in inbox.wait(2)) == ["a@acme.test", "b@acme.test"]  # the failed one retried
+
+
+def test_cli_refusals(acme: NewOrg, cli_env: dict[str, str]) -> None:
+    no_smtp = CliRunner(env={**cli_env, "SMTP_URL": ""}).invoke(main, ["mail", "retry"])
+    assert no_smtp.exit_code == 1 and "SMTP_URL is not set" in no_smtp.output
+    unknown = CliRunner(env=cli_env).invoke(main, ["invitations", "expire", "--org", "nope"])
+    assert unknown.exit_code == 1 and "error:" in unknown.output
