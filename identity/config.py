@@ -92,7 +92,7 @@ def from_environment() -> dict[str, object]:
         if os.environ.get(name):
             settings[name] = os.environ[name]
     for name in ("SESSION_IDLE_MINUTES", "SESSION_ABSOLUTE_HOURS", "SCIM_RATE_LIMIT", "SAML_MAX_ISSUE_AGE_SECONDS",
-                 "SAML_PENDING_REQUESTS_PER_ADDRESS"):
+                 "SAML_PENDING_REQUESTS_PER_ADDRESS", "SIGN_IN_LINKS_PER_ADDRESS", "SIGN_IN_LINKS_PER_CLIENT"):
         if os.environ.get(name):
             settings[name] = int(os.environ[name])
     return settings
