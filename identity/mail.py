@@ -125,7 +125,12 @@ def _deliver_one(db: Database, sender: Transport, actor: Actor, mail_id: str, re
             outbox.record_expired(session, actor, mail_id)
             report.expired += 1
             return
-        message = message_of(mail)
+        try:
+            message = message_of(mail)
+        except ValueError as error:  # a header the email package refuses (a line break in it): never sendable
+            outbox.record_failure(session, actor, mail_id, f"ValueError: {error}")
+            report.failed += 1
+            return
     try:
         sender.send(message)
     except (OSError, smtplib.SMTPException) as error:  # refused, unreachable, TLS, authentication
