@@ -88,8 +88,12 @@ def from_environment() -> dict[str, object]:
         "BASE_URL": base_url(),
         "MAX_CONTENT_LENGTH": MAX_BODY_BYTES,
     }
+    for name in ("SMTP_URL", "MAIL_FROM", "SMTP_CA_FILE"):  # mail (identity.mail); without SMTP_URL, the outbox
+        if os.environ.get(name):
+            settings[name] = os.environ[name]
     for name in ("SESSION_IDLE_MINUTES", "SESSION_ABSOLUTE_HOURS", "SCIM_RATE_LIMIT", "SAML_MAX_ISSUE_AGE_SECONDS",
-                 "SAML_PENDING_REQUESTS_PER_ADDRESS", "KEY_CHECK_MAX_AGE_SECONDS"):
+                 "SAML_PENDING_REQUESTS_PER_ADDRESS", "KEY_CHECK_MAX_AGE_SECONDS", "SIGN_IN_LINKS_PER_ADDRESS",
+                 "SIGN_IN_LINKS_PER_CLIENT"):
         if os.environ.get(name):
             settings[name] = int(os.environ[name])
     return settings

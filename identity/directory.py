@@ -16,7 +16,7 @@ from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from audit import Actor
-from identity import orgs, seats, users
+from identity import invitations, orgs, seats, users
 from identity.errors import NotFound
 from identity.lookups import acting_user_id, get_team
 from identity.models import GroupMapping, Invitation, Org, RoleGrant, SeatCharge, Team, User
@@ -70,13 +70,14 @@ class InvitationEntry:
     email: str
     role: str
     team_id: str | None
-    status: str
+    status: str  # as of now: a pending invitation past its time reads `expired`, swept or not
     expires_at: dt.datetime
+    created: dt.datetime | None = None
 
     @classmethod
     def of(cls, invitation: Invitation) -> InvitationEntry:
-        return cls(invitation.id, invitation.email, invitation.role, invitation.team_id, invitation.status,
-                   invitation.expires_at)
+        return cls(invitation.id, invitation.email, invitation.role, invitation.team_id,
+                   invitations.status_now(invitation), invitation.expires_at, invitation.created_at)
 
 
 @dataclass(frozen=True)
@@ -247,7 +248,7 @@ def list_group_mappings(session: Session, actor: Actor, org_id: str) -> list[Map
 def seat_preview(session: Session, actor: Actor, org_id: str) -> seats.SeatPreview:
     """Return the org's seat position now (what the next member would cost)."""
     authorize(actor, "billing.read", org_id=org_id)
-    return seats.preview(session.get_one(Org, org_id))
+    return seats.preview(session.get_one(Org, org_id), pending_invitations=invitations.pending_count(session, org_id))
 
 
 def get_team_member(session: Session, actor: Actor, org_id: str, team_id: str, user_id: str) -> TeamMember:

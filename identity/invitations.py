@@ -5,20 +5,51 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from audit.log import Target
-from identity import tokens, users
+from identity import config, outbox, tokens, users
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound, Unauthenticated
 from identity.lookups import default_team, find_by_user_name, get_team
-from identity.models import ApiKey, Invitation, User
+from identity.models import ApiKey, Invitation, Org, User
 from identity.roles import authorize, parse_role
 from identity.vocabulary import GrantSource, InvitationStatus, Role
 
 LIFETIME = dt.timedelta(days=7)
+LINK_PATH = "/invite/"  # BASE_URL + this + the token: the page that accepts or declines
+
+
+def accept_link(base_url: str | None, token: str) -> str:
+    """Return the link a person follows to accept or decline (BASE_URL, else the environment's)."""
+    return f"{(base_url or config.base_url()).rstrip('/')}{LINK_PATH}{token}"
+
+
+def status_now(invitation: Invitation) -> InvitationStatus:
+    """The invitation's status as of now: a pending one past its time reads as expired, swept or not."""
+    if invitation.status == InvitationStatus.PENDING and invitation.expires_at <= clock.now():
+        return InvitationStatus.EXPIRED
+    return invitation.status
+
+
+def pending_count(session: Session, org_id: str) -> int:
+    """How many invitations of the org are pending and unexpired: the seats they will take."""
+    return session.scalar(select(func.count()).select_from(Invitation).where(
+        Invitation.org_id == org_id, Invitation.status == InvitationStatus.PENDING,
+        Invitation.expires_at > clock.now())) or 0
+
+
+def _queue_mail(session: Session, invitation: Invitation, link: str) -> str:
+    org = session.get_one(Org, invitation.org_id)
+    body = (f"You are invited to join {org.name} as {invitation.role}.\n\n"
+            f"Accept or decline here (the link works once, until {invitation.expires_at:%Y-%m-%d %H:%M} UTC):\n"
+            f"{link}\n\nIf you did not expect this invitation, ignore this mail.\n")
+    mail = outbox.queue(session, invitation.org_id, kind="invitation", ref=_target(invitation),
+                        recipient=invitation.email, subject=f"Invitation to {org.name}", body=body, link=link,
+                        expires_at=invitation.expires_at)
+    return mail.id
 
 
 def _target(invitation: Invitation) -> Target:
@@ -26,10 +57,11 @@ def _target(invitation: Invitation) -> Target:
 
 
 def invite(session: Session, actor: Actor, org_id: str, *, email: str, role: str = Role.MEMBER,
-           team_id: str | None = None) -> tuple[Invitation, str]:
+           team_id: str | None = None, base_url: str | None = None) -> tuple[Invitation, str]:
     """Invite `email` with a role into a team; return the invitation and its link token (shown once).
 
-    The team defaults to the inviter's key's team, else `Default`.
+    The team defaults to the inviter's key's team, else `Default`. The mail with the accept link
+    is queued in the outbox (identity.outbox) in the same transaction.
     """
     role = parse_role(role)
     authorize(actor, "owners.manage" if role == Role.OWNER else "members.manage", org_id=org_id)
@@ -46,10 +78,64 @@ def invite(session: Session, actor: Actor, org_id: str, *, email: str, role: str
                             prefix=new.prefix, secret_hash=new.hash, status=InvitationStatus.PENDING,
                             invited_by=actor.id, created_at=now, expires_at=now + LIFETIME)
     session.add(invitation)
+    mail_id = _queue_mail(session, invitation, accept_link(base_url, new.plaintext))
     record(session, actor, Action.INVITATION_CREATED, _target(invitation),
-           {"email": email, "role": role, "team_id": team_id, "expires_at": invitation.expires_at.isoformat()},
+           {"email": email, "role": role, "team_id": team_id, "expires_at": invitation.expires_at.isoformat(),
+            "mail_id": mail_id}, org_id=org_id)
+    return invitation, new.plaintext
+
+
+def _managed(session: Session, actor: Actor, org_id: str, invitation_id: str) -> Invitation:
+    """The invitation, once `actor` may manage it (an owner's invitation needs `owners.manage`)."""
+    authorize(actor, "members.manage", org_id=org_id)
+    invitation = get_invitation(session, org_id, invitation_id)
+    if invitation.role == Role.OWNER:
+        authorize(actor, "owners.manage", org_id=org_id)
+    return invitation
+
+
+def resend(session: Session, actor: Actor, org_id: str, invitation_id: str, *,
+           base_url: str | None = None) -> tuple[Invitation, str]:
+    """Send an invitation again with a new link: the old link ends, an expired invitation is pending
+    again for LIFETIME. Accepted, declined and revoked ones cannot be resent."""
+    invitation = _managed(session, actor, org_id, invitation_id)
+    before = status_now(invitation)
+    if before not in (InvitationStatus.PENDING, InvitationStatus.EXPIRED):
+        raise Conflict(f"this invitation is {before}: invite again instead", field="invitation_id",
+                       invitation_status=before)
+    new = tokens.generate("inv")
+    now = clock.now()
+    invitation.prefix, invitation.secret_hash = new.prefix, new.hash
+    invitation.status, invitation.expires_at = InvitationStatus.PENDING, now + LIFETIME
+    cancelled = outbox.cancel(session, invitation.id)
+    mail_id = _queue_mail(session, invitation, accept_link(base_url, new.plaintext))
+    record(session, actor, Action.INVITATION_RESENT, _target(invitation),
+           {"status": {"before": before, "after": InvitationStatus.PENDING},
+            "expires_at": invitation.expires_at.isoformat(), "mails_cancelled": cancelled, "mail_id": mail_id},
            org_id=org_id)
     return invitation, new.plaintext
+
+
+def revoke(session: Session, actor: Actor, org_id: str, invitation_id: str) -> Invitation:
+    """Revoke a pending invitation: its link stops working and its undelivered mail is cancelled.
+
+    One past its time is recorded as expired instead (and returned as such, no error, so that the
+    expiry is kept); an accepted, declined or revoked one is a conflict.
+    """
+    invitation = _managed(session, actor, org_id, invitation_id)
+    if status_now(invitation) == InvitationStatus.EXPIRED and invitation.status == InvitationStatus.PENDING:
+        expire(session, invitation)
+        outbox.cancel(session, invitation.id)
+        return invitation
+    if invitation.status != InvitationStatus.PENDING:
+        raise Conflict(f"this invitation is {invitation.status}", field="invitation_id",
+                       invitation_status=invitation.status)
+    invitation.status = InvitationStatus.REVOKED
+    cancelled = outbox.cancel(session, invitation.id)
+    record(session, actor, Action.INVITATION_REVOKED, _target(invitation),
+           {"status": {"before": InvitationStatus.PENDING, "after": InvitationStatus.REVOKED},
+            "mails_cancelled": cancelled}, org_id=org_id)
+    return invitation
 
 
 def _inviter_team(session: Session, actor: Actor) -> str | None:
@@ -71,11 +157,15 @@ def _by_token(session: Session, token: str) -> Invitation:
 def _pending(session: Session, token: str) -> Invitation:
     """Return the pending, unexpired invitation behind a link token."""
     invitation = _by_token(session, token)
-    status = InvitationStatus.EXPIRED \
-        if invitation.status == InvitationStatus.PENDING and invitation.expires_at <= clock.now() else invitation.status
+    status = status_now(invitation)
     if status != InvitationStatus.PENDING:
         raise InvalidValue(f"this invitation is {status}", field="token", invitation_status=status)
     return invitation
+
+
+def check_pending(session: Session, token: str) -> None:
+    """Raise unless `token` is the link of a pending, unexpired invitation (reads only)."""
+    _pending(session, token)
 
 
 def expire_if_due(session: Session, token: str) -> bool:
@@ -137,6 +227,7 @@ def expire_due(session: Session, org_id: str) -> int:
         Invitation.expires_at <= clock.now())))
     for invitation in due:
         expire(session, invitation)
+        outbox.cancel(session, invitation.id)
     return len(due)
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from audit import Actor
 from identity import invitations, seats, users
 from identity.directory import InvitationEntry, Member
-from identity.models import Org
+from identity.models import Invitation, Org
 from identity.seats import SeatPreview
 from identity.vocabulary import GrantSource
 
@@ -25,6 +25,7 @@ class Invited:
     invitation: InvitationEntry
     token: str
     seats: SeatPreview
+    link: str
 
 
 def add_member(session: Session, actor: Actor, org_id: str, *, email: str, role: str | None,
@@ -46,11 +47,26 @@ def change_member(session: Session, actor: Actor, org_id: str, user_id: str, *, 
 
 
 def invite_member(session: Session, actor: Actor, org_id: str, *, email: str, role: str,
-                  team_id: str | None) -> Invited:
-    """Invite `email`; return the invitation, its token and the seat position (the cost of accepting)."""
-    invitation, token = invitations.invite(session, actor, org_id, email=email, role=role, team_id=team_id)
+                  team_id: str | None, base_url: str | None = None) -> Invited:
+    """Invite `email`; return the invitation, its token and link, and the seat position (the cost of accepting)."""
+    invitation, token = invitations.invite(session, actor, org_id, email=email, role=role, team_id=team_id,
+                                           base_url=base_url)
+    return _invited(session, invitation, token, base_url)
+
+
+def resend_invitation(session: Session, actor: Actor, org_id: str, invitation_id: str, *,
+                      base_url: str | None = None) -> Invited:
+    """Resend an invitation with a new link (the old one ends); return it as `invite_member` does."""
+    invitation, token = invitations.resend(session, actor, org_id, invitation_id, base_url=base_url)
+    return _invited(session, invitation, token, base_url)
+
+
+def _invited(session: Session, invitation: Invitation, token: str, base_url: str | None) -> Invited:
     # The inviter may manage members, and so may see what one more would cost (no billing.read asked).
-    return Invited(InvitationEntry.of(invitation), token, seats.preview(session.get_one(Org, org_id)))
+    org_id = invitation.org_id
+    pending = invitations.pending_count(session, org_id)
+    preview = seats.preview(session.get_one(Org, org_id), pending_invitations=pending)
+    return Invited(InvitationEntry.of(invitation), token, preview, invitations.accept_link(base_url, token))
 
 
 def invitation_holder(session: Session, token: str) -> Actor:

@@ -21,6 +21,7 @@ from sqlalchemy import (
     MetaData,
     PrimaryKeyConstraint,
     String,
+    Text,
     func,
     text,
 )
@@ -42,7 +43,7 @@ from identity.vocabulary import (
 
 __all__ = [
     "Base", "METADATAS", "Org", "Team", "User", "RoleGrant", "ScimToken", "ScimClient", "ApiKey", "Invitation",
-    "SeatCharge", "IdpGroup", "IdpGroupMember", "GroupMapping", "SsoSession", "UserEmail",
+    "SeatCharge", "IdpGroup", "IdpGroupMember", "GroupMapping", "SsoSession", "UserEmail", "OutboxMail",
 ]
 
 UUID = String(36)
@@ -418,4 +419,38 @@ class SsoSession(Base):
         Index("ix_sso_sessions_user", "user_id"),
         Index("ix_sso_sessions_org_name_id", "org_id", "name_id"),
         Index("ix_sso_sessions_expires", "expires_at"),
+    )
+
+
+class OutboxMail(Base):
+    """A mail to send (an invitation, a sign-in link): kept until delivered, so none is lost when mail is down.
+
+    `body` and `link` hold a live link while the mail is undelivered; they are cleared once it is
+    sent, cancelled (its invitation revoked or resent) or its link has expired.
+    """
+
+    __tablename__ = "outbox_mails"
+
+    id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"))
+    kind: Mapped[str] = mapped_column(String(32))  # invitation, sign_in_link
+    ref_type: Mapped[str] = mapped_column(String(32))  # what the mail is about: invitation, user
+    ref_id: Mapped[str] = mapped_column(String(64))
+    recipient: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text, default="")
+    link: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending, failed, sent, cancelled, expired
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime]
+    sent_at: Mapped[dt.datetime | None]
+    # A sender claims a mail until this moment, so that two processes never send it twice.
+    claimed_until: Mapped[dt.datetime | None]
+
+    __table_args__ = (
+        Index("ix_outbox_mails_org_created", "org_id", "created_at"),
+        Index("ix_outbox_mails_status", "status", "created_at"),
+        Index("ix_outbox_mails_ref", "ref_id"),
     )

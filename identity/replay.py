@@ -403,4 +403,6 @@ HANDLERS: dict[str, Handler] = {
     Action.INVITATION_ACCEPTED: _invitation_status,
     Action.INVITATION_DECLINED: _invitation_status,
     Action.INVITATION_EXPIRED: _invitation_status,
+    Action.INVITATION_RESENT: _invitation_status,
+    Action.INVITATION_REVOKED: _invitation_status,
 }

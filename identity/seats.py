@@ -228,6 +228,10 @@ class SeatPreview:
     seat_price_cents: int
     cycle_start: dt.datetime
     cycle_end: dt.datetime
+    # Seats that pending invitations will take once accepted, and what is free after them.
+    pending_invitations: int = 0
+    free_after_invitations: int = 0
+    next_invitation_cents: int = 0  # what one more invitation will cost when accepted
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -235,11 +239,14 @@ class SeatPreview:
             "max_seats": self.max_seats, "next_seat_cents": self.next_seat_cents,
             "seat_price_cents": self.seat_price_cents,
             "cycle_start": self.cycle_start.isoformat(), "cycle_end": self.cycle_end.isoformat(),
+            "pending_invitations": self.pending_invitations, "free_after_invitations": self.free_after_invitations,
+            "next_invitation_cents": self.next_invitation_cents,
         }
 
 
-def preview(org: Org) -> SeatPreview:
-    """Return the seat position now, as it will be once any due renewal has run. Reads only."""
+def preview(org: Org, *, pending_invitations: int = 0) -> SeatPreview:
+    """Return the seat position now, as it will be once any due renewal has run, counting the seats
+    that `pending_invitations` will take. Reads only."""
     now = clock.now()
     start, end, purchased = org.cycle_start, org.cycle_end, org.purchased_seats
     if end <= now:
@@ -247,5 +254,7 @@ def preview(org: Org) -> SeatPreview:
         purchased = max(0, org.seats_used - org.included_seats)
     free = max(0, org.included_seats + purchased - org.seats_used)
     cost = 0 if free else prorated_cents(org.seat_price_cents, start, end, now)
+    after = max(0, free - pending_invitations)
+    invitation_cost = 0 if after else prorated_cents(org.seat_price_cents, start, end, now)
     return SeatPreview(org.included_seats, purchased, org.seats_used, free, org.max_seats, cost,
-                       org.seat_price_cents, start, end)
+                       org.seat_price_cents, start, end, pending_invitations, after, invitation_cost)

@@ -65,6 +65,7 @@ class InvitationStatus(enum.StrEnum):
     ACCEPTED = "accepted"
     DECLINED = "declined"
     EXPIRED = "expired"
+    REVOKED = "revoked"
 
 
 class SessionMethod(enum.StrEnum):

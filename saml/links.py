@@ -16,7 +16,7 @@ from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
-from identity import sessions, users
+from identity import outbox, sessions, users
 from identity.actions import Action
 from identity.errors import DomainError, NotFound
 from identity.lookups import user_target
@@ -24,9 +24,11 @@ from identity.models import Org, User
 from identity.names import name_key
 from identity.roles import authorize
 from identity.vocabulary import Role, SessionMethod
-from saml.models import SignInLink
+from saml.models import SignInLink, SignInRequest
 
 LINK_TTL = dt.timedelta(minutes=15)
+LINK_PATH = "/login/link/"
+REQUEST_WINDOW = dt.timedelta(minutes=15)  # rate limits of sign-in links asked for by email count this long
 
 
 class SsoRequired(DomainError):
@@ -39,6 +41,26 @@ class LinkInvalid(DomainError):
     """The sign-in link is unknown, used, expired, or its user can no longer sign in."""
 
     code = "link_invalid"
+
+
+class LinkOtherBrowser(LinkInvalid):
+    """The link was asked for by email from another browser (its cookie is missing or another's)."""
+
+    code = "link_other_browser"
+
+
+class TooManyRequests(DomainError):
+    """Too many sign-in links were asked for this address, or from this client, in REQUEST_WINDOW."""
+
+    code = "too_many_sign_in_requests"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How many sign-in links may be asked for by email in REQUEST_WINDOW, per address and per client."""
+
+    per_address: int = 3
+    per_client: int = 20
 
 
 def _digest(token: str) -> str:
@@ -61,10 +83,7 @@ def issue_sign_in_link(session: Session, actor: Actor, org_id: str, email: str) 
     org = session.get(Org, org_id)
     if org is None:
         raise NotFound(f"no org {org_id!r}", org_id=org_id)
-    user = session.scalars(select(User).where(
-        User.org_id == org_id, User.deleted_at.is_(None), User.active.is_(True),
-        or_(func.lower(User.email) == email.strip().lower(), User.user_name_key == name_key(email.strip())),
-    ).limit(1)).first()
+    user = _live_member(session, org_id, email)
     if user is None:
         raise NotFound(f"no active member {email!r} in this org", email=email)
     # A link signs in as its member: only one who outranks them may make it (DESIGN 3.2).
@@ -78,6 +97,63 @@ def issue_sign_in_link(session: Session, actor: Actor, org_id: str, email: str) 
     record(session, actor, Action.SSO_LOGIN_LINK_ISSUED, user_target(user),
            {"expires_in_seconds": int(LINK_TTL.total_seconds()), "break_glass": break_glass}, org_id=org_id)
     return token
+
+
+def _live_member(session: Session, org_id: str, email: str) -> User | None:
+    return session.scalars(select(User).where(
+        User.org_id == org_id, User.deleted_at.is_(None), User.active.is_(True),
+        or_(func.lower(User.email) == email.strip().lower(), User.user_name_key == name_key(email.strip())),
+    ).limit(1)).first()
+
+
+def _count_request(session: Session, address: str, client_address: str, limits: Limits) -> None:
+    """Count this request, known address or not, and refuse it past either limit (kept in the
+    database, so the limits hold across processes)."""
+    now = clock.now()
+    session.execute(delete(SignInRequest).where(SignInRequest.created_at <= now - REQUEST_WINDOW))
+    session.add(SignInRequest(address_hash=address, client_address=client_address, created_at=now))
+    session.flush()
+    since = now - REQUEST_WINDOW
+    for column, value, limit in ((SignInRequest.address_hash, address, limits.per_address),
+                                 (SignInRequest.client_address, client_address, limits.per_client)):
+        seen = session.scalar(select(func.count()).select_from(SignInRequest).where(
+            column == value, SignInRequest.created_at > since)) or 0
+        if seen > limit:
+            raise TooManyRequests("too many sign-in links were asked for; wait a few minutes")
+
+
+def request_sign_in_link(session: Session, actor: Actor, org_slug: str, email: str, *, browser: str,
+                         client_address: str, base_url: str, limits: Limits = Limits()) -> str | None:
+    """Queue a one-time sign-in link by mail for the org's live member with this address, bound to
+    `browser` (a cookie's value); return the mail's id, or None when nobody gets one.
+
+    Whoever asks learns nothing from this: an unknown org or address, or a member whom the org's
+    SSO requirement keeps out, is counted against the limits the same way and gets no mail.
+    """
+    slug = org_slug.strip().lower()
+    _count_request(session, _digest(f"{slug}\x00{name_key(email.strip())}"), client_address, limits)
+    org = session.scalars(select(Org).where(Org.slug == slug)).first()
+    user = _live_member(session, org.id, email) if org is not None else None
+    if org is None or user is None or "@" not in (user.email or user.user_name):
+        return None
+    try:
+        break_glass = ensure_may_sign_in_without_sso(session, org, user)
+    except SsoRequired:
+        return None
+    token, now = secrets.token_urlsafe(32), clock.now()
+    session.add(SignInLink(id=_digest(token), org_id=org.id, user_id=user.id, created_at=now,
+                           expires_at=now + LINK_TTL, browser_hash=_digest(browser)))
+    link = f"{base_url.rstrip('/')}{LINK_PATH}{token}"
+    body = (f"Sign in to {org.name} with this link. It works once, for {int(LINK_TTL.total_seconds()) // 60} "
+            f"minutes, in the browser where you asked for it:\n\n{link}\n\n"
+            "If you did not ask for it, ignore this mail: nobody can use it from another browser.\n")
+    mail = outbox.queue(session, org.id, kind="sign_in_link", ref=user_target(user),
+                        recipient=user.email or user.user_name, subject=f"Sign in to {org.name}", body=body,
+                        link=link, expires_at=now + LINK_TTL)
+    record(session, actor, Action.SSO_LOGIN_LINK_ISSUED, user_target(user),
+           {"expires_in_seconds": int(LINK_TTL.total_seconds()), "break_glass": break_glass,
+            "requested_by": "email", "mail_id": mail.id}, org_id=org.id)
+    return mail.id
 
 
 @dataclass(frozen=True)
@@ -95,11 +171,20 @@ def link_owner(session: Session, token: str) -> SignInLink | None:
     return link if link is not None and link.expires_at > clock.now() else None
 
 
-def sign_in_with_link(session: Session, actor: Actor, token: str, *, lifetime: sessions.Lifetime) -> LinkSignIn:
-    """Use up a sign-in link and start a session; the SSO rule is checked again at this moment."""
+def sign_in_with_link(session: Session, actor: Actor, token: str, *, lifetime: sessions.Lifetime,
+                      browser: str | None = None) -> LinkSignIn:
+    """Use up a sign-in link and start a session; the SSO rule is checked again at this moment.
+
+    A link asked for by email works only in the browser that asked (`browser`: its cookie); from
+    another it is refused and stays unused.
+    """
     link = session.scalars(select(SignInLink).where(SignInLink.id == _digest(token)).with_for_update()).one_or_none()
     if link is None:
         raise LinkInvalid("this sign-in link is unknown or was already used")
+    if link.browser_hash is not None and (not browser or not secrets.compare_digest(
+            _digest(browser), link.browser_hash)):
+        raise LinkOtherBrowser("this sign-in link was asked for in another browser",
+                               org_id=link.org_id, user_id=link.user_id)
     session.delete(link)
     session.flush()
     user = session.get(User, link.user_id)

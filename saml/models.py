@@ -15,7 +15,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from identity.models import Base
 
-__all__ = ["Base", "SamlConnection", "SamlIdentity", "SamlPendingRequest", "SamlSeenAssertion", "SignInLink"]
+__all__ = ["Base", "SamlConnection", "SamlIdentity", "SamlPendingRequest", "SamlSeenAssertion", "SignInLink",
+           "SignInRequest"]
 
 
 class SamlConnection(Base):
@@ -106,5 +107,26 @@ class SignInLink(Base):
     user_id: Mapped[str] = mapped_column(String(36))
     created_at: Mapped[dt.datetime]
     expires_at: Mapped[dt.datetime]
+    # SHA-256 of the cookie of the browser that asked for the link by email (None: issued by an
+    # operator, usable from any browser): the link signs in only that browser.
+    browser_hash: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (Index("ix_sign_in_links_expires", "expires_at"),)
+
+
+class SignInRequest(Base):
+    """A request for a sign-in link by email, kept a short while to rate-limit per address and per client.
+
+    The address is kept only as a SHA-256 of the org and the address's name key, known or not.
+    """
+
+    __tablename__ = "sign_in_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    address_hash: Mapped[str] = mapped_column(String(64))
+    client_address: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime]
+
+    __table_args__ = (Index("ix_sign_in_requests_address", "address_hash", "created_at"),
+                      Index("ix_sign_in_requests_client", "client_address", "created_at"),
+                      Index("ix_sign_in_requests_created", "created_at"))

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import replace
+from html import escape
 
-from flask import current_app, g, jsonify, redirect, request
+from flask import Response, current_app, g, jsonify, redirect, request
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
 from onelogin.saml2.logout_request import OneLogin_Saml2_Logout_Request
 from werkzeug.wrappers import Response as HttpResponse
 
 from audit import Actor
-from identity import signed_in, signout
+from identity import mail, signed_in, signout
 from identity.errors import DomainError
 from identity.models import Org
 from identity.service import run
-from saml import csrf, links, service, web
+from saml import csrf, headers, links, service, web
+from saml.views import client_address
 from saml.web import DEFAULT_LANDING, MESSAGES, bp
 
 
@@ -159,7 +163,8 @@ def link_sign_in(token: str) -> HttpResponse:
     actor = Actor("system", "login-link", "sign-in link", request_id=g.get("request_id"),
                   ip=request.remote_addr, user_agent=request.user_agent.string)
     try:
-        signed_in = run(web.db(), actor, links.sign_in_with_link, token, lifetime=web.lifetime())
+        signed_in = run(web.db(), actor, links.sign_in_with_link, token, lifetime=web.lifetime(),
+                        browser=request.cookies.get(BROWSER_COOKIE))
     except DomainError as error:
         org_id, user_id = error.context.get("org_id"), error.context.get("user_id")
         if org_id:
@@ -171,3 +176,80 @@ def link_sign_in(token: str) -> HttpResponse:
     response = redirect(DEFAULT_LANDING, 303)
     web.set_session_cookie(response, signed_in.token)
     return response
+
+
+# Sign-in by email for orgs without SSO (or owners, break-glass): ask with the org and the address,
+# get a one-time link by mail that works only in this browser (BROWSER_COOKIE, set when asking).
+EMAIL = "login-email"  # the form's purpose (saml.csrf)
+BROWSER_COOKIE = "identity_link_browser"
+ASKED = ("If {email} may sign in to {org} with a link, one is on its way: it works once, for 15 minutes, "
+         "in this browser.")
+
+
+def _email_form(message: str = "", status: int = 200) -> HttpResponse:
+    form_cookie = request.cookies.get(csrf.COOKIE) or csrf.new_form_cookie()
+    field = csrf.token(current_app.config["SECRET_KEY"], EMAIL, form_cookie)
+    body = ("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Sign in by email</title></head><body>"
+            f"<h1>Sign in by email</h1><p>{escape(message)}</p><form method='post'>"
+            f"<input type='hidden' name='{csrf.FIELD}' value='{escape(field, quote=True)}'>"
+            "<p><label for='org'>Organization</label> <input id='org' name='org' required></p>"
+            "<p><label for='email'>Work email</label> <input id='email' name='email' type='email' required></p>"
+            "<button type='submit'>Send me a sign-in link</button></form></body></html>")
+    response = Response(body, status=status, mimetype="text/html", headers={
+        "Cache-Control": "no-store", headers.CSP: headers.content_security_policy(())})
+    response.set_cookie(csrf.COOKIE, form_cookie, max_age=3600, path="/login/", httponly=True, samesite="Strict",
+                        secure=web.base_url().startswith("https://"))
+    return response
+
+
+@bp.get("/login/email")
+def email_page() -> HttpResponse:
+    """The form that asks for a sign-in link by email (the console may replace it)."""
+    return _email_form()
+
+
+def _limits() -> links.Limits:
+    cfg = current_app.config
+    return links.Limits(int(cfg.get("SIGN_IN_LINKS_PER_ADDRESS", 3)), int(cfg.get("SIGN_IN_LINKS_PER_CLIENT", 20)))
+
+
+@bp.post("/login/email")
+def ask_for_link() -> HttpResponse:
+    """Mail a one-time sign-in link to a member; the answer is the same whether the address exists.
+
+    Same status, body and cookie for a known and an unknown address; the mail goes out after the
+    answer, in the background, and the answer waits until SIGN_IN_EMAIL_MIN_SECONDS have passed
+    since the request began, so that its timing does not tell either. Only from our own form.
+    """
+    started = time.monotonic()
+    if not web.from_our_page(EMAIL, request.cookies.get(csrf.COOKIE)):
+        return web.page(403, "Sign-in refused", MESSAGES["csrf"])
+    org, email = request.form.get("org", "").strip(), request.form.get("email", "").strip()
+    if not org or not email or len(org) > 64 or len(email) > 320:
+        return _email_form("Give your organization and your work email.", 400)
+    browser = request.cookies.get(BROWSER_COOKIE) or csrf.new_form_cookie()
+    actor = Actor("system", "sign-in-email", "sign-in link by email", request_id=g.get("request_id"),
+                  ip=request.remote_addr, user_agent=request.user_agent.string)
+    try:
+        mail_id = run(web.db(), actor, links.request_sign_in_link, org, email, browser=browser,
+                      client_address=client_address(), base_url=web.base_url(), limits=_limits())
+    except links.TooManyRequests:
+        return web.page(429, "Too many requests", "Too many sign-in links were asked for. Wait a few minutes.")
+    if mail_id is not None:
+        _deliver_later(mail_id, actor)
+    response = web.page(200, "Check your mail", ASKED.format(email=email, org=org))
+    response.set_cookie(BROWSER_COOKIE, browser, max_age=int(links.LINK_TTL.total_seconds()), path="/login/",
+                        httponly=True, samesite="Strict", secure=web.base_url().startswith("https://"))
+    time.sleep(max(0.0, float(current_app.config.get("SIGN_IN_EMAIL_MIN_SECONDS", 0.3))
+                   - (time.monotonic() - started)))
+    return response
+
+
+def _deliver_later(mail_id: str, actor: Actor) -> None:
+    """Send the mail in a thread of its own, so that the answer does not wait for SMTP."""
+    sender = mail.configured(current_app.config, web.base_url())
+    if sender is None:
+        return
+    thread = threading.Thread(target=mail.deliver, args=(web.db(), sender, actor), kwargs={"ids": [mail_id]},
+                              name="sign-in-mail", daemon=True)
+    thread.start()

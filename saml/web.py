@@ -45,6 +45,8 @@ MESSAGES = {
     "replayed": "This sign-in response was already used. Please sign in again.",
     "sso_required": "This organization requires single sign-on: sign in through your identity provider.",
     "link_invalid": "This sign-in link is unknown, expired or already used. Ask for a new one.",
+    "link_other_browser": "This sign-in link works only in the browser where it was asked for. Open it there, "
+                          "or ask for a new one from this browser.",
     "concurrent_sign_in": "Another sign-in for this account was in progress. Please sign in again.",
     "connection_changed": "Single sign-on was being reconfigured. Please sign in again.",
     "name_id_mismatch": "The account for this email is already linked to another identity at your identity "

@@ -11,7 +11,7 @@ import click
 from sqlalchemy.engine import make_url
 
 from audit.actor import system_actor
-from identity import config, gateway, keys, migrate, orgs, seats, teams
+from identity import config, gateway, invitations, keys, mail, migrate, orgs, seats, teams
 from identity.billing import check_org
 from identity.db import Database
 from identity.errors import DomainError
@@ -269,6 +269,63 @@ def gateway_credential_revoke(credential_id: str) -> None:
         click.echo(f"error: no live gateway credential {credential_id!r}", err=True)
         sys.exit(1)
     click.echo(f"gateway credential {credential_id} revoked", err=True)
+
+
+@main.group("invitations")
+def invitations_group() -> None:
+    """Invitations by email."""
+
+
+@invitations_group.command("expire")
+@click.option("--org", "slug", default=None, help="one org (default: every org)")
+def invitations_expire(slug: str | None) -> None:
+    """Mark every pending invitation past its time as expired, each audited (run it from cron)."""
+    database = _database()
+    try:
+        with database.reading() as session:
+            ids = [orgs.get_org_by_slug(session, slug).id] if slug else orgs.all_org_ids(session)
+    except DomainError as error:
+        _fail(error)
+        return
+    total = 0
+    for org_id in ids:
+        with database.transaction() as session:
+            total += invitations.expire_due(session, org_id)
+    click.echo(f"{total} invitations expired", err=True)
+
+
+def mail_transport() -> mail.Transport | None:
+    """The transport of SMTP_URL (MAIL_FROM, SMTP_CA_FILE), or None when it is not set."""
+    return mail.configured(os.environ, config.base_url())
+
+
+@main.group("mail")
+def mail_group() -> None:
+    """The mail outbox."""
+
+
+@mail_group.command("retry")
+@click.option("--org", "slug", default=None, help="one org (default: every org)")
+@click.option("--limit", type=click.IntRange(min=1), default=500, show_default=True)
+def mail_retry(slug: str | None, limit: int) -> None:
+    """Deliver the outbox's undelivered mails over SMTP_URL; exit 1 when some still failed."""
+    sender = mail_transport()
+    if sender is None:
+        click.echo("error: SMTP_URL is not set: mail stays in the outbox", err=True)
+        sys.exit(1)
+    database = _database()
+    org_id = None
+    if slug:
+        try:
+            with database.reading() as session:
+                org_id = orgs.get_org_by_slug(session, slug).id
+        except DomainError as error:
+            _fail(error)
+            return
+    report = mail.deliver(database, sender, system_actor("cli mail retry"), org_id=org_id, limit=limit)
+    click.echo(f"{report.sent} sent, {report.failed} failed, {report.expired} expired", err=True)
+    if report.failed:
+        sys.exit(1)
 
 
 main.add_command(audit_group)          # identity audit export|verify|purge|checkpoint|public-key

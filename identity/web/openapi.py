@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from identity.web.api import audit_log, gateway, keys, org, sso, teams
+from identity.web.api import invitations as invitations_api
 
 bp = Blueprint("openapi", __name__)
 
@@ -64,15 +65,6 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": _op("Org settings", _json(_ref("Settings")), params=ORG_ONLY),
         "patch": _op("Change org settings", _json(_ref("Settings")), body="Settings", params=ORG_ONLY),
     },
-    "/api/v1/orgs/{org}/invitations": {
-        "get": _op("List invitations", _json({"type": "object"}), params=ORG_ONLY),
-        "post": _op("Invite by email; the link token is shown once, with the seat preview",
-                    _json(_ref("Invitation")), body="NewInvitation", params=ORG_ONLY, status="201"),
-    },
-    "/api/v1/invitations/accept": {"post": _op("Accept an invitation with its link token", _json(_ref("Member")),
-                                               body="InvitationToken", status="201", auth=False)},
-    "/api/v1/invitations/decline": {"post": _op("Decline an invitation", NO_CONTENT, body="InvitationToken",
-                                                status="204", auth=False)},
     "/api/v1/orgs/{org}/group-mappings": {
         "get": _op("List group mapping rules", _json({"type": "object"}), params=ORG_ONLY),
         "post": _op("Map an IdP group (by immutable id or name) to a team and role; applied at once",
@@ -111,7 +103,9 @@ SCHEMAS: dict[str, Any] = {
         "role": ROLE, "team_role": ROLE, "scopes": {"type": "array", "items": {"type": "string"}}}},
     "Seats": {"type": "object", "properties": {k: {"type": ["integer", "null"]} for k in (
         "included", "purchased", "used", "free", "max_seats", "next_seat_cents", "seat_price_cents")}
-        | {"cycle_start": {"type": "string"}, "cycle_end": {"type": "string"}}},
+        | {"cycle_start": {"type": "string"}, "cycle_end": {"type": "string"},
+           "pending_invitations": {"type": "integer"}, "free_after_invitations": {"type": "integer"},
+           "next_invitation_cents": {"type": "integer"}}},
     "Member": {"type": "object", "properties": {
         "id": {"type": "string"}, "userName": {"type": "string"}, "email": {"type": ["string", "null"]},
         "active": {"type": "boolean"}, "role": ROLE, "teams": {"type": "object"}, "source": {"type": "string"}}},
@@ -172,6 +166,8 @@ for _path, _ops in org.openapi_paths(_op, _json, _ref).items():  # beside the gr
 SCHEMAS.update(org.OPENAPI_SCHEMAS)
 PATHS.update(keys.openapi_paths(_op, _json, _ref) | gateway.openapi_paths(_op, _json, _ref))
 SCHEMAS.update(keys.OPENAPI_SCHEMAS)
+PATHS.update(invitations_api.openapi_paths(_op, _json, _ref))
+SCHEMAS.update(invitations_api.OPENAPI_SCHEMAS)
 # Request bodies: a member the API does not know is refused (400), not ignored.
 for _name in ("NewMember", "MemberChange", "TeamName", "Name", "Settings", "NewInvitation", "InvitationToken",
               "NewApiKey", "NewGroupMapping"):

@@ -36,6 +36,7 @@ from identity import (
     members,
     org_lifecycle,
     orgs,
+    outbox,
     owners,
     seats,
     sessions,
@@ -135,6 +136,16 @@ def _renew_if_due(w: World) -> Call:
 
 def _invitation(w: World) -> str:
     return str(w.do(lambda s, a: invitations.invite(s, a, w.org_id, email="carol@acme.test"))[1])
+
+
+def _invitation_id(w: World) -> str:
+    return str(w.do(lambda s, a: invitations.invite(s, a, w.org_id, email="dora@acme.test"))[0].id)
+
+
+def _mail_id(w: World) -> str:
+    invitation_id = _invitation_id(w)
+    with w.db.reading() as session:
+        return str(outbox.undelivered_for(session, invitation_id))
 
 
 def _sso(w: World) -> None:
@@ -305,6 +316,22 @@ SERVICES: dict[str, tuple[Callable[[World], Call], str]] = {
 }
 
 
+SERVICES.update({
+    "identity.invitations.resend": (lambda w: (lambda i: lambda s, a: invitations.resend(s, a, w.org_id, i))(
+        _invitation_id(w)), "invitation.resent"),
+    "identity.invitations.revoke": (lambda w: (lambda i: lambda s, a: invitations.revoke(s, a, w.org_id, i))(
+        _invitation_id(w)), "invitation.revoked"),
+    "identity.members.resend_invitation": (lambda w: (lambda i: lambda s, a: members.resend_invitation(
+        s, a, w.org_id, i))(_invitation_id(w)), "invitation.resent"),
+    "identity.outbox.record_sent": (lambda w: (lambda m: lambda s, a: outbox.record_sent(s, a, m))(_mail_id(w)),
+                                    "mail.sent"),
+    "identity.outbox.record_failure": (lambda w: (lambda m: lambda s, a: outbox.record_failure(
+        s, a, m, "ConnectionRefusedError"))(_mail_id(w)), "mail.failed"),
+    "identity.outbox.record_expired": (lambda w: (lambda m: lambda s, a: outbox.record_expired(s, a, m))(
+        _mail_id(w)), "mail.expired"),
+})
+
+
 def _signed_in(w: World) -> str:
     """A live SAML session of the owner (NameID `owner-1`); return its token."""
     with w.db.transaction() as session:
@@ -377,6 +404,8 @@ READS: dict[str, Callable[[World], Call]] = {
     "identity.audit_access.list_checkpoints": lambda w: lambda s, a: audit_access.list_checkpoints(
         s, a, w.org_id, after=0, limit=10),
     "saml.service.read_connection": lambda w: lambda s, a: saml_service.read_connection(s, a, w.org_id),
+    "identity.outbox.list_outbox": lambda w: (lambda i: lambda s, a: outbox.list_outbox(s, a, w.org_id))(
+        _invitation_id(w)),
 }
 # Issue 16's reads: a team and its members, the removal preview, the seat ledger.
 READS.update({

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from audit import Actor
 from audit.log import pending_events
-from identity import directory, groups, invitations, keys, org_lifecycle, orgs, teams, users
+from identity import directory, groups, invitations, keys, org_lifecycle, orgs, outbox, teams, users
 from identity.db import Database
 from identity.errors import PermissionDenied
 from identity.models import ApiKey, User
@@ -77,6 +77,11 @@ ON_ORG: dict[str, frozenset[str]] = {
     "create_service_key": frozenset({"owner", "admin"}),
     "rotate_service_key": frozenset({"owner", "admin"}),
     "revoke_service_key": frozenset({"owner", "admin"}),
+    "revoke_invitation": frozenset({"owner", "admin"}),
+    "resend_invitation": frozenset({"owner", "admin"}),
+    "revoke_owner_invitation": frozenset({"owner"}),
+    "resend_owner_invitation": frozenset({"owner"}),
+    "list_outbox": frozenset({"owner", "admin"}),
 }
 
 
@@ -209,6 +214,19 @@ def _own_key(session: Session, actor: Actor, world: World) -> str:
 def _service_key(session: Session, world: World) -> str:
     return keys.create_service_key(session, Actor("system", "system", "tests"), world.org_id, team_id=world.team_id,
                                    name="svc", scopes=["inference"]).id
+def _invitation(session: Session, w: World, role: str = "member") -> str:
+    """A pending invitation of the org, made by the system (whose events the cell does not judge)."""
+    found, _ = invitations.invite(session, Actor("system", "system", "tests"), w.org_id,
+                                  email=f"invited-{role}@acme.test", role=role)
+    return found.id
+
+
+ORG_ACTIONS.update({
+    "revoke_invitation": lambda s, a, w: invitations.revoke(s, a, w.org_id, _invitation(s, w)),
+    "resend_invitation": lambda s, a, w: invitations.resend(s, a, w.org_id, _invitation(s, w)),
+    "revoke_owner_invitation": lambda s, a, w: invitations.revoke(s, a, w.org_id, _invitation(s, w, "owner")),
+    "resend_owner_invitation": lambda s, a, w: invitations.resend(s, a, w.org_id, _invitation(s, w, "owner")),
+})
 
 
 class Undo(Exception):
@@ -234,6 +252,15 @@ def _attempt(db: Database, org_id: str, actor: Actor, call: Callable[[Session], 
 NOOPS = {("demote_to_viewer", "viewer"), ("promote_to_owner", "owner"),
          *(("preview_team_removal", role) for role in ROLES)}
 ORG_NOOPS = {"read_seat_charges"}  # reads
+NOOPS = {("demote_to_viewer", "viewer"), ("promote_to_owner", "owner")}
+ORG_NOOPS = {"list_outbox"}  # a read
+
+
+def _list_outbox(s: Session, a: Actor, w: World) -> Any:
+    return outbox.list_outbox(s, a, w.org_id)
+
+
+ORG_ACTIONS["list_outbox"] = _list_outbox
 
 
 def test_the_tables_cover_every_action() -> None:

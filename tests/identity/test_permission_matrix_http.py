@@ -7,6 +7,7 @@ refused cell must answer 403 or 404 as problem JSON and leave every table as it 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from audit import Actor
-from identity import groups, keys, orgs, users
+from identity import groups, invitations, keys, orgs, users
 from identity.db import Database
 from saml import service as saml_service
 from saml.models import SamlConnection
@@ -135,6 +136,12 @@ def _mapping(db: Database, system: Actor, org: Org) -> str:
 
 # Issue 16. `delete_org` is not a cell here: the owner's allowed cell would revoke every key the
 # cells after it use (tests/identity/test_org_lifecycle.py refuses it to an admin over HTTP).
+def _invitation(d: Database, s: Actor, o: Org, role: str = "member") -> str:
+    with d.transaction() as session:
+        return invitations.invite(session, s, o.org_id, email=f"invited-{uuid.uuid4().hex[:8]}@acme.test",
+                                  role=role)[0].id
+
+
 ORG_REQUESTS.update({
     "transfer_ownership": lambda d, s, o, who: ("POST", "/transfer-ownership", {"user_id": _member(d, s, o, who)}),
     "read_seat_charges": lambda d, s, o, who: ("GET", "/seat-charges", None),
@@ -142,6 +149,12 @@ ORG_REQUESTS.update({
                                                    {"org_role": "admin"}),
     "edit_mapping_to_owner": lambda d, s, o, who: ("PATCH", f"/group-mappings/{_mapping(d, s, o)}",
                                                    {"org_role": "owner"}),
+    "revoke_invitation": lambda d, s, o, who: ("DELETE", f"/invitations/{_invitation(d, s, o)}", None),
+    "resend_invitation": lambda d, s, o, who: ("POST", f"/invitations/{_invitation(d, s, o)}/resend", None),
+    "revoke_owner_invitation": lambda d, s, o, who: ("DELETE", f"/invitations/{_invitation(d, s, o, 'owner')}", None),
+    "resend_owner_invitation": lambda d, s, o, who: ("POST", f"/invitations/{_invitation(d, s, o, 'owner')}/resend",
+                                                     None),
+    "list_outbox": lambda d, s, o, who: ("GET", "/outbox", None),
 })
 # What a viewer's key (no `admin` scope) or a rival's key is told: never a 2xx.
 REFUSED = {403, 404}

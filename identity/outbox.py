@@ -1,0 +1,160 @@
+"""The mail outbox: every mail the service sends (invitations, sign-in links) is a row first.
+
+A mail is queued in the transaction of the change that makes it (an invitation, a sign-in link),
+so that it exists exactly when that change does. identity.mail delivers it afterwards over SMTP
+when SMTP_URL is set; until then, or when delivery fails, it stays here (listed to admins, retried
+by `identity mail retry` and by the next delivery). A mail's link is a live credential: it is kept
+only while the mail is undelivered and cleared once it is sent, cancelled or expired, and never
+written to the audit log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from audit import Actor, clock, record
+from audit.log import Target
+from identity.actions import Action
+from identity.errors import InvalidValue, NotFound
+from identity.models import OutboxMail
+from identity.roles import authorize
+
+PENDING, FAILED, SENT, CANCELLED, EXPIRED = "pending", "failed", "sent", "cancelled", "expired"
+STATUSES = (PENDING, FAILED, SENT, CANCELLED, EXPIRED)
+UNDELIVERED = (PENDING, FAILED)
+MAX_ATTEMPTS = 10
+CLAIM_FOR = dt.timedelta(minutes=2)
+
+
+def queue(session: Session, org_id: str, *, kind: str, ref: Target, recipient: str, subject: str, body: str,
+          link: str, expires_at: dt.datetime) -> OutboxMail:
+    """Add a mail to the outbox; the caller's own audit event names it (no event of its own)."""
+    mail = OutboxMail(id=str(uuid.uuid4()), org_id=org_id, kind=kind, ref_type=ref.type, ref_id=ref.id,
+                      recipient=recipient, subject=subject, body=body, link=link, status=PENDING, attempts=0,
+                      created_at=clock.now(), expires_at=expires_at)
+    session.add(mail)
+    return mail
+
+
+def cancel(session: Session, ref_id: str) -> int:
+    """Cancel the undelivered mails about `ref_id` (a revoked or resent invitation); return how many."""
+    result = session.execute(update(OutboxMail).where(OutboxMail.ref_id == ref_id,
+                                                      OutboxMail.status.in_(UNDELIVERED))
+                             .values(status=CANCELLED, body="", link=None))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _target(mail: OutboxMail) -> Target:
+    return Target(mail.ref_type, mail.ref_id, mail.recipient)
+
+
+def _changes(mail: OutboxMail, **more: object) -> dict[str, object]:
+    return {"mail_id": mail.id, "kind": mail.kind, "to": mail.recipient, "attempts": mail.attempts, **more}
+
+
+def undelivered_ids(session: Session, *, org_id: str | None = None, limit: int = 50) -> list[str]:
+    """Return the oldest mails still to deliver (pending, or failed fewer than MAX_ATTEMPTS times)."""
+    stmt = select(OutboxMail.id).where(OutboxMail.status.in_(UNDELIVERED), OutboxMail.attempts < MAX_ATTEMPTS)
+    if org_id is not None:
+        stmt = stmt.where(OutboxMail.org_id == org_id)
+    return list(session.scalars(stmt.order_by(OutboxMail.created_at).limit(limit)))
+
+
+def undelivered_for(session: Session, ref_id: str) -> str | None:
+    """Return the id of the newest undelivered mail about `ref_id` (an invitation), if any."""
+    return session.scalars(select(OutboxMail.id).where(OutboxMail.ref_id == ref_id,
+                                                       OutboxMail.status.in_(UNDELIVERED))
+                           .order_by(OutboxMail.created_at.desc()).limit(1)).first()
+
+
+def status_of(session: Session, mail_id: str) -> str | None:
+    """Return a mail's status (pending, failed, sent, ...), or None when there is no such mail."""
+    return session.scalar(select(OutboxMail.status).where(OutboxMail.id == mail_id))
+
+
+def claim(session: Session, mail_id: str) -> OutboxMail | None:
+    """Claim an undelivered mail for one sender (compare and swap); None when another has it or it is done."""
+    now = clock.now()
+    result = session.execute(update(OutboxMail).where(
+        OutboxMail.id == mail_id, OutboxMail.status.in_(UNDELIVERED),
+        (OutboxMail.claimed_until.is_(None)) | (OutboxMail.claimed_until <= now)).values(claimed_until=now + CLAIM_FOR))
+    if not getattr(result, "rowcount", 0):
+        return None
+    return session.get_one(OutboxMail, mail_id, populate_existing=True)
+
+
+def record_sent(session: Session, actor: Actor, mail_id: str) -> None:
+    """Mark a mail delivered (audited `mail.sent`) and forget its link."""
+    mail = session.get_one(OutboxMail, mail_id)
+    mail.attempts += 1
+    mail.status, mail.sent_at, mail.claimed_until, mail.body, mail.link = SENT, clock.now(), None, "", None
+    record(session, actor, Action.MAIL_SENT, _target(mail), _changes(mail), org_id=mail.org_id)
+
+
+def record_failure(session: Session, actor: Actor, mail_id: str, error: str) -> None:
+    """Mark a delivery failed (audited `mail.failed`); the mail stays in the outbox to be retried."""
+    mail = session.get_one(OutboxMail, mail_id)
+    mail.attempts += 1
+    mail.status, mail.last_error, mail.claimed_until = FAILED, error[:300], None
+    record(session, actor, Action.MAIL_FAILED, _target(mail), _changes(mail, error=error[:300]),
+           org_id=mail.org_id, outcome="failure")
+
+
+def record_expired(session: Session, actor: Actor, mail_id: str) -> None:
+    """Drop an undelivered mail whose link has expired (audited `mail.expired`)."""
+    mail = session.get_one(OutboxMail, mail_id)
+    mail.status, mail.claimed_until, mail.body, mail.link = EXPIRED, None, "", None
+    record(session, actor, Action.MAIL_EXPIRED, _target(mail), _changes(mail), org_id=mail.org_id)
+
+
+@dataclass(frozen=True)
+class MailEntry:
+    """A mail as the outbox list shows it: an invitation's link while undelivered (admins may hand it
+    over themselves), never a sign-in link."""
+
+    id: str
+    kind: str
+    to: str
+    subject: str
+    status: str
+    attempts: int
+    last_error: str | None
+    created: dt.datetime
+    sent: dt.datetime | None
+    link: str | None
+
+    @classmethod
+    def of(cls, mail: OutboxMail) -> MailEntry:
+        link = mail.link if mail.kind == "invitation" else None
+        return cls(mail.id, mail.kind, mail.recipient, mail.subject, mail.status, mail.attempts, mail.last_error,
+                   mail.created_at, mail.sent_at, link)
+
+
+@dataclass(frozen=True)
+class MailPage:
+    mails: list[MailEntry]
+    next: str | None
+
+
+def list_outbox(session: Session, actor: Actor, org_id: str, *, status: str | None = None, limit: int = 100,
+                 after: str = "") -> MailPage:
+    """Return the org's mails, newest first, a keyset page (for those who manage members)."""
+    authorize(actor, "members.manage", org_id=org_id)
+    if status is not None and status not in STATUSES:
+        raise InvalidValue(f"status must be one of {', '.join(STATUSES)}", field="status")
+    stmt = select(OutboxMail).where(OutboxMail.org_id == org_id)
+    if status is not None:
+        stmt = stmt.where(OutboxMail.status == status)
+    if after:
+        last = session.get(OutboxMail, after)
+        if last is None or last.org_id != org_id:
+            raise NotFound("after must be the `next` of the previous page", field="after")
+        stmt = stmt.where((OutboxMail.created_at < last.created_at)
+                          | ((OutboxMail.created_at == last.created_at) & (OutboxMail.id < last.id)))
+    found = list(session.scalars(stmt.order_by(OutboxMail.created_at.desc(), OutboxMail.id.desc()).limit(limit)))
+    return MailPage([MailEntry.of(m) for m in found], found[-1].id if len(found) == limit else None)

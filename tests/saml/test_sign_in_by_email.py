@@ -1,0 +1,155 @@
+"""Sign-in by email for orgs without SSO (issue 16): the same answer for any address, a mail only for a
+member, links single-use, short-lived and bound to the browser that asked, rate limits in the database."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from audit import Actor, clock
+from identity.db import Database
+from identity.orgs import NewOrg
+from identity.web.app import create_app
+from tests.conftest import ReadingClient
+from tests.factories import actions, provision
+from tests.saml.conftest import form_token
+from tests.smtp import Inbox, smtp_server
+
+BASE_URL = "http://localhost"
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Inbox, int]]:
+    with smtp_server() as served:
+        yield served
+
+
+@pytest.fixture
+def app(db: Database, smtp: tuple[Inbox, int]) -> Flask:
+    app = create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret", "BASE_URL": BASE_URL,
+                      "TESTING": True, "SMTP_URL": f"smtp://127.0.0.1:{smtp[1]}", "SIGN_IN_EMAIL_MIN_SECONDS": 0.2,
+                      "SIGN_IN_LINKS_PER_CLIENT": 6})
+    app.test_client_class = ReadingClient
+    return app
+
+
+def browser(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def ask(client: FlaskClient, email: str, org: str = "acme") -> Any:
+    """Open the form and send it, as a person does."""
+    page = client.get("/login/email")
+    assert page.status_code == 200
+    return client.post("/login/email", data={"csrf_token": form_token(page) or "", "org": org, "email": email})
+
+
+def shape(response: Any, email: str) -> str:
+    """The answer with what differs by nature (the address typed, the request id) taken out."""
+    text = response.get_data(as_text=True).replace(email, "EMAIL")
+    return re.sub(r"Request id: [0-9a-f]+", "Request id: X", text)
+
+
+def use(client: FlaskClient, link: str) -> Any:
+    path = link.removeprefix(BASE_URL)
+    page = client.get(path)
+    return client.post(path, data={"csrf_token": form_token(page) or ""})
+
+
+def test_known_and_unknown_addresses_get_the_same_answer_and_only_a_member_a_mail(
+        app: Flask, db: Database, acme: NewOrg, system: Actor, smtp: tuple[Inbox, int]) -> None:
+    inbox, _ = smtp
+    provision(db, system, acme.org.id, "mia@acme.test")
+    client = browser(app)
+    started = time.monotonic()
+    known = ask(client, "mia@acme.test")
+    known_seconds = time.monotonic() - started
+    stranger = browser(app)
+    started = time.monotonic()
+    unknown = ask(stranger, "nobody@acme.test")
+    unknown_seconds = time.monotonic() - started
+    nowhere = ask(browser(app), "mia@acme.test", org="no-such-org")
+    assert known.status_code == unknown.status_code == nowhere.status_code == 200
+    assert shape(known, "mia@acme.test") == shape(unknown, "nobody@acme.test")
+    for answer in (known, unknown):
+        cookie = answer.headers.getlist("Set-Cookie")
+        assert [c.split("=")[0] for c in cookie] == ["identity_link_browser"]
+    assert known_seconds >= 0.2 and unknown_seconds >= 0.2  # both wait for the same floor
+    assert inbox.wait(1)[0]["To"] == "mia@acme.test"
+    time.sleep(0.3)
+    assert len(inbox.messages) == 1  # none for the stranger
+    assert use(client, inbox.link()).status_code == 303
+    assert client.get("/me").json["userName"] == "mia@acme.test"
+    assert client.get(inbox.link().removeprefix(BASE_URL)).status_code == 400  # single use
+    log = actions(db, acme.org.id)
+    assert "sso.login_link_issued" in log and "mail.sent" in log and log[-1] == "sso.login_succeeded"
+
+
+def test_the_link_works_only_in_the_browser_that_asked(app: Flask, db: Database, acme: NewOrg, system: Actor,
+                                                       smtp: tuple[Inbox, int]) -> None:
+    inbox, _ = smtp
+    provision(db, system, acme.org.id, "ned@acme.test")
+    asking, other = browser(app), browser(app)
+    ask(asking, "ned@acme.test")
+    ask(other, "someone@acme.test")  # the other browser has a binding cookie of its own
+    link = inbox.wait(1) and inbox.link()
+    refused = use(other, link)
+    assert refused.status_code == 400 and b"browser where it was asked" in refused.data
+    assert other.get("/me").status_code == 401
+    assert actions(db, acme.org.id)[-1] == "sso.login_failed"
+    assert use(browser(app), link).status_code == 400  # no cookie at all
+    assert use(asking, link).status_code == 303  # still unused: the asking browser signs in
+    assert asking.get("/me").json["userName"] == "ned@acme.test"
+
+
+def test_the_link_is_short_lived(app: Flask, db: Database, acme: NewOrg, system: Actor,
+                                 smtp: tuple[Inbox, int]) -> None:
+    inbox, _ = smtp
+    provision(db, system, acme.org.id, "oli@acme.test")
+    client = browser(app)
+    ask(client, "oli@acme.test")
+    path = (inbox.wait(1) and inbox.link()).removeprefix(BASE_URL)
+    form = {"csrf_token": form_token(client.get(path)) or ""}
+    with clock.frozen_at(clock.now() + dt.timedelta(minutes=16)):
+        assert client.get(path).status_code == 400
+        assert client.post(path, data=form).status_code == 400
+    assert client.get("/me").status_code == 401
+
+
+def test_rate_limited_per_address_and_per_client(app: Flask, db: Database, acme: NewOrg, system: Actor,
+                                                 smtp: tuple[Inbox, int]) -> None:
+    provision(db, system, acme.org.id, "pia@acme.test")
+    for email in ("pia@acme.test", "nobody@acme.test"):  # the same limit whether the address exists
+        answers = [ask(browser(app), email).status_code for _ in range(4)]
+        assert answers == [200, 200, 200, 429], email
+    # Six requests from this client so far were counted: one more address is refused too.
+    assert ask(browser(app), "third@acme.test").status_code == 429
+    with clock.frozen_at(clock.now() + dt.timedelta(minutes=16)):
+        assert ask(browser(app), "pia@acme.test").status_code == 200
+
+
+def test_the_form_must_come_from_our_page(app: Flask, acme: NewOrg) -> None:
+    client = browser(app)
+    client.get("/login/email")
+    assert client.post("/login/email", data={"org": "acme", "email": "a@acme.test"}).status_code == 403
+    assert client.post("/login/email", data={"csrf_token": "forged", "org": "acme",
+                                             "email": "a@acme.test"}).status_code == 403
+
+
+def test_no_link_for_a_member_when_the_org_requires_sso(app: Flask, db: Database, acme: NewOrg, system: Actor,
+                                                        smtp: tuple[Inbox, int]) -> None:
+    from identity.models import Org
+
+    provision(db, system, acme.org.id, "quinn@acme.test")
+    with db.transaction() as session:  # as orgs.set_require_sso leaves it, without configuring an IdP here
+        session.get_one(Org, acme.org.id).require_sso = True
+    assert ask(browser(app), "quinn@acme.test").status_code == 200
+    time.sleep(0.3)
+    assert smtp[0].messages == []
