@@ -7,14 +7,24 @@ from flask import Blueprint, Response, g, jsonify
 from identity import keys
 from identity.errors import InvalidValue
 from identity.service import run
-from identity.web.api.common import ADMIN, adopt, authenticated, caller_org_id, json_body, optional_text, text, when
+from identity.web.api.common import (
+    ADMIN,
+    KEY,
+    adopt,
+    authenticated,
+    caller_org_id,
+    json_body,
+    optional_text,
+    text,
+    when,
+)
 from identity.web.context import database
 
 bp = adopt(Blueprint("api_keys", __name__, url_prefix="/api/v1"))
 
 
 @bp.get("/key")
-@authenticated(scope=None)
+@authenticated(scope=None, ways=(KEY,))
 def whoami_key() -> Response:
     """Tell whom the presented key speaks for: the gateway's one call to verify a key (any scope)."""
     k = g.key
@@ -30,9 +40,12 @@ def create_api_key(org_ref: str) -> tuple[Response, int]:
     scopes = data.get("scopes", ["inference"])
     if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
         raise InvalidValue("scopes must be a list of strings", field="scopes")
+    team_id = optional_text(data, "team_id") or g.key.team_id  # a session's: the member's default team
+    if team_id is None:
+        raise InvalidValue("team_id is required: you are in no team", field="team_id")
     issued = run(database(), g.actor, keys.create_api_key, org_id,
                  user_id=optional_text(data, "user_id") or g.key.user_id,
-                 team_id=optional_text(data, "team_id") or g.key.team_id, name=text(data, "name"), scopes=scopes)
+                 team_id=team_id, name=text(data, "name"), scopes=scopes)
     return jsonify({"id": issued.id, "prefix": issued.prefix, "key": issued.secret}), 201
 
 
