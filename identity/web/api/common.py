@@ -12,6 +12,10 @@ registers `domain_problem` and `refuse_nul` with `adopt`.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import datetime as dt
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +36,7 @@ from identity.errors import (
     SeatCapReached,
     Unauthenticated,
 )
+from identity.paging import Position, Window, split
 from identity.roles import allowed_scopes
 from identity.web import cookies
 from identity.web.context import database
@@ -39,6 +44,7 @@ from saml import csrf
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 # What every row id is (str(uuid4())): a cursor that is not one is refused, not read as a place.
 ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -260,6 +266,48 @@ def after_id() -> str:
     if len(values) > 1 or not (values[0] == "" or ID.fullmatch(values[0])):
         raise InvalidValue("after must be the `next` of the previous page", field="after")
     return values[0]
+
+
+PAGE_SIZE, MAX_PAGE_SIZE = 100, 500
+# A row id in a cursor: a uuid, or a team's slug-and-suffix id.
+ROW_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def page_window() -> Window:
+    """Read a list's page: `limit` (1 to 500, default 100; others clamped) and `after` (`next` of the previous page)."""
+    return Window(min(max(int_arg("limit", PAGE_SIZE), 1), MAX_PAGE_SIZE), _after_position())
+
+
+def _after_position() -> Position | None:
+    values = request.args.getlist("after")
+    if not values or values == [""]:
+        return None
+    refused = InvalidValue("after must be the `next` of the previous page", field="after")
+    if len(values) > 1:
+        raise refused
+    try:
+        found = jsontext.loads(base64.urlsafe_b64decode(values[0] + "=" * (-len(values[0]) % 4)))
+        moment, row_id = found if isinstance(found, list) and len(found) == 2 else (None, None)
+        at = dt.datetime.fromisoformat(moment) if isinstance(moment, str) else None
+    except (ValueError, binascii.Error):
+        raise refused from None
+    if at is None or at.tzinfo is None or not isinstance(row_id, str) or not ROW_ID.fullmatch(row_id):
+        raise refused
+    return Position(at, row_id)
+
+
+def cursor(position: Position | None) -> str | None:
+    """Return the opaque `next` cursor of a position (None: the list has ended)."""
+    if position is None:
+        return None
+    raw = json.dumps([position.moment.isoformat(), position.id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def paged(found: list[T], window: Window, position: Callable[[T], Position]) -> tuple[list[T], str | None]:
+    """Return a page's rows (read with one more than its limit) and the `next` cursor of the following page."""
+    page, after = split(found, window, position)
+    return page, cursor(after)
 
 
 def caller_org_id(org_ref: str) -> str:

@@ -6,6 +6,7 @@ from flask import Blueprint, Response, g, jsonify
 
 from identity import keys
 from identity.errors import InvalidValue
+from identity.paging import Position
 from identity.service import run
 from identity.web.api.common import (
     ADMIN,
@@ -14,7 +15,10 @@ from identity.web.api.common import (
     authenticated,
     caller_org_id,
     json_body,
+    known_args,
     optional_text,
+    page_window,
+    paged,
     text,
     when,
 )
@@ -76,11 +80,14 @@ def revoke_scim_token(org_ref: str, token_id: str) -> tuple[str, int]:
 def list_scim_tokens(org_ref: str) -> Response:
     """List the org's SCIM bearer tokens: names, prefixes and times, never a secret."""
     org_id = caller_org_id(org_ref)
+    known_args("limit", "after")
+    window = page_window()
     with database().reading() as session:
-        found = keys.list_scim_tokens(session, g.actor, org_id)
+        found, after = paged(keys.list_scim_tokens(session, g.actor, org_id, window), window,
+                             lambda t: Position(t.created_at, t.id))
     return jsonify({"scim_tokens": [{"id": t.id, "name": t.name, "prefix": t.prefix, "created": when(t.created_at),
                                      "last_used": when(t.last_used_at), "revoked": when(t.revoked_at)}
-                                    for t in found]})
+                                    for t in found], "next": after})
 
 
 @bp.get("/orgs/<org_ref>/scim-clients")
@@ -88,11 +95,14 @@ def list_scim_tokens(org_ref: str) -> Response:
 def list_scim_clients(org_ref: str) -> Response:
     """List the org's OAuth clients for SCIM: ids, names and times, never a secret."""
     org_id = caller_org_id(org_ref)
+    known_args("limit", "after")
+    window = page_window()
     with database().reading() as session:
-        found = keys.list_scim_clients(session, g.actor, org_id)
+        found, after = paged(keys.list_scim_clients(session, g.actor, org_id, window), window,
+                             lambda c: Position(c.created_at, c.id))
     return jsonify({"scim_clients": [{"id": c.id, "client_id": c.client_id, "name": c.name,
                                       "created": when(c.created_at), "revoked": when(c.revoked_at)}
-                                     for c in found]})
+                                     for c in found], "next": after})
 
 
 @bp.delete("/orgs/<org_ref>/scim-clients/<client_id>")

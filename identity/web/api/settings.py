@@ -10,6 +10,7 @@ from audit import Actor
 from identity import directory, groups, invitations, members, orgs
 from identity.directory import InvitationEntry, MappingEntry
 from identity.errors import InvalidValue
+from identity.paging import Position
 from identity.service import run
 from identity.vocabulary import Role
 from identity.web.api.common import (
@@ -18,7 +19,10 @@ from identity.web.api.common import (
     authenticated,
     caller_org_id,
     json_body,
+    known_args,
     optional_text,
+    page_window,
+    paged,
     request_actor,
     role,
     text,
@@ -74,9 +78,12 @@ def create_invitation(org_ref: str) -> tuple[Response, int]:
 @authenticated(scope=ADMIN)
 def list_invitations(org_ref: str) -> Response:
     org_id = caller_org_id(org_ref)
+    known_args("limit", "after")
+    window = page_window()
     with database().reading() as session:
-        found = directory.list_invitations(session, g.actor, org_id)
-    return jsonify({"invitations": [invitation_json(i) for i in found]})
+        found, after = paged(directory.list_invitations(session, g.actor, org_id, window), window,
+                             lambda i: Position(i.created, i.id))
+    return jsonify({"invitations": [invitation_json(i) for i in found], "next": after})
 
 
 def _invitation_token() -> tuple[str, Actor]:
@@ -110,9 +117,12 @@ def mapping_json(rule: MappingEntry) -> dict[str, Any]:
 @authenticated(scope=ADMIN)
 def list_mappings(org_ref: str) -> Response:
     org_id = caller_org_id(org_ref)
+    known_args("limit", "after")
+    window = page_window()
     with database().reading() as session:
-        found = directory.list_group_mappings(session, g.actor, org_id)
-    return jsonify({"group_mappings": [mapping_json(m) for m in found]})
+        found, after = paged(directory.list_group_mappings(session, g.actor, org_id, window), window,
+                             lambda m: Position(m.created, m.id))
+    return jsonify({"group_mappings": [mapping_json(m) for m in found], "next": after})
 
 
 @bp.post("/orgs/<org_ref>/group-mappings")

@@ -8,8 +8,19 @@ from flask import Blueprint, Response, g, jsonify
 
 from identity import directory, team_deletion, teams
 from identity.directory import TeamEntry
+from identity.paging import Position
 from identity.service import run
-from identity.web.api.common import ADMIN, adopt, authenticated, caller_org_id, json_body, text
+from identity.web.api.common import (
+    ADMIN,
+    adopt,
+    authenticated,
+    caller_org_id,
+    json_body,
+    known_args,
+    page_window,
+    paged,
+    text,
+)
 from identity.web.context import database
 
 bp = adopt(Blueprint("api_teams", __name__, url_prefix="/api/v1"))
@@ -24,9 +35,12 @@ def team_json(team: TeamEntry) -> dict[str, Any]:
 @authenticated(scope=ADMIN)
 def list_teams(org_ref: str) -> Response:
     org_id = caller_org_id(org_ref)
+    known_args("limit", "after")
+    window = page_window()
     with database().reading() as session:
-        found = directory.list_teams(session, g.actor, org_id)
-    return jsonify({"teams": [team_json(t) for t in found]})
+        found, after = paged(directory.list_teams(session, g.actor, org_id, window), window,
+                             lambda t: Position(t.created, t.id))
+    return jsonify({"teams": [team_json(t) for t in found], "next": after})
 
 
 @bp.post("/orgs/<org_ref>/teams")
