@@ -251,9 +251,7 @@ def _attempt(db: Database, org_id: str, actor: Actor, call: Callable[[Session], 
 # Cells that change nothing when allowed, so write no event.
 NOOPS = {("demote_to_viewer", "viewer"), ("promote_to_owner", "owner"),
          *(("preview_team_removal", role) for role in ROLES)}
-ORG_NOOPS = {"read_seat_charges"}  # reads
-NOOPS = {("demote_to_viewer", "viewer"), ("promote_to_owner", "owner")}
-ORG_NOOPS = {"list_outbox"}  # a read
+ORG_NOOPS = {"read_seat_charges", "list_outbox"}  # reads
 
 
 def _list_outbox(s: Session, a: Actor, w: World) -> Any:
