@@ -23,7 +23,8 @@ from tests.factories import provision
 
 # list path -> the member of the answer that holds its rows
 LISTS = {"members": "members", "teams": "teams", "invitations": "invitations", "group-mappings": "group_mappings",
-         "scim-tokens": "scim_tokens", "scim-clients": "scim_clients", "audit-checkpoints": "checkpoints"}
+         "scim-tokens": "scim_tokens", "scim-clients": "scim_clients", "audit-checkpoints": "checkpoints",
+         "api-keys": "keys"}
 ROWS = 5  # of each kind, besides what the org starts with
 
 
@@ -40,6 +41,8 @@ def owner_key(db: Database, system: Actor, acme: NewOrg) -> dict[str, str]:
             groups.create_mapping(session, system, org_id, group_external_id=f"group-{n}", org_role="viewer")
             keys.create_scim_token(session, system, org_id, name=f"token {n}")
             keys.create_scim_client(session, system, org_id, name=f"client {n}")
+            keys.create_api_key(session, system, org_id, user_id=acme.owner.id, team_id=acme.default_team_id,
+                                name=f"key {n}", scopes=["inference"])
         secret = keys.create_api_key(session, system, org_id, user_id=acme.owner.id, team_id=acme.default_team_id,
                                      name="admin", scopes=["admin"]).secret
     with db.transaction() as session:  # rows made at one instant: only the id orders them
@@ -80,7 +83,8 @@ def _encoded(value: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
 
 
-@pytest.mark.parametrize("path", ["teams", "invitations", "group-mappings", "scim-tokens", "scim-clients"])
+@pytest.mark.parametrize("path", ["teams", "invitations", "group-mappings", "scim-tokens", "scim-clients",
+                                  "seat-charges"])
 @pytest.mark.parametrize("cursor", [
     "junk!", "bm90IGpzb24", _encoded({"after": 1}), _encoded(["2026-01-01T00:00:00+00:00"]),
     _encoded(["2026-01-01T00:00:00", "abc"]), _encoded(["yesterday", "abc"]), _encoded([1, "abc"]),
