@@ -20,6 +20,7 @@ from identity import invitations, orgs, seats, users
 from identity.errors import NotFound
 from identity.lookups import acting_user_id, get_team
 from identity.models import GroupMapping, Invitation, Org, RoleGrant, SeatCharge, Team, User
+from identity.paging import Window, within
 from identity.roles import RANK, ROLES, SOURCES, authorize, highest
 
 MAX_INVITATIONS = 500  # the newest; older ones have long expired
@@ -72,7 +73,7 @@ class InvitationEntry:
     team_id: str | None
     status: str  # as of now: a pending invitation past its time reads `expired`, swept or not
     expires_at: dt.datetime
-    created: dt.datetime | None = None
+    created: dt.datetime
 
     @classmethod
     def of(cls, invitation: Invitation) -> InvitationEntry:
@@ -88,11 +89,12 @@ class MappingEntry:
     team_id: str | None
     team_role: str | None
     org_role: str | None
+    created: dt.datetime
 
     @classmethod
     def of(cls, rule: GroupMapping) -> MappingEntry:
         return cls(rule.id, rule.group_external_id, rule.group_display_name, rule.team_id, rule.team_role,
-                   rule.org_role)
+                   rule.org_role, rule.created_at)
 
 
 def list_members(session: Session, actor: Actor, org_id: str, *, limit: int, after: str = "") -> MemberPage:
@@ -109,10 +111,10 @@ def get_member(session: Session, actor: Actor, org_id: str, user_id: str) -> Mem
     return Member.of(session, users.get_user(session, org_id, user_id))
 
 
-def list_teams(session: Session, actor: Actor, org_id: str) -> list[TeamEntry]:
-    """Return the org's teams, oldest first."""
+def list_teams(session: Session, actor: Actor, org_id: str, window: Window | None = None) -> list[TeamEntry]:
+    """Return the org's teams, oldest first (those of `window`, and one more when there are more)."""
     authorize(actor, "directory.read", org_id=org_id)
-    found = session.scalars(select(Team).where(Team.org_id == org_id).order_by(Team.created_at, Team.id))
+    found = session.scalars(within(select(Team).where(Team.org_id == org_id), Team.created_at, Team.id, window))
     return [TeamEntry.of(team) for team in found]
 
 
@@ -229,19 +231,22 @@ def org_settings(session: Session, actor: Actor, org_id: str) -> dict[str, objec
     return {name: getattr(org, name) for name in orgs.SETTINGS}
 
 
-def list_invitations(session: Session, actor: Actor, org_id: str) -> list[InvitationEntry]:
-    """Return the org's newest invitations, newest first (for those who manage members)."""
+def list_invitations(session: Session, actor: Actor, org_id: str,
+                     window: Window | None = None) -> list[InvitationEntry]:
+    """Return the org's invitations, newest first (for those who manage members): those of `window`
+    and one more when there are more; without a window the newest MAX_INVITATIONS."""
     authorize(actor, "members.manage", org_id=org_id)
-    found = session.scalars(select(Invitation).where(Invitation.org_id == org_id)
-                            .order_by(Invitation.created_at.desc()).limit(MAX_INVITATIONS))
+    found = session.scalars(within(select(Invitation).where(Invitation.org_id == org_id), Invitation.created_at,
+                                   Invitation.id, window or Window(MAX_INVITATIONS - 1), newest_first=True))
     return [InvitationEntry.of(invitation) for invitation in found]
 
 
-def list_group_mappings(session: Session, actor: Actor, org_id: str) -> list[MappingEntry]:
-    """Return the org's group mapping rules, oldest first."""
+def list_group_mappings(session: Session, actor: Actor, org_id: str,
+                        window: Window | None = None) -> list[MappingEntry]:
+    """Return the org's group mapping rules, oldest first (those of `window`, and one more when there are more)."""
     authorize(actor, "directory.read", org_id=org_id)
-    found = session.scalars(select(GroupMapping).where(GroupMapping.org_id == org_id)
-                            .order_by(GroupMapping.created_at))
+    found = session.scalars(within(select(GroupMapping).where(GroupMapping.org_id == org_id),
+                                   GroupMapping.created_at, GroupMapping.id, window))
     return [MappingEntry.of(rule) for rule in found]
 
 

@@ -20,6 +20,7 @@ from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound, PermissionDenied, Unauthenticated
 from identity.grants import org_role, roles_for_key
 from identity.models import ApiKey, Org, RoleGrant, ScimClient, ScimToken, Team, User
+from identity.paging import Window, within
 from identity.roles import allowed_scopes, authorize, refusal
 from identity.vocabulary import KeyStatus, KeyStatusReason, Role
 
@@ -359,18 +360,20 @@ def _scim_client(session: Session, org_id: str, ref: str) -> ScimClient:
     return found
 
 
-def list_scim_clients(session: Session, actor: Actor, org_id: str) -> list[ScimClient]:
-    """Return the org's OAuth clients for SCIM, revoked ones included, oldest first (no secrets kept)."""
+def list_scim_clients(session: Session, actor: Actor, org_id: str, window: Window | None = None) -> list[ScimClient]:
+    """Return the org's OAuth clients for SCIM, revoked ones included, oldest first (no secrets kept);
+    those of `window`, and one more when there are more."""
     authorize(actor, "trust.read", org_id=org_id)
-    return list(session.scalars(select(ScimClient).where(ScimClient.org_id == org_id)
-                                .order_by(ScimClient.created_at, ScimClient.id)))
+    return list(session.scalars(within(select(ScimClient).where(ScimClient.org_id == org_id),
+                                       ScimClient.created_at, ScimClient.id, window)))
 
 
-def list_scim_tokens(session: Session, actor: Actor, org_id: str) -> list[ScimToken]:
-    """Return the org's SCIM bearer tokens, revoked ones included, oldest first (no secrets kept)."""
+def list_scim_tokens(session: Session, actor: Actor, org_id: str, window: Window | None = None) -> list[ScimToken]:
+    """Return the org's SCIM bearer tokens, revoked ones included, oldest first (no secrets kept);
+    those of `window`, and one more when there are more."""
     authorize(actor, "trust.read", org_id=org_id)
-    return list(session.scalars(select(ScimToken).where(ScimToken.org_id == org_id)
-                                .order_by(ScimToken.created_at, ScimToken.id)))
+    return list(session.scalars(within(select(ScimToken).where(ScimToken.org_id == org_id),
+                                       ScimToken.created_at, ScimToken.id, window)))
 
 
 def create_service_key(session: Session, actor: Actor, org_id: str, *, team_id: str, name: str,

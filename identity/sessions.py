@@ -16,8 +16,10 @@ from typing import cast
 from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.orm import Session
 
-from audit import clock
-from identity.models import SsoSession, User
+from audit import Actor, clock
+from identity.errors import Unauthenticated
+from identity.grants import org_role
+from identity.models import Org, RoleGrant, SsoSession, Team, User
 
 # Writing last-seen time on every request would make every /me a write; a minute is precise enough.
 TOUCH_RESOLUTION = dt.timedelta(minutes=1)
@@ -85,6 +87,43 @@ def resolve_session(session: Session, token: str | None, lifetime: Lifetime) -> 
     if now - row.last_seen_at >= TOUCH_RESOLUTION:
         row.last_seen_at = now
     return SignedIn(row, user)
+
+
+@dataclass(frozen=True)
+class SessionIdentity:
+    """Whom a live browser session speaks for at the admin API: the person, with their current org role."""
+
+    user_id: str
+    user_name: str
+    org_id: str
+    org_slug: str
+    role: str
+    team_id: str | None  # the member's default team: the org's Default when they are in it, else their oldest
+
+    def actor(self) -> Actor:
+        """Return the audit actor of requests made in this session: the user themself."""
+        return Actor(type="user", id=self.user_id, display=self.user_name, org_id=self.org_id, role=self.role)
+
+
+def verify_session(session: Session, token: str | None, lifetime: Lifetime) -> SessionIdentity:
+    """Return whom the live session of `token` speaks for, or raise Unauthenticated.
+
+    The role is read now, not at sign-in: a demotion takes effect on the next request, and a
+    deactivation or sign-out ends the session (resolve_session).
+    """
+    found = resolve_session(session, token, lifetime)
+    if found is None:
+        raise Unauthenticated("the session has ended: sign in again")
+    org = session.get_one(Org, found.user.org_id)
+    role = org_role(session, found.user.id) or org.default_role
+    return SessionIdentity(found.user.id, found.user.user_name, org.id, org.slug, role,
+                           _default_team(session, found.user.id))
+
+
+def _default_team(session: Session, user_id: str) -> str | None:
+    return session.scalars(select(Team.id).join(RoleGrant, RoleGrant.team_id == Team.id)
+                           .where(RoleGrant.user_id == user_id)
+                           .order_by(Team.is_default.desc(), Team.created_at, Team.id).limit(1)).first()
 
 
 def end_session(session: Session, token: str | None) -> SsoSession | None:

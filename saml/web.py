@@ -8,7 +8,6 @@ Recipient are compared with the address the IdP was configured with.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 from html import escape
@@ -85,9 +84,7 @@ def saml_request() -> dict[str, Any]:
 
 
 def lifetime() -> sessions.Lifetime:
-    cfg = current_app.config
-    return sessions.Lifetime(idle=dt.timedelta(minutes=int(cfg.get("SESSION_IDLE_MINUTES", 60))),
-                             absolute=dt.timedelta(hours=int(cfg.get("SESSION_ABSOLUTE_HOURS", 12))))
+    return cookies.lifetime(current_app.config)
 
 
 def page(status: int, title: str, message: str) -> HttpResponse:

@@ -18,7 +18,7 @@ import scim
 from identity import config
 from identity.db import Database
 from identity.web import logs, openapi
-from identity.web.api import audit_log, gateway, invitations, keys, members, org, settings, sso, teams
+from identity.web.api import audit_log, browser, gateway, invitations, keys, members, org, settings, sso, teams
 from identity.web.api.common import problem
 from identity.web.context import EXTENSION, database
 from identity.web.jsonprovider import StrictJSONProvider
@@ -48,8 +48,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["identity.error_formats"] = {"/api/": _problem_for_http_error}
     app.register_error_handler(HTTPException, _http_error)
     app.add_url_rule("/healthz", "healthz", healthz)
-    for blueprint in (keys.bp, gateway.bp, members.bp, teams.bp, settings.bp, invitations.bp, invitations.page_bp,
-                      audit_log.bp, sso.bp, org.bp, openapi.bp, scim.bp, saml.bp):
+    for blueprint in (browser.bp, keys.bp, gateway.bp, members.bp, teams.bp, settings.bp, invitations.bp,
+                      invitations.page_bp, audit_log.bp, sso.bp, org.bp, openapi.bp, scim.bp, saml.bp):
         app.register_blueprint(blueprint)
     return app
 

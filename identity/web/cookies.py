@@ -6,7 +6,13 @@ this is only how its token travels in a browser cookie.
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
 from itsdangerous import BadSignature, URLSafeSerializer
+
+from identity.sessions import Lifetime
 
 COOKIE = "identity_session"
 SALT = "identity.sso-session"
@@ -26,3 +32,9 @@ def token_of(secret_key: str, cookie: str | None) -> str | None:
     except BadSignature:
         return None
     return token if isinstance(token, str) else None
+
+
+def lifetime(config: Mapping[str, Any]) -> Lifetime:
+    """Return the sessions' lifetime the app is configured with (SESSION_IDLE_MINUTES, SESSION_ABSOLUTE_HOURS)."""
+    return Lifetime(idle=dt.timedelta(minutes=int(config.get("SESSION_IDLE_MINUTES", 60))),
+                    absolute=dt.timedelta(hours=int(config.get("SESSION_ABSOLUTE_HOURS", 12))))

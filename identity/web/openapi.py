@@ -1,4 +1,9 @@
-"""`/openapi.json`: the admin API's description (OpenAPI 3.1). A test keeps it in step with the routes."""
+"""`/openapi.json`: the admin API's description (OpenAPI 3.1). A test keeps it in step with the routes.
+
+Two ways in (identity.web.api.common): an API key (`apiKey`), or the signed-in browser session's
+cookie (`session`), whose writes carry the `X-CSRF-Token` header given by `GET /api/v1/session`.
+Every list pages with `limit` and `after` and answers the following page's cursor in `next`.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,10 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
+from identity.web import cookies
 from identity.web.api import audit_log, gateway, keys, org, sso, teams
 from identity.web.api import invitations as invitations_api
+from identity.web.api.common import CSRF_HEADER, MAX_PAGE_SIZE, PAGE_SIZE
 
 bp = Blueprint("openapi", __name__)
 
@@ -21,8 +28,10 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 
 ERRORS = {code: {"description": text, "content": {"application/problem+json": {"schema": _ref("Problem")}}}
-          for code, text in (("400", "invalid input"), ("401", "missing or invalid API key"),
-                             ("403", "not allowed, or the seat cap is reached"), ("404", "no such resource in your org"),
+          for code, text in (("400", "invalid input, or a malformed cursor"),
+                             ("401", "missing or invalid API key, or no live session"),
+                             ("403", "not allowed, the seat cap is reached, or a cookie request from another site "
+                                     "or a cookie write without the session's X-CSRF-Token (code csrf_refused)"), ("404", "no such resource in your org"),
                              ("409", "conflict: duplicate name, or the last owner"), ("413", "body too large"))}
 ORG = {"name": "org", "in": "path", "required": True, "schema": {"type": "string"}, "description": "org id or slug"}
 
@@ -47,14 +56,28 @@ def _op(summary: str, ok: dict[str, Any], *, body: str | None = None, params: tu
 
 NO_CONTENT = {"description": "done"}
 ORG_ONLY = ("org",)
+# Keyset pages: every list takes these and answers `next`, the `after` of the following page (null at the end).
+PAGING = [("limit", {"type": "integer"}, f"page size, 1 to {MAX_PAGE_SIZE} (default {PAGE_SIZE}; others are clamped)"),
+          ("after", {"type": "string"}, "`next` of the previous page (opaque)")]
+NEXT = {"next": {"type": ["string", "null"], "description": "`after` of the following page; null at the end"}}
+
+
+def _page(items: str, item: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A list's answer: its items under `items` and the `next` cursor."""
+    return _json({"type": "object", "required": [items, "next"],
+                  "properties": {items: {"type": "array", "items": item or {"type": "object"}}, **NEXT}})
+
 
 PATHS: dict[str, dict[str, Any]] = {
-    "/api/v1/key": {"get": _op("Whom the presented key speaks for (the gateway's verification call)", _json(_ref("KeyIdentity")))},
+    "/api/v1/key": {"get": {**_op("Whom the presented key speaks for (the gateway's verification call)",
+                                  _json(_ref("KeyIdentity"))), "security": [{"apiKey": []}]}},
+    "/api/v1/session": {"get": {**_op("The signed-in browser session: user, org, role, and the CSRF token its "
+                                      "cookie writes send in X-CSRF-Token", _json(_ref("Session"))),
+                                "security": [{"session": []}]}},
     "/api/v1/orgs/{org}/seats": {"get": _op("Seat preview: included, purchased, used, free, next seat's cost", _json(_ref("Seats")), params=ORG_ONLY)},
     "/api/v1/orgs/{org}/members": {
-        "get": _op("List members (keyset pages: ?limit=&after=)", _json({"type": "object"}), params=ORG_ONLY,
-                   query=[("limit", {"type": "integer"}, "page size, 1 to 500 (default 100; others are clamped)"),
-                          ("after", {"type": "string"}, "`next` of the previous page")]),
+        "get": _op("List members (keyset pages: ?limit=&after=)", _page("members", _ref("Member")), params=ORG_ONLY,
+                   query=PAGING),
         "post": _op("Add a member (takes a seat)", _json(_ref("Member")), body="NewMember", params=ORG_ONLY, status="201"),
     },
     "/api/v1/orgs/{org}/members/{user_id}": {
@@ -66,7 +89,8 @@ PATHS: dict[str, dict[str, Any]] = {
         "patch": _op("Change org settings", _json(_ref("Settings")), body="Settings", params=ORG_ONLY),
     },
     "/api/v1/orgs/{org}/group-mappings": {
-        "get": _op("List group mapping rules", _json({"type": "object"}), params=ORG_ONLY),
+        "get": _op("List group mapping rules, oldest first (keyset pages)", _page("group_mappings", _ref("GroupMapping")),
+                   params=ORG_ONLY, query=PAGING),
         "post": _op("Map an IdP group (by immutable id or name) to a team and role; applied at once",
                     _json(_ref("GroupMapping")), body="NewGroupMapping", params=ORG_ONLY, status="201"),
     },
@@ -77,13 +101,13 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/orgs/{org}/api-keys/{key_id}": {"delete": _op("Revoke an API key", NO_CONTENT, params=("org", "key_id"), status="204")},
     "/api/v1/orgs/{org}/scim-tokens": {
         "get": _op("List SCIM bearer tokens (never their secrets; owners and admins)",
-                   _json(_ref("ScimTokenList")), params=ORG_ONLY),
+                   _json(_ref("ScimTokenList")), params=ORG_ONLY, query=PAGING),
         "post": _op("Create a SCIM bearer token (shown once)", _json(_ref("NewSecret")),
                     body="Name", params=ORG_ONLY, status="201")},
     "/api/v1/orgs/{org}/scim-tokens/{token_id}": {"delete": _op("Revoke a SCIM token", NO_CONTENT, params=("org", "token_id"), status="204")},
     "/api/v1/orgs/{org}/scim-clients": {
         "get": _op("List OAuth clients for SCIM (never their secrets; owners and admins)",
-                   _json(_ref("ScimClientList")), params=ORG_ONLY)},
+                   _json(_ref("ScimClientList")), params=ORG_ONLY, query=PAGING)},
     "/api/v1/orgs/{org}/scim-clients/{client_id}": {
         "delete": _op("Revoke an OAuth client for SCIM (by id or client_id); its access tokens stop at once",
                       NO_CONTENT, params=("org", "client_id"), status="204")},
@@ -98,6 +122,12 @@ SCHEMAS: dict[str, Any] = {
     "Problem": {"type": "object", "required": ["status", "code", "detail"], "properties": {
         "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
         "detail": {"type": "string"}, "code": {"type": "string"}, "request_id": {"type": ["string", "null"]}}},
+    "Session": {"type": "object", "required": ["user", "org", "role", "csrf_token"], "properties": {
+        "user": {"type": "object", "properties": {"id": {"type": "string"}, "userName": {"type": "string"}}},
+        "org": {"type": "object", "properties": {"id": {"type": "string"}, "slug": {"type": "string"}}},
+        "role": ROLE, "team_id": {"type": ["string", "null"], "description": "the member's default team"},
+        "csrf_token": {"type": "string", "description": f"send it in {CSRF_HEADER} on every write made with the "
+                       "session cookie; it is bound to this session"}}},
     "KeyIdentity": {"type": "object", "properties": {
         "key_id": {"type": "string"}, "org": {"type": "object"}, "team_id": {"type": "string"}, "user": {"type": "object"},
         "role": ROLE, "team_role": ROLE, "scopes": {"type": "array", "items": {"type": "string"}}}},
@@ -141,12 +171,12 @@ SCHEMAS: dict[str, Any] = {
         "group_external_id", "group_display_name", "team_id", "team_role", "org_role")}},
     "NewSecret": {"type": "object", "properties": {
         "id": {"type": "string"}, "prefix": {"type": "string"}, "key": {"type": "string"}, "token": {"type": "string"}}},
-    "ScimTokenList": {"type": "object", "required": ["scim_tokens"], "properties": {"scim_tokens": {
+    "ScimTokenList": {"type": "object", "required": ["scim_tokens", "next"], "properties": {**NEXT, "scim_tokens": {
         "type": "array", "items": {"type": "object", "additionalProperties": False, "properties": {
             "id": {"type": "string"}, "name": {"type": "string"}, "prefix": {"type": "string"},
             "created": {"type": "string"}, "last_used": {"type": ["string", "null"]},
             "revoked": {"type": ["string", "null"]}, "created_by": {"type": ["object", "null"]}}}}}},
-    "ScimClientList": {"type": "object", "required": ["scim_clients"], "properties": {"scim_clients": {
+    "ScimClientList": {"type": "object", "required": ["scim_clients", "next"], "properties": {**NEXT, "scim_clients": {
         "type": "array", "items": {"type": "object", "additionalProperties": False, "properties": {
             "id": {"type": "string"}, "client_id": {"type": "string"}, "name": {"type": "string"},
             "created": {"type": "string"}, "revoked": {"type": ["string", "null"]},
@@ -168,6 +198,13 @@ PATHS.update(keys.openapi_paths(_op, _json, _ref) | gateway.openapi_paths(_op, _
 SCHEMAS.update(keys.OPENAPI_SCHEMAS)
 PATHS.update(invitations_api.openapi_paths(_op, _json, _ref))
 SCHEMAS.update(invitations_api.OPENAPI_SCHEMAS)
+# A write carried by the session cookie sends the session's CSRF token (a key's ignores it).
+CSRF = {"name": CSRF_HEADER, "in": "header", "required": False, "schema": {"type": "string"},
+        "description": "with the session cookie: csrf_token of GET /api/v1/session (refused 403 without it)"}
+for _item in PATHS.values():
+    for _method, _operation in _item.items():
+        if _method in ("post", "put", "patch", "delete") and _operation.get("security") != []:
+            _operation["parameters"] = [*_operation["parameters"], CSRF]
 # Request bodies: a member the API does not know is refused (400), not ignored.
 for _name in ("NewMember", "MemberChange", "TeamName", "Name", "Settings", "NewInvitation", "InvitationToken",
               "NewApiKey", "NewGroupMapping"):
@@ -179,9 +216,13 @@ def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "Identity provisioning admin API", "version": "1"},
-        "security": [{"apiKey": []}],
+        "security": [{"apiKey": []}, {"session": []}],
         "paths": PATHS,
-        "components": {"schemas": SCHEMAS, "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}}},
+        "components": {"schemas": SCHEMAS, "securitySchemes": {
+            "apiKey": {"type": "http", "scheme": "bearer", "description": "an API key: Authorization: Bearer <key>"},
+            "session": {"type": "apiKey", "in": "cookie", "name": cookies.COOKIE, "description": (
+                "the signed-in browser session (SAML sign-in or a one-time link); only from this service's own "
+                f"origin, and a write also sends {CSRF_HEADER} (GET /api/v1/session). A key in the header wins.")}}},
     }
 
 

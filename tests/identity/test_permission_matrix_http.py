@@ -1,4 +1,6 @@
-"""The permission matrix over HTTP: the admin API with each role's API key, and another org's key.
+"""The permission matrix over HTTP: the admin API with each role's API key, and another org's key;
+then the same cells again through the other way in, each role's signed-in browser session (its
+cookie and its CSRF header), and another org's session.
 
 The same expected tables as the domain's matrix (tests/identity/test_permission_matrix.py).
 Each cell acts on a target made for it, so an allowed cell's change cannot spoil the next; a
@@ -13,17 +15,24 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 
 from audit import Actor
-from identity import groups, invitations, keys, orgs, users
+from identity import groups, invitations, keys, orgs, sessions, users
 from identity.db import Database
+from identity.models import User
+from identity.vocabulary import SessionMethod
+from identity.web import cookies
+from saml import csrf
 from saml import service as saml_service
 from saml.models import SamlConnection
 from tests.factories import counts
 from tests.identity.test_permission_matrix import IDP, ON_MEMBER, ON_ORG, ROLES
 
 ALLOWED = {200, 201, 204}
+Headers = dict[str, str]
+SECRET_KEY = "test-secret"  # the `app` fixture's
 
 
 @dataclass
@@ -31,9 +40,17 @@ class Org:
     slug: str
     org_id: str
     team_id: str
-    keys: dict[str, str]  # role -> Authorization header
-    rival: str  # another org owner's Authorization header
+    keys: dict[str, Headers]  # role -> its credential's headers (an API key's, or a session's cookie and CSRF token)
+    rival: Headers  # another org owner's
     rival_slug: str
+
+
+def session_headers(session: Any, user_id: str) -> Headers:
+    """Sign `user_id` in (as SAML sign-in would) and return what their browser sends on a write."""
+    token = sessions.create_session(session, session.get_one(User, user_id), method=SessionMethod.SAML,
+                                    lifetime=sessions.Lifetime())
+    return {"Cookie": f"{cookies.COOKIE}={cookies.cookie_value(SECRET_KEY, token)}",
+            "X-CSRF-Token": csrf.token(SECRET_KEY, "api", token)}
 
 
 def _member_with_key(session: Any, system: Actor, org_id: str, team_id: str, name: str, role: str,
@@ -48,14 +65,26 @@ def _scopes(role: str) -> list[str]:
 
 
 @pytest.fixture
-def org(db: Database, system: Actor) -> Org:
+def client(app: Flask) -> FlaskClient:
+    """A client without a cookie jar: each request sends the cookie its actor's headers name."""
+    return app.test_client(use_cookies=False)
+
+
+@pytest.fixture(params=["key", "session"])
+def org(request: pytest.FixtureRequest, db: Database, system: Actor) -> Org:
+    """Acme with a member of each role, and Globex's owner; each acts with their key, or signed in."""
+    def credential(session: Any, made: tuple[str, str, str]) -> Headers:
+        user_id, _, key = made
+        return {"Authorization": key} if request.param == "key" else session_headers(session, user_id)
+
     with db.transaction() as session:
         acme = orgs.create_org(session, system, "Acme", owner_email="first-owner@acme.test")
         globex = orgs.create_org(session, system, "Globex", owner_email="owner@globex.test")
-        headers = {role: _member_with_key(session, system, acme.org.id, acme.default_team_id,
-                                          f"actor-{role}@acme.test", role, _scopes(role))[2] for role in ROLES}
-        rival = _member_with_key(session, system, globex.org.id, globex.default_team_id, "rival@globex.test",
-                                 "owner", ["admin"])[2]
+        headers = {role: credential(session, _member_with_key(session, system, acme.org.id, acme.default_team_id,
+                                                              f"actor-{role}@acme.test", role, _scopes(role)))
+                   for role in ROLES}
+        rival = credential(session, _member_with_key(session, system, globex.org.id, globex.default_team_id,
+                                                     "rival@globex.test", "owner", ["admin"]))
     return Org(acme.org.slug, acme.org.id, acme.default_team_id, headers, rival, globex.org.slug)
 
 
@@ -160,10 +189,9 @@ ORG_REQUESTS.update({
 REFUSED = {403, 404}
 
 
-def _call(client: FlaskClient, org: Org, header: str, request: Request, slug: str | None = None) -> int:
+def _call(client: FlaskClient, org: Org, headers: Headers, request: Request, slug: str | None = None) -> int:
     method, path, body = request
-    response = client.open(f"/api/v1/orgs/{slug or org.slug}{path}", method=method, json=body,
-                           headers={"Authorization": header})
+    response = client.open(f"/api/v1/orgs/{slug or org.slug}{path}", method=method, json=body, headers=headers)
     if response.status_code not in ALLOWED:
         assert response.content_type == "application/problem+json", response.data
     return response.status_code

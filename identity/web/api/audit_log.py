@@ -160,6 +160,7 @@ def list_checkpoints(org_ref: str) -> Response:
         found = audit_access.list_checkpoints(session, g.actor, org_id, after=after, limit=limit)
     body = {"checkpoints": [{"id": c.id, **checkpoints.document(c)} for c in found],
             "next_after": found[-1].id if len(found) == limit else None,
+            "next": str(found[-1].id) if len(found) == limit else None,  # as every list's `next`: pass it as `after`
             "public_key_id": signing.key_id(signing_key())}
     return jsonify(body)
 
@@ -200,8 +201,9 @@ _FILTERS = [
 ]
 _PROBLEM = {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 _ERRORS = {code: {"description": text, **_PROBLEM} for code, text in (
-    ("400", "invalid filter, cursor, limit or format"), ("401", "missing or invalid API key"),
-    ("403", "only owners and admins read the audit log"), ("404", "no such org in your org"))}
+    ("400", "invalid filter, cursor, limit or format"), ("401", "missing or invalid API key or session"),
+    ("403", "only owners and admins read the audit log; a cookie request from another site"),
+    ("404", "no such org in your org"))}
 
 
 def _ok(schema: dict[str, Any], status: str = "200", media: str = "application/json") -> dict[str, Any]:
@@ -233,7 +235,8 @@ OPENAPI_PATHS: dict[str, dict[str, Any]] = {
                                _query("limit", "1 to 1000", {"type": "integer", "minimum": 1, "maximum": 1000})],
                 "responses": _ok({"type": "object", "properties": {
                     "checkpoints": {"type": "array", "items": _CHECKPOINT},
-                    "next_after": {"type": ["integer", "null"]}, "public_key_id": {"type": "string"}}})},
+                    "next_after": {"type": ["integer", "null"]}, "next": {"type": ["string", "null"]},
+                    "public_key_id": {"type": "string"}}})},
         "post": {"summary": "Sign the org's current head now; keep the checkpoint to prove history later",
                  "parameters": [_ORG], "responses": _ok(_CHECKPOINT, "201")},
     },

@@ -1,20 +1,31 @@
-"""What the admin API's blueprints share: the API key check, problem JSON, and reading input.
+"""What the admin API's blueprints share: the two ways in, problem JSON, and reading input.
 
-Authenticated with `Authorization: Bearer <api key>`. Errors are RFC 9457 problem JSON. Each
-blueprint registers `domain_problem` and `refuse_nul` with `adopt`.
+Two ways in (`authenticated`): an API key in `Authorization: Bearer <api key>`, or the signed-in
+browser session's cookie (identity.web.cookies) that SAML sign-in or a one-time link sets. A key
+in the header wins over a cookie. A request carried by the cookie must come from our own origin
+(saml.csrf's Fetch Metadata and Origin check), and a write (POST, PUT, PATCH, DELETE) must also
+carry the session's synchronizer token in `X-CSRF-Token`: an HMAC under SECRET_KEY bound to the
+session's token, which `GET /api/v1/session` hands to the page (OWASP's synchronizer token; a
+cookie alone never authorizes a write). Errors are RFC 9457 problem JSON. Each blueprint
+registers `domain_problem` and `refuse_nul` with `adopt`.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import datetime as dt
+import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from audit import Actor
-from identity import jsontext, keys
+from identity import jsontext, keys, sessions
 from identity.errors import (
     Conflict,
     DomainError,
@@ -25,16 +36,65 @@ from identity.errors import (
     SeatCapReached,
     Unauthenticated,
 )
+from identity.paging import Position, Window, split
+from identity.roles import allowed_scopes
+from identity.web import cookies
 from identity.web.context import database
+from saml import csrf
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 # What every row id is (str(uuid4())): a cursor that is not one is refused, not read as a place.
 ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 STATUS = {NotFound: 404, Conflict: 409, InvalidValue: 400, PermissionDenied: 403, LastOwner: 409,
           SeatCapReached: 403, Unauthenticated: 401}
 ADMIN = "admin"  # the key scope the admin API asks for
+KEY, SESSION = "key", "session"  # the two ways in
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_PURPOSE = "api"  # the synchronizer token's purpose (saml.csrf): distinct from the sign-out form's
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class CsrfRefused(PermissionDenied):
+    """A cookie-carried request from another site, or a cookie-carried write without the session's token."""
+
+    code = "csrf_refused"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who calls the admin API and through which way in (`KEY` or `SESSION`).
+
+    It has KeyIdentity's names (org_id, org_slug, user_id, team_id, role, scopes...) and is also
+    `g.key`, so that a view reads the caller's org and member the same whichever way it came in.
+    A session has no key id; its team is the member's default team (None when they have none);
+    its scopes are those its holder's role allows (identity.roles.allowed_scopes), as a key's are
+    capped.
+    """
+
+    way: str
+    actor: Actor
+    org_id: str
+    org_slug: str
+    user_id: str
+    user_name: str
+    role: str
+    scopes: tuple[str, ...]
+    team_id: str | None = None
+    team_role: str | None = None
+    key_id: str | None = None
+
+    @classmethod
+    def of_key(cls, key: keys.KeyIdentity) -> Caller:
+        return cls(KEY, key.actor(), key.org_id, key.org_slug, key.user_id, key.user_name, key.role, key.scopes,
+                   key.team_id, key.team_role, key.key_id)
+
+    @classmethod
+    def of_session(cls, found: sessions.SessionIdentity) -> Caller:
+        return cls(SESSION, found.actor(), found.org_id, found.org_slug, found.user_id, found.user_name, found.role,
+                   tuple(sorted(allowed_scopes(found.role))), found.team_id)
 
 
 def domain_problem(error: DomainError) -> Response:
@@ -85,23 +145,61 @@ def request_actor(actor: Actor) -> Actor:
                               client_request_id=g.get("client_request_id"))
 
 
-def authenticated(*, scope: str | None) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Require a valid API key holding `scope` (None: any key); put its identity in `g.key`, its actor in `g.actor`."""
+def authenticated(*, scope: str | None,
+                  ways: tuple[str, ...] = (KEY, SESSION)) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Require a caller by one of `ways` (an API key, the browser session) holding `scope` (None: any).
+
+    Puts the caller in `g.caller` (and `g.key`, the name views used before sessions), its actor
+    in `g.actor`: the key's, or for a session the user themself (audited as type `user`).
+    """
     def decorate(view: Callable[P, R]) -> Callable[P, R]:
         @wraps(view)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            header = request.headers.get("Authorization", "")
-            kind, _, secret = header.partition(" ")
-            if kind.lower() != "bearer" or not secret.strip():
-                raise Unauthenticated("an API key is required: Authorization: Bearer <key>")
-            with database().transaction() as session:
-                g.key = keys.verify_api_key(session, secret.strip())
-            if scope is not None and scope not in g.key.scopes:
-                raise PermissionDenied(f"this key has no {scope!r} scope for the admin API")
-            g.actor = request_actor(g.key.actor())
+            caller = _key_caller(ways) if "Authorization" in request.headers else _session_caller(ways)
+            if scope is not None and scope not in caller.scopes:
+                raise PermissionDenied(f"this {caller.way} has no {scope!r} scope for the admin API")
+            g.caller = g.key = caller
+            g.actor = request_actor(caller.actor)
             return view(*args, **kwargs)
         return wrapper
     return decorate
+
+
+def _key_caller(ways: tuple[str, ...]) -> Caller:
+    """The caller of the API key in the Authorization header: a key present wins over any cookie."""
+    kind, _, secret = request.headers.get("Authorization", "").partition(" ")
+    if KEY not in ways:
+        raise Unauthenticated("this operation takes the signed-in browser session, not an API key")
+    if kind.lower() != "bearer" or not secret.strip():
+        raise Unauthenticated("an API key is required: Authorization: Bearer <key>")
+    with database().transaction() as session:
+        return Caller.of_key(keys.verify_api_key(session, secret.strip()))
+
+
+def session_token() -> str | None:
+    """Return the browser session's token from its signed cookie, or None."""
+    return cookies.token_of(current_app.config["SECRET_KEY"], request.cookies.get(cookies.COOKIE))
+
+
+def csrf_token(token: str) -> str:
+    """Return the synchronizer token of the browser session whose token is `token`."""
+    return csrf.token(current_app.config["SECRET_KEY"], CSRF_PURPOSE, token)
+
+
+def _session_caller(ways: tuple[str, ...]) -> Caller:
+    """The caller of the session cookie, after the CSRF checks (made before the session is read or touched)."""
+    token = session_token()
+    if SESSION not in ways or token is None:
+        raise Unauthenticated("an API key is required: Authorization: Bearer <key>" if SESSION not in ways else
+                              "an API key (Authorization: Bearer <key>) or a signed-in session is required")
+    if not csrf.same_origin(str(current_app.config["BASE_URL"]), request.headers):
+        raise CsrfRefused("a request from another site may not use the session cookie")
+    if request.method not in SAFE_METHODS and not csrf.valid(
+            current_app.config["SECRET_KEY"], CSRF_PURPOSE, token, request.headers.get(CSRF_HEADER)):
+        raise CsrfRefused(f"a write with the session cookie needs the session's {CSRF_HEADER} header "
+                          "(csrf_token of GET /api/v1/session)")
+    with database().transaction() as session:
+        return Caller.of_session(sessions.verify_session(session, token, cookies.lifetime(current_app.config)))
 
 
 def json_body(*fields: str) -> dict[str, Any]:
@@ -168,6 +266,48 @@ def after_id() -> str:
     if len(values) > 1 or not (values[0] == "" or ID.fullmatch(values[0])):
         raise InvalidValue("after must be the `next` of the previous page", field="after")
     return values[0]
+
+
+PAGE_SIZE, MAX_PAGE_SIZE = 100, 500
+# A row id in a cursor: a uuid, or a team's slug-and-suffix id.
+ROW_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def page_window() -> Window:
+    """Read a list's page: `limit` (1 to 500, default 100; others clamped) and `after` (`next` of the previous page)."""
+    return Window(min(max(int_arg("limit", PAGE_SIZE), 1), MAX_PAGE_SIZE), _after_position())
+
+
+def _after_position() -> Position | None:
+    values = request.args.getlist("after")
+    if not values or values == [""]:
+        return None
+    refused = InvalidValue("after must be the `next` of the previous page", field="after")
+    if len(values) > 1:
+        raise refused
+    try:
+        found = jsontext.loads(base64.urlsafe_b64decode(values[0] + "=" * (-len(values[0]) % 4)))
+        moment, row_id = found if isinstance(found, list) and len(found) == 2 else (None, None)
+        at = dt.datetime.fromisoformat(moment) if isinstance(moment, str) else None
+    except (ValueError, binascii.Error):
+        raise refused from None
+    if at is None or at.tzinfo is None or not isinstance(row_id, str) or not ROW_ID.fullmatch(row_id):
+        raise refused
+    return Position(at, row_id)
+
+
+def cursor(position: Position | None) -> str | None:
+    """Return the opaque `next` cursor of a position (None: the list has ended)."""
+    if position is None:
+        return None
+    raw = json.dumps([position.moment.isoformat(), position.id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def paged(found: list[T], window: Window, position: Callable[[T], Position]) -> tuple[list[T], str | None]:
+    """Return a page's rows (read with one more than its limit) and the `next` cursor of the following page."""
+    page, after = split(found, window, position)
+    return page, cursor(after)
 
 
 def caller_org_id(org_ref: str) -> str:

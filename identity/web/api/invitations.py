@@ -18,10 +18,13 @@ from identity import directory, invitations, mail, members, outbox
 from identity.directory import InvitationEntry
 from identity.errors import DomainError
 from identity.members import Invited
+from identity.paging import Position
 from identity.service import run
 from identity.vocabulary import Role
 from identity.web.api.common import (
     ADMIN,
+    MAX_PAGE_SIZE,
+    PAGE_SIZE,
     adopt,
     after_id,
     authenticated,
@@ -30,6 +33,8 @@ from identity.web.api.common import (
     json_body,
     known_args,
     optional_text,
+    page_window,
+    paged,
     request_actor,
     role,
     text,
@@ -89,11 +94,14 @@ def create_invitation(org_ref: str) -> tuple[Response, int]:
 @authenticated(scope=ADMIN)
 def list_invitations(org_ref: str) -> Response:
     """Newest first; an invitation past its time is `expired` here whether or not the sweep has run."""
-    known_args("status")
+    known_args("status", "limit", "after")
     org_id, wanted = caller_org_id(org_ref), request.args.get("status")
+    window = page_window()
     with database().reading() as session:
-        found = directory.list_invitations(session, g.actor, org_id)
-    return jsonify({"invitations": [invitation_json(i) for i in found if wanted is None or i.status == wanted]})
+        found, after = paged(directory.list_invitations(session, g.actor, org_id, window), window,
+                             lambda i: Position(i.created, i.id))
+    return jsonify({"invitations": [invitation_json(i) for i in found if wanted is None or i.status == wanted],
+                    "next": after})
 
 
 @bp.delete("/orgs/<org_ref>/invitations/<invitation_id>")
@@ -210,8 +218,9 @@ _INVITATION_FIELDS: dict[str, Any] = {
     "expires_at": {"type": "string"}, "created": {"type": ["string", "null"]}}
 _INVITATION = {"type": "object", "properties": _INVITATION_FIELDS}
 OPENAPI_SCHEMAS: dict[str, Any] = {
-    "InvitationList": {"type": "object", "required": ["invitations"], "properties": {
-        "invitations": {"type": "array", "items": _INVITATION}}},
+    "InvitationList": {"type": "object", "required": ["invitations", "next"], "properties": {
+        "invitations": {"type": "array", "items": _INVITATION},
+        "next": {"type": ["string", "null"], "description": "`after` of the following page; null at the end"}}},
     "SentInvitation": {"type": "object", "properties": {
         **_INVITATION_FIELDS, "token": {"type": "string"},
         "link": {"type": "string", "description": "BASE_URL/invite/<token>: shown once"},
@@ -232,11 +241,13 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
 def openapi_paths(op: Any, json_response: Any, ref: Any) -> dict[str, Any]:
     """This blueprint's operations, built with the admin API document's own helpers."""
     done = {"description": "done"}
+    paging = [("limit", {"type": "integer"}, f"page size, 1 to {MAX_PAGE_SIZE} (default {PAGE_SIZE}; others are "
+               "clamped)"), ("after", {"type": "string"}, "`next` of the previous page (opaque)")]
     status_query = [("status", {"type": "string"}, "only invitations of this status (as of now)")]
     return {
         "/api/v1/orgs/{org}/invitations": {
             "get": op("List invitations, newest first (an invitation past its time is expired)",
-                      json_response(ref("InvitationList")), params=("org",), query=status_query),
+                      json_response(ref("InvitationList")), params=("org",), query=[*status_query, *paging]),
             "post": op("Invite by email: the link is shown once, with the seat preview; the mail is sent over "
                        "SMTP, or kept in the outbox", json_response(ref("SentInvitation")), body="NewInvitation",
                        params=("org",), status="201"),

@@ -8,9 +8,11 @@ from flask import Blueprint, Response, g, jsonify, request
 
 from identity import keys
 from identity.errors import InvalidValue
+from identity.paging import Position
 from identity.service import run
 from identity.web.api.common import (
     ADMIN,
+    KEY,
     adopt,
     after_id,
     authenticated,
@@ -19,6 +21,8 @@ from identity.web.api.common import (
     json_body,
     known_args,
     optional_text,
+    page_window,
+    paged,
     text,
     when,
 )
@@ -28,7 +32,7 @@ bp = adopt(Blueprint("api_keys", __name__, url_prefix="/api/v1"))
 
 
 @bp.get("/key")
-@authenticated(scope=None)
+@authenticated(scope=None, ways=(KEY,))
 def whoami_key() -> Response:
     """Tell whom the presented key speaks for: the gateway's one call to verify a key (any scope)."""
     k = g.key
@@ -44,9 +48,12 @@ def create_api_key(org_ref: str) -> tuple[Response, int]:
     scopes = data.get("scopes", ["inference"])
     if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
         raise InvalidValue("scopes must be a list of strings", field="scopes")
+    team_id = optional_text(data, "team_id") or g.key.team_id  # a session's: the member's default team
+    if team_id is None:
+        raise InvalidValue("team_id is required: you are in no team", field="team_id")
     issued = run(database(), g.actor, keys.create_api_key, org_id,
                  user_id=optional_text(data, "user_id") or g.key.user_id,
-                 team_id=optional_text(data, "team_id") or g.key.team_id, name=text(data, "name"), scopes=scopes)
+                 team_id=team_id, name=text(data, "name"), scopes=scopes)
     return jsonify({"id": issued.id, "prefix": issued.prefix, "key": issued.secret}), 201
 
 
@@ -140,12 +147,15 @@ def revoke_scim_token(org_ref: str, token_id: str) -> tuple[str, int]:
 def list_scim_tokens(org_ref: str) -> Response:
     """List the org's SCIM bearer tokens: names, prefixes and times, never a secret."""
     org_id = caller_org_id(org_ref)
+    known_args("limit", "after")
+    window = page_window()
     with database().reading() as session:
-        found = keys.list_scim_tokens(session, g.actor, org_id)
+        found, after = paged(keys.list_scim_tokens(session, g.actor, org_id, window), window,
+                             lambda t: Position(t.created_at, t.id))
     return jsonify({"scim_tokens": [{"id": t.id, "name": t.name, "prefix": t.prefix, "created": when(t.created_at),
                                      "created_by": _creator(t), "last_used": when(t.last_used_at),
                                      "revoked": when(t.revoked_at)}
-                                    for t in found]})
+                                    for t in found], "next": after})
 
 
 @bp.get("/orgs/<org_ref>/scim-clients")
@@ -153,12 +163,15 @@ def list_scim_tokens(org_ref: str) -> Response:
 def list_scim_clients(org_ref: str) -> Response:
     """List the org's OAuth clients for SCIM: ids, names and times, never a secret."""
     org_id = caller_org_id(org_ref)
+    known_args("limit", "after")
+    window = page_window()
     with database().reading() as session:
-        found = keys.list_scim_clients(session, g.actor, org_id)
+        found, after = paged(keys.list_scim_clients(session, g.actor, org_id, window), window,
+                             lambda c: Position(c.created_at, c.id))
     return jsonify({"scim_clients": [{"id": c.id, "client_id": c.client_id, "name": c.name,
                                       "created": when(c.created_at), "created_by": _creator(c),
                                       "last_used": when(c.last_used_at), "revoked": when(c.revoked_at)}
-                                     for c in found]})
+                                     for c in found], "next": after})
 
 
 @bp.delete("/orgs/<org_ref>/scim-clients/<client_id>")

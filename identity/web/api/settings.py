@@ -9,6 +9,7 @@ from flask import Blueprint, Response, g, jsonify
 from identity import directory, groups, orgs
 from identity.directory import MappingEntry
 from identity.errors import InvalidValue
+from identity.paging import Position
 from identity.service import run
 from identity.web.api.common import (
     ADMIN,
@@ -16,6 +17,9 @@ from identity.web.api.common import (
     authenticated,
     caller_org_id,
     json_body,
+    known_args,
+    page_window,
+    paged,
 )
 from identity.web.context import database
 
@@ -56,9 +60,12 @@ def mapping_json(rule: MappingEntry) -> dict[str, Any]:
 @authenticated(scope=ADMIN)
 def list_mappings(org_ref: str) -> Response:
     org_id = caller_org_id(org_ref)
+    known_args("limit", "after")
+    window = page_window()
     with database().reading() as session:
-        found = directory.list_group_mappings(session, g.actor, org_id)
-    return jsonify({"group_mappings": [mapping_json(m) for m in found]})
+        found, after = paged(directory.list_group_mappings(session, g.actor, org_id, window), window,
+                             lambda m: Position(m.created, m.id))
+    return jsonify({"group_mappings": [mapping_json(m) for m in found], "next": after})
 
 
 @bp.post("/orgs/<org_ref>/group-mappings")

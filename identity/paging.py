@@ -1,0 +1,57 @@
+"""Keyset pages of a list in its own order: by creation time, then id (oldest or newest first).
+
+A page is read as "the rows after this position", never as an offset, so a page stays right
+while rows are added or removed before it, and each page is one indexed range read. The caller
+asks for `limit` rows and is given one more when there is more (`split` takes it off and
+returns the position to continue after).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from sqlalchemy import Select, and_, or_
+from sqlalchemy.orm import InstrumentedAttribute
+
+T = TypeVar("T")
+S = TypeVar("S")
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a page ended: the last row's creation time and id."""
+
+    moment: dt.datetime
+    id: str
+
+
+@dataclass(frozen=True)
+class Window:
+    """Which page to read: up to `limit` rows after `after` (None: from the start)."""
+
+    limit: int
+    after: Position | None = None
+
+
+def within(stmt: Select[S], moment: InstrumentedAttribute[dt.datetime], ident: InstrumentedAttribute[str],
+           window: Window | None, *, newest_first: bool = False) -> Select[S]:
+    """Order `stmt` by (moment, id) and keep the window's rows, one more than its limit (None: every row)."""
+    stmt = stmt.order_by(*((moment.desc(), ident.desc()) if newest_first else (moment, ident)))
+    if window is None:
+        return stmt
+    if window.after is not None:
+        at = window.after
+        stmt = stmt.where(or_(moment < at.moment, and_(moment == at.moment, ident < at.id)) if newest_first else
+                          or_(moment > at.moment, and_(moment == at.moment, ident > at.id)))
+    return stmt.limit(window.limit + 1)
+
+
+def split(found: list[T], window: Window, position: Callable[[T], Position]) -> tuple[list[T], Position | None]:
+    """Return the page's rows and where the next page starts (None when this one is the last)."""
+    if len(found) <= window.limit:
+        return found, None
+    page = found[:window.limit]
+    return page, position(page[-1])
