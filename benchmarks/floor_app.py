@@ -7,7 +7,7 @@ same gunicorn settings) with one extra route, `GET /floor/Users?filter=userName 
 does what the SCIM lookup does with as little as Python allows and nothing else:
 
 - the bearer token's row found by its prefix and its hash compared in constant time, as
-  `identity.keys.verify_scim_token` does;
+  `identity.scim_credentials.verify_scim_token` does;
 - the live user found by its userName key (NFC, casefold) in the org, and the user's groups;
 - both in one read transaction, as hand-written SQL (benchmarks/raw_sql.py) on a DBAPI
   connection from the service's pool: no SQLAlchemy statement, Session or result machinery, no

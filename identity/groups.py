@@ -21,9 +21,8 @@ from audit.log import Target
 from identity import owners, seats, teams
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound
-from identity.lookups import get_team
 from identity.models import GroupMapping, IdpGroup, IdpGroupMember, Org, RoleGrant, Team, User
-from identity.roles import ROLES, authorize, parse_role
+from identity.roles import authorize
 from identity.vocabulary import GrantSource, Role
 
 CHUNK = 500  # ids per IN (...) list: well under every database's parameter limit
@@ -297,7 +296,7 @@ def _groups_named(session: Session, org_id: str, refs: list[str]) -> dict[str, I
     return {ref: group for ref, group in found.items() if group is not None}
 
 
-def _reapply(session: Session, actor: Actor, group: IdpGroup) -> None:
+def reapply(session: Session, actor: Actor, group: IdpGroup) -> None:
     """Re-derive what a group's members get after its rule changed: drop its grants, grant anew.
 
     Each member's new grants keep the source of its old ones; a member the old rule gave nothing
@@ -312,111 +311,6 @@ def _reapply(session: Session, actor: Actor, group: IdpGroup) -> None:
     session.execute(delete(IdpGroupMember).where(IdpGroupMember.group_id == group.id))
     for source, members in sorted(by_source.items()):
         add_members(session, actor, group.org_id, group.id, members, source=source)
-
-
-def _groups_matching(session: Session, rule: GroupMapping) -> list[IdpGroup]:
-    by_external = IdpGroup.external_id == rule.group_external_id if rule.group_external_id else None
-    by_name = func.lower(IdpGroup.display_name) == (rule.group_display_name or "").lower() \
-        if rule.group_display_name else None
-    condition = or_(*[c for c in (by_external, by_name) if c is not None])
-    return list(session.scalars(select(IdpGroup).where(IdpGroup.org_id == rule.org_id, condition)))
-
-
-def _authorize_owner_grant(actor: Actor, org_id: str, org_role: str | None) -> None:
-    """A rule that grants (or granted) owner makes owners of whoever the IdP puts in the group:
-    IdP trust and owners' business both (DESIGN 3.2)."""
-    if org_role is not None and org_role.strip().lower() == Role.OWNER:
-        authorize(actor, "trust.manage", org_id=org_id)
-        authorize(actor, "owners.manage", org_id=org_id)
-
-
-def create_mapping(session: Session, actor: Actor, org_id: str, *, group_external_id: str | None = None,
-                   group_display_name: str | None = None, team_id: str | None = None,
-                   team_role: str | None = None, org_role: str | None = None) -> GroupMapping:
-    """Add a rule (IdP group -> team and team role, org role) and apply it to the group's members now."""
-    authorize(actor, "teams.manage", org_id=org_id)
-    _authorize_owner_grant(actor, org_id, org_role)
-    if not (group_external_id or group_display_name):
-        raise InvalidValue("a rule names the group by its immutable id or its display name", field="group")
-    if not (team_id or org_role):
-        raise InvalidValue("a rule grants a team, an org role, or both", field="team_id")
-    if team_id:
-        get_team(session, org_id, team_id)
-    rule = GroupMapping(
-        id=str(uuid.uuid4()), org_id=org_id, group_external_id=group_external_id or None,
-        group_display_name=group_display_name or None, team_id=team_id or None,
-        team_role=parse_role(team_role or Role.MEMBER, allowed=teams.TEAM_ROLES) if team_id else None,
-        org_role=parse_role(org_role, allowed=ROLES) if org_role else None,
-        created_at=clock.now())
-    session.add(rule)
-    session.flush()
-    record(session, actor, Action.GROUP_MAPPING_CREATED, Target("group_mapping", rule.id,
-                                                           group_display_name or group_external_id or ""),
-           {"group_external_id": rule.group_external_id, "group_display_name": rule.group_display_name,
-            "team_id": rule.team_id, "team_role": rule.team_role, "org_role": rule.org_role}, org_id=org_id)
-    for group in _groups_matching(session, rule):
-        _reapply(session, actor, group)
-    return rule
-
-
-def delete_mapping(session: Session, actor: Actor, org_id: str, mapping_id: str) -> None:
-    """Remove a rule; the matching groups' members keep only what the remaining rules give."""
-    authorize(actor, "teams.manage", org_id=org_id)
-    rule = session.get(GroupMapping, mapping_id)
-    if rule is None or rule.org_id != org_id:
-        raise NotFound(f"no group mapping {mapping_id!r} in this org")
-    _authorize_owner_grant(actor, org_id, rule.org_role)
-    matching = _groups_matching(session, rule)
-    record(session, actor, Action.GROUP_MAPPING_DELETED, Target("group_mapping", rule.id,
-                                                           rule.group_display_name or rule.group_external_id or ""),
-           {"team_id": rule.team_id, "team_role": rule.team_role, "org_role": rule.org_role}, org_id=org_id)
-    session.delete(rule)
-    session.flush()
-    for group in matching:
-        _reapply(session, actor, group)
-
-
-MAPPING_FIELDS = ("group_external_id", "group_display_name", "team_id", "team_role", "org_role")
-
-
-def update_mapping(session: Session, actor: Actor, org_id: str, mapping_id: str,
-                   changes: dict[str, str | None]) -> GroupMapping:
-    """Edit a rule in place (its id stays) and re-apply it to the members of the groups it matched
-    before and matches now; the same checks as create_mapping, on the old rule and the new."""
-    authorize(actor, "teams.manage", org_id=org_id)
-    unknown = sorted(set(changes) - set(MAPPING_FIELDS))
-    if unknown:
-        raise InvalidValue(f"not mapping fields: {', '.join(unknown)}", field=unknown[0])
-    rule = session.get(GroupMapping, mapping_id)
-    if rule is None or rule.org_id != org_id:
-        raise NotFound(f"no group mapping {mapping_id!r} in this org", mapping_id=mapping_id)
-    _authorize_owner_grant(actor, org_id, rule.org_role)
-    _authorize_owner_grant(actor, org_id, changes.get("org_role"))
-    wanted = {name: changes.get(name, getattr(rule, name)) or None for name in MAPPING_FIELDS}
-    if not (wanted["group_external_id"] or wanted["group_display_name"]):
-        raise InvalidValue("a rule names the group by its immutable id or its display name", field="group")
-    if not (wanted["team_id"] or wanted["org_role"]):
-        raise InvalidValue("a rule grants a team, an org role, or both", field="team_id")
-    if wanted["team_id"]:
-        get_team(session, org_id, wanted["team_id"])
-        wanted["team_role"] = parse_role(wanted["team_role"] or Role.MEMBER, allowed=teams.TEAM_ROLES)
-    else:
-        wanted["team_role"] = None
-    wanted["org_role"] = parse_role(wanted["org_role"], allowed=ROLES) if wanted["org_role"] else None
-    diff = {name: {"before": getattr(rule, name), "after": value} for name, value in wanted.items()
-            if getattr(rule, name) != value}
-    if not diff:
-        return rule
-    matched = {group.id: group for group in _groups_matching(session, rule)}
-    for name, change in diff.items():
-        setattr(rule, name, change["after"])
-    session.flush()
-    record(session, actor, Action.GROUP_MAPPING_UPDATED, Target(
-        "group_mapping", rule.id, rule.group_display_name or rule.group_external_id or ""), diff, org_id=org_id)
-    matched |= {group.id: group for group in _groups_matching(session, rule)}
-    for group_id in sorted(matched):
-        _reapply(session, actor, matched[group_id])
-    return rule
 
 
 @dataclass(frozen=True)

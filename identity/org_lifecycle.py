@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from audit.log import Target
-from identity import invitations, keys, orgs, seats, users
+from identity import invitations, orgs, scim_credentials, seats, users
 from identity.actions import Action
 from identity.errors import InvalidValue, NotFound
 from identity.lookups import acting_user_id, get_user
@@ -77,10 +77,10 @@ def delete_org(session: Session, actor: Actor, org_id: str, *, confirm: str) -> 
         users.deprovision(session, actor, user)
     for token in session.scalars(select(ScimToken).where(ScimToken.org_id == org_id,
                                                          ScimToken.revoked_at.is_(None))).all():
-        keys.revoke_scim_token(session, actor, org_id, token.id)
+        scim_credentials.revoke_scim_token(session, actor, org_id, token.id)
     for client in session.scalars(select(ScimClient).where(ScimClient.org_id == org_id,
                                                            ScimClient.revoked_at.is_(None))).all():
-        keys.revoke_scim_client(session, actor, org_id, client.id)
+        scim_credentials.revoke_scim_client(session, actor, org_id, client.id)
     pending = select(Invitation).where(Invitation.org_id == org_id, Invitation.status == InvitationStatus.PENDING)
     for invitation in session.scalars(pending).all():
         invitations.expire(session, invitation, actor, reason="org_deleted")

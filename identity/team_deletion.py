@@ -13,7 +13,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from audit import Actor, record
 from audit.log import Target
-from identity import groups, invitations, keys
+from identity import invitations, keys, mappings
 from identity.actions import Action
 from identity.errors import InvalidValue
 from identity.lookups import get_team
@@ -40,7 +40,7 @@ def delete_team(session: Session, actor: Actor, org_id: str, team_id: str, *, co
         raise InvalidValue("the Default team cannot be deleted", field="team_id")
     for rule in session.scalars(select(GroupMapping).where(GroupMapping.org_id == org_id,
                                                             GroupMapping.team_id == team.id)).all():
-        groups.delete_mapping(session, actor, org_id, rule.id)
+        mappings.delete_mapping(session, actor, org_id, rule.id)
     pending = select(Invitation).where(
         Invitation.org_id == org_id, Invitation.team_id == team.id, Invitation.status == InvitationStatus.PENDING)
     for invitation in session.scalars(pending).all():

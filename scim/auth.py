@@ -22,7 +22,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
 
-from identity import keys
+from identity import scim_credentials
 from identity.errors import Unauthenticated
 from identity.models import ScimClient
 from scim.context import database
@@ -61,7 +61,7 @@ class _Client(ClientMixin):  # type: ignore[misc]
 
     def check_client_secret(self, client_secret: str) -> bool:
         with database().reading() as session:
-            return keys.check_scim_client(session, self.row.client_id, client_secret) is not None
+            return scim_credentials.check_scim_client(session, self.row.client_id, client_secret) is not None
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         return method in ("client_secret_basic", "client_secret_post")
@@ -75,7 +75,7 @@ class _Client(ClientMixin):  # type: ignore[misc]
 
 def _query_client(client_id: str) -> _Client | None:
     with database().reading() as session:
-        row = keys.check_scim_client(session, client_id, None)
+        row = scim_credentials.check_scim_client(session, client_id, None)
     return _Client(row) if row is not None else None
 
 
@@ -96,9 +96,9 @@ class _ClientCredentials(grants.ClientCredentialsGrant):  # type: ignore[misc]
 def _record_issued(token: dict[str, Any], request: Any) -> None:
     """Audit each access token issued (the token itself is stateless and never stored or logged)."""
     with database().transaction() as session:
-        keys.record_scim_client_token(session, request.client.row.client_id, expires_in=int(token["expires_in"]),
-                                      request_id=g.get("request_id"), ip=http_request.remote_addr,
-                                      client_request_id=g.get("client_request_id"))
+        scim_credentials.record_scim_client_token(
+            session, request.client.row.client_id, expires_in=int(token["expires_in"]),
+            request_id=g.get("request_id"), ip=http_request.remote_addr, client_request_id=g.get("client_request_id"))
 
 
 def init_oauth(app: Flask) -> None:
@@ -109,21 +109,21 @@ def init_oauth(app: Flask) -> None:
     app.add_url_rule("/oauth/token", "oauth_token", server.create_token_response, methods=["POST"])
 
 
-def authenticate(session: Any, header: str) -> keys.Presented:
+def authenticate(session: Any, header: str) -> scim_credentials.Presented:
     """Return the credential behind an `Authorization` header value, or raise Unauthenticated."""
     scheme, _, credential = (header or "").partition(" ")
     credential = credential.strip()
     if scheme.lower() != "bearer" or not credential:
         raise Unauthenticated("a bearer token is required")
     if credential.startswith("scim_"):
-        return keys.verify_scim_token(session, credential)
+        return scim_credentials.verify_scim_token(session, credential)
     try:
         token = jwt.decode(credential, _key(), algorithms=["HS256"])
         jwt.JWTClaimsRegistry(aud={"essential": True, "value": AUDIENCE},
                               exp={"essential": True}).validate(token.claims)
     except (JoseError, ValueError) as error:
         raise Unauthenticated("invalid or expired access token") from error
-    client = keys.check_scim_client(session, str(token.claims.get("sub")), None)
+    client = scim_credentials.check_scim_client(session, str(token.claims.get("sub")), None)
     if client is None or client.org_id != token.claims.get("org"):
         raise Unauthenticated("the access token's client is revoked")
-    return keys.Presented(keys.scim_client_actor(client))
+    return scim_credentials.Presented(scim_credentials.scim_client_actor(client))

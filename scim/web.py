@@ -18,7 +18,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
-from identity import keys
+from identity import scim_credentials
 from identity.errors import (
     Conflict,
     DomainError,
@@ -127,7 +127,7 @@ def _authenticate() -> Response | None:
         stack.close()
     if presented.use_due:
         with context.database().transaction() as writing:
-            keys.note_scim_token_use(writing, presented.actor.id)
+            scim_credentials.note_scim_token_use(writing, presented.actor.id)
     actor = presented.actor
     context.act_as(actor.with_request(g.get("request_id"), request.remote_addr, request.user_agent.string,
                                       client_request_id=g.get("client_request_id")))

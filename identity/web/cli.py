@@ -11,7 +11,7 @@ import click
 from sqlalchemy.engine import make_url
 
 from audit.actor import system_actor
-from identity import config, gateway, invitations, keys, mail, migrate, orgs, seats, teams
+from identity import config, gateway, invitations, keys, mail, migrate, orgs, scim_credentials, seats, teams
 from identity.billing import check_org
 from identity.db import Database
 from identity.errors import DomainError
@@ -92,7 +92,7 @@ def org_create(name: str, owner_email: str | None, slug: str | None, included_se
                                   owner_email=owner_email or f"owner@{slug or teams.slugify(name)}.invalid",
                                   included_seats=included_seats, seat_price_cents=seat_price_cents,
                                   max_seats=max_seats)
-            scim = keys.create_scim_token(session, actor, new.org.id, name="initial")
+            scim = scim_credentials.create_scim_token(session, actor, new.org.id, name="initial")
             admin_key = keys.create_api_key(session, actor, new.org.id, user_id=new.owner.id,
                                             team_id=new.default_team_id, name="owner admin key", scopes=["admin"])
     except DomainError as error:
@@ -136,7 +136,7 @@ def scim_client_create(slug: str, name: str, as_json: bool) -> None:
     try:
         with database.transaction() as session:
             org_id = orgs.get_org_by_slug(session, slug).id
-            issued = keys.create_scim_client(session, system_actor("cli"), org_id, name=name)
+            issued = scim_credentials.create_scim_client(session, system_actor("cli"), org_id, name=name)
     except DomainError as error:
         _fail(error)
         return
@@ -155,7 +155,7 @@ def scim_client_list(slug: str, as_json: bool) -> None:
             org_id = orgs.get_org_by_slug(session, slug).id
             found = [{"id": c.id, "client_id": c.client_id, "name": c.name, "created": c.created_at.isoformat(),
                       "revoked": c.revoked_at.isoformat() if c.revoked_at else None}
-                     for c in keys.list_scim_clients(session, system_actor("cli"), org_id)]
+                     for c in scim_credentials.list_scim_clients(session, system_actor("cli"), org_id)]
     except DomainError as error:
         _fail(error)
         return
@@ -175,7 +175,7 @@ def scim_client_revoke(slug: str, client_id: str) -> None:
     try:
         with _database().transaction() as session:
             org_id = orgs.get_org_by_slug(session, slug).id
-            keys.revoke_scim_client(session, system_actor("cli"), org_id, client_id)
+            scim_credentials.revoke_scim_client(session, system_actor("cli"), org_id, client_id)
     except DomainError as error:
         _fail(error)
         return

@@ -33,11 +33,13 @@ from identity import (
     invitations,
     keys,
     lookups,
+    mappings,
     members,
     org_lifecycle,
     orgs,
     outbox,
     owners,
+    scim_credentials,
     seats,
     sessions,
     signout,
@@ -110,7 +112,7 @@ def _api_key(w: World) -> str:
 
 
 def _scim_token(w: World) -> str:
-    return w.do(lambda s, a: keys.create_scim_token(s, a, w.org_id, name="Okta")).id
+    return w.do(lambda s, a: scim_credentials.create_scim_token(s, a, w.org_id, name="Okta")).id
 
 
 def _seatless(w: World) -> User:
@@ -208,7 +210,7 @@ def _grants_of(w: World) -> Call:
 
 
 def _scim_client(w: World) -> str:
-    return w.do(lambda s, a: keys.create_scim_client(s, a, w.org_id)).id
+    return w.do(lambda s, a: scim_credentials.create_scim_client(s, a, w.org_id)).id
 
 
 # service -> (prepare: World -> the call, the action it must write)
@@ -248,9 +250,9 @@ SERVICES: dict[str, tuple[Callable[[World], Call], str]] = {
         s, a, w.org_id, team_id=w.acme.default_team_id, name="ci", scopes=["inference"]), "api_key.created"),
     "identity.keys.rotate_api_key": (lambda w: (lambda k: lambda s, a: keys.rotate_api_key(s, a, w.org_id, k))(
         _api_key(w)), "api_key.rotated"),
-    "identity.keys.create_scim_token": (lambda w: lambda s, a: keys.create_scim_token(s, a, w.org_id),
+    "identity.scim_credentials.create_scim_token": (lambda w: lambda s, a: scim_credentials.create_scim_token(s, a, w.org_id),
                                         "scim_token.created"),
-    "identity.keys.revoke_scim_token": (lambda w: (lambda t: lambda s, a: keys.revoke_scim_token(s, a, w.org_id, t))(
+    "identity.scim_credentials.revoke_scim_token": (lambda w: (lambda t: lambda s, a: scim_credentials.revoke_scim_token(s, a, w.org_id, t))(
         _scim_token(w)), "scim_token.revoked"),
     "identity.invitations.invite": (lambda w: lambda s, a: invitations.invite(s, a, w.org_id, email="x@acme.test"),
                                     "invitation.created"),
@@ -265,9 +267,9 @@ SERVICES: dict[str, tuple[Callable[[World], Call], str]] = {
         s, a, s.get_one(User, w.acme.owner.id), "deactivate"), "member.last_owner_protected"),
     "identity.owners.protect_group_owner": (lambda w: (lambda g: lambda s, a: owners.protect_group_owner(
         s, a, w.org_id, w.acme.owner.id, g))(_group(w)), "member.last_owner_protected"),
-    "identity.keys.create_scim_client": (lambda w: lambda s, a: keys.create_scim_client(s, a, w.org_id),
+    "identity.scim_credentials.create_scim_client": (lambda w: lambda s, a: scim_credentials.create_scim_client(s, a, w.org_id),
                                          "scim_client.created"),
-    "identity.keys.revoke_scim_client": (lambda w: (lambda c: lambda s, a: keys.revoke_scim_client(
+    "identity.scim_credentials.revoke_scim_client": (lambda w: (lambda c: lambda s, a: scim_credentials.revoke_scim_client(
         s, a, w.org_id, c))(_scim_client(w)), "scim_client.revoked"),
     "identity.groups.create_group": (lambda w: lambda s, a: groups.create_group(
         s, a, w.org_id, display_name="Sales", external_id="00g2"), "group.created"),
@@ -280,15 +282,17 @@ SERVICES: dict[str, tuple[Callable[[World], Call], str]] = {
                                        "group.members_removed"),
     "identity.groups.replace_members": (lambda w: _group_call(w, groups.replace_members), "group.members_added"),
     "identity.groups.change_group": (_group_change, "group.members_added"),
+    "identity.groups.reapply": (lambda w: (lambda g: lambda s, a: groups.reapply(s, a, groups.get_group(
+        s, w.org_id, g)))(_group(w, w.member().id)), "group.members_added"),
     "identity.groups.apply_user_groups": (lambda w: (lambda u: lambda s, a: groups.apply_user_groups(
         s, a, w.org_id, u, ["Engineering", "Sales"]))(w.member().id), "group.members_added"),
     "identity.groups.grants_of": (_grants_of, "team.created"),
-    "identity.groups.create_mapping": (lambda w: lambda s, a: groups.create_mapping(
+    "identity.mappings.create_mapping": (lambda w: lambda s, a: mappings.create_mapping(
         s, a, w.org_id, group_external_id="00g1", team_id=w.acme.default_team_id, team_role="member",
         org_role="admin"),
         "group_mapping.created"),
-    "identity.groups.delete_mapping": (lambda w: (lambda m: lambda s, a: groups.delete_mapping(s, a, w.org_id, m))(
-        w.do(lambda s, a: groups.create_mapping(s, a, w.org_id, group_display_name="Eng", org_role="admin")).id),
+    "identity.mappings.delete_mapping": (lambda w: (lambda m: lambda s, a: mappings.delete_mapping(s, a, w.org_id, m))(
+        w.do(lambda s, a: mappings.create_mapping(s, a, w.org_id, group_display_name="Eng", org_role="admin")).id),
         "group_mapping.deleted"),
     "saml.service.configure_connection": (lambda w: lambda s, a: saml_service.configure_connection(
         s, a, w.org_id, IDP), "sso.configured"),
@@ -360,8 +364,8 @@ SERVICES.update({
         s, a, w.org_id, *t, "admin"))(_in_team(w)), "team.member_role_changed"),
     "identity.users.deprovision": (lambda w: (lambda u: lambda s, a: users.deprovision(s, a, s.get_one(User, u)))(
         w.member().id), "user.deleted"),
-    "identity.groups.update_mapping": (lambda w: (lambda m: lambda s, a: groups.update_mapping(
-        s, a, w.org_id, m, {"org_role": "viewer"}))(w.do(lambda s, a: groups.create_mapping(
+    "identity.mappings.update_mapping": (lambda w: (lambda m: lambda s, a: mappings.update_mapping(
+        s, a, w.org_id, m, {"org_role": "viewer"}))(w.do(lambda s, a: mappings.create_mapping(
             s, a, w.org_id, group_display_name="Eng", org_role="admin")).id), "group_mapping.updated"),
     "identity.org_lifecycle.transfer_ownership": (lambda w: (lambda u: lambda s, a: org_lifecycle.transfer_ownership(
         s, a, w.org_id, u, from_user_id=w.acme.owner.id))(w.member().id), "org.ownership_transferred"),
@@ -391,8 +395,8 @@ def discovered_services() -> set[str]:
 
 # Services that take an actor only to authorize a read: they change nothing and write no event.
 READS: dict[str, Callable[[World], Call]] = {
-    "identity.keys.list_scim_clients": lambda w: lambda s, a: keys.list_scim_clients(s, a, w.org_id),
-    "identity.keys.list_scim_tokens": lambda w: lambda s, a: keys.list_scim_tokens(s, a, w.org_id),
+    "identity.scim_credentials.list_scim_clients": lambda w: lambda s, a: scim_credentials.list_scim_clients(s, a, w.org_id),
+    "identity.scim_credentials.list_scim_tokens": lambda w: lambda s, a: scim_credentials.list_scim_tokens(s, a, w.org_id),
     "identity.keys.list_api_keys": lambda w: lambda s, a: keys.list_api_keys(s, a, w.org_id, limit=10),
     "identity.directory.list_members": lambda w: lambda s, a: directory.list_members(s, a, w.org_id, limit=10),
     "identity.directory.get_member": lambda w: lambda s, a: directory.get_member(s, a, w.org_id, w.acme.owner.id),

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, clock
 from audit.models import AuditEvent
-from identity import groups, invitations, keys, orgs, seats, team_deletion, teams, users
+from identity import groups, invitations, keys, mappings, orgs, scim_credentials, seats, team_deletion, teams, users
 from identity.db import Database
 from identity.models import ApiKey, GroupMapping, IdpGroupMember, Org, RoleGrant, ScimToken, User
 from identity.orgs import NewOrg
@@ -66,12 +66,12 @@ def lived_in(db: Database, acme: NewOrg, system: Actor) -> World:
         with db.transaction() as session:
             return call(session, actor)
 
-    ids["token"] = do(system, lambda s, a: keys.create_scim_token(s, a, org_id, name="Okta")).id
+    ids["token"] = do(system, lambda s, a: scim_credentials.create_scim_token(s, a, org_id, name="Okta")).id
     scim = Actor("scim_token", ids["token"], "SCIM token Okta", org_id=org_id)
     for name in ("alice", "bob", "carol", "dave", "erin"):  # five people: two seats bought beyond the three included
         ids[name] = provision(db, scim, org_id, f"{name}@acme.test", external_id=f"00u{name}", source="scim").id
     ids["platform"] = do(system, lambda s, a: teams.create_team(s, a, org_id, "Platform")).id
-    do(system, lambda s, a: groups.create_mapping(s, a, org_id, group_external_id="00gEng", team_id=ids["platform"],
+    do(system, lambda s, a: mappings.create_mapping(s, a, org_id, group_external_id="00gEng", team_id=ids["platform"],
                                                   team_role="admin", org_role="admin"))
     ids["eng"] = do(scim, lambda s, a: groups.create_group(s, a, org_id, display_name="Engineering",
                                                            external_id="00gEng",
@@ -116,13 +116,13 @@ def lived_in(db: Database, acme: NewOrg, system: Actor) -> World:
     _, declined = do(system, lambda s, a: invitations.invite(s, a, org_id, email="gina@acme.test"))
     with db.transaction() as session:
         invitations.decline(session, invitations.invitee(session, declined), declined)
-    ids["client"] = do(system, lambda s, a: keys.create_scim_client(s, a, org_id, name="Entra")).id
-    do(system, lambda s, a: keys.revoke_scim_client(s, a, org_id, ids["client"]))
-    ids["old_token"] = do(system, lambda s, a: keys.create_scim_token(s, a, org_id, name="old")).id
-    do(system, lambda s, a: keys.revoke_scim_token(s, a, org_id, ids["old_token"]))
-    mapping = do(system, lambda s, a: groups.create_mapping(s, a, org_id, group_display_name="Sales", org_role="viewer"))
+    ids["client"] = do(system, lambda s, a: scim_credentials.create_scim_client(s, a, org_id, name="Entra")).id
+    do(system, lambda s, a: scim_credentials.revoke_scim_client(s, a, org_id, ids["client"]))
+    ids["old_token"] = do(system, lambda s, a: scim_credentials.create_scim_token(s, a, org_id, name="old")).id
+    do(system, lambda s, a: scim_credentials.revoke_scim_token(s, a, org_id, ids["old_token"]))
+    mapping = do(system, lambda s, a: mappings.create_mapping(s, a, org_id, group_display_name="Sales", org_role="viewer"))
     do(system, lambda s, a: orgs.update_settings(s, a, org_id, {"group_sync": "mapped", "max_seats": 50}))
-    do(system, lambda s, a: groups.delete_mapping(s, a, org_id, mapping.id))  # Sales now grants nothing
+    do(system, lambda s, a: mappings.delete_mapping(s, a, org_id, mapping.id))  # Sales now grants nothing
     do(scim, lambda s, a: groups.delete_group(s, a, org_id, ids["sales"]))
     with clock.frozen_at(acme.org.cycle_end + dt.timedelta(days=1)):
         do(system, lambda s, a: seats.renew_org(s, a, org_id))
@@ -248,7 +248,7 @@ def test_entities_older_than_the_retained_log_are_not_reported(cli: Callable[...
         with db.transaction() as session:
             keys.create_api_key(session, system, org_id, user_id=veteran.id, team_id=old.default_team_id, name="v",
                                 scopes=["inference"])
-            keys.create_scim_token(session, system, org_id)
+            scim_credentials.create_scim_token(session, system, org_id)
     with clock.frozen_at(NOW - dt.timedelta(days=10)):
         newcomer = provision(db, system, org_id, "nina@oldco.test")
         with db.transaction() as session:  # an old member's later change stays checked

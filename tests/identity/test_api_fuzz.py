@@ -39,7 +39,7 @@ from sqlalchemy import func, inspect, select
 
 from audit import Actor
 from audit.models import AuditEvent
-from identity import groups, keys, orgs, teams
+from identity import keys, mappings, orgs, scim_credentials, teams
 from identity.db import Database
 from identity.models import ApiKey, GroupMapping, Invitation, Org, RoleGrant, ScimToken, Team, User
 from identity.orgs import NewOrg
@@ -91,8 +91,8 @@ def _tenant(db: Database, system: Actor, name: str) -> Tenant:
         "key_id": in_session(lambda s, n: keys.create_api_key(s, system, org_id, user_id=made.owner.id,
                                                               team_id=made.default_team_id, name=f"k{n}",
                                                               scopes=["inference"])),
-        "token_id": in_session(lambda s, n: keys.create_scim_token(s, system, org_id, name=f"t{n}")),
-        "mapping_id": in_session(lambda s, n: groups.create_mapping(s, system, org_id,
+        "token_id": in_session(lambda s, n: scim_credentials.create_scim_token(s, system, org_id, name=f"t{n}")),
+        "mapping_id": in_session(lambda s, n: mappings.create_mapping(s, system, org_id,
                                                                     group_external_id=f"g{n}", org_role="viewer")),
     }
     return tenant

@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import update
 
 from audit import Actor
-from identity import groups, invitations, keys, teams
+from identity import invitations, keys, mappings, scim_credentials, teams
 from identity.db import Database
 from identity.models import GroupMapping, Team
 from identity.orgs import NewOrg
@@ -38,9 +38,9 @@ def owner_key(db: Database, system: Actor, acme: NewOrg) -> dict[str, str]:
         for n in range(ROWS):
             teams.create_team(session, system, org_id, f"Team {n}")
             invitations.invite(session, system, org_id, email=f"invitee{n}@acme.test")
-            groups.create_mapping(session, system, org_id, group_external_id=f"group-{n}", org_role="viewer")
-            keys.create_scim_token(session, system, org_id, name=f"token {n}")
-            keys.create_scim_client(session, system, org_id, name=f"client {n}")
+            mappings.create_mapping(session, system, org_id, group_external_id=f"group-{n}", org_role="viewer")
+            scim_credentials.create_scim_token(session, system, org_id, name=f"token {n}")
+            scim_credentials.create_scim_client(session, system, org_id, name=f"client {n}")
             keys.create_api_key(session, system, org_id, user_id=acme.owner.id, team_id=acme.default_team_id,
                                 name=f"key {n}", scopes=["inference"])
         secret = keys.create_api_key(session, system, org_id, user_id=acme.owner.id, team_id=acme.default_team_id,

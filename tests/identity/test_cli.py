@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 from flask.testing import FlaskClient
 
+from identity import scim_credentials
 from identity.db import Database
 from identity.web.cli import main
 from tests.factories import counts
@@ -32,10 +33,9 @@ def test_org_create_prints_the_contract_and_its_secrets_work(runner: CliRunner, 
     seats = client.get("/api/v1/orgs/acme-corp/seats", headers={"Authorization": f"Bearer {out['admin_api_key']}"})
     assert seats.status_code == 200 and seats.json["used"] == 1 and seats.json["included"] == 5
     # ...and the SCIM token authenticates to the org's SCIM service.
-    from identity import keys
 
     with Database(runner.env["DATABASE_URL"]).reading() as session:
-        actor = keys.verify_scim_token(session, out["scim_token"]).actor
+        actor = scim_credentials.verify_scim_token(session, out["scim_token"]).actor
     assert actor.org_id == out["org"]["id"]
 
 

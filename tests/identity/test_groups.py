@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from audit import Actor
 from audit.models import AuditEvent
-from identity import groups, orgs, users
+from identity import groups, mappings, orgs, users
 from identity.db import Database
 from identity.models import GroupMapping, IdpGroup, Org, RoleGrant, Team
 from identity.orgs import NewOrg
@@ -136,7 +136,7 @@ def test_each_group_grant_remembers_whether_scim_or_a_saml_claim_gave_it(db: Dat
                                     member_ids=[scim_user.id])
         groups.apply_user_groups(session, system, acme.org.id, saml_user.id, ["00gOps"])
     with db.transaction() as session:
-        groups.create_mapping(session, system, acme.org.id, group_external_id="00gOps", org_role="admin")
+        mappings.create_mapping(session, system, acme.org.id, group_external_id="00gOps", org_role="admin")
     with db.reading() as session:
         sources = {(g.user_id, g.team_id is None): g.source for g in session.scalars(
             select(RoleGrant).where(RoleGrant.source_ref == group.id))}

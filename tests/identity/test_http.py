@@ -6,7 +6,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from audit import Actor
-from identity import groups, keys, orgs
+from identity import keys, mappings, orgs
 from identity.db import Database
 from identity.orgs import NewOrg
 from tests.factories import counts
@@ -21,7 +21,7 @@ def keyed(db: Database, system: Actor, acme: NewOrg) -> dict[str, str]:
                                        team_id=acme.default_team_id, name="a", scopes=["admin"])
         globex_key = keys.create_api_key(session, system, globex.org.id, user_id=globex.owner.id,
                                          team_id=globex.default_team_id, name="g", scopes=["admin"])
-        mapping = groups.create_mapping(session, system, globex.org.id, group_display_name="Eng", org_role="viewer")
+        mapping = mappings.create_mapping(session, system, globex.org.id, group_display_name="Eng", org_role="viewer")
     return {"acme": f"Bearer {acme_key.secret}", "globex": f"Bearer {globex_key.secret}",
             "globex_owner": globex.owner.id, "globex_team": globex.default_team_id, "globex_mapping": mapping.id}
 

@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from audit import Actor
-from identity import groups, invitations, keys, users
+from identity import groups, invitations, keys, mappings, scim_credentials, users
 from identity.db import Database
 from identity.models import ApiKey, Org, RoleGrant, ScimClient, ScimToken, User
 from identity.orgs import NewOrg
@@ -85,8 +85,8 @@ def _live_org(db: Database, system: Actor, acme: NewOrg) -> dict[str, str]:
     with db.transaction() as session:
         bob_key = keys.create_api_key(session, system, acme.org.id, user_id=bob.id, team_id=acme.default_team_id,
                                       name="bob", scopes=["inference"])
-        token = keys.create_scim_token(session, system, acme.org.id)
-        client = keys.create_scim_client(session, system, acme.org.id)
+        token = scim_credentials.create_scim_token(session, system, acme.org.id)
+        client = scim_credentials.create_scim_client(session, system, acme.org.id)
         invitations.invite(session, system, acme.org.id, email="dora@acme.test")
         saml_service.configure_connection(session, system, acme.org.id, IDP)
     with db.transaction() as session:
@@ -180,7 +180,7 @@ def test_a_group_mapping_edited_in_place_is_reapplied(client: FlaskClient, db: D
                                                       acme: NewOrg, auth) -> None:
     bob = provision(db, system, acme.org.id, "bob@acme.test")
     with db.transaction() as session:
-        rule = groups.create_mapping(session, system, acme.org.id, group_external_id="00g1", org_role="viewer")
+        rule = mappings.create_mapping(session, system, acme.org.id, group_external_id="00g1", org_role="viewer")
         groups.create_group(session, system, acme.org.id, display_name="Eng", external_id="00g1",
                             member_ids=[bob.id])
     answer = client.patch(f"{API}/group-mappings/{rule.id}", json={"org_role": "admin"}, headers=auth)

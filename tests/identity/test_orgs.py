@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from audit import Actor
-from identity import orgs, team_deletion, teams, users
+from identity import mappings, orgs, team_deletion, teams, users
 from identity.db import Database
 from identity.errors import Conflict, InvalidValue, LastOwner, NotFound, PermissionDenied
 from identity.models import Org, Team
@@ -135,7 +135,7 @@ def test_bad_input_is_refused_and_writes_nothing(db: Database, acme: NewOrg, sys
 def test_a_team_with_keys_invitations_and_a_mapping_can_be_deleted(db: Database, acme: NewOrg, system: Actor) -> None:
     """Its keys are revoked, the mapping into it deleted, its pending invitation expired: all audited,
     the records kept with their team unset, and the log still explains the data."""
-    from identity import groups, invitations, keys
+    from identity import invitations, keys
     from identity.errors import Unauthenticated
     from identity.models import ApiKey, GroupMapping, Invitation
     from identity.reconcile import reconcile
@@ -150,7 +150,7 @@ def test_a_team_with_keys_invitations_and_a_mapping_can_be_deleted(db: Database,
                                   name="old", scopes=["inference"])
         keys.revoke_api_key(session, system, acme.org.id, old.id)
         invitation, link = invitations.invite(session, system, acme.org.id, email="later@acme.test", team_id=team.id)
-        groups.create_mapping(session, system, acme.org.id, group_external_id="00gDoomed", team_id=team.id,
+        mappings.create_mapping(session, system, acme.org.id, group_external_id="00gDoomed", team_id=team.id,
                               team_role="member")
     with db.transaction() as session:
         team_deletion.delete_team(session, system, acme.org.id, team.id)
@@ -181,7 +181,7 @@ def test_a_manual_role_over_a_group_role_is_audited_and_reconciled(db: Database,
 
     member = provision(db, system, acme.org.id, "grouped@acme.test")
     with db.transaction() as session:
-        groups.create_mapping(session, system, acme.org.id, group_external_id="00gAdmins", org_role="admin")
+        mappings.create_mapping(session, system, acme.org.id, group_external_id="00gAdmins", org_role="admin")
         groups.create_group(session, system, acme.org.id, display_name="Admins", external_id="00gAdmins",
                             member_ids=[member.id])
     with db.transaction() as session:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from audit import Actor
 from audit.log import pending_events
-from identity import directory, groups, invitations, keys, org_lifecycle, orgs, outbox, teams, users
+from identity import directory, invitations, keys, mappings, org_lifecycle, orgs, outbox, scim_credentials, teams, users
 from identity.db import Database
 from identity.errors import PermissionDenied
 from identity.models import ApiKey, User
@@ -114,8 +114,8 @@ def world(db: Database, system: Actor) -> World:
         actors = {role: _actor(_person(session, system, acme.org.id, f"actor-{role}@acme.test", role), role)
                   for role in ROLES}
         targets = {role: _person(session, system, acme.org.id, f"target-{role}@acme.test", role) for role in ROLES}
-        token = keys.create_scim_token(session, system, acme.org.id)
-        client = keys.create_scim_client(session, system, acme.org.id)
+        token = scim_credentials.create_scim_token(session, system, acme.org.id)
+        client = scim_credentials.create_scim_client(session, system, acme.org.id)
         for user in targets.values():  # a key each, for the cells that revoke one
             keys.create_api_key(session, system, acme.org.id, user_id=user.id, team_id=acme.default_team_id,
                                 name="theirs", scopes=["inference"])
@@ -163,16 +163,16 @@ MEMBER_ACTIONS: dict[str, MemberAction] = {
 OrgAction = Callable[[Session, Actor, World], Any]
 
 ORG_ACTIONS: dict[str, OrgAction] = {
-    "create_scim_token": lambda s, a, w: keys.create_scim_token(s, a, w.org_id),
-    "create_scim_client": lambda s, a, w: keys.create_scim_client(s, a, w.org_id),
-    "revoke_scim_token": lambda s, a, w: keys.revoke_scim_token(s, a, w.org_id, w.scim_token_id),
-    "revoke_scim_client": lambda s, a, w: keys.revoke_scim_client(s, a, w.org_id, w.scim_client_id),
+    "create_scim_token": lambda s, a, w: scim_credentials.create_scim_token(s, a, w.org_id),
+    "create_scim_client": lambda s, a, w: scim_credentials.create_scim_client(s, a, w.org_id),
+    "revoke_scim_token": lambda s, a, w: scim_credentials.revoke_scim_token(s, a, w.org_id, w.scim_token_id),
+    "revoke_scim_client": lambda s, a, w: scim_credentials.revoke_scim_client(s, a, w.org_id, w.scim_client_id),
     "let_idp_grant_owner": lambda s, a, w: orgs.update_settings(s, a, w.org_id, {"idp_may_grant_owner": True}),
     "require_sso_setting": lambda s, a, w: (_with_sso(s, w), orgs.update_settings(s, a, w.org_id,
                                                                                   {"require_sso": True})),
-    "map_group_to_owner": lambda s, a, w: groups.create_mapping(s, a, w.org_id, group_display_name="Owners",
+    "map_group_to_owner": lambda s, a, w: mappings.create_mapping(s, a, w.org_id, group_display_name="Owners",
                                                                 org_role="owner"),
-    "map_group_to_admin": lambda s, a, w: groups.create_mapping(s, a, w.org_id, group_display_name="Admins",
+    "map_group_to_admin": lambda s, a, w: mappings.create_mapping(s, a, w.org_id, group_display_name="Admins",
                                                                 org_role="admin"),
     "change_billing": lambda s, a, w: orgs.update_settings(s, a, w.org_id, {"included_seats": 50}),
     "change_default_role": lambda s, a, w: orgs.update_settings(s, a, w.org_id, {"default_role": "viewer"}),
@@ -188,8 +188,8 @@ ORG_ACTIONS: dict[str, OrgAction] = {
     "transfer_ownership": lambda s, a, w: org_lifecycle.transfer_ownership(s, a, w.org_id, w.targets["member"].id),
     "delete_org": lambda s, a, w: org_lifecycle.delete_org(s, a, w.org_id, confirm="acme"),
     "read_seat_charges": lambda s, a, w: directory.seat_charges(s, a, w.org_id, limit=10),
-    "edit_mapping_to_admin": lambda s, a, w: groups.update_mapping(s, a, w.org_id, _mapping(s, w), {"org_role": "admin"}),
-    "edit_mapping_to_owner": lambda s, a, w: groups.update_mapping(s, a, w.org_id, _mapping(s, w), {"org_role": "owner"}),
+    "edit_mapping_to_admin": lambda s, a, w: mappings.update_mapping(s, a, w.org_id, _mapping(s, w), {"org_role": "admin"}),
+    "edit_mapping_to_owner": lambda s, a, w: mappings.update_mapping(s, a, w.org_id, _mapping(s, w), {"org_role": "owner"}),
     "rotate_own_key": lambda s, a, w: keys.rotate_api_key(s, a, w.org_id, _own_key(s, a, w)),
     "create_service_key": lambda s, a, w: keys.create_service_key(s, a, w.org_id, team_id=w.team_id, name="ci",
                                                                   scopes=["inference"]),
@@ -200,7 +200,7 @@ ORG_ACTIONS: dict[str, OrgAction] = {
 
 def _mapping(session: Session, world: World) -> str:
     """A rule made by the system (whose events the cell does not judge), for the cell to edit."""
-    return groups.create_mapping(session, Actor("system", "system", "tests"), world.org_id,
+    return mappings.create_mapping(session, Actor("system", "system", "tests"), world.org_id,
                                  group_display_name="Editable", org_role="viewer").id
 
 

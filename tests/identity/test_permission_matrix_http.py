@@ -19,7 +19,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from audit import Actor
-from identity import groups, invitations, keys, orgs, sessions, users
+from identity import invitations, keys, mappings, orgs, scim_credentials, sessions, users
 from identity.db import Database
 from identity.models import User
 from identity.vocabulary import SessionMethod
@@ -112,7 +112,7 @@ MEMBER_REQUESTS: dict[str, Callable[[Org, Target], Request]] = {
 }
 def _scim_token(db: Database, system: Actor, org: Org) -> str:
     with db.transaction() as session:
-        return keys.create_scim_token(session, system, org.org_id).id
+        return scim_credentials.create_scim_token(session, system, org.org_id).id
 
 
 def _service_key(db: Database, system: Actor, org: Org) -> str:
@@ -159,7 +159,7 @@ def _member(db: Database, system: Actor, org: Org, who: str) -> str:
 
 def _mapping(db: Database, system: Actor, org: Org) -> str:
     with db.transaction() as session:
-        return groups.create_mapping(session, system, org.org_id, group_display_name="Editable",
+        return mappings.create_mapping(session, system, org.org_id, group_display_name="Editable",
                                      org_role="viewer").id
 
 

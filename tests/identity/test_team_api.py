@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import event, select
 
 from audit import Actor
-from identity import groups, keys, orgs, users
+from identity import groups, keys, mappings, orgs, users
 from identity.db import Database
 from identity.models import ApiKey
 from identity.orgs import NewOrg
@@ -130,7 +130,7 @@ def test_team_members_page_and_show_the_source_of_each_grant(client: FlaskClient
     team = _team(client, auth)["id"]
     people = [provision(db, system, acme.org.id, f"p{n}@acme.test").id for n in range(3)]
     with db.transaction() as session:
-        groups.create_mapping(session, system, acme.org.id, group_external_id="00g9", team_id=team,
+        mappings.create_mapping(session, system, acme.org.id, group_external_id="00g9", team_id=team,
                               team_role="admin")
         group = groups.create_group(session, system, acme.org.id, display_name="Eng", external_id="00g9",
                                     member_ids=people[:1])

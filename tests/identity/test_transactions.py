@@ -8,7 +8,7 @@ from sqlalchemy import select
 from audit import Actor
 from audit.log import pending_events
 from audit.models import AuditEvent
-from identity import keys, team_deletion, teams, users
+from identity import keys, scim_credentials, team_deletion, teams, users
 from identity.db import Database
 from identity.models import Team
 from identity.orgs import NewOrg
@@ -69,7 +69,7 @@ def _setup(db: Database, system: Actor, acme: NewOrg) -> dict[str, str]:
         team = teams.create_team(session, system, acme.org.id, "Platform")
         key = keys.create_api_key(session, system, acme.org.id, user_id=bob.id, team_id=acme.default_team_id,
                                   name="k", scopes=["inference"])
-        token = keys.create_scim_token(session, system, acme.org.id)
+        token = scim_credentials.create_scim_token(session, system, acme.org.id)
     return {"bob": bob.id, "team": team.id, "key": key.id, "token": token.id, "default": acme.default_team_id}
 
 
@@ -86,8 +86,8 @@ SERVICES = [
         s, a, o, user_id=ids["bob"], team_id=ids["default"],
         name="k2", scopes=[]), "api_key.created"),
     ("revoke_api_key", lambda s, a, o, ids: keys.revoke_api_key(s, a, o, ids["key"]), "api_key.revoked"),
-    ("create_scim_token", lambda s, a, o, ids: keys.create_scim_token(s, a, o), "scim_token.created"),
-    ("revoke_scim_token", lambda s, a, o, ids: keys.revoke_scim_token(s, a, o, ids["token"]), "scim_token.revoked"),
+    ("create_scim_token", lambda s, a, o, ids: scim_credentials.create_scim_token(s, a, o), "scim_token.created"),
+    ("revoke_scim_token", lambda s, a, o, ids: scim_credentials.revoke_scim_token(s, a, o, ids["token"]), "scim_token.revoked"),
 ]
 
 

@@ -7,7 +7,7 @@ from flask.testing import FlaskClient
 
 from audit import Actor
 from audit.log import pending_events
-from identity import groups, keys, users
+from identity import groups, keys, mappings, users
 from identity.db import Database
 from identity.errors import Conflict, PermissionDenied
 from identity.orgs import NewOrg
@@ -83,7 +83,7 @@ def _admin_through_group(db: Database, system: Actor, acme: NewOrg) -> str:
     with db.transaction() as session:
         group = groups.create_group(session, system, acme.org.id, display_name="Platform Leads", external_id="g-1",
                                     member_ids=[user.id])
-        groups.create_mapping(session, system, acme.org.id, group_external_id="g-1", org_role="admin")
+        mappings.create_mapping(session, system, acme.org.id, group_external_id="g-1", org_role="admin")
         assert group.id
     with db.reading() as session:
         assert users.org_role(session, user.id) == "admin"

@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from audit import Actor
-from identity import keys, orgs
+from identity import orgs, scim_credentials
 from identity.db import Database
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -64,5 +64,5 @@ def scim_for(db: Database, client: FlaskClient, system: Actor, name: str, **sett
     """Create an org and a SCIM token for it."""
     with db.transaction() as session:
         new = orgs.create_org(session, system, name, owner_email=f"owner@{name.lower()}.test", **settings)
-        token = keys.create_scim_token(session, system, new.org.id)
+        token = scim_credentials.create_scim_token(session, system, new.org.id)
     return Scim(client, token.secret, new.org.id)

@@ -9,7 +9,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from audit import Actor
-from identity import keys
+from identity import scim_credentials
 from identity.db import Database
 from identity.web.cli import main
 from tests.scim.client import Scim, scim_for
@@ -49,7 +49,7 @@ def test_client_credentials_token_works_and_revocation_ends_it(client: FlaskClie
         from identity.models import ScimClient
 
         row = session.query(ScimClient).filter_by(client_id=made["client_id"]).one()
-        keys.revoke_scim_client(session, system, scim.org_id, row.id)
+        scim_credentials.revoke_scim_client(session, system, scim.org_id, row.id)
     assert bearer.get("/Users").status_code == 401
 
 
@@ -70,7 +70,7 @@ def test_revoked_scim_token_is_refused(client: FlaskClient, db: Database, system
         from identity.models import ScimToken
 
         token = session.query(ScimToken).filter_by(org_id=scim.org_id).one()
-        keys.revoke_scim_token(session, system, scim.org_id, token.id)
+        scim_credentials.revoke_scim_token(session, system, scim.org_id, token.id)
     assert scim.get("/Users").status_code == 401
 
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from flask.testing import FlaskClient
 
 from audit import Actor
-from identity import keys, orgs
+from identity import keys, orgs, scim_credentials
 from identity.db import Database
 from identity.errors import PermissionDenied
 from identity.web.cli import main
@@ -79,7 +79,7 @@ def _owner_key(db: Database, system: Actor, name: str) -> tuple[Scim, dict[str, 
     """An org with a SCIM token, and its owner's admin-API key."""
     with db.transaction() as session:
         new = orgs.create_org(session, system, name, owner_email=f"owner@{name.lower()}.test")
-        token = keys.create_scim_token(session, system, new.org.id)
+        token = scim_credentials.create_scim_token(session, system, new.org.id)
         key = keys.create_api_key(session, system, new.org.id, user_id=new.owner.id, team_id=new.default_team_id,
                                   name="k", scopes=["admin"])
     return Scim(None, token.secret, new.org.id), {"Authorization": f"Bearer {key.secret}"}  # type: ignore[arg-type]
@@ -90,7 +90,7 @@ def test_the_admin_api_lists_clients_and_tokens_without_secrets_and_revokes_a_cl
     scim, auth = _owner_key(db, system, "Api")
     with db.transaction() as session:
         other = orgs.create_org(session, system, "Other", owner_email="owner@other.test")
-        foreign = keys.create_scim_client(session, system, other.org.id, name="Foreign")
+        foreign = scim_credentials.create_scim_client(session, system, other.org.id, name="Foreign")
     made = _client(runner, "api", "Entra")
     bearer = Scim(client, _access_token(client, made), scim.org_id)
 
@@ -116,18 +116,18 @@ def test_the_admin_api_lists_clients_and_tokens_without_secrets_and_revokes_a_cl
     assert client.delete(f"/api/v1/orgs/api/scim-clients/{entry['id']}", headers=auth).status_code == 204  # no-op
     assert actions(db, scim.org_id).count("scim_client.revoked") == 1
     with db.reading() as session:
-        assert keys.check_scim_client(session, foreign.prefix, None) is not None
+        assert scim_credentials.check_scim_client(session, foreign.prefix, None) is not None
 
 
 @pytest.mark.parametrize("role,allowed", [("owner", True), ("admin", True), ("member", False), ("viewer", False)])
 def test_listing_credentials_needs_trust_read(db: Database, system: Actor, role: str, allowed: bool) -> None:
     with db.transaction() as session:
         new = orgs.create_org(session, system, "Listing", owner_email="owner@listing.test")
-        keys.create_scim_client(session, system, new.org.id)
+        scim_credentials.create_scim_client(session, system, new.org.id)
     actor = Actor("user", "someone", "someone", org_id=new.org.id, role=role)
     foreign = Actor("user", "someone", "someone", org_id="another-org", role="owner")
     with db.reading() as session:
-        for listing in (keys.list_scim_clients, keys.list_scim_tokens):
+        for listing in (scim_credentials.list_scim_clients, scim_credentials.list_scim_tokens):
             if allowed:
                 assert listing(session, actor, new.org.id) is not None
             else:

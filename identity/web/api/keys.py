@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from identity import keys
+from identity import keys, scim_credentials
 from identity.errors import InvalidValue
 from identity.paging import Position
 from identity.service import run
@@ -131,14 +131,15 @@ def revoke_api_key(org_ref: str, key_id: str) -> tuple[str, int]:
 @authenticated(scope=ADMIN)
 def create_scim_token(org_ref: str) -> tuple[Response, int]:
     org_id = caller_org_id(org_ref)
-    issued = run(database(), g.actor, keys.create_scim_token, org_id, name=text(json_body("name"), "name", "SCIM"))
+    issued = run(database(), g.actor, scim_credentials.create_scim_token, org_id,
+                 name=text(json_body("name"), "name", "SCIM"))
     return jsonify({"id": issued.id, "prefix": issued.prefix, "token": issued.secret}), 201
 
 
 @bp.delete("/orgs/<org_ref>/scim-tokens/<token_id>")
 @authenticated(scope=ADMIN)
 def revoke_scim_token(org_ref: str, token_id: str) -> tuple[str, int]:
-    run(database(), g.actor, keys.revoke_scim_token, caller_org_id(org_ref), token_id)
+    run(database(), g.actor, scim_credentials.revoke_scim_token, caller_org_id(org_ref), token_id)
     return "", 204
 
 
@@ -150,7 +151,7 @@ def list_scim_tokens(org_ref: str) -> Response:
     known_args("limit", "after")
     window = page_window()
     with database().reading() as session:
-        found, after = paged(keys.list_scim_tokens(session, g.actor, org_id, window), window,
+        found, after = paged(scim_credentials.list_scim_tokens(session, g.actor, org_id, window), window,
                              lambda t: Position(t.created_at, t.id))
     return jsonify({"scim_tokens": [{"id": t.id, "name": t.name, "prefix": t.prefix, "created": when(t.created_at),
                                      "created_by": _creator(t), "last_used": when(t.last_used_at),
@@ -166,7 +167,7 @@ def list_scim_clients(org_ref: str) -> Response:
     known_args("limit", "after")
     window = page_window()
     with database().reading() as session:
-        found, after = paged(keys.list_scim_clients(session, g.actor, org_id, window), window,
+        found, after = paged(scim_credentials.list_scim_clients(session, g.actor, org_id, window), window,
                              lambda c: Position(c.created_at, c.id))
     return jsonify({"scim_clients": [{"id": c.id, "client_id": c.client_id, "name": c.name,
                                       "created": when(c.created_at), "created_by": _creator(c),
@@ -178,7 +179,7 @@ def list_scim_clients(org_ref: str) -> Response:
 @authenticated(scope=ADMIN)
 def revoke_scim_client(org_ref: str, client_id: str) -> tuple[str, int]:
     """Revoke an OAuth client (by id or client_id): its access tokens are refused from the next request."""
-    run(database(), g.actor, keys.revoke_scim_client, caller_org_id(org_ref), client_id)
+    run(database(), g.actor, scim_credentials.revoke_scim_client, caller_org_id(org_ref), client_id)
     return "", 204
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify
 
-from identity import directory, groups, org_lifecycle
+from identity import directory, mappings, org_lifecycle
 from identity.directory import ChargeEntry, MappingEntry
 from identity.errors import InvalidValue
 from identity.service import run
@@ -81,7 +81,7 @@ def update_mapping(org_ref: str, mapping_id: str) -> Response:
     for name, value in data.items():
         if value is not None and not isinstance(value, str):
             raise InvalidValue(f"{name} must be a string or null", field=name)
-    rule = run(database(), g.actor, groups.update_mapping, org_id, mapping_id, dict(data))
+    rule = run(database(), g.actor, mappings.update_mapping, org_id, mapping_id, dict(data))
     return jsonify(mapping_json(MappingEntry.of(rule)))
 
 

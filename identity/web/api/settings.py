@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify
 
-from identity import directory, groups, orgs
+from identity import directory, mappings, orgs
 from identity.directory import MappingEntry
 from identity.errors import InvalidValue
 from identity.paging import Position
@@ -75,12 +75,12 @@ def create_mapping(org_ref: str) -> tuple[Response, int]:
     fields = {k: data.get(k) for k in MAPPING_FIELDS}
     if not all(v is None or isinstance(v, str) for v in fields.values()):
         raise InvalidValue("group mapping fields are strings")
-    rule = run(database(), g.actor, groups.create_mapping, org_id, **fields)
+    rule = run(database(), g.actor, mappings.create_mapping, org_id, **fields)
     return jsonify(mapping_json(MappingEntry.of(rule))), 201
 
 
 @bp.delete("/orgs/<org_ref>/group-mappings/<mapping_id>")
 @authenticated(scope=ADMIN)
 def delete_mapping(org_ref: str, mapping_id: str) -> tuple[str, int]:
-    run(database(), g.actor, groups.delete_mapping, caller_org_id(org_ref), mapping_id)
+    run(database(), g.actor, mappings.delete_mapping, caller_org_id(org_ref), mapping_id)
     return "", 204

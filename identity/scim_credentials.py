@@ -1,0 +1,166 @@
+"""SCIM's credentials (DESIGN.md section 4): bearer tokens and OAuth 2.0 client-credentials
+clients, made, verified, listed and revoked. Whoever holds one controls every identity of the
+org, so making one is IdP trust (owner-only); admins list and revoke.
+
+Secrets are shown once by the caller that made them and kept only as hashes (identity.tokens).
+Audit events name a credential by id and prefix, never by its secret.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import Session
+
+from audit import Actor, clock, record
+from audit.log import Target
+from identity import tokens
+from identity.actions import Action
+from identity.errors import NotFound, Unauthenticated
+from identity.keys import LAST_USED_RESOLUTION, Issued, creator, use_due
+from identity.models import ScimClient, ScimToken
+from identity.paging import Window, within
+from identity.roles import authorize
+
+
+def create_scim_token(session: Session, actor: Actor, org_id: str, *, name: str = "SCIM") -> Issued:
+    """Make a long-lived SCIM bearer token for the org: whoever holds it controls every identity."""
+    authorize(actor, "trust.manage", org_id=org_id)
+    new = tokens.generate("scim")
+    token = ScimToken(id=str(uuid.uuid4()), org_id=org_id, name=name, prefix=new.prefix, secret_hash=new.hash,
+                      created_at=clock.now(), **creator(actor))
+    session.add(token)
+    record(session, actor, Action.SCIM_TOKEN_CREATED, Target("scim_token", token.id, token.prefix), {"name": name},
+           org_id=org_id)
+    return Issued(token.id, token.prefix, new.plaintext)
+
+
+@dataclass(frozen=True)
+class Presented:
+    """A verified SCIM credential: who it acts as, and whether its last-used time needs saving."""
+
+    actor: Actor
+    use_due: bool = False
+
+
+_token = ScimToken.__table__.c
+_SCIM_TOKEN_BY_PREFIX = select(_token.id, _token.org_id, _token.name, _token.secret_hash, _token.revoked_at,
+                               _token.last_used_at).where(_token.prefix == bindparam("prefix"))
+
+
+def verify_scim_token(session: Session, secret: str) -> Presented:
+    """Return who a presented SCIM token acts as, or raise Unauthenticated. Reads only.
+
+    This runs before every SCIM request, so it is one indexed Core query on the token's prefix
+    and a constant-time comparison of hashes, with no ORM object made. When the token's
+    last-used time is due, the caller saves it with `note_scim_token_use` in a write transaction.
+    """
+    prefix = tokens.split_prefix(secret or "")
+    row = None if prefix is None else session.connection().execute(_SCIM_TOKEN_BY_PREFIX, {"prefix": prefix}).first()
+    if row is None or not tokens.matches(secret, row.secret_hash) or row.revoked_at is not None:
+        raise Unauthenticated("invalid or revoked SCIM token")
+    actor = Actor(type="scim_token", id=row.id, display=f"SCIM token {row.name} ({prefix})", org_id=row.org_id)
+    return Presented(actor, use_due(row.last_used_at))
+
+
+def note_scim_token_use(session: Session, token_id: str) -> None:
+    """Save that a SCIM token was used now: one UPDATE, at most once per LAST_USED_RESOLUTION.
+
+    Bookkeeping for the admin ("is this token still in use?"), not a change of what anybody may
+    do, so it is not an audit event.
+    """
+    now = clock.now()
+    session.execute(update(ScimToken).where(
+        ScimToken.id == token_id,
+        (ScimToken.last_used_at.is_(None)) | (ScimToken.last_used_at <= now - LAST_USED_RESOLUTION),
+    ).values(last_used_at=now))
+
+
+def revoke_scim_token(session: Session, actor: Actor, org_id: str, token_id: str) -> None:
+    """Revoke a SCIM token; requests with it fail from the next one on."""
+    authorize(actor, "trust.revoke", org_id=org_id)
+    token = session.get(ScimToken, token_id)
+    if token is None or token.org_id != org_id:
+        raise NotFound(f"no SCIM token {token_id!r} in this org", token_id=token_id)
+    if token.revoked_at is None:
+        token.revoked_at = clock.now()
+        record(session, actor, Action.SCIM_TOKEN_REVOKED, Target("scim_token", token.id, token.prefix), {},
+               org_id=org_id)
+
+
+def create_scim_client(session: Session, actor: Actor, org_id: str, *, name: str = "SCIM client") -> Issued:
+    """Make an OAuth 2.0 client-credentials client for SCIM; `Issued.prefix` is its client_id."""
+    authorize(actor, "trust.manage", org_id=org_id)
+    new = tokens.generate("scimcs")
+    client = ScimClient(id=str(uuid.uuid4()), org_id=org_id, client_id=new.prefix, secret_hash=new.hash,
+                        name=(name or "").strip()[:200] or "SCIM client", created_at=clock.now(), **creator(actor))
+    session.add(client)
+    record(session, actor, Action.SCIM_CLIENT_CREATED, Target("scim_client", client.id, client.client_id),
+           {"name": client.name}, org_id=org_id)
+    return Issued(client.id, client.client_id, new.plaintext)
+
+
+def check_scim_client(session: Session, client_id: str, secret: str | None) -> ScimClient | None:
+    """Return the live client when `secret` is its secret (or when no secret is to be checked)."""
+    client = session.scalars(select(ScimClient).where(ScimClient.client_id == client_id)).one_or_none()
+    if client is None or client.revoked_at is not None:
+        return None
+    if secret is not None and not tokens.matches(secret, client.secret_hash):
+        return None
+    return client
+
+
+def scim_client_actor(client: ScimClient) -> Actor:
+    """Return the actor for SCIM requests made with one of this client's access tokens."""
+    return Actor(type="scim_client", id=client.id, display=f"SCIM client {client.name} ({client.client_id})",
+                 org_id=client.org_id)
+
+
+def record_scim_client_token(session: Session, client_id: str, *, expires_in: int,
+                             request_id: str | None = None, ip: str | None = None,
+                             client_request_id: str | None = None) -> None:
+    """Audit that a client was issued an access token (never the token itself)."""
+    client = check_scim_client(session, client_id, None)
+    if client is None:
+        return
+    actor = scim_client_actor(client).with_request(request_id, ip, None, client_request_id=client_request_id)
+    client.last_used_at = clock.now()
+    record(session, actor, Action.SCIM_CLIENT_TOKEN_ISSUED, Target("scim_client", client.id, client.client_id),
+           {"expires_in": expires_in}, org_id=client.org_id)
+
+
+def revoke_scim_client(session: Session, actor: Actor, org_id: str, client_row_id: str) -> None:
+    """Revoke a client: its access tokens stop working at once (they are checked against it)."""
+    authorize(actor, "trust.revoke", org_id=org_id)
+    client = _scim_client(session, org_id, client_row_id)
+    if client.revoked_at is None:
+        client.revoked_at = clock.now()
+        record(session, actor, Action.SCIM_CLIENT_REVOKED, Target("scim_client", client.id, client.client_id), {},
+               org_id=org_id)
+
+
+def _scim_client(session: Session, org_id: str, ref: str) -> ScimClient:
+    """Return the org's client by its id or its OAuth client_id (what `scim client create` printed)."""
+    found = session.scalars(select(ScimClient).where(
+        ScimClient.org_id == org_id, (ScimClient.id == ref) | (ScimClient.client_id == ref))).first()
+    if found is None:
+        raise NotFound(f"no SCIM client {ref!r} in this org")
+    return found
+
+
+def list_scim_clients(session: Session, actor: Actor, org_id: str, window: Window | None = None) -> list[ScimClient]:
+    """Return the org's OAuth clients for SCIM, revoked ones included, oldest first (no secrets kept);
+    those of `window`, and one more when there are more."""
+    authorize(actor, "trust.read", org_id=org_id)
+    return list(session.scalars(within(select(ScimClient).where(ScimClient.org_id == org_id),
+                                       ScimClient.created_at, ScimClient.id, window)))
+
+
+def list_scim_tokens(session: Session, actor: Actor, org_id: str, window: Window | None = None) -> list[ScimToken]:
+    """Return the org's SCIM bearer tokens, revoked ones included, oldest first (no secrets kept);
+    those of `window`, and one more when there are more."""
+    authorize(actor, "trust.read", org_id=org_id)
+    return list(session.scalars(within(select(ScimToken).where(ScimToken.org_id == org_id),
+                                       ScimToken.created_at, ScimToken.id, window)))
