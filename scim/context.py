@@ -1,5 +1,5 @@
 """What every SCIM handler reads from the request it runs in: the database, the actor, the
-request's read transaction, the body and its `If-Match`; and `Result`, what a handler returns.
+request's read transaction, the body and its `If-Match` / `If-None-Match`; and `Result`, what a handler returns.
 
 Handlers are plain functions of (parameters, body) returning a `Result`, so that /Bulk runs
 exactly the code each route runs.
@@ -20,8 +20,6 @@ from identity.web.context import database as database  # the one accessor of the
 from scim import errors, resources
 
 Result = tuple[int, dict[str, Any] | None, dict[str, str]]
-
-
 
 
 def base_url() -> str:
@@ -104,3 +102,15 @@ def check_if_match(version: int) -> None:
     tags = {tag.strip() for tag in wanted.split(",")}
     if not tags & {"*", resources.etag(version), f'"{version}"'}:
         raise errors.PreconditionFailed(f"the resource is at version {resources.etag(version)}")
+
+
+def not_modified(version: int) -> Result | None:
+    """Answer a GET whose If-None-Match names the current version with 304 and no body (RFC 7644
+    section 3.14, RFC 9110 section 13.1.2: weak comparison, `*` matches any current version)."""
+    wanted = request.headers.get("If-None-Match")
+    if request.method != "GET" or not wanted:
+        return None
+    tags = {tag.strip().removeprefix("W/") for tag in wanted.split(",")}
+    if tags & {"*", f'"{version}"'}:
+        return 304, None, {"ETag": resources.etag(version)}
+    return None

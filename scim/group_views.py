@@ -51,6 +51,8 @@ def get_group(group_id: str, params: dict[str, Any] | None = None) -> Result:
     query = listing.read_query(params or {})
     with context.reading() as session:
         group = groups.get_group(session, context.org_id(), group_id)
+        if (unchanged := context.not_modified(group.version)) is not None:
+            return unchanged
         members = members_for(session, [group.id])[group.id] if query.wants("members") else None
         status, body, headers = _group_result(200, group, members)
     return status, resources.project(body or {}, query.attributes, query.excluded), headers

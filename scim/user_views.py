@@ -45,6 +45,8 @@ def get_user(user_id: str, params: dict[str, Any] | None = None) -> Result:
     query = listing.read_query(params or {})
     with context.reading() as session:
         user = users.get_user(session, context.org_id(), user_id)
+        if (unchanged := context.not_modified(user.version)) is not None:
+            return unchanged
         groups_of_user = listing.groups_of(session, [user.id])[user.id] if query.wants("groups") else None
         status, body, headers = _user_result(200, user, groups_of_user)
     return status, resources.project(body or {}, query.attributes, query.excluded), headers
