@@ -90,7 +90,7 @@ def bulk(body: Any) -> Result:
         raise errors.InvalidSyntax("a bulk request has an \"Operations\" array")
     operations = body["Operations"]
     if len(operations) > discovery.MAX_BULK_OPERATIONS:
-        raise errors.PayloadTooLarge(f"at most {discovery.MAX_BULK_OPERATIONS} operations per bulk request")
+        raise errors.PayloadTooLarge(discovery.bulk_limits())
     fail_on = _fail_on_errors(body)
     created: dict[str, str] = {}
     results, failures = [], 0

@@ -6,18 +6,25 @@ endpoints enforce.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from identity.config import MAX_BODY_BYTES
 from scim.schema import CORE_GROUP, CORE_USER, ENTERPRISE_USER, GROUP, USER, Attribute
 
 LIST_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 MAX_RESULTS = 1000          # largest `count` honoured, and the most filter results in one page
 DEFAULT_COUNT = 100
 MAX_BULK_OPERATIONS = 100
-MAX_PAYLOAD_BYTES = 1024 * 1024
+MAX_PAYLOAD_BYTES = MAX_BODY_BYTES  # the app's MAX_CONTENT_LENGTH: a larger body is refused before it is read
 
 SCHEMA_NAMES = {CORE_USER: ("User", "User Account"), ENTERPRISE_USER: ("EnterpriseUser", "Enterprise User"),
                 CORE_GROUP: ("Group", "Group")}
+
+
+def bulk_limits() -> str:
+    """The detail of a 413 for a bulk request: the limits, as RFC 7644 section 3.7.4's example gives them."""
+    return json.dumps({"maxOperations": MAX_BULK_OPERATIONS, "maxPayloadSize": MAX_PAYLOAD_BYTES})
 
 
 def service_provider_config(base: str) -> dict[str, Any]:

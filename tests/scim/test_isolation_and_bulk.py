@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import event
@@ -93,10 +95,27 @@ def test_bulk_stops_at_fail_on_errors(db: Database, client: FlaskClient, system:
 
 
 def test_bulk_limits(db: Database, client: FlaskClient, system: Actor) -> None:
+    """Over maxOperations or maxPayloadSize is 413, and the detail specifies the limits, as in RFC 7644
+    section 3.7.4's example; ServiceProviderConfig advertises the same numbers."""
     scim = scim_for(db, client, system, "Bulky")
+    advertised = scim.get("/ServiceProviderConfig").json["bulk"]
+    limits = {"maxOperations": advertised["maxOperations"], "maxPayloadSize": advertised["maxPayloadSize"]}
+    assert limits == {"maxOperations": 100, "maxPayloadSize": 1024 * 1024}
     too_many = scim.post("/Bulk", {"Operations": [{"method": "DELETE", "path": "/Users/x"}] * 101})
-    assert too_many.status_code == 413
+    assert too_many.status_code == 413 and too_many.json["status"] == "413"
+    assert json.loads(too_many.json["detail"]) == limits
+    filler = "x" * limits["maxPayloadSize"]
+    too_big = scim.post("/Bulk", {"Operations": [{"method": "POST", "path": "/Users", "bulkId": "1",
+                                                  "data": {"userName": filler}}]})
+    assert too_big.status_code == 413 and too_big.json["status"] == "413"
+    assert json.loads(too_big.json["detail"]) == limits
     assert scim.post("/Bulk", {"Operations": "nope"}).status_code == 400
+
+
+def test_an_oversized_resource_says_the_limit(db: Database, client: FlaskClient, system: Actor) -> None:
+    scim = scim_for(db, client, system, "Bulky")
+    response = scim.post("/Users", {"userName": "x" * (1024 * 1024)})
+    assert response.status_code == 413 and "1048576 bytes" in response.json["detail"]
 
 
 def test_group_patch_is_atomic(db: Database, client: FlaskClient, system: Actor) -> None:
