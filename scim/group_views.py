@@ -40,9 +40,8 @@ def list_groups(params: dict[str, Any]) -> Result:
     query = listing.read_query(params)
     with context.reading() as session:
         total, found = listing.list_groups(session, context.org_id(), query)
-        members = members_for(session, [x.id for x in found]) if query.wants("members") else {}
-        page = [resources.project(resources.group_to_wire(x, context.base_url(), members.get(x.id)),
-                                  query.attributes, query.excluded) for x in found]
+        members = _members(session, [x.id for x in found], query)
+        page = [query.project(resources.group_to_wire(x, context.base_url(), members.get(x.id))) for x in found]
     return 200, discovery.list_response(page, total, query.start), {}
 
 
@@ -53,9 +52,18 @@ def get_group(group_id: str, params: dict[str, Any] | None = None) -> Result:
         group = groups.get_group(session, context.org_id(), group_id)
         if (unchanged := context.not_modified(group.version)) is not None:
             return unchanged
-        members = members_for(session, [group.id])[group.id] if query.wants("members") else None
-        status, body, headers = _group_result(200, group, members)
-    return status, resources.project(body or {}, query.attributes, query.excluded), headers
+        status, body, headers = _group_result(200, group, _members(session, [group.id], query).get(group.id))
+    return status, query.project(body or {}), headers
+
+
+def _members(session: Session, group_ids: list[str], query: listing.Query) -> dict[str, Any]:
+    """The groups' members as the query shows them: none, streamed whole, or read now when the client
+    picks sub-attributes of each (`members.value`), which a stream cannot project."""
+    if not query.wants("members"):
+        return {}
+    if query.wants_whole("members"):
+        return members_for(session, group_ids)
+    return listing.members_of(session, group_ids)
 
 
 def create_group(body: Any) -> Result:
@@ -67,7 +75,7 @@ def create_group(body: Any) -> Result:
     return 201, created, headers
 
 
-def replace_group(group_id: str, body: Any) -> Result:
+def replace_group(group_id: str, body: Any, params: dict[str, Any] | None = None) -> Result:
     """Make a group, members included, what the IdP sent (RFC 7644 section 3.5.1)."""
     fields = resources.group_fields(body)
     change = GroupChange(display_name=fields["display_name"], external_id=fields["external_id"],
@@ -79,7 +87,7 @@ def replace_group(group_id: str, body: Any) -> Result:
         groups.change_group(session, actor, actor.org_id or "", group_id, change)
 
     run(context.database(), context.actor(), replace)
-    return get_group(group_id)
+    return get_group(group_id, params)
 
 
 def patch_group(group_id: str, body: Any, params: dict[str, Any]) -> Result:
@@ -145,7 +153,7 @@ def groups_get(group_id: str) -> Response:
 
 @bp.put("/Groups/<group_id>")
 def groups_replace(group_id: str) -> Response:
-    return respond(replace_group(group_id, context.body()))
+    return respond(replace_group(group_id, context.body(), request.args.to_dict()))
 
 
 @bp.patch("/Groups/<group_id>")

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from identity.models import IdpGroup, IdpGroupMember, User
+from scim import projection
 from scim.discovery import DEFAULT_COUNT, MAX_RESULTS
 from scim.errors import InvalidFilter, InvalidValue
 from scim.filter import GROUPS, USERS, Registry, filter_groups, filter_users, sort_key
@@ -29,10 +30,16 @@ class Query:
     excluded: list[str]
 
     def wants(self, attribute: str) -> bool:
-        """Tell whether the response shows `attribute` (RFC 7644 section 3.4.2.5)."""
-        if self.attributes:
-            return attribute.lower() in {a.lower() for a in self.attributes}
-        return attribute.lower() not in {a.lower() for a in self.excluded}
+        """Tell whether the response shows any of `attribute` (RFC 7644 section 3.4.2.5)."""
+        return projection.wants(attribute, self.attributes, self.excluded)
+
+    def wants_whole(self, attribute: str) -> bool:
+        """Tell whether the response shows `attribute` with all its sub-attributes (`members`, not `members.value`)."""
+        return self.wants(attribute) and projection.whole(attribute, self.attributes, self.excluded)
+
+    def project(self, resource: dict[str, Any]) -> dict[str, Any]:
+        """Return `resource` as the client asked to see it (RFC 7644 sections 3.4.2.5 and 3.10)."""
+        return projection.project(resource, self.attributes, self.excluded)
 
 
 # An integer as RFC 7644 section 3.4.2.4 means it: ASCII digits (Python's int() also takes "１",

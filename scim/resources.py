@@ -245,14 +245,3 @@ def group_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
         "member_ids": ids,
     }
 
-
-def project(resource: dict[str, Any], attributes: list[str], excluded: list[str]) -> dict[str, Any]:
-    """Apply `attributes` / `excludedAttributes` (RFC 7644 section 3.4.2.5); id and schemas always stay."""
-    always = {"id", "schemas"}
-    if attributes:
-        wanted = {a.split(".")[0].split(":")[-1].lower() for a in attributes}
-        return {k: v for k, v in resource.items() if k in always or k.lower() in wanted}
-    if excluded:
-        dropped = {a.split(".")[0].split(":")[-1].lower() for a in excluded}
-        return {k: v for k, v in resource.items() if k in always or k.lower() not in dropped}
-    return resource

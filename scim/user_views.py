@@ -35,8 +35,7 @@ def list_users(params: dict[str, Any]) -> Result:
     with context.reading() as session:
         total, found = listing.list_users(session, context.org_id(), query)
         memberships = listing.groups_of(session, [u.id for u in found]) if query.wants("groups") else {}
-        page = [resources.project(resources.user_to_wire(u, context.base_url(), memberships.get(u.id)),
-                                  query.attributes, query.excluded) for u in found]
+        page = [query.project(resources.user_to_wire(u, context.base_url(), memberships.get(u.id))) for u in found]
     return 200, discovery.list_response(page, total, query.start), {}
 
 
@@ -49,7 +48,7 @@ def get_user(user_id: str, params: dict[str, Any] | None = None) -> Result:
             return unchanged
         groups_of_user = listing.groups_of(session, [user.id])[user.id] if query.wants("groups") else None
         status, body, headers = _user_result(200, user, groups_of_user)
-    return status, resources.project(body or {}, query.attributes, query.excluded), headers
+    return status, query.project(body or {}), headers
 
 
 def create_user(body: Any) -> Result:
