@@ -1,20 +1,20 @@
 """SCIM discovery (RFC 7644 section 4): ServiceProviderConfig, ResourceTypes, Schemas; and the
-root /.search this service does not offer."""
+root /.search over every resource type (scim.root_search)."""
 
 from __future__ import annotations
 
 from flask import Response
 
 from scim import context, discovery, errors
+from scim.root_search import search_resources
 from scim.streaming import respond
-from scim.web import bp, error_response
+from scim.web import bp
 
 
 @bp.post("/.search")
 def root_search() -> Response:
-    """Searching several resource types at once (RFC 7644 section 3.4.3) is not offered: 501."""
-    return error_response(501, None, "search /Users/.search or /Groups/.search; searching several "
-                                     "resource types at once is not implemented")
+    """Search Users and Groups together (RFC 7644 section 3.4.3; scim.root_search)."""
+    return respond(search_resources(context.search_body()))
 
 
 @bp.get("/ServiceProviderConfig")

@@ -36,10 +36,7 @@ EXCLUDED: dict[tuple[str | None, str | None, str | None], str] = {
 }
 
 # Checks the tester skips, and why that is expected.
-SKIPPED: dict[tuple[str | None, str | None, str | None], str] = {
-    ("User", "search_with_attributes", None): "POST /.search across resource types answers 501 (RFC 7644 3.4.3)",
-    ("Group", "search_with_attributes", None): "POST /.search across resource types answers 501 (RFC 7644 3.4.3)",
-}
+SKIPPED: dict[tuple[str | None, str | None, str | None], str] = {}
 
 FAILED = {Status.ERROR, Status.CRITICAL, Status.DEVIATION}
 PASSED = {Status.SUCCESS, Status.COMPLIANT, Status.ACCEPTABLE}

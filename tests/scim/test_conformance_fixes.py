@@ -36,14 +36,6 @@ def test_patch_and_put_of_a_user_honour_attributes(scim: Scim) -> None:
     assert put.status_code == 200 and "emails" not in put.json and put.json["userName"] == "bob@fix.test"
 
 
-def test_search_across_resource_types_is_501(scim: Scim) -> None:
-    response = scim.post("/.search", {"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"]})
-    assert response.status_code == 501
-    assert response.json["status"] == "501" and response.json["schemas"] == [
-        "urn:ietf:params:scim:api:messages:2.0:Error"]
-    assert scim.post("/Users/.search", {}).status_code == 200
-
-
 def test_patch_whose_path_is_the_enterprise_extension(scim: Scim) -> None:
     uid = scim.create_user("cy@fix.test")["id"]
     manager = scim.create_user("boss@fix.test")["id"]
