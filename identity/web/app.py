@@ -22,6 +22,7 @@ from identity.web.api import audit_log, browser, gateway, invitations, keys, mem
 from identity.web.api.common import problem
 from identity.web.context import EXTENSION, database
 from identity.web.jsonprovider import StrictJSONProvider
+from identity.web.unread_body import DrainUnreadBody
 
 log = logging.getLogger("identity.http")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -48,6 +49,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["identity.error_formats"] = {"/api/": _problem_for_http_error}
     app.register_error_handler(HTTPException, _http_error)
     app.add_url_rule("/healthz", "healthz", healthz)
+    app.wsgi_app = DrainUnreadBody(app.wsgi_app)  # type: ignore[method-assign]  # a refusal keeps the connection
     for blueprint in (browser.bp, keys.bp, gateway.bp, members.bp, teams.bp, settings.bp, invitations.bp,
                       invitations.page_bp, audit_log.bp, sso.bp, org.bp, openapi.bp, scim.bp, saml.bp):
         app.register_blueprint(blueprint)

@@ -7,6 +7,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from identity.web.app import create_app
+from identity.web.unread_body import close_past_drain_bound
 
 
 class _Server(BaseApplication):  # type: ignore[misc]
@@ -40,9 +41,14 @@ def options(host: str, port: int, workers: int, threads: int) -> dict[str, Any]:
     No access log: gunicorn's writes the raw request line, and a path can carry a secret (a
     sign-in link's token). The app logs every request itself, naming the route's rule instead
     (identity.web.app.route).
+
+    A refusal sent before the request's body was read keeps the connection: the app reads the
+    rest of the body (identity.web.unread_body), and a body too long to read is answered with
+    `Connection: close` (the `pre_request` hook).
     """
     return {"bind": f"{host}:{port}", "workers": workers, "worker_class": "gthread", "threads": threads,
-            "keepalive": KEEPALIVE_SECONDS, "accesslog": None, "timeout": 60}
+            "keepalive": KEEPALIVE_SECONDS, "accesslog": None, "timeout": 60,
+            "pre_request": close_past_drain_bound}
 
 
 def serve(host: str, port: int, workers: int, threads: int = 1) -> None:
