@@ -11,6 +11,7 @@ import base64
 import datetime as dt
 import uuid
 import zlib
+from collections.abc import Callable
 from copy import deepcopy
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,6 +113,11 @@ class Options:
     session_index: str = field(default_factory=lambda: f"_s{uuid.uuid4().hex}")
     assertion_id: str = field(default_factory=lambda: f"_a{uuid.uuid4().hex}")
     encrypt_for: x509.Certificate | None = None
+    # The prefixes of the Response and of the Assertion, which need not agree: pysaml2 and SATOSA
+    # write `ns0:Response` and `saml2:Assertion`. None as the assertion's prefix: a default namespace.
+    response_nsmap: dict[str | None, str] = field(default_factory=lambda: dict(NSMAP))
+    assertion_prefix: str | None = "saml"
+    after_signing: Callable[[etree._Element], None] | None = None  # a forger's change to the signed assertion
 
 
 class TestIdP:
@@ -152,6 +158,8 @@ class TestIdP:
         assertion = self._assertion(o, sp_entity_id, acs_url, now)
         if o.sign in ("assertion", "both"):
             assertion = self._signed(assertion, o)
+        if o.after_signing is not None:
+            o.after_signing(assertion)
         if o.encrypt_for is not None:
             encrypted = etree.SubElement(response, _q(SAML, "EncryptedAssertion"))
             encrypted.append(self._encrypt(assertion, o.encrypt_for))
@@ -167,14 +175,14 @@ class TestIdP:
             attrs["Destination"] = acs_url if o.destination == "acs" else o.destination
         if o.in_response_to is not None:
             attrs["InResponseTo"] = o.in_response_to
-        root = etree.Element(_q(SAMLP, "Response"), nsmap=NSMAP, **attrs)
+        root = etree.Element(_q(SAMLP, "Response"), nsmap=o.response_nsmap, **attrs)
         etree.SubElement(root, _q(SAML, "Issuer")).text = o.issuer or self.entity_id
         status = etree.SubElement(root, _q(SAMLP, "Status"))
         etree.SubElement(status, _q(SAMLP, "StatusCode"), Value="urn:oasis:names:tc:SAML:2.0:status:Success")
         return root
 
     def _assertion(self, o: Options, sp_entity_id: str, acs_url: str, now: dt.datetime) -> etree._Element:
-        a = etree.Element(_q(SAML, "Assertion"), nsmap={"saml": SAML, "xs": XS, "xsi": XSI},
+        a = etree.Element(_q(SAML, "Assertion"), nsmap={o.assertion_prefix: SAML, "xs": XS, "xsi": XSI},
                           ID=o.assertion_id, Version="2.0", IssueInstant=saml_time(now + o.assertion_issued))
         etree.SubElement(a, _q(SAML, "Issuer")).text = o.issuer or self.entity_id
         subject = etree.SubElement(a, _q(SAML, "Subject"))
