@@ -46,7 +46,7 @@ def _attribute_map(pairs: tuple[str, ...]) -> dict[str, list[str]] | None:
 def configure_org(database: Database, slug: str, metadata_xml: bytes, *, metadata_url: str | None = None,
                   jit: bool | None = None, allow_idp_initiated: bool | None = None,
                   sign_authn_requests: bool | None = None, want_assertions_encrypted: bool | None = None,
-                  attribute_map: dict[str, list[str]] | None = None,
+                  want_assertions_signed: bool | None = None, attribute_map: dict[str, list[str]] | None = None,
                   secret_key: str | None = None) -> dict[str, object]:
     """Configure `slug`'s SAML connection from IdP metadata; return what the IdP administrator needs.
 
@@ -60,7 +60,8 @@ def configure_org(database: Database, slug: str, metadata_xml: bytes, *, metadat
         connection = service.configure_connection(
             session, actor, org.id, idp, jit=jit, allow_idp_initiated=allow_idp_initiated,
             sign_authn_requests=sign_authn_requests, want_assertions_encrypted=want_assertions_encrypted,
-            attribute_map=attribute_map, metadata_url=metadata_url, secret_key=secret_key)
+            want_assertions_signed=want_assertions_signed, attribute_map=attribute_map, metadata_url=metadata_url,
+            secret_key=secret_key)
     urls = SpUrls.of(config.base_url(), slug)
     return {"org": slug, "idp_entity_id": idp.entity_id, "idp_signing_certs": len(idp.signing_certs),
             "jit": connection.jit, "allow_idp_initiated": connection.allow_idp_initiated,
@@ -81,12 +82,14 @@ def saml() -> None:
 @click.option("--allow-idp-initiated/--no-allow-idp-initiated", default=None, help="accept unsolicited responses")
 @click.option("--sign-requests/--no-sign-requests", "sign_requests", default=None)
 @click.option("--encrypted-assertions/--no-encrypted-assertions", "encrypted", default=None)
+@click.option("--signed-assertions/--no-signed-assertions", "signed", default=None,
+              help="require the assertion itself signed, not only the response (the metadata's WantAssertionsSigned)")
 @click.option("--attribute", "attributes", multiple=True, metavar="CLAIM=NAME",
               help=f"attribute name for a claim ({', '.join(CLAIMS)}); repeatable")
 @click.option("--json", "as_json", is_flag=True)
 def configure(slug: str, metadata_file: Path | None, metadata_url: str | None, jit: bool | None,
               allow_idp_initiated: bool | None, sign_requests: bool | None, encrypted: bool | None,
-              attributes: tuple[str, ...], as_json: bool) -> None:
+              signed: bool | None, attributes: tuple[str, ...], as_json: bool) -> None:
     """Configure an org's IdP from its metadata file or URL; print our SP's URLs for the IdP admin."""
     if bool(metadata_file) == bool(metadata_url):
         raise click.UsageError("give exactly one of --idp-metadata FILE and --idp-metadata-url URL")
@@ -95,7 +98,8 @@ def configure(slug: str, metadata_file: Path | None, metadata_url: str | None, j
         xml = metadata_file.read_bytes() if metadata_file else fetch_metadata(str(metadata_url))
         result = configure_org(Database(config.database_url()), slug, xml, metadata_url=metadata_url, jit=jit,
                                allow_idp_initiated=allow_idp_initiated, sign_authn_requests=sign_requests,
-                               want_assertions_encrypted=encrypted, attribute_map=_attribute_map(attributes),
+                               want_assertions_encrypted=encrypted, want_assertions_signed=signed,
+                               attribute_map=_attribute_map(attributes),
                                secret_key=config.secret_key())
     except DomainError as error:
         _fail(error)

@@ -185,7 +185,8 @@ def settings_dict(connection: SamlConnection, urls: SpUrls, private_key: str | N
 
     Only certificates valid now are trusted (python3-saml ignores validity periods). SHA-1 is
     refused (rejectDeprecatedAlgorithm). Signing is required for the assertion or the response
-    around it; python3-saml refuses a response with neither.
+    around it; python3-saml refuses a response with neither. With the org's `want_assertions_signed`,
+    the assertion itself must be signed (wantAssertionsSigned), as the SP metadata then says.
     """
     signing = valid_certs(connection.idp_signing_certs)
     idp: dict[str, Any] = {
@@ -213,7 +214,7 @@ def settings_dict(connection: SamlConnection, urls: SpUrls, private_key: str | N
             "logoutRequestSigned": True,
             "logoutResponseSigned": True,
             "wantMessagesSigned": False,
-            "wantAssertionsSigned": False,
+            "wantAssertionsSigned": connection.want_assertions_signed,
             "wantAssertionsEncrypted": connection.want_assertions_encrypted,
             "wantNameId": True,
             "wantNameIdEncrypted": False,

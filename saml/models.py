@@ -39,6 +39,9 @@ class SamlConnection(Base):
     allow_idp_initiated: Mapped[bool] = mapped_column(Boolean, default=False)
     sign_authn_requests: Mapped[bool] = mapped_column(Boolean, default=False)
     want_assertions_encrypted: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The assertion itself must be signed (a signature on the response around it is not enough);
+    # the SP metadata's WantAssertionsSigned says this value (saml.views.metadata).
+    want_assertions_signed: Mapped[bool] = mapped_column(Boolean, default=False)
     # {claim: [attribute names, first present wins]}; missing claims fall back to the defaults.
     attribute_map: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[dt.datetime]

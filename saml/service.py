@@ -85,8 +85,8 @@ def authorize_configuration(actor: Actor, org_id: str) -> None:
 def configure_connection(
     session: Session, actor: Actor, org_id: str, idp: IdpSettings, *, jit: bool | None = None,
     allow_idp_initiated: bool | None = None, sign_authn_requests: bool | None = None,
-    want_assertions_encrypted: bool | None = None, attribute_map: dict[str, list[str]] | None = None,
-    metadata_url: str | None = None, secret_key: str | None = None,
+    want_assertions_encrypted: bool | None = None, want_assertions_signed: bool | None = None,
+    attribute_map: dict[str, list[str]] | None = None, metadata_url: str | None = None, secret_key: str | None = None,
 ) -> SamlConnection:
     """Create or update the org's connection from IdP settings; our key pair is made on first use.
 
@@ -109,7 +109,8 @@ def configure_connection(
         cert, key = generate_sp_credentials(f"identity SAML SP {org.slug}")
         connection = SamlConnection(org_id=org_id, sp_cert_pem=cert, sp_key_pem=key, jit=True,
                                     allow_idp_initiated=False, sign_authn_requests=False,
-                                    want_assertions_encrypted=False, attribute_map={}, created_at=now, version=0)
+                                    want_assertions_encrypted=False, want_assertions_signed=False,
+                                    attribute_map={}, created_at=now, version=0)
         session.add(connection)
     before = _settings_view(connection) if not created else {}
     connection.idp_entity_id, connection.idp_sso_url = idp.entity_id, idp.sso_url
@@ -117,6 +118,7 @@ def configure_connection(
     for name, value in (("jit", jit), ("allow_idp_initiated", allow_idp_initiated),
                         ("sign_authn_requests", sign_authn_requests),
                         ("want_assertions_encrypted", want_assertions_encrypted),
+                        ("want_assertions_signed", want_assertions_signed),
                         ("attribute_map", attribute_map)):
         if value is not None:
             setattr(connection, name, value)
@@ -172,6 +174,7 @@ def _settings_view(connection: SamlConnection) -> dict[str, Any]:
         "jit": connection.jit, "allow_idp_initiated": connection.allow_idp_initiated,
         "sign_authn_requests": connection.sign_authn_requests,
         "want_assertions_encrypted": connection.want_assertions_encrypted,
+        "want_assertions_signed": connection.want_assertions_signed,
         "attribute_map": connection.attribute_map, "idp_metadata_url": connection.idp_metadata_url,
     }
 

@@ -53,10 +53,14 @@ def safe_landing(value: str | None, base_url: str) -> str:
 
 @bp.get("/saml/<slug>/metadata")
 def metadata(slug: str) -> HttpResponse:
-    """Serve the SP metadata: entity id, ACS (HTTP-POST), SLO (HTTP-Redirect), signing and encryption keys."""
+    """Serve the SP metadata: entity id, ACS (HTTP-POST), SLO (HTTP-Redirect), signing and encryption keys.
+
+    AuthnRequestsSigned and WantAssertionsSigned say what this SP does and enforces: the org's
+    `sign_authn_requests` and `want_assertions_signed` (off: a response signed as a whole will do).
+    """
     org, connection = web.connection_of(slug)
     sp = settings_dict(connection, web.urls(org))["sp"]
-    xml = OneLogin_Saml2_Metadata.builder(sp, connection.sign_authn_requests, True)
+    xml = OneLogin_Saml2_Metadata.builder(sp, connection.sign_authn_requests, connection.want_assertions_signed)
     xml = OneLogin_Saml2_Metadata.add_x509_key_descriptors(xml, connection.sp_cert_pem, True)
     return Response(xml, mimetype="application/samlmetadata+xml")
 

@@ -25,7 +25,7 @@ from saml.models import SamlConnection
 
 bp = adopt(Blueprint("api_sso", __name__, url_prefix="/api/v1"))
 
-OPTIONS = ("jit", "allow_idp_initiated", "sign_authn_requests", "want_assertions_encrypted")
+OPTIONS = ("jit", "allow_idp_initiated", "sign_authn_requests", "want_assertions_encrypted", "want_assertions_signed")
 FIELDS = ("idp_metadata_xml", "idp_metadata_url", *OPTIONS, "attribute_map")
 URL_MAX_LENGTH = 2048  # SamlConnection.idp_metadata_url
 
@@ -104,14 +104,15 @@ def configure_sso(org_ref: str) -> Response:
     `identity saml refresh` and when a signature is refused); the same as `identity saml configure`."""
     known_args()
     org_id, data = caller_org_id(org_ref), json_body(*FIELDS)
-    jit, idp_initiated, sign, encrypted = (_flag(data, name) for name in OPTIONS)
+    jit, idp_initiated, sign, encrypted, signed = (_flag(data, name) for name in OPTIONS)
     attribute_map = _attribute_map(data)
     url = _metadata_url(data)
     service.authorize_configuration(g.actor, org_id)  # before anything is fetched on the caller's say
     idp = parse_idp_metadata(fetch_metadata(url) if url is not None else _metadata_xml(data).encode())
 
     run(database(), g.actor, service.configure_connection, org_id, idp, jit=jit, allow_idp_initiated=idp_initiated,
-        sign_authn_requests=sign, want_assertions_encrypted=encrypted, attribute_map=attribute_map,
+        sign_authn_requests=sign, want_assertions_encrypted=encrypted, want_assertions_signed=signed,
+        attribute_map=attribute_map,
         metadata_url=url, secret_key=current_app.config["SECRET_KEY"])
     with database().reading() as session:
         return jsonify(_view(*service.read_connection(session, g.actor, org_id)))
