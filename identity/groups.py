@@ -13,8 +13,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, delete, event, func, insert, or_, select
+from sqlalchemy.orm import Session, SessionTransaction
 
 from audit import Actor, clock, record
 from audit.log import Target
@@ -52,6 +52,37 @@ def get_group(session: Session, org_id: str, group_id: str) -> IdpGroup:
     if group is None or group.org_id != org_id:
         raise NotFound(f"no group {group_id!r} in this org", group_id=group_id)
     return group
+
+
+# Changes of one group are serialised by a lock on its row, taken before its members are read:
+# two IdP workers PATCHing the same group at once then each see the other's committed members,
+# so that adding a member already there, or removing one already gone, is a no-op rather than a
+# unique-key conflict (409) or a second audit event. FOR NO KEY UPDATE: the foreign keys of
+# other rows pointing at the group (members added to it) still go through. Locks on several
+# groups are taken in id order (apply_user_groups), after the org's lock and before the audit
+# chain head's (audit.log), so that parallel writers never deadlock. SQLite runs one write
+# transaction at a time and needs no lock.
+LOCKED_GROUPS = "identity.locked_groups"
+_LOCK_GROUP = (select(IdpGroup).where(IdpGroup.id == bindparam("group_id")).with_for_update(key_share=True)
+               .execution_options(populate_existing=True))
+
+
+def lock_group(session: Session, org_id: str, group_id: str) -> IdpGroup:
+    """Return the org's group, locked against other changes of it until the transaction ends, or raise NotFound."""
+    locked: set[str] = session.info.setdefault(LOCKED_GROUPS, set())
+    if group_id in locked:
+        return get_group(session, org_id, group_id)
+    group = session.scalars(_LOCK_GROUP, {"group_id": group_id}).one_or_none()
+    if group is None or group.org_id != org_id:
+        raise NotFound(f"no group {group_id!r} in this org", group_id=group_id)
+    locked.add(group_id)
+    return group
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_group_locks(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # the outermost transaction: its locks are released
+        session.info.pop(LOCKED_GROUPS, None)
 
 
 def _ensure_free_name(session: Session, org_id: str, name: str, keep: str | None = None) -> str:
@@ -122,7 +153,7 @@ def update_group(session: Session, actor: Actor, org_id: str, group_id: str, *, 
     it, or a PATCH `remove`): rules then match the group by its display name (DESIGN 3.3).
     """
     authorize(actor, "teams.manage", org_id=org_id)
-    group = get_group(session, org_id, group_id)
+    group = lock_group(session, org_id, group_id)
     diff: dict[str, Any] = {}
     if display_name is not None and display_name != group.display_name:
         display_name = _ensure_free_name(session, org_id, display_name, keep=group.id)
@@ -152,7 +183,7 @@ def _name_taken_by_other_team(session: Session, group: IdpGroup) -> bool:
 def delete_group(session: Session, actor: Actor, org_id: str, group_id: str) -> None:
     """Delete a group: its members lose what it granted; its mirrored team stays for an admin to decide."""
     authorize(actor, "teams.manage", org_id=org_id)
-    group = get_group(session, org_id, group_id)
+    group = lock_group(session, org_id, group_id)
     members = list(session.scalars(select(IdpGroupMember.user_id).where(IdpGroupMember.group_id == group.id)))
     removed = remove_members(session, actor, org_id, group.id, members)
     session.execute(delete(IdpGroupMember).where(IdpGroupMember.group_id == group.id))
@@ -192,7 +223,7 @@ def add_members(session: Session, actor: Actor, org_id: str, group_id: str, user
     `scim` for SCIM Groups, `saml` for an assertion's group claims (apply_user_groups).
     """
     authorize(actor, "teams.manage", org_id=org_id)
-    group = get_group(session, org_id, group_id)
+    group = lock_group(session, org_id, group_id)
     wanted = list(dict.fromkeys(user_ids))
     unknown = set(wanted) - _live_users(session, org_id, wanted)
     if unknown:
@@ -227,7 +258,7 @@ def remove_members(session: Session, actor: Actor, org_id: str, group_id: str, u
     the IdP's change still succeeds and is not retried forever.
     """
     authorize(actor, "teams.manage", org_id=org_id)
-    group = get_group(session, org_id, group_id)
+    group = lock_group(session, org_id, group_id)
     present = _members_among(session, group.id, list(dict.fromkeys(user_ids)))
     protected = owners.last_owners_leaving_group(session, org_id, group.id, present)
     gone = sorted(present - protected)
@@ -254,6 +285,7 @@ def member_ids(session: Session, group_id: str) -> list[str]:
 
 def replace_members(session: Session, actor: Actor, org_id: str, group_id: str, user_ids: list[str]) -> None:
     """Make the group's members exactly `user_ids` (SCIM PUT, or a PATCH replace of members)."""
+    lock_group(session, org_id, group_id)
     wanted = list(dict.fromkeys(user_ids))
     current = set(member_ids(session, group_id))
     remove_members(session, actor, org_id, group_id, sorted(current - set(wanted)))
@@ -276,6 +308,8 @@ def apply_user_groups(session: Session, actor: Actor, org_id: str, user_id: str,
             group = create_group(session, actor, org_id, display_name=ref, external_id=ref)
         wanted.add(group.id)
     current = set(session.scalars(select(IdpGroupMember.group_id).where(IdpGroupMember.user_id == user_id)))
+    for group_id in sorted(wanted ^ current):  # in one order, before any is changed (LOCKED_GROUPS)
+        lock_group(session, org_id, group_id)
     for group_id in sorted(wanted - current):
         add_members(session, actor, org_id, group_id, [user_id], source=GrantSource.SAML)
     for group_id in sorted(current - wanted):
@@ -302,6 +336,7 @@ def reapply(session: Session, actor: Actor, group: IdpGroup) -> None:
     Each member's new grants keep the source of its old ones; a member the old rule gave nothing
     is taken as SCIM's (a membership does not record its channel).
     """
+    lock_group(session, group.org_id, group.id)
     sources = {user_id: source for user_id, source in session.execute(
         select(RoleGrant.user_id, RoleGrant.source).where(RoleGrant.source_ref == group.id))}
     session.execute(delete(RoleGrant).where(RoleGrant.source_ref == group.id))
