@@ -80,6 +80,11 @@ def reading() -> Iterator[Session]:
 def body() -> Any:
     """Return the request's JSON body (None when empty), or raise InvalidSyntax."""
     raw = request.get_data(cache=False)
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if limit and len(raw) >= limit and request.content_length is None:
+        # A chunked body has no Content-Length to be refused by: werkzeug stops reading at the limit
+        # and raises 413 only on the next read, which is this one (else: truncated JSON, a 400).
+        request.stream.read(1)
     try:
         return jsontext.loads(raw) if raw else None
     except (ValueError, UnicodeDecodeError) as error:

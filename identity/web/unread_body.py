@@ -55,11 +55,9 @@ class _CountedInput:
     def __iter__(self) -> _CountedLines:
         return _CountedLines(self)
 
-    def discard(self, declared: int | None, terminated: bool) -> None:
-        """Read and drop the rest of the body: up to its declared length, or to the end of a body
-        the server terminates (chunked), at most MAX_DRAINED_BYTES in all."""
-        if declared is None and not terminated:
-            return  # no length, not chunked: there is no body
+    def discard(self, declared: int | None) -> None:
+        """Read and drop the rest of the body: up to its declared length, or (None) to the end of a
+        chunked body, which the server's input ends, at most MAX_DRAINED_BYTES in all."""
         budget = MAX_DRAINED_BYTES - self.read_bytes
         left = budget if declared is None else min(declared - self.read_bytes, budget)
         while left > 0:
@@ -93,14 +91,14 @@ class DrainUnreadBody:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         declared = _declared_length(environ)
-        terminated = bool(environ.get("wsgi.input_terminated"))
-        if (declared is None and not terminated) or (declared is not None and declared > MAX_DRAINED_BYTES):
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if (declared is None and not chunked) or (declared is not None and declared > MAX_DRAINED_BYTES):
             return self.app(environ, start_response)  # no body, or one the server closes the connection on
         counted = _CountedInput(environ["wsgi.input"])
         environ["wsgi.input"] = counted
         answer = self.app(environ, start_response)
         try:
-            counted.discard(declared, terminated)
+            counted.discard(None if chunked else declared)
         except OSError:
             pass  # the client went away: there is no connection left to keep
         return answer

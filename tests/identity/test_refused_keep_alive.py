@@ -71,6 +71,24 @@ def test_the_next_request_on_the_connection_is_answered(served: tuple[int, str],
         conn.close()
 
 
+def test_a_chunked_body_over_the_limit_keeps_the_connection(served: tuple[int, str]) -> None:
+    port, token = served
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        body = _user(2 * 1024 * 1024)
+        conn.request("POST", "/scim/v2/Users", body=(body[i:i + 65536] for i in range(0, len(body), 65536)),
+                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"},
+                     encode_chunked=True)
+        refused = conn.getresponse()
+        refused.read()
+        assert refused.status == 413 and not refused.will_close
+        first = conn.sock
+        assert _ask(conn, "GET", "/scim/v2/ServiceProviderConfig", token=token).status == 200
+        assert conn.sock is first
+    finally:
+        conn.close()
+
+
 def test_a_body_past_the_drain_bound_is_refused_with_connection_close(served: tuple[int, str]) -> None:
     """Past the bound the server does not read the body; its answer says it closes the connection.
 
