@@ -1,7 +1,7 @@
 """Concurrent PATCHes of one group, as an IdP's parallel workers send them during a first sync.
 
-On PostgreSQL, against the app served in a real threaded HTTP server (each request its own
-connection and transaction): every PATCH succeeds, whether it adds members another PATCH adds at
+On PostgreSQL, against the app served by several threads of one process and by `identity serve`
+with several worker processes (each request its own connection and transaction): every PATCH succeeds, whether it adds members another PATCH adds at
 the same moment or removes members another removes. Adding a member already there and removing
 one who is gone change nothing, also in a race; each real change is granted and audited once.
 """
@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import subprocess
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,6 +27,7 @@ from audit import Actor
 from audit.models import AuditEvent
 from identity.db import Database
 from identity.models import IdpGroupMember, RoleGrant
+from tests.identity.test_serve import BIN, _free_port, _stop, _wait_healthy
 from tests.live import serving
 from tests.scim.client import PATCH, Scim, scim_for
 
@@ -31,10 +35,23 @@ WORKERS = 8
 ROUNDS = ("add", "add", "remove", "add and remove", "remove")
 
 
-@pytest.fixture
-def origin(app: Flask) -> Iterator[str]:
-    with serving(app, "scim-concurrent-groups") as found:
-        yield found
+@pytest.fixture(params=["threads", "identity serve"])
+def origin(request: pytest.FixtureRequest, app: Flask, db: Database, tmp_path: Path) -> Iterator[str]:
+    """The app served by threads of one process, or as `identity serve` runs it: gunicorn, 4 worker processes."""
+    if request.param == "threads":
+        with serving(app, "scim-concurrent-groups") as found:
+            yield found
+        return
+    port = _free_port()
+    env = {**os.environ, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret", "IDENTITY_DATA_DIR": str(tmp_path),
+           "BASE_URL": f"http://127.0.0.1:{port}"}
+    proc = subprocess.Popen([str(BIN / "identity"), "serve", "--host", "127.0.0.1", "--port", str(port),
+                             "--workers", "4"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}", proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop(proc)
 
 
 def _patch_all_at_once(origin: str, token: str, group_id: str, bodies: list[list[dict[str, Any]]]) -> list[int]:
