@@ -261,16 +261,19 @@ def remove_members(session: Session, actor: Actor, org_id: str, group_id: str, u
     group = lock_group(session, org_id, group_id)
     present = _members_among(session, group.id, list(dict.fromkeys(user_ids)))
     protected = owners.last_owners_leaving_group(session, org_id, group.id, present)
-    gone = sorted(present - protected)
-    for chunk in _chunks(gone):
-        session.execute(delete(IdpGroupMember).where(IdpGroupMember.group_id == group.id,
-                                                     IdpGroupMember.user_id.in_(chunk)))
+    gone: list[str] = []
+    for chunk in _chunks(sorted(present - protected)):
+        # RETURNING: the rows this transaction took out. A user's deletion, which does not lock the
+        # group, may have taken one since it was read; that removal is not this change's to audit.
+        taken = list(session.scalars(delete(IdpGroupMember).where(
+            IdpGroupMember.group_id == group.id, IdpGroupMember.user_id.in_(chunk)).returning(IdpGroupMember.user_id)))
         # Found by user alone, then checked here: with `source_ref` in the WHERE, SQLite without
         # statistics walks the group's index, every grant of a 100,000-member group, per chunk.
         grants = [gid for gid, ref in session.execute(select(RoleGrant.id, RoleGrant.source_ref).where(
-            RoleGrant.user_id.in_(chunk))) if ref == group.id]
+            RoleGrant.user_id.in_(taken))) if ref == group.id] if taken else []
         if grants:
             session.execute(delete(RoleGrant).where(RoleGrant.id.in_(grants)))
+        gone += sorted(taken)
     if gone:
         record(session, actor, Action.GROUP_MEMBERS_REMOVED, _target(group), {"members": gone}, org_id=org_id)
     for user_id in sorted(protected):
