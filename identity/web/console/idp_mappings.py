@@ -1,0 +1,54 @@
+"""The identity provider page's group-mapping rules (DESIGN.md 3.3): IdP group -> team and team role,
+and/or org role; created, edited in place and deleted by identity.mappings, which re-applies them to
+the groups' members at once and audits each change (admins and owners; a rule granting owner: owners).
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, g
+from werkzeug.wrappers import Response
+
+from identity import mappings
+from identity.errors import DomainError
+from identity.mappings import MAPPING_FIELDS
+from identity.web.console.common import console_page, field, redirect_with_notice, submit
+from identity.web.console.idp import PAGE, refused
+
+bp = Blueprint("console_idp_mappings", __name__, url_prefix="/console")
+
+
+def _rule_fields() -> dict[str, str | None]:
+    return {name: field(name)[:255] or None for name in MAPPING_FIELDS}
+
+
+@bp.post("/idp/mappings")
+@console_page
+def create_mapping() -> Response:
+    """Add a rule; the group's members get what it grants now."""
+    try:
+        submit(mappings.create_mapping, g.caller.org_id, **_rule_fields())
+    except DomainError as error:
+        return refused(error, "mapping-new")
+    return redirect_with_notice(PAGE + "#mappings", "Group mapping added.")
+
+
+@bp.post("/idp/mappings/<mapping_id>")
+@console_page
+def update_mapping(mapping_id: str) -> Response:
+    """Edit a rule in place (its id stays); the matching groups' members are updated at once."""
+    try:
+        submit(mappings.update_mapping, g.caller.org_id, mapping_id, _rule_fields())
+    except DomainError as error:
+        return refused(error, f"mapping-{mapping_id}")
+    return redirect_with_notice(PAGE + "#mappings", "Group mapping saved.")
+
+
+@bp.post("/idp/mappings/<mapping_id>/delete")
+@console_page
+def delete_mapping(mapping_id: str) -> Response:
+    """Delete a rule; its groups' members keep only what the other rules give."""
+    try:
+        submit(mappings.delete_mapping, g.caller.org_id, mapping_id)
+    except DomainError as error:
+        return refused(error, f"mapping-{mapping_id}")
+    return redirect_with_notice(PAGE + "#mappings", "Group mapping deleted.")
