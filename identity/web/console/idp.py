@@ -13,11 +13,15 @@ Reading it is IdP trust (`trust.read`: owners and admins); changing SSO is the o
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Concatenate, ParamSpec
 
 from flask import Blueprint, current_app, g, request
+from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
+from audit import Actor
 from identity import directory, orgs, provisioning_log, scim_credentials
 from identity.errors import DomainError, InvalidValue
 from identity.web.console.common import (
@@ -37,6 +41,7 @@ from saml.connection import CLAIMS, DEFAULT_ATTRIBUTES, IdpSettings, SpUrls, cer
 from saml.metadata_fetch import fetch_metadata
 from saml.models import SamlConnection
 
+P = ParamSpec("P")
 bp = Blueprint("console_idp", __name__, url_prefix="/console")
 PAGE = "/console/idp"
 GUIDES = {"okta": ("Okta", "console/idp_guide_okta.html"),
@@ -156,12 +161,28 @@ def _attribute_map(texts: dict[str, str]) -> dict[str, list[str]]:
 def require_sso() -> Response:
     """Turn "members sign in only through the IdP" on or off (owners; identity.orgs.set_require_sso)."""
     wanted = request.form.get("require_sso") == "on"
+    notice = "Members now sign in only through the IdP." if wanted else "Members may sign in without the IdP again."
+    return change(Outcome("require_sso", "#sso", notice), orgs.set_require_sso, g.caller.org_id, wanted)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Where a form of this page leads: its name (`failed`: its errors show next to it), its section, its notice."""
+
+    form: str
+    anchor: str
+    notice: str
+
+
+def change(outcome: Outcome, service: Callable[Concatenate[Session, Actor, P], object], *args: P.args,
+           **kwargs: P.kwargs) -> Response:
+    """Run one domain service for a form of this page: back to the page with the outcome's notice, or
+    the page again with the error next to the form."""
     try:
-        submit(orgs.set_require_sso, g.caller.org_id, wanted)
+        submit(service, *args, **kwargs)
     except DomainError as error:
-        return refused(error, "require_sso")
-    return redirect_with_notice(PAGE + "#sso", "Members now sign in only through the IdP." if wanted else
-                                "Members may sign in without the IdP again.")
+        return refused(error, outcome.form)
+    return redirect_with_notice(PAGE + outcome.anchor, outcome.notice)
 
 
 def refused(error: DomainError, failed: str, **context: Any) -> Response:

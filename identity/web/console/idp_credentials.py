@@ -5,59 +5,58 @@ identity.scim_credentials, which decides and audits as it does for the admin API
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from flask import Blueprint, g
 from werkzeug.wrappers import Response
 
 from identity import scim_credentials
 from identity.errors import DomainError
-from identity.web.console.common import console_page, field, redirect_with_notice, submit
-from identity.web.console.idp import PAGE, idp_view, refused
+from identity.keys import Issued
+from identity.web.console.common import console_page, field, submit
+from identity.web.console.idp import Outcome, change, idp_view, refused
 
 bp = Blueprint("console_idp_credentials", __name__, url_prefix="/console")
 NAME_LENGTH = 200
 
 
-@bp.post("/idp/scim-tokens")
+@dataclass(frozen=True)
+class Kind:
+    """A kind of SCIM credential: its services, the name it gets when none is given, what the page says."""
+
+    issued: str  # token, client
+    create: Callable[..., Issued]
+    revoke: Callable[..., None]
+    default_name: str
+    revoked: str
+
+
+KINDS = {
+    "scim-tokens": Kind("token", scim_credentials.create_scim_token, scim_credentials.revoke_scim_token, "SCIM",
+                        "SCIM token revoked."),
+    "scim-clients": Kind("client", scim_credentials.create_scim_client, scim_credentials.revoke_scim_client,
+                         "SCIM client", "OAuth client revoked."),
+}
+ROUTE = "/idp/<any('scim-tokens', 'scim-clients'):kind>"
+
+
+@bp.post(ROUTE)
 @console_page
-def create_token() -> Response:
-    """Make a SCIM bearer token and show it once."""
-    name = field("name")[:NAME_LENGTH] or "SCIM"
+def create_credential(kind: str) -> Response:
+    """Make a SCIM bearer token or OAuth client and show its secret once."""
+    made = KINDS[kind]
+    name = field("name")[:NAME_LENGTH] or made.default_name
     try:
-        issued = submit(scim_credentials.create_scim_token, g.caller.org_id, name=name)
+        issued = submit(made.create, g.caller.org_id, name=name)
     except DomainError as error:
-        return refused(error, "scim_token")
-    return idp_view(issued={"kind": "token", "name": name, "prefix": issued.prefix, "secret": issued.secret})
+        return refused(error, f"scim_{made.issued}")
+    return idp_view(issued={"kind": made.issued, "name": name, "prefix": issued.prefix, "secret": issued.secret})
 
 
-@bp.post("/idp/scim-tokens/<token_id>/revoke")
+@bp.post(ROUTE + "/<credential_id>/revoke")
 @console_page
-def revoke_token(token_id: str) -> Response:
-    """Revoke a SCIM token: the IdP's next request with it is refused."""
-    try:
-        submit(scim_credentials.revoke_scim_token, g.caller.org_id, token_id)
-    except DomainError as error:
-        return refused(error, "scim_tokens")
-    return redirect_with_notice(PAGE + "#scim", "SCIM token revoked.")
-
-
-@bp.post("/idp/scim-clients")
-@console_page
-def create_client() -> Response:
-    """Make an OAuth client-credentials client for SCIM and show its secret once."""
-    name = field("name")[:NAME_LENGTH] or "SCIM client"
-    try:
-        issued = submit(scim_credentials.create_scim_client, g.caller.org_id, name=name)
-    except DomainError as error:
-        return refused(error, "scim_client")
-    return idp_view(issued={"kind": "client", "name": name, "prefix": issued.prefix, "secret": issued.secret})
-
-
-@bp.post("/idp/scim-clients/<client_id>/revoke")
-@console_page
-def revoke_client(client_id: str) -> Response:
-    """Revoke an OAuth client: its access tokens stop working at once."""
-    try:
-        submit(scim_credentials.revoke_scim_client, g.caller.org_id, client_id)
-    except DomainError as error:
-        return refused(error, "scim_clients")
-    return redirect_with_notice(PAGE + "#scim", "OAuth client revoked.")
+def revoke_credential(kind: str, credential_id: str) -> Response:
+    """Revoke a token or client: the IdP's next request with it is refused."""
+    made = KINDS[kind]
+    return change(Outcome(f"scim_{made.issued}s", "#scim", made.revoked), made.revoke, g.caller.org_id, credential_id)

@@ -9,12 +9,12 @@ from flask import Blueprint, g
 from werkzeug.wrappers import Response
 
 from identity import mappings
-from identity.errors import DomainError
 from identity.mappings import MAPPING_FIELDS
-from identity.web.console.common import console_page, field, redirect_with_notice, submit
-from identity.web.console.idp import PAGE, refused
+from identity.web.console.common import console_page, field
+from identity.web.console.idp import Outcome, change
 
 bp = Blueprint("console_idp_mappings", __name__, url_prefix="/console")
+ANCHOR = "#mappings"
 
 
 def _rule_fields() -> dict[str, str | None]:
@@ -25,30 +25,21 @@ def _rule_fields() -> dict[str, str | None]:
 @console_page
 def create_mapping() -> Response:
     """Add a rule; the group's members get what it grants now."""
-    try:
-        submit(mappings.create_mapping, g.caller.org_id, **_rule_fields())
-    except DomainError as error:
-        return refused(error, "mapping-new")
-    return redirect_with_notice(PAGE + "#mappings", "Group mapping added.")
+    return change(Outcome("mapping-new", ANCHOR, "Group mapping added."), mappings.create_mapping, g.caller.org_id,
+                  **_rule_fields())
 
 
 @bp.post("/idp/mappings/<mapping_id>")
 @console_page
 def update_mapping(mapping_id: str) -> Response:
     """Edit a rule in place (its id stays); the matching groups' members are updated at once."""
-    try:
-        submit(mappings.update_mapping, g.caller.org_id, mapping_id, _rule_fields())
-    except DomainError as error:
-        return refused(error, f"mapping-{mapping_id}")
-    return redirect_with_notice(PAGE + "#mappings", "Group mapping saved.")
+    return change(Outcome(f"mapping-{mapping_id}", ANCHOR, "Group mapping saved."), mappings.update_mapping,
+                  g.caller.org_id, mapping_id, _rule_fields())
 
 
 @bp.post("/idp/mappings/<mapping_id>/delete")
 @console_page
 def delete_mapping(mapping_id: str) -> Response:
     """Delete a rule; its groups' members keep only what the other rules give."""
-    try:
-        submit(mappings.delete_mapping, g.caller.org_id, mapping_id)
-    except DomainError as error:
-        return refused(error, f"mapping-{mapping_id}")
-    return redirect_with_notice(PAGE + "#mappings", "Group mapping deleted.")
+    return change(Outcome(f"mapping-{mapping_id}", ANCHOR, "Group mapping deleted."), mappings.delete_mapping,
+                  g.caller.org_id, mapping_id)
