@@ -28,7 +28,7 @@ How to add a page (e.g. identity/web/console/billing.py):
 Register the blueprint in `PAGES` of identity/web/console/__init__.py (idp, billing and audit
 are there already, as placeholders to fill in). A template extends "console/base.html", fills
 `{% block title %}` and `{% block content %}`, and imports the form helpers:
-`{% from "console/forms.html" import csrf_field, field_error, form_error %}`; every form has
+`{% from "console/forms.html" import csrf_field, field_error, form_error, described with context %}`; every form has
 `{{ csrf_field() }}`; `{{ field_error(errors, "email") }}` goes right after the field's input
 (with `aria-describedby="email-error"` on the input when `errors.email` is set), and
 `{{ form_error(errors) }}` shows an error that belongs to no field. `may(action)` and
@@ -137,8 +137,10 @@ def render(template: str, *, status: int = 200, errors: dict[str, str] | None = 
     caller = g.get("caller")
     token = session_token()
     notice = _take_notice()
-    html = render_template(template, caller=caller, csrf_token=csrf_token(token) if token else "",
-                           may=may, errors=errors or {}, notice=notice, **context)
+    values: dict[str, Any] = {"caller": caller, "csrf_token": csrf_token(token) if token else "", "may": may,
+                              "errors": errors or {}, "notice": notice}
+    values.update(context)  # a page without a session (sign-in, invitation) passes its own csrf_token
+    html = render_template(template, **values)
     response = Response(html, status=status, mimetype="text/html")
     response.headers["Cache-Control"] = "no-store"
     response.headers["Content-Security-Policy"] = PAGE_POLICY
