@@ -56,7 +56,7 @@ from werkzeug.wrappers import Response
 
 from audit import Actor
 from identity import sessions
-from identity.errors import DomainError, Unauthenticated
+from identity.errors import DomainError, PermissionDenied, Unauthenticated
 from identity.roles import refusal
 from identity.service import run
 from identity.web import cookies
@@ -170,10 +170,17 @@ def _take_notice() -> str | None:
     return notice if isinstance(notice, str) else None
 
 
-def form_errors(error: DomainError) -> dict[str, str]:
-    """Return a domain error as `{field: message}`: its `field` when it names one, else FORM_ERROR."""
-    field = error.context.get("field")
-    return {field if isinstance(field, str) and field else FORM_ERROR: error.message}
+def form_errors(error: DomainError, field: str | None = None) -> dict[str, str]:
+    """Return a domain error as `{name: message}` for the page's error slots.
+
+    A refusal (PermissionDenied) belongs to the whole form (FORM_ERROR), shown at the top of the
+    page; any other error goes next to `field` when given (the form's own field, e.g. `name-<id>`),
+    else next to the field the error names, else to FORM_ERROR.
+    """
+    named = error.context.get("field")
+    if isinstance(error, PermissionDenied):
+        return {FORM_ERROR: error.message}
+    return {field or (named if isinstance(named, str) and named else FORM_ERROR): error.message}
 
 
 def status_of(error: DomainError) -> int:

@@ -18,6 +18,7 @@ from identity.errors import DomainError
 from identity.keys import Issued
 from identity.roles import allowed_scopes
 from identity.web.console.common import (
+    FORM_ERROR,
     console_page,
     field,
     form_errors,
@@ -66,8 +67,10 @@ def _issued(issued: Issued, what: str) -> Response:
 
 
 def _refused(error: DomainError, prefix: str = "") -> Response:
+    """The page with the error next to its field of the form `prefix` names ("" or "service-")."""
     found = form_errors(error)
-    return _page(status=status_of(error), errors={f"{prefix}{name}": message for name, message in found.items()})
+    return _page(status=status_of(error), errors={
+        name if name == FORM_ERROR else f"{prefix}{name}": message for name, message in found.items()})
 
 
 @bp.post("/keys")
@@ -101,7 +104,7 @@ def rotate_key(key_id: str) -> Response:
     try:
         issued = submit(keys.rotate_api_key, g.caller.org_id, key_id)
     except DomainError as error:
-        return _page(status=status_of(error), errors={f"key-{key_id}": error.message})
+        return _page(status=status_of(error), errors=form_errors(error, f"key-{key_id}"))
     return _issued(issued, "The rotated key")
 
 
@@ -111,7 +114,7 @@ def revoke_key(key_id: str) -> Response:
     try:
         submit(keys.revoke_api_key, g.caller.org_id, key_id)
     except DomainError as error:
-        return _page(status=status_of(error), errors={f"key-{key_id}": error.message})
+        return _page(status=status_of(error), errors=form_errors(error, f"key-{key_id}"))
     return redirect_with_notice(PAGE, "Key revoked: it no longer works.")
 
 

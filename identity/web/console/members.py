@@ -59,7 +59,7 @@ def members_page() -> Response:
 
 
 def _member_refused(user_id: str, error: DomainError) -> Response:
-    return _page(status=status_of(error), errors={f"member-{user_id}": error.message, **form_errors(error)})
+    return _page(status=status_of(error), errors=form_errors(error, f"member-{user_id}"))
 
 
 @bp.post("/members/<user_id>/role")
@@ -136,7 +136,7 @@ def resend_invitation(invitation_id: str) -> Response:
     try:
         invited = submit(members.resend_invitation, g.caller.org_id, invitation_id, base_url=base_url())
     except DomainError as error:
-        return _page(status=status_of(error), errors={f"invitation-{invitation_id}": error.message})
+        return _page(status=status_of(error), errors=form_errors(error, f"invitation-{invitation_id}"))
     send_invitation_mail(g.actor, invited.invitation.id)
     return redirect_with_notice(PAGE + "#invitations", f"Invitation to {invited.invitation.email} sent again.")
 
@@ -147,5 +147,5 @@ def revoke_invitation(invitation_id: str) -> Response:
     try:
         submit(invitations.revoke, g.caller.org_id, invitation_id)
     except DomainError as error:
-        return _page(status=status_of(error), errors={f"invitation-{invitation_id}": error.message})
+        return _page(status=status_of(error), errors=form_errors(error, f"invitation-{invitation_id}"))
     return redirect_with_notice(PAGE + "#invitations", "Invitation revoked.")

@@ -78,7 +78,7 @@ def create_team() -> Response:
     try:
         team = submit(teams.create_team, g.caller.org_id, field("name"))
     except DomainError as error:
-        return _page(status=status_of(error), errors={"new_name": error.message})
+        return _page(status=status_of(error), errors=form_errors(error, "new_name"))
     return redirect_with_notice(f"{PAGE}?team={team.id}#team-{team.id}", f"Team '{team.name}' created.")
 
 
@@ -88,7 +88,7 @@ def rename_team(team_id: str) -> Response:
     try:
         team = submit(teams.rename_team, g.caller.org_id, team_id, field("name"))
     except DomainError as error:
-        return _page(status=status_of(error), errors={f"name-{team_id}": error.message}, rename=team_id)
+        return _page(status=status_of(error), errors=form_errors(error, f"name-{team_id}"), rename=team_id)
     return redirect_with_notice(f"{PAGE}#team-{team.id}", f"Team renamed to '{team.name}'.")
 
 
@@ -99,7 +99,8 @@ def delete_team(team_id: str) -> Response:
     try:
         submit(team_deletion.delete_team, g.caller.org_id, team_id, confirm=field("confirm"))
     except DomainError as error:
-        return _page(status=status_of(error), errors={f"delete-{team_id}": error.message}, delete=team_id)
+        return _page(status=status_of(error), errors=form_errors(error, f"delete-{team_id}"),
+                     delete=team_id)
     return redirect_with_notice(PAGE, f"Team '{field('confirm')}' deleted.")
 
 
@@ -127,7 +128,7 @@ def change_team_role(team_id: str, user_id: str) -> Response:
     try:
         role = submit(teams.change_team_role, g.caller.org_id, team_id, user_id, field("role"))
     except DomainError as error:
-        return _page(status=status_of(error), errors={f"role-{user_id}": error.message}, team=team_id)
+        return _page(status=status_of(error), errors=form_errors(error, f"role-{user_id}"), team=team_id)
     return redirect_with_notice(_team_page(team_id), f"Team role changed to {role}.")
 
 
