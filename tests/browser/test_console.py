@@ -47,6 +47,8 @@ def test_sign_in_by_org_slug_through_the_idp_lands_in_the_console(console_site: 
     expect(page.get_by_role("heading", name="Teams", level=1)).to_be_visible()
     expect(page.get_by_role("cell", name=re.compile(r"^default-[0-9a-f]{8}$"))).to_be_visible()
     check_page(page, "teams")
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone: the tables become stacked cards
+    check_page(page, "teams-narrow")
     answer = page.request.get(console_site.url("/me"))  # /me stays JSON for programs
     assert answer.status == 200 and answer.json()["userName"] == "owner@acme.test"
 
@@ -67,6 +69,11 @@ def test_a_work_email_goes_to_its_domain_sso_and_an_unknown_one_gets_the_same_an
         answers.append(page.inner_text("main").replace(address, "ADDRESS"))
     assert answers[0] == answers[1] and "Check your mail" in answers[0]
     check_page(page, "sign-in-check-mail")
+    page.goto(console_site.url("/"))
+    page.get_by_label("Work email or organization").fill("initech")  # no such org, or one without SSO
+    page.get_by_role("button", name="Continue").click()
+    expect(page.get_by_label("Work email")).to_be_visible()
+    check_page(page, "sign-in-email-step")
 
 
 def test_rename_a_team_inline_and_cancel_a_rename(console_site: ConsoleSite, page: Page) -> None:
@@ -173,3 +180,6 @@ def test_a_viewer_sees_no_admin_controls_and_a_forged_admin_post_is_refused(cons
     no_token = page.request.post(console_site.url("/console/teams"), form={"name": "Forged"})
     assert no_token.status == 403 and "did not come from this console" in no_token.text()
     assert _team_named(console_site, "Forged") is None
+    page.goto(console_site.url("/console/members/invite"))  # not offered, and refused when asked for
+    expect(page.get_by_role("heading", name="Refused")).to_be_visible()
+    check_page(page, "refused")

@@ -100,8 +100,16 @@ def test_pending_invitations_are_resent_and_revoked(console_site: ConsoleSite, p
 
 
 def test_change_a_role_deactivate_reactivate_and_transfer_ownership(console_site: ConsoleSite, page: Page) -> None:
+    with console_site.db.transaction() as session:
+        temp = members.add_member(session, SYSTEM, console_site.org.org.id, email="temp@acme.test", role="member",
+                                  team_id=None)
     console_site.sign_in_as(page, "owner@acme.test")
     page.goto(console_site.url("/console/members"))
+    page.locator(f"#member-{temp.id}").get_by_role("link", name="Remove temp@acme.test").click()
+    check_page(page, "members-remove")
+    page.get_by_role("button", name="Remove member").click()
+    expect(page.get_by_role("status")).to_have_text("temp@acme.test removed.")
+    expect(page.locator(f"#member-{temp.id}")).to_have_count(0)
     hired = _member(console_site, "new.hire@acme.test")
     assert hired is not None
     row = page.locator(f"#member-{hired.id}")

@@ -35,6 +35,9 @@ are there already, as placeholders to fill in). A template extends "console/base
 `may(action, target_role)` in a template (and in Python) ask identity.roles.refusal, so a page
 offers only what the caller's role may do; the domain service refuses the rest anyway.
 
+A DomainError that a view does not catch becomes `refused_page` with the admin API's status
+(403, 404, 409...), so a view catches only the errors it shows next to a field.
+
 Conventions: `g.caller` is the admin API's Caller (org_id, org_slug, user_id, user_name, role);
 `g.actor` its audit actor with this request's context. A page is `no-store`, and has its own
 Content-Security-Policy: scripts and styles from /static only (identity/web/static/), no inline
@@ -113,14 +116,19 @@ def console_page(view: Callable[P, Response]) -> Callable[P, Response]:
             return redirect(SIGN_IN, 303)
         g.caller = caller
         g.actor = request_actor(caller.actor)
-        return view(*args, **kwargs)
+        try:
+            return view(*args, **kwargs)
+        except DomainError as error:  # one the view left to this net: a refusal page, never a 500
+            return refused_page(error.message, status=status_of(error))
     return wrapper
 
 
 def refused_page(message: str = "This form did not come from this console's own page, or the page is too old. "
-                 "Open the page again and use its button.") -> Response:
-    """The 403 page for a form post without our token (a forged or stale form)."""
-    return render("console/refused.html", status=403, title="Refused", message=message)
+                 "Open the page again and use its button.", *, status: int = 403) -> Response:
+    """The page for a refused request: a form post without our token (a forged or stale form), or a
+    domain error that no field of the page can show (`status` as the admin API would answer)."""
+    return render("console/refused.html", status=status, title="Refused" if status == 403 else "Not possible",
+                  message=message)
 
 
 def may(action: str, target_role: str | None = None) -> bool:

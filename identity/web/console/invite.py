@@ -15,7 +15,7 @@ from flask import Blueprint, g, jsonify, request
 from werkzeug.wrappers import Response
 
 from identity import directory, members
-from identity.errors import DomainError
+from identity.errors import DomainError, PermissionDenied
 from identity.seats import SeatPreview
 from identity.vocabulary import Role
 from identity.web.api.invitations import base_url, send_invitation_mail
@@ -103,6 +103,8 @@ def send_invitation() -> Response:
     try:
         invited = submit(members.invite_member, g.caller.org_id, email=field("email"),
                          role=field("role") or Role.MEMBER, team_id=field("team_id") or None, base_url=base_url())
+    except PermissionDenied:
+        raise  # the refusal page (console_page), not a dialog this caller may not see
     except DomainError as error:
         return _dialog("console/invite.html", status=status_of(error), errors=form_errors(error))
     _, state = send_invitation_mail(g.actor, invited.invitation.id)

@@ -7,12 +7,15 @@ and every change is one domain service that asks the same function again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask import Blueprint, g
 from werkzeug.wrappers import Response
 
 from identity import directory, invitations, members, org_lifecycle, users
 from identity.directory import Member
 from identity.errors import DomainError
+from identity.models import User
 from identity.vocabulary import Role
 from identity.web.api.invitations import base_url, send_invitation_mail
 from identity.web.console.common import (
@@ -85,7 +88,18 @@ def change_active(user_id: str) -> Response:
     return redirect_with_notice(f"{PAGE}#member-{user_id}", f"{member.user_name} {done}.")
 
 
-def _confirm_page(user_id: str, action: str) -> Response:
+# The changes that a page asks about first: action -> (service, the notice after it).
+# remove: memberships and keys go, the seat is freed, the user stays as a tombstone;
+# transfer: the member becomes the owner and the caller an admin, in one transaction.
+CONFIRMED: dict[str, tuple[Callable[..., User], str]] = {
+    "remove": (users.delete_user, "{} removed."),
+    "transfer": (org_lifecycle.transfer_ownership, "{} is now the owner; you are an admin."),
+}
+
+
+@bp.get("/members/<user_id>/<any(remove, transfer):action>")
+@console_page
+def confirm_page(user_id: str, action: str) -> Response:
     """The page that asks before a removal or an ownership transfer."""
     try:
         with reading() as session:
@@ -95,38 +109,16 @@ def _confirm_page(user_id: str, action: str) -> Response:
     return render("console/member_confirm.html", title="Confirm", nav="members", member=member, action=action)
 
 
-@bp.get("/members/<user_id>/remove")
+@bp.post("/members/<user_id>/<any(remove, transfer):action>")
 @console_page
-def removal_page(user_id: str) -> Response:
-    return _confirm_page(user_id, "remove")
-
-
-@bp.post("/members/<user_id>/remove")
-@console_page
-def remove_member(user_id: str) -> Response:
-    """Remove a member: memberships and keys go, the seat is freed, the user stays as a tombstone."""
+def confirmed_change(user_id: str, action: str) -> Response:
+    """Remove the member, or make them the owner (CONFIRMED)."""
+    service, notice = CONFIRMED[action]
     try:
-        user = submit(users.delete_user, g.caller.org_id, user_id)
+        user = submit(service, g.caller.org_id, user_id)
     except DomainError as error:
         return _member_refused(user_id, error)
-    return redirect_with_notice(PAGE, f"{user.user_name} removed.")
-
-
-@bp.get("/members/<user_id>/transfer")
-@console_page
-def transfer_page(user_id: str) -> Response:
-    return _confirm_page(user_id, "transfer")
-
-
-@bp.post("/members/<user_id>/transfer")
-@console_page
-def transfer_ownership(user_id: str) -> Response:
-    """Make the member the owner; the caller becomes an admin (one transaction)."""
-    try:
-        user = submit(org_lifecycle.transfer_ownership, g.caller.org_id, user_id)
-    except DomainError as error:
-        return _member_refused(user_id, error)
-    return redirect_with_notice(PAGE, f"{user.user_name} is now the owner; you are an admin.")
+    return redirect_with_notice(PAGE, notice.format(user.user_name))
 
 
 @bp.post("/members/invitations/<invitation_id>/resend")

@@ -6,6 +6,8 @@ document.addEventListener("DOMContentLoaded", function () {
   var follow = document.querySelector("a[data-auto-follow]");
   if (follow) { window.location.assign(follow.href); return; }
 
+  document.querySelectorAll("[data-js-only]").forEach(function (el) { el.hidden = false; });
+
   // Copy buttons: <button data-copy="#id" hidden> copies the text of #id (shown only when it can work).
   document.querySelectorAll("[data-copy]").forEach(function (button) {
     if (!navigator.clipboard) { return; }
