@@ -49,7 +49,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_error_handler(HTTPException, _http_error)
     app.add_url_rule("/healthz", "healthz", healthz)
     for blueprint in (browser.bp, keys.bp, gateway.bp, members.bp, teams.bp, settings.bp, invitations.bp,
-                      invitations.page_bp, audit_log.bp, sso.bp, org.bp, openapi.bp, scim.bp, saml.bp,
+                      audit_log.bp, sso.bp, org.bp, openapi.bp, scim.bp, saml.bp,
                       *console.PAGES):
         app.register_blueprint(blueprint)
     return app

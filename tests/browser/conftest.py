@@ -16,6 +16,7 @@ import os
 import shutil
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html import escape
 from typing import Any
@@ -164,20 +165,27 @@ def idp_keys() -> KeyPair:
     return KeyPair.make("browser test idp")
 
 
-@pytest.fixture
-def site(db: Database, acme: NewOrg, idp_keys: KeyPair) -> Iterator[Site]:
+@contextmanager
+def serving_site(db: Database, org: NewOrg, idp_keys: KeyPair, **config: Any) -> Iterator[Site]:
+    """Serve the service (with `config` besides the tests' own) and the test IdP, `org` trusting it."""
     app = create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret",
-                      "BASE_URL": "http://127.0.0.1", "TESTING": True})
+                      "BASE_URL": "http://127.0.0.1", "TESTING": True, **config})
     with serving(app, "service") as origin:
         app.config["BASE_URL"] = origin
-        sp = SpUrls.of(origin, acme.org.slug)
+        sp = SpUrls.of(origin, org.org.slug)
         test_idp = TestIdP("https://idp.example.test/metadata", idp_keys)
         browser_idp = BrowserIdP(test_idp, sp)
         with serving(browser_idp.app, "test-idp") as idp_local:
             idp_origin = f"http://{IDP_HOST}:{urlsplit(idp_local).port}"
             test_idp.sso_url, test_idp.slo_url = f"{idp_origin}/sso", f"{idp_origin}/slo"
-            configure_org(db, acme.org.slug, test_idp.metadata(), jit=True, allow_idp_initiated=True)
-            yield Site(db, acme, origin, idp_origin, browser_idp)
+            configure_org(db, org.org.slug, test_idp.metadata(), jit=True, allow_idp_initiated=True)
+            yield Site(db, org, origin, idp_origin, browser_idp)
+
+
+@pytest.fixture
+def site(db: Database, acme: NewOrg, idp_keys: KeyPair) -> Iterator[Site]:
+    with serving_site(db, acme, idp_keys) as served:
+        yield served
 
 
 # The console's browser tests share one service per module and database (starting a server, an IdP
@@ -220,17 +228,6 @@ def console_site(module_db: Database, idp_keys: KeyPair) -> Iterator[ConsoleSite
     """The service (mailing to a test SMTP server), the test IdP, and `acme` trusting it, for one module."""
     with module_db.transaction() as session:
         acme = orgs.create_org(session, system_actor("tests"), "Acme", owner_email="owner@acme.test")
-    with smtp_server() as (inbox, port):
-        app = create_app({"DATABASE": module_db, "DATABASE_URL": module_db.url, "SECRET_KEY": "test-secret",
-                          "BASE_URL": "http://127.0.0.1", "TESTING": True, "SMTP_URL": f"smtp://127.0.0.1:{port}",
-                          "SIGN_IN_EMAIL_MIN_SECONDS": 0})
-        with serving(app, "service") as origin:
-            app.config["BASE_URL"] = origin
-            sp = SpUrls.of(origin, acme.org.slug)
-            test_idp = TestIdP("https://idp.example.test/metadata", idp_keys)
-            browser_idp = BrowserIdP(test_idp, sp)
-            with serving(browser_idp.app, "test-idp") as idp_local:
-                idp_origin = f"http://{IDP_HOST}:{urlsplit(idp_local).port}"
-                test_idp.sso_url, test_idp.slo_url = f"{idp_origin}/sso", f"{idp_origin}/slo"
-                configure_org(module_db, acme.org.slug, test_idp.metadata(), jit=True, allow_idp_initiated=True)
-                yield ConsoleSite(module_db, acme, origin, idp_origin, browser_idp, inbox)
+    with smtp_server() as (inbox, port), serving_site(module_db, acme, idp_keys, SIGN_IN_EMAIL_MIN_SECONDS=0,
+                                                      SMTP_URL=f"smtp://127.0.0.1:{port}") as served:
+        yield ConsoleSite(served.db, served.org, served.origin, served.idp_origin, served.idp, inbox)

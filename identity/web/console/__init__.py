@@ -8,7 +8,19 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from identity.web.console import arrival, audit, billing, idp, idp_credentials, idp_mappings, keys, members, teams
+from identity.web.console import (
+    arrival,
+    audit,
+    billing,
+    idp,
+    idp_credentials,
+    idp_mappings,
+    invitation,
+    invite,
+    keys,
+    members,
+    teams,
+)
 
-PAGES: tuple[Blueprint, ...] = (arrival.bp, teams.bp, members.bp, keys.bp, idp.bp, idp_credentials.bp,
-                                idp_mappings.bp, billing.bp, audit.bp)
+PAGES: tuple[Blueprint, ...] = (arrival.bp, teams.bp, members.bp, invite.bp, invitation.bp, keys.bp, idp.bp,
+                                idp_credentials.bp, idp_mappings.bp, billing.bp, audit.bp)

@@ -28,12 +28,15 @@ How to add a page (e.g. identity/web/console/billing.py):
 Register the blueprint in `PAGES` of identity/web/console/__init__.py (idp, billing and audit
 are there already, as placeholders to fill in). A template extends "console/base.html", fills
 `{% block title %}` and `{% block content %}`, and imports the form helpers:
-`{% from "console/forms.html" import csrf_field, field_error, form_error %}`; every form has
+`{% from "console/forms.html" import csrf_field, field_error, form_error, described with context %}`; every form has
 `{{ csrf_field() }}`; `{{ field_error(errors, "email") }}` goes right after the field's input
 (with `aria-describedby="email-error"` on the input when `errors.email` is set), and
 `{{ form_error(errors) }}` shows an error that belongs to no field. `may(action)` and
 `may(action, target_role)` in a template (and in Python) ask identity.roles.refusal, so a page
 offers only what the caller's role may do; the domain service refuses the rest anyway.
+
+A DomainError that a view does not catch becomes `refused_page` with the admin API's status
+(403, 404, 409...), so a view catches only the errors it shows next to a field.
 
 Conventions: `g.caller` is the admin API's Caller (org_id, org_slug, user_id, user_name, role);
 `g.actor` its audit actor with this request's context. A page is `no-store`, and has its own
@@ -56,7 +59,7 @@ from werkzeug.wrappers import Response
 
 from audit import Actor
 from identity import sessions
-from identity.errors import DomainError, Unauthenticated
+from identity.errors import DomainError, PermissionDenied, Unauthenticated
 from identity.roles import refusal
 from identity.service import run
 from identity.web import cookies
@@ -113,14 +116,19 @@ def console_page(view: Callable[P, Response]) -> Callable[P, Response]:
             return redirect(SIGN_IN, 303)
         g.caller = caller
         g.actor = request_actor(caller.actor)
-        return view(*args, **kwargs)
+        try:
+            return view(*args, **kwargs)
+        except DomainError as error:  # one the view left to this net: a refusal page, never a 500
+            return refused_page(error.message, status=status_of(error))
     return wrapper
 
 
 def refused_page(message: str = "This form did not come from this console's own page, or the page is too old. "
-                 "Open the page again and use its button.") -> Response:
-    """The 403 page for a form post without our token (a forged or stale form)."""
-    return render("console/refused.html", status=403, title="Refused", message=message)
+                 "Open the page again and use its button.", *, status: int = 403) -> Response:
+    """The page for a refused request: a form post without our token (a forged or stale form), or a
+    domain error that no field of the page can show (`status` as the admin API would answer)."""
+    return render("console/refused.html", status=status, title="Refused" if status == 403 else "Not possible",
+                  message=message)
 
 
 def may(action: str, target_role: str | None = None) -> bool:
@@ -137,8 +145,10 @@ def render(template: str, *, status: int = 200, errors: dict[str, str] | None = 
     caller = g.get("caller")
     token = session_token()
     notice = _take_notice()
-    html = render_template(template, caller=caller, csrf_token=csrf_token(token) if token else "",
-                           may=may, errors=errors or {}, notice=notice, **context)
+    values: dict[str, Any] = {"caller": caller, "csrf_token": csrf_token(token) if token else "", "may": may,
+                              "errors": errors or {}, "notice": notice}
+    values.update(context)  # a page without a session (sign-in, invitation) passes its own csrf_token
+    html = render_template(template, **values)
     response = Response(html, status=status, mimetype="text/html")
     response.headers["Cache-Control"] = "no-store"
     response.headers["Content-Security-Policy"] = PAGE_POLICY
@@ -168,10 +178,17 @@ def _take_notice() -> str | None:
     return notice if isinstance(notice, str) else None
 
 
-def form_errors(error: DomainError) -> dict[str, str]:
-    """Return a domain error as `{field: message}`: its `field` when it names one, else FORM_ERROR."""
-    field = error.context.get("field")
-    return {field if isinstance(field, str) and field else FORM_ERROR: error.message}
+def form_errors(error: DomainError, field: str | None = None) -> dict[str, str]:
+    """Return a domain error as `{name: message}` for the page's error slots.
+
+    A refusal (PermissionDenied) belongs to the whole form (FORM_ERROR), shown at the top of the
+    page; any other error goes next to `field` when given (the form's own field, e.g. `name-<id>`),
+    else next to the field the error names, else to FORM_ERROR.
+    """
+    named = error.context.get("field")
+    if isinstance(error, PermissionDenied):
+        return {FORM_ERROR: error.message}
+    return {field or (named if isinstance(named, str) and named else FORM_ERROR): error.message}
 
 
 def status_of(error: DomainError) -> int:
