@@ -28,18 +28,12 @@ from identity.web.console.common import (
     status_of,
     submit,
 )
+from identity.web.console.invite import dollars
 
 bp = Blueprint("console_billing", __name__, url_prefix="/console")
+bp.add_app_template_filter(dollars, "money")  # the invite dialog's rendering of cents
 LEDGER_PAGE = 50
 PRICE = re.compile(r"\$?\s*([0-9]{1,9})(?:\.([0-9]{1,2}))?")
-
-
-@bp.app_template_filter("money")
-def money(cents: int | None) -> str:
-    """Render integer cents as dollars: 1234 -> $12.34."""
-    if cents is None:
-        return "-"
-    return f"${Decimal(cents) / 100:,.2f}"
 
 
 @bp.get("/billing")
