@@ -135,6 +135,8 @@ def test_seats_and_billing_the_owner_edits_the_plan(console_site: ConsoleSite, p
     page.get_by_label("Seat cap (empty: no cap)").fill("-3")
     page.get_by_role("button", name="Save seat plan").click()
     expect(page.locator("#max_seats-error")).to_contain_text("whole number")  # next to its field
+    expect(page.get_by_label("Seat cap (empty: no cap)")).to_have_attribute("aria-describedby", "max_seats-error")
+    check_page(page, "billing-field-error")
     page.get_by_label("Seat cap (empty: no cap)").fill("40")
     page.get_by_label("Price per extra seat and month (USD)").fill("12.50")
     page.get_by_role("button", name="Save seat plan").click()
@@ -165,6 +167,7 @@ def test_the_audit_log_is_filtered_and_its_csv_holds_the_invite(console_site: Co
     assert invitation.id in {row["target_id"] for row in exported}
     page.get_by_role("button", name="Verify the chain now").click()
     expect(page.get_by_role("status")).to_contain_text("The chain is intact")
+    check_page(page, "audit-verified")
 
 
 def test_a_viewer_is_offered_nothing_and_a_forged_post_is_refused(console_site: ConsoleSite, page: Page) -> None:
