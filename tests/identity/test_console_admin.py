@@ -51,6 +51,7 @@ def _posts(ids: dict[str, str]) -> list[tuple[str, dict[str, str]]]:
         (f"/console/idp/mappings/{ids['mapping']}", {"group_display_name": "Engineers", "org_role": "admin"}),
         (f"/console/idp/mappings/{ids['mapping']}/delete", {}),
         ("/console/idp/sso", {"jit": "on"}),
+        ("/console/idp/group-sync", {"group_sync": "mapped", "idp_may_grant_owner": "on"}),
         ("/console/billing/plan", {"included_seats": "999", "seat_price": "0", "max_seats": ""}),
         ("/console/audit/verify", {}),
     ]
@@ -64,7 +65,8 @@ def _state(db: Database) -> dict[str, Any]:
         revoked = session.scalar(select(func.count()).select_from(ScimToken).where(ScimToken.revoked_at.isnot(None)))
         clients = session.scalar(select(func.count()).select_from(ScimClient).where(ScimClient.revoked_at.isnot(None)))
         rules = sorted((r.group_display_name, r.org_role) for r in session.scalars(select(GroupMapping)))
-        plan = [(o.included_seats, o.seat_price_cents, o.require_sso) for o in session.scalars(select(Org))]
+        plan = [(o.included_seats, o.seat_price_cents, o.require_sso, o.group_sync, o.idp_may_grant_owner)
+                for o in session.scalars(select(Org))]
     return {**counted, "revoked": (revoked, clients), "rules": rules, "plans": plan}
 
 
@@ -146,6 +148,20 @@ def test_group_mappings_are_created_edited_and_deleted(client: FlaskClient, db: 
     assert edited.status_code == 303
     assert _post(client, owner, f"/console/idp/mappings/{rule.id}/delete", {}).status_code == 303
     assert actions(db, acme.org.id)[-3:] == ["group_mapping.created", "group_mapping.updated", "group_mapping.deleted"]
+
+
+def test_group_sync_is_an_admins_and_owner_grants_the_owners(client: FlaskClient, db: Database, acme: NewOrg,
+                                                               system: Actor) -> None:
+    admin = sign_in(db, provision(db, system, acme.org.id, "ada@acme.test", role="admin").id)
+    form = {"group_sync": "mapped", "idp_may_grant_owner": "on"}
+    assert _post(client, admin, "/console/idp/group-sync", form).status_code == 303
+    with db.reading() as session:
+        org = session.get_one(Org, acme.org.id)
+        assert (org.group_sync, org.idp_may_grant_owner) == ("mapped", False)  # not offered to an admin, not sent
+    assert _post(client, sign_in(db, acme.owner.id), "/console/idp/group-sync", form).status_code == 303
+    with db.reading() as session:
+        assert session.get_one(Org, acme.org.id).idp_may_grant_owner is True
+    assert actions(db, acme.org.id)[-2:] == ["org.settings_changed", "org.settings_changed"]
 
 
 @pytest.mark.parametrize(("path", "form", "field"), [

@@ -20,6 +20,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
 from audit import clock, events, export, signing, verify
+from audit.actor import ACTOR_TYPES
 from identity import audit_access
 from identity.errors import DomainError
 from identity.web.api.audit_log import FILTERS, filters_from, selection_of, signing_key
@@ -106,7 +107,7 @@ def _render(filters: dict[str, Any], rows: list[dict[str, Any]], next_after: int
     key = signing_key()
     return render("console/audit.html", status=status, errors=errors, title="Audit log", nav="audit",
                   filters={**filters, "action": ",".join(filters.get("action", []))}, rows=rows,
-                  outcomes=OUTCOMES, formats=export.FORMATS,
+                  outcomes=OUTCOMES, actor_types=ACTOR_TYPES, formats=export.FORMATS,
                   export_base=f"/api/v1/orgs/{g.caller.org_slug}/audit-events/export",
                   export_query=urlencode(query), next_query=urlencode([*query, ("after", next_after)])
                   if next_after is not None else None, verification=verification,

@@ -78,7 +78,8 @@ def idp_view(*, status: int = 200, errors: dict[str, str] | None = None, failed:
     return render("console/idp.html", status=status, errors=errors, title="Identity provider", nav="idp",
                   failed=failed, issued=issued, values=our_values(), connection=connection,
                   idp=_idp_summary(connection), sso_form=sso_form or _sso_form(connection),
-                  require_sso=org.require_sso, claims=CLAIMS, default_attributes=DEFAULT_ATTRIBUTES,
+                  require_sso=org.require_sso, group_sync=org.group_sync, idp_may_grant_owner=org.idp_may_grant_owner,
+                  claims=CLAIMS, default_attributes=DEFAULT_ATTRIBUTES,
                   tokens=list(reversed(tokens)), clients=list(reversed(clients)), rules=rules,
                   teams={team.id: team.name for team in teams}, provisioning=provisioning)
 

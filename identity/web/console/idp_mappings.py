@@ -5,12 +5,12 @@ the groups' members at once and audits each change (admins and owners; a rule gr
 
 from __future__ import annotations
 
-from flask import Blueprint, g
+from flask import Blueprint, g, request
 from werkzeug.wrappers import Response
 
-from identity import mappings
+from identity import mappings, orgs
 from identity.mappings import MAPPING_FIELDS
-from identity.web.console.common import console_page, field
+from identity.web.console.common import console_page, field, may
 from identity.web.console.idp import Outcome, change
 
 bp = Blueprint("console_idp_mappings", __name__, url_prefix="/console")
@@ -43,3 +43,14 @@ def delete_mapping(mapping_id: str) -> Response:
     """Delete a rule; its groups' members keep only what the other rules give."""
     return change(Outcome(f"mapping-{mapping_id}", ANCHOR, "Group mapping deleted."), mappings.delete_mapping,
                   g.caller.org_id, mapping_id)
+
+
+@bp.post("/idp/group-sync")
+@console_page
+def change_group_sync() -> Response:
+    """Set how unmapped IdP groups are treated (`mirror`: each becomes a team; `mapped`: only rules count)
+    and, for owners, whether a rule may grant owner (identity.orgs.update_settings decides and audits)."""
+    changes: dict[str, object] = {"group_sync": field("group_sync")}
+    if may("trust.manage"):  # only an owner's form offers it: an admin's would be refused whole
+        changes["idp_may_grant_owner"] = request.form.get("idp_may_grant_owner") == "on"
+    return change(Outcome("group_sync", ANCHOR, "Group sync saved."), orgs.update_settings, g.caller.org_id, changes)
