@@ -168,6 +168,13 @@ def test_the_audit_log_is_filtered_and_its_csv_holds_the_invite(console_site: Co
     page.get_by_role("button", name="Verify the chain now").click()
     expect(page.get_by_role("status")).to_contain_text("The chain is intact")
     check_page(page, "audit-verified")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Sign a checkpoint and download it").click()
+    with open(download.value.path(), encoding="utf-8") as handle:
+        kept = json.load(handle)
+    assert kept["org_id"] == console_site.org.org.id and kept["signature"] and kept["reason"] == "manual"
+    page.goto(console_site.url("/console/audit"))
+    expect(page.locator(".auditor")).to_contain_text(f"Newest signed checkpoint: event #{kept['seq']}")
 
 
 def test_a_viewer_is_offered_nothing_and_a_forged_post_is_refused(console_site: ConsoleSite, page: Page) -> None:

@@ -54,6 +54,7 @@ def _posts(ids: dict[str, str]) -> list[tuple[str, dict[str, str]]]:
         ("/console/idp/group-sync", {"group_sync": "mapped", "idp_may_grant_owner": "on"}),
         ("/console/billing/plan", {"included_seats": "999", "seat_price": "0", "max_seats": ""}),
         ("/console/audit/verify", {}),
+        ("/console/audit/checkpoint", {}),
     ]
 
 

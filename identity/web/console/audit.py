@@ -19,12 +19,12 @@ from flask import Blueprint, g, request
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
-from audit import clock, events, export, signing, verify
+from audit import checkpoints, clock, events, export, signing, verify
 from audit.actor import ACTOR_TYPES
 from identity import audit_access
 from identity.errors import DomainError
 from identity.web.api.audit_log import FILTERS, filters_from, selection_of, signing_key
-from identity.web.console.common import console_page, form_errors, may, reading, render, submit
+from identity.web.console.common import FORM_ERROR, console_page, form_errors, may, reading, render, submit
 
 bp = Blueprint("console_audit", __name__, url_prefix="/console")
 PAGE = 50
@@ -63,6 +63,21 @@ def verify_chain() -> Response:
         "broken_seq": report.broken.seq if report.broken else None, "reconciled": None, "findings": 0,
         "first_findings": []})
     return _render(filters_from(_default_args()), [], None, verification=report)
+
+
+@bp.post("/audit/checkpoint")
+@console_page
+def sign_checkpoint() -> Response:
+    """Verify and sign the chain's head now (`audit.checkpoint_created`) and hand the checkpoint over to keep."""
+    if not may("audit.read"):
+        return _not_for_you()
+    try:
+        made = submit(audit_access.sign_checkpoint, signing_key(), g.caller.org_id)
+    except checkpoints.UnverifiedHead as broken:  # nothing is signed over a broken chain: that is the finding
+        return _render(filters_from(_default_args()), [], None, status=409, errors={FORM_ERROR: str(broken)})
+    name = f"checkpoint-{g.caller.org_slug}-{made.seq}.json"
+    return Response(json.dumps({"id": made.id, **checkpoints.document(made)}, indent=2), mimetype="application/json",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
 
 
 def _not_for_you() -> Response:
@@ -105,7 +120,9 @@ def _render(filters: dict[str, Any], rows: list[dict[str, Any]], next_after: int
     query = [(name, value) for name, value in filters.items() if name != "action"]
     query += [("action", ",".join(filters["action"]))] if filters.get("action") else []
     key = signing_key()
-    return render("console/audit.html", status=status, errors=errors, title="Audit log", nav="audit",
+    with reading() as session:
+        newest = audit_access.newest_checkpoint(session, g.actor, g.caller.org_id)
+    return render("console/audit.html", newest=newest, status=status, errors=errors, title="Audit log", nav="audit",
                   filters={**filters, "action": ",".join(filters.get("action", []))}, rows=rows,
                   outcomes=OUTCOMES, actor_types=ACTOR_TYPES, formats=export.FORMATS,
                   export_base=f"/api/v1/orgs/{g.caller.org_slug}/audit-events/export",
