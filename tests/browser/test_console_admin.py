@@ -115,6 +115,7 @@ def test_the_provisioning_status_shows_a_refused_scim_requests_reason(console_si
     expect(row).to_contain_text("400")
     expect(row).to_contain_text(detail[:60])
     expect(row).to_contain_text("SCIM token Entra")
+    check_page(page, "idp-provisioning-status")
 
 
 def test_the_guides_carry_the_orgs_values(console_site: ConsoleSite, page: Page) -> None:
