@@ -100,3 +100,18 @@ def test_a_revoked_token_is_kept_for_its_org_and_an_unknown_one_nowhere(client: 
     assert refused.status == 401 and refused.reason == f"SCIM token SCIM ({token.prefix}) was revoked"
     assert _rows(db) == 1
 
+
+
+def test_parallel_notes_stay_bounded_and_never_fail(db: Database, acme: NewOrg) -> None:
+    """Many workers keeping refusals at once (an IdP retrying in a loop against several processes)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def keep(n: int) -> None:
+        with db.transaction() as session:
+            provisioning_log.note(session, acme.org.id, Attempt("scim", "PATCH", "/scim/v2/Groups/<group_id>", 409,
+                                                                f"conflict {n}"))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(keep, range(80)))
+    assert len(_status(db, acme).refusals) == KEEP["refused"]
+    assert _rows(db) <= KEEP["refused"] + 8  # each deletes what is older than its own newest 25; the last ones trim
