@@ -34,8 +34,9 @@ PROTOCOLS = ("scim", "saml")
 SUCCESS, REFUSED = "success", "refused"
 KEEP = {SUCCESS: 5, REFUSED: 25}  # rows kept per org, protocol and outcome
 REASON_LENGTH = 500
-# Our secrets (`<kind>_<12 hex>_<random>`), JWTs, and any long unbroken run of token characters.
-SECRET_SHAPES = re.compile(r"\b[a-z]+_[0-9a-f]{12}_[A-Za-z0-9_-]+|eyJ[A-Za-z0-9_.-]+|[A-Za-z0-9+/_=-]{32,}")
+# Our secrets (`<kind>_<12 hex>_<random>`), JWTs, and any longer unbroken run of token characters than
+# an id (a UUID's 36), so that "no user '<uuid>'" still names the user.
+SECRET_SHAPES = re.compile(r"\b[a-z]+_[0-9a-f]{12}_[A-Za-z0-9_-]+|eyJ[A-Za-z0-9_.-]+|[A-Za-z0-9+/_=-]{40,}")
 
 
 # How often an adapter writes: an org's successes at most once per SUCCESS_EVERY, a refusal of one

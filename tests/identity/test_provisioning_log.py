@@ -47,12 +47,16 @@ def test_only_the_newest_refusals_and_successes_are_kept(db: Database, acme: New
 def test_a_reason_never_keeps_a_secret(db: Database, acme: NewOrg, system: Actor) -> None:
     with db.transaction() as session:
         token = scim_credentials.create_scim_token(session, system, acme.org.id).secret
-    reason = f"the body said {token} and eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln and " + "x" * 900
+    user_id = "0b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d"
+    reason = f"the body said {token} and eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln for {user_id} and " + "x" * 900
     with db.transaction() as session:
         provisioning_log.note(session, acme.org.id, Attempt("scim", "POST", "/scim/v2/Users", 400, reason))
     (seen,) = _status(db, acme).refusals
     assert seen.reason is not None and token not in seen.reason and "eyJ" not in seen.reason
-    assert seen.reason.startswith("the body said [redacted] and [redacted] and") and len(seen.reason) <= 500
+    assert seen.reason == f"the body said [redacted] and [redacted] for {user_id} and [redacted]"
+    with db.transaction() as session:
+        provisioning_log.note(session, acme.org.id, Attempt("scim", "POST", "/scim/v2/Users", 400, "word " * 300))
+    assert len(_status(db, acme).refusals[0].reason or "") == provisioning_log.REASON_LENGTH
 
 
 @pytest.mark.parametrize("role", ["member", "viewer"])
