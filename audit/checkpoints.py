@@ -101,3 +101,9 @@ def listing(session: Session, org_id: str, after_id: int = 0, limit: int = 100) 
     stmt = (select(AuditCheckpoint).where(AuditCheckpoint.org_id == org_id, AuditCheckpoint.id > after_id)
             .order_by(AuditCheckpoint.id).limit(limit))
     return list(session.scalars(stmt))
+
+
+def newest(session: Session, org_id: str) -> AuditCheckpoint | None:
+    """Return the org's most recent checkpoint (the newest head the service verified and signed), or None."""
+    stmt = select(AuditCheckpoint).where(AuditCheckpoint.org_id == org_id).order_by(AuditCheckpoint.id.desc()).limit(1)
+    return session.scalars(stmt).first()

@@ -51,6 +51,12 @@ def list_checkpoints(session: Session, actor: Actor, org_id: str, *, after: int,
     return checkpoints.listing(session, org_id, after, limit)
 
 
+def newest_checkpoint(session: Session, actor: Actor, org_id: str) -> AuditCheckpoint | None:
+    """Return the org's most recent signed checkpoint, or None when none was made yet."""
+    authorize(actor, "audit.read", org_id=org_id)
+    return checkpoints.newest(session, org_id)
+
+
 def sign_checkpoint(session: Session, actor: Actor, key: Ed25519PrivateKey, org_id: str) -> AuditCheckpoint:
     """Verify and sign the org's current head now (checkpoints.UnverifiedHead when the chain is broken)."""
     authorize(actor, "audit.read", org_id=org_id)

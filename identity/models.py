@@ -44,6 +44,7 @@ from identity.vocabulary import (
 __all__ = [
     "Base", "METADATAS", "Org", "Team", "User", "RoleGrant", "ScimToken", "ScimClient", "ApiKey", "Invitation",
     "SeatCharge", "IdpGroup", "IdpGroupMember", "GroupMapping", "SsoSession", "UserEmail", "OutboxMail",
+    "ProvisioningEvent",
 ]
 
 UUID = String(36)
@@ -454,3 +455,29 @@ class OutboxMail(Base):
         Index("ix_outbox_mails_status", "status", "created_at"),
         Index("ix_outbox_mails_ref", "ref_id"),
     )
+
+
+class ProvisioningEvent(Base):
+    """A recent SCIM request or SAML sign-in of an org, as the IdP setup page's status shows it.
+
+    Bookkeeping for the IT admin's debugging (identity.provisioning_log), not history: a few of
+    the newest rows per org, protocol and outcome are kept, older ones deleted as new ones come.
+    Never a body, a token or an assertion: the route (its URL rule), the status and the refusal's
+    reason, cut short. No foreign key: the adapters write it after their own transaction.
+    """
+
+    __tablename__ = "provisioning_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    org_id: Mapped[str] = mapped_column(String(36))
+    protocol: Mapped[str] = mapped_column(String(8))  # scim, saml
+    outcome: Mapped[str] = mapped_column(String(8))  # success, refused
+    occurred_at: Mapped[dt.datetime]
+    method: Mapped[str] = mapped_column(String(8))
+    route: Mapped[str] = mapped_column(String(200))
+    status: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(String(500))
+    credential: Mapped[str | None] = mapped_column(String(200))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_provisioning_events_org", "org_id", "protocol", "outcome", "id"),)

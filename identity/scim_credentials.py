@@ -59,8 +59,13 @@ def verify_scim_token(session: Session, secret: str) -> Presented:
     """
     prefix = tokens.split_prefix(secret or "")
     row = None if prefix is None else session.connection().execute(_SCIM_TOKEN_BY_PREFIX, {"prefix": prefix}).first()
-    if row is None or not tokens.matches(secret, row.secret_hash) or row.revoked_at is not None:
+    if row is None:
         raise Unauthenticated("invalid or revoked SCIM token")
+    if not tokens.matches(secret, row.secret_hash) or row.revoked_at is not None:
+        # The client hears no more than above; the org's provisioning status (identity.provisioning_log) says which.
+        why = "was revoked" if tokens.matches(secret, row.secret_hash) else "was presented with a wrong secret"
+        raise Unauthenticated("invalid or revoked SCIM token", org_id=row.org_id,
+                              reason=f"SCIM token {row.name} ({prefix}) {why}")
     actor = Actor(type="scim_token", id=row.id, display=f"SCIM token {row.name} ({prefix})", org_id=row.org_id)
     return Presented(actor, use_due(row.last_used_at))
 

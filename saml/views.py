@@ -16,6 +16,7 @@ from werkzeug.wrappers import Response as HttpResponse
 
 from audit import Actor, clock
 from audit.actor import system_actor
+from identity import provisioning_log
 from identity.errors import DomainError, SeatCapReached
 from identity.models import Org
 from identity.service import run
@@ -151,6 +152,7 @@ def _consume(slug: str, loaded: tuple[Org, SamlConnection] | None, *, stored: bo
         return _refuse(org, actor, error, assertion)
     except IntegrityError:  # two first sign-ins of one new user raced; the other one won
         return _refuse(org, actor, Refused("concurrent_sign_in", 409), assertion)
+    _note_sign_in(org, provisioning_log.Attempt("saml", "POST", request.path, 303, request_id=actor.request_id))
     landing = signed_in.relay_state or safe_landing(request.form.get("RelayState"), web.base_url())
     response = redirect(landing, 303)
     web.set_session_cookie(response, signed_in.token)
@@ -260,17 +262,20 @@ def _refuse(org: Org, actor: Actor, error: Refused | DomainError, assertion: pro
         reason, status, user_id = error.reason, error.status, error.user_id
     else:
         reason, status, user_id = error.code, 403 if isinstance(error, SeatCapReached) else 400, None
-    _audit_refusal(org, actor, reason, assertion, user_id)
     message = MESSAGES.get(reason, f"The sign-in response was refused ({reason}).")
+    _audit_refusal(org, actor, reason, assertion, user_id,
+                   provisioning_log.Attempt("saml", "POST", request.path, status, f"{reason}: {message}",
+                                            request_id=actor.request_id))
     response = web.page(status, "Sign-in failed", message)
     _release_binding(response, org, assertion)
     return response
 
 
 def _audit_refusal(org: Org, actor: Actor, reason: str, assertion: protocol.Assertion | None,
-                   user_id: str | None) -> None:
-    """Write the refusal to the audit log, unless an anonymous poster could repeat it without bound
-    (saml.refusals: not a SAML Response at all, or more of the same unsigned refusal this minute)."""
+                   user_id: str | None, attempt: provisioning_log.Attempt) -> None:
+    """Write the refusal to the audit log and the org's provisioning status, unless an anonymous poster
+    could repeat it without bound (saml.refusals: not a SAML Response at all, or more of the same
+    unsigned refusal this minute)."""
     counter, now = web.refusal_counter(), clock.now()
     changes: dict[str, object] = {}
     if reason in UNPARSEABLE:
@@ -285,3 +290,12 @@ def _audit_refusal(org: Org, actor: Actor, reason: str, assertion: protocol.Asse
     with web.db().transaction() as session:
         service.record_failure(session, actor, session.get(Org, org.id), reason, assertion=assertion,
                                user_id=user_id, extra=changes or None)
+        provisioning_log.note(session, org.id, attempt)
+
+
+SIGN_INS = provisioning_log.Throttle()
+
+
+def _note_sign_in(org: Org, attempt: provisioning_log.Attempt) -> None:
+    """Keep a sign-in in the org's provisioning status, at most once per 10 seconds per org and process."""
+    provisioning_log.keep(web.db(), SIGN_INS, org.id, attempt)

@@ -29,7 +29,7 @@ from identity.errors import (
     SeatCapReached,
     Unauthenticated,
 )
-from scim import context, discovery, errors
+from scim import context, discovery, errors, provisioning_status
 from scim.auth import authenticate, init_oauth
 from scim.streaming import SCIM_JSON
 
@@ -69,6 +69,7 @@ def _http_error(error: HTTPException) -> Response:
 
 def error_response(status: int, scim_type: str | None, detail: str) -> Response:
     """Return a SCIM error response (RFC 7644 section 3.12), with its 401 and 429 headers."""
+    provisioning_status.remember_refusal(status, detail)
     body: dict[str, Any] = {"schemas": [errors.ERROR_SCHEMA], "status": str(status), "detail": detail}
     if scim_type:
         body["scimType"] = scim_type
@@ -87,6 +88,8 @@ def _scim_error(error: errors.ScimError) -> Response:
 
 @bp.errorhandler(DomainError)
 def _domain_error(error: DomainError) -> Response:
+    if isinstance(error, Unauthenticated):  # a known credential refused: its org's status says why
+        provisioning_status.remember_org(error.context.get("org_id"), error.context.get("reason"))
     return _scim_error(translate(error))
 
 
@@ -142,6 +145,9 @@ def _authenticate() -> Response | None:
 @bp.teardown_request
 def _end_read(_error: BaseException | None) -> None:
     context.end_shared_read()
+
+
+bp.after_request(provisioning_status.note_request)
 
 
 @bp.after_request

@@ -17,7 +17,7 @@ import saml
 import scim
 from identity import config
 from identity.db import Database
-from identity.web import logs, openapi
+from identity.web import console, logs, openapi
 from identity.web.api import audit_log, browser, gateway, invitations, keys, members, org, settings, sso, teams
 from identity.web.api.common import problem
 from identity.web.context import EXTENSION, database
@@ -51,7 +51,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.add_url_rule("/healthz", "healthz", healthz)
     app.wsgi_app = DrainUnreadBody(app.wsgi_app)  # type: ignore[method-assign]  # a refusal keeps the connection
     for blueprint in (browser.bp, keys.bp, gateway.bp, members.bp, teams.bp, settings.bp, invitations.bp,
-                      invitations.page_bp, audit_log.bp, sso.bp, org.bp, openapi.bp, scim.bp, saml.bp):
+                      audit_log.bp, sso.bp, org.bp, openapi.bp, scim.bp, saml.bp,
+                      *console.PAGES):
         app.register_blueprint(blueprint)
     return app
 

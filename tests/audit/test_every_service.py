@@ -39,6 +39,7 @@ from identity import (
     orgs,
     outbox,
     owners,
+    provisioning_log,
     scim_credentials,
     seats,
     sessions,
@@ -423,6 +424,10 @@ READS.update({
     "identity.directory.seat_charges": lambda w: lambda s, a: directory.seat_charges(s, a, w.org_id, limit=10),
     "identity.lookups.acting_user_id": lambda w: lambda s, a: lookups.acting_user_id(s, a),
 })
+# Issue 17's reads: the IdP setup page's provisioning status, the audit page's newest checkpoint.
+READS["identity.audit_access.newest_checkpoint"] = lambda w: lambda s, a: audit_access.newest_checkpoint(s, a, w.org_id)
+READS["identity.provisioning_log.provisioning_status"] = lambda w: lambda s, a: provisioning_log.provisioning_status(
+    s, a, w.org_id)
 
 
 def test_every_service_that_takes_an_actor_is_in_the_table() -> None:

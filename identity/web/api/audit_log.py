@@ -41,7 +41,8 @@ def signing_key() -> Ed25519PrivateKey:
     return key
 
 
-def _filters_from(args: Any) -> dict[str, Any]:
+def filters_from(args: Any) -> dict[str, Any]:
+    """Return the filters of a query string (FILTERS; `action` as a list): shared with the console's audit page."""
     found = {name: args.get(name) for name in FILTERS if name != "action" and args.get(name)}
     actions = [a.strip() for value in args.getlist("action") for a in value.split(",") if a.strip()]
     if actions:
@@ -49,7 +50,8 @@ def _filters_from(args: Any) -> dict[str, Any]:
     return found
 
 
-def _selection(org_id: str, filters: dict[str, Any], after_seq: int = 0) -> events.Selection:
+def selection_of(org_id: str, filters: dict[str, Any], after_seq: int = 0) -> events.Selection:
+    """Return the selection of events that `filters` ask for, or raise InvalidValue naming the bad field."""
     try:
         since = events.parse_time(filters["since"]) if filters.get("since") else None
         until = events.parse_time(filters["until"]) if filters.get("until") else None
@@ -113,8 +115,8 @@ def list_events(org_ref: str) -> Response:
     known_args(*FILTERS, "cursor", "limit")
     org_id, limit = caller_org_id(org_ref), _limit()
     cursor = request.args.get("cursor")
-    after, filters = decode_cursor(cursor) if cursor else (0, _filters_from(request.args))
-    page = run(database(), g.actor, audit_access.read_events, _selection(org_id, filters, after), limit)
+    after, filters = decode_cursor(cursor) if cursor else (0, filters_from(request.args))
+    page = run(database(), g.actor, audit_access.read_events, selection_of(org_id, filters, after), limit)
     rows = page.rows
     next_cursor = None if page.ended else encode_cursor(page.position, filters)
     link = None
@@ -135,7 +137,7 @@ def export_events(org_ref: str) -> Response:
     fmt = request.args.get("format", "jsonl")
     if fmt not in export.FORMATS:
         raise InvalidValue(f"format must be one of {', '.join(export.FORMATS)}", field="format")
-    selection = _selection(org_id, _filters_from(request.args))
+    selection = selection_of(org_id, filters_from(request.args))
     db = database()
     run(db, g.actor, audit_access.record_export, selection, fmt)
 

@@ -1,0 +1,210 @@
+"""The IT admin's and auditor's console pages through the test client, on both databases: every form
+refuses a post without its token, a viewer's post, and another org's ids, changing nothing; what
+an owner and an admin may do goes through the domain and is audited; errors stand next to their field.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+
+from audit import Actor
+from audit.models import AuditEvent
+from identity import mappings, orgs, scim_credentials
+from identity.db import Database
+from identity.models import GroupMapping, Org, ScimClient, ScimToken
+from identity.orgs import NewOrg
+from tests.factories import actions, provision
+from tests.identity.test_api_sessions import ORIGIN, Browser, sign_in
+
+
+@pytest.fixture
+def client(app: Any) -> FlaskClient:
+    """No cookie jar: each request sends exactly the cookie its headers name."""
+    return app.test_client(use_cookies=False)
+
+
+@pytest.fixture
+def owned(db: Database, acme: NewOrg, system: Actor) -> dict[str, str]:
+    """A SCIM token, an OAuth client and a group mapping of `acme`, by kind."""
+    with db.transaction() as session:
+        token = scim_credentials.create_scim_token(session, system, acme.org.id, name="Okta")
+        client = scim_credentials.create_scim_client(session, system, acme.org.id, name="Entra")
+        rule = mappings.create_mapping(session, system, acme.org.id, group_display_name="Engineers",
+                                       team_id=acme.default_team_id)
+    return {"token": token.id, "client": client.id, "mapping": rule.id}
+
+
+def _posts(ids: dict[str, str]) -> list[tuple[str, dict[str, str]]]:
+    """Every form of the pages, with a change it would make."""
+    return [
+        ("/console/idp/require-sso", {"require_sso": "on"}),
+        ("/console/idp/scim-tokens", {"name": "forged"}),
+        (f"/console/idp/scim-tokens/{ids['token']}/revoke", {}),
+        ("/console/idp/scim-clients", {"name": "forged"}),
+        (f"/console/idp/scim-clients/{ids['client']}/revoke", {}),
+        ("/console/idp/mappings", {"group_display_name": "Forged", "org_role": "admin"}),
+        (f"/console/idp/mappings/{ids['mapping']}", {"group_display_name": "Engineers", "org_role": "admin"}),
+        (f"/console/idp/mappings/{ids['mapping']}/delete", {}),
+        ("/console/idp/sso", {"jit": "on"}),
+        ("/console/idp/group-sync", {"group_sync": "mapped", "idp_may_grant_owner": "on"}),
+        ("/console/billing/plan", {"included_seats": "999", "seat_price": "0", "max_seats": ""}),
+        ("/console/audit/verify", {}),
+        ("/console/audit/checkpoint", {}),
+    ]
+
+
+def _state(db: Database) -> dict[str, Any]:
+    """What any of those forms would change."""
+    with db.reading() as session:
+        counted = {model.__tablename__: session.scalar(select(func.count()).select_from(model))
+                   for model in (AuditEvent, ScimToken, ScimClient, GroupMapping)}
+        revoked = session.scalar(select(func.count()).select_from(ScimToken).where(ScimToken.revoked_at.isnot(None)))
+        clients = session.scalar(select(func.count()).select_from(ScimClient).where(ScimClient.revoked_at.isnot(None)))
+        rules = sorted((r.group_display_name, r.org_role) for r in session.scalars(select(GroupMapping)))
+        plan = [(o.included_seats, o.seat_price_cents, o.require_sso, o.group_sync, o.idp_may_grant_owner)
+                for o in session.scalars(select(Org))]
+    return {**counted, "revoked": (revoked, clients), "rules": rules, "plans": plan}
+
+
+def _post(client: FlaskClient, browser: Browser, path: str, form: dict[str, str], *, token: bool = True) -> Any:
+    data = {**form, **({"csrf_token": browser.csrf} if token else {})}
+    return client.post(path, data=data, headers={"Cookie": browser.cookie, "Origin": ORIGIN,
+                                                 "Sec-Fetch-Site": "same-origin"})
+
+
+def test_a_form_without_its_token_changes_nothing(client: FlaskClient, db: Database, acme: NewOrg,
+                                                  owned: dict[str, str]) -> None:
+    owner = sign_in(db, acme.owner.id)
+    before = _state(db)
+    for path, form in _posts(owned):
+        answer = _post(client, owner, path, form, token=False)
+        assert answer.status_code == 403 and b"did not come from this console" in answer.data, path
+    assert _state(db) == before
+
+
+def test_a_viewers_post_changes_nothing_even_with_her_own_token(client: FlaskClient, db: Database, acme: NewOrg,
+                                                                owned: dict[str, str], system: Actor) -> None:
+    viewer = sign_in(db, provision(db, system, acme.org.id, "vera@acme.test", role="viewer").id)
+    before = _state(db)
+    for path, form in _posts(owned):
+        answer = _post(client, viewer, path, form)
+        assert answer.status_code == 403, path
+        assert b"new-secret" not in answer.data and b"<form" not in answer.data.split(b"<main")[1], path
+    assert _state(db) == before
+
+
+def test_another_orgs_ids_are_not_found(client: FlaskClient, db: Database, acme: NewOrg, owned: dict[str, str],
+                                        system: Actor) -> None:
+    with db.transaction() as session:
+        other = orgs.create_org(session, system, "Globex", owner_email="owner@globex.test")
+    intruder = sign_in(db, other.owner.id)
+    before = _state(db)
+    for path, form in _posts(owned):
+        if any(ref in path for ref in owned.values()):
+            answer = _post(client, intruder, path, form)
+            assert answer.status_code == 404 and b"no " in answer.data.lower(), path
+    assert _state(db) == before
+
+
+def test_an_admin_reads_trust_and_revokes_but_may_not_create_credentials_or_edit_the_plan(
+        client: FlaskClient, db: Database, acme: NewOrg, owned: dict[str, str], system: Actor) -> None:
+    admin = sign_in(db, provision(db, system, acme.org.id, "ada@acme.test", role="admin").id)
+    page = client.get("/console/idp", headers={"Cookie": admin.cookie})
+    assert page.status_code == 200 and b"Create SCIM token" not in page.data and b"Save single sign-on" not in page.data
+    refused = _post(client, admin, "/console/idp/scim-tokens", {"name": "mine"})
+    assert refused.status_code == 403 and b"trust.manage" in refused.data and b"new-secret" not in refused.data
+    assert _post(client, admin, f"/console/idp/scim-tokens/{owned['token']}/revoke", {}).status_code == 303
+    assert actions(db, acme.org.id)[-1] == "scim_token.revoked"
+    billing = client.get("/console/billing", headers={"Cookie": admin.cookie})
+    assert billing.status_code == 200 and b"Save seat plan" not in billing.data
+    plan = _post(client, admin, "/console/billing/plan", {"included_seats": "9", "seat_price": "1", "max_seats": ""})
+    assert plan.status_code == 403 and b"billing.manage" in plan.data
+
+
+def test_the_owner_makes_a_token_shown_once_and_a_client(client: FlaskClient, db: Database, acme: NewOrg) -> None:
+    owner = sign_in(db, acme.owner.id)
+    made = _post(client, owner, "/console/idp/scim-tokens", {"name": "Okta"})
+    (secret,) = re.findall(rb'id="new-secret">(scim_[^<]+)<', made.data)
+    assert made.status_code == 200 and secret not in client.get("/console/idp", headers={"Cookie": owner.cookie}).data
+    made = _post(client, owner, "/console/idp/scim-clients", {"name": "Entra"})
+    assert re.search(rb'id="new-secret">scimcs_', made.data) and b"/oauth/token" in made.data
+    assert actions(db, acme.org.id)[-2:] == ["scim_token.created", "scim_client.created"]
+
+
+def test_group_mappings_are_created_edited_and_deleted(client: FlaskClient, db: Database, acme: NewOrg) -> None:
+    owner = sign_in(db, acme.owner.id)
+    made = _post(client, owner, "/console/idp/mappings", {"group_external_id": "00g1", "team_id": acme.default_team_id,
+                                                           "team_role": "admin"})
+    assert made.status_code == 303
+    with db.reading() as session:
+        (rule,) = session.scalars(select(GroupMapping))
+    assert (rule.group_external_id, rule.team_role) == ("00g1", "admin")
+    edited = _post(client, owner, f"/console/idp/mappings/{rule.id}",
+                   {"group_external_id": "00g1", "team_id": "", "org_role": "viewer"})
+    assert edited.status_code == 303
+    assert _post(client, owner, f"/console/idp/mappings/{rule.id}/delete", {}).status_code == 303
+    assert actions(db, acme.org.id)[-3:] == ["group_mapping.created", "group_mapping.updated", "group_mapping.deleted"]
+
+
+def test_group_sync_is_an_admins_and_owner_grants_the_owners(client: FlaskClient, db: Database, acme: NewOrg,
+                                                               system: Actor) -> None:
+    admin = sign_in(db, provision(db, system, acme.org.id, "ada@acme.test", role="admin").id)
+    form = {"group_sync": "mapped", "idp_may_grant_owner": "on"}
+    assert _post(client, admin, "/console/idp/group-sync", form).status_code == 303
+    with db.reading() as session:
+        org = session.get_one(Org, acme.org.id)
+        assert (org.group_sync, org.idp_may_grant_owner) == ("mapped", False)  # not offered to an admin, not sent
+    assert _post(client, sign_in(db, acme.owner.id), "/console/idp/group-sync", form).status_code == 303
+    with db.reading() as session:
+        assert session.get_one(Org, acme.org.id).idp_may_grant_owner is True
+    assert actions(db, acme.org.id)[-2:] == ["org.settings_changed", "org.settings_changed"]
+
+
+@pytest.mark.parametrize(("path", "form", "field"), [
+    ("/console/idp/mappings", {"team_id": ""}, "mapping-new-group-error"),
+    ("/console/idp/sso", {"idp_metadata_url": "http://insecure.example/metadata"}, "sso-idp_metadata_url-error"),
+    ("/console/billing/plan", {"included_seats": "3", "seat_price": "ten", "max_seats": ""}, "seat_price-error"),
+    ("/console/billing/plan", {"included_seats": "-1", "seat_price": "10", "max_seats": ""}, "included_seats-error"),
+])
+def test_errors_stand_next_to_their_field(client: FlaskClient, db: Database, acme: NewOrg, path: str,
+                                          form: dict[str, str], field: str) -> None:
+    owner = sign_in(db, acme.owner.id)
+    before = _state(db)
+    answer = _post(client, owner, path, form)
+    assert answer.status_code == 400 and f'id="{field}"'.encode() in answer.data
+    assert f'aria-describedby="{field}"'.encode() in answer.data
+    assert _state(db) == before
+
+
+def test_the_sso_form_takes_an_uploaded_metadata_file(client: FlaskClient, db: Database, acme: NewOrg) -> None:
+    from io import BytesIO
+
+    from tests.saml.idp import KeyPair, TestIdP
+
+    idp = TestIdP("https://okta.example.test/exk1", KeyPair.make("okta"))
+    owner = sign_in(db, acme.owner.id)
+    answer = client.post("/console/idp/sso", content_type="multipart/form-data", headers={
+        "Cookie": owner.cookie, "Origin": ORIGIN}, data={
+        "csrf_token": owner.csrf, "jit": "on", "attr_groups": "memberOf, groups",
+        "idp_metadata": (BytesIO(idp.metadata()), "metadata.xml")})
+    assert answer.status_code == 303, answer.data
+    page = client.get("/console/idp", headers={"Cookie": owner.cookie})
+    assert b"https://okta.example.test/exk1" in page.data and b'value="memberOf, groups"' in page.data
+    assert actions(db, acme.org.id)[-1] == "sso.configured"
+
+
+def test_the_audit_page_reads_the_filtered_selection_and_links_its_exact_export(
+        client: FlaskClient, db: Database, acme: NewOrg) -> None:
+    owner = sign_in(db, acme.owner.id)
+    page = client.get("/console/audit?action=user.created&since=2020-01-01T00:00",
+                      headers={"Cookie": owner.cookie})
+    assert page.status_code == 200 and b"owner@acme.test" in page.data and b"team.created" not in page.data
+    assert b"/audit-events/export?format=csv&amp;since=2020-01-01T00%3A00&amp;action=user.created" in page.data
+    assert actions(db, acme.org.id)[-1] == "audit.read"
+    bad = client.get("/console/audit?since=yesterday", headers={"Cookie": owner.cookie})
+    assert bad.status_code == 400 and b'id="since-error"' in bad.data
