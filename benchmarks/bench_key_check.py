@@ -207,8 +207,10 @@ def bench(args: argparse.Namespace, folder: Path, url: str) -> dict[str, Any]:
                                "workers": args.workers, "seconds": args.seconds,
                                "seed_seconds": round(time.perf_counter() - started, 1)}
     figures["busy_before"] = machine_busy()
+    figures["load_average_before"] = os.getloadavg()
+    service = Server("wsgi:app", env, args, folder / "gunicorn-app.log")
     with Server("ceiling_app:app", env, args, folder / "gunicorn-ceiling.log", pythonpath="benchmarks",
-                ready_path="/") as ceiling, Server("wsgi:app", env, args, folder / "gunicorn-app.log") as server:
+                ready_path="/") as ceiling, service as server:
         figures["ceiling"] = load("ceiling", ceiling, args, sample=[])
         time.sleep(1.5)
         before = written(url, folder)
@@ -219,6 +221,7 @@ def bench(args: argparse.Namespace, folder: Path, url: str) -> dict[str, Any]:
         figures["rows_written_per_check"] = figures["rows_written"] / max(1, figures["verify"]["made"])
         figures["ceiling_again"] = load("ceiling", ceiling, args, sample=[])
         figures["whoami"] = load("whoami", server, args, sample=sample)
+    figures["load_average_after"] = os.getloadavg()
     return figures
 
 
@@ -226,7 +229,9 @@ def report(f: dict[str, Any]) -> str:
     ceiling = (f["ceiling"]["per_second"] + f["ceiling_again"]["per_second"]) / 2
     lines = [f"key check on {f['db']}: {f['members']:,} members, {f['keys']:,} keys; {f['clients']} clients, "
              f"{f['workers']} gunicorn workers, {f['seconds']:.0f} s per run; other load before: "
-             f"{f['busy_before']:.0%}"]
+             f"{f['busy_before']:.0%}; load average (1, 5, 15 min) before "
+             f"{', '.join(f'{x:.1f}' for x in f['load_average_before'])}, after "
+             f"{', '.join(f'{x:.1f}' for x in f['load_average_after'])}"]
     for label, key in (("ceiling (GET / trivial Flask)", "ceiling"), ("POST /api/v1/keys/verify", "verify"),
                        ("ceiling again", "ceiling_again"), ("GET /api/v1/key (for comparison)", "whoami")):
         r = f[key]

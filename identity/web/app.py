@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
 import uuid
 from typing import Any
@@ -22,9 +21,10 @@ from identity.web.api import audit_log, browser, gateway, invitations, keys, mem
 from identity.web.api.common import problem
 from identity.web.context import EXTENSION, database
 from identity.web.jsonprovider import StrictJSONProvider
+from identity.web.keycheck import KeyCheckFirst
 
 log = logging.getLogger("identity.http")
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+REQUEST_ID = logs.REQUEST_ID
 # The response header that echoes a client's own X-Request-Id (X-Request-Id is the server's).
 CLIENT_REQUEST_ID = "X-Client-Request-Id"
 
@@ -51,6 +51,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     for blueprint in (browser.bp, keys.bp, gateway.bp, members.bp, teams.bp, settings.bp, invitations.bp,
                       invitations.page_bp, audit_log.bp, sso.bp, org.bp, openapi.bp, scim.bp, saml.bp):
         app.register_blueprint(blueprint)
+    # The gateway's key check, on every LLM request, is answered before Flask (identity.web.keycheck).
+    app.wsgi_app = KeyCheckFirst(app, app.wsgi_app)  # type: ignore[method-assign]
     return app
 
 
@@ -93,9 +95,9 @@ def _finish_request(response: Response) -> Response:
     client_id = g.get("client_request_id")
     if client_id:
         response.headers[CLIENT_REQUEST_ID] = client_id
-    duration = round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2)
+    seconds = time.perf_counter() - g.get("started", time.perf_counter())
     log.info("request", extra={"method": request.method, "route": route(), "status": response.status_code,
-                               "duration_ms": duration, "request_id": g.get("request_id"),
+                               "duration_ms": round(seconds * 1000, 2), "request_id": g.get("request_id"),
                                "client_request_id": client_id})
     return response
 

@@ -105,15 +105,21 @@ def domain_problem(error: DomainError) -> Response:
 
 def problem(status: int, code: str, detail: str, extra: dict[str, Any] | None = None) -> Response:
     """Return an RFC 9457 problem response; `extra` members never replace the standard ones."""
-    body: dict[str, Any] = {"type": f"about:blank#{code}", "title": code.replace("_", " "), "status": status,
-                            "detail": detail, "code": code, "request_id": g.get("request_id")}
-    body.update({key: value for key, value in (extra or {}).items() if key not in body})
-    response = jsonify(body)
+    response = jsonify(problem_body(status, code, detail, extra, g.get("request_id")))
     response.status_code = status
     response.content_type = "application/problem+json"
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="identity"'
     return response
+
+
+def problem_body(status: int, code: str, detail: str, extra: dict[str, Any] | None,
+                 request_id: str | None) -> dict[str, Any]:
+    """Return an RFC 9457 problem's members (also the key check's own path's, identity.web.keycheck)."""
+    body: dict[str, Any] = {"type": f"about:blank#{code}", "title": code.replace("_", " "), "status": status,
+                            "detail": detail, "code": code, "request_id": request_id}
+    body.update({key: value for key, value in (extra or {}).items() if key not in body})
+    return body
 
 
 def refuse_nul() -> None:
