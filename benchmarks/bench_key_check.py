@@ -10,7 +10,8 @@
    default) with bulk INSERTs, as benchmarks/bench_scim.py does; then gathers planner statistics
    (ANALYZE) as the service has them.
 3. Serves benchmarks/ceiling_app.py and wsgi:app with gunicorn as `identity serve` runs it (2
-   gthread workers, 1 thread each), and loads each with the same client (`--clients` processes,
+   gthread workers, 1 thread each; the service with identity.web.metrics_serve's hooks, so that its
+   counters are prometheus_client's multiprocess ones), and loads each with the same client (`--clients` processes,
    one keep-alive connection each, requests back to back): the ceiling (`GET /`), then
    `POST /api/v1/keys/verify` with a random one of 5,000 seeded keys per request, then today's
    `GET /api/v1/key` for comparison. The ceiling is measured right before each run.
@@ -209,6 +210,8 @@ def bench(args: argparse.Namespace, folder: Path, url: str) -> dict[str, Any]:
     figures["busy_before"] = machine_busy()
     figures["load_average_before"] = os.getloadavg()
     service = Server("wsgi:app", env, args, folder / "gunicorn-app.log")
+    # As `identity serve` runs it: /metrics summed over the workers (PROMETHEUS_MULTIPROC_DIR and its hooks).
+    service.cmd[1:1] = ["--config", "python:identity.web.metrics_serve"]
     with Server("ceiling_app:app", env, args, folder / "gunicorn-ceiling.log", pythonpath="benchmarks",
                 ready_path="/") as ceiling, service as server:
         figures["ceiling"] = load("ceiling", ceiling, args, sample=[])

@@ -16,7 +16,7 @@ import saml
 import scim
 from identity import config
 from identity.db import Database
-from identity.web import logs, openapi
+from identity.web import logs, metrics, metrics_views, openapi
 from identity.web.api import audit_log, browser, gateway, invitations, keys, members, org, settings, sso, teams
 from identity.web.api.common import problem
 from identity.web.context import EXTENSION, database
@@ -51,6 +51,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     for blueprint in (browser.bp, keys.bp, gateway.bp, members.bp, teams.bp, settings.bp, invitations.bp,
                       invitations.page_bp, audit_log.bp, sso.bp, org.bp, openapi.bp, scim.bp, saml.bp):
         app.register_blueprint(blueprint)
+    metrics_views.init_app(app)
     # The gateway's key check, on every LLM request, is answered before Flask (identity.web.keycheck).
     app.wsgi_app = KeyCheckFirst(app, app.wsgi_app)  # type: ignore[method-assign]
     return app
@@ -99,6 +100,7 @@ def _finish_request(response: Response) -> Response:
     log.info("request", extra={"method": request.method, "route": route(), "status": response.status_code,
                                "duration_ms": round(seconds * 1000, 2), "request_id": g.get("request_id"),
                                "client_request_id": client_id})
+    metrics.observe_request(request.method, route(), response.status_code, seconds)
     return response
 
 

@@ -6,7 +6,7 @@ object): a profile put that at half of the check's CPU (docs/performance.md). It
 check as the Flask view's (identity.web.api.gateway): the same gateway credential, the same domain
 call (identity.gateway.check_key) and answer (`answer`), the same problem JSON for a 401, the same
 headers (`Cache-Control: private, max-age`, `X-Request-Id`, the client's `X-Client-Request-Id`, the
-security headers of saml.headers), and the same JSON request log line.
+security headers of saml.headers), the same JSON request log line and the same counters.
 
 Only a request it fully understands is answered here: `POST` to exactly that path, no query
 string, a JSON body (`application/json`) of at most MAX_CONTENT_LENGTH bytes that is an object
@@ -28,7 +28,7 @@ from flask import Flask
 
 from identity import gateway, jsontext
 from identity.errors import Unauthenticated
-from identity.web import logs
+from identity.web import logs, metrics
 from identity.web.api.common import problem_body
 from identity.web.api.gateway import CREDENTIAL_REQUIRED, answer, autocommit, cache_control, code_of
 from identity.web.context import EXTENSION
@@ -83,10 +83,10 @@ class KeyCheckFirst:
         client_id = incoming if logs.REQUEST_ID.fullmatch(incoming) else None
         logs.request_id.set(request_id)
         try:
-            status, body, _code = self._answer(environ.get("HTTP_AUTHORIZATION", ""), secret, request_id)
+            status, body, code = self._answer(environ.get("HTTP_AUTHORIZATION", ""), secret, request_id)
         except Exception:  # as the app's own handler: a bare 500 with the request id, and the traceback logged
             log.exception("unhandled error")
-            status = 500
+            status, code = 500, None
             body = {"error": "internal_error", "message": "internal error", "request_id": request_id}
         data = self.app.json.dumps(body, separators=(",", ":")).encode() + b"\n"
         headers = [("Content-Type", "application/problem+json" if status == 401 else "application/json"),
@@ -102,6 +102,9 @@ class KeyCheckFirst:
         log.info("request", extra={"method": "POST", "route": PATH, "status": status,
                                    "duration_ms": round(seconds * 1000, 2), "request_id": request_id,
                                    "client_request_id": client_id})
+        metrics.observe_request("POST", PATH, status, seconds)
+        if code is not None:
+            metrics.observe_key_check(code)
         return [data]
 
     def _answer(self, authorization: str, secret: str, request_id: str) -> tuple[int, dict[str, Any], str]:

@@ -6,6 +6,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from identity.web import metrics_serve
 from identity.web.app import create_app
 
 
@@ -40,9 +41,14 @@ def options(host: str, port: int, workers: int, threads: int) -> dict[str, Any]:
     No access log: gunicorn's writes the raw request line, and a path can carry a secret (a
     sign-in link's token). The app logs every request itself, naming the route's rule instead
     (identity.web.app.route).
+
+    The counters of `/metrics` are summed over the workers through `PROMETHEUS_MULTIPROC_DIR`,
+    set up before the first worker starts (identity.web.metrics_serve, whose hooks these are).
     """
     return {"bind": f"{host}:{port}", "workers": workers, "worker_class": "gthread", "threads": threads,
-            "keepalive": KEEPALIVE_SECONDS, "accesslog": None, "timeout": 60}
+            "keepalive": KEEPALIVE_SECONDS, "accesslog": None, "timeout": 60,
+            "on_starting": metrics_serve.on_starting, "when_ready": metrics_serve.when_ready,
+            "child_exit": metrics_serve.child_exit, "on_exit": metrics_serve.on_exit}
 
 
 def serve(host: str, port: int, workers: int, threads: int = 1) -> None:

@@ -20,6 +20,7 @@ from sqlalchemy import Connection
 from identity import gateway
 from identity.db import Database
 from identity.errors import Unauthenticated
+from identity.web import metrics
 from identity.web.api.common import adopt, json_body, text
 from identity.web.context import database
 
@@ -36,11 +37,16 @@ def verify_key() -> Response:
     rest (a body or header it refuses) and any app that is called without that WSGI front.
     """
     kind, _, credential = request.headers.get("Authorization", "").partition(" ")
-    if kind.lower() != "bearer" or not credential.strip():
-        raise Unauthenticated(CREDENTIAL_REQUIRED)
-    secret = text(json_body("key"), "key")
-    with autocommit(database()) as conn:
-        found = gateway.check_key(conn, credential.strip(), secret)
+    try:
+        if kind.lower() != "bearer" or not credential.strip():
+            raise Unauthenticated(CREDENTIAL_REQUIRED)
+        secret = text(json_body("key"), "key")
+        with autocommit(database()) as conn:
+            found = gateway.check_key(conn, credential.strip(), secret)
+    except Unauthenticated:
+        metrics.observe_key_check("unauthenticated")
+        raise
+    metrics.observe_key_check(code_of(found))
     response = jsonify(answer(found))
     response.headers["Cache-Control"] = cache_control(current_app.config)
     return response
