@@ -135,9 +135,11 @@ class TeamPage:
     next: tuple[dt.datetime, str] | None
 
 
-def _member_count() -> Any:
-    return (select(func.count(func.distinct(RoleGrant.user_id))).where(RoleGrant.team_id == Team.id)
-            .correlate(Team).scalar_subquery())
+def _member_count(team_id: Any) -> Any:
+    """Count a team's active members: a deactivated member keeps their grants (reactivation gives them
+    back, DESIGN 3.5) but is not a member the team has now."""
+    return (select(func.count(func.distinct(RoleGrant.user_id))).join(User, User.id == RoleGrant.user_id)
+            .where(RoleGrant.team_id == team_id, User.active.is_(True), User.deleted_at.is_(None)))
 
 
 def _rank_of_role() -> Any:
@@ -155,7 +157,8 @@ def team_page(session: Session, actor: Actor, org_id: str, *, limit: int,
     and its member count: one query, however many teams the page holds."""
     authorize(actor, "directory.read", org_id=org_id)
     you = acting_user_id(session, actor)
-    stmt = select(Team, _member_count(), _your_rank(you)).where(Team.org_id == org_id)
+    stmt = select(Team, _member_count(Team.id).correlate(Team).scalar_subquery(), _your_rank(you)).where(
+        Team.org_id == org_id)
     if after is not None:
         stmt = stmt.where(or_(Team.created_at > after[0], and_(Team.created_at == after[0], Team.id > after[1])))
     rows = list(session.execute(stmt.order_by(Team.created_at, Team.id).limit(limit)))
@@ -201,7 +204,7 @@ def get_team_detail(session: Session, actor: Actor, org_id: str, team_id: str, *
     """Return a team, the caller's role in it, its member count and a page of its members."""
     authorize(actor, "directory.read", org_id=org_id)
     team = get_team(session, org_id, team_id)
-    count = session.scalar(select(func.count(func.distinct(RoleGrant.user_id))).where(RoleGrant.team_id == team.id))
+    count = session.scalar(_member_count(team.id))
     you = acting_user_id(session, actor)
     yours = highest(session.scalars(select(RoleGrant.role).where(RoleGrant.team_id == team.id,
                                                                  RoleGrant.user_id == you))) if you else None
@@ -231,13 +234,17 @@ def org_settings(session: Session, actor: Actor, org_id: str) -> dict[str, objec
     return {name: getattr(org, name) for name in orgs.SETTINGS}
 
 
-def list_invitations(session: Session, actor: Actor, org_id: str,
-                     window: Window | None = None) -> list[InvitationEntry]:
+def list_invitations(session: Session, actor: Actor, org_id: str, window: Window | None = None, *,
+                     status: str | None = None) -> list[InvitationEntry]:
     """Return the org's invitations, newest first (for those who manage members): those of `window`
-    and one more when there are more; without a window the newest MAX_INVITATIONS."""
+    and one more when there are more; without a window the newest MAX_INVITATIONS. With `status`, only
+    those of that status as of now (filtered in the query, so that a page is full)."""
     authorize(actor, "members.manage", org_id=org_id)
-    found = session.scalars(within(select(Invitation).where(Invitation.org_id == org_id), Invitation.created_at,
-                                   Invitation.id, window or Window(MAX_INVITATIONS - 1), newest_first=True))
+    stmt = select(Invitation).where(Invitation.org_id == org_id)
+    if status is not None:
+        stmt = stmt.where(invitations.status_is(invitations.parse_status(status)))
+    found = session.scalars(within(stmt, Invitation.created_at, Invitation.id, window or Window(MAX_INVITATIONS - 1),
+                                   newest_first=True))
     return [InvitationEntry.of(invitation) for invitation in found]
 
 
