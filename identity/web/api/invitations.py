@@ -20,7 +20,7 @@ from identity.errors import DomainError
 from identity.members import Invited
 from identity.paging import Position
 from identity.service import run
-from identity.vocabulary import Role
+from identity.vocabulary import InvitationStatus, Role
 from identity.web.api.common import (
     ADMIN,
     MAX_PAGE_SIZE,
@@ -98,10 +98,9 @@ def list_invitations(org_ref: str) -> Response:
     org_id, wanted = caller_org_id(org_ref), request.args.get("status")
     window = page_window()
     with database().reading() as session:
-        found, after = paged(directory.list_invitations(session, g.actor, org_id, window), window,
+        found, after = paged(directory.list_invitations(session, g.actor, org_id, window, status=wanted), window,
                              lambda i: Position(i.created, i.id))
-    return jsonify({"invitations": [invitation_json(i) for i in found if wanted is None or i.status == wanted],
-                    "next": after})
+    return jsonify({"invitations": [invitation_json(i) for i in found], "next": after})
 
 
 @bp.delete("/orgs/<org_ref>/invitations/<invitation_id>")
@@ -243,7 +242,8 @@ def openapi_paths(op: Any, json_response: Any, ref: Any) -> dict[str, Any]:
     done = {"description": "done"}
     paging = [("limit", {"type": "integer"}, f"page size, 1 to {MAX_PAGE_SIZE} (default {PAGE_SIZE}; others are "
                "clamped)"), ("after", {"type": "string"}, "`next` of the previous page (opaque)")]
-    status_query = [("status", {"type": "string"}, "only invitations of this status (as of now)")]
+    status_query = [("status", {"type": "string", "enum": [str(s) for s in InvitationStatus]},
+                     "only invitations of this status (as of now)")]
     return {
         "/api/v1/orgs/{org}/invitations": {
             "get": op("List invitations, newest first (an invitation past its time is expired)",
