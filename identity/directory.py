@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from audit import Actor
@@ -20,7 +20,7 @@ from identity import invitations, orgs, seats, users
 from identity.errors import NotFound
 from identity.lookups import acting_user_id, get_team
 from identity.models import GroupMapping, Invitation, Org, RoleGrant, SeatCharge, Team, User
-from identity.paging import Window, within
+from identity.paging import Position, Window, split, within
 from identity.roles import RANK, ROLES, SOURCES, authorize, highest
 
 MAX_INVITATIONS = 500  # the newest; older ones have long expired
@@ -129,10 +129,10 @@ class TeamSummary:
 
 @dataclass(frozen=True)
 class TeamPage:
-    """A page of teams, oldest first; `next` is the (created, id) of the last one when more follow."""
+    """A page of teams, oldest first; `next` is where the following page starts (None: the last page)."""
 
     teams: list[TeamSummary]
-    next: tuple[dt.datetime, str] | None
+    next: Position | None
 
 
 def _member_count(team_id: Any) -> Any:
@@ -151,21 +151,19 @@ def _your_rank(user_id: str | None) -> Any:
             .correlate(Team).scalar_subquery())
 
 
-def team_page(session: Session, actor: Actor, org_id: str, *, limit: int,
-              after: tuple[dt.datetime, str] | None = None) -> TeamPage:
+def team_page(session: Session, actor: Actor, org_id: str, *, limit: int, after: Position | None = None) -> TeamPage:
     """Return up to `limit` teams after the cursor `after`, oldest first, each with the caller's role
     and its member count: one query, however many teams the page holds."""
     authorize(actor, "directory.read", org_id=org_id)
     you = acting_user_id(session, actor)
     stmt = select(Team, _member_count(Team.id).correlate(Team).scalar_subquery(), _your_rank(you)).where(
         Team.org_id == org_id)
-    if after is not None:
-        stmt = stmt.where(or_(Team.created_at > after[0], and_(Team.created_at == after[0], Team.id > after[1])))
-    rows = list(session.execute(stmt.order_by(Team.created_at, Team.id).limit(limit)))
+    window = Window(limit, after)
+    rows = session.execute(within(stmt, Team.created_at, Team.id, window))
     found = [TeamSummary(TeamEntry.of(team), None if rank is None else ROLES[rank], count or 0)
              for team, count, rank in rows]
-    last = found[-1].team if found and len(found) == limit else None
-    return TeamPage(found, (last.created, last.id) if last else None)
+    page, following = split(found, window, lambda t: Position(t.team.created, t.team.id))
+    return TeamPage(page, following)
 
 
 @dataclass(frozen=True)
@@ -294,26 +292,23 @@ class ChargeEntry:
 
 @dataclass(frozen=True)
 class ChargePage:
-    """A page of charges, newest first; `next` is the (created, id) of the last one when more follow."""
+    """A page of charges, newest first; `next` is where the following page starts (None: the last page)."""
 
     charges: list[ChargeEntry]
-    next: tuple[dt.datetime, str] | None
+    next: Position | None
     cycle: dict[str, Any]
 
 
 def seat_charges(session: Session, actor: Actor, org_id: str, *, limit: int,
-                 after: tuple[dt.datetime, str] | None = None) -> ChargePage:
+                 after: Position | None = None) -> ChargePage:
     """Return a page of the seat ledger (newest first) and the current cycle's totals."""
     authorize(actor, "billing.read", org_id=org_id)
-    c = SeatCharge
-    stmt = select(c).where(c.org_id == org_id)
-    if after is not None:
-        stmt = stmt.where(or_(c.created_at < after[0], and_(c.created_at == after[0], c.id < after[1])))
+    c, window = SeatCharge, Window(limit, after)
+    rows = session.scalars(within(select(c).where(c.org_id == org_id), c.created_at, c.id, window, newest_first=True))
     found = [ChargeEntry(r.id, r.kind, r.amount_cents, r.seats, r.unit_price_cents, r.user_id, r.actor_type,
-                         r.actor_id, r.cycle_start, r.cycle_end, r.created_at)
-             for r in session.scalars(stmt.order_by(c.created_at.desc(), c.id.desc()).limit(limit))]
-    last = found[-1] if found and len(found) == limit else None
-    return ChargePage(found, (last.created, last.id) if last else None, _cycle_totals(session, org_id))
+                         r.actor_id, r.cycle_start, r.cycle_end, r.created_at) for r in rows]
+    page, following = split(found, window, lambda charge: Position(charge.created, charge.id))
+    return ChargePage(page, following, _cycle_totals(session, org_id))
 
 
 def _cycle_totals(session: Session, org_id: str) -> dict[str, Any]:

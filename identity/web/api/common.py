@@ -279,9 +279,14 @@ PAGE_SIZE, MAX_PAGE_SIZE = 100, 500
 ROW_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
+def page_limit() -> int:
+    """Return `?limit=`: 1 to 500, default 100; others clamped."""
+    return min(max(int_arg("limit", PAGE_SIZE), 1), MAX_PAGE_SIZE)
+
+
 def page_window() -> Window:
-    """Read a list's page: `limit` (1 to 500, default 100; others clamped) and `after` (`next` of the previous page)."""
-    return Window(min(max(int_arg("limit", PAGE_SIZE), 1), MAX_PAGE_SIZE), _after_position())
+    """Read a page of a list in (created, id) order: `limit` and `after` (`next` of the previous page)."""
+    return Window(page_limit(), _after_position())
 
 
 def _after_position() -> Position | None:
