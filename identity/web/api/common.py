@@ -23,6 +23,7 @@ from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
+from sqlalchemy.orm import Session
 
 from audit import Actor
 from identity import jsontext, keys, sessions
@@ -319,6 +320,20 @@ def paged(found: list[T], window: Window, position: Callable[[T], Position]) -> 
     """Return a page's rows (read with one more than its limit) and the `next` cursor of the following page."""
     page, after = split(found, window, position)
     return page, cursor(after)
+
+
+def list_page(name: str, read: Callable[[Session, Window], list[T]], render: Callable[[T], dict[str, Any]],
+              position: Callable[[T], Position], *, query: tuple[str, ...] = ()) -> Response:
+    """Answer a list route in (created, id) order: `{name: [...], "next": cursor}`.
+
+    Refuses query parameters other than `query`, `limit` and `after`; `read(session, window)` reads
+    the page (one more row than its limit when there are more) in one read transaction.
+    """
+    known_args(*query, "limit", "after")
+    window = page_window()
+    with database().reading() as session:
+        found, after = paged(read(session, window), window, position)
+    return jsonify({name: [render(item) for item in found], "next": after})
 
 
 def caller_org_id(org_ref: str) -> str:

@@ -32,9 +32,8 @@ from identity.web.api.common import (
     int_arg,
     json_body,
     known_args,
+    list_page,
     optional_text,
-    page_window,
-    paged,
     request_actor,
     role,
     text,
@@ -94,13 +93,10 @@ def create_invitation(org_ref: str) -> tuple[Response, int]:
 @authenticated(scope=ADMIN)
 def list_invitations(org_ref: str) -> Response:
     """Newest first; an invitation past its time is `expired` here whether or not the sweep has run."""
-    known_args("status", "limit", "after")
     org_id, wanted = caller_org_id(org_ref), request.args.get("status")
-    window = page_window()
-    with database().reading() as session:
-        found, after = paged(directory.list_invitations(session, g.actor, org_id, window, status=wanted), window,
-                             lambda i: Position(i.created, i.id))
-    return jsonify({"invitations": [invitation_json(i) for i in found], "next": after})
+    return list_page("invitations", lambda session, window: directory.list_invitations(
+        session, g.actor, org_id, window, status=wanted), invitation_json, lambda i: Position(i.created, i.id),
+        query=("status",))
 
 
 @bp.delete("/orgs/<org_ref>/invitations/<invitation_id>")
