@@ -23,6 +23,9 @@ from audit.actor import Actor
 from audit.models import AuditEvent, AuditHead
 
 GENESIS_HASH = "0" * 64
+# The chain of the operators' own acts that belong to no org (gateway credentials made or revoked),
+# kept in `org_id` where an org's chain has its id: org ids are UUIDs, so no org can have this one.
+OPERATOR_STREAM = "operator"
 PENDING = "audit.pending"
 WRITTEN = "audit.written"  # chained and sent, announced once committed (audit.observers)
 # Field names whose values are secrets; a change naming one is a bug in the caller.

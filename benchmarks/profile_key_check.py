@@ -81,7 +81,7 @@ def main() -> None:
         org = orgs.create_org(session, system, "Profile", owner_email="owner@profile.test")
         key = keys.create_api_key(session, system, org.org.id, user_id=org.owner.id, team_id=org.default_team_id,
                                   name="p", scopes=["inference"])
-        credential = gateway.create_credential(session)
+        credential = gateway.create_credential(session, system)
     app = create_app({"DATABASE": db, "DATABASE_URL": url, "SECRET_KEY": "profile", "BASE_URL": "http://x"})
     logging.getLogger("identity").handlers[0].setStream(open("/dev/null", "w"))  # noqa: SIM115
     body = json.dumps({"key": key.secret}).encode()
