@@ -3,6 +3,7 @@ every worker's, whichever worker answers, and a worker that dies keeps its count
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -51,6 +52,17 @@ def test_two_workers_are_summed_and_a_dead_one_still_counts(db_url: str, tmp_pat
         scrapes = {_healthz_count(_scrape(base + "/metrics", TOKEN)) for _ in range(6)}
         assert scrapes == {40.0}  # every scrape, from either worker, sums both
         assert _healthz_count(_scrape(f"http://127.0.0.1:{metrics_port}/metrics")) == 40.0  # the listener
+        made = subprocess.run([str(BIN / "identity"), "gateway", "credential", "create", "--json"], env=env,
+                              capture_output=True, text=True, check=True)
+        credential = json.loads(made.stdout.splitlines()[0])["credential"]
+        for _ in range(10):  # the key check's own path, under gunicorn: counted like any route
+            request = urllib.request.Request(base + "/api/v1/keys/verify", data=b'{"key": "key_x_y"}', headers={
+                "Authorization": f"Bearer {credential}", "Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=5) as response:
+                assert json.loads(response.read()) == {"valid": False, "reason": "unknown"}
+        text = _scrape(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert 'identity_key_checks_total{answer="unknown"} 10.0' in text
+        assert 'identity_http_requests_total{method="POST",route="/api/v1/keys/verify",status="200"} 10.0' in text
         assert not (folder / "counter_999999.db").exists()
         pids = {int(p.stem.rsplit("_", 1)[1]) for p in folder.glob("counter_*.db")}
         assert pids >= set(_workers(proc.pid)) and len(pids) == 2  # each worker writes its own file
