@@ -18,12 +18,16 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, event, insert, select, update
 from sqlalchemy.orm import Session
 
-from audit import clock
+from audit import clock, observers
 from audit.actor import Actor
 from audit.models import AuditEvent, AuditHead
 
 GENESIS_HASH = "0" * 64
+# The chain of the operators' own acts that belong to no org (gateway credentials made or revoked),
+# kept in `org_id` where an org's chain has its id: org ids are UUIDs, so no org can have this one.
+OPERATOR_STREAM = "operator"
 PENDING = "audit.pending"
+WRITTEN = "audit.written"  # chained and sent, announced once committed (audit.observers)
 # Field names whose values are secrets; a change naming one is a bug in the caller.
 SECRET_FIELDS = frozenset({"token", "secret", "password", "token_hash", "key_hash", "secret_hash", "client_secret"})
 
@@ -179,8 +183,17 @@ def _chain_pending(session: Session) -> None:
         head.last_at = latest
         # Plain INSERTs, not ORM objects: events are written, never read back here.
         _append(session, org_id, head, rows)
+    session.info.setdefault(WRITTEN, []).extend(queued)
+
+
+@event.listens_for(Session, "after_commit")
+def _announce_written(session: Session) -> None:
+    written: list[dict[str, Any]] = session.info.pop(WRITTEN, [])
+    if written:
+        observers.announce(written)
 
 
 @event.listens_for(Session, "after_rollback")
 def _drop_pending(session: Session) -> None:
     session.info.pop(PENDING, None)
+    session.info.pop(WRITTEN, None)

@@ -10,7 +10,8 @@
    default) with bulk INSERTs, as benchmarks/bench_scim.py does; then gathers planner statistics
    (ANALYZE) as the service has them.
 3. Serves benchmarks/ceiling_app.py and wsgi:app with gunicorn as `identity serve` runs it (2
-   gthread workers, 1 thread each), and loads each with the same client (`--clients` processes,
+   gthread workers, 1 thread each; the service with identity.web.metrics_serve's hooks, so that its
+   counters are prometheus_client's multiprocess ones), and loads each with the same client (`--clients` processes,
    one keep-alive connection each, requests back to back): the ceiling (`GET /`), then
    `POST /api/v1/keys/verify` with a random one of 5,000 seeded keys per request, then today's
    `GET /api/v1/key` for comparison. The ceiling is measured right before each run.
@@ -207,8 +208,12 @@ def bench(args: argparse.Namespace, folder: Path, url: str) -> dict[str, Any]:
                                "workers": args.workers, "seconds": args.seconds,
                                "seed_seconds": round(time.perf_counter() - started, 1)}
     figures["busy_before"] = machine_busy()
+    figures["load_average_before"] = os.getloadavg()
+    service = Server("wsgi:app", env, args, folder / "gunicorn-app.log")
+    # As `identity serve` runs it: /metrics summed over the workers (PROMETHEUS_MULTIPROC_DIR and its hooks).
+    service.cmd[1:1] = ["--config", "python:identity.web.metrics_serve"]
     with Server("ceiling_app:app", env, args, folder / "gunicorn-ceiling.log", pythonpath="benchmarks",
-                ready_path="/") as ceiling, Server("wsgi:app", env, args, folder / "gunicorn-app.log") as server:
+                ready_path="/") as ceiling, service as server:
         figures["ceiling"] = load("ceiling", ceiling, args, sample=[])
         time.sleep(1.5)
         before = written(url, folder)
@@ -219,6 +224,7 @@ def bench(args: argparse.Namespace, folder: Path, url: str) -> dict[str, Any]:
         figures["rows_written_per_check"] = figures["rows_written"] / max(1, figures["verify"]["made"])
         figures["ceiling_again"] = load("ceiling", ceiling, args, sample=[])
         figures["whoami"] = load("whoami", server, args, sample=sample)
+    figures["load_average_after"] = os.getloadavg()
     return figures
 
 
@@ -226,7 +232,9 @@ def report(f: dict[str, Any]) -> str:
     ceiling = (f["ceiling"]["per_second"] + f["ceiling_again"]["per_second"]) / 2
     lines = [f"key check on {f['db']}: {f['members']:,} members, {f['keys']:,} keys; {f['clients']} clients, "
              f"{f['workers']} gunicorn workers, {f['seconds']:.0f} s per run; other load before: "
-             f"{f['busy_before']:.0%}"]
+             f"{f['busy_before']:.0%}; load average (1, 5, 15 min) before "
+             f"{', '.join(f'{x:.1f}' for x in f['load_average_before'])}, after "
+             f"{', '.join(f'{x:.1f}' for x in f['load_average_after'])}"]
     for label, key in (("ceiling (GET / trivial Flask)", "ceiling"), ("POST /api/v1/keys/verify", "verify"),
                        ("ceiling again", "ceiling_again"), ("GET /api/v1/key (for comparison)", "whoami")):
         r = f[key]

@@ -49,6 +49,8 @@ class Action(enum.StrEnum):
     API_KEY_CREATED = "api_key.created"
     API_KEY_REVOKED = "api_key.revoked"
     API_KEY_ROTATED = "api_key.rotated"
+    GATEWAY_CREDENTIAL_CREATED = "gateway_credential.created"
+    GATEWAY_CREDENTIAL_REVOKED = "gateway_credential.revoked"
     SCIM_TOKEN_CREATED = "scim_token.created"
     SCIM_TOKEN_REVOKED = "scim_token.revoked"
     SCIM_CLIENT_CREATED = "scim_client.created"

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from audit import Actor
@@ -20,7 +20,7 @@ from identity import invitations, orgs, seats, users
 from identity.errors import NotFound
 from identity.lookups import acting_user_id, get_team
 from identity.models import GroupMapping, Invitation, Org, RoleGrant, SeatCharge, Team, User
-from identity.paging import Window, within
+from identity.paging import Position, Window, split, within
 from identity.roles import RANK, ROLES, SOURCES, authorize, highest
 
 MAX_INVITATIONS = 500  # the newest; older ones have long expired
@@ -129,15 +129,17 @@ class TeamSummary:
 
 @dataclass(frozen=True)
 class TeamPage:
-    """A page of teams, oldest first; `next` is the (created, id) of the last one when more follow."""
+    """A page of teams, oldest first; `next` is where the following page starts (None: the last page)."""
 
     teams: list[TeamSummary]
-    next: tuple[dt.datetime, str] | None
+    next: Position | None
 
 
-def _member_count() -> Any:
-    return (select(func.count(func.distinct(RoleGrant.user_id))).where(RoleGrant.team_id == Team.id)
-            .correlate(Team).scalar_subquery())
+def _member_count(team_id: Any) -> Any:
+    """Count a team's active members: a deactivated member keeps their grants (reactivation gives them
+    back, DESIGN 3.5) but is not a member the team has now."""
+    return (select(func.count(func.distinct(RoleGrant.user_id))).join(User, User.id == RoleGrant.user_id)
+            .where(RoleGrant.team_id == team_id, User.active.is_(True), User.deleted_at.is_(None)))
 
 
 def _rank_of_role() -> Any:
@@ -149,20 +151,19 @@ def _your_rank(user_id: str | None) -> Any:
             .correlate(Team).scalar_subquery())
 
 
-def team_page(session: Session, actor: Actor, org_id: str, *, limit: int,
-              after: tuple[dt.datetime, str] | None = None) -> TeamPage:
+def team_page(session: Session, actor: Actor, org_id: str, *, limit: int, after: Position | None = None) -> TeamPage:
     """Return up to `limit` teams after the cursor `after`, oldest first, each with the caller's role
     and its member count: one query, however many teams the page holds."""
     authorize(actor, "directory.read", org_id=org_id)
     you = acting_user_id(session, actor)
-    stmt = select(Team, _member_count(), _your_rank(you)).where(Team.org_id == org_id)
-    if after is not None:
-        stmt = stmt.where(or_(Team.created_at > after[0], and_(Team.created_at == after[0], Team.id > after[1])))
-    rows = list(session.execute(stmt.order_by(Team.created_at, Team.id).limit(limit)))
+    stmt = select(Team, _member_count(Team.id).correlate(Team).scalar_subquery(), _your_rank(you)).where(
+        Team.org_id == org_id)
+    window = Window(limit, after)
+    rows = session.execute(within(stmt, Team.created_at, Team.id, window))
     found = [TeamSummary(TeamEntry.of(team), None if rank is None else ROLES[rank], count or 0)
              for team, count, rank in rows]
-    last = found[-1].team if found and len(found) == limit else None
-    return TeamPage(found, (last.created, last.id) if last else None)
+    page, following = split(found, window, lambda t: Position(t.team.created, t.team.id))
+    return TeamPage(page, following)
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,7 @@ def get_team_detail(session: Session, actor: Actor, org_id: str, team_id: str, *
     """Return a team, the caller's role in it, its member count and a page of its members."""
     authorize(actor, "directory.read", org_id=org_id)
     team = get_team(session, org_id, team_id)
-    count = session.scalar(select(func.count(func.distinct(RoleGrant.user_id))).where(RoleGrant.team_id == team.id))
+    count = session.scalar(_member_count(team.id))
     you = acting_user_id(session, actor)
     yours = highest(session.scalars(select(RoleGrant.role).where(RoleGrant.team_id == team.id,
                                                                  RoleGrant.user_id == you))) if you else None
@@ -231,13 +232,17 @@ def org_settings(session: Session, actor: Actor, org_id: str) -> dict[str, objec
     return {name: getattr(org, name) for name in orgs.SETTINGS}
 
 
-def list_invitations(session: Session, actor: Actor, org_id: str,
-                     window: Window | None = None) -> list[InvitationEntry]:
+def list_invitations(session: Session, actor: Actor, org_id: str, window: Window | None = None, *,
+                     status: str | None = None) -> list[InvitationEntry]:
     """Return the org's invitations, newest first (for those who manage members): those of `window`
-    and one more when there are more; without a window the newest MAX_INVITATIONS."""
+    and one more when there are more; without a window the newest MAX_INVITATIONS. With `status`, only
+    those of that status as of now (filtered in the query, so that a page is full)."""
     authorize(actor, "members.manage", org_id=org_id)
-    found = session.scalars(within(select(Invitation).where(Invitation.org_id == org_id), Invitation.created_at,
-                                   Invitation.id, window or Window(MAX_INVITATIONS - 1), newest_first=True))
+    stmt = select(Invitation).where(Invitation.org_id == org_id)
+    if status is not None:
+        stmt = stmt.where(invitations.status_is(invitations.parse_status(status)))
+    found = session.scalars(within(stmt, Invitation.created_at, Invitation.id, window or Window(MAX_INVITATIONS - 1),
+                                   newest_first=True))
     return [InvitationEntry.of(invitation) for invitation in found]
 
 
@@ -287,26 +292,23 @@ class ChargeEntry:
 
 @dataclass(frozen=True)
 class ChargePage:
-    """A page of charges, newest first; `next` is the (created, id) of the last one when more follow."""
+    """A page of charges, newest first; `next` is where the following page starts (None: the last page)."""
 
     charges: list[ChargeEntry]
-    next: tuple[dt.datetime, str] | None
+    next: Position | None
     cycle: dict[str, Any]
 
 
 def seat_charges(session: Session, actor: Actor, org_id: str, *, limit: int,
-                 after: tuple[dt.datetime, str] | None = None) -> ChargePage:
+                 after: Position | None = None) -> ChargePage:
     """Return a page of the seat ledger (newest first) and the current cycle's totals."""
     authorize(actor, "billing.read", org_id=org_id)
-    c = SeatCharge
-    stmt = select(c).where(c.org_id == org_id)
-    if after is not None:
-        stmt = stmt.where(or_(c.created_at < after[0], and_(c.created_at == after[0], c.id < after[1])))
+    c, window = SeatCharge, Window(limit, after)
+    rows = session.scalars(within(select(c).where(c.org_id == org_id), c.created_at, c.id, window, newest_first=True))
     found = [ChargeEntry(r.id, r.kind, r.amount_cents, r.seats, r.unit_price_cents, r.user_id, r.actor_type,
-                         r.actor_id, r.cycle_start, r.cycle_end, r.created_at)
-             for r in session.scalars(stmt.order_by(c.created_at.desc(), c.id.desc()).limit(limit))]
-    last = found[-1] if found and len(found) == limit else None
-    return ChargePage(found, (last.created, last.id) if last else None, _cycle_totals(session, org_id))
+                         r.actor_id, r.cycle_start, r.cycle_end, r.created_at) for r in rows]
+    page, following = split(found, window, lambda charge: Position(charge.created, charge.id))
+    return ChargePage(page, following, _cycle_totals(session, org_id))
 
 
 def _cycle_totals(session: Session, org_id: str) -> dict[str, Any]:

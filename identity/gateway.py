@@ -20,8 +20,10 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, select
 from sqlalchemy.orm import Session
 
-from audit import clock
+from audit import Actor, clock, record
+from audit.log import OPERATOR_STREAM, Target
 from identity import tokens
+from identity.actions import Action
 from identity.errors import Unauthenticated
 from identity.keys import SERVICE_KEY_ROLE, Issued
 from identity.models import ApiKey, GatewayCredential, Org, RoleGrant, User
@@ -113,26 +115,30 @@ def _utc(moment: dt.datetime) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
-def create_credential(session: Session, *, name: str = "gateway") -> Issued:
+def create_credential(session: Session, actor: Actor, *, name: str = "gateway") -> Issued:
     """Make a gateway service credential (the operator's, for every org); its secret is shown once.
 
-    An operator act from the command line, not an org's: it has no org whose audit log could hold
-    it, so the CLI reports it and the row keeps its creation time.
+    An operator's act, not an org's: it is audited in the operators' own chain (OPERATOR_STREAM),
+    which `identity audit export|verify --org @operator` reads.
     """
     new = tokens.generate("gw")
     row = GatewayCredential(id=str(uuid.uuid4()), name=(name or "").strip()[:200] or "gateway", prefix=new.prefix,
                             secret_hash=new.hash, created_at=clock.now())
     session.add(row)
+    record(session, actor, Action.GATEWAY_CREDENTIAL_CREATED, Target("gateway_credential", row.id, row.prefix),
+           {"name": row.name}, org_id=OPERATOR_STREAM)
     return Issued(row.id, row.prefix, new.plaintext)
 
 
-def revoke_credential(session: Session, credential_id: str) -> bool:
-    """Revoke a gateway credential by id or prefix; tell whether one was live."""
+def revoke_credential(session: Session, actor: Actor, credential_id: str) -> bool:
+    """Revoke a gateway credential by id or prefix (audited in the operators' chain); tell whether one was live."""
     row = session.scalars(select(GatewayCredential).where(
         (GatewayCredential.id == credential_id) | (GatewayCredential.prefix == credential_id))).first()
     if row is None or row.revoked_at is not None:
         return False
     row.revoked_at = clock.now()
+    record(session, actor, Action.GATEWAY_CREDENTIAL_REVOKED, Target("gateway_credential", row.id, row.prefix),
+           {"name": row.name}, org_id=OPERATOR_STREAM)
     return True
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
@@ -34,11 +34,29 @@ def status_now(invitation: Invitation) -> InvitationStatus:
     return invitation.status
 
 
+def status_is(status: InvitationStatus) -> ColumnElement[bool]:
+    """The condition "its status as of now is `status`" (status_now's rule, in SQL, for a query to filter by)."""
+    live = Invitation.expires_at > clock.now()
+    if status == InvitationStatus.PENDING:
+        return and_(Invitation.status == InvitationStatus.PENDING, live)
+    if status == InvitationStatus.EXPIRED:
+        return or_(Invitation.status == InvitationStatus.EXPIRED,
+                   and_(Invitation.status == InvitationStatus.PENDING, ~live))
+    return Invitation.status == status
+
+
+def parse_status(value: str) -> InvitationStatus:
+    """Return the status named `value`; any other is refused, naming the field."""
+    try:
+        return InvitationStatus(value)
+    except ValueError:
+        raise InvalidValue(f"status must be one of {', '.join(InvitationStatus)}", field="status") from None
+
+
 def pending_count(session: Session, org_id: str) -> int:
     """How many invitations of the org are pending and unexpired: the seats they will take."""
     return session.scalar(select(func.count()).select_from(Invitation).where(
-        Invitation.org_id == org_id, Invitation.status == InvitationStatus.PENDING,
-        Invitation.expires_at > clock.now())) or 0
+        Invitation.org_id == org_id, status_is(InvitationStatus.PENDING))) or 0
 
 
 def _queue_mail(session: Session, invitation: Invitation, link: str) -> str:

@@ -1,9 +1,7 @@
 """The domain's tables: orgs, teams, users, role grants, credentials, invitations, the seat ledger.
 
-The domain's declarative `Base` and its metadata are its own (saml.models uses them too). Audit
-tables live on `audit.models.Base`, with the same naming conventions and column types but no
-foreign keys into these tables: events outlive everything they describe. `METADATAS` names both,
-for Alembic and for whatever compares the models with the database.
+Every model is importable from here. The declarative `Base` and `METADATAS` are in
+identity.model_base, the IdP's groups and their mapping rules in identity.group_models.
 """
 
 from __future__ import annotations
@@ -18,17 +16,15 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    MetaData,
-    PrimaryKeyConstraint,
     String,
     Text,
     func,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
+from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
-from audit import models as audit_models
-from audit.models import NAMING, UTCDateTime
+from identity.group_models import GroupMapping, IdpGroup, IdpGroupMember
+from identity.model_base import METADATAS, UUID, Base
 from identity.names import name_key
 from identity.vocabulary import (
     ChargeKind,
@@ -46,19 +42,6 @@ __all__ = [
     "SeatCharge", "IdpGroup", "IdpGroupMember", "GroupMapping", "SsoSession", "UserEmail", "OutboxMail",
     "ProvisioningEvent",
 ]
-
-UUID = String(36)
-
-
-class Base(DeclarativeBase):
-    """The domain's declarative base: its own metadata, audit's naming conventions and column types."""
-
-    metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {dt.datetime: UTCDateTime, dict[str, Any]: JSON}
-
-
-# Every table the migrations build: the domain's (with saml.models') and the audit log's.
-METADATAS = (Base.metadata, audit_models.Base.metadata)
 
 
 class Org(Base):
@@ -336,67 +319,6 @@ class SeatCharge(Base):
             "uq_seat_charges_renewal", "org_id", "cycle_start", unique=True,
             sqlite_where=text("kind = 'seat_renewal'"), postgresql_where=text("kind = 'seat_renewal'"),
         ),
-    )
-
-
-class IdpGroup(Base):
-    """A group pushed by the IdP (SCIM Groups); mapped onto teams and roles by GroupMapping."""
-
-    __tablename__ = "idp_groups"
-
-    id: Mapped[str] = mapped_column(UUID, primary_key=True)
-    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"))
-    display_name: Mapped[str] = mapped_column(String(255))
-    external_id: Mapped[str | None] = mapped_column(String(255))
-    # The team this group became under `group_sync = mirror`; kept across renames of the group.
-    team_id: Mapped[str | None] = mapped_column(ForeignKey("teams.id", ondelete="SET NULL"))
-    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    created_at: Mapped[dt.datetime]
-    updated_at: Mapped[dt.datetime]
-    version: Mapped[int] = mapped_column(Integer, default=1)
-
-    __table_args__ = (
-        Index("uq_idp_groups_org_name", "org_id", func.lower(text("display_name")), unique=True),
-        Index("ix_idp_groups_org_external_id", "org_id", "external_id"),
-        Index("ix_idp_groups_org_team", "org_id", "team_id"),
-    )
-
-
-class IdpGroupMember(Base):
-    """Membership of a user in an IdP group, one row each, so changes touch only their rows.
-
-    Keyed by (user, group), not (group, user): under the latter, 1,000 members added to a group
-    of 100,000 land on some 800 different leaf pages of the group's range, against a dozen in a
-    group of 1,000. A user's place in the (user, group) key does not depend on the group's size,
-    and the index by group alone orders a group's rows by when they were added (the row id on
-    SQLite, the heap position on PostgreSQL), so new members go at the end of the group's range.
-    """
-
-    __tablename__ = "idp_group_members"
-
-    group_id: Mapped[str] = mapped_column(ForeignKey("idp_groups.id"))
-    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
-
-    __table_args__ = (PrimaryKeyConstraint("user_id", "group_id"), Index("ix_idp_group_members_group", "group_id"))
-
-
-class GroupMapping(Base):
-    """A rule: IdP group (by immutable id, else display name) -> team and team role, org role."""
-
-    __tablename__ = "group_mappings"
-
-    id: Mapped[str] = mapped_column(UUID, primary_key=True)
-    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"))
-    group_external_id: Mapped[str | None] = mapped_column(String(255))
-    group_display_name: Mapped[str | None] = mapped_column(String(255))
-    team_id: Mapped[str | None] = mapped_column(ForeignKey("teams.id"))
-    team_role: Mapped[Role | None] = mapped_column(EnumValue(Role, 16))
-    org_role: Mapped[Role | None] = mapped_column(EnumValue(Role, 16))
-    created_at: Mapped[dt.datetime]
-
-    __table_args__ = (
-        Index("ix_group_mappings_org_external", "org_id", "group_external_id"),
-        Index("ix_group_mappings_org_name", "org_id", func.lower(text("group_display_name"))),
     )
 
 

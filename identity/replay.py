@@ -4,13 +4,13 @@ Each action that changes state has one handler here, written from what its servi
 (identity.users, owners, seats, teams, team_deletion, groups, keys, invitations, orgs). Events are read
 in chain order, a window at a time, and only per-entity state is kept: for every entity the
 fields the events set, which event set each (for the finding's message), and whether its
-creation is in the retained log. Refused and failed events changed nothing and are skipped.
+creation is in the retained log (identity.replay_state). Refused and failed events changed nothing
+and are skipped.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.engine import Row
@@ -18,74 +18,11 @@ from sqlalchemy.orm import Session
 
 from audit.events import Selection, iter_rows
 from identity.actions import Action
-from identity.roles import RANK
+from identity.replay_state import AT_MOST, Entity, Expected, Finding, GrantKey, Handler, rank
 from identity.vocabulary import ChargeKind, GrantSource, InvitationStatus, KeyStatus, KeyStatusReason, Role
 
-# A role grant as the data keys it: (team id or None for org-wide, source, source_ref).
-GrantKey = tuple[str | None, str, str]
-# change_role records the member's resulting (highest) org role, not the manual grant it writes:
-# when another grant is as high, the manual grant is known only to be at most that role.
-AT_MOST = "<="
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One piece of current state that the log does not explain."""
-
-    # user | role_grant | group_member | team | group | group_mapping | api_key | scim_token | scim_client
-    # | invitation | org | seat_charge
-    kind: str
-    entity_id: str
-    problem: str
-    display: str = ""
-
-    def __str__(self) -> str:
-        named = f"{self.kind} {self.entity_id}" + (f" ({self.display})" if self.display else "")
-        return f"{named}: {self.problem}"
-
-
-@dataclass
-class Entity:
-    """What the events say about one entity: the fields they set, and the event that set each."""
-
-    created: int | None = None  # seq of its creation event, when retained
-    fields: dict[str, Any] = field(default_factory=dict)
-    why: dict[str, str] = field(default_factory=dict)
-    last: str = ""  # the newest event about it
-
-    def set(self, event: Row[Any], **values: Any) -> None:
-        """Record that `event` set these fields."""
-        self.last = f"{event.action} (#{event.seq})"
-        for name, value in values.items():
-            self.fields[name] = value
-            self.why[name] = self.last
-
-
-@dataclass
-class Expected:
-    """The state the replayed events lead to, per entity, and what the events alone contradict."""
-
-    org_id: str
-    org_defaults: dict[str, Any]  # the settings an org starts with that org.created does not record
-    org: Entity = field(default_factory=Entity)
-    users: dict[str, Entity] = field(default_factory=dict)
-    # Grants of the members whose user.created is retained: user id -> key -> role.
-    grants: dict[str, dict[GrantKey, str]] = field(default_factory=dict)
-    teams: dict[str, Entity] = field(default_factory=dict)
-    groups: dict[str, Entity] = field(default_factory=dict)
-    group_members: dict[str, set[str]] = field(default_factory=dict)  # groups whose creation is retained
-    mappings: dict[str, Entity] = field(default_factory=dict)
-    api_keys: dict[str, Entity] = field(default_factory=dict)
-    key_ids: dict[str, str] = field(default_factory=dict)  # prefix -> id, from api_key.created
-    keys_by_prefix: dict[str, Entity] = field(default_factory=dict)  # keys made before the retained log
-    scim_tokens: dict[str, Entity] = field(default_factory=dict)
-    scim_clients: dict[str, Entity] = field(default_factory=dict)
-    invitations: dict[str, Entity] = field(default_factory=dict)
-    charges: dict[str, Entity] = field(default_factory=dict)
-    findings: list[Finding] = field(default_factory=list)
-
-
-Handler = Callable[[Expected, Row[Any]], None]
+# Re-exported: identity.reconcile and the tests read the state's names from here.
+__all__ = ["AT_MOST", "HANDLERS", "Entity", "Expected", "Finding", "GrantKey", "Handler", "rank", "replay"]
 
 
 def replay(session: Session, org_id: str, after_seq: int, org_defaults: dict[str, Any]) -> Expected:
@@ -356,11 +293,6 @@ def _invited(x: Expected, e: Row[Any]) -> None:
 
 def _invitation_status(x: Expected, e: Row[Any]) -> None:
     _entity(x.invitations, e).set(e, status=_after(e.changes["status"]))
-
-
-def rank(role: str) -> int:
-    """Return a role's rank, lowest first; an 'at most' bound ranks as its role."""
-    return RANK[role.removeprefix(AT_MOST)]
 
 
 # action -> its handler: what each recorded change did to the data.

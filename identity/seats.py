@@ -149,8 +149,10 @@ def renew_if_due(session: Session, actor: Actor, org: Org) -> list[SeatCharge]:
     """Close every cycle that has ended (a missed month included) and charge the next in full.
 
     The org must be locked. Purchased seats become max(0, used - included) at each boundary.
-    Idempotent: a cycle that is already current is left alone.
+    Idempotent: a cycle that is already current is left alone. A deleted org is never charged again.
     """
+    if org.deleted_at is not None:
+        return []
     charges = []
     now = clock.now()
     while org.cycle_end <= now:

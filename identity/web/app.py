@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
 import uuid
 from typing import Any
@@ -17,15 +16,16 @@ import saml
 import scim
 from identity import config
 from identity.db import Database
-from identity.web import console, logs, openapi
+from identity.web import console, logs, metrics, metrics_views, openapi
 from identity.web.api import audit_log, browser, gateway, invitations, keys, members, org, settings, sso, teams
 from identity.web.api.common import problem
 from identity.web.context import EXTENSION, database
 from identity.web.jsonprovider import StrictJSONProvider
+from identity.web.keycheck import KeyCheckFirst
 from identity.web.unread_body import DrainUnreadBody
 
 log = logging.getLogger("identity.http")
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+REQUEST_ID = logs.REQUEST_ID
 # The response header that echoes a client's own X-Request-Id (X-Request-Id is the server's).
 CLIENT_REQUEST_ID = "X-Client-Request-Id"
 
@@ -54,6 +54,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
                       audit_log.bp, sso.bp, org.bp, openapi.bp, scim.bp, saml.bp,
                       *console.PAGES):
         app.register_blueprint(blueprint)
+    metrics_views.init_app(app)
+    # The gateway's key check, on every LLM request, is answered before Flask (identity.web.keycheck).
+    app.wsgi_app = KeyCheckFirst(app, app.wsgi_app)  # type: ignore[method-assign]
     return app
 
 
@@ -96,10 +99,11 @@ def _finish_request(response: Response) -> Response:
     client_id = g.get("client_request_id")
     if client_id:
         response.headers[CLIENT_REQUEST_ID] = client_id
-    duration = round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2)
+    seconds = time.perf_counter() - g.get("started", time.perf_counter())
     log.info("request", extra={"method": request.method, "route": route(), "status": response.status_code,
-                               "duration_ms": duration, "request_id": g.get("request_id"),
+                               "duration_ms": round(seconds * 1000, 2), "request_id": g.get("request_id"),
                                "client_request_id": client_id})
+    metrics.observe_request(request.method, route(), response.status_code, seconds)
     return response
 
 

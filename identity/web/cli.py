@@ -247,7 +247,7 @@ def gateway_credential_create(name: str, as_json: bool) -> None:
     """Create a gateway credential; print its id and secret (shown once, stored hashed)."""
     migrate.upgrade(config.database_url())
     with _database().transaction() as session:
-        issued = gateway.create_credential(session, name=name)
+        issued = gateway.create_credential(session, system_actor("cli"), name=name)
     result = {"id": issued.id, "prefix": issued.prefix, "credential": issued.secret,
               "verify_url": f"{config.base_url()}/api/v1/keys/verify"}
     click.echo(json.dumps(result) if as_json else "\n".join(f"{k}: {v}" for k, v in result.items()))
@@ -275,7 +275,7 @@ def gateway_credential_list(as_json: bool) -> None:
 def gateway_credential_revoke(credential_id: str) -> None:
     """Revoke a gateway credential (by id or prefix): its next check is refused (401)."""
     with _database().transaction() as session:
-        revoked = gateway.revoke_credential(session, credential_id)
+        revoked = gateway.revoke_credential(session, system_actor("cli"), credential_id)
     if not revoked:
         click.echo(f"error: no live gateway credential {credential_id!r}", err=True)
         sys.exit(1)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+# What a client's own X-Request-Id may be to be kept beside ours (identity.web.app, identity.web.keycheck).
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
 class JsonFormatter(logging.Formatter):

@@ -6,6 +6,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from identity.web import metrics_serve
 from identity.web.app import create_app
 from identity.web.unread_body import close_past_drain_bound
 
@@ -45,10 +46,15 @@ def options(host: str, port: int, workers: int, threads: int) -> dict[str, Any]:
     A refusal sent before the request's body was read keeps the connection: the app reads the
     rest of the body (identity.web.unread_body), and a body too long to read is answered with
     `Connection: close` (the `pre_request` hook).
+
+    The counters of `/metrics` are summed over the workers through `PROMETHEUS_MULTIPROC_DIR`,
+    set up before the first worker starts (identity.web.metrics_serve, whose hooks these are).
     """
     return {"bind": f"{host}:{port}", "workers": workers, "worker_class": "gthread", "threads": threads,
             "keepalive": KEEPALIVE_SECONDS, "accesslog": None, "timeout": 60,
-            "pre_request": close_past_drain_bound}
+            "pre_request": close_past_drain_bound,
+            "on_starting": metrics_serve.on_starting, "when_ready": metrics_serve.when_ready,
+            "child_exit": metrics_serve.child_exit, "on_exit": metrics_serve.on_exit}
 
 
 def serve(host: str, port: int, workers: int, threads: int = 1) -> None:

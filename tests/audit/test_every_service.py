@@ -29,6 +29,7 @@ from audit.models import AuditEvent
 from identity import (
     audit_access,
     directory,
+    gateway,
     groups,
     invitations,
     keys,
@@ -371,6 +372,13 @@ SERVICES.update({
     "identity.org_lifecycle.transfer_ownership": (lambda w: (lambda u: lambda s, a: org_lifecycle.transfer_ownership(
         s, a, w.org_id, u, from_user_id=w.acme.owner.id))(w.member().id), "org.ownership_transferred"),
     "identity.org_lifecycle.delete_org": (_deletable, "org.deleted"),
+})
+
+SERVICES.update({  # the operator's acts, in the operators' chain (audit.log.OPERATOR_STREAM)
+    "identity.gateway.create_credential": (lambda w: lambda s, a: gateway.create_credential(s, a, name="gw"),
+                                           "gateway_credential.created"),
+    "identity.gateway.revoke_credential": (lambda w: (lambda c: lambda s, a: gateway.revoke_credential(s, a, c))(
+        w.do(lambda s, a: gateway.create_credential(s, a)).id), "gateway_credential.revoked"),
 })
 
 SERVICES.update({

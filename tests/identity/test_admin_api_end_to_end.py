@@ -60,7 +60,7 @@ def test_invite_join_key_gateway_leave_transfer_delete_and_audit(
     with db.transaction() as session:
         owner_key = keys.create_api_key(session, system, org_id, user_id=made.owner.id, team_id=default_team,
                                         name="owner", scopes=["admin"])
-        credential = gateway.create_credential(session, name="e2e gateway")
+        credential = gateway.create_credential(session, system, name="e2e gateway")
     owner, gw = _bearer(owner_key.secret), _bearer(credential.secret)
     api = f"/api/v1/orgs/{slug}"
 

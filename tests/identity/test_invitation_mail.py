@@ -259,3 +259,21 @@ def test_cli_refusals(acme: NewOrg, cli_env: dict[str, str]) -> None:
     assert no_smtp.exit_code == 1 and "SMTP_URL is not set" in no_smtp.output
     unknown = CliRunner(env=cli_env).invoke(main, ["invitations", "expire", "--org", "nope"])
     assert unknown.exit_code == 1 and "error:" in unknown.output
+
+
+def test_the_status_filter_is_in_the_query_so_a_page_is_full(db: Database, acme: NewOrg,
+                                                             auth: dict[str, str]) -> None:
+    client = make_client(db, None)
+    old = [invite(client, auth, f"old{n}@acme.test")["id"] for n in range(2)]
+    with clock.frozen_at(clock.now() + dt.timedelta(days=6)):
+        new = [invite(client, auth, f"new{n}@acme.test")["id"] for n in range(3)]
+    with clock.frozen_at(clock.now() + dt.timedelta(days=7, hours=1)):  # the first two have expired, unswept
+        base = "/api/v1/orgs/acme/invitations"
+        first = client.get(f"{base}?status=expired&limit=1", headers=auth).json
+        rest = client.get(f"{base}?status=expired&limit=1&after={first['next']}", headers=auth).json
+        assert [i["id"] for i in first["invitations"] + rest["invitations"]] == old[::-1]
+        pending = client.get(f"{base}?status=pending&limit=3", headers=auth).json
+        assert [i["id"] for i in pending["invitations"]] == sorted(new, reverse=True)  # one instant: by id
+        assert pending["next"] is None
+    refused = client.get(f"{base}?status=pendingg", headers=auth)
+    assert refused.status_code == 400 and refused.json["field"] == "status"

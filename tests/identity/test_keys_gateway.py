@@ -251,3 +251,24 @@ def test_the_new_routes_are_in_openapi(client: FlaskClient) -> None:
     assert "post" in paths["/api/v1/keys/verify"] and "get" in paths["/api/v1/orgs/{org}/api-keys"]
     assert "post" in paths["/api/v1/orgs/{org}/api-keys/{key_id}/rotate"]
     assert "post" in paths["/api/v1/orgs/{org}/service-keys"]
+
+
+def test_gateway_credentials_are_audited_in_the_operators_chain(db: Database, runner: CliRunner, setup: Setup,
+                                                                tmp_path) -> None:
+    from audit.log import OPERATOR_STREAM
+
+    prefix = tokens.split_prefix(setup.gateway["Authorization"].split(" ", 1)[1])
+    assert runner.invoke(main, ["gateway", "credential", "revoke", str(prefix)]).exit_code == 0
+    with db.reading() as session:
+        rows = session.execute(text("SELECT action, target_display, org_id FROM audit_events "
+                                    "WHERE target_type = 'gateway_credential' ORDER BY seq")).all()
+    assert [(r.action, r.target_display, r.org_id) for r in rows] == [
+        ("gateway_credential.created", prefix, OPERATOR_STREAM), ("gateway_credential.revoked", prefix, OPERATOR_STREAM)]
+    out = tmp_path / "operator.jsonl"
+    exported = runner.invoke(main, ["audit", "export", "--org", "@operator", "-o", str(out)])
+    assert exported.exit_code == 0, exported.output
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [e["action"] for e in lines][:2] == ["gateway_credential.created", "gateway_credential.revoked"]
+    assert "credential" not in json.dumps(lines[0]["changes"])  # never the secret
+    verified = runner.invoke(main, ["audit", "verify", "--org", "@operator"])
+    assert verified.exit_code == 0 and "intact" in verified.output, verified.output

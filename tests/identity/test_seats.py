@@ -233,3 +233,14 @@ def test_seat_changes_in_one_transaction_keep_the_locked_org_equal_to_its_row(db
     assert _ledger(db, new.org.id) == [("seat_purchase", 1, 500)]
     with clock.frozen_at(at(2026, 4, 16)), db.reading() as session:
         assert check_org(session, new.org.id) == []
+
+
+def test_a_deleted_org_is_never_renewed(db: Database, system: Actor) -> None:
+    new = _org(db, system, at(2026, 1, 31), included_seats=1)
+    with clock.frozen_at(at(2026, 2, 10)):
+        provision(db, system, new.org.id, "a@seated.test")
+    with db.transaction() as session:
+        session.get_one(Org, new.org.id).deleted_at = at(2026, 2, 20)
+    with clock.frozen_at(at(2026, 4, 5)):
+        assert run(db, system, seats.renew_org, new.org.id) == []
+    assert [k for k, _, _ in _ledger(db, new.org.id)] == ["seat_purchase"]

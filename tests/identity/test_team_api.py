@@ -184,3 +184,16 @@ def test_an_admin_cannot_change_an_owners_team_role(client: FlaskClient, db: Dat
     response = client.patch(f"{API}/teams/{acme.default_team_id}/members/{acme.owner.id}", json={"role": "viewer"},
                             headers={"Authorization": f"Bearer {key.secret}"})
     assert response.status_code == 403 and counts(db) == before
+
+
+def test_a_deactivated_member_is_not_counted_in_the_list_or_the_team(client: FlaskClient, db: Database,
+                                                                     system: Actor, acme: NewOrg, auth) -> None:
+    bob = provision(db, system, acme.org.id, "bob@acme.test")
+    with db.transaction() as session:
+        users.deactivate_user(session, system, acme.org.id, bob.id)
+    listed = {t["id"]: t["member_count"] for t in client.get(f"{API}/teams", headers=auth).json["teams"]}
+    got = client.get(f"{API}/teams/{acme.default_team_id}", headers=auth).json
+    assert listed[acme.default_team_id] == got["member_count"] == 1  # the owner; bob keeps his grants, suspended
+    with db.transaction() as session:
+        users.reactivate_user(session, system, acme.org.id, bob.id)
+    assert client.get(f"{API}/teams/{acme.default_team_id}", headers=auth).json["member_count"] == 2

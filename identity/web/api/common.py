@@ -23,6 +23,7 @@ from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
+from sqlalchemy.orm import Session
 
 from audit import Actor
 from identity import jsontext, keys, sessions
@@ -105,15 +106,21 @@ def domain_problem(error: DomainError) -> Response:
 
 def problem(status: int, code: str, detail: str, extra: dict[str, Any] | None = None) -> Response:
     """Return an RFC 9457 problem response; `extra` members never replace the standard ones."""
-    body: dict[str, Any] = {"type": f"about:blank#{code}", "title": code.replace("_", " "), "status": status,
-                            "detail": detail, "code": code, "request_id": g.get("request_id")}
-    body.update({key: value for key, value in (extra or {}).items() if key not in body})
-    response = jsonify(body)
+    response = jsonify(problem_body(status, code, detail, extra, g.get("request_id")))
     response.status_code = status
     response.content_type = "application/problem+json"
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="identity"'
     return response
+
+
+def problem_body(status: int, code: str, detail: str, extra: dict[str, Any] | None,
+                 request_id: str | None) -> dict[str, Any]:
+    """Return an RFC 9457 problem's members (also the key check's own path's, identity.web.keycheck)."""
+    body: dict[str, Any] = {"type": f"about:blank#{code}", "title": code.replace("_", " "), "status": status,
+                            "detail": detail, "code": code, "request_id": request_id}
+    body.update({key: value for key, value in (extra or {}).items() if key not in body})
+    return body
 
 
 def refuse_nul() -> None:
@@ -273,9 +280,14 @@ PAGE_SIZE, MAX_PAGE_SIZE = 100, 500
 ROW_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
+def page_limit() -> int:
+    """Return `?limit=`: 1 to 500, default 100; others clamped."""
+    return min(max(int_arg("limit", PAGE_SIZE), 1), MAX_PAGE_SIZE)
+
+
 def page_window() -> Window:
-    """Read a list's page: `limit` (1 to 500, default 100; others clamped) and `after` (`next` of the previous page)."""
-    return Window(min(max(int_arg("limit", PAGE_SIZE), 1), MAX_PAGE_SIZE), _after_position())
+    """Read a page of a list in (created, id) order: `limit` and `after` (`next` of the previous page)."""
+    return Window(page_limit(), _after_position())
 
 
 def _after_position() -> Position | None:
@@ -308,6 +320,20 @@ def paged(found: list[T], window: Window, position: Callable[[T], Position]) -> 
     """Return a page's rows (read with one more than its limit) and the `next` cursor of the following page."""
     page, after = split(found, window, position)
     return page, cursor(after)
+
+
+def list_page(name: str, read: Callable[[Session, Window], list[T]], render: Callable[[T], dict[str, Any]],
+              position: Callable[[T], Position], *, query: tuple[str, ...] = ()) -> Response:
+    """Answer a list route in (created, id) order: `{name: [...], "next": cursor}`.
+
+    Refuses query parameters other than `query`, `limit` and `after`; `read(session, window)` reads
+    the page (one more row than its limit when there are more) in one read transaction.
+    """
+    known_args(*query, "limit", "after")
+    window = page_window()
+    with database().reading() as session:
+        found, after = paged(read(session, window), window, position)
+    return jsonify({name: [render(item) for item in found], "next": after})
 
 
 def caller_org_id(org_ref: str) -> str:

@@ -9,7 +9,8 @@ API key: a wrong or missing one is 401. The answer is always 200 for a well-form
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -17,32 +18,58 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import Connection
 
 from identity import gateway
+from identity.db import Database
 from identity.errors import Unauthenticated
+from identity.web import metrics
 from identity.web.api.common import adopt, json_body, text
 from identity.web.context import database
 
 bp = adopt(Blueprint("api_gateway", __name__, url_prefix="/api/v1"))
 DEFAULT_MAX_AGE = 10
+CREDENTIAL_REQUIRED = "a gateway credential is required: Authorization: Bearer gw_..."
 
 
 @bp.post("/keys/verify")
 def verify_key() -> Response:
-    """Tell the gateway whom a key speaks for, in one read that writes nothing and locks nothing."""
+    """Tell the gateway whom a key speaks for, in one read that writes nothing and locks nothing.
+
+    A well-formed check is answered before Flask (identity.web.keycheck); this view answers the
+    rest (a body or header it refuses) and any app that is called without that WSGI front.
+    """
     kind, _, credential = request.headers.get("Authorization", "").partition(" ")
-    if kind.lower() != "bearer" or not credential.strip():
-        raise Unauthenticated("a gateway credential is required: Authorization: Bearer gw_...")
-    secret = text(json_body("key"), "key")
-    with _autocommit() as conn:
-        found = gateway.check_key(conn, credential.strip(), secret)
-    body: dict[str, Any] = {"valid": True, **found.identity} if found.identity else {
-        "valid": False, "reason": str(found.reason)}
-    response = jsonify(body)
-    response.headers["Cache-Control"] = f"private, max-age={max_age()}"
+    try:
+        if kind.lower() != "bearer" or not credential.strip():
+            raise Unauthenticated(CREDENTIAL_REQUIRED)
+        secret = text(json_body("key"), "key")
+        with autocommit(database()) as conn:
+            found = gateway.check_key(conn, credential.strip(), secret)
+    except Unauthenticated:
+        metrics.observe_key_check("unauthenticated")
+        raise
+    metrics.observe_key_check(code_of(found))
+    response = jsonify(answer(found))
+    response.headers["Cache-Control"] = cache_control(current_app.config)
     return response
 
 
+def answer(found: gateway.KeyCheck) -> dict[str, Any]:
+    """Return the check's JSON: `valid`, then the identity or the refusal's `reason`, then any other
+    field the domain's answer carries (each of KeyCheck's fields that is set), so that what the
+    domain adds to it reaches the gateway without a change here."""
+    fields = {field.name: getattr(found, field.name) for field in dataclasses.fields(found)}
+    identity, reason = fields.pop("identity"), fields.pop("reason")
+    body: dict[str, Any] = {"valid": True, **identity} if identity else {"valid": False, "reason": str(reason)}
+    body.update({name: value for name, value in fields.items() if value is not None and name not in body})
+    return body
+
+
+def code_of(found: gateway.KeyCheck) -> str:
+    """Return the answer's code for the counters: `valid`, or the refusal's reason."""
+    return "valid" if found.identity else str(found.reason)
+
+
 @contextmanager
-def _autocommit() -> Iterator[Connection]:
+def autocommit(db: Database) -> Iterator[Connection]:
     """A connection on which the one SELECT is its own snapshot read, with no BEGIN or COMMIT.
 
     On PostgreSQL that is psycopg's autocommit (the pool puts it back on return). SQLite's
@@ -50,15 +77,18 @@ def _autocommit() -> Iterator[Connection]:
     (identity.db); asking SQLAlchemy for AUTOCOMMIT there would, on return, switch the driver's
     own implicit transactions back on.
     """
-    db = database()
     with db.engine.connect() as conn:
         yield conn.execution_options(isolation_level="AUTOCOMMIT") if db.dialect == "postgresql" else conn
 
 
-def max_age() -> int:
+def max_age(config: Mapping[str, Any]) -> int:
     """Return how long a gateway may cache a check's answer (`KEY_CHECK_MAX_AGE_SECONDS`)."""
-    value = current_app.config.get("KEY_CHECK_MAX_AGE_SECONDS", DEFAULT_MAX_AGE)
-    return max(0, int(value))
+    return max(0, int(config.get("KEY_CHECK_MAX_AGE_SECONDS", DEFAULT_MAX_AGE)))
+
+
+def cache_control(config: Mapping[str, Any]) -> str:
+    """Return the check's Cache-Control header."""
+    return f"private, max-age={max_age(config)}"
 
 
 def openapi_paths(op: Any, json_response: Any, ref: Any) -> dict[str, Any]:

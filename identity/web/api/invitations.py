@@ -17,7 +17,7 @@ from identity.directory import InvitationEntry
 from identity.members import Invited
 from identity.paging import Position
 from identity.service import run
-from identity.vocabulary import Role
+from identity.vocabulary import InvitationStatus, Role
 from identity.web.api.common import (
     ADMIN,
     MAX_PAGE_SIZE,
@@ -29,9 +29,8 @@ from identity.web.api.common import (
     int_arg,
     json_body,
     known_args,
+    list_page,
     optional_text,
-    page_window,
-    paged,
     request_actor,
     role,
     text,
@@ -95,14 +94,10 @@ def create_invitation(org_ref: str) -> tuple[Response, int]:
 @authenticated(scope=ADMIN)
 def list_invitations(org_ref: str) -> Response:
     """Newest first; an invitation past its time is `expired` here whether or not the sweep has run."""
-    known_args("status", "limit", "after")
     org_id, wanted = caller_org_id(org_ref), request.args.get("status")
-    window = page_window()
-    with database().reading() as session:
-        found, after = paged(directory.list_invitations(session, g.actor, org_id, window), window,
-                             lambda i: Position(i.created, i.id))
-    return jsonify({"invitations": [invitation_json(i) for i in found if wanted is None or i.status == wanted],
-                    "next": after})
+    return list_page("invitations", lambda session, window: directory.list_invitations(
+        session, g.actor, org_id, window, status=wanted), invitation_json, lambda i: Position(i.created, i.id),
+        query=("status",))
 
 
 @bp.delete("/orgs/<org_ref>/invitations/<invitation_id>")
@@ -197,7 +192,8 @@ def openapi_paths(op: Any, json_response: Any, ref: Any) -> dict[str, Any]:
     done = {"description": "done"}
     paging = [("limit", {"type": "integer"}, f"page size, 1 to {MAX_PAGE_SIZE} (default {PAGE_SIZE}; others are "
                "clamped)"), ("after", {"type": "string"}, "`next` of the previous page (opaque)")]
-    status_query = [("status", {"type": "string"}, "only invitations of this status (as of now)")]
+    status_query = [("status", {"type": "string", "enum": [str(s) for s in InvitationStatus]},
+                     "only invitations of this status (as of now)")]
     return {
         "/api/v1/orgs/{org}/invitations": {
             "get": op("List invitations, newest first (an invitation past its time is expired)",

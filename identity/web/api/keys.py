@@ -20,9 +20,8 @@ from identity.web.api.common import (
     int_arg,
     json_body,
     known_args,
+    list_page,
     optional_text,
-    page_window,
-    paged,
     text,
     when,
 )
@@ -148,15 +147,10 @@ def revoke_scim_token(org_ref: str, token_id: str) -> tuple[str, int]:
 def list_scim_tokens(org_ref: str) -> Response:
     """List the org's SCIM bearer tokens: names, prefixes and times, never a secret."""
     org_id = caller_org_id(org_ref)
-    known_args("limit", "after")
-    window = page_window()
-    with database().reading() as session:
-        found, after = paged(scim_credentials.list_scim_tokens(session, g.actor, org_id, window), window,
-                             lambda t: Position(t.created_at, t.id))
-    return jsonify({"scim_tokens": [{"id": t.id, "name": t.name, "prefix": t.prefix, "created": when(t.created_at),
-                                     "created_by": _creator(t), "last_used": when(t.last_used_at),
-                                     "revoked": when(t.revoked_at)}
-                                    for t in found], "next": after})
+    return list_page("scim_tokens", lambda session, window: scim_credentials.list_scim_tokens(
+        session, g.actor, org_id, window), lambda t: {
+            "id": t.id, "name": t.name, "prefix": t.prefix, "created": when(t.created_at), "created_by": _creator(t),
+            "last_used": when(t.last_used_at), "revoked": when(t.revoked_at)}, _by_creation)
 
 
 @bp.get("/orgs/<org_ref>/scim-clients")
@@ -164,15 +158,14 @@ def list_scim_tokens(org_ref: str) -> Response:
 def list_scim_clients(org_ref: str) -> Response:
     """List the org's OAuth clients for SCIM: ids, names and times, never a secret."""
     org_id = caller_org_id(org_ref)
-    known_args("limit", "after")
-    window = page_window()
-    with database().reading() as session:
-        found, after = paged(scim_credentials.list_scim_clients(session, g.actor, org_id, window), window,
-                             lambda c: Position(c.created_at, c.id))
-    return jsonify({"scim_clients": [{"id": c.id, "client_id": c.client_id, "name": c.name,
-                                      "created": when(c.created_at), "created_by": _creator(c),
-                                      "last_used": when(c.last_used_at), "revoked": when(c.revoked_at)}
-                                     for c in found], "next": after})
+    return list_page("scim_clients", lambda session, window: scim_credentials.list_scim_clients(
+        session, g.actor, org_id, window), lambda c: {
+            "id": c.id, "client_id": c.client_id, "name": c.name, "created": when(c.created_at),
+            "created_by": _creator(c), "last_used": when(c.last_used_at), "revoked": when(c.revoked_at)}, _by_creation)
+
+
+def _by_creation(row: Any) -> Position:
+    return Position(row.created_at, row.id)
 
 
 @bp.delete("/orgs/<org_ref>/scim-clients/<client_id>")

@@ -14,8 +14,17 @@ from identity import directory, mappings, org_lifecycle
 from identity.directory import ChargeEntry, MappingEntry
 from identity.errors import InvalidValue
 from identity.service import run
-from identity.web.api import paging
-from identity.web.api.common import ADMIN, adopt, authenticated, caller_org_id, json_body, known_args, text
+from identity.web.api.common import (
+    ADMIN,
+    adopt,
+    authenticated,
+    caller_org_id,
+    cursor,
+    json_body,
+    known_args,
+    page_window,
+    text,
+)
 from identity.web.api.members import member_json
 from identity.web.api.settings import MAPPING_FIELDS, mapping_json
 from identity.web.context import database
@@ -64,12 +73,12 @@ def seat_charges(org_ref: str) -> Response:
     """The seat ledger, newest first (cursor pages), and the current cycle's totals."""
     org_id = caller_org_id(org_ref)
     known_args("limit", "after")
-    limit, after = paging.limit_arg(), paging.time_id_after()
+    window = page_window()
     with database().reading() as session:
-        page = directory.seat_charges(session, g.actor, org_id, limit=limit, after=after)
+        page = directory.seat_charges(session, g.actor, org_id, limit=window.limit, after=window.after)
     cycle = {**page.cycle, "cycle_start": page.cycle["cycle_start"].isoformat(),
              "cycle_end": page.cycle["cycle_end"].isoformat()}
-    return jsonify({"charges": [charge_json(c) for c in page.charges], "next": paging.encode(page.next),
+    return jsonify({"charges": [charge_json(c) for c in page.charges], "next": cursor(page.next),
                     "current_cycle": cycle})
 
 

@@ -17,9 +17,7 @@ from identity.web.api.common import (
     authenticated,
     caller_org_id,
     json_body,
-    known_args,
-    page_window,
-    paged,
+    list_page,
 )
 from identity.web.context import database
 
@@ -60,12 +58,8 @@ def mapping_json(rule: MappingEntry) -> dict[str, Any]:
 @authenticated(scope=ADMIN)
 def list_mappings(org_ref: str) -> Response:
     org_id = caller_org_id(org_ref)
-    known_args("limit", "after")
-    window = page_window()
-    with database().reading() as session:
-        found, after = paged(directory.list_group_mappings(session, g.actor, org_id, window), window,
-                             lambda m: Position(m.created, m.id))
-    return jsonify({"group_mappings": [mapping_json(m) for m in found], "next": after})
+    return list_page("group_mappings", lambda session, window: directory.list_group_mappings(
+        session, g.actor, org_id, window), mapping_json, lambda m: Position(m.created, m.id))
 
 
 @bp.post("/orgs/<org_ref>/group-mappings")

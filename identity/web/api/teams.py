@@ -15,8 +15,19 @@ from identity import directory, team_deletion, teams
 from identity.directory import TeamEntry, TeamMember, TeamSummary
 from identity.errors import InvalidValue
 from identity.service import run
-from identity.web.api import paging
-from identity.web.api.common import ADMIN, adopt, after_id, authenticated, caller_org_id, json_body, known_args, text
+from identity.web.api.common import (
+    ADMIN,
+    adopt,
+    after_id,
+    authenticated,
+    caller_org_id,
+    cursor,
+    json_body,
+    known_args,
+    page_limit,
+    page_window,
+    text,
+)
 from identity.web.context import database
 
 bp = adopt(Blueprint("api_teams", __name__, url_prefix="/api/v1"))
@@ -43,10 +54,10 @@ def team_member_json(member: TeamMember) -> dict[str, Any]:
 def list_teams(org_ref: str) -> Response:
     org_id = caller_org_id(org_ref)
     known_args("limit", "after")
-    limit, after = paging.limit_arg(), paging.time_id_after()
+    window = page_window()
     with database().reading() as session:
-        page = directory.team_page(session, g.actor, org_id, limit=limit, after=after)
-    return jsonify({"teams": [summary_json(t) for t in page.teams], "next": paging.encode(page.next)})
+        page = directory.team_page(session, g.actor, org_id, limit=window.limit, after=window.after)
+    return jsonify({"teams": [summary_json(t) for t in page.teams], "next": cursor(page.next)})
 
 
 @bp.get("/orgs/<org_ref>/teams/<team_id>")
@@ -55,7 +66,7 @@ def get_team(org_ref: str, team_id: str) -> Response:
     """The team, the caller's role in it, its member count, and a page of its members (?limit=&after=)."""
     org_id = caller_org_id(org_ref)
     known_args("limit", "after")
-    limit, after = paging.limit_arg(), after_id()
+    limit, after = page_limit(), after_id()
     with database().reading() as session:
         found = directory.get_team_detail(session, g.actor, org_id, team_id, limit=limit, after=after)
     return jsonify({**summary_json(found.summary), "members": [team_member_json(m) for m in found.members],

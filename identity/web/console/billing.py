@@ -16,7 +16,7 @@ from werkzeug.wrappers import Response
 
 from identity import directory, orgs
 from identity.errors import DomainError, InvalidValue
-from identity.web.api import paging
+from identity.web.api.common import cursor, page_window
 from identity.web.console.common import (
     console_page,
     field,
@@ -51,7 +51,7 @@ def _not_for_you() -> Response:
 
 
 def _render(status: int = 200, errors: dict[str, str] | None = None, form: dict[str, str] | None = None) -> Response:
-    after = paging.time_id_after() if request.method == "GET" else None
+    after = page_window().after if request.method == "GET" else None
     with reading() as session:
         ledger = directory.seat_charges(session, g.actor, g.caller.org_id, limit=LEDGER_PAGE, after=after)
         settings = directory.org_settings(session, g.actor, g.caller.org_id)
@@ -60,7 +60,7 @@ def _render(status: int = 200, errors: dict[str, str] | None = None, form: dict[
                     "max_seats": "" if settings["max_seats"] is None else str(settings["max_seats"])}
     return render("console/billing.html", status=status, errors=errors, title="Seats and billing", nav="billing",
                   seats=ledger.cycle["seats"], cycle=ledger.cycle, charges=ledger.charges,
-                  next_page=paging.encode(ledger.next), plan=plan)
+                  next_page=cursor(ledger.next), plan=plan)
 
 
 @bp.post("/billing/plan")

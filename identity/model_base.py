@@ -1,0 +1,31 @@
+"""The domain's declarative base and the metadata of every table the migrations build.
+
+The domain's `Base` and its metadata are its own (identity.models, identity.group_models and
+saml.models use them). Audit tables live on `audit.models.Base`, with the same naming conventions
+and column types but no foreign keys into these tables: events outlive everything they describe.
+`METADATAS` names both, for Alembic and for whatever compares the models with the database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, MetaData, String
+from sqlalchemy.orm import DeclarativeBase
+
+from audit import models as audit_models
+from audit.models import NAMING, UTCDateTime
+
+UUID = String(36)
+
+
+class Base(DeclarativeBase):
+    """The domain's declarative base: its own metadata, audit's naming conventions and column types."""
+
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dt.datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+# Every table the migrations build: the domain's (with saml.models') and the audit log's.
+METADATAS = (Base.metadata, audit_models.Base.metadata)

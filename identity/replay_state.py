@@ -1,0 +1,86 @@
+"""What replaying an org's events builds (identity.replay): per-entity state, and the findings.
+
+For every entity, the fields the events set, which event set each (for a finding's message), and
+whether its creation is in the retained log; identity.reconcile compares this with the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Row
+
+from identity.roles import RANK
+
+# A role grant as the data keys it: (team id or None for org-wide, source, source_ref).
+GrantKey = tuple[str | None, str, str]
+# change_role records the member's resulting (highest) org role, not the manual grant it writes:
+# when another grant is as high, the manual grant is known only to be at most that role.
+AT_MOST = "<="
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One piece of current state that the log does not explain."""
+
+    # user | role_grant | group_member | team | group | group_mapping | api_key | scim_token | scim_client
+    # | invitation | org | seat_charge
+    kind: str
+    entity_id: str
+    problem: str
+    display: str = ""
+
+    def __str__(self) -> str:
+        named = f"{self.kind} {self.entity_id}" + (f" ({self.display})" if self.display else "")
+        return f"{named}: {self.problem}"
+
+
+@dataclass
+class Entity:
+    """What the events say about one entity: the fields they set, and the event that set each."""
+
+    created: int | None = None  # seq of its creation event, when retained
+    fields: dict[str, Any] = field(default_factory=dict)
+    why: dict[str, str] = field(default_factory=dict)
+    last: str = ""  # the newest event about it
+
+    def set(self, event: Row[Any], **values: Any) -> None:
+        """Record that `event` set these fields."""
+        self.last = f"{event.action} (#{event.seq})"
+        for name, value in values.items():
+            self.fields[name] = value
+            self.why[name] = self.last
+
+
+@dataclass
+class Expected:
+    """The state the replayed events lead to, per entity, and what the events alone contradict."""
+
+    org_id: str
+    org_defaults: dict[str, Any]  # the settings an org starts with that org.created does not record
+    org: Entity = field(default_factory=Entity)
+    users: dict[str, Entity] = field(default_factory=dict)
+    # Grants of the members whose user.created is retained: user id -> key -> role.
+    grants: dict[str, dict[GrantKey, str]] = field(default_factory=dict)
+    teams: dict[str, Entity] = field(default_factory=dict)
+    groups: dict[str, Entity] = field(default_factory=dict)
+    group_members: dict[str, set[str]] = field(default_factory=dict)  # groups whose creation is retained
+    mappings: dict[str, Entity] = field(default_factory=dict)
+    api_keys: dict[str, Entity] = field(default_factory=dict)
+    key_ids: dict[str, str] = field(default_factory=dict)  # prefix -> id, from api_key.created
+    keys_by_prefix: dict[str, Entity] = field(default_factory=dict)  # keys made before the retained log
+    scim_tokens: dict[str, Entity] = field(default_factory=dict)
+    scim_clients: dict[str, Entity] = field(default_factory=dict)
+    invitations: dict[str, Entity] = field(default_factory=dict)
+    charges: dict[str, Entity] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+
+
+Handler = Callable[[Expected, Row[Any]], None]
+
+
+def rank(role: str) -> int:
+    """Return a role's rank, lowest first; an 'at most' bound ranks as its role."""
+    return RANK[role.removeprefix(AT_MOST)]

@@ -1,0 +1,120 @@
+"""The gateway's key check served in front of Flask: `POST /api/v1/keys/verify` (issue 16).
+
+Every LLM request the gateway forwards costs one check, so the check's own path skips what Flask
+spends on each request (the request context, URL matching, before/after hooks, the response
+object): a profile put that at half of the check's CPU (docs/performance.md). It is the same
+check as the Flask view's (identity.web.api.gateway): the same gateway credential, the same domain
+call (identity.gateway.check_key) and answer (`answer`), the same problem JSON for a 401, the same
+headers (`Cache-Control: private, max-age`, `X-Request-Id`, the client's `X-Client-Request-Id`, the
+security headers of saml.headers), the same JSON request log line and the same counters.
+
+Only a request it fully understands is answered here: `POST` to exactly that path, no query
+string, a JSON body (`application/json`) of at most MAX_CONTENT_LENGTH bytes that is an object
+with no member but a string `key` free of NUL. Anything else (another method, a missing or
+oversized length, a body that is not such an object) goes to Flask whole, with the body it sent,
+so every refusal (400, 405, 413) stays Flask's and the API's own.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from flask import Flask
+
+from identity import gateway, jsontext
+from identity.errors import Unauthenticated
+from identity.web import logs, metrics
+from identity.web.api.common import problem_body
+from identity.web.api.gateway import CREDENTIAL_REQUIRED, answer, autocommit, cache_control, code_of
+from identity.web.context import EXTENSION
+from saml import headers as security
+
+PATH = "/api/v1/keys/verify"
+log = logging.getLogger("identity.http")
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+STATUS_LINE = {200: "200 OK", 401: "401 UNAUTHORIZED", 500: "500 INTERNAL SERVER ERROR"}  # Werkzeug's wording
+SECURITY_HEADERS = [(security.CSP, security.content_security_policy()), ("X-Frame-Options", "DENY"),
+                    ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer")]
+
+
+class KeyCheckFirst:
+    """A WSGI app that answers the key check itself and hands every other request to `fallback`."""
+
+    def __init__(self, app: Flask, fallback: WSGIApp) -> None:
+        self.app = app
+        self.fallback = fallback
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != PATH or environ.get("REQUEST_METHOD") != "POST" or environ.get("QUERY_STRING"):
+            return self.fallback(environ, start_response)
+        secret = self._secret(environ)
+        if secret is None:
+            return self.fallback(environ, start_response)
+        return self._check(environ, start_response, secret)
+
+    def _secret(self, environ: dict[str, Any]) -> str | None:
+        """Return the body's `key` when the body is one this path answers; else None (the body restored)."""
+        length = environ.get("CONTENT_LENGTH") or ""
+        limit = self.app.config.get("MAX_CONTENT_LENGTH")
+        if not length.isdigit() or (limit is not None and int(length) > limit) or \
+                environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower() != "application/json":
+            return None
+        body = environ["wsgi.input"].read(int(length))
+        environ["wsgi.input"] = io.BytesIO(body)  # for Flask, should it be the one to answer
+        try:
+            data = jsontext.loads(body)
+        except ValueError:
+            return None
+        if type(data) is not dict or not data.keys() <= {"key"}:
+            return None
+        secret = data.get("key", "")
+        return secret if type(secret) is str and "\x00" not in secret else None
+
+    def _check(self, environ: dict[str, Any], start_response: StartResponse, secret: str) -> Iterable[bytes]:
+        started = time.perf_counter()
+        request_id = uuid.uuid4().hex
+        incoming = environ.get("HTTP_X_REQUEST_ID", "")
+        client_id = incoming if logs.REQUEST_ID.fullmatch(incoming) else None
+        logs.request_id.set(request_id)
+        try:
+            status, body, code = self._answer(environ.get("HTTP_AUTHORIZATION", ""), secret, request_id)
+        except Exception:  # as the app's own handler: a bare 500 with the request id, and the traceback logged
+            log.exception("unhandled error")
+            status, code = 500, None
+            body = {"error": "internal_error", "message": "internal error", "request_id": request_id}
+        data = self.app.json.dumps(body, separators=(",", ":")).encode() + b"\n"
+        headers = [("Content-Type", "application/problem+json" if status == 401 else "application/json"),
+                   ("Content-Length", str(len(data)))]
+        if status == 200:
+            headers.append(("Cache-Control", cache_control(self.app.config)))
+        elif status == 401:
+            headers.append(("WWW-Authenticate", 'Bearer realm="identity"'))
+        headers += [("X-Request-Id", request_id), *([("X-Client-Request-Id", client_id)] if client_id else []),
+                    *SECURITY_HEADERS]
+        start_response(STATUS_LINE[status], headers)
+        seconds = time.perf_counter() - started
+        log.info("request", extra={"method": "POST", "route": PATH, "status": status,
+                                   "duration_ms": round(seconds * 1000, 2), "request_id": request_id,
+                                   "client_request_id": client_id})
+        metrics.observe_request("POST", PATH, status, seconds)
+        if code is not None:
+            metrics.observe_key_check(code)
+        return [data]
+
+    def _answer(self, authorization: str, secret: str, request_id: str) -> tuple[int, dict[str, Any], str]:
+        kind, _, credential = authorization.partition(" ")
+        try:
+            if kind.lower() != "bearer" or not credential.strip():
+                raise Unauthenticated(CREDENTIAL_REQUIRED)
+            with autocommit(self.app.extensions[EXTENSION]) as conn:
+                found = gateway.check_key(conn, credential.strip(), secret)
+        except Unauthenticated as error:
+            extra = {k: v for k, v in error.context.items() if k != "org_id"}
+            return 401, problem_body(401, error.code, error.message, extra, request_id), "unauthenticated"
+        return 200, answer(found), code_of(found)

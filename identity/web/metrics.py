@@ -1,0 +1,136 @@
+"""The operators' counters (issue 19): Prometheus families, correct under gunicorn's several workers.
+
+What is counted, and from where:
+- `identity_http_requests_total` and `identity_http_request_duration_seconds`: every answer, by
+  method, route (the URL rule, never the path: a path can carry a secret) and status, from the app's
+  request hook (identity.web.app) and the key check's own path (identity.web.keycheck);
+- `identity_scim_operations_total`: SCIM requests by resource (the rule's first segment under
+  `/scim/v2/`), method and outcome (`success`, `refused` for 4xx, `error` for 5xx);
+- `identity_key_checks_total`: the gateway key check's answers by code (`valid`, a refusal reason,
+  `unauthenticated` for a wrong gateway credential);
+- `identity_audit_events_total`, `identity_saml_sign_ins_total`, `identity_seat_purchases_total`,
+  `identity_seat_refusals_total`: from the audit events each transaction committed
+  (audit.observers), so the domain knows nothing of Prometheus and the counts are what the log holds.
+
+Multiprocess mode (prometheus_client's) is on when `PROMETHEUS_MULTIPROC_DIR` is set before the
+workers start: each worker writes its own files there and `/metrics` adds them up. `identity
+serve` sets it up (identity.web.metrics_serve). prometheus_client is imported on first use, not at
+import time, because it picks its mode when it is first imported: an import in the CLI process,
+before `identity serve` has set the directory, would fix every worker in single-process mode.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from audit import observers
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Seconds: the key check answers in a few ms, a group PATCH into 100,000 members in about a second.
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+SAML_FLOWS = frozenset({"sp_initiated", "idp_initiated"})  # a login link's sign-in is not SAML's
+
+
+@dataclass(frozen=True)
+class Families:
+    requests: Any
+    latency: Any
+    scim: Any
+    key_checks: Any
+    audit_events: Any
+    saml_sign_ins: Any
+    seat_purchases: Any
+    seat_refusals: Any
+    registry: Any
+
+
+@functools.cache
+def families() -> Families:
+    """Create the metric families once per process (and subscribe to committed audit events)."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    registry = CollectorRegistry(auto_describe=True)
+
+    def counter(name: str, doc: str, labels: Sequence[str] = ()) -> Any:
+        return Counter(name, doc, list(labels), registry=registry)
+
+    made = Families(
+        requests=counter("identity_http_requests", "HTTP answers by method, route (URL rule) and status",
+                         ("method", "route", "status")),
+        latency=Histogram("identity_http_request_duration_seconds", "Time to answer, by method and route",
+                          ["method", "route"], buckets=BUCKETS, registry=registry),
+        scim=counter("identity_scim_operations", "SCIM requests by resource, method and outcome",
+                     ("resource", "method", "outcome")),
+        key_checks=counter("identity_key_checks", "The gateway key check's answers by code", ("answer",)),
+        audit_events=counter("identity_audit_events", "Audit events committed, by action and outcome",
+                             ("action", "outcome")),
+        saml_sign_ins=counter("identity_saml_sign_ins", "SAML sign-ins by outcome and refusal reason",
+                              ("outcome", "reason")),
+        seat_purchases=counter("identity_seat_purchases", "Seats bought (prorated purchases and renewals)", ("kind",)),
+        seat_refusals=counter("identity_seat_refusals", "New members refused at the org's seat cap"),
+        registry=registry,
+    )
+    observers.subscribe(count_audit_events)
+    return made
+
+
+def method_label(method: str) -> str:
+    """Return the method as a label: any method outside HTTP's usual set is `other` (bounded labels)."""
+    return method if method in METHODS else "other"
+
+
+def outcome(status: int) -> str:
+    """Return `success` below 400, `refused` for a 4xx and `error` for a 5xx."""
+    return "success" if status < 400 else "refused" if status < 500 else "error"
+
+
+def observe_request(method: str, route: str, status: int, seconds: float) -> None:
+    """Count one answer of `route` (a URL rule or `-`, never a raw path) and its duration."""
+    found = families()
+    method = method_label(method)
+    found.requests.labels(method, route, str(status)).inc()
+    found.latency.labels(method, route).observe(seconds)
+    if route.startswith("/scim/v2/"):
+        resource = route[len("/scim/v2/"):].split("/", 1)[0] or "-"
+        found.scim.labels(resource, method, outcome(status)).inc()
+
+
+def observe_key_check(answer: str) -> None:
+    """Count one answer of the gateway key check (`valid`, a refusal reason, `unauthenticated`)."""
+    families().key_checks.labels(answer).inc()
+
+
+def count_audit_events(events: Sequence[Mapping[str, Any]]) -> None:
+    """Count a committed transaction's audit events, and the sign-ins and seats among them."""
+    found = families()
+    for item in events:
+        action, changes = str(item.get("action")), item.get("changes") or {}
+        found.audit_events.labels(action, str(item.get("outcome", "success"))).inc()
+        if action == "sso.login_succeeded" and changes.get("flow") in SAML_FLOWS:
+            found.saml_sign_ins.labels("success", "").inc()
+        elif action == "sso.login_failed":
+            # Repeats of one refusal are folded into the next audited one (saml.refusals).
+            left_out = changes.get("left_out_since_last")
+            times = 1 + (left_out if isinstance(left_out, int) and left_out > 0 else 0)
+            found.saml_sign_ins.labels("refused", str(changes.get("reason", "unknown"))[:64]).inc(times)
+        elif action in ("seat.purchased", "seat.renewed"):
+            seats = changes.get("seats", 1)
+            found.seat_purchases.labels(action.split(".")[1]).inc(seats if isinstance(seats, int) else 1)
+        elif action == "seat.refused":
+            found.seat_refusals.inc()
+
+
+def exposition() -> tuple[bytes, str]:
+    """Return the text exposition of every family (all workers' in multiprocess mode) and its content type."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+
+    registry = families().registry
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return generate_latest(registry), CONTENT_TYPE_LATEST

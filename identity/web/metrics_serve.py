@@ -1,0 +1,79 @@
+"""The counters across gunicorn's workers: the shared directory, dead workers, the separate listener.
+
+`identity serve` uses these hooks itself. A deployment that runs gunicorn directly names this
+module as its configuration, which sets the same hooks:
+
+    gunicorn -c python:identity.web.metrics_serve -w 4 wsgi:app
+
+- `on_starting` (in the master, before any worker): `PROMETHEUS_MULTIPROC_DIR` is the operator's
+  directory, emptied of an earlier run's files, or a private temporary one. prometheus_client
+  writes each worker's counters there and `/metrics` adds them up (identity.web.metrics).
+- `child_exit`: a worker that died is marked dead. Its counters stay in the sum (a counter must
+  never go down because a worker was recycled); only its live gauges would be dropped.
+- `when_ready`: with `METRICS_PORT`, the master serves the summed counters on a listener of its
+  own, `METRICS_HOST` (default 127.0.0.1) and that port, apart from the service's port.
+- `on_exit`: the temporary directory, if this module made it, is removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from identity.config import make_private_dir
+from identity.web.metrics import MULTIPROC_ENV
+
+log = logging.getLogger("identity.metrics")
+_MADE_HERE = "IDENTITY_METRICS_DIR_MADE_HERE"
+
+
+def prepare_directory() -> Path:
+    """Make `PROMETHEUS_MULTIPROC_DIR` ready for a new set of workers and return it."""
+    named = os.environ.get(MULTIPROC_ENV)
+    if not named:
+        folder = Path(tempfile.mkdtemp(prefix="identity-metrics-"))
+        os.environ[MULTIPROC_ENV] = str(folder)
+        os.environ[_MADE_HERE] = str(folder)
+        return folder
+    folder = Path(named)
+    make_private_dir(folder)
+    for stale in folder.glob("*.db"):  # an earlier run's workers: their counts are not this run's
+        stale.unlink(missing_ok=True)
+    return folder
+
+
+def start_listener(port: int, host: str = "127.0.0.1") -> Any:
+    """Serve every worker's counters on host:port from this process (a thread); return the server."""
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    log.info("metrics listener on %s:%d", host, port)
+    return server
+
+
+def on_starting(server: Any) -> None:
+    prepare_directory()
+
+
+def when_ready(server: Any) -> None:
+    port = os.environ.get("METRICS_PORT", "").strip()
+    if port:
+        start_listener(int(port), os.environ.get("METRICS_HOST", "127.0.0.1"))
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def on_exit(server: Any) -> None:
+    made = os.environ.pop(_MADE_HERE, None)
+    if made and os.environ.get(MULTIPROC_ENV) == made:
+        shutil.rmtree(made, ignore_errors=True)
