@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from audit.actor import system_actor
 from identity import keys, members, teams
@@ -183,3 +183,30 @@ def test_a_viewer_sees_no_admin_controls_and_a_forged_admin_post_is_refused(cons
     page.goto(console_site.url("/console/members/invite"))  # not offered, and refused when asked for
     expect(page.get_by_role("heading", name="Refused")).to_be_visible()
     check_page(page, "refused")
+
+
+def test_without_javascript_rename_and_delete_are_plain_forms_and_errors_sit_by_their_field(
+        console_site: ConsoleSite, browser: Browser) -> None:
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    console_site.idp.person.name_id = "owner@acme.test"
+    page.goto(console_site.url("/saml/acme/login"))  # without JS the IdP's form needs its button
+    page.get_by_role("button", name="Continue").click()
+    page.wait_for_url(console_site.url("/console/teams"))
+    team_id = _create_team(page, console_site, "Offline")
+    _create_team(page, console_site, "Taken")
+    row = page.locator(f"#team-{team_id}")
+    row.get_by_role("link", name="Rename Offline").click()  # loads the page with the row's form open
+    page.wait_for_url(re.compile(r"\?rename="))
+    row.get_by_label("New name of Offline").fill("Taken")
+    row.get_by_role("button", name="Save").click()
+    field = page.locator(f"#team-{team_id}").get_by_label("New name of Offline")
+    expect(field).to_have_attribute("aria-invalid", "true")
+    error = page.locator(f"#name-{team_id}-error")
+    expect(error).to_contain_text("already exists")
+    assert field.get_attribute("aria-describedby") == f"name-{team_id}-error"
+    shoot(page, "teams-rename-error-no-js")  # axe needs a script: this context runs none
+    page.locator(f"#team-{team_id}").get_by_role("link", name="Delete Offline").click()
+    page.get_by_role("button", name="Delete").click()
+    expect(page.get_by_role("status")).to_have_text("Team 'Offline' deleted.")
+    context.close()
