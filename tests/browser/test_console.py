@@ -12,7 +12,7 @@ import re
 from playwright.sync_api import Browser, Page, expect
 
 from audit.actor import system_actor
-from identity import keys, members, teams
+from identity import keys, members, orgs, teams
 from identity.models import Team
 from tests.browser.axe import check_page, shoot
 from tests.browser.conftest import ConsoleSite
@@ -210,3 +210,21 @@ def test_without_javascript_rename_and_delete_are_plain_forms_and_errors_sit_by_
     page.get_by_role("button", name="Delete").click()
     expect(page.get_by_role("status")).to_have_text("Team 'Offline' deleted.")
     context.close()
+
+
+def test_an_org_without_sso_signs_in_with_a_mailed_one_time_link(console_site: ConsoleSite, page: Page) -> None:
+    with console_site.db.transaction() as session:
+        orgs.create_org(session, SYSTEM, "Initech", owner_email="peter@initech.test")
+    page.goto(console_site.url("/"))
+    page.get_by_label("Work email or organization").fill("initech")
+    page.get_by_role("button", name="Continue").click()
+    page.get_by_label("Work email").fill("peter@initech.test")
+    sent = len(console_site.inbox.messages)
+    page.get_by_role("button", name="Email me a sign-in link").click()
+    expect(page.get_by_role("heading", name="Check your mail")).to_be_visible()
+    mail = console_site.inbox.wait(sent + 1)[-1]
+    assert mail["To"] == "peter@initech.test"
+    page.goto(console_site.inbox.link())  # the same browser: the link works only where it was asked for
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(console_site.url("/console/teams"))
+    expect(page.locator("header .org")).to_have_text("initech")
