@@ -91,6 +91,10 @@ def test_rename_a_team_inline_and_cancel_a_rename(console_site: ConsoleSite, pag
     assert _team_named(console_site, "Research") is not None
     row.get_by_role("link", name="Rename Research").click()
     expect(field).to_have_value("Research")  # the cancelled text is gone
+    field.press("Escape")  # the keyboard's way to cancel
+    expect(field).to_be_hidden()
+    expect(row.get_by_role("link", name="Rename Research")).to_be_focused()
+    row.get_by_role("link", name="Rename Research").press("Enter")
     field.fill("Research Lab")
     row.get_by_role("button", name="Save").click()
     expect(page.get_by_role("status")).to_have_text("Team renamed to 'Research Lab'.")
