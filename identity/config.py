@@ -88,7 +88,8 @@ def from_environment() -> dict[str, object]:
         "BASE_URL": base_url(),
         "MAX_CONTENT_LENGTH": MAX_BODY_BYTES,
     }
-    for name in ("SMTP_URL", "MAIL_FROM", "SMTP_CA_FILE"):  # mail (identity.mail); without SMTP_URL, the outbox
+    # mail (identity.mail; without SMTP_URL, the outbox) and the auto top-up's payment hook (identity.topups)
+    for name in ("SMTP_URL", "MAIL_FROM", "SMTP_CA_FILE", "TOPUP_WEBHOOK_URL", "TOPUP_WEBHOOK_SECRET"):
         if os.environ.get(name):
             settings[name] = os.environ[name]
     for name in ("SESSION_IDLE_MINUTES", "SESSION_ABSOLUTE_HOURS", "SCIM_RATE_LIMIT", "SAML_MAX_ISSUE_AGE_SECONDS",

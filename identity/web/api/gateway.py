@@ -35,7 +35,7 @@ def verify_key() -> Response:
     with _autocommit() as conn:
         found = gateway.check_key(conn, credential.strip(), secret)
     body: dict[str, Any] = {"valid": True, **found.identity} if found.identity else {
-        "valid": False, "reason": str(found.reason)}
+        "valid": False, "reason": str(found.reason), **found.details}
     response = jsonify(body)
     response.headers["Cache-Control"] = f"private, max-age={max_age()}"
     return response
