@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from audit import Actor, clock, record
 from identity.actions import Action
 from identity.db import Database
+from identity.lookups import get_team
 from identity.roles import authorize
 from identity.wallet_models import TopUpRequest, Wallet
 from identity.wallets import new_id, team_target
@@ -63,6 +64,7 @@ def request_if_due(session: Session, actor: Actor, wallet: Wallet) -> TopUpReque
 def list_requests(session: Session, actor: Actor, org_id: str, team_id: str, *, limit: int = 100) -> list[TopUpRequest]:
     """Return the team's top-up requests, newest first (for owners and admins)."""
     authorize(actor, "billing.read", org_id=org_id)
+    get_team(session, org_id, team_id)  # NotFound for another org's team
     return list(session.scalars(select(TopUpRequest).where(TopUpRequest.org_id == org_id,
                                                            TopUpRequest.team_id == team_id)
                                 .order_by(TopUpRequest.created_at.desc()).limit(limit)))

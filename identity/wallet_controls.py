@@ -18,7 +18,7 @@ from audit import Actor, clock, record
 from audit.log import Target
 from identity.actions import Action
 from identity.errors import InvalidValue, NotFound
-from identity.lookups import get_user
+from identity.lookups import get_team, get_user
 from identity.models import ApiKey, RoleGrant
 from identity.roles import authorize
 from identity.wallet_models import SpendLimit, Wallet, WalletEntry, WalletSettings
@@ -51,6 +51,7 @@ def configure_wallet(session: Session, actor: Actor, org_id: str, team_id: str, 
     anything changes: a refused change writes nothing.
     """
     authorize(actor, "wallets.manage", org_id=org_id)
+    get_team(session, org_id, team_id)  # another org's team is not found before its input is read
     changes: dict[str, Any] = {}
     if spend_limit is not UNSET:
         changes["spend_limit_micros"] = _optional_amount(spend_limit, "spend_limit_micros")
@@ -59,7 +60,9 @@ def configure_wallet(session: Session, actor: Actor, org_id: str, team_id: str, 
     if auto_topup is not UNSET:
         threshold, top = _auto_topup(auto_topup)
         changes["auto_topup_threshold_micros"], changes["auto_topup_amount_micros"] = threshold, top
-    locked = lock_wallet(session, org_id, team_id)
+    locked = lock_wallet(session, org_id, team_id)  # NotFound first: another org's team is never told more
+    if not changes:
+        raise InvalidValue("nothing to change: spend_limit_micros, discount_percent or auto_topup")
     wallet = locked.wallet
     limit = changes.get("spend_limit_micros", UNSET)
     if limit is not UNSET and limit is not None and limit < wallet.period_spend_micros:
@@ -117,6 +120,7 @@ def set_subject_limit(session: Session, actor: Actor, org_id: str, team_id: str,
                       subject_id: str, limit: Any) -> SpendLimit | None:
     """Set (or with None remove) the period limit of one key or member of the team."""
     authorize(actor, "wallets.manage", org_id=org_id)
+    get_team(session, org_id, team_id)
     field = "key_id" if subject_type == KEY else "user_id"
     value = _optional_amount(limit, "limit_micros")
     _subject(session, org_id, team_id, subject_type, subject_id)

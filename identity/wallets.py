@@ -136,7 +136,7 @@ def settings_of(session: Session, org_id: str) -> WalletSettings:
     return found or WalletSettings(org_id=org_id, admins_may_top_up=False, seat_usage_micros=0)
 
 
-def authorize_top_up(session: Session, actor: Actor, org_id: str) -> None:
+def _authorize_top_up(session: Session, actor: Actor, org_id: str) -> None:
     """Owners top up; admins too when the org's wallet setting `admins_may_top_up` says so (DESIGN 3.2)."""
     authorize(actor, "wallets.top_up", org_id=org_id)
     if actor.role == Role.ADMIN and not settings_of(session, org_id).admins_may_top_up:
@@ -146,8 +146,9 @@ def authorize_top_up(session: Session, actor: Actor, org_id: str) -> None:
 
 def top_up(session: Session, actor: Actor, org_id: str, team_id: str, micros: Any, reference: Any) -> WalletEntry:
     """Credit the team's wallet with `micros` paid under `reference` (an invoice, a payment id)."""
-    authorize_top_up(session, actor, org_id)
-    return credit(session, actor, org_id, team_id, TOP_UP, amount(micros, "amount_micros"),
+    _authorize_top_up(session, actor, org_id)
+    get_team(session, org_id, team_id)  # another org's team is not found before its input is read
+    return _credit(session, actor, org_id, team_id, TOP_UP, amount(micros, "amount_micros"),
                   _reference(reference))
 
 
@@ -155,9 +156,10 @@ def add_credit(session: Session, actor: Actor, org_id: str, team_id: str, kind: 
                reference: Any) -> WalletEntry:
     """Write a refund (positive) or an adjustment (either sign) by an owner, with its reason."""
     authorize(actor, "wallets.manage", org_id=org_id)
+    get_team(session, org_id, team_id)
     if kind not in (REFUND, ADJUSTMENT):
         raise InvalidValue("kind must be refund or adjustment", field="kind")
-    return credit(session, actor, org_id, team_id, kind, amount(micros, "amount_micros", signed=kind == ADJUSTMENT),
+    return _credit(session, actor, org_id, team_id, kind, amount(micros, "amount_micros", signed=kind == ADJUSTMENT),
                   _reference(reference))
 
 
@@ -168,7 +170,7 @@ def _reference(reference: Any) -> str:
     return reference.strip()
 
 
-def credit(session: Session, actor: Actor, org_id: str, team_id: str, kind: str, micros: int, reference: str,
+def _credit(session: Session, actor: Actor, org_id: str, team_id: str, kind: str, micros: int, reference: str,
            *, request_id: str | None = None) -> WalletEntry:
     """Add a ledger row of `kind` and move the balance (authorized by the caller); audited."""
     locked = lock_wallet(session, org_id, team_id)
@@ -219,7 +221,7 @@ def grant_seat_usage(session: Session, actor: Actor, org_id: str) -> list[Wallet
     for team_id, seated in seated_members_by_team(session, org_id).items():
         key = f"seat_grant:{team_id}:{cycle_start.isoformat()}"
         if seated and session.scalar(select(func.count()).where(WalletEntry.request_id == key)) == 0:
-            entries.append(credit(session, actor, org_id, team_id, SEAT_GRANT, min(seated * per_seat, MAX_AMOUNT),
+            entries.append(_credit(session, actor, org_id, team_id, SEAT_GRANT, min(seated * per_seat, MAX_AMOUNT),
                                   f"{seated} seats x {per_seat} for the cycle from {cycle_start.isoformat()}",
                                   request_id=key))
     return entries

@@ -63,8 +63,6 @@ def configure_wallet(org_ref: str, team_id: str) -> Response:
     """Change the period limit (null: none), the discount percent, or the auto top-up (null: off)."""
     org_id = caller_org_id(org_ref)
     data = json_body("spend_limit_micros", "discount_percent", "auto_topup")
-    if not data:
-        raise InvalidValue("nothing to change: spend_limit_micros, discount_percent or auto_topup")
     names = {"spend_limit_micros": "spend_limit", "discount_percent": "discount_percent", "auto_topup": "auto_topup"}
     run(database(), g.actor, wallet_controls.configure_wallet, org_id, team_id,
         **{names[name]: value for name, value in data.items()})
@@ -131,21 +129,29 @@ def get_limits(org_ref: str, team_id: str) -> Response:
     return jsonify({"limits": [limit_json(r) for r in rows]})
 
 
-@bp.put(f"{WALLET}/limits/<subject>/<subject_id>")
-@authenticated(scope=ADMIN)
-def set_limit(org_ref: str, team_id: str, subject: str, subject_id: str) -> Response:
-    """Set a key's (`keys/<key_id>`) or member's (`members/<user_id>`) period limit; null removes it."""
+def _set_limit(org_ref: str, team_id: str, subject_type: str, subject_id: str) -> Response:
     org_id = caller_org_id(org_ref)
-    kinds = {"keys": wallet_controls.KEY, "members": wallet_controls.MEMBER}
-    if subject not in kinds:
-        raise InvalidValue("the path names keys/<key_id> or members/<user_id>", field="subject")
     data = json_body("limit_micros")
     if "limit_micros" not in data:
         raise InvalidValue("limit_micros is required (null removes the limit)", field="limit_micros")
-    row = run(database(), g.actor, wallet_controls.set_subject_limit, org_id, team_id, kinds[subject], subject_id,
+    row = run(database(), g.actor, wallet_controls.set_subject_limit, org_id, team_id, subject_type, subject_id,
               data["limit_micros"])
-    return jsonify(limit_json(row) if row else {"subject_type": kinds[subject], "subject_id": subject_id,
+    return jsonify(limit_json(row) if row else {"subject_type": subject_type, "subject_id": subject_id,
                                                 "limit_micros": None})
+
+
+@bp.put(f"{WALLET}/limits/keys/<key_id>")
+@authenticated(scope=ADMIN)
+def set_key_limit(org_ref: str, team_id: str, key_id: str) -> Response:
+    """Set a key's period limit; null removes it."""
+    return _set_limit(org_ref, team_id, wallet_controls.KEY, key_id)
+
+
+@bp.put(f"{WALLET}/limits/members/<user_id>")
+@authenticated(scope=ADMIN)
+def set_member_limit(org_ref: str, team_id: str, user_id: str) -> Response:
+    """Set a member's period limit within the team (all their keys there); null removes it."""
+    return _set_limit(org_ref, team_id, wallet_controls.MEMBER, user_id)
 
 
 @bp.get(f"{WALLET}/topup-requests")
@@ -214,9 +220,12 @@ def openapi_paths(op: Any, json_response: Any, ref: Any) -> dict[str, Any]:
                                        json_response({"type": "object"}), params=team, query=page)},
         f"{wallet}/limits": {"get": op("The per-key and per-member limits", json_response({"type": "object"}),
                                        params=team)},
-        f"{wallet}/limits/{{subject}}/{{subject_id}}": {"put": op(
-            "Owners: set a key's (keys/<key_id>) or member's (members/<user_id>) period limit; null removes it",
-            json_response({"type": "object"}), body="SubjectLimit", params=(*team, "subject", "subject_id"))},
+        f"{wallet}/limits/keys/{{key_id}}": {"put": op(
+            "Owners: set a key's period limit; null removes it", json_response({"type": "object"}),
+            body="SubjectLimit", params=(*team, "key_id"))},
+        f"{wallet}/limits/members/{{user_id}}": {"put": op(
+            "Owners: set a member's period limit in the team; null removes it", json_response({"type": "object"}),
+            body="SubjectLimit", params=(*team, "user_id"))},
         f"{wallet}/topup-requests": {"get": op("The auto top-up's requests (owners and admins)",
                                                json_response({"type": "object"}), params=team)},
         "/api/v1/orgs/{org}/members/{user_id}/spend": {"get": op(
