@@ -144,8 +144,8 @@ def _debit_team(session: Session, actor: Actor, org_id: str, team_id: str, items
     wallet, now = locked.wallet, clock.now()
     booked = {row.request_id: row for row in session.execute(BOOKED, {"ids": [r.request_id for _, r in items]})}
     subjects = {keys[r.key_id].user_id for _, r in items} | {r.key_id for _, r in items}
-    limits = {row.subject_id: row for row in session.scalars(LIMITS, {"team_id": team_id,
-                                                                      "ids": sorted(s for s in subjects if s)})}
+    limits = {row.subject_id: row for row in session.scalars(LIMITS, {"team_id": team_id, "ids": sorted(
+        s for s in subjects if s)})} if locked.has_subject_limits else {}
     for row in limits.values():
         if row.period_start != locked.period_start:
             row.period_start, row.spend_micros = locked.period_start, 0

@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import Table, bindparam, exists, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -30,7 +30,7 @@ from identity.models import Org, RoleGrant, User
 from identity.roles import authorize
 from identity.seats import cycle_at
 from identity.vocabulary import Role
-from identity.wallet_models import TopUpRequest, Wallet, WalletEntry, WalletSettings
+from identity.wallet_models import SpendLimit, TopUpRequest, Wallet, WalletEntry, WalletSettings
 
 MICROS_PER_CENT = 1_000_000
 # The largest amount any one call may move: 10^15 micro-cents, $10 million. Larger is a typo or an
@@ -82,7 +82,10 @@ def ensure_wallet(session: Session, org_id: str, team_id: str) -> None:
         "discount_percent": 0, "created_at": now, "updated_at": now})
 
 
-LOCK = (select(Wallet, Org.created_at).join(Org, Org.id == Wallet.org_id)
+# The wallet, its org's billing anchor, and whether any key or member of the team has a limit (so
+# that a debit reads the limits only when there are some), in the one statement that locks it.
+LOCK = (select(Wallet, Org.created_at, exists().where(SpendLimit.team_id == Wallet.team_id))
+        .join(Org, Org.id == Wallet.org_id)
         .where(Wallet.team_id == bindparam("team_id")).with_for_update(of=Wallet)
         .execution_options(populate_existing=True))
 
@@ -94,6 +97,7 @@ class Locked:
     wallet: Wallet
     period_start: dt.datetime
     period_end: dt.datetime
+    has_subject_limits: bool = True
 
 
 def lock_wallet(session: Session, org_id: str, team_id: str, *, now: dt.datetime | None = None) -> Locked:
@@ -103,12 +107,12 @@ def lock_wallet(session: Session, org_id: str, team_id: str, *, now: dt.datetime
         get_team(session, org_id, team_id)  # NotFound for a team of another org or none
         ensure_wallet(session, org_id, team_id)
         row = session.execute(LOCK, {"team_id": team_id}).one()
-    wallet, created = row
+    wallet, created, has_limits = row
     if wallet.org_id != org_id:
         raise NotFound(f"no team {team_id!r} in this org", team_id=team_id)
     start, end = period_at(created, now or clock.now())
     roll_period(wallet, start)
-    return Locked(wallet, start, end)
+    return Locked(wallet, start, end, bool(has_limits))
 
 
 def roll_period(wallet: Wallet, start: dt.datetime) -> None:
