@@ -163,9 +163,9 @@ def _pending(session: Session, token: str) -> Invitation:
     return invitation
 
 
-def check_pending(session: Session, token: str) -> None:
-    """Raise unless `token` is the link of a pending, unexpired invitation (reads only)."""
-    _pending(session, token)
+def check_pending(session: Session, token: str) -> Invitation:
+    """Return the pending, unexpired invitation of the link `token`, or raise (reads only)."""
+    return _pending(session, token)
 
 
 def expire_if_due(session: Session, token: str) -> bool:

@@ -29,6 +29,11 @@ class NewOrg:
     default_team_id: str
 
 
+def any_org(session: Session) -> bool:
+    """Tell whether the database holds any organization yet (a fresh install holds none)."""
+    return session.scalar(select(Org.id).limit(1)) is not None
+
+
 def get_org_by_slug(session: Session, slug: str) -> Org:
     """Return the org with this slug, or raise NotFound."""
     org = session.scalars(select(Org).where(Org.slug == slug)).one_or_none()

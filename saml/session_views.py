@@ -208,7 +208,7 @@ def email_page() -> HttpResponse:
     return _email_form()
 
 
-def _limits() -> links.Limits:
+def link_limits() -> links.Limits:
     cfg = current_app.config
     return links.Limits(int(cfg.get("SIGN_IN_LINKS_PER_ADDRESS", 3)), int(cfg.get("SIGN_IN_LINKS_PER_CLIENT", 20)))
 
@@ -232,11 +232,11 @@ def ask_for_link() -> HttpResponse:
                   ip=request.remote_addr, user_agent=request.user_agent.string)
     try:
         mail_id = run(web.db(), actor, links.request_sign_in_link, org, email, browser=browser,
-                      client_address=client_address(), base_url=web.base_url(), limits=_limits())
+                      client_address=client_address(), base_url=web.base_url(), limits=link_limits())
     except links.TooManyRequests:
         return web.page(429, "Too many requests", "Too many sign-in links were asked for. Wait a few minutes.")
     if mail_id is not None:
-        _deliver_later(mail_id, actor)
+        deliver_later(mail_id, actor)
     response = web.page(200, "Check your mail", ASKED.format(email=email, org=org))
     response.set_cookie(BROWSER_COOKIE, browser, max_age=int(links.LINK_TTL.total_seconds()), path="/login/",
                         httponly=True, samesite="Strict", secure=web.base_url().startswith("https://"))
@@ -245,7 +245,7 @@ def ask_for_link() -> HttpResponse:
     return response
 
 
-def _deliver_later(mail_id: str, actor: Actor) -> None:
+def deliver_later(mail_id: str, actor: Actor) -> None:
     """Send the mail in a thread of its own, so that the answer does not wait for SMTP."""
     sender = mail.configured(current_app.config, web.base_url())
     if sender is None:

@@ -32,7 +32,7 @@ bp = Blueprint("saml", __name__)
 bp.after_app_request(headers.secure)  # every response of the app, not only this blueprint's
 log = logging.getLogger("identity.saml")
 
-DEFAULT_LANDING = "/me"
+DEFAULT_LANDING = "/console/teams"  # the web console (identity.web.console); /me stays JSON
 NOT_THIS_BROWSER = ("This sign-in was not started in this browser, or was started too long ago. "
                     "Please sign in again from this browser.")
 MESSAGES = {

@@ -17,7 +17,7 @@ import saml
 import scim
 from identity import config
 from identity.db import Database
-from identity.web import logs, openapi
+from identity.web import console, logs, openapi
 from identity.web.api import (
     audit_log,
     browser,
@@ -62,8 +62,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_error_handler(HTTPException, _http_error)
     app.add_url_rule("/healthz", "healthz", healthz)
     for blueprint in (browser.bp, keys.bp, gateway.bp, members.bp, teams.bp, settings.bp, invitations.bp,
-                      invitations.page_bp, audit_log.bp, sso.bp, org.bp, openapi.bp, scim.bp, saml.bp, usage.bp,
-                      wallets.bp):
+                      audit_log.bp, sso.bp, org.bp, openapi.bp, scim.bp, saml.bp, usage.bp, wallets.bp,
+                      *console.PAGES):
         app.register_blueprint(blueprint)
     return app
 

@@ -32,6 +32,7 @@ from identity.service import run
 from identity.web.audit_cli import audit as audit_group
 from identity.web.server import serve as run_server
 from saml import cli as saml_cli
+from saml import links
 
 
 def _database() -> Database:
@@ -60,6 +61,12 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
     _database().analyze()
     config.secret_key()  # made once here, before workers start, so they all read the same key
     click.echo(f"serving on http://{host}:{port} (database: {_safe_url(config.database_url())})", err=True)
+    click.echo(f"web console: http://{host}:{port}/ (sign in with your work email or your org's slug)", err=True)
+    with _database().reading() as session:
+        fresh = not orgs.any_org(session)
+    if fresh:
+        click.echo("no organization yet: create the first one, with a sign-in link for its owner, with\n"
+                   "  identity org create \"Acme\" --owner-email you@example.com --json", err=True)
     run_server(host, port, workers, threads)
 
 
@@ -108,6 +115,7 @@ def org_create(name: str, owner_email: str | None, slug: str | None, included_se
             scim = scim_credentials.create_scim_token(session, actor, new.org.id, name="initial")
             admin_key = keys.create_api_key(session, actor, new.org.id, user_id=new.owner.id,
                                             team_id=new.default_team_id, name="owner admin key", scopes=["admin"])
+            sign_in = links.issue_sign_in_link(session, actor, new.org.id, new.owner.email or new.owner.user_name)
     except DomainError as error:
         _fail(error)
         return
@@ -119,6 +127,8 @@ def org_create(name: str, owner_email: str | None, slug: str | None, included_se
         "scim_token": scim.secret,
         "admin_api_key": admin_key.secret,
         "scim_base_url": f"{config.base_url()}/scim/v2",
+        # The first owner's way into the web console: one use, 15 minutes (`identity login-link` makes another).
+        "sign_in_link": f"{config.base_url()}{links.LINK_PATH}{sign_in}",
     }
     if as_json:
         click.echo(json.dumps(result))
@@ -127,6 +137,7 @@ def org_create(name: str, owner_email: str | None, slug: str | None, included_se
         click.echo(f"SCIM base URL: {result['scim_base_url']}")
         click.echo(f"SCIM token (shown once): {scim.secret}")
         click.echo(f"admin API key (shown once): {admin_key.secret}")
+        click.echo(f"owner's sign-in link to the web console (once, 15 minutes): {result['sign_in_link']}")
 
 
 @main.group()

@@ -11,10 +11,12 @@ tests are the proof that the pages work in a browser.
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 import shutil
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html import escape
 from typing import Any
@@ -25,13 +27,18 @@ from flask import Flask, Response, request
 from lxml import etree
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
+from audit.actor import system_actor
+from identity import orgs
 from identity.db import Database
 from identity.orgs import NewOrg
 from identity.web.app import create_app
 from saml.cli import configure_org
 from saml.connection import SpUrls
+from tests.conftest import BACKENDS
 from tests.live import serving
+from tests.pgcluster import PostgresCluster
 from tests.saml.idp import KeyPair, Options, TestIdP, b64
+from tests.smtp import Inbox, smtp_server
 
 IDP_HOST = "idp.test"  # mapped to 127.0.0.1 inside Chromium only
 CHROMIUM_ARGS = [
@@ -158,17 +165,69 @@ def idp_keys() -> KeyPair:
     return KeyPair.make("browser test idp")
 
 
-@pytest.fixture
-def site(db: Database, acme: NewOrg, idp_keys: KeyPair) -> Iterator[Site]:
+@contextmanager
+def serving_site(db: Database, org: NewOrg, idp_keys: KeyPair, **config: Any) -> Iterator[Site]:
+    """Serve the service (with `config` besides the tests' own) and the test IdP, `org` trusting it."""
     app = create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret",
-                      "BASE_URL": "http://127.0.0.1", "TESTING": True})
+                      "BASE_URL": "http://127.0.0.1", "TESTING": True, **config})
     with serving(app, "service") as origin:
         app.config["BASE_URL"] = origin
-        sp = SpUrls.of(origin, acme.org.slug)
+        sp = SpUrls.of(origin, org.org.slug)
         test_idp = TestIdP("https://idp.example.test/metadata", idp_keys)
         browser_idp = BrowserIdP(test_idp, sp)
         with serving(browser_idp.app, "test-idp") as idp_local:
             idp_origin = f"http://{IDP_HOST}:{urlsplit(idp_local).port}"
             test_idp.sso_url, test_idp.slo_url = f"{idp_origin}/sso", f"{idp_origin}/slo"
-            configure_org(db, acme.org.slug, test_idp.metadata(), jit=True, allow_idp_initiated=True)
-            yield Site(db, acme, origin, idp_origin, browser_idp)
+            configure_org(db, org.org.slug, test_idp.metadata(), jit=True, allow_idp_initiated=True)
+            yield Site(db, org, origin, idp_origin, browser_idp)
+
+
+@pytest.fixture
+def site(db: Database, acme: NewOrg, idp_keys: KeyPair) -> Iterator[Site]:
+    with serving_site(db, acme, idp_keys) as served:
+        yield served
+
+
+# The console's browser tests share one service per module and database (starting a server, an IdP
+# and a database per test would cost the suite minutes): ConsoleSite, `console_site`.
+_module_dbs = itertools.count()
+
+
+@dataclass
+class ConsoleSite(Site):
+    """The Site of one test module, with the test SMTP server's inbox the service mails to."""
+
+    inbox: Inbox = field(default_factory=Inbox)
+
+    def sign_in_as(self, page: Page, name_id: str, attributes: dict[str, list[str]] | None = None) -> None:
+        """Sign in through the console's sign-in page and the test IdP; wait until the console shows."""
+        self.idp.person = IdpPerson(name_id=name_id, attributes=attributes or {})
+        page.goto(self.url("/"))
+        page.get_by_label("Work email or organization").fill(self.org.org.slug)
+        page.get_by_role("button", name="Continue").click()
+        page.wait_for_url(self.url("/console/teams"))
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
+    """A fresh, migrated database of each backend, for one test module."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("console") / "identity.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        url = f"sqlite:///{path}"
+    else:
+        cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
+        url = cluster.create_database(f"browser_module_{next(_module_dbs)}", template="template_identity")
+    database = Database(url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture(scope="module")
+def console_site(module_db: Database, idp_keys: KeyPair) -> Iterator[ConsoleSite]:
+    """The service (mailing to a test SMTP server), the test IdP, and `acme` trusting it, for one module."""
+    with module_db.transaction() as session:
+        acme = orgs.create_org(session, system_actor("tests"), "Acme", owner_email="owner@acme.test")
+    with smtp_server() as (inbox, port), serving_site(module_db, acme, idp_keys, SIGN_IN_EMAIL_MIN_SECONDS=0,
+                                                      SMTP_URL=f"smtp://127.0.0.1:{port}") as served:
+        yield ConsoleSite(served.db, served.org, served.origin, served.idp_origin, served.idp, inbox)

@@ -79,8 +79,7 @@ def test_a_response_from_another_browser_is_refused_login_csrf(site: Site, brows
 def test_idp_initiated_sign_in_from_the_idp_portal(site: Site, page: Page) -> None:
     site.idp.person.name_id = "bob@acme.test"
     page.goto(f"{site.idp_origin}/start")
-    page.wait_for_url(site.url("/me"))
-    assert _shown_user(page) == "bob@acme.test"
+    page.wait_for_url(site.url("/console/teams"))  # no RelayState: the console
     status, me = site.me(page)
     assert status == 200 and me["userName"] == "bob@acme.test"
     assert site.idp.requests == []  # no AuthnRequest: the IdP started it
@@ -101,7 +100,7 @@ def test_a_forged_response_shows_a_refusal_page_and_signs_nobody_in(site: Site, 
 
 def test_signing_out_ends_the_session_here_and_at_the_idp(site: Site, page: Page) -> None:
     page.goto(site.url(f"/saml/{site.org.org.slug}/login"))
-    page.wait_for_url(site.url("/me"))
+    page.wait_for_url(site.url("/console/teams"))
     assert site.me(page)[0] == 200
     page.goto(site.url(f"/saml/{site.org.org.slug}/logout"))
     assert site.me(page)[0] == 200  # opening the page signs nobody out
@@ -119,7 +118,7 @@ def test_the_sign_in_link_page_signs_in_with_its_button(site: Site, page: Page) 
     page.goto(site.url(f"/login/link/{token}"))
     assert site.me(page)[0] == 401  # showing the page uses nothing up
     page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(site.url("/me"))
+    page.wait_for_url(site.url("/console/teams"))
     status, me = site.me(page)
     assert status == 200 and me["userName"] == "owner@acme.test" and me["signInMethod"] == "login_link"
     page.goto(site.url(f"/login/link/{token}"))  # used: the page now says so

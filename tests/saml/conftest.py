@@ -77,8 +77,8 @@ class Sso:
 
 
 def form_token(page: Any) -> str | None:
-    """The CSRF token in a form page of ours (saml.web.form_page), or None when it has none."""
-    found = re.search(r"name='csrf_token' value='([^']+)'", page.get_data(as_text=True))
+    """The CSRF token in a form page of ours (saml.web.form_page, a console page), or None when it has none."""
+    found = re.search(r"""name=['"]csrf_token['"] value=['"]([^'"]+)['"]""", page.get_data(as_text=True))
     return found.group(1) if found else None
 
 

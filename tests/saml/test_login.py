@@ -44,7 +44,7 @@ def test_sp_initiated_login_provisions_user_and_signs_in(sso: Sso) -> None:
     answer = sso.sp_login(name_id="alice@acme.test", attributes={"firstName": ["Alice"], "lastName": ["Liddell"],
                                                                    "groups": ["Engineering", "Everyone"]})
     assert answer.status_code == 303, answer.data
-    assert answer.headers["Location"] == "/me"
+    assert answer.headers["Location"] == "/console/teams"
     me = sso.client.get("/me")
     assert me.status_code == 200
     assert me.json["userName"] == me.json["email"] == "alice@acme.test"
@@ -74,7 +74,7 @@ def test_idp_initiated_login_follows_safe_relay_state(sso: Sso) -> None:
 ])
 def test_relay_state_never_redirects_off_site(sso: Sso, relay_state: str) -> None:
     answer = sso.post(sso.response(name_id="erin@acme.test"), relay_state=relay_state)
-    assert answer.status_code == 303 and answer.headers["Location"] == "/me"
+    assert answer.status_code == 303 and answer.headers["Location"] == "/console/teams"
 
 
 def test_relay_state_under_base_url_is_kept_as_a_path(sso: Sso) -> None:

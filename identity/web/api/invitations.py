@@ -1,9 +1,8 @@
-"""Admin API for invitations and the mail outbox (under /api/v1), and the page an invitation's link opens.
+"""Admin API for invitations and the mail outbox (under /api/v1).
 
-An invitation's answer carries its accept link (BASE_URL + /invite/<token>); its mail is queued
-in the outbox in the same transaction and delivered after the commit when SMTP_URL is set
-(identity.mail), older undelivered mails with it. The link's page (GET) changes nothing; its
-Accept and Decline buttons POST with a form token bound to a cookie the page sets (saml.csrf).
+An invitation's answer carries its accept link (BASE_URL + /invite/<token>: the console's page,
+identity.web.console.invitation); its mail is queued in the outbox in the same transaction and
+delivered after the commit when SMTP_URL is set (identity.mail), older undelivered mails with it.
 """
 
 from __future__ import annotations
@@ -11,12 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
-from werkzeug.wrappers import Response as HttpResponse
 
 from audit import Actor
 from identity import directory, invitations, mail, members, outbox
 from identity.directory import InvitationEntry
-from identity.errors import DomainError
 from identity.members import Invited
 from identity.paging import Position
 from identity.service import run
@@ -42,10 +39,8 @@ from identity.web.api.common import (
 )
 from identity.web.api.members import member_json
 from identity.web.context import database
-from saml import csrf, web
 
 bp = adopt(Blueprint("api_invitations", __name__, url_prefix="/api/v1"))
-page_bp = Blueprint("invitation_page", __name__)
 MAX_PAGE = 500
 
 
@@ -70,13 +65,19 @@ def invitation_json(invitation: InvitationEntry) -> dict[str, Any]:
             "created": when(invitation.created)}
 
 
-def _sent(invited: Invited) -> dict[str, Any]:
-    """An invitation just made or resent: its token and link (shown once), the seats, the mail's fate."""
+def send_invitation_mail(actor: Actor, invitation_id: str) -> tuple[str | None, str | None]:
+    """Deliver the invitation's undelivered mail now (when SMTP is configured); return its id and status."""
     with database().reading() as session:
-        mail_id = outbox.undelivered_for(session, invited.invitation.id)
-    deliver(g.actor, [mail_id] if mail_id else None)
+        mail_id = outbox.undelivered_for(session, invitation_id)
+    deliver(actor, [mail_id] if mail_id else None)
     with database().reading() as session:
         state = outbox.status_of(session, mail_id) if mail_id else None
+    return mail_id, state
+
+
+def _sent(invited: Invited) -> dict[str, Any]:
+    """An invitation just made or resent: its token and link (shown once), the seats, the mail's fate."""
+    mail_id, state = send_invitation_mail(g.actor, invited.invitation.id)
     return {**invitation_json(invited.invitation), "token": invited.token, "link": invited.link,
             "seats": invited.seats.as_dict(), "mail": {"id": mail_id, "status": state}}
 
@@ -162,53 +163,6 @@ def list_outbox(org_ref: str) -> Response:
         page = outbox.list_outbox(session, g.actor, org_id, status=request.args.get("status"), limit=limit,
                                   after=after_id())
     return jsonify({"mails": [mail_json(m) for m in page.mails], "next": page.next})
-
-
-# The page of an invitation's link (the console may replace it): GET shows, POST accepts or declines.
-INVITE = "invitation"  # the form's purpose (saml.csrf)
-
-
-def _form(token: str, message: str) -> HttpResponse:
-    form_cookie = request.cookies.get(csrf.COOKIE) or csrf.new_form_cookie()
-    field = csrf.token(current_app.config["SECRET_KEY"], INVITE, form_cookie)
-    buttons = "".join(f"<button type='submit' name='answer' value='{v}'>{v.capitalize()}</button>"
-                      for v in ("accept", "decline"))
-    response = web.form_page("Invitation", message, "Accept", field)
-    response.set_data(response.get_data(as_text=True).replace("<button type='submit'>Accept</button>", buttons))
-    response.set_cookie(csrf.COOKIE, form_cookie, max_age=3600, path=invitations.LINK_PATH, httponly=True,
-                        samesite="Strict", secure=base_url().startswith("https://"))
-    return response
-
-
-@page_bp.get("/invite/<token>")
-def invitation_page(token: str) -> HttpResponse:
-    """Show the invitation with Accept and Decline buttons; a GET changes nothing (mail scanners follow links)."""
-    try:
-        with database().reading() as session:
-            invitations.check_pending(session, token)
-    except DomainError:
-        return web.page(400, "Invitation", "This invitation link is unknown, expired or already used.")
-    return _form(token, "You are invited to join this organization.")
-
-
-@page_bp.post("/invite/<token>")
-def answer_invitation(token: str) -> HttpResponse:
-    """Accept or decline from the page's own form (saml.csrf); nothing else is taken as an answer."""
-    if not web.from_our_page(INVITE, request.cookies.get(csrf.COOKIE)):
-        return web.page(403, "Invitation", web.MESSAGES["csrf"])
-    answer = request.form.get("answer")
-    try:
-        actor = _holder(token)
-        if answer == "accept":
-            run(database(), actor, members.accept_invitation, token)
-            return web.page(200, "Welcome", "You have joined the organization. You can sign in now.")
-        if answer == "decline":
-            run(database(), actor, invitations.decline, token)
-            return web.page(200, "Invitation declined", "You have declined the invitation.")
-    except DomainError as error:
-        return web.page(403 if error.code == "seat_cap_reached" else 400, "Invitation",
-                        "This invitation could not be answered: " + error.message)
-    return web.page(400, "Invitation", "Choose Accept or Decline.")
 
 
 _INVITATION_FIELDS: dict[str, Any] = {

@@ -1,0 +1,14 @@
+"""The web console: server-rendered pages on the admin API's domain services (DESIGN.md 9).
+
+One module per page, each with its blueprint `bp`; `PAGES` lists them for the app factory.
+identity.web.console.common is what a page is built from (its docstring says how to add one).
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+from identity.web.console import arrival, audit, billing, idp, invitation, invite, keys, members, teams
+
+PAGES: tuple[Blueprint, ...] = (arrival.bp, teams.bp, members.bp, invite.bp, invitation.bp, keys.bp, idp.bp, billing.bp,
+                                audit.bp)

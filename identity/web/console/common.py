@@ -1,0 +1,213 @@
+"""What every console page shares: the signed-in caller, rendering, the form token, notices and errors.
+
+How to add a page (e.g. identity/web/console/billing.py):
+
+    from flask import Blueprint, g, request
+    from identity import directory
+    from identity.errors import DomainError
+    from identity.web.console.common import console_page, form_errors, reading, redirect_with_notice, render, submit
+
+    bp = Blueprint("console_billing", __name__, url_prefix="/console")
+
+    @bp.get("/billing")
+    @console_page
+    def billing() -> Response:
+        with reading() as session:
+            seats = directory.seat_preview(session, g.actor, g.caller.org_id)
+        return render("console/billing.html", title="Billing", nav="billing", seats=seats)
+
+    @bp.post("/billing/cap")
+    @console_page                      # a POST is refused (403 page) without the form's token
+    def set_cap() -> Response:
+        try:
+            submit(orgs.update_settings, g.caller.org_id, {...})   # the domain decides and audits
+        except DomainError as error:
+            return render("console/billing.html", status=status_of(error), errors=form_errors(error), ...)
+        return redirect_with_notice("/console/billing", "Seat cap saved.")
+
+Register the blueprint in `PAGES` of identity/web/console/__init__.py (idp, billing and audit
+are there already, as placeholders to fill in). A template extends "console/base.html", fills
+`{% block title %}` and `{% block content %}`, and imports the form helpers:
+`{% from "console/forms.html" import csrf_field, field_error, form_error, described with context %}`; every form has
+`{{ csrf_field() }}`; `{{ field_error(errors, "email") }}` goes right after the field's input
+(with `aria-describedby="email-error"` on the input when `errors.email` is set), and
+`{{ form_error(errors) }}` shows an error that belongs to no field. `may(action)` and
+`may(action, target_role)` in a template (and in Python) ask identity.roles.refusal, so a page
+offers only what the caller's role may do; the domain service refuses the rest anyway.
+
+A DomainError that a view does not catch becomes `refused_page` with the admin API's status
+(403, 404, 409...), so a view catches only the errors it shows next to a field.
+
+Conventions: `g.caller` is the admin API's Caller (org_id, org_slug, user_id, user_name, role);
+`g.actor` its audit actor with this request's context. A page is `no-store`, and has its own
+Content-Security-Policy: scripts and styles from /static only (identity/web/static/), no inline
+script or style attribute. A notice after a POST travels in a short-lived signed cookie
+(`redirect_with_notice`) and shows once, on the next page rendered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from flask import current_app, g, redirect, render_template, request
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy.orm import Session
+from werkzeug.wrappers import Response
+
+from audit import Actor
+from identity import sessions
+from identity.errors import DomainError, PermissionDenied, Unauthenticated
+from identity.roles import refusal
+from identity.service import run
+from identity.web import cookies
+from identity.web.api.common import STATUS, Caller, csrf_token, request_actor, session_token
+from identity.web.context import database
+from saml import csrf
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+SIGN_IN = "/"
+FORM_ERROR = "_form"  # the key of an error that belongs to no one field
+NOTICE_COOKIE = "console_notice"
+NOTICE_SALT = "identity.console-notice"
+NOTICE_MAX_AGE = 60  # seconds: a notice is for the page that follows its POST
+PAGE_POLICY = ("default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; connect-src 'self'; "
+               "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def signed_in_caller() -> Caller | None:
+    """Return the caller of this browser's live session, or None when nobody is signed in."""
+    token = session_token()
+    if token is None:
+        return None
+    try:
+        with database().transaction() as session:  # touches the session's last-seen time
+            found = sessions.verify_session(session, token, cookies.lifetime(current_app.config))
+    except Unauthenticated:
+        return None
+    return Caller.of_session(found)
+
+
+def form_token_valid() -> bool:
+    """Tell whether this POST comes from one of our pages: same origin, and the session's form token."""
+    token = session_token()
+    return csrf.same_origin(str(current_app.config["BASE_URL"]), request.headers) and csrf.valid(
+        current_app.config["SECRET_KEY"], "api", token, request.form.get(csrf.FIELD))
+
+
+def console_page(view: Callable[P, Response]) -> Callable[P, Response]:
+    """Make `view` a console page: signed in (else a redirect to the sign-in page), and for a POST
+    the form's token checked first (else a 403 page; nothing is read or changed).
+
+    Sets `g.caller` (identity.web.api.common.Caller) and `g.actor` (its audit actor, with this
+    request's id, address and user agent).
+    """
+    @wraps(view)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Response:
+        if request.method not in SAFE_METHODS and not form_token_valid():
+            return refused_page()
+        caller = signed_in_caller()
+        if caller is None:
+            return redirect(SIGN_IN, 303)
+        g.caller = caller
+        g.actor = request_actor(caller.actor)
+        try:
+            return view(*args, **kwargs)
+        except DomainError as error:  # one the view left to this net: a refusal page, never a 500
+            return refused_page(error.message, status=status_of(error))
+    return wrapper
+
+
+def refused_page(message: str = "This form did not come from this console's own page, or the page is too old. "
+                 "Open the page again and use its button.", *, status: int = 403) -> Response:
+    """The page for a refused request: a form post without our token (a forged or stale form), or a
+    domain error that no field of the page can show (`status` as the admin API would answer)."""
+    return render("console/refused.html", status=status, title="Refused" if status == 403 else "Not possible",
+                  message=message)
+
+
+def may(action: str, target_role: str | None = None) -> bool:
+    """Tell whether the signed-in caller may do `action` (to a member of `target_role`): identity.roles.refusal."""
+    actor = g.get("actor")
+    caller = g.get("caller")
+    if actor is None or caller is None:
+        return False
+    return refusal(actor, action, org_id=caller.org_id, target_role=target_role) is None
+
+
+def render(template: str, *, status: int = 200, errors: dict[str, str] | None = None, **context: Any) -> Response:
+    """Render a console template with the caller, the form token, `may`, errors and a pending notice."""
+    caller = g.get("caller")
+    token = session_token()
+    notice = _take_notice()
+    values: dict[str, Any] = {"caller": caller, "csrf_token": csrf_token(token) if token else "", "may": may,
+                              "errors": errors or {}, "notice": notice}
+    values.update(context)  # a page without a session (sign-in, invitation) passes its own csrf_token
+    html = render_template(template, **values)
+    response = Response(html, status=status, mimetype="text/html")
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Content-Security-Policy"] = PAGE_POLICY
+    if notice is not None:
+        response.delete_cookie(NOTICE_COOKIE, path="/")
+    return response
+
+
+def redirect_with_notice(location: str, notice: str) -> Response:
+    """Answer a POST with a 303 to `location`, whose page then shows `notice` once."""
+    response = redirect(location, 303)
+    value = URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=NOTICE_SALT).dumps(notice)
+    response.set_cookie(NOTICE_COOKIE, value, max_age=NOTICE_MAX_AGE, path="/", httponly=True, samesite="Lax",
+                        secure=str(current_app.config["BASE_URL"]).startswith("https://"))
+    return response
+
+
+def _take_notice() -> str | None:
+    raw = request.cookies.get(NOTICE_COOKIE)
+    if not raw:
+        return None
+    try:
+        notice = URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=NOTICE_SALT).loads(
+            raw, max_age=NOTICE_MAX_AGE)
+    except BadSignature:
+        return None
+    return notice if isinstance(notice, str) else None
+
+
+def form_errors(error: DomainError, field: str | None = None) -> dict[str, str]:
+    """Return a domain error as `{name: message}` for the page's error slots.
+
+    A refusal (PermissionDenied) belongs to the whole form (FORM_ERROR), shown at the top of the
+    page; any other error goes next to `field` when given (the form's own field, e.g. `name-<id>`),
+    else next to the field the error names, else to FORM_ERROR.
+    """
+    named = error.context.get("field")
+    if isinstance(error, PermissionDenied):
+        return {FORM_ERROR: error.message}
+    return {field or (named if isinstance(named, str) and named else FORM_ERROR): error.message}
+
+
+def status_of(error: DomainError) -> int:
+    """The HTTP status of a domain error on a page: the admin API's table (400 for the unlisted)."""
+    return next((code for cls, code in STATUS.items() if isinstance(error, cls)), 400)
+
+
+def submit(service: Callable[Concatenate[Session, Actor, P], R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """Run one domain service as the caller, in one transaction (identity.service.run); errors propagate."""
+    return run(database(), g.actor, service, *args, **kwargs)
+
+
+@contextmanager
+def reading() -> Iterator[Session]:
+    """A read-only transaction on the app's database, for a page's reads."""
+    with database().reading() as session:
+        yield session
+
+
+def field(name: str, default: str = "") -> str:
+    """Return a form field, stripped (a missing field is `default`)."""
+    return str(request.form.get(name, default)).strip()

@@ -1,0 +1,113 @@
+"""Console page: the invite dialog (LLM Gateway's): email, role and team, with the seats included,
+used and left and the prorated cost of the next seat shown before anything is sent.
+
+Without JavaScript, "Review" posts to a preview step (nothing changes) whose button sends the
+invitation; with it, the seat panel follows the seats as they stand (`seats.json`) and the dialog
+can send at once. Sending is members.invite_member (the admin API's service); its mail goes out at
+once when SMTP is configured.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, g, jsonify, request
+from werkzeug.wrappers import Response
+
+from identity import directory, members
+from identity.errors import DomainError, PermissionDenied
+from identity.seats import SeatPreview
+from identity.vocabulary import Role
+from identity.web.api.invitations import base_url, send_invitation_mail
+from identity.web.console.common import (
+    console_page,
+    field,
+    form_errors,
+    may,
+    reading,
+    redirect_with_notice,
+    render,
+    status_of,
+    submit,
+)
+
+bp = Blueprint("console_invite", __name__, url_prefix="/console")
+PAGE = "/console/members/invite"
+
+
+def dollars(cents: int) -> str:
+    """Render integer cents as dollars: 1234 -> "$12.34"."""
+    return f"${cents // 100:,}.{cents % 100:02d}"
+
+
+def seat_figures(preview: SeatPreview) -> dict[str, str]:
+    """What the dialog's seat panel shows, by slot: the seats now and what one more invitation costs."""
+    left = preview.free_after_invitations
+    return {"included": str(preview.included + preview.purchased), "used": str(preview.used),
+            "pending": str(preview.pending_invitations), "left": str(left),
+            "left_after": str(max(0, left - 1)), "next_seat": dollars(preview.next_invitation_cents),
+            "cycle_end": preview.cycle_end.strftime("%Y-%m-%d"),
+            "cost_note": ("This invitation takes an included or already paid seat: no charge."
+                          if left else f"Accepting adds a seat: {dollars(preview.next_invitation_cents)} now, "
+                          f"prorated for the rest of this cycle (until {preview.cycle_end:%Y-%m-%d}), "
+                          f"then {dollars(preview.seat_price_cents)} a month.")}
+
+
+def _invitable_roles() -> list[str]:
+    return [r for r in (Role.VIEWER, Role.MEMBER, Role.ADMIN, Role.OWNER)
+            if may("owners.manage" if r == Role.OWNER else "members.manage")]
+
+
+def _dialog(template: str, *, status: int = 200, errors: dict[str, str] | None = None, **values: Any) -> Response:
+    with reading() as session:
+        preview = directory.seat_preview(session, g.actor, g.caller.org_id)
+        teams = directory.list_teams(session, g.actor, g.caller.org_id)
+    chosen = {"email": field("email") or request.args.get("email", ""), "role": field("role") or Role.MEMBER,
+              "team_id": field("team_id") or g.caller.team_id or ""}
+    return render(template, status=status, errors=errors, title="Invite member", nav="members", seats=preview,
+                  figures=seat_figures(preview), teams=teams, roles=_invitable_roles(), chosen=chosen,
+                  team_names={t.id: t.name for t in teams}, **values)
+
+
+@bp.get("/members/invite")
+@console_page
+def invite_page() -> Response:
+    """The dialog: the form, and the seats as they stand."""
+    return _dialog("console/invite.html")
+
+
+@bp.get("/members/seats.json")
+@console_page
+def seats_now() -> Response:
+    """The seat panel's figures now (the dialog's script refreshes them while it is open)."""
+    with reading() as session:
+        preview = directory.seat_preview(session, g.actor, g.caller.org_id)
+    response = jsonify(seat_figures(preview))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/members/invite/preview")
+@console_page
+def preview_invitation() -> Response:
+    """The step before sending (without JavaScript): what the invitation is and what it costs; nothing changes."""
+    if "@" not in field("email"):
+        return _dialog("console/invite.html", status=400, errors={"email": "Enter the email address to invite."})
+    return _dialog("console/invite_confirm.html")
+
+
+@bp.post("/members/invite")
+@console_page
+def send_invitation() -> Response:
+    """Invite: the invitation and its mail in one transaction, then the mail sent."""
+    try:
+        invited = submit(members.invite_member, g.caller.org_id, email=field("email"),
+                         role=field("role") or Role.MEMBER, team_id=field("team_id") or None, base_url=base_url())
+    except PermissionDenied:
+        raise  # the refusal page (console_page), not a dialog this caller may not see
+    except DomainError as error:
+        return _dialog("console/invite.html", status=status_of(error), errors=form_errors(error))
+    _, state = send_invitation_mail(g.actor, invited.invitation.id)
+    mailed = "mailed" if state == "sent" else "queued in the outbox"
+    return redirect_with_notice("/console/members#invitations",
+                                f"Invitation to {invited.invitation.email} {mailed}.")

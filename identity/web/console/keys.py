@@ -1,0 +1,125 @@
+"""Console page: Keys: a member's own team API keys (create with a name, a team and scopes within
+their role; rotate; revoke), the secret shown once with a copy button; owners and admins also see
+every key of the org and make team service keys.
+
+The secret is in the answer to the POST that made it, never in a redirect, a cookie or a later
+page (`no-store`); the services are identity.keys', as the admin API's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, g, request
+from werkzeug.wrappers import Response
+
+from identity import directory, keys
+from identity.errors import DomainError
+from identity.keys import Issued
+from identity.roles import allowed_scopes
+from identity.web.console.common import (
+    FORM_ERROR,
+    console_page,
+    field,
+    form_errors,
+    may,
+    reading,
+    redirect_with_notice,
+    render,
+    status_of,
+    submit,
+)
+
+bp = Blueprint("console_keys", __name__, url_prefix="/console")
+PAGE = "/console/keys"
+SHOWN = 500
+SCOPE_HELP = {"inference": "call models through the gateway", "usage.read": "read usage",
+              "admin": "use the admin API as you"}
+
+
+def _page(*, status: int = 200, errors: dict[str, str] | None = None, issued: Issued | None = None,
+          issued_for: str = "") -> Response:
+    with reading() as session:
+        entries = keys.list_api_keys(session, g.actor, g.caller.org_id, limit=SHOWN).entries
+        teams = directory.list_teams(session, g.actor, g.caller.org_id)
+        mine = directory.get_member(session, g.actor, g.caller.org_id, g.caller.user_id).teams
+    own = [e for e in entries if e.key.user_id == g.caller.user_id]
+    others = [e for e in entries if e.key.user_id != g.caller.user_id]
+    return render("console/keys.html", status=status, errors=errors, title="Keys", nav="keys", own=own,
+                  others=others, my_teams=[t for t in teams if t.id in mine], teams=teams,
+                  scopes=sorted(allowed_scopes(g.caller.role)) if may("own_keys.manage") else [],
+                  key_actions=key_actions, service_scopes=sorted(keys.SERVICE_KEY_SCOPES),
+                  scope_help=SCOPE_HELP, issued=issued, issued_for=issued_for)
+
+
+@bp.get("/keys")
+@console_page
+def keys_page() -> Response:
+    """Your keys (and, for owners and admins, every key of the org)."""
+    return _page()
+
+
+def _issued(issued: Issued, what: str) -> Response:
+    """The page that shows a new secret, once."""
+    response = _page(issued=issued, issued_for=what)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _refused(error: DomainError, prefix: str = "") -> Response:
+    """The page with the error next to its field of the form `prefix` names ("" or "service-")."""
+    found = form_errors(error)
+    return _page(status=status_of(error), errors={
+        name if name == FORM_ERROR else f"{prefix}{name}": message for name, message in found.items()})
+
+
+@bp.post("/keys")
+@console_page
+def create_key() -> Response:
+    """Make one of your own keys in one of your teams."""
+    try:
+        issued = submit(keys.create_api_key, g.caller.org_id, user_id=g.caller.user_id, team_id=field("team_id"),
+                        name=field("name"), scopes=request.form.getlist("scopes"))
+    except DomainError as error:
+        return _refused(error)
+    return _issued(issued, f"Key {field('name') or 'API key'}")
+
+
+@bp.post("/keys/service")
+@console_page
+def create_service_key() -> Response:
+    """Make a team service key (owners and admins): it belongs to the team, not to a person."""
+    try:
+        issued = submit(keys.create_service_key, g.caller.org_id, team_id=field("team_id"), name=field("name"),
+                        scopes=request.form.getlist("scopes"))
+    except DomainError as error:
+        return _refused(error, "service-")
+    return _issued(issued, f"Service key {field('name') or 'service key'}")
+
+
+@bp.post("/keys/<key_id>/rotate")
+@console_page
+def rotate_key(key_id: str) -> Response:
+    """Make the key's successor; the old secret keeps working for the grace period (24 hours)."""
+    try:
+        issued = submit(keys.rotate_api_key, g.caller.org_id, key_id)
+    except DomainError as error:
+        return _page(status=status_of(error), errors=form_errors(error, f"key-{key_id}"))
+    return _issued(issued, "The rotated key")
+
+
+@bp.post("/keys/<key_id>/revoke")
+@console_page
+def revoke_key(key_id: str) -> Response:
+    try:
+        submit(keys.revoke_api_key, g.caller.org_id, key_id)
+    except DomainError as error:
+        return _page(status=status_of(error), errors=form_errors(error, f"key-{key_id}"))
+    return redirect_with_notice(PAGE, "Key revoked: it no longer works.")
+
+
+def key_actions(entry: keys.KeyEntry) -> dict[str, Any]:
+    """Which buttons a key's row offers: rotate and revoke while it is usable."""
+    live = entry.state in ("active", "rotating")
+    return {"rotate": entry.state == "active" and entry.key.rotated_to is None, "revoke": live}
+

@@ -1,0 +1,143 @@
+"""Console page: Members: each with role, teams, active state and source; change role, deactivate or
+reactivate, remove, transfer ownership (owner), and the pending invitations (resend, revoke).
+
+A control is offered only when identity.roles.refusal allows it for that member's role (`may`),
+and every change is one domain service that asks the same function again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flask import Blueprint, g
+from werkzeug.wrappers import Response
+
+from identity import directory, invitations, members, org_lifecycle, users
+from identity.directory import Member
+from identity.errors import DomainError
+from identity.models import User
+from identity.vocabulary import Role
+from identity.web.api.invitations import base_url, send_invitation_mail
+from identity.web.console.common import (
+    console_page,
+    field,
+    form_errors,
+    may,
+    reading,
+    redirect_with_notice,
+    render,
+    status_of,
+    submit,
+)
+
+bp = Blueprint("console_members", __name__, url_prefix="/console")
+PAGE = "/console/members"
+SHOWN = 500  # members on the page (the admin API pages through any number)
+ROLES = (Role.VIEWER, Role.MEMBER, Role.ADMIN, Role.OWNER)
+
+
+def assignable_roles(target_role: str | None) -> list[str]:
+    """The roles the caller may give a member who holds `target_role` now (owner only for owners)."""
+    if not may("member.change_role", target_role):
+        return []
+    return [role for role in ROLES if role != Role.OWNER or may("owners.manage")]
+
+
+def _page(*, status: int = 200, errors: dict[str, str] | None = None) -> Response:
+    with reading() as session:
+        people = directory.list_members(session, g.actor, g.caller.org_id, limit=SHOWN)
+        names = {t.id: t.name for t in directory.list_teams(session, g.actor, g.caller.org_id)}
+        pending = ([i for i in directory.list_invitations(session, g.actor, g.caller.org_id) if i.status == "pending"]
+                   if may("members.manage") else [])
+    return render("console/members.html", status=status, errors=errors, title="Members", nav="members",
+                  members=people.members, more=people.next is not None, team_names=names, invitations=pending,
+                  assignable_roles=assignable_roles)
+
+
+@bp.get("/members")
+@console_page
+def members_page() -> Response:
+    """List the org's members and, for those who manage members, the pending invitations."""
+    return _page()
+
+
+def _member_refused(user_id: str, error: DomainError) -> Response:
+    return _page(status=status_of(error), errors=form_errors(error, f"member-{user_id}"))
+
+
+@bp.post("/members/<user_id>/role")
+@console_page
+def change_role(user_id: str) -> Response:
+    try:
+        member = submit(members.change_member, g.caller.org_id, user_id, role=field("role"), active=None)
+    except DomainError as error:
+        return _member_refused(user_id, error)
+    return redirect_with_notice(f"{PAGE}#member-{user_id}", f"{member.user_name} is now {member.role}.")
+
+
+@bp.post("/members/<user_id>/active")
+@console_page
+def change_active(user_id: str) -> Response:
+    """Deactivate (`active=false`) or reactivate (`active=true`) a member."""
+    active = field("active") == "true"
+    try:
+        member = submit(members.change_member, g.caller.org_id, user_id, role=None, active=active)
+    except DomainError as error:
+        return _member_refused(user_id, error)
+    done = "reactivated" if active else "deactivated"
+    return redirect_with_notice(f"{PAGE}#member-{user_id}", f"{member.user_name} {done}.")
+
+
+# The changes that a page asks about first: action -> (service, the notice after it).
+# remove: memberships and keys go, the seat is freed, the user stays as a tombstone;
+# transfer: the member becomes the owner and the caller an admin, in one transaction.
+CONFIRMED: dict[str, tuple[Callable[..., User], str]] = {
+    "remove": (users.delete_user, "{} removed."),
+    "transfer": (org_lifecycle.transfer_ownership, "{} is now the owner; you are an admin."),
+}
+
+
+@bp.get("/members/<user_id>/<any(remove, transfer):action>")
+@console_page
+def confirm_page(user_id: str, action: str) -> Response:
+    """The page that asks before a removal or an ownership transfer."""
+    try:
+        with reading() as session:
+            member: Member = directory.get_member(session, g.actor, g.caller.org_id, user_id)
+    except DomainError as error:
+        return _member_refused(user_id, error)
+    return render("console/member_confirm.html", title="Confirm", nav="members", member=member, action=action)
+
+
+@bp.post("/members/<user_id>/<any(remove, transfer):action>")
+@console_page
+def confirmed_change(user_id: str, action: str) -> Response:
+    """Remove the member, or make them the owner (CONFIRMED)."""
+    service, notice = CONFIRMED[action]
+    try:
+        user = submit(service, g.caller.org_id, user_id)
+    except DomainError as error:
+        return _member_refused(user_id, error)
+    return redirect_with_notice(PAGE, notice.format(user.user_name))
+
+
+@bp.post("/members/invitations/<invitation_id>/resend")
+@console_page
+def resend_invitation(invitation_id: str) -> Response:
+    """Resend with a new link (the old one ends); the mail goes out now when SMTP is configured."""
+    try:
+        invited = submit(members.resend_invitation, g.caller.org_id, invitation_id, base_url=base_url())
+    except DomainError as error:
+        return _page(status=status_of(error), errors=form_errors(error, f"invitation-{invitation_id}"))
+    send_invitation_mail(g.actor, invited.invitation.id)
+    return redirect_with_notice(PAGE + "#invitations", f"Invitation to {invited.invitation.email} sent again.")
+
+
+@bp.post("/members/invitations/<invitation_id>/revoke")
+@console_page
+def revoke_invitation(invitation_id: str) -> Response:
+    try:
+        submit(invitations.revoke, g.caller.org_id, invitation_id)
+    except DomainError as error:
+        return _page(status=status_of(error), errors=form_errors(error, f"invitation-{invitation_id}"))
+    return redirect_with_notice(PAGE + "#invitations", "Invitation revoked.")

@@ -1,0 +1,68 @@
+// Small enhancements only: every form works without this file.
+"use strict";
+document.addEventListener("DOMContentLoaded", function () {
+  var find = function (selector) { return selector ? document.querySelector(selector) : null; };
+  // The sign-in page's hand-over to the org's SSO: follow the link at once (without JS, a click does).
+  var follow = document.querySelector("a[data-auto-follow]");
+  if (follow) { window.location.assign(follow.href); return; }
+
+  document.querySelectorAll("[data-js-only]").forEach(function (el) { el.hidden = false; });
+
+  // Copy buttons: <button data-copy="#id" hidden> copies the text of #id (shown only when it can work).
+  document.querySelectorAll("[data-copy]").forEach(function (button) {
+    if (!navigator.clipboard) { return; }
+    button.hidden = false;
+    button.addEventListener("click", function () {
+      var source = find(button.getAttribute("data-copy"));
+      if (!source) { return; }
+      navigator.clipboard.writeText((source.value || source.textContent).trim()).then(function () {
+        button.textContent = "Copied";
+      });
+    });
+  });
+
+  // Inline forms (rename, delete confirmation): a link with data-toggle="#form" opens or closes the
+  // form in place instead of loading the page that shows it; data-hide names what opening hides,
+  // data-show what closing shows again. Closing puts the form's fields back as they were.
+  document.querySelectorAll("[data-toggle]").forEach(function (control) {
+    control.addEventListener("click", function (event) {
+      var target = find(control.getAttribute("data-toggle"));
+      if (!target) { return; }
+      event.preventDefault();
+      var opening = target.hidden;
+      target.hidden = !opening;
+      var hide = find(control.getAttribute("data-hide"));
+      var show = find(control.getAttribute("data-show"));
+      if (hide) { hide.hidden = opening; }
+      if (show) { show.hidden = false; }
+      if (opening) {
+        var first = target.querySelector("input:not([type=hidden]), button");
+        if (first) { first.focus(); if (first.select) { first.select(); } }
+      } else {
+        if (target.reset) { target.reset(); }
+        var back = show && show.querySelector("a, button");
+        if (back) { back.focus(); }
+      }
+    });
+  });
+
+  // The invite dialog's seat panel follows the seats as they stand (another admin may invite meanwhile).
+  var seats = document.querySelector("[data-seats-url]");
+  if (seats && window.fetch) {
+    var refresh = function () {
+      fetch(seats.getAttribute("data-seats-url"), {credentials: "same-origin"})
+        .then(function (answer) { return answer.ok ? answer.json() : null; })
+        .then(function (found) {
+          if (!found) { return; }
+          Object.keys(found).forEach(function (name) {
+            var slot = seats.querySelector("[data-seat='" + name + "']");
+            if (slot) { slot.textContent = found[name]; }
+          });
+        });
+    };
+    document.querySelectorAll("[data-seats-refresh]").forEach(function (input) {
+      input.addEventListener("change", refresh);
+      input.addEventListener("focus", refresh);
+    });
+  }
+});
