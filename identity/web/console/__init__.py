@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from identity.web.console import arrival, audit, billing, idp, invitation, invite, keys, members, teams
+from identity.web.console import arrival, audit, billing, idp, invitation, invite, keys, members, teams, wallet
 
 PAGES: tuple[Blueprint, ...] = (arrival.bp, teams.bp, members.bp, invite.bp, invitation.bp, keys.bp, idp.bp, billing.bp,
-                                audit.bp)
+                                audit.bp, wallet.bp)
