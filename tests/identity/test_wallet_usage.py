@@ -3,6 +3,7 @@ wallet's admin API, bad input, tenant isolation and concurrency. Both databases.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from click.testing import CliRunner
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from audit import Actor
+from audit import Actor, clock
 from identity import keys, orgs
 from identity.db import Database
 from identity.orgs import NewOrg
@@ -279,3 +280,17 @@ def test_sixteen_gateways_at_once_never_overdraw(client: FlaskClient, db: Databa
         balance = session.get_one(Wallet, world.wallet.split("/")[-2]).balance_micros
         booked = -int(session.scalar(select(func.sum(WalletEntry.amount_micros)).where(WalletEntry.kind == "usage")))
     assert balance >= 0 and booked == sum(accepted) and balance == 1_000 - booked
+
+
+def test_the_key_checks_refusal_ends_when_the_period_turns(client: FlaskClient, world: World) -> None:
+    top_up(client, world, 1_000)
+    client.patch(world.wallet, headers=world.owner, json={"spend_limit_micros": 100})
+    assert use(client, world, 100, "p1").status_code == 200
+    refused = use(client, world, 100, "p2").get_json()
+    assert verify(client, world)["reason"] == "spending_limit_reached"
+    resets_at = dt.datetime.fromisoformat(refused["resets_at"])
+    with clock.frozen_at(resets_at + dt.timedelta(seconds=1)):
+        check = verify(client, world)
+        assert check["valid"] is True and check["budget"]["remaining_micros"] == 100
+        assert check["budget"]["limits"] == [{"scope": "team", "limit_micros": 100, "spend_micros": 0}]
+        assert use(client, world, 100, "p2").get_json()["status"] == "debited"  # the refused id, retried
