@@ -11,9 +11,9 @@ decided against the locked balance and limits. So the balance never goes below z
 is passed: a debit that would is refused (`balance_exhausted`, `spending_limit_reached`) and the
 refusal is remembered on the wallet (or the key's or member's limit) for the key check.
 
-Audit: one `wallet.usage_recorded` event per team per call summarises its debits (count, the
-cost, the discount, the amount debited, the request ids of a small batch), in the same
-transaction. Not one event per row: a usage row is written by the gateway's credential for every
+Audit: one `wallet.usage_recorded` event per org per call summarises its debits (count, cost,
+amount debited, per team the debit and the balance after, the request ids of a small batch), in
+the same transaction. Not one event per row: a usage row is written by the gateway's credential for every
 model request, it is already an append-only record with its own unique request id, and an event
 per row would double every debit's writes and queue every request of an org on its audit chain's
 head. `identity billing check` proves the summaries and the ledger agree, team by team.
@@ -30,6 +30,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
+from audit.log import Target
 from identity import topups
 from identity.actions import Action
 from identity.errors import InvalidValue, NotFound
@@ -40,8 +41,9 @@ from identity.wallets import (
     INSERT_ENTRY,
     SPENDING_LIMIT_REACHED,
     USAGE,
+    Locked,
     amount,
-    lock_wallet,
+    lock_wallets,
     team_target,
 )
 
@@ -115,12 +117,17 @@ KEYS = select(ApiKey.id, ApiKey.org_id, ApiKey.team_id, ApiKey.user_id).where(
     ApiKey.id.in_(bindparam("ids", expanding=True)))
 BOOKED = select(WalletEntry.request_id, WalletEntry.team_id, WalletEntry.amount_micros).where(
     WalletEntry.request_id.in_(bindparam("ids", expanding=True)), WalletEntry.kind == USAGE)
-LIMITS = select(SpendLimit).where(SpendLimit.team_id == bindparam("team_id"),
+LIMITS = select(SpendLimit).where(SpendLimit.team_id.in_(bindparam("team_ids", expanding=True)),
                                   SpendLimit.subject_id.in_(bindparam("ids", expanding=True)))
 
 
 def record_usage(session: Session, actor: Actor, records: list[UsageRecord]) -> list[Outcome]:
-    """Debit each record's team (discount first); answer each record's outcome, in the order given."""
+    """Debit each record's team (discount first); answer each record's outcome, in the order given.
+
+    Whatever the number of records and teams: one read of the keys, one statement that locks every
+    wallet (in team id order), one read of the request ids already booked and one of the limits,
+    one INSERT of the new rows, and one audit event per org.
+    """
     keys = {row.id: row for row in session.execute(KEYS, {"ids": sorted({r.key_id for r in records})})}
     by_team: dict[str, list[tuple[int, UsageRecord]]] = defaultdict(list)
     for index, item in enumerate(records):
@@ -129,52 +136,66 @@ def record_usage(session: Session, actor: Actor, records: list[UsageRecord]) -> 
             raise NotFound(f"no key {item.key_id!r}" + (" (its team was deleted)" if key else ""),
                            field="key_id", index=index)
         by_team[key.team_id].append((index, item))
+    locked = lock_wallets(session, {team: keys[items[0][1].key_id].org_id for team, items in by_team.items()})
+    booked = {row.request_id: row for row in session.execute(BOOKED, {"ids": [r.request_id for r in records]})}
+    limits = _limits(session, locked, records, keys)
     outcomes: list[Outcome | None] = [None] * len(records)
-    for team_id in sorted(by_team):  # one lock order for every call: no deadlock between gateways
-        first = keys[by_team[team_id][0][1].key_id]
-        for index, outcome in _debit_team(session, actor, first.org_id, team_id, by_team[team_id], keys):
+    rows: list[dict[str, Any]] = []
+    for team_id in sorted(by_team):
+        for index, outcome in _debit_team(session, actor, locked[team_id], by_team[team_id], keys, booked,
+                                          limits, rows):
             outcomes[index] = outcome
+    if rows:
+        session.execute(INSERT_ENTRY, rows)
+        _summarise(session, actor, locked, rows)
     return [o for o in outcomes if o is not None]
 
 
-def _debit_team(session: Session, actor: Actor, org_id: str, team_id: str, items: list[tuple[int, UsageRecord]],
-                keys: dict[str, Any]) -> list[tuple[int, Outcome]]:
+def _limits(session: Session, locked: dict[str, Locked], records: list[UsageRecord],
+            keys: dict[str, Any]) -> dict[tuple[str, str], SpendLimit]:
+    """The key and member limits of the call's teams that have any, by (team, subject), rolled into the period."""
+    teams = sorted(team for team, found in locked.items() if found.has_subject_limits)
+    if not teams:
+        return {}
+    subjects = {r.key_id for r in records} | {keys[r.key_id].user_id for r in records if keys[r.key_id].user_id}
+    found = {(row.team_id, row.subject_id): row for row in session.scalars(LIMITS, {"team_ids": teams,
+                                                                                     "ids": sorted(subjects)})}
+    for row in found.values():
+        if row.period_start != locked[row.team_id].period_start:
+            row.period_start, row.spend_micros = locked[row.team_id].period_start, 0
+    return found
+
+
+def _debit_team(session: Session, actor: Actor, locked: Locked, items: list[tuple[int, UsageRecord]],
+                keys: dict[str, Any], booked: dict[str, Any], limits: dict[tuple[str, str], SpendLimit],
+                rows: list[dict[str, Any]]) -> list[tuple[int, Outcome]]:
     # One function for one team's share of a call, so the locked state is read and written in one place.
-    locked = lock_wallet(session, org_id, team_id)
-    wallet, now = locked.wallet, clock.now()
-    booked = {row.request_id: row for row in session.execute(BOOKED, {"ids": [r.request_id for _, r in items]})}
-    subjects = {keys[r.key_id].user_id for _, r in items} | {r.key_id for _, r in items}
-    limits = {row.subject_id: row for row in session.scalars(LIMITS, {"team_id": team_id, "ids": sorted(
-        s for s in subjects if s)})} if locked.has_subject_limits else {}
-    for row in limits.values():
-        if row.period_start != locked.period_start:
-            row.period_start, row.spend_micros = locked.period_start, 0
-    rows, answers, refused = [], [], None
+    wallet, now, team_id = locked.wallet, clock.now(), locked.wallet.team_id
+    answers, refused, added = [], None, 0
     for index, item in items:
         key = keys[item.key_id]
+        key_limit, member_limit = limits.get((team_id, item.key_id)), limits.get((team_id, key.user_id or ""))
         answer = Outcome(item.request_id, "debited", team_id, resets_at=locked.period_end)
         if item.request_id in booked:
             prior = booked[item.request_id]
             answer.status, answer.debited_micros = "duplicate", -prior.amount_micros
         else:
             debit = discounted(item.cost_micros, wallet.discount_percent)
-            code, scope = _refusal(wallet, debit, limits.get(item.key_id), limits.get(key.user_id or ""))
+            code, scope = _refusal(wallet, debit, key_limit, member_limit)
             if code:
-                answer.status, answer.limit_scope, refused = code, scope, (code, scope, limits.get(
-                    item.key_id if scope == "key" else key.user_id or ""))
+                answer.status, answer.limit_scope = code, scope
+                refused = (code, scope, key_limit if scope == "key" else member_limit if scope == "member" else None)
             else:
-                _book(wallet, debit, limits.get(item.key_id), limits.get(key.user_id or ""))
-                answer.debited_micros = debit
-                rows.append({"org_id": org_id, "team_id": team_id, "kind": USAGE, "amount_micros": -debit,
+                _book(wallet, debit, key_limit, member_limit)
+                answer.debited_micros, added = debit, added + 1
+                rows.append({"org_id": wallet.org_id, "team_id": team_id, "kind": USAGE, "amount_micros": -debit,
                              "cost_micros": item.cost_micros, "discount_percent": wallet.discount_percent,
                              "key_id": item.key_id, "user_id": key.user_id, "model": item.model,
                              "request_id": item.request_id, "reference": None, "period_start": locked.period_start,
                              "actor_type": actor.type, "actor_id": actor.id[:80], "created_at": now})
         answers.append((index, answer))
-    if rows:
-        session.execute(INSERT_ENTRY, rows)
+    if added:
         wallet.updated_at = now
-        _summarise(session, actor, wallet, rows)
         topups.request_if_due(session, actor, wallet)
     if refused:
         _remember_refusal(session, actor, locked, *refused)
@@ -205,16 +226,26 @@ def _book(wallet: Any, debit: int, key_limit: SpendLimit | None, member_limit: S
             limit.spend_micros += debit
 
 
-def _summarise(session: Session, actor: Actor, wallet: Any, rows: list[dict[str, Any]]) -> None:
-    debited = -sum(row["amount_micros"] for row in rows)
-    changes: dict[str, Any] = {"count": len(rows), "debited_micros": debited,
-                               "cost_micros": sum(row["cost_micros"] for row in rows),
-                               "discount_percent": wallet.discount_percent,
-                               "balance_micros": {"before": wallet.balance_micros + debited,
-                                                  "after": wallet.balance_micros}}
-    ids = [row["request_id"] for row in rows]
-    changes["request_ids"] = ids if len(ids) <= SUMMARY_IDS else [ids[0], ids[-1]]
-    record(session, actor, Action.WALLET_USAGE_RECORDED, team_target(wallet.team_id), changes, org_id=wallet.org_id)
+def _summarise(session: Session, actor: Actor, locked: dict[str, Locked], rows: list[dict[str, Any]]) -> None:
+    """One `wallet.usage_recorded` event per org of the call: its rows' count, cost and debit, and per team
+    the debit and the balance after (what `identity billing check` adds up against the ledger)."""
+    by_org: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_org[row["org_id"]].append(row)
+    for org_id, mine in by_org.items():
+        teams: dict[str, dict[str, int]] = {}
+        for row in mine:
+            entry = teams.setdefault(row["team_id"], {"count": 0, "debited_micros": 0})
+            entry["count"] += 1
+            entry["debited_micros"] -= row["amount_micros"]
+        for team_id, entry in teams.items():
+            entry["balance_micros"] = locked[team_id].wallet.balance_micros
+        ids = [row["request_id"] for row in mine]
+        changes = {"count": len(mine), "debited_micros": sum(t["debited_micros"] for t in teams.values()),
+                   "cost_micros": sum(row["cost_micros"] for row in mine), "teams": teams,
+                   "request_ids": ids if len(ids) <= SUMMARY_IDS else [ids[0], ids[-1]]}
+        target = team_target(mine[0]["team_id"]) if len(teams) == 1 else Target("org", org_id, org_id)
+        record(session, actor, Action.WALLET_USAGE_RECORDED, target, changes, org_id=org_id)
 
 
 def _remember_refusal(session: Session, actor: Actor, locked: Any, code: str, scope: str | None,

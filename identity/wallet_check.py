@@ -53,8 +53,9 @@ def _check_summaries(session: Session, org_id: str, usage: dict[str, int]) -> li
     if head is not None and head.purged_count:
         return []
     summarised: dict[str, int] = defaultdict(int)
-    for team_id, changes in session.execute(select(AuditEvent.target_id, AuditEvent.changes).where(
+    for (changes,) in session.execute(select(AuditEvent.changes).where(
             AuditEvent.org_id == org_id, AuditEvent.action == Action.WALLET_USAGE_RECORDED)):
-        summarised[team_id] -= int(changes.get("debited_micros", 0))
+        for team_id, team in changes.get("teams", {}).items():
+            summarised[team_id] -= int(team.get("debited_micros", 0))
     return [f"team {team}: usage rows sum to {usage.get(team, 0)} but the audit log summarises {summarised[team]}"
             for team in sorted(set(usage) | set(summarised)) if usage.get(team, 0) != summarised[team]]
