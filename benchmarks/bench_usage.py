@@ -17,7 +17,9 @@ the gateways were told was debited, the balance never went below zero, the limit
 
 throughput: the ceiling (benchmarks/ceiling_app.py, `GET /` of a trivial Flask app) and
 `POST /api/v1/usage` (one record per call) under the same gunicorn settings and the same client:
-into one hot team, then spread over `--teams` teams (a random key of a random team per call).
+into one hot team, then spread over `--teams` teams (a random key of a random team per call) of
+`--orgs` orgs (default 1: every debit then also queues on the one org's audit chain head), each
+also in batches of `--batch` records.
 """
 
 from __future__ import annotations
@@ -261,7 +263,13 @@ def _verify(env: dict[str, str], url: str, org: dict[str, Any], team_id: str, ba
 
 def throughput(args: argparse.Namespace, folder: Path, url: str) -> dict[str, Any]:
     env, org, credential = _setup(url, folder)
-    keys = seed_teams(url, org["org"]["id"], org["owner"]["id"], args.teams, BIG)
+    owners = [(org["org"]["id"], org["owner"]["id"])]
+    for n in range(1, args.orgs):  # more orgs: each org's audit chain takes its usage events one at a time
+        made = json.loads(_identity(env, "org", "create", f"Bench {n}", "--slug", f"bench-{n}", "--json").stdout)
+        owners.append((made["org"]["id"], made["owner"]["id"]))
+    keys = [key for n, (org_id, owner_id) in enumerate(owners)
+            for key in seed_teams(url, org_id, owner_id, args.teams // len(owners) + (n < args.teams % len(owners)),
+                                  BIG)]
     hot = seed_teams(url, org["org"]["id"], org["owner"]["id"], 1, BIG)
     figures: dict[str, Any] = {"busy_before": machine_busy()}
     with Server("ceiling_app:app", env, args, folder / "gunicorn-ceiling.log", pythonpath="benchmarks",
@@ -287,10 +295,10 @@ def report(mode: str, args: argparse.Namespace, f: dict[str, Any]) -> str:
     lines = [head + f"; {args.clients} clients, {args.seconds:.0f} s per run; "
              f"other load before: {f['busy_before']:.0%}"]
     rows = [("ceiling (GET / trivial Flask)", "ceiling"), ("POST /api/v1/usage, one hot team", "hot"),
-            (f"POST /api/v1/usage, {args.teams} teams", "spread"), ("ceiling again", "ceiling_again")]
+            (f"POST /api/v1/usage, {args.teams} teams/{args.orgs} orgs", "spread"), ("ceiling again", "ceiling_again")]
     if "hot_batched" in f:
         rows[3:3] = [(f"batches of {args.batch}, one hot team", "hot_batched"),
-                     (f"batches of {args.batch}, {args.teams} teams", "spread_batched")]
+                     (f"batches of {args.batch}, {args.teams} teams/{args.orgs} orgs", "spread_batched")]
     for label, key in rows:
         r = f[key]
         lines.append(f"  {label:36} {r['per_second']:8.0f}/s  {100 * r['per_second'] / ceiling:5.1f}% of ceiling  "
@@ -307,6 +315,7 @@ def main() -> None:
     parser.add_argument("--gateways", type=int, default=16)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--teams", type=int, default=1000)
+    parser.add_argument("--orgs", type=int, default=1, help="throughput: spread the teams over this many orgs")
     parser.add_argument("--batch", type=int, default=100, help="throughput: also post batches of this many records")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--kill-every", type=float, default=5.0)

@@ -6,7 +6,7 @@ period's spend and the ledger move together. Money is `int` throughout: amounts 
 integers and are refused otherwise (a float, a bool, a string), never converted.
 
 Audit: each credit (top-up, refund, adjustment, seat grant) and each change of a control is its own
-event. Usage debits are not: identity.usage writes one `wallet.usage_recorded` event per team per
+event. Usage debits are not: identity.usage writes one `wallet.usage_recorded` event per org per
 call, naming the rows it summarises (see there for why).
 """
 

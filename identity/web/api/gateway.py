@@ -1,10 +1,12 @@
 """Admin API: the gateway's key check, `POST /api/v1/keys/verify` (DESIGN.md 3.7 and 8).
 
-Authenticated with the operator's gateway credential (`Authorization: Bearer gw_...`), not an
-API key: a wrong or missing one is 401. The answer is always 200 for a well-formed request,
-`{"valid": true, ...}` or `{"valid": false, "reason": "unknown" | "revoked" | "blocked" |
-"expired"}`: the check itself succeeded, and a gateway may cache either answer for the
-`Cache-Control: max-age` it carries (`KEY_CHECK_MAX_AGE_SECONDS`, default 10).
+Authenticated with the operator's gateway credential (`Authorization: Bearer gw_...`), not an API
+key: a wrong or missing one is 401. The answer is always 200 for a well-formed request, `{"valid":
+true, ..., "budget": {...}}` or `{"valid": false, "reason": "unknown" | "revoked" | "blocked" |
+"expired" | "balance_exhausted" | "spending_limit_reached"}` (a spend refusal also carries
+`resets_at`, `scope` and `budget`: identity.gateway, DESIGN.md 3.8): the check itself succeeded, and
+a gateway may cache either answer for the `Cache-Control: max-age` it carries
+(`KEY_CHECK_MAX_AGE_SECONDS`, default 10).
 """
 
 from __future__ import annotations
