@@ -70,6 +70,14 @@ def list_requests(session: Session, actor: Actor, org_id: str, team_id: str, *, 
                                 .order_by(TopUpRequest.created_at.desc()).limit(limit)))
 
 
+def requests_with_status(session: Session, status: str | None, limit: int = 1000) -> list[TopUpRequest]:
+    """Return every org's top-up requests of `status` (None: all), oldest first: the operator's outbox."""
+    stmt = select(TopUpRequest)
+    if status is not None:
+        stmt = stmt.where(TopUpRequest.status == status)
+    return list(session.scalars(stmt.order_by(TopUpRequest.created_at).limit(limit)))
+
+
 def undelivered_ids(session: Session, limit: int = 50) -> list[str]:
     return list(session.scalars(select(TopUpRequest.id).where(
         TopUpRequest.status.in_(UNDELIVERED), TopUpRequest.attempts < MAX_ATTEMPTS)

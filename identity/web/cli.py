@@ -250,6 +250,15 @@ def billing_topups() -> None:
     """The auto top-up's requests for the operator's payment hook (TOPUP_WEBHOOK_URL)."""
 
 
+@billing_topups.command("list")
+@click.option("--status", default="pending", show_default=True, help="pending, failed, delivered, fulfilled or all")
+def billing_topups_list(status: str) -> None:
+    """List the auto top-up's requests as JSON lines: without a payment hook, this is the outbox to act on."""
+    with _database().reading() as session:
+        for found in topups.requests_with_status(session, None if status == "all" else status):
+            click.echo(topups.body_of(found).decode())
+
+
 @billing_topups.command("deliver")
 @click.option("--limit", default=50, show_default=True)
 def billing_topups_deliver(limit: int) -> None:

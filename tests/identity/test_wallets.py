@@ -218,7 +218,8 @@ def test_per_key_and_member_limits(db: Database, system: Actor, acme: NewOrg) ->
         assert check_org(session, acme.org.id) == []
 
 
-def test_auto_top_up_raises_one_request_until_a_top_up_lands(db: Database, system: Actor, acme: NewOrg) -> None:
+def test_auto_top_up_raises_one_request_until_a_top_up_lands(db: Database, system: Actor, acme: NewOrg,
+                                                             runner: CliRunner) -> None:
     key_id = key_of(db, acme, system)
     top_up(db, acme, 1000)
     with db.transaction() as session:
@@ -229,6 +230,8 @@ def test_auto_top_up_raises_one_request_until_a_top_up_lands(db: Database, syste
     with db.reading() as session:
         found = session.scalars(select(TopUpRequest)).all()
     assert len(found) == 1 and found[0].status == "pending" and found[0].balance_micros == 400
+    listed = runner.invoke(main, ["billing", "topups", "list"])  # no hook: the operator's outbox
+    assert [json.loads(line)["id"] for line in listed.stdout.splitlines()] == [found[0].id]
     top_up(db, acme, 2000, "auto")
     with db.reading() as session:
         assert session.get_one(TopUpRequest, found[0].id).status == "fulfilled"
