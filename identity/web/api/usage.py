@@ -32,12 +32,23 @@ from identity.web.context import database
 bp = adopt(Blueprint("api_usage", __name__, url_prefix="/api/v1"))
 
 
-def _gateway_actor() -> Actor:
+def _credential() -> str:
     kind, _, credential = request.headers.get("Authorization", "").partition(" ")
     if kind.lower() != "bearer" or not credential.strip():
         raise Unauthenticated("a gateway credential is required: Authorization: Bearer gw_...")
-    with database().engine.connect() as conn:
-        return request_actor(gateway.gateway_actor(conn, credential.strip()))
+    return credential.strip()
+
+
+def _records() -> tuple[list[UsageRecord], bool]:
+    """The call's records (checked whole: any bad one refuses the call), and whether it was a batch."""
+    data = json_body("usage", "key_id", "model", "cost_micros", "request_id")
+    batch = "usage" in data
+    if batch and len(data) > 1:
+        raise InvalidValue("send either one record or {\"usage\": [...]}, not both", field="usage")
+    items = data["usage"] if batch else [data]
+    if not isinstance(items, list):
+        raise InvalidValue("usage must be an array of records", field="usage")
+    return usage.parse_records(items, batch=batch), batch
 
 
 def outcome_json(outcome: Outcome) -> dict[str, Any]:
@@ -53,16 +64,7 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
 @bp.post("/usage")
 def post_usage() -> Response:
     """Debit team wallets for the gateway's usage (one record or a batch), idempotently by request id."""
-    actor = _gateway_actor()
-    data = json_body("usage", "key_id", "model", "cost_micros", "request_id")
-    batch = "usage" in data
-    if batch and len(data) > 1:
-        raise InvalidValue("send either one record or {\"usage\": [...]}, not both", field="usage")
-    items = data["usage"] if batch else [data]
-    if not isinstance(items, list):
-        raise InvalidValue("usage must be an array of records", field="usage")
-    records = usage.parse_records(items, batch=batch)
-    outcomes = _record(actor, records)
+    actor, outcomes, batch = _record(_credential())
     _deliver_topups(actor)
     results = [outcome_json(o) for o in outcomes]
     refused = [o for o in outcomes if o.refused]
@@ -75,15 +77,18 @@ def post_usage() -> Response:
     return jsonify({"results": results} if batch else results[0])
 
 
-def _record(actor: Actor, records: list[UsageRecord]) -> list[Outcome]:
-    """Run the debit; a unique-index clash (the same request id committed meanwhile) is retried once,
-    and then answers `duplicate`."""
+def _record(credential: str) -> tuple[Actor, list[Outcome], bool]:
+    """Check the credential, read the records and debit, in one transaction (the credential first: a
+    wrong one is 401 whatever the body). A unique-index clash (the same request id committed
+    meanwhile) is retried once, and then answers `duplicate`."""
     for attempt in (1, 2):
         try:
             with database().transaction() as session:
+                actor = request_actor(gateway.gateway_actor(session, credential))
+                records, batch = _records()
                 outcomes = usage.record_usage(session, actor, records)
                 g.topup_requested = bool(session.info.pop(topups.REQUESTED, False))
-                return outcomes
+                return actor, outcomes, batch
         except IntegrityError:
             if attempt == 2:
                 raise
