@@ -48,7 +48,8 @@ from identity.wallets import (
 )
 
 MAX_BATCH = 1000
-SUMMARY_IDS = 100  # a batch up to this size names its request ids in its audit event
+SUMMARY_IDS = 100
+RESERVED = ("top_up:", "seat_grant:")  # a batch up to this size names its request ids in its audit event
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,8 @@ def parse_records(items: list[Any], *, batch: bool) -> list[UsageRecord]:
         record_ = UsageRecord(_text(item, "key_id", where, 36), _text(item, "model", where, 200),
                               amount(item.get("cost_micros"), f"{where}cost_micros"),
                               _text(item, "request_id", where, 200))
+        if record_.request_id.startswith(RESERVED):  # the ledger's own idempotency keys for credits
+            raise InvalidValue(f"request_id must not begin with {' or '.join(RESERVED)}", field=f"{where}request_id")
         if record_.request_id in seen:
             raise InvalidValue(f"request_id {record_.request_id!r} appears twice in one call",
                                field=f"{where}request_id")

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from audit import Actor, clock, record
 from audit.log import Target
 from identity.actions import Action
-from identity.errors import InvalidValue, NotFound, PermissionDenied
+from identity.errors import Conflict, InvalidValue, NotFound, PermissionDenied
 from identity.lookups import get_team
 from identity.models import Org, RoleGrant, User
 from identity.roles import authorize
@@ -174,11 +174,18 @@ def _authorize_top_up(session: Session, actor: Actor, org_id: str) -> None:
 
 
 def top_up(session: Session, actor: Actor, org_id: str, team_id: str, micros: Any, reference: Any) -> WalletEntry:
-    """Credit the team's wallet with `micros` paid under `reference` (an invoice, a payment id)."""
+    """Credit the team's wallet with `micros` paid under `reference` (an invoice, a payment id), once
+    per reference and team (a second one is a Conflict naming `reference`)."""
     _authorize_top_up(session, actor, org_id)
     get_team(session, org_id, team_id)  # another org's team is not found before its input is read
-    return _credit(session, actor, org_id, team_id, TOP_UP, amount(micros, "amount_micros"),
-                  _reference(reference))
+    micros, reference = amount(micros, "amount_micros"), _reference(reference)
+    # The reference names the payment: a retried top-up must not credit it twice (the unique
+    # request id below is the net under this check, for two retries at once).
+    key = f"top_up:{team_id}:{reference}"[:200]
+    if session.scalar(select(func.count()).where(WalletEntry.request_id == key)):
+        raise Conflict(f"a top-up with reference {reference!r} was already credited to this team",
+                       field="reference")
+    return _credit(session, actor, org_id, team_id, TOP_UP, micros, reference, request_id=key)
 
 
 def add_credit(session: Session, actor: Actor, org_id: str, team_id: str, kind: Any, micros: Any,

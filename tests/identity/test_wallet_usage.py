@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,7 +74,7 @@ def verify(client: FlaskClient, world: World) -> dict[str, Any]:
 
 def top_up(client: FlaskClient, world: World, micros: int) -> None:
     response = client.post(f"{world.wallet}/top-ups", headers=world.owner,
-                           json={"amount_micros": micros, "reference": "card 4242"})
+                           json={"amount_micros": micros, "reference": f"payment {uuid.uuid4()}"})
     assert response.status_code == 201, response.data
 
 
@@ -146,6 +147,7 @@ def test_a_batch_answers_each_record(client: FlaskClient, world: World) -> None:
     ({"cost_micros": 10**15 + 1}, 400, "usage[1].cost_micros"),
     ({"request_id": ""}, 400, "usage[1].request_id"),
     ({"request_id": "b0"}, 400, "usage[1].request_id"),  # twice in one call
+    ({"request_id": "top_up:x:y"}, 400, "usage[1].request_id"),  # a credit's own key
     ({"model": None}, 400, "usage[1].model"),
     ({"extra": 1}, 400, "usage[1].extra"),
     ({"key_id": "00000000-0000-0000-0000-000000000000"}, 404, "key_id"),
@@ -294,3 +296,13 @@ def test_the_key_checks_refusal_ends_when_the_period_turns(client: FlaskClient, 
         assert check["valid"] is True and check["budget"]["remaining_micros"] == 100
         assert check["budget"]["limits"] == [{"scope": "team", "limit_micros": 100, "spend_micros": 0}]
         assert use(client, world, 100, "p2").get_json()["status"] == "debited"  # the refused id, retried
+
+
+def test_a_retried_top_up_credits_once(client: FlaskClient, db: Database, world: World) -> None:
+    body = {"amount_micros": 500, "reference": "stripe pi_123"}
+    assert client.post(f"{world.wallet}/top-ups", headers=world.owner, json=body).status_code == 201
+    before = rows(db)
+    again = client.post(f"{world.wallet}/top-ups", headers=world.owner, json=body)
+    assert again.status_code == 409 and again.get_json()["field"] == "reference"
+    assert rows(db) == before
+    assert client.get(world.wallet, headers=world.owner).get_json()["balance_micros"] == 500

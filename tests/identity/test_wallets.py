@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import uuid
 
 import pytest
 from click.testing import CliRunner
@@ -46,7 +47,8 @@ def post(db: Database, *records: UsageRecord) -> list[usage.Outcome]:
         return usage.record_usage(session, GATEWAY, list(records))
 
 
-def top_up(db: Database, acme: NewOrg, micros: int, reference: str = "inv-1") -> None:
+def top_up(db: Database, acme: NewOrg, micros: int, reference: str = "") -> None:
+    reference = reference or f"inv {micros} {uuid.uuid4()}"
     with db.transaction() as session:
         wallets.top_up(session, owner(acme), acme.org.id, acme.default_team_id, micros, reference)
 
