@@ -221,13 +221,13 @@ def _credit(session: Session, actor: Actor, org_id: str, team_id: str, kind: str
     wallet.updated_at = clock.now()
     if micros > 0 and wallet.refusal == BALANCE_EXHAUSTED:
         wallet.refusal, wallet.refused_period_start = None, None
-    if kind == TOP_UP:
+    changes: dict[str, Any] = {"entry_id": entry.id, "kind": kind, "amount_micros": micros, "reference": reference,
+                               "balance_micros": {"before": before, "after": wallet.balance_micros}}
+    if kind == TOP_UP and wallet.pending_topup_id:
+        changes["fulfilled_topup_request_id"] = wallet.pending_topup_id  # the auto top-up's request it answers
         _fulfil_pending(session, wallet)
     record(session, actor, Action.WALLET_TOPPED_UP if kind == TOP_UP else Action.WALLET_CREDITED,
-           team_target(team_id), {"entry_id": entry.id, "kind": kind, "amount_micros": micros,
-                                  "reference": reference, "balance_micros": {"before": before,
-                                                                              "after": wallet.balance_micros}},
-           org_id=org_id)
+           team_target(team_id), changes, org_id=org_id)
     return entry
 
 

@@ -237,6 +237,9 @@ def test_auto_top_up_raises_one_request_until_a_top_up_lands(db: Database, syste
     top_up(db, acme, 2000, "auto")
     with db.reading() as session:
         assert session.get_one(TopUpRequest, found[0].id).status == "fulfilled"
+        event = session.scalars(select(AuditEvent).where(AuditEvent.action == "wallet.topped_up")
+                                .order_by(AuditEvent.seq.desc())).first()
+    assert event is not None and event.changes["fulfilled_topup_request_id"] == found[0].id
     for n in range(6, 30):
         post(db, UsageRecord(key_id, "m", 100, f"r{n}"))
     with db.reading() as session:
