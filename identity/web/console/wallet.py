@@ -42,9 +42,10 @@ def micros_of(text: str, name: str) -> int:
     return (int(dollars) * 100 + int(cents)) * wallets.MICROS_PER_CENT
 
 
-@bp.app_template_filter("dollars")
-def dollars(micros: int | None) -> str:
-    """Render micro-cents as dollars: "$12.34", and the fraction of a cent when there is one."""
+@bp.app_template_filter("micros_as_dollars")
+def micros_as_dollars(micros: int | None) -> str:
+    """Render micro-cents as dollars: "$12.34", and the fraction of a cent when there is one (the
+    console's `dollars(cents)` is for whole cents: seats)."""
     if micros is None:
         return "—"
     sign, value = ("-" if micros < 0 else ""), abs(int(micros))
@@ -89,7 +90,7 @@ def top_up(team_id: str) -> Response:
         named = error.context.get("field")
         return _page(team_id, status=status_of(error), errors=form_errors(
             error, "amount" if named in ("amount", "amount_micros") else None))
-    return redirect_with_notice(f"/console/teams/{team_id}/wallet", f"Topped up {dollars(micros)}.")
+    return redirect_with_notice(f"/console/teams/{team_id}/wallet", f"Topped up {micros_as_dollars(micros)}.")
 
 
 @bp.post("/teams/<team_id>/wallet/limit")
@@ -102,8 +103,8 @@ def set_limit(team_id: str) -> Response:
         submit(wallet_controls.configure_wallet, g.caller.org_id, team_id, spend_limit=limit)
     except DomainError as error:
         return _page(team_id, status=status_of(error), errors=form_errors(error, "limit"))
-    return redirect_with_notice(f"/console/teams/{team_id}/wallet",
-                                f"Spending limit set to {dollars(limit)}." if limit else "Spending limit removed.")
+    notice = f"Spending limit set to {micros_as_dollars(limit)}." if limit else "Spending limit removed."
+    return redirect_with_notice(f"/console/teams/{team_id}/wallet", notice)
 
 
 @bp.get("/members/<user_id>/spend")
