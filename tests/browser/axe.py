@@ -4,7 +4,8 @@
     check_page(page, "teams")   # axe: no serious or critical violation; then shoot(page, "teams")
 
 axe-core comes bundled with axe-playwright-python (nothing is downloaded); it is injected into
-the page by Playwright. Screenshots go to var/screenshots/<name>.png (git-ignored; SCREENSHOTS
+the page by Playwright, so it needs a context with JavaScript on (in one without, `evaluate` never
+returns: shoot only). Screenshots go to var/screenshots/<name>.png (git-ignored; SCREENSHOTS
 moves them), full page, so CI can keep the folder as an artifact and the README can show them.
 """
 

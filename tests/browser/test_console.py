@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from audit.actor import system_actor
-from identity import keys, members, teams
+from identity import keys, members, orgs, teams
 from identity.models import Team
 from tests.browser.axe import check_page, shoot
 from tests.browser.conftest import ConsoleSite
@@ -91,6 +91,10 @@ def test_rename_a_team_inline_and_cancel_a_rename(console_site: ConsoleSite, pag
     assert _team_named(console_site, "Research") is not None
     row.get_by_role("link", name="Rename Research").click()
     expect(field).to_have_value("Research")  # the cancelled text is gone
+    field.press("Escape")  # the keyboard's way to cancel
+    expect(field).to_be_hidden()
+    expect(row.get_by_role("link", name="Rename Research")).to_be_focused()
+    row.get_by_role("link", name="Rename Research").press("Enter")
     field.fill("Research Lab")
     row.get_by_role("button", name="Save").click()
     expect(page.get_by_role("status")).to_have_text("Team renamed to 'Research Lab'.")
@@ -183,3 +187,48 @@ def test_a_viewer_sees_no_admin_controls_and_a_forged_admin_post_is_refused(cons
     page.goto(console_site.url("/console/members/invite"))  # not offered, and refused when asked for
     expect(page.get_by_role("heading", name="Refused")).to_be_visible()
     check_page(page, "refused")
+
+
+def test_without_javascript_rename_and_delete_are_plain_forms_and_errors_sit_by_their_field(
+        console_site: ConsoleSite, browser: Browser) -> None:
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    console_site.idp.person.name_id = "owner@acme.test"
+    page.goto(console_site.url("/saml/acme/login"))  # without JS the IdP's form needs its button
+    page.get_by_role("button", name="Continue").click()
+    page.wait_for_url(console_site.url("/console/teams"))
+    team_id = _create_team(page, console_site, "Offline")
+    _create_team(page, console_site, "Taken")
+    row = page.locator(f"#team-{team_id}")
+    row.get_by_role("link", name="Rename Offline").click()  # loads the page with the row's form open
+    page.wait_for_url(re.compile(r"\?rename="))
+    row.get_by_label("New name of Offline").fill("Taken")
+    row.get_by_role("button", name="Save").click()
+    field = page.locator(f"#team-{team_id}").get_by_label("New name of Offline")
+    expect(field).to_have_attribute("aria-invalid", "true")
+    error = page.locator(f"#name-{team_id}-error")
+    expect(error).to_contain_text("already exists")
+    assert field.get_attribute("aria-describedby") == f"name-{team_id}-error"
+    shoot(page, "teams-rename-error-no-js")  # axe needs a script: this context runs none
+    page.locator(f"#team-{team_id}").get_by_role("link", name="Delete Offline").click()
+    page.get_by_role("button", name="Delete").click()
+    expect(page.get_by_role("status")).to_have_text("Team 'Offline' deleted.")
+    context.close()
+
+
+def test_an_org_without_sso_signs_in_with_a_mailed_one_time_link(console_site: ConsoleSite, page: Page) -> None:
+    with console_site.db.transaction() as session:
+        orgs.create_org(session, SYSTEM, "Initech", owner_email="peter@initech.test")
+    page.goto(console_site.url("/"))
+    page.get_by_label("Work email or organization").fill("initech")
+    page.get_by_role("button", name="Continue").click()
+    page.get_by_label("Work email").fill("peter@initech.test")
+    sent = len(console_site.inbox.messages)
+    page.get_by_role("button", name="Email me a sign-in link").click()
+    expect(page.get_by_role("heading", name="Check your mail")).to_be_visible()
+    mail = console_site.inbox.wait(sent + 1)[-1]
+    assert mail["To"] == "peter@initech.test"
+    page.goto(console_site.inbox.link())  # the same browser: the link works only where it was asked for
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(console_site.url("/console/teams"))
+    expect(page.locator("header .org")).to_have_text("initech")

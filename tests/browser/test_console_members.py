@@ -18,7 +18,7 @@ from audit.actor import system_actor
 from identity import members
 from identity.directory import Member
 from identity.lookups import find_by_user_name
-from identity.web.console.invite import dollars
+from identity.web.console.common import dollars
 from tests.browser.axe import check_page
 from tests.browser.conftest import ConsoleSite
 

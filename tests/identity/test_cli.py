@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from urllib.parse import urlsplit
 
 import pytest
 from click.testing import CliRunner
@@ -76,3 +78,17 @@ def test_billing_check_passes_on_a_consistent_org(runner: CliRunner) -> None:
     _create(runner, "Acme")
     result = runner.invoke(main, ["billing", "check", "--org", "acme"])
     assert result.exit_code == 0, result.output
+
+
+def test_org_create_prints_a_sign_in_link_that_opens_the_console_as_the_owner(runner: CliRunner,
+                                                                              client: FlaskClient) -> None:
+    out = _create(runner, "Acme Corp", "--owner-email", "root@acme.test")
+    path = urlsplit(out["sign_in_link"]).path  # under the CLI's BASE_URL
+    assert path.startswith("/login/link/")
+    page = client.get(path)
+    token = re.search(r"name='csrf_token' value='([^']+)'", page.get_data(as_text=True))
+    assert page.status_code == 200 and token
+    signed_in = client.post(path, data={"csrf_token": token.group(1)})
+    assert signed_in.status_code == 303 and signed_in.headers["Location"] == "/console/teams"
+    console = client.get("/console/teams")
+    assert console.status_code == 200 and b"root@acme.test" in console.data and b">owner<" in console.data

@@ -127,3 +127,33 @@ def test_an_org_without_sso_asks_for_the_email(client: FlaskClient, acme: NewOrg
     assert answer.status_code == 200 and b"Work email" in answer.data and b'name="org" value="acme"' in answer.data
     missing = client.post("/", data={"csrf_token": _sign_in_form(client), "who": ""})
     assert missing.status_code == 400 and b'id="who-error"' in missing.data
+
+
+def test_keys_a_member_sees_their_own_an_admin_every_key_and_service_keys(client: FlaskClient, db: Database,
+                                                                          acme: NewOrg) -> None:
+    member_id, admin_id = add(db, acme, "bob@acme.test", "member"), add(db, acme, "ada@acme.test", "admin")
+    with db.transaction() as session:
+        bobs = keys.create_api_key(session, SYSTEM, acme.org.id, user_id=member_id, team_id=acme.default_team_id,
+                                   name="bob's", scopes=["inference"])
+        service = keys.create_service_key(session, SYSTEM, acme.org.id, team_id=acme.default_team_id, name="prod",
+                                          scopes=["inference"])
+    token = sign_in(client, db, member_id)
+    page = client.get("/console/keys").get_data(as_text=True)
+    assert bobs.prefix in page and service.prefix not in page and "Create a team service key" not in page
+    rotated = client.post(f"/console/keys/{bobs.id}/rotate", data={"csrf_token": token})
+    new_secret = re.search(r'id="new-secret">([^<]+)<', rotated.get_data(as_text=True))
+    assert rotated.status_code == 200 and new_secret and rotated.headers["Cache-Control"] == "no-store"
+    assert "rotating" in client.get("/console/keys").get_data(as_text=True)  # the old one, in its grace period
+    sign_in(client, db, admin_id)
+    page = client.get("/console/keys").get_data(as_text=True)
+    assert bobs.prefix in page and service.prefix in page and "Create a team service key" in page
+
+
+def test_an_admin_is_not_offered_what_only_an_owner_may_do(client: FlaskClient, db: Database, acme: NewOrg) -> None:
+    member_id, admin_id = add(db, acme, "bob@acme.test", "member"), add(db, acme, "ada@acme.test", "admin")
+    sign_in(client, db, admin_id)
+    page = client.get("/console/members").get_data(as_text=True)
+    assert f"/console/members/{member_id}/remove" in page and f'action="/console/members/{member_id}/role"' in page
+    assert f"/console/members/{acme.owner.id}/remove" not in page  # acting on an owner needs owners.manage
+    assert f'action="/console/members/{acme.owner.id}/role"' not in page
+    assert "/transfer" not in page and '<option value="owner"' not in page

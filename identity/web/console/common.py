@@ -26,23 +26,30 @@ How to add a page (e.g. identity/web/console/billing.py):
         return redirect_with_notice("/console/billing", "Seat cap saved.")
 
 Register the blueprint in `PAGES` of identity/web/console/__init__.py (idp, billing and audit
-are there already, as placeholders to fill in). A template extends "console/base.html", fills
-`{% block title %}` and `{% block content %}`, and imports the form helpers:
-`{% from "console/forms.html" import csrf_field, field_error, form_error, described with context %}`; every form has
-`{{ csrf_field() }}`; `{{ field_error(errors, "email") }}` goes right after the field's input
-(with `aria-describedby="email-error"` on the input when `errors.email` is set), and
-`{{ form_error(errors) }}` shows an error that belongs to no field. `may(action)` and
-`may(action, target_role)` in a template (and in Python) ask identity.roles.refusal, so a page
-offers only what the caller's role may do; the domain service refuses the rest anyway.
+are there already, as placeholders to fill in). A template extends "console/base.html" and fills
+`{% block content %}` (`{% block title %}` defaults to the `title` given to `render`; `nav` marks
+the current nav entry: teams, members, keys, idp, billing, audit). Form helpers:
+`{% from "console/forms.html" import csrf_field, field_error, form_error, described with context %}`;
+every form has `{{ csrf_field() }}`; an input takes `{{ described(errors, "email") }}` (aria-invalid
+and aria-describedby when `errors.email` is set) and `{{ field_error(errors, "email") }}` right
+after it; `{{ form_error(errors) }}` shows an error that belongs to no field (FORM_ERROR).
+`may(action)` and `may(action, target_role)`, in a template and in Python, ask
+identity.roles.refusal, so a page offers only what the caller's role may do; the domain service
+refuses the rest anyway. `dollars(cents)` ("$12.34") is there in templates too.
 
 A DomainError that a view does not catch becomes `refused_page` with the admin API's status
 (403, 404, 409...), so a view catches only the errors it shows next to a field.
 
-Conventions: `g.caller` is the admin API's Caller (org_id, org_slug, user_id, user_name, role);
-`g.actor` its audit actor with this request's context. A page is `no-store`, and has its own
-Content-Security-Policy: scripts and styles from /static only (identity/web/static/), no inline
-script or style attribute. A notice after a POST travels in a short-lived signed cookie
-(`redirect_with_notice`) and shows once, on the next page rendered.
+Conventions: `g.caller` is the admin API's Caller (org_id, org_slug, user_id, user_name, role,
+team_id); `g.actor` its audit actor with this request's context. A page is `no-store`, and has
+its own Content-Security-Policy: scripts and styles from /static only (identity/web/static/:
+console.css, console.js, which gives `data-copy` copy buttons and `data-toggle` inline forms), no
+inline script or style attribute. A notice after a POST travels in a short-lived signed cookie
+(`redirect_with_notice`) and shows once, on the next page rendered (role="status").
+
+Tests: tests/browser/axe.py (`check_page(page, name)`: axe, 0 serious or critical, then
+`shoot(page, name)` into var/screenshots/), tests/browser/conftest.py (`console_site`: one
+service, IdP and SMTP inbox per module and database; `ConsoleSite.sign_in_as(page, email)`).
 """
 
 from __future__ import annotations
@@ -63,7 +70,7 @@ from identity.errors import DomainError, PermissionDenied, Unauthenticated
 from identity.roles import refusal
 from identity.service import run
 from identity.web import cookies
-from identity.web.api.common import STATUS, Caller, csrf_token, request_actor, session_token
+from identity.web.api.common import CSRF_PURPOSE, STATUS, Caller, csrf_token, request_actor, session_token
 from identity.web.context import database
 from saml import csrf
 
@@ -97,7 +104,7 @@ def form_token_valid() -> bool:
     """Tell whether this POST comes from one of our pages: same origin, and the session's form token."""
     token = session_token()
     return csrf.same_origin(str(current_app.config["BASE_URL"]), request.headers) and csrf.valid(
-        current_app.config["SECRET_KEY"], "api", token, request.form.get(csrf.FIELD))
+        current_app.config["SECRET_KEY"], CSRF_PURPOSE, token, request.form.get(csrf.FIELD))
 
 
 def console_page(view: Callable[P, Response]) -> Callable[P, Response]:
@@ -146,7 +153,7 @@ def render(template: str, *, status: int = 200, errors: dict[str, str] | None = 
     token = session_token()
     notice = _take_notice()
     values: dict[str, Any] = {"caller": caller, "csrf_token": csrf_token(token) if token else "", "may": may,
-                              "errors": errors or {}, "notice": notice}
+                              "errors": errors or {}, "notice": notice, "dollars": dollars}
     values.update(context)  # a page without a session (sign-in, invitation) passes its own csrf_token
     html = render_template(template, **values)
     response = Response(html, status=status, mimetype="text/html")
@@ -155,6 +162,12 @@ def render(template: str, *, status: int = 200, errors: dict[str, str] | None = 
     if notice is not None:
         response.delete_cookie(NOTICE_COOKIE, path="/")
     return response
+
+
+def dollars(cents: int) -> str:
+    """Render integer cents as dollars: 1234 -> "$12.34" (money is never a float)."""
+    sign = "-" if cents < 0 else ""
+    return f"{sign}${abs(cents) // 100:,}.{abs(cents) % 100:02d}"
 
 
 def redirect_with_notice(location: str, notice: str) -> Response:

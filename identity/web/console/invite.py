@@ -21,6 +21,7 @@ from identity.vocabulary import Role
 from identity.web.api.invitations import base_url, send_invitation_mail
 from identity.web.console.common import (
     console_page,
+    dollars,
     field,
     form_errors,
     may,
@@ -33,11 +34,6 @@ from identity.web.console.common import (
 
 bp = Blueprint("console_invite", __name__, url_prefix="/console")
 PAGE = "/console/members/invite"
-
-
-def dollars(cents: int) -> str:
-    """Render integer cents as dollars: 1234 -> "$12.34"."""
-    return f"${cents // 100:,}.{cents % 100:02d}"
 
 
 def seat_figures(preview: SeatPreview) -> dict[str, str]:

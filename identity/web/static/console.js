@@ -36,14 +36,24 @@ document.addEventListener("DOMContentLoaded", function () {
       if (hide) { hide.hidden = opening; }
       if (show) { show.hidden = false; }
       if (opening) {
+        target.opener = control;  // where the focus goes back to when the form closes
         var first = target.querySelector("input:not([type=hidden]), button");
         if (first) { first.focus(); if (first.select) { first.select(); } }
       } else {
         if (target.reset) { target.reset(); }
-        var back = show && show.querySelector("a, button");
+        var back = (target.opener && !target.opener.closest("[hidden]")) ? target.opener
+          : show && show.querySelector("a, button");
         if (back) { back.focus(); }
       }
     });
+  });
+
+  // Escape in an open inline form cancels it, as its Cancel link does.
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Escape" || !event.target.closest) { return; }
+    var form = event.target.closest("form");
+    var cancel = form && form.querySelector("a[data-toggle][data-show]");
+    if (cancel) { event.preventDefault(); cancel.click(); }
   });
 
   // The invite dialog's seat panel follows the seats as they stand (another admin may invite meanwhile).
