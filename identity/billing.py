@@ -1,4 +1,5 @@
-"""`identity billing check`: recompute seats and charges from memberships and the ledger."""
+"""`identity billing check`: recompute seats and charges from memberships and the ledger, and the
+teams' wallets from theirs (identity.wallet_check)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from sqlalchemy.orm import Session
 from identity.models import Org, SeatCharge, User
 from identity.seats import months_between, prorated_cents
 from identity.vocabulary import ChargeKind
+from identity.wallet_check import check_wallets
 
 
 def check_org(session: Session, org_id: str) -> list[str]:
@@ -29,7 +31,7 @@ def check_org(session: Session, org_id: str) -> list[str]:
     if org.seats_used > org.included_seats + org.purchased_seats:
         problems.append(f"{org.seats_used} seats used exceed capacity {org.included_seats} + {org.purchased_seats}")
     problems += _check_ledger(session, org)
-    return problems
+    return problems + check_wallets(session, org_id)
 
 
 def _check_ledger(session: Session, org: Org) -> list[str]:

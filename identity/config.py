@@ -88,8 +88,9 @@ def from_environment() -> dict[str, object]:
         "BASE_URL": base_url(),
         "MAX_CONTENT_LENGTH": MAX_BODY_BYTES,
     }
+    # mail (identity.mail; without SMTP_URL, the outbox), the auto top-up's payment hook (identity.topups),
     # METRICS_TOKEN: /metrics on the service's own port, for a bearer of this token (identity.web.metrics_views)
-    for name in ("SMTP_URL", "MAIL_FROM", "SMTP_CA_FILE", "METRICS_TOKEN"):  # mail: without SMTP_URL, the outbox
+    for name in ("SMTP_URL", "MAIL_FROM", "SMTP_CA_FILE", "TOPUP_WEBHOOK_URL", "TOPUP_WEBHOOK_SECRET", "METRICS_TOKEN"):
         if os.environ.get(name):
             settings[name] = os.environ[name]
     for name in ("SESSION_IDLE_MINUTES", "SESSION_ABSOLUTE_HOURS", "SCIM_RATE_LIMIT", "SAML_MAX_ISSUE_AGE_SECONDS",

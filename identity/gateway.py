@@ -1,19 +1,21 @@
 """The gateway's key check (DESIGN.md 3.7): who an API key speaks for, in one read of one statement.
 
-The gateway authenticates with the operator's service credential (`gw_...`, made by
-`identity gateway credential create`), valid for every org. The check writes nothing (not even
-last-used time), takes no lock and sends one SELECT: the credential's row by its prefix, joined
-with the key's row by its prefix, its org, its holder and the holder's role grants (one row per
-grant). Both lookups use unique indexes. On PostgreSQL the statement runs on an autocommit
-connection (a plain snapshot read: no BEGIN, no row lock, never queued behind a writer); on
-SQLite it runs outside any transaction under WAL, where readers never wait for the writer.
+The gateway authenticates with the operator's service credential (`gw_...`, made by `identity
+gateway credential create`), valid for every org. The check writes nothing (not even last-used
+time), takes no lock and sends one SELECT: the credential's row by its prefix, joined with the key's
+row by its prefix, its org, its holder and the holder's role grants (one row per grant) and, for the
+spend controls of DESIGN.md 3.8, the key's team wallet and the key's and member's spending limits
+(each at most one row, by a unique key). Both lookups use unique indexes. On PostgreSQL the
+statement runs on an autocommit connection (a plain snapshot read: no BEGIN, no row lock, never
+queued behind a writer); on SQLite it runs outside any transaction under WAL, where readers never
+wait for the writer.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -29,6 +31,8 @@ from identity.keys import SERVICE_KEY_ROLE, Issued
 from identity.models import ApiKey, GatewayCredential, Org, RoleGrant, User
 from identity.roles import allowed_scopes, highest
 from identity.vocabulary import KeyStatus, Role
+from identity.wallet_models import SpendLimit, Wallet
+from identity.wallets import live_refusal, period_at
 
 
 class Refusal(StrEnum):
@@ -38,14 +42,20 @@ class Refusal(StrEnum):
     REVOKED = "revoked"  # revoked for good (by hand, member removed or left the team, team deleted)
     BLOCKED = "blocked"  # its member is deactivated; reactivation lifts it
     EXPIRED = "expired"  # rotated, and the grace period has ended
+    # The key is valid but may not spend (DESIGN 3.8): a debit was refused, until a credit lands ...
+    BALANCE_EXHAUSTED = "balance_exhausted"
+    # ... or until the limit rises or the period turns (`resets_at`).
+    SPENDING_LIMIT_REACHED = "spending_limit_reached"
 
 
 @dataclass(frozen=True)
 class KeyCheck:
-    """The answer of one check: `identity` when valid, else `reason`."""
+    """The answer of one check: `identity` when valid, else `reason`, with `details` for a spend refusal
+    (`resets_at`, `scope`, `budget`). Extend with fields; the web layer renders `details` beside `reason`."""
 
     reason: Refusal | None = None
     identity: dict[str, Any] | None = None
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 _gw = GatewayCredential.__table__.c
@@ -53,18 +63,33 @@ _key = ApiKey.__table__.c
 _org = Org.__table__.c
 _user = User.__table__.c
 _grant = RoleGrant.__table__.c
+_wallet = Wallet.__table__.c
+_key_limit = SpendLimit.__table__.alias("key_limit")
+_member_limit = SpendLimit.__table__.alias("member_limit")
 # One statement: no gateway row, no answer (401); one row per grant of the holder otherwise.
 _CHECK = (
     select(_gw.secret_hash.label("gw_hash"), _key.id, _key.secret_hash, _key.status, _key.expires_at,
            _key.team_id, _key.user_id, _key.scopes, _org.id.label("org_id"), _org.slug, _org.default_role,
            _user.user_name, _user.active, _user.deleted_at, _grant.team_id.label("grant_team"),
-           _grant.role.label("grant_role"))
+           _grant.role.label("grant_role"), _org.created_at.label("org_created"),
+           _wallet.balance_micros, _wallet.period_start, _wallet.period_spend_micros, _wallet.spend_limit_micros,
+           _wallet.discount_percent, _wallet.refusal, _wallet.refused_period_start,
+           _key_limit.c.limit_micros.label("kl_limit"), _key_limit.c.spend_micros.label("kl_spend"),
+           _key_limit.c.period_start.label("kl_period"), _key_limit.c.refused_period_start.label("kl_refused"),
+           _member_limit.c.limit_micros.label("ml_limit"), _member_limit.c.spend_micros.label("ml_spend"),
+           _member_limit.c.period_start.label("ml_period"),
+           _member_limit.c.refused_period_start.label("ml_refused"))
     .select_from(GatewayCredential.__table__)
     .outerjoin(ApiKey.__table__, _key.prefix == bindparam("key_prefix"))
     .outerjoin(Org.__table__, _org.id == _key.org_id)
     .outerjoin(User.__table__, _user.id == _key.user_id)
     .outerjoin(RoleGrant.__table__, and_(_grant.user_id == _key.user_id,
                                          (_grant.team_id.is_(None)) | (_grant.team_id == _key.team_id)))
+    .outerjoin(Wallet.__table__, _wallet.team_id == _key.team_id)
+    .outerjoin(_key_limit, and_(_key_limit.c.team_id == _key.team_id, _key_limit.c.subject_type == "key",
+                                _key_limit.c.subject_id == _key.id))
+    .outerjoin(_member_limit, and_(_member_limit.c.team_id == _key.team_id, _member_limit.c.subject_type == "member",
+                                   _member_limit.c.subject_id == _key.user_id))
     .where(_gw.prefix == bindparam("gw_prefix"), _gw.revoked_at.is_(None))
 )
 
@@ -80,6 +105,21 @@ def check_key(conn: Connection, credential: str, secret: str) -> KeyCheck:
     return _answer(rows, secret)
 
 
+_CREDENTIAL = select(GatewayCredential.id, GatewayCredential.name, GatewayCredential.secret_hash).where(
+    GatewayCredential.prefix == bindparam("prefix"), GatewayCredential.revoked_at.is_(None))
+
+
+def gateway_actor(conn: Connection | Session, credential: str) -> Actor:
+    """Verify a gateway credential (Unauthenticated if wrong or revoked) and return the actor it acts as:
+    the operator's system, named by the credential (`gateway:<id>`), for the events of the usage it posts."""
+    prefix = tokens.split_prefix(credential or "")
+    row = None if prefix is None or not prefix.startswith("gw_") else conn.execute(
+        _CREDENTIAL, {"prefix": prefix}).first()
+    if row is None or not tokens.matches(credential, row.secret_hash):
+        raise Unauthenticated("a gateway credential is required: Authorization: Bearer gw_...")
+    return Actor(type="system", id=f"gateway:{row.id}", display=f"gateway {row.name}")
+
+
 def _answer(rows: list[Any], secret: str) -> KeyCheck:
     first = rows[0]
     if first.id is None or not tokens.matches(secret, first.secret_hash):
@@ -91,7 +131,7 @@ def _answer(rows: list[Any], secret: str) -> KeyCheck:
     if first.expires_at is not None and _utc(first.expires_at) <= clock.now():
         return KeyCheck(Refusal.EXPIRED)
     if first.user_id is None:
-        return KeyCheck(identity=_identity(first, None, SERVICE_KEY_ROLE, SERVICE_KEY_ROLE))
+        return _spend_state(first, _identity(first, None, SERVICE_KEY_ROLE, SERVICE_KEY_ROLE))
     if not first.active or first.deleted_at is not None:
         return KeyCheck(Refusal.BLOCKED if first.deleted_at is None else Refusal.REVOKED)
     grants = [(row.grant_team, Role(row.grant_role)) for row in rows if row.grant_role is not None]
@@ -99,7 +139,42 @@ def _answer(rows: list[Any], secret: str) -> KeyCheck:
     team_role = highest(r for team, r in grants if team is not None)
     if team_role is None:
         return KeyCheck(Refusal.REVOKED)  # the member has left the key's team
-    return KeyCheck(identity=_identity(first, {"id": first.user_id, "userName": first.user_name}, role, team_role))
+    return _spend_state(first, _identity(first, {"id": first.user_id, "userName": first.user_name}, role, team_role))
+
+
+def _spend_state(row: Any, identity: dict[str, Any]) -> KeyCheck:
+    """Add the key's budget to a valid answer, or refuse it while a refused debit's refusal lasts (DESIGN 3.8).
+
+    `remaining_micros` is what the key may still spend: the balance, bounded by each limit that
+    applies (team, key, member) less its spend this period. None of it is written or locked.
+    """
+    start, end = period_at(_utc(row.org_created), clock.now())
+    limits, refusals = [], []
+    if row.balance_micros is not None:
+        spent = row.period_spend_micros if _utc(row.period_start) == start else 0
+        refusals.append((live_refusal(row.refusal, _optional_utc(row.refused_period_start), start), "team"))
+        if row.spend_limit_micros is not None:
+            limits.append({"scope": "team", "limit_micros": row.spend_limit_micros, "spend_micros": spent})
+    for scope, limit, spend, period, refused in (("key", row.kl_limit, row.kl_spend, row.kl_period, row.kl_refused),
+                                                 ("member", row.ml_limit, row.ml_spend, row.ml_period, row.ml_refused)):
+        if limit is not None:
+            current = _utc(period) == start
+            limits.append({"scope": scope, "limit_micros": limit, "spend_micros": spend if current else 0})
+            if current and refused is not None and _utc(refused) == start:
+                refusals.append((Refusal.SPENDING_LIMIT_REACHED.value, scope))
+    balance = row.balance_micros or 0
+    remaining = min([balance, *(max(0, lim["limit_micros"] - lim["spend_micros"]) for lim in limits)])
+    budget = {"balance_micros": balance, "remaining_micros": remaining, "discount_percent": row.discount_percent or 0,
+              "limits": limits, "period": {"start": start.isoformat(), "end": end.isoformat()}}
+    refusal = next(((code, scope) for code, scope in refusals if code), None)
+    if refusal is not None:
+        return KeyCheck(Refusal(refusal[0]), details={"resets_at": end.isoformat(), "scope": refusal[1],
+                                                      "budget": budget})
+    return KeyCheck(identity={**identity, "budget": budget})
+
+
+def _optional_utc(moment: dt.datetime | None) -> dt.datetime | None:
+    return None if moment is None else _utc(moment)
 
 
 def _identity(row: Any, member: dict[str, str] | None, role: Role, team_role: Role) -> dict[str, Any]:

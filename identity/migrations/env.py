@@ -3,6 +3,7 @@
 from alembic import context
 from sqlalchemy import pool
 
+import identity.wallet_models  # noqa: F401  (the wallets' tables, on the domain's metadata)
 import saml.models  # noqa: F401  (SAML tables, on the domain's metadata)
 from identity.db import make_engine
 from identity.models import METADATAS

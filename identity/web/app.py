@@ -17,7 +17,20 @@ import scim
 from identity import config
 from identity.db import Database
 from identity.web import console, logs, metrics, metrics_views, openapi
-from identity.web.api import audit_log, browser, gateway, invitations, keys, members, org, settings, sso, teams
+from identity.web.api import (
+    audit_log,
+    browser,
+    gateway,
+    invitations,
+    keys,
+    members,
+    org,
+    settings,
+    sso,
+    teams,
+    usage,
+    wallets,
+)
 from identity.web.api.common import problem
 from identity.web.context import EXTENSION, database
 from identity.web.jsonprovider import StrictJSONProvider
@@ -51,7 +64,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.add_url_rule("/healthz", "healthz", healthz)
     app.wsgi_app = DrainUnreadBody(app.wsgi_app)  # type: ignore[method-assign]  # a refusal keeps the connection
     for blueprint in (browser.bp, keys.bp, gateway.bp, members.bp, teams.bp, settings.bp, invitations.bp,
-                      audit_log.bp, sso.bp, org.bp, openapi.bp, scim.bp, saml.bp,
+                      audit_log.bp, sso.bp, org.bp, openapi.bp, scim.bp, saml.bp, usage.bp, wallets.bp,
                       *console.PAGES):
         app.register_blueprint(blueprint)
     metrics_views.init_app(app)

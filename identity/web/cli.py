@@ -11,7 +11,20 @@ import click
 from sqlalchemy.engine import make_url
 
 from audit.actor import system_actor
-from identity import config, gateway, invitations, keys, mail, migrate, orgs, scim_credentials, seats, teams
+from identity import (
+    config,
+    gateway,
+    invitations,
+    keys,
+    mail,
+    migrate,
+    orgs,
+    scim_credentials,
+    seats,
+    teams,
+    topups,
+    wallets,
+)
 from identity.billing import check_org
 from identity.db import Database
 from identity.errors import DomainError
@@ -228,6 +241,31 @@ def billing_renew(slug: str | None) -> None:
         for charge in charges:
             click.echo(f"{org_id}: renewed {charge.seats} seats for {charge.amount_cents} cents "
                        f"({charge.cycle_start.isoformat()} to {charge.cycle_end.isoformat()})")
+        for entry in run(database, system_actor("billing renew"), wallets.grant_seat_usage, org_id):
+            click.echo(f"{org_id}: team {entry.team_id} granted {entry.amount_micros} micro-cents of seat usage")
+
+
+@billing.group("topups")
+def billing_topups() -> None:
+    """The auto top-up's requests for the operator's payment hook (TOPUP_WEBHOOK_URL)."""
+
+
+@billing_topups.command("list")
+@click.option("--status", default="pending", show_default=True, help="pending, failed, delivered, fulfilled or all")
+def billing_topups_list(status: str) -> None:
+    """List the auto top-up's requests as JSON lines: without a payment hook, this is the outbox to act on."""
+    with _database().reading() as session:
+        for found in topups.requests_with_status(session, None if status == "all" else status):
+            click.echo(topups.body_of(found).decode())
+
+
+@billing_topups.command("deliver")
+@click.option("--limit", default=50, show_default=True)
+def billing_topups_deliver(limit: int) -> None:
+    """Hand undelivered top-up requests to the payment hook, signed; failures stay to be retried."""
+    report = topups.deliver(_database(), topups.configured(os.environ), system_actor("billing topups deliver"),
+                            limit=limit)
+    click.echo(json.dumps(report))
 
 
 @main.group("gateway")

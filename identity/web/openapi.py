@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from identity.web import cookies
-from identity.web.api import audit_log, gateway, keys, org, sso, teams
+from identity.web.api import audit_log, gateway, keys, org, sso, teams, usage, wallets
 from identity.web.api import invitations as invitations_api
 from identity.web.api.common import CSRF_HEADER, MAX_PAGE_SIZE, PAGE_SIZE
 
@@ -198,6 +198,8 @@ PATHS.update(keys.openapi_paths(_op, _json, _ref) | gateway.openapi_paths(_op, _
 SCHEMAS.update(keys.OPENAPI_SCHEMAS)
 PATHS.update(invitations_api.openapi_paths(_op, _json, _ref))
 SCHEMAS.update(invitations_api.OPENAPI_SCHEMAS)
+PATHS.update(wallets.openapi_paths(_op, _json, _ref) | usage.openapi_paths(_op, _json, _ref))
+SCHEMAS.update(wallets.OPENAPI_SCHEMAS | usage.OPENAPI_SCHEMAS)
 # A write carried by the session cookie sends the session's CSRF token (a key's ignores it).
 CSRF = {"name": CSRF_HEADER, "in": "header", "required": False, "schema": {"type": "string"},
         "description": "with the session cookie: csrf_token of GET /api/v1/session (refused 403 without it)"}
@@ -220,6 +222,8 @@ def document() -> dict[str, Any]:
         "paths": PATHS,
         "components": {"schemas": SCHEMAS, "securitySchemes": {
             "apiKey": {"type": "http", "scheme": "bearer", "description": "an API key: Authorization: Bearer <key>"},
+            "gateway": {"type": "http", "scheme": "bearer", "description": (
+                "the operator's gateway credential (`identity gateway credential create`): Bearer gw_...")},
             "session": {"type": "apiKey", "in": "cookie", "name": cookies.COOKIE, "description": (
                 "the signed-in browser session (SAML sign-in or a one-time link); only from this service's own "
                 f"origin, and a write also sends {CSRF_HEADER} (GET /api/v1/session). A key in the header wins.")}}},

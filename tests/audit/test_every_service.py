@@ -45,9 +45,14 @@ from identity import (
     seats,
     sessions,
     signout,
+    spend,
     team_deletion,
     teams,
+    topups,
+    usage,
     users,
+    wallet_controls,
+    wallets,
 )
 from identity.db import Database
 from identity.models import METADATAS, IdpGroup, Org, User
@@ -389,6 +394,41 @@ SERVICES.update({
 })
 
 
+# Issue 18: team wallets. The usage, the auto top-up and the key limit need a funded wallet and a key first.
+def _funded(w: World, **controls: Any) -> str:
+    team = w.acme.default_team_id
+    w.do(lambda s, a: wallets.top_up(s, a, w.org_id, team, 1_000, "setup"))
+    if controls:
+        w.do(lambda s, a: wallet_controls.configure_wallet(s, a, w.org_id, team, **controls))
+    return str(w.do(lambda s, a: keys.create_api_key(s, a, w.org_id, user_id=w.acme.owner.id, team_id=team,
+                                                     name="k", scopes=["inference"])).id)
+
+
+def _seat_usage(w: World) -> Call:
+    w.do(lambda s, a: wallet_controls.set_settings(s, a, w.org_id, seat_usage_micros=500))
+    return lambda s, a: wallets.grant_seat_usage(s, a, w.org_id)
+
+
+SERVICES.update({
+    "identity.wallets.top_up": (lambda w: lambda s, a: wallets.top_up(s, a, w.org_id, w.acme.default_team_id, 10, "i"),
+                                "wallet.topped_up"),
+    "identity.wallets.add_credit": (lambda w: lambda s, a: wallets.add_credit(
+        s, a, w.org_id, w.acme.default_team_id, "refund", 10, "r"), "wallet.credited"),
+    "identity.wallets.grant_seat_usage": (_seat_usage, "wallet.credited"),
+    "identity.wallet_controls.configure_wallet": (lambda w: lambda s, a: wallet_controls.configure_wallet(
+        s, a, w.org_id, w.acme.default_team_id, spend_limit=100, discount_percent=10), "wallet.settings_changed"),
+    "identity.wallet_controls.set_subject_limit": (lambda w: (lambda k: lambda s, a: wallet_controls.set_subject_limit(
+        s, a, w.org_id, w.acme.default_team_id, "key", k, 100))(_funded(w)), "wallet.limit_set"),
+    "identity.wallet_controls.set_settings": (lambda w: lambda s, a: wallet_controls.set_settings(
+        s, a, w.org_id, admins_may_top_up=True), "org.settings_changed"),
+    "identity.usage.record_usage": (lambda w: (lambda k: lambda s, a: usage.record_usage(
+        s, a, [usage.UsageRecord(k, "m", 100, "req-1")]))(_funded(w)), "wallet.usage_recorded"),
+    "identity.topups.request_if_due": (lambda w: (lambda k: lambda s, a: topups.request_if_due(
+        s, a, wallets.lock_wallet(s, w.org_id, w.acme.default_team_id).wallet))(
+            _funded(w, auto_topup={"threshold_micros": 5_000, "amount_micros": 10_000})), "wallet.topup_requested"),
+})
+
+
 def discovered_services() -> set[str]:
     """Every public function of the domain packages whose first parameters are (session, actor)."""
     modules = [importlib.import_module(f"identity.{m.name}") for m in pkgutil.iter_modules(identity.__path__)]
@@ -436,6 +476,17 @@ READS.update({
 READS["identity.audit_access.newest_checkpoint"] = lambda w: lambda s, a: audit_access.newest_checkpoint(s, a, w.org_id)
 READS["identity.provisioning_log.provisioning_status"] = lambda w: lambda s, a: provisioning_log.provisioning_status(
     s, a, w.org_id)
+# Issue 18's reads: a wallet, its spend, ledger and limits, a member's spend, the top-up requests.
+READS.update({
+    "identity.spend.get_wallet": lambda w: lambda s, a: spend.get_wallet(s, a, w.org_id, w.acme.default_team_id),
+    "identity.spend.spend": lambda w: lambda s, a: spend.spend(s, a, w.org_id, w.acme.default_team_id, by="member"),
+    "identity.spend.ledger": lambda w: lambda s, a: spend.ledger(s, a, w.org_id, w.acme.default_team_id),
+    "identity.spend.subject_limits": lambda w: lambda s, a: spend.subject_limits(s, a, w.org_id,
+                                                                                 w.acme.default_team_id),
+    "identity.spend.member_spend": lambda w: lambda s, a: spend.member_spend(s, a, w.org_id, w.acme.owner.id),
+    "identity.topups.list_requests": lambda w: lambda s, a: topups.list_requests(s, a, w.org_id,
+                                                                                w.acme.default_team_id),
+})
 
 
 def test_every_service_that_takes_an_actor_is_in_the_table() -> None:

@@ -62,6 +62,8 @@ def _check(client: FlaskClient, setup: Setup, key: str) -> dict:
 
 def test_a_valid_key_answers_who_it_speaks_for(client: FlaskClient, acme: NewOrg, setup: Setup) -> None:
     body = _check(client, setup, setup.member_key)
+    budget = body.pop("budget")  # the wallet's answer (DESIGN 3.8; tests/identity/test_wallet_usage.py)
+    assert budget["balance_micros"] == 0 and budget["limits"] == [] and budget["remaining_micros"] == 0
     assert body == {"valid": True, "key_id": setup.member_key_id, "kind": "personal",
                     "org": {"id": acme.org.id, "slug": acme.org.slug}, "team_id": acme.default_team_id,
                     "member": {"id": setup.member_id, "userName": "bob@acme.test"}, "role": "member",

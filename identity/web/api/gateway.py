@@ -1,10 +1,12 @@
 """Admin API: the gateway's key check, `POST /api/v1/keys/verify` (DESIGN.md 3.7 and 8).
 
-Authenticated with the operator's gateway credential (`Authorization: Bearer gw_...`), not an
-API key: a wrong or missing one is 401. The answer is always 200 for a well-formed request,
-`{"valid": true, ...}` or `{"valid": false, "reason": "unknown" | "revoked" | "blocked" |
-"expired"}`: the check itself succeeded, and a gateway may cache either answer for the
-`Cache-Control: max-age` it carries (`KEY_CHECK_MAX_AGE_SECONDS`, default 10).
+Authenticated with the operator's gateway credential (`Authorization: Bearer gw_...`), not an API
+key: a wrong or missing one is 401. The answer is always 200 for a well-formed request, `{"valid":
+true, ..., "budget": {...}}` or `{"valid": false, "reason": "unknown" | "revoked" | "blocked" |
+"expired" | "balance_exhausted" | "spending_limit_reached"}` (a spend refusal also carries
+`resets_at`, `scope` and `budget`: identity.gateway, DESIGN.md 3.8): the check itself succeeded, and
+a gateway may cache either answer for the `Cache-Control: max-age` it carries
+(`KEY_CHECK_MAX_AGE_SECONDS`, default 10).
 """
 
 from __future__ import annotations
@@ -54,11 +56,12 @@ def verify_key() -> Response:
 
 def answer(found: gateway.KeyCheck) -> dict[str, Any]:
     """Return the check's JSON: `valid`, then the identity or the refusal's `reason`, then any other
-    field the domain's answer carries (each of KeyCheck's fields that is set), so that what the
-    domain adds to it reaches the gateway without a change here."""
+    field the domain's answer carries (each of KeyCheck's fields that is set; a spend refusal's
+    `details` beside its reason), so that what the domain adds reaches the gateway without a change here."""
     fields = {field.name: getattr(found, field.name) for field in dataclasses.fields(found)}
-    identity, reason = fields.pop("identity"), fields.pop("reason")
-    body: dict[str, Any] = {"valid": True, **identity} if identity else {"valid": False, "reason": str(reason)}
+    identity, reason, details = fields.pop("identity"), fields.pop("reason"), fields.pop("details")
+    body: dict[str, Any] = ({"valid": True, **identity} if identity else
+                            {"valid": False, "reason": str(reason), **details})
     body.update({name: value for name, value in fields.items() if value is not None and name not in body})
     return body
 

@@ -200,7 +200,12 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
                         "properties": {"key": {"type": "string"}}},
     "KeyCheck": {"type": "object", "required": ["valid"], "properties": {
         "valid": {"type": "boolean"},
-        "reason": {"type": "string", "enum": ["unknown", "revoked", "blocked", "expired"]},
+        "reason": {"type": "string", "enum": ["unknown", "revoked", "blocked", "expired", "balance_exhausted",
+                                              "spending_limit_reached"]},
+        "resets_at": {"type": "string", "description": "a spend refusal: when the billing period turns"},
+        "scope": {"type": "string", "enum": ["team", "key", "member"]},
+        "budget": {"type": "object", "description": "the key's team wallet: balance_micros, remaining_micros, "
+                   "discount_percent, limits [{scope, limit_micros, spend_micros}], period {start, end}"},
         "key_id": {"type": "string"}, "kind": {"type": "string", "enum": ["personal", "service"]},
         "org": {"type": "object"}, "team_id": {"type": "string"}, "member": {"type": ["object", "null"]},
         "role": {"type": "string"}, "team_role": {"type": "string"},

@@ -20,7 +20,9 @@ from identity.web.console import (
     keys,
     members,
     teams,
+    wallet,
 )
 
 PAGES: tuple[Blueprint, ...] = (arrival.bp, teams.bp, members.bp, invite.bp, invitation.bp, keys.bp, idp.bp,
-                                idp_credentials.bp, idp_mappings.bp, billing.bp, audit.bp)
+                                idp_credentials.bp, idp_mappings.bp, billing.bp, audit.bp,
+                                wallet.bp)

@@ -19,6 +19,7 @@ from identity.errors import DomainError, InvalidValue
 from identity.web.api.common import cursor, page_window
 from identity.web.console.common import (
     console_page,
+    dollars,
     field,
     form_errors,
     may,
@@ -28,7 +29,6 @@ from identity.web.console.common import (
     status_of,
     submit,
 )
-from identity.web.console.invite import dollars
 
 bp = Blueprint("console_billing", __name__, url_prefix="/console")
 bp.add_app_template_filter(dollars, "money")  # the invite dialog's rendering of cents

@@ -1,0 +1,151 @@
+"""Reading wallets (DESIGN.md 3.8): a team's balance and limits, its spend per key, member and period.
+
+Reads only, for anyone of the org (`usage.read`, DESIGN 3.2: "read members, teams, usage").
+Spend comes from the ledger, so a removed member's or a revoked key's past spend stays visible:
+the ledger names them by id and outlives them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from audit import Actor, clock
+from identity.errors import InvalidValue, NotFound
+from identity.lookups import get_team
+from identity.models import ApiKey, Org, User
+from identity.roles import authorize
+from identity.wallet_models import SpendLimit, Wallet, WalletEntry
+from identity.wallets import USAGE, live_refusal, period_at
+
+BY = ("key", "member", "period")
+
+
+@dataclass(frozen=True)
+class WalletView:
+    team_id: str
+    balance_micros: int
+    period_start: dt.datetime
+    period_end: dt.datetime
+    period_spend_micros: int
+    spend_limit_micros: int | None
+    discount_percent: int
+    auto_topup: dict[str, int] | None
+    refusal: str | None
+    pending_topup_id: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        remaining = None if self.spend_limit_micros is None else self.spend_limit_micros - self.period_spend_micros
+        return {"team_id": self.team_id, "balance_micros": self.balance_micros,
+                "period": {"start": self.period_start.isoformat(), "end": self.period_end.isoformat()},
+                "period_spend_micros": self.period_spend_micros, "spend_limit_micros": self.spend_limit_micros,
+                "remaining_micros": remaining, "discount_percent": self.discount_percent,
+                "auto_topup": self.auto_topup, "refusal": self.refusal, "resets_at": self.period_end.isoformat(),
+                "pending_topup_id": self.pending_topup_id}
+
+
+def get_wallet(session: Session, actor: Actor, org_id: str, team_id: str) -> WalletView:
+    """Return the team's wallet as of now (an empty one when it was never used)."""
+    authorize(actor, "usage.read", org_id=org_id)
+    get_team(session, org_id, team_id)
+    org = session.get_one(Org, org_id)
+    start, end = period_at(org.created_at, clock.now())
+    wallet = session.get(Wallet, team_id)
+    if wallet is None:
+        return WalletView(team_id, 0, start, end, 0, None, 0, None, None, None)
+    spend = wallet.period_spend_micros if wallet.period_start == start else 0
+    auto = None if wallet.auto_topup_threshold_micros is None else {
+        "threshold_micros": wallet.auto_topup_threshold_micros, "amount_micros": wallet.auto_topup_amount_micros or 0}
+    return WalletView(team_id, wallet.balance_micros, start, end, spend, wallet.spend_limit_micros,
+                      wallet.discount_percent, auto, live_refusal(wallet.refusal, wallet.refused_period_start, start),
+                      wallet.pending_topup_id)
+
+
+def _period_arg(session: Session, org_id: str, period: str | None) -> dt.datetime:
+    org = session.get_one(Org, org_id)
+    if period is None:
+        return period_at(org.created_at, clock.now())[0]
+    try:
+        moment = dt.datetime.fromisoformat(period)
+    except ValueError:
+        raise InvalidValue("period must be an ISO 8601 time within the billing period", field="period") from None
+    if moment.tzinfo is None:
+        raise InvalidValue("period must carry a time zone (Z or +00:00)", field="period")
+    return period_at(org.created_at, moment)[0]
+
+
+def spend(session: Session, actor: Actor, org_id: str, team_id: str, *, by: str,
+          period: str | None = None) -> list[dict[str, Any]]:
+    """Return the team's usage grouped `by` key or member (in one period, default the current), or per period."""
+    authorize(actor, "usage.read", org_id=org_id)
+    get_team(session, org_id, team_id)
+    if by not in BY:
+        raise InvalidValue(f"by must be one of {', '.join(BY)}", field="by")
+    column = {"key": WalletEntry.key_id, "member": WalletEntry.user_id, "period": WalletEntry.period_start}[by]
+    stmt = (select(column, -func.sum(WalletEntry.amount_micros), func.sum(WalletEntry.cost_micros), func.count())
+            .where(WalletEntry.team_id == team_id, WalletEntry.kind == USAGE).group_by(column).order_by(column))
+    if by != "period":
+        stmt = stmt.where(WalletEntry.period_start == _period_arg(session, org_id, period))
+    name = {"key": "key_id", "member": "user_id", "period": "period_start"}[by]
+    rows = [{name: value.isoformat() if isinstance(value, dt.datetime) else value, "spend_micros": int(spent or 0),
+             "cost_micros": int(cost or 0), "requests": int(count)}
+            for value, spent, cost, count in session.execute(stmt)]
+    return _named(session, rows, by)
+
+
+def _named(session: Session, rows: list[dict[str, Any]], by: str) -> list[dict[str, Any]]:
+    """Name the keys (prefix, name) and members (userName, removed) of the rows, present or gone."""
+    if by == "key":
+        ids = [r["key_id"] for r in rows if r["key_id"]]
+        found = {k.id: k for k in session.scalars(select(ApiKey).where(ApiKey.id.in_(ids)))}
+        for row in rows:
+            key = found.get(row["key_id"])
+            row.update(prefix=key.prefix if key else None, name=key.name if key else None,
+                       user_id=key.user_id if key else None, status=str(key.status) if key else None)
+    elif by == "member":
+        ids = [r["user_id"] for r in rows if r["user_id"]]
+        users = {u.id: u for u in session.scalars(select(User).where(User.id.in_(ids)))}
+        for row in rows:
+            user = users.get(row["user_id"])
+            row.update(userName=user.user_name if user else None,
+                       removed=user is None or user.deleted_at is not None)
+    return rows
+
+
+def member_spend(session: Session, actor: Actor, org_id: str, user_id: str) -> list[dict[str, Any]]:
+    """Return the member's keys' spend this period, per team and key (their page in the console)."""
+    authorize(actor, "usage.read", org_id=org_id)
+    user = session.get(User, user_id)
+    if user is None or user.org_id != org_id:
+        raise NotFound(f"no user {user_id!r} in this org", user_id=user_id)
+    org = session.get_one(Org, org_id)
+    start = period_at(org.created_at, clock.now())[0]
+    stmt = (select(WalletEntry.team_id, WalletEntry.key_id, -func.sum(WalletEntry.amount_micros), func.count())
+            .where(WalletEntry.user_id == user_id, WalletEntry.kind == USAGE, WalletEntry.period_start == start,
+                   WalletEntry.org_id == org_id)
+            .group_by(WalletEntry.team_id, WalletEntry.key_id).order_by(WalletEntry.team_id, WalletEntry.key_id))
+    return _named(session, [{"team_id": team, "key_id": key, "spend_micros": int(spent or 0), "requests": int(n)}
+                            for team, key, spent, n in session.execute(stmt)], "key")
+
+
+def ledger(session: Session, actor: Actor, org_id: str, team_id: str, *, limit: int = 100,
+           before: int | None = None) -> list[WalletEntry]:
+    """Return the team's ledger rows, newest first (billing: owners and admins); `before` an entry id."""
+    authorize(actor, "billing.read", org_id=org_id)
+    get_team(session, org_id, team_id)
+    stmt = select(WalletEntry).where(WalletEntry.team_id == team_id, WalletEntry.org_id == org_id)
+    if before is not None:
+        stmt = stmt.where(WalletEntry.id < before)
+    return list(session.scalars(stmt.order_by(WalletEntry.id.desc()).limit(limit)))
+
+
+def subject_limits(session: Session, actor: Actor, org_id: str, team_id: str) -> list[SpendLimit]:
+    """Return the per-key and per-member limits of the team."""
+    authorize(actor, "usage.read", org_id=org_id)
+    get_team(session, org_id, team_id)
+    return list(session.scalars(select(SpendLimit).where(SpendLimit.team_id == team_id, SpendLimit.org_id == org_id)
+                                .order_by(SpendLimit.created_at)))

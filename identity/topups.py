@@ -1,0 +1,165 @@
+"""Auto top-up (DESIGN.md 3.8): one pending request when a balance crosses its threshold, and its hook.
+
+When a debit takes a team's balance below its auto top-up threshold, one request is written in
+the debit's transaction, and the wallet remembers it (`pending_topup_id`): later debits add none
+until a top-up lands (identity.wallets fulfils it). The request goes to the operator's payment hook, as the mail
+outbox goes to SMTP (identity.outbox, identity.mail): claimed by one sender, POSTed outside any
+transaction, marked delivered or failed in a transaction of its own, retried by
+`identity billing topups deliver` up to MAX_ATTEMPTS. Without a hook (`TOPUP_WEBHOOK_URL` unset)
+the requests stay pending and are listed to owners and admins (and by the CLI): that is the outbox.
+
+The POST body is JSON; `X-Identity-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>">`
+under `TOPUP_WEBHOOK_SECRET` lets the hook prove it came from us and is fresh.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+import time
+import urllib.request
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from audit import Actor, clock, record
+from identity.actions import Action
+from identity.db import Database
+from identity.lookups import get_team
+from identity.roles import authorize
+from identity.wallet_models import TopUpRequest, Wallet
+from identity.wallets import new_id, team_target
+
+log = logging.getLogger("identity.topups")
+PENDING, FAILED, DELIVERED, FULFILLED = "pending", "failed", "delivered", "fulfilled"
+UNDELIVERED = (PENDING, FAILED)
+MAX_ATTEMPTS = 10
+REQUESTED = "identity.topup_requested"
+CLAIM_FOR = dt.timedelta(minutes=2)
+TIMEOUT_SECONDS = 10.0
+
+
+def request_if_due(session: Session, actor: Actor, wallet: Wallet) -> TopUpRequest | None:
+    """Raise one top-up request when the (locked) wallet is below its threshold and none is pending."""
+    threshold, top = wallet.auto_topup_threshold_micros, wallet.auto_topup_amount_micros
+    if threshold is None or top is None or wallet.balance_micros >= threshold or wallet.pending_topup_id:
+        return None
+    found = TopUpRequest(id=new_id(), org_id=wallet.org_id, team_id=wallet.team_id, amount_micros=top,
+                         threshold_micros=threshold, balance_micros=wallet.balance_micros, status=PENDING,
+                         attempts=0, created_at=clock.now())
+    session.add(found)
+    wallet.pending_topup_id = found.id
+    session.info[REQUESTED] = True  # the caller may hand it to the hook once committed
+    record(session, actor, Action.WALLET_TOPUP_REQUESTED, team_target(wallet.team_id),
+           {"request_id": found.id, "amount_micros": top, "threshold_micros": threshold,
+            "balance_micros": wallet.balance_micros}, org_id=wallet.org_id)
+    return found
+
+
+def list_requests(session: Session, actor: Actor, org_id: str, team_id: str, *, limit: int = 100) -> list[TopUpRequest]:
+    """Return the team's top-up requests, newest first (for owners and admins)."""
+    authorize(actor, "billing.read", org_id=org_id)
+    get_team(session, org_id, team_id)  # NotFound for another org's team
+    return list(session.scalars(select(TopUpRequest).where(TopUpRequest.org_id == org_id,
+                                                           TopUpRequest.team_id == team_id)
+                                .order_by(TopUpRequest.created_at.desc()).limit(limit)))
+
+
+def requests_with_status(session: Session, status: str | None, limit: int = 1000) -> list[TopUpRequest]:
+    """Return every org's top-up requests of `status` (None: all), oldest first: the operator's outbox."""
+    stmt = select(TopUpRequest)
+    if status is not None:
+        stmt = stmt.where(TopUpRequest.status == status)
+    return list(session.scalars(stmt.order_by(TopUpRequest.created_at).limit(limit)))
+
+
+def undelivered_ids(session: Session, limit: int = 50) -> list[str]:
+    return list(session.scalars(select(TopUpRequest.id).where(
+        TopUpRequest.status.in_(UNDELIVERED), TopUpRequest.attempts < MAX_ATTEMPTS)
+        .order_by(TopUpRequest.created_at).limit(limit)))
+
+
+def body_of(found: TopUpRequest) -> bytes:
+    return json.dumps({"type": "wallet.topup_requested", "id": found.id, "org_id": found.org_id,
+                       "team_id": found.team_id, "amount_micros": found.amount_micros,
+                       "threshold_micros": found.threshold_micros, "balance_micros": found.balance_micros,
+                       "created": found.created_at.isoformat()}, separators=(",", ":")).encode()
+
+
+def signature(secret: str, body: bytes, at: int) -> str:
+    """Return the X-Identity-Signature value: t=<at>,v1=HMAC-SHA256(secret, "<at>.<body>")."""
+    mac = hmac.new(secret.encode(), f"{at}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={at},v1={mac}"
+
+
+Poster = Callable[[str, bytes, dict[str, str]], None]
+
+
+def http_post(url: str, body: bytes, headers: dict[str, str]) -> None:
+    """POST to the hook; any answer but 2xx raises (urllib raises HTTPError for 4xx and 5xx)."""
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS):  # noqa: S310 (the operator's own URL)
+        pass
+
+
+def configured(settings: Mapping[str, Any]) -> tuple[str, str] | None:
+    """Return the hook's (url, secret) from the settings or environment, or None when there is none."""
+    url = settings.get("TOPUP_WEBHOOK_URL") or ""
+    return (url, settings.get("TOPUP_WEBHOOK_SECRET") or "") if url else None
+
+
+def deliver(db: Database, hook: tuple[str, str] | None, actor: Actor, *, post: Poster = http_post,
+            limit: int = 20) -> dict[str, int]:
+    """Hand the undelivered requests to the hook, each claimed by one sender; report how many went."""
+    report = {"delivered": 0, "failed": 0}
+    if hook is None:
+        return report
+    with db.reading() as session:
+        ids = undelivered_ids(session, limit)
+    for request_id in ids:
+        with db.transaction() as session:
+            found = _claim(session, request_id)
+            body = body_of(found) if found else b""
+        if found is None:
+            continue
+        headers = {"Content-Type": "application/json",
+                   "X-Identity-Signature": signature(hook[1], body, int(time.time()))}
+        try:
+            post(hook[0], body, headers)
+            outcome, error = DELIVERED, None
+        except Exception as failure:  # any failure of the hook leaves the request to be retried
+            outcome, error = FAILED, f"{type(failure).__name__}: {failure}"[:300]
+            log.warning("top-up hook failed", extra={"topup_request_id": request_id, "error": type(failure).__name__})
+        with db.transaction() as session:
+            _mark(session, actor, request_id, outcome, error)
+        report[outcome] += 1
+    return report
+
+
+def _claim(session: Session, request_id: str) -> TopUpRequest | None:
+    now = clock.now()
+    result = session.execute(update(TopUpRequest).where(
+        TopUpRequest.id == request_id, TopUpRequest.status.in_(UNDELIVERED),
+        (TopUpRequest.claimed_until.is_(None)) | (TopUpRequest.claimed_until <= now))
+        .values(claimed_until=now + CLAIM_FOR))
+    if not getattr(result, "rowcount", 0):
+        return None
+    return session.get_one(TopUpRequest, request_id, populate_existing=True)
+
+
+def _mark(session: Session, actor: Actor, request_id: str, outcome: str, error: str | None) -> None:
+    found = session.get_one(TopUpRequest, request_id)
+    found.attempts += 1
+    found.claimed_until, found.last_error = None, error
+    if found.status in UNDELIVERED:  # a top-up may have fulfilled it meanwhile
+        found.status = outcome
+    if outcome == DELIVERED:
+        found.delivered_at = clock.now()
+    record(session, actor, Action.WALLET_TOPUP_DELIVERED if outcome == DELIVERED else Action.WALLET_TOPUP_FAILED,
+           team_target(found.team_id), {"request_id": request_id, "attempts": found.attempts, "error": error},
+           org_id=found.org_id, outcome="success" if outcome == DELIVERED else "failure")

@@ -1,0 +1,269 @@
+"""Usage from the gateway (DESIGN.md 3.8): debits of team wallets, exact under concurrency.
+
+One call carries one record or a batch; each record is a key, a model, a cost in micro-cents and
+the gateway's request id, which is the idempotency key (a unique index on the ledger): a retried
+request id answers the first outcome and never debits again. A record is checked whole before
+anything is written (an unknown key, a bad amount: the call is refused, nothing written).
+
+Exactness: the wallets of a call are locked in team id order (`FOR UPDATE`; SQLite's BEGIN
+IMMEDIATE holds the database), then the request ids already booked are read, then each debit is
+decided against the locked balance and limits. So the balance never goes below zero and no limit
+is passed: a debit that would is refused (`balance_exhausted`, `spending_limit_reached`) and the
+refusal is remembered on the wallet (or the key's or member's limit) for the key check.
+
+Audit: one `wallet.usage_recorded` event per org per call summarises its debits (count, cost,
+amount debited, per team the debit and the balance after, the request ids of a small batch), in
+the same transaction. Not one event per row: a usage row is written by the gateway's credential for every
+model request, it is already an append-only record with its own unique request id, and an event
+per row would double every debit's writes and queue every request of an org on its audit chain's
+head. `identity billing check` proves the summaries and the ledger agree, team by team.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session
+
+from audit import Actor, clock, record
+from audit.log import Target
+from identity import topups
+from identity.actions import Action
+from identity.errors import InvalidValue, NotFound
+from identity.models import ApiKey
+from identity.wallet_models import SpendLimit, WalletEntry
+from identity.wallets import (
+    BALANCE_EXHAUSTED,
+    INSERT_ENTRY,
+    SPENDING_LIMIT_REACHED,
+    USAGE,
+    Locked,
+    amount,
+    lock_wallets,
+    team_target,
+)
+
+MAX_BATCH = 1000
+SUMMARY_IDS = 100
+RESERVED = ("top_up:", "seat_grant:")  # a batch up to this size names its request ids in its audit event
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    key_id: str
+    model: str
+    cost_micros: int
+    request_id: str
+
+
+@dataclass
+class Outcome:
+    """What became of one record: `debited`, `duplicate` (booked before) or a refusal code."""
+
+    request_id: str
+    status: str
+    team_id: str
+    debited_micros: int = 0
+    balance_micros: int = 0
+    remaining_micros: int | None = None  # what may still be spent this period (None: no limit)
+    resets_at: dt.datetime | None = None
+    limit_scope: str | None = None  # for spending_limit_reached: team, key or member
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def refused(self) -> bool:
+        return self.status in (BALANCE_EXHAUSTED, SPENDING_LIMIT_REACHED)
+
+
+def _text(item: dict[str, Any], name: str, where: str, limit: int) -> str:
+    value = item.get(name)
+    if not isinstance(value, str) or not value.strip() or len(value) > limit:
+        raise InvalidValue(f"{where}{name} is required: a string of up to {limit} characters", field=f"{where}{name}")
+    return value
+
+
+def parse_records(items: list[Any], *, batch: bool) -> list[UsageRecord]:
+    """Check every record of a call (field names say which: `usage[3].cost_micros`); refuse the call on any."""
+    if not items or len(items) > MAX_BATCH:
+        raise InvalidValue(f"usage must hold 1 to {MAX_BATCH} records", field="usage")
+    records, seen = [], set()
+    for index, item in enumerate(items):
+        where = f"usage[{index}]." if batch else ""
+        if not isinstance(item, dict):
+            raise InvalidValue(f"{where or 'the record '}must be an object", field=where.rstrip(".") or "usage")
+        unknown = sorted(set(item) - {"key_id", "model", "cost_micros", "request_id"})
+        if unknown:
+            raise InvalidValue(f"unknown fields: {', '.join(map(repr, unknown))}", field=f"{where}{unknown[0]}")
+        record_ = UsageRecord(_text(item, "key_id", where, 36), _text(item, "model", where, 200),
+                              amount(item.get("cost_micros"), f"{where}cost_micros"),
+                              _text(item, "request_id", where, 200))
+        if record_.request_id.startswith(RESERVED):  # the ledger's own idempotency keys for credits
+            raise InvalidValue(f"request_id must not begin with {' or '.join(RESERVED)}", field=f"{where}request_id")
+        if record_.request_id in seen:
+            raise InvalidValue(f"request_id {record_.request_id!r} appears twice in one call",
+                               field=f"{where}request_id")
+        seen.add(record_.request_id)
+        records.append(record_)
+    return records
+
+
+def discounted(cost: int, discount_percent: int) -> int:
+    """Return `cost` less `discount_percent`%, rounded half up to the whole micro-cent (integers only)."""
+    return (2 * cost * (100 - discount_percent) + 100) // 200
+
+
+KEYS = select(ApiKey.id, ApiKey.org_id, ApiKey.team_id, ApiKey.user_id).where(
+    ApiKey.id.in_(bindparam("ids", expanding=True)))
+BOOKED = select(WalletEntry.request_id, WalletEntry.team_id, WalletEntry.amount_micros).where(
+    WalletEntry.request_id.in_(bindparam("ids", expanding=True)), WalletEntry.kind == USAGE)
+LIMITS = select(SpendLimit).where(SpendLimit.team_id.in_(bindparam("team_ids", expanding=True)),
+                                  SpendLimit.subject_id.in_(bindparam("ids", expanding=True)))
+
+
+def record_usage(session: Session, actor: Actor, records: list[UsageRecord]) -> list[Outcome]:
+    """Debit each record's team (discount first); answer each record's outcome, in the order given.
+
+    Whatever the number of records and teams: one read of the keys, one statement that locks every
+    wallet (in team id order), one read of the request ids already booked and one of the limits,
+    one INSERT of the new rows, and one audit event per org.
+    """
+    keys = {row.id: row for row in session.execute(KEYS, {"ids": sorted({r.key_id for r in records})})}
+    by_team: dict[str, list[tuple[int, UsageRecord]]] = defaultdict(list)
+    for index, item in enumerate(records):
+        key = keys.get(item.key_id)
+        if key is None or key.team_id is None:
+            raise NotFound(f"no key {item.key_id!r}" + (" (its team was deleted)" if key else ""),
+                           field="key_id", index=index)
+        by_team[key.team_id].append((index, item))
+    locked = lock_wallets(session, {team: keys[items[0][1].key_id].org_id for team, items in by_team.items()})
+    booked = {row.request_id: row for row in session.execute(BOOKED, {"ids": [r.request_id for r in records]})}
+    limits = _limits(session, locked, records, keys)
+    outcomes: list[Outcome | None] = [None] * len(records)
+    rows: list[dict[str, Any]] = []
+    for team_id in sorted(by_team):
+        for index, outcome in _debit_team(session, actor, locked[team_id], by_team[team_id], keys, booked,
+                                          limits, rows):
+            outcomes[index] = outcome
+    if rows:
+        session.execute(INSERT_ENTRY, rows)
+        _summarise(session, actor, locked, rows)
+    return [o for o in outcomes if o is not None]
+
+
+def _limits(session: Session, locked: dict[str, Locked], records: list[UsageRecord],
+            keys: dict[str, Any]) -> dict[tuple[str, str], SpendLimit]:
+    """The key and member limits of the call's teams that have any, by (team, subject), rolled into the period."""
+    teams = sorted(team for team, found in locked.items() if found.has_subject_limits)
+    if not teams:
+        return {}
+    subjects = {r.key_id for r in records} | {keys[r.key_id].user_id for r in records if keys[r.key_id].user_id}
+    found = {(row.team_id, row.subject_id): row for row in session.scalars(LIMITS, {"team_ids": teams,
+                                                                                     "ids": sorted(subjects)})}
+    for row in found.values():
+        if row.period_start != locked[row.team_id].period_start:
+            row.period_start, row.spend_micros = locked[row.team_id].period_start, 0
+    return found
+
+
+def _debit_team(session: Session, actor: Actor, locked: Locked, items: list[tuple[int, UsageRecord]],
+                keys: dict[str, Any], booked: dict[str, Any], limits: dict[tuple[str, str], SpendLimit],
+                rows: list[dict[str, Any]]) -> list[tuple[int, Outcome]]:
+    # One function for one team's share of a call, so the locked state is read and written in one place.
+    wallet, now, team_id = locked.wallet, clock.now(), locked.wallet.team_id
+    answers, refused, added = [], None, 0
+    for index, item in items:
+        key = keys[item.key_id]
+        key_limit, member_limit = limits.get((team_id, item.key_id)), limits.get((team_id, key.user_id or ""))
+        answer = Outcome(item.request_id, "debited", team_id, resets_at=locked.period_end)
+        if item.request_id in booked:
+            prior = booked[item.request_id]
+            answer.status, answer.debited_micros = "duplicate", -prior.amount_micros
+        else:
+            debit = discounted(item.cost_micros, wallet.discount_percent)
+            code, scope = _refusal(wallet, debit, key_limit, member_limit)
+            if code:
+                answer.status, answer.limit_scope = code, scope
+                refused = (code, scope, key_limit if scope == "key" else member_limit if scope == "member" else None)
+            else:
+                _book(wallet, debit, key_limit, member_limit)
+                answer.debited_micros, added = debit, added + 1
+                rows.append({"org_id": wallet.org_id, "team_id": team_id, "kind": USAGE, "amount_micros": -debit,
+                             "cost_micros": item.cost_micros, "discount_percent": wallet.discount_percent,
+                             "key_id": item.key_id, "user_id": key.user_id, "model": item.model,
+                             "request_id": item.request_id, "reference": None, "period_start": locked.period_start,
+                             "actor_type": actor.type, "actor_id": actor.id[:80], "created_at": now})
+        answers.append((index, answer))
+    if added:
+        wallet.updated_at = now
+        topups.request_if_due(session, actor, wallet)
+    if refused:
+        _remember_refusal(session, actor, locked, *refused)
+    for _, answer in answers:
+        answer.balance_micros = wallet.balance_micros
+        answer.remaining_micros = None if wallet.spend_limit_micros is None else (
+            wallet.spend_limit_micros - wallet.period_spend_micros)
+    return answers
+
+
+def _refusal(wallet: Any, debit: int, key_limit: SpendLimit | None,
+             member_limit: SpendLimit | None) -> tuple[str | None, str | None]:
+    if wallet.balance_micros < debit:
+        return BALANCE_EXHAUSTED, None
+    if wallet.spend_limit_micros is not None and wallet.period_spend_micros + debit > wallet.spend_limit_micros:
+        return SPENDING_LIMIT_REACHED, "team"
+    for scope, limit in (("key", key_limit), ("member", member_limit)):
+        if limit is not None and limit.spend_micros + debit > limit.limit_micros:
+            return SPENDING_LIMIT_REACHED, scope
+    return None, None
+
+
+def _book(wallet: Any, debit: int, key_limit: SpendLimit | None, member_limit: SpendLimit | None) -> None:
+    wallet.balance_micros -= debit
+    wallet.period_spend_micros += debit
+    for limit in (key_limit, member_limit):
+        if limit is not None:
+            limit.spend_micros += debit
+
+
+def _summarise(session: Session, actor: Actor, locked: dict[str, Locked], rows: list[dict[str, Any]]) -> None:
+    """One `wallet.usage_recorded` event per org of the call: its rows' count, cost and debit, and per team
+    the debit and the balance after (what `identity billing check` adds up against the ledger)."""
+    by_org: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_org[row["org_id"]].append(row)
+    for org_id, mine in by_org.items():
+        teams: dict[str, dict[str, int]] = {}
+        for row in mine:
+            entry = teams.setdefault(row["team_id"], {"count": 0, "debited_micros": 0})
+            entry["count"] += 1
+            entry["debited_micros"] -= row["amount_micros"]
+        for team_id, entry in teams.items():
+            entry["balance_micros"] = locked[team_id].wallet.balance_micros
+        ids = [row["request_id"] for row in mine]
+        changes = {"count": len(mine), "debited_micros": sum(t["debited_micros"] for t in teams.values()),
+                   "cost_micros": sum(row["cost_micros"] for row in mine), "teams": teams,
+                   "request_ids": ids if len(ids) <= SUMMARY_IDS else [ids[0], ids[-1]]}
+        target = team_target(mine[0]["team_id"]) if len(teams) == 1 else Target("org", org_id, org_id)
+        record(session, actor, Action.WALLET_USAGE_RECORDED, target, changes, org_id=org_id)
+
+
+def _remember_refusal(session: Session, actor: Actor, locked: Any, code: str, scope: str | None,
+                      subject: SpendLimit | None) -> None:
+    """Mark the wallet (or the key's or member's limit) refused, audited once when it becomes so."""
+    wallet = locked.wallet
+    if scope in ("key", "member") and subject is not None:
+        if subject.refused_period_start == locked.period_start:
+            return
+        subject.refused_period_start = locked.period_start
+    elif wallet.refusal == code and (code == BALANCE_EXHAUSTED or wallet.refused_period_start == locked.period_start):
+        return
+    else:
+        wallet.refusal, wallet.refused_period_start = code, locked.period_start
+    record(session, actor, Action.WALLET_SPEND_REFUSED, team_target(wallet.team_id),
+           {"code": code, "scope": scope or "team", "subject_id": subject.subject_id if subject else None,
+            "balance_micros": wallet.balance_micros, "period_spend_micros": wallet.period_spend_micros,
+            "resets_at": locked.period_end.isoformat()}, org_id=wallet.org_id, outcome="refused")

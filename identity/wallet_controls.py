@@ -1,0 +1,174 @@
+"""A wallet's controls (DESIGN.md 3.8): spending limits per period (team, key, member), the team's
+discount, its auto top-up, and the org's wallet settings. Owners only (DESIGN 3.2: "wallets'
+top-ups and limits"); each change is audited with its before and after, under the wallet's lock.
+
+A limit below what was already spent in the period is refused: it could never be honoured
+(the spend is booked), and a caller who meant "stop now" sets the limit to the spend itself.
+Raising a limit (or removing it) above the spend lifts a `spending_limit_reached` refusal at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from audit import Actor, clock, record
+from audit.log import Target
+from identity.actions import Action
+from identity.errors import InvalidValue, NotFound
+from identity.lookups import get_team, get_user
+from identity.models import ApiKey, RoleGrant
+from identity.roles import authorize
+from identity.wallet_models import SpendLimit, Wallet, WalletEntry, WalletSettings
+from identity.wallets import (
+    MAX_AMOUNT,
+    SPENDING_LIMIT_REACHED,
+    USAGE,
+    Locked,
+    amount,
+    lock_wallet,
+    new_id,
+    percent,
+    settings_of,
+    team_target,
+)
+
+UNSET: Any = object()
+KEY, MEMBER = "key", "member"
+
+
+def _optional_amount(value: Any, field: str) -> int | None:
+    return None if value is None else amount(value, field)
+
+
+def configure_wallet(session: Session, actor: Actor, org_id: str, team_id: str, *, spend_limit: Any = UNSET,
+                     discount_percent: Any = UNSET, auto_topup: Any = UNSET) -> Wallet:
+    """Change the team's period limit (None: no limit), discount, or auto top-up (None: off).
+
+    `auto_topup` is `{"threshold_micros": int, "amount_micros": int}`. Everything is checked before
+    anything changes: a refused change writes nothing.
+    """
+    authorize(actor, "wallets.manage", org_id=org_id)
+    get_team(session, org_id, team_id)  # another org's team is not found before its input is read
+    changes: dict[str, Any] = {}
+    if spend_limit is not UNSET:
+        changes["spend_limit_micros"] = _optional_amount(spend_limit, "spend_limit_micros")
+    if discount_percent is not UNSET:
+        changes["discount_percent"] = percent(discount_percent)
+    if auto_topup is not UNSET:
+        threshold, top = _auto_topup(auto_topup)
+        changes["auto_topup_threshold_micros"], changes["auto_topup_amount_micros"] = threshold, top
+    locked = lock_wallet(session, org_id, team_id)  # NotFound first: another org's team is never told more
+    if not changes:
+        raise InvalidValue("nothing to change: spend_limit_micros, discount_percent or auto_topup")
+    wallet = locked.wallet
+    limit = changes.get("spend_limit_micros", UNSET)
+    if limit is not UNSET and limit is not None and limit < wallet.period_spend_micros:
+        raise InvalidValue(f"spend_limit_micros {limit} is below this period's spend {wallet.period_spend_micros}",
+                           field="spend_limit_micros", period_spend_micros=wallet.period_spend_micros)
+    before = {name: getattr(wallet, name) for name in changes}
+    for name, value in changes.items():
+        setattr(wallet, name, value)
+    if limit is not UNSET and wallet.refusal == SPENDING_LIMIT_REACHED and (
+            limit is None or limit > wallet.period_spend_micros):
+        wallet.refusal, wallet.refused_period_start = None, None
+    wallet.updated_at = clock.now()
+    record(session, actor, Action.WALLET_SETTINGS_CHANGED, team_target(team_id),
+           {name: {"before": before[name], "after": value} for name, value in changes.items()}, org_id=org_id)
+    return wallet
+
+
+def _auto_topup(value: Any) -> tuple[int | None, int | None]:
+    if value is None:
+        return None, None
+    if not isinstance(value, dict) or set(value) != {"threshold_micros", "amount_micros"}:
+        raise InvalidValue("auto_topup must be null or {threshold_micros, amount_micros}", field="auto_topup")
+    return (amount(value["threshold_micros"], "auto_topup.threshold_micros"),
+            amount(value["amount_micros"], "auto_topup.amount_micros"))
+
+
+def _subject(session: Session, org_id: str, team_id: str, subject_type: str, subject_id: str) -> None:
+    """Refuse (404) a key that is not of this team, or a member who is not in it (another org's included)."""
+    if subject_type == KEY:
+        key = session.get(ApiKey, subject_id) if isinstance(subject_id, str) and len(subject_id) <= 36 else None
+        if key is None or key.org_id != org_id or key.team_id != team_id:
+            raise NotFound(f"no key {subject_id!r} in team {team_id!r}", field="key_id")
+        return
+    if subject_type != MEMBER:
+        raise InvalidValue("subject must be key or member", field="subject_type")
+    try:
+        get_user(session, org_id, subject_id)
+    except NotFound:
+        raise NotFound(f"no member {subject_id!r} in this org", field="user_id") from None
+    in_team = session.scalar(select(func.count()).where(RoleGrant.user_id == subject_id, RoleGrant.team_id == team_id))
+    if not in_team:
+        raise NotFound(f"member {subject_id!r} is not in team {team_id!r}", field="user_id")
+
+
+def spent_by(session: Session, locked: Locked, subject_type: str, subject_id: str) -> int:
+    """Return what a key or member spent in the team this period, from the ledger."""
+    column = WalletEntry.key_id if subject_type == KEY else WalletEntry.user_id
+    spent = session.scalar(select(func.coalesce(func.sum(WalletEntry.amount_micros), 0)).where(
+        WalletEntry.team_id == locked.wallet.team_id, WalletEntry.period_start == locked.period_start,
+        WalletEntry.kind == USAGE, column == subject_id))
+    return -int(spent or 0)
+
+
+def set_subject_limit(session: Session, actor: Actor, org_id: str, team_id: str, subject_type: str,
+                      subject_id: str, limit: Any) -> SpendLimit | None:
+    """Set (or with None remove) the period limit of one key or member of the team."""
+    authorize(actor, "wallets.manage", org_id=org_id)
+    get_team(session, org_id, team_id)
+    field = "key_id" if subject_type == KEY else "user_id"
+    value = _optional_amount(limit, "limit_micros")
+    _subject(session, org_id, team_id, subject_type, subject_id)
+    locked = lock_wallet(session, org_id, team_id)
+    found = session.scalars(select(SpendLimit).where(
+        SpendLimit.team_id == team_id, SpendLimit.subject_type == subject_type,
+        SpendLimit.subject_id == subject_id)).first()
+    spent = spent_by(session, locked, subject_type, subject_id)
+    if value is not None and value < spent:
+        raise InvalidValue(f"limit_micros {value} is below this period's spend {spent}", field="limit_micros",
+                           period_spend_micros=spent)
+    before = found.limit_micros if found else None
+    if value is None:
+        if found is not None:
+            session.delete(found)
+        row = None
+    else:
+        row = found or SpendLimit(id=new_id(), org_id=org_id, team_id=team_id, subject_type=subject_type,
+                                  subject_id=subject_id, created_at=clock.now())
+        row.limit_micros, row.period_start, row.spend_micros = value, locked.period_start, spent
+        if value > spent:
+            row.refused_period_start = None
+        session.add(row)
+    record(session, actor, Action.WALLET_LIMIT_SET, Target(subject_type, subject_id, subject_id),
+           {"team_id": team_id, field: subject_id, "limit_micros": {"before": before, "after": value}},
+           org_id=org_id)
+    return row
+
+
+def set_settings(session: Session, actor: Actor, org_id: str, *, admins_may_top_up: Any = UNSET,
+                 seat_usage_micros: Any = UNSET) -> WalletSettings:
+    """Change the org's wallet settings (owners): admins' top-ups, the usage each seat brings per cycle."""
+    authorize(actor, "wallets.manage", org_id=org_id)
+    changes: dict[str, Any] = {}
+    if admins_may_top_up is not UNSET:
+        if type(admins_may_top_up) is not bool:
+            raise InvalidValue("admins_may_top_up must be true or false", field="admins_may_top_up")
+        changes["admins_may_top_up"] = admins_may_top_up
+    if seat_usage_micros is not UNSET:
+        if type(seat_usage_micros) is not int or not 0 <= seat_usage_micros <= MAX_AMOUNT:
+            raise InvalidValue(f"seat_usage_micros must be an integer from 0 to {MAX_AMOUNT}",
+                               field="seat_usage_micros")
+        changes["seat_usage_micros"] = seat_usage_micros
+    current = settings_of(session, org_id)
+    before = {name: getattr(current, name) for name in changes}
+    session.add(current)
+    for name, value in changes.items():
+        setattr(current, name, value)
+    record(session, actor, Action.ORG_SETTINGS_CHANGED, Target("org", org_id, org_id),
+           {name: {"before": before[name], "after": value} for name, value in changes.items()}, org_id=org_id)
+    return current

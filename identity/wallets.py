@@ -1,0 +1,285 @@
+"""Team wallets (DESIGN.md 3.8): a balance in integer micro-cents, its ledger, credits and controls.
+
+Every change to a wallet happens under its row lock (`FOR UPDATE` on PostgreSQL; on SQLite every
+write transaction holds the database's write lock from BEGIN IMMEDIATE), so the balance, the
+period's spend and the ledger move together. Money is `int` throughout: amounts arrive as JSON
+integers and are refused otherwise (a float, a bool, a string), never converted.
+
+Audit: each credit (top-up, refund, adjustment, seat grant) and each change of a control is its own
+event. Usage debits are not: identity.usage writes one `wallet.usage_recorded` event per org per
+call, naming the rows it summarises (see there for why).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, exists, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from audit import Actor, clock, record
+from audit.log import Target
+from identity.actions import Action
+from identity.errors import Conflict, InvalidValue, NotFound, PermissionDenied
+from identity.lookups import get_team
+from identity.models import Org, RoleGrant, User
+from identity.roles import authorize
+from identity.seats import cycle_at
+from identity.vocabulary import Role
+from identity.wallet_models import SpendLimit, TopUpRequest, Wallet, WalletEntry, WalletSettings
+
+MICROS_PER_CENT = 1_000_000
+# The largest amount any one call may move: 10^15 micro-cents, $10 million. Larger is a typo or an
+# attack, and keeps every sum far inside BIGINT.
+MAX_AMOUNT = 10**15
+TOP_UP, SEAT_GRANT, REFUND, ADJUSTMENT, USAGE = "top_up", "seat_grant", "refund", "adjustment", "usage"
+CREDIT_KINDS = (TOP_UP, SEAT_GRANT, REFUND, ADJUSTMENT)
+BALANCE_EXHAUSTED, SPENDING_LIMIT_REACHED = "balance_exhausted", "spending_limit_reached"
+ENTRIES = cast(Table, WalletEntry.__table__)
+INSERT_ENTRY = insert(ENTRIES)
+
+
+def amount(value: Any, field: str, *, signed: bool = False) -> int:
+    """Return `value` as an amount of micro-cents: a JSON integer, 1 to MAX_AMOUNT (or its negative
+    when `signed`). Anything else is refused naming `field`, never coerced."""
+    if type(value) is not int:
+        raise InvalidValue(f"{field} must be an integer number of micro-cents", field=field)
+    if value == 0 or (value < 0 and not signed):
+        raise InvalidValue(f"{field} must be {'non-zero' if signed else 'positive'}", field=field)
+    if abs(value) > MAX_AMOUNT:
+        raise InvalidValue(f"{field} must be at most {MAX_AMOUNT} micro-cents ($10,000,000)", field=field)
+    return value
+
+
+def percent(value: Any, field: str = "discount_percent") -> int:
+    """Return a whole percentage 0 to 100 (a JSON integer), or refuse it naming `field`."""
+    if type(value) is not int or not 0 <= value <= 100:
+        raise InvalidValue(f"{field} must be a whole number from 0 to 100", field=field)
+    return value
+
+
+def period_at(org_created: dt.datetime, moment: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """Return the billing period [start, end) containing `moment`: the org's monthly billing cycle."""
+    return cycle_at(org_created, moment)
+
+
+def _upsert(session: Session) -> Any:
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(Wallet.__table__).on_conflict_do_nothing(index_elements=["team_id"])
+
+
+def ensure_wallet(session: Session, org_id: str, team_id: str) -> None:
+    """Make the team's wallet (empty) unless it exists; safe under concurrency."""
+    now = clock.now()
+    created = session.scalar(select(Org.created_at).where(Org.id == org_id))
+    start = period_at(created, now)[0] if created else now
+    session.execute(_upsert(session), {
+        "team_id": team_id, "org_id": org_id, "balance_micros": 0, "period_start": start, "period_spend_micros": 0,
+        "discount_percent": 0, "created_at": now, "updated_at": now})
+
+
+# The wallet, its org's billing anchor, and whether any key or member of the team has a limit (so
+# that a debit reads the limits only when there are some), in the one statement that locks it.
+LOCK = (select(Wallet, Org.created_at, exists().where(SpendLimit.team_id == Wallet.team_id))
+        .join(Org, Org.id == Wallet.org_id)
+        .where(Wallet.team_id == bindparam("team_id")).with_for_update(of=Wallet)
+        .execution_options(populate_existing=True))
+
+
+@dataclass
+class Locked:
+    """A wallet under its row lock, rolled into the current period, and that period."""
+
+    wallet: Wallet
+    period_start: dt.datetime
+    period_end: dt.datetime
+    has_subject_limits: bool = True
+
+
+def lock_wallet(session: Session, org_id: str, team_id: str, *, now: dt.datetime | None = None) -> Locked:
+    """Return the team's wallet locked until the transaction ends, its spend rolled into this period."""
+    row = session.execute(LOCK, {"team_id": team_id}).one_or_none()
+    if row is None:
+        get_team(session, org_id, team_id)  # NotFound for a team of another org or none
+        ensure_wallet(session, org_id, team_id)
+        row = session.execute(LOCK, {"team_id": team_id}).one()
+    wallet, created, has_limits = row
+    if wallet.org_id != org_id:
+        raise NotFound(f"no team {team_id!r} in this org", team_id=team_id)
+    start, end = period_at(created, now or clock.now())
+    roll_period(wallet, start)
+    return Locked(wallet, start, end, bool(has_limits))
+
+
+LOCK_MANY = (select(Wallet, Org.created_at, exists().where(SpendLimit.team_id == Wallet.team_id))
+             .join(Org, Org.id == Wallet.org_id).where(Wallet.team_id.in_(bindparam("team_ids", expanding=True)))
+             .order_by(Wallet.team_id).with_for_update(of=Wallet).execution_options(populate_existing=True))
+
+
+def lock_wallets(session: Session, teams: dict[str, str]) -> dict[str, Locked]:
+    """Lock the wallets of `teams` (team id -> org id) in one statement, in team id order (the one
+    order every caller locks in, so two calls never deadlock); make any that is missing first."""
+    rows = session.execute(LOCK_MANY, {"team_ids": sorted(teams)}).all()
+    missing = set(teams) - {row[0].team_id for row in rows}
+    if missing:
+        for team_id in sorted(missing):
+            get_team(session, teams[team_id], team_id)
+            ensure_wallet(session, teams[team_id], team_id)
+        rows = session.execute(LOCK_MANY, {"team_ids": sorted(teams)}).all()
+    now, found = clock.now(), {}
+    for wallet, created, has_limits in rows:
+        if wallet.org_id != teams[wallet.team_id]:
+            raise NotFound(f"no team {wallet.team_id!r} in this org", team_id=wallet.team_id)
+        start, end = period_at(created, now)
+        roll_period(wallet, start)
+        found[wallet.team_id] = Locked(wallet, start, end, bool(has_limits))
+    return found
+
+
+def roll_period(wallet: Wallet, start: dt.datetime) -> None:
+    """Start the wallet's spend over when the period has turned; a limit refusal ends with its period."""
+    if wallet.period_start != start:
+        wallet.period_start, wallet.period_spend_micros = start, 0
+        if wallet.refusal == SPENDING_LIMIT_REACHED:
+            wallet.refusal, wallet.refused_period_start = None, None
+
+
+def live_refusal(refusal: str | None, refused_period: dt.datetime | None, period_start: dt.datetime) -> str | None:
+    """Return the refusal still in force: a limit's lasts to the end of its period, a balance's until a credit."""
+    if refusal == BALANCE_EXHAUSTED or (refusal is not None and refused_period == period_start):
+        return refusal
+    return None
+
+
+def team_target(team_id: str) -> Target:
+    return Target("team", team_id, team_id)
+
+
+def settings_of(session: Session, org_id: str) -> WalletSettings:
+    """Return the org's wallet settings (defaults when never set; not added to the session)."""
+    found = session.get(WalletSettings, org_id)
+    return found or WalletSettings(org_id=org_id, admins_may_top_up=False, seat_usage_micros=0)
+
+
+def _authorize_top_up(session: Session, actor: Actor, org_id: str) -> None:
+    """Owners top up; admins too when the org's wallet setting `admins_may_top_up` says so (DESIGN 3.2)."""
+    authorize(actor, "wallets.top_up", org_id=org_id)
+    if actor.role == Role.ADMIN and not settings_of(session, org_id).admins_may_top_up:
+        raise PermissionDenied("only an owner may top up (the org has not allowed admins to: admins_may_top_up)",
+                               action="wallets.top_up")
+
+
+def top_up(session: Session, actor: Actor, org_id: str, team_id: str, micros: Any, reference: Any) -> WalletEntry:
+    """Credit the team's wallet with `micros` paid under `reference` (an invoice, a payment id), once
+    per reference and team (a second one is a Conflict naming `reference`)."""
+    _authorize_top_up(session, actor, org_id)
+    get_team(session, org_id, team_id)  # another org's team is not found before its input is read
+    micros, reference = amount(micros, "amount_micros"), _reference(reference)
+    # The reference names the payment: a retried top-up must not credit it twice (the unique
+    # request id below is the net under this check, for two retries at once).
+    key = f"top_up:{team_id}:{reference}"[:200]
+    if session.scalar(select(func.count()).where(WalletEntry.request_id == key)):
+        raise Conflict(f"a top-up with reference {reference!r} was already credited to this team",
+                       field="reference")
+    return _credit(session, actor, org_id, team_id, TOP_UP, micros, reference, request_id=key)
+
+
+def add_credit(session: Session, actor: Actor, org_id: str, team_id: str, kind: Any, micros: Any,
+               reference: Any) -> WalletEntry:
+    """Write a refund (positive) or an adjustment (either sign) by an owner, with its reason."""
+    authorize(actor, "wallets.manage", org_id=org_id)
+    get_team(session, org_id, team_id)
+    if kind not in (REFUND, ADJUSTMENT):
+        raise InvalidValue("kind must be refund or adjustment", field="kind")
+    return _credit(session, actor, org_id, team_id, kind, amount(micros, "amount_micros", signed=kind == ADJUSTMENT),
+                  _reference(reference))
+
+
+def _reference(reference: Any) -> str:
+    if not isinstance(reference, str) or not reference.strip() or len(reference) > 200:
+        raise InvalidValue("reference is required: up to 200 characters naming the payment or reason",
+                           field="reference")
+    return reference.strip()
+
+
+def _credit(session: Session, actor: Actor, org_id: str, team_id: str, kind: str, micros: int, reference: str,
+           *, request_id: str | None = None) -> WalletEntry:
+    """Add a ledger row of `kind` and move the balance (authorized by the caller); audited."""
+    locked = lock_wallet(session, org_id, team_id)
+    wallet = locked.wallet
+    if wallet.balance_micros + micros < 0:
+        raise InvalidValue(f"the adjustment would take the balance below zero ({wallet.balance_micros})",
+                           field="amount_micros")
+    entry = _write_entry(session, actor, wallet, kind, micros, locked.period_start, reference=reference,
+                         request_id=request_id)
+    before = wallet.balance_micros
+    wallet.balance_micros += micros
+    wallet.updated_at = clock.now()
+    if micros > 0 and wallet.refusal == BALANCE_EXHAUSTED:
+        wallet.refusal, wallet.refused_period_start = None, None
+    changes: dict[str, Any] = {"entry_id": entry.id, "kind": kind, "amount_micros": micros, "reference": reference,
+                               "balance_micros": {"before": before, "after": wallet.balance_micros}}
+    if kind == TOP_UP and wallet.pending_topup_id:
+        changes["fulfilled_topup_request_id"] = wallet.pending_topup_id  # the auto top-up's request it answers
+        _fulfil_pending(session, wallet)
+    record(session, actor, Action.WALLET_TOPPED_UP if kind == TOP_UP else Action.WALLET_CREDITED,
+           team_target(team_id), changes, org_id=org_id)
+    return entry
+
+
+def _write_entry(session: Session, actor: Actor, wallet: Wallet, kind: str, micros: int, period_start: dt.datetime,
+                 **more: Any) -> WalletEntry:
+    entry = WalletEntry(org_id=wallet.org_id, team_id=wallet.team_id, kind=kind, amount_micros=micros,
+                        period_start=period_start, actor_type=actor.type, actor_id=actor.id[:80],
+                        created_at=clock.now(), **more)
+    session.add(entry)
+    session.flush()
+    return entry
+
+
+def grant_seat_usage(session: Session, actor: Actor, org_id: str) -> list[WalletEntry]:
+    """Credit each team with its seated members' included usage for the current billing cycle.
+
+    Run by `identity billing renew` (cron) after the seat renewals. Once per team and cycle: the ledger row's
+    idempotency key is `seat_grant:<team>:<cycle start>`. Nothing is written while the org's
+    `seat_usage_micros` is 0.
+    """
+    per_seat = settings_of(session, org_id).seat_usage_micros
+    if not per_seat:
+        return []
+    created = session.get_one(Org, org_id).created_at
+    cycle_start = period_at(created, clock.now())[0]
+    entries = []
+    for team_id, seated in seated_members_by_team(session, org_id).items():
+        key = f"seat_grant:{team_id}:{cycle_start.isoformat()}"
+        if seated and session.scalar(select(func.count()).where(WalletEntry.request_id == key)) == 0:
+            entries.append(_credit(session, actor, org_id, team_id, SEAT_GRANT, min(seated * per_seat, MAX_AMOUNT),
+                                  f"{seated} seats x {per_seat} for the cycle from {cycle_start.isoformat()}",
+                                  request_id=key))
+    return entries
+
+
+def _fulfil_pending(session: Session, wallet: Wallet) -> None:
+    """A top-up landed: the auto top-up's pending request is fulfilled, and the next crossing may raise one."""
+    if wallet.pending_topup_id is None:
+        return
+    session.execute(update(TopUpRequest).where(TopUpRequest.id == wallet.pending_topup_id)
+                    .values(status="fulfilled", fulfilled_at=clock.now(), claimed_until=None))
+    wallet.pending_topup_id = None
+
+
+def seated_members_by_team(session: Session, org_id: str) -> dict[str, int]:
+    """Return, per team of the org, how many of its members hold a seat (a member counts once per team)."""
+    rows = session.execute(select(RoleGrant.team_id, func.count(func.distinct(RoleGrant.user_id)))
+                           .join(User, User.id == RoleGrant.user_id)
+                           .where(RoleGrant.org_id == org_id, RoleGrant.team_id.is_not(None), User.has_seat.is_(True))
+                           .group_by(RoleGrant.team_id))
+    return {str(team_id): int(count) for team_id, count in rows}
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())

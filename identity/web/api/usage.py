@@ -1,0 +1,140 @@
+"""Admin API: usage from the gateway, `POST /api/v1/usage` (DESIGN.md 3.8 and 8).
+
+Authenticated with the operator's gateway credential (`Authorization: Bearer gw_...`), as the key
+check is. The body is one record `{key_id, model, cost_micros, request_id}` or a batch
+`{"usage": [record, ...]}` (up to 1,000). Amounts are JSON integers in micro-cents.
+
+- One record: 200 with what was debited and what is left, or 429 problem JSON (`code`
+  `balance_exhausted` or `spending_limit_reached`, `resets_at`, `Retry-After` for a limit).
+  A retried `request_id` answers 200 `duplicate` with the first debit, and debits nothing.
+- A batch: 200 with a result per record (`status`: debited, duplicate, or the refusal's code);
+  429 when every record was refused.
+- Bad input (a wrong type, a non-positive or absurd cost, an unknown key): 400/404 problem JSON
+  naming the field, and nothing is written for any record of the call.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+from sqlalchemy.exc import IntegrityError
+
+from audit import Actor, clock
+from identity import gateway, topups, usage
+from identity.errors import InvalidValue, Unauthenticated
+from identity.usage import Outcome, UsageRecord
+from identity.wallets import BALANCE_EXHAUSTED, SPENDING_LIMIT_REACHED
+from identity.web.api.common import adopt, json_body, problem, request_actor
+from identity.web.context import database
+
+bp = adopt(Blueprint("api_usage", __name__, url_prefix="/api/v1"))
+
+
+def _credential() -> str:
+    kind, _, credential = request.headers.get("Authorization", "").partition(" ")
+    if kind.lower() != "bearer" or not credential.strip():
+        raise Unauthenticated("a gateway credential is required: Authorization: Bearer gw_...")
+    return credential.strip()
+
+
+def _records() -> tuple[list[UsageRecord], bool]:
+    """The call's records (checked whole: any bad one refuses the call), and whether it was a batch."""
+    data = json_body("usage", "key_id", "model", "cost_micros", "request_id")
+    batch = "usage" in data
+    if batch and len(data) > 1:
+        raise InvalidValue("send either one record or {\"usage\": [...]}, not both", field="usage")
+    items = data["usage"] if batch else [data]
+    if not isinstance(items, list):
+        raise InvalidValue("usage must be an array of records", field="usage")
+    return usage.parse_records(items, batch=batch), batch
+
+
+def outcome_json(outcome: Outcome) -> dict[str, Any]:
+    body = {"request_id": outcome.request_id, "status": outcome.status, "team_id": outcome.team_id,
+            "debited_micros": outcome.debited_micros, "balance_micros": outcome.balance_micros,
+            "remaining_micros": outcome.remaining_micros,
+            "resets_at": outcome.resets_at.isoformat() if outcome.resets_at else None}
+    if outcome.limit_scope:
+        body["scope"] = outcome.limit_scope
+    return body
+
+
+@bp.post("/usage")
+def post_usage() -> Response:
+    """Debit team wallets for the gateway's usage (one record or a batch), idempotently by request id."""
+    actor, outcomes, batch = _record(_credential())
+    _deliver_topups(actor)
+    results = [outcome_json(o) for o in outcomes]
+    refused = [o for o in outcomes if o.refused]
+    if refused and len(refused) == len(outcomes):
+        first = refused[0]
+        response = problem(429, first.status, _detail(first), {"results": results} if batch else results[0])
+        if first.status == SPENDING_LIMIT_REACHED and first.resets_at is not None:
+            response.headers["Retry-After"] = str(max(1, int((first.resets_at - clock.now()).total_seconds())))
+        return response
+    return jsonify({"results": results} if batch else results[0])
+
+
+def _record(credential: str) -> tuple[Actor, list[Outcome], bool]:
+    """Check the credential, read the records and debit, in one transaction (the credential first: a
+    wrong one is 401 whatever the body). A unique-index clash (the same request id committed
+    meanwhile) is retried once, and then answers `duplicate`."""
+    for attempt in (1, 2):
+        try:
+            with database().transaction() as session:
+                actor = request_actor(gateway.gateway_actor(session, credential))
+                records, batch = _records()
+                outcomes = usage.record_usage(session, actor, records)
+                g.topup_requested = bool(session.info.pop(topups.REQUESTED, False))
+                return actor, outcomes, batch
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _detail(outcome: Outcome) -> str:
+    if outcome.status == BALANCE_EXHAUSTED:
+        return f"the team's balance ({outcome.balance_micros} micro-cents) does not cover this request; top up"
+    return (f"the {outcome.limit_scope} spending limit for this period is reached; it resets at "
+            f"{outcome.resets_at.isoformat() if outcome.resets_at else 'the next period'} or when the limit rises")
+
+
+def _deliver_topups(actor: Actor) -> None:
+    """Hand a just-raised top-up request to the payment hook beside the answer (the CLI retries failures)."""
+    hook = topups.configured(current_app.config)
+    if hook is None or not g.get("topup_requested"):
+        return
+    db = database()
+    threading.Thread(target=topups.deliver, args=(db, hook, actor), daemon=True, name="topup-hook").start()
+
+
+def openapi_paths(op: Any, json_response: Any, ref: Any) -> dict[str, Any]:
+    """This blueprint's operations, built with the admin API document's own helpers."""
+    operation = op("Usage from the gateway (gateway credential `gw_...`): debit the key's team, discount first, "
+                   "idempotently by request_id; one record or {usage: [...]}. 429 with code balance_exhausted or "
+                   "spending_limit_reached when refused", json_response(ref("UsageResult")), body="Usage")
+    operation["responses"]["429"] = {"description": "refused: balance_exhausted or spending_limit_reached",
+                                     "content": {"application/problem+json": {"schema": ref("Problem")}}}
+    operation["security"] = [{"gateway": []}]
+    return {"/api/v1/usage": {"post": operation}}
+
+
+RECORD = {"type": "object", "additionalProperties": False, "required": ["key_id", "model", "cost_micros", "request_id"],
+          "properties": {"key_id": {"type": "string"}, "model": {"type": "string"},
+                         "cost_micros": {"type": "integer", "minimum": 1, "maximum": 10**15},
+                         "request_id": {"type": "string"}}}
+RESULT = {"type": "object", "properties": {
+    "request_id": {"type": "string"}, "status": {"type": "string"}, "team_id": {"type": "string"},
+    "debited_micros": {"type": "integer"}, "balance_micros": {"type": "integer"},
+    "remaining_micros": {"type": ["integer", "null"]}, "resets_at": {"type": ["string", "null"]},
+    "scope": {"type": "string"}}}
+OPENAPI_SCHEMAS: dict[str, Any] = {
+    "Usage": {"oneOf": [RECORD, {"type": "object", "additionalProperties": False, "required": ["usage"],
+                                 "properties": {"usage": {"type": "array", "items": RECORD, "minItems": 1,
+                                                          "maxItems": usage.MAX_BATCH}}}]},
+    "UsageResult": {"oneOf": [RESULT, {"type": "object", "properties": {"results": {"type": "array",
+                                                                                    "items": RESULT}}}]},
+}

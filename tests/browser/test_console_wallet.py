@@ -1,0 +1,85 @@
+"""A team's wallet in a real browser (issue 18): an owner tops up, sets a limit, and sees the spend
+and the balance change as the gateway posts usage; a member's keys' spend; axe on every page.
+
+One service per module and database (`console_site`), as tests/browser/test_console.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from playwright.sync_api import Page, expect
+
+from audit.actor import system_actor
+from identity import gateway, keys
+from tests.browser.axe import check_page
+from tests.browser.conftest import ConsoleSite
+
+SYSTEM = system_actor("tests")
+
+
+def _gateway_and_key(site: ConsoleSite) -> tuple[str, str]:
+    with site.db.transaction() as session:
+        credential = gateway.create_credential(session).secret
+        key_id = keys.create_api_key(session, SYSTEM, site.org.org.id, user_id=site.org.owner.id,
+                                     team_id=site.org.default_team_id, name="laptop", scopes=["inference"]).id
+    return credential, key_id
+
+
+def _use(page: Page, site: ConsoleSite, credential: str, key_id: str, micros: int, request_id: str) -> Any:
+    return page.request.post(site.url("/api/v1/usage"), headers={"Authorization": f"Bearer {credential}"},
+                             data={"key_id": key_id, "model": "gpt-x", "cost_micros": micros,
+                                   "request_id": request_id})
+
+
+def test_an_owner_tops_up_sets_a_limit_and_watches_the_spend(console_site: ConsoleSite, page: Page) -> None:
+    site, team = console_site, console_site.org.default_team_id
+    credential, key_id = _gateway_and_key(site)
+    site.sign_in_as(page, "owner@acme.test")
+    slot = page.locator(f'[data-wallet-team="{team}"]')
+    expect(slot).to_contain_text("$0.00")
+    slot.get_by_role("link", name="+ Top up").click()
+    page.get_by_label("Amount in dollars").fill("25.50")
+    page.get_by_label("Payment reference").fill("invoice 42")
+    page.get_by_role("button", name="Top up").click()
+    expect(page.get_by_role("status")).to_have_text("Topped up $25.50.")
+    expect(page.locator("#wallet-balance")).to_have_text("$25.50")
+    page.get_by_label("Limit in dollars (blank: no limit)").fill("10")
+    page.get_by_role("button", name="Save limit").click()
+    expect(page.get_by_role("status")).to_have_text("Spending limit set to $10.00.")
+    expect(page.locator("#wallet-limit")).to_have_text("$10.00")
+    check_page(page, "wallet")
+
+    assert _use(page, site, credential, key_id, 250_000_000, "browser-1").status == 200  # $2.50
+    page.reload()
+    expect(page.locator("#wallet-balance")).to_have_text("$23.00")
+    expect(page.locator("#wallet-spend")).to_have_text("$2.50")
+    expect(page.get_by_role("cell", name="laptop")).to_be_visible()
+    refused = _use(page, site, credential, key_id, 800_000_000, "browser-2")  # $8 would pass the $10 limit
+    assert refused.status == 429 and refused.json()["code"] == "spending_limit_reached"
+    page.reload()
+    expect(page.get_by_text("spending limit reached")).to_be_visible()
+    expect(page.locator("#wallet-balance")).to_have_text("$23.00")
+    check_page(page, "wallet-refused")
+
+    page.goto(site.url("/console/teams"))
+    expect(slot).to_contain_text("$23.00")
+    expect(slot).to_contain_text("spent $2.50 of $10.00 this period")
+    page.goto(site.url(f"/console/members/{site.org.owner.id}/spend"))
+    expect(page.get_by_role("cell", name="$2.50")).to_be_visible()
+    check_page(page, "member-spend")
+
+
+def test_a_bad_amount_is_shown_next_to_its_field_and_changes_nothing(console_site: ConsoleSite,
+                                                                     page: Page) -> None:
+    site, team = console_site, console_site.org.default_team_id
+    site.sign_in_as(page, "owner@acme.test")
+    page.goto(site.url(f"/console/teams/{team}/wallet"))
+    before = page.locator("#wallet-balance").inner_text()
+    for typed in ("12.345", "-5", "0", "ten"):
+        page.get_by_label("Amount in dollars").fill(typed)
+        page.get_by_label("Payment reference").fill("x")
+        page.get_by_role("button", name="Top up").click()
+        expect(page.locator("#amount-error")).to_be_visible()
+        expect(page.locator("#wallet-balance")).to_have_text(before)
+    check_page(page, "wallet-bad-amount")
