@@ -67,9 +67,7 @@ def _seed_users(database: Database, org_id: str, count: int) -> None:
 def _plan(database: Database, org_id: str, scim_filter: str) -> str:
     from scim import listing
 
-    query = listing.read_query({"filter": scim_filter})
-    stmt = listing._LIVE_USERS.params(org_id=org_id).where(listing.filter_users(scim_filter))
-    stmt = stmt.order_by(listing._users.c.created_at, listing._users.c.id).limit(query.count)
+    stmt = listing.users_page(org_id, listing.read_query({"filter": scim_filter}))
     with database.engine.connect() as conn:
         compiled = stmt.compile(conn, compile_kwargs={"literal_binds": True})
         return " | ".join(str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
@@ -80,7 +78,7 @@ def test_sqlite_lookups_by_external_id_and_email_use_their_index_once_analyzed(d
     """Without statistics SQLite walks every user in list order; `identity serve` analyzes at start."""
     _seed_users(db, acme.org.id, 3000)
     db.analyze()
-    assert "ix_users_org_external_id" in _plan(db, acme.org.id, 'externalId eq "ext-1500"')
+    assert "ix_users_org_live_external_id" in _plan(db, acme.org.id, 'externalId eq "ext-1500"')
     assert "ix_user_emails_value" in _plan(db, acme.org.id, 'emails[type eq "work"].value eq "U1500@plan.test"')
 
 
