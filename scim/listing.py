@@ -98,7 +98,21 @@ def _ordered(base: Select[Any], model: Any, registry: Registry, query: Query, lo
     order += [model.created_at, model.id]  # a stable order for paging
     if lookup:
         base, order = _fenced(base, order)
+    elif query.start > 1 and not query.filter and not query.sort_by:
+        return _deferred(base, model, order, query)
     return base.order_by(*order).offset(query.start - 1).limit(query.count)
+
+
+def _deferred(base: Select[Any], model: Any, order: list[Any], query: Query) -> Select[Any]:
+    """A page deep in the list order: skip ids in the list-order index, then read the page's rows.
+
+    OFFSET reads every row it skips; PostgreSQL fetches each from the table, so the page at
+    990,000 read 990,000 rows (1.5 s at 1,000,000 users). Skipping in a select of ids alone lets
+    it walk `ix_users_org_created` without the table (an index-only scan once vacuumed), and only
+    the page's rows are fetched, by primary key.
+    """
+    ids = base.with_only_columns(model.id).order_by(*order).offset(query.start - 1).limit(query.count)
+    return base.where(model.id.in_(ids.scalar_subquery())).order_by(*order)
 
 
 def _fenced(base: Select[Any], order: list[Any]) -> tuple[Select[Any], list[Any]]:
