@@ -176,3 +176,15 @@ def test_sqlite_writers_take_the_write_lock_at_begin_and_readers_do_not(db: Data
             assert session.scalar(text("SELECT count(*) FROM scratch_rows")) == 0
     finally:
         other.close()
+
+
+@pytest.mark.sqlite_only("the query shape on SQLite; tests/scim/test_lookup_plans.py has PostgreSQL's plans")
+def test_sqlite_lookups_use_their_index_before_any_analyze(db: Database, acme) -> None:
+    """A lookup's rows are read behind a MATERIALIZED CTE (scim.listing), so even without statistics
+    SQLite cannot trade the filter's index for a walk of the org in list order."""
+    _seed_users(db, acme.org.id, 3000)
+    for scim_filter, index in (('userName eq "U1500@plan.test"', "uq_users_org_user_name"),
+                               ('externalId eq "ext-1500"', "ix_users_org_live_external_id"),
+                               ('emails[type eq "work"].value eq "U1500@plan.test"', "ix_user_emails_value")):
+        plan = _plan(db, acme.org.id, scim_filter)
+        assert index in plan and "ix_users_org_created" not in plan, plan
