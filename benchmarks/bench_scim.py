@@ -583,22 +583,20 @@ def bench(args: argparse.Namespace, folder: Path, url: str) -> dict[str, Any]:
 
 
 def verdicts(f: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
-    ceiling, ceiling_2 = f["ceiling"]["per_second"], f["ceiling_2"]["per_second"]
+    """Issue 19's targets for one run (the lookups' against a smaller org: benchmarks/compare_scale.py).
+
+    The shares of the ceiling that issue 15 asked for (filter 60%, create 40%) were withdrawn
+    by issue 19; the table above still shows each run's req/s and CPU beside the ceiling's.
+    """
     rss = max(f["scim_peak_rss_mb"] or [float("nan")])
     big, small = f["patch_big"]["p50_ms"], f["patch_small"]["p50_ms"]
-    def cpu(key: str, base: str) -> str:  # the same ratio from server CPU per request
-        return f"(CPU: {f[base]['server_cpu_ms_per_request'] / f[key]['server_cpu_ms_per_request']:.0%})"
-
     return [
-        ("filter throughput", f"{f['filter']['per_second'] / ceiling:.0%} of ceiling {cpu('filter', 'ceiling')}",
-         ">= 60%",
-         f["filter"]["per_second"] >= 0.6 * ceiling),
-        ("create throughput", f"{f['create']['per_second'] / ceiling_2:.0%} of ceiling {cpu('create', 'ceiling_2')}",
-         ">= 40%",
-         f["create"]["per_second"] >= 0.4 * ceiling_2),
-        ("PATCH +1,000 into 100,000", f"max {f['patch_big']['max_ms']:.0f} ms", "< 1000 ms",
+        ("PATCH +1,000 into 100,000", f"max {f['patch_big']['max_ms']:.0f} ms, p50 {big:.0f} ms", "< 1000 ms",
          f["patch_big"]["max_ms"] < 1000),
         ("PATCH at 100,000 vs 1,000", f"{big / small:.2f}x (median)", "<= 1.25x", big <= 1.25 * small),
+        ("deep page", f"max {f['page_deep']['max_ms']:.0f} ms", "< 1000 ms", f["page_deep"]["max_ms"] < 1000),
+        ("read the big group", f"max {f['group_read']['max_ms']:.0f} ms", "< 1000 ms",
+         f["group_read"]["max_ms"] < 1000),
         ("peak RSS per worker", f"{rss:.0f} MB", "< 200 MB", rss < 200),
     ]
 
