@@ -133,7 +133,9 @@ class User(Base):
             sqlite_where=text("deleted_at IS NOT NULL"), postgresql_where=text("deleted_at IS NOT NULL"),
         ),
         Index("ix_users_org_email", "org_id", func.lower(text("email"))),
-        Index("ix_users_org_external_id", "org_id", "external_id"),
+        # Live users only, like the userName key: an `externalId eq` lookup's whole WHERE fits it (0017e).
+        Index("ix_users_org_live_external_id", "org_id", "external_id",
+              sqlite_where=text("deleted_at IS NULL"), postgresql_where=text("deleted_at IS NULL")),
         # The SCIM list order, over live users only, so a deep page skips index entries alone.
         Index("ix_users_org_created", "org_id", "created_at", "id",
               sqlite_where=text("deleted_at IS NULL"), postgresql_where=text("deleted_at IS NULL")),

@@ -41,15 +41,18 @@ def active_owners(session: Session, org_id: str, *, without: Collection[str] = (
     return session.scalar(stmt) or 0
 
 
-def would_remove_last_owner(session: Session, user: User) -> bool:
-    """Tell whether deactivating, deleting or demoting `user` would leave the org with no active owner."""
-    return user.active and org_role(session, user.id) == Role.OWNER and not active_owners(
-        session, user.org_id, without=[user.id])
+def would_remove_last_owner(session: Session, user: User, role: Role | None = None) -> bool:
+    """Tell whether deactivating, deleting or demoting `user` would leave the org with no active owner.
+
+    `role` is the user's org role when the caller has just read it (it is read otherwise).
+    """
+    role = role if role is not None else org_role(session, user.id)
+    return user.active and role == Role.OWNER and not active_owners(session, user.org_id, without=[user.id])
 
 
-def ensure_not_last_owner(session: Session, user: User) -> None:
+def ensure_not_last_owner(session: Session, user: User, role: Role | None = None) -> None:
     """Raise LastOwner when taking `user`'s owner role or active state would leave no active owner."""
-    if would_remove_last_owner(session, user):
+    if would_remove_last_owner(session, user, role):
         raise LastOwner(REASON, user_id=user.id, org_id=user.org_id)
 
 

@@ -238,23 +238,33 @@ def delete_user(session: Session, actor: Actor, org_id: str, user_id: str) -> Us
 
     The user row stays as a tombstone, so that audit history and past usage keep their subject.
     """
-    user = _target_of(session, actor, "member.delete", org_id, user_id)
+    authorize(actor, "member.delete", org_id=org_id)
+    user = get_user(session, org_id, user_id)
     seats.lock_org(session, org_id)  # first: it also serialises the last-owner check
-    owners.ensure_not_last_owner(session, user)
-    return deprovision(session, actor, user)
+    return _delete(session, actor, user, org_role(session, user.id))
 
 
-def deprovision(session: Session, actor: Actor, user: User) -> User:
+def _delete(session: Session, actor: Actor, user: User, role: Role | None) -> User:
+    """delete_user once the org is locked and the user's org `role` read: authorize, check, remove."""
+    authorize(actor, "member.delete", org_id=user.org_id, target_role=role)
+    owners.ensure_not_last_owner(session, user, role)
+    return deprovision(session, actor, user, role)
+
+
+def deprovision(session: Session, actor: Actor, user: User, role: Role | None = None) -> User:
     """Remove `user` for good (as delete_user does), for a caller that has authorized the actor,
     locked the org and decided about the last owner: delete_user, and the deletion of a whole org.
+
+    `role` is the user's org role if the caller has read it. The rows go before the seat is
+    freed, so that the user's row is written once, at the end (one UPDATE, not two).
     """
     org_id = user.org_id
-    before_role = org_role(session, user.id)
+    before_role = role if role is not None else org_role(session, user.id)
     revoked = keys.revoke_user_keys(session, user, reason=KeyStatusReason.MEMBER_DELETED)
     sessions.end_user_sessions(session, user.id)
-    seats.free_seat(session, actor, user)
     session.execute(delete(RoleGrant).where(RoleGrant.user_id == user.id))
     session.execute(delete(IdpGroupMember).where(IdpGroupMember.user_id == user.id))
+    seats.free_seat(session, actor, user)
     user.active = False
     user.deleted_at = clock.now()
     _touch(user)
@@ -375,7 +385,8 @@ def remove_user(session: Session, actor: Actor, org_id: str, user_id: str) -> Us
     """Delete a member at the IdP's request (SCIM DELETE); the last active owner is kept, audited."""
     user = get_user(session, org_id, user_id)
     seats.lock_org(session, org_id)
-    if owners.would_remove_last_owner(session, user):
+    role = org_role(session, user.id)  # read once: the checks below and the audit event use it
+    if owners.would_remove_last_owner(session, user, role):
         owners.protect_last_owner(session, actor, user, "delete")
         return user
-    return delete_user(session, actor, org_id, user_id)
+    return _delete(session, actor, user, role)

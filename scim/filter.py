@@ -20,13 +20,13 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from scim.errors import InvalidFilter
 from scim.filter_compare import Operand, compare
-from scim.filter_registry import GROUPS, USERS, Registry, Relation, sub_of
+from scim.filter_registry import GROUPS, USERS, Registry, Relation, owned_by, sub_of
 from scim.schema import Attribute
 from scim.sqljson import json_elements, json_number, json_repr, json_text
 from scim.syntax import AttrPath, Compare, Filter, Logical, Not, PatchPath, ValuePath, parse_filter, parse_path
 
 __all__ = [
-    "USERS", "GROUPS", "Registry", "filter_users", "filter_groups", "to_sql", "sort_key",
+    "USERS", "GROUPS", "Registry", "filter_users", "filter_groups", "to_sql", "sort_key", "bounded",
     # re-exported from scim.syntax
     "AttrPath", "Compare", "Filter", "Logical", "Not", "PatchPath", "ValuePath", "parse_filter", "parse_path",
 ]
@@ -45,6 +45,27 @@ def filter_groups(text: str) -> ColumnElement[bool]:
 def to_sql(node: Filter, registry: Registry) -> ColumnElement[bool]:
     """Translate a parsed filter into a boolean expression over the registry's model."""
     return _Translator(registry).node(node, None)
+
+
+def bounded(node: Filter, registry: Registry, scope: str | None = None) -> bool:
+    """Tell whether a filter is a lookup: it holds, in every branch, `eq` on an identifying attribute.
+
+    Such a filter (`userName eq`, `externalId eq`, `emails[type eq "work"].value eq`, a group's
+    `displayName eq`) matches a handful of resources in an org of any size; scim.listing reads
+    them through that attribute's index alone, never by walking the org in list order.
+    """
+    if isinstance(node, Logical):
+        left, right = bounded(node.left, registry, scope), bounded(node.right, registry, scope)
+        return (left or right) if node.op == "and" else (left and right)
+    if isinstance(node, ValuePath):
+        return scope is None and bounded(node.filter, registry, registry.resolve(node.path)[1])
+    if isinstance(node, Not) or node.op != "eq" or node.value is None:
+        return False
+    if scope is not None:
+        return node.path.sub_attr is None and f"{scope}.{node.path.name.lower()}" in registry.identifying
+    attr, key = registry.resolve(node.path)
+    sub = node.path.sub_attr or ("value" if attr.multi_valued else None)
+    return (key if sub is None else f"{key}.{sub.lower()}") in registry.identifying
 
 
 def sort_key(registry: Registry, sort_by: str) -> SQLColumnExpression[Any]:
@@ -149,7 +170,7 @@ class _Translator:
             return Operand(sub, column=subs[sub.name.lower()], keyed=keyed and sub.name == "value")
 
         matching = stmt.where(true() if inner is None else self.node(inner, related))
-        return matching.exists() if relation.owner is None else relation.owner().in_(matching)
+        return matching.exists() if relation.owner is None else owned_by(relation.owner(), matching)
 
     def array_exists(self, attr: Attribute, key: str, inner: Filter | None) -> ColumnElement[bool]:
         """EXISTS an element of the JSON array matching the value filter; each call its own EXISTS.

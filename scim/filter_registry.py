@@ -12,8 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Boolean, Select, SQLColumnExpression, String, literal, select
+from sqlalchemy import Boolean, ColumnElement, Select, SQLColumnExpression, String, literal, select
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from identity.models import IdpGroup, IdpGroupMember, User, UserEmail
 from scim.errors import InvalidFilter
@@ -31,7 +34,7 @@ class Relation:
     # When set, the owner's id, and `link` selects the owning ids uncorrelated: the filter is
     # `owner id IN (matching rows)`, so the database can start from the rows' index rather than
     # test every owner with a correlated EXISTS.
-    owner: Callable[[], SQLColumnExpression[Any]] | None = None
+    owner: Callable[[], ColumnElement[Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,9 @@ class Registry:
     relations: dict[str, Relation] = field(default_factory=dict)
     stand_ins: dict[str, dict[str, SQLColumnExpression[Any]]] = field(default_factory=dict)
     stored_as_key: frozenset[str] = frozenset()
+    # What an IdP looks a resource up by: `eq` on one of these names a handful of resources at
+    # most, whatever the org's size (scim.filter.bounded).
+    identifying: frozenset[str] = frozenset()
 
     def resolve(self, path: AttrPath) -> tuple[Attribute, str]:
         """Return the attribute definition and its registry key (`name`, or `urn:name` for extensions)."""
@@ -82,6 +88,35 @@ class Registry:
         return Operand(target, doc=self.document, keys=keys)
 
 
+class owned_by(ColumnElement[bool]):  # noqa: N801 - a SQL construct
+    """`owner IN (rows)`; on PostgreSQL `owner = ANY(ARRAY(rows))`, read first, then probed by key.
+
+    Given IN, PostgreSQL may join the other way: scan every user of the org and probe the rows,
+    which it does when it believes an email matches a few percent of users
+    (tests/scim/test_lookup_plans.py). ARRAY(...) is computed once before the scan, so the owners
+    are fetched by their primary key.
+    """
+
+    inherit_cache = True
+    type = Boolean()
+    _traverse_internals = [("owner", InternalTraversal.dp_clauseelement),
+                           ("rows", InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, owner: ColumnElement[Any], rows: Select[Any]) -> None:
+        self.owner, self.rows = owner, rows
+
+
+@compiles(owned_by)
+def _owned_by(element: owned_by, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.owner.in_(element.rows), **kw)
+
+
+@compiles(owned_by, "postgresql")
+def _owned_by_pg(element: owned_by, compiler: SQLCompiler, **kw: Any) -> str:
+    owner, rows = compiler.process(element.owner, **kw), compiler.process(element.rows.scalar_subquery(), **kw)
+    return f"{owner} = ANY(ARRAY{rows})"
+
+
 def sub_of(attr: Attribute, name: str) -> Attribute:
     """Return a sub-attribute's definition, or raise InvalidFilter."""
     sub = attr.sub(name)
@@ -113,7 +148,7 @@ def _emails_of_user() -> Relation:
         link=lambda: select(UserEmail.user_id),
         subs=lambda: {"value": UserEmail.value, "type": UserEmail.type, "primary": UserEmail.primary,
                       "display": UserEmail.display},
-        owner=lambda: User.id,
+        owner=lambda: User.__table__.c.id,
     )
 
 
@@ -130,6 +165,7 @@ USERS = Registry(
     # `email` is the primary email: it stands in for the emails array when sorting.
     stand_ins={"emails": {"value": User.email, "primary": literal(True, Boolean())}},
     stored_as_key=frozenset({"username", "groups.value", "emails.value"}),
+    identifying=frozenset({"id", "username", "externalid", "emails.value"}),
 )
 
 GROUPS = Registry(
@@ -141,4 +177,5 @@ GROUPS = Registry(
     },
     relations={"members": _members_of_group()},
     stored_as_key=frozenset({"members.value"}),
+    identifying=frozenset({"id", "externalid", "displayname"}),
 )

@@ -91,8 +91,10 @@ def patch_user(user_id: str, body: Any, params: dict[str, Any] | None = None) ->
 def delete_user(user_id: str) -> Result:
     """Delete a user at the IdP's request (RFC 7644 section 3.6)."""
     def remove(session: Session, actor: Actor) -> User:
-        context.check_if_match(users.get_user(session, actor.org_id or "", user_id).version)
-        return users.remove_user(session, actor, actor.org_id or "", user_id)
+        # Held here, so that remove_user finds it in the session's (weak) identity map, not by a query.
+        user = users.get_user(session, actor.org_id or "", user_id)
+        context.check_if_match(user.version)
+        return users.remove_user(session, actor, actor.org_id or "", user.id)
 
     run(context.database(), context.actor(), remove)
     return 204, None, {}
