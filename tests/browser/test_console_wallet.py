@@ -20,7 +20,7 @@ SYSTEM = system_actor("tests")
 
 def _gateway_and_key(site: ConsoleSite) -> tuple[str, str]:
     with site.db.transaction() as session:
-        credential = gateway.create_credential(session).secret
+        credential = gateway.create_credential(session, system_actor("tests")).secret
         key_id = keys.create_api_key(session, SYSTEM, site.org.org.id, user_id=site.org.owner.id,
                                      team_id=site.org.default_team_id, name="laptop", scopes=["inference"]).id
     return credential, key_id
