@@ -22,8 +22,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 run: install
 	$(BIN)/identity serve
 
+# Two test processes (pytest-xdist), one per core, each with its own throwaway PostgreSQL; a test
+# module stays in one process (--dist loadfile), so module-scoped servers are started once.
 test: lint chromium
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 check: lint test-fast
 
@@ -35,7 +37,7 @@ lint: install
 
 # SQLite only and no browser: the PostgreSQL half of each database test and tests/browser are left to `make test`.
 test-fast: install
-	$(BIN)/python -m pytest -q -k "not postgresql" --ignore=tests/browser
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -k "not postgresql" --ignore=tests/browser
 
 # Each script prints its own table (README "Performance"; docs/performance.md says how to read them).
 # bench_scim seeds 200,000 users and serves them with gunicorn: expect several minutes per script.
