@@ -1,6 +1,6 @@
 """The domain's declarative base and the metadata of every table the migrations build.
 
-The domain's `Base` and its metadata are its own (identity.models, identity.group_models and
+The domain's `Base` and its metadata are its own (identity.models, identity.group_models, identity.credential_models and
 saml.models use them). Audit tables live on `audit.models.Base`, with the same naming conventions
 and column types but no foreign keys into these tables: events outlive everything they describe.
 `METADATAS` names both, for Alembic and for whatever compares the models with the database.

@@ -1,7 +1,8 @@
 """The domain's tables: orgs, teams, users, role grants, credentials, invitations, the seat ledger.
 
 Every model is importable from here. The declarative `Base` and `METADATAS` are in
-identity.model_base, the IdP's groups and their mapping rules in identity.group_models.
+identity.model_base, the IdP's groups and their mapping rules in identity.group_models, the
+credentials (SCIM tokens, OAuth clients, API keys, gateway credentials) in identity.credential_models.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Boolean,
     ForeignKey,
@@ -23,6 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
+from identity.credential_models import ApiKey, GatewayCredential, ScimClient, ScimToken
 from identity.group_models import GroupMapping, IdpGroup, IdpGroupMember
 from identity.model_base import METADATAS, UUID, Base
 from identity.names import name_key
@@ -31,15 +32,13 @@ from identity.vocabulary import (
     EnumValue,
     GrantSource,
     InvitationStatus,
-    KeyStatus,
-    KeyStatusReason,
     Role,
     SessionMethod,
 )
 
 __all__ = [
-    "Base", "METADATAS", "Org", "Team", "User", "RoleGrant", "ScimToken", "ScimClient", "ApiKey", "Invitation",
-    "SeatCharge", "IdpGroup", "IdpGroupMember", "GroupMapping", "SsoSession", "UserEmail", "OutboxMail",
+    "Base", "METADATAS", "Org", "Team", "User", "RoleGrant", "ScimToken", "ScimClient", "ApiKey", "GatewayCredential",
+    "Invitation", "SeatCharge", "IdpGroup", "IdpGroupMember", "GroupMapping", "SsoSession", "UserEmail", "OutboxMail",
     "ProvisioningEvent",
 ]
 
@@ -196,85 +195,6 @@ class RoleGrant(Base):
         Index("ix_role_grants_org_role", "org_id", "role", "team_id"),
         Index("ix_role_grants_source_ref", "source_ref"),
     )
-
-
-class ScimToken(Base):
-    """A long-lived SCIM bearer token; only its SHA-256 is kept."""
-
-    __tablename__ = "scim_tokens"
-
-    id: Mapped[str] = mapped_column(UUID, primary_key=True)
-    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), index=True)
-    name: Mapped[str] = mapped_column(String(200))
-    prefix: Mapped[str] = mapped_column(String(32), unique=True)
-    secret_hash: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[dt.datetime]
-    last_used_at: Mapped[dt.datetime | None]
-    revoked_at: Mapped[dt.datetime | None]
-    created_by_type: Mapped[str | None] = mapped_column(String(32))
-    created_by_id: Mapped[str | None] = mapped_column(String(80))
-    created_by: Mapped[str | None] = mapped_column(String(200))  # the creator's display name then
-
-
-class ScimClient(Base):
-    """An OAuth 2.0 client-credentials client for SCIM (Entra's gallery); only its secret's hash is kept."""
-
-    __tablename__ = "scim_clients"
-
-    id: Mapped[str] = mapped_column(UUID, primary_key=True)
-    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), index=True)
-    client_id: Mapped[str] = mapped_column(String(64), unique=True)
-    secret_hash: Mapped[str] = mapped_column(String(64))
-    name: Mapped[str] = mapped_column(String(200))
-    created_at: Mapped[dt.datetime]
-    revoked_at: Mapped[dt.datetime | None]
-    last_used_at: Mapped[dt.datetime | None]  # when it was last issued an access token
-    created_by_type: Mapped[str | None] = mapped_column(String(32))
-    created_by_id: Mapped[str | None] = mapped_column(String(80))
-    created_by: Mapped[str | None] = mapped_column(String(200))  # the creator's display name then
-
-
-class ApiKey(Base):
-    """A team API key of a member, or a team service key (no member); only its SHA-256 is kept, its
-    prefix identifies it."""
-
-    __tablename__ = "api_keys"
-
-    id: Mapped[str] = mapped_column(UUID, primary_key=True)
-    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"))
-    # None once its team is deleted: the row stays as a record (revoked, or no longer pending).
-    team_id: Mapped[str | None] = mapped_column(ForeignKey("teams.id", ondelete="SET NULL"))
-    # None for a team service key: it belongs to its team, and no person's leaving touches it.
-    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
-    name: Mapped[str] = mapped_column(String(200))
-    prefix: Mapped[str] = mapped_column(String(32), unique=True)
-    secret_hash: Mapped[str] = mapped_column(String(64))
-    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
-    status: Mapped[KeyStatus] = mapped_column(EnumValue(KeyStatus, 16), default=KeyStatus.ACTIVE)
-    status_reason: Mapped[KeyStatusReason | None] = mapped_column(EnumValue(KeyStatusReason, 32))
-    created_at: Mapped[dt.datetime]
-    last_used_at: Mapped[dt.datetime | None]
-    # Set on a rotated key: it keeps working until then, and answers `expired` after.
-    expires_at: Mapped[dt.datetime | None]
-    rotated_to: Mapped[str | None] = mapped_column(String(36))
-    created_by_type: Mapped[str | None] = mapped_column(String(32))
-    created_by_id: Mapped[str | None] = mapped_column(String(80))
-    created_by: Mapped[str | None] = mapped_column(String(200))  # the creator's display name then
-
-    __table_args__ = (Index("ix_api_keys_user", "user_id", "status"), Index("ix_api_keys_org", "org_id", "team_id"))
-
-
-class GatewayCredential(Base):
-    """The operator's service credential with which a gateway verifies API keys of every org."""
-
-    __tablename__ = "gateway_credentials"
-
-    id: Mapped[str] = mapped_column(UUID, primary_key=True)
-    name: Mapped[str] = mapped_column(String(200))
-    prefix: Mapped[str] = mapped_column(String(32), unique=True)
-    secret_hash: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[dt.datetime]
-    revoked_at: Mapped[dt.datetime | None]
 
 
 class Invitation(Base):
