@@ -19,7 +19,7 @@ from identity import config, migrate, orgs
 from identity.db import Database
 from identity.errors import DomainError
 from identity.models import Org
-from saml import links, service, sp_keys
+from saml import configuration, links, sp_keys
 from saml.connection import CLAIMS, SpUrls, parse_idp_metadata
 from saml.metadata_fetch import fetch_metadata
 from saml.models import SamlConnection
@@ -57,7 +57,7 @@ def configure_org(database: Database, slug: str, metadata_xml: bytes, *, metadat
     actor = system_actor("cli saml configure")
     with database.transaction() as session:
         org = orgs.get_org_by_slug(session, slug)
-        connection = service.configure_connection(
+        connection = configuration.configure_connection(
             session, actor, org.id, idp, jit=jit, allow_idp_initiated=allow_idp_initiated,
             sign_authn_requests=sign_authn_requests, want_assertions_encrypted=want_assertions_encrypted,
             want_assertions_signed=want_assertions_signed, attribute_map=attribute_map, metadata_url=metadata_url,

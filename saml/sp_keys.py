@@ -90,7 +90,7 @@ def reseal(secrets: Sequence[str], org_id: str, stored: str) -> str | None:
 
 def seal_new_key(connection: SamlConnection, secret: str) -> None:
     """Seal the connection's key when it is still plaintext (a connection just made by
-    `saml.service.configure_connection`), in the caller's transaction."""
+    `saml.configuration.configure_connection`), in the caller's transaction."""
     if not is_sealed(connection.sp_key_pem):
         connection.sp_key_pem = seal(secret, connection.org_id, connection.sp_key_pem)
 

@@ -20,7 +20,7 @@ from identity import provisioning_log
 from identity.errors import DomainError, SeatCapReached
 from identity.models import Org
 from identity.service import run
-from saml import binding, once, protocol, service, web
+from saml import binding, configuration, once, protocol, service, web
 from saml.connection import parse_idp_metadata, settings_dict, valid_certs
 from saml.metadata_fetch import fetch_metadata
 from saml.models import SamlConnection
@@ -128,7 +128,7 @@ def acs(slug: str) -> HttpResponse:
     """
     try:
         return _consume(slug, _cached_connection(slug), stored=False)
-    except service.ConnectionChanged:
+    except configuration.ConnectionChanged:
         return _consume(slug, _cached_connection(slug, reload=True), stored=True)
 
 
@@ -144,7 +144,7 @@ def _consume(slug: str, loaded: tuple[Org, SamlConnection] | None, *, stored: bo
         _require_binding(org, assertion)
         signed_in = run(web.db(), actor, service.sign_in, org.id, assertion, connection=connection,
                         lifetime=web.lifetime())
-    except service.ConnectionChanged:
+    except configuration.ConnectionChanged:
         if not stored:
             raise
         return _refuse(org, actor, Refused("connection_changed", 409), assertion)
@@ -201,12 +201,12 @@ def _verify(slug: str, org: Org, connection: SamlConnection, encoded: str, *, st
         return protocol.verify_response(web.settings(connection, org), web.saml_request(), encoded, expected)
     except Refused as refused:
         if not stored and (_changed_since(slug, connection) or _refreshed(org, connection, refused.reason)):
-            raise service.ConnectionChanged(org.id) from None
+            raise configuration.ConnectionChanged(org.id) from None
         raise
 
 
 def _refreshed(org: Org, connection: SamlConnection, reason: str) -> bool:
-    """Fetch the IdP's metadata again after a refused signature (service.refresh_due); tell whether
+    """Fetch the IdP's metadata again after a refused signature (configuration.refresh_due); tell whether
     the connection was updated, so that the response is verified once more with what it says.
 
     This is what makes an IdP's certificate rollover need no admin: the first response signed with
@@ -214,12 +214,12 @@ def _refreshed(org: Org, connection: SamlConnection, reason: str) -> bool:
     refusal stands.
     """
     url = connection.idp_metadata_url
-    if not url or not service.refresh_due(connection, reason):
+    if not url or not configuration.refresh_due(connection, reason):
         return False
     try:
         idp = parse_idp_metadata(fetch_metadata(url))
         with web.db().transaction() as session:
-            return service.refresh_connection(session, system_actor("saml metadata refresh"), org.id, idp,
+            return configuration.refresh_connection(session, system_actor("saml metadata refresh"), org.id, idp,
                                               url=url, reason=reason)
     except (DomainError, OSError, ValueError) as error:
         log.warning("IdP metadata refresh after a refused signature failed: %s",

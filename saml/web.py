@@ -23,7 +23,7 @@ from identity import sessions
 from identity.models import Org
 from identity.web import cookies
 from identity.web.context import database
-from saml import binding, csrf, headers, service, sp_keys
+from saml import binding, configuration, csrf, headers, sp_keys
 from saml.connection import SpUrls, toolkit_settings
 from saml.models import SamlConnection
 from saml.refusals import RefusalCounter
@@ -122,7 +122,7 @@ def refusal_counter() -> RefusalCounter:
 
 def load(slug: str) -> tuple[Org, SamlConnection] | None:
     with db().reading() as session:
-        return service.find_connection(session, slug)
+        return configuration.find_connection(session, slug)
 
 
 def not_configured() -> HttpResponse:

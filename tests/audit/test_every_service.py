@@ -58,6 +58,7 @@ from identity.db import Database
 from identity.models import METADATAS, IdpGroup, Org, User
 from identity.orgs import NewOrg
 from identity.sessions import Lifetime
+from saml import configuration as saml_configuration
 from saml import service as saml_service
 from saml.connection import IdpSettings
 from saml.models import SamlConnection
@@ -158,7 +159,7 @@ def _mail_id(w: World) -> str:
 
 
 def _sso(w: World) -> None:
-    w.do(lambda s, a: saml_service.configure_connection(s, a, w.org_id, IDP, allow_idp_initiated=True))
+    w.do(lambda s, a: saml_configuration.configure_connection(s, a, w.org_id, IDP, allow_idp_initiated=True))
 
 
 def _sign_in(w: World) -> Call:
@@ -172,11 +173,11 @@ def _sign_in(w: World) -> Call:
 
 def _metadata_refresh(w: World) -> Call:
     """A connection from a metadata URL, last fetched an hour ago; the IdP now publishes another key."""
-    w.do(lambda s, a: saml_service.configure_connection(s, a, w.org_id, IDP, metadata_url="https://idp.test/md"))
+    w.do(lambda s, a: saml_configuration.configure_connection(s, a, w.org_id, IDP, metadata_url="https://idp.test/md"))
     w.do(lambda s, a: setattr(s.get_one(SamlConnection, w.org_id), "metadata_refreshed_at",
                               dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)))
     rolled = replace(IDP, signing_certs=[*IDP.signing_certs, _other_cert()])
-    return lambda s, a: saml_service.refresh_connection(s, a, w.org_id, rolled, url="https://idp.test/md",
+    return lambda s, a: saml_configuration.refresh_connection(s, a, w.org_id, rolled, url="https://idp.test/md",
                                                         reason="invalid_signature")
 
 
@@ -301,10 +302,10 @@ SERVICES: dict[str, tuple[Callable[[World], Call], str]] = {
     "identity.mappings.delete_mapping": (lambda w: (lambda m: lambda s, a: mappings.delete_mapping(s, a, w.org_id, m))(
         w.do(lambda s, a: mappings.create_mapping(s, a, w.org_id, group_display_name="Eng", org_role="admin")).id),
         "group_mapping.deleted"),
-    "saml.service.configure_connection": (lambda w: lambda s, a: saml_service.configure_connection(
+    "saml.configuration.configure_connection": (lambda w: lambda s, a: saml_configuration.configure_connection(
         s, a, w.org_id, IDP), "sso.configured"),
     "identity.orgs.set_require_sso": (_set_require_sso, "sso.require_sso_changed"),
-    "saml.service.refresh_connection": (_metadata_refresh, "sso.updated"),
+    "saml.configuration.refresh_connection": (_metadata_refresh, "sso.updated"),
     "saml.service.sign_in": (_sign_in, "sso.login_succeeded"),
     "saml.service.record_failure": (lambda w: lambda s, a: saml_service.record_failure(
         s, a, s.get_one(Org, w.org_id), "bad_signature"), "sso.login_failed"),
@@ -456,7 +457,7 @@ READS: dict[str, Callable[[World], Call]] = {
     "identity.directory.seat_preview": lambda w: lambda s, a: directory.seat_preview(s, a, w.org_id),
     "identity.audit_access.list_checkpoints": lambda w: lambda s, a: audit_access.list_checkpoints(
         s, a, w.org_id, after=0, limit=10),
-    "saml.service.read_connection": lambda w: lambda s, a: saml_service.read_connection(s, a, w.org_id),
+    "saml.configuration.read_connection": lambda w: lambda s, a: saml_configuration.read_connection(s, a, w.org_id),
     "identity.outbox.list_outbox": lambda w: (lambda i: lambda s, a: outbox.list_outbox(s, a, w.org_id))(
         _invitation_id(w)),
 }

@@ -24,6 +24,7 @@ from identity.models import ApiKey, GroupMapping, IdpGroupMember, Org, RoleGrant
 from identity.orgs import NewOrg
 from identity.reconcile import Finding, reconcile
 from identity.sessions import Lifetime
+from saml import configuration as saml_configuration
 from saml import service as saml_service
 from saml.connection import IdpSettings
 from saml.models import SamlConnection
@@ -81,7 +82,7 @@ def lived_in(db: Database, acme: NewOrg, system: Actor) -> World:
     do(scim, lambda s, a: groups.replace_members(s, a, org_id, ids["sales"], [ids["carol"], ids["dave"]]))
     do(scim, lambda s, a: groups.remove_members(s, a, org_id, ids["eng"], [ids["bob"]]))
     do(scim, lambda s, a: groups.update_group(s, a, org_id, ids["eng"], display_name="Engineering EU"))
-    do(system, lambda s, a: saml_service.configure_connection(s, a, org_id, IDP, allow_idp_initiated=True))
+    do(system, lambda s, a: saml_configuration.configure_connection(s, a, org_id, IDP, allow_idp_initiated=True))
     assertion = Assertion("_a1", IDP.entity_id, "hank@acme.test", None, None, None,
                           clock.now() + dt.timedelta(minutes=5),
                           {"email": ["hank@acme.test"], "groups": ["00gEng", "Design"]})

@@ -18,7 +18,7 @@ from identity.models import ApiKey, Org, RoleGrant, ScimClient, ScimToken, User
 from identity.orgs import NewOrg
 from identity.vocabulary import KeyStatus
 from identity.web.cli import main
-from saml import service as saml_service
+from saml import configuration as saml_configuration
 from saml.connection import IdpSettings
 from saml.models import SamlConnection
 from tests.factories import actions, counts, provision
@@ -88,7 +88,7 @@ def _live_org(db: Database, system: Actor, acme: NewOrg) -> dict[str, str]:
         token = scim_credentials.create_scim_token(session, system, acme.org.id)
         client = scim_credentials.create_scim_client(session, system, acme.org.id)
         invitations.invite(session, system, acme.org.id, email="dora@acme.test")
-        saml_service.configure_connection(session, system, acme.org.id, IDP)
+        saml_configuration.configure_connection(session, system, acme.org.id, IDP)
     with db.transaction() as session:
         from identity import orgs
         orgs.update_settings(session, system, acme.org.id, {"require_sso": True})

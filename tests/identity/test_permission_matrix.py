@@ -23,8 +23,8 @@ from identity import directory, invitations, keys, mappings, org_lifecycle, orgs
 from identity.db import Database
 from identity.errors import PermissionDenied
 from identity.models import ApiKey, User
+from saml import configuration as saml_configuration
 from saml import links
-from saml import service as saml_service
 from saml.connection import IdpSettings
 
 ROLES = ("owner", "admin", "member", "viewer")
@@ -130,7 +130,7 @@ IDP = IdpSettings("https://idp.example.com/entity", "https://idp.example.com/sso
 def _with_sso(session: Session, world: World) -> None:
     """Configure the org's SAML SSO (as the system, whose events the cell does not judge): SSO may be
     required only once it is configured (identity.orgs)."""
-    saml_service.configure_connection(session, Actor("system", "system", "tests"), world.org_id, IDP)
+    saml_configuration.configure_connection(session, Actor("system", "system", "tests"), world.org_id, IDP)
 
 
 def _their_key(session: Session, user: User) -> str:

@@ -24,8 +24,8 @@ from identity.db import Database
 from identity.models import User
 from identity.vocabulary import SessionMethod
 from identity.web import cookies
+from saml import configuration as saml_configuration
 from saml import csrf
-from saml import service as saml_service
 from saml.models import SamlConnection
 from tests.factories import counts
 from tests.identity.test_permission_matrix import IDP, ON_MEMBER, ON_ORG, ROLES
@@ -125,7 +125,7 @@ def _with_sso(db: Database, system: Actor, org: Org) -> None:
     """Configure the org's SAML SSO once: SSO may be required only once it is configured (identity.orgs)."""
     with db.transaction() as session:
         if session.get(SamlConnection, org.org_id) is None:
-            saml_service.configure_connection(session, system, org.org_id, IDP)
+            saml_configuration.configure_connection(session, system, org.org_id, IDP)
 
 
 # action -> the request of one actor (named by `who`, so that each allowed cell makes a new thing).

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from saml import service
+from saml import configuration, service
 from tests.saml.conftest import Sso, configure
 from tests.saml.idp import KeyPair, TestIdP
 from tests.saml.test_refusals import assert_refused
@@ -41,7 +41,7 @@ def test_settings_changed_since_caching_apply_at_once(sso: Sso) -> None:
 def test_a_connection_that_keeps_changing_refuses_instead_of_retrying_forever(
         sso: Sso, monkeypatch: pytest.MonkeyPatch) -> None:
     def always_changed(_session: Any, connection: Any) -> None:
-        raise service.ConnectionChanged(connection.org_id)
+        raise configuration.ConnectionChanged(connection.org_id)
 
     monkeypatch.setattr(service, "confirm_connection", always_changed)
     answer = sso.post(sso.response(name_id="ann@acme.test"))

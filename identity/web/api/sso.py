@@ -2,7 +2,7 @@
 and the IdP's settings from its metadata document or URL (fetched under saml.metadata_fetch's
 rules), as `identity saml configure` sets them.
 
-`PUT /orgs/{org}/sso` goes through `saml.service.configure_connection`, the one place a
+`PUT /orgs/{org}/sso` goes through `saml.configuration.configure_connection`, the one place a
 connection changes (audited `sso.configured` or `sso.updated` with the API key as actor). "Require
 SSO" is an org setting (`PATCH /orgs/{org}/settings`, `require_sso`) and is shown here.
 """
@@ -18,7 +18,7 @@ from identity.models import Org
 from identity.service import run
 from identity.web.api.common import ADMIN, adopt, authenticated, caller_org_id, json_body, known_args
 from identity.web.context import database
-from saml import service, web
+from saml import configuration, web
 from saml.connection import CLAIMS, SpUrls, cert_fingerprint, parse_idp_metadata
 from saml.metadata_fetch import fetch_metadata
 from saml.models import SamlConnection
@@ -49,7 +49,7 @@ def get_sso(org_ref: str) -> Response:
     known_args()
     org_id = caller_org_id(org_ref)
     with database().reading() as session:
-        return jsonify(_view(*service.read_connection(session, g.actor, org_id)))
+        return jsonify(_view(*configuration.read_connection(session, g.actor, org_id)))
 
 
 def _flag(data: dict[str, Any], name: str) -> bool | None:
@@ -107,15 +107,15 @@ def configure_sso(org_ref: str) -> Response:
     jit, idp_initiated, sign, encrypted, signed = (_flag(data, name) for name in OPTIONS)
     attribute_map = _attribute_map(data)
     url = _metadata_url(data)
-    service.authorize_configuration(g.actor, org_id)  # before anything is fetched on the caller's say
+    configuration.authorize_configuration(g.actor, org_id)  # before anything is fetched on the caller's say
     idp = parse_idp_metadata(fetch_metadata(url) if url is not None else _metadata_xml(data).encode())
 
-    run(database(), g.actor, service.configure_connection, org_id, idp, jit=jit, allow_idp_initiated=idp_initiated,
-        sign_authn_requests=sign, want_assertions_encrypted=encrypted, want_assertions_signed=signed,
-        attribute_map=attribute_map,
-        metadata_url=url, secret_key=current_app.config["SECRET_KEY"])
+    run(database(), g.actor, configuration.configure_connection, org_id, idp, jit=jit,
+        allow_idp_initiated=idp_initiated, sign_authn_requests=sign, want_assertions_encrypted=encrypted,
+        want_assertions_signed=signed, attribute_map=attribute_map, metadata_url=url,
+        secret_key=current_app.config["SECRET_KEY"])
     with database().reading() as session:
-        return jsonify(_view(*service.read_connection(session, g.actor, org_id)))
+        return jsonify(_view(*configuration.read_connection(session, g.actor, org_id)))
 
 
 _NULLABLE_TEXT = {"type": ["string", "null"]}

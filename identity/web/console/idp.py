@@ -35,7 +35,7 @@ from identity.web.console.common import (
     status_of,
     submit,
 )
-from saml import service as saml_service
+from saml import configuration as saml_configuration
 from saml import web as saml_web
 from saml.connection import CLAIMS, DEFAULT_ATTRIBUTES, IdpSettings, SpUrls, cert_fingerprint, parse_idp_metadata
 from saml.metadata_fetch import fetch_metadata
@@ -69,7 +69,7 @@ def idp_view(*, status: int = 200, errors: dict[str, str] | None = None, failed:
     """Render the whole page: `failed` names the form whose `errors` are shown, `issued` a secret shown once."""
     org_id = g.caller.org_id
     with reading() as session:
-        org, connection = saml_service.read_connection(session, g.actor, org_id)
+        org, connection = saml_configuration.read_connection(session, g.actor, org_id)
         tokens = scim_credentials.list_scim_tokens(session, g.actor, org_id)
         clients = scim_credentials.list_scim_clients(session, g.actor, org_id)
         rules = directory.list_group_mappings(session, g.actor, org_id)
@@ -120,9 +120,9 @@ def configure_sso() -> Response:
         "idp_metadata_url": field("idp_metadata_url"),
         "attributes": {claim: field(f"attr_{claim}") for claim in CLAIMS}}
     try:
-        saml_service.authorize_configuration(g.actor, g.caller.org_id)  # before anything is fetched on our say
+        saml_configuration.authorize_configuration(g.actor, g.caller.org_id)  # before anything is fetched on our say
         idp, url = _metadata(form["idp_metadata_url"])
-        submit(saml_service.configure_connection, g.caller.org_id, idp, jit=form["jit"],
+        submit(saml_configuration.configure_connection, g.caller.org_id, idp, jit=form["jit"],
                allow_idp_initiated=form["allow_idp_initiated"], attribute_map=_attribute_map(form["attributes"]),
                metadata_url=url, secret_key=current_app.config["SECRET_KEY"])
     except DomainError as error:
@@ -144,7 +144,7 @@ def _metadata(url: str) -> tuple[IdpSettings, str | None]:
                                field="idp_metadata_url")
         return parse_idp_metadata(fetch_metadata(url)), url
     with reading() as session:
-        connection = saml_service.read_connection(session, g.actor, g.caller.org_id)[1]
+        connection = saml_configuration.read_connection(session, g.actor, g.caller.org_id)[1]
     if connection is None:
         raise InvalidValue("upload the IdP's metadata file or give its URL", field="idp_metadata")
     return IdpSettings(connection.idp_entity_id, connection.idp_sso_url, connection.idp_slo_url,
