@@ -29,9 +29,7 @@ import json
 import multiprocessing
 import os
 import random
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -42,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_scim import Server, _identity, _pct, machine_busy  # noqa: E402
+from harness import bench_database  # noqa: E402
 
 SAMPLE = 5000  # keys the client presents, drawn from every seeded key
 
@@ -260,26 +259,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", dest="json_file", default=None)
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="bench-keycheck-"))
-    cluster = None
-    try:
-        if args.db == "postgresql":
-            from tests.pgcluster import PostgresCluster
-
-            cluster = PostgresCluster()
-            cluster.start()
-            url = cluster.create_database("bench")
-        else:
-            url = f"sqlite:///{folder / 'bench.db'}"
+    with bench_database(args.db, "bench-keycheck-") as (folder, url):
         figures = bench(args, folder, url)
         print()
         print(report(figures))
         if args.json_file:
             Path(args.json_file).write_text(json.dumps(figures, indent=2, default=str))
-    finally:
-        if cluster is not None:
-            cluster.stop()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -59,11 +59,9 @@ import json
 import multiprocessing
 import os
 import random
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -74,7 +72,7 @@ from urllib.parse import quote
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # Server, _identity, _pct, machine_busy and seed are imported from here by bench_peer and bench_key_check.
-from harness import ROOT, VENV_BIN, Server, _identity, _pct, machine_busy  # noqa: E402,F401 - after the path
+from harness import ROOT, VENV_BIN, Server, _identity, _pct, bench_database, machine_busy  # noqa: E402,F401 - after the path
 from seeding import _user_name, seed  # noqa: E402 - after the path above
 
 SCIM_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -444,17 +442,7 @@ def main() -> None:
     parser.add_argument("--json", dest="json_file", default=None, help="also write the figures as JSON here")
     args = parser.parse_args()
 
-    folder = Path(tempfile.mkdtemp(prefix="bench-scim-"))
-    cluster = None
-    try:
-        if args.db == "postgresql":
-            from tests.pgcluster import PostgresCluster
-
-            cluster = PostgresCluster()
-            cluster.start()
-            url = cluster.create_database("bench")
-        else:
-            url = f"sqlite:///{folder / 'bench.db'}"
+    with bench_database(args.db, "bench-scim-") as (folder, url):
         figures = bench(args, folder, url)
         print()
         print(report(figures))
@@ -462,13 +450,6 @@ def main() -> None:
             figures["verdicts"] = [{"target": n, "measured": m, "wanted": w, "met": ok}
                                    for n, m, w, ok in verdicts(figures)]
             Path(args.json_file).write_text(json.dumps(figures, indent=2, default=str))
-    finally:
-        if cluster is not None:
-            cluster.stop()
-        if os.environ.get("BENCH_KEEP"):
-            print(f"kept {folder}")
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -4,19 +4,47 @@ background load, percentiles, and the `identity` CLI (moved out of benchmarks/be
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 
 # ---- small helpers ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def bench_database(db: str, prefix: str) -> Iterator[tuple[Path, str]]:
+    """Yield a scratch folder and the URL of a fresh database in it: a SQLite file, or a throwaway
+    PostgreSQL cluster (stopped afterwards). The folder is removed unless BENCH_KEEP is set."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    cluster = None
+    try:
+        if db == "postgresql":
+            from tests.pgcluster import PostgresCluster
+
+            cluster = PostgresCluster()
+            cluster.start()
+            yield folder, cluster.create_database("bench")
+        else:
+            yield folder, f"sqlite:///{folder / 'bench.db'}"
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        if os.environ.get("BENCH_KEEP"):
+            print(f"kept {folder}")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
 
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
