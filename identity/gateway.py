@@ -26,6 +26,7 @@ from audit import Actor, clock, record
 from audit.log import OPERATOR_STREAM, Target
 from identity import tokens
 from identity.actions import Action
+from identity.driver_reads import DriverRead
 from identity.errors import Unauthenticated
 from identity.keys import SERVICE_KEY_ROLE, Issued
 from identity.models import ApiKey, GatewayCredential, Org, RoleGrant, User
@@ -92,14 +93,15 @@ _CHECK = (
                                    _member_limit.c.subject_id == _key.user_id))
     .where(_gw.prefix == bindparam("gw_prefix"), _gw.revoked_at.is_(None))
 )
+_CHECK_READ = DriverRead(_CHECK)  # on the driver's cursor: SQLAlchemy's execution cost more than the check
 
 
 def check_key(conn: Connection, credential: str, secret: str) -> KeyCheck:
     """Verify the gateway's `credential` (Unauthenticated if wrong) and tell whom `secret` speaks for."""
     gw_prefix = tokens.split_prefix(credential or "")
     key_prefix = tokens.split_prefix(secret or "") or ""
-    rows = [] if gw_prefix is None or not gw_prefix.startswith("gw_") else list(
-        conn.execute(_CHECK, {"gw_prefix": gw_prefix, "key_prefix": key_prefix}))
+    rows = [] if gw_prefix is None or not gw_prefix.startswith("gw_") else _CHECK_READ.rows(
+        conn, gw_prefix=gw_prefix, key_prefix=key_prefix)
     if not rows or not tokens.matches(credential, rows[0].gw_hash):
         raise Unauthenticated("a gateway credential is required: Authorization: Bearer gw_...")
     return _answer(rows, secret)

@@ -85,8 +85,11 @@ def statements(db: Database) -> Iterator[list[str]]:
         if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")):
             sent.append(_kind(statement.strip()))
 
-    event.listen(db.engine, "before_cursor_execute", collect)
+    engines = {db.engine, db.point_engine}  # the second is the key check's on PostgreSQL
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", collect)
     try:
         yield sent
     finally:
-        event.remove(db.engine, "before_cursor_execute", collect)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", collect)

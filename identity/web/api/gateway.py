@@ -75,13 +75,13 @@ def code_of(found: gateway.KeyCheck) -> str:
 def autocommit(db: Database) -> Iterator[Connection]:
     """A connection on which the one SELECT is its own snapshot read, with no BEGIN or COMMIT.
 
-    On PostgreSQL that is psycopg's autocommit (the pool puts it back on return). SQLite's
-    connections already run outside a transaction until the service sends BEGIN itself
-    (identity.db); asking SQLAlchemy for AUTOCOMMIT there would, on return, switch the driver's
-    own implicit transactions back on.
+    On PostgreSQL that is the point engine's (`Database.point_engine`: autocommit, and plans
+    PostgreSQL may reuse). SQLite's connections already run outside a transaction until the
+    service sends BEGIN itself (identity.db); asking SQLAlchemy for AUTOCOMMIT there would, on
+    return, switch the driver's own implicit transactions back on.
     """
-    with db.engine.connect() as conn:
-        yield conn.execution_options(isolation_level="AUTOCOMMIT") if db.dialect == "postgresql" else conn
+    with db.point_engine.connect() as conn:
+        yield conn
 
 
 def max_age(config: Mapping[str, Any]) -> int:
