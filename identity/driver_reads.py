@@ -1,10 +1,12 @@
 """A hot SELECT run on the driver's own cursor, compiled by SQLAlchemy once per dialect.
 
-For the statement on the service's hottest path only: the gateway's key check, sent on every LLM
-request (identity.gateway). SQLAlchemy's execution of one statement (its execution context, its
-result object, and psycopg's `cursor.description`, which SQLAlchemy reads on every execution and
-psycopg builds anew as one Column object per column) cost more CPU than the rest of the check:
-measured in process on PostgreSQL with `benchmarks/profile_key_check.py --profile` (docs/performance.md).
+For two statements only. The gateway's key check, sent on every LLM request (identity.gateway):
+SQLAlchemy's execution of its one statement (the execution context, the result object, and
+psycopg's `cursor.description`, which SQLAlchemy reads on every execution and psycopg builds anew
+as one Column object per column) cost more CPU than the rest of the check, measured in process
+on PostgreSQL with `benchmarks/profile_key_check.py --profile`. And a group's members as a GET
+streams them (scim.listing.iter_members): for 100,000 members SQLAlchemy's rows cost 2 to 3 times
+the CPU of the rest of the read (docs/performance.md has both).
 
 What stays the same: the statement is SQLAlchemy's (compiled from the same Core select, with its
 literal parameters), the values are what SQLAlchemy would return (each column's result processor
@@ -15,8 +17,9 @@ the statement.
 
 from __future__ import annotations
 
+import uuid
 from collections import namedtuple
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,24 +44,52 @@ class DriverRead:
         self._by_dialect: dict[str, _Compiled] = {}
 
     def rows(self, conn: Connection, **params: Any) -> list[Any]:
-        compiled = self._by_dialect.get(conn.dialect.name) or self._compile(conn.dialect)
-        named = {**compiled.fixed, **params}
-        args: Any = tuple(named[name] for name in compiled.positions) if compiled.positions is not None else named
+        compiled, args = self._prepare(conn, params)
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
-            if conn._has_events or conn.engine._has_events:  # e.g. tests counting statements
-                conn.dispatch.before_cursor_execute(conn, cursor, compiled.sql, args, None, False)
+            self._announce(conn, cursor, compiled, args)
             cursor.execute(compiled.sql, args)
-            fetched = cursor.fetchall()
+            return [self.row._make(values) for values in self._processed(compiled, cursor.fetchall())]
         finally:
             cursor.close()
+
+    def batches(self, conn: Connection, size: int, **params: Any) -> Iterator[list[Any]]:
+        """The rows `size` at a time as plain tuples (the select's columns in order; no name per
+        row, for the 100,000 rows of a big group), read as they are asked for: on PostgreSQL
+        through a server-side cursor (the connection must be in a transaction), so memory stays flat."""
+        compiled, args = self._prepare(conn, params)
+        driver: Any = conn.connection.driver_connection
+        cursor = driver.cursor(name=f"read_{uuid.uuid4().hex}") if conn.dialect.name == "postgresql" \
+            else driver.cursor()
+        try:
+            self._announce(conn, cursor, compiled, args)
+            cursor.execute(compiled.sql, args)
+            while fetched := cursor.fetchmany(size):
+                yield self._processed(compiled, fetched) if compiled.processors else fetched
+        finally:
+            cursor.close()
+
+    def _prepare(self, conn: Connection, params: dict[str, Any]) -> tuple[_Compiled, Any]:
+        compiled = self._by_dialect.get(conn.dialect.name) or self._compile(conn.dialect)
+        named = {**compiled.fixed, **params}
+        return compiled, tuple(named[name] for name in compiled.positions) if compiled.positions is not None else named
+
+    @staticmethod
+    def _announce(conn: Connection, cursor: Any, compiled: _Compiled, args: Any) -> None:
+        if conn._has_events or conn.engine._has_events:  # e.g. tests counting statements
+            conn.dispatch.before_cursor_execute(conn, cursor, compiled.sql, args, None, False)
+
+    @staticmethod
+    def _processed(compiled: _Compiled, fetched: list[Any]) -> list[Any]:
+        if not compiled.processors:
+            return fetched
         rows = []
         for raw in fetched:
             values = list(raw)
             for at, process in compiled.processors:
                 if values[at] is not None:  # NULL is None whatever the type
                     values[at] = process(values[at])
-            rows.append(self.row._make(values))
+            rows.append(tuple(values))
         return rows
 
     def _compile(self, dialect: Dialect) -> _Compiled:

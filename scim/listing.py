@@ -11,6 +11,7 @@ from sqlalchemy import Column, Connection, Select, bindparam, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.util import ClauseAdapter
 
+from identity.driver_reads import DriverRead
 from identity.models import IdpGroup, IdpGroupMember, User
 from scim import projection
 from scim.discovery import DEFAULT_COUNT, MAX_RESULTS
@@ -210,6 +211,12 @@ _MEMBER_ROWS = select(_members.c.group_id, _users.c.id, _users.c.display_name, _
     _members, _users, _users.c.id == _members.c.user_id)
 
 
+# One group's members, on the driver's cursor (identity.driver_reads): for a 100,000-member group
+# 56 ms of CPU against 140 to 190 ms through SQLAlchemy's rows (docs/performance.md).
+_GROUP_MEMBERS = DriverRead(select(_users.c.id, _users.c.display_name, _users.c.user_name).join_from(
+    _members, _users, _users.c.id == _members.c.user_id).where(_members.c.group_id == bindparam("group_id")))
+
+
 def _member(row: Any) -> tuple[str, str]:
     """(user id, display): the display name, else the userName."""
     return row.id, row.display_name or row.user_name
@@ -221,10 +228,8 @@ def iter_members(session: Session, group_id: str, batch: int = 1000) -> Iterator
     In the order of the group's index (when they joined), not sorted: sorting would need them
     all at once, and an ORDER BY on the user id may lead a planner to walk every membership.
     """
-    rows = _core(session).execute(_MEMBER_ROWS.where(_members.c.group_id == group_id),
-                                  execution_options={"yield_per": batch})
-    for chunk in rows.partitions():
-        yield [_member(row) for row in chunk]
+    for chunk in _GROUP_MEMBERS.batches(_core(session), batch, group_id=group_id):
+        yield [(user_id, display or name) for user_id, display, name in chunk]
 
 
 def members_of(session: Session, group_ids: list[str]) -> dict[str, list[tuple[str, str | None]]]:

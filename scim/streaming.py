@@ -65,8 +65,7 @@ def _streamed(pieces: list[str], streams: list[resources.MembersToStream], sessi
         separator = ""
         yield b"["
         for chunk in listing.iter_members(session, members.group_id):
-            yield (separator + ", ".join(json.dumps(resources.member_to_wire(uid, display, base))
-                                         for uid, display in chunk)).encode()
+            yield (separator + resources.members_json(chunk, base)).encode()
             separator = ", "
         yield b"]"
 

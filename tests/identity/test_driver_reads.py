@@ -25,9 +25,11 @@ def test_the_driver_read_returns_what_sqlalchemy_returns(client: FlaskClient, db
         sent: list[str] = []
         event.listen(db.engine, "before_cursor_execute", lambda *args: sent.append(args[2]))
         got = gateway._CHECK_READ.rows(conn, **params)
+        batches = list(gateway._CHECK_READ.batches(conn, 1, **params))  # in the transaction begun above
     assert len(expected) == 2  # the member's org grant and team grant
     assert [tuple(row) for row in got] == expected
+    assert batches == [[row] for row in expected]  # one row per batch, plain tuples, processed alike
     assert [[type(value) for value in row] for row in got] == [[type(value) for value in row] for row in expected]
     first = got[0]
     assert first.org_created.tzinfo is dt.UTC and first.status == "active" and first.spend_limit_micros == 600
-    assert len(sent) == 1 and "gateway_credentials" in sent[0]  # listeners on the engine still see it
+    assert len(sent) == 2 and all("gateway_credentials" in s for s in sent)  # listeners on the engine see both

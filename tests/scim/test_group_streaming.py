@@ -14,13 +14,15 @@ import uuid
 
 import pytest
 from flask.testing import FlaskClient
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import insert
 
 from audit import Actor
 from identity import groups
 from identity.db import Database
 from identity.models import User
-from scim.resources import member_to_wire
+from scim.resources import member_to_wire, members_json
 from tests.scim.client import GROUP, Scim, scim_for
 
 MEMBERS = 10_000
@@ -140,3 +142,13 @@ def test_the_read_transaction_ends_with_the_stream_even_when_the_client_goes_awa
     next(iter(gone.response))
     gone.close()  # what the server does when the client hangs up mid-answer
     assert db.engine.pool.checkedout() == 0
+
+
+@given(members=st.lists(st.tuples(st.text(), st.one_of(st.none(), st.text()))),
+       base=st.sampled_from(["http://127.0.0.1:8000/scim/v2", 'https://idp.example/"odd\\path/é']))
+def test_members_written_directly_are_what_json_dumps_writes(members: list[tuple[str, str | None]],
+                                                             base: str) -> None:
+    """Any text at all (quotes, backslashes, control characters, lone surrogates, emoji) comes out
+    exactly as json.dumps writes each entry, so clients parse the same members."""
+    expected = ", ".join(json.dumps(member_to_wire(uid, display, base)) for uid, display in members)
+    assert members_json(members, base) == expected
