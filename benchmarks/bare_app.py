@@ -16,6 +16,8 @@ The database work is benchmarks/raw_sql.py's hand-written SQL:
   `users.provision_user` runs for a new active user (the org's seat count, the user, its work
   email, its two role grants, two hash-chained audit events and the chain's head), rendered the
   same way, 201.
+- `POST /bare/usage` (benchmarks/bench_usage.py): one usage record, what `usage.record_usage`
+  writes for an accepted debit (raw_sql.debit), as JSON.
 
 It answers one question: what share of the ceiling any implementation of these two routes can
 reach on Flask and gunicorn with this database, before it does any of the things a service must
@@ -28,7 +30,7 @@ import os
 import threading
 
 from flask import Flask, Response, request
-from raw_sql import Raw, answer, lookup_response, refused
+from raw_sql import Raw, answer, debit, lookup_response, refused
 
 from identity.db import Database
 from scim import resources
@@ -78,3 +80,13 @@ def create() -> Response:
         raise
     raw.commit()
     return answer(201, resources.user_to_wire(row, _BASE, []))
+
+
+@app.post("/bare/usage")
+def usage() -> Response:
+    """One usage record (`POST /api/v1/usage`'s single form), debited with hand-written SQL."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not {"key_id", "model", "cost_micros", "request_id"} <= body.keys():
+        return refused(400, "a usage record")
+    status, result = debit(_raw(), request.headers.get("Authorization", ""), body)
+    return answer(status, result)

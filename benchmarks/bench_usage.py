@@ -19,7 +19,10 @@ throughput: the ceiling (benchmarks/ceiling_app.py, `GET /` of a trivial Flask a
 `POST /api/v1/usage` (one record per call) under the same gunicorn settings and the same client:
 into one hot team, then spread over `--teams` teams (a random key of a random team per call) of
 `--orgs` orgs (default 1: every debit then also queues on the one org's audit chain head), each
-also in batches of `--batch` records.
+also in batches of `--batch` records. And the floor, in the same run: the same single records
+posted to benchmarks/bare_app.py's `POST /bare/usage`, a plain Flask app that does only the
+database work of an accepted debit with hand-written SQL (benchmarks/raw_sql.py `debit`), served
+the same way: what share of the ceiling any implementation of one debit per call can reach here.
 """
 
 from __future__ import annotations
@@ -97,8 +100,9 @@ def set_limit(url: str, team_id: str, limit: int | None) -> None:
     db.dispose()
 
 
-def _post(conn: http.client.HTTPConnection, credential: str, record: dict[str, Any]) -> tuple[int, bytes]:
-    conn.request("POST", "/api/v1/usage", body=json.dumps(record).encode(),
+def _post(conn: http.client.HTTPConnection, credential: str, record: dict[str, Any],
+          path: str = "/api/v1/usage") -> tuple[int, bytes]:
+    conn.request("POST", path, body=json.dumps(record).encode(),
                  headers={"Authorization": f"Bearer {credential}", "Content-Type": "application/json"})
     response = conn.getresponse()
     return response.status, response.read()
@@ -152,7 +156,8 @@ def _loader(job: dict[str, Any]) -> dict[str, Any]:
         else:
             records = [{"key_id": rng.choice(job["keys"]), "model": "m", "cost_micros": 1000,
                         "request_id": f"{job['seed']}-{n}-{i}"} for i in range(job["batch"])]
-            status, _ = _post(conn, job["credential"], records[0] if job["batch"] == 1 else {"usage": records})
+            status, _ = _post(conn, job["credential"], records[0] if job["batch"] == 1 else {"usage": records},
+                              job.get("path", "/api/v1/usage"))
         if started >= job["start"]:
             latencies.append(time.time() - started)
             statuses[status] = statuses.get(status, 0) + 1
@@ -272,10 +277,15 @@ def throughput(args: argparse.Namespace, folder: Path, url: str) -> dict[str, An
     hot = seed_teams(url, org["org"]["id"], org["owner"]["id"], 1, BIG)
     figures: dict[str, Any] = {"busy_before": machine_busy()}
     with Server("ceiling_app:app", env, args, folder / "gunicorn-ceiling.log", pythonpath="benchmarks",
-                ready_path="/") as ceiling, Server("wsgi:app", env, args, folder / "gunicorn-app.log") as server:
+                ready_path="/") as ceiling, Server("wsgi:app", env, args, folder / "gunicorn-app.log") as server, \
+            Server("bare_app:app", env, args, folder / "gunicorn-bare.log", pythonpath="benchmarks",
+                   ready_path="/") as bare:
         figures["ceiling"] = load("ceiling", ceiling, args)
         figures["hot"] = load("usage", server, args, keys=hot, credential=credential)
         figures["spread"] = load("usage", server, args, keys=keys, credential=credential)
+        # The floor: the same single records debited by hand-written SQL in a plain Flask app (bare_app).
+        figures["bare_hot"] = load("usage", bare, args, keys=hot, credential=credential, path="/bare/usage")
+        figures["bare_spread"] = load("usage", bare, args, keys=keys, credential=credential, path="/bare/usage")
         if args.batch > 1:
             figures["hot_batched"] = load("usage", server, args, keys=hot, credential=credential, batch=args.batch)
             figures["spread_batched"] = load("usage", server, args, keys=keys, credential=credential,
@@ -295,6 +305,9 @@ def report(mode: str, args: argparse.Namespace, f: dict[str, Any]) -> str:
              f"other load before: {f['busy_before']:.0%}"]
     rows = [("ceiling (GET / trivial Flask)", "ceiling"), ("POST /api/v1/usage, one hot team", "hot"),
             (f"POST /api/v1/usage, {args.teams} teams/{args.orgs} orgs", "spread"), ("ceiling again", "ceiling_again")]
+    if "bare_hot" in f:
+        rows[3:3] = [("floor (bare_app, hand-written SQL), hot", "bare_hot"),
+                     (f"floor (bare_app), {args.teams} teams", "bare_spread")]
     if "hot_batched" in f:
         rows[3:3] = [(f"batches of {args.batch}, one hot team", "hot_batched"),
                      (f"batches of {args.batch}, {args.teams} teams/{args.orgs} orgs", "spread_batched")]

@@ -186,3 +186,71 @@ class Raw:
         from psycopg.types.json import Json
 
         return Json(value)
+
+
+# The usage floor (bench_usage.py): what `usage.record_usage` writes for one accepted record, as the same
+# statements, in one write transaction: the wallet locked, the request id looked up, the ledger row,
+# the wallet's new balance and spend, and one chained audit event (the service's per-call summary).
+_GATEWAY = "SELECT id, name, secret_hash FROM gateway_credentials WHERE prefix = ? AND revoked_at IS NULL"
+_KEY = "SELECT org_id, team_id, user_id, status FROM api_keys WHERE id = ?"
+_WALLET = ("SELECT balance_micros, period_spend_micros, spend_limit_micros, discount_percent, period_start"
+           " FROM wallets WHERE team_id = ?")
+_BOOKED = "SELECT amount_micros FROM wallet_entries WHERE request_id = ?"
+_ENTRY = ("INSERT INTO wallet_entries (org_id, team_id, kind, amount_micros, cost_micros, discount_percent, key_id,"
+          " user_id, model, request_id, reference, period_start, actor_type, actor_id, created_at)"
+          " VALUES (?, ?, 'usage', ?, ?, ?, ?, ?, ?, ?, NULL, ?, 'system', ?, ?)")
+_SPEND = "UPDATE wallets SET balance_micros = ?, period_spend_micros = ?, updated_at = ? WHERE team_id = ?"
+_USAGE_EVENT = ("INSERT INTO audit_events (id, org_id, seq, occurred_at, actor_type, actor_id, actor_display, action,"
+                " target_type, target_id, target_display, changes, outcome, request_id, ip, user_agent, prev_hash,"
+                " hash) VALUES (?, ?, ?, ?, 'system', ?, ?, 'wallet.usage_recorded', 'team', ?, ?, ?, 'success',"
+                " ?, ?, ?, ?, ?)")
+
+
+def debit(raw: Raw, authorization: str, record: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """One usage record debited with hand-written SQL: (status, answer). No validation beyond what
+    the statements need, no discount rounding rules, no limits but the team's, no key-check refusal
+    kept: only the database work of an accepted debit."""
+    secret = authorization.partition(" ")[2].strip()
+    raw.begin(write=True)
+    try:
+        gateway = raw.one(_GATEWAY, (tokens.split_prefix(secret) or "",))
+        if gateway is None or not hmac.compare_digest(hashlib.sha256(secret.encode()).hexdigest(), gateway[2]):
+            raw.rollback()
+            return 401, {"detail": "a gateway credential is required"}
+        org_id, team_id, user_id, _status = raw.one(_KEY, (record["key_id"],))
+        balance, spend, limit, discount, period = raw.one(_WALLET + ("" if raw.sqlite else " FOR UPDATE"),
+                                                          (team_id,))
+        booked = raw.one(_BOOKED, (record["request_id"],))
+        if booked is not None:
+            raw.commit()
+            return 200, {"status": "duplicate", "debited_micros": -booked[0]}
+        cost = record["cost_micros"]
+        debited = cost * (100 - discount) // 100
+        if debited > balance or (limit is not None and spend + debited > limit):
+            raw.commit()
+            return 429, {"status": "balance_exhausted"}
+        now = dt.datetime.now(dt.UTC)
+        stored = now.replace(tzinfo=None) if not raw.sqlite else str(now.replace(tzinfo=None))
+        actor_id = f"gateway:{gateway[0]}"
+        raw.cursor.execute(raw.sql(_ENTRY), (org_id, team_id, -debited, cost, discount, record["key_id"], user_id,
+                                             record["model"], record["request_id"], period, actor_id, stored))
+        raw.cursor.execute(raw.sql(_SPEND), (balance - debited, spend + debited, stored, team_id))
+        seq, previous = raw.one(_HEAD + ("" if raw.sqlite else " FOR UPDATE"), (org_id,))
+        changes = {"records": 1, "cost_micros": cost, "debited_micros": debited,
+                   "teams": {team_id: {"debited_micros": debited, "balance_micros": balance - debited}},
+                   "request_ids": [record["request_id"]]}
+        fields = {"id": str(uuid.uuid4()), "org_id": org_id, "seq": seq + 1, "occurred_at": now,
+                  "actor_type": "system", "actor_id": actor_id, "actor_display": f"gateway {gateway[1]}",
+                  "action": "wallet.usage_recorded", "target_type": "team", "target_id": team_id,
+                  "target_display": team_id, "changes": changes, "outcome": "success", "request_id": "",
+                  "ip": "", "user_agent": "", "prev_hash": previous}
+        digest = event_hash(fields)
+        raw.cursor.execute(raw.sql(_NEW_HEAD), (seq + 1, digest, stored, org_id))
+        raw.cursor.execute(raw.sql(_USAGE_EVENT), (fields["id"], org_id, seq + 1, stored, actor_id,
+                                                   fields["actor_display"], team_id, team_id, raw._json(changes),
+                                                   "", "", "", previous, digest))
+    except BaseException:
+        raw.rollback()
+        raise
+    raw.commit()
+    return 200, {"status": "accepted", "debited_micros": debited, "balance_micros": balance - debited}

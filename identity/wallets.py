@@ -63,8 +63,21 @@ def percent(value: Any, field: str = "discount_percent") -> int:
 
 
 def period_at(org_created: dt.datetime, moment: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
-    """Return the billing period [start, end) containing `moment`: the org's monthly billing cycle."""
-    return cycle_at(org_created, moment)
+    """Return the billing period [start, end) containing `moment`: the org's monthly billing cycle.
+
+    The key check asks on every request; the last period found per org is kept (this process),
+    and given back while `moment` falls inside it."""
+    known = _PERIODS.get(org_created)
+    if known is not None and known[0] <= moment < known[1]:
+        return known
+    if len(_PERIODS) >= _PERIODS_KEPT:
+        _PERIODS.clear()
+    found = _PERIODS[org_created] = cycle_at(org_created, moment)
+    return found
+
+
+_PERIODS: dict[dt.datetime, tuple[dt.datetime, dt.datetime]] = {}
+_PERIODS_KEPT = 100_000  # orgs; cleared whole when full
 
 
 def _upsert(session: Session) -> Any:

@@ -11,6 +11,8 @@ import uuid
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from audit import Actor, clock
@@ -20,6 +22,7 @@ from identity.billing import check_org
 from identity.db import Database
 from identity.errors import InvalidValue, NotFound, PermissionDenied
 from identity.orgs import NewOrg
+from identity.seats import cycle_at
 from identity.usage import UsageRecord
 from identity.wallet_models import TopUpRequest, Wallet, WalletEntry
 from identity.web.cli import main
@@ -292,3 +295,13 @@ def test_billing_check_finds_a_balance_that_is_not_its_ledgers_sum(db: Database,
         conn.execute(Wallet.__table__.update().values(balance_micros=999))
     result = runner.invoke(main, ["billing", "check", "--org", acme.org.slug])
     assert result.exit_code == 1 and "ledger sums to 1000" in result.output
+
+
+@given(moments=st.lists(st.datetimes(min_value=dt.datetime(2026, 1, 1), max_value=dt.datetime(2028, 12, 31),
+                                     timezones=st.just(dt.UTC)), min_size=1, max_size=30),
+       anchor_day=st.integers(1, 31))
+def test_the_period_kept_per_org_is_always_the_cycle(moments: list[dt.datetime], anchor_day: int) -> None:
+    """Asked in any order (the clock of several requests), the kept period is never stale."""
+    anchor = dt.datetime(2026, 1, anchor_day, 13, 30, tzinfo=dt.UTC)
+    for moment in [*moments, *sorted(moments), *sorted(moments, reverse=True)]:
+        assert wallets.period_at(anchor, moment) == cycle_at(anchor, moment)
