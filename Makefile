@@ -31,7 +31,7 @@ check: lint test-fast
 
 # The configuration lives in pyproject.toml (ruff, mypy: strict, all four packages) and .importlinter.
 lint: install
-	$(BIN)/ruff check identity audit scim saml tests
+	$(BIN)/ruff check identity audit scim saml tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-logo --no-cache
 

@@ -10,7 +10,8 @@ What it does, in order:
 2. Seeds N users directly (benchmarks/seeding.py), not over HTTP: seeding is setup, not what is
    measured. On PostgreSQL the server generates the rows (benchmarks/bulk_load.py: INSERT ...
    SELECT FROM generate_series, 1,000,000 users in minutes) and `--groups` adds filler groups of
-   `--filler-size` members with their mirror teams; on SQLite, multi-row INSERTs. Each user gets exactly the rows `users.provision_user` would give it
+   `--filler-size` members with their mirror teams; on SQLite, multi-row INSERTs. Each user gets
+   exactly the rows `users.provision_user` would give it
    (the user row with its SCIM attributes, an org role grant and a Default-team grant, a seat:
    `has_seat` and `orgs.seats_used`). The org is created with enough included seats for every
    seeded user and every user the benchmark creates, so no seat purchases are needed and

@@ -36,19 +36,24 @@ SELECT md5('u' || i)::uuid::text, :org, {NAME}, {NAME}, {NAME}, 'ext-' || i, 'Be
                          'name', json_build_object('givenName', 'Bench', 'familyName', 'User ' || i),
                          'emails', json_build_array(json_build_object('value', {NAME}, 'type', 'work',
                                                                       'primary', true))),
-       CAST(:base AS timestamp) + i * interval '10 milliseconds', CAST(:base AS timestamp) + i * interval '10 milliseconds', NULL, 1
+       CAST(:base AS timestamp) + i * interval '10 milliseconds',
+       CAST(:base AS timestamp) + i * interval '10 milliseconds', NULL, 1
 FROM generate_series(CAST(:first AS integer), CAST(:last AS integer)) AS i"""
 EMAILS = f"""
 INSERT INTO user_emails (org_id, user_id, value, type, "primary", display)
-SELECT CAST(:org AS varchar), md5('u' || i)::uuid::text, {NAME}, 'work', true, NULL FROM generate_series(CAST(:first AS integer), CAST(:last AS integer)) AS i"""
+SELECT CAST(:org AS varchar), md5('u' || i)::uuid::text, {NAME}, 'work', true, NULL
+FROM generate_series(CAST(:first AS integer), CAST(:last AS integer)) AS i"""
 GRANTS = """
 INSERT INTO role_grants (org_id, user_id, team_id, role, source, source_ref, created_at)
-SELECT CAST(:org AS varchar), md5('u' || i)::uuid::text, team.id, 'member', 'scim', '', CAST(:base AS timestamp) + i * interval '10 milliseconds'
-FROM generate_series(CAST(:first AS integer), CAST(:last AS integer)) AS i, (VALUES (CAST(NULL AS varchar)), (CAST(:team AS varchar))) AS team (id)"""
+SELECT CAST(:org AS varchar), md5('u' || i)::uuid::text, team.id, 'member', 'scim', '',
+       CAST(:base AS timestamp) + i * interval '10 milliseconds'
+FROM generate_series(CAST(:first AS integer), CAST(:last AS integer)) AS i,
+     (VALUES (CAST(NULL AS varchar)), (CAST(:team AS varchar))) AS team (id)"""
 # Members of a group made by the service: users first..last, with the team grant its mirror gives.
 MEMBERS = """
 INSERT INTO idp_group_members (group_id, user_id)
-SELECT :group, md5('u' || i)::uuid::text FROM generate_series(CAST(:first AS integer), CAST(:last AS integer)) AS i"""
+SELECT :group, md5('u' || i)::uuid::text
+FROM generate_series(CAST(:first AS integer), CAST(:last AS integer)) AS i"""
 MEMBER_GRANTS = """
 INSERT INTO role_grants (org_id, user_id, team_id, role, source, source_ref, created_at)
 SELECT CAST(:org AS varchar), md5('u' || i)::uuid::text, :team, :role, 'scim', :group, now()
@@ -56,13 +61,16 @@ FROM generate_series(CAST(:first AS integer), CAST(:last AS integer)) AS i"""
 # Filler groups g (1..n), each with its mirror team and members: `size` users from `offset` on.
 FILLER = [
     """INSERT INTO teams (id, org_id, name, created_at, is_default)
-       SELECT 'filler-' || g, :org, 'Filler group ' || g, now(), false FROM generate_series(1, CAST(:n AS integer)) AS g""",
+       SELECT 'filler-' || g, :org, 'Filler group ' || g, now(), false
+       FROM generate_series(1, CAST(:n AS integer)) AS g""",
     """INSERT INTO idp_groups (id, org_id, display_name, external_id, team_id, attributes, created_at,
                               updated_at, version)
        SELECT md5('g' || g)::uuid::text, :org, 'Filler group ' || g, 'filler-ext-' || g, 'filler-' || g, '{}',
               now(), now(), 1 FROM generate_series(1, CAST(:n AS integer)) AS g""",
     """INSERT INTO idp_group_members (group_id, user_id)
-       SELECT md5('g' || g)::uuid::text, md5('u' || (CAST(:offset AS integer) + (g * CAST(:size AS integer) + k) % CAST(:users AS integer)))::uuid::text
+       SELECT md5('g' || g)::uuid::text,
+              md5('u' || (CAST(:offset AS integer) + (g * CAST(:size AS integer) + k)
+                          % CAST(:users AS integer)))::uuid::text
        FROM generate_series(1, CAST(:n AS integer)) AS g, generate_series(0, CAST(:size AS integer) - 1) AS k""",
     """INSERT INTO role_grants (org_id, user_id, team_id, role, source, source_ref, created_at)
        SELECT :org, m.user_id, g.team_id, 'member', 'scim', g.id, now()
@@ -85,8 +93,8 @@ def load_members(conn: Connection, org_id: str, group_id: str, first: int, last:
     conn.execute(text(MEMBERS), {"group": group_id, "first": first, "last": last})
     for team, role in ((grants.team_id, grants.team_role), (None, grants.org_role)):
         if role is not None:
-            conn.execute(text(MEMBER_GRANTS), {"org": org_id, "team": team, "role": getattr(role, "value", role), "group": group_id,
-                                               "first": first, "last": last})
+            conn.execute(text(MEMBER_GRANTS), {"org": org_id, "team": team, "role": getattr(role, "value", role),
+                                               "group": group_id, "first": first, "last": last})
 
 
 def load_filler_groups(conn: Connection, org_id: str, groups: int, size: int, offset: int, users: int) -> None:
