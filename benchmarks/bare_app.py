@@ -16,6 +16,8 @@ The database work is benchmarks/raw_sql.py's hand-written SQL:
   `users.provision_user` runs for a new active user (the org's seat count, the user, its work
   email, its two role grants, two hash-chained audit events and the chain's head), rendered the
   same way, 201.
+- `DELETE /bare/Users/<id>` (benchmarks/bench_peer.py): the same token check, then the statements
+  `users.remove_user` sends for a SCIM DELETE (raw_sql.Raw.delete), 204.
 - `POST /bare/usage` (benchmarks/bench_usage.py): one usage record, what `usage.record_usage`
   writes for an accepted debit (raw_sql.debit), as JSON.
 
@@ -80,6 +82,26 @@ def create() -> Response:
         raise
     raw.commit()
     return answer(201, resources.user_to_wire(row, _BASE, []))
+
+
+@app.delete("/bare/Users/<user_id>")
+def delete(user_id: str) -> Response:
+    raw = _raw()
+    raw.begin()
+    token = raw.token(request.headers.get("Authorization", ""))
+    if token is None:
+        raw.rollback()
+        return refused(401, "invalid or revoked SCIM token")
+    raw.commit()
+    raw.begin(write=True)
+    try:
+        found = raw.delete(token, user_id, request.headers.get("X-Request-Id", ""), request.remote_addr or "",
+                           request.user_agent.string)
+    except BaseException:
+        raw.rollback()
+        raise
+    raw.commit()
+    return Response(status=204) if found else refused(404, "no such user")
 
 
 @app.post("/bare/usage")

@@ -12,7 +12,10 @@ the service), loaded one after another by `--clients` keep-alive client processe
   virtualenv of its own that this script makes once in `--peer-venv` with the pinned
   versions below, preloaded with the same users and group through its own API before gunicorn
   forks (`--preload`), so both workers hold them;
-- the ceiling (benchmarks/ceiling_app.py), measured before and after the others.
+- the ceiling (benchmarks/ceiling_app.py), measured before and after the others;
+- the floor for the create, the lookup and the delete (benchmarks/bare_app.py): the same database
+  work as hand-written SQL in a plain Flask app, on the service's database, served the same way:
+  what any implementation on this stack could reach beside scim2-server.
 
 Requests, the same on the service and the peer: `POST /Users` (a new user with an email),
 `GET /Users?filter=userName eq "<random seeded user>"`, `DELETE /Users/<seeded id>` (each client
@@ -46,6 +49,7 @@ from bench_scim import PATCH_OP, ROOT, SCIM_USER, Server, _identity, _pct, machi
 PEER_PINS = ["scim2-server==0.8.3", "scim2-models==0.12.3", "pydantic==2.14.4", "gunicorn==27.0.1"]
 KINDS = ("create", "lookup", "delete", "page", "group_patch")
 TARGETS = {"create": 1.0, "lookup": 1.2, "delete": 1.0, "page": 2.0, "group_patch": 2.0}
+FLOOR_KINDS = ("create", "lookup", "delete")  # what benchmarks/bare_app.py serves
 
 
 def peer_venv(path: Path) -> Path:
@@ -151,15 +155,24 @@ def bench(args: argparse.Namespace, folder: Path, url: str) -> dict[str, Any]:
     peer.cmd.insert(1, "--preload")
     with Server("ceiling_app:app", env, gunicorn_args, folder / "gunicorn-ceiling.log",
                 pythonpath="benchmarks", ready_path="/") as ceiling, \
-            Server("wsgi:app", env, gunicorn_args, folder / "gunicorn-scim.log") as service, peer:
+            Server("wsgi:app", env, gunicorn_args, folder / "gunicorn-scim.log") as service, peer, \
+            Server("bare_app:app", env, gunicorn_args, folder / "gunicorn-bare.log", pythonpath="benchmarks",
+                   ready_path="/") as bare:
         ids = json.loads(peer_ids.read_text())
         sides = {"service": (service, {"base": "/scim/v2", "token": org["scim_token"],
                                        "group": seeded["groups"]["big"]["id"], "ids": seeded["ids"]}),
-                 "peer": (peer, {"base": "/v2", "token": "peer-token", "group": ids["group"], "ids": ids["users"]})}
+                 "peer": (peer, {"base": "/v2", "token": "peer-token", "group": ids["group"], "ids": ids["users"]}),
+                 # The floor: the same database work by hand-written SQL in a plain Flask app (bare_app),
+                 # deleting from the other end of the service's pool of users.
+                 "floor": (bare, {"base": "/bare", "token": org["scim_token"], "group": "",
+                                  "ids": seeded["ids"][:args.group + 100 * args.clients]
+                                  + seeded["ids"][:args.group + 100 * args.clients - 1:-1]})}
         figures["ceiling"] = load("ceiling", "ceiling", ceiling, args, base="", token="", lookup_range=1)
         print(f"ceiling: {figures['ceiling']['per_second']:.0f}/s", flush=True)
         for kind in args.kinds:
             for name, (server, side) in sides.items():
+                if name == "floor" and kind not in FLOOR_KINDS:
+                    continue
                 patch_pool, delete_pool = _pools(side["ids"], args.group, args.clients)
                 users = {"delete": delete_pool, "group_patch": patch_pool}.get(kind, [])
                 figures[f"{name}_{kind}"] = load(kind, name, server, args, base=side["base"], token=side["token"],
@@ -193,6 +206,13 @@ def report(f: dict[str, Any]) -> str:
                      f"{p['per_second'] / ceiling:9.1%}  {verdict}"
                      + ("  (ids ran out)" if s["ran_out"] or p["ran_out"] else "")
                      + (f"  errors: {s['bad'] + p['bad']}" if s["bad"] or p["bad"] else ""))
+    lines.append("the floor (benchmarks/bare_app.py: the same database work as hand-written SQL in a plain Flask app):")
+    for kind in [k for k in FLOOR_KINDS if f"floor_{k}" in f]:
+        r, p = f[f"floor_{kind}"], f[f"peer_{kind}"]
+        ratio = r["per_second"] / p["per_second"] if p["per_second"] else float("inf")
+        lines.append(f"  {kind:10} {r['per_second']:7.0f}/s  p50 {r['p50_ms']:.1f} ms  CPU {r['cpu_ms']:.2f} ms  "
+                     f"{ratio:.2f}x scim2-server, {r['per_second'] / ceiling:.1%} of the ceiling"
+                     + (f"  errors: {r['bad']}" if r["bad"] else ""))
     lines.append(f"peak RSS per worker, MB: {f['peak_rss_mb']}")
     lines.append(f"CPU busy with other processes before the runs: {f['busy_before']:.0%}; uptime: {f['uptime']}")
     return "\n".join(lines)

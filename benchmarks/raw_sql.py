@@ -40,6 +40,16 @@ _USER = ("INSERT INTO users (id, org_id, user_name, user_name_key, email, extern
 _EMAIL = 'INSERT INTO user_emails (org_id, user_id, value, type, "primary", display) VALUES (?, ?, ?, ?, ?, NULL)'
 _GRANT = ("INSERT INTO role_grants (org_id, user_id, team_id, role, source, source_ref, created_at)"
           " VALUES (?, ?, ?, 'member', 'scim', '', ?)")
+# The delete: what `users.remove_user` sends for a SCIM DELETE of a member with no keys or sessions.
+_LIVE_USER = "SELECT id, user_name, has_seat FROM users WHERE id = ? AND org_id = ? AND deleted_at IS NULL"
+_SEATS_LOCK = "SELECT seats_used FROM orgs WHERE id = ?"
+_ORG_ROLE = "SELECT role FROM role_grants WHERE user_id = ? AND team_id IS NULL"
+_ACTIVE_KEYS = "SELECT id FROM api_keys WHERE user_id = ? AND status = 'active'"
+_END_SESSIONS = "DELETE FROM sso_sessions WHERE user_id = ?"
+_DROP_GRANTS = "DELETE FROM role_grants WHERE user_id = ?"
+_DROP_MEMBERSHIPS = "DELETE FROM idp_group_members WHERE user_id = ?"
+_TOMBSTONE = ("UPDATE users SET deleted_at = ?, active = false, has_seat = false, updated_at = ?,"
+              " version = version + 1 WHERE id = ?")
 _HEAD = "SELECT seq, hash FROM audit_heads WHERE org_id = ?"
 _NEW_HEAD = "UPDATE audit_heads SET seq = ?, hash = ?, last_at = ? WHERE org_id = ?"
 _EVENT = ("INSERT INTO audit_events (id, org_id, seq, occurred_at, actor_type, actor_id, actor_display, action,"
@@ -179,6 +189,43 @@ class Raw:
         self.cursor.executemany(self.sql(_EVENT), events)
         return Row((user_id, values[1], email, values[3], values[4], values[5], values[6], True, attributes,
                     now, now, 1))
+
+    def delete(self, token: tuple[Any, ...], user_id: str, request_id: str, ip: str, agent: str) -> bool:
+        """Remove a live user as `users.remove_user` does for a SCIM DELETE (tests/scim/test_delete_statements.py
+        lists its statements): the org locked, the role read, keys and sign-in sessions ended, grants
+        and group memberships removed, the seat freed, the user's row tombstoned, two chained audit
+        events. False when there is no such live user."""
+        token_id, org_id, _, _, token_name, prefix = token
+        user = self.one(_LIVE_USER, (user_id, org_id))
+        if user is None:
+            return False
+        now = dt.datetime.now(dt.UTC)
+        stored = now.replace(tzinfo=None) if not self.sqlite else str(now.replace(tzinfo=None))
+        seats_used = self.one(_SEATS_LOCK + ("" if self.sqlite else " FOR NO KEY UPDATE"), (org_id,))[0]
+        role = self.one(_ORG_ROLE, (user_id,))
+        self.cursor.execute(self.sql(_ACTIVE_KEYS), (user_id,))
+        self.cursor.fetchall()
+        for statement in (_END_SESSIONS, _DROP_GRANTS, _DROP_MEMBERSHIPS):
+            self.cursor.execute(self.sql(statement), (user_id,))
+        self.cursor.execute(self.sql(_SEATS), (seats_used - 1, org_id))
+        self.cursor.execute(self.sql(_TOMBSTONE), (stored, stored, user_id))
+        seq, previous = self.one(_HEAD + ("" if self.sqlite else " FOR UPDATE"), (org_id,))
+        actor = f"SCIM token {token_name} ({prefix})"
+        events = []
+        for action, changes in (("seat.released", {"seats_used": {"before": seats_used, "after": seats_used - 1}}),
+                                ("user.deleted", {"user_name": user[1], "role": role[0] if role else None})):
+            seq += 1
+            fields = {"id": str(uuid.uuid4()), "org_id": org_id, "seq": seq, "occurred_at": now,
+                      "actor_type": "scim_token", "actor_id": token_id, "actor_display": actor, "action": action,
+                      "target_type": "user", "target_id": user_id, "target_display": user[1], "changes": changes,
+                      "outcome": "success", "request_id": request_id, "ip": ip, "user_agent": agent,
+                      "prev_hash": previous}
+            previous = event_hash(fields)
+            events.append((fields["id"], org_id, seq, stored, token_id, actor, action, user_id, user[1],
+                           self._json(changes), request_id, ip, agent, fields["prev_hash"], previous))
+        self.cursor.execute(self.sql(_NEW_HEAD), (seq, previous, stored, org_id))
+        self.cursor.executemany(self.sql(_EVENT), events)
+        return True
 
     def _json(self, value: dict[str, Any]) -> Any:
         if self.sqlite:
