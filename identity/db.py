@@ -330,8 +330,16 @@ class Database:
         # What makes a read session one is its begin: BEGIN (deferred) on SQLite, REPEATABLE READ
         # READ ONLY on PostgreSQL (_read_snapshots).
         self.read_sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Reads made only of lookups by identifying keys (an IdP's `userName eq` and the like, whose
+        # every statement finds rows through a unique or near-unique index): read sessions whose
+        # plans PostgreSQL may reuse, on a pool of their own (docs/performance.md).
+        self.lookup_engine = self.engine if self.dialect != "postgresql" else make_engine(
+            self.url, generic_plans=True, **engine_kwargs)
+        self.lookup_sessions = self.read_sessions if self.lookup_engine is self.engine else sessionmaker(
+            self.lookup_engine, expire_on_commit=False)
         if self.dialect == "postgresql":
             _read_snapshots(self.engine, self.read_sessions)
+            _read_snapshots(self.lookup_engine, self.lookup_sessions)
         else:
             _begin_sessions(self.sessions, _SQLITE_WRITE)
             _begin_sessions(self.read_sessions, _SQLITE_READ)
@@ -374,6 +382,13 @@ class Database:
         with self.read_sessions.begin() as session:
             yield session
 
+    @contextmanager
+    def looking_up(self) -> Iterator[Session]:
+        """Run a read-only unit of work whose statements find rows by identifying keys only, so that
+        no plan of theirs can depend on the values (the same as `reading` on SQLite)."""
+        with self.lookup_sessions.begin() as session:
+            yield session
+
     def analyze(self) -> None:
         """Gather the query planner's statistics now (SQLite; PostgreSQL's autovacuum does its own)."""
         if self.dialect != "sqlite":
@@ -386,6 +401,5 @@ class Database:
     def dispose(self) -> None:
         if self.checkpointer is not None:
             self.checkpointer.stop()
-        self.engine.dispose()
-        if self.point_engine is not self.engine:
-            self.point_engine.dispose()
+        for engine in {self.engine, self.point_engine, self.lookup_engine}:
+            engine.dispose()

@@ -29,7 +29,7 @@ from identity.errors import (
     SeatCapReached,
     Unauthenticated,
 )
-from scim import context, discovery, errors, provisioning_status
+from scim import context, discovery, errors, listing, provisioning_status
 from scim.auth import authenticate, init_oauth
 from scim.streaming import SCIM_JSON
 
@@ -112,6 +112,12 @@ class _RateLimit:
 RATE_LIMIT = _RateLimit()
 
 
+def _user_lookup() -> bool:
+    """A read of one user by key: `GET /Users/<id>`, or `GET /Users` with an IdP's lookup filter."""
+    return request.endpoint == "scim.users_get" or (
+        request.endpoint == "scim.users_list" and listing.is_user_lookup(request.args.get("filter")))
+
+
 @bp.before_request
 def _authenticate() -> Response | None:
     header = request.headers.get("Authorization", "")
@@ -121,7 +127,7 @@ def _authenticate() -> Response | None:
     # credential's last-used time changes at most once a minute (identity.keys); only then is
     # it saved, in a write transaction of its own.
     stack = ExitStack()
-    session = stack.enter_context(context.database().reading())
+    session = stack.enter_context(context.database().looking_up() if _user_lookup() else context.database().reading())
     try:
         presented = authenticate(session, header)
     except BaseException:

@@ -85,7 +85,7 @@ def statements(db: Database) -> Iterator[list[str]]:
         if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")):
             sent.append(_kind(statement.strip()))
 
-    engines = {db.engine, db.point_engine}  # the second is the key check's on PostgreSQL
+    engines = {db.engine, db.point_engine, db.lookup_engine}  # the key check's and the lookups' on PostgreSQL
     for engine in engines:
         event.listen(engine, "before_cursor_execute", collect)
     try:

@@ -129,3 +129,36 @@ def test_a_deep_page_skips_in_the_index_and_reads_only_its_rows(big_org: tuple[D
     rows = [n for n in nodes if n.get("Relation Name") == "users" and n.get("Index Name") != "ix_users_org_created"]
     assert sum(n.get("Actual Rows", 0) * n.get("Actual Loops", 1) for n in rows) == 100
     assert nodes[0]["Actual Rows"] == 100
+
+
+@pytest.mark.parametrize(("scim_filter", "index"), [(f, i) for f, i, kind in LOOKUPS if kind == "users"])
+def test_an_idp_lookup_reads_its_index_with_a_plan_for_any_value(big_org: tuple[Database, str], scim_filter: str,
+                                                                  index: str) -> None:
+    """A user lookup's read runs where PostgreSQL may reuse one plan for every value (Database.looking_up):
+    that generic plan, forced here, must read the same index and touch as few rows, with either statistics."""
+    from psycopg import ClientCursor
+    from sqlalchemy.dialects import postgresql
+
+    db, org_id = big_org
+    stmt = listing.users_page(org_id, listing.read_query({"filter": scim_filter}))
+    compiled = stmt.compile(dialect=postgresql.psycopg.dialect(paramstyle="numeric_dollar"))
+    values = [compiled.params[name] for name in compiled.positiontup or ()]
+    with db.lookup_engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        with ClientCursor(raw) as cursor:
+            cursor.execute(f"PREPARE lookup AS {compiled.string}")
+            cursor.execute("SET plan_cache_mode = force_generic_plan")
+            cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE lookup({', '.join(['%s'] * len(values))})", values)
+            found = cursor.fetchone()[0]  # type: ignore[index]
+            cursor.execute("DEALLOCATE lookup")
+            cursor.execute("RESET plan_cache_mode")
+        conn.rollback()
+    nodes = list(_nodes((found if isinstance(found, list) else json.loads(found))[0]["Plan"]))
+    described = [(n["Node Type"], n.get("Index Name"), n.get("Actual Rows")) for n in nodes]
+    assert any("$" in str(n.get("Index Cond", "")) for n in nodes), nodes  # planned for parameters, not values
+    assert index in {n.get("Index Name") for n in nodes}, described
+    assert not [n for n in nodes if n["Node Type"] == "Seq Scan"], described
+    touched = sum(n.get("Actual Rows", 0) * n.get("Actual Loops", 1) + n.get("Rows Removed by Filter", 0)
+                  for n in nodes if "Relation Name" in n)
+    assert touched <= 10, described
+    assert nodes[0]["Actual Rows"] == 1
