@@ -198,6 +198,47 @@ def test_the_sso_form_takes_an_uploaded_metadata_file(client: FlaskClient, db: D
     assert actions(db, acme.org.id)[-1] == "sso.configured"
 
 
+def test_the_sso_form_sets_the_signing_and_encryption_options(client: FlaskClient, db: Database, system: Actor,
+                                                              acme: NewOrg) -> None:
+    """The three options the API offers (sign_authn_requests, want_assertions_encrypted,
+    want_assertions_signed): on when ticked, off when not, shown as they stand, and audited."""
+    from io import BytesIO
+
+    from saml.models import SamlConnection
+    from tests.saml.idp import KeyPair, TestIdP
+
+    options = ("sign_authn_requests", "want_assertions_encrypted", "want_assertions_signed")
+    idp = TestIdP("https://okta.example.test/exk2", KeyPair.make("okta"))
+    owner = sign_in(db, acme.owner.id)
+
+    def save(ticked: dict[str, str], **files: object) -> None:
+        answer = client.post("/console/idp/sso", content_type="multipart/form-data", headers={
+            "Cookie": owner.cookie, "Origin": ORIGIN}, data={"csrf_token": owner.csrf, "jit": "on", **ticked, **files})
+        assert answer.status_code == 303, answer.data
+
+    def stored() -> dict[str, bool]:
+        with db.reading() as session:
+            connection = session.get(SamlConnection, acme.org.id)
+            assert connection is not None
+            return {option: getattr(connection, option) for option in options}
+
+    save({option: "on" for option in options}, idp_metadata=(BytesIO(idp.metadata()), "metadata.xml"))
+    assert stored() == dict.fromkeys(options, True)
+    page = client.get("/console/idp", headers={"Cookie": owner.cookie}).data
+    for option in options:
+        assert f'id="{option}" name="{option}" checked'.encode() in page
+    admin = sign_in(db, provision(db, system, acme.org.id, "ada@acme.test", role="admin").id)
+    shown = client.get("/console/idp", headers={"Cookie": admin.cookie}).data  # an admin reads, never changes
+    assert b"signed requests: on; encrypted assertions: asked;" in shown and b"signed assertions: required" in shown
+    assert b'id="want_assertions_signed"' not in shown
+    save({"want_assertions_signed": "on"})  # the options alone, the metadata in force kept
+    assert stored() == {"sign_authn_requests": False, "want_assertions_encrypted": False,
+                        "want_assertions_signed": True}
+    assert actions(db, acme.org.id)[-1] == "sso.updated"
+    metadata = client.get(f"/saml/{acme.org.slug}/metadata").data
+    assert b'WantAssertionsSigned="true"' in metadata and b'AuthnRequestsSigned="false"' in metadata
+
+
 def test_the_audit_page_reads_the_filtered_selection_and_links_its_exact_export(
         client: FlaskClient, db: Database, acme: NewOrg) -> None:
     owner = sign_in(db, acme.owner.id)

@@ -93,11 +93,18 @@ def _idp_summary(connection: SamlConnection | None) -> dict[str, Any] | None:
             "refreshed": connection.metadata_refreshed_at, "updated": connection.updated_at}
 
 
+# The connection's signing and encryption options, offered as the API offers them (identity.web.api.sso):
+# sign our AuthnRequests; ask for encrypted assertions; require the assertion itself signed (a
+# response signed only as a whole is then refused, and the SP metadata says so).
+SIGNING_OPTIONS = ("sign_authn_requests", "want_assertions_encrypted", "want_assertions_signed")
+
+
 def _sso_form(connection: SamlConnection | None) -> dict[str, Any]:
     """The SSO form as the connection stands (a new one: JIT on, IdP-initiated off, default attribute names)."""
     names = (connection.attribute_map or {}) if connection else {}
     return {"jit": connection.jit if connection else True,
             "allow_idp_initiated": connection.allow_idp_initiated if connection else False,
+            **{option: getattr(connection, option) if connection else False for option in SIGNING_OPTIONS},
             "idp_metadata_url": (connection.idp_metadata_url or "") if connection else "",
             "attributes": {claim: ", ".join(names.get(claim) or []) for claim in CLAIMS}}
 
@@ -117,6 +124,7 @@ def configure_sso() -> Response:
     """Configure SAML from an uploaded metadata file, a metadata URL, or the metadata in force (options only)."""
     form: dict[str, Any] = {
         "jit": request.form.get("jit") == "on", "allow_idp_initiated": request.form.get("allow_idp_initiated") == "on",
+        **{option: request.form.get(option) == "on" for option in SIGNING_OPTIONS},
         "idp_metadata_url": field("idp_metadata_url"),
         "attributes": {claim: field(f"attr_{claim}") for claim in CLAIMS}}
     try:
@@ -124,6 +132,7 @@ def configure_sso() -> Response:
         idp, url = _metadata(form["idp_metadata_url"])
         submit(saml_configuration.configure_connection, g.caller.org_id, idp, jit=form["jit"],
                allow_idp_initiated=form["allow_idp_initiated"], attribute_map=_attribute_map(form["attributes"]),
+               **{option: form[option] for option in SIGNING_OPTIONS},
                metadata_url=url, secret_key=current_app.config["SECRET_KEY"])
     except DomainError as error:
         return refused(error, "sso", sso_form=form)
