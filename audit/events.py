@@ -150,6 +150,30 @@ def read_page(session: Session, selection: Selection, limit: int) -> Page:
     return Page(rows, after, closed and after >= last)
 
 
+def read_page_newest(session: Session, selection: Selection, limit: int, before_seq: int | None = None) -> Page:
+    """Return up to `limit` selected events newest first, all below `before_seq` when given.
+
+    `position` is where the next page starts: its events are below it. `ended` when the selection
+    is read down to its first event. Bounded windows of the `(org_id, seq)` index, as `read_page`.
+    """
+    after, last = seq_bounds(session, selection)
+    upper = last if before_seq is None else min(last, before_seq - 1)
+    connection = session.connection()
+    rows: list[Row[Any]] = []
+    position = upper + 1
+    while upper > after and len(rows) < limit:
+        lower = max(upper - max(limit, BATCH), after)
+        found = connection.execute(_window(selection, lower, upper).order_by(None)
+                                   .order_by(AuditEvent.seq.desc())).fetchall()
+        if len(rows) + len(found) >= limit:
+            rows += found[:limit - len(rows)]
+            position = int(rows[-1].seq)
+            break
+        rows += found
+        upper, position = lower, lower + 1
+    return Page(rows, position, position - 1 <= after)
+
+
 def iter_rows(session: Session, selection: Selection, batch: int = BATCH) -> Iterator[Row[Any]]:
     """Yield the selected events in chain order, one window of `batch` sequence numbers at a time."""
     yield from _batches(session, selection, _SELECT, batch)

@@ -22,13 +22,19 @@ def _log(org_id: str) -> Target:
     return Target("audit_log", org_id, "audit log")
 
 
-def read_events(session: Session, actor: Actor, selection: events.Selection, limit: int) -> events.Page:
-    """Return a page of the selected events (after `selection.after_seq`), recording the reading."""
+def read_events(session: Session, actor: Actor, selection: events.Selection, limit: int, *,
+                newest_first: bool = False, before_seq: int | None = None) -> events.Page:
+    """Return a page of the selected events, recording the reading: in chain order after
+    `selection.after_seq`, or newest first below `before_seq`."""
     authorize(actor, "audit.read", org_id=selection.org_id)
-    page = events.read_page(session, selection, limit)
+    if newest_first:
+        page = events.read_page_newest(session, selection, limit, before_seq)
+        where = {"newest_first": True, "before_seq": before_seq}
+    else:
+        page = events.read_page(session, selection, limit)
+        where = {"after_seq": selection.after_seq}
     record(session, actor, AuditAction.AUDIT_READ, _log(selection.org_id),
-           {"selection": selection.describe(), "after_seq": selection.after_seq, "returned": len(page.rows)},
-           org_id=selection.org_id)
+           {"selection": selection.describe(), **where, "returned": len(page.rows)}, org_id=selection.org_id)
     return page
 
 

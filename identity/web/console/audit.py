@@ -1,6 +1,7 @@
 """Console page: the audit log (DESIGN.md 6), for those who may read it (identity.roles: `audit.read`).
 
-Filters by time range, action, actor, target and outcome; a page of events in chain order with
+Filters by time range, action, actor, target and outcome; a page of events, newest first (or in
+chain order, `order=oldest`), with
 each event's changes (before and after); a download of exactly the filtered selection as JSON
 Lines, CSV or OCSF, served by the admin API's export (identity.web.api.audit_log, which records
 `audit.exported`); the chain's verification on request (recorded `audit.verified`) and the
@@ -40,14 +41,16 @@ def audit_page() -> Response:
         return _not_for_you()
     args = request.args if any(request.args.get(name) for name in FILTERS) else _default_args()
     filters = filters_from(args)
+    newest = request.args.get("order", "newest") != "oldest"  # auditors look at what just happened first
     try:
-        selection = selection_of(g.caller.org_id, filters, _after())
-        page = submit(audit_access.read_events, selection, PAGE)
+        selection = selection_of(g.caller.org_id, filters, 0 if newest else _number("after"))
+        page = submit(audit_access.read_events, selection, PAGE, newest_first=newest,
+                      before_seq=(_number("before") or None) if newest else None)
     except DomainError as error:
-        return _render(filters, [], None, status=400, errors=_field_errors(error))
+        return _render(filters, [], None, newest, status=400, errors=_field_errors(error))
     rows = [_event(events.document(row)) for row in page.rows]
-    more = len(rows) == PAGE
-    return _render(filters, rows, page.position if more else None)
+    more = len(rows) == PAGE and not (newest and page.ended)
+    return _render(filters, rows, page.position if more else None, newest)
 
 
 @bp.post("/audit/verify")
@@ -90,8 +93,9 @@ def _default_args() -> MultiDict[str, str]:
     return MultiDict({"since": since.strftime("%Y-%m-%dT%H:%M")})
 
 
-def _after() -> int:
-    value = request.args.get("after", "")
+def _number(name: str) -> int:
+    """A page position from the query (`after`, `before`): a sequence number, else 0."""
+    value = request.args.get(name, "")
     return int(value) if value.isdigit() and len(value) < 19 else 0
 
 
@@ -115,10 +119,13 @@ def _shown(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
-def _render(filters: dict[str, Any], rows: list[dict[str, Any]], next_after: int | None, *, status: int = 200,
-            errors: dict[str, str] | None = None, verification: verify.Report | None = None) -> Response:
+def _render(filters: dict[str, Any], rows: list[dict[str, Any]], next_position: int | None,
+            newest_first: bool = True, *, status: int = 200, errors: dict[str, str] | None = None,
+            verification: verify.Report | None = None) -> Response:
     query = [(name, value) for name, value in filters.items() if name != "action"]
     query += [("action", ",".join(filters["action"]))] if filters.get("action") else []
+    order = [("order", "newest" if newest_first else "oldest")]
+    position = [("before" if newest_first else "after", next_position)]
     key = signing_key()
     with reading() as session:
         newest = audit_access.newest_checkpoint(session, g.actor, g.caller.org_id)
@@ -126,6 +133,7 @@ def _render(filters: dict[str, Any], rows: list[dict[str, Any]], next_after: int
                   filters={**filters, "action": ",".join(filters.get("action", []))}, rows=rows,
                   outcomes=OUTCOMES, actor_types=ACTOR_TYPES, formats=export.FORMATS,
                   export_base=f"/api/v1/orgs/{g.caller.org_slug}/audit-events/export",
-                  export_query=urlencode(query), next_query=urlencode([*query, ("after", next_after)])
-                  if next_after is not None else None, verification=verification,
+                  export_query=urlencode(query), newest_first=newest_first,
+                  next_query=urlencode([*query, *order, *position]) if next_position is not None else None,
+                  verification=verification,
                   key_id=signing.key_id(key), public_pem=signing.public_pem(key))
