@@ -53,7 +53,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     logs.configure()
     app.extensions[EXTENSION] = app.config.get("DATABASE") or Database(app.config["DATABASE_URL"])
     # On SQLite: every process serving this app checkpoints the WAL in the background, from its
-    # first write on (identity.db.WalCheckpointer).
+    # first write on (identity.db_sqlite.WalCheckpointer).
     app.extensions[EXTENSION].start_background_work()
     app.before_request(_start_request)
     app.after_request(_finish_request)

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 import identity.db
+import identity.db_sqlite
 from identity.db import Database
 
 
@@ -91,7 +92,7 @@ def test_pooled_sqlite_connections_refresh_statistics_now_and_then(db: Database,
 
     _seed_users(db, acme.org.id, 500)
     assert not analyzed()
-    monkeypatch.setattr(identity.db, "SQLITE_OPTIMIZE_SECONDS", 0.0)
+    monkeypatch.setattr(identity.db_sqlite, "SQLITE_OPTIMIZE_SECONDS", 0.0)
     with db.reading() as session:  # a query that would benefit, then the connection goes back to the pool
         session.execute(text("SELECT id FROM users WHERE org_id = :o AND external_id = 'ext-1'"), {"o": acme.org.id})
     with db.reading() as session:

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-import identity.db
-from identity.db import SQLITE_AUTOCHECKPOINT_PAGES, SQLITE_CHECKPOINT_BYTES, Database
+import identity.db_sqlite
+from identity.db import Database
+from identity.db_sqlite import SQLITE_AUTOCHECKPOINT_PAGES, SQLITE_CHECKPOINT_BYTES
 from identity.web.app import create_app
 
 
@@ -138,8 +139,8 @@ def test_a_fork_waits_for_a_checkpoint_in_progress(db: Database) -> None:
     _write_payload(db)
     conn = sqlite3.connect(db.checkpointer.path, isolation_level=None)
     try:
-        identity.db._SQLITE_CALLS.acquire()  # as a checkpointer thread holds it inside SQLite
-        threading.Timer(0.5, identity.db._SQLITE_CALLS.release).start()  # its checkpoint ends
+        identity.db_sqlite._SQLITE_CALLS.acquire()  # as a checkpointer thread holds it inside SQLite
+        threading.Timer(0.5, identity.db_sqlite._SQLITE_CALLS.release).start()  # its checkpoint ends
         started = time.monotonic()
         pid = os.fork()
         if pid == 0:
