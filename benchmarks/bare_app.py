@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from flask import Flask, Response, request
 from raw_sql import Raw, answer, debit, lookup_response, refused
@@ -61,47 +63,41 @@ def lookup() -> Response:
     return lookup_response(_raw(), request.args.get("filter", ""), request.headers.get("Authorization", ""), _BASE)
 
 
+def _as_token(work: Callable[[Raw, tuple[Any, ...], str, str, str], Any]) -> Any:
+    """Check the SCIM token in a read transaction of its own, then run `work` (the raw connection,
+    the token's row, the request id, address and user agent) in one write transaction: a 401
+    Response when the token is refused, else what `work` returns, committed."""
+    raw = _raw()
+    raw.begin()
+    token = raw.token(request.headers.get("Authorization", ""))
+    if token is None:
+        raw.rollback()
+        return refused(401, "invalid or revoked SCIM token")
+    raw.commit()
+    raw.begin(write=True)
+    try:
+        done = work(raw, token, request.headers.get("X-Request-Id", ""), request.remote_addr or "",
+                    request.user_agent.string)
+    except BaseException:
+        raw.rollback()
+        raise
+    raw.commit()
+    return done
+
+
 @app.post("/bare/Users")
 def create() -> Response:
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or not isinstance(body.get("userName"), str):
         return refused(400, "a JSON object with a userName")
-    raw = _raw()
-    raw.begin()
-    token = raw.token(request.headers.get("Authorization", ""))
-    if token is None:
-        raw.rollback()
-        return refused(401, "invalid or revoked SCIM token")
-    raw.commit()
-    raw.begin(write=True)
-    try:
-        row = raw.create(token, body, request.headers.get("X-Request-Id", ""), request.remote_addr or "",
-                         request.user_agent.string)
-    except BaseException:
-        raw.rollback()
-        raise
-    raw.commit()
-    return answer(201, resources.user_to_wire(row, _BASE, []))
+    row = _as_token(lambda raw, token, *request_of: raw.create(token, body, *request_of))
+    return row if isinstance(row, Response) else answer(201, resources.user_to_wire(row, _BASE, []))
 
 
 @app.delete("/bare/Users/<user_id>")
 def delete(user_id: str) -> Response:
-    raw = _raw()
-    raw.begin()
-    token = raw.token(request.headers.get("Authorization", ""))
-    if token is None:
-        raw.rollback()
-        return refused(401, "invalid or revoked SCIM token")
-    raw.commit()
-    raw.begin(write=True)
-    try:
-        found = raw.delete(token, user_id, request.headers.get("X-Request-Id", ""), request.remote_addr or "",
-                           request.user_agent.string)
-    except BaseException:
-        raw.rollback()
-        raise
-    raw.commit()
-    return Response(status=204) if found else refused(404, "no such user")
+    found = _as_token(lambda raw, token, *request_of: raw.delete(token, user_id, *request_of))
+    return found if isinstance(found, Response) else Response(status=204) if found else refused(404, "no such user")
 
 
 @app.post("/bare/usage")

@@ -152,9 +152,9 @@ class Raw:
 
     def create(self, token: tuple[Any, ...], body: dict[str, Any], request_id: str, ip: str, agent: str) -> Row:
         """Insert an active user with its seat, grants, work email and two chained audit events."""
-        token_id, org_id, _, _, token_name, prefix = token
+        org_id = token[1]
         now = dt.datetime.now(dt.UTC)
-        stored = now.replace(tzinfo=None) if not self.sqlite else str(now.replace(tzinfo=None))
+        stored = self.stored(now)
         name = body.get("name") or {}
         email = next((e.get("value") for e in body.get("emails") or [] if isinstance(e, dict)), None)
         user_id = str(uuid.uuid4())
@@ -168,25 +168,12 @@ class Raw:
         if email:
             self.cursor.execute(self.sql(_EMAIL), (org_id, user_id, name_key(email), "work", True))
         self.cursor.executemany(self.sql(_GRANT), [(org_id, user_id, None, stored), (org_id, user_id, team_id, stored)])
-        seq, previous = self.one(_HEAD, (org_id,))
-        actor = f"SCIM token {token_name} ({prefix})"
-        events = []
-        for action, changes in (("user.created", {"user_name": values[1], "email": email, "external_id": values[3],
-                                                  "display_name": values[4], "given_name": values[5],
-                                                  "family_name": values[6], "active": True, "role": "member",
-                                                  "team_id": team_id, "source": "scim"}),
-                                ("seat.assigned", {"seats_used": {"before": seats_used, "after": seats_used + 1}})):
-            seq += 1  # the head holds the last event's number
-            fields = {"id": str(uuid.uuid4()), "org_id": org_id, "seq": seq, "occurred_at": now,
-                      "actor_type": "scim_token", "actor_id": token_id, "actor_display": actor, "action": action,
-                      "target_type": "user", "target_id": user_id, "target_display": values[1], "changes": changes,
-                      "outcome": "success", "request_id": request_id, "ip": ip, "user_agent": agent,
-                      "prev_hash": previous}
-            previous = event_hash(fields)
-            events.append((fields["id"], org_id, seq, stored, token_id, actor, action, user_id, values[1],
-                           self._json(changes), request_id, ip, agent, fields["prev_hash"], previous))
-        self.cursor.execute(self.sql(_NEW_HEAD), (seq, previous, stored, org_id))
-        self.cursor.executemany(self.sql(_EVENT), events)
+        self._user_events(token, (user_id, values[1]), [
+            ("user.created", {"user_name": values[1], "email": email, "external_id": values[3],
+                              "display_name": values[4], "given_name": values[5], "family_name": values[6],
+                              "active": True, "role": "member", "team_id": team_id, "source": "scim"}),
+            ("seat.assigned", {"seats_used": {"before": seats_used, "after": seats_used + 1}})],
+            (request_id, ip, agent), now, head_lock="")
         return Row((user_id, values[1], email, values[3], values[4], values[5], values[6], True, attributes,
                     now, now, 1))
 
@@ -195,12 +182,12 @@ class Raw:
         lists its statements): the org locked, the role read, keys and sign-in sessions ended, grants
         and group memberships removed, the seat freed, the user's row tombstoned, two chained audit
         events. False when there is no such live user."""
-        token_id, org_id, _, _, token_name, prefix = token
+        org_id = token[1]
         user = self.one(_LIVE_USER, (user_id, org_id))
         if user is None:
             return False
         now = dt.datetime.now(dt.UTC)
-        stored = now.replace(tzinfo=None) if not self.sqlite else str(now.replace(tzinfo=None))
+        stored = self.stored(now)
         seats_used = self.one(_SEATS_LOCK + ("" if self.sqlite else " FOR NO KEY UPDATE"), (org_id,))[0]
         role = self.one(_ORG_ROLE, (user_id,))
         self.cursor.execute(self.sql(_ACTIVE_KEYS), (user_id,))
@@ -209,23 +196,37 @@ class Raw:
             self.cursor.execute(self.sql(statement), (user_id,))
         self.cursor.execute(self.sql(_SEATS), (seats_used - 1, org_id))
         self.cursor.execute(self.sql(_TOMBSTONE), (stored, stored, user_id))
-        seq, previous = self.one(_HEAD + ("" if self.sqlite else " FOR UPDATE"), (org_id,))
+        self._user_events(token, (user_id, user[1]), [
+            ("seat.released", {"seats_used": {"before": seats_used, "after": seats_used - 1}}),
+            ("user.deleted", {"user_name": user[1], "role": role[0] if role else None})],
+            (request_id, ip, agent), now, head_lock="" if self.sqlite else " FOR UPDATE")
+        return True
+
+    def _user_events(self, token: tuple[Any, ...], user: tuple[str, str], items: list[tuple[str, dict[str, Any]]],
+                     request: tuple[str, str, str], now: dt.datetime, head_lock: str) -> None:
+        """Append (action, changes) events by the SCIM token on the user to the org's chain, and move its head."""
+        token_id, org_id, _, _, token_name, prefix = token
+        (user_id, user_name), (request_id, ip, agent) = user, request
+        stored = self.stored(now)
+        seq, previous = self.one(_HEAD + head_lock, (org_id,))
         actor = f"SCIM token {token_name} ({prefix})"
         events = []
-        for action, changes in (("seat.released", {"seats_used": {"before": seats_used, "after": seats_used - 1}}),
-                                ("user.deleted", {"user_name": user[1], "role": role[0] if role else None})):
-            seq += 1
+        for action, changes in items:
+            seq += 1  # the head holds the last event's number
             fields = {"id": str(uuid.uuid4()), "org_id": org_id, "seq": seq, "occurred_at": now,
                       "actor_type": "scim_token", "actor_id": token_id, "actor_display": actor, "action": action,
-                      "target_type": "user", "target_id": user_id, "target_display": user[1], "changes": changes,
+                      "target_type": "user", "target_id": user_id, "target_display": user_name, "changes": changes,
                       "outcome": "success", "request_id": request_id, "ip": ip, "user_agent": agent,
                       "prev_hash": previous}
             previous = event_hash(fields)
-            events.append((fields["id"], org_id, seq, stored, token_id, actor, action, user_id, user[1],
+            events.append((fields["id"], org_id, seq, stored, token_id, actor, action, user_id, user_name,
                            self._json(changes), request_id, ip, agent, fields["prev_hash"], previous))
         self.cursor.execute(self.sql(_NEW_HEAD), (seq, previous, stored, org_id))
         self.cursor.executemany(self.sql(_EVENT), events)
-        return True
+
+    def stored(self, now: dt.datetime) -> Any:
+        """A time as the service's columns hold it: naive UTC (a string on SQLite)."""
+        return now.replace(tzinfo=None) if not self.sqlite else str(now.replace(tzinfo=None))
 
     def _json(self, value: dict[str, Any]) -> Any:
         if self.sqlite:
@@ -277,7 +278,7 @@ def debit(raw: Raw, authorization: str, record: dict[str, Any]) -> tuple[int, di
             raw.commit()
             return 429, {"status": "balance_exhausted"}
         now = dt.datetime.now(dt.UTC)
-        stored = now.replace(tzinfo=None) if not raw.sqlite else str(now.replace(tzinfo=None))
+        stored = raw.stored(now)
         actor_id = f"gateway:{gateway[0]}"
         raw.cursor.execute(raw.sql(_ENTRY), (org_id, team_id, -debited, cost, discount, record["key_id"], user_id,
                                              record["model"], record["request_id"], period, actor_id, stored))

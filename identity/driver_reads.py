@@ -76,8 +76,9 @@ class DriverRead:
 
     @staticmethod
     def _announce(conn: Connection, cursor: Any, compiled: _Compiled, args: Any) -> None:
-        if conn._has_events or conn.engine._has_events:  # e.g. tests counting statements
-            conn.dispatch.before_cursor_execute(conn, cursor, compiled.sql, args, None, False)
+        listeners = conn.dispatch.before_cursor_execute  # the connection's and its engine's
+        if listeners:  # e.g. tests counting statements
+            listeners(conn, cursor, compiled.sql, args, None, False)
 
     @staticmethod
     def _processed(compiled: _Compiled, fetched: list[Any]) -> list[Any]:
