@@ -18,6 +18,7 @@ from audit import Actor, clock, record
 from audit.log import Target
 from identity import tokens
 from identity.actions import Action
+from identity.driver_reads import DriverRead
 from identity.errors import NotFound, Unauthenticated
 from identity.keys import LAST_USED_RESOLUTION, Issued, creator, use_due
 from identity.models import ScimClient, ScimToken
@@ -46,8 +47,9 @@ class Presented:
 
 
 _token = ScimToken.__table__.c
-_SCIM_TOKEN_BY_PREFIX = select(_token.id, _token.org_id, _token.name, _token.secret_hash, _token.revoked_at,
-                               _token.last_used_at).where(_token.prefix == bindparam("prefix"))
+# Read before every SCIM request: on the driver's cursor (identity.driver_reads).
+_SCIM_TOKEN_BY_PREFIX = DriverRead(select(_token.id, _token.org_id, _token.name, _token.secret_hash, _token.revoked_at,
+                               _token.last_used_at).where(_token.prefix == bindparam("prefix")))
 
 
 def verify_scim_token(session: Session, secret: str) -> Presented:
@@ -58,7 +60,8 @@ def verify_scim_token(session: Session, secret: str) -> Presented:
     last-used time is due, the caller saves it with `note_scim_token_use` in a write transaction.
     """
     prefix = tokens.split_prefix(secret or "")
-    row = None if prefix is None else session.connection().execute(_SCIM_TOKEN_BY_PREFIX, {"prefix": prefix}).first()
+    found = [] if prefix is None else _SCIM_TOKEN_BY_PREFIX.rows(session.connection(), prefix=prefix)
+    row = found[0] if found else None
     if row is None:
         raise Unauthenticated("invalid or revoked SCIM token")
     if not tokens.matches(secret, row.secret_hash) or row.revoked_at is not None:

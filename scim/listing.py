@@ -157,10 +157,10 @@ _users, _groups, _members = User.__table__, IdpGroup.__table__, IdpGroupMember._
 # Built once: building a statement costs more than running an indexed lookup.
 _LIVE_USERS = select(_users).where(_users.c.org_id == bindparam("org_id"), _users.c.deleted_at.is_(None))
 _ORG_GROUPS = select(_groups).where(_groups.c.org_id == bindparam("org_id"))
-_GROUPS_OF = (select(_members.c.user_id, _groups.c.id, _groups.c.display_name)
-              .join_from(_members, _groups, _groups.c.id == _members.c.group_id)
-              .where(_members.c.user_id.in_(bindparam("user_ids", expanding=True)))
-              .order_by(_groups.c.display_name))
+_GROUPS_JOINED = (select(_members.c.user_id, _groups.c.id, _groups.c.display_name)
+                  .join_from(_members, _groups, _groups.c.id == _members.c.group_id).order_by(_groups.c.display_name))
+_GROUPS_OF = _GROUPS_JOINED.where(_members.c.user_id.in_(bindparam("user_ids", expanding=True)))
+_GROUPS_OF_ONE = DriverRead(_GROUPS_JOINED.where(_members.c.user_id == bindparam("user_id")))
 
 
 def list_users(session: Session, org_id: str, query: Query) -> tuple[int, list[Any]]:
@@ -211,7 +211,10 @@ def _filtered(stmt: Select[Any], registry: Registry, query: Query) -> tuple[Sele
 def groups_of(session: Session, user_ids: list[str]) -> dict[str, list[tuple[str, str]]]:
     """Return each user's groups as (id, displayName), for one page in one query."""
     found: dict[str, list[tuple[str, str]]] = {uid: [] for uid in user_ids}
-    if user_ids:
+    if len(user_ids) == 1:
+        found[user_ids[0]] = [(group_id, name) for _, group_id, name in
+                              _GROUPS_OF_ONE.rows(_core(session), user_id=user_ids[0])]
+    elif user_ids:
         for user_id, group_id, name in _core(session).execute(_GROUPS_OF, {"user_ids": user_ids}):
             found[user_id].append((group_id, name))
     return found

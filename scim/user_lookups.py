@@ -1,0 +1,96 @@
+"""The IdPs' user lookups, each read by one statement made once (issue 19, the lookup beside scim2-server).
+
+Okta sends `userName eq "..."` before every create and on every sync, Entra `externalId eq "..."`,
+others the work email. On the general path (scim.syntax's parser, scim.filter's translation,
+scim.listing's fence, SQLAlchemy's execution) making and running the statement cost the worker
+more CPU than PostgreSQL spent finding the row (docs/performance.md, "The lookup's own CPU").
+Here each of those forms is one statement, made once per process by that same general path from a
+placeholder value, with the value turned into a parameter, and read on the driver's cursor
+(identity.driver_reads).
+
+What keeps it the general path's answer: the SQL is the general path's own (one bind swapped for a
+parameter); the value is compared as the general path compares it (as its key where the attribute
+is stored as one, scim.filter_registry's `stored_as_key`, else as sent); a text is taken only when
+it is exactly one of these forms (ASCII names, spaces or tabs, one JSON string, no NUL, within the
+parser's length), anything else goes the general way; and tests hold rows, SQL and refusals equal
+to the general path's for any value on both databases (tests/scim/test_user_lookups.py).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, cast
+
+from sqlalchemy import Integer, Select, bindparam
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.visitors import replacement_traverse
+
+from identity.driver_reads import DriverRead
+from identity.names import name_key
+from scim.filter import USERS
+from scim.listing import Query, users_page
+from scim.syntax import MAX_FILTER_LENGTH
+
+# The forms, names in any case (the registry's are case-insensitive), `eq` in any case (as the
+# lexer takes it), spaces and tabs where the lexer ignores them.
+_FORM = re.compile(r'[ \t]*(?P<attr>userName|externalId|id|emails|emails\.value'
+                   r'|emails\[type[ \t]+eq[ \t]+"(?:work|home|other)"\]\.value)'
+                   r'[ \t]+eq[ \t]+(?P<value>"(?:[^"\\]|\\.)*")[ \t]*', re.IGNORECASE | re.ASCII)
+# Where each form's value is stored: its registry key (scim.filter_registry).
+_KEYS = {"username": "username", "externalid": "externalid", "id": "id"}
+PLACEHOLDER = "lookupvalue"  # lowercase ASCII: its own key, so the general path binds it as written
+
+_made: dict[str, tuple[DriverRead, bool]] = {}
+
+
+def lookup_statement(form: str) -> Select[Any]:
+    """The general path's page statement for `<form> eq "<value>"`, with the value, the org, the
+    offset and the count as parameters (`value`, `org_id`, `offset`, `count`)."""
+    query = Query(filter=f'{form} eq "{PLACEHOLDER}"', start=1, count=1, sort_by=None, descending=False,
+                  attributes=[], excluded=[])
+    page = users_page("", query).limit(bindparam("count", type_=Integer)).offset(bindparam("offset", type_=Integer))
+    swapped: list[BindParameter[Any]] = []
+
+    def swap(element: Any, **_: Any) -> Any:
+        if isinstance(element, BindParameter) and element.value == PLACEHOLDER:
+            swapped.append(bindparam("value", type_=element.type))
+            return swapped[-1]
+        return None
+
+    statement = cast("Select[Any]", replacement_traverse(page, {}, swap))
+    assert len(swapped) == 1, f"{form}: the placeholder was bound {len(swapped)} times"
+    return statement
+
+
+def _form(text: str) -> tuple[str, str] | None:
+    """(the form, lowercase; the value as the lexer reads it), or None for anything else."""
+    if len(text) > MAX_FILTER_LENGTH or (found := _FORM.fullmatch(text)) is None:
+        return None
+    try:
+        value = json.loads(found["value"])
+    except ValueError:  # a bad escape: the general path words the refusal
+        return None
+    return (None if "\x00" in value else (re.sub(r"[ \t]+", " ", found["attr"].lower()), value))
+
+
+def _read(form: str) -> tuple[DriverRead, bool]:
+    """The form's statement, and whether its value is compared as its key; made on first use."""
+    if form not in _made:
+        key = _KEYS.get(form, "emails.value")
+        _made[form] = DriverRead(lookup_statement(form)), key in USERS.stored_as_key
+    return _made[form]
+
+
+def find_users(session: Session, org_id: str, query: Query) -> tuple[int, list[Any]] | None:
+    """(totalResults, the page's rows) when `query` is one of the IdPs' lookups whose page tells
+    its total; None when the general path (scim.listing.list_users) must answer."""
+    if query.filter is None or query.sort_by or query.count == 0 or (form := _form(query.filter)) is None:
+        return None
+    read, keyed = _read(form[0])
+    rows = read.rows(session.connection(), org_id=org_id, value=name_key(form[1]) if keyed else form[1],
+                     offset=query.start - 1, count=query.count)
+    if 0 < len(rows) < query.count or (not rows and query.start == 1):
+        return query.start - 1 + len(rows), rows
+    return None  # a full page, or past the end: the general path counts
