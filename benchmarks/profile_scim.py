@@ -7,8 +7,9 @@ users (benchmarks/bulk_load.py), ANALYZE, then run `--requests` of each kind thr
 test client (no HTTP server, so only the service's own work is counted): `POST /Users`,
 `GET /Users?filter=userName eq`, `DELETE /Users/<id>`. For each it prints per request: Python
 function calls, CPU (this process: the service's Python and the driver, not the database
-server's), wall time, SQL statements, and the functions with the most own time; and, before that,
-the CPU per request of as many requests again without the profiler (cProfile doubles it).
+server's), wall time, SQL statements, and the functions with the most own time (`--sort cumtime`:
+with what they call); and before that, the CPU per request of as many requests again without the
+profiler (cProfile doubles it).
 
 `--code DIR` profiles another checkout of the service (e.g. `git archive main | tar -x -C DIR`),
 to compare before and after a change with the same script and data.
@@ -114,7 +115,7 @@ def run(args: argparse.Namespace) -> None:
             print(f"\n== {kind}: per request {stats.total_calls / n:,.0f} function calls, CPU {1000 * cpu / n:.2f} ms, "
                   f"wall {1000 * wall / n:.2f} ms, {statements[0] / n:.1f} SQL statements ({args.users:,} users)")
             out = io.StringIO()
-            pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(args.top)
+            pstats.Stats(profile, stream=out).sort_stats(args.sort).print_stats(args.top)
             print("\n".join(line for line in out.getvalue().splitlines() if "/" in line or "ncalls" in line))
     finally:
         cluster.stop()
@@ -125,6 +126,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--sort", default="tottime", choices=("tottime", "cumtime"), help="own time, or with callees")
     kinds = ("create", "filter", "delete")
     parser.add_argument("--kinds", nargs="+", choices=kinds, default=list(kinds))
     parser.add_argument("--code", default=str(HERE.parent), help="the checkout whose service is profiled")

@@ -183,6 +183,8 @@ class Database:
         self.point_engine = self.engine if self.dialect != "postgresql" else make_engine(
             self.url, generic_plans=True, isolation_level="AUTOCOMMIT", pool_reset_on_return=None, **engine_kwargs)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Sessions of single reads by key outside a transaction (`point_read`): no BEGIN or COMMIT.
+        self.point_sessions = sessionmaker(self.point_engine, expire_on_commit=False)
         # What makes a read session one is its begin: BEGIN (deferred) on SQLite, REPEATABLE READ
         # READ ONLY on PostgreSQL (_read_snapshots).
         self.read_sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -243,6 +245,15 @@ class Database:
         """Run a read-only unit of work whose statements find rows by identifying keys only, so that
         no plan of theirs can depend on the values (the same as `reading` on SQLite)."""
         with self.lookup_sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def point_read(self) -> Iterator[Session]:
+        """Read a row or two by a unique key, each statement its own snapshot, with no transaction
+        around them: on PostgreSQL on the point engine (autocommit, plans it may reuse); on SQLite
+        without the BEGIN the other sessions send (its driver runs in autocommit). For a
+        credential checked before a write transaction of its own: one round trip, not three."""
+        with self.point_sessions() as session:
             yield session
 
     def analyze(self) -> None:

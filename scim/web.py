@@ -121,19 +121,24 @@ def _user_lookup() -> bool:
 @bp.before_request
 def _authenticate() -> Response | None:
     header = request.headers.get("Authorization", "")
-    # Read-only: on SQLite a write transaction takes the database's write lock, so every SCIM
-    # request, reads included, would queue behind every other. A GET keeps this read
-    # transaction for its handler (`context.reading`): one transaction per lookup, not two. The
-    # credential's last-used time changes at most once a minute (identity.keys); only then is
-    # it saved, in a write transaction of its own.
+    # Read-only, never in a write transaction: on SQLite that takes the database's write lock, so
+    # every SCIM request, reads included, would queue behind every other. A GET keeps its read
+    # transaction for its handler (`context.reading`): one transaction per lookup, not two. Any
+    # other method checks the credential outside a transaction (Database.point_read: one round
+    # trip, not three) and changes things in a transaction of its own. The credential's
+    # last-used time changes at most once a minute (identity.keys); only then is it saved, in a
+    # write transaction of its own.
+    database = context.database()
     stack = ExitStack()
-    session = stack.enter_context(context.database().looking_up() if _user_lookup() else context.database().reading())
+    reads = request.method == "GET"
+    session = stack.enter_context((database.looking_up() if _user_lookup() else database.reading()) if reads
+                                  else database.point_read())
     try:
         presented = authenticate(session, header)
     except BaseException:
         stack.close()
         raise
-    if request.method == "GET":
+    if reads:
         context.share_read(stack, session)
     else:
         stack.close()

@@ -4,6 +4,7 @@ nothing else does: every text that routes a read there is a lookup by the filter
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -87,3 +88,31 @@ def test_lookups_read_on_the_lookup_pool_and_pages_do_not(scim: Scim, client: Fl
         assert lookups >= 4 and all("users" in s or "scim_tokens" in s or "idp_group" in s or "user_emails" in s
                                     for s in on_lookup_pool), on_lookup_pool
         assert len(on_lookup_pool) == lookups  # the page read on the pool that plans for each value
+
+
+def test_a_write_checks_its_credential_outside_a_transaction(scim: Scim, client: FlaskClient) -> None:
+    database: Database = client.application.extensions[EXTENSION]
+    seen: list[tuple[str, str]] = []
+
+    def on(pool: str) -> Any:
+        def listener(*args: Any) -> None:
+            statement = str(args[2])
+            seen.append((pool, statement.split()[0] + (" scim_tokens" if "scim_tokens" in statement else "")))
+        return listener
+
+    listeners = [(engine, on(name)) for engine, name in ((database.engine, "main"), (database.point_engine, "point"))
+                 if name == "main" or engine is not database.engine]
+    for engine, listener in listeners:
+        event.listen(engine, "before_cursor_execute", listener)
+    try:
+        made = scim.create_user("grace@acme.test")
+    finally:
+        for engine, listener in listeners:
+            event.remove(engine, "before_cursor_execute", listener)
+    assert made["userName"] == "grace@acme.test"
+    token_read = seen.index(next(s for s in seen if s[1] == "SELECT scim_tokens"))
+    if database.dialect == "postgresql":  # read on the autocommit pool: no BEGIN, no COMMIT around it
+        assert seen[token_read][0] == "point" and all(pool == "main" for pool, _ in seen[token_read + 1:])
+    else:  # SQLite: no BEGIN before it; the write's own BEGIN IMMEDIATE after it
+        assert all(not statement.startswith("BEGIN") for _, statement in seen[:token_read]), seen
+        assert any(statement.startswith("BEGIN") for _, statement in seen[token_read + 1:]), seen
