@@ -1,11 +1,11 @@
-"""Where a SCIM request's time goes: create, filter and delete under cProfile, per request.
+"""Where a SCIM request's time goes: create, filter, get and delete under cProfile, per request.
 
     .venv/bin/python benchmarks/profile_scim.py [--users 100000] [--requests 200] [--kinds filter] [--code DIR]
 
 In one process, on a throwaway PostgreSQL cluster: migrate, create an org, bulk-load `--users`
 users (benchmarks/bulk_load.py), ANALYZE, then run `--requests` of each kind through the Flask
 test client (no HTTP server, so only the service's own work is counted): `POST /Users`,
-`GET /Users?filter=userName eq`, `DELETE /Users/<id>`. For each it prints per request: Python
+`GET /Users?filter=userName eq`, `GET /Users/<id>`, `DELETE /Users/<id>`. For each it prints per request: Python
 function calls, CPU (this process: the service's Python and the driver, not the database
 server's), wall time, SQL statements, and the functions with the most own time (`--sort cumtime`:
 with what they call); and before that, the CPU per request of as many requests again without the
@@ -90,6 +90,8 @@ def run(args: argparse.Namespace) -> None:
                 "emails": [{"value": f"new{i}@profile.test", "type": "work", "primary": True}]})),
             "filter": lambda i: client.get("/scim/v2/Users?filter=" + quote(
                 f'userName eq "user{rng.randrange(args.users)}@bench.test"'), headers=headers),
+            "get": lambda i: client.get(f"/scim/v2/Users/{bulk_load.user_id(rng.randrange(args.users))}",
+                                        headers=headers),
             "delete": lambda i: client.delete(f"/scim/v2/Users/{bulk_load.user_id(next(victims))}", headers=headers),
         }
         for kind in args.kinds:
@@ -127,7 +129,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--sort", default="tottime", choices=("tottime", "cumtime"), help="own time, or with callees")
-    kinds = ("create", "filter", "delete")
+    kinds = ("create", "filter", "get", "delete")
     parser.add_argument("--kinds", nargs="+", choices=kinds, default=list(kinds))
     parser.add_argument("--code", default=str(HERE.parent), help="the checkout whose service is profiled")
     run(parser.parse_args())
