@@ -76,6 +76,7 @@ class Action(enum.StrEnum):
     SSO_BREAK_GLASS_USED = "sso.break_glass_used"
     SSO_CONFIGURED = "sso.configured"
     SSO_IDENTITY_LINKED = "sso.identity_linked"
+    SSO_IDENTITY_UNLINKED = "sso.identity_unlinked"
     SSO_LOGGED_OUT = "sso.logged_out"
     SSO_LOGIN_FAILED = "sso.login_failed"
     SSO_LOGIN_LINK_ISSUED = "sso.login_link_issued"

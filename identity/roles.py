@@ -80,6 +80,8 @@ ON_MEMBER: dict[str, str] = {
     "member.revoke_keys": "any_keys.revoke",
     "member.create_key": "members.manage",
     "member.sign_in_link": "members.manage",
+    # Which IdP identity signs in as the member (saml.identities): IdP trust, the owner's.
+    "member.unlink_sso": "trust.manage",
 }
 FOR_MEMBER = frozenset({"member.create_key", "member.sign_in_link"})
 # A key's scopes are capped by its holder's role: `admin` (the admin API) only for roles that hold

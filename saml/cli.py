@@ -15,11 +15,11 @@ import click
 from sqlalchemy import select
 
 from audit.actor import system_actor
-from identity import config, migrate, orgs
+from identity import config, migrate, orgs, users
 from identity.db import Database
-from identity.errors import DomainError
+from identity.errors import DomainError, NotFound
 from identity.models import Org
-from saml import configuration, links, sp_keys
+from saml import configuration, identities, links, sp_keys
 from saml.connection import CLAIMS, SpUrls, parse_idp_metadata
 from saml.metadata_fetch import fetch_metadata
 from saml.models import SamlConnection
@@ -150,6 +150,27 @@ def require_sso(slug: str, required: bool) -> None:
         _fail(error)
         return
     click.echo(f"org {slug}: require SSO {'on' if required else 'off'}")
+
+
+@saml.command("unlink")
+@click.option("--org", "slug", required=True)
+@click.option("--user", "user_name", required=True, help="the member's userName (their email, as a rule)")
+def unlink(slug: str, user_name: str) -> None:
+    """Unlink a member from its IdP identities (persistent NameIDs), for a member refused
+    `name_id_mismatch` after the IdP's identity of them changed; their next sign-in links anew."""
+    database = Database(config.database_url())
+    try:
+        with database.transaction() as session:
+            org_id = orgs.get_org_by_slug(session, slug).id
+            user = users.find_by_user_name(session, org_id, user_name)
+            if user is None:
+                raise NotFound(f"no member {user_name!r} in org {slug}")
+            found = identities.unlink_identities(session, system_actor("cli saml unlink"), org_id, user.id)
+    except DomainError as error:
+        _fail(error)
+        return
+    for link in found:
+        click.echo(f"org {slug}: {user_name} unlinked from NameID {link.name_id!r} of {link.idp_entity_id}")
 
 
 @saml.command("reseal-keys")

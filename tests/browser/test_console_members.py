@@ -9,16 +9,19 @@ other's members (a fresh org: 3 seats included, the owner takes one).
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 
 from playwright.sync_api import Browser, Page, expect
+from sqlalchemy import func, select
 
 from audit.actor import system_actor
 from identity import members
 from identity.directory import Member
 from identity.lookups import find_by_user_name
 from identity.web.console.common import dollars
+from saml.models import SamlIdentity
 from tests.browser.axe import check_page
 from tests.browser.conftest import ConsoleSite
 
@@ -97,6 +100,29 @@ def test_pending_invitations_are_resent_and_revoked(console_site: ConsoleSite, p
     page.get_by_role("button", name="Revoke invitation of elsewhere@acme.test").click()
     expect(page.get_by_role("status")).to_have_text("Invitation revoked.")
     expect(page.get_by_role("button", name="Revoke invitation of elsewhere@acme.test")).to_have_count(0)
+
+
+def test_an_owner_unlinks_a_members_idp_identity(console_site: ConsoleSite, page: Page) -> None:
+    with console_site.db.transaction() as session:
+        moved = members.add_member(session, SYSTEM, console_site.org.org.id, email="moved@acme.test", role="member",
+                                   team_id=None)
+        session.add(SamlIdentity(org_id=console_site.org.org.id, idp_entity_id="https://idp.acme.test",
+                                 name_id_key="00u-old", name_id="00u-OLD", user_id=moved.id,
+                                 created_at=dt.datetime.now(dt.UTC)))
+    console_site.sign_in_as(page, "owner@acme.test")
+    page.goto(console_site.url("/console/members"))
+    page.locator(f"#member-{moved.id}").get_by_role("link", name="SSO identity of moved@acme.test").click()
+    expect(page.get_by_role("heading", name="SSO identity of moved@acme.test")).to_be_visible()
+    expect(page.get_by_role("cell", name="00u-OLD")).to_be_visible()
+    check_page(page, "member-sso")
+    page.get_by_role("button", name="Unlink").click()
+    expect(page.get_by_role("status")).to_have_text(
+        "moved@acme.test unlinked from 1 IdP identity; their next sign-in links anew.")
+    with console_site.db.reading() as session:
+        assert session.scalar(select(func.count()).where(SamlIdentity.user_id == moved.id)) == 0
+    page.goto(console_site.url(f"/console/members/{moved.id}/sso"))
+    expect(page.get_by_text("moved@acme.test is linked to no IdP identity")).to_be_visible()
+    expect(page.get_by_role("button", name="Unlink")).to_have_count(0)
 
 
 def test_change_a_role_deactivate_reactivate_and_transfer_ownership(console_site: ConsoleSite, page: Page) -> None:

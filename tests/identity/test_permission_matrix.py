@@ -9,6 +9,7 @@ another org is refused every cell.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,8 +25,9 @@ from identity.db import Database
 from identity.errors import PermissionDenied
 from identity.models import ApiKey, User
 from saml import configuration as saml_configuration
-from saml import links
+from saml import identities, links
 from saml.connection import IdpSettings
+from saml.models import SamlIdentity
 
 ROLES = ("owner", "admin", "member", "viewer")
 ALL = frozenset(ROLES)
@@ -48,6 +50,7 @@ ON_MEMBER: dict[str, dict[str, frozenset[str]]] = {
     "add_to_team": {"owner": ALL, "admin": BELOW_OWNER},
     "change_team_role": {"owner": ALL, "admin": BELOW_OWNER},
     "preview_team_removal": {"owner": ALL, "admin": BELOW_OWNER},
+    "unlink_sso_identity": {"owner": ALL},  # IdP trust: which IdP identity signs in as them
 }
 
 # action on the org -> actor roles that may do it.
@@ -158,7 +161,16 @@ MEMBER_ACTIONS: dict[str, MemberAction] = {
     "add_to_team": lambda s, a, w, t, sys: teams.add_team_member(s, a, w.org_id, w.team_id, t.id, "admin"),
     "change_team_role": lambda s, a, w, t, sys: teams.change_team_role(s, a, w.org_id, w.team_id, t.id, "viewer"),
     "preview_team_removal": lambda s, a, w, t, sys: teams.removal_preview(s, a, w.org_id, w.team_id, t.id),
+    "unlink_sso_identity": lambda s, a, w, t, sys: (link_identity(s, w.org_id, t.id),
+                                                    identities.unlink_identities(s, a, w.org_id, t.id)),
 }
+
+
+def link_identity(session: Session, org_id: str, user_id: str) -> None:
+    """Link the member to a NameID of the IdP, as a first sign-in would (no event: the cell judges its own)."""
+    session.add(SamlIdentity(org_id=org_id, idp_entity_id=IDP.entity_id, name_id_key=f"p-{user_id}",
+                             name_id=f"P-{user_id}", user_id=user_id, created_at=dt.datetime.now(dt.UTC)))
+    session.flush()
 
 OrgAction = Callable[[Session, Actor, World], Any]
 

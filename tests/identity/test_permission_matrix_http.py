@@ -28,7 +28,7 @@ from saml import configuration as saml_configuration
 from saml import csrf
 from saml.models import SamlConnection
 from tests.factories import counts
-from tests.identity.test_permission_matrix import IDP, ON_MEMBER, ON_ORG, ROLES
+from tests.identity.test_permission_matrix import IDP, ON_MEMBER, ON_ORG, ROLES, link_identity
 
 ALLOWED = {200, 201, 204}
 Headers = dict[str, str]
@@ -109,6 +109,7 @@ MEMBER_REQUESTS: dict[str, Callable[[Org, Target], Request]] = {
     "add_to_team": lambda o, t: ("POST", f"/teams/{o.team_id}/members", {"user_id": t.user_id, "role": "admin"}),
     "change_team_role": lambda o, t: ("PATCH", f"/teams/{o.team_id}/members/{t.user_id}", {"role": "viewer"}),
     "preview_team_removal": lambda o, t: ("GET", f"/teams/{o.team_id}/members/{t.user_id}/removal", None),
+    "unlink_sso_identity": lambda o, t: ("DELETE", f"/members/{t.user_id}/sso-identities", None),
 }
 def _scim_token(db: Database, system: Actor, org: Org) -> str:
     with db.transaction() as session:
@@ -203,6 +204,7 @@ def _fresh_target(db: Database, system: Actor, org: Org, role: str, n: int, deac
                                               role, ["inference"])
         if deactivated:
             users.deactivate_user(session, system, org.org_id, user_id)
+        link_identity(session, org.org_id, user_id)  # for the unlink cells
     return Target(user_id, key_id)
 
 

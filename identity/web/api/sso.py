@@ -18,7 +18,7 @@ from identity.models import Org
 from identity.service import run
 from identity.web.api.common import ADMIN, adopt, authenticated, caller_org_id, json_body, known_args
 from identity.web.context import database
-from saml import configuration, web
+from saml import configuration, identities, web
 from saml.connection import CLAIMS, SpUrls, cert_fingerprint, parse_idp_metadata
 from saml.metadata_fetch import fetch_metadata
 from saml.models import SamlConnection
@@ -118,8 +118,34 @@ def configure_sso(org_ref: str) -> Response:
         return jsonify(_view(*configuration.read_connection(session, g.actor, org_id)))
 
 
+@bp.get("/orgs/<org_ref>/members/<user_id>/sso-identities")
+@authenticated(scope=ADMIN)
+def get_sso_identities(org_ref: str, user_id: str) -> Response:
+    """The IdP identities (persistent NameIDs) a member is linked to: the one that signs in as them."""
+    known_args()
+    org_id = caller_org_id(org_ref)
+    with database().reading() as session:
+        found = identities.linked_identities(session, g.actor, org_id, user_id)
+    return jsonify({"identities": [link.as_dict() for link in found]})
+
+
+@bp.delete("/orgs/<org_ref>/members/<user_id>/sso-identities")
+@authenticated(scope=ADMIN)
+def unlink_sso_identities(org_ref: str, user_id: str) -> Response:
+    """Unlink a member from its IdP identities (owners only): for a member refused `name_id_mismatch`
+    after the IdP's identity of them changed. Their sessions end; their next sign-in links anew."""
+    known_args()
+    found = run(database(), g.actor, identities.unlink_identities, caller_org_id(org_ref), user_id)
+    return jsonify({"unlinked": [link.as_dict() for link in found]})
+
+
 _NULLABLE_TEXT = {"type": ["string", "null"]}
+_LINKS = {"type": "array", "items": {"type": "object", "required": ["idp_entity_id", "name_id", "linked_at"],
+                                      "properties": {"idp_entity_id": {"type": "string"}, "name_id": {"type": "string"},
+                                                     "linked_at": {"type": "string", "format": "date-time"}}}}
 OPENAPI_SCHEMAS: dict[str, Any] = {
+    "SsoIdentities": {"type": "object", "required": ["identities"], "properties": {"identities": _LINKS}},
+    "SsoUnlinked": {"type": "object", "required": ["unlinked"], "properties": {"unlinked": _LINKS}},
     "Sso": {"type": "object", "required": ["configured", "require_sso", "sp", "idp"], "properties": {
         "configured": {"type": "boolean"}, "require_sso": {"type": "boolean"},
         "sp": {"type": "object", "properties": {name: {"type": "string"} for name in (
@@ -151,4 +177,10 @@ def openapi_paths(op: Any, json_response: Any, ref: Any) -> dict[str, Any]:
                   json_response(ref("Sso")), params=("org",)),
         "put": op("Configure single sign-on from the IdP's metadata (audited sso.configured or sso.updated)",
                   json_response(ref("Sso")), body="SsoConfig", params=("org",)),
+    }, "/api/v1/orgs/{org}/members/{user_id}/sso-identities": {
+        "get": op("The IdP identities (persistent NameIDs) linked to a member", json_response(ref("SsoIdentities")),
+                  params=("org", "user_id")),
+        "delete": op("Unlink a member from its IdP identities (owners; audited sso.identity_unlinked; the member's "
+                     "sessions end and the next sign-in links anew); 404 when none is linked",
+                     json_response(ref("SsoUnlinked")), params=("org", "user_id")),
     }}

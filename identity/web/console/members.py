@@ -1,5 +1,6 @@
 """Console page: Members: each with role, teams, active state and source; change role, deactivate or
-reactivate, remove, transfer ownership (owner), and the pending invitations (resend, revoke).
+reactivate, remove, transfer ownership (owner), the IdP identity that signs in as a member (unlinked
+by an owner), and the pending invitations (resend, revoke).
 
 A control is offered only when identity.roles.refusal allows it for that member's role (`may`),
 and every change is one domain service that asks the same function again.
@@ -29,6 +30,7 @@ from identity.web.console.common import (
     status_of,
     submit,
 )
+from saml import identities
 
 bp = Blueprint("console_members", __name__, url_prefix="/console")
 PAGE = "/console/members"
@@ -119,6 +121,34 @@ def confirmed_change(user_id: str, action: str) -> Response:
     except DomainError as error:
         return _member_refused(user_id, error)
     return redirect_with_notice(PAGE, notice.format(user.user_name))
+
+
+@bp.get("/members/<user_id>/sso")
+@console_page
+def sso_identity_page(user_id: str) -> Response:
+    """The IdP identities (persistent NameIDs) linked to a member, and for an owner the unlink button."""
+    try:
+        with reading() as session:
+            member: Member = directory.get_member(session, g.actor, g.caller.org_id, user_id)
+            links = identities.linked_identities(session, g.actor, g.caller.org_id, user_id)
+    except DomainError as error:
+        return _member_refused(user_id, error)
+    return render("console/member_sso.html", title="SSO identity", nav="members", member=member, links=links)
+
+
+@bp.post("/members/<user_id>/sso")
+@console_page
+def unlink_sso_identity(user_id: str) -> Response:
+    """Unlink the member from its IdP identities: their sessions end, their next sign-in links anew."""
+    try:
+        unlinked = submit(identities.unlink_identities, g.caller.org_id, user_id)
+        with reading() as session:
+            member = directory.get_member(session, g.actor, g.caller.org_id, user_id)
+    except DomainError as error:
+        return _member_refused(user_id, error)
+    return redirect_with_notice(f"{PAGE}#member-{user_id}", f"{member.email or member.user_name} unlinked from "
+                                f"{len(unlinked)} IdP identit{'y' if len(unlinked) == 1 else 'ies'}; their next "
+                                "sign-in links anew.")
 
 
 @bp.post("/members/invitations/<invitation_id>/resend")
