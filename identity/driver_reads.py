@@ -11,8 +11,9 @@ the CPU of the rest of the read (docs/performance.md has both).
 What stays the same: the statement is SQLAlchemy's (compiled from the same Core select, with its
 literal parameters), the values are what SQLAlchemy would return (each column's result processor
 applied: the UTC datetimes and enums of identity.model_base; tested against SQLAlchemy's own
-execution on both databases), and listeners of `before_cursor_execute` on the engine still see
-the statement.
+execution on both databases), listeners of `before_cursor_execute` on the engine still see the
+statement, and a connection the server dropped during such a read is invalidated, not put back in
+the pool (as SQLAlchemy does for its own executions).
 """
 
 from __future__ import annotations
@@ -45,11 +46,15 @@ class DriverRead:
 
     def rows(self, conn: Connection, **params: Any) -> list[Any]:
         compiled, args = self._prepare(conn, params)
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        driver: Any = conn.connection.driver_connection
+        cursor = driver.cursor()
         try:
             self._announce(conn, cursor, compiled, args)
             cursor.execute(compiled.sql, args)
             return [self.row._make(values) for values in self._processed(compiled, cursor.fetchall())]
+        except Exception:
+            _discard_if_broken(conn, driver)
+            raise
         finally:
             cursor.close()
 
@@ -66,6 +71,9 @@ class DriverRead:
             cursor.execute(compiled.sql, args)
             while fetched := cursor.fetchmany(size):
                 yield self._processed(compiled, fetched) if compiled.processors else fetched
+        except Exception:
+            _discard_if_broken(conn, driver)
+            raise
         finally:
             cursor.close()
 
@@ -102,3 +110,11 @@ class DriverRead:
                          processors)
         self._by_dialect[dialect.name] = made
         return made
+
+
+def _discard_if_broken(conn: Connection, driver: Any) -> None:
+    """Invalidate `conn` when the server dropped it, so that its pool makes a new one rather than
+    hand the dead one to the next request: SQLAlchemy learns of a lost connection only from its own
+    executions, not from the driver's cursor used here. (psycopg says `broken`/`closed`; sqlite3 neither.)"""
+    if getattr(driver, "broken", False) or getattr(driver, "closed", False):
+        conn.invalidate()

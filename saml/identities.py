@@ -62,10 +62,13 @@ def unlink_identities(session: Session, actor: Actor, org_id: str, user_id: str)
     authorize(actor, "member.unlink_sso", org_id=org_id)
     user = get_user(session, org_id, user_id)
     authorize(actor, "member.unlink_sso", org_id=org_id, target_role=org_role(session, user.id))
-    links = [_link(row) for row in _links(session, org_id, user.id)]
+    # What the DELETE removed, not what a read before it saw: of two unlinks at once, the second
+    # waits for the first's row locks, removes nothing, and is NotFound (no second event).
+    gone = session.execute(delete(SamlIdentity).where(SamlIdentity.org_id == org_id, SamlIdentity.user_id == user.id)
+                           .returning(SamlIdentity.idp_entity_id, SamlIdentity.name_id, SamlIdentity.created_at))
+    links = sorted((Link(*row) for row in gone), key=lambda link: (link.linked_at, link.idp_entity_id))
     if not links:
         raise NotFound(f"member {user.user_name!r} is linked to no IdP identity", user_id=user.id)
-    session.execute(delete(SamlIdentity).where(SamlIdentity.org_id == org_id, SamlIdentity.user_id == user.id))
     sessions.end_user_sessions(session, user.id)
     for link in links:
         record(session, actor, Action.SSO_IDENTITY_UNLINKED, user_target(user),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -23,6 +24,9 @@ from sly.lex import Token
 from scim.errors import InvalidFilter
 
 MAX_FILTER_LENGTH = 4096
+# What no database text holds: NUL (PostgreSQL), and a UTF-16 surrogate left alone by a JSON
+# escape (`"\ud800"`: not a character, so not UTF-8; json.loads pairs the ones that come in pairs).
+REFUSED_CHARACTERS = re.compile("[\x00\ud800-\udfff]")
 MAX_DEPTH = 32
 
 
@@ -39,8 +43,9 @@ class _Lexer(SCIMLexer):  # type: ignore[misc]
     @_(r'"(?:[^"\\]|\\.)*"')  # type: ignore[name-defined, untyped-decorator]  # noqa: F821
     def COMP_VALUE(self, t: Token) -> Token:  # noqa: N802
         t.value = json.loads(t.value)  # a JSON string (RFC 7159): escapes decoded, bad ones refused
-        if "\x00" in t.value:  # PostgreSQL text cannot hold NUL: refuse it here, not as a 500 there
-            raise InvalidFilter("a filter value cannot contain the NUL character")
+        if (found := REFUSED_CHARACTERS.search(t.value)) is not None:  # refused here, not as a 500 by the database
+            raise InvalidFilter("a filter value cannot contain the NUL character" if found.group() == "\x00" else
+                                "a filter value cannot contain a lone surrogate (\\ud800-\\udfff not in a pair)")
         return t
 
     def error(self, t: Token) -> None:

@@ -11,7 +11,7 @@ placeholder value, with the value turned into a parameter, and read on the drive
 What keeps it the general path's answer: the SQL is the general path's own (one bind swapped for a
 parameter); the value is compared as the general path compares it (as its key where the attribute
 is stored as one, scim.filter_registry's `stored_as_key`, else as sent); a text is taken only when
-it is exactly one of these forms (ASCII names, spaces or tabs, one JSON string, no NUL, within the
+it is exactly one of these forms (ASCII names, spaces or tabs, one JSON string the lexer takes, within the
 parser's length), anything else goes the general way; and tests hold rows, SQL and refusals equal
 to the general path's for any value on both databases (tests/scim/test_user_lookups.py).
 """
@@ -22,7 +22,7 @@ import json
 import re
 from typing import Any, cast
 
-from sqlalchemy import Integer, Select, bindparam
+from sqlalchemy import BigInteger, Integer, Select, bindparam
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.visitors import replacement_traverse
@@ -31,7 +31,7 @@ from identity.driver_reads import DriverRead
 from identity.names import name_key
 from scim.filter import USERS
 from scim.listing import Query, users_page
-from scim.syntax import MAX_FILTER_LENGTH
+from scim.syntax import MAX_FILTER_LENGTH, REFUSED_CHARACTERS
 
 # The forms, names in any case (the registry's are case-insensitive), `eq` in any case (as the
 # lexer takes it), spaces and tabs where the lexer ignores them.
@@ -50,7 +50,8 @@ def lookup_statement(form: str) -> Select[Any]:
     offset and the count as parameters (`value`, `org_id`, `offset`, `count`)."""
     query = Query(filter=f'{form} eq "{PLACEHOLDER}"', start=1, count=1, sort_by=None, descending=False,
                   attributes=[], excluded=[])
-    page = users_page("", query).limit(bindparam("count", type_=Integer)).offset(bindparam("offset", type_=Integer))
+    # BIGINT: startIndex goes up to 10**18 (scim.listing.INTEGER), as the general path's OFFSET does.
+    page = users_page("", query).limit(bindparam("count", type_=Integer)).offset(bindparam("offset", type_=BigInteger))
     swapped: list[BindParameter[Any]] = []
 
     def swap(element: Any, **_: Any) -> Any:
@@ -72,7 +73,9 @@ def _form(text: str) -> tuple[str, str] | None:
         value = json.loads(found["value"])
     except ValueError:  # a bad escape: the general path words the refusal
         return None
-    return (None if "\x00" in value else (re.sub(r"[ \t]+", " ", found["attr"].lower()), value))
+    if REFUSED_CHARACTERS.search(value):  # the lexer refuses them: the general path words it
+        return None
+    return re.sub(r"[ \t]+", " ", found["attr"].lower()), value
 
 
 def _read(form: str) -> tuple[DriverRead, bool]:

@@ -8,14 +8,21 @@ new NameID. Admins may not (IdP trust), nor another org's owner; refusals write 
 
 from __future__ import annotations
 
+import threading
+import time
+
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from audit import Actor
 from identity import keys, orgs, users
+from identity.errors import NotFound
 from identity.models import SsoSession
+from identity.service import run
 from identity.web import cookies
 from identity.web.cli import main
+from saml import identities
 from tests.factories import counts, provision
 from tests.saml.conftest import IDP_ENTITY_ID, Sso
 from tests.saml.test_persistent_identity import _events, _identities, _me, _sign_in
@@ -102,3 +109,27 @@ def test_identity_saml_unlink(sso: Sso, system: Actor, runner: CliRunner) -> Non
     assert nobody.exit_code == 1 and "no member" in nobody.output
     with sso.db.reading() as session:
         assert users.get_user(session, sso.org.org.id, ann.id).active  # the member stays as they were
+
+
+@pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
+def test_two_unlinks_at_once_unlink_and_audit_once(sso: Sso, system: Actor) -> None:
+    ann = provision(sso.db, system, sso.org.org.id, "ann@acme.test")
+    assert _sign_in(sso, "00u-ANN", "ann@acme.test").status_code == 303
+    owner = Actor("user", sso.org.owner.id, "owner", org_id=sso.org.org.id, role="owner")
+    second: list[object] = []
+
+    def unlink_again() -> None:
+        try:
+            second.append(run(sso.db, owner, identities.unlink_identities, sso.org.org.id, ann.id))
+        except NotFound as error:
+            second.append(error)
+
+    with sso.db.transaction() as session:  # the first unlink holds the rows it deleted until it commits
+        assert [link.name_id for link in identities.unlink_identities(session, owner, sso.org.org.id, ann.id)] == \
+            ["00u-ANN"]
+        racer = threading.Thread(target=unlink_again)
+        racer.start()
+        time.sleep(0.5)  # the second one reads, then waits on the first one's row lock
+    racer.join(10)
+    assert len(second) == 1 and isinstance(second[0], NotFound)
+    assert len(_events(sso, "sso.identity_unlinked")) == 1 and _identities(sso) == set()

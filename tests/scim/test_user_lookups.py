@@ -35,9 +35,11 @@ def _cased(word: str) -> st.SearchStrategy[str]:
 
 
 _VALUE = st.one_of(st.sampled_from(KNOWN), st.text(st.characters(blacklist_categories=("Cs",)), max_size=12))
+# What JSON escapes may say that no database text holds: NUL, a surrogate not in a pair.
+_ESCAPED = st.sampled_from(['"\\u0000"', '"a\\ud800"', '"\\udfff"', '"\\ud83d\\ude00"', '"\\ude00\\ud83d"'])
 _SPACE = st.sampled_from(["", " ", "  ", "\t", "\u00a0", "\n"])
-_QUOTED = st.one_of(_VALUE.map(json.dumps), _VALUE.map(lambda v: json.dumps(v, ensure_ascii=False)),
-                    st.sampled_from(['"bad \\x escape"', '"\\u0000"', '"a\\"', '"unterminated']))
+_QUOTED = st.one_of(_VALUE.map(json.dumps), _VALUE.map(lambda v: json.dumps(v, ensure_ascii=False)), _ESCAPED,
+                    st.sampled_from(['"bad \\x escape"', '"a\\"', '"unterminated']))
 _TEXT = st.builds(lambda s1, form, s2, op, s3, value, s4: f"{s1}{form}{s2 or ' '}{op}{s3 or ' '}{value}{s4}",
                   _SPACE, st.sampled_from(FORMS).flatmap(_cased), _SPACE, _cased("eq"), _SPACE, _QUOTED, _SPACE)
 
@@ -55,7 +57,7 @@ def _general(session: Any, org_id: str, query: Query) -> tuple[int, list[tuple[A
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(text=_TEXT, start=st.sampled_from([1, 1, 2]), count=st.sampled_from([100, 1, 2]))
+@given(text=_TEXT, start=st.sampled_from([1, 1, 2, 2**31 + 5, 10**18 - 1]), count=st.sampled_from([100, 1, 2]))
 def test_a_lookup_answers_as_the_general_path(directory: Directory, text: str, start: int, count: int) -> None:
     query = _query(text, start, count)
     with directory.db.reading() as session:
@@ -145,5 +147,8 @@ def test_a_lookup_over_http_is_rendered_and_projected(scim: Scim) -> None:
     projected = scim.get("/Users?attributes=userName&filter=" + quote('userName eq "ada@acme.test"')).json
     assert set(projected["Resources"][0]) == {"id", "userName", "schemas"}
     assert scim.get("/Users?filter=" + quote('userName eq "nobody@acme.test"')).json["totalResults"] == 0
-    refused = scim.get("/Users?filter=" + quote('userName eq "\\x"'))
-    assert refused.status_code == 400 and refused.json["scimType"] == "invalidFilter"
+    for bad in ('userName eq "\\x"', 'userName eq "\\ud800"', 'externalId eq "a\\u0000"'):
+        refused = scim.get("/Users?filter=" + quote(bad))
+        assert refused.status_code == 400 and refused.json["scimType"] == "invalidFilter", bad
+    far = scim.get("/Users?startIndex=2147483649&filter=" + quote('userName eq "ada@acme.test"'))  # past INTEGER
+    assert far.status_code == 200 and (far.json["totalResults"], far.json["Resources"]) == (1, [])
