@@ -1,11 +1,12 @@
-"""Where a SCIM request's time goes: create, filter, get and delete under cProfile, per request.
+"""Where a SCIM request's time goes: create, filter, get, group and delete under cProfile, per request.
 
     .venv/bin/python benchmarks/profile_scim.py [--users 100000] [--requests 200] [--kinds filter] [--code DIR]
 
 In one process, on a throwaway PostgreSQL cluster: migrate, create an org, bulk-load `--users`
 users (benchmarks/bulk_load.py), ANALYZE, then run `--requests` of each kind through the Flask
 test client (no HTTP server, so only the service's own work is counted): `POST /Users`,
-`GET /Users?filter=userName eq`, `GET /Users/<id>`, `DELETE /Users/<id>`. For each it prints per request: Python
+`GET /Users?filter=userName eq`, `GET /Users/<id>`, `GET /Groups?excludedAttributes=members&filter=
+displayName eq` (among 1,000 groups), `DELETE /Users/<id>`. For each it prints per request: Python
 function calls, CPU (this process: the service's Python and the driver, not the database
 server's), wall time, SQL statements, and the functions with the most own time (`--sort cumtime`:
 with what they call); and before that, the CPU per request of as many requests again without the
@@ -33,6 +34,7 @@ from typing import Any
 from urllib.parse import quote
 
 HERE = Path(__file__).resolve().parent
+GROUPS = 1000  # with `--kinds group`
 
 
 def run(args: argparse.Namespace) -> None:
@@ -68,6 +70,8 @@ def run(args: argparse.Namespace) -> None:
         with db.begin() as conn:
             base = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(days=30)
             bulk_load.load_users(conn, made.org.id, made.default_team_id, args.users, base)
+            if "group" in args.kinds:  # groups of 10 to look up, as Entra does before each group change
+                bulk_load.load_filler_groups(conn, made.org.id, GROUPS, 10, 0, args.users)
         with db.engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
         db.dispose()
@@ -90,6 +94,8 @@ def run(args: argparse.Namespace) -> None:
                 "emails": [{"value": f"new{i}@profile.test", "type": "work", "primary": True}]})),
             "filter": lambda i: client.get("/scim/v2/Users?filter=" + quote(
                 f'userName eq "user{rng.randrange(args.users)}@bench.test"'), headers=headers),
+            "group": lambda i: client.get("/scim/v2/Groups?excludedAttributes=members&filter=" + quote(
+                f'displayName eq "filler group {rng.randrange(1, GROUPS + 1)}"'), headers=headers),
             "get": lambda i: client.get(f"/scim/v2/Users/{bulk_load.user_id(rng.randrange(args.users))}",
                                         headers=headers),
             "delete": lambda i: client.delete(f"/scim/v2/Users/{bulk_load.user_id(next(victims))}", headers=headers),
@@ -129,7 +135,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--sort", default="tottime", choices=("tottime", "cumtime"), help="own time, or with callees")
-    kinds = ("create", "filter", "get", "delete")
+    kinds = ("create", "filter", "get", "group", "delete")
     parser.add_argument("--kinds", nargs="+", choices=kinds, default=list(kinds))
     parser.add_argument("--code", default=str(HERE.parent), help="the checkout whose service is profiled")
     run(parser.parse_args())

@@ -17,7 +17,7 @@ from identity import groups
 from identity.groups import GroupChange
 from identity.models import IdpGroup
 from identity.service import run
-from scim import context, discovery, errors, listing, resources
+from scim import context, discovery, errors, idp_lookups, listing, resources
 from scim.context import Result
 from scim.patch import parse_operations
 from scim.patch_members import GroupPatchPlan, plan_group_patch
@@ -39,7 +39,8 @@ def list_groups(params: dict[str, Any]) -> Result:
     """List or search the org's groups (RFC 7644 section 3.4.2), a page at a time."""
     query = listing.read_query(params)
     with context.reading() as session:
-        total, found = listing.list_groups(session, context.org_id(), query)
+        total, found = idp_lookups.find(idp_lookups.GROUPS, session, context.org_id(), query) or \
+            listing.list_groups(session, context.org_id(), query)
         members = _members(session, [x.id for x in found], query)
         page = [query.project(resources.group_to_wire(x, context.base_url(), members.get(x.id))) for x in found]
     return 200, discovery.list_response(page, total, query.start), {}

@@ -16,7 +16,7 @@ from identity import users
 from identity.models import User
 from identity.service import run
 from identity.vocabulary import GrantSource
-from scim import context, discovery, listing, resources, user_lookups
+from scim import context, discovery, idp_lookups, listing, resources
 from scim.context import Result
 from scim.patch import parse_operations
 from scim.patch_resource import patch_user as patch_user_doc
@@ -33,7 +33,7 @@ def list_users(params: dict[str, Any]) -> Result:
     """List or search the org's users (RFC 7644 section 3.4.2), a page at a time."""
     query = listing.read_query(params)
     with context.reading() as session:
-        total, found = user_lookups.find_users(session, context.org_id(), query) or \
+        total, found = idp_lookups.find(idp_lookups.USERS, session, context.org_id(), query) or \
             listing.list_users(session, context.org_id(), query)
         memberships = listing.groups_of(session, [u.id for u in found]) if query.wants("groups") else {}
         page = [query.project(resources.user_to_wire(u, context.base_url(), memberships.get(u.id))) for u in found]
