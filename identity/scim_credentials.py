@@ -48,8 +48,9 @@ class Presented:
 
 _token = ScimToken.__table__.c
 # Read before every SCIM request: on the driver's cursor (identity.driver_reads).
-_SCIM_TOKEN_BY_PREFIX = DriverRead(select(_token.id, _token.org_id, _token.name, _token.secret_hash, _token.revoked_at,
-                               _token.last_used_at).where(_token.prefix == bindparam("prefix")))
+_SCIM_TOKEN_BY_PREFIX = DriverRead(
+    select(_token.id, _token.org_id, _token.name, _token.secret_hash, _token.revoked_at, _token.last_used_at)
+    .where(_token.prefix == bindparam("prefix")))
 
 
 def verify_scim_token(session: Session, secret: str) -> Presented:

@@ -97,6 +97,12 @@ def _form(kind: Kind, text: str) -> tuple[str, str] | None:
     return re.sub(r"[ \t]+", " ", found["attr"].lower()), value
 
 
+def is_lookup(kind: Kind, text: str | None) -> bool:
+    """Tell whether a filter is one of the kind's lookups, which `find` reads (scim.web also reads a
+    user lookup on the pool whose plans PostgreSQL may reuse: identity.db.Database.looking_up)."""
+    return text is not None and _form(kind, text) is not None
+
+
 def _read(kind: Kind, form: str) -> DriverRead:
     """The form's statement, made on first use."""
     if form not in kind.made:

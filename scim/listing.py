@@ -187,19 +187,6 @@ def groups_page(org_id: str, query: Query) -> Select[Any]:
     return _ordered(base, _groups.c, GROUPS, query, lookup)
 
 
-# The user lookups IdPs send before every change (Okta's `userName eq`, Entra's `externalId eq`, the
-# work email), as one `eq` on an identifying attribute. Narrower than `bounded` (a test holds every
-# text it takes to be bounded); it only picks the read's pool: one whose plans PostgreSQL may reuse
-# (identity.db.Database.looking_up), as every statement of such a read finds its rows by key.
-USER_LOOKUP = re.compile(r'\s*(?:userName|externalId|id|emails(?:\[type eq "[^"\\]*"\])?(?:\.value)?)'
-                         r'\s+eq\s+"(?:[^"\\]|\\.)*"\s*', re.IGNORECASE)
-
-
-def is_user_lookup(filter_text: str | None) -> bool:
-    """Tell whether a `GET /Users` filter is one of the IdPs' lookups (USER_LOOKUP)."""
-    return filter_text is not None and USER_LOOKUP.fullmatch(filter_text) is not None
-
-
 def _filtered(stmt: Select[Any], registry: Registry, query: Query) -> tuple[Select[Any], bool]:
     """Add the query's filter (raise InvalidFilter); tell whether it is a lookup (scim.filter.bounded)."""
     if not query.filter:

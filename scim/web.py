@@ -29,7 +29,7 @@ from identity.errors import (
     SeatCapReached,
     Unauthenticated,
 )
-from scim import context, discovery, errors, listing, provisioning_status
+from scim import context, discovery, errors, idp_lookups, provisioning_status
 from scim.auth import authenticate, init_oauth
 from scim.streaming import SCIM_JSON
 
@@ -115,7 +115,7 @@ RATE_LIMIT = _RateLimit()
 def _user_lookup() -> bool:
     """A read of one user by key: `GET /Users/<id>`, or `GET /Users` with an IdP's lookup filter."""
     return request.endpoint == "scim.users_get" or (
-        request.endpoint == "scim.users_list" and listing.is_user_lookup(request.args.get("filter")))
+        request.endpoint == "scim.users_list" and idp_lookups.is_lookup(idp_lookups.USERS, request.args.get("filter")))
 
 
 @bp.before_request

@@ -16,7 +16,7 @@ from sqlalchemy import event
 from audit import Actor
 from identity.db import Database
 from identity.web.context import EXTENSION
-from scim import listing
+from scim import idp_lookups
 from scim.errors import InvalidFilter
 from scim.filter import USERS, bounded, parse_filter
 from tests.scim.client import Scim, scim_for
@@ -39,7 +39,7 @@ _SPACE = st.sampled_from(["", " ", "  ", "\t"])
 @given(text=st.builds(lambda s1, a, s2, op, s3, v, s4: f'{s1}{a}{s2 or " "}{op}{s3 or " "}"{v}"{s4}',
                       _SPACE, _ATTRIBUTE, _SPACE, _cased("eq"), _SPACE, _VALUE, _SPACE))
 def test_every_text_the_lookup_pool_takes_is_a_lookup(text: str) -> None:
-    if not listing.is_user_lookup(text):
+    if not idp_lookups.is_lookup(idp_lookups.USERS, text):
         return  # e.g. a tab where the pattern wants a space: read on the usual pool, which is always right
     try:
         node = parse_filter(text)
@@ -52,13 +52,13 @@ def test_every_text_the_lookup_pool_takes_is_a_lookup(text: str) -> None:
                                   'emails[type eq "work"].value eq "a@b.test"', 'emails.value eq "a"',
                                   'emails eq "a"', 'id eq "5f3c"'])
 def test_the_idps_lookups_take_the_lookup_pool(text: str) -> None:
-    assert listing.is_user_lookup(text)
+    assert idp_lookups.is_lookup(idp_lookups.USERS, text)
 
 
 @pytest.mark.parametrize("text", [None, "", 'active eq true', 'userName sw "a"', 'userName eq "a" or active eq true',
                                   'displayName eq "A"', 'userName eq "a" and active eq true', 'userName pr'])
 def test_other_filters_do_not(text: str | None) -> None:
-    assert not listing.is_user_lookup(text)
+    assert not idp_lookups.is_lookup(idp_lookups.USERS, text)
 
 
 @pytest.fixture
