@@ -33,7 +33,7 @@ from identity.db import Database
 from identity.lookups import get_team
 from identity.roles import authorize
 from identity.wallet_models import TopUpRequest, Wallet
-from identity.wallets import new_id, team_target
+from identity.wallets import WalletRow, new_id, team_target
 
 log = logging.getLogger("identity.topups")
 PENDING, FAILED, DELIVERED, FULFILLED = "pending", "failed", "delivered", "fulfilled"
@@ -44,7 +44,7 @@ CLAIM_FOR = dt.timedelta(minutes=2)
 TIMEOUT_SECONDS = 10.0
 
 
-def request_if_due(session: Session, actor: Actor, wallet: Wallet) -> TopUpRequest | None:
+def request_if_due(session: Session, actor: Actor, wallet: Wallet | WalletRow) -> TopUpRequest | None:
     """Raise one top-up request when the (locked) wallet is below its threshold and none is pending."""
     threshold, top = wallet.auto_topup_threshold_micros, wallet.auto_topup_amount_micros
     if threshold is None or top is None or wallet.balance_micros >= threshold or wallet.pending_topup_id:

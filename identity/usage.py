@@ -24,9 +24,9 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
@@ -35,15 +35,18 @@ from identity import topups
 from identity.actions import Action
 from identity.errors import InvalidValue, NotFound
 from identity.models import ApiKey
-from identity.wallet_models import SpendLimit, WalletEntry
+from identity.wallet_models import SpendLimit
 from identity.wallets import (
     BALANCE_EXHAUSTED,
+    ENTRIES,
     INSERT_ENTRY,
     SPENDING_LIMIT_REACHED,
     USAGE,
     Locked,
+    WalletRow,
     amount,
     lock_wallets,
+    save_wallets,
     team_target,
 )
 
@@ -116,10 +119,12 @@ def discounted(cost: int, discount_percent: int) -> int:
     return (2 * cost * (100 - discount_percent) + 100) // 200
 
 
-KEYS = select(ApiKey.id, ApiKey.org_id, ApiKey.team_id, ApiKey.user_id).where(
-    ApiKey.id.in_(bindparam("ids", expanding=True)))
-BOOKED = select(WalletEntry.request_id, WalletEntry.team_id, WalletEntry.amount_micros).where(
-    WalletEntry.request_id.in_(bindparam("ids", expanding=True)), WalletEntry.kind == USAGE)
+# Core statements on the tables (not the ORM classes): no ORM execution for reads of plain columns.
+_KEYS_T = cast(Table, ApiKey.__table__)
+KEYS = select(_KEYS_T.c.id, _KEYS_T.c.org_id, _KEYS_T.c.team_id, _KEYS_T.c.user_id).where(
+    _KEYS_T.c.id.in_(bindparam("ids", expanding=True)))
+BOOKED = select(ENTRIES.c.request_id, ENTRIES.c.team_id, ENTRIES.c.amount_micros).where(
+    ENTRIES.c.request_id.in_(bindparam("ids", expanding=True)), ENTRIES.c.kind == USAGE)
 LIMITS = select(SpendLimit).where(SpendLimit.team_id.in_(bindparam("team_ids", expanding=True)),
                                   SpendLimit.subject_id.in_(bindparam("ids", expanding=True)))
 
@@ -131,7 +136,8 @@ def record_usage(session: Session, actor: Actor, records: list[UsageRecord]) -> 
     wallet (in team id order), one read of the request ids already booked and one of the limits,
     one INSERT of the new rows, and one audit event per org.
     """
-    keys = {row.id: row for row in session.execute(KEYS, {"ids": sorted({r.key_id for r in records})})}
+    conn = session.connection()
+    keys = {row.id: row for row in conn.execute(KEYS, {"ids": sorted({r.key_id for r in records})})}
     by_team: dict[str, list[tuple[int, UsageRecord]]] = defaultdict(list)
     for index, item in enumerate(records):
         key = keys.get(item.key_id)
@@ -140,7 +146,7 @@ def record_usage(session: Session, actor: Actor, records: list[UsageRecord]) -> 
                            field="key_id", index=index)
         by_team[key.team_id].append((index, item))
     locked = lock_wallets(session, {team: keys[items[0][1].key_id].org_id for team, items in by_team.items()})
-    booked = {row.request_id: row for row in session.execute(BOOKED, {"ids": [r.request_id for r in records]})}
+    booked = {row.request_id: row for row in conn.execute(BOOKED, {"ids": [r.request_id for r in records]})}
     limits = _limits(session, locked, records, keys)
     outcomes: list[Outcome | None] = [None] * len(records)
     rows: list[dict[str, Any]] = []
@@ -148,13 +154,14 @@ def record_usage(session: Session, actor: Actor, records: list[UsageRecord]) -> 
         for index, outcome in _debit_team(session, actor, locked[team_id], by_team[team_id], keys, booked,
                                           limits, rows):
             outcomes[index] = outcome
+    save_wallets(session, locked)
     if rows:
-        session.execute(INSERT_ENTRY, rows)
+        conn.execute(INSERT_ENTRY, rows)
         _summarise(session, actor, locked, rows)
     return [o for o in outcomes if o is not None]
 
 
-def _limits(session: Session, locked: dict[str, Locked], records: list[UsageRecord],
+def _limits(session: Session, locked: dict[str, Locked[WalletRow]], records: list[UsageRecord],
             keys: dict[str, Any]) -> dict[tuple[str, str], SpendLimit]:
     """The key and member limits of the call's teams that have any, by (team, subject), rolled into the period."""
     teams = sorted(team for team, found in locked.items() if found.has_subject_limits)
@@ -169,7 +176,7 @@ def _limits(session: Session, locked: dict[str, Locked], records: list[UsageReco
     return found
 
 
-def _debit_team(session: Session, actor: Actor, locked: Locked, items: list[tuple[int, UsageRecord]],
+def _debit_team(session: Session, actor: Actor, locked: Locked[WalletRow], items: list[tuple[int, UsageRecord]],
                 keys: dict[str, Any], booked: dict[str, Any], limits: dict[tuple[str, str], SpendLimit],
                 rows: list[dict[str, Any]]) -> list[tuple[int, Outcome]]:
     # One function for one team's share of a call, so the locked state is read and written in one place.
@@ -229,7 +236,8 @@ def _book(wallet: Any, debit: int, key_limit: SpendLimit | None, member_limit: S
             limit.spend_micros += debit
 
 
-def _summarise(session: Session, actor: Actor, locked: dict[str, Locked], rows: list[dict[str, Any]]) -> None:
+def _summarise(session: Session, actor: Actor, locked: dict[str, Locked[WalletRow]],
+               rows: list[dict[str, Any]]) -> None:
     """One `wallet.usage_recorded` event per org of the call: its rows' count, cost and debit, and per team
     the debit and the balance after (what `identity billing check` adds up against the ledger)."""
     by_org: dict[str, list[dict[str, Any]]] = defaultdict(list)

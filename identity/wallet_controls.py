@@ -107,7 +107,7 @@ def _subject(session: Session, org_id: str, team_id: str, subject_type: str, sub
         raise NotFound(f"member {subject_id!r} is not in team {team_id!r}", field="user_id")
 
 
-def spent_by(session: Session, locked: Locked, subject_type: str, subject_id: str) -> int:
+def spent_by(session: Session, locked: Locked[Wallet], subject_type: str, subject_id: str) -> int:
     """Return what a key or member spent in the team this period, from the ledger."""
     column = WalletEntry.key_id if subject_type == KEY else WalletEntry.user_id
     spent = session.scalar(select(func.coalesce(func.sum(WalletEntry.amount_micros), 0)).where(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy import Table, bindparam, exists, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -103,17 +103,21 @@ LOCK = (select(Wallet, Org.created_at, exists().where(SpendLimit.team_id == Wall
         .execution_options(populate_existing=True))
 
 
-@dataclass
-class Locked:
-    """A wallet under its row lock, rolled into the current period, and that period."""
+W = TypeVar("W", "Wallet", "WalletRow")
 
-    wallet: Wallet
+
+@dataclass
+class Locked(Generic[W]):
+    """A wallet under its row lock, rolled into the current period, and that period: the ORM object
+    for credits and controls, a `WalletRow` for usage debits."""
+
+    wallet: W
     period_start: dt.datetime
     period_end: dt.datetime
     has_subject_limits: bool = True
 
 
-def lock_wallet(session: Session, org_id: str, team_id: str, *, now: dt.datetime | None = None) -> Locked:
+def lock_wallet(session: Session, org_id: str, team_id: str, *, now: dt.datetime | None = None) -> Locked[Wallet]:
     """Return the team's wallet locked until the transaction ends, its spend rolled into this period."""
     row = session.execute(LOCK, {"team_id": team_id}).one_or_none()
     if row is None:
@@ -128,32 +132,82 @@ def lock_wallet(session: Session, org_id: str, team_id: str, *, now: dt.datetime
     return Locked(wallet, start, end, bool(has_limits))
 
 
-LOCK_MANY = (select(Wallet, Org.created_at, exists().where(SpendLimit.team_id == Wallet.team_id))
-             .join(Org, Org.id == Wallet.org_id).where(Wallet.team_id.in_(bindparam("team_ids", expanding=True)))
-             .order_by(Wallet.team_id).with_for_update(of=Wallet).execution_options(populate_existing=True))
+WALLETS = cast(Table, Wallet.__table__)
+_ORGS, _LIMITS = cast(Table, Org.__table__), cast(Table, SpendLimit.__table__)
+# What a debit may change on a wallet: `save_wallets` writes these back, and only when one moved.
+MOVABLE = ("balance_micros", "period_start", "period_spend_micros", "pending_topup_id", "refusal",
+           "refused_period_start", "updated_at")
 
 
-def lock_wallets(session: Session, teams: dict[str, str]) -> dict[str, Locked]:
+@dataclass(slots=True)
+class WalletRow:
+    """A wallet's columns as a usage debit reads them under the row lock: plain values, no ORM
+    object (loading one and flushing it cost more CPU than the rest of a debit's Python, measured
+    with `benchmarks/profile_key_check.py --usage --profile`). `save_wallets` writes back what moved."""
+
+    team_id: str
+    org_id: str
+    balance_micros: int
+    period_start: dt.datetime
+    period_spend_micros: int
+    spend_limit_micros: int | None
+    discount_percent: int
+    auto_topup_threshold_micros: int | None
+    auto_topup_amount_micros: int | None
+    pending_topup_id: str | None
+    refusal: str | None
+    refused_period_start: dt.datetime | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    read: tuple[Any, ...] = ()  # the MOVABLE values as locked
+
+    def moved(self) -> bool:
+        return tuple(getattr(self, name) for name in MOVABLE) != self.read
+
+
+_WALLET_FIELDS = tuple(name for name in WalletRow.__dataclass_fields__ if name != "read")
+assert _WALLET_FIELDS == tuple(WALLETS.columns.keys()), "WalletRow follows the wallets table, column for column"
+LOCK_MANY = (select(WALLETS, _ORGS.c.created_at, exists().where(_LIMITS.c.team_id == WALLETS.c.team_id))
+             .join(_ORGS, _ORGS.c.id == WALLETS.c.org_id)
+             .where(WALLETS.c.team_id.in_(bindparam("team_ids", expanding=True)))
+             .order_by(WALLETS.c.team_id).with_for_update(of=WALLETS))
+SAVE_WALLET = update(WALLETS).where(WALLETS.c.team_id == bindparam("w_team_id")).values(
+    {name: bindparam(f"w_{name}") for name in MOVABLE})
+
+
+def lock_wallets(session: Session, teams: dict[str, str]) -> dict[str, Locked[WalletRow]]:
     """Lock the wallets of `teams` (team id -> org id) in one statement, in team id order (the one
-    order every caller locks in, so two calls never deadlock); make any that is missing first."""
-    rows = session.execute(LOCK_MANY, {"team_ids": sorted(teams)}).all()
-    missing = set(teams) - {row[0].team_id for row in rows}
+    order every caller locks in, so two calls never deadlock); make any that is missing first.
+    The wallets are `WalletRow`s: the caller writes back their changes with `save_wallets`."""
+    conn = session.connection()
+    rows = conn.execute(LOCK_MANY, {"team_ids": sorted(teams)}).all()
+    missing = set(teams) - {row.team_id for row in rows}
     if missing:
         for team_id in sorted(missing):
             get_team(session, teams[team_id], team_id)
             ensure_wallet(session, teams[team_id], team_id)
-        rows = session.execute(LOCK_MANY, {"team_ids": sorted(teams)}).all()
-    now, found = clock.now(), {}
-    for wallet, created, has_limits in rows:
+        rows = conn.execute(LOCK_MANY, {"team_ids": sorted(teams)}).all()
+    now, found, width = clock.now(), {}, len(_WALLET_FIELDS)
+    for row in rows:
+        wallet = WalletRow(*row[:width])
+        wallet.read = tuple(getattr(wallet, name) for name in MOVABLE)
         if wallet.org_id != teams[wallet.team_id]:
             raise NotFound(f"no team {wallet.team_id!r} in this org", team_id=wallet.team_id)
-        start, end = period_at(created, now)
+        start, end = period_at(row[width], now)
         roll_period(wallet, start)
-        found[wallet.team_id] = Locked(wallet, start, end, bool(has_limits))
+        found[wallet.team_id] = Locked(wallet, start, end, bool(row[width + 1]))
     return found
 
 
-def roll_period(wallet: Wallet, start: dt.datetime) -> None:
+def save_wallets(session: Session, locked: dict[str, Locked[WalletRow]]) -> None:
+    """Write back the locked `WalletRow`s whose balance, spend, refusal or pending top-up moved (one statement)."""
+    changed = [{"w_team_id": found.wallet.team_id, **{f"w_{name}": getattr(found.wallet, name) for name in MOVABLE}}
+               for found in locked.values() if found.wallet.moved()]
+    if changed:
+        session.connection().execute(SAVE_WALLET, changed)
+
+
+def roll_period(wallet: Wallet | WalletRow, start: dt.datetime) -> None:
     """Start the wallet's spend over when the period has turned; a limit refusal ends with its period."""
     if wallet.period_start != start:
         wallet.period_start, wallet.period_spend_micros = start, 0

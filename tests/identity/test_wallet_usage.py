@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from audit import Actor, clock
 from identity import keys, orgs
@@ -123,6 +123,31 @@ def test_a_retried_request_id_never_debits_twice(client: FlaskClient, db: Databa
     with db.reading() as session:
         assert session.scalar(select(func.count()).where(WalletEntry.kind == "usage")) == 2
         assert session.get_one(Wallet, world.wallet.split("/")[-2]).balance_micros == 800
+
+
+def test_a_retry_writes_nothing_and_a_refusal_writes_once(client: FlaskClient, db: Database, world: World) -> None:
+    """The wallet is written back only when it moved: a retried request id and a second refusal of
+    the same kind write no row (the first refusal is remembered, for the key check, and audited)."""
+    top_up(client, world, 100)
+    assert use(client, world, 60, "first").status_code == 200
+    writes: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE", "WITH"):
+            writes.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", note)
+    try:
+        assert use(client, world, 60, "first").get_json()["status"] == "duplicate"
+        assert writes == []
+        assert use(client, world, 60, "second").status_code == 429
+        assert any("UPDATE wallets" in w for w in writes), writes  # the refusal, remembered
+        writes.clear()
+        assert use(client, world, 60, "third").status_code == 429
+        assert writes == []
+    finally:
+        event.remove(db.engine, "before_cursor_execute", note)
+    assert verify(client, world)["reason"] == "balance_exhausted"
 
 
 def test_a_batch_answers_each_record(client: FlaskClient, world: World) -> None:
