@@ -276,6 +276,10 @@ def rotate_api_key(session: Session, actor: Actor, org_id: str, key_id: str, *,
     if old is None or old.org_id != org_id:
         raise NotFound(f"no API key {key_id!r} in this org", key_id=key_id)
     _authorize_on_key(session, actor, org_id, old)
+    if old.user_id is not None and _actor_user_id(session, actor) != old.user_id:
+        # The caller gets the new secret: a key that speaks as its holder, so only for one they outrank,
+        # as making a key for them is (an admin rotating a peer admin's key would hold that admin's key).
+        authorize(actor, "member.create_key", org_id=org_id, target_role=org_role(session, old.user_id))
     grace = DEFAULT_GRACE if grace_seconds is None else dt.timedelta(seconds=min(max(grace_seconds, -1), 10**9))
     if not dt.timedelta(0) <= grace <= MAX_GRACE:
         raise InvalidValue(f"grace_seconds must be between 0 and {int(MAX_GRACE.total_seconds())}",

@@ -21,8 +21,9 @@ from audit import Actor, clock, record
 from audit.log import Target
 from identity.actions import Action
 from identity.errors import InvalidValue, NotFound
-from identity.models import OutboxMail
-from identity.roles import authorize
+from identity.models import Invitation, OutboxMail
+from identity.roles import authorize, refusal
+from identity.vocabulary import Role
 
 PENDING, FAILED, SENT, CANCELLED, EXPIRED = "pending", "failed", "sent", "cancelled", "expired"
 STATUSES = (PENDING, FAILED, SENT, CANCELLED, EXPIRED)
@@ -115,7 +116,7 @@ def record_expired(session: Session, actor: Actor, mail_id: str) -> None:
 @dataclass(frozen=True)
 class MailEntry:
     """A mail as the outbox list shows it: an invitation's link while undelivered (admins may hand it
-    over themselves), never a sign-in link."""
+    over themselves; an owner invitation's only to owners), never a sign-in link."""
 
     id: str
     kind: str
@@ -129,8 +130,8 @@ class MailEntry:
     link: str | None
 
     @classmethod
-    def of(cls, mail: OutboxMail) -> MailEntry:
-        link = mail.link if mail.kind == "invitation" else None
+    def of(cls, mail: OutboxMail, *, shows_link: bool = True) -> MailEntry:
+        link = mail.link if mail.kind == "invitation" and shows_link else None
         return cls(mail.id, mail.kind, mail.recipient, mail.subject, mail.status, mail.attempts, mail.last_error,
                    mail.created_at, mail.sent_at, link)
 
@@ -157,4 +158,18 @@ def list_outbox(session: Session, actor: Actor, org_id: str, *, status: str | No
         stmt = stmt.where((OutboxMail.created_at < last.created_at)
                           | ((OutboxMail.created_at == last.created_at) & (OutboxMail.id < last.id)))
     found = list(session.scalars(stmt.order_by(OutboxMail.created_at.desc(), OutboxMail.id.desc()).limit(limit)))
-    return MailPage([MailEntry.of(m) for m in found], found[-1].id if len(found) == limit else None)
+    hidden = _owner_invitations(session, actor, org_id, found)
+    return MailPage([MailEntry.of(m, shows_link=m.ref_id not in hidden) for m in found],
+                    found[-1].id if len(found) == limit else None)
+
+
+def _owner_invitations(session: Session, actor: Actor, org_id: str, mails: list[OutboxMail]) -> set[str]:
+    """The owner invitations among `mails` whose links `actor` may not see: an invitation's link is a
+    credential to answer it, and answering (or declining) an owner invitation is the owners' business
+    (identity.invitations refuses admins its revocation and resending)."""
+    if refusal(actor, "owners.manage", org_id=org_id) is None:
+        return set()
+    ids = [m.ref_id for m in mails if m.kind == "invitation" and m.ref_type == "invitation" and m.link]
+    if not ids:
+        return set()
+    return set(session.scalars(select(Invitation.id).where(Invitation.id.in_(ids), Invitation.role == Role.OWNER)))

@@ -19,7 +19,7 @@ from identity.errors import InvalidValue
 from identity.lookups import get_team
 from identity.models import ApiKey, GroupMapping, Invitation, RoleGrant
 from identity.roles import authorize
-from identity.vocabulary import InvitationStatus
+from identity.vocabulary import InvitationStatus, Role
 
 
 def delete_team(session: Session, actor: Actor, org_id: str, team_id: str, *, confirm: str | None = None) -> None:
@@ -38,6 +38,10 @@ def delete_team(session: Session, actor: Actor, org_id: str, team_id: str, *, co
         raise InvalidValue(f"confirm must be the team's name, {team.name!r}, to delete it", field="confirm")
     if team.is_default:
         raise InvalidValue("the Default team cannot be deleted", field="team_id")
+    # Deleting the team removes its members from it and revokes their keys for it: what removing each
+    # of them would do, so no more than the actor may do to each (an admin may not to an owner).
+    authorize(actor, "member.remove_from_team", org_id=org_id,
+              target_role=Role.OWNER if _has_an_owner(session, org_id, team.id) else None)
     for rule in session.scalars(select(GroupMapping).where(GroupMapping.org_id == org_id,
                                                             GroupMapping.team_id == team.id)).all():
         mappings.delete_mapping(session, actor, org_id, rule.id)
@@ -56,3 +60,14 @@ def delete_team(session: Session, actor: Actor, org_id: str, team_id: str, *, co
     for row in session.identity_map.values():
         if isinstance(row, (ApiKey, Invitation)) and row.team_id == team.id:
             set_committed_value(row, "team_id", None)
+
+
+def _has_an_owner(session: Session, org_id: str, team_id: str) -> bool:
+    """Tell whether an owner of the org is among the team's members or the holders of its keys (the
+    one role the rules set apart: acting on an owner needs `owners.manage`)."""
+    people = select(RoleGrant.user_id).where(RoleGrant.team_id == team_id).union(
+        select(ApiKey.user_id).where(ApiKey.team_id == team_id, ApiKey.user_id.is_not(None)))
+    owner = session.scalar(select(RoleGrant.user_id).where(
+        RoleGrant.org_id == org_id, RoleGrant.team_id.is_(None), RoleGrant.role == Role.OWNER,
+        RoleGrant.user_id.in_(people)).limit(1))
+    return owner is not None

@@ -44,7 +44,7 @@ ON_MEMBER: dict[str, dict[str, frozenset[str]]] = {
     "promote_to_owner": {"owner": ALL},
     "remove_from_team": {"owner": ALL, "admin": BELOW_OWNER},
     "revoke_their_key": {"owner": ALL, "admin": BELOW_OWNER},
-    "rotate_their_key": {"owner": ALL, "admin": BELOW_OWNER},
+    "rotate_their_key": {"owner": ALL, "admin": BELOW_ADMIN},  # the new secret is a key for them
     "create_key_for": {"owner": ALL, "admin": BELOW_ADMIN},
     "sign_in_link_for": {"owner": ALL, "admin": BELOW_ADMIN},
     "add_to_team": {"owner": ALL, "admin": BELOW_OWNER},

@@ -52,6 +52,8 @@ ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 STATUS = {NotFound: 404, Conflict: 409, InvalidValue: 400, PermissionDenied: 403, LastOwner: 409,
           SeatCapReached: 403, Unauthenticated: 401}
 ADMIN = "admin"  # the key scope the admin API asks for
+# Reads of spend and wallets: a key made to read usage (`usage.read`, e.g. a team's reporting job) or an admin key.
+USAGE_READ = ("usage.read", ADMIN)
 KEY, SESSION = "key", "session"  # the two ways in
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_PURPOSE = "api"  # the synchronizer token's purpose (saml.csrf): distinct from the sign-out form's
@@ -152,19 +154,23 @@ def request_actor(actor: Actor) -> Actor:
                               client_request_id=g.get("client_request_id"))
 
 
-def authenticated(*, scope: str | None,
+def authenticated(*, scope: str | tuple[str, ...] | None,
                   ways: tuple[str, ...] = (KEY, SESSION)) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Require a caller by one of `ways` (an API key, the browser session) holding `scope` (None: any).
+    """Require a caller by one of `ways` (an API key, the browser session) holding `scope` (one of
+    them, for a tuple; None: any, for the routes that answer whom a credential speaks for).
 
     Puts the caller in `g.caller` (and `g.key`, the name views used before sessions), its actor
     in `g.actor`: the key's, or for a session the user themself (audited as type `user`).
     """
+    wanted = (scope,) if isinstance(scope, str) else scope or ()
+
     def decorate(view: Callable[P, R]) -> Callable[P, R]:
         @wraps(view)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             caller = _key_caller(ways) if "Authorization" in request.headers else _session_caller(ways)
-            if scope is not None and scope not in caller.scopes:
-                raise PermissionDenied(f"this {caller.way} has no {scope!r} scope for the admin API")
+            if scope is not None and not set(wanted).intersection(caller.scopes):
+                raise PermissionDenied(f"this {caller.way} has no {' or '.join(map(repr, wanted))} scope "
+                                       "for the admin API")
             g.caller = g.key = caller
             g.actor = request_actor(caller.actor)
             return view(*args, **kwargs)

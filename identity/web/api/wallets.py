@@ -17,7 +17,17 @@ from identity.errors import InvalidValue
 from identity.roles import authorize
 from identity.service import run
 from identity.wallet_models import SpendLimit, TopUpRequest, WalletEntry
-from identity.web.api.common import ADMIN, adopt, authenticated, caller_org_id, int_arg, json_body, known_args, when
+from identity.web.api.common import (
+    ADMIN,
+    USAGE_READ,
+    adopt,
+    authenticated,
+    caller_org_id,
+    int_arg,
+    json_body,
+    known_args,
+    when,
+)
 from identity.web.context import database
 
 bp = adopt(Blueprint("api_wallets", __name__, url_prefix="/api/v1"))
@@ -50,7 +60,7 @@ def topup_json(row: TopUpRequest) -> dict[str, Any]:
 
 
 @bp.get(WALLET)
-@authenticated(scope=None)
+@authenticated(scope=USAGE_READ)
 def get_wallet(org_ref: str, team_id: str) -> Response:
     """The balance, this period's spend and limit, what is left, the discount, auto top-up and any refusal."""
     known_args()
@@ -96,7 +106,7 @@ def add_credit(org_ref: str, team_id: str) -> tuple[Response, int]:
 
 
 @bp.get(f"{WALLET}/spend")
-@authenticated(scope=None)
+@authenticated(scope=USAGE_READ)
 def get_spend(org_ref: str, team_id: str) -> Response:
     """Usage grouped ?by=key|member (in ?period=<a time in it>, default now) or ?by=period."""
     org_id = caller_org_id(org_ref)
@@ -121,7 +131,7 @@ def get_ledger(org_ref: str, team_id: str) -> Response:
 
 
 @bp.get(f"{WALLET}/limits")
-@authenticated(scope=None)
+@authenticated(scope=USAGE_READ)
 def get_limits(org_ref: str, team_id: str) -> Response:
     org_id = caller_org_id(org_ref)
     with database().reading() as session:
@@ -165,7 +175,7 @@ def get_topup_requests(org_ref: str, team_id: str) -> Response:
 
 
 @bp.get("/orgs/<org_ref>/members/<user_id>/spend")
-@authenticated(scope=None)
+@authenticated(scope=USAGE_READ)
 def get_member_spend(org_ref: str, user_id: str) -> Response:
     """The member's keys' spend this period, per team and key (kept after the member is removed)."""
     org_id = caller_org_id(org_ref)
