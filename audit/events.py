@@ -68,11 +68,15 @@ def format_time(moment: dt.datetime) -> str:
 
 
 def parse_time(text: str) -> dt.datetime:
-    """Return the aware UTC time of an ISO 8601 text (`Z` or an offset; a bare date is midnight UTC)."""
+    """Return the aware UTC time of an ISO 8601 text (`Z` or an offset; a bare date is midnight UTC);
+    ValueError for anything else, a time in UTC outside the calendar included."""
     value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC)
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before the first UTC time there is
+        raise ValueError(f"{text.strip()[:40]!r} falls outside the years 1 to 9999 in UTC") from None
 
 
 def _filters(selection: Selection) -> list[ColumnElement[bool]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 # Arrays and objects inside one another, the outermost counting as 1. A SCIM Bulk request that
@@ -18,6 +19,37 @@ from typing import Any
 # bound (a PATCH value sits deeper in its body than in the resource), so a resource read back
 # can always be sent again.
 MAX_DEPTH = 32
+
+
+# Characters no database here stores, refused wherever text comes in (bodies, paths, queries,
+# forms, filters): NUL (PostgreSQL text cannot hold it) and an unpaired UTF-16 surrogate ("\ud800"
+# is valid JSON text but not Unicode text: neither psycopg nor sqlite3 can encode it).
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def unstorable(value: Any) -> bool:
+    """Tell whether a string anywhere in `value` (JSON data, object keys included) holds an UNSTORABLE character."""
+    return unstorable_at(value) is not None
+
+
+def unstorable_at(value: Any) -> str | None:
+    """Where in `value` (JSON data) the first string with an UNSTORABLE character is, as a field name
+    (`model`, `usage[3].request_id`; `""` for `value` itself), or None when there is none."""
+    pending: list[tuple[str, Any]] = [("", value)]
+    while pending:
+        where, item = pending.pop()
+        if type(item) is str:
+            if UNSTORABLE.search(item):
+                return where
+        elif type(item) is dict:
+            for key, child in item.items():
+                name = f"{where}.{key}" if where else str(key)
+                if UNSTORABLE.search(key):
+                    return name
+                pending.append((name, child))
+        elif type(item) is list:
+            pending.extend((f"{where}[{index}]", child) for index, child in enumerate(item))
+    return None
 
 
 class TooDeep(ValueError):

@@ -75,7 +75,11 @@ def _period_arg(session: Session, org_id: str, period: str | None) -> dt.datetim
         raise InvalidValue("period must be an ISO 8601 time within the billing period", field="period") from None
     if moment.tzinfo is None:
         raise InvalidValue("period must carry a time zone (Z or +00:00)", field="period")
-    return period_at(org.created_at, moment)[0]
+    try:
+        return period_at(org.created_at, moment)[0]
+    except (ValueError, OverflowError):  # a period that would begin or end outside the calendar
+        raise InvalidValue("period must be a time in a billing period within the years 1 to 9999",
+                           field="period") from None
 
 
 def spend(session: Session, actor: Actor, org_id: str, team_id: str, *, by: str,

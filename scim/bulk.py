@@ -12,6 +12,7 @@ from typing import Any
 from flask import Response
 
 from identity.errors import DomainError
+from identity.jsontext import UNSTORABLE
 from scim import context, discovery, errors, group_views, user_views
 from scim.context import Result
 from scim.streaming import respond
@@ -39,6 +40,8 @@ def _dispatch(method: str, path: str, data: Any) -> Result:
     parts = [p for p in path.split("/") if p]
     if not parts or parts[0] not in ("Users", "Groups") or len(parts) > 2:
         raise errors.InvalidValue(f"unsupported bulk path {path!r}")
+    if UNSTORABLE.search(path):  # no resource has such an id, and no database takes it in a query
+        raise errors.InvalidValue("a bulk path must not contain NUL characters or unpaired surrogates")
     users = parts[0] == "Users"
     resource_id = parts[1] if len(parts) == 2 else ""
     handlers: dict[tuple[str, bool], Callable[[], Result]] = {

@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from scim.errors import InvalidFilter, InvalidPath, InvalidSyntax
+from identity import jsontext
+from scim.errors import InvalidFilter, InvalidPath, InvalidSyntax, InvalidValue
 from scim.syntax import PatchPath, parse_path
 
 PATCH_OP_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
@@ -62,6 +63,8 @@ def parse_operation(raw: Any) -> Operation:
     if path is not None and not isinstance(path, str):
         raise InvalidPath("path must be a string")
     parsed = parse_patch_path(path) if path not in (None, "") else None
+    if jsontext.unstorable(fields.get("value")):  # any attribute's, members' ids included: no database stores them
+        raise InvalidValue("a value must not contain NUL characters or unpaired surrogates")
     return Operation(op.lower(), parsed, fields.get("value"), "value" in fields)
 
 

@@ -87,8 +87,6 @@ def coerce(attr: Attribute, value: Any) -> Any:
         return value
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise InvalidValue(f"{attr.name} is a string; got {value!r}")
-    if isinstance(value, str) and "\x00" in value:
-        raise InvalidValue(f"{attr.name} cannot contain the NUL character")  # PostgreSQL text cannot
     return str(value)  # a number sent for a string attribute (employeeNumber) is kept as its text
 
 

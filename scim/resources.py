@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from identity import jsontext
 from identity.emails import emails_of
 from identity.models import IdpGroup, User
 from scim.errors import InvalidSyntax, InvalidValue
@@ -164,17 +165,10 @@ def _string(body: Mapping[str, Any], key: str, *, required: bool = False) -> str
     return value
 
 
-def _reject_nul(value: Any) -> None:
-    """Refuse NUL characters anywhere: PostgreSQL text cannot hold them, and filters would break."""
-    if isinstance(value, str) and "\x00" in value:
-        raise InvalidValue("strings must not contain NUL characters")
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            _reject_nul(key)
-            _reject_nul(item)
-    elif isinstance(value, list):
-        for item in value:
-            _reject_nul(item)
+def _reject_unstorable(value: Any) -> None:
+    """Refuse NUL and lone surrogates anywhere (identity.jsontext.UNSTORABLE): no database stores them."""
+    if jsontext.unstorable(value):
+        raise InvalidValue("strings must not contain NUL characters or unpaired surrogates")
 
 
 def _check_schemas(body: Mapping[str, Any], core: str) -> None:
@@ -217,7 +211,7 @@ def _read(raw: Any, schema: ResourceSchema) -> dict[str, Any]:
     if not isinstance(raw, Mapping):
         raise InvalidSyntax("the body must be a JSON object")
     _check_schemas(raw, schema.core_urn)
-    _reject_nul(raw)
+    _reject_unstorable(raw)
     body = normalize(raw, schema)
     _check_types(body, schema)
     return body

@@ -14,19 +14,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from scim2_filter_parser.lexer import SCIMLexer
 from sly.lex import Token
 
+from identity.jsontext import UNSTORABLE
 from scim.errors import InvalidFilter
 
 MAX_FILTER_LENGTH = 4096
-# What no database text holds: NUL (PostgreSQL), and a UTF-16 surrogate left alone by a JSON
-# escape (`"\ud800"`: not a character, so not UTF-8; json.loads pairs the ones that come in pairs).
-REFUSED_CHARACTERS = re.compile("[\x00\ud800-\udfff]")
+# What no database text holds (identity.jsontext.UNSTORABLE): NUL, and a lone UTF-16 surrogate.
+REFUSED_CHARACTERS = UNSTORABLE
 MAX_DEPTH = 32
 
 

@@ -60,7 +60,7 @@ def _install(state: Any) -> None:
 def _http_error(error: HTTPException) -> Response:
     """Answer routing and protocol errors under /scim/v2 in SCIM's format."""
     status = error.code or 500
-    scim_type = "invalidSyntax" if status == 400 else None
+    scim_type = getattr(error, "scim_type", "invalidSyntax") if status == 400 else None
     if status == 413:  # a body over MAX_CONTENT_LENGTH: the detail specifies the limit (RFC 7644 section 3.7.4)
         return error_response(413, None, discovery.bulk_limits() if request.path.endswith("/Bulk") else
                               f"the body is over {discovery.MAX_PAYLOAD_BYTES} bytes, the most this service reads")

@@ -16,7 +16,7 @@ import saml
 import scim
 from identity import config
 from identity.db import Database
-from identity.web import console, logs, metrics, metrics_views, openapi
+from identity.web import console, logs, metrics, metrics_views, openapi, unstorable
 from identity.web.api import (
     audit_log,
     browser,
@@ -56,6 +56,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     # first write on (identity.db_sqlite.WalCheckpointer).
     app.extensions[EXTENSION].start_background_work()
     app.before_request(_start_request)
+    app.before_request(unstorable.refuse_unstorable)  # before any blueprint's own checks and reads
     app.after_request(_finish_request)
     app.register_error_handler(Exception, _unexpected_error)
     # Path prefix -> renderer of HTTP errors (404, 405, 413...) in that protocol's own format.
@@ -128,7 +129,8 @@ def _http_error(error: HTTPException) -> Response | HTTPException:
 
 def _problem_for_http_error(error: HTTPException) -> Response:
     status = error.code or 500
-    return problem(status, (error.name or "error").lower().replace(" ", "_"), error.description or error.name)
+    code = getattr(error, "problem_code", None) or (error.name or "error").lower().replace(" ", "_")
+    return problem(status, code, error.description or error.name)
 
 
 def _unexpected_error(error: Exception) -> Response | HTTPException:

@@ -20,6 +20,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 from audit import checkpoints, events, export, signing
 from identity import audit_access, config, jsontext
 from identity.errors import InvalidValue
+from identity.jsontext import UNSTORABLE
 from identity.service import run
 from identity.web.api.common import ADMIN, adopt, authenticated, caller_org_id, int_arg, known_args, problem
 from identity.web.context import database
@@ -98,7 +99,7 @@ def _valid_filters(filters: dict[str, Any]) -> bool:
     actions = filters.get("action", [])
     texts = [*(actions if isinstance(actions, list) else [None]),
              *(value for name, value in filters.items() if name != "action")]
-    return all(isinstance(text, str) and "\x00" not in text for text in texts)
+    return all(isinstance(text, str) and not UNSTORABLE.search(text) for text in texts)
 
 
 def _limit() -> int:

@@ -7,7 +7,7 @@ in the header wins over a cookie. A request carried by the cookie must come from
 carry the session's synchronizer token in `X-CSRF-Token`: an HMAC under SECRET_KEY bound to the
 session's token, which `GET /api/v1/session` hands to the page (OWASP's synchronizer token; a
 cookie alone never authorizes a write). Errors are RFC 9457 problem JSON. Each blueprint
-registers `domain_problem` and `refuse_nul` with `adopt`.
+registers `domain_problem` with `adopt`.
 """
 
 from __future__ import annotations
@@ -125,26 +125,10 @@ def problem_body(status: int, code: str, detail: str, extra: dict[str, Any] | No
     return body
 
 
-def refuse_nul() -> None:
-    """Refuse NUL in a path or query string as bad input: PostgreSQL text cannot hold it (a 500 there)."""
-    if any(has_nul(value) for value in (request.view_args or {}).values()) or has_nul(
-            [*request.args.keys(), *(v for values in request.args.listvalues() for v in values)]):
-        raise InvalidValue("the path and query must not contain NUL characters")
-
-
-def has_nul(value: Any) -> bool:
-    """Tell whether a string anywhere in `value` (JSON data) holds NUL."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(has_nul(k) or has_nul(v) for k, v in value.items())
-    return isinstance(value, list) and any(has_nul(v) for v in value)
-
-
 def adopt(bp: Blueprint) -> Blueprint:
-    """Give an admin API blueprint the API's problem JSON for domain errors and its NUL check."""
+    """Give an admin API blueprint the API's problem JSON for domain errors. (NUL and lone
+    surrogates in its paths and queries are refused before it: identity.web.unstorable.)"""
     bp.register_error_handler(DomainError, domain_problem)
-    bp.before_request(refuse_nul)
     return bp
 
 
@@ -225,8 +209,9 @@ def json_body(*fields: str) -> dict[str, Any]:
             raise InvalidValue(f"the request body is not valid JSON: {error}") from None
     if not isinstance(data, dict):
         raise InvalidValue("the request body must be a JSON object")
-    if has_nul(data):
-        raise InvalidValue("strings must not contain NUL characters")  # PostgreSQL text cannot hold them
+    where = jsontext.unstorable_at(data)
+    if where is not None:  # no database stores them
+        raise InvalidValue("strings must not contain NUL characters or unpaired surrogates", field=where)
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise InvalidValue(f"unknown fields: {', '.join(map(repr, unknown))}", field=unknown[0])
@@ -307,7 +292,9 @@ def _after_position() -> Position | None:
         found = jsontext.loads(base64.urlsafe_b64decode(values[0] + "=" * (-len(values[0]) % 4)))
         moment, row_id = found if isinstance(found, list) and len(found) == 2 else (None, None)
         at = dt.datetime.fromisoformat(moment) if isinstance(moment, str) else None
-    except (ValueError, binascii.Error):
+        if at is not None and at.tzinfo is not None:
+            at = at.astimezone(dt.UTC)  # OverflowError for a time before or after the calendar in UTC
+    except (ValueError, OverflowError, binascii.Error):
         raise refused from None
     if at is None or at.tzinfo is None or not isinstance(row_id, str) or not ROW_ID.fullmatch(row_id):
         raise refused

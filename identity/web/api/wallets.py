@@ -133,6 +133,7 @@ def get_ledger(org_ref: str, team_id: str) -> Response:
 @bp.get(f"{WALLET}/limits")
 @authenticated(scope=USAGE_READ)
 def get_limits(org_ref: str, team_id: str) -> Response:
+    known_args()
     org_id = caller_org_id(org_ref)
     with database().reading() as session:
         rows = spend.subject_limits(session, g.actor, org_id, team_id)
@@ -168,6 +169,7 @@ def set_member_limit(org_ref: str, team_id: str, user_id: str) -> Response:
 @authenticated(scope=ADMIN)
 def get_topup_requests(org_ref: str, team_id: str) -> Response:
     """The auto top-up's requests, newest first: pending ones await the payment hook (or a top-up)."""
+    known_args()
     org_id = caller_org_id(org_ref)
     with database().reading() as session:
         rows = topups.list_requests(session, g.actor, org_id, team_id)
@@ -178,6 +180,7 @@ def get_topup_requests(org_ref: str, team_id: str) -> Response:
 @authenticated(scope=USAGE_READ)
 def get_member_spend(org_ref: str, user_id: str) -> Response:
     """The member's keys' spend this period, per team and key (kept after the member is removed)."""
+    known_args()
     org_id = caller_org_id(org_ref)
     with database().reading() as session:
         rows = spend.member_spend(session, g.actor, org_id, user_id)
