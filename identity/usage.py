@@ -181,7 +181,8 @@ def _debit_team(session: Session, actor: Actor, locked: Locked[WalletRow], items
                 rows: list[dict[str, Any]]) -> list[tuple[int, Outcome]]:
     # One function for one team's share of a call, so the locked state is read and written in one place.
     wallet, now, team_id = locked.wallet, clock.now(), locked.wallet.team_id
-    answers, refused, added = [], None, 0
+    answers, added = [], 0
+    refused: list[tuple[str, str | None, SpendLimit | None]] = []  # each distinct refusal, in order
     for index, item in items:
         key = keys[item.key_id]
         key_limit, member_limit = limits.get((team_id, item.key_id)), limits.get((team_id, key.user_id or ""))
@@ -194,7 +195,9 @@ def _debit_team(session: Session, actor: Actor, locked: Locked[WalletRow], items
             code, scope = _refusal(wallet, debit, key_limit, member_limit)
             if code:
                 answer.status, answer.limit_scope = code, scope
-                refused = (code, scope, key_limit if scope == "key" else member_limit if scope == "member" else None)
+                refusal = (code, scope, key_limit if scope == "key" else member_limit if scope == "member" else None)
+                if refusal not in refused:
+                    refused.append(refusal)
             else:
                 _book(wallet, debit, key_limit, member_limit)
                 answer.debited_micros, added = debit, added + 1
@@ -206,14 +209,26 @@ def _debit_team(session: Session, actor: Actor, locked: Locked[WalletRow], items
         answers.append((index, answer))
     if added:
         wallet.updated_at = now
+    if added or any(code == BALANCE_EXHAUSTED for code, _, _ in refused):  # below the threshold, or out of money
         topups.request_if_due(session, actor, wallet)
-    if refused:
-        _remember_refusal(session, actor, locked, *refused)
-    for _, answer in answers:
+    for refusal in refused:  # each one, for the key check: a key's limit, a member's, the team's
+        _remember_refusal(session, actor, locked, *refusal)
+    records_of = dict(items)
+    for index, answer in answers:
+        key_id = records_of[index].key_id
         answer.balance_micros = wallet.balance_micros
-        answer.remaining_micros = None if wallet.spend_limit_micros is None else (
-            wallet.spend_limit_micros - wallet.period_spend_micros)
+        answer.remaining_micros = _remaining(wallet, limits.get((team_id, key_id)),
+                                             limits.get((team_id, keys[key_id].user_id or "")))
     return answers
+
+
+def _remaining(wallet: WalletRow, key_limit: SpendLimit | None, member_limit: SpendLimit | None) -> int | None:
+    """What may still be spent this period under the limits that apply (team, key, member); None when none do."""
+    left = [limit - spent for limit, spent in (
+        (wallet.spend_limit_micros, wallet.period_spend_micros),
+        *((found.limit_micros, found.spend_micros) for found in (key_limit, member_limit) if found is not None))
+        if limit is not None]
+    return max(0, min(left)) if left else None
 
 
 def _refusal(wallet: Any, debit: int, key_limit: SpendLimit | None,

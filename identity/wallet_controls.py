@@ -144,6 +144,7 @@ def set_subject_limit(session: Session, actor: Actor, org_id: str, team_id: str,
         if value > spent:
             row.refused_period_start = None
         session.add(row)
+        locked.wallet.has_subject_limits = True  # under the lock: a debit waiting on it reads the limits
     record(session, actor, Action.WALLET_LIMIT_SET, Target(subject_type, subject_id, subject_id),
            {"team_id": team_id, field: subject_id, "limit_micros": {"before": before, "after": value}},
            org_id=org_id)

@@ -47,6 +47,10 @@ class Wallet(Base):
     refused_period_start: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime]
+    # Whether a key or member of the team has (or had) a limit: set under the wallet's lock by whoever
+    # adds one, so that a debit waiting on that lock reads it as the lock's holder left it (a subquery
+    # would read it as it was before the wait, on PostgreSQL). A debit reads the limits only when set.
+    has_subject_limits: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
 
 class WalletEntry(Base):

@@ -13,13 +13,15 @@ call, naming the rows it summarises (see there for why).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import uuid
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
-from sqlalchemy import Table, bindparam, exists, func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from audit import Actor, clock, record
 from audit.log import Target
@@ -30,7 +32,7 @@ from identity.models import Org, RoleGrant, User
 from identity.roles import authorize
 from identity.seats import cycle_at
 from identity.vocabulary import Role
-from identity.wallet_models import SpendLimit, TopUpRequest, Wallet, WalletEntry, WalletSettings
+from identity.wallet_models import TopUpRequest, Wallet, WalletEntry, WalletSettings
 
 MICROS_PER_CENT = 1_000_000
 # The largest amount any one call may move: 10^15 micro-cents, $10 million. Larger is a typo or an
@@ -40,6 +42,7 @@ TOP_UP, SEAT_GRANT, REFUND, ADJUSTMENT, USAGE = "top_up", "seat_grant", "refund"
 CREDIT_KINDS = (TOP_UP, SEAT_GRANT, REFUND, ADJUSTMENT)
 BALANCE_EXHAUSTED, SPENDING_LIMIT_REACHED = "balance_exhausted", "spending_limit_reached"
 ENTRIES = cast(Table, WalletEntry.__table__)
+REQUEST_ID_LENGTH = 200  # wallet_entries.request_id
 INSERT_ENTRY = insert(ENTRIES)
 
 
@@ -96,8 +99,9 @@ def ensure_wallet(session: Session, org_id: str, team_id: str) -> None:
 
 
 # The wallet, its org's billing anchor, and whether any key or member of the team has a limit (so
-# that a debit reads the limits only when there are some), in the one statement that locks it.
-LOCK = (select(Wallet, Org.created_at, exists().where(SpendLimit.team_id == Wallet.team_id))
+# that a debit reads the limits only when there are some: a column of the locked row, never a
+# subquery, which PostgreSQL would answer as of before the wait for the lock), in the one statement that locks it.
+LOCK = (select(Wallet, Org.created_at, Wallet.has_subject_limits)
         .join(Org, Org.id == Wallet.org_id)
         .where(Wallet.team_id == bindparam("team_id")).with_for_update(of=Wallet)
         .execution_options(populate_existing=True))
@@ -133,7 +137,7 @@ def lock_wallet(session: Session, org_id: str, team_id: str, *, now: dt.datetime
 
 
 WALLETS = cast(Table, Wallet.__table__)
-_ORGS, _LIMITS = cast(Table, Org.__table__), cast(Table, SpendLimit.__table__)
+_ORGS = cast(Table, Org.__table__)
 # What a debit may change on a wallet: `save_wallets` writes these back, and only when one moved.
 MOVABLE = ("balance_micros", "period_start", "period_spend_micros", "pending_topup_id", "refusal",
            "refused_period_start", "updated_at")
@@ -159,6 +163,7 @@ class WalletRow:
     refused_period_start: dt.datetime | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    has_subject_limits: bool
     read: tuple[Any, ...] = ()  # the MOVABLE values as locked
 
     def moved(self) -> bool:
@@ -167,7 +172,7 @@ class WalletRow:
 
 _WALLET_FIELDS = tuple(name for name in WalletRow.__dataclass_fields__ if name != "read")
 assert _WALLET_FIELDS == tuple(WALLETS.columns.keys()), "WalletRow follows the wallets table, column for column"
-LOCK_MANY = (select(WALLETS, _ORGS.c.created_at, exists().where(_LIMITS.c.team_id == WALLETS.c.team_id))
+LOCK_MANY = (select(WALLETS, _ORGS.c.created_at, WALLETS.c.has_subject_limits)
              .join(_ORGS, _ORGS.c.id == WALLETS.c.org_id)
              .where(WALLETS.c.team_id.in_(bindparam("team_ids", expanding=True)))
              .order_by(WALLETS.c.team_id).with_for_update(of=WALLETS))
@@ -179,6 +184,7 @@ def lock_wallets(session: Session, teams: dict[str, str]) -> dict[str, Locked[Wa
     """Lock the wallets of `teams` (team id -> org id) in one statement, in team id order (the one
     order every caller locks in, so two calls never deadlock); make any that is missing first.
     The wallets are `WalletRow`s: the caller writes back their changes with `save_wallets`."""
+    session.flush()  # a Wallet changed through the ORM earlier in this transaction is read as changed
     conn = session.connection()
     rows = conn.execute(LOCK_MANY, {"team_ids": sorted(teams)}).all()
     missing = set(teams) - {row.team_id for row in rows}
@@ -205,6 +211,10 @@ def save_wallets(session: Session, locked: dict[str, Locked[WalletRow]]) -> None
                for found in locked.values() if found.wallet.moved()]
     if changed:
         session.connection().execute(SAVE_WALLET, changed)
+        for found in locked.values():  # an ORM copy of a wallet in this session would flush over the UPDATE
+            held = session.identity_map.get(identity_key(Wallet, found.wallet.team_id))
+            if held is not None:
+                session.expire(held)
 
 
 def roll_period(wallet: Wallet | WalletRow, start: dt.datetime) -> None:
@@ -246,12 +256,16 @@ def top_up(session: Session, actor: Actor, org_id: str, team_id: str, micros: An
     _authorize_top_up(session, actor, org_id)
     get_team(session, org_id, team_id)  # another org's team is not found before its input is read
     micros, reference = amount(micros, "amount_micros"), _reference(reference)
-    # The reference names the payment: a retried top-up must not credit it twice (the unique
-    # request id below is the net under this check, for two retries at once).
-    key = f"top_up:{team_id}:{reference}"[:200]
-    if session.scalar(select(func.count()).where(WalletEntry.request_id == key)):
+    # The reference names the payment: a retried top-up must not credit it twice. Checked on the
+    # reference itself (whole: two long references alike but for their ends are two payments); the
+    # unique request id below is the net under this check, for two retries at once.
+    if session.scalar(select(func.count()).where(WalletEntry.team_id == team_id, WalletEntry.kind == TOP_UP,
+                                                 WalletEntry.reference == reference)):
         raise Conflict(f"a top-up with reference {reference!r} was already credited to this team",
                        field="reference")
+    key = f"top_up:{team_id}:{reference}"
+    if len(key) > REQUEST_ID_LENGTH:  # kept whole in the key, or (too long for it) by its SHA-256
+        key = f"top_up:{team_id}:sha256:{hashlib.sha256(reference.encode()).hexdigest()}"
     return _credit(session, actor, org_id, team_id, TOP_UP, micros, reference, request_id=key)
 
 
