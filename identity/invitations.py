@@ -13,9 +13,10 @@ from audit.log import Target
 from identity import config, outbox, tokens, users
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound, Unauthenticated
+from identity.grants import org_role
 from identity.lookups import default_team, find_by_user_name, get_team
 from identity.models import ApiKey, Invitation, Org, User
-from identity.roles import authorize, parse_role
+from identity.roles import authorize, parse_role, refusal
 from identity.vocabulary import GrantSource, InvitationStatus, Role
 
 LIFETIME = dt.timedelta(days=7)
@@ -219,6 +220,7 @@ def invitee(session: Session, token: str) -> Actor:
 def accept(session: Session, actor: Actor, token: str) -> User:
     """Accept an invitation: the invitee becomes a member with its role and team, taking a seat."""
     invitation = _pending(session, token)
+    _ensure_inviter_may_still_invite(session, invitation)
     user = users.provision_user(session, actor, invitation.org_id, user_name=invitation.email,
                                 email=invitation.email, role=invitation.role, team_id=invitation.team_id,
                                 source=GrantSource.INVITATION)
@@ -227,6 +229,26 @@ def accept(session: Session, actor: Actor, token: str) -> User:
            {"status": {"before": InvitationStatus.PENDING, "after": InvitationStatus.ACCEPTED}, "user_id": user.id},
            org_id=invitation.org_id)
     return user
+
+
+def _ensure_inviter_may_still_invite(session: Session, invitation: Invitation) -> None:
+    """Refuse an invitation whose sender may no longer invite at its role: removed, deactivated or
+    demoted since (directly, or as the holder of the key it was sent with). Its link must not give
+    the org a member that nobody now in it may add. The operator's tools (a system actor) sent it
+    on nobody's role, so theirs stand."""
+    sender = session.get(User, invitation.invited_by)
+    if sender is None:
+        key = session.get(ApiKey, invitation.invited_by)
+        if key is None:
+            return  # the operator's: a system actor, on nobody's role
+        sender = session.get(User, key.user_id) if key.user_id is not None else None
+    role = org_role(session, sender.id) if sender is not None and sender.org_id == invitation.org_id \
+        and sender.active and sender.deleted_at is None else None
+    as_sender = Actor("user", sender.id if sender else "", "", org_id=invitation.org_id, role=role)
+    if role is None or refusal(as_sender, "owners.manage" if invitation.role == Role.OWNER else "members.manage",
+                               org_id=invitation.org_id) is not None:
+        raise Conflict("whoever sent this invitation may no longer invite at its role; ask an owner or an admin "
+                       "of the org for a new one", field="token")
 
 
 def decline(session: Session, actor: Actor, token: str) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from audit.log import Target, open_chain
-from identity import config, seats, teams, users
+from identity import config, seats, sessions, teams, users
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound, PermissionDenied
 from identity.models import Org, User
@@ -158,6 +158,9 @@ def _change_settings(session: Session, actor: Actor, org_id: str, changes: dict[
             for name, value in changes.items() if getattr(org, name) != value}
     for name, change in diff.items():
         setattr(org, name, change["after"])
+    audited: dict[str, object] = dict(diff)
+    if diff.get("require_sso", {}).get("after") is True:  # the rule holds for sessions begun before it too
+        audited["link_sessions_ended"] = sessions.end_link_sessions_below_owner(session, org.id)
     if diff:
-        record(session, actor, action, Target("org", org.id, org.slug), diff, org_id=org.id)
+        record(session, actor, action, Target("org", org.id, org.slug), audited, org_id=org.id)
     return org

@@ -20,6 +20,7 @@ from audit import Actor, clock
 from identity.errors import Unauthenticated
 from identity.grants import org_role
 from identity.models import Org, RoleGrant, SsoSession, Team, User
+from identity.vocabulary import Role, SessionMethod
 
 # Writing last-seen time on every request would make every /me a write; a minute is precise enough.
 TOUCH_RESOLUTION = dt.timedelta(minutes=1)
@@ -151,6 +152,18 @@ def purge_expired(session: Session) -> int:
     """Delete sessions past their absolute lifetime."""
     result = session.execute(delete(SsoSession).where(SsoSession.expires_at <= clock.now()))
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def end_link_sessions_below_owner(session: Session, org_id: str) -> int:
+    """End the org's sessions begun with a sign-in link by anyone but its owners (when SSO becomes
+    required: their mailbox no longer vouches for them; an owner's link is the break-glass way in).
+    Return how many ended."""
+    owners = select(RoleGrant.user_id).where(RoleGrant.org_id == org_id, RoleGrant.team_id.is_(None),
+                                             RoleGrant.role == Role.OWNER)
+    ended = session.execute(delete(SsoSession).where(
+        SsoSession.org_id == org_id, SsoSession.method == SessionMethod.LOGIN_LINK,
+        SsoSession.user_id.not_in(owners)).returning(SsoSession.id)).all()
+    return len(ended)
 
 
 def end_user_sessions(session: Session, user_id: str) -> None:

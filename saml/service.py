@@ -84,18 +84,6 @@ class SignIn:
     relay_state: str | None
 
 
-def _find_user(session: Session, org_id: str, claims: Claims) -> User | None:
-    """Return the member the assertion names, by the key of its userName only.
-
-    Never by the email column: where an IdP lets people edit their own email attribute, matching
-    on it would let one member sign in as another. A removed member is not re-created by JIT.
-    """
-    user, removed = users.find_by_user_name_or_removed(session, org_id, claims.user_name)
-    if user is None and removed:
-        raise Refused("user_removed", 403)
-    return user
-
-
 @dataclass(frozen=True)
 class Identity:
     """A persistent NameID as the IdP sent it, and the key it is linked and compared by."""
@@ -139,6 +127,25 @@ LINKED_OR_NAMED = select(User, column("how", String), column("linked_key", Strin
     select(User, literal("removed").label("how"), null().label("linked_key"))
     .where(*_NAMED, User.deleted_at.is_not(None)),
 ))
+
+
+def _unlinked_user(session: Session, org_id: str, connection: SamlConnection, claims: Claims) -> User | None:
+    """The member a transient or emailAddress (any but persistent) NameID names, by the key of its
+    userName only (never by the email column: where an IdP lets people edit their own email, that
+    would let one member sign in as another; a removed member is not re-created by JIT), unless
+    that member is linked to a persistent NameID of this IdP: a linked member signs in by that NameID
+    only (DESIGN.md section 5), never by an email attribute or address, which an IdP user may edit.
+    The persistent sign-in's one statement, with no NameID to find: the named member, its link, and
+    whether a removed member had the name."""
+    rows = session.execute(LINKED_OR_NAMED, {
+        "org_id": org_id, "idp_entity_id": connection.idp_entity_id, "name_id_key": None,
+        "user_name_key": name_key(claims.user_name)}).all()
+    named = next(((user, key) for user, how, key in rows if how == "live"), None)
+    if named is not None and named[1] is not None:
+        raise Refused("name_id_mismatch", 403, user_id=named[0].id)
+    if named is None and any(how == "removed" for _user, how, _key in rows):
+        raise Refused("user_removed", 403)
+    return named[0] if named is not None else None
 
 
 def find_by_identity(session: Session, org_id: str, identity: Identity, claims: Claims) -> Found:
@@ -219,7 +226,7 @@ def sign_in(session: Session, actor: Actor, org_id: str, assertion: Assertion, *
         raise Refused("idp_initiated_not_allowed", 403)
     claims = claims_of(connection, assertion)
     identity = persistent_identity(connection, assertion)
-    found = Found(_find_user(session, org_id, claims)) if identity is None else \
+    found = Found(_unlinked_user(session, org_id, connection, claims)) if identity is None else \
         find_by_identity(session, org_id, identity, claims)
     user = found.user
     created = user is None
