@@ -260,13 +260,14 @@ def decline(session: Session, actor: Actor, token: str) -> None:
            org_id=invitation.org_id)
 
 
-def expire_due(session: Session, org_id: str) -> int:
-    """Mark every pending invitation of the org whose time is up as expired; return how many."""
+def expire_due(session: Session, org_id: str, actor: Actor | None = None) -> int:
+    """Mark every pending invitation of the org whose time is up as expired; return how many.
+    `actor` is who does it (the operators' cron); None: the invitee, whose link found it expired."""
     due = list(session.scalars(select(Invitation).where(
         Invitation.org_id == org_id, Invitation.status == InvitationStatus.PENDING,
         Invitation.expires_at <= clock.now())))
     for invitation in due:
-        expire(session, invitation)
+        expire(session, invitation, actor)
         outbox.cancel(session, invitation.id)
     return len(due)
 

@@ -128,13 +128,13 @@ def scim_client_actor(client: ScimClient) -> Actor:
 
 
 def record_scim_client_token(session: Session, client_id: str, *, expires_in: int,
-                             request_id: str | None = None, ip: str | None = None,
+                             request_id: str | None = None, ip: str | None = None, user_agent: str | None = None,
                              client_request_id: str | None = None) -> None:
     """Audit that a client was issued an access token (never the token itself)."""
     client = check_scim_client(session, client_id, None)
     if client is None:
         return
-    actor = scim_client_actor(client).with_request(request_id, ip, None, client_request_id=client_request_id)
+    actor = scim_client_actor(client).with_request(request_id, ip, user_agent, client_request_id=client_request_id)
     client.last_used_at = clock.now()
     record(session, actor, Action.SCIM_CLIENT_TOKEN_ISSUED, Target("scim_client", client.id, client.client_id),
            {"expires_in": expires_in}, org_id=client.org_id)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, bindparam, event, insert, select, update
+from sqlalchemy import Select, Table, bindparam, event, insert, inspect, select, update
 from sqlalchemy.orm import Session, SessionTransaction, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -189,6 +189,7 @@ def take_seat(session: Session, actor: Actor, user: User) -> SeatCharge | None:
         raise SeatCapReached(
             f"seat limit reached: {org.seats_used} of {org.max_seats} seats are in use",
             org_id=org.id, max_seats=org.max_seats, user_name=user.user_name,
+            user_id=user.id if inspect(user).has_identity else None,  # None: a member not made yet
         )
     charge = None
     if org.seats_used + 1 > org.included_seats + org.purchased_seats:

@@ -44,7 +44,13 @@ def run(db: Database, actor: Actor, service: Callable[Concatenate[Session, Actor
         org_id = refusal.context.get("org_id") or actor.org_id
         if org_id:
             with db.transaction() as session:
-                subject = refusal.context.get("user_id") or refusal.context.get("user_name") or org_id
-                record(session, actor, AUDITED_REFUSALS[type(refusal)], Target("user", str(subject), str(subject)),
-                       {"reason": refusal.message, "service": service.__name__}, org_id=org_id, outcome="refused")
+                # About the member by id when there is one (a reactivation, a last owner); a member
+                # not yet made (provisioning) is named in the changes, its org the target: a userName
+                # may be 320 characters, a target's id 64.
+                user_id, user_name = refusal.context.get("user_id"), refusal.context.get("user_name")
+                target = Target("user", str(user_id), str(user_name or user_id)) if user_id else \
+                    Target("org", str(org_id), str(org_id))
+                changes = {"reason": refusal.message, "service": service.__name__}
+                record(session, actor, AUDITED_REFUSALS[type(refusal)], target,
+                       {**changes, "user_name": user_name} if user_name else changes, org_id=org_id, outcome="refused")
         raise

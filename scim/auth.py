@@ -98,7 +98,8 @@ def _record_issued(token: dict[str, Any], request: Any) -> None:
     with database().transaction() as session:
         scim_credentials.record_scim_client_token(
             session, request.client.row.client_id, expires_in=int(token["expires_in"]),
-            request_id=g.get("request_id"), ip=http_request.remote_addr, client_request_id=g.get("client_request_id"))
+            request_id=g.get("request_id"), ip=http_request.remote_addr, user_agent=http_request.user_agent.string,
+            client_request_id=g.get("client_request_id"))
 
 
 def init_oauth(app: Flask) -> None:

@@ -339,7 +339,7 @@ def invitations_expire(slug: str | None) -> None:
     total = 0
     for org_id in ids:
         with database.transaction() as session:
-            total += invitations.expire_due(session, org_id)
+            total += invitations.expire_due(session, org_id, system_actor("invitations expire"))
     click.echo(f"{total} invitations expired", err=True)
 
 
