@@ -138,6 +138,7 @@ def create_group(session: Session, actor: Actor, org_id: str, *, display_name: s
                      attributes=attributes or {}, created_at=now, updated_at=now, version=1)
     session.add(group)
     session.flush()
+    session.info.setdefault(TOUCHED, set()).add(group.id)  # version 1 is this transaction's, members included
     record(session, actor, Action.GROUP_CREATED, _target(group),
            {"display_name": display_name, "external_id": external_id}, org_id=org_id)
     add_members(session, actor, org_id, group.id, list(member_ids))
@@ -169,7 +170,7 @@ def update_group(session: Session, actor: Actor, org_id: str, group_id: str, *, 
                                     if group.attributes.get(k) != attributes.get(k))
         group.attributes = attributes
     if diff:
-        _touch(group)
+        _touch(session, group)
         record(session, actor, Action.GROUP_UPDATED, _target(group), diff, org_id=org_id)
     return group
 
@@ -192,9 +193,24 @@ def delete_group(session: Session, actor: Actor, org_id: str, group_id: str) -> 
     session.delete(group)
 
 
-def _touch(group: IdpGroup) -> None:
+TOUCHED = "identity.groups_touched"  # session.info: the groups whose version moved in this transaction
+
+
+def _touch(session: Session, group: IdpGroup) -> None:
+    """Give the group a new version (its ETag) and time, once per transaction however many of its
+    parts change (its name, its members added and removed by one PATCH)."""
+    touched = session.info.setdefault(TOUCHED, set())
+    if group.id in touched:
+        return
+    touched.add(group.id)
     group.updated_at = clock.now()
     group.version += 1
+
+
+@event.listens_for(Session, "after_commit")
+@event.listens_for(Session, "after_rollback")
+def _forget_touched(session: Session) -> None:
+    session.info.pop(TOUCHED, None)
 
 
 def _live_users(session: Session, org_id: str, user_ids: list[str]) -> set[str]:
@@ -245,6 +261,7 @@ def add_members(session: Session, actor: Actor, org_id: str, group_id: str, user
                   "source": source, "source_ref": group.id, "created_at": now} for uid in new]
     if rows:
         session.execute(insert(RoleGrant), rows)
+    _touch(session, group)  # its members are part of it: a new version (ETag), so a stale If-Match is 412
     record(session, actor, Action.GROUP_MEMBERS_ADDED, _target(group),
            {"members": new, "team_id": grants.team_id, "team_role": grants.team_role, "org_role": grants.org_role,
             "source": source}, org_id=org_id)
@@ -275,6 +292,7 @@ def remove_members(session: Session, actor: Actor, org_id: str, group_id: str, u
             session.execute(delete(RoleGrant).where(RoleGrant.id.in_(grants)))
         gone += sorted(taken)
     if gone:
+        _touch(session, group)
         record(session, actor, Action.GROUP_MEMBERS_REMOVED, _target(group), {"members": gone}, org_id=org_id)
     for user_id in sorted(protected):
         owners.protect_group_owner(session, actor, org_id, user_id, group.id)

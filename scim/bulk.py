@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import Response
+from flask import Response, g
 
 from identity.errors import DomainError
 from identity.jsontext import UNSTORABLE
@@ -58,24 +58,34 @@ def _dispatch(method: str, path: str, data: Any) -> Result:
 
 
 def _fail_on_errors(body: dict[str, Any]) -> int | None:
-    fail_on = body.get("failOnErrors")
+    fail_on = body.get("failonerrors")
     if fail_on is not None and (not isinstance(fail_on, int) or isinstance(fail_on, bool) or fail_on < 1):
         raise errors.InvalidValue("failOnErrors must be a positive integer")
     return fail_on
+
+
+def _resolve_path(path: str, created: dict[str, str]) -> str:
+    """The path with a `bulkId:<id>` segment replaced by the id made earlier in the request (RFC 7644 section 3.7.2)."""
+    return "/".join(_resolve_bulk_ids(part, created) for part in path.split("/"))
 
 
 def _run_one(operation: Any, created: dict[str, str]) -> dict[str, Any]:
     """Run one bulk operation and return its entry of the response; a failure is in the entry."""
     if not isinstance(operation, dict):
         raise errors.InvalidSyntax("each bulk operation is a JSON object")
-    method, path = str(operation.get("method", "")).upper(), str(operation.get("path", ""))
-    bulk_id = operation.get("bulkId")
+    fields = {str(key).lower(): value for key, value in operation.items()}  # names are case-insensitive
+    method, path = str(fields.get("method", "")).upper(), str(fields.get("path", ""))
+    bulk_id = fields.get("bulkid")
     outcome: dict[str, Any] = {"method": method, **({"bulkId": bulk_id} if bulk_id else {})}
+    # Each operation's `version` is its precondition, as If-Match is a request's (RFC 7644 section 3.7).
+    g.bulk_if_match = fields.get("version") if isinstance(fields.get("version"), str) else None
     try:
         if method == "POST" and not bulk_id:
             raise errors.InvalidValue("a POST in a bulk request needs a bulkId")
-        status, resource, headers = _dispatch(
-            method, _resolve_bulk_ids(path, created), _resolve_bulk_ids(operation.get("data"), created))
+        path = _resolve_path(path, created)
+        if method != "POST" and path.strip("/"):  # REQUIRED but for a POST that failed (RFC 7644 section 3.7)
+            outcome["location"] = f"{context.base_url()}/{path.strip('/')}"
+        status, resource, headers = _dispatch(method, path, _resolve_bulk_ids(fields.get("data"), created))
         if bulk_id and resource is not None and method == "POST":
             created[str(bulk_id)] = resource["id"]
         outcome["status"] = str(status)
@@ -84,17 +94,20 @@ def _run_one(operation: Any, created: dict[str, str]) -> dict[str, Any]:
     except (errors.ScimError, DomainError) as error:
         scim_error = error if isinstance(error, errors.ScimError) else translate(error)
         outcome.update({"status": str(scim_error.status), "response": scim_error.to_json()})
+    finally:
+        g.pop("bulk_if_match", None)
     return outcome
 
 
 def bulk(body: Any) -> Result:
     """Run each operation in its own transaction, in order, until failOnErrors errors are reached."""
-    if not isinstance(body, dict) or not isinstance(body.get("Operations"), list):
+    fields = {str(key).lower(): value for key, value in body.items()} if isinstance(body, dict) else {}
+    if not isinstance(fields.get("operations"), list):
         raise errors.InvalidSyntax("a bulk request has an \"Operations\" array")
-    operations = body["Operations"]
+    operations = fields["operations"]
     if len(operations) > discovery.MAX_BULK_OPERATIONS:
         raise errors.PayloadTooLarge(discovery.bulk_limits())
-    fail_on = _fail_on_errors(body)
+    fail_on = _fail_on_errors(fields)
     created: dict[str, str] = {}
     results, failures = [], 0
     for operation in operations:

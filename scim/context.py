@@ -101,7 +101,8 @@ def search_body() -> dict[str, Any]:
 
 def check_if_match(version: int) -> None:
     """Honour If-Match (RFC 7644 section 3.14): a stale version is 412, changing nothing."""
-    wanted = request.headers.get("If-Match")
+    # In a Bulk request, the operation's own `version` (scim.bulk), never the request's header.
+    wanted = g.bulk_if_match if "bulk_if_match" in g else request.headers.get("If-Match")
     if not wanted:
         return
     tags = {tag.strip() for tag in wanted.split(",")}

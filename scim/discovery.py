@@ -57,12 +57,17 @@ def resource_types(base: str) -> list[dict[str, Any]]:
     ]
 
 
-def _attribute(attr: Attribute) -> dict[str, Any]:
+# What the service keeps unique (RFC 7643 section 7, `uniqueness: server`): a resource's id, a
+# user's userName, a group's displayName; never a user's displayName or a sub-attribute's.
+UNIQUE = {USER.core_urn: frozenset({"id", "userName"}), GROUP.core_urn: frozenset({"id", "displayName"})}
+
+
+def _attribute(attr: Attribute, unique: frozenset[str] = frozenset()) -> dict[str, Any]:
     out: dict[str, Any] = {
         "name": attr.name, "type": attr.type, "multiValued": attr.multi_valued, "required": attr.required,
         "caseExact": attr.case_exact, "mutability": attr.mutability,
         "returned": "never" if attr.mutability == "writeOnly" else ("always" if attr.name == "id" else "default"),
-        "uniqueness": "server" if attr.name in ("id", "userName", "displayName") else "none",
+        "uniqueness": "server" if attr.name in unique else "none",
         "description": attr.name,
     }
     if attr.type == "reference":
@@ -82,7 +87,7 @@ def schemas(base: str) -> list[dict[str, Any]]:
             out.append({
                 "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Schema"], "id": urn, "name": name,
                 "description": description,
-                "attributes": [_attribute(a) for a in attrs.values() if a.name != "meta"],
+                "attributes": [_attribute(a, UNIQUE.get(urn, frozenset())) for a in attrs.values() if a.name != "meta"],
                 "meta": {"resourceType": "Schema", "location": f"{base}/Schemas/{urn}"},
             })
     return out

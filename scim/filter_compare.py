@@ -34,6 +34,9 @@ class Operand:
     # Stored as its key (identity.names.name_key; ids we generate are lowercase, their own key):
     # compare the key of the value with the column as it is.
     keyed: bool = False
+    # Stored without surrounding spaces (userName, a group's displayName): `eq` and `ne` compare the
+    # value the same way, so that an IdP's lookup of what it sent finds what it created.
+    stripped: bool = False
 
     def text(self) -> SQLColumnExpression[Any]:
         return self.column if self.column is not None else json_text(self.json, *self.keys)
@@ -89,6 +92,8 @@ def _compare_string(operand: Operand, op: str, value: Any) -> ColumnElement[bool
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise InvalidFilter(f"{operand.attr.name} is a string: compare it with a string")
     value = str(value)
+    if operand.stripped and op in ("eq", "ne"):
+        value = value.strip()
     expr: SQLColumnExpression[Any] = operand.text()
     if not operand.attr.case_exact:
         if operand.keyed:

@@ -47,6 +47,7 @@ class Registry:
     relations: dict[str, Relation] = field(default_factory=dict)
     stand_ins: dict[str, dict[str, SQLColumnExpression[Any]]] = field(default_factory=dict)
     stored_as_key: frozenset[str] = frozenset()
+    stored_stripped: frozenset[str] = frozenset()  # the domain strips these (identity.users, identity.groups)
     # What an IdP looks a resource up by: `eq` on one of these names a handful of resources at
     # most, whatever the org's size (scim.filter.bounded).
     identifying: frozenset[str] = frozenset()
@@ -81,7 +82,8 @@ class Registry:
         target = attr if sub is None else sub
         full = key if sub is None else f"{key}.{sub.name.lower()}"
         if full in self.columns:
-            return Operand(target, column=self.columns[full], keyed=full in self.stored_as_key)
+            return Operand(target, column=self.columns[full], keyed=full in self.stored_as_key,
+                           stripped=full in self.stored_stripped)
         if key == "meta":
             raise InvalidFilter(f"meta.{target.name} cannot be filtered on")
         keys = self.json_keys(attr, key) + ((sub.name,) if sub else ())
@@ -165,6 +167,7 @@ USERS = Registry(
     # `email` is the primary email: it stands in for the emails array when sorting.
     stand_ins={"emails": {"value": User.email, "primary": literal(True, Boolean())}},
     stored_as_key=frozenset({"username", "groups.value", "emails.value"}),
+    stored_stripped=frozenset({"username"}),
     identifying=frozenset({"id", "username", "externalid", "emails.value"}),
 )
 
@@ -177,5 +180,6 @@ GROUPS = Registry(
     },
     relations={"members": _members_of_group()},
     stored_as_key=frozenset({"members.value"}),
+    stored_stripped=frozenset({"displayname"}),
     identifying=frozenset({"id", "externalid", "displayname"}),
 )

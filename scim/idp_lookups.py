@@ -56,11 +56,21 @@ class Kind:
 
 
 _AS_SENT = frozenset({"externalid", "id"})  # caseExact (RFC 7643 section 3.1)
+
+
+def _stripped_key(value: str) -> str:  # userName: stored stripped, as its key
+    return name_key(value.strip())
+
+
+def _stripped_lower(value: str) -> str:  # a group's displayName: stored stripped, not caseExact
+    return value.strip().lower()
+
+
 USERS = Kind(_forms(r'userName|externalId|id|emails|emails\.value'
                     r'|emails\[type[ \t]+eq[ \t]+"(?:work|home|other)"\]\.value'),
-             users_page, lambda form: None if form in _AS_SENT else name_key)  # userName, emails: keys
+             users_page, lambda form: None if form in _AS_SENT else _stripped_key if form == "username" else name_key)
 GROUPS = Kind(_forms(r'displayName|externalId|id'), groups_page,
-              lambda form: None if form in _AS_SENT else str.lower)  # displayName: not caseExact
+              lambda form: None if form in _AS_SENT else _stripped_lower)
 PLACEHOLDER = "lookupvalue"  # lowercase ASCII: its own key and its own lowercase, bound as written
 
 

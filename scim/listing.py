@@ -102,7 +102,9 @@ def _ordered(base: Select[Any], model: Any, registry: Registry, query: Query, lo
     order: list[Any] = []
     if query.sort_by:
         key = sort_key(registry, query.sort_by)
-        order.append(key.desc() if query.descending else key.asc())
+        # Resources without the value last ascending, first descending (RFC 7644 section 3.4.2.3):
+        # PostgreSQL's own order, said for SQLite, which puts NULL first ascending.
+        order.append(key.desc().nulls_first() if query.descending else key.asc().nulls_last())
     order += [model.created_at, model.id]  # a stable order for paging
     if lookup:
         base, order = _fenced(base, order)

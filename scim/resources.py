@@ -214,7 +214,18 @@ def _read(raw: Any, schema: ResourceSchema) -> dict[str, Any]:
     _reject_unstorable(raw)
     body = normalize(raw, schema)
     _check_types(body, schema)
+    _one_primary_at_most(body)
     return body
+
+
+def _one_primary_at_most(body: Mapping[str, Any]) -> None:
+    """Refuse a multi-valued attribute with `primary: true` on more than one value (RFC 7643 section 2.4:
+    it "MUST appear no more than once"; a PATCH keeps the one it wrote last, scim.patch_values)."""
+    for name, values in body.items():
+        primaries = [v for v in values if isinstance(v, Mapping) and v.get("primary") is True] \
+            if isinstance(values, list) else []
+        if len(primaries) > 1:
+            raise InvalidValue(f"{name}: primary may be true on one value at most")
 
 
 def user_fields(raw: Mapping[str, Any]) -> dict[str, Any]:

@@ -163,6 +163,8 @@ bp.after_request(provisioning_status.note_request)
 
 @bp.after_request
 def _content_type(response: Response) -> Response:
-    if response.mimetype == "application/json":
+    if response.status_code in (204, 304):  # no body: no type (not Flask's default text/html)
+        response.headers.pop("Content-Type", None)
+    elif response.mimetype == "application/json":
         response.content_type = SCIM_JSON
     return response
