@@ -357,6 +357,7 @@ def reapply(session: Session, actor: Actor, group: IdpGroup) -> None:
     Each member's new grants keep the source of its old ones; a member the old rule gave nothing
     is taken as SCIM's (a membership does not record its channel).
     """
+    seats.lock_org(session, group.org_id)  # first: it serialises the last-owner check
     lock_group(session, group.org_id, group.id)
     sources = {user_id: source for user_id, source in session.execute(
         select(RoleGrant.user_id, RoleGrant.source).where(RoleGrant.source_ref == group.id))}
@@ -367,6 +368,7 @@ def reapply(session: Session, actor: Actor, group: IdpGroup) -> None:
     session.execute(delete(IdpGroupMember).where(IdpGroupMember.group_id == group.id))
     for source, members in sorted(by_source.items()):
         add_members(session, actor, group.org_id, group.id, members, source=source)
+    owners.ensure_an_owner_remains(session, group.org_id)  # a rule that no longer makes the last owner one
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from audit.log import Target
 from identity import invitations, orgs, scim_credentials, seats, users
 from identity.actions import Action
 from identity.errors import InvalidValue, NotFound
+from identity.grants import org_role
 from identity.lookups import acting_user_id, get_user
 from identity.models import ApiKey, Invitation, Org, ScimClient, ScimToken, User
 from identity.roles import authorize
@@ -55,6 +56,8 @@ def transfer_ownership(session: Session, actor: Actor, org_id: str, user_id: str
     if new_owner.id == previous:
         raise InvalidValue("the new owner must be another member than the one handing over", field="user_id")
     seats.lock_org(session, org_id)
+    if org_role(session, previous) != Role.OWNER:  # an operator naming a non-owner would promote them
+        raise InvalidValue("the member handing over must be an owner of this org", field="from_user_id")
     users.change_role(session, actor, org_id, new_owner.id, Role.OWNER)
     users.change_role(session, actor, org_id, previous, Role.ADMIN)
     record(session, actor, Action.ORG_OWNERSHIP_TRANSFERRED, Target("org", org_id, org.slug),

@@ -152,6 +152,12 @@ def _change_settings(session: Session, actor: Actor, org_id: str, changes: dict[
         if not valid(value):
             raise InvalidValue(f"invalid value for {name}: {value!r}", field=name)
     org = seats.lock_org(session, org_id)
+    unpaid = org.seats_used - org.purchased_seats  # the seats in use that the included ones must cover
+    included = changes.get("included_seats")
+    if isinstance(included, int) and included < unpaid:
+        raise InvalidValue(f"included_seats must cover the {unpaid} seats in use beyond the {org.purchased_seats} "
+                           "bought this cycle (remove members first)", field="included_seats",
+                           seats_used=org.seats_used, purchased_seats=org.purchased_seats)
     if "require_sso" in changes:
         _ensure_sso_may_be_required(session, org_id, changes["require_sso"])
     diff = {name: {"before": getattr(org, name), "after": value}

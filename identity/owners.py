@@ -56,6 +56,13 @@ def ensure_not_last_owner(session: Session, user: User, role: Role | None = None
         raise LastOwner(REASON, user_id=user.id, org_id=user.org_id)
 
 
+def ensure_an_owner_remains(session: Session, org_id: str) -> None:
+    """Refuse a change after which the org has no active owner: the grants of a group re-derived
+    (a mapping edited or deleted, or its team deleted), which can take the owner role they gave."""
+    if not active_owners(session, org_id):
+        raise LastOwner(REASON, org_id=org_id)
+
+
 def last_owners_leaving_group(session: Session, org_id: str, group_id: str, leaving: set[str]) -> set[str]:
     """Return the users among `leaving` to keep in the group: one whose owner role comes from the
     group, when their leaving together would leave the org without an active owner."""

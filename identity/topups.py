@@ -31,6 +31,7 @@ from audit import Actor, clock, record
 from identity.actions import Action
 from identity.db import Database
 from identity.lookups import get_team
+from identity.models import Org
 from identity.roles import authorize
 from identity.wallet_models import TopUpRequest, Wallet
 from identity.wallets import WalletRow, new_id, team_target
@@ -79,8 +80,9 @@ def requests_with_status(session: Session, status: str | None, limit: int = 1000
 
 
 def undelivered_ids(session: Session, limit: int = 50) -> list[str]:
-    return list(session.scalars(select(TopUpRequest.id).where(
-        TopUpRequest.status.in_(UNDELIVERED), TopUpRequest.attempts < MAX_ATTEMPTS)
+    """The requests still to hand to the payment hook, oldest first; never a deleted org's."""
+    return list(session.scalars(select(TopUpRequest.id).join(Org, Org.id == TopUpRequest.org_id).where(
+        TopUpRequest.status.in_(UNDELIVERED), TopUpRequest.attempts < MAX_ATTEMPTS, Org.deleted_at.is_(None))
         .order_by(TopUpRequest.created_at).limit(limit)))
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, make_transient_to_detached
 from audit import Actor, clock, record
 from identity import emails, keys, owners, seats, sessions
 from identity.actions import Action
-from identity.errors import Conflict, InvalidValue, SeatCapReached
+from identity.errors import Conflict, InvalidValue, NotFound, SeatCapReached
 from identity.grants import org_role as org_role
 from identity.grants import team_roles as team_roles
 from identity.grants import ungrouped_org_role
@@ -202,12 +202,27 @@ def _target_of(session: Session, actor: Actor, action: str, org_id: str, user_id
     return user
 
 
+REREAD_USER = select(User).where(User.id == bindparam("user_id")).execution_options(populate_existing=True)
+
+
+def _under_seat_lock(session: Session, org_id: str, user: User) -> User:
+    """Take the org's seat lock, then read the member again (this transaction's own changes written
+    first): a change that waited for the lock sees the member as the one before it left it, not as
+    it was read before the wait (PostgreSQL's READ COMMITTED), so two deactivations (or
+    reactivations, or deletions) at once move the seat count once. NotFound once deleted."""
+    seats.lock_org(session, org_id)  # first: it also serialises the last-owner check
+    session.flush()
+    fresh = session.execute(REREAD_USER, {"user_id": user.id}).scalar_one()
+    if fresh.deleted_at is not None:
+        raise NotFound(f"no user {user.id!r} in this org", user_id=user.id)
+    return fresh
+
+
 def deactivate_user(session: Session, actor: Actor, org_id: str, user_id: str) -> User:
     """Suspend a member: sign-in refused, keys blocked, seat freed; it stays readable."""
-    user = _target_of(session, actor, "member.deactivate", org_id, user_id)
+    user = _under_seat_lock(session, org_id, _target_of(session, actor, "member.deactivate", org_id, user_id))
     if not user.active:
         return user
-    seats.lock_org(session, org_id)  # first: it also serialises the last-owner check
     owners.ensure_not_last_owner(session, user)
     user.active = False
     _touch(user)
@@ -221,7 +236,7 @@ def deactivate_user(session: Session, actor: Actor, org_id: str, user_id: str) -
 
 def reactivate_user(session: Session, actor: Actor, org_id: str, user_id: str) -> User:
     """Restore a deactivated member: a seat again (charged if needed), deactivation's key blocks lifted."""
-    user = _target_of(session, actor, "member.reactivate", org_id, user_id)
+    user = _under_seat_lock(session, org_id, _target_of(session, actor, "member.reactivate", org_id, user_id))
     if user.active:
         return user
     seats.take_seat(session, actor, user)
@@ -239,8 +254,7 @@ def delete_user(session: Session, actor: Actor, org_id: str, user_id: str) -> Us
     The user row stays as a tombstone, so that audit history and past usage keep their subject.
     """
     authorize(actor, "member.delete", org_id=org_id)
-    user = get_user(session, org_id, user_id)
-    seats.lock_org(session, org_id)  # first: it also serialises the last-owner check
+    user = _under_seat_lock(session, org_id, get_user(session, org_id, user_id))
     return _delete(session, actor, user, org_role(session, user.id))
 
 
@@ -383,8 +397,7 @@ def sync_user(session: Session, actor: Actor, org_id: str, user_id: str, fields:
 
 def remove_user(session: Session, actor: Actor, org_id: str, user_id: str) -> User:
     """Delete a member at the IdP's request (SCIM DELETE); the last active owner is kept, audited."""
-    user = get_user(session, org_id, user_id)
-    seats.lock_org(session, org_id)
+    user = _under_seat_lock(session, org_id, get_user(session, org_id, user_id))
     role = org_role(session, user.id)  # read once: the checks below and the audit event use it
     if owners.would_remove_last_owner(session, user, role):
         owners.protect_last_owner(session, actor, user, "delete")

@@ -234,8 +234,12 @@ def billing_check(slug: str) -> None:
 def billing_renew(slug: str | None) -> None:
     """Close ended billing cycles and charge renewals; running it twice charges once."""
     database = _database()
-    with database.reading() as session:
-        ids = [orgs.get_org_by_slug(session, slug).id] if slug else orgs.all_org_ids(session)
+    try:
+        with database.reading() as session:
+            ids = [orgs.get_org_by_slug(session, slug).id] if slug else orgs.all_org_ids(session)
+    except DomainError as error:
+        _fail(error)
+        return
     for org_id in ids:
         charges = run(database, system_actor("billing renew"), seats.renew_org, org_id)
         for charge in charges:

@@ -12,11 +12,11 @@ from tests.factories import actions
 from tests.scim.client import Scim, scim_for
 from tests.statements import audit_at_commit, statements
 
-# The token, read in its own transaction; then the user (once: the view holds it for remove_user),
-# the org lock, the user's org role (read once, for the last-owner check, the permission and the
-# audit event), keys revoked (one SELECT, none to update), sign-in sessions ended, grants and
+# The token, read in its own transaction; then the user (the view holds it for remove_user), the
+# org lock, the user again under it (a deletion that waited for the lock sees the one before it),
+# the user's org role (read once, for the last-owner check, the permission and the audit event), keys revoked (one SELECT, none to update), sign-in sessions ended, grants and
 # group memberships removed, the seat freed, the user's row written once, the audit chain.
-DELETE = ["SELECT scim_tokens", "SELECT users", "SELECT orgs", "SELECT role_grants", "SELECT api_keys",
+DELETE = ["SELECT scim_tokens", "SELECT users", "SELECT orgs", "SELECT users", "SELECT role_grants", "SELECT api_keys",
           "DELETE sso_sessions", "DELETE role_grants", "DELETE idp_group_members", "UPDATE orgs", "UPDATE users"]
 # After the answer, in a transaction of its own: the org's provisioning status (identity.provisioning_log),
 # the first success of its kind in this process, so the throttle lets it through; older rows forgotten.
