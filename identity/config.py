@@ -96,6 +96,24 @@ def from_environment() -> dict[str, object]:
     for name in ("SESSION_IDLE_MINUTES", "SESSION_ABSOLUTE_HOURS", "SCIM_RATE_LIMIT", "SAML_MAX_ISSUE_AGE_SECONDS",
                  "SAML_PENDING_REQUESTS_PER_ADDRESS", "KEY_CHECK_MAX_AGE_SECONDS", "SIGN_IN_LINKS_PER_ADDRESS",
                  "SIGN_IN_LINKS_PER_CLIENT"):
-        if os.environ.get(name):
-            settings[name] = int(os.environ[name])
+        if os.environ.get(name, "").strip():
+            settings[name] = _whole(name, 0, 10**9)
+    # Read again where they are used; read here too, so that a bad one stops the service at start.
+    audit_retention_floor_days()
+    scim_token_ttl_seconds()
     return settings
+
+
+def _whole(name: str, low: int, high: int) -> int:
+    """Return the setting `name` as a whole number from `low` to `high`, or raise ValueError naming it."""
+    raw = os.environ.get(name, "").strip()
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ValueError(f"{name} must be a whole number from {low} to {high}, not {raw!r}")
+    return int(raw)
+
+
+def scim_token_ttl_seconds() -> int:
+    """Return `SCIM_TOKEN_TTL_SECONDS` (default 3600): how long a SCIM client's OAuth access token
+    lives, 300 (5 minutes) to 21600 (6 hours); anything else is an error, never quietly changed."""
+    return _whole("SCIM_TOKEN_TTL_SECONDS", 300, 6 * 3600) if os.environ.get("SCIM_TOKEN_TTL_SECONDS", "").strip() \
+        else 3600

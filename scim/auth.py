@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import time
 import uuid
 from typing import Any
@@ -22,7 +21,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
 
-from identity import scim_credentials
+from identity import config, scim_credentials
 from identity.errors import Unauthenticated
 from identity.models import ScimClient
 from scim.context import database
@@ -31,8 +30,8 @@ AUDIENCE = "scim"
 
 
 def token_lifetime() -> int:
-    """Seconds an access token lives: `SCIM_TOKEN_TTL_SECONDS`, held between 1 and 6 hours."""
-    return min(max(int(os.environ.get("SCIM_TOKEN_TTL_SECONDS", "3600")), 3600), 6 * 3600)
+    """Seconds an access token lives: `SCIM_TOKEN_TTL_SECONDS` (identity.config: 5 minutes to 6 hours)."""
+    return config.scim_token_ttl_seconds()
 
 
 def _key() -> OctKey:

@@ -71,10 +71,10 @@ class KeyCheckFirst:
             data = jsontext.loads(body)
         except ValueError:
             return None
-        if type(data) is not dict or not data.keys() <= {"key"}:
-            return None
-        secret = data.get("key", "")
-        return secret if type(secret) is str and "\x00" not in secret else None
+        if type(data) is not dict or data.keys() != {"key"}:
+            return None  # a missing key, or another member: Flask's view words the 400
+        secret = data["key"]
+        return secret if type(secret) is str and not jsontext.UNSTORABLE.search(secret) else None
 
     def _check(self, environ: dict[str, Any], start_response: StartResponse, secret: str) -> Iterable[bytes]:
         started = time.perf_counter()

@@ -64,7 +64,9 @@ def on_starting(server: Any) -> None:
 def when_ready(server: Any) -> None:
     port = os.environ.get("METRICS_PORT", "").strip()
     if port:
-        start_listener(int(port), os.environ.get("METRICS_HOST", "127.0.0.1"))
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"METRICS_PORT must be a port number from 1 to 65535, not {port!r}")
+        start_listener(int(port), os.environ.get("METRICS_HOST", "").strip() or "127.0.0.1")  # blank: the default
 
 
 def child_exit(server: Any, worker: Any) -> None:

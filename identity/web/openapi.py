@@ -14,7 +14,7 @@ from flask import Blueprint, Response, jsonify
 from identity.web import cookies
 from identity.web.api import audit_log, gateway, keys, org, sso, teams, usage, wallets
 from identity.web.api import invitations as invitations_api
-from identity.web.api.common import CSRF_HEADER, MAX_PAGE_SIZE, PAGE_SIZE
+from identity.web.api.common import CSRF_HEADER, MAX_PAGE_SIZE, PAGE_SIZE, ROLES
 
 bp = Blueprint("openapi", __name__)
 
@@ -113,7 +113,7 @@ PATHS: dict[str, dict[str, Any]] = {
                       NO_CONTENT, params=("org", "client_id"), status="204")},
 }
 
-ROLE = {"type": "string", "enum": ["owner", "admin", "member", "viewer", "developer"]}
+ROLE = {"type": "string", "enum": list(ROLES)}
 OPTIONAL_ROLE = {"type": ["string", "null"], "enum": [*ROLE["enum"], None],
                  "description": "null or absent: the org's default role"}
 DEFAULT_TEAM = {"type": ["string", "null"], "description": "null or absent: the default team (for a key or an "
@@ -205,7 +205,7 @@ CSRF = {"name": CSRF_HEADER, "in": "header", "required": False, "schema": {"type
         "description": "with the session cookie: csrf_token of GET /api/v1/session (refused 403 without it)"}
 for _item in PATHS.values():
     for _method, _operation in _item.items():
-        if _method in ("post", "put", "patch", "delete") and _operation.get("security") != []:
+        if _method in ("post", "put", "patch", "delete") and _operation.get("security") not in ([], [{"gateway": []}]):
             _operation["parameters"] = [*_operation["parameters"], CSRF]
 # Request bodies: a member the API does not know is refused (400), not ignored.
 for _name in ("NewMember", "MemberChange", "TeamName", "Name", "Settings", "NewInvitation", "InvitationToken",

@@ -231,11 +231,16 @@ def optional_text(data: dict[str, Any], name: str) -> str | None:
     return None if data.get(name) is None else text(data, name)
 
 
+ROLES = ("owner", "admin", "member", "viewer", "developer")  # the document's enum (identity.web.openapi.ROLE)
+
+
 def role(data: dict[str, Any]) -> str | None:
-    """Return the `role` member: absent or null means the default; an empty or non-string role is refused."""
+    """Return the `role` member: absent or null means the default; anything but one of the document's
+    roles, exactly as it spells them, is refused (never lower-cased or stripped into one). Which of
+    them a given change takes (a team role is never owner) is the domain's to say."""
     found = optional_text(data, "role")
-    if found == "":
-        raise InvalidValue("role must be one of owner, admin, member, viewer", field="role")
+    if found is not None and found not in ROLES:
+        raise InvalidValue(f"role must be one of {', '.join(ROLES)}", field="role")
     return found
 
 

@@ -21,7 +21,7 @@ from sqlalchemy import Connection
 
 from identity import gateway
 from identity.db import Database
-from identity.errors import Unauthenticated
+from identity.errors import InvalidValue, Unauthenticated
 from identity.web import metrics
 from identity.web.api.common import adopt, json_body, text
 from identity.web.context import database
@@ -42,9 +42,12 @@ def verify_key() -> Response:
     try:
         if kind.lower() != "bearer" or not credential.strip():
             raise Unauthenticated(CREDENTIAL_REQUIRED)
-        secret = text(json_body("key"), "key")
-        with autocommit(database()) as conn:
-            found = gateway.check_key(conn, credential.strip(), secret)
+        body = json_body("key")
+        secret = text(body, "key") if "key" in body else None
+        with autocommit(database()) as conn:  # the credential first: a wrong one is 401 whatever the body
+            found = gateway.check_key(conn, credential.strip(), secret or "")
+        if secret is None:
+            raise InvalidValue("key is required: the API key the gateway was given", field="key")
     except Unauthenticated:
         metrics.observe_key_check("unauthenticated")
         raise
@@ -96,9 +99,9 @@ def cache_control(config: Mapping[str, Any]) -> str:
 
 def openapi_paths(op: Any, json_response: Any, ref: Any) -> dict[str, Any]:
     """This blueprint's operations, built with the admin API document's own helpers."""
-    return {"/api/v1/keys/verify": {
-        "post": op("The gateway's key check (gateway credential `gw_...`, not an API key): whom a key speaks for, "
+    operation = op("The gateway's key check (gateway credential `gw_...`, not an API key): whom a key speaks for, "
                    "or why it is refused (`reason`: unknown, revoked, blocked, expired). Always 200 for a "
                    "well-formed request; `Cache-Control: max-age` says how long the answer may be cached",
-                   json_response(ref("KeyCheck")), body="KeyCheckRequest"),
-    }}
+                   json_response(ref("KeyCheck")), body="KeyCheckRequest")
+    operation["security"] = [{"gateway": []}]
+    return {"/api/v1/keys/verify": {"post": operation}}

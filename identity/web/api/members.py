@@ -58,7 +58,7 @@ def add_member(org_ref: str) -> tuple[Response, int]:
 @authenticated(scope=ADMIN)
 def update_member(org_ref: str, user_id: str) -> Response:
     org_id, data = caller_org_id(org_ref), json_body("role", "active")
-    new_role = text(data, "role") if "role" in data else None
+    new_role = role(data) if "role" in data else None
     if "active" in data and not isinstance(data["active"], bool):
         raise InvalidValue("active must be true or false", field="active")
     member = run(database(), g.actor, members.change_member, org_id, user_id, role=new_role,

@@ -26,6 +26,7 @@ from identity.web.api.common import (
     known_args,
     page_limit,
     page_window,
+    role,
     text,
 )
 from identity.web.context import database
@@ -114,7 +115,7 @@ def _member_answer(org_id: str, team_id: str, user_id: str) -> Response:
 def _team_role(data: dict[str, Any]) -> str:
     if "role" not in data:
         raise InvalidValue("role is required: viewer, member or admin", field="role")
-    return text(data, "role")
+    return role(data) or ""
 
 
 @bp.post("/orgs/<org_ref>/teams/<team_id>/members")
@@ -125,7 +126,7 @@ def add_team_member(org_ref: str, team_id: str) -> tuple[Response, int]:
     user_id = text(data, "user_id")
     if not user_id:
         raise InvalidValue("user_id is required", field="user_id")
-    run(database(), g.actor, teams.add_team_member, org_id, team_id, user_id, text(data, "role", "member"))
+    run(database(), g.actor, teams.add_team_member, org_id, team_id, user_id, role(data) or "member")
     return _member_answer(org_id, team_id, user_id), 201
 
 

@@ -126,7 +126,7 @@ RECORD = {"type": "object", "additionalProperties": False, "required": ["key_id"
           "properties": {"key_id": {"type": "string"}, "model": {"type": "string"},
                          "cost_micros": {"type": "integer", "minimum": 1, "maximum": 10**15},
                          "request_id": {"type": "string"}}}
-RESULT = {"type": "object", "properties": {
+RESULT = {"type": "object", "required": ["request_id", "status"], "properties": {
     "request_id": {"type": "string"}, "status": {"type": "string"}, "team_id": {"type": "string"},
     "debited_micros": {"type": "integer"}, "balance_micros": {"type": "integer"},
     "remaining_micros": {"type": ["integer", "null"]}, "resets_at": {"type": ["string", "null"]},
@@ -135,6 +135,6 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
     "Usage": {"oneOf": [RECORD, {"type": "object", "additionalProperties": False, "required": ["usage"],
                                  "properties": {"usage": {"type": "array", "items": RECORD, "minItems": 1,
                                                           "maxItems": usage.MAX_BATCH}}}]},
-    "UsageResult": {"oneOf": [RESULT, {"type": "object", "properties": {"results": {"type": "array",
-                                                                                    "items": RESULT}}}]},
+    "UsageResult": {"oneOf": [RESULT, {"type": "object", "required": ["results"], "additionalProperties": False,
+                                       "properties": {"results": {"type": "array", "items": RESULT}}}]},
 }
