@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from identity.models import RoleGrant
-from identity.roles import highest
+from identity.roles import RANK, highest
 from identity.vocabulary import Role
 
 
@@ -19,6 +19,15 @@ def org_role(session: Session, user_id: str) -> Role | None:
     return highest(session.scalars(
         select(RoleGrant.role).where(RoleGrant.user_id == user_id, RoleGrant.team_id.is_(None))
     ))
+
+
+def org_roles(session: Session, user_ids: list[str]) -> dict[str, Role]:
+    """Return the org role of each of `user_ids` that has one, in one query (a page of members)."""
+    found: dict[str, list[Role]] = {}
+    for user_id, role in session.execute(select(RoleGrant.user_id, RoleGrant.role).where(
+            RoleGrant.user_id.in_(user_ids), RoleGrant.team_id.is_(None))):
+        found.setdefault(user_id, []).append(role)
+    return {user_id: max(roles, key=RANK.__getitem__) for user_id, roles in found.items()}
 
 
 def ungrouped_org_role(session: Session, user_id: str) -> Role | None:

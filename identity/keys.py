@@ -174,15 +174,37 @@ def revoke_api_key(session: Session, actor: Actor, org_id: str, key_id: str) -> 
     key.status, key.status_reason = KeyStatus.REVOKED, KeyStatusReason.MANUAL
 
 
-def _authorize_on_key(session: Session, actor: Actor, org_id: str, key: ApiKey) -> None:
-    """Let the key's holder act on it, and those who may revoke it: admins and owners (who outrank
-    the holder, for an owner's key), or those who manage service keys for a team's key."""
+def _key_refusal(session: Session, actor: Actor, org_id: str, key: ApiKey, *, rotate: bool) -> tuple[str, str] | None:
+    """The action refused and why, when `actor` may not revoke (or `rotate`) `key`; None when it may.
+
+    The key's holder acts on it (`own_keys.manage`); a team's service key is for those who manage
+    them; someone else's is for those who may revoke a key of the holder's role, and rotating it
+    (which hands the caller the new secret, a key that speaks as the holder) also for one who may
+    make a key for them: who outranks them.
+    """
     if key.user_id is None:
-        authorize(actor, "service_keys.manage", org_id=org_id)
+        checks: list[tuple[str, Role | None]] = [("service_keys.manage", None)]
     elif _actor_user_id(session, actor) == key.user_id:
-        authorize(actor, "own_keys.manage", org_id=org_id)
+        checks = [("own_keys.manage", None)]
     else:
-        authorize(actor, "member.revoke_keys", org_id=org_id, target_role=org_role(session, key.user_id))
+        holder_role = org_role(session, key.user_id)
+        checks = [("member.revoke_keys", holder_role)] + [("member.create_key", holder_role)] * rotate
+    for action, target_role in checks:
+        reason = refusal(actor, action, org_id=org_id, target_role=target_role)
+        if reason is not None:
+            return action, reason
+    return None
+
+
+def may_act_on_key(session: Session, actor: Actor, org_id: str, key: ApiKey, *, rotate: bool = False) -> bool:
+    """Tell whether `actor` may revoke (or `rotate`) `key`: the services' own rule, for the console's buttons."""
+    return _key_refusal(session, actor, org_id, key, rotate=rotate) is None
+
+
+def _authorize_on_key(session: Session, actor: Actor, org_id: str, key: ApiKey, *, rotate: bool = False) -> None:
+    found = _key_refusal(session, actor, org_id, key, rotate=rotate)
+    if found is not None:
+        raise PermissionDenied(f"{actor.type} {actor.display!r} may not {found[0]}: {found[1]}", action=found[0])
 
 
 def _set_status(session: Session, user: User, where_status: KeyStatus, where_reason: KeyStatusReason | None,
@@ -275,11 +297,7 @@ def rotate_api_key(session: Session, actor: Actor, org_id: str, key_id: str, *,
     old = session.get(ApiKey, key_id)
     if old is None or old.org_id != org_id:
         raise NotFound(f"no API key {key_id!r} in this org", key_id=key_id)
-    _authorize_on_key(session, actor, org_id, old)
-    if old.user_id is not None and _actor_user_id(session, actor) != old.user_id:
-        # The caller gets the new secret: a key that speaks as its holder, so only for one they outrank,
-        # as making a key for them is (an admin rotating a peer admin's key would hold that admin's key).
-        authorize(actor, "member.create_key", org_id=org_id, target_role=org_role(session, old.user_id))
+    _authorize_on_key(session, actor, org_id, old, rotate=True)
     grace = DEFAULT_GRACE if grace_seconds is None else dt.timedelta(seconds=min(max(grace_seconds, -1), 10**9))
     if not dt.timedelta(0) <= grace <= MAX_GRACE:
         raise InvalidValue(f"grace_seconds must be between 0 and {int(MAX_GRACE.total_seconds())}",

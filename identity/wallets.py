@@ -250,6 +250,15 @@ def _authorize_top_up(session: Session, actor: Actor, org_id: str) -> None:
                                action="wallets.top_up")
 
 
+def may_top_up(session: Session, actor: Actor, org_id: str) -> bool:
+    """Tell whether `actor` may top up the org's wallets (the rule top_up asks), for the console's buttons."""
+    try:
+        _authorize_top_up(session, actor, org_id)
+    except PermissionDenied:
+        return False
+    return True
+
+
 def top_up(session: Session, actor: Actor, org_id: str, team_id: str, micros: Any, reference: Any) -> WalletEntry:
     """Credit the team's wallet with `micros` paid under `reference` (an invoice, a payment id), once
     per reference and team (a second one is a Conflict naming `reference`)."""

@@ -87,11 +87,16 @@ def lifetime() -> sessions.Lifetime:
     return cookies.lifetime(current_app.config)
 
 
+# A language, a viewport and a main landmark, as the console's pages have (axe: html-has-lang, region).
+_HEAD = ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+         "<meta name='viewport' content='width=device-width, initial-scale=1'>")
+
+
 def page(status: int, title: str, message: str) -> HttpResponse:
     """Return a plain HTML page for a refused or failed step; never a stack trace or message content."""
-    body = (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title></head><body>"
+    body = (f"{_HEAD}<title>{escape(title)}</title></head><body><main>"
             f"<h1>{escape(title)}</h1><p>{escape(message)}</p>"
-            f"<p><small>Request id: {escape(str(g.get('request_id', '')))}</small></p></body></html>")
+            f"<p><small>Request id: {escape(str(g.get('request_id', '')))}</small></p></main></body></html>")
     return Response(body, status=status, mimetype="text/html", headers={"Cache-Control": "no-store"})
 
 
@@ -101,10 +106,10 @@ def form_page(title: str, message: str, button: str, csrf_token: str, *,
 
     `form_targets`: URLs the POST's answer may redirect to (saml.headers: form-action).
     """
-    body = (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title></head><body>"
+    body = (f"{_HEAD}<title>{escape(title)}</title></head><body><main>"
             f"<h1>{escape(title)}</h1><p>{escape(message)}</p><form method='post'>"
             f"<input type='hidden' name='{csrf.FIELD}' value='{escape(csrf_token, quote=True)}'>"
-            f"<button type='submit'>{escape(button)}</button></form></body></html>")
+            f"<button type='submit'>{escape(button)}</button></form></main></body></html>")
     return Response(body, mimetype="text/html", headers={
         "Cache-Control": "no-store", headers.CSP: headers.content_security_policy(form_targets)})
 

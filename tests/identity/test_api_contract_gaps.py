@@ -1,4 +1,4 @@
-"""Review of the admin API, the gateway's key check and the operator surface (review-h)."""
+"""The admin API, the gateway's key check and the operator surface against their documents (a review; each failed before)."""
 
 from __future__ import annotations
 

@@ -147,13 +147,30 @@ def may(action: str, target_role: str | None = None) -> bool:
     return refusal(actor, action, org_id=caller.org_id, target_role=target_role) is None
 
 
+def typed(name: str, default: Any = "", action: str | None = None) -> Any:
+    """What the person typed in field `name` of the form just posted (to `action`, when several forms
+    of the page share the name), so that a form that comes back with an error keeps it; else `default`."""
+    if request.method == "POST" and name in request.form and (action is None or request.path == action):
+        return request.form[name]
+    return default
+
+
+def posted(action: str, default: Any) -> Any:
+    """The whole form just posted to `action` (its fields by name), else `default`: for a form built
+    from a record (a mapping rule) that comes back with an error and must keep what was typed."""
+    if request.method == "POST" and request.path == action:
+        return request.form.to_dict()
+    return default
+
+
 def render(template: str, *, status: int = 200, errors: dict[str, str] | None = None, **context: Any) -> Response:
     """Render a console template with the caller, the form token, `may`, errors and a pending notice."""
     caller = g.get("caller")
     token = session_token()
     notice = _take_notice()
     values: dict[str, Any] = {"caller": caller, "csrf_token": csrf_token(token) if token else "", "may": may,
-                              "errors": errors or {}, "notice": notice, "dollars": dollars}
+                              "errors": errors or {}, "notice": notice, "dollars": dollars, "typed": typed,
+                              "posted": posted}
     values.update(context)  # a page without a session (sign-in, invitation) passes its own csrf_token
     html = render_template(template, **values)
     response = Response(html, status=status, mimetype="text/html")

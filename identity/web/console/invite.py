@@ -58,8 +58,10 @@ def _dialog(template: str, *, status: int = 200, errors: dict[str, str] | None =
     with reading() as session:
         preview = directory.seat_preview(session, g.actor, g.caller.org_id)
         teams = directory.list_teams(session, g.actor, g.caller.org_id)
-    chosen = {"email": field("email") or request.args.get("email", ""), "role": field("role") or Role.MEMBER,
-              "team_id": field("team_id") or g.caller.team_id or ""}
+    # The form's fields, or (the review step's "Change" link) the query's: back to the dialog as chosen.
+    chosen = {"email": field("email") or request.args.get("email", ""),
+              "role": field("role") or request.args.get("role", "") or Role.MEMBER,
+              "team_id": field("team_id") or request.args.get("team_id", "") or g.caller.team_id or ""}
     return render(template, status=status, errors=errors, title="Invite member", nav="members", seats=preview,
                   figures=seat_figures(preview), teams=teams, roles=_invitable_roles(), chosen=chosen,
                   team_names={t.id: t.name for t in teams}, **values)

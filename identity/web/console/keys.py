@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, g, request
+from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
 from identity import directory, keys
@@ -43,12 +44,13 @@ def _page(*, status: int = 200, errors: dict[str, str] | None = None, issued: Is
         entries = keys.list_api_keys(session, g.actor, g.caller.org_id, limit=SHOWN).entries
         teams = directory.list_teams(session, g.actor, g.caller.org_id)
         mine = directory.get_member(session, g.actor, g.caller.org_id, g.caller.user_id).teams
+        actions = {entry.key.id: key_actions(session, entry) for entry in entries}
     own = [e for e in entries if e.key.user_id == g.caller.user_id]
     others = [e for e in entries if e.key.user_id != g.caller.user_id]
     return render("console/keys.html", status=status, errors=errors, title="Keys", nav="keys", own=own,
                   others=others, my_teams=[t for t in teams if t.id in mine], teams=teams,
                   scopes=sorted(allowed_scopes(g.caller.role)) if may("own_keys.manage") else [],
-                  key_actions=key_actions, service_scopes=sorted(keys.SERVICE_KEY_SCOPES),
+                  key_actions=lambda entry: actions[entry.key.id], service_scopes=sorted(keys.SERVICE_KEY_SCOPES),
                   scope_help=SCOPE_HELP, issued=issued, issued_for=issued_for)
 
 
@@ -118,8 +120,12 @@ def revoke_key(key_id: str) -> Response:
     return redirect_with_notice(PAGE, "Key revoked: it no longer works.")
 
 
-def key_actions(entry: keys.KeyEntry) -> dict[str, Any]:
-    """Which buttons a key's row offers: rotate and revoke while it is usable."""
+def key_actions(session: Session, entry: keys.KeyEntry) -> dict[str, Any]:
+    """Which buttons a key's row offers: rotate and revoke while it is usable, and only where the
+    signed-in person may (identity.keys.may_act_on_key: the services' own rule)."""
     live = entry.state in ("active", "rotating")
-    return {"rotate": entry.state == "active" and entry.key.rotated_to is None, "revoke": live}
+    rotatable = entry.state == "active" and entry.key.rotated_to is None
+    org_id = g.caller.org_id
+    return {"rotate": rotatable and keys.may_act_on_key(session, g.actor, org_id, entry.key, rotate=True),
+            "revoke": live and keys.may_act_on_key(session, g.actor, org_id, entry.key)}
 

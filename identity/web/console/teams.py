@@ -13,7 +13,7 @@ from typing import Any
 from flask import Blueprint, g, request
 from werkzeug.wrappers import Response
 
-from identity import directory, team_deletion, teams
+from identity import directory, grants, team_deletion, teams
 from identity.directory import TeamDetail, TeamSummary
 from identity.errors import DomainError, InvalidValue, NotFound
 from identity.web.console.common import (
@@ -53,10 +53,13 @@ def _page(*, status: int = 200, errors: dict[str, str] | None = None, **state: A
             except NotFound:
                 detail = None
             people = directory.list_members(session, g.actor, g.caller.org_id, limit=MEMBERS_SHOWN).members
+        # Each member's org role: what the console may offer to do to them (identity.roles, as the services ask)
+        org_roles = grants.org_roles(session, [m.user_id for m in detail.members]) if detail else {}
     in_team = {m.user_id for m in detail.members} if detail else set()
     return render("console/teams.html", status=status, errors=errors, title="Teams", nav="teams",
                   teams=_visible_teams(summaries), detail=detail, team_roles=TEAM_ROLES,
-                  addable=[p for p in people if p.id not in in_team and p.active],
+                  addable=[p for p in people if p.id not in in_team and p.active and may("member.add_to_team", p.role)],
+                  org_roles=org_roles,
                   rename=state.get("rename") or request.args.get("rename", ""),
                   delete=state.get("delete") or request.args.get("delete", ""))
 

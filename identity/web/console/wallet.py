@@ -54,6 +54,16 @@ def micros_as_dollars(micros: int | None) -> str:
     return f"{sign}${whole:,}.{fraction}"
 
 
+@bp.app_template_global("may_top_up")
+def may_top_up() -> bool:
+    """Whether the signed-in person may top up (identity.wallets.may_top_up: an owner, or an admin when
+    the org allows it), asked once per page."""
+    if "may_top_up" not in g:
+        with reading() as session:
+            g.may_top_up = wallets.may_top_up(session, g.actor, g.caller.org_id)
+    return bool(g.may_top_up)
+
+
 @bp.app_template_global("team_wallet")
 def team_wallet(team_id: str) -> WalletView | None:
     """The team's wallet for the teams list's slot (None when the caller may not read it)."""
