@@ -44,6 +44,16 @@ def _fail(error: DomainError) -> None:
     sys.exit(1)
 
 
+def _org_ids(database: Database, slug: str | None) -> list[str]:
+    """The id of the org `slug` names (else exit 1 naming the error), or, without a slug, every org's."""
+    try:
+        with database.reading() as session:
+            return [orgs.get_org_by_slug(session, slug).id] if slug else orgs.all_org_ids(session)
+    except DomainError as error:
+        _fail(error)
+        return []
+
+
 @click.group()
 def main() -> None:
     """Enterprise identity provisioning: SCIM, SAML SSO, seats and an audit log."""
@@ -234,12 +244,7 @@ def billing_check(slug: str) -> None:
 def billing_renew(slug: str | None) -> None:
     """Close ended billing cycles and charge renewals; running it twice charges once."""
     database = _database()
-    try:
-        with database.reading() as session:
-            ids = [orgs.get_org_by_slug(session, slug).id] if slug else orgs.all_org_ids(session)
-    except DomainError as error:
-        _fail(error)
-        return
+    ids = _org_ids(database, slug)
     for org_id in ids:
         charges = run(database, system_actor("billing renew"), seats.renew_org, org_id)
         for charge in charges:
@@ -334,12 +339,7 @@ def invitations_group() -> None:
 def invitations_expire(slug: str | None) -> None:
     """Mark every pending invitation past its time as expired, each audited (run it from cron)."""
     database = _database()
-    try:
-        with database.reading() as session:
-            ids = [orgs.get_org_by_slug(session, slug).id] if slug else orgs.all_org_ids(session)
-    except DomainError as error:
-        _fail(error)
-        return
+    ids = _org_ids(database, slug)
     total = 0
     for org_id in ids:
         with database.transaction() as session:

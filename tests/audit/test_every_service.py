@@ -55,7 +55,7 @@ from identity import (
     wallets,
 )
 from identity.db import Database
-from identity.models import METADATAS, IdpGroup, Org, User
+from identity.models import METADATAS, ApiKey, IdpGroup, Org, User
 from identity.orgs import NewOrg
 from identity.sessions import Lifetime
 from saml import configuration as saml_configuration
@@ -487,6 +487,21 @@ READS.update({
     "identity.spend.member_spend": lambda w: lambda s, a: spend.member_spend(s, a, w.org_id, w.acme.owner.id),
     "identity.topups.list_requests": lambda w: lambda s, a: topups.list_requests(s, a, w.org_id,
                                                                                 w.acme.default_team_id),
+})
+
+
+# The console's questions (may this caller act on this key, top up), answered by the services' own rules.
+
+
+def _owners_key(w: World) -> str:
+    return str(w.do(lambda s, a: keys.create_api_key(s, a, w.org_id, user_id=w.acme.owner.id,
+                                                     team_id=w.acme.default_team_id, name="k", scopes=["inference"]).id))
+
+
+READS.update({
+    "identity.keys.may_act_on_key": lambda w: (lambda k: lambda s, a: keys.may_act_on_key(
+        s, a, w.org_id, s.get_one(ApiKey, k), rotate=True))(_owners_key(w)),
+    "identity.wallets.may_top_up": lambda w: lambda s, a: wallets.may_top_up(s, a, w.org_id),
 })
 
 

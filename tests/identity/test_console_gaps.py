@@ -13,26 +13,14 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from audit.actor import system_actor
-from identity import keys, mappings, members, orgs, sessions
+from identity import keys, mappings, members, orgs
 from identity.db import Database
-from identity.models import ApiKey, GroupMapping, Team, User
+from identity.models import ApiKey, GroupMapping, Team
 from identity.orgs import NewOrg
-from identity.vocabulary import SessionMethod
-from identity.web import cookies
-from saml import csrf
 from tests.factories import counts
+from tests.identity.test_console_forms import sign_in
 
-SECRET_KEY = "test-secret"  # the `app` fixture's
 SYSTEM = system_actor("tests")
-
-
-def sign_in(client: FlaskClient, db: Database, user_id: str) -> str:
-    """Put a live session of `user_id` in the client's cookie; return the session's form token."""
-    with db.transaction() as session:
-        token = sessions.create_session(session, session.get_one(User, user_id), method=SessionMethod.LOGIN_LINK,
-                                        lifetime=sessions.Lifetime())
-    client.set_cookie(cookies.COOKIE, cookies.cookie_value(SECRET_KEY, token))
-    return csrf.token(SECRET_KEY, "api", token)
 
 
 def add(db: Database, org: NewOrg, email: str, role: str, team_id: str | None = None) -> str:

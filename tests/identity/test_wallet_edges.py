@@ -160,6 +160,7 @@ def test_a_first_key_limit_set_while_a_debit_waits_is_not_overrun(db: Database, 
                 if conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                                      "AND datname = current_database()")).scalar():
                     break
+                conn.rollback()  # PostgreSQL keeps one snapshot of pg_stat_activity per transaction
                 time.sleep(0.05)
             else:
                 raise AssertionError("the debit never queued on the wallet's lock")
