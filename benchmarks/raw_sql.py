@@ -179,9 +179,9 @@ class Raw:
 
     def delete(self, token: tuple[Any, ...], user_id: str, request_id: str, ip: str, agent: str) -> bool:
         """Remove a live user as `users.remove_user` does for a SCIM DELETE (tests/scim/test_delete_statements.py
-        lists its statements): the org locked, the role read, keys and sign-in sessions ended, grants
-        and group memberships removed, the seat freed, the user's row tombstoned, two chained audit
-        events. False when there is no such live user."""
+        lists its statements): the org locked, the user read again under it, the role read, keys and
+        sign-in sessions ended, grants and group memberships removed, the seat freed, the user's row
+        tombstoned, two chained audit events. False when there is no such live user."""
         org_id = token[1]
         user = self.one(_LIVE_USER, (user_id, org_id))
         if user is None:
@@ -189,6 +189,8 @@ class Raw:
         now = dt.datetime.now(dt.UTC)
         stored = self.stored(now)
         seats_used = self.one(_SEATS_LOCK + ("" if self.sqlite else " FOR NO KEY UPDATE"), (org_id,))[0]
+        if self.one(_LIVE_USER, (user_id, org_id)) is None:  # read again under the lock, as the service does
+            return False
         role = self.one(_ORG_ROLE, (user_id,))
         self.cursor.execute(self.sql(_ACTIVE_KEYS), (user_id,))
         self.cursor.fetchall()
