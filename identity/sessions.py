@@ -166,6 +166,13 @@ def end_link_sessions_below_owner(session: Session, org_id: str) -> int:
     return len(ended)
 
 
+def end_break_glass_sessions(session: Session, user_id: str) -> None:
+    """End the user's break-glass sessions (an owner's sign-in link while SSO is required): when they
+    are no longer an owner, the role that let them in that way is gone."""
+    session.execute(delete(SsoSession).where(SsoSession.user_id == user_id,
+                                             SsoSession.method == SessionMethod.BREAK_GLASS))
+
+
 def end_user_sessions(session: Session, user_id: str) -> None:
     """End every session of a user."""
     session.execute(delete(SsoSession).where(SsoSession.user_id == user_id))

@@ -310,6 +310,8 @@ def change_role(session: Session, actor: Actor, org_id: str, user_id: str, role:
     session.add(RoleGrant(org_id=org_id, user_id=user.id, team_id=None, role=role, source=GrantSource.MANUAL,
                           created_at=clock.now()))
     session.flush()
+    if before == Role.OWNER and role != Role.OWNER:
+        sessions.end_break_glass_sessions(session, user.id)
     if role != before or manual_before != role:
         if role != before:
             _touch(user)

@@ -130,3 +130,20 @@ def test_requiring_sso_ends_the_sign_in_link_sessions_it_now_forbids(sso: Sso, r
     with sso.db.transaction() as session:
         orgs.set_require_sso(session, system, sso.org.org.id, True)
     assert sso.client.get("/me").status_code == 401, "a member's link session outlived 'require SSO'"
+
+
+def test_demoting_an_owner_ends_their_break_glass_session(sso: Sso, runner: CliRunner, system: Actor) -> None:
+    """With SSO required, an owner's sign-in link is the audited break-glass way in. Demoted, they
+    could not get one any more; the break-glass session they hold must end with the role it needed."""
+    with sso.db.transaction() as session:
+        orgs.set_require_sso(session, system, sso.org.org.id, True)
+        boss = members.add_member(session, system, sso.org.org.id, email="boss@acme.test", role="owner", team_id=None)
+    result = runner.invoke(login_link, ["--org", "acme", "--email", "boss@acme.test"])
+    assert result.exit_code == 0, result.output
+    token = result.output.strip().rsplit("/login/link/", 1)[1]
+    assert sso.client.post(f"/login/link/{token}", data=link_form(sso.client, token)).status_code == 303
+    assert (sso.client.get("/me").get_json() or {})["signInMethod"] == "break_glass"
+
+    with sso.db.transaction() as session:
+        users.change_role(session, system, sso.org.org.id, boss.id, "admin")
+    assert sso.client.get("/me").status_code == 401, "a demoted owner's break-glass session outlived the demotion"
