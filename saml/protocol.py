@@ -257,6 +257,19 @@ def _check_subject_confirmations(assertion: etree._Element, expected: Expected) 
     return max(expiries)
 
 
+def logout_request_expiry(xml: str | bytes, max_age: dt.timedelta = MAX_ISSUE_AGE) -> tuple[str, dt.datetime]:
+    """Return a verified LogoutRequest's ID and when it can no longer be accepted (its NotOnOrAfter,
+    else its IssueInstant plus `max_age`, with the clock skew): how long the ID must be remembered
+    so that a captured request is not replayed. Refuse one issued in the future or too long ago
+    (python3-saml checks NotOnOrAfter, which is optional, and not the IssueInstant)."""
+    root = inspect_message(xml.encode() if isinstance(xml, str) else xml)
+    _check_issued(root, "logout_request", max_age)
+    ends = _time(root.get("NotOnOrAfter")) if root.get("NotOnOrAfter") else _time(root.get("IssueInstant")) + max_age
+    if not root.get("ID"):
+        raise Refused("malformed")
+    return str(root.get("ID")), min(ends, clock.now() + max_age) + CLOCK_SKEW
+
+
 def _time(value: str | None) -> dt.datetime:
     try:
         return dt.datetime.fromtimestamp(OneLogin_Saml2_Utils.parse_SAML_to_time(value), dt.UTC)

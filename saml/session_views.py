@@ -17,7 +17,8 @@ from identity import mail, signed_in, signout
 from identity.errors import DomainError
 from identity.models import Org
 from identity.service import run
-from saml import csrf, headers, links, service, web
+from saml import csrf, headers, links, once, protocol, service, web
+from saml.protocol import Refused
 from saml.views import client_address
 from saml.web import DEFAULT_LANDING, MESSAGES, bp
 
@@ -108,7 +109,10 @@ def slo(slug: str) -> HttpResponse:
         return _signed_out()
     if not target:
         return web.page(400, "Sign-out failed", "The logout message was refused.")
-    ended_here = _end_idp_sessions(org, auth)
+    try:
+        ended_here = _end_idp_sessions(org, auth)
+    except Refused:  # a replayed, stale or unreadable request: nothing ends, nothing is answered to the IdP
+        return web.page(400, "Sign-out failed", "The logout message was refused.")
     response = redirect(target, 302)
     if ended_here:  # the cookie goes only when its session was one the IdP named
         web.clear_session_cookie(response)
@@ -120,7 +124,9 @@ def _end_idp_sessions(org: Org, auth: OneLogin_Saml2_Auth) -> bool:
     xml = auth.get_last_request_xml()
     name_id = OneLogin_Saml2_Logout_Request.get_nameid(xml)
     indexes = OneLogin_Saml2_Logout_Request.get_session_indexes(xml)
+    request_id, expires = protocol.logout_request_expiry(xml)  # Refused: too old, from the future
     with web.db().transaction() as session:
+        once.burn_assertion(session, org.id, f"logout:{request_id}", expires)  # Refused("replayed") the second time
         return signout.end_idp_sessions(session, _request_actor(), org.id, name_id, indexes, web.session_token())
 
 

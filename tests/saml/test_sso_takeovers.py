@@ -147,3 +147,14 @@ def test_demoting_an_owner_ends_their_break_glass_session(sso: Sso, runner: CliR
     with sso.db.transaction() as session:
         users.change_role(session, system, sso.org.org.id, boss.id, "admin")
     assert sso.client.get("/me").status_code == 401, "a demoted owner's break-glass session outlived the demotion"
+
+
+def test_a_replayed_logout_request_is_refused(sso: Sso, system: Actor) -> None:
+    """A LogoutRequest the IdP signed ends the sessions it names once: the same request sent again
+    (captured from a URL, a log, a Referer) is refused, in any process (the replay cache's table)."""
+    provision(sso.db, system, sso.org.org.id, "amy@acme.test")
+    query = sso.idp.logout_request_query(sso.urls.slo, "amy@acme.test", None)
+    first = sso.client.get(f"/saml/acme/slo?{query}")
+    assert first.status_code == 302, first.data[:200]
+    again = sso.client.get(f"/saml/acme/slo?{query}")
+    assert again.status_code == 400 and b"refused" in again.data
