@@ -37,7 +37,7 @@ class Grants:
     org_role: Role | None
 
 
-def _chunks(ids: list[str]) -> Iterator[list[str]]:
+def chunks(ids: list[str]) -> Iterator[list[str]]:
     for start in range(0, len(ids), CHUNK):
         yield ids[start:start + CHUNK]
 
@@ -215,7 +215,7 @@ def _forget_touched(session: Session) -> None:
 
 def _live_users(session: Session, org_id: str, user_ids: list[str]) -> set[str]:
     found: set[str] = set()
-    for chunk in _chunks(user_ids):
+    for chunk in chunks(user_ids):
         # By primary key alone, then checked here: with `org_id` in the WHERE, SQLite without
         # statistics picks an org index and scans the whole org for every chunk.
         rows = session.execute(select(User.id, User.org_id, User.deleted_at).where(User.id.in_(chunk)))
@@ -225,7 +225,7 @@ def _live_users(session: Session, org_id: str, user_ids: list[str]) -> set[str]:
 
 def _members_among(session: Session, group_id: str, user_ids: list[str]) -> set[str]:
     found: set[str] = set()
-    for chunk in _chunks(user_ids):
+    for chunk in chunks(user_ids):
         found.update(session.scalars(select(IdpGroupMember.user_id).where(
             IdpGroupMember.group_id == group_id, IdpGroupMember.user_id.in_(chunk))))
     return found
@@ -279,7 +279,7 @@ def remove_members(session: Session, actor: Actor, org_id: str, group_id: str, u
     present = _members_among(session, group.id, list(dict.fromkeys(user_ids)))
     protected = owners.last_owners_leaving_group(session, org_id, group.id, present)
     gone: list[str] = []
-    for chunk in _chunks(sorted(present - protected)):
+    for chunk in chunks(sorted(present - protected)):
         # RETURNING: the rows this transaction took out. A user's deletion, which does not lock the
         # group, may have taken one since it was read; that removal is not this change's to audit.
         taken = list(session.scalars(delete(IdpGroupMember).where(
@@ -311,44 +311,6 @@ def replace_members(session: Session, actor: Actor, org_id: str, group_id: str, 
     current = set(member_ids(session, group_id))
     remove_members(session, actor, org_id, group_id, sorted(current - set(wanted)))
     add_members(session, actor, org_id, group_id, [uid for uid in wanted if uid not in current])
-
-
-def apply_user_groups(session: Session, actor: Actor, org_id: str, user_id: str, groups: list[str]) -> None:
-    """Make a user's groups exactly those a SAML assertion names (by immutable id or by name).
-
-    Groups the org has not seen are created so that mapping and mirroring apply to them. The
-    named groups are found in one query per 500, and a sign-in whose groups did not change reads
-    that and the user's memberships, nothing more.
-    """
-    refs = list(dict.fromkeys(g.strip() for g in groups if g and g.strip()))
-    known = _groups_named(session, org_id, refs)
-    wanted: set[str] = set()
-    for ref in refs:
-        group = known.get(ref)
-        if group is None:
-            group = create_group(session, actor, org_id, display_name=ref, external_id=ref)
-        wanted.add(group.id)
-    current = set(session.scalars(select(IdpGroupMember.group_id).where(IdpGroupMember.user_id == user_id)))
-    for group_id in sorted(wanted ^ current):  # in one order, before any is changed (LOCKED_GROUPS)
-        lock_group(session, org_id, group_id)
-    for group_id in sorted(wanted - current):
-        add_members(session, actor, org_id, group_id, [user_id], source=GrantSource.SAML)
-    for group_id in sorted(current - wanted):
-        remove_members(session, actor, org_id, group_id, [user_id])
-
-
-def _groups_named(session: Session, org_id: str, refs: list[str]) -> dict[str, IdpGroup]:
-    """Return {ref: group} for the refs naming a group of the org: its immutable id first, else its name."""
-    by_external: dict[str, IdpGroup] = {}
-    by_name: dict[str, IdpGroup] = {}
-    for chunk in _chunks(refs):
-        for group in session.scalars(select(IdpGroup).where(IdpGroup.org_id == org_id, or_(
-                IdpGroup.external_id.in_(chunk), func.lower(IdpGroup.display_name).in_([r.lower() for r in chunk])))):
-            if group.external_id is not None:
-                by_external[group.external_id] = group
-            by_name[group.display_name.lower()] = group
-    found = {ref: by_external.get(ref) or by_name.get(ref.lower()) for ref in refs}
-    return {ref: group for ref, group in found.items() if group is not None}
 
 
 def reapply(session: Session, actor: Actor, group: IdpGroup) -> None:

@@ -17,7 +17,7 @@ from audit import Actor, clock, record
 from audit.log import Target
 from identity import sessions, users
 from identity.actions import Action
-from identity.groups import apply_user_groups
+from identity.group_claims import apply_user_groups
 from identity.lookups import user_target
 from identity.models import Org, User
 from identity.names import checked_text, name_key

@@ -30,6 +30,7 @@ from identity import (
     audit_access,
     directory,
     gateway,
+    group_claims,
     groups,
     invitations,
     keys,
@@ -292,7 +293,7 @@ SERVICES: dict[str, tuple[Callable[[World], Call], str]] = {
     "identity.groups.change_group": (_group_change, "group.members_added"),
     "identity.groups.reapply": (lambda w: (lambda g: lambda s, a: groups.reapply(s, a, groups.get_group(
         s, w.org_id, g)))(_group(w, w.member().id)), "group.members_added"),
-    "identity.groups.apply_user_groups": (lambda w: (lambda u: lambda s, a: groups.apply_user_groups(
+    "identity.group_claims.apply_user_groups": (lambda w: (lambda u: lambda s, a: group_claims.apply_user_groups(
         s, a, w.org_id, u, ["Engineering", "Sales"]))(w.member().id), "group.members_added"),
     "identity.groups.grants_of": (_grants_of, "team.created"),
     "identity.mappings.create_mapping": (lambda w: lambda s, a: mappings.create_mapping(

@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from audit import Actor
 from audit.models import AuditEvent
-from identity import groups, mappings, orgs, users
+from identity import group_claims, groups, mappings, orgs, users
 from identity.db import Database
 from identity.models import GroupMapping, IdpGroup, Org, RoleGrant, Team
 from identity.orgs import NewOrg
@@ -117,9 +117,9 @@ def test_group_removal_never_takes_the_last_owner(db: Database, acme: NewOrg, sy
 def test_saml_group_claims_set_the_users_groups(db: Database, acme: NewOrg, system: Actor) -> None:
     gina = provision(db, system, acme.org.id, "gina@acme.test")
     with db.transaction() as session:
-        groups.apply_user_groups(session, system, acme.org.id, gina.id, ["Design", "Research"])
+        group_claims.apply_user_groups(session, system, acme.org.id, gina.id, ["Design", "Research"])
     with db.transaction() as session:
-        groups.apply_user_groups(session, system, acme.org.id, gina.id, ["design"])
+        group_claims.apply_user_groups(session, system, acme.org.id, gina.id, ["design"])
     with db.reading() as session:
         names = {session.get(Team, t).name for t in users.team_roles(session, gina.id)}
     assert names == {"Default", "Design"}
@@ -134,7 +134,7 @@ def test_each_group_grant_remembers_whether_scim_or_a_saml_claim_gave_it(db: Dat
     with db.transaction() as session:
         group = groups.create_group(session, system, acme.org.id, display_name="Ops", external_id="00gOps",
                                     member_ids=[scim_user.id])
-        groups.apply_user_groups(session, system, acme.org.id, saml_user.id, ["00gOps"])
+        group_claims.apply_user_groups(session, system, acme.org.id, saml_user.id, ["00gOps"])
     with db.transaction() as session:
         mappings.create_mapping(session, system, acme.org.id, group_external_id="00gOps", org_role="admin")
     with db.reading() as session:
@@ -153,7 +153,7 @@ def test_saml_group_claim_names_a_group_by_its_immutable_id_before_another_group
         engineering = groups.create_group(session, system, acme.org.id, display_name="Engineering", external_id="00gA")
         groups.create_group(session, system, acme.org.id, display_name="00ga")  # a name equal to that id
     with db.transaction() as session:
-        groups.apply_user_groups(session, system, acme.org.id, gina.id, ["00gA"])
+        group_claims.apply_user_groups(session, system, acme.org.id, gina.id, ["00gA"])
     with db.reading() as session:
         assert groups.member_ids(session, engineering.id) == [gina.id]
         assert len(list(session.scalars(select(IdpGroup.id).where(IdpGroup.org_id == acme.org.id)))) == 2
