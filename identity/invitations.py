@@ -16,6 +16,7 @@ from identity.errors import Conflict, InvalidValue, NotFound, Unauthenticated
 from identity.grants import org_role
 from identity.lookups import default_team, find_by_user_name, get_team
 from identity.models import ApiKey, Invitation, Org, User
+from identity.names import checked_email
 from identity.roles import authorize, parse_role, refusal
 from identity.vocabulary import GrantSource, InvitationStatus, Role
 
@@ -84,7 +85,7 @@ def invite(session: Session, actor: Actor, org_id: str, *, email: str, role: str
     """
     role = parse_role(role)
     authorize(actor, "owners.manage" if role == Role.OWNER else "members.manage", org_id=org_id)
-    email = users.checked_email((email or "").strip()) or ""
+    email = checked_email((email or "").strip()) or ""
     if "@" not in email:
         raise InvalidValue(f"invalid email {email!r}", field="email")
     if find_by_user_name(session, org_id, email) is not None:

@@ -9,11 +9,14 @@ would say: `ÅSA@x.test` typed with a precomposed Å or with A and a combining r
 characters (Unicode category Cf: zero-width spaces and joiners, the bidirectional overrides and
 isolates that make `moc.evil@bob` read as something else) and line or paragraph separators. They
 would make two names that look the same compare different, and travel on into audit exports.
+`checked_user_name`, `checked_email` and `checked_emails` are the member's fields' checks built on
+it, one rule for every way a member comes in (API, invitation, SCIM, SAML).
 """
 
 from __future__ import annotations
 
 import unicodedata
+from typing import Any
 
 from identity.errors import InvalidValue
 
@@ -47,3 +50,35 @@ def checked_text(value: str, field: str) -> str:
         raise InvalidValue(f"{field} must not contain control, format or bidirectional characters ({found})",
                            field=field)
     return value
+
+
+def checked_email(email: Any, field: str = "email") -> str | None:
+    """Return a member's email as given, or raise InvalidValue: a string of at most 320 characters
+    (RFC 5321's 64 + @ + 255) with no control, format or bidirectional characters (an address
+    never has them; they would make a look-alike of another address and travel on into mail
+    headers and audit exports; identity.names). None: no email."""
+    if email is None:
+        return None
+    if not isinstance(email, str) or len(email) > 320:
+        raise InvalidValue("email must be an address of at most 320 characters", field=field)
+    return checked_text(email, field)
+
+
+def checked_emails(attributes: dict[str, Any] | None) -> None:
+    """Refuse an `emails` array (RFC 7643 section 4.1.2) holding an address that `checked_email` refuses."""
+    for item in (attributes or {}).get("emails") or []:
+        if isinstance(item, dict) and isinstance(item.get("value"), str):
+            checked_email(item["value"], "emails")
+
+
+def checked_user_name(user_name: Any) -> str:
+    """Return a userName stripped, or raise InvalidValue: required, at most 320 characters, and
+    without control, format or bidirectional characters (identity.names)."""
+    if user_name is not None and not isinstance(user_name, str):
+        raise InvalidValue("userName must be a string", field="userName")
+    name = (user_name or "").strip()
+    if not name:
+        raise InvalidValue("userName is required", field="userName")
+    if len(name) > 320:
+        raise InvalidValue("userName must be at most 320 characters", field="userName")
+    return checked_text(name, "userName")

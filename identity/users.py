@@ -24,7 +24,7 @@ from identity.lookups import find_by_user_name as find_by_user_name
 from identity.lookups import find_by_user_name_or_removed as find_by_user_name_or_removed
 from identity.lookups import get_user as get_user
 from identity.models import IdpGroup, IdpGroupMember, RoleGrant, User
-from identity.names import checked_text
+from identity.names import checked_email, checked_emails, checked_user_name
 from identity.roles import RANK, SOURCES, authorize, parse_role
 from identity.vocabulary import GrantSource, KeyStatusReason, Role
 
@@ -33,38 +33,6 @@ from identity.vocabulary import GrantSource, KeyStatusReason, Role
 
 # The org lock and the id of its Default team in one round trip (the subquery locks nothing).
 LOCK_ORG_AND_DEFAULT_TEAM = seats.LOCK_ORG.add_columns(DEFAULT_TEAM_ID.scalar_subquery())
-
-
-def checked_email(email: Any, field: str = "email") -> str | None:
-    """Return a member's email as given, or raise InvalidValue: a string of at most 320 characters
-    (RFC 5321's 64 + @ + 255) with no control, format or bidirectional characters (an address
-    never has them; they would make a look-alike of another address and travel on into mail
-    headers and audit exports; identity.names). None: no email."""
-    if email is None:
-        return None
-    if not isinstance(email, str) or len(email) > 320:
-        raise InvalidValue("email must be an address of at most 320 characters", field=field)
-    return checked_text(email, field)
-
-
-def checked_emails(attributes: dict[str, Any] | None) -> None:
-    """Refuse an `emails` array (RFC 7643 section 4.1.2) holding an address that `checked_email` refuses."""
-    for item in (attributes or {}).get("emails") or []:
-        if isinstance(item, dict) and isinstance(item.get("value"), str):
-            checked_email(item["value"], "emails")
-
-
-def checked_user_name(user_name: Any) -> str:
-    """Return a userName stripped, or raise InvalidValue: required, at most 320 characters, and
-    without control, format or bidirectional characters (identity.names)."""
-    if user_name is not None and not isinstance(user_name, str):
-        raise InvalidValue("userName must be a string", field="userName")
-    name = (user_name or "").strip()
-    if not name:
-        raise InvalidValue("userName is required", field="userName")
-    if len(name) > 320:
-        raise InvalidValue("userName must be at most 320 characters", field="userName")
-    return checked_text(name, "userName")
 
 
 def provision_user(

@@ -239,7 +239,7 @@ def test_the_document_allows_the_nulls_the_api_takes_as_defaults(client: FlaskCl
 ])
 def test_an_email_with_control_characters_or_too_long_is_refused(client: FlaskClient, db: Database, keyed, path,
                                                                   body) -> None:
-    """One rule (users.checked_email) for every way a member's email comes in: API, invitation, SCIM, SAML."""
+    """One rule (identity.names.checked_email) for every way a member's email comes in: API, invitation, SCIM, SAML."""
     before = counts(db)
     response = client.post(path, json=body, headers={"Authorization": keyed["acme"]})
     assert (response.status_code, response.json["code"]) == (400, "invalid_value"), response.json
