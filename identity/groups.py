@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, delete, event, func, insert, or_, select
+from sqlalchemy import bindparam, delete, event, func, insert, or_, select, update
 from sqlalchemy.orm import Session, SessionTransaction
 
 from audit import Actor, clock, record
@@ -205,6 +205,24 @@ def _touch(session: Session, group: IdpGroup) -> None:
     touched.add(group.id)
     group.updated_at = clock.now()
     group.version += 1
+
+
+# The groups a deleted member was in, locked in id order (as apply_user_groups locks them; the
+# caller holds the org's lock, taken before any group's) and given their new version in one statement.
+_TOUCH_LEFT = update(IdpGroup).where(IdpGroup.id.in_(
+    select(IdpGroup.id).where(IdpGroup.id.in_(bindparam("group_ids", expanding=True)))
+    .order_by(IdpGroup.id).with_for_update(key_share=True).scalar_subquery()))
+
+
+def member_left(session: Session, group_ids: Iterable[str]) -> None:
+    """Give the groups a deleted member was in a new version (their members are part of them, so
+    a stale If-Match is 412 and a stale If-None-Match 200), once per transaction as `_touch` does."""
+    touched: set[str] = session.info.setdefault(TOUCHED, set())
+    new = sorted(set(group_ids) - touched)
+    for chunk in chunks(new):
+        session.execute(_TOUCH_LEFT.values(version=IdpGroup.version + 1, updated_at=clock.now()),
+                        {"group_ids": chunk}, execution_options={"synchronize_session": "fetch"})
+    touched.update(new)
 
 
 @event.listens_for(Session, "after_commit")

@@ -7,7 +7,7 @@ exactly the code each route runs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
@@ -99,18 +99,23 @@ def search_body() -> dict[str, Any]:
     return found
 
 
-def check_if_match(version: int) -> None:
-    """Honour If-Match (RFC 7644 section 3.14): a stale version is 412, changing nothing."""
+def check_if_match(version: int | str | Callable[[], str]) -> None:
+    """Honour If-Match (RFC 7644 section 3.14): a stale version is 412, changing nothing.
+
+    `version` may be a function, called only when the client sent If-Match (a user's version
+    reads its groups)."""
     # In a Bulk request, the operation's own `version` (scim.bulk), never the request's header.
     wanted = g.bulk_if_match if "bulk_if_match" in g else request.headers.get("If-Match")
     if not wanted:
         return
+    if callable(version):
+        version = version()
     tags = {tag.strip() for tag in wanted.split(",")}
     if not tags & {"*", resources.etag(version), f'"{version}"'}:
         raise errors.PreconditionFailed(f"the resource is at version {resources.etag(version)}")
 
 
-def not_modified(version: int) -> Result | None:
+def not_modified(version: int | str) -> Result | None:
     """Answer a GET whose If-None-Match names the current version with 304 and no body (RFC 7644
     section 3.14, RFC 9110 section 13.1.2: weak comparison, `*` matches any current version)."""
     wanted = request.headers.get("If-None-Match")

@@ -9,6 +9,7 @@ externalId, displayName, name.givenName, name.familyName, active, and the primar
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -27,18 +28,32 @@ def _when(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def etag(version: int) -> str:
+def etag(version: int | str) -> str:
     """Return the weak ETag of a resource version (RFC 7644 section 3.14)."""
     return f'W/"{version}"'
 
 
-def meta(kind: str, location: str, created: dt.datetime, modified: dt.datetime, version: int) -> dict[str, str]:
+def user_version(version: int, groups: Iterable[tuple[str, str]]) -> str:
+    """Return a user's version as its ETag names it: the row's version, and while the user is in
+    any group a stamp of those groups (id and displayName), since `groups` is part of the User
+    (RFC 7643 section 4.1.2) and changes without the user's row. Read, never stored: a change to a
+    100,000-member group writes no member's row."""
+    shown = sorted((gid, display) for gid, display in groups)
+    if not shown:
+        return str(version)
+    return f"{version}-{hashlib.blake2b(json.dumps(shown).encode(), digest_size=8).hexdigest()}"
+
+
+def meta(kind: str, location: str, created: dt.datetime, modified: dt.datetime, version: int | str) -> dict[str, str]:
     return {"resourceType": kind, "created": _when(created), "lastModified": _when(modified),
             "location": location, "version": etag(version)}
 
 
 def user_to_wire(user: User, base_url: str, groups: Iterable[tuple[str, str]] | None = None) -> dict[str, Any]:
-    """Return the SCIM User resource of `user`; `groups` are (id, displayName) pairs when loaded."""
+    """Return the SCIM User resource of `user`; `groups` are (id, displayName) pairs when loaded.
+
+    `meta.version` counts the groups only when they are loaded: a caller that shows `meta` loads them.
+    """
     body: dict[str, Any] = {k: v for k, v in (user.attributes or {}).items() if k not in COMPUTED}
     body["schemas"] = [CORE_USER] + ([ENTERPRISE_USER] if ENTERPRISE_USER in body else [])
     body["id"] = user.id
@@ -62,9 +77,11 @@ def user_to_wire(user: User, base_url: str, groups: Iterable[tuple[str, str]] | 
     if not body.get("emails") and (shown := emails_of(None, user.email)):
         body["emails"] = shown
     if groups is not None:
+        groups = list(groups)
         body["groups"] = [{"value": gid, "display": display, "$ref": f"{base_url}/Groups/{gid}", "type": "direct"}
                           for gid, display in groups]
-    body["meta"] = meta("User", f"{base_url}/Users/{user.id}", user.created_at, user.updated_at, user.version)
+    body["meta"] = meta("User", f"{base_url}/Users/{user.id}", user.created_at, user.updated_at,
+                        user_version(user.version, groups or ()))
     return body
 
 

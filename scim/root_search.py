@@ -90,7 +90,8 @@ def _render(session: Session, page: list[tuple[int, str]], query: listing.Query)
     group_ids = [rid for kind, rid in page if kind == 1]
     found: dict[str, dict[str, Any]] = {}
     if user_ids:
-        groups_of = listing.groups_of(session, user_ids) if query.wants("groups") else {}
+        shown = query.wants("groups") or query.wants("meta")  # meta.version counts the groups
+        groups_of = listing.groups_of(session, user_ids) if shown else {}
         for user in session.scalars(select(User).where(User.id.in_(user_ids))):
             found[user.id] = resources.user_to_wire(user, base, groups_of.get(user.id))
     if group_ids:

@@ -24,9 +24,14 @@ from scim.streaming import respond
 from scim.web import bp
 
 
-def _user_result(status: int, user: User, groups_of_user: list[tuple[str, str]] | None) -> Result:
+def _user_result(status: int, user: User, groups_of_user: list[tuple[str, str]]) -> Result:
     body = resources.user_to_wire(user, context.base_url(), groups_of_user)
-    return status, body, {"ETag": resources.etag(user.version), "Location": body["meta"]["location"]}
+    return status, body, {"ETag": body["meta"]["version"], "Location": body["meta"]["location"]}
+
+
+def _version(session: Session, user: User) -> str:
+    """The user's version as its ETag names it, groups included (`resources.user_version`)."""
+    return resources.user_version(user.version, listing.groups_of(session, [user.id])[user.id])
 
 
 def list_users(params: dict[str, Any]) -> Result:
@@ -35,7 +40,9 @@ def list_users(params: dict[str, Any]) -> Result:
     with context.reading() as session:
         total, found = idp_lookups.find(idp_lookups.USERS, session, context.org_id(), query) or \
             listing.list_users(session, context.org_id(), query)
-        memberships = listing.groups_of(session, [u.id for u in found]) if query.wants("groups") else {}
+        # `meta.version` counts the groups too (resources.user_version): read for either.
+        shown = query.wants("groups") or query.wants("meta")
+        memberships = listing.groups_of(session, [u.id for u in found]) if shown else {}
         page = [query.project(resources.user_to_wire(u, context.base_url(), memberships.get(u.id))) for u in found]
     return 200, discovery.list_response(page, total, query.start), {}
 
@@ -45,9 +52,9 @@ def get_user(user_id: str, params: dict[str, Any] | None = None) -> Result:
     query = listing.read_query(params or {})
     with context.reading() as session:
         user = users.get_user(session, context.org_id(), user_id)
-        if (unchanged := context.not_modified(user.version)) is not None:
+        groups_of_user = listing.groups_of(session, [user.id])[user.id]  # its ETag counts them
+        if (unchanged := context.not_modified(resources.user_version(user.version, groups_of_user))) is not None:
             return unchanged
-        groups_of_user = listing.groups_of(session, [user.id])[user.id] if query.wants("groups") else None
         status, body, headers = _user_result(200, user, groups_of_user)
     return status, query.project(body or {}), headers
 
@@ -68,7 +75,7 @@ def replace_user(user_id: str, body: Any, params: dict[str, Any] | None = None) 
     # Named `replace`, `patch` and `remove`: a refused change's audit event names its service so.
     def replace(session: Session, actor: Actor) -> User:
         user = users.get_user(session, actor.org_id or "", user_id)
-        context.check_if_match(user.version)
+        context.check_if_match(lambda: _version(session, user))
         return users.sync_user(session, actor, actor.org_id or "", user_id, fields)
 
     run(context.database(), context.actor(), replace)
@@ -81,7 +88,7 @@ def patch_user(user_id: str, body: Any, params: dict[str, Any] | None = None) ->
 
     def patch(session: Session, actor: Actor) -> User:
         user = users.get_user(session, actor.org_id or "", user_id)
-        context.check_if_match(user.version)
+        context.check_if_match(lambda: _version(session, user))
         patched = patch_user_doc(resources.user_to_wire(user, context.base_url()), operations)
         return users.sync_user(session, actor, actor.org_id or "", user_id, resources.user_fields(patched))
 
@@ -94,7 +101,7 @@ def delete_user(user_id: str) -> Result:
     def remove(session: Session, actor: Actor) -> User:
         # Held here, so that remove_user finds it in the session's (weak) identity map, not by a query.
         user = users.get_user(session, actor.org_id or "", user_id)
-        context.check_if_match(user.version)
+        context.check_if_match(lambda: _version(session, user))
         return users.remove_user(session, actor, actor.org_id or "", user.id)
 
     run(context.database(), context.actor(), remove)
