@@ -14,7 +14,7 @@ from identity import config, outbox, tokens, users
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound, Unauthenticated
 from identity.grants import org_role
-from identity.lookups import default_team, find_by_user_name, get_team
+from identity.lookups import default_team, find_by_address, get_team
 from identity.models import ApiKey, Invitation, Org, User
 from identity.names import checked_email
 from identity.roles import authorize, parse_role, refusal
@@ -88,8 +88,7 @@ def invite(session: Session, actor: Actor, org_id: str, *, email: str, role: str
     email = checked_email((email or "").strip()) or ""
     if "@" not in email:
         raise InvalidValue(f"invalid email {email!r}", field="email")
-    if find_by_user_name(session, org_id, email) is not None:
-        raise Conflict(f"{email} is already a member", field="email")
+    _ensure_not_a_member(session, org_id, email)
     team_id = team_id or _inviter_team(session, actor) or default_team(session, org_id).id
     get_team(session, org_id, team_id)
     new = tokens.generate("inv")
@@ -222,6 +221,7 @@ def accept(session: Session, actor: Actor, token: str) -> User:
     """Accept an invitation: the invitee becomes a member with its role and team, taking a seat."""
     invitation = _pending(session, token)
     _ensure_inviter_may_still_invite(session, invitation)
+    _ensure_not_a_member(session, invitation.org_id, invitation.email)  # the IdP may have made them one since
     user = users.provision_user(session, actor, invitation.org_id, user_name=invitation.email,
                                 email=invitation.email, role=invitation.role, team_id=invitation.team_id,
                                 source=GrantSource.INVITATION)
@@ -230,6 +230,13 @@ def accept(session: Session, actor: Actor, token: str) -> User:
            {"status": {"before": InvitationStatus.PENDING, "after": InvitationStatus.ACCEPTED}, "user_id": user.id},
            org_id=invitation.org_id)
     return user
+
+
+def _ensure_not_a_member(session: Session, org_id: str, email: str) -> None:
+    """Refuse to invite (or add by invitation) an address a live member has as userName or email:
+    a second account for the same person, with a seat of its own, that no IdP deprovisioning reaches."""
+    if find_by_address(session, org_id, email) is not None:
+        raise Conflict(f"{email} is already a member", field="email")
 
 
 def _ensure_inviter_may_still_invite(session: Session, invitation: Invitation) -> None:

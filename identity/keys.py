@@ -294,7 +294,9 @@ def rotate_api_key(session: Session, actor: Actor, org_id: str, key_id: str, *,
     A key already rotated is refused: rotate its successor. The new key is audited as
     `api_key.created` (with `rotated_from`) and the old one as `api_key.rotated`.
     """
-    old = session.get(ApiKey, key_id)
+    # Locked and read afresh: of two rotations at once, the second sees the first's successor
+    # (409), never two successors of one key.
+    old = session.get(ApiKey, key_id, with_for_update=True, populate_existing=True)
     if old is None or old.org_id != org_id:
         raise NotFound(f"no API key {key_id!r} in this org", key_id=key_id)
     _authorize_on_key(session, actor, org_id, old, rotate=True)

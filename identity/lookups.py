@@ -6,7 +6,7 @@ and users can all ask "which member is this?" without importing each other.
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, select, union_all
+from sqlalchemy import bindparam, func, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from audit import Actor
@@ -34,6 +34,15 @@ def find_by_user_name(session: Session, org_id: str, user_name: str) -> User | N
     return session.scalars(select(User).where(
         User.org_id == org_id, User.user_name_key == name_key(user_name), User.deleted_at.is_(None),
     )).one_or_none()
+
+
+def find_by_address(session: Session, org_id: str, address: str) -> User | None:
+    """Return a live user whose userName or primary email is `address` (an IdP's member is often
+    `jdoe` with jdoe@acme.test as email: the same person either way)."""
+    return session.scalars(select(User).where(
+        User.org_id == org_id, User.deleted_at.is_(None),
+        or_(User.user_name_key == name_key(address), func.lower(User.email) == address.strip().lower()),
+    ).limit(1)).first()
 
 
 _SAME_NAME = (User.org_id == bindparam("org_id"), User.user_name_key == bindparam("user_name_key"))

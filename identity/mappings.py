@@ -68,6 +68,18 @@ def create_mapping(session: Session, actor: Actor, org_id: str, *, group_externa
     return rule
 
 
+def reapply_owner_rules(session: Session, actor: Actor, org_id: str) -> None:
+    """Re-derive what the groups of every rule that names `owner` give, once the org's
+    `idp_may_grant_owner` changed: such a rule grants owner only while it is on, admin otherwise
+    (groups.grants_of), for the members the IdP put there before the change as for those after.
+    The caller holds the org's lock; a change that would leave no active owner is refused."""
+    rules = session.scalars(select(GroupMapping).where(GroupMapping.org_id == org_id,
+                                                       GroupMapping.org_role == Role.OWNER))
+    matched = {group.id: group for rule in rules for group in _groups_matching(session, rule)}
+    for group_id in sorted(matched):  # in one order (groups.lock_group)
+        groups.reapply(session, actor, matched[group_id])
+
+
 def delete_mapping(session: Session, actor: Actor, org_id: str, mapping_id: str) -> None:
     """Remove a rule; the matching groups' members keep only what the remaining rules give."""
     authorize(actor, "teams.manage", org_id=org_id)

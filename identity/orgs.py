@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from audit.log import Target, open_chain
-from identity import config, seats, sessions, teams, users
+from identity import config, mappings, seats, sessions, teams, users
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound, PermissionDenied
 from identity.models import Org, User
@@ -169,4 +169,6 @@ def _change_settings(session: Session, actor: Actor, org_id: str, changes: dict[
         audited["link_sessions_ended"] = sessions.end_link_sessions_below_owner(session, org.id)
     if diff:
         record(session, actor, action, Target("org", org.id, org.slug), audited, org_id=org.id)
+    if "idp_may_grant_owner" in diff:  # for the owners the IdP made before it too
+        mappings.reapply_owner_rules(session, actor, org.id)
     return org

@@ -73,8 +73,9 @@ def create_session(session: Session, user: User, *, method: str, lifetime: Lifet
 def resolve_session(session: Session, token: str | None, lifetime: Lifetime) -> SignedIn | None:
     """Return the live session of `token` and its user, touching it; None when it has ended.
 
-    Ended means: unknown or signed out, past its absolute or idle lifetime, or its user
-    deactivated or deleted since (DESIGN.md 3.5: deactivation ends sessions).
+    Ended means: unknown or signed out, past its absolute or idle lifetime, its user deactivated
+    or deleted since (DESIGN.md 3.5: deactivation ends sessions), or begun with a sign-in link
+    while the link no longer vouches for its user (`link_still_vouches`).
     """
     if not token:
         return None
@@ -85,9 +86,21 @@ def resolve_session(session: Session, token: str | None, lifetime: Lifetime) -> 
     user = session.get(User, row.user_id)
     if user is None or not user.active or user.deleted_at is not None or user.org_id != row.org_id:
         return None
+    if row.method != SessionMethod.SAML and not link_still_vouches(session, user):
+        return None
     if now - row.last_seen_at >= TOUCH_RESOLUTION:
         row.last_seen_at = now
     return SignedIn(row, user)
+
+
+def link_still_vouches(session: Session, user: User) -> bool:
+    """Tell whether a session begun with a sign-in link (a one-time link, or an owner's break-glass
+    link) may go on: while the org lets members sign in without the IdP, or while its user is an
+    owner. Asked on every request, so that however an owner stops being one (a manual demotion,
+    the IdP taking them out of a group, a mapping or setting changed), their link sessions end with
+    it while SSO is required; SAML sessions never read this."""
+    org = session.get_one(Org, user.org_id)
+    return not org.require_sso or org_role(session, user.id) == Role.OWNER
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from flask.testing import FlaskClient
 
 from identity.db import Database
 from identity.orgs import NewOrg
 from saml import binding
-from saml.cli import configure_org
+from saml.cli import configure_org, login_link
 from saml.connection import SpUrls
 from tests.saml.idp import KeyPair, Options, TestIdP, post_form
 from tests.saml.metadata_server import MetadataServer
@@ -113,3 +114,12 @@ def metadata_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     monkeypatch.setenv("SAML_METADATA_ALLOW_PRIVATE", "1")  # the test IdP is on 127.0.0.1
     yield server
     server.close()
+
+
+def signed_in_by_link(sso: Sso, runner: CliRunner, email: str) -> str:
+    """Sign the test client in with a one-time link the CLI makes; return the session's sign-in method."""
+    result = runner.invoke(login_link, ["--org", "acme", "--email", email])
+    assert result.exit_code == 0, result.output
+    token = result.output.strip().rsplit("/login/link/", 1)[1]
+    assert sso.client.post(f"/login/link/{token}", data=link_form(sso.client, token)).status_code == 303
+    return str((sso.client.get("/me").get_json() or {})["signInMethod"])

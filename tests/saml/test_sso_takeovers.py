@@ -15,9 +15,8 @@ from identity.errors import DomainError
 from identity.grants import org_role
 from identity.orgs import NewOrg
 from identity.web import cookies
-from saml.cli import login_link
 from tests.factories import provision
-from tests.saml.conftest import Sso, configure, form_token, link_form
+from tests.saml.conftest import Sso, configure, form_token, signed_in_by_link
 from tests.saml.idp import KeyPair, TestIdP
 
 PERSISTENT = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent"
@@ -114,15 +113,6 @@ def test_a_removed_admins_pending_invitation_no_longer_makes_an_admin(db: Databa
     raise AssertionError(f"a removed admin's invitation made {joined.user_name!r} an org {role}")
 
 
-def _signed_in_by_link(sso: Sso, runner: CliRunner, email: str) -> str:
-    """Sign the test client in with a one-time link the CLI makes; return the session's sign-in method."""
-    result = runner.invoke(login_link, ["--org", "acme", "--email", email])
-    assert result.exit_code == 0, result.output
-    token = result.output.strip().rsplit("/login/link/", 1)[1]
-    assert sso.client.post(f"/login/link/{token}", data=link_form(sso.client, token)).status_code == 303
-    return str((sso.client.get("/me").get_json() or {})["signInMethod"])
-
-
 def test_requiring_sso_ends_the_sign_in_link_sessions_it_now_forbids(sso: Sso, runner: CliRunner,
                                                                      system: Actor) -> None:
     """Mia, a member, signed in with a one-time link (her mailbox, not the IdP, vouched for her). The
@@ -130,7 +120,7 @@ def test_requiring_sso_ends_the_sign_in_link_sessions_it_now_forbids(sso: Sso, r
     her from now on, but the session the link gave her goes on, kept alive by use up to its absolute
     lifetime: the rule 'members sign in only through the IdP' does not hold for her."""
     provision(sso.db, system, sso.org.org.id, "mia@acme.test")
-    assert _signed_in_by_link(sso, runner, "mia@acme.test") == "login_link"
+    assert signed_in_by_link(sso, runner, "mia@acme.test") == "login_link"
 
     with sso.db.transaction() as session:
         orgs.set_require_sso(session, system, sso.org.org.id, True)
@@ -143,7 +133,7 @@ def test_demoting_an_owner_ends_their_break_glass_session(sso: Sso, runner: CliR
     with sso.db.transaction() as session:
         orgs.set_require_sso(session, system, sso.org.org.id, True)
         boss = members.add_member(session, system, sso.org.org.id, email="boss@acme.test", role="owner", team_id=None)
-    assert _signed_in_by_link(sso, runner, "boss@acme.test") == "break_glass"
+    assert signed_in_by_link(sso, runner, "boss@acme.test") == "break_glass"
 
     with sso.db.transaction() as session:
         users.change_role(session, system, sso.org.org.id, boss.id, "admin")
