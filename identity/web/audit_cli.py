@@ -56,13 +56,14 @@ OPERATOR = "@operator"  # `--org @operator`: the operators' own chain (audit.log
 
 
 def _org_id(db: Database, slug: str) -> str:
+    """The org's id; an unknown slug is bad usage (exit 2), never mistaken for `verify`'s broken chain (1)."""
     if slug == OPERATOR:
         return OPERATOR_STREAM
     with db.reading() as session:
         try:
             return orgs.get_org_by_slug(session, slug).id
         except DomainError as error:
-            raise click.ClickException(error.message) from error
+            raise click.BadParameter(error.message, param_hint="'--org'") from error
 
 
 def _time(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
@@ -92,15 +93,18 @@ def audit() -> None:
               help="file (default: stdout)")
 def export_command(slug: str, fmt: str, since: Any, until: Any, actions: tuple[str, ...], actor_id: str | None,
                    target_id: str | None, outcome: str | None, output: str) -> None:
-    """Export the org's events, streamed; the export itself is an audit event."""
-    with _database() as db:
-        _export(db, fmt, output, events.Selection(_org_id(db, slug), since=since, until=until, actions=actions,
+    """Export the org's events, streamed; the export itself is an audit event, once it is written."""
+    with _open(output) as handle, _database() as db:
+        _export(db, fmt, handle, events.Selection(_org_id(db, slug), since=since, until=until, actions=actions,
                                                   actor_id=actor_id, target_id=target_id, outcome=outcome))
 
 
-def _export(db: Database, fmt: str, output: str, selection: events.Selection) -> None:
-    with db.transaction() as session:
-        audit_access.record_export(session, _actor("export"), selection, fmt)
+def _export(db: Database, fmt: str, handle: IO[str], selection: events.Selection) -> None:
+    """Sign the head, write the events, then record the export: an export that wrote nothing is not in the log.
+
+    The checkpoint comes first so that the file ends with its record, `audit.checkpoint_created`,
+    and the checkpoint covers every event before it; `audit.exported` follows the file.
+    """
     try:
         with db.transaction() as session:
             checkpoints.sign_head(session, _key(), selection.org_id, "export", actor=_actor("export"))
@@ -109,21 +113,32 @@ def _export(db: Database, fmt: str, output: str, selection: events.Selection) ->
     if not selection.contiguous:
         click.echo("note: a filtered export is a selection of events, not a piece of the chain: "
                    "each event keeps its hash, but the file will not verify as a chain", err=True)
-    with db.reading() as session, _open(output) as handle:
+    with db.reading() as session:
         total = events.count(session, selection) if sys.stderr.isatty() else 0
         rows = events.iter_export_rows(session, selection)
         with _progress(total, fmt) as bar:
-            for chunk in export.chunks(_counted(rows, bar), fmt):
-                handle.write(chunk)
+            try:
+                for chunk in export.chunks(_counted(rows, bar), fmt):
+                    handle.write(chunk)
+                handle.flush()
+            except OSError as error:  # a full disk: the export failed, and is not recorded as made
+                raise click.ClickException(f"the export could not be written: {error}") from error
+    with db.transaction() as session:
+        audit_access.record_export(session, _actor("export"), selection, fmt)
 
 
 @contextlib.contextmanager
 def _open(output: str) -> Iterator[IO[str]]:
+    """stdout for `-`; else the file, opened before anything is read, signed or recorded (a bad path: exit 2)."""
     if output == "-":
         yield sys.stdout
         sys.stdout.flush()
         return
-    with open(output, "w", encoding="utf-8", newline="") as handle:
+    try:
+        handle = open(output, "w", encoding="utf-8", newline="")  # noqa: SIM115 (closed below)
+    except OSError as error:
+        raise click.BadParameter(f"{output}: {error.strerror or error}", param_hint="'-o' / '--output'") from error
+    with handle:
         yield handle
 
 
@@ -148,18 +163,31 @@ def _counted(rows: Iterator[Any], bar: Any) -> Iterator[Any]:
 
 
 def _public_key(path: str | None) -> Ed25519PublicKey:
-    if path:
+    """The key given (an unreadable file is bad usage, exit 2), else this host's."""
+    if not path:
+        return _key().public_key()
+    try:
         with open(path, encoding="utf-8") as handle:
             return signing.load_public_key(handle.read())
-    return _key().public_key()
+    except (OSError, ValueError) as error:
+        raise click.BadParameter(f"{path} is not an Ed25519 public key (PEM): {error}",
+                                 param_hint="'--public-key'") from error
 
 
 def _kept(paths: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The checkpoints in the files given: each a checkpoint, a list of them, or {"checkpoints": [...]}."""
     found: list[dict[str, Any]] = []
     for path in paths:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-        found.extend(data if isinstance(data, list) else data.get("checkpoints", [data]))
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except (OSError, ValueError) as error:
+            raise click.BadParameter(f"{path} is not a JSON checkpoint: {error}",
+                                     param_hint="'--checkpoint'") from error
+        listed = data if isinstance(data, list) else data.get("checkpoints", [data]) if isinstance(data, dict) else None
+        if not isinstance(listed, list) or not all(isinstance(item, dict) for item in listed):
+            raise click.BadParameter(f"{path} holds no checkpoint object", param_hint="'--checkpoint'")
+        found.extend(listed)
     return found
 
 
@@ -257,7 +285,7 @@ def _orgs(db: Database, slug: str | None) -> list[tuple[str, str, int]]:
             found = [orgs.get_org_by_slug(session, slug)] if slug else [
                 session.get_one(Org, org_id) for org_id in orgs.all_org_ids(session)]
         except DomainError as error:
-            raise click.ClickException(error.message) from error
+            raise click.BadParameter(error.message, param_hint="'--org'") from error
         return [(org.id, org.slug, org.audit_retention_days) for org in found]
 
 

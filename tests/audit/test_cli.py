@@ -17,11 +17,12 @@ from identity.orgs import NewOrg
 from tests.factories import actions
 
 
-def test_export_formats_go_to_stdout(cli: Callable[..., Result], busy: NewOrg) -> None:
+def test_export_formats_go_to_stdout(cli: Callable[..., Result], db: Database, busy: NewOrg) -> None:
     as_csv = cli("export", "--org", busy.org.slug, "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(as_csv.output)))
-    # busy's 16 events, audit.exported, and the export checkpoint's own audit.checkpoint_created
-    assert as_csv.exit_code == 0 and [int(r["seq"]) for r in rows] == list(range(1, 19))
+    # busy's 16 events and the export checkpoint's own audit.checkpoint_created; audit.exported follows the file
+    assert as_csv.exit_code == 0 and [int(r["seq"]) for r in rows] == list(range(1, 18))
+    assert actions(db, busy.org.id)[-2:] == ["audit.checkpoint_created", "audit.exported"]
     as_ocsf = cli("export", "--org", busy.org.slug, "--format", "ocsf", "--action", "team.*")
     classes = {json.loads(line)["class_uid"] for line in as_ocsf.output.splitlines() if line.startswith("{")}
     assert classes == {3006}
@@ -60,16 +61,20 @@ def test_checkpoint_and_public_key_match(cli: Callable[..., Result], acme: NewOr
 
 
 def test_an_auditor_without_the_database_verifies_a_file_against_a_kept_checkpoint(
-        cli: Callable[..., Result], busy: NewOrg, exported: Path, tmp_path: Path) -> None:
+        cli: Callable[..., Result], db: Database, busy: NewOrg, exported: Path, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
+    from audit import checkpoints
     from audit.events import hashed_fields
     from audit.log import event_hash
     from identity.web.audit_cli import audit
     from tests.audit.conftest import read_lines, write_lines
 
-    kept = tmp_path / "kept.json"
-    kept.write_text(cli("checkpoint", "--org", busy.org.slug).output)
+    kept = tmp_path / "kept.json"  # the export's own checkpoint, as published by /audit-checkpoints
+    with db.reading() as session:
+        signed = checkpoints.newest(session, busy.org.id)
+        assert signed is not None and signed.reason == "export"
+        kept.write_text(json.dumps(checkpoints.document(signed)))
     pem = tmp_path / "service.pem"
     pem.write_text(cli("public-key").output)
     offline = CliRunner(env={"DATABASE_URL": f"sqlite:///{tmp_path / 'nothing-here.db'}",
