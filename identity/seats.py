@@ -8,7 +8,6 @@ taken before anything else the transaction locks, and the audit chain head after
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
 import uuid
 from collections.abc import Sequence
@@ -21,28 +20,13 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from audit import Actor, clock, record
 from audit.log import Target
+from identity import wallets
 from identity.actions import Action
+from identity.cycles import add_months as add_months
+from identity.cycles import cycle_at as cycle_at
 from identity.errors import NotFound, SeatCapReached
 from identity.models import Org, SeatCharge, User
 from identity.vocabulary import ChargeKind
-
-
-def add_months(anchor: dt.datetime, months: int) -> dt.datetime:
-    """Return `anchor` moved by whole months; a day past the month's end falls on its last day."""
-    index = anchor.month - 1 + months
-    year, month = anchor.year + index // 12, index % 12 + 1
-    day = min(anchor.day, calendar.monthrange(year, month)[1])
-    return anchor.replace(year=year, month=month, day=day)
-
-
-def cycle_at(anchor: dt.datetime, moment: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
-    """Return the monthly billing cycle [start, end) anchored at `anchor` that contains `moment`."""
-    months = (moment.year - anchor.year) * 12 + moment.month - anchor.month
-    while add_months(anchor, months) > moment:
-        months -= 1
-    while add_months(anchor, months + 1) <= moment:
-        months += 1
-    return add_months(anchor, months), add_months(anchor, months + 1)
 
 
 def prorated_cents(price_cents: int, start: dt.datetime, end: dt.datetime, moment: dt.datetime) -> int:
@@ -146,7 +130,7 @@ def _charge(session: Session, actor: Actor, org: Org, kind: ChargeKind, seats: i
 
 
 def renew_if_due(session: Session, actor: Actor, org: Org) -> list[SeatCharge]:
-    """Close every cycle that has ended (a missed month included) and charge the next in full.
+    """Close every cycle that has ended (a missed month included), charge the next in full and grant its seat usage.
 
     The org must be locked. Purchased seats become max(0, used - included) at each boundary.
     Idempotent: a cycle that is already current is left alone. A deleted org is never charged again.
@@ -163,6 +147,9 @@ def renew_if_due(session: Session, actor: Actor, org: Org) -> list[SeatCharge]:
         _set_seats(org, cycle_start=start, cycle_end=end)
     if charges:
         _save_seats(session, org)
+        # DESIGN 3.8: the seats' included usage is credited at each cycle's start, every cycle charged (a missed
+        # month's too), and here, where lazy renewals happen, not only when `identity billing renew` runs.
+        wallets.grant_seat_usage(session, actor, org.id, [charge.cycle_start for charge in charges])
     return charges
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
@@ -26,11 +27,11 @@ from sqlalchemy.orm.util import identity_key
 from audit import Actor, clock, record
 from audit.log import Target
 from identity.actions import Action
+from identity.cycles import cycle_at
 from identity.errors import Conflict, InvalidValue, NotFound, PermissionDenied
 from identity.lookups import get_team
 from identity.models import Org, RoleGrant, User
 from identity.roles import authorize
-from identity.seats import cycle_at
 from identity.vocabulary import Role
 from identity.wallet_models import TopUpRequest, Wallet, WalletEntry, WalletSettings
 
@@ -331,25 +332,30 @@ def _write_entry(session: Session, actor: Actor, wallet: Wallet, kind: str, micr
     return entry
 
 
-def grant_seat_usage(session: Session, actor: Actor, org_id: str) -> list[WalletEntry]:
-    """Credit each team with its seated members' included usage for the current billing cycle.
+def grant_seat_usage(session: Session, actor: Actor, org_id: str,
+                     cycles: Sequence[dt.datetime] | None = None) -> list[WalletEntry]:
+    """Credit each team with its seated members' included usage for each cycle starting at `cycles`
+    (default: the current billing cycle).
 
-    Run by `identity billing renew` (cron) after the seat renewals. Once per team and cycle: the ledger row's
-    idempotency key is `seat_grant:<team>:<cycle start>`. Nothing is written while the org's
-    `seat_usage_micros` is 0.
+    Renewal grants each cycle it charges (identity.seats.renew_if_due, lazily or from cron); `identity
+    billing renew` also grants the current one (the first cycle, or a setting turned on mid-cycle). Once
+    per team and cycle: the ledger row's idempotency key is `seat_grant:<team>:<cycle start>`. Nothing is
+    written while the org's `seat_usage_micros` is 0.
     """
     per_seat = settings_of(session, org_id).seat_usage_micros
     if not per_seat:
         return []
-    created = session.get_one(Org, org_id).created_at
-    cycle_start = period_at(created, clock.now())[0]
+    if cycles is None:
+        cycles = [period_at(session.get_one(Org, org_id).created_at, clock.now())[0]]
+    seated_by_team = seated_members_by_team(session, org_id)
     entries = []
-    for team_id, seated in seated_members_by_team(session, org_id).items():
-        key = f"seat_grant:{team_id}:{cycle_start.isoformat()}"
-        if seated and session.scalar(select(func.count()).where(WalletEntry.request_id == key)) == 0:
-            entries.append(_credit(session, actor, org_id, team_id, SEAT_GRANT, min(seated * per_seat, MAX_AMOUNT),
-                                  f"{seated} seats x {per_seat} for the cycle from {cycle_start.isoformat()}",
-                                  request_id=key))
+    for cycle_start in cycles:
+        for team_id, seated in seated_by_team.items():
+            key = f"seat_grant:{team_id}:{cycle_start.isoformat()}"
+            if seated and session.scalar(select(func.count()).where(WalletEntry.request_id == key)) == 0:
+                entries.append(_credit(session, actor, org_id, team_id, SEAT_GRANT, min(seated * per_seat, MAX_AMOUNT),
+                                      f"{seated} seats x {per_seat} for the cycle from {cycle_start.isoformat()}",
+                                      request_id=key))
     return entries
 
 

@@ -72,3 +72,46 @@ def test_audit_verify_usage_errors_are_exit_2_not_the_broken_chain_status(
     result = runner.invoke(main, args)
     _no_traceback(result)
     assert result.exit_code == 2, f"exit {result.exit_code} (1 means BROKEN): {result.output}"
+
+
+# 3. `identity billing renew` after a missed cycle ---------------------------------------------------------
+
+def test_billing_renew_after_missed_cycles_grants_seat_usage_for_every_cycle_it_charges(
+        db: Database, system: Actor, cli_env: dict[str, str]) -> None:
+    """Renewal charges every cycle the cron missed (seat.renewed x3), but the seats' included usage
+    (DESIGN 3.8: credited "at each cycle start") is granted for the current cycle only: the customer
+    pays three cycles of seats and gets one cycle of usage."""
+    runner = CliRunner(env=cli_env)
+    created = dt.datetime(2026, 1, 15, 12, tzinfo=dt.UTC)
+    with clock.frozen_at(created):
+        with db.transaction() as session:
+            new = orgs.create_org(session, system, "Acme", owner_email="owner@acme.test")
+        for n in range(4):
+            provision(db, system, new.org.id, f"u{n}@acme.test")
+        with db.transaction() as session:
+            wallet_controls.set_settings(session, system, new.org.id, seat_usage_micros=1000)
+    with clock.frozen_at(created + dt.timedelta(days=1)):
+        assert runner.invoke(main, ["billing", "renew"]).exit_code == 0  # January's grant
+    grants = (WalletEntry.org_id == new.org.id, WalletEntry.request_id.like("seat_grant:%"))
+    assert _count(db, WalletEntry, *grants) == 1
+    with clock.frozen_at(dt.datetime(2026, 4, 20, tzinfo=dt.UTC)):  # cron was down from mid-February
+        result = runner.invoke(main, ["billing", "renew"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("renewed") == 3  # February, March and April charged...
+    assert _count(db, WalletEntry, *grants) == 1 + 3, "...but only April's seat usage granted"
+
+
+def test_a_lazy_renewal_grants_seat_usage_for_every_cycle_it_charges(db: Database, system: Actor) -> None:
+    """Renewals also happen lazily, at the first seat operation after the boundary (a missed cron loses
+    nothing): each cycle that renewal charges is granted its seat usage there, in the same transaction."""
+    created = dt.datetime(2026, 1, 15, 12, tzinfo=dt.UTC)
+    with clock.frozen_at(created):
+        with db.transaction() as session:
+            new = orgs.create_org(session, system, "Acme", owner_email="owner@acme.test")
+            wallet_controls.set_settings(session, system, new.org.id, seat_usage_micros=1000)
+    with clock.frozen_at(dt.datetime(2026, 4, 20, tzinfo=dt.UTC)):  # no cron at all since January
+        provision(db, system, new.org.id, "late@acme.test")
+    renewed = (AuditEvent.org_id == new.org.id, AuditEvent.action == "seat.renewed")
+    grants = (WalletEntry.org_id == new.org.id, WalletEntry.request_id.like("seat_grant:%"))
+    assert _count(db, AuditEvent, *renewed) == 3  # February, March and April
+    assert _count(db, WalletEntry, *grants) == 3
