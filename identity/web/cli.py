@@ -259,8 +259,11 @@ def billing_topups() -> None:
     """The auto top-up's requests for the operator's payment hook (TOPUP_WEBHOOK_URL)."""
 
 
+TOPUP_STATUSES = (topups.PENDING, topups.FAILED, topups.DELIVERED, topups.FULFILLED, "all")
+
+
 @billing_topups.command("list")
-@click.option("--status", default="pending", show_default=True, help="pending, failed, delivered, fulfilled or all")
+@click.option("--status", type=click.Choice(TOPUP_STATUSES), default=topups.PENDING, show_default=True)
 def billing_topups_list(status: str) -> None:
     """List the auto top-up's requests as JSON lines: without a payment hook, this is the outbox to act on."""
     with _database().reading() as session:
@@ -269,12 +272,22 @@ def billing_topups_list(status: str) -> None:
 
 
 @billing_topups.command("deliver")
-@click.option("--limit", default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 def billing_topups_deliver(limit: int) -> None:
-    """Hand undelivered top-up requests to the payment hook, signed; failures stay to be retried."""
-    report = topups.deliver(_database(), topups.configured(os.environ), system_actor("billing topups deliver"),
-                            limit=limit)
+    """Hand undelivered top-up requests to the payment hook, signed; exit 1 when some still failed.
+
+    As `mail retry`: without TOPUP_WEBHOOK_URL nothing can be delivered, which is an error (exit 1),
+    so that a cron job whose hook is missing alerts instead of leaving the requests pending unseen.
+    """
+    hook = topups.configured(os.environ)
+    if hook is None:
+        click.echo("error: TOPUP_WEBHOOK_URL is not set: top-up requests stay pending "
+                   "(identity billing topups list)", err=True)
+        sys.exit(1)
+    report = topups.deliver(_database(), hook, system_actor("billing topups deliver"), limit=limit)
     click.echo(json.dumps(report))
+    if report[topups.FAILED]:
+        sys.exit(1)
 
 
 @main.group("gateway")

@@ -115,3 +115,30 @@ def test_a_lazy_renewal_grants_seat_usage_for_every_cycle_it_charges(db: Databas
     grants = (WalletEntry.org_id == new.org.id, WalletEntry.request_id.like("seat_grant:%"))
     assert _count(db, AuditEvent, *renewed) == 3  # February, March and April
     assert _count(db, WalletEntry, *grants) == 3
+
+
+# 4. `identity billing topups deliver` from cron -----------------------------------------------------------
+
+@pytest.fixture
+def pending_topup(db: Database, system: Actor, acme: NewOrg) -> str:
+    key_id = key_of(db, acme, system)
+    with db.transaction() as session:
+        wallet_controls.configure_wallet(session, owner(acme), acme.org.id, acme.default_team_id,
+                                         auto_topup={"threshold_micros": 500, "amount_micros": 2000})
+    top_up(db, acme, 600)
+    post(db, UsageRecord(key_id, "m", 200, "r1"))
+    with db.reading() as session:
+        return session.scalars(select(TopUpRequest.id)).one()
+
+
+@pytest.mark.parametrize("hook", ["refused", "not configured"])
+def test_topups_deliver_exits_nonzero_when_nothing_reached_the_payment_hook(
+        cli_env: dict[str, str], pending_topup: str, hook: str) -> None:
+    """`mail retry` exits 1 when a mail still failed or SMTP_URL is unset; `billing topups deliver`
+    exits 0 when the hook refused every request, and exits 0 doing nothing at all when
+    TOPUP_WEBHOOK_URL is unset: the cron job never alerts and the customers' auto top-ups never
+    reach the payment system."""
+    env = {**cli_env, "TOPUP_WEBHOOK_URL": "http://127.0.0.1:1/hook"} if hook == "refused" else cli_env
+    result = CliRunner(env=env).invoke(main, ["billing", "topups", "deliver"])
+    _no_traceback(result)
+    assert result.exit_code != 0, f"{hook}: exit 0 with {result.output.strip()} and a request still pending"
