@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import secrets
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 DEFAULT_DATA_DIR = Path("var")
 MAX_BODY_BYTES = 1024 * 1024  # documented in the README; larger bodies get 413
@@ -101,6 +103,8 @@ def from_environment() -> dict[str, object]:
     # Read again where they are used; read here too, so that a bad one stops the service at start.
     audit_retention_floor_days()
     scim_token_ttl_seconds()
+    if "SMTP_URL" in settings:
+        smtp_server(str(settings["SMTP_URL"]))
     return settings
 
 
@@ -117,3 +121,31 @@ def scim_token_ttl_seconds() -> int:
     lives, 300 (5 minutes) to 21600 (6 hours); anything else is an error, never quietly changed."""
     return _whole("SCIM_TOKEN_TTL_SECONDS", 300, 6 * 3600) if os.environ.get("SCIM_TOKEN_TTL_SECONDS", "").strip() \
         else 3600
+
+
+SMTP_SCHEMES = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}  # and each one's default port
+
+
+@dataclass(frozen=True)
+class SmtpServer:
+    scheme: str
+    host: str
+    port: int
+    user: str | None
+    password: str | None = field(repr=False)
+
+
+def smtp_server(url: str) -> SmtpServer:
+    """Return the server `SMTP_URL` names, or raise ValueError naming the setting (never its value:
+    it may hold a password). identity.mail sends through it; from_environment checks it at start."""
+    usage = "SMTP_URL must be smtp://, smtp+starttls:// or smtps://[user:password@]host[:port]"
+    parts = urlsplit(url)
+    if parts.scheme not in SMTP_SCHEMES or not parts.hostname:
+        raise ValueError(usage)
+    try:
+        port = parts.port
+    except ValueError as error:  # urllib's message does not say which setting
+        raise ValueError(f"{usage}: its port must be a number from 1 to 65535") from error
+    return SmtpServer(parts.scheme, parts.hostname, port or SMTP_SCHEMES[parts.scheme],
+                      unquote(parts.username) if parts.username else None,
+                      unquote(parts.password) if parts.password else None)

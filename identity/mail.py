@@ -20,15 +20,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from audit import Actor, clock
-from identity import outbox
+from identity import config, outbox
 from identity.db import Database
 from identity.models import OutboxMail
 
 log = logging.getLogger("identity.mail")
-SCHEMES = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
 TIMEOUT_SECONDS = 10.0
 
 
@@ -50,12 +49,8 @@ class SmtpTransport:
 
     @classmethod
     def from_url(cls, url: str, sender: str, ca_file: str | None = None) -> SmtpTransport:
-        parts = urlsplit(url)
-        if parts.scheme not in SCHEMES or not parts.hostname:
-            raise ValueError("SMTP_URL must be smtp://, smtp+starttls:// or smtps://[user:password@]host[:port]")
-        return cls(parts.scheme, parts.hostname, parts.port or SCHEMES[parts.scheme],
-                   unquote(parts.username) if parts.username else None,
-                   unquote(parts.password) if parts.password else None, sender, ca_file)
+        server = config.smtp_server(url)  # ValueError naming SMTP_URL when it is malformed
+        return cls(server.scheme, server.host, server.port, server.user, server.password, sender, ca_file)
 
     def _tls(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=self.ca_file)

@@ -15,3 +15,23 @@ def test_saml_maximum_issue_age_comes_from_the_environment(monkeypatch: pytest.M
     assert "SAML_MAX_ISSUE_AGE_SECONDS" not in config.from_environment()  # saml.protocol's default applies
     monkeypatch.setenv("SAML_MAX_ISSUE_AGE_SECONDS", "120")
     assert config.from_environment()["SAML_MAX_ISSUE_AGE_SECONDS"] == 120
+
+
+@pytest.mark.parametrize("url", ["smtp://mail.internal:twentyfive", "smtp://mail.internal:70000",
+                                 "http://mail.internal", "smtp://user:s3cret@:25"])
+def test_a_malformed_smtp_url_stops_the_service_at_start_naming_the_setting_not_its_password(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str) -> None:
+    monkeypatch.setenv("IDENTITY_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SMTP_URL", url)
+    with pytest.raises(ValueError, match="SMTP_URL") as refused:
+        config.from_environment()
+    assert "s3cret" not in str(refused.value)
+
+
+def test_a_well_formed_smtp_url_is_read_with_its_scheme_s_default_port(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("IDENTITY_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SMTP_URL", "smtps://no%40reply:p%3Ass@mail.internal")
+    assert config.from_environment()["SMTP_URL"] == "smtps://no%40reply:p%3Ass@mail.internal"
+    server = config.smtp_server("smtps://no%40reply:p%3Ass@mail.internal")
+    assert (server.host, server.port, server.user, server.password) == ("mail.internal", 465, "no@reply", "p:ss")

@@ -142,3 +142,28 @@ def test_topups_deliver_exits_nonzero_when_nothing_reached_the_payment_hook(
     result = CliRunner(env=env).invoke(main, ["billing", "topups", "deliver"])
     _no_traceback(result)
     assert result.exit_code != 0, f"{hook}: exit 0 with {result.output.strip()} and a request still pending"
+
+
+# 5. Settings: refused at start with a message, never by tracebacks from every worker -----------------------
+
+def test_a_malformed_smtp_url_is_refused_at_start_not_by_a_500_after_the_invitation_is_made(
+        db: Database, system: Actor, acme: NewOrg, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SMTP_URL is copied into the config unchecked (unlike SCIM_TOKEN_TTL_SECONDS), so the service
+    starts; then every invitation is committed and answered 500: the admin never sees the link,
+    and the invitation is left pending with its token lost."""
+    monkeypatch.setenv("SMTP_URL", "smtp://mail.internal:twentyfive")
+    monkeypatch.setenv("SECRET_KEY", "test-secret")
+    monkeypatch.setenv("DATABASE_URL", db.url)
+    try:
+        app = create_app()
+    except ValueError as error:  # the fix: refused at start, naming the setting
+        assert "SMTP_URL" in str(error)
+        return
+    app.test_client_class = ReadingClient
+    with db.transaction() as session:
+        key = keys.create_api_key(session, system, acme.org.id, user_id=acme.owner.id,
+                                  team_id=acme.default_team_id, name="owner", scopes=["admin"])
+    answer = app.test_client().post("/api/v1/orgs/acme/invitations", json={"email": "new@acme.test"},
+                                    headers={"Authorization": f"Bearer {key.secret}"})
+    made = _count(db, Invitation, Invitation.org_id == acme.org.id)
+    assert answer.status_code != 500, f"500 after {made} invitation(s) were committed: {json.dumps(answer.json)}"
