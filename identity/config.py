@@ -116,6 +116,19 @@ def _whole(name: str, low: int, high: int) -> int:
     return int(raw)
 
 
+def metrics_port() -> int | None:
+    """Return `METRICS_PORT`, the port of the gunicorn master's own `/metrics` listener, or None when unset.
+
+    Read by the master's `when_ready` hook (identity.web.metrics_serve), and by `identity serve`
+    before it migrates or starts anything: a bad one is an error naming it, not a hook's traceback."""
+    raw = os.environ.get("METRICS_PORT", "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise ValueError(f"METRICS_PORT must be a port number from 1 to 65535, not {raw!r}")
+    return int(raw)
+
+
 def scim_token_ttl_seconds() -> int:
     """Return `SCIM_TOKEN_TTL_SECONDS` (default 3600): how long a SCIM client's OAuth access token
     lives, 300 (5 minutes) to 21600 (6 hours); anything else is an error, never quietly changed."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
+from typing import IO, Any
 
 import click
 from sqlalchemy.engine import make_url
@@ -39,22 +39,34 @@ def _database() -> Database:
     return Database(config.database_url())
 
 
-def _fail(error: DomainError) -> None:
-    click.echo(f"error: {error.message}", err=True)
-    sys.exit(1)
+class Failure(click.ClickException):
+    """A command that cannot do its work: `error: ...` on stderr, exit 1 (click's usage errors exit 2)."""
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class Commands(click.Group):
+    """The `identity` command. A bad setting (ValueError, naming it) or a domain refusal raised by any
+    subcommand, `identity audit` and `identity saml` included, ends here, in one place, as one
+    `error:` line and exit 1: a cron job's mail says what is wrong, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DomainError as error:
+            raise Failure(error.message) from error
+        except ValueError as error:
+            raise Failure(str(error)) from error
 
 
 def _org_ids(database: Database, slug: str | None) -> list[str]:
-    """The id of the org `slug` names (else exit 1 naming the error), or, without a slug, every org's."""
-    try:
-        with database.reading() as session:
-            return [orgs.get_org_by_slug(session, slug).id] if slug else orgs.all_org_ids(session)
-    except DomainError as error:
-        _fail(error)
-        return []
+    """The id of the org `slug` names (NotFound otherwise), or, without a slug, every org's."""
+    with database.reading() as session:
+        return [orgs.get_org_by_slug(session, slug).id] if slug else orgs.all_org_ids(session)
 
 
-@click.group()
+@click.group(cls=Commands)
 def main() -> None:
     """Enterprise identity provisioning: SCIM, SAML SSO, seats and an audit log."""
 
@@ -62,11 +74,15 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--workers", default=2, show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1))
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 64),
               help="threads per worker (gthread; idle keep-alive connections need none)")
 def serve(host: str, port: int, workers: int, threads: int) -> None:
-    """Migrate the database, refresh its planner statistics and serve the app with gunicorn."""
+    """Check the settings, migrate the database, refresh its planner statistics and serve the app with gunicorn."""
+    # Every setting first, as each worker and the master's hooks will read them: a bad one is one
+    # `error:` line here, not a migrated database and workers dying with tracebacks.
+    config.from_environment()
+    config.metrics_port()
     migrate.upgrade(config.database_url())
     _database().analyze()
     config.secret_key()  # made once here, before workers start, so they all read the same key
@@ -116,19 +132,15 @@ def org_create(name: str, owner_email: str | None, slug: str | None, included_se
     migrate.upgrade(config.database_url())
     database = _database()
     actor = system_actor("cli")
-    try:
-        with database.transaction() as session:
-            new = orgs.create_org(session, actor, name, slug=slug,
-                                  owner_email=owner_email or f"owner@{slug or teams.slugify(name)}.invalid",
-                                  included_seats=included_seats, seat_price_cents=seat_price_cents,
-                                  max_seats=max_seats)
-            scim = scim_credentials.create_scim_token(session, actor, new.org.id, name="initial")
-            admin_key = keys.create_api_key(session, actor, new.org.id, user_id=new.owner.id,
-                                            team_id=new.default_team_id, name="owner admin key", scopes=["admin"])
-            sign_in = links.issue_sign_in_link(session, actor, new.org.id, new.owner.email or new.owner.user_name)
-    except DomainError as error:
-        _fail(error)
-        return
+    with database.transaction() as session:
+        new = orgs.create_org(session, actor, name, slug=slug,
+                              owner_email=owner_email or f"owner@{slug or teams.slugify(name)}.invalid",
+                              included_seats=included_seats, seat_price_cents=seat_price_cents,
+                              max_seats=max_seats)
+        scim = scim_credentials.create_scim_token(session, actor, new.org.id, name="initial")
+        admin_key = keys.create_api_key(session, actor, new.org.id, user_id=new.owner.id,
+                                        team_id=new.default_team_id, name="owner admin key", scopes=["admin"])
+        sign_in = links.issue_sign_in_link(session, actor, new.org.id, new.owner.email or new.owner.user_name)
     result: dict[str, Any] = {
         "org": {"id": new.org.id, "slug": new.org.slug, "name": new.org.name,
                 "included_seats": new.org.included_seats, "seat_price_cents": new.org.seat_price_cents,
@@ -167,13 +179,9 @@ def scim_client() -> None:
 def scim_client_create(slug: str, name: str, as_json: bool) -> None:
     """Create a client; print client_id, client_secret (shown once) and token_url."""
     database = _database()
-    try:
-        with database.transaction() as session:
-            org_id = orgs.get_org_by_slug(session, slug).id
-            issued = scim_credentials.create_scim_client(session, system_actor("cli"), org_id, name=name)
-    except DomainError as error:
-        _fail(error)
-        return
+    with database.transaction() as session:
+        org_id = orgs.get_org_by_slug(session, slug).id
+        issued = scim_credentials.create_scim_client(session, system_actor("cli"), org_id, name=name)
     result = {"client_id": issued.prefix, "client_secret": issued.secret,
               "token_url": f"{config.base_url()}/oauth/token", "scim_base_url": f"{config.base_url()}/scim/v2"}
     click.echo(json.dumps(result) if as_json else "\n".join(f"{k}: {v}" for k, v in result.items()))
@@ -184,15 +192,11 @@ def scim_client_create(slug: str, name: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def scim_client_list(slug: str, as_json: bool) -> None:
     """List the org's clients, revoked ones included (never a secret)."""
-    try:
-        with _database().reading() as session:
-            org_id = orgs.get_org_by_slug(session, slug).id
-            found = [{"id": c.id, "client_id": c.client_id, "name": c.name, "created": c.created_at.isoformat(),
-                      "revoked": c.revoked_at.isoformat() if c.revoked_at else None}
-                     for c in scim_credentials.list_scim_clients(session, system_actor("cli"), org_id)]
-    except DomainError as error:
-        _fail(error)
-        return
+    with _database().reading() as session:
+        org_id = orgs.get_org_by_slug(session, slug).id
+        found = [{"id": c.id, "client_id": c.client_id, "name": c.name, "created": c.created_at.isoformat(),
+                  "revoked": c.revoked_at.isoformat() if c.revoked_at else None}
+                 for c in scim_credentials.list_scim_clients(session, system_actor("cli"), org_id)]
     if as_json:
         click.echo(json.dumps({"scim_clients": found}))
         return
@@ -206,13 +210,9 @@ def scim_client_list(slug: str, as_json: bool) -> None:
 @click.argument("client_id")
 def scim_client_revoke(slug: str, client_id: str) -> None:
     """Revoke a client (by its client_id or id): its access tokens are refused from the next request on."""
-    try:
-        with _database().transaction() as session:
-            org_id = orgs.get_org_by_slug(session, slug).id
-            scim_credentials.revoke_scim_client(session, system_actor("cli"), org_id, client_id)
-    except DomainError as error:
-        _fail(error)
-        return
+    with _database().transaction() as session:
+        org_id = orgs.get_org_by_slug(session, slug).id
+        scim_credentials.revoke_scim_client(session, system_actor("cli"), org_id, client_id)
     click.echo(f"SCIM client {client_id} revoked", err=True)
 
 
@@ -226,11 +226,7 @@ def billing() -> None:
 def billing_check(slug: str) -> None:
     """Recompute seats and charges from memberships and the ledger; exit 1 on any mismatch."""
     with _database().reading() as session:
-        try:
-            found = orgs.get_org_by_slug(session, slug)
-        except DomainError as error:
-            _fail(error)
-            return
+        found = orgs.get_org_by_slug(session, slug)
         problems = check_org(session, found.id)
     for line in problems:
         click.echo(line)
@@ -382,12 +378,8 @@ def mail_retry(slug: str | None, limit: int) -> None:
     database = _database()
     org_id = None
     if slug:
-        try:
-            with database.reading() as session:
-                org_id = orgs.get_org_by_slug(session, slug).id
-        except DomainError as error:
-            _fail(error)
-            return
+        with database.reading() as session:
+            org_id = orgs.get_org_by_slug(session, slug).id
     report = mail.deliver(database, sender, system_actor("cli mail retry"), org_id=org_id, limit=limit)
     click.echo(f"{report.sent} sent, {report.failed} failed, {report.expired} expired", err=True)
     if report.failed:

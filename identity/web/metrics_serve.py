@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from identity.config import make_private_dir
+from identity.config import make_private_dir, metrics_port
 from identity.web.metrics import MULTIPROC_ENV
 
 log = logging.getLogger("identity.metrics")
@@ -62,11 +62,9 @@ def on_starting(server: Any) -> None:
 
 
 def when_ready(server: Any) -> None:
-    port = os.environ.get("METRICS_PORT", "").strip()
-    if port:
-        if not port.isdigit() or not 1 <= int(port) <= 65535:
-            raise ValueError(f"METRICS_PORT must be a port number from 1 to 65535, not {port!r}")
-        start_listener(int(port), os.environ.get("METRICS_HOST", "").strip() or "127.0.0.1")  # blank: the default
+    port = metrics_port()
+    if port is not None:
+        start_listener(port, os.environ.get("METRICS_HOST", "").strip() or "127.0.0.1")  # blank: the default
 
 
 def child_exit(server: Any, worker: Any) -> None:

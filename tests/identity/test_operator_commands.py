@@ -167,3 +167,39 @@ def test_a_malformed_smtp_url_is_refused_at_start_not_by_a_500_after_the_invitat
                                     headers={"Authorization": f"Bearer {key.secret}"})
     made = _count(db, Invitation, Invitation.org_id == acme.org.id)
     assert answer.status_code != 500, f"500 after {made} invitation(s) were committed: {json.dumps(answer.json)}"
+
+
+@pytest.mark.parametrize("args,env,named", [
+    (["serve"], {"SCIM_TOKEN_TTL_SECONDS": "5"}, "SCIM_TOKEN_TTL_SECONDS"),
+    (["serve"], {"METRICS_PORT": "metrics"}, "METRICS_PORT"),
+    (["serve", "--workers", "0"], {}, "workers"),
+], ids=["ttl", "metrics-port", "zero-workers"])
+def test_serve_refuses_bad_settings_before_migrating_and_starting_gunicorn(
+        cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str],
+        named: str) -> None:
+    """`identity serve` migrates the database and starts gunicorn without reading the settings:
+    a bad SCIM_TOKEN_TTL_SECONDS (which the README says "stops the service at start") makes every
+    worker die with a ValueError traceback ("Worker failed to boot"), a bad METRICS_PORT is a
+    traceback from the master's hook, and `--workers 0` starts a master that accepts connections
+    and never answers them (/healthz hangs)."""
+    started: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(cli_module, "run_server", lambda *a: started.append(a))
+    result = CliRunner(env={**cli_env, **env}).invoke(main, args)
+    _no_traceback(result)
+    assert started == [], f"gunicorn was started with {started} despite {named}"
+    assert result.exit_code != 0 and named in result.output
+
+
+@pytest.mark.parametrize("args,env,named", [
+    (["audit", "purge"], {"AUDIT_RETENTION_FLOOR_DAYS": "ninety"}, "AUDIT_RETENTION_FLOOR_DAYS"),
+    (["mail", "retry"], {"SMTP_URL": "smtp://mail.internal:twentyfive"}, "SMTP_URL"),
+    (["saml", "refresh", "--org", "no-such-org"], {}, "no org with slug"),
+], ids=["purge-floor", "mail-smtp-url", "saml-refresh-unknown-org"])
+def test_cron_commands_fail_with_a_message_not_a_traceback(
+        cli_env: dict[str, str], acme: NewOrg, args: list[str], env: dict[str, str], named: str) -> None:
+    """A cron job's mail should say what is wrong: these raise ValueError / NotFound tracebacks
+    (the SMTP_URL one does not even name the variable: "Port could not be cast to integer value")."""
+    result = CliRunner(env={**cli_env, **env}).invoke(main, args)
+    assert result.exit_code != 0
+    _no_traceback(result)
+    assert named in result.output
