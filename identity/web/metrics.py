@@ -10,7 +10,11 @@ What is counted, and from where:
   `unauthenticated` for a wrong gateway credential);
 - `identity_audit_events_total`, `identity_saml_sign_ins_total`, `identity_seat_purchases_total`,
   `identity_seat_refusals_total`: from the audit events each transaction committed
-  (audit.observers), so the domain knows nothing of Prometheus and the counts are what the log holds.
+  (audit.observers), so the domain knows nothing of Prometheus and the counts are what the log holds
+  of this service's processes. Only those: the `identity` commands (cron's `billing renew` among
+  them) never create the families, so their events are in the audit log alone. Multiprocess mode
+  sums one run of workers in a directory emptied at its start; each command run would leave files
+  of its own there for every scrape to read until the next restart (README, "Metrics for operators").
 
 Multiprocess mode (prometheus_client's) is on when `PROMETHEUS_MULTIPROC_DIR` is set before the
 workers start: each worker writes its own files there and `/metrics` adds them up. `identity

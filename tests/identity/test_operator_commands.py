@@ -203,3 +203,56 @@ def test_cron_commands_fail_with_a_message_not_a_traceback(
     assert result.exit_code != 0
     _no_traceback(result)
     assert named in result.output
+
+
+# 6. /metrics counts what the service's processes commit; the CLI's events are in the audit log alone ---------
+
+def test_seat_renewals_by_the_cron_job_are_in_the_audit_log_and_not_in_the_counters(
+        db: Database, system: Actor, cli_env: dict[str, str], tmp_path: Path) -> None:
+    """README ("Metrics for operators"): the counters count what the service's own processes commit; a
+    renewal made by `identity billing renew` from cron is in the audit log (seat.renewed) and not in
+    `identity_seat_purchases_total{kind="renewed"}`, even with PROMETHEUS_MULTIPROC_DIR shared with the
+    service, and the command leaves no file in that directory. (The review found the README claiming
+    otherwise. Counting there was not chosen: prometheus_client's multiprocess mode sums one run of a
+    process tree whose directory is wiped at its start; every cron run would leave files of its own in
+    it, read by each scrape until the service restarts.)"""
+    import os
+    import subprocess
+    import sys
+
+    with clock.frozen_at(dt.datetime.now(dt.UTC) - dt.timedelta(days=40)):
+        with db.transaction() as session:
+            new = orgs.create_org(session, system, "Acme", owner_email="owner@acme.test", included_seats=0)
+    folder = tmp_path / "prometheus"
+    folder.mkdir()
+    root = Path(__file__).parents[2]  # this checkout's code, in both processes
+    env = {**os.environ, **cli_env, "PROMETHEUS_MULTIPROC_DIR": str(folder), "PYTHONPATH": str(root)}
+    renewed = subprocess.run([sys.executable, "-m", "identity.web.cli", "billing", "renew"], env=env, cwd=root,
+                             capture_output=True, text=True, timeout=120)
+    assert renewed.returncode == 0 and "renewed 1 seats" in renewed.stdout, renewed.stderr
+    with db.reading() as session:
+        assert session.scalar(select(func.count()).where(AuditEvent.org_id == new.org.id,
+                                                         AuditEvent.action == "seat.renewed")) == 1
+    assert list(folder.iterdir()) == [], "the command wrote counters into the service's directory"
+    scrape = subprocess.run([sys.executable, "-c", "from identity.web import metrics; print(metrics.exposition()[0].decode())"],
+                            env=env, capture_output=True, text=True, timeout=120, cwd=root)
+    assert scrape.returncode == 0, scrape.stderr
+    assert 'identity_seat_purchases_total{kind="renewed"}' not in scrape.stdout, scrape.stdout[-800:]
+
+
+def test_a_renewal_the_service_makes_is_counted(db: Database, system: Actor) -> None:
+    """The other half of what the README says: a renewal committed by a process of the service (the lazy
+    one, at the first seat operation after the cycle's end) is counted. This process has the service's
+    counters, as each worker has (create_app calls metrics.families())."""
+    from identity.web import metrics
+
+    def renewed() -> float:
+        found = metrics.families().registry.get_sample_value("identity_seat_purchases_total", {"kind": "renewed"})
+        return float(found or 0)
+
+    with clock.frozen_at(dt.datetime.now(dt.UTC) - dt.timedelta(days=40)):
+        with db.transaction() as session:
+            new = orgs.create_org(session, system, "Acme", owner_email="owner@acme.test", included_seats=0)
+    before = renewed()
+    provision(db, system, new.org.id, "late@acme.test")  # renews the owner's seat first, then buys one
+    assert renewed() == before + 1
