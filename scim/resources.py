@@ -148,13 +148,26 @@ def normalize(body: Mapping[str, Any], schema: ResourceSchema) -> dict[str, Any]
 
 
 def _normalize_attrs(values: Mapping[str, Any], attrs: Mapping[str, Attribute]) -> dict[str, Any]:
-    return {(attrs[k.lower()].name if k.lower() in attrs else k): _normalize_value(v, attrs.get(k.lower()))
-            for k, v in values.items()}
+    out = {}
+    for key, value in values.items():
+        definition = attrs.get(key.lower())
+        if _reference(definition) and value == "":
+            continue  # Entra's "no manager": a reference to nothing is no attribute
+        out[definition.name if definition else key] = _normalize_value(value, definition)
+    return out
+
+
+def _reference(definition: Attribute | None) -> bool:
+    """A single complex attribute whose `value` names another resource (the enterprise `manager`)."""
+    return definition is not None and definition.type == "complex" and not definition.multi_valued \
+        and definition.sub("value") is not None
 
 
 def _normalize_value(value: Any, definition: Attribute | None) -> Any:
     if definition is None or not definition.sub_attributes:
         return value
+    if _reference(definition) and isinstance(value, str):
+        return {"value": value}  # Entra sends the manager's id bare (its tutorial: "Manager": "123456"), as a PATCH may
     if isinstance(value, list):
         return [_normalize_attrs(v, definition.sub_attributes) if isinstance(v, Mapping) else v for v in value]
     if isinstance(value, Mapping):

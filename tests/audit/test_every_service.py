@@ -198,6 +198,17 @@ def _group(w: World, *members: str) -> str:
                                                      external_id="00g1", member_ids=list(members))).id)
 
 
+def _owner_rules_after_trust_withdrawn(w: World) -> Call:
+    """An IdP group that made a member owner, then `idp_may_grant_owner` turned off (as the setting's
+    change leaves the org, before its rules are re-applied)."""
+    member = w.member().id
+    w.do(lambda s, a: orgs.update_settings(s, a, w.org_id, {"idp_may_grant_owner": True}))
+    w.do(lambda s, a: mappings.create_mapping(s, a, w.org_id, group_display_name="Owners", org_role="owner"))
+    w.do(lambda s, a: groups.create_group(s, a, w.org_id, display_name="Owners", member_ids=[member]))
+    w.do(lambda s, a: setattr(s.get_one(Org, w.org_id), "idp_may_grant_owner", False))
+    return lambda s, a: mappings.reapply_owner_rules(s, a, w.org_id)
+
+
 def _group_call(w: World, call: Callable[..., Any], with_member: bool = False) -> Call:
     user_id = w.member().id
     group_id = _group(w, user_id) if with_member else _group(w)
@@ -293,6 +304,7 @@ SERVICES: dict[str, tuple[Callable[[World], Call], str]] = {
     "identity.groups.change_group": (_group_change, "group.members_added"),
     "identity.groups.reapply": (lambda w: (lambda g: lambda s, a: groups.reapply(s, a, groups.get_group(
         s, w.org_id, g)))(_group(w, w.member().id)), "group.members_added"),
+    "identity.mappings.reapply_owner_rules": (_owner_rules_after_trust_withdrawn, "group.members_added"),
     "identity.group_claims.apply_user_groups": (lambda w: (lambda u: lambda s, a: group_claims.apply_user_groups(
         s, a, w.org_id, u, ["Engineering", "Sales"]))(w.member().id), "group.members_added"),
     "identity.groups.grants_of": (_grants_of, "team.created"),
