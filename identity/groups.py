@@ -128,10 +128,19 @@ def grants_of(session: Session, actor: Actor, group: IdpGroup) -> Grants:
 
 def create_group(session: Session, actor: Actor, org_id: str, *, display_name: str,
                  external_id: str | None = None, attributes: dict[str, Any] | None = None,
-                 member_ids: Iterable[str] = ()) -> IdpGroup:
-    """Create an IdP group (SCIM POST /Groups), with its first members."""
+                 member_ids: Iterable[str] = (), adopt_claimed: bool = False) -> IdpGroup:
+    """Create an IdP group (SCIM POST /Groups), with its first members.
+
+    With `adopt_claimed` (SCIM's create), a group that a SAML sign-in's claim made before
+    provisioning was turned on, named by the same externalId or displayName, becomes this one
+    (`_adopt`): SSO set up before SCIM neither makes a second group for one IdP group (Entra's
+    claims are its groups' object ids, its SCIM externalId) nor refuses the IdP's group as a
+    duplicate name (Okta's claims are the groups' names)."""
     authorize(actor, "teams.manage", org_id=org_id)
     seats.lock_org(session, org_id)  # serialises the name check with parallel creates
+    claimed = _claimed_by_sign_in(session, org_id, display_name, external_id) if adopt_claimed else None
+    if claimed is not None:
+        return _adopt(session, actor, claimed, display_name, external_id, attributes, list(member_ids))
     display_name = _ensure_free_name(session, org_id, display_name)
     now = clock.now()
     group = IdpGroup(id=str(uuid.uuid4()), org_id=org_id, display_name=display_name, external_id=external_id,
@@ -142,6 +151,32 @@ def create_group(session: Session, actor: Actor, org_id: str, *, display_name: s
     record(session, actor, Action.GROUP_CREATED, _target(group),
            {"display_name": display_name, "external_id": external_id}, org_id=org_id)
     add_members(session, actor, org_id, group.id, list(member_ids))
+    return group
+
+
+def _claimed_by_sign_in(session: Session, org_id: str, display_name: str, external_id: str | None) -> IdpGroup | None:
+    """The group a SAML claim made (group_claims: its name and externalId are the claim as sent)
+    that a SCIM create names by its externalId or its displayName; None when there is none."""
+    names = [func.lower(IdpGroup.display_name) == (display_name or "").strip().lower()]
+    if external_id:
+        names.append(IdpGroup.external_id == external_id)
+    return session.scalars(select(IdpGroup).where(
+        IdpGroup.org_id == org_id, or_(*names), IdpGroup.display_name == IdpGroup.external_id,
+    ).order_by(IdpGroup.created_at, IdpGroup.id).limit(1)).first()
+
+
+def _adopt(session: Session, actor: Actor, group: IdpGroup, display_name: str, external_id: str | None,
+           attributes: dict[str, Any] | None, member_ids: list[str]) -> IdpGroup:
+    """Make a group a claim made the IdP's SCIM group: its name, externalId and attributes as the
+    IdP sent them (audited as the group's update), its members added; what it grants re-derived
+    when another rule now matches it."""
+    lock_group(session, group.org_id, group.id)
+    rule_before = _rule(session, group)
+    update_group(session, actor, group.org_id, group.id, display_name=display_name, external_id=external_id,
+                 attributes=attributes or {}, clear_external_id=external_id is None)
+    if _rule(session, group) is not rule_before:
+        reapply(session, actor, group)
+    add_members(session, actor, group.org_id, group.id, member_ids)
     return group
 
 

@@ -71,7 +71,7 @@ def create_group(body: Any) -> Result:
     """Create a group with its first members (RFC 7644 section 3.3)."""
     fields = resources.group_fields(body)
     actor = context.actor()
-    group = run(context.database(), actor, groups.create_group, actor.org_id or "", **fields)
+    group = run(context.database(), actor, groups.create_group, actor.org_id or "", **fields, adopt_claimed=True)
     _, created, headers = get_group(group.id)
     return 201, created, headers
 
