@@ -28,7 +28,11 @@ from saml import sp_keys
 from saml.models import SamlConnection
 
 # Attribute names tried in order for each claim (Okta's defaults, Entra ID's claim URIs, LDAP OIDs).
+# `user_name` names the member by their userName (saml.service): only an attribute its holder cannot
+# edit, the one the IdP's SCIM sends as userName. Entra ID's `.../claims/name` is the UPN, as its
+# SCIM userName is; Okta sends none by default (its admin adds an attribute statement and names it).
 DEFAULT_ATTRIBUTES: dict[str, list[str]] = {
+    "user_name": ["http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name"],
     "email": ["email", "mail", "Email", "user.email",
               "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress",
               "urn:oid:0.9.2342.19200300.100.1.3"],

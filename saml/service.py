@@ -36,16 +36,27 @@ PERSISTENT = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent"
 class Claims:
     """Who the assertion says signed in, in our terms."""
 
-    user_name: str
+    user_name: str  # the userName claim when the assertion carries it, else the NameID's (or email's) name
     email: str | None
     given_name: str | None
     family_name: str | None
     display_name: str | None
     groups: list[str] | None  # None: the assertion carries no groups attribute, so memberships stay
+    also_named: str | None = None  # the NameID's (or email's) name where the userName claim differs from it
+
+    def name_keys(self) -> tuple[str, str]:
+        """The userName keys that may name the member, the userName claim's first (one key twice if one)."""
+        first = name_key(self.user_name)
+        return first, name_key(self.also_named) if self.also_named else first
 
 
 def claims_of(connection: SamlConnection, assertion: Assertion) -> Claims:
-    """Map the assertion's NameID and attributes to claims, with the org's attribute names."""
+    """Map the assertion's NameID and attributes to claims, with the org's attribute names.
+
+    The userName claim (by default Entra ID's `.../claims/name`, the UPN, which SCIM sends as
+    userName) names the member as provisioned; the NameID (the email attribute, for an opaque one)
+    names them where the assertion has no such claim, or where the claim names nobody.
+    """
     def first(claim: str) -> str | None:
         for name in attribute_names(connection, claim):
             values = [v for v in assertion.attributes.get(name) or [] if isinstance(v, str) and v.strip()]
@@ -58,20 +69,30 @@ def claims_of(connection: SamlConnection, assertion: Assertion) -> Claims:
         if name in assertion.attributes:
             groups = (groups or []) + [v.strip() for v in assertion.attributes[name] or []
                                        if isinstance(v, str) and v.strip()]
-    email = first("email")
+    email, named = first("email"), first("user_name")
     checked_text(assertion.name_id, "NameID")
-    if email is not None:
-        checked_text(email, "email")
-    opaque = assertion.name_id_format in (TRANSIENT, PERSISTENT)
-    user_name = email if opaque and email else assertion.name_id.strip()
-    if assertion.name_id_format == TRANSIENT and not email:
+    for value, what in ((email, "email"), (named, "userName")):
+        if value is not None:
+            checked_text(value, what)
+    derived = _name_of(assertion, email)
+    if not named and assertion.name_id_format == TRANSIENT and not email:
         raise Refused("no_stable_identifier", 403)
+    user_name = named or derived
     if not user_name:
         raise Refused("no_name_id")
-    if email is None and "@" in user_name:
-        email = user_name
+    if email is None and derived and "@" in derived:
+        email = derived
+    also = derived if named and derived and name_key(derived) != name_key(named) else None
     return Claims(user_name, email, first("given_name"), first("family_name"), first("display_name"),
-                  None if groups is None else sorted(set(groups)))
+                  None if groups is None else sorted(set(groups)), also)
+
+
+def _name_of(assertion: Assertion, email: str | None) -> str | None:
+    """The name the NameID gives: the NameID, or the email attribute for an opaque one (a transient
+    NameID without an email attribute names nobody)."""
+    if assertion.name_id_format in (TRANSIENT, PERSISTENT) and email:
+        return email
+    return None if assertion.name_id_format == TRANSIENT else assertion.name_id.strip()
 
 
 @dataclass(frozen=True)
@@ -111,12 +132,13 @@ def persistent_identity(connection: SamlConnection, assertion: Assertion) -> Ide
     return Identity(connection.idp_entity_id, assertion.name_id, name_key(assertion.name_id))
 
 
-# One round trip for every answer a persistent sign-in may need: the member its NameID is linked
-# to (if any), the live member whose userName the claims name with the NameID that member is
-# linked to at this IdP (if any), and whether a removed member had that userName. Each branch
-# probes a unique or partial index.
+# One round trip for every answer a sign-in may need: the member its persistent NameID is linked to
+# (if any), the live members whose userName the claims name (the userName claim's and the NameID's
+# or email's) with the NameID each is linked to at this IdP (if any), and whether a removed member
+# had one of those names. Each branch probes a unique or partial index.
 _AT_IDP = (SamlIdentity.org_id == bindparam("org_id"), SamlIdentity.idp_entity_id == bindparam("idp_entity_id"))
-_NAMED = (User.org_id == bindparam("org_id"), User.user_name_key == bindparam("user_name_key"))
+_NAMED = (User.org_id == bindparam("org_id"),
+          User.user_name_key.in_([bindparam("user_name_key"), bindparam("also_name_key")]))
 LINKED_OR_NAMED = select(User, column("how", String), column("linked_key", String)).from_statement(union_all(
     select(User, literal("linked").label("how"), SamlIdentity.name_id_key.label("linked_key"))
     .join(SamlIdentity, SamlIdentity.user_id == User.id)
@@ -129,51 +151,77 @@ LINKED_OR_NAMED = select(User, column("how", String), column("linked_key", Strin
 ))
 
 
+@dataclass(frozen=True)
+class Named:
+    """The live member the claims name and the NameID key it is linked to at this IdP, or whether the
+    name was a removed member's."""
+
+    user: User | None = None
+    linked_key: str | None = None
+    removed: bool = False
+
+
+def _lookup(session: Session, org_id: str, idp_entity_id: str, name_id_key: str | None,
+            claims: Claims) -> tuple[User | None, Named]:
+    """Run LINKED_OR_NAMED; return the member the NameID is linked to, and the member the claims name.
+
+    The first of the claims' keys that names anybody decides (Claims.name_keys: the userName
+    claim's first), so that a name the claim gives is never passed over for the NameID's or the
+    email's, which an IdP user may be able to edit.
+    """
+    keys = claims.name_keys()
+    rows = session.execute(LINKED_OR_NAMED, {
+        "org_id": org_id, "idp_entity_id": idp_entity_id, "name_id_key": name_id_key,
+        "user_name_key": keys[0], "also_name_key": keys[1]}).all()
+    linked = next((user for user, how, _key in rows if how == "linked"), None)
+    for key in keys:
+        live = next(((user, linked_key) for user, how, linked_key in rows
+                     if how == "live" and user.user_name_key == key), None)
+        if live is not None:
+            return linked, Named(*live)
+        if any(how == "removed" and user.user_name_key == key for user, how, _key in rows):
+            return linked, Named(removed=True)
+    return linked, Named()
+
+
 def _unlinked_user(session: Session, org_id: str, connection: SamlConnection, claims: Claims) -> User | None:
     """The member a transient or emailAddress (any but persistent) NameID names, by the key of its
-    userName only (never by the email column: where an IdP lets people edit their own email, that
-    would let one member sign in as another; a removed member is not re-created by JIT), unless
-    that member is linked to a persistent NameID of this IdP: a linked member signs in by that NameID
-    only (DESIGN.md section 5), never by an email attribute or address, which an IdP user may edit.
-    The persistent sign-in's one statement, with no NameID to find: the named member, its link, and
-    whether a removed member had the name."""
-    rows = session.execute(LINKED_OR_NAMED, {
-        "org_id": org_id, "idp_entity_id": connection.idp_entity_id, "name_id_key": None,
-        "user_name_key": name_key(claims.user_name)}).all()
-    named = next(((user, key) for user, how, key in rows if how == "live"), None)
-    if named is not None and named[1] is not None:
-        raise Refused("name_id_mismatch", 403, user_id=named[0].id)
-    if named is None and any(how == "removed" for _user, how, _key in rows):
+    userName only (the userName claim's, then the NameID's: never by the email column, for where an
+    IdP lets people edit their own email, that would let one member sign in as another; a removed
+    member is not re-created by JIT), unless that member is linked to a persistent NameID of this
+    IdP: a linked member signs in by that NameID only (DESIGN.md section 5), never by an email
+    attribute or address, which an IdP user may edit.
+    The persistent sign-in's one statement, with no NameID to find."""
+    named = _lookup(session, org_id, connection.idp_entity_id, None, claims)[1]
+    if named.user is not None and named.linked_key is not None:
+        raise Refused("name_id_mismatch", 403, user_id=named.user.id)
+    if named.removed:
         raise Refused("user_removed", 403)
-    return named[0] if named is not None else None
+    return named.user
 
 
 def find_by_identity(session: Session, org_id: str, identity: Identity, claims: Claims) -> Found:
     """Return who a persistent NameID signs in (SAML core 2.0 section 8.3.7; DESIGN.md section 5).
 
-    A linked NameID chooses its member, whatever email the assertion carries. An unlinked one
-    is linked, once, to the live member whose userName the claims name (the email attribute
-    when there is one), unless that member is linked to another NameID of this IdP: then it is
-    refused, as the move of an IdP user who edited their own email to someone else's. A NameID
-    linked to a removed member moves only to a live member of that same userName (the IdP
-    provisioned the person again), never to whichever account its email now names.
+    A linked NameID chooses its member, whatever the assertion's other claims say. An unlinked
+    one is linked, once, to the live member whose userName the claims name (the userName claim,
+    else the email attribute when there is one), unless that member is linked to another NameID
+    of this IdP: then it is refused, as the move of an IdP user who edited their own email to
+    someone else's. A NameID linked to a removed member moves only to a live member of that same
+    userName (the IdP provisioned the person again), never to whichever account its email now names.
     """
-    rows = session.execute(LINKED_OR_NAMED, {
-        "org_id": org_id, "idp_entity_id": identity.idp_entity_id, "name_id_key": identity.key,
-        "user_name_key": name_key(claims.user_name)}).all()
-    linked = next((user for user, how, _key in rows if how == "linked"), None)
+    linked, named = _lookup(session, org_id, identity.idp_entity_id, identity.key, claims)
     if linked is not None and linked.deleted_at is None:
         return Found(linked)
-    named = next(((user, key) for user, how, key in rows if how == "live"), None)
-    if named is not None and named[1] is not None:
-        raise Refused("name_id_mismatch", 403, user_id=named[0].id)
+    if named.user is not None and named.linked_key is not None:
+        raise Refused("name_id_mismatch", 403, user_id=named.user.id)
     if linked is not None:  # removed
-        if named is None or named[0].user_name_key != linked.user_name_key:
+        if named.user is None or named.user.user_name_key != linked.user_name_key:
             raise Refused("user_removed", 403, user_id=linked.id)
-        return Found(named[0], "moved")
-    if named is not None:
-        return Found(named[0], "new")
-    if any(how == "removed" for _user, how, _key in rows):
+        return Found(named.user, "moved")
+    if named.user is not None:
+        return Found(named.user, "new")
+    if named.removed:
         raise Refused("user_removed", 403)
     return Found(None, "new")
 
