@@ -14,8 +14,10 @@ Sign-out and the one-time sign-in link are POSTs, and each POST needs two things
   (a login CSRF would sign the victim in as the attacker), so its GET sets a random
   `identity_form` cookie and the token is bound to that.
 
-The SAML ACS is not protected this way: the IdP posts to it cross-site by design, and the browser
-binding (saml.binding) is its defence.
+The SAML ACS and the single logout URL's POST (HTTP-POST binding) are not protected this way: the
+IdP posts to them cross-site by design. The ACS's defence is the browser binding (saml.binding);
+single logout's is the IdP's signature, our pending LogoutRequest that a LogoutResponse must
+answer, and the replay cache (saml.logout_messages, saml.session_views): nothing else is exempt.
 """
 
 from __future__ import annotations

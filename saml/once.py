@@ -47,12 +47,35 @@ def remember_request(session: Session, org_id: str, request_id: str, relay_state
                                    expires_at=now + PENDING_REQUEST_TTL, client_address=client_address))
 
 
+# A LogoutRequest we sent waits for its LogoutResponse in the same table, under this prefix, so
+# that an AuthnRequest's response can never use a logout request's id, nor the other way round.
+LOGOUT = "logout:"
+
+
+def remember_logout_request(session: Session, org_id: str, request_id: str) -> None:
+    """Keep a LogoutRequest id we are about to send, so that the IdP's LogoutResponse is taken once
+    (its InResponseTo must name it; SAML profiles 2.0 section 4.4.4.2). Only a signed-in member's
+    sign-out sends one: no per-address cap is needed."""
+    remember_request(session, org_id, LOGOUT + request_id, None)
+
+
+def consume_logout_request(session: Session, org_id: str, request_id: str) -> None:
+    """Use up the LogoutRequest a LogoutResponse answers: refuse one we never sent, sent for another
+    org, answered already or expired."""
+    _consume(session, org_id, LOGOUT + request_id)
+
+
 def consume_request(session: Session, org_id: str, request_id: str) -> str | None:
     """Use up a pending request and return its RelayState: refuse an id we never issued, issued for
     another org, used or expired.
-
-    One DELETE ... RETURNING: the row lock it takes makes a racing consumer wait and find nothing.
     """
+    if request_id.startswith(LOGOUT):
+        raise Refused("unknown_in_response_to")
+    return _consume(session, org_id, request_id)
+
+
+def _consume(session: Session, org_id: str, request_id: str) -> str | None:
+    """One DELETE ... RETURNING: the row lock it takes makes a racing consumer wait and find nothing."""
     found = session.execute(delete(SamlPendingRequest).where(
         SamlPendingRequest.id == request_id, SamlPendingRequest.org_id == org_id,
     ).returning(SamlPendingRequest.relay_state, SamlPendingRequest.expires_at)).one_or_none()

@@ -192,8 +192,8 @@ def _facts(response: OneLogin_Saml2_Response, expected: Expected) -> Assertion:
     """Apply the checks python3-saml leaves out to a response it accepted; return what sign-in needs."""
     document = response.get_xml_document()
     assertion = _one_assertion(document)
-    _check_issued(document, "response", expected.max_issue_age)
-    _check_issued(assertion, "assertion", expected.max_issue_age)
+    check_issued(document, "response", expected.max_issue_age)
+    check_issued(assertion, "assertion", expected.max_issue_age)
     if document.get("Destination") != expected.acs_url:
         raise Refused("wrong_destination")
     if document.get("InResponseTo") != expected.in_response_to:
@@ -219,8 +219,8 @@ def _one_assertion(document: etree._Element) -> etree._Element:
     return found[0]
 
 
-def _check_issued(element: etree._Element, name: str, max_age: dt.timedelta) -> None:
-    """Refuse `element` (the Response or the Assertion) issued in the future or longer ago than `max_age`."""
+def check_issued(element: etree._Element, name: str, max_age: dt.timedelta) -> None:
+    """Refuse `element` (Response, Assertion, logout message) issued in the future or more than `max_age` ago."""
     issued, now = _time(element.get("IssueInstant")), clock.now()
     if issued > now + CLOCK_SKEW:
         raise Refused(f"{name}_issued_in_future")
@@ -257,13 +257,11 @@ def _check_subject_confirmations(assertion: etree._Element, expected: Expected) 
     return max(expiries)
 
 
-def logout_request_expiry(xml: str | bytes, max_age: dt.timedelta = MAX_ISSUE_AGE) -> tuple[str, dt.datetime]:
-    """Return a verified LogoutRequest's ID and when it can no longer be accepted (its NotOnOrAfter,
+def logout_expiry(root: etree._Element, max_age: dt.timedelta = MAX_ISSUE_AGE) -> tuple[str, dt.datetime]:
+    """Return a verified logout message's ID and when it can no longer be accepted (its NotOnOrAfter,
     else its IssueInstant plus `max_age`, with the clock skew): how long the ID must be remembered
-    so that a captured request is not replayed. Refuse one issued in the future or too long ago
-    (python3-saml checks NotOnOrAfter, which is optional, and not the IssueInstant)."""
-    root = inspect_message(xml.encode() if isinstance(xml, str) else xml)
-    _check_issued(root, "logout_request", max_age)
+    so that a captured message is not replayed (python3-saml checks NotOnOrAfter, which is
+    optional, and not the IssueInstant: saml.logout checks that with `check_issued`)."""
     ends = _time(root.get("NotOnOrAfter")) if root.get("NotOnOrAfter") else _time(root.get("IssueInstant")) + max_age
     if not root.get("ID"):
         raise Refused("malformed")

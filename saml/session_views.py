@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from html import escape
 
 from flask import Response, current_app, g, jsonify, redirect, request
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
 from onelogin.saml2.logout_request import OneLogin_Saml2_Logout_Request
+from onelogin.saml2.logout_response import OneLogin_Saml2_Logout_Response
+from onelogin.saml2.settings import OneLogin_Saml2_Settings
 from werkzeug.wrappers import Response as HttpResponse
 
 from audit import Actor
@@ -17,7 +20,9 @@ from identity import mail, signed_in, signout
 from identity.errors import DomainError
 from identity.models import Org
 from identity.service import run
-from saml import csrf, headers, links, once, protocol, service, web
+from saml import csrf, headers, links, once, service, web
+from saml import logout_messages as messages
+from saml.models import SamlConnection
 from saml.protocol import Refused
 from saml.views import client_address
 from saml.web import DEFAULT_LANDING, MESSAGES, bp
@@ -79,8 +84,11 @@ def logout(slug: str) -> HttpResponse:
         return _signed_out()
     org, connection = loaded
     auth = OneLogin_Saml2_Auth(web.saml_request(), web.settings(connection, org))
-    response = redirect(auth.logout(name_id=ended.name_id, session_index=ended.session_index,
-                                    name_id_format=ended.name_id_format, return_to=None), 302)
+    url = auth.logout(name_id=ended.name_id, session_index=ended.session_index, name_id_format=ended.name_id_format,
+                      return_to=None)
+    with web.db().transaction() as session:  # its LogoutResponse must answer this request, once
+        once.remember_logout_request(session, org.id, auth.get_last_request_id())
+    response = redirect(url, 302)
     web.clear_session_cookie(response)
     return response
 
@@ -104,30 +112,86 @@ def slo(slug: str) -> HttpResponse:
     except Exception:  # python3-saml raises bare errors for a missing or unreadable message
         return web.page(400, "Sign-out failed", "The logout message was not readable.")
     if auth.get_errors():
-        return web.page(400, "Sign-out failed", "The logout message was refused.")
-    if "SAMLResponse" in request.args:  # the IdP's verified answer to our LogoutRequest: signed out already
-        return _signed_out()
-    if not target:
-        return web.page(400, "Sign-out failed", "The logout message was refused.")
+        return _slo_refused("invalid_logout_message")
+    kind = messages.RESPONSE if "SAMLResponse" in request.args else messages.REQUEST
+    xml = auth.get_last_response_xml() if kind == messages.RESPONSE else auth.get_last_request_xml()
     try:
-        ended_here = _end_idp_sessions(org, auth)
-    except Refused:  # a replayed, stale or unreadable request: nothing ends, nothing is answered to the IdP
-        return web.page(400, "Sign-out failed", "The logout message was refused.")
+        message = messages.checked(kind, xml, _expected(org, connection))
+    except Refused as refused:
+        return _slo_refused(refused.reason)
+    return _accept(org, message, lambda: target)
+
+
+@bp.post("/saml/<slug>/slo")
+def slo_posted(slug: str) -> HttpResponse:
+    """Single logout over HTTP-POST (Okta posts its LogoutResponse here): the signature is inside the XML.
+
+    Verified as strictly as over HTTP-Redirect (saml.logout), then taken the same way. The IdP posts
+    cross-site by design, so no form token is asked (saml.csrf): the IdP's signature, our pending
+    request and the replay cache are its defence, and nothing changes before they all pass.
+    """
+    org, connection = web.connection_of(slug)
+    settings = web.settings(connection, org, wantMessagesSigned=False)  # no query signature: the XML's
+    try:
+        message = messages.verify_posted(settings, web.saml_request(), request.form.to_dict(),
+                                         _expected(org, connection))
+    except Refused as refused:
+        return _slo_refused(refused.reason)
+    return _accept(org, message, lambda: _logout_response_url(settings, message))
+
+
+def _expected(org: Org, connection: SamlConnection) -> messages.Expected:
+    return messages.Expected(web.urls(org).slo, connection.idp_entity_id)
+
+
+def _slo_refused(reason: str) -> HttpResponse:
+    web.log.info("single logout refused: %s", reason)  # the reason's code only, never message content
+    return web.page(400, "Sign-out failed", "The logout message was refused.")
+
+
+def _accept(org: Org, message: messages.LogoutMessage, answer: Callable[[], str | None]) -> HttpResponse:
+    """Take a verified logout message once: a LogoutResponse uses up the request it answers, a
+    LogoutRequest ends the sessions it names and is answered (`answer`: the IdP's URL with our
+    LogoutResponse). Both are remembered in the replay cache until they expire."""
+    try:
+        if message.kind == messages.RESPONSE:  # the IdP's answer to our LogoutRequest: signed out already
+            with web.db().transaction() as session:
+                once.consume_logout_request(session, org.id, message.in_response_to or "")
+                once.burn_assertion(session, org.id, f"{once.LOGOUT}{message.message_id}", message.expires_at)
+            return _signed_out()
+        ended_here = _end_idp_sessions(org, message)
+    except Refused as refused:  # replayed, or answering nothing we sent: nothing ends, nothing is answered
+        return _slo_refused(refused.reason)
+    target = answer()
+    if not target:
+        return _slo_refused("invalid_logout_message")
     response = redirect(target, 302)
     if ended_here:  # the cookie goes only when its session was one the IdP named
         web.clear_session_cookie(response)
     return response
 
 
-def _end_idp_sessions(org: Org, auth: OneLogin_Saml2_Auth) -> bool:
+def _end_idp_sessions(org: Org, message: messages.LogoutMessage) -> bool:
     """End the sessions a verified LogoutRequest names; tell whether this browser's was one of them."""
-    xml = auth.get_last_request_xml()
-    name_id = OneLogin_Saml2_Logout_Request.get_nameid(xml)
-    indexes = OneLogin_Saml2_Logout_Request.get_session_indexes(xml)
-    request_id, expires = protocol.logout_request_expiry(xml)  # Refused: too old, from the future
-    with web.db().transaction() as session:
-        once.burn_assertion(session, org.id, f"logout:{request_id}", expires)  # Refused("replayed") the second time
+    name_id = OneLogin_Saml2_Logout_Request.get_nameid(message.xml)
+    indexes = OneLogin_Saml2_Logout_Request.get_session_indexes(message.xml)
+    with web.db().transaction() as session:  # Refused("replayed") the second time
+        once.burn_assertion(session, org.id, f"{once.LOGOUT}{message.message_id}", message.expires_at)
         return signout.end_idp_sessions(session, _request_actor(), org.id, name_id, indexes, web.session_token())
+
+
+def _logout_response_url(settings: OneLogin_Saml2_Settings, message: messages.LogoutMessage) -> str | None:
+    """Our signed LogoutResponse to a posted LogoutRequest, as the IdP's HTTP-Redirect URL (the
+    binding its metadata lists), as python3-saml answers one that came by HTTP-Redirect."""
+    auth = OneLogin_Saml2_Auth(web.saml_request(), settings)
+    builder = OneLogin_Saml2_Logout_Response(settings)
+    builder.build(message.message_id)
+    parameters = {"SAMLResponse": builder.get_response()}
+    if request.form.get("RelayState"):
+        parameters["RelayState"] = request.form["RelayState"]
+    auth.add_response_signature(parameters, settings.get_security_data()["signatureAlgorithm"])
+    url = auth.get_slo_response_url()
+    return str(auth.redirect_to(url, parameters)) if url else None
 
 
 def _request_actor() -> Actor:

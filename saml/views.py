@@ -9,7 +9,9 @@ import ipaddress
 from urllib.parse import urlsplit
 
 from flask import Response, current_app, g, redirect, request
+from lxml import etree
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
+from onelogin.saml2.constants import OneLogin_Saml2_Constants as C
 from onelogin.saml2.metadata import OneLogin_Saml2_Metadata
 from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response as HttpResponse
@@ -54,7 +56,8 @@ def safe_landing(value: str | None, base_url: str) -> str:
 
 @bp.get("/saml/<slug>/metadata")
 def metadata(slug: str) -> HttpResponse:
-    """Serve the SP metadata: entity id, ACS (HTTP-POST), SLO (HTTP-Redirect), signing and encryption keys.
+    """Serve the SP metadata: entity id, ACS (HTTP-POST), SLO (HTTP-Redirect and HTTP-POST), signing
+    and encryption keys.
 
     AuthnRequestsSigned and WantAssertionsSigned say what this SP does and enforces: the org's
     `sign_authn_requests` and `want_assertions_signed` (off: a response signed as a whole will do).
@@ -62,8 +65,21 @@ def metadata(slug: str) -> HttpResponse:
     org, connection = web.connection_of(slug)
     sp = settings_dict(connection, web.urls(org))["sp"]
     xml = OneLogin_Saml2_Metadata.builder(sp, connection.sign_authn_requests, connection.want_assertions_signed)
-    xml = OneLogin_Saml2_Metadata.add_x509_key_descriptors(xml, connection.sp_cert_pem, True)
+    xml = OneLogin_Saml2_Metadata.add_x509_key_descriptors(_with_posted_logout(xml), connection.sp_cert_pem, True)
     return Response(xml, mimetype="application/samlmetadata+xml")
+
+
+def _with_posted_logout(xml: str) -> str:
+    """Add an HTTP-POST SingleLogoutService after python3-saml's one (HTTP-Redirect): the same URL
+    takes both (saml.session_views), and IdPs such as Okta post their logout messages."""
+    root = etree.fromstring(xml.encode())
+    redirect_slo = root.find(f"{{{C.NS_MD}}}SPSSODescriptor/{{{C.NS_MD}}}SingleLogoutService")
+    if redirect_slo is not None:
+        posted = etree.Element(f"{{{C.NS_MD}}}SingleLogoutService", Binding=C.BINDING_HTTP_POST,
+                               Location=redirect_slo.get("Location", ""))
+        posted.tail = redirect_slo.tail
+        redirect_slo.addnext(posted)
+    return str(etree.tostring(root, encoding="unicode"))
 
 
 @bp.get("/saml/<slug>/login")

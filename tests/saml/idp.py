@@ -35,6 +35,7 @@ MD = "urn:oasis:names:tc:SAML:2.0:metadata"
 NSMAP = {"samlp": SAMLP, "saml": SAML}
 NS = {"samlp": SAMLP, "saml": SAML, "ds": DS}
 EMAIL_FORMAT = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress"
+SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
 BEARER = "urn:oasis:names:tc:SAML:2.0:cm:bearer"
 REDIRECT = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect"
 RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
@@ -269,6 +270,28 @@ class TestIdP:
             return query
         signature = (signer or self.keys).key.sign(query.encode(), padding.PKCS1v15(), hashes.SHA256())
         return f"{query}&Signature={quote_plus(base64.b64encode(signature).decode())}"
+
+    def logout_xml(self, kind: str, sp_slo_url: str | None, *, in_response_to: str | None = None,
+                   name_id: str | None = None, session_index: str | None = None, status: str = SUCCESS,
+                   options: Options | None = None, sign: bool = True) -> bytes:
+        """Return an HTTP-POST LogoutRequest or LogoutResponse (SAML bindings 3.5): `kind` "request" or
+        "response", signed inside the XML (enveloped, exclusive C14N) as `options` say."""
+        now = dt.datetime.now(dt.UTC)
+        attributes = {"ID": f"_{kind[0]}{uuid.uuid4().hex}", "Version": "2.0", "IssueInstant": saml_time(now)}
+        if sp_slo_url is not None:
+            attributes["Destination"] = sp_slo_url
+        if in_response_to is not None:
+            attributes["InResponseTo"] = in_response_to
+        tag = "LogoutRequest" if kind == "request" else "LogoutResponse"
+        root = etree.Element(_q(SAMLP, tag), nsmap=NSMAP, **attributes)
+        etree.SubElement(root, _q(SAML, "Issuer")).text = self.entity_id
+        if kind == "request":
+            etree.SubElement(root, _q(SAML, "NameID"), Format=EMAIL_FORMAT).text = name_id
+            if session_index:
+                etree.SubElement(root, _q(SAMLP, "SessionIndex")).text = session_index
+        else:
+            etree.SubElement(etree.SubElement(root, _q(SAMLP, "Status")), _q(SAMLP, "StatusCode"), Value=status)
+        return etree.tostring(self._signed(root, options or Options()) if sign else root)
 
     # -- what an SP sends us -----------------------------------------------------------------
 

@@ -6,9 +6,11 @@ Each uses the independent test IdP (tests/saml/idp.py); the interop review's fir
 from __future__ import annotations
 
 import base64
+import copy
 import datetime as dt
 import uuid
 import zlib
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -16,12 +18,14 @@ from lxml import etree
 from sqlalchemy import func, select
 
 from audit import Actor
-from identity import scim_credentials, users
-from identity.models import User
+from identity import orgs, scim_credentials, users
+from identity.models import SsoSession, User
 from identity.web import cookies
+from saml.models import SamlPendingRequest
 from tests.factories import provision
 from tests.saml.conftest import Sso, configure
-from tests.saml.idp import NSMAP, SAML, SAMLP, Options, saml_time
+from tests.saml.idp import MD, NSMAP, SAML, SAMLP, KeyPair, Options, saml_time
+from tests.saml.test_sign_out_and_forms import logout_response_query
 from tests.scim.client import USER, Scim
 
 CLAIMS = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims"
@@ -181,3 +185,149 @@ def test_okta_posts_its_logout_response_to_the_single_logout_url(sso: Sso) -> No
                              data={"SAMLResponse": base64.b64encode(signed).decode(), "RelayState": ""})
     assert landed.status_code == 200, landed.status_code
     assert b"You are signed out." in landed.data
+
+
+# ---- single logout over HTTP-POST: taken once, and only what the IdP signed for us -------------
+
+def _signed_out_by_idp_request(sso: Sso) -> str:
+    """Sign in and press Sign out: return the id of the LogoutRequest our redirect carried to the IdP."""
+    assert sso.sp_login(name_id="amy@acme.test", session_index="_idx-amy").status_code == 303
+    answer = sso.sign_out()
+    assert answer.status_code == 302
+    return _logout_request_id(answer.headers["Location"])
+
+
+def _post_slo(sso: Sso, xml: bytes, kind: str = "SAMLResponse", slug: str = "acme", **form: str) -> Any:
+    return sso.client.post(f"/saml/{slug}/slo", data={kind: base64.b64encode(xml).decode(), **form})
+
+
+def _pending(sso: Sso) -> int:
+    with sso.db.reading() as session:
+        return session.scalar(select(func.count()).select_from(SamlPendingRequest)) or 0
+
+
+def _sso_sessions(sso: Sso) -> int:
+    with sso.db.reading() as session:
+        return session.scalar(select(func.count()).select_from(SsoSession)) or 0
+
+
+def _clears_cookie(answer: Any) -> bool:
+    return any(v.startswith(f"{cookies.COOKIE}=") for v in answer.headers.getlist("Set-Cookie"))
+
+
+def test_the_sp_metadata_lists_single_logout_over_http_post(sso: Sso) -> None:
+    root = etree.fromstring(sso.client.get("/saml/acme/metadata").data)
+    services = root.findall(".//md:SPSSODescriptor/md:SingleLogoutService", {"md": MD})
+    assert {(s.get("Binding"), s.get("Location")) for s in services} == {
+        ("urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect", sso.urls.slo),
+        ("urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST", sso.urls.slo)}
+
+
+def _refusals(sso: Sso, other_keys: KeyPair, request_id: str) -> dict[str, bytes]:
+    """LogoutResponses to our request that must all be refused, each for one reason."""
+    idp, slo = sso.idp, sso.urls.slo
+    tampered = etree.fromstring(idp.logout_xml("response", slo, in_response_to=request_id))
+    tampered.set("InResponseTo", "_another")
+    original = etree.fromstring(idp.logout_xml("response", slo, in_response_to="_signed-for-something-else"))
+    wrapped = copy.deepcopy(original)  # signature wrapping: an unsigned copy around the signed original
+    wrapped.set("ID", "_evil")
+    wrapped.set("InResponseTo", request_id)
+    etree.SubElement(wrapped, f"{{{SAMLP}}}Extensions").append(original)
+    return {
+        "unsigned": idp.logout_xml("response", slo, in_response_to=request_id, sign=False),
+        "forged": idp.logout_xml("response", slo, in_response_to=request_id, options=Options(signer=other_keys)),
+        "tampered": etree.tostring(tampered),
+        "wrapped": etree.tostring(wrapped),
+        "sha1": idp.logout_xml("response", slo, in_response_to=request_id,
+                               options=Options(algorithm="rsa-sha1", digest="sha1")),
+        "other-destination": idp.logout_xml("response", "http://localhost/saml/globex/slo", in_response_to=request_id),
+        "no-destination": idp.logout_xml("response", None, in_response_to=request_id),
+        "not-ours": idp.logout_xml("response", slo, in_response_to="_never-sent"),
+        "no-in-response-to": idp.logout_xml("response", slo),
+        "failed": idp.logout_xml("response", slo, in_response_to=request_id,
+                                 status="urn:oasis:names:tc:SAML:2.0:status:Requester"),
+        "doctype": b"<!DOCTYPE x [<!ENTITY e 'x'>]>" + idp.logout_xml("response", slo, in_response_to=request_id),
+        "garbage": b"not xml",
+    }
+
+
+def test_a_posted_logout_response_is_refused_unless_the_idp_signed_it_for_our_request(sso: Sso,
+                                                                                     other_keys: KeyPair) -> None:
+    """Each refusal is a 400 that clears no cookie and uses nothing up: the IdP's real answer, after
+    them all, is still taken."""
+    request_id = _signed_out_by_idp_request(sso)
+    pending = _pending(sso)
+    for why, xml in _refusals(sso, other_keys, request_id).items():
+        answer = _post_slo(sso, xml)
+        assert (answer.status_code, _clears_cookie(answer)) == (400, False), why
+        assert b"You are signed out." not in answer.data, why
+        assert _pending(sso) == pending, why
+    assert _post_slo(sso, sso.idp.logout_xml("request", sso.urls.slo, name_id="amy@acme.test"),
+                     kind="SAMLResponse").status_code == 400  # a request in the response's field
+    assert sso.client.post("/saml/acme/slo", data={}).status_code == 400
+    genuine = _post_slo(sso, sso.idp.logout_xml("response", sso.urls.slo, in_response_to=request_id))
+    assert genuine.status_code == 200 and b"You are signed out." in genuine.data
+
+
+def test_a_posted_logout_response_is_taken_once(sso: Sso) -> None:
+    request_id = _signed_out_by_idp_request(sso)
+    xml = sso.idp.logout_xml("response", sso.urls.slo, in_response_to=request_id)
+    assert _post_slo(sso, xml).status_code == 200
+    again = _post_slo(sso, xml)
+    assert again.status_code == 400 and not _clears_cookie(again)
+    fresh = sso.idp.logout_xml("response", sso.urls.slo, in_response_to=request_id)  # a second answer: used up
+    assert _post_slo(sso, fresh).status_code == 400
+
+
+def test_a_logout_response_over_redirect_must_answer_our_request_too(sso: Sso) -> None:
+    """The HTTP-Redirect binding takes the same checks: InResponseTo one of ours, once."""
+    request_id = _signed_out_by_idp_request(sso)
+    for query in (logout_response_query(sso.idp, sso.urls.slo, "_never-sent"),):
+        assert sso.client.get(f"/saml/acme/slo?{query}").status_code == 400
+    query = logout_response_query(sso.idp, sso.urls.slo, request_id)
+    assert sso.client.get(f"/saml/acme/slo?{query}").status_code == 200
+    assert sso.client.get(f"/saml/acme/slo?{query}").status_code == 400  # replayed
+
+
+def test_a_logout_response_for_another_org_is_refused_there(sso: Sso, system: Actor) -> None:
+    """Globex trusts the same IdP (one Okta tenant, two apps): acme's answer posted to globex's URL."""
+    with sso.db.transaction() as session:
+        globex = orgs.create_org(session, system, "Globex", owner_email="owner@globex.test")
+    configure(sso.db, globex.org.slug, sso.idp, jit=True)
+    request_id = _signed_out_by_idp_request(sso)
+    for destination in (sso.urls.slo, f"http://localhost/saml/{globex.org.slug}/slo"):
+        xml = sso.idp.logout_xml("response", destination, in_response_to=request_id)
+        answer = _post_slo(sso, xml, slug=globex.org.slug)
+        assert answer.status_code == 400 and not _clears_cookie(answer)
+    assert _post_slo(sso, sso.idp.logout_xml("response", sso.urls.slo, in_response_to=request_id)).status_code == 200
+
+
+def test_a_posted_logout_request_ends_the_sessions_it_names_and_is_answered(sso: Sso) -> None:
+    assert sso.sp_login(name_id="amy@acme.test", session_index="_idx-amy").status_code == 303
+    xml = sso.idp.logout_xml("request", sso.urls.slo, name_id="amy@acme.test", session_index="_idx-amy")
+    answer = _post_slo(sso, xml, kind="SAMLRequest", RelayState="back-to-okta")
+    assert answer.status_code == 302
+    location = urlsplit(answer.headers["Location"])
+    query = parse_qs(location.query)
+    assert f"{location.scheme}://{location.netloc}{location.path}" == sso.idp.slo_url
+    assert query["RelayState"] == ["back-to-okta"] and query["Signature"] and query["SigAlg"]
+    ours = etree.fromstring(zlib.decompress(base64.b64decode(query["SAMLResponse"][0]), -15))
+    assert ours.get("InResponseTo") == etree.fromstring(xml).get("ID")
+    assert _sso_sessions(sso) == 0 and sso.client.get("/me").status_code == 401
+    assert _post_slo(sso, xml, kind="SAMLRequest").status_code == 400  # replayed
+
+
+def test_a_posted_logout_request_ends_nothing_unless_the_idp_signed_it(sso: Sso, other_keys: KeyPair) -> None:
+    assert sso.sp_login(name_id="amy@acme.test", session_index="_idx-amy").status_code == 303
+    idp, slo = sso.idp, sso.urls.slo
+    tampered = etree.fromstring(idp.logout_xml("request", slo, name_id="bob@acme.test"))
+    tampered.find(f"{{{SAML}}}NameID").text = "amy@acme.test"
+    for why, xml in {
+        "unsigned": idp.logout_xml("request", slo, name_id="amy@acme.test", sign=False),
+        "forged": idp.logout_xml("request", slo, name_id="amy@acme.test", options=Options(signer=other_keys)),
+        "tampered": etree.tostring(tampered),
+        "other-destination": idp.logout_xml("request", "http://localhost/saml/globex/slo", name_id="amy@acme.test"),
+    }.items():
+        answer = _post_slo(sso, xml, kind="SAMLRequest")
+        assert (answer.status_code, _clears_cookie(answer)) == (400, False), why
+    assert _sso_sessions(sso) == 1 and sso.client.get("/me").status_code == 200
