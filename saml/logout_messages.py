@@ -6,11 +6,14 @@ with HTTP-POST, where the signature is inside the XML (bindings section 3.5.4): 
 checks that signature as the ACS checks a Response's, then lets python3-saml check the rest.
 
 `checked` then applies, to a message of either binding, what the toolkit leaves out (SAML
-profiles 2.0 section 4.4.4): Issuer present and the IdP's, Destination present and exactly our
-single logout URL (a signed message must carry it: bindings sections 3.4.5.2 and 3.5.5.2; the
-toolkit accepts none, or a prefix), an IssueInstant neither in the future nor stale, and, for a
-LogoutResponse, an InResponseTo and a success status. Whether that InResponseTo is a request we
-sent and whether the message was seen before need the database: the caller's part (saml.once).
+profiles 2.0 section 4.4.4): Issuer present and the IdP's, Destination exactly our single logout
+URL (the toolkit accepts a prefix), an IssueInstant neither in the future nor stale, and, for a
+LogoutResponse, an InResponseTo and a success status. A signed message must carry its Destination
+(bindings sections 3.4.5.2 and 3.5.5.2): over HTTP-POST one without it is refused; over
+HTTP-Redirect it is let through, as before this module, since not every IdP sends one there (a
+LogoutResponse's InResponseTo, which must name a request this org sent, ties it to us anyway).
+Whether that InResponseTo is a request we sent and whether the message was seen before need the
+database: the caller's part (saml.once).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class Expected:
 
     slo_url: str
     idp_entity_id: str
+    destination_required: bool  # HTTP-POST: yes; HTTP-Redirect: a Destination, when present, is ours
     max_issue_age: dt.timedelta = MAX_ISSUE_AGE
 
 
@@ -129,7 +133,8 @@ def checked(kind: str, xml: bytes | str, expected: Expected) -> LogoutMessage:
         raise Refused("not_a_logout_message")
     if (root.findtext("saml:Issuer", namespaces=NS) or "").strip() != expected.idp_entity_id:
         raise Refused("wrong_issuer")
-    if root.get("Destination") != expected.slo_url:
+    destination = root.get("Destination")
+    if destination != expected.slo_url and (destination is not None or expected.destination_required):
         raise Refused("wrong_destination")
     check_issued(root, "logout_" + ("request" if kind == REQUEST else "response"), expected.max_issue_age)
     in_response_to = root.get("InResponseTo")

@@ -116,7 +116,7 @@ def slo(slug: str) -> HttpResponse:
     kind = messages.RESPONSE if "SAMLResponse" in request.args else messages.REQUEST
     xml = auth.get_last_response_xml() if kind == messages.RESPONSE else auth.get_last_request_xml()
     try:
-        message = messages.checked(kind, xml, _expected(org, connection))
+        message = messages.checked(kind, xml, _expected(org, connection, posted=False))
     except Refused as refused:
         return _slo_refused(refused.reason)
     return _accept(org, message, lambda: target)
@@ -134,14 +134,14 @@ def slo_posted(slug: str) -> HttpResponse:
     settings = web.settings(connection, org, wantMessagesSigned=False)  # no query signature: the XML's
     try:
         message = messages.verify_posted(settings, web.saml_request(), request.form.to_dict(),
-                                         _expected(org, connection))
+                                         _expected(org, connection, posted=True))
     except Refused as refused:
         return _slo_refused(refused.reason)
     return _accept(org, message, lambda: _logout_response_url(settings, message))
 
 
-def _expected(org: Org, connection: SamlConnection) -> messages.Expected:
-    return messages.Expected(web.urls(org).slo, connection.idp_entity_id)
+def _expected(org: Org, connection: SamlConnection, *, posted: bool) -> messages.Expected:
+    return messages.Expected(web.urls(org).slo, connection.idp_entity_id, destination_required=posted)
 
 
 def _slo_refused(reason: str) -> HttpResponse:

@@ -280,13 +280,21 @@ def test_a_posted_logout_response_is_taken_once(sso: Sso) -> None:
 
 
 def test_a_logout_response_over_redirect_must_answer_our_request_too(sso: Sso) -> None:
-    """The HTTP-Redirect binding takes the same checks: InResponseTo one of ours, once."""
+    """The HTTP-Redirect binding takes the same checks: InResponseTo one of ours, once, and a
+    Destination, when it has one, exactly ours (the toolkit takes a prefix)."""
     request_id = _signed_out_by_idp_request(sso)
-    for query in (logout_response_query(sso.idp, sso.urls.slo, "_never-sent"),):
+    for query in (logout_response_query(sso.idp, sso.urls.slo, "_never-sent"),
+                  logout_response_query(sso.idp, sso.urls.slo + "-elsewhere", request_id)):
         assert sso.client.get(f"/saml/acme/slo?{query}").status_code == 400
     query = logout_response_query(sso.idp, sso.urls.slo, request_id)
     assert sso.client.get(f"/saml/acme/slo?{query}").status_code == 200
     assert sso.client.get(f"/saml/acme/slo?{query}").status_code == 400  # replayed
+
+
+def test_a_logout_response_over_redirect_may_come_without_a_destination(sso: Sso) -> None:
+    """As before: not every IdP puts one in a redirected message; its InResponseTo ties it to us."""
+    query = logout_response_query(sso.idp, None, _signed_out_by_idp_request(sso))
+    assert sso.client.get(f"/saml/acme/slo?{query}").status_code == 200
 
 
 def test_a_logout_response_for_another_org_is_refused_there(sso: Sso, system: Actor) -> None:

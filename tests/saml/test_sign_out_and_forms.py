@@ -26,12 +26,14 @@ from tests.saml.idp import NSMAP, RSA_SHA256, SAML, SAMLP, KeyPair, TestIdP, pos
 SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
 
 
-def logout_response_query(idp: TestIdP, sp_slo_url: str, in_response_to: str, *, signer: KeyPair | None = None,
-                          sign: bool = True) -> str:
-    """The query of the IdP's HTTP-Redirect LogoutResponse to our LogoutRequest (SAML bindings 3.4.4.1)."""
+def logout_response_query(idp: TestIdP, sp_slo_url: str | None, in_response_to: str, *,
+                          signer: KeyPair | None = None, sign: bool = True) -> str:
+    """The query of the IdP's HTTP-Redirect LogoutResponse to our LogoutRequest (SAML bindings 3.4.4.1),
+    with `sp_slo_url` as its Destination (None: none)."""
     root = etree.Element(f"{{{SAMLP}}}LogoutResponse", nsmap=NSMAP, ID=f"_r{uuid.uuid4().hex}", Version="2.0",
-                         IssueInstant=saml_time(dt.datetime.now(dt.UTC)), Destination=sp_slo_url,
-                         InResponseTo=in_response_to)
+                         IssueInstant=saml_time(dt.datetime.now(dt.UTC)), InResponseTo=in_response_to)
+    if sp_slo_url is not None:
+        root.set("Destination", sp_slo_url)
     etree.SubElement(root, f"{{{SAML}}}Issuer").text = idp.entity_id
     status = etree.SubElement(root, f"{{{SAMLP}}}Status")
     etree.SubElement(status, f"{{{SAMLP}}}StatusCode", Value=SUCCESS)
