@@ -16,7 +16,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from audit import Actor
-from identity import invitations, orgs, seats, users
+from identity import grants, invitations, orgs, seats, users
 from identity.errors import NotFound
 from identity.lookups import acting_user_id, get_team
 from identity.models import GroupMapping, Invitation, Org, RoleGrant, SeatCharge, Team, User
@@ -41,8 +41,15 @@ class Member:
     @classmethod
     def of(cls, session: Session, user: User) -> Member:
         """Describe `user` with the roles it holds now (read in `session`)."""
-        return cls(user.id, user.user_name, user.email, user.active, users.org_role(session, user.id),
-                   users.team_roles(session, user.id), user.source)
+        return cls.each(session, [user])[0]
+
+    @classmethod
+    def each(cls, session: Session, found: list[User]) -> list[Member]:
+        """Describe each of `found` with the roles it holds now: two queries, however many they are."""
+        ids = [user.id for user in found]
+        org, teams = grants.org_roles(session, ids), grants.teams_roles(session, ids)
+        return [cls(user.id, user.user_name, user.email, user.active, org.get(user.id), teams.get(user.id, {}),
+                    user.source) for user in found]
 
 
 @dataclass(frozen=True)
@@ -102,7 +109,7 @@ def list_members(session: Session, actor: Actor, org_id: str, *, limit: int, aft
     authorize(actor, "directory.read", org_id=org_id)
     found = list(session.scalars(select(User).where(User.org_id == org_id, User.deleted_at.is_(None),
                                                      User.id > after).order_by(User.id).limit(limit)))
-    return MemberPage([Member.of(session, user) for user in found], found[-1].id if len(found) == limit else None)
+    return MemberPage(Member.each(session, found), found[-1].id if len(found) == limit else None)
 
 
 def get_member(session: Session, actor: Actor, org_id: str, user_id: str) -> Member:

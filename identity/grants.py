@@ -47,10 +47,17 @@ def roles_for_key(session: Session, user_id: str, team_id: str, default_role: Ro
 
 def team_roles(session: Session, user_id: str) -> dict[str, Role]:
     """Return {team id: the highest team role} for the user's teams."""
-    rows = session.execute(select(RoleGrant.team_id, RoleGrant.role).where(
-        RoleGrant.user_id == user_id, RoleGrant.team_id.is_not(None)))
-    roles: dict[str, list[Role]] = {}
-    for team_id, role in rows:
+    return teams_roles(session, [user_id]).get(user_id, {})
+
+
+def teams_roles(session: Session, user_ids: list[str]) -> dict[str, dict[str, Role]]:
+    """Return {user id: {team id: the highest team role}} for each of `user_ids` in a team, in one
+    query (a page of members)."""
+    rows = session.execute(select(RoleGrant.user_id, RoleGrant.team_id, RoleGrant.role).where(
+        RoleGrant.user_id.in_(user_ids), RoleGrant.team_id.is_not(None)))
+    roles: dict[str, dict[str, list[Role]]] = {}
+    for user_id, team_id, role in rows:
         if team_id is not None:
-            roles.setdefault(team_id, []).append(role)
-    return {team_id: highest(found) or Role.MEMBER for team_id, found in roles.items()}
+            roles.setdefault(user_id, {}).setdefault(team_id, []).append(role)
+    return {user_id: {team_id: highest(found) or Role.MEMBER for team_id, found in teams.items()}
+            for user_id, teams in roles.items()}

@@ -1,0 +1,222 @@
+"""The console and the admin API's member list at scale: "no query that grows with org size on a hot path".
+
+From a hostile scale review. Each test takes a hot path (the admin API's member list, the console
+pages an owner opens daily) whose statements grew with the number of members, teams or keys of the
+org, or a console page that stopped reaching everyone in a big org. Proofs are counts, not timings:
+the statements a request sends at a small and at a large org (tests/statements.py). Each docstring
+says what the code under review did.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import insert
+
+from audit import Actor
+from identity import keys
+from identity.credential_models import ApiKey
+from identity.db import Database
+from identity.models import RoleGrant, Team, User
+from identity.orgs import NewOrg
+from tests.identity.test_api_sessions import sign_in
+from tests.statements import statements
+
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+SMALL, LARGE = 10, 200
+
+
+@pytest.fixture
+def client(app: Any) -> FlaskClient:
+    """No cookie jar: each request sends exactly the cookie its headers name."""
+    return app.test_client(use_cookies=False)
+
+
+@pytest.fixture
+def admin_key(db: Database, system: Actor, acme: NewOrg) -> dict[str, str]:
+    """The owner's admin API key."""
+    with db.transaction() as session:
+        key = keys.create_api_key(session, system, acme.org.id, user_id=acme.owner.id, team_id=acme.default_team_id,
+                                  name="admin", scopes=["admin", "inference"])
+    return {"Authorization": f"Bearer {key.secret}"}
+
+
+def seed_members(db: Database, org: NewOrg, count: int, *, start: int = 0) -> list[str]:
+    """Bulk-insert `count` live members with an org role and the Default team (as provisioning leaves them)."""
+    ids = [str(uuid.UUID(int=start + i + 1)) for i in range(count)]
+    with db.begin() as conn:
+        conn.execute(insert(User.__table__), [
+            {"id": uid, "org_id": org.org.id, "user_name": f"m{start + i}@acme.test",
+             "user_name_key": f"m{start + i}@acme.test", "email": f"m{start + i}@acme.test", "active": True,
+             "has_seat": False, "source": "scim", "attributes": {}, "created_at": NOW, "updated_at": NOW, "version": 1}
+            for i, uid in enumerate(ids)])
+        conn.execute(insert(RoleGrant.__table__), [
+            {"org_id": org.org.id, "user_id": uid, "team_id": team, "role": "member", "source": "scim",
+             "source_ref": "", "created_at": NOW} for uid in ids for team in (None, org.default_team_id)])
+    return ids
+
+
+def seed_teams(db: Database, org: NewOrg, count: int, *, start: int = 0) -> list[str]:
+    ids = [f"team-{start + i}" for i in range(count)]
+    with db.begin() as conn:
+        conn.execute(insert(Team.__table__), [
+            {"id": tid, "org_id": org.org.id, "name": f"Team {tid}", "created_at": NOW + dt.timedelta(seconds=i + 1),
+             "is_default": False} for i, tid in enumerate(ids)])
+    return ids
+
+
+def seed_keys(db: Database, org: NewOrg, holders: list[str], *, start: int = 0) -> None:
+    """One active personal key in the Default team for each of `holders`; their ids sort before any
+    uuid4 (00000000-0000-0000-0000-...), so before the keys the services make."""
+    with db.begin() as conn:
+        conn.execute(insert(ApiKey.__table__), [
+            {"id": str(uuid.UUID(int=start + i + 1)), "org_id": org.org.id, "team_id": org.default_team_id, "user_id": uid,
+             "name": f"k{start + i}", "prefix": f"key_s{start + i:08d}", "secret_hash": "0" * 64,
+             "scopes": ["inference"], "status": "active", "created_at": NOW} for i, uid in enumerate(holders)])
+
+
+def count_sent(db: Database, client: FlaskClient, path: str, headers: dict[str, str]) -> list[str]:
+    """The statements of a GET, after one unrecorded GET (a key's or session's last-used time is written
+    at most once a minute: the counted request writes neither)."""
+    client.get(path, headers=headers)
+    with statements(db) as sent:
+        response = client.get(path, headers=headers)
+        assert response.status_code == 200, response.data[:500]
+    return list(sent)
+
+
+# --- 1. the members list: two statements per member (admin API and console) ------------------------------------
+
+def test_members_list_sends_the_same_statements_for_10_or_200_members(
+        db: Database, acme: NewOrg, client: FlaskClient, admin_key: dict[str, str]) -> None:
+    """GET /api/v1/orgs/<org>/members (and the console's members page, which calls the same
+    identity.directory.list_members): Member.of reads each member's org role and team roles one
+    member at a time, so a page of 200 members sends ~400 more statements than a page of 10."""
+    seed_members(db, acme, SMALL)
+    small = count_sent(db, client, "/api/v1/orgs/acme/members?limit=500", admin_key)
+    seed_members(db, acme, LARGE - SMALL, start=SMALL)
+    large = count_sent(db, client, "/api/v1/orgs/acme/members?limit=500", admin_key)
+    assert len(large) == len(small), (len(small), len(large), large[-6:])
+
+
+def test_console_members_page_sends_the_same_statements_for_10_or_200_members(
+        db: Database, acme: NewOrg, client: FlaskClient) -> None:
+    """/console/members renders up to 500 members, each read with two statements of its own
+    (identity.directory.list_members -> Member.of -> grants.org_role, grants.team_roles)."""
+    owner = sign_in(db, acme.owner.id)
+    seed_members(db, acme, SMALL)
+    small = count_sent(db, client, "/console/members", {"Cookie": owner.cookie})
+    seed_members(db, acme, LARGE - SMALL, start=SMALL)
+    large = count_sent(db, client, "/console/members", {"Cookie": owner.cookie})
+    assert len(large) == len(small), (len(small), len(large))
+
+
+# --- 2. the teams page: one read transaction per team for its wallet slot ------------------------------------
+
+def test_console_teams_page_sends_the_same_statements_for_10_or_200_teams(
+        db: Database, acme: NewOrg, client: FlaskClient) -> None:
+    """/console/teams lists up to 500 teams; the template's team_wallet(team.id)
+    (identity/web/console/wallet.py) opens a read transaction per team and runs spend.get_wallet
+    (the team, the org, the wallet): a statement count that grows with the org's teams."""
+    owner = sign_in(db, acme.owner.id)
+    seed_teams(db, acme, SMALL)
+    small = count_sent(db, client, "/console/teams", {"Cookie": owner.cookie})
+    seed_teams(db, acme, LARGE - SMALL, start=SMALL)
+    large = count_sent(db, client, "/console/teams", {"Cookie": owner.cookie})
+    assert len(large) == len(small), (len(small), len(large))
+
+
+# --- 4. the keys page: the holder's org role read once per key ------------------------------------------------
+
+def test_console_keys_page_sends_the_same_statements_for_10_or_200_keys(
+        db: Database, acme: NewOrg, client: FlaskClient) -> None:
+    """/console/keys (an owner sees every key, up to 500): key_actions asks keys.may_act_on_key for
+    rotate and for revoke of each key, and each asks grants.org_role of the key's holder: two
+    statements per key of someone else."""
+    owner = sign_in(db, acme.owner.id)
+    holders = seed_members(db, acme, LARGE)
+    seed_keys(db, acme, holders[:SMALL])
+    small = count_sent(db, client, "/console/keys", {"Cookie": owner.cookie})
+    seed_keys(db, acme, holders[SMALL:], start=SMALL)
+    large = count_sent(db, client, "/console/keys", {"Cookie": owner.cookie})
+    assert len(large) == len(small), (len(small), len(large))
+
+
+# --- pages that stop working for a big org ---------------------------------------------------------------------
+
+def test_the_keys_page_shows_the_owner_their_own_key_in_an_org_of_500_keys(
+        db: Database, acme: NewOrg, client: FlaskClient, system: Actor) -> None:
+    """/console/keys reads the first 500 keys of the whole org by id (SHOWN, keys.list_api_keys) and
+    then picks "your keys" out of them in Python: in an org with more than 500 keys an owner's or
+    admin's own key is missing from "Your keys" (and from the page altogether), with no note and
+    no next page, so it cannot be rotated or revoked from the console."""
+    with db.transaction() as session:
+        mine = keys.create_api_key(session, system, acme.org.id, user_id=acme.owner.id, team_id=acme.default_team_id,
+                                   name="my production key", scopes=["inference"])
+    seed_keys(db, acme, seed_members(db, acme, 500))
+    page = client.get("/console/keys", headers={"Cookie": sign_in(db, acme.owner.id).cookie})
+    assert page.status_code == 200
+    shown = f'id="key-{mine.id}"' in page.text
+    assert shown, "the owner's own key is not on the keys page"
+
+
+def test_the_team_page_offers_every_member_of_the_org_to_add(db: Database, acme: NewOrg, client: FlaskClient,
+                                                             system: Actor) -> None:
+    """/console/teams?team=<id>: the "Add a member" list is directory.list_members(limit=200) of the
+    whole org, first 200 by user id: in an org of 300 members, a third of them can never be added to
+    a team from the console (and the page reads 2 statements per member for it: test 1)."""
+    from identity import teams
+    with db.transaction() as session:
+        team = teams.create_team(session, system, acme.org.id, "Platform")
+    people = seed_members(db, acme, 300)
+    page = client.get(f"/console/teams?team={team.id}", headers={"Cookie": sign_in(db, acme.owner.id).cookie})
+    assert page.status_code == 200
+    offered = [uid for uid in people if f'<option value="{uid}">' in page.text]
+    assert len(offered) == len(people), f"{len(people) - len(offered)} of {len(people)} members cannot be added"
+
+
+def test_the_members_page_reaches_every_member(db: Database, acme: NewOrg, client: FlaskClient) -> None:
+    """/console/members shows the first 500 members by id (SHOWN) and, past them, only "the admin API
+    lists them all": no next page, no search. In an org of 600 (DESIGN.md 1 speaks of 4,000
+    employees) an owner cannot change the role of, deactivate or remove member 501+ in the console."""
+    people = seed_members(db, acme, 600)
+    page = client.get("/console/members", headers={"Cookie": sign_in(db, acme.owner.id).cookie})
+    assert page.status_code == 200
+    missing = [uid for uid in people if f'id="member-{uid}"' not in page.text]
+    assert not missing, f"{len(missing)} of {len(people)} members are on no console page"
+
+
+def test_the_members_and_keys_pages_load_a_bounded_number_of_teams(db: Database, acme: NewOrg,
+                                                                  client: FlaskClient) -> None:
+    """/console/members and /console/keys call directory.list_teams without a window: every team of
+    the org is loaded on each view (the members page only to name the teams of the 500 members it
+    shows; the keys page renders each one as an <option> of the service-key form). With group_sync
+    `mirror`, every IdP group is a team: 10,000 groups are 10,000 Team rows per page view."""
+    from sqlalchemy import event
+    owner = {"Cookie": sign_in(db, acme.owner.id).cookie}
+    loaded: dict[str, int] = {}
+
+    def count(path: str) -> int:
+        seen = [0]
+
+        def on_load(_target: Any, _context: Any) -> None:
+            seen[0] += 1
+        event.listen(Team, "load", on_load)
+        try:
+            assert client.get(path, headers=owner).status_code == 200
+        finally:
+            event.remove(Team, "load", on_load)
+        return seen[0]
+
+    seed_teams(db, acme, SMALL)
+    for path in ("/console/members", "/console/keys"):
+        loaded[f"{path} small"] = count(path)
+    seed_teams(db, acme, LARGE - SMALL, start=SMALL)
+    for path in ("/console/members", "/console/keys"):
+        loaded[f"{path} large"] = count(path)
+    assert loaded["/console/members large"] == loaded["/console/members small"], loaded
+    assert loaded["/console/keys large"] == loaded["/console/keys small"], loaded
