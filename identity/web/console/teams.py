@@ -11,11 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, g, request
+from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
-from identity import directory, grants, team_deletion, teams
+from identity import directory, grants, team_deletion, teams, wallet_list, wallets
 from identity.directory import TeamDetail, TeamSummary
-from identity.errors import DomainError, InvalidValue, NotFound
+from identity.errors import DomainError, InvalidValue, NotFound, PermissionDenied
+from identity.spend import WalletView
 from identity.web.console.common import (
     console_page,
     field,
@@ -40,11 +42,21 @@ def _visible_teams(summaries: list[TeamSummary]) -> list[TeamSummary]:
     return summaries if may("teams.manage") else [t for t in summaries if t.your_role is not None]
 
 
+def _wallets(session: Session, team_ids: list[str]) -> dict[str, WalletView]:
+    """The listed teams' wallets, read at once for their column (none when the caller may not read usage)."""
+    try:
+        return wallet_list.team_wallets(session, g.actor, g.caller.org_id, team_ids)
+    except PermissionDenied:
+        return {}
+
+
 def _page(*, status: int = 200, errors: dict[str, str] | None = None, **state: Any) -> Response:
     """The teams page; `state` says which row is open for rename or delete, or expanded (`team`)."""
     open_team = state.get("team") or request.args.get("team", "")
     with reading() as session:
-        summaries = directory.team_page(session, g.actor, g.caller.org_id, limit=TEAMS_SHOWN).teams
+        summaries = _visible_teams(directory.team_page(session, g.actor, g.caller.org_id, limit=TEAMS_SHOWN).teams)
+        slots = _wallets(session, [t.team.id for t in summaries])
+        may_top_up = bool(slots) and wallets.may_top_up(session, g.actor, g.caller.org_id)
         detail: TeamDetail | None = None
         people: list[directory.Member] = []
         if open_team:
@@ -57,7 +69,7 @@ def _page(*, status: int = 200, errors: dict[str, str] | None = None, **state: A
         org_roles = grants.org_roles(session, [m.user_id for m in detail.members]) if detail else {}
     in_team = {m.user_id for m in detail.members} if detail else set()
     return render("console/teams.html", status=status, errors=errors, title="Teams", nav="teams",
-                  teams=_visible_teams(summaries), detail=detail, team_roles=TEAM_ROLES,
+                  teams=summaries, wallets=slots, may_top_up=may_top_up, detail=detail, team_roles=TEAM_ROLES,
                   addable=[p for p in people if p.id not in in_team and p.active and may("member.add_to_team", p.role)],
                   org_roles=org_roles,
                   rename=state.get("rename") or request.args.get("rename", ""),

@@ -1,6 +1,7 @@
 """Console page: a team's wallet (DESIGN.md 3.8, 9): balance, "+ Top up", spend this period and the
 limit, spend per key and per member; and a member's keys' spend. The teams list shows each team's
-wallet in its slot (templates/console/team_wallet.html, through `team_wallet`).
+wallet in its slot (templates/console/team_wallet.html), from the wallets its page read at once
+(identity.wallet_list, in identity/web/console/teams.py).
 
 Amounts are typed in dollars and cents ("12.50") and turned into micro-cents with integers only
 (`micros_of`): no float ever holds money. Every change is one domain service run as the signed-in
@@ -16,7 +17,6 @@ from werkzeug.wrappers import Response
 
 from identity import spend, wallet_controls, wallets
 from identity.errors import DomainError, InvalidValue
-from identity.spend import WalletView
 from identity.web.console.common import (
     console_page,
     field,
@@ -54,24 +54,6 @@ def micros_as_dollars(micros: int | None) -> str:
     return f"{sign}${whole:,}.{fraction}"
 
 
-@bp.app_template_global("may_top_up")
-def may_top_up() -> bool:
-    """Whether the signed-in person may top up (identity.wallets.may_top_up: an owner, or an admin when
-    the org allows it), asked once per page."""
-    if "may_top_up" not in g:
-        with reading() as session:
-            g.may_top_up = wallets.may_top_up(session, g.actor, g.caller.org_id)
-    return bool(g.may_top_up)
-
-
-@bp.app_template_global("team_wallet")
-def team_wallet(team_id: str) -> WalletView | None:
-    """The team's wallet for the teams list's slot (None when the caller may not read it)."""
-    try:
-        with reading() as session:
-            return spend.get_wallet(session, g.actor, g.caller.org_id, team_id)
-    except DomainError:
-        return None
 
 
 def _page(team_id: str, *, status: int = 200, errors: dict[str, str] | None = None) -> Response:
@@ -79,8 +61,9 @@ def _page(team_id: str, *, status: int = 200, errors: dict[str, str] | None = No
         found = spend.get_wallet(session, g.actor, g.caller.org_id, team_id)
         by_key = spend.spend(session, g.actor, g.caller.org_id, team_id, by="key")
         by_member = spend.spend(session, g.actor, g.caller.org_id, team_id, by="member")
+        may_top_up = wallets.may_top_up(session, g.actor, g.caller.org_id)
     return render("console/wallet.html", status=status, errors=errors, title="Wallet", nav="teams", wallet=found,
-                  by_key=by_key, by_member=by_member)
+                  by_key=by_key, by_member=by_member, may_top_up=may_top_up)
 
 
 @bp.get("/teams/<team_id>/wallet")
