@@ -8,7 +8,7 @@ service that has just changed that row and returns it as the reads do.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ from identity import grants, invitations, orgs, seats, users
 from identity.errors import NotFound
 from identity.lookups import acting_user_id, get_team
 from identity.models import GroupMapping, Invitation, Org, RoleGrant, SeatCharge, Team, User
-from identity.paging import Position, Window, split, within
+from identity.paging import Position, Window, by_id, split, split_by_id, within
 from identity.roles import RANK, ROLES, SOURCES, authorize, highest
 
 MAX_INVITATIONS = 500  # the newest; older ones have long expired
@@ -54,10 +54,12 @@ class Member:
 
 @dataclass(frozen=True)
 class MemberPage:
-    """A page of members in id order; `next` is the cursor of the following page, None at the end."""
+    """A page of members in id order; `next` is the cursor of the following page, None at the end;
+    `previous` the cursor (`before`) of the page before it, None on the first."""
 
     members: list[Member]
     next: str | None
+    previous: str | None = None
 
 
 @dataclass(frozen=True)
@@ -104,18 +106,29 @@ class MappingEntry:
                    rule.org_role, rule.created_at)
 
 
-def list_members(session: Session, actor: Actor, org_id: str, *, limit: int, after: str = "") -> MemberPage:
-    """Return up to `limit` live members with ids after `after` (a keyset page)."""
+def list_members(session: Session, actor: Actor, org_id: str, *, limit: int, after: str = "",
+                 before: str = "") -> MemberPage:
+    """Return up to `limit` live members with ids after `after`, or those just before `before` (a keyset page)."""
     authorize(actor, "directory.read", org_id=org_id)
-    found = list(session.scalars(select(User).where(User.org_id == org_id, User.deleted_at.is_(None),
-                                                     User.id > after).order_by(User.id).limit(limit)))
-    return MemberPage(Member.each(session, found), found[-1].id if len(found) == limit else None)
+    found = list(session.scalars(by_id(select(User).where(User.org_id == org_id, User.deleted_at.is_(None)), User.id,
+                                       limit=limit, after=after, before=before)))
+    page, following, previous = split_by_id(found, lambda user: user.id, limit=limit, after=after, before=before)
+    return MemberPage(Member.each(session, page), following, previous)
 
 
 def get_member(session: Session, actor: Actor, org_id: str, user_id: str) -> Member:
     """Return one member of the org (NotFound when it has none of that id)."""
     authorize(actor, "directory.read", org_id=org_id)
     return Member.of(session, users.get_user(session, org_id, user_id))
+
+
+def team_names(session: Session, actor: Actor, org_id: str, team_ids: Iterable[str]) -> dict[str, str]:
+    """Return {team id: name} for those of `team_ids` that are the org's teams (the names a page's rows show)."""
+    authorize(actor, "directory.read", org_id=org_id)
+    wanted = sorted(set(team_ids))
+    if not wanted:
+        return {}
+    return dict(session.execute(select(Team.id, Team.name).where(Team.org_id == org_id, Team.id.in_(wanted))).tuples())
 
 
 def list_teams(session: Session, actor: Actor, org_id: str, window: Window | None = None) -> list[TeamEntry]:

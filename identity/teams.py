@@ -19,7 +19,7 @@ from identity import keys
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound
 from identity.grants import org_role
-from identity.lookups import acting_user_id, get_team, get_user
+from identity.lookups import acting_user_id, find_by_address, get_team, get_user
 from identity.models import ApiKey, IdpGroup, RoleGrant, Team, User
 from identity.roles import RANK, authorize, parse_role
 from identity.vocabulary import GrantSource, KeyStatus, Role
@@ -96,6 +96,18 @@ def add_team_member(session: Session, actor: Actor, org_id: str, team_id: str, u
     role = parse_role(role, allowed=TEAM_ROLES)
     team, user = _member_of(session, actor, "member.add_to_team", org_id, team_id, user_id)
     _set_manual_grant(session, actor, org_id, team, user, role)
+
+
+def add_team_member_by_address(session: Session, actor: Actor, org_id: str, team_id: str, address: str,
+                               role: str = Role.MEMBER) -> User:
+    """Add the live member whose userName or email is `address` to a team (as `add_team_member`):
+    how a person names a member among thousands, where a list of them all would not do."""
+    user = find_by_address(session, org_id, address) if address.strip() else None
+    if user is None:
+        raise NotFound(f"no member {address.strip()!r} in this org: type their email or userName",
+                       field="member", address=address.strip())
+    add_team_member(session, actor, org_id, team_id, user.id, role)
+    return user
 
 
 def change_team_role(session: Session, actor: Actor, org_id: str, team_id: str, user_id: str, role: str) -> Role:

@@ -44,7 +44,7 @@ def admin_forms(org: NewOrg, member_id: str) -> list[tuple[str, dict[str, str]]]
     team = org.default_team_id
     return [("/console/teams", {"name": "New"}), (f"/console/teams/{team}/rename", {"name": "Renamed"}),
             (f"/console/teams/{team}/delete", {"confirm": "Default"}),
-            (f"/console/teams/{team}/members", {"user_id": member_id, "role": "admin"}),
+            (f"/console/teams/{team}/members", {"member": "bob@acme.test", "role": "admin"}),
             (f"/console/teams/{team}/members/{member_id}/role", {"role": "admin"}),
             (f"/console/teams/{team}/members/{member_id}/remove", {}),
             ("/console/members/invite", {"email": "x@acme.test", "role": "member"}),

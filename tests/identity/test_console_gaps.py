@@ -163,7 +163,7 @@ def test_team_page_offers_an_admin_no_adding_of_an_owner_to_a_team(client: Flask
     assert made.status_code == 303
     with db.reading() as session:
         team = session.scalars(select(Team.id).where(Team.org_id == acme.org.id, Team.name == "Ops")).one()
-    added = client.post(f"/console/teams/{team}/members", data={"csrf_token": token, "user_id": acme.owner.id,
+    added = client.post(f"/console/teams/{team}/members", data={"csrf_token": token, "member": "owner@acme.test",
                                                                 "role": "member"})
     assert added.status_code == 403 and b"only an owner may act on an owner" in added.data
     page = client.get(f"/console/teams?team={team}").get_data(as_text=True)

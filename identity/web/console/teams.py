@@ -1,6 +1,7 @@
 """Console page: Teams (OLLM's list): each with its id, your role and member count; create,
 rename inline, delete with an inline confirmation; a team expanded to its members, who can be
-added, given another team role, or removed (after a page that says how many keys that revokes).
+added (typed by email or userName: an org of thousands is no list to choose from), given another
+team role, or removed (after a page that says how many keys that revokes).
 
 Every change is one domain service (identity.teams, identity.team_deletion) run as the signed-in
 person; the list offers only what their role may do, and the services refuse the rest.
@@ -16,7 +17,7 @@ from werkzeug.wrappers import Response
 
 from identity import directory, grants, team_deletion, teams, wallet_list, wallets
 from identity.directory import TeamDetail, TeamSummary
-from identity.errors import DomainError, InvalidValue, NotFound, PermissionDenied
+from identity.errors import DomainError, NotFound, PermissionDenied
 from identity.spend import WalletView
 from identity.web.console.common import (
     console_page,
@@ -58,19 +59,15 @@ def _page(*, status: int = 200, errors: dict[str, str] | None = None, **state: A
         slots = _wallets(session, [t.team.id for t in summaries])
         may_top_up = bool(slots) and wallets.may_top_up(session, g.actor, g.caller.org_id)
         detail: TeamDetail | None = None
-        people: list[directory.Member] = []
         if open_team:
             try:
                 detail = directory.get_team_detail(session, g.actor, g.caller.org_id, open_team, limit=MEMBERS_SHOWN)
             except NotFound:
                 detail = None
-            people = directory.list_members(session, g.actor, g.caller.org_id, limit=MEMBERS_SHOWN).members
         # Each member's org role: what the console may offer to do to them (identity.roles, as the services ask)
         org_roles = grants.org_roles(session, [m.user_id for m in detail.members]) if detail else {}
-    in_team = {m.user_id for m in detail.members} if detail else set()
     return render("console/teams.html", status=status, errors=errors, title="Teams", nav="teams",
                   teams=summaries, wallets=slots, may_top_up=may_top_up, detail=detail, team_roles=TEAM_ROLES,
-                  addable=[p for p in people if p.id not in in_team and p.active and may("member.add_to_team", p.role)],
                   org_roles=org_roles,
                   rename=state.get("rename") or request.args.get("rename", ""),
                   delete=state.get("delete") or request.args.get("delete", ""))
@@ -126,15 +123,13 @@ def _team_page(team_id: str) -> str:
 @bp.post("/teams/<team_id>/members")
 @console_page
 def add_team_member(team_id: str) -> Response:
-    """Add an existing member of the org to the team with a team role."""
-    user_id = field("user_id")
+    """Add an existing member of the org, named by email or userName, to the team with a team role."""
     try:
-        if not user_id:
-            raise InvalidValue("choose a member to add", field="user_id")
-        submit(teams.add_team_member, g.caller.org_id, team_id, user_id, field("role", "member"))
+        user = submit(teams.add_team_member_by_address, g.caller.org_id, team_id, field("member"),
+                      field("role", "member"))
     except DomainError as error:
         return _refused(error, team=team_id)
-    return redirect_with_notice(_team_page(team_id), "Member added to the team.")
+    return redirect_with_notice(_team_page(team_id), f"{user.email or user.user_name} added to the team.")
 
 
 @bp.post("/teams/<team_id>/members/<user_id>/role")
