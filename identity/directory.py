@@ -128,7 +128,8 @@ def team_names(session: Session, actor: Actor, org_id: str, team_ids: Iterable[s
     wanted = sorted(set(team_ids))
     if not wanted:
         return {}
-    return dict(session.execute(select(Team.id, Team.name).where(Team.org_id == org_id, Team.id.in_(wanted))).tuples())
+    rows = session.execute(select(Team.id, Team.name).where(Team.org_id == org_id, Team.id.in_(wanted)))
+    return {team_id: name for team_id, name in rows}
 
 
 def list_teams(session: Session, actor: Actor, org_id: str, window: Window | None = None) -> list[TeamEntry]:

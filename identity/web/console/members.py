@@ -9,8 +9,9 @@ and every change is one domain service that asks the same function again.
 from __future__ import annotations
 
 from collections.abc import Callable
+from urllib.parse import quote
 
-from flask import Blueprint, g
+from flask import Blueprint, g, request
 from werkzeug.wrappers import Response
 
 from identity import directory, invitations, members, org_lifecycle, users
@@ -34,7 +35,7 @@ from saml import identities
 
 bp = Blueprint("console_members", __name__, url_prefix="/console")
 PAGE = "/console/members"
-SHOWN = 500  # members on the page (the admin API pages through any number)
+SHOWN = 100  # members on a page; the page links to the next and the previous one
 ROLES = (Role.VIEWER, Role.MEMBER, Role.ADMIN, Role.OWNER)
 
 
@@ -46,14 +47,31 @@ def assignable_roles(target_role: str | None) -> list[str]:
 
 
 def _page(*, status: int = 200, errors: dict[str, str] | None = None) -> Response:
+    """A page of members (`?after=<id>` or `?before=<id>`: keyset pages, as the admin API's), the names
+    of their teams only, and the pending invitations for those who manage members."""
+    after, before = _where()
     with reading() as session:
-        people = directory.list_members(session, g.actor, g.caller.org_id, limit=SHOWN)
-        names = {t.id: t.name for t in directory.list_teams(session, g.actor, g.caller.org_id)}
-        pending = ([i for i in directory.list_invitations(session, g.actor, g.caller.org_id) if i.status == "pending"]
+        people = directory.list_members(session, g.actor, g.caller.org_id, limit=SHOWN, after=after, before=before)
+        pending = (directory.list_invitations(session, g.actor, g.caller.org_id, status="pending")
                    if may("members.manage") else [])
+        names = directory.team_names(session, g.actor, g.caller.org_id, [
+            *(team_id for member in people.members for team_id in member.teams),
+            *(i.team_id for i in pending if i.team_id)])
     return render("console/members.html", status=status, errors=errors, title="Members", nav="members",
-                  members=people.members, more=people.next is not None, team_names=names, invitations=pending,
-                  assignable_roles=assignable_roles)
+                  members=people.members, next_page=people.next, previous_page=people.previous, team_names=names,
+                  invitations=pending, assignable_roles=assignable_roles, here={"after": after, "before": before})
+
+
+def _where() -> tuple[str, str]:
+    """Which page of members: the link's `after`/`before`, or the same fields a row's form carries back."""
+    return request.values.get("after", ""), request.values.get("before", "")
+
+
+def _back_to(user_id: str) -> str:
+    """The page of members the form was posted from, at the member's row."""
+    after, before = _where()
+    query = f"?before={quote(before)}" if before else f"?after={quote(after)}" if after else ""
+    return f"{PAGE}{query}#member-{user_id}"
 
 
 @bp.get("/members")
@@ -74,7 +92,7 @@ def change_role(user_id: str) -> Response:
         member = submit(members.change_member, g.caller.org_id, user_id, role=field("role"), active=None)
     except DomainError as error:
         return _member_refused(user_id, error)
-    return redirect_with_notice(f"{PAGE}#member-{user_id}", f"{member.user_name} is now {member.role}.")
+    return redirect_with_notice(_back_to(user_id), f"{member.user_name} is now {member.role}.")
 
 
 @bp.post("/members/<user_id>/active")
@@ -87,7 +105,7 @@ def change_active(user_id: str) -> Response:
     except DomainError as error:
         return _member_refused(user_id, error)
     done = "reactivated" if active else "deactivated"
-    return redirect_with_notice(f"{PAGE}#member-{user_id}", f"{member.user_name} {done}.")
+    return redirect_with_notice(_back_to(user_id), f"{member.user_name} {done}.")
 
 
 # The changes that a page asks about first: action -> (service, the notice after it).
