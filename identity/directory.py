@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
 
 from audit import Actor
@@ -130,6 +130,18 @@ def team_names(session: Session, actor: Actor, org_id: str, team_ids: Iterable[s
         return {}
     rows = session.execute(select(Team.id, Team.name).where(Team.org_id == org_id, Team.id.in_(wanted)))
     return {team_id: name for team_id, name in rows}
+
+
+def find_team(session: Session, actor: Actor, org_id: str, id_or_name: str) -> TeamEntry:
+    """Return the org's team with this id, else the one of this name (names are unique per org,
+    case-insensitively): how a person names one team among thousands (NotFound when none is)."""
+    authorize(actor, "directory.read", org_id=org_id)
+    typed = id_or_name.strip()
+    found = session.scalars(select(Team).where(Team.org_id == org_id, or_(
+        Team.id == typed, func.lower(Team.name) == typed.lower())).order_by(Team.id != typed).limit(1)).first()
+    if found is None:
+        raise NotFound(f"no team {typed!r} in this org: type its name or id", field="team_id", team=typed)
+    return TeamEntry.of(found)
 
 
 def list_teams(session: Session, actor: Actor, org_id: str, window: Window | None = None) -> list[TeamEntry]:

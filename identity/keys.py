@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
@@ -19,8 +20,9 @@ from audit.log import Target
 from identity import tokens
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound, PermissionDenied, Unauthenticated
-from identity.grants import org_role, roles_for_key
+from identity.grants import org_role, org_roles, roles_for_key
 from identity.models import ApiKey, Org, RoleGrant, Team, User
+from identity.paging import by_id, split_by_id
 from identity.roles import allowed_scopes, authorize, refusal
 from identity.vocabulary import KeyStatus, KeyStatusReason, Role
 
@@ -174,20 +176,22 @@ def revoke_api_key(session: Session, actor: Actor, org_id: str, key_id: str) -> 
     key.status, key.status_reason = KeyStatus.REVOKED, KeyStatusReason.MANUAL
 
 
-def _key_refusal(session: Session, actor: Actor, org_id: str, key: ApiKey, *, rotate: bool) -> tuple[str, str] | None:
+def _key_refusal(session: Session, actor: Actor, org_id: str, key: ApiKey, *, rotate: bool,
+                 holder_roles: Mapping[str, Role] | None = None) -> tuple[str, str] | None:
     """The action refused and why, when `actor` may not revoke (or `rotate`) `key`; None when it may.
 
     The key's holder acts on it (`own_keys.manage`); a team's service key is for those who manage
     them; someone else's is for those who may revoke a key of the holder's role, and rotating it
     (which hands the caller the new secret, a key that speaks as the holder) also for one who may
-    make a key for them: who outranks them.
+    make a key for them: who outranks them. The holder's org role is read here unless `holder_roles`
+    (grants.org_roles of a page's holders: a holder missing from it has none) already holds it.
     """
     if key.user_id is None:
         checks: list[tuple[str, Role | None]] = [("service_keys.manage", None)]
     elif _actor_user_id(session, actor) == key.user_id:
         checks = [("own_keys.manage", None)]
     else:
-        holder_role = org_role(session, key.user_id)
+        holder_role = org_role(session, key.user_id) if holder_roles is None else holder_roles.get(key.user_id)
         checks = [("member.revoke_keys", holder_role)] + [("member.create_key", holder_role)] * rotate
     for action, target_role in checks:
         reason = refusal(actor, action, org_id=org_id, target_role=target_role)
@@ -196,9 +200,16 @@ def _key_refusal(session: Session, actor: Actor, org_id: str, key: ApiKey, *, ro
     return None
 
 
-def may_act_on_key(session: Session, actor: Actor, org_id: str, key: ApiKey, *, rotate: bool = False) -> bool:
-    """Tell whether `actor` may revoke (or `rotate`) `key`: the services' own rule, for the console's buttons."""
-    return _key_refusal(session, actor, org_id, key, rotate=rotate) is None
+def may_act_on_key(session: Session, actor: Actor, org_id: str, key: ApiKey, *, rotate: bool = False,
+                   holder_roles: Mapping[str, Role] | None = None) -> bool:
+    """Tell whether `actor` may revoke (or `rotate`) `key`: the services' own rule, for the console's
+    buttons; `holder_roles` are the org roles of a page's key holders, read once for the page."""
+    return _key_refusal(session, actor, org_id, key, rotate=rotate, holder_roles=holder_roles) is None
+
+
+def holder_roles(session: Session, entries: list[KeyEntry]) -> dict[str, Role]:
+    """Return the org role of each holder of `entries`' keys that has one, in one query (for may_act_on_key)."""
+    return org_roles(session, sorted({entry.key.user_id for entry in entries if entry.key.user_id}))
 
 
 def _authorize_on_key(session: Session, actor: Actor, org_id: str, key: ApiKey, *, rotate: bool = False) -> None:
@@ -344,26 +355,37 @@ class KeyEntry:
 
 @dataclass(frozen=True)
 class KeyPage:
+    """A page of keys by id; `next` and `previous` are the cursors (`after`, `before`) of its neighbours."""
+
     entries: list[KeyEntry]
     next: str | None
+    previous: str | None = None
 
 
-def list_api_keys(session: Session, actor: Actor, org_id: str, *, limit: int, after: str = "",
-                  kind: str | None = None) -> KeyPage:
-    """Return a keyset page of the org's keys by id: all of them for owners and admins, a member's own
-    otherwise (team service keys only to those who may see every key). `kind`: `personal` or `service`."""
+def list_api_keys(session: Session, actor: Actor, org_id: str, *, limit: int, after: str = "", before: str = "",
+                  kind: str | None = None, whose: str | None = None) -> KeyPage:
+    """Return a keyset page of the org's keys by id (after `after`, or the one before `before`): all of
+    them for owners and admins, a member's own otherwise (team service keys only to those who may see
+    every key). `kind`: `personal` or `service`; `whose`: `mine` (the actor's own) or `others`."""
     authorize(actor, "own_keys.read", org_id=org_id)
-    conditions: list[ColumnElement[bool]] = [ApiKey.org_id == org_id, ApiKey.id > after]
-    if refusal(actor, "keys.read", org_id=org_id) is not None:
-        conditions.append(ApiKey.user_id == (_actor_user_id(session, actor) or ""))
+    conditions: list[ColumnElement[bool]] = [ApiKey.org_id == org_id]
+    me = _actor_user_id(session, actor) or ""
+    if refusal(actor, "keys.read", org_id=org_id) is not None or whose == "mine":
+        conditions.append(ApiKey.user_id == me)
+    if whose == "others":
+        conditions.append(or_(ApiKey.user_id.is_(None), ApiKey.user_id != me))
+    elif whose not in (None, "mine"):
+        raise InvalidValue("whose must be mine or others", field="whose")
     if kind == "service":
         conditions.append(ApiKey.user_id.is_(None))
     elif kind == "personal":
         conditions.append(ApiKey.user_id.is_not(None))
     elif kind is not None:
         raise InvalidValue("kind must be personal or service", field="kind")
-    rows = list(session.execute(
-        select(ApiKey, Team.name, User.user_name).outerjoin(Team, Team.id == ApiKey.team_id)
-        .outerjoin(User, User.id == ApiKey.user_id).where(*conditions).order_by(ApiKey.id).limit(limit)))
-    entries = [KeyEntry(key, team_name, holder) for key, team_name, holder in rows]
-    return KeyPage(entries, entries[-1].key.id if len(entries) == limit else None)
+    rows = session.execute(by_id(select(ApiKey, Team.name, User.user_name).outerjoin(Team, Team.id == ApiKey.team_id)
+                                 .outerjoin(User, User.id == ApiKey.user_id).where(*conditions), ApiKey.id,
+                                 limit=limit, after=after, before=before))
+    found = [KeyEntry(key, team_name, holder) for key, team_name, holder in rows]
+    page, following, previous = split_by_id(found, lambda entry: entry.key.id, limit=limit, after=after,
+                                            before=before)
+    return KeyPage(page, following, previous)

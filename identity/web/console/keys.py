@@ -8,6 +8,7 @@ page (`no-store`); the services are identity.keys', as the admin API's.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Blueprint, g, request
@@ -18,6 +19,7 @@ from identity import directory, keys
 from identity.errors import DomainError
 from identity.keys import Issued
 from identity.roles import allowed_scopes
+from identity.vocabulary import Role
 from identity.web.console.common import (
     FORM_ERROR,
     console_page,
@@ -33,25 +35,36 @@ from identity.web.console.common import (
 
 bp = Blueprint("console_keys", __name__, url_prefix="/console")
 PAGE = "/console/keys"
-SHOWN = 500
+SHOWN = 100  # keys on a page of each list; each links to its next and previous page
 SCOPE_HELP = {"inference": "call models through the gateway", "usage.read": "read usage",
               "admin": "use the admin API as you"}
 
 
 def _page(*, status: int = 200, errors: dict[str, str] | None = None, issued: Issued | None = None,
           issued_for: str = "") -> Response:
+    """Your keys and (for owners and admins) every other key, each list in keyset pages of its own
+    (`?mine_after=`/`mine_before=`, `?after=`/`before=`); only the names of your own teams are read."""
     with reading() as session:
-        entries = keys.list_api_keys(session, g.actor, g.caller.org_id, limit=SHOWN).entries
-        teams = directory.list_teams(session, g.actor, g.caller.org_id)
+        own = _keys(session, "mine", "mine_")
+        others = _keys(session, "others", "") if may("keys.read") else keys.KeyPage([], None)
         mine = directory.get_member(session, g.actor, g.caller.org_id, g.caller.user_id).teams
-        actions = {entry.key.id: key_actions(session, entry) for entry in entries}
-    own = [e for e in entries if e.key.user_id == g.caller.user_id]
-    others = [e for e in entries if e.key.user_id != g.caller.user_id]
+        names = directory.team_names(session, g.actor, g.caller.org_id, mine)
+        holder_roles = keys.holder_roles(session, others.entries)
+        entries = own.entries + others.entries
+        actions = {entry.key.id: key_actions(session, entry, holder_roles) for entry in entries}
+    my_teams = sorted(({"id": team_id, "name": name} for team_id, name in names.items()), key=lambda t: t["name"])
     return render("console/keys.html", status=status, errors=errors, title="Keys", nav="keys", own=own,
-                  others=others, my_teams=[t for t in teams if t.id in mine], teams=teams,
+                  others=others, my_teams=my_teams,
                   scopes=sorted(allowed_scopes(g.caller.role)) if may("own_keys.manage") else [],
                   key_actions=lambda entry: actions[entry.key.id], service_scopes=sorted(keys.SERVICE_KEY_SCOPES),
                   scope_help=SCOPE_HELP, issued=issued, issued_for=issued_for)
+
+
+def _keys(session: Session, whose: str, prefix: str) -> keys.KeyPage:
+    """The page of `whose` keys (mine, others) that the query's `<prefix>after`/`<prefix>before` ask for."""
+    return keys.list_api_keys(session, g.actor, g.caller.org_id, limit=SHOWN, whose=whose,
+                              after=request.args.get(f"{prefix}after", ""),
+                              before=request.args.get(f"{prefix}before", ""))
 
 
 @bp.get("/keys")
@@ -90,9 +103,12 @@ def create_key() -> Response:
 @bp.post("/keys/service")
 @console_page
 def create_service_key() -> Response:
-    """Make a team service key (owners and admins): it belongs to the team, not to a person."""
+    """Make a team service key (owners and admins): it belongs to the team (typed by name or id), not
+    to a person."""
     try:
-        issued = submit(keys.create_service_key, g.caller.org_id, team_id=field("team_id"), name=field("name"),
+        with reading() as session:
+            team = directory.find_team(session, g.actor, g.caller.org_id, field("team_id"))
+        issued = submit(keys.create_service_key, g.caller.org_id, team_id=team.id, name=field("name"),
                         scopes=request.form.getlist("scopes"))
     except DomainError as error:
         return _refused(error, "service-")
@@ -120,12 +136,13 @@ def revoke_key(key_id: str) -> Response:
     return redirect_with_notice(PAGE, "Key revoked: it no longer works.")
 
 
-def key_actions(session: Session, entry: keys.KeyEntry) -> dict[str, Any]:
+def key_actions(session: Session, entry: keys.KeyEntry, holder_roles: Mapping[str, Role]) -> dict[str, Any]:
     """Which buttons a key's row offers: rotate and revoke while it is usable, and only where the
-    signed-in person may (identity.keys.may_act_on_key: the services' own rule)."""
+    signed-in person may (identity.keys.may_act_on_key: the services' own rule, given the page's
+    holders' roles read once)."""
     live = entry.state in ("active", "rotating")
     rotatable = entry.state == "active" and entry.key.rotated_to is None
-    org_id = g.caller.org_id
-    return {"rotate": rotatable and keys.may_act_on_key(session, g.actor, org_id, entry.key, rotate=True),
-            "revoke": live and keys.may_act_on_key(session, g.actor, org_id, entry.key)}
-
+    org_id, key = g.caller.org_id, entry.key
+    return {"rotate": rotatable and keys.may_act_on_key(session, g.actor, org_id, key, rotate=True,
+                                                        holder_roles=holder_roles),
+            "revoke": live and keys.may_act_on_key(session, g.actor, org_id, key, holder_roles=holder_roles)}
