@@ -11,13 +11,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, TypeVarTuple
 
 from sqlalchemy import Select, and_, or_
 from sqlalchemy.orm import InstrumentedAttribute
 
 T = TypeVar("T")
 S = TypeVar("S")
+Ts = TypeVarTuple("Ts")
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,8 @@ def split(found: list[T], window: Window, position: Callable[[T], Position]) -> 
     return page, position(page[-1])
 
 
-def by_id(stmt: Select[S], ident: InstrumentedAttribute[str], *, limit: int, after: str = "",
-          before: str = "") -> Select[S]:
+def by_id(stmt: Select[*Ts], ident: InstrumentedAttribute[str], *, limit: int, after: str = "",
+          before: str = "") -> Select[*Ts]:
     """Keep the page of `stmt` in id order after the id `after`, or (for a page back) the one ending
     before the id `before`: read newest-first with one more row, to tell whether a page precedes it."""
     if before:
