@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
 from audit import Actor
 from identity import directory, keys
@@ -248,3 +248,34 @@ def test_the_members_and_keys_pages_load_a_bounded_number_of_teams(db: Database,
         loaded[f"{path} large"] = count(path)
     assert loaded["/console/members large"] == loaded["/console/members small"], loaded
     assert loaded["/console/keys large"] == loaded["/console/keys small"], loaded
+
+
+def test_the_keys_page_reaches_every_key_of_the_org(db: Database, acme: NewOrg, client: FlaskClient) -> None:
+    """Every other key of the org is on some page of /console/keys, through its "Next" links."""
+    holders = seed_members(db, acme, 250)
+    seed_keys(db, acme, holders)
+    headers = {"Cookie": sign_in(db, acme.owner.id).cookie}
+    seen: list[str] = []
+    path: str | None = "/console/keys"
+    while path is not None:
+        page = client.get(path, headers=headers)
+        assert page.status_code == 200
+        seen += re.findall(r'<tr id="key-([0-9a-f-]+)">', page.text)
+        found = re.search(r'<a href="(/console/keys\?after=[^"]+)" rel="next">', page.text)
+        path = html.unescape(found.group(1)) if found else None
+    assert sorted(seen) == sorted(str(uuid.UUID(int=i + 1)) for i in range(250))
+    assert 'rel="prev"' in page.text
+
+
+def test_a_service_key_is_made_for_a_team_typed_by_name(db: Database, acme: NewOrg, client: FlaskClient) -> None:
+    """The service-key form takes a team's name or id (no list of every team): a name it resolves, an
+    unknown one is refused next to the field."""
+    seed_teams(db, acme, 3)
+    owner = sign_in(db, acme.owner.id)
+    form = {"csrf_token": owner.csrf, "name": "prod", "scopes": "inference"}
+    made = client.post("/console/keys/service", data={**form, "team_id": "team team-2"}, headers=owner.headers())
+    assert made.status_code == 200 and "Service key prod is ready" in made.text
+    with db.reading() as session:
+        assert session.scalars(select(ApiKey.team_id).where(ApiKey.name == "prod")).one() == "team-2"
+    refused = client.post("/console/keys/service", data={**form, "team_id": "Nope"}, headers=owner.headers())
+    assert refused.status_code == 404 and 'id="service-team_id-error"' in refused.text
