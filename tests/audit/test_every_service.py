@@ -53,6 +53,7 @@ from identity import (
     usage,
     users,
     wallet_controls,
+    wallet_list,
     wallets,
 )
 from identity.db import Database
@@ -101,6 +102,11 @@ def _user(w: World, call: Callable[[Session, Actor, str, str], Any], **kwargs: A
 def _team_member(w: World) -> Call:
     team_id, user_id = w.team(), w.member().id
     return lambda s, a: teams.add_team_member(s, a, w.org_id, team_id, user_id, "admin")
+
+
+def _team_member_by_address(w: World) -> Call:
+    team_id, user = w.team(), w.member()
+    return lambda s, a: teams.add_team_member_by_address(s, a, w.org_id, team_id, user.user_name, "admin")
 
 
 def _team_member_removed(w: World) -> Call:
@@ -245,6 +251,7 @@ SERVICES: dict[str, tuple[Callable[[World], Call], str]] = {
     "identity.team_deletion.delete_team": (lambda w: (lambda t: lambda s, a: team_deletion.delete_team(
         s, a, w.org_id, t))(w.team()), "team.deleted"),
     "identity.teams.add_team_member": (_team_member, "team.member_added"),
+    "identity.teams.add_team_member_by_address": (_team_member_by_address, "team.member_added"),
     "identity.teams.remove_team_member": (_team_member_removed, "team.member_removed"),
     "identity.users.provision_user": (lambda w: lambda s, a: users.provision_user(
         s, a, w.org_id, user_name="erin@acme.test", source="scim"), "user.created"),
@@ -515,6 +522,14 @@ READS.update({
     "identity.keys.may_act_on_key": lambda w: (lambda k: lambda s, a: keys.may_act_on_key(
         s, a, w.org_id, s.get_one(ApiKey, k), rotate=True))(_owners_key(w)),
     "identity.wallets.may_top_up": lambda w: lambda s, a: wallets.may_top_up(s, a, w.org_id),
+})
+# The console at scale: a page's teams' wallets and names, a team typed by name.
+READS.update({
+    "identity.wallet_list.team_wallets": lambda w: lambda s, a: wallet_list.team_wallets(
+        s, a, w.org_id, [w.acme.default_team_id]),
+    "identity.directory.team_names": lambda w: lambda s, a: directory.team_names(s, a, w.org_id,
+                                                                                [w.acme.default_team_id]),
+    "identity.directory.find_team": lambda w: lambda s, a: directory.find_team(s, a, w.org_id, "Default"),
 })
 
 
