@@ -70,8 +70,10 @@ class AuditEvent(Base):
     __table_args__ = (
         Index("uq_audit_events_org_seq", "org_id", "seq", unique=True),
         Index("ix_audit_events_org_time", "org_id", "occurred_at"),
-        Index("ix_audit_events_org_action", "org_id", "action"),
-        Index("ix_audit_events_org_target", "org_id", "target_id"),
+        # A page filtered to one action, actor or target is the newest n of that index's run (migration 0020).
+        Index("ix_audit_events_org_action_seq", "org_id", "action", "seq"),
+        Index("ix_audit_events_org_actor_seq", "org_id", "actor_id", "seq"),
+        Index("ix_audit_events_org_target_seq", "org_id", "target_id", "seq"),
     )
 
 

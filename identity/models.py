@@ -188,10 +188,11 @@ class RoleGrant(Base):
 
     __table_args__ = (
         Index("ix_role_grants_user", "user_id", "team_id"),
-        # By team and by group alone, for the same reason as IdpGroupMember's key: a (team, user)
-        # key would put a big team's new grants all over its range. One user's grants are found
-        # by ix_role_grants_user.
-        Index("ix_role_grants_team", "team_id"),
+        # By team, then in the order grants are made (migration 0020): a team's members are paged
+        # and counted (up to a cap) along it, in the order they joined. Not (team, user), for the
+        # same reason as IdpGroupMember's key: that would put a big team's new grants all over its
+        # range (tests/identity/test_group_pages.py). One user's grants: ix_role_grants_user.
+        Index("ix_role_grants_team_grant", "team_id", "id"),
         Index("ix_role_grants_org_role", "org_id", "role", "team_id"),
         Index("ix_role_grants_source_ref", "source_ref"),
     )

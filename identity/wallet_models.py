@@ -84,6 +84,7 @@ class WalletEntry(Base):
               sqlite_where=text("request_id IS NOT NULL"), postgresql_where=text("request_id IS NOT NULL")),
         Index("ix_wallet_entries_team_period", "team_id", "period_start", "kind"),
         Index("ix_wallet_entries_key", "key_id"),
+        Index("ix_wallet_entries_user_period", "user_id", "period_start", "kind"),  # a member's spend
         Index("ix_wallet_entries_org_created", "org_id", "created_at"),
     )
 

@@ -123,7 +123,7 @@ def test_memberships_survive_the_change_of_their_key(db_url: str) -> None:
     with migrated.engine.connect() as conn:
         rows = conn.execute(text("SELECT group_id, user_id FROM idp_group_members ORDER BY group_id, user_id")).all()
     assert [tuple(r) for r in rows] == [("g1", "u1"), ("g1", "u2"), ("g2", "u2")]
-    assert {"ix_idp_group_members_group", "ix_role_grants_team", "ix_role_grants_source_ref"} <= _index_names(migrated)
+    assert {"ix_idp_group_members_group", "ix_role_grants_team_grant", "ix_role_grants_source_ref"} <= _index_names(migrated)
     assert "ix_idp_group_members_user" not in _index_names(migrated)
 
 
