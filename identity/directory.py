@@ -12,12 +12,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import case, exists, func, or_, select
+from sqlalchemy.orm import Session, aliased
 
 from audit import Actor
 from identity import grants, invitations, orgs, seats, users
-from identity.errors import NotFound
+from identity.errors import InvalidValue, NotFound
 from identity.lookups import acting_user_id, get_team
 from identity.models import GroupMapping, Invitation, Org, RoleGrant, SeatCharge, Team, User
 from identity.paging import Position, Window, by_id, split, split_by_id, within
@@ -153,11 +153,15 @@ def list_teams(session: Session, actor: Actor, org_id: str, window: Window | Non
 
 @dataclass(frozen=True)
 class TeamSummary:
-    """A team as the team list shows it: the caller's role in it and how many members it has."""
+    """A team as the team list shows it: the caller's role in it and how many members it has.
+
+    `member_count` is exact when `member_count_exact`; otherwise the team has more than that many
+    (MEMBER_COUNT_CAP: shown as "100+")."""
 
     team: TeamEntry
     your_role: str | None
     member_count: int
+    member_count_exact: bool = True
 
 
 @dataclass(frozen=True)
@@ -168,11 +172,31 @@ class TeamPage:
     next: Position | None
 
 
+MEMBER_COUNT_CAP = 100  # a team count stops here: the list shows "100+" (docs/performance.md)
+
+
 def _member_count(team_id: Any) -> Any:
-    """Count a team's active members: a deactivated member keeps their grants (reactivation gives them
-    back, DESIGN 3.5) but is not a member the team has now."""
-    return (select(func.count(func.distinct(RoleGrant.user_id))).join(User, User.id == RoleGrant.user_id)
-            .where(RoleGrant.team_id == team_id, User.active.is_(True), User.deleted_at.is_(None)))
+    """Count a team's active members, up to one past MEMBER_COUNT_CAP.
+
+    A deactivated member keeps their grants (reactivation gives them back, DESIGN 3.5) but is not a
+    member the team has now. A member is counted at their first grant in the team, so that the
+    count walks ix_role_grants_team_grant and stops after the cap, however big the team (Default
+    holds everyone).
+    """
+    earlier = aliased(RoleGrant)
+    first = ~exists().where(earlier.user_id == RoleGrant.user_id, earlier.team_id == RoleGrant.team_id,
+                            earlier.id < RoleGrant.id)
+    counted = (select(RoleGrant.id).join(User, User.id == RoleGrant.user_id)
+               .where(RoleGrant.team_id == team_id, User.active.is_(True), User.deleted_at.is_(None), first)
+               .order_by(RoleGrant.id).limit(MEMBER_COUNT_CAP + 1))
+    if not isinstance(team_id, str):  # the team list's correlated count, one per team of its page
+        counted = counted.correlate(Team)
+    return select(func.count()).select_from(counted.subquery())
+
+
+def _summary(team: Team, your_role: str | None, counted: int | None) -> TeamSummary:
+    counted = counted or 0
+    return TeamSummary(TeamEntry.of(team), your_role, min(counted, MEMBER_COUNT_CAP), counted <= MEMBER_COUNT_CAP)
 
 
 def _rank_of_role() -> Any:
@@ -193,8 +217,7 @@ def team_page(session: Session, actor: Actor, org_id: str, *, limit: int, after:
         Team.org_id == org_id)
     window = Window(limit, after)
     rows = session.execute(within(stmt, Team.created_at, Team.id, window))
-    found = [TeamSummary(TeamEntry.of(team), None if rank is None else ROLES[rank], count or 0)
-             for team, count, rank in rows]
+    found = [_summary(team, None if rank is None else ROLES[rank], count) for team, count, rank in rows]
     page, following = split(found, window, lambda t: Position(t.team.created, t.team.id))
     return TeamPage(page, following)
 
@@ -232,24 +255,45 @@ class TeamDetail:
 
 def get_team_detail(session: Session, actor: Actor, org_id: str, team_id: str, *, limit: int,
                     after: str = "") -> TeamDetail:
-    """Return a team, the caller's role in it, its member count and a page of its members."""
+    """Return a team, the caller's role in it, its member count and a page of its members.
+
+    Members come in the order they joined the team (their first grant there); `after` is the `next`
+    of the previous page. A page walks ix_role_grants_team_grant from the cursor: it reads its own
+    members' rows, however big the team.
+    """
     authorize(actor, "directory.read", org_id=org_id)
     team = get_team(session, org_id, team_id)
     count = session.scalar(_member_count(team.id))
     you = acting_user_id(session, actor)
     yours = highest(session.scalars(select(RoleGrant.role).where(RoleGrant.team_id == team.id,
                                                                  RoleGrant.user_id == you))) if you else None
-    ids = list(session.scalars(select(RoleGrant.user_id).where(RoleGrant.team_id == team.id, RoleGrant.user_id > after)
-                               .group_by(RoleGrant.user_id).order_by(RoleGrant.user_id).limit(limit)))
+    page = list(session.execute(_first_grants(team.id, _grant_cursor(after), limit)))
+    ids = [user_id for _, user_id in page]
     grants: dict[str, list[TeamGrant]] = {}
     for user_id, role, source, ref in session.execute(select(
             RoleGrant.user_id, RoleGrant.role, RoleGrant.source, RoleGrant.source_ref).where(
-            RoleGrant.team_id == team.id, RoleGrant.user_id.in_(ids))):
+            RoleGrant.user_id.in_(ids), RoleGrant.team_id == team.id)):
         grants.setdefault(user_id, []).append(TeamGrant(role, source, ref or None))
     people = {user.id: user for user in session.scalars(select(User).where(User.id.in_(ids)))}
     members = [_team_member(people[user_id], grants[user_id]) for user_id in ids]
-    summary = TeamSummary(TeamEntry.of(team), yours, count or 0)
-    return TeamDetail(summary, members, ids[-1] if len(ids) == limit else None)
+    return TeamDetail(_summary(team, yours, count), members, str(page[-1][0]) if len(page) == limit else None)
+
+
+def _grant_cursor(after: str) -> int:
+    if after == "":
+        return 0
+    if not after.isdigit() or len(after) > 18:
+        raise InvalidValue("after must be the `next` of the previous page", field="after")
+    return int(after)
+
+
+def _first_grants(team_id: str, after: int, limit: int) -> Any:
+    """Each member's first grant in the team after grant `after`, in grant order: (grant id, user id)."""
+    earlier = aliased(RoleGrant)
+    first = ~exists().where(earlier.user_id == RoleGrant.user_id, earlier.team_id == RoleGrant.team_id,
+                            earlier.id < RoleGrant.id)
+    return (select(RoleGrant.id, RoleGrant.user_id).where(RoleGrant.team_id == team_id, RoleGrant.id > after, first)
+            .order_by(RoleGrant.id).limit(limit))
 
 
 def _team_member(user: User, grants: list[TeamGrant]) -> TeamMember:

@@ -230,3 +230,59 @@ def test_a_team_page_reads_its_page_of_members_not_the_whole_team(big: Big) -> N
     total, each = rows_touched(big.db, lambda s: directory.get_team_detail(
         s, big.owner, big.org.org.id, big.org.default_team_id, limit=100))
     assert total <= PAGE_BUDGET, each
+
+
+# --- a team's count and pages: exact up to the cap, each member once --------------------------------------------
+
+def _seed_team(db: Database, org: NewOrg, team_id: str, count: int, *, start: int = 0, twice: bool = True) -> list[str]:
+    """`count` live members of `team_id`, every other one with a second grant there (a group's beside the manual one)."""
+    from sqlalchemy import insert
+
+    from identity.models import RoleGrant, User
+    moment = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    ids = [str(uuid.UUID(int=start + i + 1)) for i in range(count)]
+    with db.begin() as conn:
+        conn.execute(insert(User.__table__), [
+            {"id": uid, "org_id": org.org.id, "user_name": f"t{start + i}@acme.test", "user_name_key": f"t{start + i}@acme.test",
+             "email": None, "active": True, "has_seat": False, "source": "scim", "attributes": {}, "created_at": moment,
+             "updated_at": moment, "version": 1} for i, uid in enumerate(ids)])
+        conn.execute(insert(RoleGrant.__table__), [
+            {"org_id": org.org.id, "user_id": uid, "team_id": team_id, "role": role, "source": source, "source_ref": ref,
+             "created_at": moment} for i, uid in enumerate(ids)
+            for role, source, ref in (("member", "manual", ""), ("admin", "scim", "g1"))[:2 if twice and i % 2 else 1]])
+    return ids
+
+
+def test_a_team_count_is_exact_up_to_the_cap_and_says_more_past_it(db: Database, acme: NewOrg, system: Actor) -> None:
+    from identity import directory, teams, users
+    from identity.directory import MEMBER_COUNT_CAP
+    owner = Actor(type="user", id=acme.owner.id, display="owner", org_id=acme.org.id, role="owner")
+    with db.transaction() as session:
+        team = teams.create_team(session, system, acme.org.id, "Big").id
+
+    def counted() -> set[tuple[int, bool]]:
+        with db.reading() as session:
+            listed = {s.team.id: s for s in directory.team_page(session, owner, acme.org.id, limit=100).teams}[team]
+            detail = directory.get_team_detail(session, owner, acme.org.id, team, limit=1).summary
+        return {(listed.member_count, listed.member_count_exact), (detail.member_count, detail.member_count_exact)}
+
+    people = _seed_team(db, acme, team, MEMBER_COUNT_CAP)
+    assert counted() == {(MEMBER_COUNT_CAP, True)}  # members with two grants counted once
+    more = _seed_team(db, acme, team, 1, start=MEMBER_COUNT_CAP)
+    assert counted() == {(MEMBER_COUNT_CAP, False)}  # "100+"
+    with db.transaction() as session:  # a deactivated member keeps their grants but is not counted
+        users.deactivate_user(session, system, acme.org.id, more[0])
+    assert counted() == {(MEMBER_COUNT_CAP, True)}
+    with db.transaction() as session:
+        users.deactivate_user(session, system, acme.org.id, people[0])
+    assert counted() == {(MEMBER_COUNT_CAP - 1, True)}
+
+    seen, after = [], ""
+    while True:
+        with db.reading() as session:
+            page = directory.get_team_detail(session, owner, acme.org.id, team, limit=7, after=after)
+        seen += [m.user_id for m in page.members]
+        if page.next is None:
+            break
+        after = page.next
+    assert seen == [*people, *more]  # each member once (the deactivated too), in the order they joined

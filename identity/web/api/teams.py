@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify
+from flask import Blueprint, Response, g, jsonify, request
 
 from identity import directory, team_deletion, teams
 from identity.directory import TeamEntry, TeamMember, TeamSummary
@@ -18,7 +18,6 @@ from identity.service import run
 from identity.web.api.common import (
     ADMIN,
     adopt,
-    after_id,
     authenticated,
     caller_org_id,
     cursor,
@@ -41,7 +40,8 @@ def team_json(team: TeamEntry) -> dict[str, Any]:
 
 def summary_json(summary: TeamSummary) -> dict[str, Any]:
     """Render a team with the caller's role in it and its member count."""
-    return {**team_json(summary.team), "your_role": summary.your_role, "member_count": summary.member_count}
+    return {**team_json(summary.team), "your_role": summary.your_role, "member_count": summary.member_count,
+            "member_count_exact": summary.member_count_exact}
 
 
 def team_member_json(member: TeamMember) -> dict[str, Any]:
@@ -67,11 +67,19 @@ def get_team(org_ref: str, team_id: str) -> Response:
     """The team, the caller's role in it, its member count, and a page of its members (?limit=&after=)."""
     org_id = caller_org_id(org_ref)
     known_args("limit", "after")
-    limit, after = page_limit(), after_id()
+    limit, after = page_limit(), _members_after()
     with database().reading() as session:
         found = directory.get_team_detail(session, g.actor, org_id, team_id, limit=limit, after=after)
     return jsonify({**summary_json(found.summary), "members": [team_member_json(m) for m in found.members],
                     "next": found.next})
+
+
+def _members_after() -> str:
+    """The `after` of a page of a team's members: the `next` of the previous page (checked by the domain)."""
+    values = request.args.getlist("after")
+    if len(values) > 1:
+        raise InvalidValue("after must be the `next` of the previous page", field="after")
+    return values[0] if values else ""
 
 
 @bp.post("/orgs/<org_ref>/teams")
@@ -160,7 +168,7 @@ _ROLE = {"type": "string", "enum": ["viewer", "member", "admin", "developer"]}
 _NULLABLE = {"type": ["string", "null"]}
 _SUMMARY = {"id": {"type": "string"}, "name": {"type": "string"}, "default": {"type": "boolean"},
             "created": {"type": "string"}, "your_role": {"type": ["string", "null"]},
-            "member_count": {"type": "integer"}}
+            "member_count": {"type": "integer"}, "member_count_exact": {"type": "boolean"}}
 OPENAPI_SCHEMAS: dict[str, Any] = {
     "TeamSummary": {"type": "object", "required": list(_SUMMARY), "properties": _SUMMARY},
     "TeamList": {"type": "object", "required": ["teams", "next"], "properties": {
