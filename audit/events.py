@@ -127,6 +127,25 @@ def _window(selection: Selection, after: int, upto: int, columns: Select[Any] = 
     return stmt.order_by(e.seq)
 
 
+def keyed(selection: Selection) -> bool:
+    """Tell whether an index leads to exactly the selected events in `seq` order: a selection with a target,
+    an actor or one exact action has its own index, (org_id, target_id | actor_id | action, seq)."""
+    one_action = len(selection.actions) == 1 and not selection.actions[0].endswith((".", "*"))
+    return selection.target_id is not None or selection.actor_id is not None or one_action
+
+
+def _keyed_page(session: Session, selection: Selection, after: int, upto: int, limit: int, *,
+                newest_first: bool) -> list[Row[Any]]:
+    """Up to `limit` selected events with after < seq <= upto, in one statement along the selection's index.
+
+    A filter that few events match would otherwise walk the whole chain in windows (one statement per
+    BATCH sequence numbers) to fill a page; here the index range holds only matching events.
+    """
+    order = AuditEvent.seq.desc() if newest_first else AuditEvent.seq
+    stmt = _window(selection, after, upto).order_by(None).order_by(order).limit(limit)
+    return session.connection().execute(stmt).fetchall()
+
+
 @dataclass(frozen=True)
 class Page:
     """A page of events, the seq the next page starts after, and whether a closed range is read to its end."""
@@ -139,6 +158,11 @@ class Page:
 def read_page(session: Session, selection: Selection, limit: int) -> Page:
     """Return up to `limit` selected events after `selection.after_seq` (and after `since`)."""
     after, last = seq_bounds(session, selection)
+    closed = selection.until is not None and selection.until <= clock.now()
+    if keyed(selection):
+        found = _keyed_page(session, selection, after, last, limit, newest_first=False) if after < last else []
+        position = max(int(found[-1].seq) if len(found) == limit else last, after)
+        return Page(found, position, closed and position >= last)
     connection = session.connection()
     rows: list[Row[Any]] = []
     while after < last and len(rows) < limit:
@@ -150,7 +174,6 @@ def read_page(session: Session, selection: Selection, limit: int) -> Page:
         else:
             rows += found
             after = upto
-    closed = selection.until is not None and selection.until <= clock.now()
     return Page(rows, after, closed and after >= last)
 
 
@@ -158,10 +181,15 @@ def read_page_newest(session: Session, selection: Selection, limit: int, before_
     """Return up to `limit` selected events newest first, all below `before_seq` when given.
 
     `position` is where the next page starts: its events are below it. `ended` when the selection
-    is read down to its first event. Bounded windows of the `(org_id, seq)` index, as `read_page`.
+    is read down to its first event. Bounded windows of the `(org_id, seq)` index, as `read_page`, or
+    one statement along the filter's own index when the selection is `keyed`.
     """
     after, last = seq_bounds(session, selection)
     upper = last if before_seq is None else min(last, before_seq - 1)
+    if keyed(selection):
+        rows = _keyed_page(session, selection, after, upper, limit, newest_first=True) if upper > after else []
+        position = int(rows[-1].seq) if len(rows) == limit else min(after, upper) + 1
+        return Page(rows, position, position - 1 <= after)
     connection = session.connection()
     rows: list[Row[Any]] = []
     position = upper + 1
