@@ -143,7 +143,7 @@ def _keyed_page(session: Session, selection: Selection, after: int, upto: int, l
     """
     order = AuditEvent.seq.desc() if newest_first else AuditEvent.seq
     stmt = _window(selection, after, upto).order_by(None).order_by(order).limit(limit)
-    return session.connection().execute(stmt).fetchall()
+    return list(session.connection().execute(stmt).fetchall())
 
 
 @dataclass(frozen=True)
@@ -160,9 +160,9 @@ def read_page(session: Session, selection: Selection, limit: int) -> Page:
     after, last = seq_bounds(session, selection)
     closed = selection.until is not None and selection.until <= clock.now()
     if keyed(selection):
-        found = _keyed_page(session, selection, after, last, limit, newest_first=False) if after < last else []
-        position = max(int(found[-1].seq) if len(found) == limit else last, after)
-        return Page(found, position, closed and position >= last)
+        page = _keyed_page(session, selection, after, last, limit, newest_first=False) if after < last else []
+        position = max(int(page[-1].seq) if len(page) == limit else last, after)
+        return Page(page, position, closed and position >= last)
     connection = session.connection()
     rows: list[Row[Any]] = []
     while after < last and len(rows) < limit:
@@ -187,9 +187,9 @@ def read_page_newest(session: Session, selection: Selection, limit: int, before_
     after, last = seq_bounds(session, selection)
     upper = last if before_seq is None else min(last, before_seq - 1)
     if keyed(selection):
-        rows = _keyed_page(session, selection, after, upper, limit, newest_first=True) if upper > after else []
-        position = int(rows[-1].seq) if len(rows) == limit else min(after, upper) + 1
-        return Page(rows, position, position - 1 <= after)
+        page = _keyed_page(session, selection, after, upper, limit, newest_first=True) if upper > after else []
+        position = int(page[-1].seq) if len(page) == limit else min(after, upper) + 1
+        return Page(page, position, position - 1 <= after)
     connection = session.connection()
     rows: list[Row[Any]] = []
     position = upper + 1
