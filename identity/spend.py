@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select, true
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock
@@ -19,7 +19,7 @@ from identity.errors import InvalidValue, NotFound
 from identity.lookups import get_team
 from identity.models import ApiKey, Org, User
 from identity.roles import authorize
-from identity.wallet_models import SpendLimit, Wallet, WalletEntry
+from identity.wallet_models import SpendLimit, UsageTotal, Wallet, WalletEntry
 from identity.wallets import USAGE, live_refusal, period_at
 
 BY = ("key", "member", "period")
@@ -82,23 +82,46 @@ def _period_arg(session: Session, org_id: str, period: str | None) -> dt.datetim
                            field="period") from None
 
 
-def spend(session: Session, actor: Actor, org_id: str, team_id: str, *, by: str,
-          period: str | None = None) -> list[dict[str, Any]]:
-    """Return the team's usage grouped `by` key or member (in one period, default the current), or per period."""
+SPEND_PAGE = 100  # keys or members per page of spend (the admin API's ?limit= goes to 500)
+NO_MEMBER = "00000000-0000-0000-0000-000000000000"  # a cursor past the usage of service keys (subject "")
+
+
+def spend(session: Session, actor: Actor, org_id: str, team_id: str, *, by: str, period: str | None = None,
+          limit: int = SPEND_PAGE, after: str = "") -> list[dict[str, Any]]:
+    """Return the team's usage grouped `by` key or member (in one period, default the current), or per period.
+
+    Read from the usage totals the debits keep (UsageTotal), not the ledger's rows: by key or member,
+    up to `limit` of them in id order after `after` (a page); per period, every period.
+    """
     authorize(actor, "usage.read", org_id=org_id)
     get_team(session, org_id, team_id)
     if by not in BY:
         raise InvalidValue(f"by must be one of {', '.join(BY)}", field="by")
-    column = {"key": WalletEntry.key_id, "member": WalletEntry.user_id, "period": WalletEntry.period_start}[by]
-    stmt = (select(column, -func.sum(WalletEntry.amount_micros), func.sum(WalletEntry.cost_micros), func.count())
-            .where(WalletEntry.team_id == team_id, WalletEntry.kind == USAGE).group_by(column).order_by(column))
-    if by != "period":
-        stmt = stmt.where(WalletEntry.period_start == _period_arg(session, org_id, period))
+    t = UsageTotal
+    stmt: Select[Any, Any, Any, Any]
+    if by == "period":  # per period, over its keys' totals
+        stmt = (select(t.period_start, func.sum(t.spend_micros), func.sum(t.cost_micros), func.sum(t.requests))
+                .where(t.team_id == team_id, t.subject_type == "key").group_by(t.period_start)
+                .order_by(t.period_start))
+    else:
+        stmt = (select(t.subject_id, t.spend_micros, t.cost_micros, t.requests)
+                .where(t.team_id == team_id, t.period_start == _period_arg(session, org_id, period),
+                       t.subject_type == by, t.subject_id > after if after else true())
+                .order_by(t.subject_id).limit(limit))
     name = {"key": "key_id", "member": "user_id", "period": "period_start"}[by]
-    rows = [{name: value.isoformat() if isinstance(value, dt.datetime) else value, "spend_micros": int(spent or 0),
-             "cost_micros": int(cost or 0), "requests": int(count)}
+    rows = [{name: value.isoformat() if isinstance(value, dt.datetime) else value or None,
+             "spend_micros": int(spent or 0), "cost_micros": int(cost or 0), "requests": int(count)}
             for value, spent, cost, count in session.execute(stmt)]
     return _named(session, rows, by)
+
+
+def next_after(rows: list[dict[str, Any]], limit: int) -> str | None:
+    """The `after` of the page that follows `rows` of spend by key or member (None: the last page).
+    Usage with no member (a service key's) sorts first and is passed with the nil uuid."""
+    if len(rows) < limit or "period_start" in rows[-1]:
+        return None
+    last = rows[-1].get("key_id", rows[-1].get("user_id"))
+    return last or NO_MEMBER
 
 
 def _named(session: Session, rows: list[dict[str, Any]], by: str) -> list[dict[str, Any]]:

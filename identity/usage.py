@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
@@ -35,7 +36,7 @@ from identity import topups
 from identity.actions import Action
 from identity.errors import InvalidValue, NotFound
 from identity.models import ApiKey
-from identity.wallet_models import SpendLimit
+from identity.wallet_models import SpendLimit, UsageTotal
 from identity.wallets import (
     BALANCE_EXHAUSTED,
     ENTRIES,
@@ -157,8 +158,40 @@ def record_usage(session: Session, actor: Actor, records: list[UsageRecord]) -> 
     save_wallets(session, locked)
     if rows:
         conn.execute(INSERT_ENTRY, rows)
+        conn.execute(_add_totals(conn.dialect.name), _totals(rows))
         _summarise(session, actor, locked, rows)
     return [o for o in outcomes if o is not None]
+
+
+_TOTALS_T = cast(Table, UsageTotal.__table__)
+_ADD_TOTALS: dict[str, Any] = {}
+SUMMED = ("spend_micros", "cost_micros", "requests")
+
+
+def _add_totals(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT DO UPDATE adding to a usage total (made once per dialect)."""
+    if dialect not in _ADD_TOTALS:
+        made = (postgresql if dialect == "postgresql" else sqlite).insert(_TOTALS_T)
+        _ADD_TOTALS[dialect] = made.on_conflict_do_update(
+            index_elements=["team_id", "period_start", "subject_type", "subject_id"],
+            set_={name: _TOTALS_T.c[name] + made.excluded[name] for name in SUMMED})
+    return _ADD_TOTALS[dialect]
+
+
+def _totals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The call's usage rows summed per (team, period, key) and per (team, period, member), in key order:
+    the wallets are locked, so each team's totals are written by one debit at a time."""
+    sums: dict[tuple[str, dt.datetime, str, str], dict[str, Any]] = {}
+    for row in rows:
+        for kind, subject in (("key", row["key_id"]), ("member", row["user_id"] or "")):
+            key = (row["team_id"], row["period_start"], kind, subject)
+            found = sums.setdefault(key, {"team_id": key[0], "period_start": key[1], "subject_type": kind,
+                                          "subject_id": subject, "org_id": row["org_id"], "spend_micros": 0,
+                                          "cost_micros": 0, "requests": 0})
+            found["spend_micros"] -= row["amount_micros"]
+            found["cost_micros"] += row["cost_micros"]
+            found["requests"] += 1
+    return [sums[key] for key in sorted(sums)]
 
 
 def _limits(session: Session, locked: dict[str, Locked[WalletRow]], records: list[UsageRecord],

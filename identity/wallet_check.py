@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from audit.models import AuditEvent, AuditHead
 from identity.actions import Action
-from identity.wallet_models import Wallet, WalletEntry
+from identity.wallet_models import UsageTotal, Wallet, WalletEntry
 from identity.wallets import CREDIT_KINDS, USAGE
 
 
@@ -44,7 +44,26 @@ def check_wallets(session: Session, org_id: str) -> list[str]:
         | (WalletEntry.kind.not_in([USAGE, *CREDIT_KINDS]))))
     if bad:
         problems.append(f"{bad} ledger rows of an unknown kind, or usage that credits")
-    return problems + _check_summaries(session, org_id, {team: usage for team, (_, usage) in sums.items()})
+    return problems + _check_totals(session, org_id) + _check_summaries(
+        session, org_id, {team: usage for team, (_, usage) in sums.items()})
+
+
+def _check_totals(session: Session, org_id: str) -> list[str]:
+    """The usage totals the debits keep (per period and key, per period and member) are the ledger's sums."""
+    e, t, problems = WalletEntry, UsageTotal, list[str]()
+    for kind, column in (("key", func.coalesce(e.key_id, "")), ("member", func.coalesce(e.user_id, ""))):
+        ledger = {(team, period.replace(tzinfo=None), subject): (-int(spent or 0), int(cost or 0), int(n))
+                  for team, period, subject, spent, cost, n in session.execute(
+                      select(e.team_id, e.period_start, column, func.sum(e.amount_micros),
+                             func.coalesce(func.sum(e.cost_micros), 0), func.count())
+                      .where(e.org_id == org_id, e.kind == USAGE).group_by(e.team_id, e.period_start, column))}
+        kept = {(row.team_id, row.period_start.replace(tzinfo=None), row.subject_id):
+                (row.spend_micros, row.cost_micros, row.requests)
+                for row in session.scalars(select(t).where(t.org_id == org_id, t.subject_type == kind))}
+        problems += [f"team {key[0]}: usage totals by {kind} {key[2] or '(none)'} in the period of {key[1]} are "
+                     f"{kept.get(key)} but the ledger sums to {ledger.get(key)}"
+                     for key in sorted(set(ledger) | set(kept)) if ledger.get(key) != kept.get(key)]
+    return problems
 
 
 def _check_summaries(session: Session, org_id: str, usage: dict[str, int]) -> list[str]:

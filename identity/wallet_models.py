@@ -16,7 +16,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from identity.models import Base
 
-__all__ = ["Wallet", "WalletEntry", "SpendLimit", "TopUpRequest", "WalletSettings"]
+__all__ = ["Wallet", "WalletEntry", "UsageTotal", "SpendLimit", "TopUpRequest", "WalletSettings"]
 
 MICROS = BigInteger()
 UUID = String(36)
@@ -87,6 +87,27 @@ class WalletEntry(Base):
         Index("ix_wallet_entries_user_period", "user_id", "period_start", "kind"),  # a member's spend
         Index("ix_wallet_entries_org_created", "org_id", "created_at"),
     )
+
+
+class UsageTotal(Base):
+    """A team's usage in one billing period by one key or one member: the sums of its ledger's usage rows.
+
+    Kept by the debit that writes the rows (identity.usage), in its transaction and under the
+    wallet's row lock, so it is exact; `identity billing check` compares it with the ledger. It lets
+    a wallet page show spend per key and member without reading the period's every usage row.
+    `subject_id` is "" for usage by a service key (no member).
+    """
+
+    __tablename__ = "usage_totals"
+
+    team_id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    period_start: Mapped[dt.datetime] = mapped_column(primary_key=True)
+    subject_type: Mapped[str] = mapped_column(String(8), primary_key=True)  # key, member
+    subject_id: Mapped[str] = mapped_column(UUID, primary_key=True)
+    org_id: Mapped[str] = mapped_column(UUID)
+    spend_micros: Mapped[int] = mapped_column(MICROS)
+    cost_micros: Mapped[int] = mapped_column(MICROS)
+    requests: Mapped[int] = mapped_column(BigInteger)
 
 
 class SpendLimit(Base):

@@ -307,6 +307,9 @@ def test_sixteen_gateways_at_once_never_overdraw(client: FlaskClient, db: Databa
         balance = session.get_one(Wallet, world.wallet.split("/")[-2]).balance_micros
         booked = -int(session.scalar(select(func.sum(WalletEntry.amount_micros)).where(WalletEntry.kind == "usage")))
     assert balance >= 0 and booked == sum(accepted) and balance == 1_000 - booked
+    from identity.wallet_check import check_wallets
+    with db.reading() as session:  # the usage totals kept under the wallet's lock: the ledger's sums
+        assert check_wallets(session, session.get_one(Wallet, world.wallet.split("/")[-2]).org_id) == []
 
 
 def test_the_key_checks_refusal_ends_when_the_period_turns(client: FlaskClient, world: World) -> None:
@@ -331,3 +334,45 @@ def test_a_retried_top_up_credits_once(client: FlaskClient, db: Database, world:
     assert again.status_code == 409 and again.get_json()["field"] == "reference"
     assert rows(db) == before
     assert client.get(world.wallet, headers=world.owner).get_json()["balance_micros"] == 500
+
+
+def test_the_usage_totals_are_the_ledgers_sums_after_every_kind_of_debit(client: FlaskClient, db: Database,
+                                                                          world: World, system: Actor,
+                                                                          acme: NewOrg) -> None:
+    """The totals a wallet page reads (identity.usage keeps them per period and key, and per period and member)
+    after debits by a member's key, another's, a service key's, in a batch, a retry and a refusal; and
+    `identity billing check` finds a total that is not its ledger's sum."""
+    from sqlalchemy import text
+
+    from identity.wallet_check import check_wallets
+    with db.transaction() as session:
+        service = keys.create_service_key(session, system, acme.org.id, team_id=acme.default_team_id, name="svc",
+                                          scopes=["inference"])
+    top_up(client, world, 1_000)
+    assert use(client, world, 300, "r1").status_code == 200
+    assert use(client, world, 300, "r1").status_code == 200  # a retry: booked once
+    assert use(client, world, 100, "r2", key_id=world.owner_key_id).status_code == 200
+    assert use(client, world, 50, "r3", key_id=service.id).status_code == 200
+    batch = [{"key_id": k, "model": "m", "cost_micros": 10, "request_id": f"b{n}"}
+             for n, k in enumerate((world.member_key_id, service.id, world.owner_key_id))]
+    assert client.post("/api/v1/usage", headers=world.gateway, json={"usage": batch}).status_code == 200
+    assert use(client, world, 10_000, "r4").status_code == 429  # refused: no row, no total
+
+    def walk(by: str) -> dict[str | None, tuple[int, int]]:
+        seen, after = {}, ""
+        while True:
+            page = client.get(f"{world.wallet}/spend?by={by}&limit=1&after={after}", headers=world.owner).get_json()
+            seen |= {r["key_id" if by == "key" else "user_id"]: (r["spend_micros"], r["requests"])
+                     for r in page["spend"]}
+            if page["next"] is None:
+                return seen
+            after = page["next"]
+    assert walk("key") == {world.member_key_id: (310, 2), world.owner_key_id: (110, 2), service.id: (60, 2)}
+    assert walk("member") == {world.member_id: (310, 2), acme.owner.id: (110, 2), None: (60, 2)}
+    with db.reading() as session:
+        assert check_wallets(session, acme.org.id) == []
+    with db.begin() as conn:
+        conn.execute(text("UPDATE usage_totals SET requests = requests + 1 WHERE subject_id = ''"))
+    with db.reading() as session:
+        found = check_wallets(session, acme.org.id)
+    assert len(found) == 1 and "usage totals by member (none)" in found[0], found

@@ -21,11 +21,13 @@ from identity.web.api.common import (
     ADMIN,
     USAGE_READ,
     adopt,
+    after_id,
     authenticated,
     caller_org_id,
     int_arg,
     json_body,
     known_args,
+    page_limit,
     when,
 )
 from identity.web.context import database
@@ -108,13 +110,15 @@ def add_credit(org_ref: str, team_id: str) -> tuple[Response, int]:
 @bp.get(f"{WALLET}/spend")
 @authenticated(scope=USAGE_READ)
 def get_spend(org_ref: str, team_id: str) -> Response:
-    """Usage grouped ?by=key|member (in ?period=<a time in it>, default now) or ?by=period."""
+    """Usage grouped ?by=key|member (in ?period=<a time in it>, default now), a page of up to ?limit= (1 to
+    500, default 100) in id order after ?after=<`next`>; or ?by=period, every period."""
     org_id = caller_org_id(org_ref)
-    known_args("by", "period")
+    known_args("by", "period", "limit", "after")
+    limit = page_limit()
     with database().reading() as session:
         rows = spend.spend(session, g.actor, org_id, team_id, by=request.args.get("by", "key"),
-                           period=request.args.get("period"))
-    return jsonify({"spend": rows})
+                           period=request.args.get("period"), limit=limit, after=after_id())
+    return jsonify({"spend": rows, "next": spend.next_after(rows, limit)})
 
 
 @bp.get(f"{WALLET}/ledger")

@@ -63,7 +63,7 @@ def _page(team_id: str, *, status: int = 200, errors: dict[str, str] | None = No
         by_member = spend.spend(session, g.actor, g.caller.org_id, team_id, by="member")
         may_top_up = wallets.may_top_up(session, g.actor, g.caller.org_id)
     return render("console/wallet.html", status=status, errors=errors, title="Wallet", nav="teams", wallet=found,
-                  by_key=by_key, by_member=by_member, may_top_up=may_top_up)
+                  by_key=by_key, by_member=by_member, may_top_up=may_top_up, spend_page=spend.SPEND_PAGE)
 
 
 @bp.get("/teams/<team_id>/wallet")
