@@ -292,3 +292,37 @@ def test_a_team_count_is_exact_up_to_the_cap_and_says_more_past_it(db: Database,
             break
         after = page.next
     assert seen == [*people, *more]  # each member once (the deactivated too), in the order they joined
+
+
+@pytest.mark.parametrize("filters", [{"target_id": "other-3"}, {"actor_id": "tests"}, {"actions": ("user.updated",)},
+                                     {"target_id": "other-3", "outcome": "success"}])
+def test_a_keyed_audit_page_is_the_windowed_page(db: Database, acme: NewOrg, monkeypatch: pytest.MonkeyPatch,
+                                                 filters: dict[str, Any]) -> None:
+    """Read along the filter's index (audit.events.keyed), pages hold the same events, cursors and ends as
+    the windows of the chain did, both ways, within a closed time range too."""
+    from audit import events
+    seed_events(db, acme.org.id, 500)
+
+    def walk(newest: bool, until: dt.datetime | None) -> list[tuple[list[int], int, bool]]:
+        pages, after, before = [], 0, None
+        for _ in range(400):
+            selection = events.Selection(acme.org.id, after_seq=after, until=until, **filters)
+            with db.reading() as session:
+                page = (events.read_page_newest(session, selection, 2, before) if newest
+                        else events.read_page(session, selection, 2))
+            pages.append(([int(r.seq) for r in page.rows], page.position, page.ended))
+            if not page.rows or page.ended:
+                return pages
+            after, before = (after, page.position) if newest else (page.position, None)
+        return pages
+
+    with db.reading() as session:
+        middle = session.scalar(text("SELECT occurred_at FROM audit_events WHERE org_id = :o ORDER BY seq "
+                                     "LIMIT 1 OFFSET 250"), {"o": acme.org.id})
+    until = dt.datetime.fromisoformat(str(middle)).replace(tzinfo=dt.UTC)
+    assert events.keyed(events.Selection(acme.org.id, **filters))
+    keyed = {(newest, bound): walk(newest, bound) for newest in (True, False) for bound in (None, until)}
+    monkeypatch.setattr(events, "keyed", lambda selection: False)
+    windowed = {(newest, bound): walk(newest, bound) for newest in (True, False) for bound in (None, until)}
+    assert keyed == windowed
+    assert all(len(pages) >= 2 for pages in keyed.values())
