@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, exists, func, or_, select
+from sqlalchemy import String, case, exists, func, literal, or_, select, union_all
 from sqlalchemy.orm import Session, aliased
 
 from audit import Actor
@@ -173,6 +173,7 @@ class TeamPage:
 
 
 MEMBER_COUNT_CAP = 100  # a team count stops here: the list shows "100+" (docs/performance.md)
+COUNTS_PER_STATEMENT = 250  # SQLite allows 500 terms in a compound SELECT
 
 
 def _member_count(team_id: Any) -> Any:
@@ -189,9 +190,19 @@ def _member_count(team_id: Any) -> Any:
     counted = (select(RoleGrant.id).join(User, User.id == RoleGrant.user_id)
                .where(RoleGrant.team_id == team_id, User.active.is_(True), User.deleted_at.is_(None), first)
                .order_by(RoleGrant.id).limit(MEMBER_COUNT_CAP + 1))
-    if not isinstance(team_id, str):  # the team list's correlated count, one per team of its page
-        counted = counted.correlate(Team)
     return select(func.count()).select_from(counted.subquery())
+
+
+def _member_counts(session: Session, team_ids: list[str]) -> dict[str, int]:
+    """Count each team's members (up to the cap): one statement, a branch per team, so that PostgreSQL
+    plans each team's count for its own team (a correlated count has one plan for every team, and
+    the plan for the Default team, which holds everyone, walks the whole grants table for a small one)."""
+    found: dict[str, int] = {}
+    for start in range(0, len(team_ids), COUNTS_PER_STATEMENT):
+        branches = [select(literal(team_id, String).label("team_id"), _member_count(team_id).scalar_subquery())
+                    for team_id in team_ids[start:start + COUNTS_PER_STATEMENT]]
+        found.update((team_id, int(n or 0)) for team_id, n in session.execute(union_all(*branches)))
+    return found
 
 
 def _summary(team: Team, your_role: str | None, counted: int | None) -> TeamSummary:
@@ -210,14 +221,14 @@ def _your_rank(user_id: str | None) -> Any:
 
 def team_page(session: Session, actor: Actor, org_id: str, *, limit: int, after: Position | None = None) -> TeamPage:
     """Return up to `limit` teams after the cursor `after`, oldest first, each with the caller's role
-    and its member count: one query, however many teams the page holds."""
+    and its member count (up to the cap): two queries, however many teams the page holds."""
     authorize(actor, "directory.read", org_id=org_id)
     you = acting_user_id(session, actor)
-    stmt = select(Team, _member_count(Team.id).correlate(Team).scalar_subquery(), _your_rank(you)).where(
-        Team.org_id == org_id)
+    stmt = select(Team, _your_rank(you)).where(Team.org_id == org_id)
     window = Window(limit, after)
-    rows = session.execute(within(stmt, Team.created_at, Team.id, window))
-    found = [_summary(team, None if rank is None else ROLES[rank], count) for team, count, rank in rows]
+    rows = list(session.execute(within(stmt, Team.created_at, Team.id, window)))
+    counts = _member_counts(session, [team.id for team, _ in rows])
+    found = [_summary(team, None if rank is None else ROLES[rank], counts[team.id]) for team, rank in rows]
     page, following = split(found, window, lambda t: Position(t.team.created, t.team.id))
     return TeamPage(page, following)
 

@@ -192,7 +192,7 @@ class RoleGrant(Base):
         # and counted (up to a cap) along it, in the order they joined. Not (team, user), for the
         # same reason as IdpGroupMember's key: that would put a big team's new grants all over its
         # range (tests/identity/test_group_pages.py). One user's grants: ix_role_grants_user.
-        Index("ix_role_grants_team_grant", "team_id", "id"),
+        Index("ix_role_grants_team_grant", "team_id", "id", "user_id"),
         Index("ix_role_grants_org_role", "org_id", "role", "team_id"),
         Index("ix_role_grants_source_ref", "source_ref"),
     )

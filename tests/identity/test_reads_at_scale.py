@@ -227,6 +227,24 @@ def test_the_team_list_reads_a_page_of_teams_not_every_member(big: Big) -> None:
     assert total <= PAGE_BUDGET, each
 
 
+def test_the_team_list_counts_a_small_team_along_its_own_index(big: Big) -> None:
+    """Beside the Default team (everyone), a team of 5: a count planned once for every team (a correlated
+    subquery) walked the whole grants table in id order for the small one, as it does for Default."""
+    from identity import directory
+    with big.db.begin() as conn:
+        conn.execute(text("INSERT INTO teams (id, org_id, name, created_at, is_default) VALUES "
+                          "('small-1', :org, 'Small', timestamp '2026-01-02', false) ON CONFLICT DO NOTHING"),
+                     {"org": big.org.org.id})
+        conn.execute(text("INSERT INTO role_grants (org_id, user_id, team_id, role, source, source_ref, created_at) "
+                          "SELECT :org, md5('u' || i)::uuid::text, 'small-1', 'member', 'manual', '', "
+                          "timestamp '2026-01-01' FROM generate_series(1, 20000, 4000) AS i "
+                          "WHERE NOT EXISTS (SELECT 1 FROM role_grants WHERE team_id = 'small-1')"),
+                     {"org": big.org.org.id})
+        conn.execute(text("ANALYZE role_grants"))
+    total, each = rows_touched(big.db, lambda s: directory.team_page(s, big.owner, big.org.org.id, limit=100))
+    assert total <= PAGE_BUDGET, each
+
+
 def test_a_team_page_reads_its_page_of_members_not_the_whole_team(big: Big) -> None:
     """GET /api/v1/orgs/<org>/teams/<id> and /console/teams?team=<id> (directory.get_team_detail):
     the member count reads every grant of the team, and the page of member ids is a GROUP BY

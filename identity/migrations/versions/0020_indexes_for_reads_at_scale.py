@@ -51,7 +51,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("team_id", "period_start", "subject_type", "subject_id", name="pk_usage_totals"))
     for kind, column in (("key", "key_id"), ("member", "user_id")):
         op.execute(TOTALS.format(kind=kind, column=column))
-    op.create_index("ix_role_grants_team_grant", "role_grants", ["team_id", "id"])
+    op.create_index("ix_role_grants_team_grant", "role_grants", ["team_id", "id", "user_id"])
     op.drop_index("ix_role_grants_team", table_name="role_grants")
     op.create_index("ix_wallet_entries_user_period", "wallet_entries", ["user_id", "period_start", "kind"])
     for name, columns in AUDIT:
