@@ -221,7 +221,9 @@ def openapi_paths(op: Any, json_response: Any, ref: Any) -> dict[str, Any]:
     page = [("limit", {"type": "integer"}, "page size, 1 to 500 (default 100)"),
             ("before", {"type": "integer"}, "`next` of the previous page: entries older than this id")]
     by = [("by", {"type": "string", "enum": list(spend.BY)}, "group by key (default), member or period"),
-          ("period", {"type": "string"}, "a time within the billing period to show (default: now)")]
+          ("period", {"type": "string"}, "a time within the billing period to show (default: now)"),
+          ("limit", {"type": "integer"}, "by key or member: page size, 1 to 500 (default 100)"),
+          ("after", {"type": "string"}, "by key or member: `next` of the previous page")]
     return {
         wallet: {"get": op("A team's wallet: balance, this period's spend, limit, what is left, discount, auto top-up, "
                            "refusal", json_response(ref("Wallet")), params=team),
@@ -231,7 +233,8 @@ def openapi_paths(op: Any, json_response: Any, ref: Any) -> dict[str, Any]:
                                          json_response(ref("WalletEntry")), body="TopUp", params=team, status="201")},
         f"{wallet}/credits": {"post": op("Owners: a refund or an adjustment", json_response(ref("WalletEntry")),
                                          body="Credit", params=team, status="201")},
-        f"{wallet}/spend": {"get": op("Usage per key, member or period (removed members' included)",
+        f"{wallet}/spend": {"get": op("Usage per key or member (a page in id order, from the period's totals) or per "
+                                      "period (removed members' included)",
                                       json_response({"type": "object"}), params=team, query=by)},
         f"{wallet}/ledger": {"get": op("The ledger, newest first (owners and admins)",
                                        json_response({"type": "object"}), params=team, query=page)},
