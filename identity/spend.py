@@ -8,6 +8,7 @@ the ledger names them by id and outlives them.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +84,7 @@ def _period_arg(session: Session, org_id: str, period: str | None) -> dt.datetim
 
 
 SPEND_PAGE = 100  # keys or members per page of spend (the admin API's ?limit= goes to 500)
+CURSOR = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")  # a key's or member's id
 NO_MEMBER = "00000000-0000-0000-0000-000000000000"  # a cursor past the usage of service keys (subject "")
 
 
@@ -97,6 +99,8 @@ def spend(session: Session, actor: Actor, org_id: str, team_id: str, *, by: str,
     get_team(session, org_id, team_id)
     if by not in BY:
         raise InvalidValue(f"by must be one of {', '.join(BY)}", field="by")
+    if after and not CURSOR.fullmatch(after):
+        raise InvalidValue("after must be the `next` of the previous page", field="after")
     t = UsageTotal
     stmt: Select[Any, Any, Any, Any]
     if by == "period":  # per period, over its keys' totals

@@ -21,7 +21,6 @@ from identity.web.api.common import (
     ADMIN,
     USAGE_READ,
     adopt,
-    after_id,
     authenticated,
     caller_org_id,
     int_arg,
@@ -117,8 +116,16 @@ def get_spend(org_ref: str, team_id: str) -> Response:
     limit = page_limit()
     with database().reading() as session:
         rows = spend.spend(session, g.actor, org_id, team_id, by=request.args.get("by", "key"),
-                           period=request.args.get("period"), limit=limit, after=after_id())
+                           period=request.args.get("period"), limit=limit, after=_one("after"))
     return jsonify({"spend": rows, "next": spend.next_after(rows, limit)})
+
+
+def _one(name: str) -> str:
+    """A query argument given at most once, as it came ("" when absent): the domain checks it after the team."""
+    values = request.args.getlist(name)
+    if len(values) > 1:
+        raise InvalidValue(f"{name} may be given once", field=name)
+    return values[0] if values else ""
 
 
 @bp.get(f"{WALLET}/ledger")
