@@ -1,6 +1,6 @@
 """Indexes for reads that must not grow with the org (the scale review).
 
-- role_grants (team_id, id) replaces (team_id): a page of a team's members, and its member count
+- role_grants (team_id, id, user_id) replaces (team_id): a page of a team's members, and its member count
   up to a cap, walk the index in the order grants were made instead of reading and sorting the
   whole team; new grants still go at the end of their team's range (not (team_id, user_id), which
   scatters a group PATCH's writes over a big team: tests/identity/test_group_pages.py).
