@@ -279,3 +279,11 @@ def test_a_service_key_is_made_for_a_team_typed_by_name(db: Database, acme: NewO
         assert session.scalars(select(ApiKey.team_id).where(ApiKey.name == "prod")).one() == "team-2"
     refused = client.post("/console/keys/service", data={**form, "team_id": "Nope"}, headers=owner.headers())
     assert refused.status_code == 404 and 'id="service-team_id-error"' in refused.text
+
+
+def test_the_teams_page_shows_a_count_past_its_cap_as_more(db: Database, acme: NewOrg, client: FlaskClient) -> None:
+    """A team's count stops at directory's cap (member_count_exact false past it): the page says "100+"."""
+    owner = sign_in(db, acme.owner.id)
+    seed_members(db, acme, 120)
+    page = client.get("/console/teams", headers={"Cookie": owner.cookie}).get_data(as_text=True)
+    assert re.search(r'data-label="Members">100\+</td>', page), page
