@@ -72,7 +72,7 @@ def audit_retention_floor_days() -> int:
     raw = os.environ.get("AUDIT_RETENTION_FLOOR_DAYS", "").strip()
     if not raw:
         return DEFAULT_AUDIT_RETENTION_FLOOR_DAYS
-    if not raw.isdigit() or not 1 <= int(raw) <= 3650:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 3650:
         raise ValueError(f"AUDIT_RETENTION_FLOOR_DAYS must be a whole number of days from 1 to 3650, not {raw!r}")
     return int(raw)
 
@@ -111,7 +111,7 @@ def from_environment() -> dict[str, object]:
 def _whole(name: str, low: int, high: int) -> int:
     """Return the setting `name` as a whole number from `low` to `high`, or raise ValueError naming it."""
     raw = os.environ.get(name, "").strip()
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
         raise ValueError(f"{name} must be a whole number from {low} to {high}, not {raw!r}")
     return int(raw)
 
@@ -124,7 +124,7 @@ def metrics_port() -> int | None:
     raw = os.environ.get("METRICS_PORT", "").strip()
     if not raw:
         return None
-    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 65535:
         raise ValueError(f"METRICS_PORT must be a port number from 1 to 65535, not {raw!r}")
     return int(raw)
 

@@ -293,7 +293,7 @@ def get_team_detail(session: Session, actor: Actor, org_id: str, team_id: str, *
 def _grant_cursor(after: str) -> int:
     if after == "":
         return 0
-    if not after.isdigit() or len(after) > 18:
+    if not (after.isascii() and after.isdigit()) or len(after) > 18:  # "²" is a digit to str.isdigit
         raise InvalidValue("after must be the `next` of the previous page", field="after")
     return int(after)
 

@@ -28,7 +28,7 @@ def apply_user_groups(session: Session, actor: Actor, org_id: str, user_id: str,
     for ref in refs:
         group = known.get(ref)
         if group is None:
-            group = create_group(session, actor, org_id, display_name=ref, external_id=ref)
+            group = create_group(session, actor, org_id, display_name=ref, external_id=ref, from_claim=True)
         wanted.add(group.id)
     current = set(session.scalars(select(IdpGroupMember.group_id).where(IdpGroupMember.user_id == user_id)))
     for group_id in sorted(wanted ^ current):  # in one order, before any is changed (LOCKED_GROUPS)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, PrimaryKeyConstraint, String, func, text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, PrimaryKeyConstraint, String, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from identity.model_base import UUID, Base
@@ -28,6 +28,8 @@ class IdpGroup(Base):
     created_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime]
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # Made by a SAML sign-in's group claim (identity.group_claims), until the IdP's SCIM create adopts it.
+    from_claim: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
     __table_args__ = (
         Index("uq_idp_groups_org_name", "org_id", func.lower(text("display_name")), unique=True),

@@ -128,14 +128,14 @@ def grants_of(session: Session, actor: Actor, group: IdpGroup) -> Grants:
 
 def create_group(session: Session, actor: Actor, org_id: str, *, display_name: str,
                  external_id: str | None = None, attributes: dict[str, Any] | None = None,
-                 member_ids: Iterable[str] = (), adopt_claimed: bool = False) -> IdpGroup:
+                 member_ids: Iterable[str] = (), adopt_claimed: bool = False, from_claim: bool = False) -> IdpGroup:
     """Create an IdP group (SCIM POST /Groups), with its first members.
 
     With `adopt_claimed` (SCIM's create), a group that a SAML sign-in's claim made before
     provisioning was turned on, named by the same externalId or displayName, becomes this one
     (`_adopt`): SSO set up before SCIM neither makes a second group for one IdP group (Entra's
     claims are its groups' object ids, its SCIM externalId) nor refuses the IdP's group as a
-    duplicate name (Okta's claims are the groups' names)."""
+    duplicate name (Okta's claims are the groups' names). `from_claim` marks a group a claim makes."""
     authorize(actor, "teams.manage", org_id=org_id)
     seats.lock_org(session, org_id)  # serialises the name check with parallel creates
     claimed = _claimed_by_sign_in(session, org_id, display_name, external_id) if adopt_claimed else None
@@ -144,7 +144,7 @@ def create_group(session: Session, actor: Actor, org_id: str, *, display_name: s
     display_name = _ensure_free_name(session, org_id, display_name)
     now = clock.now()
     group = IdpGroup(id=str(uuid.uuid4()), org_id=org_id, display_name=display_name, external_id=external_id,
-                     attributes=attributes or {}, created_at=now, updated_at=now, version=1)
+                     attributes=attributes or {}, created_at=now, updated_at=now, version=1, from_claim=from_claim)
     session.add(group)
     session.flush()
     session.info.setdefault(TOUCHED, set()).add(group.id)  # version 1 is this transaction's, members included
@@ -155,13 +155,14 @@ def create_group(session: Session, actor: Actor, org_id: str, *, display_name: s
 
 
 def _claimed_by_sign_in(session: Session, org_id: str, display_name: str, external_id: str | None) -> IdpGroup | None:
-    """The group a SAML claim made (group_claims: its name and externalId are the claim as sent)
-    that a SCIM create names by its externalId or its displayName; None when there is none."""
+    """The group a SAML claim made (`from_claim`, group_claims) that a SCIM create names by its
+    externalId or its displayName; None when there is none. A group SCIM made is never adopted,
+    whatever its names (a second create of its name stays a 409)."""
     names = [func.lower(IdpGroup.display_name) == (display_name or "").strip().lower()]
     if external_id:
         names.append(IdpGroup.external_id == external_id)
     return session.scalars(select(IdpGroup).where(
-        IdpGroup.org_id == org_id, or_(*names), IdpGroup.display_name == IdpGroup.external_id,
+        IdpGroup.org_id == org_id, or_(*names), IdpGroup.from_claim.is_(True),
     ).order_by(IdpGroup.created_at, IdpGroup.id).limit(1)).first()
 
 
@@ -171,6 +172,7 @@ def _adopt(session: Session, actor: Actor, group: IdpGroup, display_name: str, e
     IdP sent them (audited as the group's update), its members added; what it grants re-derived
     when another rule now matches it."""
     lock_group(session, group.org_id, group.id)
+    group.from_claim = False  # the IdP's SCIM group from now on
     rule_before = _rule(session, group)
     update_group(session, actor, group.org_id, group.id, display_name=display_name, external_id=external_id,
                  attributes=attributes or {}, clear_external_id=external_id is None)

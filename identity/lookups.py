@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from audit import Actor
 from audit.log import Target
-from identity.errors import NotFound
+from identity.errors import Conflict, NotFound
 from identity.models import ApiKey, Team, User
 from identity.names import name_key
 
@@ -37,12 +37,21 @@ def find_by_user_name(session: Session, org_id: str, user_name: str) -> User | N
 
 
 def find_by_address(session: Session, org_id: str, address: str) -> User | None:
-    """Return a live user whose userName or primary email is `address` (an IdP's member is often
-    `jdoe` with jdoe@acme.test as email: the same person either way)."""
-    return session.scalars(select(User).where(
+    """Return the live member a person means by `address`: the one whose userName it is, else the
+    one (only) whose email it is (an IdP's member is often `jdoe` with jdoe@acme.test as email).
+    Emails are not unique and may be edited: two members with it as email, and no userName, is
+    Conflict, never either of them."""
+    found = session.scalars(select(User).where(
         User.org_id == org_id, User.deleted_at.is_(None),
         or_(User.user_name_key == name_key(address), func.lower(User.email) == address.strip().lower()),
-    ).limit(1)).first()
+    ).limit(50)).all()
+    by_name = [user for user in found if user.user_name_key == name_key(address)]
+    if by_name:
+        return by_name[0]
+    if len(found) > 1:
+        raise Conflict(f"{address.strip()!r} is the email of {len(found)} members: type the userName of the one "
+                       "you mean", field="member")
+    return found[0] if found else None
 
 
 _SAME_NAME = (User.org_id == bindparam("org_id"), User.user_name_key == bindparam("user_name_key"))

@@ -174,6 +174,12 @@ def _lookup(session: Session, org_id: str, idp_entity_id: str, name_id_key: str 
         "org_id": org_id, "idp_entity_id": idp_entity_id, "name_id_key": name_id_key,
         "user_name_key": keys[0], "also_name_key": keys[1]}).all()
     linked = next((user for user, how, _key in rows if how == "linked"), None)
+    live_ids = {user.id for user, how, _key in rows if how == "live" and user.user_name_key in keys}
+    if linked is None and len(live_ids) > 1:  # a linked NameID chooses, whatever the claims say
+        # The userName claim and the NameID (or email) name two different live members: which one
+        # the person is, the assertion does not say. Never the claim's (an IdP attribute its
+        # holder may be able to edit would choose someone else's account), never silently.
+        raise Refused("ambiguous_user", 403)
     for key in keys:
         live = next(((user, linked_key) for user, how, linked_key in rows
                      if how == "live" and user.user_name_key == key), None)

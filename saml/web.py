@@ -50,6 +50,8 @@ MESSAGES = {
     "connection_changed": "Single sign-on was being reconfigured. Please sign in again.",
     "name_id_mismatch": "The account for this email is already linked to another identity at your identity "
                         "provider. Ask an administrator of this organization for help.",
+    "ambiguous_user": "Your identity provider named two different accounts of this organization for you. "
+                      "Ask an administrator of this organization for help.",
     "invalid_value": "Your identity provider sent a name or email address with characters that are not allowed.",
     "too_many_pending_sign_ins": "Too many sign-ins were started from your network in the last minutes. "
                                  "Please wait a few minutes and try again.",

@@ -62,7 +62,7 @@ class KeyCheckFirst:
         """Return the body's `key` when the body is one this path answers; else None (the body restored)."""
         length = environ.get("CONTENT_LENGTH") or ""
         limit = self.app.config.get("MAX_CONTENT_LENGTH")
-        if not length.isdigit() or (limit is not None and int(length) > limit) or \
+        if not (length.isascii() and length.isdigit()) or (limit is not None and int(length) > limit) or \
                 environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower() != "application/json":
             return None
         body = environ["wsgi.input"].read(int(length))

@@ -108,5 +108,6 @@ def close_past_drain_bound(worker: Any, req: Any) -> None:
     """gunicorn's `pre_request` hook: a body declared longer than MAX_DRAINED_BYTES closes its
     connection after the answer, and the answer says so (`Connection: close`)."""
     for name, value in req.headers:
-        if name == "CONTENT-LENGTH" and value.strip().isdigit() and int(value) > MAX_DRAINED_BYTES:
+        length = value.strip()
+        if name == "CONTENT-LENGTH" and length.isascii() and length.isdigit() and int(length) > MAX_DRAINED_BYTES:
             req.must_close = True

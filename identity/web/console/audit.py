@@ -96,7 +96,7 @@ def _default_args() -> MultiDict[str, str]:
 def _number(name: str) -> int:
     """A page position from the query (`after`, `before`): a sequence number, else 0."""
     value = request.args.get(name, "")
-    return int(value) if value.isdigit() and len(value) < 19 else 0
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else 0
 
 
 def _field_errors(error: DomainError) -> dict[str, str]:
