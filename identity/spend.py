@@ -55,7 +55,11 @@ def get_wallet(session: Session, actor: Actor, org_id: str, team_id: str) -> Wal
     get_team(session, org_id, team_id)
     org = session.get_one(Org, org_id)
     start, end = period_at(org.created_at, clock.now())
-    wallet = session.get(Wallet, team_id)
+    return view_of(team_id, session.get(Wallet, team_id), start, end)
+
+
+def view_of(team_id: str, wallet: Wallet | None, start: dt.datetime, end: dt.datetime) -> WalletView:
+    """Describe a team's wallet in the billing period [start, end) (an empty one when it has no row)."""
     if wallet is None:
         return WalletView(team_id, 0, start, end, 0, None, 0, None, None, None)
     spend = wallet.period_spend_micros if wallet.period_start == start else 0
