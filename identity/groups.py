@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, delete, event, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, event, func, insert, or_, select
 from sqlalchemy.orm import Session, SessionTransaction
 
 from audit import Actor, clock, record
@@ -21,6 +21,7 @@ from audit.log import Target
 from identity import owners, seats, teams
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound
+from identity.group_versions import TOUCHED, touch
 from identity.models import GroupMapping, IdpGroup, IdpGroupMember, Org, RoleGrant, Team, User
 from identity.roles import authorize
 from identity.vocabulary import GrantSource, Role
@@ -207,7 +208,7 @@ def update_group(session: Session, actor: Actor, org_id: str, group_id: str, *, 
                                     if group.attributes.get(k) != attributes.get(k))
         group.attributes = attributes
     if diff:
-        _touch(session, group)
+        touch(session, group)
         record(session, actor, Action.GROUP_UPDATED, _target(group), diff, org_id=org_id)
     return group
 
@@ -228,44 +229,6 @@ def delete_group(session: Session, actor: Actor, org_id: str, group_id: str) -> 
     record(session, actor, Action.GROUP_DELETED, _target(group),
            {"display_name": group.display_name, "members_removed": len(removed)}, org_id=org_id)
     session.delete(group)
-
-
-TOUCHED = "identity.groups_touched"  # session.info: the groups whose version moved in this transaction
-
-
-def _touch(session: Session, group: IdpGroup) -> None:
-    """Give the group a new version (its ETag) and time, once per transaction however many of its
-    parts change (its name, its members added and removed by one PATCH)."""
-    touched = session.info.setdefault(TOUCHED, set())
-    if group.id in touched:
-        return
-    touched.add(group.id)
-    group.updated_at = clock.now()
-    group.version += 1
-
-
-# The groups a deleted member was in, locked in id order (as apply_user_groups locks them; the
-# caller holds the org's lock, taken before any group's) and given their new version in one statement.
-_TOUCH_LEFT = update(IdpGroup).where(IdpGroup.id.in_(
-    select(IdpGroup.id).where(IdpGroup.id.in_(bindparam("group_ids", expanding=True)))
-    .order_by(IdpGroup.id).with_for_update(key_share=True).scalar_subquery()))
-
-
-def member_left(session: Session, group_ids: Iterable[str]) -> None:
-    """Give the groups a deleted member was in a new version (their members are part of them, so
-    a stale If-Match is 412 and a stale If-None-Match 200), once per transaction as `_touch` does."""
-    touched: set[str] = session.info.setdefault(TOUCHED, set())
-    new = sorted(set(group_ids) - touched)
-    for chunk in chunks(new):
-        session.execute(_TOUCH_LEFT.values(version=IdpGroup.version + 1, updated_at=clock.now()),
-                        {"group_ids": chunk}, execution_options={"synchronize_session": "fetch"})
-    touched.update(new)
-
-
-@event.listens_for(Session, "after_commit")
-@event.listens_for(Session, "after_rollback")
-def _forget_touched(session: Session) -> None:
-    session.info.pop(TOUCHED, None)
 
 
 def _live_users(session: Session, org_id: str, user_ids: list[str]) -> set[str]:
@@ -316,7 +279,7 @@ def add_members(session: Session, actor: Actor, org_id: str, group_id: str, user
                   "source": source, "source_ref": group.id, "created_at": now} for uid in new]
     if rows:
         session.execute(insert(RoleGrant), rows)
-    _touch(session, group)  # its members are part of it: a new version (ETag), so a stale If-Match is 412
+    touch(session, group)  # its members are part of it: a new version (ETag), so a stale If-Match is 412
     record(session, actor, Action.GROUP_MEMBERS_ADDED, _target(group),
            {"members": new, "team_id": grants.team_id, "team_role": grants.team_role, "org_role": grants.org_role,
             "source": source}, org_id=org_id)
@@ -347,7 +310,7 @@ def remove_members(session: Session, actor: Actor, org_id: str, group_id: str, u
             session.execute(delete(RoleGrant).where(RoleGrant.id.in_(grants)))
         gone += sorted(taken)
     if gone:
-        _touch(session, group)
+        touch(session, group)
         record(session, actor, Action.GROUP_MEMBERS_REMOVED, _target(group), {"members": gone}, org_id=org_id)
     for user_id in sorted(protected):
         owners.protect_group_owner(session, actor, org_id, user_id, group.id)

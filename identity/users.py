@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from audit import Actor, clock, record
-from identity import emails, groups, keys, owners, seats, sessions
+from identity import emails, group_versions, keys, owners, seats, sessions
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound, SeatCapReached
 from identity.grants import org_role as org_role
@@ -245,7 +245,7 @@ def deprovision(session: Session, actor: Actor, user: User, role: Role | None = 
     revoked = keys.revoke_user_keys(session, user, reason=KeyStatusReason.MEMBER_DELETED)
     sessions.end_user_sessions(session, user.id)
     session.execute(delete(RoleGrant).where(RoleGrant.user_id == user.id))
-    groups.member_left(session, session.scalars(delete(IdpGroupMember).where(
+    group_versions.member_left(session, session.scalars(delete(IdpGroupMember).where(
         IdpGroupMember.user_id == user.id).returning(IdpGroupMember.group_id)))
     seats.free_seat(session, actor, user)
     user.active = False

@@ -28,6 +28,7 @@ from audit import Actor, clock, events
 from audit.models import AuditEvent
 from identity import (
     audit_access,
+    charges,
     directory,
     gateway,
     group_claims,
@@ -490,7 +491,7 @@ READS.update({
         s, a, w.org_id, w.acme.default_team_id, limit=10),
     "identity.directory.get_team_member": lambda w: lambda s, a: directory.get_team_member(
         s, a, w.org_id, w.acme.default_team_id, w.acme.owner.id),
-    "identity.directory.seat_charges": lambda w: lambda s, a: directory.seat_charges(s, a, w.org_id, limit=10),
+    "identity.charges.seat_charges": lambda w: lambda s, a: charges.seat_charges(s, a, w.org_id, limit=10),
     "identity.lookups.acting_user_id": lambda w: lambda s, a: lookups.acting_user_id(s, a),
 })
 # Issue 17's reads: the IdP setup page's provisioning status, the audit page's newest checkpoint.

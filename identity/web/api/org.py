@@ -10,8 +10,9 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify
 
-from identity import directory, mappings, org_lifecycle
-from identity.directory import ChargeEntry, MappingEntry
+from identity import charges, directory, mappings, org_lifecycle
+from identity.charges import ChargeEntry
+from identity.directory import MappingEntry
 from identity.errors import InvalidValue
 from identity.service import run
 from identity.web.api.common import (
@@ -75,7 +76,7 @@ def seat_charges(org_ref: str) -> Response:
     known_args("limit", "after")
     window = page_window()
     with database().reading() as session:
-        page = directory.seat_charges(session, g.actor, org_id, limit=window.limit, after=window.after)
+        page = charges.seat_charges(session, g.actor, org_id, limit=window.limit, after=window.after)
     cycle = {**page.cycle, "cycle_start": page.cycle["cycle_start"].isoformat(),
              "cycle_end": page.cycle["cycle_end"].isoformat()}
     return jsonify({"charges": [charge_json(c) for c in page.charges], "next": cursor(page.next),

@@ -14,7 +14,7 @@ from typing import Any
 from flask import Blueprint, g, request
 from werkzeug.wrappers import Response
 
-from identity import directory, orgs
+from identity import charges, directory, orgs
 from identity.errors import DomainError, InvalidValue
 from identity.web.api.common import cursor, page_window
 from identity.web.console.common import (
@@ -53,7 +53,7 @@ def _not_for_you() -> Response:
 def _render(status: int = 200, errors: dict[str, str] | None = None, form: dict[str, str] | None = None) -> Response:
     after = page_window().after if request.method == "GET" else None
     with reading() as session:
-        ledger = directory.seat_charges(session, g.actor, g.caller.org_id, limit=LEDGER_PAGE, after=after)
+        ledger = charges.seat_charges(session, g.actor, g.caller.org_id, limit=LEDGER_PAGE, after=after)
         settings = directory.org_settings(session, g.actor, g.caller.org_id)
     plan = form or {"included_seats": str(settings["included_seats"]),
                     "seat_price": f"{Decimal(int(str(settings['seat_price_cents']))) / 100:.2f}",

@@ -1,0 +1,50 @@
+"""A group's version, its ETag (RFC 7644 section 3.14): moved once per transaction however many of
+its parts change, and for every group a deleted member was in (their members are part of them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import bindparam, event, select, update
+from sqlalchemy.orm import Session
+
+from audit import clock
+from identity.models import IdpGroup
+
+TOUCHED = "identity.groups_touched"  # session.info: the groups whose version moved in this transaction
+
+
+def touch(session: Session, group: IdpGroup) -> None:
+    """Give the group a new version (its ETag) and time, once per transaction however many of its
+    parts change (its name, its members added and removed by one PATCH)."""
+    touched = session.info.setdefault(TOUCHED, set())
+    if group.id in touched:
+        return
+    touched.add(group.id)
+    group.updated_at = clock.now()
+    group.version += 1
+
+
+# The groups a deleted member was in, locked in id order (as apply_user_groups locks them; the
+# caller holds the org's lock, taken before any group's) and given their new version in one statement.
+_TOUCH_LEFT = update(IdpGroup).where(IdpGroup.id.in_(
+    select(IdpGroup.id).where(IdpGroup.id.in_(bindparam("group_ids", expanding=True)))
+    .order_by(IdpGroup.id).with_for_update(key_share=True).scalar_subquery()))
+
+
+def member_left(session: Session, group_ids: Iterable[str]) -> None:
+    """Give the groups a deleted member was in a new version (their members are part of them, so
+    a stale If-Match is 412 and a stale If-None-Match 200), once per transaction as `touch` does."""
+    touched: set[str] = session.info.setdefault(TOUCHED, set())
+    new = sorted(set(group_ids) - touched)
+    for start in range(0, len(new), 500):  # ids per IN (...) list, as identity.groups.chunks
+        session.execute(_TOUCH_LEFT.values(version=IdpGroup.version + 1, updated_at=clock.now()),
+                        {"group_ids": new[start:start + 500]}, execution_options={"synchronize_session": "fetch"})
+    touched.update(new)
+
+
+@event.listens_for(Session, "after_commit")
+@event.listens_for(Session, "after_rollback")
+def _forget_touched(session: Session) -> None:
+    session.info.pop(TOUCHED, None)
