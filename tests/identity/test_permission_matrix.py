@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from audit import Actor
 from audit.log import pending_events
-from identity import directory, invitations, keys, mappings, org_lifecycle, orgs, outbox, scim_credentials, teams, users
+from identity import charges, invitations, keys, mappings, org_lifecycle, orgs, outbox, scim_credentials, teams, users
 from identity.db import Database
 from identity.errors import PermissionDenied
 from identity.models import ApiKey, User
@@ -199,7 +199,7 @@ ORG_ACTIONS: dict[str, OrgAction] = {
                                                           name="mine", scopes=["inference"]),
     "transfer_ownership": lambda s, a, w: org_lifecycle.transfer_ownership(s, a, w.org_id, w.targets["member"].id),
     "delete_org": lambda s, a, w: org_lifecycle.delete_org(s, a, w.org_id, confirm="acme"),
-    "read_seat_charges": lambda s, a, w: directory.seat_charges(s, a, w.org_id, limit=10),
+    "read_seat_charges": lambda s, a, w: charges.seat_charges(s, a, w.org_id, limit=10),
     "edit_mapping_to_admin": lambda s, a, w: mappings.update_mapping(s, a, w.org_id, _mapping(s, w), {"org_role": "admin"}),
     "edit_mapping_to_owner": lambda s, a, w: mappings.update_mapping(s, a, w.org_id, _mapping(s, w), {"org_role": "owner"}),
     "rotate_own_key": lambda s, a, w: keys.rotate_api_key(s, a, w.org_id, _own_key(s, a, w)),
