@@ -1,5 +1,6 @@
 """A group's version, its ETag (RFC 7644 section 3.14): moved once per transaction however many of
-its parts change, and for every group a deleted member was in (their members are part of them).
+its parts change, and for every group a member was in when they are deleted or renamed (their
+members, shown by name, are part of them).
 """
 
 from __future__ import annotations
@@ -26,16 +27,17 @@ def touch(session: Session, group: IdpGroup) -> None:
     group.version += 1
 
 
-# The groups a deleted member was in, locked in id order (as apply_user_groups locks them; the
+# The groups a deleted or renamed member is in, locked in id order (as apply_user_groups locks them; the
 # caller holds the org's lock, taken before any group's) and given their new version in one statement.
 _TOUCH_LEFT = update(IdpGroup).where(IdpGroup.id.in_(
     select(IdpGroup.id).where(IdpGroup.id.in_(bindparam("group_ids", expanding=True)))
     .order_by(IdpGroup.id).with_for_update(key_share=True).scalar_subquery()))
 
 
-def member_left(session: Session, group_ids: Iterable[str]) -> None:
-    """Give the groups a deleted member was in a new version (their members are part of them, so
-    a stale If-Match is 412 and a stale If-None-Match 200), once per transaction as `touch` does."""
+def member_changed(session: Session, group_ids: Iterable[str]) -> None:
+    """Give the groups a member left (deleted) or is shown anew in (renamed) a new version (their
+    members are part of them, so a stale If-Match is 412 and a stale If-None-Match 200), once per
+    transaction as `touch` does."""
     touched: set[str] = session.info.setdefault(TOUCHED, set())
     new = sorted(set(group_ids) - touched)
     for start in range(0, len(new), 500):  # ids per IN (...) list, as identity.groups.chunks

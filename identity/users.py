@@ -245,7 +245,7 @@ def deprovision(session: Session, actor: Actor, user: User, role: Role | None = 
     revoked = keys.revoke_user_keys(session, user, reason=KeyStatusReason.MEMBER_DELETED)
     sessions.end_user_sessions(session, user.id)
     session.execute(delete(RoleGrant).where(RoleGrant.user_id == user.id))
-    group_versions.member_left(session, session.scalars(delete(IdpGroupMember).where(
+    group_versions.member_changed(session, session.scalars(delete(IdpGroupMember).where(
         IdpGroupMember.user_id == user.id).returning(IdpGroupMember.group_id)))
     seats.free_seat(session, actor, user)
     user.active = False
@@ -335,6 +335,8 @@ def update_profile(session: Session, actor: Actor, org_id: str, user_id: str, ch
             for field, value in changes.items() if getattr(user, field) != value}
     if not diff:
         return user
+    if (changes.get("display_name", user.display_name) or changes.get("user_name", user.user_name)) != _shown(user):
+        _groups_show_anew(session, user)
     for field, change in diff.items():
         setattr(user, field, change["after"])
     _touch(user)
@@ -344,6 +346,20 @@ def update_profile(session: Session, actor: Actor, org_id: str, user_id: str, ch
         logged["attributes"] = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
     record(session, actor, Action.USER_UPDATED, user_target(user), logged, org_id=org_id)
     return user
+
+
+def _shown(user: User) -> str:
+    """How a group's members list shows `user` (scim.listing's `display`): the display name, else the userName."""
+    return user.display_name or user.user_name
+
+
+def _groups_show_anew(session: Session, user: User) -> None:
+    """Move the versions of the groups `user` is in: their members show the user's name, so a new
+    name is a new version of each (RFC 7644 3.14: a stale If-None-Match must not get 304). The org's
+    lock first, before the user's row is written, in the order member deletion and SAML claims lock."""
+    seats.lock_org(session, user.org_id)
+    group_versions.member_changed(session, session.scalars(
+        select(IdpGroupMember.group_id).where(IdpGroupMember.user_id == user.id)))
 
 
 def sync_user(session: Session, actor: Actor, org_id: str, user_id: str, fields: dict[str, Any]) -> User:

@@ -1,6 +1,6 @@
 """ETags follow memberships (RFC 7644 section 3.14): a user's moves when their groups do (RFC 7643
 section 4.1.2: `groups` is part of the User), without writing the member's row; a group's moves
-when a member of it is deleted. For If-None-Match and If-Match alike."""
+when a member of it is deleted or shown under a new name. For If-None-Match and If-Match alike."""
 
 from __future__ import annotations
 
@@ -106,3 +106,26 @@ def test_a_members_deletion_makes_each_of_their_groups_etag_stale(scim: Scim) ->
         assert scim.patch(path, rename, **{"If-Match": before[group["id"]]}).status_code == 412
         assert scim.patch(path, rename, **{"If-Match": read.headers["ETag"]}).status_code in (200, 204)
     assert scim.get(f"/Groups/{other['id']}").headers["ETag"] == before[other["id"]]  # not a member: unchanged
+
+
+@pytest.mark.parametrize(("change", "moves"), [
+    ([{"op": "replace", "path": "displayName", "value": "Sam Stone"}], True),
+    ([{"op": "replace", "path": "userName", "value": "sam.stone@example.com"}], True),  # no displayName: shown by userName
+    ([{"op": "replace", "path": "name.givenName", "value": "Sam"}], False),  # not shown in a group
+])
+def test_a_members_new_name_makes_each_of_their_groups_etag_stale(
+        scim: Scim, change: list[dict[str, Any]], moves: bool) -> None:
+    member, other = scim.create_user("sam@example.com"), scim.create_user("tess@example.com")
+    theirs, not_theirs = scim.create_group("Ops", [member["id"], other["id"]]), scim.create_group("Legal", [other["id"]])
+    before = {g["id"]: scim.get(f"/Groups/{g['id']}").headers["ETag"] for g in (theirs, not_theirs)}
+    assert scim.patch(f"/Users/{member['id']}", change).status_code in (200, 204)
+    read = scim.get(f"/Groups/{theirs['id']}", **{"If-None-Match": before[theirs["id"]]})
+    if moves:
+        assert read.status_code == 200 and read.headers["ETag"] != before[theirs["id"]]
+        shown = {m["value"]: m["display"] for m in read.json["members"]}
+        assert shown[member["id"]] == change[0]["value"]
+        rename = [{"op": "replace", "path": "displayName", "value": "Ops 2"}]
+        assert scim.patch(f"/Groups/{theirs['id']}", rename, **{"If-Match": before[theirs["id"]]}).status_code == 412
+    else:
+        assert read.status_code == 304
+    assert scim.get(f"/Groups/{not_theirs['id']}").headers["ETag"] == before[not_theirs["id"]]
