@@ -287,3 +287,35 @@ def test_the_teams_page_shows_a_count_past_its_cap_as_more(db: Database, acme: N
     seed_members(db, acme, 120)
     page = client.get("/console/teams", headers={"Cookie": owner.cookie}).get_data(as_text=True)
     assert re.search(r'data-label="Members">100\+</td>', page), page
+
+
+def test_an_expanded_team_pages_through_all_its_members(db: Database, acme: NewOrg, client: FlaskClient,
+                                                        system: Actor) -> None:
+    """/console/teams?team=<id> listed a team's first 200 members and, past them, only "the admin API
+    lists them all": in a team of 450 an owner could not change the team role of, or remove, member
+    201+ from the console. "Next" now reaches every member, and a change made on a later page
+    comes back to that page."""
+    people = seed_members(db, acme, 450)  # every one of them in the Default team, with the owner
+    owner = sign_in(db, acme.owner.id)
+    team = acme.default_team_id
+    seen: list[str] = []
+    path: str | None = f"/console/teams?team={team}"
+    pages = []
+    while path is not None:
+        page = client.get(path, headers={"Cookie": owner.cookie})
+        assert page.status_code == 200
+        seen += re.findall(r'<tr id="member-([0-9a-f-]+)">', page.text)
+        pages.append(path)
+        found = re.search(r'<a href="(/console/teams\?team=[^"#]+members_after=[^"#]+)#[^"]*" rel="next">', page.text)
+        path = html.unescape(found.group(1)) if found else None
+    assert set(people) | {acme.owner.id} == set(seen) and len(seen) == len(set(seen))
+    assert len(pages) == 3, pages
+    last = people[-1]
+    after = pages[-1].split("members_after=")[1]
+    changed = client.post(f"/console/teams/{team}/members/{last}/role", headers=owner.headers(),
+                          data={"csrf_token": owner.csrf, "role": "admin", "members_after": after})
+    assert changed.status_code == 303 and pages[-1] in changed.headers["Location"], changed.headers.get("Location")
+    with db.reading() as session:
+        member = directory.get_team_member(session, system, acme.org.id, team, last)
+    assert member.team_role == "admin"
+    assert client.get(f"/console/teams?team={team}&members_after=x", headers={"Cookie": owner.cookie}).status_code == 400

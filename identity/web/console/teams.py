@@ -10,6 +10,7 @@ person; the list offers only what their role may do, and the services refuse the
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from flask import Blueprint, g, request
 from sqlalchemy.orm import Session
@@ -34,7 +35,7 @@ from identity.web.console.common import (
 bp = Blueprint("console_teams", __name__, url_prefix="/console")
 PAGE = "/console/teams"
 TEAM_ROLES = ("viewer", "member", "admin")
-MEMBERS_SHOWN = 200  # members listed under an expanded team (the admin API pages further)
+MEMBERS_SHOWN = 200  # members listed under an expanded team per page (`?members_after=` the next page)
 TEAMS_SHOWN = 500
 
 
@@ -61,7 +62,8 @@ def _page(*, status: int = 200, errors: dict[str, str] | None = None, **state: A
         detail: TeamDetail | None = None
         if open_team:
             try:
-                detail = directory.get_team_detail(session, g.actor, g.caller.org_id, open_team, limit=MEMBERS_SHOWN)
+                detail = directory.get_team_detail(session, g.actor, g.caller.org_id, open_team, limit=MEMBERS_SHOWN,
+                                                   after=_members_after())
             except NotFound:
                 detail = None
         # Each member's org role: what the console may offer to do to them (identity.roles, as the services ask)
@@ -116,8 +118,14 @@ def delete_team(team_id: str) -> Response:
     return redirect_with_notice(PAGE, f"Team '{field('confirm')}' deleted.")
 
 
+def _members_after() -> str:
+    """Which page of an expanded team's members: the link's `members_after`, or the field a form carries back."""
+    return request.values.get("members_after", "")
+
+
 def _team_page(team_id: str) -> str:
-    return f"{PAGE}?team={team_id}#members-{team_id}"
+    after = _members_after()
+    return f"{PAGE}?team={team_id}{f'&members_after={quote(after)}' if after else ''}#members-{team_id}"
 
 
 @bp.post("/teams/<team_id>/members")
