@@ -33,7 +33,7 @@ from identity.models import ApiKey, GatewayCredential, Org, RoleGrant, User
 from identity.roles import allowed_scopes, highest
 from identity.vocabulary import KeyStatus, Role
 from identity.wallet_models import SpendLimit, Wallet
-from identity.wallets import live_refusal, period_at
+from identity.wallets import live_refusal, period_at, remaining
 
 
 class Refusal(StrEnum):
@@ -147,8 +147,8 @@ def _answer(rows: list[Any], secret: str) -> KeyCheck:
 def _spend_state(row: Any, identity: dict[str, Any]) -> KeyCheck:
     """Add the key's budget to a valid answer, or refuse it while a refused debit's refusal lasts (DESIGN 3.8).
 
-    `remaining_micros` is what the key may still spend: the balance, bounded by each limit that
-    applies (team, key, member) less its spend this period. None of it is written or locked.
+    `remaining_micros` is what the key may still spend (identity.wallets.remaining, which the usage
+    answer says too). None of it is written or locked.
     """
     start, end = period_at(_utc(row.org_created), clock.now())
     limits, refusals = [], []
@@ -165,8 +165,8 @@ def _spend_state(row: Any, identity: dict[str, Any]) -> KeyCheck:
             if current and refused is not None and _utc(refused) == start:
                 refusals.append((Refusal.SPENDING_LIMIT_REACHED.value, scope))
     balance = row.balance_micros or 0
-    remaining = min([balance, *(max(0, lim["limit_micros"] - lim["spend_micros"]) for lim in limits)])
-    budget = {"balance_micros": balance, "remaining_micros": remaining, "discount_percent": row.discount_percent or 0,
+    left = remaining(balance, ((lim["limit_micros"], lim["spend_micros"]) for lim in limits))
+    budget = {"balance_micros": balance, "remaining_micros": left, "discount_percent": row.discount_percent or 0,
               "limits": limits, "period": {"start": start.isoformat(), "end": end.isoformat()}}
     refusal = next(((code, scope) for code, scope in refusals if code), None)
     if refusal is not None:

@@ -47,6 +47,7 @@ from identity.wallets import (
     WalletRow,
     amount,
     lock_wallets,
+    remaining,
     save_wallets,
     team_target,
 )
@@ -73,7 +74,7 @@ class Outcome:
     team_id: str
     debited_micros: int = 0
     balance_micros: int = 0
-    remaining_micros: int | None = None  # what may still be spent this period (None: no limit)
+    remaining_micros: int = 0  # what the key may still spend: the key check's budget.remaining_micros
     resets_at: dt.datetime | None = None
     limit_scope: str | None = None  # for spending_limit_reached: team, key or member
     extra: dict[str, Any] = field(default_factory=dict)
@@ -255,13 +256,13 @@ def _debit_team(session: Session, actor: Actor, locked: Locked[WalletRow], items
     return answers
 
 
-def _remaining(wallet: WalletRow, key_limit: SpendLimit | None, member_limit: SpendLimit | None) -> int | None:
-    """What may still be spent this period under the limits that apply (team, key, member); None when none do."""
-    left = [limit - spent for limit, spent in (
-        (wallet.spend_limit_micros, wallet.period_spend_micros),
-        *((found.limit_micros, found.spend_micros) for found in (key_limit, member_limit) if found is not None))
-        if limit is not None]
-    return max(0, min(left)) if left else None
+def _remaining(wallet: WalletRow, key_limit: SpendLimit | None, member_limit: SpendLimit | None) -> int:
+    """What the key may still spend: the balance, bounded by the limits that apply (team, key, member),
+    as the key check answers it right after."""
+    limits = [(found.limit_micros, found.spend_micros) for found in (key_limit, member_limit) if found is not None]
+    if wallet.spend_limit_micros is not None:
+        limits.append((wallet.spend_limit_micros, wallet.period_spend_micros))
+    return remaining(wallet.balance_micros, limits)
 
 
 def _refusal(wallet: Any, debit: int, key_limit: SpendLimit | None,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
@@ -231,6 +231,15 @@ def live_refusal(refusal: str | None, refused_period: dt.datetime | None, period
     if refusal == BALANCE_EXHAUSTED or (refusal is not None and refused_period == period_start):
         return refusal
     return None
+
+
+def remaining(balance_micros: int, limits: Iterable[tuple[int, int]]) -> int:
+    """Return what a key may still spend: the balance, bounded by each limit that applies (team, key,
+    member; as `(limit, spend this period)`) less its spend.
+
+    The one computation of it: the key check's `budget.remaining_micros` (identity.gateway) and the
+    usage answer's `remaining_micros` (identity.usage) must say the same (DESIGN 3.8)."""
+    return max(0, min([balance_micros, *(limit - spent for limit, spent in limits)]))
 
 
 def team_target(team_id: str) -> Target:

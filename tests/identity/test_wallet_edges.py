@@ -113,8 +113,8 @@ def test_auto_top_up_is_requested_when_the_balance_is_already_below_its_threshol
 
 
 def test_a_debits_remaining_counts_the_keys_limit(db: Database, system: Actor, acme: NewOrg) -> None:
-    """`remaining_micros` is "what may still be spent this period (None: no limit)": a key at its own
-    limit may spend nothing more, yet the answer says None (no limit), looking at the team's only."""
+    """`remaining_micros` is what the key may still spend: a key at its own limit may spend nothing more,
+    yet the answer said None (no limit), looking at the team's only."""
     key_id = key_of(db, acme, system)
     credit(db, acme, 10_000)
     with db.transaction() as session:

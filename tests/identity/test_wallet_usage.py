@@ -104,6 +104,16 @@ def test_the_429_flow_end_to_end(client: FlaskClient, world: World) -> None:
     assert accepted["budget"]["remaining_micros"] == 50
 
 
+def test_usage_answers_what_the_key_check_answers_right_after(client: FlaskClient, world: World) -> None:
+    top_up(client, world, 100)
+    answer = use(client, world, 10, "r1").get_json()
+    assert answer["remaining_micros"] == verify(client, world)["budget"]["remaining_micros"] == 90  # no limit
+    assert client.patch(world.wallet, headers=world.owner, json={"spend_limit_micros": 1_000}).status_code == 200
+    answer = use(client, world, 10, "r2").get_json()
+    assert answer["remaining_micros"] == verify(client, world)["budget"]["remaining_micros"] == 80  # the balance
+    assert use(client, world, 81, "r3").get_json()["code"] == "balance_exhausted"
+
+
 def test_a_retried_request_id_never_debits_twice(client: FlaskClient, db: Database, world: World) -> None:
     top_up(client, world, 1_000)
     answers = [use(client, world, 100, "same") for _ in range(3)]

@@ -129,8 +129,10 @@ RECORD = {"type": "object", "additionalProperties": False, "required": ["key_id"
 RESULT = {"type": "object", "required": ["request_id", "status"], "properties": {
     "request_id": {"type": "string"}, "status": {"type": "string"}, "team_id": {"type": "string"},
     "debited_micros": {"type": "integer"}, "balance_micros": {"type": "integer"},
-    "remaining_micros": {"type": ["integer", "null"]}, "resets_at": {"type": ["string", "null"]},
-    "scope": {"type": "string"}}}
+    "remaining_micros": {"type": "integer", "description": "what the key may still spend: the balance, bounded by "
+                         "each limit (team, key, member) less its spend this period; the key check's "
+                         "budget.remaining_micros"},
+    "resets_at": {"type": ["string", "null"]}, "scope": {"type": "string"}}}
 OPENAPI_SCHEMAS: dict[str, Any] = {
     "Usage": {"oneOf": [RECORD, {"type": "object", "additionalProperties": False, "required": ["usage"],
                                  "properties": {"usage": {"type": "array", "items": RECORD, "minItems": 1,
