@@ -2,7 +2,8 @@
 
 When a debit takes a team's balance below its auto top-up threshold, one request is written in
 the debit's transaction, and the wallet remembers it (`pending_topup_id`): later debits add none
-until a top-up lands (identity.wallets fulfils it). The request goes to the operator's payment hook, as the mail
+until a top-up brings the balance back to the threshold or pays the request (identity.wallets fulfils
+it then, and only then). The request goes to the operator's payment hook, as the mail
 outbox goes to SMTP (identity.outbox, identity.mail): claimed by one sender, POSTed outside any
 transaction, marked delivered or failed in a transaction of its own, retried by
 `identity billing topups deliver` up to MAX_ATTEMPTS. Without a hook (`TOPUP_WEBHOOK_URL` unset)

@@ -324,8 +324,11 @@ def _credit(session: Session, actor: Actor, org_id: str, team_id: str, kind: str
     changes: dict[str, Any] = {"entry_id": entry.id, "kind": kind, "amount_micros": micros, "reference": reference,
                                "balance_micros": {"before": before, "after": wallet.balance_micros}}
     if kind == TOP_UP and wallet.pending_topup_id:
-        changes["fulfilled_topup_request_id"] = wallet.pending_topup_id  # the auto top-up's request it answers
-        _fulfil_pending(session, wallet)
+        fulfilled = _fulfil_pending(session, wallet, reference)
+        if fulfilled:
+            changes["fulfilled_topup_request_id"] = fulfilled  # the auto top-up's request it answers
+        else:
+            changes["pending_topup_request_id"] = wallet.pending_topup_id  # still below: the same crossing's
     record(session, actor, Action.WALLET_TOPPED_UP if kind == TOP_UP else Action.WALLET_CREDITED,
            team_target(team_id), changes, org_id=org_id)
     return entry
@@ -368,13 +371,23 @@ def grant_seat_usage(session: Session, actor: Actor, org_id: str,
     return entries
 
 
-def _fulfil_pending(session: Session, wallet: Wallet) -> None:
-    """A top-up landed: the auto top-up's pending request is fulfilled, and the next crossing may raise one."""
-    if wallet.pending_topup_id is None:
-        return
-    session.execute(update(TopUpRequest).where(TopUpRequest.id == wallet.pending_topup_id)
+def _fulfil_pending(session: Session, wallet: Wallet, reference: str) -> str | None:
+    """Fulfil the auto top-up's pending request when this top-up answers it; return its id, or None.
+
+    One crossing of the threshold raises one request (DESIGN 3.8), so it stays pending until the
+    balance is back at or above the threshold, or until the top-up pays it (its `reference` is the
+    request's id: how the payer names the request it paid). A smaller top-up leaves it pending: the
+    next debit below the threshold raises no second request, and the hook, which may be charging for
+    the first, is not asked again. Only then may the next crossing raise one.
+    """
+    threshold = wallet.auto_topup_threshold_micros
+    pending = wallet.pending_topup_id
+    if pending is None or (reference != pending and threshold is not None and wallet.balance_micros < threshold):
+        return None
+    session.execute(update(TopUpRequest).where(TopUpRequest.id == pending)
                     .values(status="fulfilled", fulfilled_at=clock.now(), claimed_until=None))
     wallet.pending_topup_id = None
+    return pending
 
 
 def seated_members_by_team(session: Session, org_id: str) -> dict[str, int]:

@@ -249,6 +249,35 @@ def test_auto_top_up_raises_one_request_until_a_top_up_lands(db: Database, syste
         assert session.scalar(select(func.count()).select_from(TopUpRequest)) == 2
 
 
+def test_a_top_up_below_the_threshold_leaves_the_one_request_of_the_crossing(db: Database, system: Actor,
+                                                                             acme: NewOrg) -> None:
+    key_id = key_of(db, acme, system)
+    top_up(db, acme, 2_000)
+    with db.transaction() as session:
+        wallet_controls.configure_wallet(session, owner(acme), acme.org.id, acme.default_team_id,
+                                         auto_topup={"threshold_micros": 1_000, "amount_micros": 5_000})
+    sent: list[bytes] = []
+    hook = ("https://pay.example/hook", "s3cret")
+    post(db, UsageRecord(key_id, "m", 1_500, "r1"))  # 2000 -> 500: crosses the threshold
+    assert topups.deliver(db, hook, system, post=lambda url, body, headers: sent.append(body))["delivered"] == 1
+    top_up(db, acme, 100, "a manual top-up")  # 600: still below the threshold
+    post(db, UsageRecord(key_id, "m", 10, "r2"))  # 590: the same crossing
+    assert topups.deliver(db, hook, system, post=lambda url, body, headers: sent.append(body))["delivered"] == 0
+    with db.reading() as session:
+        [request] = session.scalars(select(TopUpRequest)).all()
+        event = session.scalars(select(AuditEvent).where(AuditEvent.action == "wallet.topped_up")
+                                .order_by(AuditEvent.seq.desc())).first()
+    assert len(sent) == 1 and request.status == "delivered"
+    assert wallet(db, acme.default_team_id).pending_topup_id == request.id
+    assert event is not None and event.changes["pending_topup_request_id"] == request.id
+    top_up(db, acme, 100, request.id)  # the request is paid (its id as the reference), though still below
+    with db.reading() as session:
+        assert session.get_one(TopUpRequest, request.id).status == "fulfilled"
+    post(db, UsageRecord(key_id, "m", 10, "r3"))  # below the threshold after the paid request: a new crossing
+    with db.reading() as session:
+        assert session.scalar(select(func.count()).select_from(TopUpRequest)) == 2
+
+
 def test_the_payment_hook_gets_a_signed_request_and_failures_are_retried(db: Database, system: Actor,
                                                                          acme: NewOrg) -> None:
     key_id = key_of(db, acme, system)
