@@ -46,6 +46,7 @@ class Action(enum.StrEnum):
     WALLET_TOPUP_REQUESTED = "wallet.topup_requested"
     WALLET_TOPUP_DELIVERED = "wallet.topup_delivered"
     WALLET_TOPUP_FAILED = "wallet.topup_failed"
+    WALLET_TOPUP_CANCELLED = "wallet.topup_cancelled"
     INVITATION_ACCEPTED = "invitation.accepted"
     INVITATION_CREATED = "invitation.created"
     INVITATION_DECLINED = "invitation.declined"

@@ -2,7 +2,8 @@
 
 Its own module because it sits above them all: the group mappings into the team are deleted
 (identity.groups, which itself creates and renames teams), pending invitations to it expire
-(identity.invitations), its keys are revoked (identity.keys), its memberships end.
+(identity.invitations), its keys are revoked (identity.keys), its wallet's undelivered top-up
+requests are cancelled (identity.topups), its memberships end.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from audit import Actor, record
 from audit.log import Target
-from identity import invitations, keys, mappings
+from identity import invitations, keys, mappings, topups
 from identity.actions import Action
 from identity.errors import InvalidValue
 from identity.lookups import get_team
@@ -24,7 +25,8 @@ from identity.vocabulary import InvitationStatus, Role
 
 def delete_team(session: Session, actor: Actor, org_id: str, team_id: str, *, confirm: str | None = None) -> None:
     """Delete a team: its memberships end, its API keys are revoked, the group mappings into it are
-    deleted and its pending invitations expire, each audited. `Default` stays.
+    deleted, its pending invitations expire and its wallet's undelivered top-up requests are
+    cancelled, each audited; `team.deleted` records the wallet's balance. `Default` stays.
 
     `confirm` must be the team's name, exactly, when given: the admin API and the console always
     give what the person typed ("Delete 'Platform'? This cannot be undone."); None is for callers
@@ -50,10 +52,12 @@ def delete_team(session: Session, actor: Actor, org_id: str, team_id: str, *, co
     for invitation in session.scalars(pending).all():
         invitations.expire(session, invitation, actor, reason="team_deleted")
     revoked = keys.revoke_keys_of_team(session, org_id, team.id)
+    balance = topups.close_team_wallet(session, actor, org_id, team.id)
     members = session.scalar(select(func.count(func.distinct(RoleGrant.user_id))).where(RoleGrant.team_id == team.id))
     session.execute(delete(RoleGrant).where(RoleGrant.team_id == team.id))
     record(session, actor, Action.TEAM_DELETED, Target("team", team.id, team.name),
-           {"name": team.name, "members_removed": members, "keys_revoked": revoked}, org_id=org_id)
+           {"name": team.name, "members_removed": members, "keys_revoked": revoked, "balance_micros": balance},
+           org_id=org_id)
     session.delete(team)
     session.flush()
     # The database unset the team of the keys and invitations that named it; so must the session.

@@ -32,13 +32,13 @@ from audit import Actor, clock, record
 from identity.actions import Action
 from identity.db import Database
 from identity.lookups import get_team
-from identity.models import Org
+from identity.models import Org, Team
 from identity.roles import authorize
 from identity.wallet_models import TopUpRequest, Wallet
-from identity.wallets import WalletRow, new_id, team_target
+from identity.wallets import WalletRow, lock_wallet, new_id, team_target
 
 log = logging.getLogger("identity.topups")
-PENDING, FAILED, DELIVERED, FULFILLED = "pending", "failed", "delivered", "fulfilled"
+PENDING, FAILED, DELIVERED, FULFILLED, CANCELLED = "pending", "failed", "delivered", "fulfilled", "cancelled"
 UNDELIVERED = (PENDING, FAILED)
 MAX_ATTEMPTS = 10
 REQUESTED = "identity.topup_requested"
@@ -81,10 +81,33 @@ def requests_with_status(session: Session, status: str | None, limit: int = 1000
 
 
 def undelivered_ids(session: Session, limit: int = 50) -> list[str]:
-    """The requests still to hand to the payment hook, oldest first; never a deleted org's."""
-    return list(session.scalars(select(TopUpRequest.id).join(Org, Org.id == TopUpRequest.org_id).where(
+    """The requests still to hand to the payment hook, oldest first; never a deleted org's or team's
+    (a team's deletion cancels them; the join also leaves out those of teams deleted before it did)."""
+    return list(session.scalars(select(TopUpRequest.id).join(Org, Org.id == TopUpRequest.org_id)
+                                .join(Team, Team.id == TopUpRequest.team_id).where(
         TopUpRequest.status.in_(UNDELIVERED), TopUpRequest.attempts < MAX_ATTEMPTS, Org.deleted_at.is_(None))
         .order_by(TopUpRequest.created_at).limit(limit)))
+
+
+def close_team_wallet(session: Session, actor: Actor, org_id: str, team_id: str) -> int:
+    """Cancel the undelivered top-up requests of a team being deleted, each audited, and return its
+    wallet's balance for the `team.deleted` event (0 when it never had a wallet).
+
+    No top-up can reach a deleted team's wallet, so the payment hook must not be asked to charge for
+    it. Under the wallet's lock, as every change of its pending request is. The caller authorized the
+    deletion; a request already delivered is the hook's now and stays as it is.
+    """
+    if session.scalar(select(Wallet.team_id).where(Wallet.team_id == team_id)) is None:
+        return 0
+    wallet = lock_wallet(session, org_id, team_id).wallet
+    undelivered = select(TopUpRequest).where(TopUpRequest.team_id == team_id, TopUpRequest.status.in_(UNDELIVERED))
+    for found in session.scalars(undelivered.order_by(TopUpRequest.created_at)).all():
+        before, found.status, found.claimed_until = found.status, CANCELLED, None
+        record(session, actor, Action.WALLET_TOPUP_CANCELLED, team_target(team_id),
+               {"request_id": found.id, "amount_micros": found.amount_micros, "reason": "team_deleted",
+                "status": {"before": before, "after": CANCELLED}}, org_id=org_id)
+    wallet.pending_topup_id = None
+    return wallet.balance_micros
 
 
 def body_of(found: TopUpRequest) -> bytes:

@@ -141,7 +141,8 @@ class TopUpRequest(Base):
     amount_micros: Mapped[int] = mapped_column(MICROS)
     threshold_micros: Mapped[int] = mapped_column(MICROS)
     balance_micros: Mapped[int] = mapped_column(MICROS)  # the balance that crossed the threshold
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending, failed, delivered, fulfilled
+    # pending, failed, delivered, fulfilled, cancelled (its team deleted before delivery)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(String(300))
     created_at: Mapped[dt.datetime]

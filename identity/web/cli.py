@@ -255,7 +255,7 @@ def billing_topups() -> None:
     """The auto top-up's requests for the operator's payment hook (TOPUP_WEBHOOK_URL)."""
 
 
-TOPUP_STATUSES = (topups.PENDING, topups.FAILED, topups.DELIVERED, topups.FULFILLED, "all")
+TOPUP_STATUSES = (topups.PENDING, topups.FAILED, topups.DELIVERED, topups.FULFILLED, topups.CANCELLED, "all")
 
 
 @billing_topups.command("list")

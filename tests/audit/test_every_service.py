@@ -426,6 +426,12 @@ def _funded(w: World, **controls: Any) -> str:
                                                      name="k", scopes=["inference"])).id)
 
 
+def _topup_pending(w: World) -> Call:
+    key_id = _funded(w, auto_topup={"threshold_micros": 5_000, "amount_micros": 10_000})
+    w.do(lambda s, a: usage.record_usage(s, a, [usage.UsageRecord(key_id, "m", 100, "req-1")]))
+    return lambda s, a: topups.close_team_wallet(s, a, w.org_id, w.acme.default_team_id)
+
+
 def _seat_usage(w: World) -> Call:
     w.do(lambda s, a: wallet_controls.set_settings(s, a, w.org_id, seat_usage_micros=500))
     return lambda s, a: wallets.grant_seat_usage(s, a, w.org_id)
@@ -448,6 +454,7 @@ SERVICES.update({
     "identity.topups.request_if_due": (lambda w: (lambda k: lambda s, a: topups.request_if_due(
         s, a, wallets.lock_wallet(s, w.org_id, w.acme.default_team_id).wallet))(
             _funded(w, auto_topup={"threshold_micros": 5_000, "amount_micros": 10_000})), "wallet.topup_requested"),
+    "identity.topups.close_team_wallet": (_topup_pending, "wallet.topup_cancelled"),
 })
 
 

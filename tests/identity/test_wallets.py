@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from audit import Actor, clock
 from audit.models import AuditEvent
-from identity import keys, topups, usage, wallet_controls, wallets
+from identity import keys, team_deletion, teams, topups, usage, wallet_controls, wallets
 from identity.billing import check_org
 from identity.db import Database
 from identity.errors import InvalidValue, NotFound, PermissionDenied
@@ -303,6 +303,30 @@ def test_the_payment_hook_gets_a_signed_request_and_failures_are_retried(db: Dat
     assert mac == "v1=" + hmac.new(b"s3cret", f"{at}.".encode() + body, hashlib.sha256).hexdigest()
     assert json.loads(body)["amount_micros"] == 2000
     assert actions(db, acme.org.id)[-2:] == ["wallet.topup_failed", "wallet.topup_delivered"]
+
+
+def test_deleting_a_team_cancels_its_undelivered_top_up_and_records_its_balance(db: Database, system: Actor,
+                                                                               acme: NewOrg) -> None:
+    with db.transaction() as session:
+        team = teams.create_team(session, system, acme.org.id, "Research")
+        teams.add_team_member(session, system, acme.org.id, team.id, acme.owner.id, "admin")
+        key_id = keys.create_api_key(session, system, acme.org.id, user_id=acme.owner.id, team_id=team.id,
+                                     name="k", scopes=["inference"]).id
+        wallets.top_up(session, owner(acme), acme.org.id, team.id, 2_000, "inv 1")
+        wallet_controls.configure_wallet(session, owner(acme), acme.org.id, team.id,
+                                         auto_topup={"threshold_micros": 1_000, "amount_micros": 5_000})
+    post(db, UsageRecord(key_id, "m", 1_500, "r1"))  # 500: a pending request for the team
+    with db.transaction() as session:
+        team_deletion.delete_team(session, owner(acme), acme.org.id, team.id)
+    sent: list[bytes] = []
+    assert topups.deliver(db, ("https://pay.example/hook", "s3cret"), system,
+                          post=lambda url, body, headers: sent.append(body)) == {"delivered": 0, "failed": 0}
+    with db.reading() as session:
+        [request] = session.scalars(select(TopUpRequest)).all()
+        deleted = session.scalars(select(AuditEvent).where(AuditEvent.action == "team.deleted")).one()
+    assert sent == [] and request.status == "cancelled"
+    assert deleted.changes["balance_micros"] == 500
+    assert actions(db, acme.org.id)[-2:] == ["wallet.topup_cancelled", "team.deleted"]
 
 
 def test_seat_usage_is_granted_once_per_cycle_by_billing_renew(db: Database, system: Actor, acme: NewOrg,
