@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, select
+from sqlalchemy import Connection, and_, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
@@ -87,8 +87,9 @@ _CHECK = (
     .outerjoin(RoleGrant.__table__, and_(_grant.user_id == _key.user_id,
                                          (_grant.team_id.is_(None)) | (_grant.team_id == _key.team_id)))
     .outerjoin(Wallet.__table__, _wallet.team_id == _key.team_id)
+    # A rotated key in its grace spends under its successor's limit (identity.wallet_controls.pass_key_limit).
     .outerjoin(_key_limit, and_(_key_limit.c.team_id == _key.team_id, _key_limit.c.subject_type == "key",
-                                _key_limit.c.subject_id == _key.id))
+                                _key_limit.c.subject_id == func.coalesce(_key.rotated_to, _key.id)))
     .outerjoin(_member_limit, and_(_member_limit.c.team_id == _key.team_id, _member_limit.c.subject_type == "member",
                                    _member_limit.c.subject_id == _key.user_id))
     .where(_gw.prefix == bindparam("gw_prefix"), _gw.revoked_at.is_(None))

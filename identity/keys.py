@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from audit.log import Target
-from identity import tokens
+from identity import tokens, wallet_controls
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound, PermissionDenied, Unauthenticated
 from identity.grants import org_role, org_roles, roles_for_key
@@ -302,8 +302,10 @@ def rotate_api_key(session: Session, actor: Actor, org_id: str, key_id: str, *,
     """Make the key's successor (same holder, team, name, scopes); the old secret keeps working for
     `grace_seconds` (DEFAULT_GRACE, at most MAX_GRACE), then answers `expired`.
 
-    A key already rotated is refused: rotate its successor. The new key is audited as
-    `api_key.created` (with `rotated_from`) and the old one as `api_key.rotated`.
+    A key already rotated is refused: rotate its successor. The key's spending limit goes to the
+    successor with its spend and refusal (identity.wallet_controls.pass_key_limit). The new key is
+    audited as `api_key.created` (with `rotated_from`) and the old one as `api_key.rotated` (with the
+    `spend_limit` that went with it, if any).
     """
     # Locked and read afresh: of two rotations at once, the second sees the first's successor
     # (409), never two successors of one key.
@@ -326,12 +328,13 @@ def rotate_api_key(session: Session, actor: Actor, org_id: str, key_id: str, *,
                  created_at=now, **creator(actor))
     session.add(key)
     old.expires_at, old.rotated_to = now + grace, key.id
+    limit = wallet_controls.pass_key_limit(session, org_id, old.team_id, old.id, key.id)
     record(session, actor, Action.API_KEY_CREATED, _key_target(key),
            {"name": key.name, "team_id": key.team_id, "user_id": key.user_id, "scopes": key.scopes,
             "rotated_from": old.id}, org_id=org_id)
     record(session, actor, Action.API_KEY_ROTATED, _key_target(old),
            {"expires_at": old.expires_at.isoformat(), "rotated_to": key.id,
-            "grace_seconds": int(grace.total_seconds())}, org_id=org_id)
+            "grace_seconds": int(grace.total_seconds()), **({"spend_limit": limit} if limit else {})}, org_id=org_id)
     return Issued(key.id, key.prefix, new.plaintext)
 
 

@@ -123,7 +123,7 @@ def discounted(cost: int, discount_percent: int) -> int:
 
 # Core statements on the tables (not the ORM classes): no ORM execution for reads of plain columns.
 _KEYS_T = cast(Table, ApiKey.__table__)
-KEYS = select(_KEYS_T.c.id, _KEYS_T.c.org_id, _KEYS_T.c.team_id, _KEYS_T.c.user_id).where(
+KEYS = select(_KEYS_T.c.id, _KEYS_T.c.org_id, _KEYS_T.c.team_id, _KEYS_T.c.user_id, _KEYS_T.c.rotated_to).where(
     _KEYS_T.c.id.in_(bindparam("ids", expanding=True)))
 BOOKED = select(ENTRIES.c.request_id, ENTRIES.c.team_id, ENTRIES.c.amount_micros).where(
     ENTRIES.c.request_id.in_(bindparam("ids", expanding=True)), ENTRIES.c.kind == USAGE)
@@ -201,13 +201,20 @@ def _limits(session: Session, locked: dict[str, Locked[WalletRow]], records: lis
     teams = sorted(team for team, found in locked.items() if found.has_subject_limits)
     if not teams:
         return {}
-    subjects = {r.key_id for r in records} | {keys[r.key_id].user_id for r in records if keys[r.key_id].user_id}
+    subjects = {limit_subject(keys[r.key_id]) for r in records} | {
+        keys[r.key_id].user_id for r in records if keys[r.key_id].user_id}
     found = {(row.team_id, row.subject_id): row for row in session.scalars(LIMITS, {"team_ids": teams,
                                                                                      "ids": sorted(subjects)})}
     for row in found.values():
         if row.period_start != locked[row.team_id].period_start:
             row.period_start, row.spend_micros = locked[row.team_id].period_start, 0
     return found
+
+
+def limit_subject(key: Any) -> str:
+    """The key whose limit a key spends under: its own, or (rotated, in its grace) its successor's,
+    which took the limit (identity.wallet_controls.pass_key_limit); the key check joins the same."""
+    return str(key.rotated_to or key.id)
 
 
 def _debit_team(session: Session, actor: Actor, locked: Locked[WalletRow], items: list[tuple[int, UsageRecord]],
@@ -219,7 +226,7 @@ def _debit_team(session: Session, actor: Actor, locked: Locked[WalletRow], items
     refused: list[tuple[str, str | None, SpendLimit | None]] = []  # each distinct refusal, in order
     for index, item in items:
         key = keys[item.key_id]
-        key_limit, member_limit = limits.get((team_id, item.key_id)), limits.get((team_id, key.user_id or ""))
+        key_limit, member_limit = limits.get((team_id, limit_subject(key))), limits.get((team_id, key.user_id or ""))
         answer = Outcome(item.request_id, "debited", team_id, resets_at=locked.period_end)
         if item.request_id in booked:
             prior = booked[item.request_id]
@@ -249,10 +256,10 @@ def _debit_team(session: Session, actor: Actor, locked: Locked[WalletRow], items
         _remember_refusal(session, actor, locked, *refusal)
     records_of = dict(items)
     for index, answer in answers:
-        key_id = records_of[index].key_id
+        key = keys[records_of[index].key_id]
         answer.balance_micros = wallet.balance_micros
-        answer.remaining_micros = _remaining(wallet, limits.get((team_id, key_id)),
-                                             limits.get((team_id, keys[key_id].user_id or "")))
+        answer.remaining_micros = _remaining(wallet, limits.get((team_id, limit_subject(key))),
+                                             limits.get((team_id, key.user_id or "")))
     return answers
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from audit import Actor, clock, record
 from audit.log import Target
 from identity.actions import Action
-from identity.errors import InvalidValue, NotFound
+from identity.errors import Conflict, InvalidValue, NotFound
 from identity.lookups import get_team, get_user
 from identity.models import ApiKey, RoleGrant
 from identity.roles import authorize
@@ -95,6 +95,9 @@ def _subject(session: Session, org_id: str, team_id: str, subject_type: str, sub
         key = session.get(ApiKey, subject_id) if isinstance(subject_id, str) and len(subject_id) <= 36 else None
         if key is None or key.org_id != org_id or key.team_id != team_id:
             raise NotFound(f"no key {subject_id!r} in team {team_id!r}", field="key_id")
+        if key.rotated_to is not None:  # its limit went to its successor (pass_key_limit)
+            raise Conflict("this key was rotated: set the limit of its successor", field="key_id",
+                           rotated_to=key.rotated_to)
         return
     if subject_type != MEMBER:
         raise InvalidValue("subject must be key or member", field="subject_type")
@@ -129,6 +132,8 @@ def set_subject_limit(session: Session, actor: Actor, org_id: str, team_id: str,
         SpendLimit.team_id == team_id, SpendLimit.subject_type == subject_type,
         SpendLimit.subject_id == subject_id)).first()
     spent = spent_by(session, locked, subject_type, subject_id)
+    if found is not None and found.period_start == locked.period_start:
+        spent = max(spent, found.spend_micros)  # a rotated key's spend, carried with its limit, is not its ledger's
     if value is not None and value < spent:
         raise InvalidValue(f"limit_micros {value} is below this period's spend {spent}", field="limit_micros",
                            period_spend_micros=spent)
@@ -149,6 +154,35 @@ def set_subject_limit(session: Session, actor: Actor, org_id: str, team_id: str,
            {"team_id": team_id, field: subject_id, "limit_micros": {"before": before, "after": value}},
            org_id=org_id)
     return row
+
+
+def pass_key_limit(session: Session, org_id: str, team_id: str, old_key_id: str,
+                   new_key_id: str) -> dict[str, Any] | None:
+    """Move a rotated key's spending limit to its successor, with its spend this period and any refusal
+    in force; return what moved (for the rotation's event), or None when the key had no limit.
+
+    Limits are the owner's (DESIGN 3.2) and a key refused at its limit stays refused until the limit
+    rises or the period turns (3.8): rotating, which an admin may do, lifts neither. The key and its
+    successor share the one row: the old key spends against it for its grace period (it names the
+    successor in `rotated_to`, which the debit and the key check follow one step). So a key whose own
+    predecessor is still in its grace is not rotated while it has a limit: that predecessor would be
+    left two steps behind the row. Under the wallet's lock, as every debit and change of a limit.
+    """
+    subject = (SpendLimit.team_id == team_id, SpendLimit.subject_type == KEY, SpendLimit.subject_id == old_key_id)
+    if session.scalar(select(SpendLimit.id).where(*subject)) is None:
+        return None
+    if session.scalar(select(func.count()).select_from(ApiKey).where(
+            ApiKey.org_id == org_id, ApiKey.team_id == team_id, ApiKey.rotated_to == old_key_id,
+            ApiKey.expires_at > clock.now())):
+        raise Conflict("this key has a spending limit and its predecessor is still in its grace period: revoke "
+                       "the predecessor, or rotate after its grace ends", key_id=old_key_id)
+    locked = lock_wallet(session, org_id, team_id)
+    found = session.scalars(select(SpendLimit).where(*subject).execution_options(populate_existing=True)).one()
+    if found.period_start != locked.period_start:
+        found.period_start, found.spend_micros = locked.period_start, 0
+    found.subject_id = new_key_id
+    return {"limit_micros": found.limit_micros, "spend_micros": found.spend_micros,
+            "refused": found.refused_period_start == locked.period_start}
 
 
 def set_settings(session: Session, actor: Actor, org_id: str, *, admins_may_top_up: Any = UNSET,

@@ -12,9 +12,10 @@ import pytest
 from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from audit import Actor, clock
+from audit.models import AuditEvent
 from identity import keys, team_deletion, teams, tokens, users
 from identity.db import Database
 from identity.orgs import NewOrg
@@ -113,6 +114,51 @@ def test_rotation_keeps_the_old_key_for_its_grace_then_expired(client: FlaskClie
     assert client.get("/api/v1/key", headers=_bearer(setup.member_key)).status_code == 401
     assert _check(client, setup, new["key"])["valid"] is True
     assert "api_key.rotated" in actions(db, acme.org.id)
+
+
+def _use(client: FlaskClient, setup: Setup, key_id: str, cost: int, request_id: str) -> dict:
+    response = client.post("/api/v1/usage", headers=setup.gateway, json={
+        "key_id": key_id, "model": "gpt-x", "cost_micros": cost, "request_id": request_id})
+    assert response.status_code in (200, 429), response.data
+    return response.get_json()
+
+
+def test_rotation_keeps_the_keys_spending_limit_spend_and_refusal(client: FlaskClient, db: Database, system: Actor,
+                                                                   acme: NewOrg, setup: Setup) -> None:
+    admin = provision(db, system, acme.org.id, "ada@acme.test", role="admin")
+    with db.transaction() as session:
+        service = keys.create_service_key(session, system, acme.org.id, team_id=acme.default_team_id, name="prod",
+                                          scopes=["inference"])
+        ada = keys.create_api_key(session, system, acme.org.id, user_id=admin.id, team_id=acme.default_team_id,
+                                  name="ada", scopes=["admin"])
+    wallet, owner = f"/api/v1/orgs/{acme.org.slug}/teams/{acme.default_team_id}/wallet", _bearer(setup.owner_key)
+    assert client.post(f"{wallet}/top-ups", headers=owner,
+                       json={"amount_micros": 10_000, "reference": "inv 1"}).status_code == 201
+    assert client.put(f"{wallet}/limits/keys/{service.id}", headers=owner, json={"limit_micros": 100}).status_code == 200
+    assert _use(client, setup, service.id, 100, "s1")["status"] == "debited"
+    assert _use(client, setup, service.id, 1, "s2")["code"] == "spending_limit_reached"
+    # An admin may not raise the owner's limit, nor shed it by rotating the key.
+    assert client.put(f"{wallet}/limits/keys/{service.id}", headers=_bearer(ada.secret),
+                      json={"limit_micros": 10**9}).status_code == 403
+    rotate = f"/api/v1/orgs/{acme.org.slug}/api-keys/{{}}/rotate"
+    rotated = client.post(rotate.format(service.id), headers=_bearer(ada.secret), json={})
+    assert rotated.status_code == 201, rotated.data
+    successor = rotated.get_json()
+    for key_id, secret in ((successor["id"], successor["key"]), (service.id, service.secret)):  # the old in its grace
+        refused = _use(client, setup, key_id, 5_000, f"after {key_id}")
+        assert (refused["code"], refused["scope"]) == ("spending_limit_reached", "key")
+        assert _check(client, setup, secret)["reason"] == "spending_limit_reached"
+    with db.reading() as session:
+        event = session.scalars(select(AuditEvent).where(AuditEvent.action == "api_key.rotated")).one()
+    assert event.changes["spend_limit"] == {"limit_micros": 100, "spend_micros": 100, "refused": True}
+    # The owner raises the successor's limit: the spend of the period went with it.
+    assert client.put(f"{wallet}/limits/keys/{successor['id']}", headers=owner,
+                      json={"limit_micros": 150}).status_code == 200
+    assert _use(client, setup, service.id, 51, "s3")["code"] == "spending_limit_reached"
+    assert _use(client, setup, successor["id"], 50, "s4")["remaining_micros"] == 0
+    # Its predecessor spends under the same row for its grace: rotating again now would leave it behind.
+    again = client.post(rotate.format(successor["id"]), headers=_bearer(ada.secret), json={})
+    assert again.status_code == 409, again.data
 
 
 @pytest.mark.parametrize("grace", [-1, -10**30, 7 * 86400 + 1, 10**30, "60", True, 1.5])
