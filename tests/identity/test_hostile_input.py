@@ -115,7 +115,7 @@ BAD_CURSORS = [
 @pytest.mark.parametrize("cursor", BAD_CURSORS, ids=range(len(BAD_CURSORS)))
 def test_a_malformed_audit_cursor_is_refused(client: FlaskClient, auth: dict[str, str], cursor: str) -> None:
     response = client.get("/api/v1/orgs/acme/audit-events", query_string={"cursor": cursor}, headers=auth)
-    assert _problem(response)["field"] in ("cursor", "since/until")
+    assert _problem(response)["field"] in ("cursor", "since")
 
 
 def test_the_audit_cursor_the_service_gives_still_pages(client: FlaskClient, auth: dict[str, str]) -> None:

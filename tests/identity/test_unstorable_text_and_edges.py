@@ -64,7 +64,7 @@ def test_an_audit_time_filter_that_overflows_utc_is_a_problem(client: FlaskClien
                                                               moment: str) -> None:
     before = counts(db)
     response = client.get(path, query_string={name: moment}, headers=auth)
-    assert _problem(response)["field"] == "since/until"
+    assert _problem(response)["field"] == name
     assert counts(db) == before  # not even the audit.read / audit.exported event
 
 
@@ -73,7 +73,7 @@ def test_an_audit_cursor_whose_time_filter_overflows_utc_is_refused(client: Flas
                                                                     moment: str) -> None:
     cursor = _b64({"v": 1, "after": 0, "filters": {"since": moment}})
     response = client.get("/api/v1/orgs/acme/audit-events", query_string={"cursor": cursor}, headers=auth)
-    assert _problem(response)["field"] in ("cursor", "since/until")
+    assert _problem(response)["field"] in ("cursor", "since")
 
 
 @pytest.mark.parametrize("period", ["0001-01-01T00:00:00Z", "0001-01-01T00:00:00+00:00",

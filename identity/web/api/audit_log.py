@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -53,15 +54,19 @@ def filters_from(args: Any) -> dict[str, Any]:
 
 def selection_of(org_id: str, filters: dict[str, Any], after_seq: int = 0) -> events.Selection:
     """Return the selection of events that `filters` ask for, or raise InvalidValue naming the bad field."""
-    try:
-        since = events.parse_time(filters["since"]) if filters.get("since") else None
-        until = events.parse_time(filters["until"]) if filters.get("until") else None
-    except ValueError as error:
-        raise InvalidValue("since and until must be ISO 8601 times", field="since/until") from error
+    since, until = _time_filter(filters, "since"), _time_filter(filters, "until")
     return events.Selection(org_id, since=since, until=until, actions=tuple(filters.get("action", ())),
                             actor_id=filters.get("actor"), actor_type=filters.get("actor_type"),
                             target_id=filters.get("target"), target_type=filters.get("target_type"),
                             outcome=filters.get("outcome"), after_seq=after_seq)
+
+
+def _time_filter(filters: dict[str, Any], name: str) -> dt.datetime | None:
+    """The filter `name` (since, until) as a time, or InvalidValue naming that field."""
+    try:
+        return events.parse_time(filters[name]) if filters.get(name) else None
+    except ValueError as error:
+        raise InvalidValue(f"{name} must be an ISO 8601 time", field=name) from error
 
 
 def encode_cursor(after_seq: int, filters: dict[str, Any]) -> str:

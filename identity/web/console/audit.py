@@ -47,7 +47,7 @@ def audit_page() -> Response:
         page = submit(audit_access.read_events, selection, PAGE, newest_first=newest,
                       before_seq=(_number("before") or None) if newest else None)
     except DomainError as error:
-        return _render(filters, [], None, newest, status=400, errors=_field_errors(error))
+        return _render(filters, [], None, newest, status=400, errors=form_errors(error))
     rows = [_event(events.document(row)) for row in page.rows]
     more = len(rows) == PAGE and not (newest and page.ended)
     return _render(filters, rows, page.position if more else None, newest)
@@ -97,11 +97,6 @@ def _number(name: str) -> int:
     """A page position from the query (`after`, `before`): a sequence number, else 0."""
     value = request.args.get(name, "")
     return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else 0
-
-
-def _field_errors(error: DomainError) -> dict[str, str]:
-    found = form_errors(error)
-    return {("since" if name == "since/until" else name): message for name, message in found.items()}
 
 
 def _event(doc: dict[str, Any]) -> dict[str, Any]:
