@@ -222,6 +222,9 @@ class SeatPreview:
     pending_invitations: int = 0
     free_after_invitations: int = 0
     next_invitation_cents: int = 0  # what one more invitation will cost when accepted
+    # Members the seat cap (`max_seats`) still lets in once the pending invitations are accepted
+    # (None: no cap). At 0, accepting one more invitation is refused (SeatCapReached in take_seat).
+    cap_left: int | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -230,7 +233,7 @@ class SeatPreview:
             "seat_price_cents": self.seat_price_cents,
             "cycle_start": self.cycle_start.isoformat(), "cycle_end": self.cycle_end.isoformat(),
             "pending_invitations": self.pending_invitations, "free_after_invitations": self.free_after_invitations,
-            "next_invitation_cents": self.next_invitation_cents,
+            "next_invitation_cents": self.next_invitation_cents, "cap_left": self.cap_left,
         }
 
 
@@ -246,5 +249,6 @@ def preview(org: Org, *, pending_invitations: int = 0) -> SeatPreview:
     cost = 0 if free else prorated_cents(org.seat_price_cents, start, end, now)
     after = max(0, free - pending_invitations)
     invitation_cost = 0 if after else prorated_cents(org.seat_price_cents, start, end, now)
+    cap_left = None if org.max_seats is None else max(0, org.max_seats - org.seats_used - pending_invitations)
     return SeatPreview(org.included_seats, purchased, org.seats_used, free, org.max_seats, cost,
-                       org.seat_price_cents, start, end, pending_invitations, after, invitation_cost)
+                       org.seat_price_cents, start, end, pending_invitations, after, invitation_cost, cap_left)

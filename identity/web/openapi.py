@@ -135,7 +135,9 @@ SCHEMAS: dict[str, Any] = {
         "included", "purchased", "used", "free", "max_seats", "next_seat_cents", "seat_price_cents")}
         | {"cycle_start": {"type": "string"}, "cycle_end": {"type": "string"},
            "pending_invitations": {"type": "integer"}, "free_after_invitations": {"type": "integer"},
-           "next_invitation_cents": {"type": "integer"}}},
+           "next_invitation_cents": {"type": "integer"},
+           "cap_left": {"type": ["integer", "null"],
+                        "description": "members max_seats still lets in once pending invitations are accepted"}}},
     "Member": {"type": "object", "properties": {
         "id": {"type": "string"}, "userName": {"type": "string"}, "email": {"type": ["string", "null"]},
         "active": {"type": "boolean"}, "role": ROLE, "teams": {"type": "object"}, "source": {"type": "string"}}},
