@@ -167,10 +167,12 @@ class TeamSummary:
 
 @dataclass(frozen=True)
 class TeamPage:
-    """A page of teams, oldest first; `next` is where the following page starts (None: the last page)."""
+    """A page of teams, oldest first; `next` is where the following page starts (None: the last page),
+    `previous` where the one before it ends (None: the first page, as far as the reading tells)."""
 
     teams: list[TeamSummary]
     next: Position | None
+    previous: Position | None = None
 
 
 MEMBER_COUNT_CAP = 100  # a team count stops here: the list shows "100+" (docs/performance.md)
@@ -220,18 +222,32 @@ def _your_rank(user_id: str | None) -> Any:
             .correlate(Team).scalar_subquery())
 
 
-def team_page(session: Session, actor: Actor, org_id: str, *, limit: int, after: Position | None = None) -> TeamPage:
-    """Return up to `limit` teams after the cursor `after`, oldest first, each with the caller's role
-    and its member count (up to the cap): two queries, however many teams the page holds."""
+def team_page(session: Session, actor: Actor, org_id: str, *, limit: int, after: Position | None = None,
+              before: Position | None = None, yours_only: bool = False) -> TeamPage:
+    """Return up to `limit` teams after the cursor `after` (or those just before `before`), oldest
+    first, each with the caller's role and its member count (up to the cap): two queries, however
+    many teams the page holds. `yours_only`: the teams the caller holds a grant in, read by their
+    grants (ix_role_grants_user), so a member of the 5,000th team of an org finds it on their page."""
     authorize(actor, "directory.read", org_id=org_id)
     you = acting_user_id(session, actor)
     stmt = select(Team, _your_rank(you)).where(Team.org_id == org_id)
-    window = Window(limit, after)
-    rows = list(session.execute(within(stmt, Team.created_at, Team.id, window)))
+    if yours_only:
+        stmt = stmt.where(Team.id.in_(select(RoleGrant.team_id).where(RoleGrant.user_id == you)))
+    back = before is not None
+    window = Window(limit, before if back else after)
+    rows = list(session.execute(within(stmt, Team.created_at, Team.id, window, newest_first=back)))
     counts = _member_counts(session, [team.id for team, _ in rows])
     found = [_summary(team, None if rank is None else ROLES[rank], counts[team.id]) for team, rank in rows]
-    page, following = split(found, window, lambda t: Position(t.team.created, t.team.id))
-    return TeamPage(page, following)
+    page, beyond = split(found, window, _team_position)
+    if back:  # read newest first from `before`: `beyond` says a page precedes this one
+        page = page[::-1]
+        return TeamPage(page, _team_position(page[-1]) if page else None,
+                        _team_position(page[0]) if beyond and page else None)
+    return TeamPage(page, beyond, _team_position(page[0]) if after is not None and page else None)
+
+
+def _team_position(summary: TeamSummary) -> Position:
+    return Position(summary.team.created, summary.team.id)
 
 
 @dataclass(frozen=True)

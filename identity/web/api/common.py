@@ -288,13 +288,18 @@ def page_window() -> Window:
 
 def _after_position() -> Position | None:
     values = request.args.getlist("after")
-    if not values or values == [""]:
-        return None
-    refused = InvalidValue("after must be the `next` of the previous page", field="after")
     if len(values) > 1:
-        raise refused
+        raise InvalidValue("after must be the `next` of the previous page", field="after")
+    return position_of(values[0] if values else "")
+
+
+def position_of(value: str, name: str = "after") -> Position | None:
+    """Read a `cursor` back into its position ("": none), or raise InvalidValue naming field `name`."""
+    if not value:
+        return None
+    refused = InvalidValue(f"{name} must be the `next` of the previous page", field=name)
     try:
-        found = jsontext.loads(base64.urlsafe_b64decode(values[0] + "=" * (-len(values[0]) % 4)))
+        found = jsontext.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
         moment, row_id = found if isinstance(found, list) and len(found) == 2 else (None, None)
         at = dt.datetime.fromisoformat(moment) if isinstance(moment, str) else None
         if at is not None and at.tzinfo is not None:

@@ -35,7 +35,16 @@ and aria-describedby when `errors.email` is set) and `{{ field_error(errors, "em
 after it; `{{ form_error(errors) }}` shows an error that belongs to no field (FORM_ERROR).
 `may(action)` and `may(action, target_role)`, in a template and in Python, ask
 identity.roles.refusal, so a page offers only what the caller's role may do; the domain service
-refuses the rest anyway. `dollars(cents)` ("$12.34") is there in templates too.
+refuses the rest anyway; a page that only asks before a change (a confirmation) calls
+`require(action, target_role)` first, so it answers the refusal page to whom the change would be
+refused. `dollars(cents)` ("$12.34") is there in templates too.
+
+A list in pages keeps its position through its rows' forms: `page_position("after", "before")`
+reads it from the link or the form, the forms carry it back as hidden fields, and redirects and
+links use `page_link(path, here, **query)`. An error keyed to a row (`key-<id>`) goes through
+`placed(errors, {"key-": shown ids})`: when that row is not on the page (an invitation no longer
+pending, a key on another page) it is shown as the form's error instead of being dropped.
+`typed(name)` and `typed_list(name, default, action)` give back what was posted.
 
 A DomainError that a view does not catch becomes `refused_page` with the admin API's status
 (403, 404, 409...), so a view catches only the errors it shows next to a field.
@@ -54,10 +63,11 @@ service, IdP and SMTP inbox per module and database; `ConsoleSite.sign_in_as(pag
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import wraps
 from typing import Any, Concatenate, ParamSpec, TypeVar
+from urllib.parse import urlencode
 
 from flask import current_app, g, redirect, render_template, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -67,7 +77,7 @@ from werkzeug.wrappers import Response
 from audit import Actor
 from identity import sessions
 from identity.errors import DomainError, PermissionDenied, Unauthenticated
-from identity.roles import refusal
+from identity.roles import authorize, refusal
 from identity.service import run
 from identity.web import cookies
 from identity.web.api.common import CSRF_PURPOSE, STATUS, Caller, csrf_token, request_actor, session_token
@@ -147,11 +157,24 @@ def may(action: str, target_role: str | None = None) -> bool:
     return refusal(actor, action, org_id=caller.org_id, target_role=target_role) is None
 
 
+def require(action: str, target_role: str | None = None) -> None:
+    """Refuse (PermissionDenied: the refusal page) unless the caller may do `action` (to a member of
+    `target_role`): for a page that only asks before a change, as `may` decides what a list offers."""
+    authorize(g.actor, action, org_id=g.caller.org_id, target_role=target_role)
+
+
 def typed(name: str, default: Any = "", action: str | None = None) -> Any:
     """What the person typed in field `name` of the form just posted (to `action`, when several forms
     of the page share the name), so that a form that comes back with an error keeps it; else `default`."""
     if request.method == "POST" and name in request.form and (action is None or request.path == action):
         return request.form[name]
+    return default
+
+
+def typed_list(name: str, default: list[str], action: str) -> list[str]:
+    """Every value of field `name` (checkboxes) of the form just posted to `action`, else `default`."""
+    if request.method == "POST" and request.path == action:
+        return request.form.getlist(name)
     return default
 
 
@@ -170,7 +193,7 @@ def render(template: str, *, status: int = 200, errors: dict[str, str] | None = 
     notice = _take_notice()
     values: dict[str, Any] = {"caller": caller, "csrf_token": csrf_token(token) if token else "", "may": may,
                               "errors": errors or {}, "notice": notice, "dollars": dollars, "typed": typed,
-                              "posted": posted}
+                              "typed_list": typed_list, "posted": posted, "page_link": page_link}
     values.update(context)  # a page without a session (sign-in, invitation) passes its own csrf_token
     html = render_template(template, **values)
     response = Response(html, status=status, mimetype="text/html")
@@ -219,6 +242,31 @@ def form_errors(error: DomainError, field: str | None = None) -> dict[str, str]:
     if isinstance(error, PermissionDenied):
         return {FORM_ERROR: error.message}
     return {field or (named if isinstance(named, str) and named else FORM_ERROR): error.message}
+
+
+def placed(errors: dict[str, str] | None, rows: Mapping[str, Iterable[str]]) -> dict[str, str]:
+    """Return `errors` with each row-keyed one (`<prefix><row id>` for a prefix of `rows`) whose row the
+    page does not show (an invitation no longer pending, a key on another page) moved to FORM_ERROR,
+    so that no message is dropped. `rows` maps each prefix to the ids of the rows shown."""
+    shown = {f"{prefix}{row}" for prefix, ids in rows.items() for row in ids}
+    found: dict[str, str] = {}
+    for name, message in (errors or {}).items():
+        if name not in shown and name != FORM_ERROR and any(name.startswith(prefix) for prefix in rows):
+            name = FORM_ERROR
+        found[name] = f"{found[name]} {message}" if name in found else message
+    return found
+
+
+def page_position(*names: str) -> dict[str, str]:
+    """Where in a paged list the request is: its `names` (after, before...) from the link's query or
+    the fields a row's form carries back (empty when absent)."""
+    return {name: str(request.values.get(name, "")) for name in names}
+
+
+def page_link(path: str, here: Mapping[str, str], **query: str) -> str:
+    """`path` with the list position `here` and `query` (empty values left out): a link back to the same page."""
+    pairs = [(name, value) for name, value in {**here, **query}.items() if value]
+    return f"{path}?{urlencode(pairs)}" if pairs else path
 
 
 def status_of(error: DomainError) -> int:

@@ -10,24 +10,28 @@ person; the list offers only what their role may do, and the services refuse the
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 from flask import Blueprint, g, request
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
 from identity import directory, grants, team_deletion, teams, wallet_list, wallets
-from identity.directory import TeamDetail, TeamSummary
+from identity.directory import TeamDetail
 from identity.errors import DomainError, NotFound, PermissionDenied
 from identity.spend import WalletView
+from identity.web.api.common import cursor, position_of
 from identity.web.console.common import (
     console_page,
     field,
     form_errors,
     may,
+    page_link,
+    page_position,
+    placed,
     reading,
     redirect_with_notice,
     render,
+    require,
     status_of,
     submit,
 )
@@ -36,12 +40,21 @@ bp = Blueprint("console_teams", __name__, url_prefix="/console")
 PAGE = "/console/teams"
 TEAM_ROLES = ("viewer", "member", "admin")
 MEMBERS_SHOWN = 200  # members listed under an expanded team per page (`?members_after=` the next page)
-TEAMS_SHOWN = 500
+TEAMS_SHOWN = 500  # teams on a page (`?after=`/`?before=`: the next and the previous page)
 
 
-def _visible_teams(summaries: list[TeamSummary]) -> list[TeamSummary]:
-    """Every team for those who manage teams; the teams the person belongs to for everyone else."""
-    return summaries if may("teams.manage") else [t for t in summaries if t.your_role is not None]
+def _team_page(session: Session) -> directory.TeamPage:
+    """The page of teams the position asks for: every team for those who manage teams, the person's
+    own teams (read by their grants) for everyone else."""
+    here = _here()
+    return directory.team_page(session, g.actor, g.caller.org_id, limit=TEAMS_SHOWN,
+                               after=position_of(here["after"]), before=position_of(here["before"], "before"),
+                               yours_only=not may("teams.manage"))
+
+
+def _here() -> dict[str, str]:
+    """Which page of teams: the link's `after`/`before`, or the fields a row's form carries back."""
+    return page_position("after", "before")
 
 
 def _wallets(session: Session, team_ids: list[str]) -> dict[str, WalletView]:
@@ -53,10 +66,14 @@ def _wallets(session: Session, team_ids: list[str]) -> dict[str, WalletView]:
 
 
 def _page(*, status: int = 200, errors: dict[str, str] | None = None, **state: Any) -> Response:
-    """The teams page; `state` says which row is open for rename or delete, or expanded (`team`)."""
+    """The teams page; `state` says which row is open for rename or delete, or expanded (`team`).
+
+    An expanded team that is not on this page of teams (just made, or linked from elsewhere) is
+    shown under the list, so `?team=<id>` always opens it."""
     open_team = state.get("team") or request.args.get("team", "")
     with reading() as session:
-        summaries = _visible_teams(directory.team_page(session, g.actor, g.caller.org_id, limit=TEAMS_SHOWN).teams)
+        listed = _team_page(session)
+        summaries = listed.teams
         slots = _wallets(session, [t.team.id for t in summaries])
         may_top_up = bool(slots) and wallets.may_top_up(session, g.actor, g.caller.org_id)
         detail: TeamDetail | None = None
@@ -68,9 +85,13 @@ def _page(*, status: int = 200, errors: dict[str, str] | None = None, **state: A
                 detail = None
         # Each member's org role: what the console may offer to do to them (identity.roles, as the services ask)
         org_roles = grants.org_roles(session, [m.user_id for m in detail.members]) if detail else {}
+    shown = [t.team.id for t in summaries]
+    errors = placed(errors, {"name-": shown, "delete-": shown,
+                             "role-": [m.user_id for m in detail.members] if detail else []})
     return render("console/teams.html", status=status, errors=errors, title="Teams", nav="teams",
                   teams=summaries, wallets=slots, may_top_up=may_top_up, detail=detail, team_roles=TEAM_ROLES,
-                  org_roles=org_roles,
+                  org_roles=org_roles, here=_here(), next_page=cursor(listed.next),
+                  previous_page=cursor(listed.previous), detail_listed=bool(detail) and open_team in shown,
                   rename=state.get("rename") or request.args.get("rename", ""),
                   delete=state.get("delete") or request.args.get("delete", ""))
 
@@ -103,7 +124,7 @@ def rename_team(team_id: str) -> Response:
         team = submit(teams.rename_team, g.caller.org_id, team_id, field("name"))
     except DomainError as error:
         return _page(status=status_of(error), errors=form_errors(error, f"name-{team_id}"), rename=team_id)
-    return redirect_with_notice(f"{PAGE}#team-{team.id}", f"Team renamed to '{team.name}'.")
+    return redirect_with_notice(f"{page_link(PAGE, _here())}#team-{team.id}", f"Team renamed to '{team.name}'.")
 
 
 @bp.post("/teams/<team_id>/delete")
@@ -115,7 +136,7 @@ def delete_team(team_id: str) -> Response:
     except DomainError as error:
         return _page(status=status_of(error), errors=form_errors(error, f"delete-{team_id}"),
                      delete=team_id)
-    return redirect_with_notice(PAGE, f"Team '{field('confirm')}' deleted.")
+    return redirect_with_notice(page_link(PAGE, _here()), f"Team '{field('confirm')}' deleted.")
 
 
 def _members_after() -> str:
@@ -123,9 +144,9 @@ def _members_after() -> str:
     return request.values.get("members_after", "")
 
 
-def _team_page(team_id: str) -> str:
-    after = _members_after()
-    return f"{PAGE}?team={team_id}{f'&members_after={quote(after)}' if after else ''}#members-{team_id}"
+def _expanded(team_id: str) -> str:
+    """The teams page the form came from, with the team expanded at the page of its members it showed."""
+    return f"{page_link(PAGE, _here(), team=team_id, members_after=_members_after())}#members-{team_id}"
 
 
 @bp.post("/teams/<team_id>/members")
@@ -137,7 +158,7 @@ def add_team_member(team_id: str) -> Response:
                       field("role", "member"))
     except DomainError as error:
         return _refused(error, team=team_id)
-    return redirect_with_notice(_team_page(team_id), f"{user.email or user.user_name} added to the team.")
+    return redirect_with_notice(_expanded(team_id), f"{user.email or user.user_name} added to the team.")
 
 
 @bp.post("/teams/<team_id>/members/<user_id>/role")
@@ -147,7 +168,7 @@ def change_team_role(team_id: str, user_id: str) -> Response:
         role = submit(teams.change_team_role, g.caller.org_id, team_id, user_id, field("role"))
     except DomainError as error:
         return _page(status=status_of(error), errors=form_errors(error, f"role-{user_id}"), team=team_id)
-    return redirect_with_notice(_team_page(team_id), f"Team role changed to {role}.")
+    return redirect_with_notice(_expanded(team_id), f"Team role changed to {role}.")
 
 
 @bp.get("/teams/<team_id>/members/<user_id>/remove")
@@ -159,10 +180,12 @@ def removal_page(team_id: str, user_id: str) -> Response:
             prefixes = teams.removal_preview(session, g.actor, g.caller.org_id, team_id, user_id)
             member = directory.get_team_member(session, g.actor, g.caller.org_id, team_id, user_id)
             team = directory.get_team_detail(session, g.actor, g.caller.org_id, team_id, limit=1).summary.team
+            role = grants.org_roles(session, [user_id]).get(user_id)
     except DomainError as error:
         return _refused(error, team=team_id)
+    require("member.remove_from_team", role)  # as the list offers it: else the refusal page, no danger button
     return render("console/team_removal.html", title="Remove from team", nav="teams", team=team, member=member,
-                  prefixes=prefixes)
+                  prefixes=prefixes, here=_here())
 
 
 @bp.post("/teams/<team_id>/members/<user_id>/remove")
@@ -172,4 +195,4 @@ def remove_team_member(team_id: str, user_id: str) -> Response:
         submit(teams.remove_team_member, g.caller.org_id, team_id, user_id)
     except DomainError as error:
         return _refused(error, team=team_id)
-    return redirect_with_notice(_team_page(team_id), "Member removed from the team.")
+    return redirect_with_notice(_expanded(team_id), "Member removed from the team.")
