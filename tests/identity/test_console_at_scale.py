@@ -20,7 +20,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import insert, select
 
 from audit import Actor
-from identity import directory, keys
+from identity import directory, keys, teams
 from identity.credential_models import ApiKey
 from identity.db import Database
 from identity.models import RoleGrant, Team, User
@@ -319,3 +319,73 @@ def test_an_expanded_team_pages_through_all_its_members(db: Database, acme: NewO
         member = directory.get_team_member(session, system, acme.org.id, team, last)
     assert member.team_role == "admin"
     assert client.get(f"/console/teams?team={team}&members_after=x", headers={"Cookie": owner.cookie}).status_code == 400
+
+
+def test_a_member_sees_their_own_team_past_the_first_page_of_teams(db: Database, acme: NewOrg, client: FlaskClient,
+                                                                   system: Actor) -> None:
+    """The teams page read one page of 500 teams and filtered a member's own teams out of it: with
+    group_sync=mirror an IdP's groups make hundreds of teams, and the member of team 505 did not see
+    it. A member's teams are now read by their grants."""
+    ids = seed_teams(db, acme, 505)
+    (bob,) = seed_members(db, acme, 1)
+    with db.transaction() as session:
+        teams.add_team_member(session, system, acme.org.id, ids[-1], bob, "member")
+    page = client.get("/console/teams", headers={"Cookie": sign_in(db, bob).cookie}).text
+    assert f'<tr id="team-{ids[-1]}">' in page and f'<tr id="team-{ids[0]}">' not in page
+
+
+def test_the_teams_page_reaches_every_team(db: Database, acme: NewOrg, client: FlaskClient) -> None:
+    """Past 500 teams there was no next link, and a later team could not be renamed, deleted or expanded
+    from the console. "Next" now reaches every team, "Previous" goes back, and a rename made on a
+    later page comes back to that page."""
+    ids = seed_teams(db, acme, 505)
+    owner = sign_in(db, acme.owner.id)
+    seen: list[str] = []
+    pages: list[str] = []
+    path: str | None = "/console/teams"
+    while path is not None:
+        page = client.get(path, headers={"Cookie": owner.cookie})
+        assert page.status_code == 200
+        seen += re.findall(r'<tr id="team-([^"]+)">', page.text)
+        pages.append(path)
+        found = re.search(r'<a href="(/console/teams\?after=[^"]+)" rel="next">', page.text)
+        path = html.unescape(found.group(1)) if found else None
+    assert sorted(seen) == sorted([*ids, acme.default_team_id]) and len(pages) == 2
+    assert f'action="/console/teams/{ids[-1]}/rename"' in page.text
+    back = re.search(r'<a href="(/console/teams\?before=[^"]+)" rel="prev">', page.text)
+    assert back and f'<tr id="team-{ids[0]}">' in client.get(html.unescape(back.group(1)),
+                                                                  headers={"Cookie": owner.cookie}).text
+    after = html.unescape(pages[-1].split("after=")[1])
+    renamed = client.post(f"/console/teams/{ids[-1]}/rename", headers=owner.headers(),
+                          data={"csrf_token": owner.csrf, "name": "Renamed", "after": after})
+    assert renamed.status_code == 303 and renamed.headers["Location"].startswith(pages[-1])
+
+
+def _form_fields(page: str, action: str) -> dict[str, str]:
+    """The hidden fields of the page's form posting to `action` (what a browser sends with it)."""
+    form = re.search(rf'<form method="post" action="{re.escape(action)}".*?</form>', page, re.DOTALL)
+    assert form, action
+    return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form.group(0)))
+
+
+def test_a_key_acted_on_a_later_page_comes_back_to_that_page(db: Database, acme: NewOrg, client: FlaskClient,
+                                                             system: Actor) -> None:
+    """A key row's Rotate and Revoke forms carried no page position: a refusal (rotated meanwhile: 409)
+    rendered page 1, where that key's error slot is not, so nothing was said; a revocation redirected
+    to page 1. The forms now carry the page back."""
+    seed_keys(db, acme, seed_members(db, acme, 105))
+    owner = sign_in(db, acme.owner.id)
+    first = client.get("/console/keys", headers={"Cookie": owner.cookie}).text
+    following = re.search(r'<a href="(/console/keys\?after=[^"]+)" rel="next">', first)
+    assert following
+    second_path = html.unescape(following.group(1))
+    second = client.get(second_path, headers={"Cookie": owner.cookie}).text
+    key_id = re.findall(r'action="/console/keys/([0-9a-f-]{36})/rotate"', second)[0]
+    with db.transaction() as session:  # another admin rotates it while this page is open
+        keys.rotate_api_key(session, system, acme.org.id, key_id)
+    rotate = _form_fields(second, f"/console/keys/{key_id}/rotate")
+    refused = client.post(f"/console/keys/{key_id}/rotate", data=rotate, headers=owner.headers())
+    assert refused.status_code == 409 and f'id="key-{key_id}-error"' in refused.text
+    revoke = _form_fields(second, f"/console/keys/{key_id}/revoke")
+    revoked = client.post(f"/console/keys/{key_id}/revoke", data=revoke, headers=owner.headers())
+    assert revoked.status_code == 303 and revoked.headers["Location"] == f"{second_path}#key-{key_id}"

@@ -26,6 +26,9 @@ from identity.web.console.common import (
     field,
     form_errors,
     may,
+    page_link,
+    page_position,
+    placed,
     reading,
     redirect_with_notice,
     render,
@@ -36,6 +39,7 @@ from identity.web.console.common import (
 bp = Blueprint("console_keys", __name__, url_prefix="/console")
 PAGE = "/console/keys"
 SHOWN = 100  # keys on a page of each list; each links to its next and previous page
+POSITION = ("mine_after", "mine_before", "after", "before")  # where each list is (a row's form carries it back)
 SCOPE_HELP = {"inference": "call models through the gateway", "usage.read": "read usage",
               "admin": "use the admin API as you"}
 
@@ -52,19 +56,20 @@ def _page(*, status: int = 200, errors: dict[str, str] | None = None, issued: Is
         holder_roles = keys.holder_roles(session, others.entries)
         entries = own.entries + others.entries
         actions = {entry.key.id: key_actions(session, entry, holder_roles) for entry in entries}
+    errors = placed(errors, {"key-": actions})
     my_teams = sorted(({"id": team_id, "name": name} for team_id, name in names.items()), key=lambda t: t["name"])
     return render("console/keys.html", status=status, errors=errors, title="Keys", nav="keys", own=own,
                   others=others, my_teams=my_teams,
                   scopes=sorted(allowed_scopes(g.caller.role)) if may("own_keys.manage") else [],
                   key_actions=lambda entry: actions[entry.key.id], service_scopes=sorted(keys.SERVICE_KEY_SCOPES),
-                  scope_help=SCOPE_HELP, issued=issued, issued_for=issued_for)
+                  scope_help=SCOPE_HELP, issued=issued, issued_for=issued_for, here=page_position(*POSITION))
 
 
 def _keys(session: Session, whose: str, prefix: str) -> keys.KeyPage:
     """The page of `whose` keys (mine, others) that the query's `<prefix>after`/`<prefix>before` ask for."""
     return keys.list_api_keys(session, g.actor, g.caller.org_id, limit=SHOWN, whose=whose,
-                              after=request.args.get(f"{prefix}after", ""),
-                              before=request.args.get(f"{prefix}before", ""))
+                              after=request.values.get(f"{prefix}after", ""),
+                              before=request.values.get(f"{prefix}before", ""))
 
 
 @bp.get("/keys")
@@ -133,7 +138,8 @@ def revoke_key(key_id: str) -> Response:
         submit(keys.revoke_api_key, g.caller.org_id, key_id)
     except DomainError as error:
         return _page(status=status_of(error), errors=form_errors(error, f"key-{key_id}"))
-    return redirect_with_notice(PAGE, "Key revoked: it no longer works.")
+    return redirect_with_notice(f"{page_link(PAGE, page_position(*POSITION))}#key-{key_id}",
+                                "Key revoked: it no longer works.")
 
 
 def key_actions(session: Session, entry: keys.KeyEntry, holder_roles: Mapping[str, Role]) -> dict[str, Any]:
