@@ -9,9 +9,8 @@ and every change is one domain service that asks the same function again.
 from __future__ import annotations
 
 from collections.abc import Callable
-from urllib.parse import quote
 
-from flask import Blueprint, g, request
+from flask import Blueprint, g
 from werkzeug.wrappers import Response
 
 from identity import directory, invitations, members, org_lifecycle, users
@@ -25,9 +24,13 @@ from identity.web.console.common import (
     field,
     form_errors,
     may,
+    page_link,
+    page_position,
+    placed,
     reading,
     redirect_with_notice,
     render,
+    require,
     status_of,
     submit,
 )
@@ -49,7 +52,8 @@ def assignable_roles(target_role: str | None) -> list[str]:
 def _page(*, status: int = 200, errors: dict[str, str] | None = None) -> Response:
     """A page of members (`?after=<id>` or `?before=<id>`: keyset pages, as the admin API's), the names
     of their teams only, and the pending invitations for those who manage members."""
-    after, before = _where()
+    here = _where()
+    after, before = here["after"], here["before"]
     with reading() as session:
         people = directory.list_members(session, g.actor, g.caller.org_id, limit=SHOWN, after=after, before=before)
         pending = (directory.list_invitations(session, g.actor, g.caller.org_id, status="pending")
@@ -57,21 +61,20 @@ def _page(*, status: int = 200, errors: dict[str, str] | None = None) -> Respons
         names = directory.team_names(session, g.actor, g.caller.org_id, [
             *(team_id for member in people.members for team_id in member.teams),
             *(i.team_id for i in pending if i.team_id)])
+    errors = placed(errors, {"member-": [m.id for m in people.members], "invitation-": [i.id for i in pending]})
     return render("console/members.html", status=status, errors=errors, title="Members", nav="members",
                   members=people.members, next_page=people.next, previous_page=people.previous, team_names=names,
-                  invitations=pending, assignable_roles=assignable_roles, here={"after": after, "before": before})
+                  invitations=pending, assignable_roles=assignable_roles, here=here)
 
 
-def _where() -> tuple[str, str]:
+def _where() -> dict[str, str]:
     """Which page of members: the link's `after`/`before`, or the same fields a row's form carries back."""
-    return request.values.get("after", ""), request.values.get("before", "")
+    return page_position("after", "before")
 
 
-def _back_to(user_id: str) -> str:
-    """The page of members the form was posted from, at the member's row."""
-    after, before = _where()
-    query = f"?before={quote(before)}" if before else f"?after={quote(after)}" if after else ""
-    return f"{PAGE}{query}#member-{user_id}"
+def _back_to(anchor: str) -> str:
+    """The page of members the form was posted from, at `anchor` (a member's row, the invitations)."""
+    return f"{page_link(PAGE, _where())}#{anchor}"
 
 
 @bp.get("/members")
@@ -92,7 +95,7 @@ def change_role(user_id: str) -> Response:
         member = submit(members.change_member, g.caller.org_id, user_id, role=field("role"), active=None)
     except DomainError as error:
         return _member_refused(user_id, error)
-    return redirect_with_notice(_back_to(user_id), f"{member.user_name} is now {member.role}.")
+    return redirect_with_notice(_back_to(f"member-{user_id}"), f"{member.user_name} is now {member.role}.")
 
 
 @bp.post("/members/<user_id>/active")
@@ -105,7 +108,7 @@ def change_active(user_id: str) -> Response:
     except DomainError as error:
         return _member_refused(user_id, error)
     done = "reactivated" if active else "deactivated"
-    return redirect_with_notice(_back_to(user_id), f"{member.user_name} {done}.")
+    return redirect_with_notice(_back_to(f"member-{user_id}"), f"{member.user_name} {done}.")
 
 
 # The changes that a page asks about first: action -> (service, the notice after it).
@@ -126,7 +129,13 @@ def confirm_page(user_id: str, action: str) -> Response:
             member: Member = directory.get_member(session, g.actor, g.caller.org_id, user_id)
     except DomainError as error:
         return _member_refused(user_id, error)
-    return render("console/member_confirm.html", title="Confirm", nav="members", member=member, action=action)
+    # Asked as the list asks before it offers the link: else the refusal page, and no danger button
+    if action == "remove":
+        require("member.delete", member.role)
+    else:
+        require("org.transfer_ownership")
+    return render("console/member_confirm.html", title="Confirm", nav="members", member=member, action=action,
+                  here=_where())
 
 
 @bp.post("/members/<user_id>/<any(remove, transfer):action>")
@@ -138,7 +147,7 @@ def confirmed_change(user_id: str, action: str) -> Response:
         user = submit(service, g.caller.org_id, user_id)
     except DomainError as error:
         return _member_refused(user_id, error)
-    return redirect_with_notice(PAGE, notice.format(user.user_name))
+    return redirect_with_notice(page_link(PAGE, _where()), notice.format(user.user_name))
 
 
 @bp.get("/members/<user_id>/sso")
@@ -178,7 +187,7 @@ def resend_invitation(invitation_id: str) -> Response:
     except DomainError as error:
         return _page(status=status_of(error), errors=form_errors(error, f"invitation-{invitation_id}"))
     send_invitation_mail(g.actor, invited.invitation.id)
-    return redirect_with_notice(PAGE + "#invitations", f"Invitation to {invited.invitation.email} sent again.")
+    return redirect_with_notice(_back_to("invitations"), f"Invitation to {invited.invitation.email} sent again.")
 
 
 @bp.post("/members/invitations/<invitation_id>/revoke")
@@ -188,4 +197,4 @@ def revoke_invitation(invitation_id: str) -> Response:
         submit(invitations.revoke, g.caller.org_id, invitation_id)
     except DomainError as error:
         return _page(status=status_of(error), errors=form_errors(error, f"invitation-{invitation_id}"))
-    return redirect_with_notice(PAGE + "#invitations", "Invitation revoked.")
+    return redirect_with_notice(_back_to("invitations"), "Invitation revoked.")
