@@ -249,3 +249,25 @@ def test_the_audit_page_reads_the_filtered_selection_and_links_its_exact_export(
     assert actions(db, acme.org.id)[-1] == "audit.read"
     bad = client.get("/console/audit?since=yesterday", headers={"Cookie": owner.cookie})
     assert bad.status_code == 400 and b'id="since-error"' in bad.data
+
+
+def test_an_unreadable_until_is_shown_next_to_until(client: FlaskClient, db: Database, acme: NewOrg) -> None:
+    """selection_of named "since/until" for either, and the page put it under "From": a bad `until`
+    marked the `since` field, whose value was fine. Each field now has its own error."""
+    owner = sign_in(db, acme.owner.id)
+    bad = client.get("/console/audit", query_string={"since": "2026-01-01T00:00", "until": "next tuesday"},
+                     headers={"Cookie": owner.cookie})
+    assert bad.status_code == 400 and b'id="until-error"' in bad.data and b'id="since-error"' not in bad.data
+
+
+def test_a_group_mapping_takes_its_team_typed_by_name(client: FlaskClient, db: Database, acme: NewOrg) -> None:
+    """The rule's team is typed by name or id (no list of every team of the org in the form): a name
+    resolves to its team, an unknown one is refused next to the team field, what was typed kept."""
+    owner = sign_in(db, acme.owner.id)
+    made = _post(client, owner, "/console/idp/mappings", {"group_external_id": "00g1", "team_id": "default"})
+    assert made.status_code == 303
+    typo = _post(client, owner, "/console/idp/mappings", {"group_external_id": "00g2", "team_id": "Defualt"})
+    assert typo.status_code == 404 and b'id="mapping-new-team_id-error"' in typo.data and b'value="Defualt"' in typo.data
+    with db.reading() as session:
+        assert [r.team_id for r in session.scalars(select(GroupMapping))] == [acme.default_team_id]
+    assert b'<select id="mapping-new-team_id"' not in client.get("/console/idp", headers={"Cookie": owner.cookie}).data

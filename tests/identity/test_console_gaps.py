@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from audit.actor import system_actor
-from identity import keys, mappings, members, orgs
+from identity import invitations, keys, mappings, members, orgs, teams
 from identity.db import Database
 from identity.models import ApiKey, GroupMapping, Team
 from identity.orgs import NewOrg
@@ -329,4 +329,92 @@ def test_the_invitations_change_link_keeps_the_chosen_role_and_team(client: Flas
     dialog = client.get(change.group(1).replace("&amp;", "&")).get_data(as_text=True)
     assert 'value="new@acme.test"' in dialog
     assert '<option value="admin" selected>' in dialog
-    assert '<option value="ops-00000001" selected>' in dialog
+    assert input_value(dialog, "team_id") == "ops-00000001"
+
+
+def test_personal_key_form_keeps_the_chosen_scopes_on_an_error(client: FlaskClient, db: Database,
+                                                               acme: NewOrg) -> None:
+    """A key refused (a scope that does not exist) came back with its team and scopes reset to the
+    default team and inference."""
+    member_id = add(db, acme, "bob@acme.test", "member", acme.default_team_id)
+    with db.transaction() as session:
+        session.add(Team(id="ops-00000001", org_id=acme.org.id, name="Ops", created_at=acme.org.created_at))
+    with db.transaction() as session:
+        teams.add_team_member(session, SYSTEM, acme.org.id, "ops-00000001", member_id, "member")
+    token = sign_in(client, db, member_id)
+    answer = client.post("/console/keys", data={"csrf_token": token, "name": "ci", "team_id": "ops-00000001",
+                                                "scopes": ["usage.read", "no.such.scope"]})
+    page = answer.get_data(as_text=True)
+    form = page[page.index('action="/console/keys"'):page.index("</form>", page.index('action="/console/keys"'))]
+    assert answer.status_code in (400, 403), answer.status_code
+    assert 'value="usage.read" checked' in form and 'value="inference" checked' not in form
+    assert '<option value="ops-00000001" selected>' in form
+
+
+def test_service_key_form_keeps_the_typed_name_and_scopes_on_an_error(client: FlaskClient, db: Database,
+                                                                      acme: NewOrg) -> None:
+    """The team is typed by name; a typo came back 404 with the error next to the team, but the name
+    field (no `value`) and the scopes (reset to inference) were lost."""
+    token = sign_in(client, db, acme.owner.id)
+    answer = client.post("/console/keys/service", data={"csrf_token": token, "name": "prod gateway",
+                                                        "team_id": "Platfrom", "scopes": ["usage.read"]})
+    page = answer.get_data(as_text=True)
+    assert answer.status_code == 404 and 'id="service-team_id-error"' in page
+    assert input_value(page, "service-team") == "Platfrom"
+    assert input_value(page, "service-name") == "prod gateway"
+    form = page[page.index('action="/console/keys/service"'):]
+    assert 'value="usage.read" checked' in form and 'value="inference" checked' not in form
+
+
+def test_an_error_on_an_invitation_no_longer_pending_is_shown(client: FlaskClient, db: Database,
+                                                              acme: NewOrg) -> None:
+    """A second Revoke (two admins, or a double click), or a Resend, of an invitation revoked meanwhile
+    is refused 409, but the message went to that invitation's row, which a revoked invitation no
+    longer has: the page said nothing. It is now the page's error."""
+    with db.transaction() as session:
+        invitation, _ = invitations.invite(session, SYSTEM, acme.org.id, email="new@acme.test", role="member")
+    token = sign_in(client, db, acme.owner.id)
+    assert client.post(f"/console/members/invitations/{invitation.id}/revoke",
+                       data={"csrf_token": token}).status_code == 303
+    for verb in ("revoke", "resend"):
+        again = client.post(f"/console/members/invitations/{invitation.id}/{verb}", data={"csrf_token": token})
+        page = again.get_data(as_text=True)
+        assert again.status_code == 409, verb
+        assert re.search(r'<p class="form-error" role="alert">[^<]*this invitation is revoked', page), verb
+
+
+def test_the_invite_dialog_at_the_seat_cap_promises_no_seat(client: FlaskClient, db: Database, acme: NewOrg) -> None:
+    """At max_seats accepting is refused (SeatCapReached), yet the dialog showed no cap and said
+    "Accepting adds a seat: $x now...": the invitation went out and could never be accepted. The
+    dialog shows the cap (from identity.seats.preview) and says so; nor does it list every team."""
+    for name in ("bob", "carol", "dave"):
+        add(db, acme, f"{name}@acme.test", "member")  # 4 used: one purchased seat
+    with db.transaction() as session:
+        orgs.update_settings(session, SYSTEM, acme.org.id, {"max_seats": 5})
+        invitations.invite(session, SYSTEM, acme.org.id, email="erin@acme.test", role="member")
+    sign_in(client, db, acme.owner.id)
+    dialog = client.get("/console/members/invite").get_data(as_text=True)
+    assert re.search(r'id="seat-cap">5 seats, 0 left after pending invitations<', dialog)
+    assert "Accepting adds a seat" not in dialog and "cannot be accepted" in dialog
+    assert '<select id="team_id"' not in dialog and input_value(dialog, "team_id") is not None
+    assert client.get("/console/members/seats.json").get_json()["cap"].startswith("5 seats, 0 left")
+
+
+def test_confirmation_pages_refuse_whom_the_domain_refuses(client: FlaskClient, db: Database, acme: NewOrg) -> None:
+    """GET /console/members/<id>/transfer and /remove rendered "Make X the owner?" / "Remove X?" with
+    their danger button to a viewer (and "Remove owner?" to an admin), and the team-removal page to a
+    viewer: the POST was then refused. The pages now ask identity.roles first, as the lists do."""
+    bob = add(db, acme, "bob@acme.test", "member", acme.default_team_id)
+    viewer = add(db, acme, "vic@acme.test", "viewer")
+    admin = add(db, acme, "ada@acme.test", "admin")
+    sign_in(client, db, viewer)
+    for path in (f"/console/members/{bob}/transfer", f"/console/members/{bob}/remove",
+                 f"/console/teams/{acme.default_team_id}/members/{bob}/remove"):
+        page = client.get(path)
+        assert page.status_code == 403 and b'class="danger"' not in page.data, path
+    sign_in(client, db, admin)
+    page = client.get(f"/console/members/{acme.owner.id}/remove")
+    assert page.status_code == 403 and b"Remove member</button>" not in page.data
+    assert client.get(f"/console/members/{bob}/remove").status_code == 200
+    with db.reading() as session:  # nothing above changed anything
+        assert session.scalars(select(ApiKey)).first() is None

@@ -73,7 +73,7 @@ def idp_view(*, status: int = 200, errors: dict[str, str] | None = None, failed:
         tokens = scim_credentials.list_scim_tokens(session, g.actor, org_id)
         clients = scim_credentials.list_scim_clients(session, g.actor, org_id)
         rules = directory.list_group_mappings(session, g.actor, org_id)
-        teams = directory.list_teams(session, g.actor, org_id)
+        teams = directory.team_names(session, g.actor, org_id, [r.team_id for r in rules if r.team_id])
         provisioning = provisioning_log.provisioning_status(session, g.actor, org_id)
     return render("console/idp.html", status=status, errors=errors, title="Identity provider", nav="idp",
                   failed=failed, issued=issued, values=our_values(), connection=connection,
@@ -81,7 +81,7 @@ def idp_view(*, status: int = 200, errors: dict[str, str] | None = None, failed:
                   require_sso=org.require_sso, group_sync=org.group_sync, idp_may_grant_owner=org.idp_may_grant_owner,
                   claims=CLAIMS, default_attributes=DEFAULT_ATTRIBUTES,
                   tokens=list(reversed(tokens)), clients=list(reversed(clients)), rules=rules,
-                  teams={team.id: team.name for team in teams}, provisioning=provisioning)
+                  teams=teams, provisioning=provisioning)
 
 
 def _idp_summary(connection: SamlConnection | None) -> dict[str, Any] | None:

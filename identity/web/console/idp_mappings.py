@@ -8,33 +8,48 @@ from __future__ import annotations
 from flask import Blueprint, g, request
 from werkzeug.wrappers import Response
 
-from identity import mappings, orgs
+from identity import directory, mappings, orgs
+from identity.errors import DomainError
 from identity.mappings import MAPPING_FIELDS
-from identity.web.console.common import console_page, field, may
-from identity.web.console.idp import Outcome, change
+from identity.web.console.common import console_page, field, may, reading
+from identity.web.console.idp import Outcome, change, refused
 
 bp = Blueprint("console_idp_mappings", __name__, url_prefix="/console")
 ANCHOR = "#mappings"
 
 
 def _rule_fields() -> dict[str, str | None]:
-    return {name: field(name)[:255] or None for name in MAPPING_FIELDS}
+    """The rule as posted, its team (typed by name or id: no list of every team in the form) found
+    by identity.directory.find_team; NotFound names the team field."""
+    fields = {name: field(name)[:255] or None for name in MAPPING_FIELDS}
+    if fields["team_id"]:
+        with reading() as session:
+            fields["team_id"] = directory.find_team(session, g.actor, g.caller.org_id, fields["team_id"]).id
+    return fields
 
 
 @bp.post("/idp/mappings")
 @console_page
 def create_mapping() -> Response:
     """Add a rule; the group's members get what it grants now."""
-    return change(Outcome("mapping-new", ANCHOR, "Group mapping added."), mappings.create_mapping, g.caller.org_id,
-                  **_rule_fields())
+    outcome = Outcome("mapping-new", ANCHOR, "Group mapping added.")
+    try:
+        rule = _rule_fields()
+    except DomainError as error:
+        return refused(error, outcome.form)
+    return change(outcome, mappings.create_mapping, g.caller.org_id, **rule)
 
 
 @bp.post("/idp/mappings/<mapping_id>")
 @console_page
 def update_mapping(mapping_id: str) -> Response:
     """Edit a rule in place (its id stays); the matching groups' members are updated at once."""
-    return change(Outcome(f"mapping-{mapping_id}", ANCHOR, "Group mapping saved."), mappings.update_mapping,
-                  g.caller.org_id, mapping_id, _rule_fields())
+    outcome = Outcome(f"mapping-{mapping_id}", ANCHOR, "Group mapping saved.")
+    try:
+        rule = _rule_fields()
+    except DomainError as error:
+        return refused(error, outcome.form)
+    return change(outcome, mappings.update_mapping, g.caller.org_id, mapping_id, rule)
 
 
 @bp.post("/idp/mappings/<mapping_id>/delete")

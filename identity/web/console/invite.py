@@ -15,6 +15,7 @@ from flask import Blueprint, g, jsonify, request
 from werkzeug.wrappers import Response
 
 from identity import directory, members
+from identity.directory import TeamEntry
 from identity.errors import DomainError, PermissionDenied
 from identity.seats import SeatPreview
 from identity.vocabulary import Role
@@ -37,16 +38,27 @@ PAGE = "/console/members/invite"
 
 
 def seat_figures(preview: SeatPreview) -> dict[str, str]:
-    """What the dialog's seat panel shows, by slot: the seats now and what one more invitation costs."""
+    """What the dialog's seat panel shows, by slot: the seats now, the seat cap, and what one more
+    invitation costs, or that it could not be accepted (every number is identity.seats.preview's)."""
     left = preview.free_after_invitations
     return {"included": str(preview.included + preview.purchased), "used": str(preview.used),
             "pending": str(preview.pending_invitations), "left": str(left),
             "left_after": str(max(0, left - 1)), "next_seat": dollars(preview.next_invitation_cents),
             "cycle_end": preview.cycle_end.strftime("%Y-%m-%d"),
-            "cost_note": ("This invitation takes an included or already paid seat: no charge."
-                          if left else f"Accepting adds a seat: {dollars(preview.next_invitation_cents)} now, "
-                          f"prorated for the rest of this cycle (until {preview.cycle_end:%Y-%m-%d}), "
-                          f"then {dollars(preview.seat_price_cents)} a month.")}
+            "cap": ("no cap" if preview.max_seats is None else
+                    f"{preview.max_seats} seats, {preview.cap_left} left after pending invitations"),
+            "cost_note": _cost_note(preview)}
+
+
+def _cost_note(preview: SeatPreview) -> str:
+    if preview.cap_left == 0:  # accepting is refused at the cap (identity.seats.take_seat): say so, promise nothing
+        return (f"The seat cap of {preview.max_seats} is reached ({preview.used} used, "
+                f"{preview.pending_invitations} pending invitations): an invitation sent now cannot be accepted "
+                "until a seat is freed or an owner raises the cap on the billing page.")
+    if preview.free_after_invitations:
+        return "This invitation takes an included or already paid seat: no charge."
+    return (f"Accepting adds a seat: {dollars(preview.next_invitation_cents)} now, prorated for the rest of this "
+            f"cycle (until {preview.cycle_end:%Y-%m-%d}), then {dollars(preview.seat_price_cents)} a month.")
 
 
 def _invitable_roles() -> list[str]:
@@ -54,17 +66,33 @@ def _invitable_roles() -> list[str]:
             if may("owners.manage" if r == Role.OWNER else "members.manage")]
 
 
-def _dialog(template: str, *, status: int = 200, errors: dict[str, str] | None = None, **values: Any) -> Response:
+def _dialog(template: str, *, status: int = 200, errors: dict[str, str] | None = None,
+            team: TeamEntry | None = None, **values: Any) -> Response:
+    """The dialog (or its review step, `team` the team found for what was typed), with the seats now.
+
+    The team is typed by name or id (no list of every team of the org in the form); the caller's
+    own teams are suggested, read by their grants."""
     with reading() as session:
         preview = directory.seat_preview(session, g.actor, g.caller.org_id)
-        teams = directory.list_teams(session, g.actor, g.caller.org_id)
+        mine = directory.get_member(session, g.actor, g.caller.org_id, g.caller.user_id).teams
+        names = directory.team_names(session, g.actor, g.caller.org_id, [*mine, *filter(None, [g.caller.team_id])])
     # The form's fields, or (the review step's "Change" link) the query's: back to the dialog as chosen.
+    typed_team = field("team_id") or request.args.get("team_id", "")
     chosen = {"email": field("email") or request.args.get("email", ""),
               "role": field("role") or request.args.get("role", "") or Role.MEMBER,
-              "team_id": field("team_id") or request.args.get("team_id", "") or g.caller.team_id or ""}
+              "team_id": team.id if team else typed_team or names.get(g.caller.team_id or "", ""),
+              "team_name": team.name if team else ""}
     return render(template, status=status, errors=errors, title="Invite member", nav="members", seats=preview,
-                  figures=seat_figures(preview), teams=teams, roles=_invitable_roles(), chosen=chosen,
-                  team_names={t.id: t.name for t in teams}, **values)
+                  figures=seat_figures(preview), my_teams=sorted(names.values()), roles=_invitable_roles(),
+                  chosen=chosen, **values)
+
+
+def _typed_team() -> TeamEntry | None:
+    """The team typed into the dialog, by name or id (NotFound next to the field); None: the domain's default."""
+    if not field("team_id"):
+        return None
+    with reading() as session:
+        return directory.find_team(session, g.actor, g.caller.org_id, field("team_id"))
 
 
 @bp.get("/members/invite")
@@ -91,7 +119,11 @@ def preview_invitation() -> Response:
     """The step before sending (without JavaScript): what the invitation is and what it costs; nothing changes."""
     if "@" not in field("email"):
         return _dialog("console/invite.html", status=400, errors={"email": "Enter the email address to invite."})
-    return _dialog("console/invite_confirm.html")
+    try:
+        team = _typed_team()
+    except DomainError as error:
+        return _dialog("console/invite.html", status=status_of(error), errors=form_errors(error))
+    return _dialog("console/invite_confirm.html", team=team)
 
 
 @bp.post("/members/invite")
@@ -99,8 +131,9 @@ def preview_invitation() -> Response:
 def send_invitation() -> Response:
     """Invite: the invitation and its mail in one transaction, then the mail sent."""
     try:
+        team = _typed_team()
         invited = submit(members.invite_member, g.caller.org_id, email=field("email"),
-                         role=field("role") or Role.MEMBER, team_id=field("team_id") or None, base_url=base_url())
+                         role=field("role") or Role.MEMBER, team_id=team.id if team else None, base_url=base_url())
     except PermissionDenied:
         raise  # the refusal page (console_page), not a dialog this caller may not see
     except DomainError as error:
