@@ -22,7 +22,8 @@ from identity.errors import InvalidValue, NotFound
 from identity.lookups import acting_user_id, get_team
 from identity.models import GroupMapping, Invitation, Org, RoleGrant, Team, User
 from identity.paging import Position, Window, by_id, split, split_by_id, within
-from identity.roles import RANK, ROLES, SOURCES, authorize, highest
+from identity.roles import RANK, ROLES, SOURCES, authorize, highest, refusal
+from identity.vocabulary import Role
 
 MAX_INVITATIONS = 500  # the newest; older ones have long expired
 
@@ -331,10 +332,10 @@ def _team_member(user: User, grants: list[TeamGrant]) -> TeamMember:
 
 
 def org_settings(session: Session, actor: Actor, org_id: str) -> dict[str, object]:
-    """Return the org's settings (orgs.SETTINGS), by name."""
+    """Return the org's settings (orgs.SETTINGS) that `actor` may read, by name: billing and IdP
+    trust only to owners and admins (orgs.readable_settings)."""
     authorize(actor, "directory.read", org_id=org_id)
-    org = session.get_one(Org, org_id)
-    return {name: getattr(org, name) for name in orgs.SETTINGS}
+    return orgs.readable_settings(actor, session.get_one(Org, org_id))
 
 
 def list_invitations(session: Session, actor: Actor, org_id: str, window: Window | None = None, *,
@@ -353,10 +354,16 @@ def list_invitations(session: Session, actor: Actor, org_id: str, window: Window
 
 def list_group_mappings(session: Session, actor: Actor, org_id: str,
                         window: Window | None = None) -> list[MappingEntry]:
-    """Return the org's group mapping rules, oldest first (those of `window`, and one more when there are more)."""
+    """Return the org's group mapping rules, oldest first (those of `window`, and one more when there are more).
+
+    A rule that grants `owner` is IdP trust (DESIGN 3.2): left out for whoever may not read that,
+    in the query, so that a page stays full.
+    """
     authorize(actor, "directory.read", org_id=org_id)
-    found = session.scalars(within(select(GroupMapping).where(GroupMapping.org_id == org_id),
-                                   GroupMapping.created_at, GroupMapping.id, window))
+    stmt = select(GroupMapping).where(GroupMapping.org_id == org_id)
+    if refusal(actor, "trust.read", org_id=org_id) is not None:
+        stmt = stmt.where(or_(GroupMapping.org_role.is_(None), GroupMapping.org_role != Role.OWNER))
+    found = session.scalars(within(stmt, GroupMapping.created_at, GroupMapping.id, window))
     return [MappingEntry.of(rule) for rule in found]
 
 

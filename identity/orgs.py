@@ -16,7 +16,7 @@ from identity import config, mappings, seats, sessions, teams, users
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound, PermissionDenied
 from identity.models import Org, User
-from identity.roles import authorize
+from identity.roles import authorize, refusal
 from identity.vocabulary import GrantSource, Role
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
@@ -104,6 +104,16 @@ SETTINGS: dict[str, tuple[str, Callable[[object], bool]]] = {
     # Owner only, and never below the operator's floor: a short retention erases history (DESIGN.md 6).
     "audit_retention_days": ("trust.manage", lambda v: _retention(v)),
 }
+# Who reads a setting, by the permission that changes it (DESIGN 3.2): billing and IdP trust only
+# owners and admins ("view billing", "IdP trust: read"), the directory's own settings whoever reads it.
+READ_PERMISSIONS = {"billing.manage": "billing.read", "trust.manage": "trust.read",
+                    "settings.manage": "directory.read"}
+
+
+def readable_settings(actor: Actor, org: Org) -> dict[str, object]:
+    """Return the settings of `org` (by name) that `actor` may read; the others are left out."""
+    return {name: getattr(org, name) for name, (permission, _) in SETTINGS.items()
+            if refusal(actor, READ_PERMISSIONS[permission], org_id=org.id) is None}
 
 
 def _retention(value: object) -> bool:

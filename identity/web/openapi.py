@@ -85,11 +85,13 @@ PATHS: dict[str, dict[str, Any]] = {
         "delete": _op("Remove a member (keys revoked, seat freed)", NO_CONTENT, params=("org", "user_id"), status="204"),
     },
     "/api/v1/orgs/{org}/settings": {
-        "get": _op("Org settings", _json(_ref("Settings")), params=ORG_ONLY),
+        "get": _op("Org settings: those the caller may read (billing and IdP trust: owners and admins)",
+                   _json(_ref("Settings")), params=ORG_ONLY),
         "patch": _op("Change org settings", _json(_ref("Settings")), body="Settings", params=ORG_ONLY),
     },
     "/api/v1/orgs/{org}/group-mappings": {
-        "get": _op("List group mapping rules, oldest first (keyset pages)", _page("group_mappings", _ref("GroupMapping")),
+        "get": _op("List group mapping rules, oldest first (keyset pages; one granting owner: owners and admins)",
+                   _page("group_mappings", _ref("GroupMapping")),
                    params=ORG_ONLY, query=PAGING),
         "post": _op("Map an IdP group (by immutable id or name) to a team and role; applied at once",
                     _json(_ref("GroupMapping")), body="NewGroupMapping", params=ORG_ONLY, status="201"),

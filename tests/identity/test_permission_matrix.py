@@ -20,10 +20,23 @@ from sqlalchemy.orm import Session
 
 from audit import Actor
 from audit.log import pending_events
-from identity import charges, invitations, keys, mappings, org_lifecycle, orgs, outbox, scim_credentials, teams, users
+from identity import (
+    charges,
+    directory,
+    invitations,
+    keys,
+    mappings,
+    org_lifecycle,
+    orgs,
+    outbox,
+    scim_credentials,
+    teams,
+    users,
+)
 from identity.db import Database
 from identity.errors import PermissionDenied
 from identity.models import ApiKey, User
+from identity.paging import Window
 from saml import configuration as saml_configuration
 from saml import identities, links
 from saml.connection import IdpSettings
@@ -300,3 +313,37 @@ def test_actions_on_the_org(db: Database, world: World, action: str) -> None:
                           noop=action in ORG_NOOPS)
            for role, actor in {**world.actors, "rival": world.rival}.items()}
     assert got == {role: "allowed" if role in ON_ORG[action] else "refused" for role in (*ROLES, "rival")}
+
+
+# What each role reads of the org's settings (DESIGN.md 3.2): billing ("view billing, seats") and
+# IdP trust ("read" for admins) only owners and admins; the directory's own settings everyone.
+BILLING = frozenset({"included_seats", "seat_price_cents", "max_seats"})
+IDP_TRUST = frozenset({"idp_may_grant_owner", "require_sso", "audit_retention_days"})
+DIRECTORY = frozenset({"default_role", "group_sync"})
+READS_SETTINGS = {"owner": BILLING | IDP_TRUST | DIRECTORY, "admin": BILLING | IDP_TRUST | DIRECTORY,
+                  "member": DIRECTORY, "viewer": DIRECTORY}
+
+
+def test_each_role_reads_only_the_settings_its_row_allows(db: Database, world: World) -> None:
+    with db.reading() as session:
+        got = {role: set(directory.org_settings(session, actor, world.org_id)) for role, actor in world.actors.items()}
+    assert got == READS_SETTINGS
+
+
+def test_only_who_reads_idp_trust_reads_the_mappings_that_grant_owner(db: Database, system: Actor,
+                                                                      world: World) -> None:
+    """"Mappings that grant owner" are IdP trust (DESIGN.md 3.2): the IdP group that makes owners is the
+    one to get into. Members still read the other rules (teams are theirs to read), a full page of them."""
+    with db.transaction() as session:
+        orgs.update_settings(session, system, world.org_id, {"idp_may_grant_owner": True})
+        rules = {role: mappings.create_mapping(session, system, world.org_id, group_external_id=f"group-{role}",
+                                               org_role=role).id for role in ROLES}
+        rules["team"] = mappings.create_mapping(session, system, world.org_id, group_external_id="group-team",
+                                                team_id=world.team_id, team_role="member").id
+    with db.reading() as session:
+        got = {role: {rule.id for rule in directory.list_group_mappings(session, actor, world.org_id)}
+               for role, actor in world.actors.items()}
+        first = directory.list_group_mappings(session, world.actors["member"], world.org_id, Window(3))
+    every, below_owner = set(rules.values()), set(rules.values()) - {rules["owner"]}
+    assert got == {"owner": every, "admin": every, "member": below_owner, "viewer": below_owner}
+    assert len(first) == 3 + 1 and rules["owner"] not in {rule.id for rule in first}  # the page, and one more

@@ -28,7 +28,14 @@ from saml import configuration as saml_configuration
 from saml import csrf
 from saml.models import SamlConnection
 from tests.factories import counts
-from tests.identity.test_permission_matrix import IDP, ON_MEMBER, ON_ORG, ROLES, link_identity
+from tests.identity.test_permission_matrix import (
+    IDP,
+    ON_MEMBER,
+    ON_ORG,
+    READS_SETTINGS,
+    ROLES,
+    link_identity,
+)
 
 ALLOWED = {200, 201, 204}
 Headers = dict[str, str]
@@ -247,3 +254,24 @@ def test_a_rival_key_never_reaches_a_member_through_its_own_org(client: FlaskCli
                     MEMBER_REQUESTS["revoke_their_key"](org, target)):
         assert _call(client, org, org.rival, request, slug=org.rival_slug) == 404
     assert counts(db) == before
+
+
+def test_each_role_reads_only_its_settings_and_mappings_over_http(client: FlaskClient, db: Database, system: Actor,
+                                                                  org: Org) -> None:
+    """GET .../settings and .../group-mappings answer what the domain's reads do (test_permission_matrix):
+    a member sees neither billing nor IdP trust, nor the rule that makes owners, though GET .../seats
+    and .../sso were already 403 to them. The answer to a PATCH is the same view."""
+    with db.transaction() as session:
+        orgs.update_settings(session, system, org.org_id, {"idp_may_grant_owner": True})
+        to_owner = mappings.create_mapping(session, system, org.org_id, group_external_id="0c1e-owners",
+                                           org_role="owner").id
+    got = {}
+    for role in ("owner", "admin", "member"):  # a viewer's key holds no `admin` scope
+        settings = client.get(f"/api/v1/orgs/{org.slug}/settings", headers=org.keys[role])
+        rules = client.get(f"/api/v1/orgs/{org.slug}/group-mappings", headers=org.keys[role])
+        changed = client.patch(f"/api/v1/orgs/{org.slug}/settings", json={}, headers=org.keys[role])
+        got[role] = (set(settings.json), set(changed.json), to_owner in {m["id"] for m in rules.json["group_mappings"]})
+    assert got == {role: (READS_SETTINGS[role], READS_SETTINGS[role], role != "member")
+                   for role in ("owner", "admin", "member")}
+    assert _call(client, org, org.keys["member"], ("GET", "/seats", None)) == 403
+    assert _call(client, org, org.keys["member"], ("GET", "/sso", None)) == 403

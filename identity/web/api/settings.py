@@ -46,7 +46,7 @@ def get_settings(org_ref: str) -> Response:
 def change_settings(org_ref: str) -> Response:
     org_id = caller_org_id(org_ref)
     org = run(database(), g.actor, orgs.update_settings, org_id, json_body(*orgs.SETTINGS))
-    return jsonify({name: getattr(org, name) for name in orgs.SETTINGS})
+    return jsonify(orgs.readable_settings(g.actor, org))
 
 
 def mapping_json(rule: MappingEntry) -> dict[str, Any]:
