@@ -29,6 +29,7 @@ from identity.errors import (
     SeatCapReached,
     Unauthenticated,
 )
+from identity.web.http_errors import kept_headers
 from scim import context, discovery, errors, idp_lookups, provisioning_status
 from scim.auth import authenticate, init_oauth
 from scim.streaming import SCIM_JSON
@@ -64,7 +65,9 @@ def _http_error(error: HTTPException) -> Response:
     if status == 413:  # a body over MAX_CONTENT_LENGTH: the detail specifies the limit (RFC 7644 section 3.7.4)
         return error_response(413, None, discovery.bulk_limits() if request.path.endswith("/Bulk") else
                               f"the body is over {discovery.MAX_PAYLOAD_BYTES} bytes, the most this service reads")
-    return error_response(status, scim_type, error.description or error.name)
+    response = error_response(status, scim_type, error.description or error.name)
+    response.headers.update(kept_headers(error))
+    return response
 
 
 def error_response(status: int, scim_type: str | None, detail: str) -> Response:

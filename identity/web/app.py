@@ -33,6 +33,7 @@ from identity.web.api import (
 )
 from identity.web.api.common import problem
 from identity.web.context import EXTENSION, database
+from identity.web.http_errors import kept_headers
 from identity.web.jsonprovider import StrictJSONProvider
 from identity.web.keycheck import KeyCheckFirst
 from identity.web.unread_body import DrainUnreadBody
@@ -130,7 +131,9 @@ def _http_error(error: HTTPException) -> Response | HTTPException:
 def _problem_for_http_error(error: HTTPException) -> Response:
     status = error.code or 500
     code = getattr(error, "problem_code", None) or (error.name or "error").lower().replace(" ", "_")
-    return problem(status, code, error.description or error.name)
+    response = problem(status, code, error.description or error.name)
+    response.headers.update(kept_headers(error))
+    return response
 
 
 def _unexpected_error(error: Exception) -> Response | HTTPException:

@@ -155,6 +155,19 @@ def test_unknown_routes_and_methods_under_the_api_are_problem_json(client: Flask
     assert wrong.status_code == 405 and wrong.json["status"] == 405
 
 
+@pytest.mark.parametrize("method,path,allowed", [
+    ("PUT", "/api/v1/orgs/acme/members", {"GET", "POST"}),
+    ("GET", "/api/v1/keys/verify", {"POST"}),
+    ("POST", "/api/v1/orgs/acme/seats", {"GET"}),
+])
+def test_a_405_names_the_allowed_methods(client: FlaskClient, keyed, method: str, path: str, allowed: set[str]) -> None:
+    """RFC 9110 section 15.5.6: "The origin server MUST generate an Allow header field in a 405
+    response". The problem JSON is ours; the header is the routing error's."""
+    response = client.open(path, method=method, headers={"Authorization": keyed["acme"]})
+    assert response.status_code == 405 and response.content_type == "application/problem+json"
+    assert allowed <= {name.strip() for name in response.headers.get("Allow", "").split(",")}, response.headers
+
+
 @pytest.mark.parametrize("body", [b'{"email": "nan@acme.test", "x": NaN}', b'{"name": "T", "n": Infinity}',
                                   b'{"email": "big@acme.test", "n": 1e999}'])
 def test_nan_and_infinity_are_not_json_to_the_admin_api(client: FlaskClient, db: Database, keyed, body) -> None:
