@@ -12,7 +12,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[2]  # this checkout's code, whichever the venv's `identity` runs
 
 
 def _free_port() -> int:
@@ -89,3 +92,15 @@ def test_db_upgrade_then_gunicorn_serves(db_url: str, tmp_path: Path) -> None:
         assert _wait_healthy(f"http://127.0.0.1:{port}", proc)["database"] == "ok"
     finally:
         _stop(proc)
+
+
+@pytest.mark.parametrize("port", ["70000", "-1", "0"])
+def test_serve_refuses_a_port_out_of_range_before_the_database_is_touched(tmp_path: Path, port: str) -> None:
+    """README: bad usage, "such as an out-of-range value", exits 2 with no traceback, and a bad setting
+    is refused before the database is touched (70000 used to migrate, then die in gunicorn's bind)."""
+    env = {**os.environ, "IDENTITY_DATA_DIR": str(tmp_path / "var"), "SECRET_KEY": "s3cret", "PYTHONPATH": str(ROOT)}
+    env.pop("DATABASE_URL", None)
+    done = subprocess.run([sys.executable, "-m", "identity.web.cli", "serve", "--host", "127.0.0.1", "--port", port],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-800:]
+    assert "--port" in done.stderr and not (tmp_path / "var" / "identity.db").exists()
