@@ -20,6 +20,7 @@ from audit.verify import verify_file
 from identity import keys, teams, users
 from identity.db import Database
 from identity.orgs import NewOrg
+from identity.web.openapi import document
 from tests.audit.conftest import as_attacker
 from tests.factories import actions, provision
 
@@ -222,3 +223,14 @@ def test_a_checkpoint_names_its_caller_and_is_refused_over_a_broken_chain(client
     refused = client.post(f"/api/v1/orgs/{busy.org.slug}/audit-checkpoints", headers=auth(admin_key))
     assert refused.status_code == 409 and refused.get_json()["code"] == "chain_broken"
     assert refused.content_type == "application/problem+json"
+    # The answer that matters most to an auditor is in /openapi.json, for a generated client to type.
+    documented = document()["paths"]["/api/v1/orgs/{org}/audit-checkpoints"]["post"]["responses"]
+    assert documented["409"]["content"] == {"application/problem+json": {
+        "schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
+def test_creating_a_checkpoint_refuses_a_parameter_it_does_not_take(client: FlaskClient, admin_key: str,
+                                                                    acme: NewOrg) -> None:
+    """The 400 its operation documents: a query string is checked, not ignored (README)."""
+    response = client.post(f"/api/v1/orgs/{acme.org.slug}/audit-checkpoints?reason=scheduled", headers=auth(admin_key))
+    assert response.status_code == 400 and response.get_json()["field"] == "reason"

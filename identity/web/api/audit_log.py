@@ -176,7 +176,9 @@ def list_checkpoints(org_ref: str) -> Response:
 @bp.post("/orgs/<org_ref>/audit-checkpoints")
 @authenticated(scope=ADMIN)
 def create_checkpoint(org_ref: str) -> tuple[Response, int]:
-    """Sign the org's current head now, and return the checkpoint to keep."""
+    """Sign the org's current head now, and return the checkpoint to keep (409 `chain_broken` when
+    the chain does not verify: documented in OPENAPI_PATHS, as every status a route answers)."""
+    known_args()
     org_id = caller_org_id(org_ref)
     try:
         made = run(database(), g.actor, audit_access.sign_checkpoint, signing_key(), org_id)
@@ -209,7 +211,8 @@ _FILTERS = [
 ]
 _PROBLEM = {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 _ERRORS = {code: {"description": text, **_PROBLEM} for code, text in (
-    ("400", "invalid filter, cursor, limit or format"), ("401", "missing or invalid API key or session"),
+    ("400", "an unknown or repeated query parameter; an invalid filter, cursor, after, limit or format"),
+    ("401", "missing or invalid API key or session"),
     ("403", "only owners and admins read the audit log; a cookie request from another site"),
     ("404", "no such org in your org"))}
 
@@ -246,7 +249,9 @@ OPENAPI_PATHS: dict[str, dict[str, Any]] = {
                     "next_after": {"type": ["integer", "null"]}, "next": {"type": ["string", "null"]},
                     "public_key_id": {"type": "string"}}})},
         "post": {"summary": "Sign the org's current head now; keep the checkpoint to prove history later",
-                 "parameters": [_ORG], "responses": _ok(_CHECKPOINT, "201")},
+                 "parameters": [_ORG], "responses": {**_ok(_CHECKPOINT, "201"), "409": {
+                     "description": "chain_broken: the chain does not verify up to its head, so nothing is signed "
+                                    "(the problem's detail names where it breaks; docs/audit.md)", **_PROBLEM}}},
     },
     "/api/v1/audit/public-key": {"get": {
         "summary": "The Ed25519 public key that verifies every checkpoint", "security": [], "parameters": [],
