@@ -234,6 +234,33 @@ def test_member_list_parameters_are_checked_not_guessed(client: FlaskClient, key
     assert (response.status_code, response.json["field"]) == (400, field)
 
 
+TEAM = "/api/v1/orgs/acme/teams/{team}"
+
+
+@pytest.mark.parametrize("path,query,field", [
+    ("/api/v1/orgs/acme/invitations", "status=pending&status=bogus", "status"),
+    ("/api/v1/orgs/acme/outbox", "status=pending&status=sent", "status"),
+    ("/api/v1/orgs/acme/api-keys", "kind=service&kind=personal", "kind"),
+    ("/api/v1/orgs/acme/audit-events", "since=2020-01-01T00:00:00Z&since=2999-01-01T00:00:00Z", "since"),
+    ("/api/v1/orgs/acme/audit-events", "outcome=success&outcome=refused", "outcome"),
+    ("/api/v1/orgs/acme/audit-events", "cursor=a&cursor=b", "cursor"),
+    ("/api/v1/orgs/acme/audit-events/export", "format=csv&format=jsonl", "format"),
+    ("/api/v1/orgs/acme/audit-events/export", "until=2020-01-01T00:00:00Z&until=2999-01-01T00:00:00Z", "until"),
+    (TEAM + "/wallet/spend", "by=key&by=member", "by"),
+    (TEAM + "/wallet/spend", "period=2026-01-01T00:00:00Z&period=2026-02-01T00:00:00Z", "period"),
+    (TEAM + "/wallet/ledger", "before=9&before=3", "before"),
+    (TEAM, "after=a&after=b", "after"),
+])
+def test_a_repeated_single_valued_parameter_is_refused_naming_it(client: FlaskClient, keyed, acme: NewOrg, path: str,
+                                                                 query: str, field: str) -> None:
+    """As a repeated `limit` is: the second value is never silently dropped (a SIEM sending two `since`
+    would read a selection it did not ask for; `status=bogus` was not even checked)."""
+    url = path.format(team=acme.default_team_id)
+    response = client.get(f"{url}?{query}", headers={"Authorization": keyed["acme"]})
+    assert (response.status_code, response.json["field"]) == (400, field), response.json
+    assert response.content_type == "application/problem+json"
+
+
 def test_the_document_allows_the_nulls_the_api_takes_as_defaults(client: FlaskClient, keyed) -> None:
     schemas = client.get("/openapi.json").json["components"]["schemas"]
     body = {"email": "nully@acme.test", "role": None, "team_id": None}

@@ -11,7 +11,7 @@ import base64
 import binascii
 import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -23,7 +23,16 @@ from identity import audit_access, config, jsontext
 from identity.errors import InvalidValue
 from identity.jsontext import UNSTORABLE
 from identity.service import run
-from identity.web.api.common import ADMIN, adopt, authenticated, caller_org_id, int_arg, known_args, problem
+from identity.web.api.common import (
+    ADMIN,
+    adopt,
+    authenticated,
+    caller_org_id,
+    int_arg,
+    known_args,
+    one_arg,
+    problem,
+)
 from identity.web.context import database
 
 # Domain errors become problem JSON through the admin API's one table of statuses.
@@ -43,9 +52,13 @@ def signing_key() -> Ed25519PrivateKey:
     return key
 
 
-def filters_from(args: Any) -> dict[str, Any]:
-    """Return the filters of a query string (FILTERS; `action` as a list): shared with the console's audit page."""
-    found = {name: args.get(name) for name in FILTERS if name != "action" and args.get(name)}
+def filters_from(args: Any, one: Callable[[str], str | None] | None = None) -> dict[str, Any]:
+    """Return the filters of a query string (FILTERS; `action` as a list): shared with the console's audit page.
+
+    `one` reads a single-valued filter: the API's refuses a repeated one (common.one_arg); by default the first.
+    """
+    read = one or args.get
+    found = {name: value for name in FILTERS if name != "action" and (value := read(name))}
     actions = [a.strip() for value in args.getlist("action") for a in value.split(",") if a.strip()]
     if actions:
         found["action"] = actions
@@ -120,8 +133,8 @@ def list_events(org_ref: str) -> Response:
     """Return a page of events in chain order, and the cursor of the next page (null once a closed range ends)."""
     known_args(*FILTERS, "cursor", "limit")
     org_id, limit = caller_org_id(org_ref), _limit()
-    cursor = request.args.get("cursor")
-    after, filters = decode_cursor(cursor) if cursor else (0, filters_from(request.args))
+    cursor = one_arg("cursor")
+    after, filters = decode_cursor(cursor) if cursor else (0, filters_from(request.args, one_arg))
     page = run(database(), g.actor, audit_access.read_events, selection_of(org_id, filters, after), limit)
     rows = page.rows
     next_cursor = None if page.ended else encode_cursor(page.position, filters)
@@ -140,10 +153,10 @@ def export_events(org_ref: str) -> Response:
     """Stream the selected events as JSON Lines, CSV or OCSF JSON Lines; the export is audited first."""
     known_args(*FILTERS, "format")
     org_id = caller_org_id(org_ref)
-    fmt = request.args.get("format", "jsonl")
+    fmt = one_arg("format", "jsonl")
     if fmt not in export.FORMATS:
         raise InvalidValue(f"format must be one of {', '.join(export.FORMATS)}", field="format")
-    selection = selection_of(org_id, filters_from(request.args))
+    selection = selection_of(org_id, filters_from(request.args, one_arg))
     db = database()
     run(db, g.actor, audit_access.record_export, selection, fmt)
 

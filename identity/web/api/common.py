@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, overload
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from sqlalchemy.orm import Session
@@ -251,24 +251,35 @@ def known_args(*names: str) -> None:
         raise InvalidValue(f"unknown query parameters: {', '.join(map(repr, unknown))}", field=unknown[0])
 
 
+@overload
+def one_arg(name: str) -> str | None: ...
+@overload
+def one_arg(name: str, default: str) -> str: ...
+def one_arg(name: str, default: str | None = None) -> str | None:
+    """Return the single-valued query parameter `name` as given (else `default`): a repeat is refused
+    naming it, never reduced to its first value (a second `since` or `status` must not go unread)."""
+    values = request.args.getlist(name)
+    if len(values) > 1:
+        raise InvalidValue(f"{name} may be given only once", field=name)
+    return values[0] if values else default
+
+
 def int_arg(name: str, default: int) -> int:
     """Return the integer query parameter `name` (else `default`); text or a repeated value is refused."""
-    values = request.args.getlist(name)
-    if not values:
+    value = one_arg(name)
+    if value is None:
         return default
-    if len(values) > 1 or not re.fullmatch(r"-?[0-9]{1,18}", values[0]):
+    if not re.fullmatch(r"-?[0-9]{1,18}", value):
         raise InvalidValue(f"{name} must be one integer", field=name)
-    return int(values[0])
+    return int(value)
 
 
 def after_id() -> str:
     """Return the `after` cursor of a keyset page: a row id (`next` of the previous page), or ""."""
-    values = request.args.getlist("after")
-    if not values:
-        return ""
-    if len(values) > 1 or not (values[0] == "" or ID.fullmatch(values[0])):
+    value = one_arg("after", "")
+    if not (value == "" or ID.fullmatch(value)):
         raise InvalidValue("after must be the `next` of the previous page", field="after")
-    return values[0]
+    return value
 
 
 PAGE_SIZE, MAX_PAGE_SIZE = 100, 500
@@ -287,10 +298,7 @@ def page_window() -> Window:
 
 
 def _after_position() -> Position | None:
-    values = request.args.getlist("after")
-    if len(values) > 1:
-        raise InvalidValue("after must be the `next` of the previous page", field="after")
-    return position_of(values[0] if values else "")
+    return position_of(one_arg("after", ""))
 
 
 def position_of(value: str, name: str = "after") -> Position | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify
 
 from audit import Actor
 from identity import directory, invitations, mail, members, outbox
@@ -30,6 +30,7 @@ from identity.web.api.common import (
     json_body,
     known_args,
     list_page,
+    one_arg,
     optional_text,
     request_actor,
     role,
@@ -94,7 +95,7 @@ def create_invitation(org_ref: str) -> tuple[Response, int]:
 @authenticated(scope=ADMIN)
 def list_invitations(org_ref: str) -> Response:
     """Newest first; an invitation past its time is `expired` here whether or not the sweep has run."""
-    org_id, wanted = caller_org_id(org_ref), request.args.get("status")
+    org_id, wanted = caller_org_id(org_ref), one_arg("status")
     return list_page("invitations", lambda session, window: directory.list_invitations(
         session, g.actor, org_id, window, status=wanted), invitation_json, lambda i: Position(i.created, i.id),
         query=("status",))
@@ -155,7 +156,7 @@ def list_outbox(org_ref: str) -> Response:
     org_id = caller_org_id(org_ref)
     limit = min(max(int_arg("limit", 100), 1), MAX_PAGE)
     with database().reading() as session:
-        page = outbox.list_outbox(session, g.actor, org_id, status=request.args.get("status"), limit=limit,
+        page = outbox.list_outbox(session, g.actor, org_id, status=one_arg("status"), limit=limit,
                                   after=after_id())
     return jsonify({"mails": [mail_json(m) for m in page.mails], "next": page.next})
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify
 
 from identity import keys, scim_credentials
 from identity.errors import InvalidValue
@@ -21,6 +21,7 @@ from identity.web.api.common import (
     json_body,
     known_args,
     list_page,
+    one_arg,
     optional_text,
     text,
     when,
@@ -83,7 +84,7 @@ def list_api_keys(org_ref: str) -> Response:
     limit = min(max(int_arg("limit", 100), 1), 500)
     with database().reading() as session:
         page = keys.list_api_keys(session, g.actor, org_id, limit=limit, after=after_id(),
-                                  kind=request.args.get("kind"))
+                                  kind=one_arg("kind"))
         rows = [_key_entry(entry) for entry in page.entries]
     return jsonify({"keys": [r for r in rows if r["kind"] == "personal"],
                     "service_keys": [r for r in rows if r["kind"] == "service"], "next": page.next})

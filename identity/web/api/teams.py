@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify
 
 from identity import directory, team_deletion, teams
 from identity.directory import TeamEntry, TeamMember, TeamSummary
@@ -23,6 +23,7 @@ from identity.web.api.common import (
     cursor,
     json_body,
     known_args,
+    one_arg,
     page_limit,
     page_window,
     role,
@@ -67,19 +68,11 @@ def get_team(org_ref: str, team_id: str) -> Response:
     """The team, the caller's role in it, its member count, and a page of its members (?limit=&after=)."""
     org_id = caller_org_id(org_ref)
     known_args("limit", "after")
-    limit, after = page_limit(), _members_after()
+    limit, after = page_limit(), one_arg("after", "")  # the `next` of the previous page, checked by the domain
     with database().reading() as session:
         found = directory.get_team_detail(session, g.actor, org_id, team_id, limit=limit, after=after)
     return jsonify({**summary_json(found.summary), "members": [team_member_json(m) for m in found.members],
                     "next": found.next})
-
-
-def _members_after() -> str:
-    """The `after` of a page of a team's members: the `next` of the previous page (checked by the domain)."""
-    values = request.args.getlist("after")
-    if len(values) > 1:
-        raise InvalidValue("after must be the `next` of the previous page", field="after")
-    return values[0] if values else ""
 
 
 @bp.post("/orgs/<org_ref>/teams")
