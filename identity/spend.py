@@ -19,6 +19,7 @@ from audit import Actor, clock
 from identity.errors import InvalidValue, NotFound
 from identity.lookups import get_team
 from identity.models import ApiKey, Org, User
+from identity.paging import Window, within
 from identity.roles import authorize
 from identity.wallet_models import SpendLimit, UsageTotal, Wallet, WalletEntry
 from identity.wallets import USAGE, live_refusal, period_at
@@ -178,9 +179,11 @@ def ledger(session: Session, actor: Actor, org_id: str, team_id: str, *, limit: 
     return list(session.scalars(stmt.order_by(WalletEntry.id.desc()).limit(limit)))
 
 
-def subject_limits(session: Session, actor: Actor, org_id: str, team_id: str) -> list[SpendLimit]:
-    """Return the per-key and per-member limits of the team."""
+def subject_limits(session: Session, actor: Actor, org_id: str, team_id: str,
+                   window: Window | None = None) -> list[SpendLimit]:
+    """Return the per-key and per-member limits of the team, oldest first: those of `window` and one
+    more when there are more (identity.paging; None: every one)."""
     authorize(actor, "usage.read", org_id=org_id)
     get_team(session, org_id, team_id)
-    return list(session.scalars(select(SpendLimit).where(SpendLimit.team_id == team_id, SpendLimit.org_id == org_id)
-                                .order_by(SpendLimit.created_at)))
+    stmt = select(SpendLimit).where(SpendLimit.team_id == team_id, SpendLimit.org_id == org_id)
+    return list(session.scalars(within(stmt, SpendLimit.created_at, SpendLimit.id, window)))

@@ -33,6 +33,7 @@ from identity.actions import Action
 from identity.db import Database
 from identity.lookups import get_team
 from identity.models import Org, Team
+from identity.paging import Window, within
 from identity.roles import authorize
 from identity.wallet_models import TopUpRequest, Wallet
 from identity.wallets import WalletRow, lock_wallet, new_id, team_target
@@ -63,13 +64,15 @@ def request_if_due(session: Session, actor: Actor, wallet: Wallet | WalletRow) -
     return found
 
 
-def list_requests(session: Session, actor: Actor, org_id: str, team_id: str, *, limit: int = 100) -> list[TopUpRequest]:
-    """Return the team's top-up requests, newest first (for owners and admins)."""
+def list_requests(session: Session, actor: Actor, org_id: str, team_id: str,
+                  window: Window | None = None) -> list[TopUpRequest]:
+    """Return the team's top-up requests, newest first (for owners and admins): those of `window`
+    (default: the first 100) and one more when there are more (identity.paging)."""
     authorize(actor, "billing.read", org_id=org_id)
     get_team(session, org_id, team_id)  # NotFound for another org's team
-    return list(session.scalars(select(TopUpRequest).where(TopUpRequest.org_id == org_id,
-                                                           TopUpRequest.team_id == team_id)
-                                .order_by(TopUpRequest.created_at.desc()).limit(limit)))
+    stmt = select(TopUpRequest).where(TopUpRequest.org_id == org_id, TopUpRequest.team_id == team_id)
+    return list(session.scalars(within(stmt, TopUpRequest.created_at, TopUpRequest.id, window or Window(100),
+                                       newest_first=True)))
 
 
 def requests_with_status(session: Session, status: str | None, limit: int = 1000) -> list[TopUpRequest]:

@@ -177,11 +177,12 @@ def list_checkpoints(org_ref: str) -> Response:
     known_args("after", "limit")
     org_id, limit = caller_org_id(org_ref), _limit()
     after = int_arg("after", 0)
-    with database().reading() as session:
-        found = audit_access.list_checkpoints(session, g.actor, org_id, after=after, limit=limit)
-    body = {"checkpoints": [{"id": c.id, **checkpoints.document(c)} for c in found],
-            "next_after": found[-1].id if len(found) == limit else None,
-            "next": str(found[-1].id) if len(found) == limit else None,  # as every list's `next`: pass it as `after`
+    with database().reading() as session:  # one more than a page: `next` is null on the last one
+        found = audit_access.list_checkpoints(session, g.actor, org_id, after=after, limit=limit + 1)
+    page, following = found[:limit], found[limit - 1].id if len(found) > limit else None
+    body = {"checkpoints": [{"id": c.id, **checkpoints.document(c)} for c in page],
+            "next_after": following,
+            "next": None if following is None else str(following),  # as every list's `next`: pass it as `after`
             "public_key_id": signing.key_id(signing_key())}
     return jsonify(body)
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify
 
 from identity import spend, topups, wallet_controls, wallets
 from identity.errors import InvalidValue
+from identity.paging import Position
 from identity.roles import authorize
 from identity.service import run
 from identity.wallet_models import SpendLimit, TopUpRequest, WalletEntry
@@ -26,6 +27,8 @@ from identity.web.api.common import (
     int_arg,
     json_body,
     known_args,
+    list_page,
+    one_arg,
     page_limit,
     when,
 )
@@ -115,17 +118,9 @@ def get_spend(org_ref: str, team_id: str) -> Response:
     known_args("by", "period", "limit", "after")
     limit = page_limit()
     with database().reading() as session:
-        rows = spend.spend(session, g.actor, org_id, team_id, by=request.args.get("by", "key"),
-                           period=request.args.get("period"), limit=limit, after=_one("after"))
+        rows = spend.spend(session, g.actor, org_id, team_id, by=one_arg("by", "key"),
+                           period=one_arg("period"), limit=limit, after=one_arg("after", ""))
     return jsonify({"spend": rows, "next": spend.next_after(rows, limit)})
-
-
-def _one(name: str) -> str:
-    """A query argument given at most once, as it came ("" when absent): the domain checks it after the team."""
-    values = request.args.getlist(name)
-    if len(values) > 1:
-        raise InvalidValue(f"{name} may be given once", field=name)
-    return values[0] if values else ""
 
 
 @bp.get(f"{WALLET}/ledger")
@@ -136,19 +131,19 @@ def get_ledger(org_ref: str, team_id: str) -> Response:
     known_args("limit", "before")
     limit = min(max(int_arg("limit", 100), 1), 500)
     before = int_arg("before", 0) or None
-    with database().reading() as session:
-        rows = spend.ledger(session, g.actor, org_id, team_id, limit=limit, before=before)
-    return jsonify({"entries": [entry_json(e) for e in rows], "next": rows[-1].id if len(rows) == limit else None})
+    with database().reading() as session:  # one more than a page: `next` is null on the last one
+        rows = spend.ledger(session, g.actor, org_id, team_id, limit=limit + 1, before=before)
+    page = rows[:limit]
+    return jsonify({"entries": [entry_json(e) for e in page], "next": page[-1].id if len(rows) > limit else None})
 
 
 @bp.get(f"{WALLET}/limits")
 @authenticated(scope=USAGE_READ)
 def get_limits(org_ref: str, team_id: str) -> Response:
-    known_args()
+    """The per-key and per-member limits, oldest first, in pages as every list (?limit=&after=<next>)."""
     org_id = caller_org_id(org_ref)
-    with database().reading() as session:
-        rows = spend.subject_limits(session, g.actor, org_id, team_id)
-    return jsonify({"limits": [limit_json(r) for r in rows]})
+    return list_page("limits", lambda session, window: spend.subject_limits(session, g.actor, org_id, team_id, window),
+                     limit_json, lambda row: Position(row.created_at, row.id))
 
 
 def _set_limit(org_ref: str, team_id: str, subject_type: str, subject_id: str) -> Response:
@@ -179,12 +174,12 @@ def set_member_limit(org_ref: str, team_id: str, user_id: str) -> Response:
 @bp.get(f"{WALLET}/topup-requests")
 @authenticated(scope=ADMIN)
 def get_topup_requests(org_ref: str, team_id: str) -> Response:
-    """The auto top-up's requests, newest first: pending ones await the payment hook (or a top-up)."""
-    known_args()
+    """The auto top-up's requests, newest first, in pages (?limit=&after=<next>): pending ones await the
+    payment hook (or a top-up)."""
     org_id = caller_org_id(org_ref)
-    with database().reading() as session:
-        rows = topups.list_requests(session, g.actor, org_id, team_id)
-    return jsonify({"topup_requests": [topup_json(r) for r in rows]})
+    return list_page("topup_requests", lambda session, window: topups.list_requests(session, g.actor, org_id,
+                                                                                    team_id, window),
+                     topup_json, lambda row: Position(row.created_at, row.id))
 
 
 @bp.get("/orgs/<org_ref>/members/<user_id>/spend")
@@ -227,6 +222,8 @@ def openapi_paths(op: Any, json_response: Any, ref: Any) -> dict[str, Any]:
     wallet = "/api/v1/orgs/{org}/teams/{team_id}/wallet"
     page = [("limit", {"type": "integer"}, "page size, 1 to 500 (default 100)"),
             ("before", {"type": "integer"}, "`next` of the previous page: entries older than this id")]
+    paging = [("limit", {"type": "integer"}, "page size, 1 to 500 (default 100)"),
+              ("after", {"type": "string"}, "`next` of the previous page")]
     by = [("by", {"type": "string", "enum": list(spend.BY)}, "group by key (default), member or period"),
           ("period", {"type": "string"}, "a time within the billing period to show (default: now)"),
           ("limit", {"type": "integer"}, "by key or member: page size, 1 to 500 (default 100)"),
@@ -245,16 +242,16 @@ def openapi_paths(op: Any, json_response: Any, ref: Any) -> dict[str, Any]:
                                       json_response({"type": "object"}), params=team, query=by)},
         f"{wallet}/ledger": {"get": op("The ledger, newest first (owners and admins)",
                                        json_response({"type": "object"}), params=team, query=page)},
-        f"{wallet}/limits": {"get": op("The per-key and per-member limits", json_response({"type": "object"}),
-                                       params=team)},
+        f"{wallet}/limits": {"get": op("The per-key and per-member limits, oldest first (keyset pages)",
+                                       json_response({"type": "object"}), params=team, query=paging)},
         f"{wallet}/limits/keys/{{key_id}}": {"put": op(
             "Owners: set a key's period limit; null removes it", json_response({"type": "object"}),
             body="SubjectLimit", params=(*team, "key_id"))},
         f"{wallet}/limits/members/{{user_id}}": {"put": op(
             "Owners: set a member's period limit in the team; null removes it", json_response({"type": "object"}),
             body="SubjectLimit", params=(*team, "user_id"))},
-        f"{wallet}/topup-requests": {"get": op("The auto top-up's requests (owners and admins)",
-                                               json_response({"type": "object"}), params=team)},
+        f"{wallet}/topup-requests": {"get": op("The auto top-up's requests, newest first (owners and admins; keyset "
+                                               "pages)", json_response({"type": "object"}), params=team, query=paging)},
         "/api/v1/orgs/{org}/members/{user_id}/spend": {"get": op(
             "A member's keys' spend this period, per team and key", json_response({"type": "object"}),
             params=("org", "user_id"))},
