@@ -338,10 +338,16 @@ def list_page(name: str, read: Callable[[Session, Window], list[T]], render: Cal
     """Answer a list route in (created, id) order: `{name: [...], "next": cursor}`.
 
     Refuses query parameters other than `query`, `limit` and `after`; `read(session, window)` reads
-    the page (one more row than its limit when there are more) in one read transaction.
+    the page (one more row than its limit when there are more) in one read transaction. A bad
+    `limit` or `after` is refused after what `read` itself refuses (a team of another org: 404).
     """
     known_args(*query, "limit", "after")
-    window = page_window()
+    try:
+        window = page_window()
+    except InvalidValue:  # the read's own refusals first: another org's team is 404 whatever the cursor
+        with database().reading() as session:
+            read(session, Window(1))
+        raise
     with database().reading() as session:
         found, after = paged(read(session, window), window, position)
     return jsonify({name: [render(item) for item in found], "next": after})
