@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, or_, select
@@ -122,17 +123,25 @@ def _count_request(session: Session, address: str, client_address: str, limits: 
             raise TooManyRequests("too many sign-in links were asked for; wait a few minutes")
 
 
-def request_sign_in_link(session: Session, actor: Actor, org_slug: str, email: str, *, browser: str,
-                         client_address: str, base_url: str, limits: Limits = Limits()) -> str | None:
-    """Queue a one-time sign-in link by mail for the org's live member with this address, bound to
-    `browser` (a cookie's value); return the mail's id, or None when nobody gets one.
+def request_sign_in_links(session: Session, actor: Actor, org_slugs: Sequence[str], email: str, *, browser: str,
+                          client_address: str, base_url: str, limits: Limits = Limits()) -> list[str]:
+    """Queue a one-time sign-in link by mail in each org of `org_slugs` where this address is a live
+    member, bound to `browser` (a cookie's value); return the mails' ids (none when nobody gets one).
 
     Whoever asks learns nothing from this: an unknown org or address, or a member whom the org's
-    SSO requirement keeps out, is counted against the limits the same way and gets no mail.
+    SSO requirement keeps out, is counted against the limits the same way and gets no mail. The ask
+    is counted once, under the address's key alone: `/` looks up the orgs of a typed address by
+    membership, so a count by org (or one per org) would tell a member from a stranger.
     """
+    _count_request(session, _digest(name_key(email.strip())), client_address, limits)
+    mail_ids = (_queue_link(session, actor, slug, email, browser, base_url) for slug in org_slugs)
+    return [mail_id for mail_id in mail_ids if mail_id is not None]
+
+
+def _queue_link(session: Session, actor: Actor, org_slug: str, email: str, browser: str, base_url: str) -> str | None:
+    """Queue the link of the org's live member with this address; None when nobody gets one."""
     slug = org_slug.strip().lower()
-    _count_request(session, _digest(f"{slug}\x00{name_key(email.strip())}"), client_address, limits)
-    org = session.scalars(select(Org).where(Org.slug == slug)).first()
+    org = session.scalars(select(Org).where(Org.slug == slug)).first() if slug else None
     user = _live_member(session, org.id, email) if org is not None else None
     if org is None or user is None or "@" not in (user.email or user.user_name):
         return None

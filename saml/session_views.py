@@ -301,11 +301,11 @@ def ask_for_link() -> HttpResponse:
     actor = Actor("system", "sign-in-email", "sign-in link by email", request_id=g.get("request_id"),
                   ip=request.remote_addr, user_agent=request.user_agent.string)
     try:
-        mail_id = run(web.db(), actor, links.request_sign_in_link, org, email, browser=browser,
-                      client_address=client_address(), base_url=web.base_url(), limits=link_limits())
+        mail_ids = run(web.db(), actor, links.request_sign_in_links, [org], email, browser=browser,
+                       client_address=client_address(), base_url=web.base_url(), limits=link_limits())
     except links.TooManyRequests:
         return web.page(429, "Too many requests", "Too many sign-in links were asked for. Wait a few minutes.")
-    if mail_id is not None:
+    for mail_id in mail_ids:
         deliver_later(mail_id, actor)
     response = web.page(200, "Check your mail", ASKED.format(email=email, org=org))
     response.set_cookie(BROWSER_COOKIE, browser, max_age=int(links.LINK_TTL.total_seconds()), path="/login/",

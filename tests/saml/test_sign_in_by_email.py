@@ -1,5 +1,6 @@
-"""Sign-in by email for orgs without SSO (issue 16): the same answer for any address, a mail only for a
-member, links single-use, short-lived and bound to the browser that asked, rate limits in the database."""
+"""Sign-in by email for orgs without SSO (issue 16), asked on /login/email or on the sign-in page `/`:
+the same answer for any address, a mail only for a member, links single-use, short-lived and bound to
+the browser that asked, rate limits in the database that tell a member from nobody."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from audit import Actor, clock
+from identity import orgs
 from identity.db import Database
 from identity.orgs import NewOrg
 from identity.web.app import create_app
@@ -49,6 +51,12 @@ def ask(client: FlaskClient, email: str, org: str = "acme") -> Any:
     page = client.get("/login/email")
     assert page.status_code == 200
     return client.post("/login/email", data={"csrf_token": form_token(page) or "", "org": org, "email": email})
+
+
+def ask_on_the_sign_in_page(client: FlaskClient, **fields: str) -> Any:
+    """Open `/` and post its form with `fields`, as a person does (step 1: `who`; step 2: `org` and `email`)."""
+    page = client.get("/")
+    return client.post("/", data={"csrf_token": form_token(page) or "", **fields})
 
 
 def shape(response: Any, email: str) -> str:
@@ -153,3 +161,30 @@ def test_no_link_for_a_member_when_the_org_requires_sso(app: Flask, db: Database
     assert ask(browser(app), "quinn@acme.test").status_code == 200
     time.sleep(0.3)
     assert smtp[0].messages == []
+
+
+BY_ORG = {"org": "acme", "email": "{address}"}  # the sign-in page's second step
+BY_ADDRESS = {"who": "{address}"}  # its first: the orgs to mail are those the address is a member of
+
+
+@pytest.mark.parametrize("steps", [[BY_ORG] * 3 + [BY_ADDRESS], [BY_ADDRESS] * 3 + [BY_ORG]],
+                         ids=["by-org-then-address", "by-address-then-org"])
+def test_the_sign_in_pages_limit_does_not_tell_a_member_from_a_stranger(
+        app: Flask, db: Database, acme: NewOrg, system: Actor, steps: list[dict[str, str]]) -> None:
+    """`/` counts an ask once, under the address alone (saml.links.request_sign_in_links): counted
+    under the org typed in one step and the orgs the address is a member of in the other, the two
+    steps shared a counter exactly for a member (three asks by org, then one by address, answered
+    429 for a member and 200 for a stranger), and a member of two orgs was counted twice an ask."""
+    app.config.update(SIGN_IN_EMAIL_MIN_SECONDS=0, SIGN_IN_LINKS_PER_CLIENT=100)
+    with db.transaction() as session:
+        globex = orgs.create_org(session, system, "Globex", owner_email="owner@globex.test")
+    for org_id in (acme.org.id, globex.org.id):
+        provision(db, system, org_id, "mia@acme.test")
+
+    def answers(address: str) -> list[int]:
+        return [ask_on_the_sign_in_page(browser(app), **{name: value.format(address=address)
+                                                         for name, value in step.items()}).status_code
+                for step in steps]
+
+    assert answers("mia@acme.test") == answers("nobody@acme.test") == [200, 200, 200, 429]
+

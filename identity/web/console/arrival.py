@@ -73,12 +73,13 @@ def sign_in() -> Response:
     if slug is not None:
         return render("console/continue_sso.html", title="Continue to single sign-on", slug=slug)
     if "@" in who:
-        return _mail_links(orgs or [""], who)  # "": nobody gets a mail, and the asking is counted the same
+        return _mail_links(orgs, who)  # none: nobody gets a mail, and the asking is counted the same
     return _form_page(step="email", org=who)
 
 
 def _mail_links(slugs: list[str], email: str) -> Response:
-    """Queue a sign-in link to `email` in each org (saml.links decides who gets one); answer the same in any case.
+    """Queue a sign-in link to `email` in each org (saml.links decides who gets one, and counts the ask
+    once, whatever the orgs); answer the same in any case.
 
     The answer waits until SIGN_IN_EMAIL_MIN_SECONDS have passed, as /login/email's does, so that
     its timing does not tell whether a mail went out.
@@ -88,15 +89,13 @@ def _mail_links(slugs: list[str], email: str) -> Response:
     actor = Actor("system", "sign-in-email", "sign-in link by email", request_id=g.get("request_id"),
                   ip=request.remote_addr, user_agent=request.user_agent.string)
     base_url = str(current_app.config["BASE_URL"]).rstrip("/")
-    for slug in slugs:
-        try:
-            mail_id = run(database(), actor, links.request_sign_in_link, slug, email, browser=browser,
-                          client_address=client_address(), base_url=base_url, limits=link_limits())
-        except links.TooManyRequests:
-            return _form_page(errors={"who": "Too many sign-in links were asked for. Wait a few minutes."},
-                              status=429)
-        if mail_id is not None:
-            deliver_later(mail_id, actor)
+    try:
+        mail_ids = run(database(), actor, links.request_sign_in_links, slugs, email, browser=browser,
+                       client_address=client_address(), base_url=base_url, limits=link_limits())
+    except links.TooManyRequests:
+        return _form_page(errors={"who": "Too many sign-in links were asked for. Wait a few minutes."}, status=429)
+    for mail_id in mail_ids:
+        deliver_later(mail_id, actor)
     response = render("console/check_mail.html", title="Check your mail", email=email)
     response.set_cookie(BROWSER_COOKIE, browser, max_age=int(links.LINK_TTL.total_seconds()), path="/login/",
                         httponly=True, samesite="Strict", secure=_secure())
