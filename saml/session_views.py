@@ -308,11 +308,20 @@ def ask_for_link() -> HttpResponse:
     for mail_id in mail_ids:
         deliver_later(mail_id, actor)
     response = web.page(200, "Check your mail", ASKED.format(email=email, org=org))
-    response.set_cookie(BROWSER_COOKIE, browser, max_age=int(links.LINK_TTL.total_seconds()), path="/login/",
-                        httponly=True, samesite="Strict", secure=web.base_url().startswith("https://"))
+    set_browser_cookie(response, browser)
     time.sleep(max(0.0, float(current_app.config.get("SIGN_IN_EMAIL_MIN_SECONDS", 0.3))
                    - (time.monotonic() - started)))
     return response
+
+
+def set_browser_cookie(response: HttpResponse, browser: str) -> None:
+    """Keep `browser`, the id its sign-in links are bound to, in this browser's cookie.
+
+    Path `/`: both pages that ask for a link (`/` and /login/email) must read it back, so that a
+    second ask reuses it and the first link still works in this browser; /login/link/ reads it too.
+    """
+    response.set_cookie(BROWSER_COOKIE, browser, max_age=int(links.LINK_TTL.total_seconds()), path="/",
+                        httponly=True, samesite="Strict", secure=web.base_url().startswith("https://"))
 
 
 def deliver_later(mail_id: str, actor: Actor) -> None:

@@ -1,6 +1,6 @@
 """Sign-in by email for orgs without SSO (issue 16), asked on /login/email or on the sign-in page `/`:
 the same answer for any address, a mail only for a member, links single-use, short-lived and bound to
-the browser that asked, rate limits in the database that tell a member from nobody."""
+the browser that asked, rate limits in the database that do not tell a member from a stranger."""
 
 from __future__ import annotations
 
@@ -188,3 +188,21 @@ def test_the_sign_in_pages_limit_does_not_tell_a_member_from_a_stranger(
 
     assert answers("mia@acme.test") == answers("nobody@acme.test") == [200, 200, 200, 429]
 
+
+def test_asking_twice_keeps_the_first_link_working_in_this_browser(
+        app: Flask, db: Database, acme: NewOrg, system: Actor, smtp: tuple[Inbox, int]) -> None:
+    """A second ask reuses the browser's id from its cookie; set for /login/ only, `/` never read it
+    back, made a new id and overwrote the cookie: the first mail's link was refused in the very
+    browser that asked for it. Both pages now share one cookie, for the whole site."""
+    inbox, _ = smtp
+    provision(db, system, acme.org.id, "mia@acme.test")
+    client = browser(app)
+    assert ask_on_the_sign_in_page(client, who="mia@acme.test").status_code == 200
+    answer = ask_on_the_sign_in_page(client, org="acme", email="mia@acme.test")
+    cookie = next(c for c in answer.headers.getlist("Set-Cookie") if c.startswith("identity_link_browser="))
+    assert {"Path=/", "HttpOnly", "SameSite=Strict"} <= set(cookie.split("; "))
+    assert ask(client, "mia@acme.test").status_code == 200  # /login/email, in the same browser
+    inbox.wait(3)
+    for index in range(3):
+        assert use(client, inbox.link(index)).status_code == 303, f"link {index} refused in the browser that asked"
+        assert client.get("/me").json["userName"] == "mia@acme.test"

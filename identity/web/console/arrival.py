@@ -19,7 +19,7 @@ from identity.service import run
 from identity.web.console.common import field, render, signed_in_caller
 from identity.web.context import database
 from saml import csrf, discovery, links
-from saml.session_views import BROWSER_COOKIE, deliver_later, link_limits
+from saml.session_views import BROWSER_COOKIE, deliver_later, link_limits, set_browser_cookie
 from saml.views import client_address
 
 bp = Blueprint("console_arrival", __name__)
@@ -97,8 +97,7 @@ def _mail_links(slugs: list[str], email: str) -> Response:
     for mail_id in mail_ids:
         deliver_later(mail_id, actor)
     response = render("console/check_mail.html", title="Check your mail", email=email)
-    response.set_cookie(BROWSER_COOKIE, browser, max_age=int(links.LINK_TTL.total_seconds()), path="/login/",
-                        httponly=True, samesite="Strict", secure=_secure())
+    set_browser_cookie(response, browser)
     time.sleep(max(0.0, float(current_app.config.get("SIGN_IN_EMAIL_MIN_SECONDS", 0.3))
                    - (time.monotonic() - started)))
     return response
