@@ -255,6 +255,7 @@ class SsoSession(Base):
     user_id: Mapped[str] = mapped_column(String(36))
     method: Mapped[SessionMethod] = mapped_column(EnumValue(SessionMethod, 16))
     name_id: Mapped[str | None] = mapped_column(String(512))
+    name_id_key: Mapped[str | None] = mapped_column(String(1024))  # identity.names.name_key(name_id): SLO finds it
     name_id_format: Mapped[str | None] = mapped_column(String(256))
     session_index: Mapped[str | None] = mapped_column(String(256))
     created_at: Mapped[dt.datetime]
@@ -263,7 +264,7 @@ class SsoSession(Base):
 
     __table_args__ = (
         Index("ix_sso_sessions_user", "user_id"),
-        Index("ix_sso_sessions_org_name_id", "org_id", "name_id"),
+        Index("ix_sso_sessions_org_name_id_key", "org_id", "name_id_key"),
         Index("ix_sso_sessions_expires", "expires_at"),
     )
 

@@ -20,6 +20,7 @@ from audit import Actor, clock
 from identity.errors import Unauthenticated
 from identity.grants import org_role
 from identity.models import Org, RoleGrant, SsoSession, Team, User
+from identity.names import name_key
 from identity.vocabulary import Role, SessionMethod
 
 # Writing last-seen time on every request would make every /me a write; a minute is precise enough.
@@ -65,8 +66,8 @@ def create_session(session: Session, user: User, *, method: str, lifetime: Lifet
         purge_expired(session)
     session.execute(INSERT_SESSION, {
         "id": _digest(token), "org_id": user.org_id, "user_id": user.id, "method": method, "name_id": name_id,
-        "name_id_format": name_id_format, "session_index": session_index, "created_at": now, "last_seen_at": now,
-        "expires_at": now + lifetime.absolute})
+        "name_id_key": None if name_id is None else name_key(name_id), "name_id_format": name_id_format,
+        "session_index": session_index, "created_at": now, "last_seen_at": now, "expires_at": now + lifetime.absolute})
     return token
 
 
@@ -151,8 +152,13 @@ def end_session(session: Session, token: str | None) -> SsoSession | None:
 
 
 def end_idp_sessions(session: Session, org_id: str, name_id: str, session_indexes: list[str]) -> list[SsoSession]:
-    """End the sessions an IdP's LogoutRequest names (all of the subject's when no index is given)."""
-    stmt = select(SsoSession).where(SsoSession.org_id == org_id, SsoSession.name_id == name_id)
+    """End the sessions an IdP's LogoutRequest names (all of the subject's when no index is given).
+
+    The NameID compares through its key, as sign-in compares it (identity.names): an IdP may name
+    the subject in another case or Unicode form than its assertion did. SessionIndex is opaque
+    (SAML core 2.0 section 3.7.1): it compares exactly.
+    """
+    stmt = select(SsoSession).where(SsoSession.org_id == org_id, SsoSession.name_id_key == name_key(name_id))
     if session_indexes:
         stmt = stmt.where(SsoSession.session_index.in_(session_indexes))
     rows = list(session.scalars(stmt))

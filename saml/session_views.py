@@ -172,7 +172,13 @@ def _accept(org: Org, message: messages.LogoutMessage, answer: Callable[[], str 
 
 
 def _end_idp_sessions(org: Org, message: messages.LogoutMessage) -> bool:
-    """End the sessions a verified LogoutRequest names; tell whether this browser's was one of them."""
+    """End the sessions a verified LogoutRequest names; tell whether this browser's was one of them.
+
+    Our answer is Success even when none matched (SAML core 2.0 section 3.7.3.1: a session
+    participant answers with an error status only when it cannot end the principal's sessions; a
+    subject with none left here, signed out or timed out, is signed out of this SP). The NameID
+    compares through its key (identity.sessions.end_idp_sessions), so none matching means none live.
+    """
     name_id = OneLogin_Saml2_Logout_Request.get_nameid(message.xml)
     indexes = OneLogin_Saml2_Logout_Request.get_session_indexes(message.xml)
     with web.db().transaction() as session:  # Refused("replayed") the second time

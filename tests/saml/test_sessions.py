@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from flask import Flask
 from sqlalchemy import func, select
 
@@ -125,6 +126,22 @@ def test_idp_initiated_single_logout_ends_the_session(sso: Sso) -> None:
     answer = sso.client.get(f"/saml/acme/slo?{query}")
     assert answer.status_code == 302, answer.data
     assert answer.headers["Location"].startswith(sso.idp.slo_url + "?SAMLResponse=")
+    assert sso.client.get("/me").status_code == 401
+    assert actions(sso.db, sso.org.org.id)[-1] == "sso.logged_out"
+
+
+@pytest.mark.parametrize(("signed_in_as", "logged_out_as"), [("Ann@Acme.test", "ann@acme.test"),
+                                                             ("A\u030aSA@acme.test", "\u00e5sa@acme.test")],
+                         ids=["case", "unicode-form"])
+def test_idp_initiated_single_logout_finds_the_session_by_the_name_ids_key(sso: Sso, signed_in_as: str,
+                                                                          logged_out_as: str) -> None:
+    """DESIGN.md 5: NameIDs compare through one key (NFC, casefold), as sign-in compares them. Matched
+    byte for byte, an IdP's logout naming the subject in another case or Unicode form was answered
+    Success and the session it meant to end went on."""
+    index = _signed_in_with_index(sso, signed_in_as)
+    query = sso.idp.logout_request_query(sso.urls.slo, logged_out_as, index)
+    answer = sso.client.get(f"/saml/acme/slo?{query}")
+    assert answer.status_code == 302 and answer.headers["Location"].startswith(sso.idp.slo_url + "?SAMLResponse=")
     assert sso.client.get("/me").status_code == 401
     assert actions(sso.db, sso.org.org.id)[-1] == "sso.logged_out"
 
