@@ -6,7 +6,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 DEFAULT_DATA_DIR = Path("var")
 MAX_BODY_BYTES = 1024 * 1024  # documented in the README; larger bodies get 413
@@ -78,8 +78,31 @@ def audit_retention_floor_days() -> int:
 
 
 def base_url() -> str:
-    """Return `BASE_URL`, the public address this service is reached at."""
-    return os.environ.get("BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+    """Return `BASE_URL`, the public address this service is reached at, checked (`checked_base_url`)."""
+    return checked_base_url(os.environ.get("BASE_URL", "http://127.0.0.1:8000"))
+
+
+def checked_base_url(url: str) -> str:
+    """Return `url` in the one spelling every comparison reads (scheme and host in lowercase, no
+    trailing slash), or raise ValueError naming BASE_URL: http or https, a host, an optional port
+    and path, nothing else. Browsers send `Origin` lowercase, and `is_https` reads the scheme."""
+    usage = "BASE_URL must be http:// or https:// followed by a host, an optional port and a path"
+    parts = urlsplit(url.strip())
+    try:
+        port_ok = parts.port != 0
+    except ValueError:  # not a number, or past 65535
+        port_ok = False
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or parts.query or parts.fragment \
+            or "@" in parts.netloc or not port_ok:
+        # Not the value itself: it may carry a password.
+        raise ValueError(f"{usage} (a port from 1 to 65535); no user, query or fragment")
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), "", ""))
+
+
+def is_https(url: str) -> bool:
+    """Tell whether BASE_URL `url` is https: the one place that decides (Secure cookies, the SAML
+    binding cookie's SameSite=None, python3-saml's request)."""
+    return urlsplit(url).scheme.lower() == "https"
 
 
 def from_environment() -> dict[str, object]:

@@ -30,6 +30,8 @@ import hmac
 from typing import Any
 from urllib.parse import urlsplit
 
+from identity import config
+
 COOKIE = "identity_saml_login"
 MAX_ENTRIES = 8
 MISSING = "browser_binding_missing"  # the browser holds no binding for this org at all
@@ -85,7 +87,7 @@ def without_request(secret_key: str, org_id: str, request_id: str, cookie: str |
 
 def cookie_attributes(base_url: str, slug: str, ttl: dt.timedelta) -> dict[str, Any]:
     """Return the cookie's attributes (see the module docstring for why they differ over http)."""
-    https = base_url.startswith("https://")
+    https = config.is_https(base_url)
     path = f"{urlsplit(base_url).path.rstrip('/')}/saml/{slug}/"
     return {"path": path, "max_age": int(ttl.total_seconds()), "httponly": True, "secure": https,
             "samesite": "None" if https else None}

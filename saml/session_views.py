@@ -20,6 +20,7 @@ from identity import mail, signed_in, signout
 from identity.errors import DomainError
 from identity.models import Org
 from identity.service import run
+from identity.web.context import secure_cookies
 from saml import csrf, headers, links, once, service, web
 from saml import logout_messages as messages
 from saml.models import SamlConnection
@@ -224,7 +225,7 @@ def link_page(token: str) -> HttpResponse:
     response = web.form_page("Sign in", "Sign in to this service with your one-time link.", "Sign in",
                              csrf.token(current_app.config["SECRET_KEY"], LINK, form_cookie))
     response.set_cookie(csrf.COOKIE, form_cookie, max_age=int(links.LINK_TTL.total_seconds()), path="/login/link/",
-                        httponly=True, samesite="Strict", secure=web.base_url().startswith("https://"))
+                        httponly=True, samesite="Strict", secure=secure_cookies())
     return response
 
 
@@ -274,7 +275,7 @@ def _email_form(message: str = "", status: int = 200) -> HttpResponse:
     response = Response(body, status=status, mimetype="text/html", headers={
         "Cache-Control": "no-store", headers.CSP: headers.content_security_policy(())})
     response.set_cookie(csrf.COOKIE, form_cookie, max_age=3600, path="/login/", httponly=True, samesite="Strict",
-                        secure=web.base_url().startswith("https://"))
+                        secure=secure_cookies())
     return response
 
 
@@ -327,7 +328,7 @@ def set_browser_cookie(response: HttpResponse, browser: str) -> None:
     second ask reuses it and the first link still works in this browser; /login/link/ reads it too.
     """
     response.set_cookie(BROWSER_COOKIE, browser, max_age=int(links.LINK_TTL.total_seconds()), path="/",
-                        httponly=True, samesite="Strict", secure=web.base_url().startswith("https://"))
+                        httponly=True, samesite="Strict", secure=secure_cookies())
 
 
 def deliver_later(mail_id: str, actor: Actor) -> None:

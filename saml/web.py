@@ -19,10 +19,10 @@ from onelogin.saml2.settings import OneLogin_Saml2_Settings
 from sqlalchemy import update
 from werkzeug.wrappers import Response as HttpResponse
 
-from identity import sessions
+from identity import config, sessions
 from identity.models import Org
 from identity.web import cookies
-from identity.web.context import database
+from identity.web.context import database, secure_cookies
 from saml import binding, configuration, csrf, headers, sp_keys
 from saml.connection import SpUrls, toolkit_settings
 from saml.models import SamlConnection
@@ -74,7 +74,7 @@ def saml_request() -> dict[str, Any]:
     """Return python3-saml's request dict for the current request, its URL taken from BASE_URL."""
     base = urlsplit(base_url())
     return {
-        "https": "on" if base.scheme == "https" else "off",
+        "https": "on" if config.is_https(base_url()) else "off",
         "http_host": base.netloc,
         "script_name": base.path.rstrip("/") + request.path,
         "get_data": request.args.to_dict(),
@@ -183,7 +183,7 @@ def set_session_cookie(response: HttpResponse, token: str) -> None:
     response.headers["Cache-Control"] = "no-store"
     response.set_cookie(cookies.COOKIE, cookies.cookie_value(current_app.config["SECRET_KEY"], token),
                         max_age=int(lifetime().absolute.total_seconds()), path="/", httponly=True,
-                        samesite="Lax", secure=base_url().startswith("https://"))
+                        samesite="Lax", secure=secure_cookies())
 
 
 def session_token() -> str | None:
@@ -192,4 +192,4 @@ def session_token() -> str | None:
 
 def clear_session_cookie(response: HttpResponse) -> None:
     response.delete_cookie(cookies.COOKIE, path="/", httponly=True, samesite="Lax",
-                           secure=base_url().startswith("https://"))
+                           secure=secure_cookies())

@@ -51,6 +51,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.session_interface = _NoFlaskSession()
     app.config.update(MAX_CONTENT_LENGTH=config.MAX_BODY_BYTES, BASE_URL=config.base_url())
     app.config.update(config.from_environment() if test_config is None else test_config)
+    app.config["BASE_URL"] = config.checked_base_url(str(app.config["BASE_URL"]))  # a test's too
     logs.configure()
     app.extensions[EXTENSION] = app.config.get("DATABASE") or Database(app.config["DATABASE_URL"])
     # On SQLite: every process serving this app checkpoints the WAL in the background, from its

@@ -1,9 +1,11 @@
-"""What a request's code reads from the app it runs in: the database the factory attached."""
+"""What a request's code reads from the app it runs in: the database the factory attached, and whether
+its BASE_URL is https."""
 
 from __future__ import annotations
 
 from flask import current_app
 
+from identity import config
 from identity.db import Database
 
 EXTENSION = "identity.db"
@@ -13,3 +15,8 @@ def database() -> Database:
     """Return the current app's database."""
     db: Database = current_app.extensions[EXTENSION]
     return db
+
+
+def secure_cookies() -> bool:
+    """Tell whether cookies go out Secure: when the app's BASE_URL is https (identity.config.is_https)."""
+    return config.is_https(str(current_app.config["BASE_URL"]))

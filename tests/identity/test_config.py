@@ -35,3 +35,27 @@ def test_a_well_formed_smtp_url_is_read_with_its_scheme_s_default_port(
     assert config.from_environment()["SMTP_URL"] == "smtps://no%40reply:p%3Ass@mail.internal"
     server = config.smtp_server("smtps://no%40reply:p%3Ass@mail.internal")
     assert (server.host, server.port, server.user, server.password) == ("mail.internal", 465, "no@reply", "p:ss")
+
+
+@pytest.mark.parametrize(("raw", "read"), [("HTTPS://Identity.Example.COM/", "https://identity.example.com"),
+                                           ("http://127.0.0.1:8000/base/", "http://127.0.0.1:8000/base")])
+def test_base_url_is_read_in_one_spelling(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, raw: str, read: str) -> None:
+    """Scheme and host compare case-insensitively: `HTTPS://` is https (Secure cookies), and a
+    browser's lowercase Origin is BASE_URL's origin."""
+    monkeypatch.setenv("IDENTITY_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("BASE_URL", raw)
+    assert config.from_environment()["BASE_URL"] == read
+    assert config.is_https(raw) == raw.lower().startswith("https://")
+
+
+@pytest.mark.parametrize("raw", ["identity.example.com", "ftp://identity.example.com", "https://",
+                                 "https://identity.example.com:99999", "https://identity.example.com:0",
+                                 "https://identity.example.com/?tenant=1", "https://admin:s3cret@identity.example.com"])
+def test_a_malformed_base_url_stops_the_service_at_start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                         raw: str) -> None:
+    monkeypatch.setenv("IDENTITY_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("BASE_URL", raw)
+    with pytest.raises(ValueError, match="BASE_URL") as refused:
+        config.from_environment()
+    assert "s3cret" not in str(refused.value)
+

@@ -33,9 +33,12 @@ def test_cookie_is_signed_httponly_lax_and_not_secure_on_http(sso: Sso) -> None:
     assert "Max-Age=43200" in header  # the absolute lifetime, 12 hours
 
 
-def test_cookie_is_secure_when_base_url_is_https(db: Database, sso: Sso) -> None:
+@pytest.mark.parametrize("base_url", ["https://id.example.test", "HTTPS://ID.Example.test/"])
+def test_cookie_is_secure_when_base_url_is_https(db: Database, sso: Sso, base_url: str) -> None:
+    """However BASE_URL spells its scheme and host (identity.config.checked_base_url: `HTTPS://` went
+    out without Secure, and its SP URLs in capitals)."""
     app: Flask = create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret",
-                             "BASE_URL": "https://id.example.test", "TESTING": True})
+                             "BASE_URL": base_url, "TESTING": True})
     client = app.test_client()
     answer = client.get("/saml/acme/login")
     request_id = sso.idp.authn_request_id(answer.headers["Location"])

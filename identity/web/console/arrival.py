@@ -17,7 +17,7 @@ from werkzeug.wrappers import Response
 from audit import Actor
 from identity.service import run
 from identity.web.console.common import field, render, signed_in_caller
-from identity.web.context import database
+from identity.web.context import database, secure_cookies
 from saml import csrf, discovery, links
 from saml.session_views import BROWSER_COOKIE, deliver_later, link_limits, set_browser_cookie
 from saml.views import client_address
@@ -29,10 +29,6 @@ FORM_COOKIE = "identity_sign_in_form"
 WHO_MISSING = "Enter your work email or your organization's short name."
 
 
-def _secure() -> bool:
-    return str(current_app.config["BASE_URL"]).startswith("https://")
-
-
 def _form_page(*, step: str = "who", org: str = "", errors: dict[str, str] | None = None,
                status: int = 200) -> Response:
     """The sign-in form (step `who`, or `email` for an org without SSO), its token bound to a cookie it sets."""
@@ -41,7 +37,7 @@ def _form_page(*, step: str = "who", org: str = "", errors: dict[str, str] | Non
     response = render("console/sign_in.html", status=status, title="Sign in", csrf_token=token, step=step, org=org,
                       errors=errors)
     response.set_cookie(FORM_COOKIE, cookie, max_age=3600, path="/", httponly=True, samesite="Strict",
-                        secure=_secure())
+                        secure=secure_cookies())
     return response
 
 

@@ -81,7 +81,7 @@ from identity.roles import authorize, refusal
 from identity.service import run
 from identity.web import cookies
 from identity.web.api.common import CSRF_PURPOSE, STATUS, Caller, csrf_token, request_actor, session_token
-from identity.web.context import database
+from identity.web.context import database, secure_cookies
 from saml import csrf
 
 P = ParamSpec("P")
@@ -215,7 +215,7 @@ def redirect_with_notice(location: str, notice: str) -> Response:
     response = redirect(location, 303)
     value = URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=NOTICE_SALT).dumps(notice)
     response.set_cookie(NOTICE_COOKIE, value, max_age=NOTICE_MAX_AGE, path="/", httponly=True, samesite="Lax",
-                        secure=str(current_app.config["BASE_URL"]).startswith("https://"))
+                        secure=secure_cookies())
     return response
 
 

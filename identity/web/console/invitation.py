@@ -18,7 +18,7 @@ from identity.errors import DomainError
 from identity.models import Org, Team
 from identity.service import run
 from identity.web.console.common import field, reading, render
-from identity.web.context import database
+from identity.web.context import database, secure_cookies
 from saml import csrf
 
 bp = Blueprint("console_invitation", __name__)
@@ -45,7 +45,7 @@ def invitation_page(token: str) -> Response:
                      csrf_token=csrf.token(current_app.config["SECRET_KEY"], PURPOSE, cookie),
                      email=invitation.email, role=invitation.role, team=team.name if team else None)
     response.set_cookie(csrf.COOKIE, cookie, max_age=3600, path=invitations.LINK_PATH, httponly=True,
-                        samesite="Strict", secure=str(current_app.config["BASE_URL"]).startswith("https://"))
+                        samesite="Strict", secure=secure_cookies())
     return response
 
 
