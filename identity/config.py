@@ -123,12 +123,25 @@ def from_environment() -> dict[str, object]:
                  "SIGN_IN_LINKS_PER_CLIENT"):
         if os.environ.get(name, "").strip():
             settings[name] = _whole(name, 0, 10**9)
+    settings["TRUSTED_PROXY_HOPS"] = trusted_proxy_hops()
     # Read again where they are used; read here too, so that a bad one stops the service at start.
     audit_retention_floor_days()
     scim_token_ttl_seconds()
     if "SMTP_URL" in settings:
         smtp_server(str(settings["SMTP_URL"]))
     return settings
+
+
+def trusted_proxy_hops() -> int:
+    """Return `TRUSTED_PROXY_HOPS` (default 0, off): how many proxies (load balancers) stand in front
+    of the service, each appending the address it was reached from to `X-Forwarded-For`.
+
+    The client's address (the per-address caps, the audit events' ip) is then that header's entry
+    this many places from its end (werkzeug's ProxyFix `x_for`); entries further left are whatever
+    the client sent. Off, the header is ignored: a client reaching the service directly could
+    otherwise name any address. A whole number from 0 to 10.
+    """
+    return _whole("TRUSTED_PROXY_HOPS", 0, 10) if os.environ.get("TRUSTED_PROXY_HOPS", "").strip() else 0
 
 
 def _whole(name: str, low: int, high: int) -> int:

@@ -11,6 +11,7 @@ from flask import Flask, Response, current_app, g, jsonify, request
 from flask.sessions import SessionInterface
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 import saml
 import scim
@@ -73,7 +74,18 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     metrics_views.init_app(app)
     # The gateway's key check, on every LLM request, is answered before Flask (identity.web.keycheck).
     app.wsgi_app = KeyCheckFirst(app, app.wsgi_app)  # type: ignore[method-assign]
+    _trust_proxies(app, int(app.config.get("TRUSTED_PROXY_HOPS", 0)))
     return app
+
+
+def _trust_proxies(app: Flask, hops: int) -> None:
+    """Behind `hops` proxies (DESIGN.md 7: app processes behind a load balancer), take the client's
+    address from X-Forwarded-For, outermost so that every part of the app sees the same one
+    (identity.config.trusted_proxy_hops). Only the address: URLs and the scheme come from
+    BASE_URL, never from a Host or X-Forwarded-Proto header."""
+    if hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=0, x_host=0, x_port=0,  # type: ignore[method-assign]
+                                x_prefix=0)
 
 
 class _NoFlaskSession(SessionInterface):

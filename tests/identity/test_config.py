@@ -59,3 +59,22 @@ def test_a_malformed_base_url_stops_the_service_at_start(monkeypatch: pytest.Mon
         config.from_environment()
     assert "s3cret" not in str(refused.value)
 
+
+@pytest.mark.parametrize(("raw", "hops"), [(None, 0), ("0", 0), ("2", 2), (" 1 ", 1)])
+def test_trusted_proxy_hops_is_off_unless_set(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, raw: str | None,
+                                              hops: int) -> None:
+    monkeypatch.setenv("IDENTITY_DATA_DIR", str(tmp_path))
+    if raw is None:
+        monkeypatch.delenv("TRUSTED_PROXY_HOPS", raising=False)
+    else:
+        monkeypatch.setenv("TRUSTED_PROXY_HOPS", raw)
+    assert config.from_environment()["TRUSTED_PROXY_HOPS"] == hops
+
+
+@pytest.mark.parametrize("raw", ["-1", "11", "one", "1.5", "yes"])
+def test_a_bad_trusted_proxy_hops_stops_the_service_at_start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                             raw: str) -> None:
+    monkeypatch.setenv("IDENTITY_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("TRUSTED_PROXY_HOPS", raw)
+    with pytest.raises(ValueError, match="TRUSTED_PROXY_HOPS"):
+        config.from_environment()

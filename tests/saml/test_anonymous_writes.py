@@ -12,10 +12,11 @@ from sqlalchemy import func, select
 
 from audit import clock
 from audit.models import AuditEvent
+from identity.web.app import create_app
 from saml import once
 from saml.models import SamlPendingRequest
 from saml.refusals import WINDOW
-from tests.saml.conftest import Sso, configure
+from tests.saml.conftest import BASE_URL, Sso, configure
 from tests.saml.idp import KeyPair
 from tests.statements import statements
 
@@ -110,6 +111,28 @@ def test_pending_sign_ins_are_capped_per_client_address(sso: Sso, monkeypatch: p
     # ...and the first one may start again once its requests expire.
     with clock.frozen_at(clock.now() + once.PENDING_REQUEST_TTL + dt.timedelta(seconds=1)):
         assert sso.client.get("/saml/acme/login").status_code == 302
+
+
+@pytest.mark.parametrize(("hops", "other_client"), [(0, 429), (1, 302)], ids=["off", "one-proxy"])
+def test_behind_a_load_balancer_the_pending_cap_counts_each_forwarded_client(sso: Sso, hops: int,
+                                                                             other_client: int) -> None:
+    """DESIGN.md 7: app processes behind a load balancer, every request from its address. Without
+    TRUSTED_PROXY_HOPS, a hundred anonymous GETs of /login held up every org's SP-initiated sign-in;
+    with it, the address the balancer appended to X-Forwarded-For is counted. Off (the default), the
+    header is ignored, since a client reaching the service directly writes what it likes there."""
+    app = create_app({"DATABASE": sso.db, "DATABASE_URL": sso.db.url, "SECRET_KEY": "test-secret",
+                      "BASE_URL": BASE_URL, "TESTING": True, "TRUSTED_PROXY_HOPS": hops,
+                      "SAML_PENDING_REQUESTS_PER_ADDRESS": 3})
+
+    def through_the_balancer(client: str) -> int:
+        return app.test_client().get("/saml/acme/login", environ_base={
+            "REMOTE_ADDR": "10.0.0.2", "HTTP_X_FORWARDED_FOR": f"198.51.100.66, {client}"}).status_code
+
+    assert [through_the_balancer("203.0.113.7") for _ in range(4)] == [302, 302, 302, 429]
+    assert through_the_balancer("203.0.113.8") == other_client
+    with sso.db.reading() as session:
+        counted = set(session.scalars(select(SamlPendingRequest.client_address)))
+    assert counted == ({"10.0.0.2"} if hops == 0 else {"203.0.113.7", "203.0.113.8"})
 
 
 def test_a_capped_address_still_completes_the_sign_ins_it_started(sso: Sso) -> None:

@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
 from audit import Actor, clock
+from audit.models import AuditEvent
 from identity import orgs
 from identity.db import Database
 from identity.orgs import NewOrg
@@ -33,13 +35,17 @@ def smtp() -> Iterator[tuple[Inbox, int]]:
         yield served
 
 
-@pytest.fixture
-def app(db: Database, smtp: tuple[Inbox, int]) -> Flask:
+def make_app(db: Database, smtp: tuple[Inbox, int], **settings: Any) -> Flask:
     app = create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret", "BASE_URL": BASE_URL,
                       "TESTING": True, "SMTP_URL": f"smtp://127.0.0.1:{smtp[1]}", "SIGN_IN_EMAIL_MIN_SECONDS": 0.2,
-                      "SIGN_IN_LINKS_PER_CLIENT": 6})
+                      "SIGN_IN_LINKS_PER_CLIENT": 6, **settings})
     app.test_client_class = ReadingClient
     return app
+
+
+@pytest.fixture
+def app(db: Database, smtp: tuple[Inbox, int]) -> Flask:
+    return make_app(db, smtp)
 
 
 def browser(app: Flask) -> FlaskClient:
@@ -206,3 +212,36 @@ def test_asking_twice_keeps_the_first_link_working_in_this_browser(
     for index in range(3):
         assert use(client, inbox.link(index)).status_code == 303, f"link {index} refused in the browser that asked"
         assert client.get("/me").json["userName"] == "mia@acme.test"
+
+
+BALANCER = "10.0.0.2"  # the load balancer's address: REMOTE_ADDR of every request that comes through it
+
+
+def behind_the_balancer(app: Flask, client: str) -> FlaskClient:
+    """A browser at `client` reaching the app through one load balancer, which appends `client` to
+    the X-Forwarded-For the browser sent (here a forged one, as any client may write)."""
+    through = browser(app)
+    through.environ_base.update(REMOTE_ADDR=BALANCER, HTTP_X_FORWARDED_FOR=f"198.51.100.66, {client}")
+    return through
+
+
+@pytest.mark.parametrize(("hops", "seen_as", "last"), [(0, BALANCER, 429), (1, "203.0.113.7", 200)],
+                         ids=["off", "one-proxy"])
+def test_behind_a_load_balancer_the_client_is_the_address_it_forwards(
+        db: Database, acme: NewOrg, system: Actor, smtp: tuple[Inbox, int], hops: int, seen_as: str,
+        last: int) -> None:
+    """DESIGN.md 7: app processes behind a load balancer. Seen from the app, every client was the
+    balancer: one per-client limit for everybody, and the balancer's address in every audit event.
+    TRUSTED_PROXY_HOPS=1 reads the address the balancer appended to X-Forwarded-For (not what the
+    client wrote before it); off, the default, the header is ignored: a client that reaches the
+    service directly could write any address there."""
+    app = make_app(db, smtp, TRUSTED_PROXY_HOPS=hops, SIGN_IN_EMAIL_MIN_SECONDS=0)
+    provision(db, system, acme.org.id, "mia@acme.test")
+    assert ask(behind_the_balancer(app, "203.0.113.7"), "mia@acme.test").status_code == 200
+    with db.reading() as session:
+        issued = session.scalars(select(AuditEvent).where(AuditEvent.action == "sso.login_link_issued")).one()
+    assert issued.ip == seen_as
+    # Six asks a client may make (SIGN_IN_LINKS_PER_CLIENT): six more people behind the balancer.
+    answers = [ask(behind_the_balancer(app, f"203.0.113.{n}"), f"person{n}@acme.test").status_code
+               for n in range(10, 16)]
+    assert answers == [200] * 5 + [last]
