@@ -61,18 +61,19 @@ def split(found: list[T], window: Window, position: Callable[[T], Position]) -> 
 def by_id(stmt: Select[*Ts], ident: InstrumentedAttribute[str], *, limit: int, after: str = "",
           before: str = "") -> Select[*Ts]:
     """Keep the page of `stmt` in id order after the id `after`, or (for a page back) the one ending
-    before the id `before`: read newest-first with one more row, to tell whether a page precedes it."""
+    before the id `before`; with one row more, to tell whether a page follows it (or precedes it)."""
     if before:
         return stmt.where(ident < before).order_by(ident.desc()).limit(limit + 1)
-    return stmt.where(ident > after).order_by(ident).limit(limit)
+    return stmt.where(ident > after).order_by(ident).limit(limit + 1)
 
 
 def split_by_id(found: list[T], ident_of: Callable[[T], str], *, limit: int, after: str = "",
                 before: str = "") -> tuple[list[T], str | None, str | None]:
-    """Return the rows `by_id` read as a page in id order, the cursor of the next page (None at the
-    end, as far as a full page tells) and of the previous one (None on the first page)."""
+    """Return the rows `by_id` read as a page in id order, the cursor of the next page (None on the
+    last page) and of the previous one (None on the first page)."""
     if before:
         page = found[:limit][::-1]
         return page, ident_of(page[-1]) if page else None, ident_of(page[0]) if len(found) > limit else None
-    following = ident_of(found[-1]) if len(found) == limit else None
-    return found, following, ident_of(found[0]) if after and found else None
+    page = found[:limit]
+    following = ident_of(page[-1]) if len(found) > limit else None
+    return page, following, ident_of(page[0]) if after and page else None

@@ -124,13 +124,15 @@ def spend(session: Session, actor: Actor, org_id: str, team_id: str, *, by: str,
     return _named(session, rows, by)
 
 
-def next_after(rows: list[dict[str, Any]], limit: int) -> str | None:
-    """The `after` of the page that follows `rows` of spend by key or member (None: the last page).
-    Usage with no member (a service key's) sorts first and is passed with the nil uuid."""
-    if len(rows) < limit or "period_start" in rows[-1]:
-        return None
-    last = rows[-1].get("key_id", rows[-1].get("user_id"))
-    return last or NO_MEMBER
+def page_of(rows: list[dict[str, Any]], limit: int) -> tuple[list[dict[str, Any]], str | None]:
+    """Split `rows` of spend, read with `limit + 1`, into the page and the `after` of the page that
+    follows (None on the last page). Usage with no member (a service key's) sorts first and is
+    passed with the nil uuid. Per period there is one page: every period."""
+    if len(rows) <= limit or "period_start" in rows[-1]:
+        return rows, None
+    page = rows[:limit]
+    last = page[-1].get("key_id", page[-1].get("user_id"))
+    return page, last or NO_MEMBER
 
 
 def _named(session: Session, rows: list[dict[str, Any]], by: str) -> list[dict[str, Any]]:

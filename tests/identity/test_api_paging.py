@@ -68,29 +68,21 @@ def test_every_list_walks_to_its_end_two_at_a_time(client: FlaskClient, acme: Ne
     if path == "audit-checkpoints":
         for _ in range(ROWS):
             assert client.post(url, headers=owner_key).status_code == 201
-    _walk(client, url, member, owner_key, exactly_full_ends=path not in BY_ID)
+    _walk(client, url, member, owner_key)
 
 
-# Lists in id order (identity.paging.by_id) read no row beyond the page, so an exactly full last page
-# still answers a `next` (to an empty page): not yet as the README says.
-BY_ID = {"members", "api-keys"}
-
-
-def _walk(client: FlaskClient, url: str, member: str, headers: dict[str, str], *, key: str = "id",
-          exactly_full_ends: bool = True) -> None:
+def _walk(client: FlaskClient, url: str, member: str, headers: dict[str, str], *, key: str = "id") -> None:
     """Walk the list two rows a page: every row once, in the order of one big page; `next` null on the
     last page, also when that page is exactly full."""
     whole = _get(client, url, headers, limit=500)
     assert whole["next"] is None and len(whole[member]) >= ROWS
-    if exactly_full_ends:
-        assert _get(client, url, headers, limit=len(whole[member]))["next"] is None
+    assert _get(client, url, headers, limit=len(whole[member]))["next"] is None
     walked, after, pages = [], {}, 0
     while True:
         page = _get(client, url, headers, limit=2, **after)
         walked += page[member]
         pages += 1
-        assert 0 < len(page[member]) <= 2 or not exactly_full_ends
-        assert len(page[member]) <= 2 and pages <= len(whole[member])
+        assert 0 < len(page[member]) <= 2 and pages <= len(whole[member])
         if page["next"] is None:
             break
         after = {"after": page["next"]}

@@ -372,6 +372,7 @@ def test_the_usage_totals_are_the_ledgers_sums_after_every_kind_of_debit(client:
         seen, after = {}, ""
         while True:
             page = client.get(f"{world.wallet}/spend?by={by}&limit=1&after={after}", headers=world.owner).get_json()
+            assert page["spend"], "a `next` led to an empty page: the page before was the last"
             seen |= {r["key_id" if by == "key" else "user_id"]: (r["spend_micros"], r["requests"])
                      for r in page["spend"]}
             if page["next"] is None:

@@ -117,10 +117,11 @@ def get_spend(org_ref: str, team_id: str) -> Response:
     org_id = caller_org_id(org_ref)
     known_args("by", "period", "limit", "after")
     limit = page_limit()
-    with database().reading() as session:
+    with database().reading() as session:  # one row more than the page: whether another follows
         rows = spend.spend(session, g.actor, org_id, team_id, by=one_arg("by", "key"),
-                           period=one_arg("period"), limit=limit, after=one_arg("after", ""))
-    return jsonify({"spend": rows, "next": spend.next_after(rows, limit)})
+                           period=one_arg("period"), limit=limit + 1, after=one_arg("after", ""))
+    page, following = spend.page_of(rows, limit)
+    return jsonify({"spend": page, "next": following})
 
 
 @bp.get(f"{WALLET}/ledger")
