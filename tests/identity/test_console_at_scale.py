@@ -13,6 +13,7 @@ import datetime as dt
 import html
 import re
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -79,6 +80,31 @@ def seed_keys(db: Database, org: NewOrg, holders: list[str], *, start: int = 0) 
             {"id": str(uuid.UUID(int=start + i + 1)), "org_id": org.org.id, "team_id": org.default_team_id, "user_id": uid,
              "name": f"k{start + i}", "prefix": f"key_s{start + i:08d}", "secret_hash": "0" * 64,
              "scopes": ["inference"], "status": "active", "created_at": NOW} for i, uid in enumerate(holders)])
+
+
+@dataclass
+class Walk:
+    """What following a console list's "Next" links showed: the rows' ids in order, each page's path and text."""
+
+    seen: list[str]
+    paths: list[str]
+    texts: list[str]
+
+
+def walk_next(client: FlaskClient, path: str, cookie: str, row: str, next_link: str) -> Walk:
+    """GET `path`, then each page its `rel="next"` link (regex `next_link`, the href in group 1) leads to;
+    collect the ids of the rows (regex `row`, the id in group 1)."""
+    walk = Walk([], [], [])
+    following: str | None = path
+    while following is not None:
+        page = client.get(following, headers={"Cookie": cookie})
+        assert page.status_code == 200, following
+        walk.seen += re.findall(row, page.text)
+        walk.paths.append(following)
+        walk.texts.append(page.text)
+        found = re.search(next_link, page.text)
+        following = html.unescape(found.group(1)) if found else None
+    return walk
 
 
 def count_sent(db: Database, client: FlaskClient, path: str, headers: dict[str, str]) -> list[str]:
@@ -198,16 +224,9 @@ def test_the_members_page_reaches_every_member(db: Database, acme: NewOrg, clien
     Following the page's "Next" links (and back by "Previous") now reaches every member."""
     people = seed_members(db, acme, 600)
     headers = {"Cookie": sign_in(db, acme.owner.id).cookie}
-    seen: list[str] = []
-    path: str | None = "/console/members"
-    pages = []
-    while path is not None:
-        page = client.get(path, headers=headers)
-        assert page.status_code == 200
-        seen += re.findall(r'<tr id="member-([0-9a-f-]+)">', page.text)
-        pages.append(page.text)
-        found = re.search(r'<a href="(/console/members\?after=[^"]+)" rel="next">', page.text)
-        path = html.unescape(found.group(1)) if found else None
+    walk = walk_next(client, "/console/members", headers["Cookie"], r'<tr id="member-([0-9a-f-]+)">',
+                     r'<a href="(/console/members\?after=[^"]+)" rel="next">')
+    seen, pages = walk.seen, walk.texts
     missing = [uid for uid in people if uid not in seen]
     assert not missing, f"{len(missing)} of {len(people)} members are on no console page"
     assert len(seen) == len(set(seen)) and 1 < len(pages) < len(people)
@@ -254,17 +273,10 @@ def test_the_keys_page_reaches_every_key_of_the_org(db: Database, acme: NewOrg, 
     """Every other key of the org is on some page of /console/keys, through its "Next" links."""
     holders = seed_members(db, acme, 250)
     seed_keys(db, acme, holders)
-    headers = {"Cookie": sign_in(db, acme.owner.id).cookie}
-    seen: list[str] = []
-    path: str | None = "/console/keys"
-    while path is not None:
-        page = client.get(path, headers=headers)
-        assert page.status_code == 200
-        seen += re.findall(r'<tr id="key-([0-9a-f-]+)">', page.text)
-        found = re.search(r'<a href="(/console/keys\?after=[^"]+)" rel="next">', page.text)
-        path = html.unescape(found.group(1)) if found else None
-    assert sorted(seen) == sorted(str(uuid.UUID(int=i + 1)) for i in range(250))
-    assert 'rel="prev"' in page.text
+    walk = walk_next(client, "/console/keys", sign_in(db, acme.owner.id).cookie, r'<tr id="key-([0-9a-f-]+)">',
+                     r'<a href="(/console/keys\?after=[^"]+)" rel="next">')
+    assert sorted(walk.seen) == sorted(str(uuid.UUID(int=i + 1)) for i in range(250))
+    assert 'rel="prev"' in walk.texts[-1]
 
 
 def test_a_service_key_is_made_for_a_team_typed_by_name(db: Database, acme: NewOrg, client: FlaskClient) -> None:
@@ -298,16 +310,9 @@ def test_an_expanded_team_pages_through_all_its_members(db: Database, acme: NewO
     people = seed_members(db, acme, 450)  # every one of them in the Default team, with the owner
     owner = sign_in(db, acme.owner.id)
     team = acme.default_team_id
-    seen: list[str] = []
-    path: str | None = f"/console/teams?team={team}"
-    pages = []
-    while path is not None:
-        page = client.get(path, headers={"Cookie": owner.cookie})
-        assert page.status_code == 200
-        seen += re.findall(r'<tr id="member-([0-9a-f-]+)">', page.text)
-        pages.append(path)
-        found = re.search(r'<a href="(/console/teams\?team=[^"#]+members_after=[^"#]+)#[^"]*" rel="next">', page.text)
-        path = html.unescape(found.group(1)) if found else None
+    walk = walk_next(client, f"/console/teams?team={team}", owner.cookie, r'<tr id="member-([0-9a-f-]+)">',
+                     r'<a href="(/console/teams\?team=[^"#]+members_after=[^"#]+)#[^"]*" rel="next">')
+    seen, pages = walk.seen, walk.paths
     assert set(people) | {acme.owner.id} == set(seen) and len(seen) == len(set(seen))
     assert len(pages) == 3, pages
     last = people[-1]
@@ -340,19 +345,12 @@ def test_the_teams_page_reaches_every_team(db: Database, acme: NewOrg, client: F
     later page comes back to that page."""
     ids = seed_teams(db, acme, 505)
     owner = sign_in(db, acme.owner.id)
-    seen: list[str] = []
-    pages: list[str] = []
-    path: str | None = "/console/teams"
-    while path is not None:
-        page = client.get(path, headers={"Cookie": owner.cookie})
-        assert page.status_code == 200
-        seen += re.findall(r'<tr id="team-([^"]+)">', page.text)
-        pages.append(path)
-        found = re.search(r'<a href="(/console/teams\?after=[^"]+)" rel="next">', page.text)
-        path = html.unescape(found.group(1)) if found else None
+    walk = walk_next(client, "/console/teams", owner.cookie, r'<tr id="team-([^"]+)">',
+                     r'<a href="(/console/teams\?after=[^"]+)" rel="next">')
+    seen, pages, page_text = walk.seen, walk.paths, walk.texts[-1]
     assert sorted(seen) == sorted([*ids, acme.default_team_id]) and len(pages) == 2
-    assert f'action="/console/teams/{ids[-1]}/rename"' in page.text
-    back = re.search(r'<a href="(/console/teams\?before=[^"]+)" rel="prev">', page.text)
+    assert f'action="/console/teams/{ids[-1]}/rename"' in page_text
+    back = re.search(r'<a href="(/console/teams\?before=[^"]+)" rel="prev">', page_text)
     assert back and f'<tr id="team-{ids[0]}">' in client.get(html.unescape(back.group(1)),
                                                                   headers={"Cookie": owner.cookie}).text
     after = html.unescape(pages[-1].split("after=")[1])
