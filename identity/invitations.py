@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
@@ -138,12 +139,12 @@ def resend(session: Session, actor: Actor, org_id: str, invitation_id: str, *,
 def revoke(session: Session, actor: Actor, org_id: str, invitation_id: str) -> Invitation:
     """Revoke a pending invitation: its link stops working and its undelivered mail is cancelled.
 
-    One past its time is recorded as expired instead (and returned as such, no error, so that the
-    expiry is kept); an accepted, declined or revoked one is a conflict.
+    One past its time is recorded as expired instead, by `actor` (and returned as such, no error,
+    so that the expiry is kept); an accepted, declined or revoked one is a conflict.
     """
     invitation = _managed(session, actor, org_id, invitation_id)
     if status_now(invitation) == InvitationStatus.EXPIRED and invitation.status == InvitationStatus.PENDING:
-        expire(session, invitation)
+        expire(session, invitation, actor)
         outbox.cancel(session, invitation.id)
         return invitation
     if invitation.status != InvitationStatus.PENDING:
@@ -187,23 +188,25 @@ def check_pending(session: Session, token: str) -> Invitation:
     return _pending(session, token)
 
 
-def expire_if_due(session: Session, token: str) -> bool:
-    """Mark the invitation behind `token` expired (audited) when its time is up; tell whether it did.
+def link_holder(session: Session, token: str, in_request: Callable[[Actor], Actor] | None = None) -> Actor:
+    """Return the audit actor of whoever holds the link `token`, recording the invitation's expiry
+    first, as theirs, when its time is up. `in_request` gives that actor the request's context.
 
     Callers run this in its own transaction before accepting or declining, so that the expiry
     is recorded even though the acceptance that follows is refused.
     """
     invitation = _by_token(session, token)
-    if invitation.status != InvitationStatus.PENDING or invitation.expires_at > clock.now():
-        return False
-    expire(session, invitation)
-    return True
+    holder = _invitee(invitation) if in_request is None else in_request(_invitee(invitation))
+    if invitation.status == InvitationStatus.PENDING and invitation.expires_at <= clock.now():
+        expire(session, invitation, holder)
+    return holder
 
 
-def expire(session: Session, invitation: Invitation, actor: Actor | None = None, reason: str = "time") -> None:
-    """Mark a pending invitation expired (audited): its time is up, or (`reason`) its team was deleted."""
+def expire(session: Session, invitation: Invitation, actor: Actor, reason: str = "time") -> None:
+    """Mark a pending invitation expired, audited as `actor`'s (whoever found or made it so): its time
+    is up, or (`reason`) its team or org was deleted."""
     invitation.status = InvitationStatus.EXPIRED
-    record(session, actor or _invitee(invitation), Action.INVITATION_EXPIRED, _target(invitation),
+    record(session, actor, Action.INVITATION_EXPIRED, _target(invitation),
            {"status": {"before": InvitationStatus.PENDING, "after": InvitationStatus.EXPIRED}, "reason": reason},
            org_id=invitation.org_id)
 
@@ -268,9 +271,9 @@ def decline(session: Session, actor: Actor, token: str) -> None:
            org_id=invitation.org_id)
 
 
-def expire_due(session: Session, org_id: str, actor: Actor | None = None) -> int:
+def expire_due(session: Session, org_id: str, actor: Actor) -> int:
     """Mark every pending invitation of the org whose time is up as expired; return how many.
-    `actor` is who does it (the operators' cron); None: the invitee, whose link found it expired."""
+    `actor` is who does it (the operators' cron)."""
     due = list(session.scalars(select(Invitation).where(
         Invitation.org_id == org_id, Invitation.status == InvitationStatus.PENDING,
         Invitation.expires_at <= clock.now())))

@@ -6,6 +6,7 @@ returns the member as the directory shows it, read in the same transaction.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -69,14 +70,14 @@ def _invited(session: Session, invitation: Invitation, token: str, base_url: str
     return Invited(InvitationEntry.of(invitation), token, preview, invitations.accept_link(base_url, token))
 
 
-def invitation_holder(session: Session, token: str) -> Actor:
-    """Return the actor of whoever holds the link `token`, recording its expiry first when it is due.
+def invitation_holder(session: Session, token: str, in_request: Callable[[Actor], Actor] | None = None) -> Actor:
+    """Return the actor of whoever holds the link `token`, recording its expiry first, as theirs, when it is due.
 
-    Call it in a transaction of its own, before accepting or declining: the expiry must be kept
-    even though the acceptance that follows is then refused.
+    `in_request` gives that actor the request's context (id, address, user agent), as the adapter
+    gives every actor it builds. Call it in a transaction of its own, before accepting or declining:
+    the expiry must be kept even though the acceptance that follows is then refused.
     """
-    invitations.expire_if_due(session, token)
-    return invitations.invitee(session, token)
+    return invitations.link_holder(session, token, in_request)
 
 
 def accept_invitation(session: Session, actor: Actor, token: str) -> Member:

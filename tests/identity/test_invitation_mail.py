@@ -106,6 +106,23 @@ def test_decline_from_the_page(db: Database, acme: NewOrg, auth: dict[str, str],
     assert actions(db, acme.org.id)[-1] == "invitation.declined"
 
 
+def test_a_page_answered_after_the_week_records_the_expiry_with_the_answers_request(
+        db: Database, acme: NewOrg, auth: dict[str, str]) -> None:
+    """The page opened in time, its Accept pressed after the week: the expiry is the invitee's act
+    (their link found it), carrying that request's id, address and user agent as any actor does."""
+    client = make_client(db, None)
+    path = invite(client, auth)["link"].removeprefix(BASE_URL)
+    page = client.get(path)
+    with clock.frozen_at(clock.now() + dt.timedelta(days=8)):
+        late = client.post(path, data={"csrf_token": form_token(page) or "", "answer": "accept"},
+                           headers={"User-Agent": "Mail client/1.0"})
+    assert late.status_code == 400 and b"expired" in late.data
+    with db.reading() as session:
+        expired = session.scalars(select(AuditEvent).where(AuditEvent.action == "invitation.expired")).one()
+    assert (expired.actor_display, expired.user_agent) == ("invitee new@acme.test", "Mail client/1.0")
+    assert expired.request_id is not None and expired.ip is not None
+
+
 def test_resend_makes_a_new_link_and_ends_the_old(db: Database, acme: NewOrg, auth: dict[str, str],
                                                   smtp: Any) -> None:
     inbox, port = smtp

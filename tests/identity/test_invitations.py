@@ -9,6 +9,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from audit import Actor, clock
+from audit.models import AuditEvent
 from identity import keys
 from identity.db import Database
 from identity.models import Invitation, Org
@@ -59,6 +60,40 @@ def test_declined_and_expired_invitations_cannot_be_accepted(client: FlaskClient
     assert late.status_code == 400 and "expired" in late.json["detail"]
     assert counts(db)["users"] == before["users"]
     assert actions(db, acme.org.id)[-1] == "invitation.expired"
+
+
+def _expiry(db: Database, org_id: str) -> AuditEvent:
+    with db.reading() as session:
+        return session.scalars(select(AuditEvent).where(AuditEvent.org_id == org_id,
+                                                        AuditEvent.action == "invitation.expired")).one()
+
+
+def test_an_expiry_found_by_the_invitees_link_carries_the_links_request(client: FlaskClient, db: Database,
+                                                                       owner_auth, acme: NewOrg) -> None:
+    """The invitee is the actor of an expiry their link found (docs/audit.md 2), seen through that
+    request as every actor is: its id, address and user agent."""
+    old = _invite(client, owner_auth, email="late@acme.test")
+    with clock.frozen_at(clock.now() + dt.timedelta(days=8)):
+        late = client.post("/api/v1/invitations/accept", json={"token": old["token"]},
+                           headers={"User-Agent": "Mail client/1.0", "X-Request-Id": "late-accept"})
+    assert late.status_code == 400
+    expired = _expiry(db, acme.org.id)
+    assert (expired.actor_type, expired.actor_display) == ("system", "invitee late@acme.test")
+    assert (expired.user_agent, expired.client_request_id) == ("Mail client/1.0", "late-accept")
+    assert expired.request_id is not None and expired.ip is not None
+
+
+def test_revoking_an_expired_invitation_names_the_admin_who_revoked_it(client: FlaskClient, db: Database,
+                                                                      owner_auth, acme: NewOrg) -> None:
+    """A pending invitation past its week is recorded as expired when revoked: the act is the
+    caller's, through their key and request, not the invitee's, whose link played no part."""
+    old = _invite(client, owner_auth, email="late@acme.test")
+    with clock.frozen_at(clock.now() + dt.timedelta(days=8)):
+        revoked = client.delete(f"/api/v1/orgs/acme/invitations/{old['id']}", headers=owner_auth)
+    assert revoked.status_code == 204
+    expired = _expiry(db, acme.org.id)
+    assert (expired.actor_type, expired.actor_display) == ("api_key", acme.owner.user_name)
+    assert expired.request_id is not None and expired.user_agent is not None
 
 
 def test_forged_invitation_token_is_401(client: FlaskClient, owner_auth) -> None:

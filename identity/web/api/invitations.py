@@ -124,8 +124,7 @@ def _invitation_token() -> tuple[str, Actor]:
 
 def _holder(token: str) -> Actor:
     with database().transaction() as session:
-        holder = members.invitation_holder(session, token)
-    return request_actor(holder)
+        return members.invitation_holder(session, token, request_actor)
 
 
 @bp.post("/invitations/accept")

@@ -17,6 +17,7 @@ from identity import invitations, members
 from identity.errors import DomainError
 from identity.models import Org, Team
 from identity.service import run
+from identity.web.api.common import request_actor
 from identity.web.console.common import field, reading, render
 from identity.web.context import database, secure_cookies
 from saml import csrf
@@ -61,7 +62,7 @@ def answer_invitation(token: str) -> Response:
         return _page("Invitation", "Choose Accept or Decline.", status=400)
     try:
         with database().transaction() as session:
-            holder = members.invitation_holder(session, token)  # records an expiry first, on its own
+            holder = members.invitation_holder(session, token, request_actor)  # records an expiry first, on its own
         if answer == "decline":
             run(database(), holder, invitations.decline, token)
             return _page("Invitation declined", "You have declined the invitation.")
