@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 from click.testing import Result
+from flask import Flask
 
 from audit import Actor
-from identity import orgs
+from identity import orgs, teams
 from identity.db import Database
 from identity.orgs import NewOrg
 from tests.factories import actions
+from tests.identity.test_api_sessions import sign_in
 
 
 def test_export_formats_go_to_stdout(cli: Callable[..., Result], db: Database, busy: NewOrg) -> None:
@@ -27,6 +31,52 @@ def test_export_formats_go_to_stdout(cli: Callable[..., Result], db: Database, b
     classes = {json.loads(line)["class_uid"] for line in as_ocsf.output.splitlines() if line.startswith("{")}
     assert classes == {3006}
     assert "not a piece of the chain" in as_ocsf.output  # the filtered export's note (stderr, mixed in here)
+
+
+def _exported(lines: str) -> list[tuple[int, str, str]]:
+    """(seq, action, actor type) of each event of a JSON Lines export (other output left out)."""
+    docs = [json.loads(line) for line in lines.splitlines() if line.startswith("{")]
+    return [(doc["seq"], doc["action"], doc["actor"]["type"]) for doc in docs]
+
+
+def test_the_same_filters_select_the_same_events_from_the_console_the_api_and_the_cli(
+        cli: Callable[..., Result], app: Flask, admin_key: str, db: Database, acme: NewOrg, system: Actor) -> None:
+    """One reading of the filters (identity.audit_filters) for every way out of the log: several
+    actions comma-separated (as the console's field and its download link carry them), a time and an
+    actor type select the same events from the console's download, the API's export and the CLI's."""
+    with db.transaction() as session:
+        teams.create_team(session, system, acme.org.id, "Platform")
+    client = app.test_client(use_cookies=False)  # each request sends exactly the cookie its headers name
+    by_key = client.post(f"/api/v1/orgs/{acme.org.slug}/teams", json={"name": "Data"},
+                         headers={"Authorization": f"Bearer {admin_key}"})
+    assert by_key.status_code == 201  # a team.created by another actor type, which the filter leaves out
+    wanted = {"since": "2020-01-01T00:00", "action": "team.created,user.*", "actor_type": "system"}
+    owner = {"Cookie": sign_in(db, acme.owner.id).cookie}
+    page = client.get("/console/audit", query_string=wanted, headers=owner)
+    link = re.search(r'href="([^"]*/audit-events/export\?format=jsonl[^"]*)"', page.get_data(as_text=True))
+    assert link is not None, "the console's page links no JSON Lines download"
+    console = client.get(html.unescape(link.group(1)), headers=owner)
+    api = client.get(f"/api/v1/orgs/{acme.org.slug}/audit-events/export", query_string=wanted,
+                     headers={"Authorization": f"Bearer {admin_key}"})
+    by_cli = cli("export", "--org", acme.org.slug, "--since", wanted["since"], "--action", wanted["action"],
+                 "--actor-type", wanted["actor_type"])
+    assert (console.status_code, api.status_code, by_cli.exit_code) == (200, 200, 0), by_cli.output
+    selected = _exported(console.get_data(as_text=True))
+    assert {(action, actor) for _seq, action, actor in selected} == {("team.created", "system"),
+                                                                     ("user.created", "system")}
+    assert _exported(api.get_data(as_text=True)) == selected
+    assert _exported(by_cli.stdout) == selected
+
+
+def test_a_bad_filter_is_bad_usage_before_the_file_is_opened(cli: Callable[..., Result], db: Database,
+                                                             acme: NewOrg, tmp_path: Path) -> None:
+    """The CLI's filters are checked as the API's are: a time that is not ISO 8601 names its option
+    (exit 2), before the -o file is opened or anything is signed or recorded."""
+    before = actions(db, acme.org.id)
+    path = tmp_path / "export.jsonl"
+    result = cli("export", "--org", acme.org.slug, "--until", "next tuesday", "-o", str(path))
+    assert result.exit_code == 2 and "'--until'" in result.output and "ISO 8601" in result.output
+    assert not path.exists() and actions(db, acme.org.id) == before
 
 
 def test_verify_records_its_result(cli: Callable[..., Result], db: Database, busy: NewOrg) -> None:

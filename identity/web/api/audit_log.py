@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import datetime as dt
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 
 from audit import checkpoints, events, export, signing
-from identity import audit_access, config, jsontext
+from identity import audit_access, audit_filters, config, jsontext
+from identity.audit_filters import FILTERS, selection_of
 from identity.errors import InvalidValue
 from identity.jsontext import UNSTORABLE
 from identity.service import run
@@ -39,7 +39,6 @@ from identity.web.context import database
 bp = adopt(Blueprint("api_audit", __name__, url_prefix="/api/v1"))
 
 MAX_LIMIT = 1000
-FILTERS = ("since", "until", "action", "actor", "actor_type", "target", "target_type", "outcome")
 
 
 def signing_key() -> Ed25519PrivateKey:
@@ -53,33 +52,11 @@ def signing_key() -> Ed25519PrivateKey:
 
 
 def filters_from(args: Any, one: Callable[[str], str | None] | None = None) -> dict[str, Any]:
-    """Return the filters of a query string (FILTERS; `action` as a list): shared with the console's audit page.
+    """Return the filters of a query string (identity.audit_filters reads them): shared with the console's page.
 
     `one` reads a single-valued filter: the API's refuses a repeated one (common.one_arg); by default the first.
     """
-    read = one or args.get
-    found = {name: value for name in FILTERS if name != "action" and (value := read(name))}
-    actions = [a.strip() for value in args.getlist("action") for a in value.split(",") if a.strip()]
-    if actions:
-        found["action"] = actions
-    return found
-
-
-def selection_of(org_id: str, filters: dict[str, Any], after_seq: int = 0) -> events.Selection:
-    """Return the selection of events that `filters` ask for, or raise InvalidValue naming the bad field."""
-    since, until = _time_filter(filters, "since"), _time_filter(filters, "until")
-    return events.Selection(org_id, since=since, until=until, actions=tuple(filters.get("action", ())),
-                            actor_id=filters.get("actor"), actor_type=filters.get("actor_type"),
-                            target_id=filters.get("target"), target_type=filters.get("target_type"),
-                            outcome=filters.get("outcome"), after_seq=after_seq)
-
-
-def _time_filter(filters: dict[str, Any], name: str) -> dt.datetime | None:
-    """The filter `name` (since, until) as a time, or InvalidValue naming that field."""
-    try:
-        return events.parse_time(filters[name]) if filters.get(name) else None
-    except ValueError as error:
-        raise InvalidValue(f"{name} must be an ISO 8601 time", field=name) from error
+    return audit_filters.filters_from(one or args.get, args.getlist("action"))
 
 
 def encode_cursor(after_seq: int, filters: dict[str, Any]) -> str:

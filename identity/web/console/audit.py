@@ -23,8 +23,9 @@ from werkzeug.wrappers import Response
 from audit import checkpoints, clock, events, export, signing, verify
 from audit.actor import ACTOR_TYPES
 from identity import audit_access
+from identity.audit_filters import FILTERS, selection_of
 from identity.errors import DomainError
-from identity.web.api.audit_log import FILTERS, filters_from, selection_of, signing_key
+from identity.web.api.audit_log import filters_from, signing_key
 from identity.web.console.common import FORM_ERROR, console_page, form_errors, may, reading, render, submit
 
 bp = Blueprint("console_audit", __name__, url_prefix="/console")
