@@ -42,6 +42,14 @@ class UnverifiedHead(Exception):
         self.broken = broken
 
 
+class NoChain(LookupError):
+    """The org has no event yet (the operators' chain before its first act): there is no head to sign."""
+
+    def __init__(self, org_id: str) -> None:
+        super().__init__(f"org {org_id!r} has no audit chain")
+        self.org_id = org_id
+
+
 def sign_at(session: Session, key: Ed25519PrivateKey, org_id: str, seq: int, head_hash: str,
             reason: str) -> AuditCheckpoint:
     """Sign and store the statement that the org's chain has `head_hash` at `seq`."""
@@ -62,14 +70,15 @@ def sign_head(session: Session, key: Ed25519PrivateKey, org_id: str, reason: str
     """Verify the org's chain up to its current head, sign that head, and record the checkpoint.
 
     Raise UnverifiedHead, signing nothing, when the chain does not verify: a checkpoint over a
-    tampered chain would vouch for the tampering. The check reads the head, then the events up
-    to it, in this transaction, without locking the head: writers go on appending meanwhile,
-    and the head read is a committed state. `actor` defaults to the service itself.
+    tampered chain would vouch for the tampering; NoChain when there is no event to sign. The
+    check reads the head, then the events up to it, in this transaction, without locking the
+    head: writers go on appending meanwhile, and the head read is a committed state. `actor`
+    defaults to the service itself.
     """
 
     head = session.get(AuditHead, org_id)
     if head is None:
-        raise LookupError(f"org {org_id!r} has no audit chain")
+        raise NoChain(org_id)
     seq, head_hash = head.seq, head.hash
     report = verify.verify_head(session, org_id, key.public_key())
     if report.broken is not None:

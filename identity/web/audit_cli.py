@@ -106,16 +106,21 @@ def _selection(org_id: str, given: dict[str, str | None], actions: tuple[str, ..
 
 
 def _export(db: Database, fmt: str, handle: IO[str], selection: events.Selection) -> None:
-    """Sign the head, write the events, then record the export: an export that wrote nothing is not in the log.
+    """Sign the head, write the events, then record the export: an export that could not be written is not in the log.
 
     The checkpoint comes first so that the file ends with its record, `audit.checkpoint_created`,
-    and the checkpoint covers every event before it; `audit.exported` follows the file.
+    and the checkpoint covers every event before it; `audit.exported` follows the file. A chain
+    with no event yet (the operators', before their first act) has no head to sign: its export is
+    empty, and recorded as any export is (as `verify` records checking it).
     """
     try:
         with db.transaction() as session:
             checkpoints.sign_head(session, _key(), selection.org_id, "export", actor=_actor("export"))
     except checkpoints.UnverifiedHead as error:  # export anyway: the file is the evidence; say it is unsigned
         click.echo(f"warning: {error}; the export goes on without a checkpoint", err=True)
+    except checkpoints.NoChain:  # the operators' chain before its first act: nothing is wrong, nothing to sign
+        click.echo(f"note: the chain {selection.org_id!r} has no events yet: no checkpoint, an empty export",
+                   err=True)
     if not selection.contiguous:
         click.echo("note: a filtered export is a selection of events, not a piece of the chain: "
                    "each event keeps its hash, but the file will not verify as a chain", err=True)

@@ -16,7 +16,7 @@ from audit import checkpoint_docs, clock
 from audit.actor import Actor
 from audit.checkpoints import sign_head
 from audit.log import OPERATOR_STREAM
-from audit.models import AuditEvent
+from audit.models import AuditCheckpoint, AuditEvent
 from identity import invitations, orgs, scim_credentials, teams, users
 from identity.db import Database
 from identity.errors import SeatCapReached
@@ -105,6 +105,21 @@ def test_the_operators_chain_of_a_fresh_deployment_is_not_reported_broken(
     with db.reading() as session:
         verified = session.scalars(select(AuditEvent).where(AuditEvent.org_id == OPERATOR_STREAM)).one()
     assert verified.action == "audit.verified" and verified.changes["intact"] is True
+
+
+def test_exporting_the_operators_chain_before_its_first_event_is_an_empty_export(
+        cli: Callable[..., Result], db: Database, acme: NewOrg) -> None:
+    """docs/audit.md 8: `identity audit export --org @operator` reads the operators' own chain. Before
+    any gateway credential was made it has no head, and the export's checkpoint (checkpoints.sign_head)
+    raised LookupError: a traceback where `verify` answers "intact: no events". Nothing to sign is
+    not an error: no checkpoint, no event written, a note on stderr, exit 0, the export recorded."""
+    result = cli("export", "--org", "@operator")
+    assert result.exit_code == 0 and result.stdout == "", result.output
+    assert "no events yet" in result.stderr
+    with db.reading() as session:
+        recorded = session.scalars(select(AuditEvent).where(AuditEvent.org_id == OPERATOR_STREAM)).one()
+        assert session.scalars(select(AuditCheckpoint).where(AuditCheckpoint.org_id == OPERATOR_STREAM)).all() == []
+    assert recorded.action == "audit.exported"
 
 
 def test_invitations_expired_by_the_operators_cron_name_the_cron_not_the_invitee(
