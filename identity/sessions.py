@@ -141,30 +141,44 @@ def _default_team(session: Session, user_id: str) -> str | None:
                            .order_by(Team.is_default.desc(), Team.created_at, Team.id).limit(1)).first()
 
 
-def end_session(session: Session, token: str | None) -> SsoSession | None:
-    """End the session of `token`; return what it was, or None when there was none."""
+@dataclass(frozen=True)
+class Ended:
+    """A session just ended, and its user, read with it in one statement: the sign-out's event names them."""
+
+    row: SsoSession
+    user: User
+
+
+# A session with its user: users are never deleted (tombstones), so every session has one.
+_WITH_USER = select(SsoSession, User).join(User, User.id == SsoSession.user_id)
+
+
+def end_session(session: Session, token: str | None) -> Ended | None:
+    """End the session of `token`; return what it was, with its user, or None when there was none."""
     if not token:
         return None
-    row = session.get(SsoSession, _digest(token))
-    if row is not None:
-        session.delete(row)
-    return row
+    found = session.execute(_WITH_USER.where(SsoSession.id == _digest(token))).tuples().one_or_none()
+    if found is None:
+        return None
+    row, user = found
+    session.delete(row)
+    return Ended(row, user)
 
 
-def end_idp_sessions(session: Session, org_id: str, name_id: str, session_indexes: list[str]) -> list[SsoSession]:
+def end_idp_sessions(session: Session, org_id: str, name_id: str, session_indexes: list[str]) -> list[Ended]:
     """End the sessions an IdP's LogoutRequest names (all of the subject's when no index is given).
 
     The NameID compares through its key, as sign-in compares it (identity.names): an IdP may name
     the subject in another case or Unicode form than its assertion did. SessionIndex is opaque
     (SAML core 2.0 section 3.7.1): it compares exactly.
     """
-    stmt = select(SsoSession).where(SsoSession.org_id == org_id, SsoSession.name_id_key == name_key(name_id))
+    stmt = _WITH_USER.where(SsoSession.org_id == org_id, SsoSession.name_id_key == name_key(name_id))
     if session_indexes:
         stmt = stmt.where(SsoSession.session_index.in_(session_indexes))
-    rows = list(session.scalars(stmt))
-    for row in rows:
-        session.delete(row)
-    return rows
+    ended = [Ended(row, user) for row, user in session.execute(stmt).tuples()]
+    for each in ended:
+        session.delete(each.row)
+    return ended
 
 
 def purge_expired(session: Session) -> int:

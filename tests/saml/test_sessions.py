@@ -9,6 +9,7 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from audit import Actor, clock
+from audit.models import AuditEvent
 from identity import users
 from identity.db import Database
 from identity.models import SsoSession
@@ -147,6 +148,33 @@ def test_idp_initiated_single_logout_finds_the_session_by_the_name_ids_key(sso: 
     assert answer.status_code == 302 and answer.headers["Location"].startswith(sso.idp.slo_url + "?SAMLResponse=")
     assert sso.client.get("/me").status_code == 401
     assert actions(sso.db, sso.org.org.id)[-1] == "sso.logged_out"
+
+
+def _logouts(db: Database, org_id: str) -> list[AuditEvent]:
+    with db.reading() as session:
+        return list(session.scalars(select(AuditEvent).where(AuditEvent.org_id == org_id,
+                                                             AuditEvent.action == "sso.logged_out")))
+
+
+@pytest.mark.parametrize("initiated_by", ["sp", "idp"])
+def test_a_sign_out_names_the_member_by_the_user_name_they_had(sso: Sso, system: Actor, initiated_by: str) -> None:
+    """docs/audit.md 1: an event's actor and target displays are their names as they were at the time.
+    `sso.logged_out` wrote the member's UUID in both: the one event of a member a reader could not
+    attribute without the user table, and, once the userName changed, that nothing in the log named."""
+    index = _signed_in_with_index(sso, "amy@acme.test")
+    me = sso.client.get("/me").json
+    if initiated_by == "sp":
+        sso.sign_out()
+    else:
+        query = sso.idp.logout_request_query(sso.urls.slo, "amy@acme.test", index)
+        assert sso.client.get(f"/saml/acme/slo?{query}").status_code == 302
+    with sso.db.transaction() as session:
+        users.update_profile(session, system, sso.org.org.id, me["id"], {"user_name": "amy.new@acme.test"})
+    [logout] = _logouts(sso.db, sso.org.org.id)
+    assert (logout.actor_type, logout.actor_id, logout.target_id) == ("user", me["id"], me["id"])
+    assert me["userName"] == "amy@acme.test" and (logout.actor_display, logout.target_display) == (
+        "amy@acme.test", "amy@acme.test")
+    assert logout.changes == {"initiated_by": initiated_by}
 
 
 def test_unsigned_or_forged_logout_request_is_refused(sso: Sso, other_keys) -> None:
