@@ -157,7 +157,7 @@ def end_session(session: Session, token: str | None) -> Ended | None:
     """End the session of `token`; return what it was, with its user, or None when there was none."""
     if not token:
         return None
-    found = session.execute(_WITH_USER.where(SsoSession.id == _digest(token))).tuples().one_or_none()
+    found = session.execute(_WITH_USER.where(SsoSession.id == _digest(token))).one_or_none()
     if found is None:
         return None
     row, user = found
@@ -175,7 +175,7 @@ def end_idp_sessions(session: Session, org_id: str, name_id: str, session_indexe
     stmt = _WITH_USER.where(SsoSession.org_id == org_id, SsoSession.name_id_key == name_key(name_id))
     if session_indexes:
         stmt = stmt.where(SsoSession.session_index.in_(session_indexes))
-    ended = [Ended(row, user) for row, user in session.execute(stmt).tuples()]
+    ended = [Ended(row, user) for row, user in session.execute(stmt)]
     for each in ended:
         session.delete(each.row)
     return ended
