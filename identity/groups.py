@@ -13,8 +13,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, delete, event, func, insert, or_, select
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy import ColumnElement, String, and_, bindparam, case, delete, event, func, insert, literal, or_, select
+from sqlalchemy.orm import QueryableAttribute, Session, SessionTransaction
 
 from audit import Actor, clock, record
 from audit.log import Target
@@ -97,22 +97,43 @@ def _ensure_free_name(session: Session, org_id: str, name: str, keep: str | None
     return name
 
 
-def _rule(session: Session, group: IdpGroup) -> GroupMapping | None:
-    """The mapping rule for a group: by its immutable id first, by display name as a fallback."""
-    by_name = func.lower(GroupMapping.group_display_name) == group.display_name.lower()
-    candidates = session.scalars(select(GroupMapping).where(
-        GroupMapping.org_id == group.org_id,
-        or_(GroupMapping.group_external_id == group.external_id, by_name) if group.external_id else by_name,
-    ))
-    ranked = sorted(candidates, key=lambda rule: rule.group_external_id is None)
-    return ranked[0] if ranked else None
+def rule_matches(external_id: Any, display_name: Any) -> ColumnElement[bool]:
+    """SQL: a rule matches a group of this immutable id and display name (values or IdpGroup's columns).
+
+    DESIGN 3.3: by the immutable id first, by the display name only as a fallback. A rule that
+    names an immutable id is that group's rule: it matches another group by name only when that
+    group has no immutable id (Okta pushes groups without one), never a group of a different id
+    (a stale rule of a group deleted and made again under the same name).
+    """
+    external_id, display_name = _sql(external_id), _sql(display_name)
+    by_name = and_(func.lower(GroupMapping.group_display_name) == func.lower(display_name),
+                   or_(GroupMapping.group_external_id.is_(None), external_id.is_(None)))
+    return or_(GroupMapping.group_external_id == external_id, by_name)
+
+
+def _sql(value: Any) -> Any:
+    return value if isinstance(value, (ColumnElement, QueryableAttribute)) else literal(value, String)
+
+
+def governing_rule(session: Session, group: IdpGroup) -> GroupMapping | None:
+    """Return the rule that governs a group: the one place that decides it (DESIGN 3.3).
+
+    Ranked: the rule of the group's own immutable id, then rules naming only its display name,
+    then (for a group without an immutable id) rules naming its name and some id; the oldest rule
+    first within a rank, so that the answer never depends on the database's row order.
+    """
+    rank = case((GroupMapping.group_external_id == _sql(group.external_id), 0),
+                (GroupMapping.group_external_id.is_(None), 1), else_=2)
+    return session.scalars(select(GroupMapping).where(
+        GroupMapping.org_id == group.org_id, rule_matches(group.external_id, group.display_name),
+    ).order_by(rank, GroupMapping.created_at, GroupMapping.id).limit(1)).first()
 
 
 def grants_of(session: Session, actor: Actor, group: IdpGroup) -> Grants:
     """Return what the group's members get, creating its mirror team when the org mirrors groups."""
     org = session.get(Org, group.org_id)
     assert org is not None
-    rule = _rule(session, group)
+    rule = governing_rule(session, group)
     if rule is not None:
         org_role = rule.org_role
         if org_role == Role.OWNER and not org.idp_may_grant_owner:
@@ -174,10 +195,10 @@ def _adopt(session: Session, actor: Actor, group: IdpGroup, display_name: str, e
     when another rule now matches it."""
     lock_group(session, group.org_id, group.id)
     group.from_claim = False  # the IdP's SCIM group from now on
-    rule_before = _rule(session, group)
+    rule_before = governing_rule(session, group)
     update_group(session, actor, group.org_id, group.id, display_name=display_name, external_id=external_id,
                  attributes=attributes or {}, clear_external_id=external_id is None)
-    if _rule(session, group) is not rule_before:
+    if governing_rule(session, group) is not rule_before:
         reapply(session, actor, group)
     add_members(session, actor, group.org_id, group.id, member_ids)
     return group

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
@@ -24,11 +24,11 @@ from identity.vocabulary import Role
 
 
 def _groups_matching(session: Session, rule: GroupMapping) -> list[IdpGroup]:
-    by_external = IdpGroup.external_id == rule.group_external_id if rule.group_external_id else None
-    by_name = func.lower(IdpGroup.display_name) == (rule.group_display_name or "").lower() \
-        if rule.group_display_name else None
-    condition = or_(*[c for c in (by_external, by_name) if c is not None])
-    return list(session.scalars(select(IdpGroup).where(IdpGroup.org_id == rule.org_id, condition)))
+    """Return the groups `rule` governs now (groups.governing_rule), in id order (groups.lock_group)."""
+    candidates = session.scalars(select(IdpGroup).join(GroupMapping, and_(
+        GroupMapping.id == rule.id, groups.rule_matches(IdpGroup.external_id, IdpGroup.display_name),
+    )).where(IdpGroup.org_id == rule.org_id).order_by(IdpGroup.id))
+    return [group for group in candidates if groups.governing_rule(session, group) is rule]
 
 
 def _authorize_owner_grant(actor: Actor, org_id: str, org_role: str | None) -> None:

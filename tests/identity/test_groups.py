@@ -211,3 +211,30 @@ def test_change_group_renames_first_then_replaces_removes_and_adds_members(db: D
     with db.reading() as session:
         assert session.get(IdpGroup, group.id).external_id is None
         assert session.get(IdpGroup, group.id).display_name == "Admins"
+
+
+def test_the_rule_of_the_groups_own_immutable_id_beats_another_groups_rule_of_the_same_name(
+        db: Database, acme: NewOrg, system: Actor) -> None:
+    """DESIGN 3.3: the immutable id first, the display name only as a fallback. A stale rule for
+    another group id (Entra: a group deleted and made again under the same name) never matches by
+    name; a name-only rule ranks before it for a group without an id. The stale rule is made first,
+    so that the database's row order (SQLite: insertion order) would put it first."""
+    from identity import teams
+
+    ivy, jon = (provision(db, system, acme.org.id, f"{n}@acme.test") for n in ("ivy", "jon"))
+    with db.transaction() as session:
+        stale, current, named = (teams.create_team(session, system, acme.org.id, name).id
+                                 for name in ("Old Engineers", "Platform", "Named"))
+        mappings.create_mapping(session, system, acme.org.id, group_external_id="obj-deleted",
+                                group_display_name="Engineers", team_id=stale, org_role="admin")
+        mappings.create_mapping(session, system, acme.org.id, group_external_id="obj-new", team_id=current)
+        mappings.create_mapping(session, system, acme.org.id, group_display_name="Engineers (Okta)", team_id=named)
+        mappings.create_mapping(session, system, acme.org.id, group_external_id="obj-other",
+                                group_display_name="Engineers (Okta)", team_id=stale, org_role="admin")
+        groups.create_group(session, system, acme.org.id, display_name="Engineers", external_id="obj-new",
+                            member_ids=[ivy.id])
+        groups.create_group(session, system, acme.org.id, display_name="Engineers (Okta)", member_ids=[jon.id])
+    with db.reading() as session:
+        ivy_teams, jon_teams = users.team_roles(session, ivy.id), users.team_roles(session, jon.id)
+        assert (current in ivy_teams, stale in ivy_teams, users.org_role(session, ivy.id)) == (True, False, "member")
+        assert (named in jon_teams, stale in jon_teams, users.org_role(session, jon.id)) == (True, False, "member")
