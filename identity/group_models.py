@@ -28,6 +28,9 @@ class IdpGroup(Base):
     created_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime]
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # The rule its members' grants come from (identity.groups.governing_rule), kept across renames of
+    # the group: "a renamed IdP group keeps its team" (DESIGN 3.3). NULL: no rule governs it.
+    mapping_id: Mapped[str | None] = mapped_column(ForeignKey("group_mappings.id", ondelete="SET NULL"))
     # Made by a SAML sign-in's group claim (identity.group_claims), until the IdP's SCIM create adopts it.
     from_claim: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
@@ -35,6 +38,7 @@ class IdpGroup(Base):
         Index("uq_idp_groups_org_name", "org_id", func.lower(text("display_name")), unique=True),
         Index("ix_idp_groups_org_external_id", "org_id", "external_id"),
         Index("ix_idp_groups_org_team", "org_id", "team_id"),
+        Index("ix_idp_groups_org_mapping", "org_id", "mapping_id"),
     )
 
 

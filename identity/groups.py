@@ -120,20 +120,33 @@ def governing_rule(session: Session, group: IdpGroup) -> GroupMapping | None:
 
     Ranked: the rule of the group's own immutable id, then rules naming only its display name,
     then (for a group without an immutable id) rules naming its name and some id; the oldest rule
-    first within a rank, so that the answer never depends on the database's row order.
+    first within a rank, so that the answer never depends on the database's row order. When no
+    rule matches, the rule the group is pinned to (`IdpGroup.mapping_id`): "a renamed IdP group
+    keeps its team", so a group a rule matched by its old name keeps that rule, for the members
+    added after the rename as for those before it.
     """
     rank = case((GroupMapping.group_external_id == _sql(group.external_id), 0),
                 (GroupMapping.group_external_id.is_(None), 1), else_=2)
-    return session.scalars(select(GroupMapping).where(
+    matched = session.scalars(select(GroupMapping).where(
         GroupMapping.org_id == group.org_id, rule_matches(group.external_id, group.display_name),
     ).order_by(rank, GroupMapping.created_at, GroupMapping.id).limit(1)).first()
+    if matched is None and group.mapping_id is not None:
+        return session.get(GroupMapping, group.mapping_id)
+    return matched
+
+
+def _pin(session: Session, group: IdpGroup) -> GroupMapping | None:
+    """Return the group's governing rule, remembered on the group as the rule its members' grants come from."""
+    rule = governing_rule(session, group)
+    group.mapping_id = rule.id if rule is not None else None
+    return rule
 
 
 def grants_of(session: Session, actor: Actor, group: IdpGroup) -> Grants:
     """Return what the group's members get, creating its mirror team when the org mirrors groups."""
     org = session.get(Org, group.org_id)
     assert org is not None
-    rule = governing_rule(session, group)
+    rule = _pin(session, group)
     if rule is not None:
         org_role = rule.org_role
         if org_role == Role.OWNER and not org.idp_may_grant_owner:
@@ -167,6 +180,7 @@ def create_group(session: Session, actor: Actor, org_id: str, *, display_name: s
     now = clock.now()
     group = IdpGroup(id=str(uuid.uuid4()), org_id=org_id, display_name=display_name, external_id=external_id,
                      attributes=attributes or {}, created_at=now, updated_at=now, version=1, from_claim=from_claim)
+    _pin(session, group)
     session.add(group)
     session.flush()
     session.info.setdefault(TOUCHED, set()).add(group.id)  # version 1 is this transaction's, members included
@@ -192,14 +206,11 @@ def _adopt(session: Session, actor: Actor, group: IdpGroup, display_name: str, e
            attributes: dict[str, Any] | None, member_ids: list[str]) -> IdpGroup:
     """Make a group a claim made the IdP's SCIM group: its name, externalId and attributes as the
     IdP sent them (audited as the group's update), its members added; what it grants re-derived
-    when another rule now matches it."""
+    when another rule now matches it (update_group)."""
     lock_group(session, group.org_id, group.id)
     group.from_claim = False  # the IdP's SCIM group from now on
-    rule_before = governing_rule(session, group)
     update_group(session, actor, group.org_id, group.id, display_name=display_name, external_id=external_id,
                  attributes=attributes or {}, clear_external_id=external_id is None)
-    if governing_rule(session, group) is not rule_before:
-        reapply(session, actor, group)
     add_members(session, actor, group.org_id, group.id, member_ids)
     return group
 
@@ -210,9 +221,14 @@ def update_group(session: Session, actor: Actor, org_id: str, group_id: str, *, 
     """Rename a group or change its other attributes; a mirrored team keeps its id and follows the name.
 
     None leaves a field as it is; `clear_external_id` removes the externalId (a SCIM PUT without
-    it, or a PATCH `remove`): rules then match the group by its display name (DESIGN 3.3).
+    it, or a PATCH `remove`): rules then match the group by its display name (DESIGN 3.3). A new
+    name or id keeps the rule the group is pinned to (governing_rule) unless it makes a different
+    rule match; then every member's grants are re-derived from that rule (reapply), old members
+    and new alike.
     """
     authorize(actor, "teams.manage", org_id=org_id)
+    if _names_change(session, org_id, group_id, display_name, external_id, clear_external_id):
+        seats.lock_org(session, org_id)  # first (reapply, below, needs it): then the group's lock
     group = lock_group(session, org_id, group_id)
     diff: dict[str, Any] = {}
     if display_name is not None and display_name != group.display_name:
@@ -231,7 +247,25 @@ def update_group(session: Session, actor: Actor, org_id: str, group_id: str, *, 
     if diff:
         touch(session, group)
         record(session, actor, Action.GROUP_UPDATED, _target(group), diff, org_id=org_id)
+    renamed = "display_name" in diff or "external_id" in diff
+    if renamed and _rule_id(governing_rule(session, group)) != group.mapping_id:
+        reapply(session, actor, group)
     return group
+
+
+def _rule_id(rule: GroupMapping | None) -> str | None:
+    return rule.id if rule is not None else None
+
+
+def _names_change(session: Session, org_id: str, group_id: str, display_name: str | None, external_id: str | None,
+                  clear_external_id: bool) -> bool:
+    """Tell whether a change sets a new name or immutable id, as the group reads before its lock
+    (a change of its members or attributes alone then takes no org lock)."""
+    if display_name is None and external_id is None and not clear_external_id:
+        return False
+    group = get_group(session, org_id, group_id)
+    return (display_name is not None and display_name != group.display_name) or (
+        (external_id is not None or clear_external_id) and (external_id or None) != group.external_id)
 
 
 def _name_taken_by_other_team(session: Session, group: IdpGroup) -> bool:
@@ -360,6 +394,7 @@ def reapply(session: Session, actor: Actor, group: IdpGroup) -> None:
     """
     seats.lock_org(session, group.org_id)  # first: it serialises the last-owner check
     lock_group(session, group.org_id, group.id)
+    _pin(session, group)  # a group without members too: those added later get what the rule gives
     sources = {user_id: source for user_id, source in session.execute(
         select(RoleGrant.user_id, RoleGrant.source).where(RoleGrant.source_ref == group.id))}
     session.execute(delete(RoleGrant).where(RoleGrant.source_ref == group.id))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
@@ -24,9 +24,11 @@ from identity.vocabulary import Role
 
 
 def _groups_matching(session: Session, rule: GroupMapping) -> list[IdpGroup]:
-    """Return the groups `rule` governs now (groups.governing_rule), in id order (groups.lock_group)."""
+    """Return the groups `rule` governs now (groups.governing_rule): those it matches or is pinned to,
+    in id order (groups.lock_group)."""
     candidates = session.scalars(select(IdpGroup).join(GroupMapping, and_(
-        GroupMapping.id == rule.id, groups.rule_matches(IdpGroup.external_id, IdpGroup.display_name),
+        GroupMapping.id == rule.id, or_(groups.rule_matches(IdpGroup.external_id, IdpGroup.display_name),
+                                        IdpGroup.mapping_id == rule.id),
     )).where(IdpGroup.org_id == rule.org_id).order_by(IdpGroup.id))
     return [group for group in candidates if groups.governing_rule(session, group) is rule]
 
@@ -91,6 +93,8 @@ def delete_mapping(session: Session, actor: Actor, org_id: str, mapping_id: str)
     record(session, actor, Action.GROUP_MAPPING_DELETED, Target("group_mapping", rule.id,
                                                            rule.group_display_name or rule.group_external_id or ""),
            {"team_id": rule.team_id, "team_role": rule.team_role, "org_role": rule.org_role}, org_id=org_id)
+    for group in matching:
+        group.mapping_id = None  # the database unpins them too (ON DELETE SET NULL); so must the session
     session.delete(rule)
     session.flush()
     for group in matching:
@@ -131,6 +135,9 @@ def update_mapping(session: Session, actor: Actor, org_id: str, mapping_id: str,
     matched = {group.id: group for group in _groups_matching(session, rule)}
     for name, change in diff.items():
         setattr(rule, name, change["after"])
+    if {"group_external_id", "group_display_name"} & set(diff):  # it names other groups now: they follow
+        for group in matched.values():                              # what matches them, not the old pin
+            group.mapping_id = None
     session.flush()
     record(session, actor, Action.GROUP_MAPPING_UPDATED, Target(
         "group_mapping", rule.id, rule.group_display_name or rule.group_external_id or ""), diff, org_id=org_id)

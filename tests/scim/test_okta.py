@@ -89,6 +89,38 @@ def test_okta_group_push(okta: Scim, db: Database) -> None:
     assert okta.get(f"/Groups/{gid}").status_code == 404
 
 
+def test_okta_renames_a_group_a_rule_matched_by_name_and_every_member_keeps_the_rules_team(
+        okta: Scim, db: Database, system: Actor) -> None:
+    """DESIGN 3.3: "a renamed IdP group keeps its team". Okta pushes groups without an externalId, so
+    the rule matched the group by its name; after Okta renames it, the members pushed later get what
+    the rule gave the earlier ones (not a mirror team of the new name), until a rule of the new name
+    exists: then every member, old and new, gets that one's."""
+    from identity import mappings, teams, users
+
+    with db.transaction() as session:
+        platform, sre = (teams.create_team(session, system, okta.org_id, name).id for name in ("Platform", "SRE"))
+        mappings.create_mapping(session, system, okta.org_id, group_display_name="Engineers", team_id=platform,
+                                team_role="admin")
+    before = okta.create_user("before@example.com")["id"]
+    gid = okta.create_group("Engineers", [before])["id"]
+    assert okta.patch(f"/Groups/{gid}", [{"op": "replace", "path": "displayName", "value": "Engineering"}]
+                      ).status_code == 204
+    after = okta.create_user("after@example.com")["id"]
+    assert okta.patch(f"/Groups/{gid}", [{"op": "add", "path": "members", "value": [{"value": after}]}]
+                      ).status_code == 204
+    with db.reading() as session:
+        assert users.team_roles(session, before) == users.team_roles(session, after)
+        assert users.team_roles(session, after).get(platform) == "admin"
+        assert session.query(Team).filter(Team.org_id == okta.org_id, Team.name == "Engineering").count() == 0
+    with db.transaction() as session:
+        mappings.create_mapping(session, system, okta.org_id, group_display_name="SRE", team_id=sre)
+    assert okta.patch(f"/Groups/{gid}", [{"op": "replace", "path": "displayName", "value": "SRE"}]
+                      ).status_code == 204
+    with db.reading() as session:
+        assert users.team_roles(session, before) == users.team_roles(session, after)
+        assert sre in users.team_roles(session, after) and platform not in users.team_roles(session, after)
+
+
 def test_okta_pages_of_five(okta: Scim) -> None:
     ids = [okta.create_user(f"p{i}@example.com")["id"] for i in range(10)]  # with the owner: 11 users
     pages = [okta.get(f"/Users?startIndex={s}&count=5").json for s in (1, 6, 11)]
