@@ -70,6 +70,7 @@ class Action(enum.StrEnum):
     GROUP_DELETED = "group.deleted"
     GROUP_MEMBERS_ADDED = "group.members_added"
     GROUP_MEMBERS_REMOVED = "group.members_removed"
+    GROUP_GRANTS_REDERIVED = "group.grants_rederived"
     GROUP_UPDATED = "group.updated"
     GROUP_MAPPING_CREATED = "group_mapping.created"
     GROUP_MAPPING_DELETED = "group_mapping.deleted"

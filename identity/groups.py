@@ -43,7 +43,7 @@ def chunks(ids: list[str]) -> Iterator[list[str]]:
         yield ids[start:start + CHUNK]
 
 
-def _target(group: IdpGroup) -> Target:
+def target(group: IdpGroup) -> Target:
     return Target("group", group.id, group.display_name)
 
 
@@ -154,11 +154,17 @@ def grants_of(session: Session, actor: Actor, group: IdpGroup) -> Grants:
         return Grants(rule.team_id, rule.team_role or (Role.MEMBER if rule.team_id else None), org_role)
     if org.group_sync != "mirror":
         return Grants(None, None, None)
+    return Grants(mirror_team(session, actor, group), Role.MEMBER, None)
+
+
+def mirror_team(session: Session, actor: Actor, group: IdpGroup) -> str:
+    """Return the id of the team a group no rule governs becomes under `mirror`: its own, else the
+    org's team of its name, else a new one."""
     if group.team_id is None:
         existing = session.scalars(select(Team).where(
-            Team.org_id == org.id, func.lower(Team.name) == group.display_name.lower())).first()
-        group.team_id = (existing or teams.create_team(session, actor, org.id, group.display_name)).id
-    return Grants(group.team_id, Role.MEMBER, None)
+            Team.org_id == group.org_id, func.lower(Team.name) == group.display_name.lower())).first()
+        group.team_id = (existing or teams.create_team(session, actor, group.org_id, group.display_name)).id
+    return group.team_id
 
 
 def create_group(session: Session, actor: Actor, org_id: str, *, display_name: str,
@@ -184,7 +190,7 @@ def create_group(session: Session, actor: Actor, org_id: str, *, display_name: s
     session.add(group)
     session.flush()
     session.info.setdefault(TOUCHED, set()).add(group.id)  # version 1 is this transaction's, members included
-    record(session, actor, Action.GROUP_CREATED, _target(group),
+    record(session, actor, Action.GROUP_CREATED, target(group),
            {"display_name": display_name, "external_id": external_id}, org_id=org_id)
     add_members(session, actor, org_id, group.id, list(member_ids))
     return group
@@ -246,7 +252,7 @@ def update_group(session: Session, actor: Actor, org_id: str, group_id: str, *, 
         group.attributes = attributes
     if diff:
         touch(session, group)
-        record(session, actor, Action.GROUP_UPDATED, _target(group), diff, org_id=org_id)
+        record(session, actor, Action.GROUP_UPDATED, target(group), diff, org_id=org_id)
     renamed = "display_name" in diff or "external_id" in diff
     if renamed and _rule_id(governing_rule(session, group)) != group.mapping_id:
         reapply(session, actor, group)
@@ -281,7 +287,7 @@ def delete_group(session: Session, actor: Actor, org_id: str, group_id: str) -> 
     members = list(session.scalars(select(IdpGroupMember.user_id).where(IdpGroupMember.group_id == group.id)))
     removed = remove_members(session, actor, org_id, group.id, members)
     session.execute(delete(IdpGroupMember).where(IdpGroupMember.group_id == group.id))
-    record(session, actor, Action.GROUP_DELETED, _target(group),
+    record(session, actor, Action.GROUP_DELETED, target(group),
            {"display_name": group.display_name, "members_removed": len(removed)}, org_id=org_id)
     session.delete(group)
 
@@ -335,7 +341,7 @@ def add_members(session: Session, actor: Actor, org_id: str, group_id: str, user
     if rows:
         session.execute(insert(RoleGrant), rows)
     touch(session, group)  # its members are part of it: a new version (ETag), so a stale If-Match is 412
-    record(session, actor, Action.GROUP_MEMBERS_ADDED, _target(group),
+    record(session, actor, Action.GROUP_MEMBERS_ADDED, target(group),
            {"members": new, "team_id": grants.team_id, "team_role": grants.team_role, "org_role": grants.org_role,
             "source": source}, org_id=org_id)
     return new
@@ -366,7 +372,7 @@ def remove_members(session: Session, actor: Actor, org_id: str, group_id: str, u
         gone += sorted(taken)
     if gone:
         touch(session, group)
-        record(session, actor, Action.GROUP_MEMBERS_REMOVED, _target(group), {"members": gone}, org_id=org_id)
+        record(session, actor, Action.GROUP_MEMBERS_REMOVED, target(group), {"members": gone}, org_id=org_id)
     for user_id in sorted(protected):
         owners.protect_group_owner(session, actor, org_id, user_id, group.id)
     return gone

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from audit.log import Target, open_chain
-from identity import config, mappings, seats, sessions, teams, users
+from identity import config, group_sync, mappings, seats, sessions, teams, users
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound, PermissionDenied
 from identity.models import Org, User
@@ -181,4 +181,6 @@ def _change_settings(session: Session, actor: Actor, org_id: str, changes: dict[
         record(session, actor, action, Target("org", org.id, org.slug), audited, org_id=org.id)
     if "idp_may_grant_owner" in diff:  # for the owners the IdP made before it too
         mappings.reapply_owner_rules(session, actor, org.id)
+    if "group_sync" in diff:  # for the members the IdP put in groups before it too
+        group_sync.rederive_unruled_groups(session, actor, org.id)
     return org

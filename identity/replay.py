@@ -228,6 +228,16 @@ def _members_removed(x: Expected, e: Row[Any]) -> None:
         _drop(x, user_id, lambda key: key[2] != e.target_id)
 
 
+def _grants_rederived(x: Expected, e: Row[Any]) -> None:
+    """Every member of the group now holds exactly the grants this event names from it (group_sync switched)."""
+    c, group_id = e.changes, e.target_id
+    for user_id in x.group_members.get(group_id, set()):
+        _drop(x, user_id, lambda key: key[2] != group_id)
+        grants = x.grants.get(user_id)
+        if grants is not None and c.get("team_id"):
+            grants[(c["team_id"], c["source"], group_id)] = c["team_role"]
+
+
 def _mapping_created(x: Expected, e: Row[Any]) -> None:
     _entity(x.mappings, e, created=True).set(e, exists=True, **e.changes)
 
@@ -321,6 +331,7 @@ HANDLERS: dict[str, Handler] = {
     Action.GROUP_DELETED: _group_deleted,
     Action.GROUP_MEMBERS_ADDED: _members_added,
     Action.GROUP_MEMBERS_REMOVED: _members_removed,
+    Action.GROUP_GRANTS_REDERIVED: _grants_rederived,
     Action.GROUP_MAPPING_CREATED: _mapping_created,
     Action.GROUP_MAPPING_DELETED: _mapping_deleted,
     Action.GROUP_MAPPING_UPDATED: _mapping_updated,

@@ -32,6 +32,7 @@ from identity import (
     directory,
     gateway,
     group_claims,
+    group_sync,
     groups,
     invitations,
     keys,
@@ -236,6 +237,21 @@ def _grants_of(w: World) -> Call:
     return lambda s, a: groups.grants_of(s, a, s.get_one(IdpGroup, group_id))
 
 
+def _mirror_team(w: World) -> Call:
+    group_id = _group(w)
+    with w.db.transaction() as session:  # as an org that mapped groups would leave it: no team yet
+        session.get_one(IdpGroup, group_id).team_id = None
+    return lambda s, a: groups.mirror_team(s, a, s.get_one(IdpGroup, group_id))
+
+
+def _group_sync_switched(w: World) -> Call:
+    """A mirrored group with a member, then `group_sync` set to mapped (as the setting's change leaves
+    the org, before its groups are re-derived)."""
+    _group(w, w.member().id)
+    w.do(lambda s, a: setattr(s.get_one(Org, w.org_id), "group_sync", "mapped"))
+    return lambda s, a: group_sync.rederive_unruled_groups(s, a, w.org_id)
+
+
 def _scim_client(w: World) -> str:
     return w.do(lambda s, a: scim_credentials.create_scim_client(s, a, w.org_id)).id
 
@@ -316,6 +332,8 @@ SERVICES: dict[str, tuple[Callable[[World], Call], str]] = {
     "identity.group_claims.apply_user_groups": (lambda w: (lambda u: lambda s, a: group_claims.apply_user_groups(
         s, a, w.org_id, u, ["Engineering", "Sales"]))(w.member().id), "group.members_added"),
     "identity.groups.grants_of": (_grants_of, "team.created"),
+    "identity.groups.mirror_team": (_mirror_team, "team.created"),
+    "identity.group_sync.rederive_unruled_groups": (_group_sync_switched, "group.grants_rederived"),
     "identity.mappings.create_mapping": (lambda w: lambda s, a: mappings.create_mapping(
         s, a, w.org_id, group_external_id="00g1", team_id=w.acme.default_team_id, team_role="member",
         org_role="admin"),

@@ -239,3 +239,28 @@ def test_the_rule_of_the_groups_own_immutable_id_beats_another_groups_rule_of_th
         ivy_teams, jon_teams = users.team_roles(session, ivy.id), users.team_roles(session, jon.id)
         assert (current in ivy_teams, stale in ivy_teams, users.org_role(session, ivy.id)) == (True, False, "member")
         assert (named in jon_teams, stale in jon_teams, users.org_role(session, jon.id)) == (True, False, "member")
+
+
+def test_switching_group_sync_re_derives_what_every_group_without_a_rule_gives(db: Database, acme: NewOrg,
+                                                                               system: Actor) -> None:
+    """DESIGN 3.3: under `mapped` only groups with a rule change teams and roles; under `mirror` every
+    group without one is a team. Switching re-derives the members already in such groups (not only
+    those added later), one group.grants_rederived event each; a group with a rule is left alone."""
+    early, late, ruled = (provision(db, system, acme.org.id, f"{n}@acme.test") for n in ("early", "late", "ruled"))
+    with db.transaction() as session:
+        sales = groups.create_group(session, system, acme.org.id, display_name="Sales", member_ids=[early.id])
+        mappings.create_mapping(session, system, acme.org.id, group_display_name="Admins", org_role="admin")
+        groups.create_group(session, system, acme.org.id, display_name="Admins", member_ids=[ruled.id])
+        mirror = session.get_one(IdpGroup, sales.id).team_id
+    with db.transaction() as session:
+        orgs.update_settings(session, system, acme.org.id, {"group_sync": "mapped"})
+        groups.add_members(session, system, acme.org.id, sales.id, [late.id])
+    with db.reading() as session:
+        assert mirror not in users.team_roles(session, early.id) and mirror not in users.team_roles(session, late.id)
+        assert users.org_role(session, ruled.id) == "admin"
+    assert actions(db, acme.org.id)[-3:] == ["org.settings_changed", "group.grants_rederived", "group.members_added"]
+    with db.transaction() as session:
+        orgs.update_settings(session, system, acme.org.id, {"group_sync": "mirror"})
+    with db.reading() as session:
+        assert users.team_roles(session, early.id)[mirror] == users.team_roles(session, late.id)[mirror] == "member"
+        assert users.org_role(session, ruled.id) == "admin"

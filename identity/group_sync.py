@@ -1,0 +1,61 @@
+"""The org's `group_sync` setting applied to the groups no rule governs (DESIGN.md section 3.3).
+
+Under `mirror` each such group's members get the `member` role in the group's own team; under
+`mapped` they get nothing from it. identity.groups applies the setting as members join; switching
+it re-derives every such group at once (`rederive_unruled_groups`), for the members already there.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Select, case, delete, insert, literal, select
+from sqlalchemy.orm import Session
+
+from audit import Actor, clock, record
+from identity import groups, seats
+from identity.actions import Action
+from identity.models import IdpGroup, IdpGroupMember, RoleGrant
+from identity.vocabulary import GrantSource, Role
+
+
+def _unruled(org_id: str) -> Select[tuple[str]]:
+    """The org's groups no rule governs (groups.governing_rule pins a group's rule on it)."""
+    return select(IdpGroup.id).where(IdpGroup.org_id == org_id, IdpGroup.mapping_id.is_(None))
+
+
+def rederive_unruled_groups(session: Session, actor: Actor, org_id: str) -> int:
+    """Re-derive what the groups no rule governs give, once the org's `group_sync` changed; return
+    how many groups with members were re-derived, each audited as `group.grants_rederived`.
+
+    Set-based (an org may hold 10,000 groups and 1,000,000 members): their grants go in one DELETE
+    and, under `mirror`, come back in one INSERT ... SELECT; only the groups themselves are visited
+    one by one (a mirror team made for each that has none, its event). A membership does not record
+    its channel: a grant given anew is SAML's for a group a sign-in's claim made, SCIM's otherwise.
+    Locks: the org's first, then the groups' in id order (groups.lock_group).
+    """
+    org = seats.lock_org(session, org_id)
+    unruled = list(session.scalars(select(IdpGroup).where(IdpGroup.id.in_(_unruled(org_id)))
+                                   .order_by(IdpGroup.id).with_for_update(key_share=True)))
+    session.info.setdefault(groups.LOCKED_GROUPS, set()).update(group.id for group in unruled)
+    session.execute(delete(RoleGrant).where(RoleGrant.source_ref.in_(_unruled(org_id))))
+    mirror = org.group_sync == "mirror"
+    populated = set(session.scalars(select(IdpGroupMember.group_id).where(
+        IdpGroupMember.group_id.in_(_unruled(org_id))).distinct()))
+    for group in unruled:
+        if mirror and group.id in populated:
+            groups.mirror_team(session, actor, group)
+    session.flush()
+    if mirror:
+        source = case((IdpGroup.from_claim.is_(True), literal(GrantSource.SAML.value)),
+                      else_=literal(GrantSource.SCIM.value))
+        session.execute(insert(RoleGrant).from_select(
+            ["org_id", "user_id", "team_id", "role", "source", "source_ref", "created_at"],
+            select(IdpGroup.org_id, IdpGroupMember.user_id, IdpGroup.team_id, literal(Role.MEMBER.value), source,
+                   IdpGroup.id, literal(clock.now())).join(IdpGroupMember, IdpGroupMember.group_id == IdpGroup.id)
+            .where(IdpGroup.id.in_(_unruled(org_id)), IdpGroup.team_id.is_not(None))))
+    for group in unruled:
+        if group.id in populated:
+            record(session, actor, Action.GROUP_GRANTS_REDERIVED, groups.target(group), {
+                "group_sync": org.group_sync, "team_id": group.team_id if mirror else None,
+                "team_role": Role.MEMBER if mirror else None, "org_role": None,
+                "source": GrantSource.SAML if group.from_claim else GrantSource.SCIM}, org_id=org_id)
+    return len(populated)
