@@ -17,7 +17,7 @@ from identity.models import IdpGroup, IdpGroupMember, RoleGrant
 from identity.vocabulary import GrantSource, Role
 
 
-def _unruled(org_id: str) -> Select[tuple[str]]:
+def _unruled(org_id: str) -> Select[str]:
     """The org's groups no rule governs (groups.governing_rule pins a group's rule on it)."""
     return select(IdpGroup.id).where(IdpGroup.org_id == org_id, IdpGroup.mapping_id.is_(None))
 
