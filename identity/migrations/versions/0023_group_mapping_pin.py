@@ -3,15 +3,15 @@ a renamed IdP group keeps its team (DESIGN.md 3.3). Existing groups are pinned t
 governs them now (the rule of their own immutable id, then name-only rules, then for a group without
 an id a rule naming its name and an id; the oldest first).
 
-Revision ID: 0022
-Revises: 0021
+Revision ID: 0023
+Revises: 0022
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0022"
-down_revision = "0021"
+revision = "0023"
+down_revision = "0022"
 branch_labels = None
 depends_on = None
 
