@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from audit import Actor, clock, record
 from identity import groups, seats
 from identity.actions import Action
+from identity.group_defaults import defaults_of, settle_defaults
 from identity.models import IdpGroup, IdpGroupMember, RoleGrant
 from identity.vocabulary import GrantSource, Role
 
@@ -52,10 +53,14 @@ def rederive_unruled_groups(session: Session, actor: Actor, org_id: str) -> int:
             select(IdpGroup.org_id, IdpGroupMember.user_id, IdpGroup.team_id, literal(Role.MEMBER.value), source,
                    IdpGroup.id, literal(clock.now())).join(IdpGroupMember, IdpGroupMember.group_id == IdpGroup.id)
             .where(IdpGroup.id.in_(_unruled(org_id)), IdpGroup.team_id.is_not(None))))
+    defaults = defaults_of(session, org_id)
+    settle_defaults(session, org_id, select(IdpGroupMember.user_id).where(
+        IdpGroupMember.group_id.in_(_unruled(org_id))), defaults)
     for group in unruled:
         if group.id in populated:
             record(session, actor, Action.GROUP_GRANTS_REDERIVED, groups.target(group), {
                 "group_sync": org.group_sync, "team_id": group.team_id if mirror else None,
                 "team_role": Role.MEMBER if mirror else None, "org_role": None,
-                "source": GrantSource.SAML if group.from_claim else GrantSource.SCIM}, org_id=org_id)
+                "source": GrantSource.SAML if group.from_claim else GrantSource.SCIM, "defaults": defaults},
+                   org_id=org_id)
     return len(populated)

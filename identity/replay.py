@@ -99,6 +99,7 @@ def _user_created(x: Expected, e: Row[Any]) -> None:
                                           user_name=c["user_name"], email=c["email"], external_id=c["external_id"],
                                           **names)
     x.grants[e.target_id] = {(None, c["source"], ""): c["role"], (c["team_id"], c["source"], ""): Role.MEMBER}
+    x.user_sources[e.target_id] = c["source"]
 
 
 def _user_updated(x: Expected, e: Row[Any]) -> None:
@@ -121,6 +122,7 @@ def _user_deleted(x: Expected, e: Row[Any]) -> None:
     _entity(x.users, e).set(e, active=False, deleted=True)
     if e.target_id in x.grants:
         x.grants[e.target_id] = {}
+    x.user_sources.pop(e.target_id, None)
     for members in x.group_members.values():
         members.discard(e.target_id)
     _key_status(x, e, e.changes.get("keys_revoked", []), KeyStatus.REVOKED, KeyStatusReason.MEMBER_DELETED)
@@ -177,8 +179,11 @@ def _team_renamed(x: Expected, e: Row[Any]) -> None:
 
 def _team_deleted(x: Expected, e: Row[Any]) -> None:
     _entity(x.teams, e).set(e, exists=False)
+    grouped = [user_id for user_id, grants in x.grants.items()
+               if any(key[0] == e.target_id and key[2] != "" for key in grants)]
     for user_id in list(x.grants):
         _drop(x, user_id, lambda key: key[0] != e.target_id)
+    _settle_defaults(x, grouped, e.changes.get("defaults"))
     _key_status(x, e, e.changes.get("keys_revoked", []), KeyStatus.REVOKED, KeyStatusReason.TEAM_DELETED)
     for entity in (*x.api_keys.values(), *x.invitations.values()):  # their rows stay, the team unset
         if entity.fields.get("team_id") == e.target_id:
@@ -220,12 +225,14 @@ def _members_added(x: Expected, e: Row[Any]) -> None:
             grants[(c["team_id"], source, group_id)] = c["team_role"]
         if c.get("org_role"):
             grants[(None, source, group_id)] = c["org_role"]
+    _settle_defaults(x, c["members"], c.get("defaults"))
 
 
 def _members_removed(x: Expected, e: Row[Any]) -> None:
     for user_id in e.changes["members"]:
         x.group_members.get(e.target_id, set()).discard(user_id)
         _drop(x, user_id, lambda key: key[2] != e.target_id)
+    _settle_defaults(x, e.changes["members"], e.changes.get("defaults"))
 
 
 def _grants_rederived(x: Expected, e: Row[Any]) -> None:
@@ -236,6 +243,31 @@ def _grants_rederived(x: Expected, e: Row[Any]) -> None:
         grants = x.grants.get(user_id)
         if grants is not None and c.get("team_id"):
             grants[(c["team_id"], c["source"], group_id)] = c["team_role"]
+    _settle_defaults(x, x.group_members.get(group_id, set()), c.get("defaults"))
+
+
+IDP_SOURCES = (GrantSource.SCIM, GrantSource.SAML)
+
+
+def _settle_defaults(x: Expected, user_ids: Iterable[str], defaults: dict[str, Any] | None) -> None:
+    """identity.group_defaults' rule, after a change of group grants whose event names `defaults` (since
+    2026-12; before, the provisioned defaults stayed beside group grants): while a group gives an org
+    role (a team), the SCIM or SAML grant of the default role (the Default team) is gone; once none
+    does, a member holding no org grant (no grant in the Default team) gets it back."""
+    if not defaults:
+        return
+    role, default_team = defaults["org_role"], defaults["team_id"]
+    for user_id in user_ids:
+        grants, source = x.grants.get(user_id), x.user_sources.get(user_id)
+        if grants is None:
+            continue
+        by_group = [key for key in grants if key[1] in IDP_SOURCES and key[2] != ""]
+        for team, restored in ((None, role), (default_team, Role.MEMBER)):
+            if any((key[0] is None) == (team is None) for key in by_group):
+                for key in [key for key in grants if key[0] == team and key[1] in IDP_SOURCES and key[2] == ""]:
+                    del grants[key]
+            elif source in IDP_SOURCES and not any(key[0] == team for key in grants):
+                grants[(team, source, "")] = restored
 
 
 def _mapping_created(x: Expected, e: Row[Any]) -> None:

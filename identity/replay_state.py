@@ -64,6 +64,7 @@ class Expected:
     users: dict[str, Entity] = field(default_factory=dict)
     # Grants of the members whose user.created is retained: user id -> key -> role.
     grants: dict[str, dict[GrantKey, str]] = field(default_factory=dict)
+    user_sources: dict[str, str] = field(default_factory=dict)  # what provisioned them, from user.created
     teams: dict[str, Entity] = field(default_factory=dict)
     groups: dict[str, Entity] = field(default_factory=dict)
     group_members: dict[str, set[str]] = field(default_factory=dict)  # groups whose creation is retained

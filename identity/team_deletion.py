@@ -17,6 +17,7 @@ from audit.log import Target
 from identity import invitations, keys, mappings, topups
 from identity.actions import Action
 from identity.errors import InvalidValue
+from identity.group_defaults import defaults_of, settle_defaults
 from identity.lookups import get_team
 from identity.models import ApiKey, GroupMapping, Invitation, RoleGrant
 from identity.roles import authorize
@@ -54,10 +55,15 @@ def delete_team(session: Session, actor: Actor, org_id: str, team_id: str, *, co
     revoked = keys.revoke_keys_of_team(session, org_id, team.id)
     balance = topups.close_team_wallet(session, actor, org_id, team.id)
     members = session.scalar(select(func.count(func.distinct(RoleGrant.user_id))).where(RoleGrant.team_id == team.id))
+    # Members whose team a group gave (a mirrored group's) may be left with no group team: Default again.
+    grouped = list(session.scalars(select(RoleGrant.user_id).where(
+        RoleGrant.team_id == team.id, RoleGrant.source_ref != "").distinct()))
     session.execute(delete(RoleGrant).where(RoleGrant.team_id == team.id))
+    defaults = defaults_of(session, org_id)
+    settle_defaults(session, org_id, grouped, defaults)
     record(session, actor, Action.TEAM_DELETED, Target("team", team.id, team.name),
-           {"name": team.name, "members_removed": members, "keys_revoked": revoked, "balance_micros": balance},
-           org_id=org_id)
+           {"name": team.name, "members_removed": members, "keys_revoked": revoked, "balance_micros": balance,
+            "defaults": defaults}, org_id=org_id)
     session.delete(team)
     session.flush()
     # The database unset the team of the keys and invitations that named it; so must the session.

@@ -99,7 +99,9 @@ def lived_in(db: Database, acme: NewOrg, system: Actor) -> World:
                                                                name=f"{user} key", scopes=["inference"])).id)
 
     ids["key_alice"], ids["key_bob"] = key("alice", "platform"), key("bob", "default")
-    ids["key_dave"], ids["key_erin"] = key("dave", "default"), key("erin", "platform")
+    # Dave's team is Sales' mirror, not Default: a member a group gives a team is not in Default (DESIGN 3.3).
+    ids["sales_team"] = do(system, lambda s, a: groups.get_group(s, org_id, ids["sales"]).team_id)
+    ids["key_dave"], ids["key_erin"] = key("dave", "sales_team"), key("erin", "platform")
     do(system, lambda s, a: keys.revoke_api_key(s, a, org_id, ids["key_bob"]))
     do(scim, lambda s, a: users.sync_user(s, a, org_id, ids["dave"], {"active": False}))  # blocks dave's key
     do(scim, lambda s, a: users.sync_user(s, a, org_id, ids["dave"], {"active": True}))  # and unblocks it

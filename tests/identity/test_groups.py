@@ -264,3 +264,74 @@ def test_switching_group_sync_re_derives_what_every_group_without_a_rule_gives(d
     with db.reading() as session:
         assert users.team_roles(session, early.id)[mirror] == users.team_roles(session, late.id)[mirror] == "member"
         assert users.org_role(session, ruled.id) == "admin"
+
+
+def test_a_group_rule_granting_viewer_makes_its_members_viewers(db: Database, acme: NewOrg, system: Actor) -> None:
+    """DESIGN 3.3: only "a user whom no group maps anywhere gets the org's default role" (hostile review,
+    40067eb). Provisioning stores the default role (`member`) as a SCIM grant and the highest grant wins,
+    so a rule mapping a group to `viewer` (an IdP may grant viewer, DESIGN 3.2) must take the provisioned
+    grant away while the group gives a role, or the contractors it names keep `member` and may make keys."""
+    contractor = provision(db, system, acme.org.id, "contractor@acme.test", source="scim")
+    with db.transaction() as session:
+        mappings.create_mapping(session, system, acme.org.id, group_external_id="contractors", org_role="viewer")
+        group = groups.create_group(session, system, acme.org.id, display_name="Contractors",
+                                    external_id="contractors", member_ids=[contractor.id])
+    with db.reading() as session:
+        assert users.org_role(session, contractor.id) == "viewer"
+    with db.transaction() as session:
+        groups.remove_members(session, system, acme.org.id, group.id, [contractor.id])
+    with db.reading() as session:
+        assert users.org_role(session, contractor.id) == "member"  # no group maps them: the default again
+        grants = {(g.team_id, g.source, g.source_ref) for g in session.scalars(
+            select(RoleGrant).where(RoleGrant.user_id == contractor.id))}
+    assert grants == {(None, "scim", ""), (acme.default_team_id, "scim", "")}
+
+
+def test_the_default_team_and_role_give_way_to_groups_and_come_back_with_the_orgs_current_default(
+        db: Database, acme: NewOrg, system: Actor) -> None:
+    """DESIGN 3.3: a member a group puts in a team is not in the Default team by provisioning; when
+    its last group grant goes, it rejoins Default and gets the org's default role as it is then,
+    from the source that provisioned it. Manual grants stay whatever the groups do; a rule edited
+    or deleted (mappings -> reapply) settles the defaults too."""
+    saml_user = provision(db, system, acme.org.id, "sso@acme.test", source="saml")
+    by_hand = provision(db, system, acme.org.id, "hand@acme.test")
+    with db.transaction() as session:
+        rule = mappings.create_mapping(session, system, acme.org.id, group_display_name="Auditors", org_role="viewer")
+        group = groups.create_group(session, system, acme.org.id, display_name="Auditors",
+                                    member_ids=[saml_user.id, by_hand.id])
+    with db.reading() as session:
+        assert users.org_role(session, saml_user.id) == "viewer"
+        assert users.org_role(session, by_hand.id) == "member"  # its manual grant is never touched
+        assert acme.default_team_id in users.team_roles(session, saml_user.id)  # no group gives it a team
+    with db.transaction() as session:
+        orgs.update_settings(session, system, acme.org.id, {"default_role": "admin"})
+        mappings.update_mapping(session, system, acme.org.id, rule.id, {"org_role": None, "team_id": acme.default_team_id})
+    with db.reading() as session:
+        assert users.org_role(session, saml_user.id) == "admin"  # no group gives a role: today's default
+        assert users.team_roles(session, saml_user.id) == {acme.default_team_id: "member"}
+        assert {(g.team_id, g.source, g.source_ref) for g in session.scalars(select(RoleGrant).where(
+            RoleGrant.user_id == saml_user.id))} == {(None, "saml", ""), (acme.default_team_id, "scim", group.id)}
+    with db.transaction() as session:
+        groups.delete_group(session, system, acme.org.id, group.id)
+    with db.reading() as session:
+        assert {(g.team_id, g.source, g.source_ref) for g in session.scalars(select(RoleGrant).where(
+            RoleGrant.user_id == saml_user.id))} == {(None, "saml", ""), (acme.default_team_id, "saml", "")}
+
+
+def test_a_member_whose_mirrored_team_is_deleted_rejoins_the_default_team(db: Database, acme: NewOrg,
+                                                                          system: Actor) -> None:
+    """DESIGN 3.3: a member in a mirrored group's team is not in Default; once that team is deleted no
+    group gives the member a team, and it is back in Default, as SCIM provisioned it."""
+    from identity import team_deletion
+
+    seller = provision(db, system, acme.org.id, "seller@acme.test", source="scim")
+    with db.transaction() as session:
+        group = groups.create_group(session, system, acme.org.id, display_name="Sales", member_ids=[seller.id])
+        mirror = session.get_one(IdpGroup, group.id).team_id
+    with db.reading() as session:
+        assert users.team_roles(session, seller.id) == {mirror: "member"}
+    with db.transaction() as session:
+        team_deletion.delete_team(session, system, acme.org.id, mirror)
+    with db.reading() as session:
+        assert users.team_roles(session, seller.id) == {acme.default_team_id: "member"}
+        assert users.org_role(session, seller.id) == "member"

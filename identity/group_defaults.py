@@ -1,0 +1,77 @@
+"""The provisioned defaults against what IdP groups give (DESIGN.md section 3.3).
+
+"A user whom no group maps anywhere gets the org's default role and joins the Default team."
+Provisioning by SCIM or SAML (users.provision_user) writes both as grants of that source with no
+`source_ref`. While an IdP group gives the member an org role, the provisioned org-role grant is
+taken away (otherwise the highest grant wins: a group mapping to `viewer` would leave `member`);
+when the last such group grant goes it comes back, with the org's current default role and the
+user's provisioning source (`User.source`, which never changes). Likewise the Default team grant
+against group team grants. Manual and invitation grants are never touched, and a member holding
+one is given nothing back.
+
+The one place every change of group grants ends in (identity.groups add_members, remove_members
+and so reapply, delete_group and the SAML claims; identity.group_sync's re-derivation), in the
+same transaction. Set-based: four statements per batch of members, whatever its size, the grants
+read by user (ix_role_grants_user). The events of those changes carry `defaults` (the role and
+team restored), from which identity.replay settles the same members by the same rule.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, delete, exists, insert, literal, null, select
+from sqlalchemy.orm import Session, aliased
+
+from audit import clock
+from identity.lookups import default_team_id
+from identity.models import Org, RoleGrant, User
+from identity.vocabulary import GrantSource, Role
+
+IDP_SOURCES = (GrantSource.SCIM, GrantSource.SAML)  # the channels that provision and carry groups
+
+
+def defaults_of(session: Session, org_id: str) -> dict[str, Any]:
+    """Return what a member whom no group maps gets: the org's default role and its Default team."""
+    org = session.get(Org, org_id)
+    assert org is not None
+    return {"org_role": Role(org.default_role), "team_id": default_team_id(session, org_id)}
+
+
+def settle_defaults(session: Session, org_id: str, users: list[str] | Select[Any],
+                    defaults: dict[str, Any]) -> None:
+    """Take away or give back the provisioned defaults of `users` (ids, or a query of them) after
+    their group grants changed: see the module's docstring."""
+    if isinstance(users, list):
+        for start in range(0, len(users), 500):
+            _settle(session, org_id, users[start:start + 500], defaults)
+    else:
+        _settle(session, org_id, users, defaults)
+
+
+def _settle(session: Session, org_id: str, users: list[str] | Select[Any], defaults: dict[str, Any]) -> None:
+    if isinstance(users, list) and not users:
+        return
+    role, team_id = defaults["org_role"], defaults["team_id"]
+    other = aliased(RoleGrant)
+
+    def held(user_id: Any, *where: ColumnElement[bool]) -> ColumnElement[bool]:
+        return exists().where(other.user_id == user_id, *where)
+
+    by_group = and_(other.source.in_(IDP_SOURCES), other.source_ref != "")
+    provisioned = and_(RoleGrant.user_id.in_(users), RoleGrant.source.in_(IDP_SOURCES), RoleGrant.source_ref == "")
+    session.execute(delete(RoleGrant).where(
+        provisioned, RoleGrant.team_id.is_(None),
+        held(RoleGrant.user_id, other.team_id.is_(None), by_group)).execution_options(synchronize_session=False))
+    session.execute(delete(RoleGrant).where(
+        provisioned, RoleGrant.team_id == team_id,
+        held(RoleGrant.user_id, other.team_id.is_not(None), by_group)).execution_options(synchronize_session=False))
+    live = and_(User.id.in_(users), User.org_id == org_id, User.deleted_at.is_(None), User.source.in_(IDP_SOURCES))
+    now = literal(clock.now())
+    columns = ["org_id", "user_id", "team_id", "role", "source", "source_ref", "created_at"]
+    session.execute(insert(RoleGrant).from_select(columns, select(
+        User.org_id, User.id, null(), literal(role.value), User.source, literal(""), now,
+    ).where(live, ~held(User.id, other.team_id.is_(None)))))
+    session.execute(insert(RoleGrant).from_select(columns, select(
+        User.org_id, User.id, literal(team_id), literal(Role.MEMBER.value), User.source, literal(""), now,
+    ).where(live, ~held(User.id, other.team_id.is_not(None), by_group), ~held(User.id, other.team_id == team_id))))
