@@ -223,13 +223,20 @@ def test_per_key_and_member_limits(db: Database, system: Actor, acme: NewOrg) ->
         assert check_org(session, acme.org.id) == []
 
 
-def test_auto_top_up_raises_one_request_until_a_top_up_lands(db: Database, system: Actor, acme: NewOrg,
-                                                             runner: CliRunner) -> None:
+def _with_auto_top_up(db: Database, system: Actor, acme: NewOrg, *, balance: int, threshold: int,
+                      amount: int) -> str:
+    """A key of the Default team, whose wallet holds `balance` and tops up `amount` below `threshold`."""
     key_id = key_of(db, acme, system)
-    top_up(db, acme, 1000)
+    top_up(db, acme, balance)
     with db.transaction() as session:
         wallet_controls.configure_wallet(session, owner(acme), acme.org.id, acme.default_team_id,
-                                         auto_topup={"threshold_micros": 500, "amount_micros": 2000})
+                                         auto_topup={"threshold_micros": threshold, "amount_micros": amount})
+    return key_id
+
+
+def test_auto_top_up_raises_one_request_until_a_top_up_lands(db: Database, system: Actor, acme: NewOrg,
+                                                             runner: CliRunner) -> None:
+    key_id = _with_auto_top_up(db, system, acme, balance=1000, threshold=500, amount=2000)
     for n in range(6):
         post(db, UsageRecord(key_id, "m", 100, f"r{n}"))
     with db.reading() as session:
@@ -251,11 +258,7 @@ def test_auto_top_up_raises_one_request_until_a_top_up_lands(db: Database, syste
 
 def test_a_top_up_below_the_threshold_leaves_the_one_request_of_the_crossing(db: Database, system: Actor,
                                                                              acme: NewOrg) -> None:
-    key_id = key_of(db, acme, system)
-    top_up(db, acme, 2_000)
-    with db.transaction() as session:
-        wallet_controls.configure_wallet(session, owner(acme), acme.org.id, acme.default_team_id,
-                                         auto_topup={"threshold_micros": 1_000, "amount_micros": 5_000})
+    key_id = _with_auto_top_up(db, system, acme, balance=2_000, threshold=1_000, amount=5_000)
     sent: list[bytes] = []
     hook = ("https://pay.example/hook", "s3cret")
     post(db, UsageRecord(key_id, "m", 1_500, "r1"))  # 2000 -> 500: crosses the threshold
