@@ -28,7 +28,7 @@ class IdpGroup(Base):
     created_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime]
     version: Mapped[int] = mapped_column(Integer, default=1)
-    # The rule its members' grants come from (identity.groups.governing_rule), kept across renames of
+    # The rule its members' grants come from (identity.group_rules.governing_rule), kept across renames of
     # the group: "a renamed IdP group keeps its team" (DESIGN 3.3). NULL: no rule governs it.
     mapping_id: Mapped[str | None] = mapped_column(ForeignKey("group_mappings.id", ondelete="SET NULL"))
     # Made by a SAML sign-in's group claim (identity.group_claims), until the IdP's SCIM create adopts it.

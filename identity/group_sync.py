@@ -19,7 +19,7 @@ from identity.vocabulary import GrantSource, Role
 
 
 def _unruled(org_id: str) -> Select[str]:
-    """The org's groups no rule governs (groups.governing_rule pins a group's rule on it)."""
+    """The org's groups no rule governs (group_rules.governing_rule pins a group's rule on it)."""
     return select(IdpGroup.id).where(IdpGroup.org_id == org_id, IdpGroup.mapping_id.is_(None))
 
 

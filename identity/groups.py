@@ -13,8 +13,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, and_, bindparam, case, delete, event, func, insert, literal, or_, select
-from sqlalchemy.orm import QueryableAttribute, Session, SessionTransaction
+from sqlalchemy import bindparam, delete, event, func, insert, or_, select
+from sqlalchemy.orm import Session, SessionTransaction
 
 from audit import Actor, clock, record
 from audit.log import Target
@@ -22,6 +22,7 @@ from identity import owners, seats, teams
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound
 from identity.group_defaults import defaults_of, settle_defaults
+from identity.group_rules import governing_rule, pin_rule
 from identity.group_versions import TOUCHED, touch
 from identity.models import GroupMapping, IdpGroup, IdpGroupMember, Org, RoleGrant, Team, User
 from identity.roles import authorize
@@ -98,56 +99,11 @@ def _ensure_free_name(session: Session, org_id: str, name: str, keep: str | None
     return name
 
 
-def rule_matches(external_id: Any, display_name: Any) -> ColumnElement[bool]:
-    """SQL: a rule matches a group of this immutable id and display name (values or IdpGroup's columns).
-
-    DESIGN 3.3: by the immutable id first, by the display name only as a fallback. A rule that
-    names an immutable id is that group's rule: it matches another group by name only when that
-    group has no immutable id (Okta pushes groups without one), never a group of a different id
-    (a stale rule of a group deleted and made again under the same name).
-    """
-    external_id, display_name = _sql(external_id), _sql(display_name)
-    by_name = and_(func.lower(GroupMapping.group_display_name) == func.lower(display_name),
-                   or_(GroupMapping.group_external_id.is_(None), external_id.is_(None)))
-    return or_(GroupMapping.group_external_id == external_id, by_name)
-
-
-def _sql(value: Any) -> Any:
-    return value if isinstance(value, (ColumnElement, QueryableAttribute)) else literal(value, String)
-
-
-def governing_rule(session: Session, group: IdpGroup) -> GroupMapping | None:
-    """Return the rule that governs a group: the one place that decides it (DESIGN 3.3).
-
-    Ranked: the rule of the group's own immutable id, then rules naming only its display name,
-    then (for a group without an immutable id) rules naming its name and some id; the oldest rule
-    first within a rank, so that the answer never depends on the database's row order. When no
-    rule matches, the rule the group is pinned to (`IdpGroup.mapping_id`): "a renamed IdP group
-    keeps its team", so a group a rule matched by its old name keeps that rule, for the members
-    added after the rename as for those before it.
-    """
-    rank = case((GroupMapping.group_external_id == _sql(group.external_id), 0),
-                (GroupMapping.group_external_id.is_(None), 1), else_=2)
-    matched = session.scalars(select(GroupMapping).where(
-        GroupMapping.org_id == group.org_id, rule_matches(group.external_id, group.display_name),
-    ).order_by(rank, GroupMapping.created_at, GroupMapping.id).limit(1)).first()
-    if matched is None and group.mapping_id is not None:
-        return session.get(GroupMapping, group.mapping_id)
-    return matched
-
-
-def _pin(session: Session, group: IdpGroup) -> GroupMapping | None:
-    """Return the group's governing rule, remembered on the group as the rule its members' grants come from."""
-    rule = governing_rule(session, group)
-    group.mapping_id = rule.id if rule is not None else None
-    return rule
-
-
 def grants_of(session: Session, actor: Actor, group: IdpGroup) -> Grants:
     """Return what the group's members get, creating its mirror team when the org mirrors groups."""
     org = session.get(Org, group.org_id)
     assert org is not None
-    rule = _pin(session, group)
+    rule = pin_rule(session, group)
     if rule is not None:
         org_role = rule.org_role
         if org_role == Role.OWNER and not org.idp_may_grant_owner:
@@ -187,7 +143,7 @@ def create_group(session: Session, actor: Actor, org_id: str, *, display_name: s
     now = clock.now()
     group = IdpGroup(id=str(uuid.uuid4()), org_id=org_id, display_name=display_name, external_id=external_id,
                      attributes=attributes or {}, created_at=now, updated_at=now, version=1, from_claim=from_claim)
-    _pin(session, group)
+    pin_rule(session, group)
     session.add(group)
     session.flush()
     session.info.setdefault(TOUCHED, set()).add(group.id)  # version 1 is this transaction's, members included
@@ -406,7 +362,7 @@ def reapply(session: Session, actor: Actor, group: IdpGroup) -> None:
     """
     seats.lock_org(session, group.org_id)  # first: it serialises the last-owner check
     lock_group(session, group.org_id, group.id)
-    _pin(session, group)  # a group without members too: those added later get what the rule gives
+    pin_rule(session, group)  # a group without members too: those added later get what the rule gives
     sources = {user_id: source for user_id, source in session.execute(
         select(RoleGrant.user_id, RoleGrant.source).where(RoleGrant.source_ref == group.id))}
     session.execute(delete(RoleGrant).where(RoleGrant.source_ref == group.id))

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from audit.log import Target
-from identity import groups, teams
+from identity import group_rules, groups, teams
 from identity.actions import Action
 from identity.errors import InvalidValue, NotFound
 from identity.lookups import get_team
@@ -24,13 +24,13 @@ from identity.vocabulary import Role
 
 
 def _groups_matching(session: Session, rule: GroupMapping) -> list[IdpGroup]:
-    """Return the groups `rule` governs now (groups.governing_rule): those it matches or is pinned to,
+    """Return the groups `rule` governs now (group_rules.governing_rule): those it matches or is pinned to,
     in id order (groups.lock_group)."""
     candidates = session.scalars(select(IdpGroup).join(GroupMapping, and_(
-        GroupMapping.id == rule.id, or_(groups.rule_matches(IdpGroup.external_id, IdpGroup.display_name),
+        GroupMapping.id == rule.id, or_(group_rules.rule_matches(IdpGroup.external_id, IdpGroup.display_name),
                                         IdpGroup.mapping_id == rule.id),
     )).where(IdpGroup.org_id == rule.org_id).order_by(IdpGroup.id))
-    return [group for group in candidates if groups.governing_rule(session, group) is rule]
+    return [group for group in candidates if group_rules.governing_rule(session, group) is rule]
 
 
 def _authorize_owner_grant(actor: Actor, org_id: str, org_role: str | None) -> None:

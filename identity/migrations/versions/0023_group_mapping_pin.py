@@ -1,4 +1,4 @@
-"""A group remembers the rule its members' grants come from (identity.groups.governing_rule), so that
+"""A group remembers the rule its members' grants come from (identity.group_rules.governing_rule), so that
 a renamed IdP group keeps its team (DESIGN.md 3.3). Existing groups are pinned to the rule that
 governs them now (the rule of their own immutable id, then name-only rules, then for a group without
 an id a rule naming its name and an id; the oldest first).
