@@ -120,6 +120,8 @@ def run(args: argparse.Namespace) -> None:
             profile.disable()
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
             stats = pstats.Stats(profile)
+            if args.dump:
+                stats.dump_stats(f"{args.dump}.{kind}")
             n = args.requests
             print(f"\n== {kind}: per request {stats.total_calls / n:,.0f} function calls, CPU {1000 * cpu / n:.2f} ms, "
                   f"wall {1000 * wall / n:.2f} ms, {statements[0] / n:.1f} SQL statements ({args.users:,} users)")
@@ -138,6 +140,7 @@ def main() -> None:
     parser.add_argument("--sort", default="tottime", choices=("tottime", "cumtime"), help="own time, or with callees")
     kinds = ("create", "filter", "get", "group", "delete")
     parser.add_argument("--kinds", nargs="+", choices=kinds, default=list(kinds))
+    parser.add_argument("--dump", help="also write each kind's profile to DUMP.<kind> (pstats), to read its callers")
     parser.add_argument("--code", default=str(HERE.parent), help="the checkout whose service is profiled")
     run(parser.parse_args())
 

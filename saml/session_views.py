@@ -20,8 +20,9 @@ from identity import mail, signed_in, signout
 from identity.errors import DomainError
 from identity.models import Org
 from identity.service import run
+from identity.web import security_headers as headers
 from identity.web.context import secure_cookies
-from saml import csrf, headers, links, once, service, web
+from saml import csrf, links, once, service, web
 from saml import logout_messages as messages
 from saml.models import SamlConnection
 from saml.protocol import Refused

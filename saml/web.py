@@ -22,14 +22,14 @@ from werkzeug.wrappers import Response as HttpResponse
 from identity import config, sessions
 from identity.models import Org
 from identity.web import cookies
+from identity.web import security_headers as headers
 from identity.web.context import database, secure_cookies
-from saml import binding, configuration, csrf, headers, sp_keys
+from saml import binding, configuration, csrf, sp_keys
 from saml.connection import SpUrls, toolkit_settings
 from saml.models import SamlConnection
 from saml.refusals import RefusalCounter
 
 bp = Blueprint("saml", __name__)
-bp.after_app_request(headers.secure)  # every response of the app, not only this blueprint's
 log = logging.getLogger("identity.saml")
 
 DEFAULT_LANDING = "/console/teams"  # the web console (identity.web.console); /me stays JSON
@@ -106,7 +106,7 @@ def form_page(title: str, message: str, button: str, csrf_token: str, *,
               form_targets: tuple[str, ...] = ()) -> HttpResponse:
     """Return a page whose one button POSTs to this same URL with `csrf_token` (saml.csrf).
 
-    `form_targets`: URLs the POST's answer may redirect to (saml.headers: form-action).
+    `form_targets`: URLs the POST's answer may redirect to (identity.web.security_headers: form-action).
     """
     body = (f"{_HEAD}<title>{escape(title)}</title></head><body><main>"
             f"<h1>{escape(title)}</h1><p>{escape(message)}</p><form method='post'>"

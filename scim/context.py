@@ -7,7 +7,7 @@ exactly the code each route runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
@@ -24,7 +24,12 @@ Result = tuple[int, dict[str, Any] | None, dict[str, str]]
 
 def base_url() -> str:
     """Return the SCIM base URL, from BASE_URL, never from the Host header."""
-    return f"{current_app.config['BASE_URL']}/scim/v2"
+    return base_url_of(current_app.config)
+
+
+def base_url_of(config: Mapping[str, Any]) -> str:
+    """The SCIM base URL of an app's configuration."""
+    return f"{config['BASE_URL']}/scim/v2"
 
 
 def act_as(who: Actor) -> None:

@@ -17,7 +17,7 @@ import saml
 import scim
 from identity import config
 from identity.db import Database
-from identity.web import console, logs, metrics, metrics_views, openapi, unstorable
+from identity.web import console, logs, metrics, metrics_views, openapi, security_headers, unstorable
 from identity.web.api import (
     audit_log,
     browser,
@@ -38,6 +38,7 @@ from identity.web.http_errors import kept_headers
 from identity.web.jsonprovider import StrictJSONProvider
 from identity.web.keycheck import KeyCheckFirst
 from identity.web.unread_body import DrainUnreadBody
+from scim.lookup_front import LookupFirst
 
 log = logging.getLogger("identity.http")
 REQUEST_ID = logs.REQUEST_ID
@@ -61,6 +62,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.before_request(_start_request)
     app.before_request(unstorable.refuse_unstorable)  # before any blueprint's own checks and reads
     app.after_request(_finish_request)
+    app.after_request(security_headers.secure)  # every response of the app
     app.register_error_handler(Exception, _unexpected_error)
     # Path prefix -> renderer of HTTP errors (404, 405, 413...) in that protocol's own format.
     app.extensions["identity.error_formats"] = {"/api/": _problem_for_http_error}
@@ -72,7 +74,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
                       *console.PAGES):
         app.register_blueprint(blueprint)
     metrics_views.init_app(app)
-    # The gateway's key check, on every LLM request, is answered before Flask (identity.web.keycheck).
+    # The hot paths are answered before Flask: the IdPs' user lookups, sent before every create and
+    # on every sync (scim.lookup_front), and the gateway's key check, on every LLM request
+    # (identity.web.keycheck).
+    app.wsgi_app = LookupFirst(app, app.wsgi_app)  # type: ignore[method-assign]
     app.wsgi_app = KeyCheckFirst(app, app.wsgi_app)  # type: ignore[method-assign]
     _trust_proxies(app, int(app.config.get("TRUSTED_PROXY_HOPS", 0)))
     return app

@@ -6,7 +6,7 @@ object): a profile put that at half of the check's CPU (docs/performance.md). It
 check as the Flask view's (identity.web.api.gateway): the same gateway credential, the same domain
 call (identity.gateway.check_key) and answer (`answer`), the same problem JSON for a 401, the same
 headers (`Cache-Control: private, max-age`, `X-Request-Id`, the client's `X-Client-Request-Id`, the
-security headers of saml.headers), the same JSON request log line and the same counters.
+security headers of identity.web.security_headers), the same JSON request log line and the same counters.
 
 Only a request it fully understands is answered here: `POST` to exactly that path, no query
 string, a JSON body (`application/json`) of at most MAX_CONTENT_LENGTH bytes that is an object
@@ -18,29 +18,20 @@ so every refusal (400, 405, 413) stays Flask's and the API's own.
 from __future__ import annotations
 
 import io
-import logging
-import time
-import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from flask import Flask
 
 from identity import gateway, jsontext
 from identity.errors import Unauthenticated
-from identity.web import logs, metrics
+from identity.web import metrics
 from identity.web.api.common import problem_body
 from identity.web.api.gateway import CREDENTIAL_REQUIRED, answer, autocommit, cache_control, code_of
 from identity.web.context import EXTENSION
-from saml import headers as security
+from identity.web.front import Answering, StartResponse, WSGIApp, log
 
 PATH = "/api/v1/keys/verify"
-log = logging.getLogger("identity.http")
-StartResponse = Callable[..., Any]
-WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
-STATUS_LINE = {200: "200 OK", 401: "401 UNAUTHORIZED", 500: "500 INTERNAL SERVER ERROR"}  # Werkzeug's wording
-SECURITY_HEADERS = [(security.CSP, security.content_security_policy()), ("X-Frame-Options", "DENY"),
-                    ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer")]
 
 
 class KeyCheckFirst:
@@ -77,35 +68,23 @@ class KeyCheckFirst:
         return secret if type(secret) is str and not jsontext.UNSTORABLE.search(secret) else None
 
     def _check(self, environ: dict[str, Any], start_response: StartResponse, secret: str) -> Iterable[bytes]:
-        started = time.perf_counter()
-        request_id = uuid.uuid4().hex
-        incoming = environ.get("HTTP_X_REQUEST_ID", "")
-        client_id = incoming if logs.REQUEST_ID.fullmatch(incoming) else None
-        logs.request_id.set(request_id)
+        answering = Answering.begin(environ)
         try:
-            status, body, code = self._answer(environ.get("HTTP_AUTHORIZATION", ""), secret, request_id)
+            status, body, code = self._answer(environ.get("HTTP_AUTHORIZATION", ""), secret, answering.request_id)
         except Exception:  # as the app's own handler: a bare 500 with the request id, and the traceback logged
             log.exception("unhandled error")
             status, code = 500, None
-            body = {"error": "internal_error", "message": "internal error", "request_id": request_id}
+            body = {"error": "internal_error", "message": "internal error", "request_id": answering.request_id}
         data = self.app.json.dumps(body, separators=(",", ":")).encode() + b"\n"
-        headers = [("Content-Type", "application/problem+json" if status == 401 else "application/json"),
-                   ("Content-Length", str(len(data)))]
+        headers = [("Content-Type", "application/problem+json" if status == 401 else "application/json")]
         if status == 200:
             headers.append(("Cache-Control", cache_control(self.app.config)))
         elif status == 401:
             headers.append(("WWW-Authenticate", 'Bearer realm="identity"'))
-        headers += [("X-Request-Id", request_id), *([("X-Client-Request-Id", client_id)] if client_id else []),
-                    *SECURITY_HEADERS]
-        start_response(STATUS_LINE[status], headers)
-        seconds = time.perf_counter() - started
-        log.info("request", extra={"method": "POST", "route": PATH, "status": status,
-                                   "duration_ms": round(seconds * 1000, 2), "request_id": request_id,
-                                   "client_request_id": client_id})
-        metrics.observe_request("POST", PATH, status, seconds)
+        sent = answering.send(start_response, "POST", PATH, status, headers, data)
         if code is not None:
             metrics.observe_key_check(code)
-        return [data]
+        return sent
 
     def _answer(self, authorization: str, secret: str, request_id: str) -> tuple[int, dict[str, Any], str]:
         kind, _, credential = authorization.partition(" ")
