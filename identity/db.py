@@ -256,6 +256,15 @@ class Database:
         with self.point_sessions() as session:
             yield session
 
+    @contextmanager
+    def lookup_connection(self) -> Iterator[Connection]:
+        """A connection for reads each of which is one statement by a unique key, outside any
+        transaction (each statement its own snapshot): on PostgreSQL the point engine's (autocommit,
+        plans it may reuse), on SQLite the driver's autocommit. No session, no BEGIN, no COMMIT:
+        for scim.lookup_front, which reads the token, then the user with its groups in one statement."""
+        with self.point_engine.connect() as conn:
+            yield conn
+
     def analyze(self) -> None:
         """Gather the query planner's statistics now (SQLite; PostgreSQL's autovacuum does its own)."""
         if self.dialect != "sqlite":

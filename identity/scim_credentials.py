@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
@@ -53,15 +53,17 @@ _SCIM_TOKEN_BY_PREFIX = DriverRead(
     .where(_token.prefix == bindparam("prefix")))
 
 
-def verify_scim_token(session: Session, secret: str) -> Presented:
-    """Return who a presented SCIM token acts as, or raise Unauthenticated. Reads only.
+def verify_scim_token(reader: Session | Connection, secret: str) -> Presented:
+    """Return who a presented SCIM token acts as, or raise Unauthenticated. Reads only (a session's
+    transaction, or a connection's: scim.lookup_front reads it outside any).
 
     This runs before every SCIM request, so it is one indexed Core query on the token's prefix
     and a constant-time comparison of hashes, with no ORM object made. When the token's
     last-used time is due, the caller saves it with `note_scim_token_use` in a write transaction.
     """
     prefix = tokens.split_prefix(secret or "")
-    found = [] if prefix is None else _SCIM_TOKEN_BY_PREFIX.rows(session.connection(), prefix=prefix)
+    conn = reader if isinstance(reader, Connection) else reader.connection()
+    found = [] if prefix is None else _SCIM_TOKEN_BY_PREFIX.rows(conn, prefix=prefix)
     row = found[0] if found else None
     if row is None:
         raise Unauthenticated("invalid or revoked SCIM token")

@@ -25,12 +25,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import BigInteger, Integer, Select, bindparam
+from sqlalchemy import JSON, BigInteger, ColumnElement, Connection, Integer, Select, bindparam, func, select
+from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.visitors import replacement_traverse
 
 from identity.driver_reads import DriverRead
+from identity.models import IdpGroup, IdpGroupMember
 from identity.names import name_key
 from scim.listing import Query, groups_page, users_page
 from scim.syntax import MAX_FILTER_LENGTH, REFUSED_CHARACTERS
@@ -113,23 +116,72 @@ def is_lookup(kind: Kind, text: str | None) -> bool:
     return text is not None and _form(kind, text) is not None
 
 
-def _read(kind: Kind, form: str) -> DriverRead:
-    """The form's statement, made on first use."""
-    if form not in kind.made:
-        kind.made[form] = DriverRead(lookup_statement(kind, form))
-    return kind.made[form]
-
-
 def find(kind: Kind, session: Session, org_id: str, query: Query) -> tuple[int, list[Any]] | None:
     """(totalResults, the page's rows) when `query` is one of the IdPs' lookups whose page tells
     its total; None when the general path (scim.listing.list_users or list_groups) must answer."""
+    return _found(kind, False, session.connection(), org_id, query)
+
+
+def find_users_with_groups(conn: Connection, org_id: str, query: Query) -> tuple[int, list[Any]] | None:
+    """`find` of users, each row with its groups as `groups_of` reads them (`row.groups_of`:
+    [(id, displayName)] by displayName), in one statement, so in one snapshot without a transaction
+    around it: what scim.lookup_front answers with."""
+    return _found(USERS, True, conn, org_id, query)
+
+
+def _read(kind: Kind, form: str, with_groups: bool = False) -> DriverRead:
+    """The form's statement (with each user's groups as a last column), made on first use."""
+    made = _WITH_GROUPS if with_groups else kind.made
+    if form not in made:
+        statement = lookup_statement(kind, form)
+        if with_groups:
+            statement = statement.add_columns(_GroupsOf(statement.selected_columns.id).label("groups_of"))
+        made[form] = DriverRead(statement)
+    return made[form]
+
+
+def _found(kind: Kind, with_groups: bool, conn: Connection, org_id: str,
+           query: Query) -> tuple[int, list[Any]] | None:
     if query.filter is None or query.sort_by or query.count == 0 or (found := _form(kind, query.filter)) is None:
         return None
     form, value = found
     compared = kind.compared(form)
-    rows = _read(kind, form).rows(session.connection(), org_id=org_id,
-                                  value=value if compared is None else compared(value),
-                                  offset=query.start - 1, count=query.count)
+    rows = _read(kind, form, with_groups).rows(conn, org_id=org_id, offset=query.start - 1, count=query.count,
+                                               value=value if compared is None else compared(value))
     if 0 < len(rows) < query.count or (not rows and query.start == 1):
         return query.start - 1 + len(rows), rows
     return None  # a full page, or past the end: the general path counts
+
+
+_WITH_GROUPS: dict[str, DriverRead] = {}
+_members, _groups = IdpGroupMember.__table__, IdpGroup.__table__
+
+
+class _GroupsOf(ColumnElement[Any]):
+    """A user's groups as a JSON array of [id, displayName] ordered by displayName, the order of
+    scim.listing.groups_of: a correlated subquery, written for each database's JSON aggregate."""
+
+    type = JSON()
+    inherit_cache = True
+
+    def __init__(self, user_id: ColumnElement[Any]) -> None:
+        self.user_id = user_id
+
+
+@compiles(_GroupsOf, "postgresql")
+def _groups_of_postgresql(element: _GroupsOf, compiler: Any, **kw: Any) -> str:
+    pairs = func.json_agg(aggregate_order_by(func.json_build_array(_groups.c.id, _groups.c.display_name),
+                                             _groups.c.display_name))
+    return str(compiler.process(select(pairs).join_from(_members, _groups, _groups.c.id == _members.c.group_id)
+                                .where(_members.c.user_id == element.user_id).scalar_subquery(), **kw))
+
+
+@compiles(_GroupsOf, "sqlite")
+def _groups_of_sqlite(element: _GroupsOf, compiler: Any, **kw: Any) -> str:
+    # SQLite 3.40 has no ORDER BY inside an aggregate: it aggregates an ordered subquery's rows in order.
+    ordered = (select(_groups.c.id, _groups.c.display_name)
+               .join_from(_members, _groups, _groups.c.id == _members.c.group_id)
+               .where(_members.c.user_id == element.user_id).order_by(_groups.c.display_name)
+               .correlate_except(_members, _groups).subquery())
+    pairs = func.json_group_array(func.json_array(ordered.c.id, ordered.c.display_name))
+    return str(compiler.process(select(pairs).scalar_subquery(), **kw))

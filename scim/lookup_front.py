@@ -69,14 +69,16 @@ class LookupFirst:
     def _answer(self, secret: str, query: listing.Query, request_id: str) -> dict[str, Any] | None:
         """The page the view would answer, or None where the view must answer (and may write)."""
         database = self.app.extensions[EXTENSION]
-        with database.looking_up() as session:
-            presented = scim_credentials.verify_scim_token(session, secret)
+        with database.lookup_connection() as conn:
+            presented = scim_credentials.verify_scim_token(conn, secret)
             actor = presented.actor
             org_id = actor.org_id or ""
-            found = None if presented.use_due else idp_lookups.find(idp_lookups.USERS, session, org_id, query)
-            if found is None or not RATE_LIMIT.allow(org_id, self.app.config.get("SCIM_RATE_LIMIT", 1000)):
-                return None
-            body = user_views.users_page(session, query, *found, context.base_url_of(self.app.config))
+            found = None if presented.use_due else idp_lookups.find_users_with_groups(conn, org_id, query)
+        if found is None or not RATE_LIMIT.allow(org_id, self.app.config.get("SCIM_RATE_LIMIT", 1000)):
+            return None
+        total, rows = found
+        memberships = {row.id: [(gid, name) for gid, name in row.groups_of or ()] for row in rows}
+        body = user_views.users_page(query, total, rows, memberships, context.base_url_of(self.app.config))
         provisioning_log.keep(database, provisioning_status.THROTTLE, org_id,
                               Attempt("scim", "GET", PATH, 200, None, actor.display, request_id))
         return body

@@ -40,14 +40,15 @@ def list_users(params: dict[str, Any]) -> Result:
     with context.reading() as session:
         total, found = idp_lookups.find(idp_lookups.USERS, session, context.org_id(), query) or \
             listing.list_users(session, context.org_id(), query)
-        return 200, users_page(session, query, total, found, context.base_url()), {}
+        # `meta.version` counts the groups too (resources.user_version): read for either.
+        shown = query.wants("groups") or query.wants("meta")
+        memberships = listing.groups_of(session, [u.id for u in found]) if shown else {}
+    return 200, users_page(query, total, found, memberships, context.base_url()), {}
 
 
-def users_page(session: Session, query: listing.Query, total: int, found: list[Any], base: str) -> dict[str, Any]:
-    """The ListResponse of a page of users, each with its groups (scim.lookup_front answers with it too)."""
-    # `meta.version` counts the groups too (resources.user_version): read for either.
-    shown = query.wants("groups") or query.wants("meta")
-    memberships = listing.groups_of(session, [u.id for u in found]) if shown else {}
+def users_page(query: listing.Query, total: int, found: list[Any], memberships: dict[str, list[tuple[str, str]]],
+               base: str) -> dict[str, Any]:
+    """The ListResponse of a page of users with their groups (scim.lookup_front answers with it too)."""
     page = [query.project(resources.user_to_wire(u, base, memberships.get(u.id))) for u in found]
     return discovery.list_response(page, total, query.start)
 

@@ -150,6 +150,11 @@ def test_the_statement_is_the_general_paths_own(dialect: Any, kind: str, data: s
         return str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
 
     assert sql(bound) == sql(general)
+    if kind == "users":  # scim.lookup_front's statement: the same, and each user's groups as a last column
+        with_groups = idp_lookups._read(lookups, found[0], with_groups=True).statement
+        assert with_groups.selected_columns.keys()[-1] == "groups_of"
+        assert sql(with_groups.with_only_columns(*list(with_groups.selected_columns)[:-1]).params(
+            org_id="org-1", value=value if compared is None else compared(value), offset=0, count=100)) == sql(general)
 
 
 def test_a_full_page_is_counted_by_the_general_path(directory: Directory) -> None:
