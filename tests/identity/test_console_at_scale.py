@@ -387,3 +387,20 @@ def test_a_key_acted_on_a_later_page_comes_back_to_that_page(db: Database, acme:
     revoke = _form_fields(second, f"/console/keys/{key_id}/revoke")
     revoked = client.post(f"/console/keys/{key_id}/revoke", data=revoke, headers=owner.headers())
     assert revoked.status_code == 303 and revoked.headers["Location"] == f"{second_path}#key-{key_id}"
+
+
+def test_each_keys_list_pages_without_moving_the_other(db: Database, acme: NewOrg, client: FlaskClient) -> None:
+    """/console/keys pages "Your keys" and "Every key" apart: following one list's Next or Previous
+    kept the list but sent the other back to its first page (its position dropped from the link)."""
+    holders = seed_members(db, acme, 150)
+    seed_keys(db, acme, holders)
+    seed_keys(db, acme, [acme.owner.id] * 150, start=1000)  # the owner's own: two pages of "Your keys"
+    cookie = sign_in(db, acme.owner.id).cookie
+    first = client.get("/console/keys", headers={"Cookie": cookie}).get_data(as_text=True)
+    mine_next = html.unescape(re.search(r'<a href="(/console/keys\?[^"]*mine_after=[^"]+)" rel="next">', first)[1])
+    on_mine_2 = client.get(mine_next, headers={"Cookie": cookie}).get_data(as_text=True)
+    others_next = re.search(r'<a href="(/console/keys\?(?:[^"]*&)?after=[^"]+)" rel="next">', html.unescape(on_mine_2))[1]
+    assert "mine_after=" in others_next  # "Your keys" stays on its second page
+    both_2 = client.get(others_next, headers={"Cookie": cookie}).get_data(as_text=True)
+    back = html.unescape(re.search(r'<a href="(/console/keys\?[^"]*mine_before=[^"]+)" rel="prev">', both_2)[1])
+    assert "after=" in back.replace("mine_", "")  # and "Every key" stays on its second page
