@@ -1,0 +1,80 @@
+"""The SCIM OAuth token endpoint (`POST /oauth/token`, RFC 6749 section 4.4) answers bad requests
+in OAuth's own error format (section 5.2: JSON with `error`), over real HTTP; never a 500.
+
+From a hostile review of the machine ways in: each test's docstring says what the service did.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import pytest
+from flask import Flask
+
+from audit import Actor
+from identity import orgs, scim_credentials
+from identity.db import Database
+from tests.live import serving
+
+
+@pytest.fixture
+def endpoint(app: Flask, db: Database, system: Actor) -> Iterator[tuple[str, str, str]]:
+    """The app on 127.0.0.1, and a live OAuth client of an org: (origin, client_id, client_secret)."""
+    with db.transaction() as session:
+        made = orgs.create_org(session, system, "Tokens", owner_email="owner@tokens.test")
+        issued = scim_credentials.create_scim_client(session, system, made.org.id, name="Entra")
+    with serving(app, "token-endpoint") as origin:
+        yield origin, issued.prefix, issued.secret
+
+
+def _post(origin: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    parts = urlsplit(origin)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
+    try:
+        conn.request("POST", "/oauth/token", body=body,
+                     headers={"Content-Type": "application/x-www-form-urlencoded", **headers})
+        answer = conn.getresponse()
+        return answer.status, {k.lower(): v for k, v in answer.getheaders()}, answer.read()
+    finally:
+        conn.close()
+
+
+def _basic(raw: bytes) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+
+
+def test_basic_credentials_that_are_not_utf8_are_invalid_client_not_a_500(endpoint: tuple[str, str, str]) -> None:
+    """Anybody could make the token endpoint answer 500 (and log a traceback): authlib decodes the
+    Basic credentials as UTF-8 and its UnicodeDecodeError escaped as an unhandled error. RFC 6749
+    section 5.2: a client whose authentication fails through the Authorization header is a 401
+    `invalid_client` with WWW-Authenticate."""
+    origin, client_id, _secret = endpoint
+    for raw in (b"\xff\xfe:\xff", client_id.encode() + b":\xff\xfe", b"\xc3(:x"):
+        status, headers, body = _post(origin, b"grant_type=client_credentials", _basic(raw))
+        assert status == 401, (raw, status, body)
+        assert headers["content-type"].startswith("application/json")
+        assert json.loads(body)["error"] == "invalid_client"
+        assert headers.get("www-authenticate", "").lower().startswith("basic")
+
+
+@pytest.mark.parametrize("body,with_basic", [
+    (b"grant_type=client_credentials&client_id=a%00b&client_secret=x", False),  # NUL: the unstorable check's HTML
+    (b"grant_type=client_credentials&scope=scim%00", True),
+    (b"grant_type=client_credentials&grant_type=password", True),  # repeated parameter: a token was issued
+    (b"", True),  # no grant_type at all: unsupported_grant_type, as if one had been named
+], ids=["nul-in-client-id", "nul-in-scope", "repeated-grant-type", "missing-grant-type"])
+def test_malformed_token_requests_are_invalid_request_in_oauth_json(
+        endpoint: tuple[str, str, str], body: bytes, with_basic: bool) -> None:
+    """RFC 6749 section 5.2: a request that is missing a required parameter, repeats one (section
+    3.2: "parameters MUST NOT be included more than once") or is otherwise malformed is a 400
+    `invalid_request`, in JSON. The service answered a NUL with an HTML page, issued a token for a
+    request naming two grant types, and called a missing grant_type `unsupported_grant_type`."""
+    origin, client_id, secret = endpoint
+    status, headers, answer = _post(origin, body, _basic(f"{client_id}:{secret}".encode()) if with_basic else {})
+    assert status == 400, (status, answer)
+    assert headers["content-type"].startswith("application/json"), answer
+    assert json.loads(answer)["error"] == "invalid_request"
