@@ -47,18 +47,22 @@ def _basic(raw: bytes) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
 
 
-def test_basic_credentials_that_are_not_utf8_are_invalid_client_not_a_500(endpoint: tuple[str, str, str]) -> None:
+@pytest.mark.parametrize("raw", [b"\xff\xfe:\xff", b"%(client)s:\xff\xfe", b"\xc3(:x", b"scimcs_a\x00b:secret"],
+                         ids=["not-utf8", "secret-not-utf8", "truncated-utf8", "nul-in-client-id"])
+def test_basic_credentials_that_are_not_utf8_or_carry_nul_are_invalid_client_not_a_500(
+        endpoint: tuple[str, str, str], raw: bytes) -> None:
     """Anybody could make the token endpoint answer 500 (and log a traceback): authlib decodes the
-    Basic credentials as UTF-8 and its UnicodeDecodeError escaped as an unhandled error. RFC 6749
-    section 5.2: a client whose authentication fails through the Authorization header is a 401
-    `invalid_client` with WWW-Authenticate."""
+    Basic credentials as UTF-8 and its UnicodeDecodeError escaped as an unhandled error; and on
+    PostgreSQL a client id with a NUL inside the base64 (which no HTTP server refuses: it is not in
+    the header's bytes) reached the client lookup, whose DataError was a 500. RFC 6749 section 5.2:
+    a client whose authentication fails through the Authorization header is a 401 `invalid_client`
+    with WWW-Authenticate."""
     origin, client_id, _secret = endpoint
-    for raw in (b"\xff\xfe:\xff", client_id.encode() + b":\xff\xfe", b"\xc3(:x"):
-        status, headers, body = _post(origin, b"grant_type=client_credentials", _basic(raw))
-        assert status == 401, (raw, status, body)
-        assert headers["content-type"].startswith("application/json")
-        assert json.loads(body)["error"] == "invalid_client"
-        assert headers.get("www-authenticate", "").lower().startswith("basic")
+    status, headers, body = _post(origin, b"grant_type=client_credentials", _basic(raw % {b"client": client_id.encode()}))
+    assert status == 401, (status, body)
+    assert headers["content-type"].startswith("application/json")
+    assert json.loads(body)["error"] == "invalid_client"
+    assert headers.get("www-authenticate", "").lower().startswith("basic")
 
 
 @pytest.mark.parametrize("body,with_basic", [
