@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import text
 
+from identity.db import Database
 from identity.web.cli import main
 from tests.smtp import free_port
 
@@ -44,3 +46,22 @@ def test_a_database_that_cannot_be_reached_is_one_error_line_naming_it(
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "DATABASE_URL" in lines[0], result.output
     assert "hunter2" not in result.output
+
+
+def test_a_database_a_newer_release_migrated_is_one_error_line(db_url: str, tmp_path: Path) -> None:
+    """Rolling a release back (the database already migrated by the next one): `identity db upgrade`
+    (and `identity serve`, which migrates the same way first) died with alembic's `CommandError:
+    Can't locate revision identified by '...'` traceback. One line should say that the database is
+    newer than this release."""
+    database = Database(db_url)
+    try:
+        with database.transaction() as session:
+            session.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    finally:
+        database.dispose()
+    env = {"DATABASE_URL": db_url, "IDENTITY_DATA_DIR": str(tmp_path / "var"), "SECRET_KEY": "s"}
+    result = CliRunner(env=env).invoke(main, ["db", "upgrade"])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
+        f"traceback: {type(result.exception).__name__}: {result.exception}")
+    assert result.output.startswith("error: ") and "9999" in result.output, result.output
