@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from audit import observers
@@ -38,6 +40,10 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 # Seconds: the key check answers in a few ms, a group PATCH into 100,000 members in about a second.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 SAML_FLOWS = frozenset({"sp_initiated", "idp_initiated"})  # a login link's sign-in is not SAML's
+# prometheus_client's own files in the directory: `<type>_<pid>.db`, a gauge's type with its mode
+# (`gauge_livesum_<pid>.db`). Only these are read and emptied: the folder may hold the operator's
+# other files, the embedded database (`identity.db`) among them.
+_WORKER_FILE = re.compile(r"(?:counter|histogram|summary|gauge_[a-z]+)_\d+\.db")
 
 
 @dataclass(frozen=True)
@@ -137,12 +143,38 @@ def count_audit_events(events: Sequence[Mapping[str, Any]]) -> None:
             found.seat_refusals.inc()
 
 
+def worker_files(folder: Path) -> list[Path]:
+    """Return prometheus_client's own files in `folder` (the workers' counters), nothing else it holds."""
+    return sorted(path for path in folder.glob("*.db") if _WORKER_FILE.fullmatch(path.name))
+
+
+class WorkerFiles:
+    """A collector of every worker's counters in `folder`: prometheus_client's MultiProcessCollector
+    reads every `*.db` of the folder, and fails on any that is not its own (an SQLite database)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def collect(self) -> Any:
+        from prometheus_client import multiprocess
+
+        files = [str(path) for path in worker_files(self.folder)]
+        return multiprocess.MultiProcessCollector.merge(files)  # type: ignore[no-untyped-call]
+
+
+def summed_registry(folder: Path) -> Any:
+    """Return a registry that adds up the counters every worker wrote in `folder`."""
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    registry.register(WorkerFiles(folder))
+    return registry
+
+
 def exposition() -> tuple[bytes, str]:
     """Return the text exposition of every family (all workers' in multiprocess mode) and its content type."""
-    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    registry = families().registry
-    if os.environ.get(MULTIPROC_ENV):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    folder = os.environ.get(MULTIPROC_ENV)
+    registry = summed_registry(Path(folder)) if folder else families().registry
     return generate_latest(registry), CONTENT_TYPE_LATEST

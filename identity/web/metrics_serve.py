@@ -6,7 +6,8 @@ module as its configuration, which sets the same hooks:
     gunicorn -c python:identity.web.metrics_serve -w 4 wsgi:app
 
 - `on_starting` (in the master, before any worker): `PROMETHEUS_MULTIPROC_DIR` is the operator's
-  directory, emptied of an earlier run's files, or a private temporary one. prometheus_client
+  directory, emptied of an earlier run's counter files (prometheus_client's own, nothing else the
+  folder holds), or a private temporary one. prometheus_client
   writes each worker's counters there and `/metrics` adds them up (identity.web.metrics).
 - `child_exit`: a worker that died is marked dead. Its counters stay in the sum (a counter must
   never go down because a worker was recycled); only its live gauges would be dropped.
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from identity.config import make_private_dir, metrics_port
-from identity.web.metrics import MULTIPROC_ENV
+from identity.web.metrics import MULTIPROC_ENV, summed_registry, worker_files
 
 log = logging.getLogger("identity.metrics")
 _MADE_HERE = "IDENTITY_METRICS_DIR_MADE_HERE"
@@ -41,18 +42,16 @@ def prepare_directory() -> Path:
         return folder
     folder = Path(named)
     make_private_dir(folder)
-    for stale in folder.glob("*.db"):  # an earlier run's workers: their counts are not this run's
+    for stale in worker_files(folder):  # an earlier run's workers: their counts are not this run's
         stale.unlink(missing_ok=True)
     return folder
 
 
 def start_listener(port: int, host: str = "127.0.0.1") -> Any:
     """Serve every worker's counters on host:port from this process (a thread); return the server."""
-    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+    from prometheus_client import start_http_server
 
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    server, _thread = start_http_server(port, addr=host, registry=registry)
+    server, _thread = start_http_server(port, addr=host, registry=summed_registry(Path(os.environ[MULTIPROC_ENV])))
     log.info("metrics listener on %s:%d", host, port)
     return server
 

@@ -8,6 +8,7 @@ From a hostile operator's review: the docstring says what the service did.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,17 @@ def test_emptying_the_counters_folder_keeps_a_database_kept_there(monkeypatch: p
             assert orgs.get_org_by_slug(session, "kept").name == "Kept"
     finally:
         database.dispose()
+
+
+def test_the_counters_are_added_up_past_a_database_kept_in_their_folder(tmp_path: Path) -> None:
+    """prometheus_client's collector reads every `*.db` of the folder as its own: the SQLite file made
+    each scrape of /metrics (and of the METRICS_PORT listener) fail with struct.error."""
+    from prometheus_client import generate_latest
+    from prometheus_client.mmap_dict import MmapedDict
+
+    upgrade(f"sqlite:///{tmp_path / 'identity.db'}")
+    worker = MmapedDict(str(tmp_path / "counter_4242.db"))  # what a worker's counter writes
+    worker.write_value(json.dumps(["identity_kept", "identity_kept_total", {}, "Kept"]), 3.0, 0.0)
+    worker.close()
+    assert metrics.worker_files(tmp_path) == [tmp_path / "counter_4242.db"]
+    assert "identity_kept_total 3.0" in generate_latest(metrics.summed_registry(tmp_path)).decode()
