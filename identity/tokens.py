@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets as _random
 from dataclasses import dataclass
+
+# What `generate` makes: a kind in lowercase letters, 12 hex digits, then token_urlsafe's alphabet.
+# Anything else (a NUL, which PostgreSQL refuses in text, any byte a header may carry) never
+# reaches a lookup.
+_FORM = re.compile(r"([a-z]+_[0-9a-f]{12})_[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True)
@@ -34,11 +40,9 @@ def generate(kind: str) -> NewSecret:
 
 
 def split_prefix(plaintext: str) -> str | None:
-    """Return the lookup prefix of a presented secret, or None when it is not of our form."""
-    parts = plaintext.split("_", 2)
-    if len(parts) != 3 or not all(parts):
-        return None
-    return f"{parts[0]}_{parts[1]}"
+    """Return the lookup prefix of a presented secret, or None when it is not of the form `generate` makes."""
+    form = _FORM.fullmatch(plaintext)
+    return form.group(1) if form else None
 
 
 def matches(plaintext: str, stored_hash: str) -> bool:

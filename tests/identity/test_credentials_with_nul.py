@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 from flask import Flask
 
+from identity import tokens
 from identity.orgs import NewOrg
 from tests.live import serving
 
@@ -53,3 +54,16 @@ def test_a_credential_with_a_nul_is_a_401(origin: str, method: str, path: str, c
         conn.close()
     assert answer.status == 401, answer.status
     assert (answer.getheader("Content-Type") or "").startswith(media_type)
+
+
+@pytest.mark.parametrize("presented", ["key_012345\x006789ab_secret", "key_0123456789AB_secret", "key_01234_secret",
+                                       "key_0123456789ab_", "key_0123456789ab_sec\x00ret", "_0123456789ab_secret",
+                                       "key_0123456789ab_secret\n", "Key_0123456789ab_secret"])
+def test_only_the_generated_form_reaches_a_lookup(presented: str) -> None:
+    assert tokens.split_prefix(presented) is None
+
+
+def test_every_generated_secret_has_its_prefix_read_back() -> None:
+    for kind in ("scim", "scimcs", "key", "inv", "gw"):
+        made = tokens.generate(kind)
+        assert tokens.split_prefix(made.plaintext) == made.prefix
