@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 DEFAULT_DATA_DIR = Path("var")
@@ -129,7 +131,24 @@ def from_environment() -> dict[str, object]:
     scim_token_ttl_seconds()
     if "SMTP_URL" in settings:
         smtp_server(str(settings["SMTP_URL"]))
+    topup_hook(settings)
     return settings
+
+
+def topup_hook(settings: Mapping[str, Any]) -> tuple[str, str] | None:
+    """Return the auto top-up's payment hook, (`TOPUP_WEBHOOK_URL`, `TOPUP_WEBHOOK_SECRET`), from the
+    settings or environment, or None when no URL is set.
+
+    A URL without its secret is a ValueError naming the secret: requests signed under the empty key
+    could be forged by anybody, so the hook could not tell ours ("charge this team") from others'.
+    """
+    url = str(settings.get("TOPUP_WEBHOOK_URL") or "")
+    if not url:
+        return None
+    secret = str(settings.get("TOPUP_WEBHOOK_SECRET") or "")
+    if not secret:
+        raise ValueError("TOPUP_WEBHOOK_URL is set without TOPUP_WEBHOOK_SECRET: top-up requests must be signed")
+    return url, secret
 
 
 def trusted_proxy_hops() -> int:

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from identity.actions import Action
+from identity.config import topup_hook
 from identity.db import Database
 from identity.lookups import get_team
 from identity.models import Org, Team
@@ -137,9 +138,9 @@ def http_post(url: str, body: bytes, headers: dict[str, str]) -> None:
 
 
 def configured(settings: Mapping[str, Any]) -> tuple[str, str] | None:
-    """Return the hook's (url, secret) from the settings or environment, or None when there is none."""
-    url = settings.get("TOPUP_WEBHOOK_URL") or ""
-    return (url, settings.get("TOPUP_WEBHOOK_SECRET") or "") if url else None
+    """Return the hook's (url, secret) from the settings or environment, or None when there is none;
+    a URL without its secret is a ValueError (identity.config.topup_hook: nothing is signed under "")."""
+    return topup_hook(settings)
 
 
 def deliver(db: Database, hook: tuple[str, str] | None, actor: Actor, *, post: Poster = http_post,

@@ -138,7 +138,8 @@ def test_topups_deliver_exits_nonzero_when_nothing_reached_the_payment_hook(
     exits 0 when the hook refused every request, and exits 0 doing nothing at all when
     TOPUP_WEBHOOK_URL is unset: the cron job never alerts and the customers' auto top-ups never
     reach the payment system."""
-    env = {**cli_env, "TOPUP_WEBHOOK_URL": "http://127.0.0.1:1/hook"} if hook == "refused" else cli_env
+    env = {**cli_env, "TOPUP_WEBHOOK_URL": "http://127.0.0.1:1/hook", "TOPUP_WEBHOOK_SECRET": "s3cret"} \
+        if hook == "refused" else cli_env
     result = CliRunner(env=env).invoke(main, ["billing", "topups", "deliver"])
     _no_traceback(result)
     assert result.exit_code != 0, f"{hook}: exit 0 with {result.output.strip()} and a request still pending"
