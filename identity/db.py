@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
@@ -29,6 +29,12 @@ log = logging.getLogger(__name__)
 
 # A pooled PostgreSQL connection idle for longer than this is pinged before it is handed out.
 IDLE_PING_SECONDS = 5.0
+# libpq's connect_timeout unless DATABASE_URL sets its own: without one, a host that accepts the
+# connection and never answers (a hung server, a path that drops the answers) held every request,
+# and /healthz, until gunicorn killed the worker.
+CONNECT_TIMEOUT_SECONDS = 5
+# The health check's statement_timeout on PostgreSQL: a load balancer gives up long before this.
+HEALTH_CHECK_TIMEOUT_MS = 2000
 
 
 def normalize_url(url: str) -> str:
@@ -49,11 +55,15 @@ def make_engine(url: str, *, begin_on_connections: bool = True, generic_plans: b
     turns on SQLAlchemy's event dispatch for every statement (see `_begin_sessions`).
 
     On PostgreSQL, every statement is planned for its own values (`_plan_options`) unless
-    `generic_plans` is True (`Database.point_engine`).
+    `generic_plans` is True (`Database.point_engine`), and a connection that does not open within
+    CONNECT_TIMEOUT_SECONDS fails (unless the URL's `connect_timeout` says otherwise).
     """
     url = normalize_url(url)
     if make_url(url).get_backend_name() != "sqlite":
-        engine = create_engine(url, connect_args={"options": _plan_options(url, generic_plans)}, **kwargs)
+        connect_args: dict[str, Any] = {"options": _plan_options(url, generic_plans)}
+        if "connect_timeout" not in make_url(url).query:
+            connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+        engine = create_engine(url, connect_args=connect_args, **kwargs)
         _ping_when_idle(engine)
         return engine
     database = make_url(url).database
@@ -264,6 +274,14 @@ class Database:
         for scim.lookup_front, which reads the token, then the user with its groups in one statement."""
         with self.point_engine.connect() as conn:
             yield conn
+
+    def answers(self) -> None:
+        """Raise unless the database answers a trivial query now (the health check): bounded by the
+        connect timeout and, on PostgreSQL, by HEALTH_CHECK_TIMEOUT_MS of statement time."""
+        with self.reading() as session:
+            if self.dialect == "postgresql":
+                session.execute(text(f"SET LOCAL statement_timeout = {HEALTH_CHECK_TIMEOUT_MS}"))
+            session.execute(text("SELECT 1"))
 
     def analyze(self) -> None:
         """Gather the query planner's statistics now (SQLite; PostgreSQL's autovacuum does its own)."""
