@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 DEFAULT_DATA_DIR = Path("var")
 MAX_BODY_BYTES = 1024 * 1024  # documented in the README; larger bodies get 413
 
@@ -45,8 +48,20 @@ def create_private_file(path: Path) -> bool:
 
 
 def database_url() -> str:
-    """Return `DATABASE_URL`, or the embedded SQLite file in the data folder."""
-    return os.environ.get("DATABASE_URL") or f"sqlite:///{data_dir() / 'identity.db'}"
+    """Return `DATABASE_URL`, or the embedded SQLite file in the data folder.
+
+    One that is not a SQLite or PostgreSQL URL is a ValueError naming the setting, never showing
+    the value (it may hold a password): SQLAlchemy's own errors (`invalid literal for int()` for a
+    port with a typo) say neither which setting nor what is expected."""
+    url = os.environ.get("DATABASE_URL") or f"sqlite:///{data_dir() / 'identity.db'}"
+    try:
+        backend = make_url(url).get_backend_name()
+    except (ArgumentError, ValueError):
+        backend = None
+    if backend not in ("sqlite", "postgresql", "postgres"):
+        raise ValueError("DATABASE_URL must be sqlite:///PATH or postgresql://[user[:password]@]host[:port]/database "
+                         "(user and password URL-encoded, the port a number)")
+    return url
 
 
 def secret_key() -> str:

@@ -8,7 +8,9 @@ import sys
 from typing import IO, Any
 
 import click
+from alembic.util import CommandError
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from audit.actor import system_actor
 from identity import (
@@ -47,9 +49,10 @@ class Failure(click.ClickException):
 
 
 class Commands(click.Group):
-    """The `identity` command. A bad setting (ValueError, naming it) or a domain refusal raised by any
-    subcommand, `identity audit` and `identity saml` included, ends here, in one place, as one
-    `error:` line and exit 1: a cron job's mail says what is wrong, never a traceback."""
+    """The `identity` command. A bad setting (ValueError, naming it), a domain refusal, a database
+    that cannot be reached or used, or one a newer release migrated, raised by any subcommand,
+    `identity audit` and `identity saml` included, ends here, in one place, as one `error:` line
+    and exit 1: a cron job's mail says what is wrong, never a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -58,6 +61,13 @@ class Commands(click.Group):
             raise Failure(error.message) from error
         except ValueError as error:
             raise Failure(str(error)) from error
+        except OperationalError as error:  # down, refused, unknown host, bad password, no such file...
+            cause = str(error.orig or error).strip().splitlines()[0]  # the driver's words, never the URL
+            raise Failure(f"the database of DATABASE_URL ({_safe_url(config.database_url())}) cannot be used: "
+                          f"{cause}") from error
+        except CommandError as error:  # alembic's: a revision this release does not know
+            raise Failure(f"cannot migrate the database of DATABASE_URL: {error} (was it migrated by a newer "
+                          "release?)") from error
 
 
 def _org_ids(database: Database, slug: str | None) -> list[str]:
