@@ -199,6 +199,11 @@ def metrics_port() -> int | None:
     return int(raw)
 
 
+def metrics_host() -> str:
+    """Return `METRICS_HOST`, the address of that listener (default, and when blank: 127.0.0.1)."""
+    return os.environ.get("METRICS_HOST", "").strip() or "127.0.0.1"
+
+
 def scim_token_ttl_seconds() -> int:
     """Return `SCIM_TOKEN_TTL_SECONDS` (default 3600): how long a SCIM client's OAuth access token
     lives, 300 (5 minutes) to 21600 (6 hours); anything else is an error, never quietly changed."""

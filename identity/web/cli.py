@@ -31,6 +31,7 @@ from identity.billing import check_org
 from identity.db import Database
 from identity.errors import DomainError
 from identity.service import run
+from identity.web import metrics_serve
 from identity.web.audit_cli import audit as audit_group
 from identity.web.server import serve as run_server
 from saml import cli as saml_cli
@@ -92,7 +93,7 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
     # Every setting first, as each worker and the master's hooks will read them: a bad one is one
     # `error:` line here, not a migrated database and workers dying with tracebacks.
     config.from_environment()
-    config.metrics_port()
+    metrics_serve.check_listener()  # METRICS_PORT, METRICS_HOST: the port free, the host ours
     migrate.upgrade(config.database_url())
     _database().analyze()
     config.secret_key()  # made once here, before workers start, so they all read the same key

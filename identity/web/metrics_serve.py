@@ -12,7 +12,9 @@ module as its configuration, which sets the same hooks:
 - `child_exit`: a worker that died is marked dead. Its counters stay in the sum (a counter must
   never go down because a worker was recycled); only its live gauges would be dropped.
 - `when_ready`: with `METRICS_PORT`, the master serves the summed counters on a listener of its
-  own, `METRICS_HOST` (default 127.0.0.1) and that port, apart from the service's port.
+  own, `METRICS_HOST` (default 127.0.0.1) and that port, apart from the service's port. One that
+  cannot be opened stops the master with an error line naming them (`identity serve` checks it
+  before it migrates, `check_listener`; this is for a port taken since, or gunicorn run directly).
 - `on_exit`: the temporary directory, if this module made it, is removed.
 """
 
@@ -21,11 +23,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from identity.config import make_private_dir, metrics_port
+from identity.config import make_private_dir, metrics_host, metrics_port
 from identity.web.metrics import MULTIPROC_ENV, summed_registry, worker_files
 
 log = logging.getLogger("identity.metrics")
@@ -56,14 +59,46 @@ def start_listener(port: int, host: str = "127.0.0.1") -> Any:
     return server
 
 
+def check_listener() -> None:
+    """Raise ValueError naming METRICS_HOST or METRICS_PORT when the listener they ask for cannot be
+    opened: its address is bound, as the listener binds it, and let go at once."""
+    port = metrics_port()
+    if port is None:
+        return
+    host = metrics_host()
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                                 flags=socket.AI_PASSIVE)[0]
+    except (OSError, UnicodeError) as error:  # socket.gaierror: no such name or address
+        raise ValueError(f"METRICS_HOST must be an address of this host for the /metrics listener, not {host!r} "
+                         f"({error})") from error
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as http.server's listener does
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise ValueError(f"the /metrics listener cannot open METRICS_PORT {port} on METRICS_HOST {host}: "
+                             f"{error.strerror or error}") from error
+
+
 def on_starting(server: Any) -> None:
     prepare_directory()
 
 
 def when_ready(server: Any) -> None:
-    port = metrics_port()
-    if port is not None:
-        start_listener(port, os.environ.get("METRICS_HOST", "").strip() or "127.0.0.1")  # blank: the default
+    # gunicorn logs a halt's reason; halt() exits the master.
+    try:
+        port = metrics_port()
+    except ValueError as error:  # gunicorn run directly: nothing checked it before
+        server.halt(f"error: {error}", exit_status=1)
+        return
+    if port is None:
+        return
+    try:
+        start_listener(port, metrics_host())
+    except OSError as error:  # the port taken since identity serve's check, or never checked
+        server.halt(f"error: the /metrics listener cannot open METRICS_PORT {port} on METRICS_HOST "
+                    f"{metrics_host()}: {error.strerror or error}", exit_status=1)
 
 
 def child_exit(server: Any, worker: Any) -> None:

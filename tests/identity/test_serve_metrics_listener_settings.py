@@ -50,3 +50,22 @@ def test_a_metrics_port_another_process_holds_is_one_error_line(tmp_path: Path) 
         code, err = _serve(tmp_path, METRICS_PORT=str(port))
     assert code == 1 and "Traceback" not in err, err[-2000:]
     assert "error:" in err and "METRICS_PORT" in err and str(port) in err, err[-2000:]
+
+
+def test_gunicorn_run_directly_stops_at_a_metrics_port_it_cannot_open(tmp_path: Path) -> None:
+    """`gunicorn -c python:identity.web.metrics_serve` (README) has no `identity serve` check before
+    it: the master's `when_ready` hook itself must stop with a line naming METRICS_PORT, not a
+    traceback and a master that never serves its counters."""
+    data = tmp_path / "var"
+    env = {**os.environ, "IDENTITY_DATA_DIR": str(data), "SECRET_KEY": "s", "PYTHONPATH": str(ROOT)}
+    env.pop("DATABASE_URL", None)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        env["METRICS_PORT"] = str(holder.getsockname()[1])
+        proc = subprocess.run([str(BIN / "gunicorn"), "-c", "python:identity.web.metrics_serve", "-w", "1",
+                               "-b", f"127.0.0.1:{_free_port()}", "wsgi:app"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and "Traceback" not in err, err[-2000:]
+    assert "METRICS_PORT" in err and env["METRICS_PORT"] in err, err[-2000:]
