@@ -15,6 +15,7 @@ from sqlalchemy.exc import ArgumentError
 
 DEFAULT_DATA_DIR = Path("var")
 MAX_BODY_BYTES = 1024 * 1024  # documented in the README; larger bodies get 413
+MAX_SESSION_ABSOLUTE_HOURS = 24 * 366  # a year
 
 
 def data_dir() -> Path:
@@ -135,11 +136,15 @@ def from_environment() -> dict[str, object]:
     for name in ("SMTP_URL", "MAIL_FROM", "SMTP_CA_FILE", "TOPUP_WEBHOOK_URL", "TOPUP_WEBHOOK_SECRET", "METRICS_TOKEN"):
         if os.environ.get(name):
             settings[name] = os.environ[name]
-    for name in ("SESSION_IDLE_MINUTES", "SESSION_ABSOLUTE_HOURS", "SCIM_RATE_LIMIT", "SAML_MAX_ISSUE_AGE_SECONDS",
+    for name in ("SESSION_IDLE_MINUTES", "SCIM_RATE_LIMIT", "SAML_MAX_ISSUE_AGE_SECONDS",
                  "SAML_PENDING_REQUESTS_PER_ADDRESS", "KEY_CHECK_MAX_AGE_SECONDS", "SIGN_IN_LINKS_PER_ADDRESS",
                  "SIGN_IN_LINKS_PER_CLIENT"):
         if os.environ.get(name, "").strip():
             settings[name] = _whole(name, 0, 10**9)
+    if os.environ.get("SESSION_ABSOLUTE_HOURS", "").strip():
+        # A session ends at sign-in + this: past ~70 million hours that is after the year 9999, and
+        # every sign-in was a 500. A year at most; 0 would end each session as it starts.
+        settings["SESSION_ABSOLUTE_HOURS"] = _whole("SESSION_ABSOLUTE_HOURS", 1, MAX_SESSION_ABSOLUTE_HOURS)
     settings["TRUSTED_PROXY_HOPS"] = trusted_proxy_hops()
     # Read again where they are used; read here too, so that a bad one stops the service at start.
     audit_retention_floor_days()

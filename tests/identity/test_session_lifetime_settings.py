@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from audit import Actor
+from identity import config
 from identity.db import Database
 from identity.orgs import NewOrg
 from identity.web.app import create_app
@@ -37,4 +38,25 @@ def test_a_session_lifetime_accepted_at_start_signs_people_in(monkeypatch: pytes
         token = links.issue_sign_in_link(session, system, acme.org.id, "owner@acme.test")
     signed_in = client.post(f"/login/link/{token}", data=link_form(client, token))
     assert signed_in.status_code == 303, signed_in.data[:300]
+    assert client.get("/me").status_code == 200
+
+
+@pytest.mark.parametrize("value", ["0", "8785", "70000000"])
+def test_a_session_lifetime_outside_a_year_is_refused_at_start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                               value: str) -> None:
+    monkeypatch.setenv("IDENTITY_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SESSION_ABSOLUTE_HOURS", value)
+    with pytest.raises(ValueError, match="SESSION_ABSOLUTE_HOURS must be a whole number from 1 to 8784"):
+        config.from_environment()
+
+
+def test_the_longest_session_lifetime_signs_people_in(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                      db: Database, system: Actor, acme: NewOrg) -> None:
+    for name, value in {"DATABASE_URL": db.url, "SECRET_KEY": "s", "BASE_URL": "http://localhost",
+                        "IDENTITY_DATA_DIR": str(tmp_path), "SESSION_ABSOLUTE_HOURS": "8784"}.items():
+        monkeypatch.setenv(name, value)
+    client = create_app().test_client()
+    with db.transaction() as session:
+        token = links.issue_sign_in_link(session, system, acme.org.id, "owner@acme.test")
+    assert client.post(f"/login/link/{token}", data=link_form(client, token)).status_code == 303
     assert client.get("/me").status_code == 200
