@@ -16,6 +16,9 @@ module as its configuration, which sets the same hooks:
   cannot be opened stops the master with an error line naming them (`identity serve` checks it
   before it migrates, `check_listener`; this is for a port taken since, or gunicorn run directly).
 - `on_exit`: the temporary directory, if this module made it, is removed.
+
+As a configuration it also makes gunicorn's own log lines JSON, as `identity serve` does
+(`logger_class`, identity.web.server.JsonLogger).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from identity.web.metrics import MULTIPROC_ENV, summed_registry, worker_files
 
 log = logging.getLogger("identity.metrics")
 _MADE_HERE = "IDENTITY_METRICS_DIR_MADE_HERE"
+logger_class = "identity.web.server.JsonLogger"  # a gunicorn setting, read when this module is its config
 
 
 def prepare_directory() -> Path:

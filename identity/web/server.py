@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging.handlers
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger
 
 from identity.web import metrics_serve
 from identity.web.app import create_app
+from identity.web.logs import JsonFormatter
 from identity.web.unread_body import close_past_drain_bound
 
 
@@ -22,6 +25,21 @@ class _Server(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> Any:
         return create_app()
+
+
+class JsonLogger(Logger):  # type: ignore[misc]
+    """gunicorn's own log (a worker booted, exiting, killed at its timeout, a signal handled) in the
+    service's JSON lines (identity.web.logs), so that stderr is JSON lines only.
+
+    gunicorn's `logger_class`, not a `logconfig_dict`: with a logging config gunicorn turns its
+    access log on, whose request line carries a path's secrets (a sign-in link's token).
+    Only the handlers gunicorn made for its error log are changed; syslog keeps its format."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for handler in self.error_log.handlers:
+            if getattr(handler, "_gunicorn", False) and not isinstance(handler, logging.handlers.SysLogHandler):
+                handler.setFormatter(JsonFormatter())
 
 
 # Seconds an idle client connection stays open: longer than the 60 s idle timeout of common load
@@ -49,9 +67,11 @@ def options(host: str, port: int, workers: int, threads: int) -> dict[str, Any]:
 
     The counters of `/metrics` are summed over the workers through `PROMETHEUS_MULTIPROC_DIR`,
     set up before the first worker starts (identity.web.metrics_serve, whose hooks these are).
+
+    gunicorn's own lines are JSON, as the service's (`JsonLogger`).
     """
     return {"bind": f"{host}:{port}", "workers": workers, "worker_class": "gthread", "threads": threads,
-            "keepalive": KEEPALIVE_SECONDS, "accesslog": None, "timeout": 60,
+            "keepalive": KEEPALIVE_SECONDS, "accesslog": None, "timeout": 60, "logger_class": JsonLogger,
             "pre_request": close_past_drain_bound,
             "on_starting": metrics_serve.on_starting, "when_ready": metrics_serve.when_ready,
             "child_exit": metrics_serve.child_exit, "on_exit": metrics_serve.on_exit}

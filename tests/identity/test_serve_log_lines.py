@@ -44,3 +44,23 @@ def test_gunicorns_own_log_lines_are_json_too(tmp_path: Path) -> None:
         except ValueError:
             not_json.append(line)
     assert not not_json, "\n".join(not_json)
+
+
+def test_gunicorn_run_with_the_services_config_logs_json_too(tmp_path: Path) -> None:
+    """README's production recipe, `gunicorn -c python:identity.web.metrics_serve ... wsgi:app`, is
+    the other way to serve: its gunicorn lines are JSON as `identity serve`'s are."""
+    env = {**os.environ, "IDENTITY_DATA_DIR": str(tmp_path / "var"), "SECRET_KEY": "s", "PYTHONPATH": str(ROOT)}
+    env.pop("DATABASE_URL", None)
+    subprocess.run([str(BIN / "identity"), "db", "upgrade"], env=env, check=True, capture_output=True)
+    port = _free_port()
+    proc = subprocess.Popen([str(BIN / "gunicorn"), "-c", "python:identity.web.metrics_serve", "-w", "1",
+                             "-b", f"127.0.0.1:{port}", "wsgi:app"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}", proc)
+    finally:
+        _stop(proc)
+    lines = [line for line in (proc.stderr.read().decode() if proc.stderr else "").splitlines() if line]
+    assert any('"logger": "gunicorn.error"' in line for line in lines), lines
+    for line in lines:
+        json.loads(line)
