@@ -7,7 +7,8 @@ when it was written.
   overlap on PostgreSQL;
 - one org's request delivering another org's queued mail does not write its own key and its
   owner's address into that other org's audit log;
-- an invitation expired by its org's deletion is not mailed afterwards.
+- an invitation expired by its org's deletion is not mailed afterwards;
+- an invitation resent by a current owner can be accepted, whoever sent it first.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from sqlalchemy import select, text
 
 from audit import Actor
 from audit.models import AuditEvent
-from identity import keys, orgs, seats
+from identity import keys, orgs, seats, users
 from identity.db import Database
 from identity.models import Invitation, OutboxMail, User
 from identity.orgs import NewOrg
@@ -171,3 +172,26 @@ def test_a_deleted_orgs_queued_invitation_mail_is_never_sent(db: Database, syste
         assert [m["To"] for m in inbox.messages] == []
     with db.reading() as session:
         assert session.scalars(select(OutboxMail.status)).one() == "cancelled"
+
+
+# --- A resent invitation still refused for its first sender ------------------------------------------------
+
+def test_an_invitation_an_owner_resent_is_accepted_after_its_first_sender_left(
+        client: FlaskClient, db: Database, system: Actor, acme: NewOrg, auth) -> None:
+    """Ada, an admin, invites x@acme.test and is removed. The acceptance is refused ("whoever sent this
+    invitation may no longer invite at its role; ask an owner or an admin of the org for a new one"),
+    so the owner does just that: Resend (console or API) answers 200 and mails a new link. But
+    invitations.resend keeps `invited_by` (Ada), so the new link is refused the same way, again and
+    again: the invitation that the members page offers to resend can never be accepted. The
+    resender stands behind the new link (or the resend must be refused, saying to invite anew)."""
+    ada = provision(db, system, acme.org.id, "ada@acme.test", role="admin")
+    sent = client.post("/api/v1/orgs/acme/invitations", json={"email": "x@acme.test"},
+                       headers=_admin_key(db, system, NewOrg(acme.org, ada, acme.default_team_id))).json
+    with db.transaction() as session:
+        users.delete_user(session, system, acme.org.id, ada.id)
+    resent = client.post(f"/api/v1/orgs/acme/invitations/{sent['id']}/resend", headers=auth)
+    if resent.status_code == 409:  # refused, saying to invite anew: honest too
+        return
+    assert resent.status_code == 200
+    accepted = client.post("/api/v1/invitations/accept", json={"token": resent.json["token"]})
+    assert accepted.status_code == 201, accepted.json
