@@ -8,7 +8,8 @@ when it was written.
 - one org's request delivering another org's queued mail does not write its own key and its
   owner's address into that other org's audit log;
 - an invitation expired by its org's deletion is not mailed afterwards;
-- an invitation resent by a current owner can be accepted, whoever sent it first.
+- an invitation resent by a current owner can be accepted, whoever sent it first;
+- an invitation goes to one address, not to "@" or to a list of addresses.
 """
 
 from __future__ import annotations
@@ -195,3 +196,18 @@ def test_an_invitation_an_owner_resent_is_accepted_after_its_first_sender_left(
     assert resent.status_code == 200
     accepted = client.post("/api/v1/invitations/accept", json={"token": resent.json["token"]})
     assert accepted.status_code == 201, accepted.json
+
+
+# --- Not one address -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("email", [" @ ", "dora@", "@acme.test", "dora@acme.test, eve@evil.test", "dora eve@acme.test"])
+def test_an_invitation_is_for_one_email_address(client: FlaskClient, db: Database, acme: NewOrg, auth,
+                                                email: str) -> None:
+    """invitations.invite checks only that the text holds an "@": `@` alone is invited (and accepting it
+    makes a member named "@"), and "dora@acme.test, eve@evil.test" is one invitation whose mail
+    (identity.mail: the To header as given) goes to both, so its one-time link reaches an address
+    nobody meant to invite. Bad input is a precise 400 that changes nothing."""
+    answer = client.post("/api/v1/orgs/acme/invitations", json={"email": email}, headers=auth)
+    assert answer.status_code == 400 and answer.json["field"] == "email", answer.json
+    with db.reading() as session:
+        assert session.scalars(select(Invitation)).all() == []
