@@ -111,7 +111,8 @@ def _wait_for_a_lock_wait(db: Database) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         with db.reading() as session:
-            if session.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")):
+            if session.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                    "AND datname = current_database()")):
                 return
         time.sleep(0.02)
     raise AssertionError("the acceptance never waited for the org lock")
