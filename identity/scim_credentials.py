@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from audit.log import Target
-from identity import tokens
+from identity import seats, tokens
 from identity.actions import Action
 from identity.driver_reads import DriverRead
 from identity.errors import NotFound, Unauthenticated
@@ -27,8 +27,10 @@ from identity.roles import authorize
 
 
 def create_scim_token(session: Session, actor: Actor, org_id: str, *, name: str = "SCIM") -> Issued:
-    """Make a long-lived SCIM bearer token for the org: whoever holds it controls every identity."""
+    """Make a long-lived SCIM bearer token for the org: whoever holds it controls every identity.
+    NotFound once the org is deleted (its lock, taken here, says so, and waits for a deletion under way)."""
     authorize(actor, "trust.manage", org_id=org_id)
+    seats.lock_org(session, org_id)
     new = tokens.generate("scim")
     token = ScimToken(id=str(uuid.uuid4()), org_id=org_id, name=name, prefix=new.prefix, secret_hash=new.hash,
                       created_at=clock.now(), **creator(actor))
@@ -102,8 +104,10 @@ def revoke_scim_token(session: Session, actor: Actor, org_id: str, token_id: str
 
 
 def create_scim_client(session: Session, actor: Actor, org_id: str, *, name: str = "SCIM client") -> Issued:
-    """Make an OAuth 2.0 client-credentials client for SCIM; `Issued.prefix` is its client_id."""
+    """Make an OAuth 2.0 client-credentials client for SCIM; `Issued.prefix` is its client_id.
+    NotFound once the org is deleted, as for a token."""
     authorize(actor, "trust.manage", org_id=org_id)
+    seats.lock_org(session, org_id)
     new = tokens.generate("scimcs")
     client = ScimClient(id=str(uuid.uuid4()), org_id=org_id, client_id=new.prefix, secret_hash=new.hash,
                         name=(name or "").strip()[:200] or "SCIM client", created_at=clock.now(), **creator(actor))

@@ -43,16 +43,21 @@ LOCK_ORG = (select(Org).where(Org.id == bindparam("org_id")).with_for_update(key
             .execution_options(populate_existing=True))
 
 
-def lock_org(session: Session, org_id: str) -> Org:
+def lock_org(session: Session, org_id: str, *, or_deleted: bool = False) -> Org:
     """Return the org, locked for seat changes until the transaction ends.
 
     The first call in a transaction takes the lock and re-reads the row; later calls return the
     same object, whose counters only this transaction can change while it holds the lock.
+
+    A deleted org is NotFound here, once for every change that takes this lock (a member, a seat,
+    a charge, a setting, a group, a credential, SSO): deletion holds the lock while it ends
+    everything, so a change that waited for it reads the row as deleted and is refused.
+    `or_deleted` returns it all the same, to the renewal, which charges a deleted org nothing.
     """
     locked: dict[str, Org] = session.info.get(LOCKED, {})
     if org_id in locked:
         return locked[org_id]
-    org: Org = _lock(session, org_id, LOCK_ORG)[0]
+    org: Org = _lock(session, org_id, LOCK_ORG, or_deleted=or_deleted)[0]
     return org
 
 
@@ -66,9 +71,9 @@ def lock_org_reading(session: Session, org_id: str, statement: Select[Any]) -> t
     return row[0], row[1]
 
 
-def _lock(session: Session, org_id: str, statement: Select[Any]) -> Sequence[Any]:
+def _lock(session: Session, org_id: str, statement: Select[Any], *, or_deleted: bool = False) -> Sequence[Any]:
     row = session.execute(statement, {"org_id": org_id}).one_or_none()
-    if row is None:
+    if row is None or (row[0].deleted_at is not None and not or_deleted):
         raise NotFound(f"no org {org_id!r}", org_id=org_id)
     session.info.setdefault(LOCKED, {})[org_id] = row[0]
     return row
@@ -154,8 +159,9 @@ def renew_if_due(session: Session, actor: Actor, org: Org) -> list[SeatCharge]:
 
 
 def renew_org(session: Session, actor: Actor, org_id: str) -> list[SeatCharge]:
-    """Lock the org and charge any renewal that is due (the `identity billing renew` service)."""
-    return renew_if_due(session, actor, lock_org(session, org_id))
+    """Lock the org and charge any renewal that is due (the `identity billing renew` service); a
+    deleted org has none."""
+    return renew_if_due(session, actor, lock_org(session, org_id, or_deleted=True))
 
 
 def months_between(anchor: dt.datetime, boundary: dt.datetime) -> int:

@@ -13,8 +13,9 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from audit.log import Target
+from identity import seats
 from identity.actions import Action
-from identity.errors import InvalidValue, NotFound
+from identity.errors import InvalidValue
 from identity.models import Org
 from identity.roles import authorize
 from saml import sp_keys
@@ -84,9 +85,7 @@ def configure_connection(
     transaction, so that it is never stored in plaintext (saml.sp_keys).
     """
     authorize_configuration(actor, org_id)
-    org = session.get(Org, org_id)
-    if org is None:
-        raise NotFound(f"no org {org_id!r}", org_id=org_id)
+    org = seats.lock_org(session, org_id)  # NotFound once deleted, and after a deletion under way
     unknown = set(attribute_map or {}) - set(CLAIMS)
     if unknown:
         raise InvalidValue(f"unknown claims {sorted(unknown)}; expected {', '.join(CLAIMS)}", field="attribute_map")

@@ -11,8 +11,12 @@ from cryptography.hazmat.primitives import serialization
 from lxml import etree
 from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
 
+from audit import Actor
+from identity import org_lifecycle
+from identity.db import Database
 from identity.orgs import NewOrg
 from saml.cli import saml as saml_cli
+from saml.models import SamlConnection
 from tests.factories import actions
 from tests.saml.conftest import BASE_URL, Sso, configure
 from tests.saml.idp import TestIdP
@@ -86,6 +90,22 @@ def test_cli_configure_refuses_bad_metadata(runner: CliRunner, acme: NewOrg, tmp
     assert result.exit_code == 1 and "unreadable IdP metadata" in result.output
     result = runner.invoke(saml_cli, ["configure", "--org", "nope", "--idp-metadata", str(path)])
     assert result.exit_code == 1
+
+
+def test_cli_configure_refuses_a_deleted_org(runner: CliRunner, db: Database, system: Actor, acme: NewOrg,
+                                             idp: TestIdP, tmp_path: Path) -> None:
+    """Deleting an org removes its SSO (identity.org_lifecycle.delete_org); configuring it again would
+    let its IdP sign people in (JIT) to an org that is gone. The domain refuses a deleted org
+    (identity.seats.lock_org), so the operator's command fails and no connection is made."""
+    with db.transaction() as session:
+        org_lifecycle.delete_org(session, system, acme.org.id, confirm="acme")
+    path = tmp_path / "idp.xml"
+    path.write_bytes(idp.metadata())
+    result = runner.invoke(saml_cli, ["configure", "--org", "acme", "--idp-metadata", str(path)])
+    assert result.exit_code == 1 and f"no org {acme.org.id!r}" in result.output, result.output
+    with db.reading() as session:
+        assert session.get(SamlConnection, acme.org.id) is None
+        assert "sso.configured" not in actions(db, acme.org.id)
 
 
 def test_configure_is_audited_without_our_private_key(sso: Sso) -> None:
