@@ -7,8 +7,9 @@
 `MAIL_FROM` is the sender (default `no-reply@<BASE_URL's host>`); `SMTP_CA_FILE` names a private CA
 to trust besides the system's. A mail is claimed, sent outside any transaction (SMTP can be
 slow), then marked sent or failed in a transaction of its own: a failure stays in the outbox and
-is retried by `identity mail retry` and by the next delivery. Without SMTP_URL the outbox is the
-delivery: admins list it. Nothing here logs a mail's body or link.
+is retried by `identity mail retry` and by the next delivery (then as the service's act, whoever's
+request it rode on). Without SMTP_URL the outbox is the delivery: admins list it. Nothing here logs
+a mail's body or link.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from audit import Actor, clock
+from audit.actor import system_actor
 from identity import config, outbox
 from identity.db import Database
 from identity.models import OutboxMail
@@ -100,14 +102,24 @@ class Report:
 
 def deliver(db: Database, sender: Transport | None, actor: Actor, *, ids: list[str] | None = None,
             org_id: str | None = None, limit: int = 20) -> Report:
-    """Deliver `ids` first, then the oldest other undelivered mails (up to `limit`); report what happened."""
+    """Deliver `ids` first, then the oldest other undelivered mails (up to `limit`); report what happened.
+
+    `ids` are the caller's own mails, recorded as `actor`'s. The backlog may be any org's, so it is
+    recorded as the service's act (a system actor carrying the request id), never as the caller's:
+    one org's key or member must not appear in another org's audit log (DESIGN.md 6).
+    """
     report = Report()
     if sender is None:
         return report
     with db.reading() as session:
         backlog = outbox.undelivered_ids(session, org_id=org_id, limit=limit)
-    for mail_id in dict.fromkeys([*(ids or []), *backlog]):
+    own = list(dict.fromkeys(ids or []))
+    service = actor if actor.type == "system" else system_actor("mail backlog", request_id=actor.request_id)
+    for mail_id in own:
         _deliver_one(db, sender, actor, mail_id, report)
+    for mail_id in dict.fromkeys(backlog):
+        if mail_id not in own:
+            _deliver_one(db, sender, service, mail_id, report)
     return report
 
 
