@@ -6,14 +6,15 @@ import datetime as dt
 import uuid
 from collections.abc import Callable
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from audit import Actor, clock, record
 from audit.log import Target
 from identity import config, outbox, tokens, users
 from identity.actions import Action
-from identity.errors import Conflict, InvalidValue, NotFound, Unauthenticated
+from identity.errors import Conflict, DomainError, InvalidValue, NotFound, Unauthenticated
 from identity.grants import org_role
 from identity.lookups import default_team, find_by_address, get_team
 from identity.models import ApiKey, Invitation, Org, User
@@ -124,9 +125,9 @@ def resend(session: Session, actor: Actor, org_id: str, invitation_id: str, *,
         raise Conflict(f"this invitation is {before}: invite again instead", field="invitation_id",
                        invitation_status=before)
     new = tokens.generate("inv")
-    now = clock.now()
-    invitation.prefix, invitation.secret_hash = new.prefix, new.hash
-    invitation.status, invitation.expires_at = InvitationStatus.PENDING, now + LIFETIME
+    if not _settle(session, invitation, prefix=new.prefix, secret_hash=new.hash, status=InvitationStatus.PENDING,
+                   expires_at=clock.now() + LIFETIME):
+        raise _changed_meanwhile(session, invitation, Conflict, "invitation_id")
     cancelled = outbox.cancel(session, invitation.id)
     mail_id = _queue_mail(session, invitation, accept_link(base_url, new.plaintext))
     record(session, actor, Action.INVITATION_RESENT, _target(invitation),
@@ -144,13 +145,15 @@ def revoke(session: Session, actor: Actor, org_id: str, invitation_id: str) -> I
     """
     invitation = _managed(session, actor, org_id, invitation_id)
     if status_now(invitation) == InvitationStatus.EXPIRED and invitation.status == InvitationStatus.PENDING:
-        expire(session, invitation, actor)
+        if not expire(session, invitation, actor):
+            raise _changed_meanwhile(session, invitation, Conflict, "invitation_id")
         outbox.cancel(session, invitation.id)
         return invitation
     if invitation.status != InvitationStatus.PENDING:
         raise Conflict(f"this invitation is {invitation.status}", field="invitation_id",
                        invitation_status=invitation.status)
-    invitation.status = InvitationStatus.REVOKED
+    if not _settle(session, invitation, status=InvitationStatus.REVOKED):
+        raise _changed_meanwhile(session, invitation, Conflict, "invitation_id")
     cancelled = outbox.cancel(session, invitation.id)
     record(session, actor, Action.INVITATION_REVOKED, _target(invitation),
            {"status": {"before": InvitationStatus.PENDING, "after": InvitationStatus.REVOKED},
@@ -202,13 +205,47 @@ def link_holder(session: Session, token: str, in_request: Callable[[Actor], Acto
     return holder
 
 
-def expire(session: Session, invitation: Invitation, actor: Actor, reason: str = "time") -> None:
+def expire(session: Session, invitation: Invitation, actor: Actor, reason: str = "time") -> bool:
     """Mark a pending invitation expired, audited as `actor`'s (whoever found or made it so): its time
-    is up, or (`reason`) its team or org was deleted."""
-    invitation.status = InvitationStatus.EXPIRED
+    is up, or (`reason`) its team or org was deleted. False, and nothing recorded, when another
+    transaction settled it since it was read (accepted, revoked, resent, expired)."""
+    if not _settle(session, invitation, status=InvitationStatus.EXPIRED):
+        return False
     record(session, actor, Action.INVITATION_EXPIRED, _target(invitation),
            {"status": {"before": InvitationStatus.PENDING, "after": InvitationStatus.EXPIRED}, "reason": reason},
            org_id=invitation.org_id)
+    return True
+
+
+def _settle(session: Session, invitation: Invitation, **values: object) -> bool:
+    """Write `values` to the invitation only if it is still as this transaction read it (its status
+    and its link), in one UPDATE that compares and swaps; tell whether it did.
+
+    Accepting, declining, revoking, resending and expiring each read the invitation, check it, and
+    then change it; on PostgreSQL (READ COMMITTED) another of them may commit in between (an
+    acceptance waits for the org's seat lock meanwhile). Without the comparison the later one would
+    overwrite the earlier: a revoked invitation accepted, a member made from it. With it, one wins
+    whole and the other is refused and rolled back. No lock is taken before the write, so the only
+    row lock here comes after the org lock an acceptance takes, in the order deleting an org takes them.
+    """
+    result = session.execute(
+        update(Invitation).where(Invitation.id == invitation.id, Invitation.status == invitation.status,
+                                 Invitation.secret_hash == invitation.secret_hash).values(**values)
+        .execution_options(synchronize_session=False))
+    if not getattr(result, "rowcount", 0):
+        return False
+    for name, value in values.items():
+        set_committed_value(invitation, name, value)
+    return True
+
+
+def _changed_meanwhile(session: Session, invitation: Invitation, error: type[DomainError], field: str) -> DomainError:
+    """The refusal of a change that lost the race `_settle` decides, saying what the invitation is now."""
+    status = session.scalar(select(Invitation.status).where(Invitation.id == invitation.id))
+    if status == InvitationStatus.PENDING:
+        return error("this invitation was sent again with a new link meanwhile", field=field,
+                     invitation_status=status)
+    return error(f"this invitation was {status} meanwhile", field=field, invitation_status=status)
 
 
 def _invitee(invitation: Invitation) -> Actor:
@@ -228,7 +265,8 @@ def accept(session: Session, actor: Actor, token: str) -> User:
     user = users.provision_user(session, actor, invitation.org_id, user_name=invitation.email,
                                 email=invitation.email, role=invitation.role, team_id=invitation.team_id,
                                 source=GrantSource.INVITATION)
-    invitation.status = InvitationStatus.ACCEPTED
+    if not _settle(session, invitation, status=InvitationStatus.ACCEPTED):  # after the org lock: see _settle
+        raise _changed_meanwhile(session, invitation, InvalidValue, "token")
     record(session, actor, Action.INVITATION_ACCEPTED, _target(invitation),
            {"status": {"before": InvitationStatus.PENDING, "after": InvitationStatus.ACCEPTED}, "user_id": user.id},
            org_id=invitation.org_id)
@@ -265,7 +303,8 @@ def _ensure_inviter_may_still_invite(session: Session, invitation: Invitation) -
 def decline(session: Session, actor: Actor, token: str) -> None:
     """Decline an invitation; its link stops working."""
     invitation = _pending(session, token)
-    invitation.status = InvitationStatus.DECLINED
+    if not _settle(session, invitation, status=InvitationStatus.DECLINED):
+        raise _changed_meanwhile(session, invitation, InvalidValue, "token")
     record(session, actor, Action.INVITATION_DECLINED, _target(invitation),
            {"status": {"before": InvitationStatus.PENDING, "after": InvitationStatus.DECLINED}},
            org_id=invitation.org_id)
@@ -277,10 +316,10 @@ def expire_due(session: Session, org_id: str, actor: Actor) -> int:
     due = list(session.scalars(select(Invitation).where(
         Invitation.org_id == org_id, Invitation.status == InvitationStatus.PENDING,
         Invitation.expires_at <= clock.now())))
-    for invitation in due:
-        expire(session, invitation, actor)
+    expired = [invitation for invitation in due if expire(session, invitation, actor)]
+    for invitation in expired:
         outbox.cancel(session, invitation.id)
-    return len(due)
+    return len(expired)
 
 
 def get_invitation(session: Session, org_id: str, invitation_id: str) -> Invitation:

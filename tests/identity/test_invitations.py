@@ -10,8 +10,9 @@ from sqlalchemy import select
 
 from audit import Actor, clock
 from audit.models import AuditEvent
-from identity import keys
+from identity import invitations, keys
 from identity.db import Database
+from identity.errors import DomainError
 from identity.models import Invitation, Org
 from identity.orgs import NewOrg
 from tests.factories import actions, counts
@@ -46,6 +47,30 @@ def test_invite_shows_seats_and_accept_takes_one(client: FlaskClient, db: Databa
     assert actions(db, acme.org.id)[-3:] == ["user.created", "seat.assigned", "invitation.accepted"]
     again = client.post("/api/v1/invitations/accept", json={"token": invitation["token"]})
     assert again.status_code == 400 and "accepted" in again.json["detail"]
+
+
+@pytest.mark.postgres_only("on SQLite a write transaction holds the database: nothing commits between its read and write")
+@pytest.mark.parametrize("late", ["revoke", "resend", "decline"])
+def test_a_change_that_read_the_invitation_before_its_acceptance_committed_is_refused(
+        client: FlaskClient, db: Database, system: Actor, acme: NewOrg, owner_auth, late: str) -> None:
+    """The other order of test_invitation_review's race: the acceptance commits between another
+    change's read of the invitation (pending) and its write. The later change must not write over
+    `accepted` (a member made from a revoked, resent or declined invitation): it is refused, whole."""
+    sent = _invite(client, owner_auth)
+    with pytest.raises(DomainError) as refused, db.transaction() as session:
+        read = invitations.check_pending(session, sent["token"])  # kept: the session holds its objects weakly
+        assert read.status == "pending"
+        assert client.post("/api/v1/invitations/accept", json={"token": sent["token"]}).status_code == 201
+        if late == "revoke":
+            invitations.revoke(session, system, acme.org.id, sent["id"])
+        elif late == "resend":
+            invitations.resend(session, system, acme.org.id, sent["id"])
+        else:
+            invitations.decline(session, system, sent["token"])
+    assert refused.value.message == "this invitation was accepted meanwhile"
+    with db.reading() as session:
+        assert session.get_one(Invitation, sent["id"]).status == "accepted"
+    assert actions(db, acme.org.id)[-1] == "invitation.accepted"
 
 
 def test_declined_and_expired_invitations_cannot_be_accepted(client: FlaskClient, db: Database, owner_auth,
