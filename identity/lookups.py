@@ -6,13 +6,13 @@ and users can all ask "which member is this?" without importing each other.
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, func, or_, select, union_all
+from sqlalchemy import ColumnElement, bindparam, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from audit import Actor
 from audit.log import Target
 from identity.errors import Conflict, NotFound
-from identity.models import ApiKey, Team, User
+from identity.models import ApiKey, Team, User, UserEmail
 from identity.names import name_key
 
 
@@ -36,16 +36,22 @@ def find_by_user_name(session: Session, org_id: str, user_name: str) -> User | N
     )).one_or_none()
 
 
+def has_address(address: str) -> ColumnElement[bool]:
+    """The condition "`address` is the user's userName or one of its email addresses", compared
+    through the one key (identity.names.name_key, DESIGN.md 5): `user_emails` holds each address a
+    user shows as that key. Not SQL's lower(), which folds ASCII only (SQLite) and not `ß` to `ss`."""
+    key = name_key(address.strip())
+    return or_(User.user_name_key == key, User.id.in_(select(UserEmail.user_id).where(UserEmail.value == key)))
+
+
 def find_by_address(session: Session, org_id: str, address: str) -> User | None:
     """Return the live member a person means by `address`: the one whose userName it is, else the
     one (only) whose email it is (an IdP's member is often `jdoe` with jdoe@acme.test as email).
     Emails are not unique and may be edited: two members with it as email, and no userName, is
     Conflict, never either of them."""
     found = session.scalars(select(User).where(
-        User.org_id == org_id, User.deleted_at.is_(None),
-        or_(User.user_name_key == name_key(address), func.lower(User.email) == address.strip().lower()),
-    ).limit(50)).all()
-    by_name = [user for user in found if user.user_name_key == name_key(address)]
+        User.org_id == org_id, User.deleted_at.is_(None), has_address(address)).limit(50)).all()
+    by_name = [user for user in found if user.user_name_key == name_key(address.strip())]
     if by_name:
         return by_name[0]
     if len(found) > 1:

@@ -14,10 +14,11 @@ address.
 
 from __future__ import annotations
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from identity.models import Org, User
+from identity.lookups import has_address
+from identity.models import Org, User, UserEmail
 from identity.names import name_key
 from saml.models import SamlConnection
 
@@ -31,9 +32,9 @@ def sso_slug(session: Session, typed: str) -> str | None:
     domain = typed.rpartition("@")[2]
     if not domain or any(c in domain for c in "%_\\"):  # LIKE wildcards and its escape
         return None
-    at_domain = session.scalars(
-        select(User.org_id).distinct()
-        .where(User.deleted_at.is_(None), User.active.is_(True), func.lower(User.email).like(f"%@{domain}"))
+    at_domain = session.scalars(  # each address a member shows, as its key (identity.names.name_key)
+        select(User.org_id).distinct().join(UserEmail, UserEmail.user_id == User.id)
+        .where(User.deleted_at.is_(None), User.active.is_(True), UserEmail.value.like(f"%@{name_key(domain)}"))
         .limit(2)).all()
     if len(at_domain) != 1:
         return None
@@ -46,6 +47,5 @@ def orgs_of_address(session: Session, email: str) -> list[str]:
     email = email.strip()
     return list(session.scalars(
         select(Org.slug).distinct().join(User, User.org_id == Org.id)
-        .where(User.deleted_at.is_(None), User.active.is_(True),
-               or_(func.lower(User.email) == email.lower(), User.user_name_key == name_key(email)))
+        .where(User.deleted_at.is_(None), User.active.is_(True), has_address(email))
         .order_by(Org.slug).limit(5)))

@@ -13,14 +13,14 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from identity import outbox, sessions, users
 from identity.actions import Action
 from identity.errors import DomainError, NotFound
-from identity.lookups import user_target
+from identity.lookups import has_address, user_target
 from identity.models import Org, User
 from identity.names import name_key
 from identity.roles import authorize
@@ -101,10 +101,10 @@ def issue_sign_in_link(session: Session, actor: Actor, org_id: str, email: str) 
 
 
 def _live_member(session: Session, org_id: str, email: str) -> User | None:
+    """The org's active member whose userName `email` is, else one who shows it as an address."""
     return session.scalars(select(User).where(
-        User.org_id == org_id, User.deleted_at.is_(None), User.active.is_(True),
-        or_(func.lower(User.email) == email.strip().lower(), User.user_name_key == name_key(email.strip())),
-    ).limit(1)).first()
+        User.org_id == org_id, User.deleted_at.is_(None), User.active.is_(True), has_address(email))
+        .order_by((User.user_name_key == name_key(email.strip())).desc(), User.created_at, User.id).limit(1)).first()
 
 
 def _count_request(session: Session, address: str, client_address: str, limits: Limits) -> None:

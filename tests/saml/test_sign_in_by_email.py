@@ -23,7 +23,8 @@ from identity.orgs import NewOrg
 from identity.web.app import create_app
 from tests.conftest import ReadingClient
 from tests.factories import actions, provision
-from tests.saml.conftest import form_token
+from tests.saml.conftest import configure, form_token
+from tests.saml.idp import TestIdP
 from tests.smtp import Inbox, smtp_server
 
 BASE_URL = "http://localhost"
@@ -245,3 +246,34 @@ def test_behind_a_load_balancer_the_client_is_the_address_it_forwards(
     answers = [ask(behind_the_balancer(app, f"203.0.113.{n}"), f"person{n}@acme.test").status_code
                for n in range(10, 16)]
     assert answers == [200] * 5 + [last]
+
+
+# --- Addresses compare through the one key (DESIGN.md 5), not SQL's lower() ---------------------------------
+
+@pytest.mark.parametrize("page", ["/login/email", "/"])
+def test_a_member_is_found_by_their_email_in_another_case(app: Flask, db: Database, acme: NewOrg, system: Actor,
+                                                          smtp: tuple[Inbox, int], page: str) -> None:
+    """An IdP's member `jorg` has the email STRASSE@acme.test and types straße@acme.test, the same address
+    under full case folding, as a userName compares (identity.names.name_key). SQL's lower() folds
+    neither ß (nor, on SQLite, any letter past ASCII): no link was mailed, on either sign-in page."""
+    inbox, _ = smtp
+    provision(db, system, acme.org.id, "jorg", email="STRASSE@acme.test", source="scim")
+    client = browser(app)
+    if page == "/":
+        assert ask_on_the_sign_in_page(client, who="straße@acme.test").status_code == 200
+    else:
+        assert ask(client, "straße@acme.test").status_code == 200
+    assert [m["To"] for m in inbox.wait(1)] == ["STRASSE@acme.test"]  # the member's own address
+    assert use(client, inbox.link()).status_code == 303
+    assert client.get("/me").json["userName"] == "jorg"
+
+
+def test_an_email_domain_in_another_case_is_sent_to_its_orgs_sso(app: Flask, db: Database, acme: NewOrg,
+                                                                 system: Actor, idp: TestIdP) -> None:
+    """Home-realm discovery (saml.discovery.sso_slug) finds the org by the domain of its members' emails,
+    compared through the same key as the addresses: ann@STRASSE.test's org serves bob@straße.test."""
+    configure(db, acme.org.slug, idp)
+    provision(db, system, acme.org.id, "ann", email="ann@STRASSE.test", source="scim")
+    app.config["SIGN_IN_EMAIL_MIN_SECONDS"] = 0
+    answer = ask_on_the_sign_in_page(browser(app), who="bob@straße.test")
+    assert answer.status_code == 200 and "/saml/acme/login" in answer.get_data(as_text=True)
