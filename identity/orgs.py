@@ -162,6 +162,9 @@ def _change_settings(session: Session, actor: Actor, org_id: str, changes: dict[
         if not valid(value):
             raise InvalidValue(f"invalid value for {name}: {value!r}", field=name)
     org = seats.lock_org(session, org_id)
+    # A cycle that ended before this change renews on the plan it ended under, as cron would have
+    # charged it at the boundary: the change applies from now on, never to the past.
+    seats.renew_if_due(session, actor, org)
     unpaid = org.seats_used - org.purchased_seats  # the seats in use that the included ones must cover
     included = changes.get("included_seats")
     if isinstance(included, int) and included < unpaid:
