@@ -118,22 +118,28 @@ def _managed(session: Session, actor: Actor, org_id: str, invitation_id: str) ->
 def resend(session: Session, actor: Actor, org_id: str, invitation_id: str, *,
            base_url: str | None = None) -> tuple[Invitation, str]:
     """Send an invitation again with a new link: the old link ends, an expired invitation is pending
-    again for LIFETIME. Accepted, declined and revoked ones cannot be resent."""
+    again for LIFETIME. Accepted, declined and revoked ones cannot be resent.
+
+    The resender becomes its sender (`invited_by`): the new link is theirs to stand behind, and an
+    acceptance asks whether they may still invite at its role, not whoever sent it first (who
+    may have left, which is often why it is resent)."""
     invitation = _managed(session, actor, org_id, invitation_id)
-    before = status_now(invitation)
+    before, sender = status_now(invitation), invitation.invited_by
     if before not in (InvitationStatus.PENDING, InvitationStatus.EXPIRED):
         raise Conflict(f"this invitation is {before}: invite again instead", field="invitation_id",
                        invitation_status=before)
     new = tokens.generate("inv")
     if not _settle(session, invitation, prefix=new.prefix, secret_hash=new.hash, status=InvitationStatus.PENDING,
-                   expires_at=clock.now() + LIFETIME):
+                   expires_at=clock.now() + LIFETIME, invited_by=actor.id):
         raise _changed_meanwhile(session, invitation, Conflict, "invitation_id")
     cancelled = outbox.cancel(session, invitation.id)
     mail_id = _queue_mail(session, invitation, accept_link(base_url, new.plaintext))
-    record(session, actor, Action.INVITATION_RESENT, _target(invitation),
-           {"status": {"before": before, "after": InvitationStatus.PENDING},
-            "expires_at": invitation.expires_at.isoformat(), "mails_cancelled": cancelled, "mail_id": mail_id},
-           org_id=org_id)
+    changes: dict[str, object] = {"status": {"before": before, "after": InvitationStatus.PENDING},
+                                  "expires_at": invitation.expires_at.isoformat(), "mails_cancelled": cancelled,
+                                  "mail_id": mail_id}
+    if sender != actor.id:
+        changes["invited_by"] = {"before": sender, "after": actor.id}
+    record(session, actor, Action.INVITATION_RESENT, _target(invitation), changes, org_id=org_id)
     return invitation, new.plaintext
 
 

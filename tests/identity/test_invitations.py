@@ -73,6 +73,22 @@ def test_a_change_that_read_the_invitation_before_its_acceptance_committed_is_re
     assert actions(db, acme.org.id)[-1] == "invitation.accepted"
 
 
+def test_a_resend_makes_the_resender_its_sender_and_says_so(client: FlaskClient, db: Database, system: Actor,
+                                                             acme: NewOrg, owner_auth) -> None:
+    """The resender stands behind the new link: `invited_by` becomes theirs (an acceptance asks whether
+    they may still invite), recorded in `invitation.resent`. Resent by its own sender, nothing to say."""
+    sent = _invite(client, owner_auth)
+    with db.transaction() as session:
+        first = session.get_one(Invitation, sent["id"]).invited_by
+        invitations.resend(session, system, acme.org.id, sent["id"])
+        invitations.resend(session, system, acme.org.id, sent["id"])
+    with db.reading() as session:
+        assert session.get_one(Invitation, sent["id"]).invited_by == system.id
+        resent = [e.changes for e in session.scalars(select(AuditEvent).where(
+            AuditEvent.action == "invitation.resent").order_by(AuditEvent.seq))]
+    assert [c.get("invited_by") for c in resent] == [{"before": first, "after": system.id}, None]
+
+
 def test_declined_and_expired_invitations_cannot_be_accepted(client: FlaskClient, db: Database, owner_auth,
                                                             acme: NewOrg) -> None:
     declined = _invite(client, owner_auth, email="no@acme.test")
