@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from audit import Actor
-from identity import seats
+from identity import invitations, seats
 from identity.models import Org, SeatCharge
 from identity.paging import Position, Window, split, within
 from identity.roles import authorize
@@ -56,8 +56,10 @@ def seat_charges(session: Session, actor: Actor, org_id: str, *, limit: int,
 
 
 def _cycle_totals(session: Session, org_id: str) -> dict[str, Any]:
-    """The current cycle (as the seat preview reckons it) and what the ledger charged in it."""
-    position = seats.preview(session.get_one(Org, org_id))
+    """The current cycle (as the seat preview reckons it, pending invitations counted as the seats they
+    will take, as identity.directory.seat_preview does) and what the ledger charged in it."""
+    pending = invitations.pending_count(session, org_id)
+    position = seats.preview(session.get_one(Org, org_id), pending_invitations=pending)
     c = SeatCharge
     count, seats_charged, amount = session.execute(select(func.count(), func.coalesce(func.sum(c.seats), 0),
                                                           func.coalesce(func.sum(c.amount_cents), 0)).where(
