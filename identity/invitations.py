@@ -153,7 +153,6 @@ def revoke(session: Session, actor: Actor, org_id: str, invitation_id: str) -> I
     if status_now(invitation) == InvitationStatus.EXPIRED and invitation.status == InvitationStatus.PENDING:
         if not expire(session, invitation, actor):
             raise _changed_meanwhile(session, invitation, Conflict, "invitation_id")
-        outbox.cancel(session, invitation.id)
         return invitation
     if invitation.status != InvitationStatus.PENDING:
         raise Conflict(f"this invitation is {invitation.status}", field="invitation_id",
@@ -212,14 +211,16 @@ def link_holder(session: Session, token: str, in_request: Callable[[Actor], Acto
 
 
 def expire(session: Session, invitation: Invitation, actor: Actor, reason: str = "time") -> bool:
-    """Mark a pending invitation expired, audited as `actor`'s (whoever found or made it so): its time
-    is up, or (`reason`) its team or org was deleted. False, and nothing recorded, when another
-    transaction settled it since it was read (accepted, revoked, resent, expired)."""
+    """Mark a pending invitation expired and cancel its undelivered mail, audited as `actor`'s
+    (whoever found or made it so): its time is up, or (`reason`) its team or org was deleted, and
+    no mail of it may go out after that. False, and nothing recorded, when another transaction
+    settled it since it was read (accepted, revoked, resent, expired)."""
     if not _settle(session, invitation, status=InvitationStatus.EXPIRED):
         return False
+    cancelled = outbox.cancel(session, invitation.id)
     record(session, actor, Action.INVITATION_EXPIRED, _target(invitation),
-           {"status": {"before": InvitationStatus.PENDING, "after": InvitationStatus.EXPIRED}, "reason": reason},
-           org_id=invitation.org_id)
+           {"status": {"before": InvitationStatus.PENDING, "after": InvitationStatus.EXPIRED}, "reason": reason,
+            "mails_cancelled": cancelled}, org_id=invitation.org_id)
     return True
 
 
@@ -322,10 +323,7 @@ def expire_due(session: Session, org_id: str, actor: Actor) -> int:
     due = list(session.scalars(select(Invitation).where(
         Invitation.org_id == org_id, Invitation.status == InvitationStatus.PENDING,
         Invitation.expires_at <= clock.now())))
-    expired = [invitation for invitation in due if expire(session, invitation, actor)]
-    for invitation in expired:
-        outbox.cancel(session, invitation.id)
-    return len(expired)
+    return sum(expire(session, invitation, actor) for invitation in due)
 
 
 def get_invitation(session: Session, org_id: str, invitation_id: str) -> Invitation:

@@ -137,7 +137,7 @@ def test_a_team_with_keys_invitations_and_a_mapping_can_be_deleted(db: Database,
     the records kept with their team unset, and the log still explains the data."""
     from identity import invitations, keys
     from identity.errors import Unauthenticated
-    from identity.models import ApiKey, GroupMapping, Invitation
+    from identity.models import ApiKey, GroupMapping, Invitation, OutboxMail
     from identity.reconcile import reconcile
 
     member = provision(db, system, acme.org.id, "keyholder@acme.test")
@@ -161,6 +161,9 @@ def test_a_team_with_keys_invitations_and_a_mapping_can_be_deleted(db: Database,
             == {live.id: ("revoked", None), old.id: ("revoked", None)}
         assert (session.get(Invitation, invitation.id).status, session.get(Invitation, invitation.id).team_id) \
             == ("expired", None)
+        # Its mail (queued, no SMTP here) is cancelled with it: nothing mails a link to a team that is gone.
+        assert session.scalars(select(OutboxMail.status).where(OutboxMail.ref_id == invitation.id)).all() == [
+            "cancelled"]
         assert session.scalars(select(GroupMapping).where(GroupMapping.org_id == acme.org.id)).all() == []
         with pytest.raises(Unauthenticated):
             keys.verify_api_key(session, live.secret)
