@@ -18,7 +18,7 @@ from identity.errors import Conflict, DomainError, InvalidValue, NotFound, Unaut
 from identity.grants import org_role
 from identity.lookups import default_team, find_by_address, get_team
 from identity.models import ApiKey, Invitation, Org, User
-from identity.names import checked_email
+from identity.names import checked_address
 from identity.roles import authorize, parse_role, refusal
 from identity.vocabulary import GrantSource, InvitationStatus, Role
 
@@ -87,9 +87,7 @@ def invite(session: Session, actor: Actor, org_id: str, *, email: str, role: str
     """
     role = parse_role(role)
     authorize(actor, "owners.manage" if role == Role.OWNER else "members.manage", org_id=org_id)
-    email = checked_email((email or "").strip()) or ""
-    if "@" not in email:
-        raise InvalidValue(f"invalid email {email!r}", field="email")
+    email = checked_address(email)
     _ensure_not_a_member(session, org_id, email)
     team_id = team_id or _inviter_team(session, actor) or default_team(session, org_id).id
     get_team(session, org_id, team_id)

@@ -10,7 +10,8 @@ characters (Unicode category Cf: zero-width spaces and joiners, the bidirectiona
 isolates that make `moc.evil@bob` read as something else) and line or paragraph separators. They
 would make two names that look the same compare different, and travel on into audit exports.
 `checked_user_name`, `checked_email` and `checked_emails` are the member's fields' checks built on
-it, one rule for every way a member comes in (API, invitation, SCIM, SAML).
+it, one rule for every way a member comes in (API, invitation, SCIM, SAML); `checked_address`, one
+address and no more, is the invitee's, whom mail is sent to.
 """
 
 from __future__ import annotations
@@ -62,6 +63,25 @@ def checked_email(email: Any, field: str = "email") -> str | None:
     if not isinstance(email, str) or len(email) > 320:
         raise InvalidValue("email must be an address of at most 320 characters", field=field)
     return checked_text(email, field)
+
+
+# RFC 5322's specials but "@" and ".": where a mail header reads an address, each of them separates
+# addresses, quotes, or makes a display name, a comment, a route or a group.
+NOT_IN_AN_ADDRESS = frozenset('()<>[]:;,"\\')
+
+
+def checked_address(value: Any, field: str = "email") -> str:
+    """Return one email address, stripped, or raise InvalidValue: `checked_email`'s rules, and a local
+    part, one "@" and a domain of dot-separated labels, with no whitespace and none of
+    `( ) < > [ ] : ; , " \\`, so that whatever reads it (a To header above all) finds one address,
+    this one. For an address mail is sent to on its say alone (an invitation's): an IdP's emails are
+    the IdP's to keep, and stay under `checked_email` only."""
+    address = checked_email(value.strip() if isinstance(value, str) else value, field) or ""
+    local, at, domain = address.rpartition("@")
+    if (not at or not local or "@" in local or not all(domain.split("."))
+            or any(char.isspace() or char in NOT_IN_AN_ADDRESS for char in address)):
+        raise InvalidValue(f"{field} must be one email address, name@domain: {address!r} is not", field=field)
+    return address
 
 
 def checked_emails(attributes: dict[str, Any] | None) -> None:

@@ -157,7 +157,9 @@ SCHEMAS: dict[str, Any] = {
         "group_sync": {"type": "string", "enum": ["mirror", "mapped"]}, "idp_may_grant_owner": {"type": "boolean"},
         "require_sso": {"type": "boolean"}, "audit_retention_days": {"type": "integer", "minimum": 1}}},
     "NewInvitation": {"type": "object", "required": ["email"], "properties": {
-        "email": {"type": "string"}, "role": OPTIONAL_ROLE, "team_id": DEFAULT_TEAM}},
+        "email": {"type": "string", "maxLength": 320,
+                  "description": "one address, name@domain: no display name, list, comment or whitespace (400)"},
+        "role": OPTIONAL_ROLE, "team_id": DEFAULT_TEAM}},
     "Invitation": {"type": "object", "properties": {
         "id": {"type": "string"}, "email": {"type": "string"}, "role": ROLE, "team_id": {"type": "string"},
         "status": {"type": "string"}, "expires_at": {"type": "string"}, "token": {"type": "string"},

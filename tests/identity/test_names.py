@@ -10,7 +10,7 @@ from identity import users
 from identity.db import Database
 from identity.errors import Conflict, InvalidValue
 from identity.models import User, UserEmail
-from identity.names import name_key
+from identity.names import checked_address, name_key
 from identity.orgs import NewOrg
 from identity.service import run
 from tests.factories import actions, provision
@@ -93,3 +93,25 @@ def test_unsafe_characters_in_an_email_are_refused(db: Database, acme: NewOrg, s
     for change in ({"user_name": value}, {"email": value}, {"attributes": {"emails": [{"value": value}]}}):
         with pytest.raises(InvalidValue):
             run(db, system, users.update_profile, acme.org.id, ann.id, change)
+
+
+@pytest.mark.parametrize("typed,kept", [
+    (" dora@acme.test ", "dora@acme.test"), ("dora.b+invites@mail.acme.test", "dora.b+invites@mail.acme.test"),
+    ("jörg@büro.test", "jörg@büro.test"), ("root@localhost", "root@localhost"),
+])
+def test_an_invitees_address_is_one_address(typed: str, kept: str) -> None:
+    assert checked_address(typed) == kept
+
+
+@pytest.mark.parametrize("typed", [
+    None, 5, "", " @ ", "dora", "dora@", "@acme.test", "dora@@acme.test", "a@b@acme.test",
+    "dora@acme.test, eve@evil.test", "dora@acme.test;eve@evil.test", "dora eve@acme.test", "dora\u00a0@acme.test",
+    "Dora <dora@acme.test>", '"eve@evil.test"@acme.test', "dora@acme.test (Dora)", "undisclosed:dora@acme.test;",
+    "dora@acme..test", "dora@.acme.test", "dora@acme.test.", "dora@[127.0.0.1]", "ann\u202e@acme.test",
+])
+def test_text_that_is_not_one_address_is_refused_naming_the_field(typed: object) -> None:
+    """What a To header would read as several addresses, a display name, a comment or a group, or as
+    no address at all (identity.mail sends the invitation to exactly this text)."""
+    with pytest.raises(InvalidValue) as refused:
+        checked_address(typed, "email")
+    assert refused.value.context["field"] == "email"
