@@ -6,7 +6,7 @@ and users can all ask "which member is this?" without importing each other.
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, bindparam, or_, select, union_all
+from sqlalchemy import ColumnElement, bindparam, select, union_all
 from sqlalchemy.orm import Session
 
 from audit import Actor
@@ -36,12 +36,21 @@ def find_by_user_name(session: Session, org_id: str, user_name: str) -> User | N
     )).one_or_none()
 
 
-def has_address(address: str) -> ColumnElement[bool]:
+def has_address(address: str, org_id: str | None = None) -> ColumnElement[bool]:
     """The condition "`address` is the user's userName or one of its email addresses", compared
     through the one key (identity.names.name_key, DESIGN.md 5): `user_emails` holds each address a
-    user shows as that key. Not SQL's lower(), which folds ASCII only (SQLite) and not `ß` to `ss`."""
+    user shows as that key. Not SQL's lower(), which folds ASCII only (SQLite) and not `ß` to `ss`.
+
+    The users it names are found first, each half through its own index (with `org_id`: the live
+    userName's unique index, and the emails' by value), so no org's users are read one by one.
+    """
     key = name_key(address.strip())
-    return or_(User.user_name_key == key, User.id.in_(select(UserEmail.user_id).where(UserEmail.value == key)))
+    by_name = select(User.id).where(User.user_name_key == key).correlate(None)
+    by_email = select(UserEmail.user_id).where(UserEmail.value == key).correlate(None)
+    if org_id is not None:
+        by_name = by_name.where(User.org_id == org_id, User.deleted_at.is_(None))
+        by_email = by_email.where(UserEmail.org_id == org_id)
+    return User.id.in_(union_all(by_name, by_email))
 
 
 def find_by_address(session: Session, org_id: str, address: str) -> User | None:
@@ -50,7 +59,7 @@ def find_by_address(session: Session, org_id: str, address: str) -> User | None:
     Emails are not unique and may be edited: two members with it as email, and no userName, is
     Conflict, never either of them."""
     found = session.scalars(select(User).where(
-        User.org_id == org_id, User.deleted_at.is_(None), has_address(address)).limit(50)).all()
+        User.org_id == org_id, User.deleted_at.is_(None), has_address(address, org_id)).limit(50)).all()
     by_name = [user for user in found if user.user_name_key == name_key(address.strip())]
     if by_name:
         return by_name[0]

@@ -103,7 +103,7 @@ def issue_sign_in_link(session: Session, actor: Actor, org_id: str, email: str) 
 def _live_member(session: Session, org_id: str, email: str) -> User | None:
     """The org's active member whose userName `email` is, else one who shows it as an address."""
     return session.scalars(select(User).where(
-        User.org_id == org_id, User.deleted_at.is_(None), User.active.is_(True), has_address(email))
+        User.org_id == org_id, User.deleted_at.is_(None), User.active.is_(True), has_address(email, org_id))
         .order_by((User.user_name_key == name_key(email.strip())).desc(), User.created_at, User.id).limit(1)).first()
 
 
