@@ -10,7 +10,8 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from audit import Actor
-from identity.groups import add_members, chunks, create_group, lock_group, remove_members
+from identity.group_locks import lock_group
+from identity.groups import add_members, chunks, create_group, remove_members
 from identity.models import IdpGroup, IdpGroupMember
 from identity.vocabulary import GrantSource
 
@@ -31,7 +32,7 @@ def apply_user_groups(session: Session, actor: Actor, org_id: str, user_id: str,
             group = create_group(session, actor, org_id, display_name=ref, external_id=ref, from_claim=True)
         wanted.add(group.id)
     current = set(session.scalars(select(IdpGroupMember.group_id).where(IdpGroupMember.user_id == user_id)))
-    for group_id in sorted(wanted ^ current):  # in one order, before any is changed (LOCKED_GROUPS)
+    for group_id in sorted(wanted ^ current):  # in one order, before any is changed (group_locks)
         lock_group(session, org_id, group_id)
     for group_id in sorted(wanted - current):
         add_members(session, actor, org_id, group_id, [user_id], source=GrantSource.SAML)

@@ -14,6 +14,7 @@ from audit import Actor, clock, record
 from identity import groups, seats
 from identity.actions import Action
 from identity.group_defaults import defaults_of, settle_defaults
+from identity.group_locks import LOCKED_GROUPS
 from identity.models import IdpGroup, IdpGroupMember, RoleGrant
 from identity.vocabulary import GrantSource, Role
 
@@ -31,12 +32,12 @@ def rederive_unruled_groups(session: Session, actor: Actor, org_id: str) -> int:
     and, under `mirror`, come back in one INSERT ... SELECT; only the groups themselves are visited
     one by one (a mirror team made for each that has none, its event). A membership does not record
     its channel: a grant given anew is SAML's for a group a sign-in's claim made, SCIM's otherwise.
-    Locks: the org's first, then the groups' in id order (groups.lock_group).
+    Locks: the org's first, then the groups' in id order (group_locks.lock_group).
     """
     org = seats.lock_org(session, org_id)
     unruled = list(session.scalars(select(IdpGroup).where(IdpGroup.id.in_(_unruled(org_id)))
                                    .order_by(IdpGroup.id).with_for_update(key_share=True)))
-    session.info.setdefault(groups.LOCKED_GROUPS, set()).update(group.id for group in unruled)
+    session.info.setdefault(LOCKED_GROUPS, set()).update(group.id for group in unruled)
     session.execute(delete(RoleGrant).where(RoleGrant.source_ref.in_(_unruled(org_id))))
     mirror = org.group_sync == "mirror"
     populated = set(session.scalars(select(IdpGroupMember.group_id).where(

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, delete, event, func, insert, or_, select
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy import delete, func, insert, or_, select
+from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from audit.log import Target
@@ -22,6 +22,7 @@ from identity import owners, seats, teams
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound
 from identity.group_defaults import defaults_of, settle_defaults
+from identity.group_locks import lock_group
 from identity.group_rules import governing_rule, pin_rule
 from identity.group_versions import TOUCHED, touch
 from identity.models import GroupMapping, IdpGroup, IdpGroupMember, Org, RoleGrant, Team, User
@@ -55,37 +56,6 @@ def get_group(session: Session, org_id: str, group_id: str) -> IdpGroup:
     if group is None or group.org_id != org_id:
         raise NotFound(f"no group {group_id!r} in this org", group_id=group_id)
     return group
-
-
-# Changes of one group are serialised by a lock on its row, taken before its members are read:
-# two IdP workers PATCHing the same group at once then each see the other's committed members,
-# so that adding a member already there, or removing one already gone, is a no-op rather than a
-# unique-key conflict (409) or a second audit event. FOR NO KEY UPDATE: the foreign keys of
-# other rows pointing at the group (members added to it) still go through. Locks on several
-# groups are taken in id order (apply_user_groups), after the org's lock and before the audit
-# chain head's (audit.log), so that parallel writers never deadlock. SQLite runs one write
-# transaction at a time and needs no lock.
-LOCKED_GROUPS = "identity.locked_groups"
-_LOCK_GROUP = (select(IdpGroup).where(IdpGroup.id == bindparam("group_id")).with_for_update(key_share=True)
-               .execution_options(populate_existing=True))
-
-
-def lock_group(session: Session, org_id: str, group_id: str) -> IdpGroup:
-    """Return the org's group, locked against other changes of it until the transaction ends, or raise NotFound."""
-    locked: set[str] = session.info.setdefault(LOCKED_GROUPS, set())
-    if group_id in locked:
-        return get_group(session, org_id, group_id)
-    group = session.scalars(_LOCK_GROUP, {"group_id": group_id}).one_or_none()
-    if group is None or group.org_id != org_id:
-        raise NotFound(f"no group {group_id!r} in this org", group_id=group_id)
-    locked.add(group_id)
-    return group
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _forget_group_locks(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.parent is None:  # the outermost transaction: its locks are released
-        session.info.pop(LOCKED_GROUPS, None)
 
 
 def _ensure_free_name(session: Session, org_id: str, name: str, keep: str | None = None) -> str:

@@ -25,7 +25,7 @@ from identity.vocabulary import Role
 
 def _groups_matching(session: Session, rule: GroupMapping) -> list[IdpGroup]:
     """Return the groups `rule` governs now (group_rules.governing_rule): those it matches or is pinned to,
-    in id order (groups.lock_group)."""
+    in id order (group_locks.lock_group)."""
     candidates = session.scalars(select(IdpGroup).join(GroupMapping, and_(
         GroupMapping.id == rule.id, or_(group_rules.rule_matches(IdpGroup.external_id, IdpGroup.display_name),
                                         IdpGroup.mapping_id == rule.id),
@@ -78,7 +78,7 @@ def reapply_owner_rules(session: Session, actor: Actor, org_id: str) -> None:
     rules = session.scalars(select(GroupMapping).where(GroupMapping.org_id == org_id,
                                                        GroupMapping.org_role == Role.OWNER))
     matched = {group.id: group for rule in rules for group in _groups_matching(session, rule)}
-    for group_id in sorted(matched):  # in one order (groups.lock_group)
+    for group_id in sorted(matched):  # in one order (group_locks.lock_group)
         groups.reapply(session, actor, matched[group_id])
 
 

@@ -13,7 +13,7 @@ from flask import Response, request
 from sqlalchemy.orm import Session
 
 from audit import Actor
-from identity import groups
+from identity import group_locks, groups
 from identity.groups import GroupChange
 from identity.models import IdpGroup
 from identity.service import run
@@ -84,7 +84,7 @@ def replace_group(group_id: str, body: Any, params: dict[str, Any] | None = None
                          members=tuple(fields["member_ids"]))
 
     def replace(session: Session, actor: Actor) -> None:
-        context.check_if_match(groups.lock_group(session, actor.org_id or "", group_id).version)
+        context.check_if_match(group_locks.lock_group(session, actor.org_id or "", group_id).version)
         groups.change_group(session, actor, actor.org_id or "", group_id, change)
 
     run(context.database(), context.actor(), replace)
@@ -96,7 +96,7 @@ def patch_group(group_id: str, body: Any, params: dict[str, Any]) -> Result:
     operations = parse_operations(body)
 
     def patch(session: Session, actor: Actor) -> None:
-        group = groups.lock_group(session, actor.org_id or "", group_id)  # the plan starts from its current state
+        group = group_locks.lock_group(session, actor.org_id or "", group_id)  # the plan starts from its current state
         context.check_if_match(group.version)
         plan = plan_group_patch(resources.group_to_wire(group, context.base_url(), None), operations)
         groups.change_group(session, actor, actor.org_id or "", group_id, _change_of(plan))
@@ -125,7 +125,7 @@ def _change_of(plan: GroupPatchPlan) -> GroupChange:
 def delete_group(group_id: str) -> Result:
     """Delete a group: its members lose what it granted (RFC 7644 section 3.6)."""
     def remove(session: Session, actor: Actor) -> None:
-        context.check_if_match(groups.lock_group(session, actor.org_id or "", group_id).version)
+        context.check_if_match(group_locks.lock_group(session, actor.org_id or "", group_id).version)
         groups.delete_group(session, actor, actor.org_id or "", group_id)
 
     run(context.database(), context.actor(), remove)
