@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
@@ -20,9 +20,8 @@ from audit.log import Target
 from identity import tokens, wallet_controls
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound, PermissionDenied, Unauthenticated
-from identity.grants import org_role, org_roles, roles_for_key
+from identity.grants import org_role, roles_for_key
 from identity.models import ApiKey, Org, RoleGrant, Team, User
-from identity.paging import by_id, split_by_id
 from identity.roles import allowed_scopes, authorize, refusal
 from identity.vocabulary import KeyStatus, KeyStatusReason, Role
 
@@ -79,7 +78,7 @@ def create_api_key(session: Session, actor: Actor, org_id: str, *, user_id: str,
     bad = set(scopes) - SCOPES
     if bad:
         raise InvalidValue(f"unknown scopes: {', '.join(sorted(bad))}", field="scopes")
-    own = actor.type in ("user", "api_key") and _actor_user_id(session, actor) == user_id
+    own = actor.type in ("user", "api_key") and actor_user_id(session, actor) == user_id
     action = "own_keys.manage" if own else "member.create_key"
     authorize(actor, action, org_id=org_id)
     user = session.get(User, user_id)
@@ -115,7 +114,10 @@ def creator(actor: Actor) -> dict[str, str | None]:
     return {"created_by_type": actor.type, "created_by_id": actor.id, "created_by": (actor.display or "")[:200]}
 
 
-def _actor_user_id(session: Session, actor: Actor) -> str | None:
+def actor_user_id(session: Session, actor: Actor) -> str | None:
+    """Return the member `actor` speaks for: a signed-in user, or an API key's holder, read through the
+    session (the key that authenticated the request is already in it; lookups.acting_user_id asks the
+    database)."""
     if actor.type == "user":
         return actor.id
     key = session.get(ApiKey, actor.id)
@@ -188,7 +190,7 @@ def _key_refusal(session: Session, actor: Actor, org_id: str, key: ApiKey, *, ro
     """
     if key.user_id is None:
         checks: list[tuple[str, Role | None]] = [("service_keys.manage", None)]
-    elif _actor_user_id(session, actor) == key.user_id:
+    elif actor_user_id(session, actor) == key.user_id:
         checks = [("own_keys.manage", None)]
     else:
         holder_role = org_role(session, key.user_id) if holder_roles is None else holder_roles.get(key.user_id)
@@ -205,11 +207,6 @@ def may_act_on_key(session: Session, actor: Actor, org_id: str, key: ApiKey, *, 
     """Tell whether `actor` may revoke (or `rotate`) `key`: the services' own rule, for the console's
     buttons; `holder_roles` are the org roles of a page's key holders, read once for the page."""
     return _key_refusal(session, actor, org_id, key, rotate=rotate, holder_roles=holder_roles) is None
-
-
-def holder_roles(session: Session, entries: list[KeyEntry]) -> dict[str, Role]:
-    """Return the org role of each holder of `entries`' keys that has one, in one query (for may_act_on_key)."""
-    return org_roles(session, sorted({entry.key.user_id for entry in entries if entry.key.user_id}))
 
 
 def _authorize_on_key(session: Session, actor: Actor, org_id: str, key: ApiKey, *, rotate: bool = False) -> None:
@@ -336,59 +333,3 @@ def rotate_api_key(session: Session, actor: Actor, org_id: str, key_id: str, *,
            {"expires_at": old.expires_at.isoformat(), "rotated_to": key.id,
             "grace_seconds": int(grace.total_seconds()), **({"spend_limit": limit} if limit else {})}, org_id=org_id)
     return Issued(key.id, key.prefix, new.plaintext)
-
-
-@dataclass(frozen=True)
-class KeyEntry:
-    """One key as the list shows it: never its secret."""
-
-    key: ApiKey
-    team_name: str | None
-    holder: str | None  # the holder's userName; None for a team service key
-
-    @property
-    def state(self) -> str:
-        """`active`, `rotating` (old secret in its grace period), `expired`, `blocked` or `revoked`."""
-        if self.key.status != KeyStatus.ACTIVE:
-            return str(self.key.status)
-        if self.key.expires_at is None:
-            return "active"
-        return "expired" if self.key.expires_at <= clock.now() else "rotating"
-
-
-@dataclass(frozen=True)
-class KeyPage:
-    """A page of keys by id; `next` and `previous` are the cursors (`after`, `before`) of its neighbours."""
-
-    entries: list[KeyEntry]
-    next: str | None
-    previous: str | None = None
-
-
-def list_api_keys(session: Session, actor: Actor, org_id: str, *, limit: int, after: str = "", before: str = "",
-                  kind: str | None = None, whose: str | None = None) -> KeyPage:
-    """Return a keyset page of the org's keys by id (after `after`, or the one before `before`): all of
-    them for owners and admins, a member's own otherwise (team service keys only to those who may see
-    every key). `kind`: `personal` or `service`; `whose`: `mine` (the actor's own) or `others`."""
-    authorize(actor, "own_keys.read", org_id=org_id)
-    conditions: list[ColumnElement[bool]] = [ApiKey.org_id == org_id]
-    me = _actor_user_id(session, actor) or ""
-    if refusal(actor, "keys.read", org_id=org_id) is not None or whose == "mine":
-        conditions.append(ApiKey.user_id == me)
-    if whose == "others":
-        conditions.append(or_(ApiKey.user_id.is_(None), ApiKey.user_id != me))
-    elif whose not in (None, "mine"):
-        raise InvalidValue("whose must be mine or others", field="whose")
-    if kind == "service":
-        conditions.append(ApiKey.user_id.is_(None))
-    elif kind == "personal":
-        conditions.append(ApiKey.user_id.is_not(None))
-    elif kind is not None:
-        raise InvalidValue("kind must be personal or service", field="kind")
-    rows = session.execute(by_id(select(ApiKey, Team.name, User.user_name).outerjoin(Team, Team.id == ApiKey.team_id)
-                                 .outerjoin(User, User.id == ApiKey.user_id).where(*conditions), ApiKey.id,
-                                 limit=limit, after=after, before=before))
-    found = [KeyEntry(key, team_name, holder) for key, team_name, holder in rows]
-    page, following, previous = split_by_id(found, lambda entry: entry.key.id, limit=limit, after=after,
-                                            before=before)
-    return KeyPage(page, following, previous)

@@ -35,6 +35,7 @@ from identity import (
     group_sync,
     groups,
     invitations,
+    key_list,
     keys,
     lookups,
     mappings,
@@ -493,7 +494,7 @@ def discovered_services() -> set[str]:
 READS: dict[str, Callable[[World], Call]] = {
     "identity.scim_credentials.list_scim_clients": lambda w: lambda s, a: scim_credentials.list_scim_clients(s, a, w.org_id),
     "identity.scim_credentials.list_scim_tokens": lambda w: lambda s, a: scim_credentials.list_scim_tokens(s, a, w.org_id),
-    "identity.keys.list_api_keys": lambda w: lambda s, a: keys.list_api_keys(s, a, w.org_id, limit=10),
+    "identity.key_list.list_api_keys": lambda w: lambda s, a: key_list.list_api_keys(s, a, w.org_id, limit=10),
     "identity.directory.list_members": lambda w: lambda s, a: directory.list_members(s, a, w.org_id, limit=10),
     "identity.directory.get_member": lambda w: lambda s, a: directory.get_member(s, a, w.org_id, w.acme.owner.id),
     "identity.directory.list_teams": lambda w: lambda s, a: directory.list_teams(s, a, w.org_id),
@@ -518,6 +519,7 @@ READS.update({
         s, a, w.org_id, w.acme.default_team_id, w.acme.owner.id),
     "identity.charges.seat_charges": lambda w: lambda s, a: charges.seat_charges(s, a, w.org_id, limit=10),
     "identity.lookups.acting_user_id": lambda w: lambda s, a: lookups.acting_user_id(s, a),
+    "identity.keys.actor_user_id": lambda w: lambda s, a: keys.actor_user_id(s, a),
 })
 # Issue 17's reads: the IdP setup page's provisioning status, the audit page's newest checkpoint.
 READS["identity.audit_access.newest_checkpoint"] = lambda w: lambda s, a: audit_access.newest_checkpoint(s, a, w.org_id)

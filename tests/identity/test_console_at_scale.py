@@ -178,7 +178,7 @@ def test_console_keys_page_sends_the_same_statements_for_10_or_200_keys(
 
 def test_the_keys_page_shows_the_owner_their_own_key_in_an_org_of_500_keys(
         db: Database, acme: NewOrg, client: FlaskClient, system: Actor) -> None:
-    """/console/keys reads the first 500 keys of the whole org by id (SHOWN, keys.list_api_keys) and
+    """/console/keys reads the first 500 keys of the whole org by id (SHOWN, key_list.list_api_keys) and
     then picks "your keys" out of them in Python: in an org with more than 500 keys an owner's or
     admin's own key is missing from "Your keys" (and from the page altogether), with no note and
     no next page, so it cannot be rotated or revoked from the console."""

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from audit import Actor
 from audit.models import AuditEvent
-from identity import directory, keys, members, teams
+from identity import directory, key_list, keys, members, teams
 from identity.db import Database
 from identity.errors import InvalidValue, NotFound
 from identity.orgs import NewOrg
@@ -55,18 +55,18 @@ def test_your_keys_and_the_others_are_listed_apart_and_paged_both_ways(db: Datab
         theirs.add(keys.create_service_key(session, system, acme.org.id, team_id=acme.default_team_id, name="svc",
                                            scopes=["inference"]).id)
     with db.reading() as session:
-        own = keys.list_api_keys(session, owner(acme), acme.org.id, limit=10, whose="mine")
+        own = key_list.list_api_keys(session, owner(acme), acme.org.id, limit=10, whose="mine")
         assert {e.key.id for e in own.entries} == mine
-        first = keys.list_api_keys(session, owner(acme), acme.org.id, limit=3, whose="others")
+        first = key_list.list_api_keys(session, owner(acme), acme.org.id, limit=3, whose="others")
         assert first.next is not None and first.previous is None
-        second = keys.list_api_keys(session, owner(acme), acme.org.id, limit=3, whose="others", after=first.next)
+        second = key_list.list_api_keys(session, owner(acme), acme.org.id, limit=3, whose="others", after=first.next)
         assert {e.key.id for e in first.entries + second.entries} == theirs and second.previous is not None
-        back = keys.list_api_keys(session, owner(acme), acme.org.id, limit=3, whose="others", before=second.previous)
+        back = key_list.list_api_keys(session, owner(acme), acme.org.id, limit=3, whose="others", before=second.previous)
         assert [e.key.id for e in back.entries] == [e.key.id for e in first.entries]
         with pytest.raises(InvalidValue):
-            keys.list_api_keys(session, owner(acme), acme.org.id, limit=3, whose="everyone")
+            key_list.list_api_keys(session, owner(acme), acme.org.id, limit=3, whose="everyone")
         member = Actor(type="user", id=people[0], display="p0", org_id=acme.org.id, role="member")
-        assert len(keys.list_api_keys(session, member, acme.org.id, limit=10, whose="others").entries) == 0
+        assert len(key_list.list_api_keys(session, member, acme.org.id, limit=10, whose="others").entries) == 0
 
 
 def test_a_pages_key_actions_ask_the_one_rule_with_the_holders_roles_read_once(db: Database, system: Actor,
@@ -78,8 +78,8 @@ def test_a_pages_key_actions_ask_the_one_rule_with_the_holders_roles_read_once(d
                                          team_id=acme.default_team_id, name="o", scopes=["inference"]).id
     as_admin = Actor(type="user", id=admin, display="admin", org_id=acme.org.id, role="admin")
     with db.reading() as session:
-        page = keys.list_api_keys(session, as_admin, acme.org.id, limit=10, whose="others")
-        roles = keys.holder_roles(session, page.entries)
+        page = key_list.list_api_keys(session, as_admin, acme.org.id, limit=10, whose="others")
+        roles = key_list.holder_roles(session, page.entries)
         assert roles == {acme.owner.id: "owner"}
         (entry,) = [e for e in page.entries if e.key.id == owners_key]
         for rotate in (False, True):  # an admin may not act on an owner's key, read once or per key

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify
 
-from identity import keys, scim_credentials
+from identity import key_list, keys, scim_credentials
 from identity.errors import InvalidValue
 from identity.paging import Position
 from identity.service import run
@@ -83,14 +83,14 @@ def list_api_keys(org_ref: str) -> Response:
     known_args("limit", "after", "kind")
     limit = min(max(int_arg("limit", 100), 1), 500)
     with database().reading() as session:
-        page = keys.list_api_keys(session, g.actor, org_id, limit=limit, after=after_id(),
+        page = key_list.list_api_keys(session, g.actor, org_id, limit=limit, after=after_id(),
                                   kind=one_arg("kind"))
         rows = [_key_entry(entry) for entry in page.entries]
     return jsonify({"keys": [r for r in rows if r["kind"] == "personal"],
                     "service_keys": [r for r in rows if r["kind"] == "service"], "next": page.next})
 
 
-def _key_entry(entry: keys.KeyEntry) -> dict[str, Any]:
+def _key_entry(entry: key_list.KeyEntry) -> dict[str, Any]:
     k = entry.key
     return {"id": k.id, "prefix": k.prefix, "name": k.name, "kind": "personal" if k.user_id else "service",
             "team": {"id": k.team_id, "name": entry.team_name},

@@ -15,7 +15,7 @@ from flask import Blueprint, g, request
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
-from identity import directory, keys
+from identity import directory, key_list, keys
 from identity.errors import DomainError
 from identity.keys import Issued
 from identity.roles import allowed_scopes
@@ -50,10 +50,10 @@ def _page(*, status: int = 200, errors: dict[str, str] | None = None, issued: Is
     (`?mine_after=`/`mine_before=`, `?after=`/`before=`); only the names of your own teams are read."""
     with reading() as session:
         own = _keys(session, "mine", "mine_")
-        others = _keys(session, "others", "") if may("keys.read") else keys.KeyPage([], None)
+        others = _keys(session, "others", "") if may("keys.read") else key_list.KeyPage([], None)
         mine = directory.get_member(session, g.actor, g.caller.org_id, g.caller.user_id).teams
         names = directory.team_names(session, g.actor, g.caller.org_id, mine)
-        holder_roles = keys.holder_roles(session, others.entries)
+        holder_roles = key_list.holder_roles(session, others.entries)
         entries = own.entries + others.entries
         actions = {entry.key.id: key_actions(session, entry, holder_roles) for entry in entries}
     errors = placed(errors, {"key-": actions})
@@ -65,9 +65,9 @@ def _page(*, status: int = 200, errors: dict[str, str] | None = None, issued: Is
                   scope_help=SCOPE_HELP, issued=issued, issued_for=issued_for, here=page_position(*POSITION))
 
 
-def _keys(session: Session, whose: str, prefix: str) -> keys.KeyPage:
+def _keys(session: Session, whose: str, prefix: str) -> key_list.KeyPage:
     """The page of `whose` keys (mine, others) that the query's `<prefix>after`/`<prefix>before` ask for."""
-    return keys.list_api_keys(session, g.actor, g.caller.org_id, limit=SHOWN, whose=whose,
+    return key_list.list_api_keys(session, g.actor, g.caller.org_id, limit=SHOWN, whose=whose,
                               after=request.values.get(f"{prefix}after", ""),
                               before=request.values.get(f"{prefix}before", ""))
 
@@ -142,7 +142,7 @@ def revoke_key(key_id: str) -> Response:
                                 "Key revoked: it no longer works.")
 
 
-def key_actions(session: Session, entry: keys.KeyEntry, holder_roles: Mapping[str, Role]) -> dict[str, Any]:
+def key_actions(session: Session, entry: key_list.KeyEntry, holder_roles: Mapping[str, Role]) -> dict[str, Any]:
     """Which buttons a key's row offers: rotate and revoke while it is usable, and only where the
     signed-in person may (identity.keys.may_act_on_key: the services' own rule, given the page's
     holders' roles read once)."""
