@@ -11,9 +11,12 @@ one is given nothing back.
 
 The one place every change of group grants ends in (identity.groups add_members, remove_members
 and so reapply, delete_group and the SAML claims; identity.group_sync's re-derivation), in the
-same transaction. Set-based: four statements per batch of members, whatever its size, the grants
-read by user (ix_role_grants_user). The events of those changes carry `defaults` (the role and
-team restored), from which identity.replay settles the same members by the same rule.
+same transaction. So it is also where a member who has lost a team that way (a group's team, or
+the Default team giving way to one) loses their keys for it, as a removal by hand does
+(identity.keys.revoke_keys_of_teams_left; DESIGN 3.7). Set-based: four statements per batch of
+members, whatever its size, the grants read by user (ix_role_grants_user), then the keys' one
+(two when it finds some). The events of those changes carry `defaults` (the role and team
+restored) and `keys_revoked`, from which identity.replay settles the same members by the same rule.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from sqlalchemy import ColumnElement, Select, and_, delete, exists, insert, lite
 from sqlalchemy.orm import Session, aliased
 
 from audit import clock
+from identity import keys
 from identity.lookups import default_team_id
 from identity.models import Org, RoleGrant, User
 from identity.vocabulary import GrantSource, Role
@@ -43,14 +47,16 @@ def defaults_of(session: Session, org_id: str) -> dict[str, Any]:
 
 
 def settle_defaults(session: Session, org_id: str, users: list[str] | Select[Any],
-                    defaults: dict[str, Any]) -> None:
+                    defaults: dict[str, Any]) -> list[str]:
     """Take away or give back the provisioned defaults of `users` (ids, or a query of them) after
-    their group grants changed: see the module's docstring."""
+    their group grants changed, then revoke their keys for the teams they are no longer in; return
+    those keys' prefixes for the change's event (`keys_revoked`). See the module's docstring."""
     if isinstance(users, list):
         for start in range(0, len(users), 500):
             _settle(session, org_id, users[start:start + 500], defaults)
     else:
         _settle(session, org_id, users, defaults)
+    return keys.revoke_keys_of_teams_left(session, users)
 
 
 def _settle(session: Session, org_id: str, users: list[str] | Select[Any], defaults: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ from identity import groups, seats
 from identity.actions import Action
 from identity.group_defaults import defaults_of, settle_defaults
 from identity.group_locks import LOCKED_GROUPS
-from identity.models import IdpGroup, IdpGroupMember, RoleGrant
+from identity.models import ApiKey, IdpGroup, IdpGroupMember, RoleGrant
 from identity.vocabulary import GrantSource, Role
 
 
@@ -32,6 +32,8 @@ def rederive_unruled_groups(session: Session, actor: Actor, org_id: str) -> int:
     and, under `mirror`, come back in one INSERT ... SELECT; only the groups themselves are visited
     one by one (a mirror team made for each that has none, its event). A membership does not record
     its channel: a grant given anew is SAML's for a group a sign-in's claim made, SCIM's otherwise.
+    The members' keys for a team they are no longer in are revoked (group_defaults.settle_defaults),
+    each named in the event of one group its holder is in (`keys_revoked`).
     Locks: the org's first, then the groups' in id order (group_locks.lock_group).
     """
     org = seats.lock_org(session, org_id)
@@ -55,13 +57,34 @@ def rederive_unruled_groups(session: Session, actor: Actor, org_id: str) -> int:
                    IdpGroup.id, literal(clock.now())).join(IdpGroupMember, IdpGroupMember.group_id == IdpGroup.id)
             .where(IdpGroup.id.in_(_unruled(org_id)), IdpGroup.team_id.is_not(None))))
     defaults = defaults_of(session, org_id)
-    settle_defaults(session, org_id, select(IdpGroupMember.user_id).where(
+    revoked = settle_defaults(session, org_id, select(IdpGroupMember.user_id).where(
         IdpGroupMember.group_id.in_(_unruled(org_id))), defaults)
+    named = _keys_by_group(session, org_id, revoked, {group.id: group.team_id for group in unruled})
     for group in unruled:
         if group.id in populated:
             record(session, actor, Action.GROUP_GRANTS_REDERIVED, groups.target(group), {
                 "group_sync": org.group_sync, "team_id": group.team_id if mirror else None,
                 "team_role": Role.MEMBER if mirror else None, "org_role": None,
-                "source": GrantSource.SAML if group.from_claim else GrantSource.SCIM, "defaults": defaults},
-                   org_id=org_id)
+                "source": GrantSource.SAML if group.from_claim else GrantSource.SCIM, "defaults": defaults,
+                "keys_revoked": named.get(group.id, [])}, org_id=org_id)
     return len(populated)
+
+
+def _keys_by_group(session: Session, org_id: str, prefixes: list[str],
+                   teams: dict[str, str | None]) -> dict[str, list[str]]:
+    """Name each key the switch revoked in the event of one group its holder is in: the group whose
+    team the key was for, else the first by id (a Default-team key that a mirror team displaced)."""
+    chosen: dict[str, str] = {}
+    for start in range(0, len(prefixes), 500):
+        for prefix, team_id, group_id in session.execute(
+                select(ApiKey.prefix, ApiKey.team_id, IdpGroupMember.group_id)
+                .join(IdpGroupMember, IdpGroupMember.user_id == ApiKey.user_id)
+                .where(ApiKey.prefix.in_(prefixes[start:start + 500]), IdpGroupMember.group_id.in_(_unruled(org_id)))
+                .order_by(IdpGroupMember.group_id)):
+            its_team = teams.get(group_id) == team_id
+            if prefix not in chosen or (its_team and teams.get(chosen[prefix]) != team_id):
+                chosen[prefix] = group_id
+    named: dict[str, list[str]] = {}
+    for prefix in prefixes:
+        named.setdefault(chosen[prefix], []).append(prefix)
+    return named

@@ -268,11 +268,11 @@ def add_members(session: Session, actor: Actor, org_id: str, group_id: str, user
     if rows:
         session.execute(insert(RoleGrant), rows)
     defaults = defaults_of(session, org_id)
-    settle_defaults(session, org_id, new, defaults)  # a group's grant replaces the provisioned default
+    revoked = settle_defaults(session, org_id, new, defaults)  # a group's grant replaces the provisioned default
     touch(session, group)  # its members are part of it: a new version (ETag), so a stale If-Match is 412
     record(session, actor, Action.GROUP_MEMBERS_ADDED, target(group),
            {"members": new, "team_id": grants.team_id, "team_role": grants.team_role, "org_role": grants.org_role,
-            "source": source, "defaults": defaults}, org_id=org_id)
+            "source": source, "defaults": defaults, "keys_revoked": revoked}, org_id=org_id)
     return new
 
 
@@ -301,10 +301,10 @@ def remove_members(session: Session, actor: Actor, org_id: str, group_id: str, u
         gone += sorted(taken)
     if gone:
         defaults = defaults_of(session, org_id)
-        settle_defaults(session, org_id, gone, defaults)  # the default back for whom no group gives one now
+        revoked = settle_defaults(session, org_id, gone, defaults)  # the default back for whom no group gives one now
         touch(session, group)
-        record(session, actor, Action.GROUP_MEMBERS_REMOVED, target(group), {"members": gone, "defaults": defaults},
-               org_id=org_id)
+        record(session, actor, Action.GROUP_MEMBERS_REMOVED, target(group),
+               {"members": gone, "defaults": defaults, "keys_revoked": revoked}, org_id=org_id)
     for user_id in sorted(protected):
         owners.protect_group_owner(session, actor, org_id, user_id, group.id)
     return gone

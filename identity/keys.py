@@ -11,8 +11,9 @@ import datetime as dt
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, Select, exists, select, update
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
@@ -216,13 +217,11 @@ def _authorize_on_key(session: Session, actor: Actor, org_id: str, key: ApiKey, 
 
 
 def _set_status(session: Session, user: User, where_status: KeyStatus, where_reason: KeyStatusReason | None,
-                status: KeyStatus, reason: KeyStatusReason | None, team_id: str | None = None) -> list[str]:
+                status: KeyStatus, reason: KeyStatusReason | None) -> list[str]:
     """Move the user's keys from one status to another in one statement; return their prefixes."""
     conditions = [ApiKey.user_id == user.id, ApiKey.status == where_status]
     if where_reason is not None:
         conditions.append(ApiKey.status_reason == where_reason)
-    if team_id is not None:
-        conditions.append(ApiKey.team_id == team_id)
     return _move(session, conditions, status, reason)
 
 
@@ -252,11 +251,28 @@ def revoke_user_keys(session: Session, user: User, *, reason: KeyStatusReason) -
                  KeyStatus.REVOKED, reason)
 
 
-def revoke_team_keys(session: Session, user: User, team_id: str) -> list[str]:
-    """Revoke the user's keys for one team, because the user left it."""
-    left = KeyStatusReason.LEFT_TEAM
-    return (_set_status(session, user, KeyStatus.ACTIVE, None, KeyStatus.REVOKED, left, team_id)
-            + _set_status(session, user, KeyStatus.BLOCKED, None, KeyStatus.REVOKED, left, team_id))
+def revoke_keys_of_teams_left(session: Session, users: list[str] | Select[Any], *,
+                              team_id: str | None = None) -> list[str]:
+    """Revoke (`left_team`) the keys `users` (ids, or a query of them) hold for a team in which they
+    hold no grant any more, or for `team_id` only; return their prefixes, sorted.
+
+    The one place for a member's keys when they leave a team, whichever way: removed by hand
+    (identity.teams.remove_team_member) or by an IdP group change (identity.group_defaults.
+    settle_defaults, where every change of group grants ends: a group left, deleted or re-derived,
+    the Default team giving way to a group's team). Blocked keys too: revoked is for good, and
+    reactivation lifts only what deactivation blocked (DESIGN 3.5, 3.7). Set-based: per 500 users,
+    one SELECT and, when it finds keys, one UPDATE.
+    """
+    batches = [users[start:start + 500] for start in range(0, len(users), 500)] if isinstance(users, list) else [users]
+    left = ~exists().where(RoleGrant.user_id == ApiKey.user_id, RoleGrant.team_id == ApiKey.team_id)
+    revoked: list[str] = []
+    for batch in batches:
+        conditions = [ApiKey.user_id.in_(batch), ApiKey.status.in_([KeyStatus.ACTIVE, KeyStatus.BLOCKED]),
+                      ApiKey.team_id.is_not(None), left]
+        if team_id is not None:
+            conditions.append(ApiKey.team_id == team_id)
+        revoked += _move(session, conditions, KeyStatus.REVOKED, KeyStatusReason.LEFT_TEAM)
+    return sorted(revoked)
 
 
 def revoke_keys_of_team(session: Session, org_id: str, team_id: str) -> list[str]:

@@ -185,6 +185,7 @@ def _team_deleted(x: Expected, e: Row[Any]) -> None:
         _drop(x, user_id, lambda key: key[0] != e.target_id)
     _settle_defaults(x, grouped, e.changes.get("defaults"))
     _key_status(x, e, e.changes.get("keys_revoked", []), KeyStatus.REVOKED, KeyStatusReason.TEAM_DELETED)
+    _key_status(x, e, e.changes.get("keys_revoked_left_team", []), KeyStatus.REVOKED, KeyStatusReason.LEFT_TEAM)
     for entity in (*x.api_keys.values(), *x.invitations.values()):  # their rows stay, the team unset
         if entity.fields.get("team_id") == e.target_id:
             entity.set(e, team_id=None)
@@ -226,6 +227,7 @@ def _members_added(x: Expected, e: Row[Any]) -> None:
         if c.get("org_role"):
             grants[(None, source, group_id)] = c["org_role"]
     _settle_defaults(x, c["members"], c.get("defaults"))
+    _left_teams(x, e)
 
 
 def _members_removed(x: Expected, e: Row[Any]) -> None:
@@ -233,6 +235,7 @@ def _members_removed(x: Expected, e: Row[Any]) -> None:
         x.group_members.get(e.target_id, set()).discard(user_id)
         _drop(x, user_id, lambda key: key[2] != e.target_id)
     _settle_defaults(x, e.changes["members"], e.changes.get("defaults"))
+    _left_teams(x, e)
 
 
 def _grants_rederived(x: Expected, e: Row[Any]) -> None:
@@ -244,6 +247,13 @@ def _grants_rederived(x: Expected, e: Row[Any]) -> None:
         if grants is not None and c.get("team_id"):
             grants[(c["team_id"], c["source"], group_id)] = c["team_role"]
     _settle_defaults(x, x.group_members.get(group_id, set()), c.get("defaults"))
+    _left_teams(x, e)
+
+
+def _left_teams(x: Expected, e: Row[Any]) -> None:
+    """The keys of the teams a change of group grants took from their holders (since 2026-12-06; before,
+    such keys stayed active while the key check refused them): keys.revoke_keys_of_teams_left."""
+    _key_status(x, e, e.changes.get("keys_revoked", []), KeyStatus.REVOKED, KeyStatusReason.LEFT_TEAM)
 
 
 IDP_SOURCES = (GrantSource.SCIM, GrantSource.SAML)

@@ -45,6 +45,8 @@ def delete_team(session: Session, actor: Actor, org_id: str, team_id: str, *, co
     # of them would do, so no more than the actor may do to each (an admin may not to an owner).
     authorize(actor, "member.remove_from_team", org_id=org_id,
               target_role=Role.OWNER if _has_an_owner(session, org_id, team.id) else None)
+    # The team's keys first: its rules' groups, re-derived below, would revoke their members' as `left_team`.
+    revoked = keys.revoke_keys_of_team(session, org_id, team.id)
     for rule in session.scalars(select(GroupMapping).where(GroupMapping.org_id == org_id,
                                                             GroupMapping.team_id == team.id)).all():
         mappings.delete_mapping(session, actor, org_id, rule.id)
@@ -52,7 +54,6 @@ def delete_team(session: Session, actor: Actor, org_id: str, team_id: str, *, co
         Invitation.org_id == org_id, Invitation.team_id == team.id, Invitation.status == InvitationStatus.PENDING)
     for invitation in session.scalars(pending).all():
         invitations.expire(session, invitation, actor, reason="team_deleted")
-    revoked = keys.revoke_keys_of_team(session, org_id, team.id)
     balance = topups.close_team_wallet(session, actor, org_id, team.id)
     members = session.scalar(select(func.count(func.distinct(RoleGrant.user_id))).where(RoleGrant.team_id == team.id))
     # Members whose team a group gave (a mirrored group's) may be left with no group team: Default again.
@@ -60,10 +61,12 @@ def delete_team(session: Session, actor: Actor, org_id: str, team_id: str, *, co
         RoleGrant.team_id == team.id, RoleGrant.source_ref != "").distinct()))
     session.execute(delete(RoleGrant).where(RoleGrant.team_id == team.id))
     defaults = defaults_of(session, org_id)
-    settle_defaults(session, org_id, grouped, defaults)
+    # Their keys for this team went above; for another team only where a provisioned Default grant
+    # still stood beside group grants (before 2026-12) and gives way now.
+    left = settle_defaults(session, org_id, grouped, defaults)
     record(session, actor, Action.TEAM_DELETED, Target("team", team.id, team.name),
            {"name": team.name, "members_removed": members, "keys_revoked": revoked, "balance_micros": balance,
-            "defaults": defaults}, org_id=org_id)
+            "defaults": defaults, **({"keys_revoked_left_team": left} if left else {})}, org_id=org_id)
     session.delete(team)
     session.flush()
     # The database unset the team of the keys and invitations that named it; so must the session.

@@ -173,6 +173,6 @@ def remove_team_member(session: Session, actor: Actor, org_id: str, team_id: str
     if session.scalar(grants.limit(1)) is None:
         raise NotFound(f"{user.user_name} is not a member of team {team.id}", team_id=team.id)
     session.execute(delete(RoleGrant).where(RoleGrant.user_id == user.id, RoleGrant.team_id == team.id))
-    revoked = keys.revoke_team_keys(session, user, team.id)
+    revoked = keys.revoke_keys_of_teams_left(session, [user.id], team_id=team.id)
     record(session, actor, Action.TEAM_MEMBER_REMOVED, Target("user", user.id, user.user_name),
            {"team_id": team.id, "keys_revoked": revoked}, org_id=org_id)
