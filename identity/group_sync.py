@@ -57,8 +57,11 @@ def rederive_unruled_groups(session: Session, actor: Actor, org_id: str) -> int:
                    IdpGroup.id, literal(clock.now())).join(IdpGroupMember, IdpGroupMember.group_id == IdpGroup.id)
             .where(IdpGroup.id.in_(_unruled(org_id)), IdpGroup.team_id.is_not(None))))
     defaults = defaults_of(session, org_id)
-    revoked = settle_defaults(session, org_id, select(IdpGroupMember.user_id).where(
-        IdpGroupMember.group_id.in_(_unruled(org_id))), defaults)
+    members = select(IdpGroupMember.user_id).where(IdpGroupMember.group_id.in_(_unruled(org_id)))
+    # Under `mapped` the members of the groups that had a mirror team lost it: Default may come back to them.
+    left = () if mirror else members.join(IdpGroup, IdpGroup.id == IdpGroupMember.group_id).where(
+        IdpGroup.team_id.is_not(None))
+    revoked = settle_defaults(session, org_id, members, defaults, left_group_team=left)
     named = _keys_by_group(session, org_id, revoked, {group.id: group.team_id for group in unruled})
     for group in unruled:
         if group.id in populated:

@@ -9,7 +9,7 @@ change: adding 1,000 members to a group of 100,000 reads and writes those 1,000.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -238,11 +238,12 @@ def _members_among(session: Session, group_id: str, user_ids: list[str]) -> set[
 
 
 def add_members(session: Session, actor: Actor, org_id: str, group_id: str, user_ids: list[str], *,
-                source: GrantSource = GrantSource.SCIM) -> list[str]:
+                source: GrantSource = GrantSource.SCIM, left_group_team: Collection[str] = ()) -> list[str]:
     """Add users to a group and give them its grants; return those who were not members yet.
 
     `source` is the channel the membership came through, which each grant remembers (DESIGN 3.2):
     `scim` for SCIM Groups, `saml` for an assertion's group claims (apply_user_groups).
+    `left_group_team`: those whose team grant from this group `reapply` has just taken.
     """
     authorize(actor, "teams.manage", org_id=org_id)
     group = lock_group(session, org_id, group_id)
@@ -268,7 +269,8 @@ def add_members(session: Session, actor: Actor, org_id: str, group_id: str, user
     if rows:
         session.execute(insert(RoleGrant), rows)
     defaults = defaults_of(session, org_id)
-    revoked = settle_defaults(session, org_id, new, defaults)  # a group's grant replaces the provisioned default
+    # A group's grant replaces the provisioned default; the Default team comes back only where reapply took a team.
+    revoked = settle_defaults(session, org_id, new, defaults, left_group_team=left_group_team)
     touch(session, group)  # its members are part of it: a new version (ETag), so a stale If-Match is 412
     record(session, actor, Action.GROUP_MEMBERS_ADDED, target(group),
            {"members": new, "team_id": grants.team_id, "team_role": grants.team_role, "org_role": grants.org_role,
@@ -287,6 +289,7 @@ def remove_members(session: Session, actor: Actor, org_id: str, group_id: str, u
     present = _members_among(session, group.id, list(dict.fromkeys(user_ids)))
     protected = owners.last_owners_leaving_group(session, org_id, group.id, present)
     gone: list[str] = []
+    left_team: set[str] = set()  # those whose team grant from this group went: the Default team may come back
     for chunk in chunks(sorted(present - protected)):
         # RETURNING: the rows this transaction took out. A user's deletion, which does not lock the
         # group, may have taken one since it was read; that removal is not this change's to audit.
@@ -294,14 +297,16 @@ def remove_members(session: Session, actor: Actor, org_id: str, group_id: str, u
             IdpGroupMember.group_id == group.id, IdpGroupMember.user_id.in_(chunk)).returning(IdpGroupMember.user_id)))
         # Found by user alone, then checked here: with `source_ref` in the WHERE, SQLite without
         # statistics walks the group's index, every grant of a 100,000-member group, per chunk.
-        grants = [gid for gid, ref in session.execute(select(RoleGrant.id, RoleGrant.source_ref).where(
-            RoleGrant.user_id.in_(taken))) if ref == group.id] if taken else []
+        grants = [row for row in session.execute(select(
+            RoleGrant.id, RoleGrant.source_ref, RoleGrant.user_id, RoleGrant.team_id).where(
+            RoleGrant.user_id.in_(taken))) if row.source_ref == group.id] if taken else []
         if grants:
-            session.execute(delete(RoleGrant).where(RoleGrant.id.in_(grants)))
+            session.execute(delete(RoleGrant).where(RoleGrant.id.in_([row.id for row in grants])))
+        left_team.update(row.user_id for row in grants if row.team_id is not None)
         gone += sorted(taken)
     if gone:
         defaults = defaults_of(session, org_id)
-        revoked = settle_defaults(session, org_id, gone, defaults)  # the default back for whom no group gives one now
+        revoked = settle_defaults(session, org_id, gone, defaults, left_group_team=left_team)
         touch(session, group)
         record(session, actor, Action.GROUP_MEMBERS_REMOVED, target(group),
                {"members": gone, "defaults": defaults, "keys_revoked": revoked}, org_id=org_id)
@@ -333,15 +338,20 @@ def reapply(session: Session, actor: Actor, group: IdpGroup) -> None:
     seats.lock_org(session, group.org_id)  # first: it serialises the last-owner check
     lock_group(session, group.org_id, group.id)
     pin_rule(session, group)  # a group without members too: those added later get what the rule gives
-    sources = {user_id: source for user_id, source in session.execute(
-        select(RoleGrant.user_id, RoleGrant.source).where(RoleGrant.source_ref == group.id))}
+    sources: dict[str, GrantSource] = {}
+    left_team: set[str] = set()  # whose team grant from the group goes here: the Default team may come back
+    for user_id, source, team_id in session.execute(
+            select(RoleGrant.user_id, RoleGrant.source, RoleGrant.team_id).where(RoleGrant.source_ref == group.id)):
+        sources[user_id] = source
+        if team_id is not None:
+            left_team.add(user_id)
     session.execute(delete(RoleGrant).where(RoleGrant.source_ref == group.id))
     by_source: dict[GrantSource, list[str]] = {}
     for user_id in member_ids(session, group.id):
         by_source.setdefault(sources.get(user_id, GrantSource.SCIM), []).append(user_id)
     session.execute(delete(IdpGroupMember).where(IdpGroupMember.group_id == group.id))
     for source, members in sorted(by_source.items()):
-        add_members(session, actor, group.org_id, group.id, members, source=source)
+        add_members(session, actor, group.org_id, group.id, members, source=source, left_group_team=left_team)
     owners.ensure_an_owner_remains(session, group.org_id)  # a rule that no longer makes the last owner one
 
 

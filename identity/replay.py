@@ -183,7 +183,7 @@ def _team_deleted(x: Expected, e: Row[Any]) -> None:
                if any(key[0] == e.target_id and key[2] != "" for key in grants)]
     for user_id in list(x.grants):
         _drop(x, user_id, lambda key: key[0] != e.target_id)
-    _settle_defaults(x, grouped, e.changes.get("defaults"))
+    _settle_defaults(x, grouped, e.changes.get("defaults"), left_group_team=set(grouped))
     _key_status(x, e, e.changes.get("keys_revoked", []), KeyStatus.REVOKED, KeyStatusReason.TEAM_DELETED)
     _key_status(x, e, e.changes.get("keys_revoked_left_team", []), KeyStatus.REVOKED, KeyStatusReason.LEFT_TEAM)
     for entity in (*x.api_keys.values(), *x.invitations.values()):  # their rows stay, the team unset
@@ -216,6 +216,7 @@ def _members_added(x: Expected, e: Row[Any]) -> None:
     """
     c, group_id = e.changes, e.target_id
     source = c.get("source", GrantSource.SCIM)
+    left = _group_team_holders(x, c["members"], group_id)  # a re-applied rule takes the team it gave first
     for user_id in c["members"]:
         x.group_members.get(group_id, set()).add(user_id)
         _drop(x, user_id, lambda key: key[2] != group_id)
@@ -226,27 +227,29 @@ def _members_added(x: Expected, e: Row[Any]) -> None:
             grants[(c["team_id"], source, group_id)] = c["team_role"]
         if c.get("org_role"):
             grants[(None, source, group_id)] = c["org_role"]
-    _settle_defaults(x, c["members"], c.get("defaults"))
+    _settle_defaults(x, c["members"], c.get("defaults"), left_group_team=left)
     _left_teams(x, e)
 
 
 def _members_removed(x: Expected, e: Row[Any]) -> None:
+    left = _group_team_holders(x, e.changes["members"], e.target_id)
     for user_id in e.changes["members"]:
         x.group_members.get(e.target_id, set()).discard(user_id)
         _drop(x, user_id, lambda key: key[2] != e.target_id)
-    _settle_defaults(x, e.changes["members"], e.changes.get("defaults"))
+    _settle_defaults(x, e.changes["members"], e.changes.get("defaults"), left_group_team=left)
     _left_teams(x, e)
 
 
 def _grants_rederived(x: Expected, e: Row[Any]) -> None:
     """Every member of the group now holds exactly the grants this event names from it (group_sync switched)."""
     c, group_id = e.changes, e.target_id
+    left = _group_team_holders(x, x.group_members.get(group_id, set()), group_id)
     for user_id in x.group_members.get(group_id, set()):
         _drop(x, user_id, lambda key: key[2] != group_id)
         grants = x.grants.get(user_id)
         if grants is not None and c.get("team_id"):
             grants[(c["team_id"], c["source"], group_id)] = c["team_role"]
-    _settle_defaults(x, x.group_members.get(group_id, set()), c.get("defaults"))
+    _settle_defaults(x, x.group_members.get(group_id, set()), c.get("defaults"), left_group_team=left)
     _left_teams(x, e)
 
 
@@ -259,11 +262,20 @@ def _left_teams(x: Expected, e: Row[Any]) -> None:
 IDP_SOURCES = (GrantSource.SCIM, GrantSource.SAML)
 
 
-def _settle_defaults(x: Expected, user_ids: Iterable[str], defaults: dict[str, Any] | None) -> None:
+def _group_team_holders(x: Expected, user_ids: Iterable[str], group_id: str) -> set[str]:
+    """Those of `user_ids` holding a team grant from the group, before the event takes its grants."""
+    return {user_id for user_id in user_ids
+            if any(key[0] is not None and key[2] == group_id for key in x.grants.get(user_id, {}))}
+
+
+def _settle_defaults(x: Expected, user_ids: Iterable[str], defaults: dict[str, Any] | None, *,
+                     left_group_team: set[str]) -> None:
     """identity.group_defaults' rule, after a change of group grants whose event names `defaults` (since
     2026-12; before, the provisioned defaults stayed beside group grants): while a group gives an org
     role (a team), the SCIM or SAML grant of the default role (the Default team) is gone; once none
-    does, a member holding no org grant (no grant in the Default team) gets it back."""
+    does, a member holding no org grant (no grant in the Default team) gets it back; the Default team
+    only if the event took a group's team from them (`left_group_team`), where `defaults` says
+    `team_back` (since 2026-12-06; before, whoever the event named)."""
     if not defaults:
         return
     role, default_team = defaults["org_role"], defaults["team_id"]
@@ -272,11 +284,13 @@ def _settle_defaults(x: Expected, user_ids: Iterable[str], defaults: dict[str, A
         if grants is None:
             continue
         by_group = [key for key in grants if key[1] in IDP_SOURCES and key[2] != ""]
+        may_rejoin = "team_back" not in defaults or user_id in left_group_team
         for team, restored in ((None, role), (default_team, Role.MEMBER)):
             if any((key[0] is None) == (team is None) for key in by_group):
                 for key in [key for key in grants if key[0] == team and key[1] in IDP_SOURCES and key[2] == ""]:
                     del grants[key]
-            elif source in IDP_SOURCES and not any(key[0] == team for key in grants):
+            elif (source in IDP_SOURCES and not any(key[0] == team for key in grants)
+                  and (team is None or may_rejoin)):
                 grants[(team, source, "")] = restored
 
 

@@ -63,7 +63,7 @@ def delete_team(session: Session, actor: Actor, org_id: str, team_id: str, *, co
     defaults = defaults_of(session, org_id)
     # Their keys for this team went above; for another team only where a provisioned Default grant
     # still stood beside group grants (before 2026-12) and gives way now.
-    left = settle_defaults(session, org_id, grouped, defaults)
+    left = settle_defaults(session, org_id, grouped, defaults, left_group_team=grouped)
     record(session, actor, Action.TEAM_DELETED, Target("team", team.id, team.name),
            {"name": team.name, "members_removed": members, "keys_revoked": revoked, "balance_micros": balance,
             "defaults": defaults, **({"keys_revoked_left_team": left} if left else {})}, org_id=org_id)

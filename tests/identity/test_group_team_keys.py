@@ -287,3 +287,65 @@ def test_scim_patch_then_the_gateway_and_the_key_list_agree(db: Database, system
     assert _status(db, key.id) == ("revoked", "left_team")
     _reconciles(db, scim.org_id)
 
+
+def test_a_member_taken_out_of_default_by_hand_stays_out_through_the_next_group_change(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """DESIGN 3.3: the Default team is where a member goes whom no group maps anywhere; it gives way
+    to a group's team and comes back when the member loses their last one. An admin's removal from
+    Default is no group's doing: a later group change that takes no team from the member (here a
+    group that gives an org role only) leaves it as the admin made it."""
+    dev = provision(db, system, acme.org.id, "dev@acme.test", source="scim")
+    with db.transaction() as session:
+        mappings.create_mapping(session, system, acme.org.id, group_display_name="Auditors", org_role="viewer")
+        teams.remove_team_member(session, system, acme.org.id, acme.default_team_id, dev.id)
+    with db.transaction() as session:
+        group = groups.create_group(session, system, acme.org.id, display_name="Auditors", member_ids=[dev.id])
+    with db.reading() as session:
+        assert team_roles(session, dev.id) == {}
+        assert users.org_role(session, dev.id) == "viewer"
+    with db.transaction() as session:
+        groups.remove_members(session, system, acme.org.id, group.id, [dev.id])
+    with db.reading() as session:
+        assert team_roles(session, dev.id) == {}
+        assert users.org_role(session, dev.id) == "member"  # the org's default role: no group gives one
+    _reconciles(db, acme.org.id)
+
+
+
+def _lose_by_removal(db: Database, system: Actor, org_id: str, group: str, team: str) -> None:
+    with db.transaction() as session:
+        groups.remove_members(session, system, org_id, group, groups.member_ids(session, group))
+
+
+def _lose_by_rule(db: Database, system: Actor, org_id: str, group: str, team: str) -> None:
+    with db.transaction() as session:  # the group's rule now gives an org role only: reapply
+        mappings.create_mapping(session, system, org_id, group_display_name="Platform", org_role="member")
+
+
+def _lose_by_group_sync(db: Database, system: Actor, org_id: str, group: str, team: str) -> None:
+    with db.transaction() as session:
+        orgs.update_settings(session, system, org_id, {"group_sync": "mapped"})
+
+
+def _lose_by_team_deletion(db: Database, system: Actor, org_id: str, group: str, team: str) -> None:
+    with db.transaction() as session:
+        team_deletion.delete_team(session, system, org_id, team)
+
+
+@pytest.mark.parametrize("lose", [_lose_by_removal, _lose_by_rule, _lose_by_group_sync, _lose_by_team_deletion],
+                         ids=["removed", "rule", "group_sync", "team_deleted"])
+def test_a_member_losing_their_last_group_team_rejoins_default_even_if_once_taken_out_by_hand(
+        db: Database, system: Actor, acme: NewOrg, lose: Callable[..., None]) -> None:
+    """The IdP's change that leaves the member mapped nowhere puts them in Default (DESIGN 3.3),
+    whichever change it is."""
+    dev = provision(db, system, acme.org.id, "dev@acme.test", source="scim")
+    with db.transaction() as session:
+        teams.remove_team_member(session, system, acme.org.id, acme.default_team_id, dev.id)
+        group = groups.create_group(session, system, acme.org.id, display_name="Platform", member_ids=[dev.id])
+        team = session.get_one(IdpGroup, group.id).team_id
+    with db.reading() as session:
+        assert team_roles(session, dev.id) == {team: "member"}
+    lose(db, system, acme.org.id, group.id, team)
+    with db.reading() as session:
+        assert team_roles(session, dev.id) == {acme.default_team_id: "member"}
+    _reconciles(db, acme.org.id)
