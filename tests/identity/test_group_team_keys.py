@@ -9,6 +9,10 @@ to a group's team. The key's row says `revoked` (not `active` while the gateway 
 group change's event names it, and the audit log still explains the data (identity.reconcile).
 Revoked is for good: the team coming back does not bring the key back (only deactivation's block
 is undone, DESIGN 3.5).
+
+At the end, the Default team itself (DESIGN 3.3): it comes back to a member when a group change
+takes their last group team, and not to one an admin took out of it when a group change takes
+no team from them (identity.group_defaults).
 """
 
 from __future__ import annotations
