@@ -74,10 +74,14 @@ def settle_defaults(session: Session, org_id: str, users: list[str] | Select[Any
 
 
 def _among(left: Select[Any] | set[str], batch: list[str] | Select[Any]) -> list[str] | Select[Any]:
-    """Those of a batch of users who left a group's team (the query itself, when it is one)."""
+    """Those of a batch of users who left a group's team (the query itself, when it is one; the batch
+    itself, when it is all of them: _settle then needs no second list of them)."""
     if isinstance(left, Select):
         return left
-    return [user_id for user_id in batch if user_id in left] if isinstance(batch, list) else sorted(left)
+    if not isinstance(batch, list):
+        return sorted(left)
+    among = [user_id for user_id in batch if user_id in left]
+    return batch if len(among) == len(batch) else among
 
 
 def _settle(session: Session, org_id: str, users: list[str] | Select[Any], defaults: dict[str, Any],
@@ -106,7 +110,7 @@ def _settle(session: Session, org_id: str, users: list[str] | Select[Any], defau
     ).where(live, ~held(User.id, other.team_id.is_(None)))))
     if isinstance(left_group_team, list) and not left_group_team:
         return  # nobody's group team went: nobody's Default team comes back (one taken by hand stays taken)
+    rejoining = live if left_group_team is users else and_(live, User.id.in_(left_group_team))
     session.execute(insert(RoleGrant).from_select(columns, select(
         User.org_id, User.id, literal(team_id), literal(Role.MEMBER.value), User.source, literal(""), now,
-    ).where(live, User.id.in_(left_group_team), ~held(User.id, other.team_id.is_not(None), by_group),
-            ~held(User.id, other.team_id == team_id))))
+    ).where(rejoining, ~held(User.id, other.team_id.is_not(None), by_group), ~held(User.id, other.team_id == team_id))))
