@@ -10,7 +10,7 @@ parameters read by scim.listing.read_query, the same credential check in the sam
 provisioning status, and the same headers, log line and counters (identity.web.front).
 
 It answers only a lookup it fully understands and that the view would answer 200 without writing
-anything: `GET` of exactly that path; a query string of `filter` and optionally `startIndex`,
+anything: `GET` of exactly that path, with no body; a query string of `filter` and optionally `startIndex`,
 `count`, `attributes` and `excludedAttributes`, each once, valid UTF-8, free of what no request
 may carry (identity.jsontext.UNSTORABLE); a filter that is one of the IdPs' lookup forms; a SCIM
 token (`Bearer scim_...`) that verifies and whose last-used time is not due to be saved; an org
@@ -50,8 +50,9 @@ class LookupFirst:
         self.fallback = fallback
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") != PATH or environ.get("REQUEST_METHOD") != "GET":
-            return self.fallback(environ, start_response)
+        if environ.get("PATH_INFO") != PATH or environ.get("REQUEST_METHOD") != "GET" or \
+                environ.get("CONTENT_LENGTH", "0") not in ("", "0") or "HTTP_TRANSFER_ENCODING" in environ:
+            return self.fallback(environ, start_response)  # a GET with a body: Flask reads (and drains) it
         authorization = environ.get("HTTP_AUTHORIZATION", "")
         query = _query(environ.get("QUERY_STRING", ""))
         if query is None or authorization[:len(BEARER)].lower() != BEARER:

@@ -156,6 +156,22 @@ def test_a_revoked_token_and_another_orgs_users_are_not_answered(db: Database, a
     assert served.status_code == 401
 
 
+def test_a_get_with_a_body_is_flasks(app: Flask, scim: Scim, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body on a GET is Flask's to read and drop (identity.web.unread_body), so that the keep-alive
+    connection it came on stays whole: the front never answers one."""
+    asked: list[str] = []
+    flask_only = _flask_only(app)
+
+    def flask(environ: dict[str, Any], start_response: Any) -> Any:
+        asked.append(environ["PATH_INFO"])
+        return flask_only(environ, start_response)
+
+    monkeypatch.setattr(app.wsgi_app.fallback, "fallback", flask)  # type: ignore[attr-defined]
+    response = Client(app).open("/scim/v2/Users", query_string=_filter('userName eq "bjensen@example.com"'),
+                                data=b'{"x": 1}', headers={"Authorization": f"Bearer {scim.token}"})
+    assert response.status_code == 200 and asked == ["/scim/v2/Users"]
+
+
 def test_a_due_last_used_time_is_saved_by_the_view(db: Database, app: Flask, scim: Scim) -> None:
     with db.transaction() as session:
         session.execute(update(ScimToken).where(ScimToken.org_id == scim.org_id).values(last_used_at=None))
