@@ -7,15 +7,20 @@ checked against the client's row, so revoking the client ends its tokens at once
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
+import json
 import time
 import uuid
 from typing import Any
+from urllib.parse import unquote
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
-from authlib.oauth2.rfc6749 import ClientMixin, grants
-from flask import Flask, current_app, g
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749 import ClientMixin, InvalidClientError, grants
+from flask import Flask, Response, current_app, g
 from flask import request as http_request
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -23,6 +28,7 @@ from joserfc.jwk import OctKey
 
 from identity import config, scim_credentials
 from identity.errors import Unauthenticated
+from identity.jsontext import UNSTORABLE
 from identity.models import ScimClient
 from scim.context import database
 
@@ -101,12 +107,44 @@ def _record_issued(token: dict[str, Any], request: Any) -> None:
             client_request_id=g.get("client_request_id"))
 
 
+def _unreadable_basic(header: str | None) -> bool:
+    """Whether `header` holds Basic credentials that authlib would fail on or pass to a query:
+    not base64, not UTF-8 (authlib's UnicodeDecodeError was a 500), or NUL once its
+    percent-escapes are undone (no PostgreSQL text holds it). Read as authlib reads them
+    (authlib.oauth2.rfc6749.util.extract_basic_authorization)."""
+    if not header or " " not in header:
+        return False
+    scheme, token = header.split(None, 1)
+    if scheme.lower() != "basic":
+        return False
+    try:
+        credentials = base64.b64decode(token).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return True
+    return UNSTORABLE.search(unquote(credentials)) is not None
+
+
+def _oauth_error(error: OAuth2Error) -> Response:
+    """Answer `error` as authlib answers its own: RFC 6749 section 5.2's JSON, with its headers."""
+    status, body, headers = error()
+    return Response(json.dumps(body), status=status, headers=headers)
+
+
 def init_oauth(app: Flask) -> None:
     """Serve the client-credentials token endpoint at /oauth/token on `app`."""
     server = AuthorizationServer(app, query_client=_query_client, save_token=_record_issued)
     server.register_grant(_ClientCredentials)
     server.register_token_generator("default", _generate_token)
-    app.add_url_rule("/oauth/token", "oauth_token", server.create_token_response, methods=["POST"])
+
+    def token() -> Response:
+        # RFC 6749 section 5.2: a client that fails to authenticate through the Authorization
+        # header is a 401 invalid_client with WWW-Authenticate, whatever bytes it sent.
+        if _unreadable_basic(http_request.headers.get("Authorization")):
+            return _oauth_error(InvalidClientError(status_code=401, description="unreadable Basic credentials"))
+        response: Response = server.create_token_response()
+        return response
+
+    app.add_url_rule("/oauth/token", "oauth_token", token, methods=["POST"])
 
 
 def authenticate(session: Any, header: str) -> scim_credentials.Presented:
