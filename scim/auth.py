@@ -2,7 +2,9 @@
 
 Access tokens come from `/oauth/token` (client credentials, RFC 6749 section 4.4, served with
 authlib) as HS256 JWTs that live 60 minutes to 6 hours. They carry the client, and every use is
-checked against the client's row, so revoking the client ends its tokens at once.
+checked against the client's row, so revoking the client ends its tokens at once. Every refusal
+there is section 5.2's JSON, including those authlib never sees (malformed parameters, unreadable
+Basic credentials, NUL refused by identity.web.unstorable, a 405 or a 413).
 """
 
 from __future__ import annotations
@@ -19,17 +21,21 @@ from urllib.parse import unquote
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2 import OAuth2Error
-from authlib.oauth2.rfc6749 import ClientMixin, InvalidClientError, grants
+from authlib.oauth2.base import invalid_error_characters
+from authlib.oauth2.rfc6749 import ClientMixin, InvalidClientError, InvalidRequestError, grants
 from flask import Flask, Response, current_app, g
 from flask import request as http_request
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
+from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import HTTPException
 
 from identity import config, scim_credentials
 from identity.errors import Unauthenticated
 from identity.jsontext import UNSTORABLE
 from identity.models import ScimClient
+from identity.web.http_errors import kept_headers
 from scim.context import database
 
 AUDIENCE = "scim"
@@ -107,6 +113,19 @@ def _record_issued(token: dict[str, Any], request: Any) -> None:
             client_request_id=g.get("client_request_id"))
 
 
+def _malformed(parameters: MultiDict[str, str]) -> str | None:
+    """Say why a token request's parameters (authlib reads the query and the form together) are
+    malformed, or None: RFC 6749 section 3.2, "parameters sent without a value MUST be treated as
+    if they were omitted from the request" and "MUST NOT be included more than once"; section 4.4.2,
+    grant_type is REQUIRED. authlib took the first of a repeated grant_type and issued a token,
+    and named a missing one unsupported_grant_type."""
+    if any(len(values) > 1 for values in parameters.listvalues()):
+        return "a parameter is included more than once"
+    if not parameters.get("grant_type"):
+        return "grant_type is missing"
+    return None
+
+
 def _unreadable_basic(header: str | None) -> bool:
     """Whether `header` holds Basic credentials that authlib would fail on or pass to a query:
     not base64, not UTF-8 (authlib's UnicodeDecodeError was a 500), or NUL once its
@@ -130,6 +149,18 @@ def _oauth_error(error: OAuth2Error) -> Response:
     return Response(json.dumps(body), status=status, headers=headers)
 
 
+def _http_error(error: HTTPException) -> Response:
+    """Answer an HTTP error at /oauth/token (a NUL refused by identity.web.unstorable, a 405, a
+    413) in RFC 6749 section 5.2's JSON, as every other refusal there: a 4xx is invalid_request."""
+    status = error.code or 500
+    description = error.description or error.name
+    response = _oauth_error(OAuth2Error(
+        error="invalid_request" if status < 500 else "server_error", status_code=status,
+        description=None if invalid_error_characters(description) else description))
+    response.headers.update(kept_headers(error))
+    return response
+
+
 def init_oauth(app: Flask) -> None:
     """Serve the client-credentials token endpoint at /oauth/token on `app`."""
     server = AuthorizationServer(app, query_client=_query_client, save_token=_record_issued)
@@ -137,6 +168,9 @@ def init_oauth(app: Flask) -> None:
     server.register_token_generator("default", _generate_token)
 
     def token() -> Response:
+        malformed = _malformed(http_request.values)
+        if malformed is not None:
+            return _oauth_error(InvalidRequestError(description=malformed))
         # RFC 6749 section 5.2: a client that fails to authenticate through the Authorization
         # header is a 401 invalid_client with WWW-Authenticate, whatever bytes it sent.
         if _unreadable_basic(http_request.headers.get("Authorization")):
@@ -145,6 +179,7 @@ def init_oauth(app: Flask) -> None:
         return response
 
     app.add_url_rule("/oauth/token", "oauth_token", token, methods=["POST"])
+    app.extensions["identity.error_formats"]["/oauth/token"] = _http_error
 
 
 def authenticate(session: Any, header: str) -> scim_credentials.Presented:

@@ -5,7 +5,8 @@ form field: PostgreSQL text cannot hold NUL, and neither psycopg nor sqlite3 enc
 surrogate, so each one reaching a query was a 500 on one database or both (the console, the
 sign-in forms, SAML's org slug, SCIM's resource ids), or was stored on SQLite. Checked once, for
 every request, before any view or blueprint reads anything: a 400 in each protocol's own format
-(problem JSON `invalid_value` under /api/, a SCIM error under /scim/v2, an HTML page elsewhere).
+(problem JSON `invalid_value` under /api/, a SCIM error under /scim/v2, OAuth's `invalid_request`
+at /oauth/token, an HTML page elsewhere).
 JSON bodies are checked where each protocol reads them (identity.web.api.common.json_body,
 scim.resources), with the same definition.
 """
