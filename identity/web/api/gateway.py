@@ -42,12 +42,17 @@ def verify_key() -> Response:
     try:
         if kind.lower() != "bearer" or not credential.strip():
             raise Unauthenticated(CREDENTIAL_REQUIRED)
+        # The credential first, as POST /api/v1/usage: a wrong one is 401 whatever the body. A read
+        # of its own (the front answers every well-formed check in one), and no connection held
+        # while the body is read.
+        with autocommit(database()) as conn:
+            gateway.gateway_actor(conn, credential.strip())
         body = json_body("key")
-        secret = text(body, "key") if "key" in body else None
-        with autocommit(database()) as conn:  # the credential first: a wrong one is 401 whatever the body
-            found = gateway.check_key(conn, credential.strip(), secret or "")
-        if secret is None:
+        if "key" not in body:
             raise InvalidValue("key is required: the API key the gateway was given", field="key")
+        secret = text(body, "key")
+        with autocommit(database()) as conn:
+            found = gateway.check_key(conn, credential.strip(), secret)
     except Unauthenticated:
         metrics.observe_key_check("unauthenticated")
         raise
