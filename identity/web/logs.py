@@ -13,8 +13,15 @@ request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
+# What every LogRecord carries of its own; anything else on a record is a caller's `extra=`.
+_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
 class JsonFormatter(logging.Formatter):
-    """Format a record as one JSON object per line."""
+    """Format a record as one JSON object per line: time, level, logger, message, request id, then
+    every field the caller passed in `extra=` (the request line's method, route, status,
+    duration_ms, client_request_id; a failed mail's mail_id and error...). Callers pass no secret
+    there: ids, codes and an error's kind, never a token, key, password or raw path."""
 
     def format(self, record: logging.LogRecord) -> str:
         line = {
@@ -25,10 +32,9 @@ class JsonFormatter(logging.Formatter):
             # Stamped on the record when it says so (a handler may format it later, elsewhere).
             "request_id": getattr(record, "request_id", None) or request_id.get(),
         }
-        # `route` is the URL rule, never the raw path (identity.web.app.route): paths can carry secrets.
-        for key in ("method", "route", "status", "duration_ms", "client_request_id", "org"):
-            if hasattr(record, key):
-                line[key] = getattr(record, key)
+        for key, value in vars(record).items():
+            if key not in _RECORD_ATTRIBUTES and key not in line:
+                line[key] = value
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
