@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -16,7 +17,7 @@ import saml
 import scim
 from identity import config
 from identity.db import Database
-from identity.web import console, logs, metrics, metrics_views, openapi, security_headers, unstorable
+from identity.web import console, front, logs, metrics_views, openapi, security_headers, unstorable
 from identity.web.api import (
     audit_log,
     browser,
@@ -131,11 +132,16 @@ def _finish_request(response: Response) -> Response:
     client_id = g.get("client_request_id")
     if client_id:
         response.headers[CLIENT_REQUEST_ID] = client_id
-    seconds = time.perf_counter() - g.get("started", time.perf_counter())
-    log.info("request", extra={"method": request.method, "route": route(), "status": response.status_code,
-                               "duration_ms": round(seconds * 1000, 2), "request_id": g.get("request_id"),
-                               "client_request_id": client_id})
-    metrics.observe_request(request.method, route(), response.status_code, seconds)
+    # Logged and counted once the server has sent the answer and closed it (identity.web.front):
+    # a streamed answer (an audit export, a big group's members) is read and sent after this hook.
+    # A file the server sends by itself (direct passthrough: /static) is never closed through the
+    # response, so it is logged now, its headers ready and its bytes to go.
+    done = functools.partial(front.finished, request.method, route(), response.status_code,
+                             g.get("started") or time.perf_counter(), g.get("request_id"), client_id)
+    if response.direct_passthrough:
+        done()
+    else:
+        response.call_on_close(done)
     return response
 
 

@@ -2,8 +2,10 @@
 
 What is counted, and from where:
 - `identity_http_requests_total` and `identity_http_request_duration_seconds`: every answer, by
-  method, route (the URL rule, never the path: a path can carry a secret) and status, from the app's
-  request hook (identity.web.app) and the key check's own path (identity.web.keycheck);
+  method, route (the URL rule, never the path: a path can carry a secret) and status, when the
+  server closes the answer, its last byte sent (identity.web.front.finished: for the app's answers,
+  registered by its request hook in identity.web.app; for those answered in front of Flask, the key
+  check and the SCIM lookup);
 - `identity_scim_operations_total`: SCIM requests by resource (the rule's first segment under
   `/scim/v2/`), method and outcome (`success`, `refused` for 4xx, `error` for 5xx);
 - `identity_key_checks_total`: the gateway key check's answers by code (`valid`, a refusal reason,
