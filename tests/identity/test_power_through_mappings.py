@@ -142,3 +142,4 @@ def test_an_admin_may_not_take_an_owner_out_of_their_mirrored_team_by_switching_
         f"an admin's switch of group_sync ({response.status_code}) took the owner out of their team: their key "
         f"answers {still.status_code} {still.get_json()}")
     assert response.status_code == 403
+
