@@ -143,3 +143,27 @@ def test_an_admin_may_not_take_an_owner_out_of_their_mirrored_team_by_switching_
         f"answers {still.status_code} {still.get_json()}")
     assert response.status_code == 403
 
+
+
+def test_a_mirrored_team_made_on_an_admins_change_has_no_creator_member(
+        client: FlaskClient, db: Database, system: Actor, acme: NewOrg) -> None:
+    """identity.teams.create_team: "a team made by the IdP (a mirrored group) ... has no creator member".
+    When an admin's switch of `group_sync` to `mirror` makes the IdP group `Research` a team, the admin,
+    who is in no such group, must not become that team's admin (a manual grant nobody asked for; the
+    team role the gateway is told for their keys there)."""
+    admin = provision(db, system, acme.org.id, "admin@acme.test", role="admin")
+    dev = provision(db, system, acme.org.id, "dev@acme.test", source="scim")
+    with db.transaction() as session:
+        orgs.update_settings(session, system, acme.org.id, {"group_sync": "mapped"})
+        group = groups.create_group(session, system, acme.org.id, display_name="Research", external_id="00gR",
+                                    member_ids=[dev.id])
+        key = keys.create_api_key(session, system, acme.org.id, user_id=admin.id, team_id=acme.default_team_id,
+                                  name="admin", scopes=["admin"])
+    response = client.patch(f"/api/v1/orgs/{acme.org.slug}/settings", headers=bearer(key.secret),
+                            json={"group_sync": "mirror"})
+    assert response.status_code == 200
+    with db.reading() as session:
+        team_id = session.get(type(group), group.id).team_id
+        assert team_id is not None
+        assert users.team_roles(session, dev.id).get(team_id) == "member"
+        assert team_id not in users.team_roles(session, admin.id), "the admin became the IdP team's admin"
