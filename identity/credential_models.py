@@ -9,7 +9,7 @@ from sqlalchemy import JSON, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from identity.model_base import UUID, Base
-from identity.vocabulary import EnumValue, KeyStatus, KeyStatusReason
+from identity.vocabulary import EnumValue, KeyStatus, KeyStatusReason, Role
 
 
 class ScimToken(Base):
@@ -74,6 +74,10 @@ class ApiKey(Base):
     created_by_type: Mapped[str | None] = mapped_column(String(32))
     created_by_id: Mapped[str | None] = mapped_column(String(80))
     created_by: Mapped[str | None] = mapped_column(String(200))  # the creator's display name then
+    # A key made for its holder by someone else (who saw its secret) acts at most at the holder's role
+    # then, which its maker outranked: a later promotion of the holder does not lift it (DESIGN 3.2).
+    # None: no cap (a key its holder made, or the operator's).
+    role_cap: Mapped[Role | None] = mapped_column(EnumValue(Role, 16))
 
     __table_args__ = (Index("ix_api_keys_user", "user_id", "status"), Index("ix_api_keys_org", "org_id", "team_id"))
 

@@ -30,7 +30,7 @@ from identity.driver_reads import DriverRead
 from identity.errors import Unauthenticated
 from identity.keys import SERVICE_KEY_ROLE, Issued
 from identity.models import ApiKey, GatewayCredential, Org, RoleGrant, User
-from identity.roles import allowed_scopes, highest
+from identity.roles import allowed_scopes, capped, highest
 from identity.vocabulary import KeyStatus, Role
 from identity.wallet_models import SpendLimit, Wallet
 from identity.wallets import live_refusal, period_at, remaining
@@ -70,8 +70,8 @@ _member_limit = SpendLimit.__table__.alias("member_limit")
 # One statement: no gateway row, no answer (401); one row per grant of the holder otherwise.
 _CHECK = (
     select(_gw.secret_hash.label("gw_hash"), _key.id, _key.secret_hash, _key.status, _key.expires_at,
-           _key.team_id, _key.user_id, _key.scopes, _org.id.label("org_id"), _org.slug, _org.default_role,
-           _user.user_name, _user.active, _user.deleted_at, _grant.team_id.label("grant_team"),
+           _key.team_id, _key.user_id, _key.scopes, _key.role_cap, _org.id.label("org_id"), _org.slug,
+           _org.default_role, _user.user_name, _user.active, _user.deleted_at, _grant.team_id.label("grant_team"),
            _grant.role.label("grant_role"), _org.created_at.label("org_created"),
            _wallet.balance_micros, _wallet.period_start, _wallet.period_spend_micros, _wallet.spend_limit_micros,
            _wallet.discount_percent, _wallet.refusal, _wallet.refused_period_start,
@@ -138,7 +138,8 @@ def _answer(rows: list[Any], secret: str) -> KeyCheck:
     if not first.active or first.deleted_at is not None:
         return KeyCheck(Refusal.BLOCKED if first.deleted_at is None else Refusal.REVOKED)
     grants = [(row.grant_team, Role(row.grant_role)) for row in rows if row.grant_role is not None]
-    role = highest(r for team, r in grants if team is None) or Role(first.default_role)
+    # A key made for its holder by someone else acts at most at the holder's role then (identity.keys).
+    role = capped(highest(r for team, r in grants if team is None) or Role(first.default_role), first.role_cap)
     team_role = highest(r for team, r in grants if team is not None)
     if team_role is None:
         return KeyCheck(Refusal.REVOKED)  # the member has left the key's team

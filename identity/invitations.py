@@ -19,7 +19,7 @@ from identity.grants import org_role
 from identity.lookups import default_team, find_by_address, get_team
 from identity.models import ApiKey, Invitation, Org, User
 from identity.names import checked_address
-from identity.roles import authorize, parse_role, refusal
+from identity.roles import authorize, capped, parse_role, refusal
 from identity.vocabulary import GrantSource, InvitationStatus, Role
 
 LIFETIME = dt.timedelta(days=7)
@@ -290,14 +290,16 @@ def _ensure_inviter_may_still_invite(session: Session, invitation: Invitation) -
     demoted since (directly, or as the holder of the key it was sent with). Its link must not give
     the org a member that nobody now in it may add. The operator's tools (a system actor) sent it
     on nobody's role, so theirs stand."""
-    sender = session.get(User, invitation.invited_by)
+    sender, cap = session.get(User, invitation.invited_by), None
     if sender is None:
         key = session.get(ApiKey, invitation.invited_by)
         if key is None:
             return  # the operator's: a system actor, on nobody's role
         sender = session.get(User, key.user_id) if key.user_id is not None else None
+        cap = key.role_cap  # a key made for its holder by someone else acts at most at their role then
     role = org_role(session, sender.id) if sender is not None and sender.org_id == invitation.org_id \
         and sender.active and sender.deleted_at is None else None
+    role = None if role is None else capped(role, cap)
     as_sender = Actor("user", sender.id if sender else "", "", org_id=invitation.org_id, role=role)
     if role is None or refusal(as_sender, "owners.manage" if invitation.role == Role.OWNER else "members.manage",
                                org_id=invitation.org_id) is not None:

@@ -23,7 +23,7 @@ from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound, PermissionDenied, Unauthenticated
 from identity.grants import org_role, roles_for_key
 from identity.models import ApiKey, Org, RoleGrant, Team, User
-from identity.roles import allowed_scopes, authorize, refusal
+from identity.roles import allowed_scopes, authorize, capped, lowest, refusal
 from identity.vocabulary import KeyStatus, KeyStatusReason, Role
 
 SCOPES = frozenset({"admin", "inference", "usage.read"})
@@ -35,6 +35,8 @@ DEFAULT_GRACE = dt.timedelta(hours=24)
 MAX_GRACE = dt.timedelta(days=7)
 # Writing last-used time on every request would make every read a write; a minute is precise enough.
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
+# The actors that are a person: a key one of them makes for someone else carries a role cap.
+PERSONS = ("user", "api_key")
 
 
 @dataclass(frozen=True)
@@ -75,11 +77,13 @@ def create_api_key(session: Session, actor: Actor, org_id: str, *, user_id: str,
 
     A key for someone else is made only by one who outranks them (DESIGN 3.2), and no key carries
     a scope above its holder's role: otherwise an admin could mint an owner's key and act as owner.
+    Such a key is capped at the holder's role now (`role_cap`, see _role_cap), so that promoting
+    the holder later does not lift the key whose secret its maker holds.
     """
     bad = set(scopes) - SCOPES
     if bad:
         raise InvalidValue(f"unknown scopes: {', '.join(sorted(bad))}", field="scopes")
-    own = actor.type in ("user", "api_key") and actor_user_id(session, actor) == user_id
+    own = actor.type in PERSONS and actor_user_id(session, actor) == user_id
     action = "own_keys.manage" if own else "member.create_key"
     authorize(actor, action, org_id=org_id)
     user = session.get(User, user_id)
@@ -88,9 +92,11 @@ def create_api_key(session: Session, actor: Actor, org_id: str, *, user_id: str,
         raise NotFound(f"no user {user_id!r} in this org", user_id=user_id)
     holder_role = org_role(session, user.id)
     authorize(actor, action, org_id=org_id, target_role=holder_role)
-    above = set(scopes) - allowed_scopes(holder_role)
+    cap = _role_cap(session, actor, org_id, holder_role, own=own)
+    acting = None if holder_role is None else capped(holder_role, cap)
+    above = set(scopes) - allowed_scopes(acting)
     if above:
-        raise PermissionDenied(f"a {holder_role}'s key may not have the scopes {', '.join(sorted(above))}",
+        raise PermissionDenied(f"a {acting}'s key may not have the scopes {', '.join(sorted(above))}",
                                action="api_key.scopes", scopes=sorted(above))
     if team is None or team.org_id != org_id:
         raise NotFound(f"no team {team_id!r} in this org", team_id=team_id)
@@ -103,11 +109,29 @@ def create_api_key(session: Session, actor: Actor, org_id: str, *, user_id: str,
     new = tokens.generate("key")
     key = ApiKey(id=str(uuid.uuid4()), org_id=org_id, team_id=team_id, user_id=user_id, name=name,
                  prefix=new.prefix, secret_hash=new.hash, scopes=sorted(set(scopes)), status=KeyStatus.ACTIVE,
-                 created_at=clock.now(), **creator(actor))
+                 created_at=clock.now(), role_cap=cap, **creator(actor))
     session.add(key)
     record(session, actor, Action.API_KEY_CREATED, _key_target(key),
-           {"name": name, "team_id": team_id, "user_id": user_id, "scopes": key.scopes}, org_id=org_id)
+           {"name": name, "team_id": team_id, "user_id": user_id, "scopes": key.scopes, "role_cap": cap},
+           org_id=org_id)
     return Issued(key.id, key.prefix, new.plaintext)
+
+
+def _role_cap(session: Session, actor: Actor, org_id: str, holder_role: Role | None, *, own: bool,
+              kept: Role | None = None) -> Role | None:
+    """Return the role cap of a key that `actor` makes (or rotates) for a holder of `holder_role` now.
+
+    Made by another person, who is shown its secret (and outranks the holder: the caller checked):
+    the holder's role now (the org's default role when no grant gives one, as verify_api_key reads
+    it). Made by the holder, or by the operator: `kept`, the rotated key's cap (none for a new key),
+    so that a holder cannot lift a cap by rotating. Made through a capped key: never above that
+    key's cap, or the key's holder could make an uncapped key for themselves with it.
+    """
+    bound = kept
+    if not own and actor.type in PERSONS:
+        bound = holder_role or session.get_one(Org, org_id).default_role
+    through = session.get(ApiKey, actor.id) if actor.type == "api_key" else None
+    return lowest((bound, through.role_cap if through is not None else None))
 
 
 def creator(actor: Actor) -> dict[str, str | None]:
@@ -140,6 +164,7 @@ def verify_api_key(session: Session, secret: str) -> KeyIdentity:
     if team_role is None:
         raise Unauthenticated("the key's member has left its team")
     _note_use(key)
+    role = capped(role, key.role_cap)  # a key made for them by someone else: at most their role then
     # A holder demoted since the key was made keeps only the scopes their role now allows.
     scopes = tuple(scope for scope in key.scopes if scope in allowed_scopes(role))
     return KeyIdentity(key.id, org.id, org.slug, key.team_id, user.id, user.user_name, role, team_role, scopes)
@@ -317,8 +342,10 @@ def rotate_api_key(session: Session, actor: Actor, org_id: str, key_id: str, *,
 
     A key already rotated is refused: rotate its successor. The key's spending limit goes to the
     successor with its spend and refusal (identity.wallet_controls.pass_key_limit). The new key is
-    audited as `api_key.created` (with `rotated_from`) and the old one as `api_key.rotated` (with the
-    `spend_limit` that went with it, if any).
+    audited as `api_key.created` (with `rotated_from` and its `role_cap`) and the old one as
+    `api_key.rotated` (with the `spend_limit` that went with it, if any). Rotated by someone else,
+    who is handed the new secret, the successor is capped at the holder's role now; by its holder,
+    it keeps the old key's cap (_role_cap).
     """
     # Locked and read afresh: of two rotations at once, the second sees the first's successor
     # (409), never two successors of one key.
@@ -336,15 +363,18 @@ def rotate_api_key(session: Session, actor: Actor, org_id: str, key_id: str, *,
         raise Conflict("this key was rotated already: rotate its successor", key_id=key_id, rotated_to=old.rotated_to)
     new = tokens.generate("key")
     now = clock.now()
+    cap = None if old.user_id is None else _role_cap(  # a service key acts at SERVICE_KEY_ROLE, uncapped
+        session, actor, org_id, org_role(session, old.user_id), own=actor_user_id(session, actor) == old.user_id,
+        kept=old.role_cap)
     key = ApiKey(id=str(uuid.uuid4()), org_id=org_id, team_id=old.team_id, user_id=old.user_id, name=old.name,
                  prefix=new.prefix, secret_hash=new.hash, scopes=list(old.scopes), status=KeyStatus.ACTIVE,
-                 created_at=now, **creator(actor))
+                 created_at=now, role_cap=cap, **creator(actor))
     session.add(key)
     old.expires_at, old.rotated_to = now + grace, key.id
     limit = wallet_controls.pass_key_limit(session, org_id, old.team_id, old.id, key.id)
     record(session, actor, Action.API_KEY_CREATED, _key_target(key),
            {"name": key.name, "team_id": key.team_id, "user_id": key.user_id, "scopes": key.scopes,
-            "rotated_from": old.id}, org_id=org_id)
+            "rotated_from": old.id, "role_cap": cap}, org_id=org_id)
     record(session, actor, Action.API_KEY_ROTATED, _key_target(old),
            {"expires_at": old.expires_at.isoformat(), "rotated_to": key.id,
             "grace_seconds": int(grace.total_seconds()), **({"spend_limit": limit} if limit else {})}, org_id=org_id)

@@ -230,10 +230,10 @@ def _api_keys(session: Session, x: Expected, since: dt.datetime | None) -> list[
     k = ApiKey
     found = []
     for row in _stream(session, select(k.id, k.prefix, k.user_id, k.team_id, k.scopes, k.status, k.status_reason,
-                                       k.created_at).where(k.org_id == x.org_id)):
+                                       k.created_at, k.role_cap).where(k.org_id == x.org_id)):
         state = x.api_keys.pop(row.id, None) or x.keys_by_prefix.pop(row.prefix, None)
         actual = {"status": row.status, "status_reason": row.status_reason, "user_id": row.user_id,
-                  "team_id": row.team_id, "scopes": sorted(row.scopes or [])}
+                  "team_id": row.team_id, "scopes": sorted(row.scopes or []), "role_cap": row.role_cap}
         found += _check("api_key", row.id, row.prefix, state, actual, row.created_at, since, Action.API_KEY_CREATED)
     return found + _missing("api_key", x.api_keys) + _missing("api_key", x.keys_by_prefix)
 

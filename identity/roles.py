@@ -65,6 +65,20 @@ def highest(roles: Iterable[Role]) -> Role | None:
     return max(roles, key=RANK.__getitem__, default=None)
 
 
+def lowest(roles: Iterable[Role | None]) -> Role | None:
+    """Return the lowest of `roles` (None among them: no bound), or None when none is given."""
+    return min((role for role in roles if role is not None), key=RANK.__getitem__, default=None)
+
+
+def capped(role: Role, cap: str | None) -> Role:
+    """Return the role a key acts with: its holder's `role`, at most the key's `cap` (None: uncapped).
+
+    A key made for someone else carries the role its maker outranked (identity.keys), so that
+    promoting its holder does not lift a key whose secret its maker still holds (DESIGN 3.2).
+    """
+    return role if cap is None or RANK[role] <= RANK[cap] else Role(cap)
+
+
 # Actions on a member, each with the permission it needs on anyone (DESIGN 3.2, "Who may act on
 # whom"). Acting on an owner needs `owners.manage` besides; acting for a member (a key or a
 # sign-in link in their name) needs to outrank them.

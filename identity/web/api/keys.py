@@ -9,6 +9,7 @@ from flask import Blueprint, Response, g, jsonify
 from identity import key_list, keys, scim_credentials
 from identity.errors import InvalidValue
 from identity.paging import Position
+from identity.roles import ROLES
 from identity.service import run
 from identity.web.api.common import (
     ADMIN,
@@ -97,7 +98,7 @@ def _key_entry(entry: key_list.KeyEntry) -> dict[str, Any]:
             "holder": {"id": k.user_id, "userName": entry.holder} if k.user_id else None,
             "scopes": list(k.scopes), "created": when(k.created_at), "created_by": _creator(k),
             "last_used": when(k.last_used_at), "state": entry.state, "expires": when(k.expires_at),
-            "rotated_to": k.rotated_to}
+            "rotated_to": k.rotated_to, "role_cap": k.role_cap}
 
 
 def _creator(row: Any) -> dict[str, Any] | None:
@@ -186,7 +187,10 @@ KEY_ENTRY = {"type": "object", "properties": {
     "holder": {"type": ["object", "null"]}, "scopes": {"type": "array", "items": {"type": "string"}},
     "created": {"type": "string"}, "created_by": CREATOR, "last_used": {"type": ["string", "null"]},
     "state": {"type": "string", "enum": ["active", "rotating", "expired", "blocked", "revoked"]},
-    "expires": {"type": ["string", "null"]}, "rotated_to": {"type": ["string", "null"]}}}
+    "expires": {"type": ["string", "null"]}, "rotated_to": {"type": ["string", "null"]},
+    "role_cap": {"type": ["string", "null"], "enum": [*ROLES, None],
+                 "description": "made (or rotated) for its holder by someone else: the holder's role then, above "
+                 "which the key never acts, whatever the holder's role now; null: no cap"}}}
 OPENAPI_SCHEMAS: dict[str, Any] = {
     "ApiKeyList": {"type": "object", "properties": {
         "keys": {"type": "array", "items": KEY_ENTRY}, "service_keys": {"type": "array", "items": KEY_ENTRY},
