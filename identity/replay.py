@@ -317,7 +317,7 @@ def _org_deleted(x: Expected, e: Row[Any]) -> None:
 def _key_created(x: Expected, e: Row[Any]) -> None:
     c = e.changes
     x.key_ids[e.target_display] = e.target_id
-    # An event before migration 0026 does not say the cap that migration gave the key: left unchecked.
+    # An event before migration 0024 does not say the cap that migration gave the key: left unchecked.
     cap = {"role_cap": c["role_cap"]} if "role_cap" in c else {}
     _entity(x.api_keys, e, created=True).set(e, status=KeyStatus.ACTIVE, status_reason=None, user_id=c["user_id"],
                                              team_id=c["team_id"], scopes=sorted(c["scopes"]), **cap)

@@ -170,7 +170,7 @@ def test_a_cap_lifted_by_hand_is_found_by_reconciliation(db: Database, system: A
     assert "role_cap is None, but the last event that set it, api_key.created" in found[0].problem
 
 
-def test_0026_caps_the_keys_made_for_someone_else_and_goes_back(db_url: str, system: Actor) -> None:
+def test_0024_caps_the_keys_made_for_someone_else_and_goes_back(db_url: str, system: Actor) -> None:
     """Existing keys made by another person are capped at their holder's role now; a key its holder (or the
     operator) made is not, unless it is a rotation or a making through a capped key, which keeps the cap."""
     from identity import orgs
@@ -195,7 +195,7 @@ def test_0026_caps_the_keys_made_for_someone_else_and_goes_back(db_url: str, sys
     assert _caps(db) == expected
     db.dispose()
 
-    downgrade(db_url, "0023")  # 0026's down_revision
+    downgrade(db_url, "0023")  # 0024's down_revision
     back = Database(db_url)
     assert "role_cap" not in {c["name"] for c in inspect(back.engine).get_columns("api_keys")}
     with back.engine.connect() as conn:

@@ -9,7 +9,7 @@ holder's role then, so that promoting the holder does not lift a key whose secre
 
 Plain ADD COLUMN, not a batch: api_keys has no expression index to lose, and a batch would copy it.
 
-Revision ID: 0026
+Revision ID: 0024
 Revises: 0023
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0026"
+revision = "0024"
 down_revision = "0023"
 branch_labels = None
 depends_on = None
