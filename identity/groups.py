@@ -86,11 +86,13 @@ def grants_of(session: Session, actor: Actor, group: IdpGroup) -> Grants:
 
 def mirror_team(session: Session, actor: Actor, group: IdpGroup) -> str:
     """Return the id of the team a group no rule governs becomes under `mirror`: its own, else the
-    org's team of its name, else a new one."""
+    org's team of its name, else a new one, the IdP's (no creator member: `actor` only set off the
+    change, as an admin switching `group_sync` does), audited as `team.created` by `actor`."""
     if group.team_id is None:
         existing = session.scalars(select(Team).where(
             Team.org_id == group.org_id, func.lower(Team.name) == group.display_name.lower())).first()
-        group.team_id = (existing or teams.create_team(session, actor, group.org_id, group.display_name)).id
+        made = existing or teams.create_team(session, actor, group.org_id, group.display_name, creator=False)
+        group.team_id = made.id
     return group.team_id
 
 

@@ -47,11 +47,13 @@ def _ensure_free_name(session: Session, org_id: str, name: str, keep: str | None
         raise Conflict(f"a team named {name!r} already exists", field="name")
 
 
-def create_team(session: Session, actor: Actor, org_id: str, name: str, *, is_default: bool = False) -> Team:
+def create_team(session: Session, actor: Actor, org_id: str, name: str, *, is_default: bool = False,
+                creator: bool = True) -> Team:
     """Create a team whose id is the slug of its name and a short random suffix.
 
     A person who creates a team (signed in, or through their API key) becomes its admin, by a
-    manual team grant; a team made by the IdP (a mirrored group) or an operator has no creator member.
+    manual team grant; a team made by the IdP (a mirrored group, `creator=False`: whoever's change
+    made the group a team, an admin switching `group_sync` too) or an operator has no creator member.
     """
     authorize(actor, "teams.manage", org_id=org_id)
     name = _clean_name(name)
@@ -61,9 +63,9 @@ def create_team(session: Session, actor: Actor, org_id: str, name: str, *, is_de
     session.add(team)
     session.flush()
     record(session, actor, Action.TEAM_CREATED, Target("team", team.id, name), {"name": name}, org_id=org_id)
-    creator = acting_user_id(session, actor)
-    if creator is not None:
-        _set_manual_grant(session, actor, org_id, team, get_user(session, org_id, creator), Role.ADMIN)
+    maker = acting_user_id(session, actor) if creator else None
+    if maker is not None:
+        _set_manual_grant(session, actor, org_id, team, get_user(session, org_id, maker), Role.ADMIN)
     return team
 
 
