@@ -2,24 +2,27 @@
 
 A rule matches a group by its immutable id first, by display name as a fallback; creating,
 editing or deleting one re-derives at once what the matching groups' members get
-(`groups.reapply`). A rule that grants `owner` is IdP trust and owners' business both.
+(`groups.reapply`). A rule that grants `owner` is IdP trust and owners' business both, and so is
+any change of a rule that reaches a group an owners' rule matches or is pinned to: which rule governs
+a group is decided by rank (group_rules.governing_rule), so such a change can take the group from
+the owners' rule (demoting the owners it made) or hand it to it (making owners).
 """
 
 from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from audit.log import Target
 from identity import group_rules, groups, teams
 from identity.actions import Action
-from identity.errors import InvalidValue, NotFound
+from identity.errors import InvalidValue, NotFound, PermissionDenied
 from identity.lookups import get_team
 from identity.models import GroupMapping, IdpGroup
-from identity.roles import ROLES, authorize, parse_role
+from identity.roles import ROLES, authorize, parse_role, refusal
 from identity.vocabulary import Role
 
 
@@ -41,6 +44,37 @@ def _authorize_owner_grant(actor: Actor, org_id: str, org_role: str | None) -> N
         authorize(actor, "owners.manage", org_id=org_id)
 
 
+def _authorize_owners_groups(session: Session, actor: Actor, org_id: str, names: list[tuple[str | None, str | None]],
+                             rule_id: str | None = None) -> None:
+    """Refuse a rule change that reaches an owners' group to an actor who may not act on owners.
+
+    `names`: the (immutable id, display name) pairs the rule names, before and after the change;
+    `rule_id`: the rule changed, whose pinned groups it reaches too. A group is an owners' group
+    when a rule granting owner matches it or it is pinned to one: whichever rule outranks the
+    other there, a change of the rules that reach it moves the owner role (DESIGN 3.2: acting on
+    owners needs `owners.manage`). One query, whatever the groups' sizes.
+    """
+    why = refusal(actor, "owners.manage", org_id=org_id)
+    if why is None:
+        return
+    reached = [IdpGroup.mapping_id == rule_id] if rule_id is not None else []
+    for external_id, display_name in names:  # as group_rules.rule_matches reads a rule, from the group's side
+        if external_id:
+            reached.append(IdpGroup.external_id == external_id)
+        if display_name:  # a rule naming an id matches by name only a group without one
+            by_name = func.lower(IdpGroup.display_name) == display_name.lower()
+            reached.append(by_name if external_id is None else and_(by_name, IdpGroup.external_id.is_(None)))
+    governs = or_(group_rules.rule_matches(IdpGroup.external_id, IdpGroup.display_name),
+                  IdpGroup.mapping_id == GroupMapping.id)
+    owners_group = session.scalars(select(IdpGroup.display_name).join(GroupMapping, and_(
+        GroupMapping.org_id == IdpGroup.org_id, GroupMapping.org_role == Role.OWNER, governs,
+    )).where(IdpGroup.org_id == org_id, or_(*reached)).limit(1)).first() if reached else None
+    if owners_group is not None:
+        raise PermissionDenied(f"{actor.type} {actor.display!r} may not change the rules of the IdP group "
+                               f"{owners_group!r}: a rule that grants owner governs it, and which rule governs it "
+                               f"decides who is an owner ({why})", action="owners.manage", group=owners_group)
+
+
 def create_mapping(session: Session, actor: Actor, org_id: str, *, group_external_id: str | None = None,
                    group_display_name: str | None = None, team_id: str | None = None,
                    team_role: str | None = None, org_role: str | None = None) -> GroupMapping:
@@ -53,6 +87,7 @@ def create_mapping(session: Session, actor: Actor, org_id: str, *, group_externa
         raise InvalidValue("a rule grants a team, an org role, or both", field="team_id")
     if team_id:
         get_team(session, org_id, team_id)
+    _authorize_owners_groups(session, actor, org_id, [(group_external_id or None, group_display_name or None)])
     rule = GroupMapping(
         id=str(uuid.uuid4()), org_id=org_id, group_external_id=group_external_id or None,
         group_display_name=group_display_name or None, team_id=team_id or None,
@@ -89,6 +124,7 @@ def delete_mapping(session: Session, actor: Actor, org_id: str, mapping_id: str)
     if rule is None or rule.org_id != org_id:
         raise NotFound(f"no group mapping {mapping_id!r} in this org")
     _authorize_owner_grant(actor, org_id, rule.org_role)
+    _authorize_owners_groups(session, actor, org_id, [(rule.group_external_id, rule.group_display_name)], rule.id)
     matching = _groups_matching(session, rule)
     record(session, actor, Action.GROUP_MAPPING_DELETED, Target("group_mapping", rule.id,
                                                            rule.group_display_name or rule.group_external_id or ""),
@@ -132,6 +168,9 @@ def update_mapping(session: Session, actor: Actor, org_id: str, mapping_id: str,
             if getattr(rule, name) != value}
     if not diff:
         return rule
+    _authorize_owners_groups(session, actor, org_id, [(rule.group_external_id, rule.group_display_name),
+                                                      (wanted["group_external_id"], wanted["group_display_name"])],
+                             rule.id)
     matched = {group.id: group for group in _groups_matching(session, rule)}
     for name, change in diff.items():
         setattr(rule, name, change["after"])
