@@ -11,7 +11,7 @@ from sqlalchemy import Select, case, delete, insert, literal, select
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
-from identity import groups, seats
+from identity import groups, owners, seats
 from identity.actions import Action
 from identity.group_defaults import defaults_of, settle_defaults
 from identity.group_locks import LOCKED_GROUPS
@@ -33,13 +33,16 @@ def rederive_unruled_groups(session: Session, actor: Actor, org_id: str) -> int:
     one by one (a mirror team made for each that has none, its event). A membership does not record
     its channel: a grant given anew is SAML's for a group a sign-in's claim made, SCIM's otherwise.
     The members' keys for a team they are no longer in are revoked (group_defaults.settle_defaults),
-    each named in the event of one group its holder is in (`keys_revoked`).
+    each named in the event of one group its holder is in (`keys_revoked`). A switch that takes an
+    owner out of a team (or lowers their role there) is refused to an actor who may not do that by
+    hand (owners.refuse_owner_team_loss: an admin), the whole change rolled back.
     Locks: the org's first, then the groups' in id order (group_locks.lock_group).
     """
     org = seats.lock_org(session, org_id)
     unruled = list(session.scalars(select(IdpGroup).where(IdpGroup.id.in_(_unruled(org_id)))
                                    .order_by(IdpGroup.id).with_for_update(key_share=True)))
     session.info.setdefault(LOCKED_GROUPS, set()).update(group.id for group in unruled)
+    owners_before = owners.owners_team_roles(session, actor, org_id)
     session.execute(delete(RoleGrant).where(RoleGrant.source_ref.in_(_unruled(org_id))))
     mirror = org.group_sync == "mirror"
     populated = set(session.scalars(select(IdpGroupMember.group_id).where(
@@ -62,6 +65,7 @@ def rederive_unruled_groups(session: Session, actor: Actor, org_id: str) -> int:
     left = () if mirror else members.join(IdpGroup, IdpGroup.id == IdpGroupMember.group_id).where(
         IdpGroup.team_id.is_not(None))
     revoked = settle_defaults(session, org_id, members, defaults, left_group_team=left)
+    owners.refuse_owner_team_loss(session, actor, org_id, owners_before)  # as taking them out by hand would be
     named = _keys_by_group(session, org_id, revoked, {group.id: group.team_id for group in unruled})
     for group in unruled:
         if group.id in populated:

@@ -335,10 +335,13 @@ def reapply(session: Session, actor: Actor, group: IdpGroup) -> None:
     """Re-derive what a group's members get after its rule changed: drop its grants, grant anew.
 
     Each member's new grants keep the source of its old ones; a member the old rule gave nothing
-    is taken as SCIM's (a membership does not record its channel).
+    is taken as SCIM's (a membership does not record its channel). Refused (PermissionDenied) when
+    it takes an owner out of a team or lowers their role there and `actor` may not do that by hand
+    (owners.refuse_owner_team_loss): an admin's rule edit acts on whom the rule reaches.
     """
     seats.lock_org(session, group.org_id)  # first: it serialises the last-owner check
     lock_group(session, group.org_id, group.id)
+    owners_before = owners.owners_team_roles(session, actor, group.org_id)
     pin_rule(session, group)  # a group without members too: those added later get what the rule gives
     sources: dict[str, GrantSource] = {}
     left_team: set[str] = set()  # whose team grant from the group goes here: the Default team may come back
@@ -355,6 +358,7 @@ def reapply(session: Session, actor: Actor, group: IdpGroup) -> None:
     for source, members in sorted(by_source.items()):
         add_members(session, actor, group.org_id, group.id, members, source=source, left_group_team=left_team)
     owners.ensure_an_owner_remains(session, group.org_id)  # a rule that no longer makes the last owner one
+    owners.refuse_owner_team_loss(session, actor, group.org_id, owners_before)  # an owner's team: theirs to lose
 
 
 @dataclass(frozen=True)

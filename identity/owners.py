@@ -3,13 +3,18 @@
 Removing, demoting, deactivating or deprovisioning the last active owner is refused (a person's
 request: LastOwner) or skipped and audited (an IdP's change, which must not be retried forever).
 Callers hold the org lock (identity.seats.lock_org) so that two such changes cannot race past it.
+
+Also the owners' team grants against a re-derivation of group grants (`owners_team_roles`,
+`refuse_owner_team_loss`): an actor who may not take an owner out of a team by hand may not
+through a rule or the `group_sync` setting either.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from audit import Actor, record
@@ -19,7 +24,10 @@ from identity.errors import LastOwner
 from identity.grants import org_role
 from identity.lookups import user_target
 from identity.models import RoleGrant, User
+from identity.roles import RANK, authorize, refusal
 from identity.vocabulary import Role
+
+OwnerTeamRoles = dict[tuple[str, str], Role]  # (owner's user id, team id) -> the highest team role
 
 REASON = "the org must keep at least one active owner"
 
@@ -89,3 +97,38 @@ def protect_group_owner(session: Session, actor: Actor, org_id: str, user_id: st
     record(session, actor, Action.MEMBER_LAST_OWNER_PROTECTED, Target("user", user_id, user_id),
            {"group_id": group_id, "reason": "removal would leave the org without an active owner"},
            org_id=org_id, outcome="refused")
+
+
+def owners_team_roles(session: Session, actor: Actor, org_id: str) -> OwnerTeamRoles | None:
+    """Return the team roles of the org's owners before a re-derivation of group grants that `actor`
+    set off, for `refuse_owner_team_loss`; None when the actor may take an owner out of a team
+    (nothing to guard, nothing read). One query: an org's owners and their teams are a handful."""
+    if refusal(actor, "member.remove_from_team", org_id=org_id, target_role=Role.OWNER) is None:
+        return None
+    return _team_roles(session, org_id, select(RoleGrant.user_id).where(
+        RoleGrant.org_id == org_id, RoleGrant.team_id.is_(None), RoleGrant.role == Role.OWNER))
+
+
+def refuse_owner_team_loss(session: Session, actor: Actor, org_id: str, before: OwnerTeamRoles | None) -> None:
+    """Refuse (PermissionDenied; the whole change rolls back) a re-derivation that took an owner out
+    of a team or lowered their role in it, unless `actor` may do that to an owner by hand
+    (teams.remove_team_member, change_team_role; team_deletion refuses a team with an owner alike).
+    `before`: owners_team_roles, read before the change."""
+    if not before:
+        return
+    after = _team_roles(session, org_id, sorted({user_id for user_id, _ in before}))
+    if any(place not in after for place in before):
+        authorize(actor, "member.remove_from_team", org_id=org_id, target_role=Role.OWNER)
+    if any(RANK[after[place]] < RANK[role] for place, role in before.items() if place in after):
+        authorize(actor, "member.change_team_role", org_id=org_id, target_role=Role.OWNER)
+
+
+def _team_roles(session: Session, org_id: str, users: Collection[str] | Select[Any]) -> OwnerTeamRoles:
+    """Return the highest team role of each of `users` (ids, or a query of them) in each of their teams."""
+    roles: OwnerTeamRoles = {}
+    for user_id, team_id, role in session.execute(select(RoleGrant.user_id, RoleGrant.team_id, RoleGrant.role).where(
+            RoleGrant.org_id == org_id, RoleGrant.team_id.is_not(None), RoleGrant.user_id.in_(users))):
+        held = roles.get((user_id, team_id or ""))
+        if held is None or RANK[role] > RANK[held]:
+            roles[(user_id, team_id or "")] = role
+    return roles

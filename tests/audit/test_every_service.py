@@ -63,6 +63,7 @@ from identity.db import Database
 from identity.models import METADATAS, ApiKey, IdpGroup, Org, User
 from identity.orgs import NewOrg
 from identity.sessions import Lifetime
+from identity.vocabulary import Role
 from saml import configuration as saml_configuration
 from saml import service as saml_service
 from saml.connection import IdpSettings
@@ -558,6 +559,12 @@ READS.update({
     "identity.directory.team_names": lambda w: lambda s, a: directory.team_names(s, a, w.org_id,
                                                                                 [w.acme.default_team_id]),
     "identity.directory.find_team": lambda w: lambda s, a: directory.find_team(s, a, w.org_id, "Default"),
+})
+# The owners' team roles read before a re-derivation of group grants, and the check after it.
+READS.update({
+    "identity.owners.owners_team_roles": lambda w: lambda s, a: owners.owners_team_roles(s, a, w.org_id),
+    "identity.owners.refuse_owner_team_loss": lambda w: lambda s, a: owners.refuse_owner_team_loss(
+        s, a, w.org_id, {(w.acme.owner.id, w.acme.default_team_id): Role.MEMBER}),
 })
 
 
