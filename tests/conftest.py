@@ -8,6 +8,7 @@ real, run in parallel threads for real, and still start clean.
 from __future__ import annotations
 
 import itertools
+import logging
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -121,3 +122,14 @@ def cli_env(db_url: str, tmp_path: Path) -> dict[str, str]:
 @pytest.fixture
 def runner(cli_env: dict[str, str]) -> CliRunner:
     return CliRunner(env=cli_env)
+
+
+@pytest.fixture
+def logged(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """caplog, also given the service's own log (the `identity` logger does not propagate to caplog's)."""
+    logger = logging.getLogger("identity")
+    logger.addHandler(caplog.handler)
+    try:
+        yield caplog
+    finally:
+        logger.removeHandler(caplog.handler)

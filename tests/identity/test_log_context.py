@@ -7,8 +7,6 @@ From a hostile operator's review: the docstring says what the service did.
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 
 import pytest
 
@@ -20,17 +18,6 @@ from identity.web.logs import JsonFormatter
 from tests.identity.test_invitation_mail import auth, invite, make_client  # noqa: F401 (auth: a fixture)
 from tests.identity.test_operator_commands import pending_topup  # noqa: F401 (a fixture)
 from tests.smtp import free_port
-
-
-@pytest.fixture
-def logged(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    """caplog, also given the service's own log (the `identity` logger does not propagate)."""
-    logger = logging.getLogger("identity")
-    logger.addHandler(caplog.handler)
-    try:
-        yield caplog
-    finally:
-        logger.removeHandler(caplog.handler)
 
 
 def _lines(caplog: pytest.LogCaptureFixture, message: str) -> list[dict]:

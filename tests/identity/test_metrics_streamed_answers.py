@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
-import logging
 import time
-from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -31,14 +29,6 @@ ROUTE = "/api/v1/orgs/<org_ref>/audit-events/export"
 EVENTS = 20_000
 
 
-@pytest.fixture
-def logged(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    logger = logging.getLogger("identity")
-    logger.addHandler(caplog.handler)
-    try:
-        yield caplog
-    finally:
-        logger.removeHandler(caplog.handler)
 
 
 def _recorded_seconds() -> float:

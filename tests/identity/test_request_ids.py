@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 
-import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -29,19 +26,10 @@ def _events(db: Database, org_id: str, action: str) -> list[AuditEvent]:
             .order_by(AuditEvent.seq)))
 
 
-@pytest.fixture
-def lines(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    """caplog, also given the app's own log (the `identity` logger does not propagate to caplog's)."""
-    logger = logging.getLogger("identity")
-    logger.addHandler(caplog.handler)
-    try:
-        yield caplog
-    finally:
-        logger.removeHandler(caplog.handler)
 
 
 def test_a_forged_request_id_never_becomes_the_events_request_id(client: FlaskClient, db: Database,
-                                                                 system: Actor, lines) -> None:
+                                                                 system: Actor, logged) -> None:
     scim = scim_for(db, client, system, "Forgery")
     first = scim.post("/Users", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "a@x.test"},
                       **{"X-Request-Id": "forged"})
@@ -57,8 +45,8 @@ def test_a_forged_request_id_never_becomes_the_events_request_id(client: FlaskCl
     assert {e.request_id for e in created} == server_ids
     assert [e.client_request_id for e in created] == ["forged", "forged"]
     # The log line names both, under their own names.
-    logged = [json.loads(JsonFormatter().format(r)) for r in lines.records if r.getMessage() == "request"]
-    assert {(line["request_id"], line["client_request_id"]) for line in logged if line["method"] == "POST"} == {
+    found = [json.loads(JsonFormatter().format(r)) for r in logged.records if r.getMessage() == "request"]
+    assert {(line["request_id"], line["client_request_id"]) for line in found if line["method"] == "POST"} == {
         (rid, "forged") for rid in server_ids}
     # client_request_id is outside the hash: the chain of events that carry it verifies.
     with db.reading() as session:

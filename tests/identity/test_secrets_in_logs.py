@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import http.client
 import json
-import logging
 import os
 import stat
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,17 +23,6 @@ from identity.orgs import NewOrg
 from identity.web.logs import JsonFormatter
 from saml import links
 from tests.identity.test_serve import BIN, _free_port, _stop, _wait_healthy
-
-
-@pytest.fixture
-def logged(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    """caplog, also given the app's own log (the `identity` logger does not propagate to caplog's)."""
-    logger = logging.getLogger("identity")
-    logger.addHandler(caplog.handler)
-    try:
-        yield caplog
-    finally:
-        logger.removeHandler(caplog.handler)
 
 
 def _lines(caplog: pytest.LogCaptureFixture) -> list[str]:
