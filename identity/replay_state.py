@@ -6,7 +6,7 @@ whether its creation is in the retained log; identity.reconcile compares this wi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,3 +85,30 @@ Handler = Callable[[Expected, Row[Any]], None]
 def rank(role: str) -> int:
     """Return a role's rank, lowest first; an 'at most' bound ranks as its role."""
     return RANK[role.removeprefix(AT_MOST)]
+
+
+# What every handler uses (identity.replay, identity.replay_groups).
+
+def changed_to(change: Any) -> Any:
+    return change["after"] if isinstance(change, dict) else change
+
+
+def entity_of(entities: dict[str, Entity], event: Row[Any], created: bool = False) -> Entity:
+    entity = entities.setdefault(event.target_id, Entity())
+    if created:
+        entity.created = event.seq
+    return entity
+
+
+def drop_grants(x: Expected, user_id: str, keep: Callable[[GrantKey], bool]) -> None:
+    grants = x.grants.get(user_id)
+    if grants is not None:
+        x.grants[user_id] = {key: role for key, role in grants.items() if keep(key)}
+
+
+def set_key_status(x: Expected, e: Row[Any], prefixes: Iterable[str], status: str, reason: str | None) -> None:
+    """Keys named by prefix in a member's or team's event; a key made before the retained log by prefix alone."""
+    for prefix in prefixes:
+        key_id = x.key_ids.get(prefix)
+        entity = x.api_keys[key_id] if key_id else x.keys_by_prefix.setdefault(prefix, Entity())
+        entity.set(e, status=status, status_reason=reason)
