@@ -60,7 +60,7 @@ def seed_teams(url: str, org_id: str, owner_id: str, teams: int, balance: int) -
     from identity.db import Database
     from identity.models import ApiKey, Org, Team
     from identity.wallet_models import Wallet, WalletEntry
-    from identity.wallets import period_at
+    from identity.wallet_periods import period_at
 
     db = Database(url)
     now = dt.datetime.now(dt.UTC)

@@ -33,7 +33,7 @@ from identity.models import ApiKey, GatewayCredential, Org, RoleGrant, User
 from identity.roles import allowed_scopes, capped, highest
 from identity.vocabulary import KeyStatus, Role
 from identity.wallet_models import SpendLimit, Wallet
-from identity.wallets import live_refusal, period_at, remaining
+from identity.wallet_periods import live_refusal, period_at, remaining
 
 
 class Refusal(StrEnum):
@@ -149,7 +149,7 @@ def _answer(rows: list[Any], secret: str) -> KeyCheck:
 def _spend_state(row: Any, identity: dict[str, Any]) -> KeyCheck:
     """Add the key's budget to a valid answer, or refuse it while a refused debit's refusal lasts (DESIGN 3.8).
 
-    `remaining_micros` is what the key may still spend (identity.wallets.remaining, which the usage
+    `remaining_micros` is what the key may still spend (identity.wallet_periods.remaining, which the usage
     answer says too). None of it is written or locked.
     """
     start, end = period_at(_utc(row.org_created), clock.now())

@@ -22,7 +22,8 @@ from identity.models import ApiKey, Org, User
 from identity.paging import Window, within
 from identity.roles import authorize
 from identity.wallet_models import SpendLimit, UsageTotal, Wallet, WalletEntry
-from identity.wallets import USAGE, live_refusal, period_at
+from identity.wallet_periods import live_refusal, period_at
+from identity.wallets import USAGE
 
 BY = ("key", "member", "period")
 

@@ -37,17 +37,15 @@ from identity.actions import Action
 from identity.errors import InvalidValue, NotFound
 from identity.models import ApiKey
 from identity.wallet_models import SpendLimit, UsageTotal
+from identity.wallet_periods import BALANCE_EXHAUSTED, SPENDING_LIMIT_REACHED, remaining
 from identity.wallets import (
-    BALANCE_EXHAUSTED,
     ENTRIES,
     INSERT_ENTRY,
-    SPENDING_LIMIT_REACHED,
     USAGE,
     Locked,
     WalletRow,
     amount,
     lock_wallets,
-    remaining,
     save_wallets,
     team_target,
 )

@@ -22,9 +22,9 @@ from identity.lookups import get_team, get_user
 from identity.models import ApiKey, RoleGrant
 from identity.roles import authorize
 from identity.wallet_models import SpendLimit, Wallet, WalletEntry, WalletSettings
+from identity.wallet_periods import SPENDING_LIMIT_REACHED
 from identity.wallets import (
     MAX_AMOUNT,
-    SPENDING_LIMIT_REACHED,
     USAGE,
     Locked,
     amount,

@@ -14,7 +14,7 @@ from identity.models import Org
 from identity.roles import authorize
 from identity.spend import WalletView, view_of
 from identity.wallet_models import Wallet
-from identity.wallets import period_at
+from identity.wallet_periods import period_at
 
 
 def team_wallets(session: Session, actor: Actor, org_id: str, team_ids: list[str]) -> dict[str, WalletView]:

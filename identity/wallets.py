@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
@@ -27,13 +27,13 @@ from sqlalchemy.orm.util import identity_key
 from audit import Actor, clock, record
 from audit.log import Target
 from identity.actions import Action
-from identity.cycles import cycle_at
 from identity.errors import Conflict, InvalidValue, NotFound, PermissionDenied
 from identity.lookups import get_team
 from identity.models import Org, RoleGrant, User
 from identity.roles import authorize
 from identity.vocabulary import Role
 from identity.wallet_models import TopUpRequest, Wallet, WalletEntry, WalletSettings
+from identity.wallet_periods import BALANCE_EXHAUSTED, SPENDING_LIMIT_REACHED, period_at
 
 MICROS_PER_CENT = 1_000_000
 # The largest amount any one call may move: 10^15 micro-cents, $10 million. Larger is a typo or an
@@ -41,7 +41,6 @@ MICROS_PER_CENT = 1_000_000
 MAX_AMOUNT = 10**15
 TOP_UP, SEAT_GRANT, REFUND, ADJUSTMENT, USAGE = "top_up", "seat_grant", "refund", "adjustment", "usage"
 CREDIT_KINDS = (TOP_UP, SEAT_GRANT, REFUND, ADJUSTMENT)
-BALANCE_EXHAUSTED, SPENDING_LIMIT_REACHED = "balance_exhausted", "spending_limit_reached"
 ENTRIES = cast(Table, WalletEntry.__table__)
 REQUEST_ID_LENGTH = 200  # wallet_entries.request_id
 INSERT_ENTRY = insert(ENTRIES)
@@ -66,22 +65,6 @@ def percent(value: Any, field: str = "discount_percent") -> int:
     return value
 
 
-def period_at(org_created: dt.datetime, moment: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
-    """Return the billing period [start, end) containing `moment`: the org's monthly billing cycle.
-
-    The key check asks on every request; the last period found per org is kept (this process),
-    and given back while `moment` falls inside it."""
-    known = _PERIODS.get(org_created)
-    if known is not None and known[0] <= moment < known[1]:
-        return known
-    if len(_PERIODS) >= _PERIODS_KEPT:
-        _PERIODS.clear()
-    found = _PERIODS[org_created] = cycle_at(org_created, moment)
-    return found
-
-
-_PERIODS: dict[dt.datetime, tuple[dt.datetime, dt.datetime]] = {}
-_PERIODS_KEPT = 100_000  # orgs; cleared whole when full
 
 
 def _upsert(session: Session) -> Any:
@@ -224,22 +207,6 @@ def roll_period(wallet: Wallet | WalletRow, start: dt.datetime) -> None:
         wallet.period_start, wallet.period_spend_micros = start, 0
         if wallet.refusal == SPENDING_LIMIT_REACHED:
             wallet.refusal, wallet.refused_period_start = None, None
-
-
-def live_refusal(refusal: str | None, refused_period: dt.datetime | None, period_start: dt.datetime) -> str | None:
-    """Return the refusal still in force: a limit's lasts to the end of its period, a balance's until a credit."""
-    if refusal == BALANCE_EXHAUSTED or (refusal is not None and refused_period == period_start):
-        return refusal
-    return None
-
-
-def remaining(balance_micros: int, limits: Iterable[tuple[int, int]]) -> int:
-    """Return what a key may still spend: the balance, bounded by each limit that applies (team, key,
-    member; as `(limit, spend this period)`) less its spend.
-
-    The one computation of it: the key check's `budget.remaining_micros` (identity.gateway) and the
-    usage answer's `remaining_micros` (identity.usage) must say the same (DESIGN 3.8)."""
-    return max(0, min([balance_micros, *(limit - spent for limit, spent in limits)]))
 
 
 def team_target(team_id: str) -> Target:

@@ -142,7 +142,7 @@ class Big:
 def big(pg_cluster: PostgresCluster) -> Iterator[Big]:
     """An org of 20,000 members (each in Default, each with a key) and 60,000 usage rows, analyzed."""
     from audit import clock
-    from identity.wallets import period_at
+    from identity.wallet_periods import period_at
 
     db = Database(pg_cluster.create_database(f"scale_{next(_made)}", template="template_identity"))
     with db.transaction() as session:

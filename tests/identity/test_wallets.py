@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from audit import Actor, clock
 from audit.models import AuditEvent
-from identity import keys, team_deletion, teams, topups, usage, wallet_controls, wallets
+from identity import keys, team_deletion, teams, topups, usage, wallet_controls, wallet_periods, wallets
 from identity.billing import check_org
 from identity.db import Database
 from identity.errors import InvalidValue, NotFound, PermissionDenied
@@ -360,4 +360,4 @@ def test_the_period_kept_per_org_is_always_the_cycle(moments: list[dt.datetime],
     """Asked in any order (the clock of several requests), the kept period is never stale."""
     anchor = dt.datetime(2026, 1, anchor_day, 13, 30, tzinfo=dt.UTC)
     for moment in [*moments, *sorted(moments), *sorted(moments, reverse=True)]:
-        assert wallets.period_at(anchor, moment) == cycle_at(anchor, moment)
+        assert wallet_periods.period_at(anchor, moment) == cycle_at(anchor, moment)

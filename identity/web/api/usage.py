@@ -25,7 +25,7 @@ from audit import Actor, clock
 from identity import gateway, topups, usage
 from identity.errors import InvalidValue, Unauthenticated
 from identity.usage import Outcome, UsageRecord
-from identity.wallets import BALANCE_EXHAUSTED, SPENDING_LIMIT_REACHED
+from identity.wallet_periods import BALANCE_EXHAUSTED, SPENDING_LIMIT_REACHED
 from identity.web.api.common import adopt, json_body, problem, request_actor
 from identity.web.context import database
 
