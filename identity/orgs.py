@@ -47,6 +47,12 @@ def all_org_ids(session: Session) -> list[str]:
     return list(session.scalars(select(Org.id).order_by(Org.created_at)))
 
 
+def org_ids(session: Session, slug: str | None) -> list[str]:
+    """The id of the org `slug` names (NotFound otherwise), or, without a slug, every org's: what an
+    operator's command (`identity billing renew`, `invitations expire`) runs over."""
+    return [get_org_by_slug(session, slug).id] if slug else all_org_ids(session)
+
+
 def create_org(
     session: Session, actor: Actor, name: str, *, owner_email: str, slug: str | None = None,
     included_seats: int = 3, seat_price_cents: int = 1000, max_seats: int | None = None,

@@ -1,4 +1,5 @@
-"""The `identity` command (DESIGN.md section 8): serve, migrate, create orgs, check billing."""
+"""The `identity` command (DESIGN.md section 8): serve, migrate, create orgs, SCIM clients, gateway
+credentials, invitations, mail; `billing`, `audit` and `saml` come from their own modules."""
 
 from __future__ import annotations
 
@@ -22,17 +23,13 @@ from identity import (
     migrate,
     orgs,
     scim_credentials,
-    seats,
     teams,
-    topups,
-    wallets,
 )
-from identity.billing import check_org
 from identity.db import Database
 from identity.errors import DomainError
-from identity.service import run
 from identity.web import metrics_serve
 from identity.web.audit_cli import audit as audit_group
+from identity.web.billing_cli import billing as billing_group
 from identity.web.server import serve as run_server
 from saml import cli as saml_cli
 from saml import links
@@ -69,12 +66,6 @@ class Commands(click.Group):
         except CommandError as error:  # alembic's: a revision this release does not know
             raise Failure(f"cannot migrate the database of DATABASE_URL: {error} (was it migrated by a newer "
                           "release?)") from error
-
-
-def _org_ids(database: Database, slug: str | None) -> list[str]:
-    """The id of the org `slug` names (NotFound otherwise), or, without a slug, every org's."""
-    with database.reading() as session:
-        return [orgs.get_org_by_slug(session, slug).id] if slug else orgs.all_org_ids(session)
 
 
 @click.group(cls=Commands)
@@ -227,76 +218,6 @@ def scim_client_revoke(slug: str, client_id: str) -> None:
     click.echo(f"SCIM client {client_id} revoked", err=True)
 
 
-@main.group()
-def billing() -> None:
-    """Seats and charges."""
-
-
-@billing.command("check")
-@click.option("--org", "slug", required=True)
-def billing_check(slug: str) -> None:
-    """Recompute seats and charges from memberships and the ledger; exit 1 on any mismatch."""
-    with _database().reading() as session:
-        found = orgs.get_org_by_slug(session, slug)
-        problems = check_org(session, found.id)
-    for line in problems:
-        click.echo(line)
-    if problems:
-        sys.exit(1)
-    click.echo(f"org {slug}: seats and charges agree", err=True)
-
-
-@billing.command("renew")
-@click.option("--org", "slug", default=None, help="one org (default: every org)")
-def billing_renew(slug: str | None) -> None:
-    """Close ended billing cycles and charge renewals; running it twice charges once."""
-    database = _database()
-    ids = _org_ids(database, slug)
-    for org_id in ids:
-        charges = run(database, system_actor("billing renew"), seats.renew_org, org_id)
-        for charge in charges:
-            click.echo(f"{org_id}: renewed {charge.seats} seats for {charge.amount_cents} cents "
-                       f"({charge.cycle_start.isoformat()} to {charge.cycle_end.isoformat()})")
-        for entry in run(database, system_actor("billing renew"), wallets.grant_seat_usage, org_id):
-            click.echo(f"{org_id}: team {entry.team_id} granted {entry.amount_micros} micro-cents of seat usage")
-
-
-@billing.group("topups")
-def billing_topups() -> None:
-    """The auto top-up's requests for the operator's payment hook (TOPUP_WEBHOOK_URL)."""
-
-
-TOPUP_STATUSES = (topups.PENDING, topups.FAILED, topups.DELIVERED, topups.FULFILLED, topups.CANCELLED, "all")
-
-
-@billing_topups.command("list")
-@click.option("--status", type=click.Choice(TOPUP_STATUSES), default=topups.PENDING, show_default=True)
-def billing_topups_list(status: str) -> None:
-    """List the auto top-up's requests as JSON lines: without a payment hook, this is the outbox to act on."""
-    with _database().reading() as session:
-        for found in topups.requests_with_status(session, None if status == "all" else status):
-            click.echo(topups.body_of(found).decode())
-
-
-@billing_topups.command("deliver")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
-def billing_topups_deliver(limit: int) -> None:
-    """Hand undelivered top-up requests to the payment hook, signed; exit 1 when some still failed.
-
-    As `mail retry`: without TOPUP_WEBHOOK_URL nothing can be delivered, which is an error (exit 1),
-    so that a cron job whose hook is missing alerts instead of leaving the requests pending unseen.
-    """
-    hook = topups.configured(os.environ)
-    if hook is None:
-        click.echo("error: TOPUP_WEBHOOK_URL is not set: top-up requests stay pending "
-                   "(identity billing topups list)", err=True)
-        sys.exit(1)
-    report = topups.deliver(_database(), hook, system_actor("billing topups deliver"), limit=limit)
-    click.echo(json.dumps(report))
-    if report[topups.FAILED]:
-        sys.exit(1)
-
-
 @main.group("gateway")
 def gateway_group() -> None:
     """The LLM gateway's service credentials (the operator's, for every org)."""
@@ -359,7 +280,8 @@ def invitations_group() -> None:
 def invitations_expire(slug: str | None) -> None:
     """Mark every pending invitation past its time as expired, each audited (run it from cron)."""
     database = _database()
-    ids = _org_ids(database, slug)
+    with database.reading() as session:
+        ids = orgs.org_ids(session, slug)
     total = 0
     for org_id in ids:
         with database.transaction() as session:
@@ -398,6 +320,7 @@ def mail_retry(slug: str | None, limit: int) -> None:
 
 
 main.add_command(audit_group)          # identity audit export|verify|purge|checkpoint|public-key
+main.add_command(billing_group)        # identity billing check|renew|topups list|topups deliver
 main.add_command(saml_cli.saml)        # identity saml configure|refresh|require-sso
 main.add_command(saml_cli.login_link)  # identity login-link --org --email
 
