@@ -27,17 +27,7 @@ from identity.service import run
 from identity.web.cli import main
 from tests.factories import provision
 from tests.identity.test_api_sessions import sign_in
-
-UTC = dt.UTC
-
-
-def at(*parts: int) -> dt.datetime:
-    return dt.datetime(*parts, tzinfo=UTC)
-
-
-def _org(db: Database, system: Actor, created: dt.datetime, **settings) -> orgs.NewOrg:
-    with clock.frozen_at(created), db.transaction() as session:
-        return orgs.create_org(session, system, "Seated", owner_email="owner@seated.test", **settings)
+from tests.identity.test_seat_edges import _org, at  # an org made at a given time, and the times
 
 
 def _renewals(db: Database, org_id: str) -> list[tuple[dt.datetime, int, int, int]]:

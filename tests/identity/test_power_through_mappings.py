@@ -104,17 +104,8 @@ def test_an_admin_may_not_take_an_owner_out_of_a_team_by_editing_the_rule_that_p
                                          name="prod", scopes=["inference"])
         admin_key = keys.create_api_key(session, system, acme.org.id, user_id=admin.id,
                                         team_id=acme.default_team_id, name="admin", scopes=["admin"])
-    assert client.get("/api/v1/key", headers=bearer(owners_key.secret)).status_code == 200
-    direct = client.delete(f"/api/v1/orgs/{acme.org.slug}/teams/{prod.id}/members/{acme.owner.id}",
-                           headers=bearer(admin_key.secret))
-    assert direct.status_code == 403  # the direct way is refused
-    response = client.patch(f"/api/v1/orgs/{acme.org.slug}/group-mappings/{rule.id}",
-                            headers=bearer(admin_key.secret), json={"team_id": other.id})
-    still = client.get("/api/v1/key", headers=bearer(owners_key.secret))
-    assert still.status_code == 200, (
-        f"an admin's rule edit ({response.status_code}) took the owner out of Prod: their key answers "
-        f"{still.status_code} {still.get_json()}")
-    assert response.status_code == 403
+    _refused_as_the_direct_way(client, acme, prod.id, owners_key.secret, admin_key.secret, "a rule edit",
+                               f"group-mappings/{rule.id}", {"team_id": other.id})
 
 
 def test_an_admin_may_not_take_an_owner_out_of_their_mirrored_team_by_switching_group_sync(
@@ -131,18 +122,8 @@ def test_an_admin_may_not_take_an_owner_out_of_their_mirrored_team_by_switching_
                                          name="prod", scopes=["inference"])
         admin_key = keys.create_api_key(session, system, acme.org.id, user_id=admin.id,
                                         team_id=acme.default_team_id, name="admin", scopes=["admin"])
-    assert client.get("/api/v1/key", headers=bearer(owners_key.secret)).status_code == 200
-    direct = client.delete(f"/api/v1/orgs/{acme.org.slug}/teams/{team_id}/members/{acme.owner.id}",
-                           headers=bearer(admin_key.secret))
-    assert direct.status_code == 403  # the direct way is refused
-    response = client.patch(f"/api/v1/orgs/{acme.org.slug}/settings", headers=bearer(admin_key.secret),
-                            json={"group_sync": "mapped"})
-    still = client.get("/api/v1/key", headers=bearer(owners_key.secret))
-    assert still.status_code == 200, (
-        f"an admin's switch of group_sync ({response.status_code}) took the owner out of their team: their key "
-        f"answers {still.status_code} {still.get_json()}")
-    assert response.status_code == 403
-
+    _refused_as_the_direct_way(client, acme, team_id, owners_key.secret, admin_key.secret, "a switch of group_sync",
+                               "settings", {"group_sync": "mapped"})
 
 
 def test_a_mirrored_team_made_on_an_admins_change_has_no_creator_member(
@@ -167,3 +148,20 @@ def test_a_mirrored_team_made_on_an_admins_change_has_no_creator_member(
         assert team_id is not None
         assert users.team_roles(session, dev.id).get(team_id) == "member"
         assert team_id not in users.team_roles(session, admin.id), "the admin became the IdP team's admin"
+
+
+def _refused_as_the_direct_way(client: FlaskClient, acme: NewOrg, team_id: str, owners_key: str, admin_key: str,
+                               what: str, path: str, change: dict[str, str]) -> None:
+    """The admin may not take the owner out of `team_id` directly (403); the PATCH of `path` with
+    `change`, which would do it through the group rules, is refused too, and the owner's key for
+    the team still works."""
+    assert client.get("/api/v1/key", headers=bearer(owners_key)).status_code == 200
+    direct = client.delete(f"/api/v1/orgs/{acme.org.slug}/teams/{team_id}/members/{acme.owner.id}",
+                           headers=bearer(admin_key))
+    assert direct.status_code == 403  # the direct way is refused
+    response = client.patch(f"/api/v1/orgs/{acme.org.slug}/{path}", headers=bearer(admin_key), json=change)
+    still = client.get("/api/v1/key", headers=bearer(owners_key))
+    assert still.status_code == 200, (
+        f"an admin's {what} ({response.status_code}) took the owner out of their team: their key answers "
+        f"{still.status_code} {still.get_json()}")
+    assert response.status_code == 403
