@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.identity.test_serve import BIN, _free_port, _stop, _wait_healthy
@@ -25,6 +26,17 @@ def _scrape(url: str, token: str | None = None) -> str:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     with urllib.request.urlopen(request, timeout=5) as response:
         return response.read().decode()
+
+
+def _settled(url: str, token: str | None, done: Callable[[str], bool]) -> str:
+    """A scrape once `done` holds: a request is counted when its response closes, which is just after
+    its client has read it (the latency includes the sending), so the last one may land a moment later."""
+    deadline = time.monotonic() + 10
+    text = _scrape(url, token)
+    while not done(text) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        text = _scrape(url, token)
+    return text
 
 
 def _workers(master: int) -> list[int]:
@@ -49,6 +61,7 @@ def test_two_workers_are_summed_and_a_dead_one_still_counts(db_url: str, tmp_pat
             time.sleep(0.2)
         for _ in range(39):  # one connection each (urllib closes it): spread over both workers
             _scrape(base + "/healthz")
+        _settled(base + "/metrics", TOKEN, lambda text: _healthz_count(text) >= 40.0)
         scrapes = {_healthz_count(_scrape(base + "/metrics", TOKEN)) for _ in range(6)}
         assert scrapes == {40.0}  # every scrape, from either worker, sums both
         assert _healthz_count(_scrape(f"http://127.0.0.1:{metrics_port}/metrics")) == 40.0  # the listener
@@ -60,9 +73,10 @@ def test_two_workers_are_summed_and_a_dead_one_still_counts(db_url: str, tmp_pat
                 "Authorization": f"Bearer {credential}", "Content-Type": "application/json"})
             with urllib.request.urlopen(request, timeout=5) as response:
                 assert json.loads(response.read()) == {"valid": False, "reason": "unknown"}
-        text = _scrape(f"http://127.0.0.1:{metrics_port}/metrics")
+        verified = 'identity_http_requests_total{method="POST",route="/api/v1/keys/verify",status="200"} 10.0'
+        text = _settled(f"http://127.0.0.1:{metrics_port}/metrics", None, lambda text: verified in text)
         assert 'identity_key_checks_total{answer="unknown"} 10.0' in text
-        assert 'identity_http_requests_total{method="POST",route="/api/v1/keys/verify",status="200"} 10.0' in text
+        assert verified in text
         assert not (folder / "counter_999999.db").exists()
         pids = {int(p.stem.rsplit("_", 1)[1]) for p in folder.glob("counter_*.db")}
         assert pids >= set(_workers(proc.pid)) and len(pids) == 2  # each worker writes its own file
@@ -72,6 +86,7 @@ def test_two_workers_are_summed_and_a_dead_one_still_counts(db_url: str, tmp_pat
         while (victim in _workers(proc.pid) or len(_workers(proc.pid)) < 2) and time.monotonic() < deadline:
             time.sleep(0.2)
         _wait_healthy(base, proc)  # one more /healthz
-        assert _healthz_count(_scrape(f"http://127.0.0.1:{metrics_port}/metrics")) >= 41.0
+        after = _settled(f"http://127.0.0.1:{metrics_port}/metrics", None, lambda text: _healthz_count(text) >= 41.0)
+        assert _healthz_count(after) >= 41.0
     finally:
         _stop(proc)
