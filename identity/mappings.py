@@ -3,16 +3,17 @@
 A rule matches a group by its immutable id first, by display name as a fallback; creating,
 editing or deleting one re-derives at once what the matching groups' members get
 (`groups.reapply`). A rule that grants `owner` is IdP trust and owners' business both, and so is
-any change of a rule that reaches a group an owners' rule matches or is pinned to: which rule governs
-a group is decided by rank (group_rules.governing_rule), so such a change can take the group from
-the owners' rule (demoting the owners it made) or hand it to it (making owners).
+any change of a rule that reaches a group an owners' rule matches or is pinned to, or that names a
+group an owners' rule names before the IdP has pushed it: which rule governs a group is decided by
+rank (group_rules.governing_rule), so such a change can take the group from the owners' rule
+(demoting the owners it made) or hand it to it (making owners), now or when the group comes.
 """
 
 from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, false, func, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
@@ -52,27 +53,39 @@ def _authorize_owners_groups(session: Session, actor: Actor, org_id: str, names:
     `rule_id`: the rule changed, whose pinned groups it reaches too. A group is an owners' group
     when a rule granting owner matches it or it is pinned to one: whichever rule outranks the
     other there, a change of the rules that reach it moves the owner role (DESIGN 3.2: acting on
-    owners needs `owners.manage`). One query, whatever the groups' sizes.
+    owners needs `owners.manage`). So is a group the IdP has not pushed yet that these names and a
+    rule granting owner would both match: once it comes, the same ranking decides. One query,
+    whatever the groups' sizes.
     """
     why = refusal(actor, "owners.manage", org_id=org_id)
     if why is None:
         return
     reached = [IdpGroup.mapping_id == rule_id] if rule_id is not None else []
+    shared = []  # the owners' rules that match some group these names match, whether it exists or not
     for external_id, display_name in names:  # as group_rules.rule_matches reads a rule, from the group's side
         if external_id:
             reached.append(IdpGroup.external_id == external_id)
+            shared.append(GroupMapping.group_external_id == external_id)
         if display_name:  # a rule naming an id matches by name only a group without one
             by_name = func.lower(IdpGroup.display_name) == display_name.lower()
             reached.append(by_name if external_id is None else and_(by_name, IdpGroup.external_id.is_(None)))
+            # from the rules' side, with no group to ask: two rules of one display name both match a
+            # group of that name pushed without an immutable id, whatever ids they name
+            shared.append(func.lower(GroupMapping.group_display_name) == display_name.lower())
     governs = or_(group_rules.rule_matches(IdpGroup.external_id, IdpGroup.display_name),
                   IdpGroup.mapping_id == GroupMapping.id)
-    owners_group = session.scalars(select(IdpGroup.display_name).join(GroupMapping, and_(
-        GroupMapping.org_id == IdpGroup.org_id, GroupMapping.org_role == Role.OWNER, governs,
-    )).where(IdpGroup.org_id == org_id, or_(*reached)).limit(1)).first() if reached else None
+    owners_rule = and_(GroupMapping.org_id == org_id, GroupMapping.org_role == Role.OWNER)
+    pushed = select(IdpGroup.display_name).join(GroupMapping, and_(
+        GroupMapping.org_id == IdpGroup.org_id, owners_rule, governs,
+    )).where(IdpGroup.org_id == org_id, or_(false(), *reached))
+    named = select(func.coalesce(GroupMapping.group_display_name, GroupMapping.group_external_id)).where(
+        owners_rule, or_(false(), *shared))
+    owners_group = session.scalars(union_all(pushed, named).limit(1)).first()
     if owners_group is not None:
         raise PermissionDenied(f"{actor.type} {actor.display!r} may not change the rules of the IdP group "
-                               f"{owners_group!r}: a rule that grants owner governs it, and which rule governs it "
-                               f"decides who is an owner ({why})", action="owners.manage", group=owners_group)
+                               f"{owners_group!r}: a rule that grants owner matches it or is pinned to it, and "
+                               f"which rule governs it decides who is an owner ({why})",
+                               action="owners.manage", group=owners_group)
 
 
 def create_mapping(session: Session, actor: Actor, org_id: str, *, group_external_id: str | None = None,

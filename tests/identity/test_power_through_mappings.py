@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from audit import Actor
 from identity import groups, keys, mappings, orgs, teams, users
@@ -86,6 +87,113 @@ def test_an_admin_may_not_demote_the_idps_owners_by_editing_a_rule_onto_their_gr
     assert owner_role(db, board.owner_id) == "owner", (
         f"an admin's edited rule ({response.status_code}) took owner from a member the owners' rule made owner")
     assert response.status_code == 403
+
+
+@dataclass(frozen=True)
+class Unpushed:
+    """A change of the rules an admin asks before the IdP pushes the group an owners' rule names.
+
+    `rules`: made by the owners, oldest first (a `team_id` of "default": the Default team); the
+    change (`method`; `rule`: the index of the rule it addresses, None for a new one; `change`: its
+    JSON), then the IdP pushes `group` with a member, who is an owner (`owner`) or not as the
+    owners' rules say."""
+
+    rules: tuple[dict[str, str], ...]
+    method: str
+    rule: int | None
+    change: dict[str, str | None]
+    group: dict[str, str | None]
+    owner: bool
+
+
+OWNERS_BY_NAME = {"group_display_name": "Owners", "org_role": "owner"}
+OWNERS_BY_ID = {"group_external_id": "00gOwners", "group_display_name": "Owners", "org_role": "owner"}
+PUSHED = {"display_name": "Owners", "external_id": "00gOwners"}
+UNPUSHED = {
+    # the admin's rule of the group's immutable id outranks the owners' rule of its display name
+    "a new rule of the group's id and name": Unpushed(
+        (OWNERS_BY_NAME,), "post", None,
+        {"group_external_id": "00gOwners", "group_display_name": "Owners", "team_id": "default"}, PUSHED, True),
+    # Okta pushes groups without an immutable id: a rule of the name alone outranks a rule naming an id
+    "a new rule of the name, the group pushed without an id": Unpushed(
+        (OWNERS_BY_ID,), "post", None, {"group_display_name": "OWNERS", "team_id": "default"},
+        {"display_name": "Owners", "external_id": None}, True),
+    # the same rank as the owners' rule of the group's id, and older: it governs
+    "an older rule edited onto the owners' rule's id": Unpushed(
+        ({"group_display_name": "Platform", "team_id": "default"}, OWNERS_BY_ID), "patch", 0,
+        {"group_external_id": "00gOwners", "group_display_name": None}, PUSHED, True),
+    # the owners keep the group's members out of the owner role by a rule of its id; deleting it hands
+    # the group to the owners' rule of its name
+    "deleting the owners' team rule that outranks their owner rule": Unpushed(
+        (OWNERS_BY_NAME, {"group_external_id": "00gOwners", "group_display_name": "Owners", "team_id": "default"}),
+        "delete", 1, {}, PUSHED, False),
+}
+
+
+def _unpushed(db: Database, system: Actor, acme: NewOrg, case: Unpushed, role: str) -> tuple[str, str, list[str]]:
+    """Acme with `case.rules` (each in its own transaction: rules rank by age) and no group yet; return
+    the member the IdP will push, the secret of an API key of a `role` and the rules' ids."""
+    actor = acme.owner if role == "owner" else provision(db, system, acme.org.id, f"{role}@acme.test", role=role)
+    member = provision(db, system, acme.org.id, "bob@acme.test", source="scim")
+    with db.transaction() as session:
+        orgs.update_settings(session, system, acme.org.id, {"idp_may_grant_owner": True})
+        key = keys.create_api_key(session, system, acme.org.id, user_id=actor.id, team_id=acme.default_team_id,
+                                  name=role, scopes=["admin"])
+    rule_ids = []
+    for rule in case.rules:
+        with db.transaction() as session:
+            made = mappings.create_mapping(session, system, acme.org.id, **{
+                name: acme.default_team_id if value == "default" else value for name, value in rule.items()})
+            rule_ids.append(made.id)
+    return member.id, key.secret, rule_ids
+
+
+def _change(client: FlaskClient, acme: NewOrg, case: Unpushed, secret: str, rule_ids: list[str]) -> TestResponse:
+    path = f"/api/v1/orgs/{acme.org.slug}/group-mappings"
+    path += f"/{rule_ids[case.rule]}" if case.rule is not None else ""
+    change = {name: acme.default_team_id if value == "default" else value for name, value in case.change.items()}
+    return client.open(path, method=case.method.upper(), headers=bearer(secret),
+                       json=change if case.method != "delete" else None)
+
+
+def _push(db: Database, system: Actor, acme: NewOrg, case: Unpushed, member_id: str) -> None:
+    with db.transaction() as session:
+        groups.create_group(session, system, acme.org.id, display_name=case.group["display_name"] or "",
+                            external_id=case.group["external_id"], member_ids=[member_id])
+
+
+@pytest.mark.parametrize("case", UNPUSHED.values(), ids=UNPUSHED.keys())
+def test_an_admin_may_not_change_the_owners_group_rules_before_the_idp_pushes_it(
+        client: FlaskClient, db: Database, system: Actor, acme: NewOrg, case: Unpushed) -> None:
+    """Before the IdP pushes the group the owners' rule names there is no IdP group yet whose rule
+    could be the owners' (mappings._authorize_owners_groups): an admin's change of a rule naming the
+    same immutable id or display name would decide, once the group comes, whether its members are
+    owners. It is refused as the same change is once the group exists (403, the same problem), and
+    the members the IdP pushes then are owners or not as the owners' rules say."""
+    member_id, admin, rule_ids = _unpushed(db, system, acme, case, "admin")
+    response = _change(client, acme, case, admin, rule_ids)
+    _push(db, system, acme, case, member_id)
+    assert owner_role(db, member_id) == ("owner" if case.owner else "member"), (
+        f"an admin's change ({response.status_code}) before the IdP pushed the group decided who is an owner")
+    pushed = _change(client, acme, case, admin, rule_ids)
+    assert pushed.status_code == 403
+    assert response.status_code == 403
+    assert _problem(response) == _problem(pushed)
+
+
+def _problem(response: TestResponse) -> dict[str, object]:
+    return {name: value for name, value in response.get_json().items() if name != "request_id"}
+
+
+@pytest.mark.parametrize("case", UNPUSHED.values(), ids=UNPUSHED.keys())
+def test_an_owner_may_change_the_owners_group_rules_before_the_idp_pushes_it(
+        client: FlaskClient, db: Database, system: Actor, acme: NewOrg, case: Unpushed) -> None:
+    """The same changes are the owners' to make: an owner's succeed, and decide the pushed group."""
+    member_id, owner, rule_ids = _unpushed(db, system, acme, case, "owner")
+    response = _change(client, acme, case, owner, rule_ids)
+    assert response.status_code in (200, 201, 204), response.get_json()
+    _push(db, system, acme, case, member_id)
+    assert owner_role(db, member_id) == ("member" if case.owner else "owner")
 
 
 def test_an_admin_may_not_take_an_owner_out_of_a_team_by_editing_the_rule_that_put_them_there(
