@@ -59,6 +59,7 @@ class Action(enum.StrEnum):
     API_KEY_CREATED = "api_key.created"
     API_KEY_REVOKED = "api_key.revoked"
     API_KEY_ROTATED = "api_key.rotated"
+    API_KEY_REVOKED_LEFT_TEAM = "api_key.revoked_left_team"
     GATEWAY_CREDENTIAL_CREATED = "gateway_credential.created"
     GATEWAY_CREDENTIAL_REVOKED = "gateway_credential.revoked"
     SCIM_TOKEN_CREATED = "scim_token.created"

@@ -289,15 +289,21 @@ def revoke_keys_of_teams_left(session: Session, users: list[str] | Select[Any], 
     one SELECT and, when it finds keys, one UPDATE.
     """
     batches = [users[start:start + 500] for start in range(0, len(users), 500)] if isinstance(users, list) else [users]
-    left = ~exists().where(RoleGrant.user_id == ApiKey.user_id, RoleGrant.team_id == ApiKey.team_id)
     revoked: list[str] = []
     for batch in batches:
-        conditions = [ApiKey.user_id.in_(batch), ApiKey.status.in_([KeyStatus.ACTIVE, KeyStatus.BLOCKED]),
-                      ApiKey.team_id.is_not(None), left]
+        conditions = of_teams_left(batch)
         if team_id is not None:
             conditions.append(ApiKey.team_id == team_id)
         revoked += _move(session, conditions, KeyStatus.REVOKED, KeyStatusReason.LEFT_TEAM)
     return sorted(revoked)
+
+
+def of_teams_left(users: list[str] | Select[Any]) -> list[ColumnElement[bool]]:
+    """The keys, not revoked yet, that `users` hold for a team in which they hold no grant: what
+    revoke_keys_of_teams_left revokes (and identity.key_settling lists before it does)."""
+    left = ~exists().where(RoleGrant.user_id == ApiKey.user_id, RoleGrant.team_id == ApiKey.team_id)
+    return [ApiKey.user_id.in_(users), ApiKey.status.in_([KeyStatus.ACTIVE, KeyStatus.BLOCKED]),
+            ApiKey.team_id.is_not(None), left]
 
 
 def revoke_keys_of_team(session: Session, org_id: str, team_id: str) -> list[str]:

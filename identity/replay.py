@@ -2,11 +2,11 @@
 
 Each action that changes state has one handler (here, or for teams, IdP groups, their rules and an
 org's deletion in identity.replay_groups), written from what its service records
-(identity.users, owners, seats, teams, team_deletion, groups, keys, invitations, orgs). Events are read
-in chain order, a window at a time, and only per-entity state is kept: for every entity the
-fields the events set, which event set each (for the finding's message), and whether its
-creation is in the retained log (identity.replay_state). Refused and failed events changed nothing
-and are skipped.
+(identity.users, owners, seats, teams, team_deletion, groups, keys, key_settling, invitations,
+orgs). Events are read in chain order, a window at a time, and only per-entity state is kept: for
+every entity the fields the events set, which event set each (for the finding's message), and
+whether its creation is in the retained log (identity.replay_state). Refused and failed events
+changed nothing and are skipped.
 """
 
 from __future__ import annotations
@@ -179,6 +179,11 @@ def _key_revoked(x: Expected, e: Row[Any]) -> None:
                                       status_reason=e.changes.get("reason", KeyStatusReason.MANUAL))
 
 
+def _left_keys_revoked(x: Expected, e: Row[Any]) -> None:
+    """identity.key_settling: an org's keys whose holders had left their teams, named by prefix."""
+    set_key_status(x, e, e.changes["keys_revoked"], KeyStatus.REVOKED, KeyStatusReason.LEFT_TEAM)
+
+
 def _token_created(x: Expected, e: Row[Any]) -> None:
     entity_of(x.scim_tokens, e, created=True).set(e, revoked=False, name=e.changes["name"], prefix=e.target_display)
 
@@ -239,6 +244,7 @@ HANDLERS: dict[str, Handler] = {
     Action.ORG_DELETED: replay_groups.org_deleted,
     Action.API_KEY_CREATED: _key_created,
     Action.API_KEY_REVOKED: _key_revoked,
+    Action.API_KEY_REVOKED_LEFT_TEAM: _left_keys_revoked,
     Action.SCIM_TOKEN_CREATED: _token_created,
     Action.SCIM_TOKEN_REVOKED: _token_revoked,
     Action.SCIM_CLIENT_CREATED: _client_created,

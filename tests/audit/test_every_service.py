@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 import identity
@@ -36,6 +36,7 @@ from identity import (
     groups,
     invitations,
     key_list,
+    key_settling,
     keys,
     lookups,
     mappings,
@@ -60,7 +61,7 @@ from identity import (
     wallets,
 )
 from identity.db import Database
-from identity.models import METADATAS, ApiKey, IdpGroup, Org, User
+from identity.models import METADATAS, ApiKey, IdpGroup, Org, RoleGrant, User
 from identity.orgs import NewOrg
 from identity.sessions import Lifetime
 from identity.vocabulary import Role
@@ -407,6 +408,16 @@ def _deletable(w: World) -> Call:
     return lambda s, a: org_lifecycle.delete_org(s, a, w.org_id, confirm="acme")
 
 
+def _keys_left_behind(w: World) -> Call:
+    """A member's key for a team a release before 2026-12-06 took away (the grant gone, the key active)."""
+    team_id, user_id = _in_team(w)
+    w.do(lambda s, a: keys.create_api_key(s, a, w.org_id, user_id=user_id, team_id=team_id, name="k",
+                                          scopes=["inference"]))
+    with w.db.begin() as conn:
+        conn.execute(delete(RoleGrant).where(RoleGrant.user_id == user_id, RoleGrant.team_id == team_id))
+    return lambda s, a: key_settling.settle_keys(s, a, w.org_id)
+
+
 # Issue 16: team membership, the org's life, mappings edited in place.
 SERVICES.update({
     "identity.teams.change_team_role": (lambda w: (lambda t: lambda s, a: teams.change_team_role(
@@ -419,6 +430,7 @@ SERVICES.update({
     "identity.org_lifecycle.transfer_ownership": (lambda w: (lambda u: lambda s, a: org_lifecycle.transfer_ownership(
         s, a, w.org_id, u, from_user_id=w.acme.owner.id))(w.member().id), "org.ownership_transferred"),
     "identity.org_lifecycle.delete_org": (_deletable, "org.deleted"),
+    "identity.key_settling.settle_keys": (_keys_left_behind, "api_key.revoked_left_team"),
 })
 
 SERVICES.update({  # the operator's acts, in the operators' chain (audit.log.OPERATOR_STREAM)
