@@ -53,6 +53,13 @@ def org_ids(session: Session, slug: str | None) -> list[str]:
     return [get_org_by_slug(session, slug).id] if slug else all_org_ids(session)
 
 
+def org_slugs(session: Session, slug: str | None) -> list[tuple[str, str]]:
+    """The orgs of org_ids, each with its slug, by which an operator's command names them."""
+    if slug:
+        return [(get_org_by_slug(session, slug).id, slug)]
+    return [(org_id, found) for org_id, found in session.execute(select(Org.id, Org.slug).order_by(Org.created_at))]
+
+
 def create_org(
     session: Session, actor: Actor, name: str, *, owner_email: str, slug: str | None = None,
     included_seats: int = 3, seat_price_cents: int = 1000, max_seats: int | None = None,

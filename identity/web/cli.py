@@ -1,5 +1,5 @@
 """The `identity` command (DESIGN.md section 8): serve, migrate, create orgs, SCIM clients, gateway
-credentials, invitations, mail; `billing`, `audit` and `saml` come from their own modules."""
+credentials, invitations, mail; `billing`, `keys`, `audit` and `saml` come from their own modules."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from identity.errors import DomainError
 from identity.web import metrics_serve
 from identity.web.audit_cli import audit as audit_group
 from identity.web.billing_cli import billing as billing_group
+from identity.web.keys_cli import keys_group, settle_after_upgrade
 from identity.web.server import serve as run_server
 from saml import cli as saml_cli
 from saml import links
@@ -80,12 +81,14 @@ def main() -> None:
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 64),
               help="threads per worker (gthread; idle keep-alive connections need none)")
 def serve(host: str, port: int, workers: int, threads: int) -> None:
-    """Check the settings, migrate the database, refresh its planner statistics and serve the app with gunicorn."""
+    """Check the settings, migrate the database (and settle the keys an older release left behind),
+    refresh its planner statistics and serve the app with gunicorn."""
     # Every setting first, as each worker and the master's hooks will read them: a bad one is one
     # `error:` line here, not a migrated database and workers dying with tracebacks.
     config.from_environment()
     metrics_serve.check_listener()  # METRICS_PORT, METRICS_HOST: the port free, the host ours
     migrate.upgrade(config.database_url())
+    settle_after_upgrade(_database(), "serve")
     _database().analyze()
     config.secret_key()  # made once here, before workers start, so they all read the same key
     click.echo(f"serving on http://{host}:{port} (database: {_safe_url(config.database_url())})", err=True)
@@ -109,8 +112,10 @@ def db() -> None:
 
 @db.command("upgrade")
 def db_upgrade() -> None:
-    """Migrate the database to the newest schema and refresh its planner statistics."""
+    """Migrate the database to the newest schema, settle the keys an older release left behind
+    (`identity keys settle`) and refresh its planner statistics."""
     migrate.upgrade(config.database_url())
+    settle_after_upgrade(_database(), "db upgrade")
     _database().analyze()
     click.echo("database is up to date", err=True)
 
@@ -321,6 +326,7 @@ def mail_retry(slug: str | None, limit: int) -> None:
 
 main.add_command(audit_group)          # identity audit export|verify|purge|checkpoint|public-key
 main.add_command(billing_group)        # identity billing check|renew|topups list|topups deliver
+main.add_command(keys_group)           # identity keys settle
 main.add_command(saml_cli.saml)        # identity saml configure|refresh|require-sso
 main.add_command(saml_cli.login_link)  # identity login-link --org --email
 
