@@ -63,6 +63,17 @@ def _wait_gone(pid: int, timeout: float = 5.0) -> None:
         time.sleep(0.01)
 
 
+def _memory_dir() -> str | None:
+    """/dev/shm when it is a writable directory with 4 GiB free (the tests' copies are dropped as
+    each test ends, so the cluster stays near one database's size), else the default temp dir."""
+    shm = Path("/dev/shm")
+    try:
+        usable = shm.is_dir() and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free >= 4 << 30
+    except OSError:
+        usable = False
+    return str(shm) if usable else None
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -72,8 +83,14 @@ def _free_port() -> int:
 class PostgresCluster:
     """A private PostgreSQL server in a temporary directory, trust auth for user postgres."""
 
-    def __init__(self) -> None:
-        """Prepare an unstarted cluster; nothing touches the disk until start()."""
+    def __init__(self, *, in_memory: bool = False) -> None:
+        """Prepare an unstarted cluster; nothing touches the disk until start().
+
+        `in_memory`: keep the data directory in /dev/shm (tmpfs) when it has room, for the test
+        suite, which copies a database per test: on disk a copy took 80-240 ms and the directory
+        of a run's 2,000 copies 70 s to delete; in memory, 14-20 ms. Benchmarks keep the disk's
+        costs, as a deployment has them."""
+        self.in_memory = in_memory
         self.port: int = 0
         self.dir: Path | None = None
         self._running = False
@@ -104,7 +121,7 @@ class PostgresCluster:
         if self._running:
             return
         self._bindir = bindir = find_bindir()
-        self.dir = Path(tempfile.mkdtemp(prefix="pgcluster-"))
+        self.dir = Path(tempfile.mkdtemp(prefix="pgcluster-", dir=_memory_dir() if self.in_memory else None))
         self._running = True
         atexit.register(self.stop)
         if _ROOT:
@@ -147,14 +164,24 @@ class PostgresCluster:
         self.dir = None
 
     def create_database(self, name: str, template: str | None = None) -> str:
-        """Create database `name` (a copy of `template` when given) and return its SQLAlchemy URL."""
+        """Create database `name` (a copy of `template` when given) and return its SQLAlchemy URL.
+
+        A copy is made file by file (STRATEGY FILE_COPY), not through the WAL (PostgreSQL 15's
+        default, WAL_LOG, which writes the whole template to the WAL again for every copy: 2x slower)."""
         statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
         if template:
-            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+            statement += sql.SQL(" TEMPLATE {} STRATEGY FILE_COPY").format(sql.Identifier(template))
+        self._execute(statement)
+        return self._url(name)
+
+    def drop_database(self, name: str) -> None:
+        """Drop database `name`, ending any session still connected to it (a test's leftovers)."""
+        self._execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+    def _execute(self, statement: sql.Composable) -> None:
         with psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres",
                              autocommit=True) as conn:
             conn.execute(statement)
-        return self._url(name)
 
     def __enter__(self) -> PostgresCluster:
         self.start()
