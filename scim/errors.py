@@ -24,10 +24,15 @@ class ScimError(Exception):
 
     def to_json(self) -> dict[str, Any]:
         """Return the error body of RFC 7644 section 3.12."""
-        body: dict[str, Any] = {"schemas": [ERROR_SCHEMA], "status": str(self.status), "detail": self.detail}
-        if self.scim_type:
-            body["scimType"] = self.scim_type
-        return body
+        return error_body(self.status, self.scim_type, self.detail)
+
+
+def error_body(status: int, scim_type: str | None, detail: str) -> dict[str, Any]:
+    """Return an error body of RFC 7644 section 3.12, `status` as a string."""
+    body: dict[str, Any] = {"schemas": [ERROR_SCHEMA], "status": str(status), "detail": detail}
+    if scim_type:
+        body["scimType"] = scim_type
+    return body
 
 
 class InvalidFilter(ScimError):
@@ -116,3 +121,20 @@ class PayloadTooLarge(ScimError):
     """A body or a bulk request over the limits ServiceProviderConfig advertises."""
 
     status = 413
+
+
+class InternalError(ScimError):
+    """An unexpected failure (a database down among them): a bare 500 naming the request id, its
+    traceback logged once and never sent (STYLE.md). Made by `internal_error`."""
+
+    status = 500
+
+
+# What the provisioning status keeps of any 500: one reason for all, so the throttle takes them as one.
+INTERNAL_ERROR = "internal error"
+
+
+def internal_error(request_id: str | None) -> InternalError:
+    """Return the 500 of an unexpected failure while answering `request_id` (scim.web answers a
+    view's, scim.lookup_front its own)."""
+    return InternalError(f"{INTERNAL_ERROR}; request id {request_id}")

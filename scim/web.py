@@ -2,13 +2,15 @@
 
 Before each request: the bearer credential (scim.auth) and the per-org rate limit; after it: the
 `application/scim+json` media type. Errors of every kind leave as SCIM error JSON (section 3.12)
-with `status` as a string; domain errors are mapped onto SCIM errors in one table here. The
+with `status` as a string; domain errors are mapped onto SCIM errors in one table here, and an
+unexpected error is a bare 500 naming the request id (`_unexpected_error`). The
 routes live by resource: scim.user_views, scim.group_views, scim.bulk, scim.discovery_views.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +37,7 @@ from scim.auth import authenticate, init_oauth
 from scim.streaming import SCIM_JSON
 
 bp = Blueprint("scim", __name__, url_prefix="/scim/v2")
+log = logging.getLogger("identity.http")  # the app's request log, where its own handler logs (identity.web.app)
 
 DOMAIN_ERRORS: dict[type[DomainError], Callable[[str], errors.ScimError]] = {
     NotFound: errors.NotFound, Conflict: errors.Uniqueness, InvalidValue: errors.InvalidValue,
@@ -61,6 +64,8 @@ def _install(state: Any) -> None:
 def _http_error(error: HTTPException) -> Response:
     """Answer routing and protocol errors under /scim/v2 in SCIM's format."""
     status = error.code or 500
+    if status == 500:  # Flask's own, for a failure past the handlers (it has logged it): the same bare 500
+        return _internal_error()
     scim_type = getattr(error, "scim_type", "invalidSyntax") if status == 400 else None
     if status == 413:  # a body over MAX_CONTENT_LENGTH: the detail specifies the limit (RFC 7644 section 3.7.4)
         return error_response(413, None, discovery.bulk_limits() if request.path.endswith("/Bulk") else
@@ -73,9 +78,17 @@ def _http_error(error: HTTPException) -> Response:
 def error_response(status: int, scim_type: str | None, detail: str) -> Response:
     """Return a SCIM error response (RFC 7644 section 3.12), with its 401 and 429 headers."""
     provisioning_status.remember_refusal(status, detail)
-    body: dict[str, Any] = {"schemas": [errors.ERROR_SCHEMA], "status": str(status), "detail": detail}
-    if scim_type:
-        body["scimType"] = scim_type
+    return _error_answer(status, errors.error_body(status, scim_type, detail))
+
+
+def _internal_error() -> Response:
+    """The bare 500 of an unexpected failure, naming the request id (errors.internal_error)."""
+    error = errors.internal_error(g.get("request_id"))
+    provisioning_status.remember_refusal(error.status, errors.INTERNAL_ERROR)  # the request id is kept beside it
+    return _error_answer(error.status, error.to_json())
+
+
+def _error_answer(status: int, body: dict[str, Any]) -> Response:
     response = Response(json.dumps(body), status=status, content_type=SCIM_JSON)
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="scim"'
@@ -94,6 +107,17 @@ def _domain_error(error: DomainError) -> Response:
     if isinstance(error, Unauthenticated):  # a known credential refused: its org's status says why
         provisioning_status.remember_org(error.context.get("org_id"), error.context.get("reason"))
     return _scim_error(translate(error))
+
+
+@bp.errorhandler(Exception)
+def _unexpected_error(error: Exception) -> Response:
+    """Answer what no handler above expects (a database down among them) as SCIM's bare 500, not
+    the app's own JSON (RFC 7644 section 3.12); the traceback is logged here, once, as the app's
+    handler (identity.web.app), which Flask no longer asks under /scim/v2, would have."""
+    if isinstance(error, HTTPException):  # Flask asks this handler before the app's one of HTTPException
+        return _http_error(error)
+    log.exception("unhandled error")
+    return _internal_error()
 
 
 class _RateLimit:
