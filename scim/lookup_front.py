@@ -14,9 +14,12 @@ anything: `GET` of exactly that path, with no body; a query string of `filter` a
 `count`, `attributes` and `excludedAttributes`, each once, valid UTF-8, free of what no request
 may carry (identity.jsontext.UNSTORABLE); a filter that is one of the IdPs' lookup forms; a SCIM
 token (`Bearer scim_...`) that verifies and whose last-used time is not due to be saved; an org
-within its rate limit; a page that tells its total. Anything else goes to Flask untouched, which
-reads it again and gives every other answer (a refusal, an OAuth access token, a saved last-used
-time, a full page counted) as the view always has.
+within its rate limit (asked once the token verifies, before the user is read); a page that tells
+its total. Anything else goes to Flask untouched, which reads it again and gives every other
+answer (a refusal, an OAuth access token, a saved last-used time, a full page counted) as the view
+always has; a request the front has counted against the rate limit is handed over with its count
+(scim.web.COUNTED), so that it is counted once and, when refused, answered 429 with nothing more
+read.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from identity.web.front import Answering, StartResponse, WSGIApp
 from scim import context, idp_lookups, listing, provisioning_status, user_views
 from scim.errors import ScimError
 from scim.streaming import SCIM_JSON
-from scim.web import RATE_LIMIT
+from scim.web import count_before_flask
 
 PATH = "/scim/v2/Users"
 PARAMETERS = frozenset({"filter", "startindex", "count", "attributes", "excludedattributes"})
@@ -59,7 +62,7 @@ class LookupFirst:
             return self.fallback(environ, start_response)
         answering = Answering.begin(environ)
         try:
-            body = self._answer(authorization[len("bearer "):].strip(), query, answering.request_id)
+            body = self._answer(environ, authorization[len("bearer "):].strip(), query, answering.request_id)
         except Exception:  # a refusal (the view words it), or a failure the view meets again and logs
             body = None
         if body is None:
@@ -67,15 +70,19 @@ class LookupFirst:
         data = json.dumps(body).encode()
         return answering.send(start_response, "GET", PATH, 200, [("Content-Type", SCIM_JSON)], data)
 
-    def _answer(self, secret: str, query: listing.Query, request_id: str) -> dict[str, Any] | None:
+    def _answer(self, environ: dict[str, Any], secret: str, query: listing.Query,
+                request_id: str) -> dict[str, Any] | None:
         """The page the view would answer, or None where the view must answer (and may write)."""
         database = self.app.extensions[EXTENSION]
         with database.lookup_connection() as conn:
             presented = scim_credentials.verify_scim_token(conn, secret)
             actor = presented.actor
             org_id = actor.org_id or ""
-            found = None if presented.use_due else idp_lookups.find_users_with_groups(conn, org_id, query)
-        if found is None or not RATE_LIMIT.allow(org_id, self.app.config.get("SCIM_RATE_LIMIT", 1000)):
+            if presented.use_due or not count_before_flask(environ, actor,
+                                                           self.app.config.get("SCIM_RATE_LIMIT", 1000)):
+                return None  # the view saves the last-used time, or answers 429
+            found = idp_lookups.find_users_with_groups(conn, org_id, query)
+        if found is None:
             return None
         total, rows = found
         memberships = {row.id: [(gid, name) for gid, name in row.groups_of or ()] for row in rows}

@@ -13,13 +13,15 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
+from audit import Actor
 from identity import scim_credentials
 from identity.errors import (
     Conflict,
@@ -137,6 +139,27 @@ class _RateLimit:
 
 
 RATE_LIMIT = _RateLimit()
+OVER_RATE_LIMIT = "rate limit exceeded; retry after the Retry-After seconds"
+# The environ key under which scim.lookup_front hands over a request it has already counted against
+# the rate limit (no client can set it: WSGI puts request headers under HTTP_ names).
+COUNTED = "identity.scim.rate_limit_counted"
+
+
+@dataclass(frozen=True)
+class Counted:
+    """A request counted against its org's rate limit before Flask: the credential verified, and
+    whether the org was within its limit."""
+
+    actor: Actor
+    allowed: bool
+
+
+def count_before_flask(environ: MutableMapping[str, Any], actor: Actor, limit: int) -> bool:
+    """Count a request whose credential scim.lookup_front verified against its org's rate limit, and
+    note it in `environ` so that, if handed to Flask, it is not counted again; tell whether it is within."""
+    counted = Counted(actor, RATE_LIMIT.allow(actor.org_id or "", limit))
+    environ[COUNTED] = counted
+    return counted.allowed
 
 
 def _user_lookup() -> bool:
@@ -147,6 +170,10 @@ def _user_lookup() -> bool:
 
 @bp.before_request
 def _authenticate() -> Response | None:
+    counted: Counted | None = request.environ.get(COUNTED)
+    if counted is not None and not counted.allowed:  # refused by the lookup front: nothing more to read
+        _act_as(counted.actor)
+        raise errors.TooManyRequests(OVER_RATE_LIMIT)
     header = request.headers.get("Authorization", "")
     # Read-only, never in a write transaction: on SQLite that takes the database's write lock, so
     # every SCIM request, reads included, would queue behind every other. A GET keeps its read
@@ -172,12 +199,16 @@ def _authenticate() -> Response | None:
     if presented.use_due:
         with context.database().transaction() as writing:
             scim_credentials.note_scim_token_use(writing, presented.actor.id)
-    actor = presented.actor
+    _act_as(presented.actor)
+    if not (counted.allowed if counted is not None else
+            RATE_LIMIT.allow(presented.actor.org_id or "", current_app.config.get("SCIM_RATE_LIMIT", 1000))):
+        raise errors.TooManyRequests(OVER_RATE_LIMIT)
+    return None
+
+
+def _act_as(actor: Actor) -> None:
     context.act_as(actor.with_request(g.get("request_id"), request.remote_addr, request.user_agent.string,
                                       client_request_id=g.get("client_request_id")))
-    if not RATE_LIMIT.allow(actor.org_id or "", current_app.config.get("SCIM_RATE_LIMIT", 1000)):
-        raise errors.TooManyRequests("rate limit exceeded; retry after the Retry-After seconds")
-    return None
 
 
 @bp.teardown_request

@@ -127,3 +127,20 @@ def test_a_lookup_over_the_rate_limit_reads_no_user(db: Database, app: Flask, sc
     assert refused is not None, "no lookup was refused"
     # The view's refusal: the token read, and the refusal kept in the provisioning status (throttled).
     assert [s for s in refused if not s.endswith(" provisioning_events")] == ["SELECT scim_tokens"], refused
+
+
+@pytest.mark.parametrize("query", [LOOKUP, LOOKUP + "&count=1"], ids=["answered in front", "a full page, the view's"])
+def test_a_lookup_is_counted_once_against_the_rate_limit(app: Flask, scim: Scim, query: str) -> None:
+    """The front counts what it answers, and hands what it has counted to Flask with its count:
+    three lookups in one second are three counted, whoever answers them."""
+    app.config["SCIM_RATE_LIMIT"] = 1
+    try:
+        for _ in range(5):  # a new second between the requests starts the count again: try again
+            RATE_LIMIT.window.clear()
+            second = int(time.monotonic())
+            statuses = [scim.get(query.removeprefix("/scim/v2")).status_code for _ in range(3)]
+            if int(time.monotonic()) == second:
+                break
+        assert statuses == [200, 429, 429] and RATE_LIMIT.window[scim.org_id] == (second, 3)
+    finally:
+        RATE_LIMIT.window.clear()
