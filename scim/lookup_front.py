@@ -19,7 +19,9 @@ its total. Anything else goes to Flask untouched, which reads it again and gives
 answer (a refusal, an OAuth access token, a saved last-used time, a full page counted) as the view
 always has; a request the front has counted against the rate limit is handed over with its count
 (scim.web.COUNTED), so that it is counted once and, when refused, answered 429 with nothing more
-read.
+read. A failure (the database down or hung) is not handed over, to be met again after a second
+connect timeout: the front answers it as the view would, with SCIM's bare 500 naming the request
+id (scim.errors.internal_error), the traceback logged once.
 """
 
 from __future__ import annotations
@@ -31,11 +33,13 @@ from urllib.parse import parse_qsl
 
 from flask import Flask
 
+from audit import Actor
 from identity import jsontext, provisioning_log, scim_credentials
+from identity.errors import DomainError
 from identity.provisioning_log import Attempt
 from identity.web.context import EXTENSION
-from identity.web.front import Answering, StartResponse, WSGIApp
-from scim import context, idp_lookups, listing, provisioning_status, user_views
+from identity.web.front import Answering, StartResponse, WSGIApp, log
+from scim import context, errors, idp_lookups, listing, provisioning_status, user_views
 from scim.errors import ScimError
 from scim.streaming import SCIM_JSON
 from scim.web import count_before_flask
@@ -61,35 +65,45 @@ class LookupFirst:
         if query is None or authorization[:len(BEARER)].lower() != BEARER:
             return self.fallback(environ, start_response)
         answering = Answering.begin(environ)
-        try:
-            body = self._answer(environ, authorization[len("bearer "):].strip(), query, answering.request_id)
-        except Exception:  # a refusal (the view words it), or a failure the view meets again and logs
-            body = None
-        if body is None:
+        answer = self._answer(environ, authorization[len("bearer "):].strip(), query, answering.request_id)
+        if answer is None:
             return self.fallback(environ, start_response)
+        status, body = answer
         data = json.dumps(body).encode()
-        return answering.send(start_response, "GET", PATH, 200, [("Content-Type", SCIM_JSON)], data)
+        return answering.send(start_response, "GET", PATH, status, [("Content-Type", SCIM_JSON)], data)
 
     def _answer(self, environ: dict[str, Any], secret: str, query: listing.Query,
-                request_id: str) -> dict[str, Any] | None:
-        """The page the view would answer, or None where the view must answer (and may write)."""
-        database = self.app.extensions[EXTENSION]
-        with database.lookup_connection() as conn:
-            presented = scim_credentials.verify_scim_token(conn, secret)
-            actor = presented.actor
-            org_id = actor.org_id or ""
-            if presented.use_due or not count_before_flask(environ, actor,
-                                                           self.app.config.get("SCIM_RATE_LIMIT", 1000)):
-                return None  # the view saves the last-used time, or answers 429
-            found = idp_lookups.find_users_with_groups(conn, org_id, query)
-        if found is None:
+                request_id: str) -> tuple[int, dict[str, Any]] | None:
+        """The view's answer: the page (200) or, on a failure, its bare 500; None where the view must
+        answer (a refusal, a write, a page it counts)."""
+        actor: Actor | None = None
+        try:
+            with self.app.extensions[EXTENSION].lookup_connection() as conn:
+                presented = scim_credentials.verify_scim_token(conn, secret)
+                actor = presented.actor
+                if presented.use_due or not count_before_flask(environ, actor,
+                                                               self.app.config.get("SCIM_RATE_LIMIT", 1000)):
+                    return None  # the view saves the last-used time, or answers 429
+                found = idp_lookups.find_users_with_groups(conn, actor.org_id or "", query)
+            answer = None if found is None else (200, self._page(query, *found))
+        except (DomainError, ScimError):  # a refusal (a token refused): the view words it and keeps its reason
             return None
-        total, rows = found
+        except Exception:  # as the view's handler (scim.web): logged once, a bare 500 naming the request id
+            log.exception("unhandled error")
+            answer = 500, errors.internal_error(request_id).to_json()
+        if answer is not None and actor is not None:
+            self._keep(actor, answer[0], request_id)
+        return answer
+
+    def _page(self, query: listing.Query, total: int, rows: list[Any]) -> dict[str, Any]:
         memberships = {row.id: [(gid, name) for gid, name in row.groups_of or ()] for row in rows}
-        body = user_views.users_page(query, total, rows, memberships, context.base_url_of(self.app.config))
-        provisioning_log.keep(database, provisioning_status.THROTTLE, org_id,
-                              Attempt("scim", "GET", PATH, 200, None, actor.display, request_id))
-        return body
+        return user_views.users_page(query, total, rows, memberships, context.base_url_of(self.app.config))
+
+    def _keep(self, actor: Actor, status: int, request_id: str) -> None:
+        """Keep the answer in the org's provisioning status, as the view's hook would (scim.provisioning_status)."""
+        reason = errors.INTERNAL_ERROR if status == 500 else None
+        provisioning_log.keep(self.app.extensions[EXTENSION], provisioning_status.THROTTLE, actor.org_id or "",
+                              Attempt("scim", "GET", PATH, status, reason, actor.display, request_id))
 
 
 def _query(raw: str) -> listing.Query | None:

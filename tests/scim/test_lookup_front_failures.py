@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import socket
 import time
 from collections.abc import Iterator
@@ -18,10 +19,13 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 from flask import Flask
+from werkzeug.test import Client
 
 from audit import Actor
 from identity.db import Database
+from identity.web import metrics
 from identity.web.app import create_app
+from scim import user_views
 from scim.errors import ERROR_SCHEMA
 from scim.web import RATE_LIMIT
 from tests.live import serving
@@ -127,6 +131,45 @@ def test_a_lookup_over_the_rate_limit_reads_no_user(db: Database, app: Flask, sc
     assert refused is not None, "no lookup was refused"
     # The view's refusal: the token read, and the refusal kept in the provisioning status (throttled).
     assert [s for s in refused if not s.endswith(" provisioning_events")] == ["SELECT scim_tokens"], refused
+
+
+def _scim_errors() -> float:
+    return metrics.families().registry.get_sample_value(
+        "identity_scim_operations_total", {"resource": "Users", "method": "GET", "outcome": "error"}) or 0
+
+
+def test_a_failure_in_the_front_is_its_own_500_as_the_views(app: Flask, scim: Scim, monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """What the front meets after the token verified (here its page, which the view makes too,
+    failing) is answered there, not met again by Flask: the view's 500 but for the request id,
+    logged once and counted once."""
+    def broken(*_: Any) -> Any:
+        raise RuntimeError("the page went wrong")
+
+    monkeypatch.setattr(user_views, "users_page", broken)
+    front = app.wsgi_app.fallback  # type: ignore[attr-defined]  # scim.lookup_front.LookupFirst
+    flask, asked = front.fallback, []
+    monkeypatch.setattr(front, "fallback", lambda environ, start: asked.append(environ) or flask(environ, start))
+    request = {"path": "/scim/v2/Users", "query_string": LOOKUP.split("?", 1)[1], "buffered": True,
+               "headers": {"Authorization": f"Bearer {scim.token}"}}
+    before = _scim_errors()
+    logger = logging.getLogger("identity")
+    logger.addHandler(caplog.handler)
+    try:
+        served = Client(app).open(**request)
+        assert not asked, "the front handed its failure to Flask"
+        failures = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert failures == ["unhandled error"]
+        flask_only = Client(flask).open(**request)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert served.status_code == flask_only.status_code == 500
+    ids = served.headers["X-Request-Id"], flask_only.headers["X-Request-Id"]
+    assert {k: v for k, v in served.headers.items() if k != "X-Request-Id"} == \
+        {k: v for k, v in flask_only.headers.items() if k != "X-Request-Id"}
+    assert served.json == json.loads(flask_only.get_data(as_text=True).replace(ids[1], ids[0]))
+    assert served.json["detail"] == f"internal error; request id {ids[0]}"
+    assert _scim_errors() == before + 2
 
 
 @pytest.mark.parametrize("query", [LOOKUP, LOOKUP + "&count=1"], ids=["answered in front", "a full page, the view's"])
