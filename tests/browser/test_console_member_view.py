@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from playwright.sync_api import Page, expect
 
 from audit.actor import system_actor
-from identity import gateway, keys, members, teams, wallet_controls, wallets
+from identity import gateway, keys, members, team_deletion, teams, wallet_controls, wallets
 from tests.browser.conftest import ConsoleSite
 
 SYSTEM = system_actor("tests")
@@ -114,3 +114,57 @@ def test_the_console_nav_offers_a_member_and_a_viewer_only_pages_they_may_open(c
         hrefs = [link.get_attribute("href") or "" for link in nav.get_by_role("link").all()]
         refused = [href for href in hrefs if page.request.get(site.url(href)).status != 200]
         assert refused == [], f"{email} is offered pages that refuse them: {refused}"
+
+
+def test_every_rotate_button_a_member_is_offered_on_their_limited_key_works(console_site: ConsoleSite,
+                                                                             page: Page) -> None:
+    """A member rotates their own key, which has a spending limit: the successor takes the limit and the
+    old key spends under it for its grace (identity.wallet_controls.pass_key_limit), so the successor may
+    not be rotated again until that grace ends (409). The keys page hides Rotate on a key already rotated
+    (identity/web/console/keys.py: key_actions) but offers it on that successor, and the click is refused."""
+    site = console_site
+    spending = _spending(site, "rob.rotate@acme.test", "Rotators", "rob laptop")
+    with site.db.transaction() as session:
+        wallet_controls.set_subject_limit(session, SYSTEM, site.org.org.id, spending.team_id, wallet_controls.KEY,
+                                          spending.key_id, 5 * DOLLAR)
+    site.sign_in_as(page, "rob.rotate@acme.test")
+    page.goto(site.url("/console/keys"))
+    page.get_by_role("button", name=re.compile("^Rotate rob laptop")).click()
+    expect(page.get_by_role("heading", name="The rotated key is ready")).to_be_visible()
+    page.goto(site.url("/console/keys"))
+    offered = page.get_by_role("button", name=re.compile("^Rotate rob laptop"))
+    if offered.count():
+        offered.first.click()
+        expect(page.get_by_role("heading", name="The rotated key is ready")).to_be_visible()
+
+
+def test_a_viewer_holding_a_key_is_not_told_their_role_holds_none(console_site: ConsoleSite, page: Page) -> None:
+    """An admin may make a key for a viewer (DESIGN 3.2: for someone they outrank), and it works at the
+    gateway (`inference` is every role's scope). The viewer's keys page lists that active key under
+    "Your keys" and says above it "Your role (viewer) does not hold API keys"."""
+    site = console_site
+    viewer = _member(site, "vera.keys@acme.test", role="viewer")
+    with site.db.transaction() as session:
+        keys.create_api_key(session, SYSTEM, site.org.org.id, user_id=viewer, team_id=site.org.default_team_id,
+                            name="vera reports", scopes=["inference"])
+    site.sign_in_as(page, "vera.keys@acme.test")
+    page.goto(site.url("/console/keys"))
+    row = page.locator("tr", has=page.get_by_role("cell", name="vera reports", exact=True))
+    expect(row.get_by_role("cell", name="active")).to_be_visible()
+    expect(page.get_by_text("does not hold API keys")).to_have_count(0)
+
+
+def test_the_spend_page_links_a_member_only_to_pages_that_open(console_site: ConsoleSite, page: Page) -> None:
+    """A member's spend page keeps a deleted team's spend (DESIGN 3.8: past spend stays) and links its team
+    id to that team's wallet, which answers 404 `no team ... in this org`."""
+    site = console_site
+    spending = _spending(site, "dan.deleted@acme.test", "Shortlived", "dan laptop")
+    assert _use(page, site, spending, 50 * wallets.MICROS_PER_CENT, "dan-deleted-1") == 200
+    with site.db.transaction() as session:
+        team_deletion.delete_team(session, SYSTEM, site.org.org.id, spending.team_id, confirm="Shortlived")
+    site.sign_in_as(page, "dan.deleted@acme.test")
+    page.goto(site.url(f"/console/members/{spending.user_id}/spend"))
+    expect(page.get_by_role("cell", name="$0.50")).to_be_visible()
+    hrefs = [link.get_attribute("href") or "" for link in page.locator("main a").all()]
+    broken = [href for href in hrefs if page.request.get(site.url(href)).status != 200]
+    assert broken == []
