@@ -33,7 +33,7 @@ from identity.models import ApiKey, GatewayCredential, Org, RoleGrant, User
 from identity.roles import allowed_scopes, capped, highest
 from identity.vocabulary import KeyStatus, Role
 from identity.wallet_models import SpendLimit, Wallet
-from identity.wallet_periods import live_refusal, period_at, remaining
+from identity.wallet_periods import period_at, refusal_in_force, remaining
 
 
 class Refusal(StrEnum):
@@ -153,10 +153,11 @@ def _spend_state(row: Any, identity: dict[str, Any]) -> KeyCheck:
     answer says too). None of it is written or locked.
     """
     start, end = period_at(_utc(row.org_created), clock.now())
-    limits, refusals = [], []
+    limits, reached = [], []
+    team = None
     if row.balance_micros is not None:
         spent = row.period_spend_micros if _utc(row.period_start) == start else 0
-        refusals.append((live_refusal(row.refusal, _optional_utc(row.refused_period_start), start), "team"))
+        team = (row.refusal, _optional_utc(row.refused_period_start))
         if row.spend_limit_micros is not None:
             limits.append({"scope": "team", "limit_micros": row.spend_limit_micros, "spend_micros": spent})
     for scope, limit, spend, period, refused in (("key", row.kl_limit, row.kl_spend, row.kl_period, row.kl_refused),
@@ -164,13 +165,12 @@ def _spend_state(row: Any, identity: dict[str, Any]) -> KeyCheck:
         if limit is not None:
             current = _utc(period) == start
             limits.append({"scope": scope, "limit_micros": limit, "spend_micros": spend if current else 0})
-            if current and refused is not None and _utc(refused) == start:
-                refusals.append((Refusal.SPENDING_LIMIT_REACHED.value, scope))
+            reached.append((scope, _utc(period), _optional_utc(refused)))
     balance = row.balance_micros or 0
     left = remaining(balance, ((lim["limit_micros"], lim["spend_micros"]) for lim in limits))
     budget = {"balance_micros": balance, "remaining_micros": left, "discount_percent": row.discount_percent or 0,
               "limits": limits, "period": {"start": start.isoformat(), "end": end.isoformat()}}
-    refusal = next(((code, scope) for code, scope in refusals if code), None)
+    refusal = refusal_in_force(start, team, reached)
     if refusal is not None:
         return KeyCheck(Refusal(refusal[0]), details={"resets_at": end.isoformat(), "scope": refusal[1],
                                                       "budget": budget})

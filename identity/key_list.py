@@ -3,7 +3,7 @@ by id, never a secret; who may see which is identity.keys' rule (`own_keys.read`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
@@ -15,6 +15,7 @@ from identity.keys import actor_user_id
 from identity.models import ApiKey, Team, User
 from identity.paging import by_id, split_by_id
 from identity.roles import authorize, refusal
+from identity.spend import KeySpend, key_states
 from identity.vocabulary import KeyStatus, Role
 
 
@@ -25,6 +26,7 @@ class KeyEntry:
     key: ApiKey
     team_name: str | None
     holder: str | None  # the holder's userName; None for a team service key
+    spend: KeySpend | None = None  # this period's spend and refusal (None: the reader may not read usage)
 
     @property
     def state(self) -> str:
@@ -34,6 +36,12 @@ class KeyEntry:
         if self.key.expires_at is None:
             return "active"
         return "expired" if self.key.expires_at <= clock.now() else "rotating"
+
+    @property
+    def refused(self) -> KeySpend | None:
+        """The spend refusal in force on a usable key (the key check refuses it), else None."""
+        usable = self.state in ("active", "rotating")
+        return self.spend if usable and self.spend is not None and self.spend.refusal is not None else None
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,8 @@ def list_api_keys(session: Session, actor: Actor, org_id: str, *, limit: int, af
                   kind: str | None = None, whose: str | None = None) -> KeyPage:
     """Return a keyset page of the org's keys by id (after `after`, or the one before `before`): all of
     them for owners and admins, a member's own otherwise (team service keys only to those who may see
-    every key). `kind`: `personal` or `service`; `whose`: `mine` (the actor's own) or `others`."""
+    every key), each with its spend this period and the spend refusal in force (identity.spend.key_states).
+    `kind`: `personal` or `service`; `whose`: `mine` (the actor's own) or `others`."""
     authorize(actor, "own_keys.read", org_id=org_id)
     conditions: list[ColumnElement[bool]] = [ApiKey.org_id == org_id]
     me = actor_user_id(session, actor) or ""
@@ -71,6 +80,9 @@ def list_api_keys(session: Session, actor: Actor, org_id: str, *, limit: int, af
     found = [KeyEntry(key, team_name, holder) for key, team_name, holder in rows]
     page, following, previous = split_by_id(found, lambda entry: entry.key.id, limit=limit, after=after,
                                             before=before)
+    if refusal(actor, "usage.read", org_id=org_id) is None:
+        states = key_states(session, actor, org_id, [entry.key for entry in page])
+        page = [replace(entry, spend=states.get(entry.key.id)) for entry in page]
     return KeyPage(page, following, previous)
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, select, true
+from sqlalchemy import Select, and_, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock
@@ -22,7 +23,7 @@ from identity.models import ApiKey, Org, User
 from identity.paging import Window, within
 from identity.roles import authorize
 from identity.wallet_models import SpendLimit, UsageTotal, Wallet, WalletEntry
-from identity.wallet_periods import live_refusal, period_at
+from identity.wallet_periods import live_refusal, period_at, refusal_in_force
 from identity.wallets import USAGE
 
 BY = ("key", "member", "period")
@@ -169,6 +170,55 @@ def member_spend(session: Session, actor: Actor, org_id: str, user_id: str) -> l
             .group_by(WalletEntry.team_id, WalletEntry.key_id).order_by(WalletEntry.team_id, WalletEntry.key_id))
     return _named(session, [{"team_id": team, "key_id": key, "spend_micros": int(spent or 0), "requests": int(n)}
                             for team, key, spent, n in session.execute(stmt)], "key")
+
+
+@dataclass(frozen=True)
+class KeySpend:
+    """A key's spend this period and the spend refusal in force on it (DESIGN 3.8), as the key check
+    would answer now: `refusal` (`balance_exhausted`, `spending_limit_reached` or None), its `scope`
+    (`team`, `key` or `member`) and `resets_at`, the period's end (when a limit's refusal lapses; a
+    balance's lasts until a credit lands)."""
+
+    spend_micros: int
+    refusal: str | None
+    scope: str | None
+    resets_at: dt.datetime
+
+
+def key_states(session: Session, actor: Actor, org_id: str, keys: Sequence[ApiKey]) -> dict[str, KeySpend]:
+    """Return each of `keys`' spend this period and refusal in force, by key id, in four queries
+    whatever their number (the org, usage totals, wallets, limits): a page of keys, as the key list
+    shows it. The refusal is identity.wallet_periods.refusal_in_force, the key check's own reading."""
+    authorize(actor, "usage.read", org_id=org_id)
+    org = session.get_one(Org, org_id)
+    start, end = period_at(org.created_at, clock.now())
+    keys = [key for key in keys if key.org_id == org_id]
+    teams = sorted({key.team_id for key in keys if key.team_id})
+    if not teams:  # no key of a team (a team's deletion revoked them): no spend to read
+        return {key.id: KeySpend(0, None, None, end) for key in keys}
+    spent = {key_id: micros for key_id, micros in session.execute(select(UsageTotal.subject_id, UsageTotal.spend_micros)
+             .where(UsageTotal.team_id.in_(teams), UsageTotal.period_start == start, UsageTotal.subject_type == "key",
+                    UsageTotal.subject_id.in_([key.id for key in keys])))}
+    wallets = {w.team_id: w for w in session.scalars(select(Wallet).where(Wallet.team_id.in_(teams)))}
+    # A rotated key in its grace spends under its successor's limit (wallet_controls.pass_key_limit).
+    limited = sorted({key.rotated_to or key.id for key in keys})
+    holders = sorted({key.user_id for key in keys if key.user_id})
+    rows = session.scalars(select(SpendLimit).where(SpendLimit.org_id == org_id, SpendLimit.team_id.in_(teams), or_(
+        and_(SpendLimit.subject_type == "key", SpendLimit.subject_id.in_(limited)),
+        and_(SpendLimit.subject_type == "member", SpendLimit.subject_id.in_(holders)))))
+    limits: dict[tuple[str | None, str, str | None], SpendLimit] = {
+        (row.team_id, row.subject_type, row.subject_id): row for row in rows}
+    found = {}
+    for key in keys:
+        wallet = wallets.get(key.team_id or "")
+        team = None if wallet is None else (wallet.refusal, wallet.refused_period_start)
+        own = [(scope, limits.get((key.team_id, scope, subject)))
+               for scope, subject in (("key", key.rotated_to or key.id), ("member", key.user_id))]
+        refusal = refusal_in_force(start, team, [(scope, row.period_start, row.refused_period_start)
+                                                 for scope, row in own if row is not None]) if key.team_id else None
+        code, scope = refusal or (None, None)
+        found[key.id] = KeySpend(int(spent.get(key.id) or 0), code, scope, end)
+    return found
 
 
 def ledger(session: Session, actor: Actor, org_id: str, team_id: str, *, limit: int = 100,

@@ -41,6 +41,25 @@ def live_refusal(refusal: str | None, refused_period: dt.datetime | None, period
     return None
 
 
+def refusal_in_force(start: dt.datetime, team: tuple[str | None, dt.datetime | None] | None,
+                     limits: Iterable[tuple[str, dt.datetime, dt.datetime | None]]) -> tuple[str, str] | None:
+    """Return the refusal in force on a key, with its scope (`team`, `key` or `member`), or None.
+
+    `team` is the key's team wallet's refusal and the period it was refused in (None: no wallet yet);
+    `limits` the key's limits that exist, as `(scope, period, refused period)`, the key's before its
+    member's. The wallet's refusal comes first (live_refusal), then the first limit reached in the
+    period that begins at `start`. What the key check answers (identity.gateway) and what the keys
+    page shows (identity.spend.key_states) are this one reading."""
+    if team is not None:
+        code = live_refusal(team[0], team[1], start)
+        if code is not None:
+            return code, "team"
+    for scope, period, refused in limits:
+        if period == start and refused == start:
+            return SPENDING_LIMIT_REACHED, scope
+    return None
+
+
 def remaining(balance_micros: int, limits: Iterable[tuple[int, int]]) -> int:
     """Return what a key may still spend: the balance, bounded by each limit that applies (team, key,
     member; as `(limit, spend this period)`) less its spend.

@@ -98,7 +98,17 @@ def _key_entry(entry: key_list.KeyEntry) -> dict[str, Any]:
             "holder": {"id": k.user_id, "userName": entry.holder} if k.user_id else None,
             "scopes": list(k.scopes), "created": when(k.created_at), "created_by": _creator(k),
             "last_used": when(k.last_used_at), "state": entry.state, "expires": when(k.expires_at),
-            "rotated_to": k.rotated_to, "role_cap": k.role_cap}
+            "rotated_to": k.rotated_to, "role_cap": k.role_cap, "spend": _spend(entry)}
+
+
+def _spend(entry: key_list.KeyEntry) -> dict[str, Any] | None:
+    """The key's spend this period and the spend refusal the key check would answer for it now."""
+    found, refused = entry.spend, entry.refused
+    if found is None:
+        return None
+    return {"period_spend_micros": found.spend_micros, "refusal": refused.refusal if refused else None,
+            "scope": refused.scope if refused else None,
+            "resets_at": when(found.resets_at) if refused else None}
 
 
 def _creator(row: Any) -> dict[str, Any] | None:
@@ -190,7 +200,10 @@ KEY_ENTRY = {"type": "object", "properties": {
     "expires": {"type": ["string", "null"]}, "rotated_to": {"type": ["string", "null"]},
     "role_cap": {"type": ["string", "null"], "enum": [*ROLES, None],
                  "description": "made (or rotated) for its holder by someone else: the holder's role then, above "
-                 "which the key never acts, whatever the holder's role now; null: no cap"}}}
+                 "which the key never acts, whatever the holder's role now; null: no cap"},
+    "spend": {"type": ["object", "null"], "description": "this billing period: period_spend_micros, and the spend "
+              "refusal the key check answers now for a usable key (refusal: balance_exhausted, "
+              "spending_limit_reached or null; scope: team, key or member; resets_at: the period's end)"}}}
 OPENAPI_SCHEMAS: dict[str, Any] = {
     "ApiKeyList": {"type": "object", "properties": {
         "keys": {"type": "array", "items": KEY_ENTRY}, "service_keys": {"type": "array", "items": KEY_ENTRY},
