@@ -9,6 +9,7 @@ Raising a limit (or removing it) above the spend lifts a `spending_limit_reached
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import func, select
@@ -156,6 +157,18 @@ def set_subject_limit(session: Session, actor: Actor, org_id: str, team_id: str,
     return row
 
 
+def rotation_held(session: Session, org_id: str, key_ids: Collection[str]) -> set[str]:
+    """Return those of `key_ids` that may not be rotated now, in one query: they have a spending limit
+    and a predecessor of theirs is still in its grace period (pass_key_limit refuses them, 409).
+    The rotation asks it, and so does a page before it offers Rotate."""
+    if not key_ids:
+        return set()
+    limited = select(SpendLimit.subject_id).where(SpendLimit.org_id == org_id, SpendLimit.subject_type == KEY,
+                                                  SpendLimit.subject_id.in_(sorted(key_ids)))
+    return {key_id for key_id in session.scalars(select(ApiKey.rotated_to).where(
+        ApiKey.org_id == org_id, ApiKey.rotated_to.in_(limited), ApiKey.expires_at > clock.now())) if key_id}
+
+
 def pass_key_limit(session: Session, org_id: str, team_id: str, old_key_id: str,
                    new_key_id: str) -> dict[str, Any] | None:
     """Move a rotated key's spending limit to its successor, with its spend this period and any refusal
@@ -171,9 +184,7 @@ def pass_key_limit(session: Session, org_id: str, team_id: str, old_key_id: str,
     subject = (SpendLimit.team_id == team_id, SpendLimit.subject_type == KEY, SpendLimit.subject_id == old_key_id)
     if session.scalar(select(SpendLimit.id).where(*subject)) is None:
         return None
-    if session.scalar(select(func.count()).select_from(ApiKey).where(
-            ApiKey.org_id == org_id, ApiKey.team_id == team_id, ApiKey.rotated_to == old_key_id,
-            ApiKey.expires_at > clock.now())):
+    if rotation_held(session, org_id, [old_key_id]):
         raise Conflict("this key has a spending limit and its predecessor is still in its grace period: revoke "
                        "the predecessor, or rotate after its grace ends", key_id=old_key_id)
     locked = lock_wallet(session, org_id, team_id)

@@ -8,14 +8,14 @@ page (`no-store`); the services are identity.keys', as the admin API's.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from flask import Blueprint, g, request
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
-from identity import directory, key_list, keys
+from identity import directory, key_list, keys, wallet_controls
 from identity.errors import DomainError
 from identity.keys import Issued
 from identity.roles import allowed_scopes
@@ -55,7 +55,8 @@ def _page(*, status: int = 200, errors: dict[str, str] | None = None, issued: Is
         names = directory.team_names(session, g.actor, g.caller.org_id, mine)
         holder_roles = key_list.holder_roles(session, others.entries)
         entries = own.entries + others.entries
-        actions = {entry.key.id: key_actions(session, entry, holder_roles) for entry in entries}
+        held = wallet_controls.rotation_held(session, g.caller.org_id, [entry.key.id for entry in entries])
+        actions = {entry.key.id: key_actions(session, entry, holder_roles, held) for entry in entries}
     errors = placed(errors, {"key-": actions})
     my_teams = sorted(({"id": team_id, "name": name} for team_id, name in names.items()), key=lambda t: t["name"])
     return render("console/keys.html", status=status, errors=errors, title="Keys", nav="keys", own=own,
@@ -142,12 +143,14 @@ def revoke_key(key_id: str) -> Response:
                                 "Key revoked: it no longer works.")
 
 
-def key_actions(session: Session, entry: key_list.KeyEntry, holder_roles: Mapping[str, Role]) -> dict[str, Any]:
+def key_actions(session: Session, entry: key_list.KeyEntry, holder_roles: Mapping[str, Role],
+                held: Collection[str]) -> dict[str, Any]:
     """Which buttons a key's row offers: rotate and revoke while it is usable, and only where the
     signed-in person may (identity.keys.may_act_on_key: the services' own rule, given the page's
-    holders' roles read once)."""
+    holders' roles read once); no rotate for a key in `held` (identity.wallet_controls.rotation_held:
+    a limited key whose predecessor is still in its grace, which the rotation refuses)."""
     live = entry.state in ("active", "rotating")
-    rotatable = entry.state == "active" and entry.key.rotated_to is None
+    rotatable = entry.state == "active" and entry.key.rotated_to is None and entry.key.id not in held
     org_id, key = g.caller.org_id, entry.key
     return {"rotate": rotatable and keys.may_act_on_key(session, g.actor, org_id, key, rotate=True,
                                                         holder_roles=holder_roles),
