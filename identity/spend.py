@@ -23,7 +23,7 @@ from identity.models import ApiKey, Org, User
 from identity.paging import Window, within
 from identity.roles import authorize
 from identity.wallet_models import SpendLimit, UsageTotal, Wallet, WalletEntry
-from identity.wallet_periods import live_refusal, period_at, refusal_in_force
+from identity.wallet_periods import live_refusal, period_at, refusal_in_force, remaining
 from identity.wallets import USAGE
 
 BY = ("key", "member", "period")
@@ -42,12 +42,19 @@ class WalletView:
     refusal: str | None
     pending_topup_id: str | None
 
+    @property
+    def remaining_micros(self) -> int:
+        """What the team's keys may still spend this period: the balance, bounded by the team's limit less
+        its spend (identity.wallet_periods.remaining, the key check's computation; a key's or member's own
+        limit may bound one key further)."""
+        limits = [] if self.spend_limit_micros is None else [(self.spend_limit_micros, self.period_spend_micros)]
+        return remaining(self.balance_micros, limits)
+
     def as_dict(self) -> dict[str, Any]:
-        remaining = None if self.spend_limit_micros is None else self.spend_limit_micros - self.period_spend_micros
         return {"team_id": self.team_id, "balance_micros": self.balance_micros,
                 "period": {"start": self.period_start.isoformat(), "end": self.period_end.isoformat()},
                 "period_spend_micros": self.period_spend_micros, "spend_limit_micros": self.spend_limit_micros,
-                "remaining_micros": remaining, "discount_percent": self.discount_percent,
+                "remaining_micros": self.remaining_micros, "discount_percent": self.discount_percent,
                 "auto_topup": self.auto_topup, "refusal": self.refusal, "resets_at": self.period_end.isoformat(),
                 "pending_topup_id": self.pending_topup_id}
 

@@ -270,7 +270,11 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
     "Wallet": {"type": "object", "properties": {
         "team_id": {"type": "string"}, "balance_micros": {"type": "integer"}, "period": {"type": "object"},
         "period_spend_micros": {"type": "integer"}, "spend_limit_micros": {"type": ["integer", "null"]},
-        "remaining_micros": {"type": ["integer", "null"]}, "discount_percent": {"type": "integer"},
+        "remaining_micros": {"type": "integer", "description": "what the team's keys may still spend this period: "
+                             "the balance, bounded by the team's spending limit less its spend (a key's or "
+                             "member's own limit may bound one key further: the key check's "
+                             "budget.remaining_micros)"},
+        "discount_percent": {"type": "integer"},
         "auto_topup": {"type": ["object", "null"]}, "refusal": {"type": ["string", "null"]},
         "resets_at": {"type": "string"}, "pending_topup_id": {"type": ["string", "null"]}}},
     "WalletChange": {"type": "object", "additionalProperties": False, "properties": {
