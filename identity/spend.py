@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from audit import Actor, clock
 from identity.errors import InvalidValue, NotFound
 from identity.lookups import get_team
-from identity.models import ApiKey, Org, User
+from identity.models import ApiKey, Org, Team, User
 from identity.paging import Window, within
 from identity.roles import authorize
 from identity.wallet_models import SpendLimit, UsageTotal, Wallet, WalletEntry
@@ -164,7 +164,10 @@ def _named(session: Session, rows: list[dict[str, Any]], by: str) -> list[dict[s
 
 
 def member_spend(session: Session, actor: Actor, org_id: str, user_id: str) -> list[dict[str, Any]]:
-    """Return the member's keys' spend this period, per team and key (their page in the console)."""
+    """Return the member's keys' spend this period, per team and key (their page in the console).
+
+    Each row names its team (`team_name`) and says whether it still exists (`team_live`): the ledger
+    outlives a deleted team, whose wallet page is gone. One read for all the rows' teams."""
     authorize(actor, "usage.read", org_id=org_id)
     user = session.get(User, user_id)
     if user is None or user.org_id != org_id:
@@ -175,8 +178,14 @@ def member_spend(session: Session, actor: Actor, org_id: str, user_id: str) -> l
             .where(WalletEntry.user_id == user_id, WalletEntry.kind == USAGE, WalletEntry.period_start == start,
                    WalletEntry.org_id == org_id)
             .group_by(WalletEntry.team_id, WalletEntry.key_id).order_by(WalletEntry.team_id, WalletEntry.key_id))
-    return _named(session, [{"team_id": team, "key_id": key, "spend_micros": int(spent or 0), "requests": int(n)}
-                            for team, key, spent, n in session.execute(stmt)], "key")
+    rows = [{"team_id": team, "key_id": key, "spend_micros": int(spent or 0), "requests": int(n)}
+            for team, key, spent, n in session.execute(stmt)]
+    ids = {row["team_id"] for row in rows}
+    names: dict[str, str] = {team: name for team, name in session.execute(
+        select(Team.id, Team.name).where(Team.id.in_(ids), Team.org_id == org_id))}
+    for row in rows:
+        row.update(team_name=names.get(row["team_id"]), team_live=row["team_id"] in names)
+    return _named(session, rows, "key")
 
 
 @dataclass(frozen=True)
