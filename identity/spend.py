@@ -178,8 +178,9 @@ def member_spend(session: Session, actor: Actor, org_id: str, user_id: str) -> l
             .where(WalletEntry.user_id == user_id, WalletEntry.kind == USAGE, WalletEntry.period_start == start,
                    WalletEntry.org_id == org_id)
             .group_by(WalletEntry.team_id, WalletEntry.key_id).order_by(WalletEntry.team_id, WalletEntry.key_id))
-    rows = [{"team_id": team, "key_id": key, "spend_micros": int(spent or 0), "requests": int(n)}
-            for team, key, spent, n in session.execute(stmt)]
+    rows: list[dict[str, Any]] = [{"team_id": team, "key_id": key, "spend_micros": int(spent or 0),
+                                   "requests": int(n)}
+                                  for team, key, spent, n in session.execute(stmt)]
     ids = {row["team_id"] for row in rows}
     names: dict[str, str] = {team: name for team, name in session.execute(
         select(Team.id, Team.name).where(Team.id.in_(ids), Team.org_id == org_id))}

@@ -13,9 +13,11 @@ from sqlalchemy import select
 from audit import Actor
 from identity import keys, teams
 from identity.db import Database
-from identity.models import ApiKey
+from identity.grants import org_role
+from identity.models import ApiKey, User
 from identity.orgs import NewOrg
 from identity.vocabulary import KeyStatus
+from saml import links
 from tests.factories import provision
 
 
@@ -141,3 +143,33 @@ def test_an_admin_does_not_get_an_owner_invitations_link_from_the_outbox(
         declined = client.post("/api/v1/invitations/decline", json={"token": token})
         pytest.fail(f"an admin read an owner invitation's link in the outbox; declining with it answered "
                     f"{declined.status_code}")
+
+
+def test_no_link_an_admin_reads_in_the_outbox_makes_an_owner_or_signs_anyone_in(
+        client: FlaskClient, db: Database, system: Actor, acme: NewOrg) -> None:
+    """A later review (member view, finding 8): the outbox lists undelivered mails' links to admins. With
+    an owner invitation and an owner's sign-in link waiting there, every link the admin is shown, used
+    to accept, makes nobody an owner, and no sign-in link is shown at all (DESIGN 3.2: no power gained
+    through a target). Passed when written: the outbox hides owner invitations' links from those
+    without owners.manage, and every sign-in link."""
+    owner = person(db, system, acme, "second-owner@acme.test", "owner", ["admin", "inference"])
+    admin = person(db, system, acme, "admin@acme.test", "admin", ["admin", "inference"])
+    for email, role in (("new-owner@acme.test", "owner"), ("new-member@acme.test", "member")):
+        invited = client.post(f"/api/v1/orgs/{acme.org.slug}/invitations", headers=owner.headers,
+                              json={"email": email, "role": role})
+        assert invited.status_code == 201, invited.data
+    with db.transaction() as session:
+        assert links.request_sign_in_links(session, system, [acme.org.slug], "second-owner@acme.test",
+                                           browser="b" * 32, client_address="127.0.0.1",
+                                           base_url="http://localhost")
+    mails = client.get(f"/api/v1/orgs/{acme.org.slug}/outbox", headers=admin.headers).get_json()["mails"]
+    assert {m["kind"] for m in mails} > {"invitation"}  # the sign-in link's mail is listed, without its link
+    shown = [m for m in mails if m["link"]]
+    assert [m["to"] for m in shown] == ["new-member@acme.test"]  # the one invitation an admin may send
+    for mail in shown:
+        accepted = client.post("/api/v1/invitations/accept", json={"token": mail["link"].rsplit("/", 1)[1]})
+        assert accepted.status_code == 201, accepted.data  # the link shown works: what it gives is a member
+    with db.reading() as session:
+        owners = {u.user_name for u in session.scalars(select(User).where(User.org_id == acme.org.id))
+                  if org_role(session, u.id) == "owner"}
+    assert "new-owner@acme.test" not in owners and "new-member@acme.test" not in owners
