@@ -54,6 +54,7 @@ def test_an_owner_tops_up_sets_a_limit_and_watches_the_spend(console_site: Conso
     page.reload()
     expect(page.locator("#wallet-balance")).to_have_text("$23.00")
     expect(page.locator("#wallet-spend")).to_have_text("$2.50")
+    expect(page.locator("#wallet-remaining")).to_have_text("$7.50")  # the limit bounds the $23 balance
     expect(page.get_by_role("cell", name="laptop")).to_be_visible()
     refused = _use(page, site, credential, key_id, 800_000_000, "browser-2")  # $8 would pass the $10 limit
     assert refused.status == 429 and refused.json()["code"] == "spending_limit_reached"
