@@ -546,6 +546,8 @@ READS.update({
     "identity.spend.subject_limits": lambda w: lambda s, a: spend.subject_limits(s, a, w.org_id,
                                                                                  w.acme.default_team_id),
     "identity.spend.member_spend": lambda w: lambda s, a: spend.member_spend(s, a, w.org_id, w.acme.owner.id),
+    "identity.spend.key_states": lambda w: lambda s, a: spend.key_states(s, a, w.org_id, list(s.scalars(
+        select(ApiKey).where(ApiKey.org_id == w.org_id)))),
     "identity.topups.list_requests": lambda w: lambda s, a: topups.list_requests(s, a, w.org_id,
                                                                                 w.acme.default_team_id),
 })

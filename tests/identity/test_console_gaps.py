@@ -181,7 +181,7 @@ def test_keys_page_offers_a_viewer_no_rotate_or_revoke_of_their_own_key(client: 
         answer = client.post(f"/console/keys/{vics_key}/{verb}", data={"csrf_token": token})
         assert answer.status_code == 403 and b"own_keys.manage" in answer.data, verb
     page = client.get("/console/keys").get_data(as_text=True)
-    assert "vic&#39;s notebook" in page and "does not hold API keys" in page
+    assert "vic&#39;s notebook" in page and "may not create keys" in page
     assert f"/console/keys/{vics_key}/revoke" not in page
     assert f"/console/keys/{vics_key}/rotate" not in page
 
