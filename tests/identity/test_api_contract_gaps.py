@@ -181,3 +181,35 @@ def test_a_debit_answer_of_post_usage_is_valid_under_the_documented_schema(clien
         answer = client.post("/api/v1/usage", json=body, headers=gateway)
         assert answer.status_code == 200, answer.json
         assert validator.is_valid(answer.json), [str(e).splitlines()[0] for e in validator.iter_errors(answer.json)]
+
+
+@pytest.mark.parametrize("method,path,body", [
+    ("DELETE", "/api/v1/orgs/acme/members/{member}", None),
+    ("DELETE", "/api/v1/orgs/acme/teams/{team}/members/{member}", None),
+    ("POST", "/api/v1/orgs/acme/members", {"email": "new@acme.test"}),
+    ("PATCH", "/api/v1/orgs/acme/settings", {"default_role": "viewer"}),
+    ("GET", "/api/v1/orgs/acme/seats", None),
+    ("GET", "/api/v1/orgs/acme/settings", None),
+])
+def test_an_unknown_query_parameter_is_a_400_on_every_operation_and_changes_nothing(
+        client: Any, db: Database, system: Actor, acme: NewOrg, owner_key: str, method: str, path: str,
+        body: dict | None) -> None:
+    """README "Admin API": "Bodies and query strings are checked against the document: unknown fields and
+    parameters ... are 400s, never coerced or ignored", and a team removal's preview is a route of its own
+    "chosen over a `dry_run` flag so that a preview can never be a removal by a forgotten parameter".
+    Only the list views call `known_args`: `DELETE .../members/<id>?dry_run=true` removes the member (204),
+    `POST .../members?dry_run=true` provisions one (and charges a seat); /seats and /settings ignore it."""
+    from identity.web.openapi import document
+    from tests.factories import counts, provision
+
+    member = provision(db, system, acme.org.id, "mia@acme.test")
+    url = path.format(member=member.id, team=acme.default_team_id)
+    operation = document()["paths"][url.replace("/acme/", "/{org}/").replace(member.id, "{user_id}")
+                                    .replace(acme.default_team_id, "{team_id}")][method.lower()]
+    assert "dry_run" not in [p["name"] for p in operation["parameters"]]  # the document takes no such parameter
+    before = counts(db)
+    answer = client.open(url, method=method, json=body, query_string={"dry_run": "true"},
+                         headers={"Authorization": f"Bearer {owner_key}"})
+    assert answer.status_code == 400, (answer.status_code, answer.json)
+    assert answer.json["code"] == "invalid_value" and answer.json.get("field") == "dry_run"
+    assert counts(db) == before
