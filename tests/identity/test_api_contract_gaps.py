@@ -213,3 +213,16 @@ def test_an_unknown_query_parameter_is_a_400_on_every_operation_and_changes_noth
     assert answer.status_code == 400, (answer.status_code, answer.json)
     assert answer.json["code"] == "invalid_value" and answer.json.get("field") == "dry_run"
     assert counts(db) == before
+
+
+def test_developer_is_accepted_as_member_for_the_default_role_too(client: Any, db: Database, acme: NewOrg,
+                                                                 owner_key: str) -> None:
+    """DESIGN.md 3.2: "`developer` is accepted as an alias of `member` on input". Every role input takes it
+    (a member's role, an invitation's, a rule's org and team role, a team membership's) except the org's
+    `default_role` setting: `PATCH .../settings {"default_role": "developer"}` is a 400 (orgs.SETTINGS checks
+    the raw value against viewer/member/admin), and the document's Settings enum leaves it out."""
+    owner = {"Authorization": f"Bearer {owner_key}"}
+    assert client.patch("/api/v1/orgs/acme/settings", json={"default_role": "viewer"}, headers=owner).status_code == 200
+    answer = client.patch("/api/v1/orgs/acme/settings", json={"default_role": "developer"}, headers=owner)
+    assert answer.status_code == 200, answer.json
+    assert answer.json["default_role"] == "member"
