@@ -99,3 +99,18 @@ def test_cli_require_sso(sso: Sso, runner: CliRunner) -> None:
     result = runner.invoke(saml_cli, ["require-sso", "--org", "acme", "--on"])
     assert result.exit_code == 0, result.output
     assert actions(sso.db, sso.org.org.id)[-1] == "sso.require_sso_changed"
+
+
+def test_the_readmes_require_sso_command_line_works_as_written(sso: Sso, runner: CliRunner) -> None:
+    """README "SAML 2.0 single sign-on" gives `identity saml require-sso --org acme  # members only through
+    the IdP`; the command makes `--on/--off` a required option, so that line is a usage error (exit 2,
+    "Missing option '--on'") and SSO stays optional."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    line = next(line for line in readme.splitlines() if "identity saml require-sso" in line)
+    args = line.split("identity saml", 1)[1].split("#", 1)[0].split()
+    assert args[:3] == ["require-sso", "--org", "acme"]
+    result = runner.invoke(saml_cli, args)
+    assert result.exit_code == 0, result.output
+    assert actions(sso.db, sso.org.org.id)[-1] == "sso.require_sso_changed"
