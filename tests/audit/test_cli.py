@@ -151,3 +151,18 @@ def test_a_forged_kept_checkpoint_is_refused(cli: Callable[..., Result], busy: N
     forged.write_text(json.dumps({**made, "hash": "0" * 64}))
     result = cli("verify", "--org", busy.org.slug, str(exported), "--checkpoint", str(forged))
     assert result.exit_code == 1 and "forged" in result.output
+
+
+def test_verifying_an_untouched_csv_or_ocsf_export_is_not_reported_as_a_broken_chain(
+        cli: Callable[..., Result], busy: NewOrg, tmp_path: Path) -> None:
+    """DESIGN.md 8 offers `identity audit export --format jsonl|csv` and `identity audit verify --org SLUG
+    [FILE]`: exit 1 means the chain is broken (tampered with); docs/audit.md 6: exit 2 is bad usage,
+    "never read as a broken chain". Only JSON Lines verifies, but an untouched CSV (or OCSF) export given
+    to verify is answered "BROKEN at event #0: malformed", exit 1: a false tamper alarm to an auditor who
+    kept the CSV, where the truth is "this is not a JSON Lines export"."""
+    for fmt in ("csv", "ocsf"):
+        path = tmp_path / f"export.{fmt}"
+        assert cli("export", "--org", busy.org.slug, "--format", fmt, "-o", str(path)).exit_code == 0
+        result = cli("verify", "--org", busy.org.slug, str(path))
+        assert "BROKEN" not in result.output, (fmt, result.output)
+        assert result.exit_code == 2, (fmt, result.exit_code, result.output)
