@@ -92,3 +92,20 @@ def test_a_word_outside_its_enum_is_not_written(db: Database, acme: NewOrg) -> N
         assert session.get_one(Org, acme.org.id).default_role is Role.MEMBER
     with db.transaction() as session:  # the same column type filters by the member or its word alike
         assert session.scalars(select(ApiKey.id).where(ApiKey.status == KeyStatus.ACTIVE)).all() == []
+
+
+def test_the_actions_design_names_for_the_audit_event_exist(db: Database, acme: NewOrg, system: Actor) -> None:
+    """DESIGN.md 6 names an event's action by example: `user.created`, `member.role_changed`, `seat.charged`.
+    The first two are recorded; a seat charge (DESIGN 3.4: "Every charge is a ledger row ... and an audit
+    event") is recorded as `seat.purchased` or `seat.renewed`, and no `seat.charged` exists, so an auditor's
+    filter written from the design (`--action seat.charged`) silently selects nothing."""
+    from audit import events
+    from identity import audit_filters
+
+    for number in range(3):  # 3 seats are included, the owner holds one: the fourth member buys one, prorated
+        provision(db, system, acme.org.id, f"m{number}@acme.test")
+    selection = audit_filters.selection_of(acme.org.id, audit_filters.filters_from({}.get, ("seat.charged",)))
+    with db.reading() as session:
+        assert events.count(session, selection) == 1  # the one prorated charge
+    named = {"user.created", "member.role_changed", "seat.charged"}
+    assert named <= {a.value for a in Action}, sorted(named - {a.value for a in Action})
