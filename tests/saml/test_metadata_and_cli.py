@@ -131,3 +131,24 @@ def test_idp_certificate_swap_is_audited_by_fingerprint(sso: Sso, other_keys) ->
         event = session.scalars(select(AuditEvent).where(AuditEvent.action == "sso.updated")).one()
     fingerprint = hashlib.sha256(other_keys.cert.public_bytes(serialization.Encoding.DER)).hexdigest()
     assert event.changes["idp_signing_cert_sha256"]["after"] == [fingerprint]
+
+
+def test_the_sp_metadata_url_the_service_advertises_before_sso_is_configured_answers(
+        client, db: Database, system: Actor, acme: NewOrg) -> None:
+    """DESIGN.md 5: a per-org SP with "metadata at /saml/<org>/metadata". Before the org has an IdP,
+    `GET /api/v1/orgs/<org>/sso` gives `sp.metadata_url` (so do the console's "Give your IdP these values"
+    and the Okta guide's step "Signature Certificate: ... this org's SP metadata", taken before the guide's
+    last step configures SSO), but that URL answers 404 until SSO is configured: an IdP admin who imports
+    the SP from its metadata URL (ADFS, Shibboleth, Okta's SLO certificate) first cannot."""
+    from identity import keys
+
+    with db.transaction() as session:
+        owner = keys.create_api_key(session, system, acme.org.id, user_id=acme.owner.id,
+                                    team_id=acme.default_team_id, name="k", scopes=["admin"]).secret
+    sso = client.get("/api/v1/orgs/acme/sso", headers={"Authorization": f"Bearer {owner}"})
+    assert sso.status_code == 200 and sso.json["configured"] is False
+    advertised = sso.json["sp"]["metadata_url"]
+    assert advertised == f"{BASE_URL}/saml/acme/metadata"
+    answer = client.get(advertised.removeprefix(BASE_URL))
+    assert answer.status_code == 200, answer.status_code
+    assert answer.mimetype == "application/samlmetadata+xml"
