@@ -104,3 +104,42 @@ def test_serve_refuses_a_port_out_of_range_before_the_database_is_touched(tmp_pa
                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-800:]
     assert "--port" in done.stderr and not (tmp_path / "var" / "identity.db").exists()
+
+
+def test_serve_on_another_port_without_base_url_serves_a_console_one_can_sign_in_to(tmp_path: Path) -> None:
+    """DESIGN.md 8: `identity serve [--host H] [--port P]` serves it, and it announces "web console:
+    http://127.0.0.1:P/". Without BASE_URL, every URL it builds and every same-origin check it makes is
+    for BASE_URL's default, http://127.0.0.1:8000, whatever --port says: the console's own same-origin
+    sign-in POST from http://127.0.0.1:P is refused (403 "did not come from this service's own page"),
+    and SCIM `location`s and sign-in links name port 8000, where nothing listens."""
+    import re
+    from urllib.parse import urlsplit
+
+    port = _free_port()
+    env = {**os.environ, "IDENTITY_DATA_DIR": str(tmp_path / "var"), "SECRET_KEY": "s3cret", "PYTHONPATH": str(ROOT)}
+    for name in ("DATABASE_URL", "BASE_URL"):
+        env.pop(name, None)
+    proc = subprocess.Popen([sys.executable, "-m", "identity.web.cli", "serve", "--host", "127.0.0.1",
+                             "--port", str(port), "--workers", "1"], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}", proc)
+        created = subprocess.run([sys.executable, "-m", "identity.web.cli", "org", "create", "Served", "--json"],
+                                 env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+        path = urlsplit(json.loads(created.stdout)["sign_in_link"]).path  # opened on the port it serves
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", path)
+        page = conn.getresponse()
+        html = page.read().decode()
+        cookie = "; ".join(c.split(";", 1)[0] for c in page.headers.get_all("Set-Cookie") or [])
+        token = re.search(r"name='csrf_token' value='([^']+)'", html)
+        assert page.status == 200 and token, html[:300]
+        conn.request("POST", path, body=f"csrf_token={token.group(1)}",
+                     headers={"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie,
+                              "Origin": f"http://127.0.0.1:{port}", "Sec-Fetch-Site": "same-origin"})
+        signed_in = conn.getresponse()
+        body = signed_in.read().decode()
+        conn.close()
+        assert signed_in.status == 303, (signed_in.status, body[:300])
+    finally:
+        _stop(proc)
