@@ -107,5 +107,6 @@ def test_the_actions_design_names_for_the_audit_event_exist(db: Database, acme: 
     selection = audit_filters.selection_of(acme.org.id, audit_filters.filters_from({}.get, ("seat.charged",)))
     with db.reading() as session:
         assert events.count(session, selection) == 1  # the one prorated charge
-    named = {"user.created", "member.role_changed", "seat.charged"}
+    named = {"user.created", "member.role_changed"}  # and seat.charged: a filter's name for both charges
     assert named <= {a.value for a in Action}, sorted(named - {a.value for a in Action})
+    assert set(audit_filters.ACTION_ALIASES["seat.charged"]) == {Action.SEAT_PURCHASED, Action.SEAT_RENEWED}
