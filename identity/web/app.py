@@ -32,7 +32,7 @@ from identity.web.api import (
     usage,
     wallets,
 )
-from identity.web.api.common import problem
+from identity.web.api.common import QUERY_PARAMETERS, problem
 from identity.web.context import EXTENSION, database
 from identity.web.http_errors import kept_headers
 from identity.web.jsonprovider import StrictJSONProvider
@@ -67,6 +67,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     # Path prefix -> renderer of HTTP errors (404, 405, 413...) in that protocol's own format.
     app.extensions["identity.error_formats"] = {"/api/": _problem_for_http_error}
     app.register_error_handler(HTTPException, _http_error)
+    app.extensions[QUERY_PARAMETERS] = openapi.query_parameters()  # the admin API refuses any other
     app.add_url_rule("/healthz", "healthz", healthz)
     app.wsgi_app = DrainUnreadBody(app.wsgi_app)  # type: ignore[method-assign]  # a refusal keeps the connection
     for blueprint in (browser.bp, keys.bp, gateway.bp, members.bp, teams.bp, settings.bp, invitations.bp,

@@ -219,6 +219,14 @@ for _name in ("NewMember", "MemberChange", "TeamName", "Name", "Settings", "NewI
     SCHEMAS[_name]["additionalProperties"] = False
 
 
+def query_parameters() -> dict[tuple[str, str], frozenset[str]]:
+    """Return each operation's declared query parameters by (path, METHOD): what the admin API's
+    `declared_query` lets through (the app factory puts it in the app), so that the document and
+    the API refuse the same parameters."""
+    return {(path, method.upper()): frozenset(p["name"] for p in operation["parameters"] if p["in"] == "query")
+            for path, item in PATHS.items() for method, operation in item.items()}
+
+
 def document() -> dict[str, Any]:
     """Return the OpenAPI document of the admin API."""
     return {

@@ -161,8 +161,8 @@ def test_a_lone_surrogate_in_an_audit_cursor_filter_is_refused(client: FlaskClie
                                   "/api/v1/orgs/acme/members/{owner}/spend"])
 def test_a_wallet_read_refuses_an_unknown_query_parameter(client: FlaskClient, acme: NewOrg, auth: dict[str, str],
                                                           path: str) -> None:
-    """Every other read calls known_args ("a misspelt filter must not widen a read"); these three
-    answer 200 to any query string, which the OpenAPI document does not allow."""
+    """Every operation refuses a query parameter the document does not declare (common.declared_query: "a misspelt
+    filter must not widen a read"); these three once answered 200 to any query string."""
     url = path.format(team=acme.default_team_id, owner=acme.owner.id)
     response = client.get(url, query_string={"subject_type": "key", "bogus": "1"}, headers=auth)
     assert _problem(response)["field"] in ("bogus", "subject_type")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, g, jsonify
 
-from identity.web.api.common import SESSION, adopt, authenticated, csrf_token, known_args, session_token
+from identity.web.api.common import SESSION, adopt, authenticated, csrf_token, session_token
 
 bp = adopt(Blueprint("api_browser", __name__, url_prefix="/api/v1"))
 
@@ -18,7 +18,6 @@ bp = adopt(Blueprint("api_browser", __name__, url_prefix="/api/v1"))
 @authenticated(scope=None, ways=(SESSION,))
 def current_session() -> Response:
     """Tell whom the session speaks for (user, org, role) and give its CSRF token."""
-    known_args()
     caller, token = g.caller, session_token()
     response = jsonify({"user": {"id": caller.user_id, "userName": caller.user_name},
                         "org": {"id": caller.org_id, "slug": caller.org_slug}, "role": caller.role,

@@ -58,6 +58,8 @@ KEY, SESSION = "key", "session"  # the two ways in
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_PURPOSE = "api"  # the synchronizer token's purpose (saml.csrf): distinct from the sign-out form's
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# app.extensions' key of (document path, method) -> the query parameters the operation declares.
+QUERY_PARAMETERS = "identity.query_parameters"
 
 
 class CsrfRefused(PermissionDenied):
@@ -126,10 +128,34 @@ def problem_body(status: int, code: str, detail: str, extra: dict[str, Any] | No
 
 
 def adopt(bp: Blueprint) -> Blueprint:
-    """Give an admin API blueprint the API's problem JSON for domain errors. (NUL and lone
-    surrogates in its paths and queries are refused before it: identity.web.unstorable.)"""
+    """Give an admin API blueprint the API's problem JSON for domain errors, and refuse, before any
+    view reads or writes, a query parameter its operation does not declare in the OpenAPI document
+    (`declared_query`). (NUL and lone surrogates in its paths and queries are refused before it:
+    identity.web.unstorable.)"""
     bp.register_error_handler(DomainError, domain_problem)
+    bp.before_request(declared_query)
     return bp
+
+
+def document_path(rule: str) -> str:
+    """Return the OpenAPI document's path of a URL rule: `/orgs/<org_ref>/members/<user_id>` is
+    `/orgs/{org}/members/{user_id}`."""
+    return re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule).replace("{org_ref}", "{org}")
+
+
+def declared_query() -> None:
+    """Refuse a query parameter the operation's entry in the OpenAPI document does not declare
+    (`QUERY_PARAMETERS`, put in the app by its factory from identity.web.openapi): a misspelt filter
+    must not widen a read, nor a `?dry_run=true` make a removal look like a preview. One check for
+    every operation, so that none can forget it."""
+    if not request.args:
+        return
+    method = "GET" if request.method == "HEAD" else request.method
+    rule = request.url_rule.rule if request.url_rule is not None else ""
+    declared = current_app.extensions[QUERY_PARAMETERS].get((document_path(rule), method), frozenset())
+    unknown = sorted(set(request.args) - declared)
+    if unknown:
+        raise InvalidValue(f"unknown query parameters: {', '.join(map(repr, unknown))}", field=unknown[0])
 
 
 def request_actor(actor: Actor) -> Actor:
@@ -244,13 +270,6 @@ def role(data: dict[str, Any]) -> str | None:
     return found
 
 
-def known_args(*names: str) -> None:
-    """Refuse a query parameter the operation does not take: a misspelt filter must not widen a read."""
-    unknown = sorted(set(request.args) - set(names))
-    if unknown:
-        raise InvalidValue(f"unknown query parameters: {', '.join(map(repr, unknown))}", field=unknown[0])
-
-
 @overload
 def one_arg(name: str) -> str | None: ...
 @overload
@@ -334,14 +353,13 @@ def paged(found: list[T], window: Window, position: Callable[[T], Position]) -> 
 
 
 def list_page(name: str, read: Callable[[Session, Window], list[T]], render: Callable[[T], dict[str, Any]],
-              position: Callable[[T], Position], *, query: tuple[str, ...] = ()) -> Response:
+              position: Callable[[T], Position]) -> Response:
     """Answer a list route in (created, id) order: `{name: [...], "next": cursor}`.
 
-    Refuses query parameters other than `query`, `limit` and `after`; `read(session, window)` reads
+    (Query parameters other than the operation's are refused before it: `declared_query`.) `read(session, window)` reads
     the page (one more row than its limit when there are more) in one read transaction. A bad
     `limit` or `after` is refused after what `read` itself refuses (a team of another org: 404).
     """
-    known_args(*query, "limit", "after")
     try:
         window = page_window()
     except InvalidValue:  # the read's own refusals first: another org's team is 404 whatever the cursor

@@ -20,7 +20,6 @@ from identity.web.api.common import (
     caller_org_id,
     int_arg,
     json_body,
-    known_args,
     list_page,
     one_arg,
     optional_text,
@@ -81,7 +80,6 @@ def list_api_keys(org_ref: str) -> Response:
     """List keys by id in keyset pages: an admin's or owner's list holds every key, a member's their own.
     Team service keys are shown apart, under `service_keys`."""
     org_id = caller_org_id(org_ref)
-    known_args("limit", "after", "kind")
     limit = min(max(int_arg("limit", 100), 1), 500)
     with database().reading() as session:
         page = key_list.list_api_keys(session, g.actor, org_id, limit=limit, after=after_id(),

@@ -18,7 +18,6 @@ from identity.web.api.common import (
     caller_org_id,
     int_arg,
     json_body,
-    known_args,
     optional_text,
     role,
     text,
@@ -38,7 +37,6 @@ def member_json(member: Member) -> dict[str, Any]:
 @authenticated(scope=ADMIN)
 def list_members(org_ref: str) -> Response:
     org_id = caller_org_id(org_ref)
-    known_args("limit", "after")
     limit, after = min(max(int_arg("limit", 100), 1), 500), after_id()
     with database().reading() as session:
         page = directory.list_members(session, g.actor, org_id, limit=limit, after=after)

@@ -22,7 +22,6 @@ from identity.web.api.common import (
     caller_org_id,
     cursor,
     json_body,
-    known_args,
     page_window,
     text,
 )
@@ -73,7 +72,6 @@ def charge_json(charge: ChargeEntry) -> dict[str, Any]:
 def seat_charges(org_ref: str) -> Response:
     """The seat ledger, newest first (cursor pages), and the current cycle's totals."""
     org_id = caller_org_id(org_ref)
-    known_args("limit", "after")
     window = page_window()
     with database().reading() as session:
         page = charges.seat_charges(session, g.actor, org_id, limit=window.limit, after=window.after)

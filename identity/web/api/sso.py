@@ -16,7 +16,7 @@ from flask import Blueprint, Response, current_app, g, jsonify
 from identity.errors import InvalidValue
 from identity.models import Org
 from identity.service import run
-from identity.web.api.common import ADMIN, adopt, authenticated, caller_org_id, json_body, known_args
+from identity.web.api.common import ADMIN, adopt, authenticated, caller_org_id, json_body
 from identity.web.context import database
 from saml import configuration, identities, web
 from saml.connection import CLAIMS, SpUrls, cert_fingerprint, parse_idp_metadata
@@ -46,7 +46,6 @@ def _view(org: Org, connection: SamlConnection | None) -> dict[str, Any]:
 @authenticated(scope=ADMIN)
 def get_sso(org_ref: str) -> Response:
     """The SP's URLs for the IdP admin, and the IdP settings in force (null until configured)."""
-    known_args()
     org_id = caller_org_id(org_ref)
     with database().reading() as session:
         return jsonify(_view(*configuration.read_connection(session, g.actor, org_id)))
@@ -102,7 +101,6 @@ def _metadata_xml(data: dict[str, Any]) -> str:
 def configure_sso(org_ref: str) -> Response:
     """Configure the IdP from its metadata, given as XML or as its URL (fetched now, and again by
     `identity saml refresh` and when a signature is refused); the same as `identity saml configure`."""
-    known_args()
     org_id, data = caller_org_id(org_ref), json_body(*FIELDS)
     jit, idp_initiated, sign, encrypted, signed = (_flag(data, name) for name in OPTIONS)
     attribute_map = _attribute_map(data)
@@ -122,7 +120,6 @@ def configure_sso(org_ref: str) -> Response:
 @authenticated(scope=ADMIN)
 def get_sso_identities(org_ref: str, user_id: str) -> Response:
     """The IdP identities (persistent NameIDs) a member is linked to: the one that signs in as them."""
-    known_args()
     org_id = caller_org_id(org_ref)
     with database().reading() as session:
         found = identities.linked_identities(session, g.actor, org_id, user_id)
@@ -134,7 +131,6 @@ def get_sso_identities(org_ref: str, user_id: str) -> Response:
 def unlink_sso_identities(org_ref: str, user_id: str) -> Response:
     """Unlink a member from its IdP identities (owners only): for a member refused `name_id_mismatch`
     after the IdP's identity of them changed. Their sessions end; their next sign-in links anew."""
-    known_args()
     found = run(database(), g.actor, identities.unlink_identities, caller_org_id(org_ref), user_id)
     return jsonify({"unlinked": [link.as_dict() for link in found]})
 

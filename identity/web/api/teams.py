@@ -22,7 +22,6 @@ from identity.web.api.common import (
     caller_org_id,
     cursor,
     json_body,
-    known_args,
     one_arg,
     page_limit,
     page_window,
@@ -55,7 +54,6 @@ def team_member_json(member: TeamMember) -> dict[str, Any]:
 @authenticated(scope=ADMIN)
 def list_teams(org_ref: str) -> Response:
     org_id = caller_org_id(org_ref)
-    known_args("limit", "after")
     window = page_window()
     with database().reading() as session:
         page = directory.team_page(session, g.actor, org_id, limit=window.limit, after=window.after)
@@ -67,7 +65,6 @@ def list_teams(org_ref: str) -> Response:
 def get_team(org_ref: str, team_id: str) -> Response:
     """The team, the caller's role in it, its member count, and a page of its members (?limit=&after=)."""
     org_id = caller_org_id(org_ref)
-    known_args("limit", "after")
     limit, after = page_limit(), one_arg("after", "")  # the `next` of the previous page, checked by the domain
     with database().reading() as session:
         found = directory.get_team_detail(session, g.actor, org_id, team_id, limit=limit, after=after)
@@ -144,7 +141,6 @@ def change_team_role(org_ref: str, team_id: str, user_id: str) -> Response:
 def removal_preview(org_ref: str, team_id: str, user_id: str) -> Response:
     """What removing the member from the team would revoke: its keys for the team, by prefix."""
     org_id = caller_org_id(org_ref)
-    known_args()
     with database().reading() as session:
         prefixes = teams.removal_preview(session, g.actor, org_id, team_id, user_id)
     return jsonify({"team_id": team_id, "user_id": user_id, "keys_to_revoke": len(prefixes), "key_prefixes": prefixes})

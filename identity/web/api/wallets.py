@@ -26,7 +26,6 @@ from identity.web.api.common import (
     caller_org_id,
     int_arg,
     json_body,
-    known_args,
     list_page,
     one_arg,
     page_limit,
@@ -67,7 +66,6 @@ def topup_json(row: TopUpRequest) -> dict[str, Any]:
 @authenticated(scope=USAGE_READ)
 def get_wallet(org_ref: str, team_id: str) -> Response:
     """The balance, this period's spend and limit, what is left, the discount, auto top-up and any refusal."""
-    known_args()
     return _wallet(caller_org_id(org_ref), team_id)
 
 
@@ -115,7 +113,6 @@ def get_spend(org_ref: str, team_id: str) -> Response:
     """Usage grouped ?by=key|member (in ?period=<a time in it>, default now), a page of up to ?limit= (1 to
     500, default 100) in id order after ?after=<`next`>; or ?by=period, every period."""
     org_id = caller_org_id(org_ref)
-    known_args("by", "period", "limit", "after")
     limit = page_limit()
     with database().reading() as session:  # one row more than the page: whether another follows
         rows = spend.spend(session, g.actor, org_id, team_id, by=one_arg("by", "key"),
@@ -129,7 +126,6 @@ def get_spend(org_ref: str, team_id: str) -> Response:
 def get_ledger(org_ref: str, team_id: str) -> Response:
     """The ledger, newest first: ?limit= (1 to 500) and ?before=<entry id> (`next` of the previous page)."""
     org_id = caller_org_id(org_ref)
-    known_args("limit", "before")
     limit = min(max(int_arg("limit", 100), 1), 500)
     before = int_arg("before", 0) or None
     with database().reading() as session:  # one more than a page: `next` is null on the last one
@@ -187,7 +183,6 @@ def get_topup_requests(org_ref: str, team_id: str) -> Response:
 @authenticated(scope=USAGE_READ)
 def get_member_spend(org_ref: str, user_id: str) -> Response:
     """The member's keys' spend this period, per team and key (kept after the member is removed)."""
-    known_args()
     org_id = caller_org_id(org_ref)
     with database().reading() as session:
         rows = spend.member_spend(session, g.actor, org_id, user_id)
