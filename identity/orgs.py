@@ -73,11 +73,9 @@ def create_org(
     slug = slug or teams.slugify(name, max_length=64)
     if not SLUG.match(slug):
         raise InvalidValue(f"invalid slug {slug!r}: lowercase letters, digits and dashes", field="slug")
-    for field, value in (("included_seats", included_seats), ("seat_price_cents", seat_price_cents)):
-        if not isinstance(value, int) or value < 0:
-            raise InvalidValue(f"{field} must be a whole number of at least 0", field=field)
-    if max_seats is not None and (not isinstance(max_seats, int) or max_seats < 1):
-        raise InvalidValue("max_seats must be at least 1 (the owner takes a seat)", field="max_seats")
+    for field, value in (("included_seats", included_seats), ("seat_price_cents", seat_price_cents),
+                         ("max_seats", max_seats)):
+        check_setting(field, value)  # the bounds a later PATCH /settings holds them to
     if "@" not in (owner_email or ""):
         raise InvalidValue(f"invalid owner email {owner_email!r}", field="owner_email")
     if session.scalars(select(Org.id).where(Org.slug == slug)).first() is not None:
@@ -101,8 +99,11 @@ def create_org(
     return NewOrg(org, owner, default.id)
 
 
+MAX_WHOLE = 10**9  # the largest seat count or price a setting takes
+
+
 # setting -> (permission, validator). Billing settings are the owner's; identity settings an admin's.
-def _whole(value: object, low: int, high: int = 10**9) -> bool:
+def _whole(value: object, low: int, high: int = MAX_WHOLE) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
@@ -117,6 +118,10 @@ SETTINGS: dict[str, tuple[str, Callable[[object], bool]]] = {
     # Owner only, and never below the operator's floor: a short retention erases history (DESIGN.md 6).
     "audit_retention_days": ("trust.manage", lambda v: _retention(v)),
 }
+# What a refused number's message adds: the bounds it must be within.
+BOUNDS = {"included_seats": f" (a whole number from 0 to {MAX_WHOLE})",
+          "seat_price_cents": f" (a whole number from 0 to {MAX_WHOLE})",
+          "max_seats": f" (null, or a whole number from 1, the owner's seat, to {MAX_WHOLE})"}
 # Who reads a setting, by the permission that changes it (DESIGN 3.2): billing and IdP trust only
 # owners and admins ("view billing", "IdP trust: read"), the directory's own settings whoever reads it.
 READ_PERMISSIONS = {"billing.manage": "billing.read", "trust.manage": "trust.read",
@@ -127,6 +132,13 @@ def readable_settings(actor: Actor, org: Org) -> dict[str, object]:
     """Return the settings of `org` (by name) that `actor` may read; the others are left out."""
     return {name: getattr(org, name) for name, (permission, _) in SETTINGS.items()
             if refusal(actor, READ_PERMISSIONS[permission], org_id=org.id) is None}
+
+
+def check_setting(name: str, value: object) -> None:
+    """Refuse a value the setting `name` does not take (SETTINGS), naming it: the one check of a
+    setting's value, whether an org is created with it or changed to it."""
+    if not SETTINGS[name][1](value):
+        raise InvalidValue(f"invalid value for {name}: {value!r}{BOUNDS.get(name, '')}", field=name)
 
 
 def _retention(value: object) -> bool:
@@ -170,10 +182,8 @@ def _change_settings(session: Session, actor: Actor, org_id: str, changes: dict[
     if unknown:
         raise InvalidValue(f"unknown settings: {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
     for name, value in changes.items():
-        permission, valid = SETTINGS[name]
-        authorize(actor, permission, org_id=org_id)
-        if not valid(value):
-            raise InvalidValue(f"invalid value for {name}: {value!r}", field=name)
+        authorize(actor, SETTINGS[name][0], org_id=org_id)
+        check_setting(name, value)
     org = seats.lock_org(session, org_id)
     # A cycle that ended before this change renews on the plan it ended under, as cron would have
     # charged it at the boundary: the change applies from now on, never to the past.
