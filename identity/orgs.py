@@ -16,7 +16,7 @@ from identity import config, group_sync, mappings, seats, sessions, teams, users
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound, PermissionDenied
 from identity.models import Org, User
-from identity.roles import authorize, refusal
+from identity.roles import ALIASES, authorize, parse_role, refusal
 from identity.vocabulary import GrantSource, Role
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
@@ -100,6 +100,7 @@ def create_org(
 
 
 MAX_WHOLE = 10**9  # the largest seat count or price a setting takes
+DEFAULT_ROLES = (Role.VIEWER, Role.MEMBER, Role.ADMIN)  # the roles a new member may be given by default
 
 
 # setting -> (permission, validator). Billing settings are the owner's; identity settings an admin's.
@@ -111,7 +112,8 @@ SETTINGS: dict[str, tuple[str, Callable[[object], bool]]] = {
     "included_seats": ("billing.manage", lambda v: _whole(v, 0)),
     "seat_price_cents": ("billing.manage", lambda v: _whole(v, 0)),
     "max_seats": ("billing.manage", lambda v: v is None or _whole(v, 1)),
-    "default_role": ("settings.manage", lambda v: v in (Role.VIEWER, Role.MEMBER, Role.ADMIN)),
+    # One of DEFAULT_ROLES, or an alias of one (`developer`, DESIGN 3.2), as roles.py spells them.
+    "default_role": ("settings.manage", lambda v: v in (*DEFAULT_ROLES, *ALIASES)),
     "group_sync": ("settings.manage", lambda v: v in ("mirror", "mapped")),
     "idp_may_grant_owner": ("trust.manage", lambda v: isinstance(v, bool)),
     "require_sso": ("trust.manage", lambda v: isinstance(v, bool)),
@@ -184,6 +186,8 @@ def _change_settings(session: Session, actor: Actor, org_id: str, changes: dict[
     for name, value in changes.items():
         authorize(actor, SETTINGS[name][0], org_id=org_id)
         check_setting(name, value)
+    if "default_role" in changes:  # stored and audited as the role it names: `developer` is `member`
+        changes = {**changes, "default_role": parse_role(str(changes["default_role"]), allowed=DEFAULT_ROLES)}
     org = seats.lock_org(session, org_id)
     # A cycle that ended before this change renews on the plan it ended under, as cron would have
     # charged it at the boundary: the change applies from now on, never to the past.

@@ -153,7 +153,8 @@ SCHEMAS: dict[str, Any] = {
     "Settings": {"type": "object", "properties": {
         "included_seats": {"type": "integer", "minimum": 0}, "seat_price_cents": {"type": "integer", "minimum": 0},
         "max_seats": {"type": ["integer", "null"], "minimum": 1},
-        "default_role": {"type": "string", "enum": ["viewer", "member", "admin"]},
+        "default_role": {"type": "string", "enum": ["viewer", "member", "admin", "developer"],
+                         "description": "`developer` is accepted as `member`, and answered as `member`"},
         "group_sync": {"type": "string", "enum": ["mirror", "mapped"]}, "idp_may_grant_owner": {"type": "boolean"},
         "require_sso": {"type": "boolean"}, "audit_retention_days": {"type": "integer", "minimum": 1}}},
     "NewInvitation": {"type": "object", "required": ["email"], "properties": {
