@@ -262,6 +262,7 @@ def _verify_database(slug: str, public: Ed25519PublicKey, kept: list[dict[str, A
 
 def _verify_export(slug: str, file: str, public: Ed25519PublicKey, kept: list[dict[str, Any]]) -> verify.Report:
     """Check a file against the database's checkpoints and the kept ones; offline, against the kept ones only."""
+    _require_jsonl(file)
     try:
         with _database() as db:
             org_id = _org_id(db, slug)
@@ -276,6 +277,25 @@ def _verify_export(slug: str, file: str, public: Ed25519PublicKey, kept: list[di
         return verify.Report(org_id, broken=forged)
     with open(file, encoding="utf-8") as handle:
         return verify.verify_file(handle, org_id, signed.values())
+
+
+def _require_jsonl(file: str) -> None:
+    """Refuse, as bad usage, a file that is no JSON Lines export (a CSV or OCSF one): not a broken chain.
+
+    Decided by the first line: one that is not a JSON object, or an OCSF event, is another format;
+    a JSON event that does not check out further on is the chain's business (exit 1).
+    """
+    with open(file, encoding="utf-8", errors="replace") as handle:
+        first = next((line for line in handle if line.strip()), None)
+    if first is None:
+        return  # an empty export of an empty selection: nothing to check, as before
+    try:
+        event = json.loads(first)
+    except ValueError:
+        event = None
+    if not isinstance(event, dict) or ("class_uid" in event and "hash" not in event):
+        raise click.BadParameter(f"{file} is not a JSON Lines export: only `identity audit export --format jsonl` "
+                                 "keeps what verify checks; verify that export", param_hint="'FILE'")
 
 
 def _file_org(file: str) -> str:
