@@ -21,10 +21,11 @@ from audit.models import AuditEvent
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 BATCH = 2000
-# The stored columns, in the order rows are read.
+# The stored columns, in the order rows are read. `client_request_id` (outside the hash) is last, so
+# that a CSV export keeps every earlier column where it was.
 COLUMNS = ("id", "seq", "occurred_at", "org_id", "actor_type", "actor_id", "actor_display", "action",
            "target_type", "target_id", "target_display", "changes", "outcome", "request_id", "ip",
-           "user_agent", "prev_hash", "hash")
+           "user_agent", "prev_hash", "hash", "client_request_id")
 _SELECT = select(*(AuditEvent.__table__.c[name] for name in COLUMNS))
 
 
@@ -258,12 +259,17 @@ def document(row: Row[Any] | AuditEvent) -> dict[str, Any]:
         "action": row.action,
         "target": {"type": row.target_type, "id": row.target_id, "display": row.target_display},
         "changes": row.changes, "outcome": row.outcome, "request_id": row.request_id,
-        "source_ip": row.ip, "user_agent": row.user_agent, "prev_hash": row.prev_hash, "hash": row.hash,
+        "client_request_id": row.client_request_id, "source_ip": row.ip, "user_agent": row.user_agent,
+        "prev_hash": row.prev_hash, "hash": row.hash,
     }
 
 
 def hashed_fields(doc: dict[str, Any]) -> dict[str, Any]:
-    """Return the stored fields of an event in its public shape: what `audit.log.canonical` covers."""
+    """Return the stored fields of an event in its public shape: what `audit.log.canonical` covers.
+
+    `client_request_id` is not among them (audit.log.UNHASHED): an export written before it was
+    shown verifies as well as one that shows it.
+    """
     actor, target = doc["actor"], doc["target"]
     return {
         "id": doc["id"], "org_id": doc["org_id"], "occurred_at": doc["time"], "actor_type": actor["type"],

@@ -25,7 +25,7 @@ CHUNK_ROWS = 500
 
 CSV_COLUMNS = ("id", "seq", "time", "org_id", "actor_type", "actor_id", "actor_display", "action", "target_type",
                "target_id", "target_display", "changes", "outcome", "request_id", "source_ip", "user_agent",
-               "prev_hash", "hash")
+               "prev_hash", "hash", "client_request_id")
 # A spreadsheet runs a cell starting with one of these as a formula (OWASP "CSV injection").
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 
@@ -33,8 +33,8 @@ _quote = json.encoder.encode_basestring  # the C encoder; non-ASCII kept
 # One exported event per line, in its public shape (audit.events.document), written by template:
 # `changes` is the JSON text the database keeps and every other string is quoted by the C encoder.
 LINE = ('{"id":%s,"seq":%d,"time":%s,"org_id":%s,"actor":{"type":%s,"id":%s,"display":%s},"action":%s,'
-        '"target":{"type":%s,"id":%s,"display":%s},"changes":%s,"outcome":%s,"request_id":%s,"source_ip":%s,'
-        '"user_agent":%s,"prev_hash":%s,"hash":%s}')
+        '"target":{"type":%s,"id":%s,"display":%s},"changes":%s,"outcome":%s,"request_id":%s,'
+        '"client_request_id":%s,"source_ip":%s,"user_agent":%s,"prev_hash":%s,"hash":%s}')
 
 
 def _nullable(value: str | None) -> str:
@@ -45,7 +45,8 @@ def jsonl_line(r: ExportRow) -> str:
     """Return one export row as its JSON line, without the newline."""
     q = _quote
     return LINE % (q(r[0]), r[1], q(r[2]), q(r[3]), q(r[4]), q(r[5]), q(r[6]), q(r[7]), q(r[8]), q(r[9]), q(r[10]),
-                   r[11], q(r[12]), _nullable(r[13]), _nullable(r[14]), _nullable(r[15]), q(r[16]), q(r[17]))
+                   r[11], q(r[12]), _nullable(r[13]), _nullable(r[18]), _nullable(r[14]), _nullable(r[15]), q(r[16]),
+                   q(r[17]))
 
 
 def _lines(rows: Iterable[Any], line: Callable[[Any], str]) -> Iterator[str]:
@@ -122,7 +123,7 @@ def ocsf_class(action: str) -> tuple[int, int]:
 def ocsf_event(row: ExportRow) -> dict[str, Any]:
     """Return one export row as an OCSF 1.3 event of its class; what OCSF has no field for is `unmapped`."""
     (event_id, seq, time, org_id, actor_type, actor_id, actor_display, action, target_type, target_id,
-     target_display, changes_text, outcome, request_id, ip, user_agent, prev_hash, event_hash) = row
+     target_display, changes_text, outcome, request_id, ip, user_agent, prev_hash, event_hash, client_request_id) = row
     class_uid, activity_id = ocsf_class(action)
     activity = ACTIVITY_NAMES[class_uid].get(activity_id, "Other")
     changes = json.loads(changes_text)
@@ -138,7 +139,8 @@ def ocsf_event(row: ExportRow) -> dict[str, Any]:
                      "event_code": action, "log_name": "audit", "original_time": time, "tenant_uid": org_id,
                      "product": {"name": "identity-provisioning", "vendor_name": "identity-provisioning"}},
         "actor": {"user": {"uid": actor_id, "name": actor_display, "type": actor_type}},
-        "unmapped": {"target": subject, "changes": changes, "prev_hash": prev_hash, "hash": event_hash},
+        "unmapped": {"target": subject, "changes": changes, "client_request_id": client_request_id,
+                     "prev_hash": prev_hash, "hash": event_hash},
     }
     if ip:
         found["src_endpoint"] = {"ip": ip}

@@ -166,3 +166,16 @@ def test_verifying_an_untouched_csv_or_ocsf_export_is_not_reported_as_a_broken_c
         result = cli("verify", "--org", busy.org.slug, str(path))
         assert "BROKEN" not in result.output, (fmt, result.output)
         assert result.exit_code == 2, (fmt, result.exit_code, result.output)
+
+
+def test_an_export_written_before_client_request_id_was_shown_still_verifies(
+        cli: Callable[..., Result], busy: NewOrg, exported: Path) -> None:
+    """`client_request_id` is outside the hash (audit.log.UNHASHED): showing it changes no hash, and a
+    JSON Lines file exported before it was shown (lines without the field) verifies as before."""
+    from tests.audit.conftest import read_lines, write_lines
+
+    docs = read_lines(exported)
+    assert all("client_request_id" in doc for doc in docs)
+    write_lines(exported, [{k: v for k, v in doc.items() if k != "client_request_id"} for doc in docs])
+    result = cli("verify", "--org", busy.org.slug, str(exported))
+    assert result.exit_code == 0 and "intact" in result.output, result.output
