@@ -83,6 +83,11 @@ def main() -> None:
 def serve(host: str, port: int, workers: int, threads: int) -> None:
     """Check the settings, migrate the database (and settle the keys an older release left behind),
     refresh its planner statistics and serve the app with gunicorn."""
+    # Without BASE_URL, the address served is the public one: every URL built and every same-origin
+    # check made is for it, not for BASE_URL's default port. Set in the environment, which the
+    # workers (forked by gunicorn) and the master's hooks read as they read every setting.
+    if not os.environ.get("BASE_URL"):
+        os.environ["BASE_URL"] = serving_url(host, port)
     # Every setting first, as each worker and the master's hooks will read them: a bad one is one
     # `error:` line here, not a migrated database and workers dying with tracebacks.
     config.from_environment()
@@ -92,13 +97,26 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
     _database().analyze()
     config.secret_key()  # made once here, before workers start, so they all read the same key
     click.echo(f"serving on http://{host}:{port} (database: {_safe_url(config.database_url())})", err=True)
-    click.echo(f"web console: http://{host}:{port}/ (sign in with your work email or your org's slug)", err=True)
+    click.echo(f"web console: {config.base_url()}/ (sign in with your work email or your org's slug)", err=True)
     with _database().reading() as session:
         fresh = not orgs.any_org(session)
     if fresh:
         click.echo("no organization yet: create the first one, with a sign-in link for its owner, with\n"
                    "  identity org create \"Acme\" --owner-email you@example.com --json", err=True)
     run_server(host, port, workers, threads)
+
+
+def serving_url(host: str, port: int) -> str:
+    """Return the address `identity serve --host H --port P` is reached at, for BASE_URL when unset.
+
+    A wildcard host (every interface) names no address a browser uses: 127.0.0.1 is the one known
+    to reach it; anything else needs BASE_URL (README).
+    """
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address
+    return f"http://{host}:{port}"
 
 
 def _safe_url(url: str) -> str:
