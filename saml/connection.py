@@ -182,6 +182,16 @@ def toolkit_settings(connection: SamlConnection, urls: SpUrls, secrets: Sequence
     return built
 
 
+def sp_endpoints(urls: SpUrls) -> dict[str, Any]:
+    """Return python3-saml's `sp` settings without keys: our entity id, ACS, SLO and NameID format."""
+    return {
+        "entityId": urls.entity_id,
+        "assertionConsumerService": {"url": urls.acs, "binding": C.BINDING_HTTP_POST},
+        "singleLogoutService": {"url": urls.slo, "binding": C.BINDING_HTTP_REDIRECT},
+        "NameIDFormat": C.NAMEID_UNSPECIFIED,
+    }
+
+
 def settings_dict(connection: SamlConnection, urls: SpUrls, private_key: str | None = None) -> dict[str, Any]:
     """Return python3-saml settings for one org, strict, with the checks it leaves off turned on.
 
@@ -204,14 +214,8 @@ def settings_dict(connection: SamlConnection, urls: SpUrls, private_key: str | N
     return {
         "strict": True,
         "debug": False,
-        "sp": {
-            "entityId": urls.entity_id,
-            "assertionConsumerService": {"url": urls.acs, "binding": C.BINDING_HTTP_POST},
-            "singleLogoutService": {"url": urls.slo, "binding": C.BINDING_HTTP_REDIRECT},
-            "NameIDFormat": C.NAMEID_UNSPECIFIED,
-            "x509cert": connection.sp_cert_pem,
-            **({"privateKey": private_key} if private_key is not None else {}),
-        },
+        "sp": {**sp_endpoints(urls), "x509cert": connection.sp_cert_pem,
+               **({"privateKey": private_key} if private_key is not None else {})},
         "idp": idp,
         "security": {
             "authnRequestsSigned": connection.sign_authn_requests,

@@ -23,7 +23,7 @@ from identity.errors import DomainError, SeatCapReached
 from identity.models import Org
 from identity.service import run
 from saml import binding, configuration, once, protocol, service, web
-from saml.connection import parse_idp_metadata, settings_dict, valid_certs
+from saml.connection import parse_idp_metadata, settings_dict, sp_endpoints, valid_certs
 from saml.metadata_fetch import fetch_metadata
 from saml.models import SamlConnection
 from saml.protocol import Expected, Refused
@@ -61,8 +61,17 @@ def metadata(slug: str) -> HttpResponse:
 
     AuthnRequestsSigned and WantAssertionsSigned say what this SP does and enforces: the org's
     `sign_authn_requests` and `want_assertions_signed` (off: a response signed as a whole will do).
+
+    Before the org's SSO is configured (GET /sso and the console advertise this URL from the start),
+    the endpoints and those settings' defaults, without KeyDescriptors: our key pair is made when
+    SSO is configured (saml.configuration.configure_connection), and an IdP that reads this URL
+    again (or the admin, the Okta guide's last step) then finds its certificate here.
     """
-    org, connection = web.connection_of(slug)
+    loaded = web.load(slug)
+    if loaded is None:
+        xml = OneLogin_Saml2_Metadata.builder(sp_endpoints(web.urls(web.org_of(slug))), False, False)
+        return Response(_with_posted_logout(xml), mimetype="application/samlmetadata+xml")
+    org, connection = loaded
     sp = settings_dict(connection, web.urls(org))["sp"]
     xml = OneLogin_Saml2_Metadata.builder(sp, connection.sign_authn_requests, connection.want_assertions_signed)
     xml = OneLogin_Saml2_Metadata.add_x509_key_descriptors(_with_posted_logout(xml), connection.sp_cert_pem, True)

@@ -152,3 +152,15 @@ def test_the_sp_metadata_url_the_service_advertises_before_sso_is_configured_ans
     answer = client.get(advertised.removeprefix(BASE_URL))
     assert answer.status_code == 200, answer.status_code
     assert answer.mimetype == "application/samlmetadata+xml"
+
+
+def test_the_sp_metadata_before_sso_is_configured_has_our_endpoints_and_no_key_yet(client, db: Database,
+                                                                                   acme: NewOrg) -> None:
+    """Before SSO is configured the SP has no key pair (configure_connection makes it): the metadata
+    names our endpoints and the defaults, no KeyDescriptor; an unknown org is still a 404."""
+    answer = client.get("/saml/acme/metadata")
+    assert answer.status_code == 200
+    xml = answer.get_data(as_text=True)
+    assert f'entityID="{BASE_URL}/saml/acme/metadata"' in xml and f"{BASE_URL}/saml/acme/acs" in xml
+    assert "KeyDescriptor" not in xml and 'AuthnRequestsSigned="false"' in xml
+    assert client.get("/saml/nobody/metadata").status_code == 404
