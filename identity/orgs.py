@@ -47,17 +47,18 @@ def all_org_ids(session: Session) -> list[str]:
     return list(session.scalars(select(Org.id).order_by(Org.created_at)))
 
 
-def org_ids(session: Session, slug: str | None) -> list[str]:
-    """The id of the org `slug` names (NotFound otherwise), or, without a slug, every org's: what an
-    operator's command (`identity billing renew`, `invitations expire`) runs over."""
-    return [get_org_by_slug(session, slug).id] if slug else all_org_ids(session)
-
-
 def org_slugs(session: Session, slug: str | None) -> list[tuple[str, str]]:
-    """The orgs of org_ids, each with its slug, by which an operator's command names them."""
+    """(id, slug) of the org `slug` names (NotFound otherwise), or, without a slug, of every org, oldest
+    first: what an operator's command (`identity billing renew`, `invitations expire`, `keys settle`)
+    runs over, with the slug it names each by."""
     if slug:
         return [(get_org_by_slug(session, slug).id, slug)]
     return [(org_id, found) for org_id, found in session.execute(select(Org.id, Org.slug).order_by(Org.created_at))]
+
+
+def org_ids(session: Session, slug: str | None) -> list[str]:
+    """The ids of org_slugs."""
+    return [org_id for org_id, _ in org_slugs(session, slug)]
 
 
 def create_org(
