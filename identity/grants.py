@@ -6,11 +6,11 @@ alike; nothing else ranks a member's grants.
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from identity.models import RoleGrant
-from identity.roles import RANK, highest
+from identity.models import RoleGrant, User
+from identity.roles import RANK, ROLES, highest
 from identity.vocabulary import Role
 
 
@@ -19,6 +19,17 @@ def org_role(session: Session, user_id: str) -> Role | None:
     return highest(session.scalars(
         select(RoleGrant.role).where(RoleGrant.user_id == user_id, RoleGrant.team_id.is_(None))
     ))
+
+
+# The org role of the User a query reads, as a column of it: the rank of its highest org-wide grant
+# (None: no grant), for `role_of_rank`. A member's role and row in one round trip.
+ORG_ROLE_RANK = select(func.max(case(RANK, value=RoleGrant.role))).where(
+    RoleGrant.user_id == User.id, RoleGrant.team_id.is_(None)).scalar_subquery()
+
+
+def role_of_rank(rank: int | None) -> Role | None:
+    """Return the role ORG_ROLE_RANK read (None for none)."""
+    return None if rank is None else ROLES[rank]
 
 
 def org_roles(session: Session, user_ids: list[str]) -> dict[str, Role]:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, exists, select, update
+from sqlalchemy import ColumnElement, Select, Table, bindparam, exists, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from audit import Actor, clock, record
 from audit.log import Target
@@ -270,10 +271,31 @@ def unblock_user_keys(session: Session, user: User) -> list[str]:
     return _set_status(session, user, KeyStatus.BLOCKED, KeyStatusReason.DEACTIVATION, KeyStatus.ACTIVE, None)
 
 
+KEYS = cast(Table, ApiKey.__table__)
+# Every key of a member that is not revoked yet (active or blocked), revoked: one plain statement,
+# built once, that answers what it revoked (also run inside a member's removal: identity.users).
+REVOKE_USER_KEYS = update(KEYS).where(
+    KEYS.c.user_id == bindparam("member_id"), KEYS.c.status.in_([KeyStatus.ACTIVE, KeyStatus.BLOCKED]),
+).values(status=KeyStatus.REVOKED, status_reason=bindparam("reason", type_=KEYS.c.status_reason.type)).returning(
+    KEYS.c.id, KEYS.c.prefix)
+
+
 def revoke_user_keys(session: Session, user: User, *, reason: KeyStatusReason) -> list[str]:
     """Revoke every key of the user that is not revoked yet (active or blocked), in one statement."""
-    return _move(session, [ApiKey.user_id == user.id, ApiKey.status.in_([KeyStatus.ACTIVE, KeyStatus.BLOCKED])],
-                 KeyStatus.REVOKED, reason)
+    return revoked(session, session.execute(REVOKE_USER_KEYS, {"member_id": user.id, "reason": reason}), reason)
+
+
+def revoked(session: Session, rows: Iterable[Sequence[Any]], reason: KeyStatusReason) -> list[str]:
+    """The prefixes of the keys REVOKE_USER_KEYS answered (`rows`: id, prefix), each key the
+    session holds told of its new status (a plain UPDATE tells none), as the ORM's would."""
+    prefixes = []
+    for key_id, prefix in rows:
+        held = session.identity_map.get(session.identity_key(ApiKey, key_id))
+        if held is not None:
+            set_committed_value(held, "status", KeyStatus.REVOKED)
+            set_committed_value(held, "status_reason", reason)
+        prefixes.append(prefix)
+    return sorted(prefixes)
 
 
 def revoke_keys_of_teams_left(session: Session, users: list[str] | Select[Any], *,

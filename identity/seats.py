@@ -200,15 +200,22 @@ def take_seat(session: Session, actor: Actor, user: User) -> SeatCharge | None:
 
 def free_seat(session: Session, actor: Actor, user: User) -> None:
     """Free `user`'s seat at once; a purchased seat stays paid to the cycle end and is reused."""
+    if release_seat(session, actor, user):
+        user.has_seat = False
+
+
+def release_seat(session: Session, actor: Actor, user: User) -> bool:
+    """Free `user`'s seat as free_seat does, but leave `user.has_seat` to the caller (which writes
+    the user's row itself); tell whether it had one."""
     org = lock_org(session, user.org_id)
     renew_if_due(session, actor, org)
     if not user.has_seat:
-        return
+        return False
     _set_seats(org, seats_used=org.seats_used - 1)
     _save_seats(session, org)
-    user.has_seat = False
     record(session, actor, Action.SEAT_RELEASED, Target("user", user.id, user.user_name),
            {"seats_used": {"before": org.seats_used + 1, "after": org.seats_used}}, org_id=org.id)
+    return True
 
 
 @dataclass(frozen=True)

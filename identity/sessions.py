@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from typing import cast
 
-from sqlalchemy import Table, delete, insert, select
+from sqlalchemy import Table, bindparam, delete, insert, select
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock
@@ -204,6 +204,11 @@ def end_break_glass_sessions(session: Session, user_id: str) -> None:
     are no longer an owner, the role that let them in that way is gone."""
     session.execute(delete(SsoSession).where(SsoSession.user_id == user_id,
                                              SsoSession.method == SessionMethod.BREAK_GLASS))
+
+
+SESSIONS = cast(Table, SsoSession.__table__)
+# A member's sessions, ended by a plain statement (inside a member's removal: identity.users).
+END_USER_SESSIONS = delete(SESSIONS).where(SESSIONS.c.user_id == bindparam("member_id"))
 
 
 def end_user_sessions(session: Session, user_id: str) -> None:

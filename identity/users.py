@@ -5,19 +5,21 @@ reactivate, delete, change role. Seats go through identity.seats, keys through i
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any, cast
 
-from sqlalchemy import BindParameter, Table, bindparam, delete, insert, select, union_all
+from sqlalchemy import BindParameter, Table, bindparam, delete, insert, literal, null, select, union_all, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 from audit import Actor, clock, record
 from identity import emails, group_versions, keys, owners, seats, sessions
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound, SeatCapReached
+from identity.grants import ORG_ROLE_RANK, role_of_rank, ungrouped_org_role
 from identity.grants import org_role as org_role
 from identity.grants import team_roles as team_roles
-from identity.grants import ungrouped_org_role
 from identity.lookups import DEFAULT_TEAM_ID, default_team_id, get_team, user_target
 from identity.lookups import default_team as default_team
 from identity.lookups import find_by_user_name as find_by_user_name
@@ -222,8 +224,8 @@ def delete_user(session: Session, actor: Actor, org_id: str, user_id: str) -> Us
     The user row stays as a tombstone, so that audit history and past usage keep their subject.
     """
     authorize(actor, "member.delete", org_id=org_id)
-    user = _under_seat_lock(session, org_id, get_user(session, org_id, user_id))
-    return _delete(session, actor, user, org_role(session, user.id))
+    user, role = _locked_member(session, org_id, user_id)
+    return _delete(session, actor, user, role)
 
 
 def _delete(session: Session, actor: Actor, user: User, role: Role | None) -> User:
@@ -233,27 +235,79 @@ def _delete(session: Session, actor: Actor, user: User, role: Role | None) -> Us
     return deprovision(session, actor, user, role)
 
 
+# The member under the org's lock and its org role, in one round trip; NotFound once deleted.
+MEMBER_WITH_ROLE = select(User, ORG_ROLE_RANK).where(
+    User.id == bindparam("user_id"), User.org_id == bindparam("org_id"), User.deleted_at.is_(None),
+).execution_options(populate_existing=True)
+
+
+def _locked_member(session: Session, org_id: str, user_id: str) -> tuple[User, Role | None]:
+    """Take the org's seat lock, then read the member and its org role (as `_under_seat_lock` does:
+    a deletion that waited for the lock sees the member as the one before it left it)."""
+    seats.lock_org(session, org_id)  # first: it also serialises the last-owner check
+    session.flush()
+    row = session.execute(MEMBER_WITH_ROLE, {"user_id": user_id, "org_id": org_id}).one_or_none()
+    if row is None:
+        raise NotFound(f"no user {user_id!r} in this org", user_id=user_id)
+    return row[0], role_of_rank(row[1])
+
+
 def deprovision(session: Session, actor: Actor, user: User, role: Role | None = None) -> User:
     """Remove `user` for good (as delete_user does), for a caller that has authorized the actor,
     locked the org and decided about the last owner: delete_user, and the deletion of a whole org.
 
-    `role` is the user's org role if the caller has read it. The rows go before the seat is
-    freed, so that the user's row is written once, at the end (one UPDATE, not two).
+    `role` is the user's org role if the caller has read it. Plain statements, built once: the
+    member's rows (`_remove_rows`), the seat, then the user's row, written once, at the end.
     """
     org_id = user.org_id
     before_role = role if role is not None else org_role(session, user.id)
-    revoked = keys.revoke_user_keys(session, user, reason=KeyStatusReason.MEMBER_DELETED)
-    sessions.end_user_sessions(session, user.id)
-    session.execute(delete(RoleGrant).where(RoleGrant.user_id == user.id))
-    group_versions.member_changed(session, session.scalars(delete(IdpGroupMember).where(
-        IdpGroupMember.user_id == user.id).returning(IdpGroupMember.group_id)))
-    seats.free_seat(session, actor, user)
-    user.active = False
-    user.deleted_at = clock.now()
-    _touch(user)
+    revoked, groups_left = _remove_rows(session, user)
+    group_versions.member_changed(session, groups_left)
+    seats.release_seat(session, actor, user)
+    now = clock.now()
+    removed = {"active": False, "has_seat": False, "deleted_at": now, "updated_at": now, "version": user.version + 1}
+    session.execute(REMOVE_USER, {"member_id": user.id, **{f"new_{field}": value for field, value in removed.items()}})
+    for field, value in removed.items():  # the object as its row now is, with no change for a flush to write
+        set_committed_value(user, field, value)
     record(session, actor, Action.USER_DELETED, user_target(user),
            {"role": {"before": before_role, "after": None}, "keys_revoked": revoked}, org_id=org_id)
     return user
+
+
+MEMBERSHIPS = cast(Table, IdpGroupMember.__table__)
+REMOVE_USER = update(USERS).where(USERS.c.id == bindparam("member_id")).values(
+    {field: bindparam(f"new_{field}", type_=USERS.c[field].type)
+     for field in ("active", "has_seat", "deleted_at", "updated_at", "version")})
+UNGRANT = delete(GRANTS).where(GRANTS.c.user_id == bindparam("member_id"))
+LEAVE_GROUPS = delete(MEMBERSHIPS).where(MEMBERSHIPS.c.user_id == bindparam("member_id")).returning(
+    MEMBERSHIPS.c.group_id)
+# On PostgreSQL a removed member's rows change in one statement (a round trip, not four): keys
+# revoked, sessions ended, grants and group memberships removed, each in a data-modifying WITH
+# (PostgreSQL runs each once, to completion, read or not), answering ("key", id, prefix) for each
+# key revoked and ("group", id, NULL) for each group left.
+_REVOKED, _LEFT = keys.REVOKE_USER_KEYS.cte("revoked"), LEAVE_GROUPS.cte("groups_left")
+REMOVE_ROWS = union_all(
+    select(literal("key"), _REVOKED.c.id, _REVOKED.c.prefix),
+    select(literal("group"), _LEFT.c.group_id, null()),
+).add_cte(sessions.END_USER_SESSIONS.cte("ended"), UNGRANT.cte("ungranted"))
+
+
+def _remove_rows(session: Session, user: User) -> tuple[list[str], list[str]]:
+    """Revoke the member's keys, end its sessions, remove its grants and group memberships; return
+    the prefixes of the keys revoked and the ids of the groups left.
+
+    Plain statements: the session's ApiKey objects are told of their revocation (identity.keys.
+    revoked); no caller holds a grant, group membership or session object of the member.
+    """
+    reason = KeyStatusReason.MEMBER_DELETED
+    if session.get_bind().dialect.name == "postgresql":
+        rows = session.execute(REMOVE_ROWS, {"member_id": user.id, "reason": reason}).all()
+        return (keys.revoked(session, [(row[1], row[2]) for row in rows if row[0] == "key"], reason),
+                [row[1] for row in rows if row[0] == "group"])
+    revoked = keys.revoke_user_keys(session, user, reason=reason)
+    session.execute(sessions.END_USER_SESSIONS, {"member_id": user.id})
+    session.execute(UNGRANT, {"member_id": user.id})
+    return revoked, list(session.scalars(LEAVE_GROUPS, {"member_id": user.id}))
 
 
 def change_role(session: Session, actor: Actor, org_id: str, user_id: str, role: str) -> Role:
@@ -382,10 +436,16 @@ def sync_user(session: Session, actor: Actor, org_id: str, user_id: str, fields:
     return user
 
 
-def remove_user(session: Session, actor: Actor, org_id: str, user_id: str) -> User:
-    """Delete a member at the IdP's request (SCIM DELETE); the last active owner is kept, audited."""
-    user = _under_seat_lock(session, org_id, get_user(session, org_id, user_id))
-    role = org_role(session, user.id)  # read once: the checks below and the audit event use it
+def remove_user(session: Session, actor: Actor, org_id: str, user_id: str, *,
+                check: Callable[[User], None] | None = None) -> User:
+    """Delete a member at the IdP's request (SCIM DELETE); the last active owner is kept, audited.
+
+    `check` sees the member as read under the org's lock before anything changes, and may refuse
+    (SCIM's If-Match).
+    """
+    user, role = _locked_member(session, org_id, user_id)  # the role read once: the checks and the audit event
+    if check is not None:
+        check(user)
     if owners.would_remove_last_owner(session, user, role):
         owners.protect_last_owner(session, actor, user, "delete")
         return user

@@ -105,10 +105,9 @@ def patch_user(user_id: str, body: Any, params: dict[str, Any] | None = None) ->
 def delete_user(user_id: str) -> Result:
     """Delete a user at the IdP's request (RFC 7644 section 3.6)."""
     def remove(session: Session, actor: Actor) -> User:
-        # Held here, so that remove_user finds it in the session's (weak) identity map, not by a query.
-        user = users.get_user(session, actor.org_id or "", user_id)
-        context.check_if_match(lambda: _version(session, user))
-        return users.remove_user(session, actor, actor.org_id or "", user.id)
+        # If-Match is checked against the member as remove_user reads it, under the org's lock.
+        return users.remove_user(session, actor, actor.org_id or "", user_id,
+                                 check=lambda user: context.check_if_match(lambda: _version(session, user)))
 
     run(context.database(), context.actor(), remove)
     return 204, None, {}

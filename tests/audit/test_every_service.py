@@ -286,6 +286,9 @@ SERVICES: dict[str, tuple[Callable[[World], Call], str]] = {
         _seatless(w)), "seat.assigned"),
     "identity.seats.free_seat": (lambda w: (lambda u: lambda s, a: seats.free_seat(s, a, s.get_one(User, u.id)))(
         w.member()), "seat.released"),
+    # The seat alone, as a member's deletion frees it before writing the user's row itself.
+    "identity.seats.release_seat": (lambda w: (lambda u: lambda s, a: seats.release_seat(
+        s, a, s.get_one(User, u.id)))(w.member()), "seat.released"),
     "identity.seats.renew_org": (_renewal, "seat.renewed"),
     "identity.seats.renew_if_due": (_renew_if_due, "seat.renewed"),
     "identity.keys.create_api_key": (lambda w: lambda s, a: keys.create_api_key(
