@@ -24,10 +24,10 @@ from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound, PermissionDenied, Unauthenticated
 from identity.grants import org_role, roles_for_key
 from identity.models import ApiKey, Org, RoleGrant, Team, User
-from identity.roles import allowed_scopes, authorize, capped, lowest, refusal
+from identity.roles import SCOPE_ROLES, allowed_scopes, authorize, capped, lowest, refusal
 from identity.vocabulary import KeyStatus, KeyStatusReason, Role
 
-SCOPES = frozenset({"admin", "inference", "usage.read"})
+SCOPES = frozenset(SCOPE_ROLES)  # identity.roles defines them
 # A team service key acts for its team at the `member` role, and never on the admin API.
 SERVICE_KEY_ROLE = Role.MEMBER
 SERVICE_KEY_SCOPES = frozenset({"inference", "usage.read"})

@@ -98,10 +98,15 @@ ON_MEMBER: dict[str, str] = {
     "member.unlink_sso": "trust.manage",
 }
 FOR_MEMBER = frozenset({"member.create_key", "member.sign_in_link"})
+# Every key scope, and the roles whose keys (and sessions) may carry it: the one definition of the
+# scope set (identity.keys.SCOPES, the admin API's document and the console's key form read it).
 # A key's scopes are capped by its holder's role: `admin` (the admin API) only for roles that hold
 # some `*.manage` permission, so never for a viewer; what the key may do there is still its role's.
+# `usage.read` and `directory.read` open only the admin API's reads of usage and of members and
+# teams (DESIGN 3.2: "read members, teams, usage", every role); the domain's check still decides.
 MANAGING_ROLES = frozenset().union(*(roles for name, roles in PERMISSIONS.items() if name.endswith(".manage")))
-SCOPE_ROLES = {"admin": MANAGING_ROLES, "inference": frozenset(ROLES), "usage.read": PERMISSIONS["usage.read"]}
+SCOPE_ROLES = {"admin": MANAGING_ROLES, "inference": frozenset(ROLES), "usage.read": PERMISSIONS["usage.read"],
+               "directory.read": PERMISSIONS["directory.read"]}
 
 
 def outranks(actor_role: str | None, target_role: str | None) -> bool:

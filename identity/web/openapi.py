@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
+from identity.keys import SCOPES
 from identity.web import cookies
 from identity.web.api import audit_log, gateway, keys, org, sso, teams, usage, wallets
 from identity.web.api import invitations as invitations_api
@@ -169,7 +170,7 @@ SCHEMAS: dict[str, Any] = {
     "NewApiKey": {"type": "object", "properties": {
         "name": {"type": "string"}, "team_id": DEFAULT_TEAM,
         "user_id": {"type": ["string", "null"], "description": "null or absent: the key's own member"},
-        "scopes": {"type": "array", "items": {"type": "string", "enum": ["admin", "inference", "usage.read"]}}}},
+        "scopes": {"type": "array", "items": {"type": "string", "enum": sorted(SCOPES)}}}},
     "GroupMapping": {"type": "object", "properties": {
         "id": {"type": "string"}, "group_external_id": {"type": ["string", "null"]},
         "group_display_name": {"type": ["string", "null"]}, "team_id": {"type": ["string", "null"]},

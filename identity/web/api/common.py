@@ -54,6 +54,8 @@ STATUS = {NotFound: 404, Conflict: 409, InvalidValue: 400, PermissionDenied: 403
 ADMIN = "admin"  # the key scope the admin API asks for
 # Reads of spend and wallets: a key made to read usage (`usage.read`, e.g. a team's reporting job) or an admin key.
 USAGE_READ = ("usage.read", ADMIN)
+# Reads of members and teams (DESIGN 3.2: every role): a session of any role, a `directory.read` key, an admin key.
+DIRECTORY_READ = ("directory.read", ADMIN)
 KEY, SESSION = "key", "session"  # the two ways in
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_PURPOSE = "api"  # the synchronizer token's purpose (saml.csrf): distinct from the sign-out form's

@@ -211,7 +211,7 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
                           "description": f"default {int(keys.DEFAULT_GRACE.total_seconds())}"}}},
     "NewServiceKey": {"type": "object", "additionalProperties": False, "required": ["team_id"], "properties": {
         "name": {"type": "string"}, "team_id": {"type": "string"},
-        "scopes": {"type": "array", "items": {"type": "string", "enum": ["inference", "usage.read"]}}}},
+        "scopes": {"type": "array", "items": {"type": "string", "enum": sorted(keys.SERVICE_KEY_SCOPES)}}}},
     "KeyCheckRequest": {"type": "object", "additionalProperties": False, "required": ["key"],
                         "properties": {"key": {"type": "string"}}},
     "KeyCheck": {"type": "object", "required": ["valid"], "properties": {

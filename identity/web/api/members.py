@@ -12,6 +12,7 @@ from identity.errors import InvalidValue
 from identity.service import run
 from identity.web.api.common import (
     ADMIN,
+    DIRECTORY_READ,
     adopt,
     after_id,
     authenticated,
@@ -34,7 +35,7 @@ def member_json(member: Member) -> dict[str, Any]:
 
 
 @bp.get("/orgs/<org_ref>/members")
-@authenticated(scope=ADMIN)
+@authenticated(scope=DIRECTORY_READ)
 def list_members(org_ref: str) -> Response:
     org_id = caller_org_id(org_ref)
     limit, after = min(max(int_arg("limit", 100), 1), 500), after_id()

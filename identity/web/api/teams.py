@@ -17,6 +17,7 @@ from identity.errors import InvalidValue
 from identity.service import run
 from identity.web.api.common import (
     ADMIN,
+    DIRECTORY_READ,
     adopt,
     authenticated,
     caller_org_id,
@@ -51,7 +52,7 @@ def team_member_json(member: TeamMember) -> dict[str, Any]:
 
 
 @bp.get("/orgs/<org_ref>/teams")
-@authenticated(scope=ADMIN)
+@authenticated(scope=DIRECTORY_READ)
 def list_teams(org_ref: str) -> Response:
     org_id = caller_org_id(org_ref)
     window = page_window()
@@ -61,7 +62,7 @@ def list_teams(org_ref: str) -> Response:
 
 
 @bp.get("/orgs/<org_ref>/teams/<team_id>")
-@authenticated(scope=ADMIN)
+@authenticated(scope=DIRECTORY_READ)
 def get_team(org_ref: str, team_id: str) -> Response:
     """The team, the caller's role in it, its member count, and a page of its members (?limit=&after=)."""
     org_id = caller_org_id(org_ref)

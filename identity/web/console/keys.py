@@ -41,7 +41,7 @@ PAGE = "/console/keys"
 SHOWN = 100  # keys on a page of each list; each links to its next and previous page
 POSITION = ("mine_after", "mine_before", "after", "before")  # where each list is (a row's form carries it back)
 SCOPE_HELP = {"inference": "call models through the gateway", "usage.read": "read usage",
-              "admin": "use the admin API as you"}
+              "directory.read": "read members and teams", "admin": "use the admin API as you"}
 
 
 def _page(*, status: int = 200, errors: dict[str, str] | None = None, issued: Issued | None = None,
