@@ -160,7 +160,7 @@ def profile(args: argparse.Namespace) -> None:
         out = io.StringIO()
         stats = pstats.Stats(profiler, stream=out)
         print(f"calls per check: {stats.total_calls / args.count:.0f}")  # type: ignore[attr-defined]
-        stats.sort_stats(args.sort).print_stats(35)
+        stats.sort_stats(args.sort).print_stats(int(os.environ.get("PROFILE_TOP", "35")))
         if args.callers:
             stats.print_callers(args.callers)
         print(out.getvalue())

@@ -257,16 +257,15 @@ def deprovision(session: Session, actor: Actor, user: User, role: Role | None = 
     locked the org and decided about the last owner: delete_user, and the deletion of a whole org.
 
     `role` is the user's org role if the caller has read it. Plain statements, built once: the
-    member's rows (`_remove_rows`), the seat, then the user's row, written once, at the end.
+    member's rows and its own, written once (`_remove_rows`), then the seat.
     """
     org_id = user.org_id
     before_role = role if role is not None else org_role(session, user.id)
-    revoked, groups_left = _remove_rows(session, user)
-    group_versions.member_changed(session, groups_left)
-    seats.release_seat(session, actor, user)
     now = clock.now()
     removed = {"active": False, "has_seat": False, "deleted_at": now, "updated_at": now, "version": user.version + 1}
-    session.execute(REMOVE_USER, {"member_id": user.id, **{f"new_{field}": value for field, value in removed.items()}})
+    revoked, groups_left = _remove_rows(session, user, removed)
+    group_versions.member_changed(session, groups_left)
+    seats.release_seat(session, actor, user)  # by the seat the object still shows
     for field, value in removed.items():  # the object as its row now is, with no change for a flush to write
         set_committed_value(user, field, value)
     record(session, actor, Action.USER_DELETED, user_target(user),
@@ -275,39 +274,43 @@ def deprovision(session: Session, actor: Actor, user: User, role: Role | None = 
 
 
 MEMBERSHIPS = cast(Table, IdpGroupMember.__table__)
+REMOVED = ("active", "has_seat", "deleted_at", "updated_at", "version")
 REMOVE_USER = update(USERS).where(USERS.c.id == bindparam("member_id")).values(
-    {field: bindparam(f"new_{field}", type_=USERS.c[field].type)
-     for field in ("active", "has_seat", "deleted_at", "updated_at", "version")})
+    {field: bindparam(f"new_{field}", type_=USERS.c[field].type) for field in REMOVED})
 UNGRANT = delete(GRANTS).where(GRANTS.c.user_id == bindparam("member_id"))
 LEAVE_GROUPS = delete(MEMBERSHIPS).where(MEMBERSHIPS.c.user_id == bindparam("member_id")).returning(
     MEMBERSHIPS.c.group_id)
-# On PostgreSQL a removed member's rows change in one statement (a round trip, not four): keys
-# revoked, sessions ended, grants and group memberships removed, each in a data-modifying WITH
-# (PostgreSQL runs each once, to completion, read or not), answering ("key", id, prefix) for each
-# key revoked and ("group", id, NULL) for each group left.
+# On PostgreSQL a removed member's rows change in one statement (a round trip, not five): keys
+# revoked, sessions ended, grants and group memberships removed, the user's row written, each in a
+# data-modifying WITH (PostgreSQL runs each once, to completion, read or not), answering ("key",
+# id, prefix) for each key revoked and ("group", id, NULL) for each group left.
 _REVOKED, _LEFT = keys.REVOKE_USER_KEYS.cte("revoked"), LEAVE_GROUPS.cte("groups_left")
 REMOVE_ROWS = union_all(
     select(literal("key"), _REVOKED.c.id, _REVOKED.c.prefix),
     select(literal("group"), _LEFT.c.group_id, null()),
-).add_cte(sessions.END_USER_SESSIONS.cte("ended"), UNGRANT.cte("ungranted"))
+).add_cte(sessions.END_USER_SESSIONS.cte("ended"), UNGRANT.cte("ungranted"), REMOVE_USER.cte("removed"))
 
 
-def _remove_rows(session: Session, user: User) -> tuple[list[str], list[str]]:
-    """Revoke the member's keys, end its sessions, remove its grants and group memberships; return
-    the prefixes of the keys revoked and the ids of the groups left.
+def _remove_rows(session: Session, user: User, removed: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Revoke the member's keys, end its sessions, remove its grants and group memberships, write
+    its row's `removed` values; return the prefixes of the keys revoked and the groups left.
 
     Plain statements: the session's ApiKey objects are told of their revocation (identity.keys.
-    revoked); no caller holds a grant, group membership or session object of the member.
+    revoked), the caller tells `user`; no caller holds a grant, group membership or session object
+    of the member.
     """
     reason = KeyStatusReason.MEMBER_DELETED
+    params = {"member_id": user.id, **{f"new_{field}": removed[field] for field in REMOVED}}
     if session.get_bind().dialect.name == "postgresql":
-        rows = session.execute(REMOVE_ROWS, {"member_id": user.id, "reason": reason}).all()
+        rows = session.execute(REMOVE_ROWS, {**params, "reason": reason}).all()
         return (keys.revoked(session, [(row[1], row[2]) for row in rows if row[0] == "key"], reason),
                 [row[1] for row in rows if row[0] == "group"])
     revoked = keys.revoke_user_keys(session, user, reason=reason)
     session.execute(sessions.END_USER_SESSIONS, {"member_id": user.id})
     session.execute(UNGRANT, {"member_id": user.id})
-    return revoked, list(session.scalars(LEAVE_GROUPS, {"member_id": user.id}))
+    left = list(session.scalars(LEAVE_GROUPS, {"member_id": user.id}))
+    session.execute(REMOVE_USER, params)
+    return revoked, left
 
 
 def change_role(session: Session, actor: Actor, org_id: str, user_id: str, role: str) -> Role:

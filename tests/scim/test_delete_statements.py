@@ -15,13 +15,13 @@ from tests.statements import audit_at_commit, statements
 # The token, read in its own transaction; then the org lock, the user under it with its org role
 # (read once: the If-Match, the last-owner check, the permission and the audit event), its keys
 # revoked (one UPDATE that answers which, none here), sign-in sessions ended, grants and group
-# memberships removed, the seat freed, the user's row written once, the audit chain. On PostgreSQL
-# the four removals are one statement of data-modifying WITHs.
+# memberships removed, the user's row written once, the seat freed, the audit chain. On PostgreSQL
+# the removals and the user's row are one statement of data-modifying WITHs.
 DELETE = {"sqlite": ["SELECT scim_tokens", "SELECT orgs", "SELECT users", "UPDATE api_keys", "DELETE sso_sessions",
-                     "DELETE role_grants", "DELETE idp_group_members", "UPDATE orgs", "UPDATE users"],
+                     "DELETE role_grants", "DELETE idp_group_members", "UPDATE users", "UPDATE orgs"],
           "postgresql": ["SELECT scim_tokens", "SELECT orgs", "SELECT users",
-                         "DELETE sso_sessions + DELETE role_grants + UPDATE api_keys + DELETE idp_group_members"
-                         " + SELECT revoked", "UPDATE orgs", "UPDATE users"]}
+                         "DELETE sso_sessions + DELETE role_grants + UPDATE users + UPDATE api_keys"
+                         " + DELETE idp_group_members + SELECT revoked", "UPDATE orgs"]}
 # After the answer, in a transaction of its own: the org's provisioning status (identity.provisioning_log),
 # the first success of its kind in this process, so the throttle lets it through; older rows forgotten.
 STATUS_NOTE = ["INSERT provisioning_events", "DELETE provisioning_events"]
