@@ -41,15 +41,22 @@ _EMAIL = 'INSERT INTO user_emails (org_id, user_id, value, type, "primary", disp
 _GRANT = ("INSERT INTO role_grants (org_id, user_id, team_id, role, source, source_ref, created_at)"
           " VALUES (?, ?, ?, 'member', 'scim', '', ?)")
 # The delete: what `users.remove_user` sends for a SCIM DELETE of a member with no keys or sessions.
-_LIVE_USER = "SELECT id, user_name, has_seat FROM users WHERE id = ? AND org_id = ? AND deleted_at IS NULL"
+# The delete: what `users.remove_user` sends since 2026-12-07 (tests/scim/test_delete_statements.py).
+_LIVE_USER_ROLE = ("SELECT id, user_name, has_seat, (SELECT max(CASE role WHEN 'viewer' THEN 0 WHEN 'member' THEN 1"
+                   " WHEN 'admin' THEN 2 WHEN 'owner' THEN 3 END) FROM role_grants WHERE user_id = users.id"
+                   " AND team_id IS NULL) FROM users WHERE id = ? AND org_id = ? AND deleted_at IS NULL")
 _SEATS_LOCK = "SELECT seats_used FROM orgs WHERE id = ?"
-_ORG_ROLE = "SELECT role FROM role_grants WHERE user_id = ? AND team_id IS NULL"
-_ACTIVE_KEYS = "SELECT id FROM api_keys WHERE user_id = ? AND status = 'active'"
+_REVOKE_KEYS = ("UPDATE api_keys SET status = 'revoked', status_reason = 'member_deleted'"
+                " WHERE user_id = ? AND status IN ('active', 'blocked') RETURNING id, prefix")
 _END_SESSIONS = "DELETE FROM sso_sessions WHERE user_id = ?"
 _DROP_GRANTS = "DELETE FROM role_grants WHERE user_id = ?"
-_DROP_MEMBERSHIPS = "DELETE FROM idp_group_members WHERE user_id = ?"
+_DROP_MEMBERSHIPS = "DELETE FROM idp_group_members WHERE user_id = ? RETURNING group_id"
 _TOMBSTONE = ("UPDATE users SET deleted_at = ?, active = false, has_seat = false, updated_at = ?,"
               " version = version + 1 WHERE id = ?")
+# On PostgreSQL, all of them in one statement of data-modifying WITHs, as the service sends them.
+_REMOVE_ROWS = (f"WITH ended AS ({_END_SESSIONS}), ungranted AS ({_DROP_GRANTS}), removed AS ({_TOMBSTONE}),"
+                f" revoked AS ({_REVOKE_KEYS}), groups_left AS ({_DROP_MEMBERSHIPS})"
+                " SELECT 'key', id, prefix FROM revoked UNION ALL SELECT 'group', group_id, NULL FROM groups_left")
 _HEAD = "SELECT seq, hash FROM audit_heads WHERE org_id = ?"
 _NEW_HEAD = "UPDATE audit_heads SET seq = ?, hash = ?, last_at = ? WHERE org_id = ?"
 _EVENT = ("INSERT INTO audit_events (id, org_id, seq, occurred_at, actor_type, actor_id, actor_display, action,"
@@ -179,28 +186,32 @@ class Raw:
 
     def delete(self, token: tuple[Any, ...], user_id: str, request_id: str, ip: str, agent: str) -> bool:
         """Remove a live user as `users.remove_user` does for a SCIM DELETE (tests/scim/test_delete_statements.py
-        lists its statements): the org locked, the user read again under it, the role read, keys and
-        sign-in sessions ended, grants and group memberships removed, the seat freed, the user's row
-        tombstoned, two chained audit events. False when there is no such live user."""
+        lists its statements): the org locked, the user and its role read under it, keys revoked,
+        sign-in sessions ended, grants and group memberships removed and the user's row tombstoned
+        (one statement on PostgreSQL), the seat freed, two chained audit events. False when there is
+        no such live user."""
         org_id = token[1]
-        user = self.one(_LIVE_USER, (user_id, org_id))
-        if user is None:
-            return False
         now = dt.datetime.now(dt.UTC)
         stored = self.stored(now)
         seats_used = self.one(_SEATS_LOCK + ("" if self.sqlite else " FOR NO KEY UPDATE"), (org_id,))[0]
-        if self.one(_LIVE_USER, (user_id, org_id)) is None:  # read again under the lock, as the service does
+        user = self.one(_LIVE_USER_ROLE, (user_id, org_id))
+        if user is None:
             return False
-        role = self.one(_ORG_ROLE, (user_id,))
-        self.cursor.execute(self.sql(_ACTIVE_KEYS), (user_id,))
-        self.cursor.fetchall()
-        for statement in (_END_SESSIONS, _DROP_GRANTS, _DROP_MEMBERSHIPS):
-            self.cursor.execute(self.sql(statement), (user_id,))
+        tombstone = (stored, stored, user_id)
+        if self.sqlite:
+            for statement, params in ((_REVOKE_KEYS, (user_id,)), (_END_SESSIONS, (user_id,)),
+                                      (_DROP_GRANTS, (user_id,)), (_DROP_MEMBERSHIPS, (user_id,)),
+                                      (_TOMBSTONE, tombstone)):
+                self.cursor.execute(self.sql(statement), params)
+                if "RETURNING" in statement:
+                    self.cursor.fetchall()
+        else:
+            self.cursor.execute(self.sql(_REMOVE_ROWS), (user_id, user_id, *tombstone, user_id, user_id))
+            self.cursor.fetchall()
         self.cursor.execute(self.sql(_SEATS), (seats_used - 1, org_id))
-        self.cursor.execute(self.sql(_TOMBSTONE), (stored, stored, user_id))
         self._user_events(token, (user_id, user[1]), [
             ("seat.released", {"seats_used": {"before": seats_used, "after": seats_used - 1}}),
-            ("user.deleted", {"user_name": user[1], "role": role[0] if role else None})],
+            ("user.deleted", {"user_name": user[1], "role": user[3]})],
             (request_id, ip, agent), now, head_lock="" if self.sqlite else " FOR UPDATE")
         return True
 
