@@ -40,7 +40,11 @@ _USER = ("INSERT INTO users (id, org_id, user_name, user_name_key, email, extern
 _EMAIL = 'INSERT INTO user_emails (org_id, user_id, value, type, "primary", display) VALUES (?, ?, ?, ?, ?, NULL)'
 _GRANT = ("INSERT INTO role_grants (org_id, user_id, team_id, role, source, source_ref, created_at)"
           " VALUES (?, ?, ?, 'member', 'scim', '', ?)")
-# The delete: what `users.remove_user` sends for a SCIM DELETE of a member with no keys or sessions.
+# On PostgreSQL, the seat, the user, its email and its grants in one statement of data-modifying
+# WITHs, as the service sends them since 2026-12-07 (identity.users.INSERT_MEMBER).
+_NEW_MEMBER = (f"WITH new_user AS ({_USER}), new_email AS ({_EMAIL}), seat AS ({_SEATS})"
+               " INSERT INTO role_grants (org_id, user_id, team_id, role, source, source_ref, created_at)"
+               " SELECT ?, ?, NULL, 'member', 'scim', '', ? UNION ALL SELECT ?, ?, ?, 'member', 'scim', '', ?")
 # The delete: what `users.remove_user` sends since 2026-12-07 (tests/scim/test_delete_statements.py).
 _LIVE_USER_ROLE = ("SELECT id, user_name, has_seat, (SELECT max(CASE role WHEN 'viewer' THEN 0 WHEN 'member' THEN 1"
                    " WHEN 'admin' THEN 2 WHEN 'owner' THEN 3 END) FROM role_grants WHERE user_id = users.id"
@@ -169,12 +173,19 @@ class Raw:
                   name.get("givenName"), name.get("familyName"))
         attributes = {k: v for k, v in body.items() if k not in ("schemas", "id", "meta", "active")}
         seats_used, team_id = self.one(_ORG + ("" if self.sqlite else " FOR UPDATE OF orgs"), (org_id, True, org_id))
-        self.cursor.execute(self.sql(_SEATS), (seats_used + 1, org_id))
-        self.cursor.execute(self.sql(_USER), (values[0], org_id, values[1], name_key(values[1]), *values[2:], True,
-                                               True, "scim", self._json(attributes), stored, stored))
-        if email:
-            self.cursor.execute(self.sql(_EMAIL), (org_id, user_id, name_key(email), "work", True))
-        self.cursor.executemany(self.sql(_GRANT), [(org_id, user_id, None, stored), (org_id, user_id, team_id, stored)])
+        user_row = (values[0], org_id, values[1], name_key(values[1]), *values[2:], True, True, "scim",
+                    self._json(attributes), stored, stored)
+        if email and not self.sqlite:
+            self.cursor.execute(self.sql(_NEW_MEMBER), (
+                *user_row, org_id, user_id, name_key(email), "work", True, seats_used + 1, org_id,
+                org_id, user_id, stored, org_id, user_id, team_id, stored))
+        else:
+            self.cursor.execute(self.sql(_SEATS), (seats_used + 1, org_id))
+            self.cursor.execute(self.sql(_USER), user_row)
+            if email:
+                self.cursor.execute(self.sql(_EMAIL), (org_id, user_id, name_key(email), "work", True))
+            self.cursor.executemany(self.sql(_GRANT),
+                                    [(org_id, user_id, None, stored), (org_id, user_id, team_id, stored)])
         self._user_events(token, (user_id, values[1]), [
             ("user.created", {"user_name": values[1], "email": email, "external_id": values[3],
                               "display_name": values[4], "given_name": values[5], "family_name": values[6],

@@ -92,8 +92,21 @@ ORGS = cast(Table, Org.__table__)
 SAVE_SEATS = update(ORGS).where(ORGS.c.id == bindparam("org_id")).values(
     seats_used=bindparam("new_seats_used"), purchased_seats=bindparam("new_purchased_seats"),
     cycle_start=bindparam("new_cycle_start"), cycle_end=bindparam("new_cycle_end"))
-INSERT_CHARGE = insert(cast(Table, SeatCharge.__table__))
+CHARGES = cast(Table, SeatCharge.__table__)
+# Its values bound as `charge_<column>`, so that it can also run inside another statement (a WITH).
+INSERT_CHARGE = insert(CHARGES).values({column.key: bindparam(f"charge_{column.key}", type_=column.type)
+                                        for column in CHARGES.columns})
 SEAT_FIELDS = ("seats_used", "purchased_seats", "cycle_start", "cycle_end")
+# A plain write, built once, and its parameters: what `take_seat` hands a caller that writes the
+# seat inside a statement of its own (identity.users: a new member's rows) instead of running it.
+Write = tuple[Any, dict[str, Any]]
+
+
+def _write(session: Session, writes: list[Write] | None, statement: Any, params: dict[str, Any]) -> None:
+    if writes is None:
+        session.execute(statement, params)
+    else:
+        writes.append((statement, params))
 
 
 def _set_seats(org: Org, **values: Any) -> None:
@@ -106,13 +119,15 @@ def _set_seats(org: Org, **values: Any) -> None:
         set_committed_value(org, field, value)
 
 
-def _save_seats(session: Session, org: Org) -> None:
+def _save_seats(session: Session, org: Org, writes: list[Write] | None = None) -> None:
     """Write the org's seat position (the locked row holds no other writer's change to it)."""
-    session.execute(SAVE_SEATS, {"org_id": org.id, **{f"new_{field}": getattr(org, field) for field in SEAT_FIELDS}})
+    _write(session, writes, SAVE_SEATS,
+           {"org_id": org.id, **{f"new_{field}": getattr(org, field) for field in SEAT_FIELDS}})
 
 
 def _charge(session: Session, actor: Actor, org: Org, kind: ChargeKind, seats: int, amount: int,
-            cycle: tuple[dt.datetime, dt.datetime], purchased_after: int, user: User | None) -> SeatCharge:
+            cycle: tuple[dt.datetime, dt.datetime], purchased_after: int, user: User | None,
+            writes: list[Write] | None = None) -> SeatCharge:
     """Write a ledger row and its audit event, and set the org's purchased seats (saved by the caller)."""
     start, end = cycle
     values = {
@@ -121,7 +136,7 @@ def _charge(session: Session, actor: Actor, org: Org, kind: ChargeKind, seats: i
         "user_id": user.id if user else None, "actor_type": actor.type, "actor_id": actor.id,
         "created_at": clock.now(),
     }
-    session.execute(INSERT_CHARGE, values)
+    _write(session, writes, INSERT_CHARGE, {f"charge_{key}": value for key, value in values.items()})
     action = Action.SEAT_PURCHASED if kind == ChargeKind.SEAT_PURCHASE else Action.SEAT_RENEWED
     record(session, actor, action, Target("org", org.id, org.slug), {
         "charge_id": values["id"], "seats": seats, "amount_cents": amount, "unit_price_cents": org.seat_price_cents,
@@ -169,10 +184,12 @@ def months_between(anchor: dt.datetime, boundary: dt.datetime) -> int:
     return (boundary.year - anchor.year) * 12 + boundary.month - anchor.month
 
 
-def take_seat(session: Session, actor: Actor, user: User) -> SeatCharge | None:
+def take_seat(session: Session, actor: Actor, user: User, *, writes: list[Write] | None = None) -> SeatCharge | None:
     """Give `user` a seat, buying one (prorated) when capacity is full; return the charge if any.
 
-    Raises SeatCapReached, changing nothing, when the org's `max_seats` is reached.
+    Raises SeatCapReached, changing nothing, when the org's `max_seats` is reached. With `writes`,
+    the ledger row and the org's seat position are appended to it, in order, for the caller to
+    write in this transaction (a renewal that falls due here is written at once).
     """
     org = lock_org(session, user.org_id)
     renew_if_due(session, actor, org)
@@ -189,9 +206,9 @@ def take_seat(session: Session, actor: Actor, user: User) -> SeatCharge | None:
         now = clock.now()
         amount = prorated_cents(org.seat_price_cents, org.cycle_start, org.cycle_end, now)
         charge = _charge(session, actor, org, ChargeKind.SEAT_PURCHASE, 1, amount, (org.cycle_start, org.cycle_end),
-                         org.purchased_seats + 1, user)
+                         org.purchased_seats + 1, user, writes)
     _set_seats(org, seats_used=org.seats_used + 1)
-    _save_seats(session, org)
+    _save_seats(session, org, writes)
     user.has_seat = True
     record(session, actor, Action.SEAT_ASSIGNED, Target("user", user.id, user.user_name),
            {"seats_used": {"before": org.seats_used - 1, "after": org.seats_used}}, org_id=org.id)

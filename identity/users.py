@@ -79,9 +79,10 @@ def provision_user(
         "given_name": given_name, "family_name": family_name, "active": active,
         "role": role, "team_id": team_id, "source": source,
     }, org_id=org_id)
+    seat: list[seats.Write] = []  # the seat's rows, written with the member's
     if active:
         try:
-            seats.take_seat(session, actor, user)
+            seats.take_seat(session, actor, user, writes=seat)
         except SeatCapReached:
             _ensure_free_user_name(session, org_id, user_name)
             raise
@@ -90,7 +91,7 @@ def provision_user(
          "source_ref": "", "created_at": now},
         {"org_id": org_id, "user_id": user.id, "team_id": team_id, "role": Role.MEMBER, "source": source,
          "source_ref": "", "created_at": now},
-    ])
+    ], seat)
     return user
 
 
@@ -111,15 +112,21 @@ def _bound(table: Table, prefix: str) -> dict[str, BindParameter[Any]]:
             if not (column.primary_key and column.autoincrement is True)}
 
 
-# On PostgreSQL a new member's rows go in as one statement (a round trip, not three): the grants,
-# with the user row and its email's row in data-modifying WITHs; the foreign keys are checked at
-# the end of the statement, when the user row is there. Keyed by the number of email rows. The
-# grants come from a UNION, not a multi-row VALUES: SQLAlchemy compiles that anew for each call.
+# On PostgreSQL a new member's rows go in as one statement (a round trip, not five): the grants,
+# with the user row, its email's row and its seat (the ledger row of a seat bought, the org's seat
+# position) in data-modifying WITHs; the foreign keys are checked at the end of the statement, when
+# the user row is there. Keyed by the number of email rows and the seat's writes (identity.seats.
+# take_seat's, in its order). The grants come from a UNION, not a multi-row VALUES: SQLAlchemy
+# compiles that anew for each call.
 _GRANT_0, _GRANT_1 = _bound(GRANTS, "grant0_"), _bound(GRANTS, "grant1_")
 _MEMBER = insert(GRANTS).from_select(list(_GRANT_0), union_all(select(*_GRANT_0.values()), select(
     *_GRANT_1.values()))).add_cte(insert(USERS).values(_bound(USERS, "user_")).cte("new_user"))
-INSERT_MEMBER = {0: _MEMBER, 1: _MEMBER.add_cte(insert(emails.EMAILS).values(_bound(emails.EMAILS, "email_"))
-                                                .cte("new_email"))}
+_EMAIL = insert(emails.EMAILS).values(_bound(emails.EMAILS, "email_")).cte("new_email")
+_SEAT_WRITES: dict[tuple[Any, ...], list[Any]] = {
+    (): [], (seats.SAVE_SEATS,): [seats.SAVE_SEATS.cte("seat")],
+    (seats.INSERT_CHARGE, seats.SAVE_SEATS): [seats.INSERT_CHARGE.cte("seat_charge"), seats.SAVE_SEATS.cte("seat")]}
+INSERT_MEMBER = {(email_rows, seat): _MEMBER.add_cte(*([_EMAIL] if email_rows else []), *ctes)
+                 for email_rows in (0, 1) for seat, ctes in _SEAT_WRITES.items()}
 
 
 def _taken(user_name: str) -> Conflict:
@@ -131,10 +138,10 @@ def _ensure_free_user_name(session: Session, org_id: str, user_name: str) -> Non
         raise _taken(user_name)
 
 
-def _insert_member(session: Session, user: User, grants: list[dict[str, Any]]) -> None:
-    """Write a new member's rows: the user, its emails' rows (identity.emails' rule: the flush
-    listener sees ORM writes only), its two grants; a live user of the same userName (the unique
-    index says so) is a Conflict.
+def _insert_member(session: Session, user: User, grants: list[dict[str, Any]], seat: list[seats.Write]) -> None:
+    """Write a new member's rows: its `seat`'s (identity.seats.take_seat's writes), the user, its
+    emails' rows (identity.emails' rule: the flush listener sees ORM writes only), its two grants;
+    a live user of the same userName (the unique index says so) is a Conflict.
 
     Provisioning holds the org lock, so a clash is with a member committed earlier, never a race.
     `user` then joins the session as the persistent object of its row (no flush, nothing pending),
@@ -142,13 +149,18 @@ def _insert_member(session: Session, user: User, grants: list[dict[str, Any]]) -
     """
     row = {column.key: getattr(user, column.key) for column in USERS.columns}
     email_rows = emails.rows_for(user.org_id, user.id, user.attributes, user.email)
+    shape = (len(email_rows), tuple(statement for statement, _ in seat))
     try:
-        if len(email_rows) in INSERT_MEMBER and session.get_bind().dialect.name == "postgresql":
+        if shape in INSERT_MEMBER and session.get_bind().dialect.name == "postgresql":
             named = [("user_", row), *(("email_", email) for email in email_rows), ("grant0_", grants[0]),
                      ("grant1_", grants[1])]
-            session.execute(INSERT_MEMBER[len(email_rows)],
-                            {prefix + key: value for prefix, values in named for key, value in values.items()})
+            params = {prefix + key: value for prefix, values in named for key, value in values.items()}
+            for _, values in seat:
+                params.update(values)
+            session.execute(INSERT_MEMBER[shape], params)
         else:
+            for statement, values in seat:
+                session.execute(statement, values)
             session.execute(INSERT_USER, row)
             if email_rows:
                 session.execute(emails.INSERT_ROWS, email_rows)

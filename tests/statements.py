@@ -68,12 +68,13 @@ def audit_at_commit(db: Database) -> list[str]:
     return ["SELECT audit_heads", "UPDATE audit_heads", "INSERT audit_events"]
 
 
-def new_member_rows(db: Database) -> list[str]:
-    """A new member's rows (user, its one email's row, both grants): one statement on PostgreSQL, with
-    the first two in data-modifying WITHs (identity.users.INSERT_MEMBER); three on SQLite."""
+def new_member_rows(db: Database, seat: tuple[str, ...] = ("INSERT seat_charges", "UPDATE orgs")) -> list[str]:
+    """A new member's rows (its `seat`'s (a seat bought: the ledger row, then the org's counters),
+    user, its one email's row, both grants): one statement on PostgreSQL, with all but the grants in
+    data-modifying WITHs (identity.users.INSERT_MEMBER); one each on SQLite, the seat's first."""
     if db.dialect == "postgresql":
-        return ["INSERT users + INSERT user_emails + INSERT role_grants"]
-    return ["INSERT users", "INSERT user_emails", "INSERT role_grants"]
+        return [" + ".join(["INSERT users", "INSERT user_emails", *seat, "INSERT role_grants"])]
+    return [*seat, "INSERT users", "INSERT user_emails", "INSERT role_grants"]
 
 
 @contextmanager
