@@ -24,9 +24,9 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, bindparam, select
+from sqlalchemy import Table, bindparam, select, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -41,12 +41,18 @@ from identity.wallet_periods import BALANCE_EXHAUSTED, SPENDING_LIMIT_REACHED, r
 from identity.wallets import (
     ENTRIES,
     INSERT_ENTRY,
+    LOCK_MANY,
+    SAVE_WALLET,
     USAGE,
+    WALLETS,
     Locked,
     WalletRow,
     amount,
     lock_wallets,
+    locked_rows,
+    moved_wallets,
     save_wallets,
+    saved,
     team_target,
 )
 
@@ -121,23 +127,62 @@ def discounted(cost: int, discount_percent: int) -> int:
 
 # Core statements on the tables (not the ORM classes): no ORM execution for reads of plain columns.
 _KEYS_T = cast(Table, ApiKey.__table__)
-KEYS = select(_KEYS_T.c.id, _KEYS_T.c.org_id, _KEYS_T.c.team_id, _KEYS_T.c.user_id, _KEYS_T.c.rotated_to).where(
-    _KEYS_T.c.id.in_(bindparam("ids", expanding=True)))
+_KEY_COLUMNS = (_KEYS_T.c.id, _KEYS_T.c.org_id, _KEYS_T.c.team_id, _KEYS_T.c.user_id, _KEYS_T.c.rotated_to)
+KEYS = select(*_KEY_COLUMNS).where(_KEYS_T.c.id.in_(bindparam("ids", expanding=True)))
+# The keys and their teams' wallets in one statement (a round trip, not two): LOCK_MANY's columns
+# (wallets locked in team id order, the one order every caller locks in), then the key's. A key
+# without a team or whose team has no wallet yet is not on it: `record_usage` then takes the
+# two statements (KEYS, then `lock_wallets`, which makes a missing wallet).
+KEYED_LOCK = (select(*LOCK_MANY.selected_columns, *_KEY_COLUMNS).select_from(LOCK_MANY.get_final_froms()[0])
+              .join(_KEYS_T, _KEYS_T.c.team_id == WALLETS.c.team_id)
+              .where(_KEYS_T.c.id.in_(bindparam("ids", expanding=True)))
+              .order_by(WALLETS.c.team_id).with_for_update(of=WALLETS))
 BOOKED = select(ENTRIES.c.request_id, ENTRIES.c.team_id, ENTRIES.c.amount_micros).where(
     ENTRIES.c.request_id.in_(bindparam("ids", expanding=True)), ENTRIES.c.kind == USAGE)
 LIMITS = select(SpendLimit).where(SpendLimit.team_id.in_(bindparam("team_ids", expanding=True)),
                                   SpendLimit.subject_id.in_(bindparam("ids", expanding=True)))
 
 
+class KeyRow(NamedTuple):
+    id: str
+    org_id: str
+    team_id: str | None
+    user_id: str | None
+    rotated_to: str | None
+
+
+def _lock_keys(session: Session, records: list[UsageRecord]) -> tuple[dict[str, KeyRow], dict[str, Locked[WalletRow]]]:
+    """The call's keys by id and their teams' wallets locked (team id -> Locked); NotFound for a key
+    unknown or without a team (naming the first record of it)."""
+    session.flush()  # a Wallet changed through the ORM earlier in this transaction is read as changed
+    conn, ids = session.connection(), sorted({r.key_id for r in records})
+    rows = conn.execute(KEYED_LOCK, {"ids": ids}).all()
+    width = len(rows[0]) - len(_KEY_COLUMNS) if rows else 0
+    keys = {row[width]: KeyRow(*row[width:]) for row in rows}
+    if len(keys) == len(ids):
+        return keys, locked_rows(rows, {key.team_id: key.org_id for key in keys.values() if key.team_id})
+    keys = {row.id: KeyRow(*row) for row in conn.execute(KEYS, {"ids": ids})}  # the rare way: a missing wallet
+    teams: dict[str, str] = {}
+    for index, item in enumerate(records):
+        key = keys.get(item.key_id)
+        if key is None or key.team_id is None:
+            raise NotFound(f"no key {item.key_id!r}" + (" (its team was deleted)" if key else ""),
+                           field="key_id", index=index)
+        teams.setdefault(key.team_id, key.org_id)
+    return keys, lock_wallets(session, teams)
+
+
 def record_usage(session: Session, actor: Actor, records: list[UsageRecord]) -> list[Outcome]:
     """Debit each record's team (discount first); answer each record's outcome, in the order given.
 
-    Whatever the number of records and teams: one read of the keys, one statement that locks every
+    Whatever the number of records and teams: one statement that reads the keys and locks every
     wallet (in team id order), one read of the request ids already booked and one of the limits,
-    one INSERT of the new rows, and one audit event per org.
+    one INSERT of the new rows, one of the totals, one UPDATE of the wallets, and one audit event
+    per org. On PostgreSQL a debit of one record writes its row, its totals and its wallet in one
+    statement (WRITE_ONE).
     """
     conn = session.connection()
-    keys = {row.id: row for row in conn.execute(KEYS, {"ids": sorted({r.key_id for r in records})})}
+    keys, locked = _lock_keys(session, records)
     by_team: dict[str, list[tuple[int, UsageRecord]]] = defaultdict(list)
     for index, item in enumerate(records):
         key = keys.get(item.key_id)
@@ -145,7 +190,6 @@ def record_usage(session: Session, actor: Actor, records: list[UsageRecord]) -> 
             raise NotFound(f"no key {item.key_id!r}" + (" (its team was deleted)" if key else ""),
                            field="key_id", index=index)
         by_team[key.team_id].append((index, item))
-    locked = lock_wallets(session, {team: keys[items[0][1].key_id].org_id for team, items in by_team.items()})
     booked = {row.request_id: row for row in conn.execute(BOOKED, {"ids": [r.request_id for r in records]})}
     limits = _limits(session, locked, records, keys)
     outcomes: list[Outcome | None] = [None] * len(records)
@@ -154,10 +198,19 @@ def record_usage(session: Session, actor: Actor, records: list[UsageRecord]) -> 
         for index, outcome in _debit_team(session, actor, locked[team_id], by_team[team_id], keys, booked,
                                           limits, rows):
             outcomes[index] = outcome
-    save_wallets(session, locked)
+    changed = moved_wallets(locked)
+    if len(rows) == 1 and len(changed) == 1 and conn.dialect.name == "postgresql":
+        totals = _totals(rows)
+        conn.execute(WRITE_ONE, {**{f"e_{name}": value for name, value in rows[0].items()},
+                                 **{f"t{n}_{name}": value for n, total in enumerate(totals) for name, value in
+                                    total.items()}, **changed[0]})
+        saved(session, locked)
+    else:
+        save_wallets(session, locked, changed)
+        if rows:
+            conn.execute(INSERT_ENTRY, rows)
+            conn.execute(_add_totals(conn.dialect.name), _totals(rows))
     if rows:
-        conn.execute(INSERT_ENTRY, rows)
-        conn.execute(_add_totals(conn.dialect.name), _totals(rows))
         _summarise(session, actor, locked, rows)
     return [o for o in outcomes if o is not None]
 
@@ -175,6 +228,27 @@ def _add_totals(dialect: str) -> Any:
             index_elements=["team_id", "period_start", "subject_type", "subject_id"],
             set_={name: _TOTALS_T.c[name] + made.excluded[name] for name in SUMMED})
     return _ADD_TOTALS[dialect]
+
+
+def _bound(table: Table, prefix: str) -> dict[str, Any]:
+    """The table's columns but a generated id, each bound under a name of its own (`prefix` + column)."""
+    return {column.key: bindparam(prefix + column.key, type_=column.type) for column in table.columns
+            if not (column.primary_key and column.autoincrement is True)}
+
+
+# On PostgreSQL a debit of one record writes in one statement (a round trip, not three): its ledger
+# row and its two totals (the key's and the member's, in _totals' order) in data-modifying WITHs, its
+# wallet (SAVE_WALLET's parameters) in the UPDATE. The three touch different tables: no part reads
+# another's rows. The totals come from a UNION, not a multi-row VALUES: SQLAlchemy compiles that anew
+# for each call.
+_TOTAL_0, _TOTAL_1 = _bound(_TOTALS_T, "t0_"), _bound(_TOTALS_T, "t1_")
+_NEW_TOTALS = postgresql.insert(_TOTALS_T).from_select(list(_TOTAL_0), union_all(
+    select(*_TOTAL_0.values()), select(*_TOTAL_1.values())))
+WRITE_ONE = SAVE_WALLET.add_cte(
+    ENTRIES.insert().values(_bound(ENTRIES, "e_")).cte("new_entry"),
+    _NEW_TOTALS.on_conflict_do_update(
+        index_elements=["team_id", "period_start", "subject_type", "subject_id"],
+        set_={name: _TOTALS_T.c[name] + _NEW_TOTALS.excluded[name] for name in SUMMED}).cte("new_totals"))
 
 
 def _totals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -177,8 +177,16 @@ def lock_wallets(session: Session, teams: dict[str, str]) -> dict[str, Locked[Wa
             get_team(session, teams[team_id], team_id)
             ensure_wallet(session, teams[team_id], team_id)
         rows = conn.execute(LOCK_MANY, {"team_ids": sorted(teams)}).all()
+    return locked_rows(rows, teams)
+
+
+def locked_rows(rows: Sequence[Any], teams: dict[str, str]) -> dict[str, Locked[WalletRow]]:
+    """The `Locked` wallets of rows that begin with LOCK_MANY's columns (a wallet may be on more than
+    one), each of the org `teams` names for its team (else NotFound), rolled into this period."""
     now, found, width = clock.now(), {}, len(_WALLET_FIELDS)
     for row in rows:
+        if row[0] in found:  # a wallet read again on another row of the caller's join
+            continue
         wallet = WalletRow(*row[:width])
         wallet.read = tuple(getattr(wallet, name) for name in MOVABLE)
         if wallet.org_id != teams[wallet.team_id]:
@@ -189,16 +197,27 @@ def lock_wallets(session: Session, teams: dict[str, str]) -> dict[str, Locked[Wa
     return found
 
 
-def save_wallets(session: Session, locked: dict[str, Locked[WalletRow]]) -> None:
-    """Write back the locked `WalletRow`s whose balance, spend, refusal or pending top-up moved (one statement)."""
-    changed = [{"w_team_id": found.wallet.team_id, **{f"w_{name}": getattr(found.wallet, name) for name in MOVABLE}}
-               for found in locked.values() if found.wallet.moved()]
+def moved_wallets(locked: dict[str, Locked[WalletRow]]) -> list[dict[str, Any]]:
+    """SAVE_WALLET's parameters for each locked `WalletRow` whose balance, spend, refusal or pending top-up moved."""
+    return [{"w_team_id": found.wallet.team_id, **{f"w_{name}": getattr(found.wallet, name) for name in MOVABLE}}
+            for found in locked.values() if found.wallet.moved()]
+
+
+def save_wallets(session: Session, locked: dict[str, Locked[WalletRow]],
+                 changed: list[dict[str, Any]] | None = None) -> None:
+    """Write back the locked `WalletRow`s that moved (one statement; `changed`: their `moved_wallets`)."""
+    changed = moved_wallets(locked) if changed is None else changed
     if changed:
         session.connection().execute(SAVE_WALLET, changed)
-        for found in locked.values():  # an ORM copy of a wallet in this session would flush over the UPDATE
-            held = session.identity_map.get(identity_key(Wallet, found.wallet.team_id))
-            if held is not None:
-                session.expire(held)
+        saved(session, locked)
+
+
+def saved(session: Session, locked: dict[str, Locked[WalletRow]]) -> None:
+    """Tell the session the locked wallets were written: an ORM copy of one would flush over the UPDATE."""
+    for found in locked.values():
+        held = session.identity_map.get(identity_key(Wallet, found.wallet.team_id))
+        if held is not None:
+            session.expire(held)
 
 
 def roll_period(wallet: Wallet | WalletRow, start: dt.datetime) -> None:
