@@ -26,7 +26,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, bindparam, select, union_all
+from sqlalchemy import Table, and_, bindparam, literal_column, select, true, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -139,8 +139,25 @@ KEYED_LOCK = (select(*LOCK_MANY.selected_columns, *_KEY_COLUMNS).select_from(LOC
               .order_by(WALLETS.c.team_id).with_for_update(of=WALLETS))
 BOOKED = select(ENTRIES.c.request_id, ENTRIES.c.team_id, ENTRIES.c.amount_micros).where(
     ENTRIES.c.request_id.in_(bindparam("ids", expanding=True)), ENTRIES.c.kind == USAGE)
+# For a call of one record, KEYED_LOCK also answers the request id's booking (the same columns as
+# BOOKED, NULL when none) and whether that answer may be trusted. On SQLite it may: BEGIN IMMEDIATE
+# holds the database. On PostgreSQL the SELECT reads in a snapshot taken before any wait for the
+# wallet's lock, while the wallet's columns come from its newest version: the booking is trusted
+# only when that version is the one of the snapshot (its xmin, read beside it by a subquery); a
+# debit always writes its wallet, so a booking committed meanwhile for this team is then seen.
+# Else `record_usage` reads BOOKED after the lock, as a batch does. (The same request id booked
+# meanwhile by another team's key is caught, as before, by the unique index and the view's retry.)
+_SNAPSHOT_VERSION = {"postgresql": literal_column(
+    "wallets.xmin = (SELECT seen.xmin FROM wallets AS seen WHERE seen.team_id = wallets.team_id)"),
+    "sqlite": true()}
+KEYED_LOCK_ONE = {dialect: (KEYED_LOCK.add_columns(fresh, ENTRIES.c.request_id, ENTRIES.c.team_id,
+                                                   ENTRIES.c.amount_micros)
+                            .outerjoin(ENTRIES, and_(ENTRIES.c.request_id == bindparam("request_id"),
+                                                     ENTRIES.c.kind == USAGE)))
+                  for dialect, fresh in _SNAPSHOT_VERSION.items()}
 LIMITS = select(SpendLimit).where(SpendLimit.team_id.in_(bindparam("team_ids", expanding=True)),
                                   SpendLimit.subject_id.in_(bindparam("ids", expanding=True)))
+_WIDTH = len(LOCK_MANY.selected_columns)  # where a KEYED_LOCK row's key begins
 
 
 class KeyRow(NamedTuple):
@@ -151,16 +168,29 @@ class KeyRow(NamedTuple):
     rotated_to: str | None
 
 
-def _lock_keys(session: Session, records: list[UsageRecord]) -> tuple[dict[str, KeyRow], dict[str, Locked[WalletRow]]]:
-    """The call's keys by id and their teams' wallets locked (team id -> Locked); NotFound for a key
-    unknown or without a team (naming the first record of it)."""
+class Booked(NamedTuple):
+    request_id: str
+    team_id: str
+    amount_micros: int
+
+
+def _lock_keys(session: Session, records: list[UsageRecord]) -> tuple[
+        dict[str, KeyRow], dict[str, Locked[WalletRow]], dict[str, Booked] | None]:
+    """The call's keys by id, their teams' wallets locked (team id -> Locked), and for one record
+    the request ids already booked (None: not known, to be read); NotFound for a key unknown or
+    without a team (naming the first record of it)."""
     session.flush()  # a Wallet changed through the ORM earlier in this transaction is read as changed
     conn, ids = session.connection(), sorted({r.key_id for r in records})
-    rows = conn.execute(KEYED_LOCK, {"ids": ids}).all()
-    width = len(rows[0]) - len(_KEY_COLUMNS) if rows else 0
-    keys = {row[width]: KeyRow(*row[width:]) for row in rows}
+    if len(records) == 1:
+        rows = conn.execute(KEYED_LOCK_ONE[conn.dialect.name], {"ids": ids, "request_id": records[0].request_id}).all()
+    else:
+        rows = conn.execute(KEYED_LOCK, {"ids": ids}).all()
+    keys = {row[_WIDTH]: KeyRow(*row[_WIDTH:_WIDTH + len(_KEY_COLUMNS)]) for row in rows}
     if len(keys) == len(ids):
-        return keys, locked_rows(rows, {key.team_id: key.org_id for key in keys.values() if key.team_id})
+        booked = None
+        if len(records) == 1 and rows[0][-4]:
+            booked = {row[-3]: Booked(*row[-3:]) for row in rows if row[-3] is not None}
+        return keys, locked_rows(rows, {key.team_id: key.org_id for key in keys.values() if key.team_id}), booked
     keys = {row.id: KeyRow(*row) for row in conn.execute(KEYS, {"ids": ids})}  # the rare way: a missing wallet
     teams: dict[str, str] = {}
     for index, item in enumerate(records):
@@ -169,7 +199,7 @@ def _lock_keys(session: Session, records: list[UsageRecord]) -> tuple[dict[str, 
             raise NotFound(f"no key {item.key_id!r}" + (" (its team was deleted)" if key else ""),
                            field="key_id", index=index)
         teams.setdefault(key.team_id, key.org_id)
-    return keys, lock_wallets(session, teams)
+    return keys, lock_wallets(session, teams), None
 
 
 def record_usage(session: Session, actor: Actor, records: list[UsageRecord]) -> list[Outcome]:
@@ -182,7 +212,7 @@ def record_usage(session: Session, actor: Actor, records: list[UsageRecord]) -> 
     statement (WRITE_ONE).
     """
     conn = session.connection()
-    keys, locked = _lock_keys(session, records)
+    keys, locked, booked = _lock_keys(session, records)
     by_team: dict[str, list[tuple[int, UsageRecord]]] = defaultdict(list)
     for index, item in enumerate(records):
         key = keys.get(item.key_id)
@@ -190,7 +220,9 @@ def record_usage(session: Session, actor: Actor, records: list[UsageRecord]) -> 
             raise NotFound(f"no key {item.key_id!r}" + (" (its team was deleted)" if key else ""),
                            field="key_id", index=index)
         by_team[key.team_id].append((index, item))
-    booked = {row.request_id: row for row in conn.execute(BOOKED, {"ids": [r.request_id for r in records]})}
+    if booked is None:
+        booked = {row.request_id: Booked(*row)
+                  for row in conn.execute(BOOKED, {"ids": [r.request_id for r in records]})}
     limits = _limits(session, locked, records, keys)
     outcomes: list[Outcome | None] = [None] * len(records)
     rows: list[dict[str, Any]] = []
@@ -290,7 +322,7 @@ def limit_subject(key: Any) -> str:
 
 
 def _debit_team(session: Session, actor: Actor, locked: Locked[WalletRow], items: list[tuple[int, UsageRecord]],
-                keys: dict[str, Any], booked: dict[str, Any], limits: dict[tuple[str, str], SpendLimit],
+                keys: dict[str, Any], booked: dict[str, Booked], limits: dict[tuple[str, str], SpendLimit],
                 rows: list[dict[str, Any]]) -> list[tuple[int, Outcome]]:
     # One function for one team's share of a call, so the locked state is read and written in one place.
     wallet, now, team_id = locked.wallet, clock.now(), locked.wallet.team_id

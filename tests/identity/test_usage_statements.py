@@ -3,17 +3,28 @@ on PostgreSQL; issue 18 found the debit at 10% of a trivial Flask route's throug
 
 from __future__ import annotations
 
-from flask.testing import FlaskClient
+import threading
+import time
 
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import text
+
+from audit import Actor
+from identity import usage
 from identity.db import Database
+from identity.orgs import NewOrg
+from identity.usage import UsageRecord
 from tests.identity.test_wallet_usage import World, top_up, use, world  # noqa: F401  (world: the fixture)
+from tests.identity.test_wallets import GATEWAY, key_of, post
+from tests.identity.test_wallets import top_up as credit
 from tests.statements import audit_at_commit, statements
 
-# The gateway credential; the key joined to its team's wallet, the wallet locked (identity.usage.
-# KEYED_LOCK); the request ids already booked; then the wallet written back, the ledger row and the
+# The gateway credential; the key joined to its team's wallet, the wallet locked, with the request
+# id's booking if any (identity.usage.KEYED_LOCK_ONE); then the wallet written back, the ledger row and the
 # usage totals (on PostgreSQL one statement of data-modifying WITHs, identity.usage.WRITE_ONE); the
 # audit chain at commit.
-READS = ["SELECT gateway_credentials", "SELECT wallets", "SELECT wallet_entries"]
+READS = ["SELECT gateway_credentials", "SELECT wallets"]
 WRITES = {"sqlite": ["UPDATE wallets", "INSERT wallet_entries", "INSERT usage_totals"],
           "postgresql": ["INSERT wallet_entries + INSERT usage_totals + UPDATE wallets"]}
 
@@ -42,3 +53,40 @@ def test_a_debit_under_a_key_limit_statements(client: FlaskClient, db: Database,
         assert use(client, world, 100, "second").get_json()["status"] == "debited"
     assert sent == [*READS, "SELECT spend_limits", *WRITES[db.dialect], "UPDATE spend_limits",
                     *audit_at_commit(db)]
+
+
+@pytest.mark.postgres_only("a debit waiting on the wallet's row lock under READ COMMITTED")
+def test_a_retry_queued_behind_its_first_attempt_answers_duplicate(db: Database, system: Actor,
+                                                                   acme: NewOrg) -> None:
+    """The lock statement reads the request id's booking in the snapshot taken before it waited for
+    the wallet: the first attempt, committed meanwhile, is not in it. The wallet's newer version
+    says so, and the booking is read again after the lock: `duplicate`, not a unique-index clash."""
+    key_id = key_of(db, acme, system)
+    credit(db, acme, 10_000)
+    answers: list[usage.Outcome] = []
+    failures: list[BaseException] = []
+
+    def retry() -> None:
+        try:
+            answers.extend(post(db, UsageRecord(key_id, "m", 500, "r1")))
+        except BaseException as error:  # noqa: BLE001  (an IntegrityError here is the failure)
+            failures.append(error)
+
+    with db.transaction() as session:
+        [first] = usage.record_usage(session, GATEWAY, [UsageRecord(key_id, "m", 500, "r1")])
+        session.flush()
+        waiting = threading.Thread(target=retry)
+        waiting.start()
+        with db.engine.connect() as conn:  # wait until the retry is queued on the wallet's lock
+            for _ in range(600):
+                if conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                     "AND datname = current_database()")).scalar():
+                    break
+                conn.rollback()  # PostgreSQL keeps one snapshot of pg_stat_activity per transaction
+                time.sleep(0.05)
+            else:
+                raise AssertionError("the retry never queued on the wallet's lock")
+    waiting.join()
+    assert failures == []
+    assert first.status == "debited"
+    assert (answers[0].status, answers[0].debited_micros, answers[0].balance_micros) == ("duplicate", 500, 9_500)
