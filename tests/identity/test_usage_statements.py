@@ -8,13 +8,15 @@ import time
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from audit import Actor
-from identity import usage
+from identity import keys, teams, usage
 from identity.db import Database
+from identity.errors import NotFound
 from identity.orgs import NewOrg
 from identity.usage import UsageRecord
+from identity.wallet_models import Wallet
 from tests.identity.test_wallet_usage import World, top_up, use, world  # noqa: F401  (world: the fixture)
 from tests.identity.test_wallets import GATEWAY, key_of, post
 from tests.identity.test_wallets import top_up as credit
@@ -90,3 +92,24 @@ def test_a_retry_queued_behind_its_first_attempt_answers_duplicate(db: Database,
     assert failures == []
     assert first.status == "debited"
     assert (answers[0].status, answers[0].debited_micros, answers[0].balance_micros) == ("duplicate", 500, 9_500)
+
+
+def test_a_team_without_a_wallet_takes_the_two_statements(db: Database, system: Actor, acme: NewOrg) -> None:
+    """A key whose team has no wallet yet is not on the keys-and-wallets join: the keys are read alone
+    and the wallets locked by `lock_wallets`, which makes the missing one; an unknown key is NotFound."""
+    old_key = key_of(db, acme, system)
+    credit(db, acme, 1_000)
+    with db.transaction() as session:
+        team = teams.create_team(session, system, acme.org.id, "Research")
+        teams.add_team_member(session, system, acme.org.id, team.id, acme.owner.id, "admin")
+        new_key = keys.create_api_key(session, system, acme.org.id, user_id=acme.owner.id, team_id=team.id,
+                                      name="k", scopes=["inference"]).id
+    with pytest.raises(NotFound):
+        post(db, UsageRecord(old_key, "m", 100, "r0"), UsageRecord(acme.org.id, "m", 100, "r9"))
+    answers = post(db, UsageRecord(new_key, "m", 100, "r1"), UsageRecord(old_key, "m", 100, "r2"))
+    assert [(a.status, a.team_id) for a in answers] == [("balance_exhausted", team.id),
+                                                        ("debited", acme.default_team_id)]
+    [alone] = post(db, UsageRecord(new_key, "m", 100, "r3"))
+    assert (alone.status, alone.balance_micros) == ("balance_exhausted", 0)
+    with db.reading() as session:
+        assert sorted(session.scalars(select(Wallet.team_id))) == sorted([team.id, acme.default_team_id])
