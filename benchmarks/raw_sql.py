@@ -63,6 +63,8 @@ _REMOVE_ROWS = (f"WITH ended AS ({_END_SESSIONS}), ungranted AS ({_DROP_GRANTS})
                 " SELECT 'key', id, prefix FROM revoked UNION ALL SELECT 'group', group_id, NULL FROM groups_left")
 _HEAD = "SELECT seq, hash FROM audit_heads WHERE org_id = ?"
 _NEW_HEAD = "UPDATE audit_heads SET seq = ?, hash = ?, last_at = ? WHERE org_id = ?"
+# On PostgreSQL an event and the head's move to it are one statement (audit.log.INSERT_EVENT_MOVING_HEAD).
+_MOVING_HEAD = f"WITH moved_head AS ({_NEW_HEAD}) "
 _EVENT = ("INSERT INTO audit_events (id, org_id, seq, occurred_at, actor_type, actor_id, actor_display, action,"
           " target_type, target_id, target_display, changes, outcome, request_id, ip, user_agent, prev_hash, hash)"
           " VALUES (?, ?, ?, ?, 'scim_token', ?, ?, ?, 'user', ?, ?, ?, 'success', ?, ?, ?, ?, ?)")
@@ -245,8 +247,12 @@ class Raw:
             previous = event_hash(fields)
             events.append((fields["id"], org_id, seq, stored, token_id, actor, action, user_id, user_name,
                            self._json(changes), request_id, ip, agent, fields["prev_hash"], previous))
-        self.cursor.execute(self.sql(_NEW_HEAD), (seq, previous, stored, org_id))
-        self.cursor.executemany(self.sql(_EVENT), events)
+        if self.sqlite:
+            self.cursor.execute(self.sql(_NEW_HEAD), (seq, previous, stored, org_id))
+            self.cursor.executemany(self.sql(_EVENT), events)
+        else:  # each event with the head's move to it, one statement each, sent as one batch (audit.log)
+            self.cursor.executemany(self.sql(_MOVING_HEAD + _EVENT), [
+                (event[2], event[-1], stored, org_id, *event) for event in events])
 
     def stored(self, now: dt.datetime) -> Any:
         """A time as the service's columns hold it: naive UTC (a string on SQLite)."""
@@ -272,6 +278,15 @@ _ENTRY = ("INSERT INTO wallet_entries (org_id, team_id, kind, amount_micros, cos
           " user_id, model, request_id, reference, period_start, actor_type, actor_id, created_at)"
           " VALUES (?, ?, 'usage', ?, ?, ?, ?, ?, ?, ?, NULL, ?, 'system', ?, ?)")
 _SPEND = "UPDATE wallets SET balance_micros = ?, period_spend_micros = ?, updated_at = ? WHERE team_id = ?"
+# On PostgreSQL, as the service sends them since 2026-12-07 (identity.usage): the key with its
+# wallet locked and the request id's booking in one statement; the ledger row with the wallet's
+# UPDATE in one.
+_KEYED_LOCK = ("SELECT k.org_id, k.team_id, k.user_id, w.balance_micros, w.period_spend_micros, w.spend_limit_micros,"
+               " w.discount_percent, w.period_start, e.amount_micros FROM api_keys k"
+               " JOIN wallets w ON w.team_id = k.team_id"
+               " LEFT JOIN wallet_entries e ON e.request_id = ? AND e.kind = 'usage'"
+               " WHERE k.id = ? FOR UPDATE OF w")
+_ENTRY_AND_SPEND = f"WITH new_entry AS ({_ENTRY}) {_SPEND}"
 _USAGE_EVENT = ("INSERT INTO audit_events (id, org_id, seq, occurred_at, actor_type, actor_id, actor_display, action,"
                 " target_type, target_id, target_display, changes, outcome, request_id, ip, user_agent, prev_hash,"
                 " hash) VALUES (?, ?, ?, ?, 'system', ?, ?, 'wallet.usage_recorded', 'team', ?, ?, ?, 'success',"
@@ -289,10 +304,14 @@ def debit(raw: Raw, authorization: str, record: dict[str, Any]) -> tuple[int, di
         if gateway is None or not hmac.compare_digest(hashlib.sha256(secret.encode()).hexdigest(), gateway[2]):
             raw.rollback()
             return 401, {"detail": "a gateway credential is required"}
-        org_id, team_id, user_id, _status = raw.one(_KEY, (record["key_id"],))
-        balance, spend, limit, discount, period = raw.one(_WALLET + ("" if raw.sqlite else " FOR UPDATE"),
-                                                          (team_id,))
-        booked = raw.one(_BOOKED, (record["request_id"],))
+        if raw.sqlite:
+            org_id, team_id, user_id, _status = raw.one(_KEY, (record["key_id"],))
+            balance, spend, limit, discount, period = raw.one(_WALLET, (team_id,))
+            booked = raw.one(_BOOKED, (record["request_id"],))
+        else:
+            org_id, team_id, user_id, balance, spend, limit, discount, period, amount = raw.one(
+                _KEYED_LOCK, (record["request_id"], record["key_id"]))
+            booked = None if amount is None else (amount,)
         if booked is not None:
             raw.commit()
             return 200, {"status": "duplicate", "debited_micros": -booked[0]}
@@ -304,9 +323,14 @@ def debit(raw: Raw, authorization: str, record: dict[str, Any]) -> tuple[int, di
         now = dt.datetime.now(dt.UTC)
         stored = raw.stored(now)
         actor_id = f"gateway:{gateway[0]}"
-        raw.cursor.execute(raw.sql(_ENTRY), (org_id, team_id, -debited, cost, discount, record["key_id"], user_id,
-                                             record["model"], record["request_id"], period, actor_id, stored))
-        raw.cursor.execute(raw.sql(_SPEND), (balance - debited, spend + debited, stored, team_id))
+        entry = (org_id, team_id, -debited, cost, discount, record["key_id"], user_id, record["model"],
+                 record["request_id"], period, actor_id, stored)
+        spent = (balance - debited, spend + debited, stored, team_id)
+        if raw.sqlite:
+            raw.cursor.execute(raw.sql(_ENTRY), entry)
+            raw.cursor.execute(raw.sql(_SPEND), spent)
+        else:
+            raw.cursor.execute(raw.sql(_ENTRY_AND_SPEND), (*entry, *spent))
         seq, previous = raw.one(_HEAD + ("" if raw.sqlite else " FOR UPDATE"), (org_id,))
         changes = {"records": 1, "cost_micros": cost, "debited_micros": debited,
                    "teams": {team_id: {"debited_micros": debited, "balance_micros": balance - debited}},
@@ -317,10 +341,13 @@ def debit(raw: Raw, authorization: str, record: dict[str, Any]) -> tuple[int, di
                   "target_display": team_id, "changes": changes, "outcome": "success", "request_id": "",
                   "ip": "", "user_agent": "", "prev_hash": previous}
         digest = event_hash(fields)
-        raw.cursor.execute(raw.sql(_NEW_HEAD), (seq + 1, digest, stored, org_id))
-        raw.cursor.execute(raw.sql(_USAGE_EVENT), (fields["id"], org_id, seq + 1, stored, actor_id,
-                                                   fields["actor_display"], team_id, team_id, raw._json(changes),
-                                                   "", "", "", previous, digest))
+        event = (fields["id"], org_id, seq + 1, stored, actor_id, fields["actor_display"], team_id, team_id,
+                 raw._json(changes), "", "", "", previous, digest)
+        if raw.sqlite:
+            raw.cursor.execute(raw.sql(_NEW_HEAD), (seq + 1, digest, stored, org_id))
+            raw.cursor.execute(raw.sql(_USAGE_EVENT), event)
+        else:
+            raw.cursor.execute(raw.sql(_MOVING_HEAD + _USAGE_EVENT), (seq + 1, digest, stored, org_id, *event))
     except BaseException:
         raw.rollback()
         raise
