@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from audit import Actor
-from identity import groups, users
+from identity import group_locks, groups, users
 from identity.db import Database
 from identity.models import IdpGroupMember, RoleGrant
 from tests.scim.client import Scim, scim_for
@@ -63,3 +63,37 @@ def test_a_deletion_racing_a_group_patch_leaves_no_membership_of_the_deleted_use
     assert (members, grants) == ([], []), errors
     shown = scim.get(f"/Groups/{group['id']}").json
     assert user["id"] not in [m["value"] for m in shown.get("members", [])]
+
+
+def test_a_deletion_racing_a_group_patch_removing_the_same_user_does_not_deadlock(
+        scim: Scim, db: Database, system: Actor) -> None:
+    """A group PATCH (which locks the group, then takes members out) and the SCIM DELETE of one of
+    its members, at once: both succeed (DESIGN 3.3: parallel writers never deadlock; a deadlock is
+    a 500 to one IdP worker). The deletion removes the member's group rows before it locks the
+    groups it left, the PATCH locks the group before it removes the member's row: each waits for
+    the other."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite runs one write transaction at a time")
+    user = scim.create_user("leaving@acme.test")
+    group = scim.create_group("Engineering", [user["id"]])
+    errors: list[BaseException] = []
+
+    def delete() -> None:
+        try:
+            with db.transaction() as session:
+                users.remove_user(session, system, scim.org_id, user["id"])
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    deleter = threading.Thread(target=delete)
+    try:
+        with db.transaction() as session:
+            group_locks.lock_group(session, scim.org_id, group["id"])  # as the PATCH's first step does
+            deleter.start()
+            time.sleep(1.0)  # the deletion has removed the membership row and waits for the group
+            groups.remove_members(session, system, scim.org_id, group["id"], [user["id"]])
+    except BaseException as error:  # noqa: BLE001 - reported below
+        errors.append(error)
+    deleter.join(30)
+    assert [type(error).__name__ for error in errors] == [], errors
+    assert scim.get(f"/Users/{user['id']}").status_code == 404
