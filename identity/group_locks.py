@@ -8,9 +8,23 @@ other rows pointing at the group (members added to it) still go through. Locks o
 groups are taken in id order (identity.group_claims.apply_user_groups, identity.group_sync),
 after the org's lock and before the audit chain head's (audit.log), so that parallel writers
 never deadlock. SQLite runs one write transaction at a time and needs no lock.
+
+User rows come after groups. An add to a group share-locks the rows of the users it adds (not of
+its members already there) after the group's lock (identity.groups.add_members); a member's
+deletion locks the member's groups in id order and then its row (identity.users.
+LOCK_MEMBER_WITH_ROLE), and the org's deletion every group of the org before any member's row
+(`lock_org_groups`). So an add waits for a deletion under way and reads the member deleted, and a
+deletion waits for an add under way, then removes the membership it made; a removal from a group
+takes no user row, so a deletion waiting for that group's lock is never waited for by it. Each
+transaction that locks a user's row exclusively (deletion, deactivation, a new name shown in its
+groups) holds the org's lock first, so at most one at a time per org. One case waits for a group
+after the member's row: an add that committed while the deletion waited for the row (found by
+identity.users.REMOVE_ROWS, which then changes nothing), whose group is locked then.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from sqlalchemy import bindparam, event, select
 from sqlalchemy.orm import Session, SessionTransaction
@@ -35,6 +49,36 @@ def lock_group(session: Session, org_id: str, group_id: str) -> IdpGroup:
         raise NotFound(f"no group {group_id!r} in this org", group_id=group_id)
     locked.add(group_id)
     return group
+
+
+_LOCK_GROUPS = (select(IdpGroup.id).where(IdpGroup.id.in_(bindparam("group_ids", expanding=True)))
+                .order_by(IdpGroup.id).with_for_update(key_share=True))
+
+
+def locked_groups(session: Session) -> set[str]:
+    """The ids of the groups this session's transaction holds locked (lock_group, lock_groups)."""
+    locked: set[str] = session.info.setdefault(LOCKED_GROUPS, set())
+    return locked
+
+
+def lock_groups(session: Session, group_ids: Iterable[str]) -> None:
+    """Lock the groups of these ids that this transaction does not hold yet, in id order (a member's
+    groups, found by the member: no org check). A group deleted meanwhile is skipped."""
+    locked = locked_groups(session)
+    new = sorted(set(group_ids) - locked)
+    for start in range(0, len(new), 500):  # ids per IN (...) list, as identity.groups.chunks; in id order
+        session.execute(_LOCK_GROUPS, {"group_ids": new[start:start + 500]})
+    locked.update(new)
+
+
+_LOCK_ORG_GROUPS = (select(IdpGroup.id).where(IdpGroup.org_id == bindparam("org_id")).order_by(IdpGroup.id)
+                    .with_for_update(key_share=True))
+
+
+def lock_org_groups(session: Session, org_id: str) -> None:
+    """Lock every group of the org, in id order (the org's deletion: every member's groups at once,
+    before any member's row)."""
+    locked_groups(session).update(session.scalars(_LOCK_ORG_GROUPS, {"org_id": org_id}))
 
 
 @event.listens_for(Session, "after_transaction_end")

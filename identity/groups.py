@@ -222,11 +222,16 @@ def delete_group(session: Session, actor: Actor, org_id: str, group_id: str) -> 
 
 
 def _live_users(session: Session, org_id: str, user_ids: list[str]) -> set[str]:
+    """The org's live users among `user_ids`, their rows share-locked until the transaction ends
+    (FOR SHARE): a member's deletion, which locks the member's row after its groups
+    (identity.users.LOCK_MEMBER_WITH_ROLE), cannot remove them meanwhile; one under way is waited
+    for, and its member then read deleted (a locking read sees the newest row)."""
     found: set[str] = set()
     for chunk in chunks(user_ids):
         # By primary key alone, then checked here: with `org_id` in the WHERE, SQLite without
         # statistics picks an org index and scans the whole org for every chunk.
-        rows = session.execute(select(User.id, User.org_id, User.deleted_at).where(User.id.in_(chunk)))
+        rows = session.execute(select(User.id, User.org_id, User.deleted_at).where(User.id.in_(chunk))
+                               .with_for_update(read=True, of=User))
         found.update(uid for uid, org, deleted in rows if org == org_id and deleted is None)
     return found
 
@@ -246,16 +251,20 @@ def add_members(session: Session, actor: Actor, org_id: str, group_id: str, user
     `source` is the channel the membership came through, which each grant remembers (DESIGN 3.2):
     `scim` for SCIM Groups, `saml` for an assertion's group claims (apply_user_groups).
     `left_group_team`: those whose team grant from this group `reapply` has just taken.
+
+    Locks (identity.group_locks): the group's, then the rows of the users it adds (FOR SHARE, in
+    `_live_users`), never those of its members already there: a deletion of one of them, which holds
+    its row, waits for this group's lock, and so for this change, before it takes the row.
     """
     authorize(actor, "teams.manage", org_id=org_id)
     group = lock_group(session, org_id, group_id)
     wanted = list(dict.fromkeys(user_ids))
-    unknown = set(wanted) - _live_users(session, org_id, wanted)
+    present = _members_among(session, group.id, wanted)  # live: a deleted user is in no group
+    new = [uid for uid in wanted if uid not in present]
+    unknown = set(new) - _live_users(session, org_id, new)
     if unknown:
         raise InvalidValue(f"no such users in this org: {', '.join(sorted(unknown)[:10])}", field="members",
                            unknown=sorted(unknown))
-    present = _members_among(session, group.id, wanted)
-    new = [uid for uid in wanted if uid not in present]
     if not new:
         return []
     grants = grants_of(session, actor, group)

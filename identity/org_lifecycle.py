@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from audit.log import Target
-from identity import invitations, orgs, scim_credentials, seats, users
+from identity import group_locks, invitations, orgs, scim_credentials, seats, users
 from identity.actions import Action
 from identity.errors import InvalidValue, NotFound
 from identity.grants import org_role
@@ -74,6 +74,7 @@ def delete_org(session: Session, actor: Actor, org_id: str, *, confirm: str) -> 
     seats.lock_org(session, org_id)
     if org.require_sso:
         orgs.update_settings(session, actor, org_id, {"require_sso": False})
+    group_locks.lock_org_groups(session, org_id)  # before any member's row (users.deprovision)
     members = list(session.scalars(select(User).where(User.org_id == org_id, User.deleted_at.is_(None))
                                    .order_by(User.created_at, User.id)))
     for user in members:

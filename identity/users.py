@@ -8,13 +8,28 @@ import uuid
 from collections.abc import Callable
 from typing import Any, cast
 
-from sqlalchemy import BindParameter, Table, bindparam, delete, insert, literal, null, select, union_all, update
+from sqlalchemy import (
+    BindParameter,
+    Table,
+    all_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from audit import Actor, clock, record
-from identity import emails, group_versions, keys, owners, seats, sessions
+from identity import emails, group_locks, group_versions, keys, owners, seats, sessions
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound, SeatCapReached
 from identity.grants import ORG_ROLE_RANK, role_of_rank, ungrouped_org_role
@@ -253,12 +268,35 @@ MEMBER_WITH_ROLE = select(User, ORG_ROLE_RANK).where(
 ).execution_options(populate_existing=True)
 
 
+# On PostgreSQL the same read takes the deletion's locks, in the order of identity.group_locks: the
+# member's groups in id order (the CTE, which the WHERE reads before the row is locked: LockRows is the
+# plan's top), then the member's row (FOR NO KEY UPDATE: an add to a group, which share-locks the users
+# it adds, waits for the deletion and then reads the member deleted; foreign keys still go through). The
+# groups are those of the statement's snapshot: a member an add joined to another group while this
+# waited for its row is found by REMOVE_ROWS (`held_elsewhere`), which then changes nothing.
+_GROUPS_OF_MEMBER = (select(IdpGroup.id).where(IdpGroup.id.in_(select(IdpGroupMember.group_id).where(
+    IdpGroupMember.user_id == bindparam("user_id")))).order_by(IdpGroup.id).with_for_update(key_share=True)
+    .cte("member_groups"))
+_GROUP_IDS = select(func.array_agg(_GROUPS_OF_MEMBER.c.id)).scalar_subquery()
+LOCK_MEMBER_WITH_ROLE = select(User, ORG_ROLE_RANK, _GROUP_IDS).where(
+    User.id == bindparam("user_id"), User.org_id == bindparam("org_id"), User.deleted_at.is_(None),
+    func.coalesce(func.cardinality(_GROUP_IDS), 0) >= 0,  # the groups locked first, whatever the plan
+).with_for_update(of=User, key_share=True).execution_options(populate_existing=True)
+
+
 def _locked_member(session: Session, org_id: str, user_id: str) -> tuple[User, Role | None]:
     """Take the org's seat lock, then read the member and its org role (as `_under_seat_lock` does:
-    a deletion that waited for the lock sees the member as the one before it left it)."""
+    a deletion that waited for the lock sees the member as the one before it left it); on
+    PostgreSQL lock its groups, then its row (LOCK_MEMBER_WITH_ROLE), for `deprovision`."""
     seats.lock_org(session, org_id)  # first: it also serialises the last-owner check
     session.flush()
-    row = session.execute(MEMBER_WITH_ROLE, {"user_id": user_id, "org_id": org_id}).one_or_none()
+    params = {"user_id": user_id, "org_id": org_id}
+    if session.get_bind().dialect.name == "postgresql":
+        row = session.execute(LOCK_MEMBER_WITH_ROLE, params).one_or_none()
+        if row is not None:
+            group_locks.locked_groups(session).update(row[2] or ())
+    else:  # SQLite runs one write transaction at a time and needs no lock
+        row = session.execute(MEMBER_WITH_ROLE, params).one_or_none()
     if row is None:
         raise NotFound(f"no user {user_id!r} in this org", user_id=user_id)
     return row[0], role_of_rank(row[1])
@@ -270,6 +308,11 @@ def deprovision(session: Session, actor: Actor, user: User, role: Role | None = 
 
     `role` is the user's org role if the caller has read it. Plain statements, built once: the
     member's rows and its own, written once (`_remove_rows`), then the seat.
+
+    Locks (identity.group_locks: the org, then groups in id order, then rows): the caller holds the
+    org's lock and either the member's groups and then its row (`_locked_member`), or every group of
+    the org (the org's deletion), so that no add to a group is under way for the member: its group
+    memberships all go, and the versions of the groups it left move without waiting for a group.
     """
     org_id = user.org_id
     before_role = role if role is not None else org_role(session, user.id)
@@ -296,11 +339,20 @@ LEAVE_GROUPS = delete(MEMBERSHIPS).where(MEMBERSHIPS.c.user_id == bindparam("mem
 # revoked, sessions ended, grants and group memberships removed, the user's row written, each in a
 # data-modifying WITH (PostgreSQL runs each once, to completion, read or not), answering ("key",
 # id, prefix) for each key revoked and ("group", id, NULL) for each group left.
-_REVOKED, _LEFT = keys.REVOKE_USER_KEYS.cte("revoked"), LEAVE_GROUPS.cte("groups_left")
+# Each removal is guarded: a membership in a group this transaction does not hold locked (an add
+# that committed while the deletion waited for the member's row) is answered ("held_elsewhere", group
+# id, NULL) and nothing changes; `_remove_rows` locks that group and runs the statement again.
+_HELD = bindparam("held_groups", type_=ARRAY(MEMBERSHIPS.c.group_id.type))
+_ELSEWHERE = (MEMBERSHIPS.c.user_id == bindparam("member_id"), MEMBERSHIPS.c.group_id != all_(_HELD))
+_NONE_ELSEWHERE = ~exists().where(*_ELSEWHERE)
+_REVOKED = keys.REVOKE_USER_KEYS.where(_NONE_ELSEWHERE).cte("revoked")
+_LEFT = LEAVE_GROUPS.where(_NONE_ELSEWHERE).cte("groups_left")
 REMOVE_ROWS = union_all(
     select(literal("key"), _REVOKED.c.id, _REVOKED.c.prefix),
     select(literal("group"), _LEFT.c.group_id, null()),
-).add_cte(sessions.END_USER_SESSIONS.cte("ended"), UNGRANT.cte("ungranted"), REMOVE_USER.cte("removed"))
+    select(literal("held_elsewhere"), MEMBERSHIPS.c.group_id, null()).where(*_ELSEWHERE),
+).add_cte(sessions.END_USER_SESSIONS.where(_NONE_ELSEWHERE).cte("ended"),
+          UNGRANT.where(_NONE_ELSEWHERE).cte("ungranted"), REMOVE_USER.where(_NONE_ELSEWHERE).cte("removed"))
 
 
 def _remove_rows(session: Session, user: User, removed: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -314,7 +366,13 @@ def _remove_rows(session: Session, user: User, removed: dict[str, Any]) -> tuple
     reason = KeyStatusReason.MEMBER_DELETED
     params = {"member_id": user.id, **{f"new_{field}": removed[field] for field in REMOVED}}
     if session.get_bind().dialect.name == "postgresql":
-        rows = session.execute(REMOVE_ROWS, {**params, "reason": reason}).all()
+        held = group_locks.locked_groups(session)
+        while True:  # once, but when an add joined the member to a group after its groups were locked
+            rows = session.execute(REMOVE_ROWS, {**params, "reason": reason, "held_groups": sorted(held)}).all()
+            elsewhere = [row[1] for row in rows if row[0] == "held_elsewhere"]
+            if not elsewhere:
+                break
+            group_locks.lock_groups(session, elsewhere)
         return (keys.revoked(session, [(row[1], row[2]) for row in rows if row[0] == "key"], reason),
                 [row[1] for row in rows if row[0] == "group"])
     revoked = keys.revoke_user_keys(session, user, reason=reason)
@@ -437,9 +495,11 @@ def sync_user(session: Session, actor: Actor, org_id: str, user_id: str, fields:
     Deactivating the org's last active owner is skipped and audited instead of failing the request.
     """
     user = get_user(session, org_id, user_id)
+    active = fields.get("active", user.active)
+    if bool(active) != user.active:  # the org's lock before the user's row is written (group_locks' order)
+        seats.lock_org(session, org_id)
     profile = {k: v for k, v in fields.items() if k in PROFILE_FIELDS}
     update_profile(session, actor, org_id, user_id, profile)
-    active = fields.get("active", user.active)
     if active and not user.active:
         reactivate_user(session, actor, org_id, user_id)
     elif not active and user.active:
