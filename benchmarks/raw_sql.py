@@ -49,6 +49,15 @@ _NEW_MEMBER = (f"WITH new_user AS ({_USER}), new_email AS ({_EMAIL}), seat AS ({
 _LIVE_USER_ROLE = ("SELECT id, user_name, has_seat, (SELECT max(CASE role WHEN 'viewer' THEN 0 WHEN 'member' THEN 1"
                    " WHEN 'admin' THEN 2 WHEN 'owner' THEN 3 END) FROM role_grants WHERE user_id = users.id"
                    " AND team_id IS NULL) FROM users WHERE id = ? AND org_id = ? AND deleted_at IS NULL")
+# On PostgreSQL the same read locks the member's groups in id order, then its row, and answers the
+# groups' ids (identity.users.LOCK_MEMBER_WITH_ROLE): the user id first, then as above.
+_MEMBER_GROUPS = ("SELECT id FROM idp_groups WHERE id IN (SELECT group_id FROM idp_group_members WHERE user_id = ?)"
+                  " ORDER BY id FOR NO KEY UPDATE")
+_LOCK_USER_ROLE = (f"WITH member_groups AS ({_MEMBER_GROUPS}) "
+                   + _LIVE_USER_ROLE.replace(" FROM users WHERE", ", (SELECT array_agg(id) FROM member_groups)"
+                                             " FROM users WHERE")
+                   + " AND coalesce(cardinality((SELECT array_agg(id) FROM member_groups)), 0) >= 0"
+                   " FOR NO KEY UPDATE OF users")
 _SEATS_LOCK = "SELECT seats_used FROM orgs WHERE id = ?"
 _REVOKE_KEYS = ("UPDATE api_keys SET status = 'revoked', status_reason = 'member_deleted'"
                 " WHERE user_id = ? AND status IN ('active', 'blocked') RETURNING id, prefix")
@@ -57,10 +66,23 @@ _DROP_GRANTS = "DELETE FROM role_grants WHERE user_id = ?"
 _DROP_MEMBERSHIPS = "DELETE FROM idp_group_members WHERE user_id = ? RETURNING group_id"
 _TOMBSTONE = ("UPDATE users SET deleted_at = ?, active = false, has_seat = false, updated_at = ?,"
               " version = version + 1 WHERE id = ?")
-# On PostgreSQL, all of them in one statement of data-modifying WITHs, as the service sends them.
-_REMOVE_ROWS = (f"WITH ended AS ({_END_SESSIONS}), ungranted AS ({_DROP_GRANTS}), removed AS ({_TOMBSTONE}),"
-                f" revoked AS ({_REVOKE_KEYS}), groups_left AS ({_DROP_MEMBERSHIPS})"
-                " SELECT 'key', id, prefix FROM revoked UNION ALL SELECT 'group', group_id, NULL FROM groups_left")
+# On PostgreSQL, all of them in one statement of data-modifying WITHs, as the service sends them:
+# each guarded by the member being in no group but those locked (user id, then their ids), and those
+# others answered (identity.users.REMOVE_ROWS).
+_ELSEWHERE = "FROM idp_group_members WHERE user_id = ? AND group_id != ALL(?)"
+_GUARD = f" AND NOT EXISTS (SELECT 1 {_ELSEWHERE})"
+
+
+def _guarded(statement: str) -> str:
+    body, returning, rest = statement.partition(" RETURNING ")
+    return body + _GUARD + returning + rest
+
+
+_REMOVE_ROWS = (f"WITH ended AS ({_guarded(_END_SESSIONS)}), ungranted AS ({_guarded(_DROP_GRANTS)}),"
+                f" removed AS ({_guarded(_TOMBSTONE)}), revoked AS ({_guarded(_REVOKE_KEYS)}),"
+                f" groups_left AS ({_guarded(_DROP_MEMBERSHIPS)})"
+                " SELECT 'key', id, prefix FROM revoked UNION ALL SELECT 'group', group_id, NULL FROM groups_left"
+                f" UNION ALL SELECT 'held_elsewhere', group_id, NULL {_ELSEWHERE}")
 _HEAD = "SELECT seq, hash FROM audit_heads WHERE org_id = ?"
 _NEW_HEAD = "UPDATE audit_heads SET seq = ?, hash = ?, last_at = ? WHERE org_id = ?"
 # On PostgreSQL an event and the head's move to it are one statement (audit.log.INSERT_EVENT_MOVING_HEAD).
@@ -207,7 +229,8 @@ class Raw:
         now = dt.datetime.now(dt.UTC)
         stored = self.stored(now)
         seats_used = self.one(_SEATS_LOCK + ("" if self.sqlite else " FOR NO KEY UPDATE"), (org_id,))[0]
-        user = self.one(_LIVE_USER_ROLE, (user_id, org_id))
+        user = self.one(*((_LIVE_USER_ROLE, (user_id, org_id)) if self.sqlite
+                          else (_LOCK_USER_ROLE, (user_id, user_id, org_id))))
         if user is None:
             return False
         tombstone = (stored, stored, user_id)
@@ -219,8 +242,17 @@ class Raw:
                 if "RETURNING" in statement:
                     self.cursor.fetchall()
         else:
-            self.cursor.execute(self.sql(_REMOVE_ROWS), (user_id, user_id, *tombstone, user_id, user_id))
-            self.cursor.fetchall()
+            held = sorted(user[4] or [])
+            while True:  # again with the groups of memberships added while the row was waited for
+                guard = (user_id, held)
+                self.cursor.execute(self.sql(_REMOVE_ROWS), (user_id, *guard, user_id, *guard, *tombstone, *guard,
+                                                             user_id, *guard, user_id, *guard, *guard))
+                elsewhere = [row[1] for row in self.cursor.fetchall() if row[0] == "held_elsewhere"]
+                if not elsewhere:
+                    break
+                self.cursor.execute(self.sql("SELECT id FROM idp_groups WHERE id = ANY(?) ORDER BY id"
+                                             " FOR NO KEY UPDATE"), (elsewhere,))
+                held = sorted({*held, *elsewhere})
         self.cursor.execute(self.sql(_SEATS), (seats_used - 1, org_id))
         self._user_events(token, (user_id, user[1]), [
             ("seat.released", {"seats_used": {"before": seats_used, "after": seats_used - 1}}),
