@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, MetaData, String
+from sqlalchemy import JSON, BindParameter, MetaData, String, Table, bindparam
 from sqlalchemy.orm import DeclarativeBase
 
 from audit import models as audit_models
@@ -29,3 +29,11 @@ class Base(DeclarativeBase):
 
 # Every table the migrations build: the domain's (with saml.models') and the audit log's.
 METADATAS = (Base.metadata, audit_models.Base.metadata)
+
+
+def bound_columns(table: Table, prefix: str) -> dict[str, BindParameter[Any]]:
+    """The table's columns but a generated id, each bound under a name of its own (`prefix` +
+    column): the VALUES of a plain INSERT built once that can also run inside another statement
+    (a data-modifying WITH) beside others' parameters."""
+    return {column.key: bindparam(prefix + column.key, type_=column.type) for column in table.columns
+            if not (column.primary_key and column.autoincrement is True)}

@@ -25,6 +25,7 @@ from identity.actions import Action
 from identity.cycles import add_months as add_months
 from identity.cycles import cycle_at as cycle_at
 from identity.errors import NotFound, SeatCapReached
+from identity.model_base import bound_columns
 from identity.models import Org, SeatCharge, User
 from identity.vocabulary import ChargeKind
 
@@ -94,8 +95,7 @@ SAVE_SEATS = update(ORGS).where(ORGS.c.id == bindparam("org_id")).values(
     cycle_start=bindparam("new_cycle_start"), cycle_end=bindparam("new_cycle_end"))
 CHARGES = cast(Table, SeatCharge.__table__)
 # Its values bound as `charge_<column>`, so that it can also run inside another statement (a WITH).
-INSERT_CHARGE = insert(CHARGES).values({column.key: bindparam(f"charge_{column.key}", type_=column.type)
-                                        for column in CHARGES.columns})
+INSERT_CHARGE = insert(CHARGES).values(bound_columns(CHARGES, "charge_"))
 SEAT_FIELDS = ("seats_used", "purchased_seats", "cycle_start", "cycle_end")
 # A plain write, built once, and its parameters: what `take_seat` hands a caller that writes the
 # seat inside a statement of its own (identity.users: a new member's rows) instead of running it.

@@ -35,6 +35,7 @@ from audit.log import Target
 from identity import topups
 from identity.actions import Action
 from identity.errors import InvalidValue, NotFound
+from identity.model_base import bound_columns
 from identity.models import ApiKey
 from identity.wallet_models import SpendLimit, UsageTotal
 from identity.wallet_periods import BALANCE_EXHAUSTED, SPENDING_LIMIT_REACHED, remaining
@@ -262,22 +263,16 @@ def _add_totals(dialect: str) -> Any:
     return _ADD_TOTALS[dialect]
 
 
-def _bound(table: Table, prefix: str) -> dict[str, Any]:
-    """The table's columns but a generated id, each bound under a name of its own (`prefix` + column)."""
-    return {column.key: bindparam(prefix + column.key, type_=column.type) for column in table.columns
-            if not (column.primary_key and column.autoincrement is True)}
-
-
 # On PostgreSQL a debit of one record writes in one statement (a round trip, not three): its ledger
 # row and its two totals (the key's and the member's, in _totals' order) in data-modifying WITHs, its
 # wallet (SAVE_WALLET's parameters) in the UPDATE. The three touch different tables: no part reads
 # another's rows. The totals come from a UNION, not a multi-row VALUES: SQLAlchemy compiles that anew
 # for each call.
-_TOTAL_0, _TOTAL_1 = _bound(_TOTALS_T, "t0_"), _bound(_TOTALS_T, "t1_")
+_TOTAL_0, _TOTAL_1 = bound_columns(_TOTALS_T, "t0_"), bound_columns(_TOTALS_T, "t1_")
 _NEW_TOTALS = postgresql.insert(_TOTALS_T).from_select(list(_TOTAL_0), union_all(
     select(*_TOTAL_0.values()), select(*_TOTAL_1.values())))
 WRITE_ONE = SAVE_WALLET.add_cte(
-    ENTRIES.insert().values(_bound(ENTRIES, "e_")).cte("new_entry"),
+    ENTRIES.insert().values(bound_columns(ENTRIES, "e_")).cte("new_entry"),
     _NEW_TOTALS.on_conflict_do_update(
         index_elements=["team_id", "period_start", "subject_type", "subject_id"],
         set_={name: _TOTALS_T.c[name] + _NEW_TOTALS.excluded[name] for name in SUMMED}).cte("new_totals"))

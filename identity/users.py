@@ -9,7 +9,6 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from sqlalchemy import (
-    BindParameter,
     Table,
     all_,
     bindparam,
@@ -40,6 +39,7 @@ from identity.lookups import default_team as default_team
 from identity.lookups import find_by_user_name as find_by_user_name
 from identity.lookups import find_by_user_name_or_removed as find_by_user_name_or_removed
 from identity.lookups import get_user as get_user
+from identity.model_base import bound_columns
 from identity.models import IdpGroup, IdpGroupMember, RoleGrant, User
 from identity.names import checked_email, checked_emails, checked_user_name
 from identity.roles import RANK, SOURCES, authorize, parse_role
@@ -121,22 +121,16 @@ USER_NAME_INDEX = "uq_users_org_user_name"
 USER_NAME_CLASH = (USER_NAME_INDEX, "users.org_id, users.user_name_key")
 
 
-def _bound(table: Table, prefix: str) -> dict[str, BindParameter[Any]]:
-    """The table's columns but a generated id, each bound under a name of its own (`prefix` + column)."""
-    return {column.key: bindparam(prefix + column.key, type_=column.type) for column in table.columns
-            if not (column.primary_key and column.autoincrement is True)}
-
-
 # On PostgreSQL a new member's rows go in as one statement (a round trip, not five): the grants,
 # with the user row, its email's row and its seat (the ledger row of a seat bought, the org's seat
 # position) in data-modifying WITHs; the foreign keys are checked at the end of the statement, when
 # the user row is there. Keyed by the number of email rows and the seat's writes (identity.seats.
 # take_seat's, in its order). The grants come from a UNION, not a multi-row VALUES: SQLAlchemy
 # compiles that anew for each call.
-_GRANT_0, _GRANT_1 = _bound(GRANTS, "grant0_"), _bound(GRANTS, "grant1_")
+_GRANT_0, _GRANT_1 = bound_columns(GRANTS, "grant0_"), bound_columns(GRANTS, "grant1_")
 _MEMBER = insert(GRANTS).from_select(list(_GRANT_0), union_all(select(*_GRANT_0.values()), select(
-    *_GRANT_1.values()))).add_cte(insert(USERS).values(_bound(USERS, "user_")).cte("new_user"))
-_EMAIL = insert(emails.EMAILS).values(_bound(emails.EMAILS, "email_")).cte("new_email")
+    *_GRANT_1.values()))).add_cte(insert(USERS).values(bound_columns(USERS, "user_")).cte("new_user"))
+_EMAIL = insert(emails.EMAILS).values(bound_columns(emails.EMAILS, "email_")).cte("new_email")
 _SEAT_WRITES: dict[tuple[Any, ...], list[Any]] = {
     (): [], (seats.SAVE_SEATS,): [seats.SAVE_SEATS.cte("seat")],
     (seats.INSERT_CHARGE, seats.SAVE_SEATS): [seats.INSERT_CHARGE.cte("seat_charge"), seats.SAVE_SEATS.cte("seat")]}

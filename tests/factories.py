@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from audit import Actor
 from audit.models import AuditEvent
@@ -33,3 +34,17 @@ def counts(db: Database) -> dict[str, int]:
     with db.reading() as session:
         return {model.__tablename__: session.scalar(select(func.count()).select_from(model)) or 0
                 for model in (User, Team, RoleGrant, SeatCharge, AuditEvent)}
+
+
+def wait_for_a_lock_wait(db: Database, what: str) -> None:
+    """Return once some session of this test's PostgreSQL database waits for a lock (a thread's
+    transaction queued behind the test's own); fail naming `what` after 10 s."""
+    deadline = time.monotonic() + 10
+    with db.engine.connect() as conn:
+        while time.monotonic() < deadline:
+            if conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                 "AND datname = current_database()")).scalar():
+                return
+            conn.rollback()  # PostgreSQL keeps one snapshot of pg_stat_activity per transaction
+            time.sleep(0.02)
+    raise AssertionError(f"{what} never waited for a lock")

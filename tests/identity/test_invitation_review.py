@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from audit import Actor
 from audit.models import AuditEvent
@@ -31,7 +31,7 @@ from identity.db import Database
 from identity.models import Invitation, OutboxMail, User
 from identity.orgs import NewOrg
 from identity.web.cli import main
-from tests.factories import provision
+from tests.factories import provision, wait_for_a_lock_wait
 from tests.identity.test_invitation_mail import make_client
 from tests.smtp import free_port, smtp_server
 
@@ -92,7 +92,7 @@ def test_a_revoked_invitation_never_makes_a_member_when_acceptance_and_revocatio
         seats.lock_org(holder, acme.org.id)                      # a seat change in progress
         accepting = threading.Thread(target=accept)
         accepting.start()
-        _wait_for_a_lock_wait(db)                                # the acceptance waits for the org lock
+        wait_for_a_lock_wait(db, "the acceptance")               # the acceptance waits for the org lock
         revoking = threading.Thread(target=revoke)
         revoking.start()
         revoking.join(2)                                         # done, or waiting for the acceptance
@@ -105,17 +105,6 @@ def test_a_revoked_invitation_never_makes_a_member_when_acceptance_and_revocatio
     outcome = (accepted == 201, revoked == 204, str(status), len(made))
     assert outcome in ((True, False, "accepted", 1), (False, True, "revoked", 0)), (accepted, revoked, status, made)
     assert 400 <= (revoked if accepted == 201 else accepted) < 500
-
-
-def _wait_for_a_lock_wait(db: Database) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with db.reading() as session:
-            if session.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                    "AND datname = current_database()")):
-                return
-        time.sleep(0.02)
-    raise AssertionError("the acceptance never waited for the org lock")
 
 
 # --- Another org's mail delivered under this org's key ------------------------------------------------------

@@ -4,11 +4,10 @@ on PostgreSQL; issue 18 found the debit at 10% of a trivial Flask route's throug
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from audit import Actor
 from identity import keys, teams, usage
@@ -17,6 +16,7 @@ from identity.errors import NotFound
 from identity.orgs import NewOrg
 from identity.usage import UsageRecord
 from identity.wallet_models import Wallet
+from tests.factories import wait_for_a_lock_wait
 from tests.identity.test_wallet_usage import World, top_up, use, world  # noqa: F401  (world: the fixture)
 from tests.identity.test_wallets import GATEWAY, key_of, post
 from tests.identity.test_wallets import top_up as credit
@@ -79,15 +79,7 @@ def test_a_retry_queued_behind_its_first_attempt_answers_duplicate(db: Database,
         session.flush()
         waiting = threading.Thread(target=retry)
         waiting.start()
-        with db.engine.connect() as conn:  # wait until the retry is queued on the wallet's lock
-            for _ in range(600):
-                if conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                     "AND datname = current_database()")).scalar():
-                    break
-                conn.rollback()  # PostgreSQL keeps one snapshot of pg_stat_activity per transaction
-                time.sleep(0.05)
-            else:
-                raise AssertionError("the retry never queued on the wallet's lock")
+        wait_for_a_lock_wait(db, "the retry")  # queued on the wallet's lock
     waiting.join()
     assert failures == []
     assert first.status == "debited"

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from audit import Actor
 from identity import usage, wallet_controls, wallets
@@ -24,6 +23,7 @@ from identity.db import Database
 from identity.orgs import NewOrg
 from identity.usage import UsageRecord
 from identity.wallet_models import SpendLimit, TopUpRequest, WalletEntry
+from tests.factories import wait_for_a_lock_wait
 from tests.identity.test_wallet_usage import World, rows, top_up, use, verify, world  # noqa: F401 (fixture)
 from tests.identity.test_wallets import GATEWAY, key_of, owner, post
 from tests.identity.test_wallets import top_up as credit
@@ -155,15 +155,7 @@ def test_a_first_key_limit_set_while_a_debit_waits_is_not_overrun(db: Database, 
         session.flush()
         debit = threading.Thread(target=lambda: answers.extend(post(db, UsageRecord(key_id, "m", 500, "r1"))))
         debit.start()
-        with db.engine.connect() as conn:  # wait until the debit is queued on the wallet's lock
-            for _ in range(600):
-                if conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                     "AND datname = current_database()")).scalar():
-                    break
-                conn.rollback()  # PostgreSQL keeps one snapshot of pg_stat_activity per transaction
-                time.sleep(0.05)
-            else:
-                raise AssertionError("the debit never queued on the wallet's lock")
+        wait_for_a_lock_wait(db, "the debit")  # queued on the wallet's lock
     debit.join()
     with db.reading() as session:
         spent = -int(session.scalar(select(func.coalesce(func.sum(WalletEntry.amount_micros), 0)).where(
