@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_usage.py exactness [--db postgresql] [--gateways 16] [--workers 4]
                                                          [--seconds 20] [--kill-every 5]
-    .venv/bin/python benchmarks/bench_usage.py throughput [--db postgresql] [--clients 8] [--workers 4]
+    .venv/bin/python benchmarks/bench_usage.py throughput [--db postgresql] [--clients 8] [--workers 2]
                                                           [--teams 1000] [--seconds 10]
 
 exactness: one team with a balance and a lower spending limit (`--balance`, `--limit`; by default
@@ -333,11 +333,16 @@ def main() -> None:
     parser.add_argument("--kill-every", type=float, default=5.0)
     parser.add_argument("--balance", type=int, default=250_000, help="exactness: the team's balance (micro-cents)")
     parser.add_argument("--limit", type=int, default=200_000, help="exactness: the period limit (0: none)")
-    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="gunicorn workers; default 4 for exactness (more processes racing and killed), 2 for "
+                             "throughput (as `identity serve` runs them by default: on 2 cores, 4 workers made "
+                             "one-record debits slower, 270 against 376-434/s on 2026-12-07)")
     parser.add_argument("--worker-class", default="gthread", choices=("gthread", "sync"))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", dest="json_file", default=None)
     args = parser.parse_args()
+    if args.workers is None:
+        args.workers = 4 if args.mode == "exactness" else 2
     with bench_database(args.db, "bench-usage-") as (folder, url):
         figures = (exactness if args.mode == "exactness" else throughput)(args, folder, url)
         print(report(args.mode, args, figures))
