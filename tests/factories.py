@@ -36,14 +36,14 @@ def counts(db: Database) -> dict[str, int]:
                 for model in (User, Team, RoleGrant, SeatCharge, AuditEvent)}
 
 
-def wait_for_a_lock_wait(db: Database, what: str) -> None:
-    """Return once some session of this test's PostgreSQL database waits for a lock (a thread's
-    transaction queued behind the test's own); fail naming `what` after 10 s."""
+def wait_for_a_lock_wait(db: Database, what: str, waiters: int = 1) -> None:
+    """Return once `waiters` sessions of this test's PostgreSQL database wait for a lock (threads'
+    transactions queued behind the test's own); fail naming `what` after 10 s."""
     deadline = time.monotonic() + 10
     with db.engine.connect() as conn:
         while time.monotonic() < deadline:
             if conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                 "AND datname = current_database()")).scalar():
+                                 "AND datname = current_database()")).scalar_one() >= waiters:
                 return
             conn.rollback()  # PostgreSQL keeps one snapshot of pg_stat_activity per transaction
             time.sleep(0.02)

@@ -5,7 +5,6 @@ group; a deletion locks the member's groups, then its row)."""
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from flask.testing import FlaskClient
@@ -15,17 +14,16 @@ from audit import Actor
 from identity import groups, org_lifecycle, users
 from identity.db import Database
 from identity.models import IdpGroup, IdpGroupMember, Org, RoleGrant, User
+from tests.factories import wait_for_a_lock_wait
 from tests.scim.client import Scim, scim_for
+
+pytestmark = pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
 
 
 @pytest.fixture
 def scim(db: Database, client: FlaskClient, system: Actor) -> Scim:
     return scim_for(db, client, system, "Acme", included_seats=10)
 
-
-def _concurrent(db: Database) -> None:
-    if db.engine.dialect.name != "postgresql":
-        pytest.skip("SQLite runs one write transaction at a time")
 
 
 def _in_thread(work: object, errors: list[BaseException]) -> threading.Thread:
@@ -44,7 +42,6 @@ def test_a_deletion_that_waited_for_a_group_add_removes_the_membership_the_add_m
     """The add holds the group and the user's row (shared) first: the deletion, which read the user
     in no group, waits for the row, then finds the new membership (REMOVE_ROWS' `held_elsewhere`),
     locks that group and removes it; the group's version moves past the add's."""
-    _concurrent(db)
     user = scim.create_user("racing@acme.test")
     group = scim.create_group("Engineering")
     errors: list[BaseException] = []
@@ -56,7 +53,7 @@ def test_a_deletion_that_waited_for_a_group_add_removes_the_membership_the_add_m
     with db.transaction() as session:
         groups.add_members(session, system, scim.org_id, group["id"], [user["id"]])
         deleter = _in_thread(delete, errors)
-        time.sleep(1.0)  # the deletion waits for the user's row
+        wait_for_a_lock_wait(db, "the deletion")  # for the user's row
         assert deleter.is_alive()
         added_version = session.get(IdpGroup, group["id"]).version  # type: ignore[union-attr]
     deleter.join(30)
@@ -73,7 +70,6 @@ def test_an_add_that_waited_for_a_deletion_is_refused_and_a_removal_goes_through
     """The deletion holds the member's groups and row: a PATCH adding it to another group waits and
     is refused (the member reads deleted); a PATCH taking it out of its group waits for the group and
     finds nothing to remove. Neither deadlocks."""
-    _concurrent(db)
     user = scim.create_user("leaving@acme.test")
     kept = scim.create_group("Kept", [user["id"]])
     other = scim.create_group("Other")
@@ -90,7 +86,7 @@ def test_an_add_that_waited_for_a_deletion_is_refused_and_a_removal_goes_through
     with db.transaction() as session:
         users.remove_user(session, system, scim.org_id, user["id"])
         adder, remover = _in_thread(add, errors), _in_thread(remove, errors)
-        time.sleep(1.0)
+        wait_for_a_lock_wait(db, "the add and the removal", waiters=2)
         assert adder.is_alive() and remover.is_alive()
     adder.join(30)
     remover.join(30)
@@ -103,7 +99,6 @@ def test_an_org_deletion_waits_for_a_group_add_and_leaves_no_membership(
         scim: Scim, db: Database, system: Actor) -> None:
     """The org's deletion locks every group of the org before any member's row: an add under way
     finishes first, and its membership goes with the member."""
-    _concurrent(db)
     user = scim.create_user("member@acme.test")
     group = scim.create_group("Engineering")
     errors: list[BaseException] = []
@@ -116,7 +111,7 @@ def test_an_org_deletion_waits_for_a_group_add_and_leaves_no_membership(
     with db.transaction() as session:
         groups.add_members(session, system, scim.org_id, group["id"], [user["id"]])
         deleter = _in_thread(delete_org, errors)
-        time.sleep(1.0)
+        wait_for_a_lock_wait(db, "the org's deletion")
         assert deleter.is_alive()
     deleter.join(30)
     assert not deleter.is_alive() and errors == []

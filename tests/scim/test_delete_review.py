@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from flask.testing import FlaskClient
@@ -13,6 +12,7 @@ from audit import Actor
 from identity import group_locks, groups, users
 from identity.db import Database
 from identity.models import IdpGroupMember, RoleGrant
+from tests.factories import wait_for_a_lock_wait
 from tests.scim.client import Scim, scim_for
 
 
@@ -32,13 +32,12 @@ def test_scim_delete_if_match(scim: Scim) -> None:
     assert scim.delete(f"/Users/{other['id']}", **{"If-Match": "*"}).status_code == 404
 
 
+@pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
 def test_a_deletion_racing_a_group_patch_leaves_no_membership_of_the_deleted_user(
         scim: Scim, db: Database, system: Actor) -> None:
     """A SCIM DELETE of a user and a PATCH adding that user to a group, at once: whichever commits
     first, the deleted user is in no group and holds no grant afterwards (DESIGN 3.5: a deleted
     member's group memberships are gone; the group's member list must not show them)."""
-    if db.engine.dialect.name != "postgresql":
-        pytest.skip("SQLite runs one write transaction at a time")
     user = scim.create_user("racing@acme.test")
     group = scim.create_group("Engineering")
     errors: list[BaseException] = []
@@ -54,7 +53,7 @@ def test_a_deletion_racing_a_group_patch_leaves_no_membership_of_the_deleted_use
         users.remove_user(session, system, scim.org_id, user["id"])
         adder = threading.Thread(target=add)
         adder.start()
-        time.sleep(1.0)
+        wait_for_a_lock_wait(db, "the add")  # for the deleted member's row
     adder.join(30)
     assert not adder.is_alive()
     with db.transaction() as session:
@@ -65,6 +64,7 @@ def test_a_deletion_racing_a_group_patch_leaves_no_membership_of_the_deleted_use
     assert user["id"] not in [m["value"] for m in shown.get("members", [])]
 
 
+@pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
 def test_a_deletion_racing_a_group_patch_removing_the_same_user_does_not_deadlock(
         scim: Scim, db: Database, system: Actor) -> None:
     """A group PATCH (which locks the group, then takes members out) and the SCIM DELETE of one of
@@ -72,8 +72,6 @@ def test_a_deletion_racing_a_group_patch_removing_the_same_user_does_not_deadloc
     a 500 to one IdP worker). The deletion removes the member's group rows before it locks the
     groups it left, the PATCH locks the group before it removes the member's row: each waits for
     the other."""
-    if db.engine.dialect.name != "postgresql":
-        pytest.skip("SQLite runs one write transaction at a time")
     user = scim.create_user("leaving@acme.test")
     group = scim.create_group("Engineering", [user["id"]])
     errors: list[BaseException] = []
@@ -90,7 +88,7 @@ def test_a_deletion_racing_a_group_patch_removing_the_same_user_does_not_deadloc
         with db.transaction() as session:
             group_locks.lock_group(session, scim.org_id, group["id"])  # as the PATCH's first step does
             deleter.start()
-            time.sleep(1.0)  # the deletion has removed the membership row and waits for the group
+            wait_for_a_lock_wait(db, "the deletion")  # for the group
             groups.remove_members(session, system, scim.org_id, group["id"], [user["id"]])
     except BaseException as error:  # noqa: BLE001 - reported below
         errors.append(error)

@@ -96,9 +96,8 @@ def test_another_orgs_user_is_404_on_scim_delete(scim: Scim, db: Database, clien
     assert other.get(f"/Users/{victim['id']}").status_code == 200
 
 
+@pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
 def test_two_deletions_of_one_member_at_once(scim: Scim, db: Database, system: Actor) -> None:
-    if db.engine.dialect.name != "postgresql":
-        pytest.skip("SQLite runs one write transaction at a time")
     user = scim.create_user("twice@acme.test")
     with db.reading() as session:
         seats_before = session.get_one(Org, scim.org_id).seats_used
