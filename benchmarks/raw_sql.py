@@ -50,7 +50,7 @@ _LIVE_USER_ROLE = ("SELECT id, user_name, has_seat, (SELECT max(CASE role WHEN '
                    " WHEN 'admin' THEN 2 WHEN 'owner' THEN 3 END) FROM role_grants WHERE user_id = users.id"
                    " AND team_id IS NULL) FROM users WHERE id = ? AND org_id = ? AND deleted_at IS NULL")
 # On PostgreSQL the same read locks the member's groups in id order, then its row, and answers the
-# groups' ids (identity.users.LOCK_MEMBER_WITH_ROLE): the user id first, then as above.
+# groups' ids (identity.member_removal.LOCK_MEMBER_WITH_ROLE): the user id first, then as above.
 _MEMBER_GROUPS = ("SELECT id FROM idp_groups WHERE id IN (SELECT group_id FROM idp_group_members WHERE user_id = ?)"
                   " ORDER BY id FOR NO KEY UPDATE")
 _LOCK_USER_ROLE = (f"WITH member_groups AS ({_MEMBER_GROUPS}) "
@@ -68,7 +68,7 @@ _TOMBSTONE = ("UPDATE users SET deleted_at = ?, active = false, has_seat = false
               " version = version + 1 WHERE id = ?")
 # On PostgreSQL, all of them in one statement of data-modifying WITHs, as the service sends them:
 # each guarded by the member being in no group but those locked (user id, then their ids), and those
-# others answered (identity.users.REMOVE_ROWS).
+# others answered (identity.member_removal.REMOVE_ROWS).
 _ELSEWHERE = "FROM idp_group_members WHERE user_id = ? AND group_id != ALL(?)"
 _GUARD = f" AND NOT EXISTS (SELECT 1 {_ELSEWHERE})"
 

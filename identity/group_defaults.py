@@ -17,7 +17,7 @@ The one place every change of group grants ends in (identity.groups add_members,
 and so reapply, delete_group and the SAML claims; identity.group_sync's re-derivation), in the
 same transaction. So it is also where a member who has lost a team that way (a group's team, or
 the Default team giving way to one) loses their keys for it, as a removal by hand does
-(identity.keys.revoke_keys_of_teams_left; DESIGN 3.7). Set-based: four statements per batch of
+(identity.key_revocation.revoke_keys_of_teams_left; DESIGN 3.7). Set-based: four statements per batch of
 members (three when nobody left a group's team), whatever its size, the grants read by user
 (ix_role_grants_user), then the keys' one (two when it finds some). The events of those changes
 carry `defaults` (the role and team restored, and `team_back`: to whom) and `keys_revoked`, from
@@ -33,7 +33,7 @@ from sqlalchemy import ColumnElement, Select, and_, delete, exists, insert, lite
 from sqlalchemy.orm import Session, aliased
 
 from audit import clock
-from identity import keys
+from identity import key_revocation
 from identity.lookups import default_team_id
 from identity.models import Org, RoleGrant, User
 from identity.vocabulary import GrantSource, Role
@@ -70,7 +70,7 @@ def settle_defaults(session: Session, org_id: str, users: list[str] | Select[Any
     batches = [users[start:start + 500] for start in range(0, len(users), 500)] if isinstance(users, list) else [users]
     for batch in batches:
         _settle(session, org_id, batch, defaults, _among(left, batch))
-    return keys.revoke_keys_of_teams_left(session, users)
+    return key_revocation.revoke_keys_of_teams_left(session, users)
 
 
 def _among(left: Select[Any] | set[str], batch: list[str] | Select[Any]) -> list[str] | Select[Any]:

@@ -11,7 +11,7 @@ never deadlock. SQLite runs one write transaction at a time and needs no lock.
 
 User rows come after groups. An add to a group share-locks the rows of the users it adds (not of
 its members already there) after the group's lock (identity.groups.add_members); a member's
-deletion locks the member's groups in id order and then its row (identity.users.
+deletion locks the member's groups in id order and then its row (identity.member_removal.
 LOCK_MEMBER_WITH_ROLE), and the org's deletion every group of the org before any member's row
 (`lock_org_groups`). So an add waits for a deletion under way and reads the member deleted, and a
 deletion waits for an add under way, then removes the membership it made; a removal from a group
@@ -19,7 +19,7 @@ takes no user row, so a deletion waiting for that group's lock is never waited f
 transaction that locks a user's row exclusively (deletion, deactivation, a new name shown in its
 groups) holds the org's lock first, so at most one at a time per org. One case waits for a group
 after the member's row: an add that committed while the deletion waited for the row (found by
-identity.users.REMOVE_ROWS, which then changes nothing), whose group is locked then.
+identity.member_removal.REMOVE_ROWS, which then changes nothing), whose group is locked then.
 """
 
 from __future__ import annotations

@@ -224,7 +224,7 @@ def delete_group(session: Session, actor: Actor, org_id: str, group_id: str) -> 
 def _live_users(session: Session, org_id: str, user_ids: list[str]) -> set[str]:
     """The org's live users among `user_ids`, their rows share-locked until the transaction ends
     (FOR SHARE): a member's deletion, which locks the member's row after its groups
-    (identity.users.LOCK_MEMBER_WITH_ROLE), cannot remove them meanwhile; one under way is waited
+    (identity.member_removal.LOCK_MEMBER_WITH_ROLE), cannot remove them meanwhile; one under way is waited
     for, and its member then read deleted (a locking read sees the newest row)."""
     found: set[str] = set()
     for chunk in chunks(user_ids):

@@ -2,7 +2,7 @@
 belong to, still `active` (or `blocked`).
 
 Since 2026-12-06 every way of leaving a team revokes the member's keys for it (`left_team`,
-identity.keys.revoke_keys_of_teams_left). Before, a team lost through an IdP group change left
+identity.key_revocation.revoke_keys_of_teams_left). Before, a team lost through an IdP group change left
 them as they were: the key check refused them (no membership), but lists called them active, and
 the holder's return to the team made the same secret work again. `identity keys settle` (and
 `identity db upgrade` and `identity serve`, after migrating) revokes them here, through the same
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, record
 from audit.log import Target
-from identity import keys, seats
+from identity import key_revocation, seats
 from identity.actions import Action
 from identity.errors import PermissionDenied
 from identity.models import ApiKey, Org, User
@@ -44,7 +44,8 @@ def _members(org_id: str) -> Select[Any]:
 def orgs_with_left_keys(session: Session) -> list[tuple[str, str]]:
     """Return (id, slug) of every live org that holds such a key, in one SELECT: the orgs a settling
     after an upgrade visits, so that a database with none (every one after the first) costs no more."""
-    holding = select(ApiKey.org_id).where(*keys.of_teams_left(select(User.id)))  # a key's holder is of its org
+    # a key's holder is of its org
+    holding = select(ApiKey.org_id).where(*key_revocation.of_teams_left(select(User.id)))
     found = session.execute(select(Org.id, Org.slug).where(Org.deleted_at.is_(None), Org.id.in_(holding))
                             .order_by(Org.created_at))
     return [(org_id, slug) for org_id, slug in found]
@@ -54,7 +55,7 @@ def left_keys(session: Session, org_id: str) -> list[LeftKey]:
     """Return the org's keys whose holder has no grant in the key's team, by prefix. Reads only."""
     rows = session.execute(
         select(ApiKey.prefix, User.user_name, ApiKey.team_id, ApiKey.status).join(User, User.id == ApiKey.user_id)
-        .where(*keys.of_teams_left(_members(org_id))).order_by(ApiKey.prefix))
+        .where(*key_revocation.of_teams_left(_members(org_id))).order_by(ApiKey.prefix))
     return [LeftKey(prefix, holder, str(team_id), str(status)) for prefix, holder, team_id, status in rows]
 
 
@@ -70,7 +71,7 @@ def settle_keys(session: Session, actor: Actor, org_id: str) -> list[str]:
     org = seats.lock_org(session, org_id, or_deleted=True)
     if org.deleted_at is not None:
         return []
-    revoked = keys.revoke_keys_of_teams_left(session, _members(org_id))
+    revoked = key_revocation.revoke_keys_of_teams_left(session, _members(org_id))
     if revoked:
         record(session, actor, Action.API_KEY_REVOKED_LEFT_TEAM, Target("org", org.id, org.slug),
                {"keys_revoked": revoked, "reason": KeyStatusReason.LEFT_TEAM}, org_id=org_id)

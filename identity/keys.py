@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, Table, bindparam, exists, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from audit import Actor, clock, record
 from audit.log import Target
@@ -240,98 +238,6 @@ def _authorize_on_key(session: Session, actor: Actor, org_id: str, key: ApiKey, 
     found = _key_refusal(session, actor, org_id, key, rotate=rotate)
     if found is not None:
         raise PermissionDenied(f"{actor.type} {actor.display!r} may not {found[0]}: {found[1]}", action=found[0])
-
-
-def _set_status(session: Session, user: User, where_status: KeyStatus, where_reason: KeyStatusReason | None,
-                status: KeyStatus, reason: KeyStatusReason | None) -> list[str]:
-    """Move the user's keys from one status to another in one statement; return their prefixes."""
-    conditions = [ApiKey.user_id == user.id, ApiKey.status == where_status]
-    if where_reason is not None:
-        conditions.append(ApiKey.status_reason == where_reason)
-    return _move(session, conditions, status, reason)
-
-
-def _move(session: Session, conditions: list[ColumnElement[bool]], status: KeyStatus,
-          reason: KeyStatusReason | None) -> list[str]:
-    """Give the keys that meet `conditions` a status and its reason; return their prefixes."""
-    prefixes = list(session.scalars(select(ApiKey.prefix).where(*conditions)))
-    if prefixes:
-        session.execute(update(ApiKey).where(*conditions).values(status=status, status_reason=reason),
-                        execution_options={"synchronize_session": "fetch"})
-    return prefixes
-
-
-def block_user_keys(session: Session, user: User) -> list[str]:
-    """Block the user's active keys because of deactivation; reactivation lifts exactly these."""
-    return _set_status(session, user, KeyStatus.ACTIVE, None, KeyStatus.BLOCKED, KeyStatusReason.DEACTIVATION)
-
-
-def unblock_user_keys(session: Session, user: User) -> list[str]:
-    """Unblock the keys that deactivation blocked; keys revoked for any other reason stay revoked."""
-    return _set_status(session, user, KeyStatus.BLOCKED, KeyStatusReason.DEACTIVATION, KeyStatus.ACTIVE, None)
-
-
-KEYS = cast(Table, ApiKey.__table__)
-# Every key of a member that is not revoked yet (active or blocked), revoked: one plain statement,
-# built once, that answers what it revoked (also run inside a member's removal: identity.users).
-REVOKE_USER_KEYS = update(KEYS).where(
-    KEYS.c.user_id == bindparam("member_id"), KEYS.c.status.in_([KeyStatus.ACTIVE, KeyStatus.BLOCKED]),
-).values(status=KeyStatus.REVOKED, status_reason=bindparam("reason", type_=KEYS.c.status_reason.type)).returning(
-    KEYS.c.id, KEYS.c.prefix)
-
-
-def revoke_user_keys(session: Session, user: User, *, reason: KeyStatusReason) -> list[str]:
-    """Revoke every key of the user that is not revoked yet (active or blocked), in one statement."""
-    return revoked(session, session.execute(REVOKE_USER_KEYS, {"member_id": user.id, "reason": reason}), reason)
-
-
-def revoked(session: Session, rows: Iterable[Sequence[Any]], reason: KeyStatusReason) -> list[str]:
-    """The prefixes of the keys REVOKE_USER_KEYS answered (`rows`: id, prefix), each key the
-    session holds told of its new status (a plain UPDATE tells none), as the ORM's would."""
-    prefixes = []
-    for key_id, prefix in rows:
-        held = session.identity_map.get(session.identity_key(ApiKey, key_id))
-        if held is not None:
-            set_committed_value(held, "status", KeyStatus.REVOKED)
-            set_committed_value(held, "status_reason", reason)
-        prefixes.append(prefix)
-    return sorted(prefixes)
-
-
-def revoke_keys_of_teams_left(session: Session, users: list[str] | Select[Any], *,
-                              team_id: str | None = None) -> list[str]:
-    """Revoke (`left_team`) the keys `users` (ids, or a query of them) hold for a team in which they
-    hold no grant any more, or for `team_id` only; return their prefixes, sorted.
-
-    The one place for a member's keys when they leave a team, whichever way: removed by hand
-    (identity.teams.remove_team_member) or by an IdP group change (identity.group_defaults.
-    settle_defaults, where every change of group grants ends: a group left, deleted or re-derived,
-    the Default team giving way to a group's team). Blocked keys too: revoked is for good, and
-    reactivation lifts only what deactivation blocked (DESIGN 3.5, 3.7). Set-based: per 500 users,
-    one SELECT and, when it finds keys, one UPDATE.
-    """
-    batches = [users[start:start + 500] for start in range(0, len(users), 500)] if isinstance(users, list) else [users]
-    revoked: list[str] = []
-    for batch in batches:
-        conditions = of_teams_left(batch)
-        if team_id is not None:
-            conditions.append(ApiKey.team_id == team_id)
-        revoked += _move(session, conditions, KeyStatus.REVOKED, KeyStatusReason.LEFT_TEAM)
-    return sorted(revoked)
-
-
-def of_teams_left(users: list[str] | Select[Any]) -> list[ColumnElement[bool]]:
-    """The keys, not revoked yet, that `users` hold for a team in which they hold no grant: what
-    revoke_keys_of_teams_left revokes (and identity.key_settling lists before it does)."""
-    left = ~exists().where(RoleGrant.user_id == ApiKey.user_id, RoleGrant.team_id == ApiKey.team_id)
-    return [ApiKey.user_id.in_(users), ApiKey.status.in_([KeyStatus.ACTIVE, KeyStatus.BLOCKED]),
-            ApiKey.team_id.is_not(None), left]
-
-
-def revoke_keys_of_team(session: Session, org_id: str, team_id: str) -> list[str]:
-    """Revoke every key of a team that is being deleted, whoever holds it."""
-    return _move(session, [ApiKey.org_id == org_id, ApiKey.team_id == team_id, ApiKey.status != KeyStatus.REVOKED],
-                 KeyStatus.REVOKED, KeyStatusReason.TEAM_DELETED)
 
 
 def create_service_key(session: Session, actor: Actor, org_id: str, *, team_id: str, name: str,

@@ -102,7 +102,7 @@ def grants_rederived(x: Expected, e: Row[Any]) -> None:
 
 def _left_teams(x: Expected, e: Row[Any]) -> None:
     """The keys of the teams a change of group grants took from their holders (since 2026-12-06; before,
-    such keys stayed active while the key check refused them): keys.revoke_keys_of_teams_left."""
+    such keys stayed active while the key check refused them): key_revocation.revoke_keys_of_teams_left."""
     set_key_status(x, e, e.changes.get("keys_revoked", []), KeyStatus.REVOKED, KeyStatusReason.LEFT_TEAM)
 
 

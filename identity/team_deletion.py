@@ -14,7 +14,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from audit import Actor, record
 from audit.log import Target
-from identity import invitations, keys, mappings, topups
+from identity import invitations, key_revocation, mappings, topups
 from identity.actions import Action
 from identity.errors import InvalidValue
 from identity.group_defaults import defaults_of, settle_defaults
@@ -46,7 +46,7 @@ def delete_team(session: Session, actor: Actor, org_id: str, team_id: str, *, co
     authorize(actor, "member.remove_from_team", org_id=org_id,
               target_role=Role.OWNER if _has_an_owner(session, org_id, team.id) else None)
     # The team's keys first: its rules' groups, re-derived below, would revoke their members' as `left_team`.
-    revoked = keys.revoke_keys_of_team(session, org_id, team.id)
+    revoked = key_revocation.revoke_keys_of_team(session, org_id, team.id)
     for rule in session.scalars(select(GroupMapping).where(GroupMapping.org_id == org_id,
                                                             GroupMapping.team_id == team.id)).all():
         mappings.delete_mapping(session, actor, org_id, rule.id)

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from audit.log import Target
-from identity import keys
+from identity import key_revocation
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound
 from identity.grants import org_role
@@ -175,6 +175,6 @@ def remove_team_member(session: Session, actor: Actor, org_id: str, team_id: str
     if session.scalar(grants.limit(1)) is None:
         raise NotFound(f"{user.user_name} is not a member of team {team.id}", team_id=team.id)
     session.execute(delete(RoleGrant).where(RoleGrant.user_id == user.id, RoleGrant.team_id == team.id))
-    revoked = keys.revoke_keys_of_teams_left(session, [user.id], team_id=team.id)
+    revoked = key_revocation.revoke_keys_of_teams_left(session, [user.id], team_id=team.id)
     record(session, actor, Action.TEAM_MEMBER_REMOVED, Target("user", user.id, user.user_name),
            {"team_id": team.id, "keys_revoked": revoked}, org_id=org_id)

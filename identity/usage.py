@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Table, and_, bindparam, literal_column, select, true, union_all
@@ -34,9 +33,13 @@ from audit import Actor, clock, record
 from audit.log import Target
 from identity import topups
 from identity.actions import Action
-from identity.errors import InvalidValue, NotFound
+from identity.errors import NotFound
 from identity.model_base import bound_columns
 from identity.models import ApiKey
+from identity.usage_records import MAX_BATCH as MAX_BATCH
+from identity.usage_records import Outcome as Outcome
+from identity.usage_records import UsageRecord as UsageRecord
+from identity.usage_records import parse_records as parse_records
 from identity.wallet_models import SpendLimit, UsageTotal
 from identity.wallet_periods import BALANCE_EXHAUSTED, SPENDING_LIMIT_REACHED, remaining
 from identity.wallets import (
@@ -48,7 +51,6 @@ from identity.wallets import (
     WALLETS,
     Locked,
     WalletRow,
-    amount,
     lock_wallets,
     locked_rows,
     moved_wallets,
@@ -57,68 +59,8 @@ from identity.wallets import (
     team_target,
 )
 
-MAX_BATCH = 1000
+# A batch up to this size names its request ids in its audit event (else the first and the last).
 SUMMARY_IDS = 100
-RESERVED = ("top_up:", "seat_grant:")  # a batch up to this size names its request ids in its audit event
-
-
-@dataclass(frozen=True)
-class UsageRecord:
-    key_id: str
-    model: str
-    cost_micros: int
-    request_id: str
-
-
-@dataclass
-class Outcome:
-    """What became of one record: `debited`, `duplicate` (booked before) or a refusal code."""
-
-    request_id: str
-    status: str
-    team_id: str
-    debited_micros: int = 0
-    balance_micros: int = 0
-    remaining_micros: int = 0  # what the key may still spend: the key check's budget.remaining_micros
-    resets_at: dt.datetime | None = None
-    limit_scope: str | None = None  # for spending_limit_reached: team, key or member
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def refused(self) -> bool:
-        return self.status in (BALANCE_EXHAUSTED, SPENDING_LIMIT_REACHED)
-
-
-def _text(item: dict[str, Any], name: str, where: str, limit: int) -> str:
-    value = item.get(name)
-    if not isinstance(value, str) or not value.strip() or len(value) > limit:
-        raise InvalidValue(f"{where}{name} is required: a string of up to {limit} characters", field=f"{where}{name}")
-    return value
-
-
-def parse_records(items: list[Any], *, batch: bool) -> list[UsageRecord]:
-    """Check every record of a call (field names say which: `usage[3].cost_micros`); refuse the call on any."""
-    if not items or len(items) > MAX_BATCH:
-        raise InvalidValue(f"usage must hold 1 to {MAX_BATCH} records", field="usage")
-    records, seen = [], set()
-    for index, item in enumerate(items):
-        where = f"usage[{index}]." if batch else ""
-        if not isinstance(item, dict):
-            raise InvalidValue(f"{where or 'the record '}must be an object", field=where.rstrip(".") or "usage")
-        unknown = sorted(set(item) - {"key_id", "model", "cost_micros", "request_id"})
-        if unknown:
-            raise InvalidValue(f"unknown fields: {', '.join(map(repr, unknown))}", field=f"{where}{unknown[0]}")
-        record_ = UsageRecord(_text(item, "key_id", where, 36), _text(item, "model", where, 200),
-                              amount(item.get("cost_micros"), f"{where}cost_micros"),
-                              _text(item, "request_id", where, 200))
-        if record_.request_id.startswith(RESERVED):  # the ledger's own idempotency keys for credits
-            raise InvalidValue(f"request_id must not begin with {' or '.join(RESERVED)}", field=f"{where}request_id")
-        if record_.request_id in seen:
-            raise InvalidValue(f"request_id {record_.request_id!r} appears twice in one call",
-                               field=f"{where}request_id")
-        seen.add(record_.request_id)
-        records.append(record_)
-    return records
 
 
 def discounted(cost: int, discount_percent: int) -> int:

@@ -1,52 +1,47 @@
 """Members and their lifecycle (DESIGN.md sections 3.2 and 3.5): provision, deactivate,
-reactivate, delete, change role. Seats go through identity.seats, keys through identity.keys.
+reactivate, change role; the deletion is identity.member_removal's. Seats go through
+identity.seats, keys through identity.key_revocation.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from typing import Any, cast
 
 from sqlalchemy import (
     Table,
-    all_,
     bindparam,
     delete,
-    exists,
-    func,
     insert,
-    literal,
-    null,
     select,
     union_all,
-    update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, make_transient_to_detached
-from sqlalchemy.orm.attributes import set_committed_value
 
 from audit import Actor, clock, record
-from identity import emails, group_locks, group_versions, keys, owners, seats, sessions
+from identity import emails, group_versions, key_revocation, owners, seats, sessions
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound, SeatCapReached
-from identity.grants import ORG_ROLE_RANK, role_of_rank, ungrouped_org_role
 from identity.grants import org_role as org_role
 from identity.grants import team_roles as team_roles
+from identity.grants import ungrouped_org_role
 from identity.lookups import DEFAULT_TEAM_ID, default_team_id, get_team, user_target
 from identity.lookups import default_team as default_team
 from identity.lookups import find_by_user_name as find_by_user_name
 from identity.lookups import find_by_user_name_or_removed as find_by_user_name_or_removed
 from identity.lookups import get_user as get_user
+from identity.member_removal import delete_user as delete_user
+from identity.member_removal import deprovision as deprovision
+from identity.member_removal import remove_user as remove_user
 from identity.model_base import bound_columns
 from identity.models import IdpGroup, IdpGroupMember, RoleGrant, User
 from identity.names import checked_email, checked_emails, checked_user_name
 from identity.roles import RANK, SOURCES, authorize, parse_role
-from identity.vocabulary import GrantSource, KeyStatusReason, Role
+from identity.vocabulary import GrantSource, Role
 
-# The names imported `as` themselves above are re-exported: the adapters ask `users` for a member
-# and its roles (identity.lookups and identity.grants hold them).
+# The names imported `as` themselves above are re-exported: the adapters ask `users` for a member,
+# its roles and its removal (identity.lookups, identity.grants and identity.member_removal hold them).
 
 # The org lock and the id of its Default team in one round trip (the subquery locks nothing).
 LOCK_ORG_AND_DEFAULT_TEAM = seats.LOCK_ORG.add_columns(DEFAULT_TEAM_ID.scalar_subquery())
@@ -217,7 +212,7 @@ def deactivate_user(session: Session, actor: Actor, org_id: str, user_id: str) -
     owners.ensure_not_last_owner(session, user)
     user.active = False
     _touch(user)
-    blocked = keys.block_user_keys(session, user)
+    blocked = key_revocation.block_user_keys(session, user)
     sessions.end_user_sessions(session, user.id)
     seats.free_seat(session, actor, user)
     record(session, actor, Action.USER_DEACTIVATED, user_target(user),
@@ -233,148 +228,10 @@ def reactivate_user(session: Session, actor: Actor, org_id: str, user_id: str) -
     seats.take_seat(session, actor, user)
     user.active = True
     _touch(user)
-    unblocked = keys.unblock_user_keys(session, user)
+    unblocked = key_revocation.unblock_user_keys(session, user)
     record(session, actor, Action.USER_REACTIVATED, user_target(user),
            {"active": {"before": False, "after": True}, "keys_unblocked": unblocked}, org_id=org_id)
     return user
-
-
-def delete_user(session: Session, actor: Actor, org_id: str, user_id: str) -> User:
-    """Remove a member for good: grants and group memberships gone, keys revoked, seat freed.
-
-    The user row stays as a tombstone, so that audit history and past usage keep their subject.
-    """
-    authorize(actor, "member.delete", org_id=org_id)
-    user, role = _locked_member(session, org_id, user_id)
-    return _delete(session, actor, user, role)
-
-
-def _delete(session: Session, actor: Actor, user: User, role: Role | None) -> User:
-    """delete_user once the org is locked and the user's org `role` read: authorize, check, remove."""
-    authorize(actor, "member.delete", org_id=user.org_id, target_role=role)
-    owners.ensure_not_last_owner(session, user, role)
-    return deprovision(session, actor, user, role)
-
-
-# The member under the org's lock and its org role, in one round trip; NotFound once deleted.
-MEMBER_WITH_ROLE = select(User, ORG_ROLE_RANK).where(
-    User.id == bindparam("user_id"), User.org_id == bindparam("org_id"), User.deleted_at.is_(None),
-).execution_options(populate_existing=True)
-
-
-# On PostgreSQL the same read takes the deletion's locks, in the order of identity.group_locks: the
-# member's groups in id order (the CTE, which the WHERE reads before the row is locked: LockRows is the
-# plan's top), then the member's row (FOR NO KEY UPDATE: an add to a group, which share-locks the users
-# it adds, waits for the deletion and then reads the member deleted; foreign keys still go through). The
-# groups are those of the statement's snapshot: a member an add joined to another group while this
-# waited for its row is found by REMOVE_ROWS (`held_elsewhere`), which then changes nothing.
-_GROUPS_OF_MEMBER = (select(IdpGroup.id).where(IdpGroup.id.in_(select(IdpGroupMember.group_id).where(
-    IdpGroupMember.user_id == bindparam("user_id")))).order_by(IdpGroup.id).with_for_update(key_share=True)
-    .cte("member_groups"))
-_GROUP_IDS = select(func.array_agg(_GROUPS_OF_MEMBER.c.id)).scalar_subquery()
-LOCK_MEMBER_WITH_ROLE = select(User, ORG_ROLE_RANK, _GROUP_IDS).where(
-    User.id == bindparam("user_id"), User.org_id == bindparam("org_id"), User.deleted_at.is_(None),
-    func.coalesce(func.cardinality(_GROUP_IDS), 0) >= 0,  # the groups locked first, whatever the plan
-).with_for_update(of=User, key_share=True).execution_options(populate_existing=True)
-
-
-def _locked_member(session: Session, org_id: str, user_id: str) -> tuple[User, Role | None]:
-    """Take the org's seat lock, then read the member and its org role (as `_under_seat_lock` does:
-    a deletion that waited for the lock sees the member as the one before it left it); on
-    PostgreSQL lock its groups, then its row (LOCK_MEMBER_WITH_ROLE), for `deprovision`."""
-    seats.lock_org(session, org_id)  # first: it also serialises the last-owner check
-    session.flush()
-    params = {"user_id": user_id, "org_id": org_id}
-    if session.get_bind().dialect.name == "postgresql":
-        row = session.execute(LOCK_MEMBER_WITH_ROLE, params).one_or_none()
-        if row is not None:
-            group_locks.locked_groups(session).update(row[2] or ())
-    else:  # SQLite runs one write transaction at a time and needs no lock
-        row = session.execute(MEMBER_WITH_ROLE, params).one_or_none()
-    if row is None:
-        raise NotFound(f"no user {user_id!r} in this org", user_id=user_id)
-    return row[0], role_of_rank(row[1])
-
-
-def deprovision(session: Session, actor: Actor, user: User, role: Role | None = None) -> User:
-    """Remove `user` for good (as delete_user does), for a caller that has authorized the actor,
-    locked the org and decided about the last owner: delete_user, and the deletion of a whole org.
-
-    `role` is the user's org role if the caller has read it. Plain statements, built once: the
-    member's rows and its own, written once (`_remove_rows`), then the seat.
-
-    Locks (identity.group_locks: the org, then groups in id order, then rows): the caller holds the
-    org's lock and either the member's groups and then its row (`_locked_member`), or every group of
-    the org (the org's deletion), so that no add to a group is under way for the member: its group
-    memberships all go, and the versions of the groups it left move without waiting for a group.
-    """
-    org_id = user.org_id
-    before_role = role if role is not None else org_role(session, user.id)
-    now = clock.now()
-    removed = {"active": False, "has_seat": False, "deleted_at": now, "updated_at": now, "version": user.version + 1}
-    revoked, groups_left = _remove_rows(session, user, removed)
-    group_versions.member_changed(session, groups_left)
-    seats.release_seat(session, actor, user)  # by the seat the object still shows
-    for field, value in removed.items():  # the object as its row now is, with no change for a flush to write
-        set_committed_value(user, field, value)
-    record(session, actor, Action.USER_DELETED, user_target(user),
-           {"role": {"before": before_role, "after": None}, "keys_revoked": revoked}, org_id=org_id)
-    return user
-
-
-MEMBERSHIPS = cast(Table, IdpGroupMember.__table__)
-REMOVED = ("active", "has_seat", "deleted_at", "updated_at", "version")
-REMOVE_USER = update(USERS).where(USERS.c.id == bindparam("member_id")).values(
-    {field: bindparam(f"new_{field}", type_=USERS.c[field].type) for field in REMOVED})
-UNGRANT = delete(GRANTS).where(GRANTS.c.user_id == bindparam("member_id"))
-LEAVE_GROUPS = delete(MEMBERSHIPS).where(MEMBERSHIPS.c.user_id == bindparam("member_id")).returning(
-    MEMBERSHIPS.c.group_id)
-# On PostgreSQL a removed member's rows change in one statement (a round trip, not five): keys
-# revoked, sessions ended, grants and group memberships removed, the user's row written, each in a
-# data-modifying WITH (PostgreSQL runs each once, to completion, read or not), answering ("key",
-# id, prefix) for each key revoked and ("group", id, NULL) for each group left.
-# Each removal is guarded: a membership in a group this transaction does not hold locked (an add
-# that committed while the deletion waited for the member's row) is answered ("held_elsewhere", group
-# id, NULL) and nothing changes; `_remove_rows` locks that group and runs the statement again.
-_HELD = bindparam("held_groups", type_=ARRAY(MEMBERSHIPS.c.group_id.type))
-_ELSEWHERE = (MEMBERSHIPS.c.user_id == bindparam("member_id"), MEMBERSHIPS.c.group_id != all_(_HELD))
-_NONE_ELSEWHERE = ~exists().where(*_ELSEWHERE)
-_REVOKED = keys.REVOKE_USER_KEYS.where(_NONE_ELSEWHERE).cte("revoked")
-_LEFT = LEAVE_GROUPS.where(_NONE_ELSEWHERE).cte("groups_left")
-REMOVE_ROWS = union_all(
-    select(literal("key"), _REVOKED.c.id, _REVOKED.c.prefix),
-    select(literal("group"), _LEFT.c.group_id, null()),
-    select(literal("held_elsewhere"), MEMBERSHIPS.c.group_id, null()).where(*_ELSEWHERE),
-).add_cte(sessions.END_USER_SESSIONS.where(_NONE_ELSEWHERE).cte("ended"),
-          UNGRANT.where(_NONE_ELSEWHERE).cte("ungranted"), REMOVE_USER.where(_NONE_ELSEWHERE).cte("removed"))
-
-
-def _remove_rows(session: Session, user: User, removed: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """Revoke the member's keys, end its sessions, remove its grants and group memberships, write
-    its row's `removed` values; return the prefixes of the keys revoked and the groups left.
-
-    Plain statements: the session's ApiKey objects are told of their revocation (identity.keys.
-    revoked), the caller tells `user`; no caller holds a grant, group membership or session object
-    of the member.
-    """
-    reason = KeyStatusReason.MEMBER_DELETED
-    params = {"member_id": user.id, **{f"new_{field}": removed[field] for field in REMOVED}}
-    if session.get_bind().dialect.name == "postgresql":
-        held = group_locks.locked_groups(session)
-        while True:  # once, but when an add joined the member to a group after its groups were locked
-            rows = session.execute(REMOVE_ROWS, {**params, "reason": reason, "held_groups": sorted(held)}).all()
-            elsewhere = [row[1] for row in rows if row[0] == "held_elsewhere"]
-            if not elsewhere:
-                break
-            group_locks.lock_groups(session, elsewhere)
-        return (keys.revoked(session, [(row[1], row[2]) for row in rows if row[0] == "key"], reason),
-                [row[1] for row in rows if row[0] == "group"])
-    revoked = keys.revoke_user_keys(session, user, reason=reason)
-    session.execute(sessions.END_USER_SESSIONS, {"member_id": user.id})
-    session.execute(UNGRANT, {"member_id": user.id})
-    left = list(session.scalars(LEAVE_GROUPS, {"member_id": user.id}))
-    session.execute(REMOVE_USER, params)
-    return revoked, left
 
 
 def change_role(session: Session, actor: Actor, org_id: str, user_id: str, role: str) -> Role:
@@ -503,19 +360,3 @@ def sync_user(session: Session, actor: Actor, org_id: str, user_id: str, fields:
         else:
             deactivate_user(session, actor, org_id, user_id)
     return user
-
-
-def remove_user(session: Session, actor: Actor, org_id: str, user_id: str, *,
-                check: Callable[[User], None] | None = None) -> User:
-    """Delete a member at the IdP's request (SCIM DELETE); the last active owner is kept, audited.
-
-    `check` sees the member as read under the org's lock before anything changes, and may refuse
-    (SCIM's If-Match).
-    """
-    user, role = _locked_member(session, org_id, user_id)  # the role read once: the checks and the audit event
-    if check is not None:
-        check(user)
-    if owners.would_remove_last_owner(session, user, role):
-        owners.protect_last_owner(session, actor, user, "delete")
-        return user
-    return _delete(session, actor, user, role)

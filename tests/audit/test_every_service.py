@@ -277,7 +277,7 @@ SERVICES: dict[str, tuple[Callable[[World], Call], str]] = {
         s, a, w.org_id, user_name="erin@acme.test", source="scim"), "user.created"),
     "identity.users.deactivate_user": (lambda w: _user(w, users.deactivate_user), "user.deactivated"),
     "identity.users.reactivate_user": (_deactivated, "user.reactivated"),
-    "identity.users.delete_user": (lambda w: _user(w, users.delete_user), "user.deleted"),
+    "identity.member_removal.delete_user": (lambda w: _user(w, users.delete_user), "user.deleted"),
     "identity.users.change_role": (lambda w: (lambda u: lambda s, a: users.change_role(s, a, w.org_id, u, "admin"))(
         w.member().id), "member.role_changed"),
     "identity.users.update_profile": (lambda w: (lambda u: lambda s, a: users.update_profile(
@@ -312,7 +312,7 @@ SERVICES: dict[str, tuple[Callable[[World], Call], str]] = {
                                      "invitation.declined"),
     "identity.users.sync_user": (lambda w: (lambda u: lambda s, a: users.sync_user(
         s, a, w.org_id, u, {"display_name": "Bob B."}))(w.member().id), "user.updated"),
-    "identity.users.remove_user": (lambda w: _user(w, users.remove_user), "user.deleted"),
+    "identity.member_removal.remove_user": (lambda w: _user(w, users.remove_user), "user.deleted"),
     "identity.owners.protect_last_owner": (lambda w: lambda s, a: owners.protect_last_owner(
         s, a, s.get_one(User, w.acme.owner.id), "deactivate"), "member.last_owner_protected"),
     "identity.owners.protect_group_owner": (lambda w: (lambda g: lambda s, a: owners.protect_group_owner(
@@ -425,7 +425,7 @@ def _keys_left_behind(w: World) -> Call:
 SERVICES.update({
     "identity.teams.change_team_role": (lambda w: (lambda t: lambda s, a: teams.change_team_role(
         s, a, w.org_id, *t, "admin"))(_in_team(w)), "team.member_role_changed"),
-    "identity.users.deprovision": (lambda w: (lambda u: lambda s, a: users.deprovision(s, a, s.get_one(User, u)))(
+    "identity.member_removal.deprovision": (lambda w: (lambda u: lambda s, a: users.deprovision(s, a, s.get_one(User, u)))(
         w.member().id), "user.deleted"),
     "identity.mappings.update_mapping": (lambda w: (lambda m: lambda s, a: mappings.update_mapping(
         s, a, w.org_id, m, {"org_role": "viewer"}))(w.do(lambda s, a: mappings.create_mapping(

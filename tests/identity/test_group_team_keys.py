@@ -2,7 +2,7 @@
 
 Removing a member from a team by hand revokes their keys for it (`left_team`, named by prefix in
 the removal's event). The same happens, in the same transaction and through the same function
-(identity.keys.revoke_keys_of_teams_left), whichever way an IdP group change takes the team:
+(identity.key_revocation.revoke_keys_of_teams_left), whichever way an IdP group change takes the team:
 a SCIM PATCH or PUT of the group's members, the group deleted, a mapping rule changed or deleted,
 a SAML sign-in's group claims, a switch of `group_sync`, the provisioned Default team giving way
 to a group's team. The key's row says `revoked` (not `active` while the gateway refuses it), the

@@ -17,7 +17,7 @@ from tests.statements import audit_at_commit, statements
 # revoked (one UPDATE that answers which, none here), sign-in sessions ended, grants and group
 # memberships removed, the user's row written once, the seat freed, the audit chain. On PostgreSQL
 # the removals and the user's row are one statement of data-modifying WITHs, and the user's read
-# locks its groups (none here) and then its row (identity.users.LOCK_MEMBER_WITH_ROLE), in the same
+# locks its groups (none here) and then its row (identity.member_removal.LOCK_MEMBER_WITH_ROLE), in the same
 # statement: a group PATCH adding the user waits for the deletion, one taking it out never deadlocks.
 DELETE = {"sqlite": ["SELECT scim_tokens", "SELECT orgs", "SELECT users", "UPDATE api_keys", "DELETE sso_sessions",
                      "DELETE role_grants", "DELETE idp_group_members", "UPDATE users", "UPDATE orgs"],
