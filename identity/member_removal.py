@@ -64,16 +64,16 @@ _GROUPS_OF_MEMBER = (select(IdpGroup.id).where(IdpGroup.id.in_(select(IdpGroupMe
     IdpGroupMember.user_id == bindparam("user_id")))).order_by(IdpGroup.id).with_for_update(key_share=True)
     .cte("member_groups"))
 _GROUP_IDS = select(func.array_agg(_GROUPS_OF_MEMBER.c.id)).scalar_subquery()
-LOCK_MEMBER_WITH_ROLE = select(User, ORG_ROLE_RANK, _GROUP_IDS).where(
-    User.id == bindparam("user_id"), User.org_id == bindparam("org_id"), User.deleted_at.is_(None),
+LOCK_MEMBER_WITH_ROLE = MEMBER_WITH_ROLE.add_columns(_GROUP_IDS).where(
     func.coalesce(func.cardinality(_GROUP_IDS), 0) >= 0,  # the groups locked first, whatever the plan
-).with_for_update(of=User, key_share=True).execution_options(populate_existing=True)
+).with_for_update(of=User, key_share=True)
 
 
 def _locked_member(session: Session, org_id: str, user_id: str) -> tuple[User, Role | None]:
-    """Take the org's seat lock, then read the member and its org role (as `_under_seat_lock` does:
-    a deletion that waited for the lock sees the member as the one before it left it); on
-    PostgreSQL lock its groups, then its row (LOCK_MEMBER_WITH_ROLE), for `deprovision`."""
+    """Take the org's seat lock, then read the member and its org role (as identity.users'
+    `_under_seat_lock` does: a deletion that waited for the lock sees the member as the one before
+    it left it); on PostgreSQL lock its groups, then its row (LOCK_MEMBER_WITH_ROLE), for
+    `deprovision`."""
     seats.lock_org(session, org_id)  # first: it also serialises the last-owner check
     session.flush()
     params = {"user_id": user_id, "org_id": org_id}
