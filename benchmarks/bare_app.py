@@ -20,6 +20,10 @@ The database work is benchmarks/raw_sql.py's hand-written SQL:
   `users.remove_user` sends for a SCIM DELETE (raw_sql.Raw.delete), 204.
 - `POST /bare/usage` (benchmarks/bench_usage.py): one usage record, what `usage.record_usage`
   writes for an accepted debit (raw_sql.debit), as JSON.
+- `POST /bare/usage-fused` (PostgreSQL): the same debit in two statements (raw_sql.debit_fused).
+- `POST /bare/write` (benchmarks/bench_peer.py): the least any durable write can be, one INSERT of
+  one row into a table of its own and a COMMIT, no credential, no audit, 204: a bound on every
+  design that keeps its writes in this database, whatever its statements.
 
 It answers one question: what share of the ceiling any implementation of these two routes can
 reach on Flask and gunicorn with this database, before it does any of the things a service must
@@ -28,13 +32,14 @@ reach on Flask and gunicorn with this database, before it does any of the things
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, request
-from raw_sql import Raw, answer, debit, lookup_response, refused
+from raw_sql import Raw, answer, debit, debit_fused, lookup_response, refused
 
 from identity.db import Database
 from scim import resources
@@ -44,6 +49,12 @@ _db = Database(os.environ["DATABASE_URL"])
 _db.start_background_work()
 _local = threading.local()
 _BASE = os.environ.get("BASE_URL", "http://127.0.0.1") + "/scim/v2"
+with _db.engine.begin() as _conn:  # POST /bare/write's table (not the service's: it is never read)
+    _conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS bare_writes (written_at VARCHAR(40) NOT NULL)")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 def _raw() -> Raw:
@@ -92,6 +103,26 @@ def create() -> Response:
         return refused(400, "a JSON object with a userName")
     row = _as_token(lambda raw, token, *request_of: raw.create(token, body, *request_of))
     return row if isinstance(row, Response) else answer(201, resources.user_to_wire(row, _BASE, []))
+
+
+@app.post("/bare/usage-fused")
+def usage_fused() -> Response:
+    """`POST /bare/usage` in two statements (PostgreSQL only)."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not {"key_id", "model", "cost_micros", "request_id"} <= body.keys():
+        return refused(400, "a usage record")
+    status, result = debit_fused(_raw(), request.headers.get("Authorization", ""), body)
+    return answer(status, result)
+
+
+@app.post("/bare/write")
+def one_write() -> Response:
+    """One row written and committed, nothing else (see the module's docstring)."""
+    raw = _raw()
+    raw.begin(write=True)
+    raw.cursor.execute(raw.sql("INSERT INTO bare_writes (written_at) VALUES (?)"), (str(_now()),))
+    raw.commit()
+    return Response(status=204)
 
 
 @app.delete("/bare/Users/<user_id>")

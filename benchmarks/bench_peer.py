@@ -1,6 +1,6 @@
 """The service beside scim2-server and a trivial Flask route, loaded in one run (issue 19, "Performance").
 
-    .venv/bin/python benchmarks/bench_peer.py [--users 16000] [--clients 4] [--seconds 8] [--json FILE]
+    .venv/bin/python benchmarks/bench_peer.py [--users 40000] [--clients 4] [--seconds 8] [--json FILE]
 
 Three servers, each under gunicorn with 2 gthread workers of 1 thread (as `identity serve` runs
 the service), loaded one after another by `--clients` keep-alive client processes on the same
@@ -15,7 +15,10 @@ the service), loaded one after another by `--clients` keep-alive client processe
 - the ceiling (benchmarks/ceiling_app.py), measured before and after the others;
 - the floor for the create, the lookup and the delete (benchmarks/bare_app.py): the same database
   work as hand-written SQL in a plain Flask app, on the service's database, served the same way:
-  what any implementation on this stack could reach beside scim2-server.
+  what any implementation on this stack could reach beside scim2-server;
+- with create or delete among `--kinds`, the least durable write (bare_app's `POST /bare/write`:
+  one INSERT and a COMMIT per request, no credential, no audit): a bound on any design that keeps
+  its writes in this database, whatever statements it sends, beside scim2-server's create and delete.
 
 Requests, the same on the service and the peer: `POST /Users` (a new user with an email),
 `GET /Users?filter=userName eq "<random seeded user>"`, `DELETE /Users/<seeded id>` (each client
@@ -79,6 +82,8 @@ def _request(kind: str, job: dict[str, Any], rng: random.Random, i: int) -> tupl
         return "GET", f"{base}/Users?startIndex={rng.randrange(1, job['lookup_range'] - 100)}&count=100", None
     if kind == "delete":
         return "DELETE", f"{base}/Users/{users[i]}", None
+    if kind == "write":
+        return "POST", f"{base}/write", b""
     member = users[(i // 2) % len(users)]  # added, then removed: each member can go round again
     operation = {"op": "add", "path": "members", "value": [{"value": member}]} if i % 2 == 0 else \
         {"op": "remove", "path": f'members[value eq "{member}"]'}
@@ -181,6 +186,8 @@ def bench(args: argparse.Namespace, folder: Path, url: str) -> dict[str, Any]:
                 r = figures[f"{name}_{kind}"]
                 print(f"{name} {kind}: {r['per_second']:.0f}/s p50 {r['p50_ms']:.1f} ms"
                       + (f" e.g. {r['bad'][0]}" if r["bad"] else ""), flush=True)
+        if {"create", "delete"} & set(args.kinds):
+            figures["floor_write"] = load("write", "floor", bare, args, base="/bare", token="", lookup_range=1)
         figures["ceiling_2"] = load("ceiling", "ceiling", ceiling, args, base="", token="", lookup_range=1)
         figures["peak_rss_mb"] = {"service": sorted(round(v) for v in service.peak_rss_mb().values()),
                                   "peer": sorted(round(v) for v in peer.peak_rss_mb().values())}
@@ -213,6 +220,12 @@ def report(f: dict[str, Any]) -> str:
         lines.append(f"  {kind:10} {r['per_second']:7.0f}/s  p50 {r['p50_ms']:.1f} ms  CPU {r['cpu_ms']:.2f} ms  "
                      f"{ratio:.2f}x scim2-server, {r['per_second'] / ceiling:.1%} of the ceiling"
                      + (f"  errors: {r['bad']}" if r["bad"] else ""))
+    if "floor_write" in f:
+        r = f["floor_write"]
+        versus = ", ".join(f"{r['per_second'] / f[f'peer_{kind}']['per_second']:.2f}x scim2-server's {kind}"
+                           for kind in ("create", "delete") if f.get(f"peer_{kind}", {}).get("per_second"))
+        lines.append(f"the least durable write (bare_app POST /bare/write: one INSERT and COMMIT, nothing else): "
+                     f"{r['per_second']:.0f}/s, {versus}, {r['per_second'] / ceiling:.1%} of the ceiling")
     lines.append(f"peak RSS per worker, MB: {f['peak_rss_mb']}")
     lines.append(f"CPU busy with other processes before the runs: {f['busy_before']:.0%}; uptime: {f['uptime']}")
     return "\n".join(lines)
@@ -220,9 +233,9 @@ def report(f: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, default=30_000,
+    parser.add_argument("--users", type=int, default=40_000,
                         help="seeded users; the deletes use all but the group's and the PATCHes' (the peer deletes"
-                             " some 1,300/s: fewer would run out)")
+                             " up to 2,400/s: fewer would run out)")
     parser.add_argument("--group", type=int, default=1_000, help="members of the group the PATCHes change")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=8.0)

@@ -22,7 +22,9 @@ into one hot team, then spread over `--teams` teams (a random key of a random te
 also in batches of `--batch` records. And the floor, in the same run: the same single records
 posted to benchmarks/bare_app.py's `POST /bare/usage`, a plain Flask app that does only the
 database work of an accepted debit with hand-written SQL (benchmarks/raw_sql.py `debit`), served
-the same way: what share of the ceiling any implementation of one debit per call can reach here.
+the same way: what share of the ceiling an implementation of one debit per call with the service's
+statements can reach here; on PostgreSQL also that debit in two statements (`debit_fused`, the
+fewest this schema and its audit chain allow: one read that locks, one write).
 """
 
 from __future__ import annotations
@@ -286,6 +288,11 @@ def throughput(args: argparse.Namespace, folder: Path, url: str) -> dict[str, An
         # The floor: the same single records debited by hand-written SQL in a plain Flask app (bare_app).
         figures["bare_hot"] = load("usage", bare, args, keys=hot, credential=credential, path="/bare/usage")
         figures["bare_spread"] = load("usage", bare, args, keys=keys, credential=credential, path="/bare/usage")
+        if args.db == "postgresql":  # and in the fewest statements this schema allows (raw_sql.debit_fused)
+            figures["fused_hot"] = load("usage", bare, args, keys=hot, credential=credential,
+                                        path="/bare/usage-fused")
+            figures["fused_spread"] = load("usage", bare, args, keys=keys, credential=credential,
+                                           path="/bare/usage-fused")
         if args.batch > 1:
             figures["hot_batched"] = load("usage", server, args, keys=hot, credential=credential, batch=args.batch)
             figures["spread_batched"] = load("usage", server, args, keys=keys, credential=credential,
@@ -308,6 +315,9 @@ def report(mode: str, args: argparse.Namespace, f: dict[str, Any]) -> str:
     if "bare_hot" in f:
         rows[3:3] = [("floor (bare_app, hand-written SQL), hot", "bare_hot"),
                      (f"floor (bare_app), {args.teams} teams", "bare_spread")]
+    if "fused_hot" in f:
+        rows[5:5] = [("floor in two statements, hot", "fused_hot"),
+                     (f"floor in two statements, {args.teams} teams", "fused_spread")]
     if "hot_batched" in f:
         rows[3:3] = [(f"batches of {args.batch}, one hot team", "hot_batched"),
                      (f"batches of {args.batch}, {args.teams} teams/{args.orgs} orgs", "spread_batched")]
