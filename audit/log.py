@@ -136,10 +136,11 @@ class _Head:
 
 def _lock_head(session: Session, org_id: str) -> _Head:
     """Lock the org's chain head until commit and return where it stands (plain columns, no ORM object)."""
-    row = session.execute(LOCK_HEAD, {"head_org_id": org_id}).one_or_none()
+    conn = session.connection()  # plain statements on the connection: no ORM execution around them
+    row = conn.execute(LOCK_HEAD, {"head_org_id": org_id}).one_or_none()
     if row is None:
         open_chain(session, org_id)
-        row = session.execute(LOCK_HEAD, {"head_org_id": org_id}).one()
+        row = conn.execute(LOCK_HEAD, {"head_org_id": org_id}).one()
     return _Head(row.seq, row.hash, row.last_at)
 
 
@@ -149,14 +150,15 @@ def _append(session: Session, org_id: str, head: _Head, rows: list[dict[str, Any
     On PostgreSQL each event carries the head's move to itself (an UPDATE in a data-modifying
     WITH), so that a transaction's audit costs two round trips, not three.
     """
-    if session.get_bind().dialect.name == "postgresql" and len(rows) <= MOVE_WITH_EACH_EVENT:
-        session.execute(INSERT_EVENT_MOVING_HEAD, [
+    conn = session.connection()
+    if conn.dialect.name == "postgresql" and len(rows) <= MOVE_WITH_EACH_EVENT:
+        conn.execute(INSERT_EVENT_MOVING_HEAD, [
             {**{f"event_{key}": value for key, value in row.items()}, "head_org_id": org_id, "head_seq": row["seq"],
              "head_hash": row["hash"], "head_last_at": row["occurred_at"]} for row in rows])
         return
-    session.execute(MOVE_HEAD, {"head_org_id": org_id, "head_seq": head.seq, "head_hash": head.hash,
-                                "head_last_at": head.last_at})
-    session.execute(INSERT_EVENTS, rows)
+    conn.execute(MOVE_HEAD, {"head_org_id": org_id, "head_seq": head.seq, "head_hash": head.hash,
+                             "head_last_at": head.last_at})
+    conn.execute(INSERT_EVENTS, rows)
 
 
 @event.listens_for(Session, "before_commit")

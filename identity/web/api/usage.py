@@ -84,7 +84,7 @@ def _record(credential: str) -> tuple[Actor, list[Outcome], bool]:
     for attempt in (1, 2):
         try:
             with database().transaction() as session:
-                actor = request_actor(gateway.gateway_actor(session, credential))
+                actor = request_actor(gateway.gateway_actor(session.connection(), credential))
                 records, batch = _records()
                 outcomes = usage.record_usage(session, actor, records)
                 g.topup_requested = bool(session.info.pop(topups.REQUESTED, False))
