@@ -11,10 +11,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from audit import Actor
-from identity import groups, org_lifecycle, users
+from identity import group_claims, groups, org_lifecycle, users
 from identity.db import Database
 from identity.models import IdpGroup, IdpGroupMember, Org, RoleGrant, User
-from tests.factories import wait_for_a_lock_wait
+from tests.factories import actions, wait_for_a_lock_wait
 from tests.scim.client import Scim, scim_for
 
 pytestmark = pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
@@ -117,3 +117,97 @@ def test_an_org_deletion_waits_for_a_group_add_and_leaves_no_membership(
     assert not deleter.is_alive() and errors == []
     with db.transaction() as session:
         assert list(session.scalars(select(IdpGroupMember.group_id).where(IdpGroupMember.user_id == user["id"]))) == []
+
+
+def test_a_deletion_that_finds_a_group_below_its_own_locks_it_in_id_order(
+        scim: Scim, db: Database, system: Actor) -> None:
+    """The member is in the higher group; an add to the lower one holds the member's row (shared)
+    while the deletion, holding the higher group, waits for the row, and a sign-in joining another
+    member to both groups waits for the lower one. Once the add commits, the sign-in holds the lower
+    group and waits for the higher; the deletion finds the new membership (REMOVE_ROWS'
+    `held_elsewhere`) and must not wait for the lower group while it holds the higher: no deadlock,
+    the member leaves both groups, the other member is in both."""
+    user = scim.create_user("racing@acme.test")
+    other = scim.create_user("signing-in@acme.test")
+    low, high = sorted([scim.create_group("One"), scim.create_group("Two")], key=lambda group: group["id"])
+    with db.transaction() as session:
+        groups.add_members(session, system, scim.org_id, high["id"], [user["id"]])
+    errors: list[BaseException] = []
+
+    def delete() -> None:
+        with db.transaction() as session:
+            users.remove_user(session, system, scim.org_id, user["id"])
+
+    def sign_in() -> None:
+        with db.transaction() as session:
+            group_claims.apply_user_groups(session, system, scim.org_id, other["id"],
+                                           [low["displayName"], high["displayName"]])
+
+    with db.transaction() as session:
+        groups.add_members(session, system, scim.org_id, low["id"], [user["id"]])
+        deleter = _in_thread(delete, errors)
+        wait_for_a_lock_wait(db, "the deletion")  # for the member's row, holding the higher group
+        signer = _in_thread(sign_in, errors)
+        wait_for_a_lock_wait(db, "the deletion and the sign-in", waiters=2)  # the sign-in for the lower group
+    deleter.join(30)
+    signer.join(30)
+    assert not deleter.is_alive() and not signer.is_alive()
+    assert errors == []
+    with db.transaction() as session:
+        assert session.get(User, user["id"]).deleted_at is not None  # type: ignore[union-attr]
+        assert list(session.scalars(select(IdpGroupMember.group_id).where(IdpGroupMember.user_id == user["id"]))) == []
+        assert sorted(session.scalars(select(IdpGroupMember.group_id).where(
+            IdpGroupMember.user_id == other["id"]))) == [low["id"], high["id"]]
+
+
+@pytest.mark.parametrize("changes", [{"email": "elsewhere@acme.test"}, {"display_name": "Someone Else"}],
+                         ids=["email", "rename"])
+def test_a_profile_change_that_waited_for_a_deletion_finds_the_member_gone(
+        scim: Scim, db: Database, system: Actor, changes: dict[str, str]) -> None:
+    """The profile change read the member before the deletion committed; it waits for the member's
+    row (or, renaming, the org) and then is NotFound: the tombstone keeps what it had, and no event
+    follows the deletion's."""
+    user = scim.create_user("leaving@acme.test")
+    errors: list[BaseException] = []
+
+    def update() -> None:
+        with db.transaction() as session:
+            users.update_profile(session, system, scim.org_id, user["id"], changes)
+
+    with db.transaction() as session:
+        users.remove_user(session, system, scim.org_id, user["id"])
+        session.flush()
+        updater = _in_thread(update, errors)
+        wait_for_a_lock_wait(db, "the profile change")
+    updater.join(30)
+    assert not updater.is_alive()
+    assert [type(error).__name__ for error in errors] == ["NotFound"], errors
+    with db.transaction() as session:
+        tombstone = session.get(User, user["id"])
+        assert tombstone is not None and tombstone.deleted_at is not None
+        assert (tombstone.email, tombstone.display_name) == ("leaving@acme.test", None)
+    assert actions(db, scim.org_id)[-1] == "user.deleted"
+
+
+def test_two_profile_changes_at_once_move_the_version_twice(scim: Scim, db: Database, system: Actor) -> None:
+    """The second change read the member before the first committed: it waits for the row and then
+    writes the version after the first's, so the two states have two ETags."""
+    user = scim.create_user("changing@acme.test")
+    errors: list[BaseException] = []
+
+    def update() -> None:
+        with db.transaction() as session:
+            users.update_profile(session, system, scim.org_id, user["id"], {"given_name": "Second"})
+
+    with db.transaction() as session:
+        version = session.get(User, user["id"]).version  # type: ignore[union-attr]
+        users.update_profile(session, system, scim.org_id, user["id"], {"family_name": "First"})
+        session.flush()
+        updater = _in_thread(update, errors)
+        wait_for_a_lock_wait(db, "the second profile change")
+    updater.join(30)
+    assert not updater.is_alive() and errors == []
+    with db.transaction() as session:
+        changed = session.get(User, user["id"])
+        assert changed is not None
+        assert (changed.family_name, changed.given_name, changed.version) == ("First", "Second", version + 2)
