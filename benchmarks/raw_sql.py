@@ -229,6 +229,8 @@ class Raw:
         now = dt.datetime.now(dt.UTC)
         stored = self.stored(now)
         seats_used = self.one(_SEATS_LOCK + ("" if self.sqlite else " FOR NO KEY UPDATE"), (org_id,))[0]
+        if not self.sqlite:  # the service's savepoint before the member's locks (identity.member_removal)
+            self.cursor.execute("SAVEPOINT member_locks")
         user = self.one(*((_LIVE_USER_ROLE, (user_id, org_id)) if self.sqlite
                           else (_LOCK_USER_ROLE, (user_id, user_id, org_id))))
         if user is None:
@@ -250,9 +252,13 @@ class Raw:
                 elsewhere = [row[1] for row in self.cursor.fetchall() if row[0] == "held_elsewhere"]
                 if not elsewhere:
                     break
-                self.cursor.execute(self.sql("SELECT id FROM idp_groups WHERE id = ANY(?) ORDER BY id"
-                                             " FOR NO KEY UPDATE"), (elsewhere,))
+                # The member's groups and row let go, then locked again: the groups in id order, then the row.
+                self.cursor.execute("ROLLBACK TO SAVEPOINT member_locks")
                 held = sorted({*held, *elsewhere})
+                self.cursor.execute(self.sql("SELECT id FROM idp_groups WHERE id = ANY(?) ORDER BY id"
+                                             " FOR NO KEY UPDATE"), (held,))
+                self.cursor.execute(self.sql("SELECT version FROM users WHERE id = ? FOR NO KEY UPDATE"), (user_id,))
+                self.cursor.fetchall()
         self.cursor.execute(self.sql(_SEATS), (seats_used - 1, org_id))
         self._user_events(token, (user_id, user[1]), [
             ("seat.released", {"seats_used": {"before": seats_used, "after": seats_used - 1}}),

@@ -12,9 +12,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
-from sqlalchemy import Table, all_, bindparam, delete, exists, func, literal, null, select, union_all, update
+from sqlalchemy import (
+    Table,
+    all_,
+    bindparam,
+    delete,
+    event,
+    exists,
+    func,
+    literal,
+    null,
+    select,
+    text,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.orm.attributes import set_committed_value
 
 from audit import Actor, clock, record
@@ -59,7 +73,8 @@ MEMBER_WITH_ROLE = select(User, ORG_ROLE_RANK).where(
 # plan's top), then the member's row (FOR NO KEY UPDATE: an add to a group, which share-locks the users
 # it adds, waits for the deletion and then reads the member deleted; foreign keys still go through). The
 # groups are those of the statement's snapshot: a member an add joined to another group while this
-# waited for its row is found by REMOVE_ROWS (`held_elsewhere`), which then changes nothing.
+# waited for its row is found by REMOVE_ROWS (`held_elsewhere`), which then changes nothing, and its
+# locks are taken again in order (`_lock_again`).
 _GROUPS_OF_MEMBER = (select(IdpGroup.id).where(IdpGroup.id.in_(select(IdpGroupMember.group_id).where(
     IdpGroupMember.user_id == bindparam("user_id")))).order_by(IdpGroup.id).with_for_update(key_share=True)
     .cte("member_groups"))
@@ -67,6 +82,24 @@ _GROUP_IDS = select(func.array_agg(_GROUPS_OF_MEMBER.c.id)).scalar_subquery()
 LOCK_MEMBER_WITH_ROLE = MEMBER_WITH_ROLE.add_columns(_GROUP_IDS).where(
     func.coalesce(func.cardinality(_GROUP_IDS), 0) >= 0,  # the groups locked first, whatever the plan
 ).with_for_update(of=User, key_share=True)
+
+
+# The savepoint before the member's groups and row are locked (PostgreSQL): a membership found after
+# them in a group below one held (`_remove_rows`) is not waited for while the row is held; they are let
+# go, and the groups locked again in id order before the row. Kept until the transaction ends (no
+# RELEASE: one statement). session.info[_MEMBER_LOCKS]: the member's id, the groups held before the
+# savepoint and those locked since; forgotten when the removal is written or the transaction ends.
+_BEFORE_MEMBER_LOCKS = text("SAVEPOINT member_locks")
+_LET_GO_OF_MEMBER_LOCKS = text("ROLLBACK TO SAVEPOINT member_locks")
+_MEMBER_LOCKS = "identity.member_locks"
+_LOCK_MEMBER = select(User).where(User.id == bindparam("user_id")).with_for_update(key_share=True).execution_options(
+    populate_existing=True)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_member_locks(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # the outermost transaction: its savepoints are gone
+        session.info.pop(_MEMBER_LOCKS, None)
 
 
 def _locked_member(session: Session, org_id: str, user_id: str) -> tuple[User, Role | None]:
@@ -78,9 +111,12 @@ def _locked_member(session: Session, org_id: str, user_id: str) -> tuple[User, R
     session.flush()
     params = {"user_id": user_id, "org_id": org_id}
     if session.get_bind().dialect.name == "postgresql":
+        held = group_locks.locked_groups(session)
+        session.execute(_BEFORE_MEMBER_LOCKS)  # `_remove_rows` may let go of the locks taken next
         row = session.execute(LOCK_MEMBER_WITH_ROLE, params).one_or_none()
         if row is not None:
-            group_locks.locked_groups(session).update(row[2] or ())
+            session.info[_MEMBER_LOCKS] = (user_id, frozenset(held), frozenset(row[2] or ()))
+            held.update(row[2] or ())
     else:  # SQLite runs one write transaction at a time and needs no lock
         row = session.execute(MEMBER_WITH_ROLE, params).one_or_none()
     if row is None:
@@ -127,7 +163,8 @@ LEAVE_GROUPS = delete(MEMBERSHIPS).where(MEMBERSHIPS.c.user_id == bindparam("mem
 # id, prefix) for each key revoked and ("group", id, NULL) for each group left.
 # Each removal is guarded: a membership in a group this transaction does not hold locked (an add
 # that committed while the deletion waited for the member's row) is answered ("held_elsewhere", group
-# id, NULL) and nothing changes; `_remove_rows` locks that group and runs the statement again.
+# id, NULL) and nothing changes; `_remove_rows` locks that group in id order with the member's
+# (`_lock_again`: the member's row let go first) and runs the statement again.
 _HELD = bindparam("held_groups", type_=ARRAY(MEMBERSHIPS.c.group_id.type))
 _ELSEWHERE = (MEMBERSHIPS.c.user_id == bindparam("member_id"), MEMBERSHIPS.c.group_id != all_(_HELD))
 _NONE_ELSEWHERE = ~exists().where(*_ELSEWHERE)
@@ -158,7 +195,8 @@ def _remove_rows(session: Session, user: User, removed: dict[str, Any]) -> tuple
             elsewhere = [row[1] for row in rows if row[0] == "held_elsewhere"]
             if not elsewhere:
                 break
-            group_locks.lock_groups(session, elsewhere)
+            params = _lock_again(session, user, removed, elsewhere) or params
+        session.info.pop(_MEMBER_LOCKS, None)
         return (key_revocation.revoked(session, [(row[1], row[2]) for row in rows if row[0] == "key"], reason),
                 [row[1] for row in rows if row[0] == "group"])
     revoked = key_revocation.revoke_user_keys(session, user, reason=reason)
@@ -167,6 +205,28 @@ def _remove_rows(session: Session, user: User, removed: dict[str, Any]) -> tuple
     left = list(session.scalars(LEAVE_GROUPS, {"member_id": user.id}))
     session.execute(REMOVE_USER, params)
     return revoked, left
+
+
+def _lock_again(session: Session, user: User, removed: dict[str, Any], elsewhere: list[str]) -> dict[str, Any] | None:
+    """Lock the groups `elsewhere` (an add joined the member to them while the deletion waited for its
+    row) in identity.group_locks' order. After `_locked_member`: its savepoint rolled back to (the
+    member's groups and row let go, nothing written since), its groups and these locked in id order,
+    then the member's row, read again (a profile change may have moved its version); return the
+    removal's parameters anew. Otherwise (the org's deletion holds every group of the org first) the
+    groups are locked as they come."""
+    taken = session.info.get(_MEMBER_LOCKS)
+    if taken is None or taken[0] != user.id:
+        group_locks.lock_groups(session, elsewhere)
+        return None
+    _, held_before, member_groups = taken
+    session.execute(_LET_GO_OF_MEMBER_LOCKS)
+    held = group_locks.locked_groups(session)
+    held.intersection_update(held_before)
+    group_locks.lock_groups(session, [*member_groups, *elsewhere])
+    session.info[_MEMBER_LOCKS] = (user.id, held_before, frozenset(held - held_before))
+    fresh = session.execute(_LOCK_MEMBER, {"user_id": user.id}).scalar_one()
+    removed["version"] = fresh.version + 1
+    return {"member_id": user.id, **{f"new_{field}": removed[field] for field in REMOVED}}
 
 
 def remove_user(session: Session, actor: Actor, org_id: str, user_id: str, *,

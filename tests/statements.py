@@ -77,13 +77,19 @@ def new_member_rows(db: Database, seat: tuple[str, ...] = ("INSERT seat_charges"
     return [*seat, "INSERT users", "INSERT user_emails", "INSERT role_grants"]
 
 
+SERVICE_SAVEPOINT = re.compile(r"\s*SAVEPOINT\s+(?!sa_savepoint_)\w+\s*$", re.IGNORECASE)
+
+
 @contextmanager
 def statements(db: Database) -> Iterator[list[str]]:
-    """Collect `VERB table` for every statement sent while the block runs (transaction control left out)."""
+    """Collect `VERB table` for every statement sent while the block runs (transaction control left
+    out, but for a savepoint a service sets by name, `SAVEPOINT name`: a round trip its code chose,
+    not SQLAlchemy's `sa_savepoint_N` of a nested transaction)."""
     sent: list[str] = []
 
     def collect(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")):
+        if SERVICE_SAVEPOINT.match(statement) or not statement.lstrip().upper().startswith(
+                ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")):
             sent.append(_kind(statement.strip()))
 
     engines = {db.engine, db.point_engine, db.lookup_engine}  # the key check's and the lookups' on PostgreSQL
