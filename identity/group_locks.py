@@ -16,10 +16,14 @@ LOCK_MEMBER_WITH_ROLE), and the org's deletion every group of the org before any
 (`lock_org_groups`). So an add waits for a deletion under way and reads the member deleted, and a
 deletion waits for an add under way, then removes the membership it made; a removal from a group
 takes no user row, so a deletion waiting for that group's lock is never waited for by it. Each
-transaction that locks a user's row exclusively (deletion, deactivation, a new name shown in its
-groups) holds the org's lock first, so at most one at a time per org. One case waits for a group
-after the member's row: an add that committed while the deletion waited for the row (found by
-identity.member_removal.REMOVE_ROWS, which then changes nothing), whose group is locked then.
+transaction that locks a user's row exclusively and then waits for another lock (deletion,
+deactivation, a new name shown in its groups) holds the org's lock first, so at most one at a time
+per org; a profile change without a new name locks the row last (identity.users.LOCK_LIVE_USER) and
+waits for nothing after it but the audit chain's head. An add that committed while the deletion
+waited for the member's row (found by identity.member_removal.REMOVE_ROWS, which then changes
+nothing) is no exception: the deletion lets go of the member's groups and row (rolled back to the
+savepoint before it took them) and locks its groups and that add's in id order, then the row again,
+rather than wait for that group while holding them.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 from audit import Actor, clock, record
 from identity import emails, group_versions, key_revocation, owners, seats, sessions
@@ -315,6 +316,7 @@ def update_profile(session: Session, actor: Actor, org_id: str, user_id: str, ch
         return user
     if (changes.get("display_name", user.display_name) or changes.get("user_name", user.user_name)) != _shown(user):
         _groups_show_anew(session, user)
+    _lock_live(session, user)
     for field, change in diff.items():
         setattr(user, field, change["after"])
     _touch(user)
@@ -324,6 +326,24 @@ def update_profile(session: Session, actor: Actor, org_id: str, user_id: str, ch
         logged["attributes"] = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
     record(session, actor, Action.USER_UPDATED, user_target(user), logged, org_id=org_id)
     return user
+
+
+# The member's row locked before a profile change writes it, its liveness and version read under the
+# lock: read before the lock (the caller's read, maybe before a deletion or another change committed),
+# they would let the change write a tombstone or a version already written. Last in identity.group_locks'
+# order (after the org and the member's groups when a new name is shown); nothing is waited for after it
+# but the audit chain's head at commit, so it needs the org's lock only for a new name.
+LOCK_LIVE_USER = select(User.deleted_at, User.version).where(User.id == bindparam("user_id")).with_for_update(
+    key_share=True)
+
+
+def _lock_live(session: Session, user: User) -> None:
+    """Lock `user`'s row for the change about to be written: NotFound once deleted; the version the
+    change moves on from is the row's."""
+    deleted_at, version = session.execute(LOCK_LIVE_USER, {"user_id": user.id}).one()
+    if deleted_at is not None:
+        raise NotFound(f"no user {user.id!r} in this org", user_id=user.id)
+    set_committed_value(user, "version", version)
 
 
 def _shown(user: User) -> str:
