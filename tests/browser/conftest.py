@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import pytest
 from flask import Flask, Response, request
 from lxml import etree
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, Route, expect, sync_playwright
 
 from audit.actor import system_actor
 from identity import orgs
@@ -84,6 +84,30 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
 @pytest.fixture
 def page(context: BrowserContext) -> Page:
     return context.new_page()
+
+
+def console_ready(page: Page) -> None:
+    """Wait until console.js has attached its handlers (it marks <html data-console="ready">).
+
+    Only before an action that the script alone gives (Escape cancelling an inline form, a click
+    that must not load a page): every other control does the same with or without the script."""
+    expect(page.locator("html")).to_have_attribute("data-console", "ready")
+
+
+class HeldScript:
+    """console.js held back until `release`: the page as it is between its HTML and its script
+    (a slow network, a busy machine), so a test can act in that window without sleeping."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.held: list[Route] = []
+        page.route("**/static/console.js*", lambda route: self.held.append(route))
+
+    def release(self) -> None:
+        """Let the current page's script load (earlier pages' requests died with them)."""
+        self.held[-1].continue_()  # before unroute, which would settle the held routes itself
+        self.page.unroute("**/static/console.js*")
+        console_ready(self.page)
 
 
 @dataclass

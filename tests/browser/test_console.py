@@ -15,7 +15,7 @@ from audit.actor import system_actor
 from identity import keys, members, orgs, teams
 from identity.models import Team
 from tests.browser.axe import check_page, shoot
-from tests.browser.conftest import ConsoleSite
+from tests.browser.conftest import ConsoleSite, HeldScript, console_ready
 
 SYSTEM = system_actor("tests")
 
@@ -91,6 +91,7 @@ def test_rename_a_team_inline_and_cancel_a_rename(console_site: ConsoleSite, pag
     assert _team_named(console_site, "Research") is not None
     row.get_by_role("link", name="Rename Research").click()
     expect(field).to_have_value("Research")  # the cancelled text is gone
+    console_ready(page)  # the script's alone: the clicks above may have beaten it and loaded pages
     field.press("Escape")  # the keyboard's way to cancel
     expect(field).to_be_hidden()
     expect(row.get_by_role("link", name="Rename Research")).to_be_focused()
@@ -117,6 +118,32 @@ def test_delete_a_team_through_its_inline_confirmation(console_site: ConsoleSite
     expect(page.get_by_role("status")).to_have_text("Team 'Scratch' deleted.")
     expect(page.locator(f"#team-{team_id}")).to_have_count(0)
     assert _team_named(console_site, "Scratch") is None
+
+
+def test_a_click_before_the_script_has_loaded_gives_what_the_inline_form_gives(console_site: ConsoleSite,
+                                                                               page: Page) -> None:
+    console_site.sign_in_as(page, "owner@acme.test")
+    team_id = _create_team(page, console_site, "Early")
+    script = HeldScript(page)
+    page.goto(console_site.url("/console/teams"), wait_until="commit")
+    row = page.locator(f"#team-{team_id}")
+    row.get_by_role("link", name="Rename Early").click()  # no handler yet: loads the page with the form open
+    page.wait_for_url(re.compile(r"\?rename="), wait_until="commit")  # not "load": that waits for the script
+    expect(row.get_by_label("New name of Early")).to_be_focused()
+    row.get_by_role("link", name="Cancel").click()
+    page.wait_for_url(re.compile(r"/console/teams#rename-link-"), wait_until="commit")
+    expect(row.get_by_label("New name of Early")).to_be_hidden()
+    row.get_by_role("link", name="Delete Early").click()
+    page.wait_for_url(re.compile(r"\?delete="), wait_until="commit")
+    expect(row.get_by_role("button", name="Delete")).to_be_focused()  # as the inline confirmation focuses it
+    script.release()  # the script comes, with the confirmation open as the page
+    page.keyboard.press("Escape")
+    expect(row.get_by_role("button", name="Delete")).to_be_hidden()
+    expect(row.get_by_role("link", name="Delete Early")).to_be_focused()  # back to what opened it
+    row.get_by_role("link", name="Delete Early").click()
+    row.get_by_role("button", name="Delete").click()
+    expect(page.get_by_role("status")).to_have_text("Team 'Early' deleted.")
+    assert _team_named(console_site, "Early") is None
 
 
 def test_add_a_member_to_a_second_team_change_their_role_and_remove_them(console_site: ConsoleSite,
@@ -202,6 +229,7 @@ def test_without_javascript_rename_and_delete_are_plain_forms_and_errors_sit_by_
     row = page.locator(f"#team-{team_id}")
     row.get_by_role("link", name="Rename Offline").click()  # loads the page with the row's form open
     page.wait_for_url(re.compile(r"\?rename="))
+    expect(row.get_by_label("New name of Offline")).to_be_focused()  # as the inline form focuses it
     row.get_by_label("New name of Offline").fill("Taken")
     row.get_by_role("button", name="Save").click()
     field = page.locator(f"#team-{team_id}").get_by_label("New name of Offline")
@@ -210,7 +238,12 @@ def test_without_javascript_rename_and_delete_are_plain_forms_and_errors_sit_by_
     expect(error).to_contain_text("already exists")
     assert field.get_attribute("aria-describedby") == f"name-{team_id}-error"
     shoot(page, "teams-rename-error-no-js")  # axe needs a script: this context runs none
+    page.locator(f"#team-{team_id}").get_by_role("link", name="Cancel").click()
+    page.wait_for_url(re.compile(r"/console/teams#rename-link-"))
+    expect(page.locator(f"#team-{team_id}").get_by_label("New name of Offline")).to_be_hidden()
+    expect(page.get_by_role("link", name="Rename Offline")).to_be_focused()  # where the inline Cancel puts it
     page.locator(f"#team-{team_id}").get_by_role("link", name="Delete Offline").click()
+    expect(page.get_by_role("button", name="Delete")).to_be_focused()
     page.get_by_role("button", name="Delete").click()
     expect(page.get_by_role("status")).to_have_text("Team 'Offline' deleted.")
     context.close()

@@ -41,8 +41,11 @@ document.addEventListener("DOMContentLoaded", function () {
         if (first) { first.focus(); if (first.select) { first.select(); } }
       } else {
         if (target.reset) { target.reset(); }
-        var back = (target.opener && !target.opener.closest("[hidden]")) ? target.opener
-          : show && show.querySelector("a, button");
+        // A form the page came with open (?rename=, ?delete=: no script yet when its link was
+        // followed) has no opener: its opening link stands for it, as if the script had opened it.
+        var opener = target.opener || document.querySelector(
+          "[data-toggle='#" + target.id + "'][data-hide]");
+        var back = (opener && !opener.closest("[hidden]")) ? opener : show && show.querySelector("a, button");
         if (back) { back.focus(); }
       }
     });
@@ -75,4 +78,7 @@ document.addEventListener("DOMContentLoaded", function () {
       input.addEventListener("focus", refresh);
     });
   }
+
+  // Every handler above is attached: what a click does from now on no longer depends on the timing.
+  document.documentElement.dataset.console = "ready";
 });
