@@ -23,7 +23,7 @@ from identity.lookups import find_by_user_name
 from identity.web.console.common import dollars
 from saml.models import SamlIdentity
 from tests.browser.axe import check_page
-from tests.browser.conftest import ConsoleSite
+from tests.browser.conftest import ConsoleSite, HeldScript
 
 SYSTEM = system_actor("tests")
 
@@ -154,3 +154,18 @@ def test_change_a_role_deactivate_reactivate_and_transfer_ownership(console_site
     expect(page.locator("header .badge")).to_have_text("admin")
     owner = _member(console_site, "owner@acme.test")
     assert owner is not None and owner.role == "admin"
+
+
+def test_the_seats_follow_a_field_focused_before_the_dialogs_script_loaded(console_site: ConsoleSite,
+                                                                           page: Page) -> None:
+    console_site.sign_in_as(page, "new.hire@acme.test")  # the owner now
+    script = HeldScript(page)
+    page.goto(console_site.url("/console/members/invite"), wait_until="commit")
+    pending = page.locator("[data-seat='pending']")
+    before = int(pending.inner_text())
+    page.get_by_label("Email").focus()  # no listener yet to hear it
+    with console_site.db.transaction() as session:  # another admin invites meanwhile
+        members.invite_member(session, SYSTEM, console_site.org.org.id, email="early.bird@acme.test",
+                              role="member", team_id=None)
+    script.release()
+    expect(pending).to_have_text(str(before + 1))  # the script asks, as the focus would have had it loaded

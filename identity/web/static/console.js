@@ -77,6 +77,8 @@ document.addEventListener("DOMContentLoaded", function () {
       input.addEventListener("change", refresh);
       input.addEventListener("focus", refresh);
     });
+    // A field focused before this script ran had no listener then: ask now, as its focus would have.
+    if (document.activeElement && document.activeElement.hasAttribute("data-seats-refresh")) { refresh(); }
   }
 
   // Every handler above is attached: what a click does from now on no longer depends on the timing.
