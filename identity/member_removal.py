@@ -23,7 +23,6 @@ from sqlalchemy import (
     literal,
     null,
     select,
-    text,
     union_all,
     update,
 )
@@ -89,8 +88,8 @@ LOCK_MEMBER_WITH_ROLE = MEMBER_WITH_ROLE.add_columns(_GROUP_IDS).where(
 # go, and the groups locked again in id order before the row. Kept until the transaction ends (no
 # RELEASE: one statement). session.info[_MEMBER_LOCKS]: the member's id, the groups held before the
 # savepoint and those locked since; forgotten when the removal is written or the transaction ends.
-_BEFORE_MEMBER_LOCKS = text("SAVEPOINT member_locks")
-_LET_GO_OF_MEMBER_LOCKS = text("ROLLBACK TO SAVEPOINT member_locks")
+_BEFORE_MEMBER_LOCKS = "SAVEPOINT member_locks"  # sent as they are, on the connection (no ORM execution)
+_LET_GO_OF_MEMBER_LOCKS = "ROLLBACK TO SAVEPOINT member_locks"
 _MEMBER_LOCKS = "identity.member_locks"
 _LOCK_MEMBER = select(User).where(User.id == bindparam("user_id")).with_for_update(key_share=True).execution_options(
     populate_existing=True)
@@ -112,7 +111,7 @@ def _locked_member(session: Session, org_id: str, user_id: str) -> tuple[User, R
     params = {"user_id": user_id, "org_id": org_id}
     if session.get_bind().dialect.name == "postgresql":
         held = group_locks.locked_groups(session)
-        session.execute(_BEFORE_MEMBER_LOCKS)  # `_remove_rows` may let go of the locks taken next
+        session.connection().exec_driver_sql(_BEFORE_MEMBER_LOCKS)  # `_remove_rows` may let go of the locks taken next
         row = session.execute(LOCK_MEMBER_WITH_ROLE, params).one_or_none()
         if row is not None:
             session.info[_MEMBER_LOCKS] = (user_id, frozenset(held), frozenset(row[2] or ()))
@@ -219,7 +218,7 @@ def _lock_again(session: Session, user: User, removed: dict[str, Any], elsewhere
         group_locks.lock_groups(session, elsewhere)
         return None
     _, held_before, member_groups = taken
-    session.execute(_LET_GO_OF_MEMBER_LOCKS)
+    session.connection().exec_driver_sql(_LET_GO_OF_MEMBER_LOCKS)
     held = group_locks.locked_groups(session)
     held.intersection_update(held_before)
     group_locks.lock_groups(session, [*member_groups, *elsewhere])
