@@ -18,8 +18,8 @@ What it does, in order:
    `identity billing check` passes (it is run after seeding and its verdict printed). Seeding
    bypasses the audit log: there are no `user.created`/`seat.assigned` events for seeded users.
    Two groups are made through `identity.groups` (so the mirror team exists), then filled in bulk
-   with idp_group_members rows and the team grants `groups.add_members` would write: one of
-   100,000 members, one of 1,000. After the bulk load the planner's statistics are gathered as the
+   with idp_group_members rows and the team grants `group_membership.add_members` would write:
+   one of 100,000 members, one of 1,000. After the bulk load the planner's statistics are gathered as the
    service would have them: VACUUM (ANALYZE) on PostgreSQL (autovacuum's job), `Database.analyze()` on
    SQLite (what `identity serve` runs at start; pooled connections run PRAGMA optimize after).
 3. Serves a trivial Flask route (benchmarks/ceiling_app.py) with gunicorn, 2 workers, and

@@ -2,11 +2,12 @@
 
 benchmarks/bench_scim.py seeds PostgreSQL through here (SQLite keeps its multi-row INSERTs):
 each table is one `INSERT ... SELECT ... FROM generate_series(...)`, so no row crosses the wire
-and nothing runs per row in Python. Rows are what `users.provision_user` and `groups.add_members`
-write (bench_scim's docstring lists them); user i's id is `md5('u' || i)` as a UUID, which
-`user_id(i)` computes the same way in Python. Besides the benchmark's two groups (made through
-`identity.groups`, with their mirror teams) it makes `filler` more groups of `filler_size`
-members each, with a mirror team and the members' team grants, as mirrored groups have.
+and nothing runs per row in Python. Rows are what `users.provision_user` and
+`group_membership.add_members` write (bench_scim's docstring lists them); user i's id is
+`md5('u' || i)` as a UUID, which `user_id(i)` computes the same way in Python. Besides the
+benchmark's two groups (made through `identity.groups`, with their mirror teams) it makes `filler`
+more groups of `filler_size` members each, with a mirror team and the members' team grants, as
+mirrored groups have.
 
 Measured on the project's 2-core machine with other work running: 1,000,000 users, their emails
 and grants in about 2 to 3 minutes, most of it index maintenance.

@@ -61,7 +61,7 @@ def seed(url: str, org_id: str, team_id: str, args: argparse.Namespace) -> dict[
     from sqlalchemy import insert, text
 
     from audit.actor import system_actor
-    from identity import groups
+    from identity import group_membership, groups
     from identity.db import Database
     from identity.models import IdpGroupMember, RoleGrant
 
@@ -85,7 +85,7 @@ def seed(url: str, org_id: str, team_id: str, args: argparse.Namespace) -> dict[
         with db.transaction() as session:
             group = groups.create_group(session, actor, org_id, display_name=f"Bench {size} members",
                                         external_id=f"bench-{label}")
-            grants_of = groups.grants_of(session, actor, group)  # in `mirror` mode: creates the team
+            grants_of = group_membership.grants_of(session, actor, group)  # in `mirror` mode: creates the team
             made[label] = {"id": group.id, "size": size, "grants": grants_of}
         now = dt.datetime.now(dt.UTC)
         with db.begin() as conn:

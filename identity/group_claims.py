@@ -1,7 +1,8 @@
 """A SAML assertion's group claims (DESIGN.md section 3.3): a member's groups made exactly those it names.
 
-Apart from identity.groups, which it calls: what a sign-in does with the groups it carries, read
-by whoever follows a SAML sign-in, not by whoever follows a SCIM group change.
+Apart from identity.groups and identity.group_membership, which it calls: what a sign-in does
+with the groups it carries, read by whoever follows a SAML sign-in, not by whoever follows a SCIM
+group change.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from sqlalchemy.orm import Session
 
 from audit import Actor
 from identity.group_locks import lock_group
-from identity.groups import add_members, chunks, create_group, remove_members
+from identity.group_membership import add_members, chunks, remove_members
+from identity.groups import create_group
 from identity.models import IdpGroup, IdpGroupMember
 from identity.vocabulary import GrantSource
 

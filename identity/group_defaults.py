@@ -13,15 +13,15 @@ group's doing: a later change that takes no team from them (a group giving an or
 joined or left) leaves them out, as the admin left them. Manual and invitation grants are never
 touched, and a member holding one is given nothing back.
 
-The one place every change of group grants ends in (identity.groups add_members, remove_members
-and so reapply, delete_group and the SAML claims; identity.group_sync's re-derivation), in the
-same transaction. So it is also where a member who has lost a team that way (a group's team, or
-the Default team giving way to one) loses their keys for it, as a removal by hand does
-(identity.key_revocation.revoke_keys_of_teams_left; DESIGN 3.7). Set-based: four statements per batch of
-members (three when nobody left a group's team), whatever its size, the grants read by user
-(ix_role_grants_user), then the keys' one (two when it finds some). The events of those changes
-carry `defaults` (the role and team restored, and `team_back`: to whom) and `keys_revoked`, from
-which identity.replay settles the same members by the same rule.
+The one place every change of group grants ends in (identity.group_membership add_members,
+remove_members and so identity.groups' reapply, delete_group and the SAML claims;
+identity.group_sync's re-derivation), in the same transaction. So it is also where a member who has
+lost a team that way (a group's team, or the Default team giving way to one) loses their keys for
+it, as a removal by hand does (identity.key_revocation.revoke_keys_of_teams_left; DESIGN 3.7).
+Set-based: four statements per batch of members (three when nobody left a group's team), whatever
+its size, the grants read by user (ix_role_grants_user), then the keys' one (two when it finds
+some). The events of those changes carry `defaults` (the role and team restored, and `team_back`: to
+whom) and `keys_revoked`, from which identity.replay settles the same members by the same rule.
 """
 
 from __future__ import annotations

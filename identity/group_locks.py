@@ -10,8 +10,8 @@ after the org's lock and before the audit chain head's (audit.log), so that para
 never deadlock. SQLite runs one write transaction at a time and needs no lock.
 
 User rows come after groups. An add to a group share-locks the rows of the users it adds (not of
-its members already there) after the group's lock (identity.groups.add_members); a member's
-deletion locks the member's groups in id order and then its row (identity.member_removal.
+its members already there) after the group's lock (identity.group_membership.add_members); a
+member's deletion locks the member's groups in id order and then its row (identity.member_removal.
 LOCK_MEMBER_WITH_ROLE), and the org's deletion every group of the org before any member's row
 (`lock_org_groups`). So an add waits for a deletion under way and reads the member deleted, and a
 deletion waits for an add under way, then removes the membership it made; a removal from a group
@@ -70,7 +70,7 @@ def lock_groups(session: Session, group_ids: Iterable[str]) -> None:
     groups, found by the member: no org check). A group deleted meanwhile is skipped."""
     locked = locked_groups(session)
     new = sorted(set(group_ids) - locked)
-    for start in range(0, len(new), 500):  # ids per IN (...) list, as identity.groups.chunks; in id order
+    for start in range(0, len(new), 500):  # ids per IN (...) list, as identity.group_membership.chunks; in id order
         session.execute(_LOCK_GROUPS, {"group_ids": new[start:start + 500]})
     locked.update(new)
 

@@ -1,5 +1,6 @@
 """The IdP's groups (SCIM Groups, SAML group claims), their members, and the rules that map them
-onto teams and roles (DESIGN.md 3.3; identity.groups and identity.mappings apply them)."""
+onto teams and roles (DESIGN.md 3.3; identity.groups, identity.group_membership and
+identity.mappings apply them)."""
 
 from __future__ import annotations
 

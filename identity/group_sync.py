@@ -1,8 +1,8 @@
 """The org's `group_sync` setting applied to the groups no rule governs (DESIGN.md section 3.3).
 
 Under `mirror` each such group's members get the `member` role in the group's own team; under
-`mapped` they get nothing from it. identity.groups applies the setting as members join; switching
-it re-derives every such group at once (`rederive_unruled_groups`), for the members already there.
+`mapped` they get nothing from it. identity.group_membership applies the setting as members
+join; switching it re-derives every such group at once (`rederive_unruled_groups`), for the members already there.
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from sqlalchemy import Select, case, delete, insert, literal, select
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
-from identity import groups, owners, seats
+from identity import group_membership, owners, seats
 from identity.actions import Action
 from identity.group_defaults import defaults_of, settle_defaults
 from identity.group_locks import LOCKED_GROUPS
+from identity.lookups import group_target
 from identity.models import ApiKey, IdpGroup, IdpGroupMember, RoleGrant
 from identity.vocabulary import GrantSource, Role
 
@@ -49,7 +50,7 @@ def rederive_unruled_groups(session: Session, actor: Actor, org_id: str) -> int:
         IdpGroupMember.group_id.in_(_unruled(org_id))).distinct()))
     for group in unruled:
         if mirror and group.id in populated:
-            groups.mirror_team(session, actor, group)
+            group_membership.mirror_team(session, actor, group)
     session.flush()
     if mirror:
         source = case((IdpGroup.from_claim.is_(True), literal(GrantSource.SAML.value)),
@@ -69,7 +70,7 @@ def rederive_unruled_groups(session: Session, actor: Actor, org_id: str) -> int:
     named = _keys_by_group(session, org_id, revoked, {group.id: group.team_id for group in unruled})
     for group in unruled:
         if group.id in populated:
-            record(session, actor, Action.GROUP_GRANTS_REDERIVED, groups.target(group), {
+            record(session, actor, Action.GROUP_GRANTS_REDERIVED, group_target(group), {
                 "group_sync": org.group_sync, "team_id": group.team_id if mirror else None,
                 "team_role": Role.MEMBER if mirror else None, "org_role": None,
                 "source": GrantSource.SAML if group.from_claim else GrantSource.SCIM, "defaults": defaults,

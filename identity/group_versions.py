@@ -40,7 +40,7 @@ def member_changed(session: Session, group_ids: Iterable[str]) -> None:
     transaction as `touch` does."""
     touched: set[str] = session.info.setdefault(TOUCHED, set())
     new = sorted(set(group_ids) - touched)
-    for start in range(0, len(new), 500):  # ids per IN (...) list, as identity.groups.chunks
+    for start in range(0, len(new), 500):  # ids per IN (...) list, as identity.group_membership.chunks
         session.execute(_TOUCH_LEFT.values(version=IdpGroup.version + 1, updated_at=clock.now()),
                         {"group_ids": new[start:start + 500]}, execution_options={"synchronize_session": "fetch"})
     touched.update(new)

@@ -1,53 +1,33 @@
-"""IdP groups and what they grant (DESIGN.md section 3.3), for SCIM Groups and SAML group claims.
+"""IdP groups (DESIGN.md section 3.3), for SCIM Groups and SAML group claims: made, renamed,
+deleted, their rule re-applied (`reapply`), and a SCIM change of one applied whole (`change_group`).
 
-A group's members get the grants its mapping rule names (team and team role, org role), or in
-`mirror` mode a team of the group's name; each grant remembers the group (`source_ref`), so that
-leaving the group takes away exactly what it gave. Membership changes touch only the rows they
-change: adding 1,000 members to a group of 100,000 reads and writes those 1,000.
+Who is in a group and what that gives (add, remove, replace members; `grants_of`) is
+identity.group_membership's, which this module calls: a group is made with its first members and
+deleted with its members' grants.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
-from audit.log import Target
 from identity import owners, seats, teams
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound
-from identity.group_defaults import defaults_of, settle_defaults
 from identity.group_locks import lock_group
+from identity.group_membership import add_members, member_ids, remove_members, replace_members
 from identity.group_rules import governing_rule, pin_rule
 from identity.group_versions import TOUCHED, touch
-from identity.models import GroupMapping, IdpGroup, IdpGroupMember, Org, RoleGrant, Team, User
+from identity.lookups import group_target
+from identity.models import GroupMapping, IdpGroup, IdpGroupMember, RoleGrant, Team
 from identity.roles import authorize
-from identity.vocabulary import GrantSource, Role
-
-CHUNK = 500  # ids per IN (...) list: well under every database's parameter limit
-
-
-@dataclass(frozen=True)
-class Grants:
-    """What membership of one group gives."""
-
-    team_id: str | None
-    team_role: Role | None
-    org_role: Role | None
-
-
-def chunks(ids: list[str]) -> Iterator[list[str]]:
-    for start in range(0, len(ids), CHUNK):
-        yield ids[start:start + CHUNK]
-
-
-def target(group: IdpGroup) -> Target:
-    return Target("group", group.id, group.display_name)
+from identity.vocabulary import GrantSource
 
 
 def get_group(session: Session, org_id: str, group_id: str) -> IdpGroup:
@@ -67,33 +47,6 @@ def _ensure_free_name(session: Session, org_id: str, name: str, keep: str | None
     if clash is not None and clash != keep:
         raise Conflict(f"a group named {name!r} already exists", field="displayName")
     return name
-
-
-def grants_of(session: Session, actor: Actor, group: IdpGroup) -> Grants:
-    """Return what the group's members get, creating its mirror team when the org mirrors groups."""
-    org = session.get(Org, group.org_id)
-    assert org is not None
-    rule = pin_rule(session, group)
-    if rule is not None:
-        org_role = rule.org_role
-        if org_role == Role.OWNER and not org.idp_may_grant_owner:
-            org_role = Role.ADMIN  # the IdP may grant owner only where the org turned that on
-        return Grants(rule.team_id, rule.team_role or (Role.MEMBER if rule.team_id else None), org_role)
-    if org.group_sync != "mirror":
-        return Grants(None, None, None)
-    return Grants(mirror_team(session, actor, group), Role.MEMBER, None)
-
-
-def mirror_team(session: Session, actor: Actor, group: IdpGroup) -> str:
-    """Return the id of the team a group no rule governs becomes under `mirror`: its own, else the
-    org's team of its name, else a new one, the IdP's (no creator member: `actor` only set off the
-    change, as an admin switching `group_sync` does), audited as `team.created` by `actor`."""
-    if group.team_id is None:
-        existing = session.scalars(select(Team).where(
-            Team.org_id == group.org_id, func.lower(Team.name) == group.display_name.lower())).first()
-        made = existing or teams.create_team(session, actor, group.org_id, group.display_name, creator=False)
-        group.team_id = made.id
-    return group.team_id
 
 
 def create_group(session: Session, actor: Actor, org_id: str, *, display_name: str,
@@ -119,7 +72,7 @@ def create_group(session: Session, actor: Actor, org_id: str, *, display_name: s
     session.add(group)
     session.flush()
     session.info.setdefault(TOUCHED, set()).add(group.id)  # version 1 is this transaction's, members included
-    record(session, actor, Action.GROUP_CREATED, target(group),
+    record(session, actor, Action.GROUP_CREATED, group_target(group),
            {"display_name": display_name, "external_id": external_id}, org_id=org_id)
     add_members(session, actor, org_id, group.id, list(member_ids))
     return group
@@ -181,7 +134,7 @@ def update_group(session: Session, actor: Actor, org_id: str, group_id: str, *, 
         group.attributes = attributes
     if diff:
         touch(session, group)
-        record(session, actor, Action.GROUP_UPDATED, target(group), diff, org_id=org_id)
+        record(session, actor, Action.GROUP_UPDATED, group_target(group), diff, org_id=org_id)
     renamed = "display_name" in diff or "external_id" in diff
     if renamed and _rule_id(governing_rule(session, group)) != group.mapping_id:
         reapply(session, actor, group)
@@ -216,128 +169,9 @@ def delete_group(session: Session, actor: Actor, org_id: str, group_id: str) -> 
     members = list(session.scalars(select(IdpGroupMember.user_id).where(IdpGroupMember.group_id == group.id)))
     removed = remove_members(session, actor, org_id, group.id, members)
     session.execute(delete(IdpGroupMember).where(IdpGroupMember.group_id == group.id))
-    record(session, actor, Action.GROUP_DELETED, target(group),
+    record(session, actor, Action.GROUP_DELETED, group_target(group),
            {"display_name": group.display_name, "members_removed": len(removed)}, org_id=org_id)
     session.delete(group)
-
-
-def _live_users(session: Session, org_id: str, user_ids: list[str]) -> set[str]:
-    """The org's live users among `user_ids`, their rows share-locked until the transaction ends
-    (FOR SHARE): a member's deletion, which locks the member's row after its groups
-    (identity.member_removal.LOCK_MEMBER_WITH_ROLE), cannot remove them meanwhile; one under way is waited
-    for, and its member then read deleted (a locking read sees the newest row)."""
-    found: set[str] = set()
-    for chunk in chunks(user_ids):
-        # By primary key alone, then checked here: with `org_id` in the WHERE, SQLite without
-        # statistics picks an org index and scans the whole org for every chunk.
-        rows = session.execute(select(User.id, User.org_id, User.deleted_at).where(User.id.in_(chunk))
-                               .with_for_update(read=True, of=User))
-        found.update(uid for uid, org, deleted in rows if org == org_id and deleted is None)
-    return found
-
-
-def _members_among(session: Session, group_id: str, user_ids: list[str]) -> set[str]:
-    found: set[str] = set()
-    for chunk in chunks(user_ids):
-        found.update(session.scalars(select(IdpGroupMember.user_id).where(
-            IdpGroupMember.group_id == group_id, IdpGroupMember.user_id.in_(chunk))))
-    return found
-
-
-def add_members(session: Session, actor: Actor, org_id: str, group_id: str, user_ids: list[str], *,
-                source: GrantSource = GrantSource.SCIM, left_group_team: Collection[str] = ()) -> list[str]:
-    """Add users to a group and give them its grants; return those who were not members yet.
-
-    `source` is the channel the membership came through, which each grant remembers (DESIGN 3.2):
-    `scim` for SCIM Groups, `saml` for an assertion's group claims (apply_user_groups).
-    `left_group_team`: those whose team grant from this group `reapply` has just taken.
-
-    Locks (identity.group_locks): the group's, then the rows of the users it adds (FOR SHARE, in
-    `_live_users`), never those of its members already there: a deletion of one of them, which holds
-    its row, waits for this group's lock, and so for this change, before it takes the row.
-    """
-    authorize(actor, "teams.manage", org_id=org_id)
-    group = lock_group(session, org_id, group_id)
-    wanted = list(dict.fromkeys(user_ids))
-    present = _members_among(session, group.id, wanted)  # live: a deleted user is in no group
-    new = [uid for uid in wanted if uid not in present]
-    unknown = set(new) - _live_users(session, org_id, new)
-    if unknown:
-        raise InvalidValue(f"no such users in this org: {', '.join(sorted(unknown)[:10])}", field="members",
-                           unknown=sorted(unknown))
-    if not new:
-        return []
-    grants = grants_of(session, actor, group)
-    now = clock.now()
-    session.execute(insert(IdpGroupMember), [{"group_id": group.id, "user_id": uid} for uid in new])
-    rows = []
-    if grants.team_id:
-        rows += [{"org_id": org_id, "user_id": uid, "team_id": grants.team_id, "role": grants.team_role,
-                  "source": source, "source_ref": group.id, "created_at": now} for uid in new]
-    if grants.org_role:
-        rows += [{"org_id": org_id, "user_id": uid, "team_id": None, "role": grants.org_role,
-                  "source": source, "source_ref": group.id, "created_at": now} for uid in new]
-    if rows:
-        session.execute(insert(RoleGrant), rows)
-    defaults = defaults_of(session, org_id)
-    # A group's grant replaces the provisioned default; the Default team comes back only where reapply took a team.
-    revoked = settle_defaults(session, org_id, new, defaults, left_group_team=left_group_team)
-    touch(session, group)  # its members are part of it: a new version (ETag), so a stale If-Match is 412
-    record(session, actor, Action.GROUP_MEMBERS_ADDED, target(group),
-           {"members": new, "team_id": grants.team_id, "team_role": grants.team_role, "org_role": grants.org_role,
-            "source": source, "defaults": defaults, "keys_revoked": revoked}, org_id=org_id)
-    return new
-
-
-def remove_members(session: Session, actor: Actor, org_id: str, group_id: str, user_ids: list[str]) -> list[str]:
-    """Take users out of a group and take back exactly its grants; absent users are no error.
-
-    A removal that would take away the org's last active owner is skipped and audited, so that
-    the IdP's change still succeeds and is not retried forever.
-    """
-    authorize(actor, "teams.manage", org_id=org_id)
-    group = lock_group(session, org_id, group_id)
-    present = _members_among(session, group.id, list(dict.fromkeys(user_ids)))
-    protected = owners.last_owners_leaving_group(session, org_id, group.id, present)
-    gone: list[str] = []
-    left_team: set[str] = set()  # those whose team grant from this group went: the Default team may come back
-    for chunk in chunks(sorted(present - protected)):
-        # RETURNING: the rows this transaction took out. A user's deletion, which does not lock the
-        # group, may have taken one since it was read; that removal is not this change's to audit.
-        taken = list(session.scalars(delete(IdpGroupMember).where(
-            IdpGroupMember.group_id == group.id, IdpGroupMember.user_id.in_(chunk)).returning(IdpGroupMember.user_id)))
-        # Found by user alone, then checked here: with `source_ref` in the WHERE, SQLite without
-        # statistics walks the group's index, every grant of a 100,000-member group, per chunk.
-        grants = [row for row in session.execute(select(
-            RoleGrant.id, RoleGrant.source_ref, RoleGrant.user_id, RoleGrant.team_id).where(
-            RoleGrant.user_id.in_(taken))) if row.source_ref == group.id] if taken else []
-        if grants:
-            session.execute(delete(RoleGrant).where(RoleGrant.id.in_([row.id for row in grants])))
-        left_team.update(row.user_id for row in grants if row.team_id is not None)
-        gone += sorted(taken)
-    if gone:
-        defaults = defaults_of(session, org_id)
-        revoked = settle_defaults(session, org_id, gone, defaults, left_group_team=left_team)
-        touch(session, group)
-        record(session, actor, Action.GROUP_MEMBERS_REMOVED, target(group),
-               {"members": gone, "defaults": defaults, "keys_revoked": revoked}, org_id=org_id)
-    for user_id in sorted(protected):
-        owners.protect_group_owner(session, actor, org_id, user_id, group.id)
-    return gone
-
-
-def member_ids(session: Session, group_id: str) -> list[str]:
-    """Return every member's id (for a full replace or a full read)."""
-    return list(session.scalars(select(IdpGroupMember.user_id).where(IdpGroupMember.group_id == group_id)))
-
-
-def replace_members(session: Session, actor: Actor, org_id: str, group_id: str, user_ids: list[str]) -> None:
-    """Make the group's members exactly `user_ids` (SCIM PUT, or a PATCH replace of members)."""
-    lock_group(session, org_id, group_id)
-    wanted = list(dict.fromkeys(user_ids))
-    current = set(member_ids(session, group_id))
-    remove_members(session, actor, org_id, group_id, sorted(current - set(wanted)))
-    add_members(session, actor, org_id, group_id, [uid for uid in wanted if uid not in current])
 
 
 def reapply(session: Session, actor: Actor, group: IdpGroup) -> None:

@@ -12,13 +12,18 @@ from sqlalchemy.orm import Session
 from audit import Actor
 from audit.log import Target
 from identity.errors import Conflict, NotFound
-from identity.models import ApiKey, Team, User, UserEmail
+from identity.models import ApiKey, IdpGroup, Team, User, UserEmail
 from identity.names import name_key
 
 
 def user_target(user: User) -> Target:
     """Return the audit target naming `user`."""
     return Target("user", user.id, user.user_name)
+
+
+def group_target(group: IdpGroup) -> Target:
+    """Return the audit target naming an IdP group."""
+    return Target("group", group.id, group.display_name)
 
 
 def get_user(session: Session, org_id: str, user_id: str) -> User:

@@ -121,7 +121,7 @@ def create_mapping(session: Session, actor: Actor, org_id: str, *, group_externa
 def reapply_owner_rules(session: Session, actor: Actor, org_id: str) -> None:
     """Re-derive what the groups of every rule that names `owner` give, once the org's
     `idp_may_grant_owner` changed: such a rule grants owner only while it is on, admin otherwise
-    (groups.grants_of), for the members the IdP put there before the change as for those after.
+    (group_membership.grants_of), for the members the IdP put there before the change as for those after.
     The caller holds the org's lock; a change that would leave no active owner is refused."""
     rules = session.scalars(select(GroupMapping).where(GroupMapping.org_id == org_id,
                                                        GroupMapping.org_role == Role.OWNER))

@@ -1,9 +1,9 @@
 """Deleting a team (DESIGN.md section 3.1), which reaches into every module that names teams.
 
 Its own module because it sits above them all: the group mappings into the team are deleted
-(identity.groups, which itself creates and renames teams), pending invitations to it expire
-(identity.invitations), its keys are revoked (identity.keys), its wallet's undelivered top-up
-requests are cancelled (identity.topups), its memberships end.
+(identity.groups and identity.group_membership, which themselves rename and create teams),
+pending invitations to it expire (identity.invitations), its keys are revoked (identity.keys),
+its wallet's undelivered top-up requests are cancelled (identity.topups), its memberships end.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from identity import (
     directory,
     gateway,
     group_claims,
+    group_membership,
     group_sync,
     groups,
     invitations,
@@ -237,14 +238,14 @@ def _grants_of(w: World) -> Call:
     group_id = _group(w)
     with w.db.transaction() as session:  # as an org that mapped groups would leave it: no team yet
         session.get_one(IdpGroup, group_id).team_id = None
-    return lambda s, a: groups.grants_of(s, a, s.get_one(IdpGroup, group_id))
+    return lambda s, a: group_membership.grants_of(s, a, s.get_one(IdpGroup, group_id))
 
 
 def _mirror_team(w: World) -> Call:
     group_id = _group(w)
     with w.db.transaction() as session:  # as an org that mapped groups would leave it: no team yet
         session.get_one(IdpGroup, group_id).team_id = None
-    return lambda s, a: groups.mirror_team(s, a, s.get_one(IdpGroup, group_id))
+    return lambda s, a: group_membership.mirror_team(s, a, s.get_one(IdpGroup, group_id))
 
 
 def _group_sync_switched(w: World) -> Call:
@@ -327,18 +328,20 @@ SERVICES: dict[str, tuple[Callable[[World], Call], str]] = {
         s, a, w.org_id, g, display_name="Platform Engineering"))(_group(w)), "group.updated"),
     "identity.groups.delete_group": (lambda w: (lambda g: lambda s, a: groups.delete_group(s, a, w.org_id, g))(
         _group(w)), "group.deleted"),
-    "identity.groups.add_members": (lambda w: _group_call(w, groups.add_members), "group.members_added"),
-    "identity.groups.remove_members": (lambda w: _group_call(w, groups.remove_members, with_member=True),
-                                       "group.members_removed"),
-    "identity.groups.replace_members": (lambda w: _group_call(w, groups.replace_members), "group.members_added"),
+    "identity.group_membership.add_members": (lambda w: _group_call(w, group_membership.add_members),
+                                              "group.members_added"),
+    "identity.group_membership.remove_members": (
+        lambda w: _group_call(w, group_membership.remove_members, with_member=True), "group.members_removed"),
+    "identity.group_membership.replace_members": (lambda w: _group_call(w, group_membership.replace_members),
+                                                  "group.members_added"),
     "identity.groups.change_group": (_group_change, "group.members_added"),
     "identity.groups.reapply": (lambda w: (lambda g: lambda s, a: groups.reapply(s, a, groups.get_group(
         s, w.org_id, g)))(_group(w, w.member().id)), "group.members_added"),
     "identity.mappings.reapply_owner_rules": (_owner_rules_after_trust_withdrawn, "group.members_added"),
     "identity.group_claims.apply_user_groups": (lambda w: (lambda u: lambda s, a: group_claims.apply_user_groups(
         s, a, w.org_id, u, ["Engineering", "Sales"]))(w.member().id), "group.members_added"),
-    "identity.groups.grants_of": (_grants_of, "team.created"),
-    "identity.groups.mirror_team": (_mirror_team, "team.created"),
+    "identity.group_membership.grants_of": (_grants_of, "team.created"),
+    "identity.group_membership.mirror_team": (_mirror_team, "team.created"),
     "identity.group_sync.rederive_unruled_groups": (_group_sync_switched, "group.grants_rederived"),
     "identity.mappings.create_mapping": (lambda w: lambda s, a: mappings.create_mapping(
         s, a, w.org_id, group_external_id="00g1", team_id=w.acme.default_team_id, team_role="member",

@@ -18,7 +18,19 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, clock
 from audit.models import AuditEvent
-from identity import groups, invitations, keys, mappings, orgs, scim_credentials, seats, team_deletion, teams, users
+from identity import (
+    group_membership,
+    groups,
+    invitations,
+    keys,
+    mappings,
+    orgs,
+    scim_credentials,
+    seats,
+    team_deletion,
+    teams,
+    users,
+)
 from identity.db import Database
 from identity.models import ApiKey, GroupMapping, IdpGroupMember, Org, RoleGrant, ScimToken, User
 from identity.orgs import NewOrg
@@ -79,8 +91,8 @@ def lived_in(db: Database, acme: NewOrg, system: Actor) -> World:
                                                            member_ids=[ids["alice"], ids["bob"]])).id
     ids["sales"] = do(scim, lambda s, a: groups.create_group(s, a, org_id, display_name="Sales", external_id="00gS",
                                                              member_ids=[ids["carol"]])).id  # mirrored as a team
-    do(scim, lambda s, a: groups.replace_members(s, a, org_id, ids["sales"], [ids["carol"], ids["dave"]]))
-    do(scim, lambda s, a: groups.remove_members(s, a, org_id, ids["eng"], [ids["bob"]]))
+    do(scim, lambda s, a: group_membership.replace_members(s, a, org_id, ids["sales"], [ids["carol"], ids["dave"]]))
+    do(scim, lambda s, a: group_membership.remove_members(s, a, org_id, ids["eng"], [ids["bob"]]))
     do(scim, lambda s, a: groups.update_group(s, a, org_id, ids["eng"], display_name="Engineering EU"))
     do(system, lambda s, a: saml_configuration.configure_connection(s, a, org_id, IDP, allow_idp_initiated=True))
     assertion = Assertion("_a1", IDP.entity_id, "hank@acme.test", None, None, None,

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from audit import Actor
 from audit.models import AuditEvent
-from identity import groups, users
+from identity import group_membership, groups, users
 from identity.db import Database
 from identity.orgs import NewOrg
 from tests.factories import provision
@@ -41,7 +41,7 @@ def test_a_removal_racing_the_users_deletion_removes_and_audits_nothing(db: Data
 
     def remove_from_group() -> None:
         with db.transaction() as session:
-            removed.append(groups.remove_members(session, system, org_id, group.id, [leaving]))
+            removed.append(group_membership.remove_members(session, system, org_id, group.id, [leaving]))
 
     deleting = threading.Thread(target=delete_user)
     deleting.start()
@@ -57,7 +57,7 @@ def test_a_removal_racing_the_users_deletion_removes_and_audits_nothing(db: Data
         events = list(session.scalars(select(AuditEvent).where(
             AuditEvent.target_id == group.id, AuditEvent.action == "group.members_removed")))
         assert events == []
-        assert groups.member_ids(session, group.id) == [staying]
+        assert group_membership.member_ids(session, group.id) == [staying]
 
 
 @pytest.mark.postgres_only("write transactions at once; SQLite runs one at a time")
@@ -79,7 +79,7 @@ def test_deletions_racing_changes_of_the_same_groups_all_succeed_and_move_each_v
     def change_groups(user_id: str) -> None:
         for group_id in sorted(shared, reverse=True):  # one transaction each, as SCIM sends them
             with db.transaction() as session:
-                groups.add_members(session, system, org_id, group_id, [user_id])
+                group_membership.add_members(session, system, org_id, group_id, [user_id])
 
     with ThreadPoolExecutor(8) as pool:
         done = [pool.submit(delete_user, uid) for uid in leaving] + [pool.submit(change_groups, uid) for uid in joining]
@@ -87,5 +87,5 @@ def test_deletions_racing_changes_of_the_same_groups_all_succeed_and_move_each_v
             future.result(timeout=60)  # a deadlock PostgreSQL broke would raise here
     with db.reading() as session:
         for group_id in shared:
-            assert sorted(groups.member_ids(session, group_id)) == sorted(joining)
+            assert sorted(group_membership.member_ids(session, group_id)) == sorted(joining)
             assert groups.get_group(session, org_id, group_id).version >= before[group_id] + len(leaving)

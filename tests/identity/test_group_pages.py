@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import insert
 
 from audit import Actor
-from identity import groups
+from identity import group_membership, groups
 from identity.db import Database
 from identity.models import User
 from identity.orgs import NewOrg
@@ -65,12 +65,12 @@ def test_adding_members_writes_as_many_pages_into_a_big_group_as_into_a_small_on
     fresh = ids[BIG + SMALL:]
     pages = {}
     for label, chunk in (("big", fresh[:ADDED]), ("small", fresh[ADDED:])):
-        pages[label] = _wal_pages_of(db, lambda session, label=label, chunk=chunk: groups.add_members(
+        pages[label] = _wal_pages_of(db, lambda session, label=label, chunk=chunk: group_membership.add_members(
             session, system, acme.org.id, made[label], chunk))
     # Keyed (group, user), the big group's three indexes took ~130 more leaf pages each.
     assert pages["big"] <= 1.15 * pages["small"], pages
     # And removing them again is as cheap as well.
-    removed = {label: _wal_pages_of(db, lambda session, label=label, chunk=chunk: groups.remove_members(
+    removed = {label: _wal_pages_of(db, lambda session, label=label, chunk=chunk: group_membership.remove_members(
         session, system, acme.org.id, made[label], chunk))
         for label, chunk in (("big", fresh[:ADDED]), ("small", fresh[ADDED:]))}
     assert removed["big"] <= 1.15 * removed["small"], removed

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from audit import Actor
 from audit.models import AuditEvent
-from identity import gateway, group_claims, groups, keys, mappings, orgs, team_deletion, teams, users
+from identity import gateway, group_claims, group_membership, groups, keys, mappings, orgs, team_deletion, teams, users
 from identity.db import Database
 from identity.grants import team_roles
 from identity.lookups import default_team_id
@@ -197,7 +197,7 @@ def test_a_deactivated_members_blocked_key_is_revoked_and_reactivation_leaves_it
         users.deactivate_user(session, system, acme.org.id, dev)
     assert _status(db, lost.key.id) == ("blocked", "deactivation")
     with db.transaction() as session:
-        groups.remove_members(session, system, acme.org.id, group, [dev])
+        group_membership.remove_members(session, system, acme.org.id, group, [dev])
     assert _status(db, lost.key.id) == ("revoked", "left_team")
     with db.transaction() as session:
         users.reactivate_user(session, system, acme.org.id, dev)
@@ -212,9 +212,9 @@ def test_the_team_coming_back_does_not_bring_the_key_back(db: Database, system: 
     dev, kept = _member_with_kept_team(db, system, acme)
     group, team, lost = _in_mirrored_group(db, system, acme.org.id, dev, kept)
     with db.transaction() as session:
-        groups.remove_members(session, system, acme.org.id, group, [dev])
+        group_membership.remove_members(session, system, acme.org.id, group, [dev])
     with db.transaction() as session:
-        groups.add_members(session, system, acme.org.id, group, [dev])
+        group_membership.add_members(session, system, acme.org.id, group, [dev])
     with db.reading() as session:
         assert team in team_roles(session, dev)
     assert _status(db, lost.key.id) == ("revoked", "left_team")
@@ -226,7 +226,7 @@ def test_a_member_still_in_the_team_another_way_keeps_the_key(db: Database, syst
     group, team, lost = _in_mirrored_group(db, system, acme.org.id, dev, kept)
     with db.transaction() as session:
         teams.add_team_member(session, system, acme.org.id, team, dev)  # by hand too
-        groups.remove_members(session, system, acme.org.id, group, [dev])
+        group_membership.remove_members(session, system, acme.org.id, group, [dev])
     assert _status(db, lost.key.id) == ("active", None)
     assert _last(db, acme.org.id, "group.members_removed")["keys_revoked"] == []
     _reconciles(db, acme.org.id)
@@ -266,7 +266,7 @@ def test_removing_many_members_revokes_their_keys_in_the_same_statements_as_few(
     for count, name in ((3, "small"), (60, "large")):
         group, ids = _members_with_keys(db, system, acme.org.id, count, name)
         with statements(db) as sent[count], db.transaction() as session:
-            groups.remove_members(session, system, acme.org.id, group, ids)
+            group_membership.remove_members(session, system, acme.org.id, group, ids)
         assert len(_last(db, acme.org.id, "group.members_removed")["keys_revoked"]) == count
     assert sent[3] == sent[60]
     assert sent[60].count("UPDATE api_keys") == 1
@@ -308,7 +308,7 @@ def test_a_member_taken_out_of_default_by_hand_stays_out_through_the_next_group_
         assert team_roles(session, dev.id) == {}
         assert users.org_role(session, dev.id) == "viewer"
     with db.transaction() as session:
-        groups.remove_members(session, system, acme.org.id, group.id, [dev.id])
+        group_membership.remove_members(session, system, acme.org.id, group.id, [dev.id])
     with db.reading() as session:
         assert team_roles(session, dev.id) == {}
         assert users.org_role(session, dev.id) == "member"  # the org's default role: no group gives one
@@ -318,7 +318,7 @@ def test_a_member_taken_out_of_default_by_hand_stays_out_through_the_next_group_
 
 def _lose_by_removal(db: Database, system: Actor, org_id: str, group: str, team: str) -> None:
     with db.transaction() as session:
-        groups.remove_members(session, system, org_id, group, groups.member_ids(session, group))
+        group_membership.remove_members(session, system, org_id, group, group_membership.member_ids(session, group))
 
 
 def _lose_by_rule(db: Database, system: Actor, org_id: str, group: str, team: str) -> None:

@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from audit import Actor
 from audit.models import AuditEvent
-from identity import group_claims, groups, mappings, orgs, users
+from identity import group_claims, group_membership, groups, mappings, orgs, users
 from identity.db import Database
 from identity.models import GroupMapping, IdpGroup, Org, RoleGrant, Team
 from identity.orgs import NewOrg
@@ -55,7 +55,7 @@ def test_rule_by_external_id_beats_display_name_and_grants_roles(db: Database, a
         assert users.org_role(session, bob.id) == "admin"
         assert users.team_roles(session, bob.id)[admins_team.id] == "admin"
     with db.transaction() as session:
-        groups.remove_members(session, system, acme.org.id, group.id, [bob.id])
+        group_membership.remove_members(session, system, acme.org.id, group.id, [bob.id])
     with db.reading() as session:
         assert users.org_role(session, bob.id) == "member"       # back to what provisioning gave
         assert admins_team.id not in users.team_roles(session, bob.id)
@@ -70,8 +70,8 @@ def test_owner_from_idp_only_when_the_org_allows_it(db: Database, acme: NewOrg, 
         assert users.org_role(session, carol.id) == "admin"
     with db.transaction() as session:
         session.get(Org, acme.org.id).idp_may_grant_owner = True
-        groups.remove_members(session, system, acme.org.id, group.id, [carol.id])
-        groups.add_members(session, system, acme.org.id, group.id, [carol.id])
+        group_membership.remove_members(session, system, acme.org.id, group.id, [carol.id])
+        group_membership.add_members(session, system, acme.org.id, group.id, [carol.id])
     with db.reading() as session:
         assert users.org_role(session, carol.id) == "owner"
 
@@ -92,11 +92,11 @@ def test_removing_absent_members_is_no_error_and_unknown_users_are_refused(db: D
     erin = provision(db, system, acme.org.id, "erin@acme.test")
     with db.transaction() as session:
         group = groups.create_group(session, system, acme.org.id, display_name="Sales")
-        assert groups.remove_members(session, system, acme.org.id, group.id, [erin.id, "nobody"]) == []
+        assert group_membership.remove_members(session, system, acme.org.id, group.id, [erin.id, "nobody"]) == []
     with pytest.raises(InvalidValue), db.transaction() as session:
-        groups.add_members(session, system, acme.org.id, group.id, [erin.id, "not-a-user"])
+        group_membership.add_members(session, system, acme.org.id, group.id, [erin.id, "not-a-user"])
     with db.reading() as session:
-        assert groups.member_ids(session, group.id) == []
+        assert group_membership.member_ids(session, group.id) == []
 
 
 def test_group_removal_never_takes_the_last_owner(db: Database, acme: NewOrg, system: Actor) -> None:
@@ -108,7 +108,7 @@ def test_group_removal_never_takes_the_last_owner(db: Database, acme: NewOrg, sy
         group = groups.create_group(session, system, acme.org.id, display_name="Owners", member_ids=[frank.id])
         users.delete_user(session, system, acme.org.id, acme.owner.id)  # frank is now the only owner
     with db.transaction() as session:
-        assert groups.remove_members(session, system, acme.org.id, group.id, [frank.id]) == []
+        assert group_membership.remove_members(session, system, acme.org.id, group.id, [frank.id]) == []
     with db.reading() as session:
         assert users.org_role(session, frank.id) == "owner"
     assert actions(db, acme.org.id)[-1] == "member.last_owner_protected"
@@ -155,7 +155,7 @@ def test_saml_group_claim_names_a_group_by_its_immutable_id_before_another_group
     with db.transaction() as session:
         group_claims.apply_user_groups(session, system, acme.org.id, gina.id, ["00gA"])
     with db.reading() as session:
-        assert groups.member_ids(session, engineering.id) == [gina.id]
+        assert group_membership.member_ids(session, engineering.id) == [gina.id]
         assert len(list(session.scalars(select(IdpGroup.id).where(IdpGroup.org_id == acme.org.id)))) == 2
 
 
@@ -199,7 +199,7 @@ def test_change_group_renames_first_then_replaces_removes_and_adds_members(db: D
     with db.transaction() as session:
         groups.change_group(session, system, acme.org.id, group.id, change)
     with db.reading() as session:
-        assert sorted(groups.member_ids(session, group.id)) == sorted([ben.id, cy.id])
+        assert sorted(group_membership.member_ids(session, group.id)) == sorted([ben.id, cy.id])
         # Renamed before the members were added: they get what the group's new name maps to, and so
         # did its member before them (re-derived at the rename: the second event) until removed.
         assert users.org_role(session, ben.id) == users.org_role(session, cy.id) == "admin"
@@ -254,7 +254,7 @@ def test_switching_group_sync_re_derives_what_every_group_without_a_rule_gives(d
         mirror = session.get_one(IdpGroup, sales.id).team_id
     with db.transaction() as session:
         orgs.update_settings(session, system, acme.org.id, {"group_sync": "mapped"})
-        groups.add_members(session, system, acme.org.id, sales.id, [late.id])
+        group_membership.add_members(session, system, acme.org.id, sales.id, [late.id])
     with db.reading() as session:
         assert mirror not in users.team_roles(session, early.id) and mirror not in users.team_roles(session, late.id)
         assert users.org_role(session, ruled.id) == "admin"
@@ -279,7 +279,7 @@ def test_a_group_rule_granting_viewer_makes_its_members_viewers(db: Database, ac
     with db.reading() as session:
         assert users.org_role(session, contractor.id) == "viewer"
     with db.transaction() as session:
-        groups.remove_members(session, system, acme.org.id, group.id, [contractor.id])
+        group_membership.remove_members(session, system, acme.org.id, group.id, [contractor.id])
     with db.reading() as session:
         assert users.org_role(session, contractor.id) == "member"  # no group maps them: the default again
         grants = {(g.team_id, g.source, g.source_ref) for g in session.scalars(

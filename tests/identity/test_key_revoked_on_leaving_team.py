@@ -7,7 +7,7 @@ from __future__ import annotations
 from flask.testing import FlaskClient
 
 from audit import Actor
-from identity import groups, keys
+from identity import group_membership, groups, keys
 from identity.db import Database
 from identity.orgs import NewOrg
 from tests.factories import provision
@@ -35,13 +35,13 @@ def test_a_key_revoked_by_its_holder_leaving_the_team_stays_revoked_when_they_co
                                          team_id=acme.default_team_id, name="admin", scopes=["admin"])
     assert client.get("/api/v1/key", headers=bearer(devs_key.secret)).status_code == 200
     with db.transaction() as session:  # the IdP takes dev out of the group: out of its team
-        groups.remove_members(session, system, acme.org.id, group.id, [dev.id])
+        group_membership.remove_members(session, system, acme.org.id, group.id, [dev.id])
     gone = client.get("/api/v1/key", headers=bearer(devs_key.secret))
     assert gone.status_code == 401  # "the key's member has left its team": revoked
     listed = client.get(f"/api/v1/orgs/{acme.org.slug}/api-keys", headers=bearer(owners_key.secret)).get_json()
     [entry] = [k for k in listed["keys"] if k["id"] == devs_key.id]
     with db.transaction() as session:  # and puts them back
-        groups.add_members(session, system, acme.org.id, group.id, [dev.id])
+        group_membership.add_members(session, system, acme.org.id, group.id, [dev.id])
     back = client.get("/api/v1/key", headers=bearer(devs_key.secret))
     assert back.status_code == 401, f"a key revoked when its holder left the team works again: {back.get_json()}"
     assert entry["state"] == "revoked", f"the admin API lists a key the key check refuses as {entry['state']}"

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from audit import Actor, clock
-from identity import groups, invitations, keys, members, orgs, tokens, users
+from identity import group_membership, groups, invitations, keys, members, orgs, tokens, users
 from identity.db import Database
 from identity.errors import Conflict, DomainError, LastOwner
 from identity.models import ApiKey, GroupMapping, Invitation, Org, User
@@ -74,7 +74,7 @@ def test_an_owner_demoted_by_the_idp_loses_their_break_glass_session(sso: Sso, r
     assert signed_in_by_link(sso, runner, "ola@acme.test") == "break_glass"
 
     with sso.db.transaction() as session:
-        groups.remove_members(session, system, sso.org.org.id, group.id, [ola.id])
+        group_membership.remove_members(session, system, sso.org.org.id, group.id, [ola.id])
     with sso.db.reading() as session:
         assert users.org_role(session, ola.id) != "owner"
     assert sso.client.get("/me").status_code == 401, \

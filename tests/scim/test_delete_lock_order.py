@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from audit import Actor
-from identity import group_claims, groups, org_lifecycle, users
+from identity import group_claims, group_membership, org_lifecycle, users
 from identity.db import Database
 from identity.models import IdpGroup, IdpGroupMember, Org, RoleGrant, User
 from tests.factories import actions, wait_for_a_lock_wait
@@ -51,7 +51,7 @@ def test_a_deletion_that_waited_for_a_group_add_removes_the_membership_the_add_m
             users.remove_user(session, system, scim.org_id, user["id"])
 
     with db.transaction() as session:
-        groups.add_members(session, system, scim.org_id, group["id"], [user["id"]])
+        group_membership.add_members(session, system, scim.org_id, group["id"], [user["id"]])
         deleter = _in_thread(delete, errors)
         wait_for_a_lock_wait(db, "the deletion")  # for the user's row
         assert deleter.is_alive()
@@ -77,11 +77,11 @@ def test_an_add_that_waited_for_a_deletion_is_refused_and_a_removal_goes_through
 
     def add() -> None:
         with db.transaction() as session:
-            groups.add_members(session, system, scim.org_id, other["id"], [user["id"]])
+            group_membership.add_members(session, system, scim.org_id, other["id"], [user["id"]])
 
     def remove() -> None:
         with db.transaction() as session:
-            assert groups.remove_members(session, system, scim.org_id, kept["id"], [user["id"]]) == []
+            assert group_membership.remove_members(session, system, scim.org_id, kept["id"], [user["id"]]) == []
 
     with db.transaction() as session:
         users.remove_user(session, system, scim.org_id, user["id"])
@@ -109,7 +109,7 @@ def test_an_org_deletion_waits_for_a_group_add_and_leaves_no_membership(
             org_lifecycle.delete_org(session, system, scim.org_id, confirm=slug)
 
     with db.transaction() as session:
-        groups.add_members(session, system, scim.org_id, group["id"], [user["id"]])
+        group_membership.add_members(session, system, scim.org_id, group["id"], [user["id"]])
         deleter = _in_thread(delete_org, errors)
         wait_for_a_lock_wait(db, "the org's deletion")
         assert deleter.is_alive()
@@ -131,7 +131,7 @@ def test_a_deletion_that_finds_a_group_below_its_own_locks_it_in_id_order(
     other = scim.create_user("signing-in@acme.test")
     low, high = sorted([scim.create_group("One"), scim.create_group("Two")], key=lambda group: group["id"])
     with db.transaction() as session:
-        groups.add_members(session, system, scim.org_id, high["id"], [user["id"]])
+        group_membership.add_members(session, system, scim.org_id, high["id"], [user["id"]])
     errors: list[BaseException] = []
 
     def delete() -> None:
@@ -144,7 +144,7 @@ def test_a_deletion_that_finds_a_group_below_its_own_locks_it_in_id_order(
                                            [low["displayName"], high["displayName"]])
 
     with db.transaction() as session:
-        groups.add_members(session, system, scim.org_id, low["id"], [user["id"]])
+        group_membership.add_members(session, system, scim.org_id, low["id"], [user["id"]])
         deleter = _in_thread(delete, errors)
         wait_for_a_lock_wait(db, "the deletion")  # for the member's row, holding the higher group
         signer = _in_thread(sign_in, errors)

@@ -9,7 +9,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from audit import Actor
-from identity import group_locks, groups, users
+from identity import group_locks, group_membership, users
 from identity.db import Database
 from identity.models import IdpGroupMember, RoleGrant
 from tests.factories import wait_for_a_lock_wait
@@ -45,7 +45,7 @@ def test_a_deletion_racing_a_group_patch_leaves_no_membership_of_the_deleted_use
     def add() -> None:
         try:
             with db.transaction() as session:
-                groups.add_members(session, system, scim.org_id, group["id"], [user["id"]])
+                group_membership.add_members(session, system, scim.org_id, group["id"], [user["id"]])
         except BaseException as error:  # noqa: BLE001 - reported below
             errors.append(error)
 
@@ -89,7 +89,7 @@ def test_a_deletion_racing_a_group_patch_removing_the_same_user_does_not_deadloc
             group_locks.lock_group(session, scim.org_id, group["id"])  # as the PATCH's first step does
             deleter.start()
             wait_for_a_lock_wait(db, "the deletion")  # for the group
-            groups.remove_members(session, system, scim.org_id, group["id"], [user["id"]])
+            group_membership.remove_members(session, system, scim.org_id, group["id"], [user["id"]])
     except BaseException as error:  # noqa: BLE001 - reported below
         errors.append(error)
     deleter.join(30)

@@ -10,7 +10,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from audit import Actor
-from identity import group_claims, groups, mappings, users
+from identity import group_claims, group_membership, mappings, users
 from identity.db import Database
 from tests.factories import actions, provision
 from tests.scim.client import GROUP, Scim, scim_for
@@ -53,7 +53,7 @@ def test_the_scim_create_adopts_the_group_a_claim_made(scim: Scim, db: Database,
     with db.transaction() as session:
         group_claims.apply_user_groups(session, system, scim.org_id, ann, [claim])
     with db.reading() as session:
-        assert sorted(groups.member_ids(session, made[0]["id"])) == sorted([ann, bob])
+        assert sorted(group_membership.member_ids(session, made[0]["id"])) == sorted([ann, bob])
 
 
 def test_a_name_the_idp_already_created_is_still_refused(scim: Scim) -> None:
