@@ -6,6 +6,7 @@ identity.seats, keys through identity.key_revocation.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -189,25 +190,36 @@ def _target_of(session: Session, actor: Actor, action: str, org_id: str, user_id
     return user
 
 
-REREAD_USER = select(User).where(User.id == bindparam("user_id")).execution_options(populate_existing=True)
+# A precondition on the member (SCIM's If-Match): it sees the member as the change about to be written
+# will read it, under the lock that change takes, and refuses it by raising before anything is written.
+Check = Callable[[User], None]
+
+# The member read again, its row locked (after the org's, as identity.group_locks orders them): a
+# profile change under way (which holds the row, not the org) is waited for, so its version is read.
+REREAD_USER = (select(User).where(User.id == bindparam("user_id")).with_for_update(key_share=True)
+               .execution_options(populate_existing=True))
 
 
-def _under_seat_lock(session: Session, org_id: str, user: User) -> User:
-    """Take the org's seat lock, then read the member again (this transaction's own changes written
-    first): a change that waited for the lock sees the member as the one before it left it, not as
-    it was read before the wait (PostgreSQL's READ COMMITTED), so two deactivations (or
-    reactivations, or deletions) at once move the seat count once. NotFound once deleted."""
+def _under_seat_lock(session: Session, org_id: str, user: User, check: Check | None = None) -> User:
+    """Take the org's seat lock, then read the member again, its row locked (this transaction's own
+    changes written first): a change that waited for the locks sees the member as the one before it
+    left it, not as it was read before the wait (PostgreSQL's READ COMMITTED), so two deactivations
+    (or reactivations, or deletions) at once move the seat count once, and `check` sees the version
+    the change moves on from. NotFound once deleted."""
     seats.lock_org(session, org_id)  # first: it also serialises the last-owner check
     session.flush()
     fresh = session.execute(REREAD_USER, {"user_id": user.id}).scalar_one()
     if fresh.deleted_at is not None:
         raise NotFound(f"no user {user.id!r} in this org", user_id=user.id)
+    if check is not None:
+        check(fresh)
     return fresh
 
 
-def deactivate_user(session: Session, actor: Actor, org_id: str, user_id: str) -> User:
-    """Suspend a member: sign-in refused, keys blocked, seat freed; it stays readable."""
-    user = _under_seat_lock(session, org_id, _target_of(session, actor, "member.deactivate", org_id, user_id))
+def deactivate_user(session: Session, actor: Actor, org_id: str, user_id: str, check: Check | None = None) -> User:
+    """Suspend a member: sign-in refused, keys blocked, seat freed; it stays readable. `check` sees
+    the member as read under the locks, before anything changes, and may refuse by raising."""
+    user = _under_seat_lock(session, org_id, _target_of(session, actor, "member.deactivate", org_id, user_id), check)
     if not user.active:
         return user
     owners.ensure_not_last_owner(session, user)
@@ -221,9 +233,10 @@ def deactivate_user(session: Session, actor: Actor, org_id: str, user_id: str) -
     return user
 
 
-def reactivate_user(session: Session, actor: Actor, org_id: str, user_id: str) -> User:
-    """Restore a deactivated member: a seat again (charged if needed), deactivation's key blocks lifted."""
-    user = _under_seat_lock(session, org_id, _target_of(session, actor, "member.reactivate", org_id, user_id))
+def reactivate_user(session: Session, actor: Actor, org_id: str, user_id: str, check: Check | None = None) -> User:
+    """Restore a deactivated member: a seat again (charged if needed), deactivation's key blocks
+    lifted. `check` as for `deactivate_user`."""
+    user = _under_seat_lock(session, org_id, _target_of(session, actor, "member.reactivate", org_id, user_id), check)
     if user.active:
         return user
     seats.take_seat(session, actor, user)
@@ -291,11 +304,25 @@ def _touch(user: User) -> None:
 PROFILE_FIELDS = ("user_name", "email", "external_id", "display_name", "given_name", "family_name", "attributes")
 
 
-def update_profile(session: Session, actor: Actor, org_id: str, user_id: str, changes: dict[str, Any]) -> User:
+def update_profile(session: Session, actor: Actor, org_id: str, user_id: str, changes: dict[str, Any],
+                   check: Check | None = None) -> User:
     """Change a member's profile fields (not its role, state or seat); audit what changed.
 
     An owner's email and userName decide where their sign-in links go: only owners change them.
+    `check` sees the member as read under its row's lock before the change is written (as read,
+    when nothing changes), and may refuse by raising.
     """
+    user, diff = _profile_change(session, actor, org_id, user_id, changes)
+    if diff:
+        _write_profile(session, actor, user, diff, check)
+    elif check is not None:
+        check(user)
+    return user
+
+
+def _profile_change(session: Session, actor: Actor, org_id: str, user_id: str,
+                    changes: dict[str, Any]) -> tuple[User, dict[str, dict[str, Any]]]:
+    """The member a profile change is aimed at, once the actor may make it, and what it changes."""
     unknown = set(changes) - set(PROFILE_FIELDS)
     if unknown:
         raise InvalidValue(f"not profile fields: {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
@@ -312,11 +339,18 @@ def update_profile(session: Session, actor: Actor, org_id: str, user_id: str, ch
         checked_emails(changes["attributes"])
     diff = {field: {"before": getattr(user, field), "after": value}
             for field, value in changes.items() if getattr(user, field) != value}
-    if not diff:
-        return user
-    if (changes.get("display_name", user.display_name) or changes.get("user_name", user.user_name)) != _shown(user):
+    return user, diff
+
+
+def _write_profile(session: Session, actor: Actor, user: User, diff: dict[str, dict[str, Any]],
+                   check: Check | None) -> None:
+    """Write and audit a profile change (`_profile_change`'s), the member's row locked first."""
+    after = {field: change["after"] for field, change in diff.items()}
+    if (after.get("display_name", user.display_name) or after.get("user_name", user.user_name)) != _shown(user):
         _groups_show_anew(session, user)
     _lock_live(session, user)
+    if check is not None:  # the version read under the lock: no statement of its own
+        check(user)
     for field, change in diff.items():
         setattr(user, field, change["after"])
     _touch(user)
@@ -324,8 +358,7 @@ def update_profile(session: Session, actor: Actor, org_id: str, user_id: str, ch
     if "attributes" in diff:  # the other attributes: name which keys changed, not their whole bodies
         before, after = diff["attributes"]["before"] or {}, diff["attributes"]["after"] or {}
         logged["attributes"] = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-    record(session, actor, Action.USER_UPDATED, user_target(user), logged, org_id=org_id)
-    return user
+    record(session, actor, Action.USER_UPDATED, user_target(user), logged, org_id=user.org_id)
 
 
 # The member's row locked before a profile change writes it, its liveness and version read under the
@@ -360,23 +393,33 @@ def _groups_show_anew(session: Session, user: User) -> None:
         select(IdpGroupMember.group_id).where(IdpGroupMember.user_id == user.id)))
 
 
-def sync_user(session: Session, actor: Actor, org_id: str, user_id: str, fields: dict[str, Any]) -> User:
+def sync_user(session: Session, actor: Actor, org_id: str, user_id: str, fields: dict[str, Any],
+              check: Check | None = None) -> User:
     """Make a member match what the IdP sent (SCIM PUT/PATCH): profile, then active state.
 
     Deactivating the org's last active owner is skipped and audited instead of failing the request.
+    `check` sees the member once, before anything is written, under the lock of the first write to
+    its row (the profile's, else the deactivation's or reactivation's; as read when neither is).
     """
     user = get_user(session, org_id, user_id)
     active = fields.get("active", user.active)
     if bool(active) != user.active:  # the org's lock before the user's row is written (group_locks' order)
         seats.lock_org(session, org_id)
-    profile = {k: v for k, v in fields.items() if k in PROFILE_FIELDS}
-    update_profile(session, actor, org_id, user_id, profile)
+    user, diff = _profile_change(session, actor, org_id, user_id,
+                                 {k: v for k, v in fields.items() if k in PROFILE_FIELDS})
+    if diff:
+        _write_profile(session, actor, user, diff, check)
+        check = None
     if active and not user.active:
-        reactivate_user(session, actor, org_id, user_id)
+        reactivate_user(session, actor, org_id, user_id, check)
     elif not active and user.active:
         seats.lock_org(session, org_id)
         if owners.would_remove_last_owner(session, user):
+            if check is not None:
+                check(user)
             owners.protect_last_owner(session, actor, user, "deactivate")
         else:
-            deactivate_user(session, actor, org_id, user_id)
+            deactivate_user(session, actor, org_id, user_id, check)
+    elif check is not None:
+        check(user)
     return user

@@ -34,6 +34,13 @@ def _version(session: Session, user: User) -> str:
     return resources.user_version(user.version, listing.groups_of(session, [user.id])[user.id])
 
 
+def _if_match(session: Session) -> users.Check:
+    """If-Match as the domain's precondition on a member: it runs the check against the member as
+    read under the lock its change takes (not as this handler read it, maybe before another change
+    of it committed), before anything is written."""
+    return lambda user: context.check_if_match(lambda: _version(session, user))
+
+
 def list_users(params: dict[str, Any]) -> Result:
     """List or search the org's users (RFC 7644 section 3.4.2), a page at a time."""
     query = listing.read_query(params)
@@ -80,9 +87,7 @@ def replace_user(user_id: str, body: Any, params: dict[str, Any] | None = None) 
 
     # Named `replace`, `patch` and `remove`: a refused change's audit event names its service so.
     def replace(session: Session, actor: Actor) -> User:
-        user = users.get_user(session, actor.org_id or "", user_id)
-        context.check_if_match(lambda: _version(session, user))
-        return users.sync_user(session, actor, actor.org_id or "", user_id, fields)
+        return users.sync_user(session, actor, actor.org_id or "", user_id, fields, check=_if_match(session))
 
     run(context.database(), context.actor(), replace)
     return get_user(user_id, params)
@@ -94,9 +99,9 @@ def patch_user(user_id: str, body: Any, params: dict[str, Any] | None = None) ->
 
     def patch(session: Session, actor: Actor) -> User:
         user = users.get_user(session, actor.org_id or "", user_id)
-        context.check_if_match(lambda: _version(session, user))
         patched = patch_user_doc(resources.user_to_wire(user, context.base_url()), operations)
-        return users.sync_user(session, actor, actor.org_id or "", user_id, resources.user_fields(patched))
+        return users.sync_user(session, actor, actor.org_id or "", user_id, resources.user_fields(patched),
+                               check=_if_match(session))
 
     run(context.database(), context.actor(), patch)
     return get_user(user_id, params)
@@ -106,8 +111,7 @@ def delete_user(user_id: str) -> Result:
     """Delete a user at the IdP's request (RFC 7644 section 3.6)."""
     def remove(session: Session, actor: Actor) -> User:
         # If-Match is checked against the member as remove_user reads it, under the org's lock.
-        return users.remove_user(session, actor, actor.org_id or "", user_id,
-                                 check=lambda user: context.check_if_match(lambda: _version(session, user)))
+        return users.remove_user(session, actor, actor.org_id or "", user_id, check=_if_match(session))
 
     run(context.database(), context.actor(), remove)
     return 204, None, {}
