@@ -7,7 +7,9 @@ unique-key conflict (409) or a second audit event. FOR NO KEY UPDATE: the foreig
 other rows pointing at the group (members added to it) still go through. Locks on several
 groups are taken in id order (identity.group_claims.apply_user_groups, identity.group_sync),
 after the org's lock and before the audit chain head's (audit.log), so that parallel writers
-never deadlock. SQLite runs one write transaction at a time and needs no lock.
+never deadlock: a change that may give a group a new name or id (which takes the org's lock) locks
+the org before the group (identity.groups.update_group, `lock_for_change` for a SCIM PATCH).
+SQLite runs one write transaction at a time and needs no lock.
 
 User rows come after groups. An add to a group share-locks the rows of the users it adds (not of
 its members already there) after the group's lock (identity.group_membership.add_members); a

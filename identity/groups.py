@@ -9,7 +9,7 @@ deleted with its members' grants.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,19 +105,22 @@ def _adopt(session: Session, actor: Actor, group: IdpGroup, display_name: str, e
 
 def update_group(session: Session, actor: Actor, org_id: str, group_id: str, *, display_name: str | None = None,
                  external_id: str | None = None, attributes: dict[str, Any] | None = None,
-                 clear_external_id: bool = False) -> IdpGroup:
+                 clear_external_id: bool = False, check: Callable[[IdpGroup], None] | None = None) -> IdpGroup:
     """Rename a group or change its other attributes; a mirrored team keeps its id and follows the name.
 
     None leaves a field as it is; `clear_external_id` removes the externalId (a SCIM PUT without
     it, or a PATCH `remove`): rules then match the group by its display name (DESIGN 3.3). A new
     name or id keeps the rule the group is pinned to (governing_rule) unless it makes a different
     rule match; then every member's grants are re-derived from that rule (reapply), old members
-    and new alike.
+    and new alike. `check` sees the group as read under its lock, before anything changes, and may
+    refuse by raising.
     """
     authorize(actor, "teams.manage", org_id=org_id)
     if _names_change(session, org_id, group_id, display_name, external_id, clear_external_id):
         seats.lock_org(session, org_id)  # first (reapply, below, needs it): then the group's lock
     group = lock_group(session, org_id, group_id)
+    if check is not None:
+        check(group)
     diff: dict[str, Any] = {}
     if display_name is not None and display_name != group.display_name:
         display_name = _ensure_free_name(session, org_id, display_name, keep=group.id)
@@ -139,6 +142,16 @@ def update_group(session: Session, actor: Actor, org_id: str, group_id: str, *, 
     if renamed and _rule_id(governing_rule(session, group)) != group.mapping_id:
         reapply(session, actor, group)
     return group
+
+
+def lock_for_change(session: Session, org_id: str, group_id: str, *, may_rename: bool) -> IdpGroup:
+    """Lock a group for a change planned from its state as read under the lock (a SCIM PATCH): the
+    org's lock first when the change may give it a new name or id, as `update_group` then takes it
+    (identity.group_locks' order: the org, then groups), or a member shown anew in the group, which
+    holds the org's lock and waits for the group's, would deadlock with it."""
+    if may_rename:
+        seats.lock_org(session, org_id)
+    return lock_group(session, org_id, group_id)
 
 
 def _rule_id(rule: GroupMapping | None) -> str | None:
@@ -221,15 +234,16 @@ class GroupChange:
     added: tuple[str, ...] = ()
 
 
-def change_group(session: Session, actor: Actor, org_id: str, group_id: str, change: GroupChange) -> IdpGroup:
+def change_group(session: Session, actor: Actor, org_id: str, group_id: str, change: GroupChange,
+                 check: Callable[[IdpGroup], None] | None = None) -> IdpGroup:
     """Apply a group's new attributes, then its members, in one unit of work.
 
     The attributes go first so that the members added are granted what the group, renamed or
-    re-identified, maps to now.
+    re-identified, maps to now. `check` as for `update_group`.
     """
     group = update_group(session, actor, org_id, group_id, display_name=change.display_name,
                          external_id=change.external_id, attributes=change.attributes,
-                         clear_external_id=change.clear_external_id)
+                         clear_external_id=change.clear_external_id, check=check)
     if change.members is not None:
         replace_members(session, actor, org_id, group_id, list(change.members))
     if change.removed:

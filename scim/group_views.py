@@ -20,7 +20,7 @@ from identity.service import run
 from scim import context, discovery, errors, idp_lookups, listing, resources
 from scim.context import Result
 from scim.patch import parse_operations
-from scim.patch_members import GroupPatchPlan, plan_group_patch
+from scim.patch_members import GroupPatchPlan, only_members, plan_group_patch
 from scim.schema import GROUP
 from scim.streaming import members_for, respond
 from scim.web import bp
@@ -84,8 +84,11 @@ def replace_group(group_id: str, body: Any, params: dict[str, Any] | None = None
                          members=tuple(fields["member_ids"]))
 
     def replace(session: Session, actor: Actor) -> None:
-        context.check_if_match(group_locks.lock_group(session, actor.org_id or "", group_id).version)
-        groups.change_group(session, actor, actor.org_id or "", group_id, change)
+        # If-Match is checked against the group as the domain reads it under its lock, which it takes
+        # after the org's for a new name (identity.group_locks' order): locked here first, a rename
+        # would wait for the org's lock holding the group, as a member shown anew waits the other way.
+        groups.change_group(session, actor, actor.org_id or "", group_id, change,
+                            check=lambda group: context.check_if_match(group.version))
 
     run(context.database(), context.actor(), replace)
     return get_group(group_id, params)
@@ -96,7 +99,9 @@ def patch_group(group_id: str, body: Any, params: dict[str, Any]) -> Result:
     operations = parse_operations(body)
 
     def patch(session: Session, actor: Actor) -> None:
-        group = group_locks.lock_group(session, actor.org_id or "", group_id)  # the plan starts from its current state
+        # The plan starts from the group's current state, read under its lock; If-Match checked against it.
+        group = groups.lock_for_change(session, actor.org_id or "", group_id,
+                                       may_rename=not only_members(operations))
         context.check_if_match(group.version)
         plan = plan_group_patch(resources.group_to_wire(group, context.base_url(), None), operations)
         groups.change_group(session, actor, actor.org_id or "", group_id, _change_of(plan))

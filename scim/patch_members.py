@@ -66,6 +66,20 @@ def plan_group_patch(group: Mapping[str, Any], operations: Sequence[Any]) -> Gro
     return members.plan(patcher.doc)
 
 
+def only_members(operations: Sequence[Any]) -> bool:
+    """Tell whether a Group PATCH changes its members alone (no name, id or other attribute)."""
+    for raw in operations:
+        op = parse_operation(raw)
+        if op.path is not None:
+            if op.path.attr.name.lower() != "members" or (op.path.uri is not None and
+                                                          GROUP.urn(op.path.uri) != GROUP.core_urn):
+                return False
+        elif op.op == "remove" or not isinstance(op.value, Mapping) or not op.value or \
+                any(_member_key(k) is None for k in op.value):
+            return False
+    return True
+
+
 def _member_key(key: str) -> str | None:
     name = key[len(GROUP.core_urn) + 1:] if key.lower().startswith(GROUP.core_urn.lower() + ":") else key
     return name if name.lower() == "members" else None

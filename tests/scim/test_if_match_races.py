@@ -13,11 +13,11 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from audit import Actor
-from identity import groups, users
+from identity import groups, seats, users
 from identity.db import Database
 from identity.models import IdpGroup, User
 from tests.factories import wait_for_a_lock_wait
-from tests.scim.client import ENTERPRISE, USER, Scim, scim_for
+from tests.scim.client import ENTERPRISE, GROUP, USER, Scim, scim_for
 
 pytestmark = pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
 
@@ -142,3 +142,41 @@ def test_a_group_put_that_waited_for_another_change_of_it_answers_412(
     assert answer.status_code == 412, answer.json
     shown = scim.get(f"/Groups/{group['id']}").json
     assert (shown["displayName"], [m["value"] for m in shown["members"]]) == ("Engineering", [other["id"]])
+
+
+def _shown_anew_while(db: Database, scim: Scim, system: Actor, user_id: str,
+                      request: Callable[[], TestResponse]) -> TestResponse:
+    """A member's new display name holds the org's lock, then moves its groups' versions (their
+    rows); `request` starts once the org is held and must not hold a group it then waits the org for."""
+    answers: list[TestResponse] = []
+    sender = threading.Thread(target=lambda: answers.append(request()))
+    with db.transaction() as session:
+        seats.lock_org(session, scim.org_id)  # the new name's first lock (identity.users._groups_show_anew)
+        sender.start()
+        wait_for_a_lock_wait(db, "the request")
+        users.update_profile(session, system, scim.org_id, user_id, {"display_name": "Shown Anew"})
+    sender.join(30)
+    assert not sender.is_alive()
+    return answers[0]
+
+
+def test_a_group_put_renaming_it_racing_a_member_shown_anew_does_not_deadlock(
+        scim: Scim, db: Database, system: Actor) -> None:
+    """The PUT's If-Match is checked by the domain under the group's lock, taken after the org's for
+    a new name: locked first by the view, the PUT waited for the org holding the group (a 500)."""
+    user = scim.create_user("member@acme.test")
+    group = scim.create_group("Engineering", [user["id"]])
+    body = {"schemas": [GROUP], "displayName": "Renamed", "members": [{"value": user["id"]}]}
+    answer = _shown_anew_while(db, scim, system, user["id"], lambda: scim.put(f"/Groups/{group['id']}", body))
+    assert answer.status_code == 200, answer.json
+    assert answer.json["displayName"] == "Renamed"
+
+
+def test_a_group_patch_renaming_it_racing_a_member_shown_anew_does_not_deadlock(
+        scim: Scim, db: Database, system: Actor) -> None:
+    user = scim.create_user("member@acme.test")
+    group = scim.create_group("Engineering", [user["id"]])
+    answer = _shown_anew_while(db, scim, system, user["id"], lambda: scim.patch(
+        f"/Groups/{group['id']}", [{"op": "replace", "value": {"displayName": "Renamed"}}]))
+    assert answer.status_code == 204, answer.json
+    assert scim.get(f"/Groups/{group['id']}").json["displayName"] == "Renamed"
