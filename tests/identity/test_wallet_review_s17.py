@@ -1,0 +1,82 @@
+"""Hostile review of the team wallets (DESIGN.md 3.8), session 17: races of a debit or a top-up with
+the changes it queues behind. Each test asserts the rule and failed on the code it was written against."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import func, select
+
+from audit import Actor
+from identity import keys, usage, wallet_controls, wallets
+from identity.billing import check_org
+from identity.db import Database
+from identity.errors import Conflict
+from identity.orgs import NewOrg
+from identity.usage import UsageRecord
+from identity.wallet_models import SpendLimit, WalletEntry
+from tests.factories import wait_for_a_lock_wait
+from tests.identity.test_wallets import GATEWAY, key_of, owner, post
+from tests.identity.test_wallets import top_up as credit
+
+
+def _key_spend(db: Database, *key_ids: str) -> int:
+    with db.reading() as session:
+        return -int(session.scalar(select(func.coalesce(func.sum(WalletEntry.amount_micros), 0)).where(
+            WalletEntry.key_id.in_(key_ids))) or 0)
+
+
+@pytest.mark.postgres_only("a debit waiting on the wallet's row lock under READ COMMITTED")
+def test_a_debit_queued_behind_a_rotation_is_held_to_the_keys_limit(db: Database, system: Actor,
+                                                                     acme: NewOrg) -> None:
+    """A key with a limit of 100 has spent 90; its rotation (which moves the limit to the successor under
+    the wallet's lock) is in flight when a debit of 50 on the old key arrives. The debit reads the key's
+    `rotated_to` in the snapshot taken before it waited for the wallet, so it looks for the limit under
+    the old key's id, finds none, and debits 50: the limit shared by the key and its successor is
+    passed by 40 (DESIGN 3.8: a debit that would pass a limit is refused)."""
+    key_id = key_of(db, acme, system)
+    credit(db, acme, 10_000)
+    with db.transaction() as session:
+        wallet_controls.set_subject_limit(session, owner(acme), acme.org.id, acme.default_team_id, "key", key_id, 100)
+    assert post(db, UsageRecord(key_id, "m", 90, "r0"))[0].status == "debited"
+    answers: list[usage.Outcome] = []
+    with db.transaction() as session:
+        successor = keys.rotate_api_key(session, owner(acme), acme.org.id, key_id).id
+        session.flush()
+        debit = threading.Thread(target=lambda: answers.extend(post(db, UsageRecord(key_id, "m", 50, "r1"))))
+        debit.start()
+        wait_for_a_lock_wait(db, "the debit")  # queued on the wallet's lock, which the rotation holds
+    debit.join()
+    with db.reading() as session:
+        limit = session.scalars(select(SpendLimit)).one()
+    assert limit.subject_id == successor
+    assert (answers[0].status, answers[0].limit_scope) == ("spending_limit_reached", "key")
+    assert _key_spend(db, key_id, successor) <= limit.limit_micros
+
+
+@pytest.mark.postgres_only("two transactions at once under READ COMMITTED")
+def test_two_top_ups_with_one_reference_at_once_credit_once_and_the_second_is_a_conflict(
+        db: Database, acme: NewOrg) -> None:
+    """Two owners (or a retried payment webhook) credit the same payment at once: the reference check runs
+    before the wallet's lock, so both pass it; the second then clashes on the ledger's unique request id
+    and raises IntegrityError (a 500 over HTTP) instead of the documented 409 naming `reference`."""
+    failures: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            with db.transaction() as session:
+                wallets.top_up(session, owner(acme), acme.org.id, acme.default_team_id, 500, "INV-1")
+        except BaseException as error:  # noqa: BLE001  (what it raised is the finding)
+            failures.append(error)
+
+    with db.transaction() as session:
+        wallets.top_up(session, owner(acme), acme.org.id, acme.default_team_id, 500, "INV-1")
+        session.flush()
+        waiting = threading.Thread(target=second)
+        waiting.start()
+        wait_for_a_lock_wait(db, "the second top-up")
+    waiting.join()
+    assert len(failures) == 1 and isinstance(failures[0], Conflict), failures
+    with db.reading() as session:
+        assert check_org(session, acme.org.id) == []
