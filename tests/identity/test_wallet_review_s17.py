@@ -80,3 +80,44 @@ def test_two_top_ups_with_one_reference_at_once_credit_once_and_the_second_is_a_
     assert len(failures) == 1 and isinstance(failures[0], Conflict), failures
     with db.reading() as session:
         assert check_org(session, acme.org.id) == []
+
+
+@pytest.mark.postgres_only("a debit waiting on the wallet's row lock under READ COMMITTED")
+def test_a_debit_queued_behind_its_teams_deletion_does_not_move_the_deleted_wallet(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """A team is deleted (its keys revoked and unset from it, `team.deleted` records the wallet's
+    balance, under the wallet's lock) while a debit of one of its keys waits for that lock. The debit
+    reads the key's team in the snapshot taken before the wait and debits the deleted team's wallet:
+    the balance `team.deleted` recorded is no longer the wallet's, and the same record a moment later
+    is a 404 (its team was deleted). The debit must be refused as the later one is."""
+    from identity import team_deletion, teams
+    from identity.errors import NotFound
+    from identity.wallet_models import Wallet
+
+    with db.transaction() as session:
+        team = teams.create_team(session, system, acme.org.id, "Research")
+        teams.add_team_member(session, system, acme.org.id, team.id, acme.owner.id, "admin")
+        key_id = keys.create_api_key(session, system, acme.org.id, user_id=acme.owner.id, team_id=team.id,
+                                     name="k", scopes=["inference"]).id
+    with db.transaction() as session:
+        wallets.top_up(session, owner(acme), acme.org.id, team.id, 1_000, "INV-R")
+    failures: list[BaseException] = []
+    answers: list[usage.Outcome] = []
+
+    def debit() -> None:
+        try:
+            answers.extend(post(db, UsageRecord(key_id, "m", 400, "late")))
+        except BaseException as error:  # noqa: BLE001
+            failures.append(error)
+
+    with db.transaction() as session:
+        team_deletion.delete_team(session, system, acme.org.id, team.id)
+        session.flush()
+        waiting = threading.Thread(target=debit)
+        waiting.start()
+        wait_for_a_lock_wait(db, "the debit")
+    waiting.join()
+    with db.reading() as session:
+        balance = session.get_one(Wallet, team.id).balance_micros
+    assert balance == 1_000, answers
+    assert len(failures) == 1 and isinstance(failures[0], NotFound)
