@@ -121,3 +121,17 @@ def test_a_debit_queued_behind_its_teams_deletion_does_not_move_the_deleted_wall
         balance = session.get_one(Wallet, team.id).balance_micros
     assert balance == 1_000, answers
     assert len(failures) == 1 and isinstance(failures[0], NotFound)
+
+
+def test_an_owner_may_stop_a_team_that_has_not_spent_yet_with_a_limit_equal_to_its_spend(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """identity.wallet_controls: "a caller who meant 'stop now' sets the limit to the spend itself". At the
+    start of a period the spend is 0, and a limit of 0 is refused as not positive: an owner cannot stop
+    a team (or a key) before it spends, only after. The limit equal to the spend must be accepted and
+    refuse the next debit."""
+    key_id = key_of(db, acme, system)
+    credit(db, acme, 10_000)
+    with db.transaction() as session:
+        wallet_controls.configure_wallet(session, owner(acme), acme.org.id, acme.default_team_id, spend_limit=0)
+    refused = post(db, UsageRecord(key_id, "m", 1, "r0"))[0]
+    assert (refused.status, refused.limit_scope) == ("spending_limit_reached", "team")
