@@ -135,3 +135,21 @@ def test_an_owner_may_stop_a_team_that_has_not_spent_yet_with_a_limit_equal_to_i
         wallet_controls.configure_wallet(session, owner(acme), acme.org.id, acme.default_team_id, spend_limit=0)
     refused = post(db, UsageRecord(key_id, "m", 1, "r0"))[0]
     assert (refused.status, refused.limit_scope) == ("spending_limit_reached", "team")
+
+
+def test_no_usage_is_debited_to_a_deleted_org(db: Database, system: Actor, acme: NewOrg) -> None:
+    """Deleting an org revokes its keys but leaves them on their teams, and a debit never looks at the
+    org: the gateway's usage for a key of the deleted org still debits its wallet, writes the ledger and
+    audits `wallet.usage_recorded` into the deleted org's chain, for ever. A key of a deleted team is a
+    404 (its team was deleted); a key of a deleted org must be refused the same way, nothing written."""
+    from identity import org_lifecycle
+    from identity.errors import NotFound
+
+    key_id = key_of(db, acme, system)
+    credit(db, acme, 10_000)
+    with db.transaction() as session:
+        org_lifecycle.delete_org(session, system, acme.org.id, confirm=acme.org.slug)
+    before = _key_spend(db, key_id)
+    with pytest.raises(NotFound):
+        post(db, UsageRecord(key_id, "m", 500, "after-deletion"))
+    assert _key_spend(db, key_id) == before
