@@ -153,3 +153,26 @@ def test_no_usage_is_debited_to_a_deleted_org(db: Database, system: Actor, acme:
     with pytest.raises(NotFound):
         post(db, UsageRecord(key_id, "m", 500, "after-deletion"))
     assert _key_spend(db, key_id) == before
+
+
+def test_a_request_id_retried_with_another_teams_key_answers_the_team_it_debited(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """A retried request id "answers the first outcome" (identity.usage, DESIGN 3.8). Retried with a key
+    of another team (a gateway that re-resolved the caller's key), the answer is `duplicate` with the
+    first debit's amount but the retry's team and that team's balance: it says 400 were debited from a
+    team whose wallet never moved. The duplicate must name the team the first attempt debited."""
+    from identity import teams
+
+    first_key = key_of(db, acme, system)
+    credit(db, acme, 10_000)
+    with db.transaction() as session:
+        team = teams.create_team(session, system, acme.org.id, "Research")
+        teams.add_team_member(session, system, acme.org.id, team.id, acme.owner.id, "admin")
+        other_key = keys.create_api_key(session, system, acme.org.id, user_id=acme.owner.id, team_id=team.id,
+                                        name="k", scopes=["inference"]).id
+    with db.transaction() as session:
+        wallets.top_up(session, owner(acme), acme.org.id, team.id, 5_000, "INV-R")
+    [first] = post(db, UsageRecord(first_key, "m", 400, "r1"))
+    [again] = post(db, UsageRecord(other_key, "m", 400, "r1"))
+    assert again.status == "duplicate"
+    assert (again.team_id, again.debited_micros) == (first.team_id, first.debited_micros)
