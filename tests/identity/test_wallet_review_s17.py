@@ -9,15 +9,15 @@ import pytest
 from sqlalchemy import func, select
 
 from audit import Actor
-from identity import keys, usage, wallet_controls, wallets
+from identity import keys, org_lifecycle, team_deletion, teams, usage, wallet_controls, wallets
 from identity.billing import check_org
 from identity.db import Database
-from identity.errors import Conflict
+from identity.errors import Conflict, NotFound
 from identity.orgs import NewOrg
 from identity.usage import UsageRecord
-from identity.wallet_models import SpendLimit, WalletEntry
+from identity.wallet_models import SpendLimit, Wallet, WalletEntry
 from tests.factories import wait_for_a_lock_wait
-from tests.identity.test_wallets import GATEWAY, key_of, owner, post
+from tests.identity.test_wallets import key_of, owner, post
 from tests.identity.test_wallets import top_up as credit
 
 
@@ -90,10 +90,6 @@ def test_a_debit_queued_behind_its_teams_deletion_does_not_move_the_deleted_wall
     reads the key's team in the snapshot taken before the wait and debits the deleted team's wallet:
     the balance `team.deleted` recorded is no longer the wallet's, and the same record a moment later
     is a 404 (its team was deleted). The debit must be refused as the later one is."""
-    from identity import team_deletion, teams
-    from identity.errors import NotFound
-    from identity.wallet_models import Wallet
-
     with db.transaction() as session:
         team = teams.create_team(session, system, acme.org.id, "Research")
         teams.add_team_member(session, system, acme.org.id, team.id, acme.owner.id, "admin")
@@ -142,9 +138,6 @@ def test_no_usage_is_debited_to_a_deleted_org(db: Database, system: Actor, acme:
     org: the gateway's usage for a key of the deleted org still debits its wallet, writes the ledger and
     audits `wallet.usage_recorded` into the deleted org's chain, for ever. A key of a deleted team is a
     404 (its team was deleted); a key of a deleted org must be refused the same way, nothing written."""
-    from identity import org_lifecycle
-    from identity.errors import NotFound
-
     key_id = key_of(db, acme, system)
     credit(db, acme, 10_000)
     with db.transaction() as session:
@@ -161,8 +154,6 @@ def test_a_request_id_retried_with_another_teams_key_answers_the_team_it_debited
     of another team (a gateway that re-resolved the caller's key), the answer is `duplicate` with the
     first debit's amount but the retry's team and that team's balance: it says 400 were debited from a
     team whose wallet never moved. The duplicate must name the team the first attempt debited."""
-    from identity import teams
-
     first_key = key_of(db, acme, system)
     credit(db, acme, 10_000)
     with db.transaction() as session:
