@@ -167,3 +167,36 @@ def test_a_request_id_retried_with_another_teams_key_answers_the_team_it_debited
     [again] = post(db, UsageRecord(other_key, "m", 400, "r1"))
     assert again.status == "duplicate"
     assert (again.team_id, again.debited_micros) == (first.team_id, first.debited_micros)
+
+
+@pytest.mark.postgres_only("a top-up waiting on the wallet's row lock under READ COMMITTED")
+def test_a_top_up_queued_behind_its_teams_deletion_is_not_credited_to_the_deleted_team(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """An owner tops up a team while another owner deletes it: the top-up finds the team (get_team, before
+    the wallet's lock), waits for the lock the deletion holds (close_team_wallet), and then credits the
+    deleted team's wallet: 201 for a payment no key can ever spend (the team's keys are revoked), after
+    `team.deleted` recorded the balance. The top-up must be refused as a top-up a moment later is (404)."""
+    with db.transaction() as session:
+        team = teams.create_team(session, system, acme.org.id, "Research")
+    with db.transaction() as session:
+        wallets.top_up(session, owner(acme), acme.org.id, team.id, 1_000, "INV-R")
+    failures: list[BaseException] = []
+
+    def pay() -> None:
+        try:
+            with db.transaction() as session:
+                wallets.top_up(session, owner(acme), acme.org.id, team.id, 5_000, "INV-LATE")
+        except BaseException as error:  # noqa: BLE001
+            failures.append(error)
+
+    with db.transaction() as session:
+        team_deletion.delete_team(session, system, acme.org.id, team.id)
+        session.flush()
+        waiting = threading.Thread(target=pay)
+        waiting.start()
+        wait_for_a_lock_wait(db, "the top-up")
+    waiting.join()
+    with db.reading() as session:
+        balance = session.get_one(Wallet, team.id).balance_micros
+    assert len(failures) == 1 and isinstance(failures[0], NotFound), failures
+    assert balance == 1_000
