@@ -46,7 +46,9 @@ from identity.wallets import (
     ENTRIES,
     INSERT_ENTRY,
     LOCK_MANY,
+    ORGS,
     SAVE_WALLET,
+    TEAM_KEY_SHARE,
     USAGE,
     WALLETS,
     Locked,
@@ -71,15 +73,20 @@ def discounted(cost: int, discount_percent: int) -> int:
 # Core statements on the tables (not the ORM classes): no ORM execution for reads of plain columns.
 _KEYS_T = cast(Table, ApiKey.__table__)
 _KEY_COLUMNS = (_KEYS_T.c.id, _KEYS_T.c.org_id, _KEYS_T.c.team_id, _KEYS_T.c.user_id, _KEYS_T.c.rotated_to)
-KEYS = select(*_KEY_COLUMNS).where(_KEYS_T.c.id.in_(bindparam("ids", expanding=True)))
+# A key of a deleted org is not found: no usage is debited to a deleted org.
+KEYS = (select(*_KEY_COLUMNS).join(ORGS, ORGS.c.id == _KEYS_T.c.org_id)
+        .where(_KEYS_T.c.id.in_(bindparam("ids", expanding=True)), ORGS.c.deleted_at.is_(None)))
 # The keys and their teams' wallets in one statement (a round trip, not two): LOCK_MANY's columns
-# (wallets locked in team id order, the one order every caller locks in), then the key's. A key
-# without a team or whose team has no wallet yet is not on it: `record_usage` then takes the
-# two statements (KEYS, then `lock_wallets`, which makes a missing wallet).
+# (wallets locked in team id order, the one order every caller locks in, each with its team's row
+# and not of a deleted org, as LOCK_MANY), then the key's. A key without a team, whose team has no
+# wallet yet, was deleted while this waited for the wallet's lock, or of a deleted org is not on it:
+# `record_usage` then takes the two statements (KEYS, read after the lock, then `lock_wallets`, which
+# makes a missing wallet), and so refuses a key whose team or org was deleted as it would a moment later.
 KEYED_LOCK = (select(*LOCK_MANY.selected_columns, *_KEY_COLUMNS).select_from(LOCK_MANY.get_final_froms()[0])
               .join(_KEYS_T, _KEYS_T.c.team_id == WALLETS.c.team_id)
-              .where(_KEYS_T.c.id.in_(bindparam("ids", expanding=True)))
-              .order_by(WALLETS.c.team_id).with_for_update(of=WALLETS))
+              .where(_KEYS_T.c.id.in_(bindparam("ids", expanding=True)), ORGS.c.deleted_at.is_(None))
+              .order_by(WALLETS.c.team_id).with_for_update(of=WALLETS)
+              .suffix_with(TEAM_KEY_SHARE, dialect="postgresql"))
 BOOKED = select(ENTRIES.c.request_id, ENTRIES.c.team_id, ENTRIES.c.amount_micros).where(
     ENTRIES.c.request_id.in_(bindparam("ids", expanding=True)), ENTRIES.c.kind == USAGE)
 # For a call of one record, KEYED_LOCK also answers the request id's booking (the same columns as

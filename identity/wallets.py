@@ -29,7 +29,7 @@ from audit.log import Target
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound, PermissionDenied
 from identity.lookups import get_team
-from identity.models import Org, RoleGrant, User
+from identity.models import Org, RoleGrant, Team, User
 from identity.roles import authorize
 from identity.vocabulary import Role
 from identity.wallet_models import TopUpRequest, Wallet, WalletEntry, WalletSettings
@@ -85,9 +85,17 @@ def ensure_wallet(session: Session, org_id: str, team_id: str) -> None:
 # The wallet, its org's billing anchor, and whether any key or member of the team has a limit (so
 # that a debit reads the limits only when there are some: a column of the locked row, never a
 # subquery, which PostgreSQL would answer as of before the wait for the lock), in the one statement that locks it.
+# The team's row is locked too, after the wallet's and in the weakest mode (FOR KEY SHARE: only its
+# deletion waits for it, and it waits for nothing but a deletion). On PostgreSQL a statement reads in
+# a snapshot taken before it waited for the wallet: a team deleted meanwhile (its deletion holds the
+# wallet's lock, identity.topups.close_team_wallet) is still in that snapshot, but a row deleted by a
+# committed transaction is not locked and not returned. So a wallet whose team is gone is never
+# locked: no credit, change of a control or debit reaches a deleted team's wallet.
+TEAM_KEY_SHARE = "FOR KEY SHARE OF teams"
 LOCK = (select(Wallet, Org.created_at, Wallet.has_subject_limits)
-        .join(Org, Org.id == Wallet.org_id)
+        .join(Org, Org.id == Wallet.org_id).join(Team, Team.id == Wallet.team_id)
         .where(Wallet.team_id == bindparam("team_id")).with_for_update(of=Wallet)
+        .suffix_with(TEAM_KEY_SHARE, dialect="postgresql")
         .execution_options(populate_existing=True))
 
 
@@ -106,12 +114,15 @@ class Locked(Generic[W]):
 
 
 def lock_wallet(session: Session, org_id: str, team_id: str, *, now: dt.datetime | None = None) -> Locked[Wallet]:
-    """Return the team's wallet locked until the transaction ends, its spend rolled into this period."""
+    """Return the team's wallet locked until the transaction ends, its spend rolled into this period;
+    NotFound for a team of another org, or none (deleted while this waited for the lock included)."""
     row = session.execute(LOCK, {"team_id": team_id}).one_or_none()
     if row is None:
-        get_team(session, org_id, team_id)  # NotFound for a team of another org or none
+        _team_of(session, org_id, team_id)  # NotFound for a team of another org or none
         ensure_wallet(session, org_id, team_id)
-        row = session.execute(LOCK, {"team_id": team_id}).one()
+        row = session.execute(LOCK, {"team_id": team_id}).one_or_none()
+        if row is None:  # deleted since
+            raise NotFound(f"no team {team_id!r} in this org", team_id=team_id)
     wallet, created, has_limits = row
     if wallet.org_id != org_id:
         raise NotFound(f"no team {team_id!r} in this org", team_id=team_id)
@@ -121,7 +132,7 @@ def lock_wallet(session: Session, org_id: str, team_id: str, *, now: dt.datetime
 
 
 WALLETS = cast(Table, Wallet.__table__)
-_ORGS = cast(Table, Org.__table__)
+ORGS = cast(Table, Org.__table__)
 # What a debit may change on a wallet: `save_wallets` writes these back, and only when one moved.
 MOVABLE = ("balance_micros", "period_start", "period_spend_micros", "pending_topup_id", "refusal",
            "refused_period_start", "updated_at")
@@ -156,10 +167,15 @@ class WalletRow:
 
 _WALLET_FIELDS = tuple(name for name in WalletRow.__dataclass_fields__ if name != "read")
 assert _WALLET_FIELDS == tuple(WALLETS.columns.keys()), "WalletRow follows the wallets table, column for column"
-LOCK_MANY = (select(WALLETS, _ORGS.c.created_at, WALLETS.c.has_subject_limits)
-             .join(_ORGS, _ORGS.c.id == WALLETS.c.org_id)
-             .where(WALLETS.c.team_id.in_(bindparam("team_ids", expanding=True)))
-             .order_by(WALLETS.c.team_id).with_for_update(of=WALLETS))
+_TEAMS = cast(Table, Team.__table__)
+# As LOCK, for many wallets, in team id order; the team's row locked after the wallet's as there. A
+# wallet of a deleted org is not locked either: no usage is debited to a deleted org (its keys are
+# revoked but stay on their teams).
+LOCK_MANY = (select(WALLETS, ORGS.c.created_at, WALLETS.c.has_subject_limits)
+             .join(ORGS, ORGS.c.id == WALLETS.c.org_id).join(_TEAMS, _TEAMS.c.id == WALLETS.c.team_id)
+             .where(WALLETS.c.team_id.in_(bindparam("team_ids", expanding=True)), ORGS.c.deleted_at.is_(None))
+             .order_by(WALLETS.c.team_id).with_for_update(of=WALLETS)
+             .suffix_with(TEAM_KEY_SHARE, dialect="postgresql"))
 SAVE_WALLET = update(WALLETS).where(WALLETS.c.team_id == bindparam("w_team_id")).values(
     {name: bindparam(f"w_{name}") for name in MOVABLE})
 
@@ -174,9 +190,11 @@ def lock_wallets(session: Session, teams: dict[str, str]) -> dict[str, Locked[Wa
     missing = set(teams) - {row.team_id for row in rows}
     if missing:
         for team_id in sorted(missing):
-            get_team(session, teams[team_id], team_id)
+            _team_of(session, teams[team_id], team_id)
             ensure_wallet(session, teams[team_id], team_id)
         rows = conn.execute(LOCK_MANY, {"team_ids": sorted(teams)}).all()
+        for team_id in sorted(set(teams) - {row.team_id for row in rows}):  # deleted meanwhile, or its org
+            raise NotFound(f"no team {team_id!r} in this org", team_id=team_id)
     return locked_rows(rows, teams)
 
 
@@ -195,6 +213,14 @@ def locked_rows(rows: Sequence[Any], teams: dict[str, str]) -> dict[str, Locked[
         roll_period(wallet, start)
         found[wallet.team_id] = Locked(wallet, start, end, bool(row[width + 1]))
     return found
+
+
+def _team_of(session: Session, org_id: str, team_id: str) -> None:
+    """NotFound unless the org's team exists, read now: the session may hold a copy from before a lock
+    waited for its deletion."""
+    found = session.scalar(select(Team.org_id).where(Team.id == team_id))
+    if found is None or found != org_id:
+        raise NotFound(f"no team {team_id!r} in this org", team_id=team_id)
 
 
 def moved_wallets(locked: dict[str, Locked[WalletRow]]) -> list[dict[str, Any]]:
