@@ -40,8 +40,10 @@ UNSET: Any = object()
 KEY, MEMBER = "key", "member"
 
 
-def _optional_amount(value: Any, field: str) -> int | None:
-    return None if value is None else amount(value, field)
+def _limit(value: Any, field: str) -> int | None:
+    """A spending limit (team, key or member): None (no limit) or 0 to MAX_AMOUNT. 0 is a limit: at the
+    start of a period the spend is 0, and "stop now" is the limit equal to the spend (above)."""
+    return None if value is None else amount(value, field, zero=True)
 
 
 def configure_wallet(session: Session, actor: Actor, org_id: str, team_id: str, *, spend_limit: Any = UNSET,
@@ -55,7 +57,7 @@ def configure_wallet(session: Session, actor: Actor, org_id: str, team_id: str, 
     get_team(session, org_id, team_id)  # another org's team is not found before its input is read
     changes: dict[str, Any] = {}
     if spend_limit is not UNSET:
-        changes["spend_limit_micros"] = _optional_amount(spend_limit, "spend_limit_micros")
+        changes["spend_limit_micros"] = _limit(spend_limit, "spend_limit_micros")
     if discount_percent is not UNSET:
         changes["discount_percent"] = percent(discount_percent)
     if auto_topup is not UNSET:
@@ -126,7 +128,7 @@ def set_subject_limit(session: Session, actor: Actor, org_id: str, team_id: str,
     authorize(actor, "wallets.manage", org_id=org_id)
     get_team(session, org_id, team_id)
     field = "key_id" if subject_type == KEY else "user_id"
-    value = _optional_amount(limit, "limit_micros")
+    value = _limit(limit, "limit_micros")
     _subject(session, org_id, team_id, subject_type, subject_id)
     locked = lock_wallet(session, org_id, team_id)
     found = session.scalars(select(SpendLimit).where(

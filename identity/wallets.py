@@ -46,13 +46,15 @@ REQUEST_ID_LENGTH = 200  # wallet_entries.request_id
 INSERT_ENTRY = insert(ENTRIES)
 
 
-def amount(value: Any, field: str, *, signed: bool = False) -> int:
+def amount(value: Any, field: str, *, signed: bool = False, zero: bool = False) -> int:
     """Return `value` as an amount of micro-cents: a JSON integer, 1 to MAX_AMOUNT (or its negative
-    when `signed`). Anything else is refused naming `field`, never coerced."""
+    when `signed`; or 0 too when `zero`: a spending limit, where 0 stops a team, key or member that
+    has not spent yet). Anything else is refused naming `field`, never coerced."""
     if type(value) is not int:
         raise InvalidValue(f"{field} must be an integer number of micro-cents", field=field)
-    if value == 0 or (value < 0 and not signed):
-        raise InvalidValue(f"{field} must be {'non-zero' if signed else 'positive'}", field=field)
+    if (value == 0 and not zero) or (value < 0 and not signed):
+        raise InvalidValue(f"{field} must be {'non-zero' if signed else 'zero or more' if zero else 'positive'}",
+                           field=field)
     if abs(value) > MAX_AMOUNT:
         raise InvalidValue(f"{field} must be at most {MAX_AMOUNT} micro-cents ($10,000,000)", field=field)
     return value
@@ -287,13 +289,6 @@ def top_up(session: Session, actor: Actor, org_id: str, team_id: str, micros: An
     _authorize_top_up(session, actor, org_id)
     get_team(session, org_id, team_id)  # another org's team is not found before its input is read
     micros, reference = amount(micros, "amount_micros"), _reference(reference)
-    # The reference names the payment: a retried top-up must not credit it twice. Checked on the
-    # reference itself (whole: two long references alike but for their ends are two payments); the
-    # unique request id below is the net under this check, for two retries at once.
-    if session.scalar(select(func.count()).where(WalletEntry.team_id == team_id, WalletEntry.kind == TOP_UP,
-                                                 WalletEntry.reference == reference)):
-        raise Conflict(f"a top-up with reference {reference!r} was already credited to this team",
-                       field="reference")
     key = f"top_up:{team_id}:{reference}"
     if len(key) > REQUEST_ID_LENGTH:  # kept whole in the key, or (too long for it) by its SHA-256
         key = f"top_up:{team_id}:sha256:{hashlib.sha256(reference.encode()).hexdigest()}"
@@ -323,6 +318,14 @@ def _credit(session: Session, actor: Actor, org_id: str, team_id: str, kind: str
     """Add a ledger row of `kind` and move the balance (authorized by the caller); audited."""
     locked = lock_wallet(session, org_id, team_id)
     wallet = locked.wallet
+    # The reference names the payment: a retried top-up must not credit it twice. Checked on the
+    # reference itself (whole: two long references alike but for their ends are two payments), under
+    # the lock: a top-up with the same reference committed while this one waited for it is seen (each
+    # statement reads what was committed before it began), so two at once are one credit and a 409.
+    if kind == TOP_UP and session.scalar(select(func.count()).where(
+            WalletEntry.team_id == team_id, WalletEntry.kind == TOP_UP, WalletEntry.reference == reference)):
+        raise Conflict(f"a top-up with reference {reference!r} was already credited to this team",
+                       field="reference")
     if wallet.balance_micros + micros < 0:
         raise InvalidValue(f"the adjustment would take the balance below zero ({wallet.balance_micros})",
                            field="amount_micros")

@@ -219,7 +219,7 @@ def test_bad_top_ups_are_refused_naming_the_field(client: FlaskClient, db: Datab
 
 @pytest.mark.parametrize(("body", "field"), [
     ({"discount_percent": 101}, "discount_percent"), ({"discount_percent": -1}, "discount_percent"),
-    ({"discount_percent": 5.5}, "discount_percent"), ({"spend_limit_micros": 0}, "spend_limit_micros"),
+    ({"discount_percent": 5.5}, "discount_percent"), ({"spend_limit_micros": -1}, "spend_limit_micros"),
     ({"auto_topup": {"threshold_micros": 1}}, "auto_topup"),
     ({"auto_topup": {"threshold_micros": 1, "amount_micros": -1}}, "auto_topup.amount_micros"),
 ])

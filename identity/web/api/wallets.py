@@ -260,7 +260,7 @@ def openapi_paths(op: Any, json_response: Any, ref: Any) -> dict[str, Any]:
 
 
 MICROS = {"type": "integer", "minimum": 1, "maximum": wallets.MAX_AMOUNT}
-NULLABLE_MICROS = {"type": ["integer", "null"], "minimum": 1, "maximum": wallets.MAX_AMOUNT}
+LIMIT_MICROS = {"type": ["integer", "null"], "minimum": 0, "maximum": wallets.MAX_AMOUNT}  # 0: stop it now
 OPENAPI_SCHEMAS: dict[str, Any] = {
     "Wallet": {"type": "object", "properties": {
         "team_id": {"type": "string"}, "balance_micros": {"type": "integer"}, "period": {"type": "object"},
@@ -273,7 +273,7 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         "auto_topup": {"type": ["object", "null"]}, "refusal": {"type": ["string", "null"]},
         "resets_at": {"type": "string"}, "pending_topup_id": {"type": ["string", "null"]}}},
     "WalletChange": {"type": "object", "additionalProperties": False, "properties": {
-        "spend_limit_micros": NULLABLE_MICROS, "discount_percent": {"type": "integer", "minimum": 0, "maximum": 100},
+        "spend_limit_micros": LIMIT_MICROS, "discount_percent": {"type": "integer", "minimum": 0, "maximum": 100},
         "auto_topup": {"type": ["object", "null"], "additionalProperties": False,
                        "required": ["threshold_micros", "amount_micros"],
                        "properties": {"threshold_micros": MICROS, "amount_micros": MICROS}}}},
@@ -285,7 +285,7 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
                               "amount_micros": {"type": "integer"},
                               "reference": {"type": "string", "minLength": 1, "maxLength": 200}}},
     "SubjectLimit": {"type": "object", "additionalProperties": False, "required": ["limit_micros"],
-                     "properties": {"limit_micros": NULLABLE_MICROS}},
+                     "properties": {"limit_micros": LIMIT_MICROS}},
     "WalletEntry": {"type": "object", "properties": {
         "id": {"type": "integer"}, "kind": {"type": "string"}, "amount_micros": {"type": "integer"},
         "reference": {"type": ["string", "null"]}, "created": {"type": "string"}}},

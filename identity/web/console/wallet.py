@@ -96,7 +96,7 @@ def set_limit(team_id: str) -> Response:
         submit(wallet_controls.configure_wallet, g.caller.org_id, team_id, spend_limit=limit)
     except DomainError as error:
         return _page(team_id, status=status_of(error), errors=form_errors(error, "limit"))
-    notice = f"Spending limit set to {micros_as_dollars(limit)}." if limit else "Spending limit removed."
+    notice = f"Spending limit set to {micros_as_dollars(limit)}." if limit is not None else "Spending limit removed."
     return redirect_with_notice(f"/console/teams/{team_id}/wallet", notice)
 
 
