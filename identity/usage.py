@@ -25,7 +25,7 @@ import datetime as dt
 from collections import defaultdict
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, and_, bindparam, literal_column, select, true, union_all
+from sqlalchemy import Table, and_, bindparam, func, literal_column, or_, select, true, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -40,6 +40,7 @@ from identity.usage_records import MAX_BATCH as MAX_BATCH
 from identity.usage_records import Outcome as Outcome
 from identity.usage_records import UsageRecord as UsageRecord
 from identity.usage_records import parse_records as parse_records
+from identity.wallet_controls import KEY, MEMBER
 from identity.wallet_models import SpendLimit, UsageTotal
 from identity.wallet_periods import BALANCE_EXHAUSTED, SPENDING_LIMIT_REACHED, remaining
 from identity.wallets import (
@@ -105,8 +106,16 @@ KEYED_LOCK_ONE = {dialect: (KEYED_LOCK.add_columns(fresh, ENTRIES.c.request_id, 
                             .outerjoin(ENTRIES, and_(ENTRIES.c.request_id == bindparam("request_id"),
                                                      ENTRIES.c.kind == USAGE)))
                   for dialect, fresh in _SNAPSHOT_VERSION.items()}
-LIMITS = select(SpendLimit).where(SpendLimit.team_id.in_(bindparam("team_ids", expanding=True)),
-                                  SpendLimit.subject_id.in_(bindparam("ids", expanding=True)))
+# The limits of the call's keys and members, read after the wallets' lock (a statement of its own,
+# so on PostgreSQL in a snapshot taken after the wait): each key's with the key's id, found under the
+# key's `rotated_to` as it is now, not as KEYED_LOCK read it before the wait. A rotation moves the
+# key's limit to its successor under the wallet's lock without writing the wallet.
+_LIMITED_KEY = and_(_KEYS_T.c.id.in_(bindparam("key_ids", expanding=True)), SpendLimit.subject_type == KEY,
+                    func.coalesce(_KEYS_T.c.rotated_to, _KEYS_T.c.id) == SpendLimit.subject_id)
+LIMITS = (select(SpendLimit, _KEYS_T.c.id).outerjoin(_KEYS_T, _LIMITED_KEY)
+          .where(SpendLimit.team_id.in_(bindparam("team_ids", expanding=True)),
+                 or_(_KEYS_T.c.id.is_not(None), and_(SpendLimit.subject_type == MEMBER, SpendLimit.subject_id.in_(
+                     bindparam("user_ids", expanding=True))))))
 _WIDTH = len(LOCK_MANY.selected_columns)  # where a KEYED_LOCK row's key begins
 
 
@@ -244,15 +253,22 @@ def _totals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _limits(session: Session, locked: dict[str, Locked[WalletRow]], records: list[UsageRecord],
-            keys: dict[str, Any]) -> dict[tuple[str, str], SpendLimit]:
-    """The key and member limits of the call's teams that have any, by (team, subject), rolled into the period."""
+            keys: dict[str, KeyRow]) -> dict[tuple[str, str], SpendLimit]:
+    """The key and member limits of the call's teams that have any, by (team, subject), rolled into the period.
+
+    Read after the lock: a key whose limit is found under another subject than KEYED_LOCK's snapshot
+    said (rotated while this waited: its limit went to its successor) has its `rotated_to` in `keys`
+    set as it is now, so the debit spends under its limit (`limit_subject`)."""
     teams = sorted(team for team, found in locked.items() if found.has_subject_limits)
     if not teams:
         return {}
-    subjects = {limit_subject(keys[r.key_id]) for r in records} | {
-        keys[r.key_id].user_id for r in records if keys[r.key_id].user_id}
-    found = {(row.team_id, row.subject_id): row for row in session.scalars(LIMITS, {"team_ids": teams,
-                                                                                     "ids": sorted(subjects)})}
+    key_ids = sorted({r.key_id for r in records})
+    user_ids = sorted({keys[k].user_id or "" for k in key_ids} - {""})
+    found: dict[tuple[str, str], SpendLimit] = {}
+    for row, key_id in session.execute(LIMITS, {"team_ids": teams, "key_ids": key_ids, "user_ids": user_ids}):
+        found[(row.team_id, row.subject_id)] = row
+        if key_id is not None and limit_subject(keys[key_id]) != row.subject_id:
+            keys[key_id] = keys[key_id]._replace(rotated_to=row.subject_id)
     for row in found.values():
         if row.period_start != locked[row.team_id].period_start:
             row.period_start, row.spend_micros = locked[row.team_id].period_start, 0
@@ -279,6 +295,9 @@ def _debit_team(session: Session, actor: Actor, locked: Locked[WalletRow], items
         if item.request_id in booked:
             prior = booked[item.request_id]
             answer.status, answer.debited_micros = "duplicate", -prior.amount_micros
+            if prior.team_id != team_id:  # first booked by another team's key: that team, not this one's numbers
+                answer.team_id, answer.balance_micros, answer.remaining_micros = prior.team_id, None, None
+                answer.resets_at = None
         else:
             debit = discounted(item.cost_micros, wallet.discount_percent)
             code, scope = _refusal(wallet, debit, key_limit, member_limit)
@@ -304,6 +323,8 @@ def _debit_team(session: Session, actor: Actor, locked: Locked[WalletRow], items
         _remember_refusal(session, actor, locked, *refusal)
     records_of = dict(items)
     for index, answer in answers:
+        if answer.team_id != team_id:  # a duplicate of another team's debit: its wallet is not locked here
+            continue
         key = keys[records_of[index].key_id]
         answer.balance_micros = wallet.balance_micros
         answer.remaining_micros = _remaining(wallet, limits.get((team_id, limit_subject(key))),

@@ -33,8 +33,10 @@ class Outcome:
     status: str
     team_id: str
     debited_micros: int = 0
-    balance_micros: int = 0
-    remaining_micros: int = 0  # what the key may still spend: the key check's budget.remaining_micros
+    # The team's balance after the call and what the key may still spend (the key check's
+    # budget.remaining_micros); None, not told, for a duplicate first booked by another team's key.
+    balance_micros: int | None = 0
+    remaining_micros: int | None = 0
     resets_at: dt.datetime | None = None
     limit_scope: str | None = None  # for spending_limit_reached: team, key or member
     extra: dict[str, Any] = field(default_factory=dict)

@@ -7,6 +7,10 @@ check is. The body is one record `{key_id, model, cost_micros, request_id}` or a
 - One record: 200 with what was debited and what is left, or 429 problem JSON (`code`
   `balance_exhausted` or `spending_limit_reached`, `resets_at`, `Retry-After` for a limit).
   A retried `request_id` answers 200 `duplicate` with the first debit, and debits nothing.
+  Retried with a key of another team (a gateway that re-resolved the caller's key), the duplicate
+  names the team the first attempt debited (`team_id`) and its `debited_micros`, and leaves out
+  `balance_micros`, `remaining_micros` (and `resets_at` is null): that team's wallet is not locked
+  by the retry, and the retry key's team's numbers would describe a wallet the debit never moved.
 - A batch: 200 with a result per record (`status`: debited, duplicate, or the refusal's code);
   429 when every record was refused.
 - Bad input (a wrong type, a non-positive or absurd cost, an unknown key): 400/404 problem JSON
@@ -52,10 +56,12 @@ def _records() -> tuple[list[UsageRecord], bool]:
 
 
 def outcome_json(outcome: Outcome) -> dict[str, Any]:
-    body = {"request_id": outcome.request_id, "status": outcome.status, "team_id": outcome.team_id,
-            "debited_micros": outcome.debited_micros, "balance_micros": outcome.balance_micros,
-            "remaining_micros": outcome.remaining_micros,
-            "resets_at": outcome.resets_at.isoformat() if outcome.resets_at else None}
+    body: dict[str, Any] = {"request_id": outcome.request_id, "status": outcome.status, "team_id": outcome.team_id,
+                            "debited_micros": outcome.debited_micros}
+    for name in ("balance_micros", "remaining_micros"):  # None: not told (a duplicate of another team's debit)
+        if getattr(outcome, name) is not None:
+            body[name] = getattr(outcome, name)
+    body["resets_at"] = outcome.resets_at.isoformat() if outcome.resets_at else None
     if outcome.limit_scope:
         body["scope"] = outcome.limit_scope
     return body
