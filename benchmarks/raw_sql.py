@@ -319,11 +319,14 @@ _SPEND = "UPDATE wallets SET balance_micros = ?, period_spend_micros = ?, update
 # On PostgreSQL, as the service sends them since 2026-12-07 (identity.usage): the key with its
 # wallet locked and the request id's booking in one statement; the ledger row with the wallet's
 # UPDATE in one.
+# Since the seventeenth session the key's team row is locked too (FOR KEY SHARE, after the wallet's) and a
+# deleted org's wallet is not found, as identity.usage.KEYED_LOCK does.
 _KEYED_LOCK = ("SELECT k.org_id, k.team_id, k.user_id, w.balance_micros, w.period_spend_micros, w.spend_limit_micros,"
                " w.discount_percent, w.period_start, e.amount_micros FROM api_keys k"
-               " JOIN wallets w ON w.team_id = k.team_id"
+               " JOIN wallets w ON w.team_id = k.team_id JOIN orgs o ON o.id = w.org_id"
+               " JOIN teams t ON t.id = w.team_id"
                " LEFT JOIN wallet_entries e ON e.request_id = ? AND e.kind = 'usage'"
-               " WHERE k.id = ? FOR UPDATE OF w")
+               " WHERE k.id = ? AND o.deleted_at IS NULL FOR UPDATE OF w FOR KEY SHARE OF t")
 _ENTRY_AND_SPEND = f"WITH new_entry AS ({_ENTRY}) {_SPEND}"
 _USAGE_EVENT = ("INSERT INTO audit_events (id, org_id, seq, occurred_at, actor_type, actor_id, actor_display, action,"
                 " target_type, target_id, target_display, changes, outcome, request_id, ip, user_agent, prev_hash,"
@@ -350,47 +353,70 @@ def debit(raw: Raw, authorization: str, record: dict[str, Any]) -> tuple[int, di
             org_id, team_id, user_id, balance, spend, limit, discount, period, amount = raw.one(
                 _KEYED_LOCK, (record["request_id"], record["key_id"]))
             booked = None if amount is None else (amount,)
-        if booked is not None:
+        debited = record["cost_micros"] * (100 - discount) // 100
+        early = _not_debited(None if booked is None else booked[0], debited, balance, spend, limit)
+        if early is not None:
             raw.commit()
-            return 200, {"status": "duplicate", "debited_micros": -booked[0]}
-        cost = record["cost_micros"]
-        debited = cost * (100 - discount) // 100
-        if debited > balance or (limit is not None and spend + debited > limit):
-            raw.commit()
-            return 429, {"status": "balance_exhausted"}
+            return early
         now = dt.datetime.now(dt.UTC)
         stored = raw.stored(now)
-        actor_id = f"gateway:{gateway[0]}"
-        entry = (org_id, team_id, -debited, cost, discount, record["key_id"], user_id, record["model"],
-                 record["request_id"], period, actor_id, stored)
-        spent = (balance - debited, spend + debited, stored, team_id)
+        entry, spent = _entry(record, gateway[0], org_id, team_id, user_id, debited, balance, spend, discount, period,
+                              stored)
         if raw.sqlite:
             raw.cursor.execute(raw.sql(_ENTRY), entry)
             raw.cursor.execute(raw.sql(_SPEND), spent)
         else:
             raw.cursor.execute(raw.sql(_ENTRY_AND_SPEND), (*entry, *spent))
         seq, previous = raw.one(_HEAD + ("" if raw.sqlite else " FOR UPDATE"), (org_id,))
-        changes = {"records": 1, "cost_micros": cost, "debited_micros": debited,
-                   "teams": {team_id: {"debited_micros": debited, "balance_micros": balance - debited}},
-                   "request_ids": [record["request_id"]]}
-        fields = {"id": str(uuid.uuid4()), "org_id": org_id, "seq": seq + 1, "occurred_at": now,
-                  "actor_type": "system", "actor_id": actor_id, "actor_display": f"gateway {gateway[1]}",
-                  "action": "wallet.usage_recorded", "target_type": "team", "target_id": team_id,
-                  "target_display": team_id, "changes": changes, "outcome": "success", "request_id": "",
-                  "ip": "", "user_agent": "", "prev_hash": previous}
-        digest = event_hash(fields)
-        event = (fields["id"], org_id, seq + 1, stored, actor_id, fields["actor_display"], team_id, team_id,
-                 raw._json(changes), "", "", "", previous, digest)
+        event = _usage_event(raw, record, gateway, org_id, team_id, debited, balance, now, stored, seq, previous)
         if raw.sqlite:
-            raw.cursor.execute(raw.sql(_NEW_HEAD), (seq + 1, digest, stored, org_id))
+            raw.cursor.execute(raw.sql(_NEW_HEAD), (seq + 1, event[-1], stored, org_id))
             raw.cursor.execute(raw.sql(_USAGE_EVENT), event)
         else:
-            raw.cursor.execute(raw.sql(_MOVING_HEAD + _USAGE_EVENT), (seq + 1, digest, stored, org_id, *event))
+            raw.cursor.execute(raw.sql(_MOVING_HEAD + _USAGE_EVENT), (seq + 1, event[-1], stored, org_id, *event))
     except BaseException:
         raw.rollback()
         raise
     raw.commit()
     return 200, {"status": "accepted", "debited_micros": debited, "balance_micros": balance - debited}
+
+
+def _not_debited(booked: int | None, debited: int, balance: int, spend: int,
+                 limit: int | None) -> tuple[int, dict[str, Any]] | None:
+    """The answer of a record not to debit (its request id booked, or the balance or limit short), else None."""
+    if booked is not None:
+        return 200, {"status": "duplicate", "debited_micros": -booked}
+    if debited > balance or (limit is not None and spend + debited > limit):
+        return 429, {"status": "balance_exhausted"}
+    return None
+
+
+Binds = tuple[Any, ...]
+
+
+def _entry(record: dict[str, Any], gateway_id: Any, org_id: str, team_id: str, user_id: str | None, debited: int,
+           balance: int, spend: int, discount: int, period: Any, stored: Any) -> tuple[Binds, Binds]:
+    """An accepted debit's ledger row and its wallet's new balance and spend, as `_ENTRY` and `_SPEND` bind them."""
+    entry = (org_id, team_id, -debited, record["cost_micros"], discount, record["key_id"], user_id, record["model"],
+             record["request_id"], period, f"gateway:{gateway_id}", stored)
+    return entry, (balance - debited, spend + debited, stored, team_id)
+
+
+def _usage_event(raw: Raw, record: dict[str, Any], gateway: tuple[Any, Any], org_id: str, team_id: str, debited: int,
+                 balance: int, now: dt.datetime, stored: Any, seq: int, previous: str) -> tuple[Any, ...]:
+    """The debit's chained `wallet.usage_recorded` event after the head (`seq`, `previous`), for `_USAGE_EVENT`."""
+    actor_id = f"gateway:{gateway[0]}"
+    changes = {"records": 1, "cost_micros": record["cost_micros"], "debited_micros": debited,
+               "teams": {team_id: {"debited_micros": debited, "balance_micros": balance - debited}},
+               "request_ids": [record["request_id"]]}
+    fields = {"id": str(uuid.uuid4()), "org_id": org_id, "seq": seq + 1, "occurred_at": now,
+              "actor_type": "system", "actor_id": actor_id, "actor_display": f"gateway {gateway[1]}",
+              "action": "wallet.usage_recorded", "target_type": "team", "target_id": team_id,
+              "target_display": team_id, "changes": changes, "outcome": "success", "request_id": "",
+              "ip": "", "user_agent": "", "prev_hash": previous}
+    digest = event_hash(fields)
+    return (fields["id"], org_id, seq + 1, stored, actor_id, fields["actor_display"], team_id, team_id,
+            raw._json(changes), "", "", "", previous, digest)
 
 
 # The same debit in the fewest statements this schema allows on PostgreSQL, two (bench_usage.py's "floor in
@@ -417,32 +443,16 @@ def debit_fused(raw: Raw, authorization: str, record: dict[str, Any]) -> tuple[i
             raw.rollback()
             return 401, {"detail": "a gateway credential is required"}
         gid, gname, _, org_id, team_id, user_id, balance, spend, limit, discount, period, amount, seq, previous = row
-        if amount is not None:
+        debited = record["cost_micros"] * (100 - discount) // 100
+        early = _not_debited(amount, debited, balance, spend, limit)
+        if early is not None:
             raw.commit()
-            return 200, {"status": "duplicate", "debited_micros": -amount}
-        cost = record["cost_micros"]
-        debited = cost * (100 - discount) // 100
-        if debited > balance or (limit is not None and spend + debited > limit):
-            raw.commit()
-            return 429, {"status": "balance_exhausted"}
+            return early
         now = dt.datetime.now(dt.UTC)
         stored = raw.stored(now)
-        actor_id = f"gateway:{gid}"
-        entry = (org_id, team_id, -debited, cost, discount, record["key_id"], user_id, record["model"],
-                 record["request_id"], period, actor_id, stored)
-        spent = (balance - debited, spend + debited, stored, team_id)
-        changes = {"records": 1, "cost_micros": cost, "debited_micros": debited,
-                   "teams": {team_id: {"debited_micros": debited, "balance_micros": balance - debited}},
-                   "request_ids": [record["request_id"]]}
-        fields = {"id": str(uuid.uuid4()), "org_id": org_id, "seq": seq + 1, "occurred_at": now,
-                  "actor_type": "system", "actor_id": actor_id, "actor_display": f"gateway {gname}",
-                  "action": "wallet.usage_recorded", "target_type": "team", "target_id": team_id,
-                  "target_display": team_id, "changes": changes, "outcome": "success", "request_id": "",
-                  "ip": "", "user_agent": "", "prev_hash": previous}
-        digest = event_hash(fields)
-        event = (fields["id"], org_id, seq + 1, stored, actor_id, fields["actor_display"], team_id, team_id,
-                 raw._json(changes), "", "", "", previous, digest)
-        raw.cursor.execute(raw.sql(_FUSED_WRITE), (*entry, *spent, seq + 1, digest, stored, org_id, *event))
+        entry, spent = _entry(record, gid, org_id, team_id, user_id, debited, balance, spend, discount, period, stored)
+        event = _usage_event(raw, record, (gid, gname), org_id, team_id, debited, balance, now, stored, seq, previous)
+        raw.cursor.execute(raw.sql(_FUSED_WRITE), (*entry, *spent, seq + 1, event[-1], stored, org_id, *event))
     except BaseException:
         raw.rollback()
         raise
