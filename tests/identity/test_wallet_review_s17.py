@@ -4,6 +4,7 @@ the changes it queues behind. Each test asserts the rule and failed on the code 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import func, select
@@ -25,6 +26,28 @@ def _key_spend(db: Database, *key_ids: str) -> int:
     with db.reading() as session:
         return -int(session.scalar(select(func.coalesce(func.sum(WalletEntry.amount_micros), 0)).where(
             WalletEntry.key_id.in_(key_ids))) or 0)
+
+
+def _behind_team_deletion(db: Database, system: Actor, acme: NewOrg, team_id: str, what: str,
+                          work: Callable[[], object]) -> list[BaseException]:
+    """Run `work` in a thread while the team's deletion holds its locks, until it waits for them; then
+    commit the deletion and return what `work` raised."""
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as error:  # noqa: BLE001
+            failures.append(error)
+
+    with db.transaction() as session:
+        team_deletion.delete_team(session, system, acme.org.id, team_id)
+        session.flush()
+        waiting = threading.Thread(target=run)
+        waiting.start()
+        wait_for_a_lock_wait(db, what)
+    waiting.join()
+    return failures
 
 
 @pytest.mark.postgres_only("a debit waiting on the wallet's row lock under READ COMMITTED")
@@ -97,22 +120,9 @@ def test_a_debit_queued_behind_its_teams_deletion_does_not_move_the_deleted_wall
                                      name="k", scopes=["inference"]).id
     with db.transaction() as session:
         wallets.top_up(session, owner(acme), acme.org.id, team.id, 1_000, "INV-R")
-    failures: list[BaseException] = []
     answers: list[usage.Outcome] = []
-
-    def debit() -> None:
-        try:
-            answers.extend(post(db, UsageRecord(key_id, "m", 400, "late")))
-        except BaseException as error:  # noqa: BLE001
-            failures.append(error)
-
-    with db.transaction() as session:
-        team_deletion.delete_team(session, system, acme.org.id, team.id)
-        session.flush()
-        waiting = threading.Thread(target=debit)
-        waiting.start()
-        wait_for_a_lock_wait(db, "the debit")
-    waiting.join()
+    failures = _behind_team_deletion(db, system, acme, team.id, "the debit",
+                                     lambda: answers.extend(post(db, UsageRecord(key_id, "m", 400, "late"))))
     with db.reading() as session:
         balance = session.get_one(Wallet, team.id).balance_micros
     assert balance == 1_000, answers
@@ -180,22 +190,12 @@ def test_a_top_up_queued_behind_its_teams_deletion_is_not_credited_to_the_delete
         team = teams.create_team(session, system, acme.org.id, "Research")
     with db.transaction() as session:
         wallets.top_up(session, owner(acme), acme.org.id, team.id, 1_000, "INV-R")
-    failures: list[BaseException] = []
 
     def pay() -> None:
-        try:
-            with db.transaction() as session:
-                wallets.top_up(session, owner(acme), acme.org.id, team.id, 5_000, "INV-LATE")
-        except BaseException as error:  # noqa: BLE001
-            failures.append(error)
+        with db.transaction() as session:
+            wallets.top_up(session, owner(acme), acme.org.id, team.id, 5_000, "INV-LATE")
 
-    with db.transaction() as session:
-        team_deletion.delete_team(session, system, acme.org.id, team.id)
-        session.flush()
-        waiting = threading.Thread(target=pay)
-        waiting.start()
-        wait_for_a_lock_wait(db, "the top-up")
-    waiting.join()
+    failures = _behind_team_deletion(db, system, acme, team.id, "the top-up", pay)
     with db.reading() as session:
         balance = session.get_one(Wallet, team.id).balance_micros
     assert len(failures) == 1 and isinstance(failures[0], NotFound), failures
