@@ -1,0 +1,89 @@
+"""Hostile review (second) of session 17's lock orders for SCIM changes of a member (PostgreSQL,
+real concurrent transactions). Each test asserts the rule and failed on the code it was written against."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from audit import Actor
+from identity import group_membership, users
+from identity.db import Database
+from identity.models import User
+from tests.factories import wait_for_a_lock_wait
+from tests.scim.client import Scim, scim_for
+
+pytestmark = pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
+
+
+@pytest.fixture
+def scim(db: Database, client: FlaskClient, system: Actor) -> Scim:
+    return scim_for(db, client, system, "Acme", included_seats=10)
+
+
+class Stale(Exception):
+    """What a SCIM If-Match that names another version answers (412), raised by the domain's `check`."""
+
+
+def _in_thread(work: Callable[[], object], errors: list[BaseException]) -> threading.Thread:
+    def run() -> None:
+        try:
+            work()
+        except BaseException as error:  # noqa: BLE001 - reported by the test
+            errors.append(error)
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_a_deletion_that_lets_go_of_the_members_row_checks_if_match_again_on_the_row_it_locks_again(
+        scim: Scim, db: Database, system: Actor) -> None:
+    """DELETE with If-Match at the member's version V. The deletion holds the higher group and waits for
+    the member's row, which an add to the lower group holds (shared); a profile change waits behind it.
+    The add commits; the deletion gets the row, checks If-Match against V (it holds), finds the lower
+    group (`held_elsewhere`) and rolls back to its savepoint (`_lock_again`), letting go of the row: the
+    profile change takes it, writes V+1 and commits; the deletion locks the row again, reads V+1 and
+    deletes the member without checking If-Match again. Both succeed: no serial order gives that (the
+    profile change first makes the DELETE a 412; the DELETE first makes the change a 404)."""
+    user = scim.create_user("racing@acme.test")
+    low, high = sorted([scim.create_group("One"), scim.create_group("Two")], key=lambda group: group["id"])
+    with db.transaction() as session:
+        group_membership.add_members(session, system, scim.org_id, high["id"], [user["id"]])
+    with db.reading() as session:
+        version = session.get_one(User, user["id"]).version
+    errors: list[BaseException] = []
+    deleted: list[bool] = []
+    changed: list[bool] = []
+
+    def if_match(member: User) -> None:
+        if member.version != version:
+            raise Stale(f"the member is at version {member.version}, not {version}")
+
+    def delete() -> None:
+        with db.transaction() as session:
+            users.remove_user(session, system, scim.org_id, user["id"], check=if_match)
+        deleted.append(True)
+
+    def change() -> None:
+        with db.transaction() as session:
+            users.update_profile(session, system, scim.org_id, user["id"], {"given_name": "Changed"})
+        changed.append(True)
+
+    with db.transaction() as session:
+        group_membership.add_members(session, system, scim.org_id, low["id"], [user["id"]])
+        deleter = _in_thread(delete, errors)
+        wait_for_a_lock_wait(db, "the deletion")  # for the member's row, holding the higher group
+        changer = _in_thread(change, errors)
+        wait_for_a_lock_wait(db, "the deletion and the profile change", waiters=2)  # both for the row
+    deleter.join(30)
+    changer.join(30)
+    assert not deleter.is_alive() and not changer.is_alive()
+    with db.reading() as session:
+        member = session.get_one(User, user["id"])
+        state = (member.deleted_at is not None, member.given_name)
+    assert not (deleted and changed), (
+        f"a DELETE with If-Match {version} and a change to {version + 1} both succeeded: {state}, {errors}")
