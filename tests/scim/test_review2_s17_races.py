@@ -8,12 +8,11 @@ from collections.abc import Callable
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import select
 
 from audit import Actor
-from identity import group_membership, users
+from identity import group_membership, groups, mappings, users
 from identity.db import Database
-from identity.models import User
+from identity.models import IdpGroup, User
 from tests.factories import wait_for_a_lock_wait
 from tests.scim.client import Scim, scim_for
 
@@ -87,3 +86,42 @@ def test_a_deletion_that_lets_go_of_the_members_row_checks_if_match_again_on_the
         state = (member.deleted_at is not None, member.given_name)
     assert not (deleted and changed), (
         f"a DELETE with If-Match {version} and a change to {version + 1} both succeeded: {state}, {errors}")
+
+
+def test_a_group_put_that_reads_its_old_name_before_the_lock_takes_the_orgs_lock_first_when_it_renames(
+        scim: Scim, db: Database, system: Actor) -> None:
+    """A SCIM PUT (identity.groups.change_group) decides whether it renames, and so whether it takes the
+    org's lock before the group's, from the group as read before the group's lock (`_names_change`). The
+    group is "Alpha"; a rename to "Beta" (which also adds a rule for the name "Alpha") holds the org and
+    the group when a PUT naming the group "Alpha" reads it as "Alpha" (no rename: no org lock) and waits
+    for the group; a member's new name (shown in the group: the org's lock, then the group's) waits for
+    the org. Once the rename commits, the PUT holds the group and renames it back to "Alpha", whose rule
+    it re-applies (`reapply`: the org's lock, while holding the group); the member's change holds the org
+    and waits for the group: a deadlock, one of them answered 500. Both must go through."""
+    member = scim.create_user("member@acme.test")
+    group = scim.create_group("Alpha", [member["id"]])
+    errors: list[BaseException] = []
+
+    def put_alpha() -> None:
+        with db.transaction() as session:
+            groups.change_group(session, system, scim.org_id, group["id"], groups.GroupChange(display_name="Alpha"))
+
+    def rename_member() -> None:
+        with db.transaction() as session:
+            users.update_profile(session, system, scim.org_id, member["id"], {"display_name": "Someone Else"})
+
+    with db.transaction() as session:
+        groups.update_group(session, system, scim.org_id, group["id"], display_name="Beta")
+        mappings.create_mapping(session, system, scim.org_id, group_display_name="Alpha", org_role="viewer")
+        session.flush()
+        putter = _in_thread(put_alpha, errors)
+        wait_for_a_lock_wait(db, "the PUT")  # for the group
+        renamer = _in_thread(rename_member, errors)
+        wait_for_a_lock_wait(db, "the PUT and the member's new name", waiters=2)  # the latter for the org
+    putter.join(30)
+    renamer.join(30)
+    assert not putter.is_alive() and not renamer.is_alive()
+    assert errors == [], [f"{type(error).__name__}: {str(error).splitlines()[0]}" for error in errors]
+    with db.reading() as session:
+        assert session.get_one(IdpGroup, group["id"]).display_name == "Alpha"
+        assert session.get_one(User, member["id"]).display_name == "Someone Else"
