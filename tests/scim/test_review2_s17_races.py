@@ -8,8 +8,10 @@ from collections.abc import Callable
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
 from audit import Actor
+from audit.models import AuditEvent
 from identity import group_membership, groups, mappings, users
 from identity.db import Database
 from identity.models import IdpGroup, User
@@ -125,3 +127,41 @@ def test_a_group_put_that_reads_its_old_name_before_the_lock_takes_the_orgs_lock
     with db.reading() as session:
         assert session.get_one(IdpGroup, group["id"]).display_name == "Alpha"
         assert session.get_one(User, member["id"]).display_name == "Someone Else"
+
+
+def _change_while_another_holds_the_row(db: Database, system: Actor, org_id: str, user_id: str,
+                                        first: str, second: str) -> list[BaseException]:
+    """A profile change of given_name to `first` holds the member's row (LOCK_LIVE_USER) when another, to
+    `second`, which read the member before the first committed, waits for the row; the first commits."""
+    errors: list[BaseException] = []
+
+    def change() -> None:
+        with db.transaction() as session:
+            users.update_profile(session, system, org_id, user_id, {"given_name": second})
+
+    with db.transaction() as session:
+        users.update_profile(session, system, org_id, user_id, {"given_name": first})
+        session.flush()
+        changer = _in_thread(change, errors)
+        wait_for_a_lock_wait(db, "the second change")  # for the member's row
+    changer.join(30)
+    assert not changer.is_alive()
+    return errors
+
+
+def test_a_profile_change_that_waited_for_another_audits_the_value_it_replaced(
+        scim: Scim, db: Database, system: Actor) -> None:
+    """The second change computes its diff from the member as read before the wait (`_profile_change`)
+    and only the version is read under the lock (`_lock_live`): its `user.updated` event says given_name
+    went from "Ann" to "Cat", when the row it wrote held "Bob" (the first change's). The audit log must
+    say what each change replaced."""
+    user = scim.create_user("changing@acme.test")
+    with db.transaction() as session:
+        users.update_profile(session, system, scim.org_id, user["id"], {"given_name": "Ann"})
+    assert _change_while_another_holds_the_row(db, system, scim.org_id, user["id"], "Bob", "Cat") == []
+    with db.reading() as session:
+        changes = [event.changes["given_name"] for event in session.scalars(select(AuditEvent).where(
+            AuditEvent.action == "user.updated", AuditEvent.target_id == user["id"]).order_by(AuditEvent.seq))]
+        assert session.get_one(User, user["id"]).given_name == "Cat"
+    assert changes[-2:] == [{"before": "Ann", "after": "Bob"}, {"before": "Bob", "after": "Cat"}], changes
+
