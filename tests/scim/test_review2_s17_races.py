@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from audit import Actor
 from audit.models import AuditEvent
-from identity import group_membership, groups, mappings, users
+from identity import group_membership, groups, mappings, orgs, owners, users
 from identity.db import Database
 from identity.models import IdpGroup, User
 from tests.factories import wait_for_a_lock_wait
@@ -165,3 +165,32 @@ def test_a_profile_change_that_waited_for_another_audits_the_value_it_replaced(
         assert session.get_one(User, user["id"]).given_name == "Cat"
     assert changes[-2:] == [{"before": "Ann", "after": "Bob"}, {"before": "Bob", "after": "Cat"}], changes
 
+
+
+def test_two_members_only_group_patches_at_once_never_remove_the_last_two_owners(
+        scim: Scim, db: Database, system: Actor) -> None:
+    """Two owners, each an owner through an IdP group of their own (the org lets the IdP grant owner),
+    and no other active owner. A members-only PATCH takes no org lock (groups.lock_for_change with
+    may_rename=False, then group_membership.remove_members), yet its last-owner guard
+    (owners.last_owners_leaving_group) relies on the org's lock to serialise (identity/owners.py: "Callers
+    hold the org lock"). Removing one owner from the first group is under way when a PATCH removes the
+    other from the second: each counts the other as an active owner, both go through, and the org is
+    left with none (DESIGN 3.2: an org always has at least one active owner)."""
+    with db.transaction() as session:
+        orgs.update_settings(session, system, scim.org_id, {"idp_may_grant_owner": True})
+        for name in ("Owners One", "Owners Two"):
+            mappings.create_mapping(session, system, scim.org_id, group_display_name=name, org_role="owner")
+    first, second = scim.create_user("first@acme.test"), scim.create_user("second@acme.test")
+    one, two = scim.create_group("Owners One", [first["id"]]), scim.create_group("Owners Two", [second["id"]])
+    with db.transaction() as session:
+        creator = session.scalars(select(User.id).where(User.org_id == scim.org_id,
+                                                        User.user_name == "owner@acme.test")).one()
+        users.deactivate_user(session, system, scim.org_id, creator)
+        assert owners.active_owners(session, scim.org_id) == 2
+    with db.transaction() as session:
+        assert group_membership.remove_members(session, system, scim.org_id, one["id"], [first["id"]]) == [first["id"]]
+        session.flush()
+        answer = scim.patch(f"/Groups/{two['id']}", [{"op": "remove", "path": f'members[value eq "{second["id"]}"]'}])
+    with db.reading() as session:
+        left = owners.active_owners(session, scim.org_id)
+    assert left >= 1, (answer.status_code, answer.json)
