@@ -11,6 +11,16 @@ never deadlock: a change that may give a group a new name or id (which takes the
 the org before the group (identity.groups.update_group, `lock_for_change` for a SCIM PATCH).
 SQLite runs one write transaction at a time and needs no lock.
 
+The org's owner grants (its RoleGrant rows of role owner and no team, a handful, FOR UPDATE in id
+order) come after the groups: a removal from a group takes them, when an owner whose role that
+group gives is among those leaving, before it counts the owners left
+(identity.owners.last_owners_leaving_group), so that two removals from groups, neither holding the
+org's lock, cannot both take away an owner. It waits after them for no group (it holds the one it
+changes, and a sign-in locks all its groups first) and for no user row that another holds
+exclusively while waiting for an owner grant, with one exception: a PATCH that removes such an
+owner and then adds to that group an owner whose deletion is under way (which holds the owner's row
+and deletes their owner grant) deadlocks with it, and PostgreSQL answers one of them with an error.
+
 User rows come after groups. An add to a group share-locks the rows of the users it adds (not of
 its members already there) after the group's lock (identity.group_membership.add_members); a
 member's deletion locks the member's groups in id order and then its row (identity.member_removal.

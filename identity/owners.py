@@ -2,7 +2,8 @@
 
 Removing, demoting, deactivating or deprovisioning the last active owner is refused (a person's
 request: LastOwner) or skipped and audited (an IdP's change, which must not be retried forever).
-Callers hold the org lock (identity.seats.lock_org) so that two such changes cannot race past it.
+Callers hold the org lock (identity.seats.lock_org) so that two such changes cannot race past it;
+a removal from a group, which need not, locks the org's owner grants instead (`last_owners_leaving_group`).
 
 Also the owners' team grants against a re-derivation of group grants (`owners_team_roles`,
 `refuse_owner_team_loss`): an actor who may not take an owner out of a team by hand may not
@@ -14,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from audit import Actor, record
@@ -71,6 +72,11 @@ def ensure_an_owner_remains(session: Session, org_id: str) -> None:
         raise LastOwner(REASON, org_id=org_id)
 
 
+LOCK_OWNER_GRANTS = (select(RoleGrant.id).where(
+    RoleGrant.org_id == bindparam("org_id"), RoleGrant.role == Role.OWNER, RoleGrant.team_id.is_(None))
+    .order_by(RoleGrant.id).with_for_update())
+
+
 def last_owners_leaving_group(session: Session, org_id: str, group_id: str, leaving: set[str]) -> set[str]:
     """Return the users among `leaving` to keep in the group: one whose owner role comes from the
     group, when their leaving together would leave the org without an active owner."""
@@ -81,7 +87,14 @@ def last_owners_leaving_group(session: Session, org_id: str, group_id: str, leav
     owner_through_group = {uid for uid, ref in session.execute(select(RoleGrant.user_id, RoleGrant.source_ref).where(
         RoleGrant.org_id == org_id, RoleGrant.role == Role.OWNER, RoleGrant.team_id.is_(None))) if ref == group_id}
     losing = owner_through_group & leaving
-    if not losing or active_owners(session, org_id, without=losing, without_group=group_id):
+    if not losing:
+        return set()
+    # An owner leaves: the org's owner grants locked (FOR UPDATE, in id order) before the count, so
+    # that two removals from groups, which need not hold the org's lock (a members-only PATCH, a
+    # group's deletion, a sign-in), queue here and the second counts what the first left
+    # (identity.group_locks: after the groups). READ COMMITTED: the count then sees the first's commit.
+    session.execute(LOCK_OWNER_GRANTS, {"org_id": org_id})
+    if active_owners(session, org_id, without=losing, without_group=group_id):
         return set()
     return {sorted(losing)[0]}
 

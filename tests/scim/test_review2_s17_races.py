@@ -187,10 +187,22 @@ def test_two_members_only_group_patches_at_once_never_remove_the_last_two_owners
                                                         User.user_name == "owner@acme.test")).one()
         users.deactivate_user(session, system, scim.org_id, creator)
         assert owners.active_owners(session, scim.org_id) == 2
+    errors: list[BaseException] = []
+    answers: list[object] = []
+
+    def patch_second() -> None:
+        answer = scim.patch(f"/Groups/{two['id']}", [{"op": "remove", "path": f'members[value eq "{second["id"]}"]'}])
+        answers.append((answer.status_code, answer.json))
+
+    # The PATCH runs in a thread: once it serialises behind the first removal, it waits for that
+    # transaction, which commits only after it is seen waiting (or after it finished unserialised).
     with db.transaction() as session:
         assert group_membership.remove_members(session, system, scim.org_id, one["id"], [first["id"]]) == [first["id"]]
         session.flush()
-        answer = scim.patch(f"/Groups/{two['id']}", [{"op": "remove", "path": f'members[value eq "{second["id"]}"]'}])
+        patcher = _in_thread(patch_second, errors)
+        patcher.join(3)  # an unserialised PATCH is done by now; a serialised one waits for this transaction
+    patcher.join(30)
+    assert not patcher.is_alive() and errors == [], errors
     with db.reading() as session:
         left = owners.active_owners(session, scim.org_id)
-    assert left >= 1, (answer.status_code, answer.json)
+    assert left >= 1, answers
