@@ -88,9 +88,11 @@ LOCK_MEMBER_WITH_ROLE = MEMBER_WITH_ROLE.add_columns(_GROUP_IDS).where(
 # go, and the groups locked again in id order before the row. Kept until the transaction ends (no
 # RELEASE: one statement). session.info[_MEMBER_LOCKS]: the member's id, the groups held before the
 # savepoint and those locked since; forgotten when the removal is written or the transaction ends.
+# session.info[_MEMBER_CHECK]: `remove_user`'s `check`, run again on the member's row locked again.
 _BEFORE_MEMBER_LOCKS = "SAVEPOINT member_locks"  # sent as they are, on the connection (no ORM execution)
 _LET_GO_OF_MEMBER_LOCKS = "ROLLBACK TO SAVEPOINT member_locks"
 _MEMBER_LOCKS = "identity.member_locks"
+_MEMBER_CHECK = "identity.member_check"
 _LOCK_MEMBER = select(User).where(User.id == bindparam("user_id")).with_for_update(key_share=True).execution_options(
     populate_existing=True)
 
@@ -99,6 +101,7 @@ _LOCK_MEMBER = select(User).where(User.id == bindparam("user_id")).with_for_upda
 def _forget_member_locks(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is None:  # the outermost transaction: its savepoints are gone
         session.info.pop(_MEMBER_LOCKS, None)
+        session.info.pop(_MEMBER_CHECK, None)
 
 
 def _locked_member(session: Session, org_id: str, user_id: str) -> tuple[User, Role | None]:
@@ -210,9 +213,9 @@ def _lock_again(session: Session, user: User, removed: dict[str, Any], elsewhere
     """Lock the groups `elsewhere` (an add joined the member to them while the deletion waited for its
     row) in identity.group_locks' order. After `_locked_member`: its savepoint rolled back to (the
     member's groups and row let go, nothing written since), its groups and these locked in id order,
-    then the member's row, read again (a profile change may have moved its version); return the
-    removal's parameters anew. Otherwise (the org's deletion holds every group of the org first) the
-    groups are locked as they come."""
+    then the member's row, read again (a profile change may have moved its version) and checked again
+    (`remove_user`'s `check`: a stale If-Match refuses now); return the removal's parameters anew.
+    Otherwise (the org's deletion holds every group of the org first) the groups are locked as they come."""
     taken = session.info.get(_MEMBER_LOCKS)
     if taken is None or taken[0] != user.id:
         group_locks.lock_groups(session, elsewhere)
@@ -224,6 +227,9 @@ def _lock_again(session: Session, user: User, removed: dict[str, Any], elsewhere
     group_locks.lock_groups(session, [*member_groups, *elsewhere])
     session.info[_MEMBER_LOCKS] = (user.id, held_before, frozenset(held - held_before))
     fresh = session.execute(_LOCK_MEMBER, {"user_id": user.id}).scalar_one()
+    check: Callable[[User], None] | None = session.info.get(_MEMBER_CHECK)
+    if check is not None:
+        check(fresh)
     removed["version"] = fresh.version + 1
     return {"member_id": user.id, **{f"new_{field}": removed[field] for field in REMOVED}}
 
@@ -238,7 +244,11 @@ def remove_user(session: Session, actor: Actor, org_id: str, user_id: str, *,
     user, role = _locked_member(session, org_id, user_id)  # the role read once: the checks and the audit event
     if check is not None:
         check(user)
+        session.info[_MEMBER_CHECK] = check  # run again should the member's row be let go and locked again
     if owners.would_remove_last_owner(session, user, role):
         owners.protect_last_owner(session, actor, user, "delete")
         return user
-    return _delete(session, actor, user, role)
+    try:
+        return _delete(session, actor, user, role)
+    finally:
+        session.info.pop(_MEMBER_CHECK, None)
