@@ -20,7 +20,7 @@ from audit import Actor, clock, record
 from identity import owners, seats, teams
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound
-from identity.group_locks import lock_group
+from identity.group_locks import lock_group, locked_groups
 from identity.group_membership import add_members, member_ids, remove_members, replace_members
 from identity.group_rules import governing_rule, pin_rule
 from identity.group_versions import TOUCHED, touch
@@ -116,7 +116,7 @@ def update_group(session: Session, actor: Actor, org_id: str, group_id: str, *, 
     refuse by raising.
     """
     authorize(actor, "teams.manage", org_id=org_id)
-    if _names_change(session, org_id, group_id, display_name, external_id, clear_external_id):
+    if _may_rename(session, org_id, group_id, display_name, external_id, clear_external_id):
         seats.lock_org(session, org_id)  # first (reapply, below, needs it): then the group's lock
     group = lock_group(session, org_id, group_id)
     if check is not None:
@@ -158,12 +158,18 @@ def _rule_id(rule: GroupMapping | None) -> str | None:
     return rule.id if rule is not None else None
 
 
-def _names_change(session: Session, org_id: str, group_id: str, display_name: str | None, external_id: str | None,
-                  clear_external_id: bool) -> bool:
-    """Tell whether a change sets a new name or immutable id, as the group reads before its lock
-    (a change of its members or attributes alone then takes no org lock)."""
+def _may_rename(session: Session, org_id: str, group_id: str, display_name: str | None, external_id: str | None,
+                clear_external_id: bool) -> bool:
+    """Tell whether a change may set a new name or immutable id, and so takes the org's lock before
+    the group's: whenever it gives one, unless this transaction holds the group locked already (a
+    SCIM PATCH, `lock_for_change`; a claim's group adopted): then as the group reads under its lock.
+    Not from a read before the lock: a rename committed meanwhile may make the same name new again
+    (a SCIM PUT, which always gives a name, takes the org's lock). A change of its members or
+    attributes alone takes no org lock."""
     if display_name is None and external_id is None and not clear_external_id:
         return False
+    if group_id not in locked_groups(session):
+        return True
     group = get_group(session, org_id, group_id)
     return (display_name is not None and display_name != group.display_name) or (
         (external_id is not None or clear_external_id) and (external_id or None) != group.external_id)
