@@ -19,7 +19,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, make_transient_to_detached
-from sqlalchemy.orm.attributes import set_committed_value
 
 from audit import Actor, clock, record
 from identity import emails, group_versions, key_revocation, owners, seats, sessions
@@ -349,8 +348,14 @@ def _write_profile(session: Session, actor: Actor, user: User, diff: dict[str, d
     if (after.get("display_name", user.display_name) or after.get("user_name", user.user_name)) != _shown(user):
         _groups_show_anew(session, user)
     _lock_live(session, user)
-    if check is not None:  # the version read under the lock: no statement of its own
+    if check is not None:  # the row read under the lock: no statement of its own
         check(user)
+    # What each field held when the change wrote it: the row as read under the lock (another change
+    # may have committed while this one waited for it), not as read before.
+    diff = {field: {"before": getattr(user, field), "after": change["after"]}
+            for field, change in diff.items() if getattr(user, field) != change["after"]}
+    if not diff:
+        return
     for field, change in diff.items():
         setattr(user, field, change["after"])
     _touch(user)
@@ -361,22 +366,22 @@ def _write_profile(session: Session, actor: Actor, user: User, diff: dict[str, d
     record(session, actor, Action.USER_UPDATED, user_target(user), logged, org_id=user.org_id)
 
 
-# The member's row locked before a profile change writes it, its liveness and version read under the
-# lock: read before the lock (the caller's read, maybe before a deletion or another change committed),
-# they would let the change write a tombstone or a version already written. Last in identity.group_locks'
+# The member's row locked before a profile change writes it, and read again under the lock (liveness,
+# version, the values replaced): read before the lock (the caller's read, maybe before a deletion or
+# another change committed), they would let the change write a tombstone or a version already written,
+# or audit a value as replaced that another change had replaced already. Last in identity.group_locks'
 # order (after the org and the member's groups when a new name is shown); nothing is waited for after it
 # but the audit chain's head at commit, so it needs the org's lock only for a new name.
-LOCK_LIVE_USER = select(User.deleted_at, User.version).where(User.id == bindparam("user_id")).with_for_update(
-    key_share=True)
+LOCK_LIVE_USER = (select(User).where(User.id == bindparam("user_id")).with_for_update(key_share=True)
+                  .execution_options(populate_existing=True))
 
 
 def _lock_live(session: Session, user: User) -> None:
-    """Lock `user`'s row for the change about to be written: NotFound once deleted; the version the
-    change moves on from is the row's."""
-    deleted_at, version = session.execute(LOCK_LIVE_USER, {"user_id": user.id}).one()
-    if deleted_at is not None:
+    """Lock `user`'s row for the change about to be written and read it again (`user` refreshed):
+    NotFound once deleted; the version the change moves on from, and the values it replaces, are the row's."""
+    session.execute(LOCK_LIVE_USER, {"user_id": user.id}).one()
+    if user.deleted_at is not None:
         raise NotFound(f"no user {user.id!r} in this org", user_id=user.id)
-    set_committed_value(user, "version", version)
 
 
 def _shown(user: User) -> str:
