@@ -95,14 +95,15 @@ def undelivered_ids(session: Session, limit: int = 50) -> list[str]:
 
 def close_team_wallet(session: Session, actor: Actor, org_id: str, team_id: str) -> int:
     """Cancel the undelivered top-up requests of a team being deleted, each audited, and return its
-    wallet's balance for the `team.deleted` event (0 when it never had a wallet).
+    wallet's balance for the `team.deleted` event (0 when it never had a wallet: one is made and locked).
 
     No top-up can reach a deleted team's wallet, so the payment hook must not be asked to charge for
     it. Under the wallet's lock, as every change of its pending request is. The caller authorized the
     deletion; a request already delivered is the hook's now and stays as it is.
     """
-    if session.scalar(select(Wallet.team_id).where(Wallet.team_id == team_id)) is None:
-        return 0
+    # Locked, made first when the team never had one: a top-up under way or to come then waits for
+    # the deletion and finds the team gone (identity.wallets.lock_wallet), rather than make the wallet
+    # and credit it before the team's row is deleted.
     wallet = lock_wallet(session, org_id, team_id).wallet
     undelivered = select(TopUpRequest).where(TopUpRequest.team_id == team_id, TopUpRequest.status.in_(UNDELIVERED))
     for found in session.scalars(undelivered.order_by(TopUpRequest.created_at)).all():

@@ -57,10 +57,10 @@ def test_a_top_up_during_the_deletion_of_a_team_without_a_wallet_yet_credits_no_
         wait_for_a_lock_wait(db, "the deletion")  # for the team's grants, after close_team_wallet
         topper = threading.Thread(target=top_up)
         topper.start()
-        topper.join(10)  # it waits for nothing the deletion holds
-        assert not topper.is_alive()
+        topper.join(3)  # unserialised, it is done by now; serialised, it waits for the deletion, and so for this
     deleter.join(30)
-    assert not deleter.is_alive()
+    topper.join(30)
+    assert not deleter.is_alive() and not topper.is_alive()
     with db.reading() as session:
         assert session.get(Team, team.id) is None
         credited = list(session.scalars(select(WalletEntry.amount_micros).where(WalletEntry.team_id == team.id)))
