@@ -153,8 +153,9 @@ def remove_members(session: Session, actor: Actor, org_id: str, group_id: str, u
     gone: list[str] = []
     left_team: set[str] = set()  # those whose team grant from this group went: the Default team may come back
     for chunk in chunks(sorted(present - protected)):
-        # RETURNING: the rows this transaction took out. A user's deletion, which does not lock the
-        # group, may have taken one since it was read; that removal is not this change's to audit.
+        # RETURNING: the rows this transaction took out, the ones it audits. Under the group's lock
+        # none is gone since it was read: a member's deletion locks the member's groups before it
+        # takes its memberships (identity.member_removal; one in a group it does not hold, it waits for).
         taken = list(session.scalars(delete(IdpGroupMember).where(
             IdpGroupMember.group_id == group.id, IdpGroupMember.user_id.in_(chunk)).returning(IdpGroupMember.user_id)))
         # Found by user alone, then checked here: with `source_ref` in the WHERE, SQLite without
