@@ -57,7 +57,7 @@ def test_a_top_up_during_the_deletion_of_a_team_without_a_wallet_yet_credits_no_
         wait_for_a_lock_wait(db, "the deletion")  # for the team's grants, after close_team_wallet
         topper = threading.Thread(target=top_up)
         topper.start()
-        topper.join(3)  # unserialised, it is done by now; serialised, it waits for the deletion, and so for this
+        wait_for_a_lock_wait(db, "the top-up", waiters=2)  # behind the deletion (unserialised: it fails)
     deleter.join(30)
     topper.join(30)
     assert not deleter.is_alive() and not topper.is_alive()

@@ -194,13 +194,12 @@ def test_two_members_only_group_patches_at_once_never_remove_the_last_two_owners
         answer = scim.patch(f"/Groups/{two['id']}", [{"op": "remove", "path": f'members[value eq "{second["id"]}"]'}])
         answers.append((answer.status_code, answer.json))
 
-    # The PATCH runs in a thread: once it serialises behind the first removal, it waits for that
-    # transaction, which commits only after it is seen waiting (or after it finished unserialised).
+    # The PATCH runs in a thread: it serialises behind the first removal, which commits once it is seen waiting.
     with db.transaction() as session:
         assert group_membership.remove_members(session, system, scim.org_id, one["id"], [first["id"]]) == [first["id"]]
         session.flush()
         patcher = _in_thread(patch_second, errors)
-        patcher.join(3)  # an unserialised PATCH is done by now; a serialised one waits for this transaction
+        wait_for_a_lock_wait(db, "the second removal")  # serialised behind this one (unserialised: it fails)
     patcher.join(30)
     assert not patcher.is_alive() and errors == [], errors
     with db.reading() as session:
