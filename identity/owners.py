@@ -50,13 +50,24 @@ def active_owners(session: Session, org_id: str, *, without: Collection[str] = (
     return session.scalar(stmt) or 0
 
 
+LOCK_OWNER_GRANTS = (select(RoleGrant.id).where(
+    RoleGrant.org_id == bindparam("org_id"), RoleGrant.role == Role.OWNER, RoleGrant.team_id.is_(None))
+    .order_by(RoleGrant.id).with_for_update())
+
+
 def would_remove_last_owner(session: Session, user: User, role: Role | None = None) -> bool:
     """Tell whether deactivating, deleting or demoting `user` would leave the org with no active owner.
 
     `role` is the user's org role when the caller has just read it (it is read otherwise).
     """
     role = role if role is not None else org_role(session, user.id)
-    return user.active and role == Role.OWNER and not active_owners(session, user.org_id, without=[user.id])
+    if not (user.active and role == Role.OWNER):
+        return False
+    # The org's owner grants locked before the count (identity.group_locks: after the groups and the
+    # member's row), as a removal from a group locks them: a removal from a group, which need not hold
+    # the org's lock, and this change then queue, and the second counts what the first left.
+    session.execute(LOCK_OWNER_GRANTS, {"org_id": user.org_id})
+    return not active_owners(session, user.org_id, without=[user.id])
 
 
 def ensure_not_last_owner(session: Session, user: User, role: Role | None = None) -> None:
@@ -70,11 +81,6 @@ def ensure_an_owner_remains(session: Session, org_id: str) -> None:
     (a mapping edited or deleted, or its team deleted), which can take the owner role they gave."""
     if not active_owners(session, org_id):
         raise LastOwner(REASON, org_id=org_id)
-
-
-LOCK_OWNER_GRANTS = (select(RoleGrant.id).where(
-    RoleGrant.org_id == bindparam("org_id"), RoleGrant.role == Role.OWNER, RoleGrant.team_id.is_(None))
-    .order_by(RoleGrant.id).with_for_update())
 
 
 def last_owners_leaving_group(session: Session, org_id: str, group_id: str, leaving: set[str]) -> set[str]:

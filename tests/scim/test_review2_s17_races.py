@@ -205,3 +205,44 @@ def test_two_members_only_group_patches_at_once_never_remove_the_last_two_owners
     with db.reading() as session:
         left = owners.active_owners(session, scim.org_id)
     assert left >= 1, answers
+
+
+@pytest.mark.parametrize("change", ["deactivate", "demote", "delete"])
+def test_a_removal_from_a_group_and_an_owners_own_change_at_once_never_remove_the_last_two_owners(
+        scim: Scim, db: Database, system: Actor, change: str) -> None:
+    """The rest of the finding above: two owners, one through an IdP group, the other the org's creator
+    (a manual owner). The group's owner is being removed from the group (a members-only change, no org
+    lock, the owner grants locked) when the creator is deactivated, demoted or deleted (the org's lock,
+    the member's row): each counted the other as an active owner, both went through and the org was left
+    with none. Now the owner's own change locks the owner grants too before its count, so it queues
+    behind the removal and is refused as the last owner."""
+    with db.transaction() as session:
+        orgs.update_settings(session, system, scim.org_id, {"idp_may_grant_owner": True})
+        mappings.create_mapping(session, system, scim.org_id, group_display_name="Owners", org_role="owner")
+    first = scim.create_user("first@acme.test")
+    one = scim.create_group("Owners", [first["id"]])
+    with db.reading() as session:
+        creator = session.scalars(select(User.id).where(User.org_id == scim.org_id,
+                                                        User.user_name == "owner@acme.test")).one()
+        assert owners.active_owners(session, scim.org_id) == 2
+    errors: list[BaseException] = []
+
+    def change_creator() -> None:
+        with db.transaction() as session:
+            if change == "deactivate":
+                users.deactivate_user(session, system, scim.org_id, creator)
+            elif change == "demote":
+                users.change_role(session, system, scim.org_id, creator, "admin")
+            else:
+                users.delete_user(session, system, scim.org_id, creator)
+
+    with db.transaction() as session:
+        assert group_membership.remove_members(session, system, scim.org_id, one["id"], [first["id"]]) == [first["id"]]
+        session.flush()
+        changer = _in_thread(change_creator, errors)
+        wait_for_a_lock_wait(db, f"the creator's {change}")  # queued behind the removal (unserialised: it fails)
+    changer.join(30)
+    assert not changer.is_alive()
+    assert [type(error).__name__ for error in errors] == ["LastOwner"], errors
+    with db.reading() as session:
+        assert owners.active_owners(session, scim.org_id) == 1
