@@ -17,7 +17,8 @@ group gives is among those leaving, before it counts the owners left
 (identity.owners.last_owners_leaving_group), so that two removals from groups, neither holding the
 org's lock, cannot both take away an owner; an owner's own deactivation, demotion or deletion takes
 them too, after the org's lock and the member's row, before it counts (identity.owners.
-would_remove_last_owner), so that it and a removal from a group cannot both take one away either. It waits after them for no group (it holds the one it
+would_remove_last_owner), so that it and a removal from a group cannot both take one away either.
+A removal from a group waits after them for no group (it holds the one it
 changes, and a sign-in locks all its groups first) and for no user row that another holds
 exclusively while waiting for an owner grant, with one exception: a PATCH that removes such an
 owner and then adds to that group an owner whose deletion is under way (which holds the owner's row
