@@ -1,5 +1,6 @@
 """Members and their lifecycle (DESIGN.md sections 3.2 and 3.5): provision, deactivate,
-reactivate, change role; the deletion is identity.member_removal's. Seats go through
+reactivate, change role; the deletion is identity.member_removal's, a profile change and the IdP's
+sync identity.user_profile's. Seats go through
 identity.seats, keys through identity.key_revocation.
 """
 
@@ -21,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from audit import Actor, clock, record
-from identity import emails, group_versions, key_revocation, owners, seats, sessions
+from identity import emails, key_revocation, owners, seats, sessions
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound, SeatCapReached
 from identity.grants import org_role as org_role
@@ -36,7 +37,7 @@ from identity.member_removal import delete_user as delete_user
 from identity.member_removal import deprovision as deprovision
 from identity.member_removal import remove_user as remove_user
 from identity.model_base import bound_columns
-from identity.models import IdpGroup, IdpGroupMember, RoleGrant, User
+from identity.models import IdpGroup, RoleGrant, User
 from identity.names import checked_email, checked_emails, checked_user_name
 from identity.roles import RANK, SOURCES, authorize, parse_role
 from identity.vocabulary import GrantSource, Role
@@ -178,7 +179,7 @@ def _insert_member(session: Session, user: User, grants: list[dict[str, Any]], s
     session.add(user)
 
 
-def _target_of(session: Session, actor: Actor, action: str, org_id: str, user_id: str) -> User:
+def target_of(session: Session, actor: Actor, action: str, org_id: str, user_id: str) -> User:
     """Return the member `action` is aimed at, once the actor may do it to one of that member's role.
 
     The actor's own right is asked first, so that a refused actor learns nothing of the target.
@@ -218,12 +219,12 @@ def _under_seat_lock(session: Session, org_id: str, user: User, check: Check | N
 def deactivate_user(session: Session, actor: Actor, org_id: str, user_id: str, check: Check | None = None) -> User:
     """Suspend a member: sign-in refused, keys blocked, seat freed; it stays readable. `check` sees
     the member as read under the locks, before anything changes, and may refuse by raising."""
-    user = _under_seat_lock(session, org_id, _target_of(session, actor, "member.deactivate", org_id, user_id), check)
+    user = _under_seat_lock(session, org_id, target_of(session, actor, "member.deactivate", org_id, user_id), check)
     if not user.active:
         return user
     owners.ensure_not_last_owner(session, user)
     user.active = False
-    _touch(user)
+    touch(user)
     blocked = key_revocation.block_user_keys(session, user)
     sessions.end_user_sessions(session, user.id)
     seats.free_seat(session, actor, user)
@@ -235,12 +236,12 @@ def deactivate_user(session: Session, actor: Actor, org_id: str, user_id: str, c
 def reactivate_user(session: Session, actor: Actor, org_id: str, user_id: str, check: Check | None = None) -> User:
     """Restore a deactivated member: a seat again (charged if needed), deactivation's key blocks
     lifted. `check` as for `deactivate_user`."""
-    user = _under_seat_lock(session, org_id, _target_of(session, actor, "member.reactivate", org_id, user_id), check)
+    user = _under_seat_lock(session, org_id, target_of(session, actor, "member.reactivate", org_id, user_id), check)
     if user.active:
         return user
     seats.take_seat(session, actor, user)
     user.active = True
-    _touch(user)
+    touch(user)
     unblocked = key_revocation.unblock_user_keys(session, user)
     record(session, actor, Action.USER_REACTIVATED, user_target(user),
            {"active": {"before": False, "after": True}, "keys_unblocked": unblocked}, org_id=org_id)
@@ -274,7 +275,7 @@ def change_role(session: Session, actor: Actor, org_id: str, user_id: str, role:
         sessions.end_break_glass_sessions(session, user.id)
     if role != before or manual_before != role:
         if role != before:
-            _touch(user)
+            touch(user)
         record(session, actor, Action.MEMBER_ROLE_CHANGED, user_target(user),
                {"role": {"before": before, "after": role}, "manual_role": {"before": manual_before, "after": role},
                 "source": GrantSource.MANUAL, "replaced": "every_grant_but_groups"}, org_id=org_id)
@@ -295,136 +296,7 @@ def _ensure_no_group_grants_more(session: Session, user: User, role: Role) -> No
                        group_id=ref, granted_role=granted)
 
 
-def _touch(user: User) -> None:
+def touch(user: User) -> None:
+    """A member's row changed: its time and version (its ETag) move."""
     user.updated_at = clock.now()
     user.version += 1
-
-
-PROFILE_FIELDS = ("user_name", "email", "external_id", "display_name", "given_name", "family_name", "attributes")
-
-
-def update_profile(session: Session, actor: Actor, org_id: str, user_id: str, changes: dict[str, Any],
-                   check: Check | None = None) -> User:
-    """Change a member's profile fields (not its role, state or seat); audit what changed.
-
-    An owner's email and userName decide where their sign-in links go: only owners change them.
-    `check` sees the member as read under its row's lock before the change is written (as read,
-    when nothing changes), and may refuse by raising.
-    """
-    user, diff = _profile_change(session, actor, org_id, user_id, changes)
-    if diff:
-        _write_profile(session, actor, user, diff, check)
-    elif check is not None:
-        check(user)
-    return user
-
-
-def _profile_change(session: Session, actor: Actor, org_id: str, user_id: str,
-                    changes: dict[str, Any]) -> tuple[User, dict[str, dict[str, Any]]]:
-    """The member a profile change is aimed at, once the actor may make it, and what it changes."""
-    unknown = set(changes) - set(PROFILE_FIELDS)
-    if unknown:
-        raise InvalidValue(f"not profile fields: {', '.join(sorted(unknown))}", field=sorted(unknown)[0])
-    user = _target_of(session, actor, "member.update_profile", org_id, user_id)
-    if "user_name" in changes:
-        name = checked_user_name(changes["user_name"])
-        clash = find_by_user_name(session, org_id, name)
-        if clash is not None and clash.id != user.id:
-            raise Conflict(f"userName {name!r} is already taken in this org", field="userName")
-        changes = {**changes, "user_name": name}
-    if "email" in changes:
-        changes = {**changes, "email": checked_email(changes["email"])}
-    if "attributes" in changes:
-        checked_emails(changes["attributes"])
-    diff = {field: {"before": getattr(user, field), "after": value}
-            for field, value in changes.items() if getattr(user, field) != value}
-    return user, diff
-
-
-def _write_profile(session: Session, actor: Actor, user: User, diff: dict[str, dict[str, Any]],
-                   check: Check | None) -> None:
-    """Write and audit a profile change (`_profile_change`'s), the member's row locked first."""
-    after = {field: change["after"] for field, change in diff.items()}
-    if (after.get("display_name", user.display_name) or after.get("user_name", user.user_name)) != _shown(user):
-        _groups_show_anew(session, user)
-    _lock_live(session, user)
-    if check is not None:  # the row read under the lock: no statement of its own
-        check(user)
-    # What each field held when the change wrote it: the row as read under the lock (another change
-    # may have committed while this one waited for it), not as read before.
-    diff = {field: {"before": getattr(user, field), "after": change["after"]}
-            for field, change in diff.items() if getattr(user, field) != change["after"]}
-    if not diff:
-        return
-    for field, change in diff.items():
-        setattr(user, field, change["after"])
-    _touch(user)
-    logged: dict[str, Any] = dict(diff)
-    if "attributes" in diff:  # the other attributes: name which keys changed, not their whole bodies
-        before, after = diff["attributes"]["before"] or {}, diff["attributes"]["after"] or {}
-        logged["attributes"] = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-    record(session, actor, Action.USER_UPDATED, user_target(user), logged, org_id=user.org_id)
-
-
-# The member's row locked before a profile change writes it, and read again under the lock (liveness,
-# version, the values replaced): read before the lock (the caller's read, maybe before a deletion or
-# another change committed), they would let the change write a tombstone or a version already written,
-# or audit a value as replaced that another change had replaced already. Last in identity.group_locks'
-# order (after the org and the member's groups when a new name is shown); nothing is waited for after it
-# but the audit chain's head at commit, so it needs the org's lock only for a new name.
-LOCK_LIVE_USER = (select(User).where(User.id == bindparam("user_id")).with_for_update(key_share=True)
-                  .execution_options(populate_existing=True))
-
-
-def _lock_live(session: Session, user: User) -> None:
-    """Lock `user`'s row for the change about to be written and read it again (`user` refreshed):
-    NotFound once deleted; the version the change moves on from, and the values it replaces, are the row's."""
-    session.execute(LOCK_LIVE_USER, {"user_id": user.id}).one()
-    if user.deleted_at is not None:
-        raise NotFound(f"no user {user.id!r} in this org", user_id=user.id)
-
-
-def _shown(user: User) -> str:
-    """How a group's members list shows `user` (scim.listing's `display`): the display name, else the userName."""
-    return user.display_name or user.user_name
-
-
-def _groups_show_anew(session: Session, user: User) -> None:
-    """Move the versions of the groups `user` is in: their members show the user's name, so a new
-    name is a new version of each (RFC 7644 3.14: a stale If-None-Match must not get 304). The org's
-    lock first, before the user's row is written, in the order member deletion and SAML claims lock."""
-    seats.lock_org(session, user.org_id)
-    group_versions.member_changed(session, session.scalars(
-        select(IdpGroupMember.group_id).where(IdpGroupMember.user_id == user.id)))
-
-
-def sync_user(session: Session, actor: Actor, org_id: str, user_id: str, fields: dict[str, Any],
-              check: Check | None = None) -> User:
-    """Make a member match what the IdP sent (SCIM PUT/PATCH): profile, then active state.
-
-    Deactivating the org's last active owner is skipped and audited instead of failing the request.
-    `check` sees the member once, before anything is written, under the lock of the first write to
-    its row (the profile's, else the deactivation's or reactivation's; as read when neither is).
-    """
-    user = get_user(session, org_id, user_id)
-    active = fields.get("active", user.active)
-    if bool(active) != user.active:  # the org's lock before the user's row is written (group_locks' order)
-        seats.lock_org(session, org_id)
-    user, diff = _profile_change(session, actor, org_id, user_id,
-                                 {k: v for k, v in fields.items() if k in PROFILE_FIELDS})
-    if diff:
-        _write_profile(session, actor, user, diff, check)
-        check = None
-    if active and not user.active:
-        reactivate_user(session, actor, org_id, user_id, check)
-    elif not active and user.active:
-        seats.lock_org(session, org_id)
-        if owners.would_remove_last_owner(session, user):
-            if check is not None:
-                check(user)
-            owners.protect_last_owner(session, actor, user, "deactivate")
-        else:
-            deactivate_user(session, actor, org_id, user_id, check)
-    elif check is not None:
-        check(user)
-    return user

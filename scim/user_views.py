@@ -12,7 +12,7 @@ from flask import Response, request
 from sqlalchemy.orm import Session
 
 from audit import Actor
-from identity import users
+from identity import user_profile, users
 from identity.models import User
 from identity.service import run
 from identity.vocabulary import GrantSource
@@ -87,7 +87,7 @@ def replace_user(user_id: str, body: Any, params: dict[str, Any] | None = None) 
 
     # Named `replace`, `patch` and `remove`: a refused change's audit event names its service so.
     def replace(session: Session, actor: Actor) -> User:
-        return users.sync_user(session, actor, actor.org_id or "", user_id, fields, check=_if_match(session))
+        return user_profile.sync_user(session, actor, actor.org_id or "", user_id, fields, check=_if_match(session))
 
     run(context.database(), context.actor(), replace)
     return get_user(user_id, params)
@@ -100,7 +100,7 @@ def patch_user(user_id: str, body: Any, params: dict[str, Any] | None = None) ->
     def patch(session: Session, actor: Actor) -> User:
         user = users.get_user(session, actor.org_id or "", user_id)
         patched = patch_user_doc(resources.user_to_wire(user, context.base_url()), operations)
-        return users.sync_user(session, actor, actor.org_id or "", user_id, resources.user_fields(patched),
+        return user_profile.sync_user(session, actor, actor.org_id or "", user_id, resources.user_fields(patched),
                                check=_if_match(session))
 
     run(context.database(), context.actor(), patch)

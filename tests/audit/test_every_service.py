@@ -56,6 +56,7 @@ from identity import (
     teams,
     topups,
     usage,
+    user_profile,
     users,
     wallet_controls,
     wallet_list,
@@ -281,7 +282,7 @@ SERVICES: dict[str, tuple[Callable[[World], Call], str]] = {
     "identity.member_removal.delete_user": (lambda w: _user(w, users.delete_user), "user.deleted"),
     "identity.users.change_role": (lambda w: (lambda u: lambda s, a: users.change_role(s, a, w.org_id, u, "admin"))(
         w.member().id), "member.role_changed"),
-    "identity.users.update_profile": (lambda w: (lambda u: lambda s, a: users.update_profile(
+    "identity.user_profile.update_profile": (lambda w: (lambda u: lambda s, a: user_profile.update_profile(
         s, a, w.org_id, u, {"display_name": "Bob B."}))(w.member().id), "user.updated"),
     "identity.seats.take_seat": (lambda w: (lambda u: lambda s, a: seats.take_seat(s, a, s.get_one(User, u.id)))(
         _seatless(w)), "seat.assigned"),
@@ -311,7 +312,7 @@ SERVICES: dict[str, tuple[Callable[[World], Call], str]] = {
                                     "invitation.accepted"),
     "identity.invitations.decline": (lambda w: (lambda t: lambda s, a: invitations.decline(s, a, t))(_invitation(w)),
                                      "invitation.declined"),
-    "identity.users.sync_user": (lambda w: (lambda u: lambda s, a: users.sync_user(
+    "identity.user_profile.sync_user": (lambda w: (lambda u: lambda s, a: user_profile.sync_user(
         s, a, w.org_id, u, {"display_name": "Bob B."}))(w.member().id), "user.updated"),
     "identity.member_removal.remove_user": (lambda w: _user(w, users.remove_user), "user.deleted"),
     "identity.owners.protect_last_owner": (lambda w: lambda s, a: owners.protect_last_owner(

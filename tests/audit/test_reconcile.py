@@ -29,6 +29,7 @@ from identity import (
     seats,
     team_deletion,
     teams,
+    user_profile,
     users,
 )
 from identity.db import Database
@@ -115,10 +116,10 @@ def lived_in(db: Database, acme: NewOrg, system: Actor) -> World:
     ids["sales_team"] = do(system, lambda s, a: groups.get_group(s, org_id, ids["sales"]).team_id)
     ids["key_dave"], ids["key_erin"] = key("dave", "sales_team"), key("erin", "platform")
     do(system, lambda s, a: keys.revoke_api_key(s, a, org_id, ids["key_bob"]))
-    do(scim, lambda s, a: users.sync_user(s, a, org_id, ids["dave"], {"active": False}))  # blocks dave's key
-    do(scim, lambda s, a: users.sync_user(s, a, org_id, ids["dave"], {"active": True}))  # and unblocks it
-    do(scim, lambda s, a: users.sync_user(s, a, org_id, ids["carol"], {"email": "carol@acme.example"}))
-    do(scim, lambda s, a: users.sync_user(s, a, org_id, ids["bob"], {"active": False}))
+    do(scim, lambda s, a: user_profile.sync_user(s, a, org_id, ids["dave"], {"active": False}))  # blocks dave's key
+    do(scim, lambda s, a: user_profile.sync_user(s, a, org_id, ids["dave"], {"active": True}))  # and unblocks it
+    do(scim, lambda s, a: user_profile.sync_user(s, a, org_id, ids["carol"], {"email": "carol@acme.example"}))
+    do(scim, lambda s, a: user_profile.sync_user(s, a, org_id, ids["bob"], {"active": False}))
     do(scim, lambda s, a: users.remove_user(s, a, org_id, ids["erin"]))  # revokes erin's key
     do(system, lambda s, a: teams.remove_team_member(s, a, org_id, ids["platform"], ids["alice"]))  # and alice's
     temp = do(system, lambda s, a: teams.create_team(s, a, org_id, "Temp")).id

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import select
 
 from audit import Actor
-from identity import users
+from identity import user_profile, users
 from identity.db import Database
 from identity.errors import Conflict, InvalidValue
 from identity.models import User, UserEmail
@@ -56,7 +56,7 @@ def test_case_folding_is_the_databases_own_on_neither(db: Database, acme: NewOrg
 
 def test_a_rename_moves_the_key(db: Database, acme: NewOrg, system: Actor) -> None:
     ann = provision(db, system, acme.org.id, "ann@acme.test")
-    run(db, system, users.update_profile, acme.org.id, ann.id, {"user_name": "STRASSE@acme.test"})
+    run(db, system, user_profile.update_profile, acme.org.id, ann.id, {"user_name": "STRASSE@acme.test"})
     with db.reading() as session:
         assert users.find_by_user_name(session, acme.org.id, "stra\u00dfe@ACME.test").id == ann.id
         assert users.find_by_user_name(session, acme.org.id, "ann@acme.test") is None
@@ -92,7 +92,7 @@ def test_unsafe_characters_in_an_email_are_refused(db: Database, acme: NewOrg, s
     ann = provision(db, system, acme.org.id, "ann@acme.test")
     for change in ({"user_name": value}, {"email": value}, {"attributes": {"emails": [{"value": value}]}}):
         with pytest.raises(InvalidValue):
-            run(db, system, users.update_profile, acme.org.id, ann.id, change)
+            run(db, system, user_profile.update_profile, acme.org.id, ann.id, change)
 
 
 @pytest.mark.parametrize("typed,kept", [

@@ -31,6 +31,7 @@ from identity import (
     outbox,
     scim_credentials,
     teams,
+    user_profile,
     users,
 )
 from identity.db import Database
@@ -160,7 +161,7 @@ MEMBER_ACTIONS: dict[str, MemberAction] = {
     "reactivate": lambda s, a, w, t, sys: (users.deactivate_user(s, sys, w.org_id, t.id),
                                            users.reactivate_user(s, a, w.org_id, t.id)),
     "delete": lambda s, a, w, t, sys: users.delete_user(s, a, w.org_id, t.id),
-    "update_profile": lambda s, a, w, t, sys: users.update_profile(s, a, w.org_id, t.id,
+    "update_profile": lambda s, a, w, t, sys: user_profile.update_profile(s, a, w.org_id, t.id,
                                                                    {"email": "attacker@evil.test"}),
     "demote_to_viewer": lambda s, a, w, t, sys: users.change_role(s, a, w.org_id, t.id, "viewer"),
     "promote_to_owner": lambda s, a, w, t, sys: users.change_role(s, a, w.org_id, t.id, "owner"),

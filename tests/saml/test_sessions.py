@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from audit import Actor, clock
 from audit.models import AuditEvent
-from identity import users
+from identity import user_profile, users
 from identity.db import Database
 from identity.models import SsoSession
 from identity.web.app import create_app
@@ -169,7 +169,7 @@ def test_a_sign_out_names_the_member_by_the_user_name_they_had(sso: Sso, system:
         query = sso.idp.logout_request_query(sso.urls.slo, "amy@acme.test", index)
         assert sso.client.get(f"/saml/acme/slo?{query}").status_code == 302
     with sso.db.transaction() as session:
-        users.update_profile(session, system, sso.org.org.id, me["id"], {"user_name": "amy.new@acme.test"})
+        user_profile.update_profile(session, system, sso.org.org.id, me["id"], {"user_name": "amy.new@acme.test"})
     [logout] = _logouts(sso.db, sso.org.org.id)
     assert (logout.actor_type, logout.actor_id, logout.target_id) == ("user", me["id"], me["id"])
     assert me["userName"] == "amy@acme.test" and (logout.actor_display, logout.target_display) == (

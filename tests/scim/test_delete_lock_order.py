@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from audit import Actor
-from identity import group_claims, group_membership, org_lifecycle, users
+from identity import group_claims, group_membership, org_lifecycle, user_profile, users
 from identity.db import Database
 from identity.models import IdpGroup, IdpGroupMember, Org, RoleGrant, User
 from tests.factories import actions, wait_for_a_lock_wait
@@ -172,7 +172,7 @@ def test_a_profile_change_that_waited_for_a_deletion_finds_the_member_gone(
 
     def update() -> None:
         with db.transaction() as session:
-            users.update_profile(session, system, scim.org_id, user["id"], changes)
+            user_profile.update_profile(session, system, scim.org_id, user["id"], changes)
 
     with db.transaction() as session:
         users.remove_user(session, system, scim.org_id, user["id"])
@@ -197,11 +197,11 @@ def test_two_profile_changes_at_once_move_the_version_twice(scim: Scim, db: Data
 
     def update() -> None:
         with db.transaction() as session:
-            users.update_profile(session, system, scim.org_id, user["id"], {"given_name": "Second"})
+            user_profile.update_profile(session, system, scim.org_id, user["id"], {"given_name": "Second"})
 
     with db.transaction() as session:
         version = session.get(User, user["id"]).version  # type: ignore[union-attr]
-        users.update_profile(session, system, scim.org_id, user["id"], {"family_name": "First"})
+        user_profile.update_profile(session, system, scim.org_id, user["id"], {"family_name": "First"})
         session.flush()
         updater = _in_thread(update, errors)
         wait_for_a_lock_wait(db, "the second profile change")

@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from audit import Actor
-from identity import groups, seats, users
+from identity import groups, seats, user_profile
 from identity.db import Database
 from identity.models import IdpGroup, User
 from tests.factories import wait_for_a_lock_wait
@@ -57,7 +57,7 @@ def _stored(db: Database, user_id: str) -> tuple[str | None, str | None, int]:
 
 def _rename_given(scim: Scim, system: Actor, user_id: str) -> Callable[[Any], None]:
     # A change that shows no new name in a group: it locks the user's row only (LOCK_LIVE_USER).
-    return lambda session: users.update_profile(session, system, scim.org_id, user_id, {"given_name": "First"})
+    return lambda session: user_profile.update_profile(session, system, scim.org_id, user_id, {"given_name": "First"})
 
 
 def test_a_user_patch_that_waited_for_another_change_answers_412(scim: Scim, db: Database, system: Actor) -> None:
@@ -119,7 +119,7 @@ def test_a_group_patch_that_waited_for_a_member_shown_anew_answers_412(
     etag = scim.get(f"/Groups/{group['id']}").headers["ETag"]
 
     def rename(session: Any) -> None:
-        users.update_profile(session, system, scim.org_id, user["id"], {"display_name": "Shown Anew"})
+        user_profile.update_profile(session, system, scim.org_id, user["id"], {"display_name": "Shown Anew"})
 
     answer = _racing(db, rename, lambda: scim.patch(
         f"/Groups/{group['id']}", [{"op": "replace", "path": "displayName", "value": "Late"}], **{"If-Match": etag}))
@@ -151,10 +151,10 @@ def _shown_anew_while(db: Database, scim: Scim, system: Actor, user_id: str,
     answers: list[TestResponse] = []
     sender = threading.Thread(target=lambda: answers.append(request()))
     with db.transaction() as session:
-        seats.lock_org(session, scim.org_id)  # the new name's first lock (identity.users._groups_show_anew)
+        seats.lock_org(session, scim.org_id)  # the new name's first lock (identity.user_profile._groups_show_anew)
         sender.start()
         wait_for_a_lock_wait(db, "the request")
-        users.update_profile(session, system, scim.org_id, user_id, {"display_name": "Shown Anew"})
+        user_profile.update_profile(session, system, scim.org_id, user_id, {"display_name": "Shown Anew"})
     sender.join(30)
     assert not sender.is_alive()
     return answers[0]

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from audit import Actor
 from audit.models import AuditEvent
-from identity import group_membership, groups, mappings, orgs, owners, users
+from identity import group_membership, groups, mappings, orgs, owners, user_profile, users
 from identity.db import Database
 from identity.models import IdpGroup, User
 from tests.factories import wait_for_a_lock_wait
@@ -71,7 +71,7 @@ def test_a_deletion_that_lets_go_of_the_members_row_checks_if_match_again_on_the
 
     def change() -> None:
         with db.transaction() as session:
-            users.update_profile(session, system, scim.org_id, user["id"], {"given_name": "Changed"})
+            user_profile.update_profile(session, system, scim.org_id, user["id"], {"given_name": "Changed"})
         changed.append(True)
 
     with db.transaction() as session:
@@ -110,7 +110,7 @@ def test_a_group_put_that_reads_its_old_name_before_the_lock_takes_the_orgs_lock
 
     def rename_member() -> None:
         with db.transaction() as session:
-            users.update_profile(session, system, scim.org_id, member["id"], {"display_name": "Someone Else"})
+            user_profile.update_profile(session, system, scim.org_id, member["id"], {"display_name": "Someone Else"})
 
     with db.transaction() as session:
         groups.update_group(session, system, scim.org_id, group["id"], display_name="Beta")
@@ -137,10 +137,10 @@ def _change_while_another_holds_the_row(db: Database, system: Actor, org_id: str
 
     def change() -> None:
         with db.transaction() as session:
-            users.update_profile(session, system, org_id, user_id, {"given_name": second})
+            user_profile.update_profile(session, system, org_id, user_id, {"given_name": second})
 
     with db.transaction() as session:
-        users.update_profile(session, system, org_id, user_id, {"given_name": first})
+        user_profile.update_profile(session, system, org_id, user_id, {"given_name": first})
         session.flush()
         changer = _in_thread(change, errors)
         wait_for_a_lock_wait(db, "the second change")  # for the member's row
@@ -157,7 +157,7 @@ def test_a_profile_change_that_waited_for_another_audits_the_value_it_replaced(
     say what each change replaced."""
     user = scim.create_user("changing@acme.test")
     with db.transaction() as session:
-        users.update_profile(session, system, scim.org_id, user["id"], {"given_name": "Ann"})
+        user_profile.update_profile(session, system, scim.org_id, user["id"], {"given_name": "Ann"})
     assert _change_while_another_holds_the_row(db, system, scim.org_id, user["id"], "Bob", "Cat") == []
     with db.reading() as session:
         changes = [event.changes["given_name"] for event in session.scalars(select(AuditEvent).where(
