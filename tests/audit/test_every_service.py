@@ -581,6 +581,9 @@ READS.update({
                                                                                 [w.acme.default_team_id]),
     "identity.directory.find_team": lambda w: lambda s, a: directory.find_team(s, a, w.org_id, "Default"),
 })
+# The member an action on one is aimed at, once the actor may do it (identity.user_profile asks it too).
+READS["identity.users.target_of"] = lambda w: (lambda u: lambda s, a: users.target_of(
+    s, a, "member.update_profile", w.org_id, u))(w.member().id)
 # The owners' team roles read before a re-derivation of group grants, and the check after it.
 READS.update({
     "identity.owners.owners_team_roles": lambda w: lambda s, a: owners.owners_team_roles(s, a, w.org_id),

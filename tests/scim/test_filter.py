@@ -285,7 +285,7 @@ def test_literal_prefixes_are_names_or_errors_never_literals(text: str) -> None:
 
 def test_email_filters_follow_every_change_of_a_users_emails(client, db, system) -> None:
     """user_emails (the index behind email filters) follows create, PATCH, PUT and the email column."""
-    from identity import users as user_service
+    from identity import user_profile
     from tests.scim.client import scim_for
 
     scim = scim_for(db, client, system, "Mails")
@@ -307,7 +307,7 @@ def test_email_filters_follow_every_change_of_a_users_emails(client, db, system)
     assert (found("two@mails.test"), found("three@mails.test")) == (0, 1)
     scim.put(f"/Users/{user_id}", {"userName": "m@mails.test"})  # no array: the email column shows
     with db.transaction() as session:
-        user_service.update_profile(session, system, scim.org_id, user_id, {"email": "four@mails.test"})
+        user_profile.update_profile(session, system, scim.org_id, user_id, {"email": "four@mails.test"})
     assert (found("three@mails.test"), found("four@mails.test")) == (0, 1)
     assert scim.delete(f"/Users/{user_id}").status_code == 204
     assert found("four@mails.test") == 0
