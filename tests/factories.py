@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import func, select, text
@@ -48,3 +50,16 @@ def wait_for_a_lock_wait(db: Database, what: str, waiters: int = 1) -> None:
             conn.rollback()  # PostgreSQL keeps one snapshot of pg_stat_activity per transaction
             time.sleep(0.02)
     raise AssertionError(f"{what} never waited for a lock")
+
+
+def in_thread(work: Callable[[], object], errors: list[BaseException]) -> threading.Thread:
+    """Start `work` in a thread of its own (a second transaction of a race test); what it raises is
+    appended to `errors` for the test to assert on."""
+    def run() -> None:
+        try:
+            work()
+        except BaseException as error:  # noqa: BLE001 - reported by the test
+            errors.append(error)
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread

@@ -4,8 +4,6 @@ group; a deletion locks the member's groups, then its row)."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -14,7 +12,7 @@ from audit import Actor
 from identity import group_claims, group_membership, org_lifecycle, user_profile, users
 from identity.db import Database
 from identity.models import IdpGroup, IdpGroupMember, Org, RoleGrant, User
-from tests.factories import actions, wait_for_a_lock_wait
+from tests.factories import actions, in_thread, wait_for_a_lock_wait
 from tests.scim.client import Scim, scim_for
 
 pytestmark = pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
@@ -25,16 +23,6 @@ def scim(db: Database, client: FlaskClient, system: Actor) -> Scim:
     return scim_for(db, client, system, "Acme", included_seats=10)
 
 
-
-def _in_thread(work: object, errors: list[BaseException]) -> threading.Thread:
-    def run() -> None:
-        try:
-            work()  # type: ignore[operator]
-        except BaseException as error:  # noqa: BLE001 - reported by the test
-            errors.append(error)
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
 
 
 def test_a_deletion_that_waited_for_a_group_add_removes_the_membership_the_add_made(
@@ -52,7 +40,7 @@ def test_a_deletion_that_waited_for_a_group_add_removes_the_membership_the_add_m
 
     with db.transaction() as session:
         group_membership.add_members(session, system, scim.org_id, group["id"], [user["id"]])
-        deleter = _in_thread(delete, errors)
+        deleter = in_thread(delete, errors)
         wait_for_a_lock_wait(db, "the deletion")  # for the user's row
         assert deleter.is_alive()
         added_version = session.get(IdpGroup, group["id"]).version  # type: ignore[union-attr]
@@ -85,7 +73,7 @@ def test_an_add_that_waited_for_a_deletion_is_refused_and_a_removal_goes_through
 
     with db.transaction() as session:
         users.remove_user(session, system, scim.org_id, user["id"])
-        adder, remover = _in_thread(add, errors), _in_thread(remove, errors)
+        adder, remover = in_thread(add, errors), in_thread(remove, errors)
         wait_for_a_lock_wait(db, "the add and the removal", waiters=2)
         assert adder.is_alive() and remover.is_alive()
     adder.join(30)
@@ -110,7 +98,7 @@ def test_an_org_deletion_waits_for_a_group_add_and_leaves_no_membership(
 
     with db.transaction() as session:
         group_membership.add_members(session, system, scim.org_id, group["id"], [user["id"]])
-        deleter = _in_thread(delete_org, errors)
+        deleter = in_thread(delete_org, errors)
         wait_for_a_lock_wait(db, "the org's deletion")
         assert deleter.is_alive()
     deleter.join(30)
@@ -145,9 +133,9 @@ def test_a_deletion_that_finds_a_group_below_its_own_locks_it_in_id_order(
 
     with db.transaction() as session:
         group_membership.add_members(session, system, scim.org_id, low["id"], [user["id"]])
-        deleter = _in_thread(delete, errors)
+        deleter = in_thread(delete, errors)
         wait_for_a_lock_wait(db, "the deletion")  # for the member's row, holding the higher group
-        signer = _in_thread(sign_in, errors)
+        signer = in_thread(sign_in, errors)
         wait_for_a_lock_wait(db, "the deletion and the sign-in", waiters=2)  # the sign-in for the lower group
     deleter.join(30)
     signer.join(30)
@@ -177,7 +165,7 @@ def test_a_profile_change_that_waited_for_a_deletion_finds_the_member_gone(
     with db.transaction() as session:
         users.remove_user(session, system, scim.org_id, user["id"])
         session.flush()
-        updater = _in_thread(update, errors)
+        updater = in_thread(update, errors)
         wait_for_a_lock_wait(db, "the profile change")
     updater.join(30)
     assert not updater.is_alive()
@@ -203,7 +191,7 @@ def test_two_profile_changes_at_once_move_the_version_twice(scim: Scim, db: Data
         version = session.get(User, user["id"]).version  # type: ignore[union-attr]
         user_profile.update_profile(session, system, scim.org_id, user["id"], {"family_name": "First"})
         session.flush()
-        updater = _in_thread(update, errors)
+        updater = in_thread(update, errors)
         wait_for_a_lock_wait(db, "the second profile change")
     updater.join(30)
     assert not updater.is_alive() and errors == []

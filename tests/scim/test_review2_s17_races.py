@@ -3,9 +3,6 @@ real concurrent transactions). Each test asserts the rule and failed on the code
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
-
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -15,7 +12,7 @@ from audit.models import AuditEvent
 from identity import group_membership, groups, mappings, orgs, owners, user_profile, users
 from identity.db import Database
 from identity.models import IdpGroup, User
-from tests.factories import wait_for_a_lock_wait
+from tests.factories import in_thread, wait_for_a_lock_wait
 from tests.scim.client import Scim, scim_for
 
 pytestmark = pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
@@ -29,16 +26,6 @@ def scim(db: Database, client: FlaskClient, system: Actor) -> Scim:
 class Stale(Exception):
     """What a SCIM If-Match that names another version answers (412), raised by the domain's `check`."""
 
-
-def _in_thread(work: Callable[[], object], errors: list[BaseException]) -> threading.Thread:
-    def run() -> None:
-        try:
-            work()
-        except BaseException as error:  # noqa: BLE001 - reported by the test
-            errors.append(error)
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
 
 
 def test_a_deletion_that_lets_go_of_the_members_row_checks_if_match_again_on_the_row_it_locks_again(
@@ -76,9 +63,9 @@ def test_a_deletion_that_lets_go_of_the_members_row_checks_if_match_again_on_the
 
     with db.transaction() as session:
         group_membership.add_members(session, system, scim.org_id, low["id"], [user["id"]])
-        deleter = _in_thread(delete, errors)
+        deleter = in_thread(delete, errors)
         wait_for_a_lock_wait(db, "the deletion")  # for the member's row, holding the higher group
-        changer = _in_thread(change, errors)
+        changer = in_thread(change, errors)
         wait_for_a_lock_wait(db, "the deletion and the profile change", waiters=2)  # both for the row
     deleter.join(30)
     changer.join(30)
@@ -116,9 +103,9 @@ def test_a_group_put_that_reads_its_old_name_before_the_lock_takes_the_orgs_lock
         groups.update_group(session, system, scim.org_id, group["id"], display_name="Beta")
         mappings.create_mapping(session, system, scim.org_id, group_display_name="Alpha", org_role="viewer")
         session.flush()
-        putter = _in_thread(put_alpha, errors)
+        putter = in_thread(put_alpha, errors)
         wait_for_a_lock_wait(db, "the PUT")  # for the group
-        renamer = _in_thread(rename_member, errors)
+        renamer = in_thread(rename_member, errors)
         wait_for_a_lock_wait(db, "the PUT and the member's new name", waiters=2)  # the latter for the org
     putter.join(30)
     renamer.join(30)
@@ -142,7 +129,7 @@ def _change_while_another_holds_the_row(db: Database, system: Actor, org_id: str
     with db.transaction() as session:
         user_profile.update_profile(session, system, org_id, user_id, {"given_name": first})
         session.flush()
-        changer = _in_thread(change, errors)
+        changer = in_thread(change, errors)
         wait_for_a_lock_wait(db, "the second change")  # for the member's row
     changer.join(30)
     assert not changer.is_alive()
@@ -198,7 +185,7 @@ def test_two_members_only_group_patches_at_once_never_remove_the_last_two_owners
     with db.transaction() as session:
         assert group_membership.remove_members(session, system, scim.org_id, one["id"], [first["id"]]) == [first["id"]]
         session.flush()
-        patcher = _in_thread(patch_second, errors)
+        patcher = in_thread(patch_second, errors)
         wait_for_a_lock_wait(db, "the second removal")  # serialised behind this one (unserialised: it fails)
     patcher.join(30)
     assert not patcher.is_alive() and errors == [], errors
@@ -239,7 +226,7 @@ def test_a_removal_from_a_group_and_an_owners_own_change_at_once_never_remove_th
     with db.transaction() as session:
         assert group_membership.remove_members(session, system, scim.org_id, one["id"], [first["id"]]) == [first["id"]]
         session.flush()
-        changer = _in_thread(change_creator, errors)
+        changer = in_thread(change_creator, errors)
         wait_for_a_lock_wait(db, f"the creator's {change}")  # queued behind the removal (unserialised: it fails)
     changer.join(30)
     assert not changer.is_alive()
