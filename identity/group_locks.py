@@ -33,7 +33,7 @@ deletion waits for an add under way, then removes the membership it made; a remo
 takes no user row, so a deletion waiting for that group's lock is never waited for by it. Each
 transaction that locks a user's row exclusively and then waits for another lock (deletion,
 deactivation, a new name shown in its groups) holds the org's lock first, so at most one at a time
-per org; a profile change without a new name locks the row last (identity.user_profile.LOCK_LIVE_USER) and
+per org; a profile change without a new name locks the row last (identity.lookups.LOCK_LIVE_USER) and
 waits for nothing after it but the audit chain's head. An add that committed while the deletion
 waited for the member's row (found by identity.member_removal.REMOVE_ROWS, which then changes
 nothing) is no exception: the deletion lets go of the member's groups and row (rolled back to the

@@ -34,6 +34,21 @@ def get_user(session: Session, org_id: str, user_id: str) -> User:
     return user
 
 
+# The member's row locked (FOR NO KEY UPDATE) and read again, the session's copy refreshed: a change
+# about to write the row reads it as it is now, not as read before another change or its deletion
+# committed. Last in identity.group_locks' order: after the org's lock and the member's groups.
+LOCK_LIVE_USER = (select(User).where(User.id == bindparam("user_id")).with_for_update(key_share=True)
+                  .execution_options(populate_existing=True))
+
+
+def lock_live_user(session: Session, user_id: str) -> User:
+    """Lock the member's row and read it again (LOCK_LIVE_USER); NotFound once deleted."""
+    user = session.execute(LOCK_LIVE_USER, {"user_id": user_id}).scalar_one()
+    if user.deleted_at is not None:
+        raise NotFound(f"no user {user_id!r} in this org", user_id=user_id)
+    return user
+
+
 def find_by_user_name(session: Session, org_id: str, user_name: str) -> User | None:
     """Return the live user with this userName, compared by its key (identity.names.name_key)."""
     return session.scalars(select(User).where(

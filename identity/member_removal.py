@@ -35,7 +35,7 @@ from identity import group_locks, group_versions, key_revocation, owners, seats,
 from identity.actions import Action
 from identity.errors import NotFound
 from identity.grants import ORG_ROLE_RANK, org_role, role_of_rank
-from identity.lookups import user_target
+from identity.lookups import LOCK_LIVE_USER, user_target
 from identity.models import IdpGroup, IdpGroupMember, RoleGrant, User
 from identity.roles import authorize
 from identity.vocabulary import KeyStatusReason, Role
@@ -93,8 +93,6 @@ _BEFORE_MEMBER_LOCKS = "SAVEPOINT member_locks"  # sent as they are, on the conn
 _LET_GO_OF_MEMBER_LOCKS = "ROLLBACK TO SAVEPOINT member_locks"
 _MEMBER_LOCKS = "identity.member_locks"
 _MEMBER_CHECK = "identity.member_check"
-_LOCK_MEMBER = select(User).where(User.id == bindparam("user_id")).with_for_update(key_share=True).execution_options(
-    populate_existing=True)
 
 
 @event.listens_for(Session, "after_transaction_end")
@@ -226,7 +224,7 @@ def _lock_again(session: Session, user: User, removed: dict[str, Any], elsewhere
     held.intersection_update(held_before)
     group_locks.lock_groups(session, [*member_groups, *elsewhere])
     session.info[_MEMBER_LOCKS] = (user.id, held_before, frozenset(held - held_before))
-    fresh = session.execute(_LOCK_MEMBER, {"user_id": user.id}).scalar_one()
+    fresh = session.execute(LOCK_LIVE_USER, {"user_id": user.id}).scalar_one()  # under the org's lock: not deleted
     check: Callable[[User], None] | None = session.info.get(_MEMBER_CHECK)
     if check is not None:
         check(fresh)

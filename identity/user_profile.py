@@ -2,7 +2,7 @@
 PATCH made to match (`sync_user`: the profile, then the active state through identity.users).
 
 A change reads the member, checks it may be made, then locks the member's row and reads it again
-before it writes (`LOCK_LIVE_USER`), so that a change that waited for another (or for the member's
+before it writes (identity.lookups.LOCK_LIVE_USER), so that a change that waited for another (or for the member's
 deletion) writes and audits against the row as it is; a new name shown in the member's groups takes
 the org's lock first (identity.group_locks' order).
 """
@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from audit import Actor, record
 from identity import group_versions, owners, seats, users
 from identity.actions import Action
-from identity.errors import Conflict, InvalidValue, NotFound
-from identity.lookups import find_by_user_name, get_user, user_target
+from identity.errors import Conflict, InvalidValue
+from identity.lookups import find_by_user_name, get_user, lock_live_user, user_target
 from identity.models import IdpGroupMember, User
 from identity.names import checked_email, checked_emails, checked_user_name
 from identity.users import Check
@@ -89,22 +89,15 @@ def _write_profile(session: Session, actor: Actor, user: User, diff: dict[str, d
     record(session, actor, Action.USER_UPDATED, user_target(user), logged, org_id=user.org_id)
 
 
-# The member's row locked before a profile change writes it, and read again under the lock (liveness,
-# version, the values replaced): read before the lock (the caller's read, maybe before a deletion or
-# another change committed), they would let the change write a tombstone or a version already written,
-# or audit a value as replaced that another change had replaced already. Last in identity.group_locks'
-# order (after the org and the member's groups when a new name is shown); nothing is waited for after it
-# but the audit chain's head at commit, so it needs the org's lock only for a new name.
-LOCK_LIVE_USER = (select(User).where(User.id == bindparam("user_id")).with_for_update(key_share=True)
-                  .execution_options(populate_existing=True))
-
-
 def _lock_live(session: Session, user: User) -> None:
-    """Lock `user`'s row for the change about to be written and read it again (`user` refreshed):
-    NotFound once deleted; the version the change moves on from, and the values it replaces, are the row's."""
-    session.execute(LOCK_LIVE_USER, {"user_id": user.id}).one()
-    if user.deleted_at is not None:
-        raise NotFound(f"no user {user.id!r} in this org", user_id=user.id)
+    """Lock `user`'s row for the change about to be written and read it again (`user` refreshed,
+    identity.lookups.lock_live_user): NotFound once deleted. Read before the lock (the caller's read,
+    maybe before a deletion or another change committed), its liveness, version and values would let
+    the change write a tombstone or a version already written, or audit a value as replaced that
+    another change had replaced already. Last in identity.group_locks' order (after the org and the
+    member's groups when a new name is shown); nothing is waited for after it but the audit chain's
+    head at commit, so it needs the org's lock only for a new name."""
+    lock_live_user(session, user.id)
 
 
 def _shown(user: User) -> str:

@@ -12,7 +12,6 @@ from typing import Any, cast
 
 from sqlalchemy import (
     Table,
-    bindparam,
     delete,
     insert,
     select,
@@ -24,11 +23,11 @@ from sqlalchemy.orm import Session, make_transient_to_detached
 from audit import Actor, clock, record
 from identity import emails, key_revocation, owners, seats, sessions
 from identity.actions import Action
-from identity.errors import Conflict, InvalidValue, NotFound, SeatCapReached
+from identity.errors import Conflict, InvalidValue, SeatCapReached
 from identity.grants import org_role as org_role
 from identity.grants import team_roles as team_roles
 from identity.grants import ungrouped_org_role
-from identity.lookups import DEFAULT_TEAM_ID, default_team_id, get_team, user_target
+from identity.lookups import DEFAULT_TEAM_ID, default_team_id, get_team, lock_live_user, user_target
 from identity.lookups import default_team as default_team
 from identity.lookups import find_by_user_name as find_by_user_name
 from identity.lookups import find_by_user_name_or_removed as find_by_user_name_or_removed
@@ -194,23 +193,17 @@ def target_of(session: Session, actor: Actor, action: str, org_id: str, user_id:
 # will read it, under the lock that change takes, and refuses it by raising before anything is written.
 Check = Callable[[User], None]
 
-# The member read again, its row locked (after the org's, as identity.group_locks orders them): a
-# profile change under way (which holds the row, not the org) is waited for, so its version is read.
-REREAD_USER = (select(User).where(User.id == bindparam("user_id")).with_for_update(key_share=True)
-               .execution_options(populate_existing=True))
-
 
 def _under_seat_lock(session: Session, org_id: str, user: User, check: Check | None = None) -> User:
     """Take the org's seat lock, then read the member again, its row locked (this transaction's own
     changes written first): a change that waited for the locks sees the member as the one before it
     left it, not as it was read before the wait (PostgreSQL's READ COMMITTED), so two deactivations
     (or reactivations, or deletions) at once move the seat count once, and `check` sees the version
-    the change moves on from. NotFound once deleted."""
+    the change moves on from (a profile change under way, which holds the row and not the org, is
+    waited for). NotFound once deleted."""
     seats.lock_org(session, org_id)  # first: it also serialises the last-owner check
     session.flush()
-    fresh = session.execute(REREAD_USER, {"user_id": user.id}).scalar_one()
-    if fresh.deleted_at is not None:
-        raise NotFound(f"no user {user.id!r} in this org", user_id=user.id)
+    fresh = lock_live_user(session, user.id)
     if check is not None:
         check(fresh)
     return fresh
