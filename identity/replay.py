@@ -1,12 +1,12 @@
 """Replaying an org's events into what the data should now hold (the first half of reconciliation).
 
 Each action that changes state has one handler (here, or for teams, IdP groups, their rules and an
-org's deletion in identity.replay_groups), written from what its service records
-(identity.users, owners, seats, teams, team_deletion, groups, keys, key_settling, invitations,
-orgs). Events are read in chain order, a window at a time, and only per-entity state is kept: for
-every entity the fields the events set, which event set each (for the finding's message), and
-whether its creation is in the retained log (identity.replay_state). Refused and failed events
-changed nothing and are skipped.
+org's deletion in identity.replay_groups), written from what its service records (identity.users,
+member_removal, user_profile, owners, seats, teams, team_deletion, groups, group_membership, keys,
+key_settling, invitations, orgs). Events are read in chain order, a window at a time, and only
+per-entity state is kept: for every entity the fields the events set, which event set each (for the
+finding's message), and whether its creation is in the retained log (identity.replay_state). Refused
+and failed events changed nothing and are skipped.
 """
 
 from __future__ import annotations

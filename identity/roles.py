@@ -30,7 +30,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "billing.read": frozenset({Role.OWNER, Role.ADMIN}),
     # Wallets (DESIGN 3.8): limits, discounts, refunds and adjustments are the owner's; a top-up
     # is the owner's, or an admin's where the org's wallet setting `admins_may_top_up` allows it
-    # (identity.wallets.authorize_top_up asks this table first, then the setting).
+    # (identity.wallets' `_authorize_top_up` asks this table first, then the setting).
     "wallets.manage": frozenset({Role.OWNER}),
     "wallets.top_up": frozenset({Role.OWNER, Role.ADMIN}),
     "usage.read": frozenset(ROLES),

@@ -207,7 +207,7 @@ def end_break_glass_sessions(session: Session, user_id: str) -> None:
 
 
 SESSIONS = cast(Table, SsoSession.__table__)
-# A member's sessions, ended by a plain statement (inside a member's removal: identity.users).
+# A member's sessions, ended by a plain statement (inside a member's removal: identity.member_removal).
 END_USER_SESSIONS = delete(SESSIONS).where(SESSIONS.c.user_id == bindparam("member_id"))
 
 

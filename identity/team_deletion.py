@@ -2,8 +2,9 @@
 
 Its own module because it sits above them all: the group mappings into the team are deleted
 (identity.groups and identity.group_membership, which themselves rename and create teams),
-pending invitations to it expire (identity.invitations), its keys are revoked (identity.keys),
-its wallet's undelivered top-up requests are cancelled (identity.topups), its memberships end.
+pending invitations to it expire (identity.invitations), its keys are revoked
+(identity.key_revocation), its wallet's undelivered top-up requests are cancelled
+(identity.topups), its memberships end.
 """
 
 from __future__ import annotations

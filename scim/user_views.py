@@ -1,7 +1,8 @@
 """SCIM Users (RFC 7644 sections 3.3-3.6): list, search, create, read, replace, patch, delete.
 
-Each handler reads the request into the domain's fields, calls one identity.users service in
-one transaction, and renders the user; PUT and PATCH answer with the user as read afterwards.
+Each handler reads the request into the domain's fields, calls one identity.users or
+identity.user_profile service in one transaction, and renders the user; PUT and PATCH answer
+with the user as read afterwards.
 """
 
 from __future__ import annotations
