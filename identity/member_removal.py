@@ -246,7 +246,10 @@ def remove_user(session: Session, actor: Actor, org_id: str, user_id: str, *,
     if owners.would_remove_last_owner(session, user, role):
         owners.protect_last_owner(session, actor, user, "delete")
         return user
+    # _delete but its last-owner check, made just above under the same locks (a second would lock
+    # the org's owner grants and count the owners again)
+    authorize(actor, "member.delete", org_id=org_id, target_role=role)
     try:
-        return _delete(session, actor, user, role)
+        return deprovision(session, actor, user, role)
     finally:
         session.info.pop(_MEMBER_CHECK, None)

@@ -7,6 +7,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from audit import Actor
+from identity import users
 from identity.db import Database
 from tests.factories import actions
 from tests.scim.client import Scim, scim_for
@@ -45,3 +46,19 @@ def test_a_scim_delete_statements(scim: Scim, db: Database) -> None:
     assert sent == DELETE[db.engine.dialect.name] + audit_at_commit(db) + STATUS_NOTE
     assert actions(db, scim.org_id)[-2:] == ["seat.released", "user.deleted"]
     assert scim.get(f"/Users/{user['id']}").status_code == 404
+
+
+def test_an_owners_scim_delete_counts_the_owners_once(scim: Scim, db: Database, system: Actor) -> None:
+    """An owner who is not the last: the org's owner grants locked and the owners counted once, by
+    the check that would keep the last owner (identity.owners.would_remove_last_owner), not again by
+    the deletion."""
+    user = scim.create_user("co-owner@acme.test")
+    with db.transaction() as session:
+        users.change_role(session, system, scim.org_id, user["id"], "owner")
+    with statements(db) as sent:
+        assert scim.delete(f"/Users/{user['id']}").status_code == 204
+    plain = DELETE[db.engine.dialect.name]
+    read = 4 if db.dialect == "postgresql" else 3  # the statements up to the member's read, its locks
+    # after them, once: the owner grants locked (FOR UPDATE), then the owners left counted
+    assert sent == plain[:read] + ["SELECT role_grants", "SELECT role_grants"] + plain[read:] + audit_at_commit(db) + STATUS_NOTE
+    assert actions(db, scim.org_id)[-2:] == ["seat.released", "user.deleted"]
