@@ -29,10 +29,8 @@ from sqlalchemy import Table, and_, bindparam, func, literal_column, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from audit import Actor, clock, record
-from audit.log import Target
-from identity import topups
-from identity.actions import Action
+from audit import Actor, clock
+from identity import topups, usage_audit
 from identity.errors import NotFound
 from identity.model_base import bound_columns
 from identity.models import ApiKey
@@ -59,11 +57,7 @@ from identity.wallets import (
     moved_wallets,
     save_wallets,
     saved,
-    team_target,
 )
-
-# A batch up to this size names its request ids in its audit event (else the first and the last).
-SUMMARY_IDS = 100
 
 
 def discounted(cost: int, discount_percent: int) -> int:
@@ -167,7 +161,7 @@ def record_usage(session: Session, actor: Actor, records: list[UsageRecord]) -> 
     Whatever the number of records and teams: one statement that reads the keys and locks every
     wallet (in team id order), one read of the request ids already booked and one of the limits,
     one INSERT of the new rows, one of the totals, one UPDATE of the wallets, and one audit event
-    per org. On PostgreSQL a debit of one record writes its row, its totals and its wallet in one
+    per org (identity.usage_audit). On PostgreSQL a debit of one record writes its row, its totals and its wallet in one
     statement (WRITE_ONE).
     """
     conn = session.connection()
@@ -202,7 +196,7 @@ def record_usage(session: Session, actor: Actor, records: list[UsageRecord]) -> 
             conn.execute(INSERT_ENTRY, rows)
             conn.execute(_add_totals(conn.dialect.name), _totals(rows))
     if rows:
-        _summarise(session, actor, locked, rows)
+        usage_audit.summarise(session, actor, locked, rows)
     return [o for o in outcomes if o is not None]
 
 
@@ -320,7 +314,7 @@ def _debit_team(session: Session, actor: Actor, locked: Locked[WalletRow], items
     if added or any(code == BALANCE_EXHAUSTED for code, _, _ in refused):  # below the threshold, or out of money
         topups.request_if_due(session, actor, wallet)
     for refusal in refused:  # each one, for the key check: a key's limit, a member's, the team's
-        _remember_refusal(session, actor, locked, *refusal)
+        usage_audit.remember_refusal(session, actor, locked, *refusal)
     records_of = dict(items)
     for index, answer in answers:
         if answer.team_id != team_id:  # a duplicate of another team's debit: its wallet is not locked here
@@ -359,44 +353,3 @@ def _book(wallet: Any, debit: int, key_limit: SpendLimit | None, member_limit: S
     for limit in (key_limit, member_limit):
         if limit is not None:
             limit.spend_micros += debit
-
-
-def _summarise(session: Session, actor: Actor, locked: dict[str, Locked[WalletRow]],
-               rows: list[dict[str, Any]]) -> None:
-    """One `wallet.usage_recorded` event per org of the call: its rows' count, cost and debit, and per team
-    the debit and the balance after (what `identity billing check` adds up against the ledger)."""
-    by_org: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        by_org[row["org_id"]].append(row)
-    for org_id, mine in by_org.items():
-        teams: dict[str, dict[str, int]] = {}
-        for row in mine:
-            entry = teams.setdefault(row["team_id"], {"count": 0, "debited_micros": 0})
-            entry["count"] += 1
-            entry["debited_micros"] -= row["amount_micros"]
-        for team_id, entry in teams.items():
-            entry["balance_micros"] = locked[team_id].wallet.balance_micros
-        ids = [row["request_id"] for row in mine]
-        changes = {"count": len(mine), "debited_micros": sum(t["debited_micros"] for t in teams.values()),
-                   "cost_micros": sum(row["cost_micros"] for row in mine), "teams": teams,
-                   "request_ids": ids if len(ids) <= SUMMARY_IDS else [ids[0], ids[-1]]}
-        target = team_target(mine[0]["team_id"]) if len(teams) == 1 else Target("org", org_id, org_id)
-        record(session, actor, Action.WALLET_USAGE_RECORDED, target, changes, org_id=org_id)
-
-
-def _remember_refusal(session: Session, actor: Actor, locked: Any, code: str, scope: str | None,
-                      subject: SpendLimit | None) -> None:
-    """Mark the wallet (or the key's or member's limit) refused, audited once when it becomes so."""
-    wallet = locked.wallet
-    if scope in ("key", "member") and subject is not None:
-        if subject.refused_period_start == locked.period_start:
-            return
-        subject.refused_period_start = locked.period_start
-    elif wallet.refusal == code and (code == BALANCE_EXHAUSTED or wallet.refused_period_start == locked.period_start):
-        return
-    else:
-        wallet.refusal, wallet.refused_period_start = code, locked.period_start
-    record(session, actor, Action.WALLET_SPEND_REFUSED, team_target(wallet.team_id),
-           {"code": code, "scope": scope or "team", "subject_id": subject.subject_id if subject else None,
-            "balance_micros": wallet.balance_micros, "period_spend_micros": wallet.period_spend_micros,
-            "resets_at": locked.period_end.isoformat()}, org_id=wallet.org_id, outcome="refused")

@@ -56,6 +56,7 @@ from identity import (
     teams,
     topups,
     usage,
+    usage_audit,
     user_profile,
     users,
     wallet_controls,
@@ -494,6 +495,13 @@ SERVICES.update({
         s, a, wallets.lock_wallet(s, w.org_id, w.acme.default_team_id).wallet))(
             _funded(w, auto_topup={"threshold_micros": 5_000, "amount_micros": 10_000})), "wallet.topup_requested"),
     "identity.topups.close_team_wallet": (_topup_pending, "wallet.topup_cancelled"),
+    "identity.usage_audit.summarise": (lambda w: lambda s, a: usage_audit.summarise(
+        s, a, {w.acme.default_team_id: wallets.lock_wallet(s, w.org_id, w.acme.default_team_id)},
+        [{"org_id": w.org_id, "team_id": w.acme.default_team_id, "amount_micros": -100, "cost_micros": 100,
+          "request_id": "req-1"}]), "wallet.usage_recorded"),
+    "identity.usage_audit.remember_refusal": (lambda w: lambda s, a: usage_audit.remember_refusal(
+        s, a, wallets.lock_wallet(s, w.org_id, w.acme.default_team_id), "balance_exhausted", None, None),
+        "wallet.spend_refused"),
 })
 
 
