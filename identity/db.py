@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from identity import config
@@ -35,6 +36,45 @@ IDLE_PING_SECONDS = 5.0
 CONNECT_TIMEOUT_SECONDS = 5
 # The health check's statement_timeout on PostgreSQL: a load balancer gives up long before this.
 HEALTH_CHECK_TIMEOUT_MS = 2000
+# How long a SQLite connection waits for another's write lock before it fails with "database is
+# locked" (sqlite3's `timeout`): a write transaction holds it for milliseconds, a big bulk load longer.
+SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
+# PostgreSQL's answers that abort a transaction for another's sake (SQLSTATE -> its name).
+TRANSIENT_SQLSTATES = {"40P01": "deadlock_detected", "40001": "serialization_failure",
+                       "55P03": "lock_not_available"}
+# SQLite's (SQLITE_BUSY once the busy timeout is spent, SQLITE_LOCKED), as its driver words them.
+SQLITE_LOCKED = ("database is locked", "database table is locked")
+
+
+def transient_kind(error: BaseException) -> str | None:
+    """Name the transient conflict `error` is (`40P01 deadlock_detected`, `sqlite database is locked`),
+    or return None when it is anything else.
+
+    A transient conflict is the database refusing a statement for another transaction's sake: a
+    deadlock, a serialization failure, a lock not available, SQLite's lock held past the busy
+    timeout. The transaction is rolled back, so nothing of the request was written and the client
+    may send it again. Nothing else is one: a connection refused, a unique violation, a syntax error.
+
+    The service answers it (a 503 with Retry-After, identity.web.transient) and never re-runs the
+    request itself: some requests commit more than one transaction (a SAML sign-in uses up its
+    assertion in one and signs the member in with the next; a credential's last-used time is saved
+    in one of its own), and a blind re-run could find its own first commit and refuse itself as a
+    replay. The client knows whether its request may be sent again; the service does not.
+    """
+    if not isinstance(error, DBAPIError):
+        return None
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    if sqlstate in TRANSIENT_SQLSTATES:
+        return f"{sqlstate} {TRANSIENT_SQLSTATES[sqlstate]}"
+    message = str(error.orig)
+    if isinstance(error.orig, sqlite3.OperationalError) and message.startswith(SQLITE_LOCKED):
+        return f"sqlite {message}"
+    return None
+
+
+def is_transient(error: BaseException) -> bool:
+    """Tell whether `error` is a transient conflict, safe for the client to retry (`transient_kind`)."""
+    return transient_kind(error) is not None
 
 
 def normalize_url(url: str) -> str:
@@ -46,7 +86,8 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, *, begin_on_connections: bool = True, generic_plans: bool = False, **kwargs: Any) -> Engine:
+def make_engine(url: str, *, begin_on_connections: bool = True, generic_plans: bool = False,
+                sqlite_busy_timeout: float = SQLITE_BUSY_TIMEOUT_SECONDS, **kwargs: Any) -> Engine:
     """Create the engine for `url`, with the SQLite settings this service relies on.
 
     On SQLite, every transaction of the engine's connections starts with an explicit BEGIN
@@ -56,7 +97,8 @@ def make_engine(url: str, *, begin_on_connections: bool = True, generic_plans: b
 
     On PostgreSQL, every statement is planned for its own values (`_plan_options`) unless
     `generic_plans` is True (`Database.point_engine`), and a connection that does not open within
-    CONNECT_TIMEOUT_SECONDS fails (unless the URL's `connect_timeout` says otherwise).
+    CONNECT_TIMEOUT_SECONDS fails (unless the URL's `connect_timeout` says otherwise). On SQLite, a
+    connection waits `sqlite_busy_timeout` seconds for another's write lock (a test waits less).
     """
     url = normalize_url(url)
     if make_url(url).get_backend_name() != "sqlite":
@@ -72,8 +114,8 @@ def make_engine(url: str, *, begin_on_connections: bool = True, generic_plans: b
         # (0644): the database holds every identity and credential hash. SQLite gives the -wal
         # and -shm files the database file's mode.
         config.create_private_file(Path(os.path.abspath(database)))
-    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
-    configure_sqlite(engine)
+    engine = create_engine(url, connect_args={"timeout": sqlite_busy_timeout, "check_same_thread": False}, **kwargs)
+    configure_sqlite(engine, sqlite_busy_timeout)
     if begin_on_connections:
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:

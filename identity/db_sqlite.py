@@ -31,16 +31,16 @@ SQLITE_WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 
 
 
-def configure_sqlite(engine: Engine) -> None:
-    """Set the pragmas every connection needs (WAL, foreign keys, busy timeout) and keep the planner's
-    statistics fresh on checkin."""
+def configure_sqlite(engine: Engine, busy_timeout: float) -> None:
+    """Set the pragmas every connection needs (WAL, foreign keys, the busy timeout of `busy_timeout`
+    seconds) and keep the planner's statistics fresh on checkin."""
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_AUTOCHECKPOINT_PAGES}")
         # The WAL file is reused from its start after a checkpoint, never shrunk, unless limited.

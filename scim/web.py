@@ -2,8 +2,9 @@
 
 Before each request: the bearer credential (scim.auth) and the per-org rate limit; after it: the
 `application/scim+json` media type. Errors of every kind leave as SCIM error JSON (section 3.12)
-with `status` as a string; domain errors are mapped onto SCIM errors in one table here, and an
-unexpected error is a bare 500 naming the request id (`_unexpected_error`). The
+with `status` as a string; domain errors are mapped onto SCIM errors in one table here, a transient
+database conflict (a deadlock...) is a 503 with Retry-After, and any other unexpected error is a bare
+500 naming the request id (`_unexpected_error`). The
 routes live by resource: scim.user_views, scim.group_views, scim.bulk, scim.discovery_views.
 """
 
@@ -23,6 +24,7 @@ from werkzeug.exceptions import HTTPException
 
 from audit import Actor
 from identity import scim_credentials
+from identity.db import transient_kind
 from identity.errors import (
     Conflict,
     DomainError,
@@ -33,6 +35,7 @@ from identity.errors import (
     SeatCapReached,
     Unauthenticated,
 )
+from identity.web import transient
 from identity.web.http_errors import kept_headers
 from scim import context, discovery, errors, idp_lookups, provisioning_status
 from scim.auth import authenticate, init_oauth
@@ -118,6 +121,9 @@ def _unexpected_error(error: Exception) -> Response:
     handler (identity.web.app), which Flask no longer asks under /scim/v2, would have."""
     if isinstance(error, HTTPException):  # Flask asks this handler before the app's one of HTTPException
         return _http_error(error)
+    kind = transient_kind(error)
+    if kind is not None:  # a deadlock, SQLite's lock...: nothing written, a 503 to retry (identity.web.transient)
+        return _http_error(transient.answered(kind, g.get("request_id")))
     log.exception("unhandled error")
     return _internal_error()
 

@@ -12,12 +12,13 @@ from flask import Flask, Response, current_app, g, jsonify, request
 from flask.sessions import SessionInterface
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.wrappers import Response as HttpResponse
 
 import saml
 import scim
 from identity import config
-from identity.db import Database
-from identity.web import console, front, logs, metrics_views, openapi, security_headers, unstorable
+from identity.db import Database, transient_kind
+from identity.web import console, front, logs, metrics_views, openapi, security_headers, transient, unstorable
 from identity.web.api import (
     audit_log,
     browser,
@@ -38,6 +39,7 @@ from identity.web.http_errors import kept_headers
 from identity.web.jsonprovider import StrictJSONProvider
 from identity.web.keycheck import KeyCheckFirst
 from identity.web.unread_body import DrainUnreadBody
+from saml import web as saml_web
 from scim.lookup_front import LookupFirst
 
 log = logging.getLogger("identity.http")
@@ -160,13 +162,29 @@ def _problem_for_http_error(error: HTTPException) -> Response:
     return response
 
 
-def _unexpected_error(error: Exception) -> Response | HTTPException:
+def _unexpected_error(error: Exception) -> Response | HttpResponse | HTTPException:
     if isinstance(error, HTTPException):
         return error
+    kind = transient_kind(error)
+    if kind is not None:
+        return _transient_conflict(kind)
     log.exception("unhandled error")
     response = jsonify({"error": "internal_error", "message": "internal error", "request_id": g.get("request_id")})
     response.status_code = 500
     return response
+
+
+def _transient_conflict(kind: str) -> Response | HttpResponse:
+    """Answer a transient database conflict (identity.web.transient) as a 503 in the format of the
+    request's door: problem JSON under /api/, SCIM's under /scim/v2 (for what its own handler does
+    not see), else a plain page as the SAML pages' refusals (the console's, the sign-in pages)."""
+    error = transient.answered(kind, g.get("request_id"))
+    answer = _http_error(error)
+    if isinstance(answer, HTTPException):  # no format of its own: a person's page
+        page = saml_web.page(503, "Please try again", transient.PAGE_MESSAGE)
+        page.headers.update(kept_headers(error))
+        return page
+    return answer
 
 
 def healthz() -> tuple[Response, int]:

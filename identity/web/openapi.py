@@ -33,7 +33,10 @@ ERRORS = {code: {"description": text, "content": {"application/problem+json": {"
                              ("401", "missing or invalid API key, or no live session"),
                              ("403", "not allowed, the seat cap is reached, or a cookie request from another site "
                                      "or a cookie write without the session's X-CSRF-Token (code csrf_refused)"), ("404", "no such resource in your org"),
-                             ("409", "conflict: duplicate name, or the last owner"), ("413", "body too large"))}
+                             ("409", "conflict: duplicate name, or the last owner"), ("413", "body too large"),
+                             ("503", "the request conflicted with another made at the same time (a database "
+                                     "deadlock or lock) and changed nothing (code conflict_retry): send it "
+                                     "again after Retry-After seconds"))}
 ORG = {"name": "org", "in": "path", "required": True, "schema": {"type": "string"}, "description": "org id or slug"}
 
 

@@ -1,0 +1,43 @@
+"""A transient database conflict (identity.db.transient_kind: a deadlock, a serialization failure, a
+lock not available, SQLite's lock held past its busy timeout) answered at every door as a 503 with
+`Retry-After: 1` in the door's own format, never a 500.
+
+The database rolled the request's transaction back, so nothing was written and the client may send
+it again. The service does not re-run it itself (identity.db.transient_kind says why). Logged as one
+warning naming the kind and the request id, no traceback;
+counted as every answer is, by route and status (identity_http_requests_total, 503).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from werkzeug.exceptions import ServiceUnavailable
+
+log = logging.getLogger("identity.http")  # the app's request log, beside its "unhandled error" lines
+
+CODE = "conflict_retry"
+DETAIL = ("the request conflicted with another one made at the same time and changed nothing; "
+          "send it again")
+RETRY_AFTER_SECONDS = 1
+# What a person's page says (the console's, the SAML pages'): their form or sign-in did nothing.
+PAGE_MESSAGE = ("Your request ran into another change made at the same moment, and nothing was changed. "
+                "Please try again.")
+
+
+class TransientConflict(ServiceUnavailable):
+    """The 503 a transient conflict is answered with; each door renders it in its own format (its
+    Retry-After header among the headers it keeps: identity.web.http_errors.kept_headers)."""
+
+    problem_code = CODE  # the admin API's problem code (identity.web.app._problem_for_http_error)
+
+    def __init__(self) -> None:
+        super().__init__(DETAIL, retry_after=RETRY_AFTER_SECONDS)
+
+
+def answered(kind: str, request_id: str | None) -> TransientConflict:
+    """Log the conflict of `kind` met by request `request_id` (one warning line, no traceback) and
+    return its 503."""
+    log.warning("transient database conflict: %s; answered 503 for the client to retry", kind,
+                extra={"conflict": kind, "request_id": request_id})
+    return TransientConflict()

@@ -1,0 +1,315 @@
+"""A transient database conflict (a PostgreSQL deadlock, serialization failure or lock not available;
+SQLite's lock held past the busy timeout) is a 503 with `Retry-After: 1` in each door's own format,
+logged as one warning naming its kind and the request id, never a 500 (identity.db.transient_kind,
+identity.web.transient). Nothing was written, and the same request sent again goes through.
+
+The conflicts are real: a deadlock PostgreSQL detects between a request and the test's own
+transaction, SQLite's write lock held by another connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from werkzeug.test import TestResponse
+
+from audit import Actor
+from audit.models import AuditHead
+from identity import sessions
+from identity.db import Database, is_transient, transient_kind
+from identity.models import SessionMethod, Team, User
+from identity.orgs import NewOrg
+from identity.web import cookies
+from identity.web.transient import CODE
+from saml import links
+from scim.errors import ERROR_SCHEMA
+from tests.factories import counts, in_thread, wait_for_a_lock_wait
+from tests.identity.test_wallet_usage import World, use, world  # noqa: F401  (world: the fixture)
+from tests.saml.conftest import link_form
+from tests.scim.client import Scim, scim_for
+
+SECRET_KEY = "test-secret"  # the `app` fixture's
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    """The test database, whose SQLite connections wait 0.3 s for another's write lock, not 30."""
+    database = Database(db_url, sqlite_busy_timeout=0.3)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def scim(db: Database, client: FlaskClient, system: Actor) -> Scim:
+    return scim_for(db, client, system, "Acme", included_seats=10)
+
+
+@contextmanager
+def sqlite_write_lock(db: Database) -> Iterator[None]:
+    """Hold SQLite's write lock from a connection of the test's own (BEGIN IMMEDIATE), as a long writer does."""
+    conn = sqlite3.connect(str(make_url(db.url).database), isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        yield
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
+def given_name(db: Database, user_id: str) -> str | None:
+    with db.reading() as session:
+        return session.get_one(User, user_id).given_name
+
+
+def team_name(db: Database, team_id: str) -> str:
+    with db.reading() as session:
+        return session.get_one(Team, team_id).name
+
+
+def warnings_of(logged: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in logged.records if r.name == "identity.http" and r.levelno >= logging.WARNING]
+
+
+def assert_retry_warning(logged: pytest.LogCaptureFixture, response: TestResponse, kind: str) -> None:
+    """One warning naming the conflict's kind and the request id, no traceback, no "unhandled error"."""
+    [record] = warnings_of(logged)
+    assert record.levelno == logging.WARNING and kind in record.getMessage(), record.getMessage()
+    assert record.exc_info is None and record.request_id == response.headers["X-Request-Id"]  # type: ignore[attr-defined]
+
+
+def assert_scim_503(response: TestResponse) -> None:
+    """RFC 7644 section 3.12: SCIM's error JSON, `status` a string; the request may be sent again."""
+    assert response.status_code == 503, response.data
+    assert response.content_type == "application/scim+json"
+    assert response.headers["Retry-After"] == "1"
+    body = response.get_json()
+    assert body["schemas"] == [ERROR_SCHEMA] and body["status"] == "503" and "scimType" not in body
+    assert "changed nothing" in body["detail"] and "again" in body["detail"]
+
+
+def assert_problem_503(response: TestResponse) -> None:
+    assert response.status_code == 503, response.data
+    assert response.content_type == "application/problem+json" and response.headers["Retry-After"] == "1"
+    body = response.get_json()
+    assert body["status"] == 503 and body["code"] == CODE and "changed nothing" in body["detail"]
+    assert body["request_id"] == response.headers["X-Request-Id"]
+
+
+def assert_page_503(response: TestResponse) -> None:
+    assert response.status_code == 503 and response.mimetype == "text/html", response.data
+    assert response.headers["Retry-After"] == "1"
+    page = response.get_data(as_text=True)
+    assert "try again" in page and "nothing was changed" in page and "Traceback" not in page
+    assert response.headers["X-Request-Id"] in page
+
+
+# --- PostgreSQL: a real deadlock between a request and another transaction ---
+
+@pytest.mark.postgres_only("a deadlock that PostgreSQL's detector breaks; SQLite runs one writer at a time")
+def test_a_scim_patch_that_deadlocks_is_a_503_to_retry_and_wrote_nothing(
+        db: Database, scim: Scim, logged: pytest.LogCaptureFixture) -> None:
+    """A SCIM PATCH of a member locks the member's row (identity.user_profile.LOCK_LIVE_USER), writes
+    it, and at commit locks its org's audit chain head (audit.log). The test holds the head, waits
+    for the PATCH to queue behind it, then asks for the member's row: each waits for the other, and
+    PostgreSQL's detector, which runs first in the PATCH's backend (the default deadlock_timeout of
+    1 s; the test's is 30 s), aborts the PATCH's transaction."""
+    user = scim.create_user("racing@acme.test", name={"givenName": "Before"})
+    before = counts(db)
+    logged.clear()
+    answers: list[TestResponse] = []
+    errors: list[BaseException] = []
+    change = [{"op": "replace", "path": "name.givenName", "value": "After"}]
+    with db.engine.connect() as conn:
+        conn.execute(text("SET LOCAL deadlock_timeout = '30s'"))
+        conn.execute(select(AuditHead.seq).where(AuditHead.org_id == scim.org_id).with_for_update())
+        patcher = in_thread(lambda: answers.append(scim.patch(f"/Users/{user['id']}", change)), errors)
+        wait_for_a_lock_wait(db, "the PATCH")  # for the audit head, holding the member's row
+        conn.execute(select(User.id).where(User.id == user["id"]).with_for_update())  # the deadlock
+        conn.rollback()
+    patcher.join(30)
+    assert not patcher.is_alive() and errors == []
+    [answer] = answers
+    assert_scim_503(answer)
+    assert_retry_warning(logged, answer, "40P01 deadlock_detected")
+    assert counts(db) == before and given_name(db, user["id"]) == "Before"
+    again = scim.patch(f"/Users/{user['id']}", change)
+    assert again.status_code == 200, again.get_json()
+    assert given_name(db, user["id"]) == "After"
+
+
+@pytest.mark.postgres_only("a deadlock that PostgreSQL's detector breaks; SQLite runs one writer at a time")
+def test_an_admin_api_rename_that_deadlocks_is_problem_json_503(
+        db: Database, client: FlaskClient, acme: NewOrg, world: World,  # noqa: F811
+        logged: pytest.LogCaptureFixture) -> None:
+    """The same deadlock through the admin API: a team's rename writes the team's row, then locks the
+    audit head at commit; the test holds the head, then asks for the team's row."""
+    before = counts(db)
+    logged.clear()
+    answers: list[TestResponse] = []
+    errors: list[BaseException] = []
+    path = f"/api/v1/orgs/{acme.org.slug}/teams/{acme.default_team_id}"
+
+    def rename() -> None:
+        answers.append(client.patch(path, headers=world.owner, json={"name": "Renamed"}))
+
+    with db.engine.connect() as conn:
+        conn.execute(text("SET LOCAL deadlock_timeout = '30s'"))
+        conn.execute(select(AuditHead.seq).where(AuditHead.org_id == acme.org.id).with_for_update())
+        renamer = in_thread(rename, errors)
+        wait_for_a_lock_wait(db, "the rename")  # for the audit head, holding the team's row
+        conn.execute(select(Team.id).where(Team.id == acme.default_team_id).with_for_update())
+        conn.rollback()
+    renamer.join(30)
+    assert not renamer.is_alive() and errors == []
+    [answer] = answers
+    assert_problem_503(answer)
+    assert_retry_warning(logged, answer, "40P01 deadlock_detected")
+    assert counts(db) == before and team_name(db, acme.default_team_id) != "Renamed"
+    again = client.patch(path, headers=world.owner, json={"name": "Renamed"})
+    assert again.status_code == 200, again.get_json()
+    assert team_name(db, acme.default_team_id) == "Renamed"
+
+
+# --- SQLite: the write lock held by another connection past the busy timeout ---
+
+@pytest.mark.sqlite_only("SQLite's one write lock; PostgreSQL's conflicts are the deadlock tests above")
+def test_a_scim_write_while_another_holds_sqlites_lock_is_a_scim_503(
+        db: Database, scim: Scim, logged: pytest.LogCaptureFixture) -> None:
+    user = scim.create_user("locked@acme.test", name={"givenName": "Before"})
+    before = counts(db)
+    logged.clear()
+    change = [{"op": "replace", "path": "name.givenName", "value": "After"}]
+    with sqlite_write_lock(db):
+        answer = scim.patch(f"/Users/{user['id']}", change)
+    assert_scim_503(answer)
+    assert_retry_warning(logged, answer, "sqlite database is locked")
+    assert counts(db) == before and given_name(db, user["id"]) == "Before"
+    assert scim.patch(f"/Users/{user['id']}", change).status_code == 200
+    assert given_name(db, user["id"]) == "After"
+
+
+@pytest.mark.sqlite_only("SQLite's one write lock")
+def test_admin_api_and_usage_writes_while_sqlite_is_locked_are_problem_json_503(
+        db: Database, client: FlaskClient, acme: NewOrg, world: World,  # noqa: F811
+        logged: pytest.LogCaptureFixture) -> None:
+    before = counts(db)
+    logged.clear()
+    with sqlite_write_lock(db):
+        team = client.post(f"/api/v1/orgs/{acme.org.slug}/teams", headers=world.owner, json={"name": "Locked"})
+        debit = use(client, world, 1, "locked-1")
+    assert_problem_503(team)
+    assert_problem_503(debit)
+    assert len(warnings_of(logged)) == 2 and counts(db) == before
+    assert client.post(f"/api/v1/orgs/{acme.org.slug}/teams", headers=world.owner,
+                       json={"name": "Locked"}).status_code == 201
+    assert use(client, world, 1, "locked-1").status_code in (200, 429)  # the same request id, not a duplicate
+    assert counts(db)["teams"] == before["teams"] + 1
+
+
+@pytest.mark.sqlite_only("SQLite's one write lock")
+def test_a_console_page_while_sqlite_is_locked_is_a_503_page(
+        db: Database, client: FlaskClient, acme: NewOrg, logged: pytest.LogCaptureFixture) -> None:
+    """A console page touches its session (a write) before it shows anything (console.common.signed_in_caller)."""
+    with db.transaction() as session:
+        token = sessions.create_session(session, session.get_one(User, acme.owner.id),
+                                        method=SessionMethod.LOGIN_LINK, lifetime=sessions.Lifetime())
+    client.set_cookie(cookies.COOKIE, cookies.cookie_value(SECRET_KEY, token))
+    logged.clear()
+    with sqlite_write_lock(db):
+        answer = client.get("/console/teams")
+    assert_page_503(answer)
+    assert_retry_warning(logged, answer, "sqlite database is locked")
+    assert client.get("/console/teams").status_code == 200
+
+
+@pytest.mark.sqlite_only("SQLite's one write lock")
+def test_a_sign_in_link_used_while_sqlite_is_locked_is_a_503_page_and_stays_unused(
+        db: Database, app: Flask, acme: NewOrg, system: Actor, logged: pytest.LogCaptureFixture) -> None:
+    with db.transaction() as session:
+        token = links.issue_sign_in_link(session, system, acme.org.id, "owner@acme.test")
+    client = app.test_client()
+    form = link_form(client, token)
+    logged.clear()
+    with sqlite_write_lock(db):
+        answer = client.post(f"/login/link/{token}", data=form)
+    assert_page_503(answer)
+    assert_retry_warning(logged, answer, "sqlite database is locked")
+    assert client.post(f"/login/link/{token}", data=form).status_code == 303  # the link was not used up
+
+
+# --- The classification ---
+
+def _pg_error(error: psycopg.Error) -> OperationalError:
+    return OperationalError("UPDATE users ...", {}, error)
+
+
+@pytest.mark.parametrize("error,kind", [
+    (_pg_error(psycopg.errors.DeadlockDetected("deadlock detected")), "40P01 deadlock_detected"),
+    (_pg_error(psycopg.errors.SerializationFailure("could not serialize access")), "40001 serialization_failure"),
+    (_pg_error(psycopg.errors.LockNotAvailable("could not obtain lock")), "55P03 lock_not_available"),
+    (OperationalError("INSERT", {}, sqlite3.OperationalError("database is locked")), "sqlite database is locked"),
+    (OperationalError("INSERT", {}, sqlite3.OperationalError("database table is locked")),
+     "sqlite database table is locked"),
+])
+def test_transient_kinds(error: DBAPIError, kind: str) -> None:
+    assert is_transient(error) and transient_kind(error) == kind
+
+
+@pytest.mark.parametrize("error", [
+    IntegrityError("INSERT", {}, psycopg.errors.UniqueViolation("duplicate key")),
+    OperationalError("SELECT", {}, sqlite3.OperationalError("no such table: users")),
+    OperationalError("SELECT", {}, psycopg.errors.QueryCanceled("canceling statement due to statement timeout")),
+    psycopg.errors.DeadlockDetected("not wrapped by SQLAlchemy: not what a request meets"),
+    RuntimeError("database is locked"),
+])
+def test_other_errors_are_not_transient(error: BaseException) -> None:
+    assert not is_transient(error)
+
+
+def _raised(work: Any) -> BaseException:
+    try:
+        work()
+    except BaseException as error:  # noqa: BLE001 - the error is the test's subject
+        return error
+    raise AssertionError("nothing was raised")
+
+
+@pytest.mark.postgres_only("PostgreSQL's own errors, raised by the server")
+def test_postgresql_errors_as_raised(db: Database, acme: NewOrg) -> None:
+    """A lock not available (NOWAIT) is transient; a unique violation and a connection refused are not."""
+    with db.engine.connect() as holder, db.engine.connect() as other:
+        holder.execute(select(User.id).where(User.id == acme.owner.id).with_for_update())
+        nowait = _raised(lambda: other.execute(select(User.id).where(User.id == acme.owner.id)
+                                               .with_for_update(nowait=True)))
+    assert transient_kind(nowait) == "55P03 lock_not_available"
+    with db.engine.connect() as conn:
+        unique = _raised(lambda: conn.execute(text("INSERT INTO audit_heads SELECT * FROM audit_heads LIMIT 1")))
+    assert isinstance(unique, IntegrityError) and not is_transient(unique)
+    refused = create_engine("postgresql+psycopg://nobody@127.0.0.1:9/none", connect_args={"connect_timeout": 2})
+    error = _raised(refused.connect)
+    assert isinstance(error, OperationalError) and not is_transient(error)
+
+
+@pytest.mark.sqlite_only("SQLite's own errors, raised by its driver")
+def test_sqlite_errors_as_raised(db: Database, acme: NewOrg) -> None:
+    def write() -> None:
+        with db.begin():
+            pass
+
+    with sqlite_write_lock(db):
+        locked = _raised(write)
+    assert transient_kind(locked) == "sqlite database is locked"
+    with db.begin() as conn:
+        unique = _raised(lambda: conn.execute(text("INSERT INTO audit_heads SELECT * FROM audit_heads LIMIT 1")))
+    assert isinstance(unique, IntegrityError) and not is_transient(unique)
