@@ -61,13 +61,14 @@ def transient_kind(error: BaseException) -> str | None:
     in one of its own), and a blind re-run could find its own first commit and refuse itself as a
     replay. The client knows whether its request may be sent again; the service does not.
     """
-    if not isinstance(error, DBAPIError):
-        return None
-    sqlstate = getattr(error.orig, "sqlstate", None)
-    if sqlstate in TRANSIENT_SQLSTATES:
+    # SQLAlchemy's wrapping of the driver's error, or the driver's own: identity.driver_reads runs
+    # its reads (the key check, the SCIM token, the IdPs' lookups) on the driver's cursor.
+    driver_error = error.orig if isinstance(error, DBAPIError) else error
+    sqlstate = getattr(driver_error, "sqlstate", None)  # psycopg 3's errors
+    if isinstance(sqlstate, str) and sqlstate in TRANSIENT_SQLSTATES:
         return f"{sqlstate} {TRANSIENT_SQLSTATES[sqlstate]}"
-    message = str(error.orig)
-    if isinstance(error.orig, sqlite3.OperationalError) and message.startswith(SQLITE_LOCKED):
+    message = str(driver_error)
+    if isinstance(driver_error, sqlite3.OperationalError) and message.startswith(SQLITE_LOCKED):
         return f"sqlite {message}"
     return None
 

@@ -35,8 +35,10 @@ from flask import Flask
 
 from audit import Actor
 from identity import jsontext, provisioning_log, scim_credentials
+from identity.db import transient_kind
 from identity.errors import DomainError
 from identity.provisioning_log import Attempt
+from identity.web import transient
 from identity.web.context import EXTENSION
 from identity.web.front import Answering, StartResponse, WSGIApp, log
 from scim import context, errors, idp_lookups, listing, provisioning_status, user_views
@@ -70,7 +72,8 @@ class LookupFirst:
             return self.fallback(environ, start_response)
         status, body = answer
         data = json.dumps(body).encode()
-        return answering.send(start_response, "GET", PATH, status, [("Content-Type", SCIM_JSON)], data)
+        retry = [("Retry-After", str(transient.RETRY_AFTER_SECONDS))] if status == 503 else []
+        return answering.send(start_response, "GET", PATH, status, [("Content-Type", SCIM_JSON), *retry], data)
 
     def _answer(self, environ: dict[str, Any], secret: str, query: listing.Query,
                 request_id: str) -> tuple[int, dict[str, Any]] | None:
@@ -88,9 +91,14 @@ class LookupFirst:
             answer = None if found is None else (200, self._page(query, *found))
         except (DomainError, ScimError):  # a refusal (a token refused): the view words it and keeps its reason
             return None
-        except Exception:  # as the view's handler (scim.web): logged once, a bare 500 naming the request id
-            log.exception("unhandled error")
-            answer = 500, errors.internal_error(request_id).to_json()
+        except Exception as error:  # as the view's handler (scim.web): a transient conflict a 503 to retry,
+            kind = transient_kind(error)  # anything else logged once, a bare 500 naming the request id
+            if kind is not None:
+                transient.answered(kind, request_id)
+                answer = 503, errors.error_body(503, None, transient.DETAIL)
+            else:
+                log.exception("unhandled error")
+                answer = 500, errors.internal_error(request_id).to_json()
         if answer is not None and actor is not None:
             self._keep(actor, answer[0], request_id)
         return answer
@@ -101,7 +109,7 @@ class LookupFirst:
 
     def _keep(self, actor: Actor, status: int, request_id: str) -> None:
         """Keep the answer in the org's provisioning status, as the view's hook would (scim.provisioning_status)."""
-        reason = errors.INTERNAL_ERROR if status == 500 else None
+        reason = {500: errors.INTERNAL_ERROR, 503: transient.DETAIL}.get(status)  # as scim.web's refusals
         provisioning_log.keep(self.app.extensions[EXTENSION], provisioning_status.THROTTLE, actor.org_id or "",
                               Attempt("scim", "GET", PATH, status, reason, actor.display, request_id))
 

@@ -24,7 +24,8 @@ from identity.web import security_headers as security
 log = logging.getLogger("identity.http")
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
-STATUS_LINE = {200: "200 OK", 401: "401 UNAUTHORIZED", 500: "500 INTERNAL SERVER ERROR"}  # Werkzeug's wording
+STATUS_LINE = {200: "200 OK", 401: "401 UNAUTHORIZED", 500: "500 INTERNAL SERVER ERROR",  # Werkzeug's wording
+               503: "503 SERVICE UNAVAILABLE"}
 SECURITY_HEADERS = [(security.CSP, security.content_security_policy()), ("X-Frame-Options", "DENY"),
                     ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer")]
 

@@ -24,8 +24,9 @@ from typing import Any
 from flask import Flask
 
 from identity import gateway, jsontext
+from identity.db import transient_kind
 from identity.errors import Unauthenticated
-from identity.web import metrics
+from identity.web import metrics, transient
 from identity.web.api.common import problem_body
 from identity.web.api.gateway import CREDENTIAL_REQUIRED, answer, autocommit, cache_control, code_of
 from identity.web.context import EXTENSION
@@ -71,16 +72,18 @@ class KeyCheckFirst:
         answering = Answering.begin(environ)
         try:
             status, body, code = self._answer(environ.get("HTTP_AUTHORIZATION", ""), secret, answering.request_id)
-        except Exception:  # as the app's own handler: a bare 500 with the request id, and the traceback logged
-            log.exception("unhandled error")
-            status, code = 500, None
-            body = {"error": "internal_error", "message": "internal error", "request_id": answering.request_id}
+        except Exception as error:  # as the app's own handler: a 503 to retry for a transient conflict,
+            status, code = _failed(error, answering.request_id), None  # else a bare 500, the traceback logged
+            body = problem_body(503, transient.CODE, transient.DETAIL, None, answering.request_id) if status == 503 \
+                else {"error": "internal_error", "message": "internal error", "request_id": answering.request_id}
         data = self.app.json.dumps(body, separators=(",", ":")).encode() + b"\n"
-        headers = [("Content-Type", "application/problem+json" if status == 401 else "application/json")]
+        headers = [("Content-Type", "application/problem+json" if status in (401, 503) else "application/json")]
         if status == 200:
             headers.append(("Cache-Control", cache_control(self.app.config)))
         elif status == 401:
             headers.append(("WWW-Authenticate", 'Bearer realm="identity"'))
+        elif status == 503:
+            headers.append(("Retry-After", str(transient.RETRY_AFTER_SECONDS)))
         sent = answering.send(start_response, "POST", PATH, status, headers, data)
         if code is not None:
             metrics.observe_key_check(code)
@@ -97,3 +100,14 @@ class KeyCheckFirst:
             extra = {k: v for k, v in error.context.items() if k != "org_id"}
             return 401, problem_body(401, error.code, error.message, extra, request_id), "unauthenticated"
         return 200, answer(found), code_of(found)
+
+
+def _failed(error: Exception, request_id: str) -> int:
+    """The status of a check that raised `error`: 503 for a transient conflict (one warning line,
+    identity.web.transient), else 500 with its traceback logged."""
+    kind = transient_kind(error)
+    if kind is not None:
+        transient.answered(kind, request_id)
+        return 503
+    log.exception("unhandled error")
+    return 500

@@ -2,6 +2,11 @@
 lock not available, SQLite's lock held past its busy timeout) answered at every door as a 503 with
 `Retry-After: 1` in the door's own format, never a 500.
 
+The doors: SCIM's error handler (scim.web), the app's (identity.web.app: the admin API, usage, the
+console and SAML pages), and the two answers made in front of Flask (identity.web.keycheck,
+scim.lookup_front). A streamed answer (a big group's members) that fails after its first bytes
+cannot change its status; it fails as any other error would.
+
 The database rolled the request's transaction back, so nothing was written and the client may send
 it again. The service does not re-run it itself (identity.db.transient_kind says why). Logged as one
 warning naming the kind and the request id, no traceback;

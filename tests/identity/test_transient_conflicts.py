@@ -31,6 +31,7 @@ from identity.db import Database, is_transient, transient_kind
 from identity.models import SessionMethod, Team, User
 from identity.orgs import NewOrg
 from identity.web import cookies
+from identity.web.app import create_app
 from identity.web.transient import CODE
 from saml import links
 from scim.errors import ERROR_SCHEMA
@@ -181,6 +182,57 @@ def test_an_admin_api_rename_that_deadlocks_is_problem_json_503(
     assert team_name(db, acme.default_team_id) == "Renamed"
 
 
+@pytest.fixture
+def lock_timeout_client(db_url: str) -> Iterator[FlaskClient]:
+    """A client of an app whose PostgreSQL sessions give up waiting for a lock after 300 ms (an
+    operator's `lock_timeout` in DATABASE_URL's options), for the answers served in front of Flask."""
+    database = Database(f"{db_url}?options=-c%20lock_timeout%3D300")
+    app = create_app({"DATABASE": database, "DATABASE_URL": database.url, "SECRET_KEY": SECRET_KEY,
+                      "BASE_URL": "http://localhost", "TESTING": True})
+    yield app.test_client()
+    database.dispose()
+
+
+@contextmanager
+def table_locked(db: Database, table: str) -> Iterator[None]:
+    """Hold an ACCESS EXCLUSIVE lock on `table` (a migration's ALTER TABLE does) for the block."""
+    with db.engine.connect() as conn:
+        conn.execute(text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+        yield
+        conn.rollback()
+
+
+@pytest.mark.postgres_only("PostgreSQL's lock_timeout (55P03) on a table a migration holds")
+def test_the_key_check_in_front_of_flask_answers_a_lock_timeout_503(
+        db: Database, lock_timeout_client: FlaskClient, world: World,  # noqa: F811
+        logged: pytest.LogCaptureFixture) -> None:
+    def check() -> TestResponse:
+        return lock_timeout_client.post("/api/v1/keys/verify", json={"key": world.member_key}, headers=world.gateway)
+
+    assert check().status_code == 200
+    logged.clear()
+    with table_locked(db, "api_keys"):
+        answer = check()
+    assert_problem_503(answer)
+    assert_retry_warning(logged, answer, "55P03 lock_not_available")
+    assert check().status_code == 200
+
+
+@pytest.mark.postgres_only("PostgreSQL's lock_timeout (55P03) on a table a migration holds")
+def test_the_scim_lookup_in_front_of_flask_answers_a_lock_timeout_503(
+        db: Database, lock_timeout_client: FlaskClient, system: Actor, logged: pytest.LogCaptureFixture) -> None:
+    scim = scim_for(db, lock_timeout_client, system, "Acme")
+    scim.create_user("found@acme.test")
+    lookup = '/Users?filter=userName eq "found@acme.test"'
+    assert scim.get(lookup).status_code == 200  # the token's last-used time saved: the next is the front's
+    logged.clear()
+    with table_locked(db, "users"):
+        answer = scim.get(lookup)
+    assert_scim_503(answer)
+    assert_retry_warning(logged, answer, "55P03 lock_not_available")
+    assert scim.get(lookup).get_json()["totalResults"] == 1
+
+
 # --- SQLite: the write lock held by another connection past the busy timeout ---
 
 @pytest.mark.sqlite_only("SQLite's one write lock; PostgreSQL's conflicts are the deadlock tests above")
@@ -261,6 +313,9 @@ def _pg_error(error: psycopg.Error) -> OperationalError:
     (OperationalError("INSERT", {}, sqlite3.OperationalError("database is locked")), "sqlite database is locked"),
     (OperationalError("INSERT", {}, sqlite3.OperationalError("database table is locked")),
      "sqlite database table is locked"),
+    # The driver's own, as identity.driver_reads' reads on the driver's cursor raise them.
+    (psycopg.errors.DeadlockDetected("deadlock detected"), "40P01 deadlock_detected"),
+    (sqlite3.OperationalError("database is locked"), "sqlite database is locked"),
 ])
 def test_transient_kinds(error: DBAPIError, kind: str) -> None:
     assert is_transient(error) and transient_kind(error) == kind
@@ -270,8 +325,8 @@ def test_transient_kinds(error: DBAPIError, kind: str) -> None:
     IntegrityError("INSERT", {}, psycopg.errors.UniqueViolation("duplicate key")),
     OperationalError("SELECT", {}, sqlite3.OperationalError("no such table: users")),
     OperationalError("SELECT", {}, psycopg.errors.QueryCanceled("canceling statement due to statement timeout")),
-    psycopg.errors.DeadlockDetected("not wrapped by SQLAlchemy: not what a request meets"),
     RuntimeError("database is locked"),
+    psycopg.errors.UniqueViolation("duplicate key"),
 ])
 def test_other_errors_are_not_transient(error: BaseException) -> None:
     assert not is_transient(error)
