@@ -11,8 +11,10 @@ from typing import Any
 
 from flask import Response, g
 
+from identity.db import transient_kind
 from identity.errors import DomainError
 from identity.jsontext import UNSTORABLE
+from identity.web import transient
 from scim import context, discovery, errors, group_views, user_views
 from scim.context import Result
 from scim.streaming import respond
@@ -94,6 +96,12 @@ def _run_one(operation: Any, created: dict[str, str]) -> dict[str, Any]:
     except (errors.ScimError, DomainError) as error:
         scim_error = error if isinstance(error, errors.ScimError) else translate(error)
         outcome.update({"status": str(scim_error.status), "response": scim_error.to_json()})
+    except Exception as error:  # a transient conflict is this operation's 503: those before it committed
+        kind = transient_kind(error)
+        if kind is None:
+            raise
+        transient.answered(kind, g.get("request_id"))
+        outcome.update({"status": "503", "response": errors.error_body(503, None, transient.DETAIL)})
     finally:
         g.pop("bulk_if_match", None)
     return outcome

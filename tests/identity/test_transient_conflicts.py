@@ -252,6 +252,28 @@ def test_a_scim_write_while_another_holds_sqlites_lock_is_a_scim_503(
 
 
 @pytest.mark.sqlite_only("SQLite's one write lock")
+def test_a_bulk_operation_that_meets_sqlites_lock_is_that_operations_503(
+        db: Database, scim: Scim, logged: pytest.LogCaptureFixture) -> None:
+    """/Bulk runs each operation in its own transaction (RFC 7644 section 3.7): a conflict is the
+    operation's own 503 in the BulkResponse, not a 503 for the whole request, whose earlier
+    operations may have committed."""
+    assert scim.get("/Users").status_code == 200  # the token's last-used time saved: not written under the lock
+    before = counts(db)
+    logged.clear()
+    operations = [{"method": "POST", "path": "/Users", "bulkId": f"u{n}", "data": {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": f"bulk{n}@acme.test"}}
+        for n in (1, 2)]
+    with sqlite_write_lock(db):
+        answer = scim.post("/Bulk", {"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+                                     "Operations": operations})
+    assert answer.status_code == 200, answer.get_json()
+    results = answer.get_json()["Operations"]
+    assert [r["status"] for r in results] == ["503", "503"]
+    assert "changed nothing" in results[0]["response"]["detail"]
+    assert len(warnings_of(logged)) == 2 and counts(db) == before
+
+
+@pytest.mark.sqlite_only("SQLite's one write lock")
 def test_admin_api_and_usage_writes_while_sqlite_is_locked_are_problem_json_503(
         db: Database, client: FlaskClient, acme: NewOrg, world: World,  # noqa: F811
         logged: pytest.LogCaptureFixture) -> None:
