@@ -1,0 +1,251 @@
+"""Hostile review (session 18) of concurrency outside wallets and IdP group membership: keys, teams,
+org roles, org deletion (PostgreSQL, real concurrent transactions under READ COMMITTED).
+
+Each test holds one transaction open at a chosen point (the test's own, or a thread queued behind a
+lock it holds), lets the other commit, and asserts the rule after both: no serial order of the two
+gives what the code leaves. Each failed on the code it was written against.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import select
+
+from audit import Actor
+from audit.models import AuditEvent
+from identity import gateway, keys, org_lifecycle, team_deletion, teams, users
+from identity.db import Database
+from identity.errors import NotFound, Unauthenticated
+from identity.gateway import Refusal
+from identity.models import ApiKey, RoleGrant, User
+from identity.orgs import NewOrg
+from identity.vocabulary import KeyStatus
+from tests.factories import in_thread, provision, wait_for_a_lock_wait
+
+pytestmark = pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
+
+
+def _team_with(db: Database, system: Actor, acme: NewOrg, member: User, name: str = "Research") -> str:
+    with db.transaction() as session:
+        team = teams.create_team(session, system, acme.org.id, name, creator=False)
+        teams.add_team_member(session, system, acme.org.id, team.id, member.id)
+        return team.id
+
+
+def _finish(thread: threading.Thread, what: str) -> None:
+    thread.join(30)
+    assert not thread.is_alive(), f"{what} never finished"
+
+
+def _status(db: Database, key_id: str) -> KeyStatus:
+    with db.reading() as session:
+        return session.get_one(ApiKey, key_id).status
+
+
+def _works_once_back(db: Database, system: Actor, acme: NewOrg, team_id: str, member: User,
+                     issued: keys.Issued) -> bool:
+    """Put `member` back in the team; tell whether the key `issued` then passes the key check."""
+    with db.transaction() as session:
+        teams.add_team_member(session, system, acme.org.id, team_id, member.id)
+    try:
+        with db.transaction() as session:
+            keys.verify_api_key(session, issued.secret)
+    except Unauthenticated:
+        return False
+    return True
+
+
+def test_a_key_made_while_its_holder_is_taken_out_of_the_team_is_revoked_with_the_others(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """An admin makes Dev a key for Research while another takes Dev out of Research. The key's
+    creation reads Dev's grant in the team (still there) and writes the key; the removal deletes the
+    grant and revokes Dev's Research keys, which do not include the one not yet committed, and commits
+    first (nothing the creation holds is in its way). Both commit: an active key for a team its holder
+    left, which `teams.remove_team_member` promises revoked, and which works again the day Dev is put
+    back in Research (README: revoked for good). Serially: removal first refuses the key (not a member);
+    creation first has it revoked."""
+    dev = provision(db, system, acme.org.id, "dev@acme.test")
+    team_id = _team_with(db, system, acme, dev)
+    errors: list[BaseException] = []
+    with db.transaction() as session:  # the key written, its transaction not committed yet
+        issued = keys.create_api_key(session, system, acme.org.id, user_id=dev.id, team_id=team_id, name="k",
+                                     scopes=["inference"])
+        session.flush()
+
+        def remove() -> None:
+            with db.transaction() as other:
+                teams.remove_team_member(other, system, acme.org.id, team_id, dev.id)
+        _finish(in_thread(remove, errors), "the removal from the team")
+    assert errors == []
+    status = _status(db, issued.id)
+    assert (status, _works_once_back(db, system, acme, team_id, dev, issued)) == (KeyStatus.REVOKED, False), \
+        f"a key survives its holder leaving its team ({status}), and works again once they are back"
+
+
+def test_a_rotation_while_the_holder_is_taken_out_of_the_team_leaves_no_successor_active(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """Dev rotates their Research key (the old key's row locked) while an admin takes Dev out of
+    Research. The removal deletes Dev's grant, lists the keys to revoke (the old one: the successor
+    is not committed) and waits for the old key's row; the rotation commits; the removal revokes the
+    old key only and commits. The successor stays active for a team its holder left, and works again
+    when Dev is put back. Serially: removal first refuses the rotation (the key is revoked); rotation
+    first has both revoked."""
+    dev = provision(db, system, acme.org.id, "dev@acme.test")
+    team_id = _team_with(db, system, acme, dev)
+    with db.transaction() as session:
+        old = keys.create_api_key(session, system, acme.org.id, user_id=dev.id, team_id=team_id, name="k",
+                                  scopes=["inference"])
+    dev_self = Actor("user", dev.id, "dev", org_id=acme.org.id, role="member")
+    errors: list[BaseException] = []
+    with db.transaction() as session:  # the rotation holds the old key's row, not committed yet
+        successor = keys.rotate_api_key(session, dev_self, acme.org.id, old.id)
+        session.flush()
+
+        def remove() -> None:
+            with db.transaction() as other:
+                teams.remove_team_member(other, system, acme.org.id, team_id, dev.id)
+        remover = in_thread(remove, errors)
+        wait_for_a_lock_wait(db, "the removal from the team")  # for the old key's row
+    _finish(remover, "the removal from the team")
+    assert errors == []
+    assert _status(db, old.id) == KeyStatus.REVOKED
+    status = _status(db, successor.id)
+    assert (status, _works_once_back(db, system, acme, team_id, dev, successor)) == (KeyStatus.REVOKED, False), \
+        f"the rotated key's successor survives its holder leaving ({status}), and works again once they are back"
+
+
+@pytest.mark.parametrize(("change", "expected"), [("delete_user", KeyStatus.REVOKED),
+                                                   ("deactivate_user", KeyStatus.BLOCKED)])
+def test_a_key_made_during_its_holders_deletion_or_deactivation_does_not_stay_active(
+        db: Database, system: Actor, acme: NewOrg, change: str, expected: KeyStatus) -> None:
+    """The deletion (or deactivation) of Dev holds the org's lock and Dev's row (FOR NO KEY UPDATE),
+    revokes (blocks) Dev's keys and is not committed yet. A key made for Dev meanwhile takes no lock
+    but the foreign key's KEY SHARE on Dev's row, which does not conflict: it reads Dev live and active,
+    writes an active key and commits. After both, a deleted (deactivated) member holds an active key,
+    which DESIGN 3.5 says their removal revokes (blocks). Serially the key is refused, or revoked."""
+    dev = provision(db, system, acme.org.id, "dev@acme.test")
+    made: list[keys.Issued] = []
+    errors: list[BaseException] = []
+
+    def make() -> None:
+        with db.transaction() as other:
+            made.append(keys.create_api_key(other, system, acme.org.id, user_id=dev.id,
+                                            team_id=acme.default_team_id, name="k", scopes=["inference"]))
+    with db.transaction() as session:  # the removal done, not committed yet
+        getattr(users, change)(session, system, acme.org.id, dev.id)
+        session.flush()
+        _finish(in_thread(make, errors), "the key's creation")
+    if errors:  # refused: the member was read as removed
+        assert isinstance(errors[0], (NotFound, keys.PermissionDenied)), errors
+        return
+    assert _status(db, made[0].id) == expected, f"a key made during {change} stays active"
+
+
+@pytest.mark.parametrize("late", ["add_team_member", "create_api_key"])
+def test_a_change_naming_a_team_whose_deletion_commits_meanwhile_is_not_found_not_a_500(
+        db: Database, system: Actor, acme: NewOrg, late: str) -> None:
+    """The deletion of Research has deleted the team's row, not committed. Adding a member to it (or
+    making a member's key for it) reads the team (still there for it), inserts its row, and the foreign
+    key's check waits for the deleted row; the deletion commits; the insert fails on the foreign key:
+    IntegrityError, which identity.service.run re-raises (not a unique clash) and the API answers 500.
+    The rule (no 500, a precise 4xx): the team is gone, NotFound (404)."""
+    dev = provision(db, system, acme.org.id, "dev@acme.test")
+    team_id = _team_with(db, system, acme, dev)
+    errors: list[BaseException] = []
+
+    def act() -> None:
+        with db.transaction() as other:
+            if late == "add_team_member":
+                teams.add_team_member(other, system, acme.org.id, team_id, acme.owner.id)
+            else:
+                keys.create_api_key(other, system, acme.org.id, user_id=dev.id, team_id=team_id, name="k",
+                                    scopes=["inference"])
+    with db.transaction() as session:
+        team_deletion.delete_team(session, system, acme.org.id, team_id)
+        thread = in_thread(act, errors)
+        wait_for_a_lock_wait(db, late)  # the foreign key's check, for the deleted team's row
+    _finish(thread, late)
+    assert [type(error).__name__ for error in errors] == ["NotFound"], errors
+
+
+def test_a_role_change_that_waited_for_the_members_deletion_gives_no_role_to_the_removed(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """An owner makes Dev an admin while Dev's deletion is under way. `users.change_role` reads Dev
+    (get_user: live) before the org's lock and waits for it; the deletion removes Dev's grants and
+    commits; the role change counts nothing against that, writes an org-wide admin grant for the
+    tombstone and audits `member.role_changed` after `user.deleted`. Serially: the change first is
+    undone by the deletion; the deletion first makes the change NotFound."""
+    dev = provision(db, system, acme.org.id, "dev@acme.test")
+    errors: list[BaseException] = []
+
+    def promote() -> None:
+        with db.transaction() as other:
+            users.change_role(other, system, acme.org.id, dev.id, "admin")
+    with db.transaction() as session:
+        users.delete_user(session, system, acme.org.id, dev.id)
+        thread = in_thread(promote, errors)
+        wait_for_a_lock_wait(db, "the role change")  # for the org's lock
+    _finish(thread, "the role change")
+    with db.reading() as session:
+        grants = list(session.scalars(select(RoleGrant.role).where(RoleGrant.user_id == dev.id)))
+        events = list(session.scalars(select(AuditEvent.action).where(AuditEvent.target_id == dev.id)
+                                      .order_by(AuditEvent.seq)))
+    assert grants == [], f"a deleted member holds grants {grants}"
+    assert events[-1] == "user.deleted", events
+    assert [type(error).__name__ for error in errors] == ["NotFound"], errors
+
+
+def test_a_team_membership_added_during_the_members_deletion_does_not_outlive_it(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """Dev's deletion holds the org's lock and Dev's row (FOR NO KEY UPDATE) and has removed Dev's grants,
+    not committed. Adding Dev to Research takes no lock but the foreign key's KEY SHARE on Dev's row
+    (no conflict): it reads Dev live, writes the grant and commits. After both, a deleted member is a
+    member of Research (its members count, team.deleted's `members_removed`) and `team.member_added`
+    follows `user.deleted`."""
+    dev = provision(db, system, acme.org.id, "dev@acme.test")
+    with db.transaction() as session:
+        team_id = teams.create_team(session, system, acme.org.id, "Research", creator=False).id
+    errors: list[BaseException] = []
+
+    def add() -> None:
+        with db.transaction() as other:
+            teams.add_team_member(other, system, acme.org.id, team_id, dev.id)
+    with db.transaction() as session:
+        users.delete_user(session, system, acme.org.id, dev.id)
+        session.flush()
+        _finish(in_thread(add, errors), "the add to the team")
+    with db.reading() as session:
+        grants = list(session.scalars(select(RoleGrant.team_id).where(RoleGrant.user_id == dev.id)))
+    assert grants == [] and (errors == [] or isinstance(errors[0], NotFound)), (grants, errors)
+
+
+def test_a_service_key_made_during_the_orgs_deletion_is_not_valid_at_the_gateway(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """The org's deletion holds the org's row (FOR NO KEY UPDATE), has revoked every key it found and set
+    `deleted_at`, not committed. A team service key made meanwhile takes no lock but the foreign keys'
+    KEY SHARE (no conflict), reads the team, writes an active key and commits. After both, a deleted org
+    has an active service key, and the gateway's key check (which asks neither the org's `deleted_at`
+    nor a member for a service key) answers it valid: inference billed to a deleted org's team."""
+    with db.transaction() as session:
+        credential = gateway.create_credential(session, system)
+    errors: list[BaseException] = []
+    made: list[keys.Issued] = []
+
+    def make() -> None:
+        with db.transaction() as other:
+            made.append(keys.create_service_key(other, system, acme.org.id, team_id=acme.default_team_id,
+                                                name="svc", scopes=["inference"]))
+    with db.transaction() as session:
+        org_lifecycle.delete_org(session, system, acme.org.id, confirm=acme.org.slug)
+        session.flush()
+        _finish(in_thread(make, errors), "the service key's creation")
+    if errors:
+        assert isinstance(errors[0], NotFound), errors
+        return
+    with db.engine.connect() as conn:
+        answer = gateway.check_key(conn, credential.secret, made[0].secret)
+    status = _status(db, made[0].id)
+    assert (status, answer.reason) == (KeyStatus.REVOKED, Refusal.REVOKED), \
+        f"a deleted org's service key is {status}, and the gateway answers {answer}"
