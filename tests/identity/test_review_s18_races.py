@@ -15,13 +15,13 @@ from sqlalchemy import select
 
 from audit import Actor
 from audit.models import AuditEvent
-from identity import gateway, keys, org_lifecycle, team_deletion, teams, users
+from identity import gateway, invitations, keys, mappings, org_lifecycle, team_deletion, teams, users
 from identity.db import Database
 from identity.errors import NotFound, Unauthenticated
 from identity.gateway import Refusal
-from identity.models import ApiKey, RoleGrant, User
+from identity.models import ApiKey, Invitation, RoleGrant, User
 from identity.orgs import NewOrg
-from identity.vocabulary import KeyStatus
+from identity.vocabulary import InvitationStatus, KeyStatus
 from tests.factories import in_thread, provision, wait_for_a_lock_wait
 
 pytestmark = pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
@@ -143,31 +143,73 @@ def test_a_key_made_during_its_holders_deletion_or_deactivation_does_not_stay_ac
     assert _status(db, made[0].id) == expected, f"a key made during {change} stays active"
 
 
-@pytest.mark.parametrize("late", ["add_team_member", "create_api_key"])
+@pytest.mark.parametrize("late", ["add_team_member", "create_api_key", "create_mapping", "invite", "accept"])
 def test_a_change_naming_a_team_whose_deletion_commits_meanwhile_is_not_found_not_a_500(
         db: Database, system: Actor, acme: NewOrg, late: str) -> None:
     """The deletion of Research has deleted the team's row, not committed. Adding a member to it (or
     making a member's key for it) reads the team (still there for it), inserts its row, and the foreign
     key's check waits for the deleted row; the deletion commits; the insert fails on the foreign key:
     IntegrityError, which identity.service.run re-raises (not a unique clash) and the API answers 500.
-    The rule (no 500, a precise 4xx): the team is gone, NotFound (404)."""
+    So too a group mapping into the team, an invitation to it, and the acceptance of an invitation to it
+    (whose grant in the team is inserted before the invitation's own compare-and-swap would have said
+    "expired meanwhile"). The rule (no 500, a precise 4xx): the team is gone, NotFound (404), or for
+    the acceptance the invitation expired meanwhile (InvalidValue)."""
     dev = provision(db, system, acme.org.id, "dev@acme.test")
     team_id = _team_with(db, system, acme, dev)
+    token = ""
+    if late == "accept":
+        with db.transaction() as session:
+            token = invitations.invite(session, system, acme.org.id, email="new@acme.test", team_id=team_id)[1]
     errors: list[BaseException] = []
 
     def act() -> None:
         with db.transaction() as other:
             if late == "add_team_member":
                 teams.add_team_member(other, system, acme.org.id, team_id, acme.owner.id)
-            else:
+            elif late == "create_api_key":
                 keys.create_api_key(other, system, acme.org.id, user_id=dev.id, team_id=team_id, name="k",
                                     scopes=["inference"])
+            elif late == "create_mapping":
+                mappings.create_mapping(other, system, acme.org.id, group_display_name="Researchers",
+                                        team_id=team_id)
+            elif late == "invite":
+                invitations.invite(other, system, acme.org.id, email="new@acme.test", team_id=team_id)
+            else:
+                invitations.accept(other, invitations.invitee(other, token), token)
     with db.transaction() as session:
         team_deletion.delete_team(session, system, acme.org.id, team_id)
         thread = in_thread(act, errors)
         wait_for_a_lock_wait(db, late)  # the foreign key's check, for the deleted team's row
     _finish(thread, late)
-    assert [type(error).__name__ for error in errors] == ["NotFound"], errors
+    assert [type(error).__name__ for error in errors] == ["InvalidValue" if late == "accept" else "NotFound"], errors
+
+
+def test_an_invitation_sent_to_a_team_during_its_deletion_does_not_stay_pending(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """An admin invites new@ to Research while Research is being deleted. The invitation is written,
+    not committed; the deletion expires the team's pending invitations (not this one: it cannot see
+    it), and waits to delete the team's row for the invitation's foreign key; the invitation commits;
+    the deletion sets its team NULL and commits. A pending invitation outlives its team (delete_team:
+    "its pending invitations expire"), its mail goes out, and accepting it makes a member (of Default)
+    that nobody invited there. Serially: the deletion first refuses the invitation (NotFound); the
+    invitation first is expired by the deletion."""
+    dev = provision(db, system, acme.org.id, "dev@acme.test")
+    team_id = _team_with(db, system, acme, dev)
+    errors: list[BaseException] = []
+
+    def delete() -> None:
+        with db.transaction() as other:
+            team_deletion.delete_team(other, system, acme.org.id, team_id)
+    with db.transaction() as session:
+        invitation = invitations.invite(session, system, acme.org.id, email="new@acme.test", team_id=team_id)[0]
+        session.flush()
+        thread = in_thread(delete, errors)
+        wait_for_a_lock_wait(db, "the team's deletion")  # to delete the team's row, for the invitation's key share
+    _finish(thread, "the team's deletion")
+    assert errors == []
+    with db.reading() as session:
+        status = session.get_one(Invitation, invitation.id).status
+    assert status == InvitationStatus.EXPIRED, f"an invitation to a deleted team is {status}"
 
 
 def test_a_role_change_that_waited_for_the_members_deletion_gives_no_role_to_the_removed(
