@@ -17,7 +17,7 @@ from audit import Actor
 from audit.models import AuditEvent
 from identity import gateway, invitations, keys, mappings, org_lifecycle, team_deletion, teams, users
 from identity.db import Database
-from identity.errors import NotFound, Unauthenticated
+from identity.errors import Conflict, NotFound, Unauthenticated
 from identity.gateway import Refusal
 from identity.models import ApiKey, Invitation, RoleGrant, User
 from identity.orgs import NewOrg
@@ -291,3 +291,87 @@ def test_a_service_key_made_during_the_orgs_deletion_is_not_valid_at_the_gateway
     status = _status(db, made[0].id)
     assert (status, answer.reason) == (KeyStatus.REVOKED, Refusal.REVOKED), \
         f"a deleted org's service key is {status}, and the gateway answers {answer}"
+
+
+def test_two_adds_of_one_member_to_a_team_at_once_make_one_grant_and_later_changes_still_work(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """Two admins add Dev to Research at once (a double click, two tabs). Each looks for Dev's manual
+    grant in the team (none), inserts one and audits `team.member_added`; no lock and no unique key
+    orders them, so both commit. Dev then holds two manual grants in Research, and every later
+    `_set_manual_grant` on them (`scalars(...).one_or_none()`) raises MultipleResultsFound: changing
+    Dev's team role, or adding Dev again, is a 500 from then on. Serially the second is a no-op."""
+    dev = provision(db, system, acme.org.id, "dev@acme.test")
+    with db.transaction() as session:
+        team_id = teams.create_team(session, system, acme.org.id, "Research", creator=False).id
+    errors: list[BaseException] = []
+
+    def add() -> None:
+        with db.transaction() as other:
+            teams.add_team_member(other, system, acme.org.id, team_id, dev.id)
+    with db.transaction() as session:
+        teams.add_team_member(session, system, acme.org.id, team_id, dev.id)
+        session.flush()
+        _finish(in_thread(add, errors), "the second add")
+    with db.reading() as session:
+        grants = list(session.scalars(select(RoleGrant.id).where(RoleGrant.user_id == dev.id,
+                                                                 RoleGrant.team_id == team_id)))
+        added = list(session.scalars(select(AuditEvent.id).where(AuditEvent.action == "team.member_added",
+                                                                 AuditEvent.target_id == dev.id)))
+    assert errors == [] or isinstance(errors[0], Conflict), errors
+    changed: list[BaseException] = []
+    try:
+        with db.transaction() as session:
+            teams.change_team_role(session, system, acme.org.id, team_id, dev.id, "admin")
+    except Exception as error:  # noqa: BLE001 - what it raised is the finding
+        changed.append(error)
+    assert (len(grants), len(added), changed) == (1, 1, []), (grants, added, changed)
+
+
+def test_a_team_role_change_that_waited_for_the_members_removal_from_the_team_is_not_found_not_a_500(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """Dev's removal from Research has deleted Dev's grants there, not committed. Changing Dev's team
+    role reads Dev's grant (still there for it) and updates it, which waits for the deleted row; the
+    removal commits; the UPDATE matches no row and the ORM raises StaleDataError: a 500. The rule: Dev
+    is not in the team, NotFound (404), as `change_team_role` answers otherwise."""
+    dev = provision(db, system, acme.org.id, "dev@acme.test")
+    team_id = _team_with(db, system, acme, dev)
+    errors: list[BaseException] = []
+
+    def change() -> None:
+        with db.transaction() as other:
+            teams.change_team_role(other, system, acme.org.id, team_id, dev.id, "admin")
+    with db.transaction() as session:
+        teams.remove_team_member(session, system, acme.org.id, team_id, dev.id)
+        thread = in_thread(change, errors)
+        wait_for_a_lock_wait(db, "the team role change")  # for Dev's deleted grant
+    _finish(thread, "the team role change")
+    assert [type(error).__name__ for error in errors] == ["NotFound"], errors
+
+
+def test_a_service_key_rotated_during_the_orgs_deletion_leaves_no_valid_successor(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """A team service key is rotated (its row locked, the successor written) while the org is deleted:
+    the deletion lists the org's keys still usable (the old one: the successor is not committed),
+    revokes them and waits for the old key's row; the rotation commits; the deletion revokes the old key
+    and commits. The successor stays active in a deleted org, and the gateway answers it valid."""
+    with db.transaction() as session:
+        credential = gateway.create_credential(session, system)
+        old = keys.create_service_key(session, system, acme.org.id, team_id=acme.default_team_id, name="svc",
+                                      scopes=["inference"])
+    errors: list[BaseException] = []
+
+    def delete() -> None:
+        with db.transaction() as other:
+            org_lifecycle.delete_org(other, system, acme.org.id, confirm=acme.org.slug)
+    with db.transaction() as session:
+        successor = keys.rotate_api_key(session, system, acme.org.id, old.id)
+        session.flush()
+        thread = in_thread(delete, errors)
+        wait_for_a_lock_wait(db, "the org's deletion")  # for the old key's row
+    _finish(thread, "the org's deletion")
+    assert errors == []
+    with db.engine.connect() as conn:
+        answer = gateway.check_key(conn, credential.secret, successor.secret)
+    status = _status(db, successor.id)
+    assert (status, answer.reason) == (KeyStatus.REVOKED, Refusal.REVOKED), \
+        f"a deleted org's rotated service key is {status}, and the gateway answers {answer.reason or 'valid'}"
