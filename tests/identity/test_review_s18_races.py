@@ -143,7 +143,8 @@ def test_a_key_made_during_its_holders_deletion_or_deactivation_does_not_stay_ac
     assert _status(db, made[0].id) == expected, f"a key made during {change} stays active"
 
 
-@pytest.mark.parametrize("late", ["add_team_member", "create_api_key", "create_mapping", "invite", "accept"])
+@pytest.mark.parametrize("late", ["add_team_member", "create_api_key", "create_mapping", "invite", "accept",
+                                  "rename_team"])
 def test_a_change_naming_a_team_whose_deletion_commits_meanwhile_is_not_found_not_a_500(
         db: Database, system: Actor, acme: NewOrg, late: str) -> None:
     """The deletion of Research has deleted the team's row, not committed. Adding a member to it (or
@@ -153,7 +154,8 @@ def test_a_change_naming_a_team_whose_deletion_commits_meanwhile_is_not_found_no
     So too a group mapping into the team, an invitation to it, and the acceptance of an invitation to it
     (whose grant in the team is inserted before the invitation's own compare-and-swap would have said
     "expired meanwhile"). The rule (no 500, a precise 4xx): the team is gone, NotFound (404), or for
-    the acceptance the invitation expired meanwhile (InvalidValue)."""
+    the acceptance the invitation expired meanwhile (InvalidValue). Renaming the team waits for the
+    deleted row and finds no row to write: StaleDataError, a 500 too."""
     dev = provision(db, system, acme.org.id, "dev@acme.test")
     team_id = _team_with(db, system, acme, dev)
     token = ""
@@ -174,6 +176,8 @@ def test_a_change_naming_a_team_whose_deletion_commits_meanwhile_is_not_found_no
                                         team_id=team_id)
             elif late == "invite":
                 invitations.invite(other, system, acme.org.id, email="new@acme.test", team_id=team_id)
+            elif late == "rename_team":
+                teams.rename_team(other, system, acme.org.id, team_id, "Research 2")
             else:
                 invitations.accept(other, invitations.invitee(other, token), token)
     with db.transaction() as session:
