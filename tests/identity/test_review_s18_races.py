@@ -379,3 +379,40 @@ def test_a_service_key_rotated_during_the_orgs_deletion_leaves_no_valid_successo
     status = _status(db, successor.id)
     assert (status, answer.reason) == (KeyStatus.REVOKED, Refusal.REVOKED), \
         f"a deleted org's rotated service key is {status}, and the gateway answers {answer.reason or 'valid'}"
+
+
+@pytest.mark.parametrize("first", ["revoke_api_key", "remove_team_member"])
+def test_a_key_revoked_twice_at_once_is_recorded_revoked_once(
+        db: Database, system: Actor, acme: NewOrg, first: str) -> None:
+    """Dev's key is being revoked (by hand, or by Dev's removal from its team: the row updated, not
+    committed) when an admin revokes it by hand. `keys.revoke_api_key` reads the key (active, for it),
+    records `api_key.revoked` "active -> revoked" and writes, which waits for the first; the first
+    commits; the write goes through and commits too. The audit log says the key was revoked twice, the
+    second time from active, and (after a removal) its reason is overwritten from `left_team` to
+    `manual`. Serially the second finds the key revoked and records nothing."""
+    dev = provision(db, system, acme.org.id, "dev@acme.test")
+    team_id = _team_with(db, system, acme, dev)
+    with db.transaction() as session:
+        issued = keys.create_api_key(session, system, acme.org.id, user_id=dev.id, team_id=team_id, name="k",
+                                     scopes=["inference"])
+    errors: list[BaseException] = []
+
+    def revoke() -> None:
+        with db.transaction() as other:
+            keys.revoke_api_key(other, system, acme.org.id, issued.id)
+    with db.transaction() as session:
+        if first == "revoke_api_key":
+            keys.revoke_api_key(session, system, acme.org.id, issued.id)
+        else:
+            teams.remove_team_member(session, system, acme.org.id, team_id, dev.id)
+        session.flush()
+        thread = in_thread(revoke, errors)
+        wait_for_a_lock_wait(db, "the second revocation")  # for the key's row
+    _finish(thread, "the second revocation")
+    assert errors == []
+    with db.reading() as session:
+        events = list(session.execute(select(AuditEvent.action, AuditEvent.changes).where(
+            AuditEvent.org_id == acme.org.id, AuditEvent.action.in_(["api_key.revoked", "team.member_removed"]))))
+    revocations = [action for action, changes in events
+                   if action == "api_key.revoked" or issued.prefix in changes.get("keys_revoked", [])]
+    assert len(revocations) == 1, f"the key's revocation is recorded {len(revocations)} times: {events}"
