@@ -15,11 +15,11 @@ from sqlalchemy import select
 
 from audit import Actor
 from audit.models import AuditEvent
-from identity import gateway, invitations, keys, mappings, org_lifecycle, team_deletion, teams, users
+from identity import gateway, groups, invitations, keys, mappings, org_lifecycle, team_deletion, teams, users
 from identity.db import Database
 from identity.errors import Conflict, NotFound, Unauthenticated
 from identity.gateway import Refusal
-from identity.models import ApiKey, Invitation, RoleGrant, User
+from identity.models import ApiKey, GroupMapping, Invitation, RoleGrant, User
 from identity.orgs import NewOrg
 from identity.vocabulary import InvitationStatus, KeyStatus
 from tests.factories import in_thread, provision, wait_for_a_lock_wait
@@ -416,3 +416,70 @@ def test_a_key_revoked_twice_at_once_is_recorded_revoked_once(
     revocations = [action for action, changes in events
                    if action == "api_key.revoked" or issued.prefix in changes.get("keys_revoked", [])]
     assert len(revocations) == 1, f"the key's revocation is recorded {len(revocations)} times: {events}"
+
+
+def _mapped_group(db: Database, system: Actor, acme: NewOrg, member: User) -> tuple[str, str]:
+    """A team Research and an IdP group Eng with `member`, mapped to Research and the org role admin:
+    (the mapping's id, the group's id)."""
+    with db.transaction() as session:
+        team = teams.create_team(session, system, acme.org.id, "Research", creator=False)
+        group = groups.create_group(session, system, acme.org.id, display_name="Eng", external_id="00gEng",
+                                    member_ids=[member.id])
+        rule = mappings.create_mapping(session, system, acme.org.id, group_external_id="00gEng", team_id=team.id,
+                                       team_role="member", org_role="admin")
+        return rule.id, group.id
+
+
+def _group_org_roles(db: Database, user_id: str, group_id: str) -> list[str]:
+    with db.reading() as session:
+        return sorted(session.scalars(select(RoleGrant.role).where(
+            RoleGrant.user_id == user_id, RoleGrant.source_ref == group_id, RoleGrant.team_id.is_(None))))
+
+
+def test_a_mapping_edit_that_waited_for_another_re_derives_from_the_rule_as_committed(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """An owner takes the org role admin out of the Eng mapping (its row updated, its group re-derived:
+    Dev is no admin; not committed) while an admin changes the same mapping's team role. The admin's
+    `mappings.update_mapping` has read the rule (org role admin) and waits to write its team role; the
+    owner's commits; the admin's writes only its column and re-derives the group from its session's copy
+    of the rule, still granting admin: Dev is an admin again, by a rule that says no org role. The
+    owner's removal is undone without a word (its audit event stands), and the admin's event says the
+    rule's team role changed, nothing of the org role it put back in force."""
+    dev = provision(db, system, acme.org.id, "dev@acme.test")
+    rule_id, group_id = _mapped_group(db, system, acme, dev)
+    assert _group_org_roles(db, dev.id, group_id) == ["admin"]
+    errors: list[BaseException] = []
+
+    def edit() -> None:
+        with db.transaction() as other:
+            mappings.update_mapping(other, system, acme.org.id, rule_id, {"team_role": "viewer"})
+    with db.transaction() as session:
+        mappings.update_mapping(session, system, acme.org.id, rule_id, {"org_role": None})
+        thread = in_thread(edit, errors)
+        wait_for_a_lock_wait(db, "the second edit")  # for the mapping's row
+    _finish(thread, "the second edit")
+    assert errors == []
+    with db.reading() as session:
+        rule = session.get_one(GroupMapping, rule_id)
+        assert (rule.org_role, rule.team_role) == (None, "viewer")
+    assert _group_org_roles(db, dev.id, group_id) == [], "the group grants an org role its rule no longer names"
+
+
+def test_a_mapping_edit_that_waited_for_its_deletion_is_not_found_not_a_500(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """The Eng mapping's deletion has deleted its row and re-derived its group, not committed. An edit of
+    it read the rule (still there for it) and waits to write; the deletion commits; the UPDATE matches no
+    row: StaleDataError, a 500. The rule: NotFound (404), as an edit of a mapping already gone answers."""
+    dev = provision(db, system, acme.org.id, "dev@acme.test")
+    rule_id, _ = _mapped_group(db, system, acme, dev)
+    errors: list[BaseException] = []
+
+    def edit() -> None:
+        with db.transaction() as other:
+            mappings.update_mapping(other, system, acme.org.id, rule_id, {"team_role": "viewer"})
+    with db.transaction() as session:
+        mappings.delete_mapping(session, system, acme.org.id, rule_id)
+        thread = in_thread(edit, errors)
+        wait_for_a_lock_wait(db, "the edit")  # for the mapping's deleted row
+    _finish(thread, "the edit")
+    assert [type(error).__name__ for error in errors] == ["NotFound"], errors
