@@ -15,7 +15,18 @@ from sqlalchemy import select
 
 from audit import Actor
 from audit.models import AuditEvent
-from identity import gateway, groups, invitations, keys, mappings, org_lifecycle, team_deletion, teams, users
+from identity import (
+    gateway,
+    groups,
+    invitations,
+    keys,
+    mappings,
+    org_lifecycle,
+    outbox,
+    team_deletion,
+    teams,
+    users,
+)
 from identity.db import Database
 from identity.errors import Conflict, NotFound, Unauthenticated
 from identity.gateway import Refusal
@@ -483,3 +494,32 @@ def test_a_mapping_edit_that_waited_for_its_deletion_is_not_found_not_a_500(
         wait_for_a_lock_wait(db, "the edit")  # for the mapping's deleted row
     _finish(thread, "the edit")
     assert [type(error).__name__ for error in errors] == ["NotFound"], errors
+
+
+def test_an_invitation_sent_during_the_orgs_deletion_is_not_left_pending_with_its_mail_queued(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """The org's deletion holds the org's row (FOR NO KEY UPDATE) and has expired every pending
+    invitation it found (their mails cancelled), not committed. An invitation sent meanwhile takes no
+    lock but the foreign keys' KEY SHARE (no conflict): it reads the org live, writes a pending
+    invitation and its mail and commits. After both, a deleted org has a pending invitation whose
+    mail the outbox still delivers (identity.invitations.expire: "no mail of it may go out after" the
+    org's deletion). Serially: the deletion first refuses the invitation; the invitation first is
+    expired with its mail cancelled."""
+    errors: list[BaseException] = []
+    sent: list[str] = []
+
+    def invite() -> None:
+        with db.transaction() as other:
+            sent.append(invitations.invite(other, system, acme.org.id, email="new@acme.test")[0].id)
+    with db.transaction() as session:
+        org_lifecycle.delete_org(session, system, acme.org.id, confirm=acme.org.slug)
+        session.flush()
+        _finish(in_thread(invite, errors), "the invitation")
+    if errors:
+        assert isinstance(errors[0], NotFound), errors
+        return
+    with db.reading() as session:
+        status = session.get_one(Invitation, sent[0]).status
+        mail = outbox.undelivered_for(session, sent[0])
+    assert (status, mail) == (InvitationStatus.EXPIRED, None), \
+        f"a deleted org's invitation is {status}, its mail {mail} still to be delivered"
