@@ -30,6 +30,7 @@ from identity import (
 from identity.db import Database
 from identity.errors import Conflict, NotFound, Unauthenticated
 from identity.gateway import Refusal
+from identity.grants import org_role
 from identity.models import ApiKey, GroupMapping, Invitation, RoleGrant, User
 from identity.orgs import NewOrg
 from identity.vocabulary import InvitationStatus, KeyStatus
@@ -523,3 +524,32 @@ def test_an_invitation_sent_during_the_orgs_deletion_is_not_left_pending_with_it
         mail = outbox.undelivered_for(session, sent[0])
     assert (status, mail) == (InvitationStatus.EXPIRED, None), \
         f"a deleted org's invitation is {status}, its mail {mail} still to be delivered"
+
+
+def test_ownership_is_not_transferred_to_a_member_deactivated_while_the_transfer_waited(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """The org has two owners. An owner deactivates Nina (the org's lock held, not committed) while the
+    other owner transfers ownership to her: `org_lifecycle.transfer_ownership` checks that Nina is active
+    (she is, for it) before it takes the org's lock, waits, and then makes her an owner without looking
+    again; the second owner keeps the org from having none, so nothing refuses it. After both, a
+    deactivated member is an owner and the one who handed over is an admin, against "the new owner must
+    be an active member" (DESIGN 3.2). Serially the transfer is refused."""
+    provision(db, system, acme.org.id, "second@acme.test", role="owner")
+    nina = provision(db, system, acme.org.id, "nina@acme.test")
+    owner = Actor("user", acme.owner.id, "owner", org_id=acme.org.id, role="owner")
+    errors: list[BaseException] = []
+
+    def transfer() -> None:
+        with db.transaction() as other:
+            org_lifecycle.transfer_ownership(other, owner, acme.org.id, nina.id)
+    with db.transaction() as session:
+        users.deactivate_user(session, system, acme.org.id, nina.id)
+        thread = in_thread(transfer, errors)
+        wait_for_a_lock_wait(db, "the transfer")  # for the org's lock
+    _finish(thread, "the transfer")
+    with db.reading() as session:
+        nina_role = org_role(session, nina.id)
+        handed_over = org_role(session, acme.owner.id)
+    assert (nina_role, handed_over) == ("member", "owner"), \
+        f"a deactivated member is {nina_role} and the owner who handed over {handed_over}"
+    assert [type(error).__name__ for error in errors] == ["InvalidValue"], errors
