@@ -12,16 +12,17 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from audit.log import Target
-from identity import tokens, wallet_controls
+from identity import seats, tokens, wallet_controls
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound, PermissionDenied, Unauthenticated
 from identity.grants import org_role, roles_for_key
-from identity.models import ApiKey, Org, RoleGrant, Team, User
+from identity.lookups import get_team
+from identity.models import ApiKey, Org, RoleGrant, User
 from identity.roles import SCOPE_ROLES, allowed_scopes, authorize, capped, lowest, refusal
 from identity.vocabulary import KeyStatus, KeyStatusReason, Role
 
@@ -85,8 +86,11 @@ def create_api_key(session: Session, actor: Actor, org_id: str, *, user_id: str,
     own = actor.type in PERSONS and actor_user_id(session, actor) == user_id
     action = "own_keys.manage" if own else "member.create_key"
     authorize(actor, action, org_id=org_id)
-    user = session.get(User, user_id)
-    team = session.get(Team, team_id)
+    # The org's lock first (identity.group_locks' order), then the holder read afresh: a deletion or
+    # deactivation of the holder (or the org's deletion) under way, which holds that lock and revokes or
+    # blocks the keys it sees, is waited for and read, never outlived by a key it did not see.
+    seats.lock_org(session, org_id)
+    user = session.get(User, user_id, populate_existing=True)
     if user is None or user.org_id != org_id or user.deleted_at is not None:
         raise NotFound(f"no user {user_id!r} in this org", user_id=user_id)
     holder_role = org_role(session, user.id)
@@ -97,12 +101,10 @@ def create_api_key(session: Session, actor: Actor, org_id: str, *, user_id: str,
     if above:
         raise PermissionDenied(f"a {acting}'s key may not have the scopes {', '.join(sorted(above))}",
                                action="api_key.scopes", scopes=sorted(above))
-    if team is None or team.org_id != org_id:
-        raise NotFound(f"no team {team_id!r} in this org", team_id=team_id)
+    team = get_team(session, org_id, team_id)
     if not user.active:
         raise PermissionDenied("a deactivated member cannot be given keys", user_id=user_id)
-    in_team = select(RoleGrant.id).where(RoleGrant.user_id == user_id, RoleGrant.team_id == team_id).limit(1)
-    if session.scalar(in_team) is None:
+    if not _lock_holder_grants(session, user_id, team.id):
         raise InvalidValue(f"{user.user_name} is not a member of team {team_id}", field="team_id")
     name = (name or "").strip()[:200] or "API key"
     new = tokens.generate("key")
@@ -114,6 +116,25 @@ def create_api_key(session: Session, actor: Actor, org_id: str, *, user_id: str,
            {"name": name, "team_id": team_id, "user_id": user_id, "scopes": key.scopes, "role_cap": cap},
            org_id=org_id)
     return Issued(key.id, key.prefix, new.plaintext)
+
+
+# The holder's grants in the key's team, share-locked (FOR KEY SHARE) before a key for that team is
+# written: a removal from the team deletes them, so it waits for the key (and then revokes it with the
+# others) or the key's writer waits for it (and reads the holder gone from the team). After the team's
+# lock in identity.group_locks' order, before the key's row.
+HOLDER_GRANTS = (select(RoleGrant.id).where(RoleGrant.user_id == bindparam("user_id"),
+                                            RoleGrant.team_id == bindparam("team_id"))
+                 .order_by(RoleGrant.id).with_for_update(read=True, key_share=True))
+
+
+def _lock_holder_grants(session: Session, user_id: str, team_id: str) -> bool:
+    """Lock the holder's grants in the team (HOLDER_GRANTS); tell whether they hold any.
+
+    None found may be a re-derivation that replaced them while this waited (PostgreSQL's READ
+    COMMITTED answers only the rows the statement's snapshot saw): asked once more, from a new one.
+    """
+    params = {"user_id": user_id, "team_id": team_id}
+    return bool(session.scalars(HOLDER_GRANTS, params).all() or session.scalars(HOLDER_GRANTS, params).all())
 
 
 def _role_cap(session: Session, actor: Actor, org_id: str, holder_role: Role | None, *, own: bool,
@@ -254,9 +275,10 @@ def create_service_key(session: Session, actor: Actor, org_id: str, *, team_id: 
     if above:
         raise PermissionDenied(f"a team service key may not have the scopes {', '.join(sorted(above))}",
                                action="api_key.scopes", scopes=sorted(above))
-    team = session.get(Team, team_id)
-    if team is None or team.org_id != org_id:
-        raise NotFound(f"no team {team_id!r} in this org", team_id=team_id)
+    # The org's lock first: the org's deletion under way, which revokes every key it sees, is waited
+    # for and read (NotFound), never outlived by a key it did not see.
+    seats.lock_org(session, org_id)
+    get_team(session, org_id, team_id)
     name = (name or "").strip()[:200] or "service key"
     new = tokens.generate("key")
     key = ApiKey(id=str(uuid.uuid4()), org_id=org_id, team_id=team_id, user_id=None, name=name, prefix=new.prefix,
@@ -281,11 +303,13 @@ def rotate_api_key(session: Session, actor: Actor, org_id: str, key_id: str, *,
     who is handed the new secret, the successor is capped at the holder's role now; by its holder,
     it keeps the old key's cap (_role_cap).
     """
+    found = session.get(ApiKey, key_id)
+    if found is None or found.org_id != org_id:
+        raise NotFound(f"no API key {key_id!r} in this org", key_id=key_id)
+    in_team = _lock_for_successor(session, org_id, found)
     # Locked and read afresh: of two rotations at once, the second sees the first's successor
     # (409), never two successors of one key.
-    old = session.get(ApiKey, key_id, with_for_update=True, populate_existing=True)
-    if old is None or old.org_id != org_id:
-        raise NotFound(f"no API key {key_id!r} in this org", key_id=key_id)
+    old = session.get_one(ApiKey, key_id, with_for_update=True, populate_existing=True)
     _authorize_on_key(session, actor, org_id, old, rotate=True)
     grace = DEFAULT_GRACE if grace_seconds is None else dt.timedelta(seconds=min(max(grace_seconds, -1), 10**9))
     if not dt.timedelta(0) <= grace <= MAX_GRACE:
@@ -295,6 +319,8 @@ def rotate_api_key(session: Session, actor: Actor, org_id: str, key_id: str, *,
         raise Conflict(f"only an active key can be rotated; this one is {old.status}", key_id=key_id)
     if old.rotated_to is not None:
         raise Conflict("this key was rotated already: rotate its successor", key_id=key_id, rotated_to=old.rotated_to)
+    if old.user_id is not None and not in_team:
+        raise Conflict("this key's holder has left its team: it cannot be rotated", key_id=key_id)
     new = tokens.generate("key")
     now = clock.now()
     cap = None if old.user_id is None else _role_cap(  # a service key acts at SERVICE_KEY_ROLE, uncapped
@@ -313,3 +339,21 @@ def rotate_api_key(session: Session, actor: Actor, org_id: str, key_id: str, *,
            {"expires_at": old.expires_at.isoformat(), "rotated_to": key.id,
             "grace_seconds": int(grace.total_seconds()), **({"spend_limit": limit} if limit else {})}, org_id=org_id)
     return Issued(key.id, key.prefix, new.plaintext)
+
+
+def _lock_for_successor(session: Session, org_id: str, key: ApiKey) -> bool:
+    """Take what writing `key`'s successor needs, in identity.group_locks' order, before the key's row:
+    the org's lock (the org's deletion under way, or the holder's, which revokes the keys it sees, is
+    waited for: NotFound once the org is gone, the key read revoked once its holder is), the team's,
+    and the holder's grants in the team (a removal from it waits for the successor, and revokes it
+    too, or is waited for, and the key read revoked). Tell whether the key's holder is in its team."""
+    seats.lock_org(session, org_id)
+    in_team = False
+    if key.team_id is not None:
+        try:
+            team = get_team(session, org_id, key.team_id)
+        except NotFound:  # deleted meanwhile: the key, read again, is revoked
+            team = None
+        if team is not None and key.user_id is not None:
+            in_team = _lock_holder_grants(session, key.user_id, team.id)
+    return in_team
