@@ -212,7 +212,9 @@ def _note_use(row: ApiKey) -> None:
 
 def revoke_api_key(session: Session, actor: Actor, org_id: str, key_id: str) -> None:
     """Revoke a key for good: its owner may revoke it, and so may owners and admins."""
-    key = session.get(ApiKey, key_id)
+    # Locked and read afresh: of two revocations at once (or one and a removal from the team, the
+    # holder's deletion, the team's), the second finds the key revoked and records nothing.
+    key = session.get(ApiKey, key_id, with_for_update=True, populate_existing=True)
     if key is None or key.org_id != org_id:
         raise NotFound(f"no API key {key_id!r} in this org", key_id=key_id)
     _authorize_on_key(session, actor, org_id, key)
