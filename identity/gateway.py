@@ -71,7 +71,8 @@ _member_limit = SpendLimit.__table__.alias("member_limit")
 _CHECK = (
     select(_gw.secret_hash.label("gw_hash"), _key.id, _key.secret_hash, _key.status, _key.expires_at,
            _key.team_id, _key.user_id, _key.scopes, _key.role_cap, _org.id.label("org_id"), _org.slug,
-           _org.default_role, _user.user_name, _user.active, _user.deleted_at, _grant.team_id.label("grant_team"),
+           _org.default_role, _org.deleted_at.label("org_deleted_at"), _user.user_name, _user.active,
+           _user.deleted_at, _grant.team_id.label("grant_team"),
            _grant.role.label("grant_role"), _org.created_at.label("org_created"),
            _wallet.balance_micros, _wallet.period_start, _wallet.period_spend_micros, _wallet.spend_limit_micros,
            _wallet.discount_percent, _wallet.refusal, _wallet.refused_period_start,
@@ -127,8 +128,8 @@ def _answer(rows: list[Any], secret: str) -> KeyCheck:
     first = rows[0]
     if first.id is None or not tokens.matches(secret, first.secret_hash):
         return KeyCheck(Refusal.UNKNOWN)
-    if first.status == KeyStatus.REVOKED or first.team_id is None:
-        return KeyCheck(Refusal.REVOKED)
+    if first.status == KeyStatus.REVOKED or first.team_id is None or first.org_deleted_at is not None:
+        return KeyCheck(Refusal.REVOKED)  # a deleted org's keys too, a team's own among them
     if first.status == KeyStatus.BLOCKED:
         return KeyCheck(Refusal.BLOCKED)
     if first.expires_at is not None and _utc(first.expires_at) <= clock.now():

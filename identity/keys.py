@@ -178,7 +178,7 @@ def verify_api_key(session: Session, secret: str) -> KeyIdentity:
         raise Unauthenticated("this API key was rotated and its grace period has ended")
     user = session.get(User, key.user_id)
     org = session.get(Org, key.org_id)
-    if user is None or org is None or not user.active or user.deleted_at is not None:
+    if user is None or org is None or org.deleted_at is not None or not user.active or user.deleted_at is not None:
         raise Unauthenticated("invalid or revoked API key")
     role, team_role = roles_for_key(session, user.id, key.team_id, org.default_role)
     if team_role is None:
