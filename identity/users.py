@@ -251,8 +251,9 @@ def change_role(session: Session, actor: Actor, org_id: str, user_id: str, role:
     """
     role = parse_role(role)
     authorize(actor, "member.change_role", org_id=org_id, target_role=Role.OWNER if role == Role.OWNER else None)
-    user = get_user(session, org_id, user_id)
-    seats.lock_org(session, org_id)  # serialises the last-owner check with other owner changes
+    # The org's lock serialises the last-owner check with other owner changes; the member is read again
+    # under it, so that a deletion (or another change) that held it is seen: NotFound once deleted.
+    user = _under_seat_lock(session, org_id, get_user(session, org_id, user_id))
     before = org_role(session, user.id)
     authorize(actor, "member.change_role", org_id=org_id, target_role=Role.OWNER if role == Role.OWNER else before)
     _ensure_no_group_grants_more(session, user, role)
