@@ -19,7 +19,7 @@ from identity import group_locks, invitations, orgs, scim_credentials, seats, us
 from identity.actions import Action
 from identity.errors import InvalidValue, NotFound
 from identity.grants import org_role
-from identity.lookups import acting_user_id, get_user
+from identity.lookups import acting_user_id, get_user, lock_live_user
 from identity.models import ApiKey, Invitation, Org, ScimClient, ScimToken, User
 from identity.roles import authorize
 from identity.vocabulary import InvitationStatus, KeyStatus, KeyStatusReason, Role
@@ -49,13 +49,16 @@ def transfer_ownership(session: Session, actor: Actor, org_id: str, user_id: str
     previous = acting_user_id(session, actor) or from_user_id
     if previous is None:
         raise InvalidValue("name the owner who hands over (from_user_id)", field="from_user_id")
-    new_owner = get_user(session, org_id, user_id)
+    get_user(session, org_id, user_id)
+    seats.lock_org(session, org_id)
+    # Read again under the org's lock: a deactivation or deletion that held it is seen, not the member
+    # as read before the wait (NotFound once deleted).
+    new_owner = lock_live_user(session, user_id)
     if not new_owner.active:
         raise InvalidValue(f"{new_owner.user_name} is deactivated: the new owner must be an active member",
                            field="user_id")
     if new_owner.id == previous:
         raise InvalidValue("the new owner must be another member than the one handing over", field="user_id")
-    seats.lock_org(session, org_id)
     if org_role(session, previous) != Role.OWNER:  # an operator naming a non-owner would promote them
         raise InvalidValue("the member handing over must be an owner of this org", field="from_user_id")
     users.change_role(session, actor, org_id, new_owner.id, Role.OWNER)
