@@ -115,6 +115,25 @@ def get_team(session: Session, org_id: str, team_id: str) -> Team:
     return team
 
 
+# The team's row share-locked (FOR KEY SHARE) and read again, the session's copy refreshed: a change
+# that writes a row naming the team (a membership, a key, a rule, an invitation) or the team itself
+# waits for a deletion under way (identity.team_deletion, which locks the row FOR UPDATE) and then
+# reads it gone, rather than fail on the foreign key or write to a deleted team. The weakest lock:
+# it waits for nothing but a deletion and makes no change of the team wait. In identity.group_locks'
+# order: after the org's lock, before groups and user rows.
+LOCK_TEAM = (select(Team).where(Team.id == bindparam("team_id")).with_for_update(read=True, key_share=True)
+             .execution_options(populate_existing=True))
+
+
+def lock_team(session: Session, org_id: str, team_id: str) -> Team:
+    """Return the org's team, share-locked until the transaction ends (LOCK_TEAM), or raise NotFound
+    (deleted while this waited for its lock included)."""
+    team = session.execute(LOCK_TEAM, {"team_id": team_id}).scalar_one_or_none()
+    if team is None or team.org_id != org_id:
+        raise NotFound(f"no team {team_id!r} in this org", team_id=team_id)
+    return team
+
+
 def default_team(session: Session, org_id: str) -> Team:
     """Return the org's `Default` team."""
     return session.scalars(select(Team).where(Team.org_id == org_id, Team.is_default.is_(True))).one()

@@ -19,7 +19,7 @@ from identity import key_revocation
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound
 from identity.grants import org_role
-from identity.lookups import acting_user_id, find_by_address, get_team, get_user
+from identity.lookups import acting_user_id, find_by_address, get_team, get_user, lock_live_user, lock_team
 from identity.models import ApiKey, IdpGroup, RoleGrant, Team, User
 from identity.roles import RANK, authorize, parse_role
 from identity.vocabulary import GrantSource, KeyStatus, Role
@@ -72,7 +72,7 @@ def create_team(session: Session, actor: Actor, org_id: str, name: str, *, is_de
 def rename_team(session: Session, actor: Actor, org_id: str, team_id: str, name: str) -> Team:
     """Rename a team; its id stays."""
     authorize(actor, "teams.manage", org_id=org_id)
-    team = get_team(session, org_id, team_id)
+    team = lock_team(session, org_id, team_id)  # a deletion under way first: the team is gone, not a 500
     name = _clean_name(name)
     _ensure_free_name(session, org_id, name, keep=team.id)
     if name != team.name:
@@ -83,11 +83,20 @@ def rename_team(session: Session, actor: Actor, org_id: str, team_id: str, name:
 
 
 def _member_of(session: Session, actor: Actor, action: str, org_id: str, team_id: str,
-               user_id: str) -> tuple[Team, User]:
-    """Return the team and the member `action` aims at, once the actor may do it to one of that member's role."""
+               user_id: str, *, change: bool = True) -> tuple[Team, User]:
+    """Return the team and the member `action` aims at, once the actor may do it to one of that member's role.
+
+    For a `change`, the team's row is share-locked and then the member's row locked, each read again
+    (identity.group_locks' order): a change of one member's memberships waits for another under way
+    (two adds at once make one grant; a role change after a removal finds no membership), for the
+    team's deletion (the team is gone) and for the member's (the member is gone), and never writes
+    a grant to a deleted team or member.
+    """
     authorize(actor, action, org_id=org_id)
-    team = get_team(session, org_id, team_id)
+    team = lock_team(session, org_id, team_id) if change else get_team(session, org_id, team_id)
     user = get_user(session, org_id, user_id)
+    if change:
+        user = lock_live_user(session, user.id)
     authorize(actor, action, org_id=org_id, target_role=org_role(session, user.id))
     return team, user
 
@@ -158,7 +167,7 @@ def removal_preview(session: Session, actor: Actor, org_id: str, team_id: str, u
 
     Asked with the removal's own permission, so that the preview tells nobody more than the removal would.
     """
-    team, user = _member_of(session, actor, "member.remove_from_team", org_id, team_id, user_id)
+    team, user = _member_of(session, actor, "member.remove_from_team", org_id, team_id, user_id, change=False)
     if session.scalar(select(RoleGrant.id).where(RoleGrant.user_id == user.id, RoleGrant.team_id == team.id)
                       .limit(1)) is None:
         raise NotFound(f"{user.user_name} is not a member of team {team.id}", team_id=team.id, user_id=user.id)
