@@ -13,21 +13,21 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import and_, false, func, or_, select, union_all
+from sqlalchemy import and_, bindparam, false, func, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from audit.log import Target
-from identity import group_rules, groups, teams
+from identity import group_rules, groups, seats, teams
 from identity.actions import Action
 from identity.errors import InvalidValue, NotFound, PermissionDenied
-from identity.lookups import get_team
+from identity.lookups import lock_team
 from identity.models import GroupMapping, IdpGroup
 from identity.roles import ROLES, authorize, parse_role, refusal
 from identity.vocabulary import Role
 
 
-def _groups_matching(session: Session, rule: GroupMapping) -> list[IdpGroup]:
+def groups_matching(session: Session, rule: GroupMapping) -> list[IdpGroup]:
     """Return the groups `rule` governs now (group_rules.governing_rule): those it matches or is pinned to,
     in id order (group_locks.lock_group)."""
     candidates = session.scalars(select(IdpGroup).join(GroupMapping, and_(
@@ -98,8 +98,9 @@ def create_mapping(session: Session, actor: Actor, org_id: str, *, group_externa
         raise InvalidValue("a rule names the group by its immutable id or its display name", field="group")
     if not (team_id or org_role):
         raise InvalidValue("a rule grants a team, an org role, or both", field="team_id")
+    seats.lock_org(session, org_id)  # first, as every change of the rules (_locked_rule)
     if team_id:
-        get_team(session, org_id, team_id)
+        lock_team(session, org_id, team_id)
     _authorize_owners_groups(session, actor, org_id, [(group_external_id or None, group_display_name or None)])
     rule = GroupMapping(
         id=str(uuid.uuid4()), org_id=org_id, group_external_id=group_external_id or None,
@@ -113,7 +114,7 @@ def create_mapping(session: Session, actor: Actor, org_id: str, *, group_externa
                                                            group_display_name or group_external_id or ""),
            {"group_external_id": rule.group_external_id, "group_display_name": rule.group_display_name,
             "team_id": rule.team_id, "team_role": rule.team_role, "org_role": rule.org_role}, org_id=org_id)
-    for group in _groups_matching(session, rule):
+    for group in groups_matching(session, rule):
         groups.reapply(session, actor, group)
     return rule
 
@@ -125,20 +126,39 @@ def reapply_owner_rules(session: Session, actor: Actor, org_id: str) -> None:
     The caller holds the org's lock; a change that would leave no active owner is refused."""
     rules = session.scalars(select(GroupMapping).where(GroupMapping.org_id == org_id,
                                                        GroupMapping.org_role == Role.OWNER))
-    matched = {group.id: group for rule in rules for group in _groups_matching(session, rule)}
+    matched = {group.id: group for rule in rules for group in groups_matching(session, rule)}
     for group_id in sorted(matched):  # in one order (group_locks.lock_group)
         groups.reapply(session, actor, matched[group_id])
+
+
+# The rule's row locked and read again, the session's copy refreshed (after the org's lock). FOR NO KEY
+# UPDATE: a group pinned to it meanwhile (its foreign key's KEY SHARE) does not wait for it.
+_LOCK_RULE = (select(GroupMapping).where(GroupMapping.id == bindparam("mapping_id")).with_for_update(key_share=True)
+              .execution_options(populate_existing=True))
+
+
+def _locked_rule(session: Session, org_id: str, mapping_id: str) -> GroupMapping:
+    """Return the org's rule as committed, locked until the transaction ends, or raise NotFound.
+
+    The org's lock first (identity.group_locks' order; re-deriving the groups takes it anyway): two
+    changes of the rules, or of one rule, run one after the other, and the second reads the rule as
+    the first left it (deleted included) and re-derives the groups from that, never from a copy
+    read before the first committed.
+    """
+    seats.lock_org(session, org_id)
+    rule = session.execute(_LOCK_RULE, {"mapping_id": mapping_id}).scalar_one_or_none()
+    if rule is None or rule.org_id != org_id:
+        raise NotFound(f"no group mapping {mapping_id!r} in this org", mapping_id=mapping_id)
+    return rule
 
 
 def delete_mapping(session: Session, actor: Actor, org_id: str, mapping_id: str) -> None:
     """Remove a rule; the matching groups' members keep only what the remaining rules give."""
     authorize(actor, "teams.manage", org_id=org_id)
-    rule = session.get(GroupMapping, mapping_id)
-    if rule is None or rule.org_id != org_id:
-        raise NotFound(f"no group mapping {mapping_id!r} in this org")
+    rule = _locked_rule(session, org_id, mapping_id)
     _authorize_owner_grant(actor, org_id, rule.org_role)
     _authorize_owners_groups(session, actor, org_id, [(rule.group_external_id, rule.group_display_name)], rule.id)
-    matching = _groups_matching(session, rule)
+    matching = groups_matching(session, rule)
     record(session, actor, Action.GROUP_MAPPING_DELETED, Target("group_mapping", rule.id,
                                                            rule.group_display_name or rule.group_external_id or ""),
            {"team_id": rule.team_id, "team_role": rule.team_role, "org_role": rule.org_role}, org_id=org_id)
@@ -161,9 +181,7 @@ def update_mapping(session: Session, actor: Actor, org_id: str, mapping_id: str,
     unknown = sorted(set(changes) - set(MAPPING_FIELDS))
     if unknown:
         raise InvalidValue(f"not mapping fields: {', '.join(unknown)}", field=unknown[0])
-    rule = session.get(GroupMapping, mapping_id)
-    if rule is None or rule.org_id != org_id:
-        raise NotFound(f"no group mapping {mapping_id!r} in this org", mapping_id=mapping_id)
+    rule = _locked_rule(session, org_id, mapping_id)
     _authorize_owner_grant(actor, org_id, rule.org_role)
     _authorize_owner_grant(actor, org_id, changes.get("org_role"))
     wanted = {name: changes.get(name, getattr(rule, name)) or None for name in MAPPING_FIELDS}
@@ -172,7 +190,7 @@ def update_mapping(session: Session, actor: Actor, org_id: str, mapping_id: str,
     if not (wanted["team_id"] or wanted["org_role"]):
         raise InvalidValue("a rule grants a team, an org role, or both", field="team_id")
     if wanted["team_id"]:
-        get_team(session, org_id, wanted["team_id"])
+        lock_team(session, org_id, wanted["team_id"])
         wanted["team_role"] = parse_role(wanted["team_role"] or Role.MEMBER, allowed=teams.TEAM_ROLES)
     else:
         wanted["team_role"] = None
@@ -184,7 +202,7 @@ def update_mapping(session: Session, actor: Actor, org_id: str, mapping_id: str,
     _authorize_owners_groups(session, actor, org_id, [(rule.group_external_id, rule.group_display_name),
                                                       (wanted["group_external_id"], wanted["group_display_name"])],
                              rule.id)
-    matched = {group.id: group for group in _groups_matching(session, rule)}
+    matched = {group.id: group for group in groups_matching(session, rule)}
     for name, change in diff.items():
         setattr(rule, name, change["after"])
     if {"group_external_id", "group_display_name"} & set(diff):  # it names other groups now: they follow
@@ -193,7 +211,7 @@ def update_mapping(session: Session, actor: Actor, org_id: str, mapping_id: str,
     session.flush()
     record(session, actor, Action.GROUP_MAPPING_UPDATED, Target(
         "group_mapping", rule.id, rule.group_display_name or rule.group_external_id or ""), diff, org_id=org_id)
-    matched |= {group.id: group for group in _groups_matching(session, rule)}
+    matched |= {group.id: group for group in groups_matching(session, rule)}
     for group_id in sorted(matched):
         groups.reapply(session, actor, matched[group_id])
     return rule
