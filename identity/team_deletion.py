@@ -9,18 +9,19 @@ pending invitations to it expire (identity.invitations), its keys are revoked
 
 from __future__ import annotations
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from audit import Actor, record
 from audit.log import Target
-from identity import invitations, key_revocation, mappings, topups
+from identity import invitations, key_revocation, mappings, seats, topups, wallets
 from identity.actions import Action
-from identity.errors import InvalidValue
+from identity.errors import InvalidValue, NotFound
 from identity.group_defaults import defaults_of, settle_defaults
+from identity.group_locks import lock_groups
 from identity.lookups import get_team
-from identity.models import ApiKey, GroupMapping, Invitation, RoleGrant
+from identity.models import ApiKey, GroupMapping, IdpGroup, Invitation, RoleGrant, Team
 from identity.roles import authorize
 from identity.vocabulary import InvitationStatus, Role
 
@@ -37,11 +38,12 @@ def delete_team(session: Session, actor: Actor, org_id: str, team_id: str, *, co
     sets it NULL); the audit events say which team it was.
     """
     authorize(actor, "teams.manage", org_id=org_id)
-    team = get_team(session, org_id, team_id)
+    seats.lock_org(session, org_id)
+    if get_team(session, org_id, team_id).is_default:
+        raise InvalidValue("the Default team cannot be deleted", field="team_id")
+    team = _lock_for_deletion(session, org_id, team_id)
     if confirm is not None and confirm != team.name:
         raise InvalidValue(f"confirm must be the team's name, {team.name!r}, to delete it", field="confirm")
-    if team.is_default:
-        raise InvalidValue("the Default team cannot be deleted", field="team_id")
     # Deleting the team removes its members from it and revokes their keys for it: what removing each
     # of them would do, so no more than the actor may do to each (an admin may not to an owner).
     authorize(actor, "member.remove_from_team", org_id=org_id,
@@ -74,6 +76,40 @@ def delete_team(session: Session, actor: Actor, org_id: str, team_id: str, *, co
     for row in session.identity_map.values():
         if isinstance(row, (ApiKey, Invitation)) and row.team_id == team.id:
             set_committed_value(row, "team_id", None)
+
+
+# The team's row locked against every other lock on it (FOR UPDATE, which waits for and then makes wait
+# identity.lookups.LOCK_TEAM's FOR KEY SHARE and a foreign key's check), read again.
+_LOCK_FOR_DELETION = (select(Team).where(Team.id == bindparam("team_id")).with_for_update()
+                      .execution_options(populate_existing=True))
+
+
+def _lock_for_deletion(session: Session, org_id: str, team_id: str) -> Team:
+    """Lock what the deletion will change, the team's row last, before reading anything it ends
+    (identity.group_locks' order), and return the team read again under its lock.
+
+    With the org's lock (taken first) the deletion waits for, and makes wait, every change that takes
+    it: a key, a rule, an invitation, an acceptance, a member's deletion. With the team's row locked
+    FOR UPDATE it waits for, and makes wait, the rest that names the team: a membership added or
+    changed, a rename (identity.lookups.lock_team), so that each either commits before the deletion
+    reads what it ends or finds the team gone (NotFound), never writes to it unseen or fails on its
+    foreign key. Before the team's row: the groups whose members the team's rules or mirror give it
+    (an IdP's change of such a group inserts grants into the team, whose foreign key check waits for
+    this lock, while holding the group this deletion re-derives) and its wallet (a debit locks the
+    wallet, then the team's row FOR KEY SHARE: identity.wallet_locks).
+    """
+    governed = {group.id for rule in session.scalars(select(GroupMapping).where(
+        GroupMapping.org_id == org_id, GroupMapping.team_id == team_id)).all()
+        for group in mappings.groups_matching(session, rule)}
+    mirrored = session.scalars(select(IdpGroup.id).where(IdpGroup.org_id == org_id, IdpGroup.team_id == team_id))
+    sources = session.scalars(select(RoleGrant.source_ref).where(
+        RoleGrant.team_id == team_id, RoleGrant.source_ref != "").distinct())
+    lock_groups(session, governed | set(mirrored) | set(sources))
+    wallets.lock_wallet(session, org_id, team_id)
+    team = session.execute(_LOCK_FOR_DELETION, {"team_id": team_id}).scalar_one_or_none()
+    if team is None or team.org_id != org_id:
+        raise NotFound(f"no team {team_id!r} in this org", team_id=team_id)
+    return team
 
 
 def _has_an_owner(session: Session, org_id: str, team_id: str) -> bool:
