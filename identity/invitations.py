@@ -12,11 +12,11 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from audit import Actor, clock, record
 from audit.log import Target
-from identity import config, outbox, tokens, users
+from identity import config, outbox, seats, tokens, users
 from identity.actions import Action
 from identity.errors import Conflict, DomainError, InvalidValue, NotFound, Unauthenticated
 from identity.grants import org_role
-from identity.lookups import default_team, find_by_address, get_team
+from identity.lookups import default_team, find_by_address, lock_team
 from identity.models import ApiKey, Invitation, Org, User
 from identity.names import checked_address
 from identity.roles import authorize, capped, parse_role, refusal
@@ -84,13 +84,18 @@ def invite(session: Session, actor: Actor, org_id: str, *, email: str, role: str
 
     The team defaults to the inviter's key's team, else `Default`. The mail with the accept link
     is queued in the outbox (identity.outbox) in the same transaction.
+
+    Under the org's lock, then the team's (identity.lookups.lock_team): an invitation sent while its
+    org or team is being deleted waits and is refused (NotFound), and one sent before is found
+    pending by the deletion and expired, its mail cancelled.
     """
     role = parse_role(role)
     authorize(actor, "owners.manage" if role == Role.OWNER else "members.manage", org_id=org_id)
     email = checked_address(email)
+    seats.lock_org(session, org_id)
     _ensure_not_a_member(session, org_id, email)
     team_id = team_id or _inviter_team(session, actor) or default_team(session, org_id).id
-    get_team(session, org_id, team_id)
+    lock_team(session, org_id, team_id)
     new = tokens.generate("inv")
     now = clock.now()
     invitation = Invitation(id=str(uuid.uuid4()), org_id=org_id, email=email, role=role, team_id=team_id,
@@ -265,6 +270,12 @@ def invitee(session: Session, token: str) -> Actor:
 def accept(session: Session, actor: Actor, token: str) -> User:
     """Accept an invitation: the invitee becomes a member with its role and team, taking a seat."""
     invitation = _pending(session, token)
+    # The org's lock first, then the invitation as committed: a deletion of its team or org that
+    # committed while this waited has expired it (and its team's row is gone: no grant may name it).
+    seats.lock_org(session, invitation.org_id)
+    if session.execute(select(Invitation.status, Invitation.secret_hash).where(Invitation.id == invitation.id)).one() \
+            != (invitation.status, invitation.secret_hash):
+        raise _changed_meanwhile(session, invitation, InvalidValue, "token")
     _ensure_inviter_may_still_invite(session, invitation)
     _ensure_not_a_member(session, invitation.org_id, invitation.email)  # the IdP may have made them one since
     user = users.provision_user(session, actor, invitation.org_id, user_name=invitation.email,
