@@ -39,6 +39,20 @@ waited for the member's row (found by identity.member_removal.REMOVE_ROWS, which
 nothing) is no exception: the deletion lets go of the member's groups and row (rolled back to the
 savepoint before it took them) and locks its groups and that add's in id order, then the row again,
 rather than wait for that group while holding them.
+
+A team's row comes after the org's lock and before user rows. A change that writes a row naming the
+team, or the team itself, share-locks it first (FOR KEY SHARE, identity.lookups.lock_team: a
+membership added, changed or removed, a rename, a rule into it, an invitation to it), after the
+org's lock where it takes that one (a rule, an invitation) and never waits for the org's lock after
+it; a membership's change then locks the member's row (identity.lookups.LOCK_LIVE_USER). The team's
+deletion (identity.team_deletion) takes the org's lock, then the groups that give the team's members
+(its rules', its mirror's, its grants' sources) in id order, then its wallet, then the team's row FOR
+UPDATE, before it reads anything it ends: so every change of the team either commits first and is
+ended with it, or waits and finds the team gone. The groups and the wallet come before the team's
+row because their holders may wait for it: an IdP's change of a group inserts grants into the team
+(their foreign key's check waits for FOR UPDATE), and a debit locks the team's wallet and then the
+team's row (identity.wallet_locks). A share lock on a team waits for nothing but its deletion, so
+holding one never deadlocks with another change of the team.
 """
 
 from __future__ import annotations
