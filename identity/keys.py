@@ -21,7 +21,7 @@ from identity import seats, tokens, wallet_controls
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound, PermissionDenied, Unauthenticated
 from identity.grants import org_role, roles_for_key
-from identity.lookups import get_team
+from identity.lookups import lock_team
 from identity.models import ApiKey, Org, RoleGrant, User
 from identity.roles import SCOPE_ROLES, allowed_scopes, authorize, capped, lowest, refusal
 from identity.vocabulary import KeyStatus, KeyStatusReason, Role
@@ -101,7 +101,7 @@ def create_api_key(session: Session, actor: Actor, org_id: str, *, user_id: str,
     if above:
         raise PermissionDenied(f"a {acting}'s key may not have the scopes {', '.join(sorted(above))}",
                                action="api_key.scopes", scopes=sorted(above))
-    team = get_team(session, org_id, team_id)
+    team = lock_team(session, org_id, team_id)
     if not user.active:
         raise PermissionDenied("a deactivated member cannot be given keys", user_id=user_id)
     if not _lock_holder_grants(session, user_id, team.id):
@@ -280,7 +280,7 @@ def create_service_key(session: Session, actor: Actor, org_id: str, *, team_id: 
     # The org's lock first: the org's deletion under way, which revokes every key it sees, is waited
     # for and read (NotFound), never outlived by a key it did not see.
     seats.lock_org(session, org_id)
-    get_team(session, org_id, team_id)
+    lock_team(session, org_id, team_id)
     name = (name or "").strip()[:200] or "service key"
     new = tokens.generate("key")
     key = ApiKey(id=str(uuid.uuid4()), org_id=org_id, team_id=team_id, user_id=None, name=name, prefix=new.prefix,
@@ -353,7 +353,7 @@ def _lock_for_successor(session: Session, org_id: str, key: ApiKey) -> bool:
     in_team = False
     if key.team_id is not None:
         try:
-            team = get_team(session, org_id, key.team_id)
+            team = lock_team(session, org_id, key.team_id)
         except NotFound:  # deleted meanwhile: the key, read again, is revoked
             team = None
         if team is not None and key.user_id is not None:

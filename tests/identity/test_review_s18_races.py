@@ -277,7 +277,9 @@ def test_a_team_membership_added_during_the_members_deletion_does_not_outlive_it
     with db.transaction() as session:
         users.delete_user(session, system, acme.org.id, dev.id)
         session.flush()
-        _finish(in_thread(add, errors), "the add to the team")
+        adder = in_thread(add, errors)
+        wait_for_a_lock_wait(db, "the add to the team")
+    _finish(adder, "the add to the team")
     with db.reading() as session:
         grants = list(session.scalars(select(RoleGrant.team_id).where(RoleGrant.user_id == dev.id)))
     assert grants == [] and (errors == [] or isinstance(errors[0], NotFound)), (grants, errors)
@@ -333,7 +335,9 @@ def test_two_adds_of_one_member_to_a_team_at_once_make_one_grant_and_later_chang
     with db.transaction() as session:
         teams.add_team_member(session, system, acme.org.id, team_id, dev.id)
         session.flush()
-        _finish(in_thread(add, errors), "the second add")
+        adder = in_thread(add, errors)
+        wait_for_a_lock_wait(db, "the second add")
+    _finish(adder, "the second add")
     with db.reading() as session:
         grants = list(session.scalars(select(RoleGrant.id).where(RoleGrant.user_id == dev.id,
                                                                  RoleGrant.team_id == team_id)))
@@ -521,7 +525,9 @@ def test_an_invitation_sent_during_the_orgs_deletion_is_not_left_pending_with_it
     with db.transaction() as session:
         org_lifecycle.delete_org(session, system, acme.org.id, confirm=acme.org.slug)
         session.flush()
-        _finish(in_thread(invite, errors), "the invitation")
+        inviter = in_thread(invite, errors)
+        wait_for_a_lock_wait(db, "the invitation")
+    _finish(inviter, "the invitation")
     if errors:
         assert isinstance(errors[0], NotFound), errors
         return
