@@ -18,10 +18,10 @@ from identity.db import Database
 from identity.group_locks import lock_group
 from identity.models import SsoSession, User
 from identity.names import name_key
-from saml import configuration
+from saml import configuration, links
 from saml.connection import parse_idp_metadata
 from tests.factories import in_thread, wait_for_a_lock_wait
-from tests.saml.conftest import Sso
+from tests.saml.conftest import Sso, link_form
 from tests.saml.idp import KeyPair, TestIdP, post_form
 
 pytestmark = pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
@@ -159,3 +159,33 @@ def test_a_sign_in_racing_a_certificate_rotation_is_not_accepted_with_the_retire
     assert answers[0].status_code != 303 and _sessions_of(db, dana) == before, (
         f"an assertion signed with the retired certificate signed in after the rotation committed "
         f"({answers[0].status_code}); audit: {_actions(db, org_id)[-3:]}")
+
+
+def test_a_sign_in_link_used_while_its_member_is_deactivated_leaves_no_session(
+        sso: Sso, db: Database, system: Actor) -> None:
+    """The same race through a one-time sign-in link (saml.links.sign_in_with_link): the link's member is
+    read without a lock while the deactivation, which has ended her sessions, is not committed yet. Both
+    commit: a LOGIN_LINK session of a deactivated member, live again once she is reactivated."""
+    org_id = sso.org.org.id
+    assert sso.post(sso.response(name_id="dana@acme.test")).status_code == 303  # JIT
+    dana = _member_id(db, org_id, "dana@acme.test")
+    assert dana is not None
+    with db.transaction() as session:
+        token = links.issue_sign_in_link(session, system, org_id, "dana@acme.test")
+    racer = sso.client.application.test_client()
+    form = link_form(racer, token)
+    answers: list[Any] = []
+    errors: list[BaseException] = []
+    with db.transaction() as session:
+        users.deactivate_user(session, system, org_id, dana)
+        signer = in_thread(lambda: answers.append(racer.post(f"/login/link/{token}", data=form)), errors)
+        _until_done_or_waiting(db, signer, "the link's sign-in")
+    signer.join(30)
+    assert not signer.is_alive() and errors == [], errors
+    left = _sessions_of(db, dana)
+    with db.transaction() as session:
+        users.reactivate_user(session, system, org_id, dana)
+    me = racer.get("/me").status_code
+    assert left == 0 and me != 200, (
+        f"the link's sign-in answered {answers[0].status_code} and left {left} session(s) for a deactivated "
+        f"member; after reactivation its cookie reads /me: {me}")
