@@ -189,3 +189,27 @@ def test_a_sign_in_link_used_while_its_member_is_deactivated_leaves_no_session(
     assert left == 0 and me != 200, (
         f"the link's sign-in answered {answers[0].status_code} and left {left} session(s) for a deactivated "
         f"member; after reactivation its cookie reads /me: {me}")
+
+
+def test_two_first_sign_ins_of_one_person_at_once_tell_the_loser_another_sign_in_was_in_progress(
+        sso: Sso, db: Database, system: Actor) -> None:
+    """Zed's first sign-in provisions him (JIT) and holds the org's lock; a second first sign-in of his
+    (another tab, a double submit) found nobody of his userName and waits for that lock to provision him
+    too. saml.views answers that race `concurrent_sign_in` (409, "Another sign-in for this account was in
+    progress. Please sign in again."), but its `except IntegrityError` is never reached: identity.users
+    turns the clash into a Conflict first, answered as a generic "refused (conflict)" 400."""
+    org_id = sso.org.org.id
+    racer = sso.client.application.test_client()
+    form = post_form(sso.response(name_id="zed@acme.test"))
+    answers: list[Any] = []
+    errors: list[BaseException] = []
+    with db.transaction() as session:  # the first sign-in's JIT provisioning, not committed yet
+        users.provision_user(session, system, org_id, user_name="zed@acme.test", email="zed@acme.test",
+                             source="saml")
+        signer = in_thread(lambda: answers.append(racer.post(f"/saml/{sso.org.org.slug}/acs", data=form)), errors)
+        wait_for_a_lock_wait(db, "the second sign-in")  # for the org's lock
+    signer.join(30)
+    assert not signer.is_alive() and errors == [], errors
+    page = answers[0].get_data(as_text=True)
+    assert answers[0].status_code == 409 and "Another sign-in for this account was in progress" in page, (
+        answers[0].status_code, page[page.find("<p>"):page.find("</p>") + 4])
