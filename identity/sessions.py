@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from typing import cast
 
-from sqlalchemy import Table, bindparam, delete, insert, select
+from sqlalchemy import ColumnElement, Table, bindparam, delete, insert, select
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock
@@ -53,21 +53,48 @@ def is_session_of(row: SsoSession, token: str | None) -> bool:
     return token is not None and row.id == _digest(token)
 
 
-# A plain INSERT built once, not an ORM object: nothing in the sign-in reads the row back.
-INSERT_SESSION = insert(cast(Table, SsoSession.__table__))
+SESSIONS = cast(Table, SsoSession.__table__)
+_USERS = cast(Table, User.__table__)
+_COLUMNS = ("id", "method", "name_id", "name_id_key", "name_id_format", "session_index", "created_at",
+            "last_seen_at", "expires_at")
+# A plain INSERT, not an ORM object: nothing in the sign-in reads the row back. Its row comes from
+# the member's, read FOR SHARE in the same statement, only while the member is active and not
+# deleted: a deactivation or deletion under way holds that row (identity.lookups.LOCK_LIVE_USER,
+# identity.member_removal), so the sign-in waits for it, then finds no live member and writes
+# nothing, rather than add a session the change never saw when it ended the member's sessions
+# (DESIGN.md 3.5); a change that comes after waits for the sign-in, and ends its session. Last in
+# identity.group_locks' order but for the audit chain's head, as a profile change's row lock.
+_FROM_LIVE_MEMBER = select(
+    _USERS.c.org_id, _USERS.c.id, *(bindparam(name, type_=SESSIONS.c[name].type) for name in _COLUMNS),
+).where(_USERS.c.id == bindparam("user_id"), _USERS.c.active.is_(True), _USERS.c.deleted_at.is_(None))
+INSERT_SESSION = insert(SESSIONS).from_select(["org_id", "user_id", *_COLUMNS],
+                                              _FROM_LIVE_MEMBER.with_for_update(read=True)).returning(SESSIONS.c.id)
 
 
 def create_session(session: Session, user: User, *, method: str, lifetime: Lifetime, name_id: str | None = None,
-                   name_id_format: str | None = None, session_index: str | None = None) -> str:
-    """Start a session for `user`; return its token (shown to the browser only, in the cookie)."""
+                   name_id_format: str | None = None, session_index: str | None = None,
+                   also: ColumnElement[bool] | None = None) -> str:
+    """Start a session for `user`; return its token (shown to the browser only, in the cookie).
+
+    Unauthenticated when, by the time the session would start, the member is deactivated or
+    deleted (a change under way, holding the member's row, is waited for: INSERT_SESSION), or when
+    `also`, a condition the caller's sign-in holds under (saml.configuration.connection_unchanged),
+    read in the same statement, is false; nothing is written then.
+    """
     token = secrets.token_urlsafe(32)
     now = clock.now()
     if secrets.randbelow(PURGE_ONE_IN) == 0:  # ended sessions are swept now and then, not on every sign-in
         purge_expired(session)
-    session.execute(INSERT_SESSION, {
-        "id": _digest(token), "org_id": user.org_id, "user_id": user.id, "method": method, "name_id": name_id,
+    statement = INSERT_SESSION if also is None else insert(SESSIONS).from_select(
+        ["org_id", "user_id", *_COLUMNS], _FROM_LIVE_MEMBER.where(also).with_for_update(read=True),
+    ).returning(SESSIONS.c.id)
+    added = session.execute(statement, {
+        "id": _digest(token), "user_id": user.id, "method": method, "name_id": name_id,
         "name_id_key": None if name_id is None else name_key(name_id), "name_id_format": name_id_format,
         "session_index": session_index, "created_at": now, "last_seen_at": now, "expires_at": now + lifetime.absolute})
+    if added.first() is None:
+        raise Unauthenticated("the member is deactivated or removed: no session starts", user_id=user.id,
+                              org_id=user.org_id)
     return token
 
 
@@ -206,7 +233,6 @@ def end_break_glass_sessions(session: Session, user_id: str) -> None:
                                              SsoSession.method == SessionMethod.BREAK_GLASS))
 
 
-SESSIONS = cast(Table, SsoSession.__table__)
 # A member's sessions, ended by a plain statement (inside a member's removal: identity.member_removal).
 END_USER_SESSIONS = delete(SESSIONS).where(SESSIONS.c.user_id == bindparam("member_id"))
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import ColumnElement, bindparam, select
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
@@ -31,7 +31,8 @@ def org_target(org: Org) -> Target:
 class ConnectionChanged(Exception):
     """The org's connection is not the one the response was verified with: verify it again.
 
-    Raised before anything is written, so the caller may retry with the connection stored now.
+    Nothing it is raised in is kept (its transaction is rolled back), so the caller may retry with
+    the connection stored now.
     """
 
 
@@ -49,6 +50,18 @@ def confirm_connection(session: Session, connection: SamlConnection) -> None:
     stored = session.scalar(CONNECTION_VERSION, {"org_id": connection.org_id})
     if stored != connection.version:
         raise ConnectionChanged(connection.org_id)
+
+
+def connection_unchanged(connection: SamlConnection) -> ColumnElement[bool]:
+    """The condition "the org's connection is still `connection`'s version", its row read FOR SHARE: the
+    sign-in's session starts under it (identity.sessions.create_session), its last statement before
+    the audit, so that a change committed while the sign-in waited (a certificate retired, JIT turned
+    off) is seen, and one that comes after waits for the sign-in. `confirm_connection` at the start
+    cannot lock it: `configure_connection` takes the org's lock and then writes this row, and a
+    sign-in takes the org's lock (JIT) after its start."""
+    return (select(SamlConnection.org_id).where(SamlConnection.org_id == connection.org_id,
+                                                 SamlConnection.version == connection.version)
+            .with_for_update(read=True).exists())
 
 
 def find_connection(session: Session, slug: str) -> tuple[Org, SamlConnection] | None:

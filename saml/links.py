@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from audit import Actor, clock, record
 from identity import outbox, sessions, users
 from identity.actions import Action
-from identity.errors import DomainError, NotFound
+from identity.errors import DomainError, NotFound, Unauthenticated
 from identity.lookups import has_address, user_target
 from identity.models import Org, User
 from identity.names import name_key
@@ -202,7 +202,11 @@ def sign_in_with_link(session: Session, actor: Actor, token: str, *, lifetime: s
                           org_id=link.org_id, user_id=link.user_id)
     break_glass = ensure_may_sign_in_without_sso(session, session.get_one(Org, link.org_id), user)
     method = SessionMethod.BREAK_GLASS if break_glass else SessionMethod.LOGIN_LINK
-    token_out = sessions.create_session(session, user, method=method, lifetime=lifetime)
+    try:  # the member's row read again, locked: a deactivation or deletion under way is waited for
+        token_out = sessions.create_session(session, user, method=method, lifetime=lifetime)
+    except Unauthenticated:
+        raise LinkInvalid("this sign-in link has expired or its account cannot sign in",
+                          org_id=link.org_id, user_id=link.user_id) from None
     user_actor = Actor("user", user.id, user.user_name, org_id=user.org_id, request_id=actor.request_id,
                        ip=actor.ip, user_agent=actor.user_agent)
     record(session, user_actor, Action.SSO_LOGIN_SUCCEEDED, user_target(user),

@@ -17,13 +17,14 @@ from audit import Actor, clock, record
 from audit.log import Target
 from identity import sessions, users
 from identity.actions import Action
+from identity.errors import Unauthenticated
 from identity.group_claims import apply_user_groups
 from identity.lookups import user_target
 from identity.models import Org, User
 from identity.names import checked_text, name_key
 from identity.vocabulary import GrantSource, SessionMethod
 from saml import once
-from saml.configuration import confirm_connection, org_target
+from saml.configuration import confirm_connection, connection_unchanged, org_target
 from saml.connection import attribute_names
 from saml.models import SamlConnection, SamlIdentity, SamlPendingRequest
 from saml.protocol import Assertion, Refused
@@ -267,7 +268,10 @@ def sign_in(session: Session, actor: Actor, org_id: str, assertion: Assertion, *
     checks, JIT provisioning, groups, session, audit.
 
     Long because it is the one place where the order matters: the connection is confirmed, then
-    the request and the assertion are used up, so that nothing else runs for a replay.
+    the request and the assertion are used up, so that nothing else runs for a replay; the
+    connection's version and the member are read again, locked, by the statement that starts the
+    session, so that neither a change of the connection nor the member's deactivation or deletion
+    committed while the sign-in waited for a lock goes unseen (ConnectionChanged, user_deactivated).
     """
     if connection.org_id != org_id:
         raise ValueError("the connection is another org's")
@@ -301,9 +305,14 @@ def sign_in(session: Session, actor: Actor, org_id: str, assertion: Assertion, *
     groups_applied = claims.groups is not None
     if claims.groups is not None:
         apply_user_groups(session, actor, org_id, user.id, claims.groups)
-    token = sessions.create_session(session, user, method=SessionMethod.SAML, lifetime=lifetime,
-                                    name_id=assertion.name_id, name_id_format=assertion.name_id_format,
-                                    session_index=assertion.session_index)
+    try:  # the member's row and the connection's read again, locked: a change under way is waited for
+        token = sessions.create_session(session, user, method=SessionMethod.SAML, lifetime=lifetime,
+                                        name_id=assertion.name_id, name_id_format=assertion.name_id_format,
+                                        session_index=assertion.session_index,
+                                        also=connection_unchanged(connection))
+    except Unauthenticated:
+        confirm_connection(session, connection)  # which of the two changed: the connection is verified again
+        raise Refused("user_deactivated", 403, user_id=user.id) from None
     record(session, user_actor, Action.SSO_LOGIN_SUCCEEDED, user_target(user), {
         "flow": "sp_initiated" if assertion.in_response_to else "idp_initiated", "jit_created": created,
         "groups": claims.groups, "groups_applied": groups_applied, "idp_entity_id": assertion.issuer,
