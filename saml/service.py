@@ -11,13 +11,14 @@ from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from sqlalchemy import String, Table, and_, bindparam, column, delete, insert, literal, null, select, union_all, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from audit.log import Target
 from identity import sessions, users
 from identity.actions import Action
-from identity.errors import Unauthenticated
+from identity.errors import Conflict, Unauthenticated
 from identity.group_claims import apply_user_groups
 from identity.lookups import user_target
 from identity.models import Org, User
@@ -245,18 +246,20 @@ def _link_identity(session: Session, actor: Actor, user: User, identity: Identit
     """Link `identity` to `user` (`how`: "new", or "moved" from a removed member); audit it.
 
     The unique keys refuse a second NameID for the member, or a second member for the NameID,
-    to a sign-in racing this one: it fails on IntegrityError, which the adapter answers as a
-    concurrent sign-in.
+    to a sign-in racing this one: Refused as a concurrent sign-in (the transaction is rolled back).
     """
     now = clock.now()
-    if how == "moved":
-        session.execute(MOVE_IDENTITY, {"at_org_id": user.org_id, "at_idp_entity_id": identity.idp_entity_id,
-                                        "at_name_id_key": identity.key, "to_user_id": user.id,
-                                        "to_name_id": identity.name_id, "now": now})
-    else:
-        session.execute(INSERT_IDENTITY, {"org_id": user.org_id, "idp_entity_id": identity.idp_entity_id,
-                                          "name_id_key": identity.key, "name_id": identity.name_id,
-                                          "user_id": user.id, "created_at": now})
+    try:
+        if how == "moved":
+            session.execute(MOVE_IDENTITY, {"at_org_id": user.org_id, "at_idp_entity_id": identity.idp_entity_id,
+                                            "at_name_id_key": identity.key, "to_user_id": user.id,
+                                            "to_name_id": identity.name_id, "now": now})
+        else:
+            session.execute(INSERT_IDENTITY, {"org_id": user.org_id, "idp_entity_id": identity.idp_entity_id,
+                                              "name_id_key": identity.key, "name_id": identity.name_id,
+                                              "user_id": user.id, "created_at": now})
+    except IntegrityError:
+        raise Refused("concurrent_sign_in", 409) from None
     record(session, actor, Action.SSO_IDENTITY_LINKED, user_target(user), {
         "idp_entity_id": identity.idp_entity_id, "name_id": identity.name_id, "moved_from_removed_user": how == "moved",
     }, org_id=user.org_id)
@@ -291,10 +294,13 @@ def sign_in(session: Session, actor: Actor, org_id: str, assertion: Assertion, *
     if user is None:
         if not connection.jit:
             raise Refused("user_not_provisioned", 403)
-        user = users.provision_user(
-            session, replace(actor, display="SAML JIT provisioning"), org_id, user_name=claims.user_name,
-            source=GrantSource.SAML, email=claims.email, given_name=claims.given_name, family_name=claims.family_name,
-            display_name=claims.display_name)
+        try:
+            user = users.provision_user(
+                session, replace(actor, display="SAML JIT provisioning"), org_id, user_name=claims.user_name,
+                source=GrantSource.SAML, email=claims.email, given_name=claims.given_name,
+                family_name=claims.family_name, display_name=claims.display_name)
+        except Conflict:  # nobody had the name when looked up: another sign-in (or the IdP) made them since
+            raise Refused("concurrent_sign_in", 409) from None
     elif not user.active:
         raise Refused("user_deactivated", 403, user_id=user.id)
     if identity is not None and found.link is not None:

@@ -13,7 +13,6 @@ from lxml import etree
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
 from onelogin.saml2.constants import OneLogin_Saml2_Constants as C
 from onelogin.saml2.metadata import OneLogin_Saml2_Metadata
-from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response as HttpResponse
 
 from audit import Actor, clock
@@ -175,8 +174,6 @@ def _consume(slug: str, loaded: tuple[Org, SamlConnection] | None, *, stored: bo
         return _refuse(org, actor, Refused("connection_changed", 409), assertion)
     except (Refused, DomainError) as error:
         return _refuse(org, actor, error, assertion)
-    except IntegrityError:  # two first sign-ins of one new user raced; the other one won
-        return _refuse(org, actor, Refused("concurrent_sign_in", 409), assertion)
     _note_sign_in(org, provisioning_log.Attempt("saml", "POST", request.path, 303, request_id=actor.request_id))
     landing = signed_in.relay_state or safe_landing(request.form.get("RelayState"), web.base_url())
     response = redirect(landing, 303)
