@@ -78,6 +78,33 @@ def verify_scim_token(reader: Session | Connection, secret: str) -> Presented:
     return Presented(actor, use_due(row.last_used_at))
 
 
+# The credential's row read again FOR SHARE, last in a SCIM write's transaction (after the org's lock,
+# groups, owner grants and user rows; before the audit chain's head at commit: identity.group_locks).
+_REVOKED_AT = {
+    "scim_token": select(ScimToken.revoked_at).where(ScimToken.id == bindparam("id")).with_for_update(read=True),
+    "scim_client": select(ScimClient.revoked_at).where(ScimClient.id == bindparam("id")).with_for_update(read=True),
+}
+
+
+def confirm_credential(session: Session, actor: Actor) -> None:
+    """Raise Unauthenticated unless the SCIM token or client `actor` acts with is still unrevoked now.
+
+    `verify_scim_token` (or `check_scim_client`) read it before the write's transaction; a write that
+    then waited for a lock (the org's, a group's) would otherwise commit with a credential revoked
+    meanwhile: a member made by a leaked token after its revocation committed. Read with a lock, the
+    revocation's committed row is seen, and a revocation that comes after waits for the write, so
+    the audit chain never shows a change by a credential after its revocation. Revocation takes no
+    other lock before the credential's row, so being last here deadlocks with nothing.
+    """
+    statement = _REVOKED_AT.get(actor.type)
+    if statement is None:
+        return
+    found = session.execute(statement, {"id": actor.id}).one_or_none()
+    if found is None or found[0] is not None:
+        raise Unauthenticated("invalid or revoked SCIM token", org_id=actor.org_id,
+                              reason=f"{actor.display} was revoked while the request was under way")
+
+
 def note_scim_token_use(session: Session, token_id: str) -> None:
     """Save that a SCIM token was used now: one UPDATE, at most once per LAST_USED_RESOLUTION.
 

@@ -16,7 +16,8 @@ import hmac
 import json
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import unquote
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
@@ -28,17 +29,23 @@ from flask import request as http_request
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
+from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 
+from audit import Actor
 from identity import config, scim_credentials
 from identity.errors import Unauthenticated
 from identity.jsontext import UNSTORABLE
 from identity.models import ScimClient
+from identity.service import run
 from identity.web.http_errors import kept_headers
+from scim.context import actor as request_actor
 from scim.context import database
 
 AUDIENCE = "scim"
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def token_lifetime() -> int:
@@ -180,6 +187,19 @@ def init_oauth(app: Flask) -> None:
 
     app.add_url_rule("/oauth/token", "oauth_token", token, methods=["POST"])
     app.extensions["identity.error_formats"]["/oauth/token"] = _http_error
+
+
+def run_write(service: Callable[Concatenate[Session, Actor, P], R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """Run a SCIM write as the request's actor in one transaction (identity.service.run), its credential
+    confirmed unrevoked last in it (scim_credentials.confirm_credential): the check at the request's
+    start read it before any lock the write then waited for."""
+    def confirmed(session: Session, actor: Actor, /, *inner: P.args, **named: P.kwargs) -> R:
+        result = service(session, actor, *inner, **named)
+        scim_credentials.confirm_credential(session, actor)
+        return result
+
+    confirmed.__name__ = service.__name__  # run audits a refusal by the service's name
+    return run(database(), request_actor(), confirmed, *args, **kwargs)
 
 
 def authenticate(session: Any, header: str) -> scim_credentials.Presented:
