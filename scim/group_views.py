@@ -16,8 +16,8 @@ from audit import Actor
 from identity import group_locks, groups
 from identity.groups import GroupChange
 from identity.models import IdpGroup
-from identity.service import run
 from scim import context, discovery, errors, idp_lookups, listing, resources
+from scim.auth import run_write
 from scim.context import Result
 from scim.patch import parse_operations
 from scim.patch_members import GroupPatchPlan, only_members, plan_group_patch
@@ -71,7 +71,7 @@ def create_group(body: Any) -> Result:
     """Create a group with its first members (RFC 7644 section 3.3)."""
     fields = resources.group_fields(body)
     actor = context.actor()
-    group = run(context.database(), actor, groups.create_group, actor.org_id or "", **fields, adopt_claimed=True)
+    group = run_write(groups.create_group, actor.org_id or "", **fields, adopt_claimed=True)
     _, created, headers = get_group(group.id)
     return 201, created, headers
 
@@ -90,7 +90,7 @@ def replace_group(group_id: str, body: Any, params: dict[str, Any] | None = None
         groups.change_group(session, actor, actor.org_id or "", group_id, change,
                             check=lambda group: context.check_if_match(group.version))
 
-    run(context.database(), context.actor(), replace)
+    run_write(replace)
     return get_group(group_id, params)
 
 
@@ -106,7 +106,7 @@ def patch_group(group_id: str, body: Any, params: dict[str, Any]) -> Result:
         plan = plan_group_patch(resources.group_to_wire(group, context.base_url(), None), operations)
         groups.change_group(session, actor, actor.org_id or "", group_id, _change_of(plan))
 
-    run(context.database(), context.actor(), patch)
+    run_write(patch)
     if not any(k.lower() in ("attributes", "excludedattributes") for k in params):
         return 204, None, {}
     return get_group(group_id, params)
@@ -133,7 +133,7 @@ def delete_group(group_id: str) -> Result:
         context.check_if_match(group_locks.lock_group(session, actor.org_id or "", group_id).version)
         groups.delete_group(session, actor, actor.org_id or "", group_id)
 
-    run(context.database(), context.actor(), remove)
+    run_write(remove)
     return 204, None, {}
 
 

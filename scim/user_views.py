@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session
 from audit import Actor
 from identity import user_profile, users
 from identity.models import User
-from identity.service import run
 from identity.vocabulary import GrantSource
 from scim import context, discovery, idp_lookups, listing, resources
+from scim.auth import run_write
 from scim.context import Result
 from scim.patch import parse_operations
 from scim.patch_resource import patch_user as patch_user_doc
@@ -77,7 +77,7 @@ def create_user(body: Any) -> Result:
     """Provision a user from the IdP (RFC 7644 section 3.3)."""
     fields = resources.user_fields(body)
     actor = context.actor()
-    user = run(context.database(), actor, users.provision_user, actor.org_id or "",
+    user = run_write(users.provision_user, actor.org_id or "",
                source=GrantSource.SCIM, **fields)
     return _user_result(201, user, [])
 
@@ -90,7 +90,7 @@ def replace_user(user_id: str, body: Any, params: dict[str, Any] | None = None) 
     def replace(session: Session, actor: Actor) -> User:
         return user_profile.sync_user(session, actor, actor.org_id or "", user_id, fields, check=_if_match(session))
 
-    run(context.database(), context.actor(), replace)
+    run_write(replace)
     return get_user(user_id, params)
 
 
@@ -104,7 +104,7 @@ def patch_user(user_id: str, body: Any, params: dict[str, Any] | None = None) ->
         return user_profile.sync_user(session, actor, actor.org_id or "", user_id, resources.user_fields(patched),
                                check=_if_match(session))
 
-    run(context.database(), context.actor(), patch)
+    run_write(patch)
     return get_user(user_id, params)
 
 
@@ -114,7 +114,7 @@ def delete_user(user_id: str) -> Result:
         # If-Match is checked against the member as remove_user reads it, under the org's lock.
         return users.remove_user(session, actor, actor.org_id or "", user_id, check=_if_match(session))
 
-    run(context.database(), context.actor(), remove)
+    run_write(remove)
     return 204, None, {}
 
 

@@ -23,12 +23,14 @@ from tests.statements import audit_at_commit, statements
 # Before that read, a savepoint (one more round trip): when an add joined the user to a group below
 # those locked while the deletion waited for the row, the deletion lets go of its groups and row and
 # locks them again in id order, rather than wait for that group holding them (a sign-in locking both
-# groups would deadlock with it).
+# groups would deadlock with it). Last, the token again, FOR SHARE (scim_credentials.confirm_credential:
+# a write that waited for a lock must not commit with a token revoked meanwhile).
 DELETE = {"sqlite": ["SELECT scim_tokens", "SELECT orgs", "SELECT users", "UPDATE api_keys", "DELETE sso_sessions",
-                     "DELETE role_grants", "DELETE idp_group_members", "UPDATE users", "UPDATE orgs"],
+                     "DELETE role_grants", "DELETE idp_group_members", "UPDATE users", "UPDATE orgs",
+                     "SELECT scim_tokens"],
           "postgresql": ["SELECT scim_tokens", "SELECT orgs", "SAVEPOINT member_locks", "SELECT idp_groups + SELECT users",
                          "DELETE sso_sessions + DELETE role_grants + UPDATE users + UPDATE api_keys"
-                         " + DELETE idp_group_members + SELECT revoked", "UPDATE orgs"]}
+                         " + DELETE idp_group_members + SELECT revoked", "UPDATE orgs", "SELECT scim_tokens"]}
 # After the answer, in a transaction of its own: the org's provisioning status (identity.provisioning_log),
 # the first success of its kind in this process, so the throttle lets it through; older rows forgotten.
 STATUS_NOTE = ["INSERT provisioning_events", "DELETE provisioning_events"]
