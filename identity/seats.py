@@ -44,6 +44,10 @@ LOCK_ORG = (select(Org).where(Org.id == bindparam("org_id")).with_for_update(key
             .execution_options(populate_existing=True))
 
 
+# A check run once the org's lock is taken (by lock_org), set by the transaction's runner.
+AFTER_ORG_LOCK = "identity.after_org_lock"
+
+
 def lock_org(session: Session, org_id: str, *, or_deleted: bool = False) -> Org:
     """Return the org, locked for seat changes until the transaction ends.
 
@@ -76,7 +80,11 @@ def _lock(session: Session, org_id: str, statement: Select[Any], *, or_deleted: 
     row = session.execute(statement, {"org_id": org_id}).one_or_none()
     if row is None or (row[0].deleted_at is not None and not or_deleted):
         raise NotFound(f"no org {org_id!r}", org_id=org_id)
-    session.info.setdefault(LOCKED, {})[org_id] = row[0]
+    locked = session.info.setdefault(LOCKED, {})
+    first, locked[org_id] = org_id not in locked, row[0]
+    after = session.info.get(AFTER_ORG_LOCK)
+    if first and after is not None:  # identity.service.run: the caller's role read again under the lock
+        after(session)
     return row
 
 

@@ -15,9 +15,11 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, record
 from audit.log import Target
+from identity import sessions
 from identity.actions import Action
 from identity.db import Database
 from identity.errors import Conflict, LastOwner, SeatCapReached
+from identity.seats import AFTER_ORG_LOCK
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -34,6 +36,8 @@ def run(db: Database, actor: Actor, service: Callable[Concatenate[Session, Actor
     """Call `service(session, actor, *args, **kwargs)` in a transaction; commit or roll back."""
     try:
         with db.transaction() as session:
+            if actor.type == "user":  # a session's write: its role confirmed under the org's lock
+                session.info[AFTER_ORG_LOCK] = lambda locked: sessions.confirm_role(locked, actor)
             return service(session, actor, *args, **kwargs)
     except IntegrityError as error:
         # Services check uniqueness under the org lock; this is the net under that rule.

@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, Table, bindparam, delete, insert, select
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock
-from identity.errors import Unauthenticated
+from identity.errors import PermissionDenied, Unauthenticated
 from identity.grants import org_role
 from identity.models import Org, RoleGrant, SsoSession, Team, User
 from identity.names import name_key
@@ -160,6 +160,22 @@ def verify_session(session: Session, token: str | None, lifetime: Lifetime) -> S
     role = org_role(session, found.user.id) or org.default_role
     return SessionIdentity(found.user.id, found.user.user_name, org.id, org.slug, role,
                            _default_team(session, found.user.id))
+
+
+def confirm_role(session: Session, actor: Actor) -> None:
+    """Raise PermissionDenied when the member a session's write acts for no longer has the org role the
+    write was authorised with (read by verify_session at the request's start).
+
+    Called once the write holds the org's lock (identity.seats.lock_org), before it changes anything:
+    a role change holds that lock until it commits, so a write that waited for it reads the role the
+    change left, not the one read before the wait, and a role change that comes after waits for the
+    write. A role a group gives or takes (no org lock) is read as committed at this moment."""
+    if actor.type != "user" or actor.role is None or actor.org_id is None:
+        return
+    role = org_role(session, actor.id) or session.get_one(Org, actor.org_id).default_role
+    if role != actor.role:
+        raise PermissionDenied(f"your role in this org changed to {role} while this request was under way: "
+                               "send it again", org_id=actor.org_id)
 
 
 def _default_team(session: Session, user_id: str) -> str | None:
