@@ -590,6 +590,11 @@ READS.update({
     "identity.directory.find_team": lambda w: lambda s, a: directory.find_team(s, a, w.org_id, "Default"),
 })
 # The member an action on one is aimed at, once the actor may do it (identity.user_profile asks it too).
+# Checks a write makes at its end (SCIM) or under the org's lock (a session): they read, and refuse or pass.
+READS["identity.scim_credentials.confirm_credential"] = lambda w: (lambda t: lambda s, a: scim_credentials.confirm_credential(
+    s, Actor("scim_token", t, "Okta", org_id=w.org_id)))(_scim_token(w))
+READS["identity.sessions.confirm_role"] = lambda w: lambda s, a: sessions.confirm_role(
+    s, Actor("user", w.acme.owner.id, "owner", org_id=w.org_id, role="owner"))
 READS["identity.users.target_of"] = lambda w: (lambda u: lambda s, a: users.target_of(
     s, a, "member.update_profile", w.org_id, u))(w.member().id)
 # The owners' team roles read before a re-derivation of group grants, and the check after it.
