@@ -1,0 +1,75 @@
+"""Hostile review (session 18, third pass) of the session's own lock changes: deadlocks the new locks
+make with paths that take the same rows in another order (PostgreSQL, real concurrent transactions
+under READ COMMITTED).
+
+Each test holds one transaction at a chosen point, lets the other queue behind a lock it holds, then
+takes the next lock it needs. A deadlock is answered by PostgreSQL with DeadlockDetected in one of
+them (a 503 at the API: still a failed request); each test asserts both complete.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from audit import Actor
+from identity import group_membership, groups, mappings, orgs, users
+from identity.db import Database
+from identity.grants import org_role
+from identity.group_locks import lock_group
+from identity.orgs import NewOrg
+from identity.vocabulary import Role
+from tests.factories import in_thread, provision, wait_for_a_lock_wait
+
+pytestmark = pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
+
+
+def _finish(thread: threading.Thread, what: str) -> None:
+    thread.join(30)
+    assert not thread.is_alive(), f"{what} never finished"
+
+
+def _owners_group(db: Database, system: Actor, acme: NewOrg) -> str:
+    """An IdP group Owners whose rule gives the org role owner: its id."""
+    with db.transaction() as session:
+        orgs.update_settings(session, system, acme.org.id, {"idp_may_grant_owner": True})
+        group = groups.create_group(session, system, acme.org.id, display_name="Owners", external_id="00gOwners")
+        mappings.create_mapping(session, system, acme.org.id, group_external_id="00gOwners", org_role="owner")
+        return group.id
+
+
+def test_a_demotion_and_an_idp_put_of_the_owners_group_do_not_deadlock(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """The IdP replaces the members of Owners (SCIM PUT: identity.group_membership.replace_members):
+    Ann, an owner through it, leaves (the org's owner grants locked, FOR UPDATE, to count the owners
+    left) and Bob, an owner by hand, joins (Bob's row share-locked). Meanwhile an admin makes Bob an
+    admin: `users.change_role` now locks Bob's row (FOR NO KEY UPDATE, `_under_seat_lock`) after the
+    org's lock, then the owner grants to count the owners (owners.ensure_not_last_owner). The PUT
+    holds the owner grants and waits for Bob's row; the demotion holds Bob's row and waits for the
+    owner grants: a deadlock (before the change the demotion held no user row while it waited).
+    Serially either order completes (the demotion first, then the PUT gives Bob owner again)."""
+    group_id = _owners_group(db, system, acme)
+    ann = provision(db, system, acme.org.id, "ann@acme.test")
+    bob = provision(db, system, acme.org.id, "bob@acme.test")
+    with db.transaction() as session:
+        group_membership.add_members(session, system, acme.org.id, group_id, [ann.id])
+        users.change_role(session, system, acme.org.id, bob.id, "owner")
+    errors: list[BaseException] = []
+
+    def demote() -> None:
+        with db.transaction() as other:
+            users.change_role(other, system, acme.org.id, bob.id, "admin")
+    try:
+        with db.transaction() as session:  # the PUT, between its removal and its add
+            lock_group(session, acme.org.id, group_id)
+            group_membership.remove_members(session, system, acme.org.id, group_id, [ann.id])
+            demotion = in_thread(demote, errors)
+            wait_for_a_lock_wait(db, "the demotion")  # for the owner grants the removal holds
+            group_membership.add_members(session, system, acme.org.id, group_id, [bob.id])
+    except Exception as error:  # noqa: BLE001 - asserted below
+        errors.append(error)
+    _finish(demotion, "the demotion")
+    assert [type(error).__name__ for error in errors] == [], errors
+    with db.reading() as session:
+        assert org_role(session, bob.id) == Role.OWNER  # the group gives it, whatever the manual grant
