@@ -14,10 +14,11 @@ import threading
 import pytest
 
 from audit import Actor
-from identity import group_membership, groups, mappings, orgs, users
+from identity import group_membership, groups, mappings, orgs, teams, users
 from identity.db import Database
 from identity.grants import org_role
 from identity.group_locks import lock_group
+from identity.lookups import lock_live_user, lock_team
 from identity.orgs import NewOrg
 from identity.vocabulary import Role
 from tests.factories import in_thread, provision, wait_for_a_lock_wait
@@ -73,3 +74,38 @@ def test_a_demotion_and_an_idp_put_of_the_owners_group_do_not_deadlock(
     assert [type(error).__name__ for error in errors] == [], errors
     with db.reading() as session:
         assert org_role(session, bob.id) == Role.OWNER  # the group gives it, whatever the manual grant
+
+
+def test_a_removal_from_a_team_and_a_rule_edit_reapplying_its_group_do_not_deadlock(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """Eng's rule gives Research; Dev is in Eng, so in Research. An admin takes Dev out of Research
+    (teams.remove_team_member) while another edits Eng's rule (mappings.update_mapping, which
+    re-derives Eng: groups.reapply). The removal now locks Research (KEY SHARE) and then Dev's row
+    (FOR NO KEY UPDATE, teams._member_of) before it deletes Dev's grants in Research. The rule edit
+    deletes Eng's grants (Dev's in Research among them) and re-adds Eng's members, share-locking
+    their rows (group_membership._live_users): it waits for Dev's row, which the removal holds, while
+    the removal's DELETE waits for the grant the edit deleted. A deadlock; before the change the
+    removal held no user row, so it simply waited for the edit. Serially either order completes."""
+    dev = provision(db, system, acme.org.id, "dev@acme.test")
+    with db.transaction() as session:
+        team_id = teams.create_team(session, system, acme.org.id, "Research", creator=False).id
+        group = groups.create_group(session, system, acme.org.id, display_name="Eng", external_id="00gEng")
+        rule = mappings.create_mapping(session, system, acme.org.id, group_external_id="00gEng", team_id=team_id)
+        group_membership.add_members(session, system, acme.org.id, group.id, [dev.id])
+        rule_id = rule.id
+    errors: list[BaseException] = []
+
+    def edit_rule() -> None:
+        with db.transaction() as other:
+            mappings.update_mapping(other, system, acme.org.id, rule_id, {"team_role": "admin"})
+    try:
+        with db.transaction() as session:  # the removal, its locks taken (teams._member_of), not its DELETE yet
+            lock_team(session, acme.org.id, team_id)
+            lock_live_user(session, dev.id)
+            editor = in_thread(edit_rule, errors)
+            wait_for_a_lock_wait(db, "the rule edit")  # re-adding Eng's members: for Dev's row
+            teams.remove_team_member(session, system, acme.org.id, team_id, dev.id)
+    except Exception as error:  # noqa: BLE001 - asserted below
+        errors.append(error)
+    _finish(editor, "the rule edit")
+    assert [type(error).__name__ for error in errors] in ([], ["NotFound"]), errors
