@@ -14,7 +14,7 @@ import threading
 import pytest
 
 from audit import Actor
-from identity import group_membership, groups, mappings, orgs, teams, users
+from identity import group_membership, groups, mappings, orgs, team_deletion, teams, users
 from identity.db import Database
 from identity.grants import org_role
 from identity.group_locks import lock_group
@@ -109,3 +109,34 @@ def test_a_removal_from_a_team_and_a_rule_edit_reapplying_its_group_do_not_deadl
         errors.append(error)
     _finish(editor, "the rule edit")
     assert [type(error).__name__ for error in errors] in ([], ["NotFound"]), errors
+
+
+def test_an_idp_add_that_adopts_a_team_by_name_during_its_deletion_is_not_a_500(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """Under `mirror` (the default), a group no rule governs becomes the team of its name
+    (group_membership.mirror_team: "its own, else the org's team of its name, else a new one"). An
+    admin deletes the team Research while the IdP adds Dev to the group Research, which has no team
+    yet. The deletion locks the org, the team's groups (Research the group is not among them: not
+    yet its mirror), its wallet and its row FOR UPDATE, and deletes it. The add reads the team by
+    name without a lock (still there in its snapshot), points the group at it and inserts Dev's
+    grant in it; the foreign key's check waits for the deletion, which commits; the insert then
+    fails on the foreign key: IntegrityError, a 500 at SCIM. identity.group_locks promises that
+    every change of a team either commits first or waits and finds the team gone; serially, the add
+    first is ended by the deletion, the deletion first leaves the add to make a new team Research."""
+    dev = provision(db, system, acme.org.id, "dev@acme.test")
+    with db.transaction() as session:
+        team_id = teams.create_team(session, system, acme.org.id, "Research", creator=False).id
+        group_id = groups.create_group(session, system, acme.org.id, display_name="Research",
+                                       external_id="00gResearch").id
+    errors: list[BaseException] = []
+
+    def add() -> None:
+        with db.transaction() as other:
+            group_membership.add_members(other, system, acme.org.id, group_id, [dev.id])
+    with db.transaction() as session:
+        team_deletion.delete_team(session, system, acme.org.id, team_id)
+        session.flush()
+        adder = in_thread(add, errors)
+        wait_for_a_lock_wait(db, "the IdP's add")  # the grant's foreign key check, for the deleted team's row
+    _finish(adder, "the IdP's add")
+    assert [type(error).__name__ for error in errors] == [], errors
