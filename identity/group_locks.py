@@ -44,7 +44,11 @@ A team's row comes after the org's lock and before user rows. A change that writ
 team, or the team itself, share-locks it first (FOR KEY SHARE, identity.lookups.lock_team: a
 membership added, changed or removed, a rename, a rule into it, an invitation to it), after the
 org's lock where it takes that one (a rule, an invitation) and never waits for the org's lock after
-it; a membership's change then locks the member's row (identity.lookups.LOCK_LIVE_USER). The team's
+it; a membership's change then locks the member's row (identity.lookups.LOCK_LIVE_USER). An add to
+a group that adopts the org's team of the group's name as its mirror share-locks that team after the
+group's lock (identity.group_membership.mirror_team), as the grants any add inserts into a team wait
+for its deletion there (their foreign key's check): a deletion under way is waited for, and the add
+then makes a new team rather than point at the deleted one. The team's
 deletion (identity.team_deletion) takes the org's lock, then the groups that give the team's members
 (its rules', its mirror's, its grants' sources) in id order, then its wallet, then the team's row FOR
 UPDATE, before it reads anything it ends: so every change of the team either commits first and is

@@ -18,12 +18,12 @@ from sqlalchemy.orm import Session
 from audit import Actor, clock, record
 from identity import owners, teams
 from identity.actions import Action
-from identity.errors import InvalidValue
+from identity.errors import InvalidValue, NotFound
 from identity.group_defaults import defaults_of, settle_defaults
 from identity.group_locks import lock_group
 from identity.group_rules import pin_rule
 from identity.group_versions import touch
-from identity.lookups import group_target
+from identity.lookups import group_target, lock_team
 from identity.models import IdpGroup, IdpGroupMember, Org, RoleGrant, Team, User
 from identity.roles import authorize
 from identity.vocabulary import GrantSource, Role
@@ -65,11 +65,24 @@ def mirror_team(session: Session, actor: Actor, group: IdpGroup) -> str:
     org's team of its name, else a new one, the IdP's (no creator member: `actor` only set off the
     change, as an admin switching `group_sync` does), audited as `team.created` by `actor`."""
     if group.team_id is None:
-        existing = session.scalars(select(Team).where(
+        existing = session.scalars(select(Team.id).where(
             Team.org_id == group.org_id, func.lower(Team.name) == group.display_name.lower())).first()
-        made = existing or teams.create_team(session, actor, group.org_id, group.display_name, creator=False)
+        made = _adopted(session, group, existing) if existing is not None else None
+        made = made or teams.create_team(session, actor, group.org_id, group.display_name, creator=False)
         group.team_id = made.id
     return group.team_id
+
+
+def _adopted(session: Session, group: IdpGroup, team_id: str) -> Team | None:
+    """The org's team of the group's name, share-locked (identity.lookups.lock_team), or None when it
+    is gone or renamed once its deletion or rename under way committed: the group then makes a new
+    team rather than point at a deleted one (a foreign key's error, a 500). After the group's lock, as
+    every grant an add to the group inserts into a team (identity.group_locks)."""
+    try:
+        team = lock_team(session, group.org_id, team_id)
+    except NotFound:
+        return None
+    return team if team.name.lower() == group.display_name.lower() else None
 
 
 def _live_users(session: Session, org_id: str, user_ids: list[str]) -> set[str]:
