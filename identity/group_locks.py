@@ -26,6 +26,10 @@ and deletes their owner grant) deadlocks with it, and PostgreSQL answers one of 
 
 User rows come after groups. An add to a group share-locks the rows of the users it adds (not of
 its members already there) after the group's lock (identity.group_membership.add_members); a
+rule's re-application share-locks the rows of all the group's members (in id order, in chunks)
+before it deletes the group's grants (identity.groups.reapply, group_membership.lock_members): a
+member's grants come after its row, as a change of one member's team grants (teams._member_of)
+locks the row and then deletes them; a
 member's deletion locks the member's groups in id order and then its row (identity.member_removal.
 LOCK_MEMBER_WITH_ROLE), and the org's deletion every group of the org before any member's row
 (`lock_org_groups`). So an add waits for a deletion under way and reads the member deleted, and a

@@ -91,11 +91,11 @@ def _live_users(session: Session, org_id: str, user_ids: list[str]) -> set[str]:
     (identity.member_removal.LOCK_MEMBER_WITH_ROLE), cannot remove them meanwhile; one under way is waited
     for, and its member then read deleted (a locking read sees the newest row)."""
     found: set[str] = set()
-    for chunk in chunks(user_ids):
+    for chunk in chunks(sorted(user_ids)):  # in id order, as every path that locks several users' rows
         # By primary key alone, then checked here: with `org_id` in the WHERE, SQLite without
         # statistics picks an org index and scans the whole org for every chunk.
         rows = session.execute(select(User.id, User.org_id, User.deleted_at).where(User.id.in_(chunk))
-                               .with_for_update(read=True, of=User))
+                               .order_by(User.id).with_for_update(read=True, of=User))
         found.update(uid for uid, org, deleted in rows if org == org_id and deleted is None)
     return found
 
@@ -194,6 +194,16 @@ def remove_members(session: Session, actor: Actor, org_id: str, group_id: str, u
 def member_ids(session: Session, group_id: str) -> list[str]:
     """Return every member's id (for a full replace or a full read)."""
     return list(session.scalars(select(IdpGroupMember.user_id).where(IdpGroupMember.group_id == group_id)))
+
+
+def lock_members(session: Session, org_id: str, group_id: str) -> list[str]:
+    """Return every member's id, their rows share-locked (FOR SHARE, in id order, a statement per
+    CHUNK): for a change of the group that takes its grants away from all of them at once
+    (identity.groups.reapply), in identity.group_locks' order, a member's row before its grants.
+    The group's lock is held: a member's deletion, which locks the group first, is not under way."""
+    members = member_ids(session, group_id)
+    _live_users(session, org_id, members)
+    return members
 
 
 def replace_members(session: Session, actor: Actor, org_id: str, group_id: str, user_ids: list[str]) -> None:

@@ -21,7 +21,7 @@ from identity import owners, seats, teams
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound
 from identity.group_locks import lock_group, locked_groups
-from identity.group_membership import add_members, member_ids, remove_members, replace_members
+from identity.group_membership import add_members, lock_members, remove_members, replace_members
 from identity.group_rules import governing_rule, pin_rule
 from identity.group_versions import TOUCHED, touch
 from identity.lookups import group_target
@@ -203,6 +203,10 @@ def reapply(session: Session, actor: Actor, group: IdpGroup) -> None:
     """
     seats.lock_org(session, group.org_id)  # first: it serialises the last-owner check
     lock_group(session, group.org_id, group.id)
+    # The members' rows before their grants (identity.group_locks): a change of one member's team
+    # grants (teams.remove_team_member) holds the row and then deletes its grants; taking the grants
+    # first and the rows after (add_members, below) deadlocked with it.
+    members = lock_members(session, group.org_id, group.id)
     owners_before = owners.owners_team_roles(session, actor, group.org_id)
     pin_rule(session, group)  # a group without members too: those added later get what the rule gives
     sources: dict[str, GrantSource] = {}
@@ -214,7 +218,7 @@ def reapply(session: Session, actor: Actor, group: IdpGroup) -> None:
             left_team.add(user_id)
     session.execute(delete(RoleGrant).where(RoleGrant.source_ref == group.id))
     by_source: dict[GrantSource, list[str]] = {}
-    for user_id in member_ids(session, group.id):
+    for user_id in members:
         by_source.setdefault(sources.get(user_id, GrantSource.SCIM), []).append(user_id)
     session.execute(delete(IdpGroupMember).where(IdpGroupMember.group_id == group.id))
     for source, members in sorted(by_source.items()):
