@@ -12,20 +12,22 @@ the org before the group (identity.groups.update_group, `lock_for_change` for a 
 SQLite runs one write transaction at a time and needs no lock.
 
 The org's owner grants (its RoleGrant rows of role owner and no team, a handful, FOR UPDATE in id
-order) come after the groups: a removal from a group takes them, when an owner whose role that
+order) come after the groups and after the user rows (below) that a change holds or will take: a removal from a group takes them, when an owner whose role that
 group gives is among those leaving, before it counts the owners left
 (identity.owners.last_owners_leaving_group), so that two removals from groups, neither holding the
 org's lock, cannot both take away an owner; an owner's own deactivation, demotion or deletion takes
 them too, after the org's lock and the member's row, before it counts (identity.owners.
 would_remove_last_owner), so that it and a removal from a group cannot both take one away either.
 A removal from a group waits after them for no group (it holds the one it
-changes, and a sign-in locks all its groups first) and for no user row that another holds
-exclusively while waiting for an owner grant, with one exception: a PATCH that removes such an
-owner and then adds to that group an owner whose deletion is under way (which holds the owner's row
-and deletes their owner grant) deadlocks with it, and PostgreSQL answers one of them with an error.
+changes, and a sign-in locks all its groups first) and for no user row: a change that removes
+members and adds others (a SCIM PUT or PATCH, identity.groups.change_group, group_membership.
+replace_members; a sign-in) share-locks the rows of those it adds before its removals
+(group_membership.lock_live), so that it waits for an owner's demotion, deactivation or deletion
+under way, which holds the owner's row and then takes the owner grants, before it takes them.
 
 User rows come after groups. An add to a group share-locks the rows of the users it adds (not of
-its members already there) after the group's lock (identity.group_membership.add_members); a
+its members already there, unless a PATCH that also removes names them: they are locked before it
+knows who is left) after the group's lock (identity.group_membership.add_members); a
 rule's re-application share-locks the rows of all the group's members (in id order, in chunks)
 before it deletes the group's grants (identity.groups.reapply, group_membership.lock_members): a
 member's grants come after its row, as a change of one member's team grants (teams._member_of)

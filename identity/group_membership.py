@@ -109,12 +109,15 @@ def _members_among(session: Session, group_id: str, user_ids: list[str]) -> set[
 
 
 def add_members(session: Session, actor: Actor, org_id: str, group_id: str, user_ids: list[str], *,
-                source: GrantSource = GrantSource.SCIM, left_group_team: Collection[str] = ()) -> list[str]:
+                source: GrantSource = GrantSource.SCIM, left_group_team: Collection[str] = (),
+                live: Collection[str] | None = None) -> list[str]:
     """Add users to a group and give them its grants; return those who were not members yet.
 
     `source` is the channel the membership came through, which each grant remembers (DESIGN 3.2):
     `scim` for SCIM Groups, `saml` for an assertion's group claims (apply_user_groups).
     `left_group_team`: those whose team grant from this group `reapply` has just taken.
+    `live`: the users among `user_ids` that the caller found live with their rows share-locked
+    (`lock_live`), all of `user_ids` asked: then not read again.
 
     Locks (identity.group_locks): the group's, then the rows of the users it adds (FOR SHARE, in
     `_live_users`), never those of its members already there: a deletion of one of them, which holds
@@ -125,7 +128,7 @@ def add_members(session: Session, actor: Actor, org_id: str, group_id: str, user
     wanted = list(dict.fromkeys(user_ids))
     present = _members_among(session, group.id, wanted)  # live: a deleted user is in no group
     new = [uid for uid in wanted if uid not in present]
-    unknown = set(new) - _live_users(session, org_id, new)
+    unknown = set(new) - (set(live) if live is not None else _live_users(session, org_id, new))
     if unknown:
         raise InvalidValue(f"no such users in this org: {', '.join(sorted(unknown)[:10])}", field="members",
                            unknown=sorted(unknown))
@@ -196,6 +199,15 @@ def member_ids(session: Session, group_id: str) -> list[str]:
     return list(session.scalars(select(IdpGroupMember.user_id).where(IdpGroupMember.group_id == group_id)))
 
 
+def lock_live(session: Session, org_id: str, user_ids: list[str]) -> set[str]:
+    """The org's live users among `user_ids`, their rows share-locked (FOR SHARE, in id order): for a
+    change that removes members and then adds these (`add_members(live=...)`), before the removals.
+    A removal of an owner takes the org's owner grants (identity.owners.last_owners_leaving_group);
+    a demotion or deletion of an owner holds its row and then takes them: the rows come first in
+    identity.group_locks' order, as a sign-in's adds come before its removals."""
+    return _live_users(session, org_id, user_ids)
+
+
 def lock_members(session: Session, org_id: str, group_id: str) -> list[str]:
     """Return every member's id, their rows share-locked (FOR SHARE, in id order, a statement per
     CHUNK): for a change of the group that takes its grants away from all of them at once
@@ -211,5 +223,7 @@ def replace_members(session: Session, actor: Actor, org_id: str, group_id: str, 
     lock_group(session, org_id, group_id)
     wanted = list(dict.fromkeys(user_ids))
     current = set(member_ids(session, group_id))
+    joining = [uid for uid in wanted if uid not in current]
+    live = lock_live(session, org_id, joining)  # the rows of those joining before the removals (lock_live)
     remove_members(session, actor, org_id, group_id, sorted(current - set(wanted)))
-    add_members(session, actor, org_id, group_id, [uid for uid in wanted if uid not in current])
+    add_members(session, actor, org_id, group_id, joining, live=live)

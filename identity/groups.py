@@ -21,7 +21,7 @@ from identity import owners, seats, teams
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound
 from identity.group_locks import lock_group, locked_groups
-from identity.group_membership import add_members, lock_members, remove_members, replace_members
+from identity.group_membership import add_members, lock_live, lock_members, remove_members, replace_members
 from identity.group_rules import governing_rule, pin_rule
 from identity.group_versions import TOUCHED, touch
 from identity.lookups import group_target
@@ -254,10 +254,15 @@ def change_group(session: Session, actor: Actor, org_id: str, group_id: str, cha
     group = update_group(session, actor, org_id, group_id, display_name=change.display_name,
                          external_id=change.external_id, attributes=change.attributes,
                          clear_external_id=change.clear_external_id, check=check)
+    live = None
+    if change.added and (change.members is not None or change.removed):
+        # The rows of those added before any removal takes the org's owner grants (lock_live; the
+        # read add_members makes of them, made earlier): a demotion holds its row and then takes them.
+        live = lock_live(session, org_id, list(dict.fromkeys(change.added)))
     if change.members is not None:
         replace_members(session, actor, org_id, group_id, list(change.members))
     if change.removed:
         remove_members(session, actor, org_id, group_id, list(change.removed))
     if change.added:
-        add_members(session, actor, org_id, group_id, list(change.added))
+        add_members(session, actor, org_id, group_id, list(change.added), live=live)
     return group

@@ -14,7 +14,7 @@ import threading
 import pytest
 
 from audit import Actor
-from identity import group_membership, groups, mappings, orgs, team_deletion, teams, users
+from identity import group_membership, groups, mappings, member_removal, orgs, seats, team_deletion, teams, users
 from identity.db import Database
 from identity.grants import org_role
 from identity.group_locks import lock_group
@@ -45,10 +45,11 @@ def test_a_demotion_and_an_idp_put_of_the_owners_group_do_not_deadlock(
     """The IdP replaces the members of Owners (SCIM PUT: identity.group_membership.replace_members):
     Ann, an owner through it, leaves (the org's owner grants locked, FOR UPDATE, to count the owners
     left) and Bob, an owner by hand, joins (Bob's row share-locked). Meanwhile an admin makes Bob an
-    admin: `users.change_role` now locks Bob's row (FOR NO KEY UPDATE, `_under_seat_lock`) after the
-    org's lock, then the owner grants to count the owners (owners.ensure_not_last_owner). The PUT
-    holds the owner grants and waits for Bob's row; the demotion holds Bob's row and waits for the
-    owner grants: a deadlock (before the change the demotion held no user row while it waited).
+    admin: `users.change_role` locks Bob's row (FOR NO KEY UPDATE, `_under_seat_lock`) after the
+    org's lock, then the owner grants to count the owners (owners.ensure_not_last_owner). Were the
+    PUT to remove first, it would hold the owner grants and wait for Bob's row while the demotion
+    holds Bob's row and waits for the owner grants: a deadlock. The PUT share-locks Bob's row before
+    its removals (lock_live), so it waits for the demotion holding nothing the demotion needs.
     Serially either order completes (the demotion first, then the PUT gives Bob owner again)."""
     group_id = _owners_group(db, system, acme)
     ann = provision(db, system, acme.org.id, "ann@acme.test")
@@ -58,22 +59,60 @@ def test_a_demotion_and_an_idp_put_of_the_owners_group_do_not_deadlock(
         users.change_role(session, system, acme.org.id, bob.id, "owner")
     errors: list[BaseException] = []
 
-    def demote() -> None:
+    def put() -> None:
         with db.transaction() as other:
-            users.change_role(other, system, acme.org.id, bob.id, "admin")
+            group_membership.replace_members(other, system, acme.org.id, group_id, [bob.id])
     try:
-        with db.transaction() as session:  # the PUT, between its removal and its add
-            lock_group(session, acme.org.id, group_id)
-            group_membership.remove_members(session, system, acme.org.id, group_id, [ann.id])
-            demotion = in_thread(demote, errors)
-            wait_for_a_lock_wait(db, "the demotion")  # for the owner grants the removal holds
-            group_membership.add_members(session, system, acme.org.id, group_id, [bob.id])
+        with db.transaction() as session:  # the demotion, its locks taken (users._under_seat_lock)
+            seats.lock_org(session, acme.org.id)
+            lock_live_user(session, bob.id)
+            putter = in_thread(put, errors)
+            wait_for_a_lock_wait(db, "the PUT")  # for Bob's row (or, removing first, holding the owner grants)
+            users.change_role(session, system, acme.org.id, bob.id, "admin")
     except Exception as error:  # noqa: BLE001 - asserted below
         errors.append(error)
-    _finish(demotion, "the demotion")
+    _finish(putter, "the PUT")
     assert [type(error).__name__ for error in errors] == [], errors
     with db.reading() as session:
         assert org_role(session, bob.id) == Role.OWNER  # the group gives it, whatever the manual grant
+
+
+def test_a_patch_removing_an_owner_and_adding_one_under_deletion_does_not_deadlock(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """A members-only PATCH of Owners (groups.change_group: no org lock) removes Ann, an owner
+    through it, and adds Carl, an owner by hand, whom an admin is deleting meanwhile. The deletion
+    holds Carl's row and then locks the org's owner grants to count the owners
+    (owners.ensure_not_last_owner). Were the PATCH to remove first, it would hold the owner grants
+    and wait for Carl's row: a deadlock (group_locks once documented it as an accepted exception).
+    The PATCH share-locks Carl's row before its removal, waits for the deletion, then reads Carl
+    deleted: InvalidValue (a 400, as for any add of a deleted member), nothing written."""
+    group_id = _owners_group(db, system, acme)
+    ann = provision(db, system, acme.org.id, "ann@acme.test")
+    carl = provision(db, system, acme.org.id, "carl@acme.test")
+    dan = provision(db, system, acme.org.id, "dan@acme.test")
+    with db.transaction() as session:
+        group_membership.add_members(session, system, acme.org.id, group_id, [ann.id])
+        users.change_role(session, system, acme.org.id, carl.id, "owner")
+        users.change_role(session, system, acme.org.id, dan.id, "owner")
+    errors: list[BaseException] = []
+
+    def patch() -> None:
+        with db.transaction() as other:
+            groups.change_group(other, system, acme.org.id, group_id,
+                                groups.GroupChange(removed=(ann.id,), added=(carl.id,)))
+    try:
+        with db.transaction() as session:  # the deletion, Carl's row locked, not the owner grants yet
+            seats.lock_org(session, acme.org.id)
+            lock_live_user(session, carl.id)
+            patcher = in_thread(patch, errors)
+            wait_for_a_lock_wait(db, "the PATCH")  # for Carl's row (or, removing first, holding the owner grants)
+            member_removal.delete_user(session, system, acme.org.id, carl.id)
+    except Exception as error:  # noqa: BLE001 - asserted below
+        errors.append(error)
+    _finish(patcher, "the PATCH")
+    assert [type(error).__name__ for error in errors] == ["InvalidValue"], errors
+    with db.reading() as session:
+        assert org_role(session, ann.id) == Role.OWNER  # the PATCH wrote nothing
 
 
 def test_a_removal_from_a_team_and_a_rule_edit_reapplying_its_group_do_not_deadlock(
