@@ -12,39 +12,39 @@ the org before the group (identity.groups.update_group, `lock_for_change` for a 
 SQLite runs one write transaction at a time and needs no lock.
 
 The org's owner grants (its RoleGrant rows of role owner and no team, a handful, FOR UPDATE in id
-order) come after the groups and after the user rows (below) that a change holds or will take: a removal from a group takes them, when an owner whose role that
-group gives is among those leaving, before it counts the owners left
-(identity.owners.last_owners_leaving_group), so that two removals from groups, neither holding the
-org's lock, cannot both take away an owner; an owner's own deactivation, demotion or deletion takes
-them too, after the org's lock and the member's row, before it counts (identity.owners.
-would_remove_last_owner), so that it and a removal from a group cannot both take one away either.
-A removal from a group waits after them for no group (it holds the one it
+order) come after the groups and after the user rows (below) that a change holds or will take: a
+removal from a group takes them, when an owner whose role that group gives is among those leaving,
+before it counts the owners left (identity.owners.last_owners_leaving_group), so that two removals
+from groups, neither holding the org's lock, cannot both take away an owner; an owner's own
+deactivation, demotion or deletion takes them too, after the org's lock and the member's row, before
+it counts (identity.owners.would_remove_last_owner), so that it and a removal from a group cannot
+both take one away either. A removal from a group waits after them for no group (it holds the one it
 changes, and a sign-in locks all its groups first) and for no user row: a change that removes
 members and adds others (a SCIM PUT or PATCH, identity.groups.change_group, group_membership.
-replace_members; a sign-in) share-locks the rows of those it adds before its removals
-(group_membership.lock_live), so that it waits for an owner's demotion, deactivation or deletion
-under way, which holds the owner's row and then takes the owner grants, before it takes them.
+replace_members: lock_live; a sign-in, which adds first) share-locks the rows of those it adds
+before its removals, so that it waits for an owner's demotion, deactivation or deletion under way,
+which holds the owner's row and then takes the owner grants, before it takes them.
 
-User rows come after groups. An add to a group share-locks the rows of the users it adds (not of
-its members already there, unless a PATCH that also removes names them: they are locked before it
-knows who is left) after the group's lock (identity.group_membership.add_members); a
-rule's re-application share-locks the rows of all the group's members (in id order, in chunks)
-before it deletes the group's grants (identity.groups.reapply, group_membership.lock_members): a
-member's grants come after its row, as a change of one member's team grants (teams._member_of)
-locks the row and then deletes them; a
-member's deletion locks the member's groups in id order and then its row (identity.member_removal.
-LOCK_MEMBER_WITH_ROLE), and the org's deletion every group of the org before any member's row
-(`lock_org_groups`). So an add waits for a deletion under way and reads the member deleted, and a
-deletion waits for an add under way, then removes the membership it made; a removal from a group
-takes no user row, so a deletion waiting for that group's lock is never waited for by it. Each
-transaction that locks a user's row exclusively and then waits for another lock (deletion,
-deactivation, a new name shown in its groups) holds the org's lock first, so at most one at a time
-per org; a profile change without a new name locks the row last (identity.lookups.LOCK_LIVE_USER) and
-waits for nothing after it but the audit chain's head. An add that committed while the deletion
-waited for the member's row (found by identity.member_removal.REMOVE_ROWS, which then changes
-nothing) is no exception: the deletion lets go of the member's groups and row (rolled back to the
-savepoint before it took them) and locks its groups and that add's in id order, then the row again,
-rather than wait for that group while holding them.
+User rows come after groups. An add to a group share-locks the rows of the users it adds (not of its
+members already there, unless a PATCH that also removes names them: they are locked before it knows
+who is left) after the group's lock (identity.group_membership.add_members); a rule's re-application
+share-locks the rows of all the group's members (in id order, in chunks) before it deletes the
+group's grants (identity.groups.reapply, group_membership.lock_members): a member's grants come
+after its row, as a change of one member's team grants (teams._member_of) locks the row and then
+deletes them; a member's deletion locks the member's groups in id order and then its row
+(identity.member_removal.LOCK_MEMBER_WITH_ROLE), and the org's deletion every group of the org
+before any member's row (`lock_org_groups`). So an add waits for a deletion under way and reads the
+member deleted, and a deletion waits for an add under way, then removes the membership it made; a
+removal from a group takes no user row, so a deletion waiting for that group's lock is never waited
+for by it. Each transaction that locks a user's row exclusively and then waits for another lock
+(deletion, deactivation, a new name shown in its groups) holds the org's lock first, so at most one
+at a time per org; a profile change without a new name locks the row last
+(identity.lookups.LOCK_LIVE_USER) and waits for nothing after it but the audit chain's head. An add
+that committed while the deletion waited for the member's row (found by
+identity.member_removal.REMOVE_ROWS, which then changes nothing) is no exception: the deletion lets
+go of the member's groups and row (rolled back to the savepoint before it took them) and locks its
+groups and that add's in id order, then the row again, rather than wait for that group while holding
+them.
 
 A team's row comes after the org's lock and before user rows. A change that writes a row naming the
 team, or the team itself, share-locks it first (FOR KEY SHARE, identity.lookups.lock_team: a

@@ -17,7 +17,6 @@ from audit import Actor
 from identity import group_membership, groups, mappings, member_removal, orgs, seats, team_deletion, teams, users
 from identity.db import Database
 from identity.grants import org_role
-from identity.group_locks import lock_group
 from identity.lookups import lock_live_user, lock_team
 from identity.orgs import NewOrg
 from identity.vocabulary import Role
