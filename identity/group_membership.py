@@ -208,14 +208,14 @@ def lock_live(session: Session, org_id: str, user_ids: list[str]) -> set[str]:
     return _live_users(session, org_id, user_ids)
 
 
-def lock_members(session: Session, org_id: str, group_id: str) -> list[str]:
-    """Return every member's id, their rows share-locked (FOR SHARE, in id order, a statement per
-    CHUNK): for a change of the group that takes its grants away from all of them at once
-    (identity.groups.reapply), in identity.group_locks' order, a member's row before its grants.
-    The group's lock is held: a member's deletion, which locks the group first, is not under way."""
+def lock_members(session: Session, org_id: str, group_id: str) -> tuple[list[str], set[str]]:
+    """Return every member's id and the live ones among them (for `add_members(live=...)`), their
+    rows share-locked (FOR SHARE, in id order, a statement per CHUNK): for a change of the group that
+    takes its grants away from all of them at once (identity.groups.reapply), in identity.group_locks'
+    order, a member's row before its grants. The group's lock is held: a member's deletion, which
+    locks the group first, is not under way."""
     members = member_ids(session, group_id)
-    _live_users(session, org_id, members)
-    return members
+    return members, _live_users(session, org_id, members)
 
 
 def replace_members(session: Session, actor: Actor, org_id: str, group_id: str, user_ids: list[str]) -> None:

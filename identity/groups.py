@@ -206,7 +206,7 @@ def reapply(session: Session, actor: Actor, group: IdpGroup) -> None:
     # The members' rows before their grants (identity.group_locks): a change of one member's team
     # grants (teams.remove_team_member) holds the row and then deletes its grants; taking the grants
     # first and the rows after (add_members, below) deadlocked with it.
-    members = lock_members(session, group.org_id, group.id)
+    members, live = lock_members(session, group.org_id, group.id)  # add_members, below, reads them no more
     owners_before = owners.owners_team_roles(session, actor, group.org_id)
     pin_rule(session, group)  # a group without members too: those added later get what the rule gives
     sources: dict[str, GrantSource] = {}
@@ -221,8 +221,9 @@ def reapply(session: Session, actor: Actor, group: IdpGroup) -> None:
     for user_id in members:
         by_source.setdefault(sources.get(user_id, GrantSource.SCIM), []).append(user_id)
     session.execute(delete(IdpGroupMember).where(IdpGroupMember.group_id == group.id))
-    for source, members in sorted(by_source.items()):
-        add_members(session, actor, group.org_id, group.id, members, source=source, left_group_team=left_team)
+    for source, joining in sorted(by_source.items()):
+        add_members(session, actor, group.org_id, group.id, joining, source=source, left_group_team=left_team,
+                    live=live)
     owners.ensure_an_owner_remains(session, group.org_id)  # a rule that no longer makes the last owner one
     owners.refuse_owner_team_loss(session, actor, group.org_id, owners_before)  # an owner's team: theirs to lose
 
