@@ -22,7 +22,10 @@ from identity.db import Database
 from identity.lookups import lock_live_user
 from identity.models import SsoSession, User
 from identity.names import name_key
-from tests.factories import in_thread, wait_for_a_lock_wait
+from identity.orgs import NewOrg
+from identity.service import run
+from identity.vocabulary import Role
+from tests.factories import in_thread, provision, wait_for_a_lock_wait
 from tests.saml.conftest import Sso, idp, idp_keys, sso  # noqa: F401 - the SAML fixtures, for the sign-in races
 from tests.saml.idp import post_form
 
@@ -82,3 +85,33 @@ def test_a_sign_in_leaving_the_owners_group_and_that_owners_deactivation_do_not_
     assert [type(error).__name__ for error in errors] == [], errors
     assert [answer.status_code for answer in answers] == [403], [answer.get_data(as_text=True)[:300] for answer in answers]
     assert _sessions_of(db, dana) == 0
+
+
+def test_an_admins_write_that_waited_for_the_admins_promotion_is_not_refused(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """Ann, an admin, deactivates Dev from her console session (identity.service.run with her session's
+    actor, role admin as verify_session read it). Meanwhile the owner makes Ann an owner
+    (users.change_role, holding the org's lock). Her deactivation waits for the org's lock, then
+    sessions.confirm_role reads her role again: owner, not the admin it was authorised with, and
+    refuses (PermissionDenied, 403 "your role in this org changed"). An owner may do all an admin may:
+    the write was allowed before and after the change, and either serial order deactivates Dev. The
+    check should refuse only a role that no longer allows the write (the code before did not refuse)."""
+    ann = provision(db, system, acme.org.id, "ann@acme.test")
+    dev = provision(db, system, acme.org.id, "dev@acme.test")
+    with db.transaction() as session:
+        users.change_role(session, system, acme.org.id, ann.id, "admin")
+    as_ann = Actor("user", ann.id, ann.user_name, org_id=acme.org.id, role=Role.ADMIN)
+    errors: list[BaseException] = []
+    try:
+        with db.transaction() as session:  # the promotion, the org's lock held
+            seats.lock_org(session, acme.org.id)
+            deactivation = in_thread(lambda: run(db, as_ann, users.deactivate_user, acme.org.id, dev.id), errors)
+            wait_for_a_lock_wait(db, "Ann's deactivation")  # for the org's lock
+            users.change_role(session, system, acme.org.id, ann.id, "owner")
+    except Exception as error:  # noqa: BLE001 - asserted below
+        errors.append(error)
+    _finish(deactivation, "Ann's deactivation")
+    assert [type(error).__name__ for error in errors] == [], errors
+    with db.reading() as session:
+        assert session.get_one(User, dev.id).active is False
+
