@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from audit import Actor
 from identity.group_locks import lock_group
-from identity.group_membership import add_members, chunks, remove_members
+from identity.group_membership import add_members, chunks, lock_live, remove_members
 from identity.groups import create_group
 from identity.models import IdpGroup, IdpGroupMember
 from identity.vocabulary import GrantSource
@@ -38,6 +38,11 @@ def apply_user_groups(session: Session, actor: Actor, org_id: str, user_id: str,
         lock_group(session, org_id, group_id)
     for group_id in sorted(wanted - current):
         add_members(session, actor, org_id, group_id, [user_id], source=GrantSource.SAML)
+    if current - wanted and not wanted - current:
+        # The member's row before a removal takes the org's owner grants (identity.group_locks): an
+        # owner's deactivation holds the row and then takes them, and the sign-in's session locks the
+        # row after. An add share-locked it already.
+        lock_live(session, org_id, [user_id])
     for group_id in sorted(current - wanted):
         remove_members(session, actor, org_id, group_id, [user_id])
 

@@ -21,6 +21,7 @@ from identity.errors import PermissionDenied, Unauthenticated
 from identity.grants import org_role
 from identity.models import Org, RoleGrant, SsoSession, Team, User
 from identity.names import name_key
+from identity.roles import RANK
 from identity.vocabulary import Role, SessionMethod
 
 # Writing last-seen time on every request would make every /me a write; a minute is precise enough.
@@ -163,8 +164,9 @@ def verify_session(session: Session, token: str | None, lifetime: Lifetime) -> S
 
 
 def confirm_role(session: Session, actor: Actor) -> None:
-    """Raise PermissionDenied when the member a session's write acts for no longer has the org role the
-    write was authorised with (read by verify_session at the request's start).
+    """Raise PermissionDenied when the member a session's write acts for now has a lower org role than
+    the one the write was authorised with (read by verify_session at the request's start); a higher
+    one takes away nothing the write was allowed.
 
     Called once the write holds the org's lock (identity.seats.lock_org), before it changes anything:
     a role change holds that lock until it commits, so a write that waited for it reads the role the
@@ -173,7 +175,7 @@ def confirm_role(session: Session, actor: Actor) -> None:
     if actor.type != "user" or actor.role is None or actor.org_id is None:
         return
     role = org_role(session, actor.id) or session.get_one(Org, actor.org_id).default_role
-    if role != actor.role:
+    if RANK[role] < RANK.get(actor.role, 0):  # a promotion meanwhile takes away nothing the write was allowed
         raise PermissionDenied(f"your role in this org changed to {role} while this request was under way: "
                                "send it again", org_id=actor.org_id)
 
