@@ -9,9 +9,11 @@ gives what the code leaves. Each failed on the code it was written against.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from audit import Actor
 from audit.models import AuditEvent
@@ -49,6 +51,18 @@ def _team_with(db: Database, system: Actor, acme: NewOrg, member: User, name: st
 def _finish(thread: threading.Thread, what: str) -> None:
     thread.join(30)
     assert not thread.is_alive(), f"{what} never finished"
+
+
+def _behind(db: Database, hold: Callable[[Session], object], change: Callable[[], None],
+            errors: list[BaseException], what: str) -> None:
+    """Run `hold` in a transaction, flushed, not committed; start `change` in a thread and wait for it
+    to wait for a lock; commit `hold`, then wait for `change` to end (its error, if any, in `errors`)."""
+    with db.transaction() as session:
+        hold(session)
+        session.flush()
+        thread = in_thread(change, errors)
+        wait_for_a_lock_wait(db, what)
+    _finish(thread, what)
 
 
 def _status(db: Database, key_id: str) -> KeyStatus:
@@ -274,12 +288,8 @@ def test_a_team_membership_added_during_the_members_deletion_does_not_outlive_it
     def add() -> None:
         with db.transaction() as other:
             teams.add_team_member(other, system, acme.org.id, team_id, dev.id)
-    with db.transaction() as session:
-        users.delete_user(session, system, acme.org.id, dev.id)
-        session.flush()
-        adder = in_thread(add, errors)
-        wait_for_a_lock_wait(db, "the add to the team")
-    _finish(adder, "the add to the team")
+    _behind(db, lambda session: users.delete_user(session, system, acme.org.id, dev.id),
+            add, errors, "the add to the team")
     with db.reading() as session:
         grants = list(session.scalars(select(RoleGrant.team_id).where(RoleGrant.user_id == dev.id)))
     assert grants == [] and (errors == [] or isinstance(errors[0], NotFound)), (grants, errors)
@@ -301,12 +311,9 @@ def test_a_service_key_made_during_the_orgs_deletion_is_not_valid_at_the_gateway
         with db.transaction() as other:
             made.append(keys.create_service_key(other, system, acme.org.id, team_id=acme.default_team_id,
                                                 name="svc", scopes=["inference"]))
-    with db.transaction() as session:
-        org_lifecycle.delete_org(session, system, acme.org.id, confirm=acme.org.slug)
-        session.flush()
-        maker = in_thread(make, errors)
-        wait_for_a_lock_wait(db, "the service key's creation")  # for the org's lock, once fixed
-    _finish(maker, "the service key's creation")
+    # for the org's lock, once fixed
+    _behind(db, lambda session: org_lifecycle.delete_org(session, system, acme.org.id, confirm=acme.org.slug),
+            make, errors, "the service key's creation")
     if errors:
         assert isinstance(errors[0], NotFound), errors
         return
@@ -332,12 +339,8 @@ def test_two_adds_of_one_member_to_a_team_at_once_make_one_grant_and_later_chang
     def add() -> None:
         with db.transaction() as other:
             teams.add_team_member(other, system, acme.org.id, team_id, dev.id)
-    with db.transaction() as session:
-        teams.add_team_member(session, system, acme.org.id, team_id, dev.id)
-        session.flush()
-        adder = in_thread(add, errors)
-        wait_for_a_lock_wait(db, "the second add")
-    _finish(adder, "the second add")
+    _behind(db, lambda session: teams.add_team_member(session, system, acme.org.id, team_id, dev.id),
+            add, errors, "the second add")
     with db.reading() as session:
         grants = list(session.scalars(select(RoleGrant.id).where(RoleGrant.user_id == dev.id,
                                                                  RoleGrant.team_id == team_id)))
@@ -522,12 +525,8 @@ def test_an_invitation_sent_during_the_orgs_deletion_is_not_left_pending_with_it
     def invite() -> None:
         with db.transaction() as other:
             sent.append(invitations.invite(other, system, acme.org.id, email="new@acme.test")[0].id)
-    with db.transaction() as session:
-        org_lifecycle.delete_org(session, system, acme.org.id, confirm=acme.org.slug)
-        session.flush()
-        inviter = in_thread(invite, errors)
-        wait_for_a_lock_wait(db, "the invitation")
-    _finish(inviter, "the invitation")
+    _behind(db, lambda session: org_lifecycle.delete_org(session, system, acme.org.id, confirm=acme.org.slug),
+            invite, errors, "the invitation")
     if errors:
         assert isinstance(errors[0], NotFound), errors
         return
