@@ -52,12 +52,19 @@ def record(
     outcome: str = "success",
 ) -> None:
     """Queue one event; it is written in the same transaction as the change, or not at all."""
+    session.info.setdefault(PENDING, []).append(event_item(actor, action, target, changes, org_id=org_id,
+                                                           outcome=outcome))
+
+
+def event_item(actor: Actor, action: str, target: Target, changes: dict[str, Any] | None = None, *,
+               org_id: str, outcome: str = "success") -> dict[str, Any]:
+    """One event as `record` queues it, not yet chained (plain data)."""
     # Through JSON once, so that the hash taken at commit matches what the database returns.
     changes = json.loads(json.dumps(changes or {}, default=str))
     leaked = SECRET_FIELDS.intersection(changes)
     if leaked:
         raise ValueError(f"secret fields in audit changes: {sorted(leaked)}")
-    item = {
+    return {
         "id": str(uuid.uuid4()),
         "org_id": org_id,
         "occurred_at": clock.now(),
@@ -75,7 +82,6 @@ def record(
         "user_agent": actor.user_agent,
         "client_request_id": actor.client_request_id,
     }
-    session.info.setdefault(PENDING, []).append(item)
 
 
 def pending_events(session: Session) -> list[dict[str, Any]]:
@@ -119,32 +125,57 @@ MOVE_HEAD = update(HEADS).where(HEADS.c.org_id == bindparam("head_org_id")).valu
 INSERT_EVENTS = insert(EVENTS)
 # The event's columns bound under names of their own (`event_seq`...), so that the head's UPDATE
 # in the same statement takes no SET clause from them (both tables have org_id, seq and hash).
-INSERT_EVENT_MOVING_HEAD = insert(EVENTS).values(
-    {column.key: bindparam(f"event_{column.key}", type_=column.type) for column in EVENTS.columns},
-).add_cte(MOVE_HEAD.cte("moved_head"))
+INSERT_EVENT = insert(EVENTS).values(
+    {column.key: bindparam(f"event_{column.key}", type_=column.type) for column in EVENTS.columns})
+INSERT_EVENT_MOVING_HEAD = INSERT_EVENT.add_cte(MOVE_HEAD.cte("moved_head"))
 # Up to this many events, PostgreSQL gets each one with the head's move to it in one statement
 # (psycopg sends a batch in one round trip); a larger batch moves the head once, on its own.
 MOVE_WITH_EACH_EVENT = 16
 
 
 @dataclass
-class _Head:
+class Head:
+    """Where an org's chain stands: its last event's sequence number, hash and time."""
+
     seq: int
     hash: str
     last_at: Any
 
 
-def _lock_head(session: Session, org_id: str) -> _Head:
+def _lock_head(session: Session, org_id: str) -> Head:
     """Lock the org's chain head until commit and return where it stands (plain columns, no ORM object)."""
     conn = session.connection()  # plain statements on the connection: no ORM execution around them
     row = conn.execute(LOCK_HEAD, {"head_org_id": org_id}).one_or_none()
     if row is None:
         open_chain(session, org_id)
         row = conn.execute(LOCK_HEAD, {"head_org_id": org_id}).one()
-    return _Head(row.seq, row.hash, row.last_at)
+    return Head(row.seq, row.hash, row.last_at)
 
 
-def _append(session: Session, org_id: str, head: _Head, rows: list[dict[str, Any]]) -> None:
+def chained(head: Head, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The queued `items` (of one org) as the rows that follow `head` in its chain, each with its
+    sequence number, the hash before it and its own; `head` is moved past them. `head.last_at` must be
+    known when the chain has events (a head written before it was kept: `_chain_pending` reads it)."""
+    latest, rows = head.last_at, []
+    for item in items:
+        # Time never runs backwards along the chain (a writer that recorded earlier may commit
+        # later), so that every time range is one contiguous run of sequence numbers.
+        latest = item["occurred_at"] if latest is None else max(latest, item["occurred_at"])
+        fields = {**item, "occurred_at": latest, "seq": head.seq + 1, "prev_hash": head.hash}
+        fields["hash"] = event_hash(fields)
+        rows.append(fields)
+        head.seq, head.hash = fields["seq"], fields["hash"]
+    head.last_at = latest
+    return rows
+
+
+def moving_head(org_id: str, row: dict[str, Any]) -> dict[str, Any]:
+    """INSERT_EVENT_MOVING_HEAD's parameters for one chained event `row`: the event, and the head moved to it."""
+    return {**{f"event_{key}": value for key, value in row.items()}, "head_org_id": org_id, "head_seq": row["seq"],
+            "head_hash": row["hash"], "head_last_at": row["occurred_at"]}
+
+
+def _append(session: Session, org_id: str, head: Head, rows: list[dict[str, Any]]) -> None:
     """Insert the chained events and move the locked head past them.
 
     On PostgreSQL each event carries the head's move to itself (an UPDATE in a data-modifying
@@ -152,9 +183,7 @@ def _append(session: Session, org_id: str, head: _Head, rows: list[dict[str, Any
     """
     conn = session.connection()
     if conn.dialect.name == "postgresql" and len(rows) <= MOVE_WITH_EACH_EVENT:
-        conn.execute(INSERT_EVENT_MOVING_HEAD, [
-            {**{f"event_{key}": value for key, value in row.items()}, "head_org_id": org_id, "head_seq": row["seq"],
-             "head_hash": row["hash"], "head_last_at": row["occurred_at"]} for row in rows])
+        conn.execute(INSERT_EVENT_MOVING_HEAD, [moving_head(org_id, row) for row in rows])
         return
     conn.execute(MOVE_HEAD, {"head_org_id": org_id, "head_seq": head.seq, "head_hash": head.hash,
                              "head_last_at": head.last_at})
@@ -169,22 +198,11 @@ def _chain_pending(session: Session) -> None:
     session.flush()  # the changes first, so that a failing change never reaches the chain
     for org_id in sorted({item["org_id"] for item in queued}):  # one lock order for all
         head = _lock_head(session, org_id)
-        latest = head.last_at
-        if latest is None and head.seq:  # a head written before last_at was kept
-            latest = session.scalar(select(AuditEvent.occurred_at).where(AuditEvent.org_id == org_id,
-                                                                          AuditEvent.seq == head.seq))
-        rows = []
-        for item in (i for i in queued if i["org_id"] == org_id):
-            # Time never runs backwards along the chain (a writer that recorded earlier may commit
-            # later), so that every time range is one contiguous run of sequence numbers.
-            latest = item["occurred_at"] if latest is None else max(latest, item["occurred_at"])
-            fields = {**item, "occurred_at": latest, "seq": head.seq + 1, "prev_hash": head.hash}
-            fields["hash"] = event_hash(fields)
-            rows.append(fields)
-            head.seq, head.hash = fields["seq"], fields["hash"]
-        head.last_at = latest
+        if head.last_at is None and head.seq:  # a head written before last_at was kept
+            head.last_at = session.scalar(select(AuditEvent.occurred_at).where(AuditEvent.org_id == org_id,
+                                                                                AuditEvent.seq == head.seq))
         # Plain INSERTs, not ORM objects: events are written, never read back here.
-        _append(session, org_id, head, rows)
+        _append(session, org_id, head, chained(head, [i for i in queued if i["org_id"] == org_id]))
     session.info.setdefault(WRITTEN, []).extend(queued)
 
 

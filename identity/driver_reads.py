@@ -1,15 +1,19 @@
 """A hot SELECT run on the driver's own cursor, compiled by SQLAlchemy once per dialect.
 
-For two statements only. The gateway's key check, sent on every LLM request (identity.gateway):
+For the hottest statements only. The gateway's key check, sent on every LLM request (identity.gateway):
 SQLAlchemy's execution of its one statement (the execution context, the result object, and
 psycopg's `cursor.description`, which SQLAlchemy reads on every execution and psycopg builds anew
 as one Column object per column) cost more CPU than the rest of the check, measured in process
 on PostgreSQL with `benchmarks/profile_key_check.py --profile`. And a group's members as a GET
 streams them (scim.listing.iter_members): for 100,000 members SQLAlchemy's rows cost 2 to 3 times
-the CPU of the rest of the read (docs/performance.md has both).
+the CPU of the rest of the read (docs/performance.md has both). And the two statements of a usage
+debit of one record (identity.usage_quick), posted after every LLM request: a SELECT whose
+data-modifying WITHs write, run here as the read it answers.
 
 What stays the same: the statement is SQLAlchemy's (compiled from the same Core select, with its
-literal parameters), the values are what SQLAlchemy would return (each column's result processor
+literal parameters), the parameters are bound as SQLAlchemy would bind them (each one's bind
+processor applied: a UTC datetime stored naive, a JSON column's text), the values are what
+SQLAlchemy would return (each column's result processor
 applied: the UTC datetimes and enums of identity.model_base; tested against SQLAlchemy's own
 execution on both databases), listeners of `before_cursor_execute` on the engine still see the
 statement, and a connection the server dropped during such a read is invalidated, not put back in
@@ -24,6 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from psycopg import RawCursor
 from sqlalchemy import Connection, Select
 from sqlalchemy.engine import Dialect
 
@@ -34,6 +39,7 @@ class _Compiled:
     positions: tuple[str, ...] | None  # parameter names in order, for a positional paramstyle
     fixed: dict[str, Any]  # the statement's own literal parameters
     processors: tuple[tuple[int, Callable[[Any], Any]], ...]  # the columns that have one, by position
+    binds: tuple[tuple[str, Callable[[Any], Any]], ...]  # the parameters whose type has a bind processor
 
 
 class DriverRead:
@@ -42,12 +48,13 @@ class DriverRead:
     def __init__(self, statement: Select[Any]) -> None:
         self.statement = statement
         self.row: Any = namedtuple("Row", statement.selected_columns.keys())  # type: ignore[misc]
-        self._by_dialect: dict[str, _Compiled] = {}
+        self._by_dialect: dict[tuple[str, bool], _Compiled] = {}
 
     def rows(self, conn: Connection, **params: Any) -> list[Any]:
-        compiled, args = self._prepare(conn, params)
+        raw = conn.dialect.name == "postgresql"
+        compiled, args = self._prepare(conn, params, raw=raw)
         driver: Any = conn.connection.driver_connection
-        cursor = driver.cursor()
+        cursor = RawCursor(driver) if raw else driver.cursor()
         try:
             self._announce(conn, cursor, compiled, args)
             cursor.execute(compiled.sql, args)
@@ -77,9 +84,12 @@ class DriverRead:
         finally:
             cursor.close()
 
-    def _prepare(self, conn: Connection, params: dict[str, Any]) -> tuple[_Compiled, Any]:
-        compiled = self._by_dialect.get(conn.dialect.name) or self._compile(conn.dialect)
+    def _prepare(self, conn: Connection, params: dict[str, Any], *, raw: bool = False) -> tuple[_Compiled, Any]:
+        compiled = self._by_dialect.get((conn.dialect.name, raw)) or self._compile(conn.dialect, raw)
         named = {**compiled.fixed, **params}
+        for name, process in compiled.binds:  # e.g. a UTC datetime stored naive, a JSON column's text
+            if named.get(name) is not None:
+                named[name] = process(named[name])
         return compiled, tuple(named[name] for name in compiled.positions) if compiled.positions is not None else named
 
     @staticmethod
@@ -101,14 +111,21 @@ class DriverRead:
             rows.append(tuple(values))
         return rows
 
-    def _compile(self, dialect: Dialect) -> _Compiled:
-        compiled = self.statement.compile(dialect=dialect)
+    def _compile(self, dialect: Dialect, raw: bool) -> _Compiled:
+        # Raw: PostgreSQL's own `$1` placeholders, which psycopg's RawCursor sends as they are. Its
+        # other cursors parse `%(name)s` out of the text on every execution unless the statement has at
+        # most 50 parameters (psycopg's cache): the quick debit's write has 62, and parsing it took
+        # a third of the debit's CPU (benchmarks/profile_key_check.py --usage --profile).
+        numbered: Any = type(dialect)
+        compiled = self.statement.compile(dialect=numbered(paramstyle="numeric_dollar") if raw else dialect)
         positions = tuple(compiled.positiontup or ()) if compiled.positional else None
         processors = tuple((at, process) for at, column in enumerate(self.statement.selected_columns)
                            if (process := column.type.dialect_impl(dialect).result_processor(dialect, None)))
+        binds = tuple((name, process) for name, bound in compiled.binds.items()
+                      if (process := bound.type.dialect_impl(dialect).bind_processor(dialect)))
         made = _Compiled(compiled.string, positions, {k: v for k, v in compiled.params.items() if v is not None},
-                         processors)
-        self._by_dialect[dialect.name] = made
+                         processors, binds)
+        self._by_dialect[(dialect.name, raw)] = made
         return made
 
 

@@ -121,7 +121,12 @@ def gateway_actor(conn: Connection | Session, credential: str) -> Actor:
         _CREDENTIAL, {"prefix": prefix}).first()
     if row is None or not tokens.matches(credential, row.secret_hash):
         raise Unauthenticated("a gateway credential is required: Authorization: Bearer gw_...")
-    return Actor(type="system", id=f"gateway:{row.id}", display=f"gateway {row.name}")
+    return credential_actor(row.id, row.name)
+
+
+def credential_actor(credential_id: str, name: str) -> Actor:
+    """The actor a gateway credential acts as: the operator's system, named by the credential."""
+    return Actor(type="system", id=f"gateway:{credential_id}", display=f"gateway {name}")
 
 
 def _answer(rows: list[Any], secret: str) -> KeyCheck:

@@ -48,11 +48,19 @@ CLAIM_FOR = dt.timedelta(minutes=2)
 TIMEOUT_SECONDS = 10.0
 
 
+def due(wallet: Wallet | WalletRow) -> bool:
+    """Whether the wallet's auto top-up asks for a top-up now: below its threshold, and none pending."""
+    threshold, top = wallet.auto_topup_threshold_micros, wallet.auto_topup_amount_micros
+    return threshold is not None and top is not None and wallet.balance_micros < threshold \
+        and not wallet.pending_topup_id
+
+
 def request_if_due(session: Session, actor: Actor, wallet: Wallet | WalletRow) -> TopUpRequest | None:
     """Raise one top-up request when the (locked) wallet is below its threshold and none is pending."""
-    threshold, top = wallet.auto_topup_threshold_micros, wallet.auto_topup_amount_micros
-    if threshold is None or top is None or wallet.balance_micros >= threshold or wallet.pending_topup_id:
+    if not due(wallet):
         return None
+    threshold, top = wallet.auto_topup_threshold_micros, wallet.auto_topup_amount_micros
+    assert threshold is not None and top is not None
     found = TopUpRequest(id=new_id(), org_id=wallet.org_id, team_id=wallet.team_id, amount_micros=top,
                          threshold_micros=threshold, balance_micros=wallet.balance_micros, status=PENDING,
                          attempts=0, created_at=clock.now())

@@ -185,7 +185,7 @@ def record_usage(session: Session, actor: Actor, records: list[UsageRecord]) -> 
             outcomes[index] = outcome
     changed = moved_wallets(locked)
     if len(rows) == 1 and len(changed) == 1 and conn.dialect.name == "postgresql":
-        totals = _totals(rows)
+        totals = usage_totals(rows)
         conn.execute(WRITE_ONE, {**{f"e_{name}": value for name, value in rows[0].items()},
                                  **{f"t{n}_{name}": value for n, total in enumerate(totals) for name, value in
                                     total.items()}, **changed[0]})
@@ -194,7 +194,7 @@ def record_usage(session: Session, actor: Actor, records: list[UsageRecord]) -> 
         save_wallets(session, locked, changed)
         if rows:
             conn.execute(INSERT_ENTRY, rows)
-            conn.execute(_add_totals(conn.dialect.name), _totals(rows))
+            conn.execute(_add_totals(conn.dialect.name), usage_totals(rows))
     if rows:
         usage_audit.summarise(session, actor, locked, rows)
     return [o for o in outcomes if o is not None]
@@ -223,14 +223,14 @@ def _add_totals(dialect: str) -> Any:
 _TOTAL_0, _TOTAL_1 = bound_columns(_TOTALS_T, "t0_"), bound_columns(_TOTALS_T, "t1_")
 _NEW_TOTALS = postgresql.insert(_TOTALS_T).from_select(list(_TOTAL_0), union_all(
     select(*_TOTAL_0.values()), select(*_TOTAL_1.values())))
-WRITE_ONE = SAVE_WALLET.add_cte(
-    ENTRIES.insert().values(bound_columns(ENTRIES, "e_")).cte("new_entry"),
-    _NEW_TOTALS.on_conflict_do_update(
-        index_elements=["team_id", "period_start", "subject_type", "subject_id"],
-        set_={name: _TOTALS_T.c[name] + _NEW_TOTALS.excluded[name] for name in SUMMED}).cte("new_totals"))
+ADD_TOTALS_ONE = _NEW_TOTALS.on_conflict_do_update(
+    index_elements=["team_id", "period_start", "subject_type", "subject_id"],
+    set_={name: _TOTALS_T.c[name] + _NEW_TOTALS.excluded[name] for name in SUMMED})
+WRITE_ONE = SAVE_WALLET.add_cte(ENTRIES.insert().values(bound_columns(ENTRIES, "e_")).cte("new_entry"),
+                                ADD_TOTALS_ONE.cte("new_totals"))
 
 
-def _totals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def usage_totals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The call's usage rows summed per (team, period, key) and per (team, period, member), in key order:
     the wallets are locked, so each team's totals are written by one debit at a time."""
     sums: dict[tuple[str, dt.datetime, str, str], dict[str, Any]] = {}
@@ -294,20 +294,16 @@ def _debit_team(session: Session, actor: Actor, locked: Locked[WalletRow], items
                 answer.resets_at = None
         else:
             debit = discounted(item.cost_micros, wallet.discount_percent)
-            code, scope = _refusal(wallet, debit, key_limit, member_limit)
+            code, scope = debit_refusal(wallet, debit, key_limit, member_limit)
             if code:
                 answer.status, answer.limit_scope = code, scope
                 refusal = (code, scope, key_limit if scope == "key" else member_limit if scope == "member" else None)
                 if refusal not in refused:
                     refused.append(refusal)
             else:
-                _book(wallet, debit, key_limit, member_limit)
+                book(wallet, debit, key_limit, member_limit)
                 answer.debited_micros, added = debit, added + 1
-                rows.append({"org_id": wallet.org_id, "team_id": team_id, "kind": USAGE, "amount_micros": -debit,
-                             "cost_micros": item.cost_micros, "discount_percent": wallet.discount_percent,
-                             "key_id": item.key_id, "user_id": key.user_id, "model": item.model,
-                             "request_id": item.request_id, "reference": None, "period_start": locked.period_start,
-                             "actor_type": actor.type, "actor_id": actor.id[:80], "created_at": now})
+                rows.append(entry_row(actor, wallet, locked.period_start, item, key.user_id, debit, now))
         answers.append((index, answer))
     if added:
         wallet.updated_at = now
@@ -321,12 +317,21 @@ def _debit_team(session: Session, actor: Actor, locked: Locked[WalletRow], items
             continue
         key = keys[records_of[index].key_id]
         answer.balance_micros = wallet.balance_micros
-        answer.remaining_micros = _remaining(wallet, limits.get((team_id, limit_subject(key))),
+        answer.remaining_micros = key_remaining(wallet, limits.get((team_id, limit_subject(key))),
                                              limits.get((team_id, key.user_id or "")))
     return answers
 
 
-def _remaining(wallet: WalletRow, key_limit: SpendLimit | None, member_limit: SpendLimit | None) -> int:
+def entry_row(actor: Actor, wallet: WalletRow, period_start: dt.datetime, item: UsageRecord, user_id: str | None,
+              debit: int, now: dt.datetime) -> dict[str, Any]:
+    """The ledger row of an accepted debit of `item` (`debit` micro-cents, after the discount)."""
+    return {"org_id": wallet.org_id, "team_id": wallet.team_id, "kind": USAGE, "amount_micros": -debit,
+            "cost_micros": item.cost_micros, "discount_percent": wallet.discount_percent, "key_id": item.key_id,
+            "user_id": user_id, "model": item.model, "request_id": item.request_id, "reference": None,
+            "period_start": period_start, "actor_type": actor.type, "actor_id": actor.id[:80], "created_at": now}
+
+
+def key_remaining(wallet: WalletRow, key_limit: SpendLimit | None, member_limit: SpendLimit | None) -> int:
     """What the key may still spend: the balance, bounded by the limits that apply (team, key, member),
     as the key check answers it right after."""
     limits = [(found.limit_micros, found.spend_micros) for found in (key_limit, member_limit) if found is not None]
@@ -335,8 +340,9 @@ def _remaining(wallet: WalletRow, key_limit: SpendLimit | None, member_limit: Sp
     return remaining(wallet.balance_micros, limits)
 
 
-def _refusal(wallet: Any, debit: int, key_limit: SpendLimit | None,
+def debit_refusal(wallet: Any, debit: int, key_limit: SpendLimit | None,
              member_limit: SpendLimit | None) -> tuple[str | None, str | None]:
+    """Why a debit of `debit` micro-cents may not be booked on the locked wallet (code, scope), or (None, None)."""
     if wallet.balance_micros < debit:
         return BALANCE_EXHAUSTED, None
     if wallet.spend_limit_micros is not None and wallet.period_spend_micros + debit > wallet.spend_limit_micros:
@@ -347,7 +353,8 @@ def _refusal(wallet: Any, debit: int, key_limit: SpendLimit | None,
     return None, None
 
 
-def _book(wallet: Any, debit: int, key_limit: SpendLimit | None, member_limit: SpendLimit | None) -> None:
+def book(wallet: Any, debit: int, key_limit: SpendLimit | None, member_limit: SpendLimit | None) -> None:
+    """Spend `debit` from the locked wallet's balance and from each limit's period spend."""
     wallet.balance_micros -= debit
     wallet.period_spend_micros += debit
     for limit in (key_limit, member_limit):

@@ -25,9 +25,18 @@ def summarise(session: Session, actor: Actor, locked: dict[str, Locked[WalletRow
                rows: list[dict[str, Any]]) -> None:
     """One `wallet.usage_recorded` event per org of the call: its rows' count, cost and debit, and per team
     the debit and the balance after (what `identity billing check` adds up against the ledger)."""
+    balances = {team_id: found.wallet.balance_micros for team_id, found in locked.items()}
+    for org_id, target, changes in summaries(rows, balances):
+        record(session, actor, Action.WALLET_USAGE_RECORDED, target, changes, org_id=org_id)
+
+
+def summaries(rows: list[dict[str, Any]], balances: dict[str, int]) -> list[tuple[str, Target, dict[str, Any]]]:
+    """Each org's `wallet.usage_recorded` event for the usage `rows` of a call, as (org id, target,
+    changes), the teams' balances after the call being `balances` (team id -> micro-cents)."""
     by_org: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_org[row["org_id"]].append(row)
+    events = []
     for org_id, mine in by_org.items():
         teams: dict[str, dict[str, int]] = {}
         for row in mine:
@@ -35,13 +44,14 @@ def summarise(session: Session, actor: Actor, locked: dict[str, Locked[WalletRow
             entry["count"] += 1
             entry["debited_micros"] -= row["amount_micros"]
         for team_id, entry in teams.items():
-            entry["balance_micros"] = locked[team_id].wallet.balance_micros
+            entry["balance_micros"] = balances[team_id]
         ids = [row["request_id"] for row in mine]
         changes = {"count": len(mine), "debited_micros": sum(t["debited_micros"] for t in teams.values()),
                    "cost_micros": sum(row["cost_micros"] for row in mine), "teams": teams,
                    "request_ids": ids if len(ids) <= SUMMARY_IDS else [ids[0], ids[-1]]}
         target = team_target(mine[0]["team_id"]) if len(teams) == 1 else Target("org", org_id, org_id)
-        record(session, actor, Action.WALLET_USAGE_RECORDED, target, changes, org_id=org_id)
+        events.append((org_id, target, changes))
+    return events
 
 
 def remember_refusal(session: Session, actor: Actor, locked: Any, code: str, scope: str | None,

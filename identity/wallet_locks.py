@@ -183,8 +183,12 @@ def _team_of(session: Session, org_id: str, team_id: str) -> None:
 
 def moved_wallets(locked: dict[str, Locked[WalletRow]]) -> list[dict[str, Any]]:
     """SAVE_WALLET's parameters for each locked `WalletRow` whose balance, spend, refusal or pending top-up moved."""
-    return [{"w_team_id": found.wallet.team_id, **{f"w_{name}": getattr(found.wallet, name) for name in MOVABLE}}
-            for found in locked.values() if found.wallet.moved()]
+    return [saving(found.wallet) for found in locked.values() if found.wallet.moved()]
+
+
+def saving(wallet: WalletRow) -> dict[str, Any]:
+    """SAVE_WALLET's parameters for one wallet: its MOVABLE columns as they are now."""
+    return {"w_team_id": wallet.team_id, **{f"w_{name}": getattr(wallet, name) for name in MOVABLE}}
 
 
 def save_wallets(session: Session, locked: dict[str, Locked[WalletRow]],

@@ -47,6 +47,7 @@ from identity.wallet_locks import moved_wallets as moved_wallets
 from identity.wallet_locks import roll_period as roll_period
 from identity.wallet_locks import save_wallets as save_wallets
 from identity.wallet_locks import saved as saved
+from identity.wallet_locks import saving as saving
 from identity.wallet_models import TopUpRequest, Wallet, WalletEntry, WalletSettings
 from identity.wallet_periods import BALANCE_EXHAUSTED, period_at
 

@@ -33,7 +33,7 @@ def _kind(statement: str) -> str:
     return f"{verb} {found.group(1) if found else '?'}"
 
 
-CTE_NAME = re.compile(r"\s*,?\s*\w+\s+AS\s+\(", re.IGNORECASE)
+CTE_NAME = re.compile(r"\s*,?\s*\w+\s+AS\s+(?:NOT\s+)?(?:MATERIALIZED\s+)?\(", re.IGNORECASE)
 
 
 def _with_parts(statement: str) -> list[str]:

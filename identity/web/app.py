@@ -39,6 +39,7 @@ from identity.web.http_errors import kept_headers
 from identity.web.jsonprovider import StrictJSONProvider
 from identity.web.keycheck import KeyCheckFirst
 from identity.web.unread_body import DrainUnreadBody
+from identity.web.usage_front import UsageFirst
 from saml import web as saml_web
 from scim.lookup_front import LookupFirst
 
@@ -78,8 +79,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.register_blueprint(blueprint)
     metrics_views.init_app(app)
     # The hot paths are answered before Flask: the IdPs' user lookups, sent before every create and
-    # on every sync (scim.lookup_front), and the gateway's key check, on every LLM request
-    # (identity.web.keycheck).
+    # on every sync (scim.lookup_front), and the gateway's key check and usage of one record, on every
+    # LLM request (identity.web.keycheck, identity.web.usage_front).
+    app.wsgi_app = UsageFirst(app, app.wsgi_app)  # type: ignore[method-assign]
     app.wsgi_app = LookupFirst(app, app.wsgi_app)  # type: ignore[method-assign]
     app.wsgi_app = KeyCheckFirst(app, app.wsgi_app)  # type: ignore[method-assign]
     _trust_proxies(app, int(app.config.get("TRUSTED_PROXY_HOPS", 0)))

@@ -17,33 +17,29 @@ so every refusal (400, 405, 413) stays Flask's and the API's own.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable
 from typing import Any
 
 from flask import Flask
 
 from identity import gateway, jsontext
-from identity.db import transient_kind
 from identity.errors import Unauthenticated
-from identity.web import metrics, transient
-from identity.web.api.common import problem_body
+from identity.web import metrics
 from identity.web.api.gateway import CREDENTIAL_REQUIRED, answer, autocommit, cache_control, code_of
 from identity.web.context import EXTENSION
-from identity.web.front import Answering, StartResponse, WSGIApp, log
+from identity.web.front import Answering, FrontOf, StartResponse, json_body, problem_body
 
 PATH = "/api/v1/keys/verify"
 
 
-class KeyCheckFirst:
+class KeyCheckFirst(FrontOf):
     """A WSGI app that answers the key check itself and hands every other request to `fallback`."""
 
-    def __init__(self, app: Flask, fallback: WSGIApp) -> None:
-        self.app = app
-        self.fallback = fallback
+    path = PATH
+    app: Flask
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") != PATH or environ.get("REQUEST_METHOD") != "POST" or environ.get("QUERY_STRING"):
+        if not self.ours(environ):
             return self.fallback(environ, start_response)
         secret = self._secret(environ)
         if secret is None:
@@ -52,17 +48,7 @@ class KeyCheckFirst:
 
     def _secret(self, environ: dict[str, Any]) -> str | None:
         """Return the body's `key` when the body is one this path answers; else None (the body restored)."""
-        length = environ.get("CONTENT_LENGTH") or ""
-        limit = self.app.config.get("MAX_CONTENT_LENGTH")
-        if not (length.isascii() and length.isdigit()) or (limit is not None and int(length) > limit) or \
-                environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower() != "application/json":
-            return None
-        body = environ["wsgi.input"].read(int(length))
-        environ["wsgi.input"] = io.BytesIO(body)  # for Flask, should it be the one to answer
-        try:
-            data = jsontext.loads(body)
-        except ValueError:
-            return None
+        data = json_body(environ, self.app.config.get("MAX_CONTENT_LENGTH"))
         if type(data) is not dict or data.keys() != {"key"}:
             return None  # a missing key, or another member: Flask's view words the 400
         secret = data["key"]
@@ -72,23 +58,16 @@ class KeyCheckFirst:
         answering = Answering.begin(environ)
         try:
             status, body, code = self._answer(environ.get("HTTP_AUTHORIZATION", ""), secret, answering.request_id)
-        except Exception as error:  # as the app's own handler: a 503 to retry for a transient conflict,
-            status, code = _failed(error, answering.request_id), None  # else a bare 500, the traceback logged
-            body = problem_body(503, transient.CODE, transient.DETAIL, None, answering.request_id) if status == 503 \
-                else {"error": "internal_error", "message": "internal error", "request_id": answering.request_id}
-        data = self.app.json.dumps(body, separators=(",", ":")).encode() + b"\n"
-        headers = [("Content-Type", "application/problem+json" if status in (401, 503) else "application/json")]
+        except Exception as error:
+            return answering.fail(start_response, "POST", PATH, error, self.dumps)
+        headers = [("Content-Type", "application/problem+json" if status == 401 else "application/json")]
         if status == 200:
             headers.append(("Cache-Control", cache_control(self.app.config)))
-        elif status == 401:
+        else:
             headers.append(("WWW-Authenticate", 'Bearer realm="identity"'))
-        elif status == 503:
-            headers.append(("Retry-After", str(transient.RETRY_AFTER_SECONDS)))
-        sent = answering.send(start_response, "POST", PATH, status, headers, data)
-        if code is not None:
-            metrics.observe_key_check(code)
+        sent = answering.send(start_response, "POST", PATH, status, headers, self.dumps(body))
+        metrics.observe_key_check(code)
         return sent
-
     def _answer(self, authorization: str, secret: str, request_id: str) -> tuple[int, dict[str, Any], str]:
         kind, _, credential = authorization.partition(" ")
         try:
@@ -101,13 +80,3 @@ class KeyCheckFirst:
             return 401, problem_body(401, error.code, error.message, extra, request_id), "unauthenticated"
         return 200, answer(found), code_of(found)
 
-
-def _failed(error: Exception, request_id: str) -> int:
-    """The status of a check that raised `error`: 503 for a transient conflict (one warning line,
-    identity.web.transient), else 500 with its traceback logged."""
-    kind = transient_kind(error)
-    if kind is not None:
-        transient.answered(kind, request_id)
-        return 503
-    log.exception("unhandled error")
-    return 500

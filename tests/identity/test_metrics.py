@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+import prometheus_client  # noqa: F401  (see test_the_listener_serves_on_loopback)
 import pytest
 from click.testing import CliRunner
 from flask import Flask
@@ -138,6 +139,10 @@ def test_the_listener_serves_on_loopback(monkeypatch: pytest.MonkeyPatch, tmp_pa
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    # prometheus_client picks its counters' storage once, when first imported: imported first here,
+    # with the variable set, it would leave this test process's later apps in multiprocess mode with
+    # no folder (every create_app after it failed, seen when xdist ran this test first on a worker).
+    # The module's import of it comes first.
     monkeypatch.setenv(metrics.MULTIPROC_ENV, str(tmp_path))
     server = metrics_serve.start_listener(port)
     try:

@@ -41,6 +41,7 @@ from identity.paging import Position, Window, split
 from identity.roles import allowed_scopes
 from identity.web import cookies
 from identity.web.context import database
+from identity.web.front import problem_body
 from saml import csrf
 
 P = ParamSpec("P")
@@ -118,15 +119,6 @@ def problem(status: int, code: str, detail: str, extra: dict[str, Any] | None = 
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="identity"'
     return response
-
-
-def problem_body(status: int, code: str, detail: str, extra: dict[str, Any] | None,
-                 request_id: str | None) -> dict[str, Any]:
-    """Return an RFC 9457 problem's members (also the key check's own path's, identity.web.keycheck)."""
-    body: dict[str, Any] = {"type": f"about:blank#{code}", "title": code.replace("_", " "), "status": status,
-                            "detail": detail, "code": code, "request_id": request_id}
-    body.update({key: value for key, value in (extra or {}).items() if key not in body})
-    return body
 
 
 def adopt(bp: Blueprint) -> Blueprint:
