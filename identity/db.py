@@ -288,6 +288,18 @@ class Database:
             yield conn
 
     @contextmanager
+    def keyed_write(self) -> Iterator[Connection]:
+        """A connection in a write transaction whose every statement finds its rows by a unique key
+        (identity.usage_quick): on PostgreSQL on the lookups' pool, whose plans PostgreSQL may reuse;
+        on SQLite as `begin`. Committed when the block ends, rolled back on any exception."""
+        if self.dialect != "postgresql":
+            with self.begin() as conn:
+                yield conn
+            return
+        with self.lookup_engine.begin() as conn:
+            yield conn
+
+    @contextmanager
     def reading(self) -> Iterator[Session]:
         """Run a read-only unit of work."""
         with self.read_sessions.begin() as session:

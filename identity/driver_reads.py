@@ -31,6 +31,7 @@ from typing import Any
 from psycopg import RawCursor
 from sqlalchemy import Connection, Select
 from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.dml import UpdateBase
 
 
 @dataclass(frozen=True)
@@ -43,11 +44,13 @@ class _Compiled:
 
 
 class DriverRead:
-    """`DriverRead(select(...)).rows(conn, name=value, ...)`: the rows as named tuples."""
+    """`DriverRead(select(...)).rows(conn, name=value, ...)`: the rows as named tuples (of an INSERT,
+    UPDATE or DELETE, those of its RETURNING, or none)."""
 
-    def __init__(self, statement: Select[Any]) -> None:
+    def __init__(self, statement: Select[Any] | UpdateBase) -> None:
         self.statement = statement
-        self.row: Any = namedtuple("Row", statement.selected_columns.keys())  # type: ignore[misc]
+        self.columns = statement.selected_columns if isinstance(statement, Select) else statement.exported_columns
+        self.row: Any = namedtuple("Row", [str(name) for name in self.columns.keys()])  # type: ignore[misc]
         self._by_dialect: dict[tuple[str, bool], _Compiled] = {}
 
     def rows(self, conn: Connection, **params: Any) -> list[Any]:
@@ -58,6 +61,8 @@ class DriverRead:
         try:
             self._announce(conn, cursor, compiled, args)
             cursor.execute(compiled.sql, args)
+            if cursor.description is None:  # a write that returns nothing
+                return []
             return [self.row._make(values) for values in self._processed(compiled, cursor.fetchall())]
         except Exception:
             _discard_if_broken(conn, driver)
@@ -119,7 +124,7 @@ class DriverRead:
         numbered: Any = type(dialect)
         compiled = self.statement.compile(dialect=numbered(paramstyle="numeric_dollar") if raw else dialect)
         positions = tuple(compiled.positiontup or ()) if compiled.positional else None
-        processors = tuple((at, process) for at, column in enumerate(self.statement.selected_columns)
+        processors = tuple((at, process) for at, column in enumerate(self.columns)
                            if (process := column.type.dialect_impl(dialect).result_processor(dialect, None)))
         binds = tuple((name, process) for name, bound in compiled.binds.items()
                       if (process := bound.type.dialect_impl(dialect).bind_processor(dialect)))

@@ -208,11 +208,14 @@ SUMMED = ("spend_micros", "cost_micros", "requests")
 def _add_totals(dialect: str) -> Any:
     """INSERT ... ON CONFLICT DO UPDATE adding to a usage total (made once per dialect)."""
     if dialect not in _ADD_TOTALS:
-        made = (postgresql if dialect == "postgresql" else sqlite).insert(_TOTALS_T)
-        _ADD_TOTALS[dialect] = made.on_conflict_do_update(
-            index_elements=["team_id", "period_start", "subject_type", "subject_id"],
-            set_={name: _TOTALS_T.c[name] + made.excluded[name] for name in SUMMED})
+        _ADD_TOTALS[dialect] = adding_totals((postgresql if dialect == "postgresql" else sqlite).insert(_TOTALS_T))
     return _ADD_TOTALS[dialect]
+
+
+def adding_totals(made: Any) -> Any:
+    """`made` (an INSERT of usage totals, of either dialect) adding to the total when there is one."""
+    return made.on_conflict_do_update(index_elements=["team_id", "period_start", "subject_type", "subject_id"],
+                                      set_={name: _TOTALS_T.c[name] + made.excluded[name] for name in SUMMED})
 
 
 # On PostgreSQL a debit of one record writes in one statement (a round trip, not three): its ledger
@@ -223,9 +226,7 @@ def _add_totals(dialect: str) -> Any:
 _TOTAL_0, _TOTAL_1 = bound_columns(_TOTALS_T, "t0_"), bound_columns(_TOTALS_T, "t1_")
 _NEW_TOTALS = postgresql.insert(_TOTALS_T).from_select(list(_TOTAL_0), union_all(
     select(*_TOTAL_0.values()), select(*_TOTAL_1.values())))
-ADD_TOTALS_ONE = _NEW_TOTALS.on_conflict_do_update(
-    index_elements=["team_id", "period_start", "subject_type", "subject_id"],
-    set_={name: _TOTALS_T.c[name] + _NEW_TOTALS.excluded[name] for name in SUMMED})
+ADD_TOTALS_ONE = adding_totals(_NEW_TOTALS)
 WRITE_ONE = SAVE_WALLET.add_cte(ENTRIES.insert().values(bound_columns(ENTRIES, "e_")).cte("new_entry"),
                                 ADD_TOTALS_ONE.cte("new_totals"))
 

@@ -1,10 +1,10 @@
-"""A usage debit of one record in two statements, when it is nothing but a debit (DESIGN.md 3.8).
+"""A usage debit of one record in two statements (PostgreSQL), when it is nothing but a debit (DESIGN.md 3.8).
 
 The gateway posts one record per model request, so `POST /api/v1/usage` of one record is the
 service's busiest write (issue 18). `identity.usage.record_usage` decides it in five statements
 through the ORM session (the credential; the key with its wallet locked; the ledger row, totals and
-wallet; the audit head locked at commit; the event). Here the same debit is two, on the driver's
-cursor (identity.driver_reads), in one transaction:
+wallet; the audit head locked at commit; the event). Here the same debit is two on PostgreSQL, on the
+driver's cursor (identity.driver_reads), in one transaction:
 
 1. one read: the gateway credential (by its prefix and the hash of what was presented, so that a
    wrong one matches no row and locks nothing), the key, its team's wallet locked (`FOR UPDATE`),
@@ -25,8 +25,9 @@ having written nothing, and the caller takes the full path, which reads everythi
 decides it: a credential or key not found (401, 404), a request id already booked (`duplicate`), a
 refusal (remembered on the wallet, audited), the team's key or member limits (`has_subject_limits`),
 a refusal remembered on the wallet, a period that has turned, an auto top-up due, a wallet not made
-yet, an audit head without its time. PostgreSQL only: on SQLite every write holds the database and
-its statements cost no round trip, and the full path answers.
+yet, an audit head without its time. On SQLite, where a write transaction holds the whole database
+from its BEGIN IMMEDIATE and no statement is a round trip, the same read, then one statement per row
+written, on the driver's cursor too.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Table, and_, bindparam, select
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 
 from audit import clock, observers
 from audit.log import HEADS, INSERT_EVENT, MOVE_HEAD, Head, chained, event_item, moving_head
@@ -48,6 +49,7 @@ from identity.usage import (
     ADD_TOTALS_ONE,
     Outcome,
     UsageRecord,
+    adding_totals,
     book,
     debit_refusal,
     discounted,
@@ -55,6 +57,7 @@ from identity.usage import (
     key_remaining,
     usage_totals,
 )
+from identity.wallet_models import UsageTotal
 from identity.wallet_periods import period_at
 from identity.wallets import ENTRIES, ORGS, SAVE_WALLET, TEAM_KEY_SHARE, WALLETS, WalletRow, saving
 
@@ -70,7 +73,7 @@ _LOCKED = (select(*WALLETS.c, ORGS.c.created_at.label("org_created"), _KEYS_T.c.
                         .join(ORGS, ORGS.c.id == WALLETS.c.org_id).join(_TEAMS, _TEAMS.c.id == WALLETS.c.team_id))
            .where(_CREDENTIALS.c.prefix == bindparam("prefix"), _CREDENTIALS.c.secret_hash == bindparam("digest"),
                   _CREDENTIALS.c.revoked_at.is_(None), ORGS.c.deleted_at.is_(None))
-           .with_for_update(of=WALLETS).suffix_with(TEAM_KEY_SHARE)
+           .with_for_update(of=WALLETS).suffix_with(TEAM_KEY_SHARE, dialect="postgresql")
            .cte("locked").prefix_with("MATERIALIZED"))
 READ = DriverRead(select(_LOCKED, HEADS.c.seq.label("head_seq"), HEADS.c.hash.label("head_hash"),
                          HEADS.c.last_at.label("head_last_at"), ENTRIES.c.id.label("booked"))
@@ -79,11 +82,20 @@ READ = DriverRead(select(_LOCKED, HEADS.c.seq.label("head_seq"), HEADS.c.hash.la
                   .with_for_update(of=HEADS))
 _NEW_ENTRY = (postgresql.insert(ENTRIES).values(bound_columns(ENTRIES, "e_")).on_conflict_do_nothing()
               .returning(ENTRIES.c.id).cte("new_entry"))
-# The primary SELECT answers the new ledger row's id (none: the request id was booked meanwhile); the
-# other parts are data-modifying WITHs, which PostgreSQL runs whether or not anything reads them.
-WRITE = DriverRead(select(_NEW_ENTRY.c.id).add_cte(
-    ADD_TOTALS_ONE.cte("new_totals"), SAVE_WALLET.cte("saved_wallet"), MOVE_HEAD.cte("moved_head"),
-    INSERT_EVENT.cte("new_event")))
+_TOTALS = cast(Table, UsageTotal.__table__)
+# The write, by dialect: its statements in order, the first answering the new ledger row's id (none:
+# the request id was booked meanwhile, and nothing of the write stays). On PostgreSQL one statement:
+# the primary SELECT answers the id, the other parts are data-modifying WITHs, which PostgreSQL runs
+# whether or not anything reads them. On SQLite (no such WITHs) one statement per row: no round trips.
+WRITES = {
+    "postgresql": (DriverRead(select(_NEW_ENTRY.c.id).add_cte(
+        ADD_TOTALS_ONE.cte("new_totals"), SAVE_WALLET.cte("saved_wallet"), MOVE_HEAD.cte("moved_head"),
+        INSERT_EVENT.cte("new_event"))),),
+    "sqlite": (DriverRead(sqlite.insert(ENTRIES).values(bound_columns(ENTRIES, "e_")).on_conflict_do_nothing()
+                          .returning(ENTRIES.c.id)),
+               *(DriverRead(adding_totals(sqlite.insert(_TOTALS).values(bound_columns(_TOTALS, f"t{n}_"))))
+                 for n in (0, 1)),
+               DriverRead(SAVE_WALLET), DriverRead(MOVE_HEAD), DriverRead(INSERT_EVENT))}
 _WIDTH = len(WALLETS.columns)
 
 
@@ -96,23 +108,31 @@ class Caller(NamedTuple):
     client_request_id: str | None = None
 
 
+class _HandOver(Exception):
+    """Raised inside the transaction to roll it back and leave the debit to the full path."""
+
+
 def quick_debit(db: Database, credential: str, item: UsageRecord, caller: Caller) -> Outcome | None:
     """Debit `item` in two statements and answer its outcome, or answer None having written nothing
     when it is anything but a debit the wallet covers (the caller then asks `usage.record_usage`)."""
     prefix = tokens.split_prefix(credential or "")
-    if db.dialect != "postgresql" or prefix is None or not prefix.startswith("gw_"):
+    if prefix is None or not prefix.startswith("gw_"):
         return None
-    with db.lookup_engine.connect() as conn, conn.begin() as transaction:
-        rows = READ.rows(conn, key_id=item.key_id, prefix=prefix, digest=tokens.digest(credential),
-                         request_id=item.request_id)
-        done = _decide(rows, credential, item, caller)
-        if done is None:
-            transaction.rollback()
-            return None
-        outcome, params, event = done
-        if not WRITE.rows(conn, **params):  # the request id was booked since: the full path says `duplicate`
-            transaction.rollback()
-            return None
+    try:
+        with db.keyed_write() as conn:
+            rows = READ.rows(conn, key_id=item.key_id, prefix=prefix, digest=tokens.digest(credential),
+                             request_id=item.request_id)
+            done = _decide(rows, credential, item, caller)
+            if done is None:
+                raise _HandOver
+            outcome, params, event = done
+            first, *rest = WRITES[conn.dialect.name]
+            if not first.rows(conn, **params):  # the request id was booked since: the full path says `duplicate`
+                raise _HandOver
+            for statement in rest:
+                statement.rows(conn, **params)
+    except _HandOver:
+        return None
     observers.announce([event])
     return outcome
 

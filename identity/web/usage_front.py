@@ -1,14 +1,14 @@
 """The gateway's usage of one record served in front of Flask: `POST /api/v1/usage` (issue 18).
 
 The gateway posts one record per model request it forwards. The debit itself is the domain's
-(identity.usage_quick, two statements on PostgreSQL); this path spares it what Flask spends on a
-request, as the key check's does (identity.web.keycheck). It answers only what it fully
-understands, a debit the wallet covers, with the Flask view's answer (identity.web.api.usage
+(identity.usage_quick: two statements on PostgreSQL, on the driver's cursor on both databases); this
+path spares it what Flask spends on a request, as the key check's does (identity.web.keycheck). It
+answers only what it fully understands, a debit the wallet covers, with the Flask view's answer (identity.web.api.usage
 `outcome_json`: the same JSON, `Content-Type`, `X-Request-Id`, the client's `X-Client-Request-Id`,
 the security headers, the one request log line and the counters). Anything else goes to Flask whole,
 with the body it sent: another method or path, a query string, a body that is not exactly one
 record of well-typed fields (Flask's view words the 400), and every debit `quick_debit` leaves to the
-full path (a wrong credential, an unknown key, a duplicate, a refusal, limits, an auto top-up, SQLite),
+full path (a wrong credential, an unknown key, a duplicate, a refusal, limits, an auto top-up),
 having written nothing.
 """
 

@@ -17,7 +17,7 @@ from identity.orgs import NewOrg
 from identity.usage import UsageRecord
 from identity.wallet_models import Wallet
 from tests.factories import wait_for_a_lock_wait
-from tests.identity.test_usage_quick import QUICK
+from tests.identity.test_usage_quick import QUICK, QUICK_READ
 from tests.identity.test_wallet_usage import World, top_up, use, world  # noqa: F401  (world: the fixture)
 from tests.identity.test_wallets import GATEWAY, key_of, post
 from tests.identity.test_wallets import top_up as credit
@@ -33,30 +33,30 @@ WRITES = {"sqlite": ["UPDATE wallets", "INSERT wallet_entries", "INSERT usage_to
 
 
 def test_a_debit_statements(client: FlaskClient, db: Database, world: World) -> None:  # noqa: F811
-    """On PostgreSQL the quick debit's two (identity.usage_quick); on SQLite the full path's."""
+    """The quick debit's (identity.usage_quick)."""
     top_up(client, world, 1_000)
     with statements(db) as sent:
         assert use(client, world, 100, "first").get_json()["status"] == "debited"
-    assert sent == (QUICK if db.dialect == "postgresql" else READS + WRITES[db.dialect] + audit_at_commit(db))
+    assert sent == QUICK[db.dialect]
 
 
 def test_a_retried_debit_reads_only(client: FlaskClient, db: Database, world: World) -> None:  # noqa: F811
-    """On PostgreSQL the quick read finds the booking and hands over, having written nothing."""
+    """The quick read finds the booking and hands over, having written nothing."""
     top_up(client, world, 1_000)
     first = use(client, world, 100, "first").get_json()
     with statements(db) as sent:
         assert use(client, world, 100, "first").get_json() == {**first, "status": "duplicate"}
-    assert sent == ([QUICK[0]] if db.dialect == "postgresql" else []) + READS
+    assert sent == [QUICK_READ] + READS
 
 
 def test_the_full_paths_statements(client: FlaskClient, db: Database, world: World) -> None:  # noqa: F811
-    """A debit the quick path leaves to the full one (the team has a key limit) on PostgreSQL too."""
+    """A debit the quick path leaves to the full one (the team has a key limit): its read, then the full path's."""
     top_up(client, world, 1_000)
     assert client.put(f"{world.wallet}/limits/keys/{world.owner_key_id}", headers=world.owner,
                       json={"limit_micros": 500}).status_code in (200, 201)
     with statements(db) as sent:
         assert use(client, world, 100, "first").get_json()["status"] == "debited"
-    assert sent == ([QUICK[0]] if db.dialect == "postgresql" else []) + READS + ["SELECT spend_limits"] + \
+    assert sent == [QUICK_READ] + READS + ["SELECT spend_limits"] + \
         WRITES[db.dialect] + audit_at_commit(db)
 
 
@@ -67,7 +67,7 @@ def test_a_debit_under_a_key_limit_statements(client: FlaskClient, db: Database,
                       json={"limit_micros": 500}).status_code in (200, 201)
     with statements(db) as sent:
         assert use(client, world, 100, "second").get_json()["status"] == "debited"
-    assert sent == [*([QUICK[0]] if db.dialect == "postgresql" else []), *READS, "SELECT spend_limits", *WRITES[db.dialect], "UPDATE spend_limits",
+    assert sent == [*[QUICK_READ], *READS, "SELECT spend_limits", *WRITES[db.dialect], "UPDATE spend_limits",
                     *audit_at_commit(db)]
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from flask.testing import FlaskClient
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from audit import Actor, clock
 from identity import keys, orgs
@@ -23,6 +23,7 @@ from identity.wallet_models import Wallet, WalletEntry
 from identity.web.cli import main
 from tests.factories import provision
 from tests.identity.test_every_service_helpers import snapshot_rows
+from tests.statements import statements
 
 
 @dataclass
@@ -140,23 +141,19 @@ def test_a_retry_writes_nothing_and_a_refusal_writes_once(client: FlaskClient, d
     the same kind write no row (the first refusal is remembered, for the key check, and audited)."""
     top_up(client, world, 100)
     assert use(client, world, 60, "first").status_code == 200
-    writes: list[str] = []
 
-    def note(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if statement.lstrip().split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE", "WITH"):
-            writes.append(statement)
+    def writes(sent: list[str]) -> list[str]:
+        return [kind for kind in sent if any(verb in kind for verb in ("INSERT", "UPDATE", "DELETE"))]
 
-    event.listen(db.engine, "before_cursor_execute", note)
-    try:
+    with statements(db) as sent:  # every engine's: the quick debit's reads on PostgreSQL's lookup pool too
         assert use(client, world, 60, "first").get_json()["status"] == "duplicate"
-        assert writes == []
+    assert writes(sent) == []
+    with statements(db) as sent:
         assert use(client, world, 60, "second").status_code == 429
-        assert any("UPDATE wallets" in w for w in writes), writes  # the refusal, remembered
-        writes.clear()
+    assert "UPDATE wallets" in writes(sent), sent  # the refusal, remembered
+    with statements(db) as sent:
         assert use(client, world, 60, "third").status_code == 429
-        assert writes == []
-    finally:
-        event.remove(db.engine, "before_cursor_execute", note)
+    assert writes(sent) == []
     assert verify(client, world)["reason"] == "balance_exhausted"
 
 
