@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
 
 from audit import Actor
 from audit.models import AuditEvent
@@ -38,14 +39,16 @@ def counts(db: Database) -> dict[str, int]:
                 for model in (User, Team, RoleGrant, SeatCharge, AuditEvent)}
 
 
-def wait_for_a_lock_wait(db: Database, what: str, waiters: int = 1) -> None:
+def wait_for_a_lock_wait(db: Database, what: str, waiters: int = 1, *, in_statement: str = "") -> None:
     """Return once `waiters` sessions of this test's PostgreSQL database wait for a lock (threads'
-    transactions queued behind the test's own); fail naming `what` after 10 s."""
+    transactions queued behind the test's own), in a statement containing `in_statement` if given;
+    fail naming `what` after 10 s."""
     deadline = time.monotonic() + 10
     with db.engine.connect() as conn:
         while time.monotonic() < deadline:
             if conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                 "AND datname = current_database()")).scalar_one() >= waiters:
+                                 "AND datname = current_database() AND strpos(query, :part) > 0"),
+                            {"part": in_statement}).scalar_one() >= waiters:
                 return
             conn.rollback()  # PostgreSQL keeps one snapshot of pg_stat_activity per transaction
             time.sleep(0.02)
@@ -63,3 +66,21 @@ def in_thread(work: Callable[[], object], errors: list[BaseException]) -> thread
     thread = threading.Thread(target=run)
     thread.start()
     return thread
+
+
+def behind(db: Database, hold: Callable[[Session], object], change: Callable[[], None] | Sequence[Callable[[], None]],
+           errors: list[BaseException], what: str) -> None:
+    """Run `hold` in a transaction, flushed, not committed; start `change` in a thread and wait for it
+    to wait for a lock (several changes: each started once the one before waits, so that they queue in
+    that order); commit `hold`, then wait for every change to end (its error, if any, in `errors`)."""
+    changes = [change] if callable(change) else list(change)
+    threads = []
+    with db.transaction() as session:
+        hold(session)
+        session.flush()
+        for waiters, each in enumerate(changes, start=1):
+            threads.append(in_thread(each, errors))
+            wait_for_a_lock_wait(db, what, waiters)
+    for thread in threads:
+        thread.join(30)
+        assert not thread.is_alive(), f"{what} never finished"

@@ -9,11 +9,9 @@ gives what the code leaves. Each failed on the code it was written against.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from audit import Actor
 from audit.models import AuditEvent
@@ -36,7 +34,7 @@ from identity.grants import org_role
 from identity.models import ApiKey, GroupMapping, Invitation, RoleGrant, User
 from identity.orgs import NewOrg
 from identity.vocabulary import InvitationStatus, KeyStatus
-from tests.factories import in_thread, provision, wait_for_a_lock_wait
+from tests.factories import behind, in_thread, provision, wait_for_a_lock_wait
 
 pytestmark = pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
 
@@ -51,18 +49,6 @@ def _team_with(db: Database, system: Actor, acme: NewOrg, member: User, name: st
 def _finish(thread: threading.Thread, what: str) -> None:
     thread.join(30)
     assert not thread.is_alive(), f"{what} never finished"
-
-
-def _behind(db: Database, hold: Callable[[Session], object], change: Callable[[], None],
-            errors: list[BaseException], what: str) -> None:
-    """Run `hold` in a transaction, flushed, not committed; start `change` in a thread and wait for it
-    to wait for a lock; commit `hold`, then wait for `change` to end (its error, if any, in `errors`)."""
-    with db.transaction() as session:
-        hold(session)
-        session.flush()
-        thread = in_thread(change, errors)
-        wait_for_a_lock_wait(db, what)
-    _finish(thread, what)
 
 
 def _status(db: Database, key_id: str) -> KeyStatus:
@@ -288,7 +274,7 @@ def test_a_team_membership_added_during_the_members_deletion_does_not_outlive_it
     def add() -> None:
         with db.transaction() as other:
             teams.add_team_member(other, system, acme.org.id, team_id, dev.id)
-    _behind(db, lambda session: users.delete_user(session, system, acme.org.id, dev.id),
+    behind(db, lambda session: users.delete_user(session, system, acme.org.id, dev.id),
             add, errors, "the add to the team")
     with db.reading() as session:
         grants = list(session.scalars(select(RoleGrant.team_id).where(RoleGrant.user_id == dev.id)))
@@ -312,7 +298,7 @@ def test_a_service_key_made_during_the_orgs_deletion_is_not_valid_at_the_gateway
             made.append(keys.create_service_key(other, system, acme.org.id, team_id=acme.default_team_id,
                                                 name="svc", scopes=["inference"]))
     # for the org's lock, once fixed
-    _behind(db, lambda session: org_lifecycle.delete_org(session, system, acme.org.id, confirm=acme.org.slug),
+    behind(db, lambda session: org_lifecycle.delete_org(session, system, acme.org.id, confirm=acme.org.slug),
             make, errors, "the service key's creation")
     if errors:
         assert isinstance(errors[0], NotFound), errors
@@ -339,7 +325,7 @@ def test_two_adds_of_one_member_to_a_team_at_once_make_one_grant_and_later_chang
     def add() -> None:
         with db.transaction() as other:
             teams.add_team_member(other, system, acme.org.id, team_id, dev.id)
-    _behind(db, lambda session: teams.add_team_member(session, system, acme.org.id, team_id, dev.id),
+    behind(db, lambda session: teams.add_team_member(session, system, acme.org.id, team_id, dev.id),
             add, errors, "the second add")
     with db.reading() as session:
         grants = list(session.scalars(select(RoleGrant.id).where(RoleGrant.user_id == dev.id,
@@ -525,7 +511,7 @@ def test_an_invitation_sent_during_the_orgs_deletion_is_not_left_pending_with_it
     def invite() -> None:
         with db.transaction() as other:
             sent.append(invitations.invite(other, system, acme.org.id, email="new@acme.test")[0].id)
-    _behind(db, lambda session: org_lifecycle.delete_org(session, system, acme.org.id, confirm=acme.org.slug),
+    behind(db, lambda session: org_lifecycle.delete_org(session, system, acme.org.id, confirm=acme.org.slug),
             invite, errors, "the invitation")
     if errors:
         assert isinstance(errors[0], NotFound), errors
