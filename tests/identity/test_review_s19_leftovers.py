@@ -1,0 +1,81 @@
+"""The concurrency leftovers of session 18 (session 19): each a value read before a lock wait and used
+after it, or a lock let go too early (PostgreSQL, real concurrent transactions under READ COMMITTED).
+
+Each test holds one transaction with a lock, starts the other changes behind it, waits until they
+wait for it, then lets them finish, and asserts what a serial order would leave.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from audit import Actor
+from identity import group_membership, groups, mappings, member_removal, orgs, owners
+from identity.db import Database
+from identity.grants import org_role
+from identity.models import User
+from identity.orgs import NewOrg
+from identity.vocabulary import Role
+from tests.factories import in_thread, provision, wait_for_a_lock_wait
+
+pytestmark = pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
+
+
+_OWNER_GRANTS = "ORDER BY role_grants.id FOR UPDATE"  # owners.LOCK_OWNER_GRANTS
+
+
+def _owners_group(db: Database, system: Actor, acme: NewOrg) -> str:
+    """An IdP group Owners whose rule gives the org role owner: its id."""
+    with db.transaction() as session:
+        orgs.update_settings(session, system, acme.org.id, {"idp_may_grant_owner": True})
+        group = groups.create_group(session, system, acme.org.id, display_name="Owners", external_id="00gOwners")
+        mappings.create_mapping(session, system, acme.org.id, group_external_id="00gOwners", org_role="owner")
+        return group.id
+
+
+def test_an_owners_deletion_that_locks_its_groups_again_counts_the_owners_again(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """Two owners: the org's first (by hand) and Bob (through the IdP group Owners). An admin deletes
+    the first owner (member_removal.delete_user): the org's lock, its groups and row, then the org's
+    owner grants (held meanwhile by another change of them: the hold), and counts: Bob remains. While
+    it waited, the IdP added the owner to the group Eng (committed): its removal finds that membership
+    in a group it does not hold (REMOVE_ROWS: held_elsewhere) and `_lock_again` rolls back to its
+    savepoint, letting go of the owner grants too. The IdP's removal of Bob from Owners
+    (group_membership.remove_members: no org lock), queued for the owner grants behind the deletion,
+    takes them, counts the first owner (not deleted yet) and removes Bob; the deletion then deletes the
+    first owner without counting again. No owner is left; serially the second of the two is refused
+    (LastOwner) or skipped (audited)."""
+    owners_id = _owners_group(db, system, acme)
+    bob = provision(db, system, acme.org.id, "bob@acme.test")
+    with db.transaction() as session:
+        group_membership.add_members(session, system, acme.org.id, owners_id, [bob.id])
+        eng = groups.create_group(session, system, acme.org.id, display_name="Eng", external_id="00gEng")
+    first = acme.owner.id
+
+    def delete() -> None:
+        with db.transaction() as session:
+            member_removal.delete_user(session, system, acme.org.id, first)
+
+    def remove_bob() -> None:
+        with db.transaction() as session:
+            group_membership.remove_members(session, system, acme.org.id, owners_id, [bob.id])
+
+    errors: list[BaseException] = []
+    with db.transaction() as grants:  # another change of the owner grants, under way
+        grants.execute(owners.LOCK_OWNER_GRANTS, {"org_id": acme.org.id})
+        with db.transaction() as session:  # the IdP adds the first owner to Eng (its row share-locked)
+            group_membership.add_members(session, system, acme.org.id, eng.id, [first])
+            session.flush()
+            deleter = in_thread(delete, errors)
+            wait_for_a_lock_wait(db, "the deletion")  # for the owner's row, its groups (not Eng) locked
+        wait_for_a_lock_wait(db, "the deletion", in_statement=_OWNER_GRANTS)  # for the owner grants
+        remover = in_thread(remove_bob, errors)
+        wait_for_a_lock_wait(db, "the removal from Owners", 2, in_statement=_OWNER_GRANTS)  # behind it
+    for thread in (deleter, remover):
+        thread.join(30)
+        assert not thread.is_alive(), "a change never finished"
+    with db.reading() as session:
+        left = [user for user in (first, bob.id) if org_role(session, user) == Role.OWNER and
+                session.get_one(User, user).deleted_at is None]
+    assert left, f"no owner is left ({[type(error).__name__ for error in errors]})"
+    assert ([type(error).__name__ for error in errors], left) == (["LastOwner"], [first])
