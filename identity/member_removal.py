@@ -33,7 +33,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from audit import Actor, clock, record
 from identity import group_locks, group_versions, key_revocation, owners, seats, sessions
 from identity.actions import Action
-from identity.errors import NotFound
+from identity.errors import LastOwner, NotFound
 from identity.grants import ORG_ROLE_RANK, org_role, role_of_rank
 from identity.lookups import LOCK_LIVE_USER, user_target
 from identity.models import IdpGroup, IdpGroupMember, RoleGrant, User
@@ -212,7 +212,8 @@ def _lock_again(session: Session, user: User, removed: dict[str, Any], elsewhere
     row) in identity.group_locks' order. After `_locked_member`: its savepoint rolled back to (the
     member's groups and row let go, nothing written since), its groups and these locked in id order,
     then the member's row, read again (a profile change may have moved its version) and checked again
-    (`remove_user`'s `check`: a stale If-Match refuses now); return the removal's parameters anew.
+    (`remove_user`'s `check`: a stale If-Match refuses now), and the owners counted again (LastOwner,
+    nothing written: the owner grants were let go with the savepoint); return the removal's parameters anew.
     Otherwise (the org's deletion holds every group of the org first) the groups are locked as they come."""
     taken = session.info.get(_MEMBER_LOCKS)
     if taken is None or taken[0] != user.id:
@@ -228,6 +229,9 @@ def _lock_again(session: Session, user: User, removed: dict[str, Any], elsewhere
     check: Callable[[User], None] | None = session.info.get(_MEMBER_CHECK)
     if check is not None:
         check(fresh)
+    # The owner grants the last-owner check locked were let go with the savepoint: a removal from a
+    # group queued for them may have taken another owner away since. Locked and counted again.
+    owners.ensure_not_last_owner(session, fresh)
     removed["version"] = fresh.version + 1
     return {"member_id": user.id, **{f"new_{field}": removed[field] for field in REMOVED}}
 
@@ -251,5 +255,8 @@ def remove_user(session: Session, actor: Actor, org_id: str, user_id: str, *,
     authorize(actor, "member.delete", org_id=org_id, target_role=role)
     try:
         return deprovision(session, actor, user, role)
+    except LastOwner:  # counted again once its locks were taken again (`_lock_again`): nothing written
+        owners.protect_last_owner(session, actor, user, "delete")
+        return user
     finally:
         session.info.pop(_MEMBER_CHECK, None)
