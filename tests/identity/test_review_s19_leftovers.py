@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from audit import Actor
-from identity import group_membership, groups, mappings, member_removal, orgs, owners
+from identity import group_membership, groups, mappings, member_removal, orgs, owners, user_profile, users
 from identity.db import Database
 from identity.grants import org_role
 from identity.models import User
@@ -79,3 +79,40 @@ def test_an_owners_deletion_that_locks_its_groups_again_counts_the_owners_again(
                 session.get_one(User, user).deleted_at is None]
     assert left, f"no owner is left ({[type(error).__name__ for error in errors]})"
     assert ([type(error).__name__ for error in errors], left) == (["LastOwner"], [first])
+
+
+def test_an_idp_deactivation_of_an_owner_and_a_patch_of_owners_adding_that_owner_do_not_deadlock(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """The IdP deactivates Carl, an owner by hand (user_profile.sync_user, a SCIM PATCH active=false),
+    while a PATCH of Owners adds Carl and removes Ann, an owner through it (groups.change_group: Carl's
+    row share-locked before the removal takes the org's owner grants). sync_user took the org's lock,
+    then the owner grants to count the owners (owners.would_remove_last_owner) before Carl's row
+    (users.deactivate_user, which counts again): it holds the owner grants and waits for Carl's row,
+    the PATCH holds Carl's row and waits for the owner grants, a deadlock (503). Serially either order
+    completes: Ann out of Owners, Carl deactivated (the org's first owner remains)."""
+    owners_id = _owners_group(db, system, acme)
+    ann = provision(db, system, acme.org.id, "ann@acme.test")
+    carl = provision(db, system, acme.org.id, "carl@acme.test")
+    with db.transaction() as session:
+        group_membership.add_members(session, system, acme.org.id, owners_id, [ann.id])
+        users.change_role(session, system, acme.org.id, carl.id, "owner")
+
+    def deactivate() -> None:
+        with db.transaction() as session:
+            user_profile.sync_user(session, system, acme.org.id, carl.id, {"active": False})
+
+    errors: list[BaseException] = []
+    try:
+        with db.transaction() as session:  # the PATCH of Owners, Carl's row share-locked (lock_live)
+            group_membership.lock_live(session, acme.org.id, [carl.id])
+            deactivation = in_thread(deactivate, errors)
+            wait_for_a_lock_wait(db, "the deactivation")  # for Carl's row (or, counting first, holding the owner grants)
+            groups.change_group(session, system, acme.org.id, owners_id,
+                                groups.GroupChange(removed=(ann.id,), added=(carl.id,)))
+    except Exception as error:  # noqa: BLE001 - asserted below
+        errors.append(error)
+    deactivation.join(30)
+    assert not deactivation.is_alive(), "the deactivation never finished"
+    assert [type(error).__name__ for error in errors] == [], errors
+    with db.reading() as session:
+        assert (session.get_one(User, carl.id).active, org_role(session, ann.id)) == (False, Role.MEMBER)

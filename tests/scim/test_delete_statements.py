@@ -64,3 +64,21 @@ def test_an_owners_scim_delete_counts_the_owners_once(scim: Scim, db: Database, 
     # after them, once: the owner grants locked (FOR UPDATE), then the owners left counted
     assert sent == plain[:read] + ["SELECT role_grants", "SELECT role_grants"] + plain[read:] + audit_at_commit(db) + STATUS_NOTE
     assert actions(db, scim.org_id)[-2:] == ["seat.released", "user.deleted"]
+
+
+def test_an_owners_scim_deactivation_counts_the_owners_once(scim: Scim, db: Database, system: Actor) -> None:
+    """A PATCH active=false of an owner who is not the last (identity.user_profile.sync_user): the
+    org's owner grants locked (FOR UPDATE) and the owners counted once, after the member's row
+    (users.deactivate_user), not first by the check that keeps the last owner and then again."""
+    user = scim.create_user("co-owner@acme.test")
+    with db.transaction() as session:
+        users.change_role(session, system, scim.org_id, user["id"], "owner")
+    with statements(db) as sent:
+        assert scim.patch(f"/Users/{user['id']}", [{"op": "replace", "path": "active", "value": False}]).status_code == 200
+    # ... the org's lock, the member's row locked (users._under_seat_lock), its role, then once: the
+    # owner grants locked (FOR UPDATE), the owners left counted; the row written
+    locked = sent.index("SELECT orgs")
+    assert sent[locked:sent.index("UPDATE users")] == [
+        "SELECT orgs", "SELECT role_grants", "SELECT users", "SELECT role_grants", "SELECT users",
+        "SELECT role_grants", "SELECT role_grants", "SELECT role_grants"], sent
+    assert actions(db, scim.org_id)[-1] == "user.deactivated"
