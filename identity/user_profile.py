@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from audit import Actor, record
 from identity import group_versions, owners, seats, users
 from identity.actions import Action
-from identity.errors import Conflict, InvalidValue
+from identity.errors import Conflict, InvalidValue, LastOwner
 from identity.lookups import find_by_user_name, get_user, lock_live_user, user_target
 from identity.models import IdpGroupMember, User
 from identity.names import checked_email, checked_emails, checked_user_name
@@ -134,13 +134,14 @@ def sync_user(session: Session, actor: Actor, org_id: str, user_id: str, fields:
     if active and not user.active:
         users.reactivate_user(session, actor, org_id, user_id, check)
     elif not active and user.active:
-        seats.lock_org(session, org_id)
-        if owners.would_remove_last_owner(session, user):
-            if check is not None:
-                check(user)
-            owners.protect_last_owner(session, actor, user, "deactivate")
-        else:
+        # One count of the owners, the deactivation's own: after the org's lock and the member's row, as
+        # identity.group_locks orders them (a count first held the owner grants while it waited for the
+        # row, which a PATCH adding the member holds as it waits for them: a deadlock). Refused before
+        # anything is written; the IdP's change is then skipped and audited.
+        try:
             users.deactivate_user(session, actor, org_id, user_id, check)
+        except LastOwner:
+            owners.protect_last_owner(session, actor, user, "deactivate")
     elif check is not None:
         check(user)
     return user
