@@ -8,15 +8,17 @@ wait for it, then lets them finish, and asserts what a serial order would leave.
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select
 
 from audit import Actor
-from identity import group_membership, groups, mappings, member_removal, orgs, owners, user_profile, users
+from identity import group_membership, groups, mappings, member_removal, orgs, owners, teams, user_profile, users
 from identity.db import Database
 from identity.grants import org_role
-from identity.models import User
+from identity.models import RoleGrant, User
 from identity.orgs import NewOrg
+from identity.service import run
 from identity.vocabulary import Role
-from tests.factories import in_thread, provision, wait_for_a_lock_wait
+from tests.factories import behind, in_thread, provision, wait_for_a_lock_wait
 
 pytestmark = pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
 
@@ -116,3 +118,26 @@ def test_an_idp_deactivation_of_an_owner_and_a_patch_of_owners_adding_that_owner
     assert [type(error).__name__ for error in errors] == [], errors
     with db.reading() as session:
         assert (session.get_one(User, carl.id).active, org_role(session, ann.id)) == (False, Role.MEMBER)
+
+
+def test_an_admins_add_of_herself_to_a_team_that_waited_for_her_demotion_is_refused(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """Ann, an admin, makes herself an admin of Research from her console session (identity.service.run
+    with her session's actor, role admin as verify_session read it): teams.add_team_member takes no org
+    lock, so sessions.confirm_role never runs. Meanwhile the owner makes Ann a member (users.change_role,
+    holding her row). The add share-locks Research, waits for Ann's row, reads it as the demotion left
+    it, and writes with the admin role the demotion took away: a member may not add to a team (no
+    teams.manage). In the order the two took Ann's row the demotion came first: the add is refused."""
+    ann = provision(db, system, acme.org.id, "ann@acme.test")
+    with db.transaction() as session:
+        users.change_role(session, system, acme.org.id, ann.id, "admin")
+        team_id = teams.create_team(session, system, acme.org.id, "Research", creator=False).id
+    as_ann = Actor("user", ann.id, ann.user_name, org_id=acme.org.id, role=Role.ADMIN)
+    errors: list[BaseException] = []
+    behind(db, lambda session: users.change_role(session, system, acme.org.id, ann.id, "member"),
+           lambda: run(db, as_ann, teams.add_team_member, acme.org.id, team_id, ann.id, "admin"),
+           errors, "Ann's add to Research")  # for Ann's row
+    assert [type(error).__name__ for error in errors] == ["PermissionDenied"], errors
+    with db.reading() as session:
+        assert session.scalars(select(RoleGrant.role).where(RoleGrant.user_id == ann.id,
+                                                            RoleGrant.team_id == team_id)).all() == []
