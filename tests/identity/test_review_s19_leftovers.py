@@ -11,10 +11,22 @@ import pytest
 from sqlalchemy import select
 
 from audit import Actor
-from identity import group_membership, groups, mappings, member_removal, orgs, owners, teams, user_profile, users
+from identity import (
+    group_membership,
+    groups,
+    mappings,
+    member_removal,
+    orgs,
+    owners,
+    seats,
+    team_deletion,
+    teams,
+    user_profile,
+    users,
+)
 from identity.db import Database
 from identity.grants import org_role
-from identity.models import RoleGrant, User
+from identity.models import IdpGroup, RoleGrant, Team, User
 from identity.orgs import NewOrg
 from identity.service import run
 from identity.vocabulary import Role
@@ -141,3 +153,51 @@ def test_an_admins_add_of_herself_to_a_team_that_waited_for_her_demotion_is_refu
     with db.reading() as session:
         assert session.scalars(select(RoleGrant.role).where(RoleGrant.user_id == ann.id,
                                                             RoleGrant.team_id == team_id)).all() == []
+
+
+def test_an_add_to_a_group_adopting_a_team_under_deletion_that_removes_owner_grants_does_not_deadlock(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """Research is the team of the rule of Leads (org role owner, team Research): Lee is an owner
+    through Leads. The IdP group Research has no rule (the org mirrors groups: group_membership.
+    mirror_team adopts the org's team of its name). The owner deletes Research (team_deletion): the
+    org's lock, Leads, the wallet, the team's row FOR UPDATE; meanwhile the IdP adds Dev to the group
+    Research, which holds that group and Dev's row (FOR SHARE) and waits for the team's row (lock_team).
+    The deletion then deletes Leads' rule and re-derives Leads (its members' rows share-locked, their
+    owner grants deleted, `ensure_an_owner_remains`) and the team's grants: none of it waits for what
+    the add holds. Suspected deadlock (session 18's note); serially the add, after the deletion, makes
+    a new team Research."""
+    with db.transaction() as session:
+        orgs.update_settings(session, system, acme.org.id, {"idp_may_grant_owner": True})
+        team_id = teams.create_team(session, system, acme.org.id, "Research", creator=False).id
+        leads = groups.create_group(session, system, acme.org.id, display_name="Leads", external_id="00gLeads")
+        mappings.create_mapping(session, system, acme.org.id, group_external_id="00gLeads", team_id=team_id,
+                                org_role="owner")
+        mirrored = groups.create_group(session, system, acme.org.id, display_name="Research", external_id="00gR")
+    lee = provision(db, system, acme.org.id, "lee@acme.test")
+    dev = provision(db, system, acme.org.id, "dev@acme.test")
+    with db.transaction() as session:
+        group_membership.add_members(session, system, acme.org.id, leads.id, [lee.id])
+        assert org_role(session, lee.id) == Role.OWNER
+
+    def add() -> None:
+        with db.transaction() as session:
+            group_membership.add_members(session, system, acme.org.id, mirrored.id, [dev.id])
+
+    errors: list[BaseException] = []
+    try:
+        with db.transaction() as session:  # the deletion, its locks taken, nothing read or ended yet
+            seats.lock_org(session, acme.org.id)
+            team_deletion._lock_for_deletion(session, acme.org.id, team_id)
+            adder = in_thread(add, errors)
+            wait_for_a_lock_wait(db, "the add to the group Research")  # for the team's row
+            team_deletion.delete_team(session, system, acme.org.id, team_id)
+    except Exception as error:  # noqa: BLE001 - asserted below
+        errors.append(error)
+    adder.join(30)
+    assert not adder.is_alive(), "the add never finished"
+    assert [type(error).__name__ for error in errors] == [], errors
+    with db.reading() as session:
+        group = session.get_one(IdpGroup, mirrored.id)
+        assert group.team_id not in (None, team_id)
+        assert session.get_one(Team, group.team_id).name == "Research"
+        assert org_role(session, lee.id) != Role.OWNER
