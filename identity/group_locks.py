@@ -42,9 +42,10 @@ at a time per org; a profile change without a new name locks the row last
 (identity.lookups.LOCK_LIVE_USER) and waits for nothing after it but the audit chain's head. An add
 that committed while the deletion waited for the member's row (found by
 identity.member_removal.REMOVE_ROWS, which then changes nothing) is no exception: the deletion lets
-go of the member's groups and row (rolled back to the savepoint before it took them) and locks its
-groups and that add's in id order, then the row again, rather than wait for that group while holding
-them.
+go of the member's groups and row, and of the owner grants its last-owner check took (rolled back to
+the savepoint before it took them), and locks its groups and that add's in id order, then the row
+again, rather than wait for that group while holding them; then the owner grants again, and counts
+the owners anew (a removal from a group may have taken one away meanwhile).
 
 A team's row comes after the org's lock and before user rows. A change that writes a row naming the
 team, or the team itself, share-locks it first (FOR KEY SHARE, identity.lookups.lock_team: a

@@ -171,7 +171,9 @@ def confirm_role(session: Session, actor: Actor) -> None:
     Called once the write holds the org's lock (identity.seats.lock_org), before it changes anything:
     a role change holds that lock until it commits, so a write that waited for it reads the role the
     change left, not the one read before the wait, and a role change that comes after waits for the
-    write. A role a group gives or takes (no org lock) is read as committed at this moment."""
+    write. A role a group gives or takes (no org lock) is read as committed at this moment. A write
+    that never takes the org's lock is confirmed by identity.service.run at its end instead, every lock
+    it takes held: a demotion it waited for (its caller's row, a group) is read then."""
     if actor.type != "user" or actor.role is None or actor.org_id is None:
         return
     role = org_role(session, actor.id) or session.get_one(Org, actor.org_id).default_role

@@ -30,7 +30,7 @@ from identity.models import IdpGroup, RoleGrant, Team, User
 from identity.orgs import NewOrg
 from identity.service import run
 from identity.vocabulary import Role
-from tests.factories import behind, in_thread, provision, wait_for_a_lock_wait
+from tests.factories import actions, behind, in_thread, provision, wait_for_a_lock_wait
 
 pytestmark = pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
 
@@ -47,8 +47,9 @@ def _owners_group(db: Database, system: Actor, acme: NewOrg) -> str:
         return group.id
 
 
+@pytest.mark.parametrize("by_the_idp", [False, True], ids=["delete_user", "remove_user"])
 def test_an_owners_deletion_that_locks_its_groups_again_counts_the_owners_again(
-        db: Database, system: Actor, acme: NewOrg) -> None:
+        db: Database, system: Actor, acme: NewOrg, by_the_idp: bool) -> None:
     """Two owners: the org's first (by hand) and Bob (through the IdP group Owners). An admin deletes
     the first owner (member_removal.delete_user): the org's lock, its groups and row, then the org's
     owner grants (held meanwhile by another change of them: the hold), and counts: Bob remains. While
@@ -58,7 +59,8 @@ def test_an_owners_deletion_that_locks_its_groups_again_counts_the_owners_again(
     (group_membership.remove_members: no org lock), queued for the owner grants behind the deletion,
     takes them, counts the first owner (not deleted yet) and removes Bob; the deletion then deletes the
     first owner without counting again. No owner is left; serially the second of the two is refused
-    (LastOwner) or skipped (audited)."""
+    (LastOwner) or skipped (audited). The IdP's deletion (member_removal.remove_user, a SCIM DELETE) alike,
+    its refusal skipped and audited."""
     owners_id = _owners_group(db, system, acme)
     bob = provision(db, system, acme.org.id, "bob@acme.test")
     with db.transaction() as session:
@@ -68,7 +70,8 @@ def test_an_owners_deletion_that_locks_its_groups_again_counts_the_owners_again(
 
     def delete() -> None:
         with db.transaction() as session:
-            member_removal.delete_user(session, system, acme.org.id, first)
+            (member_removal.remove_user if by_the_idp else member_removal.delete_user)(
+                session, system, acme.org.id, first)
 
     def remove_bob() -> None:
         with db.transaction() as session:
@@ -92,7 +95,9 @@ def test_an_owners_deletion_that_locks_its_groups_again_counts_the_owners_again(
         left = [user for user in (first, bob.id) if org_role(session, user) == Role.OWNER and
                 session.get_one(User, user).deleted_at is None]
     assert left, f"no owner is left ({[type(error).__name__ for error in errors]})"
-    assert ([type(error).__name__ for error in errors], left) == (["LastOwner"], [first])
+    assert ([type(error).__name__ for error in errors], left) == ([] if by_the_idp else ["LastOwner"], [first])
+    if by_the_idp:
+        assert actions(db, acme.org.id)[-1] == "member.last_owner_protected"
 
 
 def test_an_idp_deactivation_of_an_owner_and_a_patch_of_owners_adding_that_owner_do_not_deadlock(
