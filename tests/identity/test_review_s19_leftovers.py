@@ -95,7 +95,11 @@ def test_an_owners_deletion_that_locks_its_groups_again_counts_the_owners_again(
         left = [user for user in (first, bob.id) if org_role(session, user) == Role.OWNER and
                 session.get_one(User, user).deleted_at is None]
     assert left, f"no owner is left ({[type(error).__name__ for error in errors]})"
-    assert ([type(error).__name__ for error in errors], left) == ([] if by_the_idp else ["LastOwner"], [first])
+    # Either serial order: the deletion last (refused, or skipped by the IdP) and the first owner left, or
+    # the deletion first once it counted again (Bob's removal then skipped: the last owner) and Bob left.
+    # Which one depends on who PostgreSQL hands the owner grants to once the deletion let them go.
+    refused = [] if by_the_idp else ["LastOwner"]
+    assert ([type(error).__name__ for error in errors], left) in ((refused, [first]), ([], [bob.id]))
     if by_the_idp:
         assert actions(db, acme.org.id)[-1] == "member.last_owner_protected"
 
