@@ -32,9 +32,10 @@ written, on the driver's cursor too.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, and_, bindparam, select
+from sqlalchemy import Table, and_, bindparam, literal, null, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from audit import clock, observers
@@ -59,7 +60,7 @@ from identity.usage import (
 )
 from identity.wallet_models import UsageTotal
 from identity.wallet_periods import period_at
-from identity.wallets import ENTRIES, ORGS, SAVE_WALLET, TEAM_KEY_SHARE, WALLETS, WalletRow, saving
+from identity.wallets import ENTRIES, ORGS, SAVE_WALLET, TEAM_KEY_SHARE, USAGE, WALLETS, WalletRow, saving
 
 _KEYS_T = cast(Table, ApiKey.__table__)
 _CREDENTIALS = cast(Table, GatewayCredential.__table__)
@@ -75,20 +76,38 @@ _LOCKED = (select(*WALLETS.c, ORGS.c.created_at.label("org_created"), _KEYS_T.c.
                   _CREDENTIALS.c.revoked_at.is_(None), ORGS.c.deleted_at.is_(None))
            .with_for_update(of=WALLETS).suffix_with(TEAM_KEY_SHARE, dialect="postgresql")
            .cte("locked").prefix_with("MATERIALIZED"))
-READ = DriverRead(select(_LOCKED, HEADS.c.seq.label("head_seq"), HEADS.c.hash.label("head_hash"),
-                         HEADS.c.last_at.label("head_last_at"), ENTRIES.c.id.label("booked"))
-                  .join(HEADS, HEADS.c.org_id == _LOCKED.c.org_id)
-                  .outerjoin(ENTRIES, ENTRIES.c.request_id == bindparam("request_id"))
-                  .with_for_update(of=HEADS))
-_NEW_ENTRY = (postgresql.insert(ENTRIES).values(bound_columns(ENTRIES, "e_")).on_conflict_do_nothing()
-              .returning(ENTRIES.c.id).cte("new_entry"))
+_HEAD = (HEADS.c.seq.label("head_seq"), HEADS.c.hash.label("head_hash"), HEADS.c.last_at.label("head_last_at"))
+# On PostgreSQL the read also reserves the request id: the debit's ledger row, inserted after the
+# wallet's lock and before the head's (the outer SELECT locks the head on a row that joins it), with
+# what is known before the debit is decided (its amount 0 until the write sets the row whole). A row
+# of that request id already committed, or committed by a transaction it waited for, makes none: no
+# row is answered and no head locked, and the full path answers `duplicate`. So the one wait on
+# another transaction's booking is taken holding this team's wallet alone: that transaction takes the
+# org's audit head at its commit, which a wait holding the head would deadlock with.
+_RESERVED = (postgresql.insert(ENTRIES).from_select(
+    ["org_id", "team_id", "kind", "amount_micros", "key_id", "user_id", "request_id", "period_start", "actor_type",
+     "actor_id", "created_at"],
+    select(_LOCKED.c.org_id, _LOCKED.c.team_id, literal(USAGE), literal(0), bindparam("key_id"),
+           _LOCKED.c.key_user_id, bindparam("request_id"), _LOCKED.c.period_start, literal(""), literal(""),
+           bindparam("now", type_=ENTRIES.c.created_at.type)))
+    .on_conflict_do_nothing().returning(ENTRIES.c.id).cte("reserved"))
+READS = {
+    "postgresql": DriverRead(select(_LOCKED, *_HEAD, null().label("booked"), _RESERVED.c.id.label("reserved"))
+                             .select_from(_LOCKED.join(_RESERVED, true())
+                                          .join(HEADS, HEADS.c.org_id == _LOCKED.c.org_id))
+                             .with_for_update(of=HEADS)),
+    # SQLite: its writer holds the database; the booking read beside the rest.
+    "sqlite": DriverRead(select(_LOCKED, *_HEAD, ENTRIES.c.id.label("booked"), null().label("reserved"))
+                         .join(HEADS, HEADS.c.org_id == _LOCKED.c.org_id)
+                         .outerjoin(ENTRIES, ENTRIES.c.request_id == bindparam("request_id")))}
 _TOTALS = cast(Table, UsageTotal.__table__)
-# The write, by dialect: its statements in order, the first answering the new ledger row's id (none:
-# the request id was booked meanwhile, and nothing of the write stays). On PostgreSQL one statement:
-# the primary SELECT answers the id, the other parts are data-modifying WITHs, which PostgreSQL runs
-# whether or not anything reads them. On SQLite (no such WITHs) one statement per row: no round trips.
+# The write, by dialect: its statements in order, the first answering the ledger row's id (none: the
+# request id was booked meanwhile, and nothing of the write stays). On PostgreSQL one statement: the
+# reserved row set whole, the other parts data-modifying WITHs (which PostgreSQL runs whether or not
+# anything reads them). On SQLite (no such WITHs) one statement per row: no round trips.
 WRITES = {
-    "postgresql": (DriverRead(select(_NEW_ENTRY.c.id).add_cte(
+    "postgresql": (DriverRead(update(ENTRIES).where(ENTRIES.c.id == bindparam("reserved_id"))
+                              .values(bound_columns(ENTRIES, "e_")).returning(ENTRIES.c.id).add_cte(
         ADD_TOTALS_ONE.cte("new_totals"), SAVE_WALLET.cte("saved_wallet"), MOVE_HEAD.cte("moved_head"),
         INSERT_EVENT.cte("new_event"))),),
     "sqlite": (DriverRead(sqlite.insert(ENTRIES).values(bound_columns(ENTRIES, "e_")).on_conflict_do_nothing()
@@ -118,11 +137,12 @@ def quick_debit(db: Database, credential: str, item: UsageRecord, caller: Caller
     prefix = tokens.split_prefix(credential or "")
     if prefix is None or not prefix.startswith("gw_"):
         return None
+    now = clock.now()
     try:
         with db.keyed_write() as conn:
-            rows = READ.rows(conn, key_id=item.key_id, prefix=prefix, digest=tokens.digest(credential),
-                             request_id=item.request_id)
-            done = _decide(rows, credential, item, caller)
+            rows = READS[conn.dialect.name].rows(conn, key_id=item.key_id, prefix=prefix,
+                                                 digest=tokens.digest(credential), request_id=item.request_id, now=now)
+            done = _decide(rows, credential, item, caller, now)
             if done is None:
                 raise _HandOver
             outcome, params, event = done
@@ -137,12 +157,12 @@ def quick_debit(db: Database, credential: str, item: UsageRecord, caller: Caller
     return outcome
 
 
-def _decide(rows: list[Any], credential: str, item: UsageRecord, caller: Caller) -> tuple[
+def _decide(rows: list[Any], credential: str, item: UsageRecord, caller: Caller, now: dt.datetime) -> tuple[
         Outcome, dict[str, Any], dict[str, Any]] | None:
     """The outcome, the write's parameters and the audit event of a debit the locked wallet allows; else None."""
     if not rows or not tokens.matches(credential, rows[0].gateway_hash):
         return None
-    row, now = rows[0], clock.now()
+    row = rows[0]
     wallet = WalletRow(*row[:_WIDTH])
     start, end = period_at(row.org_created, now)
     if row.booked is not None or wallet.period_start != start or wallet.refusal or wallet.has_subject_limits or \
@@ -164,7 +184,7 @@ def _decide(rows: list[Any], credential: str, item: UsageRecord, caller: Caller)
     totals = usage_totals([entry])
     params = {**{f"e_{name}": value for name, value in entry.items()},
               **{f"t{n}_{name}": value for n, total in enumerate(totals) for name, value in total.items()},
-              **saving(wallet), **moving_head(org_id, chained_event)}
+              **saving(wallet), **moving_head(org_id, chained_event), "reserved_id": row.reserved}
     outcome = Outcome(item.request_id, "debited", wallet.team_id, debited_micros=debit,
                       balance_micros=wallet.balance_micros, remaining_micros=key_remaining(wallet, None, None),
                       resets_at=end)

@@ -26,13 +26,15 @@ from tests.identity.test_wallet_usage import World, top_up, use, world  # noqa: 
 from tests.identity.test_wallets import GATEWAY, owner
 from tests.statements import statements
 
-# The read (the credential, the key, its wallet and the org's audit head locked, the request id's
-# booking), then the write: one statement on PostgreSQL, one per row on SQLite.
-QUICK_READ = "SELECT gateway_credentials + SELECT locked"
-QUICK = {"postgresql": [QUICK_READ, "INSERT usage_totals + UPDATE wallets + UPDATE audit_heads + INSERT audit_events"
-                                    " + INSERT wallet_entries + SELECT new_entry"],
-         "sqlite": [QUICK_READ, "INSERT wallet_entries", "INSERT usage_totals", "INSERT usage_totals", "UPDATE wallets",
-                    "UPDATE audit_heads", "INSERT audit_events"]}
+# The read (the credential, the key, its wallet locked, on PostgreSQL the ledger row reserved and then
+# the org's audit head locked; on SQLite the request id's booking), then the write: one statement on
+# PostgreSQL (the reserved row set whole), one per row on SQLite.
+QUICK_READ = {"postgresql": "SELECT gateway_credentials + INSERT wallet_entries + SELECT locked",
+              "sqlite": "SELECT gateway_credentials + SELECT locked"}
+QUICK = {"postgresql": [QUICK_READ["postgresql"], "INSERT usage_totals + UPDATE wallets + UPDATE audit_heads"
+                                                  " + INSERT audit_events + UPDATE wallet_entries"],
+         "sqlite": [QUICK_READ["sqlite"], "INSERT wallet_entries", "INSERT usage_totals", "INSERT usage_totals",
+                    "UPDATE wallets", "UPDATE audit_heads", "INSERT audit_events"]}
 RECORD = {"model": "gpt-x", "cost_micros": 250}
 
 
