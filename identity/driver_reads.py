@@ -42,6 +42,12 @@ class _Compiled:
     processors: tuple[tuple[int, Callable[[Any], Any]], ...]  # the columns that have one, by position
     binds: tuple[tuple[str, Callable[[Any], Any]], ...]  # the parameters whose type has a bind processor
 
+    def arguments(self, named: dict[str, Any]) -> Any:
+        """The driver's arguments: the values in order for a positional paramstyle, else the names."""
+        if self.positions is None:
+            return named
+        return tuple(map(named.__getitem__, self.positions))
+
 
 class DriverRead:
     """`DriverRead(select(...)).rows(conn, name=value, ...)`: the rows as named tuples (of an INSERT,
@@ -61,7 +67,7 @@ class DriverRead:
         try:
             self._announce(conn, cursor, compiled, args)
             cursor.execute(compiled.sql, args)
-            if cursor.description is None:  # a write that returns nothing
+            if not self.columns:  # a write that returns nothing (psycopg builds `description` anew on each call)
                 return []
             return [self.row._make(values) for values in self._processed(compiled, cursor.fetchall())]
         except Exception:
@@ -95,7 +101,7 @@ class DriverRead:
         for name, process in compiled.binds:  # e.g. a UTC datetime stored naive, a JSON column's text
             if named.get(name) is not None:
                 named[name] = process(named[name])
-        return compiled, tuple(named[name] for name in compiled.positions) if compiled.positions is not None else named
+        return compiled, compiled.arguments(named)
 
     @staticmethod
     def _announce(conn: Connection, cursor: Any, compiled: _Compiled, args: Any) -> None:

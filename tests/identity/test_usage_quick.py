@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from audit import Actor
 from audit.models import AuditEvent
@@ -150,3 +150,24 @@ def test_a_wrong_secret_behind_a_real_prefix_locks_nothing(client: FlaskClient, 
         attempt.join(timeout=10)
         assert not attempt.is_alive(), "the forged debit waited for the wallet's lock"
     assert answers[0].status_code == 401
+
+
+@pytest.mark.postgres_only("PostgreSQL's sessions and their transactions")
+def test_a_handed_over_debit_leaves_no_transaction_open(client: FlaskClient, db: Database, world: World) -> None:  # noqa: F811
+    """A refusal: the quick read reserved the ledger row, then handed over (its transaction left to the
+    pool, which rolls it back); the full path refused. No row stays, and no pooled connection is left
+    inside a transaction (the next request on it would run in that transaction)."""
+    top_up(client, world, 100)
+    before = {e.request_id for e in _entries(db)}
+    assert use(client, world, 500, "too-much").status_code == 429
+    assert {e.request_id for e in _entries(db)} == before
+    with db.engine.connect() as conn:
+        open_ones = conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                      "AND state LIKE 'idle in transaction%'")).scalar_one()
+    assert open_ones == 0
+    assert use(client, world, 50, "fits").get_json()["status"] == "debited"
+
+
+def _entries(db: Database) -> list[WalletEntry]:
+    with db.reading() as session:
+        return list(session.scalars(select(WalletEntry)))
