@@ -159,3 +159,18 @@ def test_a_quick_debit_that_waited_across_the_period_boundary_is_booked_in_the_n
         entry = session.scalars(select(WalletEntry).where(WalletEntry.request_id == "across-the-boundary")).one()
         wallet = session.get_one(Wallet, acme.default_team_id)
     assert entry.period_start == new_start and wallet.period_start == new_start
+
+
+@pytest.mark.postgres_only("psycopg prepares a statement at its 5th run; a lock_timeout around that run")
+def test_a_lock_timeout_at_any_run_of_the_quick_statements_leaves_the_next_debit_clean(
+        db: Database, lock_timeout_client: FlaskClient, world: World, acme: NewOrg) -> None:  # noqa: F811
+    top_up(lock_timeout_client, world, 100_000)
+    for n in range(12):
+        for table in ("audit_heads", "audit_events"):  # in the read (after the reservation), in the write
+            with db.engine.connect() as conn:
+                conn.execute(text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+                assert_problem_503(use(lock_timeout_client, world, 1, f"t{n}"))
+                conn.rollback()
+        answer = use(lock_timeout_client, world, 1, f"t{n}")
+        assert answer.status_code == 200 and answer.get_json()["status"] == "debited", (n, answer.data)
+    assert _open_transactions(db) == 0
