@@ -137,12 +137,14 @@ def quick_debit(db: Database, credential: str, item: UsageRecord, caller: Caller
     prefix = tokens.split_prefix(credential or "")
     if prefix is None or not prefix.startswith("gw_"):
         return None
-    now = clock.now()
     try:
         with db.keyed_write() as conn:
             rows = READS[conn.dialect.name].rows(conn, key_id=item.key_id, prefix=prefix,
-                                                 digest=tokens.digest(credential), request_id=item.request_id, now=now)
-            done = _decide(rows, credential, item, caller, now)
+                                                 digest=tokens.digest(credential), request_id=item.request_id,
+                                                 now=clock.now())  # the reservation's; the write sets the row whole
+            # The time of the debit is read once the wallet is locked, as the full path's (locked_rows): a
+            # debit that waited across the period's end is the new period's.
+            done = _decide(rows, credential, item, caller, clock.now())
             if done is None:
                 raise _HandOver
             outcome, params, event = done
