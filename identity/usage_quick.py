@@ -112,8 +112,8 @@ WRITES = {
         INSERT_EVENT.cte("new_event"))),),
     "sqlite": (DriverRead(sqlite.insert(ENTRIES).values(bound_columns(ENTRIES, "e_")).on_conflict_do_nothing()
                           .returning(ENTRIES.c.id)),
-               *(DriverRead(adding_totals(sqlite.insert(_TOTALS).values(bound_columns(_TOTALS, f"t{n}_"))))
-                 for n in (0, 1)),
+               DriverRead(adding_totals(sqlite.insert(_TOTALS).values(
+                   [bound_columns(_TOTALS, "t0_"), bound_columns(_TOTALS, "t1_")]))),
                DriverRead(SAVE_WALLET), DriverRead(MOVE_HEAD), DriverRead(INSERT_EVENT))}
 _WIDTH = len(WALLETS.columns)
 

@@ -33,8 +33,8 @@ QUICK_READ = {"postgresql": "SELECT gateway_credentials + INSERT wallet_entries 
               "sqlite": "SELECT gateway_credentials + SELECT locked"}
 QUICK = {"postgresql": [QUICK_READ["postgresql"], "INSERT usage_totals + UPDATE wallets + UPDATE audit_heads"
                                                   " + INSERT audit_events + UPDATE wallet_entries"],
-         "sqlite": [QUICK_READ["sqlite"], "INSERT wallet_entries", "INSERT usage_totals", "INSERT usage_totals",
-                    "UPDATE wallets", "UPDATE audit_heads", "INSERT audit_events"]}
+         "sqlite": [QUICK_READ["sqlite"], "INSERT wallet_entries", "INSERT usage_totals", "UPDATE wallets",
+                    "UPDATE audit_heads", "INSERT audit_events"]}
 RECORD = {"model": "gpt-x", "cost_micros": 250}
 
 
