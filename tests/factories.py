@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from audit import Actor
 from audit.models import AuditEvent
-from identity import users
+from identity import groups, mappings, orgs, users
 from identity.db import Database
 from identity.models import RoleGrant, SeatCharge, Team, User
 
@@ -84,3 +84,12 @@ def behind(db: Database, hold: Callable[[Session], object], change: Callable[[],
     for thread in threads:
         thread.join(30)
         assert not thread.is_alive(), f"{what} never finished"
+
+
+def owners_group(db: Database, system: Actor, org_id: str) -> str:
+    """An IdP group Owners whose rule gives the org role owner (the org allowing it): its id."""
+    with db.transaction() as session:
+        orgs.update_settings(session, system, org_id, {"idp_may_grant_owner": True})
+        group = groups.create_group(session, system, org_id, display_name="Owners", external_id="00gOwners")
+        mappings.create_mapping(session, system, org_id, group_external_id="00gOwners", org_role="owner")
+        return group.id

@@ -14,13 +14,13 @@ import threading
 import pytest
 
 from audit import Actor
-from identity import group_membership, groups, mappings, member_removal, orgs, seats, team_deletion, teams, users
+from identity import group_membership, groups, mappings, member_removal, seats, team_deletion, teams, users
 from identity.db import Database
 from identity.grants import org_role
 from identity.lookups import lock_live_user, lock_team
 from identity.orgs import NewOrg
 from identity.vocabulary import Role
-from tests.factories import in_thread, provision, wait_for_a_lock_wait
+from tests.factories import in_thread, owners_group, provision, wait_for_a_lock_wait
 
 pytestmark = pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
 
@@ -28,15 +28,6 @@ pytestmark = pytest.mark.postgres_only("two write transactions at once; SQLite r
 def _finish(thread: threading.Thread, what: str) -> None:
     thread.join(30)
     assert not thread.is_alive(), f"{what} never finished"
-
-
-def _owners_group(db: Database, system: Actor, acme: NewOrg) -> str:
-    """An IdP group Owners whose rule gives the org role owner: its id."""
-    with db.transaction() as session:
-        orgs.update_settings(session, system, acme.org.id, {"idp_may_grant_owner": True})
-        group = groups.create_group(session, system, acme.org.id, display_name="Owners", external_id="00gOwners")
-        mappings.create_mapping(session, system, acme.org.id, group_external_id="00gOwners", org_role="owner")
-        return group.id
 
 
 def test_a_demotion_and_an_idp_put_of_the_owners_group_do_not_deadlock(
@@ -50,7 +41,7 @@ def test_a_demotion_and_an_idp_put_of_the_owners_group_do_not_deadlock(
     holds Bob's row and waits for the owner grants: a deadlock. The PUT share-locks Bob's row before
     its removals (lock_live), so it waits for the demotion holding nothing the demotion needs.
     Serially either order completes (the demotion first, then the PUT gives Bob owner again)."""
-    group_id = _owners_group(db, system, acme)
+    group_id = owners_group(db, system, acme.org.id)
     ann = provision(db, system, acme.org.id, "ann@acme.test")
     bob = provision(db, system, acme.org.id, "bob@acme.test")
     with db.transaction() as session:
@@ -85,7 +76,7 @@ def test_a_patch_removing_an_owner_and_adding_one_under_deletion_does_not_deadlo
     and wait for Carl's row: a deadlock (group_locks once documented it as an accepted exception).
     The PATCH share-locks Carl's row before its removal, waits for the deletion, then reads Carl
     deleted: InvalidValue (a 400, as for any add of a deleted member), nothing written."""
-    group_id = _owners_group(db, system, acme)
+    group_id = owners_group(db, system, acme.org.id)
     ann = provision(db, system, acme.org.id, "ann@acme.test")
     carl = provision(db, system, acme.org.id, "carl@acme.test")
     dan = provision(db, system, acme.org.id, "dan@acme.test")

@@ -30,21 +30,12 @@ from identity.models import IdpGroup, RoleGrant, Team, User
 from identity.orgs import NewOrg
 from identity.service import run
 from identity.vocabulary import Role
-from tests.factories import actions, behind, in_thread, provision, wait_for_a_lock_wait
+from tests.factories import actions, behind, in_thread, owners_group, provision, wait_for_a_lock_wait
 
 pytestmark = pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
 
 
 _OWNER_GRANTS = "ORDER BY role_grants.id FOR UPDATE"  # owners.LOCK_OWNER_GRANTS
-
-
-def _owners_group(db: Database, system: Actor, acme: NewOrg) -> str:
-    """An IdP group Owners whose rule gives the org role owner: its id."""
-    with db.transaction() as session:
-        orgs.update_settings(session, system, acme.org.id, {"idp_may_grant_owner": True})
-        group = groups.create_group(session, system, acme.org.id, display_name="Owners", external_id="00gOwners")
-        mappings.create_mapping(session, system, acme.org.id, group_external_id="00gOwners", org_role="owner")
-        return group.id
 
 
 @pytest.mark.parametrize("by_the_idp", [False, True], ids=["delete_user", "remove_user"])
@@ -61,7 +52,7 @@ def test_an_owners_deletion_that_locks_its_groups_again_counts_the_owners_again(
     first owner without counting again. No owner is left; serially the second of the two is refused
     (LastOwner) or skipped (audited). The IdP's deletion (member_removal.remove_user, a SCIM DELETE) alike,
     its refusal skipped and audited."""
-    owners_id = _owners_group(db, system, acme)
+    owners_id = owners_group(db, system, acme.org.id)
     bob = provision(db, system, acme.org.id, "bob@acme.test")
     with db.transaction() as session:
         group_membership.add_members(session, system, acme.org.id, owners_id, [bob.id])
@@ -113,7 +104,7 @@ def test_an_idp_deactivation_of_an_owner_and_a_patch_of_owners_adding_that_owner
     (users.deactivate_user, which counts again): it holds the owner grants and waits for Carl's row,
     the PATCH holds Carl's row and waits for the owner grants, a deadlock (503). Serially either order
     completes: Ann out of Owners, Carl deactivated (the org's first owner remains)."""
-    owners_id = _owners_group(db, system, acme)
+    owners_id = owners_group(db, system, acme.org.id)
     ann = provision(db, system, acme.org.id, "ann@acme.test")
     carl = provision(db, system, acme.org.id, "carl@acme.test")
     with db.transaction() as session:
