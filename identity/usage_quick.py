@@ -7,15 +7,15 @@ wallet; the audit head locked at commit; the event). Here the same debit is two 
 driver's cursor (identity.driver_reads), in one transaction:
 
 1. one read: the gateway credential (by its prefix and the hash of what was presented, so that a
-   wrong one matches no row and locks nothing), the key, its team's wallet locked (`FOR UPDATE`),
-   the team's row (`FOR KEY SHARE`, as every wallet lock), then the org's audit head locked, and the
-   request id's booking if one was committed before the statement began (a retry of a debit). The
-   wallet is locked inside a materialized WITH, so its lock comes before the head's whatever plan
-   PostgreSQL picks: every other writer takes the head last (audit.log), so none holds the head
-   while waiting for a wallet;
-2. one write: the ledger row (`ON CONFLICT DO NOTHING`: a request id booked while the read waited
-   for the wallet makes no row, and then the transaction is rolled back), the key's and member's
-   running totals, the wallet, the audit event and the head moved to it.
+   wrong one matches no row and locks nothing), the key, its team's wallet locked (`FOR UPDATE`) with
+   the team's row (`FOR KEY SHARE`, as every wallet lock), the ledger row reserved (`_RESERVED`: none
+   when the request id is booked, and then nothing is locked further), then the org's audit head
+   locked. The wallet is locked inside a materialized WITH and the head on a row that joins the
+   reserved one, so the order is wallet, reservation, head whatever plan PostgreSQL picks: every
+   other writer takes the head last (audit.log), so none holds the head while waiting for a wallet,
+   and this read never waits on another's booking while holding the head;
+2. one write: the reserved ledger row set whole, the key's and member's running totals, the wallet,
+   the audit event and the head moved to it.
 
 The decision is the full path's, from the same functions: the discount (`usage.discounted`), the
 refusal (`usage.debit_refusal`), the booking (`usage.book`), the ledger row (`usage.entry_row`),
@@ -24,10 +24,10 @@ the event's summary (`usage_audit.summaries`), its chaining (`audit.log.chained`
 having written nothing, and the caller takes the full path, which reads everything again and
 decides it: a credential or key not found (401, 404), a request id already booked (`duplicate`), a
 refusal (remembered on the wallet, audited), the team's key or member limits (`has_subject_limits`),
-a refusal remembered on the wallet, a period that has turned, an auto top-up due, a wallet not made
+a refusal already remembered on the wallet, a period that has turned, an auto top-up due, a wallet not made
 yet, an audit head without its time. On SQLite, where a write transaction holds the whole database
-from its BEGIN IMMEDIATE and no statement is a round trip, the same read, then one statement per row
-written, on the driver's cursor too.
+from its BEGIN IMMEDIATE and no statement is a round trip, the same read without the reservation (the
+booking read beside it), then one statement per table written, on the driver's cursor too.
 """
 
 from __future__ import annotations
@@ -101,10 +101,10 @@ READS = {
                          .join(HEADS, HEADS.c.org_id == _LOCKED.c.org_id)
                          .outerjoin(ENTRIES, ENTRIES.c.request_id == bindparam("request_id")))}
 _TOTALS = cast(Table, UsageTotal.__table__)
-# The write, by dialect: its statements in order, the first answering the ledger row's id (none: the
-# request id was booked meanwhile, and nothing of the write stays). On PostgreSQL one statement: the
-# reserved row set whole, the other parts data-modifying WITHs (which PostgreSQL runs whether or not
-# anything reads them). On SQLite (no such WITHs) one statement per row: no round trips.
+# The write, by dialect: its statements in order, the first answering the ledger row's id. On
+# PostgreSQL one statement: the reserved row set whole, the other parts data-modifying WITHs (which
+# PostgreSQL runs whether or not anything reads them). On SQLite (no such WITHs) one statement per
+# table, no round trips; its INSERT answers no id when the request id is booked, and nothing stays.
 WRITES = {
     "postgresql": (DriverRead(update(ENTRIES).where(ENTRIES.c.id == bindparam("reserved_id"))
                               .values(bound_columns(ENTRIES, "e_")).returning(ENTRIES.c.id).add_cte(
