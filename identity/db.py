@@ -1,10 +1,12 @@
 """Engines and sessions. Callers frame the transaction; services never commit.
-SQLite's connection settings and WAL checkpointer are in identity.db_sqlite.
+SQLite's connection settings, WAL checkpointer and writers' gate are in identity.db_sqlite.
 
 On SQLite every write transaction starts with BEGIN IMMEDIATE, so that two writers queue on the
 database lock instead of failing when a read lock would have to be upgraded; read-only sessions
-start a plain deferred BEGIN and, with WAL, never wait for writers. On PostgreSQL the seat
-service serialises per org with a row lock (identity.seats).
+start a plain deferred BEGIN and, with WAL, never wait for writers. On a database file, the
+`Database`'s writers first pass its `WriterGate` (a flock() beside the database), so that they wait
+in the kernel and wake when the writer before them lets go, not in SQLite's sleeping busy handler.
+On PostgreSQL the seat service serialises per org with a row lock (identity.seats).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from identity import config
-from identity.db_sqlite import SQLITE_ANALYSIS_LIMIT, WalCheckpointer, configure_sqlite
+from identity.db_sqlite import SQLITE_ANALYSIS_LIMIT, WalCheckpointer, WriterGate, configure_sqlite
 
 log = logging.getLogger(__name__)
 
@@ -204,8 +206,8 @@ _SQLITE_WRITE = "BEGIN IMMEDIATE"
 _SQLITE_READ = "BEGIN"
 
 
-def _begin_sessions(sessions: sessionmaker[Session], statement: str) -> None:
-    """Begin every transaction of `sessions` on SQLite with `statement`.
+def _begin_sessions(sessions: sessionmaker[Session], statement: str, gate: WriterGate | None = None) -> None:
+    """Begin every transaction of `sessions` on SQLite with `statement`, once through `gate` if given.
 
     A session listener rather than one on the engine's connections: SQLAlchemy turns on its
     event dispatch for every statement of every connection of an engine that has a connection
@@ -215,6 +217,8 @@ def _begin_sessions(sessions: sessionmaker[Session], statement: str) -> None:
     @event.listens_for(sessions, "after_begin")
     def _begin(_session: Session, transaction: SessionTransaction, connection: Any) -> None:
         if not transaction.nested:  # a SAVEPOINT's begin comes inside the transaction begun here
+            if gate is not None:  # let go of when the connection is back in its pool (WriterGate.attach)
+                gate.enter(connection.connection.info)
             connection.exec_driver_sql(statement)
 
 
@@ -251,11 +255,17 @@ class Database:
         if self.dialect == "postgresql":
             _read_snapshots(self.engine, self.read_sessions)
             _read_snapshots(self.lookup_engine, self.lookup_sessions)
-        else:
-            _begin_sessions(self.sessions, _SQLITE_WRITE)
-            _begin_sessions(self.read_sessions, _SQLITE_READ)
         path = make_url(self.url).database if self.dialect == "sqlite" else None
         self.checkpointer = WalCheckpointer(os.path.abspath(path)) if path and path != ":memory:" else None
+        # The writers' queue: on a database file only (an in-memory one, or a `file:` URI, has no
+        # file of its own beside which to keep it); not on PostgreSQL, whose writers wait on row locks.
+        on_file = bool(path) and path != ":memory:" and not str(path).startswith("file:")
+        self.gate = WriterGate(os.path.abspath(str(path))) if on_file else None
+        if self.gate is not None:
+            self.gate.attach(self.engine)
+        if self.dialect != "postgresql":
+            _begin_sessions(self.sessions, _SQLITE_WRITE, self.gate)
+            _begin_sessions(self.read_sessions, _SQLITE_READ)
 
     def start_background_work(self) -> None:
         """Run what a serving process runs beside its requests: on SQLite, the WAL checkpointer
@@ -283,6 +293,8 @@ class Database:
         if self.checkpointer is not None:
             self.checkpointer.ensure_running()
         with self.engine.begin() as conn:
+            if self.gate is not None:
+                self.gate.enter(conn.connection.info)
             if self.dialect == "sqlite":
                 conn.exec_driver_sql(_SQLITE_WRITE)
             yield conn
@@ -301,6 +313,8 @@ class Database:
             self.checkpointer.ensure_running()
         with self.lookup_engine.connect() as conn:
             driver: Any = conn.connection.driver_connection
+            if self.gate is not None:
+                self.gate.enter(conn.connection.info)
             if self.dialect == "sqlite":
                 driver.execute(_SQLITE_WRITE)
             yield conn

@@ -1,17 +1,22 @@
-"""SQLite's side of identity.db: the pragmas of every connection, statistics kept fresh, and the WAL
-checkpointed from a thread of its own, off the request path."""
+"""SQLite's side of identity.db: the pragmas of every connection, statistics kept fresh, the WAL
+checkpointed from a thread of its own, off the request path, and the writers' gate (`WriterGate`):
+writers queue on a lock the kernel hands over, not in SQLite's sleeping busy handler."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import sqlite3
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, event
+
+from identity import config
 
 log = logging.getLogger("identity.db")
 
@@ -28,7 +33,8 @@ SQLITE_CHECKPOINT_SECONDS = 0.25
 SQLITE_CHECKPOINT_BYTES = 1024 * 1024
 # What the WAL file is truncated to when it is reset, after one large transaction made it larger.
 SQLITE_WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
-
+# The writers' gate: a file beside the database, `<database>-gate`, empty, only ever flock()ed.
+GATE_SUFFIX = "-gate"
 
 
 def configure_sqlite(engine: Engine, busy_timeout: float) -> None:
@@ -162,3 +168,124 @@ class WalCheckpointer:
         except (OSError, sqlite3.Error):  # no WAL yet, or the database is busy: the next round retries
             log.debug("WAL checkpoint skipped", exc_info=True)
             return False
+
+
+# A pooled connection's open gate file, in its pool record's `info` (cleared when SQLAlchemy reconnects
+# the record, after our `close` listener has closed the file).
+_GATE_FILE = "identity_writer_gate"
+
+
+class _GateFile:
+    """One pooled connection's own open file description of the gate file (flock() conflicts between
+    descriptions, so two connections of one process queue as two processes do)."""
+
+    __slots__ = ("fd", "pid", "depth")
+
+    def __init__(self, path: str) -> None:
+        # O_CLOEXEC: a program this process starts does not keep a held gate's description alive.
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.pid = os.getpid()
+        # The holding thread's count of gates held (WriterGate._depth) while this one holds it.
+        self.depth: list[int] | None = None
+
+
+class WriterGate:
+    """The queue of one SQLite database's writers, in front of BEGIN IMMEDIATE.
+
+    SQLite's busy handler sleeps between tries (1, 2, 5, 10 ... 100 ms): a writer that finds the
+    write lock taken sleeps, and often wakes after the holder has committed and taken the lock again
+    for its next request (docs/performance.md, "The one-record debit in two statements"). Here a
+    writer first takes an exclusive flock() on `<database>-gate` through its connection's own file
+    description, and lets go when the connection comes back to its pool, right after its COMMIT or
+    ROLLBACK: a waiter blocks in the kernel (without the GIL) and wakes the moment the holder lets
+    go. The kernel frees the lock of a process that dies, however it dies.
+
+    The busy timeout stays: writers that do not take the gate (the CLI's raw engines, migrations, a
+    sqlite3 shell) still queue through it, so correctness never depends on the gate. A thread that
+    holds the gate through one connection and begins a write on another takes no gate there (it
+    would wait for itself forever) and meets SQLite's lock as it would without the gate.
+
+    Only session begins and pool events reach it: no listener on the engine's connections, which
+    would dispatch an event for every statement (identity.db._begin_sessions).
+    """
+
+    def __init__(self, database_path: str) -> None:
+        self.path = f"{database_path}{GATE_SUFFIX}"
+        config.create_private_file(Path(self.path))  # 0600, as the database itself
+        self._local = threading.local()
+        _GATES.add(self)
+
+    def attach(self, engine: Engine) -> None:
+        """Let go of the gate whenever one of `engine`'s connections comes back to the pool (after the
+        pool's rollback of a transaction left open), is invalidated, closed or detached."""
+        @event.listens_for(engine, "checkin", insert=True)  # before any other listener's work
+        def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+            self.leave(record.info)
+
+        @event.listens_for(engine, "close")
+        def _on_close(_dbapi_conn: Any, record: Any) -> None:
+            self.forget(record.info)
+
+        @event.listens_for(engine, "detach")
+        def _on_detach(_dbapi_conn: Any, record: Any) -> None:
+            self.forget(record.info)
+
+    def enter(self, info: dict[Any, Any]) -> None:
+        """Wait for the gate through the connection whose pool `info` this is, unless this thread
+        holds it already (through this connection or another)."""
+        depth = self._depth()
+        if depth[0]:
+            return
+        held = info.get(_GATE_FILE)
+        if held is None or held.pid != os.getpid():
+            if held is not None:  # a forked child: the description is the parent's; close our copy only
+                os.close(held.fd)
+            held = info[_GATE_FILE] = _GateFile(self.path)
+        fcntl.flock(held.fd, fcntl.LOCK_EX)
+        held.depth = depth
+        depth[0] += 1
+
+    @staticmethod
+    def leave(info: dict[Any, Any]) -> None:
+        """Let go of the gate if the connection whose pool `info` this is holds it; else do nothing."""
+        held = info.get(_GATE_FILE)
+        if held is None or held.depth is None:
+            return
+        if held.pid == os.getpid():
+            fcntl.flock(held.fd, fcntl.LOCK_UN)
+        held.depth[0] -= 1
+        held.depth = None
+
+    @classmethod
+    def forget(cls, info: dict[Any, Any]) -> None:
+        """Let go of the gate and close the connection's gate file (the connection is going away)."""
+        cls.leave(info)
+        held = info.pop(_GATE_FILE, None)
+        if held is not None:
+            os.close(held.fd)
+
+    def holds(self) -> bool:
+        """Tell whether this thread holds the gate."""
+        return self._depth()[0] > 0
+
+    def _depth(self) -> list[int]:
+        depth: list[int] | None = getattr(self._local, "depth", None)
+        if depth is None:
+            depth = self._local.depth = [0]
+        return depth
+
+    def _forked(self) -> None:
+        # The forking thread's count came along; the child holds nothing (its descriptions are the
+        # parent's, replaced on first use).
+        self._local = threading.local()
+
+
+_GATES: weakref.WeakSet[WriterGate] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for gate in list(_GATES):
+        gate._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
