@@ -35,6 +35,20 @@ HOLD = 0.14
 HANDOVER = 0.02
 
 
+@pytest.fixture(autouse=True)
+def bounded() -> Iterator[None]:
+    """Fail a test whose main thread still waits after 20 s (a gate never let go of), not hang the run:
+    the alarm's exception interrupts flock()."""
+    def expire(_signum: int, _frame: object) -> None:
+        raise TimeoutError("the test still waits on the writers' gate")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
 @pytest.fixture
 def db(db_url: str) -> Iterator[Database]:
     """The test database, whose SQLite connections wait 0.5 s for another's write lock, not 30."""
@@ -58,10 +72,19 @@ def gate_is_free(db: Database) -> bool:
 
 def write(db: Database) -> float:
     """Begin a write transaction, commit it, and return when it had begun (the gate and SQLite's
-    lock taken)."""
-    with db.transaction() as session:
-        session.execute(text("SELECT 1"))
-        return time.monotonic()
+    lock taken). A writer still waiting after 5 s fails the test (a gate never let go of)."""
+    begun: list[float] = []
+
+    def run() -> None:
+        with db.transaction() as session:
+            session.execute(text("SELECT 1"))
+            begun.append(time.monotonic())
+
+    writer = threading.Thread(target=run, daemon=True)  # left waiting should the gate never open
+    writer.start()
+    writer.join(5)
+    assert begun, "the writer still waits on the gate"
+    return begun[0]
 
 
 def test_a_waiting_writer_begins_as_soon_as_the_holder_commits(db: Database) -> None:
@@ -219,15 +242,16 @@ def test_a_second_write_in_a_thread_that_holds_the_gate_meets_sqlites_lock_not_i
     assert db.gate is not None and not db.gate.holds()
 
 
-def test_each_connection_has_its_own_file_closed_on_exec(db: Database) -> None:
-    with db.begin() as first, db.point_engine.connect() as second:
-        assert db.gate is not None
-        db.gate.enter(second.connection.info)  # this thread holds it: no second description is taken
-        assert _GATE_FILE not in second.connection.info
-        fd = first.connection.info[_GATE_FILE].fd
-        assert not os.get_inheritable(fd)
+def test_a_connections_gate_file_is_closed_on_exec_and_closed_with_it(db: Database) -> None:
+    assert db.gate is not None
+    with db.begin() as conn:
+        fd = conn.connection.info[_GATE_FILE].fd
         assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+        assert os.readlink(f"/proc/self/fd/{fd}") == db.gate.path
     assert stat.S_IMODE(os.stat(db.gate.path).st_mode) == 0o600
+    db.engine.dispose()  # the pool closes its connections, and each its gate file
+    assert not os.path.exists(f"/proc/self/fd/{fd}") or os.readlink(f"/proc/self/fd/{fd}") != db.gate.path
+    write(db)
 
 
 def test_a_forked_child_opens_its_own_description_and_waits_for_the_parent(db: Database) -> None:
