@@ -19,7 +19,7 @@ from identity import sessions
 from identity.actions import Action
 from identity.db import Database
 from identity.errors import Conflict, LastOwner, SeatCapReached
-from identity.seats import AFTER_ORG_LOCK, LOCKED
+from identity.seats import AFTER_ORG_LOCK
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -36,18 +36,18 @@ def run(db: Database, actor: Actor, service: Callable[Concatenate[Session, Actor
     """Call `service(session, actor, *args, **kwargs)` in a transaction; commit or roll back."""
     try:
         with db.transaction() as session:
-            if actor.type == "user":  # a session's write: its role confirmed under the org's lock
-                session.info[AFTER_ORG_LOCK] = lambda locked: sessions.confirm_role(locked, actor)
+            confirmed: list[sessions.Held] = []
+            if actor.type in ("user", "api_key"):  # a session's or a key's write: confirmed under the org's lock
+                session.info[AFTER_ORG_LOCK] = lambda locked: confirmed.append(sessions.confirm_role(locked, actor))
             done = service(session, actor, *args, **kwargs)
-            if actor.type == "user" and actor.org_id not in session.info.get(LOCKED, {}):
-                # A write that never took the org's lock: its role confirmed once it holds every lock
-                # it takes (its writes flushed). A demotion it waited for (the caller's row, which an
-                # owner's change_role holds; a group or grants, which the IdP's removal from a group
-                # holds) has committed and is read; one it did not wait for may come after it. A
-                # write that took the org's lock was confirmed there, and may lower its caller's
-                # own role (a transfer of ownership, a rule edit), which this would refuse.
+            if actor.type in ("user", "api_key"):
+                # And once it holds every lock it takes (its writes flushed): a demotion it waited for
+                # after the org's lock, or without it (the IdP taking away a group, and the role it
+                # gave; a key revoked), has committed and is read. What the write took away from its
+                # caller itself (a transfer of ownership, a rule edit; a key revoking itself) is told
+                # from the grants read under the org's lock (sessions.confirm_role).
                 session.flush()
-                sessions.confirm_role(session, actor)
+                sessions.confirm_role(session, actor, confirmed[0] if confirmed else None)
             return done
     except IntegrityError as error:
         # Services check uniqueness under the org lock; this is the net under that rule.

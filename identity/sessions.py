@@ -13,16 +13,18 @@ import secrets
 from dataclasses import dataclass
 from typing import cast
 
-from sqlalchemy import ColumnElement, Table, bindparam, delete, insert, select
+from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, insert, select
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock
+from audit.log import pending_events
 from identity.errors import PermissionDenied, Unauthenticated
 from identity.grants import org_role
-from identity.models import Org, RoleGrant, SsoSession, Team, User
+from identity.group_locks import locked_groups
+from identity.models import ApiKey, Org, RoleGrant, SsoSession, Team, User
 from identity.names import name_key
-from identity.roles import RANK
-from identity.vocabulary import Role, SessionMethod
+from identity.roles import RANK, capped, highest
+from identity.vocabulary import KeyStatus, Role, SessionMethod
 
 # Writing last-seen time on every request would make every /me a write; a minute is precise enough.
 TOUCH_RESOLUTION = dt.timedelta(minutes=1)
@@ -163,23 +165,84 @@ def verify_session(session: Session, token: str | None, lifetime: Lifetime) -> S
                            _default_team(session, found.user.id))
 
 
-def confirm_role(session: Session, actor: Actor) -> None:
-    """Raise PermissionDenied when the member a session's write acts for now has a lower org role than
-    the one the write was authorised with (read by verify_session at the request's start); a higher
-    one takes away nothing the write was allowed.
+# A grant the caller's role was confirmed with: its id, role and group (source_ref; "" for none).
+Held = tuple[tuple[int, str, str], ...]
+_ORG_GRANTS = select(RoleGrant.id, RoleGrant.role, RoleGrant.source_ref).where(
+    RoleGrant.user_id == bindparam("user_id"), RoleGrant.team_id.is_(None))
+# A key and its holder's org grants, in one round trip (a row per grant; one with none when there is none).
+_KEY_AND_GRANTS = (select(ApiKey.prefix, ApiKey.status, ApiKey.expires_at, ApiKey.role_cap, ApiKey.user_id,
+                          RoleGrant.id, RoleGrant.role, RoleGrant.source_ref)
+                   .outerjoin(RoleGrant, and_(RoleGrant.user_id == ApiKey.user_id, RoleGrant.team_id.is_(None)))
+                   .where(ApiKey.id == bindparam("key_id")))
 
-    Called once the write holds the org's lock (identity.seats.lock_org), before it changes anything:
-    a role change holds that lock until it commits, so a write that waited for it reads the role the
-    change left, not the one read before the wait, and a role change that comes after waits for the
-    write. A role a group gives or takes (no org lock) is read as committed at this moment. A write
-    that never takes the org's lock is confirmed by identity.service.run at its end instead, every lock
-    it takes held: a demotion it waited for (its caller's row, a group) is read then."""
-    if actor.type != "user" or actor.role is None or actor.org_id is None:
-        return
-    role = org_role(session, actor.id) or session.get_one(Org, actor.org_id).default_role
+
+def confirm_role(session: Session, actor: Actor, held: Held | None = None) -> Held:
+    """Raise PermissionDenied when the member a session's or an API key's write acts for now has a lower
+    org role than the one the write was authorised with (read by verify_session or verify_api_key at
+    the request's start; a key's capped by its `role_cap`), and Unauthenticated when the key is no
+    longer live (revoked, blocked by its holder's deactivation, past its rotation's grace); a higher
+    role takes away nothing the write was allowed. Return the caller's org grants read.
+
+    identity.service.run calls it twice. Once the write holds the org's lock (identity.seats.lock_org),
+    before it changes anything: a role change, a deactivation, a deletion hold that lock until they
+    commit, so a write that waited for one reads what it left, and one that comes after waits for the
+    write. Then at the write's end, every lock it takes held and its writes flushed: a change that took
+    no org lock and that the write waited for (the IdP taking a group, and the role or the team it gave,
+    away from the caller; a key revoked by hand) has committed and is read. One it did not wait for may
+    come after it. `held`, the grants read under the org's lock, tells what the write may have taken
+    away itself (a transfer of ownership, a manual role change, a rule edit lower the caller's own role;
+    a key may revoke or rotate itself, or its holder leave its team): a grant gone since that no other
+    change could take while the write held what it holds (one no group gave: only under the org's lock;
+    one of a group this write holds locked: identity.group_locks) still counts, and a key ended by an
+    event of this write's own (the audit trail every change of a key's status is in) is no refusal.
+    Not seen: a group's grant taken by a change that the write waited for and whose group it then
+    locked itself, and a provisioned default grant that an IdP's add to a group replaced.
+    """
+    if actor.type not in ("user", "api_key") or actor.role is None or actor.org_id is None:
+        return ()
+    cap = None
+    if actor.type == "api_key":
+        rows = session.execute(_KEY_AND_GRANTS, {"key_id": actor.id}).all()
+        key = rows[0] if rows else None
+        if key is None or not _live(key.status, key.expires_at) and not _ended_here(session, actor.id, key.prefix):
+            raise Unauthenticated("this API key was revoked while the request was under way",
+                                  org_id=actor.org_id)
+        if key.user_id is None:  # a team's service key: no holder, no role of a person
+            return ()
+        cap = key.role_cap
+        grants: Held = tuple((row.id, row.role, row.source_ref) for row in rows if row.id is not None)
+    else:
+        found = session.execute(_ORG_GRANTS, {"user_id": actor.id})
+        grants = tuple((row.id, row.role, row.source_ref) for row in found)
+    role = _role_now(session, actor.org_id, grants, held)
+    role = capped(role, cap)
     if RANK[role] < RANK.get(actor.role, 0):  # a promotion meanwhile takes away nothing the write was allowed
-        raise PermissionDenied(f"your role in this org changed to {role} while this request was under way: "
+        whose = "your role" if actor.type == "user" else "the role of this key's holder"
+        raise PermissionDenied(f"{whose} in this org changed to {role} while this request was under way: "
                                "send it again", org_id=actor.org_id)
+    return grants
+
+
+def _role_now(session: Session, org_id: str, grants: Held, held: Held | None) -> Role:
+    """The caller's org role from `grants`, and from those of `held` gone since that this write may have
+    taken itself (confirm_role)."""
+    present = set(grants)  # a grant whole, not by its id: SQLite may give a deleted grant's id to a new one
+    mine = locked_groups(session)
+    kept = [grant[1] for grant in held or () if grant not in present and (not grant[2] or grant[2] in mine)]
+    return highest(Role(role) for role in [*(grant[1] for grant in grants), *kept]) or \
+        session.get_one(Org, org_id).default_role
+
+
+def _live(status: str, expires_at: dt.datetime | None) -> bool:
+    return status == KeyStatus.ACTIVE and (expires_at is None or expires_at > clock.now())
+
+
+def _ended_here(session: Session, key_id: str, prefix: str) -> bool:
+    """Tell whether an event of this write names the key: it revoked, rotated or blocked it itself
+    (by its id as the target, or its prefix among an event's keys, as identity.replay reads them)."""
+    return any(event["target_id"] == key_id or any(isinstance(value, list) and prefix in value
+                                                   for value in event["changes"].values())
+               for event in pending_events(session))
 
 
 def _default_team(session: Session, user_id: str) -> str | None:
