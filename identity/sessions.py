@@ -205,7 +205,7 @@ def confirm_role(session: Session, actor: Actor, held: Held | None = None) -> He
         rows = session.execute(_KEY_AND_GRANTS, {"key_id": actor.id}).all()
         key = rows[0] if rows else None
         if key is None or not _live(key.status, key.expires_at) and not _ended_here(session, actor.id, key.prefix):
-            raise Unauthenticated("this API key was revoked while the request was under way",
+            raise Unauthenticated("this API key was revoked or blocked while the request was under way",
                                   org_id=actor.org_id)
         if key.user_id is None:  # a team's service key: no holder, no role of a person
             return ()
