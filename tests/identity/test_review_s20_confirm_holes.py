@@ -1,0 +1,69 @@
+"""Hostile review of session 20's confirm_role (identity/sessions.py): what it still refuses wrongly
+and what it still lets through.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from audit import Actor
+from identity import group_membership, groups, mappings, users
+from identity.db import Database
+from identity.models import User
+from identity.orgs import NewOrg
+from identity.service import run
+from identity.vocabulary import Role
+from tests.factories import behind, provision
+
+RACE = pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
+
+
+def _admins_group(db: Database, system: Actor, org_id: str, *members: str) -> str:
+    with db.transaction() as session:
+        group = groups.create_group(session, system, org_id, display_name="Admins", external_id="00gAdmins")
+        mappings.create_mapping(session, system, org_id, group_external_id="00gAdmins", org_role="admin")
+        group_membership.add_members(session, system, org_id, group.id, list(members))
+        return group.id
+
+
+def _state(db: Database, user_id: str) -> tuple[bool, bool]:
+    """(active, deleted) of a member."""
+    with db.reading() as session:
+        user = session.get_one(User, user_id)
+        return user.active, user.deleted_at is not None
+
+
+def test_an_admin_through_a_group_who_deletes_herself_is_not_refused(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """Ann is an admin through the IdP group Admins and deletes her own membership from her session
+    (members.manage: allowed, she is no owner). The deletion removes her grants and group memberships;
+    at the write's end confirm_role finds her group grant gone. On PostgreSQL the deletion locked her
+    groups (member_removal.LOCK_MEMBER_WITH_ROLE, recorded in group_locks.locked_groups) so the grant
+    still counts; on SQLite `_locked_member` locks no group and records none, so the grant does not
+    count, her role falls to the org's default and the deletion is refused 403 after it was allowed."""
+    ann = provision(db, system, acme.org.id, "ann@acme.test")
+    _admins_group(db, system, acme.org.id, ann.id)
+    as_ann = Actor("user", ann.id, ann.user_name, org_id=acme.org.id, role=Role.ADMIN)
+    run(db, as_ann, users.delete_user, acme.org.id, ann.id)
+    assert _state(db, ann.id) == (False, True)
+
+
+@RACE
+def test_a_sessions_write_that_waited_for_its_callers_deactivation_is_refused(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """Ann, an admin by hand, deactivates Dev from her session; the owner meanwhile deactivates Ann
+    (her sessions ended, holding the org's lock). Ann's write waits for the org's lock, then
+    confirm_role reads her grants, which a deactivation leaves as they were: the write goes through,
+    made by a deactivated member whose session no longer exists. The same write with her key is
+    refused (401: the key blocked, test_review_s20_confirm), a session's is not."""
+    ann = provision(db, system, acme.org.id, "ann@acme.test")
+    dev = provision(db, system, acme.org.id, "dev@acme.test")
+    with db.transaction() as session:
+        users.change_role(session, system, acme.org.id, ann.id, "admin")
+    as_ann = Actor("user", ann.id, ann.user_name, org_id=acme.org.id, role=Role.ADMIN)
+    errors: list[BaseException] = []
+    behind(db, lambda session: users.deactivate_user(session, system, acme.org.id, ann.id),
+           lambda: run(db, as_ann, users.deactivate_user, acme.org.id, dev.id), errors,
+           "Ann's deactivation of Dev")  # for the org's lock
+    assert [type(error).__name__ for error in errors] in (["Unauthenticated"], ["PermissionDenied"]), errors
+    assert _state(db, dev.id) == (True, False)
