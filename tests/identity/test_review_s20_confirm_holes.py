@@ -5,6 +5,7 @@ and what it still lets through.
 from __future__ import annotations
 
 import pytest
+from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from audit import Actor
@@ -117,3 +118,20 @@ def test_a_revoked_keys_write_whose_event_targets_the_key_itself_is_refused(
         limits = list(session.scalars(select(SpendLimit.subject_id)))
     assert [type(error).__name__ for error in errors] == ["Unauthenticated"], errors
     assert limits == []
+
+
+def test_an_admin_through_a_group_deletes_her_own_membership_over_the_admin_api(
+        client: FlaskClient, db: Database, system: Actor, acme: NewOrg) -> None:
+    """Over HTTP: DELETE /api/v1/orgs/<org>/members/<her id> with Ann's admin key (she is an admin
+    through the IdP group Admins) is allowed by identity.roles (members.manage on a non-owner) and
+    must answer 204, the member deleted. On SQLite confirm_role answers 403 "the role of this key's
+    holder ... changed to member", after the deletion was decided."""
+    ann = provision(db, system, acme.org.id, "ann@acme.test")
+    _admins_group(db, system, acme.org.id, ann.id)
+    with db.transaction() as session:
+        issued = keys.create_api_key(session, system, acme.org.id, user_id=ann.id,
+                                     team_id=acme.default_team_id, name="k", scopes=["admin"])
+    answer = client.delete(f"/api/v1/orgs/{acme.org.slug}/members/{ann.id}",
+                           headers={"Authorization": f"Bearer {issued.secret}"})
+    assert answer.status_code in (200, 204), answer.get_json()
+    assert _state(db, ann.id) == (False, True)
