@@ -9,12 +9,33 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, Table, bindparam, exists, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Select, Table, bindparam, event, exists, select, update
+from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.orm.attributes import set_committed_value
 
 from identity.models import ApiKey, RoleGrant, User
 from identity.vocabulary import KeyStatus, KeyStatusReason
+
+# The ids of the keys this session's transaction revoked, blocked or rotated (ended, or ending at the
+# rotation's grace): identity.sessions.confirm_role lets a key's own write go on after it ended that key
+# itself, and no other. Every change that ends a key tells `ended`; forgotten when the transaction ends.
+ENDED_KEYS = "identity.ended_keys"
+
+
+def ended(session: Session, key_ids: Iterable[str]) -> None:
+    """Record that this transaction ends the keys of these ids (revoked, blocked, rotated)."""
+    session.info.setdefault(ENDED_KEYS, set()).update(key_ids)
+
+
+def ended_keys(session: Session) -> frozenset[str]:
+    """The ids of the keys this transaction ended (`ended`)."""
+    return frozenset(session.info.get(ENDED_KEYS, ()))
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_ended_keys(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # the outermost transaction
+        session.info.pop(ENDED_KEYS, None)
 
 
 def _set_status(session: Session, user: User, where_status: KeyStatus, where_reason: KeyStatusReason | None,
@@ -28,12 +49,15 @@ def _set_status(session: Session, user: User, where_status: KeyStatus, where_rea
 
 def _move(session: Session, conditions: list[ColumnElement[bool]], status: KeyStatus,
           reason: KeyStatusReason | None) -> list[str]:
-    """Give the keys that meet `conditions` a status and its reason; return their prefixes."""
-    prefixes = list(session.scalars(select(ApiKey.prefix).where(*conditions)))
-    if prefixes:
+    """Give the keys that meet `conditions` a status and its reason; return their prefixes. A key
+    moved to any status but active is recorded ended (`ended`)."""
+    rows = session.execute(select(ApiKey.id, ApiKey.prefix).where(*conditions)).all()
+    if rows:
         session.execute(update(ApiKey).where(*conditions).values(status=status, status_reason=reason),
                         execution_options={"synchronize_session": "fetch"})
-    return prefixes
+        if status != KeyStatus.ACTIVE:
+            ended(session, (row.id for row in rows))
+    return [row.prefix for row in rows]
 
 
 def block_user_keys(session: Session, user: User) -> list[str]:
@@ -62,9 +86,11 @@ def revoke_user_keys(session: Session, user: User, *, reason: KeyStatusReason) -
 
 def revoked(session: Session, rows: Iterable[Sequence[Any]], reason: KeyStatusReason) -> list[str]:
     """The prefixes of the keys REVOKE_USER_KEYS answered (`rows`: id, prefix), each key the
-    session holds told of its new status (a plain UPDATE tells none), as the ORM's would."""
+    session holds told of its new status (a plain UPDATE tells none), as the ORM's would, and each
+    recorded ended (`ended`)."""
     prefixes = []
     for key_id, prefix in rows:
+        ended(session, (key_id,))
         held = session.identity_map.get(session.identity_key(ApiKey, key_id))
         if held is not None:
             set_committed_value(held, "status", KeyStatus.REVOKED)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from audit.log import Target
-from identity import seats, tokens, wallet_controls
+from identity import key_revocation, seats, tokens, wallet_controls
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound, PermissionDenied, Unauthenticated
 from identity.grants import org_role, roles_for_key
@@ -224,6 +224,7 @@ def revoke_api_key(session: Session, actor: Actor, org_id: str, key_id: str) -> 
            {"status": {"before": key.status, "after": KeyStatus.REVOKED}, "reason": KeyStatusReason.MANUAL},
            org_id=org_id)
     key.status, key.status_reason = KeyStatus.REVOKED, KeyStatusReason.MANUAL
+    key_revocation.ended(session, [key.id])
 
 
 def _key_refusal(session: Session, actor: Actor, org_id: str, key: ApiKey, *, rotate: bool,
@@ -333,6 +334,7 @@ def rotate_api_key(session: Session, actor: Actor, org_id: str, key_id: str, *,
                  created_at=now, role_cap=cap, **creator(actor))
     session.add(key)
     old.expires_at, old.rotated_to = now + grace, key.id
+    key_revocation.ended(session, [old.id])  # at the end of its grace: its own write may rotate it with none
     limit = wallet_controls.pass_key_limit(session, org_id, old.team_id, old.id, key.id)
     record(session, actor, Action.API_KEY_CREATED, _key_target(key),
            {"name": key.name, "team_id": key.team_id, "user_id": key.user_id, "scopes": key.scopes,

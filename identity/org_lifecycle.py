@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from audit.log import Target
-from identity import group_locks, invitations, orgs, scim_credentials, seats, users
+from identity import group_locks, invitations, key_revocation, orgs, scim_credentials, seats, users
 from identity.actions import Action
 from identity.errors import InvalidValue, NotFound
 from identity.grants import org_role
@@ -109,4 +109,5 @@ def _revoke_remaining_keys(session: Session, org_id: str) -> list[str]:
     if prefixes:
         for key in session.scalars(select(ApiKey).where(*where)):
             key.status, key.status_reason = KeyStatus.REVOKED, KeyStatusReason.ORG_DELETED
+            key_revocation.ended(session, [key.id])
     return prefixes

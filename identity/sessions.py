@@ -17,10 +17,10 @@ from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, insert, se
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock
-from audit.log import pending_events
 from identity.errors import PermissionDenied, Unauthenticated
 from identity.grants import org_role
 from identity.group_locks import locked_groups
+from identity.key_revocation import ended_keys
 from identity.models import ApiKey, Org, RoleGrant, SsoSession, Team, User
 from identity.names import name_key
 from identity.roles import RANK, capped, highest
@@ -170,7 +170,7 @@ Held = tuple[tuple[int, str, str], ...]
 _ORG_GRANTS = select(RoleGrant.id, RoleGrant.role, RoleGrant.source_ref).where(
     RoleGrant.user_id == bindparam("user_id"), RoleGrant.team_id.is_(None))
 # A key and its holder's org grants, in one round trip (a row per grant; one with none when there is none).
-_KEY_AND_GRANTS = (select(ApiKey.prefix, ApiKey.status, ApiKey.expires_at, ApiKey.role_cap, ApiKey.user_id,
+_KEY_AND_GRANTS = (select(ApiKey.status, ApiKey.expires_at, ApiKey.role_cap, ApiKey.user_id,
                           RoleGrant.id, RoleGrant.role, RoleGrant.source_ref)
                    .outerjoin(RoleGrant, and_(RoleGrant.user_id == ApiKey.user_id, RoleGrant.team_id.is_(None)))
                    .where(ApiKey.id == bindparam("key_id")))
@@ -193,8 +193,9 @@ def confirm_role(session: Session, actor: Actor, held: Held | None = None) -> He
     away itself (a transfer of ownership, a manual role change, a rule edit lower the caller's own role;
     a key may revoke or rotate itself, or its holder leave its team): a grant gone since that no other
     change could take while the write held what it holds (one no group gave: only under the org's lock;
-    one of a group this write holds locked: identity.group_locks) still counts, and a key ended by an
-    event of this write's own (the audit trail every change of a key's status is in) is no refusal.
+    one of a group this write holds locked: identity.group_locks) still counts, and a key this write
+    ended itself (identity.key_revocation.ended_keys, recorded by every change that revokes, blocks or
+    rotates a key) is no refusal.
     Not seen: a group's grant taken by a change that the write waited for and whose group it then
     locked itself, and a provisioned default grant that an IdP's add to a group replaced.
     """
@@ -204,7 +205,7 @@ def confirm_role(session: Session, actor: Actor, held: Held | None = None) -> He
     if actor.type == "api_key":
         rows = session.execute(_KEY_AND_GRANTS, {"key_id": actor.id}).all()
         key = rows[0] if rows else None
-        if key is None or not _live(key.status, key.expires_at) and not _ended_here(session, actor.id, key.prefix):
+        if key is None or not _live(key.status, key.expires_at) and actor.id not in ended_keys(session):
             raise Unauthenticated("this API key was revoked or blocked while the request was under way",
                                   org_id=actor.org_id)
         if key.user_id is None:  # a team's service key: no holder, no role of a person
@@ -235,14 +236,6 @@ def _role_now(session: Session, org_id: str, grants: Held, held: Held | None) ->
 
 def _live(status: str, expires_at: dt.datetime | None) -> bool:
     return status == KeyStatus.ACTIVE and (expires_at is None or expires_at > clock.now())
-
-
-def _ended_here(session: Session, key_id: str, prefix: str) -> bool:
-    """Tell whether an event of this write names the key: it revoked, rotated or blocked it itself
-    (by its id as the target, or its prefix among an event's keys, as identity.replay reads them)."""
-    return any(event["target_id"] == key_id or any(isinstance(value, list) and prefix in value
-                                                   for value in event["changes"].values())
-               for event in pending_events(session))
 
 
 def _default_team(session: Session, user_id: str) -> str | None:
