@@ -197,10 +197,12 @@ def _remove_rows(session: Session, user: User, removed: dict[str, Any]) -> tuple
                 break
             params = _lock_again(session, user, removed, elsewhere) or params
         session.info.pop(_MEMBER_LOCKS, None)
+        sessions.sessions_ended(session, user.id)
         return (key_revocation.revoked(session, [(row[1], row[2]) for row in rows if row[0] == "key"], reason),
                 [row[1] for row in rows if row[0] == "group"])
     revoked = key_revocation.revoke_user_keys(session, user, reason=reason)
     session.execute(sessions.END_USER_SESSIONS, {"member_id": user.id})
+    sessions.sessions_ended(session, user.id)
     session.execute(UNGRANT, {"member_id": user.id})
     left = list(session.scalars(LEAVE_GROUPS, {"member_id": user.id}))
     # Its groups recorded held, as LOCK_MEMBER_WITH_ROLE records them on PostgreSQL: SQLite's one write

@@ -13,8 +13,8 @@ import secrets
 from dataclasses import dataclass
 from typing import cast
 
-from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, event, insert, select
+from sqlalchemy.orm import Session, SessionTransaction
 
 from audit import Actor, clock
 from identity.errors import PermissionDenied, Unauthenticated
@@ -167,8 +167,10 @@ def verify_session(session: Session, token: str | None, lifetime: Lifetime) -> S
 
 # A grant the caller's role was confirmed with: its id, role and group (source_ref; "" for none).
 Held = tuple[tuple[int, str, str], ...]
-_ORG_GRANTS = select(RoleGrant.id, RoleGrant.role, RoleGrant.source_ref).where(
-    RoleGrant.user_id == bindparam("user_id"), RoleGrant.team_id.is_(None))
+# A member, whether live, and its org grants, in one round trip (a row per grant; one with none when there is none).
+_MEMBER_AND_GRANTS = (select(User.active, User.deleted_at, RoleGrant.id, RoleGrant.role, RoleGrant.source_ref)
+                      .outerjoin(RoleGrant, and_(RoleGrant.user_id == User.id, RoleGrant.team_id.is_(None)))
+                      .where(User.id == bindparam("user_id")))
 # A key and its holder's org grants, in one round trip (a row per grant; one with none when there is none).
 _KEY_AND_GRANTS = (select(ApiKey.status, ApiKey.expires_at, ApiKey.role_cap, ApiKey.user_id,
                           RoleGrant.id, RoleGrant.role, RoleGrant.source_ref)
@@ -180,8 +182,10 @@ def confirm_role(session: Session, actor: Actor, held: Held | None = None) -> He
     """Raise PermissionDenied when the member a session's or an API key's write acts for now has a lower
     org role than the one the write was authorised with (read by verify_session or verify_api_key at
     the request's start; a key's capped by its `role_cap`), and Unauthenticated when the key is no
-    longer live (revoked, blocked by its holder's deactivation, past its rotation's grace); a higher
-    role takes away nothing the write was allowed. Return the caller's org grants read.
+    longer live (revoked, blocked by its holder's deactivation, past its rotation's grace) or the
+    session's member no longer is (deactivated or deleted: its sessions ended; read in the same
+    statement as its grants); a higher role takes away nothing the write was allowed. Return the
+    caller's org grants read.
 
     identity.service.run calls it twice. Once the write holds the org's lock (identity.seats.lock_org),
     before it changes anything: a role change, a deactivation, a deletion hold that lock until they
@@ -191,11 +195,12 @@ def confirm_role(session: Session, actor: Actor, held: Held | None = None) -> He
     away from the caller; a key revoked by hand) has committed and is read. One it did not wait for may
     come after it. `held`, the grants read under the org's lock, tells what the write may have taken
     away itself (a transfer of ownership, a manual role change, a rule edit lower the caller's own role;
-    a key may revoke or rotate itself, or its holder leave its team): a grant gone since that no other
-    change could take while the write held what it holds (one no group gave: only under the org's lock;
-    one of a group this write holds locked: identity.group_locks) still counts, and a key this write
-    ended itself (identity.key_revocation.ended_keys, recorded by every change that revokes, blocks or
-    rotates a key) is no refusal.
+    a key may revoke or rotate itself, or its holder leave its team; a member may delete itself): a grant
+    gone since that no other change could take while the write held what it holds (one no group gave:
+    only under the org's lock; one of a group this write holds locked: identity.group_locks) still
+    counts, and a key this write ended itself (identity.key_revocation.ended_keys, recorded by every
+    change that revokes, blocks or rotates a key), or a member whose sessions it ended itself
+    (`ended_members`), is no refusal.
     Not seen: a group's grant taken by a change that the write waited for and whose group it then
     locked itself, and a provisioned default grant that an IdP's add to a group replaced.
     """
@@ -213,8 +218,13 @@ def confirm_role(session: Session, actor: Actor, held: Held | None = None) -> He
         cap = key.role_cap
         grants: Held = tuple((row.id, row.role, row.source_ref) for row in rows if row.id is not None)
     else:
-        found = session.execute(_ORG_GRANTS, {"user_id": actor.id})
-        grants = tuple((row.id, row.role, row.source_ref) for row in found)
+        found = session.execute(_MEMBER_AND_GRANTS, {"user_id": actor.id}).all()
+        member = found[0] if found else None
+        if (member is None or not member.active or member.deleted_at is not None) \
+                and actor.id not in ended_members(session):
+            raise Unauthenticated("your membership was deactivated or removed while the request was under way: "
+                                  "your session has ended", org_id=actor.org_id)
+        grants = tuple((row.id, row.role, row.source_ref) for row in found if row.id is not None)
     role = _role_now(session, actor.org_id, grants, held)
     role = capped(role, cap)
     if RANK[role] < RANK.get(actor.role, 0):  # a promotion meanwhile takes away nothing the write was allowed
@@ -236,6 +246,28 @@ def _role_now(session: Session, org_id: str, grants: Held, held: Held | None) ->
 
 def _live(status: str, expires_at: dt.datetime | None) -> bool:
     return status == KeyStatus.ACTIVE and (expires_at is None or expires_at > clock.now())
+
+
+# The ids of the members whose sessions this session's transaction ended (a deactivation, a deletion):
+# confirm_role lets a session's own write go on after it ended its caller's sessions itself, and no
+# other. Recorded by `sessions_ended`; forgotten when the transaction ends.
+_ENDED_MEMBERS = "identity.ended_members"
+
+
+def sessions_ended(session: Session, user_id: str) -> None:
+    """Record that this transaction ends every session of the member (END_USER_SESSIONS, end_user_sessions)."""
+    session.info.setdefault(_ENDED_MEMBERS, set()).add(user_id)
+
+
+def ended_members(session: Session) -> frozenset[str]:
+    """The ids of the members whose sessions this transaction ended (`sessions_ended`)."""
+    return frozenset(session.info.get(_ENDED_MEMBERS, ()))
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_ended_members(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # the outermost transaction
+        session.info.pop(_ENDED_MEMBERS, None)
 
 
 def _default_team(session: Session, user_id: str) -> str | None:
@@ -316,3 +348,4 @@ END_USER_SESSIONS = delete(SESSIONS).where(SESSIONS.c.user_id == bindparam("memb
 def end_user_sessions(session: Session, user_id: str) -> None:
     """End every session of a user."""
     session.execute(delete(SsoSession).where(SsoSession.user_id == user_id))
+    sessions_ended(session, user_id)

@@ -200,8 +200,8 @@ def test_a_key_that_takes_its_holder_out_of_its_team_is_not_refused(
 @pytest.mark.parametrize("through", ["session", "key"])
 def test_a_write_is_confirmed_under_the_org_lock_and_at_its_end_in_one_statement_each(
         db: Database, system: Actor, acme: NewOrg, through: str) -> None:
-    """What the confirmation costs (both backends): a session's caller's org grants, or a key with its
-    holder's (one join), read right after the org's lock and again before the audit chain at commit.
+    """What the confirmation costs (both backends): a session's caller's row with its org grants, or a
+    key with its holder's (one join each), read right after the org's lock and again before the audit chain at commit.
     Against session 19: one statement more for a session's write that takes the org's lock (none for
     one that does not), two for a key's (one for one that does not)."""
     ann = provision(db, system, acme.org.id, "ann@acme.test")
@@ -210,7 +210,7 @@ def test_a_write_is_confirmed_under_the_org_lock_and_at_its_end_in_one_statement
         users.change_role(session, system, acme.org.id, ann.id, "admin")
     actor = Actor("user", ann.id, ann.user_name, org_id=acme.org.id, role=Role.ADMIN) if through == "session" \
         else _key_actor(db, system, acme, ann.id)
-    read = "SELECT role_grants" if through == "session" else "SELECT api_keys"
+    read = "SELECT users" if through == "session" else "SELECT api_keys"
     with statements(db) as sent:
         run(db, actor, users.deactivate_user, acme.org.id, dev.id)
     at_lock = sent.index("SELECT orgs") + 1
