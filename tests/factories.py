@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from audit import Actor
 from audit.models import AuditEvent
-from identity import groups, mappings, orgs, users
+from identity import group_membership, groups, mappings, orgs, users
 from identity.db import Database
 from identity.models import RoleGrant, SeatCharge, Team, User
 
@@ -84,6 +84,15 @@ def behind(db: Database, hold: Callable[[Session], object], change: Callable[[],
     for thread in threads:
         thread.join(30)
         assert not thread.is_alive(), f"{what} never finished"
+
+
+def admins_group(db: Database, system: Actor, org_id: str, *members: str) -> str:
+    """An IdP group Admins whose rule gives the org role admin, with `members`: its id."""
+    with db.transaction() as session:
+        group = groups.create_group(session, system, org_id, display_name="Admins", external_id="00gAdmins")
+        mappings.create_mapping(session, system, org_id, group_external_id="00gAdmins", org_role="admin")
+        group_membership.add_members(session, system, org_id, group.id, list(members))
+        return group.id
 
 
 def owners_group(db: Database, system: Actor, org_id: str) -> str:

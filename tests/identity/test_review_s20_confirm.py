@@ -22,19 +22,11 @@ from identity.models import ApiKey, User
 from identity.orgs import NewOrg
 from identity.service import run
 from identity.vocabulary import KeyStatus, Role
-from tests.factories import behind, provision
+from tests.factories import admins_group, behind, provision
 from tests.statements import audit_at_commit, statements
 
 RACE = pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
 
-
-def _admins_group(db: Database, system: Actor, org_id: str, *members: str) -> str:
-    """An IdP group Admins whose rule gives the org role admin, with `members`: its id."""
-    with db.transaction() as session:
-        group = groups.create_group(session, system, org_id, display_name="Admins", external_id="00gAdmins")
-        mappings.create_mapping(session, system, org_id, group_external_id="00gAdmins", org_role="admin")
-        group_membership.add_members(session, system, org_id, group.id, list(members))
-        return group.id
 
 
 def _patch(org_id: str, group_id: str, system: Actor, *, removed: str, added: str):
@@ -59,7 +51,7 @@ def test_an_admins_write_under_the_org_lock_that_waited_for_the_idp_taking_her_a
     Ann is a member, and a member may not deactivate anyone."""
     ann = provision(db, system, acme.org.id, "ann@acme.test")
     dev = provision(db, system, acme.org.id, "dev@acme.test")
-    admins = _admins_group(db, system, acme.org.id, ann.id)
+    admins = admins_group(db, system, acme.org.id, ann.id)
     as_ann = Actor("user", ann.id, ann.user_name, org_id=acme.org.id, role=Role.ADMIN)
     errors: list[BaseException] = []
     behind(db, _patch(acme.org.id, admins, system, removed=ann.id, added=dev.id),
@@ -160,7 +152,7 @@ def test_an_admins_rule_edit_lowering_her_own_role_is_not_refused(
         db: Database, system: Actor, acme: NewOrg) -> None:
     """Ann, an admin through Admins, edits its rule to give member: her own role goes with it."""
     ann = provision(db, system, acme.org.id, "ann@acme.test")
-    _admins_group(db, system, acme.org.id, ann.id)
+    admins_group(db, system, acme.org.id, ann.id)
     with db.reading() as session:
         rule = session.scalars(select(mappings.GroupMapping.id)).one()
     as_ann = Actor("user", ann.id, ann.user_name, org_id=acme.org.id, role=Role.ADMIN)

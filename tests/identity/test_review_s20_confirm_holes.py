@@ -9,7 +9,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from audit import Actor
-from identity import group_membership, groups, keys, mappings, users, wallet_controls
+from identity import keys, users, wallet_controls
 from identity.db import Database
 from identity.models import ApiKey, User
 from identity.orgs import NewOrg
@@ -17,17 +17,10 @@ from identity.service import run
 from identity.vocabulary import KeyStatus, Role
 from identity.wallet_locks import lock_wallet
 from identity.wallet_models import SpendLimit
-from tests.factories import behind, provision
+from tests.factories import admins_group, behind, provision
 
 RACE = pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
 
-
-def _admins_group(db: Database, system: Actor, org_id: str, *members: str) -> str:
-    with db.transaction() as session:
-        group = groups.create_group(session, system, org_id, display_name="Admins", external_id="00gAdmins")
-        mappings.create_mapping(session, system, org_id, group_external_id="00gAdmins", org_role="admin")
-        group_membership.add_members(session, system, org_id, group.id, list(members))
-        return group.id
 
 
 def _state(db: Database, user_id: str) -> tuple[bool, bool]:
@@ -46,7 +39,7 @@ def test_an_admin_through_a_group_who_deletes_herself_is_not_refused(
     still counts; on SQLite `_locked_member` locks no group and records none, so the grant does not
     count, her role falls to the org's default and the deletion is refused 403 after it was allowed."""
     ann = provision(db, system, acme.org.id, "ann@acme.test")
-    _admins_group(db, system, acme.org.id, ann.id)
+    admins_group(db, system, acme.org.id, ann.id)
     as_ann = Actor("user", ann.id, ann.user_name, org_id=acme.org.id, role=Role.ADMIN)
     run(db, as_ann, users.delete_user, acme.org.id, ann.id)
     assert _state(db, ann.id) == (False, True)
@@ -86,7 +79,7 @@ def test_an_admin_through_a_group_who_deletes_herself_with_her_key_is_not_refuse
     """The same self-deletion with Ann's admin key: her key is revoked by it (named in user.deleted's
     keys_revoked: no refusal), and her group grant is gone: refused 403 on SQLite."""
     ann = provision(db, system, acme.org.id, "ann@acme.test")
-    _admins_group(db, system, acme.org.id, ann.id)
+    admins_group(db, system, acme.org.id, ann.id)
     as_key = _key_actor(db, system, acme, ann.id)
     assert as_key.role == Role.ADMIN
     run(db, as_key, users.delete_user, acme.org.id, ann.id)
@@ -127,7 +120,7 @@ def test_an_admin_through_a_group_deletes_her_own_membership_over_the_admin_api(
     must answer 204, the member deleted. On SQLite confirm_role answers 403 "the role of this key's
     holder ... changed to member", after the deletion was decided."""
     ann = provision(db, system, acme.org.id, "ann@acme.test")
-    _admins_group(db, system, acme.org.id, ann.id)
+    admins_group(db, system, acme.org.id, ann.id)
     with db.transaction() as session:
         issued = keys.create_api_key(session, system, acme.org.id, user_id=ann.id,
                                      team_id=acme.default_team_id, name="k", scopes=["admin"])
