@@ -260,7 +260,8 @@ class Database:
         # The writers' queue: on a database file only (an in-memory one, or a `file:` URI, has no
         # file of its own beside which to keep it); not on PostgreSQL, whose writers wait on row locks.
         on_file = bool(path) and path != ":memory:" and not str(path).startswith("file:")
-        self.gate = WriterGate(os.path.abspath(str(path))) if on_file else None
+        busy_timeout = engine_kwargs.get("sqlite_busy_timeout", SQLITE_BUSY_TIMEOUT_SECONDS)
+        self.gate = WriterGate(os.path.abspath(str(path)), busy_timeout) if on_file else None
         if self.gate is not None:
             self.gate.attach(self.engine)
         if self.dialect != "postgresql":

@@ -35,6 +35,11 @@ SQLITE_CHECKPOINT_BYTES = 1024 * 1024
 SQLITE_WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 # The writers' gate: a file beside the database, `<database>-gate`, empty, only ever flock()ed.
 GATE_SUFFIX = "-gate"
+# A contended gate is tried again after 0.1 ms, then after twice as long each time up to 0.5 ms
+# (Linux's timer slack adds some 50 us to each sleep): a waiter takes the gate at most about half
+# a millisecond after its holder lets go, at a few thousand tries a second while it waits.
+GATE_FIRST_PAUSE = 0.0001
+GATE_MAX_PAUSE = 0.0005
 
 
 def configure_sqlite(engine: Engine, busy_timeout: float) -> None:
@@ -197,8 +202,19 @@ class WriterGate:
     for its next request (docs/performance.md, "The one-record debit in two statements"). Here a
     writer first takes an exclusive flock() on `<database>-gate` through its connection's own file
     description, and lets go when the connection comes back to its pool, right after its COMMIT or
-    ROLLBACK: a waiter blocks in the kernel (without the GIL) and wakes the moment the holder lets
-    go. The kernel frees the lock of a process that dies, however it dies.
+    ROLLBACK. A free gate costs one non-blocking flock(); a taken one is tried again after short
+    sleeps (GATE_FIRST_PAUSE doubling to GATE_MAX_PAUSE), so the waiter takes it within about half a
+    millisecond of its holder letting go. The kernel frees the lock of a process that dies, however
+    it dies.
+
+    The wait is bounded by the busy timeout (`timeout`, the engine's `sqlite_busy_timeout`), as
+    SQLite's own wait is: a holder that keeps its transaction open (a stuck request, a long bulk
+    load) makes the others fail after it with sqlite3's "database is locked" error, a transient
+    conflict (identity.db.transient_kind, answered 503 with Retry-After), not wait for as long as it
+    holds. Nothing was written: the error is raised before BEGIN. (A blocking flock() in a waiter
+    thread, the request waiting on an Event with the timeout, measured the same on bench_usage.py
+    throughput --batch 1, and needs a thread per wait; the wait before the bound, a blocking
+    flock(), measured the same too.)
 
     The busy timeout stays: writers that do not take the gate (the CLI's raw engines, migrations, a
     sqlite3 shell) still queue through it, so correctness never depends on the gate. A thread that
@@ -209,8 +225,9 @@ class WriterGate:
     would dispatch an event for every statement (identity.db._begin_sessions).
     """
 
-    def __init__(self, database_path: str) -> None:
+    def __init__(self, database_path: str, timeout: float) -> None:
         self.path = f"{database_path}{GATE_SUFFIX}"
+        self.timeout = timeout
         config.create_private_file(Path(self.path))  # 0600, as the database itself
         self._local = threading.local()
         _GATES.add(self)
@@ -232,7 +249,8 @@ class WriterGate:
 
     def enter(self, info: dict[Any, Any]) -> None:
         """Wait for the gate through the connection whose pool `info` this is, unless this thread
-        holds it already (through this connection or another)."""
+        holds it already (through this connection or another); raise sqlite3.OperationalError
+        ("database is locked: ...") if another still holds it after `timeout` seconds."""
         depth = self._depth()
         if depth[0]:
             return
@@ -241,9 +259,28 @@ class WriterGate:
             if held is not None:  # a forked child: the description is the parent's; close our copy only
                 os.close(held.fd)
             held = info[_GATE_FILE] = _GateFile(self.path)
-        fcntl.flock(held.fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(held.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._wait(held.fd)
         held.depth = depth
         depth[0] += 1
+
+    def _wait(self, fd: int) -> None:
+        """Take the gate through `fd` once its holder lets go, within `timeout` seconds."""
+        deadline = time.monotonic() + self.timeout
+        pause = GATE_FIRST_PAUSE
+        while True:
+            time.sleep(pause)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise sqlite3.OperationalError(
+                        f"database is locked: another writer held the writers' gate for more than "
+                        f"{self.timeout:g} s (the busy timeout)") from None
+            pause = min(pause * 2, GATE_MAX_PAUSE)
 
     @staticmethod
     def leave(info: dict[Any, Any]) -> None:
