@@ -1,6 +1,7 @@
 """SQLite's writers queue on the writers' gate (identity.db_sqlite.WriterGate): a flock() beside the
-database, taken before BEGIN IMMEDIATE and let go of with the transaction on every path, handed over
-by the kernel the moment its holder lets go, where SQLite's busy handler sleeps 10 to 100 ms.
+database, taken before BEGIN IMMEDIATE and let go of with the transaction on every path, taken by a
+waiter within a millisecond of its holder letting go, where SQLite's busy handler sleeps 10 to 100 ms;
+waited for at most the busy timeout, past which the writer fails as SQLite's own wait does.
 
 Real threads and processes with connections of their own, on a real database file.
 """
@@ -17,12 +18,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError, PendingRollbackError
 
-from identity.db import Database
+from identity.db import Database, transient_kind
 from identity.db_sqlite import _GATE_FILE, WriterGate
 
 pytestmark = pytest.mark.sqlite_only("the writers' gate is SQLite's")
@@ -160,6 +162,69 @@ def test_a_holder_killed_mid_transaction_frees_the_gate_at_once(db: Database, ho
     threading.Thread(target=kill).start()
     begun = write(db)  # the kernel lets go of the dead holder's gate (and SQLite's lock) as it dies
     assert begun - killed[0] < HANDOVER
+
+
+@pytest.fixture
+def short(db: Database) -> Iterator[Database]:
+    """The test database again, whose writers wait 0.3 s for the gate and SQLite's lock."""
+    with db.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE written (id INTEGER)")
+    database = Database(db.url, sqlite_busy_timeout=0.3)
+    yield database
+    database.dispose()
+
+
+def _write_in_a_transaction(db: Database) -> None:
+    with db.transaction() as session:  # the gate is taken in the session's after_begin
+        session.execute(text("INSERT INTO written VALUES (1)"))
+
+
+def _write_on_a_connection(db: Database) -> None:
+    with db.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO written VALUES (1)")
+
+
+def _write_keyed(db: Database) -> None:
+    with db.keyed_write() as conn:
+        conn.connection.driver_connection.execute("INSERT INTO written VALUES (1)")
+
+
+@pytest.mark.parametrize("way", [_write_in_a_transaction, _write_on_a_connection, _write_keyed])
+def test_a_writer_waits_for_a_holder_that_never_lets_go_at_most_the_busy_timeout(
+        short: Database, holder: subprocess.Popen[str], way: Any) -> None:
+    """Another process holds the gate and SQLite's lock until killed: the writer fails after the busy
+    timeout with SQLite's transient "database is locked", wrote nothing, holds no gate, and its
+    connection is back in the pool; once the holder is gone the same write goes through."""
+    outcome: list[BaseException | None] = []
+    held_after: list[bool] = []
+
+    def run() -> None:
+        try:
+            way(short)
+            outcome.append(None)
+        except BaseException as error:
+            outcome.append(error)
+        assert short.gate is not None
+        held_after.append(short.gate.holds())
+
+    started = time.monotonic()
+    writer = threading.Thread(target=run, daemon=True)  # left waiting should the wait have no bound
+    writer.start()
+    writer.join(5)
+    waited = time.monotonic() - started
+    assert outcome, "the writer still waits on the gate after 5 s"
+    error = outcome[0]
+    assert error is not None and transient_kind(error) is not None, error
+    assert "writers' gate" in str(error)  # the gate's bound, not SQLite's busy handler behind it
+    assert 0.3 <= waited < 1.5
+    assert held_after == [False] and short.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert not gate_is_free(short)  # still the holder's
+    holder.kill()
+    holder.wait()
+    way(short)
+    with short.reading() as session:
+        assert session.execute(text("SELECT count(*) FROM written")).scalar_one() == 1
+    assert gate_is_free(short)
 
 
 def test_the_gate_is_let_go_of_when_a_transaction_commits_or_rolls_back(db: Database) -> None:

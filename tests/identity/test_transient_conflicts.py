@@ -9,8 +9,12 @@ transaction, SQLite's write lock held by another connection.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
+import signal
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -289,6 +293,63 @@ def test_admin_api_and_usage_writes_while_sqlite_is_locked_are_problem_json_503(
                        json={"name": "Locked"}).status_code == 201
     assert use(client, world, 1, "locked-1").status_code in (200, 429)  # the same request id, not a duplicate
     assert counts(db)["teams"] == before["teams"] + 1
+
+
+class UnboundedWait(BaseException):
+    """Not an Exception, so that the app's error handlers let it through to fail the test."""
+
+
+@contextmanager
+def writers_gate_held(db: Database) -> Iterator[None]:
+    """Hold the writers' gate (identity.db_sqlite.WriterGate) through a file description of the test's
+    own, as a writer of another process that keeps its transaction open does; fail the test, not hang
+    it, should a request wait for it without bound (the alarm interrupts the wait)."""
+    assert db.gate is not None
+    fd = os.open(db.gate.path, os.O_RDWR)
+
+    def expire(_signum: int, _frame: object) -> None:
+        raise UnboundedWait("a writer still waits on the writers' gate")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(10)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+        os.close(fd)
+
+
+@pytest.mark.sqlite_only("SQLite's writers' gate")
+def test_writes_while_another_holds_the_writers_gate_are_503_after_the_busy_timeout(
+        db: Database, client: FlaskClient, acme: NewOrg, world: World, system: Actor,  # noqa: F811
+        logged: pytest.LogCaptureFixture) -> None:
+    """The gate's wait is bounded by the busy timeout (0.3 s here) as SQLite's is: an admin API write
+    (a session), a usage debit (identity.usage_quick's keyed write) and a SCIM PATCH are each a 503
+    to retry, having written nothing, and go through once the gate is let go of."""
+    scim = scim_for(db, client, system, "Gated", included_seats=10)
+    user = scim.create_user("someone@gated.test", name={"givenName": "Before"})
+    before = counts(db)
+    logged.clear()
+    change = [{"op": "replace", "path": "name.givenName", "value": "After"}]
+    with writers_gate_held(db):
+        started = time.monotonic()
+        team = client.post(f"/api/v1/orgs/{acme.org.slug}/teams", headers=world.owner, json={"name": "Gated"})
+        debit = use(client, world, 1, "gated-1")
+        patched = scim.patch(f"/Users/{user['id']}", change)
+        waited = time.monotonic() - started
+    assert_problem_503(team)
+    assert_problem_503(debit)
+    assert_scim_503(patched)
+    assert 0.9 <= waited < 5  # three writers, each failed after the busy timeout
+    assert len(warnings_of(logged)) == 3 and "sqlite database is locked" in warnings_of(logged)[0].getMessage()
+    assert counts(db) == before and given_name(db, user["id"]) == "Before"
+    assert client.post(f"/api/v1/orgs/{acme.org.slug}/teams", headers=world.owner,
+                       json={"name": "Gated"}).status_code == 201
+    assert use(client, world, 1, "gated-1").status_code in (200, 429)
+    assert scim.patch(f"/Users/{user['id']}", change).status_code == 200
+    assert given_name(db, user["id"]) == "After"
 
 
 @pytest.mark.sqlite_only("SQLite's one write lock")
