@@ -9,33 +9,28 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, Table, bindparam, event, exists, select, update
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy import ColumnElement, Select, Table, bindparam, exists, select, update
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from identity.models import ApiKey, RoleGrant, User
+from identity.transaction_sets import TransactionSet
 from identity.vocabulary import KeyStatus, KeyStatusReason
 
 # The ids of the keys this session's transaction revoked, blocked or rotated (ended, or ending at the
 # rotation's grace): identity.sessions.confirm_role lets a key's own write go on after it ended that key
 # itself, and no other. Every change that ends a key tells `ended`; forgotten when the transaction ends.
-ENDED_KEYS = "identity.ended_keys"
+_ENDED_KEYS = TransactionSet("identity.ended_keys")
 
 
 def ended(session: Session, key_ids: Iterable[str]) -> None:
     """Record that this transaction ends the keys of these ids (revoked, blocked, rotated)."""
-    session.info.setdefault(ENDED_KEYS, set()).update(key_ids)
+    _ENDED_KEYS.add(session, key_ids)
 
 
 def ended_keys(session: Session) -> frozenset[str]:
     """The ids of the keys this transaction ended (`ended`)."""
-    return frozenset(session.info.get(ENDED_KEYS, ()))
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _forget_ended_keys(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.parent is None:  # the outermost transaction
-        session.info.pop(ENDED_KEYS, None)
+    return _ENDED_KEYS.of(session)
 
 
 def _set_status(session: Session, user: User, where_status: KeyStatus, where_reason: KeyStatusReason | None,

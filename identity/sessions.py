@@ -13,8 +13,8 @@ import secrets
 from dataclasses import dataclass
 from typing import cast
 
-from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, event, insert, select
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, insert, select
+from sqlalchemy.orm import Session
 
 from audit import Actor, clock
 from identity.errors import PermissionDenied, Unauthenticated
@@ -24,6 +24,7 @@ from identity.key_revocation import ended_keys
 from identity.models import ApiKey, Org, RoleGrant, SsoSession, Team, User
 from identity.names import name_key
 from identity.roles import RANK, capped, highest
+from identity.transaction_sets import TransactionSet
 from identity.vocabulary import KeyStatus, Role, SessionMethod
 
 # Writing last-seen time on every request would make every /me a write; a minute is precise enough.
@@ -251,23 +252,17 @@ def _live(status: str, expires_at: dt.datetime | None) -> bool:
 # The ids of the members whose sessions this session's transaction ended (a deactivation, a deletion):
 # confirm_role lets a session's own write go on after it ended its caller's sessions itself, and no
 # other. Recorded by `sessions_ended`; forgotten when the transaction ends.
-_ENDED_MEMBERS = "identity.ended_members"
+_ENDED_MEMBERS = TransactionSet("identity.ended_members")
 
 
 def sessions_ended(session: Session, user_id: str) -> None:
     """Record that this transaction ends every session of the member (END_USER_SESSIONS, end_user_sessions)."""
-    session.info.setdefault(_ENDED_MEMBERS, set()).add(user_id)
+    _ENDED_MEMBERS.add(session, (user_id,))
 
 
 def ended_members(session: Session) -> frozenset[str]:
     """The ids of the members whose sessions this transaction ended (`sessions_ended`)."""
-    return frozenset(session.info.get(_ENDED_MEMBERS, ()))
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _forget_ended_members(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.parent is None:  # the outermost transaction
-        session.info.pop(_ENDED_MEMBERS, None)
+    return _ENDED_MEMBERS.of(session)
 
 
 def _default_team(session: Session, user_id: str) -> str | None:

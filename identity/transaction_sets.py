@@ -1,0 +1,32 @@
+"""Sets of ids a session's transaction records about itself (the keys it ended, the members whose
+sessions it ended), kept in `session.info` and forgotten when its outermost transaction ends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session, SessionTransaction
+
+_NAMES: list[str] = []
+
+
+class TransactionSet:
+    """One named set of ids per transaction: `add` during it, `of` to read it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        _NAMES.append(name)
+
+    def add(self, session: Session, ids: Iterable[str]) -> None:
+        session.info.setdefault(self.name, set()).update(ids)
+
+    def of(self, session: Session) -> frozenset[str]:
+        return frozenset(session.info.get(self.name, ()))
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # the outermost transaction
+        for name in _NAMES:
+            session.info.pop(name, None)
