@@ -25,6 +25,15 @@ def provision(db: Database, actor: Actor, org_id: str, user_name: str, **kwargs:
         return users.provision_user(session, actor, org_id, user_name=user_name, **kwargs)
 
 
+def admin_and_member(db: Database, system: Actor, org_id: str) -> tuple[User, User]:
+    """Ann, made an admin by hand, and Dev, a member: the two of the confirm_role races."""
+    ann = provision(db, system, org_id, "ann@acme.test")
+    dev = provision(db, system, org_id, "dev@acme.test")
+    with db.transaction() as session:
+        users.change_role(session, system, org_id, ann.id, "admin")
+    return ann, dev
+
+
 def actions(db: Database, org_id: str) -> list[str]:
     """Return the org's audit actions in chain order."""
     with db.reading() as session:

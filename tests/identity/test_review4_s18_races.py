@@ -25,7 +25,7 @@ from identity.names import name_key
 from identity.orgs import NewOrg
 from identity.service import run
 from identity.vocabulary import Role
-from tests.factories import in_thread, provision, wait_for_a_lock_wait
+from tests.factories import admin_and_member, in_thread, wait_for_a_lock_wait
 from tests.saml.conftest import Sso, idp, idp_keys, sso  # noqa: F401 - the SAML fixtures, for the sign-in races
 from tests.saml.idp import post_form
 
@@ -96,10 +96,7 @@ def test_an_admins_write_that_waited_for_the_admins_promotion_is_not_refused(
     refuses (PermissionDenied, 403 "your role in this org changed"). An owner may do all an admin may:
     the write was allowed before and after the change, and either serial order deactivates Dev. The
     check should refuse only a role that no longer allows the write (the code before did not refuse)."""
-    ann = provision(db, system, acme.org.id, "ann@acme.test")
-    dev = provision(db, system, acme.org.id, "dev@acme.test")
-    with db.transaction() as session:
-        users.change_role(session, system, acme.org.id, ann.id, "admin")
+    ann, dev = admin_and_member(db, system, acme.org.id)
     as_ann = Actor("user", ann.id, ann.user_name, org_id=acme.org.id, role=Role.ADMIN)
     errors: list[BaseException] = []
     try:

@@ -22,7 +22,7 @@ from identity.models import ApiKey, User
 from identity.orgs import NewOrg
 from identity.service import run
 from identity.vocabulary import KeyStatus, Role
-from tests.factories import admins_group, behind, provision
+from tests.factories import admin_and_member, admins_group, behind, provision
 from tests.statements import audit_at_commit, statements
 
 RACE = pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
@@ -76,10 +76,7 @@ def test_a_keys_write_that_waited_for_its_holders_demotion_is_refused(
     """Ann, an admin, deactivates Dev with her admin key. The owner meanwhile makes Ann a member
     (users.change_role, holding the org's lock). The key's write waits for the org's lock and then
     wrote with the admin role the demotion took away: nothing confirmed a key's role."""
-    ann = provision(db, system, acme.org.id, "ann@acme.test")
-    dev = provision(db, system, acme.org.id, "dev@acme.test")
-    with db.transaction() as session:
-        users.change_role(session, system, acme.org.id, ann.id, "admin")
+    ann, dev = admin_and_member(db, system, acme.org.id)
     as_key = _key_actor(db, system, acme, ann.id)
     errors: list[BaseException] = []
     behind(db, lambda session: users.change_role(session, system, acme.org.id, ann.id, "member"),
@@ -94,10 +91,7 @@ def test_a_keys_write_that_waited_for_its_holders_deactivation_is_refused(
         db: Database, system: Actor, acme: NewOrg) -> None:
     """Ann, an admin, deactivates Dev with her admin key; the owner meanwhile deactivates Ann (her keys
     blocked, holding the org's lock). The key's write waited for it and wrote all the same."""
-    ann = provision(db, system, acme.org.id, "ann@acme.test")
-    dev = provision(db, system, acme.org.id, "dev@acme.test")
-    with db.transaction() as session:
-        users.change_role(session, system, acme.org.id, ann.id, "admin")
+    ann, dev = admin_and_member(db, system, acme.org.id)
     as_key = _key_actor(db, system, acme, ann.id)
     errors: list[BaseException] = []
     behind(db, lambda session: users.deactivate_user(session, system, acme.org.id, ann.id),
@@ -114,10 +108,8 @@ def test_a_keys_write_that_waited_for_the_idp_revoking_the_key_is_refused(
     it she deactivates Dev: the org's lock (the key live then), then Dev's row. The IdP meanwhile
     PATCHes Eng: Ann out (her key for Eng revoked: she left the team), Dev in (Dev's row share-locked
     first). The deactivation waits for Dev's row and then wrote with the revoked key."""
-    ann = provision(db, system, acme.org.id, "ann@acme.test")
-    dev = provision(db, system, acme.org.id, "dev@acme.test")
+    ann, dev = admin_and_member(db, system, acme.org.id)
     with db.transaction() as session:
-        users.change_role(session, system, acme.org.id, ann.id, "admin")
         eng = teams.create_team(session, system, acme.org.id, "Eng", creator=False).id
         group = groups.create_group(session, system, acme.org.id, display_name="Eng", external_id="00gEng")
         mappings.create_mapping(session, system, acme.org.id, group_external_id="00gEng", team_id=eng)
@@ -196,10 +188,7 @@ def test_a_write_is_confirmed_under_the_org_lock_and_at_its_end_in_one_statement
     key with its holder's (one join each), read right after the org's lock and again before the audit chain at commit.
     Against session 19: one statement more for a session's write that takes the org's lock (none for
     one that does not), two for a key's (one for one that does not)."""
-    ann = provision(db, system, acme.org.id, "ann@acme.test")
-    dev = provision(db, system, acme.org.id, "dev@acme.test")
-    with db.transaction() as session:
-        users.change_role(session, system, acme.org.id, ann.id, "admin")
+    ann, dev = admin_and_member(db, system, acme.org.id)
     actor = Actor("user", ann.id, ann.user_name, org_id=acme.org.id, role=Role.ADMIN) if through == "session" \
         else _key_actor(db, system, acme, ann.id)
     read = "SELECT users" if through == "session" else "SELECT api_keys"

@@ -17,7 +17,7 @@ from identity.service import run
 from identity.vocabulary import KeyStatus, Role
 from identity.wallet_locks import lock_wallet
 from identity.wallet_models import SpendLimit
-from tests.factories import admins_group, behind, provision
+from tests.factories import admin_and_member, admins_group, behind, provision
 
 RACE = pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
 
@@ -53,10 +53,7 @@ def test_a_sessions_write_that_waited_for_its_callers_deactivation_is_refused(
     confirm_role reads her grants, which a deactivation leaves as they were: the write goes through,
     made by a deactivated member whose session no longer exists. The same write with her key is
     refused (401: the key blocked, test_review_s20_confirm), a session's is not."""
-    ann = provision(db, system, acme.org.id, "ann@acme.test")
-    dev = provision(db, system, acme.org.id, "dev@acme.test")
-    with db.transaction() as session:
-        users.change_role(session, system, acme.org.id, ann.id, "admin")
+    ann, dev = admin_and_member(db, system, acme.org.id)
     as_ann = Actor("user", ann.id, ann.user_name, org_id=acme.org.id, role=Role.ADMIN)
     errors: list[BaseException] = []
     behind(db, lambda session: users.deactivate_user(session, system, acme.org.id, ann.id),
