@@ -6,7 +6,8 @@ but Flask and the database work, served exactly like the service.
 A plain `Flask(__name__)`, like benchmarks/ceiling_app.py: none of the service's request ids,
 request logs, error handlers, session cookie or rate limit. Each worker thread keeps one DBAPI
 connection for good (no pool checkout), opened through `identity.db.Database` so that it has the
-service's connection settings (on SQLite: WAL, `synchronous=NORMAL`, the background checkpointer).
+service's connection settings (on SQLite: WAL, `synchronous=NORMAL`, the background checkpointer)
+and, on SQLite, with the service's writers' gate taken before each write (raw_sql.Raw).
 The database work is benchmarks/raw_sql.py's hand-written SQL:
 
 - `GET /bare/Users?filter=userName eq "..."`: the token's row by prefix and its hash compared in
@@ -60,7 +61,8 @@ def _now() -> dt.datetime:
 def _raw() -> Raw:
     raw: Raw | None = getattr(_local, "raw", None)
     if raw is None:
-        raw = _local.raw = Raw(_db.engine.raw_connection().driver_connection, _db.dialect)
+        pooled = _db.engine.raw_connection()  # kept for good: the pool never takes it back
+        raw = _local.raw = Raw(pooled.driver_connection, _db.dialect, _db.gate, pooled.info)
     return raw
 
 

@@ -20,6 +20,7 @@ from flask import Response
 
 from audit.log import event_hash
 from identity import tokens
+from identity.db_sqlite import WriterGate
 from identity.names import name_key
 from scim import discovery, resources
 
@@ -135,28 +136,39 @@ def when(value: Any) -> dt.datetime:
 
 class Raw:
     """Hand-written SQL on one DBAPI connection (autocommit off on PostgreSQL; on SQLite the
-    service's connections run in autocommit and take BEGIN from us)."""
+    service's connections run in autocommit and take BEGIN from us).
 
-    def __init__(self, connection: Any, dialect: str) -> None:
+    `gate`, on SQLite, is the database's writers' gate (identity.db_sqlite.WriterGate) and `info` the
+    pooled connection's info it is held through: a write then queues on the gate before BEGIN
+    IMMEDIATE and lets go after its COMMIT or ROLLBACK, as the service's writes do, so that a floor
+    and the service it bounds wait for each other's writers the same way."""
+
+    def __init__(self, connection: Any, dialect: str, gate: WriterGate | None = None,
+                 info: dict[Any, Any] | None = None) -> None:
         self.connection, self.sqlite = connection, dialect == "sqlite"
         self.cursor = connection.cursor()
+        self.gate, self.info = gate, info if info is not None else {}
 
     def sql(self, statement: str) -> str:
         return statement if self.sqlite else statement.replace("?", "%s")
 
     def begin(self, write: bool = False) -> None:
         if self.sqlite:
+            if write and self.gate is not None:
+                self.gate.enter(self.info)
             self.cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
 
     def commit(self) -> None:
         if self.sqlite:
             self.cursor.execute("COMMIT")
+            WriterGate.leave(self.info)
         else:
             self.connection.commit()
 
     def rollback(self) -> None:
         if self.sqlite:
             self.cursor.execute("ROLLBACK")
+            WriterGate.leave(self.info)
         else:
             self.connection.rollback()
 
