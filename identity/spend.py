@@ -249,6 +249,29 @@ def ledger(session: Session, actor: Actor, org_id: str, team_id: str, *, limit: 
     return list(session.scalars(stmt.order_by(WalletEntry.id.desc()).limit(limit)))
 
 
+def with_limits(session: Session, actor: Actor, org_id: str, team_id: str, rows: list[dict[str, Any]], *,
+                by: str) -> list[dict[str, Any]]:
+    """Give each of `spend`'s rows `by` key or member its period limit (`limit_micros`, None for none),
+    and add a row of no spend for each limited key or member without usage this period (the team's
+    first SPEND_PAGE limits): a limit set before the period's first call, or kept from a past period,
+    is then still shown, and can be changed or removed where it is shown. One read of the limits."""
+    authorize(actor, "usage.read", org_id=org_id)
+    get_team(session, org_id, team_id)
+    name = "key_id" if by == "key" else "user_id"
+    shown = [row[name] for row in rows if row[name]]
+    kind = SpendLimit.subject_type == by
+    limits = {row.subject_id: row.limit_micros for row in session.scalars(
+        select(SpendLimit).where(SpendLimit.team_id == team_id, SpendLimit.org_id == org_id, kind,
+                                 SpendLimit.subject_id.in_(shown)))}
+    unused = [row for row in session.scalars(within(select(SpendLimit).where(
+        SpendLimit.team_id == team_id, SpendLimit.org_id == org_id, kind, SpendLimit.subject_id.not_in(shown)),
+        SpendLimit.created_at, SpendLimit.id, Window(SPEND_PAGE)))][:SPEND_PAGE]
+    added = _named(session, [{name: row.subject_id, "spend_micros": 0, "cost_micros": 0, "requests": 0}
+                             for row in unused], by)
+    limits.update({row.subject_id: row.limit_micros for row in unused})
+    return [{**row, "limit_micros": limits.get(row[name] or "")} for row in rows + added]
+
+
 def subject_limits(session: Session, actor: Actor, org_id: str, team_id: str,
                    window: Window | None = None) -> list[SpendLimit]:
     """Return the per-key and per-member limits of the team, oldest first: those of `window` and one

@@ -1,5 +1,6 @@
 """Console page: a team's wallet (DESIGN.md 3.8, 9): balance, "+ Top up", spend this period and the
-limit, spend per key and per member; and a member's keys' spend. The teams list shows each team's
+limit, the discount, the auto top-up and its newest requests, spend and limit per key and per member,
+the ledger in pages (newest first); and a member's keys' spend. The teams list shows each team's
 wallet in its slot (templates/console/team_wallet.html), from the wallets its page read at once
 (identity.wallet_list, in identity/web/console/teams.py).
 
@@ -11,16 +12,23 @@ person (identity.wallets, identity.wallet_controls), which decides who may do it
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from flask import Blueprint, g
+from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
-from identity import spend, wallet_controls, wallets
+from identity import spend, topups, wallet_controls, wallets
 from identity.errors import DomainError, InvalidValue
+from identity.paging import Window
 from identity.web.console.common import (
     console_page,
     field,
     form_errors,
+    may,
+    page_link,
+    page_position,
+    placed,
     reading,
     redirect_with_notice,
     render,
@@ -31,6 +39,10 @@ from identity.web.console.common import (
 bp = Blueprint("console_wallet", __name__, url_prefix="/console")
 MONEY = re.compile(r"\$?\s*([0-9]{1,10})(?:\.([0-9]{1,2}))?")
 MICROS_PER_DOLLAR = 100 * wallets.MICROS_PER_CENT
+WHOLE = re.compile(r"-?[0-9]{1,6}")
+LEDGER_PAGE = 25  # ledger entries per page, newest first; each page links to the next older one
+REQUESTS_SHOWN = 5  # the auto top-up's newest requests (GET .../wallet/topup-requests pages them all)
+SUBJECTS = {"key": wallet_controls.KEY, "member": wallet_controls.MEMBER}
 
 
 def micros_of(text: str, name: str) -> int:
@@ -54,16 +66,51 @@ def micros_as_dollars(micros: int | None) -> str:
     return f"{sign}${whole:,}.{fraction}"
 
 
+@bp.app_template_filter("micros_as_field")
+def micros_as_field(micros: int | None) -> str:
+    """An amount as its form field shows it, to be typed back as it is: "1234.50", "" for none."""
+    return "" if micros is None else micros_as_dollars(micros).lstrip("-$").replace(",", "")
+
+
+def _optional_micros(name: str) -> int | None:
+    """The amount typed in field `name`, or None when it was left blank (no limit)."""
+    text = field(name)
+    return micros_of(text, name) if text else None
+
+
+def _ledger_before() -> int | None:
+    """The entry id the ledger's page ends before (`?ledger_before=`), None for the newest page."""
+    text = page_position("ledger_before")["ledger_before"]
+    return int(text) if text.isdigit() else None
+
+
+def _billing(session: Session, team_id: str) -> dict[str, Any]:
+    """The ledger's page and the auto top-up's newest requests, for those who read billing (the
+    services' own rule: identity.spend.ledger, identity.topups.list_requests); none for the others."""
+    if not may("billing.read"):
+        return {"ledger": None, "requests": None, "ledger_next": None}
+    rows = spend.ledger(session, g.actor, g.caller.org_id, team_id, limit=LEDGER_PAGE + 1, before=_ledger_before())
+    requests = topups.list_requests(session, g.actor, g.caller.org_id, team_id, Window(REQUESTS_SHOWN))
+    return {"ledger": rows[:LEDGER_PAGE], "requests": requests[:REQUESTS_SHOWN],
+            "ledger_next": rows[LEDGER_PAGE - 1].id if len(rows) > LEDGER_PAGE else None}
 
 
 def _page(team_id: str, *, status: int = 200, errors: dict[str, str] | None = None) -> Response:
+    org_id = g.caller.org_id
     with reading() as session:
-        found = spend.get_wallet(session, g.actor, g.caller.org_id, team_id)
-        by_key = spend.spend(session, g.actor, g.caller.org_id, team_id, by="key")
-        by_member = spend.spend(session, g.actor, g.caller.org_id, team_id, by="member")
-        may_top_up = wallets.may_top_up(session, g.actor, g.caller.org_id)
+        found = spend.get_wallet(session, g.actor, org_id, team_id)
+        by_key, by_member = (spend.with_limits(session, g.actor, org_id, team_id,
+                                               spend.spend(session, g.actor, org_id, team_id, by=by), by=by)
+                             for by in ("key", "member"))
+        may_top_up = wallets.may_top_up(session, g.actor, org_id)
+        billing = _billing(session, team_id)
+    errors = placed(errors, {"key-limit-": [row["key_id"] for row in by_key],
+                             "member-limit-": [row["user_id"] for row in by_member if row["user_id"]]})
+    path = f"/console/teams/{team_id}/wallet"
     return render("console/wallet.html", status=status, errors=errors, title="Wallet", nav="teams", wallet=found,
-                  by_key=by_key, by_member=by_member, may_top_up=may_top_up, spend_page=spend.SPEND_PAGE)
+                  by_key=by_key, by_member=by_member, may_top_up=may_top_up, spend_page=spend.SPEND_PAGE,
+                  path=path, ledger_older=page_link(path, {}, ledger_before=str(billing["ledger_next"] or "")),
+                  paged=_ledger_before() is not None, **billing)
 
 
 @bp.get("/teams/<team_id>/wallet")
@@ -98,6 +145,66 @@ def set_limit(team_id: str) -> Response:
         return _page(team_id, status=status_of(error), errors=form_errors(error, "limit"))
     notice = f"Spending limit set to {micros_as_dollars(limit)}." if limit is not None else "Spending limit removed."
     return redirect_with_notice(f"/console/teams/{team_id}/wallet", notice)
+
+
+@bp.post("/teams/<team_id>/wallet/discount")
+@console_page
+def set_discount(team_id: str) -> Response:
+    """Set the team's discount on usage, a whole percent (identity.wallets.percent: 0 to 100)."""
+    text = field("discount")
+    try:
+        if not WHOLE.fullmatch(text):
+            raise InvalidValue("type a whole number from 0 to 100", field="discount")
+        submit(wallet_controls.configure_wallet, g.caller.org_id, team_id, discount_percent=int(text))
+    except DomainError as error:
+        return _page(team_id, status=status_of(error), errors=form_errors(error, "discount"))
+    return redirect_with_notice(f"/console/teams/{team_id}/wallet", f"Discount set to {int(text)}%.")
+
+
+AUTO_FIELDS = {"auto_topup.threshold_micros": "threshold", "auto_topup.amount_micros": "auto_amount"}
+
+
+def _auto_topup() -> dict[str, int] | None:
+    """The auto top-up typed: both amounts, or None when both are blank (off); one alone is refused."""
+    threshold, top = _optional_micros("threshold"), _optional_micros("auto_amount")
+    if threshold is None and top is None:
+        return None
+    if threshold is None or top is None:
+        raise InvalidValue("type both amounts, or leave both blank to turn auto top-up off",
+                           field="threshold" if threshold is None else "auto_amount")
+    return {"threshold_micros": threshold, "amount_micros": top}
+
+
+@bp.post("/teams/<team_id>/wallet/auto-top-up")
+@console_page
+def set_auto_topup(team_id: str) -> Response:
+    """Set the team's auto top-up (below the threshold, ask the payment hook for the amount), or turn it off."""
+    try:
+        auto = _auto_topup()
+        submit(wallet_controls.configure_wallet, g.caller.org_id, team_id, auto_topup=auto)
+    except DomainError as error:
+        named = error.context.get("field")
+        return _page(team_id, status=status_of(error), errors=form_errors(
+            error, AUTO_FIELDS.get(named, named) if isinstance(named, str) else None))
+    notice = "Auto top-up turned off." if auto is None else (
+        f"Auto top-up: below {micros_as_dollars(auto['threshold_micros'])}, "
+        f"charge {micros_as_dollars(auto['amount_micros'])}.")
+    return redirect_with_notice(f"/console/teams/{team_id}/wallet", notice)
+
+
+@bp.post("/teams/<team_id>/wallet/limits/<any(key, member):subject>/<subject_id>")
+@console_page
+def set_subject_limit(team_id: str, subject: str, subject_id: str) -> Response:
+    """Set one key's or member's spending limit in the team for each period (blank: no limit)."""
+    slot = f"{subject}-limit-{subject_id}"
+    try:
+        limit = micros_of(field("subject_limit"), slot) if field("subject_limit") else None
+        submit(wallet_controls.set_subject_limit, g.caller.org_id, team_id, SUBJECTS[subject], subject_id, limit)
+    except DomainError as error:
+        return _page(team_id, status=status_of(error), errors=form_errors(error, slot))
+    notice = f"The {subject}'s limit set to {micros_as_dollars(limit)}." if limit is not None else \
+        f"The {subject}'s limit removed."
+    return redirect_with_notice(f"/console/teams/{team_id}/wallet#{slot}", notice)
 
 
 @bp.get("/members/<user_id>/spend")
