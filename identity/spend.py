@@ -272,6 +272,21 @@ def with_limits(session: Session, actor: Actor, org_id: str, team_id: str, rows:
     return [{**row, "limit_micros": limits.get(row[name] or "")} for row in rows + added]
 
 
+def ledger_names(session: Session, actor: Actor, org_id: str, entries: Sequence[WalletEntry]) -> dict[str, str]:
+    """Name who each of the ledger's `entries` was by (the user or API key that credited it, the key
+    and member whose usage it debits), by id, in two reads: a page of the ledger as the console shows
+    it. A gone member or key keeps its id (the ledger outlives them); a system actor is named as such."""
+    authorize(actor, "billing.read", org_id=org_id)
+    users = {e.actor_id for e in entries if e.actor_type == "user"} | {e.user_id for e in entries if e.user_id}
+    key_ids = {e.actor_id for e in entries if e.actor_type == "api_key"} | {e.key_id for e in entries if e.key_id}
+    names = {user.id: user.user_name for user in session.scalars(
+        select(User).where(User.org_id == org_id, User.id.in_(sorted(users))))} if users else {}
+    if key_ids:
+        names.update({key.id: f"{key.name} ({key.prefix})" for key in session.scalars(
+            select(ApiKey).where(ApiKey.org_id == org_id, ApiKey.id.in_(sorted(key_ids))))})
+    return names
+
+
 def subject_limits(session: Session, actor: Actor, org_id: str, team_id: str,
                    window: Window | None = None) -> list[SpendLimit]:
     """Return the per-key and per-member limits of the team, oldest first: those of `window` and one

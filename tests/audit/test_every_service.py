@@ -562,6 +562,7 @@ READS.update({
                                                                                  w.acme.default_team_id),
     "identity.spend.with_limits": lambda w: lambda s, a: spend.with_limits(s, a, w.org_id, w.acme.default_team_id,
                                                                            [], by="key"),
+    "identity.spend.ledger_names": lambda w: lambda s, a: spend.ledger_names(s, a, w.org_id, []),
     "identity.spend.member_spend": lambda w: lambda s, a: spend.member_spend(s, a, w.org_id, w.acme.owner.id),
     "identity.spend.key_states": lambda w: lambda s, a: spend.key_states(s, a, w.org_id, list(s.scalars(
         select(ApiKey).where(ApiKey.org_id == w.org_id)))),

@@ -16,8 +16,8 @@ from identity.db import Database
 from identity.orgs import NewOrg
 from identity.usage import UsageRecord
 from tests.factories import counts
-from tests.identity.test_console_gaps import add, input_value
 from tests.identity.test_console_forms import sign_in
+from tests.identity.test_console_gaps import add, input_value
 
 SYSTEM = system_actor("tests")
 GATEWAY = Actor(type="system", id="gateway:test", display="gateway test")
@@ -62,6 +62,7 @@ def test_auto_top_up_is_set_refused_next_to_its_field_and_turned_off(client: Fla
         answer = client.post(path, data={"csrf_token": token, **fields})
         page = answer.get_data(as_text=True)
         assert answer.status_code == 400 and f'id="{slot}-error"' in page, fields
+        assert "micros" not in page.split(f'id="{slot}-error">')[1].split("<")[0]
         assert (input_value(page, "threshold"), input_value(page, "auto_amount")) == (
             fields["threshold"], fields["auto_amount"])
     set_ = client.post(path, data={"csrf_token": token, "threshold": "10", "auto_amount": "50"})
@@ -83,7 +84,7 @@ def test_a_pending_top_up_request_is_listed_to_owners_and_admins(client: FlaskCl
     sign_in(client, db, admin)
     page = client.get(_wallet(acme)).get_data(as_text=True)
     assert 'id="topup-requests"' in page and "top-up requested" in page
-    assert "$50.00</td>" in page and '<span class="badge">pending</span>' in page
+    assert "$50.00</td>" in page and '<span class="badge">awaiting payment</span>' in page
 
 
 def test_key_and_member_limits_are_shown_set_refused_below_spend_and_cleared(client: FlaskClient, db: Database,
@@ -95,7 +96,8 @@ def test_key_and_member_limits_are_shown_set_refused_below_spend_and_cleared(cli
         path, slot = f"{_wallet(acme)}/limits/{subject}/{subject_id}", f"{subject}-limit-{subject_id}"
         below = client.post(path, data={"csrf_token": token, "subject_limit": "2"})  # spent $3
         page = below.get_data(as_text=True)
-        assert below.status_code == 400 and f'id="{slot}-error"' in page and "below this period" in page
+        assert below.status_code == 400 and f'id="{slot}-error"' in page
+        assert "below this period&#39;s spend, $3.00" in page  # in dollars, as typed
         assert input_value(page, slot) == "2"
         unreadable = client.post(path, data={"csrf_token": token, "subject_limit": "two"})
         assert unreadable.status_code == 400 and input_value(unreadable.get_data(as_text=True), slot) == "two"
@@ -179,3 +181,16 @@ def test_the_ledger_is_shown_newest_first_in_pages(client: FlaskClient, db: Data
     assert second.count("<td data-label=\"Kind\">top up</td>") == 5
     assert "INV-4<" in second and "INV-0<" in second and "INV-5<" not in second
     assert 'rel="next"' not in second and ">Newest<" in second
+
+
+def test_the_ledger_names_who_moved_the_money(client: FlaskClient, db: Database, acme: NewOrg) -> None:
+    """A top-up names the member who made it, usage its key and the key's member, by name, not by id."""
+    _spent_key(db, acme, 2)
+    token = sign_in(client, db, acme.owner.id)
+    assert client.post(_wallet(acme) + "/top-up", data={"csrf_token": token, "amount": "5",
+                                                        "reference": "INV-5"}).status_code == 303
+    rows = client.get(_wallet(acme)).get_data(as_text=True).split('id="ledger"')[1].split("</tbody>")[0]
+    newest, usage_row, first = rows.split("<tr>")[2:5]
+    assert "INV-5" in newest and '<td data-label="Who">owner@acme.test</td>' in newest
+    assert '<td data-label="Who">laptop (key_' in usage_row and ", owner@acme.test</td>" in usage_row
+    assert "-$2.00" in usage_row and "system <code>system</code>" in first

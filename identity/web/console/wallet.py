@@ -88,11 +88,28 @@ def _billing(session: Session, team_id: str) -> dict[str, Any]:
     """The ledger's page and the auto top-up's newest requests, for those who read billing (the
     services' own rule: identity.spend.ledger, identity.topups.list_requests); none for the others."""
     if not may("billing.read"):
-        return {"ledger": None, "requests": None, "ledger_next": None}
+        return {"ledger": None, "requests": None, "ledger_next": None, "names": {}}
     rows = spend.ledger(session, g.actor, g.caller.org_id, team_id, limit=LEDGER_PAGE + 1, before=_ledger_before())
     requests = topups.list_requests(session, g.actor, g.caller.org_id, team_id, Window(REQUESTS_SHOWN))
     return {"ledger": rows[:LEDGER_PAGE], "requests": requests[:REQUESTS_SHOWN],
-            "ledger_next": rows[LEDGER_PAGE - 1].id if len(rows) > LEDGER_PAGE else None}
+            "ledger_next": rows[LEDGER_PAGE - 1].id if len(rows) > LEDGER_PAGE else None,
+            "names": spend.ledger_names(session, g.actor, g.caller.org_id, rows[:LEDGER_PAGE])}
+
+
+def _errors(error: DomainError, slot: str | None) -> dict[str, str]:
+    """The error for the page (common.form_errors), in dollars where the service counted micro-cents:
+    the admin API's callers type micro-cents, this page's type dollars."""
+    errors = form_errors(error, slot)
+    spent, named = error.context.get("period_spend_micros"), error.context.get("field")
+    if isinstance(spent, int):
+        message = (f"That is below this period's spend, {micros_as_dollars(spent)}: type at least that, "
+                   "or leave it blank for no limit.")
+    elif isinstance(error, InvalidValue) and isinstance(named, str) and named.endswith("_micros"):
+        least = "" if "limit" in named else "above $0.00 and "  # a limit may be $0: "stop now"
+        message = f"Type an amount {least}at most $10,000,000."
+    else:
+        return errors
+    return {name: message for name in errors}
 
 
 def _page(team_id: str, *, status: int = 200, errors: dict[str, str] | None = None) -> Response:
@@ -128,7 +145,7 @@ def top_up(team_id: str) -> Response:
         submit(wallets.top_up, g.caller.org_id, team_id, micros, field("reference"))
     except DomainError as error:
         named = error.context.get("field")
-        return _page(team_id, status=status_of(error), errors=form_errors(
+        return _page(team_id, status=status_of(error), errors=_errors(
             error, "amount" if named in ("amount", "amount_micros") else None))
     return redirect_with_notice(f"/console/teams/{team_id}/wallet", f"Topped up {micros_as_dollars(micros)}.")
 
@@ -142,7 +159,7 @@ def set_limit(team_id: str) -> Response:
         limit = micros_of(text, "limit") if text else None
         submit(wallet_controls.configure_wallet, g.caller.org_id, team_id, spend_limit=limit)
     except DomainError as error:
-        return _page(team_id, status=status_of(error), errors=form_errors(error, "limit"))
+        return _page(team_id, status=status_of(error), errors=_errors(error, "limit"))
     notice = f"Spending limit set to {micros_as_dollars(limit)}." if limit is not None else "Spending limit removed."
     return redirect_with_notice(f"/console/teams/{team_id}/wallet", notice)
 
@@ -184,7 +201,7 @@ def set_auto_topup(team_id: str) -> Response:
         submit(wallet_controls.configure_wallet, g.caller.org_id, team_id, auto_topup=auto)
     except DomainError as error:
         named = error.context.get("field")
-        return _page(team_id, status=status_of(error), errors=form_errors(
+        return _page(team_id, status=status_of(error), errors=_errors(
             error, AUTO_FIELDS.get(named, named) if isinstance(named, str) else None))
     notice = "Auto top-up turned off." if auto is None else (
         f"Auto top-up: below {micros_as_dollars(auto['threshold_micros'])}, "
@@ -201,7 +218,7 @@ def set_subject_limit(team_id: str, subject: str, subject_id: str) -> Response:
         limit = micros_of(field("subject_limit"), slot) if field("subject_limit") else None
         submit(wallet_controls.set_subject_limit, g.caller.org_id, team_id, SUBJECTS[subject], subject_id, limit)
     except DomainError as error:
-        return _page(team_id, status=status_of(error), errors=form_errors(error, slot))
+        return _page(team_id, status=status_of(error), errors=_errors(error, slot))
     notice = f"The {subject}'s limit set to {micros_as_dollars(limit)}." if limit is not None else \
         f"The {subject}'s limit removed."
     return redirect_with_notice(f"/console/teams/{team_id}/wallet#{slot}", notice)
