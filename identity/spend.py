@@ -19,9 +19,10 @@ from sqlalchemy.orm import Session
 from audit import Actor, clock
 from identity.errors import InvalidValue, NotFound
 from identity.lookups import get_team
-from identity.models import ApiKey, Org, Team, User
+from identity.models import ApiKey, Org, RoleGrant, Team, User
 from identity.paging import Window, within
 from identity.roles import authorize
+from identity.vocabulary import KeyStatus
 from identity.wallet_models import SpendLimit, UsageTotal, Wallet, WalletEntry
 from identity.wallet_periods import live_refusal, period_at, refusal_in_force, remaining
 from identity.wallets import USAGE
@@ -254,7 +255,9 @@ def with_limits(session: Session, actor: Actor, org_id: str, team_id: str, rows:
     """Give each of `spend`'s rows `by` key or member its period limit (`limit_micros`, None for none),
     and add a row of no spend for each limited key or member without usage this period (the team's
     first SPEND_PAGE limits): a limit set before the period's first call, or kept from a past period,
-    is then still shown, and can be changed or removed where it is shown. One read of the limits."""
+    is then still shown, and can be changed or removed where it is shown. While the rows are fewer
+    than SPEND_PAGE, the team's other live keys (or members) follow, by id, up to SPEND_PAGE rows in
+    all: a key can be given a limit before it spends (ModelBridge's per-key limits). Four reads."""
     authorize(actor, "usage.read", org_id=org_id)
     get_team(session, org_id, team_id)
     name = "key_id" if by == "key" else "user_id"
@@ -266,10 +269,27 @@ def with_limits(session: Session, actor: Actor, org_id: str, team_id: str, rows:
     unused = [row for row in session.scalars(within(select(SpendLimit).where(
         SpendLimit.team_id == team_id, SpendLimit.org_id == org_id, kind, SpendLimit.subject_id.not_in(shown)),
         SpendLimit.created_at, SpendLimit.id, Window(SPEND_PAGE)))][:SPEND_PAGE]
-    added = _named(session, [{name: row.subject_id, "spend_micros": 0, "cost_micros": 0, "requests": 0}
-                             for row in unused], by)
     limits.update({row.subject_id: row.limit_micros for row in unused})
+    listed = shown + [row.subject_id for row in unused]
+    room = SPEND_PAGE - len(rows) - len(unused)
+    idle = _team_subjects(session, org_id, team_id, by, listed, room) if room > 0 else []
+    added = _named(session, [{name: subject, "spend_micros": 0, "cost_micros": 0, "requests": 0}
+                             for subject in [row.subject_id for row in unused] + idle], by)
     return [{**row, "limit_micros": limits.get(row[name] or "")} for row in rows + added]
+
+
+def _team_subjects(session: Session, org_id: str, team_id: str, by: str, besides: list[str], limit: int) -> list[str]:
+    """The ids of up to `limit` of the team's live keys (active, not rotated) or present members, by id,
+    but those `besides`."""
+    if by == "key":
+        stmt = select(ApiKey.id).where(ApiKey.org_id == org_id, ApiKey.team_id == team_id,
+                                       ApiKey.status == KeyStatus.ACTIVE, ApiKey.rotated_to.is_(None),
+                                       ApiKey.id.not_in(besides)).order_by(ApiKey.id)
+    else:
+        stmt = (select(RoleGrant.user_id).join(User, User.id == RoleGrant.user_id).distinct()
+                .where(RoleGrant.org_id == org_id, RoleGrant.team_id == team_id, User.deleted_at.is_(None),
+                       RoleGrant.user_id.not_in(besides)).order_by(RoleGrant.user_id))
+    return list(session.scalars(stmt.limit(limit)))
 
 
 def ledger_names(session: Session, actor: Actor, org_id: str, entries: Sequence[WalletEntry]) -> dict[str, str]:

@@ -131,12 +131,12 @@ def test_an_owner_sets_discount_auto_top_up_and_a_keys_limit_and_reads_the_ledge
 
     limit = page.get_by_label("Limit in dollars for notebook (blank: no limit)")
     limit.fill("5")  # below the $13.50 spent
-    page.get_by_role("button", name="Save limit for notebook").click()
+    page.get_by_role("button", name="Save the limit of notebook").click()
     expect(page.locator(f"#key-limit-{key_id}-error")).to_contain_text("below this period's spend")
     expect(limit).to_have_value("5")
     check_page(page, "wallet-bad-key-limit")
     limit.fill("30")
-    page.get_by_role("button", name="Save limit for notebook").click()
+    page.get_by_role("button", name="Save the limit of notebook").click()
     expect(page.get_by_role("status")).to_have_text("The key's limit set to $30.00.")
     expect(limit).to_have_value("30.00")
 

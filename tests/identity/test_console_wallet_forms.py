@@ -194,3 +194,21 @@ def test_the_ledger_names_who_moved_the_money(client: FlaskClient, db: Database,
     assert "INV-5" in newest and '<td data-label="Who">owner@acme.test</td>' in newest
     assert '<td data-label="Who">laptop (key_' in usage_row and ", owner@acme.test</td>" in usage_row
     assert "-$2.00" in usage_row and "system <code>system</code>" in first
+
+
+def test_a_key_or_member_without_usage_can_be_given_a_limit_before_it_spends(client: FlaskClient, db: Database,
+                                                                             acme: NewOrg) -> None:
+    """The team's live keys and its members follow the rows with usage, each with its limit form; a
+    revoked key does not (no limit could hold it)."""
+    with db.transaction() as session:
+        idle, gone = (keys.create_api_key(session, SYSTEM, acme.org.id, user_id=acme.owner.id,
+                                          team_id=acme.default_team_id, name=name, scopes=["inference"]).id
+                      for name in ("idle", "gone"))
+        keys.revoke_api_key(session, SYSTEM, acme.org.id, gone)
+    token = sign_in(client, db, acme.owner.id)
+    page = client.get(_wallet(acme)).get_data(as_text=True)
+    assert input_value(page, f"key-limit-{idle}") == "" and f"key-limit-{gone}" not in page
+    assert input_value(page, f"member-limit-{acme.owner.id}") == ""
+    path = f"{_wallet(acme)}/limits/key/{idle}"
+    assert client.post(path, data={"csrf_token": token, "subject_limit": "0"}).status_code == 303  # stop it now
+    assert input_value(client.get(_wallet(acme)).get_data(as_text=True), f"key-limit-{idle}") == "0.00"

@@ -116,8 +116,8 @@ def _page(team_id: str, *, status: int = 200, errors: dict[str, str] | None = No
     org_id = g.caller.org_id
     with reading() as session:
         found = spend.get_wallet(session, g.actor, org_id, team_id)
-        by_key, by_member = (spend.with_limits(session, g.actor, org_id, team_id,
-                                               spend.spend(session, g.actor, org_id, team_id, by=by), by=by)
+        spent = {by: spend.spend(session, g.actor, org_id, team_id, by=by) for by in ("key", "member")}
+        by_key, by_member = (spend.with_limits(session, g.actor, org_id, team_id, spent[by], by=by)
                              for by in ("key", "member"))
         may_top_up = wallets.may_top_up(session, g.actor, org_id)
         billing = _billing(session, team_id)
@@ -125,7 +125,8 @@ def _page(team_id: str, *, status: int = 200, errors: dict[str, str] | None = No
                              "member-limit-": [row["user_id"] for row in by_member if row["user_id"]]})
     path = f"/console/teams/{team_id}/wallet"
     return render("console/wallet.html", status=status, errors=errors, title="Wallet", nav="teams", wallet=found,
-                  by_key=by_key, by_member=by_member, may_top_up=may_top_up, spend_page=spend.SPEND_PAGE,
+                  by_key=by_key, by_member=by_member, may_top_up=may_top_up,
+                  full={by: len(rows) >= spend.SPEND_PAGE for by, rows in spent.items()}, spend_page=spend.SPEND_PAGE,
                   path=path, ledger_older=page_link(path, {}, ledger_before=str(billing["ledger_next"] or "")),
                   paged=_ledger_before() is not None, **billing)
 
