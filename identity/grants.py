@@ -6,12 +6,32 @@ alike; nothing else ranks a member's grants.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from identity.models import RoleGrant, User
 from identity.roles import RANK, ROLES, highest
+from identity.transaction_sets import TransactionSet
 from identity.vocabulary import Role
+
+# The ids of the org-wide grants this session's transaction took away (deleted): identity.sessions.
+# confirm_role counts a grant of its caller gone since the org's lock only when its own write took it,
+# never one that a change it waited for took (an IdP's removal from a group, an add replacing a
+# provisioned default). Every statement that deletes org-wide grants tells `record_taken`, from its RETURNING
+# or the ids it deleted by; forgotten when the transaction ends.
+_TAKEN: TransactionSet[int] = TransactionSet("identity.grants_taken")
+
+
+def record_taken(session: Session, grant_ids: Iterable[int]) -> None:
+    """Record that this transaction deleted the grants of these ids."""
+    _TAKEN.add(session, grant_ids)
+
+
+def taken_grants(session: Session) -> frozenset[int]:
+    """The ids of the grants this transaction deleted (`record_taken`)."""
+    return _TAKEN.of(session)
 
 
 def org_role(session: Session, user_id: str) -> Role | None:

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, aliased
 
 from audit import clock
 from identity import key_revocation
+from identity.grants import record_taken
 from identity.lookups import default_team_id
 from identity.models import Org, RoleGrant, User
 from identity.vocabulary import GrantSource, Role
@@ -96,9 +97,10 @@ def _settle(session: Session, org_id: str, users: list[str] | Select[Any], defau
 
     by_group = and_(other.source.in_(IDP_SOURCES), other.source_ref != "")
     provisioned = and_(RoleGrant.user_id.in_(users), RoleGrant.source.in_(IDP_SOURCES), RoleGrant.source_ref == "")
-    session.execute(delete(RoleGrant).where(
+    record_taken(session, session.scalars(delete(RoleGrant).where(
         provisioned, RoleGrant.team_id.is_(None),
-        held(RoleGrant.user_id, other.team_id.is_(None), by_group)).execution_options(synchronize_session=False))
+        held(RoleGrant.user_id, other.team_id.is_(None), by_group)).returning(RoleGrant.id)
+        .execution_options(synchronize_session=False)))
     session.execute(delete(RoleGrant).where(
         provisioned, RoleGrant.team_id == team_id,
         held(RoleGrant.user_id, other.team_id.is_not(None), by_group)).execution_options(synchronize_session=False))

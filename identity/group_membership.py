@@ -19,6 +19,7 @@ from audit import Actor, clock, record
 from identity import owners, teams
 from identity.actions import Action
 from identity.errors import InvalidValue, NotFound
+from identity.grants import record_taken
 from identity.group_defaults import defaults_of, settle_defaults
 from identity.group_locks import lock_group
 from identity.group_rules import pin_rule
@@ -181,6 +182,7 @@ def remove_members(session: Session, actor: Actor, org_id: str, group_id: str, u
             RoleGrant.user_id.in_(taken))) if row.source_ref == group.id] if taken else []
         if grants:
             session.execute(delete(RoleGrant).where(RoleGrant.id.in_([row.id for row in grants])))
+            record_taken(session, (row.id for row in grants))
         left_team.update(row.user_id for row in grants if row.team_id is not None)
         gone += sorted(taken)
     if gone:

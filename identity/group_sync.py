@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from audit import Actor, clock, record
 from identity import group_membership, owners, seats
 from identity.actions import Action
+from identity.grants import record_taken
 from identity.group_defaults import defaults_of, settle_defaults
 from identity.group_locks import LOCKED_GROUPS
 from identity.lookups import group_target
@@ -44,7 +45,8 @@ def rederive_unruled_groups(session: Session, actor: Actor, org_id: str) -> int:
                                    .order_by(IdpGroup.id).with_for_update(key_share=True)))
     session.info.setdefault(LOCKED_GROUPS, set()).update(group.id for group in unruled)
     owners_before = owners.owners_team_roles(session, actor, org_id)
-    session.execute(delete(RoleGrant).where(RoleGrant.source_ref.in_(_unruled(org_id))))
+    record_taken(session, session.scalars(delete(RoleGrant).where(RoleGrant.source_ref.in_(_unruled(org_id)))
+                                   .returning(RoleGrant.id)))
     mirror = org.group_sync == "mirror"
     populated = set(session.scalars(select(IdpGroupMember.group_id).where(
         IdpGroupMember.group_id.in_(_unruled(org_id))).distinct()))

@@ -20,6 +20,7 @@ from audit import Actor, clock, record
 from identity import owners, seats, teams
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound
+from identity.grants import record_taken
 from identity.group_locks import lock_group, locked_groups
 from identity.group_membership import add_members, lock_live, lock_members, remove_members, replace_members
 from identity.group_rules import governing_rule, pin_rule
@@ -211,12 +212,16 @@ def reapply(session: Session, actor: Actor, group: IdpGroup) -> None:
     pin_rule(session, group)  # a group without members too: those added later get what the rule gives
     sources: dict[str, GrantSource] = {}
     left_team: set[str] = set()  # whose team grant from the group goes here: the Default team may come back
-    for user_id, source, team_id in session.execute(
-            select(RoleGrant.user_id, RoleGrant.source, RoleGrant.team_id).where(RoleGrant.source_ref == group.id)):
+    ids: list[int] = []
+    for grant_id, user_id, source, team_id in session.execute(select(
+            RoleGrant.id, RoleGrant.user_id, RoleGrant.source, RoleGrant.team_id).where(
+            RoleGrant.source_ref == group.id)):
+        ids.append(grant_id)
         sources[user_id] = source
         if team_id is not None:
             left_team.add(user_id)
     session.execute(delete(RoleGrant).where(RoleGrant.source_ref == group.id))
+    record_taken(session, ids)  # those read under the group's lock: no other change adds or takes one meanwhile
     by_source: dict[GrantSource, list[str]] = {}
     for user_id in members:
         by_source.setdefault(sources.get(user_id, GrantSource.SCIM), []).append(user_id)

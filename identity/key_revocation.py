@@ -20,7 +20,7 @@ from identity.vocabulary import KeyStatus, KeyStatusReason
 # The ids of the keys this session's transaction revoked, blocked or rotated (ended, or ending at the
 # rotation's grace): identity.sessions.confirm_role lets a key's own write go on after it ended that key
 # itself, and no other. Every change that ends a key tells `ended`; forgotten when the transaction ends.
-_ENDED_KEYS = TransactionSet("identity.ended_keys")
+_ENDED_KEYS: TransactionSet[str] = TransactionSet("identity.ended_keys")
 
 
 def ended(session: Session, key_ids: Iterable[str]) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from sqlalchemy import (
+    String,
     Table,
     all_,
     bindparam,
@@ -34,7 +35,7 @@ from audit import Actor, clock, record
 from identity import group_locks, group_versions, key_revocation, owners, seats, sessions
 from identity.actions import Action
 from identity.errors import LastOwner, NotFound
-from identity.grants import ORG_ROLE_RANK, org_role, role_of_rank
+from identity.grants import ORG_ROLE_RANK, org_role, record_taken, role_of_rank
 from identity.lookups import LOCK_LIVE_USER, user_target
 from identity.models import IdpGroup, IdpGroupMember, RoleGrant, User
 from identity.roles import authorize
@@ -154,13 +155,14 @@ MEMBERSHIPS = cast(Table, IdpGroupMember.__table__)
 REMOVED = ("active", "has_seat", "deleted_at", "updated_at", "version")
 REMOVE_USER = update(USERS).where(USERS.c.id == bindparam("member_id")).values(
     {field: bindparam(f"new_{field}", type_=USERS.c[field].type) for field in REMOVED})
-UNGRANT = delete(GRANTS).where(GRANTS.c.user_id == bindparam("member_id"))
+UNGRANT = delete(GRANTS).where(GRANTS.c.user_id == bindparam("member_id")).returning(GRANTS.c.id)
 LEAVE_GROUPS = delete(MEMBERSHIPS).where(MEMBERSHIPS.c.user_id == bindparam("member_id")).returning(
     MEMBERSHIPS.c.group_id)
 # On PostgreSQL a removed member's rows change in one statement (a round trip, not five): keys
 # revoked, sessions ended, grants and group memberships removed, the user's row written, each in a
 # data-modifying WITH (PostgreSQL runs each once, to completion, read or not), answering ("key",
-# id, prefix) for each key revoked and ("group", id, NULL) for each group left.
+# id, prefix) for each key revoked, ("group", id, NULL) for each group left and ("grant", id, NULL)
+# for each grant taken (identity.grants.record_taken).
 # Each removal is guarded: a membership in a group this transaction does not hold locked (an add
 # that committed while the deletion waited for the member's row) is answered ("held_elsewhere", group
 # id, NULL) and nothing changes; `_remove_rows` locks that group in id order with the member's
@@ -170,12 +172,14 @@ _ELSEWHERE = (MEMBERSHIPS.c.user_id == bindparam("member_id"), MEMBERSHIPS.c.gro
 _NONE_ELSEWHERE = ~exists().where(*_ELSEWHERE)
 _REVOKED = key_revocation.REVOKE_USER_KEYS.where(_NONE_ELSEWHERE).cte("revoked")
 _LEFT = LEAVE_GROUPS.where(_NONE_ELSEWHERE).cte("groups_left")
+_UNGRANTED = UNGRANT.where(_NONE_ELSEWHERE).cte("ungranted")
 REMOVE_ROWS = union_all(
     select(literal("key"), _REVOKED.c.id, _REVOKED.c.prefix),
     select(literal("group"), _LEFT.c.group_id, null()),
+    select(literal("grant"), _UNGRANTED.c.id.cast(String), null()),
     select(literal("held_elsewhere"), MEMBERSHIPS.c.group_id, null()).where(*_ELSEWHERE),
 ).add_cte(sessions.END_USER_SESSIONS.where(_NONE_ELSEWHERE).cte("ended"),
-          UNGRANT.where(_NONE_ELSEWHERE).cte("ungranted"), REMOVE_USER.where(_NONE_ELSEWHERE).cte("removed"))
+          _UNGRANTED, REMOVE_USER.where(_NONE_ELSEWHERE).cte("removed"))
 
 
 def _remove_rows(session: Session, user: User, removed: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -198,12 +202,13 @@ def _remove_rows(session: Session, user: User, removed: dict[str, Any]) -> tuple
             params = _lock_again(session, user, removed, elsewhere) or params
         session.info.pop(_MEMBER_LOCKS, None)
         sessions.sessions_ended(session, user.id)
+        record_taken(session, (int(row[1]) for row in rows if row[0] == "grant"))
         return (key_revocation.revoked(session, [(row[1], row[2]) for row in rows if row[0] == "key"], reason),
                 [row[1] for row in rows if row[0] == "group"])
     revoked = key_revocation.revoke_user_keys(session, user, reason=reason)
     session.execute(sessions.END_USER_SESSIONS, {"member_id": user.id})
     sessions.sessions_ended(session, user.id)
-    session.execute(UNGRANT, {"member_id": user.id})
+    record_taken(session, session.scalars(UNGRANT, {"member_id": user.id}))
     left = list(session.scalars(LEAVE_GROUPS, {"member_id": user.id}))
     # Its groups recorded held, as LOCK_MEMBER_WITH_ROLE records them on PostgreSQL: SQLite's one write
     # transaction at a time holds them as surely (identity.sessions.confirm_role reads what this holds).

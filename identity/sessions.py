@@ -18,8 +18,7 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, clock
 from identity.errors import PermissionDenied, Unauthenticated
-from identity.grants import org_role
-from identity.group_locks import locked_groups
+from identity.grants import org_role, taken_grants
 from identity.key_revocation import ended_keys
 from identity.models import ApiKey, Org, RoleGrant, SsoSession, Team, User
 from identity.names import name_key
@@ -236,11 +235,11 @@ def confirm_role(session: Session, actor: Actor, held: Held | None = None) -> He
 
 
 def _role_now(session: Session, org_id: str, grants: Held, held: Held | None) -> Role:
-    """The caller's org role from `grants`, and from those of `held` gone since that this write may have
-    taken itself (confirm_role)."""
+    """The caller's org role from `grants`, and from those of `held` gone since that this write took
+    itself (identity.grants.record_taken: confirm_role)."""
     present = set(grants)  # a grant whole, not by its id: SQLite may give a deleted grant's id to a new one
-    mine = locked_groups(session)
-    kept = [grant[1] for grant in held or () if grant not in present and (not grant[2] or grant[2] in mine)]
+    mine = taken_grants(session)
+    kept = [grant[1] for grant in held or () if grant not in present and grant[0] in mine]
     return highest(Role(role) for role in [*(grant[1] for grant in grants), *kept]) or \
         session.get_one(Org, org_id).default_role
 
@@ -252,7 +251,7 @@ def _live(status: str, expires_at: dt.datetime | None) -> bool:
 # The ids of the members whose sessions this session's transaction ended (a deactivation, a deletion):
 # confirm_role lets a session's own write go on after it ended its caller's sessions itself, and no
 # other. Recorded by `sessions_ended`; forgotten when the transaction ends.
-_ENDED_MEMBERS = TransactionSet("identity.ended_members")
+_ENDED_MEMBERS: TransactionSet[str] = TransactionSet("identity.ended_members")
 
 
 def sessions_ended(session: Session, user_id: str) -> None:

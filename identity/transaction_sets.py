@@ -1,27 +1,30 @@
 """Sets of ids a session's transaction records about itself (the keys it ended, the members whose
-sessions it ended), kept in `session.info` and forgotten when its outermost transaction ends."""
+sessions it ended, the grants it took), kept in `session.info` and forgotten when its outermost
+transaction ends."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
+from typing import Generic, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction
 
 _NAMES: list[str] = []
+Id = TypeVar("Id", bound=Hashable)
 
 
-class TransactionSet:
+class TransactionSet(Generic[Id]):
     """One named set of ids per transaction: `add` during it, `of` to read it."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         _NAMES.append(name)
 
-    def add(self, session: Session, ids: Iterable[str]) -> None:
+    def add(self, session: Session, ids: Iterable[Id]) -> None:
         session.info.setdefault(self.name, set()).update(ids)
 
-    def of(self, session: Session) -> frozenset[str]:
+    def of(self, session: Session) -> frozenset[Id]:
         return frozenset(session.info.get(self.name, ()))
 
 

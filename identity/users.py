@@ -25,8 +25,8 @@ from identity import emails, key_revocation, owners, seats, sessions
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, SeatCapReached
 from identity.grants import org_role as org_role
+from identity.grants import record_taken, ungrouped_org_role
 from identity.grants import team_roles as team_roles
-from identity.grants import ungrouped_org_role
 from identity.lookups import DEFAULT_TEAM_ID, default_team_id, get_team, lock_live_user, user_target
 from identity.lookups import default_team as default_team
 from identity.lookups import find_by_user_name as find_by_user_name
@@ -260,8 +260,8 @@ def change_role(session: Session, actor: Actor, org_id: str, user_id: str, role:
     if role != Role.OWNER:  # no group grants more (checked above): the member is no owner after this
         owners.ensure_not_last_owner(session, user)
     manual_before = ungrouped_org_role(session, user.id)
-    session.execute(delete(RoleGrant).where(RoleGrant.user_id == user.id, RoleGrant.team_id.is_(None),
-                                            RoleGrant.source_ref == ""))
+    record_taken(session, session.scalars(delete(RoleGrant).where(
+        RoleGrant.user_id == user.id, RoleGrant.team_id.is_(None), RoleGrant.source_ref == "").returning(RoleGrant.id)))
     session.add(RoleGrant(org_id=org_id, user_id=user.id, team_id=None, role=role, source=GrantSource.MANUAL,
                           created_at=clock.now()))
     session.flush()
