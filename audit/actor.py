@@ -12,7 +12,9 @@ class Actor:
     """The subject of an audit event and the context of the request that carried it.
 
     `role` is the actor's org role when it acts as a user or through that user's API key;
-    services use it to authorize. It is not part of the audit record.
+    services use it to authorize. `session_id` names the browser session a user acts through (its
+    row's id, the token's digest: identity.sessions), so that a write is refused once that session
+    ended while it ran. Neither is part of the audit record.
     """
 
     type: str
@@ -25,6 +27,7 @@ class Actor:
     user_agent: str | None = None
     # The request id the client sent (X-Request-Id), kept beside the server's own `request_id`.
     client_request_id: str | None = None
+    session_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.type not in ACTOR_TYPES:

@@ -211,7 +211,7 @@ def _remove_rows(session: Session, user: User, removed: dict[str, Any]) -> tuple
     record_taken(session, session.scalars(UNGRANT, {"member_id": user.id}))
     left = list(session.scalars(LEAVE_GROUPS, {"member_id": user.id}))
     # Its groups recorded held, as LOCK_MEMBER_WITH_ROLE records them on PostgreSQL: SQLite's one write
-    # transaction at a time holds them as surely (identity.sessions.confirm_role reads what this holds).
+    # transaction at a time holds them as surely.
     group_locks.locked_groups(session).update(left)
     session.execute(REMOVE_USER, params)
     return revoked, left

@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from typing import cast
 
-from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, insert, select
+from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, exists, insert, select
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock
@@ -144,10 +144,12 @@ class SessionIdentity:
     org_slug: str
     role: str
     team_id: str | None  # the member's default team: the org's Default when they are in it, else their oldest
+    session_id: str | None = None  # the session's row (the token's digest): its writes end with it (confirm_role)
 
     def actor(self) -> Actor:
-        """Return the audit actor of requests made in this session: the user themself."""
-        return Actor(type="user", id=self.user_id, display=self.user_name, org_id=self.org_id, role=self.role)
+        """Return the audit actor of requests made in this session: the user themself, through this session."""
+        return Actor(type="user", id=self.user_id, display=self.user_name, org_id=self.org_id, role=self.role,
+                     session_id=self.session_id)
 
 
 def verify_session(session: Session, token: str | None, lifetime: Lifetime) -> SessionIdentity:
@@ -162,13 +164,16 @@ def verify_session(session: Session, token: str | None, lifetime: Lifetime) -> S
     org = session.get_one(Org, found.user.org_id)
     role = org_role(session, found.user.id) or org.default_role
     return SessionIdentity(found.user.id, found.user.user_name, org.id, org.slug, role,
-                           _default_team(session, found.user.id))
+                           _default_team(session, found.user.id), found.session.id)
 
 
 # A grant the caller's role was confirmed with: its id, role and group (source_ref; "" for none).
 Held = tuple[tuple[int, str, str], ...]
-# A member, whether live, and its org grants, in one round trip (a row per grant; one with none when there is none).
-_MEMBER_AND_GRANTS = (select(User.active, User.deleted_at, RoleGrant.id, RoleGrant.role, RoleGrant.source_ref)
+# A member, whether live, whether the session it acts through still exists, and its org grants, in one
+# round trip (a row per grant; one with none when there is none).
+_SESSION_LIVE = exists().where(SsoSession.id == bindparam("session_id")).label("session_live")
+_MEMBER_AND_GRANTS = (select(User.active, User.deleted_at, _SESSION_LIVE, RoleGrant.id, RoleGrant.role,
+                             RoleGrant.source_ref)
                       .outerjoin(RoleGrant, and_(RoleGrant.user_id == User.id, RoleGrant.team_id.is_(None)))
                       .where(User.id == bindparam("user_id")))
 # A key and its holder's org grants, in one round trip (a row per grant; one with none when there is none).
@@ -182,10 +187,11 @@ def confirm_role(session: Session, actor: Actor, held: Held | None = None) -> He
     """Raise PermissionDenied when the member a session's or an API key's write acts for now has a lower
     org role than the one the write was authorised with (read by verify_session or verify_api_key at
     the request's start; a key's capped by its `role_cap`), and Unauthenticated when the key is no
-    longer live (revoked, blocked by its holder's deactivation, past its rotation's grace) or the
-    session's member no longer is (deactivated or deleted: its sessions ended; read in the same
-    statement as its grants); a higher role takes away nothing the write was allowed. Return the
-    caller's org grants read.
+    longer live (revoked, blocked by its holder's deactivation, past its rotation's grace), the
+    session's member no longer is (deactivated or deleted: its sessions ended), or the session itself
+    no longer exists (signed out, ended by the IdP's logout, by SSO becoming required: the actor's
+    `session_id`; the member's row and the session's read in the same statement as its grants); a
+    higher role takes away nothing the write was allowed. Return the caller's org grants read.
 
     identity.service.run calls it twice. Once the write holds the org's lock (identity.seats.lock_org),
     before it changes anything: a role change, a deactivation, a deletion hold that lock until they
@@ -196,13 +202,14 @@ def confirm_role(session: Session, actor: Actor, held: Held | None = None) -> He
     come after it. `held`, the grants read under the org's lock, tells what the write may have taken
     away itself (a transfer of ownership, a manual role change, a rule edit lower the caller's own role;
     a key may revoke or rotate itself, or its holder leave its team; a member may delete itself): a grant
-    gone since that no other change could take while the write held what it holds (one no group gave:
-    only under the org's lock; one of a group this write holds locked: identity.group_locks) still
-    counts, and a key this write ended itself (identity.key_revocation.ended_keys, recorded by every
-    change that revokes, blocks or rotates a key), or a member whose sessions it ended itself
-    (`ended_members`), is no refusal.
-    Not seen: a group's grant taken by a change that the write waited for and whose group it then
-    locked itself, and a provisioned default grant that an IdP's add to a group replaced.
+    gone since counts only when this write took it itself (identity.grants.taken_grants, recorded by
+    every statement that deletes org-wide grants), never one a change it waited for took, whether that
+    change held the group the write then locked, or replaced a provisioned default (settle_defaults)
+    without the org's lock. A key this write ended itself (identity.key_revocation.ended_keys, recorded
+    by every change that revokes, blocks or rotates a key), a member whose sessions it ended itself
+    (`ended_members`), or a session it ended itself (`ended_sessions`: an owner's break-glass session
+    ending with her demotion) is no refusal. A user actor with no `session_id` (made by hand, in tests
+    and tools) is not checked for its session.
     """
     if actor.type not in ("user", "api_key") or actor.role is None or actor.org_id is None:
         return ()
@@ -218,12 +225,16 @@ def confirm_role(session: Session, actor: Actor, held: Held | None = None) -> He
         cap = key.role_cap
         grants: Held = tuple((row.id, row.role, row.source_ref) for row in rows if row.id is not None)
     else:
-        found = session.execute(_MEMBER_AND_GRANTS, {"user_id": actor.id}).all()
+        found = session.execute(_MEMBER_AND_GRANTS, {"user_id": actor.id, "session_id": actor.session_id}).all()
         member = found[0] if found else None
         if (member is None or not member.active or member.deleted_at is not None) \
                 and actor.id not in ended_members(session):
             raise Unauthenticated("your membership was deactivated or removed while the request was under way: "
                                   "your session has ended", org_id=actor.org_id)
+        if actor.session_id is not None and (member is None or not member.session_live) \
+                and actor.id not in ended_members(session) and actor.session_id not in ended_sessions(session):
+            raise Unauthenticated("your session ended (signed out) while the request was under way: sign in again",
+                                  org_id=actor.org_id)
         grants = tuple((row.id, row.role, row.source_ref) for row in found if row.id is not None)
     role = _role_now(session, actor.org_id, grants, held)
     role = capped(role, cap)
@@ -252,6 +263,9 @@ def _live(status: str, expires_at: dt.datetime | None) -> bool:
 # confirm_role lets a session's own write go on after it ended its caller's sessions itself, and no
 # other. Recorded by `sessions_ended`; forgotten when the transaction ends.
 _ENDED_MEMBERS: TransactionSet[str] = TransactionSet("identity.ended_members")
+# The ids of the sessions this transaction ended one by one (a sign-out, the IdP's logout, the link
+# sessions SSO ends, an owner's break-glass sessions): a session's own write that ends it goes on.
+_ENDED_SESSIONS: TransactionSet[str] = TransactionSet("identity.ended_sessions")
 
 
 def sessions_ended(session: Session, user_id: str) -> None:
@@ -262,6 +276,11 @@ def sessions_ended(session: Session, user_id: str) -> None:
 def ended_members(session: Session) -> frozenset[str]:
     """The ids of the members whose sessions this transaction ended (`sessions_ended`)."""
     return _ENDED_MEMBERS.of(session)
+
+
+def ended_sessions(session: Session) -> frozenset[str]:
+    """The ids of the sessions this transaction ended one by one (recorded where they end, below)."""
+    return _ENDED_SESSIONS.of(session)
 
 
 def _default_team(session: Session, user_id: str) -> str | None:
@@ -291,6 +310,7 @@ def end_session(session: Session, token: str | None) -> Ended | None:
         return None
     row, user = found
     session.delete(row)
+    _ENDED_SESSIONS.add(session, (row.id,))
     return Ended(row, user)
 
 
@@ -307,6 +327,7 @@ def end_idp_sessions(session: Session, org_id: str, name_id: str, session_indexe
     ended = [Ended(row, user) for row, user in session.execute(stmt)]
     for each in ended:
         session.delete(each.row)
+    _ENDED_SESSIONS.add(session, (each.row.id for each in ended))
     return ended
 
 
@@ -324,15 +345,16 @@ def end_link_sessions_below_owner(session: Session, org_id: str) -> int:
                                              RoleGrant.role == Role.OWNER)
     ended = session.execute(delete(SsoSession).where(
         SsoSession.org_id == org_id, SsoSession.method == SessionMethod.LOGIN_LINK,
-        SsoSession.user_id.not_in(owners)).returning(SsoSession.id)).all()
+        SsoSession.user_id.not_in(owners)).returning(SsoSession.id)).scalars().all()
+    _ENDED_SESSIONS.add(session, ended)
     return len(ended)
 
 
 def end_break_glass_sessions(session: Session, user_id: str) -> None:
     """End the user's break-glass sessions (an owner's sign-in link while SSO is required): when they
     are no longer an owner, the role that let them in that way is gone."""
-    session.execute(delete(SsoSession).where(SsoSession.user_id == user_id,
-                                             SsoSession.method == SessionMethod.BREAK_GLASS))
+    _ENDED_SESSIONS.add(session, session.scalars(delete(SsoSession).where(
+        SsoSession.user_id == user_id, SsoSession.method == SessionMethod.BREAK_GLASS).returning(SsoSession.id)))
 
 
 # A member's sessions, ended by a plain statement (inside a member's removal: identity.member_removal).

@@ -1,5 +1,6 @@
-"""sessions.confirm_role's last gaps (session 21): a write that waited for a change taking its
-caller's role after it held the org's lock and had confirmed the role there. Each race runs on PostgreSQL (READ COMMITTED): the change held uncommitted, the write
+"""sessions.confirm_role's three last gaps (session 21): a write that waited for a change taking its
+caller's role, or ending its caller's session, while it held the org's lock and had confirmed the
+role there. Each race runs on PostgreSQL (READ COMMITTED): the change held uncommitted, the write
 started behind it until it waits for a lock, then the change committed. The writes that take their
 caller's grant or end their caller's session themselves stay allowed (both backends).
 """
@@ -9,14 +10,19 @@ from __future__ import annotations
 import pytest
 
 from audit import Actor
-from identity import group_membership, groups, mappings, orgs, users
+from identity import group_membership, groups, mappings, orgs, signout, users
 from identity.db import Database
-from identity.models import IdpGroup, User
+from identity.errors import Unauthenticated
+from identity.models import IdpGroup, SsoSession, User
 from identity.orgs import NewOrg
 from identity.service import run
-from identity.vocabulary import Role
-from tests.factories import admins_group, behind, provision
+from identity.sessions import Lifetime, create_session, verify_session
+from identity.vocabulary import Role, SessionMethod
+from saml import configuration as saml_configuration
+from saml.connection import IdpSettings
+from tests.factories import admin_and_member, admins_group, behind, provision
 
+IDP = IdpSettings("https://idp.example.com/entity", "https://idp.example.com/sso", None, [])
 RACE = pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
 
 
@@ -64,3 +70,63 @@ def test_a_write_that_waited_for_an_idp_add_replacing_its_callers_default_with_a
     assert [type(error).__name__ for error in errors] == ["PermissionDenied"], errors
     with db.reading() as session:
         assert session.get_one(User, dev.id).active
+
+
+def _signed_in(db: Database, user: User, method: SessionMethod = SessionMethod.SAML) -> tuple[str, Actor]:
+    """A live browser session of `user`: its token, and the actor of its requests."""
+    with db.transaction() as session:
+        token = create_session(session, user, method=method, lifetime=Lifetime())
+    with db.transaction() as session:
+        return token, verify_session(session, token, Lifetime()).actor()
+
+
+@RACE
+def test_a_sessions_write_that_waited_for_its_sessions_end_is_refused(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """Ann, an admin by hand signed in with a sign-in link, deactivates Dev from that session. The
+    owner meanwhile requires SSO (holding the org's lock), which ends every link session of a
+    non-owner, Ann's too. The deactivation waits for the org's lock, finds Ann still an admin and
+    live, and wrote for a session that no longer exists: nothing told it."""
+    ann, dev = admin_and_member(db, system, acme.org.id)
+    with db.transaction() as session:
+        saml_configuration.configure_connection(session, system, acme.org.id, IDP)
+    _token, as_ann = _signed_in(db, ann, SessionMethod.LOGIN_LINK)
+    errors: list[BaseException] = []
+    behind(db, lambda session: orgs.update_settings(session, system, acme.org.id, {"require_sso": True}),
+           lambda: run(db, as_ann, users.deactivate_user, acme.org.id, dev.id), errors,
+           "Ann's deactivation of Dev")  # for the org's lock
+    assert [type(error).__name__ for error in errors] == ["Unauthenticated"], errors
+    with db.reading() as session:
+        assert session.get_one(User, dev.id).active
+
+
+def test_a_sessions_write_after_its_sign_out_is_refused_and_before_it_passes(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """Both backends: the write of a session signed out is refused (401) at the org's lock; the
+    same write before the sign-out passes, and the sign-out still succeeds after it."""
+    ann, dev = admin_and_member(db, system, acme.org.id)
+    token, as_ann = _signed_in(db, ann)
+    run(db, as_ann, users.change_role, acme.org.id, dev.id, "viewer")
+    with db.transaction() as session:
+        assert signout.sign_out(session, system, token) is not None
+    with pytest.raises(Unauthenticated):
+        run(db, as_ann, users.change_role, acme.org.id, dev.id, "member")
+    with db.reading() as session:
+        assert session.get(SsoSession, as_ann.session_id) is None
+
+
+def test_an_owners_break_glass_session_that_demotes_its_owner_is_not_refused_for_its_end(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """The owner, signed in by break-glass link, makes Ann an owner and then herself an admin
+    (users.change_role on herself ends her break-glass sessions, this one too): the write ended its
+    own session itself, no refusal."""
+    ann, _dev = admin_and_member(db, system, acme.org.id)
+    owner = acme.owner
+    with db.transaction() as session:
+        token = create_session(session, owner, method=SessionMethod.BREAK_GLASS, lifetime=Lifetime())
+    with db.transaction() as session:
+        as_owner = verify_session(session, token, Lifetime()).actor()
+    run(db, as_owner, users.change_role, acme.org.id, ann.id, "owner")
+    run(db, as_owner, users.change_role, acme.org.id, owner.id, "admin")
+    with db.reading() as session:
+        assert session.get(SsoSession, as_owner.session_id) is None

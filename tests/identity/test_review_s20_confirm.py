@@ -21,7 +21,8 @@ from identity.grants import org_role
 from identity.models import ApiKey, User
 from identity.orgs import NewOrg
 from identity.service import run
-from identity.vocabulary import KeyStatus, Role
+from identity.sessions import Lifetime, create_session, verify_session
+from identity.vocabulary import KeyStatus, Role, SessionMethod
 from tests.factories import admin_and_member, admins_group, behind, provision
 from tests.statements import audit_at_commit, statements
 
@@ -181,16 +182,26 @@ def test_a_key_that_takes_its_holder_out_of_its_team_is_not_refused(
         assert session.get_one(ApiKey, as_key.id).status == KeyStatus.REVOKED
 
 
+def _session_actor(db: Database, user: User) -> Actor:
+    """The actor of a live browser session of `user`, as the admin API sees it (its session named)."""
+    with db.transaction() as session:
+        token = create_session(session, user, method=SessionMethod.SAML, lifetime=Lifetime())
+    with db.transaction() as session:
+        actor = verify_session(session, token, Lifetime()).actor()
+    assert actor.session_id is not None
+    return actor
+
+
 @pytest.mark.parametrize("through", ["session", "key"])
 def test_a_write_is_confirmed_under_the_org_lock_and_at_its_end_in_one_statement_each(
         db: Database, system: Actor, acme: NewOrg, through: str) -> None:
     """What the confirmation costs (both backends): a session's caller's row with its org grants, or a
     key with its holder's (one join each), read right after the org's lock and again before the audit chain at commit.
     Against session 19: one statement more for a session's write that takes the org's lock (none for
-    one that does not), two for a key's (one for one that does not)."""
+    one that does not), two for a key's (one for one that does not). A real session's actor (session
+    21): whether its session still exists is read in the same statement (sessions._SESSION_LIVE)."""
     ann, dev = admin_and_member(db, system, acme.org.id)
-    actor = Actor("user", ann.id, ann.user_name, org_id=acme.org.id, role=Role.ADMIN) if through == "session" \
-        else _key_actor(db, system, acme, ann.id)
+    actor = _session_actor(db, ann) if through == "session" else _key_actor(db, system, acme, ann.id)
     read = "SELECT users" if through == "session" else "SELECT api_keys"
     with statements(db) as sent:
         run(db, actor, users.deactivate_user, acme.org.id, dev.id)
