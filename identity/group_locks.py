@@ -70,28 +70,28 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import bindparam, event, select
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session
 
 from identity.errors import NotFound
 from identity.models import IdpGroup
+from identity.transaction_sets import TransactionSet
 
 # The ids of the groups this session's transaction holds locked: locked once, read afterwards.
-LOCKED_GROUPS = "identity.locked_groups"
+_LOCKED: TransactionSet[str] = TransactionSet("identity.locked_groups")
 _LOCK_GROUP = (select(IdpGroup).where(IdpGroup.id == bindparam("group_id")).with_for_update(key_share=True)
                .execution_options(populate_existing=True))
 
 
 def lock_group(session: Session, org_id: str, group_id: str) -> IdpGroup:
     """Return the org's group, locked against other changes of it until the transaction ends, or raise NotFound."""
-    locked: set[str] = session.info.setdefault(LOCKED_GROUPS, set())
-    if group_id in locked:
+    if group_id in _LOCKED.of(session):
         group = session.get(IdpGroup, group_id)
     else:
         group = session.scalars(_LOCK_GROUP, {"group_id": group_id}).one_or_none()
     if group is None or group.org_id != org_id:
         raise NotFound(f"no group {group_id!r} in this org", group_id=group_id)
-    locked.add(group_id)
+    _LOCKED.add(session, (group_id,))
     return group
 
 
@@ -99,20 +99,28 @@ _LOCK_GROUPS = (select(IdpGroup.id).where(IdpGroup.id.in_(bindparam("group_ids",
                 .order_by(IdpGroup.id).with_for_update(key_share=True))
 
 
-def locked_groups(session: Session) -> set[str]:
+def locked_groups(session: Session) -> frozenset[str]:
     """The ids of the groups this session's transaction holds locked (lock_group, lock_groups)."""
-    locked: set[str] = session.info.setdefault(LOCKED_GROUPS, set())
-    return locked
+    return _LOCKED.of(session)
+
+
+def record_locked(session: Session, group_ids: Iterable[str]) -> None:
+    """Record that this transaction holds these groups locked (a statement of its own locked them)."""
+    _LOCKED.add(session, group_ids)
+
+
+def forget_locked(session: Session, kept: Iterable[str]) -> None:
+    """Record that this transaction holds only `kept` of the groups it held (a savepoint rolled back)."""
+    _LOCKED.retain(session, kept)
 
 
 def lock_groups(session: Session, group_ids: Iterable[str]) -> None:
     """Lock the groups of these ids that this transaction does not hold yet, in id order (a member's
     groups, found by the member: no org check). A group deleted meanwhile is skipped."""
-    locked = locked_groups(session)
-    new = sorted(set(group_ids) - locked)
+    new = sorted(set(group_ids) - _LOCKED.of(session))
     for start in range(0, len(new), 500):  # ids per IN (...) list, as identity.group_membership.chunks; in id order
         session.execute(_LOCK_GROUPS, {"group_ids": new[start:start + 500]})
-    locked.update(new)
+    _LOCKED.add(session, new)
 
 
 _LOCK_ORG_GROUPS = (select(IdpGroup.id).where(IdpGroup.org_id == bindparam("org_id")).order_by(IdpGroup.id)
@@ -122,10 +130,4 @@ _LOCK_ORG_GROUPS = (select(IdpGroup.id).where(IdpGroup.org_id == bindparam("org_
 def lock_org_groups(session: Session, org_id: str) -> None:
     """Lock every group of the org, in id order (the org's deletion: every member's groups at once,
     before any member's row)."""
-    locked_groups(session).update(session.scalars(_LOCK_ORG_GROUPS, {"org_id": org_id}))
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _forget_group_locks(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.parent is None:  # the outermost transaction: its locks are released
-        session.info.pop(LOCKED_GROUPS, None)
+    _LOCKED.add(session, session.scalars(_LOCK_ORG_GROUPS, {"org_id": org_id}))

@@ -15,7 +15,7 @@ from identity import group_membership, owners, seats
 from identity.actions import Action
 from identity.grants import record_taken
 from identity.group_defaults import defaults_of, settle_defaults
-from identity.group_locks import LOCKED_GROUPS
+from identity.group_locks import record_locked
 from identity.lookups import group_target
 from identity.models import ApiKey, IdpGroup, IdpGroupMember, RoleGrant
 from identity.vocabulary import GrantSource, Role
@@ -43,7 +43,7 @@ def rederive_unruled_groups(session: Session, actor: Actor, org_id: str) -> int:
     org = seats.lock_org(session, org_id)
     unruled = list(session.scalars(select(IdpGroup).where(IdpGroup.id.in_(_unruled(org_id)))
                                    .order_by(IdpGroup.id).with_for_update(key_share=True)))
-    session.info.setdefault(LOCKED_GROUPS, set()).update(group.id for group in unruled)
+    record_locked(session, (group.id for group in unruled))
     owners_before = owners.owners_team_roles(session, actor, org_id)
     record_taken(session, session.scalars(delete(RoleGrant).where(RoleGrant.source_ref.in_(_unruled(org_id)))
                                    .returning(RoleGrant.id)))

@@ -116,8 +116,8 @@ def _locked_member(session: Session, org_id: str, user_id: str) -> tuple[User, R
         session.connection().exec_driver_sql(_BEFORE_MEMBER_LOCKS)  # `_remove_rows` may let go of the locks taken next
         row = session.execute(LOCK_MEMBER_WITH_ROLE, params).one_or_none()
         if row is not None:
-            session.info[_MEMBER_LOCKS] = (user_id, frozenset(held), frozenset(row[2] or ()))
-            held.update(row[2] or ())
+            session.info[_MEMBER_LOCKS] = (user_id, held, frozenset(row[2] or ()))
+            group_locks.record_locked(session, row[2] or ())
     else:  # SQLite runs one write transaction at a time and needs no lock
         row = session.execute(MEMBER_WITH_ROLE, params).one_or_none()
     if row is None:
@@ -193,9 +193,9 @@ def _remove_rows(session: Session, user: User, removed: dict[str, Any]) -> tuple
     reason = KeyStatusReason.MEMBER_DELETED
     params = {"member_id": user.id, **{f"new_{field}": removed[field] for field in REMOVED}}
     if session.get_bind().dialect.name == "postgresql":
-        held = group_locks.locked_groups(session)
         while True:  # once, but when an add joined the member to a group after its groups were locked
-            rows = session.execute(REMOVE_ROWS, {**params, "reason": reason, "held_groups": sorted(held)}).all()
+            rows = session.execute(REMOVE_ROWS, {**params, "reason": reason,
+                                                 "held_groups": sorted(group_locks.locked_groups(session))}).all()
             elsewhere = [row[1] for row in rows if row[0] == "held_elsewhere"]
             if not elsewhere:
                 break
@@ -212,7 +212,7 @@ def _remove_rows(session: Session, user: User, removed: dict[str, Any]) -> tuple
     left = list(session.scalars(LEAVE_GROUPS, {"member_id": user.id}))
     # Its groups recorded held, as LOCK_MEMBER_WITH_ROLE records them on PostgreSQL: SQLite's one write
     # transaction at a time holds them as surely.
-    group_locks.locked_groups(session).update(left)
+    group_locks.record_locked(session, left)
     session.execute(REMOVE_USER, params)
     return revoked, left
 
@@ -231,10 +231,9 @@ def _lock_again(session: Session, user: User, removed: dict[str, Any], elsewhere
         return None
     _, held_before, member_groups = taken
     session.connection().exec_driver_sql(_LET_GO_OF_MEMBER_LOCKS)
-    held = group_locks.locked_groups(session)
-    held.intersection_update(held_before)
+    group_locks.forget_locked(session, held_before)
     group_locks.lock_groups(session, [*member_groups, *elsewhere])
-    session.info[_MEMBER_LOCKS] = (user.id, held_before, frozenset(held - held_before))
+    session.info[_MEMBER_LOCKS] = (user.id, held_before, group_locks.locked_groups(session) - held_before)
     fresh = session.execute(LOCK_LIVE_USER, {"user_id": user.id}).scalar_one()  # under the org's lock: not deleted
     check: Callable[[User], None] | None = session.info.get(_MEMBER_CHECK)
     if check is not None:

@@ -1,6 +1,6 @@
 """Sets of ids a session's transaction records about itself (the keys it ended, the members whose
-sessions it ended, the grants it took), kept in `session.info` and forgotten when its outermost
-transaction ends."""
+sessions it ended, the grants it took, the groups it holds locked), kept in `session.info` and
+forgotten when its outermost transaction ends."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ Id = TypeVar("Id", bound=Hashable)
 
 
 class TransactionSet(Generic[Id]):
-    """One named set of ids per transaction: `add` during it, `of` to read it."""
+    """One named set of ids per transaction: `add` during it, `of` to read it, `retain` to forget all
+    but some (a savepoint rolled back to let go of what it took)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -26,6 +27,9 @@ class TransactionSet(Generic[Id]):
 
     def of(self, session: Session) -> frozenset[Id]:
         return frozenset(session.info.get(self.name, ()))
+
+    def retain(self, session: Session, ids: Iterable[Id]) -> None:
+        session.info.setdefault(self.name, set()).intersection_update(ids)
 
 
 @event.listens_for(Session, "after_transaction_end")
