@@ -21,7 +21,7 @@ from identity.errors import InvalidValue, NotFound
 from identity.lookups import get_team
 from identity.models import ApiKey, Org, RoleGrant, Team, User
 from identity.paging import Window, within
-from identity.roles import authorize
+from identity.roles import authorize, refusal
 from identity.vocabulary import KeyStatus
 from identity.wallet_models import SpendLimit, UsageTotal, Wallet, WalletEntry
 from identity.wallet_periods import live_refusal, period_at, refusal_in_force, remaining
@@ -252,12 +252,15 @@ def ledger(session: Session, actor: Actor, org_id: str, team_id: str, *, limit: 
 
 def with_limits(session: Session, actor: Actor, org_id: str, team_id: str, rows: list[dict[str, Any]], *,
                 by: str) -> list[dict[str, Any]]:
-    """Give each of `spend`'s rows `by` key or member its period limit (`limit_micros`, None for none),
-    and add a row of no spend for each limited key or member without usage this period (the team's
-    first SPEND_PAGE limits): a limit set before the period's first call, or kept from a past period,
-    is then still shown, and can be changed or removed where it is shown. While the rows are fewer
-    than SPEND_PAGE, the team's other live keys (or members) follow, by id, up to SPEND_PAGE rows in
-    all: a key can be given a limit before it spends (ModelBridge's per-key limits). Four reads."""
+    """Give each of `spend`'s rows `by` key or member its period limit (`limit_micros`, None for none).
+    For whoever may set limits (`wallets.manage`), add a row of no spend for each limited key or
+    member without usage this period (the team's first SPEND_PAGE limits): a limit set before the
+    period's first call, or kept from a past period, is then still shown, and can be changed or
+    removed where it is shown; and while the rows are fewer than SPEND_PAGE, the team's other live
+    keys (or members), by id, up to SPEND_PAGE rows in all: a key can be given a limit before it
+    spends (ModelBridge's per-key limits). Not for the others: `usage.read` is every role's, and a
+    key that spent nothing is named only to those who may list keys (a member sees their own).
+    Two reads, four for those who manage."""
     authorize(actor, "usage.read", org_id=org_id)
     get_team(session, org_id, team_id)
     name = "key_id" if by == "key" else "user_id"
@@ -266,6 +269,8 @@ def with_limits(session: Session, actor: Actor, org_id: str, team_id: str, rows:
     limits = {row.subject_id: row.limit_micros for row in session.scalars(
         select(SpendLimit).where(SpendLimit.team_id == team_id, SpendLimit.org_id == org_id, kind,
                                  SpendLimit.subject_id.in_(shown)))}
+    if refusal(actor, "wallets.manage", org_id=org_id) is not None:
+        return [{**row, "limit_micros": limits.get(row[name] or "")} for row in rows]
     unused = [row for row in session.scalars(within(select(SpendLimit).where(
         SpendLimit.team_id == team_id, SpendLimit.org_id == org_id, kind, SpendLimit.subject_id.not_in(shown)),
         SpendLimit.created_at, SpendLimit.id, Window(SPEND_PAGE)))][:SPEND_PAGE]

@@ -1,6 +1,6 @@
 """Hostile review of session 21's changes (confirm_role's own grant deletes and session end; the console
 wallet page's forms, limits and ledger in pages). Each test failed on main 7d3d1b4..b5d2199 as reviewed,
-and is marked xfail(strict=True) with its reason until fixed. Both databases.
+fixed since. Both databases.
 
 confirm_role was probed with real sessions (verify_session's actor, session_id set) on both databases:
 the owner deleting the org (SAML and break-glass session, SSO required), transferring ownership, an
@@ -28,8 +28,6 @@ def _wallet(acme: NewOrg) -> str:
     return f"/console/teams/{acme.default_team_id}/wallet"
 
 
-@pytest.mark.xfail(strict=True, reason="s21 review: _ledger_before() tests str.isdigit(), true for '²' or '①', "
-                                       "which int() refuses: ValueError, a 500")
 @pytest.mark.parametrize("position", ["\u00b2", "\u2460", "1\u00b9"])
 def test_a_ledger_position_of_digits_int_refuses_is_no_500(client: FlaskClient, db: Database, acme: NewOrg,
                                                            position: str) -> None:
@@ -42,17 +40,11 @@ def test_a_ledger_position_of_digits_int_refuses_is_no_500(client: FlaskClient, 
     assert posted.status_code == 400
 
 
-@pytest.mark.xfail(strict=True, reason="s21 review: an entry id past 64 bits reaches the database: SQLite's "
-                                       "driver cannot bind it (OverflowError), PostgreSQL says bigint out of "
-                                       "range (DataError): a 500 on both")
 def test_a_ledger_position_past_64_bits_is_no_500(client: FlaskClient, db: Database, acme: NewOrg) -> None:
     sign_in(client, db, acme.owner.id)
     assert client.get(_wallet(acme), query_string={"ledger_before": "9" * 30}).status_code in (200, 400)
 
 
-@pytest.mark.xfail(strict=True, reason="s21 review: spend.with_limits (usage.read, every role) lists the team's "
-                                       "other live keys, unused ones too, with name and prefix: keys.read is "
-                                       "owners' and admins'")
 @pytest.mark.parametrize("role", ["viewer", "member"])
 def test_the_wallet_page_lists_no_unused_key_of_another_member_to_whom_may_not_list_keys(
         client: FlaskClient, db: Database, acme: NewOrg, role: str) -> None:

@@ -40,6 +40,7 @@ bp = Blueprint("console_wallet", __name__, url_prefix="/console")
 MONEY = re.compile(r"\$?\s*([0-9]{1,10})(?:\.([0-9]{1,2}))?")
 MICROS_PER_DOLLAR = 100 * wallets.MICROS_PER_CENT
 WHOLE = re.compile(r"-?[0-9]{1,6}")
+LEDGER_POSITION = re.compile(r"[0-9]{1,18}")  # an entry id: ASCII digits within a 64-bit integer
 LEDGER_PAGE = 25  # ledger entries per page, newest first; each page links to the next older one
 REQUESTS_SHOWN = 5  # the auto top-up's newest requests (GET .../wallet/topup-requests pages them all)
 SUBJECTS = {"key": wallet_controls.KEY, "member": wallet_controls.MEMBER}
@@ -81,7 +82,7 @@ def _optional_micros(name: str) -> int | None:
 def _ledger_before() -> int | None:
     """The entry id the ledger's page ends before (`?ledger_before=`), None for the newest page."""
     text = page_position("ledger_before")["ledger_before"]
-    return int(text) if text.isdigit() else None
+    return int(text) if LEDGER_POSITION.fullmatch(text) else None
 
 
 def _billing(session: Session, team_id: str) -> dict[str, Any]:
