@@ -93,7 +93,7 @@ def invite(session: Session, actor: Actor, org_id: str, *, email: str, role: str
     authorize(actor, "owners.manage" if role == Role.OWNER else "members.manage", org_id=org_id)
     email = checked_address(email)
     seats.lock_org(session, org_id)
-    _ensure_not_a_member(session, org_id, email)
+    _ensure_invitable(session, org_id, email)
     team_id = team_id or _inviter_team(session, actor) or default_team(session, org_id).id
     lock_team(session, org_id, team_id)
     new = tokens.generate("inv")
@@ -107,6 +107,34 @@ def invite(session: Session, actor: Actor, org_id: str, *, email: str, role: str
            {"email": email, "role": role, "team_id": team_id, "expires_at": invitation.expires_at.isoformat(),
             "mail_id": mail_id}, org_id=org_id)
     return invitation, new.plaintext
+
+
+def check_invitation(session: Session, actor: Actor, org_id: str, *, email: str, role: str = Role.MEMBER) -> str:
+    """Return `email` checked as `invite` would check it, and refuse what `invite` would refuse about
+    the person (a member already, or invited and not yet answered), changing nothing: the step a
+    dialog shows before sending, so that its person is told next to the address, not after "Send".
+    `invite` checks again under the org's lock; this answer is only as fresh as its read."""
+    role = parse_role(role)
+    authorize(actor, "owners.manage" if role == Role.OWNER else "members.manage", org_id=org_id)
+    email = checked_address(email)
+    _ensure_invitable(session, org_id, email)
+    return email
+
+
+def _ensure_invitable(session: Session, org_id: str, email: str) -> None:
+    _ensure_not_a_member(session, org_id, email)
+    _ensure_not_invited(session, org_id, email)
+
+
+def _ensure_not_invited(session: Session, org_id: str, email: str) -> None:
+    """Refuse a second invitation to an address with one pending: two links, two mails, and two seats
+    counted as taken (pending_count) for one person; resend the pending one instead."""
+    pending = session.scalar(select(Invitation.id).where(
+        Invitation.org_id == org_id, func.lower(Invitation.email) == email.lower(),
+        status_is(InvitationStatus.PENDING)).limit(1))
+    if pending is not None:
+        raise Conflict(f"{email} already has a pending invitation: resend it from the members page",
+                       field="email", invitation_id=pending)
 
 
 def _managed(session: Session, actor: Actor, org_id: str, invitation_id: str) -> Invitation:

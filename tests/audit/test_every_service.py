@@ -530,6 +530,8 @@ READS: dict[str, Callable[[World], Call]] = {
     "identity.directory.list_invitations": lambda w: lambda s, a: directory.list_invitations(s, a, w.org_id),
     "identity.directory.list_group_mappings": lambda w: lambda s, a: directory.list_group_mappings(s, a, w.org_id),
     "identity.directory.seat_preview": lambda w: lambda s, a: directory.seat_preview(s, a, w.org_id),
+    "identity.invitations.check_invitation": lambda w: lambda s, a: invitations.check_invitation(
+        s, a, w.org_id, email="x@acme.test"),
     "identity.audit_access.list_checkpoints": lambda w: lambda s, a: audit_access.list_checkpoints(
         s, a, w.org_id, after=0, limit=10),
     "saml.configuration.read_connection": lambda w: lambda s, a: saml_configuration.read_connection(s, a, w.org_id),

@@ -49,6 +49,26 @@ def test_invite_shows_seats_and_accept_takes_one(client: FlaskClient, db: Databa
     assert again.status_code == 400 and "accepted" in again.json["detail"]
 
 
+def test_a_second_invitation_to_a_pending_address_is_refused_before_and_at_send(
+        client: FlaskClient, db: Database, system: Actor, acme: NewOrg, owner_auth) -> None:
+    """One pending invitation per address (resend gives it a new link): check_invitation (the console's
+    review step) and invite refuse the second, whatever the case of the address, next to `email`;
+    once the first is revoked the address may be invited again."""
+    first = _invite(client, owner_auth)
+    again = client.post("/api/v1/orgs/acme/invitations", json={"email": "NEW@acme.test"}, headers=owner_auth)
+    assert again.status_code == 409 and "pending invitation" in again.json["detail"], again.json
+    with db.reading() as session, pytest.raises(DomainError, match="pending invitation") as refused:
+        invitations.check_invitation(session, system, acme.org.id, email="new@acme.test")
+    assert refused.value.context["field"] == "email"
+    with db.reading() as session, pytest.raises(DomainError, match="already a member"):
+        invitations.check_invitation(session, system, acme.org.id, email="owner@acme.test")
+    with db.transaction() as session:
+        invitations.revoke(session, system, acme.org.id, first["id"])
+    with db.reading() as session:
+        assert invitations.check_invitation(session, system, acme.org.id, email=" new@acme.test ") == "new@acme.test"
+    _invite(client, owner_auth)
+
+
 @pytest.mark.postgres_only("on SQLite a write transaction holds the database: nothing commits between its read and write")
 @pytest.mark.parametrize("late", ["revoke", "resend", "decline"])
 def test_a_change_that_read_the_invitation_before_its_acceptance_committed_is_refused(

@@ -14,7 +14,7 @@ from typing import Any
 from flask import Blueprint, g, jsonify, request
 from werkzeug.wrappers import Response
 
-from identity import directory, members
+from identity import directory, invitations, members
 from identity.directory import TeamEntry
 from identity.errors import DomainError, PermissionDenied
 from identity.seats import SeatPreview
@@ -116,11 +116,19 @@ def seats_now() -> Response:
 @bp.post("/members/invite/preview")
 @console_page
 def preview_invitation() -> Response:
-    """The step before sending (without JavaScript): what the invitation is and what it costs; nothing changes."""
-    if "@" not in field("email"):
+    """The step before sending (without JavaScript): what the invitation is and what it costs; nothing changes.
+
+    The domain refuses here what Send would refuse about the person (invitations.check_invitation:
+    the address, a member already, an invitation pending), next to the field, before any seat is shown."""
+    if not field("email"):
         return _dialog("console/invite.html", status=400, errors={"email": "Enter the email address to invite."})
     try:
+        with reading() as session:
+            invitations.check_invitation(session, g.actor, g.caller.org_id, email=field("email"),
+                                         role=field("role") or Role.MEMBER)
         team = _typed_team()
+    except PermissionDenied:
+        raise  # the refusal page (console_page), as Send answers it
     except DomainError as error:
         return _dialog("console/invite.html", status=status_of(error), errors=form_errors(error))
     return _dialog("console/invite_confirm.html", team=team)
