@@ -68,7 +68,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.after_request(security_headers.secure)  # every response of the app
     app.register_error_handler(Exception, _unexpected_error)
     # Path prefix -> renderer of HTTP errors (404, 405, 413...) in that protocol's own format.
-    app.extensions["identity.error_formats"] = {"/api/": _problem_for_http_error}
+    app.extensions["identity.error_formats"] = {"/api/": _problem_for_http_error, "/console/": console.http_error}
     app.register_error_handler(HTTPException, _http_error)
     app.extensions[QUERY_PARAMETERS] = openapi.query_parameters()  # the admin API refuses any other
     app.add_url_rule("/healthz", "healthz", healthz)

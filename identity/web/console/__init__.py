@@ -22,6 +22,9 @@ from identity.web.console import (
     teams,
     wallet,
 )
+from identity.web.console.common import http_error
+
+__all__ = ["PAGES", "http_error"]
 
 PAGES: tuple[Blueprint, ...] = (arrival.bp, teams.bp, members.bp, invite.bp, invitation.bp, keys.bp, idp.bp,
                                 idp_credentials.bp, idp_mappings.bp, billing.bp, audit.bp,

@@ -72,6 +72,7 @@ from urllib.parse import urlencode
 from flask import current_app, g, redirect, render_template, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy.orm import Session
+from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from audit import Actor
@@ -148,6 +149,30 @@ def refused_page(message: str = "This form did not come from this console's own 
                   message=message)
 
 
+def form_page(path: str) -> str | None:
+    """The page a form posting to `path` belongs to: the nearest path above it that a GET answers
+    (/console/idp/mappings -> /console/idp, /console/teams/<id>/members -> /console/teams/<id>,
+    which shows that team), None when there is none under /console."""
+    urls = current_app.url_map.bind_to_environ(request.environ)
+    parts = path.rstrip("/").split("/")
+    for end in range(len(parts) - 1, 1, -1):
+        candidate = "/".join(parts[:end])
+        try:
+            urls.match(candidate, method="GET")
+        except HTTPException:  # no such page, POST only, or a redirect to add a slash
+            continue
+        return candidate
+    return None
+
+
+def http_error(error: HTTPException) -> Response | HTTPException:
+    """A console URL's HTTP error: a GET of a form's address (the one a refused form was shown at,
+    typed again, bookmarked or pasted) goes to the page that form belongs to, not to a bare 405;
+    every other error is Werkzeug's own. For identity.web.app's `identity.error_formats`."""
+    home = form_page(request.path) if error.code == 405 and request.method in ("GET", "HEAD") else None
+    return redirect(home, 303) if home else error
+
+
 def may(action: str, target_role: str | None = None) -> bool:
     """Tell whether the signed-in caller may do `action` (to a member of `target_role`): identity.roles.refusal."""
     actor = g.get("actor")
@@ -165,15 +190,16 @@ def require(action: str, target_role: str | None = None) -> None:
 
 def typed(name: str, default: Any = "", action: str | None = None) -> Any:
     """What the person typed in field `name` of the form just posted (to `action`, when several forms
-    of the page share the name), so that a form that comes back with an error keeps it; else `default`."""
-    if request.method == "POST" and name in request.form and (action is None or request.path == action):
+    of the page share the name), so that a form that comes back with an error keeps it; else `default`
+    (a form that succeeded, its page rendered at once (a new key's secret), starts afresh)."""
+    if _refused_form() and name in request.form and (action is None or request.path == action):
         return request.form[name]
     return default
 
 
 def typed_list(name: str, default: list[str], action: str) -> list[str]:
-    """Every value of field `name` (checkboxes) of the form just posted to `action`, else `default`."""
-    if request.method == "POST" and request.path == action:
+    """Every value of field `name` (checkboxes) of the form just refused at `action`, else `default`."""
+    if _refused_form() and request.path == action:
         return request.form.getlist(name)
     return default
 
@@ -181,9 +207,15 @@ def typed_list(name: str, default: list[str], action: str) -> list[str]:
 def posted(action: str, default: Any) -> Any:
     """The whole form just posted to `action` (its fields by name), else `default`: for a form built
     from a record (a mapping rule) that comes back with an error and must keep what was typed."""
-    if request.method == "POST" and request.path == action:
+    if _refused_form() and request.path == action:
         return request.form.to_dict()
     return default
+
+
+def _refused_form() -> bool:
+    """Whether the page being rendered answers a POST that was refused (`render`'s errors or status):
+    only then does a form give back what was typed."""
+    return request.method == "POST" and bool(g.get("form_refused"))
 
 
 def render(template: str, *, status: int = 200, errors: dict[str, str] | None = None, **context: Any) -> Response:
@@ -195,6 +227,7 @@ def render(template: str, *, status: int = 200, errors: dict[str, str] | None = 
                               "errors": errors or {}, "notice": notice, "dollars": dollars, "typed": typed,
                               "typed_list": typed_list, "posted": posted, "page_link": page_link}
     values.update(context)  # a page without a session (sign-in, invitation) passes its own csrf_token
+    g.form_refused = bool(errors) or status >= 400
     html = render_template(template, **values)
     response = Response(html, status=status, mimetype="text/html")
     response.headers["Cache-Control"] = "no-store"

@@ -103,7 +103,7 @@ def create_key() -> Response:
                         name=field("name"), scopes=request.form.getlist("scopes"))
     except DomainError as error:
         return _refused(error)
-    return _issued(issued, f"Key {field('name') or 'API key'}")
+    return _issued(issued, f"Key {field('name')}" if field("name") else "Your new key")
 
 
 @bp.post("/keys/service")
@@ -118,7 +118,7 @@ def create_service_key() -> Response:
                         scopes=request.form.getlist("scopes"))
     except DomainError as error:
         return _refused(error, "service-")
-    return _issued(issued, f"Service key {field('name') or 'service key'}")
+    return _issued(issued, f"Service key {field('name')}" if field("name") else "Your new service key")
 
 
 @bp.post("/keys/<key_id>/rotate")

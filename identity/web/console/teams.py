@@ -10,8 +10,9 @@ person; the list offers only what their role may do, and the services refuse the
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
-from flask import Blueprint, g, request
+from flask import Blueprint, g, redirect, request
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
@@ -101,6 +102,13 @@ def _page(*, status: int = 200, errors: dict[str, str] | None = None, **state: A
 def teams_page() -> Response:
     """List the teams (`?team=<id>` expands one, `?rename=` and `?delete=` open a row's form without JS)."""
     return _page()
+
+
+@bp.get("/teams/<team_id>")
+@console_page
+def team_link(team_id: str) -> Response:
+    """A team's own address (what its forms' addresses lead back to, common.form_page): the list with it open."""
+    return redirect(f"{PAGE}?team={quote(team_id)}#members-{quote(team_id)}", 303)
 
 
 def _refused(error: DomainError, **state: Any) -> Response:

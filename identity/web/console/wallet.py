@@ -18,7 +18,7 @@ from flask import Blueprint, g
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
-from identity import spend, topups, wallet_controls, wallets
+from identity import directory, spend, topups, wallet_controls, wallets
 from identity.errors import DomainError, InvalidValue
 from identity.paging import Window
 from identity.web.console.common import (
@@ -122,10 +122,12 @@ def _page(team_id: str, *, status: int = 200, errors: dict[str, str] | None = No
                              for by in ("key", "member"))
         may_top_up = wallets.may_top_up(session, g.actor, org_id)
         billing = _billing(session, team_id)
+        team_name = directory.team_names(session, g.actor, org_id, [team_id]).get(team_id, team_id)
     errors = placed(errors, {"key-limit-": [row["key_id"] for row in by_key],
                              "member-limit-": [row["user_id"] for row in by_member if row["user_id"]]})
     path = f"/console/teams/{team_id}/wallet"
-    return render("console/wallet.html", status=status, errors=errors, title="Wallet", nav="teams", wallet=found,
+    return render("console/wallet.html", status=status, errors=errors, title=f"Wallet of {team_name}", nav="teams",
+                  wallet=found, team_name=team_name,
                   by_key=by_key, by_member=by_member, may_top_up=may_top_up,
                   full={by: len(rows) >= spend.SPEND_PAGE for by, rows in spent.items()}, spend_page=spend.SPEND_PAGE,
                   path=path, ledger_older=page_link(path, {}, ledger_before=str(billing["ledger_next"] or "")),

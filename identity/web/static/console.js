@@ -81,6 +81,15 @@ document.addEventListener("DOMContentLoaded", function () {
     if (document.activeElement && document.activeElement.hasAttribute("data-seats-refresh")) { refresh(); }
   }
 
+  // A form that came back refused: the focus goes to its first field at fault (aria-invalid, whose
+  // error its aria-describedby names), else to the form's own error; the errors carry role="alert".
+  // One rule for every form (console/forms.html gives the attributes); a hidden form is left alone.
+  var visible = function (el) { return !el.closest("[hidden]"); };
+  var atFault = Array.prototype.filter.call(
+    document.querySelectorAll("[aria-invalid='true'], .form-error[tabindex='-1']"), visible);
+  var invalid = atFault.filter(function (el) { return el.getAttribute("aria-invalid") === "true"; })[0] || atFault[0];
+  if (invalid) { invalid.focus(); }
+
   // Every handler above is attached: what a click does from now on no longer depends on the timing.
   document.documentElement.dataset.console = "ready";
 });
