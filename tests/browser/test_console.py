@@ -10,10 +10,11 @@ from __future__ import annotations
 import re
 
 from playwright.sync_api import Browser, Page, expect
+from sqlalchemy import select
 
 from audit.actor import system_actor
 from identity import keys, members, orgs, teams
-from identity.models import Team
+from identity.models import Invitation, Team
 from tests.browser.axe import check_page, shoot
 from tests.browser.conftest import ConsoleSite, HeldScript, console_ready
 
@@ -265,3 +266,25 @@ def test_an_org_without_sso_signs_in_with_a_mailed_one_time_link(console_site: C
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(console_site.url("/console/teams"))
     expect(page.locator("header .org")).to_have_text("initech")
+
+
+def test_an_address_not_in_the_org_is_offered_an_invitation_to_the_team(console_site: ConsoleSite, page: Page) -> None:
+    """OLLM's team row has "+ Invite": typing a newcomer's address into "Add a member" offers to invite them to
+    this team, and the invite dialog opens with the address and the team filled in."""
+    console_site.sign_in_as(page, "owner@acme.test")
+    team_id = _create_team(page, console_site, "Research")
+    members_of = page.locator(f"#members-{team_id}")
+    expect(members_of.get_by_role("link", name="+ Invite someone new to Research")).to_be_visible()
+    members_of.get_by_label("Add a member").fill("newcomer@acme.test")
+    members_of.get_by_role("button", name="Add to team").click()
+    expect(page.locator("#member-error")).to_contain_text("no member 'newcomer@acme.test' in this org")
+    check_page(page, "team-member-invite-offer")
+    page.get_by_role("link", name="Invite newcomer@acme.test to Research").click()
+    expect(page.get_by_label("Email")).to_have_value("newcomer@acme.test")
+    expect(page.get_by_label("Team")).to_have_value(team_id)
+    page.get_by_role("button", name="Review invitation").click()
+    page.get_by_role("button", name="Send invitation").click()
+    expect(page.get_by_role("status")).to_have_text("Invitation to newcomer@acme.test mailed.")
+    with console_site.db.reading() as session:
+        sent = session.scalars(select(Invitation).where(Invitation.email == "newcomer@acme.test")).one()
+        assert sent.team_id == team_id and sent.status == "pending"

@@ -93,6 +93,7 @@ def _page(*, status: int = 200, errors: dict[str, str] | None = None, **state: A
                   teams=summaries, wallets=slots, may_top_up=may_top_up, detail=detail, team_roles=TEAM_ROLES,
                   org_roles=org_roles, here=_here(), next_page=cursor(listed.next),
                   previous_page=cursor(listed.previous), detail_listed=bool(detail) and open_team in shown,
+                  invite_address=state.get("invite_address", ""),
                   rename=state.get("rename") or request.args.get("rename", ""),
                   delete=state.get("delete") or request.args.get("delete", ""))
 
@@ -165,7 +166,10 @@ def add_team_member(team_id: str) -> Response:
         user = submit(teams.add_team_member_by_address, g.caller.org_id, team_id, field("member"),
                       field("role", "member"))
     except DomainError as error:
-        return _refused(error, team=team_id)
+        address = str(error.context.get("address", ""))
+        # Nobody in the org by that address: offer to invite them to this team (OLLM's "+ Invite"), to whoever may
+        return _refused(error, team=team_id,
+                        invite_address=address if isinstance(error, NotFound) and "@" in address else "")
     return redirect_with_notice(_expanded(team_id), f"{user.email or user.user_name} added to the team.")
 
 
