@@ -85,7 +85,7 @@ _LOCK_GROUP = (select(IdpGroup).where(IdpGroup.id == bindparam("group_id")).with
 
 def lock_group(session: Session, org_id: str, group_id: str) -> IdpGroup:
     """Return the org's group, locked against other changes of it until the transaction ends, or raise NotFound."""
-    if group_id in _LOCKED.of(session):
+    if _LOCKED.holds(session, group_id):
         group = session.get(IdpGroup, group_id)
     else:
         group = session.scalars(_LOCK_GROUP, {"group_id": group_id}).one_or_none()

@@ -7,22 +7,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import bindparam, event, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from audit import clock
 from identity.models import IdpGroup
+from identity.transaction_sets import TransactionSet
 
-TOUCHED = "identity.groups_touched"  # session.info: the groups whose version moved in this transaction
+# The groups whose version moved in this transaction: moved once however many of their parts change.
+_TOUCHED: TransactionSet[str] = TransactionSet("identity.groups_touched")
 
 
 def touch(session: Session, group: IdpGroup) -> None:
     """Give the group a new version (its ETag) and time, once per transaction however many of its
     parts change (its name, its members added and removed by one PATCH)."""
-    touched = session.info.setdefault(TOUCHED, set())
-    if group.id in touched:
+    if _TOUCHED.holds(session, group.id):
         return
-    touched.add(group.id)
+    _TOUCHED.add(session, (group.id,))
     group.updated_at = clock.now()
     group.version += 1
 
@@ -38,15 +39,14 @@ def member_changed(session: Session, group_ids: Iterable[str]) -> None:
     """Give the groups a member left (deleted) or is shown anew in (renamed) a new version (their
     members are part of them, so a stale If-Match is 412 and a stale If-None-Match 200), once per
     transaction as `touch` does."""
-    touched: set[str] = session.info.setdefault(TOUCHED, set())
-    new = sorted(set(group_ids) - touched)
+    new = sorted(set(group_ids) - _TOUCHED.of(session))
     for start in range(0, len(new), 500):  # ids per IN (...) list, as identity.group_membership.chunks
         session.execute(_TOUCH_LEFT.values(version=IdpGroup.version + 1, updated_at=clock.now()),
                         {"group_ids": new[start:start + 500]}, execution_options={"synchronize_session": "fetch"})
-    touched.update(new)
+    _TOUCHED.add(session, new)
 
 
-@event.listens_for(Session, "after_commit")
-@event.listens_for(Session, "after_rollback")
-def _forget_touched(session: Session) -> None:
-    session.info.pop(TOUCHED, None)
+def created(session: Session, group: IdpGroup) -> None:
+    """Record that the group was made in this transaction: its version 1 is this transaction's, the
+    members it is made with included (no `touch` moves it again)."""
+    _TOUCHED.add(session, (group.id,))

@@ -17,14 +17,14 @@ from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
-from identity import owners, seats, teams
+from identity import group_versions, owners, seats, teams
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound
 from identity.grants import record_taken
 from identity.group_locks import lock_group, locked_groups
 from identity.group_membership import add_members, lock_live, lock_members, remove_members, replace_members
 from identity.group_rules import governing_rule, pin_rule
-from identity.group_versions import TOUCHED, touch
+from identity.group_versions import touch
 from identity.lookups import group_target
 from identity.models import GroupMapping, IdpGroup, IdpGroupMember, RoleGrant, Team
 from identity.roles import authorize
@@ -72,7 +72,7 @@ def create_group(session: Session, actor: Actor, org_id: str, *, display_name: s
     pin_rule(session, group)
     session.add(group)
     session.flush()
-    session.info.setdefault(TOUCHED, set()).add(group.id)  # version 1 is this transaction's, members included
+    group_versions.created(session, group)
     record(session, actor, Action.GROUP_CREATED, group_target(group),
            {"display_name": display_name, "external_id": external_id}, org_id=org_id)
     add_members(session, actor, org_id, group.id, list(member_ids))

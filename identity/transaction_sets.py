@@ -1,6 +1,6 @@
 """Sets of ids a session's transaction records about itself (the keys it ended, the members whose
-sessions it ended, the grants it took, the groups it holds locked), kept in `session.info` and
-forgotten when its outermost transaction ends."""
+sessions it ended, the grants it took, the groups it holds locked, the groups whose version it moved),
+kept in `session.info` and forgotten when its outermost transaction ends."""
 
 from __future__ import annotations
 
@@ -27,6 +27,10 @@ class TransactionSet(Generic[Id]):
 
     def of(self, session: Session) -> frozenset[Id]:
         return frozenset(session.info.get(self.name, ()))
+
+    def holds(self, session: Session, one: Id) -> bool:
+        """Whether `one` was recorded (`of` without copying the set)."""
+        return one in session.info.get(self.name, ())
 
     def retain(self, session: Session, ids: Iterable[Id]) -> None:
         session.info.setdefault(self.name, set()).intersection_update(ids)
