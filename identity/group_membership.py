@@ -52,13 +52,18 @@ def grants_of(session: Session, actor: Actor, group: IdpGroup) -> Grants:
     assert org is not None
     rule = pin_rule(session, group)
     if rule is not None:
-        org_role = rule.org_role
-        if org_role == Role.OWNER and not org.idp_may_grant_owner:
-            org_role = Role.ADMIN  # the IdP may grant owner only where the org turned that on
+        org_role = org_role_granted(rule.org_role, idp_may_grant_owner=org.idp_may_grant_owner)
         return Grants(rule.team_id, rule.team_role or (Role.MEMBER if rule.team_id else None), org_role)
     if org.group_sync != "mirror":
         return Grants(None, None, None)
     return Grants(mirror_team(session, actor, group), Role.MEMBER, None)
+
+
+def org_role_granted(rule_role: Role | str | None, *, idp_may_grant_owner: bool) -> Role | None:
+    """The org role a rule naming `rule_role` gives now: the IdP may grant owner only where the org
+    turned that on (`idp_may_grant_owner`), admin otherwise. The console's rule list says this too."""
+    role = Role(rule_role) if rule_role else None
+    return Role.ADMIN if role == Role.OWNER and not idp_may_grant_owner else role
 
 
 def mirror_team(session: Session, actor: Actor, group: IdpGroup) -> str:

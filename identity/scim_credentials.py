@@ -19,20 +19,23 @@ from audit.log import Target
 from identity import seats, tokens
 from identity.actions import Action
 from identity.driver_reads import DriverRead
-from identity.errors import NotFound, Unauthenticated
+from identity.errors import Conflict, InvalidValue, NotFound, Unauthenticated
 from identity.keys import LAST_USED_RESOLUTION, Issued, creator, use_due
 from identity.models import ScimClient, ScimToken
 from identity.paging import Window, within
 from identity.roles import authorize
 
 
-def create_scim_token(session: Session, actor: Actor, org_id: str, *, name: str = "SCIM") -> Issued:
+def create_scim_token(session: Session, actor: Actor, org_id: str, *, name: str = "SCIM",
+                      made_as: str | None = None) -> Issued:
     """Make a long-lived SCIM bearer token for the org: whoever holds it controls every identity.
-    NotFound once the org is deleted (its lock, taken here, says so, and waits for a deletion under way)."""
+    NotFound once the org is deleted (its lock, taken here, says so, and waits for a deletion under way).
+    `made_as`: a form's one-time nonce, the token's id (`_new_id`)."""
     authorize(actor, "trust.manage", org_id=org_id)
     seats.lock_org(session, org_id)
+    token_id = _new_id(session, ScimToken, made_as, "token")
     new = tokens.generate("scim")
-    token = ScimToken(id=str(uuid.uuid4()), org_id=org_id, name=name, prefix=new.prefix, secret_hash=new.hash,
+    token = ScimToken(id=token_id, org_id=org_id, name=name, prefix=new.prefix, secret_hash=new.hash,
                       created_at=clock.now(), **creator(actor))
     session.add(token)
     record(session, actor, Action.SCIM_TOKEN_CREATED, Target("scim_token", token.id, token.prefix), {"name": name},
@@ -130,18 +133,36 @@ def revoke_scim_token(session: Session, actor: Actor, org_id: str, token_id: str
                org_id=org_id)
 
 
-def create_scim_client(session: Session, actor: Actor, org_id: str, *, name: str = "SCIM client") -> Issued:
+def create_scim_client(session: Session, actor: Actor, org_id: str, *, name: str = "SCIM client",
+                       made_as: str | None = None) -> Issued:
     """Make an OAuth 2.0 client-credentials client for SCIM; `Issued.prefix` is its client_id.
-    NotFound once the org is deleted, as for a token."""
+    NotFound once the org is deleted, as for a token; `made_as` as for a token."""
     authorize(actor, "trust.manage", org_id=org_id)
     seats.lock_org(session, org_id)
+    client_id = _new_id(session, ScimClient, made_as, "OAuth client")
     new = tokens.generate("scimcs")
-    client = ScimClient(id=str(uuid.uuid4()), org_id=org_id, client_id=new.prefix, secret_hash=new.hash,
+    client = ScimClient(id=client_id, org_id=org_id, client_id=new.prefix, secret_hash=new.hash,
                         name=(name or "").strip()[:200] or "SCIM client", created_at=clock.now(), **creator(actor))
     session.add(client)
     record(session, actor, Action.SCIM_CLIENT_CREATED, Target("scim_client", client.id, client.client_id),
            {"name": client.name}, org_id=org_id)
     return Issued(client.id, client.client_id, new.plaintext)
+
+
+def _new_id(session: Session, model: type[ScimToken] | type[ScimClient], made_as: str | None, what: str) -> str:
+    """The new credential's id: a fresh one, or `made_as`, the one-time nonce of the console form that
+    asks for it, so that the same form sent again (a reload of the page that showed the secret) makes
+    no second credential: Conflict. Read under the org's lock, so two sendings at once see each other."""
+    if made_as is None:
+        return str(uuid.uuid4())
+    try:
+        wanted = str(uuid.UUID(made_as))
+    except ValueError:
+        raise InvalidValue("this form is out of date: load the page again") from None
+    if session.get(model, wanted) is not None:
+        raise Conflict(f"this form was already sent: the {what} it made is listed here, and its secret was "
+                       "shown once, on the page that answered it")
+    return wanted
 
 
 def check_scim_client(session: Session, client_id: str, secret: str | None) -> ScimClient | None:

@@ -93,6 +93,8 @@ def parse_idp_metadata(xml: str | bytes) -> IdpSettings:
     python3-saml's parser refuses DTDs and entities; a certificate that is not valid now is refused
     here so that a stale upload fails at configure time rather than at every sign-in.
     """
+    if not xml.strip():  # an empty file is a failed download, not "keep the IdP in force"
+        raise InvalidValue("the IdP metadata file is empty: download it from the IdP again", field="idp_metadata")
     try:
         parsed = OneLogin_Saml2_IdPMetadataParser.parse(xml)
     except Exception as error:  # its parser raises bare Exceptions and lxml errors

@@ -24,8 +24,6 @@ def _no_sideways_scroll(page: Page, width: int) -> None:
     assert page.evaluate("document.documentElement.scrollWidth") <= width
 
 
-@pytest.mark.xfail(strict=True, reason="an empty metadata file counts as no file: 'Single sign-on saved.' and the "
-                                       "old IdP stays (idp._metadata reads `if document:`)")
 def test_an_empty_metadata_file_is_refused_not_saved(console_site: ConsoleSite, page: Page, tmp_path: Path) -> None:
     empty = tmp_path / "okta-metadata.xml"
     empty.write_bytes(b"")  # a failed download from Okta's Sign On tab
@@ -35,11 +33,9 @@ def test_an_empty_metadata_file_is_refused_not_saved(console_site: ConsoleSite, 
     page.get_by_role("button", name="Save single sign-on").click()
     expect(page.get_by_text("Single sign-on saved.")).to_have_count(0)
     expect(page.get_by_label("IdP metadata file (XML)")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#sso-idp_metadata-error")).to_contain_text("empty")
 
 
-@pytest.mark.xfail(strict=True, reason="with 'A rule may make the members of an IdP group owners' off, an owner "
-                                       "rule is accepted and listed as 'owner' but grants admin "
-                                       "(group_membership.grants_of); the page never says so")
 def test_an_owner_rule_says_it_grants_admin_while_the_idp_may_not_grant_owner(console_site: ConsoleSite,
                                                                              page: Page) -> None:
     console_site.sign_in_as(page, "owner@acme.test")
@@ -54,8 +50,6 @@ def test_an_owner_rule_says_it_grants_admin_while_the_idp_may_not_grant_owner(co
     expect(row.locator("td[data-label='Org role']")).to_contain_text("admin")  # what its members get, not "owner"
 
 
-@pytest.mark.xfail(strict=True, reason="the new token is the answer to the POST: reloading that page posts again "
-                                       "and makes a second active token")
 def test_reloading_the_new_token_page_makes_no_second_token(console_site: ConsoleSite, page: Page) -> None:
     console_site.sign_in_as(page, "owner@acme.test")
     page.goto(console_site.url("/console/idp"))
@@ -63,6 +57,8 @@ def test_reloading_the_new_token_page_makes_no_second_token(console_site: Consol
     page.get_by_role("button", name="Create SCIM token").click()
     expect(page.get_by_role("heading", name=re.compile("Your new SCIM token"))).to_be_visible()
     page.reload()
+    expect(page.get_by_text("this form was already sent")).to_be_visible()
+    expect(page.locator("#new-secret")).to_have_count(0)  # the secret is not shown a second time
     page.goto(console_site.url("/console/idp"))
     expect(page.locator("#scim tr", has_text="Okta reload")).to_have_count(1)
 
@@ -132,16 +128,12 @@ def test_invite_from_a_team_fills_the_teams_name(console_site: ConsoleSite, page
     expect(page.get_by_label("Team")).to_have_value(name)
 
 
-@pytest.mark.xfail(strict=True, reason="the Entra guide leaves out Basic SAML Configuration's Logout Url, which "
-                                       "the Okta guide gives (our SLO endpoint)")
 def test_the_entra_guide_gives_the_logout_url(console_site: ConsoleSite, page: Page) -> None:
     console_site.sign_in_as(page, "owner@acme.test")
     page.goto(console_site.url("/console/idp/guide/entra"))
     expect(page.locator("main code", has_text=re.compile(r"/saml/acme/slo$"))).to_have_count(1)
 
 
-@pytest.mark.xfail(strict=True, reason="a copy button's aria-label ('Copy the new token') outlives its 'Copied' "
-                                       "text: a screen reader never hears that the secret was copied")
 def test_copying_the_new_token_is_announced(console_site: ConsoleSite, page: Page) -> None:
     page.context.grant_permissions(["clipboard-read", "clipboard-write"])
     console_site.sign_in_as(page, "owner@acme.test")
@@ -155,6 +147,7 @@ def test_copying_the_new_token_is_announced(console_site: ConsoleSite, page: Pag
     expect(button).to_have_text("Copied")
     assert page.evaluate("navigator.clipboard.readText()") == secret  # the copy itself works
     expect(button).to_have_accessible_name(re.compile("Copied"))
+    expect(page.locator("[aria-live='polite']", has_text="Copied")).to_have_count(1)  # heard, not only seen
 
 
 @pytest.mark.xfail(strict=True, reason="the verification result reads 'The chain is intact: intact: 246 events ...' "

@@ -181,6 +181,36 @@ def test_errors_stand_next_to_their_field(client: FlaskClient, db: Database, acm
     assert _state(db) == before
 
 
+@pytest.mark.parametrize(("path", "model"), [("/console/idp/scim-tokens", ScimToken),
+                                             ("/console/idp/scim-clients", ScimClient)])
+def test_the_same_create_form_sent_twice_makes_one_credential(client: FlaskClient, db: Database, acme: NewOrg,
+                                                               path: str, model: Any) -> None:
+    """A reload of the page that shows the secret sends its form again, with the form's one-time nonce:
+    409 and no second credential, and no secret on that answer."""
+    owner = sign_in(db, acme.owner.id)
+    page = client.get("/console/idp", headers={"Cookie": owner.cookie}).data
+    (nonce,) = set(re.findall(rb'name="nonce" value="([^"]+)"', page))
+    form = {"name": "Twice", "nonce": nonce.decode()}
+    assert _post(client, owner, path, form).status_code == 200
+    again = _post(client, owner, path, form)
+    assert again.status_code == 409 and b"already sent" in again.data and b'id="new-secret"' not in again.data
+    with db.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(model).where(model.name == "Twice")) == 1
+    assert _post(client, owner, path, {"name": "Twice", "nonce": "not-a-uuid"}).status_code == 400
+
+
+def test_an_empty_metadata_file_is_refused(client: FlaskClient, db: Database, acme: NewOrg) -> None:
+    """An empty file (a failed download) is a file given, not "keep the IdP in force": refused next to it."""
+    from io import BytesIO
+
+    owner = sign_in(db, acme.owner.id)
+    answer = client.post("/console/idp/sso", content_type="multipart/form-data", headers={
+        "Cookie": owner.cookie, "Origin": ORIGIN}, data={
+        "csrf_token": owner.csrf, "jit": "on", "idp_metadata": (BytesIO(b""), "metadata.xml")})
+    assert answer.status_code == 400 and b'id="sso-idp_metadata-error"' in answer.data
+    assert b"is empty" in answer.data and "sso.configured" not in actions(db, acme.org.id)
+
+
 def test_the_sso_form_takes_an_uploaded_metadata_file(client: FlaskClient, db: Database, acme: NewOrg) -> None:
     from io import BytesIO
 

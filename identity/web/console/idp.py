@@ -13,6 +13,7 @@ Reading it is IdP trust (`trust.read`: owners and admins); changing SSO is the o
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec
@@ -22,7 +23,7 @@ from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
 from audit import Actor
-from identity import directory, orgs, provisioning_log, scim_credentials
+from identity import directory, group_membership, orgs, provisioning_log, scim_credentials
 from identity.errors import DomainError, InvalidValue
 from identity.web.console.common import (
     console_page,
@@ -66,7 +67,8 @@ def our_values() -> dict[str, str]:
 
 def idp_view(*, status: int = 200, errors: dict[str, str] | None = None, failed: str | None = None,
              issued: dict[str, str] | None = None, sso_form: dict[str, Any] | None = None) -> Response:
-    """Render the whole page: `failed` names the form whose `errors` are shown, `issued` a secret shown once."""
+    """Render the whole page: `failed` names the form whose `errors` are shown, `issued` a secret shown once;
+    `nonce` is the create forms' one-time id (identity.web.console.idp_credentials)."""
     org_id = g.caller.org_id
     with reading() as session:
         org, connection = saml_configuration.read_connection(session, g.actor, org_id)
@@ -81,7 +83,9 @@ def idp_view(*, status: int = 200, errors: dict[str, str] | None = None, failed:
                   require_sso=org.require_sso, group_sync=org.group_sync, idp_may_grant_owner=org.idp_may_grant_owner,
                   claims=CLAIMS, default_attributes=DEFAULT_ATTRIBUTES,
                   tokens=list(reversed(tokens)), clients=list(reversed(clients)), rules=rules,
-                  teams=teams, provisioning=provisioning)
+                  granted={rule.id: group_membership.org_role_granted(
+                      rule.org_role, idp_may_grant_owner=org.idp_may_grant_owner) for rule in rules},
+                  teams=teams, provisioning=provisioning, nonce=str(uuid.uuid4()))
 
 
 def _idp_summary(connection: SamlConnection | None) -> dict[str, Any] | None:
@@ -142,11 +146,12 @@ def configure_sso() -> Response:
 def _metadata(url: str) -> tuple[IdpSettings, str | None]:
     """The IdP settings from the uploaded file, else the URL, else the connection in force."""
     upload = request.files.get("idp_metadata")
-    document = upload.read(METADATA_MAX_BYTES) if upload is not None and upload.filename else b""
-    if document and url:
+    named = upload is not None and bool(upload.filename)  # a file chosen, even an empty one (a failed download)
+    if named and url:
         raise InvalidValue("give the metadata file or its URL, not both", field="idp_metadata")
-    if document:
-        return parse_idp_metadata(document), None
+    if named:
+        assert upload is not None
+        return parse_idp_metadata(upload.read(METADATA_MAX_BYTES)), None
     if url:
         if len(url) > URL_MAX_LENGTH:
             raise InvalidValue(f"the metadata URL may have at most {URL_MAX_LENGTH} characters",

@@ -1,6 +1,11 @@
 """The identity provider page's SCIM credentials: bearer tokens and OAuth clients, made (owners;
 the secret shown once, on the page that answers the form) and revoked (owners and admins), by
 identity.scim_credentials, which decides and audits as it does for the admin API.
+
+Each rendering of the page gives its create forms a one-time nonce, the new credential's id: the
+browser's reload of the page that shows a secret sends the form again, and that second sending is
+refused (Conflict) rather than making a second credential. The secret stays in that one answer: never
+in a redirect, a cookie or a URL.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ def create_credential(kind: str) -> Response:
     made = KINDS[kind]
     name = field("name")[:NAME_LENGTH] or made.default_name
     try:
-        issued = submit(made.create, g.caller.org_id, name=name)
+        issued = submit(made.create, g.caller.org_id, name=name, made_as=field("nonce") or None)
     except DomainError as error:
         return refused(error, f"scim_{made.issued}")
     return idp_view(issued={"kind": made.issued, "name": name, "prefix": issued.prefix, "secret": issued.secret})

@@ -9,14 +9,28 @@ document.addEventListener("DOMContentLoaded", function () {
   document.querySelectorAll("[data-js-only]").forEach(function (el) { el.hidden = false; });
 
   // Copy buttons: <button data-copy="#id" hidden> copies the text of #id (shown only when it can work).
-  document.querySelectorAll("[data-copy]").forEach(function (button) {
-    if (!navigator.clipboard) { return; }
+  // Done, the button says "Copied" (its aria-label too, which would outlive the text) and a polite
+  // live region, there before any copy so that screen readers follow it, says it once more.
+  var copies = document.querySelectorAll("[data-copy]");
+  var copied = null;
+  if (copies.length && navigator.clipboard) {
+    copied = document.createElement("p");
+    copied.className = "sr-only";
+    copied.setAttribute("aria-live", "polite");
+    document.body.appendChild(copied);
+  }
+  copies.forEach(function (button) {
+    if (!copied) { return; }
     button.hidden = false;
+    var label = button.getAttribute("aria-label");
     button.addEventListener("click", function () {
       var source = find(button.getAttribute("data-copy"));
       if (!source) { return; }
       navigator.clipboard.writeText((source.value || source.textContent).trim()).then(function () {
         button.textContent = "Copied";
+        if (label) { button.setAttribute("aria-label", label.replace(/^Copy\b/, "Copied")); }
+        copied.textContent = "";  // the same words again are news too
+        window.setTimeout(function () { copied.textContent = "Copied"; }, 50);
       });
     });
   });
