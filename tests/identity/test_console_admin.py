@@ -165,6 +165,26 @@ def test_group_sync_is_an_admins_and_owner_grants_the_owners(client: FlaskClient
     assert actions(db, acme.org.id)[-2:] == ["org.settings_changed", "org.settings_changed"]
 
 
+def test_an_owner_rule_is_listed_with_what_it_grants_now(client: FlaskClient, db: Database, acme: NewOrg) -> None:
+    """While the IdP may not grant owner, an owner rule gives admin (group_membership.grants_of): the
+    list says so, and says owner again once the owner turns that on."""
+    owner = sign_in(db, acme.owner.id)
+    made = _post(client, owner, "/console/idp/mappings", {"group_external_id": "00g-own", "org_role": "owner"})
+    assert made.status_code == 303
+
+    def listed() -> str:
+        page = client.get("/console/idp", headers={"Cookie": owner.cookie}).data.decode()
+        (row,) = re.findall(r'<tr>\s*<td data-label="IdP group">[^<]*<span class="mono muted">00g-own</span>.*?</tr>',
+                            page, re.S)
+        (cell,) = re.findall(r'<td data-label="Org role">(.*?)</td>', row, re.S)
+        return re.sub(r"<[^>]+>", "", cell)
+
+    assert listed().startswith("admin (the rule names owner")
+    assert _post(client, owner, "/console/idp/group-sync", {"group_sync": "mirror",
+                                                             "idp_may_grant_owner": "on"}).status_code == 303
+    assert listed() == "owner"
+
+
 @pytest.mark.parametrize(("path", "form", "field"), [
     ("/console/idp/mappings", {"team_id": ""}, "mapping-new-group-error"),
     ("/console/idp/sso", {"idp_metadata_url": "http://insecure.example/metadata"}, "sso-idp_metadata_url-error"),
