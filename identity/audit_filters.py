@@ -4,6 +4,8 @@ The admin API, the console's page and its downloads, and `identity audit export`
 input into plain text and hand it here, so that the same filters select the same events whichever
 way they came in: `action` is a list, each value split on commas; times are ISO 8601. An `action`
 may also be one of ACTION_ALIASES, a name DESIGN.md uses for events recorded under other actions.
+`actor` is an id, or the address (userName or email) of a live member, which every row shows as
+its actor: read as that member's id here, so that each reader finds the same events by it.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ import datetime as dt
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from audit import events
+from identity import lookups
 from identity.actions import Action
-from identity.errors import InvalidValue
+from identity.errors import Conflict, InvalidValue
 
 FILTERS = ("since", "until", "action", "actor", "actor_type", "target", "target_type", "outcome")
 # A filter's name -> the actions it selects. DESIGN.md 6 names a seat charge `seat.charged`; a charge
@@ -32,13 +37,16 @@ def filters_from(one: Callable[[str], str | None], actions: Iterable[str]) -> di
     return found
 
 
-def selection_of(org_id: str, filters: dict[str, Any], after_seq: int = 0) -> events.Selection:
-    """Return the selection of events that `filters` ask for, or raise InvalidValue naming the bad field."""
+def selection_of(session: Session, org_id: str, filters: dict[str, Any], after_seq: int = 0) -> events.Selection:
+    """Return the selection of events that `filters` ask for, or raise InvalidValue naming the bad field.
+
+    `session` reads the member an `actor` address names (see _actor_id)."""
     since, until = _time_filter(filters, "since"), _time_filter(filters, "until")
     actions = tuple(dict.fromkeys(name for action in filters.get("action", ())
                                   for name in ACTION_ALIASES.get(action, (action,))))
+    actor = _actor_id(session, org_id, filters["actor"]) if filters.get("actor") else None
     return events.Selection(org_id, since=since, until=until, actions=actions,
-                            actor_id=filters.get("actor"), actor_type=filters.get("actor_type"),
+                            actor_id=actor, actor_type=filters.get("actor_type"),
                             target_id=filters.get("target"), target_type=filters.get("target_type"),
                             outcome=filters.get("outcome"), after_seq=after_seq)
 
@@ -49,3 +57,16 @@ def _time_filter(filters: dict[str, Any], name: str) -> dt.datetime | None:
         return events.parse_time(filters[name]) if filters.get(name) else None
     except ValueError as error:
         raise InvalidValue(f"{name} must be an ISO 8601 time", field=name) from error
+
+
+def _actor_id(session: Session, org_id: str, actor: str) -> str:
+    """The id of the live member whose userName or email `actor` is, else `actor` itself as an id.
+
+    Rows show a member by address, ids are not shown but in links: an address is what a person
+    types. One no member has stays as given, and so selects nothing (an id never holds an address);
+    an email two members share names neither, which the field says."""
+    try:
+        member = lookups.find_by_address(session, org_id, actor)
+    except Conflict as error:
+        raise InvalidValue(error.message, field="actor") from error
+    return member.id if member else actor.strip()

@@ -78,7 +78,7 @@ def audit() -> None:
 @click.option("--until", help="up to this time (ISO 8601, exclusive)")
 @click.option("--action", "actions", multiple=True,
               help="an action, or a prefix such as 'user.*'; repeat it or separate with commas for several")
-@click.option("--actor", help="an actor id")
+@click.option("--actor", help="an actor id, or a member's userName or email")
 @click.option("--actor-type", help="user, api_key, scim_token, scim_client or system")
 @click.option("--target", help="a target id")
 @click.option("--target-type", help="org, team, user, ...")
@@ -91,15 +91,16 @@ def export_command(slug: str, fmt: str, actions: tuple[str, ...], output: str, *
     The filters are the admin API's and the console's, read by the same code (identity.audit_filters).
     """
     with _database() as db:
-        selection = _selection(_org_id(db, slug), given, actions)
+        selection = _selection(db, _org_id(db, slug), given, actions)
         with _open(output) as handle:
             _export(db, fmt, handle, selection)
 
 
-def _selection(org_id: str, given: dict[str, str | None], actions: tuple[str, ...]) -> events.Selection:
+def _selection(db: Database, org_id: str, given: dict[str, str | None], actions: tuple[str, ...]) -> events.Selection:
     """The events the options select; a bad one is bad usage (exit 2), named as its option."""
     try:
-        return audit_filters.selection_of(org_id, audit_filters.filters_from(given.get, actions))
+        with db.reading() as session:
+            return audit_filters.selection_of(session, org_id, audit_filters.filters_from(given.get, actions))
     except InvalidValue as error:
         option = str(error.context.get("field", "")).replace("_", "-")
         raise click.BadParameter(error.message, param_hint=f"'--{option}'") from error

@@ -68,6 +68,29 @@ def test_the_same_filters_select_the_same_events_from_the_console_the_api_and_th
     assert _exported(by_cli.stdout) == selected
 
 
+def test_an_actor_typed_as_the_address_the_rows_show_selects_that_members_events_everywhere(
+        cli: Callable[..., Result], app: Flask, admin_key: str, db: Database, acme: NewOrg) -> None:
+    """Every row shows a member actor by address, never by id: identity.audit_filters reads an address
+    (userName or email, in any case) as that member's id for the API, its export and the CLI alike;
+    an address no member has selects nothing, without an error."""
+    as_owner = Actor("user", acme.owner.id, "owner@acme.test", org_id=acme.org.id, role="owner")
+    with db.transaction() as session:
+        teams.create_team(session, as_owner, acme.org.id, "By address", creator=False)
+    client = app.test_client(use_cookies=False)
+    key = {"Authorization": f"Bearer {admin_key}"}
+    base = f"/api/v1/orgs/{acme.org.slug}/audit-events"
+    by_id = client.get(base, query_string={"actor": acme.owner.id}, headers=key).get_json()["events"]
+    by_address = client.get(base, query_string={"actor": "Owner@ACME.test"}, headers=key).get_json()["events"]
+    assert "team.created" in [e["action"] for e in by_id] and by_address == by_id
+    nobody = client.get(base, query_string={"actor": "nobody@acme.test"}, headers=key)
+    assert (nobody.status_code, nobody.get_json()["events"]) == (200, [])
+    exported = client.get(f"{base}/export", query_string={"actor": "owner@acme.test", "format": "jsonl"}, headers=key)
+    by_cli = cli("export", "--org", acme.org.slug, "--actor", "owner@acme.test")
+    assert by_cli.exit_code == 0, by_cli.output
+    selected = [(e["seq"], e["action"], "user") for e in by_id]
+    assert _exported(exported.get_data(as_text=True)) == _exported(by_cli.stdout) == selected
+
+
 def test_a_bad_filter_is_bad_usage_before_the_file_is_opened(cli: Callable[..., Result], db: Database,
                                                              acme: NewOrg, tmp_path: Path) -> None:
     """The CLI's filters are checked as the API's are: a time that is not ISO 8601 names its option

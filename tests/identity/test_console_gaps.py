@@ -315,8 +315,8 @@ def test_edited_group_mapping_keeps_the_typed_change_next_to_its_error(client: F
 
 def test_the_invitations_change_link_keeps_the_chosen_role_and_team(client: FlaskClient, db: Database,
                                                                     acme: NewOrg) -> None:
-    """The no-JavaScript review step's "Change" link goes back to the dialog with the email only: the
-    role and team chosen are reset to member and the inviter's team."""
+    """The no-JavaScript review step's "Change" link went back to the dialog with the email only: the
+    role and team chosen were reset to member and the inviter's team. The team comes back by its name."""
     token = sign_in(client, db, acme.owner.id)
     with db.transaction() as session:
         session.add(Team(id="ops-00000001", org_id=acme.org.id, name="Ops", created_at=acme.org.created_at))
@@ -329,7 +329,7 @@ def test_the_invitations_change_link_keeps_the_chosen_role_and_team(client: Flas
     dialog = client.get(change.group(1).replace("&amp;", "&")).get_data(as_text=True)
     assert 'value="new@acme.test"' in dialog
     assert '<option value="admin" selected>' in dialog
-    assert input_value(dialog, "team_id") == "ops-00000001"
+    assert input_value(dialog, "team_id") == "Ops"  # shown by its name, as the team's page's link says it
 
 
 def test_personal_key_form_keeps_the_chosen_scopes_on_an_error(client: FlaskClient, db: Database,

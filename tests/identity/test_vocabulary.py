@@ -104,8 +104,9 @@ def test_the_actions_design_names_for_the_audit_event_exist(db: Database, acme: 
 
     for number in range(3):  # 3 seats are included, the owner holds one: the fourth member buys one, prorated
         provision(db, system, acme.org.id, f"m{number}@acme.test")
-    selection = audit_filters.selection_of(acme.org.id, audit_filters.filters_from({}.get, ("seat.charged",)))
     with db.reading() as session:
+        selection = audit_filters.selection_of(session, acme.org.id, audit_filters.filters_from({}.get,
+                                                                                                ("seat.charged",)))
         assert events.count(session, selection) == 1  # the one prorated charge
     named = {"user.created", "member.role_changed"}  # and seat.charged: a filter's name for both charges
     assert named <= {a.value for a in Action}, sorted(named - {a.value for a in Action})

@@ -58,6 +58,12 @@ def filters_from(args: Any, one: Callable[[str], str | None] | None = None) -> d
     return audit_filters.filters_from(one or args.get, args.getlist("action"))
 
 
+def _selection(org_id: str, filters: dict[str, Any], after: int = 0) -> events.Selection:
+    """The events `filters` select (identity.audit_filters reads them: an actor's address needs the database)."""
+    with database().reading() as session:
+        return selection_of(session, org_id, filters, after)
+
+
 def encode_cursor(after_seq: int, filters: dict[str, Any]) -> str:
     """Return the opaque cursor of a position in a filtered reading of the log."""
     raw = json.dumps({"v": 1, "after": after_seq, "filters": filters}, separators=(",", ":"), sort_keys=True)
@@ -110,7 +116,7 @@ def list_events(org_ref: str) -> Response:
     org_id, limit = caller_org_id(org_ref), _limit()
     cursor = one_arg("cursor")
     after, filters = decode_cursor(cursor) if cursor else (0, filters_from(request.args, one_arg))
-    page = run(database(), g.actor, audit_access.read_events, selection_of(org_id, filters, after), limit)
+    page = run(database(), g.actor, audit_access.read_events, _selection(org_id, filters, after), limit)
     rows = page.rows
     next_cursor = None if page.ended else encode_cursor(page.position, filters)
     link = None
@@ -130,7 +136,7 @@ def export_events(org_ref: str) -> Response:
     fmt = one_arg("format", "jsonl")
     if fmt not in export.FORMATS:
         raise InvalidValue(f"format must be one of {', '.join(export.FORMATS)}", field="format")
-    selection = selection_of(org_id, filters_from(request.args, one_arg))
+    selection = _selection(org_id, filters_from(request.args, one_arg))
     db = database()
     run(db, g.actor, audit_access.record_export, selection, fmt)
 

@@ -23,7 +23,7 @@ from werkzeug.wrappers import Response
 from audit import checkpoints, clock, events, export, signing, verify
 from audit.actor import ACTOR_TYPES
 from identity import audit_access
-from identity.audit_filters import FILTERS, selection_of
+from identity.audit_filters import selection_of
 from identity.errors import DomainError
 from identity.web.api.audit_log import filters_from, signing_key
 from identity.web.console.common import FORM_ERROR, console_page, form_errors, may, reading, render, submit
@@ -37,27 +37,36 @@ OUTCOMES = ("success", "failure", "refused")
 @bp.get("/audit")
 @console_page
 def audit_page() -> Response:
-    """Show a page of the filtered events, the downloads of that selection, and the auditor's panel."""
+    """Show a page of the filtered events, the downloads of that selection, and the auditor's panel.
+
+    A page is read from a position either way along the chain: `before` reads the older events
+    below it, `after` the newer ones above it; each is shown in the order asked for, so a page
+    leads forward (Next page) and back (Previous page) whichever order that is."""
     if not may("audit.read"):
         return _not_for_you()
-    args = request.args if any(request.args.get(name) for name in FILTERS) else _default_args()
-    filters = filters_from(args)
-    newest = request.args.get("order", "newest") != "oldest"  # auditors look at what just happened first
+    filters = filters_from(_asked())
+    newest = _newest_first()  # auditors look at what just happened first
+    before, after = _number("before"), _number("after")
+    downward = bool(before) or (newest and not after)  # read newest first, below `before` (or the head)
     try:
-        selection = selection_of(g.caller.org_id, filters, 0 if newest else _number("after"))
-        page = submit(audit_access.read_events, selection, PAGE, newest_first=newest,
-                      before_seq=(_number("before") or None) if newest else None)
+        with reading() as session:
+            selection = selection_of(session, g.caller.org_id, filters, 0 if downward else after)
+        page = submit(audit_access.read_events, selection, PAGE, newest_first=downward,
+                      before_seq=before or None)
     except DomainError as error:
-        return _render(filters, [], None, newest, status=400, errors=form_errors(error))
+        return _render(filters, [], newest, status=400, errors=form_errors(error))
     rows = [_event(events.document(row)) for row in page.rows]
-    more = len(rows) == PAGE and not (newest and page.ended)
-    return _render(filters, rows, page.position if more else None, newest)
+    rows = rows if downward == newest else rows[::-1]
+    more = len(rows) == PAGE and not page.ended  # beyond this page, the way it was read
+    came_from = bool(before or after)  # a page reached from another, on the side it was read away from
+    ahead, behind = (more, came_from and bool(rows)) if downward == newest else (came_from and bool(rows), more)
+    return _render(filters, rows, newest, pages=_pages(rows, newest, ahead=ahead, behind=behind, first=came_from))
 
 
 @bp.post("/audit/verify")
 @console_page
 def verify_chain() -> Response:
-    """Verify the org's stored chain now, record the result (`audit.verified`) and show it."""
+    """Verify the org's stored chain now, record the result (`audit.verified`) and show it, the filters kept."""
     if not may("audit.read"):
         return _not_for_you()
     with reading() as session:
@@ -66,7 +75,7 @@ def verify_chain() -> Response:
         "intact": report.intact, "checked": report.checked, "last_seq": report.last_seq,
         "broken_seq": report.broken.seq if report.broken else None, "reconciled": None, "findings": 0,
         "first_findings": []})
-    return _render(filters_from(_default_args()), [], None, verification=report)
+    return _render(filters_from(_asked()), [], _newest_first(), verification=report)
 
 
 @bp.post("/audit/checkpoint")
@@ -78,7 +87,7 @@ def sign_checkpoint() -> Response:
     try:
         made = submit(audit_access.sign_checkpoint, signing_key(), g.caller.org_id)
     except checkpoints.UnverifiedHead as broken:  # nothing is signed over a broken chain: that is the finding
-        return _render(filters_from(_default_args()), [], None, status=409, errors={FORM_ERROR: str(broken)})
+        return _render(filters_from(_asked()), [], _newest_first(), status=409, errors={FORM_ERROR: str(broken)})
     name = f"checkpoint-{g.caller.org_slug}-{made.seq}.json"
     return Response(json.dumps({"id": made.id, **checkpoints.document(made)}, indent=2), mimetype="application/json",
                     headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
@@ -89,9 +98,19 @@ def _not_for_you() -> Response:
                   message="Only the org's owners and admins read the audit log.")
 
 
-def _default_args() -> MultiDict[str, str]:
-    since = clock.now() - dt.timedelta(days=DEFAULT_DAYS)
-    return MultiDict({"since": since.strftime("%Y-%m-%dT%H:%M")})
+def _asked() -> MultiDict[str, str]:
+    """The query's filters; without `since` it is a first visit, which shows the last week.
+
+    Only an absent `since` is: a form sent with From cleared (`since=`) asks for every event."""
+    if "since" in request.args:
+        return request.args
+    asked = request.args.copy()
+    asked["since"] = (clock.now() - dt.timedelta(days=DEFAULT_DAYS)).strftime("%Y-%m-%dT%H:%M")
+    return asked
+
+
+def _newest_first() -> bool:
+    return request.args.get("order", "newest") != "oldest"
 
 
 def _number(name: str) -> int:
@@ -115,13 +134,31 @@ def _shown(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
-def _render(filters: dict[str, Any], rows: list[dict[str, Any]], next_position: int | None,
-            newest_first: bool = True, *, status: int = 200, errors: dict[str, str] | None = None,
-            verification: verify.Report | None = None) -> Response:
+def _pages(rows: list[dict[str, Any]], newest_first: bool, *, ahead: bool, behind: bool,
+           first: bool) -> dict[str, list[tuple[str, Any]] | None]:
+    """The positions of the pages around this one: `next` and `previous` in the order shown, and
+    `first` (the newest, or the oldest), each None where there is no such page."""
+    if not rows:
+        return {"next": None, "previous": None, "first": [] if first else None}
+    older, newer = [("before", min(row["seq"] for row in rows))], [("after", max(row["seq"] for row in rows))]
+    forward, back = (older, newer) if newest_first else (newer, older)
+    return {"next": forward if ahead else None, "previous": back if behind else None, "first": [] if first else None}
+
+
+def _render(filters: dict[str, Any], rows: list[dict[str, Any]], newest_first: bool = True, *, status: int = 200,
+            errors: dict[str, str] | None = None, verification: verify.Report | None = None,
+            pages: dict[str, list[tuple[str, Any]] | None] | None = None) -> Response:
     query = [(name, value) for name, value in filters.items() if name != "action"]
     query += [("action", ",".join(filters["action"]))] if filters.get("action") else []
-    order = [("order", "newest" if newest_first else "oldest")]
-    position = [("before" if newest_first else "after", next_position)]
+    kept = [*query, *([] if filters.get("since") else [("since", "")]),  # an empty From asks for every event
+            ("order", "newest" if newest_first else "oldest")]
+    links = {name: None if position is None else urlencode([*kept, *position])
+             for name, position in (pages or {}).items()}
+
+    def only(name: str, value: str) -> str:
+        """The query of these filters but `name` (actor, target): a row's "only these" narrows the selection."""
+        return urlencode([(key, given) for key, given in kept if key != name] + [(name, value)])
+
     key = signing_key()
     with reading() as session:
         newest = audit_access.newest_checkpoint(session, g.actor, g.caller.org_id)
@@ -129,7 +166,6 @@ def _render(filters: dict[str, Any], rows: list[dict[str, Any]], next_position: 
                   filters={**filters, "action": ",".join(filters.get("action", []))}, rows=rows,
                   outcomes=OUTCOMES, actor_types=ACTOR_TYPES, formats=export.FORMATS,
                   export_base=f"/api/v1/orgs/{g.caller.org_slug}/audit-events/export",
-                  export_query=urlencode(query), newest_first=newest_first,
-                  next_query=urlencode([*query, *order, *position]) if next_position is not None else None,
-                  verification=verification,
+                  export_query=urlencode(query), newest_first=newest_first, page_query=urlencode(kept),
+                  links=links, only=only, verification=verification,
                   key_id=signing.key_id(key), public_pem=signing.public_pem(key))

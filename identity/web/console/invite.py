@@ -71,13 +71,17 @@ def _dialog(template: str, *, status: int = 200, errors: dict[str, str] | None =
     """The dialog (or its review step, `team` the team found for what was typed), with the seats now.
 
     The team is typed by name or id (no list of every team of the org in the form); the caller's
-    own teams are suggested, read by their grants."""
+    own teams are suggested, read by their grants. A team the query gives by id (a team's page's
+    invite link, the review step's "Change") is shown by its name, as a person types and reads it."""
+    # The form's fields, or (the review step's "Change" link) the query's: back to the dialog as chosen.
+    typed_team = field("team_id") or request.args.get("team_id", "")
     with reading() as session:
         preview = directory.seat_preview(session, g.actor, g.caller.org_id)
         mine = directory.get_member(session, g.actor, g.caller.org_id, g.caller.user_id).teams
         names = directory.team_names(session, g.actor, g.caller.org_id, [*mine, *filter(None, [g.caller.team_id])])
-    # The form's fields, or (the review step's "Change" link) the query's: back to the dialog as chosen.
-    typed_team = field("team_id") or request.args.get("team_id", "")
+        asked = {} if field("team_id") or not typed_team else directory.team_names(
+            session, g.actor, g.caller.org_id, [typed_team])
+    typed_team = asked.get(typed_team, typed_team)
     chosen = {"email": field("email") or request.args.get("email", ""),
               "role": field("role") or request.args.get("role", "") or Role.MEMBER,
               "team_id": team.id if team else typed_team or names.get(g.caller.team_id or "", ""),

@@ -44,6 +44,7 @@ LEDGER_POSITION = re.compile(r"[0-9]{1,18}")  # an entry id: ASCII digits within
 LEDGER_PAGE = 25  # ledger entries per page, newest first; each page links to the next older one
 REQUESTS_SHOWN = 5  # the auto top-up's newest requests (GET .../wallet/topup-requests pages them all)
 SUBJECTS = {"key": wallet_controls.KEY, "member": wallet_controls.MEMBER}
+DISCOUNT = "type a whole number from 0 to 100"  # the discount field's words, whichever check refuses it
 
 
 def micros_of(text: str, name: str) -> int:
@@ -108,6 +109,8 @@ def _errors(error: DomainError, slot: str | None) -> dict[str, str]:
     elif isinstance(error, InvalidValue) and isinstance(named, str) and named.endswith("_micros"):
         least = "" if "limit" in named else "above $0.00 and "  # a limit may be $0: "stop now"
         message = f"Type an amount {least}at most $10,000,000."
+    elif isinstance(error, InvalidValue) and named == "discount_percent":  # the API's field name, not this page's
+        message = DISCOUNT
     else:
         return errors
     return {name: message for name in errors}
@@ -175,10 +178,10 @@ def set_discount(team_id: str) -> Response:
     text = field("discount")
     try:
         if not WHOLE.fullmatch(text):
-            raise InvalidValue("type a whole number from 0 to 100", field="discount")
+            raise InvalidValue(DISCOUNT, field="discount")
         submit(wallet_controls.configure_wallet, g.caller.org_id, team_id, discount_percent=int(text))
     except DomainError as error:
-        return _page(team_id, status=status_of(error), errors=form_errors(error, "discount"))
+        return _page(team_id, status=status_of(error), errors=_errors(error, "discount"))
     return redirect_with_notice(f"/console/teams/{team_id}/wallet", f"Discount set to {int(text)}%.")
 
 
