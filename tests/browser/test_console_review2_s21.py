@@ -1,7 +1,7 @@
 """Console defects found by the second s21 review: the IT admin's and the auditor's side.
 
-Each test states what the user should meet; each fails on the code as it stands, so each is marked
-xfail(strict=True) with the reason (remove the mark with the fix). One service per module and database
+Each test states what the user should meet; each failed on the code as it stood, marked
+xfail(strict=True) with the reason, and fixed since. One service per module and database
 (`console_site`): the tests share its org, so each uses names of its own.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
 from playwright.sync_api import Page, expect
 
 from audit.actor import system_actor
