@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from audit.log import Target
-from identity import key_revocation, seats, tokens, wallet_controls
+from identity import key_revocation, made_once, seats, tokens, wallet_controls
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound, PermissionDenied, Unauthenticated
 from identity.grants import org_role, roles_for_key
@@ -72,8 +72,9 @@ def _key_target(key: ApiKey) -> Target:
 
 
 def create_api_key(session: Session, actor: Actor, org_id: str, *, user_id: str, team_id: str,
-                   name: str, scopes: list[str]) -> Issued:
-    """Make a team API key for a member of that team.
+                   name: str, scopes: list[str], made_as: str | None = None) -> Issued:
+    """Make a team API key for a member of that team (`made_as`: a console form's one-time nonce, the
+    key's id, identity.made_once).
 
     A key for someone else is made only by one who outranks them (DESIGN 3.2), and no key carries
     a scope above its holder's role: otherwise an admin could mint an owner's key and act as owner.
@@ -108,7 +109,8 @@ def create_api_key(session: Session, actor: Actor, org_id: str, *, user_id: str,
         raise InvalidValue(f"{user.user_name} is not a member of team {team_id}", field="team_id")
     name = (name or "").strip()[:200] or "API key"
     new = tokens.generate("key")
-    key = ApiKey(id=str(uuid.uuid4()), org_id=org_id, team_id=team_id, user_id=user_id, name=name,
+    key = ApiKey(id=made_once.new_id(session, ApiKey, made_as, "key"), org_id=org_id, team_id=team_id,
+                 user_id=user_id, name=name,
                  prefix=new.prefix, secret_hash=new.hash, scopes=sorted(set(scopes)), status=KeyStatus.ACTIVE,
                  created_at=clock.now(), role_cap=cap, **creator(actor))
     session.add(key)
@@ -265,8 +267,9 @@ def _authorize_on_key(session: Session, actor: Actor, org_id: str, key: ApiKey, 
 
 
 def create_service_key(session: Session, actor: Actor, org_id: str, *, team_id: str, name: str,
-                       scopes: list[str]) -> Issued:
-    """Make a team service key: it belongs to the team, not to a person, so nobody's leaving stops it.
+                       scopes: list[str], made_as: str | None = None) -> Issued:
+    """Make a team service key: it belongs to the team, not to a person, so nobody's leaving stops it
+    (`made_as` as for create_api_key).
 
     It acts at the `member` role (never the admin API); deleting the team revokes it.
     """
@@ -284,7 +287,8 @@ def create_service_key(session: Session, actor: Actor, org_id: str, *, team_id: 
     lock_team(session, org_id, team_id)
     name = (name or "").strip()[:200] or "service key"
     new = tokens.generate("key")
-    key = ApiKey(id=str(uuid.uuid4()), org_id=org_id, team_id=team_id, user_id=None, name=name, prefix=new.prefix,
+    key = ApiKey(id=made_once.new_id(session, ApiKey, made_as, "service key"), org_id=org_id, team_id=team_id,
+                 user_id=None, name=name, prefix=new.prefix,
                  secret_hash=new.hash, scopes=sorted(set(scopes)), status=KeyStatus.ACTIVE, created_at=clock.now(),
                  **creator(actor))
     session.add(key)

@@ -8,7 +8,6 @@ Audit events name a credential by id and prefix, never by its secret.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, bindparam, select, update
@@ -16,10 +15,10 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from audit.log import Target
-from identity import seats, tokens
+from identity import made_once, seats, tokens
 from identity.actions import Action
 from identity.driver_reads import DriverRead
-from identity.errors import Conflict, InvalidValue, NotFound, Unauthenticated
+from identity.errors import NotFound, Unauthenticated
 from identity.keys import LAST_USED_RESOLUTION, Issued, creator, use_due
 from identity.models import ScimClient, ScimToken
 from identity.paging import Window, within
@@ -30,10 +29,10 @@ def create_scim_token(session: Session, actor: Actor, org_id: str, *, name: str 
                       made_as: str | None = None) -> Issued:
     """Make a long-lived SCIM bearer token for the org: whoever holds it controls every identity.
     NotFound once the org is deleted (its lock, taken here, says so, and waits for a deletion under way).
-    `made_as`: a form's one-time nonce, the token's id (`_new_id`)."""
+    `made_as`: a form's one-time nonce, the token's id (identity.made_once)."""
     authorize(actor, "trust.manage", org_id=org_id)
     seats.lock_org(session, org_id)
-    token_id = _new_id(session, ScimToken, made_as, "token")
+    token_id = made_once.new_id(session, ScimToken, made_as, "token")
     new = tokens.generate("scim")
     token = ScimToken(id=token_id, org_id=org_id, name=name, prefix=new.prefix, secret_hash=new.hash,
                       created_at=clock.now(), **creator(actor))
@@ -139,7 +138,7 @@ def create_scim_client(session: Session, actor: Actor, org_id: str, *, name: str
     NotFound once the org is deleted, as for a token; `made_as` as for a token."""
     authorize(actor, "trust.manage", org_id=org_id)
     seats.lock_org(session, org_id)
-    client_id = _new_id(session, ScimClient, made_as, "OAuth client")
+    client_id = made_once.new_id(session, ScimClient, made_as, "OAuth client")
     new = tokens.generate("scimcs")
     client = ScimClient(id=client_id, org_id=org_id, client_id=new.prefix, secret_hash=new.hash,
                         name=(name or "").strip()[:200] or "SCIM client", created_at=clock.now(), **creator(actor))
@@ -147,22 +146,6 @@ def create_scim_client(session: Session, actor: Actor, org_id: str, *, name: str
     record(session, actor, Action.SCIM_CLIENT_CREATED, Target("scim_client", client.id, client.client_id),
            {"name": client.name}, org_id=org_id)
     return Issued(client.id, client.client_id, new.plaintext)
-
-
-def _new_id(session: Session, model: type[ScimToken] | type[ScimClient], made_as: str | None, what: str) -> str:
-    """The new credential's id: a fresh one, or `made_as`, the one-time nonce of the console form that
-    asks for it, so that the same form sent again (a reload of the page that showed the secret) makes
-    no second credential: Conflict. Read under the org's lock, so two sendings at once see each other."""
-    if made_as is None:
-        return str(uuid.uuid4())
-    try:
-        wanted = str(uuid.UUID(made_as))
-    except ValueError:
-        raise InvalidValue("this form is out of date: load the page again") from None
-    if session.get(model, wanted) is not None:
-        raise Conflict(f"this form was already sent: the {what} it made is listed here, and its secret was "
-                       "shown once, on the page that answered it")
-    return wanted
 
 
 def check_scim_client(session: Session, client_id: str, secret: str | None) -> ScimClient | None:

@@ -321,3 +321,28 @@ def test_a_group_mapping_takes_its_team_typed_by_name(client: FlaskClient, db: D
     with db.reading() as session:
         assert [r.team_id for r in session.scalars(select(GroupMapping))] == [acme.default_team_id]
     assert b'<select id="mapping-new-team_id"' not in client.get("/console/idp", headers={"Cookie": owner.cookie}).data
+
+
+@pytest.mark.parametrize(("path", "fields"), [("/console/keys", {"scopes": "inference"}),
+                                              ("/console/keys/service", {"scopes": "inference"})])
+def test_a_key_form_sent_twice_makes_one_key(client: FlaskClient, db: Database, acme: NewOrg, path: str,
+                                             fields: dict[str, str]) -> None:
+    """The keys page as the IdP page: a reload of the page that shows a new key's secret sends the form
+    again with its one-time nonce: 409 and no second key, no secret on that answer; each create form
+    has a nonce of its own (both make API keys)."""
+    from identity.models import ApiKey
+
+    owner = sign_in(db, acme.owner.id)
+    page = client.get("/console/keys", headers={"Cookie": owner.cookie}).data
+    nonces = re.findall(rb'name="nonce" value="([^"]+)"', page)
+    assert len(nonces) == len(set(nonces)) == 2
+    nonce = nonces[0 if path == "/console/keys" else 1].decode()
+    form = {"name": "Twice", "team_id": acme.default_team_id, "nonce": nonce, **fields}
+    first = _post(client, owner, path, form)
+    assert first.status_code == 200 and b'id="new-secret"' in first.data
+    again = _post(client, owner, path, form)
+    assert again.status_code == 409 and b"already sent" in again.data and b'id="new-secret"' not in again.data
+    with db.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(ApiKey).where(ApiKey.name == "Twice")) == 1
+    assert _post(client, owner, path, {**form, "nonce": "not-a-uuid"}).status_code == 400
+    assert _post(client, owner, path, {**form, "nonce": ""}).status_code == 200  # the admin API's way: no nonce

@@ -3,11 +3,14 @@ their role; rotate; revoke), the secret shown once with a copy button; owners an
 every key of the org and make team service keys.
 
 The secret is in the answer to the POST that made it, never in a redirect, a cookie or a later
-page (`no-store`); the services are identity.keys', as the admin API's.
+page (`no-store`); the services are identity.keys', as the admin API's. Each create form carries a
+one-time nonce, the new key's id (identity.made_once): a reload of the page that showed the secret
+sends the form again, and is refused instead of making a second key.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -63,7 +66,8 @@ def _page(*, status: int = 200, errors: dict[str, str] | None = None, issued: Is
                   others=others, my_teams=my_teams,
                   scopes=sorted(allowed_scopes(g.caller.role)) if may("own_keys.manage") else [],
                   key_actions=lambda entry: actions[entry.key.id], service_scopes=sorted(keys.SERVICE_KEY_SCOPES),
-                  scope_help=SCOPE_HELP, issued=issued, issued_for=issued_for, here=page_position(*POSITION))
+                  scope_help=SCOPE_HELP, issued=issued, issued_for=issued_for, here=page_position(*POSITION),
+                  nonces={form: str(uuid.uuid4()) for form in ("own", "service")})  # identity.made_once
 
 
 def _keys(session: Session, whose: str, prefix: str) -> key_list.KeyPage:
@@ -100,7 +104,7 @@ def create_key() -> Response:
     """Make one of your own keys in one of your teams."""
     try:
         issued = submit(keys.create_api_key, g.caller.org_id, user_id=g.caller.user_id, team_id=field("team_id"),
-                        name=field("name"), scopes=request.form.getlist("scopes"))
+                        name=field("name"), scopes=request.form.getlist("scopes"), made_as=field("nonce") or None)
     except DomainError as error:
         return _refused(error)
     return _issued(issued, f"Key {field('name')}" if field("name") else "Your new key")
@@ -115,7 +119,7 @@ def create_service_key() -> Response:
         with reading() as session:
             team = directory.find_team(session, g.actor, g.caller.org_id, field("team_id"))
         issued = submit(keys.create_service_key, g.caller.org_id, team_id=team.id, name=field("name"),
-                        scopes=request.form.getlist("scopes"))
+                        scopes=request.form.getlist("scopes"), made_as=field("nonce") or None)
     except DomainError as error:
         return _refused(error, "service-")
     return _issued(issued, f"Service key {field('name')}" if field("name") else "Your new service key")

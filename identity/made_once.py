@@ -1,0 +1,30 @@
+"""A secret-bearing row made once per form: the console's forms that make a credential (a SCIM token,
+an OAuth client, an API key) carry a one-time nonce, drawn each time the page is drawn, which becomes
+the new row's id. The browser's reload of the page that showed the secret sends the same form again;
+that second sending is refused (Conflict) instead of making a second credential whose secret nobody
+saw. The callers hold the org's lock (identity.seats.lock_org) when they ask, so two sendings at once
+see each other.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from identity.errors import Conflict, InvalidValue
+
+
+def new_id(session: Session, model: type[Any], made_as: str | None, what: str) -> str:
+    """The new row's id: a fresh one, or `made_as`, the form's nonce, refused when a row has it already."""
+    if made_as is None:
+        return str(uuid.uuid4())
+    try:
+        wanted = str(uuid.UUID(made_as))
+    except ValueError:
+        raise InvalidValue("this form is out of date: load the page again") from None
+    if session.get(model, wanted) is not None:
+        raise Conflict(f"this form was already sent: the {what} it made is listed here, and its secret was "
+                       "shown once, on the page that answered it")
+    return wanted
