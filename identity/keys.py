@@ -109,7 +109,7 @@ def create_api_key(session: Session, actor: Actor, org_id: str, *, user_id: str,
         raise InvalidValue(f"{user.user_name} is not a member of team {team_id}", field="team_id")
     name = (name or "").strip()[:200] or "API key"
     new = tokens.generate("key")
-    key = ApiKey(id=made_once.new_id(session, ApiKey, made_as, "key"), org_id=org_id, team_id=team_id,
+    key = ApiKey(id=made_once.new_id(session, ApiKey, org_id, made_as, "key"), org_id=org_id, team_id=team_id,
                  user_id=user_id, name=name,
                  prefix=new.prefix, secret_hash=new.hash, scopes=sorted(set(scopes)), status=KeyStatus.ACTIVE,
                  created_at=clock.now(), role_cap=cap, **creator(actor))
@@ -287,7 +287,7 @@ def create_service_key(session: Session, actor: Actor, org_id: str, *, team_id: 
     lock_team(session, org_id, team_id)
     name = (name or "").strip()[:200] or "service key"
     new = tokens.generate("key")
-    key = ApiKey(id=made_once.new_id(session, ApiKey, made_as, "service key"), org_id=org_id, team_id=team_id,
+    key = ApiKey(id=made_once.new_id(session, ApiKey, org_id, made_as, "service key"), org_id=org_id, team_id=team_id,
                  user_id=None, name=name, prefix=new.prefix,
                  secret_hash=new.hash, scopes=sorted(set(scopes)), status=KeyStatus.ACTIVE, created_at=clock.now(),
                  **creator(actor))

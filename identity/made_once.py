@@ -16,15 +16,20 @@ from sqlalchemy.orm import Session
 from identity.errors import Conflict, InvalidValue
 
 
-def new_id(session: Session, model: type[Any], made_as: str | None, what: str) -> str:
-    """The new row's id: a fresh one, or `made_as`, the form's nonce, refused when a row has it already."""
+def new_id(session: Session, model: type[Any], org_id: str, made_as: str | None, what: str) -> str:
+    """The new row's id: a fresh one, or `made_as`, the form's nonce, refused when a row of this org has
+    it already. A row of another org with that id (a nonce typed by hand to probe for it) is no
+    refusal, which would tell that it exists: the new row takes a fresh id instead."""
     if made_as is None:
         return str(uuid.uuid4())
     try:
         wanted = str(uuid.UUID(made_as))
     except ValueError:
         raise InvalidValue("this form is out of date: load the page again") from None
-    if session.get(model, wanted) is not None:
+    found = session.get(model, wanted)
+    if found is not None and found.org_id != org_id:
+        return str(uuid.uuid4())
+    if found is not None:
         raise Conflict(f"this form was already sent: the {what} it made is listed here, and its secret was "
                        "shown once, on the page that answered it")
     return wanted

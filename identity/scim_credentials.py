@@ -32,7 +32,7 @@ def create_scim_token(session: Session, actor: Actor, org_id: str, *, name: str 
     `made_as`: a form's one-time nonce, the token's id (identity.made_once)."""
     authorize(actor, "trust.manage", org_id=org_id)
     seats.lock_org(session, org_id)
-    token_id = made_once.new_id(session, ScimToken, made_as, "token")
+    token_id = made_once.new_id(session, ScimToken, org_id, made_as, "token")
     new = tokens.generate("scim")
     token = ScimToken(id=token_id, org_id=org_id, name=name, prefix=new.prefix, secret_hash=new.hash,
                       created_at=clock.now(), **creator(actor))
@@ -138,7 +138,7 @@ def create_scim_client(session: Session, actor: Actor, org_id: str, *, name: str
     NotFound once the org is deleted, as for a token; `made_as` as for a token."""
     authorize(actor, "trust.manage", org_id=org_id)
     seats.lock_org(session, org_id)
-    client_id = made_once.new_id(session, ScimClient, made_as, "OAuth client")
+    client_id = made_once.new_id(session, ScimClient, org_id, made_as, "OAuth client")
     new = tokens.generate("scimcs")
     client = ScimClient(id=client_id, org_id=org_id, client_id=new.prefix, secret_hash=new.hash,
                         name=(name or "").strip()[:200] or "SCIM client", created_at=clock.now(), **creator(actor))

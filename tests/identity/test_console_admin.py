@@ -346,3 +346,27 @@ def test_a_key_form_sent_twice_makes_one_key(client: FlaskClient, db: Database, 
         assert session.scalar(select(func.count()).select_from(ApiKey).where(ApiKey.name == "Twice")) == 1
     assert _post(client, owner, path, {**form, "nonce": "not-a-uuid"}).status_code == 400
     assert _post(client, owner, path, {**form, "nonce": ""}).status_code == 200  # the admin API's way: no nonce
+
+
+def test_a_nonce_naming_another_orgs_credential_tells_nothing_of_it(client: FlaskClient, db: Database, acme: NewOrg,
+                                                                    system: Actor) -> None:
+    """A nonce typed by hand as the id of another org's key or SCIM token: no 409 that would say such a row
+    exists; the credential is made under a fresh id and the other org's row is untouched."""
+    from identity import keys
+    from identity.models import ApiKey
+
+    with db.transaction() as session:
+        other = orgs.create_org(session, system, "Globex", owner_email="owner@globex.test")
+        theirs = keys.create_service_key(session, system, other.org.id, team_id=other.default_team_id,
+                                         name="theirs", scopes=["inference"]).id
+        token = scim_credentials.create_scim_token(session, system, other.org.id, name="theirs").id
+    owner = sign_in(db, acme.owner.id)
+    for path, form, model, probed in (
+            ("/console/keys/service", {"name": "mine", "team_id": acme.default_team_id, "scopes": "inference"},
+             ApiKey, theirs),
+            ("/console/idp/scim-tokens", {"name": "mine"}, ScimToken, token)):
+        made = _post(client, owner, path, {**form, "nonce": probed})
+        assert made.status_code == 200 and b'id="new-secret"' in made.data, path
+        with db.transaction() as session:
+            mine = session.scalars(select(model).where(model.org_id == acme.org.id, model.name == "mine")).one()
+            assert mine.id != probed and session.get_one(model, probed).org_id == other.org.id
