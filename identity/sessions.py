@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from typing import cast
 
-from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, exists, insert, select
+from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, insert, select
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock
@@ -112,7 +112,7 @@ def resolve_session(session: Session, token: str | None, lifetime: Lifetime) -> 
         return None
     row = session.get(SsoSession, _digest(token))
     now = clock.now()
-    if row is None or row.expires_at <= now or row.last_seen_at + lifetime.idle <= now:
+    if row is None or lifetime_ended(row.expires_at, now, row.last_seen_at + lifetime.idle):
         return None
     user = session.get(User, row.user_id)
     if user is None or not user.active or user.deleted_at is not None or user.org_id != row.org_id:
@@ -122,6 +122,19 @@ def resolve_session(session: Session, token: str | None, lifetime: Lifetime) -> 
     if now - row.last_seen_at >= TOUCH_RESOLUTION:
         row.last_seen_at = now
     return SignedIn(row, user)
+
+
+def lifetime_ended(expires_at: dt.datetime, now: dt.datetime, idle_ends_at: dt.datetime | None = None) -> bool:
+    """Tell whether a session's lifetime has ended at `now`: its absolute end (`expires_at`, set at
+    sign-in) reached, or its idle end (`idle_ends_at`: its last use plus Lifetime.idle) when given.
+    The one rule, by the one clock (audit.clock), for the request's start (resolve_session) and a
+    write's end (confirm_role); purge_expired deletes by its absolute half, in SQL.
+
+    confirm_role gives no idle end: the write it confirms is the session's use. verify_session, at
+    the request's start, found the session unused for less than its idle lifetime and touched it
+    (committed, to within TOUCH_RESOLUTION); the idle lifetime counts from that use, so only the
+    absolute end can come while the write runs (and confirm_role does not know the configured idle)."""
+    return expires_at <= now or (idle_ends_at is not None and idle_ends_at <= now)
 
 
 def link_still_vouches(session: Session, user: User) -> bool:
@@ -169,10 +182,11 @@ def verify_session(session: Session, token: str | None, lifetime: Lifetime) -> S
 
 # A grant the caller's role was confirmed with: its id, role and group (source_ref; "" for none).
 Held = tuple[tuple[int, str, str], ...]
-# A member, whether live, whether the session it acts through still exists, and its org grants, in one
-# round trip (a row per grant; one with none when there is none).
-_SESSION_LIVE = exists().where(SsoSession.id == bindparam("session_id")).label("session_live")
-_MEMBER_AND_GRANTS = (select(User.active, User.deleted_at, _SESSION_LIVE, RoleGrant.id, RoleGrant.role,
+# A member, whether live, when the session it acts through ends (NULL: it no longer exists), and its org
+# grants, in one round trip (a row per grant; one with none when there is none).
+_SESSION_ENDS = (select(SsoSession.expires_at).where(SsoSession.id == bindparam("session_id"))
+                 .scalar_subquery().label("session_expires_at"))
+_MEMBER_AND_GRANTS = (select(User.active, User.deleted_at, _SESSION_ENDS, RoleGrant.id, RoleGrant.role,
                              RoleGrant.source_ref)
                       .outerjoin(RoleGrant, and_(RoleGrant.user_id == User.id, RoleGrant.team_id.is_(None)))
                       .where(User.id == bindparam("user_id")))
@@ -190,7 +204,8 @@ def confirm_role(session: Session, actor: Actor, held: Held | None = None) -> He
     longer live (revoked, blocked by its holder's deactivation, past its rotation's grace), the
     session's member no longer is (deactivated or deleted: its sessions ended), or the session itself
     no longer exists (signed out, ended by the IdP's logout, by SSO becoming required: the actor's
-    `session_id`; the member's row and the session's read in the same statement as its grants); a
+    `session_id`) or its lifetime has ended meanwhile (lifetime_ended; the member's row and the
+    session's read in the same statement as its grants); a
     higher role takes away nothing the write was allowed. Return the caller's org grants read.
 
     identity.service.run calls it twice. Once the write holds the org's lock (identity.seats.lock_org),
@@ -231,10 +246,10 @@ def confirm_role(session: Session, actor: Actor, held: Held | None = None) -> He
                 and actor.id not in ended_members(session):
             raise Unauthenticated("your membership was deactivated or removed while the request was under way: "
                                   "your session has ended", org_id=actor.org_id)
-        if actor.session_id is not None and (member is None or not member.session_live) \
+        if actor.session_id is not None and not _session_live(None if member is None else member.session_expires_at) \
                 and actor.id not in ended_members(session) and actor.session_id not in ended_sessions(session):
-            raise Unauthenticated("your session ended (signed out) while the request was under way: sign in again",
-                                  org_id=actor.org_id)
+            raise Unauthenticated("your session ended (signed out, or past its lifetime) while the request was "
+                                  "under way: sign in again", org_id=actor.org_id)
         grants = tuple((row.id, row.role, row.source_ref) for row in found if row.id is not None)
     role = _role_now(session, actor.org_id, grants, held)
     role = capped(role, cap)
@@ -243,6 +258,13 @@ def confirm_role(session: Session, actor: Actor, held: Held | None = None) -> He
         raise PermissionDenied(f"{whose} in this org changed to {role} while this request was under way: "
                                "send it again", org_id=actor.org_id)
     return grants
+
+
+def _session_live(ends: dt.datetime | None) -> bool:
+    """Whether the session a write acts through still exists (`ends`, its absolute end read by
+    _MEMBER_AND_GRANTS, not NULL) and its lifetime has not ended now: a session past its end while
+    the write ran, not yet purged, is no more live than one signed out."""
+    return ends is not None and not lifetime_ended(ends, clock.now())
 
 
 def _role_now(session: Session, org_id: str, grants: Held, held: Held | None) -> Role:

@@ -1,4 +1,4 @@
-"""sessions.confirm_role's three last gaps (session 21): a write that waited for a change taking its
+"""sessions.confirm_role's three last gaps (session 21), and a session's lifetime ending while its write ran (session 22): a write that waited for a change taking its
 caller's role, or ending its caller's session, while it held the org's lock and had confirmed the
 role there. Each race runs on PostgreSQL (READ COMMITTED): the change held uncommitted, the write
 started behind it until it waits for a lock, then the change committed. The writes that take their
@@ -7,9 +7,14 @@ caller's grant or end their caller's session themselves stay allowed (both backe
 
 from __future__ import annotations
 
-import pytest
+import datetime as dt
+from contextlib import ExitStack
 
-from audit import Actor
+import pytest
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from audit import Actor, clock
 from identity import group_membership, groups, mappings, orgs, signout, users
 from identity.db import Database
 from identity.errors import Unauthenticated
@@ -130,3 +135,70 @@ def test_an_owners_break_glass_session_that_demotes_its_owner_is_not_refused_for
     run(db, as_owner, users.change_role, acme.org.id, owner.id, "admin")
     with db.reading() as session:
         assert session.get(SsoSession, as_owner.session_id) is None
+
+
+def _expire(db: Database, session_id: str | None) -> None:
+    """Move the session's absolute end into the past, from a connection of its own (committed)."""
+    with db.transaction() as session:
+        _expire_in(session, session_id)
+
+
+def _expire_in(session: Session, session_id: str | None) -> None:
+    session.execute(update(SsoSession).where(SsoSession.id == session_id)
+                    .values(expires_at=clock.now() - dt.timedelta(seconds=1)))
+
+
+def test_a_sessions_write_after_its_expiry_was_moved_into_the_past_is_refused(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """Both backends: Ann's session, verified at the request's start, has its absolute end moved into
+    the past by another connection before her write takes the org's lock (its row still there, not
+    purged). The write is refused (401) and writes nothing: a session past its lifetime is no more
+    live than one signed out (sessions.lifetime_ended)."""
+    ann, dev = admin_and_member(db, system, acme.org.id)
+    _token, as_ann = _signed_in(db, ann)
+    _expire(db, as_ann.session_id)
+    with pytest.raises(Unauthenticated):
+        run(db, as_ann, users.deactivate_user, acme.org.id, dev.id)
+    with db.reading() as session:
+        assert session.get_one(User, dev.id).active
+
+
+def test_a_sessions_write_during_which_its_absolute_lifetime_ends_is_refused(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """Both backends: Ann's write starts with her session live (confirmed under the org's lock);
+    while it runs, the clock passes the session's absolute end. The write's end (confirm_role, by the
+    clock verify_session reads) refuses it (401) and nothing is written; before, only a session's row
+    gone counted."""
+    ann, dev = admin_and_member(db, system, acme.org.id)
+    _token, as_ann = _signed_in(db, ann)
+    with db.reading() as session:
+        ends = session.get_one(SsoSession, as_ann.session_id).expires_at
+    with ExitStack() as later:
+        def deactivate_while_time_passes(session: Session, actor: Actor, org_id: str, user_id: str) -> None:
+            users.deactivate_user(session, actor, org_id, user_id)
+            later.enter_context(clock.frozen_at(ends))  # the write's end, at the session's end
+        with pytest.raises(Unauthenticated):
+            run(db, as_ann, deactivate_while_time_passes, acme.org.id, dev.id)
+    with db.reading() as session:
+        assert session.get_one(User, dev.id).active
+
+
+@RACE
+def test_a_sessions_write_that_waited_for_its_expiry_moved_into_the_past_is_refused(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """Ann deactivates Dev from her session: the org's lock, her session confirmed live there, then
+    Dev's row. Another connection meanwhile holds Dev's row and moves her session's end into the
+    past. The deactivation waits for Dev's row, and at its end read her session's row, still there,
+    as live: a write of a session past its lifetime committed."""
+    ann, dev = admin_and_member(db, system, acme.org.id)
+    _token, as_ann = _signed_in(db, ann)
+
+    def expire_holding_dev(session: Session) -> None:
+        session.get_one(User, dev.id, with_for_update=True)
+        _expire_in(session, as_ann.session_id)
+    errors: list[BaseException] = []
+    behind(db, expire_holding_dev, lambda: run(db, as_ann, users.deactivate_user, acme.org.id, dev.id), errors,
+           "Ann's deactivation of Dev")  # for Dev's row
+    assert [type(error).__name__ for error in errors] == ["Unauthenticated"], errors
+    with db.reading() as session:
+        assert session.get_one(User, dev.id).active

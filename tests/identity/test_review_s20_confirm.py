@@ -199,7 +199,8 @@ def test_a_write_is_confirmed_under_the_org_lock_and_at_its_end_in_one_statement
     key with its holder's (one join each), read right after the org's lock and again before the audit chain at commit.
     Against session 19: one statement more for a session's write that takes the org's lock (none for
     one that does not), two for a key's (one for one that does not). A real session's actor (session
-    21): whether its session still exists is read in the same statement (sessions._SESSION_LIVE)."""
+    21): whether its session still exists, and until when (session 22), is read in the same statement
+    (sessions._SESSION_ENDS)."""
     ann, dev = admin_and_member(db, system, acme.org.id)
     actor = _session_actor(db, ann) if through == "session" else _key_actor(db, system, acme, ann.id)
     read = "SELECT users" if through == "session" else "SELECT api_keys"
