@@ -15,10 +15,10 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock
-from identity import group_membership, groups, mappings, orgs, signout, users
+from identity import group_membership, groups, keys, mappings, orgs, signout, users
 from identity.db import Database
 from identity.errors import Unauthenticated
-from identity.models import IdpGroup, SsoSession, User
+from identity.models import ApiKey, IdpGroup, SsoSession, User
 from identity.orgs import NewOrg
 from identity.service import run
 from identity.sessions import Lifetime, create_session, verify_session
@@ -200,5 +200,28 @@ def test_a_sessions_write_that_waited_for_its_expiry_moved_into_the_past_is_refu
     behind(db, expire_holding_dev, lambda: run(db, as_ann, users.deactivate_user, acme.org.id, dev.id), errors,
            "Ann's deactivation of Dev")  # for Dev's row
     assert [type(error).__name__ for error in errors] == ["Unauthenticated"], errors
+    with db.reading() as session:
+        assert session.get_one(User, dev.id).active
+
+
+def test_a_keys_write_during_which_the_key_expires_is_refused(db: Database, system: Actor, acme: NewOrg) -> None:
+    """Both backends, the same window for an API key (a guard: it held before session 22): a key with
+    an end (a rotation's grace) live at the request's start, its end passed while the write ran, is
+    refused at the write's end (confirm_role reads the key's expires_at, by the same clock) and
+    nothing is written."""
+    ann, dev = admin_and_member(db, system, acme.org.id)
+    with db.transaction() as session:
+        issued = keys.create_api_key(session, system, acme.org.id, user_id=ann.id, team_id=acme.default_team_id,
+                                     name="k", scopes=["admin"])
+        ends = clock.now() + dt.timedelta(hours=1)
+        session.execute(update(ApiKey).where(ApiKey.id == issued.id).values(expires_at=ends))
+    with db.transaction() as session:
+        as_key = keys.verify_api_key(session, issued.secret).actor()
+    with ExitStack() as later:
+        def deactivate_while_time_passes(session: Session, actor: Actor, org_id: str, user_id: str) -> None:
+            users.deactivate_user(session, actor, org_id, user_id)
+            later.enter_context(clock.frozen_at(ends))
+        with pytest.raises(Unauthenticated):
+            run(db, as_key, deactivate_while_time_passes, acme.org.id, dev.id)
     with db.reading() as session:
         assert session.get_one(User, dev.id).active
