@@ -47,6 +47,7 @@ class Selection:
     target_type: str | None = None
     outcome: str | None = None
     after_seq: int = 0
+    upto_seq: int | None = None  # none above it: a view of the log as it stood (the console's paging)
 
     @property
     def contiguous(self) -> bool:
@@ -95,7 +96,8 @@ def _filters(selection: Selection) -> list[ColumnElement[bool]]:
 
 
 def seq_bounds(session: Session, selection: Selection) -> tuple[int, int]:
-    """Return (after, last): the selection's events, as they stand now, have after < seq <= last.
+    """Return (after, last): the selection's events, as they stand now, have after < seq <= last
+    (and none above `upto_seq`).
 
     Time bounds become `seq` bounds once, through the time index. Without `until` (or with one
     still in the future) `last` is the newest event now: events committed later get higher
@@ -111,6 +113,8 @@ def seq_bounds(session: Session, selection: Selection) -> tuple[int, int]:
     last = newest
     if selection.until is not None and selection.until <= clock.now():
         last = session.scalar(select(func.max(e.seq)).where(org, e.occurred_at < selection.until)) or 0
+    if selection.upto_seq is not None:
+        last = min(last, selection.upto_seq)
     return after, last
 
 
@@ -149,11 +153,14 @@ def _keyed_page(session: Session, selection: Selection, after: int, upto: int, l
 
 @dataclass(frozen=True)
 class Page:
-    """A page of events, the seq the next page starts after, and whether a closed range is read to its end."""
+    """A page of events, the seq the next page starts after, whether a closed range is read to its end,
+    and `last`, the newest seq the selection could hold when read (a bound that keeps later pages to
+    the log as it stood: Selection.upto_seq)."""
 
     rows: list[Row[Any]]
     position: int
     ended: bool
+    last: int = 0
 
 
 def read_page(session: Session, selection: Selection, limit: int) -> Page:
@@ -163,7 +170,7 @@ def read_page(session: Session, selection: Selection, limit: int) -> Page:
     if keyed(selection):
         page = _keyed_page(session, selection, after, last, limit, newest_first=False) if after < last else []
         position = max(int(page[-1].seq) if len(page) == limit else last, after)
-        return Page(page, position, closed and position >= last)
+        return Page(page, position, closed and position >= last, last)
     connection = session.connection()
     rows: list[Row[Any]] = []
     while after < last and len(rows) < limit:
@@ -175,7 +182,7 @@ def read_page(session: Session, selection: Selection, limit: int) -> Page:
         else:
             rows += found
             after = upto
-    return Page(rows, after, closed and after >= last)
+    return Page(rows, after, closed and after >= last, last)
 
 
 def read_page_newest(session: Session, selection: Selection, limit: int, before_seq: int | None = None) -> Page:
@@ -190,7 +197,7 @@ def read_page_newest(session: Session, selection: Selection, limit: int, before_
     if keyed(selection):
         page = _keyed_page(session, selection, after, upper, limit, newest_first=True) if upper > after else []
         position = int(page[-1].seq) if len(page) == limit else min(after, upper) + 1
-        return Page(page, position, position - 1 <= after)
+        return Page(page, position, position - 1 <= after, last)
     connection = session.connection()
     rows: list[Row[Any]] = []
     position = upper + 1
@@ -204,7 +211,7 @@ def read_page_newest(session: Session, selection: Selection, limit: int, before_
             break
         rows += found
         upper, position = lower, lower + 1
-    return Page(rows, position, position - 1 <= after)
+    return Page(rows, position, position - 1 <= after, last)
 
 
 def iter_rows(session: Session, selection: Selection, batch: int = BATCH) -> Iterator[Row[Any]]:

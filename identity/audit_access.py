@@ -33,9 +33,26 @@ def read_events(session: Session, actor: Actor, selection: events.Selection, lim
     else:
         page = events.read_page(session, selection, limit)
         where = {"after_seq": selection.after_seq}
+    bound = {} if selection.upto_seq is None else {"upto_seq": selection.upto_seq}
     record(session, actor, AuditAction.AUDIT_READ, _log(selection.org_id),
-           {"selection": selection.describe(), **where, "returned": len(page.rows)}, org_id=selection.org_id)
+           {"selection": selection.describe(), **where, **bound, "returned": len(page.rows)}, org_id=selection.org_id)
     return page
+
+
+def any_events(session: Session, actor: Actor, selection: events.Selection, *, below_seq: int | None = None) -> bool:
+    """Tell whether the selection holds an event below `below_seq` (given) or after `selection.after_seq`:
+    whether a full page has another beyond it. Not recorded: no event is read out, the page was."""
+    authorize(actor, "audit.read", org_id=selection.org_id)
+    if below_seq is not None:
+        return bool(events.read_page_newest(session, selection, 1, below_seq).rows)
+    return bool(events.read_page(session, selection, 1).rows)
+
+
+def count_events(session: Session, actor: Actor, selection: events.Selection) -> int:
+    """Return how many events the selection holds (the newer ones a reader's bounded view leaves out).
+    Not recorded, as any_events: a number, no event."""
+    authorize(actor, "audit.read", org_id=selection.org_id)
+    return events.count(session, selection)
 
 
 def record_export(session: Session, actor: Actor, selection: events.Selection, fmt: str) -> None:

@@ -37,8 +37,10 @@ def filters_from(one: Callable[[str], str | None], actions: Iterable[str]) -> di
     return found
 
 
-def selection_of(session: Session, org_id: str, filters: dict[str, Any], after_seq: int = 0) -> events.Selection:
-    """Return the selection of events that `filters` ask for, or raise InvalidValue naming the bad field.
+def selection_of(session: Session, org_id: str, filters: dict[str, Any], after_seq: int = 0,
+                 upto_seq: int | None = None) -> events.Selection:
+    """Return the selection of events that `filters` ask for (after `after_seq`, up to `upto_seq`: a
+    position, no filter), or raise InvalidValue naming the bad field.
 
     `session` reads the member an `actor` address names (see _actor_id)."""
     since, until = _time_filter(filters, "since"), _time_filter(filters, "until")
@@ -48,7 +50,7 @@ def selection_of(session: Session, org_id: str, filters: dict[str, Any], after_s
     return events.Selection(org_id, since=since, until=until, actions=actions,
                             actor_id=actor, actor_type=filters.get("actor_type"),
                             target_id=filters.get("target"), target_type=filters.get("target_type"),
-                            outcome=filters.get("outcome"), after_seq=after_seq)
+                            outcome=filters.get("outcome"), after_seq=after_seq, upto_seq=upto_seq)
 
 
 def _time_filter(filters: dict[str, Any], name: str) -> dt.datetime | None:

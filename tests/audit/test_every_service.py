@@ -553,6 +553,12 @@ READS.update({
 })
 # Issue 17's reads: the IdP setup page's provisioning status, the audit page's newest checkpoint.
 READS["identity.audit_access.newest_checkpoint"] = lambda w: lambda s, a: audit_access.newest_checkpoint(s, a, w.org_id)
+# s22's reads: whether a full page of the audit log has another beyond it, and how many events are newer
+# than the bounded view (counted, not read out; the page itself records `audit.read`).
+READS["identity.audit_access.any_events"] = lambda w: lambda s, a: audit_access.any_events(
+    s, a, events.Selection(w.org_id), below_seq=10)
+READS["identity.audit_access.count_events"] = lambda w: lambda s, a: audit_access.count_events(
+    s, a, events.Selection(w.org_id, after_seq=1))
 READS["identity.provisioning_log.provisioning_status"] = lambda w: lambda s, a: provisioning_log.provisioning_status(
     s, a, w.org_id)
 # Issue 18's reads: a wallet, its spend, ledger and limits, a member's spend, the top-up requests.

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
 from flask import Blueprint, g, request
+from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response
 
@@ -41,26 +44,42 @@ def audit_page() -> Response:
 
     A page is read from a position either way along the chain: `before` reads the older events
     below it, `after` the newer ones above it; each is shown in the order asked for, so a page
-    leads forward (Next page) and back (Previous page) whichever order that is."""
+    leads forward (Next page) and back (Previous page) whichever order that is. The pages after the
+    first keep to the log as it stood when that was shown (`upto`, its newest event then): what
+    happened since, the reader's own reading (`audit.read`) among it, does not push the pages one
+    saw, and going back leads to them; the page counts those newer events and links to them."""
     if not may("audit.read"):
         return _not_for_you()
     filters = filters_from(_asked())
     newest = _newest_first()  # auditors look at what just happened first
-    before, after = _number("before"), _number("after")
+    before, after, bound = _number("before"), _number("after"), _number("upto") or None
     downward = bool(before) or (newest and not after)  # read newest first, below `before` (or the head)
     try:
         with reading() as session:
-            selection = selection_of(session, g.caller.org_id, filters, 0 if downward else after)
+            selection = selection_of(session, g.caller.org_id, filters, 0 if downward else after, bound)
         page = submit(audit_access.read_events, selection, PAGE, newest_first=downward,
                       before_seq=before or None)
     except DomainError as error:
         return _render(filters, [], newest, status=400, errors=form_errors(error))
+    with reading() as session:
+        more = len(page.rows) == PAGE and _beyond(session, selection, page.rows, downward)  # the way it was read
+        newer = 0 if bound is None else audit_access.count_events(
+            session, g.actor, replace(selection, after_seq=bound, upto_seq=None))
     rows = [_event(events.document(row)) for row in page.rows]
     rows = rows if downward == newest else rows[::-1]
-    more = len(rows) == PAGE and not page.ended  # beyond this page, the way it was read
     came_from = bool(before or after)  # a page reached from another, on the side it was read away from
     ahead, behind = (more, came_from and bool(rows)) if downward == newest else (came_from and bool(rows), more)
-    return _render(filters, rows, newest, pages=_pages(rows, newest, ahead=ahead, behind=behind, first=came_from))
+    return _render(filters, rows, newest, newer=newer, pages=_pages(
+        rows, newest, bound or page.last, ahead=ahead, behind=behind, first=came_from))
+
+
+def _beyond(session: Session, selection: events.Selection, read: Sequence[Any], downward: bool) -> bool:
+    """Tell whether the selection holds an event past the page `read`, the way it was read: a full
+    page may be the last (exactly PAGE events left), whose next page would be empty."""
+    edge = int(read[-1].seq)
+    if downward:
+        return audit_access.any_events(session, g.actor, selection, below_seq=edge)
+    return audit_access.any_events(session, g.actor, replace(selection, after_seq=edge))
 
 
 @bp.post("/audit/verify")
@@ -134,20 +153,24 @@ def _shown(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
-def _pages(rows: list[dict[str, Any]], newest_first: bool, *, ahead: bool, behind: bool,
+def _pages(rows: list[dict[str, Any]], newest_first: bool, bound: int, *, ahead: bool, behind: bool,
            first: bool) -> dict[str, list[tuple[str, Any]] | None]:
     """The positions of the pages around this one: `next` and `previous` in the order shown, and
-    `first` (the newest, or the oldest), each None where there is no such page."""
+    `first` (the newest, or the oldest), each None where there is no such page; each keeps the
+    view's `bound` (`upto`: no event above it)."""
+    kept = [("upto", bound)]
     if not rows:
-        return {"next": None, "previous": None, "first": [] if first else None}
+        return {"next": None, "previous": None, "first": kept if first else None}
     older, newer = [("before", min(row["seq"] for row in rows))], [("after", max(row["seq"] for row in rows))]
     forward, back = (older, newer) if newest_first else (newer, older)
-    return {"next": forward if ahead else None, "previous": back if behind else None, "first": [] if first else None}
+    return {"next": [*forward, *kept] if ahead else None, "previous": [*back, *kept] if behind else None,
+            "first": kept if first else None}
 
 
 def _render(filters: dict[str, Any], rows: list[dict[str, Any]], newest_first: bool = True, *, status: int = 200,
             errors: dict[str, str] | None = None, verification: verify.Report | None = None,
-            pages: dict[str, list[tuple[str, Any]] | None] | None = None) -> Response:
+            pages: dict[str, list[tuple[str, Any]] | None] | None = None, newer: int = 0) -> Response:
+    """The page; `newer`: the selected events recorded since the view's first page was shown."""
     query = [(name, value) for name, value in filters.items() if name != "action"]
     query += [("action", ",".join(filters["action"]))] if filters.get("action") else []
     kept = [*query, *([] if filters.get("since") else [("since", "")]),  # an empty From asks for every event
@@ -167,5 +190,5 @@ def _render(filters: dict[str, Any], rows: list[dict[str, Any]], newest_first: b
                   outcomes=OUTCOMES, actor_types=ACTOR_TYPES, formats=export.FORMATS,
                   export_base=f"/api/v1/orgs/{g.caller.org_slug}/audit-events/export",
                   export_query=urlencode(query), newest_first=newest_first, page_query=urlencode(kept),
-                  links=links, only=only, verification=verification,
+                  links=links, only=only, verification=verification, newer=newer,
                   key_id=signing.key_id(key), public_pem=signing.public_pem(key))
