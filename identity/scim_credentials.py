@@ -32,7 +32,7 @@ def create_scim_token(session: Session, actor: Actor, org_id: str, *, name: str 
     `made_as`: a form's one-time nonce, the token's id (identity.made_once)."""
     authorize(actor, "trust.manage", org_id=org_id)
     seats.lock_org(session, org_id)
-    token_id = made_once.new_id(session, ScimToken, org_id, made_as, "token")
+    token_id = made_once.new_id(session, ScimToken, org_id, made_as, "SCIM token")
     new = tokens.generate("scim")
     token = ScimToken(id=token_id, org_id=org_id, name=name, prefix=new.prefix, secret_hash=new.hash,
                       created_at=clock.now(), **creator(actor))

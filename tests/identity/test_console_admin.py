@@ -77,6 +77,12 @@ def _post(client: FlaskClient, browser: Browser, path: str, form: dict[str, str]
                                                  "Sec-Fetch-Site": "same-origin"})
 
 
+def _followed(client: FlaskClient, browser: Browser, answer: Any) -> Any:
+    """The page a 303 leads to, with the notice cookie it set (as a browser would send it)."""
+    notice = answer.headers["Set-Cookie"].split(";", 1)[0]
+    return client.get(answer.headers["Location"], headers={"Cookie": f"{browser.cookie}; {notice}"})
+
+
 def test_a_form_without_its_token_changes_nothing(client: FlaskClient, db: Database, acme: NewOrg,
                                                   owned: dict[str, str]) -> None:
     owner = sign_in(db, acme.owner.id)
@@ -206,14 +212,20 @@ def test_errors_stand_next_to_their_field(client: FlaskClient, db: Database, acm
 def test_the_same_create_form_sent_twice_makes_one_credential(client: FlaskClient, db: Database, acme: NewOrg,
                                                                path: str, model: Any) -> None:
     """A reload of the page that shows the secret sends its form again, with the form's one-time nonce:
-    409 and no second credential, and no secret on that answer."""
+    no second credential; back to the list (303) with a notice that it was made and its secret cannot
+    be shown again, no secret in that page or its address."""
     owner = sign_in(db, acme.owner.id)
     page = client.get("/console/idp", headers={"Cookie": owner.cookie}).data
     (nonce,) = set(re.findall(rb'name="nonce" value="([^"]+)"', page))
     form = {"name": "Twice", "nonce": nonce.decode()}
-    assert _post(client, owner, path, form).status_code == 200
+    first = _post(client, owner, path, form)
+    assert first.status_code == 200
+    secret = re.search(rb'id="new-secret"[^>]*>([^<]+)<', first.data)
     again = _post(client, owner, path, form)
-    assert again.status_code == 409 and b"already sent" in again.data and b'id="new-secret"' not in again.data
+    assert again.status_code == 303 and again.headers["Location"] == "/console/idp#scim"
+    shown = _followed(client, owner, again)
+    assert b"was already created; its secret was shown once and cannot be shown again" in shown.data
+    assert b'id="new-secret"' not in shown.data and secret and secret.group(1).strip() not in shown.data
     with db.transaction() as session:
         assert session.scalar(select(func.count()).select_from(model).where(model.name == "Twice")) == 1
     assert _post(client, owner, path, {"name": "Twice", "nonce": "not-a-uuid"}).status_code == 400
@@ -328,8 +340,8 @@ def test_a_group_mapping_takes_its_team_typed_by_name(client: FlaskClient, db: D
 def test_a_key_form_sent_twice_makes_one_key(client: FlaskClient, db: Database, acme: NewOrg, path: str,
                                              fields: dict[str, str]) -> None:
     """The keys page as the IdP page: a reload of the page that shows a new key's secret sends the form
-    again with its one-time nonce: 409 and no second key, no secret on that answer; each create form
-    has a nonce of its own (both make API keys)."""
+    again with its one-time nonce: no second key, back to the list (303) at that key, with a notice and
+    no secret; each create form has a nonce of its own (both make API keys)."""
     from identity.models import ApiKey
 
     owner = sign_in(db, acme.owner.id)
@@ -340,8 +352,13 @@ def test_a_key_form_sent_twice_makes_one_key(client: FlaskClient, db: Database, 
     form = {"name": "Twice", "team_id": acme.default_team_id, "nonce": nonce, **fields}
     first = _post(client, owner, path, form)
     assert first.status_code == 200 and b'id="new-secret"' in first.data
+    secret = re.search(rb'id="new-secret"[^>]*>([^<]+)<', first.data)
     again = _post(client, owner, path, form)
-    assert again.status_code == 409 and b"already sent" in again.data and b'id="new-secret"' not in again.data
+    assert again.status_code == 303 and again.headers["Location"] == f"/console/keys#key-{nonce}"
+    shown = _followed(client, owner, again)
+    assert b"was already created; its secret was shown once and cannot be shown again" in shown.data
+    assert f'id="key-{nonce}"'.encode() in shown.data  # the key the first sending made, listed
+    assert b'id="new-secret"' not in shown.data and secret and secret.group(1).strip() not in shown.data
     with db.transaction() as session:
         assert session.scalar(select(func.count()).select_from(ApiKey).where(ApiKey.name == "Twice")) == 1
     assert _post(client, owner, path, {**form, "nonce": "not-a-uuid"}).status_code == 400

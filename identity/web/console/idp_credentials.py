@@ -3,8 +3,9 @@ the secret shown once, on the page that answers the form) and revoked (owners an
 identity.scim_credentials, which decides and audits as it does for the admin API.
 
 Each rendering of the page gives its create forms a one-time nonce, the new credential's id: the
-browser's reload of the page that shows a secret sends the form again, and that second sending is
-refused (Conflict) rather than making a second credential. The secret stays in that one answer: never
+browser's reload of the page that shows a secret sends the form again, and that second sending makes
+no second credential: it goes back to the list (303) with a notice that the credential exists and its
+secret cannot be shown again (identity.made_once.AlreadyMade). The secret stays in that one answer: never
 in a redirect, a cookie or a URL.
 """
 
@@ -19,7 +20,8 @@ from werkzeug.wrappers import Response
 from identity import scim_credentials
 from identity.errors import DomainError
 from identity.keys import Issued
-from identity.web.console.common import console_page, field, submit
+from identity.made_once import AlreadyMade
+from identity.web.console.common import console_page, field, redirect_with_notice, submit
 from identity.web.console.idp import Outcome, change, idp_view, refused
 
 bp = Blueprint("console_idp_credentials", __name__, url_prefix="/console")
@@ -54,6 +56,8 @@ def create_credential(kind: str) -> Response:
     name = field("name")[:NAME_LENGTH] or made.default_name
     try:
         issued = submit(made.create, g.caller.org_id, name=name, made_as=field("nonce") or None)
+    except AlreadyMade as again:  # a reload of the page that showed the secret
+        return redirect_with_notice("/console/idp#scim", again.message)
     except DomainError as error:
         return refused(error, f"scim_{made.issued}")
     return idp_view(issued={"kind": made.issued, "name": name, "prefix": issued.prefix, "secret": issued.secret})

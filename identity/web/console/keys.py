@@ -5,7 +5,8 @@ every key of the org and make team service keys.
 The secret is in the answer to the POST that made it, never in a redirect, a cookie or a later
 page (`no-store`); the services are identity.keys', as the admin API's. Each create form carries a
 one-time nonce, the new key's id (identity.made_once): a reload of the page that showed the secret
-sends the form again, and is refused instead of making a second key.
+sends the form again, which makes no second key: it goes back to the list (303), with a notice that
+the key exists and its secret cannot be shown again.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from werkzeug.wrappers import Response
 from identity import directory, key_list, keys, wallet_controls
 from identity.errors import DomainError
 from identity.keys import Issued
+from identity.made_once import AlreadyMade
 from identity.roles import allowed_scopes
 from identity.vocabulary import Role
 from identity.web.console.common import (
@@ -92,7 +94,10 @@ def _issued(issued: Issued, what: str) -> Response:
 
 
 def _refused(error: DomainError, prefix: str = "") -> Response:
-    """The page with the error next to its field of the form `prefix` names ("" or "service-")."""
+    """The page with the error next to its field of the form `prefix` names ("" or "service-"); a form
+    sent again (a reload of the page that showed the secret) goes back to the list, to the key it made."""
+    if isinstance(error, AlreadyMade):
+        return redirect_with_notice(f"{PAGE}#key-{error.made_id}", error.message)
     found = form_errors(error)
     return _page(status=status_of(error), errors={
         name if name == FORM_ERROR else f"{prefix}{name}": message for name, message in found.items()})
