@@ -251,11 +251,15 @@ def iter_export_rows(session: Session, selection: Selection, batch: int = BATCH)
     yield from _batches(session, selection, _export_select(session.get_bind().dialect.name), batch)
 
 
-def count(session: Session, selection: Selection) -> int:
-    """Return how many events the selection holds now."""
+def count(session: Session, selection: Selection, *, at_most: int | None = None) -> int:
+    """Return how many events the selection holds now, or `at_most` once it holds that many (a
+    page's "N newer events" need not count a log that grew by a million since it was opened)."""
     after, last = seq_bounds(session, selection)
-    stmt = _window(selection, after, last, select(func.count()).select_from(AuditEvent)).order_by(None)
-    return session.scalar(stmt) or 0
+    if at_most is None:
+        stmt = _window(selection, after, last, select(func.count()).select_from(AuditEvent)).order_by(None)
+        return session.scalar(stmt) or 0
+    some = _window(selection, after, last, select(AuditEvent.seq)).order_by(None).limit(at_most).subquery()
+    return session.scalar(select(func.count()).select_from(some)) or 0
 
 
 def document(row: Row[Any] | AuditEvent) -> dict[str, Any]:

@@ -48,11 +48,11 @@ def any_events(session: Session, actor: Actor, selection: events.Selection, *, b
     return bool(events.read_page(session, selection, 1).rows)
 
 
-def count_events(session: Session, actor: Actor, selection: events.Selection) -> int:
-    """Return how many events the selection holds (the newer ones a reader's bounded view leaves out).
-    Not recorded, as any_events: a number, no event."""
+def count_events(session: Session, actor: Actor, selection: events.Selection, *, at_most: int) -> int:
+    """Return how many events the selection holds, counting no further than `at_most` (the newer
+    ones a reader's bounded view leaves out). Not recorded, as any_events: a number, no event."""
     authorize(actor, "audit.read", org_id=selection.org_id)
-    return events.count(session, selection)
+    return events.count(session, selection, at_most=at_most)
 
 
 def record_export(session: Session, actor: Actor, selection: events.Selection, fmt: str) -> None:

@@ -558,7 +558,7 @@ READS["identity.audit_access.newest_checkpoint"] = lambda w: lambda s, a: audit_
 READS["identity.audit_access.any_events"] = lambda w: lambda s, a: audit_access.any_events(
     s, a, events.Selection(w.org_id), below_seq=10)
 READS["identity.audit_access.count_events"] = lambda w: lambda s, a: audit_access.count_events(
-    s, a, events.Selection(w.org_id, after_seq=1))
+    s, a, events.Selection(w.org_id, after_seq=1), at_most=10)
 READS["identity.provisioning_log.provisioning_status"] = lambda w: lambda s, a: provisioning_log.provisioning_status(
     s, a, w.org_id)
 # Issue 18's reads: a wallet, its spend, ledger and limits, a member's spend, the top-up requests.

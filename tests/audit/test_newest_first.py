@@ -119,6 +119,21 @@ def test_going_back_returns_to_the_page_one_saw(client: FlaskClient, db: Databas
     assert _seqs(newest)[0] > seen[0] and "newer event" not in newest.data.decode()
 
 
+def test_the_newer_count_stops_at_its_bound(client: FlaskClient, db: Database, acme: NewOrg, busy: list[int],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The count of newer events reads no further than NEWER_COUNTED rows and says "or more" past it,
+    so a view opened long ago costs one bounded read, not a count of everything written since."""
+    from identity.web.console import audit as page_module
+
+    monkeypatch.setattr(page_module, "PAGE", 10)
+    monkeypatch.setattr(page_module, "NEWER_COUNTED", 2)
+    owner = sign_in(db, acme.owner.id)
+    first = client.get("/console/audit?since=2020-01-01T00:00", headers={"Cookie": owner.cookie})
+    below = client.get(_link(first, "Next page") or "", headers={"Cookie": owner.cookie})
+    back = client.get(_link(below, "Previous page") or "", headers={"Cookie": owner.cookie})
+    assert "2 or more newer events since you opened this log" in back.data.decode()  # three were recorded
+
+
 def test_no_previous_page_when_exactly_one_page_is_newer(client: FlaskClient, db: Database, acme: NewOrg,
                                                           busy: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
     """Back to the newest page of a selection with exactly one page above the one come from: no "Previous

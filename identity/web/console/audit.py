@@ -33,6 +33,7 @@ from identity.web.console.common import FORM_ERROR, console_page, form_errors, m
 
 bp = Blueprint("console_audit", __name__, url_prefix="/console")
 PAGE = 50
+NEWER_COUNTED = 1000  # past this many newer events the page says "1000 or more"
 DEFAULT_DAYS = 7  # a first visit shows the last week, with `since` filled in so the download says so
 OUTCOMES = ("success", "failure", "refused")
 
@@ -64,12 +65,12 @@ def audit_page() -> Response:
     with reading() as session:
         more = len(page.rows) == PAGE and _beyond(session, selection, page.rows, downward)  # the way it was read
         newer = 0 if bound is None else audit_access.count_events(
-            session, g.actor, replace(selection, after_seq=bound, upto_seq=None))
+            session, g.actor, replace(selection, after_seq=bound, upto_seq=None), at_most=NEWER_COUNTED)
     rows = [_event(events.document(row)) for row in page.rows]
     rows = rows if downward == newest else rows[::-1]
     came_from = bool(before or after)  # a page reached from another, on the side it was read away from
     ahead, behind = (more, came_from and bool(rows)) if downward == newest else (came_from and bool(rows), more)
-    return _render(filters, rows, newest, newer=newer, pages=_pages(
+    return _render(filters, rows, newest, newer=newer, newer_all=newer < NEWER_COUNTED, pages=_pages(
         rows, newest, bound or page.last, ahead=ahead, behind=behind, first=came_from))
 
 
@@ -169,8 +170,10 @@ def _pages(rows: list[dict[str, Any]], newest_first: bool, bound: int, *, ahead:
 
 def _render(filters: dict[str, Any], rows: list[dict[str, Any]], newest_first: bool = True, *, status: int = 200,
             errors: dict[str, str] | None = None, verification: verify.Report | None = None,
-            pages: dict[str, list[tuple[str, Any]] | None] | None = None, newer: int = 0) -> Response:
-    """The page; `newer`: the selected events recorded since the view's first page was shown."""
+            pages: dict[str, list[tuple[str, Any]] | None] | None = None, newer: int = 0,
+            newer_all: bool = True) -> Response:
+    """The page; `newer`: the selected events recorded since the view's first page was shown (all of
+    them, or only the first NEWER_COUNTED when `newer_all` is false)."""
     query = [(name, value) for name, value in filters.items() if name != "action"]
     query += [("action", ",".join(filters["action"]))] if filters.get("action") else []
     kept = [*query, *([] if filters.get("since") else [("since", "")]),  # an empty From asks for every event
@@ -190,5 +193,5 @@ def _render(filters: dict[str, Any], rows: list[dict[str, Any]], newest_first: b
                   outcomes=OUTCOMES, actor_types=ACTOR_TYPES, formats=export.FORMATS,
                   export_base=f"/api/v1/orgs/{g.caller.org_slug}/audit-events/export",
                   export_query=urlencode(query), newest_first=newest_first, page_query=urlencode(kept),
-                  links=links, only=only, verification=verification, newer=newer,
+                  links=links, only=only, verification=verification, newer=newer, newer_all=newer_all,
                   key_id=signing.key_id(key), public_pem=signing.public_pem(key))
