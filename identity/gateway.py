@@ -28,6 +28,7 @@ from identity import tokens
 from identity.actions import Action
 from identity.driver_reads import DriverRead
 from identity.errors import Unauthenticated
+from identity.key_revocation import grace_ended
 from identity.keys import SERVICE_KEY_ROLE, Issued
 from identity.models import ApiKey, GatewayCredential, Org, RoleGrant, User
 from identity.roles import allowed_scopes, capped, highest
@@ -137,7 +138,7 @@ def _answer(rows: list[Any], secret: str) -> KeyCheck:
         return KeyCheck(Refusal.REVOKED)  # a deleted org's keys too, a team's own among them
     if first.status == KeyStatus.BLOCKED:
         return KeyCheck(Refusal.BLOCKED)
-    if first.expires_at is not None and _utc(first.expires_at) <= clock.now():
+    if grace_ended(first.expires_at):
         return KeyCheck(Refusal.EXPIRED)
     if first.user_id is None:
         return _spend_state(first, _identity(first, None, SERVICE_KEY_ROLE, SERVICE_KEY_ROLE))

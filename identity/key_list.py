@@ -8,9 +8,10 @@ from dataclasses import dataclass, replace
 from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
-from audit import Actor, clock
+from audit import Actor
 from identity.errors import InvalidValue
 from identity.grants import org_roles
+from identity.key_revocation import grace_ended
 from identity.keys import actor_user_id
 from identity.models import ApiKey, Team, User
 from identity.paging import by_id, split_by_id
@@ -35,7 +36,7 @@ class KeyEntry:
             return str(self.key.status)
         if self.key.expires_at is None:
             return "active"
-        return "expired" if self.key.expires_at <= clock.now() else "rotating"
+        return "expired" if grace_ended(self.key.expires_at) else "rotating"
 
     @property
     def refused(self) -> KeySpend | None:

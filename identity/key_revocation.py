@@ -6,6 +6,7 @@ and rotated there.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
@@ -13,6 +14,7 @@ from sqlalchemy import ColumnElement, Select, Table, bindparam, exists, select, 
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from audit import clock
 from identity.models import ApiKey, RoleGrant, User
 from identity.transaction_sets import TransactionSet
 from identity.vocabulary import KeyStatus, KeyStatusReason
@@ -21,6 +23,16 @@ from identity.vocabulary import KeyStatus, KeyStatusReason
 # rotation's grace): identity.sessions.confirm_role lets a key's own write go on after it ended that key
 # itself, and no other. Every change that ends a key tells `ended`; forgotten when the transaction ends.
 _ENDED_KEYS: TransactionSet[str] = TransactionSet("identity.ended_keys")
+
+
+def grace_ended(expires_at: dt.datetime | None) -> bool:
+    """Tell whether a key's end has come: a rotated key's old secret works until its grace's end
+    (`expires_at`, exclusive; None: no end). One rule for the sign-in of a key, the gateway's check,
+    the key list's state and confirm_role's check at a write's end. A time read as a Core row may come
+    without its zone on some drivers: it is UTC, as every stored time."""
+    if expires_at is None:
+        return False
+    return (expires_at if expires_at.tzinfo else expires_at.replace(tzinfo=dt.UTC)) <= clock.now()
 
 
 def ended(session: Session, key_ids: Iterable[str]) -> None:

@@ -176,7 +176,7 @@ def verify_api_key(session: Session, secret: str) -> KeyIdentity:
     key = _find_key(session, secret)
     if key is None or key.status != KeyStatus.ACTIVE or key.team_id is None or key.user_id is None:
         raise Unauthenticated("invalid or revoked API key")
-    if key.expires_at is not None and key.expires_at <= clock.now():
+    if key_revocation.grace_ended(key.expires_at):
         raise Unauthenticated("this API key was rotated and its grace period has ended")
     user = session.get(User, key.user_id)
     org = session.get(Org, key.org_id)

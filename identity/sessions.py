@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from audit import Actor, clock
 from identity.errors import PermissionDenied, Unauthenticated
 from identity.grants import org_role, taken_grants
-from identity.key_revocation import ended_keys
+from identity.key_revocation import ended_keys, grace_ended
 from identity.models import ApiKey, Org, RoleGrant, SsoSession, Team, User
 from identity.names import name_key
 from identity.roles import RANK, capped, highest
@@ -278,7 +278,7 @@ def _role_now(session: Session, org_id: str, grants: Held, held: Held | None) ->
 
 
 def _live(status: str, expires_at: dt.datetime | None) -> bool:
-    return status == KeyStatus.ACTIVE and (expires_at is None or expires_at > clock.now())
+    return status == KeyStatus.ACTIVE and not grace_ended(expires_at)
 
 
 # The ids of the members whose sessions this session's transaction ended (a deactivation, a deletion):
