@@ -18,7 +18,7 @@ from identity.errors import Conflict, DomainError, InvalidValue, NotFound, Unaut
 from identity.grants import org_role
 from identity.lookups import default_team, find_by_address, lock_team
 from identity.models import ApiKey, Invitation, Org, User
-from identity.names import checked_address
+from identity.names import checked_address, name_key
 from identity.roles import authorize, capped, parse_role, refusal
 from identity.vocabulary import GrantSource, InvitationStatus, Role
 
@@ -128,9 +128,14 @@ def _ensure_invitable(session: Session, org_id: str, email: str) -> None:
 
 def _ensure_not_invited(session: Session, org_id: str, email: str) -> None:
     """Refuse a second invitation to an address with one pending: two links, two mails, and two seats
-    counted as taken (pending_count) for one person; resend the pending one instead."""
+    counted as taken (pending_count) for one person; resend the pending one instead.
+
+    The address compares by its key (identity.names.name_key, kept in `email_key`), as a member's
+    addresses do: `Ann@X.test` and `ann@x.test`, or an `é` typed as one character or two, are one
+    person. Asked under the org's lock (invite), it sees every invitation committed before:
+    two admins inviting one address at once are served one after the other, the second refused."""
     pending = session.scalar(select(Invitation.id).where(
-        Invitation.org_id == org_id, func.lower(Invitation.email) == email.lower(),
+        Invitation.org_id == org_id, Invitation.email_key == name_key(email),
         status_is(InvitationStatus.PENDING)).limit(1))
     if pending is not None:
         raise Conflict(f"{email} already has a pending invitation: resend it from the members page",

@@ -206,6 +206,10 @@ class Invitation(Base):
     id: Mapped[str] = mapped_column(UUID, primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), index=True)
     email: Mapped[str] = mapped_column(String(320))
+    # identity.names.name_key(email), kept by `_keep_email_key`: what "is this address invited?" compares
+    # by, as a member's addresses do (`Ann@X.test` and `ann@x.test` are one person). Longer than email:
+    # case folding can lengthen it (ß folds to ss).
+    email_key: Mapped[str] = mapped_column(String(1024))
     role: Mapped[Role] = mapped_column(EnumValue(Role, 16))
     # None once its team is deleted: the row stays as a record (revoked, or no longer pending).
     team_id: Mapped[str | None] = mapped_column(ForeignKey("teams.id", ondelete="SET NULL"))
@@ -215,6 +219,18 @@ class Invitation(Base):
     invited_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime]
     expires_at: Mapped[dt.datetime]
+
+    @validates("email")
+    def _keep_email_key(self, _name: str, value: str) -> str:
+        """Keep the key with the address on every assignment, so that no writer can forget it."""
+        self.email_key = name_key(value)
+        return value
+
+    __table_args__ = (
+        # "Has this address a pending invitation here?" (identity.invitations, asked under the org's lock
+        # before every invitation) reads the org's invitations to that address only.
+        Index("ix_invitations_org_email_key", "org_id", "email_key"),
+    )
 
 
 class SeatCharge(Base):
