@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from collections.abc import Callable
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, true, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -126,16 +126,17 @@ def _ensure_invitable(session: Session, org_id: str, email: str) -> None:
     _ensure_not_invited(session, org_id, email)
 
 
-def _ensure_not_invited(session: Session, org_id: str, email: str) -> None:
-    """Refuse a second invitation to an address with one pending: two links, two mails, and two seats
-    counted as taken (pending_count) for one person; resend the pending one instead.
+def _ensure_not_invited(session: Session, org_id: str, email: str, *, besides: str | None = None) -> None:
+    """Refuse a second invitation to an address with one pending (other than `besides`): two links, two
+    mails, and two seats counted as taken (pending_count) for one person; resend the pending one instead.
 
     The address compares by its key (identity.names.name_key, kept in `email_key`), as a member's
     addresses do: `Ann@X.test` and `ann@x.test`, or an `é` typed as one character or two, are one
-    person. Asked under the org's lock (invite), it sees every invitation committed before:
+    person. Asked under the org's lock (invite, resend), it sees every invitation committed before:
     two admins inviting one address at once are served one after the other, the second refused."""
     pending = session.scalar(select(Invitation.id).where(
         Invitation.org_id == org_id, Invitation.email_key == name_key(email),
+        (Invitation.id != besides) if besides is not None else true(),
         status_is(InvitationStatus.PENDING)).limit(1))
     if pending is not None:
         raise Conflict(f"{email} already has a pending invitation: resend it from the members page",
@@ -158,12 +159,18 @@ def resend(session: Session, actor: Actor, org_id: str, invitation_id: str, *,
 
     The resender becomes its sender (`invited_by`): the new link is theirs to stand behind, and an
     acceptance asks whether they may still invite at its role, not whoever sent it first (who
-    may have left, which is often why it is resent)."""
+    may have left, which is often why it is resent).
+
+    An expired one whose address has been invited again since (and is pending) is refused, as a new
+    invitation would be: one pending invitation per address (`_ensure_not_invited`)."""
     invitation = _managed(session, actor, org_id, invitation_id)
+    seats.lock_org(session, org_id)  # as invite: the address's other invitations as committed, below
     before, sender = status_now(invitation), invitation.invited_by
     if before not in (InvitationStatus.PENDING, InvitationStatus.EXPIRED):
         raise Conflict(f"this invitation is {before}: invite again instead", field="invitation_id",
                        invitation_status=before)
+    if before == InvitationStatus.EXPIRED:  # pending again: the address may have been invited anew since
+        _ensure_not_invited(session, org_id, invitation.email, besides=invitation.id)
     new = tokens.generate("inv")
     if not _settle(session, invitation, prefix=new.prefix, secret_hash=new.hash, status=InvitationStatus.PENDING,
                    expires_at=clock.now() + LIFETIME, invited_by=actor.id):

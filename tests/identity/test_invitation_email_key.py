@@ -73,6 +73,26 @@ def test_the_key_follows_the_address_on_every_assignment(db: Database, system: A
     assert Invitation(email="STRA\u00dfE@x.test").email_key == "strasse@x.test"
 
 
+def test_an_expired_invitation_is_not_resent_while_its_address_has_a_newer_one_pending(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """Resending makes an expired invitation pending again: once its address has been invited anew,
+    that would be two pending invitations (two links, two seats counted) for one person."""
+    old = _invite(db, system, acme.org.id, "new@acme.test")
+    with clock.frozen_at(clock.now() + dt.timedelta(days=8)):
+        newer = _invite(db, system, acme.org.id, "New@Acme.test")
+        with db.transaction() as session, pytest.raises(Conflict, match="pending invitation") as refused:
+            invitations.resend(session, system, acme.org.id, old.id)
+        assert refused.value.context["invitation_id"] == newer.id
+        with db.transaction() as session:  # the pending one is resent as ever
+            invitations.resend(session, system, acme.org.id, newer.id)
+        assert _pending(db, acme.org.id) == ["New@Acme.test"]
+        with db.transaction() as session:
+            invitations.revoke(session, system, acme.org.id, newer.id)
+        with db.transaction() as session:  # none pending: the old one may be sent again
+            invitations.resend(session, system, acme.org.id, old.id)
+        assert _pending(db, acme.org.id) == ["new@acme.test"]
+
+
 def _lookup_statement(db: Database, system: Actor, org_id: str, email: str) -> tuple[str, Any]:
     """The statement (and its parameters) check_invitation sends to find a pending invitation."""
     sent: list[tuple[str, Any]] = []
@@ -101,7 +121,7 @@ def test_the_pending_lookup_reads_the_index_on_the_org_and_key(db: Database, sys
 
 
 @pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
-@pytest.mark.parametrize("late", ["invite"])
+@pytest.mark.parametrize("late", ["invite", "resend"])
 def test_two_admins_inviting_one_address_at_once_make_one_pending_invitation(
         db: Database, system: Actor, acme: NewOrg, late: str) -> None:
     """Admin A's invitation of new@ is written, not committed, when admin B invites NEW@ (or resends an
