@@ -5,6 +5,8 @@ when two admins send at once (DESIGN.md 3.1, 3.6)."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -19,7 +21,7 @@ from identity.errors import Conflict
 from identity.migrate import downgrade, upgrade
 from identity.models import Invitation
 from identity.orgs import NewOrg
-from tests.factories import behind
+from tests.factories import in_thread
 
 # (sent first, sent second): one address, differing only by case or Unicode form. `lower()` tells
 # each pair apart (SQLite's lower() folds ASCII only; neither composes nor folds ß to ss).
@@ -120,6 +122,18 @@ def test_the_pending_lookup_reads_the_index_on_the_org_and_key(db: Database, sys
     assert "USING INDEX ix_invitations_org_email_key (org_id=? AND email_key=?)" in plan, plan
 
 
+def _until_waiting_or_done(db: Database, thread: threading.Thread) -> None:
+    """Return once `thread`'s transaction waits for a lock of this test's database, or has ended."""
+    deadline = time.monotonic() + 10
+    with db.engine.connect() as conn:
+        while thread.is_alive() and time.monotonic() < deadline:
+            if conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                 "AND datname = current_database()")).scalar_one():
+                return
+            conn.rollback()  # PostgreSQL keeps one snapshot of pg_stat_activity per transaction
+            time.sleep(0.02)
+
+
 @pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
 @pytest.mark.parametrize("late", ["invite", "resend"])
 def test_two_admins_inviting_one_address_at_once_make_one_pending_invitation(
@@ -137,8 +151,13 @@ def test_two_admins_inviting_one_address_at_once_make_one_pending_invitation(
             else:
                 invitations.invite(session, system, acme.org.id, email="NEW@Acme.test")
     with clock.frozen_at(clock.now() + dt.timedelta(days=8)):
-        behind(db, lambda session: invitations.invite(session, system, acme.org.id, email="new@acme.test"),
-               second, errors, f"the second admin's {late}")
+        with db.transaction() as session:
+            invitations.invite(session, system, acme.org.id, email="new@acme.test")
+            session.flush()
+            thread = in_thread(second, errors)
+            _until_waiting_or_done(db, thread)  # without a lock to wait for, B commits a second one here
+        thread.join(30)
+        assert not thread.is_alive(), f"the second admin's {late} never finished"
         assert [type(error) for error in errors] == [Conflict], errors
         assert _pending(db, acme.org.id) == ["new@acme.test"]
     with db.reading() as session:
