@@ -1,0 +1,75 @@
+"""Hostile review s22 of what a stranger, or a plain member's browser, can reach: each test fails
+on the code it was written against (xfail strict, the reason says what happens), real parts only."""
+
+from __future__ import annotations
+
+import base64
+import zlib
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from lxml import etree
+
+from audit import Actor
+from identity import orgs, scim_credentials
+from identity.db import Database
+from identity.web.app import create_app
+from tests.saml.conftest import Sso, configure, form_token
+from tests.saml.idp import KeyPair, TestIdP
+
+
+def _signed_in(sso: Sso, name_id: str = "amy@acme.test") -> None:
+    assert sso.sp_login(name_id=name_id, session_index="_idx-amy").status_code == 303
+    assert sso.client.get("/me").status_code == 200
+
+
+@pytest.mark.xfail(strict=True, reason="POST /saml/<slug>/logout ends the session of any org and sends its "
+                   "NameID and SessionIndex in a LogoutRequest to the IdP of the org named in the URL")
+def test_signing_out_at_another_orgs_url_sends_nothing_to_that_orgs_idp(sso: Sso, db: Database, system: Actor,
+                                                                         other_keys: KeyPair) -> None:
+    """Amy is signed in to Acme through Acme's IdP. Evil, another tenant, configured SSO with an IdP it
+    runs, and sends Amy a link to /saml/evil/logout (a plain "Sign out of this service?" page of ours).
+    Her press of the button ends her Acme session and redirects her to Evil's IdP with a signed
+    LogoutRequest carrying her Acme NameID (her email at Acme's IdP) and Acme's SessionIndex; her
+    session at Acme's IdP, which was to be ended, is never told."""
+    with db.transaction() as session:
+        evil = orgs.create_org(session, system, "Evil", owner_email="boss@evil.test")
+    evil_idp = TestIdP("https://evil-idp.example.test/metadata", other_keys)
+    evil_idp.slo_url = "https://evil-idp.example.test/slo"
+    configure(db, evil.org.slug, evil_idp, jit=True)
+    _signed_in(sso)
+
+    page = sso.client.get(f"/saml/{evil.org.slug}/logout")
+    answer = sso.client.post(f"/saml/{evil.org.slug}/logout", data={"csrf_token": form_token(page) or ""})
+
+    location = answer.headers.get("Location", "")
+    if location.startswith(evil_idp.slo_url):
+        xml = zlib.decompress(base64.b64decode(parse_qs(urlsplit(location).query)["SAMLRequest"][0]), -15)
+        name_id = etree.fromstring(xml).findtext("{urn:oasis:names:tc:SAML:2.0:assertion}NameID")
+        pytest.fail(f"Acme's NameID {name_id!r} was sent to Evil's IdP")
+
+
+@pytest.mark.xfail(strict=True, reason="no response carries Strict-Transport-Security, even with an https BASE_URL")
+def test_an_https_service_sends_hsts(db: Database) -> None:
+    """With BASE_URL https (cookies Secure), a first visit typed as http://, or a network attacker's
+    downgrade, is not prevented: nothing tells the browser to use https only."""
+    app = create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret",
+                      "BASE_URL": "https://identity.example.test", "TESTING": True})
+    answer = app.test_client().get("/", base_url="https://identity.example.test")
+    assert answer.status_code == 200
+    assert "max-age=" in answer.headers.get("Strict-Transport-Security", "")
+
+
+@pytest.mark.xfail(strict=True, reason="/oauth/token issues a token to a request that authenticates the client "
+                   "twice, by Basic and in the body (RFC 6749 2.3: MUST NOT use more than one method)")
+def test_a_token_request_with_two_client_authentication_methods_is_invalid(app: Flask, client: FlaskClient,
+                                                                           db: Database, system: Actor) -> None:
+    with db.transaction() as session:
+        made = orgs.create_org(session, system, "Tokens", owner_email="owner@tokens.test")
+        issued = scim_credentials.create_scim_client(session, system, made.org.id, name="Entra")
+    answer = client.post("/oauth/token", auth=(issued.prefix, issued.secret),
+                         data={"grant_type": "client_credentials", "client_id": issued.prefix,
+                               "client_secret": issued.secret})
+    assert answer.status_code == 400 and answer.json["error"] == "invalid_request"
