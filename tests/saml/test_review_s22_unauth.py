@@ -144,3 +144,29 @@ def test_a_stranger_cannot_lock_an_owner_out_of_sign_in_links(app: Flask, db: Da
     owner = app.test_client()
     owner.environ_base.update(REMOTE_ADDR="203.0.113.7")
     assert _ask_for_link(owner, "owner@acme.test") == 200
+
+
+@pytest.mark.xfail(strict=True, reason="the admin API's answers that carry a live secret (a new key, a new SCIM "
+                   "token, an invitation's link, the outbox's undelivered links) have no Cache-Control: no-store")
+def test_api_answers_carrying_secrets_are_not_stored_by_caches(client: FlaskClient, db: Database, system: Actor,
+                                                               acme: orgs.NewOrg) -> None:
+    """The console's pages, /me, /oauth/token and /metrics say no-store; the same secrets through the
+    admin API (a browser session's fetch, or a client behind a caching proxy) do not."""
+    from identity import keys
+
+    with db.transaction() as session:
+        secret = keys.create_api_key(session, system, acme.org.id, user_id=acme.owner.id,
+                                     team_id=acme.default_team_id, name="admin", scopes=["admin"]).secret
+    auth = {"Authorization": f"Bearer {secret}"}
+    answers = {
+        "new key": client.post("/api/v1/orgs/acme/api-keys", json={"name": "k"}, headers=auth),
+        "new scim token": client.post("/api/v1/orgs/acme/scim-tokens", json={"name": "t"}, headers=auth),
+        "invitation": client.post("/api/v1/orgs/acme/invitations", json={"email": "new@acme.test", "role": "member"},
+                                  headers=auth),
+        "outbox": client.get("/api/v1/orgs/acme/outbox", headers=auth),
+    }
+    assert {name: a.status_code for name, a in answers.items()} == {
+        "new key": 201, "new scim token": 201, "invitation": 201, "outbox": 200}
+    assert "/invite/" in answers["outbox"].get_data(as_text=True)
+    stored = [name for name, answer in answers.items() if "no-store" not in answer.headers.get("Cache-Control", "")]
+    assert stored == []
