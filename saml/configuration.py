@@ -71,11 +71,6 @@ def find_connection(session: Session, slug: str) -> tuple[Org, SamlConnection] |
     return None if row is None else (row[0], row[1])
 
 
-def find_org(session: Session, slug: str) -> Org | None:
-    """Return the org with this slug, configured or not (the SP metadata it serves before SSO is)."""
-    return session.scalars(select(Org).where(Org.slug == slug)).one_or_none()
-
-
 def read_connection(session: Session, actor: Actor, org_id: str) -> tuple[Org, SamlConnection | None]:
     """Return the org and its SAML connection (None until configured), for an actor who may read IdP trust."""
     authorize(actor, "trust.read", org_id=org_id)

@@ -17,12 +17,12 @@ from werkzeug.wrappers import Response as HttpResponse
 
 from audit import Actor, clock
 from audit.actor import system_actor
-from identity import provisioning_log
+from identity import orgs, provisioning_log
 from identity.errors import DomainError, SeatCapReached
 from identity.models import Org
 from identity.service import run
 from saml import binding, configuration, once, protocol, service, web
-from saml.connection import parse_idp_metadata, settings_dict, sp_endpoints, valid_certs
+from saml.connection import SpUrls, parse_idp_metadata, settings_dict, sp_endpoints, valid_certs
 from saml.metadata_fetch import fetch_metadata
 from saml.models import SamlConnection
 from saml.protocol import Expected, Refused
@@ -65,10 +65,16 @@ def metadata(slug: str) -> HttpResponse:
     the endpoints and those settings' defaults, without KeyDescriptors: our key pair is made when
     SSO is configured (saml.configuration.configure_connection), and an IdP that reads this URL
     again (or the admin, the Okta guide's last step) then finds its certificate here.
+
+    That page is built from the slug alone, and served the same for a slug no org has: the
+    metadata URL is anonymous, and must not tell a stranger which orgs exist (the console's
+    sign-in page does not either). Only a string no org could have as its slug is a 404.
     """
     loaded = web.load(slug)
     if loaded is None:
-        xml = OneLogin_Saml2_Metadata.builder(sp_endpoints(web.urls(web.org_of(slug))), False, False)
+        if not orgs.SLUG.match(slug):
+            return web.not_configured()
+        xml = OneLogin_Saml2_Metadata.builder(sp_endpoints(SpUrls.of(web.base_url(), slug)), False, False)
         return Response(_with_posted_logout(xml), mimetype="application/samlmetadata+xml")
     org, connection = loaded
     sp = settings_dict(connection, web.urls(org))["sp"]

@@ -132,15 +132,6 @@ def load(slug: str) -> tuple[Org, SamlConnection] | None:
         return configuration.find_connection(session, slug)
 
 
-def org_of(slug: str) -> Org:
-    """The org with this slug, configured or not, or end the request with the not-configured page."""
-    with db().reading() as session:
-        org = configuration.find_org(session, slug)
-    if org is None:
-        abort(not_configured())
-    return org
-
-
 def not_configured() -> HttpResponse:
     return page(404, "Single sign-on is not available", "No SAML single sign-on is configured here.")
 

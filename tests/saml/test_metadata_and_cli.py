@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -157,10 +158,19 @@ def test_the_sp_metadata_url_the_service_advertises_before_sso_is_configured_ans
 def test_the_sp_metadata_before_sso_is_configured_has_our_endpoints_and_no_key_yet(client, db: Database,
                                                                                    acme: NewOrg) -> None:
     """Before SSO is configured the SP has no key pair (configure_connection makes it): the metadata
-    names our endpoints and the defaults, no KeyDescriptor; an unknown org is still a 404."""
+    names our endpoints and the defaults, no KeyDescriptor. A slug no org has gets the same page
+    (the anonymous URL tells no stranger which orgs exist); only what no slug can be is a 404."""
     answer = client.get("/saml/acme/metadata")
     assert answer.status_code == 200
     xml = answer.get_data(as_text=True)
     assert f'entityID="{BASE_URL}/saml/acme/metadata"' in xml and f"{BASE_URL}/saml/acme/acs" in xml
     assert "KeyDescriptor" not in xml and 'AuthnRequestsSigned="false"' in xml
-    assert client.get("/saml/nobody/metadata").status_code == 404
+    nobody = client.get("/saml/nobody/metadata")
+    assert (nobody.status_code, nobody.mimetype) == (200, answer.mimetype)
+    assert _without_validity(nobody.get_data(as_text=True)) == _without_validity(xml).replace("/acme/", "/nobody/")
+    assert client.get("/saml/Not%20A%20Slug/metadata").status_code == 404
+
+
+def _without_validity(xml: str) -> str:
+    """The metadata without its validUntil (python3-saml stamps it from the clock)."""
+    return re.sub(r'validUntil="[^"]*"', "", xml)

@@ -92,8 +92,6 @@ def test_an_unknown_client_and_a_wrong_secret_get_the_same_refusal(client: Flask
         known.status_code, known.json.get("error_description"))
 
 
-@pytest.mark.xfail(strict=True, reason="GET /saml/<slug>/metadata is 200 for every existing org (SSO or not) "
-                   "and 404 for any other slug: a stranger lists the service's orgs, which the sign-in page hides")
 def test_sp_metadata_does_not_tell_a_stranger_which_orgs_exist(client: FlaskClient, db: Database,
                                                                system: Actor) -> None:
     """The console's sign-in page answers a typed org name the same whether or not it exists
