@@ -137,6 +137,13 @@ def lifetime_ended(expires_at: dt.datetime, now: dt.datetime, idle_ends_at: dt.d
     return expires_at <= now or (idle_ends_at is not None and idle_ends_at <= now)
 
 
+def org_of_session(session: Session, token: str | None) -> str | None:
+    """Return the org of `token`'s session, read only (not touched), or None when there is none."""
+    if not token:
+        return None
+    return session.scalar(select(SsoSession.org_id).where(SsoSession.id == _digest(token)))
+
+
 def link_still_vouches(session: Session, user: User) -> bool:
     """Tell whether a session begun with a sign-in link (a one-time link, or an owner's break-glass
     link) may go on: while the org lets members sign in without the IdP, or while its user is an

@@ -16,7 +16,7 @@ from onelogin.saml2.settings import OneLogin_Saml2_Settings
 from werkzeug.wrappers import Response as HttpResponse
 
 from audit import Actor
-from identity import mail, signed_in, signout
+from identity import mail, sessions, signed_in, signout
 from identity.errors import DomainError
 from identity.models import Org
 from identity.service import run
@@ -58,12 +58,17 @@ LOGOUT = "logout"  # the sign-out form's purpose (saml.csrf)
 
 @bp.get("/saml/<slug>/logout")
 def logout_page(slug: str) -> HttpResponse:
-    """Show a Sign out button; a GET signs nobody out (a link or an image on another site could)."""
+    """Show a Sign out button; a GET signs nobody out (a link or an image on another site could).
+
+    The form may lead to the IdP's logout endpoint only when the session is this org's (`logout`).
+    """
     token = web.session_token()
     if token is None:
         return _signed_out()
     loaded = web.load(slug)
-    idp_slo = [loaded[1].idp_slo_url] if loaded is not None and loaded[1].idp_slo_url else []
+    with web.db().reading() as session:
+        own = loaded is not None and sessions.org_of_session(session, token) == loaded[0].id
+    idp_slo = [loaded[1].idp_slo_url] if own and loaded is not None and loaded[1].idp_slo_url else []
     return web.form_page("Sign out", "Sign out of this service?", "Sign out",
                          csrf.token(current_app.config["SECRET_KEY"], LOGOUT, token), form_targets=tuple(idp_slo))
 
@@ -72,7 +77,10 @@ def logout_page(slug: str) -> HttpResponse:
 def logout(slug: str) -> HttpResponse:
     """Sign out here, then at the IdP over HTTP-Redirect when it has a logout endpoint.
 
-    Only from our own sign-out form (saml.csrf: same origin, a token bound to this session).
+    Only from our own sign-out form (saml.csrf: same origin, a token bound to this session). Single
+    logout goes only to the IdP of the org whose session ended: at another org's URL (a link any
+    tenant can send) the session ends here alone, so that its NameID and SessionIndex never reach
+    an IdP the member did not sign in through.
     """
     token = web.session_token()
     if token is None:  # nobody to sign out: nothing is read or written
@@ -82,7 +90,8 @@ def logout(slug: str) -> HttpResponse:
     loaded = web.load(slug)
     with web.db().transaction() as session:
         ended = signout.sign_out(session, _request_actor(), token)
-    if loaded is None or ended is None or not loaded[1].idp_slo_url or not ended.name_id:
+    if (loaded is None or ended is None or ended.org_id != loaded[0].id or not loaded[1].idp_slo_url
+            or not ended.name_id):
         return _signed_out()
     org, connection = loaded
     auth = OneLogin_Saml2_Auth(web.saml_request(), web.settings(connection, org))

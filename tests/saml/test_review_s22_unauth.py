@@ -25,8 +25,6 @@ def _signed_in(sso: Sso, name_id: str = "amy@acme.test") -> None:
     assert sso.client.get("/me").status_code == 200
 
 
-@pytest.mark.xfail(strict=True, reason="POST /saml/<slug>/logout ends the session of any org and sends its "
-                   "NameID and SessionIndex in a LogoutRequest to the IdP of the org named in the URL")
 def test_signing_out_at_another_orgs_url_sends_nothing_to_that_orgs_idp(sso: Sso, db: Database, system: Actor,
                                                                          other_keys: KeyPair) -> None:
     """Amy is signed in to Acme through Acme's IdP. Evil, another tenant, configured SSO with an IdP it

@@ -19,8 +19,9 @@ from sqlalchemy import func, select
 
 from audit import Actor
 from identity.models import SsoSession
+from identity import orgs
 from saml import links
-from tests.saml.conftest import Sso, form_token, link_form
+from tests.saml.conftest import Sso, configure, form_token, link_form
 from tests.saml.idp import NSMAP, RSA_SHA256, SAML, SAMLP, KeyPair, TestIdP, post_form, saml_time
 
 SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
@@ -156,6 +157,23 @@ def test_the_sign_out_page_lets_its_form_reach_the_idp_single_logout(sso: Sso) -
     _signed_in(sso)
     policy = sso.client.get("/saml/acme/logout").headers["Content-Security-Policy"]
     assert re.search(r"form-action 'self' https://idp\.example\.test(;|$)", policy), policy
+
+
+def test_at_another_orgs_url_the_page_names_no_idp_and_the_session_ends_here_alone(
+        sso: Sso, system: Actor, other_keys: KeyPair) -> None:
+    """Another tenant's sign-out URL (a link it may send a member) leads nowhere but here: its page's
+    form may not reach its IdP, and the post ends the member's session with no LogoutRequest."""
+    with sso.db.transaction() as session:
+        evil = orgs.create_org(session, system, "Evil", owner_email="boss@evil.test")
+    evil_idp = TestIdP("https://evil-idp.example.test/metadata", other_keys)
+    evil_idp.slo_url = "https://evil-idp.example.test/slo"
+    configure(sso.db, evil.org.slug, evil_idp, jit=True)
+    _signed_in(sso)
+    page = sso.client.get("/saml/evil/logout")
+    assert "evil-idp" not in page.headers["Content-Security-Policy"]
+    answer = sso.client.post("/saml/evil/logout", data={"csrf_token": form_token(page)})
+    assert (answer.status_code, answer.headers.get("Location")) == (200, None) and _clears_session_cookie(answer)
+    assert sso.client.get("/me").status_code == 401 and _sessions(sso) == 0
 
 
 # ---- the one-time sign-in link: a POST from its own page only ---------------------------------
