@@ -138,7 +138,7 @@ def from_environment() -> dict[str, object]:
             settings[name] = os.environ[name]
     for name in ("SESSION_IDLE_MINUTES", "SCIM_RATE_LIMIT", "SAML_MAX_ISSUE_AGE_SECONDS",
                  "SAML_PENDING_REQUESTS_PER_ADDRESS", "KEY_CHECK_MAX_AGE_SECONDS", "SIGN_IN_LINKS_PER_ADDRESS",
-                 "SIGN_IN_LINKS_PER_CLIENT"):
+                 "SIGN_IN_LINKS_PER_CLIENT", "SIGN_IN_LINKS_PER_ADDRESS_ALL_CLIENTS"):
         if os.environ.get(name, "").strip():
             settings[name] = _whole(name, 0, 10**9)
     if os.environ.get("SESSION_ABSOLUTE_HOURS", "").strip():

@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import and_, delete, func, select
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
@@ -51,17 +51,28 @@ class LinkOtherBrowser(LinkInvalid):
 
 
 class TooManyRequests(DomainError):
-    """Too many sign-in links were asked for this address, or from this client, in REQUEST_WINDOW."""
+    """Too many sign-in links were asked for this address or from this client in REQUEST_WINDOW."""
 
     code = "too_many_sign_in_requests"
 
 
 @dataclass(frozen=True)
 class Limits:
-    """How many sign-in links may be asked for by email in REQUEST_WINDOW, per address and per client."""
+    """How many sign-in links may be asked for by email in REQUEST_WINDOW.
+
+    `per_address`: for one address from one client address. Counted over every client, a stranger's
+    four asks locked the owner out of her break-glass sign-in from her own machine; now a stranger
+    uses up only his own share. `per_client`: from one client address, whatever the addresses (no
+    mail bombing of many from one machine). `per_address_all_clients`: for one address from all
+    clients together, higher: the one bound on mail to one address from many client addresses (each
+    has its own `per_address`). It is still a lockout past it, but one that takes asks from
+    `per_address_all_clients / per_address` client addresses (IPv6 counted by /64) every window,
+    and the operator's `identity login-link` remains.
+    """
 
     per_address: int = 3
     per_client: int = 20
+    per_address_all_clients: int = 30
 
 
 def _digest(token: str) -> str:
@@ -108,17 +119,18 @@ def _live_member(session: Session, org_id: str, email: str) -> User | None:
 
 
 def _count_request(session: Session, address: str, client_address: str, limits: Limits) -> None:
-    """Count this request, known address or not, and refuse it past either limit (kept in the
-    database, so the limits hold across processes)."""
+    """Count this request, known address or not, and refuse it past any of the limits (Limits; kept
+    in the database, so the limits hold across processes)."""
     now = clock.now()
     session.execute(delete(SignInRequest).where(SignInRequest.created_at <= now - REQUEST_WINDOW))
     session.add(SignInRequest(address_hash=address, client_address=client_address, created_at=now))
     session.flush()
     since = now - REQUEST_WINDOW
-    for column, value, limit in ((SignInRequest.address_hash, address, limits.per_address),
-                                 (SignInRequest.client_address, client_address, limits.per_client)):
+    by_address, by_client = SignInRequest.address_hash == address, SignInRequest.client_address == client_address
+    for matches, limit in ((and_(by_address, by_client), limits.per_address), (by_client, limits.per_client),
+                           (by_address, limits.per_address_all_clients)):
         seen = session.scalar(select(func.count()).select_from(SignInRequest).where(
-            column == value, SignInRequest.created_at > since)) or 0
+            matches, SignInRequest.created_at > since)) or 0
         if seen > limit:
             raise TooManyRequests("too many sign-in links were asked for; wait a few minutes")
 

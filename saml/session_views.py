@@ -297,7 +297,8 @@ def email_page() -> HttpResponse:
 
 def link_limits() -> links.Limits:
     cfg = current_app.config
-    return links.Limits(int(cfg.get("SIGN_IN_LINKS_PER_ADDRESS", 3)), int(cfg.get("SIGN_IN_LINKS_PER_CLIENT", 20)))
+    return links.Limits(int(cfg.get("SIGN_IN_LINKS_PER_ADDRESS", 3)), int(cfg.get("SIGN_IN_LINKS_PER_CLIENT", 20)),
+                        int(cfg.get("SIGN_IN_LINKS_PER_ADDRESS_ALL_CLIENTS", 30)))
 
 
 @bp.post("/login/email")

@@ -127,8 +127,6 @@ def _ask_for_link(client: FlaskClient, email: str, org: str = "acme") -> int:
     return answer.status_code
 
 
-@pytest.mark.xfail(strict=True, reason="the per-address limit of sign-in links counts every client's asks: "
-                   "a stranger's 4 asks lock the owner's own browser out of link sign-in (429) for 15 minutes")
 def test_a_stranger_cannot_lock_an_owner_out_of_sign_in_links(app: Flask, db: Database, acme: orgs.NewOrg) -> None:
     """Link sign-in is the owners' break-glass way in when the IdP is down. Anyone who knows an
     owner's address (it is in every invitation mail) asks for it four times from their own machine,

@@ -150,6 +150,28 @@ def test_rate_limited_per_address_and_per_client(app: Flask, db: Database, acme:
         assert ask(browser(app), "pia@acme.test").status_code == 200
 
 
+def test_mail_to_one_address_from_many_clients_is_bounded(app: Flask, db: Database, acme: NewOrg, system: Actor,
+                                                           smtp: tuple[Inbox, int]) -> None:
+    """Each client address has its own share of asks for an address (a stranger's asks no longer lock
+    the owner's browser out); all clients together have a higher ceiling, the bound on her mail."""
+    inbox, _ = smtp
+    app.config.update(SIGN_IN_EMAIL_MIN_SECONDS=0, SIGN_IN_LINKS_PER_ADDRESS_ALL_CLIENTS=7)
+    provision(db, system, acme.org.id, "pia@acme.test")
+
+    def from_address(client: str) -> FlaskClient:
+        at = browser(app)
+        at.environ_base.update(REMOTE_ADDR=client)
+        return at
+
+    first = from_address("198.51.100.1")
+    assert [ask(first, "pia@acme.test").status_code for _ in range(4)] == [200, 200, 200, 429]
+    others = [ask(from_address(f"198.51.100.{n}"), "pia@acme.test").status_code for n in range(2, 7)]
+    assert others == [200, 200, 200, 200, 429]  # a refused ask is not counted: 3 + 4 = 7, the ceiling
+    inbox.wait(7)
+    time.sleep(0.3)
+    assert len(inbox.messages) == 7
+
+
 def test_the_form_must_come_from_our_page(app: Flask, acme: NewOrg) -> None:
     client = browser(app)
     client.get("/login/email")
