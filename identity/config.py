@@ -123,6 +123,12 @@ def is_https(url: str) -> bool:
     return urlsplit(url).scheme.lower() == "https"
 
 
+def path_under(url: str, path: str) -> str:
+    """Return `path` (absolute) under BASE_URL `url`'s path: what the browser sees when a proxy
+    serves the service at, say, /identity. The one place that decides every cookie's Path."""
+    return urlsplit(url).path.rstrip("/") + path
+
+
 def from_environment() -> dict[str, object]:
     """Return the Flask config that the environment asks for."""
     settings: dict[str, object] = {

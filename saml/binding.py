@@ -28,7 +28,6 @@ import datetime as dt
 import hashlib
 import hmac
 from typing import Any
-from urllib.parse import urlsplit
 
 from identity import config
 
@@ -88,7 +87,7 @@ def without_request(secret_key: str, org_id: str, request_id: str, cookie: str |
 def cookie_attributes(base_url: str, slug: str, ttl: dt.timedelta) -> dict[str, Any]:
     """Return the cookie's attributes (see the module docstring for why they differ over http)."""
     https = config.is_https(base_url)
-    path = f"{urlsplit(base_url).path.rstrip('/')}/saml/{slug}/"
+    path = config.path_under(base_url, f"/saml/{slug}/")
     return {"path": path, "max_age": int(ttl.total_seconds()), "httponly": True, "secure": https,
             "samesite": "None" if https else None}
 

@@ -21,7 +21,7 @@ from identity.errors import DomainError
 from identity.models import Org
 from identity.service import run
 from identity.web import security_headers as headers
-from identity.web.context import secure_cookies
+from identity.web.context import cookie_path, secure_cookies
 from saml import csrf, links, once, service, web
 from saml import logout_messages as messages
 from saml.models import SamlConnection
@@ -234,8 +234,8 @@ def link_page(token: str) -> HttpResponse:
     form_cookie = request.cookies.get(csrf.COOKIE) or csrf.new_form_cookie()
     response = web.form_page("Sign in", "Sign in to this service with your one-time link.", "Sign in",
                              csrf.token(current_app.config["SECRET_KEY"], LINK, form_cookie))
-    response.set_cookie(csrf.COOKIE, form_cookie, max_age=int(links.LINK_TTL.total_seconds()), path="/login/link/",
-                        httponly=True, samesite="Strict", secure=secure_cookies())
+    response.set_cookie(csrf.COOKIE, form_cookie, max_age=int(links.LINK_TTL.total_seconds()),
+                        path=cookie_path(links.LINK_PATH), httponly=True, samesite="Strict", secure=secure_cookies())
     return response
 
 
@@ -284,8 +284,8 @@ def _email_form(message: str = "", status: int = 200) -> HttpResponse:
             "<button type='submit'>Send me a sign-in link</button></form></body></html>")
     response = Response(body, status=status, mimetype="text/html", headers={
         "Cache-Control": "no-store", headers.CSP: headers.content_security_policy(())})
-    response.set_cookie(csrf.COOKIE, form_cookie, max_age=3600, path="/login/", httponly=True, samesite="Strict",
-                        secure=secure_cookies())
+    response.set_cookie(csrf.COOKIE, form_cookie, max_age=3600, path=cookie_path("/login/"), httponly=True,
+                        samesite="Strict", secure=secure_cookies())
     return response
 
 
@@ -335,11 +335,12 @@ def ask_for_link() -> HttpResponse:
 def set_browser_cookie(response: HttpResponse, browser: str) -> None:
     """Keep `browser`, the id its sign-in links are bound to, in this browser's cookie.
 
-    Path `/`: both pages that ask for a link (`/` and /login/email) must read it back, so that a
-    second ask reuses it and the first link still works in this browser; /login/link/ reads it too.
+    Path `/` (under BASE_URL's path): both pages that ask for a link (`/` and /login/email) must
+    read it back, so that a second ask reuses it and the first link still works in this browser;
+    /login/link/ reads it too.
     """
-    response.set_cookie(BROWSER_COOKIE, browser, max_age=int(links.LINK_TTL.total_seconds()), path="/",
-                        httponly=True, samesite="Strict", secure=secure_cookies())
+    response.set_cookie(BROWSER_COOKIE, browser, max_age=int(links.LINK_TTL.total_seconds()),
+                        path=cookie_path("/"), httponly=True, samesite="Strict", secure=secure_cookies())
 
 
 def deliver_later(mail_id: str, actor: Actor) -> None:

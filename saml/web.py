@@ -23,7 +23,7 @@ from identity import config, sessions
 from identity.models import Org
 from identity.web import cookies
 from identity.web import security_headers as headers
-from identity.web.context import database, secure_cookies
+from identity.web.context import cookie_path, database, secure_cookies
 from saml import binding, configuration, csrf, sp_keys
 from saml.connection import SpUrls, toolkit_settings
 from saml.models import SamlConnection
@@ -182,7 +182,7 @@ def seal_stored_key(connection: SamlConnection, secrets: tuple[str, ...]) -> Non
 def set_session_cookie(response: HttpResponse, token: str) -> None:
     response.headers["Cache-Control"] = "no-store"
     response.set_cookie(cookies.COOKIE, cookies.cookie_value(current_app.config["SECRET_KEY"], token),
-                        max_age=int(lifetime().absolute.total_seconds()), path="/", httponly=True,
+                        max_age=int(lifetime().absolute.total_seconds()), path=cookie_path("/"), httponly=True,
                         samesite="Lax", secure=secure_cookies())
 
 
@@ -191,5 +191,5 @@ def session_token() -> str | None:
 
 
 def clear_session_cookie(response: HttpResponse) -> None:
-    response.delete_cookie(cookies.COOKIE, path="/", httponly=True, samesite="Lax",
+    response.delete_cookie(cookies.COOKIE, path=cookie_path("/"), httponly=True, samesite="Lax",
                            secure=secure_cookies())

@@ -17,6 +17,12 @@ def database() -> Database:
     return db
 
 
+def cookie_path(path: str) -> str:
+    """Return a cookie's Path for `path` of this service, under BASE_URL's path (identity.config.path_under):
+    a cookie set for /login/ under a service served at /identity/ never came back."""
+    return config.path_under(str(current_app.config["BASE_URL"]), path)
+
+
 def secure_cookies() -> bool:
     """Tell whether cookies go out Secure: when the app's BASE_URL is https (identity.config.is_https)."""
     return config.is_https(str(current_app.config["BASE_URL"]))

@@ -101,8 +101,6 @@ def test_sp_metadata_does_not_tell_a_stranger_which_orgs_exist(client: FlaskClie
     assert existing.status_code == missing.status_code
 
 
-@pytest.mark.xfail(strict=True, reason="the sign-in link page's form cookie has Path=/login/link/ whatever "
-                   "BASE_URL's path: served under a path, the browser never sends it back and every link is refused")
 def test_a_sign_in_link_works_when_the_service_is_served_under_a_path(db: Database, system: Actor) -> None:
     """README: BASE_URL may have a path (a proxy that serves the service at /identity); the SAML
     binding cookie follows it (saml.binding.cookie_attributes), the link page's cookie does not."""

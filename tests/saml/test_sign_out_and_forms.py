@@ -18,8 +18,8 @@ from lxml import etree
 from sqlalchemy import func, select
 
 from audit import Actor
-from identity.models import SsoSession
 from identity import orgs
+from identity.models import SsoSession
 from saml import links
 from tests.saml.conftest import Sso, configure, form_token, link_form
 from tests.saml.idp import NSMAP, RSA_SHA256, SAML, SAMLP, KeyPair, TestIdP, post_form, saml_time

@@ -17,7 +17,7 @@ from werkzeug.wrappers import Response
 from audit import Actor
 from identity.service import run
 from identity.web.console.common import field, render, signed_in_caller
-from identity.web.context import database, secure_cookies
+from identity.web.context import cookie_path, database, secure_cookies
 from saml import csrf, discovery, links
 from saml.session_views import BROWSER_COOKIE, deliver_later, link_limits, set_browser_cookie
 from saml.views import client_address
@@ -36,7 +36,7 @@ def _form_page(*, step: str = "who", org: str = "", errors: dict[str, str] | Non
     token = csrf.token(current_app.config["SECRET_KEY"], PURPOSE, cookie)
     response = render("console/sign_in.html", status=status, title="Sign in", csrf_token=token, step=step, org=org,
                       errors=errors)
-    response.set_cookie(FORM_COOKIE, cookie, max_age=3600, path="/", httponly=True, samesite="Strict",
+    response.set_cookie(FORM_COOKIE, cookie, max_age=3600, path=cookie_path("/"), httponly=True, samesite="Strict",
                         secure=secure_cookies())
     return response
 

@@ -82,7 +82,7 @@ from identity.roles import authorize, refusal
 from identity.service import run
 from identity.web import cookies
 from identity.web.api.common import CSRF_PURPOSE, STATUS, Caller, csrf_token, request_actor, session_token
-from identity.web.context import database, secure_cookies
+from identity.web.context import cookie_path, database, secure_cookies
 from saml import csrf
 
 P = ParamSpec("P")
@@ -233,7 +233,7 @@ def render(template: str, *, status: int = 200, errors: dict[str, str] | None = 
     response.headers["Cache-Control"] = "no-store"
     response.headers["Content-Security-Policy"] = PAGE_POLICY
     if notice is not None:
-        response.delete_cookie(NOTICE_COOKIE, path="/")
+        response.delete_cookie(NOTICE_COOKIE, path=cookie_path("/"))
     return response
 
 
@@ -247,8 +247,8 @@ def redirect_with_notice(location: str, notice: str) -> Response:
     """Answer a POST with a 303 to `location`, whose page then shows `notice` once."""
     response = redirect(location, 303)
     value = URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=NOTICE_SALT).dumps(notice)
-    response.set_cookie(NOTICE_COOKIE, value, max_age=NOTICE_MAX_AGE, path="/", httponly=True, samesite="Lax",
-                        secure=secure_cookies())
+    response.set_cookie(NOTICE_COOKIE, value, max_age=NOTICE_MAX_AGE, path=cookie_path("/"), httponly=True,
+                        samesite="Lax", secure=secure_cookies())
     return response
 
 

@@ -19,7 +19,7 @@ from identity.models import Org, Team
 from identity.service import run
 from identity.web.api.common import request_actor
 from identity.web.console.common import field, reading, render
-from identity.web.context import database, secure_cookies
+from identity.web.context import cookie_path, database, secure_cookies
 from saml import csrf
 
 bp = Blueprint("console_invitation", __name__)
@@ -45,7 +45,7 @@ def invitation_page(token: str) -> Response:
     response = _page("Invitation", f"You are invited to join {org.name}.", ask=True,
                      csrf_token=csrf.token(current_app.config["SECRET_KEY"], PURPOSE, cookie),
                      email=invitation.email, role=invitation.role, team=team.name if team else None)
-    response.set_cookie(csrf.COOKIE, cookie, max_age=3600, path=invitations.LINK_PATH, httponly=True,
+    response.set_cookie(csrf.COOKIE, cookie, max_age=3600, path=cookie_path(invitations.LINK_PATH), httponly=True,
                         samesite="Strict", secure=secure_cookies())
     return response
 
