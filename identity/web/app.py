@@ -84,6 +84,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.wsgi_app = UsageFirst(app, app.wsgi_app)  # type: ignore[method-assign]
     app.wsgi_app = LookupFirst(app, app.wsgi_app)  # type: ignore[method-assign]
     app.wsgi_app = KeyCheckFirst(app, app.wsgi_app)  # type: ignore[method-assign]
+    if config.is_https(app.config["BASE_URL"]):  # every answer, those above included
+        app.wsgi_app = security_headers.StrictTransport(app.wsgi_app)  # type: ignore[method-assign]
     _trust_proxies(app, int(app.config.get("TRUSTED_PROXY_HOPS", 0)))
     return app
 

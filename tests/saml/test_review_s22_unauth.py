@@ -49,7 +49,6 @@ def test_signing_out_at_another_orgs_url_sends_nothing_to_that_orgs_idp(sso: Sso
         pytest.fail(f"Acme's NameID {name_id!r} was sent to Evil's IdP")
 
 
-@pytest.mark.xfail(strict=True, reason="no response carries Strict-Transport-Security, even with an https BASE_URL")
 def test_an_https_service_sends_hsts(db: Database) -> None:
     """With BASE_URL https (cookies Secure), a first visit typed as http://, or a network attacker's
     downgrade, is not prevented: nothing tells the browser to use https only."""
