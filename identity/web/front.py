@@ -81,9 +81,10 @@ class Answering:
         return sent
 
     def fail(self, start_response: StartResponse, method: str, route: str, error: Exception,
-             dumps: Callable[[dict[str, Any]], bytes]) -> Sent:
+             dumps: Callable[[dict[str, Any]], bytes], extra: Iterable[tuple[str, str]] = ()) -> Sent:
         """Answer a request whose handling raised `error` as the app's own handler does: a 503 problem
-        to retry for a transient conflict, else a bare 500 (the traceback logged)."""
+        to retry for a transient conflict, else a bare 500 (the traceback logged); with the `extra`
+        headers the path's every answer has."""
         status = failed(error, self.request_id)
         if status == 503:
             body = problem_body(503, transient.CODE, transient.DETAIL, None, self.request_id)
@@ -92,7 +93,7 @@ class Answering:
         else:
             body = {"error": "internal_error", "message": "internal error", "request_id": self.request_id}
             headers = [("Content-Type", "application/json")]
-        return self.send(start_response, method, route, status, headers, dumps(body))
+        return self.send(start_response, method, route, status, [*headers, *extra], dumps(body))
 
 
 class Sent(list[bytes]):

@@ -5,8 +5,9 @@ spends on each request (the request context, URL matching, before/after hooks, t
 object): a profile put that at half of the check's CPU (docs/performance.md). It is the same
 check as the Flask view's (identity.web.api.gateway): the same gateway credential, the same domain
 call (identity.gateway.check_key) and answer (`answer`), the same problem JSON for a 401, the same
-headers (`Cache-Control: private, max-age`, `X-Request-Id`, the client's `X-Client-Request-Id`, the
-security headers of identity.web.security_headers), the same JSON request log line and the same counters.
+headers (`Cache-Control: private, max-age`, a refusal's `no-store`, `X-Request-Id`, the client's
+`X-Client-Request-Id`, the security headers of identity.web.security_headers), the same JSON request
+log line and the same counters.
 
 Only a request it fully understands is answered here: `POST` to exactly that path, no query
 string, a JSON body (`application/json`) of at most MAX_CONTENT_LENGTH bytes that is an object
@@ -25,6 +26,7 @@ from flask import Flask
 from identity import gateway, jsontext
 from identity.errors import Unauthenticated
 from identity.web import metrics
+from identity.web.api.common import NOT_STORED
 from identity.web.api.gateway import CREDENTIAL_REQUIRED, answer, autocommit, cache_control, code_of
 from identity.web.context import EXTENSION
 from identity.web.front import Answering, FrontOf, StartResponse, json_body, problem_body
@@ -59,12 +61,12 @@ class KeyCheckFirst(FrontOf):
         try:
             status, body, code = self._answer(environ.get("HTTP_AUTHORIZATION", ""), secret, answering.request_id)
         except Exception as error:
-            return answering.fail(start_response, "POST", PATH, error, self.dumps)
+            return answering.fail(start_response, "POST", PATH, error, self.dumps, [NOT_STORED])
         headers = [("Content-Type", "application/problem+json" if status == 401 else "application/json")]
         if status == 200:
             headers.append(("Cache-Control", cache_control(self.app.config)))
         else:
-            headers.append(("WWW-Authenticate", 'Bearer realm="identity"'))
+            headers += [("WWW-Authenticate", 'Bearer realm="identity"'), NOT_STORED]
         sent = answering.send(start_response, "POST", PATH, status, headers, self.dumps(body))
         metrics.observe_key_check(code)
         return sent

@@ -21,6 +21,7 @@ from flask import Flask
 
 from identity import jsontext, usage, usage_quick
 from identity.errors import DomainError
+from identity.web.api.common import NOT_STORED
 from identity.web.api.usage import outcome_json
 from identity.web.context import EXTENSION
 from identity.web.front import Answering, FrontOf, StartResponse, json_body
@@ -48,10 +49,10 @@ class UsageFirst(FrontOf):
         try:
             outcome = usage_quick.quick_debit(self.app.extensions[EXTENSION], credential.strip(), record, caller)
         except Exception as error:
-            return answering.fail(start_response, "POST", PATH, error, self.dumps)
+            return answering.fail(start_response, "POST", PATH, error, self.dumps, [NOT_STORED])
         if outcome is None:
             return self.fallback(environ, start_response)
-        return answering.send(start_response, "POST", PATH, 200, [("Content-Type", "application/json")],
+        return answering.send(start_response, "POST", PATH, 200, [("Content-Type", "application/json"), NOT_STORED],
                               self.dumps(outcome_json(outcome)))
 
     def _record(self, environ: dict[str, Any]) -> usage.UsageRecord | None:

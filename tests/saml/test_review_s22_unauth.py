@@ -137,8 +137,6 @@ def test_a_stranger_cannot_lock_an_owner_out_of_sign_in_links(app: Flask, db: Da
     assert _ask_for_link(owner, "owner@acme.test") == 200
 
 
-@pytest.mark.xfail(strict=True, reason="the admin API's answers that carry a live secret (a new key, a new SCIM "
-                   "token, an invitation's link, the outbox's undelivered links) have no Cache-Control: no-store")
 def test_api_answers_carrying_secrets_are_not_stored_by_caches(client: FlaskClient, db: Database, system: Actor,
                                                                acme: orgs.NewOrg) -> None:
     """The console's pages, /me, /oauth/token and /metrics say no-store; the same secrets through the

@@ -7,7 +7,7 @@ in the header wins over a cookie. A request carried by the cookie must come from
 carry the session's synchronizer token in `X-CSRF-Token`: an HMAC under SECRET_KEY bound to the
 session's token, which `GET /api/v1/session` hands to the page (OWASP's synchronizer token; a
 cookie alone never authorizes a write). Errors are RFC 9457 problem JSON. Each blueprint
-registers `domain_problem` with `adopt`.
+registers `domain_problem` with `adopt`. No answer of the API is kept by a cache (`not_stored`).
 """
 
 from __future__ import annotations
@@ -122,13 +122,30 @@ def problem(status: int, code: str, detail: str, extra: dict[str, Any] | None = 
 
 
 def adopt(bp: Blueprint) -> Blueprint:
-    """Give an admin API blueprint the API's problem JSON for domain errors, and refuse, before any
+    """Give an admin API blueprint the API's problem JSON for domain errors, refuse, before any
     view reads or writes, a query parameter its operation does not declare in the OpenAPI document
-    (`declared_query`). (NUL and lone surrogates in its paths and queries are refused before it:
-    identity.web.unstorable.)"""
+    (`declared_query`), and mark its answers `not_stored`. (NUL and lone surrogates in its paths
+    and queries are refused before it: identity.web.unstorable.)"""
     bp.register_error_handler(DomainError, domain_problem)
     bp.before_request(declared_query)
+    bp.after_request(not_stored)
     return bp
+
+
+NOT_STORED = ("Cache-Control", "no-store")
+
+
+def not_stored(response: Response) -> Response:
+    """Mark an admin API answer `Cache-Control: no-store`, unless its view set its own (the key
+    check's `private, max-age`, which a gateway is meant to keep).
+
+    Several answers carry a live secret (a new key or SCIM token, an invitation's link, the
+    outbox's undelivered links, the session's CSRF token) and all of them an org's private data:
+    a browser's disk cache or a caching proxy must keep none. One rule for every operation, so
+    that an answer added later cannot forget it; the answers given in front of Flask for the same
+    paths (identity.web.keycheck, identity.web.usage_front) send it too."""
+    response.headers.setdefault(*NOT_STORED)
+    return response
 
 
 def document_path(rule: str) -> str:
