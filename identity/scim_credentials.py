@@ -149,13 +149,19 @@ def create_scim_client(session: Session, actor: Actor, org_id: str, *, name: str
 
 
 def check_scim_client(session: Session, client_id: str, secret: str | None) -> ScimClient | None:
-    """Return the live client when `secret` is its secret (or when no secret is to be checked)."""
+    """Return the live client when `secret` is its secret (or when no secret is to be checked).
+
+    An unknown or revoked client's `secret` is still compared, with a hash no secret has: the
+    refusal costs what a wrong secret's does, so its time does not tell which client ids exist."""
     client = session.scalars(select(ScimClient).where(ScimClient.client_id == client_id)).one_or_none()
-    if client is None or client.revoked_at is not None:
-        return None
-    if secret is not None and not tokens.matches(secret, client.secret_hash):
+    if client is not None and client.revoked_at is not None:
+        client = None
+    if secret is not None and not tokens.matches(secret, _NO_SECRET if client is None else client.secret_hash):
         return None
     return client
+
+
+_NO_SECRET = tokens.digest("")  # generate() never makes an empty secret
 
 
 def scim_client_actor(client: ScimClient) -> Actor:

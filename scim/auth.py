@@ -60,13 +60,26 @@ def _key() -> OctKey:
 
 
 class _Client(ClientMixin):  # type: ignore[misc]
-    """authlib's view of a ScimClient row: confidential, client credentials only."""
+    """authlib's view of a client id a token request names: confidential, client credentials only.
 
-    def __init__(self, row: ScimClient) -> None:
-        self.row = row
+    Whether the client exists is read once, with its secret (`check_client_secret`), never before:
+    authlib's own answer to an unknown id (`_validate_client`, 400 "does not exist on this server")
+    told a stranger which client ids exist. An unknown, revoked or wrongly authenticated client is
+    one refusal, RFC 6749 5.2's 401 invalid_client, reached in about the same time (the secret is
+    compared either way: scim_credentials.check_scim_client)."""
+
+    def __init__(self, client_id: str) -> None:
+        self.client_id = client_id
+        self.found: ScimClient | None = None
+
+    @property
+    def row(self) -> ScimClient:
+        """The client's row, once its secret has been checked."""
+        assert self.found is not None, "the client's secret is checked before any token is made"
+        return self.found
 
     def get_client_id(self) -> str:
-        return self.row.client_id
+        return self.client_id
 
     def get_default_redirect_uri(self) -> None:
         return None
@@ -79,7 +92,8 @@ class _Client(ClientMixin):  # type: ignore[misc]
 
     def check_client_secret(self, client_secret: str) -> bool:
         with database().reading() as session:
-            return scim_credentials.check_scim_client(session, self.row.client_id, client_secret) is not None
+            self.found = scim_credentials.check_scim_client(session, self.client_id, client_secret)
+        return self.found is not None
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         return method in ("client_secret_basic", "client_secret_post")
@@ -91,10 +105,8 @@ class _Client(ClientMixin):  # type: ignore[misc]
         return grant_type == "client_credentials"
 
 
-def _query_client(client_id: str) -> _Client | None:
-    with database().reading() as session:
-        row = scim_credentials.check_scim_client(session, client_id, None)
-    return _Client(row) if row is not None else None
+def _query_client(client_id: str) -> _Client:
+    return _Client(client_id)
 
 
 def _generate_token(grant_type: str, client: _Client, user: Any = None, scope: str | None = None,
@@ -131,6 +143,15 @@ def _malformed(parameters: MultiDict[str, str]) -> str | None:
     if not parameters.get("grant_type"):
         return "grant_type is missing"
     return None
+
+
+def _two_client_authentications(header: str | None, parameters: MultiDict[str, str]) -> bool:
+    """Whether a token request authenticates the client both by Basic and by a `client_secret`
+    parameter: RFC 6749 section 2.3, "the client MUST NOT use more than one authentication method
+    in each request" (5.2: invalid_request). authlib took the first that worked and issued a token.
+    A `client_id` parameter beside Basic is not a second method: it authenticates nothing."""
+    scheme = (header or "").split(None, 1)[0] if (header or "").strip() else ""
+    return scheme.lower() == "basic" and "client_secret" in parameters
 
 
 def _unreadable_basic(header: str | None) -> bool:
@@ -178,6 +199,8 @@ def init_oauth(app: Flask) -> None:
         malformed = _malformed(http_request.values)
         if malformed is not None:
             return _oauth_error(InvalidRequestError(description=malformed))
+        if _two_client_authentications(http_request.headers.get("Authorization"), http_request.values):
+            return _oauth_error(InvalidRequestError(description="more than one client authentication method"))
         # RFC 6749 section 5.2: a client that fails to authenticate through the Authorization
         # header is a 401 invalid_client with WWW-Authenticate, whatever bytes it sent.
         if _unreadable_basic(http_request.headers.get("Authorization")):

@@ -59,8 +59,6 @@ def test_an_https_service_sends_hsts(db: Database) -> None:
     assert "max-age=" in answer.headers.get("Strict-Transport-Security", "")
 
 
-@pytest.mark.xfail(strict=True, reason="/oauth/token issues a token to a request that authenticates the client "
-                   "twice, by Basic and in the body (RFC 6749 2.3: MUST NOT use more than one method)")
 def test_a_token_request_with_two_client_authentication_methods_is_invalid(app: Flask, client: FlaskClient,
                                                                            db: Database, system: Actor) -> None:
     with db.transaction() as session:
@@ -72,8 +70,6 @@ def test_a_token_request_with_two_client_authentication_methods_is_invalid(app: 
     assert answer.status_code == 400 and answer.json["error"] == "invalid_request"
 
 
-@pytest.mark.xfail(strict=True, reason="an unknown client_id is 400 'does not exist on this server', a known one "
-                   "with a wrong secret 401 'cannot authenticate': the answer tells which client ids exist")
 def test_an_unknown_client_and_a_wrong_secret_get_the_same_refusal(client: FlaskClient, db: Database,
                                                                      system: Actor) -> None:
     with db.transaction() as session:

@@ -16,9 +16,10 @@ import pytest
 from flask import Flask
 
 from audit import Actor
-from identity import orgs, scim_credentials
+from identity import orgs, scim_credentials, tokens
 from identity.db import Database
 from tests.live import serving
+from tests.statements import statements
 
 
 @pytest.fixture
@@ -82,3 +83,42 @@ def test_malformed_token_requests_are_invalid_request_in_oauth_json(
     assert status == 400, (status, answer)
     assert headers["content-type"].startswith("application/json"), answer
     assert json.loads(answer)["error"] == "invalid_request"
+
+
+def test_an_unknown_or_revoked_client_costs_what_a_wrong_secret_does(app: Flask, db: Database, system: Actor,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same refusal is not enough if its time differs: authlib looked the client id up alone,
+    answered an unknown one at once, and read the row again to compare a known one's secret. Now
+    each attempt is one read of the client and one comparison of the secret, whichever it is."""
+    with db.transaction() as session:
+        made = orgs.create_org(session, system, "Tokens", owner_email="owner@tokens.test")
+        live = scim_credentials.create_scim_client(session, system, made.org.id, name="Entra")
+        revoked = scim_credentials.create_scim_client(session, system, made.org.id, name="Old")
+        scim_credentials.revoke_scim_client(session, system, made.org.id, revoked.prefix)
+    compared: list[str] = []
+    real_matches = tokens.matches
+    monkeypatch.setattr(tokens, "matches", lambda plain, stored: compared.append(plain) or real_matches(plain, stored))
+    client, costs, compares = app.test_client(), {}, {}
+    for name, client_id in {"wrong secret": live.prefix, "revoked": revoked.prefix,
+                            "unknown": live.prefix[:-4] + "ffff"}.items():
+        compared.clear()
+        with statements(db) as sent:
+            answer = client.post("/oauth/token", data={"grant_type": "client_credentials", "client_id": client_id,
+                                                       "client_secret": f"{name} guess"})
+        costs[name] = (answer.status_code, answer.json["error"], answer.json.get("error_description"), list(sent))
+        compares[name] = compared[:]
+    assert costs["unknown"] == costs["revoked"] == costs["wrong secret"]
+    assert costs["unknown"][:2] == (401, "invalid_client") and costs["unknown"][3] == ["SELECT scim_clients"]
+    assert compares == {name: [f"{name} guess"] for name in costs}
+
+
+def test_basic_with_a_client_id_parameter_is_one_method_and_gets_a_token(app: Flask, db: Database,
+                                                                         system: Actor) -> None:
+    """RFC 6749 2.3 refuses two ways of authenticating (Basic and `client_secret`, review s22); a
+    `client_id` parameter beside Basic authenticates nothing, and clients send it."""
+    with db.transaction() as session:
+        made = orgs.create_org(session, system, "Tokens", owner_email="owner@tokens.test")
+        issued = scim_credentials.create_scim_client(session, system, made.org.id, name="Entra")
+    answer = app.test_client().post("/oauth/token", auth=(issued.prefix, issued.secret),
+                                    data={"grant_type": "client_credentials", "client_id": issued.prefix})
+    assert answer.status_code == 200 and answer.json["token_type"] == "Bearer"
