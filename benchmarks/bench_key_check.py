@@ -189,7 +189,7 @@ def rows_written(before: dict[str, Any], after: dict[str, Any]) -> int:
 
 
 def bench(args: argparse.Namespace, folder: Path, url: str) -> dict[str, Any]:
-    env = {"DATABASE_URL": url, "SECRET_KEY": "bench-secret-key", "BASE_URL": "http://127.0.0.1",
+    env = {"DATABASE_URL": url, "SECRET_KEY": "bench-secret-key-32-characters-long", "BASE_URL": "http://127.0.0.1",
            "IDENTITY_DATA_DIR": str(folder / "data")}
     made = _identity(env, "org", "create", "Bench", "--slug", "bench", "--json",
                      "--included-seats", str(args.members + 10))

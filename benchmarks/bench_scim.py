@@ -202,7 +202,7 @@ def bench(args: argparse.Namespace, folder: Path, url: str) -> dict[str, Any]:
     need = args.big_group + args.small_group + 2 * args.patch_reps * args.patch_size
     if args.users < need:
         raise SystemExit(f"--users must be at least {need} for the groups and the PATCH repetitions")
-    env = {"DATABASE_URL": url, "SECRET_KEY": "bench-secret-key", "BASE_URL": "http://127.0.0.1",
+    env = {"DATABASE_URL": url, "SECRET_KEY": "bench-secret-key-32-characters-long", "BASE_URL": "http://127.0.0.1",
            "IDENTITY_DATA_DIR": str(folder / "data")}
     if args.scim_rate_limit:
         env["SCIM_RATE_LIMIT"] = str(args.scim_rate_limit)

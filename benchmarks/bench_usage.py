@@ -189,7 +189,7 @@ def load(kind: str, server: Server, args: argparse.Namespace, **extra: Any) -> d
 
 
 def _setup(url: str, folder: Path) -> tuple[dict[str, str], dict[str, Any], str]:
-    env = {"DATABASE_URL": url, "SECRET_KEY": "bench-secret-key", "BASE_URL": "http://127.0.0.1",
+    env = {"DATABASE_URL": url, "SECRET_KEY": "bench-secret-key-32-characters-long", "BASE_URL": "http://127.0.0.1",
            "IDENTITY_DATA_DIR": str(folder / "data")}
     made = _identity(env, "org", "create", "Bench", "--slug", "bench", "--json")
     if made.returncode != 0:

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> None:
     try:
         url = cluster.create_database("profile")
         folder = tempfile.mkdtemp(prefix="profile-scim-")
-        os.environ.update(DATABASE_URL=url, SECRET_KEY="profile-secret", BASE_URL="http://127.0.0.1",
+        os.environ.update(DATABASE_URL=url, SECRET_KEY="profile-secret-key-32-characters-long", BASE_URL="http://127.0.0.1",
                           IDENTITY_DATA_DIR=folder)
         import logging
 

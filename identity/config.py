@@ -65,10 +65,26 @@ def database_url() -> str:
     return url
 
 
+MIN_SECRET_KEY_CHARS = 32
+
+
 def secret_key() -> str:
-    """Return `SECRET_KEY`; for the embedded default, one generated once and kept in the data folder."""
-    if os.environ.get("SECRET_KEY"):
-        return os.environ["SECRET_KEY"]
+    """Return `SECRET_KEY`; for the embedded default, one generated once and kept in the data folder.
+
+    A key shorter than MIN_SECRET_KEY_CHARS stops the service at start (a ValueError naming the
+    setting, never the value): the key signs the SCIM access tokens and the form tokens and seals
+    the SP private keys, and every anonymous visitor of the sign-in page receives an HMAC under it
+    with its input, so a guessable key ("changeme") is checked offline, and then forges an access
+    token for any org's SCIM. The generated key has 64 characters (384 random bits)."""
+    key = os.environ.get("SECRET_KEY") or _generated_secret_key()
+    if len(key) < MIN_SECRET_KEY_CHARS:
+        raise ValueError(f"SECRET_KEY must be at least {MIN_SECRET_KEY_CHARS} characters of random, such as "
+                         "python -c 'import secrets; print(secrets.token_urlsafe(48))' prints")
+    return key
+
+
+def _generated_secret_key() -> str:
+    """Return the key kept in the data folder, generated at its first use."""
     path = data_dir() / "secret_key"
     if not path.exists():
         make_private_dir(path.parent)

@@ -135,7 +135,7 @@ class ReadingClient(FlaskClient):
 
 @pytest.fixture
 def app(db: Database, tmp_path: Path) -> Flask:
-    app = create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret",
+    app = create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret-key-32-characters-min",
                       "BASE_URL": "http://localhost", "TESTING": True})
     app.test_client_class = ReadingClient
     return app
@@ -150,7 +150,7 @@ def client(app: Flask) -> FlaskClient:
 def cli_env(db_url: str, tmp_path: Path) -> dict[str, str]:
     """Environment for running the `identity` command against the test database."""
     return {"DATABASE_URL": db_url, "IDENTITY_DATA_DIR": str(tmp_path / "var"),
-            "SECRET_KEY": "test-secret"}  # the `app` fixture's: the CLI and the service share SECRET_KEY
+            "SECRET_KEY": "test-secret-key-32-characters-min"}  # the `app` fixture's: the CLI and the service share SECRET_KEY
 
 
 @pytest.fixture

@@ -192,7 +192,7 @@ def idp_keys() -> KeyPair:
 @contextmanager
 def serving_site(db: Database, org: NewOrg, idp_keys: KeyPair, **config: Any) -> Iterator[Site]:
     """Serve the service (with `config` besides the tests' own) and the test IdP, `org` trusting it."""
-    app = create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret",
+    app = create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret-key-32-characters-min",
                       "BASE_URL": "http://127.0.0.1", "TESTING": True, **config})
     with serving(app, "service") as origin:
         app.config["BASE_URL"] = origin

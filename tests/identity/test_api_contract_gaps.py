@@ -134,7 +134,7 @@ def test_a_bad_numeric_setting_is_a_clear_error_at_start(monkeypatch: pytest.Mon
 
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'identity.db'}")
     monkeypatch.setenv("IDENTITY_DATA_DIR", str(tmp_path / "var"))
-    monkeypatch.setenv("SECRET_KEY", "test-secret")
+    monkeypatch.setenv("SECRET_KEY", "test-secret-key-32-characters-min")
     monkeypatch.setenv(name, value)
     try:
         app = create_app()

@@ -26,7 +26,7 @@ from identity.web.openapi import document
 from saml import csrf
 from tests.factories import counts, provision
 
-SECRET_KEY = "test-secret"  # the `app` fixture's
+SECRET_KEY = "test-secret-key-32-characters-min"  # the `app` fixture's
 ORIGIN = "http://localhost"  # the `app` fixture's BASE_URL
 
 

@@ -78,3 +78,25 @@ def test_a_bad_trusted_proxy_hops_stops_the_service_at_start(monkeypatch: pytest
     monkeypatch.setenv("TRUSTED_PROXY_HOPS", raw)
     with pytest.raises(ValueError, match="TRUSTED_PROXY_HOPS"):
         config.from_environment()
+
+
+@pytest.mark.parametrize("key", ["changeme", "s3cret", "x" * 31])
+def test_a_short_secret_key_stops_the_service_at_start_naming_the_setting_not_its_value(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, key: str) -> None:
+    monkeypatch.setenv("IDENTITY_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SECRET_KEY", key)
+    with pytest.raises(ValueError, match="SECRET_KEY must be at least 32 characters") as refused:
+        config.secret_key()
+    assert key not in str(refused.value)
+
+
+def test_a_secret_key_of_32_characters_or_the_generated_one_is_taken(monkeypatch: pytest.MonkeyPatch,
+                                                                      tmp_path: Path) -> None:
+    """The README's one-command run sets no SECRET_KEY: the generated one (64 characters) is made once and kept."""
+    monkeypatch.setenv("IDENTITY_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SECRET_KEY", "k" * 32)
+    assert config.secret_key() == "k" * 32
+    monkeypatch.delenv("SECRET_KEY")
+    generated = config.secret_key()
+    assert len(generated) == 64 and config.from_environment()["SECRET_KEY"] == generated
+    assert (tmp_path / "secret_key").read_text() == generated

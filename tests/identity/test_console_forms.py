@@ -21,7 +21,7 @@ from identity.web import cookies
 from saml import csrf
 from tests.factories import counts
 
-SECRET_KEY = "test-secret"  # the `app` fixture's
+SECRET_KEY = "test-secret-key-32-characters-min"  # the `app` fixture's
 SYSTEM = system_actor("tests")
 
 

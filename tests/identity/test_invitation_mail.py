@@ -31,7 +31,7 @@ BASE_URL = "http://localhost"
 
 
 def make_client(db: Database, smtp_url: str | None) -> FlaskClient:
-    config: dict[str, Any] = {"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret",
+    config: dict[str, Any] = {"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret-key-32-characters-min",
                               "BASE_URL": BASE_URL, "TESTING": True, "SIGN_IN_EMAIL_MIN_SECONDS": 0.01}
     if smtp_url:
         config["SMTP_URL"] = smtp_url
@@ -262,7 +262,7 @@ def test_mail_over_tls_with_a_login(db: Database, acme: NewOrg, auth: dict[str, 
     monkeypatch.setattr(mail, "TIMEOUT_SECONDS", 1.0)  # aiosmtpd leaves a refused login hanging
     cert, key = self_signed(tmp_path)
     with smtp_server(tls=(cert, key), implicit_tls=scheme == "smtps", login=("mailer", "p@ss word")) as (inbox, port):
-        base = {"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret", "BASE_URL": BASE_URL,
+        base = {"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret-key-32-characters-min", "BASE_URL": BASE_URL,
                 "TESTING": True, "SMTP_CA_FILE": str(cert)}
         wrong = create_app({**base, "SMTP_URL": f"{scheme}://mailer:wrong@127.0.0.1:{port}"}).test_client()
         assert invite(wrong, auth, "a@acme.test")["mail"]["status"] == "failed"  # refused login: kept

@@ -36,7 +36,7 @@ def value(name: str, **labels: str) -> float:
 
 @pytest.fixture
 def guarded(db: Database) -> Flask:
-    return create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret", "TESTING": True,
+    return create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret-key-32-characters-min", "TESTING": True,
                        "BASE_URL": "http://localhost", "METRICS_TOKEN": TOKEN})
 
 

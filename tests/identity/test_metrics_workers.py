@@ -49,7 +49,7 @@ def test_two_workers_are_summed_and_a_dead_one_still_counts(db_url: str, tmp_pat
     folder = tmp_path / "prometheus"
     folder.mkdir()
     (folder / "counter_999999.db").write_bytes(b"stale")  # an earlier run's file: emptied at start
-    env = {**os.environ, "DATABASE_URL": db_url, "SECRET_KEY": "s", "IDENTITY_DATA_DIR": str(tmp_path / "var"),
+    env = {**os.environ, "DATABASE_URL": db_url, "SECRET_KEY": "s" * 32, "IDENTITY_DATA_DIR": str(tmp_path / "var"),
            "METRICS_TOKEN": TOKEN, "METRICS_PORT": str(metrics_port), "PROMETHEUS_MULTIPROC_DIR": str(folder)}
     proc = subprocess.Popen([str(BIN / "identity"), "serve", "--host", "127.0.0.1", "--port", str(port),
                              "--workers", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

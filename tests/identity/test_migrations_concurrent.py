@@ -35,7 +35,7 @@ def test_hosts_that_upgrade_one_database_at_once_all_start(pg_cluster: PostgresC
     url = pg_cluster.create_database("upgraded_by_three_hosts")
     script = ScriptDirectory.from_config(alembic_config(url))
     upgrade(url, script.get_revision(script.get_current_head()).down_revision)  # the release before
-    env = {**os.environ, "DATABASE_URL": url, "SECRET_KEY": "s", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "DATABASE_URL": url, "SECRET_KEY": "s" * 32, "PYTHONPATH": str(ROOT)}
     with psycopg.connect(host="127.0.0.1", port=pg_cluster.port, user="postgres",
                          dbname="upgraded_by_three_hosts") as holder:
         holder.execute("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE")

@@ -153,7 +153,7 @@ def test_a_malformed_smtp_url_is_refused_at_start_not_by_a_500_after_the_invitat
     starts; then every invitation is committed and answered 500: the admin never sees the link,
     and the invitation is left pending with its token lost."""
     monkeypatch.setenv("SMTP_URL", "smtp://mail.internal:twentyfive")
-    monkeypatch.setenv("SECRET_KEY", "test-secret")
+    monkeypatch.setenv("SECRET_KEY", "test-secret-key-32-characters-min")
     monkeypatch.setenv("DATABASE_URL", db.url)
     try:
         app = create_app()

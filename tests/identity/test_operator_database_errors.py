@@ -38,7 +38,7 @@ def test_a_database_that_cannot_be_reached_is_one_error_line_naming_it(
     DATABASE_URL that SQLAlchemy cannot parse, an ArgumentError traceback; with a port that is not
     a number, `error: invalid literal for int() with base 10: '54x2'`, which does not say which
     setting is wrong. None of them may print the URL's password either."""
-    env = {"DATABASE_URL": _urls()[url], "IDENTITY_DATA_DIR": str(tmp_path / "var"), "SECRET_KEY": "s"}
+    env = {"DATABASE_URL": _urls()[url], "IDENTITY_DATA_DIR": str(tmp_path / "var"), "SECRET_KEY": "s" * 32}
     result = CliRunner(env=env).invoke(main, args)
     assert result.exit_code == 1, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), (
@@ -59,7 +59,7 @@ def test_a_database_a_newer_release_migrated_is_one_error_line(db_url: str, tmp_
             session.execute(text("UPDATE alembic_version SET version_num = '9999'"))
     finally:
         database.dispose()
-    env = {"DATABASE_URL": db_url, "IDENTITY_DATA_DIR": str(tmp_path / "var"), "SECRET_KEY": "s"}
+    env = {"DATABASE_URL": db_url, "IDENTITY_DATA_DIR": str(tmp_path / "var"), "SECRET_KEY": "s" * 32}
     result = CliRunner(env=env).invoke(main, ["db", "upgrade"])
     assert result.exit_code == 1, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), (

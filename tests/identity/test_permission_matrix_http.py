@@ -39,7 +39,7 @@ from tests.identity.test_permission_matrix import (
 
 ALLOWED = {200, 201, 204}
 Headers = dict[str, str]
-SECRET_KEY = "test-secret"  # the `app` fixture's
+SECRET_KEY = "test-secret-key-32-characters-min"  # the `app` fixture's
 
 
 @dataclass

@@ -83,7 +83,7 @@ def test_identity_serve_migrates_and_serves_on_embedded_sqlite(tmp_path: Path) -
 
 
 def test_db_upgrade_then_gunicorn_serves(db_url: str, tmp_path: Path) -> None:
-    env = {**os.environ, "DATABASE_URL": db_url, "SECRET_KEY": "s3cret", "IDENTITY_DATA_DIR": str(tmp_path)}
+    env = {**os.environ, "DATABASE_URL": db_url, "SECRET_KEY": "s3cret" * 6, "IDENTITY_DATA_DIR": str(tmp_path)}
     subprocess.run([str(BIN / "identity"), "db", "upgrade"], env=env, check=True, capture_output=True)
     port = _free_port()
     proc = subprocess.Popen([str(BIN / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}", "wsgi:app"], env=env,
@@ -98,7 +98,7 @@ def test_db_upgrade_then_gunicorn_serves(db_url: str, tmp_path: Path) -> None:
 def test_serve_refuses_a_port_out_of_range_before_the_database_is_touched(tmp_path: Path, port: str) -> None:
     """README: bad usage, "such as an out-of-range value", exits 2 with no traceback, and a bad setting
     is refused before the database is touched (70000 used to migrate, then die in gunicorn's bind)."""
-    env = {**os.environ, "IDENTITY_DATA_DIR": str(tmp_path / "var"), "SECRET_KEY": "s3cret", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "IDENTITY_DATA_DIR": str(tmp_path / "var"), "SECRET_KEY": "s3cret" * 6, "PYTHONPATH": str(ROOT)}
     env.pop("DATABASE_URL", None)
     done = subprocess.run([sys.executable, "-m", "identity.web.cli", "serve", "--host", "127.0.0.1", "--port", port],
                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
@@ -116,7 +116,7 @@ def test_serve_on_another_port_without_base_url_serves_a_console_one_can_sign_in
     from urllib.parse import urlsplit
 
     port = _free_port()
-    env = {**os.environ, "IDENTITY_DATA_DIR": str(tmp_path / "var"), "SECRET_KEY": "s3cret", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "IDENTITY_DATA_DIR": str(tmp_path / "var"), "SECRET_KEY": "s3cret" * 6, "PYTHONPATH": str(ROOT)}
     for name in ("DATABASE_URL", "BASE_URL"):
         env.pop(name, None)
     proc = subprocess.Popen([sys.executable, "-m", "identity.web.cli", "serve", "--host", "127.0.0.1",
@@ -143,3 +143,15 @@ def test_serve_on_another_port_without_base_url_serves_a_console_one_can_sign_in
         assert signed_in.status == 303, (signed_in.status, body[:300])
     finally:
         _stop(proc)
+
+
+def test_serve_refuses_a_guessable_secret_key_before_the_database_is_touched(tmp_path: Path) -> None:
+    """A SECRET_KEY under 32 characters (review s22: every visitor of the sign-in page gets an HMAC
+    under it to test guesses offline) is one `error:` line naming the setting, never its value."""
+    env = {**os.environ, "IDENTITY_DATA_DIR": str(tmp_path / "var"), "SECRET_KEY": "changeme", "PYTHONPATH": str(ROOT)}
+    env.pop("DATABASE_URL", None)
+    done = subprocess.run([sys.executable, "-m", "identity.web.cli", "serve", "--host", "127.0.0.1", "--port", "65000"],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-800:]
+    assert "error: SECRET_KEY must be at least 32 characters" in done.stderr and "changeme" not in done.stderr
+    assert not (tmp_path / "var" / "identity.db").exists()

@@ -24,7 +24,7 @@ def test_gunicorns_own_log_lines_are_json_too(tmp_path: Path) -> None:
     worker with pid: 27138`, `... [INFO] Handling signal: term`, `... Worker exiting`, plain text
     among the service's JSON lines."""
     port = _free_port()
-    env = {**os.environ, "IDENTITY_DATA_DIR": str(tmp_path / "var"), "SECRET_KEY": "s", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "IDENTITY_DATA_DIR": str(tmp_path / "var"), "SECRET_KEY": "s" * 32, "PYTHONPATH": str(ROOT)}
     env.pop("DATABASE_URL", None)
     proc = subprocess.Popen([str(BIN / "identity"), "serve", "--host", "127.0.0.1", "--port", str(port),
                              "--workers", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -49,7 +49,7 @@ def test_gunicorns_own_log_lines_are_json_too(tmp_path: Path) -> None:
 def test_gunicorn_run_with_the_services_config_logs_json_too(tmp_path: Path) -> None:
     """README's production recipe, `gunicorn -c python:identity.web.metrics_serve ... wsgi:app`, is
     the other way to serve: its gunicorn lines are JSON as `identity serve`'s are."""
-    env = {**os.environ, "IDENTITY_DATA_DIR": str(tmp_path / "var"), "SECRET_KEY": "s", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "IDENTITY_DATA_DIR": str(tmp_path / "var"), "SECRET_KEY": "s" * 32, "PYTHONPATH": str(ROOT)}
     env.pop("DATABASE_URL", None)
     subprocess.run([str(BIN / "identity"), "db", "upgrade"], env=env, check=True, capture_output=True)
     port = _free_port()

@@ -18,7 +18,7 @@ from tests.identity.test_serve import BIN, ROOT, _free_port
 
 def _serve(tmp_path: Path, **settings: str) -> tuple[int | None, str]:
     data = tmp_path / "var"
-    env = {**os.environ, "IDENTITY_DATA_DIR": str(data), "SECRET_KEY": "s", "PYTHONPATH": str(ROOT), **settings}
+    env = {**os.environ, "IDENTITY_DATA_DIR": str(data), "SECRET_KEY": "s" * 32, "PYTHONPATH": str(ROOT), **settings}
     env.pop("DATABASE_URL", None)
     proc = subprocess.Popen([str(BIN / "identity"), "serve", "--host", "127.0.0.1", "--port", str(_free_port()),
                              "--workers", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -57,7 +57,7 @@ def test_gunicorn_run_directly_stops_at_a_metrics_port_it_cannot_open(tmp_path: 
     it: the master's `when_ready` hook itself must stop with a line naming METRICS_PORT, not a
     traceback and a master that never serves its counters."""
     data = tmp_path / "var"
-    env = {**os.environ, "IDENTITY_DATA_DIR": str(data), "SECRET_KEY": "s", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "IDENTITY_DATA_DIR": str(data), "SECRET_KEY": "s" * 32, "PYTHONPATH": str(ROOT)}
     env.pop("DATABASE_URL", None)
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))

@@ -25,7 +25,7 @@ def test_a_session_lifetime_accepted_at_start_signs_people_in(monkeypatch: pytes
     """identity.config takes SESSION_ABSOLUTE_HOURS up to 1,000,000,000 (as every whole-number
     setting), but a session's end (now + that many hours) is past the year 9999 above about 70
     million hours: the service started, and every sign-in was a 500 (OverflowError)."""
-    for name, value in {"DATABASE_URL": db.url, "SECRET_KEY": "s", "BASE_URL": "http://localhost",
+    for name, value in {"DATABASE_URL": db.url, "SECRET_KEY": "s" * 32, "BASE_URL": "http://localhost",
                         "IDENTITY_DATA_DIR": str(tmp_path), "SESSION_ABSOLUTE_HOURS": "100000000"}.items():
         monkeypatch.setenv(name, value)
     try:
@@ -52,7 +52,7 @@ def test_a_session_lifetime_outside_a_year_is_refused_at_start(monkeypatch: pyte
 
 def test_the_longest_session_lifetime_signs_people_in(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                       db: Database, system: Actor, acme: NewOrg) -> None:
-    for name, value in {"DATABASE_URL": db.url, "SECRET_KEY": "s", "BASE_URL": "http://localhost",
+    for name, value in {"DATABASE_URL": db.url, "SECRET_KEY": "s" * 32, "BASE_URL": "http://localhost",
                         "IDENTITY_DATA_DIR": str(tmp_path), "SESSION_ABSOLUTE_HOURS": "8784"}.items():
         monkeypatch.setenv(name, value)
     client = create_app().test_client()

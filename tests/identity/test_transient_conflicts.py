@@ -44,7 +44,7 @@ from tests.identity.test_wallet_usage import World, use, world  # noqa: F401  (w
 from tests.saml.conftest import link_form
 from tests.scim.client import Scim, scim_for
 
-SECRET_KEY = "test-secret"  # the `app` fixture's
+SECRET_KEY = "test-secret-key-32-characters-min"  # the `app` fixture's
 
 
 @pytest.fixture

@@ -120,7 +120,7 @@ def test_behind_a_load_balancer_the_pending_cap_counts_each_forwarded_client(sso
     TRUSTED_PROXY_HOPS, a hundred anonymous GETs of /login held up every org's SP-initiated sign-in;
     with it, the address the balancer appended to X-Forwarded-For is counted. Off (the default), the
     header is ignored, since a client reaching the service directly writes what it likes there."""
-    app = create_app({"DATABASE": sso.db, "DATABASE_URL": sso.db.url, "SECRET_KEY": "test-secret",
+    app = create_app({"DATABASE": sso.db, "DATABASE_URL": sso.db.url, "SECRET_KEY": "test-secret-key-32-characters-min",
                       "BASE_URL": BASE_URL, "TESTING": True, "TRUSTED_PROXY_HOPS": hops,
                       "SAML_PENDING_REQUESTS_PER_ADDRESS": 3})
 

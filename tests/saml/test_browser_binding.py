@@ -51,7 +51,7 @@ def test_login_sets_an_httponly_cookie_scoped_to_the_orgs_saml_paths_for_the_req
 
 
 def test_over_https_the_cookie_is_samesite_none_and_secure_so_the_idps_post_carries_it(db: Database, sso: Sso) -> None:
-    app: Flask = create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret",
+    app: Flask = create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret-key-32-characters-min",
                              "BASE_URL": "https://id.example.test/prefix", "TESTING": True})
     header = _binding_header(app.test_client().get("/saml/acme/login"))
     assert "SameSite=None" in header and "Secure" in header and "HttpOnly" in header
@@ -146,7 +146,7 @@ def test_idp_initiated_login_needs_no_binding_and_leaves_pending_ones_alone(sso:
 
 
 def test_https_sign_in_with_the_binding_completes(db: Database, sso: Sso) -> None:
-    app = create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret",
+    app = create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret-key-32-characters-min",
                       "BASE_URL": "https://id.example.test", "TESTING": True})
     browser, stranger = app.test_client(), app.test_client()
     request_id = sso.idp.authn_request_id(browser.get("/saml/acme/login").headers["Location"])

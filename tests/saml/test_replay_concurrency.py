@@ -18,7 +18,7 @@ def _apps(db_url: str) -> list:
     apps = []
     for _ in range(RACERS):
         database = Database(db_url)
-        apps.append((database, create_app({"DATABASE": database, "DATABASE_URL": db_url, "SECRET_KEY": "test-secret",
+        apps.append((database, create_app({"DATABASE": database, "DATABASE_URL": db_url, "SECRET_KEY": "test-secret-key-32-characters-min",
                                            "BASE_URL": "http://localhost", "TESTING": True})))
     return apps
 

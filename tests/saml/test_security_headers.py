@@ -69,7 +69,7 @@ HTTPS_BASE = "https://identity.example.test"
 
 @pytest.fixture
 def https_app(db: Database) -> Flask:
-    return create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret", "BASE_URL": HTTPS_BASE,
+    return create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret-key-32-characters-min", "BASE_URL": HTTPS_BASE,
                        "TESTING": True})
 
 

@@ -38,7 +38,7 @@ def test_cookie_is_signed_httponly_lax_and_not_secure_on_http(sso: Sso) -> None:
 def test_cookie_is_secure_when_base_url_is_https(db: Database, sso: Sso, base_url: str) -> None:
     """However BASE_URL spells its scheme and host (identity.config.checked_base_url: `HTTPS://` went
     out without Secure, and its SP URLs in capitals)."""
-    app: Flask = create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret",
+    app: Flask = create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret-key-32-characters-min",
                              "BASE_URL": base_url, "TESTING": True})
     client = app.test_client()
     answer = client.get("/saml/acme/login")

@@ -37,7 +37,7 @@ def smtp() -> Iterator[tuple[Inbox, int]]:
 
 
 def make_app(db: Database, smtp: tuple[Inbox, int], **settings: Any) -> Flask:
-    app = create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret", "BASE_URL": BASE_URL,
+    app = create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret-key-32-characters-min", "BASE_URL": BASE_URL,
                       "TESTING": True, "SMTP_URL": f"smtp://127.0.0.1:{smtp[1]}", "SIGN_IN_EMAIL_MIN_SECONDS": 0.2,
                       "SIGN_IN_LINKS_PER_CLIENT": 6, **settings})
     app.test_client_class = ReadingClient

@@ -39,7 +39,7 @@ def test_the_database_holds_no_usable_private_key_once_the_service_used_it(sso: 
     sso.start_login()  # the first use seals it
     stored = _stored(sso.db, sso.org.org.id)
     assert stored.startswith("sealed:v1:") and PEM_HEADER not in stored
-    assert sp_keys.sealed_under("test-secret", stored)
+    assert sp_keys.sealed_under("test-secret-key-32-characters-min", stored)
     with pytest.raises(sp_keys.KeyUnavailable):
         sp_keys.unseal(["another secret"], sso.org.org.id, stored)
 
@@ -55,38 +55,38 @@ def test_encrypted_assertions_and_signed_requests_still_work_with_a_sealed_key(s
 
 
 def test_configuring_with_the_secret_never_stores_the_key_in_plaintext(db: Database, acme, idp: TestIdP) -> None:
-    configure_org(db, acme.org.slug, idp.metadata(), secret_key="test-secret")
-    assert sp_keys.sealed_under("test-secret", _stored(db, acme.org.id))
+    configure_org(db, acme.org.slug, idp.metadata(), secret_key="test-secret-key-32-characters-min")
+    assert sp_keys.sealed_under("test-secret-key-32-characters-min", _stored(db, acme.org.id))
 
 
 def test_a_sealed_key_copied_into_another_orgs_row_does_not_open(sso: Sso) -> None:
     sso.start_login()
     with pytest.raises(sp_keys.KeyUnavailable):
-        sp_keys.unseal(["test-secret"], "another-org-id", _stored(sso.db, sso.org.org.id))
+        sp_keys.unseal(["test-secret-key-32-characters-min"], "another-org-id", _stored(sso.db, sso.org.org.id))
 
 
 def test_rotating_secret_key_with_the_previous_one_keeps_sign_in_working(sso: Sso, db: Database) -> None:
-    sso.start_login()  # sealed under test-secret
-    rotated = create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "new-secret",
-                          "SECRET_KEY_PREVIOUS": "older-one test-secret", "BASE_URL": "http://localhost",
+    sso.start_login()  # sealed under test-secret-key-32-characters-min
+    rotated = create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "new-secret-key-32-characters-long",
+                          "SECRET_KEY_PREVIOUS": "older-one test-secret-key-32-characters-min", "BASE_URL": "http://localhost",
                           "TESTING": True})
     sso.client = rotated.test_client()
     assert sso.sp_login(name_id="amy@acme.test").status_code == 303
-    assert sp_keys.sealed_under("new-secret", _stored(db, sso.org.org.id))  # sealed again at that use
+    assert sp_keys.sealed_under("new-secret-key-32-characters-long", _stored(db, sso.org.org.id))  # sealed again at that use
 
 
 def test_reseal_keys_cli_seals_every_key_under_the_new_secret(
         sso: Sso, db: Database, cli_env: dict[str, str]) -> None:
     sso.start_login()
-    runner = CliRunner(env={**cli_env, "SECRET_KEY": "new-secret", "OLD_KEYS": "test-secret"})
+    runner = CliRunner(env={**cli_env, "SECRET_KEY": "new-secret-key-32-characters-long", "OLD_KEYS": "test-secret-key-32-characters-min"})
     result = runner.invoke(saml_cli, ["reseal-keys", "--old-secret-env", "OLD_KEYS"])
     assert result.exit_code == 0 and "1 SP private key(s) sealed" in result.output, result.output
-    assert sp_keys.sealed_under("new-secret", _stored(db, sso.org.org.id))
+    assert sp_keys.sealed_under("new-secret-key-32-characters-long", _stored(db, sso.org.org.id))
     again = runner.invoke(saml_cli, ["reseal-keys", "--old-secret-env", "OLD_KEYS"])
     assert "0 SP private key(s) sealed" in again.output
-    unknown = CliRunner(env={**cli_env, "SECRET_KEY": "yet-another"}).invoke(saml_cli, ["reseal-keys"])
+    unknown = CliRunner(env={**cli_env, "SECRET_KEY": "yet-another-key-32-characters-long"}).invoke(saml_cli, ["reseal-keys"])
     assert unknown.exit_code == 1 and "nothing was changed" in unknown.output
-    assert sp_keys.sealed_under("new-secret", _stored(db, sso.org.org.id))
+    assert sp_keys.sealed_under("new-secret-key-32-characters-long", _stored(db, sso.org.org.id))
 
 
 @pytest.mark.sqlite_only("inserts a row into the 0012 schema with sqlite3, foreign keys off")

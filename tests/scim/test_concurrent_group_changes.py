@@ -43,7 +43,7 @@ def origin(request: pytest.FixtureRequest, app: Flask, db: Database, tmp_path: P
             yield found
         return
     port = _free_port()
-    env = {**os.environ, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret", "IDENTITY_DATA_DIR": str(tmp_path),
+    env = {**os.environ, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret-key-32-characters-min", "IDENTITY_DATA_DIR": str(tmp_path),
            "BASE_URL": f"http://127.0.0.1:{port}"}
     proc = subprocess.Popen([str(BIN / "identity"), "serve", "--host", "127.0.0.1", "--port", str(port),
                              "--workers", "4"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -51,7 +51,7 @@ class LiveService:
 @pytest.fixture
 def live_service(db: Database, system: Actor, tmp_path: Path) -> Iterator[LiveService]:
     """The real app in a real HTTP server on 127.0.0.1, stopped when the test ends."""
-    app = create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret",
+    app = create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret-key-32-characters-min",
                       "BASE_URL": "http://127.0.0.1", "TESTING": True})
     with serving(app, "scim-conformance-server") as origin:
         app.config["BASE_URL"] = origin  # meta.location and $ref point back at this server
