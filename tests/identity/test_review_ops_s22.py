@@ -6,6 +6,7 @@ Each test fails on the current code (xfail, strict) and says what an operator me
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -20,6 +21,7 @@ from identity.web import cli as cli_module
 from identity.web import server
 from identity.web.app import create_app
 from identity.web.cli import main
+from identity.web.logs import JsonFormatter
 from tests.conftest import ReadingClient
 
 
@@ -157,3 +159,19 @@ def test_two_identity_serve_instances_do_not_share_one_gunicorn_control_socket()
     first = server._Server(server.options("127.0.0.1", 18441, 1, 1)).cfg
     second = server._Server(server.options("127.0.0.1", 18442, 1, 1)).cfg
     assert first.control_socket_disable or first.control_socket != second.control_socket, first.control_socket
+
+
+@pytest.mark.xfail(strict=True, reason="logs.request_id is set at each request and never reset: a line written "
+                   "after the request on that thread (gunicorn's 'Invalid request from ip=...' warning for the "
+                   "next connection) carries the previous request's id, tying it to a request it is not about")
+def test_a_line_logged_after_a_request_carries_no_request_id(db: Database, tmp_path: Any,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {"DATABASE_URL": db.url, "SECRET_KEY": "s", "IDENTITY_DATA_DIR": str(tmp_path)}.items():
+        monkeypatch.setenv(name, value)
+    app = create_app()
+    app.test_client_class = ReadingClient
+    answered = app.test_client().get("/healthz")
+    record = logging.makeLogRecord({"name": "gunicorn.error", "levelname": "WARNING",
+                                    "msg": "Invalid request from ip=127.0.0.1: Invalid HTTP Version"})
+    line = json.loads(JsonFormatter().format(record))
+    assert line["request_id"] is None, f"{line['request_id']} (the /healthz request was {answered.headers['X-Request-Id']})"
