@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
+import threading
+import time
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import text
 
 from audit import Actor
 from identity import config, keys, orgs, scim_credentials
@@ -216,3 +221,35 @@ def test_a_session_idle_time_accepted_at_start_signs_people_in(monkeypatch: pyte
         token = links.issue_sign_in_link(session, system, acme.org.id, "owner@acme.test")
     assert client.post(f"/login/link/{token}", data=link_form(client, token)).status_code == 303
     assert client.get("/me").status_code == 200
+
+
+@pytest.mark.postgres_only("a PostgreSQL server that stops answering on a connection already open")
+@pytest.mark.xfail(strict=True, reason="the health check's bound is a server-side statement_timeout and the connect "
+                   "timeout; on a pooled connection to a server that does not answer (hung, SIGSTOPped, a partition) "
+                   "neither applies and /healthz waits as long as the server: measured 60 s through identity serve, "
+                   "answered 200 when the server came back; the README promises 503 'within seconds'")
+def test_the_health_check_gives_up_within_seconds_when_the_server_stops_answering(db: Database) -> None:
+    database = Database(db.url)
+    with database.reading() as session:
+        backend = int(session.scalar(text("SELECT pg_backend_pid()")))
+    outcome: list[BaseException | None] = []
+
+    def check() -> None:
+        try:
+            database.answers()
+            outcome.append(None)
+        except Exception as error:  # noqa: BLE001 - any failure is the health check's "unhealthy"
+            outcome.append(error)
+
+    os.kill(backend, signal.SIGSTOP)  # the server process of the pooled connection stops answering
+    try:
+        worker = threading.Thread(target=check, daemon=True)
+        started = time.monotonic()
+        worker.start()
+        worker.join(10)
+        waited = time.monotonic() - started
+    finally:
+        os.kill(backend, signal.SIGCONT)
+        worker.join(30)
+        database.dispose()
+    assert waited < 10, f"the health check was still waiting after {waited:.1f} s (then: {outcome})"
