@@ -6,6 +6,8 @@ Each test fails on the current code (xfail, strict) and says what an operator me
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -16,6 +18,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from joserfc import jwt
+from joserfc.jwk import OctKey
 from sqlalchemy import text
 
 from audit import Actor
@@ -296,3 +300,29 @@ def test_a_worker_that_reads_the_secret_key_file_while_another_makes_it_gets_no_
     except (OSError, ValueError):  # refused (or waited and failed) rather than run with no key: as good
         return
     assert key != "", "this worker would run with an empty SECRET_KEY"
+
+
+@pytest.mark.xfail(strict=True, reason="what that race costs: a worker whose SECRET_KEY is '' accepts a SCIM access "
+                   "token anybody can sign (HMAC of '' and a constant label), naming a client_id (a prefix shown "
+                   "in the audit log) and its org: full provisioning control of the org")
+def test_a_worker_started_beside_an_empty_secret_key_file_accepts_no_forged_scim_token(
+        db: Database, system: Actor, acme: NewOrg, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {"DATABASE_URL": db.url, "IDENTITY_DATA_DIR": str(tmp_path),
+                        "BASE_URL": "http://127.0.0.1:8000"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    os.close(os.open(tmp_path / "secret_key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # another worker's
+    try:
+        app = create_app()
+    except (OSError, ValueError):  # refused to start with no key: as good
+        return
+    with db.transaction() as session:
+        client_id = scim_credentials.create_scim_client(session, system, acme.org.id).prefix
+    now = int(time.time())
+    claims = {"iss": "http://127.0.0.1:8000", "aud": "scim", "sub": client_id, "org": acme.org.id, "iat": now,
+              "exp": now + 600, "jti": "forged"}
+    empty = hmac.new(b"", b"scim-access-token", hashlib.sha256).digest()
+    forged = jwt.encode({"alg": "HS256", "typ": "at+jwt"}, claims, OctKey.import_key(empty))
+    app.test_client_class = ReadingClient
+    answer = app.test_client().get("/scim/v2/Users", headers={"Authorization": f"Bearer {forged}"})
+    assert answer.status_code == 401, answer.status_code
