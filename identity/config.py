@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,11 +89,45 @@ def _generated_secret_key() -> str:
     """Return the key kept in the data folder, generated at its first use."""
     path = data_dir() / "secret_key"
     if not path.exists():
-        make_private_dir(path.parent)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        _make_secret_key_file(path)
+    return _read_secret_key_file(path)
+
+
+SECRET_KEY_FILE_WAIT_SECONDS = 2.0  # how long an empty var/secret_key may be another process's write in progress
+
+
+def _make_secret_key_file(path: Path) -> None:
+    """Write a new key to a temporary file beside `path`, then link it in place.
+
+    The key file appears whole or not at all: workers started together (`gunicorn -w 4 wsgi:app`)
+    each race to link theirs, the first wins and every other reads the winner's, never a file
+    created but not yet written (which would sign tokens and cookies under an empty key)."""
+    make_private_dir(path.parent)
+    fd, temporary = tempfile.mkstemp(prefix=".secret_key.", dir=path.parent)  # 0600
+    try:
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_urlsafe(48))
-    return path.read_text().strip()
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:  # another process linked its key first: that one is the key
+            pass
+    finally:
+        os.unlink(temporary)
+
+
+def _read_secret_key_file(path: Path) -> str:
+    """Read the key file; an empty one is never a key.
+
+    This release never leaves it empty, but an older one made it in two steps (create, then
+    write): wait a moment for that write, then refuse rather than run with an empty key."""
+    deadline = time.monotonic() + SECRET_KEY_FILE_WAIT_SECONDS
+    while not (key := path.read_text().strip()):
+        if time.monotonic() >= deadline:
+            raise ValueError(f"{path} is empty: delete it (a new key is made) or set SECRET_KEY")
+        time.sleep(0.05)
+    return key
 
 
 DEFAULT_AUDIT_RETENTION_FLOOR_DAYS = 90

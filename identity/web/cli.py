@@ -131,10 +131,13 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Migrate the database to the newest schema, settle the keys an older release left behind
-    (`identity keys settle`) and refresh its planner statistics."""
+    (`identity keys settle`) and refresh its planner statistics. Without SECRET_KEY, make the
+    embedded default's key file too, as `serve` does: `gunicorn -w 4 wsgi:app` started next then
+    has its workers read one key rather than race to make it."""
     migrate.upgrade(config.database_url())
     settle_after_upgrade(_database(), "db upgrade")
     _database().analyze()
+    config.secret_key()
     click.echo("database is up to date", err=True)
 
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from identity import config
+from identity.web.cli import main
 
 
 def test_saml_maximum_issue_age_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -100,3 +105,37 @@ def test_a_secret_key_of_32_characters_or_the_generated_one_is_taken(monkeypatch
     generated = config.secret_key()
     assert len(generated) == 64 and config.from_environment()["SECRET_KEY"] == generated
     assert (tmp_path / "secret_key").read_text() == generated
+
+
+def _read_secret_key_at(barrier: Any, results: Any) -> None:
+    barrier.wait()
+    results.put(config.secret_key())
+
+
+def test_workers_started_together_all_read_one_whole_secret_key(monkeypatch: pytest.MonkeyPatch,
+                                                                tmp_path: Path) -> None:
+    """`gunicorn -w 4 wsgi:app` on a fresh data folder: every worker makes or reads var/secret_key at
+    once; each gets the one key linked in first, none an empty or half-written one."""
+    monkeypatch.setenv("IDENTITY_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    forked = multiprocessing.get_context("fork")
+    for attempt in range(5):
+        monkeypatch.setenv("IDENTITY_DATA_DIR", str(tmp_path / str(attempt)))
+        barrier, results = forked.Barrier(4), forked.Queue()
+        workers = [forked.Process(target=_read_secret_key_at, args=(barrier, results)) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        keys = {results.get(timeout=30) for _ in workers}
+        for worker in workers:
+            worker.join(30)
+        assert len(keys) == 1 and "" not in keys
+        assert keys == {(tmp_path / str(attempt) / "secret_key").read_text()}
+        assert os.listdir(tmp_path / str(attempt)) == ["secret_key"]  # no temporary file left behind
+
+
+def test_db_upgrade_makes_the_secret_key_so_workers_started_next_only_read_it(cli_env: dict[str, str],
+                                                                              tmp_path: Path) -> None:
+    result = CliRunner(env={**cli_env, "SECRET_KEY": None}).invoke(main, ["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    made = Path(cli_env["IDENTITY_DATA_DIR"]) / "secret_key"
+    assert len(made.read_text()) >= 32 and made.stat().st_mode & 0o077 == 0

@@ -284,11 +284,6 @@ def test_a_scim_request_after_the_database_server_restarted_is_no_500(db: Databa
     assert answer.status_code != 500, answer.status_code
 
 
-@pytest.mark.xfail(strict=True, reason="config.secret_key() makes var/secret_key with O_EXCL and writes it after; a "
-                   "process that sees the file in between reads '' and runs with an empty SECRET_KEY (SCIM access "
-                   "tokens, CSRF and console cookies then signed under an empty key). `identity db upgrade` does "
-                   "not make the key, so the documented `gunicorn -w 4 wsgi:app` boots 4 workers into this race: "
-                   "4 processes calling config.secret_key() at a barrier read an empty key in 1 of 20 rounds")
 def test_a_worker_that_reads_the_secret_key_file_while_another_makes_it_gets_no_empty_key(
         tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IDENTITY_DATA_DIR", str(tmp_path))
@@ -302,9 +297,6 @@ def test_a_worker_that_reads_the_secret_key_file_while_another_makes_it_gets_no_
     assert key != "", "this worker would run with an empty SECRET_KEY"
 
 
-@pytest.mark.xfail(strict=True, reason="what that race costs: a worker whose SECRET_KEY is '' accepts a SCIM access "
-                   "token anybody can sign (HMAC of '' and a constant label), naming a client_id (a prefix shown "
-                   "in the audit log) and its org: full provisioning control of the org")
 def test_a_worker_started_beside_an_empty_secret_key_file_accepts_no_forged_scim_token(
         db: Database, system: Actor, acme: NewOrg, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in {"DATABASE_URL": db.url, "IDENTITY_DATA_DIR": str(tmp_path),
