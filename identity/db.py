@@ -102,8 +102,12 @@ def make_engine(url: str, *, begin_on_connections: bool = True, generic_plans: b
     `generic_plans` is True (`Database.point_engine`), and a connection that does not open within
     CONNECT_TIMEOUT_SECONDS fails (unless the URL's `connect_timeout` says otherwise). On SQLite, a
     connection waits `sqlite_busy_timeout` seconds for another's write lock (a test waits less).
+
+    Every engine hides its statements' parameters from the errors it raises: an error nobody
+    handles is logged with its message, and the parameters are tokens, links and key hashes.
     """
     url = normalize_url(url)
+    kwargs["hide_parameters"] = True
     if make_url(url).get_backend_name() != "sqlite":
         connect_args: dict[str, Any] = {"options": _plan_options(url, generic_plans)}
         if "connect_timeout" not in make_url(url).query:

@@ -32,14 +32,28 @@ MAX_ATTEMPTS = 10
 CLAIM_FOR = dt.timedelta(minutes=2)
 
 
+SUBJECT_LENGTH = 200  # outbox_mails.subject
+
+
 def queue(session: Session, org_id: str, *, kind: str, ref: Target, recipient: str, subject: str, body: str,
           link: str, expires_at: dt.datetime) -> OutboxMail:
     """Add a mail to the outbox; the caller's own audit event names it (no event of its own)."""
     mail = OutboxMail(id=str(uuid.uuid4()), org_id=org_id, kind=kind, ref_type=ref.type, ref_id=ref.id,
-                      recipient=recipient, subject=subject, body=body, link=link, status=PENDING, attempts=0,
-                      created_at=clock.now(), expires_at=expires_at)
+                      recipient=recipient, subject=_fitted_subject(subject), body=body, link=link,
+                      status=PENDING, attempts=0, created_at=clock.now(), expires_at=expires_at)
     session.add(mail)
     return mail
+
+
+def _fitted_subject(subject: str) -> str:
+    """Return `subject`, cut to SUBJECT_LENGTH with an ellipsis when longer.
+
+    Subjects name the org ("Invitation to <name>", "Sign in to <name>"), and an org's name may be
+    as long as the column: cut here, in the one place every mail is queued, it is a shorter
+    subject rather than every mail of that org failing (a 500 on PostgreSQL)."""
+    if len(subject) <= SUBJECT_LENGTH:
+        return subject
+    return subject[:SUBJECT_LENGTH - 1].rstrip() + "\u2026"
 
 
 def cancel(session: Session, ref_id: str) -> int:

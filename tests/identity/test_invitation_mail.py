@@ -16,12 +16,13 @@ from sqlalchemy import select
 
 from audit import Actor, clock
 from audit.models import AuditEvent
-from identity import keys
+from identity import invitations, keys, orgs
 from identity.db import Database
 from identity.models import OutboxMail
 from identity.orgs import NewOrg
 from identity.web.app import create_app
 from identity.web.cli import main
+from saml import links
 from tests.conftest import ReadingClient
 from tests.factories import actions
 from tests.saml.conftest import form_token
@@ -294,3 +295,20 @@ def test_the_status_filter_is_in_the_query_so_a_page_is_full(db: Database, acme:
         assert pending["next"] is None
     refused = client.get(f"{base}?status=pendingg", headers=auth)
     assert refused.status_code == 400 and refused.json["field"] == "status"
+
+
+def test_every_mail_of_an_org_with_the_longest_name_is_queued_with_a_shortened_subject(db: Database,
+                                                                                      system: Actor) -> None:
+    """An org's name may be 200 characters, the outbox's subject too: each kind of mail (an invitation,
+    an emailed sign-in link) names the org and is queued with its subject cut, never refused (on
+    PostgreSQL: a 500)."""
+    with db.transaction() as session:
+        made = orgs.create_org(session, system, "L" * 200, slug="longname", owner_email="owner@long.test")
+        invitations.invite(session, system, made.org.id, email="new@long.test", base_url=BASE_URL)
+        links.request_sign_in_links(session, system, ["longname"], "owner@long.test", browser="b",
+                                    client_address="127.0.0.1", base_url=BASE_URL)
+    with db.reading() as session:
+        subjects = dict(session.execute(select(OutboxMail.kind, OutboxMail.subject)).all())
+    assert set(subjects) == {"invitation", "sign_in_link"}
+    for subject in subjects.values():
+        assert len(subject) == 200 and subject.endswith("L\u2026"), subject
