@@ -112,12 +112,16 @@ class Sent(list[bytes]):
 def finished(method: str, route: str, status: int, started: float, request_id: str | None,
              client_id: str | None) -> None:
     """Log and count a request whose answer has been sent: the one request log line and the
-    request counters (identity.web.metrics), for the app's answers and those answered in front."""
+    request counters (identity.web.metrics), for the app's answers and those answered in front.
+
+    The request ends here, so its id leaves the thread's log context: a line the server writes next
+    on this thread (gunicorn's warning about the next connection's bad request) is about no request."""
     seconds = time.perf_counter() - started
     log.info("request", extra={"method": method, "route": route, "status": status,
                                "duration_ms": round(seconds * 1000, 2), "request_id": request_id,
                                "client_request_id": client_id})
     metrics.observe_request(method, route, status, seconds)
+    logs.request_id.set(None)
 
 
 def json_body(environ: dict[str, Any], limit: int | None) -> Any:

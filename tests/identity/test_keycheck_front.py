@@ -22,6 +22,7 @@ from identity.db import Database
 from identity.orgs import NewOrg
 from identity.web.cli import main
 from identity.web.keycheck import KeyCheckFirst
+from identity.web.logs import JsonFormatter
 
 VARYING = {"X-Request-Id", "Content-Length"}  # a fresh id per request (and so a problem body's length)
 
@@ -107,7 +108,7 @@ def test_the_front_logs_the_route_never_the_key(app: Flask, credential: str, sec
     logger.addHandler(caplog.handler)
     try:
         response = app.test_client().post("/api/v1/keys/verify", json={"key": secret},
-                                          headers={"Authorization": f"Bearer {credential}"})
+                                          headers={"Authorization": f"Bearer {credential}"}, buffered=True)  # sent, closed
     finally:
         logger.removeHandler(caplog.handler)
     lines = [r for r in caplog.records if r.getMessage() == "request"]
@@ -125,7 +126,18 @@ def test_an_unexpected_error_is_a_bare_500_with_the_request_id(app: Flask, crede
 
     monkeypatch.setattr(gateway, "check_key", broken)
     response = app.test_client().post("/api/v1/keys/verify", json={"key": "x"},
-                                      headers={"Authorization": f"Bearer {credential}"})
+                                      headers={"Authorization": f"Bearer {credential}"}, buffered=True)  # sent, closed
     assert response.status_code == 500
     assert response.json == {"error": "internal_error", "message": "internal error",
                              "request_id": response.headers["X-Request-Id"]}
+
+
+def test_a_line_logged_after_a_key_check_answered_in_front_carries_no_request_id(app: Flask, credential: str,
+                                                                                 secret: str) -> None:
+    """The front sets the log's request id as Flask does; the request over, the thread's next line
+    (gunicorn's, about another connection) must not carry it."""
+    served = Client(app).open(path="/api/v1/keys/verify", method="POST", json={"key": secret},
+                              headers={"Authorization": f"Bearer {credential}"}, buffered=True)  # sent, closed
+    assert served.status_code == 200 and isinstance(app.wsgi_app, KeyCheckFirst)
+    record = logging.makeLogRecord({"name": "gunicorn.error", "levelname": "WARNING", "msg": "Invalid request"})
+    assert json.loads(JsonFormatter().format(record))["request_id"] is None
