@@ -69,9 +69,14 @@ def options(host: str, port: int, workers: int, threads: int) -> dict[str, Any]:
     set up before the first worker starts (identity.web.metrics_serve, whose hooks these are).
 
     gunicorn's own lines are JSON, as the service's (`JsonLogger`).
+
+    No control socket (gunicorn 25.1+ opens one by default at ~/.gunicorn/gunicorn.ctl): one path
+    per user, so a second instance would take it over and the first to stop would unlink it under
+    the other; nothing here uses it (signals and `identity` commands run the service).
     """
     return {"bind": f"{host}:{port}", "workers": workers, "worker_class": "gthread", "threads": threads,
             "keepalive": KEEPALIVE_SECONDS, "accesslog": None, "timeout": 60, "logger_class": JsonLogger,
+            "control_socket_disable": True,
             "pre_request": close_past_drain_bound,
             "on_starting": metrics_serve.on_starting, "when_ready": metrics_serve.when_ready,
             "child_exit": metrics_serve.child_exit, "on_exit": metrics_serve.on_exit}

@@ -160,9 +160,6 @@ def test_an_unhandled_database_error_logs_no_invitation_token(db: Database, syst
     assert "/invite/inv_" not in lines  # ... without the invitation's token
 
 
-@pytest.mark.xfail(strict=True, reason="gunicorn 27 opens a control socket at ~/.gunicorn/gunicorn.ctl by default; "
-                   "`identity serve` does not turn it off or name it per instance, so two instances of one user "
-                   "share the path: the second takes it over, and the first to stop unlinks it under the other")
 def test_two_identity_serve_instances_do_not_share_one_gunicorn_control_socket() -> None:
     first = server._Server(server.options("127.0.0.1", 18441, 1, 1)).cfg
     second = server._Server(server.options("127.0.0.1", 18442, 1, 1)).cfg
