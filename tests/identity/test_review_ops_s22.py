@@ -57,7 +57,7 @@ def test_a_garbage_audit_signing_key_is_refused_at_start(cli_env: dict[str, str]
                    "key route answers 500 (ValueError traceback in the log)")
 def test_a_garbage_audit_signing_key_is_no_500_on_the_public_key_route(db: Database, tmp_path: Any,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {"DATABASE_URL": db.url, "SECRET_KEY": "s", "IDENTITY_DATA_DIR": str(tmp_path),
+    for name, value in {"DATABASE_URL": db.url, "SECRET_KEY": "s" * 32, "IDENTITY_DATA_DIR": str(tmp_path),
                         "AUDIT_SIGNING_KEY": "not-a-key"}.items():
         monkeypatch.setenv(name, value)
     try:
@@ -98,7 +98,7 @@ def test_a_topup_webhook_url_that_is_no_http_url_is_refused_at_start(cli_env: di
 def test_a_scim_rate_limit_of_0_does_not_refuse_every_scim_request(db: Database, system: Actor, acme: NewOrg,
                                                                    tmp_path: Any,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {"DATABASE_URL": db.url, "SECRET_KEY": "s", "IDENTITY_DATA_DIR": str(tmp_path),
+    for name, value in {"DATABASE_URL": db.url, "SECRET_KEY": "s" * 32, "IDENTITY_DATA_DIR": str(tmp_path),
                         "SCIM_RATE_LIMIT": "0"}.items():
         monkeypatch.setenv(name, value)
     try:
@@ -133,7 +133,7 @@ def _long_named_org_and_key(db: Database, system: Actor) -> str:
 def test_an_invitation_in_an_org_with_a_long_name_is_no_500(db: Database, system: Actor, tmp_path: Any,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     key = _long_named_org_and_key(db, system)
-    for name, value in {"DATABASE_URL": db.url, "SECRET_KEY": "s", "IDENTITY_DATA_DIR": str(tmp_path)}.items():
+    for name, value in {"DATABASE_URL": db.url, "SECRET_KEY": "s" * 32, "IDENTITY_DATA_DIR": str(tmp_path)}.items():
         monkeypatch.setenv(name, value)
     app = create_app()
     app.test_client_class = ReadingClient
@@ -149,7 +149,7 @@ def test_an_unhandled_database_error_logs_no_invitation_token(db: Database, syst
     key = _long_named_org_and_key(db, system)
     with db.engine.begin() as conn:  # the subject now fits its column; a narrower one still overflows
         conn.execute(text("ALTER TABLE outbox_mails ALTER COLUMN subject TYPE varchar(20)"))
-    for name, value in {"DATABASE_URL": db.url, "SECRET_KEY": "s", "IDENTITY_DATA_DIR": str(tmp_path)}.items():
+    for name, value in {"DATABASE_URL": db.url, "SECRET_KEY": "s" * 32, "IDENTITY_DATA_DIR": str(tmp_path)}.items():
         monkeypatch.setenv(name, value)
     app = create_app()
     app.test_client_class = ReadingClient
@@ -168,7 +168,7 @@ def test_two_identity_serve_instances_do_not_share_one_gunicorn_control_socket()
 
 def test_a_line_logged_after_a_request_carries_no_request_id(db: Database, tmp_path: Any,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {"DATABASE_URL": db.url, "SECRET_KEY": "s", "IDENTITY_DATA_DIR": str(tmp_path)}.items():
+    for name, value in {"DATABASE_URL": db.url, "SECRET_KEY": "s" * 32, "IDENTITY_DATA_DIR": str(tmp_path)}.items():
         monkeypatch.setenv(name, value)
     app = create_app()
     app.test_client_class = ReadingClient
@@ -203,7 +203,7 @@ def test_a_metrics_port_equal_to_the_service_port_is_refused_before_migrating(
                    "session lifetimes', no word of 0); SESSION_ABSOLUTE_HOURS refuses 0 for this reason")
 def test_a_session_idle_time_accepted_at_start_signs_people_in(monkeypatch: pytest.MonkeyPatch, tmp_path: Any,
                                                                db: Database, system: Actor, acme: NewOrg) -> None:
-    for name, value in {"DATABASE_URL": db.url, "SECRET_KEY": "s", "BASE_URL": "http://localhost",
+    for name, value in {"DATABASE_URL": db.url, "SECRET_KEY": "s" * 32, "BASE_URL": "http://localhost",
                         "IDENTITY_DATA_DIR": str(tmp_path), "SESSION_IDLE_MINUTES": "0"}.items():
         monkeypatch.setenv(name, value)
     try:
@@ -259,7 +259,7 @@ def test_the_health_check_gives_up_within_seconds_when_the_server_stops_answerin
 def test_a_scim_request_after_the_database_server_restarted_is_no_500(db: Database, system: Actor, acme: NewOrg,
                                                                       tmp_path: Any,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {"DATABASE_URL": db.url, "SECRET_KEY": "s", "IDENTITY_DATA_DIR": str(tmp_path)}.items():
+    for name, value in {"DATABASE_URL": db.url, "SECRET_KEY": "s" * 32, "IDENTITY_DATA_DIR": str(tmp_path)}.items():
         monkeypatch.setenv(name, value)
     with db.transaction() as session:
         token = scim_credentials.create_scim_token(session, system, acme.org.id).secret
