@@ -13,7 +13,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -25,7 +25,10 @@ def parse_private_key(text: str) -> Ed25519PrivateKey:
     """Return the key in `text`: a PEM (PKCS#8) Ed25519 private key, or base64 of its 32 raw bytes."""
     text = text.strip()
     if text.startswith("-----BEGIN"):
-        key = serialization.load_pem_private_key(text.encode(), password=None)
+        try:
+            key = serialization.load_pem_private_key(text.encode(), password=None)
+        except (ValueError, TypeError, UnsupportedAlgorithm) as error:  # cryptography's words name no setting
+            raise ValueError(f"{ENV_VAR} is not a readable PEM private key (one without a password)") from error
         if not isinstance(key, Ed25519PrivateKey):
             raise ValueError(f"{ENV_VAR} is not an Ed25519 key")
         return key

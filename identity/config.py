@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import ssl
 import tempfile
 import time
 from collections.abc import Mapping
@@ -14,6 +15,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+from audit import signing
 
 DEFAULT_DATA_DIR = Path("var")
 MAX_BODY_BYTES = 1024 * 1024  # documented in the README; larger bodies get 413
@@ -194,11 +197,9 @@ def from_environment() -> dict[str, object]:
     for name in ("SMTP_URL", "MAIL_FROM", "SMTP_CA_FILE", "TOPUP_WEBHOOK_URL", "TOPUP_WEBHOOK_SECRET", "METRICS_TOKEN"):
         if os.environ.get(name):
             settings[name] = os.environ[name]
-    for name in ("SESSION_IDLE_MINUTES", "SCIM_RATE_LIMIT", "SAML_MAX_ISSUE_AGE_SECONDS",
-                 "SAML_PENDING_REQUESTS_PER_ADDRESS", "KEY_CHECK_MAX_AGE_SECONDS", "SIGN_IN_LINKS_PER_ADDRESS",
-                 "SIGN_IN_LINKS_PER_CLIENT", "SIGN_IN_LINKS_PER_ADDRESS_ALL_CLIENTS"):
+    for name, low in WHOLE_SETTINGS.items():
         if os.environ.get(name, "").strip():
-            settings[name] = _whole(name, 0, 10**9)
+            settings[name] = _whole(name, low, 10**9)
     if os.environ.get("SESSION_ABSOLUTE_HOURS", "").strip():
         # A session ends at sign-in + this: past ~70 million hours that is after the year 9999, and
         # every sign-in was a 500. A year at most; 0 would end each session as it starts.
@@ -209,8 +210,70 @@ def from_environment() -> dict[str, object]:
     scim_token_ttl_seconds()
     if "SMTP_URL" in settings:
         smtp_server(str(settings["SMTP_URL"]))
+    if "SMTP_CA_FILE" in settings:
+        smtp_ca_file(str(settings["SMTP_CA_FILE"]))
     topup_hook(settings)
+    audit_signing_key()
+    saml_metadata_allow_private()
+    prometheus_multiproc_dir()
     return settings
+
+
+# The whole-number settings read into the Flask config, and each one's least value. 0 would make
+# the service start and then refuse everything: no SCIM request under the rate (every one a 429),
+# no session that outlives its sign-in, no SAML Response young enough, no sign-in link or pending
+# SAML request per address. Only the key check's cache may be 0: gateways then ask every time.
+WHOLE_SETTINGS = {"SESSION_IDLE_MINUTES": 1, "SCIM_RATE_LIMIT": 1, "SAML_MAX_ISSUE_AGE_SECONDS": 1,
+                  "SAML_PENDING_REQUESTS_PER_ADDRESS": 1, "KEY_CHECK_MAX_AGE_SECONDS": 0,
+                  "SIGN_IN_LINKS_PER_ADDRESS": 1, "SIGN_IN_LINKS_PER_CLIENT": 1,
+                  "SIGN_IN_LINKS_PER_ADDRESS_ALL_CLIENTS": 1}
+
+TRUE_WORDS = ("1", "true", "yes")
+FALSE_WORDS = ("", "0", "false", "no")
+
+
+def flag(name: str) -> bool:
+    """Return the on/off setting `name`: 1, true or yes is on; unset, blank, 0, false or no is off
+    (any case). Anything else ('on', 'enabled') is a ValueError naming it, never quietly off."""
+    raw = os.environ.get(name, "").strip().lower()
+    if raw not in TRUE_WORDS + FALSE_WORDS:
+        raise ValueError(f"{name} must be 1, true or yes (on) or 0, false or no (off), not {raw!r}")
+    return raw in TRUE_WORDS
+
+
+def saml_metadata_allow_private() -> bool:
+    """Return `SAML_METADATA_ALLOW_PRIVATE` (default off): IdP metadata URLs may reach private addresses."""
+    return flag("SAML_METADATA_ALLOW_PRIVATE")
+
+
+def audit_signing_key() -> None:
+    """Check `AUDIT_SIGNING_KEY` when set: a key that cannot be read is a ValueError naming it (never
+    its value), at start, not a 500 at the public key route and every checkpoint."""
+    raw = os.environ.get(signing.ENV_VAR)
+    if raw:
+        signing.parse_private_key(raw)
+
+
+def smtp_ca_file(path: str) -> None:
+    """Check `SMTP_CA_FILE`: a readable file of PEM CA certificates, as the mail's TLS context loads it;
+    anything else would fail every send, leaving every mail in the outbox."""
+    try:
+        ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError) as error:
+        raise ValueError(f"SMTP_CA_FILE must name a readable file of PEM CA certificates, not {path!r} "
+                         f"({getattr(error, 'strerror', None) or error})") from error
+
+
+def prometheus_multiproc_dir() -> None:
+    """Check `PROMETHEUS_MULTIPROC_DIR` when set: a folder, or a path one can be made at (the master
+    makes it, identity.web.metrics_serve); a file there made every worker die as it booted."""
+    raw = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    if not raw:
+        return
+    existing = next(folder for folder in (Path(raw).absolute(), *Path(raw).absolute().parents) if folder.exists())
+    if not existing.is_dir():
+        raise ValueError(f"PROMETHEUS_MULTIPROC_DIR must name a folder (or where one can be made), not the file "
+                         f"{str(existing)!r}")
 
 
 def topup_hook(settings: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -223,6 +286,10 @@ def topup_hook(settings: Mapping[str, Any]) -> tuple[str, str] | None:
     url = str(settings.get("TOPUP_WEBHOOK_URL") or "")
     if not url:
         return None
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError("TOPUP_WEBHOOK_URL must be http:// or https:// followed by a host, an optional port "
+                         "and a path")
     secret = str(settings.get("TOPUP_WEBHOOK_SECRET") or "")
     if not secret:
         raise ValueError("TOPUP_WEBHOOK_URL is set without TOPUP_WEBHOOK_SECRET: top-up requests must be signed")
@@ -297,6 +364,8 @@ def smtp_server(url: str) -> SmtpServer:
         port = parts.port
     except ValueError as error:  # urllib's message does not say which setting
         raise ValueError(f"{usage}: its port must be a number from 1 to 65535") from error
+    if port == 0:  # not "unset": sending to the scheme's default port instead would be silent
+        raise ValueError(f"{usage}: its port must be a number from 1 to 65535")
     return SmtpServer(parts.scheme, parts.hostname, port or SMTP_SCHEMES[parts.scheme],
                       unquote(parts.username) if parts.username else None,
                       unquote(parts.password) if parts.password else None)

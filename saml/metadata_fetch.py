@@ -28,7 +28,6 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import logging
-import os
 import socket
 import ssl
 import threading
@@ -37,6 +36,7 @@ from urllib.parse import SplitResult, urljoin, urlsplit
 
 from lxml import etree
 
+from identity import config
 from identity.errors import InvalidValue
 
 FIELD = "idp_metadata_url"
@@ -51,7 +51,7 @@ log = logging.getLogger("identity.saml")
 
 def private_addresses_allowed() -> bool:
     """Tell whether the operator lets metadata URLs reach non-public addresses."""
-    return os.environ.get("SAML_METADATA_ALLOW_PRIVATE", "").strip().lower() in ("1", "true", "yes")
+    return config.saml_metadata_allow_private()
 
 
 def fetch_metadata(url: str) -> bytes:

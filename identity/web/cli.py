@@ -91,7 +91,7 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
     # Every setting first, as each worker and the master's hooks will read them: a bad one is one
     # `error:` line here, not a migrated database and workers dying with tracebacks.
     config.from_environment()
-    metrics_serve.check_listener()  # METRICS_PORT, METRICS_HOST: the port free, the host ours
+    metrics_serve.check_listener((host, port))  # METRICS_PORT, METRICS_HOST: the port free, the host ours
     migrate.upgrade(config.database_url())
     settle_after_upgrade(_database(), "serve")
     _database().analyze()

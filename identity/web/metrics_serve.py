@@ -63,13 +63,23 @@ def start_listener(port: int, host: str = "127.0.0.1") -> Any:
     return server
 
 
-def check_listener() -> None:
+WILDCARDS = ("", "0.0.0.0", "::")
+
+
+def check_listener(serving: tuple[str, int] | None = None) -> None:
     """Raise ValueError naming METRICS_HOST or METRICS_PORT when the listener they ask for cannot be
-    opened: its address is bound, as the listener binds it, and let go at once."""
+    opened: its address is bound, as the listener binds it, and let go at once.
+
+    `serving` is the service's own (host, port), not bound yet when `identity serve` checks: the
+    probe would find it free, and gunicorn's master then stop on 'Address already in use'."""
     port = metrics_port()
     if port is None:
         return
     host = metrics_host()
+    if serving is not None and port == serving[1] and (host == serving[0] or host in WILDCARDS
+                                                       or serving[0] in WILDCARDS):
+        raise ValueError(f"METRICS_PORT {port} is the service's own port (--port): the /metrics listener needs "
+                         "a port of its own")
     try:
         family, kind, proto, _name, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                                                  flags=socket.AI_PASSIVE)[0]
