@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from identity import config
+from identity.db_health import BoundedCheck
 from identity.db_sqlite import SQLITE_ANALYSIS_LIMIT, WalCheckpointer, WriterGate, configure_sqlite
 
 log = logging.getLogger(__name__)
@@ -266,6 +267,7 @@ class Database:
         on_file = bool(path) and path != ":memory:" and not str(path).startswith("file:")
         busy_timeout = engine_kwargs.get("sqlite_busy_timeout", SQLITE_BUSY_TIMEOUT_SECONDS)
         self.gate = WriterGate(os.path.abspath(str(path)), busy_timeout) if on_file else None
+        self.health_check = BoundedCheck()
         if self.gate is not None:
             self.gate.attach(self.engine)
         if self.dialect != "postgresql":
@@ -357,8 +359,16 @@ class Database:
             yield conn
 
     def answers(self) -> None:
-        """Raise unless the database answers a trivial query now (the health check): bounded by the
-        connect timeout and, on PostgreSQL, by HEALTH_CHECK_TIMEOUT_MS of statement time."""
+        """Raise unless the database answers a trivial query now (the health check). On PostgreSQL
+        it is bounded by HEALTH_CHECK_DEADLINE_SECONDS, whatever the server does (identity.db_health),
+        and the server's part by HEALTH_CHECK_TIMEOUT_MS of statement time. SQLite's is a local file
+        read that never waits for writers (WAL): no thread, no deadline."""
+        if self.dialect == "postgresql":
+            self.health_check.run(self._answers)
+        else:
+            self._answers()
+
+    def _answers(self) -> None:
         with self.reading() as session:
             if self.dialect == "postgresql":
                 session.execute(text(f"SET LOCAL statement_timeout = {HEALTH_CHECK_TIMEOUT_MS}"))

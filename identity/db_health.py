@@ -1,0 +1,56 @@
+"""The health check's deadline on PostgreSQL (identity.db.Database.answers).
+
+A server that stops answering on a connection already open (hung, SIGSTOPped, a path that drops
+its answers) is bounded by nothing else: the connect timeout is spent, the statement_timeout is the
+server's own, and the kernel of a hung server still acknowledges what is sent, so neither libpq's
+`tcp_user_timeout` nor TCP keepalives notice it. The check's query runs on a thread of its own and
+the caller waits for it HEALTH_CHECK_DEADLINE_SECONDS at most. A check still waiting keeps its
+thread (and its pooled connection) until the server answers or the connection dies; while it does,
+the next check fails at once instead of starting another thread, so a load balancer probing every
+second costs one thread, never one per probe.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+# Past this, /healthz answers 503: a load balancer's own timeout is commonly 5 s.
+HEALTH_CHECK_DEADLINE_SECONDS = 3.0
+
+
+class HealthCheckTimeout(TimeoutError):
+    """The database did not answer the health check within its deadline."""
+
+
+class BoundedCheck:
+    """Run a check on a thread and wait for it a bounded time; at most one such thread at a time."""
+
+    def __init__(self, deadline: float = HEALTH_CHECK_DEADLINE_SECONDS) -> None:
+        self.deadline = deadline
+        self._lock = threading.Lock()
+        self._running: threading.Thread | None = None
+
+    def run(self, check: Callable[[], None]) -> None:
+        """Run `check`; raise what it raised, or HealthCheckTimeout when it has not ended in time."""
+        outcome: list[BaseException | None] = []
+
+        def target() -> None:
+            try:
+                check()
+                outcome.append(None)
+            except BaseException as error:  # noqa: BLE001 - handed to the caller, who decides
+                outcome.append(error)
+
+        with self._lock:
+            if self._running is not None and self._running.is_alive():
+                raise HealthCheckTimeout("the database has not answered the previous health check yet")
+            # A daemon: a worker that exits must not wait for a server that does not answer.
+            thread = threading.Thread(target=target, name="identity-health-check", daemon=True)
+            self._running = thread
+            thread.start()
+        thread.join(self.deadline)
+        if not outcome:
+            raise HealthCheckTimeout(f"the database did not answer within {self.deadline:g} s")
+        if outcome[0] is not None:
+            raise outcome[0]
