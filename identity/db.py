@@ -45,6 +45,9 @@ SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
 # PostgreSQL's answers that abort a transaction for another's sake (SQLSTATE -> its name).
 TRANSIENT_SQLSTATES = {"40P01": "deadlock_detected", "40001": "serialization_failure",
                        "55P03": "lock_not_available"}
+# PostgreSQL's answers that end the connection: the server shutting down or restarting, or a backend
+# ended by another (pg_terminate_backend, a failover's). Class 08 (connection exceptions) as well.
+DISCONNECT_SQLSTATES = {"57P01": "admin_shutdown", "57P02": "crash_shutdown", "57P03": "cannot_connect_now"}
 # SQLite's (SQLITE_BUSY once the busy timeout is spent, SQLITE_LOCKED), as its driver words them.
 SQLITE_LOCKED = ("database is locked", "database table is locked")
 
@@ -70,9 +73,32 @@ def transient_kind(error: BaseException) -> str | None:
     sqlstate = getattr(driver_error, "sqlstate", None)  # psycopg 3's errors
     if isinstance(sqlstate, str) and sqlstate in TRANSIENT_SQLSTATES:
         return f"{sqlstate} {TRANSIENT_SQLSTATES[sqlstate]}"
+    lost = _lost_connection(error, driver_error, sqlstate)
+    if lost is not None:
+        return lost
     message = str(driver_error)
     if isinstance(driver_error, sqlite3.OperationalError) and message.startswith(SQLITE_LOCKED):
         return f"sqlite {message}"
+    return None
+
+
+def _lost_connection(error: BaseException, driver_error: BaseException | None, sqlstate: object) -> str | None:
+    """Name the lost connection `error` is, or None.
+
+    A connection the server ended (a restart, a failover, pg_terminate_backend) fails the first
+    statement sent on it, so the request's transaction never began on the server: it changed
+    nothing, and the same request on a new connection succeeds. The pool already replaces it:
+    SQLAlchemy invalidates the pool on a disconnect it sees (`connection_invalidated`), and
+    identity.driver_reads does for its own reads. A ping before every checkout (`pool_pre_ping`)
+    would cost a round trip per transaction to spare this one answer per pool after a restart.
+    """
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return f"connection lost: {type(driver_error).__name__}"
+    if isinstance(sqlstate, str) and (sqlstate in DISCONNECT_SQLSTATES or sqlstate.startswith("08")):
+        return f"{sqlstate} {DISCONNECT_SQLSTATES.get(sqlstate, 'connection_exception')}"
+    status = getattr(getattr(driver_error, "pgconn", None), "status", None)  # psycopg's connection, as it failed
+    if getattr(status, "name", None) == "BAD":
+        return "connection lost"
     return None
 
 

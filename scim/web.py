@@ -195,8 +195,10 @@ def _authenticate() -> Response | None:
                                   else database.point_read())
     try:
         presented = authenticate(session, header)
-    except BaseException:
-        stack.close()
+    except BaseException as error:
+        # Closed with the error, so that the transaction is rolled back: a bare close() commits,
+        # which after a lost connection raised PendingRollbackError in place of the error itself.
+        stack.__exit__(type(error), error, error.__traceback__)
         raise
     if reads:
         context.share_read(stack, session)

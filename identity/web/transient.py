@@ -1,6 +1,6 @@
 """A transient database conflict (identity.db.transient_kind: a deadlock, a serialization failure, a
-lock not available, SQLite's lock held past its busy timeout) answered at every door as a 503 with
-`Retry-After: 1` in the door's own format, never a 500.
+lock not available, SQLite's lock held past its busy timeout, a connection the server ended) answered
+at every door as a 503 with `Retry-After: 1` in the door's own format, never a 500.
 
 The doors: SCIM's error handler (scim.web), the app's (identity.web.app: the admin API, usage, the
 console and SAML pages), and the two answers made in front of Flask (identity.web.keycheck,
@@ -22,8 +22,8 @@ from werkzeug.exceptions import ServiceUnavailable
 log = logging.getLogger("identity.http")  # the app's request log, beside its "unhandled error" lines
 
 CODE = "conflict_retry"
-DETAIL = ("the request conflicted with another one made at the same time and changed nothing; "
-          "send it again")
+DETAIL = ("the request conflicted with another one made at the same time, or met a database connection "
+          "that had just ended, and changed nothing; send it again")
 RETRY_AFTER_SECONDS = 1
 # What a person's page says (the console's, the SAML pages'): their form or sign-in did nothing.
 PAGE_MESSAGE = ("Your request ran into another change made at the same moment, and nothing was changed. "

@@ -223,11 +223,6 @@ def test_the_health_check_gives_up_within_seconds_when_the_server_stops_answerin
 
 
 @pytest.mark.postgres_only("PostgreSQL's server ends the connections (a restart, a failover)")
-@pytest.mark.xfail(strict=True, reason="a pooled connection used within IDLE_PING_SECONDS is not pinged, so the "
-                   "first request on it after the server restarted fails, and it fails as an unhandled 500 with a "
-                   "traceback (PendingRollbackError / OperationalError), not the 503 + Retry-After the service "
-                   "gives other transient database failures; measured: 2 SCIM 500s and a 503 from /healthz after "
-                   "`pg_ctl restart -m fast` under identity serve --workers 2")
 def test_a_scim_request_after_the_database_server_restarted_is_no_500(db: Database, system: Actor, acme: NewOrg,
                                                                       tmp_path: Any,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,86 @@
+"""A PostgreSQL server that ended the service's connections (a restart, a failover): each door's
+first request on a dead pooled connection is a 503 with Retry-After in its own format, as a
+transient conflict is (identity.db.transient_kind), never a 500; the pool is renewed, so the
+requests that follow are answered.
+
+From a hostile operator's review: the first request on each pooled connection after
+`pg_ctl restart` was a 500 with a traceback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import text
+
+from audit import Actor
+from identity import keys, scim_credentials
+from identity.db import Database
+from identity.orgs import NewOrg
+from identity.web.app import create_app
+from saml import links
+from tests.conftest import ReadingClient
+from tests.saml.conftest import link_form
+
+pytestmark = pytest.mark.postgres_only("PostgreSQL's server ends the connections (a restart, a failover)")
+POOLS = 3  # a worker's pools (identity.db.Database): each may hand out one dead connection
+
+
+def _end_every_connection(db: Database) -> None:
+    with db.engine.connect() as conn:
+        conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+
+
+def _answered_after_the_restart(db: Database, client: FlaskClient, path: str, **kwargs: Any) -> list[Any]:
+    """The answers to `path` until one is not a 503 (at most one per pool), after every connection ended."""
+    assert client.get(path, **kwargs).status_code == 200  # the pools hold live connections
+    _end_every_connection(db)
+    answers = []
+    for _ in range(POOLS + 1):
+        answers.append(client.get(path, **kwargs))
+        if answers[-1].status_code != 503:
+            break
+    for answer in answers[:-1]:
+        assert answer.headers.get("Retry-After") == "1", answer.headers
+    assert answers[-1].status_code == 200, [answer.status_code for answer in answers]
+    return answers
+
+
+@pytest.fixture
+def app(db: Database, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    for name, value in {"DATABASE_URL": db.url, "SECRET_KEY": "s", "IDENTITY_DATA_DIR": str(tmp_path),
+                        "BASE_URL": "http://localhost"}.items():
+        monkeypatch.setenv(name, value)
+    made = create_app()
+    made.test_client_class = ReadingClient
+    return made
+
+
+def test_scim_answers_503_in_its_error_format_then_200(db: Database, system: Actor, acme: NewOrg, app: Any) -> None:
+    with db.transaction() as session:
+        token = scim_credentials.create_scim_token(session, system, acme.org.id).secret
+    answers = _answered_after_the_restart(db, app.test_client(), "/scim/v2/Users",
+                                          headers={"Authorization": f"Bearer {token}"})
+    for answer in answers[:-1]:
+        assert answer.json["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"], answer.json
+
+
+def test_the_admin_api_answers_503_as_problem_json_then_200(db: Database, system: Actor, acme: NewOrg,
+                                                            app: Any) -> None:
+    with db.transaction() as session:
+        key = keys.create_api_key(session, system, acme.org.id, user_id=acme.owner.id, team_id=acme.default_team_id,
+                                  name="owner", scopes=["admin"]).secret
+    answers = _answered_after_the_restart(db, app.test_client(), "/api/v1/orgs/acme/seats",
+                                          headers={"Authorization": f"Bearer {key}"})
+    for answer in answers[:-1]:
+        assert answer.json["code"] == "conflict_retry", answer.json
+
+
+def test_the_console_answers_503_as_a_page_then_200(db: Database, system: Actor, acme: NewOrg, app: Any) -> None:
+    client = app.test_client()
+    with db.transaction() as session:
+        token = links.issue_sign_in_link(session, system, acme.org.id, "owner@acme.test")
+    assert client.post(f"/login/link/{token}", data=link_form(client, token)).status_code == 303
+    _answered_after_the_restart(db, client, "/me")
