@@ -58,7 +58,7 @@ def _answered_after_the_restart(db: Database, client: FlaskClient, path: str, **
 
 @pytest.fixture
 def app(db: Database, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    for name, value in {"DATABASE_URL": db.url, "SECRET_KEY": "s", "IDENTITY_DATA_DIR": str(tmp_path),
+    for name, value in {"DATABASE_URL": db.url, "SECRET_KEY": "s" * 32, "IDENTITY_DATA_DIR": str(tmp_path),
                         "BASE_URL": "http://localhost"}.items():
         monkeypatch.setenv(name, value)
     made = create_app()
