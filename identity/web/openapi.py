@@ -35,8 +35,9 @@ ERRORS = {code: {"description": text, "content": {"application/problem+json": {"
                                      "or a cookie write without the session's X-CSRF-Token (code csrf_refused)"), ("404", "no such resource in your org"),
                              ("409", "conflict: duplicate name, or the last owner"), ("413", "body too large"),
                              ("503", "the request conflicted with another made at the same time (a database "
-                                     "deadlock or lock) and changed nothing (code conflict_retry): send it "
-                                     "again after Retry-After seconds"))}
+                                     "deadlock or lock), or met a database connection that had just ended, and "
+                                     "changed nothing (code conflict_retry): send it again after Retry-After "
+                                     "seconds"))}
 ORG = {"name": "org", "in": "path", "required": True, "schema": {"type": "string"}, "description": "org id or slug"}
 
 

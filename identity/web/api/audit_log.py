@@ -207,8 +207,8 @@ _ERRORS = {code: {"description": text, **_PROBLEM} for code, text in (
     ("401", "missing or invalid API key or session"),
     ("403", "only owners and admins read the audit log; a cookie request from another site"),
     ("404", "no such org in your org"),
-    ("503", "the request conflicted with another made at the same time and changed nothing (code conflict_retry): "
-            "send it again after Retry-After seconds"))}
+    ("503", "the request conflicted with another made at the same time, or met a database connection that had "
+            "just ended, and changed nothing (code conflict_retry): send it again after Retry-After seconds"))}
 
 
 def _ok(schema: dict[str, Any], status: str = "200", media: str = "application/json") -> dict[str, Any]:
