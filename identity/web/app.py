@@ -18,7 +18,17 @@ import saml
 import scim
 from identity import config
 from identity.db import Database, transient_kind
-from identity.web import console, front, logs, metrics_views, openapi, security_headers, transient, unstorable
+from identity.web import (
+    base_path,
+    console,
+    front,
+    logs,
+    metrics_views,
+    openapi,
+    security_headers,
+    transient,
+    unstorable,
+)
 from identity.web.api import (
     audit_log,
     browser,
@@ -66,6 +76,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.before_request(unstorable.refuse_unstorable)  # before any blueprint's own checks and reads
     app.after_request(_finish_request)
     app.after_request(security_headers.secure)  # every response of the app
+    app.after_request(base_path.prefixed_location)  # a redirect to one of our paths, under BASE_URL's path
     app.register_error_handler(Exception, _unexpected_error)
     # Path prefix -> renderer of HTTP errors (404, 405, 413...) in that protocol's own format.
     app.extensions["identity.error_formats"] = {"/api/": _problem_for_http_error, "/console/": console.http_error}
@@ -87,7 +98,17 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if config.is_https(app.config["BASE_URL"]):  # every answer, those above included
         app.wsgi_app = security_headers.StrictTransport(app.wsgi_app)  # type: ignore[method-assign]
     _trust_proxies(app, int(app.config.get("TRUSTED_PROXY_HOPS", 0)))
+    _serve_under_base_path(app)
     return app
+
+
+def _serve_under_base_path(app: Flask) -> None:
+    """Served under BASE_URL's path (a proxy passing `/identity/...` on unchanged), outermost, so that the
+    paths answered in front of Flask match theirs under it too (identity.web.base_path). Without a path,
+    nothing is added to any request."""
+    prefix = config.path_under(str(app.config["BASE_URL"]), "")
+    if prefix:
+        app.wsgi_app = base_path.UnderBasePath(prefix, app.wsgi_app)  # type: ignore[method-assign]
 
 
 def _trust_proxies(app: Flask, hops: int) -> None:

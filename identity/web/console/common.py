@@ -82,6 +82,7 @@ from identity.roles import authorize, refusal
 from identity.service import run
 from identity.web import cookies
 from identity.web.api.common import CSRF_PURPOSE, STATUS, Caller, csrf_token, request_actor, session_token
+from identity.web.base_path import prefixed_html
 from identity.web.context import cookie_path, database, secure_cookies
 from saml import csrf
 
@@ -228,7 +229,7 @@ def render(template: str, *, status: int = 200, errors: dict[str, str] | None = 
                               "typed_list": typed_list, "posted": posted, "page_link": page_link}
     values.update(context)  # a page without a session (sign-in, invitation) passes its own csrf_token
     g.form_refused = bool(errors) or status >= 400
-    html = render_template(template, **values)
+    html = prefixed_html(render_template(template, **values))  # our paths under BASE_URL's path
     response = Response(html, status=status, mimetype="text/html")
     response.headers["Cache-Control"] = "no-store"
     response.headers["Content-Security-Policy"] = PAGE_POLICY

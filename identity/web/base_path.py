@@ -1,0 +1,68 @@
+"""The service served under BASE_URL's path (a proxy passing `/identity/...` on unchanged): the one
+place that knows the prefix (README, BASE_URL).
+
+Inside, every part of the app speaks the service's own paths (`/console/teams`, `/api/v1/keys/verify`):
+its routes, the paths answered in front of Flask (identity.web.front), the pages' links and forms, the
+redirects. The prefix is taken off on the way in (`UnderBasePath`, outermost, as WSGI's SCRIPT_NAME)
+and put on on the way out, in the two places a path leaves for the browser: a redirect's Location
+(`prefixed_location`) and a console page's URL attributes (`prefixed_html`). A server that already
+set SCRIPT_NAME to the prefix (gunicorn's `SCRIPT_NAME` environment variable, Werkzeug's test client
+at BASE_URL) is taken as it is. Cookies follow the same path (identity.config.path_under).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from flask import Response, request
+
+from identity.web.front import StartResponse, WSGIApp
+
+NOT_HERE = b"Not Found: this service is served under "
+# An attribute of our own templates whose value is one of the service's paths. Autoescaping writes a
+# `"` of any value as `&#34;`, so `name="/` is only ever a template's own attribute, never a value shown.
+APP_PATH_ATTRIBUTE = re.compile(r'(\s(?:href|action|formaction|src|data-[a-z-]+-url)=")/(?!/)')
+
+
+class UnderBasePath:
+    """A WSGI app that serves `fallback` under `prefix` (BASE_URL's path, no trailing slash): it moves
+    the prefix from PATH_INFO to SCRIPT_NAME, and answers 404 for a path outside it."""
+
+    def __init__(self, prefix: str, fallback: WSGIApp) -> None:
+        self.prefix = prefix
+        self.fallback = fallback
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if environ.get("SCRIPT_NAME", "").rstrip("/") != self.prefix:  # not already taken off by the server
+            if path != self.prefix and not path.startswith(self.prefix + "/"):
+                body = NOT_HERE + self.prefix.encode() + b"/\n"
+                start_response("404 NOT FOUND", [("Content-Type", "text/plain; charset=utf-8"),
+                                                 ("Content-Length", str(len(body)))])
+                return [body]
+            environ["SCRIPT_NAME"] = self.prefix
+            environ["PATH_INFO"] = path[len(self.prefix):]
+        return self.fallback(environ, start_response)
+
+
+def browser_path(path: str) -> str:
+    """The browser's path for the service's own `path` (`/console/teams`): under the request's prefix."""
+    return request.script_root + path if path.startswith("/") and not path.startswith("//") else path
+
+
+def prefixed_location(response: Response) -> Response:
+    """Put a redirect's Location (one of the service's own paths) under the prefix; an absolute URL
+    (an IdP's, or one built from BASE_URL, which has the prefix already) is left as it is.
+    An `after_request` of the app (identity.web.app), so that every redirect of every blueprint gets it."""
+    location = response.headers.get("Location")
+    if location is not None and request.script_root:
+        response.headers["Location"] = browser_path(location)
+    return response
+
+
+def prefixed_html(html: str) -> str:
+    """A console page's links, forms, scripts and fetch URLs (identity.web.console.common.render) under the prefix."""
+    root = request.script_root
+    return APP_PATH_ATTRIBUTE.sub(lambda found: f"{found.group(1)}{root}/", html) if root else html
