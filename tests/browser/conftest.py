@@ -171,7 +171,7 @@ class Site:
 
     db: Database
     org: NewOrg
-    origin: str  # the service, http://127.0.0.1:PORT
+    origin: str  # the service's BASE_URL: http://127.0.0.1:PORT, and its path when served under one
     idp_origin: str  # the IdP as the browser reaches it, http://idp.test:PORT
     idp: BrowserIdP
 
@@ -190,11 +190,13 @@ def idp_keys() -> KeyPair:
 
 
 @contextmanager
-def serving_site(db: Database, org: NewOrg, idp_keys: KeyPair, **config: Any) -> Iterator[Site]:
-    """Serve the service (with `config` besides the tests' own) and the test IdP, `org` trusting it."""
+def serving_site(db: Database, org: NewOrg, idp_keys: KeyPair, base_path: str = "", **config: Any) -> Iterator[Site]:
+    """Serve the service (with `config` besides the tests' own) and the test IdP, `org` trusting it;
+    with `base_path` (`/identity`), as a proxy passing that path on unchanged serves it (BASE_URL's path)."""
     app = create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret-key-32-characters-min",
-                      "BASE_URL": "http://127.0.0.1", "TESTING": True, **config})
-    with serving(app, "service") as origin:
+                      "BASE_URL": f"http://127.0.0.1{base_path}", "TESTING": True, **config})
+    with serving(app, "service") as server:
+        origin = server + base_path
         app.config["BASE_URL"] = origin
         sp = SpUrls.of(origin, org.org.slug)
         test_idp = TestIdP("https://idp.example.test/metadata", idp_keys)
