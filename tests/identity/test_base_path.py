@@ -22,6 +22,7 @@ from identity import gateway, keys, scim_credentials
 from identity.db import Database
 from identity.orgs import NewOrg
 from identity.web.app import create_app
+from tests.identity.test_wallet_usage import World, world  # noqa: F401  (world: the fixture)
 from tests.live import serving
 
 PREFIX = "/identity"
@@ -73,6 +74,17 @@ def test_the_key_check_is_answered_in_front_of_flask_under_the_prefix(served: Se
     assert served.flask_paths == []  # the front answered it: before, its PATH_INFO never matched
     status, _, _ = served.ask("POST", "/api/v1/keys/verify", {"key": secret}, Authorization=f"Bearer {credential}")
     assert status == 404 and served.flask_paths == []  # outside the prefix: not this service
+
+
+def test_a_usage_record_is_debited_in_front_of_flask_under_the_prefix(served: Served, world: World) -> None:  # noqa: F811
+    status, _, _ = served.ask("POST", f"{PREFIX}{world.wallet}/top-ups", {"amount_micros": 1_000, "reference": "p1"},
+                              **world.owner)
+    assert status == 201
+    served.flask_paths.clear()
+    status, _, body = served.ask("POST", f"{PREFIX}/api/v1/usage", {
+        "key_id": world.member_key_id, "model": "gpt-x", "cost_micros": 100, "request_id": "u1"}, **world.gateway)
+    assert status == 200 and json.loads(body)["balance_micros"] == 900
+    assert served.flask_paths == []  # identity.web.usage_front answered it
 
 
 def test_a_scim_lookup_is_answered_in_front_of_flask_under_the_prefix(served: Served, db: Database, system: Actor,
