@@ -49,7 +49,7 @@ class Served:
 
 @pytest.fixture
 def served(db: Database) -> Iterator[Served]:
-    app = create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret",
+    app = create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret-key-32-characters-min",
                       "BASE_URL": f"http://127.0.0.1{PREFIX}", "TESTING": True})
     flask_paths: list[str] = []
     _record_flask_requests(app, flask_paths)

@@ -22,7 +22,7 @@ from tests.conftest import ReadingClient
 from tests.saml.conftest import form_token
 
 BASE = "http://localhost/identity"
-SECRET_KEY = "test-secret"
+SECRET_KEY = "test-secret-key-32-characters-min"
 
 
 @pytest.fixture
