@@ -1,6 +1,6 @@
 """The console served under a path, as an operator deploys it behind a proxy that passes
 `/identity/...` on unchanged (BASE_URL http://127.0.0.1:PORT/identity; identity.web.base_path): sign
-in through the test IdP, then teams, a team's members, members, keys, the audit log and the IdP page,
+in through the test IdP, then teams, a team's members, members, keys, the audit log, the IdP page and signing out,
 each reached by clicking the console's own links and forms. Every request the browser sends to the
 service (pages, forms, redirects, the stylesheet and script, the seat panel's fetch) is under
 /identity; before, the first redirect already left it."""
@@ -76,7 +76,10 @@ def test_the_console_under_a_path_keeps_every_request_under_it(site_under_a_path
     _open(page, "Audit log", "Audit log")
     expect(page.get_by_role("heading", name="Events")).to_be_visible()
     _open(page, "Identity provider", "Identity provider")
-    page.wait_for_load_state("networkidle")  # the seat panel's fetch and every asset asked for
+    page.get_by_role("link", name="Sign out").click()  # the SAML pages' own forms post to their own URL
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_text("Signed out at the IdP.")).to_be_visible()  # the IdP's SLO, told by our logout
+    assert site.me(page)[0] == 401
 
     assert len(asked) > 10
     outside = [url for url in asked if not urlsplit(url).path.startswith(f"{PREFIX}/")]
