@@ -53,7 +53,7 @@ def test_login_sets_an_httponly_cookie_scoped_to_the_orgs_saml_paths_for_the_req
 def test_over_https_the_cookie_is_samesite_none_and_secure_so_the_idps_post_carries_it(db: Database, sso: Sso) -> None:
     app: Flask = create_app({"DATABASE": db, "DATABASE_URL": db.url, "SECRET_KEY": "test-secret-key-32-characters-min",
                              "BASE_URL": "https://id.example.test/prefix", "TESTING": True})
-    header = _binding_header(app.test_client().get("/saml/acme/login"))
+    header = _binding_header(app.test_client().get("/prefix/saml/acme/login"))  # the proxy passes the path on
     assert "SameSite=None" in header and "Secure" in header and "HttpOnly" in header
     assert "Path=/prefix/saml/acme/" in header
 
