@@ -26,3 +26,8 @@ def cookie_path(path: str) -> str:
 def secure_cookies() -> bool:
     """Tell whether cookies go out Secure: when the app's BASE_URL is https (identity.config.is_https)."""
     return config.is_https(str(current_app.config["BASE_URL"]))
+
+
+def public_base_url() -> str:
+    """Return the app's BASE_URL (checked at start), the address clients reach it by, no trailing slash."""
+    return str(current_app.config["BASE_URL"]).rstrip("/")

@@ -16,6 +16,7 @@ from identity.web import cookies
 from identity.web.api import audit_log, gateway, keys, org, sso, teams, usage, wallets
 from identity.web.api import invitations as invitations_api
 from identity.web.api.common import CSRF_HEADER, MAX_PAGE_SIZE, PAGE_SIZE, ROLES
+from identity.web.context import public_base_url
 
 bp = Blueprint("openapi", __name__)
 
@@ -252,4 +253,7 @@ def document() -> dict[str, Any]:
 
 @bp.get("/openapi.json")
 def openapi() -> Response:
-    return jsonify(document())
+    """The document as served: its server is BASE_URL, so that a client generated from it calls the
+    API where the operator serves it (under BASE_URL's path too), not at the root of whatever host
+    the document was read from."""
+    return jsonify({**document(), "servers": [{"url": public_base_url()}]})

@@ -119,3 +119,10 @@ def test_redirects_pages_and_saml_urls_are_under_the_prefix(served: Served, acme
     assert status == 200 and acs in body.decode() and f"{PREFIX}{PREFIX}" not in body.decode()
     assert served.ask("GET", f"{PREFIX}/healthz")[0] == 200
     assert served.ask("GET", "/healthz")[0] == 404
+
+
+def test_the_api_document_names_the_service_under_its_path(served: Served) -> None:
+    """A client generated from /openapi.json calls the API where it is served, not at the host's root."""
+    status, _, body = served.ask("GET", f"{PREFIX}/openapi.json")
+    assert status == 200
+    assert json.loads(body)["servers"] == [{"url": served.origin + PREFIX}]
