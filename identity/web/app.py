@@ -95,17 +95,18 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.wsgi_app = UsageFirst(app, app.wsgi_app)  # type: ignore[method-assign]
     app.wsgi_app = LookupFirst(app, app.wsgi_app)  # type: ignore[method-assign]
     app.wsgi_app = KeyCheckFirst(app, app.wsgi_app)  # type: ignore[method-assign]
-    if config.is_https(app.config["BASE_URL"]):  # every answer, those above included
+    _serve_under_base_path(app)
+    if config.is_https(app.config["BASE_URL"]):  # every answer, those above and the base path's own included
         app.wsgi_app = security_headers.StrictTransport(app.wsgi_app)  # type: ignore[method-assign]
     _trust_proxies(app, int(app.config.get("TRUSTED_PROXY_HOPS", 0)))
-    _serve_under_base_path(app)
     return app
 
 
 def _serve_under_base_path(app: Flask) -> None:
-    """Served under BASE_URL's path (a proxy passing `/identity/...` on unchanged), outermost, so that the
-    paths answered in front of Flask match theirs under it too (identity.web.base_path). Without a path,
-    nothing is added to any request."""
+    """Served under BASE_URL's path (a proxy passing `/identity/...` on unchanged), around every part that
+    reads the path, so that the paths answered in front of Flask match theirs under it too
+    (identity.web.base_path); inside StrictTransport, so that its 404 outside the path and its redirect
+    of the path itself carry HSTS as every other answer does. Without a path, nothing is added."""
     prefix = config.path_under(str(app.config["BASE_URL"]), "")
     if prefix:
         app.wsgi_app = base_path.UnderBasePath(prefix, app.wsgi_app)  # type: ignore[method-assign]

@@ -47,9 +47,6 @@ def test_two_health_checks_at_once_are_both_healthy(db_url: str) -> None:
         db.dispose()
 
 
-@pytest.mark.xfail(strict=True, reason="review s22: UnderBasePath wraps StrictTransport, so its 404 for a "
-                   "path outside BASE_URL's path (the host's root, a typed http:// URL's first answer "
-                   "through the proxy) carries no Strict-Transport-Security, unlike every other answer")
 def test_the_answer_outside_the_base_path_is_strict_transport_too(db: Database) -> None:
     client = _app(db, f"https://id.example.test{PREFIX}").test_client()
     inside = client.get(f"{PREFIX}/healthz")
