@@ -3,8 +3,8 @@ place that knows the prefix (README, BASE_URL).
 
 Inside, every part of the app speaks the service's own paths (`/console/teams`, `/api/v1/keys/verify`):
 its routes, the paths answered in front of Flask (identity.web.front), the pages' links and forms, the
-redirects. The prefix is taken off on the way in (`UnderBasePath`, outermost, as WSGI's SCRIPT_NAME)
-and put on on the way out, in the two places a path leaves for the browser: a redirect's Location
+redirects. The prefix is taken off on the way in (`UnderBasePath`, around every part that reads the
+path, as WSGI's SCRIPT_NAME) and put on on the way out, in the two places a path leaves for the browser: a redirect's Location
 (`prefixed_location`) and a console page's URL attributes (`prefixed_html`). A server that already
 set SCRIPT_NAME to the prefix (gunicorn's `SCRIPT_NAME` environment variable, Werkzeug's test client
 at BASE_URL) is taken as it is. Cookies follow the same path (identity.config.path_under).
@@ -28,7 +28,8 @@ APP_PATH_ATTRIBUTE = re.compile(r'(\s(?:href|action|formaction|src|data-[a-z-]+-
 
 class UnderBasePath:
     """A WSGI app that serves `fallback` under `prefix` (BASE_URL's path, no trailing slash): it moves
-    the prefix from PATH_INFO to SCRIPT_NAME, and answers 404 for a path outside it."""
+    the prefix from PATH_INFO to SCRIPT_NAME, answers 404 for a path outside it, and redirects the
+    prefix itself to the prefix and its slash."""
 
     def __init__(self, prefix: str, fallback: WSGIApp) -> None:
         self.prefix = prefix
@@ -38,13 +39,31 @@ class UnderBasePath:
         path = environ.get("PATH_INFO", "")
         if environ.get("SCRIPT_NAME", "").rstrip("/") != self.prefix:  # not already taken off by the server
             if path != self.prefix and not path.startswith(self.prefix + "/"):
-                body = NOT_HERE + self.prefix.encode() + b"/\n"
-                start_response("404 NOT FOUND", [("Content-Type", "text/plain; charset=utf-8"),
-                                                 ("Content-Length", str(len(body)))])
-                return [body]
+                return _answer(start_response, "404 NOT FOUND", NOT_HERE + self.prefix.encode() + b"/\n")
             environ["SCRIPT_NAME"] = self.prefix
-            environ["PATH_INFO"] = path[len(self.prefix):]
+            environ["PATH_INFO"] = path = path[len(self.prefix):]
+        if not path:
+            return self._to_slash(environ, start_response)
         return self.fallback(environ, start_response)
+
+    def _to_slash(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """Answer BASE_URL itself (`/identity`, as people type it) with a redirect to `/identity/`.
+
+        Werkzeug's own (a 308 for an empty PATH_INFO) is an absolute URL built from the request's
+        scheme and Host header: behind a TLS proxy an http:// URL, and a Host header's origin (a
+        cache poisoned for everyone); a path under the prefix is BASE_URL's, whatever the request said."""
+        query = environ.get("QUERY_STRING", "")
+        location = self.prefix + "/" + (f"?{query}" if query else "")
+        return _answer(start_response, "308 PERMANENT REDIRECT", b"Redirecting to " + self.prefix.encode() + b"/\n",
+                       [("Location", location)])
+
+
+def _answer(start_response: StartResponse, status: str, body: bytes,
+            headers: list[tuple[str, str]] | None = None) -> Iterable[bytes]:
+    """A plain text answer of the prefix's own, before the app."""
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
+                            *(headers or [])])
+    return [body]
 
 
 def browser_path(path: str) -> str:

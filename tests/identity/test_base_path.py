@@ -126,3 +126,12 @@ def test_the_api_document_names_the_service_under_its_path(served: Served) -> No
     status, _, body = served.ask("GET", f"{PREFIX}/openapi.json")
     assert status == 200
     assert json.loads(body)["servers"] == [{"url": served.origin + PREFIX}]
+
+
+def test_base_url_itself_is_redirected_to_its_slash_with_its_query(served: Served) -> None:
+    """BASE_URL as people type it (no slash): a path under the prefix, the query kept, on the real server
+    and whoever the Host header names; never Flask's own redirect built from that header."""
+    status, headers, _ = served.ask("GET", f"{PREFIX}?next=%2Fconsole", Host="evil.example")
+    assert status == 308
+    assert headers["Location"] == f"{PREFIX}/?next=%2Fconsole"
+    assert served.flask_paths == []

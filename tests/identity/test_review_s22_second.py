@@ -56,10 +56,6 @@ def test_the_answer_outside_the_base_path_is_strict_transport_too(db: Database) 
     assert "Strict-Transport-Security" in outside.headers
 
 
-@pytest.mark.xfail(strict=True, reason="review s22: BASE_URL itself (no trailing slash, as people type it) "
-                   "reaches Flask with an empty PATH_INFO, and Werkzeug's 308 to add the slash is built from "
-                   "the request's scheme and Host header, not BASE_URL: behind a TLS proxy an http:// URL "
-                   "(a downgrade), and a Host header's origin (cache poisoning), where every other URL is BASE_URL's")
 def test_base_url_without_its_slash_is_redirected_under_base_url(db: Database) -> None:
     client = _app(db, f"https://id.example.test{PREFIX}").test_client()
     answer = client.get(PREFIX, headers={"Host": "evil.example"})  # the app behind a TLS proxy: plain http
