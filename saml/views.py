@@ -17,7 +17,7 @@ from werkzeug.wrappers import Response as HttpResponse
 
 from audit import Actor, clock
 from audit.actor import system_actor
-from identity import orgs, provisioning_log
+from identity import config, orgs, provisioning_log
 from identity.errors import DomainError, SeatCapReached
 from identity.models import Org
 from identity.service import run
@@ -41,11 +41,19 @@ def _actor(org: Org) -> Actor:
 
 
 def safe_landing(value: str | None, base_url: str) -> str:
-    """Return `value` if it is a path of this service (or an absolute URL under BASE_URL), else the default."""
+    """Return `value` as one of the service's own paths if it is one (or an absolute URL under BASE_URL,
+    or the browser's path under BASE_URL's path), else the default.
+
+    The browser's path (`/identity/console/members`, what an admin copies from the address bar into
+    the IdP's default RelayState) loses its prefix here: the redirect puts it on again
+    (identity.web.base_path.prefixed_location), and twice is a 404."""
     if not value:
         return DEFAULT_LANDING
-    if value.startswith(base_url + "/"):
-        value = value[len(base_url):]
+    prefix = config.path_under(base_url, "")
+    for under in (base_url, prefix):
+        if under and value.startswith(under + "/"):
+            value = value[len(under):]
+            break
     parts = urlsplit(value)
     if (not value.startswith("/") or value.startswith("//") or "\\" in value or parts.scheme or parts.netloc
             or any(ord(c) < 0x21 or ord(c) == 0x7F for c in value)):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from flask import Flask
 
 from identity.db import Database
@@ -23,10 +22,6 @@ def _app(db: Database, base_url: str) -> Flask:
                        "BASE_URL": base_url, "TESTING": True})
 
 
-@pytest.mark.xfail(strict=True, reason="review s22: a RelayState that is the browser's path under BASE_URL's "
-                   "path (/identity/console/members, what an admin copies from the address bar into the IdP's "
-                   "default RelayState) passes safe_landing as a path of the service and is prefixed again by "
-                   "prefixed_location: /identity/identity/console/members, a 404 after every IdP-initiated sign-in")
 def test_a_relay_state_under_the_base_path_lands_there_once(db: Database, acme: NewOrg, idp: TestIdP) -> None:
     base = f"http://localhost{PREFIX}"
     configure(db, acme.org.slug, idp, jit=True, allow_idp_initiated=True)
