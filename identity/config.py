@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -287,9 +287,10 @@ def topup_hook(settings: Mapping[str, Any]) -> tuple[str, str] | None:
     if not url:
         return None
     parts = urlsplit(url)
+    usage = "TOPUP_WEBHOOK_URL must be http:// or https:// followed by a host, an optional port and a path"
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise ValueError("TOPUP_WEBHOOK_URL must be http:// or https:// followed by a host, an optional port "
-                         "and a path")
+        raise ValueError(usage)
+    _url_port(parts, usage)  # else every top-up's delivery fails, long after the start
     secret = str(settings.get("TOPUP_WEBHOOK_SECRET") or "")
     if not secret:
         raise ValueError("TOPUP_WEBHOOK_URL is set without TOPUP_WEBHOOK_SECRET: top-up requests must be signed")
@@ -360,12 +361,20 @@ def smtp_server(url: str) -> SmtpServer:
     parts = urlsplit(url)
     if parts.scheme not in SMTP_SCHEMES or not parts.hostname:
         raise ValueError(usage)
-    try:
-        port = parts.port
-    except ValueError as error:  # urllib's message does not say which setting
-        raise ValueError(f"{usage}: its port must be a number from 1 to 65535") from error
-    if port == 0:  # not "unset": sending to the scheme's default port instead would be silent
-        raise ValueError(f"{usage}: its port must be a number from 1 to 65535")
+    port = _url_port(parts, usage)
     return SmtpServer(parts.scheme, parts.hostname, port or SMTP_SCHEMES[parts.scheme],
                       unquote(parts.username) if parts.username else None,
                       unquote(parts.password) if parts.password else None)
+
+
+def _url_port(parts: SplitResult, usage: str) -> int | None:
+    """Return the port of a setting's URL (None when it names none), or raise ValueError with the
+    setting's `usage`: urllib's own error ("Port out of range 0-65535") says neither which setting
+    nor what is expected, and :0 is not "unset" (the scheme's default port instead would be silent)."""
+    try:
+        port = parts.port
+    except ValueError as error:
+        raise ValueError(f"{usage}: its port must be a number from 1 to 65535") from error
+    if port == 0:
+        raise ValueError(f"{usage}: its port must be a number from 1 to 65535")
+    return port
