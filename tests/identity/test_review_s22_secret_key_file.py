@@ -13,8 +13,6 @@ import pytest
 from identity import config
 
 
-@pytest.mark.xfail(strict=True, reason="review s22: var/secret_key planted as a symlink (or any file the service "
-                   "did not make 0600) in a shared data folder is read as SECRET_KEY")
 def test_a_planted_secret_key_symlink_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     shared = tmp_path / "shared"
     shared.mkdir()
@@ -31,3 +29,28 @@ def test_a_planted_secret_key_symlink_is_refused(tmp_path: Path, monkeypatch: py
         return  # refused: the service does not start on a key someone else chose
     assert key != "k" * 64, "the planted key became SECRET_KEY"
     assert os.stat(shared / "secret_key", follow_symlinks=False).st_mode & 0o077 == 0
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640])
+def test_a_key_file_others_may_read_is_refused_naming_it(mode: int, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "secret_key").write_text("k" * 64)
+    (tmp_path / "secret_key").chmod(mode)
+    monkeypatch.setenv("IDENTITY_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    with pytest.raises(ValueError, match="secret_key"):
+        config.secret_key()
+
+
+def test_a_planted_fifo_is_refused_without_waiting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    os.mkfifo(tmp_path / "secret_key", 0o600)
+    monkeypatch.setenv("IDENTITY_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    with pytest.raises(ValueError, match="secret_key"):
+        config.secret_key()
+
+
+def test_the_key_the_service_made_is_read_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IDENTITY_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    assert config.secret_key() == config.secret_key()
