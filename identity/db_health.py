@@ -4,15 +4,18 @@ A server that stops answering on a connection already open (hung, SIGSTOPped, a 
 its answers) is bounded by nothing else: the connect timeout is spent, the statement_timeout is the
 server's own, and the kernel of a hung server still acknowledges what is sent, so neither libpq's
 `tcp_user_timeout` nor TCP keepalives notice it. The check's query runs on a thread of its own and
-the caller waits for it HEALTH_CHECK_DEADLINE_SECONDS at most. A check still waiting keeps its
-thread (and its pooled connection) until the server answers or the connection dies; while it does,
-the next check fails at once instead of starting another thread, so a load balancer probing every
-second costs one thread, never one per probe.
+the caller waits for it HEALTH_CHECK_DEADLINE_SECONDS at most. One check's thread runs at a time:
+a check that arrives while another's runs (two load balancer nodes probing together, or a check
+waiting a moment for a pooled connection) waits for that one to end, within its own deadline, then
+runs its own. A check past its deadline keeps its thread (and its pooled connection) until the
+server answers or the connection dies; while it does, the next check fails at once instead of
+starting another thread, so a load balancer probing every second costs one thread, never one per probe.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 # Past this, /healthz answers 503: a load balancer's own timeout is commonly 5 s.
@@ -30,9 +33,11 @@ class BoundedCheck:
         self.deadline = deadline
         self._lock = threading.Lock()
         self._running: threading.Thread | None = None
+        self._started = 0.0  # time.monotonic() at the running thread's start
 
     def run(self, check: Callable[[], None]) -> None:
         """Run `check`; raise what it raised, or HealthCheckTimeout when it has not ended in time."""
+        end = time.monotonic() + self.deadline
         outcome: list[BaseException | None] = []
 
         def target() -> None:
@@ -42,15 +47,29 @@ class BoundedCheck:
             except BaseException as error:  # noqa: BLE001 - handed to the caller, who decides
                 outcome.append(error)
 
-        with self._lock:
-            if self._running is not None and self._running.is_alive():
-                raise HealthCheckTimeout("the database has not answered the previous health check yet")
-            # A daemon: a worker that exits must not wait for a server that does not answer.
-            thread = threading.Thread(target=target, name="identity-health-check", daemon=True)
-            self._running = thread
-            thread.start()
-        thread.join(self.deadline)
+        thread = self._start(target, end)
+        thread.join(max(0.0, end - time.monotonic()))
         if not outcome:
             raise HealthCheckTimeout(f"the database did not answer within {self.deadline:g} s")
         if outcome[0] is not None:
             raise outcome[0]
+
+    def _start(self, target: Callable[[], None], end: float) -> threading.Thread:
+        """Start `target` on the one thread, once the check running there (if any) has ended, waiting
+        for it until `end`: a check still within its deadline is a healthy one, not a reason to fail.
+        One already past its deadline is a server that does not answer: fail at once, no thread more."""
+        while True:
+            with self._lock:
+                running = self._running
+                if running is None or not running.is_alive():
+                    # A daemon: a worker that exits must not wait for a server that does not answer.
+                    thread = threading.Thread(target=target, name="identity-health-check", daemon=True)
+                    self._running, self._started = thread, time.monotonic()
+                    thread.start()
+                    return thread
+                if time.monotonic() - self._started >= self.deadline:
+                    raise HealthCheckTimeout("the database has not answered the previous health check yet")
+            running.join(max(0.0, end - time.monotonic()))
+            if running.is_alive() and time.monotonic() >= end:
+                raise HealthCheckTimeout(f"the database did not answer the check before this one within "
+                                         f"{self.deadline:g} s")

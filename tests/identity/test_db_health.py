@@ -32,3 +32,32 @@ def test_a_check_that_fails_in_time_raises_its_own_error() -> None:
 
     with pytest.raises(ConnectionRefusedError):
         BoundedCheck(deadline=1).run(refused)
+
+
+def test_a_check_arriving_while_a_healthy_one_runs_waits_for_it_then_answers() -> None:
+    released = threading.Event()
+    bounded = BoundedCheck(deadline=1)
+    first = threading.Thread(target=bounded.run, args=(lambda: released.wait(0.3) and None,))
+    first.start()
+    time.sleep(0.05)
+    threads = threading.active_count()
+    ran: list[str] = []
+    started = time.monotonic()
+    bounded.run(lambda: ran.append("second"))  # not a 503: the first is within its deadline
+    assert ran == ["second"] and 0.2 < time.monotonic() - started < 0.9
+    assert threading.active_count() <= threads  # the second's thread only once the first's had ended
+    first.join()
+
+
+def test_a_check_waits_for_the_running_one_no_longer_than_its_own_deadline() -> None:
+    released = threading.Event()
+    bounded = BoundedCheck(deadline=0.4)
+    first = threading.Thread(target=lambda: pytest.raises(HealthCheckTimeout, bounded.run, released.wait))
+    first.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    with pytest.raises(HealthCheckTimeout, match="before this one"):
+        bounded.run(lambda: None)
+    assert 0.3 < time.monotonic() - started < 0.6
+    released.set()
+    first.join()

@@ -22,10 +22,6 @@ def _app(db: Database, base_url: str) -> Flask:
 
 
 @pytest.mark.postgres_only("the health check runs on a thread of its own on PostgreSQL only")
-@pytest.mark.xfail(strict=True, reason="review s22: a /healthz that arrives while another's check is still "
-                   "running (not stuck: waiting a moment for a pooled connection) is answered 503 at once, "
-                   "though the database answers both well within the deadline: two load balancer nodes "
-                   "probing together take a healthy instance out")
 def test_two_health_checks_at_once_are_both_healthy(db_url: str) -> None:
     db = Database(db_url, pool_size=1, max_overflow=0)  # one connection: the checks wait for it a moment
     try:
