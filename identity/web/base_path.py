@@ -4,8 +4,9 @@ place that knows the prefix (README, BASE_URL).
 Inside, every part of the app speaks the service's own paths (`/console/teams`, `/api/v1/keys/verify`):
 its routes, the paths answered in front of Flask (identity.web.front), the pages' links and forms, the
 redirects. The prefix is taken off on the way in (`UnderBasePath`, around every part that reads the
-path, as WSGI's SCRIPT_NAME) and put on on the way out, in the two places a path leaves for the browser: a redirect's Location
-(`prefixed_location`) and a console page's URL attributes (`prefixed_html`). A server that already
+path, as WSGI's SCRIPT_NAME) and put on on the way out, in the two places a path leaves for the
+browser: a redirect's Location (`prefixed_location`) and a console page's URL attributes
+(`prefixed_html`). A server that already
 set SCRIPT_NAME to the prefix (gunicorn's `SCRIPT_NAME` environment variable, Werkzeug's test client
 at BASE_URL) is taken as it is. Cookies follow the same path (identity.config.path_under).
 """
