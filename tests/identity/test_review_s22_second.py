@@ -59,9 +59,6 @@ def test_base_url_without_its_slash_is_redirected_under_base_url(db: Database) -
     assert answer.headers["Location"] in (f"{PREFIX}/", f"https://id.example.test{PREFIX}/")
 
 
-@pytest.mark.xfail(strict=True, reason="review s22: /openapi.json under BASE_URL's path names no `servers`, so "
-                   "its paths (/api/v1/...) resolve against the host's root (OpenAPI 3.1 4.8.1: the default "
-                   "server is `/`): a client generated from it, or an API explorer, asks outside the service (404)")
 def test_the_api_description_under_the_base_path_names_its_server(db: Database) -> None:
     client = _app(db, f"https://id.example.test{PREFIX}").test_client()
     description = client.get(f"{PREFIX}/openapi.json").get_json()
