@@ -133,11 +133,12 @@ def db_upgrade() -> None:
     """Migrate the database to the newest schema, settle the keys an older release left behind
     (`identity keys settle`) and refresh its planner statistics. Without SECRET_KEY, make the
     embedded default's key file too, as `serve` does: `gunicorn -w 4 wsgi:app` started next then
-    has its workers read one key rather than race to make it."""
+    has its workers read one key rather than race to make it. The key comes first: a key file that is
+    not the service's own private file (identity.config) stops the command before a migration reads it."""
+    config.secret_key()
     migrate.upgrade(config.database_url())
     settle_after_upgrade(_database(), "db upgrade")
     _database().analyze()
-    config.secret_key()
     click.echo("database is up to date", err=True)
 
 

@@ -54,3 +54,22 @@ def test_the_key_the_service_made_is_read_again(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv("IDENTITY_DATA_DIR", str(tmp_path))
     monkeypatch.delenv("SECRET_KEY", raising=False)
     assert config.secret_key() == config.secret_key()
+
+
+def test_db_upgrade_refuses_a_planted_key_file_before_it_migrates(tmp_path: Path) -> None:
+    """`identity db upgrade` reads the key first: a key file others may read stops it with one error line,
+    before a migration (0013c seals SP keys under the key file it finds) could use it. A fresh SQLite URL
+    shows it: the database file is never made."""
+    from click.testing import CliRunner
+
+    from identity.web.cli import main
+
+    data = tmp_path / "var"
+    data.mkdir(mode=0o700)
+    (data / "secret_key").write_text("k" * 64)
+    (data / "secret_key").chmod(0o644)
+    database = tmp_path / "fresh.db"
+    result = CliRunner(env={"DATABASE_URL": f"sqlite:///{database}", "IDENTITY_DATA_DIR": str(data),
+                            "SECRET_KEY": None}).invoke(main, ["db", "upgrade"])
+    assert result.exit_code != 0 and "secret_key" in result.output
+    assert not database.exists()
