@@ -15,7 +15,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -91,6 +91,9 @@ def _lost_connection(error: BaseException, driver_error: BaseException | None, s
     SQLAlchemy invalidates the pool on a disconnect it sees (`connection_invalidated`), and
     identity.driver_reads does for its own reads. A ping before every checkout (`pool_pre_ping`)
     would cost a round trip per transaction to spare this one answer per pool after a restart.
+
+    A connection lost by a write transaction's COMMIT is not one: the server may have committed
+    (CommitUnknown, raised in its place by `Database.transaction` and the other writers).
     """
     if isinstance(error, DBAPIError) and error.connection_invalidated:
         return f"connection lost: {type(driver_error).__name__}"
@@ -100,6 +103,66 @@ def _lost_connection(error: BaseException, driver_error: BaseException | None, s
     if getattr(status, "name", None) == "BAD":
         return "connection lost"
     return None
+
+
+# The note a driver's error raised by COMMIT carries (`_noted_at_commit`).
+AT_COMMIT = "identity.db: raised by COMMIT"
+
+
+class CommitUnknown(Exception):
+    """The connection was lost while COMMIT was on its way: the server may have committed or not,
+    and nobody here can tell which. Unlike a connection lost before COMMIT (`transient_kind`), this
+    is never "nothing changed": an IdP told so sends its POST /Users again and meets a 409 for the
+    member it was told was never made. Each door answers it as a 500 that says the change may have
+    been made and to read it back before sending it again (identity.web.transient)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"{kind} at COMMIT: the transaction may have been committed")
+        self.kind = kind
+
+
+def commit_unknown(error: BaseException) -> CommitUnknown | None:
+    """The CommitUnknown that `error` is, when it is a lost connection raised by COMMIT; else None
+    (a deadlock or a unique violation at COMMIT rolled the transaction back: its outcome is known)."""
+    driver_error = error.orig if isinstance(error, DBAPIError) else error
+    if AT_COMMIT not in (getattr(driver_error, "__notes__", None) or ()):
+        return None
+    lost = _lost_connection(error, driver_error, getattr(driver_error, "sqlstate", None))
+    return None if lost is None else CommitUnknown(lost)
+
+
+def _noted_at_commit(commit: Callable[[], None]) -> None:
+    """Run `commit`, noting on the error it raises that COMMIT raised it (AT_COMMIT): SQLAlchemy's
+    wrapping of it (DBAPIError, `orig`) names no statement, as it does for a failed connect."""
+    try:
+        commit()
+    except Exception as error:
+        error.add_note(AT_COMMIT)
+        raise
+
+
+def _note_commit_errors(engine: Engine) -> None:
+    """Have the engine's dialect note the errors its COMMITs raise (`_noted_at_commit`). On the dialect,
+    which this engine alone has, not as a listener of the engine's "commit" event: any listener on an
+    engine's connections turns on SQLAlchemy's event dispatch for every statement (see `_begin_sessions`)."""
+    do_commit = engine.dialect.do_commit
+
+    def noting(dbapi_connection: Any) -> None:
+        _noted_at_commit(lambda: do_commit(dbapi_connection))
+
+    engine.dialect.do_commit = noting  # type: ignore[method-assign]
+
+
+@contextmanager
+def _outcome_known() -> Iterator[None]:
+    """Raise CommitUnknown for a lost connection raised by the block's COMMIT (`commit_unknown`)."""
+    try:
+        yield
+    except Exception as error:
+        unknown = commit_unknown(error)
+        if unknown is None:
+            raise
+        raise unknown from error
 
 
 def is_transient(error: BaseException) -> bool:
@@ -141,6 +204,7 @@ def make_engine(url: str, *, begin_on_connections: bool = True, generic_plans: b
             connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
         engine = create_engine(url, connect_args=connect_args, **kwargs)
         _ping_when_idle(engine)
+        _note_commit_errors(engine)
         return engine
     database = make_url(url).database
     if database and database != ":memory:" and not database.startswith("file:"):
@@ -312,10 +376,11 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """Run a unit of work: commit when the block ends, roll back on any exception."""
+        """Run a unit of work: commit when the block ends, roll back on any exception. A connection
+        lost by its COMMIT raises CommitUnknown: it may have been committed."""
         if self.checkpointer is not None:
             self.checkpointer.ensure_running()
-        with self.sessions.begin() as session:
+        with _outcome_known(), self.sessions.begin() as session:
             yield session
 
     @contextmanager
@@ -325,7 +390,7 @@ class Database:
         (this engine's connections do not begin transactions themselves; its sessions do)."""
         if self.checkpointer is not None:
             self.checkpointer.ensure_running()
-        with self.engine.begin() as conn:
+        with _outcome_known(), self.engine.begin() as conn:
             if self.gate is not None:
                 self.gate.enter(conn.connection.info)
             if self.dialect == "sqlite":
@@ -337,21 +402,22 @@ class Database:
         """A connection in a write transaction whose every statement finds its rows by a unique key
         and runs on the driver's cursor (identity.usage_quick): on PostgreSQL on the lookups' pool,
         whose plans PostgreSQL may reuse; on SQLite begun IMMEDIATE, as every writer. Committed when
-        the block ends; a block that raises leaves its transaction open, and the connection goes back
-        to its pool, which rolls it back (or discards it, when the server dropped it).
+        the block ends (CommitUnknown when its COMMIT loses the connection); a block that raises leaves
+        its transaction open, and the connection goes back to its pool, which rolls it back (or discards
+        it, when the server dropped it).
 
         The driver's own BEGIN and COMMIT: SQLAlchemy's transaction around statements it does not
         run cost a fifth of the quick debit's CPU."""
         if self.checkpointer is not None:
             self.checkpointer.ensure_running()
-        with self.lookup_engine.connect() as conn:
+        with _outcome_known(), self.lookup_engine.connect() as conn:
             driver: Any = conn.connection.driver_connection
             if self.gate is not None:
                 self.gate.enter(conn.connection.info)
             if self.dialect == "sqlite":
                 driver.execute(_SQLITE_WRITE)
             yield conn
-            driver.commit()
+            _noted_at_commit(driver.commit)
 
     @contextmanager
     def reading(self) -> Iterator[Session]:

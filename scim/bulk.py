@@ -11,14 +11,14 @@ from typing import Any
 
 from flask import Response, g
 
-from identity.db import transient_kind
+from identity.db import CommitUnknown, transient_kind
 from identity.errors import DomainError
 from identity.jsontext import UNSTORABLE
 from identity.web import transient
 from scim import context, discovery, errors, group_views, user_views
 from scim.context import Result
 from scim.streaming import respond
-from scim.web import bp, translate
+from scim.web import bp, translate, unknown_detail
 
 BULK_REQUEST = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
 BULK_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
@@ -96,6 +96,9 @@ def _run_one(operation: Any, created: dict[str, str]) -> dict[str, Any]:
     except (errors.ScimError, DomainError) as error:
         scim_error = error if isinstance(error, errors.ScimError) else translate(error)
         outcome.update({"status": str(scim_error.status), "response": scim_error.to_json()})
+    except CommitUnknown as error:  # this operation's COMMIT lost: it may have been made, never "send it again"
+        transient.unknown(error, g.get("request_id"))
+        outcome.update({"status": "500", "response": errors.error_body(500, None, unknown_detail(g.get("request_id")))})
     except Exception as error:  # a transient conflict is this operation's 503: those before it committed
         kind = transient_kind(error)
         if kind is None:

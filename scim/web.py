@@ -24,7 +24,7 @@ from werkzeug.exceptions import HTTPException
 
 from audit import Actor
 from identity import scim_credentials
-from identity.db import transient_kind
+from identity.db import CommitUnknown, transient_kind
 from identity.errors import (
     Conflict,
     DomainError,
@@ -93,6 +93,21 @@ def _internal_error() -> Response:
     return _error_answer(error.status, error.to_json())
 
 
+def _outcome_unknown(error: CommitUnknown) -> Response:
+    """The 500 of a connection lost at COMMIT (identity.web.transient): its detail says the change may
+    have been made, to be read back (a `userName eq` filter, a GET) before it is sent again, and names
+    the request id. An IdP fails the operation and finds the member at its next lookup."""
+    request_id = g.get("request_id")
+    transient.unknown(error, request_id)
+    provisioning_status.remember_refusal(500, transient.UNKNOWN_DETAIL)  # the request id is kept beside it
+    return _error_answer(500, errors.error_body(500, None, unknown_detail(request_id)))
+
+
+def unknown_detail(request_id: str | None) -> str:
+    """The detail of SCIM's answer to a connection lost at COMMIT, naming the request id (scim.bulk's too)."""
+    return f"{transient.UNKNOWN_DETAIL}; request id {request_id}"
+
+
 def _error_answer(status: int, body: dict[str, Any]) -> Response:
     response = Response(json.dumps(body), status=status, content_type=SCIM_JSON)
     if status == 401:
@@ -121,6 +136,8 @@ def _unexpected_error(error: Exception) -> Response:
     handler (identity.web.app), which Flask no longer asks under /scim/v2, would have."""
     if isinstance(error, HTTPException):  # Flask asks this handler before the app's one of HTTPException
         return _http_error(error)
+    if isinstance(error, CommitUnknown):  # the change may have been made: a 500 saying so, never a 503 to resend
+        return _outcome_unknown(error)
     kind = transient_kind(error)
     if kind is not None:  # a deadlock, SQLite's lock...: nothing written, a 503 to retry (identity.web.transient)
         return _http_error(transient.answered(kind, g.get("request_id")))

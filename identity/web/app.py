@@ -17,7 +17,7 @@ from werkzeug.wrappers import Response as HttpResponse
 import saml
 import scim
 from identity import config
-from identity.db import Database, transient_kind
+from identity.db import CommitUnknown, Database, transient_kind
 from identity.web import (
     base_path,
     console,
@@ -191,6 +191,8 @@ def _problem_for_http_error(error: HTTPException) -> Response:
 def _unexpected_error(error: Exception) -> Response | HttpResponse | HTTPException:
     if isinstance(error, HTTPException):
         return error
+    if isinstance(error, CommitUnknown):
+        return _outcome_unknown(error)
     kind = transient_kind(error)
     if kind is not None:
         return _transient_conflict(kind)
@@ -210,6 +212,16 @@ def _transient_conflict(kind: str) -> Response | HttpResponse:
         page = saml_web.page(503, "Please try again", transient.PAGE_MESSAGE)
         page.headers.update(kept_headers(error))
         return page
+    return answer
+
+
+def _outcome_unknown(error: CommitUnknown) -> Response | HttpResponse:
+    """Answer a connection lost at COMMIT (identity.web.transient: the change may have been made) as a
+    500 in the format of the request's door: problem JSON under /api/ (its request_id member), SCIM's
+    under /scim/v2 (its bare 500 naming the request id), else a plain page saying to check first."""
+    answer = _http_error(transient.unknown(error, g.get("request_id")))
+    if isinstance(answer, HTTPException):  # no format of its own: a person's page
+        return saml_web.page(500, "Your change may have been saved", transient.UNKNOWN_PAGE_MESSAGE)
     return answer
 
 

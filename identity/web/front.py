@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from identity import jsontext
-from identity.db import transient_kind
+from identity.db import CommitUnknown, transient_kind
 from identity.web import logs, metrics, transient
 from identity.web import security_headers as security
 
@@ -83,13 +83,17 @@ class Answering:
     def fail(self, start_response: StartResponse, method: str, route: str, error: Exception,
              dumps: Callable[[dict[str, Any]], bytes], extra: Iterable[tuple[str, str]] = ()) -> Sent:
         """Answer a request whose handling raised `error` as the app's own handler does: a 503 problem
-        to retry for a transient conflict, else a bare 500 (the traceback logged); with the `extra`
+        to retry for a transient conflict, a 500 problem saying the change may have been made for a
+        connection lost at COMMIT, else a bare 500 (the traceback logged); with the `extra`
         headers the path's every answer has."""
         status = failed(error, self.request_id)
         if status == 503:
             body = problem_body(503, transient.CODE, transient.DETAIL, None, self.request_id)
             headers = [("Content-Type", "application/problem+json"),
                        ("Retry-After", str(transient.RETRY_AFTER_SECONDS))]
+        elif isinstance(error, CommitUnknown):  # the debit may have been booked: its request_id makes a retry safe
+            body = problem_body(500, transient.UNKNOWN_CODE, transient.UNKNOWN_DETAIL, None, self.request_id)
+            headers = [("Content-Type", "application/problem+json")]
         else:
             body = {"error": "internal_error", "message": "internal error", "request_id": self.request_id}
             headers = [("Content-Type", "application/json")]
@@ -142,7 +146,11 @@ def json_body(environ: dict[str, Any], limit: int | None) -> Any:
 
 def failed(error: Exception, request_id: str) -> int:
     """The status of an answer in front of Flask that raised `error`: 503 for a transient conflict (one
-    warning line, identity.web.transient), else 500 with its traceback logged."""
+    warning line, identity.web.transient), 500 for a connection lost at COMMIT (one error line), else
+    500 with its traceback logged."""
+    if isinstance(error, CommitUnknown):  # one error line: the change may have been made (identity.web.transient)
+        transient.unknown(error, request_id)
+        return 500
     kind = transient_kind(error)
     if kind is not None:
         transient.answered(kind, request_id)
