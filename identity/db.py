@@ -105,8 +105,8 @@ def _lost_connection(error: BaseException, driver_error: BaseException | None, s
     return None
 
 
-# The note a driver's error raised by COMMIT carries (`_noted_at_commit`).
-AT_COMMIT = "identity.db: raised by COMMIT"
+# The note a driver's error raised by COMMIT carries when the connection was lost by it (`_noted_at_commit`).
+LOST_AT_COMMIT = "identity.db: the connection was lost by COMMIT"
 
 
 class CommitUnknown(Exception):
@@ -117,45 +117,46 @@ class CommitUnknown(Exception):
     been made and to read it back before sending it again (identity.web.transient)."""
 
     def __init__(self, kind: str) -> None:
-        super().__init__(f"{kind} at COMMIT: the transaction may have been committed")
+        super().__init__(f"{kind}: the transaction may have been committed")
         self.kind = kind
 
 
 def commit_unknown(error: BaseException) -> CommitUnknown | None:
-    """The CommitUnknown that `error` is, when it is a lost connection raised by COMMIT; else None
-    (a deadlock or a unique violation at COMMIT rolled the transaction back: its outcome is known)."""
+    """The CommitUnknown that `error` is, when it is a COMMIT that lost its connection; else None (a
+    deadlock or a unique violation at COMMIT rolled the transaction back: its outcome is known)."""
     driver_error = error.orig if isinstance(error, DBAPIError) else error
-    if AT_COMMIT not in (getattr(driver_error, "__notes__", None) or ()):
+    if LOST_AT_COMMIT not in (getattr(driver_error, "__notes__", None) or ()):
         return None
-    lost = _lost_connection(error, driver_error, getattr(driver_error, "sqlstate", None))
-    return None if lost is None else CommitUnknown(lost)
+    return CommitUnknown(f"connection lost at COMMIT: {type(driver_error).__name__}")
 
 
-def _noted_at_commit(commit: Callable[[], None]) -> None:
-    """Run `commit`, noting on the error it raises that COMMIT raised it (AT_COMMIT): SQLAlchemy's
-    wrapping of it (DBAPIError, `orig`) names no statement, as it does for a failed connect."""
+def _noted_at_commit(commit: Callable[[], None], dbapi_connection: Any) -> None:
+    """Run `commit`, noting on the error it raises when its connection is lost with it (LOST_AT_COMMIT):
+    psycopg's connection is then `broken`. SQLAlchemy's wrapping of the error (DBAPIError, `orig`)
+    names no statement, as for a failed connect, so COMMIT is told here, where it is the one sent."""
     try:
         commit()
     except Exception as error:
-        error.add_note(AT_COMMIT)
+        if getattr(dbapi_connection, "broken", False) or getattr(dbapi_connection, "closed", False):
+            error.add_note(LOST_AT_COMMIT)
         raise
 
 
 def _note_commit_errors(engine: Engine) -> None:
-    """Have the engine's dialect note the errors its COMMITs raise (`_noted_at_commit`). On the dialect,
+    """Have the engine's dialect note the COMMITs that lose their connection (`_noted_at_commit`). On the dialect,
     which this engine alone has, not as a listener of the engine's "commit" event: any listener on an
     engine's connections turns on SQLAlchemy's event dispatch for every statement (see `_begin_sessions`)."""
     do_commit = engine.dialect.do_commit
 
     def noting(dbapi_connection: Any) -> None:
-        _noted_at_commit(lambda: do_commit(dbapi_connection))
+        _noted_at_commit(lambda: do_commit(dbapi_connection), dbapi_connection)
 
     engine.dialect.do_commit = noting  # type: ignore[method-assign]
 
 
 @contextmanager
 def _outcome_known() -> Iterator[None]:
-    """Raise CommitUnknown for a lost connection raised by the block's COMMIT (`commit_unknown`)."""
+    """Raise CommitUnknown for a COMMIT of the block's that lost its connection (`commit_unknown`)."""
     try:
         yield
     except Exception as error:
@@ -417,7 +418,7 @@ class Database:
             if self.dialect == "sqlite":
                 driver.execute(_SQLITE_WRITE)
             yield conn
-            _noted_at_commit(driver.commit)
+            _noted_at_commit(driver.commit, driver)
 
     @contextmanager
     def reading(self) -> Iterator[Session]:

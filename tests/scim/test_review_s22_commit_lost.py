@@ -1,15 +1,13 @@
 """Review s22 (second, hostile): failing test, xfail strict: a connection lost at COMMIT is answered
 as a transient conflict that "changed nothing" (identity.db.transient_kind), though the server may
 have committed. Real PostgreSQL behind a real TCP relay that drops the connection once the server
-has answered the COMMIT that follows a member's INSERT, before the answer reaches the service."""
+has answered the COMMIT that follows a member's INSERT, before the answer reaches the service.
+Fixed: a 500 saying the change may have been made (identity.db.CommitUnknown); the IdP's lookup then finds it."""
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -18,69 +16,15 @@ from identity import scim_credentials
 from identity.db import Database
 from identity.orgs import NewOrg
 from identity.web.app import create_app
+from tests.commit_cutter import CommitCutter, relayed_url
 
 pytestmark = pytest.mark.postgres_only("a PostgreSQL connection through a relay that drops it")
 
 
-class CommitCutter:
-    """A TCP relay to PostgreSQL that, once armed, ends a connection as the server answers the first
-    COMMIT sent after an INSERT INTO users: the server has committed, the client never hears it."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.upstream = (host, port)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.armed = False
-        self.cuts = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.upstream)
-            state = {"insert": False, "cut": False}
-            threading.Thread(target=self._to_server, args=(client, server, state), daemon=True).start()
-            threading.Thread(target=self._to_client, args=(server, client, state), daemon=True).start()
-
-    def _to_server(self, client: socket.socket, server: socket.socket, state: dict[str, bool]) -> None:
-        try:
-            while data := client.recv(65536):
-                if self.armed and b"INSERT INTO users" in data:
-                    state["insert"] = True
-                if self.armed and state["insert"] and b"COMMIT" in data:
-                    self.armed, state["cut"] = False, True
-                server.sendall(data)
-        except OSError:
-            pass
-
-    def _to_client(self, server: socket.socket, client: socket.socket, state: dict[str, bool]) -> None:
-        try:
-            while data := server.recv(65536):
-                if state["cut"]:  # the COMMIT's answer: the server committed; drop it and the connection
-                    self.cuts += 1
-                    for end in (client, server):
-                        end.shutdown(socket.SHUT_RDWR)
-                        end.close()
-                    return
-                client.sendall(data)
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        self.listener.close()
-
-
 @pytest.fixture
 def relayed(db_url: str) -> Iterator[tuple[CommitCutter, str]]:
-    parts = urlsplit(db_url)
-    cutter = CommitCutter(parts.hostname or "127.0.0.1", parts.port or 5432)
-    netloc = f"{parts.username}@127.0.0.1:{cutter.port}" if parts.username else f"127.0.0.1:{cutter.port}"
-    query = "&".join(q for q in (parts.query, "sslmode=disable") if q)
-    yield cutter, urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-    cutter.close()
+    with relayed_url(db_url) as relay:
+        yield relay
 
 
 def test_a_scim_create_answered_503_made_nothing(db: Database, system: Actor, acme: NewOrg,
