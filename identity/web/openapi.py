@@ -38,7 +38,10 @@ ERRORS = {code: {"description": text, "content": {"application/problem+json": {"
                              ("503", "the request conflicted with another made at the same time (a database "
                                      "deadlock or lock), or met a database connection that had just ended, and "
                                      "changed nothing (code conflict_retry): send it again after Retry-After "
-                                     "seconds"))}
+                                     "seconds"),
+                             ("500", "an internal error naming its request_id; or the database connection was lost "
+                                     "while the change was being committed, so it may have been made (code "
+                                     "outcome_unknown): read it back before sending the request again"))}
 ORG = {"name": "org", "in": "path", "required": True, "schema": {"type": "string"}, "description": "org id or slug"}
 
 

@@ -208,7 +208,9 @@ _ERRORS = {code: {"description": text, **_PROBLEM} for code, text in (
     ("403", "only owners and admins read the audit log; a cookie request from another site"),
     ("404", "no such org in your org"),
     ("503", "the request conflicted with another made at the same time, or met a database connection that had "
-            "just ended, and changed nothing (code conflict_retry): send it again after Retry-After seconds"))}
+            "just ended, and changed nothing (code conflict_retry): send it again after Retry-After seconds"),
+    ("500", "an internal error naming its request_id; or a checkpoint whose COMMIT lost the database connection, "
+            "which may have been made (code outcome_unknown): list the checkpoints before making one again"))}
 
 
 def _ok(schema: dict[str, Any], status: str = "200", media: str = "application/json") -> dict[str, Any]:
