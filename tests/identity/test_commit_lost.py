@@ -19,8 +19,10 @@ from identity.db import CommitUnknown, Database
 from identity.orgs import NewOrg
 from identity.wallet_models import WalletEntry
 from identity.web.app import create_app
+from saml import links
 from tests.commit_cutter import CommitCutter, relayed_url
 from tests.identity.test_wallet_usage import World, top_up, use, world  # noqa: F401  (world: the fixture)
+from tests.saml.conftest import link_form
 
 pytestmark = pytest.mark.postgres_only("a PostgreSQL connection through a relay that drops it")
 SCIM_USER = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "newhire@acme.test",
@@ -137,3 +139,16 @@ def test_a_quick_debit_whose_commit_is_lost_says_so_and_its_retry_with_the_reque
     assert again.status_code == 200 and again.get_json()["status"] == "duplicate", again.data
     with db.reading() as session:
         assert session.scalars(select(WalletEntry.amount_micros).where(WalletEntry.request_id == "cut")).all() == [-300]
+
+
+def test_a_sign_in_whose_commit_is_lost_is_a_500_page_saying_to_check(db: Database, db_url: str, system: Actor,
+                                                                      acme: NewOrg) -> None:
+    with db.transaction() as session:
+        token = links.issue_sign_in_link(session, system, acme.org.id, "owner@acme.test")
+    with _served_through(db_url, after=b"INSERT INTO sso_sessions") as (cutter, client):
+        form = link_form(client, token)
+        cutter.armed = True
+        answer = client.post(f"/login/link/{token}", data=form)
+    assert cutter.cuts == 1
+    assert answer.status_code == 500 and answer.content_type.startswith("text/html"), answer.data
+    assert b"may have been saved" in answer.data and b"check before trying again" in answer.data
