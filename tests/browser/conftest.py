@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html import escape
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -232,6 +233,21 @@ class ConsoleSite(Site):
         page.get_by_label("Work email or organization").fill(self.org.org.slug)
         page.get_by_role("button", name="Continue").click()
         page.wait_for_url(self.url("/console/teams"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Browser tests run on SQLite only unless BROWSER_DATABASES=both: a page's behaviour in Chromium
+    (its links, forms, script, focus, axe) does not depend on the database behind it, and every page's
+    requests and the domain under them run on both databases in tests/identity (the console's HTTP tests)
+    and the other packages. The PostgreSQL half cost three minutes of test time a run (2026-12-07)."""
+    if os.environ.get("BROWSER_DATABASES") == "both":
+        return
+    here = Path(__file__).parent
+    dropped = [item for item in items if Path(str(item.path)).is_relative_to(here) and "[postgresql" in item.nodeid]
+    if dropped:
+        gone = set(map(id, dropped))
+        items[:] = [item for item in items if id(item) not in gone]
+        config.hook.pytest_deselected(items=dropped)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

@@ -46,7 +46,7 @@ from identity.orgs import NewOrg
 from identity.web.openapi import document
 from tests.factories import provision
 
-EXAMPLES = int(os.environ.get("API_FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("API_FUZZ_EXAMPLES", "15"))  # 25 until 2026-12-07: the suite passed 14.5 min
 FUZZ = settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
                 suppress_health_check=list(HealthCheck))
 ISOLATION = settings(FUZZ, max_examples=max(EXAMPLES // 2, 1))  # each example reads the whole org twice
