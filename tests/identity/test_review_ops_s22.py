@@ -1,6 +1,7 @@
 """Operator's review (s22): the settings the README names, read at start.
 
-Each test fails on the current code (xfail, strict) and says what an operator meets. The README promises
+Each test failed on the code it was written against (xfail, strict) and says what an operator met; all
+were fixed in the same session and hold without their marks. The README promises
 "Every `identity` command answers a bad setting ... with one `error: ...` line naming it" and that
 `identity serve` checks "every setting below" before the database is touched."""
 

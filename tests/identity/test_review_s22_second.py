@@ -1,4 +1,4 @@
-"""Review s22 (second, hostile): failing tests, xfail strict, of this session's changes: the health
+"""Review s22 (second, hostile): tests that failed (xfail strict, since fixed, marks gone) on this session's changes: the health
 check's one-thread rule, and the service under BASE_URL's path. Real app, real databases."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Review s22 (second, hostile): failing test, xfail strict: the generated SECRET_KEY's file is
-trusted whatever it is. make_private_dir leaves an existing data folder as it is ("it may be shared
+"""Review s22 (second, hostile): a test that failed (xfail strict; fixed, mark gone): the generated SECRET_KEY's file was
+trusted whatever it was. make_private_dir leaves an existing data folder as it is ("it may be shared
 (/tmp)": its files' own modes keep them private), but a file another user planted there first, or a
 symlink to one, is read as the key: whoever planted it knows the key and forges SCIM access tokens."""
 

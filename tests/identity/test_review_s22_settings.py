@@ -1,5 +1,5 @@
-"""Review s22 (second, hostile): failing test, xfail strict: settings still accepted at start that
-fail later (95b890d: "every one the README lists is read at start")."""
+"""Review s22 (second, hostile): a test that failed (xfail strict; fixed, mark gone): settings still accepted at start that
+failed later (95b890d: "every one the README lists is read at start")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Review s22 (second, hostile): failing test, xfail strict: an IdP-initiated sign-in under BASE_URL's
+"""Review s22 (second, hostile): a test that failed (xfail strict; fixed, mark gone): an IdP-initiated sign-in under BASE_URL's
 path whose RelayState is the browser's path. Real app, both databases."""
 
 from __future__ import annotations

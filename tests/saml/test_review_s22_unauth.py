@@ -1,5 +1,5 @@
-"""Hostile review s22 of what a stranger, or a plain member's browser, can reach: each test fails
-on the code it was written against (xfail strict, the reason says what happens), real parts only."""
+"""Hostile review s22 of what a stranger, or a plain member's browser, can reach: each test failed
+on the code it was written against (xfail strict; all fixed, marks gone), real parts only."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Review s22 (second, hostile): failing test, xfail strict: a connection lost at COMMIT is answered
+"""Review s22 (second, hostile): a test that failed (xfail strict; fixed, mark gone): a connection lost at COMMIT was answered
 as a transient conflict that "changed nothing" (identity.db.transient_kind), though the server may
 have committed. Real PostgreSQL behind a real TCP relay that drops the connection once the server
 has answered the COMMIT that follows a member's INSERT, before the answer reaches the service.
