@@ -33,7 +33,7 @@ class BoundedCheck:
         self.deadline = deadline
         self._lock = threading.Lock()
         self._running: threading.Thread | None = None
-        self._started = 0.0  # time.monotonic() at the running thread's start
+        self._ends = 0.0  # time.monotonic() at which the running thread's caller gives up on it
 
     def run(self, check: Callable[[], None]) -> None:
         """Run `check`; raise what it raised, or HealthCheckTimeout when it has not ended in time."""
@@ -50,6 +50,9 @@ class BoundedCheck:
         thread = self._start(target, end)
         thread.join(max(0.0, end - time.monotonic()))
         if not outcome:
+            with self._lock:  # given up now, whatever the clock said to join: the next check is refused at once
+                if self._running is thread:
+                    self._ends = min(self._ends, time.monotonic())
             raise HealthCheckTimeout(f"the database did not answer within {self.deadline:g} s")
         if outcome[0] is not None:
             raise outcome[0]
@@ -64,10 +67,12 @@ class BoundedCheck:
                 if running is None or not running.is_alive():
                     # A daemon: a worker that exits must not wait for a server that does not answer.
                     thread = threading.Thread(target=target, name="identity-health-check", daemon=True)
-                    self._running, self._started = thread, time.monotonic()
+                    # Its caller's own deadline: once that caller has given up (a 503), the next check
+                    # is refused at once, measured on the same clock reading, never late by a hair.
+                    self._running, self._ends = thread, end
                     thread.start()
                     return thread
-                if time.monotonic() - self._started >= self.deadline:
+                if time.monotonic() >= self._ends:
                     raise HealthCheckTimeout("the database has not answered the previous health check yet")
             running.join(max(0.0, end - time.monotonic()))
             if running.is_alive() and time.monotonic() >= end:
