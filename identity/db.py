@@ -13,19 +13,23 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from identity import config
+from identity.db_failures import CommitUnknown as CommitUnknown
+from identity.db_failures import commit_unknown as commit_unknown
+from identity.db_failures import is_transient as is_transient
+from identity.db_failures import noted_at_commit
+from identity.db_failures import transient_kind as transient_kind
 from identity.db_health import BoundedCheck
 from identity.db_sqlite import SQLITE_ANALYSIS_LIMIT, WalCheckpointer, WriterGate, configure_sqlite
 
@@ -42,114 +46,16 @@ HEALTH_CHECK_TIMEOUT_MS = 2000
 # How long a SQLite connection waits for another's write lock before it fails with "database is
 # locked" (sqlite3's `timeout`): a write transaction holds it for milliseconds, a big bulk load longer.
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
-# PostgreSQL's answers that abort a transaction for another's sake (SQLSTATE -> its name).
-TRANSIENT_SQLSTATES = {"40P01": "deadlock_detected", "40001": "serialization_failure",
-                       "55P03": "lock_not_available"}
-# PostgreSQL's answers that end the connection: the server shutting down or restarting, or a backend
-# ended by another (pg_terminate_backend, a failover's). Class 08 (connection exceptions) as well.
-DISCONNECT_SQLSTATES = {"57P01": "admin_shutdown", "57P02": "crash_shutdown", "57P03": "cannot_connect_now"}
-# SQLite's (SQLITE_BUSY once the busy timeout is spent, SQLITE_LOCKED), as its driver words them.
-SQLITE_LOCKED = ("database is locked", "database table is locked")
-
-
-def transient_kind(error: BaseException) -> str | None:
-    """Name the transient conflict `error` is (`40P01 deadlock_detected`, `sqlite database is locked`),
-    or return None when it is anything else.
-
-    A transient conflict is the database refusing a statement for another transaction's sake: a
-    deadlock, a serialization failure, a lock not available, SQLite's lock held past the busy
-    timeout. The transaction is rolled back, so nothing of the request was written and the client
-    may send it again. Nothing else is one: a connection refused, a unique violation, a syntax error.
-
-    The service answers it (a 503 with Retry-After, identity.web.transient) and never re-runs the
-    request itself: some requests commit more than one transaction (a SAML sign-in uses up its
-    assertion in one and signs the member in with the next; a credential's last-used time is saved
-    in one of its own), and a blind re-run could find its own first commit and refuse itself as a
-    replay. The client knows whether its request may be sent again; the service does not.
-    """
-    # SQLAlchemy's wrapping of the driver's error, or the driver's own: identity.driver_reads runs
-    # its reads (the key check, the SCIM token, the IdPs' lookups) on the driver's cursor.
-    driver_error = error.orig if isinstance(error, DBAPIError) else error
-    sqlstate = getattr(driver_error, "sqlstate", None)  # psycopg 3's errors
-    if isinstance(sqlstate, str) and sqlstate in TRANSIENT_SQLSTATES:
-        return f"{sqlstate} {TRANSIENT_SQLSTATES[sqlstate]}"
-    lost = _lost_connection(error, driver_error, sqlstate)
-    if lost is not None:
-        return lost
-    message = str(driver_error)
-    if isinstance(driver_error, sqlite3.OperationalError) and message.startswith(SQLITE_LOCKED):
-        return f"sqlite {message}"
-    return None
-
-
-def _lost_connection(error: BaseException, driver_error: BaseException | None, sqlstate: object) -> str | None:
-    """Name the lost connection `error` is, or None.
-
-    A connection the server ended (a restart, a failover, pg_terminate_backend) fails the first
-    statement sent on it, so the request's transaction never began on the server: it changed
-    nothing, and the same request on a new connection succeeds. The pool already replaces it:
-    SQLAlchemy invalidates the pool on a disconnect it sees (`connection_invalidated`), and
-    identity.driver_reads does for its own reads. A ping before every checkout (`pool_pre_ping`)
-    would cost a round trip per transaction to spare this one answer per pool after a restart.
-
-    A connection lost by a write transaction's COMMIT is not one: the server may have committed
-    (CommitUnknown, raised in its place by `Database.transaction` and the other writers).
-    """
-    if isinstance(error, DBAPIError) and error.connection_invalidated:
-        return f"connection lost: {type(driver_error).__name__}"
-    if isinstance(sqlstate, str) and (sqlstate in DISCONNECT_SQLSTATES or sqlstate.startswith("08")):
-        return f"{sqlstate} {DISCONNECT_SQLSTATES.get(sqlstate, 'connection_exception')}"
-    status = getattr(getattr(driver_error, "pgconn", None), "status", None)  # psycopg's connection, as it failed
-    if getattr(status, "name", None) == "BAD":
-        return "connection lost"
-    return None
-
-
-# The note a driver's error raised by COMMIT carries when the connection was lost by it (`_noted_at_commit`).
-LOST_AT_COMMIT = "identity.db: the connection was lost by COMMIT"
-
-
-class CommitUnknown(Exception):
-    """The connection was lost while COMMIT was on its way: the server may have committed or not,
-    and nobody here can tell which. Unlike a connection lost before COMMIT (`transient_kind`), this
-    is never "nothing changed": an IdP told so sends its POST /Users again and meets a 409 for the
-    member it was told was never made. Each door answers it as a 500 that says the change may have
-    been made and to read it back before sending it again (identity.web.transient)."""
-
-    def __init__(self, kind: str) -> None:
-        super().__init__(f"{kind}: the transaction may have been committed")
-        self.kind = kind
-
-
-def commit_unknown(error: BaseException) -> CommitUnknown | None:
-    """The CommitUnknown that `error` is, when it is a COMMIT that lost its connection; else None (a
-    deadlock or a unique violation at COMMIT rolled the transaction back: its outcome is known)."""
-    driver_error = error.orig if isinstance(error, DBAPIError) else error
-    if LOST_AT_COMMIT not in (getattr(driver_error, "__notes__", None) or ()):
-        return None
-    return CommitUnknown(f"connection lost at COMMIT: {type(driver_error).__name__}")
-
-
-def _noted_at_commit(commit: Callable[[], None], dbapi_connection: Any) -> None:
-    """Run `commit`, noting on the error it raises when its connection is lost with it (LOST_AT_COMMIT):
-    psycopg's connection is then `broken`. SQLAlchemy's wrapping of the error (DBAPIError, `orig`)
-    names no statement, as for a failed connect, so COMMIT is told here, where it is the one sent."""
-    try:
-        commit()
-    except Exception as error:
-        if getattr(dbapi_connection, "broken", False) or getattr(dbapi_connection, "closed", False):
-            error.add_note(LOST_AT_COMMIT)
-        raise
 
 
 def _note_commit_errors(engine: Engine) -> None:
-    """Have the engine's dialect note the COMMITs that lose their connection (`_noted_at_commit`). On the dialect,
+    """Have the engine's dialect note the COMMITs that lose their connection (`noted_at_commit`). On the dialect,
     which this engine alone has, not as a listener of the engine's "commit" event: any listener on an
     engine's connections turns on SQLAlchemy's event dispatch for every statement (see `_begin_sessions`)."""
     do_commit = engine.dialect.do_commit
 
     def noting(dbapi_connection: Any) -> None:
-        _noted_at_commit(lambda: do_commit(dbapi_connection), dbapi_connection)
+        noted_at_commit(lambda: do_commit(dbapi_connection), dbapi_connection)
 
     engine.dialect.do_commit = noting  # type: ignore[method-assign]
 
@@ -164,11 +70,6 @@ def _outcome_known() -> Iterator[None]:
         if unknown is None:
             raise
         raise unknown from error
-
-
-def is_transient(error: BaseException) -> bool:
-    """Tell whether `error` is a transient conflict, safe for the client to retry (`transient_kind`)."""
-    return transient_kind(error) is not None
 
 
 def normalize_url(url: str) -> str:
@@ -418,7 +319,7 @@ class Database:
             if self.dialect == "sqlite":
                 driver.execute(_SQLITE_WRITE)
             yield conn
-            _noted_at_commit(driver.commit, driver)
+            noted_at_commit(driver.commit, driver)
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
