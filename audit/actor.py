@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, replace
 
 ACTOR_TYPES = ("user", "scim_token", "scim_client", "api_key", "system")
@@ -14,7 +15,9 @@ class Actor:
     `role` is the actor's org role when it acts as a user or through that user's API key;
     services use it to authorize. `session_id` names the browser session a user acts through (its
     row's id, the token's digest: identity.sessions), so that a write is refused once that session
-    ended while it ran. Neither is part of the audit record.
+    ended while it ran. `expires_at` is when the credential it acts through ends by itself (an OAuth
+    access token's `exp`), so that a write is refused once that passed while it ran. None of the three
+    is part of the audit record.
     """
 
     type: str
@@ -28,6 +31,7 @@ class Actor:
     # The request id the client sent (X-Request-Id), kept beside the server's own `request_id`.
     client_request_id: str | None = None
     session_id: str | None = None
+    expires_at: dt.datetime | None = None
 
     def __post_init__(self) -> None:
         if self.type not in ACTOR_TYPES:

@@ -8,6 +8,7 @@ Audit events name a credential by id and prefix, never by its secret.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, bindparam, select, update
@@ -23,6 +24,7 @@ from identity.keys import LAST_USED_RESOLUTION, Issued, creator, use_due
 from identity.models import ScimClient, ScimToken
 from identity.paging import Window, within
 from identity.roles import authorize
+from identity.sessions import lifetime_ended
 
 
 def create_scim_token(session: Session, actor: Actor, org_id: str, *, name: str = "SCIM",
@@ -89,7 +91,8 @@ _REVOKED_AT = {
 
 
 def confirm_credential(session: Session, actor: Actor) -> None:
-    """Raise Unauthenticated unless the SCIM token or client `actor` acts with is still unrevoked now.
+    """Raise Unauthenticated unless the SCIM token or client `actor` acts with is still unrevoked now,
+    and the access token it presented (`actor.expires_at`, its `exp`) has not expired meanwhile.
 
     `verify_scim_token` (or `check_scim_client`) read it before the write's transaction; a write that
     then waited for a lock (the org's, a group's) would otherwise commit with a credential revoked
@@ -101,10 +104,21 @@ def confirm_credential(session: Session, actor: Actor) -> None:
     statement = _REVOKED_AT.get(actor.type)
     if statement is None:
         return
+    if access_token_ended(actor.expires_at):
+        raise Unauthenticated("invalid or expired access token", org_id=actor.org_id,
+                              reason=f"{actor.display}'s access token expired while the request was under way")
     found = session.execute(statement, {"id": actor.id}).one_or_none()
     if found is None or found[0] is not None:
         raise Unauthenticated("invalid or revoked SCIM token", org_id=actor.org_id,
                               reason=f"{actor.display} was revoked while the request was under way")
+
+
+def access_token_ended(expires_at: dt.datetime | None) -> bool:
+    """Tell whether an access token whose `exp` is `expires_at` has expired now: the one rule of a
+    lifetime's end, by the one clock (identity.sessions.lifetime_ended), for the request's start
+    (scim.auth.authenticate) and a write's end (confirm_credential). RFC 7519 section 4.1.4: on or
+    after `exp` the token MUST NOT be accepted. None: a credential with no end of its own."""
+    return expires_at is not None and lifetime_ended(expires_at, clock.now())
 
 
 def note_scim_token_use(session: Session, token_id: str) -> None:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
+import datetime as dt
 import hashlib
 import hmac
 import json
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -33,7 +34,7 @@ from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 
-from audit import Actor
+from audit import Actor, clock
 from identity import config, scim_credentials
 from identity.errors import Unauthenticated
 from identity.jsontext import UNSTORABLE
@@ -111,7 +112,7 @@ def _query_client(client_id: str) -> _Client:
 
 def _generate_token(grant_type: str, client: _Client, user: Any = None, scope: str | None = None,
                     expires_in: int | None = None, include_refresh_token: bool = True) -> dict[str, Any]:
-    now, lifetime = int(time.time()), token_lifetime()
+    now, lifetime = _now(), token_lifetime()
     claims = {"iss": current_app.config["BASE_URL"], "aud": AUDIENCE, "sub": client.row.client_id,
               "org": client.row.org_id, "iat": now, "exp": now + lifetime, "jti": uuid.uuid4().hex}
     token = jwt.encode({"alg": "HS256", "typ": "at+jwt"}, claims, _key())
@@ -235,11 +236,23 @@ def authenticate(session: Any, header: str) -> scim_credentials.Presented:
         return scim_credentials.verify_scim_token(session, credential)
     try:
         token = jwt.decode(credential, _key(), algorithms=["HS256"])
-        jwt.JWTClaimsRegistry(aud={"essential": True, "value": AUDIENCE},
+        # The library checks `exp` (and `iat`) by the service's clock, so that it and the rule
+        # below agree whatever a test sets the clock to.
+        jwt.JWTClaimsRegistry(now=_now, aud={"essential": True, "value": AUDIENCE},
                               exp={"essential": True}).validate(token.claims)
-    except (JoseError, ValueError) as error:
+        expires_at = dt.datetime.fromtimestamp(token.claims["exp"], dt.UTC)
+    except (JoseError, ValueError, OverflowError, OSError) as error:
         raise Unauthenticated("invalid or expired access token") from error
+    if scim_credentials.access_token_ended(expires_at):
+        raise Unauthenticated("invalid or expired access token")
     client = scim_credentials.check_scim_client(session, str(token.claims.get("sub")), None)
     if client is None or client.org_id != token.claims.get("org"):
         raise Unauthenticated("the access token's client is revoked")
-    return scim_credentials.Presented(scim_credentials.scim_client_actor(client))
+    # The token's end goes with its actor: confirm_credential refuses a write it outlived (run_write).
+    actor = dataclasses.replace(scim_credentials.scim_client_actor(client), expires_at=expires_at)
+    return scim_credentials.Presented(actor)
+
+
+def _now() -> int:
+    """The service's clock (audit.clock) as a NumericDate, for the JWT library."""
+    return int(clock.now().timestamp())
