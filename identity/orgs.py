@@ -19,7 +19,13 @@ from identity.models import Org, User
 from identity.roles import ALIASES, authorize, parse_role, refusal
 from identity.vocabulary import GrantSource, Role
 
-SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
+
+
+def is_slug(text: str) -> bool:
+    """Tell whether `text` is, whole, what an org's slug can be. Whole: `re.match` with `$` took
+    "x\n" (Python's `$` matches before a final newline), and the SAML metadata URL served a page for it."""
+    return SLUG.fullmatch(text) is not None
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,7 @@ def create_org(
     if not name or len(name) > 200:
         raise InvalidValue("an org name must have 1 to 200 characters", field="name")
     slug = slug or teams.slugify(name, max_length=64)
-    if not SLUG.match(slug):
+    if not is_slug(slug):
         raise InvalidValue(f"invalid slug {slug!r}: lowercase letters, digits and dashes", field="slug")
     for field, value in (("included_seats", included_seats), ("seat_price_cents", seat_price_cents),
                          ("max_seats", max_seats)):

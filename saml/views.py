@@ -80,7 +80,7 @@ def metadata(slug: str) -> HttpResponse:
     """
     loaded = web.load(slug)
     if loaded is None:
-        if not orgs.SLUG.match(slug):
+        if not orgs.is_slug(slug):
             return web.not_configured()
         xml = OneLogin_Saml2_Metadata.builder(sp_endpoints(SpUrls.of(web.base_url(), slug)), False, False)
         return Response(_with_posted_logout(xml), mimetype="application/samlmetadata+xml")
