@@ -106,10 +106,10 @@ def _serve_under_base_path(app: Flask) -> None:
     """Served under BASE_URL's path (a proxy passing `/identity/...` on unchanged), around every part that
     reads the path, so that the paths answered in front of Flask match theirs under it too
     (identity.web.base_path); inside StrictTransport, so that its 404 outside the path and its redirect
-    of the path itself carry HSTS as every other answer does. Without a path, nothing is added."""
+    of the path itself carry HSTS as every other answer does. Without a path too: SCRIPT_NAME is then
+    "", whatever a server took from a request header."""
     prefix = config.path_under(str(app.config["BASE_URL"]), "")
-    if prefix:
-        app.wsgi_app = base_path.UnderBasePath(prefix, app.wsgi_app)  # type: ignore[method-assign]
+    app.wsgi_app = base_path.UnderBasePath(prefix, app.wsgi_app)  # type: ignore[method-assign]
 
 
 def _trust_proxies(app: Flask, hops: int) -> None:

@@ -6,9 +6,13 @@ its routes, the paths answered in front of Flask (identity.web.front), the pages
 redirects. The prefix is taken off on the way in (`UnderBasePath`, around every part that reads the
 path, as WSGI's SCRIPT_NAME) and put on on the way out, in the two places a path leaves for the
 browser: a redirect's Location (`prefixed_location`) and a console page's URL attributes
-(`prefixed_html`). A server that already
-set SCRIPT_NAME to the prefix (gunicorn's `SCRIPT_NAME` environment variable, Werkzeug's test client
-at BASE_URL) is taken as it is. Cookies follow the same path (identity.config.path_under).
+(`prefixed_html`). Cookies follow the same path (identity.config.path_under).
+
+BASE_URL alone says where the service is. A server's SCRIPT_NAME is put back on the path and the
+prefix taken off again: gunicorn sets it from its `SCRIPT_NAME` environment variable (the prefix:
+no change) but also from a `SCRIPT_NAME` request header of any client in `forwarded_allow_ips`
+(127.0.0.1 by default), which made `/x/identity/` the service's page with `SCRIPT_NAME: /x`, and at
+the root put the header's path into every link and redirect.
 """
 
 from __future__ import annotations
@@ -28,22 +32,21 @@ APP_PATH_ATTRIBUTE = re.compile(r'(\s(?:href|action|formaction|src|data-[a-z-]+-
 
 
 class UnderBasePath:
-    """A WSGI app that serves `fallback` under `prefix` (BASE_URL's path, no trailing slash): it moves
-    the prefix from PATH_INFO to SCRIPT_NAME, answers 404 for a path outside it, and redirects the
-    prefix itself to the prefix and its slash."""
+    """A WSGI app that serves `fallback` under `prefix` (BASE_URL's path, no trailing slash; "" at the
+    root): it makes SCRIPT_NAME the prefix, whatever the server set, answers 404 for a path outside
+    it, and redirects the prefix itself to the prefix and its slash."""
 
     def __init__(self, prefix: str, fallback: WSGIApp) -> None:
         self.prefix = prefix
         self.fallback = fallback
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "")
-        if environ.get("SCRIPT_NAME", "").rstrip("/") != self.prefix:  # not already taken off by the server
-            if path != self.prefix and not path.startswith(self.prefix + "/"):
-                return _answer(start_response, "404 NOT FOUND", NOT_HERE + self.prefix.encode() + b"/\n")
-            environ["SCRIPT_NAME"] = self.prefix
-            environ["PATH_INFO"] = path = path[len(self.prefix):]
-        if not path:
+        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")  # the request's whole path
+        if self.prefix and path != self.prefix and not path.startswith(self.prefix + "/"):
+            return _answer(start_response, "404 NOT FOUND", NOT_HERE + self.prefix.encode() + b"/\n")
+        environ["SCRIPT_NAME"] = self.prefix
+        environ["PATH_INFO"] = path = path[len(self.prefix):]
+        if not path and self.prefix:
             return self._to_slash(environ, start_response)
         return self.fallback(environ, start_response)
 

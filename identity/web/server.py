@@ -73,10 +73,15 @@ def options(host: str, port: int, workers: int, threads: int) -> dict[str, Any]:
     No control socket (gunicorn 25.1+ opens one by default at ~/.gunicorn/gunicorn.ctl): one path
     per user, so a second instance would take it over and the first to stop would unlink it under
     the other; nothing here uses it (signals and `identity` commands run the service).
+
+    No forwarder headers (gunicorn's default trusts `SCRIPT_NAME` and `PATH_INFO` request headers
+    from `forwarded_allow_ips`, 127.0.0.1 by default): BASE_URL alone says where the service is
+    (identity.web.base_path, which also undoes a SCRIPT_NAME taken when gunicorn is run directly);
+    with them a `SCRIPT_NAME` header the path did not start with was gunicorn's own 500.
     """
     return {"bind": f"{host}:{port}", "workers": workers, "worker_class": "gthread", "threads": threads,
             "keepalive": KEEPALIVE_SECONDS, "accesslog": None, "timeout": 60, "logger_class": JsonLogger,
-            "control_socket_disable": True,
+            "control_socket_disable": True, "forwarder_headers": "",
             "pre_request": close_past_drain_bound,
             "on_starting": metrics_serve.on_starting, "when_ready": metrics_serve.when_ready,
             "child_exit": metrics_serve.child_exit, "on_exit": metrics_serve.on_exit}

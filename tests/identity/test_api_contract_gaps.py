@@ -16,6 +16,7 @@ from identity.db import Database
 from identity.orgs import NewOrg
 from identity.web.cli import main
 from identity.web.keycheck import KeyCheckFirst
+from tests.fronts import first_front
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ def secret(db: Database, system: Actor, acme: NewOrg) -> str:
 
 
 def _both(app: Flask, **request: Any) -> tuple[Any, Any]:
-    front = app.wsgi_app
+    front = first_front(app)
     assert isinstance(front, KeyCheckFirst)
     return Client(app).open(**request), Client(front.fallback).open(**request)
 

@@ -23,6 +23,7 @@ from identity.orgs import NewOrg
 from identity.web.cli import main
 from identity.web.keycheck import KeyCheckFirst
 from identity.web.logs import JsonFormatter
+from tests.fronts import first_front
 
 VARYING = {"X-Request-Id", "Content-Length"}  # a fresh id per request (and so a problem body's length)
 
@@ -42,7 +43,7 @@ def secret(db: Database, system: Actor, acme: NewOrg) -> str:
 
 
 def _both(app: Flask, **request: Any) -> tuple[Any, Any]:
-    front = app.wsgi_app
+    front = first_front(app)
     assert isinstance(front, KeyCheckFirst)
     served = Client(app).open(**request)
     flask_only = Client(front.fallback).open(**request)
@@ -138,6 +139,6 @@ def test_a_line_logged_after_a_key_check_answered_in_front_carries_no_request_id
     (gunicorn's, about another connection) must not carry it."""
     served = Client(app).open(path="/api/v1/keys/verify", method="POST", json={"key": secret},
                               headers={"Authorization": f"Bearer {credential}"}, buffered=True)  # sent, closed
-    assert served.status_code == 200 and isinstance(app.wsgi_app, KeyCheckFirst)
+    assert served.status_code == 200 and isinstance(first_front(app), KeyCheckFirst)
     record = logging.makeLogRecord({"name": "gunicorn.error", "levelname": "WARNING", "msg": "Invalid request"})
     assert json.loads(JsonFormatter().format(record))["request_id"] is None

@@ -13,13 +13,14 @@ from werkzeug.test import Client
 
 from identity.web.keycheck import KeyCheckFirst
 from identity.web.usage_front import UsageFirst
+from tests.fronts import first_front
 from tests.identity.test_keycheck_front import _same, credential  # noqa: F401  (credential: the fixture)
 from tests.identity.test_wallet_usage import World, top_up, world  # noqa: F401  (world: the fixture)
 
 
 def _front(app: Flask) -> UsageFirst:
     """The usage front, found along the chain of fronts the app is served through."""
-    found: Any = app.wsgi_app
+    found: Any = first_front(app)
     assert isinstance(found, KeyCheckFirst)
     while not isinstance(found, UsageFirst):
         found = found.fallback

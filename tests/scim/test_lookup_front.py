@@ -28,6 +28,7 @@ from identity.web.keycheck import KeyCheckFirst
 from scim import provisioning_status
 from scim.lookup_front import LookupFirst
 from scim.web import RATE_LIMIT
+from tests.fronts import first_front
 from tests.scim.client import Scim, scim_for
 
 VARYING = {"X-Request-Id"}
@@ -45,7 +46,7 @@ def scim(db: Database, app: Flask, system: Actor) -> Scim:
 
 
 def _flask_only(app: Flask) -> Any:
-    keycheck = app.wsgi_app
+    keycheck = first_front(app)
     assert isinstance(keycheck, KeyCheckFirst) and isinstance(keycheck.fallback, LookupFirst)
     return keycheck.fallback.fallback
 
@@ -103,7 +104,7 @@ def test_the_lookup_is_the_fronts_own(app: Flask, scim: Scim, monkeypatch: pytes
     def unreachable(*_: Any) -> Any:
         raise AssertionError("Flask was asked")
 
-    monkeypatch.setattr(app.wsgi_app.fallback, "fallback", unreachable)  # type: ignore[attr-defined]
+    monkeypatch.setattr(first_front(app).fallback, "fallback", unreachable)
     response = Client(app).open("/scim/v2/Users", query_string=_filter('userName eq "bjensen@example.com"'),
                                 headers={"Authorization": f"Bearer {scim.token}"})
     assert response.status_code == 200 and response.json["totalResults"] == 1
@@ -168,7 +169,7 @@ def test_a_get_with_a_body_is_flasks(app: Flask, scim: Scim, monkeypatch: pytest
         asked.append(environ["PATH_INFO"])
         return flask_only(environ, start_response)
 
-    monkeypatch.setattr(app.wsgi_app.fallback, "fallback", flask)  # type: ignore[attr-defined]
+    monkeypatch.setattr(first_front(app).fallback, "fallback", flask)
     response = Client(app).open("/scim/v2/Users", query_string=_filter('userName eq "bjensen@example.com"'),
                                 data=b'{"x": 1}', headers={"Authorization": f"Bearer {scim.token}"})
     assert response.status_code == 200 and asked == ["/scim/v2/Users"]

@@ -28,6 +28,7 @@ from identity.web.app import create_app
 from scim import user_views
 from scim.errors import ERROR_SCHEMA
 from scim.web import RATE_LIMIT
+from tests.fronts import first_front
 from tests.live import serving
 from tests.scim.client import Scim, scim_for
 from tests.statements import statements
@@ -147,7 +148,7 @@ def test_a_failure_in_the_front_is_its_own_500_as_the_views(app: Flask, scim: Sc
         raise RuntimeError("the page went wrong")
 
     monkeypatch.setattr(user_views, "users_page", broken)
-    front = app.wsgi_app.fallback  # type: ignore[attr-defined]  # scim.lookup_front.LookupFirst
+    front = first_front(app).fallback  # scim.lookup_front.LookupFirst
     flask, asked = front.fallback, []
     monkeypatch.setattr(front, "fallback", lambda environ, start: asked.append(environ) or flask(environ, start))
     request = {"path": "/scim/v2/Users", "query_string": LOOKUP.split("?", 1)[1], "buffered": True,
