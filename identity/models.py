@@ -204,7 +204,8 @@ class Invitation(Base):
     __tablename__ = "invitations"
 
     id: Mapped[str] = mapped_column(UUID, primary_key=True)
-    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), index=True)
+    # No index of its own: ix_invitations_org_email_key leads with it (migration 0026).
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"))
     email: Mapped[str] = mapped_column(String(320))
     # identity.names.name_key(email), kept by `_keep_email_key`: what "is this address invited?" compares
     # by, as a member's addresses do (`Ann@X.test` and `ann@x.test` are one person). Longer than email:
@@ -228,7 +229,8 @@ class Invitation(Base):
 
     __table_args__ = (
         # "Has this address a pending invitation here?" (identity.invitations, asked under the org's lock
-        # before every invitation) reads the org's invitations to that address only.
+        # before every invitation) reads the org's invitations to that address only; every read of the
+        # org's invitations reads it by org_id.
         Index("ix_invitations_org_email_key", "org_id", "email_key"),
     )
 
