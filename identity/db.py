@@ -28,7 +28,7 @@ from identity import config
 from identity.db_failures import CommitUnknown as CommitUnknown
 from identity.db_failures import commit_unknown as commit_unknown
 from identity.db_failures import is_transient as is_transient
-from identity.db_failures import noted_at_commit
+from identity.db_failures import noted_at_commit, outcome_known
 from identity.db_failures import transient_kind as transient_kind
 from identity.db_health import BoundedCheck
 from identity.db_sqlite import SQLITE_ANALYSIS_LIMIT, WalCheckpointer, WriterGate, configure_sqlite
@@ -58,18 +58,6 @@ def _note_commit_errors(engine: Engine) -> None:
         noted_at_commit(lambda: do_commit(dbapi_connection), dbapi_connection)
 
     engine.dialect.do_commit = noting  # type: ignore[method-assign]
-
-
-@contextmanager
-def _outcome_known() -> Iterator[None]:
-    """Raise CommitUnknown for a COMMIT of the block's that lost its connection (`commit_unknown`)."""
-    try:
-        yield
-    except Exception as error:
-        unknown = commit_unknown(error)
-        if unknown is None:
-            raise
-        raise unknown from error
 
 
 def normalize_url(url: str) -> str:
@@ -282,7 +270,7 @@ class Database:
         lost by its COMMIT raises CommitUnknown: it may have been committed."""
         if self.checkpointer is not None:
             self.checkpointer.ensure_running()
-        with _outcome_known(), self.sessions.begin() as session:
+        with outcome_known(), self.sessions.begin() as session:
             yield session
 
     @contextmanager
@@ -292,7 +280,7 @@ class Database:
         (this engine's connections do not begin transactions themselves; its sessions do)."""
         if self.checkpointer is not None:
             self.checkpointer.ensure_running()
-        with _outcome_known(), self.engine.begin() as conn:
+        with outcome_known(), self.engine.begin() as conn:
             if self.gate is not None:
                 self.gate.enter(conn.connection.info)
             if self.dialect == "sqlite":
@@ -312,7 +300,7 @@ class Database:
         run cost a fifth of the quick debit's CPU."""
         if self.checkpointer is not None:
             self.checkpointer.ensure_running()
-        with _outcome_known(), self.lookup_engine.connect() as conn:
+        with outcome_known(), self.lookup_engine.connect() as conn:
             driver: Any = conn.connection.driver_connection
             if self.gate is not None:
                 self.gate.enter(conn.connection.info)

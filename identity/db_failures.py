@@ -7,7 +7,8 @@ here can know (CommitUnknown). identity.db raises and marks them; every door ans
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
@@ -79,25 +80,44 @@ def _lost_connection(error: BaseException, driver_error: BaseException | None, s
 LOST_AT_COMMIT = "identity.db: the connection was lost by COMMIT"
 
 
+# How to learn whether a change whose COMMIT was lost was made, unless its writer knows better (`outcome_known`).
+READ_IT_BACK = "read back what it changes before running it again"
+
+
 class CommitUnknown(Exception):
     """The connection was lost while COMMIT was on its way: the server may have committed or not,
     and nobody here can tell which. Unlike a connection lost before COMMIT (`transient_kind`), this
     is never "nothing changed": an IdP told so sends its POST /Users again and meets a 409 for the
     member it was told was never made. Each door answers it as a 500 that says the change may have
-    been made and to read it back before sending it again (identity.web.transient)."""
+    been made and to read it back before sending it again (identity.web.transient); the `identity`
+    command as one line and its own exit status, with `check`: how to tell (identity.web.cli)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, check: str = READ_IT_BACK) -> None:
         super().__init__(f"{kind}: the transaction may have been committed")
-        self.kind = kind
+        self.kind, self.check = kind, check
 
 
-def commit_unknown(error: BaseException) -> CommitUnknown | None:
+def commit_unknown(error: BaseException, check: str = READ_IT_BACK) -> CommitUnknown | None:
     """The CommitUnknown that `error` is, when it is a COMMIT that lost its connection; else None (a
     deadlock or a unique violation at COMMIT rolled the transaction back: its outcome is known)."""
     driver_error = error.orig if isinstance(error, DBAPIError) else error
     if LOST_AT_COMMIT not in (getattr(driver_error, "__notes__", None) or ()):
         return None
-    return CommitUnknown(f"connection lost at COMMIT: {type(driver_error).__name__}")
+    return CommitUnknown(f"connection lost at COMMIT: {type(driver_error).__name__}", check)
+
+
+@contextmanager
+def outcome_known(check: str = READ_IT_BACK) -> Iterator[None]:
+    """Raise CommitUnknown for a COMMIT of the block's that lost its connection (`commit_unknown`),
+    `check` saying how to tell whether it was made: every writer of identity.db, and the migrations
+    (identity.migrate), whose one transaction alembic commits on an engine of identity.db's."""
+    try:
+        yield
+    except Exception as error:
+        unknown = commit_unknown(error, check)
+        if unknown is None:
+            raise
+        raise unknown from error
 
 
 def noted_at_commit(commit: Callable[[], None], dbapi_connection: Any) -> None:

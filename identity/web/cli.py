@@ -25,7 +25,7 @@ from identity import (
     scim_credentials,
     teams,
 )
-from identity.db import Database
+from identity.db import CommitUnknown, Database
 from identity.errors import DomainError
 from identity.web import metrics_serve
 from identity.web.audit_cli import audit as audit_group
@@ -47,15 +47,31 @@ class Failure(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
+# The exit status of a command whose COMMIT lost its connection: the change may have been made (README).
+COMMIT_UNKNOWN_EXIT = 4
+
+
+class OutcomeUnknown(Failure):
+    """A write whose COMMIT lost its connection (identity.db.CommitUnknown): neither "done" nor
+    "nothing changed", so neither exit 0 nor the 1 of a refusal: a script re-running on 1 would make
+    the change twice, or be refused as a duplicate of what it was told failed."""
+
+    exit_code = COMMIT_UNKNOWN_EXIT
+
+
 class Commands(click.Group):
     """The `identity` command. A bad setting (ValueError, naming it), a domain refusal, a database
     that cannot be reached or used, or one a newer release migrated, raised by any subcommand,
     `identity audit` and `identity saml` included, ends here, in one place, as one `error:` line
-    and exit 1: a cron job's mail says what is wrong, never a traceback."""
+    and exit 1: a cron job's mail says what is wrong, never a traceback. A write whose COMMIT lost its
+    connection may have been made: one line saying so and how to tell, exit 4 (OutcomeUnknown)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except CommitUnknown as error:
+            raise OutcomeUnknown(f"the connection to the database was lost as the change was committed: it may "
+                                 f"have been made; {error.check}") from error
         except DomainError as error:
             raise Failure(error.message) from error
         except ValueError as error:
