@@ -31,6 +31,7 @@ from identity.db_failures import is_transient as is_transient
 from identity.db_failures import noted_at_commit, outcome_known
 from identity.db_failures import transient_kind as transient_kind
 from identity.db_health import BoundedCheck
+from identity.db_pools import renew_all, renewed_together
 from identity.db_sqlite import SQLITE_ANALYSIS_LIMIT, WalCheckpointer, WriterGate, configure_sqlite
 
 log = logging.getLogger(__name__)
@@ -143,15 +144,18 @@ def _ping_when_idle(engine: Engine) -> None:
 
     @event.listens_for(engine, "checkout")
     def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        failure: Exception | None = None
         since = record.info.get("identity_idle_since")
         if since is None or time.monotonic() - since <= IDLE_PING_SECONDS:
             return
         try:
             alive = engine.dialect.do_ping(dbapi_conn)
         except Exception as error:  # any failure to ping means the connection is unusable
-            raise DisconnectionError(f"pooled connection failed its ping: {error}") from error
-        if not alive:
-            raise DisconnectionError("pooled connection failed its ping")
+            alive, failure = False, error
+        if not alive:  # the server may have restarted: the database's other pools are renewed too
+            renew_all(engine)
+            raise DisconnectionError("pooled connection failed its ping" + (f": {failure}" if failure else "")) \
+                from failure
 
 
 def _read_snapshots(engine: Engine, read_sessions: sessionmaker[Session]) -> None:
@@ -238,6 +242,7 @@ class Database:
         self.lookup_sessions = self.read_sessions if self.lookup_engine is self.engine else sessionmaker(
             self.lookup_engine, expire_on_commit=False)
         if self.dialect == "postgresql":
+            renewed_together(self.engine, self.point_engine, self.lookup_engine)  # one restart ends them all
             _read_snapshots(self.engine, self.read_sessions)
             _read_snapshots(self.lookup_engine, self.lookup_sessions)
         path = make_url(self.url).database if self.dialect == "sqlite" else None

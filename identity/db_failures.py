@@ -58,10 +58,10 @@ def _lost_connection(error: BaseException, driver_error: BaseException | None, s
 
     A connection the server ended (a restart, a failover, pg_terminate_backend) fails the first
     statement sent on it, so the request's transaction never began on the server: it changed
-    nothing, and the same request on a new connection succeeds. The pool already replaces it:
-    SQLAlchemy invalidates the pool on a disconnect it sees (`connection_invalidated`), and
-    identity.driver_reads does for its own reads. A ping before every checkout (`pool_pre_ping`)
-    would cost a round trip per transaction to spare this one answer per pool after a restart.
+    nothing, and the same request on a new connection succeeds. The pools already replace it:
+    a disconnect seen by any of the database's pools renews them all (identity.db_pools). A ping
+    before every checkout (`pool_pre_ping`) would cost a round trip per transaction to spare this
+    one answer per process after a restart.
 
     A connection lost by a write transaction's COMMIT is not one: the server may have committed
     (CommitUnknown, raised in its place by `Database.transaction` and the other writers).

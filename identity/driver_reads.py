@@ -33,6 +33,8 @@ from sqlalchemy import Connection, Select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.dml import UpdateBase
 
+from identity.db_pools import renew_all
+
 
 @dataclass(frozen=True)
 class _Compiled:
@@ -145,7 +147,8 @@ def _discard_if_broken(conn: Connection, driver: Any) -> None:
     hand the dead one to the next request: SQLAlchemy learns of a lost connection only from its own
     executions, not from the driver's cursor used here. (psycopg says `broken`/`closed`; sqlite3 neither.)"""
     if getattr(driver, "broken", False) or getattr(driver, "closed", False):
-        # As SQLAlchemy does on a disconnect it sees, the pool's other connections go too: as old as
-        # this one, a restarted server ended them all, and each would fail a request of its own.
-        conn.engine.pool._invalidate(conn.connection)  # its own way; it has no public one
+        # As SQLAlchemy does on a disconnect it sees, the pool's other connections go too, and the
+        # database's other pools' (identity.db_pools): a restarted server ended them all, and each
+        # would fail a request of its own.
+        renew_all(conn.engine)
         conn.invalidate()

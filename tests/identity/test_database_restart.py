@@ -8,6 +8,7 @@ From a hostile operator's review: the first request on each pooled connection af
 
 from __future__ import annotations
 
+import itertools
 from contextlib import ExitStack
 from typing import Any
 
@@ -23,6 +24,7 @@ from identity.web.app import create_app
 from identity.web.context import EXTENSION
 from saml import links
 from tests.conftest import ReadingClient
+from tests.identity.test_wallet_usage import World, bearer, top_up, use, world  # noqa: F401  (world: the fixture)
 from tests.saml.conftest import link_form
 
 pytestmark = pytest.mark.postgres_only("PostgreSQL's server ends the connections (a restart, a failover)")
@@ -92,3 +94,32 @@ def test_the_console_answers_503_as_a_page_then_200(db: Database, system: Actor,
         token = links.issue_sign_in_link(session, system, acme.org.id, "owner@acme.test")
     assert client.post(f"/login/link/{token}", data=link_form(client, token)).status_code == 303
     _answered_after_the_restart(db, client, "/me")
+
+
+DOORS = ("admin API", "SCIM lookup", "key check", "usage")
+
+
+@pytest.mark.parametrize("first", DOORS)
+def test_after_a_restart_the_doors_answer_one_503_in_all_whichever_comes_first(
+        db: Database, system: Actor, acme: NewOrg, app: Any, world: World, first: str) -> None:  # noqa: F811
+    """A process has several pools (the main one, the lookups', the key check's autocommit one): a
+    disconnect seen by any of them renews them all, so the first request of each door after the
+    restart does not meet a dead connection of its own pool (one 503 per pool, before)."""
+    client = app.test_client()
+    with db.transaction() as session:
+        scim = bearer(scim_credentials.create_scim_token(session, system, acme.org.id).secret)
+    top_up(client, world, 1_000)
+    used = itertools.count()
+    doors = {
+        "admin API": lambda: client.get(world.wallet, headers=world.owner),
+        "SCIM lookup": lambda: client.get('/scim/v2/Users?filter=userName eq "bob@acme.test"', headers=scim),
+        "key check": lambda: client.post("/api/v1/keys/verify", json={"key": world.member_key}, headers=world.gateway),
+        "usage": lambda: use(client, world, 1, f"r{next(used)}"),
+    }
+    assert {name: door().status_code for name, door in doors.items()} == dict.fromkeys(DOORS, 200)
+    _fill_pools(app.extensions[EXTENSION])
+    _end_every_connection(db)
+    order = [first, *(name for name in DOORS if name != first)]
+    after = {name: doors[name]().status_code for name in order}
+    assert list(after.values()).count(503) <= 1 and set(after.values()) <= {200, 503}, after
+    assert {name: door().status_code for name, door in doors.items()} == dict.fromkeys(DOORS, 200)

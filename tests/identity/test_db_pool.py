@@ -32,6 +32,23 @@ def test_a_connection_killed_while_idle_is_replaced_before_use(db: Database, mon
 
 
 @pytest.mark.postgres_only("the idle ping is set up for PostgreSQL's pool; SQLite has no server to lose")
+def test_a_failed_idle_ping_renews_the_databases_other_pools(db: Database, monkeypatch) -> None:
+    """The lookups' pool, in steady use (never pinged), still held a connection the restart ended."""
+    with db.lookup_engine.connect() as conn:
+        looked_up = int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+    first = _backend_pid(db)
+    with Database(db.url).engine.connect() as conn:  # a restart: the server ends both
+        conn.execute(text("SELECT pg_terminate_backend(pid) FROM unnest(CAST(:pids AS int[])) AS pid"),
+                     {"pids": [first, looked_up]})
+        conn.commit()
+    monkeypatch.setattr(identity.db, "IDLE_PING_SECONDS", 0.0)
+    assert _backend_pid(db) != first  # its ping failed: replaced before use
+    monkeypatch.setattr(identity.db, "IDLE_PING_SECONDS", 3600.0)  # the lookups' connection is not pinged
+    with db.lookup_engine.connect() as conn:  # yet renewed with the rest: no error
+        assert int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one()) != looked_up
+
+
+@pytest.mark.postgres_only("the idle ping is set up for PostgreSQL's pool; SQLite has no server to lose")
 def test_a_connection_in_steady_use_is_not_pinged(db: Database, monkeypatch) -> None:
     _backend_pid(db)
     pings: list[object] = []
