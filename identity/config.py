@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -131,7 +131,10 @@ def checked_base_url(url: str) -> str:
             or "@" in parts.netloc or not port_ok:
         # Not the value itself: it may carry a password.
         raise ValueError(f"{usage} (a port from 1 to 65535); no user, query or fragment")
-    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), "", ""))
+    # The path as a browser sends it: `/identité` typed is `/identit%C3%A9` in every URL built from it,
+    # every cookie's Path and every prefix compared (identity.web.base_path); an escape given stays.
+    path = quote(parts.path.rstrip("/"), safe="/%:@!$&'()*+,;=~")
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), path, "", ""))
 
 
 def is_https(url: str) -> bool:
