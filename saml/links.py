@@ -25,6 +25,7 @@ from identity.models import Org, User
 from identity.names import name_key
 from identity.roles import authorize
 from identity.vocabulary import Role, SessionMethod
+from saml import device_cookies
 from saml.models import SignInLink, SignInRequest
 
 LINK_TTL = dt.timedelta(minutes=15)
@@ -65,9 +66,9 @@ class Limits:
     uses up only his own share. `per_client`: from one client address, whatever the addresses (no
     mail bombing of many from one machine). `per_address_all_clients`: for one address from all
     clients together, higher: the one bound on mail to one address from many client addresses (each
-    has its own `per_address`). It is still a lockout past it, but one that takes asks from
-    `per_address_all_clients / per_address` client addresses (IPv6 counted by /64) every window,
-    and the operator's `identity login-link` remains.
+    has its own `per_address`). Past it the address is refused to anonymous browsers only: a browser
+    that has signed in as the address (its device cookie, saml.device_cookies) is counted in a bucket
+    of its own (`_bucket`), under the same three limits, which no stranger can fill.
     """
 
     per_address: int = 3
@@ -118,9 +119,27 @@ def _live_member(session: Session, org_id: str, email: str) -> User | None:
         .order_by((User.user_name_key == name_key(email.strip())).desc(), User.created_at, User.id).limit(1)).first()
 
 
+def addresses_of(user: User) -> list[str]:
+    """The addresses a member may type to ask for a link, which a device cookie is issued for: the
+    userName and the email, when they are addresses (a link is mailed to one of them)."""
+    return [address for address in dict.fromkeys((user.email or "", user.user_name)) if "@" in address]
+
+
+def _bucket(email: str, device: device_cookies.Presented) -> str:
+    """The key an ask for `email` is counted under (SignInRequest.address_hash): the address's own,
+    shared by every anonymous browser; or, from a browser whose device cookie is valid for this
+    address, that device's for this address. OWASP's device cookies: a stranger's asks from many
+    client addresses fill the address's bucket, never the owner's browser's; a forged, expired or
+    other address's cookie is no cookie, so it cannot be used to escape the anonymous bucket.
+    """
+    key = name_key(email.strip())
+    known = device.device_for(email, clock.now())
+    return _digest(key) if known is None else _digest(f"device\x00{known}\x00{key}")
+
+
 def _count_request(session: Session, address: str, client_address: str, limits: Limits) -> None:
-    """Count this request, known address or not, and refuse it past any of the limits (Limits; kept
-    in the database, so the limits hold across processes)."""
+    """Count this request, known address or not, under its bucket (`_bucket`), and refuse it past any
+    of the limits (Limits; kept in the database, so the limits hold across processes)."""
     now = clock.now()
     session.execute(delete(SignInRequest).where(SignInRequest.created_at <= now - REQUEST_WINDOW))
     session.add(SignInRequest(address_hash=address, client_address=client_address, created_at=now))
@@ -136,16 +155,18 @@ def _count_request(session: Session, address: str, client_address: str, limits: 
 
 
 def request_sign_in_links(session: Session, actor: Actor, org_slugs: Sequence[str], email: str, *, browser: str,
-                          client_address: str, base_url: str, limits: Limits = Limits()) -> list[str]:
+                          client_address: str, base_url: str, limits: Limits = Limits(),
+                          device: device_cookies.Presented = device_cookies.NONE) -> list[str]:
     """Queue a one-time sign-in link by mail in each org of `org_slugs` where this address is a live
     member, bound to `browser` (a cookie's value); return the mails' ids (none when nobody gets one).
 
     Whoever asks learns nothing from this: an unknown org or address, or a member whom the org's
     SSO requirement keeps out, is counted against the limits the same way and gets no mail. The ask
     is counted once, under the address's key alone: `/` looks up the orgs of a typed address by
-    membership, so a count by org (or one per org) would tell a member from a stranger.
+    membership, so a count by org (or one per org) would tell a member from a stranger. `device`:
+    the browser's device cookie, which counts the ask in that device's own bucket (`_bucket`).
     """
-    _count_request(session, _digest(name_key(email.strip())), client_address, limits)
+    _count_request(session, _bucket(email, device), client_address, limits)
     mail_ids = (_queue_link(session, actor, slug, email, browser, base_url) for slug in org_slugs)
     return [mail_id for mail_id in mail_ids if mail_id is not None]
 

@@ -262,6 +262,7 @@ def link_sign_in(token: str) -> HttpResponse:
                      MESSAGES.get(error.code, "Sign-in failed."))
     response = redirect(DEFAULT_LANDING, 303)
     web.set_session_cookie(response, signed_in.token)
+    web.set_device_cookie(response, links.addresses_of(signed_in.user))
     return response
 
 
@@ -320,7 +321,8 @@ def ask_for_link() -> HttpResponse:
                   ip=request.remote_addr, user_agent=request.user_agent.string)
     try:
         mail_ids = run(web.db(), actor, links.request_sign_in_links, [org], email, browser=browser,
-                       client_address=client_address(), base_url=web.base_url(), limits=link_limits())
+                       client_address=client_address(), base_url=web.base_url(), limits=link_limits(),
+                       device=web.presented_device())
     except links.TooManyRequests:
         return web.page(429, "Too many requests", "Too many sign-in links were asked for. Wait a few minutes.")
     for mail_id in mail_ids:

@@ -21,7 +21,7 @@ from identity import config, orgs, provisioning_log
 from identity.errors import DomainError, SeatCapReached
 from identity.models import Org
 from identity.service import run
-from saml import binding, configuration, once, protocol, service, web
+from saml import binding, configuration, links, once, protocol, service, web
 from saml.connection import SpUrls, parse_idp_metadata, settings_dict, sp_endpoints, valid_certs
 from saml.metadata_fetch import fetch_metadata
 from saml.models import SamlConnection
@@ -192,6 +192,7 @@ def _consume(slug: str, loaded: tuple[Org, SamlConnection] | None, *, stored: bo
     landing = signed_in.relay_state or safe_landing(request.form.get("RelayState"), web.base_url())
     response = redirect(landing, 303)
     web.set_session_cookie(response, signed_in.token)
+    web.set_device_cookie(response, links.addresses_of(signed_in.user))
     _release_binding(response, org, assertion)
     return response
 

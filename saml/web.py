@@ -19,12 +19,13 @@ from onelogin.saml2.settings import OneLogin_Saml2_Settings
 from sqlalchemy import update
 from werkzeug.wrappers import Response as HttpResponse
 
+from audit import clock
 from identity import config, sessions
 from identity.models import Org
 from identity.web import cookies
 from identity.web import security_headers as headers
 from identity.web.context import cookie_path, database, secure_cookies
-from saml import binding, configuration, csrf, sp_keys
+from saml import binding, configuration, csrf, device_cookies, sp_keys
 from saml.connection import SpUrls, toolkit_settings
 from saml.models import SamlConnection
 from saml.refusals import RefusalCounter
@@ -193,3 +194,21 @@ def session_token() -> str | None:
 def clear_session_cookie(response: HttpResponse) -> None:
     response.delete_cookie(cookies.COOKIE, path=cookie_path("/"), httponly=True, samesite="Lax",
                            secure=secure_cookies())
+
+
+def presented_device() -> device_cookies.Presented:
+    """This request's device cookie, with the keys it may be signed with (SECRET_KEY, then SECRET_KEY_PREVIOUS)."""
+    return device_cookies.Presented(request.cookies.get(device_cookies.COOKIE), key_secrets())
+
+
+def set_device_cookie(response: HttpResponse, addresses: list[str]) -> None:
+    """Mark this browser as one that signed in as `addresses` (saml.device_cookies), anew at each sign-in.
+
+    Path `/` (under BASE_URL's path): both pages that ask for a link read it. SameSite=Lax, as the
+    session cookie: a SAML sign-in sets it on the IdP's cross-site POST. None when no address.
+    """
+    if not addresses:
+        return
+    value = device_cookies.issue(current_app.config["SECRET_KEY"], addresses, clock.now())
+    response.set_cookie(device_cookies.COOKIE, value, max_age=int(device_cookies.LIFETIME.total_seconds()),
+                        path=cookie_path("/"), httponly=True, samesite="Lax", secure=secure_cookies())

@@ -18,7 +18,7 @@ from audit import Actor
 from identity.service import run
 from identity.web.console.common import field, render, signed_in_caller
 from identity.web.context import cookie_path, database, secure_cookies
-from saml import csrf, discovery, links
+from saml import csrf, discovery, links, web
 from saml.session_views import BROWSER_COOKIE, deliver_later, link_limits, set_browser_cookie
 from saml.views import client_address
 
@@ -87,7 +87,8 @@ def _mail_links(slugs: list[str], email: str) -> Response:
     base_url = str(current_app.config["BASE_URL"]).rstrip("/")
     try:
         mail_ids = run(database(), actor, links.request_sign_in_links, slugs, email, browser=browser,
-                       client_address=client_address(), base_url=base_url, limits=link_limits())
+                       client_address=client_address(), base_url=base_url, limits=link_limits(),
+                       device=web.presented_device())
     except links.TooManyRequests:
         return _form_page(errors={"who": "Too many sign-in links were asked for. Wait a few minutes."}, status=429)
     for mail_id in mail_ids:

@@ -1,0 +1,118 @@
+"""The device cookie (OWASP "Slow Down Online Guessing Attacks with Device Cookies"): a browser that
+has signed in as an address asks for its links in a bucket of its own, so that a stranger who fills
+the all-clients ceiling of that address from many client addresses does not lock its owner out."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from audit import Actor
+from identity.db import Database
+from identity.orgs import NewOrg
+from tests.factories import provision
+from tests.saml.conftest import Sso, form_token
+from tests.saml.test_sign_in_by_email import BASE_URL, ask, ask_on_the_sign_in_page, make_app, use
+from tests.smtp import Inbox, smtp_server
+
+OWNER = "owner@acme.test"  # the org's owner (tests.conftest.acme): her link is her break-glass sign-in
+COOKIE = "identity_device"
+LIFETIME = dt.timedelta(days=90)  # saml.device_cookies.LIFETIME
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Inbox, int]]:
+    with smtp_server() as served:
+        yield served
+
+
+@pytest.fixture
+def app(db: Database, smtp: tuple[Inbox, int]) -> Flask:
+    return make_app(db, smtp, SIGN_IN_EMAIL_MIN_SECONDS=0, SIGN_IN_LINKS_PER_CLIENT=20)
+
+
+def at(app: Flask, client: str) -> FlaskClient:
+    """A fresh browser (no cookies) at client address `client`."""
+    browser = app.test_client()
+    browser.environ_base.update(REMOTE_ADDR=client)
+    return browser
+
+
+def signed_in_browser(app: Flask, inbox: Inbox, email: str, client: str) -> FlaskClient:
+    """A browser that asked for a link for `email` and used it: it now holds the device cookie."""
+    browser = at(app, client)
+    before = len(inbox.messages)
+    assert ask(browser, email).status_code == 200
+    inbox.wait(before + 1)
+    assert use(browser, inbox.link()).status_code == 303
+    return browser
+
+
+def device_cookie(browser: FlaskClient) -> str:
+    cookie = browser.get_cookie(COOKIE)
+    return cookie.value if cookie is not None else ""
+
+
+def another_device(genuine: str) -> str:
+    """`genuine` with its device id replaced: its MACs no longer match (a forger without SECRET_KEY)."""
+    parts = genuine.split(".")
+    return ".".join([*parts[:2], "forged" + parts[2][6:], *parts[3:]]) if len(parts) > 3 else "v1.0.forged.x"
+
+
+def test_a_stranger_from_many_clients_does_not_lock_the_owners_browser_out(
+        app: Flask, db: Database, acme: NewOrg, system: Actor, smtp: tuple[Inbox, int]) -> None:
+    inbox, _ = smtp
+    provision(db, system, acme.org.id, "sam@acme.test")
+    owner = signed_in_browser(app, inbox, OWNER, "192.0.2.10")  # one ask counted: 29 left of 30
+    colleague = signed_in_browser(app, inbox, "sam@acme.test", "192.0.2.11")
+    # The stranger: 3 asks (his share) from each of 10 client addresses; the ceiling is reached.
+    answers = [ask(at(app, f"2001:db8:{n}::1"), OWNER).status_code for n in range(10) for _ in range(3)]
+    assert answers.count(200) == 29 and answers[-1] == 429
+    inbox.wait(31)
+    assert ask(at(app, "198.51.100.77"), OWNER).status_code == 429  # a browser without the cookie
+    forged = at(app, "198.51.100.78")
+    genuine = device_cookie(owner)
+    forged.set_cookie(COOKIE, another_device(genuine))
+    assert ask(forged, OWNER).status_code == 429
+    assert ask(colleague, OWNER).status_code == 429  # his cookie is for his own address, not hers
+    # Her own browser holds the cookie: its asks are counted in its own bucket, and her link works.
+    assert ask(owner, OWNER).status_code == 200
+    inbox.wait(32)
+    assert inbox.messages[-1]["To"] == OWNER
+    assert use(owner, inbox.link()).status_code == 303
+    assert owner.get("/me").json["userName"] == OWNER
+    signed_out = at(app, "192.0.2.10")  # her browser signed out, the cookie kept: `/` counts it the same way
+    signed_out.set_cookie(COOKIE, device_cookie(owner))
+    assert ask_on_the_sign_in_page(signed_out, who=OWNER).status_code == 200
+    assert ask_on_the_sign_in_page(at(app, "198.51.100.79"), who=OWNER).status_code == 429
+    inbox.wait(33)
+
+
+def test_the_cookie_is_httponly_lax_for_the_whole_site_and_names_no_address(
+        app: Flask, acme: NewOrg, smtp: tuple[Inbox, int]) -> None:
+    inbox, _ = smtp
+    browser = at(app, "192.0.2.10")
+    ask(browser, OWNER)
+    path = inbox.wait(1) and inbox.link().removeprefix(BASE_URL)
+    answer = browser.post(path, data={"csrf_token": form_token(browser.get(path)) or ""})
+    cookie = next(c for c in answer.headers.getlist("Set-Cookie") if c.startswith(f"{COOKIE}="))
+    attributes = set(cookie.split("; "))
+    assert {"Path=/", "HttpOnly", "SameSite=Lax"} <= attributes and "Secure" not in attributes  # http BASE_URL
+    assert f"Max-Age={int(LIFETIME.total_seconds())}" in attributes
+    assert "owner" not in cookie.lower() and "acme" not in cookie.lower()
+
+
+def test_a_saml_sign_in_makes_the_browser_known_too(app: Flask, acme: NewOrg, sso: Sso,
+                                                     smtp: tuple[Inbox, int]) -> None:
+    """The owner signs in through her IdP every day; the day it is down, her browser asks for her
+    break-glass link in its own bucket, whatever a stranger has asked for."""
+    assert sso.sp_login(name_id=OWNER).status_code == 303
+    answers = [ask(at(app, f"2001:db8:{n}::1"), OWNER).status_code for n in range(11) for _ in range(3)]
+    assert answers.count(200) == 30
+    assert ask(at(app, "198.51.100.77"), OWNER).status_code == 429
+    assert ask(sso.client, OWNER).status_code == 200
+    smtp[0].wait(31)  # every mail delivered before the database goes
