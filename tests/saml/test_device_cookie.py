@@ -10,10 +10,12 @@ from collections.abc import Iterator
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.wrappers import Response
 
 from audit import Actor
 from identity.db import Database
 from identity.orgs import NewOrg
+from saml import web
 from tests.factories import provision
 from tests.saml.conftest import Sso, form_token
 from tests.saml.test_sign_in_by_email import BASE_URL, ask, ask_on_the_sign_in_page, make_app, use
@@ -116,3 +118,15 @@ def test_a_saml_sign_in_makes_the_browser_known_too(app: Flask, acme: NewOrg, ss
     assert ask(at(app, "198.51.100.77"), OWNER).status_code == 429
     assert ask(sso.client, OWNER).status_code == 200
     smtp[0].wait(31)  # every mail delivered before the database goes
+
+
+def test_over_https_under_a_path_the_cookie_is_secure_and_under_that_path(db: Database,
+                                                                          smtp: tuple[Inbox, int]) -> None:
+    app = make_app(db, smtp, BASE_URL="https://sso.example.test/identity")
+    with app.test_request_context("/identity/login/link/x", base_url="https://sso.example.test/identity"):
+        response = Response()
+        web.set_device_cookie(response, [OWNER])
+        web.set_device_cookie(nothing := Response(), [])
+    attributes = set(response.headers["Set-Cookie"].split("; "))
+    assert {"Secure", "HttpOnly", "SameSite=Lax", "Path=/identity/"} <= attributes
+    assert "Set-Cookie" not in nothing.headers  # a member without an address: no cookie
