@@ -8,12 +8,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from alembic.script import ScriptDirectory
 from click.testing import CliRunner
 from sqlalchemy import text
 
 from identity import orgs
 from identity.db import Database
-from identity.migrate import downgrade
+from identity.migrate import alembic_config, downgrade
 from identity.web.cli import COMMIT_UNKNOWN_EXIT, main
 from tests.commit_cutter import CommitCutter, relayed_url
 
@@ -68,7 +69,8 @@ def test_db_upgrade_whose_commit_is_lost_says_to_run_it_again(db_url: str, cli_e
                                                               db: Database) -> None:
     """Alembic runs the migrations in one transaction on PostgreSQL and commits it when the last one
     has set alembic_version: that COMMIT is cut here."""
-    downgrade(db_url, "0024")
+    head = ScriptDirectory.from_config(alembic_config(db_url)).get_current_head()
+    downgrade(db_url, "0024")  # two releases back: the upgrade's one transaction runs several migrations
     with relayed_url(db_url, after=b"UPDATE alembic_version") as (cutter, url):
         cutter.armed = True
         result = CliRunner(env={**cli_env, "DATABASE_URL": url}).invoke(main, ["db", "upgrade"])
@@ -76,7 +78,7 @@ def test_db_upgrade_whose_commit_is_lost_says_to_run_it_again(db_url: str, cli_e
     assert result.exit_code == COMMIT_UNKNOWN_EXIT, result.output
     line = _one_error_line(result.stderr)
     assert "may have been made" in line and "identity db upgrade" in line, line
-    assert _version(db) == "0025"  # the server committed the migration
+    assert _version(db) == head  # the server committed the migrations
     again = CliRunner(env=cli_env).invoke(main, ["db", "upgrade"])  # as the line says: it is idempotent
     assert again.exit_code == 0, again.output
-    assert _version(db) == "0025"
+    assert _version(db) == head
