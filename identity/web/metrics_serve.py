@@ -1,9 +1,12 @@
-"""The counters across gunicorn's workers: the shared directory, dead workers, the separate listener.
+"""gunicorn's configuration, the one both ways of running the service read: every setting
+`identity serve` gives gunicorn is a name of this module (`settings()` collects them, as gunicorn
+does for `-c python:identity.web.metrics_serve`), so the README's production command
 
-`identity serve` uses these hooks itself. A deployment that runs gunicorn directly names this
-module as its configuration, which sets the same hooks:
+    gunicorn -c python:identity.web.metrics_serve -w 4 -k gthread --threads 1 --keep-alive 75 wsgi:app
 
-    gunicorn -c python:identity.web.metrics_serve -w 4 wsgi:app
+runs what `identity serve` runs (only the address, the workers and the threads come from their
+command lines). The settings, and why, are below `_MADE_HERE`; the hooks keep the counters across
+gunicorn's workers: the shared directory, dead workers, the separate listener.
 
 - `on_starting` (in the master, before any worker): `PROMETHEUS_MULTIPROC_DIR` is the operator's
   directory, emptied of an earlier run's counter files (prometheus_client's own, nothing else the
@@ -16,9 +19,6 @@ module as its configuration, which sets the same hooks:
   cannot be opened stops the master with an error line naming them (`identity serve` checks it
   before it migrates, `check_listener`; this is for a port taken since, or gunicorn run directly).
 - `on_exit`: the temporary directory, if this module made it, is removed.
-
-As a configuration it also makes gunicorn's own log lines JSON, as `identity serve` does
-(`logger_class`, identity.web.server.JsonLogger).
 """
 
 from __future__ import annotations
@@ -31,12 +31,48 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from gunicorn.config import Config
+
 from identity.config import make_private_dir, metrics_host, metrics_port
 from identity.web.metrics import MULTIPROC_ENV, summed_registry, worker_files
+from identity.web.unread_body import close_past_drain_bound
 
 log = logging.getLogger("identity.metrics")
 _MADE_HERE = "IDENTITY_METRICS_DIR_MADE_HERE"
-logger_class = "identity.web.server.JsonLogger"  # a gunicorn setting, read when this module is its config
+
+# gunicorn's settings (a lowercase name that is one of gunicorn's is read as its setting).
+#
+# gthread workers keep client connections alive between requests, as the SCIM clients of an IdP and
+# a load balancer's pool use them (sync workers close each one, so every request pays a new
+# connection). An idle connection waits in the worker's poller, not in a thread; a thread is busy
+# only while a request is read, run and answered. One thread per worker: the work is CPU under the
+# GIL, and more threads made creates slower in benchmarks/bench_scim.py.
+worker_class = "gthread"
+threads = 1
+# Seconds an idle client connection stays open: longer than the 60 s idle timeout of common load
+# balancers in front of the service, so that they never send a request on a connection the worker
+# has just closed (which they answer with a 502).
+keepalive = 75
+timeout = 60  # a worker silent this long is killed and replaced
+# No access log: gunicorn's writes the raw request line, and a path can carry a secret (a sign-in
+# link's token). The app logs every request itself, naming the route's rule instead.
+accesslog = None
+# gunicorn's own lines are JSON, as the service's (identity.web.server.JsonLogger; named, not
+# imported: that module imports this one).
+logger_class = "identity.web.server.JsonLogger"
+# A refusal sent before the request's body was read keeps the connection: the app reads the rest of
+# the body (identity.web.unread_body), and a body too long to read is answered with
+# `Connection: close` (this hook marks it).
+pre_request = close_past_drain_bound
+# No control socket (gunicorn 25.1+ opens one by default at ~/.gunicorn/gunicorn.ctl): one path per
+# user, so a second instance would take it over and the first to stop would unlink it under the
+# other; nothing here uses it (signals and `identity` commands run the service).
+control_socket_disable = True
+# No forwarder headers (gunicorn's default trusts `SCRIPT_NAME` and `PATH_INFO` request headers from
+# `forwarded_allow_ips`, 127.0.0.1 by default): BASE_URL alone says where the service is
+# (identity.web.base_path, which also undoes a SCRIPT_NAME taken anyway); with them a `SCRIPT_NAME`
+# header the path did not start with was gunicorn's own 500.
+forwarder_headers = ""
 
 
 def prepare_directory() -> Path:
@@ -125,3 +161,11 @@ def on_exit(server: Any) -> None:
     made = os.environ.pop(_MADE_HERE, None)
     if made and os.environ.get(MULTIPROC_ENV) == made:
         shutil.rmtree(made, ignore_errors=True)
+
+
+def settings() -> dict[str, Any]:
+    """Return gunicorn's settings this module makes, hooks included: its names that are gunicorn's,
+    read as gunicorn reads a `python:` configuration module, so that `identity serve` (which passes
+    them) and gunicorn run with `-c python:identity.web.metrics_serve` cannot differ."""
+    known = Config().settings
+    return {name: value for name, value in globals().items() if name in known}

@@ -165,11 +165,6 @@ def _answer_head(port: int, headers: str, declared: int) -> str:
     return data.split(b"\r\n\r\n")[0].decode()
 
 
-@pytest.mark.xfail(strict=True, reason="identity serve gives gunicorn `pre_request: close_past_drain_bound` "
-                   "(and timeout 60, control_socket_disable) in identity.web.server.options, but the config "
-                   "module the README's gunicorn command names, identity.web.metrics_serve, sets none of them: "
-                   "there a 17 MiB body's 413 says `Connection: keep-alive` and gunicorn then closes the "
-                   "connection under the client (a broken pipe on its next request)")
 def test_the_readme_gunicorn_command_says_connection_close_past_16_mib(db: Database, acme: NewOrg, system: Actor,
                                                                        tmp_path: Path) -> None:
     with db.transaction() as session:
