@@ -135,8 +135,26 @@ def serving_url(host: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
+# The query parameters of DATABASE_URL whose values a message shows: libpq's that name a mode, a
+# timeout, a name or a file's path (sslkey is the key file's path, not the key). Every other value,
+# `password` and `sslpassword` (with which libpq signs in or opens the key) among them, is `***`.
+SHOWN_QUERY_PARAMETERS = frozenset({
+    "connect_timeout", "sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "sslcrldir", "sslnegotiation",
+    "sslcompression", "sslsni", "gssencmode", "channel_binding", "require_auth", "target_session_attrs",
+    "load_balance_hosts", "application_name", "fallback_application_name", "keepalives", "keepalives_idle",
+    "keepalives_interval", "keepalives_count", "tcp_user_timeout", "host", "hostaddr", "port", "dbname", "user",
+    "krbsrvname", "gsslib", "service", "passfile", "replication"})
+
+
 def _safe_url(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
+    """DATABASE_URL as the messages show it: its password hidden, in the user:password part or in
+    the query string (libpq's `password`, `sslpassword`, or any parameter not known to be harmless)."""
+    parsed = make_url(url)
+    shown = parsed.set(query={}).render_as_string(hide_password=True)
+    pairs = [f"{name}={value if name in SHOWN_QUERY_PARAMETERS else '***'}"
+             for name, values in parsed.query.items()
+             for value in (values if isinstance(values, tuple) else (values,))]
+    return f"{shown}?{'&'.join(pairs)}" if pairs else shown
 
 
 @main.group()

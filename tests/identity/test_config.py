@@ -139,3 +139,13 @@ def test_db_upgrade_makes_the_secret_key_so_workers_started_next_only_read_it(cl
     assert result.exit_code == 0, result.output
     made = Path(cli_env["IDENTITY_DATA_DIR"]) / "secret_key"
     assert len(made.read_text()) >= 32 and made.stat().st_mode & 0o077 == 0
+
+
+def test_a_database_url_in_a_message_hides_every_secret_of_its_query_and_shows_the_rest() -> None:
+    from identity.web.cli import _safe_url
+
+    shown = _safe_url("postgresql://identity:s3cret@db.internal/identity?connect_timeout=2&password=hunter2"
+                      "&sslpassword=keypass&sslkey=/etc/identity/client.key&sslmode=verify-full&options=-cx%3Dy")
+    assert not [secret for secret in ("s3cret", "hunter2", "keypass", "-cx") if secret in shown], shown
+    assert "password=***" in shown and "sslpassword=***" in shown and "options=***" in shown
+    assert "sslkey=/etc/identity/client.key" in shown and "sslmode=verify-full" in shown and "connect_timeout=2" in shown

@@ -66,9 +66,6 @@ def test_a_postgresql_url_with_another_driver_is_one_error_line(tmp_path: Path, 
     assert "DATABASE_URL" in line and "hunter2" not in line
 
 
-@pytest.mark.xfail(strict=True, reason="the 'cannot be used' line hides only the URL's user:password part "
-                   "(render_as_string(hide_password=True)); a password given as libpq's `password` query "
-                   "parameter, which psycopg uses to sign in, is printed in clear to stderr (cron mail)")
 def test_a_password_in_the_query_string_is_hidden_too(tmp_path: Path) -> None:
     url = f"postgresql://identity@127.0.0.1:{free_port()}/identity?connect_timeout=2&password=hunter2"
     line = one_error_line(identity_command(["billing", "check", "--org", "acme"], {"DATABASE_URL": url}, tmp_path))
