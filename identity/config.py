@@ -51,20 +51,29 @@ def create_private_file(path: Path) -> bool:
     return True
 
 
+# The URL schemes of the drivers installed with the service (psycopg 3, Python's own sqlite3):
+# SQLAlchemy takes any `backend+driver` and fails only at the first connection, with a traceback
+# (postgresql+psycopg2:// is ModuleNotFoundError), so any other driver is refused here, at start.
+DATABASE_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgres", "postgresql+psycopg")
+
+
 def database_url() -> str:
     """Return `DATABASE_URL`, or the embedded SQLite file in the data folder.
 
-    One that is not a SQLite or PostgreSQL URL is a ValueError naming the setting, never showing
-    the value (it may hold a password): SQLAlchemy's own errors (`invalid literal for int()` for a
-    port with a typo) say neither which setting nor what is expected."""
+    One that is not a SQLite or PostgreSQL URL of an installed driver (DATABASE_SCHEMES) is a
+    ValueError naming the setting, never showing the value (it may hold a password): SQLAlchemy's
+    own errors (`invalid literal for int()` for a port with a typo, a missing driver's module) say
+    neither which setting nor what is expected."""
     url = os.environ.get("DATABASE_URL") or f"sqlite:///{data_dir() / 'identity.db'}"
     try:
-        backend = make_url(url).get_backend_name()
+        scheme = make_url(url).drivername
     except (ArgumentError, ValueError):
-        backend = None
-    if backend not in ("sqlite", "postgresql", "postgres"):
+        scheme = None
+    if scheme not in DATABASE_SCHEMES:
         raise ValueError("DATABASE_URL must be sqlite:///PATH or postgresql://[user[:password]@]host[:port]/database "
-                         "(user and password URL-encoded, the port a number)")
+                         "(user and password URL-encoded, the port a number); the drivers installed are psycopg 3 "
+                         "(postgresql://, postgres:// or postgresql+psycopg://) and sqlite3 (sqlite://), no other "
+                         "(not postgresql+psycopg2 nor +pg8000)")
     return url
 
 

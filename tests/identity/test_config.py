@@ -149,3 +149,25 @@ def test_a_database_url_in_a_message_hides_every_secret_of_its_query_and_shows_t
     assert not [secret for secret in ("s3cret", "hunter2", "keypass", "-cx") if secret in shown], shown
     assert "password=***" in shown and "sslpassword=***" in shown and "options=***" in shown
     assert "sslkey=/etc/identity/client.key" in shown and "sslmode=verify-full" in shown and "connect_timeout=2" in shown
+
+
+@pytest.mark.parametrize("scheme", ["postgresql+psycopg2", "postgresql+pg8000", "postgresql+asyncpg",
+                                    "sqlite+aiosqlite", "mysql", "POSTGRESQL"])
+def test_a_database_url_of_a_driver_not_installed_stops_the_service_naming_the_setting_not_its_value(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, scheme: str) -> None:
+    """SQLAlchemy takes any driver's URL and fails at the first connection, with a traceback."""
+    monkeypatch.setenv("IDENTITY_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("DATABASE_URL", f"{scheme}://identity:s3cret@db.internal/identity")
+    with pytest.raises(ValueError, match="DATABASE_URL") as refused:
+        config.from_environment()
+    assert "s3cret" not in str(refused.value) and "psycopg 3" in str(refused.value)
+
+
+@pytest.mark.parametrize("url", ["postgresql://identity:s3cret@db.internal/identity",
+                                 "postgres://db.internal/identity", "postgresql+psycopg://db.internal/identity",
+                                 "sqlite:///var/identity.db", "sqlite+pysqlite:///var/identity.db"])
+def test_a_database_url_of_an_installed_driver_is_taken(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                        url: str) -> None:
+    monkeypatch.setenv("IDENTITY_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("DATABASE_URL", url)
+    assert config.database_url() == url

@@ -54,10 +54,6 @@ def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
 # `DATABASE_URL` that is not a SQLite or PostgreSQL URL, a database that cannot be reached or used
 # (the line names `DATABASE_URL`, its password hidden, and the driver's reason)".
 
-@pytest.mark.xfail(strict=True, reason="a DATABASE_URL naming a SQLAlchemy driver other than psycopg "
-                   "(postgresql+psycopg2://, the form SQLAlchemy's own docs and many PaaS configs give) "
-                   "passes config.database_url (its backend is postgresql) and every command dies with "
-                   "ModuleNotFoundError's traceback instead of one error line naming DATABASE_URL")
 @pytest.mark.parametrize("args", [["db", "upgrade"], ["billing", "check", "--org", "acme"]],
                          ids=["db upgrade", "billing check"])
 def test_a_postgresql_url_with_another_driver_is_one_error_line(tmp_path: Path, args: list[str]) -> None:
