@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -131,12 +132,14 @@ def checked_base_url(url: str) -> str:
     trailing slash), or raise ValueError naming BASE_URL: http or https, a host, an optional port
     and path, nothing else. Browsers send `Origin` lowercase, and `is_https` reads the scheme."""
     usage = "BASE_URL must be http:// or https:// followed by a host, an optional port and a path"
-    parts = urlsplit(url.strip())
+    url = url.strip()
+    _check_base_path_characters(url)
+    parts = urlsplit(url)
     try:
         port_ok = parts.port != 0
     except ValueError:  # not a number, or past 65535
         port_ok = False
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or parts.query or parts.fragment \
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or "?" in url or "#" in url \
             or "@" in parts.netloc or not port_ok:
         # Not the value itself: it may carry a password.
         raise ValueError(f"{usage} (a port from 1 to 65535); no user, query or fragment")
@@ -144,6 +147,30 @@ def checked_base_url(url: str) -> str:
     # every cookie's Path and every prefix compared (identity.web.base_path); an escape given stays.
     path = quote(parts.path.rstrip("/"), safe="/%:@!$&'()*+,;=~")
     return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), path, "", ""))
+
+
+# What a URL's path may hold as typed (RFC 3986's pchar and '/'): letters, digits, -._~,
+# !$&'()*+,;=:@ and %XX escapes; a letter beyond ASCII too, as the path is then encoded as a browser
+# sends it. Any other ASCII character (a space, '"', '<', '>', a backslash, '^', '`', '{', '|', '}',
+# '[', ']', a '%' that begins no escape) is no URL path's, and '?' and '#' end the path.
+_PATH_PIECE = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/]+|%[0-9A-Fa-f]{2}|[^\x00-\x7f]+")
+
+
+def _check_base_path_characters(url: str) -> None:
+    """Raise ValueError naming BASE_URL when `url` holds a control character or its path (after
+    `scheme://host`) a character no URL path holds (`_PATH_PIECE`): urlsplit drops some (a tab, a
+    newline, a '?' with nothing after it) and quote() encodes the rest into a path no one typed."""
+    if any(ord(character) < 0x20 or ord(character) == 0x7f for character in url):
+        raise ValueError("BASE_URL must not hold a control character (a tab, a newline)")
+    _, separator, rest = url.partition("://")
+    path = rest[len(rest.split("/", 1)[0]):] if separator else ""
+    at = 0
+    while at < len(path):
+        piece = _PATH_PIECE.match(path, at)
+        if piece is None:
+            raise ValueError(f"BASE_URL's path may hold letters, digits, -._~!$&'()*+,;=:@/ and %XX escapes "
+                             f"(a letter beyond ASCII is encoded), not {path[at]!r}; no query or fragment")
+        at = piece.end()
 
 
 def is_https(url: str) -> bool:

@@ -141,14 +141,30 @@ def test_db_upgrade_makes_the_secret_key_so_workers_started_next_only_read_it(cl
     assert len(made.read_text()) >= 32 and made.stat().st_mode & 0o077 == 0
 
 
-def test_a_database_url_in_a_message_hides_every_secret_of_its_query_and_shows_the_rest() -> None:
-    from identity.web.cli import _safe_url
+@pytest.mark.parametrize("raw", ["https://identity.example.com/id p", 'https://identity.example.com/id"p',
+                                 "https://identity.example.com/<id>", "https://identity.example.com/id\\p",
+                                 "https://identity.example.com/id\tp", "https://identity.example.com/id\np",
+                                 "https://identity.example.com/id\x01p", "https://identity.example.com/id?",
+                                 "https://identity.example.com/id#", "https://identity.example.com?",
+                                 "https://identity.example.com/100%", "https://identity.example.com/id|p"])
+def test_a_base_url_path_with_a_character_no_url_path_holds_stops_the_service(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, raw: str) -> None:
+    """README: anything but a host, a port and a path stops the service. A raw space, quote, '<' or
+    backslash was encoded into a path no one typed, and a tab or an empty '?' dropped by urlsplit."""
+    monkeypatch.setenv("IDENTITY_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("BASE_URL", raw)
+    with pytest.raises(ValueError, match="BASE_URL"):
+        config.from_environment()
 
-    shown = _safe_url("postgresql://identity:s3cret@db.internal/identity?connect_timeout=2&password=hunter2"
-                      "&sslpassword=keypass&sslkey=/etc/identity/client.key&sslmode=verify-full&options=-cx%3Dy")
-    assert not [secret for secret in ("s3cret", "hunter2", "keypass", "-cx") if secret in shown], shown
-    assert "password=***" in shown and "sslpassword=***" in shown and "options=***" in shown
-    assert "sslkey=/etc/identity/client.key" in shown and "sslmode=verify-full" in shown and "connect_timeout=2" in shown
+
+@pytest.mark.parametrize(("raw", "read"), [("https://h.example/identité", "https://h.example/identit%C3%A9"),
+                                           ("https://h.example/id%20p", "https://h.example/id%20p"),
+                                           ("https://h.example/a;b=c/~x:y@z!$&'()*+,", "https://h.example/a;b=c/~x:y@z!$&'()*+,")])
+def test_a_base_url_path_of_url_characters_is_taken(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                    raw: str, read: str) -> None:
+    monkeypatch.setenv("IDENTITY_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("BASE_URL", raw)
+    assert config.from_environment()["BASE_URL"] == read
 
 
 @pytest.mark.parametrize("scheme", ["postgresql+psycopg2", "postgresql+pg8000", "postgresql+asyncpg",
@@ -171,3 +187,13 @@ def test_a_database_url_of_an_installed_driver_is_taken(monkeypatch: pytest.Monk
     monkeypatch.setenv("IDENTITY_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("DATABASE_URL", url)
     assert config.database_url() == url
+
+
+def test_a_database_url_in_a_message_hides_every_secret_of_its_query_and_shows_the_rest() -> None:
+    from identity.web.cli import _safe_url
+
+    shown = _safe_url("postgresql://identity:s3cret@db.internal/identity?connect_timeout=2&password=hunter2"
+                      "&sslpassword=keypass&sslkey=/etc/identity/client.key&sslmode=verify-full&options=-cx%3Dy")
+    assert not [secret for secret in ("s3cret", "hunter2", "keypass", "-cx") if secret in shown], shown
+    assert "password=***" in shown and "sslpassword=***" in shown and "options=***" in shown
+    assert "sslkey=/etc/identity/client.key" in shown and "sslmode=verify-full" in shown and "connect_timeout=2" in shown
