@@ -16,8 +16,10 @@ class Actor:
     services use it to authorize. `session_id` names the browser session a user acts through (its
     row's id, the token's digest: identity.sessions), so that a write is refused once that session
     ended while it ran. `expires_at` is when the credential it acts through ends by itself (an OAuth
-    access token's `exp`), so that a write is refused once that passed while it ran. None of the three
-    is part of the audit record.
+    access token's `exp`), so that a write is refused once that passed while it ran. `team_id` is the
+    one team a credential that belongs to a team, not a person, acts for (a team service key:
+    identity.keys), so that identity.roles holds it to that team. None of the four is part of the
+    audit record.
     """
 
     type: str
@@ -32,6 +34,7 @@ class Actor:
     client_request_id: str | None = None
     session_id: str | None = None
     expires_at: dt.datetime | None = None
+    team_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.type not in ACTOR_TYPES:

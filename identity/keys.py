@@ -56,15 +56,17 @@ class KeyIdentity:
     org_id: str
     org_slug: str
     team_id: str
-    user_id: str
+    user_id: str | None  # None: a team service key, which belongs to its team (user_name is then its name)
     user_name: str
     role: str
     team_role: str
     scopes: tuple[str, ...]
 
     def actor(self) -> Actor:
-        """Return the audit actor for requests made with this key."""
-        return Actor(type="api_key", id=self.key_id, display=self.user_name, org_id=self.org_id, role=self.role)
+        """Return the audit actor for requests made with this key: a team service key's is bound to its
+        team (identity.roles.refusal holds it there)."""
+        return Actor(type="api_key", id=self.key_id, display=self.user_name, org_id=self.org_id, role=self.role,
+                     team_id=self.team_id if self.user_id is None else None)
 
 
 def _key_target(key: ApiKey) -> Target:
@@ -174,13 +176,17 @@ def actor_user_id(session: Session, actor: Actor) -> str | None:
 def verify_api_key(session: Session, secret: str) -> KeyIdentity:
     """Return whom a presented API key speaks for, or raise Unauthenticated. Constant-time compare."""
     key = _find_key(session, secret)
-    if key is None or key.status != KeyStatus.ACTIVE or key.team_id is None or key.user_id is None:
+    if key is None or key.status != KeyStatus.ACTIVE or key.team_id is None:
         raise Unauthenticated("invalid or revoked API key")
     if key_revocation.grace_ended(key.expires_at):
         raise Unauthenticated("this API key was rotated and its grace period has ended")
-    user = session.get(User, key.user_id)
     org = session.get(Org, key.org_id)
-    if user is None or org is None or org.deleted_at is not None or not user.active or user.deleted_at is not None:
+    if org is None or org.deleted_at is not None:
+        raise Unauthenticated("invalid or revoked API key")
+    if key.user_id is None:
+        return _service_key_identity(key, org, key.team_id)
+    user = session.get(User, key.user_id)
+    if user is None or not user.active or user.deleted_at is not None:
         raise Unauthenticated("invalid or revoked API key")
     role, team_role = roles_for_key(session, user.id, key.team_id, org.default_role)
     if team_role is None:
@@ -190,6 +196,15 @@ def verify_api_key(session: Session, secret: str) -> KeyIdentity:
     # A holder demoted since the key was made keeps only the scopes their role now allows.
     scopes = tuple(scope for scope in key.scopes if scope in allowed_scopes(role))
     return KeyIdentity(key.id, org.id, org.slug, key.team_id, user.id, user.user_name, role, team_role, scopes)
+
+
+def _service_key_identity(key: ApiKey, org: Org, team_id: str) -> KeyIdentity:
+    """Whom a team service key speaks for: its team, at SERVICE_KEY_ROLE (as the key check answers it),
+    with no member; its actor is bound to the team, so that `usage.read` reads that team's wallet only."""
+    _note_use(key)
+    scopes = tuple(scope for scope in key.scopes if scope in SERVICE_KEY_SCOPES)
+    return KeyIdentity(key.id, org.id, org.slug, team_id, None, key.name, SERVICE_KEY_ROLE, SERVICE_KEY_ROLE,
+                       scopes)
 
 
 def _find_key(session: Session, secret: str) -> ApiKey | None:

@@ -126,16 +126,23 @@ def holds(actor: Actor, permission: str) -> bool:
     return actor.role in PERMISSIONS[permission]
 
 
-def refusal(actor: Actor, action: str, *, org_id: str, target_role: str | None = None) -> str | None:
-    """Return why `actor` may not do `action` in org `org_id` (to a member of `target_role`), or None.
+def refusal(actor: Actor, action: str, *, org_id: str, target_role: str | None = None,
+            team_id: str | None = None) -> str | None:
+    """Return why `actor` may not do `action` in org `org_id` (to a member of `target_role`, or to
+    team `team_id`'s things), or None.
 
     The one function that decides "may this actor do this to that target" (DESIGN 3.2): every
     service asks it, through `authorize`, and the permission-matrix tests read it the same way.
+    A credential bound to one team (a team service key, `Actor.team_id`) acts on that team's things
+    only: a reporting job's key of one team reads no other team's wallet, nor a member's spend
+    across teams.
     """
     if action not in PERMISSIONS and action not in ON_MEMBER:
         raise KeyError(action)
     if actor.type != "system" and actor.org_id != org_id:
         return "credentials of another org"
+    if actor.team_id is not None and team_id != actor.team_id:
+        return "a team service key acts only on its own team"
     if not holds(actor, ON_MEMBER.get(action, action)):
         return f"needs {ON_MEMBER.get(action, action)}"
     if action in ON_MEMBER and target_role == Role.OWNER and not holds(actor, "owners.manage"):
@@ -145,9 +152,11 @@ def refusal(actor: Actor, action: str, *, org_id: str, target_role: str | None =
     return None
 
 
-def authorize(actor: Actor, action: str, *, org_id: str, target_role: str | None = None) -> None:
-    """Raise PermissionDenied unless `actor` may do `action` in org `org_id` (to a `target_role` member)."""
-    reason = refusal(actor, action, org_id=org_id, target_role=target_role)
+def authorize(actor: Actor, action: str, *, org_id: str, target_role: str | None = None,
+              team_id: str | None = None) -> None:
+    """Raise PermissionDenied unless `actor` may do `action` in org `org_id` (to a `target_role` member,
+    or to team `team_id`'s things)."""
+    reason = refusal(actor, action, org_id=org_id, target_role=target_role, team_id=team_id)
     if reason is not None:
         raise PermissionDenied(f"{actor.type} {actor.display!r} may not {action}: {reason}", action=action)
 

@@ -62,7 +62,7 @@ class WalletView:
 
 def get_wallet(session: Session, actor: Actor, org_id: str, team_id: str) -> WalletView:
     """Return the team's wallet as of now (an empty one when it was never used)."""
-    authorize(actor, "usage.read", org_id=org_id)
+    authorize(actor, "usage.read", org_id=org_id, team_id=team_id)
     get_team(session, org_id, team_id)
     org = session.get_one(Org, org_id)
     start, end = period_at(org.created_at, clock.now())
@@ -110,7 +110,7 @@ def spend(session: Session, actor: Actor, org_id: str, team_id: str, *, by: str,
     Read from the usage totals the debits keep (UsageTotal), not the ledger's rows: by key or member,
     up to `limit` of them in id order after `after` (a page); per period, every period.
     """
-    authorize(actor, "usage.read", org_id=org_id)
+    authorize(actor, "usage.read", org_id=org_id, team_id=team_id)
     get_team(session, org_id, team_id)
     if by not in BY:
         raise InvalidValue(f"by must be one of {', '.join(BY)}", field="by")
@@ -261,7 +261,7 @@ def with_limits(session: Session, actor: Actor, org_id: str, team_id: str, rows:
     spends (ModelBridge's per-key limits). Not for the others: `usage.read` is every role's, and a
     key that spent nothing is named only to those who may list keys (a member sees their own).
     Two reads, four for those who manage."""
-    authorize(actor, "usage.read", org_id=org_id)
+    authorize(actor, "usage.read", org_id=org_id, team_id=team_id)
     get_team(session, org_id, team_id)
     name = "key_id" if by == "key" else "user_id"
     shown = [row[name] for row in rows if row[name]]
@@ -316,7 +316,7 @@ def subject_limits(session: Session, actor: Actor, org_id: str, team_id: str,
                    window: Window | None = None) -> list[SpendLimit]:
     """Return the per-key and per-member limits of the team, oldest first: those of `window` and one
     more when there are more (identity.paging; None: every one)."""
-    authorize(actor, "usage.read", org_id=org_id)
+    authorize(actor, "usage.read", org_id=org_id, team_id=team_id)
     get_team(session, org_id, team_id)
     stmt = select(SpendLimit).where(SpendLimit.team_id == team_id, SpendLimit.org_id == org_id)
     return list(session.scalars(within(stmt, SpendLimit.created_at, SpendLimit.id, window)))

@@ -140,7 +140,8 @@ SCHEMAS: dict[str, Any] = {
         "csrf_token": {"type": "string", "description": f"send it in {CSRF_HEADER} on every write made with the "
                        "session cookie; it is bound to this session"}}},
     "KeyIdentity": {"type": "object", "properties": {
-        "key_id": {"type": "string"}, "org": {"type": "object"}, "team_id": {"type": "string"}, "user": {"type": "object"},
+        "key_id": {"type": "string"}, "org": {"type": "object"}, "team_id": {"type": "string"},
+        "user": {"type": ["object", "null"], "description": "null for a team service key (its team's, no member's)"},
         "role": ROLE, "team_role": ROLE, "scopes": {"type": "array", "items": {"type": "string"}}}},
     "Seats": {"type": "object", "properties": {k: {"type": ["integer", "null"]} for k in (
         "included", "purchased", "used", "free", "max_seats", "next_seat_cents", "seat_price_cents")}

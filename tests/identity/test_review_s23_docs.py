@@ -189,10 +189,6 @@ def test_the_readme_gunicorn_command_says_connection_close_past_16_mib(db: Datab
 # wallets and usage": "The reads (the wallet, its spend, its limits, a member's spend) take a key with
 # the `usage.read` or the `admin` scope (a reporting job's key need not administer)".
 
-@pytest.mark.xfail(strict=True, reason="a team service key may be made with usage.read, and the key check "
-                   "answers it valid with that scope, but identity.keys.verify_api_key refuses every key "
-                   "without a holder: its team's wallet read answers 401 'invalid or revoked API key', so "
-                   "usage.read on a service key opens nothing, and the 401 tells a reporting job its key is dead")
 def test_a_team_service_key_with_usage_read_reads_its_teams_wallet(app: Flask, world: World) -> None:  # noqa: F811
     with serving(app, "s23-service-key") as origin:
         status, _, made = _post(origin, "/api/v1/orgs/acme/service-keys", world.owner, {

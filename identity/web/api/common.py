@@ -86,7 +86,7 @@ class Caller:
     actor: Actor
     org_id: str
     org_slug: str
-    user_id: str
+    user_id: str | None  # None: a team service key (its team's, no member's; user_name is its name)
     user_name: str
     role: str
     scopes: tuple[str, ...]

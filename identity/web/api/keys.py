@@ -37,7 +37,8 @@ def whoami_key() -> Response:
     """Tell whom the presented key speaks for: the gateway's one call to verify a key (any scope)."""
     k = g.key
     return jsonify({"key_id": k.key_id, "org": {"id": k.org_id, "slug": k.org_slug}, "team_id": k.team_id,
-                    "user": {"id": k.user_id, "userName": k.user_name}, "role": k.role, "team_role": k.team_role,
+                    "user": None if k.user_id is None else {"id": k.user_id, "userName": k.user_name},
+                    "role": k.role, "team_role": k.team_role,
                     "scopes": list(k.scopes)})
 
 
