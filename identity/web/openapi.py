@@ -15,7 +15,7 @@ from identity.keys import SCOPES
 from identity.web import cookies
 from identity.web.api import audit_log, gateway, keys, org, sso, teams, usage, wallets
 from identity.web.api import invitations as invitations_api
-from identity.web.api.common import CSRF_HEADER, MAX_PAGE_SIZE, PAGE_SIZE, ROLES
+from identity.web.api.common import CSRF_HEADER, LIMIT_QUERY, ROLES
 from identity.web.context import public_base_url
 
 bp = Blueprint("openapi", __name__)
@@ -66,7 +66,7 @@ def _op(summary: str, ok: dict[str, Any], *, body: str | None = None, params: tu
 NO_CONTENT = {"description": "done"}
 ORG_ONLY = ("org",)
 # Keyset pages: every list takes these and answers `next`, the `after` of the following page (null at the end).
-PAGING = [("limit", {"type": "integer"}, f"page size, 1 to {MAX_PAGE_SIZE} (default {PAGE_SIZE}; others are clamped)"),
+PAGING = [LIMIT_QUERY,
           ("after", {"type": "string"}, "`next` of the previous page (opaque)")]
 NEXT = {"next": {"type": ["string", "null"], "description": "`after` of the following page; null at the end"}}
 

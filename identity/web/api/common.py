@@ -313,21 +313,30 @@ def after_id() -> str:
 
 
 PAGE_SIZE, MAX_PAGE_SIZE = 100, 500
+# Every list's `limit` in the OpenAPI document (page_limit reads it): one range, refused outside it.
+LIMIT_SCHEMA = {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE}
+LIMIT_QUERY = ("limit", LIMIT_SCHEMA, f"page size, 1 to {MAX_PAGE_SIZE} (default {PAGE_SIZE}; others are refused)")
 # A row id in a cursor: a uuid, or a team's slug-and-suffix id.
 ROW_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def page_limit() -> int:
-    """Return `?limit=`: 1 to 500, default 100; others clamped."""
-    return min(max(int_arg("limit", PAGE_SIZE), 1), MAX_PAGE_SIZE)
+    """Return `?limit=`: 1 to 500, default 100. One out of range is refused naming `limit`, never clamped
+    (README: query strings are never coerced): a page of 500 when 1000 was asked for would read as the
+    whole list to a client that stops at a short page. Every list but the audit log's reads it here."""
+    limit = int_arg("limit", PAGE_SIZE)
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidValue(f"limit must be 1 to {MAX_PAGE_SIZE}", field="limit")
+    return limit
 
 
 def page_window() -> Window:
     """Read a page of a list in (created, id) order: `limit` and `after` (`next` of the previous page)."""
-    return Window(page_limit(), _after_position())
+    return Window(page_limit(), after_position())
 
 
-def _after_position() -> Position | None:
+def after_position() -> Position | None:
+    """Read `?after=` (the `next` of the previous page) alone: a page whose size is not the caller's (the console's)."""
     return position_of(one_arg("after", ""))
 
 

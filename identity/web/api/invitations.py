@@ -20,17 +20,16 @@ from identity.service import run
 from identity.vocabulary import InvitationStatus, Role
 from identity.web.api.common import (
     ADMIN,
-    MAX_PAGE_SIZE,
-    PAGE_SIZE,
+    LIMIT_QUERY,
     adopt,
     after_id,
     authenticated,
     caller_org_id,
-    int_arg,
     json_body,
     list_page,
     one_arg,
     optional_text,
+    page_limit,
     request_actor,
     role,
     text,
@@ -40,7 +39,6 @@ from identity.web.api.members import member_json
 from identity.web.context import database
 
 bp = adopt(Blueprint("api_invitations", __name__, url_prefix="/api/v1"))
-MAX_PAGE = 500
 
 
 def base_url() -> str:
@@ -150,7 +148,7 @@ def mail_json(entry: outbox.MailEntry) -> dict[str, Any]:
 def list_outbox(org_ref: str) -> Response:
     """The org's mails, newest first (keyset pages); an undelivered invitation shows its link."""
     org_id = caller_org_id(org_ref)
-    limit = min(max(int_arg("limit", 100), 1), MAX_PAGE)
+    limit = page_limit()
     with database().reading() as session:
         page = outbox.list_outbox(session, g.actor, org_id, status=one_arg("status"), limit=limit,
                                   after=after_id())
@@ -187,8 +185,7 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
 def openapi_paths(op: Any, json_response: Any, ref: Any) -> dict[str, Any]:
     """This blueprint's operations, built with the admin API document's own helpers."""
     done = {"description": "done"}
-    paging = [("limit", {"type": "integer"}, f"page size, 1 to {MAX_PAGE_SIZE} (default {PAGE_SIZE}; others are "
-               "clamped)"), ("after", {"type": "string"}, "`next` of the previous page (opaque)")]
+    paging = [LIMIT_QUERY, ("after", {"type": "string"}, "`next` of the previous page (opaque)")]
     status_query = [("status", {"type": "string", "enum": [str(s) for s in InvitationStatus]},
                      "only invitations of this status (as of now)")]
     return {
@@ -214,6 +211,6 @@ def openapi_paths(op: Any, json_response: Any, ref: Any) -> dict[str, Any]:
             "get": op("The org's mails (keyset pages: ?limit=&after=); undelivered ones are retried",
                       json_response(ref("Outbox")), params=("org",), query=[
                           ("status", {"type": "string", "enum": list(outbox.STATUSES)}, "only mails of this status"),
-                          ("limit", {"type": "integer"}, "page size, 1 to 500 (default 100)"),
+                          LIMIT_QUERY,
                           ("after", {"type": "string"}, "`next` of the previous page")])},
     }

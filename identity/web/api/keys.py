@@ -14,15 +14,16 @@ from identity.service import run
 from identity.web.api.common import (
     ADMIN,
     KEY,
+    LIMIT_QUERY,
     adopt,
     after_id,
     authenticated,
     caller_org_id,
-    int_arg,
     json_body,
     list_page,
     one_arg,
     optional_text,
+    page_limit,
     text,
     when,
 )
@@ -81,7 +82,7 @@ def list_api_keys(org_ref: str) -> Response:
     """List keys by id in keyset pages: an admin's or owner's list holds every key, a member's their own.
     Team service keys are shown apart, under `service_keys`."""
     org_id = caller_org_id(org_ref)
-    limit = min(max(int_arg("limit", 100), 1), 500)
+    limit = page_limit()
     with database().reading() as session:
         page = key_list.list_api_keys(session, g.actor, org_id, limit=limit, after=after_id(),
                                   kind=one_arg("kind"))
@@ -237,7 +238,7 @@ def openapi_paths(op: Any, json_response: Any, ref: Any) -> dict[str, Any]:
         "/api/v1/orgs/{org}/api-keys": {
             "get": op("List API keys (keyset pages by id): all for owners and admins, your own otherwise; "
                       "team service keys apart", json_response(ref("ApiKeyList")), params=("org",),
-                      query=[("limit", {"type": "integer"}, "page size, 1 to 500 (default 100)"),
+                      query=[LIMIT_QUERY,
                              ("after", {"type": "string"}, "`next` of the previous page"),
                              ("kind", {"type": "string", "enum": ["personal", "service"]}, "only keys of this kind")]),
             "post": op("Create a team API key (shown once)", json_response(ref("NewSecret")), body="NewApiKey",

@@ -17,9 +17,9 @@ from identity.web.api.common import (
     after_id,
     authenticated,
     caller_org_id,
-    int_arg,
     json_body,
     optional_text,
+    page_limit,
     role,
     text,
 )
@@ -38,7 +38,7 @@ def member_json(member: Member) -> dict[str, Any]:
 @authenticated(scope=DIRECTORY_READ)
 def list_members(org_ref: str) -> Response:
     org_id = caller_org_id(org_ref)
-    limit, after = min(max(int_arg("limit", 100), 1), 500), after_id()
+    limit, after = page_limit(), after_id()
     with database().reading() as session:
         page = directory.list_members(session, g.actor, org_id, limit=limit, after=after)
     return jsonify({"members": [member_json(m) for m in page.members], "next": page.next})

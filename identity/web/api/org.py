@@ -17,6 +17,7 @@ from identity.errors import InvalidValue
 from identity.service import run
 from identity.web.api.common import (
     ADMIN,
+    LIMIT_QUERY,
     adopt,
     authenticated,
     caller_org_id,
@@ -118,7 +119,7 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
 
 def openapi_paths(op: Any, json_response: Any, ref: Any) -> dict[str, Any]:
     """This blueprint's operations, built with the admin API document's own helpers."""
-    page = [("limit", {"type": "integer"}, "page size, 1 to 500 (default 100; others are clamped)"),
+    page = [LIMIT_QUERY,
             ("after", {"type": "string"}, "`next` of the previous page")]
     return {
         "/api/v1/orgs/{org}": {

@@ -18,6 +18,7 @@ from identity.service import run
 from identity.web.api.common import (
     ADMIN,
     DIRECTORY_READ,
+    LIMIT_QUERY,
     adopt,
     authenticated,
     caller_org_id,
@@ -181,7 +182,7 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         "team_id": {"type": "string"}, "user_id": {"type": "string"}, "keys_to_revoke": {"type": "integer"},
         "key_prefixes": {"type": "array", "items": {"type": "string"}}}},
 }
-_PAGE = [("limit", {"type": "integer"}, "page size, 1 to 500 (default 100; others are clamped)"),
+_PAGE = [LIMIT_QUERY,
          ("after", {"type": "string"}, "`next` of the previous page")]
 _UUID = "^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})?$"
 _MEMBER_PAGE = [_PAGE[0], ("after", {"type": "string", "pattern": _UUID}, "`next` of the previous page (a user id)")]

@@ -20,6 +20,8 @@ from identity.service import run
 from identity.wallet_models import SpendLimit, TopUpRequest, WalletEntry
 from identity.web.api.common import (
     ADMIN,
+    LIMIT_QUERY,
+    LIMIT_SCHEMA,
     USAGE_READ,
     adopt,
     authenticated,
@@ -126,7 +128,7 @@ def get_spend(org_ref: str, team_id: str) -> Response:
 def get_ledger(org_ref: str, team_id: str) -> Response:
     """The ledger, newest first: ?limit= (1 to 500) and ?before=<entry id> (`next` of the previous page)."""
     org_id = caller_org_id(org_ref)
-    limit = min(max(int_arg("limit", 100), 1), 500)
+    limit = page_limit()
     before = int_arg("before", 0) or None
     with database().reading() as session:  # one more than a page: `next` is null on the last one
         rows = spend.ledger(session, g.actor, org_id, team_id, limit=limit + 1, before=before)
@@ -216,13 +218,13 @@ def openapi_paths(op: Any, json_response: Any, ref: Any) -> dict[str, Any]:
     """This blueprint's operations, built with the admin API document's own helpers."""
     team = ("org", "team_id")
     wallet = "/api/v1/orgs/{org}/teams/{team_id}/wallet"
-    page = [("limit", {"type": "integer"}, "page size, 1 to 500 (default 100)"),
+    page = [LIMIT_QUERY,
             ("before", {"type": "integer"}, "`next` of the previous page: entries older than this id")]
-    paging = [("limit", {"type": "integer"}, "page size, 1 to 500 (default 100)"),
+    paging = [LIMIT_QUERY,
               ("after", {"type": "string"}, "`next` of the previous page")]
     by = [("by", {"type": "string", "enum": list(spend.BY)}, "group by key (default), member or period"),
           ("period", {"type": "string"}, "a time within the billing period to show (default: now)"),
-          ("limit", {"type": "integer"}, "by key or member: page size, 1 to 500 (default 100)"),
+          ("limit", LIMIT_SCHEMA, "by key or member: " + LIMIT_QUERY[2]),
           ("after", {"type": "string"}, "by key or member: `next` of the previous page")]
     return {
         wallet: {"get": op("A team's wallet: balance, this period's spend, limit, what is left, discount, auto top-up, "

@@ -16,7 +16,7 @@ from werkzeug.wrappers import Response
 
 from identity import charges, directory, orgs
 from identity.errors import DomainError, InvalidValue
-from identity.web.api.common import cursor, page_window
+from identity.web.api.common import after_position, cursor
 from identity.web.console.common import (
     console_page,
     dollars,
@@ -51,7 +51,7 @@ def _not_for_you() -> Response:
 
 
 def _render(status: int = 200, errors: dict[str, str] | None = None, form: dict[str, str] | None = None) -> Response:
-    after = page_window().after if request.method == "GET" else None
+    after = after_position() if request.method == "GET" else None  # its page size is its own (LEDGER_PAGE)
     with reading() as session:
         ledger = charges.seat_charges(session, g.actor, g.caller.org_id, limit=LEDGER_PAGE, after=after)
         settings = directory.org_settings(session, g.actor, g.caller.org_id)
