@@ -344,8 +344,8 @@ def key_remaining(wallet: WalletRow, key_limit: SpendLimit | None, member_limit:
 def debit_refusal(wallet: Any, debit: int, key_limit: SpendLimit | None,
              member_limit: SpendLimit | None) -> tuple[str | None, str | None]:
     """Why a debit of `debit` micro-cents may not be booked on the locked wallet (code, scope), or (None, None)."""
-    if wallet.balance_micros < debit:
-        return BALANCE_EXHAUSTED, None
+    if wallet.balance_micros < debit:  # the balance is the team's: scope "team", as the key check says it
+        return BALANCE_EXHAUSTED, "team"
     if wallet.spend_limit_micros is not None and wallet.period_spend_micros + debit > wallet.spend_limit_micros:
         return SPENDING_LIMIT_REACHED, "team"
     for scope, limit in (("key", key_limit), ("member", member_limit)):

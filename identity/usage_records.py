@@ -38,7 +38,9 @@ class Outcome:
     balance_micros: int | None = 0
     remaining_micros: int | None = 0
     resets_at: dt.datetime | None = None
-    limit_scope: str | None = None  # for spending_limit_reached: team, key or member
+    # What refused it: `team` for balance_exhausted (the team's balance); team, key or member for
+    # spending_limit_reached.
+    limit_scope: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -5,7 +5,9 @@ check is. The body is one record `{key_id, model, cost_micros, request_id}` or a
 `{"usage": [record, ...]}` (up to 1,000). Amounts are JSON integers in micro-cents.
 
 - One record: 200 with what was debited and what is left, or 429 problem JSON (`code`
-  `balance_exhausted` or `spending_limit_reached`, `resets_at`, `Retry-After` for a limit).
+  `balance_exhausted` or `spending_limit_reached`, `scope`, `resets_at`). `Retry-After` comes with a
+  limit's refusal only, which ends when the period turns: a balance's ends when a credit lands,
+  at no time a client could be told to wait for.
   A retried `request_id` answers 200 `duplicate` with the first debit, and debits nothing.
   Retried with a key of another team (a gateway that re-resolved the caller's key), the duplicate
   names the team the first attempt debited (`team_id`) and its `debited_micros`, and leaves out
@@ -122,7 +124,8 @@ def openapi_paths(op: Any, json_response: Any, ref: Any) -> dict[str, Any]:
     operation = op("Usage from the gateway (gateway credential `gw_...`): debit the key's team, discount first, "
                    "idempotently by request_id; one record or {usage: [...]}. 429 with code balance_exhausted or "
                    "spending_limit_reached when refused", json_response(ref("UsageResult")), body="Usage")
-    operation["responses"]["429"] = {"description": "refused: balance_exhausted or spending_limit_reached",
+    operation["responses"]["429"] = {"description": "refused: balance_exhausted or spending_limit_reached (with "
+                                     "`scope`; Retry-After, until the period turns, for spending_limit_reached only)",
                                      "content": {"application/problem+json": {"schema": ref("Problem")}}}
     operation["security"] = [{"gateway": []}]
     return {"/api/v1/usage": {"post": operation}}
@@ -138,7 +141,10 @@ RESULT = {"type": "object", "required": ["request_id", "status"], "properties": 
     "remaining_micros": {"type": "integer", "description": "what the key may still spend: the balance, bounded by "
                          "each limit (team, key, member) less its spend this period; the key check's "
                          "budget.remaining_micros"},
-    "resets_at": {"type": ["string", "null"]}, "scope": {"type": "string"}}}
+    "resets_at": {"type": ["string", "null"]},
+    "scope": {"type": "string", "enum": ["team", "key", "member"],
+              "description": "a refusal's: `team` for balance_exhausted; team, key or member for "
+                             "spending_limit_reached"}}}
 OPENAPI_SCHEMAS: dict[str, Any] = {
     "Usage": {"oneOf": [RECORD, {"type": "object", "additionalProperties": False, "required": ["usage"],
                                  "properties": {"usage": {"type": "array", "items": RECORD, "minItems": 1,
