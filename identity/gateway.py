@@ -212,7 +212,7 @@ def create_credential(session: Session, actor: Actor, *, name: str = "gateway") 
                             secret_hash=new.hash, created_at=clock.now())
     session.add(row)
     record(session, actor, Action.GATEWAY_CREDENTIAL_CREATED, Target("gateway_credential", row.id, row.prefix),
-           {"name": row.name}, org_id=OPERATOR_STREAM)
+           {"name": row.name, tokens.FINGERPRINT: tokens.fingerprint(new.hash)}, org_id=OPERATOR_STREAM)
     return Issued(row.id, row.prefix, new.plaintext)
 
 

@@ -117,8 +117,8 @@ def create_api_key(session: Session, actor: Actor, org_id: str, *, user_id: str,
                  created_at=clock.now(), role_cap=cap, **creator(actor))
     session.add(key)
     record(session, actor, Action.API_KEY_CREATED, _key_target(key),
-           {"name": name, "team_id": team_id, "user_id": user_id, "scopes": key.scopes, "role_cap": cap},
-           org_id=org_id)
+           {"name": name, "team_id": team_id, "user_id": user_id, "scopes": key.scopes, "role_cap": cap,
+            tokens.FINGERPRINT: tokens.fingerprint(new.hash)}, org_id=org_id)
     return Issued(key.id, key.prefix, new.plaintext)
 
 
@@ -308,8 +308,8 @@ def create_service_key(session: Session, actor: Actor, org_id: str, *, team_id: 
                  **creator(actor))
     session.add(key)
     record(session, actor, Action.API_KEY_CREATED, _key_target(key),
-           {"name": name, "team_id": team_id, "user_id": None, "kind": "service", "scopes": key.scopes},
-           org_id=org_id)
+           {"name": name, "team_id": team_id, "user_id": None, "kind": "service", "scopes": key.scopes,
+            tokens.FINGERPRINT: tokens.fingerprint(new.hash)}, org_id=org_id)
     return Issued(key.id, key.prefix, new.plaintext)
 
 
@@ -357,7 +357,7 @@ def rotate_api_key(session: Session, actor: Actor, org_id: str, key_id: str, *,
     limit = wallet_controls.pass_key_limit(session, org_id, old.team_id, old.id, key.id)
     record(session, actor, Action.API_KEY_CREATED, _key_target(key),
            {"name": key.name, "team_id": key.team_id, "user_id": key.user_id, "scopes": key.scopes,
-            "rotated_from": old.id, "role_cap": cap}, org_id=org_id)
+            "rotated_from": old.id, "role_cap": cap, tokens.FINGERPRINT: tokens.fingerprint(new.hash)}, org_id=org_id)
     record(session, actor, Action.API_KEY_ROTATED, _key_target(old),
            {"expires_at": old.expires_at.isoformat(), "rotated_to": key.id,
             "grace_seconds": int(grace.total_seconds()), **({"spend_limit": limit} if limit else {})}, org_id=org_id)

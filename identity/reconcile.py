@@ -2,8 +2,9 @@
 
 The events are replayed into the state they lead to (identity.replay), then each domain table of the
 org is streamed and compared with it: every user, role grant, IdP group membership, team, group,
-group mapping rule, API key, SCIM token and client, invitation, seat charge, and the org's seat counters and
-settings must be what the events made them. A row no event created, a field the events left
+group mapping rule, API key, SCIM token and client (their secrets' hashes too, by the fingerprint
+their creation records, and a rotated key's end), invitation, seat charge, and the org's seat
+counters and settings must be what the events made them. A row no event created, a field the events left
 otherwise, or something the events made that is gone, is a finding. It lives with the domain,
 not in `audit`, because it needs both: the audit package imports nothing of the domain. It only
 reads.
@@ -42,6 +43,7 @@ from identity.models import (
     User,
 )
 from identity.replay import AT_MOST, Entity, Expected, Finding, GrantKey, rank, replay
+from identity.tokens import FINGERPRINT, fingerprint
 
 __all__ = ["Finding", "reconcile"]
 
@@ -100,12 +102,19 @@ def _check(kind: str, entity_id: str, display: str, state: Entity | None, actual
 def _differs(name: str, expected: Any, actual: Any, why: str) -> str:
     if name == "exists":
         return f"exists, but {why} removed it"
+    if name == FINGERPRINT:
+        return f"its stored secret hash is not the one {why} recorded ({FINGERPRINT} differs): the secret was replaced"
     return f"{name} is {_plain(actual)!r}, but the last event that set it, {why}, left it {_plain(expected)!r}"
 
 
 def _plain(value: Any) -> Any:
     """A word as the events and the reports spell it: an enum member (read from a column) as its value."""
     return value.value if isinstance(value, enum.Enum) else value
+
+
+def _aware(moment: dt.datetime | None) -> dt.datetime | None:
+    """A time read by a Core select, which bypasses UTCDateTime on some drivers: made aware (UTC)."""
+    return moment.replace(tzinfo=dt.UTC) if moment is not None and moment.tzinfo is None else moment
 
 
 def _missing(kind: str, entities: dict[str, Entity]) -> list[Finding]:
@@ -230,10 +239,13 @@ def _api_keys(session: Session, x: Expected, since: dt.datetime | None) -> list[
     k = ApiKey
     found = []
     for row in _stream(session, select(k.id, k.prefix, k.user_id, k.team_id, k.scopes, k.status, k.status_reason,
-                                       k.created_at, k.role_cap).where(k.org_id == x.org_id)):
+                                       k.created_at, k.role_cap, k.name, k.expires_at, k.rotated_to, k.secret_hash)
+                       .where(k.org_id == x.org_id)):
         state = x.api_keys.pop(row.id, None) or x.keys_by_prefix.pop(row.prefix, None)
         actual = {"status": row.status, "status_reason": row.status_reason, "user_id": row.user_id,
-                  "team_id": row.team_id, "scopes": sorted(row.scopes or []), "role_cap": row.role_cap}
+                  "team_id": row.team_id, "scopes": sorted(row.scopes or []), "role_cap": row.role_cap,
+                  "name": row.name, "expires_at": _aware(row.expires_at), "rotated_to": row.rotated_to,
+                  FINGERPRINT: fingerprint(row.secret_hash)}
         found += _check("api_key", row.id, row.prefix, state, actual, row.created_at, since, Action.API_KEY_CREATED)
     return found + _missing("api_key", x.api_keys) + _missing("api_key", x.keys_by_prefix)
 
@@ -241,18 +253,20 @@ def _api_keys(session: Session, x: Expected, since: dt.datetime | None) -> list[
 def _scim_tokens(session: Session, x: Expected, since: dt.datetime | None) -> list[Finding]:
     t = ScimToken
     return _compare(
-        session, since, "scim_token", select(t.id, t.name, t.prefix, t.revoked_at, t.created_at)
+        session, since, "scim_token", select(t.id, t.name, t.prefix, t.revoked_at, t.created_at, t.secret_hash)
         .where(t.org_id == x.org_id), x.scim_tokens, lambda row: row.prefix,
-        lambda row: {"revoked": row.revoked_at is not None, "name": row.name, "prefix": row.prefix},
+        lambda row: {"revoked": row.revoked_at is not None, "name": row.name, "prefix": row.prefix,
+                     FINGERPRINT: fingerprint(row.secret_hash)},
         Action.SCIM_TOKEN_CREATED)
 
 
 def _scim_clients(session: Session, x: Expected, since: dt.datetime | None) -> list[Finding]:
     c = ScimClient
     return _compare(
-        session, since, "scim_client", select(c.id, c.name, c.client_id, c.revoked_at, c.created_at)
+        session, since, "scim_client", select(c.id, c.name, c.client_id, c.revoked_at, c.created_at, c.secret_hash)
         .where(c.org_id == x.org_id), x.scim_clients, lambda row: row.client_id,
-        lambda row: {"revoked": row.revoked_at is not None, "name": row.name, "client_id": row.client_id},
+        lambda row: {"revoked": row.revoked_at is not None, "name": row.name, "client_id": row.client_id,
+                     FINGERPRINT: fingerprint(row.secret_hash)},
         Action.SCIM_CLIENT_CREATED)
 
 

@@ -11,6 +11,7 @@ and failed events changed nothing and are skipped.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from sqlalchemy.engine import Row
@@ -32,6 +33,7 @@ from identity.replay_state import (
     rank,
     set_key_status,
 )
+from identity.tokens import FINGERPRINT
 from identity.vocabulary import ChargeKind, GrantSource, InvitationStatus, KeyStatus, KeyStatusReason, Role
 
 # Re-exported: identity.reconcile and the tests read the state's names from here.
@@ -165,13 +167,28 @@ def _team_left(x: Expected, e: Row[Any]) -> None:
 
 # Credentials and invitations.
 
+def _fingerprint(c: dict[str, Any]) -> dict[str, Any]:
+    """The stored hash's fingerprint a credential's creation records (identity.tokens.fingerprint);
+    an event written before it was recorded says nothing of the hash: left unchecked."""
+    return {FINGERPRINT: c[FINGERPRINT]} if FINGERPRINT in c else {}
+
+
 def _key_created(x: Expected, e: Row[Any]) -> None:
     c = e.changes
     x.key_ids[e.target_display] = e.target_id
     # An event before migration 0024 does not say the cap that migration gave the key: left unchecked.
     cap = {"role_cap": c["role_cap"]} if "role_cap" in c else {}
     entity_of(x.api_keys, e, created=True).set(e, status=KeyStatus.ACTIVE, status_reason=None, user_id=c["user_id"],
-                                             team_id=c["team_id"], scopes=sorted(c["scopes"]), **cap)
+                                             team_id=c["team_id"], scopes=sorted(c["scopes"]), name=c["name"],
+                                             expires_at=None, rotated_to=None, **cap, **_fingerprint(c))
+
+
+def _key_rotated(x: Expected, e: Row[Any]) -> None:
+    """The old key keeps working until `expires_at`, then answers `expired`: its end is what makes
+    it stop, so a later one set by SQL revives it."""
+    c = e.changes
+    entity_of(x.api_keys, e).set(e, expires_at=dt.datetime.fromisoformat(c["expires_at"]),
+                                 rotated_to=c["rotated_to"])
 
 
 def _key_revoked(x: Expected, e: Row[Any]) -> None:
@@ -185,7 +202,8 @@ def _left_keys_revoked(x: Expected, e: Row[Any]) -> None:
 
 
 def _token_created(x: Expected, e: Row[Any]) -> None:
-    entity_of(x.scim_tokens, e, created=True).set(e, revoked=False, name=e.changes["name"], prefix=e.target_display)
+    entity_of(x.scim_tokens, e, created=True).set(e, revoked=False, name=e.changes["name"], prefix=e.target_display,
+                                                **_fingerprint(e.changes))
 
 
 def _token_revoked(x: Expected, e: Row[Any]) -> None:
@@ -194,7 +212,7 @@ def _token_revoked(x: Expected, e: Row[Any]) -> None:
 
 def _client_created(x: Expected, e: Row[Any]) -> None:
     entity_of(x.scim_clients, e, created=True).set(e, revoked=False, name=e.changes["name"],
-                                                 client_id=e.target_display)
+                                                 client_id=e.target_display, **_fingerprint(e.changes))
 
 
 def _client_revoked(x: Expected, e: Row[Any]) -> None:
@@ -244,6 +262,7 @@ HANDLERS: dict[str, Handler] = {
     Action.ORG_DELETED: replay_groups.org_deleted,
     Action.API_KEY_CREATED: _key_created,
     Action.API_KEY_REVOKED: _key_revoked,
+    Action.API_KEY_ROTATED: _key_rotated,
     Action.API_KEY_REVOKED_LEFT_TEAM: _left_keys_revoked,
     Action.SCIM_TOKEN_CREATED: _token_created,
     Action.SCIM_TOKEN_REVOKED: _token_revoked,

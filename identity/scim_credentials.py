@@ -39,8 +39,8 @@ def create_scim_token(session: Session, actor: Actor, org_id: str, *, name: str 
     token = ScimToken(id=token_id, org_id=org_id, name=name, prefix=new.prefix, secret_hash=new.hash,
                       created_at=clock.now(), **creator(actor))
     session.add(token)
-    record(session, actor, Action.SCIM_TOKEN_CREATED, Target("scim_token", token.id, token.prefix), {"name": name},
-           org_id=org_id)
+    record(session, actor, Action.SCIM_TOKEN_CREATED, Target("scim_token", token.id, token.prefix),
+           {"name": name, tokens.FINGERPRINT: tokens.fingerprint(new.hash)}, org_id=org_id)
     return Issued(token.id, token.prefix, new.plaintext)
 
 
@@ -158,7 +158,7 @@ def create_scim_client(session: Session, actor: Actor, org_id: str, *, name: str
                         name=(name or "").strip()[:200] or "SCIM client", created_at=clock.now(), **creator(actor))
     session.add(client)
     record(session, actor, Action.SCIM_CLIENT_CREATED, Target("scim_client", client.id, client.client_id),
-           {"name": client.name}, org_id=org_id)
+           {"name": client.name, tokens.FINGERPRINT: tokens.fingerprint(new.hash)}, org_id=org_id)
     return Issued(client.id, client.client_id, new.plaintext)
 
 

@@ -29,11 +29,12 @@ from identity import (
     seats,
     team_deletion,
     teams,
+    tokens,
     user_profile,
     users,
 )
 from identity.db import Database
-from identity.models import ApiKey, GroupMapping, IdpGroupMember, Org, RoleGrant, ScimToken, User
+from identity.models import ApiKey, GroupMapping, IdpGroupMember, Org, RoleGrant, ScimClient, ScimToken, User
 from identity.orgs import NewOrg
 from identity.reconcile import Finding, reconcile
 from identity.sessions import Lifetime
@@ -118,6 +119,7 @@ def lived_in(db: Database, acme: NewOrg, system: Actor) -> World:
     do(system, lambda s, a: keys.revoke_api_key(s, a, org_id, ids["key_bob"]))
     do(scim, lambda s, a: user_profile.sync_user(s, a, org_id, ids["dave"], {"active": False}))  # blocks dave's key
     do(scim, lambda s, a: user_profile.sync_user(s, a, org_id, ids["dave"], {"active": True}))  # and unblocks it
+    ids["key_dave_next"] = do(system, lambda s, a: keys.rotate_api_key(s, a, org_id, ids["key_dave"])).id
     do(scim, lambda s, a: user_profile.sync_user(s, a, org_id, ids["carol"], {"email": "carol@acme.example"}))
     do(scim, lambda s, a: user_profile.sync_user(s, a, org_id, ids["bob"], {"active": False}))
     do(scim, lambda s, a: users.remove_user(s, a, org_id, ids["erin"]))  # revokes erin's key
@@ -223,6 +225,24 @@ BYPASSES: dict[str, tuple[Callable[[World], list[Any]], str, Callable[[World], s
                               "api_key", lambda w: w.ids["key_erin"], "user.deleted"),
     "api key scopes widened": (lambda w: [update(ApiKey).where(ApiKey.id == w.ids["key_dave"]).values(
         scopes=["admin", "inference"])], "api_key", lambda w: w.ids["key_dave"], "scopes is"),
+    "api key secret replaced": (lambda w: [update(ApiKey).where(ApiKey.id == w.ids["key_dave_next"]).values(
+        secret_hash=tokens.digest("key_0123456789ab_known-to-the-insider"))], "api_key",
+        lambda w: w.ids["key_dave_next"], "its stored secret hash is not the one api_key.created"),
+    "rotated-out key revived": (lambda w: [update(ApiKey).where(ApiKey.id == w.ids["key_dave"]).values(
+        expires_at=clock.now() + dt.timedelta(days=365))], "api_key", lambda w: w.ids["key_dave"],
+        "but the last event that set it, api_key.rotated"),
+    "rotated key's successor unlinked": (lambda w: [update(ApiKey).where(ApiKey.id == w.ids["key_dave"]).values(
+        rotated_to=None)], "api_key", lambda w: w.ids["key_dave"], "rotated_to is None"),
+    "live key given an end": (lambda w: [update(ApiKey).where(ApiKey.id == w.ids["key_dave_next"]).values(
+        expires_at=clock.now())], "api_key", lambda w: w.ids["key_dave_next"], "left it None"),
+    "api key renamed": (lambda w: [update(ApiKey).where(ApiKey.id == w.ids["key_dave"]).values(name="ci")],
+                        "api_key", lambda w: w.ids["key_dave"], "name is 'ci'"),
+    "scim token secret replaced": (lambda w: [update(ScimToken).where(ScimToken.id == w.ids["token"]).values(
+        secret_hash=tokens.digest("scim_0123456789ab_known-to-the-insider"))], "scim_token",
+        lambda w: w.ids["token"], "its stored secret hash is not the one scim_token.created"),
+    "scim client secret replaced": (lambda w: [update(ScimClient).where(ScimClient.id == w.ids["client"]).values(
+        secret_hash=tokens.digest("scimcs_0123456789ab_known-to-the-insider"))], "scim_client",
+        lambda w: w.ids["client"], "its stored secret hash is not the one scim_client.created"),
     "scim token un-revoked": (lambda w: [update(ScimToken).where(ScimToken.id == w.ids["old_token"]).values(
         revoked_at=None)], "scim_token", lambda w: w.ids["old_token"], "revoked is False"),
     "mapping rule widened": (lambda w: [update(GroupMapping).where(GroupMapping.team_id == w.ids["platform"]).values(
