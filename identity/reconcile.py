@@ -7,7 +7,7 @@ their creation records, and a rotated key's end), invitation, seat charge, and t
 counters and settings must be what the events made them. A row no event created, a field the events left
 otherwise, or something the events made that is gone, is a finding. It lives with the domain,
 not in `audit`, because it needs both: the audit package imports nothing of the domain. It only
-reads.
+reads. The operators' own chain explains the gateway credentials (`reconcile_operator`).
 
 Retention: events older than the chain's base are gone, so an entity created before the oldest
 retained event is not reported for lacking its creation event; what later events say of it is
@@ -26,10 +26,12 @@ from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from audit.events import BATCH
+from audit.log import OPERATOR_STREAM
 from audit.models import AuditEvent, AuditHead
 from identity.actions import Action
 from identity.models import (
     ApiKey,
+    GatewayCredential,
     GroupMapping,
     IdpGroup,
     IdpGroupMember,
@@ -45,7 +47,7 @@ from identity.models import (
 from identity.replay import AT_MOST, Entity, Expected, Finding, GrantKey, rank, replay
 from identity.tokens import FINGERPRINT, fingerprint
 
-__all__ = ["Finding", "reconcile"]
+__all__ = ["Finding", "reconcile", "reconcile_operator"]
 
 # Org settings that org.created does not record: they start at the model's defaults, as create_org sets them.
 DEFAULTED_SETTINGS = ("default_role", "group_sync", "idp_may_grant_owner", "require_sso", "audit_retention_days")
@@ -67,6 +69,28 @@ def reconcile(session: Session, org_id: str) -> list[Finding]:
                   _scim_clients, _invitations, _charges):
         found += check(session, expected, since)
     return found
+
+
+def reconcile_operator(session: Session) -> list[Finding]:
+    """Return every gateway credential the operators' own chain (audit.log.OPERATOR_STREAM) does not explain.
+
+    Credentials made before that chain's first event (it began on 2026-12-06) have no creation
+    event and are not reported for it; what later events say of them is still checked.
+    """
+    head = session.get(AuditHead, OPERATOR_STREAM)
+    base = head.base_seq if head is not None else 0
+    e = AuditEvent
+    first = session.scalar(select(e.occurred_at).where(e.org_id == OPERATOR_STREAM, e.seq > base)
+                           .order_by(e.seq).limit(1))
+    since = first or dt.datetime.max.replace(tzinfo=dt.UTC)  # no event yet: every credential predates the chain
+    expected = replay(session, OPERATOR_STREAM, base, {})
+    g = GatewayCredential
+    return _compare(
+        session, since, "gateway_credential", select(g.id, g.name, g.prefix, g.revoked_at, g.created_at, g.secret_hash),
+        expected.gateway_credentials, lambda row: row.prefix,
+        lambda row: {"revoked": row.revoked_at is not None, "name": row.name, "prefix": row.prefix,
+                     FINGERPRINT: fingerprint(row.secret_hash)},
+        Action.GATEWAY_CREDENTIAL_CREATED)
 
 
 def _retained_since(session: Session, org_id: str, base_seq: int) -> dt.datetime | None:

@@ -3,10 +3,10 @@
 Each action that changes state has one handler (here, or for teams, IdP groups, their rules and an
 org's deletion in identity.replay_groups), written from what its service records (identity.users,
 member_removal, user_profile, owners, seats, teams, team_deletion, groups, group_membership, keys,
-key_settling, invitations, orgs). Events are read in chain order, a window at a time, and only
-per-entity state is kept: for every entity the fields the events set, which event set each (for the
-finding's message), and whether its creation is in the retained log (identity.replay_state). Refused
-and failed events changed nothing and are skipped.
+key_settling, invitations, orgs; gateway, in the operators' chain). Events are read in chain order,
+a window at a time, and only per-entity state is kept: for every entity the fields the events set,
+which event set each (for the finding's message), and whether its creation is in the retained log
+(identity.replay_state). Refused and failed events changed nothing and are skipped.
 """
 
 from __future__ import annotations
@@ -219,6 +219,16 @@ def _client_revoked(x: Expected, e: Row[Any]) -> None:
     entity_of(x.scim_clients, e).set(e, revoked=True)
 
 
+def _gateway_credential_created(x: Expected, e: Row[Any]) -> None:
+    """The operators' chain (audit.log.OPERATOR_STREAM): a gateway credential, by identity.gateway."""
+    entity_of(x.gateway_credentials, e, created=True).set(e, revoked=False, name=e.changes["name"],
+                                                        prefix=e.target_display, **_fingerprint(e.changes))
+
+
+def _gateway_credential_revoked(x: Expected, e: Row[Any]) -> None:
+    entity_of(x.gateway_credentials, e).set(e, revoked=True)
+
+
 def _invited(x: Expected, e: Row[Any]) -> None:
     c = e.changes
     entity_of(x.invitations, e, created=True).set(e, status=InvitationStatus.PENDING, email=c["email"], role=c["role"],
@@ -268,6 +278,8 @@ HANDLERS: dict[str, Handler] = {
     Action.SCIM_TOKEN_REVOKED: _token_revoked,
     Action.SCIM_CLIENT_CREATED: _client_created,
     Action.SCIM_CLIENT_REVOKED: _client_revoked,
+    Action.GATEWAY_CREDENTIAL_CREATED: _gateway_credential_created,
+    Action.GATEWAY_CREDENTIAL_REVOKED: _gateway_credential_revoked,
     Action.INVITATION_CREATED: _invited,
     Action.INVITATION_ACCEPTED: _invitation_status,
     Action.INVITATION_DECLINED: _invitation_status,

@@ -26,7 +26,7 @@ class Finding:
     """One piece of current state that the log does not explain."""
 
     # user | role_grant | group_member | team | group | group_mapping | api_key | scim_token | scim_client
-    # | invitation | org | seat_charge
+    # | invitation | org | seat_charge | gateway_credential
     kind: str
     entity_id: str
     problem: str
@@ -76,6 +76,7 @@ class Expected:
     scim_clients: dict[str, Entity] = field(default_factory=dict)
     invitations: dict[str, Entity] = field(default_factory=dict)
     charges: dict[str, Entity] = field(default_factory=dict)
+    gateway_credentials: dict[str, Entity] = field(default_factory=dict)  # the operators' chain only
     findings: list[Finding] = field(default_factory=list)
 
 

@@ -234,8 +234,9 @@ def verify_command(slug: str, file: str | None, kept: tuple[str, ...], public_ke
         if len(findings) > SHOWN_FINDINGS:
             click.echo(f"  ... and {len(findings) - SHOWN_FINDINGS} more")
         sys.exit(3)
-    if file is None and reconciling and slug != OPERATOR:
-        click.echo(f"org {slug}: reconciled: the events explain every user, grant, seat and key")
+    if file is None and reconciling:
+        what = "gateway credential" if slug == OPERATOR else "user, grant, seat and key"
+        click.echo(f"org {slug}: reconciled: the events explain every {what}")
 
 
 def _verify_database(slug: str, public: Ed25519PublicKey, kept: list[dict[str, Any]],
@@ -246,12 +247,13 @@ def _verify_database(slug: str, public: Ed25519PublicKey, kept: list[dict[str, A
         org_id = _org_id(db, slug)
         with db.reading() as session:
             report = verify.verify_database(session, org_id, public, kept)
-        reconciled = reconciling and report.intact and org_id != OPERATOR_STREAM  # no org data to explain
+        reconciled = reconciling and report.intact
         if reconciled:
             # One snapshot (every read transaction is, on both databases: identity.db), so that a
             # change committed between reading the events and reading a table is not a finding.
             with db.reading() as session:
-                findings = reconcile.reconcile(session, org_id)
+                findings = (reconcile.reconcile_operator(session) if org_id == OPERATOR_STREAM
+                            else reconcile.reconcile(session, org_id))
         with db.transaction() as session:
             audit_access.record_verification(session, _actor("verify"), org_id, {
                 "intact": report.intact, "checked": report.checked, "last_seq": report.last_seq,

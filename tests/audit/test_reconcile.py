@@ -20,6 +20,7 @@ from audit import Actor, clock
 from audit.log import Target, record
 from audit.models import AuditEvent
 from identity import (
+    gateway,
     group_membership,
     groups,
     invitations,
@@ -35,7 +36,17 @@ from identity import (
     users,
 )
 from identity.db import Database
-from identity.models import ApiKey, GroupMapping, IdpGroupMember, Org, RoleGrant, ScimClient, ScimToken, User
+from identity.models import (
+    ApiKey,
+    GatewayCredential,
+    GroupMapping,
+    IdpGroupMember,
+    Org,
+    RoleGrant,
+    ScimClient,
+    ScimToken,
+    User,
+)
 from identity.orgs import NewOrg
 from identity.reconcile import Finding, reconcile
 from identity.sessions import Lifetime
@@ -373,3 +384,33 @@ def test_an_export_of_events_with_fingerprints_verifies(cli: Callable[..., Resul
     assert '"hash_fingerprint"' in path.read_text()
     result = cli("verify", "--org", "acme", str(path))
     assert result.exit_code == 0 and "intact" in result.output, result.output
+
+
+def test_the_operators_chain_explains_every_gateway_credential(cli: Callable[..., Result], db: Database,
+                                                              system: Actor) -> None:
+    with db.transaction() as session:  # one made before the operators' chain began (2026-12-06): no event
+        session.add(GatewayCredential(id=str(uuid.uuid4()), name="older", prefix="gw_0123456789ab",
+                                      secret_hash="0" * 64, created_at=clock.now() - dt.timedelta(days=30)))
+    with db.transaction() as session:
+        live = gateway.create_credential(session, system, name="edge")
+        gone = gateway.create_credential(session, system, name="old edge")
+    with db.transaction() as session:
+        gateway.revoke_credential(session, system, gone.id)
+    clean = cli("verify", "--org", "@operator")
+    assert clean.exit_code == 0 and "reconciled: the events explain every gateway credential" in clean.output, \
+        clean.output
+    intruder = str(uuid.uuid4())
+    sql(db, update(GatewayCredential).where(GatewayCredential.id == live.id).values(
+            secret_hash=tokens.digest("gw_0123456789ab_known-to-the-insider")),
+        update(GatewayCredential).where(GatewayCredential.id == gone.id).values(revoked_at=None),
+        insert(GatewayCredential).values(id=intruder, name="backdoor", prefix="gw_ba5eba11ba5e", secret_hash="0" * 64,
+                                         created_at=clock.now()))
+    result = cli("verify", "--org", "@operator")
+    assert result.exit_code == 3, result.output
+    found = [line.strip() for line in result.output.splitlines()[2:]]
+    assert len(found) == 3, found
+    assert any(line.startswith(f"gateway_credential {live.id} ") and "stored secret hash is not the one" in line
+               for line in found), found
+    assert any(line.startswith(f"gateway_credential {gone.id} ") and "revoked is False" in line for line in found)
+    assert any(line.startswith(f"gateway_credential {intruder} ") and "no gateway_credential.created" in line
+               for line in found), found
