@@ -15,7 +15,7 @@ from sqlalchemy import inspect, select, text, update
 
 from audit import Actor
 from audit.models import AuditEvent
-from identity import gateway, keys, users
+from identity import gateway, keys, tokens, users
 from identity.db import Database
 from identity.migrate import downgrade, upgrade
 from identity.models import ApiKey, User
@@ -113,7 +113,8 @@ def test_its_holder_cannot_lift_a_cap_by_rotating(db: Database, system: Actor, a
     assert _cap(db, successor.id) == "member"
     assert _created_event(db, successor.id) == {
         "name": "k", "team_id": acme.default_team_id, "user_id": people.bob.id, "scopes": ["inference"],
-        "rotated_from": made.id, "role_cap": "member"}
+        "rotated_from": made.id, "role_cap": "member",
+        "hash_fingerprint": tokens.fingerprint(tokens.digest(successor.secret))}  # of the hash, never the secret
     assert _verify(db, successor.secret).role == "member"
     again = _rotate(db, _verify(db, successor.secret).actor(), acme, successor.id)  # with the key itself
     assert _cap(db, again.id) == "member" and _verify(db, again.secret).role == "member"
