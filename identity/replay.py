@@ -30,6 +30,7 @@ from identity.replay_state import (
     changed_to,
     drop_grants,
     entity_of,
+    key_of,
     rank,
     set_key_status,
 )
@@ -187,13 +188,11 @@ def _key_rotated(x: Expected, e: Row[Any]) -> None:
     """The old key keeps working until `expires_at`, then answers `expired`: its end is what makes
     it stop, so a later one set by SQL revives it."""
     c = e.changes
-    entity_of(x.api_keys, e).set(e, expires_at=dt.datetime.fromisoformat(c["expires_at"]),
-                                 rotated_to=c["rotated_to"])
+    key_of(x, e).set(e, expires_at=dt.datetime.fromisoformat(c["expires_at"]), rotated_to=c["rotated_to"])
 
 
 def _key_revoked(x: Expected, e: Row[Any]) -> None:
-    entity_of(x.api_keys, e).set(e, status=KeyStatus.REVOKED,
-                                      status_reason=e.changes.get("reason", KeyStatusReason.MANUAL))
+    key_of(x, e).set(e, status=KeyStatus.REVOKED, status_reason=e.changes.get("reason", KeyStatusReason.MANUAL))
 
 
 def _left_keys_revoked(x: Expected, e: Row[Any]) -> None:

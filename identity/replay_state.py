@@ -107,6 +107,15 @@ def drop_grants(x: Expected, user_id: str, keep: Callable[[GrantKey], bool]) -> 
         x.grants[user_id] = {key: role for key, role in grants.items() if keep(key)}
 
 
+def key_of(x: Expected, e: Row[Any]) -> Entity:
+    """The key an event names by id (and by prefix, its display): one entity whichever way later
+    events name it, for a key made before the retained log too."""
+    x.key_ids.setdefault(e.target_display, e.target_id)
+    if e.target_id not in x.api_keys and e.target_display in x.keys_by_prefix:
+        x.api_keys[e.target_id] = x.keys_by_prefix.pop(e.target_display)
+    return entity_of(x.api_keys, e)
+
+
 def set_key_status(x: Expected, e: Row[Any], prefixes: Iterable[str], status: str, reason: str | None) -> None:
     """Keys named by prefix in a member's or team's event; a key made before the retained log by prefix alone."""
     for prefix in prefixes:

@@ -294,11 +294,13 @@ def test_entities_older_than_the_retained_log_are_not_reported(cli: Callable[...
         org_id = old.org.id
         veteran = provision(db, system, org_id, "vera@oldco.test", source="scim")
         with db.transaction() as session:
-            keys.create_api_key(session, system, org_id, user_id=veteran.id, team_id=old.default_team_id, name="v",
-                                scopes=["inference"])
+            vera_key = keys.create_api_key(session, system, org_id, user_id=veteran.id, team_id=old.default_team_id,
+                                           name="v", scopes=["inference"])
             scim_credentials.create_scim_token(session, system, org_id)
     with clock.frozen_at(NOW - dt.timedelta(days=10)):
         newcomer = provision(db, system, org_id, "nina@oldco.test")
+        with db.transaction() as session:  # an old key named by id, then (blocked) by prefix: one key
+            keys.rotate_api_key(session, system, org_id, vera_key.id)
         with db.transaction() as session:  # an old member's later change stays checked
             users.deactivate_user(session, system, org_id, veteran.id)
     with clock.frozen_at(NOW):
@@ -312,8 +314,10 @@ def test_entities_older_than_the_retained_log_are_not_reported(cli: Callable[...
     sql(db, update(User).where(User.id == veteran.id).values(active=True),
         update(User).where(User.id == newcomer.id).values(active=False),
         _new_user(World(db, org_id, {})).values(id=intruder))
+    sql(db, update(ApiKey).where(ApiKey.id == vera_key.id).values(expires_at=None))  # its rotation, undone
     found = {(f.entity_id, f.problem.split(",")[0]) for f in findings(db, org_id)}
-    assert found == {(veteran.id, "active is True"), (newcomer.id, "active is False"), (intruder, "exists")}
+    assert found == {(veteran.id, "active is True"), (newcomer.id, "active is False"), (intruder, "exists"),
+                     (vera_key.id, "expires_at is None")}
 
 
 @pytest.mark.postgres_only("REPEATABLE READ is PostgreSQL's; a SQLite reader sees one snapshot anyway")
