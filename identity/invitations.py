@@ -105,7 +105,7 @@ def invite(session: Session, actor: Actor, org_id: str, *, email: str, role: str
     mail_id = _queue_mail(session, invitation, accept_link(base_url, new.plaintext))
     record(session, actor, Action.INVITATION_CREATED, _target(invitation),
            {"email": email, "role": role, "team_id": team_id, "expires_at": invitation.expires_at.isoformat(),
-            "mail_id": mail_id}, org_id=org_id)
+            "mail_id": mail_id, tokens.FINGERPRINT: tokens.fingerprint(new.hash)}, org_id=org_id)
     return invitation, new.plaintext
 
 
@@ -179,7 +179,7 @@ def resend(session: Session, actor: Actor, org_id: str, invitation_id: str, *,
     mail_id = _queue_mail(session, invitation, accept_link(base_url, new.plaintext))
     changes: dict[str, object] = {"status": {"before": before, "after": InvitationStatus.PENDING},
                                   "expires_at": invitation.expires_at.isoformat(), "mails_cancelled": cancelled,
-                                  "mail_id": mail_id}
+                                  "mail_id": mail_id, tokens.FINGERPRINT: tokens.fingerprint(new.hash)}
     if sender != actor.id:
         changes["invited_by"] = {"before": sender, "after": actor.id}
     record(session, actor, Action.INVITATION_RESENT, _target(invitation), changes, org_id=org_id)

@@ -297,9 +297,11 @@ def _scim_clients(session: Session, x: Expected, since: dt.datetime | None) -> l
 def _invitations(session: Session, x: Expected, since: dt.datetime | None) -> list[Finding]:
     i = Invitation
     return _compare(
-        session, since, "invitation", select(i.id, i.email, i.role, i.team_id, i.status, i.created_at)
+        session, since, "invitation", select(i.id, i.email, i.role, i.team_id, i.status, i.created_at, i.expires_at,
+                                             i.secret_hash)
         .where(i.org_id == x.org_id), x.invitations, lambda row: row.email,
-        lambda row: {"status": row.status, "email": row.email, "role": row.role, "team_id": row.team_id},
+        lambda row: {"status": row.status, "email": row.email, "role": row.role, "team_id": row.team_id,
+                     "expires_at": _aware(row.expires_at), FINGERPRINT: fingerprint(row.secret_hash)},
         Action.INVITATION_CREATED)
 
 

@@ -231,11 +231,23 @@ def _gateway_credential_revoked(x: Expected, e: Row[Any]) -> None:
 def _invited(x: Expected, e: Row[Any]) -> None:
     c = e.changes
     entity_of(x.invitations, e, created=True).set(e, status=InvitationStatus.PENDING, email=c["email"], role=c["role"],
-                                                team_id=c["team_id"])
+                                                team_id=c["team_id"], **_link(c))
 
 
 def _invitation_status(x: Expected, e: Row[Any]) -> None:
     entity_of(x.invitations, e).set(e, status=changed_to(e.changes["status"]))
+
+
+def _invitation_resent(x: Expected, e: Row[Any]) -> None:
+    """A new link: its end and its hash's fingerprint, as at creation."""
+    entity_of(x.invitations, e).set(e, status=changed_to(e.changes["status"]), **_link(e.changes))
+
+
+def _link(c: dict[str, Any]) -> dict[str, Any]:
+    """An invitation link's end and fingerprint, when its event records them: a later end set by SQL
+    revives a lapsed invitation, a planted hash is a link its planter knows."""
+    end = {"expires_at": dt.datetime.fromisoformat(c["expires_at"])} if "expires_at" in c else {}
+    return {**end, **_fingerprint(c)}
 
 
 # action -> its handler: what each recorded change did to the data.
@@ -283,6 +295,6 @@ HANDLERS: dict[str, Handler] = {
     Action.INVITATION_ACCEPTED: _invitation_status,
     Action.INVITATION_DECLINED: _invitation_status,
     Action.INVITATION_EXPIRED: _invitation_status,
-    Action.INVITATION_RESENT: _invitation_status,
+    Action.INVITATION_RESENT: _invitation_resent,
     Action.INVITATION_REVOKED: _invitation_status,
 }

@@ -41,6 +41,7 @@ from identity.models import (
     GatewayCredential,
     GroupMapping,
     IdpGroupMember,
+    Invitation,
     Org,
     RoleGrant,
     ScimClient,
@@ -255,6 +256,12 @@ BYPASSES: dict[str, tuple[Callable[[World], list[Any]], str, Callable[[World], s
     "scim client secret replaced": (lambda w: [update(ScimClient).where(ScimClient.id == w.ids["client"]).values(
         secret_hash=tokens.digest("scimcs_0123456789ab_known-to-the-insider"))], "scim_client",
         lambda w: w.ids["client"], "its stored secret hash is not the one scim_client.created"),
+    "invitation's end pushed": (lambda w: [update(Invitation).where(Invitation.email == "gina@acme.test").values(
+        expires_at=clock.now() + dt.timedelta(days=365))], "invitation", lambda w: "",
+        "but the last event that set it, invitation.created"),
+    "invitation link planted": (lambda w: [update(Invitation).where(Invitation.email == "gina@acme.test").values(
+        secret_hash=tokens.digest("inv_0123456789ab_known-to-the-insider"))], "invitation", lambda w: "",
+        "its stored secret hash is not the one invitation.created"),
     "scim token un-revoked": (lambda w: [update(ScimToken).where(ScimToken.id == w.ids["old_token"]).values(
         revoked_at=None)], "scim_token", lambda w: w.ids["old_token"], "revoked is False"),
     "mapping rule widened": (lambda w: [update(GroupMapping).where(GroupMapping.team_id == w.ids["platform"]).values(
