@@ -48,6 +48,8 @@ def test_a_service_key_opens_only_its_teams_usage_reads(client: FlaskClient, db:
                 and (method, path) not in PUBLIC:
             opened.append((method, path, answer.status_code))
     assert opened == []
+    for door in ("/scim/v2/Users", "/scim/v2/Groups", "/console/audit", "/console/keys", "/console/billing"):
+        assert client.get(door, headers=bearer(job.secret)).status_code in (401, 303), door  # not its way in
     assert rows(db) == before
 
 
