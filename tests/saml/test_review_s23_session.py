@@ -12,8 +12,8 @@ from identity.orgs import NewOrg
 from saml.connection import SpUrls
 from tests.saml.conftest import Sso, configure
 from tests.saml.idp import TestIdP
-from tests.saml.test_device_cookie import OWNER, app, ask, at, device_cookie, smtp  # noqa: F401  (fixtures)
-from tests.saml.test_sign_in_by_email import BASE_URL
+from tests.saml.test_device_cookie import OWNER, app, at, device_cookie, smtp  # noqa: F401  (fixtures)
+from tests.saml.test_sign_in_by_email import BASE_URL, ask
 from tests.smtp import Inbox
 
 
