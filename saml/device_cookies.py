@@ -29,6 +29,7 @@ COOKIE = "identity_device"
 LIFETIME = dt.timedelta(days=90)
 _VERSION = "v1"
 _DOMAIN = b"identity.device-cookie\x00"
+_MAX_EXPIRY_DIGITS = 12  # a Unix time in seconds; more is malformed, not a far future
 MAX_ADDRESSES = 4  # a member's userName and email, with room; bounds a cookie's size and its checking
 
 
@@ -63,8 +64,10 @@ def issue(secret_key: str, addresses: Iterable[str], now: dt.datetime) -> str:
 def device_of(secret_keys: Sequence[str], value: str | None, address: str, now: dt.datetime) -> str | None:
     """The device id of a cookie valid for `address` at `now` under one of `secret_keys`, else None."""
     parts = (value or "").split(".")
-    if not 4 <= len(parts) <= 3 + MAX_ADDRESSES or parts[0] != _VERSION or not parts[1].isdigit() or not all(parts):
+    if not 4 <= len(parts) <= 3 + MAX_ADDRESSES or parts[0] != _VERSION or not all(parts):
         return None
+    if not (parts[1].isascii() and parts[1].isdigit() and len(parts[1]) <= _MAX_EXPIRY_DIGITS):
+        return None  # str.isdigit alone is true of '²', which int() refuses: malformed, no cookie
     expires, device, macs = int(parts[1]), parts[2], parts[3:]
     if expires <= now.timestamp():
         return None

@@ -20,7 +20,10 @@ def test_a_cookie_is_valid_for_its_address_only_until_it_expires_and_under_a_pre
     assert device_cookies.device_of(("new" * 11, OLD), value, "owner@acme.test", NOW) is None  # another key
     rotated = device_cookies.issue(OLD, ["owner@acme.test"], NOW)
     assert device_cookies.device_of((KEY, OLD), rotated, "owner@acme.test", NOW) is not None  # SECRET_KEY_PREVIOUS
-    for garbage in (None, "", "x", "v1.1.2.3", value + ".", value.replace(".", "..", 1)):
+    version, expires, device, mac = value.split(".")
+    for garbage in (None, "", "x", "v1.1.2.3", value + ".", value.replace(".", "..", 1),
+                    f"{version}.\u00b2\u00b2.{device}.{mac}", f"{version}.\u0661\u0662.{device}.{mac}",
+                    f"{version}.{'9' * 40}.{device}.{mac}"):
         assert device_cookies.device_of((KEY,), garbage, "owner@acme.test", NOW) is None
 
 

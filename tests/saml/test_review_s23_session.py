@@ -46,10 +46,6 @@ def test_another_orgs_idp_cannot_mint_a_device_cookie_for_a_victims_address(
     assert sent == 0 and len(to_victim) <= 30, f"{len(to_victim)} link mails to {OWNER} past the ceiling of 30"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "review s23: device_cookies.device_of reads the expiry with str.isdigit, true of '²', then int(), which "
-    "raises ValueError on it: a device cookie 'v1.²...' makes both pages that ask for a link a 500 (an "
-    "unhandled error logged per request) instead of a cookie that proves nothing"))
 def test_a_malformed_device_cookie_proves_nothing_and_breaks_nothing(
         app: Flask, acme: NewOrg, smtp: tuple[Inbox, int]) -> None:  # noqa: F811
     browser = at(app, "192.0.2.10")
