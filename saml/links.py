@@ -67,8 +67,8 @@ class Limits:
     mail bombing of many from one machine). `per_address_all_clients`: for one address from all
     clients together, higher: the one bound on mail to one address from many client addresses (each
     has its own `per_address`). Past it the address is refused to anonymous browsers only: a browser
-    that has signed in as the address (its device cookie, saml.device_cookies) is counted in a bucket
-    of its own (`_bucket`), under the same three limits, which no stranger can fill.
+    that has signed in as the member the ask would mail (its device cookie, saml.device_cookies) is
+    counted in a bucket of its own (`_bucket`), under the same three limits, which no stranger can fill.
     """
 
     per_address: int = 3
@@ -119,21 +119,38 @@ def _live_member(session: Session, org_id: str, email: str) -> User | None:
         .order_by((User.user_name_key == name_key(email.strip())).desc(), User.created_at, User.id).limit(1)).first()
 
 
-def addresses_of(user: User) -> list[str]:
-    """The addresses a member may type to ask for a link, which a device cookie is issued for: the
-    userName and the email, when they are addresses (a link is mailed to one of them)."""
-    return [address for address in dict.fromkeys((user.email or "", user.user_name)) if "@" in address]
+def device_members(user: User) -> list[device_cookies.Member]:
+    """Whom a browser that signed in as `user` gets a device cookie for: the member, if their userName
+    or email is an address to ask with (none otherwise: such a member never gets a link by email)."""
+    has_address = "@" in (user.email or "") or "@" in user.user_name
+    return [device_cookies.Member(user.org_id, user.id)] if has_address else []
 
 
-def _bucket(email: str, device: device_cookies.Presented) -> str:
+@dataclass(frozen=True)
+class _Recipient:
+    """A member an ask for a link by email would mail, in the org asked."""
+
+    org: Org
+    user: User
+    break_glass: bool
+
+
+def _bucket(email: str, device: device_cookies.Presented, recipients: Sequence[_Recipient]) -> str:
     """The key an ask for `email` is counted under (SignInRequest.address_hash): the address's own,
-    shared by every anonymous browser; or, from a browser whose device cookie is valid for this
-    address, that device's for this address. OWASP's device cookies: a stranger's asks from many
-    client addresses fill the address's bucket, never the owner's browser's; a forged, expired or
-    other address's cookie is no cookie, so it cannot be used to escape the anonymous bucket.
+    shared by every anonymous browser; or, from a browser whose device cookie names every member the
+    ask would mail, that device's for this address. OWASP's device cookies: a stranger's asks from
+    many client addresses fill the address's bucket, never the owner's browser's.
+
+    The cookie names members, not addresses: another org's IdP can sign its owner in as a member of
+    her own org with the victim's address, and her cookie must not count for the victim's member.
+    Every member, not one: `/` mails each org where the address is a member, and a cookie for the
+    rival org's member would otherwise carry the victim's link past the ceiling. No member to mail
+    (an unknown address or org) or a forged, expired or malformed cookie: the address's bucket, as
+    for a stranger, so that the answer tells nothing.
     """
     key = name_key(email.strip())
-    known = device.device_for(email, clock.now())
+    members = [device_cookies.Member(recipient.org.id, recipient.user.id) for recipient in recipients]
+    known = device.device_for(members, clock.now())
     return _digest(key) if known is None else _digest(f"device\x00{known}\x00{key}")
 
 
@@ -161,27 +178,33 @@ def request_sign_in_links(session: Session, actor: Actor, org_slugs: Sequence[st
     member, bound to `browser` (a cookie's value); return the mails' ids (none when nobody gets one).
 
     Whoever asks learns nothing from this: an unknown org or address, or a member whom the org's
-    SSO requirement keeps out, is counted against the limits the same way and gets no mail. The ask
-    is counted once, under the address's key alone: `/` looks up the orgs of a typed address by
-    membership, so a count by org (or one per org) would tell a member from a stranger. `device`:
-    the browser's device cookie, which counts the ask in that device's own bucket (`_bucket`).
+    SSO requirement keeps out, is looked up and counted against the limits the same way and gets no
+    mail. The ask is counted once, under the address's key alone: `/` looks up the orgs of a typed
+    address by membership, so a count by org (or one per org) would tell a member from a stranger.
+    `device`: the browser's device cookie, which counts the ask in that device's own bucket when it
+    names the members who would get the mails (`_bucket`).
     """
-    _count_request(session, _bucket(email, device), client_address, limits)
-    mail_ids = (_queue_link(session, actor, slug, email, browser, base_url) for slug in org_slugs)
-    return [mail_id for mail_id in mail_ids if mail_id is not None]
+    recipients = [r for r in (_recipient(session, slug, email) for slug in org_slugs) if r is not None]
+    _count_request(session, _bucket(email, device, recipients), client_address, limits)
+    return [_queue_link(session, actor, recipient, browser, base_url) for recipient in recipients]
 
 
-def _queue_link(session: Session, actor: Actor, org_slug: str, email: str, browser: str, base_url: str) -> str | None:
-    """Queue the link of the org's live member with this address; None when nobody gets one."""
+def _recipient(session: Session, org_slug: str, email: str) -> _Recipient | None:
+    """The org's live member with this address, who may get a link by mail; None when nobody may."""
     slug = org_slug.strip().lower()
     org = session.scalars(select(Org).where(Org.slug == slug)).first() if slug else None
     user = _live_member(session, org.id, email) if org is not None else None
     if org is None or user is None or "@" not in (user.email or user.user_name):
         return None
     try:
-        break_glass = ensure_may_sign_in_without_sso(session, org, user)
+        return _Recipient(org, user, ensure_may_sign_in_without_sso(session, org, user))
     except SsoRequired:
         return None
+
+
+def _queue_link(session: Session, actor: Actor, recipient: _Recipient, browser: str, base_url: str) -> str:
+    """Queue the recipient's link by mail, and record it."""
+    org, user, break_glass = recipient.org, recipient.user, recipient.break_glass
     token, now = secrets.token_urlsafe(32), clock.now()
     session.add(SignInLink(id=_digest(token), org_id=org.id, user_id=user.id, created_at=now,
                            expires_at=now + LINK_TTL, browser_hash=_digest(browser)))

@@ -121,7 +121,8 @@ class SignInRequest(Base):
     """A request for a sign-in link by email, kept a short while to rate-limit per address and per client.
 
     `address_hash` is the ask's bucket (saml.links._bucket), kept only as a SHA-256: of the address's
-    name key, known or not, or of a known device's id and that key (saml.device_cookies).
+    name key, known or not, or of the id of a device known to the members it would mail and that key
+    (saml.device_cookies).
     """
 
     __tablename__ = "sign_in_requests"

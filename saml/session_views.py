@@ -262,7 +262,7 @@ def link_sign_in(token: str) -> HttpResponse:
                      MESSAGES.get(error.code, "Sign-in failed."))
     response = redirect(DEFAULT_LANDING, 303)
     web.set_session_cookie(response, signed_in.token)
-    web.set_device_cookie(response, links.addresses_of(signed_in.user))
+    web.set_device_cookie(response, links.device_members(signed_in.user))
     return response
 
 

@@ -192,7 +192,7 @@ def _consume(slug: str, loaded: tuple[Org, SamlConnection] | None, *, stored: bo
     landing = signed_in.relay_state or safe_landing(request.form.get("RelayState"), web.base_url())
     response = redirect(landing, 303)
     web.set_session_cookie(response, signed_in.token)
-    web.set_device_cookie(response, links.addresses_of(signed_in.user))
+    web.set_device_cookie(response, links.device_members(signed_in.user))
     _release_binding(response, org, assertion)
     return response
 

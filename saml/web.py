@@ -201,14 +201,14 @@ def presented_device() -> device_cookies.Presented:
     return device_cookies.Presented(request.cookies.get(device_cookies.COOKIE), key_secrets())
 
 
-def set_device_cookie(response: HttpResponse, addresses: list[str]) -> None:
-    """Mark this browser as one that signed in as `addresses` (saml.device_cookies), anew at each sign-in.
+def set_device_cookie(response: HttpResponse, members: list[device_cookies.Member]) -> None:
+    """Mark this browser as one that signed in as `members` (saml.device_cookies), anew at each sign-in.
 
     Path `/` (under BASE_URL's path): both pages that ask for a link read it. SameSite=Lax, as the
-    session cookie: a SAML sign-in sets it on the IdP's cross-site POST. None when no address.
+    session cookie: a SAML sign-in sets it on the IdP's cross-site POST. None when no member.
     """
-    if not addresses:
+    if not members:
         return
-    value = device_cookies.issue(current_app.config["SECRET_KEY"], addresses, clock.now())
+    value = device_cookies.issue(current_app.config["SECRET_KEY"], members, clock.now())
     response.set_cookie(device_cookies.COOKIE, value, max_age=int(device_cookies.LIFETIME.total_seconds()),
                         path=cookie_path("/"), httponly=True, samesite="Lax", secure=secure_cookies())

@@ -1,6 +1,7 @@
 """The device cookie (OWASP "Slow Down Online Guessing Attacks with Device Cookies"): a browser that
-has signed in as an address asks for its links in a bucket of its own, so that a stranger who fills
-the all-clients ceiling of that address from many client addresses does not lock its owner out."""
+has signed in as a member asks for that member's links in a bucket of its own, so that a stranger who
+fills the all-clients ceiling of the address from many client addresses does not lock its owner out,
+and another org's member with the same address gets no bucket of her own for this one's links."""
 
 from __future__ import annotations
 
@@ -13,11 +14,15 @@ from flask.testing import FlaskClient
 from werkzeug.wrappers import Response
 
 from audit import Actor
+from identity import orgs
 from identity.db import Database
 from identity.orgs import NewOrg
 from saml import web
+from saml.connection import SpUrls
+from saml.device_cookies import Member
 from tests.factories import provision
-from tests.saml.conftest import Sso, form_token
+from tests.saml.conftest import Sso, configure, form_token
+from tests.saml.idp import TestIdP
 from tests.saml.test_sign_in_by_email import BASE_URL, ask, ask_on_the_sign_in_page, make_app, use
 from tests.smtp import Inbox, smtp_server
 
@@ -80,7 +85,7 @@ def test_a_stranger_from_many_clients_does_not_lock_the_owners_browser_out(
     genuine = device_cookie(owner)
     forged.set_cookie(COOKIE, another_device(genuine))
     assert ask(forged, OWNER).status_code == 429
-    assert ask(colleague, OWNER).status_code == 429  # his cookie is for his own address, not hers
+    assert ask(colleague, OWNER).status_code == 429  # his cookie is for himself, not her
     # Her own browser holds the cookie: its asks are counted in its own bucket, and her link works.
     assert ask(owner, OWNER).status_code == 200
     inbox.wait(32)
@@ -106,6 +111,7 @@ def test_the_cookie_is_httponly_lax_for_the_whole_site_and_names_no_address(
     assert {"Path=/", "HttpOnly", "SameSite=Lax"} <= attributes and "Secure" not in attributes  # http BASE_URL
     assert f"Max-Age={int(LIFETIME.total_seconds())}" in attributes
     assert "owner" not in cookie.lower() and "acme" not in cookie.lower()
+    assert acme.org.id not in cookie and acme.owner.id not in cookie  # the member's ids are MACed, not shown
 
 
 def test_a_saml_sign_in_makes_the_browser_known_too(app: Flask, acme: NewOrg, sso: Sso,
@@ -125,8 +131,31 @@ def test_over_https_under_a_path_the_cookie_is_secure_and_under_that_path(db: Da
     app = make_app(db, smtp, BASE_URL="https://sso.example.test/identity")
     with app.test_request_context("/identity/login/link/x", base_url="https://sso.example.test/identity"):
         response = Response()
-        web.set_device_cookie(response, [OWNER])
+        web.set_device_cookie(response, [Member("org", "user")])
         web.set_device_cookie(nothing := Response(), [])
     attributes = set(response.headers["Set-Cookie"].split("; "))
     assert {"Secure", "HttpOnly", "SameSite=Lax", "Path=/identity/"} <= attributes
     assert "Set-Cookie" not in nothing.headers  # a member without an address: no cookie
+
+
+def test_on_the_sign_in_page_a_cookie_for_one_of_the_members_it_would_mail_is_not_enough(
+        app: Flask, db: Database, system: Actor, acme: NewOrg, idp: TestIdP, smtp: tuple[Inbox, int]) -> None:
+    """`/` mails every org where the address is a member: Rival's owner, whose IdP signs her in as
+    Rival's member with the victim's address, holds a cookie for that member, not for Acme's; counted
+    in her device's bucket, her asks would carry Acme's links to the victim past the ceiling."""
+    inbox, _ = smtp
+    with db.transaction() as session:
+        rival = orgs.create_org(session, system, "Rival", owner_email="mallory@rival.test")
+    configure(db, rival.org.slug, idp, jit=True, allow_idp_initiated=True)
+    answers = [ask(at(app, f"2001:db8:{n}::1"), OWNER).status_code for n in range(10) for _ in range(3)]
+    assert answers.count(200) == 30
+    inbox.wait(30)
+    mallory = at(app, "203.0.113.1")
+    sso = Sso(db, rival, idp, mallory, SpUrls.of(BASE_URL, rival.org.slug))
+    assert sso.sp_login(name_id=OWNER).status_code == 303  # JIT: Rival's member "owner@acme.test"
+    assert device_cookie(mallory)
+    signed_out = at(app, "203.0.113.1")  # her browser signed out, the cookie kept
+    signed_out.set_cookie(COOKIE, device_cookie(mallory))
+    assert ask_on_the_sign_in_page(signed_out, who=OWNER).status_code == 429  # Acme's and Rival's member
+    assert ask(mallory, OWNER, org=rival.org.slug).status_code == 200  # her own org's member: her cookie's
+    inbox.wait(31)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from flask import Flask
 
 from audit import Actor
@@ -17,11 +16,6 @@ from tests.saml.test_sign_in_by_email import BASE_URL, ask
 from tests.smtp import Inbox
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "review s23: a device cookie proves only that a browser signed in as a member whose address is X, in "
-    "any org: another org's owner whose IdP asserts NameID=victim's address gets a cookie valid for it "
-    "(each sign-in a fresh device, a fresh bucket), so the per-address all-clients ceiling (30) no longer "
-    "bounds the link mails sent to the victim's mailbox in the victim's org"))
 def test_another_orgs_idp_cannot_mint_a_device_cookie_for_a_victims_address(
         app: Flask, db: Database, system: Actor, acme: NewOrg, idp: TestIdP,  # noqa: F811
         smtp: tuple[Inbox, int]) -> None:  # noqa: F811
