@@ -62,6 +62,8 @@ class Action(enum.StrEnum):
     API_KEY_REVOKED_LEFT_TEAM = "api_key.revoked_left_team"
     GATEWAY_CREDENTIAL_CREATED = "gateway_credential.created"
     GATEWAY_CREDENTIAL_REVOKED = "gateway_credential.revoked"
+    GATEWAY_CREDENTIAL_BASELINE = "gateway_credential.baseline"
+    OPERATOR_CHAIN_BEGUN = "operator.chain_begun"
     SCIM_TOKEN_CREATED = "scim_token.created"
     SCIM_TOKEN_REVOKED = "scim_token.revoked"
     SCIM_CLIENT_CREATED = "scim_client.created"

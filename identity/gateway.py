@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from audit.log import OPERATOR_STREAM, Target
+from audit.models import AuditEvent
 from identity import tokens
 from identity.actions import Action
 from identity.driver_reads import DriverRead
@@ -201,12 +202,40 @@ def _utc(moment: dt.datetime) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
+def begin_chain(session: Session, actor: Actor) -> int:
+    """Record, once, the gateway credentials the operators' chain does not yet explain; return how many.
+
+    Reconciliation (identity.reconcile.reconcile_operator) then holds every credential to an event,
+    with no exemption by `created_at`, which is whatever an INSERT says. The chain begins with
+    `operator.chain_begun` (the mark that this was done, even for no credential) and one
+    `gateway_credential.baseline` per credential then existing. A chain begun before 2026-12-08
+    has events but no mark: its credentials made before its first event and named by none (a release
+    that did not audit them made them) are the ones recorded, once, by `identity db upgrade` or `serve` (identity.web.keys_cli).
+    """
+    e, g = AuditEvent, GatewayCredential
+    ours = (e.org_id == OPERATOR_STREAM)
+    if session.scalar(select(e.seq).where(ours, e.action == Action.OPERATOR_CHAIN_BEGUN).limit(1)) is not None:
+        return 0
+    first = session.scalar(select(e.occurred_at).where(ours).order_by(e.seq).limit(1))
+    named = select(e.target_id).where(ours, e.target_type == "gateway_credential")
+    rows = select(g).where(g.id.not_in(named)).order_by(g.created_at, g.id)
+    found = list(session.scalars(rows if first is None else rows.where(g.created_at < first)))
+    record(session, actor, Action.OPERATOR_CHAIN_BEGUN, Target("operator_chain", OPERATOR_STREAM),
+           {"credentials": len(found)}, org_id=OPERATOR_STREAM)
+    for row in found:
+        record(session, actor, Action.GATEWAY_CREDENTIAL_BASELINE, Target("gateway_credential", row.id, row.prefix),
+               {"name": row.name, "revoked": row.revoked_at is not None,
+                tokens.FINGERPRINT: tokens.fingerprint(row.secret_hash)}, org_id=OPERATOR_STREAM)
+    return len(found)
+
+
 def create_credential(session: Session, actor: Actor, *, name: str = "gateway") -> Issued:
     """Make a gateway service credential (the operator's, for every org); its secret is shown once.
 
     An operator's act, not an org's: it is audited in the operators' own chain (OPERATOR_STREAM),
     which `identity audit export|verify --org @operator` reads.
     """
+    begin_chain(session, actor)
     new = tokens.generate("gw")
     row = GatewayCredential(id=str(uuid.uuid4()), name=(name or "").strip()[:200] or "gateway", prefix=new.prefix,
                             secret_hash=new.hash, created_at=clock.now())
@@ -218,6 +247,7 @@ def create_credential(session: Session, actor: Actor, *, name: str = "gateway") 
 
 def revoke_credential(session: Session, actor: Actor, credential_id: str) -> bool:
     """Revoke a gateway credential by id or prefix (audited in the operators' chain); tell whether one was live."""
+    begin_chain(session, actor)
     row = session.scalars(select(GatewayCredential).where(
         (GatewayCredential.id == credential_id) | (GatewayCredential.prefix == credential_id))).first()
     if row is None or row.revoked_at is not None:

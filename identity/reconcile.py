@@ -74,15 +74,13 @@ def reconcile(session: Session, org_id: str) -> list[Finding]:
 def reconcile_operator(session: Session) -> list[Finding]:
     """Return every gateway credential the operators' own chain (audit.log.OPERATOR_STREAM) does not explain.
 
-    Credentials made before that chain's first event (it began on 2026-12-06) have no creation
-    event and are not reported for it; what later events say of them is still checked.
+    Every one needs its event: `gateway_credential.created`, or the `gateway_credential.baseline`
+    that recorded it when the chain began (identity.gateway.begin_chain); its `created_at`, which
+    an INSERT sets at will, excuses none.
     """
     head = session.get(AuditHead, OPERATOR_STREAM)
     base = head.base_seq if head is not None else 0
-    e = AuditEvent
-    first = session.scalar(select(e.occurred_at).where(e.org_id == OPERATOR_STREAM, e.seq > base)
-                           .order_by(e.seq).limit(1))
-    since = first or dt.datetime.max.replace(tzinfo=dt.UTC)  # no event yet: every credential predates the chain
+    since = _retained_since(session, OPERATOR_STREAM, base)
     expected = replay(session, OPERATOR_STREAM, base, {})
     g = GatewayCredential
     return _compare(

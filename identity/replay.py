@@ -224,6 +224,12 @@ def _gateway_credential_created(x: Expected, e: Row[Any]) -> None:
                                                         prefix=e.target_display, **_fingerprint(e.changes))
 
 
+def _gateway_credential_baseline(x: Expected, e: Row[Any]) -> None:
+    """A credential the operators' chain found when it began (identity.gateway.begin_chain), as it was then."""
+    entity_of(x.gateway_credentials, e, created=True).set(e, revoked=e.changes["revoked"], name=e.changes["name"],
+                                                        prefix=e.target_display, **_fingerprint(e.changes))
+
+
 def _gateway_credential_revoked(x: Expected, e: Row[Any]) -> None:
     entity_of(x.gateway_credentials, e).set(e, revoked=True)
 
@@ -291,6 +297,7 @@ HANDLERS: dict[str, Handler] = {
     Action.SCIM_CLIENT_REVOKED: _client_revoked,
     Action.GATEWAY_CREDENTIAL_CREATED: _gateway_credential_created,
     Action.GATEWAY_CREDENTIAL_REVOKED: _gateway_credential_revoked,
+    Action.GATEWAY_CREDENTIAL_BASELINE: _gateway_credential_baseline,
     Action.INVITATION_CREATED: _invited,
     Action.INVITATION_ACCEPTED: _invitation_status,
     Action.INVITATION_DECLINED: _invitation_status,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import click
 
 from audit.actor import system_actor
-from identity import config, key_settling, orgs
+from identity import config, gateway, key_settling, orgs
 from identity.db import Database
 from identity.service import run
 
@@ -48,12 +48,23 @@ def keys_settle(slug: str | None, dry_run: bool) -> None:
 
 def settle_after_upgrade(database: Database, command: str) -> None:
     """Settle the orgs that hold keys left behind (`identity keys settle`), each named on stderr; a
-    database that holds none, as every one does after the first run, costs one SELECT."""
+    database that holds none, as every one does after the first run, costs one SELECT. Then begin the
+    operators' chain, once, with the gateway credentials it does not yet explain (identity.gateway)."""
+    _begin_operator_chain(database, command)
     with database.reading() as session:
         found = key_settling.orgs_with_left_keys(session)
     for org_id, org_slug in found:
         revoked = run(database, system_actor(f"identity {command}"), key_settling.settle_keys, org_id)
         click.echo(f"org {org_slug}: revoked {_listed(revoked)} (identity keys settle)", err=True)
+
+
+def _begin_operator_chain(database: Database, command: str) -> None:
+    """Record the gateway credentials an older release made without an event, before any new act:
+    `verify --org @operator` then holds every credential to an event (identity.reconcile)."""
+    recorded = run(database, system_actor(f"identity {command}"), gateway.begin_chain)
+    if recorded:
+        click.echo(f"operators' chain: recorded {recorded} gateway credential(s) made before it "
+                   "(gateway_credential.baseline)", err=True)
 
 
 def _listed(keys: list[str]) -> str:

@@ -446,6 +446,7 @@ SERVICES.update({  # the operator's acts, in the operators' chain (audit.log.OPE
                                            "gateway_credential.created"),
     "identity.gateway.revoke_credential": (lambda w: (lambda c: lambda s, a: gateway.revoke_credential(s, a, c))(
         w.do(lambda s, a: gateway.create_credential(s, a)).id), "gateway_credential.revoked"),
+    "identity.gateway.begin_chain": (lambda w: gateway.begin_chain, "operator.chain_begun"),
 })
 
 SERVICES.update({

@@ -335,7 +335,8 @@ def test_gateway_credentials_are_audited_in_the_operators_chain(db: Database, ru
     exported = runner.invoke(main, ["audit", "export", "--org", "@operator", "-o", str(out)])
     assert exported.exit_code == 0, exported.output
     lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [e["action"] for e in lines][:2] == ["gateway_credential.created", "gateway_credential.revoked"]
-    assert "credential" not in json.dumps(lines[0]["changes"])  # never the secret
+    assert [e["action"] for e in lines][:3] == ["operator.chain_begun", "gateway_credential.created",
+                                                "gateway_credential.revoked"]
+    assert "credential" not in json.dumps(lines[1]["changes"])  # never the secret
     verified = runner.invoke(main, ["audit", "verify", "--org", "@operator"])
     assert verified.exit_code == 0 and "intact" in verified.output, verified.output
