@@ -210,7 +210,8 @@ def begin_chain(session: Session, actor: Actor) -> int:
     `operator.chain_begun` (the mark that this was done, even for no credential) and one
     `gateway_credential.baseline` per credential then existing. A chain begun before 2026-12-08
     has events but no mark: its credentials made before its first event and named by none (a release
-    that did not audit them made them) are the ones recorded, once, by `identity db upgrade` or `serve` (identity.web.keys_cli).
+    that did not audit them made them) are the ones recorded, once, by `identity db upgrade` or
+    `serve` (identity.web.keys_cli).
     """
     e, g = AuditEvent, GatewayCredential
     ours = (e.org_id == OPERATOR_STREAM)

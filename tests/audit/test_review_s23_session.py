@@ -7,8 +7,7 @@ import uuid
 from collections.abc import Callable
 
 import pytest
-from click.testing import Result
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from sqlalchemy import insert
 
 from audit import Actor, clock, record
