@@ -64,7 +64,8 @@ def database_url() -> str:
     One that is not a SQLite or PostgreSQL URL of an installed driver (DATABASE_SCHEMES) is a
     ValueError naming the setting, never showing the value (it may hold a password): SQLAlchemy's
     own errors (`invalid literal for int()` for a port with a typo, a missing driver's module) say
-    neither which setting nor what is expected."""
+    neither which setting nor what is expected. So is a password with a raw '@': the URL parser and
+    the driver take what follows it for the host, and print it (part of the password)."""
     url = os.environ.get("DATABASE_URL") or f"sqlite:///{data_dir() / 'identity.db'}"
     try:
         scheme = make_url(url).drivername
@@ -75,6 +76,9 @@ def database_url() -> str:
                          "(user and password URL-encoded, the port a number); the drivers installed are psycopg 3 "
                          "(postgresql://, postgres:// or postgresql+psycopg://) and sqlite3 (sqlite://), no other "
                          "(not postgresql+psycopg2 nor +pg8000)")
+    if urlsplit(url).netloc.count("@") > 1:
+        raise ValueError("DATABASE_URL has more than one '@' before its host: percent-encode the user and password "
+                         "('@' is %40, ':' %3A, '/' %2F); a raw '@' makes what follows it read as the host, and shown")
     return url
 
 

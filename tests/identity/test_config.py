@@ -189,6 +189,25 @@ def test_a_database_url_of_an_installed_driver_is_taken(monkeypatch: pytest.Monk
     assert config.database_url() == url
 
 
+@pytest.mark.parametrize("url", ["postgresql://identity:Pa55@word-tail-secret@db.internal/identity",
+                                 "postgresql://identity@x:Pa55word-tail-secret@db.internal/identity"])
+def test_a_database_url_with_a_raw_at_sign_stops_the_service_saying_to_percent_encode(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str) -> None:
+    """What follows the first '@' would be read as the host and printed in the messages."""
+    monkeypatch.setenv("IDENTITY_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("DATABASE_URL", url)
+    with pytest.raises(ValueError, match="DATABASE_URL") as refused:
+        config.from_environment()
+    assert "word-tail-secret" not in str(refused.value) and "percent-encode" in str(refused.value)
+    assert "\n" not in str(refused.value)
+
+
+def test_a_database_url_with_an_encoded_at_sign_is_taken(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("IDENTITY_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("DATABASE_URL", url := "postgresql://identity:Pa55%40word@db.internal/identity")
+    assert config.database_url() == url
+
+
 def test_a_database_url_in_a_message_hides_every_secret_of_its_query_and_shows_the_rest() -> None:
     from identity.web.cli import _safe_url
 

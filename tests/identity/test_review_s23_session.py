@@ -71,10 +71,6 @@ def test_a_base_url_path_with_a_doubled_slash_is_refused_or_stays_on_this_host(d
     assert not location.startswith("//"), location  # '//identity/': the browser goes to https://identity/
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "review s23: a DATABASE_URL whose password holds an '@' not URL-encoded (a common slip) is taken, and "
-    "its message shows what follows that '@' as the host: 'postgresql://identity:***@tail-of-password@...' "
-    "and the driver's 'failed to resolve host' line print part of the password to stderr (cron's mail)"))
 def test_a_password_with_a_raw_at_sign_is_not_printed_in_part(cli_env: dict[str, str]) -> None:
     from click.testing import CliRunner
 
