@@ -149,7 +149,10 @@ def checked_base_url(url: str) -> str:
         raise ValueError(f"{usage} (a port from 1 to 65535); no user, query or fragment")
     # The path as a browser sends it: `/identité` typed is `/identit%C3%A9` in every URL built from it,
     # every cookie's Path and every prefix compared (identity.web.base_path); an escape given stays.
-    path = quote(parts.path.rstrip("/"), safe="/%:@!$&'()*+,;=~")
+    # Its escapes in upper case, as browsers spell them (%c3%a9 is %C3%A9): a cookie's Path is
+    # compared with the request's path byte for byte.
+    path = _ESCAPE.sub(lambda escape: escape.group().upper(), quote(parts.path.rstrip("/"), safe="/%:@!$&'()*+,;=~"))
+    _check_base_path_segments(path)
     return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), path, "", ""))
 
 
@@ -158,6 +161,18 @@ def checked_base_url(url: str) -> str:
 # sends it. Any other ASCII character (a space, '"', '<', '>', a backslash, '^', '`', '{', '|', '}',
 # '[', ']', a '%' that begins no escape) is no URL path's, and '?' and '#' end the path.
 _PATH_PIECE = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/]+|%[0-9A-Fa-f]{2}|[^\x00-\x7f]+")
+
+
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
+def _check_base_path_segments(path: str) -> None:
+    """Raise ValueError naming BASE_URL when its path has an empty segment (`//identity`: put before
+    every redirect's path it is a protocol-relative URL, to the host `identity`) or a `.` or `..`
+    one (also as %2E: a browser resolves it away, and the prefix it sends is not the one compared)."""
+    if any(segment == "" or unquote(segment) in (".", "..") for segment in path.split("/")[1:]):
+        raise ValueError("BASE_URL's path must not hold an empty segment ('//') nor a '.' or '..' one "
+                         "(nor %2E): it is the prefix of every URL the service builds")
 
 
 def _check_base_path_characters(url: str) -> None:

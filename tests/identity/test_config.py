@@ -157,8 +157,24 @@ def test_a_base_url_path_with_a_character_no_url_path_holds_stops_the_service(
         config.from_environment()
 
 
+@pytest.mark.parametrize("raw", ["https://h.example//identity", "https://h.example/identity//console",
+                                 "https://h.example/./identity", "https://h.example/identity/..",
+                                 "https://h.example/a/%2e%2E/b", "https://h.example/%2e/identity",
+                                 "https://h.example/.%2E/identity"])
+def test_a_base_url_path_with_an_empty_or_dot_segment_stops_the_service(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, raw: str) -> None:
+    """'//identity' put before a redirect's path is a protocol-relative URL to the host `identity`;
+    a browser resolves '.' and '..' away, so the prefix it sends is not the one compared."""
+    monkeypatch.setenv("IDENTITY_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("BASE_URL", raw)
+    with pytest.raises(ValueError, match="BASE_URL"):
+        config.from_environment()
+
+
 @pytest.mark.parametrize(("raw", "read"), [("https://h.example/identité", "https://h.example/identit%C3%A9"),
                                            ("https://h.example/id%20p", "https://h.example/id%20p"),
+                                           ("https://h.example/identit%c3%a9", "https://h.example/identit%C3%A9"),
+                                           ("https://h.example/a.b/..c/.../", "https://h.example/a.b/..c/..."),
                                            ("https://h.example/a;b=c/~x:y@z!$&'()*+,", "https://h.example/a;b=c/~x:y@z!$&'()*+,")])
 def test_a_base_url_path_of_url_characters_is_taken(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                     raw: str, read: str) -> None:

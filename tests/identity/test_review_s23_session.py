@@ -53,11 +53,6 @@ def test_a_service_key_opens_only_its_teams_usage_reads(client: FlaskClient, db:
     assert rows(db) == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "review s23: BASE_URL https://sso.example.test//identity (a doubled slash, a typo) passes checked_base_url; "
-    "its path '//identity' is put on every redirect and console link as '//identity/...', a protocol-relative "
-    "URL whose host is 'identity': the sign-in page's form posts and the unsigned redirect go to another host "
-    "(README: anything but a host, port and path stops the service)"))
 def test_a_base_url_path_with_a_doubled_slash_is_refused_or_stays_on_this_host(db: Database) -> None:
     from identity.web.app import create_app
 
