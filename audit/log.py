@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, event, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from audit import clock, observers
@@ -146,10 +147,20 @@ def _lock_head(session: Session, org_id: str) -> Head:
     """Lock the org's chain head until commit and return where it stands (plain columns, no ORM object)."""
     conn = session.connection()  # plain statements on the connection: no ORM execution around them
     row = conn.execute(LOCK_HEAD, {"head_org_id": org_id}).one_or_none()
-    if row is None:
-        open_chain(session, org_id)
+    if row is None:  # a chain begun on its first event (the operators'): two writers may both find none
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        conn.execute(dialect.insert(HEADS).on_conflict_do_nothing(index_elements=["org_id"]), {
+            "org_id": org_id, "seq": 0, "hash": GENESIS_HASH, "base_seq": 0, "base_hash": GENESIS_HASH})
         row = conn.execute(LOCK_HEAD, {"head_org_id": org_id}).one()
     return Head(row.seq, row.hash, row.last_at)
+
+
+def hold_chain(session: Session, org_id: str) -> None:
+    """Hold the org's chain until commit, for a writer that decides what to record from the chain's own
+    events (identity.gateway.begin_chain: "has the operators' chain begun?"): a second such writer waits
+    here and then reads the first one's events, where it would otherwise decide the same on its own and
+    record it twice. Events are chained at commit under the same lock, which this transaction then holds."""
+    _lock_head(session, org_id)
 
 
 def chained(head: Head, items: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ from sqlalchemy import Connection, and_, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
-from audit.log import OPERATOR_STREAM, Target
+from audit.log import OPERATOR_STREAM, Target, hold_chain
 from audit.models import AuditEvent
 from identity import tokens
 from identity.actions import Action
@@ -213,6 +213,7 @@ def begin_chain(session: Session, actor: Actor) -> int:
     that did not audit them made them) are the ones recorded, once, by `identity db upgrade` or
     `serve` (identity.web.keys_cli).
     """
+    hold_chain(session, OPERATOR_STREAM)  # two processes beginning it at once: the second waits, then reads the mark
     e, g = AuditEvent, GatewayCredential
     ours = (e.org_id == OPERATOR_STREAM)
     if session.scalar(select(e.seq).where(ours, e.action == Action.OPERATOR_CHAIN_BEGUN).limit(1)) is not None:
