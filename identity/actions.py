@@ -56,6 +56,7 @@ class Action(enum.StrEnum):
     MAIL_SENT = "mail.sent"
     MAIL_FAILED = "mail.failed"
     MAIL_EXPIRED = "mail.expired"
+    MAIL_CAPPED = "mail.capped"
     API_KEY_CREATED = "api_key.created"
     API_KEY_REVOKED = "api_key.revoked"
     API_KEY_ROTATED = "api_key.rotated"

@@ -302,6 +302,9 @@ class OutboxMail(Base):
     ref_type: Mapped[str] = mapped_column(String(32))  # what the mail is about: invitation, user
     ref_id: Mapped[str] = mapped_column(String(64))
     recipient: Mapped[str] = mapped_column(String(320))
+    # name_key(recipient), the key the org's cap on mails to one address counts it under
+    # (identity.outbox.ensure_under_cap); None: a mail outside the cap, or queued before it (0027).
+    cap_key: Mapped[str | None] = mapped_column(String(1024))
     subject: Mapped[str] = mapped_column(String(200))
     body: Mapped[str] = mapped_column(Text, default="")
     link: Mapped[str | None] = mapped_column(Text)
@@ -318,6 +321,7 @@ class OutboxMail(Base):
         Index("ix_outbox_mails_org_created", "org_id", "created_at"),
         Index("ix_outbox_mails_status", "status", "created_at"),
         Index("ix_outbox_mails_ref", "ref_id"),
+        Index("ix_outbox_mails_org_cap_key", "org_id", "cap_key", "created_at"),
     )
 
 

@@ -6,11 +6,18 @@ when SMTP_URL is set; until then, or when delivery fails, it stays here (listed 
 by `identity mail retry` and by the next delivery). A mail's link is a live credential: it is kept
 only while the mail is undelivered and cleared once it is sent, cancelled or expired, and never
 written to the audit log.
+
+One bound holds every mail of an org to one address (`MAIL_CAP` in `CAP_WINDOW`, the address compared
+by identity.names.name_key), whatever sends it: an admin resending an invitation (or revoking and
+inviting again) as often as she likes, or another org's owner asking for "Sign in to <her org>" links
+for a member her IdP made with the victim's address, each from a new device (saml.links), would
+otherwise flood that mailbox through our SMTP server's reputation.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import uuid
 from dataclasses import dataclass
 
@@ -20,8 +27,9 @@ from sqlalchemy.orm import Session
 from audit import Actor, clock, record
 from audit.log import Target
 from identity.actions import Action
-from identity.errors import InvalidValue, NotFound
+from identity.errors import DomainError, InvalidValue, NotFound
 from identity.models import Invitation, OutboxMail
+from identity.names import name_key
 from identity.roles import authorize, refusal
 from identity.vocabulary import Role
 
@@ -33,16 +41,64 @@ CLAIM_FOR = dt.timedelta(minutes=2)
 
 
 SUBJECT_LENGTH = 200  # outbox_mails.subject
+# At most MAIL_CAP mails from one org to one address in any CAP_WINDOW. An admin fixing a mistake
+# resends a few times a day; a member asks for a sign-in link a few times a day; ten a day leaves
+# both room and bounds a flood to ten a day per org (Gitter capped email invitations at 10 a day).
+MAIL_CAP = 10
+CAP_WINDOW = dt.timedelta(hours=24)
+
+
+class MailCapReached(DomainError):
+    """The org has sent MAIL_CAP mails to this address in CAP_WINDOW; `retry_after_seconds` says when one more may go."""
+
+    code = "mail_cap_reached"
 
 
 def queue(session: Session, org_id: str, *, kind: str, ref: Target, recipient: str, subject: str, body: str,
-          link: str, expires_at: dt.datetime) -> OutboxMail:
-    """Add a mail to the outbox; the caller's own audit event names it (no event of its own)."""
+          link: str, expires_at: dt.datetime, capped: bool = True) -> OutboxMail:
+    """Add a mail to the outbox; the caller's own audit event names it (no event of its own).
+
+    Refused (MailCapReached, nothing added) past the org's cap on mails to the address (`ensure_under_cap`).
+    `capped=False`: a mail outside the cap, neither counted nor refused: a sign-in link asked for
+    by an anonymous browser, which the address's own ceiling bounds already (saml.links.Limits);
+    counted, a stranger's asks would fill the cap and silence the member's own browser's links.
+    """
+    key = name_key(recipient) if capped else None
+    if key is not None:
+        ensure_under_cap(session, org_id, recipient)
     mail = OutboxMail(id=str(uuid.uuid4()), org_id=org_id, kind=kind, ref_type=ref.type, ref_id=ref.id,
-                      recipient=recipient, subject=_fitted_subject(subject), body=body, link=link,
+                      recipient=recipient, cap_key=key, subject=_fitted_subject(subject), body=body, link=link,
                       status=PENDING, attempts=0, created_at=clock.now(), expires_at=expires_at)
     session.add(mail)
     return mail
+
+
+def ensure_under_cap(session: Session, org_id: str, recipient: str) -> None:
+    """Refuse (MailCapReached) one more mail from the org to `recipient` when MAIL_CAP are in CAP_WINDOW.
+
+    Only this org's mails count: a refusal must not tell an admin that another org mailed the
+    address. Every status counts (a cancelled mail may have been on its way when its invitation
+    was resent). The read is a range of the index (org_id, cap_key, created_at), MAIL_CAP rows at
+    most: the MAIL_CAP-th newest mail in the window, whose leaving it frees the next one. Callers
+    that invite hold the org's lock, so two processes count one after the other; asks for sign-in
+    links do not, and two at the very same moment may pass one over the cap.
+    """
+    now = clock.now()
+    nth = session.scalar(select(OutboxMail.created_at).where(
+        OutboxMail.org_id == org_id, OutboxMail.cap_key == name_key(recipient),
+        OutboxMail.created_at > now - CAP_WINDOW).order_by(OutboxMail.created_at.desc())
+        .offset(MAIL_CAP - 1).limit(1))
+    if nth is None:
+        return
+    wait = max(1, math.ceil((nth + CAP_WINDOW - now).total_seconds()))
+    raise MailCapReached(f"{recipient} has been sent {MAIL_CAP} mails from this organization in the last "
+                         f"{int(CAP_WINDOW.total_seconds() // 3600)} hours; try again in {_duration(wait)}",
+                         field="email", org_id=org_id, retry_after_seconds=wait)
+
+
+def _duration(seconds: int) -> str:
+    hours, minutes = seconds // 3600, -(-(seconds % 3600) // 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
 
 
 def _fitted_subject(subject: str) -> str:

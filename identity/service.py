@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, record
 from audit.log import Target
-from identity import sessions
+from identity import outbox, sessions
 from identity.actions import Action
 from identity.db import Database
 from identity.errors import Conflict, LastOwner, SeatCapReached
@@ -28,6 +28,7 @@ R = TypeVar("R")
 AUDITED_REFUSALS: dict[type[Exception], str] = {
     SeatCapReached: Action.SEAT_REFUSED,
     LastOwner: Action.MEMBER_LAST_OWNER_PROTECTED,
+    outbox.MailCapReached: Action.MAIL_CAPPED,
 }
 
 
@@ -54,7 +55,7 @@ def run(db: Database, actor: Actor, service: Callable[Concatenate[Session, Actor
         if "unique" in str(error.orig).lower():
             raise Conflict("that name is already taken in this org (a parallel request made it first)") from error
         raise
-    except (SeatCapReached, LastOwner) as refusal:
+    except (SeatCapReached, LastOwner, outbox.MailCapReached) as refusal:
         org_id = refusal.context.get("org_id") or actor.org_id
         if org_id:
             with db.transaction() as session:

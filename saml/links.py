@@ -148,10 +148,14 @@ def _bucket(email: str, device: device_cookies.Presented, recipients: Sequence[_
     (an unknown address or org) or a forged, expired or malformed cookie: the address's bucket, as
     for a stranger, so that the answer tells nothing.
     """
-    key = name_key(email.strip())
-    members = [device_cookies.Member(recipient.org.id, recipient.user.id) for recipient in recipients]
-    known = device.device_for(members, clock.now())
+    key, known = name_key(email.strip()), _known_device(device, recipients)
     return _digest(key) if known is None else _digest(f"device\x00{known}\x00{key}")
+
+
+def _known_device(device: device_cookies.Presented, recipients: Sequence[_Recipient]) -> str | None:
+    """The device of `device`'s cookie when it names every member the ask would mail, else None (`_bucket`)."""
+    members = [device_cookies.Member(recipient.org.id, recipient.user.id) for recipient in recipients]
+    return device.device_for(members, clock.now())
 
 
 def _count_request(session: Session, address: str, client_address: str, limits: Limits) -> None:
@@ -182,11 +186,16 @@ def request_sign_in_links(session: Session, actor: Actor, org_slugs: Sequence[st
     mail. The ask is counted once, under the address's key alone: `/` looks up the orgs of a typed
     address by membership, so a count by org (or one per org) would tell a member from a stranger.
     `device`: the browser's device cookie, which counts the ask in that device's own bucket when it
-    names the members who would get the mails (`_bucket`).
+    names the members who would get the mails (`_bucket`). Such an ask's mails count against each
+    org's cap on mails to one address (identity.outbox.ensure_under_cap), and past it get no mail,
+    with the same answer; an anonymous browser's are outside that cap (the address's own ceiling,
+    Limits.per_address_all_clients, bounds them), so that no stranger can fill it for the member.
     """
     recipients = [r for r in (_recipient(session, slug, email) for slug in org_slugs) if r is not None]
     _count_request(session, _bucket(email, device, recipients), client_address, limits)
-    return [_queue_link(session, actor, recipient, browser, base_url) for recipient in recipients]
+    capped = _known_device(device, recipients) is not None
+    queued = (_queue_link(session, actor, recipient, browser, base_url, capped=capped) for recipient in recipients)
+    return [mail_id for mail_id in queued if mail_id is not None]
 
 
 def _recipient(session: Session, org_slug: str, email: str) -> _Recipient | None:
@@ -202,19 +211,26 @@ def _recipient(session: Session, org_slug: str, email: str) -> _Recipient | None
         return None
 
 
-def _queue_link(session: Session, actor: Actor, recipient: _Recipient, browser: str, base_url: str) -> str:
-    """Queue the recipient's link by mail, and record it."""
+def _queue_link(session: Session, actor: Actor, recipient: _Recipient, browser: str, base_url: str, *,
+                capped: bool) -> str | None:
+    """Queue the recipient's link by mail, and record it; None, and no link, past the org's cap on
+    mails to the address (`capped`: identity.outbox.queue), which is recorded instead."""
     org, user, break_glass = recipient.org, recipient.user, recipient.break_glass
     token, now = secrets.token_urlsafe(32), clock.now()
-    session.add(SignInLink(id=_digest(token), org_id=org.id, user_id=user.id, created_at=now,
-                           expires_at=now + LINK_TTL, browser_hash=_digest(browser)))
     link = f"{base_url.rstrip('/')}{LINK_PATH}{token}"
     body = (f"Sign in to {org.name} with this link. It works once, for {int(LINK_TTL.total_seconds()) // 60} "
             f"minutes, in the browser where you asked for it:\n\n{link}\n\n"
             "If you did not ask for it, ignore this mail: nobody can use it from another browser.\n")
-    mail = outbox.queue(session, org.id, kind="sign_in_link", ref=user_target(user),
-                        recipient=user.email or user.user_name, subject=f"Sign in to {org.name}", body=body,
-                        link=link, expires_at=now + LINK_TTL)
+    try:
+        mail = outbox.queue(session, org.id, kind="sign_in_link", ref=user_target(user),
+                            recipient=user.email or user.user_name, subject=f"Sign in to {org.name}", body=body,
+                            link=link, expires_at=now + LINK_TTL, capped=capped)
+    except outbox.MailCapReached as capped_out:
+        record(session, actor, Action.MAIL_CAPPED, user_target(user),
+               {"kind": "sign_in_link", "reason": capped_out.message}, org_id=org.id, outcome="refused")
+        return None
+    session.add(SignInLink(id=_digest(token), org_id=org.id, user_id=user.id, created_at=now,
+                           expires_at=now + LINK_TTL, browser_hash=_digest(browser)))
     record(session, actor, Action.SSO_LOGIN_LINK_ISSUED, user_target(user),
            {"expires_in_seconds": int(LINK_TTL.total_seconds()), "break_glass": break_glass,
             "requested_by": "email", "mail_id": mail.id}, org_id=org.id)

@@ -26,7 +26,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from sqlalchemy.orm import Session
 
 from audit import Actor
-from identity import jsontext, keys, sessions
+from identity import jsontext, keys, outbox, sessions
 from identity.errors import (
     Conflict,
     DomainError,
@@ -51,7 +51,7 @@ T = TypeVar("T")
 # What every row id is (str(uuid4())): a cursor that is not one is refused, not read as a place.
 ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 STATUS = {NotFound: 404, Conflict: 409, InvalidValue: 400, PermissionDenied: 403, LastOwner: 409,
-          SeatCapReached: 403, Unauthenticated: 401}
+          SeatCapReached: 403, Unauthenticated: 401, outbox.MailCapReached: 429}
 ADMIN = "admin"  # the key scope the admin API asks for
 # Reads of spend and wallets: a key made to read usage (`usage.read`, e.g. a team's reporting job) or an admin key.
 USAGE_READ = ("usage.read", ADMIN)
@@ -108,7 +108,10 @@ class Caller:
 def domain_problem(error: DomainError) -> Response:
     """Render a domain error as problem JSON with the status of its kind (shared by the API blueprints)."""
     status = next((code for cls, code in STATUS.items() if isinstance(error, cls)), 400)
-    return problem(status, error.code, error.message, {k: v for k, v in error.context.items() if k != "org_id"})
+    response = problem(status, error.code, error.message, {k: v for k, v in error.context.items() if k != "org_id"})
+    if isinstance(error.context.get("retry_after_seconds"), int):  # a rate limit's (RFC 9110 section 10.2.3)
+        response.headers["Retry-After"] = str(error.context["retry_after_seconds"])
+    return response
 
 
 def problem(status: int, code: str, detail: str, extra: dict[str, Any] | None = None) -> Response:
