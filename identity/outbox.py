@@ -49,7 +49,7 @@ CAP_WINDOW = dt.timedelta(hours=24)
 
 
 class MailCapReached(DomainError):
-    """The org has sent MAIL_CAP mails to this address in CAP_WINDOW; `retry_after_seconds` says when one more may go."""
+    """The org has sent MAIL_CAP mails to this address in CAP_WINDOW; `retry_after_seconds`: until one more may go."""
 
     code = "mail_cap_reached"
 
