@@ -188,20 +188,26 @@ def openapi_paths(op: Any, json_response: Any, ref: Any) -> dict[str, Any]:
     paging = [LIMIT_QUERY, ("after", {"type": "string"}, "`next` of the previous page (opaque)")]
     status_query = [("status", {"type": "string", "enum": [str(s) for s in InvitationStatus]},
                      "only invitations of this status (as of now)")]
+    capped = {"description": f"mail_cap_reached: the org has sent the address {outbox.MAIL_CAP} mails in 24 hours "
+              "(`retry_after_seconds`, and Retry-After); nothing was written",
+              "content": {"application/problem+json": {"schema": ref("Problem")}}}
+    invite = op("Invite by email: the link is shown once, with the seat preview; the mail is sent over "
+                "SMTP, or kept in the outbox", json_response(ref("SentInvitation")), body="NewInvitation",
+                params=("org",), status="201")
+    resend = op("Resend an invitation with a new link (the old link ends)",
+                json_response(ref("SentInvitation")), params=("org", "invitation_id"))
+    for operation in (invite, resend):
+        operation["responses"]["429"] = capped
     return {
         "/api/v1/orgs/{org}/invitations": {
             "get": op("List invitations, newest first (an invitation past its time is expired)",
                       json_response(ref("InvitationList")), params=("org",), query=[*status_query, *paging]),
-            "post": op("Invite by email: the link is shown once, with the seat preview; the mail is sent over "
-                       "SMTP, or kept in the outbox", json_response(ref("SentInvitation")), body="NewInvitation",
-                       params=("org",), status="201"),
+            "post": invite,
         },
         "/api/v1/orgs/{org}/invitations/{invitation_id}": {
             "delete": op("Revoke a pending invitation (its link ends, its undelivered mail is cancelled)", done,
                          params=("org", "invitation_id"), status="204")},
-        "/api/v1/orgs/{org}/invitations/{invitation_id}/resend": {
-            "post": op("Resend an invitation with a new link (the old link ends)",
-                       json_response(ref("SentInvitation")), params=("org", "invitation_id"))},
+        "/api/v1/orgs/{org}/invitations/{invitation_id}/resend": {"post": resend},
         "/api/v1/invitations/accept": {"post": op("Accept an invitation with its link token",
                                                   json_response(ref("Member")), body="InvitationToken",
                                                   status="201", auth=False)},
