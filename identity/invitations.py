@@ -113,11 +113,13 @@ def check_invitation(session: Session, actor: Actor, org_id: str, *, email: str,
     """Return `email` checked as `invite` would check it, and refuse what `invite` would refuse about
     the person (a member already, or invited and not yet answered), changing nothing: the step a
     dialog shows before sending, so that its person is told next to the address, not after "Send".
-    `invite` checks again under the org's lock; this answer is only as fresh as its read."""
+    `invite` checks again under the org's lock; this answer is only as fresh as its read. The org's
+    cap on mail to the address (identity.outbox.ensure_under_cap) is told here too, for the same reason."""
     role = parse_role(role)
     authorize(actor, "owners.manage" if role == Role.OWNER else "members.manage", org_id=org_id)
     email = checked_address(email)
     _ensure_invitable(session, org_id, email)
+    outbox.ensure_under_cap(session, org_id, email)
     return email
 
 

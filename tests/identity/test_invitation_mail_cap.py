@@ -76,6 +76,10 @@ def test_resending_past_the_cap_in_the_console_shows_the_error_by_the_invitation
                      refused.get_data(as_text=True))
     assert client.post(f"/console/members/invitations/{invitation.id}/revoke",
                        data={"csrf_token": token}).status_code == 303
+    review = client.post("/console/members/invite/preview",
+                         data={"csrf_token": token, "email": ADDRESS, "role": "member"})
+    assert review.status_code == 429  # told at the review step, before Send
+    assert re.search(rf'id="email-error" role="alert">{ADDRESS} has been sent', review.get_data(as_text=True))
     invite = client.post("/console/members/invite", data={"csrf_token": token, "email": ADDRESS, "role": "member"})
     assert invite.status_code == 429
     assert re.search(rf'id="email-error" role="alert">{ADDRESS} has been sent', invite.get_data(as_text=True))
