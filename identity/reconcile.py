@@ -44,7 +44,7 @@ from identity.models import (
     Team,
     User,
 )
-from identity.replay import AT_MOST, Entity, Expected, Finding, GrantKey, rank, replay
+from identity.replay import AT_MOST, UNKNOWN, Entity, Expected, Finding, GrantKey, rank, replay
 from identity.tokens import FINGERPRINT, fingerprint
 
 __all__ = ["Finding", "reconcile", "reconcile_operator"]
@@ -115,9 +115,10 @@ def _check(kind: str, entity_id: str, display: str, state: Entity | None, actual
     found = []
     if (state is None or state.created is None) and (since is None or created_at >= since):
         found.append(Finding(kind, entity_id, f"exists, but no {creation} event records its creation", display))
-    if state is not None:
+    if state is not None:  # a field the events changed to a value they did not record (UNKNOWN) is not compared
         found += [Finding(kind, entity_id, _differs(name, value, actual[name], state.why[name]), display)
-                  for name, value in state.fields.items() if name in actual and value != actual[name]]
+                  for name, value in state.fields.items()
+                  if name in actual and value is not UNKNOWN and value != actual[name]]
     return found
 
 

@@ -22,6 +22,7 @@ from identity import replay_groups
 from identity.actions import Action
 from identity.replay_state import (
     AT_MOST,
+    UNKNOWN,
     Entity,
     Expected,
     Finding,
@@ -38,7 +39,7 @@ from identity.tokens import FINGERPRINT
 from identity.vocabulary import ChargeKind, GrantSource, InvitationStatus, KeyStatus, KeyStatusReason, Role
 
 # Re-exported: identity.reconcile and the tests read the state's names from here.
-__all__ = ["AT_MOST", "HANDLERS", "Entity", "Expected", "Finding", "GrantKey", "Handler", "rank", "replay"]
+__all__ = ["AT_MOST", "HANDLERS", "UNKNOWN", "Entity", "Expected", "Finding", "GrantKey", "Handler", "rank", "replay"]
 
 
 def replay(session: Session, org_id: str, after_seq: int, org_defaults: dict[str, Any]) -> Expected:
@@ -169,9 +170,13 @@ def _team_left(x: Expected, e: Row[Any]) -> None:
 # Credentials and invitations.
 
 def _fingerprint(c: dict[str, Any]) -> dict[str, Any]:
-    """The stored hash's fingerprint a credential's creation records (identity.tokens.fingerprint);
-    an event written before it was recorded says nothing of the hash: left unchecked."""
-    return {FINGERPRINT: c[FINGERPRINT]} if FINGERPRINT in c else {}
+    """The fingerprint (identity.tokens.fingerprint) of the hash an event gave a credential: every
+    event that makes or changes a credential's hash goes through here. One that does not record it
+    (an older release's, before 2026-12-07) says nothing of the new hash: UNKNOWN, left unchecked
+    until an event records one, and not the fingerprint an earlier event recorded of the old hash,
+    which a rolling upgrade's older worker (an `invitation.resent` after a newer one's
+    `invitation.created`) would otherwise turn into a finding on a clean database."""
+    return {FINGERPRINT: c.get(FINGERPRINT, UNKNOWN)}
 
 
 def _key_created(x: Expected, e: Row[Any]) -> None:

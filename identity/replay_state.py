@@ -21,6 +21,18 @@ GrantKey = tuple[str | None, str, str]
 AT_MOST = "<="
 
 
+class _Unknown:
+    """The type of UNKNOWN."""
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+# What a field is after an event changed it without recording to what (one an older release wrote:
+# during a rolling upgrade, after a newer one's that did): not compared until an event sets it again.
+UNKNOWN: Any = _Unknown()
+
+
 @dataclass(frozen=True)
 class Finding:
     """One piece of current state that the log does not explain."""
