@@ -227,6 +227,7 @@ def begin_chain(session: Session, actor: Actor) -> int:
     for row in found:
         record(session, actor, Action.GATEWAY_CREDENTIAL_BASELINE, Target("gateway_credential", row.id, row.prefix),
                {"name": row.name, "revoked": row.revoked_at is not None,
+                "revoked_at": row.revoked_at.isoformat() if row.revoked_at is not None else None,
                 tokens.FINGERPRINT: tokens.fingerprint(row.secret_hash)}, org_id=OPERATOR_STREAM)
     return len(found)
 
@@ -256,7 +257,7 @@ def revoke_credential(session: Session, actor: Actor, credential_id: str) -> boo
         return False
     row.revoked_at = clock.now()
     record(session, actor, Action.GATEWAY_CREDENTIAL_REVOKED, Target("gateway_credential", row.id, row.prefix),
-           {"name": row.name}, org_id=OPERATOR_STREAM)
+           {"name": row.name, "revoked_at": row.revoked_at.isoformat()}, org_id=OPERATOR_STREAM)
     return True
 
 

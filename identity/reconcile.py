@@ -3,11 +3,12 @@
 The events are replayed into the state they lead to (identity.replay), then each domain table of the
 org is streamed and compared with it: every user, role grant, IdP group membership, team, group,
 group mapping rule, API key, SCIM token and client (their secrets' hashes too, by the fingerprint
-their creation records, and a rotated key's end), invitation, seat charge, and the org's seat
-counters and settings must be what the events made them. A row no event created, a field the events left
-otherwise, or something the events made that is gone, is a finding. It lives with the domain,
-not in `audit`, because it needs both: the audit package imports nothing of the domain. It only
-reads. The operators' own chain explains the gateway credentials (`reconcile_operator`).
+their creation records, a rotated key's end, a revoked token's or client's time), invitation,
+seat charge, and the org's seat counters and settings must be what the events made them. A row no
+event created, a field the events left otherwise, or something the events made that is gone, is a
+finding. It lives with the domain, not in `audit`, because it needs both: the audit package imports
+nothing of the domain. It only reads. The operators' own chain explains the gateway credentials
+(`reconcile_operator`).
 
 Retention: events older than the chain's base are gone, so an entity created before the oldest
 retained event is not reported for lacking its creation event; what later events say of it is
@@ -86,7 +87,7 @@ def reconcile_operator(session: Session) -> list[Finding]:
     return _compare(
         session, since, "gateway_credential", select(g.id, g.name, g.prefix, g.revoked_at, g.created_at, g.secret_hash),
         expected.gateway_credentials, lambda row: row.prefix,
-        lambda row: {"revoked": row.revoked_at is not None, "name": row.name, "prefix": row.prefix,
+        lambda row: {**_revocation(row), "name": row.name, "prefix": row.prefix,
                      FINGERPRINT: fingerprint(row.secret_hash)},
         Action.GATEWAY_CREDENTIAL_CREATED)
 
@@ -138,6 +139,11 @@ def _plain(value: Any) -> Any:
 def _aware(moment: dt.datetime | None) -> dt.datetime | None:
     """A time read by a Core select, which bypasses UTCDateTime on some drivers: made aware (UTC)."""
     return moment.replace(tzinfo=dt.UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+def _revocation(row: Row[Any]) -> dict[str, Any]:
+    """A SCIM token's, SCIM client's or gateway credential's revocation: whether, and when."""
+    return {"revoked": row.revoked_at is not None, "revoked_at": _aware(row.revoked_at)}
 
 
 def _missing(kind: str, entities: dict[str, Entity]) -> list[Finding]:
@@ -278,7 +284,7 @@ def _scim_tokens(session: Session, x: Expected, since: dt.datetime | None) -> li
     return _compare(
         session, since, "scim_token", select(t.id, t.name, t.prefix, t.revoked_at, t.created_at, t.secret_hash)
         .where(t.org_id == x.org_id), x.scim_tokens, lambda row: row.prefix,
-        lambda row: {"revoked": row.revoked_at is not None, "name": row.name, "prefix": row.prefix,
+        lambda row: {**_revocation(row), "name": row.name, "prefix": row.prefix,
                      FINGERPRINT: fingerprint(row.secret_hash)},
         Action.SCIM_TOKEN_CREATED)
 
@@ -288,7 +294,7 @@ def _scim_clients(session: Session, x: Expected, since: dt.datetime | None) -> l
     return _compare(
         session, since, "scim_client", select(c.id, c.name, c.client_id, c.revoked_at, c.created_at, c.secret_hash)
         .where(c.org_id == x.org_id), x.scim_clients, lambda row: row.client_id,
-        lambda row: {"revoked": row.revoked_at is not None, "name": row.name, "client_id": row.client_id,
+        lambda row: {**_revocation(row), "name": row.name, "client_id": row.client_id,
                      FINGERPRINT: fingerprint(row.secret_hash)},
         Action.SCIM_CLIENT_CREATED)
 

@@ -205,38 +205,49 @@ def _left_keys_revoked(x: Expected, e: Row[Any]) -> None:
     set_key_status(x, e, e.changes["keys_revoked"], KeyStatus.REVOKED, KeyStatusReason.LEFT_TEAM)
 
 
+def _revocation(c: dict[str, Any], revoked: bool) -> dict[str, Any]:
+    """Whether a SCIM token, SCIM client or gateway credential is revoked, and since when: the
+    `revoked_at` its revocation (or baseline) records since 2026-12-07, so a time moved by SQL is
+    found; an older event's is UNKNOWN, unchecked."""
+    if not revoked:
+        return {"revoked": False, "revoked_at": None}
+    when = c.get("revoked_at")
+    return {"revoked": True, "revoked_at": dt.datetime.fromisoformat(when) if when else UNKNOWN}
+
+
 def _token_created(x: Expected, e: Row[Any]) -> None:
-    entity_of(x.scim_tokens, e, created=True).set(e, revoked=False, name=e.changes["name"], prefix=e.target_display,
-                                                **_fingerprint(e.changes))
+    entity_of(x.scim_tokens, e, created=True).set(e, name=e.changes["name"], prefix=e.target_display,
+                                                **_revocation(e.changes, False), **_fingerprint(e.changes))
 
 
 def _token_revoked(x: Expected, e: Row[Any]) -> None:
-    entity_of(x.scim_tokens, e).set(e, revoked=True)
+    entity_of(x.scim_tokens, e).set(e, **_revocation(e.changes, True))
 
 
 def _client_created(x: Expected, e: Row[Any]) -> None:
-    entity_of(x.scim_clients, e, created=True).set(e, revoked=False, name=e.changes["name"],
-                                                 client_id=e.target_display, **_fingerprint(e.changes))
+    entity_of(x.scim_clients, e, created=True).set(e, name=e.changes["name"], client_id=e.target_display,
+                                                 **_revocation(e.changes, False), **_fingerprint(e.changes))
 
 
 def _client_revoked(x: Expected, e: Row[Any]) -> None:
-    entity_of(x.scim_clients, e).set(e, revoked=True)
+    entity_of(x.scim_clients, e).set(e, **_revocation(e.changes, True))
 
 
 def _gateway_credential_created(x: Expected, e: Row[Any]) -> None:
     """The operators' chain (audit.log.OPERATOR_STREAM): a gateway credential, by identity.gateway."""
-    entity_of(x.gateway_credentials, e, created=True).set(e, revoked=False, name=e.changes["name"],
-                                                        prefix=e.target_display, **_fingerprint(e.changes))
+    entity_of(x.gateway_credentials, e, created=True).set(e, name=e.changes["name"], prefix=e.target_display,
+                                                        **_revocation(e.changes, False), **_fingerprint(e.changes))
 
 
 def _gateway_credential_baseline(x: Expected, e: Row[Any]) -> None:
     """A credential the operators' chain found when it began (identity.gateway.begin_chain), as it was then."""
-    entity_of(x.gateway_credentials, e, created=True).set(e, revoked=e.changes["revoked"], name=e.changes["name"],
-                                                        prefix=e.target_display, **_fingerprint(e.changes))
+    entity_of(x.gateway_credentials, e, created=True).set(e, name=e.changes["name"], prefix=e.target_display,
+                                                        **_revocation(e.changes, e.changes["revoked"]),
+                                                        **_fingerprint(e.changes))
 
 
 def _gateway_credential_revoked(x: Expected, e: Row[Any]) -> None:
-    entity_of(x.gateway_credentials, e).set(e, revoked=True)
+    entity_of(x.gateway_credentials, e).set(e, **_revocation(e.changes, True))
 
 
 def _invited(x: Expected, e: Row[Any]) -> None:

@@ -142,8 +142,8 @@ def revoke_scim_token(session: Session, actor: Actor, org_id: str, token_id: str
         raise NotFound(f"no SCIM token {token_id!r} in this org", token_id=token_id)
     if token.revoked_at is None:
         token.revoked_at = clock.now()
-        record(session, actor, Action.SCIM_TOKEN_REVOKED, Target("scim_token", token.id, token.prefix), {},
-               org_id=org_id)
+        record(session, actor, Action.SCIM_TOKEN_REVOKED, Target("scim_token", token.id, token.prefix),
+               {"revoked_at": token.revoked_at.isoformat()}, org_id=org_id)
 
 
 def create_scim_client(session: Session, actor: Actor, org_id: str, *, name: str = "SCIM client",
@@ -203,8 +203,8 @@ def revoke_scim_client(session: Session, actor: Actor, org_id: str, client_row_i
     client = _scim_client(session, org_id, client_row_id)
     if client.revoked_at is None:
         client.revoked_at = clock.now()
-        record(session, actor, Action.SCIM_CLIENT_REVOKED, Target("scim_client", client.id, client.client_id), {},
-               org_id=org_id)
+        record(session, actor, Action.SCIM_CLIENT_REVOKED, Target("scim_client", client.id, client.client_id),
+               {"revoked_at": client.revoked_at.isoformat()}, org_id=org_id)
 
 
 def _scim_client(session: Session, org_id: str, ref: str) -> ScimClient:

@@ -264,6 +264,12 @@ BYPASSES: dict[str, tuple[Callable[[World], list[Any]], str, Callable[[World], s
         "its stored secret hash is not the one invitation.created"),
     "scim token un-revoked": (lambda w: [update(ScimToken).where(ScimToken.id == w.ids["old_token"]).values(
         revoked_at=None)], "scim_token", lambda w: w.ids["old_token"], "revoked is False"),
+    "scim token revocation moved": (lambda w: [update(ScimToken).where(ScimToken.id == w.ids["old_token"]).values(
+        revoked_at=clock.now() + dt.timedelta(days=30))], "scim_token", lambda w: w.ids["old_token"],
+        "revoked_at is datetime"),
+    "scim client revocation moved": (lambda w: [update(ScimClient).where(ScimClient.id == w.ids["client"]).values(
+        revoked_at=clock.now() - dt.timedelta(days=30))], "scim_client", lambda w: w.ids["client"],
+        "but the last event that set it, scim_client.revoked"),
     "mapping rule widened": (lambda w: [update(GroupMapping).where(GroupMapping.team_id == w.ids["platform"]).values(
         org_role="owner")], "group_mapping", lambda w: "", "org_role is 'owner', but the last event that set it, "
         "group_mapping.created"),
@@ -419,9 +425,14 @@ def test_the_operators_chain_explains_every_gateway_credential(cli: Callable[...
     result = cli("verify", "--org", "@operator")
     assert result.exit_code == 3, result.output
     found = [line.strip() for line in result.output.splitlines()[2:]]
-    assert len(found) == 3, found
+    assert len(found) == 4, found  # the revoked one field by field: revoked, revoked_at
     assert any(line.startswith(f"gateway_credential {live.id} ") and "stored secret hash is not the one" in line
                for line in found), found
     assert any(line.startswith(f"gateway_credential {gone.id} ") and "revoked is False" in line for line in found)
+    sql(db, update(GatewayCredential).where(GatewayCredential.id == gone.id).values(
+        revoked_at=clock.now() + dt.timedelta(days=30)))  # revoked again, but not when its event says
+    moved = cli("verify", "--org", "@operator")
+    assert any(line.strip().startswith(f"gateway_credential {gone.id} ") and "revoked_at is" in line
+               and "gateway_credential.revoked" in line for line in moved.output.splitlines()), moved.output
     assert any(line.startswith(f"gateway_credential {intruder} ") and "no gateway_credential.created" in line
                for line in found), found

@@ -4,6 +4,7 @@ revocation times of credentials (docs/audit.md, section 6)."""
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from types import SimpleNamespace
 from typing import Any
 
@@ -12,12 +13,12 @@ from sqlalchemy import update
 
 from audit import Actor, clock
 from audit.log import Target, record
-from identity import invitations, tokens
+from identity import gateway, invitations, scim_credentials, tokens
 from identity.actions import Action
 from identity.db import Database
-from identity.models import Invitation
+from identity.models import GatewayCredential, Invitation, ScimToken
 from identity.orgs import NewOrg
-from identity.reconcile import Finding, reconcile
+from identity.reconcile import Finding, reconcile, reconcile_operator
 from identity.replay import HANDLERS, UNKNOWN, Entity, Expected
 
 
@@ -79,3 +80,47 @@ def test_every_event_that_gives_a_hash_without_its_fingerprint_leaves_it_unknown
                                  occurred_at=dt.datetime.now(dt.UTC))
     HANDLERS[action](x, event)
     assert getattr(x, entities)["id"].fields[tokens.FINGERPRINT] is UNKNOWN
+
+
+def test_an_older_workers_revocation_leaves_its_time_unchecked_but_not_the_revocation(
+        db: Database, acme: NewOrg, system: Actor) -> None:
+    """A scim_token.revoked written before 2026-12-07 records no `revoked_at`."""
+    with db.transaction() as session:
+        token = scim_credentials.create_scim_token(session, system, acme.org.id, name="Okta")
+    with db.transaction() as session:  # as revoke_scim_token did then
+        row = session.get(ScimToken, token.id)
+        assert row is not None
+        row.revoked_at = clock.now()
+        record(session, system, Action.SCIM_TOKEN_REVOKED, Target("scim_token", row.id, row.prefix), {},
+               org_id=acme.org.id)
+    sql(db, update(ScimToken).where(ScimToken.id == token.id).values(revoked_at=clock.now() + dt.timedelta(days=9)))
+    assert findings(db, acme.org.id) == []
+    sql(db, update(ScimToken).where(ScimToken.id == token.id).values(revoked_at=None))
+    assert [f.problem.split(",")[0] for f in findings(db, acme.org.id)] == ["revoked is False"]
+
+
+def test_a_credential_revoked_before_the_operators_chain_began_is_held_to_its_baselines_time(
+        db: Database, system: Actor) -> None:
+    """gateway_credential.baseline records a revoked credential's `revoked_at` as the chain found it."""
+    revoked_at = clock.now() - dt.timedelta(days=3)
+    old = str(uuid.uuid4())
+    with db.transaction() as session:  # an older release made and revoked it, with no event
+        session.add(GatewayCredential(id=old, name="older", prefix="gw_0123456789ab", secret_hash="0" * 64,
+                                      created_at=clock.now() - dt.timedelta(days=30), revoked_at=revoked_at))
+    with db.transaction() as session:
+        gateway.create_credential(session, system, name="edge")  # begins the chain: the baseline
+    with db.reading() as session:
+        assert reconcile_operator(session) == []
+    sql(db, update(GatewayCredential).where(GatewayCredential.id == old).values(
+        revoked_at=revoked_at + dt.timedelta(days=1)))
+    with db.reading() as session:
+        found = reconcile_operator(session)
+    assert [(f.entity_id, f.problem.split(" is ")[0]) for f in found] == [(old, "revoked_at")], \
+        [str(f) for f in found]
+    assert "gateway_credential.baseline" in found[0].problem
+
+
+def sql(db: Database, *statements: Any) -> None:
+    with db.begin() as conn:
+        for statement in statements:
+            conn.execute(statement)
