@@ -303,10 +303,11 @@ def _invitations(session: Session, x: Expected, since: dt.datetime | None) -> li
     i = Invitation
     return _compare(
         session, since, "invitation", select(i.id, i.email, i.role, i.team_id, i.status, i.created_at, i.expires_at,
-                                             i.secret_hash)
+                                             i.secret_hash, i.invited_by)
         .where(i.org_id == x.org_id), x.invitations, lambda row: row.email,
         lambda row: {"status": row.status, "email": row.email, "role": row.role, "team_id": row.team_id,
-                     "expires_at": _aware(row.expires_at), FINGERPRINT: fingerprint(row.secret_hash)},
+                     "expires_at": _aware(row.expires_at), FINGERPRINT: fingerprint(row.secret_hash),
+                     "invited_by": row.invited_by},
         Action.INVITATION_CREATED)
 
 

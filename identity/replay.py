@@ -251,9 +251,10 @@ def _gateway_credential_revoked(x: Expected, e: Row[Any]) -> None:
 
 
 def _invited(x: Expected, e: Row[Any]) -> None:
+    """Its sender (`invited_by`) is the event's actor, whose authority an acceptance asks about again."""
     c = e.changes
     entity_of(x.invitations, e, created=True).set(e, status=InvitationStatus.PENDING, email=c["email"], role=c["role"],
-                                                team_id=c["team_id"], **_link(c))
+                                                team_id=c["team_id"], invited_by=e.actor_id, **_link(c))
 
 
 def _invitation_status(x: Expected, e: Row[Any]) -> None:
@@ -261,8 +262,11 @@ def _invitation_status(x: Expected, e: Row[Any]) -> None:
 
 
 def _invitation_resent(x: Expected, e: Row[Any]) -> None:
-    """A new link: its end and its hash's fingerprint, as at creation."""
-    entity_of(x.invitations, e).set(e, status=changed_to(e.changes["status"]), **_link(e.changes))
+    """A new link: its end and its hash's fingerprint, as at creation. The resender becomes its sender
+    since 2026-12-06, and the event records `invited_by` when that changed it; without it the sender
+    stayed (the resender's own invitation, or an older release's resend, which kept the sender)."""
+    sender = {"invited_by": changed_to(e.changes["invited_by"])} if "invited_by" in e.changes else {}
+    entity_of(x.invitations, e).set(e, status=changed_to(e.changes["status"]), **sender, **_link(e.changes))
 
 
 def _link(c: dict[str, Any]) -> dict[str, Any]:

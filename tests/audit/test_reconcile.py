@@ -262,6 +262,8 @@ BYPASSES: dict[str, tuple[Callable[[World], list[Any]], str, Callable[[World], s
     "invitation link planted": (lambda w: [update(Invitation).where(Invitation.email == "gina@acme.test").values(
         secret_hash=tokens.digest("inv_0123456789ab_known-to-the-insider"))], "invitation", lambda w: "",
         "its stored secret hash is not the one invitation.created"),
+    "invitation's sender replaced": (lambda w: [update(Invitation).where(Invitation.email == "gina@acme.test").values(
+        invited_by=w.ids["owner"])], "invitation", lambda w: "", "invited_by is"),
     "scim token un-revoked": (lambda w: [update(ScimToken).where(ScimToken.id == w.ids["old_token"]).values(
         revoked_at=None)], "scim_token", lambda w: w.ids["old_token"], "revoked is False"),
     "scim token revocation moved": (lambda w: [update(ScimToken).where(ScimToken.id == w.ids["old_token"]).values(

@@ -48,8 +48,13 @@ def test_an_older_workers_resend_after_a_newer_workers_invitation_reconciles(
         invitation, _ = invitations.invite(session, system, acme.org.id, email="frank@acme.test")
     _older_workers_resend(db, system, acme.org.id, invitation.id)
     assert findings(db, acme.org.id) == []
+    stranger = Actor("system", "older-worker", "another caller", org_id=acme.org.id)
+    _older_workers_resend(db, stranger, acme.org.id, invitation.id)  # before 2026-12-06 the sender stayed
+    assert findings(db, acme.org.id) == []
+    owner = Actor("user", acme.owner.id, "owner", org_id=acme.org.id, role="owner")
     with db.transaction() as session:  # a newer worker's resend records one again: checked again
-        invitations.resend(session, system, acme.org.id, invitation.id)
+        invitations.resend(session, owner, acme.org.id, invitation.id)  # and the owner becomes its sender
+    assert findings(db, acme.org.id) == []
     with db.begin() as conn:
         conn.execute(update(Invitation).where(Invitation.id == invitation.id).values(
             secret_hash=tokens.digest("inv_0123456789ab_known-to-the-insider")))
@@ -77,7 +82,7 @@ def test_every_event_that_gives_a_hash_without_its_fingerprint_leaves_it_unknown
     x = Expected("org", {})
     getattr(x, entities)["id"] = Entity(created=1, fields={tokens.FINGERPRINT: "0" * 32})
     event: Any = SimpleNamespace(action=action, seq=2, changes=changes, target_id="id", target_display="prefix",
-                                 occurred_at=dt.datetime.now(dt.UTC))
+                                 actor_id="actor", occurred_at=dt.datetime.now(dt.UTC))
     HANDLERS[action](x, event)
     assert getattr(x, entities)["id"].fields[tokens.FINGERPRINT] is UNKNOWN
 
