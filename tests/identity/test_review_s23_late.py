@@ -113,3 +113,29 @@ def test_one_sign_in_link_ask_mails_one_mailbox(db: Database, system: Actor) -> 
     with db.reading() as session:
         mail = session.get_one(OutboxMail, mail_id)
     assert len(getaddresses([mail.recipient])) == 1, f"one mail, {len(getaddresses([mail.recipient]))} mailboxes"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "saml.links._known_device counts an ask as the device's only when its cookie names every member the "
+    "ask would mail; on `/` those are the address's members in every org, so a rival whose IdP JIT-makes "
+    "a member with the victim's address turns the victim's own browser anonymous there, and a stranger "
+    "who fills the address's all-clients ceiling locks it out (README: 'does not lock its owner's "
+    "browser out'); the same predicate decides `capped`"))
+def test_a_rivals_jit_member_does_not_turn_the_members_own_browser_anonymous(
+        db: Database, acme: NewOrg, system: Actor) -> None:
+    with db.transaction() as session:
+        rival = orgs.create_org(session, system, "Rival", owner_email="mallory@rival.test")
+    provision(db, system, rival.org.id, OWNER)  # the rival's IdP: a member with the victim's address
+    limits = links.Limits()
+    for n in range(limits.per_address_all_clients):  # a stranger, from many client addresses
+        with db.transaction() as session:
+            links.request_sign_in_links(session, system, [acme.org.slug], OWNER, browser=f"s-{n}",
+                                        client_address=f"203.0.113.{n // limits.per_address + 1}",
+                                        base_url="http://localhost")
+    secret = "s23-review-device-secret-32-characters"
+    own = device_cookies.Presented(device_cookies.issue(
+        secret, [device_cookies.Member(acme.org.id, acme.owner.id)], clock.now()), (secret,))
+    with db.transaction() as session:  # her own browser on `/`: the address's orgs are acme and Rival
+        sent = links.request_sign_in_links(session, system, [acme.org.slug, rival.org.slug], OWNER, browser="own",
+                                           client_address="192.0.2.10", base_url="http://localhost", device=own)
+    assert sent
