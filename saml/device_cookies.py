@@ -6,8 +6,10 @@ cannot fill it.
 It proves a member (an org and a user in it), not an address: an org's IdP may sign anyone in with
 any NameID, and JIT makes that a member of its own org with that address; a cookie for the address
 would let that org's owner ask for the victim's links in another org, past the address's all-clients
-ceiling, one new device per sign-in. So the cookie counts only for an ask that would mail the member
-it was issued for (saml.links._bucket).
+ceiling, one new device per sign-in. So the cookie counts only for the members it was issued for: an
+ask that would mail one of them is counted in the device's bucket and mails only those it names; the
+address's other members (another org's JIT member) get no mail by that ask (saml.links._ask), and so
+cannot make the member's own browser anonymous.
 
 The cookie names no address and no id: it holds an expiry, a random device id and, for each member it
 was issued for (at most MAX_MEMBERS: bounds its size and the work of checking it), an HMAC under

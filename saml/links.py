@@ -67,8 +67,9 @@ class Limits:
     mail bombing of many from one machine). `per_address_all_clients`: for one address from all
     clients together, higher: the one bound on mail to one address from many client addresses (each
     has its own `per_address`). Past it the address is refused to anonymous browsers only: a browser
-    that has signed in as the member the ask would mail (its device cookie, saml.device_cookies) is
-    counted in a bucket of its own (`_bucket`), under the same three limits, which no stranger can fill.
+    that has signed in as a member the ask would mail (its device cookie, saml.device_cookies) is
+    counted in a bucket of its own (`_bucket`), under the same three limits, which no stranger can
+    fill, and mails only the members its cookie names (`_ask`).
     """
 
     per_address: int = 3
@@ -135,27 +136,43 @@ class _Recipient:
     break_glass: bool
 
 
-def _bucket(email: str, device: device_cookies.Presented, recipients: Sequence[_Recipient]) -> str:
-    """The key an ask for `email` is counted under (SignInRequest.address_hash): the address's own,
-    shared by every anonymous browser; or, from a browser whose device cookie names every member the
-    ask would mail, that device's for this address. OWASP's device cookies: a stranger's asks from
-    many client addresses fill the address's bucket, never the owner's browser's.
+@dataclass(frozen=True)
+class _Ask:
+    """Whom an ask for a link by email mails, and under which device it is counted (`_ask`)."""
+
+    recipients: Sequence[_Recipient]
+    device: str | None  # the device of a cookie that names every one of `recipients`; None: anonymous
+
+
+def _ask(device: device_cookies.Presented, recipients: Sequence[_Recipient]) -> _Ask:
+    """The members an ask mails: from a browser whose device cookie names at least one of the members
+    it would mail, those only, counted in that device's bucket; from any other, all, counted as anonymous.
 
     The cookie names members, not addresses: another org's IdP can sign its owner in as a member of
     her own org with the victim's address, and her cookie must not count for the victim's member.
-    Every member, not one: `/` mails each org where the address is a member, and a cookie for the
-    rival org's member would otherwise carry the victim's link past the ceiling. No member to mail
+    Those named only, not every one: `/` mails each org where the address is a member, and a cookie
+    for the rival org's member would otherwise carry the victim's link past the ceiling; asking that
+    every member be named instead let the rival's JIT member turn the victim's own browser anonymous
+    there, where a stranger's filled ceiling locked her out. Every recipient is checked (no short cut
+    at the first named), and an address nobody may be mailed at has none: counted as anonymous, with
+    the same answer (request_sign_in_links).
+    """
+    now = clock.now()
+    found = [(r, device.device_for([device_cookies.Member(r.org.id, r.user.id)], now)) for r in recipients]
+    named = [(recipient, known) for recipient, known in found if known is not None]
+    return _Ask([recipient for recipient, _ in named], named[0][1]) if named else _Ask(recipients, None)
+
+
+def _bucket(email: str, ask: _Ask) -> str:
+    """The key an ask for `email` is counted under (SignInRequest.address_hash): the address's own,
+    shared by every anonymous browser; or, from a browser whose device cookie names the members the
+    ask mails (`_ask`), that device's for this address. OWASP's device cookies: a stranger's asks from
+    many client addresses fill the address's bucket, never the owner's browser's. No member to mail
     (an unknown address or org) or a forged, expired or malformed cookie: the address's bucket, as
     for a stranger, so that the answer tells nothing.
     """
-    key, known = name_key(email.strip()), _known_device(device, recipients)
-    return _digest(key) if known is None else _digest(f"device\x00{known}\x00{key}")
-
-
-def _known_device(device: device_cookies.Presented, recipients: Sequence[_Recipient]) -> str | None:
-    """The device of `device`'s cookie when it names every member the ask would mail, else None (`_bucket`)."""
-    members = [device_cookies.Member(recipient.org.id, recipient.user.id) for recipient in recipients]
-    return device.device_for(members, clock.now())
+    key = name_key(email.strip())
+    return _digest(key) if ask.device is None else _digest(f"device\x00{ask.device}\x00{key}")
 
 
 def _count_request(session: Session, address: str, client_address: str, limits: Limits) -> None:
@@ -186,15 +203,19 @@ def request_sign_in_links(session: Session, actor: Actor, org_slugs: Sequence[st
     mail. The ask is counted once, under the address's key alone: `/` looks up the orgs of a typed
     address by membership, so a count by org (or one per org) would tell a member from a stranger.
     `device`: the browser's device cookie, which counts the ask in that device's own bucket when it
-    names the members who would get the mails (`_bucket`). Such an ask's mails count against each
+    names one of the members who would get the mails, and then mails only those it names (`_ask`:
+    another org's member with the same address, whom it does not name, gets no mail by this ask, and
+    does not make the member's own browser anonymous). Such an ask's mails count against each
     org's cap on mails to one address (identity.outbox.ensure_under_cap), and past it get no mail,
     with the same answer; an anonymous browser's are outside that cap (the address's own ceiling,
     Limits.per_address_all_clients, bounds them), so that no stranger can fill it for the member.
     """
     recipients = [r for r in (_recipient(session, slug, email) for slug in org_slugs) if r is not None]
-    _count_request(session, _bucket(email, device, recipients), client_address, limits)
-    capped = _known_device(device, recipients) is not None
-    queued = (_queue_link(session, actor, recipient, browser, base_url, capped=capped) for recipient in recipients)
+    ask = _ask(device, recipients)
+    _count_request(session, _bucket(email, ask), client_address, limits)
+    capped = ask.device is not None
+    queued = (_queue_link(session, actor, recipient, browser, base_url, capped=capped)
+              for recipient in ask.recipients)
     return [mail_id for mail_id in queued if mail_id is not None]
 
 

@@ -115,12 +115,6 @@ def test_one_sign_in_link_ask_mails_one_mailbox(db: Database, system: Actor) -> 
     assert len(getaddresses([mail.recipient])) == 1, f"one mail, {len(getaddresses([mail.recipient]))} mailboxes"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "saml.links._known_device counts an ask as the device's only when its cookie names every member the "
-    "ask would mail; on `/` those are the address's members in every org, so a rival whose IdP JIT-makes "
-    "a member with the victim's address turns the victim's own browser anonymous there, and a stranger "
-    "who fills the address's all-clients ceiling locks it out (README: 'does not lock its owner's "
-    "browser out'); the same predicate decides `capped`"))
 def test_a_rivals_jit_member_does_not_turn_the_members_own_browser_anonymous(
         db: Database, acme: NewOrg, system: Actor) -> None:
     with db.transaction() as session:
