@@ -17,11 +17,12 @@ otherwise flood that mailbox through our SMTP server's reputation.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import math
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
@@ -29,7 +30,7 @@ from audit.log import Target
 from identity.actions import Action
 from identity.errors import DomainError, InvalidValue, NotFound
 from identity.models import Invitation, OutboxMail
-from identity.names import name_key
+from identity.names import checked_address, name_key
 from identity.roles import authorize, refusal
 from identity.vocabulary import Role
 
@@ -54,23 +55,45 @@ class MailCapReached(DomainError):
     code = "mail_cap_reached"
 
 
+class NotOneAddress(InvalidValue):
+    """The recipient is not one plain address (`identity.names.checked_address`): no mail goes.
+
+    An IdP's email is the IdP's to keep (checked_email only): it may be a list ("a@x, b@y") or carry
+    a display name ("Owner <a@x>"), which smtplib would deliver to every mailbox it names, each
+    spelling under a cap of its own."""
+
+    code = "mail_recipient_not_one_address"
+
+
 def queue(session: Session, org_id: str, *, kind: str, ref: Target, recipient: str, subject: str, body: str,
           link: str, expires_at: dt.datetime, capped: bool = True) -> OutboxMail:
     """Add a mail to the outbox; the caller's own audit event names it (no event of its own).
 
-    Refused (MailCapReached, nothing added) past the org's cap on mails to the address (`ensure_under_cap`).
+    The mail goes to one address, `recipient` stripped (`one_address`), and nowhere else: refused
+    (NotOneAddress, nothing added) when the recipient is not one plain address. Refused
+    (MailCapReached, nothing added) past the org's cap on mails to the address (`ensure_under_cap`).
     `capped=False`: a mail outside the cap, neither counted nor refused: a sign-in link asked for
     by an anonymous browser, which the address's own ceiling bounds already (saml.links.Limits);
     counted, a stranger's asks would fill the cap and silence the member's own browser's links.
     """
-    key = name_key(recipient) if capped else None
+    address = one_address(recipient)
+    key = name_key(address) if capped else None
     if key is not None:
-        ensure_under_cap(session, org_id, recipient)
+        ensure_under_cap(session, org_id, address)
     mail = OutboxMail(id=str(uuid.uuid4()), org_id=org_id, kind=kind, ref_type=ref.type, ref_id=ref.id,
-                      recipient=recipient, cap_key=key, subject=_fitted_subject(subject), body=body, link=link,
+                      recipient=address, cap_key=key, subject=_fitted_subject(subject), body=body, link=link,
                       status=PENDING, attempts=0, created_at=clock.now(), expires_at=expires_at)
     session.add(mail)
     return mail
+
+
+def one_address(recipient: str) -> str:
+    """Return the one plain address `recipient` is, stripped, or raise NotOneAddress: the To header
+    names this address alone, and the cap counts it under one key whatever its spelling."""
+    try:
+        return checked_address(recipient, "recipient")
+    except InvalidValue as refused:
+        raise NotOneAddress(refused.message, field="recipient") from None
 
 
 def ensure_under_cap(session: Session, org_id: str, recipient: str) -> None:
@@ -79,13 +102,15 @@ def ensure_under_cap(session: Session, org_id: str, recipient: str) -> None:
     Only this org's mails count: a refusal must not tell an admin that another org mailed the
     address. Every status counts (a cancelled mail may have been on its way when its invitation
     was resent). The read is a range of the index (org_id, cap_key, created_at), MAIL_CAP rows at
-    most: the MAIL_CAP-th newest mail in the window, whose leaving it frees the next one. Callers
-    that invite hold the org's lock, so two processes count one after the other; asks for sign-in
-    links do not, and two at the very same moment may pass one over the cap.
+    most: the MAIL_CAP-th newest mail in the window, whose leaving it frees the next one. Two
+    mails to one address count one after the other (`_lock_cap`): asks for sign-in links hold no
+    lock of the org's, and k in flight together would otherwise all pass, k - 1 over the cap.
     """
+    key = name_key(recipient)
+    _lock_cap(session, org_id, key)
     now = clock.now()
     nth = session.scalar(select(OutboxMail.created_at).where(
-        OutboxMail.org_id == org_id, OutboxMail.cap_key == name_key(recipient),
+        OutboxMail.org_id == org_id, OutboxMail.cap_key == key,
         OutboxMail.created_at > now - CAP_WINDOW).order_by(OutboxMail.created_at.desc())
         .offset(MAIL_CAP - 1).limit(1))
     if nth is None:
@@ -94,6 +119,17 @@ def ensure_under_cap(session: Session, org_id: str, recipient: str) -> None:
     raise MailCapReached(f"{recipient} has been sent {MAIL_CAP} mails from this organization in the last "
                          f"{int(CAP_WINDOW.total_seconds() // 3600)} hours; try again in {_duration(wait)}",
                          field="email", org_id=org_id, retry_after_seconds=wait)
+
+
+def _lock_cap(session: Session, org_id: str, cap_key: str) -> None:
+    """Hold the org's cap on `cap_key` until the transaction ends, so that the next mail to the address
+    counts this one: on PostgreSQL an advisory lock on a 64-bit hash of (org, key) (a collision only
+    makes two addresses wait for each other); SQLite's writers are one at a time already."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    digest = hashlib.sha256(f"mail-cap:{org_id}:{cap_key}".encode()).digest()
+    session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                    {"key": int.from_bytes(digest[:8], "big", signed=True)})
 
 
 def _duration(seconds: int) -> str:

@@ -235,7 +235,8 @@ def _recipient(session: Session, org_slug: str, email: str) -> _Recipient | None
 def _queue_link(session: Session, actor: Actor, recipient: _Recipient, browser: str, base_url: str, *,
                 capped: bool) -> str | None:
     """Queue the recipient's link by mail, and record it; None, and no link, past the org's cap on
-    mails to the address (`capped`: identity.outbox.queue), which is recorded instead."""
+    mails to the address (`capped`: identity.outbox.queue) or when the member's email is not one plain
+    address (an IdP's list or 'Name <addr>': outbox.NotOneAddress), which is recorded instead."""
     org, user, break_glass = recipient.org, recipient.user, recipient.break_glass
     token, now = secrets.token_urlsafe(32), clock.now()
     link = f"{base_url.rstrip('/')}{LINK_PATH}{token}"
@@ -246,9 +247,9 @@ def _queue_link(session: Session, actor: Actor, recipient: _Recipient, browser: 
         mail = outbox.queue(session, org.id, kind="sign_in_link", ref=user_target(user),
                             recipient=user.email or user.user_name, subject=f"Sign in to {org.name}", body=body,
                             link=link, expires_at=now + LINK_TTL, capped=capped)
-    except outbox.MailCapReached as capped_out:
+    except (outbox.MailCapReached, outbox.NotOneAddress) as refused:
         record(session, actor, Action.MAIL_CAPPED, user_target(user),
-               {"kind": "sign_in_link", "reason": capped_out.message}, org_id=org.id, outcome="refused")
+               {"kind": "sign_in_link", "reason": refused.message}, org_id=org.id, outcome="refused")
         return None
     session.add(SignInLink(id=_digest(token), org_id=org.id, user_id=user.id, created_at=now,
                            expires_at=now + LINK_TTL, browser_hash=_digest(browser)))
