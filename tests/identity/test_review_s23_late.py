@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from pathlib import Path
 from email.utils import getaddresses, parseaddr
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
