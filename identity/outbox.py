@@ -7,11 +7,13 @@ by `identity mail retry` and by the next delivery). A mail's link is a live cred
 only while the mail is undelivered and cleared once it is sent, cancelled or expired, and never
 written to the audit log.
 
-One bound holds every mail of an org to one address (`MAIL_CAP` in `CAP_WINDOW`, the address compared
-by identity.names.name_key), whatever sends it: an admin resending an invitation (or revoking and
-inviting again) as often as she likes, or another org's owner asking for "Sign in to <her org>" links
-for a member her IdP made with the victim's address, each from a new device (saml.links), would
-otherwise flood that mailbox through our SMTP server's reputation.
+Every mail goes to one plain address (`one_address`). One cap holds an org's invitations and its
+device-known sign-in links to one address (`MAIL_CAP` in `CAP_WINDOW`, the address compared by
+identity.names.name_key): an admin resending an invitation (or revoking and inviting again) as often
+as she likes, or another org's owner asking for "Sign in to <her org>" links for a member her IdP
+made with the victim's address, each from a new device (saml.links), would otherwise flood that
+mailbox through our SMTP server's reputation. Anonymous asks are outside it: the address's own
+ceiling (saml.links.Limits.per_address_all_clients) bounds them.
 """
 
 from __future__ import annotations
