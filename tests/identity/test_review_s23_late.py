@@ -1,7 +1,7 @@
 """Hostile review of the session's last changes (s23, late): the per-org cap on mails to one address
 (identity.outbox.ensure_under_cap), reconciliation's fingerprints, revoked_at and invited_by, and the
-operators' chain begun once. Each test here fails on the code it was written against: xfail(strict=True),
-with the reason, so that the branch stays green and the fix turns it into an XPASS."""
+operators' chain begun once. Each test here failed on the code it was written against (xfail strict, with the
+reason); all were fixed the same session and their marks are gone."""
 
 from __future__ import annotations
 
