@@ -36,7 +36,7 @@ from identity.errors import (
     Unauthenticated,
 )
 from identity.web import transient
-from identity.web.http_errors import kept_headers
+from identity.web.http_errors import bearer_challenge, kept_headers
 from scim import context, discovery, errors, idp_lookups, provisioning_status
 from scim.auth import authenticate, init_oauth
 from scim.streaming import SCIM_JSON
@@ -111,7 +111,7 @@ def unknown_detail(request_id: str | None) -> str:
 def _error_answer(status: int, body: dict[str, Any]) -> Response:
     response = Response(json.dumps(body), status=status, content_type=SCIM_JSON)
     if status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="scim"'
+        response.headers["WWW-Authenticate"] = bearer_challenge("scim", request.headers.get("Authorization"))
     if status == 429:
         response.headers["Retry-After"] = "1"
     return response

@@ -30,6 +30,7 @@ from identity.web.api.common import NOT_STORED
 from identity.web.api.gateway import CREDENTIAL_REQUIRED, answer, autocommit, cache_control, code_of
 from identity.web.context import EXTENSION
 from identity.web.front import Answering, FrontOf, StartResponse, json_body, problem_body
+from identity.web.http_errors import bearer_challenge
 
 PATH = "/api/v1/keys/verify"
 
@@ -66,7 +67,8 @@ class KeyCheckFirst(FrontOf):
         if status == 200:
             headers.append(("Cache-Control", cache_control(self.app.config)))
         else:
-            headers += [("WWW-Authenticate", 'Bearer realm="identity"'), NOT_STORED]
+            challenge = bearer_challenge("identity", environ.get("HTTP_AUTHORIZATION"))
+            headers += [("WWW-Authenticate", challenge), NOT_STORED]
         sent = answering.send(start_response, "POST", PATH, status, headers, self.dumps(body))
         metrics.observe_key_check(code)
         return sent

@@ -15,7 +15,8 @@ from identity.keys import SCOPES
 from identity.web import cookies
 from identity.web.api import audit_log, gateway, keys, org, sso, teams, usage, wallets
 from identity.web.api import invitations as invitations_api
-from identity.web.api.common import CSRF_HEADER, LIMIT_QUERY, ROLES
+from identity.web.api.common import CSRF_HEADER, ROLES
+from identity.web.api.query import LIMIT_QUERY
 from identity.web.context import public_base_url
 
 bp = Blueprint("openapi", __name__)

@@ -74,7 +74,8 @@ def test_the_front_answers_as_the_view_does(app: Flask, credential: str, secret:
         assert served.json["valid"] is True and served.headers["Cache-Control"] == "private, max-age=10"
     elif "credential" in case:
         assert served.status_code == 401 and served.content_type == "application/problem+json"
-        assert served.headers["WWW-Authenticate"] == 'Bearer realm="identity"'
+        challenge = 'Bearer realm="identity"' + (', error="invalid_token"' if case == "wrong credential" else "")
+        assert served.headers["WWW-Authenticate"] == challenge  # RFC 6750 section 3.1
 
 
 @pytest.mark.parametrize("request_args", [

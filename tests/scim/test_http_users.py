@@ -46,10 +46,13 @@ def test_unknown_or_malformed_ids_are_404(scim: Scim) -> None:
 
 
 def test_missing_and_wrong_credentials_are_401(client: FlaskClient, scim: Scim) -> None:
+    """RFC 6750 section 3: a token that does not verify is `invalid_token` (Okta and Entra show the
+    error to the admin); a request with no credential gets the bare challenge, with no error code."""
     for header in ({}, {"Authorization": "Bearer scim_000000000000_wrong"}, {"Authorization": "Bearer eyJ.x.y"}):
         response = client.get("/scim/v2/Users", headers=header)
         assert response.status_code == 401
-        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        expected = 'Bearer realm="scim"' + (', error="invalid_token"' if header else "")
+        assert response.headers["WWW-Authenticate"] == expected
         assert response.json["status"] == "401"
 
 

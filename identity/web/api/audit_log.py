@@ -23,15 +23,8 @@ from identity.audit_filters import FILTERS, selection_of
 from identity.errors import InvalidValue
 from identity.jsontext import UNSTORABLE
 from identity.service import run
-from identity.web.api.common import (
-    ADMIN,
-    adopt,
-    authenticated,
-    caller_org_id,
-    int_arg,
-    one_arg,
-    problem,
-)
+from identity.web.api.common import ADMIN, adopt, authenticated, caller_org_id, problem
+from identity.web.api.query import int_arg, one_arg
 from identity.web.context import database
 
 # Domain errors become problem JSON through the admin API's one table of statuses.
@@ -53,7 +46,7 @@ def signing_key() -> Ed25519PrivateKey:
 def filters_from(args: Any, one: Callable[[str], str | None] | None = None) -> dict[str, Any]:
     """Return the filters of a query string (identity.audit_filters reads them): shared with the console's page.
 
-    `one` reads a single-valued filter: the API's refuses a repeated one (common.one_arg); by default the first.
+    `one` reads a single-valued filter: the API's refuses a repeated one (query.one_arg); by default the first.
     """
     return audit_filters.filters_from(one or args.get, args.getlist("action"))
 

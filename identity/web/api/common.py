@@ -34,56 +34,9 @@ from identity.errors import (
 )
 from identity.roles import allowed_scopes
 from identity.web import cookies
-from identity.web.api.query import (  # re-exported: the blueprints read their queries through common
-    ID as ID,
-)
-from identity.web.api.query import (
-    LIMIT_QUERY as LIMIT_QUERY,
-)
-from identity.web.api.query import (
-    LIMIT_SCHEMA as LIMIT_SCHEMA,
-)
-from identity.web.api.query import (
-    MAX_PAGE_SIZE as MAX_PAGE_SIZE,
-)
-from identity.web.api.query import (
-    PAGE_SIZE as PAGE_SIZE,
-)
-from identity.web.api.query import (
-    ROW_ID as ROW_ID,
-)
-from identity.web.api.query import (
-    after_id as after_id,
-)
-from identity.web.api.query import (
-    after_position as after_position,
-)
-from identity.web.api.query import (
-    cursor as cursor,
-)
-from identity.web.api.query import (
-    int_arg as int_arg,
-)
-from identity.web.api.query import (
-    list_page as list_page,
-)
-from identity.web.api.query import (
-    one_arg as one_arg,
-)
-from identity.web.api.query import (
-    page_limit as page_limit,
-)
-from identity.web.api.query import (
-    page_window as page_window,
-)
-from identity.web.api.query import (
-    paged as paged,
-)
-from identity.web.api.query import (
-    position_of as position_of,
-)
 from identity.web.context import database
 from identity.web.front import problem_body
+from identity.web.http_errors import bearer_challenge
 from saml import csrf
 
 P = ParamSpec("P")
@@ -161,7 +114,7 @@ def problem(status: int, code: str, detail: str, extra: dict[str, Any] | None = 
     response.status_code = status
     response.content_type = "application/problem+json"
     if status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="identity"'
+        response.headers["WWW-Authenticate"] = bearer_challenge("identity", request.headers.get("Authorization"))
     return response
 
 

@@ -20,22 +20,18 @@ from identity.service import run
 from identity.vocabulary import InvitationStatus, Role
 from identity.web.api.common import (
     ADMIN,
-    LIMIT_QUERY,
     adopt,
-    after_id,
     authenticated,
     caller_org_id,
     json_body,
-    list_page,
-    one_arg,
     optional_text,
-    page_limit,
     request_actor,
     role,
     text,
     when,
 )
 from identity.web.api.members import member_json
+from identity.web.api.query import LIMIT_QUERY, after_id, list_page, one_arg, page_limit
 from identity.web.context import database
 
 bp = adopt(Blueprint("api_invitations", __name__, url_prefix="/api/v1"))

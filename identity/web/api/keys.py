@@ -14,19 +14,15 @@ from identity.service import run
 from identity.web.api.common import (
     ADMIN,
     KEY,
-    LIMIT_QUERY,
     adopt,
-    after_id,
     authenticated,
     caller_org_id,
     json_body,
-    list_page,
-    one_arg,
     optional_text,
-    page_limit,
     text,
     when,
 )
+from identity.web.api.query import LIMIT_QUERY, after_id, list_page, one_arg, page_limit
 from identity.web.context import database
 
 bp = adopt(Blueprint("api_keys", __name__, url_prefix="/api/v1"))

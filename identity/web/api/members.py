@@ -14,15 +14,14 @@ from identity.web.api.common import (
     ADMIN,
     DIRECTORY_READ,
     adopt,
-    after_id,
     authenticated,
     caller_org_id,
     json_body,
     optional_text,
-    page_limit,
     role,
     text,
 )
+from identity.web.api.query import after_id, page_limit
 from identity.web.context import database
 
 bp = adopt(Blueprint("api_members", __name__, url_prefix="/api/v1"))

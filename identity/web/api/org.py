@@ -15,18 +15,9 @@ from identity.charges import ChargeEntry
 from identity.directory import MappingEntry
 from identity.errors import InvalidValue
 from identity.service import run
-from identity.web.api.common import (
-    ADMIN,
-    LIMIT_QUERY,
-    adopt,
-    authenticated,
-    caller_org_id,
-    cursor,
-    json_body,
-    page_window,
-    text,
-)
+from identity.web.api.common import ADMIN, adopt, authenticated, caller_org_id, json_body, text
 from identity.web.api.members import member_json
+from identity.web.api.query import LIMIT_QUERY, cursor, page_window
 from identity.web.api.settings import MAPPING_FIELDS, mapping_json
 from identity.web.context import database
 

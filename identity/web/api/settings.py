@@ -11,14 +11,8 @@ from identity.directory import MappingEntry
 from identity.errors import InvalidValue
 from identity.paging import Position
 from identity.service import run
-from identity.web.api.common import (
-    ADMIN,
-    adopt,
-    authenticated,
-    caller_org_id,
-    json_body,
-    list_page,
-)
+from identity.web.api.common import ADMIN, adopt, authenticated, caller_org_id, json_body
+from identity.web.api.query import list_page
 from identity.web.context import database
 
 bp = adopt(Blueprint("api_settings", __name__, url_prefix="/api/v1"))

@@ -15,21 +15,8 @@ from identity import directory, team_deletion, teams
 from identity.directory import TeamEntry, TeamMember, TeamSummary
 from identity.errors import InvalidValue
 from identity.service import run
-from identity.web.api.common import (
-    ADMIN,
-    DIRECTORY_READ,
-    LIMIT_QUERY,
-    adopt,
-    authenticated,
-    caller_org_id,
-    cursor,
-    json_body,
-    one_arg,
-    page_limit,
-    page_window,
-    role,
-    text,
-)
+from identity.web.api.common import ADMIN, DIRECTORY_READ, adopt, authenticated, caller_org_id, json_body, role, text
+from identity.web.api.query import LIMIT_QUERY, cursor, one_arg, page_limit, page_window
 from identity.web.context import database
 
 bp = adopt(Blueprint("api_teams", __name__, url_prefix="/api/v1"))

@@ -18,21 +18,8 @@ from identity.paging import Position
 from identity.roles import authorize
 from identity.service import run
 from identity.wallet_models import SpendLimit, TopUpRequest, WalletEntry
-from identity.web.api.common import (
-    ADMIN,
-    LIMIT_QUERY,
-    LIMIT_SCHEMA,
-    USAGE_READ,
-    adopt,
-    authenticated,
-    caller_org_id,
-    int_arg,
-    json_body,
-    list_page,
-    one_arg,
-    page_limit,
-    when,
-)
+from identity.web.api.common import ADMIN, USAGE_READ, adopt, authenticated, caller_org_id, json_body, when
+from identity.web.api.query import LIMIT_QUERY, LIMIT_SCHEMA, int_arg, list_page, one_arg, page_limit
 from identity.web.context import database
 
 bp = adopt(Blueprint("api_wallets", __name__, url_prefix="/api/v1"))

@@ -16,7 +16,7 @@ from werkzeug.wrappers import Response
 
 from identity import charges, directory, orgs
 from identity.errors import DomainError, InvalidValue
-from identity.web.api.common import after_position, cursor
+from identity.web.api.query import after_position, cursor
 from identity.web.console.common import (
     console_page,
     dollars,

@@ -20,7 +20,7 @@ from identity import directory, grants, team_deletion, teams, wallet_list, walle
 from identity.directory import TeamDetail
 from identity.errors import DomainError, NotFound, PermissionDenied
 from identity.spend import WalletView
-from identity.web.api.common import cursor, position_of
+from identity.web.api.query import cursor, position_of
 from identity.web.console.common import (
     console_page,
     field,
