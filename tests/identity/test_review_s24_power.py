@@ -299,3 +299,49 @@ def test_another_orgs_ids_answer_as_ids_that_exist_nowhere(client: FlaskClient, 
         if got.status_code != expected.status_code or got.status_code in range(200, 300):
             differ.append((method, path.split("/", 5)[-1], got.status_code, expected.status_code))
     assert not differ, "\n".join(map(str, differ))
+
+
+def test_admin_api_credentials_open_no_scim_route(app: Flask, client: FlaskClient, world: World) -> None:
+    """An owner's admin API key and an owner's signed-in session reach no SCIM route: each is
+    answered 401 (no SCIM credential). (Passes: kept as the sweep's record.)"""
+    seen = []
+    for way in ("owner_key", "owner_session"):
+        for rule in app.url_map.iter_rules():
+            if not rule.rule.startswith("/scim/v2"):
+                continue
+            path = re.sub(r"<(?:[^>]*:)?(\w+)>", lambda m: world.ids["acme_member"], rule.rule)
+            for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+                answer = client.open(path, method=method, json={}, headers=world.creds[way])
+                if answer.status_code != 401:
+                    seen.append((way, method, path, answer.status_code))
+    assert not seen, "\n".join(map(str, seen))
+
+
+@pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
+@pytest.mark.xfail(strict=True, reason="the admin API's PATCH /members/<id> {active: false} reaches "
+                   "users.deactivate_user, which authorises on the target's role read before the org's lock: an "
+                   "admin's key deactivates a member promoted to owner while the request waited")
+def test_an_admin_keys_deactivation_over_http_that_waited_for_a_promotion_to_owner_is_refused(
+        app: Flask, db: Database, system: Actor, acme: NewOrg) -> None:
+    """The same race through the admin API with Ann's admin key: the answer must be 403 and Dev,
+    an owner by then, still active."""
+    ann, dev = admin_and_member(db, system, acme.org.id)
+    with db.transaction() as session:
+        secret = keys.create_api_key(session, system, acme.org.id, user_id=ann.id, team_id=acme.default_team_id,
+                                     name="ann", scopes=["admin"]).secret
+    answers: list[int] = []
+    errors: list[BaseException] = []
+
+    def deactivate() -> None:
+        answers.append(app.test_client().patch(f"{API}/{acme.org.slug}/members/{dev.id}", json={"active": False},
+                                               headers={"Authorization": f"Bearer {secret}"}).status_code)
+
+    with db.transaction() as session:
+        seats.lock_org(session, acme.org.id)
+        request = in_thread(deactivate, errors)
+        wait_for_a_lock_wait(db, "Ann's PATCH")
+        users.change_role(session, system, acme.org.id, dev.id, "owner")
+    _finish(request, "Ann's PATCH")
+    with db.reading() as session:
+        active = session.get_one(User, dev.id).active
+    assert not errors and answers == [403] and active, (errors, answers, active)
