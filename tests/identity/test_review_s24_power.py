@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from audit import Actor
 from audit.models import AuditEvent
-from identity import invitations, keys, mappings, orgs, scim_credentials, seats, teams, users
+from identity import invitations, keys, mappings, org_lifecycle, orgs, scim_credentials, seats, teams, users
 from identity.db import Database
 from identity.grants import org_role
 from identity.models import User
@@ -345,3 +345,26 @@ def test_an_admin_keys_deactivation_over_http_that_waited_for_a_promotion_to_own
     with db.reading() as session:
         active = session.get_one(User, dev.id).active
     assert not errors and answers == [403] and active, (errors, answers, active)
+
+
+@pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
+def test_two_transfers_of_ownership_at_once_leave_one_new_owner(db: Database, system: Actor, acme: NewOrg) -> None:
+    """The sole owner hands the org to Ann from her session while a transfer to Dev (the operator's,
+    naming her) holds the org's lock. Serially, hers comes second and finds her no owner: refused, and
+    the org has exactly one owner, Dev. (Passes: kept as the sweep's record.)"""
+    ann, dev = admin_and_member(db, system, acme.org.id)
+    with db.reading() as session:
+        owner = session.scalars(select(User).where(User.org_id == acme.org.id,
+                                                   User.user_name == "owner@acme.test")).one()
+    as_owner = Actor("user", owner.id, owner.user_name, org_id=acme.org.id, role=Role.OWNER)
+    errors: list[BaseException] = []
+    with db.transaction() as session:
+        seats.lock_org(session, acme.org.id)
+        hers = in_thread(lambda: run(db, as_owner, org_lifecycle.transfer_ownership, acme.org.id, ann.id), errors)
+        wait_for_a_lock_wait(db, "the owner's transfer")
+        org_lifecycle.transfer_ownership(session, system, acme.org.id, dev.id, from_user_id=owner.id)
+    _finish(hers, "the owner's transfer")
+    with db.reading() as session:
+        roles = {user_id: org_role(session, user_id) for user_id in (owner.id, ann.id, dev.id)}
+    assert len(errors) == 1 and roles == {owner.id: Role.ADMIN, ann.id: Role.ADMIN, dev.id: Role.OWNER}, (
+        errors, roles)
