@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -244,7 +245,7 @@ def test_the_last_owner_is_kept_through_every_way_in(app: Flask, client: FlaskCl
     member = f"{API}/{acme.org.slug}/members/{owner_id}"
     console = {"Cookie": session_h["Cookie"], "Origin": "http://localhost"}
     form = {"csrf_token": session_h["X-CSRF-Token"]}
-    attempts = [
+    attempts: list[tuple[str, Callable[[], Any]]] = [
         ("key demote", lambda: client.patch(member, json={"role": "admin"}, headers={"Authorization": f"Bearer {key.secret}"})),
         ("key deactivate", lambda: client.patch(member, json={"active": False},
                                                 headers={"Authorization": f"Bearer {key.secret}"})),
