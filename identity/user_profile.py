@@ -18,9 +18,11 @@ from audit import Actor, record
 from identity import group_versions, owners, seats, users
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, LastOwner
+from identity.grants import org_role
 from identity.lookups import find_by_user_name, get_user, lock_live_user, user_target
 from identity.models import IdpGroupMember, User
 from identity.names import checked_email, checked_emails, checked_user_name
+from identity.roles import authorize
 from identity.users import Check
 
 PROFILE_FIELDS = ("user_name", "email", "external_id", "display_name", "given_name", "family_name", "attributes")
@@ -71,6 +73,9 @@ def _write_profile(session: Session, actor: Actor, user: User, diff: dict[str, d
     if (after.get("display_name", user.display_name) or after.get("user_name", user.user_name)) != _shown(user):
         _groups_show_anew(session, user)
     _lock_live(session, user)
+    # Asked again with the role the member holds under its row's lock: a change that waited there for
+    # the member's promotion to owner would otherwise let an admin set where an owner's links go.
+    authorize(actor, "member.update_profile", org_id=user.org_id, target_role=org_role(session, user.id))
     if check is not None:  # the row read under the lock: no statement of its own
         check(user)
     # What each field held when the change wrote it: the row as read under the lock (another change

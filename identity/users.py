@@ -209,10 +209,22 @@ def _under_seat_lock(session: Session, org_id: str, user: User, check: Check | N
     return fresh
 
 
+def _locked_target(session: Session, actor: Actor, action: str, org_id: str, user_id: str,
+                   check: Check | None) -> User:
+    """The member `action` is aimed at, read again under the org's lock (`_under_seat_lock`), once the
+    actor may do it to one of the role the member holds under that lock: a change that waited for the
+    lock behind the target's promotion to owner is refused (an admin never acts on an owner), not
+    written. The actor's own right is asked first, before anything is read (as in `target_of`)."""
+    authorize(actor, action, org_id=org_id)
+    user = _under_seat_lock(session, org_id, get_user(session, org_id, user_id), check)
+    authorize(actor, action, org_id=org_id, target_role=org_role(session, user.id))
+    return user
+
+
 def deactivate_user(session: Session, actor: Actor, org_id: str, user_id: str, check: Check | None = None) -> User:
     """Suspend a member: sign-in refused, keys blocked, seat freed; it stays readable. `check` sees
     the member as read under the locks, before anything changes, and may refuse by raising."""
-    user = _under_seat_lock(session, org_id, target_of(session, actor, "member.deactivate", org_id, user_id), check)
+    user = _locked_target(session, actor, "member.deactivate", org_id, user_id, check)
     if not user.active:
         return user
     owners.ensure_not_last_owner(session, user)
@@ -229,7 +241,7 @@ def deactivate_user(session: Session, actor: Actor, org_id: str, user_id: str, c
 def reactivate_user(session: Session, actor: Actor, org_id: str, user_id: str, check: Check | None = None) -> User:
     """Restore a deactivated member: a seat again (charged if needed), deactivation's key blocks
     lifted. `check` as for `deactivate_user`."""
-    user = _under_seat_lock(session, org_id, target_of(session, actor, "member.reactivate", org_id, user_id), check)
+    user = _locked_target(session, actor, "member.reactivate", org_id, user_id, check)
     if user.active:
         return user
     seats.take_seat(session, actor, user)

@@ -16,7 +16,18 @@ from sqlalchemy import select
 
 from audit import Actor
 from audit.models import AuditEvent
-from identity import invitations, keys, mappings, org_lifecycle, orgs, scim_credentials, seats, teams, users
+from identity import (
+    invitations,
+    keys,
+    mappings,
+    org_lifecycle,
+    orgs,
+    scim_credentials,
+    seats,
+    teams,
+    user_profile,
+    users,
+)
 from identity.db import Database
 from identity.grants import org_role
 from identity.models import User
@@ -183,9 +194,6 @@ def _finish(thread: threading.Thread, what: str) -> None:
 
 
 @pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
-@pytest.mark.xfail(strict=True, reason="users.deactivate_user authorises on the target's role read before the "
-                   "org's lock (users.target_of) and never again under it: an admin's deactivation that waited "
-                   "for the target's promotion to owner deactivates an owner")
 def test_an_admins_deactivation_that_waited_for_its_targets_promotion_to_owner_is_refused(
         db: Database, system: Actor, acme: NewOrg) -> None:
     """Ann, an admin, deactivates Dev (a member when she asked). Meanwhile the owner makes Dev an owner,
@@ -208,9 +216,6 @@ def test_an_admins_deactivation_that_waited_for_its_targets_promotion_to_owner_i
 
 
 @pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
-@pytest.mark.xfail(strict=True, reason="users.reactivate_user authorises on the target's role read before the "
-                   "org's lock (users.target_of) and never again under it: an admin's reactivation that waited "
-                   "for the target's promotion to owner reactivates an owner")
 def test_an_admins_reactivation_that_waited_for_its_targets_promotion_to_owner_is_refused(
         db: Database, system: Actor, acme: NewOrg) -> None:
     """As above, for a reactivation: Dev is deactivated; the owner makes Dev an owner while Ann's
@@ -229,6 +234,27 @@ def test_an_admins_reactivation_that_waited_for_its_targets_promotion_to_owner_i
     with db.reading() as session:
         active = session.get_one(User, dev.id).active
     assert [type(error).__name__ for error in errors] == ["PermissionDenied"] and not active, (errors, active)
+
+
+@pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
+def test_an_admins_profile_change_that_waited_for_its_targets_promotion_to_owner_is_refused(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """Ann, an admin, changes Dev's email (a member when she asked) while the owner's promotion of Dev
+    holds Dev's row: her change waits for it, then would set where an owner's sign-in links go, which
+    only owners may (identity.user_profile.update_profile). Refused under the lock; the email kept."""
+    ann, dev = admin_and_member(db, system, acme.org.id)
+    as_ann = Actor("user", ann.id, ann.user_name, org_id=acme.org.id, role=Role.ADMIN)
+    errors: list[BaseException] = []
+    with db.transaction() as session:  # the promotion: the org's lock, then Dev's row
+        users.change_role(session, system, acme.org.id, dev.id, "owner")
+        change = in_thread(lambda: run(db, as_ann, user_profile.update_profile, acme.org.id, dev.id,
+                                       {"email": "ann-again@elsewhere.test"}), errors)
+        wait_for_a_lock_wait(db, "Ann's profile change")  # for Dev's row
+    _finish(change, "Ann's profile change")
+    with db.reading() as session:
+        email = session.get_one(User, dev.id).email
+    assert [type(error).__name__ for error in errors] == ["PermissionDenied"], errors
+    assert email != "ann-again@elsewhere.test"
 
 
 def test_the_last_owner_is_kept_through_every_way_in(app: Flask, client: FlaskClient, db: Database, system: Actor,
@@ -319,9 +345,6 @@ def test_admin_api_credentials_open_no_scim_route(app: Flask, client: FlaskClien
 
 
 @pytest.mark.postgres_only("two write transactions at once; SQLite runs one at a time")
-@pytest.mark.xfail(strict=True, reason="the admin API's PATCH /members/<id> {active: false} reaches "
-                   "users.deactivate_user, which authorises on the target's role read before the org's lock: an "
-                   "admin's key deactivates a member promoted to owner while the request waited")
 def test_an_admin_keys_deactivation_over_http_that_waited_for_a_promotion_to_owner_is_refused(
         app: Flask, db: Database, system: Actor, acme: NewOrg) -> None:
     """The same race through the admin API with Ann's admin key: the answer must be 403 and Dev,

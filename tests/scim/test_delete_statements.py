@@ -75,10 +75,11 @@ def test_an_owners_scim_deactivation_counts_the_owners_once(scim: Scim, db: Data
         users.change_role(session, system, scim.org_id, user["id"], "owner")
     with statements(db) as sent:
         assert scim.patch(f"/Users/{user['id']}", [{"op": "replace", "path": "active", "value": False}]).status_code == 200
-    # ... the org's lock, the member's row locked (users._under_seat_lock), its role, then once: the
-    # owner grants locked (FOR UPDATE), the owners left counted; the row written
+    # ... the org's lock, the profile's role read, the member read and its row locked
+    # (users._under_seat_lock), its role under the lock (users._locked_target: asked again there), then
+    # once: the owner grants locked (FOR UPDATE), the owners left counted; the row written
     locked = sent.index("SELECT orgs")
     assert sent[locked:sent.index("UPDATE users")] == [
-        "SELECT orgs", "SELECT role_grants", "SELECT users", "SELECT role_grants", "SELECT users",
-        "SELECT role_grants", "SELECT role_grants", "SELECT role_grants"], sent
+        "SELECT orgs", "SELECT role_grants", "SELECT users", "SELECT users",
+        "SELECT role_grants", "SELECT role_grants", "SELECT role_grants", "SELECT role_grants"], sent
     assert actions(db, scim.org_id)[-1] == "user.deactivated"
