@@ -17,12 +17,12 @@ from audit import Actor, record
 from audit.log import Target
 from identity import invitations, key_revocation, mappings, seats, topups, wallets
 from identity.actions import Action
-from identity.errors import InvalidValue, NotFound
+from identity.errors import InvalidValue, NotFound, PermissionDenied
 from identity.group_defaults import defaults_of, settle_defaults
 from identity.group_locks import lock_groups
 from identity.lookups import get_team
 from identity.models import ApiKey, GroupMapping, IdpGroup, Invitation, RoleGrant, Team
-from identity.roles import authorize
+from identity.roles import authorize, refusal
 from identity.vocabulary import InvitationStatus, Role
 
 
@@ -41,9 +41,10 @@ def delete_team(session: Session, actor: Actor, org_id: str, team_id: str, *, co
     seats.lock_org(session, org_id)
     if get_team(session, org_id, team_id).is_default:
         raise InvalidValue("the Default team cannot be deleted", field="team_id")
-    team = _lock_for_deletion(session, org_id, team_id)
+    team, balance = _lock_for_deletion(session, org_id, team_id)
     if confirm is not None and confirm != team.name:
         raise InvalidValue(f"confirm must be the team's name, {team.name!r}, to delete it", field="confirm")
+    _ensure_may_lose(actor, org_id, balance)
     # Deleting the team removes its members from it and revokes their keys for it: what removing each
     # of them would do, so no more than the actor may do to each (an admin may not to an owner).
     authorize(actor, "member.remove_from_team", org_id=org_id,
@@ -57,7 +58,7 @@ def delete_team(session: Session, actor: Actor, org_id: str, team_id: str, *, co
         Invitation.org_id == org_id, Invitation.team_id == team.id, Invitation.status == InvitationStatus.PENDING)
     for invitation in session.scalars(pending).all():
         invitations.expire(session, invitation, actor, reason="team_deleted")
-    balance = topups.close_team_wallet(session, actor, org_id, team.id)
+    topups.close_team_wallet(session, actor, org_id, team.id)
     members = session.scalar(select(func.count(func.distinct(RoleGrant.user_id))).where(RoleGrant.team_id == team.id))
     # Members whose team a group gave (a mirrored group's) may be left with no group team: Default again.
     grouped = list(session.scalars(select(RoleGrant.user_id).where(
@@ -84,9 +85,10 @@ _LOCK_FOR_DELETION = (select(Team).where(Team.id == bindparam("team_id")).with_f
                       .execution_options(populate_existing=True))
 
 
-def _lock_for_deletion(session: Session, org_id: str, team_id: str) -> Team:
+def _lock_for_deletion(session: Session, org_id: str, team_id: str) -> tuple[Team, int]:
     """Lock what the deletion will change, the team's row last, before reading anything it ends
-    (identity.group_locks' order), and return the team read again under its lock.
+    (identity.group_locks' order), and return the team read again under its lock with its wallet's
+    balance (0 when it never had a wallet: one is made and locked).
 
     With the org's lock (taken first) the deletion waits for, and makes wait, every change that takes
     it: a key, a rule, an invitation, an acceptance, a member's deletion. With the team's row locked
@@ -105,11 +107,23 @@ def _lock_for_deletion(session: Session, org_id: str, team_id: str) -> Team:
     sources = session.scalars(select(RoleGrant.source_ref).where(
         RoleGrant.team_id == team_id, RoleGrant.source_ref != "").distinct())
     lock_groups(session, governed | set(mirrored) | set(sources))
-    wallets.lock_wallet(session, org_id, team_id)
+    balance = wallets.lock_wallet(session, org_id, team_id).wallet.balance_micros
     team = session.execute(_LOCK_FOR_DELETION, {"team_id": team_id}).scalar_one_or_none()
     if team is None or team.org_id != org_id:
         raise NotFound(f"no team {team_id!r} in this org", team_id=team_id)
-    return team
+    return team, balance
+
+
+def _ensure_may_lose(actor: Actor, org_id: str, balance: int) -> None:
+    """Refuse the deletion of a team whose wallet holds money to whoever may not manage wallets: the
+    balance goes to no other team and no top-up or debit reaches it again, so deleting it spends the
+    org's money, which is the owner's (DESIGN 3.2: wallets are the owner's; an admin never gains that
+    power through a team it may delete). Asked under the wallet's lock, before anything is written."""
+    reason = refusal(actor, "wallets.manage", org_id=org_id) if balance > 0 else None
+    if reason is not None:
+        raise PermissionDenied(f"the team's wallet holds {balance} micro-cents, which deleting it would lose: "
+                               f"only an owner may delete it ({reason})", action="wallets.manage",
+                               balance_micros=balance)
 
 
 def _has_an_owner(session: Session, org_id: str, team_id: str) -> bool:
