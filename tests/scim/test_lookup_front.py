@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -185,11 +186,17 @@ def test_a_due_last_used_time_is_saved_by_the_view(db: Database, app: Flask, sci
 
 
 def test_the_rate_limit_holds_for_the_fronts_lookups(app: Flask, scim: Scim) -> None:
+    """The limit counts per org and second (scim.web._RateLimit): the six lookups are sent again until
+    they fall in one second, which a loaded machine may not give the first time."""
     app.config["SCIM_RATE_LIMIT"] = 3
+    for _ in range(10):
+        RATE_LIMIT.window.clear()
+        second = int(time.monotonic())
+        statuses = [scim.get("/Users?" + _filter('userName eq "bjensen@example.com"')).status_code for _ in range(6)]
+        if int(time.monotonic()) == second:
+            break
     RATE_LIMIT.window.clear()
-    statuses = [scim.get("/Users?" + _filter('userName eq "bjensen@example.com"')).status_code for _ in range(6)]
-    assert statuses[:3] == [200, 200, 200] and 429 in statuses[3:]
-    RATE_LIMIT.window.clear()
+    assert statuses == [200, 200, 200, 429, 429, 429]
 
 
 def test_the_fronts_lookup_is_kept_in_the_provisioning_status(db: Database, app: Flask, scim: Scim,
