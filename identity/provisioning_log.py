@@ -79,10 +79,13 @@ class Attempt:
     reason: str | None = None
     credential: str | None = None
     request_id: str | None = None
+    skipped: bool = False  # answered 2xx, but the domain kept what the IdP asked to change (`reason` says why)
 
     @property
     def outcome(self) -> str:
-        return REFUSED if self.status >= 400 else SUCCESS
+        """Refused when answered 4xx/5xx, and when the change was skipped under a 2xx: the IdP shows
+        its admin a success, so the status page is where the admin learns it did not happen."""
+        return REFUSED if self.status >= 400 or self.skipped else SUCCESS
 
 
 def blank_secrets(text: str) -> str:

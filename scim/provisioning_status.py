@@ -29,6 +29,12 @@ def remember_org(org_id: str | None, reason: str | None) -> None:
     g.scim_refused_org = (org_id, reason)
 
 
+def remember_skipped(detail: str) -> None:
+    """Note that this request is answered 2xx though the domain kept what it asked to change (the
+    org's last active owner): it is kept among the refusals, with `detail`, for the IdP's admin."""
+    g.scim_skipped = detail
+
+
 def note_request(response: Response) -> Response:
     """Keep this request in its org's provisioning status when the throttle lets it through."""
     actor = g.get("scim_actor")
@@ -38,9 +44,10 @@ def note_request(response: Response) -> Response:
         return response
     detail = g.get("scim_refusal", (None, None))[1]
     refused = response.status_code >= 400
+    skipped = None if refused else g.get("scim_skipped")
     attempt = Attempt("scim", request.method, _route(), response.status_code,
-                      (hinted_reason or detail or response.status) if refused else None,
-                      None if actor is None else actor.display, g.get("request_id"))
+                      (hinted_reason or detail or response.status) if refused else skipped,
+                      None if actor is None else actor.display, g.get("request_id"), skipped=skipped is not None)
     provisioning_log.keep(context.database(), THROTTLE, org_id, attempt)
     return response
 

@@ -16,7 +16,7 @@ from audit import Actor
 from identity import user_profile, users
 from identity.models import User
 from identity.vocabulary import GrantSource
-from scim import context, discovery, idp_lookups, listing, resources
+from scim import context, discovery, idp_lookups, listing, provisioning_status, resources
 from scim.auth import run_write
 from scim.context import Result
 from scim.patch import parse_operations
@@ -90,7 +90,7 @@ def replace_user(user_id: str, body: Any, params: dict[str, Any] | None = None) 
     def replace(session: Session, actor: Actor) -> User:
         return user_profile.sync_user(session, actor, actor.org_id or "", user_id, fields, check=_if_match(session))
 
-    run_write(replace)
+    _note_kept_owner(run_write(replace), fields)
     return get_user(user_id, params)
 
 
@@ -98,13 +98,13 @@ def patch_user(user_id: str, body: Any, params: dict[str, Any] | None = None) ->
     """Patch a user (RFC 7644 section 3.5.2): the whole user patched, then synced as a PUT would."""
     operations = parse_operations(body)
 
-    def patch(session: Session, actor: Actor) -> User:
+    def patch(session: Session, actor: Actor) -> tuple[User, dict[str, Any]]:
         user = users.get_user(session, actor.org_id or "", user_id)
-        patched = patch_user_doc(resources.user_to_wire(user, context.base_url()), operations)
-        return user_profile.sync_user(session, actor, actor.org_id or "", user_id, resources.user_fields(patched),
-                               check=_if_match(session))
+        fields = resources.user_fields(patch_user_doc(resources.user_to_wire(user, context.base_url()), operations))
+        return user_profile.sync_user(session, actor, actor.org_id or "", user_id, fields,
+                                      check=_if_match(session)), fields
 
-    run_write(patch)
+    _note_kept_owner(*run_write(patch))
     return get_user(user_id, params)
 
 
@@ -114,8 +114,21 @@ def delete_user(user_id: str) -> Result:
         # If-Match is checked against the member as remove_user reads it, under the org's lock.
         return users.remove_user(session, actor, actor.org_id or "", user_id, check=_if_match(session))
 
-    run_write(remove)
+    removed = run_write(remove)
+    if removed.deleted_at is None:
+        provisioning_status.remember_skipped(f"{KEPT_OWNER}: the deletion was skipped ({removed.user_name})")
     return 204, None, {}
+
+
+# What the IdP's admin reads on the status page when a 2xx answer kept the org's last active owner
+# (identity.owners.protect_last_owner skipped the change and audited it as member.last_owner_protected).
+KEPT_OWNER = "kept: the org's last active owner"
+
+
+def _note_kept_owner(user: User, fields: dict[str, Any]) -> None:
+    """Keep a deactivation the domain skipped (the last active owner) among the status page's refusals."""
+    if fields.get("active") is False and user.active:
+        provisioning_status.remember_skipped(f"{KEPT_OWNER}: the deactivation was skipped ({user.user_name})")
 
 
 @bp.get("/Users")
