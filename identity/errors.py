@@ -30,6 +30,12 @@ class InvalidValue(DomainError):
     code = "invalid_value"
 
 
+class AmountOutOfRange(InvalidValue):
+    """A running money total (a balance, a period's spend or cost) would pass identity.wallets.MAX_TOTAL."""
+
+    code = "amount_out_of_range"
+
+
 class PermissionDenied(DomainError):
     code = "permission_denied"
 

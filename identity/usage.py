@@ -34,6 +34,7 @@ from identity import topups, usage_audit
 from identity.errors import NotFound
 from identity.model_base import bound_columns
 from identity.models import ApiKey
+from identity.usage_records import AMOUNT_OUT_OF_RANGE
 from identity.usage_records import MAX_BATCH as MAX_BATCH
 from identity.usage_records import Outcome as Outcome
 from identity.usage_records import UsageRecord as UsageRecord
@@ -45,6 +46,7 @@ from identity.wallets import (
     ENTRIES,
     INSERT_ENTRY,
     LOCK_MANY,
+    MAX_TOTAL,
     ORGS,
     SAVE_WALLET,
     TEAM_KEY_SHARE,
@@ -295,14 +297,16 @@ def _debit_team(session: Session, actor: Actor, locked: Locked[WalletRow], items
                 answer.resets_at = None
         else:
             debit = discounted(item.cost_micros, wallet.discount_percent)
-            code, scope = debit_refusal(wallet, debit, key_limit, member_limit)
-            if code:
+            code, scope = debit_refusal(wallet, debit, item.cost_micros, key_limit, member_limit)
+            if code == AMOUNT_OUT_OF_RANGE:  # this record only: no refusal to remember for the key check
+                answer.status, answer.limit_scope = code, scope
+            elif code:
                 answer.status, answer.limit_scope = code, scope
                 refusal = (code, scope, key_limit if scope == "key" else member_limit if scope == "member" else None)
                 if refusal not in refused:
                     refused.append(refusal)
             else:
-                book(wallet, debit, key_limit, member_limit)
+                book(wallet, debit, item.cost_micros, key_limit, member_limit)
                 answer.debited_micros, added = debit, added + 1
                 rows.append(entry_row(actor, wallet, locked.period_start, item, key.user_id, debit, now))
         answers.append((index, answer))
@@ -341,9 +345,16 @@ def key_remaining(wallet: WalletRow, key_limit: SpendLimit | None, member_limit:
     return remaining(wallet.balance_micros, limits)
 
 
-def debit_refusal(wallet: Any, debit: int, key_limit: SpendLimit | None,
+def debit_refusal(wallet: Any, debit: int, cost: int, key_limit: SpendLimit | None,
              member_limit: SpendLimit | None) -> tuple[str | None, str | None]:
-    """Why a debit of `debit` micro-cents may not be booked on the locked wallet (code, scope), or (None, None)."""
+    """Why a debit of `debit` micro-cents (of `cost` before the discount) may not be booked on the
+    locked wallet (code, scope), or (None, None).
+
+    `amount_out_of_range`: the period's cost would pass MAX_TOTAL (and with it a key's or member's
+    usage totals, at most the team's; the spend is at most the cost). Every cost is at most
+    MAX_AMOUNT, but nothing else bounds their sum (at a 100% discount nothing is debited)."""
+    if wallet.period_cost_micros + cost > MAX_TOTAL:
+        return AMOUNT_OUT_OF_RANGE, "team"
     if wallet.balance_micros < debit:  # the balance is the team's: scope "team", as the key check says it
         return BALANCE_EXHAUSTED, "team"
     if wallet.spend_limit_micros is not None and wallet.period_spend_micros + debit > wallet.spend_limit_micros:
@@ -354,10 +365,12 @@ def debit_refusal(wallet: Any, debit: int, key_limit: SpendLimit | None,
     return None, None
 
 
-def book(wallet: Any, debit: int, key_limit: SpendLimit | None, member_limit: SpendLimit | None) -> None:
-    """Spend `debit` from the locked wallet's balance and from each limit's period spend."""
+def book(wallet: Any, debit: int, cost: int, key_limit: SpendLimit | None, member_limit: SpendLimit | None) -> None:
+    """Spend `debit` (of `cost` before the discount) from the locked wallet's balance and from each
+    limit's period spend; add `cost` to the period's."""
     wallet.balance_micros -= debit
     wallet.period_spend_micros += debit
+    wallet.period_cost_micros += cost
     for limit in (key_limit, member_limit):
         if limit is not None:
             limit.spend_micros += debit

@@ -171,9 +171,9 @@ def _decide(rows: list[Any], credential: str, item: UsageRecord, caller: Caller,
             (row.head_last_at is None and row.head_seq):
         return None
     debit = discounted(item.cost_micros, wallet.discount_percent)
-    if debit_refusal(wallet, debit, None, None)[0] is not None:
+    if debit_refusal(wallet, debit, item.cost_micros, None, None)[0] is not None:
         return None
-    book(wallet, debit, None, None)
+    book(wallet, debit, item.cost_micros, None, None)
     if topups.due(wallet):
         return None
     wallet.updated_at = now

@@ -14,6 +14,9 @@ from identity.wallet_periods import BALANCE_EXHAUSTED, SPENDING_LIMIT_REACHED
 from identity.wallets import amount
 
 MAX_BATCH = 1000
+# A record's own refusal (in a 200 beside the others'): its cost would take the team's period cost past
+# identity.wallets.MAX_TOTAL. Not a state of the wallet: the key check is not told.
+AMOUNT_OUT_OF_RANGE = "amount_out_of_range"
 RESERVED = ("top_up:", "seat_grant:")  # the ledger's own idempotency keys for credits, never a gateway's
 
 

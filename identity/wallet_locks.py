@@ -37,7 +37,7 @@ def ensure_wallet(session: Session, org_id: str, team_id: str) -> None:
     start = period_at(created, now)[0] if created else now
     session.execute(_upsert(session), {
         "team_id": team_id, "org_id": org_id, "balance_micros": 0, "period_start": start, "period_spend_micros": 0,
-        "discount_percent": 0, "created_at": now, "updated_at": now})
+        "period_cost_micros": 0, "discount_percent": 0, "created_at": now, "updated_at": now})
 
 
 # The wallet, its org's billing anchor, and whether any key or member of the team has a limit (so
@@ -93,7 +93,7 @@ WALLETS = cast(Table, Wallet.__table__)
 ORGS = cast(Table, Org.__table__)
 # What a debit may change on a wallet: `save_wallets` writes these back, and only when one moved.
 MOVABLE = ("balance_micros", "period_start", "period_spend_micros", "pending_topup_id", "refusal",
-           "refused_period_start", "updated_at")
+           "refused_period_start", "updated_at", "period_cost_micros")
 
 
 @dataclass(slots=True)
@@ -117,6 +117,7 @@ class WalletRow:
     created_at: dt.datetime
     updated_at: dt.datetime
     has_subject_limits: bool
+    period_cost_micros: int
     read: tuple[Any, ...] = ()  # the MOVABLE values as locked
 
     def moved(self) -> bool:
@@ -211,6 +212,6 @@ def saved(session: Session, locked: dict[str, Locked[WalletRow]]) -> None:
 def roll_period(wallet: Wallet | WalletRow, start: dt.datetime) -> None:
     """Start the wallet's spend over when the period has turned; a limit refusal ends with its period."""
     if wallet.period_start != start:
-        wallet.period_start, wallet.period_spend_micros = start, 0
+        wallet.period_start, wallet.period_spend_micros, wallet.period_cost_micros = start, 0, 0
         if wallet.refusal == SPENDING_LIMIT_REACHED:
             wallet.refusal, wallet.refused_period_start = None, None

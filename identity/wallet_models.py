@@ -51,6 +51,9 @@ class Wallet(Base):
     # adds one, so that a debit waiting on that lock reads it as the lock's holder left it (a subquery
     # would read it as it was before the wait, on PostgreSQL). A debit reads the limits only when set.
     has_subject_limits: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    # The usage's cost (before the discount) since `period_start`: every key's and member's usage totals
+    # of the period are at most it, so bounding it (identity.wallets.MAX_TOTAL) bounds them all.
+    period_cost_micros: Mapped[int] = mapped_column(MICROS, default=0, server_default=text("0"))
 
 
 class WalletEntry(Base):

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from audit import Actor, clock, record
 from audit.log import Target
 from identity.actions import Action
-from identity.errors import Conflict, InvalidValue, PermissionDenied
+from identity.errors import AmountOutOfRange, Conflict, InvalidValue, PermissionDenied
 from identity.lookups import get_team
 from identity.models import Org, RoleGrant, User
 from identity.roles import authorize
@@ -55,6 +55,11 @@ MICROS_PER_CENT = 1_000_000
 # The largest amount any one call may move: 10^15 micro-cents, $10 million. Larger is a typo or an
 # attack, and keeps every sum far inside BIGINT.
 MAX_AMOUNT = 10**15
+# The largest any running money total may reach: a wallet's balance, its period's spend and cost, and
+# so every key's and member's usage totals of the period (each at most its team's). 2^62 micro-cents
+# ($46 billion), half of BIGINT: a sum of two totals (a report's) stays inside it too. A credit or a
+# debit that would take a total past it is refused, under the wallet's lock, nothing written.
+MAX_TOTAL = 2**62
 TOP_UP, SEAT_GRANT, REFUND, ADJUSTMENT, USAGE = "top_up", "seat_grant", "refund", "adjustment", "usage"
 CREDIT_KINDS = (TOP_UP, SEAT_GRANT, REFUND, ADJUSTMENT)
 ENTRIES = cast(Table, WalletEntry.__table__)
@@ -74,6 +79,13 @@ def amount(value: Any, field: str, *, signed: bool = False, zero: bool = False) 
     if abs(value) > MAX_AMOUNT:
         raise InvalidValue(f"{field} must be at most {MAX_AMOUNT} micro-cents ($10,000,000)", field=field)
     return value
+
+
+def within_total(total: int, field: str) -> None:
+    """Refuse (AmountOutOfRange, naming `field`) a running total that would pass MAX_TOTAL."""
+    if total > MAX_TOTAL:
+        raise AmountOutOfRange(f"{field} would pass the largest total a wallet keeps ({MAX_TOTAL} micro-cents)",
+                               field=field, max_total_micros=MAX_TOTAL)
 
 
 def percent(value: Any, field: str = "discount_percent") -> int:
@@ -158,6 +170,7 @@ def _credit(session: Session, actor: Actor, org_id: str, team_id: str, kind: str
     if wallet.balance_micros + micros < 0:
         raise InvalidValue(f"the adjustment would take the balance below zero ({wallet.balance_micros})",
                            field="amount_micros")
+    within_total(wallet.balance_micros + micros, "balance_micros")
     entry = _write_entry(session, actor, wallet, kind, micros, locked.period_start, reference=reference,
                          request_id=request_id)
     before = wallet.balance_micros

@@ -12,11 +12,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from audit import Actor, clock
-from identity import topups, wallet_controls, wallets
+from identity import errors, topups, wallet_controls, wallets
 from identity.db import Database
 from identity.orgs import NewOrg
 from identity.usage import UsageRecord
-from identity.wallet_models import TopUpRequest, Wallet
+from identity.wallet_models import TopUpRequest, Wallet, WalletEntry
 from identity.web.cli import main
 from tests.identity.test_wallet_usage import World, world  # noqa: F401  (world: the fixture)
 from tests.identity.test_wallet_usage import top_up as api_top_up
@@ -74,7 +74,6 @@ def test_a_top_up_naming_the_request_for_less_than_it_asks_leaves_the_hooks_paym
     assert failures == [] or status != "fulfilled", (failures, status)
 
 
-@pytest.mark.xfail(strict=True, reason="MAX_AMOUNT bounds one cost, not a sum: usage_totals.cost_micros passes BIGINT (PG 500, SQLite REAL + check crash)")
 def test_the_usage_api_never_answers_500_for_costs_it_accepts(client: FlaskClient, world: World,  # noqa: F811
                                                               runner: CliRunner, acme: NewOrg) -> None:
     """Each cost is at most MAX_AMOUNT (10**15), but nothing bounds their sum: at a 100% discount a
@@ -140,3 +139,17 @@ def test_a_retried_refund_is_credited_once(db: Database, system: Actor, acme: Ne
     with db.reading() as session:
         balance = session.get_one(Wallet, acme.default_team_id).balance_micros
     assert balance == 1_500, balance
+
+
+def test_a_credit_that_would_take_the_balance_past_the_largest_total_is_refused_writing_nothing(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    """MAX_AMOUNT bounds one credit, not the balance: 4,612 top-ups of it would pass BIGINT. The
+    balance is set near the bound directly (the bound, not the way there, is under test)."""
+    top_up(db, acme, 1_000)
+    with db.transaction() as session:
+        session.get_one(Wallet, acme.default_team_id).balance_micros = wallets.MAX_TOTAL - 10
+    with pytest.raises(errors.AmountOutOfRange), db.transaction() as session:
+        wallets.add_credit(session, owner(acme), acme.org.id, acme.default_team_id, "refund", 11, "one too many")
+    with db.reading() as session:
+        assert session.get_one(Wallet, acme.default_team_id).balance_micros == wallets.MAX_TOTAL - 10
+        assert session.scalar(select(func.count()).select_from(WalletEntry)) == 1
