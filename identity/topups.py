@@ -37,11 +37,19 @@ from identity.models import Org, Team
 from identity.paging import Window, within
 from identity.roles import authorize
 from identity.wallet_models import TopUpRequest, Wallet
-from identity.wallets import WalletRow, lock_wallet, new_id, team_target
+from identity.wallets import (
+    TOPUP_CANCELLED,
+    UNDELIVERED_TOPUP,
+    WalletRow,
+    lock_wallet,
+    new_id,
+    team_target,
+    withdraw_undelivered,
+)
 
 log = logging.getLogger("identity.topups")
-PENDING, FAILED, DELIVERED, FULFILLED, CANCELLED = "pending", "failed", "delivered", "fulfilled", "cancelled"
-UNDELIVERED = (PENDING, FAILED)
+PENDING, FAILED, DELIVERED, FULFILLED = "pending", "failed", "delivered", "fulfilled"
+UNDELIVERED, CANCELLED = UNDELIVERED_TOPUP, TOPUP_CANCELLED
 MAX_ATTEMPTS = 10
 REQUESTED = "identity.topup_requested"
 CLAIM_FOR = dt.timedelta(minutes=2)
@@ -113,12 +121,7 @@ def close_team_wallet(session: Session, actor: Actor, org_id: str, team_id: str)
     # the deletion and finds the team gone (identity.wallets.lock_wallet), rather than make the wallet
     # and credit it before the team's row is deleted.
     wallet = lock_wallet(session, org_id, team_id).wallet
-    undelivered = select(TopUpRequest).where(TopUpRequest.team_id == team_id, TopUpRequest.status.in_(UNDELIVERED))
-    for found in session.scalars(undelivered.order_by(TopUpRequest.created_at)).all():
-        before, found.status, found.claimed_until = found.status, CANCELLED, None
-        record(session, actor, Action.WALLET_TOPUP_CANCELLED, team_target(team_id),
-               {"request_id": found.id, "amount_micros": found.amount_micros, "reason": "team_deleted",
-                "status": {"before": before, "after": CANCELLED}}, org_id=org_id)
+    withdraw_undelivered(session, actor, wallet, "team_deleted")
     wallet.pending_topup_id = None
     return wallet.balance_micros
 

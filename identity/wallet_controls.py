@@ -34,9 +34,11 @@ from identity.wallets import (
     percent,
     settings_of,
     team_target,
+    withdraw_undelivered,
 )
 
 UNSET: Any = object()
+AUTO_TOPUP = ("auto_topup_threshold_micros", "auto_topup_amount_micros")
 KEY, MEMBER = "key", "member"
 
 
@@ -62,7 +64,7 @@ def configure_wallet(session: Session, actor: Actor, org_id: str, team_id: str, 
         changes["discount_percent"] = percent(discount_percent)
     if auto_topup is not UNSET:
         threshold, top = _auto_topup(auto_topup)
-        changes["auto_topup_threshold_micros"], changes["auto_topup_amount_micros"] = threshold, top
+        changes[AUTO_TOPUP[0]], changes[AUTO_TOPUP[1]] = threshold, top
     locked = lock_wallet(session, org_id, team_id)  # NotFound first: another org's team is never told more
     if not changes:
         raise InvalidValue("nothing to change: spend_limit_micros, discount_percent or auto_topup")
@@ -77,6 +79,11 @@ def configure_wallet(session: Session, actor: Actor, org_id: str, team_id: str, 
     if limit is not UNSET and wallet.refusal == SPENDING_LIMIT_REACHED and (
             limit is None or limit > wallet.period_spend_micros):
         wallet.refusal, wallet.refused_period_start = None, None
+    if any(before[name] != changes[name] for name in AUTO_TOPUP if name in changes):
+        # The undelivered request asks for what the owner no longer wants (nothing, or another amount
+        # at another threshold): the hook must not charge for it.
+        withdraw_undelivered(session, actor, wallet, "auto_topup_off" if changes[AUTO_TOPUP[0]] is None
+                             else "auto_topup_changed")
     wallet.updated_at = clock.now()
     record(session, actor, Action.WALLET_SETTINGS_CHANGED, team_target(team_id),
            {name: {"before": before[name], "after": value} for name, value in changes.items()}, org_id=org_id)

@@ -65,6 +65,8 @@ CREDIT_KINDS = (TOP_UP, SEAT_GRANT, REFUND, ADJUSTMENT)
 ENTRIES = cast(Table, WalletEntry.__table__)
 REQUEST_ID_LENGTH = 200  # wallet_entries.request_id
 INSERT_ENTRY = insert(ENTRIES)
+# A top-up request's states that identity.topups has still to hand to the payment hook, and a withdrawn one's.
+UNDELIVERED_TOPUP, TOPUP_CANCELLED = ("pending", "failed"), "cancelled"
 
 
 def amount(value: Any, field: str, *, signed: bool = False, zero: bool = False) -> int:
@@ -245,6 +247,28 @@ def _fulfil_pending(session: Session, wallet: Wallet, reference: str) -> str | N
                     .values(status="fulfilled", fulfilled_at=clock.now(), claimed_until=None))
     wallet.pending_topup_id = None
     return pending
+
+
+def withdraw_undelivered(session: Session, actor: Actor, wallet: Wallet, reason: str) -> list[str]:
+    """Cancel the team's top-up requests not yet handed to the payment hook (pending, or failed and to
+    be retried), each audited (`wallet.topup_cancelled` with `reason`); forget the wallet's pending
+    request when it was one of them, so the next crossing of the threshold may raise one. Return their ids.
+
+    Under the wallet's lock (the caller's), as every change of its pending request is. A request
+    already delivered is the hook's now (it may be charging): it stays, and its payment fulfils it.
+    """
+    undelivered = select(TopUpRequest).where(TopUpRequest.team_id == wallet.team_id,
+                                             TopUpRequest.status.in_(UNDELIVERED_TOPUP))
+    withdrawn = []
+    for found in session.scalars(undelivered.order_by(TopUpRequest.created_at)).all():
+        before, found.status, found.claimed_until = found.status, TOPUP_CANCELLED, None
+        record(session, actor, Action.WALLET_TOPUP_CANCELLED, team_target(wallet.team_id),
+               {"request_id": found.id, "amount_micros": found.amount_micros, "reason": reason,
+                "status": {"before": before, "after": TOPUP_CANCELLED}}, org_id=wallet.org_id)
+        withdrawn.append(found.id)
+    if wallet.pending_topup_id in withdrawn:
+        wallet.pending_topup_id = None
+    return withdrawn
 
 
 def seated_members_by_team(session: Session, org_id: str) -> dict[str, int]:

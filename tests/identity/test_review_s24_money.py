@@ -12,6 +12,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from audit import Actor, clock
+from audit.models import AuditEvent
 from identity import errors, topups, wallet_controls, wallets
 from identity.db import Database
 from identity.orgs import NewOrg
@@ -25,7 +26,6 @@ from tests.identity.test_wallets import _with_auto_top_up, key_of, owner, post, 
 HOOK = ("https://pay.example/hook", "s3cret")
 
 
-@pytest.mark.xfail(strict=True, reason="configure_wallet(auto_topup=None) leaves the pending request pending: deliver still asks the hook to charge")
 def test_turning_auto_top_up_off_stops_its_pending_request_reaching_the_payment_hook(
         db: Database, system: Actor, acme: NewOrg) -> None:
     key_id = _with_auto_top_up(db, system, acme, balance=2_000, threshold=1_000, amount=5_000)
@@ -153,3 +153,18 @@ def test_a_credit_that_would_take_the_balance_past_the_largest_total_is_refused_
     with db.reading() as session:
         assert session.get_one(Wallet, acme.default_team_id).balance_micros == wallets.MAX_TOTAL - 10
         assert session.scalar(select(func.count()).select_from(WalletEntry)) == 1
+
+
+def test_changing_the_auto_top_up_amount_withdraws_the_undelivered_request_audited(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    key_id = _with_auto_top_up(db, system, acme, balance=2_000, threshold=1_000, amount=5_000)
+    post(db, UsageRecord(key_id, "m", 1_500, "r1"))  # 500: request R for 5,000
+    with db.transaction() as session:
+        wallet_controls.configure_wallet(session, owner(acme), acme.org.id, acme.default_team_id,
+                                         auto_topup={"threshold_micros": 1_000, "amount_micros": 9_000})
+    with db.reading() as session:
+        statuses = {found.amount_micros: found.status for found in session.scalars(select(TopUpRequest))}
+        reasons = [event.changes["reason"] for event in session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "wallet.topup_cancelled"))]
+    assert statuses[5_000] == "cancelled"
+    assert reasons == ["auto_topup_changed"]
