@@ -188,6 +188,12 @@ def _credit(session: Session, actor: Actor, org_id: str, team_id: str, kind: str
             changes["fulfilled_topup_request_id"] = fulfilled  # the auto top-up's request it answers
         else:
             changes["pending_topup_request_id"] = wallet.pending_topup_id  # still below: the same crossing's
+    elif micros > 0 and wallet.pending_topup_id and _restored(wallet):
+        # A refund, an adjustment or a seat grant paid nothing: the request is not fulfilled, it is no
+        # longer needed. Withdrawn unless the hook has it already (its payment then fulfils it).
+        withdrawn = withdraw_undelivered(session, actor, wallet, "balance_restored")
+        if withdrawn:
+            changes["cancelled_topup_request_ids"] = withdrawn
     record(session, actor, Action.WALLET_TOPPED_UP if kind == TOP_UP else Action.WALLET_CREDITED,
            team_target(team_id), changes, org_id=org_id)
     return entry
@@ -228,6 +234,12 @@ def grant_seat_usage(session: Session, actor: Actor, org_id: str,
                                       f"{seated} seats x {per_seat} for the cycle from {cycle_start.isoformat()}",
                                       request_id=key))
     return entries
+
+
+def _restored(wallet: Wallet) -> bool:
+    """Whether the balance is back at or above the auto top-up's threshold (or there is none now)."""
+    threshold = wallet.auto_topup_threshold_micros
+    return threshold is None or wallet.balance_micros >= threshold
 
 
 def _fulfil_pending(session: Session, wallet: Wallet, reference: str) -> str | None:

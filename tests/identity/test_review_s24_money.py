@@ -108,7 +108,6 @@ def test_auto_top_up_turned_on_for_a_team_already_refused_raises_its_request(db:
     assert requests == 1, "auto top-up is on, the balance is below its threshold, and nothing will ever ask"
 
 
-@pytest.mark.xfail(strict=True, reason="wallets._credit fulfils the pending request on kind == TOP_UP only: a refund or adjustment back above the threshold leaves it to be charged")
 @pytest.mark.parametrize("kind", ["refund", "adjustment"])
 def test_a_credit_that_brings_the_balance_back_above_the_threshold_ends_the_undelivered_request(
         db: Database, system: Actor, acme: NewOrg, kind: str) -> None:
@@ -168,3 +167,15 @@ def test_changing_the_auto_top_up_amount_withdraws_the_undelivered_request_audit
             select(AuditEvent).where(AuditEvent.action == "wallet.topup_cancelled"))]
     assert statuses[5_000] == "cancelled"
     assert reasons == ["auto_topup_changed"]
+
+
+def test_a_refund_that_leaves_the_balance_below_the_threshold_keeps_the_request(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    key_id = _with_auto_top_up(db, system, acme, balance=2_000, threshold=1_000, amount=5_000)
+    post(db, UsageRecord(key_id, "m", 1_500, "r1"))  # 500: one pending request
+    with db.transaction() as session:
+        wallets.add_credit(session, owner(acme), acme.org.id, acme.default_team_id, "refund", 100, "partial")
+    with db.reading() as session:
+        [request] = session.scalars(select(TopUpRequest)).all()
+        assert (request.status, session.get_one(Wallet, acme.default_team_id).pending_topup_id) == ("pending",
+                                                                                                    request.id)
