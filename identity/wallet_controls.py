@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
 from audit.log import Target
+from identity import topups
 from identity.actions import Action
 from identity.errors import Conflict, InvalidValue, NotFound
 from identity.lookups import get_team, get_user
@@ -87,6 +88,10 @@ def configure_wallet(session: Session, actor: Actor, org_id: str, team_id: str, 
     wallet.updated_at = clock.now()
     record(session, actor, Action.WALLET_SETTINGS_CHANGED, team_target(team_id),
            {name: {"before": before[name], "after": value} for name, value in changes.items()}, org_id=org_id)
+    if AUTO_TOPUP[0] in changes:
+        # Only a debit asked before; a team already below the threshold is refused by the key check,
+        # so no debit may ever come: the request is raised now (the hook gets it from the CLI's delivery).
+        topups.request_if_due(session, actor, wallet)
     return wallet
 
 

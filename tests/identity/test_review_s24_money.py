@@ -91,7 +91,6 @@ def test_the_usage_api_never_answers_500_for_costs_it_accepts(client: FlaskClien
     assert check.exit_code == 0, (check.output[-300:], repr(check.exception)[:300])
 
 
-@pytest.mark.xfail(strict=True, reason="configure_wallet never calls topups.request_if_due; only a debit does, and a refused team gets none")
 def test_auto_top_up_turned_on_for_a_team_already_refused_raises_its_request(db: Database, system: Actor,
                                                                              acme: NewOrg) -> None:
     """The key check refuses the exhausted team's keys, so the gateway posts no more usage: no debit
