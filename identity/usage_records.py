@@ -17,7 +17,8 @@ MAX_BATCH = 1000
 # A record's own refusal (in a 200 beside the others'): its cost would take the team's period cost past
 # identity.wallets.MAX_TOTAL. Not a state of the wallet: the key check is not told.
 AMOUNT_OUT_OF_RANGE = "amount_out_of_range"
-RESERVED = ("top_up:", "seat_grant:")  # the ledger's own idempotency keys for credits, never a gateway's
+# The ledger's own idempotency keys for credits (identity.wallets._reference_key), never a gateway's.
+RESERVED = ("top_up:", "seat_grant:", "refund:", "adjustment:")
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,7 @@ MAX_AMOUNT = 10**15
 MAX_TOTAL = 2**62
 TOP_UP, SEAT_GRANT, REFUND, ADJUSTMENT, USAGE = "top_up", "seat_grant", "refund", "adjustment", "usage"
 CREDIT_KINDS = (TOP_UP, SEAT_GRANT, REFUND, ADJUSTMENT)
+ONCE_PER_REFERENCE = (TOP_UP, REFUND, ADJUSTMENT)  # a seat grant is once per team and cycle (its own key)
 ENTRIES = cast(Table, WalletEntry.__table__)
 REQUEST_ID_LENGTH = 200  # wallet_entries.request_id
 INSERT_ENTRY = insert(ENTRIES)
@@ -132,21 +133,30 @@ def top_up(session: Session, actor: Actor, org_id: str, team_id: str, micros: An
     _authorize_top_up(session, actor, org_id)
     get_team(session, org_id, team_id)  # another org's team is not found before its input is read
     micros, reference = amount(micros, "amount_micros"), _reference(reference)
-    key = f"top_up:{team_id}:{reference}"
-    if len(key) > REQUEST_ID_LENGTH:  # kept whole in the key, or (too long for it) by its SHA-256
-        key = f"top_up:{team_id}:sha256:{hashlib.sha256(reference.encode()).hexdigest()}"
-    return _credit(session, actor, org_id, team_id, TOP_UP, micros, reference, request_id=key)
+    return _credit(session, actor, org_id, team_id, TOP_UP, micros, reference,
+                   request_id=_reference_key(TOP_UP, team_id, reference))
 
 
 def add_credit(session: Session, actor: Actor, org_id: str, team_id: str, kind: Any, micros: Any,
                reference: Any) -> WalletEntry:
-    """Write a refund (positive) or an adjustment (either sign) by an owner, with its reason."""
+    """Write a refund (positive) or an adjustment (either sign) by an owner, with its reason: once per
+    reference, team and kind, as a top-up (a retry is a Conflict naming `reference`)."""
     authorize(actor, "wallets.manage", org_id=org_id)
     get_team(session, org_id, team_id)
     if kind not in (REFUND, ADJUSTMENT):
         raise InvalidValue("kind must be refund or adjustment", field="kind")
-    return _credit(session, actor, org_id, team_id, kind, amount(micros, "amount_micros", signed=kind == ADJUSTMENT),
-                  _reference(reference))
+    micros, reference = amount(micros, "amount_micros", signed=kind == ADJUSTMENT), _reference(reference)
+    return _credit(session, actor, org_id, team_id, kind, micros, reference,
+                   request_id=_reference_key(kind, team_id, reference))
+
+
+def _reference_key(kind: str, team_id: str, reference: str) -> str:
+    """The ledger row's idempotency key of a credit named by `reference`: the reference kept whole, or
+    (too long for the key) by its SHA-256."""
+    key = f"{kind}:{team_id}:{reference}"
+    if len(key) > REQUEST_ID_LENGTH:
+        key = f"{kind}:{team_id}:sha256:{hashlib.sha256(reference.encode()).hexdigest()}"
+    return key
 
 
 def _reference(reference: Any) -> str:
@@ -161,13 +171,14 @@ def _credit(session: Session, actor: Actor, org_id: str, team_id: str, kind: str
     """Add a ledger row of `kind` and move the balance (authorized by the caller); audited."""
     locked = lock_wallet(session, org_id, team_id)
     wallet = locked.wallet
-    # The reference names the payment: a retried top-up must not credit it twice. Checked on the
-    # reference itself (whole: two long references alike but for their ends are two payments), under
-    # the lock: a top-up with the same reference committed while this one waited for it is seen (each
-    # statement reads what was committed before it began), so two at once are one credit and a 409.
-    if kind == TOP_UP and session.scalar(select(func.count()).where(
-            WalletEntry.team_id == team_id, WalletEntry.kind == TOP_UP, WalletEntry.reference == reference)):
-        raise Conflict(f"a top-up with reference {reference!r} was already credited to this team",
+    # The reference names the payment (or the refund's, the adjustment's reason): a retry must not
+    # credit it twice. Checked on the reference itself (whole: two long references alike but for their
+    # ends are two payments), under the lock: a credit with the same reference committed while this one
+    # waited for it is seen (each statement reads what was committed before it began), so two at once
+    # are one credit and a 409.
+    if kind in ONCE_PER_REFERENCE and session.scalar(select(func.count()).where(
+            WalletEntry.team_id == team_id, WalletEntry.kind == kind, WalletEntry.reference == reference)):
+        raise Conflict(f"a {kind.replace('_', '-')} with reference {reference!r} was already credited to this team",
                        field="reference")
     if wallet.balance_micros + micros < 0:
         raise InvalidValue(f"the adjustment would take the balance below zero ({wallet.balance_micros})",

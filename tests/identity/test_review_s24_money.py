@@ -122,7 +122,6 @@ def test_a_credit_that_brings_the_balance_back_above_the_threshold_ends_the_unde
     assert sent == [], "the balance is 10,500, above the threshold of 1,000, yet the hook is asked for 5,000"
 
 
-@pytest.mark.xfail(strict=True, reason="add_credit has no idempotency: the reference is checked once-only for top-ups, never for refunds or adjustments")
 def test_a_retried_refund_is_credited_once(db: Database, system: Actor, acme: NewOrg) -> None:
     """A top-up is credited once per reference (a retried POST is a 409); a refund or an adjustment,
     the same money by the same route shape, is credited again on every retry."""
