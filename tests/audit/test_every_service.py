@@ -467,6 +467,14 @@ def _funded(w: World, **controls: Any) -> str:
                                                      name="k", scopes=["inference"])).id)
 
 
+def _below_threshold(w: World) -> Call:
+    """Auto top-up set above the balance (1,000 -> 500 by an adjustment, which raises no request; set
+    on a balance already below it, configure_wallet would raise it itself)."""
+    _funded(w, auto_topup={"threshold_micros": 800, "amount_micros": 10_000})
+    w.do(lambda s, a: wallets.add_credit(s, a, w.org_id, w.acme.default_team_id, "adjustment", -500, "setup"))
+    return lambda s, a: topups.request_if_due(s, a, wallets.lock_wallet(s, w.org_id, w.acme.default_team_id).wallet)
+
+
 def _topup_pending(w: World) -> Call:
     key_id = _funded(w, auto_topup={"threshold_micros": 5_000, "amount_micros": 10_000})
     w.do(lambda s, a: usage.record_usage(s, a, [usage.UsageRecord(key_id, "m", 100, "req-1")]))
@@ -492,9 +500,7 @@ SERVICES.update({
         s, a, w.org_id, admins_may_top_up=True), "org.settings_changed"),
     "identity.usage.record_usage": (lambda w: (lambda k: lambda s, a: usage.record_usage(
         s, a, [usage.UsageRecord(k, "m", 100, "req-1")]))(_funded(w)), "wallet.usage_recorded"),
-    "identity.topups.request_if_due": (lambda w: (lambda k: lambda s, a: topups.request_if_due(
-        s, a, wallets.lock_wallet(s, w.org_id, w.acme.default_team_id).wallet))(
-            _funded(w, auto_topup={"threshold_micros": 5_000, "amount_micros": 10_000})), "wallet.topup_requested"),
+    "identity.topups.request_if_due": (_below_threshold, "wallet.topup_requested"),
     "identity.topups.close_team_wallet": (_topup_pending, "wallet.topup_cancelled"),
     "identity.usage_audit.summarise": (lambda w: lambda s, a: usage_audit.summarise(
         s, a, {w.acme.default_team_id: wallets.lock_wallet(s, w.org_id, w.acme.default_team_id)},

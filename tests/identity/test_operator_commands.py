@@ -122,10 +122,10 @@ def test_a_lazy_renewal_grants_seat_usage_for_every_cycle_it_charges(db: Databas
 @pytest.fixture
 def pending_topup(db: Database, system: Actor, acme: NewOrg) -> str:
     key_id = key_of(db, acme, system)
+    top_up(db, acme, 600)  # first: auto top-up set on an empty wallet raises its request at once
     with db.transaction() as session:
         wallet_controls.configure_wallet(session, owner(acme), acme.org.id, acme.default_team_id,
                                          auto_topup={"threshold_micros": 500, "amount_micros": 2000})
-    top_up(db, acme, 600)
     post(db, UsageRecord(key_id, "m", 200, "r1"))
     with db.reading() as session:
         return session.scalars(select(TopUpRequest.id)).one()

@@ -191,9 +191,9 @@ def test_a_deleted_orgs_pending_auto_top_up_is_still_sent_to_the_payment_hook(db
     with db.transaction() as session:
         key_id = keys.create_api_key(session, system, acme.org.id, user_id=acme.owner.id,
                                      team_id=acme.default_team_id, name="k", scopes=["inference"]).id
+        wallets.top_up(session, owner, acme.org.id, acme.default_team_id, 600, "inv 1")  # first: see configure_wallet
         wallet_controls.configure_wallet(session, owner, acme.org.id, acme.default_team_id,
                                          auto_topup={"threshold_micros": 500, "amount_micros": 2000})
-        wallets.top_up(session, owner, acme.org.id, acme.default_team_id, 600, "inv 1")
     with db.transaction() as session:
         usage.record_usage(session, Actor(type="system", id="gateway:test", display="gateway"),
                            [usage.UsageRecord(key_id, "m", 200, "r1")])
