@@ -129,12 +129,29 @@ def may_top_up(session: Session, actor: Actor, org_id: str) -> bool:
 
 def top_up(session: Session, actor: Actor, org_id: str, team_id: str, micros: Any, reference: Any) -> WalletEntry:
     """Credit the team's wallet with `micros` paid under `reference` (an invoice, a payment id), once
-    per reference and team (a second one is a Conflict naming `reference`)."""
+    per reference and team (a second one is a Conflict naming `reference`); a reference naming one of
+    the team's top-up requests for less than it asks is once too, apart from that request's payment."""
     _authorize_top_up(session, actor, org_id)
     get_team(session, org_id, team_id)  # another org's team is not found before its input is read
     micros, reference = amount(micros, "amount_micros"), _reference(reference)
-    return _credit(session, actor, org_id, team_id, TOP_UP, micros, reference,
-                   request_id=_reference_key(TOP_UP, team_id, reference))
+    key = _reference_key(TOP_UP, team_id, reference)
+    if not _pays(session, team_id, reference, micros) and _asked(session, team_id, reference) is not None:
+        # Less than the request it names asks: not its payment (identity.wallets._fulfil_pending), so
+        # the payment of it, which the hook may still make under the same reference, is credited once too.
+        key = f"{TOP_UP}:{team_id}:part:{reference}"
+    return _credit(session, actor, org_id, team_id, TOP_UP, micros, reference, request_id=key)
+
+
+def _asked(session: Session, team_id: str, reference: str) -> int | None:
+    """What the team's top-up request named by `reference` (its id) asks for, or None when it names none."""
+    return session.scalar(select(TopUpRequest.amount_micros).where(TopUpRequest.id == reference,
+                                                                   TopUpRequest.team_id == team_id))
+
+
+def _pays(session: Session, team_id: str, reference: str, micros: int) -> bool:
+    """Whether a top-up of `micros` under `reference` pays the team's request it names: at least what it asks."""
+    asked = _asked(session, team_id, reference)
+    return asked is not None and micros >= asked
 
 
 def add_credit(session: Session, actor: Actor, org_id: str, team_id: str, kind: Any, micros: Any,
@@ -172,14 +189,14 @@ def _credit(session: Session, actor: Actor, org_id: str, team_id: str, kind: str
     locked = lock_wallet(session, org_id, team_id)
     wallet = locked.wallet
     # The reference names the payment (or the refund's, the adjustment's reason): a retry must not
-    # credit it twice. Checked on the reference itself (whole: two long references alike but for their
-    # ends are two payments), under the lock: a credit with the same reference committed while this one
-    # waited for it is seen (each statement reads what was committed before it began), so two at once
-    # are one credit and a 409.
+    # credit it twice. Checked on its idempotency key (the reference whole, or its SHA-256: two long
+    # references alike but for their ends are two payments), under the lock: a credit with the same
+    # key committed while this one waited for it is seen (each statement reads what was committed
+    # before it began), so two at once are one credit and a 409.
     if kind in ONCE_PER_REFERENCE and session.scalar(select(func.count()).where(
-            WalletEntry.team_id == team_id, WalletEntry.kind == kind, WalletEntry.reference == reference)):
-        raise Conflict(f"a {kind.replace('_', '-')} with reference {reference!r} was already credited to this team",
-                       field="reference")
+            WalletEntry.team_id == team_id, WalletEntry.kind == kind, WalletEntry.request_id == request_id)):
+        raise Conflict(f"a {kind.replace('_', '-')} with reference {reference!r} was already credited to this "
+                       "team", field="reference")
     if wallet.balance_micros + micros < 0:
         raise InvalidValue(f"the adjustment would take the balance below zero ({wallet.balance_micros})",
                            field="amount_micros")
@@ -194,7 +211,7 @@ def _credit(session: Session, actor: Actor, org_id: str, team_id: str, kind: str
     changes: dict[str, Any] = {"entry_id": entry.id, "kind": kind, "amount_micros": micros, "reference": reference,
                                "balance_micros": {"before": before, "after": wallet.balance_micros}}
     if kind == TOP_UP and wallet.pending_topup_id:
-        fulfilled = _fulfil_pending(session, wallet, reference)
+        fulfilled = _fulfil_pending(session, wallet, reference, micros)
         if fulfilled:
             changes["fulfilled_topup_request_id"] = fulfilled  # the auto top-up's request it answers
         else:
@@ -253,18 +270,19 @@ def _restored(wallet: Wallet) -> bool:
     return threshold is None or wallet.balance_micros >= threshold
 
 
-def _fulfil_pending(session: Session, wallet: Wallet, reference: str) -> str | None:
+def _fulfil_pending(session: Session, wallet: Wallet, reference: str, micros: int) -> str | None:
     """Fulfil the auto top-up's pending request when this top-up answers it; return its id, or None.
 
     One crossing of the threshold raises one request (DESIGN 3.8), so it stays pending until the
     balance is back at or above the threshold, or until the top-up pays it (its `reference` is the
-    request's id: how the payer names the request it paid). A smaller top-up leaves it pending: the
+    request's id: how the payer names the request it paid; for at least what the request asks, `_pays`:
+    a smaller one naming it is not its payment, which may still come). A smaller top-up leaves it pending: the
     next debit below the threshold raises no second request, and the hook, which may be charging for
     the first, is not asked again. Only then may the next crossing raise one.
     """
-    threshold = wallet.auto_topup_threshold_micros
     pending = wallet.pending_topup_id
-    if pending is None or (reference != pending and threshold is not None and wallet.balance_micros < threshold):
+    if pending is None or not (_restored(wallet) or (
+            reference == pending and _pays(session, wallet.team_id, reference, micros))):
         return None
     session.execute(update(TopUpRequest).where(TopUpRequest.id == pending)
                     .values(status="fulfilled", fulfilled_at=clock.now(), claimed_until=None))

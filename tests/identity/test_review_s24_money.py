@@ -55,7 +55,6 @@ def test_a_short_hook_outage_does_not_spend_every_retry_of_a_top_up(db: Database
     assert len(sent) == 1, "ten retries in the same second gave the request up: no backoff between them"
 
 
-@pytest.mark.xfail(strict=True, reason="a top-up naming a request fulfils it whatever its amount; the hook's own payment of it is then a 409")
 def test_a_top_up_naming_the_request_for_less_than_it_asks_leaves_the_hooks_payment_creditable(
         db: Database, system: Actor, acme: NewOrg) -> None:
     key_id = _with_auto_top_up(db, system, acme, balance=2_000, threshold=1_000, amount=5_000)
@@ -177,3 +176,21 @@ def test_a_refund_that_leaves_the_balance_below_the_threshold_keeps_the_request(
         [request] = session.scalars(select(TopUpRequest)).all()
         assert (request.status, session.get_one(Wallet, acme.default_team_id).pending_topup_id) == ("pending",
                                                                                                     request.id)
+
+
+def test_the_hooks_payment_after_a_smaller_top_up_naming_its_request_is_credited_once_and_fulfils_it(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    key_id = _with_auto_top_up(db, system, acme, balance=2_000, threshold=1_000, amount=5_000)
+    post(db, UsageRecord(key_id, "m", 1_500, "r1"))  # 500: request R
+    with db.reading() as session:
+        [request] = session.scalars(select(TopUpRequest)).all()
+    top_up(db, acme, 1, request.id)
+    with db.reading() as session:
+        assert session.get_one(TopUpRequest, request.id).status == "pending"  # 1 does not pay 5,000
+    top_up(db, acme, 5_000, request.id)
+    for micros in (1, 5_000):  # each retried: a 409, never a second credit
+        with pytest.raises(errors.Conflict):
+            top_up(db, acme, micros, request.id)
+    with db.reading() as session:
+        assert session.get_one(TopUpRequest, request.id).status == "fulfilled"
+        assert session.get_one(Wallet, acme.default_team_id).balance_micros == 500 + 1 + 5_000

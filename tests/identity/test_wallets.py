@@ -273,10 +273,13 @@ def test_a_top_up_below_the_threshold_leaves_the_one_request_of_the_crossing(db:
     assert len(sent) == 1 and request.status == "delivered"
     assert wallet(db, acme.default_team_id).pending_topup_id == request.id
     assert event is not None and event.changes["pending_topup_request_id"] == request.id
-    top_up(db, acme, 100, request.id)  # the request is paid (its id as the reference), though still below
+    top_up(db, acme, 100, request.id)  # naming the request, for less than it asks: not its payment (review s24)
+    with db.reading() as session:
+        assert session.get_one(TopUpRequest, request.id).status == "delivered"
+    top_up(db, acme, 5_000, request.id)  # the request is paid (its id as the reference, what it asks): 5,690
     with db.reading() as session:
         assert session.get_one(TopUpRequest, request.id).status == "fulfilled"
-    post(db, UsageRecord(key_id, "m", 10, "r3"))  # below the threshold after the paid request: a new crossing
+    post(db, UsageRecord(key_id, "m", 4_800, "r3"))  # 890, below the threshold after the paid request: a new crossing
     with db.reading() as session:
         assert session.scalar(select(func.count()).select_from(TopUpRequest)) == 2
 
