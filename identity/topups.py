@@ -3,11 +3,13 @@
 When a debit takes a team's balance below its auto top-up threshold, one request is written in
 the debit's transaction, and the wallet remembers it (`pending_topup_id`): later debits add none
 until a top-up brings the balance back to the threshold or pays the request (identity.wallets fulfils
-it then, and only then). The request goes to the operator's payment hook, as the mail
+it then), or a refund, adjustment, seat grant or change of the auto top-up withdraws it while
+undelivered (`cancelled`). The request goes to the operator's payment hook, as the mail
 outbox goes to SMTP (identity.outbox, identity.mail): claimed by one sender, POSTed outside any
 transaction, marked delivered or failed in a transaction of its own, retried by
-`identity billing topups deliver` up to MAX_ATTEMPTS. Without a hook (`TOPUP_WEBHOOK_URL` unset)
-the requests stay pending and are listed to owners and admins (and by the CLI): that is the outbox.
+`identity billing topups deliver` up to MAX_ATTEMPTS, each retry after a backoff (`retry_after`).
+Without a hook (`TOPUP_WEBHOOK_URL` unset) the requests stay pending and are listed to owners and
+admins (and by the CLI): that is the outbox.
 
 The POST body is JSON; `X-Identity-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>">`
 under `TOPUP_WEBHOOK_SECRET` lets the hook prove it came from us and is fresh.
@@ -51,6 +53,10 @@ log = logging.getLogger("identity.topups")
 PENDING, FAILED, DELIVERED, FULFILLED = "pending", "failed", "delivered", "fulfilled"
 UNDELIVERED, CANCELLED = UNDELIVERED_TOPUP, TOPUP_CANCELLED
 MAX_ATTEMPTS = 10
+# After its n-th failed delivery a request waits 2^(n-1) minutes, at most MAX_BACKOFF: 1, 2, 4 ... 256
+# minutes, then 6 hours; the tenth attempt comes some 8.5 hours after the first, so an outage of the
+# hook shorter than that loses no request.
+MAX_BACKOFF = dt.timedelta(hours=6)
 REQUESTED = "identity.topup_requested"
 CLAIM_FOR = dt.timedelta(minutes=2)
 TIMEOUT_SECONDS = 10.0
@@ -100,12 +106,23 @@ def requests_with_status(session: Session, status: str | None, limit: int = 1000
     return list(session.scalars(stmt.order_by(TopUpRequest.created_at).limit(limit)))
 
 
+def retry_after(attempts: int) -> dt.timedelta:
+    """How long a request waits after its `attempts`-th failed delivery (exponential, capped)."""
+    return min(dt.timedelta(minutes=2 ** min(attempts - 1, 20)), MAX_BACKOFF)
+
+
+def _due_now(now: dt.datetime) -> Any:
+    """A request the hook should be asked for now: undelivered, retries left, its backoff over."""
+    return (TopUpRequest.status.in_(UNDELIVERED) & (TopUpRequest.attempts < MAX_ATTEMPTS)
+            & (TopUpRequest.next_attempt_at.is_(None) | (TopUpRequest.next_attempt_at <= now)))
+
+
 def undelivered_ids(session: Session, limit: int = 50) -> list[str]:
-    """The requests still to hand to the payment hook, oldest first; never a deleted org's or team's
+    """The requests to hand to the payment hook now, oldest first; never a deleted org's or team's
     (a team's deletion cancels them; the join also leaves out those of teams deleted before it did)."""
     return list(session.scalars(select(TopUpRequest.id).join(Org, Org.id == TopUpRequest.org_id)
                                 .join(Team, Team.id == TopUpRequest.team_id).where(
-        TopUpRequest.status.in_(UNDELIVERED), TopUpRequest.attempts < MAX_ATTEMPTS, Org.deleted_at.is_(None))
+        _due_now(clock.now()), Org.deleted_at.is_(None))
         .order_by(TopUpRequest.created_at).limit(limit)))
 
 
@@ -186,7 +203,7 @@ def deliver(db: Database, hook: tuple[str, str] | None, actor: Actor, *, post: P
 def _claim(session: Session, request_id: str) -> TopUpRequest | None:
     now = clock.now()
     result = session.execute(update(TopUpRequest).where(
-        TopUpRequest.id == request_id, TopUpRequest.status.in_(UNDELIVERED),
+        TopUpRequest.id == request_id, _due_now(now),
         (TopUpRequest.claimed_until.is_(None)) | (TopUpRequest.claimed_until <= now))
         .values(claimed_until=now + CLAIM_FOR))
     if not getattr(result, "rowcount", 0):
@@ -200,8 +217,12 @@ def _mark(session: Session, actor: Actor, request_id: str, outcome: str, error: 
     found.claimed_until, found.last_error = None, error
     if found.status in UNDELIVERED:  # a top-up may have fulfilled it meanwhile
         found.status = outcome
+    changes: dict[str, Any] = {"request_id": request_id, "attempts": found.attempts, "error": error}
     if outcome == DELIVERED:
         found.delivered_at = clock.now()
+    elif found.attempts < MAX_ATTEMPTS:
+        found.next_attempt_at = clock.now() + retry_after(found.attempts)
+        changes["next_attempt_at"] = found.next_attempt_at.isoformat()
     record(session, actor, Action.WALLET_TOPUP_DELIVERED if outcome == DELIVERED else Action.WALLET_TOPUP_FAILED,
-           team_target(found.team_id), {"request_id": request_id, "attempts": found.attempts, "error": error},
-           org_id=found.org_id, outcome="success" if outcome == DELIVERED else "failure")
+           team_target(found.team_id), changes, org_id=found.org_id,
+           outcome="success" if outcome == DELIVERED else "failure")

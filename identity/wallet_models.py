@@ -152,6 +152,9 @@ class TopUpRequest(Base):
     delivered_at: Mapped[dt.datetime | None]
     fulfilled_at: Mapped[dt.datetime | None]
     claimed_until: Mapped[dt.datetime | None]
+    # After a failed delivery, not before (identity.topups.retry_after: the hook's outage is waited out,
+    # not spent in one burst of attempts); None: at once.
+    next_attempt_at: Mapped[dt.datetime | None]
 
     __table_args__ = (Index("ix_topup_requests_team", "team_id", "created_at"),
                       Index("ix_topup_requests_status", "status", "created_at"))

@@ -37,7 +37,6 @@ def test_turning_auto_top_up_off_stops_its_pending_request_reaching_the_payment_
     assert sent == [], "the owner turned auto top-up off, yet the hook is asked to charge for it"
 
 
-@pytest.mark.xfail(strict=True, reason="topups.deliver retries with no backoff: MAX_ATTEMPTS spent in one instant, the request given up for good")
 def test_a_short_hook_outage_does_not_spend_every_retry_of_a_top_up(db: Database, system: Actor,
                                                                     acme: NewOrg) -> None:
     key_id = _with_auto_top_up(db, system, acme, balance=2_000, threshold=1_000, amount=5_000)
@@ -194,3 +193,9 @@ def test_the_hooks_payment_after_a_smaller_top_up_naming_its_request_is_credited
     with db.reading() as session:
         assert session.get_one(TopUpRequest, request.id).status == "fulfilled"
         assert session.get_one(Wallet, acme.default_team_id).balance_micros == 500 + 1 + 5_000
+
+
+def test_the_retries_back_off_exponentially_up_to_six_hours() -> None:
+    assert [topups.retry_after(n) for n in (1, 2, 3, 9, 10, 50)] == [
+        dt.timedelta(minutes=1), dt.timedelta(minutes=2), dt.timedelta(minutes=4), dt.timedelta(minutes=256),
+        dt.timedelta(hours=6), dt.timedelta(hours=6)]

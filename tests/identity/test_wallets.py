@@ -300,8 +300,12 @@ def test_the_payment_hook_gets_a_signed_request_and_failures_are_retried(db: Dat
     assert topups.deliver(db, ("https://pay.example/hook", "s3cret"), system, post=down) == {"delivered": 0,
                                                                                            "failed": 1}
     assert topups.deliver(db, ("https://pay.example/hook", "s3cret"), system,
-                          post=lambda url, body, headers: sent.append((body, headers))) == {"delivered": 1,
+                          post=lambda url, body, headers: sent.append((body, headers))) == {"delivered": 0,
                                                                                            "failed": 0}
+    with clock.frozen_at(clock.now() + topups.retry_after(1)):  # retried once its backoff is over
+        assert topups.deliver(db, ("https://pay.example/hook", "s3cret"), system,
+                              post=lambda url, body, headers: sent.append((body, headers))) == {"delivered": 1,
+                                                                                               "failed": 0}
     assert topups.deliver(db, ("https://pay.example/hook", "s3cret"), system, post=down)["failed"] == 0
     body, headers = sent[0]
     stamp, mac = headers["X-Identity-Signature"].split(",")
