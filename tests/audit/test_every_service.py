@@ -481,6 +481,12 @@ def _topup_pending(w: World) -> Call:
     return lambda s, a: topups.close_team_wallet(s, a, w.org_id, w.acme.default_team_id)
 
 
+def _topup_withdrawn(w: World) -> Call:
+    _topup_pending(w)
+    return lambda s, a: wallets.withdraw_undelivered(
+        s, a, wallets.lock_wallet(s, w.org_id, w.acme.default_team_id).wallet, "auto_topup_off")
+
+
 def _seat_usage(w: World) -> Call:
     w.do(lambda s, a: wallet_controls.set_settings(s, a, w.org_id, seat_usage_micros=500))
     return lambda s, a: wallets.grant_seat_usage(s, a, w.org_id)
@@ -502,6 +508,7 @@ SERVICES.update({
         s, a, [usage.UsageRecord(k, "m", 100, "req-1")]))(_funded(w)), "wallet.usage_recorded"),
     "identity.topups.request_if_due": (_below_threshold, "wallet.topup_requested"),
     "identity.topups.close_team_wallet": (_topup_pending, "wallet.topup_cancelled"),
+    "identity.wallets.withdraw_undelivered": (_topup_withdrawn, "wallet.topup_cancelled"),
     "identity.usage_audit.summarise": (lambda w: lambda s, a: usage_audit.summarise(
         s, a, {w.acme.default_team_id: wallets.lock_wallet(s, w.org_id, w.acme.default_team_id)},
         [{"org_id": w.org_id, "team_id": w.acme.default_team_id, "amount_micros": -100, "cost_micros": 100,
