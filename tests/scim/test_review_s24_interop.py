@@ -6,13 +6,16 @@ PostgreSQL, real Flask app, the IdP's requests as they send them.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
 from audit import Actor
 from identity.db import Database
+from identity.models import User
 from tests.scim.client import GROUP, USER, Scim, scim_for
 
 
@@ -89,3 +92,21 @@ def test_string_primaries_on_create_are_booleans_and_one_at_most(idp: Scim) -> N
     assert response.status_code == 201, response.json
     primaries = [e.get("primary") for e in response.json["emails"]]
     assert all(isinstance(p, bool) for p in primaries) and primaries.count(True) <= 1, primaries
+
+
+@pytest.mark.xfail(strict=True, reason="scim.resources.normalize keeps a fully-qualified name (urn:...:User:password) "
+                   "as an unknown attribute: the writeOnly password is stored in users.attributes and returned on every GET")
+def test_a_password_sent_under_its_urn_name_is_neither_stored_nor_returned(idp: Scim, db: Database) -> None:
+    # RFC 7644 section 3.10: an attribute may be named by its schema URN and name; RFC 7643 section 4.1.1:
+    # password is writeOnly and returned "never". PATCH drops it in this form; create and replace do not.
+    created = idp.post("/Users", {"schemas": [USER], "userName": "pw@interop.test",
+                                  f"{USER}:password": "Plain-Text-Secret-1"})
+    assert created.status_code == 201, created.json
+    replaced = idp.put(f"/Users/{created.json['id']}", {"schemas": [USER], "userName": "pw@interop.test",
+                                                        f"{USER}:password": "Plain-Text-Secret-2"})
+    assert replaced.status_code == 200, replaced.json
+    shown = idp.get(f"/Users/{created.json['id']}").get_data(as_text=True)
+    assert "Plain-Text-Secret" not in created.get_data(as_text=True) + replaced.get_data(as_text=True) + shown
+    with db.transaction() as session:
+        stored = session.execute(select(User.attributes).where(User.id == created.json["id"])).scalar_one()
+    assert "Plain-Text-Secret" not in json.dumps(stored), stored
