@@ -133,3 +133,18 @@ def test_group_names_differing_in_non_ascii_case_or_normalization_are_one_name(i
     idp.create_group(first)
     duplicate = idp.post("/Groups", {"schemas": [GROUP], "displayName": second})
     assert duplicate.status_code == 409 and duplicate.json["scimType"] == "uniqueness", duplicate.json
+
+
+@pytest.mark.xfail(strict=True, reason="a user's version takes its groups into account (W/\"n-hash\"), its lastModified "
+                   "does not: joining a group changes the user's representation and ETag but not meta.lastModified")
+def test_joining_a_group_moves_the_users_last_modified_with_its_version(idp: Scim) -> None:
+    # RFC 7643 section 3.1: lastModified is when the resource's details last changed; a client syncing by
+    # `meta.lastModified gt "..."` misses the change in `groups`. (A member's rename does move the group's.)
+    user = idp.create_user("joiner@interop.test")
+    group = idp.create_group("Joined")
+    since = user["meta"]["lastModified"]
+    joined = idp.patch(f"/Groups/{group['id']}", [{"op": "add", "path": "members", "value": [{"value": user["id"]}]}])
+    assert joined.status_code in (200, 204), joined.json
+    after = idp.get(f"/Users/{user['id']}").json
+    assert after["groups"] and after["meta"]["version"] != user["meta"]["version"]
+    assert _found(idp, "Users", f'meta.lastModified gt "{since}"') == [user["id"]]
