@@ -19,6 +19,7 @@ from identity import jsontext
 from identity.emails import emails_of
 from identity.models import IdpGroup, User
 from scim.errors import InvalidSyntax, InvalidValue
+from scim.patch_values import find_key
 from scim.schema import CORE_GROUP, CORE_USER, ENTERPRISE_USER, GROUP, USER, Attribute, ResourceSchema
 
 COMPUTED = frozenset({"id", "meta", "groups", "schemas", "password"})
@@ -132,19 +133,53 @@ def group_to_wire(group: IdpGroup, base_url: str,
 def normalize(body: Mapping[str, Any], schema: ResourceSchema) -> dict[str, Any]:
     """Return `body` with known attribute names in their canonical case (RFC 7643 section 2.1).
 
-    Unknown attributes and schema URNs are kept as they came.
+    An attribute named by its schema URN (`urn:...:core:2.0:User:password`, RFC 7644 section 3.10)
+    is put where its short name goes, so that what is computed or writeOnly is dropped as it is
+    then. Unknown attributes and schema URNs are kept as they came.
     """
     out: dict[str, Any] = {}
+    qualified: list[tuple[str, str, Any]] = []
     for key, value in body.items():
         urn = schema.urn(key) if key.lower().startswith("urn:") else None
-        if urn is not None and urn != schema.core_urn and isinstance(value, Mapping):
+        if urn is None and (named := _qualified_name(key, schema)) is not None:
+            qualified.append((*named, value))
+        elif urn is not None and urn != schema.core_urn and isinstance(value, Mapping):
             out[urn] = _normalize_attrs(value, schema.schemas[urn])
         elif urn is not None and urn == schema.core_urn and isinstance(value, Mapping):
             out.update(_normalize_attrs(value, schema.schemas[urn]))  # attributes sent under the core URN
         else:
             definition = schema.attribute(None, key)
             out[definition.name if definition else key] = _normalize_value(value, definition)
+    for urn, name, value in qualified:
+        _put_qualified(out, urn, name, value, schema)
     return out
+
+
+def _qualified_name(key: str, schema: ResourceSchema) -> tuple[str, str] | None:
+    """Split `urn:...:User:title` into one of the resource's schema URNs and the attribute's name."""
+    prefix, _, name = key.rpartition(":")
+    urn = schema.urn(prefix) if prefix.lower().startswith("urn:") and name else None
+    return None if urn is None else (urn, name)
+
+
+def _put_qualified(out: dict[str, Any], urn: str, name: str, value: Any, schema: ResourceSchema) -> None:
+    """Put an attribute named by its schema URN where its short name goes: core attributes at the top,
+    an extension's in its object (merged with the object when that was sent too). Both forms with
+    different values is a 400 invalidValue: RFC 7644 has no rule on which wins, and guessing would
+    store a value the client did not mean."""
+    if urn == schema.core_urn:
+        container = out
+    else:
+        container = out.setdefault(urn, {})
+        if not isinstance(container, dict):
+            raise InvalidValue(f"{urn} must be an object of its attributes")
+    definition = schema.attribute(urn, name)
+    key = definition.name if definition else name
+    value = _normalize_value(value, definition)
+    held = find_key(container, key)
+    if held is not None and container[held] != value:
+        raise InvalidValue(f"{key} is given twice, as {urn}:{name} and by its short name, with different values")
+    container[held or key] = value
 
 
 def _normalize_attrs(values: Mapping[str, Any], attrs: Mapping[str, Attribute]) -> dict[str, Any]:
