@@ -98,7 +98,12 @@ def set_single(op: str, target: Target, value: Any) -> None:
 
 
 def set_multi(op: str, target: Target, value: Any) -> None:
-    """Add values to a multi-valued attribute, or replace them all."""
+    """Add values to a multi-valued attribute, or replace them all.
+
+    A value the attribute already holds is not added again (RFC 7644 section 3.5.2.1); the stored
+    element, not the re-sent copy, is what this wrote when `primary` is settled, or no value would
+    keep it.
+    """
     attr, container, key = target.attr, target.container, target.key
     values = coerce_multi(attr, value) if attr else (value if isinstance(value, list) else [value])
     if op == "replace":
@@ -106,14 +111,21 @@ def set_multi(op: str, target: Target, value: Any) -> None:
     else:
         existing = container.get(key)
         current = list(existing) if isinstance(existing, list) else []
-    for item in values:
-        if item not in current:  # an add of a value already there changes nothing
-            current.append(item)
-    settle_primary(current, [v for v in values if isinstance(v, dict)])
+    written = [_add_one(current, item, attr) for item in values]
+    settle_primary(current, [v for v in written if isinstance(v, dict)])
     if current:
         container[key] = current
     else:
         container.pop(key, None)
+
+
+def _add_one(current: list[Any], item: Any, attr: Attribute | None) -> Any:
+    """Add `item` to `current` unless it is there; return the element that holds it."""
+    held = next((c for c in current if c == item), None)
+    if held is None:
+        current.append(item)
+        return item
+    return held
 
 
 def remove(target: Target, value: Any) -> None:

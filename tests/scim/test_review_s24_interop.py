@@ -54,8 +54,6 @@ def test_a_user_attribute_with_a_non_ascii_capital_is_found_by_its_exact_value(i
     assert _found(idp, "Users", 'title eq "ärztin"') == [user["id"]]
 
 
-@pytest.mark.xfail(strict=True, reason="scim.patch_attributes.set_multi skips the re-sent value as already there, "
-                   "then settle_primary keeps the new (unstored) object's primary and clears it on the stored one")
 def test_re_adding_the_primary_email_as_it_is_keeps_it_primary(idp: Scim) -> None:
     # RFC 7644 section 3.5.2.1: adding a value already there changes nothing. IdPs re-send values.
     user = idp.create_user("pri@interop.test", emails=[{"value": "p1@interop.test", "type": "work", "primary": True},
