@@ -100,9 +100,9 @@ def set_single(op: str, target: Target, value: Any) -> None:
 def set_multi(op: str, target: Target, value: Any) -> None:
     """Add values to a multi-valued attribute, or replace them all.
 
-    A value the attribute already holds is not added again (RFC 7644 section 3.5.2.1); the stored
-    element, not the re-sent copy, is what this wrote when `primary` is settled, or no value would
-    keep it.
+    A value the attribute already holds (the same `value`, compared as `same_value` compares) is
+    merged into the one there, not added again (RFC 7644 section 3.5.2.1): IdPs re-send values,
+    with another `primary` or `display`. What this wrote, stored element or new, settles `primary`.
     """
     attr, container, key = target.attr, target.container, target.key
     values = coerce_multi(attr, value) if attr else (value if isinstance(value, list) else [value])
@@ -120,11 +120,14 @@ def set_multi(op: str, target: Target, value: Any) -> None:
 
 
 def _add_one(current: list[Any], item: Any, attr: Attribute | None) -> Any:
-    """Add `item` to `current` unless it is there; return the element that holds it."""
-    held = next((c for c in current if c == item), None)
+    """Add `item` to `current`, or merge it into the value there that it names; return what holds it."""
+    held = next((c for c in current if same_value(c, item, attr)), None)
     if held is None:
         current.append(item)
         return item
+    if isinstance(held, dict) and isinstance(item, dict):
+        for sub_key, sub_value in item.items():
+            set_key(held, sub_key, sub_value)
     return held
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from identity.names import name_key
 from scim.errors import InvalidFilter, InvalidPath, InvalidValue
 from scim.schema import Attribute
 from scim.syntax import Compare, Filter, Logical, Not, parse_datetime
@@ -31,10 +32,10 @@ def value_of(container: Mapping[str, Any], name: str) -> Any:
 def set_key(element: dict[str, Any], name: str, value: Any) -> None:
     """Set `name` in `element`, keeping the key's spelling; an empty value removes it."""
     existing = find_key(element, name)
-    if existing is not None:
-        del element[existing]
     if value not in EMPTY:
-        element[existing or name] = value
+        element[existing or name] = value  # in its place: a re-sent value leaves the stored JSON as it was
+    elif existing is not None:
+        del element[existing]
 
 
 def changes_value(current: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
@@ -120,8 +121,10 @@ def coerce_multi(attr: Attribute | None, value: Any) -> list[Any]:
 
 
 def _equal(left: Any, right: Any, case_exact: bool) -> bool:
+    """caseExact=false strings compare by their name key (NFC, then casefold), as the service
+    compares userNames and email addresses (identity.names.name_key): `Ä` is `ä`, as `A` is `a`."""
     if isinstance(left, str) and isinstance(right, str) and not case_exact:
-        return left.lower() == right.lower()
+        return name_key(left) == name_key(right)
     if isinstance(left, bool) or isinstance(right, bool):
         return _as_bool(left) is _as_bool(right)
     return bool(left == right)
