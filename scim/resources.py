@@ -19,7 +19,7 @@ from identity import jsontext
 from identity.emails import emails_of
 from identity.models import IdpGroup, User
 from scim.errors import InvalidSyntax, InvalidValue
-from scim.patch_values import find_key
+from scim.patch_values import coerce, find_key
 from scim.schema import CORE_GROUP, CORE_USER, ENTERPRISE_USER, GROUP, USER, Attribute, ResourceSchema
 
 COMPUTED = frozenset({"id", "meta", "groups", "schemas", "password"})
@@ -199,6 +199,11 @@ def _reference(definition: Attribute | None) -> bool:
 
 
 def _normalize_value(value: Any, definition: Attribute | None) -> Any:
+    """A value as its definition types it: booleans sent as "True"/"False" (Entra ID) become booleans
+    here, as in a PATCH (scim.patch_values.coerce), so that they are stored as booleans and counted
+    by the one-primary rule; any other non-boolean is a 400 invalidValue."""
+    if definition is not None and definition.type == "boolean" and not definition.multi_valued and value is not None:
+        return coerce(definition, value)
     if definition is None or not definition.sub_attributes:
         return value
     if _reference(definition) and isinstance(value, str):

@@ -75,8 +75,6 @@ def test_adding_an_email_value_the_user_has_does_not_duplicate_it(idp: Scim) -> 
     assert sorted(values) == ["d1@interop.test", "d2@interop.test"], values  # found: d2 twice
 
 
-@pytest.mark.xfail(strict=True, reason="scim.resources._one_primary_at_most counts `primary is True` only, while "
-                   "primary_email takes \"true\"/\"True\" as primary; POST neither coerces nor refuses string booleans")
 def test_string_primaries_on_create_are_booleans_and_one_at_most(idp: Scim) -> None:
     # Entra's string booleans ("True") are coerced for `active` and in PATCH; in a created user's emails they are
     # stored and returned as strings (schema type boolean), and two of them pass the one-primary rule.
@@ -154,3 +152,12 @@ def test_adding_an_email_spelt_in_another_case_or_normalization_merges_into_the_
     assert response.status_code == 200, response.json
     assert _emails(idp, user["id"]) == [{"value": "JU\u0308RGEN@interop.test", "type": "work", "primary": True,
                                          "display": "Jürgen"}]
+
+
+def test_a_string_primary_on_create_is_stored_as_a_boolean_and_a_non_boolean_refused(idp: Scim) -> None:
+    user = idp.create_user("sb@interop.test", emails=[{"value": "sb1@interop.test", "primary": "True"},
+                                                      {"value": "sb2@interop.test", "primary": "false"}])
+    assert [e["primary"] for e in _emails(idp, user["id"])] == [True, False]
+    refused = idp.post("/Users", {"schemas": [USER], "userName": "sb2@interop.test", "emails": [
+        {"value": "sb3@interop.test", "primary": "yes"}]})
+    assert refused.status_code == 400 and refused.json["scimType"] == "invalidValue", refused.json
