@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Boolean, ColumnElement, Select, SQLColumnExpression, String, literal, select
+from sqlalchemy import Boolean, ColumnElement, Select, SQLColumnExpression, String, func, literal, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -140,7 +140,9 @@ def _members_of_group() -> Relation:
     return Relation(
         link=lambda: select(IdpGroupMember.user_id).join(member, member.id == IdpGroupMember.user_id)
         .where(IdpGroupMember.group_id == IdpGroup.id),
-        subs=lambda: {"value": IdpGroupMember.user_id, "display": member.display_name,
+        # `display` as the group shows it (scim.listing._member): the displayName, else the userName.
+        subs=lambda: {"value": IdpGroupMember.user_id,
+                      "display": func.coalesce(func.nullif(member.display_name, ""), member.user_name),
                       "type": literal("User", String())},
     )
 
