@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Engine, event
 
 from identity import config
+from identity.names import name_key
 
 log = logging.getLogger("identity.db")
 
@@ -42,6 +43,10 @@ GATE_FIRST_PAUSE = 0.0001
 GATE_MAX_PAUSE = 0.0005
 
 
+def _name_key_or_null(value: Any) -> Any:
+    return name_key(value) if isinstance(value, str) else value
+
+
 def configure_sqlite(engine: Engine, busy_timeout: float) -> None:
     """Set the pragmas every connection needs (WAL, foreign keys, the busy timeout of `busy_timeout`
     seconds) and keep the planner's statistics fresh on checkin."""
@@ -57,6 +62,8 @@ def configure_sqlite(engine: Engine, busy_timeout: float) -> None:
         # The WAL file is reused from its start after a checkpoint, never shrunk, unless limited.
         cursor.execute(f"PRAGMA journal_size_limit={SQLITE_WAL_SIZE_LIMIT_BYTES}")
         cursor.close()
+        # name_key(text) in SQL: SQLite's lower() folds ASCII only (scim.sqljson.folded).
+        dbapi_conn.create_function("name_key", 1, _name_key_or_null, deterministic=True)
 
     @event.listens_for(engine, "checkin")
     def _on_checkin(dbapi_conn: Any, record: Any) -> None:

@@ -3,7 +3,9 @@
 RFC 7644 section 3.4.2.2: `eq`, `ne`, `co`, `sw`, `ew`, `gt`, `ge`, `lt`, `le` and `pr`. An
 `Operand` says where the value lives (a column, or a path in a JSON document, scim.sqljson).
 userName and email values are stored as their key (identity.names.name_key): a filter compares
-the key of its value with the stored key, never the database's own `lower()`.
+the key of its value with the stored key, never the database's own `lower()`. Other caseExact=false
+strings are folded on both sides in SQL (scim.sqljson.folded): `lower()` folds ASCII only on SQLite and on a
+PostgreSQL of locale C, and Python's `.lower()` of the value against it never matched `Ä`.
 """
 
 from __future__ import annotations
@@ -13,13 +15,13 @@ import operator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import SQLColumnExpression, and_, false, func, not_
+from sqlalchemy import SQLColumnExpression, String, and_, false, func, literal, not_
 from sqlalchemy.sql.elements import ColumnElement
 
 from identity.names import name_key
 from scim.errors import InvalidFilter
 from scim.schema import Attribute
-from scim.sqljson import json_number, json_present, json_repr, json_text, text_position
+from scim.sqljson import folded, json_number, json_present, json_repr, json_text, text_position
 from scim.syntax import parse_datetime
 
 
@@ -37,6 +39,9 @@ class Operand:
     # Stored without surrounding spaces (userName, a group's displayName): `eq` and `ne` compare the
     # value the same way, so that an IdP's lookup of what it sent finds what it created.
     stripped: bool = False
+    # Looked up through an index on lower(column) (a group's displayName): compared with lower(), not
+    # `folded`, so that the index serves it.
+    lower_indexed: bool = False
 
     def text(self) -> SQLColumnExpression[Any]:
         return self.column if self.column is not None else json_text(self.json, *self.keys)
@@ -95,19 +100,23 @@ def _compare_string(operand: Operand, op: str, value: Any) -> ColumnElement[bool
     if operand.stripped and op in ("eq", "ne"):
         value = value.strip()
     expr: SQLColumnExpression[Any] = operand.text()
+    given: Any = value
     if not operand.attr.case_exact:
         if operand.keyed:
-            value = name_key(value)
+            given = name_key(value)
+        elif operand.lower_indexed:
+            given, expr = value.lower(), func.lower(expr)
         else:
-            value, expr = value.lower(), func.lower(expr)
+            given, expr = folded(literal(value, String())), folded(expr)
     if op == "co":  # no LIKE: `%`, `_` and `\` in values stay literal on every database
-        return text_position(expr, value) > 0
+        return text_position(expr, given) > 0
     if op == "sw":
-        expr = func.substr(expr, 1, len(value))
+        expr = func.substr(expr, 1, func.length(given))
     elif op == "ew":
-        expr = func.substr(expr, func.length(expr) - len(value) + 1)
-    compared: ColumnElement[bool] = (operator.eq if op in ("eq", "sw", "ew") else ORDERING[op])(expr, value)
+        expr = func.substr(expr, func.length(expr) - func.length(given) + 1)
+    compared: ColumnElement[bool] = (operator.eq if op in ("eq", "sw", "ew") else ORDERING[op])(expr, given)
     return compared
+
 
 
 def present(operand: Operand) -> ColumnElement[bool]:

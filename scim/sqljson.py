@@ -165,3 +165,23 @@ def _position_sqlite(element: text_position, compiler: SQLCompiler, **kw: Any) -
 @compiles(text_position, "postgresql")
 def _position_pg(element: text_position, compiler: SQLCompiler, **kw: Any) -> str:
     return f"strpos({compiler.process(element.clause_expr.element, **kw)})"
+
+
+class folded(FunctionElement[str]):  # noqa: N801 - a SQL function's name
+    """Text folded for a caseExact=false comparison, both sides by the same SQL: on PostgreSQL ICU's
+    Unicode lower() (`und-x-icu`, whatever the database's locale), on SQLite identity.names.name_key
+    (the function identity.db_sqlite registers on every connection)."""
+
+    type = String()
+    name = "folded"
+    inherit_cache = True
+
+
+@compiles(folded, "sqlite")
+def _folded_sqlite(element: folded, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"name_key({compiler.process(element.clause_expr.element, **kw)})"
+
+
+@compiles(folded, "postgresql")
+def _folded_postgresql(element: folded, compiler: SQLCompiler, **kw: Any) -> str:
+    return f'lower(({compiler.process(element.clause_expr.element, **kw)}) COLLATE "und-x-icu")'
