@@ -71,3 +71,28 @@ def test_a_group_claim_by_name_finds_the_idps_group_whatever_its_letters(sso: Ss
         gus = session.scalars(select(User).where(User.user_name == "gus@acme.test")).one()
         assert set(session.scalars(select(IdpGroupMember.group_id).where(IdpGroupMember.user_id == gus.id))) == \
             {group_id}
+
+
+LONG_VALUES = {
+    # SAML core 2.0 puts no bound on an unspecified NameID or a SessionIndex; python3-saml none either.
+    "unspecified NameID of 600 characters": {
+        "name_id": "u" * 600, "name_id_format": "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified",
+        "attributes": {"http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name": ["gus@acme.test"]}},
+    "persistent NameID of 600 characters": {
+        "name_id": "P" * 600, "name_id_format": PERSISTENT, "attributes": {"email": ["gus@acme.test"]}},
+    "SessionIndex of 300 characters": {"name_id": "gus@acme.test", "session_index": "_" + "s" * 300},
+}
+
+
+@pytest.mark.parametrize("kind", list(LONG_VALUES))
+def test_a_long_name_id_or_session_index_is_answered_as_on_sqlite_not_with_a_500(
+        sso: Sso, kind: str, request: pytest.FixtureRequest) -> None:
+    """SQLite signs these in (303). PostgreSQL's VARCHAR(512) sessions.name_id, VARCHAR(256)
+    session_index and VARCHAR(1024) saml_identities.name_id raise DataError: an unaudited 500, the
+    assertion and the request not used up. Either answer the same on both, or refuse with a page."""
+    if sso.db.dialect == "postgresql":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "s24 finding: NameID, its Format and SessionIndex are stored unchecked into bounded columns: "
+            "PostgreSQL answers a 500 (DataError) where SQLite signs in")))
+    answer = sso.sp_login(**LONG_VALUES[kind])
+    assert answer.status_code < 500, answer.get_data(as_text=True)
