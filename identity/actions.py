@@ -83,6 +83,7 @@ class Action(enum.StrEnum):
     SSO_CONFIGURED = "sso.configured"
     SSO_IDENTITY_LINKED = "sso.identity_linked"
     SSO_IDENTITY_UNLINKED = "sso.identity_unlinked"
+    SSO_IDENTITIES_MOVED = "sso.identities_moved"
     SSO_LOGGED_OUT = "sso.logged_out"
     SSO_LOGIN_FAILED = "sso.login_failed"
     SSO_LOGIN_LINK_ISSUED = "sso.login_link_issued"

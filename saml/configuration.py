@@ -20,6 +20,7 @@ from identity.models import Org
 from identity.roles import authorize
 from saml import sp_keys
 from saml.connection import CLAIMS, IdpSettings, cert_fingerprint, generate_sp_credentials
+from saml.identities import move_links
 from saml.models import SamlConnection
 
 
@@ -92,6 +93,8 @@ def configure_connection(
 ) -> SamlConnection:
     """Create or update the org's connection from IdP settings; our key pair is made on first use.
 
+    A new IdP entity id takes the members' links with it (saml.identities.move_links), so that a
+    linked member is still chosen by their NameID only, never by an email attribute again.
     `metadata_url` is where the settings came from, None for a document: a document replaces a
     stored URL, so that the next refresh cannot bring back what the admin replaced. With
     `secret_key` (the service's SECRET_KEY), a key pair made now is sealed at once, in this
@@ -132,6 +135,8 @@ def configure_connection(
     if created or changes:
         record(session, actor, Action.SSO_CONFIGURED if created else Action.SSO_UPDATED, org_target(org), changes,
                org_id=org_id)
+    if not created and before["idp_entity_id"] != connection.idp_entity_id:
+        move_links(session, actor, org, before["idp_entity_id"], connection.idp_entity_id)
     if secret_key is not None:
         sp_keys.seal_new_key(connection, secret_key)
     return connection

@@ -19,7 +19,8 @@ from identity.web import cookies
 from saml import once
 from saml.models import SamlIdentity
 from tests.factories import provision
-from tests.saml.conftest import IDP_ENTITY_ID, Sso
+from tests.saml.conftest import IDP_ENTITY_ID, Sso, configure
+from tests.saml.idp import TestIdP
 from tests.saml.test_sign_in_statements import JIT_AFTER, JIT_BEFORE, RETURNING
 from tests.statements import audit_at_commit, new_member_rows, statements
 
@@ -200,3 +201,54 @@ def test_only_the_first_sign_in_writes_the_link(sso: Sso, system: Actor, monkeyp
                                      attributes={"email": ["nina@acme.test"]})).status_code == 303
     assert sent == JIT_BEFORE + new_member_rows(sso.db) + ["INSERT saml_identities"] + JIT_AFTER + \
         audit_at_commit(sso.db)
+
+
+NEW_ENTITY_ID = "https://idp.example.test/metadata/v2"
+
+
+def _move_idp(sso: Sso) -> None:
+    """The org uploads its IdP's metadata again, with a new entity id (same keys, same people)."""
+    sso.idp = TestIdP(NEW_ENTITY_ID, sso.idp.keys)
+    configure(sso.db, sso.org.org.slug, sso.idp)
+
+
+def test_a_new_idp_entity_id_takes_the_links_with_it_audited(sso: Sso, system: Actor) -> None:
+    """The links move in the metadata's transaction, one event naming both entity ids and the count;
+    Ann still signs in by her NameID, whatever email it carries."""
+    ann = provision(sso.db, system, sso.org.org.id, "ann@acme.test")
+    assert _sign_in(sso, "P-ann", "ann@acme.test").status_code == 303
+    sso.client.delete_cookie(cookies.COOKIE)
+    _move_idp(sso)
+    assert {(e, u) for e, _k, u in _identities(sso)} == {(NEW_ENTITY_ID, ann.id)}
+    [event] = _events(sso, "sso.identities_moved")
+    assert event.changes == {"from_idp_entity_id": IDP_ENTITY_ID, "to_idp_entity_id": NEW_ENTITY_ID, "moved": 1,
+                             "dropped": 0}
+    assert _sign_in(sso, "P-ann", "someone@else.test").status_code == 303 and _me(sso) == ann.id
+    assert len(_events(sso, "sso.identity_linked")) == 1
+
+
+def test_after_a_new_idp_entity_id_an_email_nameid_does_not_sign_in_a_linked_member(sso: Sso, system: Actor) -> None:
+    """The emailAddress path (saml.service._unlinked_user) still sees Ann's link at the new entity id."""
+    provision(sso.db, system, sso.org.org.id, "ann@acme.test")
+    assert _sign_in(sso, "P-ann", "ann@acme.test").status_code == 303
+    sso.client.delete_cookie(cookies.COOKIE)
+    _move_idp(sso)
+    assert sso.sp_login(name_id="ann@acme.test").status_code == 403
+    assert _events(sso, "sso.login_failed")[-1].changes["reason"] == "name_id_mismatch"
+
+
+def test_links_left_at_a_new_entity_id_stand_and_the_clashing_old_ones_go(sso: Sso, system: Actor) -> None:
+    """Links made at the new entity id before links moved with it (back and forth between two): the
+    one at the new entity id stands, the old one of the same member is dropped, counted."""
+    ann = provision(sso.db, system, sso.org.org.id, "ann@acme.test")
+    bob = provision(sso.db, system, sso.org.org.id, "bob@acme.test")
+    assert _sign_in(sso, "P-ann", "ann@acme.test").status_code == 303
+    assert _sign_in(sso, "P-bob", "bob@acme.test").status_code == 303
+    with sso.db.transaction() as session:  # Ann linked at the new entity id too, as before the fix
+        row = session.scalars(select(SamlIdentity).where(SamlIdentity.user_id == ann.id)).one()
+        session.add(SamlIdentity(org_id=row.org_id, idp_entity_id=NEW_ENTITY_ID, name_id_key=row.name_id_key,
+                                 name_id=row.name_id, user_id=ann.id, created_at=row.created_at))
+    _move_idp(sso)
+    assert {(e, u) for e, _k, u in _identities(sso)} == {(NEW_ENTITY_ID, ann.id), (NEW_ENTITY_ID, bob.id)}
+    assert _events(sso, "sso.identities_moved")[-1].changes["moved"] == 1
+    assert _events(sso, "sso.identities_moved")[-1].changes["dropped"] == 1

@@ -26,8 +26,6 @@ def _me(sso: Sso) -> str | None:
     return str((answer.get_json() or {})["id"]) if answer.status_code == 200 else None
 
 
-@pytest.mark.xfail(strict=True, reason="s24 finding: a new IdP entity id (metadata re-uploaded) voids every "
-                   "persistent link, and the email attribute then chooses an account already linked")
 def test_an_edited_email_does_not_take_a_linked_account_after_the_idp_entity_id_changes(
         sso: Sso, system: Actor) -> None:
     """DESIGN 5: the email attribute links at most once and never chooses an account afterwards.
