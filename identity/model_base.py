@@ -12,7 +12,7 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import JSON, BindParameter, MetaData, String, Table, bindparam
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, QueryableAttribute
 
 from audit import models as audit_models
 from audit.models import NAMING, UTCDateTime
@@ -37,3 +37,13 @@ def bound_columns(table: Table, prefix: str) -> dict[str, BindParameter[Any]]:
     (a data-modifying WITH) beside others' parameters."""
     return {column.key: bindparam(prefix + column.key, type_=column.type) for column in table.columns
             if not (column.primary_key and column.autoincrement is True)}
+
+
+def max_length(attribute: QueryableAttribute[Any]) -> int:
+    """The most characters a String column holds (`max_length(User.given_name)`): what is checked
+    before a value from outside is stored, so that SQLite, which keeps any length, answers as
+    PostgreSQL's VARCHAR(n) does, and the bound is written in the model only."""
+    length = getattr(attribute.expression.type, "length", None)
+    if not isinstance(length, int):
+        raise TypeError(f"{attribute} is not a bounded String column")
+    return length

@@ -19,12 +19,13 @@ from audit import Actor, clock
 from audit.actor import system_actor
 from identity import config, orgs, provisioning_log
 from identity.errors import DomainError, SeatCapReached
+from identity.model_base import max_length
 from identity.models import Org
 from identity.service import run
 from saml import binding, configuration, links, once, protocol, service, web
 from saml.connection import SpUrls, parse_idp_metadata, settings_dict, sp_endpoints, valid_certs
 from saml.metadata_fetch import fetch_metadata
-from saml.models import SamlConnection
+from saml.models import SamlConnection, SamlPendingRequest
 from saml.protocol import Expected, Refused
 from saml.refusals import UNPARSEABLE
 from saml.web import DEFAULT_LANDING, MESSAGES, bp, log
@@ -40,9 +41,14 @@ def _actor(org: Org) -> Actor:
                  ip=request.remote_addr, user_agent=request.user_agent.string)
 
 
+# The longest landing path kept: the pending request's RelayState column (a longer `next`, anybody's
+# to send to /login, would not fit; it lands on the default instead).
+MAX_LANDING = max_length(SamlPendingRequest.relay_state)
+
+
 def safe_landing(value: str | None, base_url: str) -> str:
     """Return `value` as one of the service's own paths if it is one (or an absolute URL under BASE_URL,
-    or the browser's path under BASE_URL's path), else the default.
+    or the browser's path under BASE_URL's path) no longer than MAX_LANDING, else the default.
 
     The browser's path (`/identity/console/members`, what an admin copies from the address bar into
     the IdP's default RelayState) loses its prefix here: the redirect puts it on again
@@ -55,6 +61,8 @@ def safe_landing(value: str | None, base_url: str) -> str:
             value = value[len(under):]
             break
     parts = urlsplit(value)
+    if len(value) > MAX_LANDING:
+        return DEFAULT_LANDING
     if (not value.startswith("/") or value.startswith("//") or "\\" in value or parts.scheme or parts.netloc
             or any(ord(c) < 0x21 or ord(c) == 0x7F for c in value)):
         return DEFAULT_LANDING

@@ -17,6 +17,7 @@ from audit import Actor
 from audit.models import AuditEvent
 from identity import users
 from identity.models import Org, SeatCharge, User
+from saml.views import MAX_LANDING
 from tests.factories import actions, provision
 from tests.saml.conftest import BASE_URL, Sso, configure
 
@@ -86,6 +87,16 @@ def test_sp_initiated_login_returns_to_the_page_asked_for_not_the_posted_relay_s
     request_id = sso.start_login(next_path="/keys")
     answer = sso.post(sso.response(in_response_to=request_id), relay_state="/elsewhere")
     assert answer.headers["Location"] == "/keys"
+
+
+def test_a_next_path_longer_than_a_pending_request_keeps_lands_on_the_default(sso: Sso) -> None:
+    """`next` is kept as the pending request's RelayState (saml.views.MAX_LANDING characters): the
+    longest one is kept, one more lands on the default page, on SQLite as on PostgreSQL."""
+    longest = "/" + "a" * (MAX_LANDING - 1)
+    request_id = sso.start_login(next_path=longest)
+    assert sso.post(sso.response(in_response_to=request_id)).headers["Location"] == longest
+    request_id = sso.start_login(next_path=longest + "a")
+    assert sso.post(sso.response(in_response_to=request_id)).headers["Location"] == "/console/teams"
 
 
 def test_existing_member_signs_in_without_a_new_user_or_seat(sso: Sso, system: Actor) -> None:

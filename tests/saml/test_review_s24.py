@@ -109,9 +109,5 @@ def test_an_anonymous_login_with_a_long_next_path_is_not_a_500(sso: Sso, request
     a VARCHAR(2048) column. 2,100 characters fit in a request line (gunicorn allows 4,094): SQLite
     keeps them and redirects; PostgreSQL raises DataError, an anonymous 500 on demand. (SAML bindings
     2.0 section 3.4.3 also bounds a RelayState at 80 bytes: the IdP may refuse a longer one.)"""
-    if sso.db.dialect == "postgresql":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "s24 finding: /login stores `next` unbounded into saml_pending_requests.relay_state VARCHAR(2048): "
-            "an anonymous 500 on PostgreSQL")))
     answer = sso.client.get(f"/saml/{sso.org.org.slug}/login", query_string={"next": "/" + "a" * 2100})
     assert answer.status_code < 500, answer.get_data(as_text=True)
