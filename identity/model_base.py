@@ -47,3 +47,8 @@ def max_length(attribute: QueryableAttribute[Any]) -> int:
     if not isinstance(length, int):
         raise TypeError(f"{attribute} is not a bounded String column")
     return length
+
+
+def fits(value: str | None, attribute: QueryableAttribute[Any]) -> bool:
+    """Tell whether `value` (None: nothing to store) fits the String column `attribute`."""
+    return value is None or len(value) <= max_length(attribute)

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from audit import clock
 from identity.errors import DomainError
+from identity.model_base import fits
 from saml.models import SamlPendingRequest, SamlSeenAssertion
 from saml.protocol import Assertion, Refused
 
@@ -97,10 +98,13 @@ def burn_assertion(session: Session, org_id: str, assertion_id: str, expires_at:
     """Remember an assertion id until it expires; refuse it when it was seen before (any process).
 
     The primary key (org, assertion id) decides between racing processes. With `savepoint`, a
-    refusal leaves the rest of the transaction usable.
+    refusal leaves the rest of the transaction usable. An id longer than the column is refused
+    `value_too_long` (saml.service.check_lengths), before any statement, on every database alike.
     """
     if not assertion_id:
         raise Refused("malformed")
+    if not fits(assertion_id, SamlSeenAssertion.assertion_id):  # refused each time: nothing to remember
+        raise Refused("value_too_long")
     if random.random() < PURGE_PROBABILITY:  # expired ids are swept now and then, not on every sign-in
         session.execute(delete(SamlSeenAssertion).where(SamlSeenAssertion.expires_at <= clock.now()))
     row = {"org_id": org_id, "assertion_id": assertion_id, "expires_at": expires_at}

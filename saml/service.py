@@ -21,7 +21,8 @@ from identity.actions import Action
 from identity.errors import Conflict, Unauthenticated
 from identity.group_claims import apply_user_groups
 from identity.lookups import user_target
-from identity.models import Org, User
+from identity.model_base import fits
+from identity.models import IdpGroup, Org, SsoSession, User
 from identity.names import checked_text, name_key
 from identity.vocabulary import GrantSource, SessionMethod
 from saml import once
@@ -85,8 +86,30 @@ def claims_of(connection: SamlConnection, assertion: Assertion) -> Claims:
     if email is None and derived and "@" in derived:
         email = derived
     also = derived if named and derived and name_key(derived) != name_key(named) else None
-    return Claims(user_name, email, first("given_name"), first("family_name"), first("display_name"),
-                  None if groups is None else sorted(set(groups)), also)
+    claims = Claims(user_name, email, first("given_name"), first("family_name"), first("display_name"),
+                    None if groups is None else sorted(set(groups)), also)
+    check_lengths(assertion, claims)
+    return claims
+
+
+def check_lengths(assertion: Assertion, claims: Claims) -> None:
+    """Refuse `value_too_long` an assertion a value of which is longer than the column it is stored
+    in (the models say how long): SAML puts no bound on a NameID, a SessionIndex or an attribute,
+    and PostgreSQL would refuse the row where SQLite keeps it, so both answer this refusal.
+
+    The assertion id is checked where it is stored first (saml.once.burn_assertion). One rule for
+    identifiers and profile attributes alike: what the IdP signed is kept whole or not at all.
+    """
+    bounded = [(assertion.name_id, SsoSession.name_id), (name_key(assertion.name_id), SsoSession.name_id_key),
+               (assertion.name_id_format, SsoSession.name_id_format),
+               (assertion.session_index, SsoSession.session_index),
+               (claims.user_name, User.user_name), (claims.also_named, User.user_name), (claims.email, User.email),
+               (claims.given_name, User.given_name), (claims.family_name, User.family_name),
+               (claims.display_name, User.display_name)]
+    bounded += [(group, IdpGroup.external_id) for group in claims.groups or []]
+    bounded += [(group, IdpGroup.display_name) for group in claims.groups or []]
+    if not all(fits(value, column) for value, column in bounded):
+        raise Refused("value_too_long")
 
 
 def _name_of(assertion: Assertion, email: str | None) -> str | None:

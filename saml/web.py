@@ -54,6 +54,8 @@ MESSAGES = {
     "ambiguous_user": "Your identity provider named two different accounts of this organization for you. "
                       "Ask an administrator of this organization for help.",
     "invalid_value": "Your identity provider sent a name or email address with characters that are not allowed.",
+    "value_too_long": "Your identity provider sent a name, identifier or group name longer than this service "
+                      "keeps. Ask an administrator of this organization for help.",
     "too_many_pending_sign_ins": "Too many sign-ins were started from your network in the last minutes. "
                                  "Please wait a few minutes and try again.",
     "csrf": "This form did not come from this service's own page, or the page is too old. "

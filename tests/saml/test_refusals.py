@@ -296,3 +296,34 @@ def test_expired_request_id_is_refused_and_used_up(sso: Sso) -> None:
     assert_refused(sso, sso.post(sso.response(name_id="bob@acme.test", in_response_to=request_id)), "request_expired")
     with sso.db.reading() as session:
         assert session.get(SamlPendingRequest, request_id) is None
+
+
+# Each value one character longer than its column (saml.service.check_lengths, saml.once.burn_assertion).
+TOO_LONG: dict[str, dict[str, Any]] = {
+    "NameID": {"name_id": "u" * 513, "name_id_format": "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified",
+               "attributes": {"http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name": ["gus@acme.test"]}},
+    "SessionIndex": {"name_id": "gus@acme.test", "session_index": "_" + "s" * 256},
+    "Assertion ID": {"name_id": "gus@acme.test", "assertion_id": "_" + "a" * 256},
+    "family name": {"name_id": "gus@acme.test", "attributes": {"lastName": ["f" * 201]}},
+    "group claim": {"name_id": "gus@acme.test", "attributes": {"groups": ["g" * 256]}},
+}
+
+
+@pytest.mark.parametrize("kind", list(TOO_LONG))
+def test_a_value_longer_than_its_column_is_refused_on_every_database(sso: Sso, kind: str) -> None:
+    """SQLite would keep it, PostgreSQL would raise: both refuse it with the page, audited, the
+    request used up; nobody is made."""
+    request_id = sso.start_login()
+    before = _users(sso.db)
+    answer = sso.post(sso.response(in_response_to=request_id, **TOO_LONG[kind]))
+    assert_refused(sso, answer, "value_too_long", before)
+    assert answer.status_code == 400 and "longer than this service keeps" in answer.get_data(as_text=True)
+    with sso.db.reading() as session:
+        assert session.get(SamlPendingRequest, request_id) is None
+
+
+def test_values_as_long_as_their_columns_sign_in(sso: Sso) -> None:
+    """(A group claim as long as idp_groups' columns, 255, would mirror to a team, whose names stop at 200.)"""
+    answer = sso.sp_login(name_id="gus@acme.test", session_index="_" + "s" * 255, assertion_id="_" + "a" * 255,
+                          attributes={"firstName": ["g" * 200], "groups": ["G" * 200]})
+    assert answer.status_code == 303, answer.get_data(as_text=True)

@@ -88,23 +88,17 @@ LONG_VALUES: dict[str, dict[str, Any]] = {
 
 
 @pytest.mark.parametrize("kind", list(LONG_VALUES))
-def test_a_long_signed_value_is_answered_as_on_sqlite_not_with_a_500(
-        sso: Sso, kind: str, request: pytest.FixtureRequest) -> None:
+def test_a_long_signed_value_is_answered_as_on_sqlite_not_with_a_500(sso: Sso, kind: str) -> None:
     """SQLite signs these in (303; the group name: a 400 whose page blames "characters"). PostgreSQL's
     bounded columns (sso_sessions.name_id VARCHAR(512), session_index VARCHAR(256),
     saml_seen_assertions.assertion_id VARCHAR(256), users.given_name VARCHAR(200), idp_groups.external_id
     VARCHAR(255)) raise DataError: an unaudited 500, the assertion and the request not used up.
     Either answer the same on both, or refuse with a page."""
-    if sso.db.dialect == "postgresql":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "s24 finding: NameID, SessionIndex, Assertion ID, JIT profile attributes and group claims are stored "
-            "unchecked into bounded columns: "
-            "PostgreSQL answers a 500 (DataError) where SQLite signs in")))
     answer = sso.sp_login(**LONG_VALUES[kind])
     assert answer.status_code < 500, answer.get_data(as_text=True)
 
 
-def test_an_anonymous_login_with_a_long_next_path_is_not_a_500(sso: Sso, request: pytest.FixtureRequest) -> None:
+def test_an_anonymous_login_with_a_long_next_path_is_not_a_500(sso: Sso) -> None:
     """Anybody may open /saml/<org>/login?next=...: the path is kept as the pending request's RelayState,
     a VARCHAR(2048) column. 2,100 characters fit in a request line (gunicorn allows 4,094): SQLite
     keeps them and redirects; PostgreSQL raises DataError, an anonymous 500 on demand. (SAML bindings
