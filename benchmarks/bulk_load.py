@@ -64,9 +64,10 @@ FILLER = [
     """INSERT INTO teams (id, org_id, name, created_at, is_default)
        SELECT 'filler-' || g, :org, 'Filler group ' || g, now(), false
        FROM generate_series(1, CAST(:n AS integer)) AS g""",
-    """INSERT INTO idp_groups (id, org_id, display_name, external_id, team_id, attributes, created_at,
-                              updated_at, version)
-       SELECT md5('g' || g)::uuid::text, :org, 'Filler group ' || g, 'filler-ext-' || g, 'filler-' || g, '{}',
+    """INSERT INTO idp_groups (id, org_id, display_name, display_name_key, external_id, team_id, attributes,
+                              created_at, updated_at, version)
+       SELECT md5('g' || g)::uuid::text, :org, 'Filler group ' || g, 'filler group ' || g, 'filler-ext-' || g,
+              'filler-' || g, '{}',
               now(), now(), 1 FROM generate_series(1, CAST(:n AS integer)) AS g""",
     """INSERT INTO idp_group_members (group_id, user_id)
        SELECT md5('g' || g)::uuid::text,

@@ -7,7 +7,7 @@ group change.
 
 from __future__ import annotations
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from audit import Actor
@@ -15,6 +15,7 @@ from identity.group_locks import lock_group
 from identity.group_membership import add_members, chunks, lock_live, remove_members
 from identity.groups import create_group
 from identity.models import IdpGroup, IdpGroupMember
+from identity.names import name_key
 from identity.vocabulary import GrantSource
 
 
@@ -48,14 +49,15 @@ def apply_user_groups(session: Session, actor: Actor, org_id: str, user_id: str,
 
 
 def _groups_named(session: Session, org_id: str, refs: list[str]) -> dict[str, IdpGroup]:
-    """Return {ref: group} for the refs naming a group of the org: its immutable id first, else its name."""
+    """Return {ref: group} for the refs naming a group of the org: its immutable id first, else its name
+    (by its key, identity.names.name_key: `Équipe` is `équipe` on every database)."""
     by_external: dict[str, IdpGroup] = {}
     by_name: dict[str, IdpGroup] = {}
     for chunk in chunks(refs):
         for group in session.scalars(select(IdpGroup).where(IdpGroup.org_id == org_id, or_(
-                IdpGroup.external_id.in_(chunk), func.lower(IdpGroup.display_name).in_([r.lower() for r in chunk])))):
+                IdpGroup.external_id.in_(chunk), IdpGroup.display_name_key.in_([name_key(r) for r in chunk])))):
             if group.external_id is not None:
                 by_external[group.external_id] = group
-            by_name[group.display_name.lower()] = group
-    found = {ref: by_external.get(ref) or by_name.get(ref.lower()) for ref in refs}
+            by_name[group.display_name_key] = group
+    found = {ref: by_external.get(ref) or by_name.get(name_key(ref)) for ref in refs}
     return {ref: group for ref, group in found.items() if group is not None}

@@ -7,10 +7,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, PrimaryKeyConstraint, String, func, text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, PrimaryKeyConstraint, String, text
+from sqlalchemy.orm import Mapped, mapped_column, validates
 
 from identity.model_base import UUID, Base
+from identity.names import name_key
 from identity.vocabulary import EnumValue, Role
 
 
@@ -22,6 +23,11 @@ class IdpGroup(Base):
     id: Mapped[str] = mapped_column(UUID, primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"))
     display_name: Mapped[str] = mapped_column(String(255))
+    # identity.names.name_key(display_name), kept by `_keep_display_name_key`: what a group's name
+    # compares by (unique per org; SAML claims, mapping rules, SCIM's displayName filter), the same
+    # on every database, whose lower() leaves `É` and `İ` alone (SQLite, PostgreSQL's C collation).
+    # Longer than display_name: case folding can lengthen it (ß folds to ss).
+    display_name_key: Mapped[str] = mapped_column(String(1024))
     external_id: Mapped[str | None] = mapped_column(String(255))
     # The team this group became under `group_sync = mirror`; kept across renames of the group.
     team_id: Mapped[str | None] = mapped_column(ForeignKey("teams.id", ondelete="SET NULL"))
@@ -35,8 +41,14 @@ class IdpGroup(Base):
     # Made by a SAML sign-in's group claim (identity.group_claims), until the IdP's SCIM create adopts it.
     from_claim: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
+    @validates("display_name")
+    def _keep_display_name_key(self, _name: str, value: str) -> str:
+        """Keep the key with the name on every assignment, so that no writer can forget it."""
+        self.display_name_key = name_key(value)
+        return value
+
     __table_args__ = (
-        Index("uq_idp_groups_org_name", "org_id", func.lower(text("display_name")), unique=True),
+        Index("uq_idp_groups_org_name", "org_id", "display_name_key", unique=True),
         Index("ix_idp_groups_org_external_id", "org_id", "external_id"),
         Index("ix_idp_groups_org_team", "org_id", "team_id"),
         Index("ix_idp_groups_org_mapping", "org_id", "mapping_id"),
@@ -70,12 +82,20 @@ class GroupMapping(Base):
     org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"))
     group_external_id: Mapped[str | None] = mapped_column(String(255))
     group_display_name: Mapped[str | None] = mapped_column(String(255))
+    # name_key(group_display_name), kept by `_keep_group_display_name_key`: compared with IdpGroup.display_name_key.
+    group_display_name_key: Mapped[str | None] = mapped_column(String(1024))
     team_id: Mapped[str | None] = mapped_column(ForeignKey("teams.id"))
     team_role: Mapped[Role | None] = mapped_column(EnumValue(Role, 16))
     org_role: Mapped[Role | None] = mapped_column(EnumValue(Role, 16))
     created_at: Mapped[dt.datetime]
 
+    @validates("group_display_name")
+    def _keep_group_display_name_key(self, _name: str, value: str | None) -> str | None:
+        """Keep the key with the name on every assignment, so that no writer can forget it."""
+        self.group_display_name_key = None if value is None else name_key(value)
+        return value
+
     __table_args__ = (
         Index("ix_group_mappings_org_external", "org_id", "group_external_id"),
-        Index("ix_group_mappings_org_name", "org_id", func.lower(text("group_display_name"))),
+        Index("ix_group_mappings_org_name", "org_id", "group_display_name_key"),
     )

@@ -5,22 +5,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, and_, case, func, literal, or_, select
+from sqlalchemy import ColumnElement, String, and_, case, literal, or_, select
 from sqlalchemy.orm import QueryableAttribute, Session
 
 from identity.models import GroupMapping, IdpGroup
 
 
-def rule_matches(external_id: Any, display_name: Any) -> ColumnElement[bool]:
-    """SQL: a rule matches a group of this immutable id and display name (values or IdpGroup's columns).
+def rule_matches(external_id: Any, display_name_key: Any) -> ColumnElement[bool]:
+    """SQL: a rule matches a group of this immutable id and display name's key (identity.names.name_key;
+    values or IdpGroup's columns).
 
     DESIGN 3.3: by the immutable id first, by the display name only as a fallback. A rule that
     names an immutable id is that group's rule: it matches another group by name only when that
     group has no immutable id (Okta pushes groups without one), never a group of a different id
     (a stale rule of a group deleted and made again under the same name).
     """
-    external_id, display_name = _sql(external_id), _sql(display_name)
-    by_name = and_(func.lower(GroupMapping.group_display_name) == func.lower(display_name),
+    external_id, display_name_key = _sql(external_id), _sql(display_name_key)
+    by_name = and_(GroupMapping.group_display_name_key == display_name_key,
                    or_(GroupMapping.group_external_id.is_(None), external_id.is_(None)))
     return or_(GroupMapping.group_external_id == external_id, by_name)
 
@@ -42,7 +43,7 @@ def governing_rule(session: Session, group: IdpGroup) -> GroupMapping | None:
     rank = case((GroupMapping.group_external_id == _sql(group.external_id), 0),
                 (GroupMapping.group_external_id.is_(None), 1), else_=2)
     matched = session.scalars(select(GroupMapping).where(
-        GroupMapping.org_id == group.org_id, rule_matches(group.external_id, group.display_name),
+        GroupMapping.org_id == group.org_id, rule_matches(group.external_id, group.display_name_key),
     ).order_by(rank, GroupMapping.created_at, GroupMapping.id).limit(1)).first()
     if matched is None and group.mapping_id is not None:
         return session.get(GroupMapping, group.mapping_id)

@@ -27,6 +27,7 @@ from identity.group_rules import governing_rule, pin_rule
 from identity.group_versions import touch
 from identity.lookups import group_target
 from identity.models import GroupMapping, IdpGroup, IdpGroupMember, RoleGrant, Team
+from identity.names import name_key
 from identity.roles import authorize
 from identity.vocabulary import GrantSource
 
@@ -44,7 +45,7 @@ def _ensure_free_name(session: Session, org_id: str, name: str, keep: str | None
     if not name:
         raise InvalidValue("displayName is required", field="displayName")
     clash = session.scalars(select(IdpGroup.id).where(
-        IdpGroup.org_id == org_id, func.lower(IdpGroup.display_name) == name.lower())).first()
+        IdpGroup.org_id == org_id, IdpGroup.display_name_key == name_key(name))).first()
     if clash is not None and clash != keep:
         raise Conflict(f"a group named {name!r} already exists", field="displayName")
     return name
@@ -83,7 +84,7 @@ def _claimed_by_sign_in(session: Session, org_id: str, display_name: str, extern
     """The group a SAML claim made (`from_claim`, group_claims) that a SCIM create names by its
     externalId or its displayName; None when there is none. A group SCIM made is never adopted,
     whatever its names (a second create of its name stays a 409)."""
-    names = [func.lower(IdpGroup.display_name) == (display_name or "").strip().lower()]
+    names = [IdpGroup.display_name_key == name_key((display_name or "").strip())]
     if external_id:
         names.append(IdpGroup.external_id == external_id)
     return session.scalars(select(IdpGroup).where(

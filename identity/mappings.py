@@ -23,6 +23,7 @@ from identity.actions import Action
 from identity.errors import InvalidValue, NotFound, PermissionDenied
 from identity.lookups import lock_team
 from identity.models import GroupMapping, IdpGroup
+from identity.names import name_key
 from identity.roles import ROLES, authorize, parse_role, refusal
 from identity.vocabulary import Role
 
@@ -31,7 +32,7 @@ def groups_matching(session: Session, rule: GroupMapping) -> list[IdpGroup]:
     """Return the groups `rule` governs now (group_rules.governing_rule): those it matches or is pinned to,
     in id order (group_locks.lock_group)."""
     candidates = session.scalars(select(IdpGroup).join(GroupMapping, and_(
-        GroupMapping.id == rule.id, or_(group_rules.rule_matches(IdpGroup.external_id, IdpGroup.display_name),
+        GroupMapping.id == rule.id, or_(group_rules.rule_matches(IdpGroup.external_id, IdpGroup.display_name_key),
                                         IdpGroup.mapping_id == rule.id),
     )).where(IdpGroup.org_id == rule.org_id).order_by(IdpGroup.id))
     return [group for group in candidates if group_rules.governing_rule(session, group) is rule]
@@ -67,12 +68,12 @@ def _authorize_owners_groups(session: Session, actor: Actor, org_id: str, names:
             reached.append(IdpGroup.external_id == external_id)
             shared.append(GroupMapping.group_external_id == external_id)
         if display_name:  # a rule naming an id matches by name only a group without one
-            by_name = func.lower(IdpGroup.display_name) == display_name.lower()
+            by_name = IdpGroup.display_name_key == name_key(display_name)
             reached.append(by_name if external_id is None else and_(by_name, IdpGroup.external_id.is_(None)))
             # from the rules' side, with no group to ask: two rules of one display name both match a
             # group of that name pushed without an immutable id, whatever ids they name
-            shared.append(func.lower(GroupMapping.group_display_name) == display_name.lower())
-    governs = or_(group_rules.rule_matches(IdpGroup.external_id, IdpGroup.display_name),
+            shared.append(GroupMapping.group_display_name_key == name_key(display_name))
+    governs = or_(group_rules.rule_matches(IdpGroup.external_id, IdpGroup.display_name_key),
                   IdpGroup.mapping_id == GroupMapping.id)
     owners_rule = and_(GroupMapping.org_id == org_id, GroupMapping.org_role == Role.OWNER)
     pushed = select(IdpGroup.display_name).join(GroupMapping, and_(

@@ -178,12 +178,13 @@ USERS = Registry(
 GROUPS = Registry(
     schema=GROUP, document=IdpGroup.attributes,
     columns={
-        "id": IdpGroup.id, "externalid": IdpGroup.external_id, "displayname": IdpGroup.display_name,
+        "id": IdpGroup.id, "externalid": IdpGroup.external_id, "displayname": IdpGroup.display_name_key,
         "meta.created": IdpGroup.created_at, "meta.lastmodified": IdpGroup.updated_at,
         "meta.resourcetype": literal("Group", String()),
     },
     relations={"members": _members_of_group()},
-    stored_as_key=frozenset({"members.value"}),
+    # A group's displayName is unique as its key (identity.names; what SAML claims and rules match by).
+    stored_as_key=frozenset({"members.value", "displayname"}),
     stored_stripped=frozenset({"displayname"}),
     lower_indexed=frozenset({"displayname"}),  # uq_idp_groups_org_name
     identifying=frozenset({"id", "externalid", "displayname"}),

@@ -61,19 +61,15 @@ class Kind:
 _AS_SENT = frozenset({"externalid", "id"})  # caseExact (RFC 7643 section 3.1)
 
 
-def _stripped_key(value: str) -> str:  # userName: stored stripped, as its key
+def _stripped_key(value: str) -> str:  # userName, a group's displayName: stored stripped, compared as its key
     return name_key(value.strip())
-
-
-def _stripped_lower(value: str) -> str:  # a group's displayName: stored stripped, not caseExact
-    return value.strip().lower()
 
 
 USERS = Kind(_forms(r'userName|externalId|id|emails|emails\.value'
                     r'|emails\[type[ \t]+eq[ \t]+"(?:work|home|other)"\]\.value'),
              users_page, lambda form: None if form in _AS_SENT else _stripped_key if form == "username" else name_key)
 GROUPS = Kind(_forms(r'displayName|externalId|id'), groups_page,
-              lambda form: None if form in _AS_SENT else _stripped_lower)
+              lambda form: None if form in _AS_SENT else _stripped_key)
 PLACEHOLDER = "lookupvalue"  # lowercase ASCII: its own key and its own lowercase, bound as written
 
 

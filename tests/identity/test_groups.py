@@ -61,6 +61,23 @@ def test_rule_by_external_id_beats_display_name_and_grants_roles(db: Database, a
         assert admins_team.id not in users.team_roles(session, bob.id)
 
 
+@pytest.mark.parametrize(("rule_name", "group_name"), [("équipe paris", "Équipe Paris"), ("Åsa's team", "åSA'S TEAM")])
+def test_names_outside_ascii_compare_as_keys_on_every_database(db: Database, acme: NewOrg, system: Actor,
+                                                               rule_name: str, group_name: str) -> None:
+    """A rule by display name matches the group whatever the case of its non-ASCII letters, and a
+    second group of that name is a 409, on SQLite as on PostgreSQL (identity.names.name_key)."""
+    from identity.errors import Conflict
+
+    bob = provision(db, system, acme.org.id, "bob@acme.test")
+    _mapping(db, acme.org.id, group_display_name=rule_name, org_role="admin")
+    with db.transaction() as session:
+        groups.create_group(session, system, acme.org.id, display_name=group_name, member_ids=[bob.id])
+    with db.reading() as session:
+        assert users.org_role(session, bob.id) == "admin"
+    with db.transaction() as session, pytest.raises(Conflict):
+        groups.create_group(session, system, acme.org.id, display_name=rule_name)
+
+
 def test_owner_from_idp_only_when_the_org_allows_it(db: Database, acme: NewOrg, system: Actor) -> None:
     carol = provision(db, system, acme.org.id, "carol@acme.test")
     _mapping(db, acme.org.id, group_display_name="Founders", org_role="owner")

@@ -48,14 +48,7 @@ def test_an_edited_email_does_not_take_a_linked_account_after_the_idp_entity_id_
     assert answer.status_code == 403, "Mallory's NameID was linked to Ann's account"
 
 
-_GROUP_CLAIM_MISSED = pytest.mark.xfail(strict=True, reason=(
-    "s24 finding: group claims are matched by display name with Python's lower() against SQL lower() (ASCII "
-    "only on SQLite and under the C collation): the IdP's group is missed, the claim's own group then clashes "
-    "with its name, and every sign-in of its members is refused (conflict)"))
-
-
-@pytest.mark.parametrize("name", [pytest.param("Équipe Paris", marks=_GROUP_CLAIM_MISSED),
-                                  pytest.param("İnsan Kaynakları", marks=_GROUP_CLAIM_MISSED), "Engineering"])
+@pytest.mark.parametrize("name", ["Équipe Paris", "İnsan Kaynakları", "Engineering"])
 def test_a_group_claim_by_name_finds_the_idps_group_whatever_its_letters(sso: Sso, system: Actor, name: str) -> None:
     """Okta's SAML groups claim is the groups' names; its SCIM pushes them with an externalId (the Okta
     group id). A member of a group named with a capital letter outside ASCII (French, Turkish: Human

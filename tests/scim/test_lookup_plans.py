@@ -50,8 +50,9 @@ GENERATE = [
     """INSERT INTO user_emails (org_id, user_id, value, type, "primary")
        SELECT :org, md5('u' || i)::uuid::text, 'user' || i || '@plan.test', 'work', true
        FROM generate_series(1, :users) AS i""",
-    """INSERT INTO idp_groups (id, org_id, display_name, external_id, attributes, created_at, updated_at, version)
-       SELECT md5('g' || i)::uuid::text, :org, 'Group ' || i, 'gext-' || i, '{}',
+    """INSERT INTO idp_groups (id, org_id, display_name, display_name_key, external_id, attributes, created_at,
+                              updated_at, version)
+       SELECT md5('g' || i)::uuid::text, :org, 'Group ' || i, 'group ' || i, 'gext-' || i, '{}',
               timestamp '2026-01-01' + i * interval '1 second', timestamp '2026-01-01', 1
        FROM generate_series(1, :groups) AS i""",
 ]
