@@ -39,9 +39,6 @@ class Operand:
     # Stored without surrounding spaces (userName, a group's displayName): `eq` and `ne` compare the
     # value the same way, so that an IdP's lookup of what it sent finds what it created.
     stripped: bool = False
-    # Looked up through an index on lower(column) (a group's displayName): compared with lower(), not
-    # `folded`, so that the index serves it.
-    lower_indexed: bool = False
 
     def text(self) -> SQLColumnExpression[Any]:
         return self.column if self.column is not None else json_text(self.json, *self.keys)
@@ -104,8 +101,6 @@ def _compare_string(operand: Operand, op: str, value: Any) -> ColumnElement[bool
     if not operand.attr.case_exact:
         if operand.keyed:
             given = name_key(value)
-        elif operand.lower_indexed:
-            given, expr = value.lower(), func.lower(expr)
         else:
             given, expr = folded(literal(value, String())), folded(expr)
     if op == "co":  # no LIKE: `%`, `_` and `\` in values stay literal on every database
@@ -116,7 +111,6 @@ def _compare_string(operand: Operand, op: str, value: Any) -> ColumnElement[bool
         expr = func.substr(expr, func.length(expr) - func.length(given) + 1)
     compared: ColumnElement[bool] = (operator.eq if op in ("eq", "sw", "ew") else ORDERING[op])(expr, given)
     return compared
-
 
 
 def present(operand: Operand) -> ColumnElement[bool]:

@@ -48,7 +48,6 @@ class Registry:
     stand_ins: dict[str, dict[str, SQLColumnExpression[Any]]] = field(default_factory=dict)
     stored_as_key: frozenset[str] = frozenset()
     stored_stripped: frozenset[str] = frozenset()  # the domain strips these (identity.users, identity.groups)
-    lower_indexed: frozenset[str] = frozenset()  # columns with an index on lower(column): compared by lower()
     # What an IdP looks a resource up by: `eq` on one of these names a handful of resources at
     # most, whatever the org's size (scim.filter.bounded).
     identifying: frozenset[str] = frozenset()
@@ -84,7 +83,6 @@ class Registry:
         full = key if sub is None else f"{key}.{sub.name.lower()}"
         if full in self.columns:
             return Operand(target, column=self.columns[full], keyed=full in self.stored_as_key,
-                           lower_indexed=full in self.lower_indexed,
                            stripped=full in self.stored_stripped)
         if key == "meta":
             raise InvalidFilter(f"meta.{target.name} cannot be filtered on")
@@ -186,6 +184,5 @@ GROUPS = Registry(
     # A group's displayName is unique as its key (identity.names; what SAML claims and rules match by).
     stored_as_key=frozenset({"members.value", "displayname"}),
     stored_stripped=frozenset({"displayname"}),
-    lower_indexed=frozenset({"displayname"}),  # uq_idp_groups_org_name
     identifying=frozenset({"id", "externalid", "displayname"}),
 )

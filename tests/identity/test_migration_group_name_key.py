@@ -1,4 +1,4 @@
-"""Migration 0029: groups and mapping rules keep their name's key (identity.names.name_key), computed in
+"""Migration 0030: groups and mapping rules keep their name's key (identity.names.name_key), computed in
 Python for existing rows, and the org's groups are unique by it; two groups that are one name under the
 key stop the upgrade before any change; going back restores the lower() indexes. Both databases."""
 
@@ -31,16 +31,16 @@ def _org(db_url: str, system: Actor) -> tuple[str, str]:
 
 def _add_group(db_url: str, org_id: str, group_id: str, name: str) -> None:
     db = Database(db_url)
-    with db.begin() as conn:  # the table as 0027 left it: no key
+    with db.begin() as conn:  # the table as 0029 left it: no key
         conn.execute(text("INSERT INTO idp_groups (id, org_id, display_name, attributes, created_at, updated_at, "
                           "version, from_claim) VALUES (:id, :org, :name, '{}', :t, :t, 1, false)"),
                      {"id": group_id, "org": org_id, "name": name, "t": NOW})
     db.dispose()
 
 
-def test_0029_keys_existing_groups_and_rules_and_goes_back(db_url: str, system: Actor) -> None:
+def test_0030_keys_existing_groups_and_rules_and_goes_back(db_url: str, system: Actor) -> None:
     org_id, _team = _org(db_url, system)
-    downgrade(db_url, "0027")
+    downgrade(db_url, "0029")
     _add_group(db_url, org_id, "g1", "Équipe Paris")
     _add_group(db_url, org_id, "g2", "İnsan Kaynakları")
     upgrade(db_url, "head")
@@ -57,7 +57,7 @@ def test_0029_keys_existing_groups_and_rules_and_goes_back(db_url: str, system: 
         assert governing_rule(session, session.get_one(IdpGroup, "g2")) is not None
     db.dispose()
 
-    downgrade(db_url, "0027")
+    downgrade(db_url, "0029")
     back = Database(db_url)
     assert "display_name_key" not in {c["name"] for c in inspect(back.engine).get_columns("idp_groups")}
     assert "group_display_name_key" not in {c["name"] for c in inspect(back.engine).get_columns("group_mappings")}
@@ -70,10 +70,10 @@ def test_0029_keys_existing_groups_and_rules_and_goes_back(db_url: str, system: 
 
 
 @pytest.mark.sqlite_only("SQLite's lower() leaves É alone on every install; PostgreSQL's depends on the collation")
-def test_0029_stops_before_any_change_on_two_groups_of_one_name_under_the_key(db_url: str, system: Actor) -> None:
+def test_0030_stops_before_any_change_on_two_groups_of_one_name_under_the_key(db_url: str, system: Actor) -> None:
     """SQLite's lower() let `ÉQUIPE` and `équipe` be two groups: the upgrade names them and changes nothing."""
     org_id, _team = _org(db_url, system)
-    downgrade(db_url, "0027")
+    downgrade(db_url, "0029")
     _add_group(db_url, org_id, "g1", "ÉQUIPE")
     _add_group(db_url, org_id, "g2", "équipe")
     with pytest.raises(RuntimeError, match="ÉQUIPE"):

@@ -16,8 +16,8 @@ the IdP) and upgrade again. The check runs before any change.
 NOT NULL from the start for the group's key: SQLite adds such a column only with a default, which
 PostgreSQL then drops (as 0025).
 
-Revision ID: 0029
-Revises: 0027
+Revision ID: 0030
+Revises: 0029
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from collections import defaultdict
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0029"
-down_revision = "0027"
+revision = "0030"
+down_revision = "0029"
 branch_labels = None
 depends_on = None
 
