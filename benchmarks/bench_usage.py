@@ -72,7 +72,8 @@ def seed_teams(url: str, org_id: str, owner_id: str, teams: int, balance: int) -
         rows_t, rows_k, rows_w, rows_e, key_ids = [], [], [], [], []
         for i in range(teams):
             team_id, key_id = f"bench-{i:05d}-{uuid.uuid4().hex[:6]}", str(uuid.uuid4())
-            rows_t.append({"id": team_id, "org_id": org_id, "name": f"Bench {team_id}", "created_at": now,
+            rows_t.append({"id": team_id, "org_id": org_id, "name": f"Bench {team_id}", "name_key": f"bench {team_id}",
+                           "created_at": now,
                            "is_default": False})
             rows_k.append({"id": key_id, "org_id": org_id, "team_id": team_id, "user_id": owner_id, "name": "b",
                            "prefix": tokens.generate("key").prefix, "secret_hash": "0" * 64, "scopes": ["inference"],

@@ -61,8 +61,8 @@ SELECT CAST(:org AS varchar), md5('u' || i)::uuid::text, :team, :role, 'scim', :
 FROM generate_series(CAST(:first AS integer), CAST(:last AS integer)) AS i"""
 # Filler groups g (1..n), each with its mirror team and members: `size` users from `offset` on.
 FILLER = [
-    """INSERT INTO teams (id, org_id, name, created_at, is_default)
-       SELECT 'filler-' || g, :org, 'Filler group ' || g, now(), false
+    """INSERT INTO teams (id, org_id, name, name_key, created_at, is_default)
+       SELECT 'filler-' || g, :org, 'Filler group ' || g, 'filler group ' || g, now(), false
        FROM generate_series(1, CAST(:n AS integer)) AS g""",
     """INSERT INTO idp_groups (id, org_id, display_name, display_name_key, external_id, team_id, attributes,
                               created_at, updated_at, version)

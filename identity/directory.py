@@ -21,6 +21,7 @@ from identity import grants, invitations, orgs, seats, users
 from identity.errors import InvalidValue, NotFound
 from identity.lookups import acting_user_id, get_team
 from identity.models import GroupMapping, Invitation, Org, RoleGrant, Team, User
+from identity.names import name_key
 from identity.paging import Position, Window, by_id, split, split_by_id, within
 from identity.roles import RANK, ROLES, SOURCES, authorize, highest, refusal
 from identity.vocabulary import Role
@@ -135,12 +136,13 @@ def team_names(session: Session, actor: Actor, org_id: str, team_ids: Iterable[s
 
 
 def find_team(session: Session, actor: Actor, org_id: str, id_or_name: str) -> TeamEntry:
-    """Return the org's team with this id, else the one of this name (names are unique per org,
-    case-insensitively): how a person names one team among thousands (NotFound when none is)."""
+    """Return the org's team with this id, else the one of this name (names are unique per org by
+    their key, identity.names.name_key: `ÉQUIPE` finds `Équipe`): how a person names one team among
+    thousands (NotFound when none is)."""
     authorize(actor, "directory.read", org_id=org_id)
     typed = id_or_name.strip()
     found = session.scalars(select(Team).where(Team.org_id == org_id, or_(
-        Team.id == typed, func.lower(Team.name) == typed.lower())).order_by(Team.id != typed).limit(1)).first()
+        Team.id == typed, Team.name_key == name_key(typed))).order_by(Team.id != typed).limit(1)).first()
     if found is None:
         raise NotFound(f"no team {typed!r} in this org: type its name or id", field="team_id", team=typed)
     return TeamEntry.of(found)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
@@ -72,7 +72,7 @@ def mirror_team(session: Session, actor: Actor, group: IdpGroup) -> str:
     change, as an admin switching `group_sync` does), audited as `team.created` by `actor`."""
     if group.team_id is None:
         existing = session.scalars(select(Team.id).where(
-            Team.org_id == group.org_id, func.lower(Team.name) == group.display_name.lower())).first()
+            Team.org_id == group.org_id, Team.name_key == group.display_name_key)).first()
         made = _adopted(session, group, existing) if existing is not None else None
         made = made or teams.create_team(session, actor, group.org_id, group.display_name, creator=False)
         group.team_id = made.id
@@ -88,7 +88,7 @@ def _adopted(session: Session, group: IdpGroup, team_id: str) -> Team | None:
         team = lock_team(session, group.org_id, team_id)
     except NotFound:
         return None
-    return team if team.name.lower() == group.display_name.lower() else None
+    return team if team.name_key == group.display_name_key else None
 
 
 def _live_users(session: Session, org_id: str, user_ids: list[str]) -> set[str]:

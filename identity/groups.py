@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
@@ -179,7 +179,7 @@ def _may_rename(session: Session, org_id: str, group_id: str, display_name: str 
 
 def _name_taken_by_other_team(session: Session, group: IdpGroup) -> bool:
     return session.scalars(select(Team.id).where(
-        Team.org_id == group.org_id, func.lower(Team.name) == group.display_name.lower(),
+        Team.org_id == group.org_id, Team.name_key == group.display_name_key,
         Team.id != group.team_id)).first() is not None
 
 

@@ -79,10 +79,21 @@ class Team(Base):
     id: Mapped[str] = mapped_column(String(80), primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id"), index=True)
     name: Mapped[str] = mapped_column(String(200))
+    # identity.names.name_key(name), kept by `_keep_name_key`: what a team's name compares by (unique
+    # per org; a mirrored group adopts the team of its name by it, as IdpGroup.display_name_key), the
+    # same on every database, whose lower() leaves `É` and `İ` alone (SQLite, PostgreSQL's C collation).
+    # Longer than name: case folding can lengthen it (ß folds to ss).
+    name_key: Mapped[str] = mapped_column(String(1024))
     created_at: Mapped[dt.datetime]
     is_default: Mapped[bool] = mapped_column(Boolean, default=False)
 
-    __table_args__ = (Index("uq_teams_org_name", "org_id", func.lower(text("name")), unique=True),)
+    @validates("name")
+    def _keep_name_key(self, _name: str, value: str) -> str:
+        """Keep the key with the name on every assignment, so that no writer can forget it."""
+        self.name_key = name_key(value)
+        return value
+
+    __table_args__ = (Index("uq_teams_org_name", "org_id", "name_key", unique=True),)
 
 
 class User(Base):

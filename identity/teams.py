@@ -10,7 +10,7 @@ import re
 import secrets
 import unicodedata
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
@@ -21,6 +21,7 @@ from identity.errors import Conflict, InvalidValue, NotFound
 from identity.grants import org_role
 from identity.lookups import acting_user_id, find_by_address, get_team, get_user, lock_live_user, lock_team
 from identity.models import ApiKey, IdpGroup, RoleGrant, Team, User
+from identity.names import name_key
 from identity.roles import RANK, authorize, parse_role
 from identity.vocabulary import GrantSource, KeyStatus, Role
 
@@ -42,7 +43,9 @@ def _clean_name(name: str) -> str:
 
 
 def _ensure_free_name(session: Session, org_id: str, name: str, keep: str | None = None) -> None:
-    clash = session.scalars(select(Team).where(Team.org_id == org_id, func.lower(Team.name) == name.lower())).first()
+    """Refuse a name another team of the org has, compared by its key (identity.names.name_key:
+    `ÉQUIPE` is `équipe`, `STRASSE` is `Straße`, on every database), as uq_teams_org_name does."""
+    clash = session.scalars(select(Team).where(Team.org_id == org_id, Team.name_key == name_key(name))).first()
     if clash is not None and clash.id != keep:
         raise Conflict(f"a team named {name!r} already exists", field="name")
 

@@ -67,7 +67,7 @@ def seed_teams(db: Database, org: NewOrg, count: int, *, start: int = 0) -> list
     ids = [f"team-{start + i}" for i in range(count)]
     with db.begin() as conn:
         conn.execute(insert(Team.__table__), [
-            {"id": tid, "org_id": org.org.id, "name": f"Team {tid}", "created_at": NOW + dt.timedelta(seconds=i + 1),
+            {"id": tid, "org_id": org.org.id, "name": f"Team {tid}", "name_key": f"team {tid}", "created_at": NOW + dt.timedelta(seconds=i + 1),
              "is_default": False} for i, tid in enumerate(ids)])
     return ids
 

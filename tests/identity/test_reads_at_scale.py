@@ -232,8 +232,8 @@ def test_the_team_list_counts_a_small_team_along_its_own_index(big: Big) -> None
     subquery) walked the whole grants table in id order for the small one, as it does for Default."""
     from identity import directory
     with big.db.begin() as conn:
-        conn.execute(text("INSERT INTO teams (id, org_id, name, created_at, is_default) VALUES "
-                          "('small-1', :org, 'Small', timestamp '2026-01-02', false) ON CONFLICT DO NOTHING"),
+        conn.execute(text("INSERT INTO teams (id, org_id, name, name_key, created_at, is_default) VALUES "
+                          "('small-1', :org, 'Small', 'small', timestamp '2026-01-02', false) ON CONFLICT DO NOTHING"),
                      {"org": big.org.org.id})
         conn.execute(text("INSERT INTO role_grants (org_id, user_id, team_id, role, source, source_ref, created_at) "
                           "SELECT :org, md5('u' || i)::uuid::text, 'small-1', 'member', 'manual', '', "
