@@ -30,6 +30,13 @@ class InvalidValue(DomainError):
     code = "invalid_value"
 
 
+class ValueTooLong(InvalidValue):
+    """A value longer than what keeps it: a team's name (200) made of a group's (255) under mirror,
+    which a SAML sign-in answers as it does a claim longer than its column (saml.service.check_lengths)."""
+
+    code = "value_too_long"
+
+
 class AmountOutOfRange(InvalidValue):
     """A running money total (a balance, a period's spend or cost) would pass identity.wallets.MAX_TOTAL."""
 

@@ -17,9 +17,10 @@ from audit import Actor, clock, record
 from audit.log import Target
 from identity import key_revocation
 from identity.actions import Action
-from identity.errors import Conflict, InvalidValue, NotFound
+from identity.errors import Conflict, InvalidValue, NotFound, ValueTooLong
 from identity.grants import org_role
 from identity.lookups import acting_user_id, find_by_address, get_team, get_user, lock_live_user, lock_team
+from identity.model_base import fits, max_length
 from identity.models import ApiKey, IdpGroup, RoleGrant, Team, User
 from identity.names import name_key
 from identity.roles import RANK, authorize, parse_role
@@ -36,9 +37,14 @@ def slugify(name: str, *, max_length: int = 40) -> str:
 
 
 def _clean_name(name: str) -> str:
+    """Return `name` with its runs of whitespace made one space, or refuse it: empty (InvalidValue),
+    longer than the column (ValueTooLong: a mirrored group's name may be, groups keep 255)."""
     name = " ".join((name or "").split())
-    if not name or len(name) > 200:
+    if not name:
         raise InvalidValue("a team name must have 1 to 200 characters", field="name")
+    if not fits(name, Team.name):
+        raise ValueTooLong(f"a team name must have 1 to {max_length(Team.name)} characters: "
+                           f"this one has {len(name)}", field="name")
     return name
 
 

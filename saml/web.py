@@ -21,7 +21,8 @@ from werkzeug.wrappers import Response as HttpResponse
 
 from audit import clock
 from identity import config, sessions
-from identity.models import Org
+from identity.model_base import max_length
+from identity.models import Org, Team
 from identity.web import cookies
 from identity.web import security_headers as headers
 from identity.web.context import cookie_path, database, secure_cookies
@@ -55,7 +56,8 @@ MESSAGES = {
                       "Ask an administrator of this organization for help.",
     "invalid_value": "Your identity provider sent a name or email address with characters that are not allowed.",
     "value_too_long": "Your identity provider sent a name, identifier or group name longer than this service "
-                      "keeps. Ask an administrator of this organization for help.",
+                      f"keeps (a group that becomes a team: a team's name has at most {max_length(Team.name)} "
+                      "characters). Ask an administrator of this organization for help.",
     "too_many_pending_sign_ins": "Too many sign-ins were started from your network in the last minutes. "
                                  "Please wait a few minutes and try again.",
     "csrf": "This form did not come from this service's own page, or the page is too old. "

@@ -322,6 +322,22 @@ def test_a_value_longer_than_its_column_is_refused_on_every_database(sso: Sso, k
         assert session.get(SamlPendingRequest, request_id) is None
 
 
+@pytest.mark.parametrize("length", [201, 255])
+def test_a_group_claim_too_long_for_the_team_it_mirrors_to_is_refused_as_too_long(sso: Sso, length: int) -> None:
+    """Under `group_sync = mirror` a group no rule governs becomes a team, whose names stop at 200: a
+    claim of 201-255 characters fits the group but not its team, and is refused value_too_long (not
+    invalid_value, whose page speaks of characters that are not allowed), audited, nobody made."""
+    request_id = sso.start_login()
+    before = _users(sso.db)
+    answer = sso.post(sso.response(in_response_to=request_id, name_id="gus@acme.test",
+                                   attributes={"groups": ["g" * length]}))
+    assert_refused(sso, answer, "value_too_long", before)
+    page = answer.get_data(as_text=True)
+    assert answer.status_code == 400 and "longer than this service keeps" in page and "team" in page
+    with sso.db.reading() as session:
+        assert session.get(SamlPendingRequest, request_id) is None
+
+
 def test_values_as_long_as_their_columns_sign_in(sso: Sso) -> None:
     """(A group claim as long as idp_groups' columns, 255, would mirror to a team, whose names stop at 200.)"""
     answer = sso.sp_login(name_id="gus@acme.test", session_index="_" + "s" * 255, assertion_id="_" + "a" * 255,
