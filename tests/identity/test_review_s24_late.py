@@ -173,3 +173,24 @@ def test_billing_check_finds_a_period_cost_that_is_not_its_ledgers(db: Database,
         conn.execute(Wallet.__table__.update().values(period_cost_micros=0))
     result = runner.invoke(main, ["billing", "check", "--org", acme.org.slug])
     assert result.exit_code == 1, result.output
+
+
+@pytest.mark.xfail(strict=True, reason="the same cause, worse: changing the auto top-up's amount while its request's "
+                   "POST is in flight cancels it under the hook and raises a new one at once "
+                   "(wallet_controls.configure_wallet -> topups.request_if_due): the hook charges both for one crossing")
+def test_changing_the_auto_top_up_while_the_hook_is_being_asked_does_not_charge_twice(
+        db: Database, system: Actor, acme: NewOrg) -> None:
+    key_id = _with_auto_top_up(db, system, acme, balance=2_000, threshold=1_000, amount=5_000)
+    post(db, UsageRecord(key_id, "m", 1_500, "r1"))  # 500: request R for 5,000
+    sent: list[bytes] = []
+
+    def hook_while_the_owner_changes_it(url: str, body: bytes, headers: dict[str, str]) -> None:
+        sent.append(body)
+        if len(sent) == 1:
+            with db.transaction() as session:
+                wallet_controls.configure_wallet(session, owner(acme), acme.org.id, acme.default_team_id,
+                                                 auto_topup={"threshold_micros": 1_000, "amount_micros": 9_000})
+
+    topups.deliver(db, HOOK, system, post=hook_while_the_owner_changes_it)
+    topups.deliver(db, HOOK, system, post=hook_while_the_owner_changes_it)
+    assert len(sent) == 1, f"one crossing of the threshold, {len(sent)} charges asked of the hook"
