@@ -292,21 +292,37 @@ def _fulfil_pending(session: Session, wallet: Wallet, reference: str, micros: in
 
 def withdraw_undelivered(session: Session, actor: Actor, wallet: Wallet, reason: str) -> list[str]:
     """Cancel the team's top-up requests not yet handed to the payment hook (pending, or failed and to
-    be retried), each audited (`wallet.topup_cancelled` with `reason`); forget the wallet's pending
-    request when it was one of them, so the next crossing of the threshold may raise one. Return their ids.
+    be retried) and not being handed to it now, each audited (`wallet.topup_cancelled` with `reason`);
+    forget the wallet's pending request when it was one of them, so the next crossing of the threshold
+    may raise one. Return their ids.
 
     Under the wallet's lock (the caller's), as every change of its pending request is. A request
     already delivered is the hook's now (it may be charging): it stays, and its payment fulfils it.
+    So does one claimed by a sender (identity.topups.deliver: `claimed_until` in the future), whose POST
+    may be in flight: cancelled under it, the hook would charge for a cancelled request, and (the
+    wallet's pending request forgotten) the next debit or change would raise a second charge for one
+    crossing. It stays pending in the wallet; the sender marks it delivered or failed. One UPDATE whose
+    WHERE is the rule: PostgreSQL checks it again on the row a claim just committed, SQLite's writers
+    take turns, so a claim and a withdrawal never both win.
     """
-    undelivered = select(TopUpRequest).where(TopUpRequest.team_id == wallet.team_id,
-                                             TopUpRequest.status.in_(UNDELIVERED_TOPUP))
-    withdrawn = []
-    for found in session.scalars(undelivered.order_by(TopUpRequest.created_at)).all():
-        before, found.status, found.claimed_until = found.status, TOPUP_CANCELLED, None
+    now = clock.now()
+    seen = {request_id: status for request_id, status in session.execute(
+        select(TopUpRequest.id, TopUpRequest.status).where(
+            TopUpRequest.team_id == wallet.team_id, TopUpRequest.status.in_(UNDELIVERED_TOPUP))
+        .order_by(TopUpRequest.created_at))}
+    if not seen:
+        return []
+    cancelled = {request_id: asked for request_id, asked in session.execute(update(TopUpRequest).where(
+        TopUpRequest.id.in_(list(seen)), TopUpRequest.status.in_(UNDELIVERED_TOPUP),
+        TopUpRequest.claimed_until.is_(None) | (TopUpRequest.claimed_until <= now))
+        .values(status=TOPUP_CANCELLED, claimed_until=None)
+        .returning(TopUpRequest.id, TopUpRequest.amount_micros)
+        .execution_options(synchronize_session="fetch"))}
+    withdrawn = [request_id for request_id in seen if request_id in cancelled]  # oldest first
+    for request_id in withdrawn:
         record(session, actor, Action.WALLET_TOPUP_CANCELLED, team_target(wallet.team_id),
-               {"request_id": found.id, "amount_micros": found.amount_micros, "reason": reason,
-                "status": {"before": before, "after": TOPUP_CANCELLED}}, org_id=wallet.org_id)
-        withdrawn.append(found.id)
+               {"request_id": request_id, "amount_micros": cancelled[request_id], "reason": reason,
+                "status": {"before": seen[request_id], "after": TOPUP_CANCELLED}}, org_id=wallet.org_id)
     if wallet.pending_topup_id in withdrawn:
         wallet.pending_topup_id = None
     return withdrawn

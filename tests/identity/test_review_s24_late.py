@@ -30,9 +30,6 @@ from tests.identity.test_wallets import _with_auto_top_up, owner, post, top_up
 HOOK = ("https://pay.example/hook", "s3cret")
 
 
-@pytest.mark.xfail(strict=True, reason="wallets.withdraw_undelivered cancels every pending/failed request, "
-                   "claimed or not: one the CLI has claimed and is POSTing to the hook is cancelled under it "
-                   "(claimed_until cleared), the hook charges, and _mark leaves it 'cancelled' with delivered_at")
 def test_turning_auto_top_up_off_while_the_hook_is_being_asked_does_not_cancel_what_it_charges(
         db: Database, system: Actor, acme: NewOrg) -> None:
     key_id = _with_auto_top_up(db, system, acme, balance=2_000, threshold=1_000, amount=5_000)
@@ -52,8 +49,6 @@ def test_turning_auto_top_up_off_while_the_hook_is_being_asked_does_not_cancel_w
     assert request.status != "cancelled", (request.status, request.delivered_at)
 
 
-@pytest.mark.xfail(strict=True, reason="the same: a refund that restores the balance withdraws (balance_restored) "
-                   "the request the hook is being asked for at that moment")
 def test_a_refund_while_the_hook_is_being_asked_does_not_cancel_what_it_charges(
         db: Database, system: Actor, acme: NewOrg) -> None:
     key_id = _with_auto_top_up(db, system, acme, balance=2_000, threshold=1_000, amount=5_000)
@@ -175,9 +170,6 @@ def test_billing_check_finds_a_period_cost_that_is_not_its_ledgers(db: Database,
     assert result.exit_code == 1, result.output
 
 
-@pytest.mark.xfail(strict=True, reason="the same cause, worse: changing the auto top-up's amount while its request's "
-                   "POST is in flight cancels it under the hook and raises a new one at once "
-                   "(wallet_controls.configure_wallet -> topups.request_if_due): the hook charges both for one crossing")
 def test_changing_the_auto_top_up_while_the_hook_is_being_asked_does_not_charge_twice(
         db: Database, system: Actor, acme: NewOrg) -> None:
     key_id = _with_auto_top_up(db, system, acme, balance=2_000, threshold=1_000, amount=5_000)
