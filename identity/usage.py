@@ -34,7 +34,7 @@ from identity import topups, usage_audit
 from identity.errors import NotFound
 from identity.model_base import bound_columns
 from identity.models import ApiKey
-from identity.usage_records import AMOUNT_OUT_OF_RANGE
+from identity.usage_records import AMOUNT_OUT_OF_RANGE as AMOUNT_OUT_OF_RANGE
 from identity.usage_records import MAX_BATCH as MAX_BATCH
 from identity.usage_records import Outcome as Outcome
 from identity.usage_records import UsageRecord as UsageRecord

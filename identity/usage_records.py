@@ -14,10 +14,12 @@ from identity.wallet_periods import BALANCE_EXHAUSTED, SPENDING_LIMIT_REACHED
 from identity.wallets import amount
 
 MAX_BATCH = 1000
-# A record's own refusal (in a 200 beside the others'): its cost would take the team's period cost past
-# identity.wallets.MAX_TOTAL. Not a state of the wallet: the key check is not told.
+# A record's own refusal: its cost would take the team's period cost past identity.wallets.MAX_TOTAL.
+# Not a state of the wallet: the key check is not told. Refused all the same (never debited, never
+# answered as if booked): 422 for one record, its status beside the others' in a batch.
 AMOUNT_OUT_OF_RANGE = "amount_out_of_range"
 # The ledger's own idempotency keys for credits (identity.wallets._reference_key), never a gateway's.
+REFUSALS = (BALANCE_EXHAUSTED, SPENDING_LIMIT_REACHED, AMOUNT_OUT_OF_RANGE)
 RESERVED = ("top_up:", "seat_grant:", "refund:", "adjustment:")
 
 
@@ -49,7 +51,8 @@ class Outcome:
 
     @property
     def refused(self) -> bool:
-        return self.status in (BALANCE_EXHAUSTED, SPENDING_LIMIT_REACHED)
+        """Whether the record was refused, not booked: any status but `debited` and `duplicate`."""
+        return self.status in REFUSALS
 
 
 def _text(item: dict[str, Any], name: str, where: str, limit: int) -> str:

@@ -4,17 +4,19 @@ Authenticated with the operator's gateway credential (`Authorization: Bearer gw_
 check is. The body is one record `{key_id, model, cost_micros, request_id}` or a batch
 `{"usage": [record, ...]}` (up to 1,000). Amounts are JSON integers in micro-cents.
 
-- One record: 200 with what was debited and what is left, or 429 problem JSON (`code`
-  `balance_exhausted` or `spending_limit_reached`, `scope`, `resets_at`). `Retry-After` comes with a
-  limit's refusal only, which ends when the period turns: a balance's ends when a credit lands,
-  at no time a client could be told to wait for.
+- One record: 200 with what was debited and what is left, or a problem JSON, never a 200 for a
+  refused record: 429 (`code` `balance_exhausted` or `spending_limit_reached`, `scope`, `resets_at`),
+  or 422 `amount_out_of_range` (the record would take the team's period cost past MAX_TOTAL: no wait
+  makes it fit, so not a 429). `Retry-After` comes with a limit's refusal only, which ends when the
+  period turns: a balance's ends when a credit lands, at no time a client could be told to wait for.
   A retried `request_id` answers 200 `duplicate` with the first debit, and debits nothing.
   Retried with a key of another team (a gateway that re-resolved the caller's key), the duplicate
   names the team the first attempt debited (`team_id`) and its `debited_micros`, and leaves out
   `balance_micros`, `remaining_micros` (and `resets_at` is null): that team's wallet is not locked
   by the retry, and the retry key's team's numbers would describe a wallet the debit never moved.
-- A batch: 200 with a result per record (`status`: debited, duplicate, or the refusal's code);
-  429 when every record was refused.
+- A batch: 200 with a result per record (`status`: debited, duplicate, or the refusal's code,
+  `amount_out_of_range` included); when every record was refused, the first refusal's problem
+  (429, or 422 for `amount_out_of_range`) with every record's result.
 - Bad input (a wrong type, a non-positive or absurd cost, an unknown key): 400/404 problem JSON
   naming the field, and nothing is written for any record of the call.
 """
@@ -30,8 +32,9 @@ from sqlalchemy.exc import IntegrityError
 from audit import Actor, clock
 from identity import gateway, topups, usage
 from identity.errors import InvalidValue, Unauthenticated
-from identity.usage import Outcome, UsageRecord
+from identity.usage import AMOUNT_OUT_OF_RANGE, Outcome, UsageRecord
 from identity.wallet_periods import BALANCE_EXHAUSTED, SPENDING_LIMIT_REACHED
+from identity.wallets import MAX_TOTAL
 from identity.web.api.common import adopt, json_body, problem, request_actor
 from identity.web.context import database
 
@@ -78,7 +81,8 @@ def post_usage() -> Response:
     refused = [o for o in outcomes if o.refused]
     if refused and len(refused) == len(outcomes):
         first = refused[0]
-        response = problem(429, first.status, _detail(first), {"results": results} if batch else results[0])
+        response = problem(422 if first.status == AMOUNT_OUT_OF_RANGE else 429, first.status, _detail(first),
+                           {"results": results} if batch else results[0])
         if first.status == SPENDING_LIMIT_REACHED and first.resets_at is not None:
             response.headers["Retry-After"] = str(max(1, int((first.resets_at - clock.now()).total_seconds())))
         return response
@@ -104,6 +108,9 @@ def _record(credential: str) -> tuple[Actor, list[Outcome], bool]:
 
 
 def _detail(outcome: Outcome) -> str:
+    if outcome.status == AMOUNT_OUT_OF_RANGE:
+        return (f"this cost would take the team's cost this period past the largest total a wallet keeps "
+                f"({MAX_TOTAL} micro-cents); nothing was debited")
     if outcome.status == BALANCE_EXHAUSTED:
         return f"the team's balance ({outcome.balance_micros} micro-cents) does not cover this request; top up"
     return (f"the {outcome.limit_scope} spending limit for this period is reached; it resets at "
@@ -123,9 +130,13 @@ def openapi_paths(op: Any, json_response: Any, ref: Any) -> dict[str, Any]:
     """This blueprint's operations, built with the admin API document's own helpers."""
     operation = op("Usage from the gateway (gateway credential `gw_...`): debit the key's team, discount first, "
                    "idempotently by request_id; one record or {usage: [...]}. 429 with code balance_exhausted or "
-                   "spending_limit_reached when refused", json_response(ref("UsageResult")), body="Usage")
+                   "spending_limit_reached when refused; 422 amount_out_of_range", json_response(ref("UsageResult")),
+                   body="Usage")
     operation["responses"]["429"] = {"description": "refused: balance_exhausted or spending_limit_reached (with "
                                      "`scope`; Retry-After, until the period turns, for spending_limit_reached only)",
+                                     "content": {"application/problem+json": {"schema": ref("Problem")}}}
+    operation["responses"]["422"] = {"description": "refused: amount_out_of_range (the record, or every record of "
+                                     "the batch, would take the team's period cost past MAX_TOTAL)",
                                      "content": {"application/problem+json": {"schema": ref("Problem")}}}
     operation["security"] = [{"gateway": []}]
     return {"/api/v1/usage": {"post": operation}}
