@@ -200,6 +200,9 @@ def _credit(session: Session, actor: Actor, org_id: str, team_id: str, kind: str
     if wallet.balance_micros + micros < 0:
         raise InvalidValue(f"the adjustment would take the balance below zero ({wallet.balance_micros})",
                            field="amount_micros")
+    asked = micros
+    if kind == SEAT_GRANT:
+        micros, reference = _seat_grant_within_total(wallet, micros, reference)
     within_total(wallet.balance_micros + micros, "balance_micros")
     entry = _write_entry(session, actor, wallet, kind, micros, locked.period_start, reference=reference,
                          request_id=request_id)
@@ -210,6 +213,8 @@ def _credit(session: Session, actor: Actor, org_id: str, team_id: str, kind: str
         wallet.refusal, wallet.refused_period_start = None, None
     changes: dict[str, Any] = {"entry_id": entry.id, "kind": kind, "amount_micros": micros, "reference": reference,
                                "balance_micros": {"before": before, "after": wallet.balance_micros}}
+    if micros != asked:
+        changes["capped_from_micros"] = asked  # a seat grant held at MAX_TOTAL (_seat_grant_within_total)
     if kind == TOP_UP and wallet.pending_topup_id:
         fulfilled = _fulfil_pending(session, wallet, reference, micros)
         if fulfilled:
@@ -240,7 +245,8 @@ def _write_entry(session: Session, actor: Actor, wallet: Wallet, kind: str, micr
 def grant_seat_usage(session: Session, actor: Actor, org_id: str,
                      cycles: Sequence[dt.datetime] | None = None) -> list[WalletEntry]:
     """Credit each team with its seated members' included usage for each cycle starting at `cycles`
-    (default: the current billing cycle).
+    (default: the current billing cycle): at most what takes its balance to MAX_TOTAL, never refused
+    (`_seat_grant_within_total`).
 
     Renewal grants each cycle it charges (identity.seats.renew_if_due, lazily or from cron); `identity
     billing renew` also grants the current one (the first cycle, or a setting turned on mid-cycle). Once
@@ -262,6 +268,20 @@ def grant_seat_usage(session: Session, actor: Actor, org_id: str,
                                       f"{seated} seats x {per_seat} for the cycle from {cycle_start.isoformat()}",
                                       request_id=key))
     return entries
+
+
+def _seat_grant_within_total(wallet: Wallet, micros: int, reference: str) -> tuple[int, str]:
+    """The seat grant of `micros` the locked wallet can take, at most MAX_TOTAL - its balance, and its
+    ledger reference (saying so when capped).
+
+    Not refused, as a payment past the bound is: the grant is written inside the seat renewal
+    (identity.seats.renew_if_due), which every take_seat and release_seat runs first, so refusing one
+    team's grant would stop the org's renewal, provisioning and deprovisioning. A balance already at
+    the bound gets a grant of 0, still written: the cycle's grant, once, as its key says."""
+    room = MAX_TOTAL - wallet.balance_micros
+    if micros <= room:
+        return micros, reference
+    return room, f"{reference}, capped from {micros} at the largest balance"[:REQUEST_ID_LENGTH]
 
 
 def _restored(wallet: Wallet) -> bool:

@@ -123,10 +123,6 @@ def test_a_single_usage_record_refused_out_of_range_is_not_answered_200(
     assert answer.status_code != 200, "a gateway reading the HTTP status takes the refused record for booked"
 
 
-@pytest.mark.xfail(strict=True, reason="wallets._credit's within_total refuses the seat grant of a team whose "
-                   "balance is near MAX_TOTAL, and seats.renew_if_due grants inside the renewal: the org's seat "
-                   "renewal (and every take_seat/release_seat, which renew first) fails with amount_out_of_range, "
-                   "so no cycle is charged again, no member can be provisioned and none deactivated (offboarding)")
 def test_one_teams_full_wallet_does_not_stop_the_orgs_seat_renewal(db: Database, system: Actor,
                                                                     acme: NewOrg) -> None:
     with db.transaction() as session:  # the owner's: each seat brings 1,000 of usage a cycle

@@ -351,6 +351,25 @@ def test_seat_usage_is_granted_once_per_cycle_by_billing_renew(db: Database, sys
     assert runner.invoke(main, ["billing", "check", "--org", acme.org.slug]).exit_code == 0
 
 
+def test_a_seat_grant_near_the_largest_balance_is_capped_and_says_so(db: Database, system: Actor,
+                                                                     acme: NewOrg) -> None:
+    """Refused, it would stop the org's seat renewal (and so every provisioning); credited past
+    MAX_TOTAL, the balance would leave its bound: it credits the room left, and its entry and event say so."""
+    provision(db, system, acme.org.id, "m@acme.test", role="member")
+    top_up(db, acme, 1_000)
+    with db.transaction() as session:
+        wallet_controls.set_settings(session, owner(acme), acme.org.id, seat_usage_micros=1_000)
+        session.get_one(Wallet, acme.default_team_id).balance_micros = wallets.MAX_TOTAL - 10  # the bound, set
+    with db.transaction() as session:
+        [entry] = wallets.grant_seat_usage(session, system, acme.org.id)
+    assert entry.amount_micros == 10 and "capped from 2000" in (entry.reference or "")
+    assert wallet(db, acme.default_team_id).balance_micros == wallets.MAX_TOTAL
+    with db.reading() as session:
+        event = session.scalars(select(AuditEvent).where(AuditEvent.action == "wallet.credited")
+                                .order_by(AuditEvent.id.desc())).first()
+    assert event is not None and event.changes["capped_from_micros"] == 2_000 and event.changes["amount_micros"] == 10
+
+
 def test_billing_check_finds_a_balance_that_is_not_its_ledgers_sum(db: Database, acme: NewOrg,
                                                                    runner: CliRunner) -> None:
     top_up(db, acme, 1000)
