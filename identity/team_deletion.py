@@ -17,7 +17,7 @@ from audit import Actor, record
 from audit.log import Target
 from identity import invitations, key_revocation, mappings, seats, topups, wallets
 from identity.actions import Action
-from identity.errors import InvalidValue, NotFound, PermissionDenied
+from identity.errors import Conflict, InvalidValue, NotFound, PermissionDenied
 from identity.group_defaults import defaults_of, settle_defaults
 from identity.group_locks import lock_groups
 from identity.lookups import get_team
@@ -29,7 +29,9 @@ from identity.vocabulary import InvitationStatus, Role
 def delete_team(session: Session, actor: Actor, org_id: str, team_id: str, *, confirm: str | None = None) -> None:
     """Delete a team: its memberships end, its API keys are revoked, the group mappings into it are
     deleted, its pending invitations expire and its wallet's undelivered top-up requests are
-    cancelled, each audited; `team.deleted` records the wallet's balance. `Default` stays.
+    cancelled, each audited; `team.deleted` records the wallet's balance. `Default` stays. Refused while
+    the payment hook holds a top-up request of the team (its payment would find no team): 409 for an
+    owner, who cancels it first (identity.topups.cancel_request); 403 for an admin, as for a balance.
 
     `confirm` must be the team's name, exactly, when given: the admin API and the console always
     give what the person typed ("Delete 'Platform'? This cannot be undone."); None is for callers
@@ -44,7 +46,9 @@ def delete_team(session: Session, actor: Actor, org_id: str, team_id: str, *, co
     team, balance = _lock_for_deletion(session, org_id, team_id)
     if confirm is not None and confirm != team.name:
         raise InvalidValue(f"confirm must be the team's name, {team.name!r}, to delete it", field="confirm")
-    _ensure_may_lose(actor, org_id, balance)
+    held = topups.charging(session, team.id)
+    _ensure_may_lose(actor, org_id, balance, held)
+    _ensure_nothing_charging(held)
     # Deleting the team removes its members from it and revokes their keys for it: what removing each
     # of them would do, so no more than the actor may do to each (an admin may not to an owner).
     authorize(actor, "member.remove_from_team", org_id=org_id,
@@ -114,16 +118,30 @@ def _lock_for_deletion(session: Session, org_id: str, team_id: str) -> tuple[Tea
     return team, balance
 
 
-def _ensure_may_lose(actor: Actor, org_id: str, balance: int) -> None:
-    """Refuse the deletion of a team whose wallet holds money to whoever may not manage wallets: the
-    balance goes to no other team and no top-up or debit reaches it again, so deleting it spends the
-    org's money, which is the owner's (DESIGN 3.2: wallets are the owner's; an admin never gains that
-    power through a team it may delete). Asked under the wallet's lock, before anything is written."""
-    reason = refusal(actor, "wallets.manage", org_id=org_id) if balance > 0 else None
+def _ensure_may_lose(actor: Actor, org_id: str, balance: int, charging: list[str]) -> None:
+    """Refuse the deletion of a team whose wallet holds money, or is owed it (a top-up request the
+    payment hook holds: identity.topups.charging), to whoever may not manage wallets: the balance goes
+    to no other team and no top-up or debit reaches it again, so deleting it spends the org's money,
+    which is the owner's (DESIGN 3.2: wallets are the owner's; an admin never gains that power through
+    a team it may delete). Asked under the wallet's lock, before anything is written."""
+    reason = refusal(actor, "wallets.manage", org_id=org_id) if balance > 0 or charging else None
     if reason is not None:
-        raise PermissionDenied(f"the team's wallet holds {balance} micro-cents, which deleting it would lose: "
+        held = f" and the payment hook is charging for top-up request {charging[0]}" if charging else ""
+        raise PermissionDenied(f"the team's wallet holds {balance} micro-cents{held}, which deleting it would lose: "
                                f"only an owner may delete it ({reason})", action="wallets.manage",
-                               balance_micros=balance)
+                               balance_micros=balance, **({"topup_request_ids": charging} if charging else {}))
+
+
+def _ensure_nothing_charging(charging: list[str]) -> None:
+    """Refuse (409) the deletion, an owner's too, while the payment hook holds a top-up request of the
+    team: its payment, arriving after, would find no team (NotFound) and the money charged would be
+    credited nowhere. The owner cancels the request first (identity.topups.cancel_request, having
+    stopped the charge) or waits for its payment (then the balance is the owner's to lose)."""
+    if charging:
+        raise Conflict(f"the payment hook holds top-up request {charging[0]} of this team, not yet paid: its "
+                       "payment would be lost with the team; cancel the request (POST .../wallet/topup-requests/"
+                       f"{charging[0]}/cancel) or wait for its payment, then delete the team",
+                       field="team_id", topup_request_ids=charging)
 
 
 def _has_an_owner(session: Session, org_id: str, team_id: str) -> bool:

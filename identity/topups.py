@@ -34,6 +34,7 @@ from audit import Actor, clock, record
 from identity.actions import Action
 from identity.config import topup_hook
 from identity.db import Database
+from identity.errors import Conflict, NotFound
 from identity.lookups import get_team
 from identity.models import Org, Team
 from identity.paging import Window, within
@@ -141,6 +142,48 @@ def close_team_wallet(session: Session, actor: Actor, org_id: str, team_id: str)
     withdraw_undelivered(session, actor, wallet, "team_deleted")
     wallet.pending_topup_id = None
     return wallet.balance_micros
+
+
+def charging(session: Session, team_id: str) -> list[str]:
+    """The team's top-up requests the payment hook holds, oldest first: delivered and not yet paid
+    (the hook may be charging for them), or being delivered now (claimed by a sender: its POST may be
+    in flight). Money the team's wallet is owed: their payment fulfils them, on the team's wallet only."""
+    now = clock.now()
+    held = (TopUpRequest.status == DELIVERED) | (
+        TopUpRequest.status.in_(UNDELIVERED) & TopUpRequest.claimed_until.is_not(None)
+        & (TopUpRequest.claimed_until > now))
+    return list(session.scalars(select(TopUpRequest.id).where(TopUpRequest.team_id == team_id, held)
+                                .order_by(TopUpRequest.created_at)))
+
+
+def cancel_request(session: Session, actor: Actor, org_id: str, team_id: str, request_id: str) -> TopUpRequest:
+    """Cancel one of the team's top-up requests not yet paid, the hook's included (owners: the wallet is
+    theirs, DESIGN 3.2), audited (`wallet.topup_cancelled`, reason `owner_cancelled`); forget it as the
+    wallet's pending request, so the next crossing of the threshold may raise one.
+
+    For an owner who has stopped the charge at the payment provider, or who means to delete the team
+    (identity.team_deletion refuses while the hook holds a request: its payment would find no team).
+    A later payment naming it is still credited, once, while the team is there. One being delivered
+    now (claimed, its POST in flight) is a Conflict: its outcome is not known yet."""
+    authorize(actor, "wallets.manage", org_id=org_id)
+    get_team(session, org_id, team_id)
+    wallet = lock_wallet(session, org_id, team_id).wallet
+    found = session.get(TopUpRequest, request_id) if isinstance(request_id, str) and len(request_id) <= 36 else None
+    if found is None or found.team_id != team_id or found.org_id != org_id:
+        raise NotFound(f"no top-up request {request_id!r} in team {team_id!r}", field="request_id")
+    if found.status not in (*UNDELIVERED, DELIVERED):
+        raise Conflict(f"the top-up request is {found.status}: only one not yet paid can be cancelled",
+                       field="request_id", status=found.status)
+    if found.claimed_until is not None and found.claimed_until > clock.now():
+        raise Conflict("the top-up request is being delivered to the payment hook now; try again in a few minutes",
+                       field="request_id", status=found.status)
+    before, found.status, found.claimed_until = found.status, CANCELLED, None
+    if wallet.pending_topup_id == found.id:
+        wallet.pending_topup_id = None
+    record(session, actor, Action.WALLET_TOPUP_CANCELLED, team_target(team_id),
+           {"request_id": found.id, "amount_micros": found.amount_micros, "reason": "owner_cancelled",
+            "status": {"before": before, "after": CANCELLED}}, org_id=org_id)
+    return found
 
 
 def body_of(found: TopUpRequest) -> bytes:

@@ -487,6 +487,12 @@ def _topup_withdrawn(w: World) -> Call:
         s, a, wallets.lock_wallet(s, w.org_id, w.acme.default_team_id).wallet, "auto_topup_off")
 
 
+def _topup_cancelled(w: World) -> Call:
+    _topup_pending(w)
+    return lambda s, a: topups.cancel_request(s, a, w.org_id, w.acme.default_team_id, wallets.lock_wallet(
+        s, w.org_id, w.acme.default_team_id).wallet.pending_topup_id or "")
+
+
 def _seat_usage(w: World) -> Call:
     w.do(lambda s, a: wallet_controls.set_settings(s, a, w.org_id, seat_usage_micros=500))
     return lambda s, a: wallets.grant_seat_usage(s, a, w.org_id)
@@ -509,6 +515,7 @@ SERVICES.update({
     "identity.topups.request_if_due": (_below_threshold, "wallet.topup_requested"),
     "identity.topups.close_team_wallet": (_topup_pending, "wallet.topup_cancelled"),
     "identity.wallets.withdraw_undelivered": (_topup_withdrawn, "wallet.topup_cancelled"),
+    "identity.topups.cancel_request": (_topup_cancelled, "wallet.topup_cancelled"),
     "identity.usage_audit.summarise": (lambda w: lambda s, a: usage_audit.summarise(
         s, a, {w.acme.default_team_id: wallets.lock_wallet(s, w.org_id, w.acme.default_team_id)},
         [{"org_id": w.org_id, "team_id": w.acme.default_team_id, "amount_micros": -100, "cost_micros": 100,

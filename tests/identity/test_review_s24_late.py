@@ -82,9 +82,6 @@ def test_0028_fills_the_period_cost_from_the_usage_already_there(db: Database, d
         again.dispose()
 
 
-@pytest.mark.xfail(strict=True, reason="team_deletion._ensure_may_lose asks only balance_micros > 0: money the hook "
-                   "is charging (a delivered, unfulfilled top-up request) is not counted, so an admin deletes the "
-                   "team and the payment, arriving after, is refused (NotFound): the org's money is lost")
 def test_an_admin_may_not_delete_a_team_whose_top_up_the_hook_is_charging(db: Database, system: Actor,
                                                                           acme: NewOrg) -> None:
     ann, _ = admin_and_member(db, system, acme.org.id)

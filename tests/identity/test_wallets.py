@@ -20,7 +20,7 @@ from audit.models import AuditEvent
 from identity import keys, team_deletion, teams, topups, usage, wallet_controls, wallet_periods, wallets
 from identity.billing import check_org
 from identity.db import Database
-from identity.errors import InvalidValue, NotFound, PermissionDenied
+from identity.errors import Conflict, InvalidValue, NotFound, PermissionDenied
 from identity.orgs import NewOrg
 from identity.seats import cycle_at
 from identity.usage import UsageRecord
@@ -368,6 +368,28 @@ def test_a_seat_grant_near_the_largest_balance_is_capped_and_says_so(db: Databas
         event = session.scalars(select(AuditEvent).where(AuditEvent.action == "wallet.credited")
                                 .order_by(AuditEvent.id.desc())).first()
     assert event is not None and event.changes["capped_from_micros"] == 2_000 and event.changes["amount_micros"] == 10
+
+
+def test_an_owner_deletes_a_team_whose_top_up_the_hook_holds_only_after_cancelling_it(db: Database, system: Actor,
+                                                                                      acme: NewOrg) -> None:
+    """Its payment, after the deletion, would find no team: the charge would be credited nowhere."""
+    with db.transaction() as session:
+        research = teams.create_team(session, system, acme.org.id, "Research").id
+        wallet_controls.configure_wallet(session, owner(acme), acme.org.id, research,
+                                         auto_topup={"threshold_micros": 1_000, "amount_micros": 5_000})
+    assert topups.deliver(db, ("https://pay.example/hook", "s"), system, post=lambda u, b, h: None)["delivered"] == 1
+    with db.reading() as session:
+        [request] = session.scalars(select(TopUpRequest)).all()
+    with pytest.raises(Conflict) as refused, db.transaction() as session:
+        team_deletion.delete_team(session, owner(acme), acme.org.id, research, confirm="Research")
+    assert refused.value.context["topup_request_ids"] == [request.id]
+    with db.transaction() as session:
+        topups.cancel_request(session, owner(acme), acme.org.id, research, request.id)
+    with db.transaction() as session:
+        team_deletion.delete_team(session, owner(acme), acme.org.id, research, confirm="Research")
+    with db.reading() as session:
+        assert session.get_one(TopUpRequest, request.id).status == "cancelled"
+    assert actions(db, acme.org.id)[-1] == "team.deleted"
 
 
 def test_billing_check_finds_a_balance_that_is_not_its_ledgers_sum(db: Database, acme: NewOrg,

@@ -168,6 +168,14 @@ def get_topup_requests(org_ref: str, team_id: str) -> Response:
                      topup_json, lambda row: Position(row.created_at, row.id))
 
 
+@bp.post(f"{WALLET}/topup-requests/<request_id>/cancel")
+@authenticated(scope=ADMIN)
+def cancel_topup_request(org_ref: str, team_id: str, request_id: str) -> Response:
+    """Owners: cancel a request not yet paid, the payment hook's included (before deleting the team)."""
+    found = run(database(), g.actor, topups.cancel_request, caller_org_id(org_ref), team_id, request_id)
+    return jsonify(topup_json(found))
+
+
 @bp.get("/orgs/<org_ref>/members/<user_id>/spend")
 @authenticated(scope=USAGE_READ)
 def get_member_spend(org_ref: str, user_id: str) -> Response:
@@ -237,6 +245,10 @@ def openapi_paths(op: Any, json_response: Any, ref: Any) -> dict[str, Any]:
             body="SubjectLimit", params=(*team, "user_id"))},
         f"{wallet}/topup-requests": {"get": op("The auto top-up's requests, newest first (owners and admins; keyset "
                                                "pages)", json_response({"type": "object"}), params=team, query=paging)},
+        f"{wallet}/topup-requests/{{request_id}}/cancel": {"post": op(
+            "Owners: cancel a top-up request not yet paid, one the payment hook holds included (a team is not "
+            "deleted while the hook holds one: 409); 409 while it is being delivered",
+            json_response({"type": "object"}), params=(*team, "request_id"))},
         "/api/v1/orgs/{org}/members/{user_id}/spend": {"get": op(
             "A member's keys' spend this period, per team and key", json_response({"type": "object"}),
             params=("org", "user_id"))},
