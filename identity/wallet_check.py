@@ -1,5 +1,5 @@
-"""`identity billing check`, wallets' part: every balance is its ledger's sum, and the ledger agrees
-with the audit log's summaries of it (DESIGN.md 3.8)."""
+"""`identity billing check`, wallets' part: every balance is its ledger's sum, each period's spend and
+cost are its ledger's usage, and the ledger agrees with the audit log's summaries of it (DESIGN.md 3.8)."""
 
 from __future__ import annotations
 
@@ -31,11 +31,7 @@ def check_wallets(session: Session, org_id: str) -> list[str]:
             problems.append(f"team {team_id}: balance {wallet.balance_micros} but the ledger sums to {total}")
         if wallet.balance_micros < 0:
             problems.append(f"team {team_id}: balance {wallet.balance_micros} is below zero")
-        period = -int(session.scalar(select(func.coalesce(func.sum(WalletEntry.amount_micros), 0)).where(
-            WalletEntry.team_id == team_id, WalletEntry.kind == USAGE,
-            WalletEntry.period_start == wallet.period_start)) or 0)
-        if period != wallet.period_spend_micros:
-            problems.append(f"team {team_id}: period spend {wallet.period_spend_micros} but the ledger holds {period}")
+        problems += _check_period(session, wallet)
         if wallet.spend_limit_micros is not None and wallet.period_spend_micros > wallet.spend_limit_micros:
             problems.append(f"team {team_id}: period spend {wallet.period_spend_micros} passes the limit "
                             f"{wallet.spend_limit_micros}")
@@ -46,6 +42,19 @@ def check_wallets(session: Session, org_id: str) -> list[str]:
         problems.append(f"{bad} ledger rows of an unknown kind, or usage that credits")
     return problems + _check_totals(session, org_id) + _check_summaries(
         session, org_id, {team: usage for team, (_, usage) in sums.items()})
+
+
+def _check_period(session: Session, wallet: Wallet) -> list[str]:
+    """The wallet's period spend and period cost (before the discount: the total MAX_TOTAL bounds, so one
+    below the ledger's would let usage totals pass it) are its ledger's usage in its current period."""
+    sums = session.execute(select(
+        func.coalesce(func.sum(WalletEntry.amount_micros), 0), func.coalesce(func.sum(WalletEntry.cost_micros), 0))
+        .where(WalletEntry.team_id == wallet.team_id, WalletEntry.kind == USAGE,
+               WalletEntry.period_start == wallet.period_start)).one()
+    kept = {"spend": (wallet.period_spend_micros, -int(sums[0] or 0)), "cost": (wallet.period_cost_micros,
+                                                                                int(sums[1] or 0))}
+    return [f"team {wallet.team_id}: period {name} {held} but the ledger holds {ledger}"
+            for name, (held, ledger) in kept.items() if held != ledger]
 
 
 def _check_totals(session: Session, org_id: str) -> list[str]:
