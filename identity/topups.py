@@ -256,6 +256,7 @@ def _claim(session: Session, request_id: str) -> TopUpRequest | None:
 
 def _mark(session: Session, actor: Actor, request_id: str, outcome: str, error: str | None) -> None:
     found = session.get_one(TopUpRequest, request_id)
+    wallet = _wallet_of(session, found) if outcome == FAILED else None  # locked first, as every writer does
     found.attempts += 1
     found.claimed_until, found.last_error = None, error
     if found.status in UNDELIVERED:  # a top-up may have fulfilled it meanwhile
@@ -269,3 +270,30 @@ def _mark(session: Session, actor: Actor, request_id: str, outcome: str, error: 
     record(session, actor, Action.WALLET_TOPUP_DELIVERED if outcome == DELIVERED else Action.WALLET_TOPUP_FAILED,
            team_target(found.team_id), changes, org_id=found.org_id,
            outcome="success" if outcome == DELIVERED else "failure")
+    if wallet is not None and found.status == FAILED and not _wanted(wallet, found):
+        _withdraw_unwanted(session, actor, wallet, found.id)
+
+
+def _wallet_of(session: Session, found: TopUpRequest) -> Wallet | None:
+    """The request's wallet, locked (None when its team is gone: nothing then asks for it again)."""
+    try:
+        return lock_wallet(session, found.org_id, found.team_id).wallet
+    except NotFound:
+        return None
+
+
+def _wanted(wallet: Wallet, found: TopUpRequest) -> bool:
+    """Whether the wallet's auto top-up still asks for this request: its pending one, the same threshold
+    and amount, the balance still below it (what withdraw_undelivered's callers would have left)."""
+    return wallet.pending_topup_id == found.id and wallet.balance_micros < (wallet.auto_topup_threshold_micros or 0) \
+        and (wallet.auto_topup_threshold_micros, wallet.auto_topup_amount_micros) == (found.threshold_micros,
+                                                                                      found.amount_micros)
+
+
+def _withdraw_unwanted(session: Session, actor: Actor, wallet: Wallet, request_id: str) -> None:
+    """A request whose POST failed, withdrawal of which was skipped while it was in flight (auto top-up
+    turned off or changed, the balance restored meanwhile): withdrawn now, not retried for the owner
+    who no longer wants it; a changed auto top-up still due raises its own (configure_wallet's rule)."""
+    session.flush()
+    withdraw_undelivered(session, actor, wallet, "withdrawn_while_delivered", only=request_id)
+    request_if_due(session, actor, wallet)

@@ -310,11 +310,12 @@ def _fulfil_pending(session: Session, wallet: Wallet, reference: str, micros: in
     return pending
 
 
-def withdraw_undelivered(session: Session, actor: Actor, wallet: Wallet, reason: str) -> list[str]:
+def withdraw_undelivered(session: Session, actor: Actor, wallet: Wallet, reason: str, *,
+                         only: str | None = None) -> list[str]:
     """Cancel the team's top-up requests not yet handed to the payment hook (pending, or failed and to
     be retried) and not being handed to it now, each audited (`wallet.topup_cancelled` with `reason`);
     forget the wallet's pending request when it was one of them, so the next crossing of the threshold
-    may raise one. Return their ids.
+    may raise one. Return their ids. `only`: that request alone (identity.topups, after its failed POST).
 
     Under the wallet's lock (the caller's), as every change of its pending request is. A request
     already delivered is the hook's now (it may be charging): it stays, and its payment fulfils it.
@@ -328,7 +329,8 @@ def withdraw_undelivered(session: Session, actor: Actor, wallet: Wallet, reason:
     now = clock.now()
     seen = {request_id: status for request_id, status in session.execute(
         select(TopUpRequest.id, TopUpRequest.status).where(
-            TopUpRequest.team_id == wallet.team_id, TopUpRequest.status.in_(UNDELIVERED_TOPUP))
+            TopUpRequest.team_id == wallet.team_id, TopUpRequest.status.in_(UNDELIVERED_TOPUP),
+        *([TopUpRequest.id == only] if only is not None else []))
         .order_by(TopUpRequest.created_at))}
     if not seen:
         return []

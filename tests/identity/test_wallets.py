@@ -392,6 +392,32 @@ def test_an_owner_deletes_a_team_whose_top_up_the_hook_holds_only_after_cancelli
     assert actions(db, acme.org.id)[-1] == "team.deleted"
 
 
+@pytest.mark.parametrize("change", [None, {"threshold_micros": 1_000, "amount_micros": 9_000}])
+def test_a_request_left_to_the_hook_while_its_post_was_in_flight_is_withdrawn_when_the_post_fails(
+        db: Database, system: Actor, acme: NewOrg, change: dict[str, int] | None) -> None:
+    """The owner turned auto top-up off (or changed it) while the request's POST was in flight: it was
+    left to the hook then (the hook may have charged it); the POST failed, so it is withdrawn, never
+    retried for what the owner no longer wants, and a changed auto top-up raises its own."""
+    key_id = _with_auto_top_up(db, system, acme, balance=2_000, threshold=1_000, amount=5_000)
+    post(db, UsageRecord(key_id, "m", 1_500, "r1"))
+    asked: list[int] = []
+
+    def failing_while_changed(url: str, body: bytes, headers: dict[str, str]) -> None:
+        asked.append(json.loads(body)["amount_micros"])
+        if len(asked) == 1:
+            with db.transaction() as session:
+                wallet_controls.configure_wallet(session, owner(acme), acme.org.id, acme.default_team_id,
+                                                 auto_topup=change)
+        raise OSError("the hook is down")
+
+    topups.deliver(db, ("https://pay.example/hook", "s"), system, post=failing_while_changed)
+    topups.deliver(db, ("https://pay.example/hook", "s"), system, post=failing_while_changed)
+    with db.reading() as session:
+        statuses = [r.status for r in session.scalars(select(TopUpRequest).order_by(TopUpRequest.created_at))]
+    assert asked == ([5_000] if change is None else [5_000, 9_000])
+    assert statuses == (["cancelled"] if change is None else ["cancelled", "failed"])
+
+
 def test_billing_check_finds_a_balance_that_is_not_its_ledgers_sum(db: Database, acme: NewOrg,
                                                                    runner: CliRunner) -> None:
     top_up(db, acme, 1000)
