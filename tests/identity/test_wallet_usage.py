@@ -382,3 +382,19 @@ def test_the_usage_totals_are_the_ledgers_sums_after_every_kind_of_debit(client:
     with db.reading() as session:
         found = check_wallets(session, acme.org.id)
     assert len(found) == 1 and "usage totals by member (none)" in found[0], found
+
+
+def test_an_owner_cancels_a_top_up_request_over_http_and_a_member_may_not(client: FlaskClient, world: World,
+                                                                          db: Database) -> None:
+    """The way out of a team's deletion refused while the payment hook holds its request (409)."""
+    top_up(client, world, 2_000)
+    auto = {"auto_topup": {"threshold_micros": 5_000, "amount_micros": 10_000}}
+    assert client.patch(world.wallet, headers=world.owner, json=auto).status_code == 200  # below: one request
+    [request] = client.get(f"{world.wallet}/topup-requests", headers=world.owner).get_json()["topup_requests"]
+    url = f"{world.wallet}/topup-requests/{request['id']}/cancel"
+    assert client.post(url, headers=world.member).status_code == 403
+    cancelled = client.post(url, headers=world.owner)
+    assert cancelled.status_code == 200 and cancelled.get_json()["status"] == "cancelled", cancelled.data
+    again = client.post(url, headers=world.owner)
+    assert again.status_code == 409 and again.get_json()["code"] == "conflict"
+    assert client.post(f"{world.wallet}/topup-requests/nope/cancel", headers=world.owner).status_code == 404
