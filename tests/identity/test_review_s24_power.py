@@ -159,7 +159,7 @@ def _filled(rule: str, w: World) -> str:
     i = w.ids
     values = {"org_ref": w.acme.org.slug, "user_id": i["acme_member"], "key_id": i["acme_member_key"],
               "team_id": w.acme.default_team_id, "invitation_id": "x", "mapping_id": "x", "token_id": "x",
-              "client_id": "x", "kind": "scim-tokens", "credential_id": "x", "action": "remove",
+              "client_id": "x", "request_id": "x", "kind": "scim-tokens", "credential_id": "x", "action": "remove",
               "subject": "member", "subject_id": i["acme_member"], "vendor": "okta"}
     return re.sub(r"<(?:[^>]*:)?(\w+)>", lambda m: values[m.group(1)], rule)
 
