@@ -11,9 +11,10 @@ from flask.testing import FlaskClient
 
 from audit import Actor
 from audit.actor import system_actor
-from identity import keys, usage, wallet_controls, wallets
+from identity import keys, topups, usage, wallet_controls, wallets
 from identity.db import Database
 from identity.orgs import NewOrg
+from identity.paging import Window
 from identity.usage import UsageRecord
 from tests.factories import counts
 from tests.identity.test_console_forms import sign_in
@@ -212,3 +213,40 @@ def test_a_key_or_member_without_usage_can_be_given_a_limit_before_it_spends(cli
     path = f"{_wallet(acme)}/limits/key/{idle}"
     assert client.post(path, data={"csrf_token": token, "subject_limit": "0"}).status_code == 303  # stop it now
     assert input_value(client.get(_wallet(acme)).get_data(as_text=True), f"key-limit-{idle}") == "0.00"
+
+
+def _requested(db: Database, acme: NewOrg) -> str:
+    """The id of the default team's one pending top-up request ($5 left, below the $10 threshold)."""
+    with db.transaction() as session:
+        wallet_controls.configure_wallet(session, SYSTEM, acme.org.id, acme.default_team_id,
+                                         auto_topup={"threshold_micros": 10 * DOLLAR, "amount_micros": 50 * DOLLAR})
+    _spent_key(db, acme, 95)
+    with db.transaction() as session:
+        requests = topups.list_requests(session, SYSTEM, acme.org.id, acme.default_team_id, Window(5))
+        return str(requests[0].id)
+
+
+def test_an_owner_cancels_a_top_up_request_on_the_wallet_page(client: FlaskClient, db: Database,
+                                                              acme: NewOrg) -> None:
+    """The way out of a team deletion refused while the hook holds a request, without the API."""
+    request_id = _requested(db, acme)
+    token = sign_in(client, db, acme.owner.id)
+    action = f"{_wallet(acme)}/topup-requests/{request_id}/cancel"
+    assert f'action="{action}"' in client.get(_wallet(acme)).get_data(as_text=True)
+    assert client.post(action, data={"csrf_token": token}).status_code == 303
+    page = client.get(_wallet(acme)).get_data(as_text=True)
+    assert "Top-up request cancelled." in page and f'action="{action}"' not in page
+    again = client.post(action, data={"csrf_token": token})
+    assert again.status_code == 409 and 'role="alert"' in again.get_data(as_text=True)
+
+
+def test_an_admin_is_offered_no_cancel_and_a_forged_one_is_refused(client: FlaskClient, db: Database,
+                                                                   acme: NewOrg) -> None:
+    request_id = _requested(db, acme)
+    token = sign_in(client, db, add(db, acme, "ada@acme.test", "admin", acme.default_team_id))
+    action = f"{_wallet(acme)}/topup-requests/{request_id}/cancel"
+    page = client.get(_wallet(acme)).get_data(as_text=True)
+    assert 'id="topup-requests"' in page and f'action="{action}"' not in page
+    before = counts(db)
+    assert client.post(action, data={"csrf_token": token}).status_code == 403
+    assert counts(db) == before

@@ -22,6 +22,7 @@ from identity import directory, spend, topups, wallet_controls, wallets
 from identity.errors import DomainError, InvalidValue
 from identity.paging import Window
 from identity.web.console.common import (
+    FORM_ERROR,
     console_page,
     field,
     form_errors,
@@ -155,6 +156,19 @@ def top_up(team_id: str) -> Response:
         return _page(team_id, status=status_of(error), errors=_errors(
             error, "amount" if named in ("amount", "amount_micros") else None))
     return redirect_with_notice(f"/console/teams/{team_id}/wallet", f"Topped up {micros_as_dollars(micros)}.")
+
+
+@bp.post("/teams/<team_id>/wallet/topup-requests/<request_id>/cancel")
+@console_page
+def cancel_topup_request(team_id: str, request_id: str) -> Response:
+    """Cancel one of the team's top-up requests not yet paid (owners: identity.topups.cancel_request
+    decides, refusing the others and one being delivered now); the way out of a team deletion refused
+    while the payment hook holds a request."""
+    try:
+        submit(topups.cancel_request, g.caller.org_id, team_id, request_id)
+    except DomainError as error:
+        return _page(team_id, status=status_of(error), errors=_errors(error, FORM_ERROR))  # the row has no slot
+    return redirect_with_notice(f"/console/teams/{team_id}/wallet", "Top-up request cancelled.")
 
 
 @bp.post("/teams/<team_id>/wallet/limit")
