@@ -27,7 +27,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
 from audit import Actor, clock, record
@@ -148,12 +148,25 @@ def charging(session: Session, team_id: str) -> list[str]:
     """The team's top-up requests the payment hook holds, oldest first: delivered and not yet paid
     (the hook may be charging for them), or being delivered now (claimed by a sender: its POST may be
     in flight). Money the team's wallet is owed: their payment fulfils them, on the team's wallet only."""
+    return list(session.scalars(select(TopUpRequest.id).where(TopUpRequest.team_id == team_id, _held())
+                                .order_by(TopUpRequest.created_at)))
+
+
+def teams_charging(session: Session, team_ids: list[str]) -> set[str]:
+    """Which of the teams have a request the payment hook holds (`charging`'s rule), in one query for a
+    page of teams: the console says why their Delete is not offered (identity.team_deletion refuses it)."""
+    if not team_ids:
+        return set()
+    return set(session.scalars(select(TopUpRequest.team_id).where(TopUpRequest.team_id.in_(team_ids), _held())
+                               .distinct()))
+
+
+def _held() -> ColumnElement[bool]:
+    """A request the hook holds: delivered and not yet paid, or being delivered now (claimed)."""
     now = clock.now()
-    held = (TopUpRequest.status == DELIVERED) | (
+    return (TopUpRequest.status == DELIVERED) | (
         TopUpRequest.status.in_(UNDELIVERED) & TopUpRequest.claimed_until.is_not(None)
         & (TopUpRequest.claimed_until > now))
-    return list(session.scalars(select(TopUpRequest.id).where(TopUpRequest.team_id == team_id, held)
-                                .order_by(TopUpRequest.created_at)))
 
 
 def cancel_request(session: Session, actor: Actor, org_id: str, team_id: str, request_id: str) -> TopUpRequest:

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
 from audit import Actor
 from audit.actor import system_actor
-from identity import keys, topups, usage, wallet_controls, wallets
+from identity import keys, teams, topups, usage, wallet_controls, wallets
 from identity.db import Database
 from identity.orgs import NewOrg
 from identity.paging import Window
 from identity.usage import UsageRecord
+from identity.wallet_models import TopUpRequest
 from tests.factories import counts
 from tests.identity.test_console_forms import sign_in
 from tests.identity.test_console_gaps import add, input_value
@@ -250,3 +252,21 @@ def test_an_admin_is_offered_no_cancel_and_a_forged_one_is_refused(client: Flask
     before = counts(db)
     assert client.post(action, data={"csrf_token": token}).status_code == 403
     assert counts(db) == before
+
+
+@pytest.mark.parametrize("role", ["owner", "admin"])
+def test_the_teams_page_says_why_a_team_being_paid_is_not_deleted(client: FlaskClient, db: Database,
+                                                                  acme: NewOrg, role: str) -> None:
+    """identity.team_deletion refuses while the hook holds a request; the page says so, with the way out."""
+    with db.transaction() as session:
+        team = teams.create_team(session, SYSTEM, acme.org.id, "Paid")
+        wallet_controls.configure_wallet(session, SYSTEM, acme.org.id, team.id,
+                                         auto_topup={"threshold_micros": 10 * DOLLAR, "amount_micros": 50 * DOLLAR})
+    with db.transaction() as session:
+        [request] = session.scalars(select(TopUpRequest).where(TopUpRequest.team_id == team.id)).all()
+        request.status = topups.DELIVERED
+    user = acme.owner.id if role == "owner" else add(db, acme, "ada@acme.test", "admin", acme.default_team_id)
+    sign_in(client, db, user)
+    page = client.get("/console/teams").get_data(as_text=True)
+    assert "A top-up request is being paid" in page and f'href="/console/teams/{team.id}/wallet"' in page
+    assert f'action="/console/teams/{team.id}/delete"' not in page

@@ -16,7 +16,7 @@ from flask import Blueprint, g, redirect, request
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
-from identity import directory, grants, team_deletion, teams, wallet_list, wallets
+from identity import directory, grants, team_deletion, teams, topups, wallet_list, wallets
 from identity.directory import TeamDetail
 from identity.errors import DomainError, NotFound, PermissionDenied
 from identity.spend import WalletView
@@ -77,6 +77,7 @@ def _page(*, status: int = 200, errors: dict[str, str] | None = None, **state: A
         summaries = listed.teams
         slots = _wallets(session, [t.team.id for t in summaries])
         may_top_up = bool(slots) and wallets.may_top_up(session, g.actor, g.caller.org_id)
+        charging = topups.teams_charging(session, [t.team.id for t in summaries])
         detail: TeamDetail | None = None
         if open_team:
             try:
@@ -90,7 +91,8 @@ def _page(*, status: int = 200, errors: dict[str, str] | None = None, **state: A
     errors = placed(errors, {"name-": shown, "delete-": shown,
                              "role-": [m.user_id for m in detail.members] if detail else []})
     return render("console/teams.html", status=status, errors=errors, title="Teams", nav="teams",
-                  teams=summaries, wallets=slots, may_top_up=may_top_up, detail=detail, team_roles=TEAM_ROLES,
+                  teams=summaries, wallets=slots, may_top_up=may_top_up, charging=charging,
+                  detail=detail, team_roles=TEAM_ROLES,
                   org_roles=org_roles, here=_here(), next_page=cursor(listed.next),
                   previous_page=cursor(listed.previous), detail_listed=bool(detail) and open_team in shown,
                   invite_address=state.get("invite_address", ""),
