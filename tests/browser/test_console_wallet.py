@@ -146,3 +146,11 @@ def test_an_owner_sets_discount_auto_top_up_and_a_keys_limit_and_reads_the_ledge
     expect(ledger).to_contain_text("+$20.00")
     expect(ledger).to_contain_text("invoice 77")
     check_page(page, "wallet-controls")
+
+    requests = page.locator("#topup-requests")  # the owner cancels the pending request (the way out of a refused deletion)
+    check_page(page, "wallet-topup-request-cancel")
+    requests.get_by_role("button", name="Cancel the top-up request").click()
+    expect(page.get_by_role("status")).to_have_text("Top-up request cancelled.")
+    expect(requests).to_contain_text("cancelled")
+    expect(requests.get_by_role("button")).to_have_count(0)
+    check_page(page, "wallet-topup-request-cancelled")
