@@ -169,6 +169,12 @@ def _held() -> ColumnElement[bool]:
         & (TopUpRequest.claimed_until > now))
 
 
+def in_flight(request: TopUpRequest) -> bool:
+    """Whether the request is being delivered now (claimed by a sender, its POST perhaps in flight):
+    its outcome is not known yet, so it may not be cancelled (cancel_request; the console offers no form)."""
+    return request.claimed_until is not None and request.claimed_until > clock.now()
+
+
 def cancel_request(session: Session, actor: Actor, org_id: str, team_id: str, request_id: str) -> TopUpRequest:
     """Cancel one of the team's top-up requests not yet paid, the hook's included (owners: the wallet is
     theirs, DESIGN 3.2), audited (`wallet.topup_cancelled`, reason `owner_cancelled`); forget it as the
@@ -187,7 +193,7 @@ def cancel_request(session: Session, actor: Actor, org_id: str, team_id: str, re
     if found.status not in (*UNDELIVERED, DELIVERED):
         raise Conflict(f"the top-up request is {found.status}: only one not yet paid can be cancelled",
                        field="request_id", status=found.status)
-    if found.claimed_until is not None and found.claimed_until > clock.now():
+    if in_flight(found):
         raise Conflict("the top-up request is being delivered to the payment hook now; try again in a few minutes",
                        field="request_id", status=found.status)
     before, found.status, found.claimed_until = found.status, CANCELLED, None

@@ -6,11 +6,13 @@ the org allows it (identity.wallets._authorize_top_up); the services decide, the
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from audit import Actor
+from audit import Actor, clock
 from audit.actor import system_actor
 from identity import keys, teams, topups, usage, wallet_controls, wallets
 from identity.db import Database
@@ -270,3 +272,15 @@ def test_the_teams_page_says_why_a_team_being_paid_is_not_deleted(client: FlaskC
     page = client.get("/console/teams").get_data(as_text=True)
     assert "A top-up request is being paid" in page and f'href="/console/teams/{team.id}/wallet"' in page
     assert f'action="/console/teams/{team.id}/delete"' not in page
+
+
+def test_a_request_being_delivered_is_offered_no_cancel(client: FlaskClient, db: Database, acme: NewOrg) -> None:
+    """Claimed by a sender, its POST perhaps in flight: its outcome is not known (topups.in_flight)."""
+    request_id = _requested(db, acme)
+    with db.transaction() as session:
+        claimed = session.get(TopUpRequest, request_id)
+        assert claimed is not None
+        claimed.claimed_until = clock.now() + timedelta(minutes=5)
+    sign_in(client, db, acme.owner.id)
+    page = client.get(_wallet(acme)).get_data(as_text=True)
+    assert 'id="topup-requests"' in page and f"/topup-requests/{request_id}/cancel" not in page

@@ -91,10 +91,10 @@ def _billing(session: Session, team_id: str) -> dict[str, Any]:
     """The ledger's page and the auto top-up's newest requests, for those who read billing (the
     services' own rule: identity.spend.ledger, identity.topups.list_requests); none for the others."""
     if not may("billing.read"):
-        return {"ledger": None, "requests": None, "ledger_next": None, "names": {}}
+        return {"ledger": None, "requests": None, "ledger_next": None, "names": {}, "in_flight": None}
     rows = spend.ledger(session, g.actor, g.caller.org_id, team_id, limit=LEDGER_PAGE + 1, before=_ledger_before())
     requests = topups.list_requests(session, g.actor, g.caller.org_id, team_id, Window(REQUESTS_SHOWN))
-    return {"ledger": rows[:LEDGER_PAGE], "requests": requests[:REQUESTS_SHOWN],
+    return {"ledger": rows[:LEDGER_PAGE], "requests": requests[:REQUESTS_SHOWN], "in_flight": topups.in_flight,
             "ledger_next": rows[LEDGER_PAGE - 1].id if len(rows) > LEDGER_PAGE else None,
             "names": spend.ledger_names(session, g.actor, g.caller.org_id, rows[:LEDGER_PAGE])}
 
