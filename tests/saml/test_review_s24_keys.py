@@ -1,0 +1,61 @@
+"""Review s24 (hostile, name keys): SAML links moving with a new IdP entity id (saml.identities.move_links).
+
+Each test is marked xfail (strict, with the reason): it fails on the code it was written against (90e87fc).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import select
+
+from audit import Actor
+from identity.web import cookies
+from saml.models import SamlIdentity
+from tests.factories import provision
+from tests.saml.conftest import IDP_ENTITY_ID, Sso, configure
+from tests.saml.idp import TestIdP
+from tests.saml.test_persistent_identity import _me, _sign_in
+
+EARLIER_ENTITY_ID = "https://idp.example.test/metadata/v0"
+
+STALE_WINS = ("move_links keeps a link already at the new entity id and drops the old one it clashes with: "
+              "going back to an entity id the org had before links moved with it keeps that entity id's stale "
+              "links over the ones sign-ins use now, so the NameID now Ann's signs in as whoever held it then")
+
+
+@pytest.mark.xfail(strict=True, reason=STALE_WINS)
+def test_going_back_to_an_earlier_entity_id_keeps_the_links_sign_ins_use_now(sso: Sso, system: Actor) -> None:
+    """Before 6ed08d4 an entity id change left the links behind. The org was at EARLIER_ENTITY_ID, where
+    the NameID `P-7` was Bob's; it moved to IDP_ENTITY_ID (links left behind), where `P-7` has been Ann's
+    (the IdP reassigns such ids: an email-form or employee-number NameID reused), linked at her sign-in.
+    The owner now uploads the earlier metadata again (the app restored): the links move back, Ann's
+    live link clashes with the stale one by NameID and is dropped, and Ann's next sign-in opens Bob's
+    account."""
+    ann = provision(sso.db, system, sso.org.org.id, "ann@acme.test")
+    bob = provision(sso.db, system, sso.org.org.id, "bob@acme.test")
+    with sso.db.transaction() as session:  # what the code before 6ed08d4 left at the earlier entity id
+        session.add(SamlIdentity(org_id=sso.org.org.id, idp_entity_id=EARLIER_ENTITY_ID, name_id_key="p-7",
+                                 name_id="P-7", user_id=bob.id,
+                                 created_at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)))
+    assert _sign_in(sso, "P-7", "ann@acme.test").status_code == 303 and _me(sso) == ann.id
+    sso.client.delete_cookie(cookies.COOKIE)
+
+    sso.idp = TestIdP(EARLIER_ENTITY_ID, sso.idp.keys)
+    configure(sso.db, sso.org.org.slug, sso.idp)
+
+    answer = _sign_in(sso, "P-7", "ann@acme.test")
+    assert answer.status_code == 303 and _me(sso) == ann.id, "Ann's NameID signed in as Bob"
+
+
+def test_links_are_where_they_were_before_the_round_trip(sso: Sso, system: Actor) -> None:
+    """Control (passes): without a stale row, a round trip of the entity id leaves every link as it was."""
+    ann = provision(sso.db, system, sso.org.org.id, "ann@acme.test")
+    assert _sign_in(sso, "P-ann", "ann@acme.test").status_code == 303
+    for entity_id in (EARLIER_ENTITY_ID, IDP_ENTITY_ID):
+        sso.idp = TestIdP(entity_id, sso.idp.keys)
+        configure(sso.db, sso.org.org.slug, sso.idp)
+    with sso.db.transaction() as session:
+        rows = [(r.idp_entity_id, r.user_id) for r in session.scalars(select(SamlIdentity))]
+    assert rows == [(IDP_ENTITY_ID, ann.id)]
