@@ -59,3 +59,19 @@ def test_links_are_where_they_were_before_the_round_trip(sso: Sso, system: Actor
     with sso.db.transaction() as session:
         rows = [(r.idp_entity_id, r.user_id) for r in session.scalars(select(SamlIdentity))]
     assert rows == [(IDP_ENTITY_ID, ann.id)]
+
+
+ONE_NAME_TWICE = ("identity.group_claims.apply_user_groups dedups the claim's refs as strings, not by their key: a "
+                  "group the org has not seen, named twice in one assertion in two spellings of one name "
+                  "('Sales' and 'SALES', or NFC and NFD), is created for the first and refused Conflict for the "
+                  "second, and the member's every sign-in is refused (nothing is kept, so the next fails alike)")
+
+
+@pytest.mark.xfail(strict=True, reason=ONE_NAME_TWICE)
+@pytest.mark.parametrize("spellings", [["Sales", "SALES"], ["Équipe", "E\u0301quipe"]])
+def test_a_new_group_named_twice_in_two_spellings_signs_in(sso: Sso, system: Actor, spellings: list[str]) -> None:
+    """An IdP sending the groups of two sources (the org maps two attributes to `groups`, or AD's
+    group and its synced copy) may name one group in two spellings; the service holds them as one
+    name (uq_idp_groups_org_name on the key), so the member is a member of that one group."""
+    answer = sso.sp_login(name_id="gus@acme.test", attributes={"groups": spellings})
+    assert answer.status_code == 303, answer.get_data(as_text=True)
