@@ -26,7 +26,7 @@ def idp(db: Database, client: FlaskClient, system: Actor) -> Scim:
 def _found(scim: Scim, filter_: str) -> list[str]:
     response = scim.get(f"/Users?filter={filter_}")
     assert response.status_code == 200, response.json
-    return [r["id"] for r in response.json["Resources"]]
+    return [r["id"] for r in (response.json or {})["Resources"]]
 
 
 @pytest.mark.parametrize(("stored", "asked"), [
