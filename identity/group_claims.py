@@ -29,10 +29,12 @@ def apply_user_groups(session: Session, actor: Actor, org_id: str, user_id: str,
     refs = list(dict.fromkeys(g.strip() for g in groups if g and g.strip()))
     known = _groups_named(session, org_id, refs)
     wanted: set[str] = set()
+    made: dict[str, IdpGroup] = {}  # by name key: a claim naming a new group twice ('Sales', 'SALES') makes it once
     for ref in refs:
-        group = known.get(ref)
+        group = known.get(ref) or made.get(name_key(ref))
         if group is None:
             group = create_group(session, actor, org_id, display_name=ref, external_id=ref, from_claim=True)
+            made[name_key(ref)] = group
         wanted.add(group.id)
     current = set(session.scalars(select(IdpGroupMember.group_id).where(IdpGroupMember.user_id == user_id)))
     for group_id in sorted(wanted ^ current):  # in one order, before any is changed (group_locks)

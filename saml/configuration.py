@@ -162,9 +162,14 @@ def refresh_connection(session: Session, actor: Actor, org_id: str, idp: IdpSett
 
     Checked again against the stored connection: another process may have refreshed it meanwhile.
     A change of certificates is audited (`sso.updated`, with their fingerprints) as any other.
+    Never a change of IdP: metadata naming another entity id than the stored one is not applied
+    (anyone can set a refresh off with a forged response, and a new entity id moves the org's
+    links, saml.identities.move_links); only an owner's configure_connection changes the IdP.
     """
     stored = session.get(SamlConnection, org_id)
     if stored is None or stored.idp_metadata_url != url or not refresh_due(stored, reason):
+        return False
+    if idp.entity_id != stored.idp_entity_id:
         return False
     configure_connection(session, actor, org_id, idp, metadata_url=url)
     return True

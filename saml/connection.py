@@ -87,8 +87,10 @@ def generate_sp_credentials(common_name: str, *, years: int = 10) -> tuple[str, 
     return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem
 
 
-def parse_idp_metadata(xml: str | bytes) -> IdpSettings:
-    """Read the IdP's entity id, HTTP-Redirect SSO/SLO endpoints and signing certificates.
+def parse_idp_metadata(xml: str | bytes, *, entity_id: str | None = None) -> IdpSettings:
+    """Read the IdP's entity id, HTTP-Redirect SSO/SLO endpoints and signing certificates; with
+    `entity_id`, those of that entity only (an aggregate lists many: the refresh reads the one the
+    org trusts, never the first one the document happens to list).
 
     python3-saml's parser refuses DTDs and entities; a certificate that is not valid now is refused
     here so that a stale upload fails at configure time rather than at every sign-in.
@@ -96,7 +98,7 @@ def parse_idp_metadata(xml: str | bytes) -> IdpSettings:
     if not xml.strip():  # an empty file is a failed download, not "keep the IdP in force"
         raise InvalidValue("the IdP metadata file is empty: download it from the IdP again", field="idp_metadata")
     try:
-        parsed = OneLogin_Saml2_IdPMetadataParser.parse(xml)
+        parsed = OneLogin_Saml2_IdPMetadataParser.parse(xml, entity_id=entity_id)
     except Exception as error:  # its parser raises bare Exceptions and lxml errors
         raise InvalidValue(f"unreadable IdP metadata: {type(error).__name__}", field="idp_metadata") from None
     idp = parsed.get("idp") or {}

@@ -262,7 +262,7 @@ def _refreshed(org: Org, connection: SamlConnection, reason: str) -> bool:
     if not url or not configuration.refresh_due(connection, reason):
         return False
     try:
-        idp = parse_idp_metadata(fetch_metadata(url))
+        idp = parse_idp_metadata(fetch_metadata(url), entity_id=connection.idp_entity_id)
         with web.db().transaction() as session:
             return configuration.refresh_connection(session, system_actor("saml metadata refresh"), org.id, idp,
                                               url=url, reason=reason)

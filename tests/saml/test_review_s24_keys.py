@@ -1,6 +1,7 @@
 """Review s24 (hostile, name keys): SAML links moving with a new IdP entity id (saml.identities.move_links).
 
-Each test is marked xfail (strict, with the reason): it fails on the code it was written against (90e87fc).
+Each test failed on the code it was written against (90e87fc); those still marked xfail (strict, with the
+reason) are not fixed yet, the others pass since their fix.
 """
 
 from __future__ import annotations
@@ -75,7 +76,6 @@ ONE_NAME_TWICE = ("identity.group_claims.apply_user_groups dedups the claim's re
                   "second, and the member's every sign-in is refused (nothing is kept, so the next fails alike)")
 
 
-@pytest.mark.xfail(strict=True, reason=ONE_NAME_TWICE)
 @pytest.mark.parametrize("spellings", [["Sales", "SALES"], ["Équipe", "E\u0301quipe"]])
 def test_a_new_group_named_twice_in_two_spellings_signs_in(sso: Sso, system: Actor, spellings: list[str]) -> None:
     """An IdP sending the groups of two sources (the org maps two attributes to `groups`, or AD's
@@ -122,7 +122,6 @@ def _aggregate(*idps: TestIdP) -> bytes:
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
 
 
-@pytest.mark.xfail(strict=True, reason=REFRESH_MOVES_TRUST)
 def test_an_anonymous_refresh_does_not_move_the_orgs_links_to_another_idp(
         runner: CliRunner, acme: NewOrg, idp: TestIdP, client: FlaskClient, db: Database, system: Actor,
         metadata_server: MetadataServer) -> None:
