@@ -77,7 +77,8 @@ def _page(*, status: int = 200, errors: dict[str, str] | None = None, **state: A
         summaries = listed.teams
         slots = _wallets(session, [t.team.id for t in summaries])
         may_top_up = bool(slots) and wallets.may_top_up(session, g.actor, g.caller.org_id)
-        charging = topups.teams_charging(session, [t.team.id for t in summaries])
+        # Read only for whom the page offers Delete (its note stands in for it): no query for the others.
+        charging = topups.teams_charging(session, [t.team.id for t in summaries]) if may("teams.manage") else set()
         detail: TeamDetail | None = None
         if open_team:
             try:
